@@ -1,0 +1,63 @@
+"""Atomic file writes: write beside the target, fsync, then rename over it."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_path(target: Path | str) -> Iterator[Path]:
+    """Yield a temp path in the target's folder; on success rename it onto `target`.
+
+    The temp name keeps the target's suffix (savefig and exporters infer formats from it).
+    On any exception the temp file is removed and `target` is left untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; keep the usual permissions
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(target: Path | str, data: bytes) -> None:
+    """Atomically replace `target` with `data`."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(target: Path | str, text: str) -> None:
+    """Atomically replace `target` with UTF-8 `text`."""
+    write_bytes(target, text.encode("utf-8"))
+
+
+def write_json(target: Path | str, obj: Any) -> None:
+    """Atomically write `obj` as indented JSON with a trailing newline."""
+    write_text(target, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_with(target: Path | str, writer: Callable[[Path], None]) -> None:
+    """Atomically create `target` with `writer(tmp_path)` (e.g. torch.save, savefig)."""
+    with atomic_path(target) as tmp:
+        writer(tmp)

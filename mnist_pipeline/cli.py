@@ -1,0 +1,90 @@
+"""The `mnist-pipeline` command line: thin shims that resolve params and paths, then call stages.
+
+DVC stages and the Prefect flow call the same stage functions these commands call.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.layout import Layout
+from mnist_pipeline.params import DEFAULT_PARAMS_PATH, Params, load_params
+
+app = typer.Typer(
+    help="Train, gate, export and register an MNIST CNN.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class CliState:
+    """Options shared by every command."""
+
+    params_path: Path
+    root: Path
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.root)
+
+    def params(self) -> Params:
+        return load_params(self.params_path)
+
+
+def state(ctx: typer.Context) -> CliState:
+    """The shared options of the current invocation."""
+    return ctx.ensure_object(CliState) if ctx.obj is None else ctx.obj
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    params: Annotated[
+        Path, typer.Option("--params", "-p", help="params.yaml to read.")
+    ] = DEFAULT_PARAMS_PATH,
+    root: Annotated[
+        Path, typer.Option("--root", help="Working directory for data/, models/, reports/.")
+    ] = Path("."),
+) -> None:
+    ctx.obj = CliState(params_path=params, root=root)
+
+
+@app.command()
+def fetch(ctx: typer.Context) -> None:
+    """Download and verify the four MNIST files into data/mnist/."""
+    from mnist_pipeline.fetch import fetch as fetch_stage
+
+    st = state(ctx)
+    result = fetch_stage(st.params().data, st.layout.data_dir)
+    for name, mirror in result.downloaded.items():
+        console.print(f"fetched {name} from {mirror}")
+    if result.already_present:
+        console.print(f"already present and verified: {len(result.already_present)} file(s)")
+    console.print(f"dataset ready in {result.data_dir}")
+
+
+# ---- end of commands ----
+
+
+def main() -> None:
+    """Console-script entry: run the app; user-facing errors become one message and an exit code."""
+    try:
+        app()
+    except PipelineError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Errors that the CLI turns into one clear message and an exit code (no traceback)."""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """A failure the user can act on; `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class ParamsError(PipelineError):
+    """params.yaml (or an override) is missing, malformed or violates a rule."""
+
+    exit_code = 2
+
+
+class DataError(PipelineError):
+    """The dataset could not be fetched, verified or parsed."""
+
+
+class GateError(PipelineError):
+    """A model did not meet a quality bar (accuracy gate, ONNX parity)."""
+
+
+class RegistryError(PipelineError):
+    """A registry operation was refused (bad name, unknown version, tampered file...)."""

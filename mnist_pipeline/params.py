@@ -1,0 +1,176 @@
+"""params.yaml, parsed once into frozen, validated, typed sections (the only YAML reader)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mnist_pipeline.errors import ParamsError
+from mnist_pipeline.manifest import DEFAULT_SHA256
+
+DEFAULT_PARAMS_PATH = Path("params.yaml")
+MIRROR_ENV = "MNIST_MIRROR"
+# The mirrors torchvision uses, in its order.
+DEFAULT_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+
+
+class Section(BaseModel):
+    """Base for every section: immutable, unknown keys rejected, no type coercion of strings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class DataParams(Section):
+    """Where the dataset comes from."""
+
+    mirrors: tuple[str, ...] = Field(default=DEFAULT_MIRRORS, min_length=1)
+    timeout_s: float = Field(default=30.0, gt=0)
+    # Expected SHA-256 of each decompressed file; override only to serve other (test) data.
+    sha256: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SHA256))
+
+    @field_validator("sha256")
+    @classmethod
+    def _known_files(cls, value: dict[str, str]) -> dict[str, str]:
+        if set(value) != set(DEFAULT_SHA256):
+            raise ValueError(f"must name exactly the files {sorted(DEFAULT_SHA256)}")
+        bad = [k for k, v in value.items() if len(v) != 64 or not all(c in "0123456789abcdef" for c in v)]
+        if bad:
+            raise ValueError(f"not a lowercase hex SHA-256 for {bad}")
+        return value
+
+    @field_validator("mirrors", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+
+class TrainParams(Section):
+    """Model architecture and optimisation."""
+
+    arch: Literal["classic"] = "classic"
+    epochs: int = Field(default=15, ge=1, le=1000)
+    batch_size: int = Field(default=128, ge=1, le=65536)
+    learning_rate: float = Field(default=0.001, gt=0, le=10)
+    lr_schedule: Literal["onecycle", "constant"] = "onecycle"
+    max_learning_rate: float = Field(default=0.003, gt=0, le=10)
+    seed: int = Field(default=1, ge=0)
+    val_size: int = Field(default=5000, ge=0)
+    device: Literal["cpu", "cuda"] = "cpu"
+    num_threads: int = Field(default=2, ge=1, le=256)
+    max_batches_per_epoch: int | None = Field(default=None, ge=1)
+
+
+class EvaluateParams(Section):
+    """The accuracy gate and evaluation batch size."""
+
+    min_accuracy: float = Field(default=0.98, ge=0, le=1)
+    batch_size: int = Field(default=1000, ge=1)
+
+
+class ExportParams(Section):
+    """ONNX export and the onnxruntime parity check."""
+
+    opset: int = Field(default=18, ge=17, le=23)
+    parity_atol: float = Field(default=1e-4, gt=0)
+    parity_batch_sizes: tuple[int, ...] = Field(default=(1, 7), min_length=1)
+
+    @field_validator("parity_batch_sizes", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+
+class RegistryParams(Section):
+    """Model registry location and promotion policy."""
+
+    root: str = "registry"
+    model_name: str = Field(default="mnist-cnn", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    promotion_margin: float = Field(default=0.0, ge=0, le=1)
+
+
+class Params(Section):
+    """All of params.yaml."""
+
+    data: DataParams = DataParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    export: ExportParams = ExportParams()
+    registry: RegistryParams = RegistryParams()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-ready dict (for model cards and reports)."""
+        return self.model_dump(mode="json")
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            rule = "unknown key (allowed keys are listed in params.py and the README)"
+        else:
+            rule = item["msg"]
+        lines.append(f"{source}: {key}: {rule} (got {item.get('input')!r})")
+    return "invalid params:\n  " + "\n  ".join(lines)
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ParamsError(f"override {dotted!r}: expected 'section.key'")
+        section, key = parts
+        if section not in Params.model_fields:
+            raise ParamsError(f"override {dotted!r}: unknown section {section!r}")
+        target = raw.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ParamsError(f"params section {section!r} must be a mapping")
+        target[key] = value
+
+
+def parse_params(
+    raw: Any, source: str = "params", overrides: Mapping[str, Any] | None = None
+) -> Params:
+    """Validate an already-loaded mapping (plus dotted overrides) into `Params`."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: top level must be a mapping of sections")
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    _apply_overrides(raw, overrides or {})
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(_describe(exc, source)) from None
+
+
+def load_params(
+    path: Path | str = DEFAULT_PARAMS_PATH,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Params:
+    """Read and validate params.yaml; `MNIST_MIRROR` (comma-separated) replaces data.mirrors."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParamsError(f"params file not found: {path}") from None
+    except OSError as exc:
+        raise ParamsError(f"cannot read params file {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    merged = dict(overrides or {})
+    env_mirror = (os.environ if environ is None else environ).get(MIRROR_ENV, "").strip()
+    if env_mirror and "data.mirrors" not in merged:
+        merged["data.mirrors"] = [m.strip() for m in env_mirror.split(",") if m.strip()]
+    return parse_params(raw, source=str(path), overrides=merged)
