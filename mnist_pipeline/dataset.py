@@ -17,8 +17,6 @@ MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 
 
-
-
 @dataclass(frozen=True)
 class Mnist:
     """The dataset as uint8 image tensors [N, 28, 28] and int64 label tensors [N]."""

@@ -95,8 +95,9 @@ def _download(source: str, out: BinaryIO, timeout: float, progress: Progress | N
         raise MirrorError(f"truncated download: {received} of {length} bytes")
 
 
-def _fetch_one(name: str, expected: str, mirror: str, target: Path, timeout: float,
-               progress: Progress | None) -> None:
+def _fetch_one(
+    name: str, expected: str, mirror: str, target: Path, timeout: float, progress: Progress | None
+) -> None:
     """Fetch `name` from one mirror into `target`, or raise MirrorError leaving target as it was."""
     errors = []
     for filename in (name + ".gz", name):
@@ -140,7 +141,10 @@ def _progress(show: bool | None) -> Progress | None:
     if not show:
         return None
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
         transient=True,
     )
 

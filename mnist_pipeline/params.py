@@ -41,7 +41,8 @@ class DataParams(Section):
     def _known_files(cls, value: dict[str, str]) -> dict[str, str]:
         if set(value) != set(DEFAULT_SHA256):
             raise ValueError(f"must name exactly the files {sorted(DEFAULT_SHA256)}")
-        bad = [k for k, v in value.items() if len(v) != 64 or not all(c in "0123456789abcdef" for c in v)]
+        hexdigits = set("0123456789abcdef")
+        bad = [k for k, v in value.items() if len(v) != 64 or not set(v) <= hexdigits]
         if bad:
             raise ValueError(f"not a lowercase hex SHA-256 for {bad}")
         return value

@@ -1,0 +1,34 @@
+"""Saving and loading model weights (state_dict files) safely and atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mnist_pipeline.atomic import write_with
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.model import build_model
+
+
+def save_state_dict(model: nn.Module, path: Path) -> None:
+    """Atomically write the model's state_dict (CPU tensors) to `path`."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    write_with(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_model(arch: str, path: Path) -> nn.Module:
+    """Build `arch` and load weights from `path` (weights_only=True); returned in eval mode."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise PipelineError(f"no trained weights at {path}: run `mnist-pipeline train`") from None
+    except Exception as exc:  # unpickling errors come in many types
+        raise PipelineError(f"cannot load weights from {path}: {exc}") from None
+    model = build_model(arch)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as exc:
+        raise PipelineError(f"weights in {path} do not fit arch {arch!r}: {exc}") from None
+    return model.eval()
