@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+
+from mnist_pipeline import idx
+from mnist_pipeline.errors import DataError
+from tests.synthetic import idx_bytes
+
+
+def test_round_trip_images_and_labels() -> None:
+    images = np.arange(2 * 28 * 28, dtype=np.uint32).reshape(2, 28, 28).astype(np.uint8)
+    labels = np.array([3, 9], dtype=np.uint8)
+    assert np.array_equal(idx.parse_images(idx_bytes(images)), images)
+    assert np.array_equal(idx.parse_labels(idx_bytes(labels)), labels)
+
+
+def test_parsed_array_is_writable_and_independent_of_input() -> None:
+    data = idx_bytes(np.zeros((1, 2, 2), np.uint8))
+    array = idx.parse_images(data)
+    array[0, 0, 0] = 7  # would raise on a read-only frombuffer view
+    assert array.flags.writeable
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x00\x00", "too short"),
+        (b"\x00\x00\x0d\x01" + b"\x00\x00\x00\x01" + b"\x00" * 4, "wrong magic"),  # float type
+        (b"\x12\x34\x08\x01" + b"\x00\x00\x00\x01" + b"\x05", "wrong magic"),
+        (b"\x00\x00\x08\x03\x00\x00", "truncated header"),
+    ],
+)
+def test_malformed_headers_are_rejected(data: bytes, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        idx.parse_idx(data)
+
+
+def test_wrong_counts_are_rejected_both_ways() -> None:
+    good = idx_bytes(np.zeros((3, 28, 28), np.uint8))
+    with pytest.raises(DataError, match="byte count mismatch"):
+        idx.parse_images(good[:-1])
+    with pytest.raises(DataError, match="byte count mismatch"):
+        idx.parse_images(good + b"\x00")
+
+
+def test_dimension_count_is_checked() -> None:
+    with pytest.raises(DataError, match="expected 3 dimensions"):
+        idx.parse_images(idx_bytes(np.zeros(5, np.uint8)))
+
+
+def test_labels_out_of_range_are_rejected_with_position() -> None:
+    with pytest.raises(DataError, match="label 10 at index 2"):
+        idx.parse_labels(idx_bytes(np.array([0, 9, 10, 3], np.uint8)))
+
+
+def test_gunzip_passes_plain_data_and_rejects_truncated_gzip() -> None:
+    assert idx.maybe_gunzip(b"\x00\x00\x08\x01") == b"\x00\x00\x08\x01"
+    packed = gzip.compress(b"x" * 1000)
+    assert idx.maybe_gunzip(packed) == b"x" * 1000
+    with pytest.raises(DataError, match="corrupt or truncated gzip"):
+        idx.maybe_gunzip(packed[: len(packed) // 2], "t.gz")

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from mnist_pipeline.cli import app, main
+from mnist_pipeline.errors import ParamsError
+from mnist_pipeline.params import DEFAULT_MIRRORS, Params, load_params, parse_params
+
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_repo_params_file_is_valid_and_matches_the_defaults() -> None:
+    params = load_params(REPO_PARAMS, environ={})
+    assert params == Params()
+    assert params.train.learning_rate == 0.001
+    assert params.data.mirrors == DEFAULT_MIRRORS
+
+
+def test_params_are_frozen() -> None:
+    params = Params()
+    with pytest.raises(Exception, match="frozen"):
+        params.train.epochs = 3  # type: ignore[misc]
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    assert load_params(write(tmp_path, ""), environ={}) == Params()
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("train:\n  learning_rate: -0.1\n", ["train.learning_rate", "greater than 0"]),
+        ("train:\n  epochs: many\n", ["train.epochs", "integer"]),
+        ("train:\n  epochs: 2.5\n", ["train.epochs", "integer"]),
+        ("train:\n  epoch: 2\n", ["train.epoch", "unknown key"]),
+        ("trian:\n  epochs: 2\n", ["trian", "unknown key"]),
+        ("evaluate:\n  min_accuracy: 1.5\n", ["evaluate.min_accuracy", "less than or equal to 1"]),
+        ("export:\n  opset: 11\n", ["export.opset", "greater than or equal to 17"]),
+        ("data:\n  mirrors: []\n", ["data.mirrors", "at least 1"]),
+        ("train:\n  arch: resnet\n", ["train.arch", "classic"]),
+        ("- just\n- a list\n", ["top level must be a mapping"]),
+        ("train: [unclosed\n", ["not valid YAML"]),
+    ],
+)
+def test_bad_params_name_the_key_and_rule(tmp_path: Path, text: str, fragments: list[str]) -> None:
+    with pytest.raises(ParamsError) as info:
+        load_params(write(tmp_path, text), environ={})
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_missing_file_is_a_params_error(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_env_mirror_replaces_the_configured_list(tmp_path: Path) -> None:
+    params = load_params(write(tmp_path, ""), environ={"MNIST_MIRROR": "/a, file:///b"})
+    assert params.data.mirrors == ("/a", "file:///b")
+
+
+def test_overrides_are_validated_like_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "train:\n  epochs: 3\n")
+    assert load_params(path, {"train.epochs": 1}, environ={}).train.epochs == 1
+    with pytest.raises(ParamsError, match="train.learning_rate"):
+        load_params(path, {"train.learning_rate": 0}, environ={})
+    with pytest.raises(ParamsError, match="unknown section"):
+        load_params(path, {"nope.epochs": 1}, environ={})
+
+
+def test_sha256_table_must_name_the_four_files() -> None:
+    with pytest.raises(ParamsError, match="data.sha256"):
+        parse_params({"data": {"sha256": {"x": "0" * 64}}})
+
+
+def test_to_dict_round_trips() -> None:
+    params = Params()
+    assert parse_params(yaml.safe_load(yaml.safe_dump(params.to_dict()))) == params
+
+
+def test_cli_exits_2_with_one_message_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = write(tmp_path, "train:\n  learning_rate: -1\n")
+    monkeypatch.setattr(
+        "sys.argv", ["mnist-pipeline", "--params", str(bad), "--root", str(tmp_path), "fetch"]
+    )
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "train.learning_rate" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_cli_help_lists_fetch() -> None:
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0 and "fetch" in result.output
