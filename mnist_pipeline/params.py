@@ -97,6 +97,21 @@ class RegistryParams(Section):
     promotion_margin: float = Field(default=0.0, ge=0, le=1)
 
 
+class ScheduleParams(Section):
+    """The scheduled retraining deployment (see flows/serve.py)."""
+
+    deployment_name: str = Field(default="weekly", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    cron: str = "0 3 * * 1"  # Mondays 03:00
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError("must be a 5-field cron expression, e.g. '0 3 * * 1'")
+        return value
+
+
 class Params(Section):
     """All of params.yaml."""
 
@@ -105,6 +120,7 @@ class Params(Section):
     evaluate: EvaluateParams = EvaluateParams()
     export: ExportParams = ExportParams()
     registry: RegistryParams = RegistryParams()
+    schedule: ScheduleParams = ScheduleParams()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready dict (for model cards and reports)."""

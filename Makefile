@@ -1,0 +1,40 @@
+# Quick start:  `make run` (set up + full pipeline on MNIST)  ·  `make test` (set up + tests)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+# Offline machines: a local copy of the four MNIST .gz files (path or file:// URL).
+# Unset, this uses ../shared/mnist when that folder exists, else params.yaml's public mirrors.
+ifeq ($(origin MNIST_MIRROR), undefined)
+  ifneq ($(wildcard ../shared/mnist/train-images-idx3-ubyte.gz),)
+    export MNIST_MIRROR := $(abspath ../shared/mnist)
+  endif
+endif
+# The local Prefect server's telemetry heartbeat otherwise logs "database is locked" (SQLite).
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)  ## full pipeline as a Prefect flow: fetch → train → evaluate → export → parity → register
+	$(BIN)/python -m flows.retrain
+
+test: $(STAMP)  ## unit + end-to-end tests (real-MNIST tests skip when ../shared/mnist is absent)
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: $(STAMP)  ## benchmark scripts whose figures the README reports
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_inference.py
+
+clean:  ## remove pipeline outputs (not the dataset, the registry or the venv)
+	rm -rf models reports
