@@ -74,6 +74,11 @@ def fetch(ctx: typer.Context) -> None:
     console.print(f"dataset ready in {result.data_dir}")
 
 
+from mnist_pipeline.registry.cli import models_app  # noqa: E402 - torch-free, light
+
+app.add_typer(models_app, name="models")
+
+
 # ---- end of commands ----
 
 

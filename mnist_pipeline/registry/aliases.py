@@ -1,0 +1,123 @@
+"""The alias map of one model (`aliases.json`): current aliases, their history, an event log.
+
+    {
+      "aliases": {"production": 3, "staging": 4},
+      "history": {"production": [1, 3], "staging": [2, 4]},   # oldest first; rollback pops
+      "events": [{"time": ..., "action": "register", "alias": ..., "version": ...,
+                  "previous": ..., "reason": ...}, ...],
+      "last_version": 4     # newest version whose alias decision is recorded here
+    }
+
+A version committed by a writer that died before updating this file has `version >
+last_version`; its card's decision is replayed by the next reader or writer (api.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mnist_pipeline.atomic import write_json
+from mnist_pipeline.errors import RegistryError
+from mnist_pipeline.registry.store import check_alias, read_json
+
+PRODUCTION = "production"
+STAGING = "staging"
+
+
+def utc_now() -> str:
+    """Current UTC time, ISO 8601 with seconds."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class AliasState:
+    """Mutable in-memory alias map; `save` writes it atomically."""
+
+    aliases: dict[str, int] = field(default_factory=dict)
+    history: dict[str, list[int]] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    last_version: int = 0
+
+    def assign(self, alias: str, version: int, action: str, reason: str) -> int | None:
+        """Point `alias` at `version` (pushing it on the alias history); returns the previous."""
+        check_alias(alias)
+        previous = self.aliases.get(alias)
+        if previous != version:
+            self.aliases[alias] = version
+            self.history.setdefault(alias, []).append(version)
+        self._log(action, alias, version, previous, reason)
+        return previous
+
+    def rollback(self, alias: str) -> tuple[int, int]:
+        """Move `alias` back to the version it pointed at before; returns (from, to)."""
+        stack = self.history.get(alias, [])
+        if alias not in self.aliases or len(stack) < 2:
+            held = ", ".join(f"v{v}" for v in stack) or "none"
+            raise RegistryError(
+                f"alias {alias!r} has no previous version to roll back to (history: {held})"
+            )
+        current = stack.pop()
+        target = stack[-1]
+        self.aliases[alias] = target
+        self._log("rollback", alias, target, current, f"rolled back from v{current} to v{target}")
+        return current, target
+
+    def aliases_of(self, version: int) -> list[str]:
+        return sorted(a for a, v in self.aliases.items() if v == version)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "aliases": dict(sorted(self.aliases.items())),
+            "history": dict(sorted(self.history.items())),
+            "events": self.events,
+            "last_version": self.last_version,
+        }
+
+    def _log(self, action: str, alias: str, version: int, previous: int | None, reason: str):
+        self.events.append(
+            {
+                "time": utc_now(),
+                "action": action,
+                "alias": alias,
+                "version": version,
+                "previous": previous,
+                "reason": reason,
+            }
+        )
+
+
+def _int_map(raw: Any, path: Path, key: str) -> None:
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{path}: {key!r} must be a mapping")
+    for alias, value in raw.items():
+        try:
+            check_alias(alias)
+        except RegistryError as exc:
+            raise RegistryError(f"{path}: {exc}") from None
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+            raise RegistryError(f"{path}: {key}.{alias} must hold version numbers, got {value!r}")
+
+
+def load(path: Path) -> AliasState:
+    """Read and validate an alias file; a missing file is an empty state."""
+    if not path.exists():
+        return AliasState()
+    raw = read_json(path, "alias file")
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{path}: top level must be a JSON object")
+    aliases, history = raw.get("aliases", {}), raw.get("history", {})
+    events, last = raw.get("events", []), raw.get("last_version", 0)
+    _int_map(aliases, path, "aliases")
+    _int_map(history, path, "history")
+    if not isinstance(events, list) or not isinstance(last, int) or isinstance(last, bool):
+        raise RegistryError(f"{path}: 'events' must be a list and 'last_version' an integer")
+    return AliasState(dict(aliases), {k: list(v) for k, v in history.items()}, events, last)
+
+
+def save(path: Path, state: AliasState) -> None:
+    """Replace the alias file atomically (call with the model's lock held)."""
+    write_json(path, state.to_dict())

@@ -1,0 +1,257 @@
+"""`Registry`: register, list, resolve (verified), promote, roll back and verify model versions."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnist_pipeline.atomic import write_json
+from mnist_pipeline.errors import RegistryError
+from mnist_pipeline.params import Params
+from mnist_pipeline.registry import aliases as alias_file
+from mnist_pipeline.registry import store
+from mnist_pipeline.registry.aliases import PRODUCTION, STAGING, AliasState, utc_now
+from mnist_pipeline.registry.candidate import (
+    METRICS_FILE,
+    ONNX_FILE,
+    PARITY_FILE,
+    STATE_DICT_FILE,
+    Candidate,
+    check_reports,
+)
+from mnist_pipeline.registry.card import build_card, is_sealed, lineage
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Outcome of `Registry.register`: the new version, the alias it got, and why."""
+
+    version: int
+    alias: str
+    reason: str
+    aliases: tuple[str, ...]
+    path: Path
+    champion: int | None  # the production version it was compared with (None: first version)
+
+
+class Registry:
+    """The versions of one named model under `root` (see store.py for the folder layout)."""
+
+    def __init__(self, root: Path | str, name: str) -> None:
+        self.name = store.check_name(name, "model name")
+        self.root = Path(root)
+        self.model_dir = self.root / name
+
+    # ---- reading (no lock: version folders are immutable, the alias file is replaced atomically)
+
+    def versions(self) -> list[dict[str, Any]]:
+        """The card of every version, oldest first."""
+        return [self._card(v) for v in store.list_versions(self.model_dir)]
+
+    def aliases(self) -> dict[str, int]:
+        """Current alias -> version map."""
+        return dict(self._state().aliases)
+
+    def alias_log(self) -> dict[str, Any]:
+        """Aliases, their history and the event log, as stored in aliases.json."""
+        return self._state().to_dict()
+
+    def card(self, ref: str | int) -> dict[str, Any]:
+        """The model card of a version number ("3", "v3") or alias."""
+        return self._card(self._version(ref))
+
+    def resolve(self, ref: str | int) -> Path:
+        """Absolute path of a version's ONNX file, after checking its SHA-256 against the card."""
+        return self._verified_file(ref, ONNX_FILE)
+
+    def load_state_dict(self, ref: str | int) -> dict[str, Any]:
+        """A version's verified PyTorch state_dict (imports torch; weights_only loading)."""
+        import torch
+
+        return torch.load(self._verified_file(ref, STATE_DICT_FILE), weights_only=True)
+
+    def verify(self) -> list[str]:
+        """Re-hash every file of every version and check the alias file; [] means intact."""
+        versions = store.list_versions(self.model_dir)
+        problems = [
+            f"v{v} is missing (versions must be consecutive)"
+            for v in sorted(set(range(1, max(versions, default=0) + 1)) - set(versions))
+        ]
+        for version in versions:
+            try:
+                card = self._card(version)
+            except RegistryError as exc:
+                problems.append(str(exc))
+                continue
+            folder = self.model_dir / store.version_dir_name(version)
+            problems += [f"v{version}: {p}" for p in store.check_files(folder, card["files"])]
+        try:
+            state = alias_file.load(self.model_dir / store.ALIASES_FILE)
+        except RegistryError as exc:
+            return problems + [str(exc)]
+        for alias, version in sorted(state.aliases.items()):
+            if version not in versions:
+                problems.append(f"alias {alias!r} points at v{version}, which does not exist")
+        if state.last_version > max(versions, default=0):
+            problems.append(f"aliases.json records v{state.last_version}, which does not exist")
+        known = {store.ALIASES_FILE, *(store.version_dir_name(v) for v in versions)}
+        if self.model_dir.is_dir():
+            for entry in sorted(self.model_dir.iterdir()):
+                if not entry.name.startswith(".") and entry.name not in known:
+                    problems.append(f"unexpected entry in {self.model_dir}: {entry.name}")
+        return problems
+
+    # ---- writing (under the model's lock)
+
+    def register(
+        self, candidate: Candidate, params: Params, promotion_margin: float
+    ) -> Registration:
+        """Store `candidate` as the next version; it becomes production if good enough."""
+        if not math.isfinite(promotion_margin) or promotion_margin < 0:
+            raise RegistryError(f"promotion_margin must be >= 0, got {promotion_margin!r}")
+        sources = candidate.files()
+        missing = candidate.missing()
+        if missing:
+            raise RegistryError("candidate files not found: " + ", ".join(map(str, missing)))
+        origin = lineage(candidate.workdir)
+        with store.locked(self.model_dir):
+            store.remove_stale(self.model_dir)
+            with store.staging_folder(self.model_dir) as tmp:
+                hashes = {rel: store.copy_in(src, tmp, rel) for rel, src in sources.items()}
+                metrics = store.read_json(tmp / METRICS_FILE, "metrics report")
+                parity = store.read_json(tmp / PARITY_FILE, "parity report")
+                accuracy = check_reports(metrics, parity, hashes[ONNX_FILE], params)
+                state = self._state()
+                existing = store.list_versions(self.model_dir)
+                version = max([state.last_version, *existing], default=0) + 1
+                decision = self._decide(state, accuracy, promotion_margin)
+                card = build_card(
+                    name=self.name,
+                    version=version,
+                    created=utc_now(),
+                    metrics=metrics,
+                    parity=parity,
+                    params=params,
+                    decision=decision,
+                    origin=origin,
+                    files=hashes,
+                )
+                write_json(tmp / store.CARD_FILE, card)
+                (tmp / store.CARD_FILE).chmod(0o444)
+                path = store.commit(tmp, self.model_dir, version)
+            state.assign(decision["alias"], version, "register", decision["reason"])
+            state.last_version = version
+            alias_file.save(self.model_dir / store.ALIASES_FILE, state)
+        return Registration(
+            version=version,
+            alias=decision["alias"],
+            reason=decision["reason"],
+            aliases=tuple(state.aliases_of(version)),
+            path=path,
+            champion=decision["champion"],
+        )
+
+    def promote(self, version: int, alias: str) -> int | None:
+        """Point `alias` at an intact `version`; returns the version it pointed at before."""
+        store.check_alias(alias)
+        with store.locked(self.model_dir):
+            state = self._state()
+            target = self._version(version, state)
+            self._require_intact(target)
+            previous = state.assign(alias, target, "promote", f"promoted v{target} to {alias}")
+            alias_file.save(self.model_dir / store.ALIASES_FILE, state)
+        return previous
+
+    def rollback(self, alias: str = PRODUCTION) -> int:
+        """Move `alias` (production) back to its previous version; returns that version."""
+        store.check_alias(alias)
+        with store.locked(self.model_dir):
+            state = self._state()
+            _, target = state.rollback(alias)
+            self._require_intact(target)
+            alias_file.save(self.model_dir / store.ALIASES_FILE, state)
+        return target
+
+    # ---- internals
+
+    def _state(self) -> AliasState:
+        """The alias file, plus decisions of versions committed by writers that died before it."""
+        state = alias_file.load(self.model_dir / store.ALIASES_FILE)
+        for version in store.list_versions(self.model_dir):
+            if version <= state.last_version:
+                continue
+            try:
+                decision = self._card(version)["decision"]
+                state.assign(decision["alias"], version, "register", decision["reason"])
+            except (RegistryError, KeyError, TypeError):
+                pass  # an unreadable card: `verify` reports it; it gets no alias
+            state.last_version = version
+        return state
+
+    def _decide(self, state: AliasState, accuracy: float, margin: float) -> dict[str, Any]:
+        champion = state.aliases.get(PRODUCTION)
+        if champion is None:
+            reason = f"first version of {self.name}: production"
+            return {"alias": PRODUCTION, "reason": reason, "champion": None, "margin": margin}
+        best = self._card(champion)["metrics"]["accuracy"]
+        cmp = f"accuracy {accuracy:.4f} vs production v{champion} {best:.4f} + margin {margin:g}"
+        if accuracy >= best + margin:
+            alias, reason = PRODUCTION, f"{cmp}: promoted to production"
+        else:
+            alias, reason = STAGING, f"{cmp}: not better, kept as staging"
+        return {"alias": alias, "reason": reason, "champion": champion, "margin": margin}
+
+    def _version(self, ref: str | int, state: AliasState | None = None) -> int:
+        """The version number a reference names; unknown ones list what exists."""
+        versions = store.list_versions(self.model_dir)
+        listed = ", ".join(map(str, versions)) or "none registered"
+        match = store.REF_VERSION_RE.fullmatch(str(ref).strip())
+        if match:
+            version = int(match.group(1))
+            if version not in versions:
+                raise RegistryError(f"unknown version {ref!r} of {self.name}; versions: {listed}")
+            return version
+        alias = store.check_alias(str(ref).strip())
+        state = state or self._state()
+        if alias not in state.aliases:
+            known = ", ".join(f"{a} -> v{v}" for a, v in sorted(state.aliases.items()))
+            raise RegistryError(
+                f"unknown alias {alias!r} of {self.name}; aliases: {known or 'none'}; "
+                f"versions: {listed}"
+            )
+        version = state.aliases[alias]
+        if version not in versions:
+            raise RegistryError(f"alias {alias!r} points at v{version}, which does not exist")
+        return version
+
+    def _card(self, version: int) -> dict[str, Any]:
+        folder = self.model_dir / store.version_dir_name(version)
+        card = store.read_json(folder / store.CARD_FILE, f"{self.name} v{version} card")
+        if not is_sealed(card) or card.get("version") != version or card.get("name") != self.name:
+            raise RegistryError(
+                f"{self.name} v{version}: card.json was modified after registration "
+                "(its card_sha256 seal does not match); refusing to trust it"
+            )
+        if not isinstance(card.get("files"), dict):
+            raise RegistryError(f"{self.name} v{version}: card.json has no file table")
+        return card
+
+    def _verified_file(self, ref: str | int, relpath: str) -> Path:
+        version = self._version(ref)
+        card = self._card(version)
+        folder = self.model_dir / store.version_dir_name(version)
+        expected = card["files"].get(relpath)
+        problem = (
+            "not in its card" if expected is None else store.check_file(folder, relpath, expected)
+        )
+        if problem:
+            raise RegistryError(f"refusing to load {self.name} v{version}: {problem}")
+        return (folder / relpath).resolve()
+
+    def _require_intact(self, version: int) -> None:
+        folder = self.model_dir / store.version_dir_name(version)
+        problems = store.check_files(folder, self._card(version)["files"])
+        if problems:
+            raise RegistryError(f"{self.name} v{version} is damaged: " + "; ".join(problems))

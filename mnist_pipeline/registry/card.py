@@ -1,0 +1,160 @@
+"""Model cards: what a version is, how it was made (lineage), and the SHA-256 of its files.
+
+A card is sealed with `card_sha256`, the SHA-256 of its own canonical JSON without that key,
+so an edited card is detected like an edited model file. Torch-free: library versions come from
+package metadata, not imports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnist_pipeline.params import Params
+
+CARD_SCHEMA = 1
+SEAL_KEY = "card_sha256"
+LIBRARIES = (
+    "mnist-pipeline",
+    "torch",
+    "torchvision",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "numpy",
+    "pydantic",
+    "prefect",
+    "dvc",
+)
+DATA_OUT = "data/mnist"
+
+
+def _git(workdir: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=workdir, capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def code_version(workdir: Path | None) -> dict[str, Any]:
+    """Git commit of `workdir` and whether its tree has uncommitted changes ("unknown": no git)."""
+    head = _git(workdir or Path("."), "rev-parse", "HEAD")
+    if head is None:
+        return {"git_commit": "unknown", "git_dirty": None}
+    status = _git(workdir or Path("."), "status", "--porcelain")
+    return {
+        "git_commit": head.strip(),
+        "git_dirty": None if status is None else bool(status.strip()),
+    }
+
+
+def dvc_data_md5(workdir: Path | None) -> str | None:
+    """md5 DVC recorded for the `fetch` stage's data/mnist output in dvc.lock, if any."""
+    lock = (workdir or Path(".")) / "dvc.lock"
+    try:
+        raw = yaml.safe_load(lock.read_text(encoding="utf-8"))
+        outs = raw["stages"]["fetch"]["outs"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    for out in outs if isinstance(outs, list) else []:
+        if isinstance(out, dict) and str(out.get("path", "")).rstrip("/") == DATA_OUT:
+            md5 = out.get("md5")
+            return md5 if isinstance(md5, str) else None
+    return None
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the libraries that shape a model (None when not installed)."""
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def lineage(workdir: Path | None) -> dict[str, Any]:
+    """Everything about where a candidate came from that does not depend on its version."""
+    return {
+        "code": code_version(workdir),
+        "dvc_data_md5": dvc_data_md5(workdir),
+        "libraries": library_versions(),
+    }
+
+
+def _digest(card: dict[str, Any]) -> str:
+    body = {k: v for k, v in card.items() if k != SEAL_KEY}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def seal(card: dict[str, Any]) -> dict[str, Any]:
+    """The card with its own content hash added."""
+    return {**card, SEAL_KEY: _digest(card)}
+
+
+def is_sealed(card: Any) -> bool:
+    """True if `card` is a dict whose seal matches its content."""
+    return isinstance(card, dict) and card.get(SEAL_KEY) == _digest(card)
+
+
+def build_card(
+    *,
+    name: str,
+    version: int,
+    created: str,
+    metrics: dict[str, Any],
+    parity: dict[str, Any],
+    params: Params,
+    decision: dict[str, Any],
+    origin: dict[str, Any],
+    files: dict[str, str],
+) -> dict[str, Any]:
+    """The sealed model card of one version (see the README for the keys)."""
+    return seal(
+        {
+            "schema": CARD_SCHEMA,
+            "name": name,
+            "version": version,
+            "created": created,
+            "metrics": {key: metrics.get(key) for key in ("accuracy", "loss", "correct", "total")}
+            | {"per_class": metrics.get("per_class")},
+            "gate": {
+                "min_accuracy": params.evaluate.min_accuracy,
+                "evaluated_min_accuracy": metrics.get("min_accuracy"),
+                "passed": True,
+            },
+            "parity": {
+                key: parity.get(key)
+                for key in (
+                    "passed",
+                    "max_abs_diff_logits",
+                    "max_abs_diff_probabilities",
+                    "argmax_mismatches",
+                    "images",
+                    "atol",
+                    "onnx_sha256",
+                )
+            },
+            "decision": decision,
+            "params": params.to_dict(),
+            "data": {
+                "dataset_sha256": metrics.get("dataset_sha256"),
+                "dvc_md5": origin.get("dvc_data_md5"),
+            },
+            "code": origin.get("code"),
+            "libraries": origin.get("libraries"),
+            "files": dict(sorted(files.items())),
+        }
+    )

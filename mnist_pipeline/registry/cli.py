@@ -1,0 +1,113 @@
+"""`mnist-pipeline models ...`: the registry's commands (thin shims over `Registry`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mnist_pipeline.registry.aliases import PRODUCTION
+from mnist_pipeline.registry.api import Registry
+
+models_app = typer.Typer(
+    help="The model registry: register, list, show, promote, roll back, resolve, verify.",
+    no_args_is_help=True,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+def _registry(ctx: typer.Context) -> Registry:
+    from mnist_pipeline.cli import state
+
+    st = state(ctx)
+    section = st.params().registry
+    return Registry(st.layout.registry_root(section.root), section.model_name)
+
+
+@models_app.command("register")
+def register(ctx: typer.Context) -> None:
+    """Register what the pipeline last produced (models/, reports/) as the next version."""
+    from mnist_pipeline.cli import state
+    from mnist_pipeline.registry.candidate import candidate_from_layout
+
+    st = state(ctx)
+    params = st.params()
+    registry = _registry(ctx)
+    done = registry.register(
+        candidate_from_layout(st.layout), params, params.registry.promotion_margin
+    )
+    err.print(f"registered {registry.name} v{done.version} as {done.alias}: {done.reason}")
+    out.print(str(done.path), highlight=False, soft_wrap=True)
+
+
+@models_app.command("list")
+def list_versions(ctx: typer.Context) -> None:
+    """Table of versions: accuracy, creation time, aliases."""
+    registry = _registry(ctx)
+    by_version: dict[int, list[str]] = {}
+    for alias, version in registry.aliases().items():
+        by_version.setdefault(version, []).append(alias)
+    table = Table(title=f"{registry.name} ({registry.model_dir})")
+    for column in ("version", "accuracy", "created", "aliases"):
+        table.add_column(column)
+    for card in registry.versions():
+        accuracy = card["metrics"].get("accuracy")
+        table.add_row(
+            str(card["version"]),
+            "?" if accuracy is None else f"{accuracy:.4f}",
+            card["created"],
+            ", ".join(sorted(by_version.get(card["version"], []))),
+        )
+    out.print(table)
+
+
+@models_app.command("show")
+def show(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="VERSION or ALIAS")]) -> None:
+    """Print a version's model card as JSON."""
+    typer.echo(json.dumps(_registry(ctx).card(ref), indent=2))
+
+
+@models_app.command("promote")
+def promote(
+    ctx: typer.Context,
+    version: Annotated[int, typer.Argument(help="Version number to promote.")],
+    alias: Annotated[str, typer.Option("--alias", help="Alias to point at it.")] = PRODUCTION,
+) -> None:
+    """Point an alias (default production) at a version."""
+    previous = _registry(ctx).promote(version, alias)
+    before = "nothing" if previous is None else f"v{previous}"
+    err.print(f"{alias}: {before} -> v{version}")
+
+
+@models_app.command("rollback")
+def rollback(
+    ctx: typer.Context,
+    alias: Annotated[str, typer.Option("--alias", help="Alias to roll back.")] = PRODUCTION,
+) -> None:
+    """Move production back to the previous champion."""
+    version = _registry(ctx).rollback(alias)
+    err.print(f"{alias} -> v{version}")
+
+
+@models_app.command("resolve")
+def resolve(
+    ctx: typer.Context, ref: Annotated[str, typer.Argument(help="ALIAS or VERSION")]
+) -> None:
+    """Print the verified path of a version's ONNX file."""
+    typer.echo(str(_registry(ctx).resolve(ref)))
+
+
+@models_app.command("verify")
+def verify(ctx: typer.Context) -> None:
+    """Re-hash every file of every version; exit 1 listing problems."""
+    registry = _registry(ctx)
+    problems = registry.verify()
+    for problem in problems:
+        err.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True, markup=True)
+    if problems:
+        raise typer.Exit(1)
+    err.print(f"{registry.name}: {len(registry.versions())} version(s) intact")
