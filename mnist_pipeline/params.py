@@ -93,7 +93,8 @@ class RegistryParams(Section):
     """Model registry location and promotion policy."""
 
     root: str = "registry"
-    model_name: str = Field(default="mnist-cnn", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    # Same rule as the registry (registry/store.py): lowercase, no path separators.
+    model_name: str = Field(default="mnist-cnn", pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
     promotion_margin: float = Field(default=0.0, ge=0, le=1)
 
 

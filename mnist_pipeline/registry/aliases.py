@@ -89,6 +89,22 @@ class AliasState:
         )
 
 
+def promotion_decision(
+    name: str, accuracy: float, margin: float, champion: tuple[int, float] | None
+) -> dict[str, Any]:
+    """Production if `accuracy` >= the champion's (version, accuracy) + margin, else staging."""
+    if champion is None:
+        reason = f"first version of {name}: production"
+        return {"alias": PRODUCTION, "reason": reason, "champion": None, "margin": margin}
+    version, best = champion
+    compared = f"accuracy {accuracy:.4f} vs production v{version} {best:.4f} + margin {margin:g}"
+    if accuracy >= best + margin:
+        alias, reason = PRODUCTION, f"{compared}: promoted to production"
+    else:
+        alias, reason = STAGING, f"{compared}: not better, kept as staging"
+    return {"alias": alias, "reason": reason, "champion": version, "margin": margin}
+
+
 def _int_map(raw: Any, path: Path, key: str) -> None:
     if not isinstance(raw, dict):
         raise RegistryError(f"{path}: {key!r} must be a mapping")

@@ -12,7 +12,7 @@ from mnist_pipeline.errors import RegistryError
 from mnist_pipeline.params import Params
 from mnist_pipeline.registry import aliases as alias_file
 from mnist_pipeline.registry import store
-from mnist_pipeline.registry.aliases import PRODUCTION, STAGING, AliasState, utc_now
+from mnist_pipeline.registry.aliases import PRODUCTION, AliasState, promotion_decision, utc_now
 from mnist_pipeline.registry.candidate import (
     METRICS_FILE,
     ONNX_FILE,
@@ -193,15 +193,15 @@ class Registry:
     def _decide(self, state: AliasState, accuracy: float, margin: float) -> dict[str, Any]:
         champion = state.aliases.get(PRODUCTION)
         if champion is None:
-            reason = f"first version of {self.name}: production"
-            return {"alias": PRODUCTION, "reason": reason, "champion": None, "margin": margin}
-        best = self._card(champion)["metrics"]["accuracy"]
-        cmp = f"accuracy {accuracy:.4f} vs production v{champion} {best:.4f} + margin {margin:g}"
-        if accuracy >= best + margin:
-            alias, reason = PRODUCTION, f"{cmp}: promoted to production"
-        else:
-            alias, reason = STAGING, f"{cmp}: not better, kept as staging"
-        return {"alias": alias, "reason": reason, "champion": champion, "margin": margin}
+            return promotion_decision(self.name, accuracy, margin, None)
+        try:
+            best = float(self._card(champion)["metrics"]["accuracy"])
+        except (RegistryError, KeyError, TypeError, ValueError) as exc:
+            raise RegistryError(
+                f"cannot compare with production v{champion}: {exc}; "
+                "point production at an intact version with `models promote`"
+            ) from None
+        return promotion_decision(self.name, accuracy, margin, (champion, best))
 
     def _version(self, ref: str | int, state: AliasState | None = None) -> int:
         """The version number a reference names; unknown ones list what exists."""

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mnist_pipeline.registry.aliases import PRODUCTION
@@ -40,7 +41,11 @@ def register(ctx: typer.Context) -> None:
     done = registry.register(
         candidate_from_layout(st.layout), params, params.registry.promotion_margin
     )
-    err.print(f"registered {registry.name} v{done.version} as {done.alias}: {done.reason}")
+    err.print(
+        f"registered {registry.name} v{done.version} as {done.alias}: {done.reason}",
+        soft_wrap=True,
+        highlight=False,
+    )
     out.print(str(done.path), highlight=False, soft_wrap=True)
 
 
@@ -107,7 +112,7 @@ def verify(ctx: typer.Context) -> None:
     registry = _registry(ctx)
     problems = registry.verify()
     for problem in problems:
-        err.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True, markup=True)
+        err.print(f"[red]problem:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
     err.print(f"{registry.name}: {len(registry.versions())} version(s) intact")

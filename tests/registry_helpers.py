@@ -1,0 +1,169 @@
+"""Tiny real registry candidates, and a worker process for the crash and concurrency tests.
+
+    python -m tests.registry_helpers ROOT CANDIDATE_DIR [--loop] [--go FILE] [--crash-at STEP]
+
+prints "ready" once imported, waits for FILE to exist (if given), registers (forever with
+--loop), and prints each new version number. --crash-at before-commit|after-commit|aliases
+dies with os._exit at that point of a registration, as a kill -9 would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mnist_pipeline.manifest import file_sha256
+from mnist_pipeline.params import parse_params
+from mnist_pipeline.registry import Candidate, Registry
+
+MODEL = "mnist-cnn"
+# The tiny candidates' accuracies are set by hand; a gate they can pass.
+PARAMS = parse_params({"evaluate": {"min_accuracy": 0.9}})
+
+
+def make_onnx(path: Path, seed: int) -> None:
+    """A real, runnable ONNX classifier: [N,1,28,28] -> Flatten -> Gemm -> [N,10] logits."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weight = numpy_helper.from_array(rng.normal(size=(784, 10)).astype(np.float32), "W")
+    bias = numpy_helper.from_array(rng.normal(size=(10,)).astype(np.float32), "B")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+            helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        initializer=[weight, bias],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+
+
+def write_reports(
+    folder: Path,
+    accuracy: float = 0.99,
+    passed: bool = True,
+    parity_passed: bool = True,
+    parity_sha: str | None = None,
+    atol: float = 1e-4,
+) -> None:
+    """metrics.json and parity.json with the keys evaluate and parity write."""
+    per_class = {
+        str(d): {"precision": 0.9, "recall": 0.9, "f1": 0.9, "support": 10} for d in range(10)
+    }
+    metrics = {
+        "accuracy": accuracy,
+        "loss": 0.05,
+        "correct": round(accuracy * 100),
+        "total": 100,
+        "min_accuracy": 0.5,
+        "passed": passed,
+        "per_class": per_class,
+        "confusion_matrix": [[0] * 10 for _ in range(10)],
+        "dataset_sha256": "d" * 64,
+    }
+    parity = {
+        "passed": parity_passed,
+        "max_abs_diff_logits": 1e-6,
+        "max_abs_diff_probabilities": 1e-7,
+        "max_rel_diff_logits": 1e-6,
+        "argmax_mismatches": 0,
+        "images": 100,
+        "batch_sizes": [1, 7],
+        "atol": atol,
+        "onnx_sha256": parity_sha or file_sha256(folder / "model.onnx"),
+        "versions": {"onnxruntime": "x"},
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "parity.json").write_text(json.dumps(parity))
+
+
+def make_candidate(folder: Path, seed: int, state_bytes: int = 2048, **reports) -> Candidate:
+    """A folder holding a complete candidate (distinct ONNX per seed) and its Candidate."""
+    make_onnx(folder / "model.onnx", seed)
+    (folder / "model.pt").write_bytes(np.random.default_rng(seed).bytes(state_bytes))
+    (folder / "plots").mkdir(exist_ok=True)
+    (folder / "plots" / "confusion_matrix.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + bytes([seed % 256])
+    )
+    (folder / "train_history.csv").write_text("epoch,loss\n1,0.5\n")
+    write_reports(folder, **reports)
+    return candidate_in(folder)
+
+
+def writable(path: Path) -> Path:
+    """Undo the registry's read-only mode (to tamper with a stored file in a test)."""
+    os.chmod(path, 0o644)
+    return path
+
+
+def candidate_in(folder: Path) -> Candidate:
+    return Candidate(
+        onnx=folder / "model.onnx",
+        state_dict=folder / "model.pt",
+        metrics=folder / "metrics.json",
+        parity=folder / "parity.json",
+        plots=tuple(sorted((folder / "plots").glob("*.png"))),
+        train_history=folder / "train_history.csv",
+        workdir=folder,
+    )
+
+
+def _install_crash(step: str) -> None:
+    from mnist_pipeline.registry import aliases, store
+
+    def die(*_args, **_kwargs):
+        os._exit(9)
+
+    if step == "before-commit":
+        store.commit = die
+    elif step == "after-commit":
+        original = store.commit
+
+        def commit_then_die(*args, **kwargs):
+            original(*args, **kwargs)
+            die()
+
+        store.commit = commit_then_die
+    elif step == "aliases":
+        aliases.save = die
+    else:
+        raise SystemExit(f"unknown crash step {step!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("root", type=Path)
+    parser.add_argument("candidate", type=Path)
+    parser.add_argument("--loop", action="store_true")
+    parser.add_argument("--go", type=Path)
+    parser.add_argument("--crash-at")
+    args = parser.parse_args(argv)
+    if args.crash_at:
+        _install_crash(args.crash_at)
+    registry = Registry(args.root, MODEL)
+    candidate, params = candidate_in(args.candidate), PARAMS
+    print("ready", flush=True)
+    while args.go is not None and not args.go.exists():
+        time.sleep(0.01)
+    while True:
+        print(registry.register(candidate, params, 0.0).version, flush=True)
+        if not args.loop:
+            return
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

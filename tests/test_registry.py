@@ -1,0 +1,253 @@
+"""The model registry: register, promote by policy, roll back, resolve verified files, refuse."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_pipeline.errors import RegistryError
+from mnist_pipeline.layout import Layout
+from mnist_pipeline.manifest import file_sha256
+from mnist_pipeline.params import parse_params
+from mnist_pipeline.registry import Candidate, Registry, candidate_from_layout
+from tests.conftest import REPO_ROOT
+from tests.registry_helpers import PARAMS, make_candidate
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "registry", "mnist-cnn")
+
+
+@pytest.fixture
+def make(tmp_path: Path):
+    """make(seed, **report_overrides) -> a fresh candidate folder with a distinct ONNX model."""
+
+    def _make(seed: int, **reports) -> Candidate:
+        return make_candidate(tmp_path / f"cand{seed}", seed, **reports)
+
+    return _make
+
+
+def test_first_version_is_production_with_a_complete_card(registry: Registry, make) -> None:
+    candidate = make(1, accuracy=0.97)
+    done = registry.register(candidate, PARAMS, 0.0)
+    assert (done.version, done.alias, done.aliases, done.champion) == (
+        1,
+        "production",
+        ("production",),
+        None,
+    )
+    assert "first version" in done.reason
+    card = registry.card("1")
+    assert card == registry.card("production") == registry.card("v1")
+    assert (
+        card["metrics"]["accuracy"] == 0.97 and card["metrics"]["per_class"]["3"]["support"] == 10
+    )
+    assert card["gate"]["min_accuracy"] == PARAMS.evaluate.min_accuracy
+    assert card["params"] == PARAMS.to_dict()
+    assert card["data"]["dataset_sha256"] == "d" * 64
+    assert card["code"]["git_commit"] == "unknown"  # the candidate folder is not a git repo
+    assert card["libraries"]["onnx"] and "torch" in card["libraries"]
+    assert card["decision"]["alias"] == "production"
+    assert card["created"].endswith("+00:00")
+    files = card["files"]
+    assert set(files) == {
+        "model.onnx",
+        "model.pt",
+        "metrics.json",
+        "parity.json",
+        "train_history.csv",
+        "plots/confusion_matrix.png",
+    }
+    assert files["model.onnx"] == file_sha256(candidate.onnx)
+    assert files["model.pt"] == file_sha256(candidate.state_dict)
+    stored = registry.resolve("production")
+    assert stored == (registry.model_dir / "v1" / "model.onnx").resolve()
+    assert stored.read_bytes() == candidate.onnx.read_bytes()
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o444  # written read-only
+    assert registry.verify() == []
+
+
+def test_resolved_onnx_runs_in_onnxruntime(registry: Registry, make) -> None:
+    import onnxruntime as ort
+
+    registry.register(make(1), PARAMS, 0.0)
+    session = ort.InferenceSession(str(registry.resolve("1")), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"input": np.zeros((2, 1, 28, 28), np.float32)})
+    assert logits.shape == (2, 10)
+
+
+def test_promotion_policy_better_worse_and_margin(registry: Registry, make) -> None:
+    registry.register(make(1, accuracy=0.980), PARAMS, 0.0)
+    better = registry.register(make(2, accuracy=0.985), PARAMS, 0.0)
+    assert (better.version, better.alias, better.champion) == (2, "production", 1)
+    worse = registry.register(make(3, accuracy=0.984), PARAMS, 0.0)
+    assert (worse.version, worse.alias) == (3, "staging")
+    assert "0.9840" in worse.reason and "v2" in worse.reason and "staging" in worse.reason
+    assert registry.card("3")["decision"]["reason"] == worse.reason
+    # better, but not by the margin
+    small_gain = registry.register(make(4, accuracy=0.986), PARAMS, 0.005)
+    assert small_gain.alias == "staging" and "margin 0.005" in small_gain.reason
+    big_gain = registry.register(make(5, accuracy=0.991), PARAMS, 0.005)
+    assert big_gain.alias == "production"
+    equal = registry.register(make(6, accuracy=0.991), PARAMS, 0.0)
+    assert equal.alias == "production"  # >= champion + 0
+    assert registry.aliases() == {"production": 6, "staging": 4}
+    assert [c["version"] for c in registry.versions()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_promote_and_rollback_walk_the_production_history(registry: Registry, make) -> None:
+    for seed, accuracy in ((1, 0.98), (2, 0.99), (3, 0.97)):
+        registry.register(make(seed, accuracy=accuracy), PARAMS, 0.0)
+    assert registry.aliases() == {"production": 2, "staging": 3}
+    assert registry.promote(3, "production") == 2
+    assert registry.resolve("production") == registry.resolve("3")
+    assert registry.rollback() == 2
+    assert registry.rollback() == 1
+    with pytest.raises(RegistryError, match="no previous version"):
+        registry.rollback()
+    assert registry.aliases()["production"] == 1
+    registry.promote(2, "canary")
+    assert registry.card("canary")["version"] == 2
+    log = registry.alias_log()
+    assert [e["action"] for e in log["events"]][-4:] == [
+        "promote",
+        "rollback",
+        "rollback",
+        "promote",
+    ]
+    assert json.loads((registry.model_dir / "aliases.json").read_text())["aliases"]["canary"] == 2
+
+
+def test_gated_out_or_parity_failed_candidates_are_refused(registry: Registry, make) -> None:
+    with pytest.raises(RegistryError, match="accuracy gate"):
+        registry.register(make(1, passed=False), PARAMS, 0.0)
+    with pytest.raises(RegistryError, match="below evaluate.min_accuracy"):
+        registry.register(make(2, accuracy=0.85), PARAMS, 0.0)
+    with pytest.raises(RegistryError, match="parity check failed"):
+        registry.register(make(3, parity_passed=False), PARAMS, 0.0)
+    with pytest.raises(RegistryError, match="different ONNX file"):
+        registry.register(make(4, parity_sha="0" * 64), PARAMS, 0.0)
+    with pytest.raises(RegistryError, match="looser than"):
+        registry.register(make(5, atol=1e-2), PARAMS, 0.0)
+    assert registry.versions() == [] and registry.aliases() == {}
+    assert [p.name for p in registry.model_dir.iterdir()] == [".lock"]  # no temp folder left
+
+
+def test_onnx_replaced_after_parity_is_refused(registry: Registry, make, tmp_path: Path) -> None:
+    candidate = make(1)
+    make_candidate(tmp_path / "other", 99)
+    candidate.onnx.write_bytes((tmp_path / "other" / "model.onnx").read_bytes())
+    with pytest.raises(RegistryError, match="different ONNX file"):
+        registry.register(candidate, PARAMS, 0.0)
+
+
+def test_missing_candidate_files_are_named(registry: Registry, make) -> None:
+    candidate = make(1)
+    candidate.state_dict.unlink()
+    with pytest.raises(RegistryError, match="model.pt"):
+        registry.register(candidate, PARAMS, 0.0)
+    with pytest.raises(RegistryError, match="promotion_margin"):
+        registry.register(make(2), PARAMS, -0.1)
+
+
+def test_unknown_refs_list_what_exists(registry: Registry, make) -> None:
+    with pytest.raises(RegistryError, match="none registered"):
+        registry.card("1")
+    registry.register(make(1), PARAMS, 0.0)
+    with pytest.raises(RegistryError, match=r"unknown version '7' of mnist-cnn; versions: 1"):
+        registry.resolve("7")
+    with pytest.raises(RegistryError, match=r"unknown alias 'prod'.*production -> v1"):
+        registry.resolve("prod")
+    with pytest.raises(RegistryError, match="unknown version"):
+        registry.promote(5, "production")
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a/b", "..", ".hidden", "A", "x" * 65, "a..b", "a b"])
+def test_bad_model_names_are_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(RegistryError, match="invalid model name"):
+        Registry(tmp_path, name)
+
+
+@pytest.mark.parametrize("alias", ["../production", "prod/x", "7", "v7", "Production", "..", ""])
+def test_bad_aliases_are_refused(registry: Registry, make, alias: str) -> None:
+    registry.register(make(1), PARAMS, 0.0)
+    with pytest.raises(RegistryError, match="invalid alias"):
+        registry.promote(1, alias)
+    with pytest.raises(RegistryError):
+        registry.resolve(alias)
+
+
+def test_lineage_reads_git_and_dvc_lock(registry: Registry, make, tmp_path: Path) -> None:
+    candidate = make(1)
+    work = candidate.workdir
+    assert work is not None
+    (work / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  fetch:\n    cmd: x\n    outs:\n"
+        "    - path: data/mnist\n      hash: md5\n      md5: abc123.dir\n"
+    )
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    for args in (["init", "-q"], ["add", "model.onnx"], ["commit", "-q", "-m", "x"]):
+        subprocess.run(["git", *args], cwd=work, check=True, env=env)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True)
+    card = registry.card(registry.register(candidate, PARAMS, 0.0).version)
+    assert card["data"]["dvc_md5"] == "abc123.dir"
+    assert card["code"] == {"git_commit": head.stdout.strip(), "git_dirty": True}
+
+
+def test_candidate_from_layout_gathers_pipeline_outputs(tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "work")
+    with pytest.raises(RegistryError, match=r"model.onnx \(run `mnist-pipeline export`\)"):
+        candidate_from_layout(layout)
+    built = make_candidate(tmp_path / "src", 1)
+    for src, dst in (
+        (built.onnx, layout.onnx),
+        (built.state_dict, layout.state_dict),
+        (built.metrics, layout.metrics),
+        (built.parity, layout.parity_report),
+        (built.plots[0], layout.plots / "confusion_matrix.png"),
+    ):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(src.read_bytes())
+    candidate = candidate_from_layout(layout)
+    assert candidate.train_history is None and candidate.workdir == layout.root
+    assert candidate.plots == (layout.plots / "confusion_matrix.png",)
+    done = Registry(layout.registry_root("registry"), "mnist-cnn").register(candidate, PARAMS, 0.0)
+    assert done.path == layout.root / "registry" / "mnist-cnn" / "v1"
+
+
+def test_registry_import_and_resolve_stay_torch_free(registry: Registry, make) -> None:
+    registry.register(make(1), PARAMS, 0.0)
+    code = (
+        "import sys\n"
+        "import mnist_pipeline.cli, mnist_pipeline.registry.cli\n"
+        "from mnist_pipeline.registry import Registry\n"
+        "import onnxruntime as ort, numpy as np\n"
+        f"path = Registry({str(registry.root)!r}, 'mnist-cnn').resolve('production')\n"
+        "s = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])\n"
+        "s.run(None, {'input': np.zeros((1, 1, 28, 28), np.float32)})\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_params_name_rule_matches_the_registry() -> None:
+    with pytest.raises(Exception, match="registry.model_name"):
+        parse_params({"registry": {"model_name": "MNIST"}})

@@ -1,0 +1,121 @@
+"""`mnist-pipeline models ...` on a working directory laid out as the pipeline leaves it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from mnist_pipeline.cli import app
+from mnist_pipeline.errors import RegistryError
+from mnist_pipeline.layout import Layout
+from tests.conftest import REPO_ROOT
+from tests.registry_helpers import make_candidate
+
+runner = CliRunner()
+
+
+def produce(workdir: Path, seed: int, accuracy: float) -> None:
+    """Write models/ and reports/ as train, evaluate, export and parity would."""
+    layout = Layout(workdir)
+    built = make_candidate(workdir / f"src{seed}", seed, accuracy=accuracy)
+    pairs = [
+        (built.onnx, layout.onnx),
+        (built.state_dict, layout.state_dict),
+        (built.metrics, layout.metrics),
+        (built.parity, layout.parity_report),
+        (built.train_history, layout.train_history),
+        *((plot, layout.plots / plot.name) for plot in built.plots),
+    ]
+    for src, dst in pairs:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(src.read_bytes())
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    work = tmp_path / "work"
+    work.mkdir()
+    params = {"evaluate": {"min_accuracy": 0.9}, "registry": {"promotion_margin": 0.001}}
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    return work
+
+
+def models(workdir: Path, *args: str):
+    opts = ["--root", str(workdir), "--params", str(workdir / "params.yaml")]
+    return runner.invoke(app, [*opts, "models", *args])
+
+
+def test_register_list_show_resolve_promote_rollback_verify(workdir: Path) -> None:
+    produce(workdir, 1, 0.95)
+    first = models(workdir, "register")
+    assert first.exit_code == 0, first.output
+    assert "v1 as production" in first.output
+    produce(workdir, 2, 0.9505)  # better, but within the 0.001 margin
+    second = models(workdir, "register")
+    assert "v2 as staging" in second.output and "margin 0.001" in second.output
+
+    listed = models(workdir, "list")
+    assert listed.exit_code == 0
+    rows = [line for line in listed.output.splitlines() if "0.95" in line]
+    assert len(rows) == 2 and "production" in rows[0] and "staging" in rows[1]
+
+    card = json.loads(models(workdir, "show", "staging").stdout)
+    assert card["version"] == 2 and card["metrics"]["accuracy"] == 0.9505
+    path = Path(models(workdir, "resolve", "production").stdout.strip())
+    assert path == (workdir / "registry" / "mnist-cnn" / "v1" / "model.onnx").resolve()
+
+    assert models(workdir, "promote", "2", "--alias", "production").exit_code == 0
+    assert Path(models(workdir, "resolve", "production").stdout.strip()).parent.name == "v2"
+    assert "production -> v1" in models(workdir, "rollback").output
+    assert models(workdir, "verify").exit_code == 0
+
+
+def test_verify_exits_1_listing_problems(workdir: Path) -> None:
+    produce(workdir, 1, 0.95)
+    models(workdir, "register")
+    plot = workdir / "registry" / "mnist-cnn" / "v1" / "plots" / "confusion_matrix.png"
+    plot.unlink()
+    result = models(workdir, "verify")
+    assert result.exit_code == 1
+    assert "v1: plots/confusion_matrix.png is missing" in result.output
+
+
+def test_register_without_outputs_names_what_is_missing(workdir: Path) -> None:
+    result = models(workdir, "register")
+    assert isinstance(result.exception, RegistryError)
+    assert "run `mnist-pipeline export`" in str(result.exception)
+
+
+def test_errors_are_one_clean_line(workdir: Path) -> None:
+    produce(workdir, 1, 0.95)
+    models(workdir, "register")
+    onnx = workdir / "registry" / "mnist-cnn" / "v1" / "model.onnx"
+    os.chmod(onnx, 0o644)
+    onnx.write_bytes(b"tampered")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_pipeline.cli",
+            "--root",
+            str(workdir),
+            "--params",
+            str(workdir / "params.yaml"),
+            "models",
+            "resolve",
+            "production",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert "refusing to load mnist-cnn v1: model.onnx was modified" in done.stderr
+    assert "Traceback" not in done.stderr

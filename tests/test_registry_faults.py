@@ -1,0 +1,126 @@
+"""Registry faults: processes killed mid-registration, and 8 processes registering at once."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mnist_pipeline.manifest import file_sha256
+from mnist_pipeline.registry import Registry
+from tests.conftest import REPO_ROOT
+from tests.registry_helpers import MODEL, PARAMS, make_candidate
+
+
+def worker(root: Path, candidate: Path, *extra: str) -> subprocess.Popen[str]:
+    """A `tests.registry_helpers` process registering `candidate` into `root`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.registry_helpers", str(root), str(candidate), *extra],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_ready(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    assert line == "ready", proc.stderr.read() if proc.stderr else line
+
+
+def temp_folders(registry: Registry) -> list[str]:
+    return [p.name for p in registry.model_dir.iterdir() if p.name.startswith(".tmp-")]
+
+
+def assert_intact(registry: Registry) -> list[int]:
+    """verify() is clean, versions are 1..n, every alias points at an existing version."""
+    assert registry.verify() == []
+    versions = [card["version"] for card in registry.versions()]
+    assert versions == list(range(1, len(versions) + 1))
+    assert set(registry.aliases().values()) <= set(versions)
+    return versions
+
+
+@pytest.mark.parametrize("step", ["before-commit", "after-commit", "aliases"])
+def test_crash_at_each_step_leaves_no_half_version(tmp_path: Path, step: str) -> None:
+    registry = Registry(tmp_path / "registry", MODEL)
+    first = make_candidate(tmp_path / "c1", 1)
+    registry.register(first, PARAMS, 0.0)
+    make_candidate(tmp_path / "c2", 2, accuracy=0.995)
+    proc = worker(registry.root, tmp_path / "c2", "--crash-at", step)
+    assert proc.wait(timeout=120) == 9
+    committed = step != "before-commit"
+    assert assert_intact(registry) == ([1, 2] if committed else [1])
+    assert bool(temp_folders(registry)) is (step == "before-commit")
+    # a version committed before the alias file was written gets its alias by replay
+    assert registry.aliases() == {"production": 2 if committed else 1}
+    stored = json.loads((registry.model_dir / "aliases.json").read_text())
+    assert stored["last_version"] == 1  # the dead writer never updated the file
+    third = registry.register(make_candidate(tmp_path / "c3", 3, accuracy=0.9), PARAMS, 0.0)
+    assert third.version == (3 if committed else 2) and third.alias == "staging"
+    assert temp_folders(registry) == []  # cleaned by the next registration
+    log = registry.alias_log()
+    assert log["history"]["production"] == ([1, 2] if committed else [1])
+    assert assert_intact(registry)
+
+
+def test_sigkill_at_random_points_never_leaves_a_half_version(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry", MODEL)
+    # a larger state_dict widens the window in which a kill lands mid-copy
+    make_candidate(tmp_path / "cand", 1, state_bytes=1 << 18)
+    rng = random.Random(1234)
+    for _ in range(10):
+        proc = worker(registry.root, tmp_path / "cand", "--loop")
+        wait_ready(proc)
+        time.sleep(rng.uniform(0.0, 0.4))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        assert proc.returncode == -signal.SIGKILL
+        versions = assert_intact(registry)
+        if versions:  # every registration promotes (same accuracy, margin 0)
+            assert registry.aliases() == {"production": versions[-1]}
+            registry.resolve("production")
+    n = len(assert_intact(registry))
+    done = registry.register(make_candidate(tmp_path / "last", 2), PARAMS, 0.0)
+    assert done.version == n + 1 and temp_folders(registry) == []
+    assert registry.alias_log()["history"]["production"] == list(range(1, n + 2))
+    assert_intact(registry)
+
+
+def test_eight_concurrent_registrations_get_distinct_consecutive_versions(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry", MODEL)
+    accuracies = [0.95, 0.97, 0.96, 0.99, 0.98, 0.93, 0.99, 0.94]
+    sha = {}
+    for i, accuracy in enumerate(accuracies):
+        make_candidate(tmp_path / f"c{i}", i, accuracy=accuracy)
+        sha[file_sha256(tmp_path / f"c{i}" / "model.onnx")] = accuracy
+    go = tmp_path / "go"
+    procs = [worker(registry.root, tmp_path / f"c{i}", "--go", str(go)) for i in range(8)]
+    for proc in procs:
+        wait_ready(proc)
+    go.touch()
+    printed = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        printed.append(int(out.split()[-1]))
+    assert sorted(printed) == list(range(1, 9))
+    assert assert_intact(registry) == list(range(1, 9))
+    cards = registry.versions()
+    assert {card["files"]["model.onnx"] for card in cards} == set(sha)
+    for card in cards:
+        assert card["metrics"]["accuracy"] == sha[card["files"]["model.onnx"]]
+    # each automatic promotion was made against the champion of its moment
+    production = registry.alias_log()["history"]["production"]
+    by_version = {card["version"]: card["metrics"]["accuracy"] for card in cards}
+    steps = [by_version[v] for v in production]
+    assert steps == sorted(steps) and steps[-1] == max(accuracies)
+    assert registry.aliases()["production"] == production[-1]
+    json.loads((registry.model_dir / "aliases.json").read_text())  # valid JSON

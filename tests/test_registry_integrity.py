@@ -1,0 +1,104 @@
+"""Registry integrity: tampered, missing or edited files and cards are found and refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mnist_pipeline.errors import RegistryError
+from mnist_pipeline.registry import Candidate, Registry
+from tests.registry_helpers import PARAMS, make_candidate, writable, write_reports
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "registry", "mnist-cnn")
+
+
+@pytest.fixture
+def make(tmp_path: Path):
+    """make(seed, **report_overrides) -> a fresh candidate folder with a distinct ONNX model."""
+
+    def _make(seed: int, **reports) -> Candidate:
+        return make_candidate(tmp_path / f"cand{seed}", seed, **reports)
+
+    return _make
+
+
+def test_tampered_or_missing_files_are_refused(registry: Registry, make) -> None:
+    registry.register(make(1), PARAMS, 0.0)
+    registry.register(make(2), PARAMS, 0.0)
+    onnx = registry.model_dir / "v2" / "model.onnx"
+    writable(onnx).write_bytes(onnx.read_bytes() + b"\0")
+    with pytest.raises(
+        RegistryError, match=r"refusing to load mnist-cnn v2: model.onnx was modified"
+    ):
+        registry.resolve("production")
+    with pytest.raises(RegistryError, match="damaged"):
+        registry.promote(2, "staging")
+    registry.resolve("1")  # other versions stay usable
+    (registry.model_dir / "v1" / "model.onnx").unlink()
+    with pytest.raises(RegistryError, match="model.onnx is missing"):
+        registry.resolve("1")
+    (registry.model_dir / "v1" / "notes.txt").write_text("x")
+    problems = registry.verify()
+    assert any("v2: model.onnx was modified" in p for p in problems)
+    assert any("v1: model.onnx is missing" in p for p in problems)
+    assert any("v1: notes.txt is not listed" in p for p in problems)
+
+
+def test_edited_card_is_refused(registry: Registry, make) -> None:
+    registry.register(make(1, accuracy=0.98), PARAMS, 0.0)
+    card_path = registry.model_dir / "v1" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["metrics"]["accuracy"] = 0.999
+    writable(card_path).write_text(json.dumps(card))
+    with pytest.raises(RegistryError, match="card.json was modified"):
+        registry.card("1")
+    with pytest.raises(RegistryError, match="card.json was modified"):
+        registry.resolve("production")
+    assert any("card.json was modified" in p for p in registry.verify())
+
+
+def test_verify_reports_gaps_and_dangling_aliases(registry: Registry, make) -> None:
+    for seed in (1, 2, 3):
+        registry.register(make(seed), PARAMS, 0.0)
+    assert registry.verify() == []
+
+    shutil.rmtree(registry.model_dir / "v2")
+    problems = registry.verify()
+    assert "v2 is missing (versions must be consecutive)" in problems
+    shutil.rmtree(registry.model_dir / "v3")
+    assert any("alias 'production' points at v3" in p for p in registry.verify())
+    with pytest.raises(RegistryError, match="points at v3, which does not exist"):
+        registry.resolve("production")
+    with pytest.raises(RegistryError, match="cannot compare with production v3"):
+        registry.register(make(4), PARAMS, 0.0)
+    registry.promote(1, "production")
+    assert registry.register(make(4), PARAMS, 0.0).version == 4  # numbers are never reused
+
+
+def test_corrupt_alias_file_is_reported(registry: Registry, make) -> None:
+    registry.register(make(1), PARAMS, 0.0)
+    (registry.model_dir / "aliases.json").write_text('{"aliases": {"../x": 1}}')
+    with pytest.raises(RegistryError, match="invalid alias"):
+        registry.aliases()
+    (registry.model_dir / "aliases.json").write_text("{not json")
+    assert any("not readable JSON" in p for p in registry.verify())
+
+
+def test_state_dict_loads_verified_with_torch(registry: Registry, make, tmp_path: Path) -> None:
+    import torch
+
+    candidate = make(1)
+    torch.save({"w": torch.arange(3.0)}, candidate.state_dict)
+    write_reports(candidate.onnx.parent)
+    registry.register(candidate, PARAMS, 0.0)
+    assert torch.equal(registry.load_state_dict("production")["w"], torch.arange(3.0))
+    pt = registry.model_dir / "v1" / "model.pt"
+    writable(pt).write_bytes(pt.read_bytes()[:-1])
+    with pytest.raises(RegistryError, match="model.pt was modified"):
+        registry.load_state_dict("1")
