@@ -1,0 +1,47 @@
+"""Time registry operations on a temporary registry with tiny real ONNX candidates.
+
+    .venv/bin/python -m benchmarks.registry_ops [--versions 50] [--state-kb 90]
+
+Prints median milliseconds per register, resolve (hash-verified) and verify (all versions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from mnist_pipeline.registry import Registry
+from tests.registry_helpers import MODEL, PARAMS, make_candidate
+
+
+def _ms(call) -> float:
+    start = time.perf_counter()
+    call()
+    return (time.perf_counter() - start) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--versions", type=int, default=50)
+    parser.add_argument("--state-kb", type=int, default=90)  # ClassicNet's state_dict is ~90 KB
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        registry = Registry(root / "registry", MODEL)
+        candidates = [
+            make_candidate(root / f"c{i}", i, state_bytes=args.state_kb * 1024)
+            for i in range(args.versions)
+        ]
+        register = [_ms(lambda c=c: registry.register(c, PARAMS, 0.0)) for c in candidates]
+        resolve = [_ms(lambda: registry.resolve("production")) for _ in range(20)]
+        verify = [_ms(registry.verify) for _ in range(3)]
+    print(f"register: median {statistics.median(register):.1f} ms ({args.versions} versions)")
+    print(f"resolve:  median {statistics.median(resolve):.2f} ms")
+    print(f"verify:   median {statistics.median(verify):.1f} ms for {args.versions} versions")
+
+
+if __name__ == "__main__":
+    main()
