@@ -1,0 +1,126 @@
+"""The pure pieces of training: splitting, batching, one epoch, scoring, the LR schedule.
+
+No I/O and no global settings here; `train.py` seeds, checkpoints and reports around them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim import Adam, Optimizer
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
+
+from mnist_pipeline.params import TrainParams
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """Mean loss and accuracy over the images seen in one pass."""
+
+    loss: float
+    accuracy: float
+    images: int
+
+
+def split_indices(
+    n: int, val_size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random split of range(n) into (train, validation) index tensors."""
+    order = torch.randperm(n, generator=generator)
+    return order[val_size:], order[:val_size]
+
+
+def batch_indices(
+    indices: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    max_batches: int | None = None,
+) -> Iterator[torch.Tensor]:
+    """Shuffle `indices` with `generator` and yield batches (the last may be smaller)."""
+    shuffled = indices[torch.randperm(len(indices), generator=generator)]
+    batches = shuffled.split(batch_size)
+    yield from batches[:max_batches] if max_batches is not None else batches
+
+
+def steps_per_epoch(n_train: int, batch_size: int, max_batches: int | None) -> int:
+    """How many optimizer steps one epoch makes."""
+    steps = -(-n_train // batch_size)
+    return min(steps, max_batches) if max_batches is not None else steps
+
+
+def make_optimizer(model: nn.Module, params: TrainParams) -> Optimizer:
+    """Adam at the starting learning rate."""
+    return Adam(model.parameters(), lr=params.learning_rate)
+
+
+def make_scheduler(optimizer: Optimizer, params: TrainParams, steps: int) -> LRScheduler:
+    """Per-step schedule: `constant`, or `onecycle` from learning_rate up to max_learning_rate.
+
+    OneCycle warms up over the first 30% of steps, then anneals (cosine) to learning_rate/1e4.
+    """
+    if params.lr_schedule == "constant":
+        return LambdaLR(optimizer, lambda _: 1.0)
+    return OneCycleLR(
+        optimizer,
+        max_lr=params.max_learning_rate,
+        total_steps=params.epochs * steps,
+        div_factor=params.max_learning_rate / params.learning_rate,
+    )
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: Optimizer,
+    scheduler: LRScheduler,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batches: Iterator[torch.Tensor],
+    on_batch: Callable[[int, float, float], None] | None = None,
+) -> EpochStats:
+    """One pass of Adam + cross-entropy over `batches` (index tensors into images/labels).
+
+    `on_batch(batch_images, running_loss, running_accuracy)` is called after every step.
+    """
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
+    correct = torch.zeros((), dtype=torch.int64, device=images.device)
+    seen = 0
+    for index in batches:
+        index = index.to(images.device)
+        x, y = images[index], labels[index]
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if on_batch is not None:
+            on_batch(len(y), float(loss_sum) / seen, int(correct) / seen)
+    if seen == 0:
+        return EpochStats(float("nan"), float("nan"), 0)
+    return EpochStats(float(loss_sum) / seen, int(correct) / seen, seen)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Logits for every image, in order, computed in eval mode batch by batch."""
+    model.eval()
+    if len(images) == 0:
+        return torch.empty(0, 10)
+    return torch.cat([model(chunk) for chunk in images.split(batch_size)])
+
+
+def score(logits: torch.Tensor, labels: torch.Tensor) -> EpochStats:
+    """Mean cross-entropy and accuracy of `logits` against `labels`."""
+    if len(labels) == 0:
+        return EpochStats(float("nan"), float("nan"), 0)
+    loss = F.cross_entropy(logits.double(), labels, reduction="sum").item() / len(labels)
+    accuracy = (logits.argmax(1) == labels).sum().item() / len(labels)
+    return EpochStats(loss, accuracy, len(labels))
