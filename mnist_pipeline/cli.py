@@ -79,6 +79,32 @@ from mnist_pipeline.registry.cli import models_app  # noqa: E402 - torch-free, l
 app.add_typer(models_app, name="models")
 
 
+@app.command()
+def train(ctx: typer.Context) -> None:
+    """Train the CNN (resumes from models/checkpoint.pt); writes models/model.pt."""
+    from mnist_pipeline.train import train as train_stage
+
+    st = state(ctx)
+    result = train_stage(st.params().train, st.layout.data_dir, st.layout)
+    resumed = f", resumed after epoch {result.resumed_from}" if result.resumed_from else ""
+    val = f"{result.val_accuracy:.4f}" if result.val_accuracy is not None else "n/a"
+    console.print(
+        f"trained {result.epochs_run} epoch(s){resumed} in {result.seconds:.1f} s: "
+        f"train loss {result.train_loss:.4f}, val accuracy {val} -> {result.state_dict}"
+    )
+
+
+@app.command()
+def evaluate(ctx: typer.Context) -> None:
+    """Score models/model.pt on the test set, write reports/, apply the accuracy gate."""
+    from mnist_pipeline.evaluate import evaluate as evaluate_stage
+
+    st = state(ctx)
+    params = st.params()
+    result = evaluate_stage(params.evaluate, params.train.arch, st.layout.data_dir, st.layout)
+    console.print(f"metrics in {result.metrics_path}")
+
+
 # ---- end of commands ----
 
 

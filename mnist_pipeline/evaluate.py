@@ -1,0 +1,136 @@
+"""Evaluate stage: score the trained weights on the 10k test set, write reports, apply the gate.
+
+Writes layout.metrics (JSON), layout.predictions (CSV: index,actual,predicted,confidence) and the
+PNG plots, prints the report, and only then raises GateError when accuracy < min_accuracy.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mnist_pipeline import metrics, plots
+from mnist_pipeline.atomic import write_json, write_text
+from mnist_pipeline.dataset import dataset_sha256, load_mnist, normalise
+from mnist_pipeline.errors import GateError
+from mnist_pipeline.layout import Layout
+from mnist_pipeline.params import EvaluateParams
+from mnist_pipeline.training_loop import predict_logits, score
+from mnist_pipeline.weights import load_model
+
+PLOT_FILES = ("misclassified.png", "correct.png", "confusion_matrix.png", "training_curves.png")
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Test-set scores and the gate verdict (also in layout.metrics)."""
+
+    accuracy: float
+    loss: float
+    correct: int
+    total: int
+    min_accuracy: float
+    passed: bool
+    per_class: dict[str, dict[str, float | int]]
+    metrics_path: Path
+
+
+def predictions_csv(actual: torch.Tensor, predicted: torch.Tensor, confidence: torch.Tensor) -> str:
+    """One row per test image: index,actual,predicted,confidence."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(("index", "actual", "predicted", "confidence"))
+    rows = zip(actual.tolist(), predicted.tolist(), confidence.tolist(), strict=True)
+    for i, (a, p, c) in enumerate(rows):
+        writer.writerow((i, a, p, f"{c:.6f}"))
+    return out.getvalue()
+
+
+def report_text(report: dict[str, Any]) -> str:
+    """The terminal report: the classic test-set line, per-class table, confusion matrix."""
+    lines = [
+        f"Test set: Average loss: {report['loss']:.4f}, Accuracy: {report['correct']}/"
+        f"{report['total']} ({100 * report['accuracy']:.2f}%)",
+        "",
+        "digit  precision  recall      f1  support",
+    ]
+    for digit, s in report["per_class"].items():
+        lines.append(
+            f"{digit:>5}  {s['precision']:9.4f}  {s['recall']:6.4f}  {s['f1']:6.4f}  "
+            f"{s['support']:7d}"
+        )
+    lines += ["", "confusion matrix (rows: true label, columns: predicted)"]
+    lines.append("     " + "".join(f"{k:>6}" for k in range(len(report["confusion_matrix"]))))
+    for k, row in enumerate(report["confusion_matrix"]):
+        lines.append(f"{k:>5}" + "".join(f"{v:>6}" for v in row))
+    verdict = "passed" if report["passed"] else "FAILED"
+    lines += [
+        "",
+        f"gate: {verdict} (accuracy {report['accuracy']:.4f}, "
+        f"min_accuracy {report['min_accuracy']})",
+    ]
+    return "\n".join(lines)
+
+
+def write_plots(
+    images: torch.Tensor,
+    actual: torch.Tensor,
+    predicted: torch.Tensor,
+    confidence: torch.Tensor,
+    matrix: torch.Tensor,
+    layout: Layout,
+) -> None:
+    """Every evaluation plot into layout.plots (training curves only when a history exists)."""
+    folder = layout.plots
+    plots.plot_misclassified(images, actual, predicted, confidence, folder / PLOT_FILES[0])
+    plots.plot_correct(images, actual, predicted, confidence, folder / PLOT_FILES[1])
+    plots.plot_confusion(matrix, folder / PLOT_FILES[2])
+    if not plots.plot_training_curves(layout.train_history, folder / PLOT_FILES[3]):
+        (folder / PLOT_FILES[3]).unlink(missing_ok=True)  # never leave a stale one behind
+
+
+def evaluate(params: EvaluateParams, arch: str, data_dir: Path, layout: Layout) -> EvalResult:
+    """Score layout.state_dict on the test set; raise GateError below params.min_accuracy."""
+    model = load_model(arch, layout.state_dict)
+    mnist = load_mnist(data_dir)
+    actual = mnist.test_labels
+    logits = predict_logits(model, normalise(mnist.test_images), params.batch_size)
+    confidence, predicted = torch.softmax(logits, dim=1).max(dim=1)
+    matrix = metrics.confusion_matrix(actual, predicted)
+    accuracy = metrics.accuracy(matrix)
+    passed = accuracy >= params.min_accuracy
+    report = {
+        "accuracy": accuracy,
+        "loss": score(logits, actual).loss if len(actual) else 0.0,
+        "correct": int(matrix.trace()),
+        "total": len(actual),
+        "min_accuracy": params.min_accuracy,
+        "passed": passed,
+        "per_class": metrics.per_class(matrix),
+        "confusion_matrix": matrix.tolist(),
+        "dataset_sha256": dataset_sha256(data_dir),
+        "arch": arch,
+    }
+    write_text(layout.predictions, predictions_csv(actual, predicted, confidence))
+    write_plots(mnist.test_images, actual, predicted, confidence, matrix, layout)
+    write_json(layout.metrics, report)
+    print(report_text(report), flush=True)
+    if not passed:
+        raise GateError(
+            f"accuracy {accuracy:.4f} is below the gate evaluate.min_accuracy={params.min_accuracy}"
+        )
+    return EvalResult(
+        accuracy=accuracy,
+        loss=report["loss"],
+        correct=report["correct"],
+        total=report["total"],
+        min_accuracy=params.min_accuracy,
+        passed=passed,
+        per_class=report["per_class"],
+        metrics_path=layout.metrics,
+    )

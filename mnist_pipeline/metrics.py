@@ -1,0 +1,49 @@
+"""Classification metrics from label tensors (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+import torch
+
+NUM_CLASSES = 10
+
+
+def confusion_matrix(
+    actual: torch.Tensor, predicted: torch.Tensor, num_classes: int = NUM_CLASSES
+) -> torch.Tensor:
+    """int64 [num_classes, num_classes]; rows are true labels, columns predictions."""
+    if actual.shape != predicted.shape or actual.dim() != 1:
+        raise ValueError(
+            f"actual and predicted must be 1-D and equal in shape, "
+            f"got {tuple(actual.shape)} and {tuple(predicted.shape)}"
+        )
+    for name, values in (("actual", actual), ("predicted", predicted)):
+        if values.numel() and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"{name} labels must lie in 0..{num_classes - 1}")
+    flat = actual.long() * num_classes + predicted.long()
+    return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def _ratio(numerator: int, denominator: int) -> float:
+    return numerator / denominator if denominator else 0.0
+
+
+def per_class(matrix: torch.Tensor) -> dict[str, dict[str, float | int]]:
+    """Precision, recall, F1 and support per class ("0".."9"); 0.0 where undefined."""
+    stats: dict[str, dict[str, float | int]] = {}
+    for k in range(matrix.shape[0]):
+        hits = int(matrix[k, k])
+        precision = _ratio(hits, int(matrix[:, k].sum()))
+        recall = _ratio(hits, int(matrix[k, :].sum()))
+        f1 = _ratio(2 * precision * recall, precision + recall) if precision + recall else 0.0
+        stats[str(k)] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": int(matrix[k, :].sum()),
+        }
+    return stats
+
+
+def accuracy(matrix: torch.Tensor) -> float:
+    """Fraction on the diagonal (0.0 for an empty matrix)."""
+    return _ratio(int(matrix.diagonal().sum()), int(matrix.sum()))

@@ -1,0 +1,130 @@
+"""Evaluation plots as PNG files (matplotlib's object API: headless, no pyplot global state)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from mnist_pipeline.atomic import write_with
+
+GRID_LIMIT = 36  # images per grid (6 x 6)
+DPI = 100
+
+
+def _save(fig: Figure, path: Path) -> None:
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+
+
+def image_grid(images: torch.Tensor, titles: list[str], title: str, path: Path) -> None:
+    """uint8 [N, 28, 28] images with one caption each, in a near-square grid."""
+    n = len(images)
+    cols = max(1, min(6, math.ceil(math.sqrt(n))))
+    rows = max(1, math.ceil(n / cols))
+    fig = Figure(figsize=(1.45 * cols, 1.6 * rows + 0.6))
+    fig.suptitle(title, fontsize=11)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < n:
+            ax.imshow(images[i].numpy(), cmap="gray_r", vmin=0, vmax=255)
+            ax.set_title(titles[i], fontsize=8, linespacing=1.1)
+    if n == 0:
+        axes[0, 0].text(0.5, 0.5, "none", ha="center", va="center", fontsize=12)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_misclassified(
+    images: torch.Tensor,
+    actual: torch.Tensor,
+    predicted: torch.Tensor,
+    confidence: torch.Tensor,
+    path: Path,
+    limit: int = GRID_LIMIT,
+) -> int:
+    """The most confident mistakes first; returns how many mistakes there were in all."""
+    wrong = torch.nonzero(actual != predicted).flatten()
+    order = wrong[torch.argsort(confidence[wrong], descending=True, stable=True)][:limit]
+    titles = [
+        f"#{i}: true {actual[i]}\npred {predicted[i]} ({confidence[i]:.0%})" for i in order.tolist()
+    ]
+    shown = f"{len(order)} most confident" if len(wrong) > len(order) else "all"
+    image_grid(images[order], titles, f"Misclassified test images: {shown} of {len(wrong)}", path)
+    return len(wrong)
+
+
+def plot_correct(
+    images: torch.Tensor,
+    actual: torch.Tensor,
+    predicted: torch.Tensor,
+    confidence: torch.Tensor,
+    path: Path,
+    limit: int = GRID_LIMIT,
+) -> None:
+    """The first correctly classified test images, in dataset order."""
+    order = torch.nonzero(actual == predicted).flatten()[:limit]
+    titles = [f"#{i}: {predicted[i]} ({confidence[i]:.0%})" for i in order.tolist()]
+    image_grid(images[order], titles, "Correctly classified test images", path)
+
+
+def plot_confusion(matrix: torch.Tensor, path: Path) -> None:
+    """Counts per (true, predicted) pair; colour on a log scale so off-diagonal cells show."""
+    counts = matrix.numpy()
+    k = counts.shape[0]
+    fig = Figure(figsize=(7.5, 6.5))
+    ax = fig.subplots()
+    image = ax.imshow(np.log1p(counts), cmap="Blues")
+    fig.colorbar(image, ax=ax, label="log(1 + count)")
+    threshold = np.log1p(counts).max() * 0.6
+    for i in range(k):
+        for j in range(k):
+            if counts[i, j]:
+                colour = "white" if np.log1p(counts[i, j]) > threshold else "black"
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8, color=colour)
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    ax.set_title(f"Confusion matrix ({int(counts.trace())}/{int(counts.sum())} correct)")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """The history CSV as columns of floats (empty cells become NaN)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = rows[0].keys() if rows else []
+    return {c: [float(r[c]) if r[c] else math.nan for r in rows] for c in columns}
+
+
+def plot_training_curves(history_path: Path, path: Path) -> bool:
+    """Loss, accuracy and learning rate per epoch; False (nothing written) without a history."""
+    if not history_path.is_file():
+        return False
+    history = read_history(history_path)
+    if not history.get("epoch"):
+        return False
+    epochs = history["epoch"]
+    fig = Figure(figsize=(13, 4))
+    loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)
+    for split, style in (("train", "-o"), ("val", "-s")):
+        loss_ax.plot(epochs, history[f"{split}_loss"], style, markersize=3, label=split)
+        acc_ax.plot(epochs, history[f"{split}_accuracy"], style, markersize=3, label=split)
+    lr_ax.plot(epochs, history["lr"], "-o", markersize=3, color="tab:green")
+    for ax, title in ((loss_ax, "loss"), (acc_ax, "accuracy"), (lr_ax, "learning rate")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    loss_ax.set_yscale("log")
+    loss_ax.legend()
+    acc_ax.legend()
+    lr_ax.set_title("learning rate (at epoch start)")
+    fig.tight_layout()
+    _save(fig, path)
+    return True
