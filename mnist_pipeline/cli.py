@@ -105,6 +105,85 @@ def evaluate(ctx: typer.Context) -> None:
     console.print(f"metrics in {result.metrics_path}")
 
 
+@app.command()
+def export(
+    ctx: typer.Context,
+    model_version: Annotated[
+        str | None, typer.Option("--model-version", help="Version recorded in the metadata.")
+    ] = None,
+) -> None:
+    """Export models/model.pt to models/model.onnx (refused if the accuracy gate failed)."""
+    from mnist_pipeline.export import collect_metadata, export_onnx
+
+    st = state(ctx)
+    p, lay = st.params(), st.layout
+    meta = collect_metadata(lay.metrics, lay.data_dir, model_version)
+    result = export_onnx(p.export, p.train.arch, lay.state_dict, lay.onnx, meta)
+    console.print(
+        f"exported {result.onnx_path} (opset {result.opset}, {result.size_bytes:,} bytes, "
+        f"sha256 {result.sha256})"
+    )
+
+
+@app.command()
+def parity(ctx: typer.Context) -> None:
+    """Check onnxruntime against PyTorch on the test set; writes reports/parity.json."""
+    from mnist_pipeline.parity import check_parity
+
+    st = state(ctx)
+    p, lay = st.params(), st.layout
+    result = check_parity(
+        p.export, p.train.arch, lay.state_dict, lay.onnx, lay.data_dir, lay.parity_report
+    )
+    console.print(
+        f"parity passed on {result.images} images: max |logits diff| "
+        f"{result.max_abs_diff_logits:.3g}, max |probabilities diff| "
+        f"{result.max_abs_diff_probabilities:.3g}; report {result.report_path}"
+    )
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, ...).")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="An .onnx path (or any path with a slash), or a registry version or alias. "
+            "Default: the registry's production model, else models/model.onnx.",
+        ),
+    ] = None,
+    top: Annotated[
+        int | None, typer.Option("--top", min=1, max=10, help="Also list the top K digits.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
+) -> None:
+    """Classify image files with the ONNX model (onnxruntime only); exit 1 if any failed."""
+    import json
+
+    from mnist_pipeline.predict import predict_files, resolve_model
+
+    st = state(ctx)
+    model_path = resolve_model(model, st.layout, st.params().registry)
+    result = predict_files(model_path, images, top=top or 1)
+    if as_json:
+        print(json.dumps([p.to_dict(with_top=top is not None) for p in result.predictions]))
+    else:
+        console.print(f"model: {result.model_path}", highlight=False)
+        for p in result.predictions:
+            if p.error is not None:
+                console.print(f"[red]{escape(p.file)}: error: {escape(p.error)}[/]")
+                continue
+            line = f"{p.file}: {p.digit} (p={p.probability:.3f})"
+            if top is not None:
+                line += "  top: " + ", ".join(f"{d} ({q:.3f})" for d, q in p.top)
+            print(line)
+    if result.failed:
+        raise typer.Exit(1)
+
+
 # ---- end of commands ----
 
 

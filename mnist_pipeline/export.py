@@ -1,0 +1,208 @@
+"""Export stage: trained weights -> one self-contained, consumer-friendly ONNX file.
+
+The graph takes `image`, float32 [N, 1, 28, 28] with pixels in [0, 1] (white digit on black, as
+MNIST), applies the training normalisation itself and returns `logits` and `probabilities`
+(softmax), both [N, 10]. The batch dimension is dynamic; the opset is `export.opset`. Metadata
+(`metadata_props`, readable with onnxruntime's `get_modelmeta().custom_metadata_map`) records
+class labels, input and normalisation, and what the caller passes (`collect_metadata`: dataset
+hash, test accuracy, model version).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import metadata as package_metadata
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+import mnist_pipeline
+from mnist_pipeline.atomic import atomic_path
+from mnist_pipeline.dataset import MNIST_MEAN, MNIST_STD, dataset_sha256
+from mnist_pipeline.errors import DataError, GateError, PipelineError
+from mnist_pipeline.manifest import file_sha256
+from mnist_pipeline.params import ExportParams
+from mnist_pipeline.weights import load_model
+
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("logits", "probabilities")
+CLASS_LABELS = tuple(str(d) for d in range(10))
+INPUT_DESCRIPTION = (
+    "image: float32 [N, 1, 28, 28], pixel values in [0, 1], white digit on black background "
+    "(MNIST convention), digit centred by centre of mass in a 20x20 box; normalisation is "
+    "applied inside the graph"
+)
+OUTPUT_DESCRIPTION = "logits: float32 [N, 10]; probabilities: float32 [N, 10] (softmax of logits)"
+
+
+class InferenceModel(nn.Module):
+    """`net` plus the training normalisation in front and a softmax behind (for export)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.net((image - MNIST_MEAN) / MNIST_STD)
+        return logits, torch.softmax(logits, dim=1)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """The written ONNX file, its SHA-256 and size, its opset and its metadata_props."""
+
+    onnx_path: Path
+    sha256: str
+    size_bytes: int
+    opset: int
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def _version(package: str) -> str:
+    try:
+        return package_metadata.version(package)
+    except package_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def builtin_metadata(arch: str, opset: int) -> dict[str, str]:
+    """The metadata every exported model carries (describes the graph and its producers)."""
+    normalisation = {"mean": MNIST_MEAN, "std": MNIST_STD, "formula": "(image - mean) / std"}
+    return {
+        "arch": arch,
+        "class_labels": json.dumps(list(CLASS_LABELS)),
+        "input": INPUT_DESCRIPTION,
+        "outputs": OUTPUT_DESCRIPTION,
+        "normalisation": json.dumps(normalisation | {"inside_graph": True}),
+        "preprocessing": "for real images see mnist_pipeline/preprocess.py (numbered steps)",
+        "opset": str(opset),
+        "producer_torch": torch.__version__,
+        "producer_onnx": onnx.__version__,
+        "producer_onnxscript": _version("onnxscript"),
+        "producer_mnist_pipeline": mnist_pipeline.__version__,
+    }
+
+
+def collect_metadata(
+    metrics_path: Path, data_dir: Path, model_version: str | None = None
+) -> dict[str, str]:
+    """Metadata from the evaluation report and the dataset; refuses a gated-out model.
+
+    Raises GateError when the metrics JSON does not say `"passed": true`.
+    """
+    try:
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PipelineError(
+            f"no evaluation metrics at {metrics_path}: run `mnist-pipeline evaluate` first "
+            "(only a model that passed the accuracy gate is exported)"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PipelineError(f"cannot read metrics {metrics_path}: {exc}") from None
+    if not isinstance(metrics, dict):
+        raise PipelineError(f"{metrics_path}: expected a JSON object")
+    accuracy = metrics.get("accuracy")
+    if isinstance(accuracy, bool) or not isinstance(accuracy, int | float):
+        raise PipelineError(f"{metrics_path}: 'accuracy' must be a number, got {accuracy!r}")
+    if metrics.get("passed") is not True:
+        raise GateError(
+            f"refusing to export: {metrics_path} says the model did not pass the accuracy gate "
+            f"(accuracy {accuracy:.4f}, min_accuracy {metrics.get('min_accuracy')!r})"
+        )
+    try:
+        data_hash = dataset_sha256(data_dir)
+    except FileNotFoundError as exc:
+        raise DataError(
+            f"missing dataset file {exc.filename}: run `mnist-pipeline fetch`"
+        ) from None
+    evaluated_on = metrics.get("dataset_sha256")
+    if evaluated_on is not None and evaluated_on != data_hash:
+        raise PipelineError(
+            f"{metrics_path} was computed on another dataset (sha256 {evaluated_on}) than "
+            f"{data_dir} ({data_hash}): run `mnist-pipeline evaluate` again"
+        )
+    meta = {"training_data_sha256": data_hash, "test_accuracy": repr(float(accuracy))}
+    if model_version is not None:
+        meta["model_version"] = str(model_version)
+    return meta
+
+
+def _to_onnx(model: nn.Module, opset: int) -> onnx.ModelProto:
+    """Dynamo export with a dynamic batch dimension; exporter chatter is kept off stdout."""
+    example = torch.rand(2, 1, 28, 28)
+    with contextlib.redirect_stdout(io.StringIO()):
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch")}},
+            opset_version=opset,
+            external_data=False,
+            verbose=False,
+        )
+    return program.model_proto
+
+
+def check_graph(proto: onnx.ModelProto, opset: int) -> None:
+    """The interface consumers rely on: names, dynamic batch, opset, no Dropout left."""
+    inputs = [i.name for i in proto.graph.input]
+    outputs = [o.name for o in proto.graph.output]
+    if inputs != [INPUT_NAME] or outputs != list(OUTPUT_NAMES):
+        raise PipelineError(f"exported graph has inputs {inputs} and outputs {outputs}")
+    batch = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    if not batch.dim_param:
+        raise PipelineError("exported graph has a fixed batch dimension")
+    got = {o.domain: o.version for o in proto.opset_import}.get("")
+    if got != opset:
+        raise PipelineError(f"exporter produced opset {got}, not the requested {opset}")
+    if any(node.op_type == "Dropout" for node in proto.graph.node):
+        raise PipelineError("exported graph still contains Dropout (model not in eval mode?)")
+
+
+def export_onnx(
+    params: ExportParams,
+    arch: str,
+    state_dict_path: Path,
+    onnx_path: Path,
+    metadata: Mapping[str, str],
+) -> ExportResult:
+    """Export `arch` weights from `state_dict_path` to `onnx_path` (atomic; checked first)."""
+    meta = builtin_metadata(arch, params.opset)
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"metadata must map str to str, got {key!r}: {value!r}")
+        if key in meta:
+            raise ValueError(f"metadata key {key!r} is set by the exporter itself")
+        meta[key] = value
+    if "test_accuracy" in meta and not math.isfinite(float(meta["test_accuracy"])):
+        raise ValueError(f"test_accuracy must be a finite number, got {meta['test_accuracy']!r}")
+
+    model = InferenceModel(load_model(arch, state_dict_path)).eval()
+    proto = _to_onnx(model, params.opset)
+    proto.doc_string = (
+        f"MNIST digit classifier ({arch}). {INPUT_DESCRIPTION}. {OUTPUT_DESCRIPTION}."
+    )
+    proto.graph.input[0].doc_string = INPUT_DESCRIPTION
+    del proto.metadata_props[:]
+    for key, value in sorted(meta.items()):
+        proto.metadata_props.add(key=key, value=value)
+    check_graph(proto, params.opset)
+
+    with atomic_path(onnx_path) as tmp:
+        onnx.save_model(proto, str(tmp), save_as_external_data=False)
+        try:
+            onnx.checker.check_model(str(tmp), full_check=True)
+        except onnx.checker.ValidationError as exc:
+            raise PipelineError(f"exported model fails onnx.checker: {exc}") from None
+        sha256 = file_sha256(tmp)
+        size = tmp.stat().st_size
+    return ExportResult(onnx_path, sha256, size, params.opset, meta)

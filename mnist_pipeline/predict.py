@@ -1,0 +1,149 @@
+"""Predict: classify image files with the exported ONNX model (onnxruntime only, torch-free).
+
+Nothing on this path imports torch (a test checks it): preprocessing is mnist_pipeline.preprocess
+(numpy + Pillow), the model runs in onnxruntime, and the registry is torch-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.layout import Layout
+from mnist_pipeline.params import RegistryParams
+from mnist_pipeline.preprocess import ImageError, preprocess_file
+
+INPUT_NAME = "image"  # the graph interface written by export.py (not imported: it imports torch)
+PROBABILITIES = "probabilities"
+BATCH = 256
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One file's outcome: the digit, its probability and the top classes, or an error."""
+
+    file: str
+    digit: int | None = None
+    probability: float | None = None
+    top: tuple[tuple[int, float], ...] = ()
+    error: str | None = None
+
+    def to_dict(self, with_top: bool) -> dict[str, Any]:
+        """JSON form: file + digit + probability (+ top), or file + error."""
+        if self.error is not None:
+            return {"file": self.file, "error": self.error}
+        out: dict[str, Any] = {
+            "file": self.file,
+            "digit": self.digit,
+            "probability": self.probability,
+        }
+        if with_top:
+            out["top"] = [{"digit": d, "probability": p} for d, p in self.top]
+        return out
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """The model file used and one prediction per input file, in input order."""
+
+    model_path: Path
+    predictions: tuple[Prediction, ...]
+
+    @property
+    def failed(self) -> int:
+        return sum(p.error is not None for p in self.predictions)
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.endswith(".onnx") or "/" in ref or "\\" in ref
+
+
+def resolve_model(ref: str | None, layout: Layout, registry: RegistryParams) -> Path:
+    """The ONNX file to use.
+
+    `ref` is a path (ends in .onnx or contains a slash) or a registry reference (a version
+    number or an alias such as `production`). Without `ref`: the registry's production model
+    if there is one, else layout.onnx.
+    """
+    if ref is not None and _looks_like_path(ref):
+        path = Path(ref)
+        if not path.is_file():
+            raise PipelineError(f"model file not found: {path}")
+        return path
+    from mnist_pipeline.registry import PRODUCTION, Registry  # torch-free
+
+    models = Registry(layout.registry_root(registry.root), registry.model_name)
+    if ref is not None:
+        return models.resolve(ref)
+    if PRODUCTION in models.aliases():
+        return models.resolve(PRODUCTION)
+    if layout.onnx.is_file():
+        return layout.onnx
+    raise PipelineError(
+        f"no model: the registry {models.model_dir} has no production version and "
+        f"{layout.onnx} does not exist; run `mnist-pipeline export` or pass --model"
+    )
+
+
+def load_session(model_path: Path) -> ort.InferenceSession:
+    """An onnxruntime CPU session, after checking the graph has the expected interface."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise PipelineError(f"onnxruntime cannot load {model_path}: {exc}") from None
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    if inputs != [INPUT_NAME] or PROBABILITIES not in outputs:
+        raise PipelineError(
+            f"{model_path} is not an mnist-pipeline model: inputs {inputs}, outputs {outputs} "
+            f"(expected input {INPUT_NAME!r} and output {PROBABILITIES!r})"
+        )
+    return session
+
+
+def classify(session: ort.InferenceSession, digits: np.ndarray) -> np.ndarray:
+    """float32 [N, 28, 28] preprocessed digits -> probabilities [N, 10]."""
+    batches = [
+        session.run([PROBABILITIES], {INPUT_NAME: digits[i : i + BATCH, None, :, :]})[0]
+        for i in range(0, len(digits), BATCH)
+    ]
+    return np.concatenate(batches) if batches else np.zeros((0, 10), np.float32)
+
+
+def predict_files(model_path: Path, files: Sequence[Path], top: int = 1) -> PredictResult:
+    """Classify each file; a bad file gets an error entry and the others are still classified."""
+    if not 1 <= top <= 10:
+        raise ValueError(f"top must be between 1 and 10, got {top}")
+    session = load_session(model_path)
+    errors: dict[int, str] = {}
+    good: list[int] = []
+    digits: list[np.ndarray] = []
+    for index, path in enumerate(files):
+        try:
+            digits.append(preprocess_file(Path(path)))
+            good.append(index)
+        except ImageError as exc:
+            errors[index] = str(exc)
+    stacked = np.stack(digits) if digits else np.zeros((0, 28, 28), np.float32)
+    probabilities = classify(session, stacked)
+    by_index = dict(zip(good, probabilities, strict=True))
+    predictions = []
+    for index, path in enumerate(files):
+        if index in errors:
+            predictions.append(Prediction(file=str(path), error=errors[index]))
+            continue
+        probs = by_index[index]
+        order = np.argsort(-probs, kind="stable")[:top]
+        ranked = tuple((int(d), float(probs[d])) for d in order)
+        predictions.append(
+            Prediction(file=str(path), digit=ranked[0][0], probability=ranked[0][1], top=ranked)
+        )
+    return PredictResult(model_path, tuple(predictions))
