@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from mnist_pipeline.atomic import write_with
 
@@ -39,6 +40,14 @@ def image_grid(images: torch.Tensor, titles: list[str], title: str, path: Path) 
     _save(fig, path)
 
 
+def mistakes_by_confidence(
+    actual: torch.Tensor, predicted: torch.Tensor, confidence: torch.Tensor
+) -> torch.Tensor:
+    """Indices of the misclassified images, most confident first (ties in index order)."""
+    wrong = torch.nonzero(actual != predicted).flatten()
+    return wrong[torch.argsort(confidence[wrong], descending=True, stable=True)]
+
+
 def plot_misclassified(
     images: torch.Tensor,
     actual: torch.Tensor,
@@ -48,10 +57,10 @@ def plot_misclassified(
     limit: int = GRID_LIMIT,
 ) -> int:
     """The most confident mistakes first; returns how many mistakes there were in all."""
-    wrong = torch.nonzero(actual != predicted).flatten()
-    order = wrong[torch.argsort(confidence[wrong], descending=True, stable=True)][:limit]
+    wrong = mistakes_by_confidence(actual, predicted, confidence)
+    order = wrong[:limit]
     titles = [
-        f"#{i}: true {actual[i]}\npred {predicted[i]} ({confidence[i]:.0%})" for i in order.tolist()
+        f"#{i}: true {actual[i]}\npred {predicted[i]} ({confidence[i]:.1%})" for i in order.tolist()
     ]
     shown = f"{len(order)} most confident" if len(wrong) > len(order) else "all"
     image_grid(images[order], titles, f"Misclassified test images: {shown} of {len(wrong)}", path)
@@ -68,7 +77,7 @@ def plot_correct(
 ) -> None:
     """The first correctly classified test images, in dataset order."""
     order = torch.nonzero(actual == predicted).flatten()[:limit]
-    titles = [f"#{i}: {predicted[i]} ({confidence[i]:.0%})" for i in order.tolist()]
+    titles = [f"#{i}: {predicted[i]} ({confidence[i]:.1%})" for i in order.tolist()]
     image_grid(images[order], titles, "Correctly classified test images", path)
 
 
@@ -120,6 +129,7 @@ def plot_training_curves(history_path: Path, path: Path) -> bool:
     for ax, title in ((loss_ax, "loss"), (acc_ax, "accuracy"), (lr_ax, "learning rate")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     loss_ax.set_yscale("log")
     loss_ax.legend()

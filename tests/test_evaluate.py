@@ -1,0 +1,153 @@
+"""Evaluate stage: metrics JSON, predictions CSV, plots, the gate (also through the CLI)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mnist_pipeline.dataset import dataset_sha256
+from mnist_pipeline.errors import GateError, PipelineError
+from mnist_pipeline.evaluate import PLOT_FILES, evaluate
+from mnist_pipeline.fetch import fetch
+from mnist_pipeline.layout import Layout
+from mnist_pipeline.model import build_model
+from mnist_pipeline.params import EvaluateParams, Params, TrainParams, parse_params
+from mnist_pipeline.train import train
+from mnist_pipeline.weights import save_state_dict
+from tests.conftest import REPO_ROOT, SHARED_MNIST, requires_real_mnist
+
+METRIC_KEYS = {
+    "accuracy",
+    "loss",
+    "correct",
+    "total",
+    "min_accuracy",
+    "passed",
+    "per_class",
+    "confusion_matrix",
+    "dataset_sha256",
+}
+
+
+@pytest.fixture
+def trained(tmp_path: Path, tiny_data_dir: Path, tiny_params: Params) -> Layout:
+    """A project root (tmp_path) with the tiny dataset and weights trained on it."""
+    layout = Layout(tmp_path)
+    assert layout.data_dir == tiny_data_dir
+    train(tiny_params.train, layout.data_dir, layout)
+    return layout
+
+
+def untrained(layout: Layout) -> None:
+    """Random weights (about 10% accurate) in place of trained ones."""
+    torch.manual_seed(0)
+    save_state_dict(build_model("classic"), layout.state_dict)
+
+
+def read_predictions(layout: Layout) -> list[dict[str, str]]:
+    with open(layout.predictions, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_metrics_predictions_and_plots(trained: Layout, capsys) -> None:
+    result = evaluate(EvaluateParams(min_accuracy=0.5), "classic", trained.data_dir, trained)
+    report = json.loads(trained.metrics.read_text())
+    assert set(report) >= METRIC_KEYS
+    assert report["passed"] is True and result.passed
+    assert report["total"] == result.total == 128
+    assert report["correct"] == result.correct == round(report["accuracy"] * 128)
+    assert 0.5 <= report["accuracy"] == result.accuracy <= 1
+    assert report["loss"] == pytest.approx(result.loss) and report["loss"] > 0
+    assert report["min_accuracy"] == 0.5
+    assert report["dataset_sha256"] == dataset_sha256(trained.data_dir)
+    matrix = report["confusion_matrix"]
+    assert len(matrix) == 10 and all(len(row) == 10 for row in matrix)
+    assert sum(map(sum, matrix)) == 128
+    assert sum(matrix[k][k] for k in range(10)) == report["correct"]
+    assert list(report["per_class"]) == [str(k) for k in range(10)]
+    assert set(report["per_class"]["3"]) == {"precision", "recall", "f1", "support"}
+    assert sum(s["support"] for s in report["per_class"].values()) == 128
+
+    rows = read_predictions(trained)
+    assert list(rows[0]) == ["index", "actual", "predicted", "confidence"]
+    assert [int(r["index"]) for r in rows] == list(range(128))
+    assert sum(r["actual"] == r["predicted"] for r in rows) == report["correct"]
+    assert all(0.1 <= float(r["confidence"]) <= 1 for r in rows)  # max of 10 probabilities
+    for name in PLOT_FILES:
+        assert (trained.plots / name).read_bytes().startswith(b"\x89PNG")
+
+    out = capsys.readouterr().out
+    assert f"Test set: Average loss: {report['loss']:.4f}, Accuracy: {report['correct']}/128" in out
+    assert "confusion matrix" in out
+
+
+def test_failed_gate_still_writes_reports_then_raises(trained: Layout) -> None:
+    untrained(trained)
+    with pytest.raises(GateError, match=r"accuracy 0\.\d{4} is below the gate") as caught:
+        evaluate(EvaluateParams(min_accuracy=0.9), "classic", trained.data_dir, trained)
+    assert "evaluate.min_accuracy=0.9" in str(caught.value)
+    report = json.loads(trained.metrics.read_text())
+    assert report["passed"] is False and report["accuracy"] < 0.9
+    assert len(read_predictions(trained)) == 128
+
+
+def test_missing_weights_is_a_clear_error(tmp_path: Path, tiny_data_dir: Path) -> None:
+    layout = Layout(tmp_path)
+    with pytest.raises(PipelineError, match="no trained weights at .*model.pt"):
+        evaluate(EvaluateParams(), "classic", tiny_data_dir, layout)
+    assert not layout.metrics.exists() and not layout.predictions.exists()
+
+
+def test_training_curves_only_with_a_history(trained: Layout) -> None:
+    evaluate(EvaluateParams(min_accuracy=0.0), "classic", trained.data_dir, trained)
+    assert (trained.plots / "training_curves.png").is_file()
+    trained.train_history.unlink()
+    evaluate(EvaluateParams(min_accuracy=0.0), "classic", trained.data_dir, trained)
+    assert not (trained.plots / "training_curves.png").exists()  # no stale plot left
+
+
+def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "mnist_pipeline.cli", "--params", str(root / "params.yaml")]
+    return subprocess.run(
+        [*command, "--root", str(root), *args],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(("weights", "code"), [("trained", 0), ("untrained", 1)])
+def test_cli_gate_exit_code_and_message(trained: Layout, weights: str, code: int) -> None:
+    if weights == "untrained":
+        untrained(trained)
+    (trained.root / "params.yaml").write_text(yaml.safe_dump({"evaluate": {"min_accuracy": 0.5}}))
+    done = run_cli(trained.root, "evaluate")
+    assert done.returncode == code, done.stderr
+    assert "Test set: Average loss:" in done.stdout
+    if code:
+        assert "error: accuracy 0." in done.stderr
+        assert "is below the gate evaluate.min_accuracy=0.5" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert json.loads(trained.metrics.read_text())["passed"] is (code == 0)
+
+
+@pytest.mark.slow
+@requires_real_mnist
+def test_one_epoch_on_real_mnist(tmp_path: Path) -> None:
+    """End to end on the real dataset (copied from ../shared/mnist): 1 epoch beats 95%."""
+    layout = Layout(tmp_path)
+    data = parse_params({"data": {"mirrors": [str(SHARED_MNIST)]}}).data
+    fetch(data, layout.data_dir)
+    train(TrainParams(epochs=1), layout.data_dir, layout)
+    result = evaluate(EvaluateParams(min_accuracy=0.95), "classic", layout.data_dir, layout)
+    assert result.total == 10_000
+    assert result.accuracy > 0.95

@@ -1,0 +1,57 @@
+"""Confusion matrix, per-class precision/recall/F1 and accuracy on hand-made labels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnist_pipeline.metrics import accuracy, confusion_matrix, per_class
+
+ACTUAL = torch.tensor([0, 0, 1, 2, 2, 2])
+PREDICTED = torch.tensor([0, 1, 1, 2, 0, 2])
+
+
+def test_confusion_matrix_rows_are_true_labels() -> None:
+    matrix = confusion_matrix(ACTUAL, PREDICTED, num_classes=3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    assert matrix.dtype == torch.int64
+
+
+def test_default_is_ten_classes() -> None:
+    matrix = confusion_matrix(torch.tensor([9, 3]), torch.tensor([9, 4]))
+    assert matrix.shape == (10, 10)
+    assert matrix[9, 9] == 1 and matrix[3, 4] == 1 and matrix.sum() == 2
+
+
+def test_per_class_precision_recall_f1_support() -> None:
+    stats = per_class(confusion_matrix(ACTUAL, PREDICTED, num_classes=3))
+    assert list(stats) == ["0", "1", "2"]
+    assert stats["0"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
+    assert stats["1"] == pytest.approx({"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1})
+    assert stats["2"] == pytest.approx({"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3})
+    assert all(isinstance(s["support"], int) for s in stats.values())
+
+
+def test_absent_and_never_predicted_classes_score_zero() -> None:
+    stats = per_class(confusion_matrix(torch.tensor([0, 0]), torch.tensor([0, 1]), num_classes=3))
+    assert stats["2"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert stats["1"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+
+
+def test_accuracy() -> None:
+    assert accuracy(confusion_matrix(ACTUAL, PREDICTED, num_classes=3)) == pytest.approx(4 / 6)
+    empty = torch.tensor([], dtype=torch.int64)
+    assert accuracy(confusion_matrix(empty, empty)) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("actual", "predicted", "match"),
+    [
+        (torch.tensor([0, 1]), torch.tensor([0]), "equal in shape"),
+        (torch.tensor([0, 10]), torch.tensor([0, 1]), "actual labels must lie in 0..9"),
+        (torch.tensor([0, 1]), torch.tensor([-1, 1]), "predicted labels must lie in 0..9"),
+    ],
+)
+def test_bad_inputs(actual: torch.Tensor, predicted: torch.Tensor, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        confusion_matrix(actual, predicted)

@@ -1,0 +1,72 @@
+"""The classic architecture: layer shapes, parameter count, logits and probabilities."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnist_pipeline.model import ClassicNet, build_model, probabilities
+
+PARAM_SHAPES = {
+    "conv1.weight": (10, 1, 5, 5),
+    "conv1.bias": (10,),
+    "conv2.weight": (20, 10, 5, 5),
+    "conv2.bias": (20,),
+    "fc1.weight": (50, 320),
+    "fc1.bias": (50,),
+    "fc2.weight": (10, 50),
+    "fc2.bias": (10,),
+}
+
+
+def test_parameter_shapes_and_count() -> None:
+    model = build_model("classic")
+    assert isinstance(model, ClassicNet)
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    assert shapes == PARAM_SHAPES
+    assert sum(p.numel() for p in model.parameters()) == 21_840
+
+
+def test_layer_output_shapes() -> None:
+    model = build_model("classic").eval()
+    seen: dict[str, tuple[int, ...]] = {}
+    for name in ("conv1", "conv2", "fc1", "fc2"):
+        module = getattr(model, name)
+        module.register_forward_hook(lambda _m, _i, out, name=name: seen.update({name: out.shape}))
+    model(torch.zeros(3, 1, 28, 28))
+    assert seen == {
+        "conv1": (3, 10, 24, 24),
+        "conv2": (3, 20, 8, 8),
+        "fc1": (3, 50),
+        "fc2": (3, 10),
+    }
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_logits_and_probabilities(batch: int) -> None:
+    torch.manual_seed(0)
+    model = build_model("classic").eval()
+    logits = model(torch.randn(batch, 1, 28, 28))
+    assert logits.shape == (batch, 10)
+    probs = probabilities(logits)
+    assert probs.shape == (batch, 10)
+    assert (probs >= 0).all()
+    assert torch.allclose(probs.sum(dim=1), torch.ones(batch))
+    assert torch.equal(probs.argmax(1), logits.argmax(1))
+    # Raw logits, not log-probabilities: they do not already sum to 1 after exp.
+    assert not torch.allclose(logits.exp().sum(dim=1), torch.ones(batch))
+
+
+def test_eval_mode_is_deterministic_and_train_mode_uses_dropout() -> None:
+    torch.manual_seed(0)
+    model = build_model("classic")
+    x = torch.randn(4, 1, 28, 28)
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    model.train()
+    assert not torch.equal(model(x), model(x))
+
+
+def test_unknown_arch() -> None:
+    with pytest.raises(ValueError, match="unknown arch 'resnet'"):
+        build_model("resnet")

@@ -1,0 +1,78 @@
+"""Plots: PNGs written atomically, mistakes ordered by confidence, curves from the history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from mnist_pipeline import plots
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+def only_pngs(folder: Path) -> list[str]:
+    """Every file in `folder` (no temp files may be left behind)."""
+    return sorted(p.name for p in folder.iterdir())
+
+
+def fake_predictions(n: int = 50) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=generator)
+    actual = torch.arange(n) % 10
+    predicted = actual.clone()
+    predicted[::3] = (actual[::3] + 1) % 10  # every third one wrong
+    confidence = torch.rand(n, generator=generator) * 0.9 + 0.1
+    return images, actual, predicted, confidence
+
+
+def test_mistakes_most_confident_first() -> None:
+    actual = torch.tensor([0, 1, 2, 3, 4])
+    predicted = torch.tensor([1, 1, 0, 0, 4])
+    confidence = torch.tensor([0.6, 0.99, 0.9, 0.6, 0.95])
+    assert plots.mistakes_by_confidence(actual, predicted, confidence).tolist() == [2, 0, 3]
+
+
+def test_grids_and_confusion_matrix(tmp_path: Path) -> None:
+    images, actual, predicted, confidence = fake_predictions()
+    wrong = plots.plot_misclassified(
+        images, actual, predicted, confidence, tmp_path / "mis.png", limit=12
+    )
+    assert wrong == 17
+    plots.plot_correct(images, actual, predicted, confidence, tmp_path / "ok.png")
+    matrix = torch.eye(10, dtype=torch.int64) * 90 + 1
+    plots.plot_confusion(matrix, tmp_path / "cm.png")
+    assert only_pngs(tmp_path) == ["cm.png", "mis.png", "ok.png"]
+    # Near-square grids: 12 shown mistakes in 4 x 3 cells, 33 correct ones in 6 x 6.
+    assert png_size(tmp_path / "mis.png") == (580, 540)
+    assert png_size(tmp_path / "ok.png") == (870, 1020)
+    assert png_size(tmp_path / "cm.png")[0] > 0
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_tiny_grids(tmp_path: Path, n: int) -> None:
+    images = torch.zeros(n, 28, 28, dtype=torch.uint8)
+    plots.image_grid(images, ["x"] * n, "title", tmp_path / "grid.png")
+    assert png_size(tmp_path / "grid.png")[0] > 0
+
+
+def test_training_curves_from_history(tmp_path: Path) -> None:
+    history = tmp_path / "history.csv"
+    out = tmp_path / "plots" / "curves.png"
+    assert plots.plot_training_curves(history, out) is False
+    history.write_text("epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds\n")
+    assert plots.plot_training_curves(history, out) is False
+    history.write_text(
+        "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds\n"
+        "1,0.5,0.8,0.3,0.9,0.001,1.0\n"
+        "2,0.2,0.9,,,0.002,1.0\n"  # a missing validation score is allowed
+    )
+    assert plots.plot_training_curves(history, out) is True
+    assert only_pngs(out.parent) == ["curves.png"]
+    assert plots.read_history(history)["val_loss"][0] == 0.3

@@ -1,0 +1,246 @@
+"""Train stage on tiny synthetic data: determinism, history, checkpoints, resume after a kill."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mnist_pipeline import training_loop as loop
+from mnist_pipeline.errors import ParamsError
+from mnist_pipeline.layout import Layout
+from mnist_pipeline.model import build_model
+from mnist_pipeline.params import TrainParams
+from mnist_pipeline.train import HISTORY_COLUMNS, train
+from tests.conftest import REPO_ROOT
+from tests.synthetic import make_dataset, write_data_dir
+
+TINY = {"epochs": 3, "batch_size": 32, "val_size": 32, "num_threads": 1}
+
+
+def params(**changes: object) -> TrainParams:
+    return TrainParams.model_validate({**TINY, **changes})
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def run(tmp_path: Path, data_dir: Path, name: str, p: TrainParams) -> dict[str, torch.Tensor]:
+    result = train(p, data_dir, Layout(tmp_path / name))
+    return weights(result.state_dict)
+
+
+# --- pure pieces ----------------------------------------------------------------------------
+
+
+def test_split_is_a_seeded_partition() -> None:
+    train_idx, val_idx = loop.split_indices(100, 20, torch.Generator().manual_seed(3))
+    assert len(train_idx) == 80 and len(val_idx) == 20
+    assert sorted(torch.cat([train_idx, val_idx]).tolist()) == list(range(100))
+    again, _ = loop.split_indices(100, 20, torch.Generator().manual_seed(3))
+    assert torch.equal(train_idx, again)
+
+
+def test_batches_cover_every_index_once_and_respect_the_cap() -> None:
+    indices = torch.arange(10, 20)
+    batches = list(loop.batch_indices(indices, 4, torch.Generator().manual_seed(0)))
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert sorted(torch.cat(batches).tolist()) == list(range(10, 20))
+    capped = list(loop.batch_indices(indices, 4, torch.Generator().manual_seed(0), 2))
+    assert len(capped) == 2
+    assert loop.steps_per_epoch(10, 4, None) == 3 and loop.steps_per_epoch(10, 4, 2) == 2
+
+
+def test_onecycle_runs_from_learning_rate_to_peak() -> None:
+    p = params(epochs=2, learning_rate=0.001, max_learning_rate=0.004)
+    model = torch.nn.Linear(2, 2)
+    optimizer = loop.make_optimizer(model, p)
+    scheduler = loop.make_scheduler(optimizer, p, steps=10)
+    lrs = []
+    for _ in range(20):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.001)
+    assert max(lrs) == pytest.approx(0.004, rel=0.05)
+    assert lrs[-1] < 0.0001
+    constant = loop.make_scheduler(optimizer := loop.make_optimizer(model, params()), params(), 5)
+    assert constant.get_last_lr() == [optimizer.param_groups[0]["lr"]] == [0.001]
+
+
+# --- the stage ------------------------------------------------------------------------------
+
+
+def test_same_params_give_bit_identical_weights(tmp_path: Path, tiny_data_dir: Path) -> None:
+    first = run(tmp_path, tiny_data_dir, "a", params())
+    second = run(tmp_path, tiny_data_dir, "b", params())
+    other_seed = run(tmp_path, tiny_data_dir, "c", params(seed=2))
+    assert same_weights(first, second)
+    assert not same_weights(first, other_seed)
+
+
+def test_outputs_history_and_result(tmp_path: Path, tiny_data_dir: Path) -> None:
+    layout = Layout(tmp_path)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    result = train(params(), tiny_data_dir, layout)
+    assert (result.epochs_run, result.resumed_from) == (3, 0)
+    assert result.state_dict == layout.state_dict
+    assert set(weights(layout.state_dict)) == set(build_model("classic").state_dict())
+    assert not layout.checkpoint.exists()  # deleted once the final weights are written
+    with open(layout.train_history, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0]) == HISTORY_COLUMNS
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert result.train_loss == float(rows[-1]["train_loss"])
+    assert result.val_accuracy == float(rows[-1]["val_accuracy"]) > 0.5  # learnable data
+    assert all(float(r["lr"]) > 0 and float(r["seconds"]) >= 0 for r in rows)
+    # The caller's torch settings come back.
+    assert torch.get_num_threads() == threads
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
+
+
+def test_no_validation_split(tmp_path: Path, tiny_data_dir: Path) -> None:
+    result = train(params(val_size=0, epochs=1), tiny_data_dir, Layout(tmp_path))
+    assert result.val_accuracy is None
+    row = (tmp_path / "reports" / "train_history.csv").read_text().splitlines()[1].split(",")
+    assert row[3:5] == ["", ""]
+
+
+def test_max_batches_per_epoch_is_a_smoke_knob(tmp_path: Path, tiny_data_dir: Path) -> None:
+    capped = run(tmp_path, tiny_data_dir, "capped", params(max_batches_per_epoch=1))
+    full = run(tmp_path, tiny_data_dir, "full", params())
+    assert not same_weights(capped, full)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_in_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    """Make training die (mid-epoch, after some steps) in the given epoch."""
+    real = loop.train_epoch
+    calls = {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == epoch:
+            batches = args[5]
+            next(batches)
+            raise Interrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_epoch", dying)
+
+
+def test_resume_after_interruption_matches_uninterrupted(
+    tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    layout = Layout(tmp_path / "resumed")
+    with monkeypatch.context() as patch:
+        interrupt_in_epoch(patch, 3)
+        with pytest.raises(Interrupt):
+            train(params(), tiny_data_dir, layout)
+    assert layout.checkpoint.is_file() and not layout.state_dict.exists()
+    result = train(params(), tiny_data_dir, layout)
+    assert (result.resumed_from, result.epochs_run) == (2, 1)
+    assert "resuming from" in capsys.readouterr().err
+    assert same_weights(weights(layout.state_dict), run(tmp_path, tiny_data_dir, "clean", params()))
+    assert len(layout.train_history.read_text().splitlines()) == 1 + 3
+
+
+def test_checkpoint_with_other_params_is_not_resumed(
+    tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    layout = Layout(tmp_path / "changed")
+    with monkeypatch.context() as patch:
+        interrupt_in_epoch(patch, 2)
+        with pytest.raises(Interrupt):
+            train(params(), tiny_data_dir, layout)
+    assert layout.checkpoint.is_file()
+    new = params(learning_rate=0.002)
+    result = train(new, tiny_data_dir, layout)
+    assert result.resumed_from == 0 and result.epochs_run == 3
+    assert "different learning_rate; starting fresh" in capsys.readouterr().err
+    assert same_weights(weights(layout.state_dict), run(tmp_path, tiny_data_dir, "new", new))
+
+
+def test_unreadable_checkpoint_starts_fresh(tmp_path: Path, tiny_data_dir: Path, capsys) -> None:
+    layout = Layout(tmp_path)
+    layout.checkpoint.parent.mkdir(parents=True)
+    layout.checkpoint.write_bytes(b"not a checkpoint")
+    assert train(params(epochs=1), tiny_data_dir, layout).resumed_from == 0
+    assert "ignoring unreadable checkpoint" in capsys.readouterr().err
+
+
+def test_bad_inputs_are_clear_errors(tmp_path: Path, tiny_data_dir: Path) -> None:
+    with pytest.raises(ParamsError, match="train.val_size=256 leaves no training images"):
+        train(params(val_size=256), tiny_data_dir, Layout(tmp_path))
+    if not torch.cuda.is_available():
+        with pytest.raises(ParamsError, match="train.device is 'cuda' but no CUDA device"):
+            train(params(device="cuda"), tiny_data_dir, Layout(tmp_path))
+    with pytest.raises(Exception, match="run `mnist-pipeline fetch` first"):
+        train(params(), tmp_path / "nowhere", Layout(tmp_path))
+    assert not Layout(tmp_path).state_dict.exists()
+
+
+# --- a real process, killed ---------------------------------------------------------------
+
+KILL_TRAIN = {"epochs": 4, "batch_size": 16, "val_size": 64, "num_threads": 1}
+
+
+def cli(root: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "mnist_pipeline.cli",
+        "--params",
+        str(root / "params.yaml"),
+        "--root",
+        str(root),
+        "train",
+    ]
+
+
+@pytest.mark.slow
+def test_killed_training_process_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    write_data_dir(root / "data" / "mnist", make_dataset(n_train=3072, n_test=64))
+    (root / "params.yaml").write_text(yaml.safe_dump({"train": KILL_TRAIN}))
+    layout = Layout(root)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+
+    process = subprocess.Popen(cli(root), env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not layout.checkpoint.exists() and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert layout.checkpoint.is_file() and not layout.state_dict.exists()
+
+    finished = subprocess.run(cli(root), env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert "resuming from" in finished.stderr
+    assert "resumed after epoch" in finished.stderr
+    assert not layout.checkpoint.exists()
+
+    reference = train(
+        TrainParams.model_validate(KILL_TRAIN), layout.data_dir, Layout(tmp_path / "clean")
+    )
+    assert same_weights(weights(layout.state_dict), weights(reference.state_dict))
+    assert len(layout.train_history.read_text().splitlines()) == 1 + KILL_TRAIN["epochs"]
