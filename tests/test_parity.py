@@ -1,0 +1,94 @@
+"""Parity of the exported ONNX model with PyTorch on tiny data, and a forced failure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_pipeline.errors import GateError, PipelineError
+from mnist_pipeline.export import export_onnx
+from mnist_pipeline.manifest import file_sha256
+from mnist_pipeline.model import build_model
+from mnist_pipeline.params import ExportParams
+from mnist_pipeline.parity import check_parity
+from mnist_pipeline.weights import save_state_dict
+
+REQUIRED = {
+    "passed": bool,
+    "max_abs_diff_logits": float,
+    "max_abs_diff_probabilities": float,
+    "max_rel_diff_logits": float,
+    "argmax_mismatches": int,
+    "images": int,
+    "batch_sizes": list,
+    "atol": float,
+    "onnx_sha256": str,
+    "versions": dict,
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("parity")
+    torch.manual_seed(0)
+    save_state_dict(build_model("classic"), folder / "model.pt")
+    export_onnx(ExportParams(), "classic", folder / "model.pt", folder / "model.onnx", {})
+    return folder
+
+
+def test_parity_passes_and_reports(exported: Path, tiny_data_dir: Path, tmp_path: Path) -> None:
+    report_path = tmp_path / "reports" / "parity.json"
+    result = check_parity(
+        ExportParams(),
+        "classic",
+        exported / "model.pt",
+        exported / "model.onnx",
+        tiny_data_dir,
+        report_path,
+    )
+    report = json.loads(report_path.read_text())
+    for key, kind in REQUIRED.items():
+        assert isinstance(report[key], kind), key
+    assert report["passed"] is result.passed is True
+    assert report["images"] == result.images == 128
+    assert report["batch_sizes"] == [128, 1, 7]
+    assert set(report["per_batch_size"]) == {"128", "1", "7"}
+    assert report["argmax_mismatches"] == 0
+    assert report["max_abs_diff_logits"] <= 1e-4 and report["max_abs_diff_probabilities"] <= 1e-4
+    assert report["onnx_sha256"] == result.onnx_sha256 == file_sha256(exported / "model.onnx")
+    assert set(report["versions"]) >= {"onnxruntime", "torch", "onnx"}
+    reference = report["reference_evaluator"]
+    assert reference["images"] == 16 and reference["max_abs_diff_logits"] <= 1e-4
+
+
+def test_tampered_weights_fail_after_writing_the_report(
+    exported: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    save_state_dict(build_model("classic"), other)  # not the weights that were exported
+    report_path = tmp_path / "parity.json"
+    with pytest.raises(GateError, match="ONNX parity failed") as info:
+        check_parity(
+            ExportParams(), "classic", other, exported / "model.onnx", tiny_data_dir, report_path
+        )
+    report = json.loads(report_path.read_text())
+    assert report["passed"] is False
+    assert report["max_abs_diff_logits"] > 1e-4
+    assert f"{report['max_abs_diff_logits']:.3g}" in str(info.value)
+
+
+def test_missing_onnx_is_a_clear_error(exported: Path, tiny_data_dir: Path, tmp_path: Path):
+    with pytest.raises(PipelineError, match="run `mnist-pipeline export`"):
+        check_parity(
+            ExportParams(),
+            "classic",
+            exported / "model.pt",
+            tmp_path / "none.onnx",
+            tiny_data_dir,
+            tmp_path / "parity.json",
+        )
+    assert not (tmp_path / "parity.json").exists()

@@ -1,0 +1,220 @@
+"""Predict: torch-free import path, per-file errors, JSON output, model resolution, real digits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from mnist_pipeline.cli import app
+from mnist_pipeline.errors import PipelineError, RegistryError
+from mnist_pipeline.export import export_onnx
+from mnist_pipeline.layout import Layout
+from mnist_pipeline.model import build_model
+from mnist_pipeline.params import ExportParams, RegistryParams
+from mnist_pipeline.predict import predict_files, resolve_model
+from mnist_pipeline.weights import save_state_dict
+from tests.conftest import REPO_ROOT, SHARED_MNIST, requires_real_mnist
+
+
+def draw_digit(path: Path, seed: int = 0, rgb: bool = False) -> Path:
+    """A dark-on-light 'digit' (a thick stroke) on a large canvas."""
+    grey = np.full((200, 170), 235, np.uint8)
+    r = 40 + seed % 30
+    grey[r : r + 110, 60:80] = 20
+    grey[r : r + 20, 80:120] = 20
+    image = Image.fromarray(grey)
+    (image.convert("RGB") if rgb else image).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("predict")
+    torch.manual_seed(0)
+    save_state_dict(build_model("classic"), folder / "model.pt")
+    return export_onnx(
+        ExportParams(), "classic", folder / "model.pt", folder / "model.onnx", {}
+    ).onnx_path
+
+
+def _run(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_predict_modules_do_not_import_torch(tmp_path: Path) -> None:
+    code = (
+        "import sys, mnist_pipeline.predict, mnist_pipeline.preprocess, mnist_pipeline.cli\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = _run(code, REPO_ROOT)
+    assert done.returncode == 0, done.stderr
+
+
+def test_cli_predict_command_does_not_import_torch(model_path: Path, tmp_path: Path) -> None:
+    image = draw_digit(tmp_path / "d.png")
+    code = (
+        "import sys\n"
+        "from mnist_pipeline.cli import app\n"
+        f"args = ['--params', {str(REPO_ROOT / 'params.yaml')!r}, '--root', {str(tmp_path)!r},\n"
+        f"        'predict', '--json', '--model', {str(model_path)!r}, {str(image)!r}]\n"
+        "code = app(args, standalone_mode=False)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "sys.exit(code or 0)\n"
+    )
+    done = _run(code, tmp_path)
+    assert done.returncode == 0, done.stderr
+    [entry] = json.loads(done.stdout)
+    assert entry["file"] == str(image) and entry["digit"] in range(10)
+
+
+def _bad_inputs(folder: Path) -> dict[str, str]:
+    (folder / "notes.png").write_text("not an image")
+    good = draw_digit(folder / "whole.png").read_bytes()
+    (folder / "cut.png").write_bytes(good[: len(good) // 2])
+    Image.new("L", (60, 60), 255).save(folder / "blank.png")
+    Image.new("1", (8000, 6500)).save(folder / "bomb.png")  # 52 MP, a few KB on disk
+    return {
+        "missing.png": "no such file",
+        "notes.png": "not a recognised image",
+        "cut.png": "cannot read or decode",
+        "blank.png": "blank image",
+        "bomb.png": "more than the limit",
+    }
+
+
+def test_bad_files_get_errors_and_the_rest_is_classified(model_path: Path, tmp_path: Path):
+    bad = _bad_inputs(tmp_path)
+    good = [draw_digit(tmp_path / "a.png"), draw_digit(tmp_path / "b.jpg", 5, rgb=True)]
+    files = [good[0], *(tmp_path / name for name in bad), good[1]]
+    result = predict_files(model_path, files, top=3)
+    assert [p.file for p in result.predictions] == [str(f) for f in files]
+    assert result.failed == len(bad)
+    for prediction, (name, message) in zip(result.predictions[1:-1], bad.items(), strict=True):
+        assert prediction.digit is None and message in prediction.error and name in prediction.error
+    for prediction in (result.predictions[0], result.predictions[-1]):
+        assert prediction.error is None and prediction.digit in range(10)
+        probs = [p for _, p in prediction.top]
+        assert len(prediction.top) == 3 and probs == sorted(probs, reverse=True)
+        assert prediction.top[0] == (prediction.digit, prediction.probability)
+        assert 0.0 < prediction.probability <= 1.0
+
+
+def test_cli_json_output_and_exit_code(model_path: Path, tmp_path: Path) -> None:
+    good = draw_digit(tmp_path / "a.png")
+    base = ["--params", str(REPO_ROOT / "params.yaml"), "--root", str(tmp_path), "predict"]
+    runner = CliRunner()
+    done = runner.invoke(app, [*base, "--json", "--top", "3", "-m", str(model_path), str(good)])
+    assert done.exit_code == 0, done.output
+    [entry] = json.loads(done.stdout)
+    assert set(entry) == {"file", "digit", "probability", "top"} and len(entry["top"]) == 3
+    missing = tmp_path / "missing.png"
+    done = runner.invoke(app, [*base, "--json", "-m", str(model_path), str(good), str(missing)])
+    assert done.exit_code == 1
+    entries = json.loads(done.stdout)
+    assert "top" not in entries[0] and entries[1] == {
+        "file": str(missing),
+        "error": f"{missing}: no such file",
+    }
+    done = runner.invoke(app, [*base, "--top", "2", "-m", str(model_path), str(good)])
+    assert done.exit_code == 0 and f"{good}: " in done.stdout and "top: " in done.stdout
+
+
+def test_resolve_model_paths_and_default(model_path: Path, tmp_path: Path) -> None:
+    layout, registry = Layout(tmp_path), RegistryParams()
+    assert resolve_model(str(model_path), layout, registry) == model_path
+    with pytest.raises(PipelineError, match="model file not found"):
+        resolve_model(str(tmp_path / "none.onnx"), layout, registry)
+    with pytest.raises(PipelineError, match="no model"):
+        resolve_model(None, layout, registry)
+    layout.model_dir.mkdir()
+    shutil.copy(model_path, layout.onnx)
+    assert resolve_model(None, layout, registry) == layout.onnx
+    with pytest.raises(RegistryError, match="unknown alias 'production'"):
+        resolve_model("production", layout, registry)
+
+
+def test_resolve_model_prefers_the_registry_production(model_path: Path, tmp_path: Path):
+    from mnist_pipeline.registry import Registry
+    from tests.registry_helpers import PARAMS, candidate_in, writable, write_reports
+
+    candidate = tmp_path / "candidate"
+    candidate.mkdir()
+    shutil.copy(model_path, candidate / "model.onnx")
+    shutil.copy(model_path.with_name("model.pt"), candidate / "model.pt")
+    (candidate / "train_history.csv").write_text("epoch,loss\n1,0.5\n")
+    write_reports(candidate)
+    layout, registry = Layout(tmp_path), RegistryParams()
+    models = Registry(layout.registry_root(registry.root), registry.model_name)
+    models.register(candidate_in(candidate), PARAMS, 0.0)
+    layout.model_dir.mkdir()
+    shutil.copy(model_path, layout.onnx)
+
+    stored = resolve_model(None, layout, registry)
+    assert stored != layout.onnx and stored == resolve_model("1", layout, registry)
+    assert predict_files(stored, [draw_digit(tmp_path / "a.png")]).failed == 0
+    writable(stored).write_bytes(stored.read_bytes() + b"\0")
+    with pytest.raises(RegistryError, match="refusing to load"):
+        resolve_model(None, layout, registry)
+
+
+def test_non_mnist_model_is_refused(tmp_path: Path) -> None:
+    from tests.registry_helpers import make_onnx
+
+    make_onnx(tmp_path / "other.onnx", seed=0)
+    with pytest.raises(PipelineError, match="not an mnist-pipeline model"):
+        predict_files(tmp_path / "other.onnx", [draw_digit(tmp_path / "a.png")])
+
+
+# ---- end to end on real digits
+
+
+def render(digit: np.ndarray, path: Path, offset: tuple[int, int], rgb: bool) -> Path:
+    """A 28x28 MNIST digit as a large dark-on-light image, placed off-centre."""
+    ink = Image.fromarray(digit).resize((100, 100), Image.Resampling.BICUBIC)
+    canvas = Image.new("L", (170, 200), 255)
+    canvas.paste(Image.eval(ink, lambda v: 255 - v), offset)
+    (canvas.convert("RGB") if rgb else canvas).save(path, **({"quality": 90} if rgb else {}))
+    return path
+
+
+@pytest.mark.slow
+@requires_real_mnist
+def test_real_digits_are_recognised(tmp_path: Path) -> None:
+    from mnist_pipeline.dataset import load_mnist
+    from mnist_pipeline.fetch import fetch
+    from mnist_pipeline.params import DataParams, TrainParams
+    from mnist_pipeline.train import train
+
+    layout = Layout(tmp_path)
+    fetch(DataParams(mirrors=(str(SHARED_MNIST),)), layout.data_dir)
+    params = TrainParams(epochs=1, max_batches_per_epoch=150, val_size=1000, num_threads=2)
+    train(params, layout.data_dir, layout)
+    export_onnx(ExportParams(), "classic", layout.state_dict, layout.onnx, {})
+
+    mnist = load_mnist(layout.data_dir)
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(mnist.test_labels), size=50, replace=False)
+    files, labels = [], []
+    for n, i in enumerate(picks):
+        offset = (int(rng.integers(0, 70)), int(rng.integers(0, 100)))
+        name = f"digit{n}.{'jpg' if n % 3 == 0 else 'png'}"
+        files.append(render(mnist.test_images[i].numpy(), tmp_path / name, offset, n % 2 == 0))
+        labels.append(int(mnist.test_labels[i]))
+    bad = _bad_inputs(tmp_path)
+
+    result = predict_files(layout.onnx, [*files, *(tmp_path / name for name in bad)])
+    digits = [p.digit for p in result.predictions[: len(files)]]
+    correct = sum(d == label for d, label in zip(digits, labels, strict=True))
+    assert correct >= 45, f"{correct}/50 recognised"
+    assert result.failed == len(bad)

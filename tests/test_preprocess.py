@@ -1,0 +1,219 @@
+"""MNIST-style preprocessing on synthetic arrays and files: polarity, crop, aspect, centring."""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_pipeline.preprocess import (
+    ImageError,
+    fit_box,
+    load_grey,
+    preprocess_file,
+    round_half_up,
+    to_mnist,
+)
+
+
+def paper(h: int = 120, w: int = 100, ink: list[tuple[int, int, int, int]] | None = None):
+    """White paper (1.0) with black rectangles (row0, row1, col0, col1) of ink (0.0)."""
+    grey = np.ones((h, w), np.float32)
+    for r0, r1, c0, c1 in ink or [(30, 90, 40, 52), (30, 42, 52, 70)]:  # a "7"-ish L shape
+        grey[r0:r1, c0:c1] = 0.0
+    return grey
+
+
+def centre_of_mass(digit: np.ndarray) -> tuple[float, float]:
+    rows, cols = np.indices(digit.shape)
+    return float((digit * rows).sum() / digit.sum()), float((digit * cols).sum() / digit.sum())
+
+
+def bbox(digit: np.ndarray) -> tuple[int, int]:
+    rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+    return int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+
+
+def test_output_is_float32_28x28_in_unit_range() -> None:
+    digit = to_mnist(paper())
+    assert digit.shape == (28, 28) and digit.dtype == np.float32
+    assert digit.min() >= 0.0 and math.isclose(float(digit.max()), 1.0, abs_tol=1e-6)
+    assert digit[0].sum() == 0 and digit[:, 0].sum() == 0  # background is black
+
+
+def test_dark_on_light_and_light_on_dark_give_the_same_digit() -> None:
+    grey = paper()
+    np.testing.assert_allclose(to_mnist(grey), to_mnist(1.0 - grey), atol=1e-6)
+
+
+def test_grey_paper_and_grey_ink_are_stretched_to_full_contrast() -> None:
+    grey = paper()
+    photo = 0.75 * grey + 0.15  # paper 0.9, ink 0.15
+    np.testing.assert_allclose(to_mnist(photo), to_mnist(grey), atol=1e-5)
+
+
+def test_crop_keeps_aspect_ratio_and_fits_20_pixels() -> None:
+    tall = paper(300, 300, ink=[(50, 150, 200, 220)])  # 100 x 20 bar
+    assert bbox(to_mnist(tall)) == (20, 4)
+    wide = paper(300, 300, ink=[(10, 40, 20, 260)])  # 30 x 240 bar
+    assert bbox(to_mnist(wide)) == (round_half_up(30 * 20 / 240), 20)
+
+
+def test_position_in_the_input_does_not_matter() -> None:
+    a = paper(200, 200, ink=[(10, 70, 10, 22), (10, 22, 22, 40)])
+    b = paper(200, 200, ink=[(130, 190, 150, 162), (130, 142, 162, 180)])
+    np.testing.assert_allclose(to_mnist(a), to_mnist(b), atol=1e-6)
+
+
+def test_centre_of_mass_is_moved_to_14_14() -> None:
+    digit = to_mnist(paper())  # the L shape's mass is far from its box centre
+    cy, cx = centre_of_mass(digit)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+    rows = np.flatnonzero(digit.any(axis=1))
+    assert rows[0] != 4  # not merely box-centred
+
+
+def test_faint_paper_noise_does_not_grow_the_box() -> None:
+    rng = np.random.default_rng(0)
+    grey = np.minimum(
+        paper(300, 300, ink=[(50, 150, 200, 220)]), 1 - rng.uniform(0, 0.1, (300, 300))
+    )
+    assert bbox(to_mnist(grey.astype(np.float32))) == (20, 4)
+
+
+@pytest.mark.parametrize(
+    "grey",
+    [np.ones((50, 40)), np.zeros((50, 40)), np.full((50, 40), 0.5), np.ones((1, 1))],
+    ids=["white", "black", "grey", "one-pixel"],
+)
+def test_blank_images_are_refused(grey: np.ndarray) -> None:
+    with pytest.raises(ImageError, match="blank"):
+        to_mnist(grey)
+
+
+def test_low_contrast_smudge_is_blank() -> None:
+    grey = np.ones((50, 50), np.float32)
+    grey[20:30, 20:30] = 0.95
+    with pytest.raises(ImageError, match="no ink"):
+        to_mnist(grey)
+
+
+def _documented_resize(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Step 6 of the module docstring, transcribed literally (the spec for other runtimes)."""
+
+    def axis(data: np.ndarray, m: int) -> np.ndarray:  # resample the last axis to length m
+        n = data.shape[-1]
+        scale = n / m
+        fs = max(scale, 1.0)
+        out = np.empty(data.shape[:-1] + (m,), np.float32)
+        for i in range(m):
+            centre = (i + 0.5) * scale
+            lo = max(int(centre - fs + 0.5), 0)
+            hi = min(int(centre + fs + 0.5), n)
+            xs = np.arange(lo, hi)
+            w = np.maximum(0.0, 1.0 - np.abs(xs - centre + 0.5) / fs)
+            out[..., i] = (data[..., lo:hi].astype(np.float64) * w).sum(-1) / w.sum()
+        return out
+
+    columns_done = axis(image, out_w)
+    return axis(columns_done.T, out_h).T
+
+
+@pytest.mark.parametrize("shape", [(100, 37), (13, 90), (7, 5), (20, 20), (240, 239), (1, 9)])
+def test_resize_follows_the_documented_filter(shape: tuple[int, int]) -> None:
+    crop = np.random.default_rng(sum(shape)).uniform(0, 1, shape).astype(np.float32)
+    got = fit_box(crop)
+    h, w = shape
+    s = 20 / max(h, w)
+    expected_shape = (max(1, round_half_up(h * s)), max(1, round_half_up(w * s)))
+    assert got.shape == expected_shape and max(got.shape) == 20
+    np.testing.assert_allclose(got, _documented_resize(crop, *expected_shape), atol=2e-6)
+
+
+def test_round_half_up_is_not_bankers_rounding() -> None:
+    assert [round_half_up(x) for x in (0.5, 1.5, 2.5, -0.5)] == [1, 2, 3, 0]
+
+
+# ---- files
+
+
+def _save(path: Path, grey: np.ndarray, mode: str = "L", **kwargs) -> Path:
+    image = Image.fromarray((grey * 255).round().astype(np.uint8))
+    image.convert(mode).save(path, **kwargs)
+    return path
+
+
+def test_rgb_jpeg_and_grey_png_agree(tmp_path: Path) -> None:
+    grey = paper()
+    png = preprocess_file(_save(tmp_path / "a.png", grey))
+    jpg = preprocess_file(_save(tmp_path / "a.jpg", grey, "RGB", quality=95))
+    np.testing.assert_allclose(png, to_mnist(grey), atol=1e-6)
+    assert np.abs(png - jpg).max() < 0.15
+
+
+def test_rgb_is_converted_with_luma_weights(tmp_path: Path) -> None:
+    pixels = np.zeros((2, 2, 3), np.uint8)
+    pixels[0, 0] = (255, 0, 0)
+    pixels[0, 1] = (0, 255, 0)
+    pixels[1, 0] = (0, 0, 255)
+    Image.fromarray(pixels).save(tmp_path / "rgb.png")
+    grey = load_grey(tmp_path / "rgb.png")
+    np.testing.assert_allclose(grey, [[0.299, 0.587], [0.114, 0.0]], atol=1e-6)
+
+
+def test_transparent_background_counts_as_white_paper(tmp_path: Path) -> None:
+    grey = paper()
+    rgba = np.zeros(grey.shape + (4,), np.uint8)  # transparent black everywhere...
+    rgba[..., 3] = np.where(grey < 0.5, 255, 0)  # ...except opaque black ink
+    Image.fromarray(rgba).save(tmp_path / "canvas.png")
+    np.testing.assert_allclose(preprocess_file(tmp_path / "canvas.png"), to_mnist(grey), atol=1e-6)
+
+
+def test_sixteen_bit_grey_png(tmp_path: Path) -> None:
+    grey = paper()
+    Image.fromarray((grey * 65535).astype(np.uint16)).save(tmp_path / "deep.png")
+    np.testing.assert_allclose(load_grey(tmp_path / "deep.png"), grey, atol=1e-6)
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    image = Image.fromarray((paper(60, 40) * 255).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    image.save(tmp_path / "phone.jpg", exif=exif)
+    assert load_grey(tmp_path / "phone.jpg").shape == (40, 60)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * (width + 1))  # one row; the rest is missing
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_bad_files_get_clear_errors(tmp_path: Path) -> None:
+    (tmp_path / "notes.png").write_text("not an image")
+    good = _save(tmp_path / "good.png", paper()).read_bytes()
+    (tmp_path / "cut.png").write_bytes(good[: len(good) // 2])
+    (tmp_path / "bomb.png").write_bytes(_png_header_only(8000, 8000))
+    (tmp_path / "folder.png").mkdir()
+    _save(tmp_path / "white.png", np.ones((30, 30)))
+    cases = {
+        "missing.png": "no such file",
+        "notes.png": "not a recognised image",
+        "cut.png": "cannot read or decode",
+        "bomb.png": "64,000,000 pixels, more than the limit",
+        "folder.png": "not a file",
+        "white.png": "blank image",
+    }
+    for name, message in cases.items():
+        with pytest.raises(ImageError, match=message) as info:
+            preprocess_file(tmp_path / name)
+        assert name in str(info.value)
