@@ -121,7 +121,8 @@ def export(
     result = export_onnx(p.export, p.train.arch, lay.state_dict, lay.onnx, meta)
     console.print(
         f"exported {result.onnx_path} (opset {result.opset}, {result.size_bytes:,} bytes, "
-        f"sha256 {result.sha256})"
+        f"sha256 {result.sha256})",
+        soft_wrap=True,
     )
 
 
@@ -138,7 +139,8 @@ def parity(ctx: typer.Context) -> None:
     console.print(
         f"parity passed on {result.images} images: max |logits diff| "
         f"{result.max_abs_diff_logits:.3g}, max |probabilities diff| "
-        f"{result.max_abs_diff_probabilities:.3g}; report {result.report_path}"
+        f"{result.max_abs_diff_probabilities:.3g}; report {result.report_path}",
+        soft_wrap=True,
     )
 
 
@@ -171,10 +173,10 @@ def predict(
     if as_json:
         print(json.dumps([p.to_dict(with_top=top is not None) for p in result.predictions]))
     else:
-        console.print(f"model: {result.model_path}", highlight=False)
+        console.print(f"model: {result.model_path}", highlight=False, soft_wrap=True)
         for p in result.predictions:
             if p.error is not None:
-                console.print(f"[red]{escape(p.file)}: error: {escape(p.error)}[/]")
+                console.print(f"[red]{escape(p.file)}: error: {escape(p.error)}[/]", soft_wrap=True)
                 continue
             line = f"{p.file}: {p.digit} (p={p.probability:.3f})"
             if top is not None:
