@@ -53,7 +53,6 @@ SIZE = 28
 CENTRE = 14.0
 LUMA = (0.299, 0.587, 0.114)
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
 class ImageError(PipelineError):
@@ -101,10 +100,14 @@ def load_grey(path: Path) -> np.ndarray:
             image.load()
             image = ImageOps.exif_transpose(image)
             return _to_grey(image)
+    except ImageError:
+        raise
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not a recognised image file") from None
-    except _DECODE_ERRORS as exc:
-        raise ImageError(f"{path}: cannot read or decode image ({exc})") from None
+    except Exception as exc:  # Pillow's decoders raise many types (OSError, SyntaxError, ...)
+        raise ImageError(
+            f"{path}: cannot read or decode image ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _border(grey: np.ndarray) -> np.ndarray:
