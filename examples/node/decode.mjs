@@ -1,0 +1,153 @@
+// Steps 1-2 of mnist_pipeline/preprocess.py for Node.js: an image file -> greyscale in [0, 1].
+//
+// Decoders are pure JavaScript, so results do not depend on system libraries: pngjs for PNG and
+// jpeg-js for JPEG (no other formats). PNG pixels are exact, as in Pillow. JPEG pixels come from
+// a different decoder than Pillow's libjpeg: greyscale JPEGs decode to the same values in our
+// tests, colour JPEGs can differ by a level or two (chroma upsampling, colour conversion).
+// As in Python: the pixel count is checked from the header before decoding, the EXIF orientation
+// (JPEG APP1 or PNG eXIf) is applied, and greyscale PNGs ignore tRNS transparency.
+
+import { readFileSync, statSync } from 'node:fs';
+import jpeg from 'jpeg-js';
+import { PNG } from 'pngjs';
+
+import { greyFromLuminance, greyFromRGBA, ImageError } from '../js/preprocess.mjs';
+
+export const MAX_PIXELS = 50_000_000;
+const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+/** PNG chunks as {type, start, end, data} (start/end cover the whole chunk with its CRC). */
+function* pngChunks(buf) {
+  for (let pos = 8; pos + 8 <= buf.length; ) {
+    const length = buf.readUInt32BE(pos);
+    const end = pos + 12 + length;
+    if (end > buf.length) throw new ImageError('truncated PNG');
+    yield { type: buf.toString('latin1', pos + 4, pos + 8), start: pos, end, data: buf.subarray(pos + 8, pos + 8 + length) };
+    pos = end;
+  }
+}
+
+/** JPEG frame header: {width, height, components}, and the EXIF TIFF block if there is one. */
+function jpegInfo(buf) {
+  let exif = null;
+  for (let pos = 2; pos + 4 <= buf.length; ) {
+    if (buf[pos] !== 0xff) throw new ImageError('corrupt JPEG marker');
+    const marker = buf[pos + 1];
+    if (marker === 0xff) { pos += 1; continue; }
+    const length = buf.readUInt16BE(pos + 2);
+    const body = buf.subarray(pos + 4, pos + 2 + length);
+    if (marker === 0xe1 && body.toString('latin1', 0, 6) === 'Exif\0\0') exif = body.subarray(6);
+    const isFrame = marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker);
+    if (isFrame) return { height: body.readUInt16BE(1), width: body.readUInt16BE(3), components: body[5], exif };
+    pos += 2 + length;
+  }
+  throw new ImageError('JPEG without a frame header');
+}
+
+/** Orientation tag (0x0112) of a TIFF/EXIF block, 1 when absent or unreadable. */
+function exifOrientation(tiff) {
+  if (!tiff || tiff.length < 8) return 1;
+  const le = tiff.toString('latin1', 0, 2) === 'II';
+  const u16 = (o) => (le ? tiff.readUInt16LE(o) : tiff.readUInt16BE(o));
+  const u32 = (o) => (le ? tiff.readUInt32LE(o) : tiff.readUInt32BE(o));
+  try {
+    const ifd = u32(4);
+    for (let i = 0, n = u16(ifd); i < n; i++) {
+      const entry = ifd + 2 + 12 * i;
+      if (u16(entry) === 0x0112) return u16(entry + 8);
+    }
+  } catch {
+    return 1; // a truncated EXIF block is ignored, as Pillow does
+  }
+  return 1;
+}
+
+/** Pillow's ImageOps.exif_transpose on a greyscale image (orientations 2-8). */
+function transpose(img, orientation) {
+  const { data, width: w, height: h } = img;
+  const swap = orientation >= 5 && orientation <= 8;
+  const ow = swap ? h : w, oh = swap ? w : h;
+  const source = {
+    2: (r, c) => [r, w - 1 - c], 3: (r, c) => [h - 1 - r, w - 1 - c], 4: (r, c) => [h - 1 - r, c],
+    5: (r, c) => [c, r], 6: (r, c) => [h - 1 - c, r], 7: (r, c) => [h - 1 - c, w - 1 - r],
+    8: (r, c) => [c, w - 1 - r],
+  }[orientation];
+  if (!source) return img;
+  const out = new Float32Array(ow * oh);
+  for (let r = 0; r < oh; r++) {
+    for (let c = 0; c < ow; c++) {
+      const [sr, sc] = source(r, c);
+      out[r * ow + c] = data[sr * w + sc];
+    }
+  }
+  return { data: out, width: ow, height: oh };
+}
+
+function checkSize(width, height) {
+  if (width * height > MAX_PIXELS) {
+    throw new ImageError(`${width}x${height} is ${(width * height).toLocaleString('en')} pixels, more than the limit of ${MAX_PIXELS.toLocaleString('en')} (possible decompression bomb)`);
+  }
+}
+
+function decodePng(buf) {
+  const chunks = [...pngChunks(buf)];
+  const ihdr = chunks.find((c) => c.type === 'IHDR');
+  if (!ihdr) throw new ImageError('PNG without IHDR');
+  const [width, height] = [ihdr.data.readUInt32BE(0), ihdr.data.readUInt32BE(4)];
+  const [depth, colorType] = [ihdr.data[8], ihdr.data[9]];
+  checkSize(width, height);
+  // Pillow reads greyscale PNGs as mode L / I;16 and the Python module ignores their tRNS;
+  // pngjs would zero those pixels, so the chunk is dropped before decoding.
+  const keep = colorType === 0 ? chunks.filter((c) => c.type !== 'tRNS') : chunks;
+  const bytes = Buffer.concat([PNG_SIGNATURE, ...keep.map((c) => buf.subarray(c.start, c.end))]);
+  const png = PNG.sync.read(bytes, { skipRescale: true });
+  const px = png.data;
+  const n = width * height;
+  let grey;
+  if (colorType === 0) {
+    const values = new Float64Array(n);
+    const max = 2 ** depth - 1;
+    for (let i = 0; i < n; i++) values[i] = depth === 16 ? px[4 * i] : Math.floor((px[4 * i] * 255) / max + 0.5);
+    grey = greyFromLuminance(values, width, height, depth === 16 ? 65535 : 255);
+  } else {
+    // Pillow keeps the high byte of 16-bit colour samples; palettes are already 8-bit.
+    const rgba = depth === 16 ? Uint8Array.from(px, (v) => v >> 8) : px;
+    const hasAlpha = colorType === 4 || colorType === 6 || chunks.some((c) => c.type === 'tRNS');
+    grey = greyFromRGBA(rgba, width, height, hasAlpha);
+  }
+  return transpose(grey, exifOrientation(chunks.find((c) => c.type === 'eXIf')?.data));
+}
+
+function decodeJpeg(buf) {
+  const info = jpegInfo(buf);
+  checkSize(info.width, info.height);
+  const image = jpeg.decode(buf, { useTArray: true, formatAsRGBA: true, tolerantDecoding: false, maxResolutionInMP: 100 });
+  const { width, height, data } = image;
+  let grey;
+  if (info.components === 1) {
+    grey = greyFromLuminance(data.filter((_, i) => i % 4 === 0), width, height, 255);
+  } else {
+    grey = greyFromRGBA(data, width, height, false);
+  }
+  return transpose(grey, exifOrientation(info.exif));
+}
+
+/** Steps 1-2: decode `path` into {data: Float32Array, width, height}; errors name no file. */
+export function loadGrey(path) {
+  let stat;
+  try {
+    stat = statSync(path);
+  } catch {
+    throw new ImageError('no such file');
+  }
+  if (!stat.isFile()) throw new ImageError('not a file');
+  const buf = readFileSync(path);
+  try {
+    if (buf.subarray(0, 8).equals(PNG_SIGNATURE)) return decodePng(buf);
+    if (buf[0] === 0xff && buf[1] === 0xd8) return decodeJpeg(buf);
+  } catch (err) {
+    if (err instanceof ImageError) throw err;
+    throw new ImageError(`cannot read or decode image (${err.message})`);
+  }
+  throw new ImageError('not a recognised image file (this example reads PNG and JPEG)');
+}

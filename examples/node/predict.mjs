@@ -1,0 +1,103 @@
+#!/usr/bin/env node
+// Classify digit images with the ONNX model exported by mnist-pipeline, in Node.js.
+// The same preprocessing and output as `mnist-pipeline predict` (see ../README.md).
+//
+//   node predict.mjs [--model PATH] [--top K] [--json] [--dump-input] IMAGE...
+
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import ort from 'onnxruntime-node';
+
+import { ImageError, toMnist } from '../js/preprocess.mjs';
+import { loadGrey } from './decode.mjs';
+
+const DEFAULT_MODEL = fileURLToPath(new URL('../../models/model.onnx', import.meta.url));
+const USAGE = 'usage: node predict.mjs [--model PATH] [--top K] [--json] [--dump-input] IMAGE...';
+
+function fail(message, code = 2) {
+  console.error(`error: ${message}`);
+  process.exit(code);
+}
+
+/** Digits by descending probability; ties keep the lower digit first (numpy's stable argsort). */
+function ranked(probs, k) {
+  return [...probs].map((p, d) => ({ digit: d, probability: p }))
+    .sort((a, b) => b.probability - a.probability || a.digit - b.digit)
+    .slice(0, k);
+}
+
+async function main() {
+  let args;
+  try {
+    args = parseArgs({
+      allowPositionals: true,
+      options: {
+        model: { type: 'string', short: 'm', default: DEFAULT_MODEL },
+        top: { type: 'string' },
+        json: { type: 'boolean', default: false },
+        'dump-input': { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (err) {
+    fail(`${err.message}\n${USAGE}`);
+  }
+  const { values: opt, positionals: files } = args;
+  if (opt.help) return console.log(USAGE);
+  if (files.length === 0) fail(`no image files given\n${USAGE}`);
+  const top = opt.top === undefined ? null : Number(opt.top);
+  if (top !== null && !(Number.isInteger(top) && top >= 1 && top <= 10)) fail(`--top must be an integer from 1 to 10, got ${opt.top}`);
+
+  // Preprocess every file; a bad file gets an error entry and the others are still classified.
+  const inputs = files.map((file) => {
+    try {
+      return { file, digit: toMnist(loadGrey(file)) };
+    } catch (err) {
+      if (!(err instanceof ImageError)) throw err;
+      return { file, error: `${file}: ${err.message}` };
+    }
+  });
+  if (opt['dump-input']) {
+    // Debugging: the 28x28 arrays the model would see, for comparison with Python's.
+    console.log(JSON.stringify(inputs.map(({ file, digit, error }) => (error ? { file, error } : { file, input: Array.from(digit) }))));
+    return;
+  }
+
+  let session;
+  try {
+    session = await ort.InferenceSession.create(opt.model, { logSeverityLevel: 3 });
+  } catch (err) {
+    fail(`onnxruntime cannot load ${opt.model}: ${err.message}`);
+  }
+  if (session.inputNames.join() !== 'image' || !session.outputNames.includes('probabilities')) {
+    fail(`${opt.model} is not an mnist-pipeline model: inputs ${session.inputNames}, outputs ${session.outputNames}`);
+  }
+  const good = inputs.filter((x) => !x.error);
+  if (good.length) {
+    const batch = new Float32Array(good.length * 784);
+    good.forEach((x, i) => batch.set(x.digit, i * 784));
+    const feeds = { image: new ort.Tensor('float32', batch, [good.length, 1, 28, 28]) };
+    const { probabilities } = await session.run(feeds, ['probabilities']);
+    good.forEach((x, i) => { x.top = ranked(probabilities.data.subarray(i * 10, i * 10 + 10), top ?? 1); });
+  }
+
+  const results = inputs.map(({ file, error, top: best }) => {
+    if (error) return { file, error };
+    const out = { file, digit: best[0].digit, probability: best[0].probability };
+    return top === null ? out : { ...out, top: best };
+  });
+  if (opt.json) {
+    console.log(JSON.stringify(results));
+  } else {
+    console.log(`model: ${opt.model}`);
+    for (const r of results) {
+      if (r.error) { console.log(`${r.file}: error: ${r.error}`); continue; }
+      let line = `${r.file}: ${r.digit} (p=${r.probability.toFixed(3)})`;
+      if (r.top) line += '  top: ' + r.top.map((t) => `${t.digit} (${t.probability.toFixed(3)})`).join(', ');
+      console.log(line);
+    }
+  }
+  if (results.some((r) => r.error)) process.exitCode = 1;
+}
+
+await main();
