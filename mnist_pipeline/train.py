@@ -5,8 +5,10 @@ The dataset is decoded and normalised once into tensors; batches are random inde
 scheduler, RNG states, history and the params it was made with) is written atomically, so a run
 killed mid-way resumes from its last completed epoch and ends with the same weights as an
 uninterrupted one. A checkpoint made with other params or data is ignored (fresh start, logged).
-When training ends the weights go to `layout.state_dict` and the checkpoint is deleted, so a
-finished run leaves only deterministic outputs (model.pt, train_history.csv).
+When training ends the weights go to `layout.state_dict` and the history to
+`layout.train_history` (a failed run leaves the previous pair untouched), and the checkpoint is
+deleted, so a finished run leaves only its outputs: model.pt (bit-identical for the same params,
+data and machine) and train_history.csv (identical but for its `seconds` column).
 """
 
 from __future__ import annotations
@@ -216,8 +218,8 @@ def train(params: TrainParams, data_dir: Path, layout: Layout) -> TrainResult:
                 "history": history,
             }
             write_with(layout.checkpoint, lambda tmp, state=state: torch.save(state, tmp))
-            write_text(layout.train_history, history_csv(history))
 
+        # Weights and history are replaced together, only by a run that finished.
         save_state_dict(model, layout.state_dict)
         write_text(layout.train_history, history_csv(history))
         layout.checkpoint.unlink(missing_ok=True)

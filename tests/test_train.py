@@ -155,6 +155,7 @@ def test_resume_after_interruption_matches_uninterrupted(
         with pytest.raises(Interrupt):
             train(params(), tiny_data_dir, layout)
     assert layout.checkpoint.is_file() and not layout.state_dict.exists()
+    assert not layout.train_history.exists()  # written with the weights, at the end
     result = train(params(), tiny_data_dir, layout)
     assert (result.resumed_from, result.epochs_run) == (2, 1)
     assert "resuming from" in capsys.readouterr().err
@@ -176,6 +177,19 @@ def test_checkpoint_with_other_params_is_not_resumed(
     assert result.resumed_from == 0 and result.epochs_run == 3
     assert "different learning_rate; starting fresh" in capsys.readouterr().err
     assert same_weights(weights(layout.state_dict), run(tmp_path, tiny_data_dir, "new", new))
+
+
+def test_failed_run_leaves_previous_outputs(
+    tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout = Layout(tmp_path)
+    train(params(epochs=1), tiny_data_dir, layout)
+    before = layout.state_dict.read_bytes(), layout.train_history.read_bytes()
+    with monkeypatch.context() as patch:
+        interrupt_in_epoch(patch, 2)
+        with pytest.raises(Interrupt):
+            train(params(seed=5), tiny_data_dir, layout)
+    assert (layout.state_dict.read_bytes(), layout.train_history.read_bytes()) == before
 
 
 def test_unreadable_checkpoint_starts_fresh(tmp_path: Path, tiny_data_dir: Path, capsys) -> None:
