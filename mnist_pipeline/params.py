@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mnist_pipeline.errors import ParamsError
 from mnist_pipeline.manifest import DEFAULT_SHA256
@@ -67,6 +74,15 @@ class TrainParams(Section):
     device: Literal["cpu", "cuda"] = "cpu"
     num_threads: int = Field(default=2, ge=1, le=256)
     max_batches_per_epoch: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _onecycle_rises(self) -> TrainParams:
+        if self.lr_schedule == "onecycle" and self.max_learning_rate < self.learning_rate:
+            raise ValueError(
+                f"max_learning_rate ({self.max_learning_rate}) must be >= learning_rate "
+                f"({self.learning_rate}): onecycle rises from learning_rate to max_learning_rate"
+            )
+        return self
 
 
 class EvaluateParams(Section):

@@ -18,7 +18,7 @@ from mnist_pipeline import training_loop as loop
 from mnist_pipeline.errors import ParamsError
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.model import build_model
-from mnist_pipeline.params import TrainParams
+from mnist_pipeline.params import TrainParams, parse_params
 from mnist_pipeline.train import HISTORY_COLUMNS, train
 from tests.conftest import REPO_ROOT
 from tests.synthetic import make_dataset, write_data_dir
@@ -79,6 +79,13 @@ def test_onecycle_runs_from_learning_rate_to_peak() -> None:
     assert lrs[-1] < 0.0001
     constant = loop.make_scheduler(optimizer := loop.make_optimizer(model, params()), params(), 5)
     assert constant.get_last_lr() == [optimizer.param_groups[0]["lr"]] == [0.001]
+
+
+def test_onecycle_must_rise() -> None:
+    with pytest.raises(ParamsError, match=r"train: .*max_learning_rate \(0.0005\) must be >="):
+        parse_params({"train": {"learning_rate": 0.001, "max_learning_rate": 0.0005}})
+    constant = {"lr_schedule": "constant", "learning_rate": 0.001, "max_learning_rate": 0.0005}
+    assert parse_params({"train": constant}).train.lr_schedule == "constant"
 
 
 # --- the stage ------------------------------------------------------------------------------
