@@ -33,6 +33,7 @@ from mnist_pipeline.weights import load_model
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("logits", "probabilities")
+STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
 CLASS_LABELS = tuple(str(d) for d in range(10))
 INPUT_DESCRIPTION = (
     "image: float32 [N, 1, 28, 28], pixel values in [0, 1], white digit on black background "
@@ -149,7 +150,15 @@ def _to_onnx(model: nn.Module, opset: int) -> onnx.ModelProto:
             external_data=False,
             verbose=False,
         )
-    return program.model_proto
+    proto = program.model_proto
+    # The exporter's per-node stack traces hold this checkout's absolute source paths: drop
+    # them so the same weights give the same bytes anywhere (DVC hashes; no leaked paths).
+    for node in proto.graph.node:
+        kept = [(p.key, p.value) for p in node.metadata_props if p.key != STACK_TRACE_KEY]
+        del node.metadata_props[:]
+        for key, value in kept:
+            node.metadata_props.add(key=key, value=value)
+    return proto
 
 
 def check_graph(proto: onnx.ModelProto, opset: int) -> None:

@@ -15,7 +15,14 @@ from mnist_pipeline.model import build_model
 def save_state_dict(model: nn.Module, path: Path) -> None:
     """Atomically write the model's state_dict (CPU tensors) to `path`."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    write_with(path, lambda tmp: torch.save(state, tmp))
+    write_with(path, lambda tmp: _save(state, tmp))
+
+
+def _save(state: dict[str, torch.Tensor], tmp: Path) -> None:
+    # Through a file object: given a path, torch.save names the zip's root folder after the
+    # (random) temp file name, so identical weights would give different bytes.
+    with open(tmp, "wb") as handle:
+        torch.save(state, handle)
 
 
 def load_model(arch: str, path: Path) -> nn.Module:
