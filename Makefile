@@ -15,7 +15,7 @@ endif
 # The local Prefect server's telemetry heartbeat otherwise logs "database is locked" (SQLite).
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: run test lint bench clean
+.PHONY: run repro test lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)  ## full pipeline as a Prefect flow: fetch → train → evaluate → export → parity → register
 	$(BIN)/python -m flows.retrain
+
+repro: $(STAMP)  ## the same stages as a DVC pipeline: runs only what changed (see dvc.yaml)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 test: $(STAMP)  ## unit + end-to-end tests (real-MNIST tests skip when ../shared/mnist is absent)
 	$(BIN)/ruff check .
