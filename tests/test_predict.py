@@ -46,6 +46,13 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ).onnx_path
 
 
+def defaults_file(folder: Path) -> Path:
+    """An empty params file: every section at its defaults (not the repo's params.yaml)."""
+    path = folder / "params.yaml"
+    path.write_text("{}\n")
+    return path
+
+
 def _run(code: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120
@@ -66,7 +73,7 @@ def test_cli_predict_command_does_not_import_torch(model_path: Path, tmp_path: P
     code = (
         "import sys\n"
         "from mnist_pipeline.cli import app\n"
-        f"args = ['--params', {str(REPO_ROOT / 'params.yaml')!r}, '--root', {str(tmp_path)!r},\n"
+        f"args = ['--params', {str(defaults_file(tmp_path))!r}, '--root', {str(tmp_path)!r},\n"
         f"        'predict', '--json', '--model', {str(model_path)!r}, {str(image)!r}]\n"
         "code = app(args, standalone_mode=False)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
@@ -112,7 +119,7 @@ def test_bad_files_get_errors_and_the_rest_is_classified(model_path: Path, tmp_p
 
 def test_cli_json_output_and_exit_code(model_path: Path, tmp_path: Path) -> None:
     good = draw_digit(tmp_path / "a.png")
-    base = ["--params", str(REPO_ROOT / "params.yaml"), "--root", str(tmp_path), "predict"]
+    base = ["--params", str(defaults_file(tmp_path)), "--root", str(tmp_path), "predict"]
     runner = CliRunner()
     done = runner.invoke(app, [*base, "--json", "--top", "3", "-m", str(model_path), str(good)])
     assert done.exit_code == 0, done.output
