@@ -1,0 +1,161 @@
+"""examples/node: the Node.js program agrees with `mnist-pipeline predict` on real digit images.
+
+Real MNIST test digits are rendered as a person would photograph them (dark on light, scaled,
+offset) in several encodings; the JS preprocessing must reproduce Python's 28x28 arrays and the
+onnxruntime-node probabilities must match Python's onnxruntime ones.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_pipeline.preprocess import preprocess_file
+from tests.conftest import requires_real_mnist
+from tests.real_model import EXAMPLES, RealModel, dark_on_light, node_skip_reason, real_model
+from tests.real_model import test_digits as load_test_digits
+
+_skip = node_skip_reason("node")
+pytestmark = [
+    pytest.mark.slow,
+    requires_real_mnist,
+    pytest.mark.skipif(bool(_skip), reason=_skip or ""),
+]
+PREDICT = EXAMPLES / "node" / "predict.mjs"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> RealModel:
+    return real_model(tmp_path_factory)
+
+
+def _variants(digit: np.ndarray, i: int, folder: Path) -> list[Path]:
+    """One real digit in several files: the decoders, colour modes and geometry paths."""
+    paper = dark_on_light(digit, 2.5 + 0.25 * i, (150 + 7 * i, 150), (5 + 3 * i, 4 + i % 4 * 2))
+    out = {
+        "grey.png": paper,
+        "grey.jpg": paper,
+        "white-on-black.png": Image.fromarray(255 - np.asarray(paper)),
+        "palette.png": paper.convert("P"),
+        "wide.png": paper.resize((paper.width * 2, paper.height // 2 + 10)),
+    }
+    rgb = np.stack([np.asarray(paper)] * 3, axis=-1).astype(np.float32)
+    tint = rgb * np.array([0.85, 0.9, 1.0]) + np.array([20.0, 10.0, 0.0])  # blue ink, cream paper
+    out["colour.jpg"] = Image.fromarray(tint.clip(0, 255).astype(np.uint8))
+    alpha = 255 - np.asarray(paper)  # ink on a transparent sheet
+    out["alpha.png"] = Image.fromarray(np.stack([np.zeros_like(alpha)] * 3 + [alpha], -1), "RGBA")
+    out["grey16.png"] = Image.fromarray(np.asarray(paper).astype(np.uint16) * 257)
+    paths = []
+    for name, image in out.items():
+        path = folder / f"d{i}-{name}"
+        image.save(path, **({"quality": 92} if name.endswith(".jpg") else {}))
+        paths.append(path)
+    # Camera orientation tags: pixels stored rotated, EXIF says how to turn them upright.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for suffix in ("jpg", "png"):
+        path = folder / f"d{i}-exif6.{suffix}"
+        paper.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def images(
+    model: RealModel, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[list[Path], list[int]]:
+    """Files rendered from the first test digit of each class, with their true labels."""
+    digits, labels = load_test_digits(model.data_dir)
+    folder = tmp_path_factory.mktemp("node-images")
+    files, truth = [], []
+    for label in range(10):
+        index = int(np.flatnonzero(labels == label)[0])
+        for path in _variants(digits[index], label, folder):
+            files.append(path)
+            truth.append(label)
+    return files, truth
+
+
+def node(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["node", str(PREDICT), *map(str, args)], capture_output=True, text=True, timeout=120
+    )
+
+
+def python_predict(model: Path, files: list[Path]) -> list[dict]:
+    """The pipeline's own command: `mnist-pipeline predict --json --top 3 --model ...`."""
+    cmd = [sys.executable, "-m", "mnist_pipeline.cli", "predict", "--json", "--top", "3"]
+    done = subprocess.run(
+        [*cmd, "--model", str(model), *map(str, files)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_preprocessed_inputs_match_python(images: tuple[list[Path], list[int]]) -> None:
+    files, _ = images
+    done = node("--dump-input", *files)
+    assert done.returncode == 0, done.stderr
+    dumped = json.loads(done.stdout)
+    assert [d["file"] for d in dumped] == [str(f) for f in files]
+    for entry, path in zip(dumped, files, strict=True):
+        js = np.array(entry["input"], dtype=np.float32).reshape(28, 28)
+        py = preprocess_file(path)
+        # Same decoded pixels and the same float32 arithmetic in the same order: equal bits.
+        np.testing.assert_array_equal(js, py, err_msg=path.name)
+
+
+def test_predictions_match_mnist_pipeline_predict(
+    model: RealModel, images: tuple[list[Path], list[int]]
+) -> None:
+    files, truth = images
+    done = node("--json", "--top", "3", "--model", model.onnx, *files)
+    assert done.returncode == 0, done.stderr
+    js, py = json.loads(done.stdout), python_predict(model.onnx, files)
+    assert [p["file"] for p in js] == [p["file"] for p in py] == [str(f) for f in files]
+    assert [p["digit"] for p in js] == [p["digit"] for p in py]
+    for a, b in zip(js, py, strict=True):
+        assert set(a) == set(b) == {"file", "digit", "probability", "top"}
+        assert [t["digit"] for t in a["top"]] == [t["digit"] for t in b["top"]]
+        for t, u in zip(a["top"], b["top"], strict=True):
+            assert t["probability"] == pytest.approx(u["probability"], abs=1e-4), a["file"]
+    # The shared preprocessing works on real digits, not just consistently.
+    correct = sum(p["digit"] == label for p, label in zip(js, truth, strict=True))
+    assert correct >= 0.9 * len(files), f"only {correct}/{len(files)} correct"
+
+
+def test_text_output_bad_files_and_bad_model(
+    model: RealModel, images: tuple[list[Path], list[int]], tmp_path: Path
+) -> None:
+    good = images[0][0]
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    blank = tmp_path / "blank.png"
+    Image.new("L", (40, 40), 250).save(blank)
+    done = node("--model", model.onnx, good, bad, blank, tmp_path / "missing.png")
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"model: {model.onnx}"
+    assert re.fullmatch(rf"{re.escape(str(good))}: 0 \(p=[01]\.\d{{3}}\)", lines[1])
+    assert (
+        lines[2]
+        == f"{bad}: error: {bad}: not a recognised image file (this example reads PNG and JPEG)"
+    )
+    assert lines[3].startswith(f"{blank}: error: {blank}: blank image: no ink found")
+    assert (
+        lines[4] == f"{tmp_path / 'missing.png'}: error: {tmp_path / 'missing.png'}: no such file"
+    )
+
+    not_a_model = tmp_path / "model.onnx"
+    not_a_model.write_bytes(b"\x00" * 64)
+    done = node("--model", not_a_model, good)
+    assert done.returncode == 2
+    assert f"onnxruntime cannot load {not_a_model}" in done.stderr
+    assert node("--top", "11", good).returncode == 2
