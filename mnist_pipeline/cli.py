@@ -113,12 +113,11 @@ def export(
     ] = None,
 ) -> None:
     """Export models/model.pt to models/model.onnx (refused if the accuracy gate failed)."""
-    from mnist_pipeline.export import collect_metadata, export_onnx
+    from mnist_pipeline.export import run_export
 
     st = state(ctx)
-    p, lay = st.params(), st.layout
-    meta = collect_metadata(lay.metrics, lay.data_dir, model_version)
-    result = export_onnx(p.export, p.train.arch, lay.state_dict, lay.onnx, meta)
+    p = st.params()
+    result = run_export(p.export, p.train.arch, st.layout, model_version)
     console.print(
         f"exported {result.onnx_path} (opset {result.opset}, {result.size_bytes:,} bytes, "
         f"sha256 {result.sha256})",
@@ -129,13 +128,11 @@ def export(
 @app.command()
 def parity(ctx: typer.Context) -> None:
     """Check onnxruntime against PyTorch on the test set; writes reports/parity.json."""
-    from mnist_pipeline.parity import check_parity
+    from mnist_pipeline.parity import run_parity
 
     st = state(ctx)
-    p, lay = st.params(), st.layout
-    result = check_parity(
-        p.export, p.train.arch, lay.state_dict, lay.onnx, lay.data_dir, lay.parity_report
-    )
+    p = st.params()
+    result = run_parity(p.export, p.train.arch, st.layout)
     console.print(
         f"parity passed on {result.images} images: max |logits diff| "
         f"{result.max_abs_diff_logits:.3g}, max |probabilities diff| "

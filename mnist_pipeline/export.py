@@ -27,6 +27,7 @@ import mnist_pipeline
 from mnist_pipeline.atomic import atomic_path
 from mnist_pipeline.dataset import MNIST_MEAN, MNIST_STD, dataset_sha256
 from mnist_pipeline.errors import DataError, GateError, PipelineError
+from mnist_pipeline.layout import Layout
 from mnist_pipeline.manifest import file_sha256
 from mnist_pipeline.params import ExportParams
 from mnist_pipeline.weights import load_model
@@ -215,3 +216,11 @@ def export_onnx(
         sha256 = file_sha256(tmp)
         size = tmp.stat().st_size
     return ExportResult(onnx_path, sha256, size, params.opset, meta)
+
+
+def run_export(
+    params: ExportParams, arch: str, layout: Layout, model_version: str | None = None
+) -> ExportResult:
+    """Stage entry (CLI, DVC, flow): export layout.state_dict to layout.onnx if the gate passed."""
+    metadata = collect_metadata(layout.metrics, layout.data_dir, model_version)
+    return export_onnx(params, arch, layout.state_dict, layout.onnx, metadata)

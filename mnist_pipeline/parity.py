@@ -30,6 +30,7 @@ from mnist_pipeline.atomic import write_json
 from mnist_pipeline.dataset import load_mnist, normalise
 from mnist_pipeline.errors import GateError, PipelineError
 from mnist_pipeline.export import INPUT_NAME, OUTPUT_NAMES
+from mnist_pipeline.layout import Layout
 from mnist_pipeline.params import ExportParams
 from mnist_pipeline.weights import load_model
 
@@ -189,3 +190,10 @@ def check_parity(
             f"{mismatches} argmax mismatch(es) over {len(pixels)} images; report: {report_path}"
         )
     return result
+
+
+def run_parity(params: ExportParams, arch: str, layout: Layout) -> ParityResult:
+    """Stage entry (CLI, DVC, flow): check layout.onnx against layout.state_dict."""
+    return check_parity(
+        params, arch, layout.state_dict, layout.onnx, layout.data_dir, layout.parity_report
+    )

@@ -1,0 +1,1 @@
+"""Prefect flows wiring the mnist_pipeline stages together."""
