@@ -1,0 +1,135 @@
+// Draw a digit; the ONNX model exported by mnist-pipeline classifies it in the browser
+// (onnxruntime-web, single-threaded WebAssembly). Preprocessing is the shared port of
+// mnist_pipeline/preprocess.py, fed with the canvas's RGBA pixels.
+//
+// The model URL defaults to /models/model.onnx of the served repository; ?model=URL overrides it.
+
+import * as ort from './node_modules/onnxruntime-web/dist/ort.wasm.min.mjs';
+import { greyFromRGBA, ImageError, toMnist } from '../js/preprocess.mjs';
+
+ort.env.wasm.wasmPaths = new URL('./node_modules/onnxruntime-web/dist/', import.meta.url).href;
+ort.env.wasm.numThreads = 1; // no SharedArrayBuffer, so no cross-origin isolation needed
+const MODEL_URL = new URLSearchParams(location.search).get('model') ?? '../../models/model.onnx';
+const PEN_WIDTH = 20;
+
+const pad = document.getElementById('pad');
+const ctx = pad.getContext('2d', { willReadFrequently: true });
+const preview = document.getElementById('preview').getContext('2d');
+const result = document.getElementById('result');
+const digitEl = document.getElementById('digit');
+const topEl = document.getElementById('top');
+const statusEl = document.getElementById('status');
+
+let session = null;
+let version = 0; // bumped on every change of the drawing
+let busy = false;
+
+function clearPad() {
+  ctx.fillStyle = '#fff';
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  changed();
+}
+
+// ---- drawing (pointer events: mouse, pen and touch alike) ----
+let last = null;
+function point(event) {
+  const rect = pad.getBoundingClientRect();
+  return [(event.clientX - rect.left) * (pad.width / rect.width), (event.clientY - rect.top) * (pad.height / rect.height)];
+}
+function strokeTo([x, y]) {
+  ctx.fillStyle = ctx.strokeStyle = '#000';
+  ctx.lineWidth = PEN_WIDTH;
+  ctx.lineCap = ctx.lineJoin = 'round';
+  ctx.beginPath();
+  if (last) { // a segment from the previous point
+    ctx.moveTo(...last);
+    ctx.lineTo(x, y);
+    ctx.stroke();
+  } else { // a dot where the stroke starts (a tap, or a click without moving)
+    ctx.arc(x, y, PEN_WIDTH / 2, 0, 2 * Math.PI);
+    ctx.fill();
+  }
+  last = [x, y];
+  changed();
+}
+pad.addEventListener('pointerdown', (e) => { pad.setPointerCapture(e.pointerId); last = null; strokeTo(point(e)); });
+pad.addEventListener('pointermove', (e) => { if (last) strokeTo(point(e)); });
+for (const type of ['pointerup', 'pointercancel']) pad.addEventListener(type, () => { last = null; });
+document.getElementById('clear').addEventListener('click', clearPad);
+
+// ---- classification: always of the latest drawing, never two runs at once ----
+function changed() {
+  version += 1;
+  result.dataset.pending = 'true';
+  if (!busy && session) void classifyLatest();
+}
+
+async function classifyLatest() {
+  busy = true;
+  try {
+    while (true) {
+      const seen = version;
+      await classify();
+      if (seen === version) break;
+    }
+    result.dataset.pending = 'false';
+  } catch (err) {
+    statusEl.textContent = `error: ${err.message}`;
+  } finally {
+    busy = false;
+  }
+}
+
+async function classify() {
+  const { data, width, height } = ctx.getImageData(0, 0, pad.width, pad.height);
+  let input;
+  try {
+    input = toMnist(greyFromRGBA(data, width, height, true));
+  } catch (err) {
+    if (!(err instanceof ImageError)) throw err;
+    return show(null, null); // nothing drawn yet
+  }
+  const tensor = new ort.Tensor('float32', input, [1, 1, 28, 28]);
+  const { probabilities } = await session.run({ image: tensor }, ['probabilities']);
+  show(input, probabilities.data);
+}
+
+function show(input, probs) {
+  const pixels = preview.createImageData(28, 28);
+  for (let i = 0; i < 784; i++) {
+    const v = input ? Math.round(input[i] * 255) : 0;
+    pixels.data.set([v, v, v, 255], 4 * i);
+  }
+  preview.putImageData(pixels, 0, 0);
+  topEl.replaceChildren();
+  if (!probs) {
+    digitEl.textContent = '–';
+    return;
+  }
+  const ranked = [...probs].map((p, d) => [d, p]).sort((a, b) => b[1] - a[1] || a[0] - b[0]);
+  digitEl.textContent = String(ranked[0][0]);
+  for (const [d, p] of ranked.slice(0, 3)) {
+    const li = document.createElement('li');
+    li.innerHTML = `<b>${d}</b><div class="bar" style="width:${(100 * p).toFixed(1)}%"></div><span>${(100 * p).toFixed(1)}%</span>`;
+    topEl.append(li);
+  }
+}
+
+async function main() {
+  clearPad();
+  try {
+    session = await ort.InferenceSession.create(MODEL_URL, { executionProviders: ['wasm'] });
+  } catch (err) {
+    statusEl.textContent = `could not load the model from ${MODEL_URL} (${err.message}); run \`mnist-pipeline export\` first, or pass ?model=URL`;
+    return;
+  }
+  if (session.inputNames.join() !== 'image' || !session.outputNames.includes('probabilities')) {
+    statusEl.textContent = `${MODEL_URL} is not an mnist-pipeline model (inputs ${session.inputNames}, outputs ${session.outputNames})`;
+    return;
+  }
+  statusEl.textContent = `model ${MODEL_URL} loaded: draw a digit (mouse, pen or finger)`;
+  document.body.dataset.ready = 'true';
+  changed();
+}
+
+void main();

@@ -1,0 +1,193 @@
+"""examples/web: a person draws real MNIST digits with the mouse; the page shows the right label.
+
+Headless Debian Chromium (/usr/bin/chromium, never a downloaded browser) driven by Playwright;
+the repository is served on 127.0.0.1 by a throwaway http.server whose /models/model.onnx is the
+test's own briefly trained model. Requests to anything but that server are aborted.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_pipeline.predict import predict_files
+from tests.conftest import REPO_ROOT, requires_real_mnist
+from tests.real_model import RealModel, real_model
+from tests.real_model import test_digits as load_test_digits
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _skip_reason() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} not found: apt-get install -y chromium"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Python package playwright is not installed: pip install playwright"
+    if not (REPO_ROOT / "examples" / "web" / "node_modules" / "onnxruntime-web").is_dir():
+        return "examples/web/node_modules is missing: run `npm ci --prefix examples/web`"
+    return None
+
+
+_skip = _skip_reason()
+pytestmark = [
+    pytest.mark.slow,
+    requires_real_mnist,
+    pytest.mark.skipif(bool(_skip), reason=_skip or ""),
+]
+SCALE = 10  # 28x28 digit -> the page's 280x280 drawing pad
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    model: Path
+    extensions_map = {
+        **SimpleHTTPRequestHandler.extensions_map,
+        ".mjs": "text/javascript",
+        ".wasm": "application/wasm",
+        ".onnx": "application/octet-stream",
+    }
+
+    def translate_path(self, path: str) -> str:
+        if path.split("?")[0] == "/models/model.onnx":
+            return str(self.model)
+        return super().translate_path(path)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib name)
+        pass
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, RealModel]]:
+    """The repo served on a free 127.0.0.1 port, with the test's model as /models/model.onnx."""
+    model = real_model(tmp_path_factory)
+    handler = type("Handler", (_Handler,), {"model": model.onnx})
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(REPO_ROOT))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", model
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def page(site: tuple[str, RealModel]):
+    from playwright.sync_api import sync_playwright
+
+    origin, _ = site
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 900, "height": 620}, has_touch=True)
+        context.route(
+            "**/*",
+            lambda route: (
+                route.continue_() if route.request.url.startswith(origin + "/") else route.abort()
+            ),
+        )
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{origin}/examples/web/")
+        page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+        yield page
+        assert errors == [], errors
+        browser.close()
+
+
+def strokes(digit: np.ndarray) -> list[tuple[int, int, int]]:
+    """Horizontal pen strokes (row, first column, last column) over the digit's ink pixels."""
+    ink = digit > 100
+    out = []
+    for r in range(28):
+        c = 0
+        while c < 28:
+            if ink[r, c]:
+                start = c
+                while c + 1 < 28 and ink[r, c + 1]:
+                    c += 1
+                out.append((r, start, c))
+            c += 1
+    return out
+
+
+def draw(page, digit: np.ndarray) -> None:
+    """Draw `digit` on the pad with the mouse, as a person tracing it row by row would."""
+    box = page.locator("#pad").bounding_box()
+    for r, c0, c1 in strokes(digit):
+        y = box["y"] + (r + 0.5) * SCALE
+        page.mouse.move(box["x"] + (c0 + 0.5) * SCALE, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + (c1 + 0.5) * SCALE, y, steps=2)
+        page.mouse.up()
+
+
+def shown(page) -> tuple[str, list[str]]:
+    """The displayed label and top-3 rows, once the page has classified the latest drawing."""
+    page.wait_for_selector("#result[data-pending=false]", timeout=30_000)
+    return page.inner_text("#digit"), page.locator("#top li").all_inner_texts()
+
+
+def python_top3(model: Path, rgba: np.ndarray, folder: Path) -> list[tuple[int, float]]:
+    """What `mnist-pipeline predict --top 3` says about the same pixels (saved as an RGBA PNG)."""
+    path = folder / "pad.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    (prediction,) = predict_files(model, [path], top=3).predictions
+    return list(prediction.top)
+
+
+def test_drawn_digits_are_recognised(page, site, tmp_path: Path) -> None:
+    """The first MNIST test digit of every class, drawn; label and top 3 as Python computes them."""
+    _, model = site
+    digits, labels = load_test_digits(model.data_dir)
+    for label in range(10):
+        page.click("#clear")
+        assert shown(page) == ("–", [])  # cleared: nothing to classify
+        draw(page, digits[int(np.flatnonzero(labels == label)[0])])
+        digit, top = shown(page)
+        screenshot = tmp_path / f"web_example_{label}.png"
+        page.screenshot(path=str(screenshot))
+        assert digit == str(label), f"drew a {label}, page says {digit} ({top}); see {screenshot}"
+        pixels = page.evaluate(
+            "() => Array.from(document.getElementById('pad').getContext('2d')"
+            ".getImageData(0, 0, 280, 280).data)"
+        )
+        rgba = np.array(pixels, np.uint8).reshape(280, 280, 4)
+        page_top = [(int(d), float(p.rstrip("%"))) for d, p in (row.split() for row in top)]
+        expected = python_top3(model.onnx, rgba, tmp_path)
+        assert [d for d, _ in page_top] == [d for d, _ in expected]
+        for (_, shown_percent), (_, p) in zip(page_top, expected, strict=True):
+            assert abs(shown_percent - 100 * p) <= 0.051, (page_top, expected)
+
+
+def test_touch_draws_and_clear_resets(page) -> None:
+    """A finger tap leaves ink that gets classified; Clear empties the pad and the result."""
+    page.click("#clear")
+    assert shown(page) == ("–", [])
+    box = page.locator("#pad").bounding_box()
+    page.touchscreen.tap(box["x"] + 140, box["y"] + 140)
+    digit, top = shown(page)
+    assert digit in "0123456789" and len(top) == 3
+    page.click("#clear")
+    assert shown(page) == ("–", [])
