@@ -1,0 +1,80 @@
+"""Prefect overhead of the retrain flow on real MNIST: process wall time minus task compute time.
+
+Each run is a fresh `python` process calling `flows.retrain.retrain` (1 epoch, gate 0.9: the
+overhead does not depend on the epoch count) in a scratch project folder, with Prefect's
+temporary local server. The first run uses an empty PREFECT_HOME (the server creates its
+database: "cold"); the others reuse it ("warm", as on any machine after its first run).
+
+    python benchmarks/bench_flow.py --runs 4 --mirror ../shared/mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CALL = (
+    "import json, sys; from flows.retrain import retrain; "
+    "print('RESULT ' + json.dumps(retrain(epochs=1, min_accuracy=0.9, workdir=sys.argv[1])))"
+)
+
+
+def one_run(workdir: Path, env: dict[str, str]) -> dict[str, float]:
+    """Run the flow once in a new process; returns wall, tasks and overhead seconds."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", CALL, str(workdir)], env=env, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"flow failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+    seconds = json.loads(line.removeprefix("RESULT "))["seconds"]
+    tasks = sum(seconds["tasks"].values())
+    return {"wall": wall, "tasks": tasks, "overhead": wall - tasks, "in_flow": seconds["overhead"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=4, help="1 cold + N-1 warm runs")
+    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR", "../shared/mnist"))
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="bench-flow-"))
+    try:
+        workdir = scratch / "project"
+        workdir.mkdir()
+        shutil.copy(REPO / "params.yaml", workdir / "params.yaml")
+        env = {
+            **os.environ,
+            "MNIST_MIRROR": str(Path(args.mirror).resolve()),
+            "PREFECT_HOME": str(scratch / "prefect-home"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        env.pop("PREFECT_API_URL", None)
+        runs = [one_run(workdir, env) for _ in range(args.runs)]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    for i, run in enumerate(runs):
+        kind = "cold" if i == 0 else "warm"
+        print(
+            f"run {i + 1} ({kind}): wall {run['wall']:.1f} s, tasks {run['tasks']:.1f} s, "
+            f"overhead {run['overhead']:.1f} s (inside the flow {run['in_flow']:.2f} s)"
+        )
+    warm = runs[1:] or runs
+    print(
+        f"median warm overhead {statistics.median(r['overhead'] for r in warm):.1f} s "
+        f"(cold {runs[0]['overhead']:.1f} s); target <= 10 s"
+    )
+
+
+if __name__ == "__main__":
+    main()
