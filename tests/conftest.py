@@ -18,6 +18,12 @@ requires_real_mnist = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def _no_mirror_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests choose their mirrors themselves: `make test` exports MNIST_MIRROR for real data."""
+    monkeypatch.delenv("MNIST_MIRROR", raising=False)
+
+
 @pytest.fixture
 def tiny_files() -> dict[str, bytes]:
     """The four decompressed files of a tiny synthetic dataset (256 train, 128 test)."""
