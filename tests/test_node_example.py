@@ -156,6 +156,11 @@ def test_text_output_bad_files_and_bad_model(
     not_a_model = tmp_path / "model.onnx"
     not_a_model.write_bytes(b"\x00" * 64)
     done = node("--model", not_a_model, good)
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert f"onnxruntime cannot load {not_a_model}" in done.stderr
+    done = node("--model", tmp_path / "none.onnx", good)
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"error: model file not found: {tmp_path / 'none.onnx'}\n",
+    )
     assert node("--top", "11", good).returncode == 2

@@ -4,6 +4,7 @@
 //
 //   node predict.mjs [--model PATH] [--top K] [--json] [--dump-input] IMAGE...
 
+import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
@@ -63,14 +64,16 @@ async function main() {
     return;
   }
 
+  // Exit codes as `mnist-pipeline predict`: 2 for bad arguments, 1 for a bad model or image.
+  if (!existsSync(opt.model)) fail(`model file not found: ${opt.model}`, 1);
   let session;
   try {
     session = await ort.InferenceSession.create(opt.model, { logSeverityLevel: 3 });
   } catch (err) {
-    fail(`onnxruntime cannot load ${opt.model}: ${err.message}`);
+    fail(`onnxruntime cannot load ${opt.model}: ${err.message}`, 1);
   }
   if (session.inputNames.join() !== 'image' || !session.outputNames.includes('probabilities')) {
-    fail(`${opt.model} is not an mnist-pipeline model: inputs ${session.inputNames}, outputs ${session.outputNames}`);
+    fail(`${opt.model} is not an mnist-pipeline model: inputs ${session.inputNames}, outputs ${session.outputNames}`, 1);
   }
   const good = inputs.filter((x) => !x.error);
   if (good.length) {

@@ -10,7 +10,7 @@ import { greyFromRGBA, ImageError, toMnist } from '../js/preprocess.mjs';
 ort.env.wasm.wasmPaths = new URL('./node_modules/onnxruntime-web/dist/', import.meta.url).href;
 ort.env.wasm.numThreads = 1; // no SharedArrayBuffer, so no cross-origin isolation needed
 const MODEL_URL = new URLSearchParams(location.search).get('model') ?? '../../models/model.onnx';
-const PEN_WIDTH = 20;
+const PEN_WIDTH = 24; // on the 280px pad: about MNIST's stroke width once scaled to 20px
 
 const pad = document.getElementById('pad');
 const ctx = pad.getContext('2d', { willReadFrequently: true });
