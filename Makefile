@@ -15,6 +15,11 @@ endif
 # The local Prefect server's telemetry heartbeat otherwise logs "database is locked" (SQLite).
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
+# The Node.js and browser examples' packages (tests/test_*example.py skip without them).
+NPM := $(shell command -v npm 2>/dev/null)
+EXAMPLE_DEPS := $(if $(NPM),examples/node/node_modules/.package-lock.json \
+                            examples/web/node_modules/.package-lock.json)
+
 .PHONY: run repro test lint bench clean
 
 $(STAMP): pyproject.toml
@@ -22,13 +27,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
 	@touch $(STAMP)
 
+examples/%/node_modules/.package-lock.json: examples/%/package-lock.json
+	npm ci --prefix examples/$* --no-audit --no-fund --loglevel=error
+
 run: $(STAMP)  ## full pipeline as a Prefect flow: fetch → train → evaluate → export → parity → register
 	$(BIN)/python -m flows.retrain
 
 repro: $(STAMP)  ## the same stages as a DVC pipeline: runs only what changed (see dvc.yaml)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-test: $(STAMP)  ## unit + end-to-end tests (real-MNIST tests skip when ../shared/mnist is absent)
+test: $(STAMP) $(EXAMPLE_DEPS)  ## unit + end-to-end tests (real-MNIST tests skip when ../shared/mnist is absent)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
