@@ -64,11 +64,11 @@ class TrainParams(Section):
     """Model architecture and optimisation."""
 
     arch: Literal["classic"] = "classic"
-    epochs: int = Field(default=15, ge=1, le=1000)
+    epochs: int = Field(default=20, ge=1, le=1000)
     batch_size: int = Field(default=128, ge=1, le=65536)
     learning_rate: float = Field(default=0.001, gt=0, le=10)
     lr_schedule: Literal["onecycle", "constant"] = "onecycle"
-    max_learning_rate: float = Field(default=0.003, gt=0, le=10)
+    max_learning_rate: float = Field(default=0.005, gt=0, le=10)
     seed: int = Field(default=1, ge=0)
     val_size: int = Field(default=5000, ge=0)
     device: Literal["cpu", "cuda"] = "cpu"
