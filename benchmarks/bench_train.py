@@ -78,7 +78,7 @@ def ours_epoch(
 ) -> Run:
     """This project's loop over (the first `batches` batches of) one epoch of the 55k split."""
     torch.manual_seed(seed)
-    model = build_model(params.arch)
+    model = loop.training_model(params.arch)
     optimizer = loop.make_optimizer(model, params)
     train_idx, _ = loop.split_indices(
         len(labels), params.val_size, torch.Generator().manual_seed(1)

@@ -32,7 +32,6 @@ from mnist_pipeline.atomic import write_text, write_with
 from mnist_pipeline.dataset import dataset_sha256, load_mnist, normalise
 from mnist_pipeline.errors import ParamsError
 from mnist_pipeline.layout import Layout
-from mnist_pipeline.model import build_model
 from mnist_pipeline.params import TrainParams
 from mnist_pipeline.progress import EpochReporter
 from mnist_pipeline.weights import save_state_dict
@@ -172,7 +171,7 @@ def train(params: TrainParams, data_dir: Path, layout: Layout) -> TrainResult:
 
         torch.manual_seed(params.seed)  # weight init and dropout
         shuffle = torch.Generator().manual_seed(params.seed + 1)
-        model = build_model(params.arch).to(device)
+        model = loop.training_model(params.arch, device)
         optimizer = loop.make_optimizer(model, params)
         scheduler = loop.make_scheduler(optimizer, params, steps)
         history: list[dict[str, float]] = []

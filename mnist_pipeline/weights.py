@@ -13,8 +13,8 @@ from mnist_pipeline.model import build_model
 
 
 def save_state_dict(model: nn.Module, path: Path) -> None:
-    """Atomically write the model's state_dict (CPU tensors) to `path`."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    """Atomically write the model's state_dict (contiguous CPU tensors) to `path`."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     write_with(path, lambda tmp: _save(state, tmp))
 
 
