@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from mnist_pipeline.params import Params, parse_params
+from mnist_pipeline.registry import Candidate, Registry
+from tests.registry_helpers import make_candidate
 from tests.synthetic import make_dataset, write_data_dir, write_mirror
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -56,3 +58,19 @@ def tiny_data_dir(tmp_path: Path, tiny_files: dict[str, bytes]) -> Path:
     folder = tmp_path / "data" / "mnist"
     write_data_dir(folder, tiny_files)
     return folder
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    """An empty registry (model mnist-cnn) in tmp_path."""
+    return Registry(tmp_path / "registry", "mnist-cnn")
+
+
+@pytest.fixture
+def make(tmp_path: Path):
+    """make(seed, **report_overrides) -> a fresh registry candidate with a distinct ONNX model."""
+
+    def _make(seed: int, **reports) -> Candidate:
+        return make_candidate(tmp_path / f"cand{seed}", seed, **reports)
+
+    return _make

@@ -16,24 +16,9 @@ from mnist_pipeline.errors import RegistryError
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.manifest import file_sha256
 from mnist_pipeline.params import parse_params
-from mnist_pipeline.registry import Candidate, Registry, candidate_from_layout
+from mnist_pipeline.registry import Registry, candidate_from_layout
 from tests.conftest import REPO_ROOT
 from tests.registry_helpers import PARAMS, make_candidate
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    return Registry(tmp_path / "registry", "mnist-cnn")
-
-
-@pytest.fixture
-def make(tmp_path: Path):
-    """make(seed, **report_overrides) -> a fresh candidate folder with a distinct ONNX model."""
-
-    def _make(seed: int, **reports) -> Candidate:
-        return make_candidate(tmp_path / f"cand{seed}", seed, **reports)
-
-    return _make
 
 
 def test_first_version_is_production_with_a_complete_card(registry: Registry, make) -> None:

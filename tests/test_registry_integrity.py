@@ -9,23 +9,8 @@ from pathlib import Path
 import pytest
 
 from mnist_pipeline.errors import RegistryError
-from mnist_pipeline.registry import Candidate, Registry
-from tests.registry_helpers import PARAMS, make_candidate, writable, write_reports
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    return Registry(tmp_path / "registry", "mnist-cnn")
-
-
-@pytest.fixture
-def make(tmp_path: Path):
-    """make(seed, **report_overrides) -> a fresh candidate folder with a distinct ONNX model."""
-
-    def _make(seed: int, **reports) -> Candidate:
-        return make_candidate(tmp_path / f"cand{seed}", seed, **reports)
-
-    return _make
+from mnist_pipeline.registry import Registry
+from tests.registry_helpers import PARAMS, writable, write_reports
 
 
 def test_tampered_or_missing_files_are_refused(registry: Registry, make) -> None:
