@@ -6,6 +6,16 @@
 
 The process keeps running: it polls the server and executes scheduled and manual runs
 (`prefect deployment run mnist-retrain/weekly`).
+
+To scale out, put the deployment on a process work pool instead and start workers (on any
+machine with this checkout at the same path, pointed at the same server):
+
+    prefect work-pool create mnist --type process
+    python -m flows.serve --pool mnist                  # registers the deployment and exits
+    prefect worker start --pool mnist                   # as many as you like
+
+(`prefect deploy` does the same but, with Prefect 3.8.8, exits 1 after creating the deployment:
+its check for online workers sends a filter the server rejects, HTTP 422.)
 """
 
 from __future__ import annotations
@@ -18,6 +28,8 @@ from prefect.schedules import Cron
 from flows.retrain import retrain
 from mnist_pipeline.params import load_params
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 
 def main(argv: list[str] | None = None) -> None:
     """Parse options, then serve the deployment until interrupted."""
@@ -25,15 +37,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default=".", help="repo root holding params.yaml and data/")
     parser.add_argument("--params-file", default="params.yaml")
     parser.add_argument("--cron", help="override schedule.cron from params.yaml")
+    parser.add_argument(
+        "--pool", help="create the deployment on this process work pool and exit (no serving)"
+    )
     args = parser.parse_args(argv)
     workdir = Path(args.workdir).resolve()
     schedule = load_params(workdir / args.params_file).schedule
-    retrain.serve(
-        name=schedule.deployment_name,
-        schedules=[Cron(args.cron or schedule.cron, timezone=schedule.timezone)],
-        parameters={"workdir": str(workdir), "params_file": args.params_file},
-        description="Scheduled MNIST retraining: fetch, train, gate, export, parity, register.",
-        tags=["mnist", "retraining"],
+    options = {
+        "name": schedule.deployment_name,
+        "schedules": [Cron(args.cron or schedule.cron, timezone=schedule.timezone)],
+        "parameters": {"workdir": str(workdir), "params_file": args.params_file},
+        "description": "Scheduled MNIST retraining: fetch, train, gate, export, parity, register.",
+        "tags": ["mnist", "retraining"],
+    }
+    if args.pool is None:
+        retrain.serve(**options)
+        return
+    # Workers run the flow from this checkout (a set_working_directory pull step).
+    source = retrain.from_source(source=str(REPO_ROOT), entrypoint="flows/retrain.py:retrain")
+    deployment_id = source.to_deployment(**options).apply(work_pool_name=args.pool)
+    print(
+        f"deployment {retrain.name}/{schedule.deployment_name} ({deployment_id}) on work pool "
+        f"{args.pool!r}; start a worker: prefect worker start --pool {args.pool}"
     )
 
 

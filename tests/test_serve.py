@@ -132,3 +132,49 @@ def test_served_deployment_runs_on_a_real_server(
     finally:
         stop(serve)
     assert serve.poll() is not None
+
+
+def test_work_pool_deployment_runs_on_a_process_worker(
+    tmp_path: Path, prefect_server, tiny_mirror
+) -> None:
+    """Scaling out: the deployment on a process work pool, run by `prefect worker start`."""
+    api_url, env = prefect_server
+    mirror, sha = tiny_mirror
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    params = {
+        "data": {"mirrors": [str(mirror)], "sha256": sha},
+        "train": {"epochs": 3, "batch_size": 32, "val_size": 32, "num_threads": 1},
+        "evaluate": {"min_accuracy": 0.0},
+        "schedule": {"deployment_name": "test-pool-weekly", "cron": CRON, "timezone": "UTC"},
+    }
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    prefect = str(BIN / "prefect")
+    for args in (
+        [prefect, "work-pool", "create", "test-pool", "--type", "process"],
+        [sys.executable, "-m", "flows.serve", "--workdir", str(workdir), "--pool", "test-pool"],
+    ):
+        done = subprocess.run(
+            args, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "prefect worker start --pool test-pool" in done.stdout
+    log = tmp_path / "worker.log"
+    worker = start([prefect, "worker", "start", "--pool", "test-pool"], env, log, tmp_path)
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            with get_client(sync_client=True) as client:
+                found = client.read_deployment_by_name("mnist-retrain/test-pool-weekly")
+            assert found.work_pool_name == "test-pool"
+            assert [(s.schedule.cron, s.schedule.timezone) for s in found.schedules] == [
+                (CRON, "UTC")
+            ]
+            flow_run = run_deployment(
+                "mnist-retrain/test-pool-weekly", parameters={"epochs": 1}, timeout=300
+            )
+        assert flow_run.state is not None and flow_run.state.is_completed(), log.read_text()
+        cards = Registry(workdir / "registry", "mnist-cnn").versions()
+        assert [(c["version"], c["params"]["train"]["epochs"]) for c in cards] == [(1, 1)]
+    finally:
+        stop(worker)
+    assert worker.poll() is not None
