@@ -70,6 +70,21 @@ def wait_for(check, timeout: float, what: str, proc: subprocess.Popen, log: Path
     pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
 
 
+def tiny_project(tmp_path: Path, tiny_mirror, schedule: dict[str, str]) -> Path:
+    """A working directory whose params.yaml trains briefly on the tiny mirror."""
+    mirror, sha = tiny_mirror
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    params = {
+        "data": {"mirrors": [str(mirror)], "sha256": sha},
+        "train": {"epochs": 3, "batch_size": 32, "val_size": 32, "num_threads": 1},
+        "evaluate": {"min_accuracy": 0.0},
+        "schedule": schedule,
+    }
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    return workdir
+
+
 @pytest.fixture
 def prefect_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     port = free_port()
@@ -101,16 +116,7 @@ def test_served_deployment_runs_on_a_real_server(
     tmp_path: Path, prefect_server, tiny_mirror
 ) -> None:
     api_url, env = prefect_server
-    mirror, sha = tiny_mirror
-    workdir = tmp_path / "project"
-    workdir.mkdir()
-    params = {
-        "data": {"mirrors": [str(mirror)], "sha256": sha},
-        "train": {"epochs": 3, "batch_size": 32, "val_size": 32, "num_threads": 1},
-        "evaluate": {"min_accuracy": 0.0},
-        "schedule": {"deployment_name": "test-weekly", "cron": CRON},
-    }
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    workdir = tiny_project(tmp_path, tiny_mirror, {"deployment_name": "test-weekly", "cron": CRON})
     log = tmp_path / "serve.log"
     serve = start(
         [sys.executable, "-m", "flows.serve", "--workdir", str(workdir)], env, log, REPO_ROOT
@@ -139,16 +145,8 @@ def test_work_pool_deployment_runs_on_a_process_worker(
 ) -> None:
     """Scaling out: the deployment on a process work pool, run by `prefect worker start`."""
     api_url, env = prefect_server
-    mirror, sha = tiny_mirror
-    workdir = tmp_path / "project"
-    workdir.mkdir()
-    params = {
-        "data": {"mirrors": [str(mirror)], "sha256": sha},
-        "train": {"epochs": 3, "batch_size": 32, "val_size": 32, "num_threads": 1},
-        "evaluate": {"min_accuracy": 0.0},
-        "schedule": {"deployment_name": "test-pool-weekly", "cron": CRON, "timezone": "UTC"},
-    }
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    schedule = {"deployment_name": "test-pool-weekly", "cron": CRON, "timezone": "UTC"}
+    workdir = tiny_project(tmp_path, tiny_mirror, schedule)
     prefect = str(BIN / "prefect")
     for args in (
         [prefect, "work-pool", "create", "test-pool", "--type", "process"],
