@@ -4,23 +4,29 @@ Classic (pytorch/examples style): torchvision.datasets.MNIST over the same raw f
 into a temp folder, so nothing is downloaded), ToTensor + Normalize per image, DataLoader with
 batch 64 and shuffling, the same ClassicNet, Adam. Ours: the dataset decoded and normalised once
 into tensors, random index batches of train.batch_size (params default 128) from the 55k
-training split, the train stage's epoch function. Both run on the same threads.
+training split, the train stage's epoch function, optimizer (fused Adam) and torch settings
+(threads, deterministic algorithms), once in fp32 and once with bf16 autocast (train.precision).
+All run on the same number of threads.
 
-Each repeat times the first `--batches` batches of an epoch and extrapolates to a full epoch
-(`--full` times whole epochs instead); medians over `--repeats` are printed, with the ratio and
-the test accuracy each model reached after its timed training (partial epochs with --batches).
+Every measurement runs in a fresh process (no allocator or cache state carried over), and the
+three kinds alternate within each repeat so that a noisy neighbour slows them alike. Each times
+the first `--batches` batches of an epoch and extrapolates to a full epoch (`--full` times whole
+epochs). Printed: medians over `--repeats`, their ratio, the median of the per-repeat ratios
+(robust to drifting load), and the test accuracy each model reached after its timed training
+(partial epochs with --batches).
 
-    .venv/bin/python benchmarks/bench_train.py                # 200 batches x 3 repeats each
+    .venv/bin/python benchmarks/bench_train.py                # 200 batches x 5 repeats each
     .venv/bin/python benchmarks/bench_train.py --full --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -33,6 +39,7 @@ from mnist_pipeline.dataset import MNIST_MEAN, MNIST_STD, load_mnist, normalise
 from mnist_pipeline.manifest import MNIST_FILES
 from mnist_pipeline.model import build_model
 from mnist_pipeline.params import TrainParams
+from mnist_pipeline.train import torch_settings
 
 CLASSIC_BATCH = 64
 
@@ -94,28 +101,37 @@ def ours_epoch(
         images,
         labels,
         loop.batch_indices(train_idx, params.batch_size, generator, batches),
+        precision=params.precision,
     )
     return time.perf_counter() - start, stats.images / len(train_idx), model
 
 
-def test_accuracy(model: torch.nn.Module, test_images: torch.Tensor, labels: torch.Tensor) -> float:
-    return loop.score(loop.predict_logits(model, test_images, 1000), labels).accuracy
+KINDS = {"classic": None, "ours fp32": "fp32", "ours bf16": "bf16"}  # kind -> train.precision
 
 
-def timed(
-    label: str, run: Callable[[int], Run], repeats: int
-) -> tuple[list[float], torch.nn.Module]:
-    """Per-epoch seconds (extrapolated from the timed fraction) of each repeat; the last model."""
-    per_epoch = []
-    for r in range(repeats):
-        seconds, fraction, model = run(r)
-        per_epoch.append(seconds / fraction)
-        print(
-            f"  {label} repeat {r + 1}: {seconds:.2f} s for {fraction:.1%} of an epoch "
-            f"-> {seconds / fraction:.1f} s/epoch",
-            flush=True,
-        )
-    return per_epoch, model
+def measure(
+    kind: str, data_dir: Path, params: TrainParams, batches: int | None, seed: int
+) -> tuple[float, float, float]:
+    """In a fresh process: (seconds per epoch, test accuracy, setup seconds) of one `kind` run."""
+    torch.set_num_threads(params.num_threads)
+    mnist = load_mnist(data_dir)
+    test_images = normalise(mnist.test_images)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        if kind == "classic":
+            dataset = classic_dataset(data_dir, Path(tmp), train=True)
+            setup = time.perf_counter() - start
+            seconds, fraction, model = classic_epoch(dataset, batches, seed)
+        else:
+            images = normalise(mnist.train_images)
+            setup = time.perf_counter() - start
+            params = params.model_copy(update={"precision": KINDS[kind]})
+            with torch_settings(params):
+                seconds, fraction, model = ours_epoch(
+                    images, mnist.train_labels, params, batches, seed
+                )
+    logits = loop.predict_logits(model, test_images, 1000)
+    return seconds / fraction, loop.score(logits, mnist.test_labels).accuracy, setup
 
 
 def main() -> None:
@@ -123,49 +139,45 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("data/mnist"))
     parser.add_argument("--batches", type=int, default=200, help="batches timed per repeat")
     parser.add_argument("--full", action="store_true", help="time whole epochs")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=TrainParams().num_threads)
     parser.add_argument("--batch-size", type=int, default=TrainParams().batch_size, help="ours")
     args = parser.parse_args()
     batches = None if args.full else args.batches
-    torch.set_num_threads(args.threads)
-    params = TrainParams(batch_size=args.batch_size, lr_schedule="constant")
-
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        classic_train = classic_dataset(args.data_dir, Path(tmp), train=True)
-        classic_setup = time.perf_counter() - start
-        start = time.perf_counter()
-        mnist = load_mnist(args.data_dir)
-        images = normalise(mnist.train_images)
-        ours_setup = time.perf_counter() - start
-        test_images = normalise(mnist.test_images)
-
-        what = "full epochs" if args.full else f"{args.batches} batches extrapolated to an epoch"
-        print(f"threads {args.threads}, {args.repeats} repeats, {what}")
-        classic, classic_model = timed(
-            "classic", lambda r: classic_epoch(classic_train, batches, r), args.repeats
-        )
-        ours, ours_model = timed(
-            "ours",
-            lambda r: ours_epoch(images, mnist.train_labels, params, batches, r),
-            args.repeats,
-        )
-        classic_acc = test_accuracy(classic_model, test_images, mnist.test_labels)
-        ours_acc = test_accuracy(ours_model, test_images, mnist.test_labels)
-
-    c, o = statistics.median(classic), statistics.median(ours)
-    n_classic, n_ours = len(classic_train), len(images) - params.val_size
-    print(
-        f"classic (torchvision MNIST + DataLoader, batch {CLASSIC_BATCH}, {n_classic} images): "
-        f"median {c:.2f} s/epoch, setup {classic_setup:.2f} s, test accuracy {classic_acc:.2%}"
+    params = TrainParams(
+        batch_size=args.batch_size, lr_schedule="constant", num_threads=args.threads
     )
-    print(
-        f"ours (tensors, batch {params.batch_size}, {n_ours} images): "
-        f"median {o:.2f} s/epoch, setup {ours_setup:.2f} s, test accuracy {ours_acc:.2%}"
-    )
-    print(f"ratio ours/classic: {o / c:.3f} ({c / o:.1f}x faster per epoch)")
-    print(f"per image: classic {c / n_classic * 1e6:.0f} us, ours {o / n_ours * 1e6:.0f} us")
+    what = "full epochs" if args.full else f"{args.batches} batches extrapolated to an epoch"
+    print(f"threads {args.threads}, {args.repeats} repeats, {what}, one process per run")
+
+    results: dict[str, list[tuple[float, float, float]]] = {kind: [] for kind in KINDS}
+    spawn = multiprocessing.get_context("spawn")
+    for r in range(args.repeats):
+        for kind in KINDS:
+            with ProcessPoolExecutor(1, mp_context=spawn) as fresh:
+                run = fresh.submit(measure, kind, args.data_dir, params, batches, r).result()
+            results[kind].append(run)
+            print(f"  repeat {r + 1} {kind}: {run[0]:.2f} s/epoch", flush=True)
+
+    median = {kind: statistics.median(run[0] for run in runs) for kind, runs in results.items()}
+    print(f"classic: torchvision MNIST + DataLoader, batch {CLASSIC_BATCH}, 60000 images")
+    print(f"ours: tensors, batch {params.batch_size}, {60000 - params.val_size} images")
+    for kind, runs in results.items():
+        setup = statistics.median(run[2] for run in runs)
+        print(
+            f"{kind}: median {median[kind]:.2f} s/epoch, setup {setup:.2f} s, "
+            f"test accuracy {runs[-1][1]:.2%}"
+        )
+    c = median["classic"]
+    for kind in list(KINDS)[1:]:
+        paired = statistics.median(
+            mine[0] / theirs[0]
+            for mine, theirs in zip(results[kind], results["classic"], strict=True)
+        )
+        print(
+            f"ratio {kind}/classic: {median[kind] / c:.3f} ({c / median[kind]:.1f}x faster), "
+            f"median of per-repeat ratios {paired:.3f}"
+        )
 
 
 if __name__ == "__main__":
