@@ -73,6 +73,7 @@ class TrainParams(Section):
     val_size: int = Field(default=5000, ge=0)
     device: Literal["cpu", "cuda"] = "cpu"
     num_threads: int = Field(default=2, ge=1, le=256)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     max_batches_per_epoch: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")

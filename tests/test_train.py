@@ -99,6 +99,27 @@ def test_same_params_give_bit_identical_weights(tmp_path: Path, tiny_data_dir: P
     assert not same_weights(first, other_seed)
 
 
+def test_auto_precision_is_bf16_only_where_native(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    assert [loop.resolve_precision(p, cpu) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
+    monkeypatch.setattr(loop, "native_bf16", lambda device: True)
+    assert loop.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(loop, "native_bf16", lambda device: False)
+    assert loop.resolve_precision("auto", cpu) == "fp32"
+
+
+def test_bf16_mixed_precision_is_deterministic_and_keeps_fp32_weights(
+    tmp_path: Path, tiny_data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bf16 = run(tmp_path, tiny_data_dir, "a", params(precision="bf16"))
+    assert "in bf16 (train.precision: bf16)" in capsys.readouterr().err
+    again = run(tmp_path, tiny_data_dir, "b", params(precision="bf16"))
+    fp32 = run(tmp_path, tiny_data_dir, "c", params(precision="fp32"))
+    assert same_weights(bf16, again)
+    assert not same_weights(bf16, fp32)  # autocast really ran in bfloat16
+    assert {t.dtype for t in bf16.values()} == {torch.float32}
+
+
 def test_outputs_history_and_result(tmp_path: Path, tiny_data_dir: Path) -> None:
     layout = Layout(tmp_path)
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
