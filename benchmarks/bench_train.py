@@ -35,10 +35,11 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from mnist_pipeline import training_loop as loop
-from mnist_pipeline.dataset import MNIST_MEAN, MNIST_STD, load_mnist, normalise
+from mnist_pipeline.contract import MNIST_MEAN, MNIST_STD
+from mnist_pipeline.dataset import load_mnist, normalise
 from mnist_pipeline.manifest import MNIST_FILES
-from mnist_pipeline.model import build_model
-from mnist_pipeline.params import TrainParams
+from mnist_pipeline.model import build_model, predict_logits
+from mnist_pipeline.params import ModelParams, TrainParams
 from mnist_pipeline.train import torch_settings
 
 CLASSIC_BATCH = 64
@@ -85,7 +86,7 @@ def ours_epoch(
 ) -> Run:
     """This project's loop over (the first `batches` batches of) one epoch of the 55k split."""
     torch.manual_seed(seed)
-    model = loop.training_model(params.arch)
+    model = loop.training_model(ModelParams().arch)
     optimizer = loop.make_optimizer(model, params)
     train_idx, _ = loop.split_indices(
         len(labels), params.val_size, torch.Generator().manual_seed(1)
@@ -130,7 +131,7 @@ def measure(
                 seconds, fraction, model = ours_epoch(
                     images, mnist.train_labels, params, batches, seed
                 )
-    logits = loop.predict_logits(model, test_images, 1000)
+    logits = predict_logits(model, test_images, 1000)
     return seconds / fraction, loop.score(logits, mnist.test_labels).accuracy, setup
 
 

@@ -9,12 +9,9 @@ from pathlib import Path
 import torch
 
 from mnist_pipeline import idx
+from mnist_pipeline.contract import MNIST_MEAN, MNIST_STD
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.manifest import FILE_KINDS, MNIST_FILES, file_sha256
-
-# Training-set pixel statistics (after scaling to [0, 1]).
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
 
 
 @dataclass(frozen=True)

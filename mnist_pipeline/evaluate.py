@@ -18,9 +18,11 @@ from mnist_pipeline import metrics, plots
 from mnist_pipeline.atomic import write_json, write_text
 from mnist_pipeline.dataset import dataset_sha256, load_mnist, normalise
 from mnist_pipeline.errors import GateError
+from mnist_pipeline.gate import accuracy_passes
 from mnist_pipeline.layout import Layout
-from mnist_pipeline.params import EvaluateParams
-from mnist_pipeline.training_loop import predict_logits, score
+from mnist_pipeline.model import predict_logits
+from mnist_pipeline.params import EvaluateParams, ModelParams
+from mnist_pipeline.training_loop import score
 from mnist_pipeline.weights import load_model
 
 PLOT_FILES = ("misclassified.png", "correct.png", "confusion_matrix.png", "training_curves.png")
@@ -28,16 +30,21 @@ PLOT_FILES = ("misclassified.png", "correct.png", "confusion_matrix.png", "train
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Test-set scores and the gate verdict (also in layout.metrics)."""
+    """Test-set scores of a model that passed the gate (the full report is layout.metrics)."""
 
     accuracy: float
     loss: float
     correct: int
     total: int
     min_accuracy: float
-    passed: bool
     per_class: dict[str, dict[str, float | int]]
     metrics_path: Path
+
+    def summary(self) -> str:
+        return (
+            f"accuracy {self.correct}/{self.total} = {self.accuracy:.4f} passed the gate "
+            f"(min_accuracy {self.min_accuracy}); metrics in {self.metrics_path}"
+        )
 
 
 def predictions_csv(actual: torch.Tensor, predicted: torch.Tensor, confidence: torch.Tensor) -> str:
@@ -94,16 +101,16 @@ def write_plots(
         (folder / PLOT_FILES[3]).unlink(missing_ok=True)  # never leave a stale one behind
 
 
-def evaluate(params: EvaluateParams, arch: str, data_dir: Path, layout: Layout) -> EvalResult:
+def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> EvalResult:
     """Score layout.state_dict on the test set; raise GateError below params.min_accuracy."""
-    model = load_model(arch, layout.state_dict)
-    mnist = load_mnist(data_dir)
+    net = load_model(model.arch, layout.state_dict)
+    mnist = load_mnist(layout.data_dir)
     actual = mnist.test_labels
-    logits = predict_logits(model, normalise(mnist.test_images), params.batch_size)
+    logits = predict_logits(net, normalise(mnist.test_images), params.batch_size)
     confidence, predicted = torch.softmax(logits, dim=1).max(dim=1)
     matrix = metrics.confusion_matrix(actual, predicted)
     accuracy = metrics.accuracy(matrix)
-    passed = accuracy >= params.min_accuracy
+    passed = accuracy_passes(accuracy, params.min_accuracy)
     report = {
         "accuracy": accuracy,
         "loss": score(logits, actual).loss if len(actual) else 0.0,
@@ -113,8 +120,8 @@ def evaluate(params: EvaluateParams, arch: str, data_dir: Path, layout: Layout) 
         "passed": passed,
         "per_class": metrics.per_class(matrix),
         "confusion_matrix": matrix.tolist(),
-        "dataset_sha256": dataset_sha256(data_dir),
-        "arch": arch,
+        "dataset_sha256": dataset_sha256(layout.data_dir),
+        "arch": model.arch,
     }
     write_text(layout.predictions, predictions_csv(actual, predicted, confidence))
     write_plots(mnist.test_images, actual, predicted, confidence, matrix, layout)
@@ -130,7 +137,6 @@ def evaluate(params: EvaluateParams, arch: str, data_dir: Path, layout: Layout) 
         correct=report["correct"],
         total=report["total"],
         min_accuracy=params.min_accuracy,
-        passed=passed,
         per_class=report["per_class"],
         metrics_path=layout.metrics,
     )

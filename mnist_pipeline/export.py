@@ -4,8 +4,8 @@ The graph takes `image`, float32 [N, 1, 28, 28] with pixels in [0, 1] (white dig
 MNIST), applies the training normalisation itself and returns `logits` and `probabilities`
 (softmax), both [N, 10]. The batch dimension is dynamic; the opset is `export.opset`. Metadata
 (`metadata_props`, readable with onnxruntime's `get_modelmeta().custom_metadata_map`) records
-class labels, input and normalisation, and what the caller passes (`collect_metadata`: dataset
-hash, test accuracy, model version).
+class labels, input and normalisation (mnist_pipeline/contract.py), and the run's dataset hash,
+test accuracy and optional model version (`collect_metadata`).
 """
 
 from __future__ import annotations
@@ -24,24 +24,27 @@ import torch
 from torch import nn
 
 import mnist_pipeline
+from mnist_pipeline import gate
 from mnist_pipeline.atomic import atomic_path
-from mnist_pipeline.dataset import MNIST_MEAN, MNIST_STD, dataset_sha256
+from mnist_pipeline.contract import (
+    CLASS_LABELS,
+    INPUT_DESCRIPTION,
+    INPUT_NAME,
+    MNIST_MEAN,
+    MNIST_STD,
+    OUTPUT_DESCRIPTION,
+    OUTPUT_NAMES,
+    PREPROCESSING_DESCRIPTION,
+    normalisation_json,
+)
+from mnist_pipeline.dataset import dataset_sha256
 from mnist_pipeline.errors import DataError, GateError, PipelineError
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.manifest import file_sha256
-from mnist_pipeline.params import ExportParams
+from mnist_pipeline.params import ExportParams, ModelParams
 from mnist_pipeline.weights import load_model
 
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("logits", "probabilities")
 STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
-CLASS_LABELS = tuple(str(d) for d in range(10))
-INPUT_DESCRIPTION = (
-    "image: float32 [N, 1, 28, 28], pixel values in [0, 1], white digit on black background "
-    "(MNIST convention), digit centred by centre of mass in a 20x20 box; normalisation is "
-    "applied inside the graph"
-)
-OUTPUT_DESCRIPTION = "logits: float32 [N, 10]; probabilities: float32 [N, 10] (softmax of logits)"
 
 
 class InferenceModel(nn.Module):
@@ -66,6 +69,12 @@ class ExportResult:
     opset: int
     metadata: dict[str, str] = field(default_factory=dict)
 
+    def summary(self) -> str:
+        return (
+            f"exported {self.onnx_path} (opset {self.opset}, {self.size_bytes:,} bytes, "
+            f"sha256 {self.sha256})"
+        )
+
 
 def _version(package: str) -> str:
     try:
@@ -76,14 +85,13 @@ def _version(package: str) -> str:
 
 def builtin_metadata(arch: str, opset: int) -> dict[str, str]:
     """The metadata every exported model carries (describes the graph and its producers)."""
-    normalisation = {"mean": MNIST_MEAN, "std": MNIST_STD, "formula": "(image - mean) / std"}
     return {
         "arch": arch,
         "class_labels": json.dumps(list(CLASS_LABELS)),
         "input": INPUT_DESCRIPTION,
         "outputs": OUTPUT_DESCRIPTION,
-        "normalisation": json.dumps(normalisation | {"inside_graph": True}),
-        "preprocessing": "for real images see mnist_pipeline/preprocess.py (numbered steps)",
+        "normalisation": normalisation_json(),
+        "preprocessing": PREPROCESSING_DESCRIPTION,
         "opset": str(opset),
         "producer_torch": torch.__version__,
         "producer_onnx": onnx.__version__,
@@ -93,43 +101,9 @@ def builtin_metadata(arch: str, opset: int) -> dict[str, str]:
 
 
 def collect_metadata(
-    metrics_path: Path, data_dir: Path, model_version: str | None = None
+    accuracy: float, data_hash: str, model_version: str | None = None
 ) -> dict[str, str]:
-    """Metadata from the evaluation report and the dataset; refuses a gated-out model.
-
-    Raises GateError when the metrics JSON does not say `"passed": true`.
-    """
-    try:
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PipelineError(
-            f"no evaluation metrics at {metrics_path}: run `mnist-pipeline evaluate` first "
-            "(only a model that passed the accuracy gate is exported)"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PipelineError(f"cannot read metrics {metrics_path}: {exc}") from None
-    if not isinstance(metrics, dict):
-        raise PipelineError(f"{metrics_path}: expected a JSON object")
-    accuracy = metrics.get("accuracy")
-    if isinstance(accuracy, bool) or not isinstance(accuracy, int | float):
-        raise PipelineError(f"{metrics_path}: 'accuracy' must be a number, got {accuracy!r}")
-    if metrics.get("passed") is not True:
-        raise GateError(
-            f"refusing to export: {metrics_path} says the model did not pass the accuracy gate "
-            f"(accuracy {accuracy:.4f}, min_accuracy {metrics.get('min_accuracy')!r})"
-        )
-    try:
-        data_hash = dataset_sha256(data_dir)
-    except FileNotFoundError as exc:
-        raise DataError(
-            f"missing dataset file {exc.filename}: run `mnist-pipeline fetch`"
-        ) from None
-    evaluated_on = metrics.get("dataset_sha256")
-    if evaluated_on is not None and evaluated_on != data_hash:
-        raise PipelineError(
-            f"{metrics_path} was computed on another dataset (sha256 {evaluated_on}) than "
-            f"{data_dir} ({data_hash}): run `mnist-pipeline evaluate` again"
-        )
+    """The run-specific metadata: training data hash, test accuracy, optional model version."""
     meta = {"training_data_sha256": data_hash, "test_accuracy": repr(float(accuracy))}
     if model_version is not None:
         meta["model_version"] = str(model_version)
@@ -218,9 +192,29 @@ def export_onnx(
     return ExportResult(onnx_path, sha256, size, params.opset, meta)
 
 
-def run_export(
-    params: ExportParams, arch: str, layout: Layout, model_version: str | None = None
+def export(
+    model: ModelParams, params: ExportParams, layout: Layout, model_version: str | None = None
 ) -> ExportResult:
-    """Stage entry (CLI, DVC, flow): export layout.state_dict to layout.onnx if the gate passed."""
-    metadata = collect_metadata(layout.metrics, layout.data_dir, model_version)
-    return export_onnx(params, arch, layout.state_dict, layout.onnx, metadata)
+    """Stage entry: export layout.state_dict to layout.onnx, only if evaluation passed the gate.
+
+    The evaluation report must also describe the dataset in layout.data_dir (not a stale one).
+    """
+    metrics = gate.read_report(layout.metrics, "evaluate")
+    try:
+        accuracy = gate.evaluation_passed(metrics, str(layout.metrics))
+    except GateError as exc:
+        raise GateError(f"refusing to export: {exc}") from None
+    try:
+        data_hash = dataset_sha256(layout.data_dir)
+    except FileNotFoundError as exc:
+        raise DataError(
+            f"missing dataset file {exc.filename}: run `mnist-pipeline fetch`"
+        ) from None
+    evaluated_on = metrics.get("dataset_sha256")
+    if evaluated_on is not None and evaluated_on != data_hash:
+        raise PipelineError(
+            f"{layout.metrics} was computed on another dataset (sha256 {evaluated_on}) than "
+            f"{layout.data_dir} ({data_hash}): run `mnist-pipeline evaluate` again"
+        )
+    metadata = collect_metadata(accuracy, data_hash, model_version)
+    return export_onnx(params, model.arch, layout.state_dict, layout.onnx, metadata)

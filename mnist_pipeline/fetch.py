@@ -24,6 +24,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from mnist_pipeline import idx
 from mnist_pipeline.atomic import atomic_path
 from mnist_pipeline.errors import DataError
+from mnist_pipeline.layout import Layout
 from mnist_pipeline.manifest import FILE_KINDS, MNIST_FILES, file_sha256
 from mnist_pipeline.params import DataParams
 
@@ -41,6 +42,12 @@ class FetchResult:
     data_dir: Path
     downloaded: dict[str, str] = field(default_factory=dict)
     already_present: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        lines = [f"fetched {name} from {mirror}" for name, mirror in self.downloaded.items()]
+        if self.already_present:
+            lines.append(f"already present and verified: {len(self.already_present)} file(s)")
+        return "\n".join([*lines, f"dataset ready in {self.data_dir}"])
 
 
 def _source(mirror: str, filename: str) -> str:
@@ -149,8 +156,9 @@ def _progress(show: bool | None) -> Progress | None:
     )
 
 
-def fetch(params: DataParams, data_dir: Path, show_progress: bool | None = None) -> FetchResult:
-    """Make `data_dir` hold the four verified MNIST files, downloading only what is missing."""
+def fetch(params: DataParams, layout: Layout, show_progress: bool | None = None) -> FetchResult:
+    """Make layout.data_dir hold the four verified MNIST files, downloading only what is missing."""
+    data_dir = layout.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     downloaded: dict[str, str] = {}
     present: list[str] = []

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mnist_pipeline.contract import NUM_CLASSES
 from mnist_pipeline.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
 UBYTE = 0x08
-NUM_CLASSES = 10
 
 
 @dataclass(frozen=True)

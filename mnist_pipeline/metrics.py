@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-NUM_CLASSES = 10
+from mnist_pipeline.contract import NUM_CLASSES
 
 
 def confusion_matrix(

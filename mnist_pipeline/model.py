@@ -1,10 +1,12 @@
-"""Network architectures (pure torch.nn; no I/O). Networks return logits."""
+"""Network architectures and batched inference (pure torch; no I/O). Networks return logits."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mnist_pipeline.contract import NUM_CLASSES
 
 
 class ClassicNet(nn.Module):
@@ -16,7 +18,7 @@ class ClassicNet(nn.Module):
         self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
         self.conv2_drop = nn.Dropout2d()
         self.fc1 = nn.Linear(320, 50)
-        self.fc2 = nn.Linear(50, 10)
+        self.fc2 = nn.Linear(50, NUM_CLASSES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[N, 1, 28, 28] normalised images -> [N, 10] logits."""
@@ -39,6 +41,10 @@ def build_model(arch: str) -> nn.Module:
         raise ValueError(f"unknown arch {arch!r}; known: {sorted(ARCHITECTURES)}") from None
 
 
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Class probabilities from logits."""
-    return torch.softmax(logits, dim=1)
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Logits for every normalised image, in order, computed in eval mode batch by batch."""
+    model.eval()
+    if len(images) == 0:
+        return torch.empty(0, NUM_CLASSES)
+    return torch.cat([model(chunk) for chunk in images.split(batch_size)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -60,10 +60,15 @@ class DataParams(Section):
         return tuple(value) if isinstance(value, list) else value
 
 
-class TrainParams(Section):
-    """Model architecture and optimisation."""
+class ModelParams(Section):
+    """The network, read by every stage that builds it (train, evaluate, export, parity)."""
 
     arch: Literal["classic"] = "classic"
+
+
+class TrainParams(Section):
+    """Optimisation: everything besides the architecture that shapes the trained weights."""
+
     epochs: int = Field(default=20, ge=1, le=1000)
     batch_size: int = Field(default=128, ge=1, le=65536)
     learning_rate: float = Field(default=0.001, gt=0, le=10)
@@ -94,13 +99,18 @@ class EvaluateParams(Section):
 
 
 class ExportParams(Section):
-    """ONNX export and the onnxruntime parity check."""
+    """ONNX export."""
 
     opset: int = Field(default=18, ge=17, le=23)
-    parity_atol: float = Field(default=1e-4, gt=0)
-    parity_batch_sizes: tuple[int, ...] = Field(default=(1, 7), min_length=1)
 
-    @field_validator("parity_batch_sizes", mode="before")
+
+class ParityParams(Section):
+    """The onnxruntime-vs-PyTorch parity gate."""
+
+    atol: float = Field(default=1e-4, gt=0)
+    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(default=(1, 7), min_length=1)
+
+    @field_validator("batch_sizes", mode="before")
     @classmethod
     def _list_to_tuple(cls, value: Any) -> Any:
         return tuple(value) if isinstance(value, list) else value
@@ -134,15 +144,36 @@ class Params(Section):
     """All of params.yaml."""
 
     data: DataParams = DataParams()
+    model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     export: ExportParams = ExportParams()
+    parity: ParityParams = ParityParams()
     registry: RegistryParams = RegistryParams()
     schedule: ScheduleParams = ScheduleParams()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready dict (for model cards and reports)."""
         return self.model_dump(mode="json")
+
+
+# Keys that moved between sections: an old params.yaml gets told where each one went.
+MOVED_KEYS = {
+    "train.arch": "model.arch",
+    "export.parity_atol": "parity.atol",
+    "export.parity_batch_sizes": "parity.batch_sizes",
+}
+
+
+def _check_moved(raw: dict[str, Any], source: str) -> None:
+    """Refuse keys of an older params.yaml layout, naming where each one lives now."""
+    moved = []
+    for old, new in MOVED_KEYS.items():
+        section, key = old.split(".")
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            moved.append(f"{source}: {old}: moved to {new} (the '{new.split('.')[0]}:' section)")
+    if moved:
+        raise ParamsError("invalid params:\n  " + "\n  ".join(moved))
 
 
 def _describe(error: ValidationError, source: str) -> str:
@@ -163,6 +194,8 @@ def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> None:
         if len(parts) != 2 or not all(parts):
             raise ParamsError(f"override {dotted!r}: expected 'section.key'")
         section, key = parts
+        if dotted in MOVED_KEYS:
+            raise ParamsError(f"override {dotted!r}: moved to {MOVED_KEYS[dotted]}")
         if section not in Params.model_fields:
             raise ParamsError(f"override {dotted!r}: unknown section {section!r}")
         target = raw.setdefault(section, {})
@@ -180,6 +213,7 @@ def parse_params(
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: top level must be a mapping of sections")
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    _check_moved(raw, source)
     _apply_overrides(raw, overrides or {})
     try:
         return Params.model_validate(raw)

@@ -1,10 +1,10 @@
 """Parity stage: the ONNX file must compute what the PyTorch model computes.
 
 onnxruntime runs the exported graph on the whole test set (pixels / 255, normalisation inside
-the graph) at the full-set batch size and at each of `export.parity_batch_sizes`; PyTorch runs
-the trained weights in eval mode on `dataset.normalise(images)`, the path training and evaluation
-use. Gate: for every run, max |logits diff| and max |probabilities diff| <= `export.parity_atol`
-and the same argmax on every image. A second, independent check runs the first
+the graph) at the full-set batch size and at each of `parity.batch_sizes`; PyTorch runs the
+trained weights in eval mode on `dataset.normalise(images)`, the path training and evaluation
+use. Gate (gate.parity_passes): for every run, max |logits diff| and max |probabilities diff|
+<= `parity.atol` and the same argmax on every image. A second, independent check runs the first
 `REFERENCE_IMAGES` images through onnx.reference.ReferenceEvaluator (pure numpy ONNX semantics).
 
 `max_rel_diff_logits` (reported, not gated) is max |onnx - torch| / max(|torch|, 1e-3).
@@ -27,11 +27,13 @@ from onnx.reference import ReferenceEvaluator
 
 import mnist_pipeline
 from mnist_pipeline.atomic import write_json
+from mnist_pipeline.contract import INPUT_NAME, OUTPUT_NAMES
 from mnist_pipeline.dataset import load_mnist, normalise
 from mnist_pipeline.errors import GateError, PipelineError
-from mnist_pipeline.export import INPUT_NAME, OUTPUT_NAMES
+from mnist_pipeline.gate import parity_passes
 from mnist_pipeline.layout import Layout
-from mnist_pipeline.params import ExportParams
+from mnist_pipeline.model import predict_logits
+from mnist_pipeline.params import ModelParams, ParityParams
 from mnist_pipeline.weights import load_model
 
 REFERENCE_IMAGES = 16
@@ -41,9 +43,8 @@ REL_FLOOR = 1e-3
 
 @dataclass(frozen=True)
 class ParityResult:
-    """Outcome of `check_parity` (the full record is the JSON report)."""
+    """Outcome of a passed `check_parity` (the full record is the JSON report)."""
 
-    passed: bool
     max_abs_diff_logits: float
     max_abs_diff_probabilities: float
     argmax_mismatches: int
@@ -51,15 +52,17 @@ class ParityResult:
     onnx_sha256: str
     report_path: Path
 
+    def summary(self) -> str:
+        return (
+            f"parity passed on {self.images} images: max |logits diff| "
+            f"{self.max_abs_diff_logits:.3g}, max |probabilities diff| "
+            f"{self.max_abs_diff_probabilities:.3g}; report {self.report_path}"
+        )
+
 
 def _torch_outputs(arch: str, state_dict_path: Path, images: torch.Tensor) -> np.ndarray:
-    model = load_model(arch, state_dict_path)
-    with torch.inference_mode():
-        chunks = [
-            model(normalise(images[i : i + TORCH_BATCH]))
-            for i in range(0, len(images), TORCH_BATCH)
-        ]
-    return torch.cat(chunks).numpy().astype(np.float64)
+    logits = predict_logits(load_model(arch, state_dict_path), normalise(images), TORCH_BATCH)
+    return logits.numpy().astype(np.float64)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -103,7 +106,7 @@ def _load_onnx(onnx_path: Path) -> bytes:
 
 
 def check_parity(
-    params: ExportParams,
+    params: ParityParams,
     arch: str,
     state_dict_path: Path,
     onnx_path: Path,
@@ -122,7 +125,7 @@ def check_parity(
     ref_logits = _torch_outputs(arch, state_dict_path, images)
     pixels = (images.numpy().astype(np.float32) / 255.0)[:, None, :, :]
 
-    batch_sizes = list(dict.fromkeys([len(pixels), *params.parity_batch_sizes]))
+    batch_sizes = list(dict.fromkeys([len(pixels), *params.batch_sizes]))
     runs = {}
     for batch in batch_sizes:
         runs[str(batch)] = _compare(*_ort_outputs(session, pixels, batch), ref_logits)
@@ -142,11 +145,9 @@ def check_parity(
         for key in ("max_abs_diff_logits", "max_abs_diff_probabilities", "max_rel_diff_logits")
     }
     mismatches = sum(run["argmax_mismatches"] for run in [*runs.values(), reference])
-    atol = params.parity_atol
-    passed = (
-        worst["max_abs_diff_logits"] <= atol
-        and worst["max_abs_diff_probabilities"] <= atol
-        and mismatches == 0
+    atol = params.atol
+    passed = parity_passes(
+        worst["max_abs_diff_logits"], worst["max_abs_diff_probabilities"], mismatches, atol
     )
     report = {
         "passed": passed,
@@ -174,7 +175,6 @@ def check_parity(
     }
     write_json(report_path, report)
     result = ParityResult(
-        passed=passed,
         max_abs_diff_logits=worst["max_abs_diff_logits"],
         max_abs_diff_probabilities=worst["max_abs_diff_probabilities"],
         argmax_mismatches=mismatches,
@@ -192,8 +192,8 @@ def check_parity(
     return result
 
 
-def run_parity(params: ExportParams, arch: str, layout: Layout) -> ParityResult:
-    """Stage entry (CLI, DVC, flow): check layout.onnx against layout.state_dict."""
+def parity(model: ModelParams, params: ParityParams, layout: Layout) -> ParityResult:
+    """Stage entry: check layout.onnx against layout.state_dict; report to layout.parity_report."""
     return check_parity(
-        params, arch, layout.state_dict, layout.onnx, layout.data_dir, layout.parity_report
+        params, model.arch, layout.state_dict, layout.onnx, layout.data_dir, layout.parity_report
     )

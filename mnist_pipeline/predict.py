@@ -14,13 +14,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from mnist_pipeline.contract import IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, PROBABILITIES
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.params import RegistryParams
 from mnist_pipeline.preprocess import ImageError, preprocess_file
 
-INPUT_NAME = "image"  # the graph interface written by export.py (not imported: it imports torch)
-PROBABILITIES = "probabilities"
 BATCH = 256
 
 
@@ -78,7 +77,7 @@ def resolve_model(ref: str | None, layout: Layout, registry: RegistryParams) -> 
         return path
     from mnist_pipeline.registry import PRODUCTION, Registry  # torch-free
 
-    models = Registry(layout.registry_root(registry.root), registry.model_name)
+    models = Registry.from_params(registry, layout)
     if ref is not None:
         return models.resolve(ref)
     if PRODUCTION in models.aliases():
@@ -115,13 +114,13 @@ def classify(session: ort.InferenceSession, digits: np.ndarray) -> np.ndarray:
         session.run([PROBABILITIES], {INPUT_NAME: digits[i : i + BATCH, None, :, :]})[0]
         for i in range(0, len(digits), BATCH)
     ]
-    return np.concatenate(batches) if batches else np.zeros((0, 10), np.float32)
+    return np.concatenate(batches) if batches else np.zeros((0, NUM_CLASSES), np.float32)
 
 
 def predict_files(model_path: Path, files: Sequence[Path], top: int = 1) -> PredictResult:
     """Classify each file; a bad file gets an error entry and the others are still classified."""
-    if not 1 <= top <= 10:
-        raise ValueError(f"top must be between 1 and 10, got {top}")
+    if not 1 <= top <= NUM_CLASSES:
+        raise ValueError(f"top must be between 1 and {NUM_CLASSES}, got {top}")
     session = load_session(model_path)
     errors: dict[int, str] = {}
     good: list[int] = []
@@ -132,7 +131,7 @@ def predict_files(model_path: Path, files: Sequence[Path], top: int = 1) -> Pred
             good.append(index)
         except ImageError as exc:
             errors[index] = str(exc)
-    stacked = np.stack(digits) if digits else np.zeros((0, 28, 28), np.float32)
+    stacked = np.stack(digits) if digits else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.float32)
     probabilities = classify(session, stacked)
     by_index = dict(zip(good, probabilities, strict=True))
     predictions = []

@@ -43,13 +43,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mnist_pipeline.contract import IMAGE_SIZE
 from mnist_pipeline.errors import PipelineError
 
 MAX_PIXELS = 50_000_000
 MIN_CONTRAST = 0.1
 INK_THRESHOLD = 0.2
 BOX = 20
-SIZE = 28
 CENTRE = 14.0
 LUMA = (0.299, 0.587, 0.114)
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -149,7 +149,7 @@ def fit_box(crop: np.ndarray, box: int = BOX) -> np.ndarray:
     return np.asarray(resized, dtype=np.float32)
 
 
-def centre_by_mass(digit: np.ndarray, size: int = SIZE, centre: float = CENTRE) -> np.ndarray:
+def centre_by_mass(digit: np.ndarray, size: int = IMAGE_SIZE, centre: float = CENTRE) -> np.ndarray:
     """Step 7: paste into a size x size field with the centre of mass at (centre, centre)."""
     total = float(digit.sum(dtype=np.float64))
     rows, cols = np.indices(digit.shape)

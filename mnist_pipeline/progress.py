@@ -14,6 +14,11 @@ OnBatch = Callable[[int, float, float], None]
 UPDATE_EVERY = 10  # batches between bar refreshes
 
 
+def log(message: str) -> None:
+    """One plain progress line on stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def epoch_line(row: dict[str, float], images_per_second: float) -> str:
     """The one-line summary of a finished epoch."""
     return (

@@ -17,7 +17,6 @@ import csv
 import io
 import math
 import os
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,13 +26,15 @@ from typing import Any
 
 import torch
 
+from mnist_pipeline import checkpoint as checkpoints
 from mnist_pipeline import training_loop as loop
-from mnist_pipeline.atomic import write_text, write_with
+from mnist_pipeline.atomic import write_text
 from mnist_pipeline.dataset import dataset_sha256, load_mnist, normalise
 from mnist_pipeline.errors import ParamsError
 from mnist_pipeline.layout import Layout
-from mnist_pipeline.params import TrainParams
-from mnist_pipeline.progress import EpochReporter
+from mnist_pipeline.model import predict_logits
+from mnist_pipeline.params import ModelParams, TrainParams
+from mnist_pipeline.progress import EpochReporter, log
 from mnist_pipeline.weights import save_state_dict
 
 HISTORY_COLUMNS = (
@@ -45,7 +46,6 @@ HISTORY_COLUMNS = (
     "lr",
     "seconds",
 )
-CHECKPOINT_FORMAT = 1
 EVAL_BATCH = 1000
 
 
@@ -60,10 +60,13 @@ class TrainResult:
     seconds: float
     state_dict: Path
 
-
-def log(message: str) -> None:
-    """One plain progress line on stderr."""
-    print(message, file=sys.stderr, flush=True)
+    def summary(self) -> str:
+        resumed = f", resumed after epoch {self.resumed_from}" if self.resumed_from else ""
+        val = "n/a" if self.val_accuracy is None else f"{self.val_accuracy:.4f}"
+        return (
+            f"trained {self.epochs_run} epoch(s){resumed} in {self.seconds:.1f} s: "
+            f"train loss {self.train_loss:.4f}, val accuracy {val} -> {self.state_dict}"
+        )
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -104,51 +107,21 @@ def history_csv(history: list[dict[str, float]]) -> str:
     return out.getvalue()
 
 
-def _rng_states(shuffle: torch.Generator, device: torch.device) -> dict[str, Any]:
-    states = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
-    if device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(device)
-    return states
+def identity(model: ModelParams, params: TrainParams, data_dir: Path) -> dict[str, Any]:
+    """What makes two runs the same run: the dotted params that shape the weights and the data."""
+    sections = {"model": model.model_dump(mode="json"), "train": params.model_dump(mode="json")}
+    flat = {
+        f"{name}.{key}": value for name, keys in sections.items() for key, value in keys.items()
+    }
+    return {"params": flat, "dataset_sha256": dataset_sha256(data_dir)}
 
 
-def _set_rng_states(states: dict[str, Any], shuffle: torch.Generator, device: torch.device) -> None:
-    torch.set_rng_state(states["torch"])
-    shuffle.set_state(states["shuffle"])
-    if device.type == "cuda":
-        torch.cuda.set_rng_state(states["cuda"], device)
-
-
-def load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
-    """The checkpoint at `path` if it was made with the same params and data; else None."""
-    if not path.is_file():
-        return None
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        log(f"ignoring unreadable checkpoint {path} ({exc}); starting fresh")
-        return None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        log(f"ignoring checkpoint {path} of an unknown format; starting fresh")
-        return None
-    if checkpoint.get("identity") != identity:
-        made = checkpoint.get("identity", {})
-        changed = sorted(
-            key
-            for key in {**made.get("params", {}), **identity["params"]}
-            if made.get("params", {}).get(key) != identity["params"].get(key)
-        )
-        if made.get("dataset_sha256") != identity["dataset_sha256"]:
-            changed.append("dataset")
-        log(f"checkpoint {path} was made with different {', '.join(changed)}; starting fresh")
-        return None
-    return checkpoint
-
-
-def train(params: TrainParams, data_dir: Path, layout: Layout) -> TrainResult:
-    """Train `params.arch` on the fetched dataset in `data_dir`; weights go to layout.state_dict."""
+def train(model: ModelParams, params: TrainParams, layout: Layout) -> TrainResult:
+    """Train `model.arch` on the fetched dataset; weights go to layout.state_dict."""
     device = resolve_device(params.device)
     precision = loop.resolve_precision(params.precision, device)
     started = time.perf_counter()
+    data_dir = layout.data_dir
     with torch_settings(params):
         mnist = load_mnist(data_dir)
         n = len(mnist.train_labels)
@@ -157,10 +130,7 @@ def train(params: TrainParams, data_dir: Path, layout: Layout) -> TrainResult:
                 f"train.val_size={params.val_size} leaves no training images "
                 f"(the training split has {n})"
             )
-        identity = {
-            "params": params.model_dump(mode="json"),
-            "dataset_sha256": dataset_sha256(data_dir),
-        }
+        run_identity = identity(model, params, data_dir)
         images = normalise(mnist.train_images).to(device)
         labels = mnist.train_labels.to(device)
         train_idx, val_idx = loop.split_indices(
@@ -172,17 +142,17 @@ def train(params: TrainParams, data_dir: Path, layout: Layout) -> TrainResult:
 
         torch.manual_seed(params.seed)  # weight init and dropout
         shuffle = torch.Generator().manual_seed(params.seed + 1)
-        model = loop.training_model(params.arch, device)
-        optimizer = loop.make_optimizer(model, params)
+        net = loop.training_model(model.arch, device)
+        optimizer = loop.make_optimizer(net, params)
         scheduler = loop.make_scheduler(optimizer, params, steps)
         history: list[dict[str, float]] = []
         done = 0
-        checkpoint = load_checkpoint(layout.checkpoint, identity)
+        checkpoint = checkpoints.load(layout.checkpoint, run_identity)
         if checkpoint is not None:
-            model.load_state_dict(checkpoint["model"])
+            net.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
-            _set_rng_states(checkpoint["rng"], shuffle, device)
+            checkpoints.restore_rng_states(checkpoint["rng"], shuffle, device)
             history, done = list(checkpoint["history"]), int(checkpoint["epoch"])
             log(f"resuming from {layout.checkpoint} after epoch {done}/{params.epochs}")
 
@@ -198,7 +168,7 @@ def train(params: TrainParams, data_dir: Path, layout: Layout) -> TrainResult:
             batches = loop.batch_indices(train_idx, params.batch_size, shuffle, cap)
             with reporter.epoch(epoch) as on_batch:
                 stats = loop.train_epoch(
-                    model,
+                    net,
                     optimizer,
                     scheduler,
                     images,
@@ -207,7 +177,7 @@ def train(params: TrainParams, data_dir: Path, layout: Layout) -> TrainResult:
                     on_batch,
                     precision,
                 )
-                val = loop.score(loop.predict_logits(model, val_images, EVAL_BATCH), val_labels)
+                val = loop.score(predict_logits(net, val_images, EVAL_BATCH), val_labels)
             row = {
                 "epoch": epoch,
                 "train_loss": round(stats.loss, 6),
@@ -219,20 +189,21 @@ def train(params: TrainParams, data_dir: Path, layout: Layout) -> TrainResult:
             }
             history.append(row)
             reporter.done(row, stats.images)
-            state = {
-                "format": CHECKPOINT_FORMAT,
-                "identity": identity,
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_states(shuffle, device),
-                "history": history,
-            }
-            write_with(layout.checkpoint, lambda tmp, state=state: torch.save(state, tmp))
+            checkpoints.save(
+                layout.checkpoint,
+                {
+                    "identity": run_identity,
+                    "epoch": epoch,
+                    "model": net.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": checkpoints.rng_states(shuffle, device),
+                    "history": history,
+                },
+            )
 
         # Weights and history are replaced together, only by a run that finished.
-        save_state_dict(model, layout.state_dict)
+        save_state_dict(net, layout.state_dict)
         write_text(layout.train_history, history_csv(history))
         layout.checkpoint.unlink(missing_ok=True)
     last = history[-1] if history else {}

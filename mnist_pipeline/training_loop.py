@@ -139,15 +139,6 @@ def train_epoch(
     return EpochStats(float(loss_sum) / seen, int(correct) / seen, seen)
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Logits for every image, in order, computed in eval mode batch by batch."""
-    model.eval()
-    if len(images) == 0:
-        return torch.empty(0, 10)
-    return torch.cat([model(chunk) for chunk in images.split(batch_size)])
-
-
 def score(logits: torch.Tensor, labels: torch.Tensor) -> EpochStats:
     """Mean cross-entropy and accuracy of `logits` against `labels`."""
     if len(labels) == 0:

@@ -1,11 +1,19 @@
-"""Shared fixtures: a tiny synthetic dataset as a directory mirror, and params that trust it."""
+"""Shared fixtures: tiny synthetic data, an untrained exported model, and one real-MNIST run.
+
+Tests that need real MNIST use `real_run` (or `real_data_dir`) and must be marked `e2e`; e2e
+tests are also `slow`, so `-m "not slow"` never trains on real data. Under CI=true a missing tool
+or dataset that `.ci/run` provides fails the test instead of skipping it (`unavailable`).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
+from mnist_pipeline.layout import Layout
 from mnist_pipeline.params import Params, parse_params
 from mnist_pipeline.registry import Candidate, Registry
 from tests.registry_helpers import make_candidate
@@ -13,11 +21,32 @@ from tests.synthetic import make_dataset, write_data_dir, write_mirror
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO_ROOT.parent / "shared" / "mnist"
+IN_CI = os.environ.get("CI") == "true"
+# The shared real-data run: one short epoch (about 97% accurate), the real stages end to end.
+REAL_TRAIN = {"epochs": 1, "max_batches_per_epoch": 300, "val_size": 1000, "num_threads": 2}
+# Caller metadata of the untrained model's ONNX (export's tests check it comes through).
+UNTRAINED_META = {
+    "test_accuracy": "0.9912",
+    "training_data_sha256": "ab" * 32,
+    "model_version": "7",
+}
 
-requires_real_mnist = pytest.mark.skipif(
-    not (SHARED_MNIST / "train-images-idx3-ubyte.gz").exists(),
-    reason=f"real MNIST not found in {SHARED_MNIST}",
-)
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip a test whose tool or data is missing; fail it under CI=true (.ci/run provides all)."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true, where .ci/run must provide it)", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """e2e implies slow; a test that reaches the real-data run without the e2e mark is an error."""
+    for item in items:
+        uses_real_data = {"_real_run", "real_mirror"} & set(getattr(item, "fixturenames", ()))
+        if uses_real_data and item.get_closest_marker("e2e") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses real MNIST: mark it @pytest.mark.e2e")
+        if item.get_closest_marker("e2e") is not None:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)
@@ -54,10 +83,61 @@ def tiny_params(tiny_mirror: tuple[Path, dict[str, str]]) -> Params:
 
 @pytest.fixture
 def tiny_data_dir(tmp_path: Path, tiny_files: dict[str, bytes]) -> Path:
-    """A data/mnist folder already holding the tiny dataset, as `fetch` leaves it."""
-    folder = tmp_path / "data" / "mnist"
+    """A data/mnist folder under tmp_path already holding the tiny dataset, as `fetch` leaves it."""
+    folder = Layout(tmp_path).data_dir
     write_data_dir(folder, tiny_files)
     return folder
+
+
+@pytest.fixture(scope="session")
+def untrained(tmp_path_factory: pytest.TempPathFactory) -> Layout:
+    """A layout holding random weights (seed 0, ~10% accurate) and their ONNX export."""
+    import torch
+
+    from mnist_pipeline.export import export_onnx
+    from mnist_pipeline.model import build_model
+    from mnist_pipeline.params import ExportParams
+    from mnist_pipeline.weights import save_state_dict
+
+    layout = Layout(tmp_path_factory.mktemp("untrained"))
+    torch.manual_seed(0)
+    save_state_dict(build_model("classic"), layout.state_dict)
+    export_onnx(ExportParams(), "classic", layout.state_dict, layout.onnx, UNTRAINED_META)
+    return layout
+
+
+@pytest.fixture(scope="session")
+def _real_run(tmp_path_factory: pytest.TempPathFactory) -> Layout:
+    """fetch → train (REAL_TRAIN) → evaluate → export on real MNIST, once per session."""
+    from mnist_pipeline import stages
+
+    if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        unavailable(f"real MNIST not found in {SHARED_MNIST}")
+    layout = Layout(tmp_path_factory.mktemp("real-run"))
+    params = parse_params(
+        {
+            "data": {"mirrors": [str(SHARED_MNIST)]},
+            "train": REAL_TRAIN,
+            "evaluate": {"min_accuracy": 0.95},
+        }
+    )
+    for name in ("fetch", "train", "evaluate", "export"):
+        stages.run(name, params, layout)
+    return layout
+
+
+@pytest.fixture
+def real_run(_real_run: Layout) -> Layout:
+    """The session's real-data run (its layout: data, weights, reports, ONNX). Read-only."""
+    return _real_run
+
+
+@pytest.fixture
+def real_mirror() -> Path:
+    """The real MNIST mirror folder (../shared/mnist)."""
+    if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        unavailable(f"real MNIST not found in {SHARED_MNIST}")
+    return SHARED_MNIST
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ import yaml
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.params import Params
 from mnist_pipeline.registry.card import dvc_data_md5
+from mnist_pipeline.stages import STAGES as TABLE
 from tests.conftest import REPO_ROOT
 from tests.synthetic import make_dataset, write_mirror
 
@@ -80,6 +81,7 @@ def test_stages_run_the_cli_in_order() -> None:
 
     commands = get_command(app).commands  # type: ignore[attr-defined]
     assert tuple(DVC_YAML["stages"]) == STAGES
+    assert tuple(TABLE) == (*STAGES, "register")  # the flow's order; register is not a DVC stage
     for name, stage in DVC_YAML["stages"].items():
         assert stage["cmd"] == f"mnist-pipeline {name}"
         assert name in commands
@@ -115,6 +117,19 @@ def test_outputs_are_the_layout_paths() -> None:
     }
     assert outs == expected
     assert layout.checkpoint not in outs  # transient: deleted when training ends
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_stages_match_the_stage_table(name: str) -> None:
+    """dvc.yaml and mnist_pipeline/stages.py say the same about what each stage reads/writes."""
+    stage, table = DVC_YAML["stages"][name], TABLE[name]
+    assert table.entry.partition(":")[0] == f"{PACKAGE}.{name}"
+    layout = Layout(Path("."))
+    data_deps = {p for p in _entries(stage, "deps") if not p.startswith(PACKAGE + "/")}
+    assert data_deps == {str(getattr(layout, attr)) for attr in table.reads}
+    outs = {p for key in ("outs", "metrics", "plots") for p in _entries(stage, key)}
+    assert outs == {str(getattr(layout, attr)) for attr in table.writes}
+    assert {dotted.partition(".")[0] for dotted in stage["params"]} <= set(table.sections)
 
 
 def test_data_deps_are_outputs_of_earlier_stages() -> None:

@@ -12,9 +12,9 @@ import pytest
 from mnist_pipeline.dataset import load_mnist
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.fetch import fetch
+from mnist_pipeline.layout import Layout
 from mnist_pipeline.manifest import DEFAULT_SHA256, file_sha256
-from mnist_pipeline.params import DataParams, Params
-from tests.conftest import SHARED_MNIST, requires_real_mnist
+from mnist_pipeline.params import DataParams
 from tests.synthetic import idx_bytes, make_dataset, write_mirror
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
@@ -27,27 +27,27 @@ def data_params(sha: dict[str, str], *mirrors: str | Path) -> DataParams:
 
 def test_fetch_from_gzipped_directory_mirror(tmp_path: Path, tiny_mirror, tiny_files) -> None:
     mirror, sha = tiny_mirror
-    result = fetch(data_params(sha, mirror), tmp_path / "data", show_progress=False)
+    result = fetch(data_params(sha, mirror), Layout(tmp_path), show_progress=False)
     assert set(result.downloaded) == set(tiny_files)
     for name, content in tiny_files.items():
-        assert (tmp_path / "data" / name).read_bytes() == content
-    assert not [p for p in (tmp_path / "data").iterdir() if p.name.startswith(".")]
-    mnist = load_mnist(tmp_path / "data")
+        assert (Layout(tmp_path).data_dir / name).read_bytes() == content
+    assert not [p for p in (Layout(tmp_path).data_dir).iterdir() if p.name.startswith(".")]
+    mnist = load_mnist(Layout(tmp_path).data_dir)
     assert mnist.train_images.shape == (256, 28, 28) and mnist.test_labels.shape == (128,)
 
 
 def test_fetch_from_plain_files_and_file_url(tmp_path: Path, tiny_files) -> None:
     sha = write_mirror(tmp_path / "plain", tiny_files, gz=False)
-    fetch(data_params(sha, (tmp_path / "plain").as_uri()), tmp_path / "data", show_progress=False)
-    assert file_sha256(tmp_path / "data" / TRAIN_IMAGES) == sha[TRAIN_IMAGES]
+    fetch(data_params(sha, (tmp_path / "plain").as_uri()), Layout(tmp_path), show_progress=False)
+    assert file_sha256(Layout(tmp_path).data_dir / TRAIN_IMAGES) == sha[TRAIN_IMAGES]
 
 
 def test_present_verified_data_is_not_downloaded_again(tmp_path: Path, tiny_mirror) -> None:
     mirror, sha = tiny_mirror
-    fetch(data_params(sha, mirror), tmp_path / "data", show_progress=False)
+    fetch(data_params(sha, mirror), Layout(tmp_path), show_progress=False)
     for gz in mirror.iterdir():
         gz.unlink()  # the mirror is gone: a second fetch must not need it
-    again = fetch(data_params(sha, mirror), tmp_path / "data", show_progress=False)
+    again = fetch(data_params(sha, mirror), Layout(tmp_path), show_progress=False)
     assert again.downloaded == {} and len(again.already_present) == 4
 
 
@@ -57,7 +57,7 @@ def test_falls_through_to_next_mirror_and_reports_each(tmp_path: Path, tiny_file
     other = make_dataset(seed=99)
     write_mirror(bad, other)  # valid IDX, wrong content
     missing = tmp_path / "missing"
-    result = fetch(data_params(sha, missing, bad, tmp_path / "good"), tmp_path / "d", False)
+    result = fetch(data_params(sha, missing, bad, tmp_path / "good"), Layout(tmp_path / "d"), False)
     assert set(result.downloaded.values()) == {str(tmp_path / "good")}
 
 
@@ -70,13 +70,13 @@ def test_all_mirrors_failing_lists_each_mirror_and_why(tmp_path: Path, tiny_file
     (truncated / f"{TRAIN_IMAGES}.gz").write_bytes(packed[: len(packed) // 2])
     params = data_params(sha, tmp_path / "nowhere", tmp_path / "wrong", truncated)
     with pytest.raises(DataError) as info:
-        fetch(params, tmp_path / "data", show_progress=False)
+        fetch(params, Layout(tmp_path), show_progress=False)
     message = str(info.value)
     assert "nowhere" in message and "not found" in message
     assert "sha256 mismatch" in message
     assert "corrupt or truncated gzip" in message
-    assert not (tmp_path / "data" / TRAIN_IMAGES).exists()
-    assert list((tmp_path / "data").iterdir()) == []
+    assert not (Layout(tmp_path).data_dir / TRAIN_IMAGES).exists()
+    assert list((Layout(tmp_path).data_dir).iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -97,18 +97,18 @@ def test_malformed_file_matching_its_checksum_is_still_rejected(
     files = dict(tiny_files, **{name: content})
     sha = write_mirror(tmp_path / "m", files)  # checksum "matches" the malformed file
     with pytest.raises(DataError, match=message):
-        fetch(data_params(sha, tmp_path / "m"), tmp_path / "data", show_progress=False)
+        fetch(data_params(sha, tmp_path / "m"), Layout(tmp_path), show_progress=False)
 
 
 def test_existing_good_data_is_not_overwritten_by_a_bad_mirror(tmp_path: Path, tiny_files) -> None:
     sha = write_mirror(tmp_path / "good", tiny_files)
-    data = tmp_path / "data"
-    fetch(data_params(sha, tmp_path / "good"), data, show_progress=False)
+    data = Layout(tmp_path).data_dir
+    fetch(data_params(sha, tmp_path / "good"), Layout(tmp_path), show_progress=False)
     before = {p.name: p.read_bytes() for p in data.iterdir()}
     (data / TRAIN_LABELS).unlink()  # one file missing: only it is fetched again
     write_mirror(tmp_path / "bad", make_dataset(seed=5))
     with pytest.raises(DataError):
-        fetch(data_params(sha, tmp_path / "bad"), data, show_progress=False)
+        fetch(data_params(sha, tmp_path / "bad"), Layout(tmp_path), show_progress=False)
     after = {p.name: p.read_bytes() for p in data.iterdir()}
     assert after == {k: v for k, v in before.items() if k != TRAIN_LABELS}
 
@@ -138,17 +138,16 @@ def http_mirror(tmp_path: Path, tiny_files) -> Iterator[tuple[str, dict[str, str
 def test_http_mirror_404_then_success(tmp_path: Path, http_mirror) -> None:
     url, sha = http_mirror
     params = data_params(sha, url + "missing/", url)
-    result = fetch(params, tmp_path / "data", show_progress=False)
+    result = fetch(params, Layout(tmp_path), show_progress=False)
     assert set(result.downloaded.values()) == {url}
 
 
 @pytest.mark.e2e
-@requires_real_mnist
-def test_real_mnist_from_shared_folder(tmp_path: Path) -> None:
-    params = Params().data.model_copy(update={"mirrors": (str(SHARED_MNIST),)})
-    fetch(params, tmp_path / "data", show_progress=False)
-    assert {f: file_sha256(tmp_path / "data" / f) for f in DEFAULT_SHA256} == DEFAULT_SHA256
-    mnist = load_mnist(tmp_path / "data")
+def test_real_mnist_from_shared_folder(real_run: Layout) -> None:
+    """The shared real-data run fetched ../shared/mnist, verified against the default SHA-256."""
+    data = real_run.data_dir
+    assert {f: file_sha256(data / f) for f in DEFAULT_SHA256} == DEFAULT_SHA256
+    mnist = load_mnist(data)
     assert mnist.train_images.shape == (60000, 28, 28)
     assert mnist.test_images.shape == (10000, 28, 28)
     expected_train = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

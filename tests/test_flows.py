@@ -15,6 +15,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.artifacts import MISTAKES_KEY, PER_CLASS_KEY, REPORT_KEY
 from flows.retrain import flow_overrides, retrain
+from mnist_pipeline.errors import GateError
 from mnist_pipeline.registry import Registry
 from tests.synthetic import write_mirror
 
@@ -73,8 +74,17 @@ def test_flow_overrides_only_carry_given_values() -> None:
     }
 
 
+def task_runs(flow_run_id: str) -> dict[str, dict]:
+    """The flow run's task runs by name, through the REST API (see latest_artifact)."""
+    body = {"flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 50, "offset": 0}
+    response = httpx.post(f"{PREFECT_API_URL.value()}/task_runs/filter", json=body, timeout=30)
+    response.raise_for_status()
+    return {run["name"]: run for run in response.json()}
+
+
 def test_success_registers_a_version_and_publishes_artifacts(tiny_workdir: Path) -> None:
-    result = retrain(workdir=str(tiny_workdir), epochs=1)
+    state = retrain(workdir=str(tiny_workdir), epochs=1, return_state=True)
+    result = state.result()
     assert result["version"] == 1 and result["alias"] == "production"
     assert registry_versions(tiny_workdir) == [1]
     card = Registry(tiny_workdir / "registry", "mnist-cnn").card("1")
@@ -85,14 +95,15 @@ def test_success_registers_a_version_and_publishes_artifacts(tiny_workdir: Path)
     assert table is not None and "precision" in str(table["data"])
     mistakes = latest_artifact(MISTAKES_KEY)
     assert mistakes is not None and "data:image/png;base64," in mistakes["data"]
-    assert set(result["seconds"]["tasks"]) == {
-        "fetch",
-        "train",
-        "evaluate",
-        "export",
-        "parity",
-        "register",
-    }
+    order = ["fetch", "train", "evaluate", "export", "parity", "register"]
+    assert list(result["seconds"]["tasks"]) == order
+    # Each task waits for the one before, so Prefect's graph draws the chain.
+    runs = task_runs(str(state.state_details.flow_run_id))
+    assert sorted(runs) == sorted(order)
+    for before, after in zip(order, order[1:], strict=False):
+        waits = runs[after]["task_inputs"].get("wait_for", [])
+        assert [w["id"] for w in waits] == [runs[before]["id"]], after
+    assert "wait_for" not in runs["fetch"]["task_inputs"]
 
 
 def test_gate_failure_fails_the_run_and_registers_nothing(tiny_workdir: Path) -> None:
@@ -103,12 +114,14 @@ def test_gate_failure_fails_the_run_and_registers_nothing(tiny_workdir: Path) ->
     assert not (tiny_workdir / "models" / "model.onnx").exists()
 
 
-def test_parity_failure_fails_the_run_and_registers_nothing(tmp_path: Path, tiny_mirror) -> None:
+# ---- the rest through .fn(): the flow's body, without a flow run (Prefect's testing guide)
+
+
+def test_parity_failure_raises_and_registers_nothing(tmp_path: Path, tiny_mirror) -> None:
     mirror, sha = tiny_mirror
-    workdir = make_workdir(tmp_path, str(mirror), sha, export={"parity_atol": 1e-15})
-    state = retrain(workdir=str(workdir), return_state=True)
-    assert state.is_failed()
-    assert "parity" in state.message.lower()
+    workdir = make_workdir(tmp_path, str(mirror), sha, parity={"atol": 1e-15})
+    with pytest.raises(GateError, match="ONNX parity failed"):
+        retrain.fn(workdir=str(workdir))
     assert registry_versions(workdir) == []
     assert (workdir / "reports" / "parity.json").is_file()
 
@@ -146,7 +159,7 @@ def flaky_http_mirror(tmp_path: Path, tiny_files) -> Iterator[tuple[str, dict[st
 def test_fetch_is_retried_after_a_failing_mirror(tmp_path: Path, flaky_http_mirror) -> None:
     url, sha, requests = flaky_http_mirror
     workdir = make_workdir(tmp_path, url, sha)
-    result = retrain(workdir=str(workdir))
+    result = retrain.fn(workdir=str(workdir))
     assert result["version"] == 1
     # 1 failed request, then the 4 files on the retry
     assert len(requests) == 5
@@ -155,7 +168,7 @@ def test_fetch_is_retried_after_a_failing_mirror(tmp_path: Path, flaky_http_mirr
 def test_unchanged_dataset_is_not_fetched_again(tmp_path: Path, flaky_http_mirror) -> None:
     url, sha, requests = flaky_http_mirror
     workdir = make_workdir(tmp_path, url, sha)
-    retrain(workdir=str(workdir))
+    retrain.fn(workdir=str(workdir))
     before = len(requests)
-    second = retrain(workdir=str(workdir))
+    second = retrain.fn(workdir=str(workdir))
     assert len(requests) == before and second["version"] == 2

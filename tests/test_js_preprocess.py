@@ -1,6 +1,6 @@
 """examples/js/preprocess.mjs, the JavaScript port, against mnist_pipeline/preprocess.py: same bits.
 
-Needs only the `node` binary (the port has no dependencies); skipped without it.
+Needs only the `node` binary (the port has no dependencies); skipped without it (fails in CI).
 """
 
 from __future__ import annotations
@@ -16,11 +16,15 @@ import pytest
 from PIL import Image
 
 from mnist_pipeline.preprocess import ImageError, load_grey, to_mnist
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, unavailable
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None, reason="node is not installed (needed for the examples/ tests)"
-)
+
+@pytest.fixture(scope="module", autouse=True)
+def _node_ready() -> None:
+    if shutil.which("node") is None:
+        unavailable("node is not installed (needed for the examples/ tests)")
+
+
 MODULE = (REPO_ROOT / "examples" / "js" / "preprocess.mjs").as_uri()
 
 

@@ -1,11 +1,11 @@
-"""The classic architecture: layer shapes, parameter count, logits and probabilities."""
+"""The classic architecture: layer shapes, parameter count, batched eval-mode logits."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mnist_pipeline.model import ClassicNet, build_model, probabilities
+from mnist_pipeline.model import ClassicNet, build_model, predict_logits
 
 PARAM_SHAPES = {
     "conv1.weight": (10, 1, 5, 5),
@@ -43,18 +43,19 @@ def test_layer_output_shapes() -> None:
 
 
 @pytest.mark.parametrize("batch", [1, 7])
-def test_logits_and_probabilities(batch: int) -> None:
+def test_predict_logits_in_batches_equals_one_eval_pass(batch: int) -> None:
     torch.manual_seed(0)
-    model = build_model("classic").eval()
-    logits = model(torch.randn(batch, 1, 28, 28))
-    assert logits.shape == (batch, 10)
-    probs = probabilities(logits)
-    assert probs.shape == (batch, 10)
-    assert (probs >= 0).all()
-    assert torch.allclose(probs.sum(dim=1), torch.ones(batch))
-    assert torch.equal(probs.argmax(1), logits.argmax(1))
+    model = build_model("classic")  # in train mode: predict_logits must switch to eval
+    images = torch.randn(20, 1, 28, 28)
+    logits = predict_logits(model, images, batch)
+    assert not model.training
+    with torch.no_grad():
+        expected = model(images)
+    assert logits.shape == (20, 10)
+    torch.testing.assert_close(logits, expected)  # same order, no dropout
     # Raw logits, not log-probabilities: they do not already sum to 1 after exp.
-    assert not torch.allclose(logits.exp().sum(dim=1), torch.ones(batch))
+    assert not torch.allclose(logits.exp().sum(dim=1), torch.ones(20))
+    assert predict_logits(model, images[:0], batch).shape == (0, 10)
 
 
 def test_eval_mode_is_deterministic_and_train_mode_uses_dropout() -> None:

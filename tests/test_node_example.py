@@ -17,23 +17,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mnist_pipeline.layout import Layout
 from mnist_pipeline.preprocess import preprocess_file
-from tests.conftest import requires_real_mnist
-from tests.real_model import EXAMPLES, RealModel, dark_on_light, node_skip_reason, real_model
-from tests.real_model import test_digits as load_test_digits
+from tests.conftest import unavailable
+from tests.example_helpers import EXAMPLES, dark_on_light, node_skip_reason
+from tests.example_helpers import test_digits as load_test_digits
 
-_skip = node_skip_reason("node")
-pytestmark = [
-    pytest.mark.slow,
-    requires_real_mnist,
-    pytest.mark.skipif(bool(_skip), reason=_skip or ""),
-]
+pytestmark = pytest.mark.e2e
 PREDICT = EXAMPLES / "node" / "predict.mjs"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _node_ready() -> None:
+    if reason := node_skip_reason("node"):
+        unavailable(reason)
+
+
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> RealModel:
-    return real_model(tmp_path_factory)
+def model(_real_run: Layout) -> Layout:
+    """The session's real-data run: its ONNX model and its data."""
+    return _real_run
 
 
 def _variants(digit: np.ndarray, i: int, folder: Path) -> list[Path]:
@@ -68,9 +71,7 @@ def _variants(digit: np.ndarray, i: int, folder: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def images(
-    model: RealModel, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[list[Path], list[int]]:
+def images(model: Layout, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], list[int]]:
     """Files rendered from the first test digit of each class, with their true labels."""
     digits, labels = load_test_digits(model.data_dir)
     folder = tmp_path_factory.mktemp("node-images")
@@ -113,7 +114,7 @@ def test_preprocessed_inputs_match_python(images: tuple[list[Path], list[int]]) 
 
 
 def test_predictions_match_mnist_pipeline_predict(
-    model: RealModel, images: tuple[list[Path], list[int]]
+    model: Layout, images: tuple[list[Path], list[int]]
 ) -> None:
     files, truth = images
     done = node("--json", "--top", "3", "--model", model.onnx, *files)
@@ -132,7 +133,7 @@ def test_predictions_match_mnist_pipeline_predict(
 
 
 def test_text_output_bad_files_and_bad_model(
-    model: RealModel, images: tuple[list[Path], list[int]], tmp_path: Path
+    model: Layout, images: tuple[list[Path], list[int]], tmp_path: Path
 ) -> None:
     good = images[0][0]
     bad = tmp_path / "notes.png"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,7 +49,11 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("evaluate:\n  min_accuracy: 1.5\n", ["evaluate.min_accuracy", "less than or equal to 1"]),
         ("export:\n  opset: 11\n", ["export.opset", "greater than or equal to 17"]),
         ("data:\n  mirrors: []\n", ["data.mirrors", "at least 1"]),
-        ("train:\n  arch: resnet\n", ["train.arch", "classic"]),
+        ("model:\n  arch: resnet\n", ["model.arch", "classic"]),
+        ("train:\n  arch: classic\n", ["train.arch: moved to model.arch"]),
+        ("export:\n  parity_atol: 0.001\n", ["export.parity_atol: moved to parity.atol"]),
+        ("export:\n  parity_batch_sizes: [1]\n", ["moved to parity.batch_sizes"]),
+        ("parity:\n  batch_sizes: [0, -1]\n", ["parity.batch_sizes.0", "greater than or"]),
         ("train:\n  precision: fp16\n", ["train.precision", "'auto', 'fp32' or 'bf16'"]),
         ("- just\n- a list\n", ["top level must be a mapping"]),
         ("train: [unclosed\n", ["not valid YAML"]),
@@ -77,6 +83,8 @@ def test_overrides_are_validated_like_the_file(tmp_path: Path) -> None:
         load_params(path, {"train.learning_rate": 0}, environ={})
     with pytest.raises(ParamsError, match="unknown section"):
         load_params(path, {"nope.epochs": 1}, environ={})
+    with pytest.raises(ParamsError, match="'train.arch': moved to model.arch"):
+        load_params(path, {"train.arch": "classic"}, environ={})
 
 
 def test_sha256_table_must_name_the_four_files() -> None:
@@ -102,6 +110,31 @@ def test_cli_exits_2_with_one_message_and_writes_nothing(
     err = capsys.readouterr().err
     assert "train.learning_rate" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_cli_default_params_file_is_the_one_under_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    write(root, "train:\n  epochs: 0\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    write(elsewhere, "{}\n")  # a valid params.yaml in the current directory must not be used
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr("sys.argv", ["mnist-pipeline", "--root", str(root), "fetch"])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 2
+    assert f"{root / 'params.yaml'}: train.epochs" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert all(c in done.stdout for c in ("fetch", "train", "parity", "models", "predict"))
 
 
 def test_cli_help_lists_fetch() -> None:

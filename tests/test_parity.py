@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from mnist_pipeline.errors import GateError, PipelineError
-from mnist_pipeline.export import export_onnx
+from mnist_pipeline.layout import Layout
 from mnist_pipeline.manifest import file_sha256
 from mnist_pipeline.model import build_model
-from mnist_pipeline.params import ExportParams
+from mnist_pipeline.params import ParityParams
 from mnist_pipeline.parity import check_parity
 from mnist_pipeline.weights import save_state_dict
 
@@ -30,19 +30,16 @@ REQUIRED = {
 }
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("parity")
-    torch.manual_seed(0)
-    save_state_dict(build_model("classic"), folder / "model.pt")
-    export_onnx(ExportParams(), "classic", folder / "model.pt", folder / "model.onnx", {})
-    return folder
+@pytest.fixture
+def exported(untrained: Layout) -> Path:
+    """The models/ folder of the shared untrained export."""
+    return untrained.model_dir
 
 
 def test_parity_passes_and_reports(exported: Path, tiny_data_dir: Path, tmp_path: Path) -> None:
     report_path = tmp_path / "reports" / "parity.json"
     result = check_parity(
-        ExportParams(),
+        ParityParams(),
         "classic",
         exported / "model.pt",
         exported / "model.onnx",
@@ -52,7 +49,7 @@ def test_parity_passes_and_reports(exported: Path, tiny_data_dir: Path, tmp_path
     report = json.loads(report_path.read_text())
     for key, kind in REQUIRED.items():
         assert isinstance(report[key], kind), key
-    assert report["passed"] is result.passed is True
+    assert report["passed"] is True
     assert report["images"] == result.images == 128
     assert report["batch_sizes"] == [128, 1, 7]
     assert set(report["per_batch_size"]) == {"128", "1", "7"}
@@ -73,7 +70,7 @@ def test_tampered_weights_fail_after_writing_the_report(
     report_path = tmp_path / "parity.json"
     with pytest.raises(GateError, match="ONNX parity failed") as info:
         check_parity(
-            ExportParams(), "classic", other, exported / "model.onnx", tiny_data_dir, report_path
+            ParityParams(), "classic", other, exported / "model.onnx", tiny_data_dir, report_path
         )
     report = json.loads(report_path.read_text())
     assert report["passed"] is False
@@ -84,7 +81,7 @@ def test_tampered_weights_fail_after_writing_the_report(
 def test_missing_onnx_is_a_clear_error(exported: Path, tiny_data_dir: Path, tmp_path: Path):
     with pytest.raises(PipelineError, match="run `mnist-pipeline export`"):
         check_parity(
-            ExportParams(),
+            ParityParams(),
             "classic",
             exported / "model.pt",
             tmp_path / "none.onnx",

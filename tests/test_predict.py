@@ -10,19 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from mnist_pipeline.cli import app
 from mnist_pipeline.errors import PipelineError, RegistryError
-from mnist_pipeline.export import export_onnx
 from mnist_pipeline.layout import Layout
-from mnist_pipeline.model import build_model
-from mnist_pipeline.params import ExportParams, RegistryParams
+from mnist_pipeline.params import RegistryParams
 from mnist_pipeline.predict import predict_files, resolve_model
-from mnist_pipeline.weights import save_state_dict
-from tests.conftest import REPO_ROOT, SHARED_MNIST, requires_real_mnist
+from tests.conftest import REPO_ROOT
 
 
 def draw_digit(path: Path, seed: int = 0, rgb: bool = False) -> Path:
@@ -36,14 +32,10 @@ def draw_digit(path: Path, seed: int = 0, rgb: bool = False) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("predict")
-    torch.manual_seed(0)
-    save_state_dict(build_model("classic"), folder / "model.pt")
-    return export_onnx(
-        ExportParams(), "classic", folder / "model.pt", folder / "model.onnx", {}
-    ).onnx_path
+@pytest.fixture
+def model_path(untrained: Layout) -> Path:
+    """The shared untrained ONNX model (random weights: predictions are arbitrary but valid)."""
+    return untrained.onnx
 
 
 def defaults_file(folder: Path) -> Path:
@@ -195,20 +187,11 @@ def render(digit: np.ndarray, path: Path, offset: tuple[int, int], rgb: bool) ->
     return path
 
 
-@pytest.mark.slow
-@requires_real_mnist
-def test_real_digits_are_recognised(tmp_path: Path) -> None:
+@pytest.mark.e2e
+def test_real_digits_are_recognised(real_run: Layout, tmp_path: Path) -> None:
     from mnist_pipeline.dataset import load_mnist
-    from mnist_pipeline.fetch import fetch
-    from mnist_pipeline.params import DataParams, TrainParams
-    from mnist_pipeline.train import train
 
-    layout = Layout(tmp_path)
-    fetch(DataParams(mirrors=(str(SHARED_MNIST),)), layout.data_dir)
-    params = TrainParams(epochs=1, max_batches_per_epoch=150, val_size=1000, num_threads=2)
-    train(params, layout.data_dir, layout)
-    export_onnx(ExportParams(), "classic", layout.state_dict, layout.onnx, {})
-
+    layout = real_run
     mnist = load_mnist(layout.data_dir)
     rng = np.random.default_rng(0)
     picks = rng.choice(len(mnist.test_labels), size=50, replace=False)

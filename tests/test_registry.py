@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_pipeline.errors import RegistryError
+from mnist_pipeline.errors import GateError, RegistryError
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.manifest import file_sha256
 from mnist_pipeline.params import parse_params
@@ -113,15 +113,15 @@ def test_promote_and_rollback_walk_the_production_history(registry: Registry, ma
 
 
 def test_gated_out_or_parity_failed_candidates_are_refused(registry: Registry, make) -> None:
-    with pytest.raises(RegistryError, match="accuracy gate"):
+    with pytest.raises(GateError, match="refusing to register: .*accuracy gate"):
         registry.register(make(1, passed=False), PARAMS, 0.0)
-    with pytest.raises(RegistryError, match="below evaluate.min_accuracy"):
+    with pytest.raises(GateError, match="below evaluate.min_accuracy"):
         registry.register(make(2, accuracy=0.85), PARAMS, 0.0)
-    with pytest.raises(RegistryError, match="parity check failed"):
+    with pytest.raises(GateError, match="parity check failed"):
         registry.register(make(3, parity_passed=False), PARAMS, 0.0)
-    with pytest.raises(RegistryError, match="different ONNX file"):
+    with pytest.raises(GateError, match="different ONNX file"):
         registry.register(make(4, parity_sha="0" * 64), PARAMS, 0.0)
-    with pytest.raises(RegistryError, match="looser than"):
+    with pytest.raises(GateError, match="looser than"):
         registry.register(make(5, atol=1e-2), PARAMS, 0.0)
     assert registry.versions() == [] and registry.aliases() == {}
     assert [p.name for p in registry.model_dir.iterdir()] == [".lock"]  # no temp folder left
@@ -131,7 +131,7 @@ def test_onnx_replaced_after_parity_is_refused(registry: Registry, make, tmp_pat
     candidate = make(1)
     make_candidate(tmp_path / "other", 99)
     candidate.onnx.write_bytes((tmp_path / "other" / "model.onnx").read_bytes())
-    with pytest.raises(RegistryError, match="different ONNX file"):
+    with pytest.raises(GateError, match="different ONNX file"):
         registry.register(candidate, PARAMS, 0.0)
 
 

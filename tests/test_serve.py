@@ -18,6 +18,7 @@ from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from mnist_pipeline.params import MIRROR_ENV
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
 
@@ -85,11 +86,15 @@ def tiny_project(tmp_path: Path, tiny_mirror, schedule: dict[str, str]) -> Path:
     return workdir
 
 
-@pytest.fixture
-def prefect_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+@pytest.fixture(scope="module")
+def prefect_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """One real `prefect server start` on 127.0.0.1 for the module's tests, stopped after."""
+    tmp_path = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != MIRROR_ENV},  # tests pick their mirrors
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",

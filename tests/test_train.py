@@ -15,15 +15,16 @@ import torch
 import yaml
 
 from mnist_pipeline import training_loop as loop
-from mnist_pipeline.errors import ParamsError
+from mnist_pipeline.errors import DataError, ParamsError
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.model import build_model
-from mnist_pipeline.params import TrainParams, parse_params
+from mnist_pipeline.params import ModelParams, TrainParams, parse_params
 from mnist_pipeline.train import HISTORY_COLUMNS, train
 from tests.conftest import REPO_ROOT
 from tests.synthetic import make_dataset, write_data_dir
 
 TINY = {"epochs": 3, "batch_size": 32, "val_size": 32, "num_threads": 1}
+MODEL = ModelParams()
 
 
 def params(**changes: object) -> TrainParams:
@@ -38,8 +39,15 @@ def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def run(tmp_path: Path, data_dir: Path, name: str, p: TrainParams) -> dict[str, torch.Tensor]:
-    result = train(p, data_dir, Layout(tmp_path / name))
+def project(root: Path) -> Layout:
+    """A layout under `root` holding the tiny dataset."""
+    layout = Layout(root)
+    write_data_dir(layout.data_dir, make_dataset())
+    return layout
+
+
+def run(tmp_path: Path, name: str, p: TrainParams) -> dict[str, torch.Tensor]:
+    result = train(MODEL, p, project(tmp_path / name))
     return weights(result.state_dict)
 
 
@@ -91,10 +99,10 @@ def test_onecycle_must_rise() -> None:
 # --- the stage ------------------------------------------------------------------------------
 
 
-def test_same_params_give_bit_identical_weights(tmp_path: Path, tiny_data_dir: Path) -> None:
-    first = run(tmp_path, tiny_data_dir, "a", params())
-    second = run(tmp_path, tiny_data_dir, "b", params())
-    other_seed = run(tmp_path, tiny_data_dir, "c", params(seed=2))
+def test_same_params_give_bit_identical_weights(tmp_path: Path) -> None:
+    first = run(tmp_path, "a", params())
+    second = run(tmp_path, "b", params())
+    other_seed = run(tmp_path, "c", params(seed=2))
     assert same_weights(first, second)
     assert not same_weights(first, other_seed)
 
@@ -109,12 +117,12 @@ def test_auto_precision_is_bf16_only_where_native(monkeypatch: pytest.MonkeyPatc
 
 
 def test_bf16_mixed_precision_is_deterministic_and_keeps_fp32_weights(
-    tmp_path: Path, tiny_data_dir: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bf16 = run(tmp_path, tiny_data_dir, "a", params(precision="bf16"))
+    bf16 = run(tmp_path, "a", params(precision="bf16"))
     assert "in bf16 (train.precision: bf16)" in capsys.readouterr().err
-    again = run(tmp_path, tiny_data_dir, "b", params(precision="bf16"))
-    fp32 = run(tmp_path, tiny_data_dir, "c", params(precision="fp32"))
+    again = run(tmp_path, "b", params(precision="bf16"))
+    fp32 = run(tmp_path, "c", params(precision="fp32"))
     assert same_weights(bf16, again)
     assert not same_weights(bf16, fp32)  # autocast really ran in bfloat16
     assert {t.dtype for t in bf16.values()} == {torch.float32}
@@ -123,7 +131,7 @@ def test_bf16_mixed_precision_is_deterministic_and_keeps_fp32_weights(
 def test_outputs_history_and_result(tmp_path: Path, tiny_data_dir: Path) -> None:
     layout = Layout(tmp_path)
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    result = train(params(), tiny_data_dir, layout)
+    result = train(MODEL, params(), layout)
     assert (result.epochs_run, result.resumed_from) == (3, 0)
     assert result.state_dict == layout.state_dict
     assert set(weights(layout.state_dict)) == set(build_model("classic").state_dict())
@@ -142,15 +150,15 @@ def test_outputs_history_and_result(tmp_path: Path, tiny_data_dir: Path) -> None
 
 
 def test_no_validation_split(tmp_path: Path, tiny_data_dir: Path) -> None:
-    result = train(params(val_size=0, epochs=1), tiny_data_dir, Layout(tmp_path))
+    result = train(MODEL, params(val_size=0, epochs=1), Layout(tmp_path))
     assert result.val_accuracy is None
     row = (tmp_path / "reports" / "train_history.csv").read_text().splitlines()[1].split(",")
     assert row[3:5] == ["", ""]
 
 
-def test_max_batches_per_epoch_is_a_smoke_knob(tmp_path: Path, tiny_data_dir: Path) -> None:
-    capped = run(tmp_path, tiny_data_dir, "capped", params(max_batches_per_epoch=1))
-    full = run(tmp_path, tiny_data_dir, "full", params())
+def test_max_batches_per_epoch_is_a_smoke_knob(tmp_path: Path) -> None:
+    capped = run(tmp_path, "capped", params(max_batches_per_epoch=1))
+    full = run(tmp_path, "full", params())
     assert not same_weights(capped, full)
 
 
@@ -175,48 +183,48 @@ def interrupt_in_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
 
 
 def test_resume_after_interruption_matches_uninterrupted(
-    tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    layout = Layout(tmp_path / "resumed")
+    layout = project(tmp_path / "resumed")
     with monkeypatch.context() as patch:
         interrupt_in_epoch(patch, 3)
         with pytest.raises(Interrupt):
-            train(params(), tiny_data_dir, layout)
+            train(MODEL, params(), layout)
     assert layout.checkpoint.is_file() and not layout.state_dict.exists()
     assert not layout.train_history.exists()  # written with the weights, at the end
-    result = train(params(), tiny_data_dir, layout)
+    result = train(MODEL, params(), layout)
     assert (result.resumed_from, result.epochs_run) == (2, 1)
     assert "resuming from" in capsys.readouterr().err
-    assert same_weights(weights(layout.state_dict), run(tmp_path, tiny_data_dir, "clean", params()))
+    assert same_weights(weights(layout.state_dict), run(tmp_path, "clean", params()))
     assert len(layout.train_history.read_text().splitlines()) == 1 + 3
 
 
 def test_checkpoint_with_other_params_is_not_resumed(
-    tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    layout = Layout(tmp_path / "changed")
+    layout = project(tmp_path / "changed")
     with monkeypatch.context() as patch:
         interrupt_in_epoch(patch, 2)
         with pytest.raises(Interrupt):
-            train(params(), tiny_data_dir, layout)
+            train(MODEL, params(), layout)
     assert layout.checkpoint.is_file()
     new = params(learning_rate=0.002)
-    result = train(new, tiny_data_dir, layout)
+    result = train(MODEL, new, layout)
     assert result.resumed_from == 0 and result.epochs_run == 3
-    assert "different learning_rate; starting fresh" in capsys.readouterr().err
-    assert same_weights(weights(layout.state_dict), run(tmp_path, tiny_data_dir, "new", new))
+    assert "different train.learning_rate; starting fresh" in capsys.readouterr().err
+    assert same_weights(weights(layout.state_dict), run(tmp_path, "new", new))
 
 
 def test_failed_run_leaves_previous_outputs(
     tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     layout = Layout(tmp_path)
-    train(params(epochs=1), tiny_data_dir, layout)
+    train(MODEL, params(epochs=1), layout)
     before = layout.state_dict.read_bytes(), layout.train_history.read_bytes()
     with monkeypatch.context() as patch:
         interrupt_in_epoch(patch, 2)
         with pytest.raises(Interrupt):
-            train(params(seed=5), tiny_data_dir, layout)
+            train(MODEL, params(seed=5), layout)
     assert (layout.state_dict.read_bytes(), layout.train_history.read_bytes()) == before
 
 
@@ -224,18 +232,25 @@ def test_unreadable_checkpoint_starts_fresh(tmp_path: Path, tiny_data_dir: Path,
     layout = Layout(tmp_path)
     layout.checkpoint.parent.mkdir(parents=True)
     layout.checkpoint.write_bytes(b"not a checkpoint")
-    assert train(params(epochs=1), tiny_data_dir, layout).resumed_from == 0
+    assert train(MODEL, params(epochs=1), layout).resumed_from == 0
     assert "ignoring unreadable checkpoint" in capsys.readouterr().err
 
 
 def test_bad_inputs_are_clear_errors(tmp_path: Path, tiny_data_dir: Path) -> None:
+    layout = Layout(tmp_path)
     with pytest.raises(ParamsError, match="train.val_size=256 leaves no training images"):
-        train(params(val_size=256), tiny_data_dir, Layout(tmp_path))
-    if not torch.cuda.is_available():
-        with pytest.raises(ParamsError, match="train.device is 'cuda' but no CUDA device"):
-            train(params(device="cuda"), tiny_data_dir, Layout(tmp_path))
-    with pytest.raises(Exception, match="run `mnist-pipeline fetch` first"):
-        train(params(), tmp_path / "nowhere", Layout(tmp_path))
+        train(MODEL, params(val_size=256), layout)
+    with pytest.raises(DataError, match="run `mnist-pipeline fetch` first"):
+        train(MODEL, params(), Layout(tmp_path / "nowhere"))
+    assert not layout.state_dict.exists()
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(
+    tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a GPU machine
+    with pytest.raises(ParamsError, match="train.device is 'cuda' but no CUDA device"):
+        train(MODEL, params(device="cuda"), Layout(tmp_path))
     assert not Layout(tmp_path).state_dict.exists()
 
 
@@ -281,8 +296,8 @@ def test_killed_training_process_resumes_to_the_same_weights(tmp_path: Path) -> 
     assert "resumed after epoch" in finished.stderr
     assert not layout.checkpoint.exists()
 
-    reference = train(
-        TrainParams.model_validate(KILL_TRAIN), layout.data_dir, Layout(tmp_path / "clean")
-    )
+    clean = Layout(tmp_path / "clean")
+    write_data_dir(clean.data_dir, make_dataset(n_train=3072, n_test=64))
+    reference = train(MODEL, TrainParams.model_validate(KILL_TRAIN), clean)
     assert same_weights(weights(layout.state_dict), weights(reference.state_dict))
     assert len(layout.train_history.read_text().splitlines()) == 1 + KILL_TRAIN["epochs"]

@@ -2,7 +2,7 @@
 
 Headless Debian Chromium (/usr/bin/chromium, never a downloaded browser) driven by Playwright;
 the repository is served on 127.0.0.1 by a throwaway http.server whose /models/model.onnx is the
-test's own briefly trained model. Requests to anything but that server are aborted.
+session's real-data run's model (conftest.py). Requests to anything but that server are aborted.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from mnist_pipeline.layout import Layout
 from mnist_pipeline.predict import predict_files
-from tests.conftest import REPO_ROOT, requires_real_mnist
-from tests.real_model import RealModel, real_model
-from tests.real_model import test_digits as load_test_digits
+from tests.conftest import REPO_ROOT, unavailable
+from tests.example_helpers import test_digits as load_test_digits
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -48,12 +48,15 @@ def _skip_reason() -> str | None:
     return None
 
 
-_skip = _skip_reason()
-pytestmark = [
-    pytest.mark.slow,
-    requires_real_mnist,
-    pytest.mark.skipif(bool(_skip), reason=_skip or ""),
-]
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _browser_ready() -> None:
+    if reason := _skip_reason():
+        unavailable(reason)
+
+
 SCALE = 10  # 28x28 digit -> the page's 280x280 drawing pad
 
 
@@ -76,9 +79,9 @@ class _Handler(SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, RealModel]]:
-    """The repo served on a free 127.0.0.1 port, with the test's model as /models/model.onnx."""
-    model = real_model(tmp_path_factory)
+def site(_real_run: Layout) -> Iterator[tuple[str, Layout]]:
+    """The repo served on a free 127.0.0.1 port, with the real run's model as /models/model.onnx."""
+    model = _real_run
     handler = type("Handler", (_Handler,), {"model": model.onnx})
     server = ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(handler, directory=str(REPO_ROOT))
@@ -94,7 +97,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, RealMo
 
 
 @pytest.fixture(scope="module")
-def page(site: tuple[str, RealModel]):
+def page(site: tuple[str, Layout]):
     from playwright.sync_api import sync_playwright
 
     origin, _ = site
@@ -204,6 +207,7 @@ def test_touch_draws_and_clear_resets(page) -> None:
     box = page.locator("#pad").bounding_box()
     page.touchscreen.tap(box["x"] + 140, box["y"] + 140)
     digit, top = shown(page)
-    assert digit in "0123456789" and len(top) == 3
+    assert digit in {str(d) for d in range(10)} and len(top) == 3
+    assert top[0].split()[0] == digit  # the label is the most probable row
     page.click("#clear")
     assert shown(page) == ("–", [])

@@ -9,7 +9,8 @@ from typing import Any
 
 from mnist_pipeline.atomic import write_json
 from mnist_pipeline.errors import RegistryError
-from mnist_pipeline.params import Params
+from mnist_pipeline.layout import Layout
+from mnist_pipeline.params import Params, RegistryParams
 from mnist_pipeline.registry import aliases as alias_file
 from mnist_pipeline.registry import store
 from mnist_pipeline.registry.aliases import PRODUCTION, AliasState, promotion_decision, utc_now
@@ -28,12 +29,16 @@ from mnist_pipeline.registry.card import build_card, is_sealed, lineage
 class Registration:
     """Outcome of `Registry.register`: the new version, the alias it got, and why."""
 
+    name: str
     version: int
     alias: str
     reason: str
     aliases: tuple[str, ...]
     path: Path
     champion: int | None  # the production version it was compared with (None: first version)
+
+    def summary(self) -> str:
+        return f"registered {self.name} v{self.version} as {self.alias}: {self.reason}"
 
 
 class Registry:
@@ -43,6 +48,11 @@ class Registry:
         self.name = store.check_name(name, "model name")
         self.root = Path(root)
         self.model_dir = self.root / name
+
+    @classmethod
+    def from_params(cls, params: RegistryParams, layout: Layout) -> Registry:
+        """The registry params.yaml configures (a relative `root` is under layout.root)."""
+        return cls(layout.registry_root(params.root), params.model_name)
 
     # ---- reading (no lock: version folders are immutable, the alias file is replaced atomically)
 
@@ -145,6 +155,7 @@ class Registry:
             state.last_version = version
             alias_file.save(self.model_dir / store.ALIASES_FILE, state)
         return Registration(
+            name=self.name,
             version=version,
             alias=decision["alias"],
             reason=decision["reason"],

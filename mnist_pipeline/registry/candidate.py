@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline.errors import RegistryError
+from mnist_pipeline import gate
+from mnist_pipeline.errors import PipelineError, RegistryError
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.params import Params
 
@@ -80,47 +80,17 @@ def candidate_from_layout(layout: Layout) -> Candidate:
     )
 
 
-def _number(report: dict[str, Any], key: str, where: str) -> float:
-    value = report.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise RegistryError(f"{where}: {key!r} must be a finite number, got {value!r}")
-    return float(value)
-
-
 def check_reports(metrics: Any, parity: Any, onnx_sha256: str, params: Params) -> float:
-    """Refuse a candidate that failed the gate or parity, or whose parity checked another file.
+    """The candidate's accuracy, if its recorded verdicts pass today's gate (gate.py).
 
-    Returns its accuracy.
+    Refuses (GateError) a model that failed evaluation or parity, whose parity report checked
+    another ONNX file, or whose verdicts were reached under a laxer gate than params sets now.
     """
     if not isinstance(metrics, dict) or not isinstance(parity, dict):
         raise RegistryError("metrics and parity reports must be JSON objects")
-    accuracy = _number(metrics, "accuracy", METRICS_FILE)
-    if metrics.get("passed") is not True:
-        raise RegistryError(
-            f"refusing to register: the model did not pass the accuracy gate "
-            f"(accuracy {accuracy:.4f}, min_accuracy {metrics.get('min_accuracy')!r})"
-        )
-    gate = params.evaluate.min_accuracy
-    if accuracy < gate:
-        raise RegistryError(
-            f"refusing to register: accuracy {accuracy:.4f} is below evaluate.min_accuracy {gate}"
-        )
-    if parity.get("passed") is not True:
-        raise RegistryError(
-            "refusing to register: the ONNX parity check failed "
-            f"(max_abs_diff_logits {parity.get('max_abs_diff_logits')!r}, "
-            f"argmax_mismatches {parity.get('argmax_mismatches')!r})"
-        )
-    if parity.get("onnx_sha256") != onnx_sha256:
-        raise RegistryError(
-            "refusing to register: the parity report checked a different ONNX file "
-            f"(report onnx_sha256 {parity.get('onnx_sha256')!r}, file to register "
-            f"{onnx_sha256}); run `mnist-pipeline parity` again"
-        )
-    atol = _number(parity, "atol", PARITY_FILE)
-    if atol > params.export.parity_atol:
-        raise RegistryError(
-            f"refusing to register: parity was checked with atol {atol}, looser than "
-            f"export.parity_atol {params.export.parity_atol}"
-        )
+    try:
+        accuracy = gate.evaluation_passed(metrics, METRICS_FILE, params.evaluate.min_accuracy)
+        gate.parity_passed(parity, onnx_sha256, PARITY_FILE, params.parity.atol)
+    except PipelineError as exc:
+        raise type(exc)(f"refusing to register: {exc}") from None
     return accuracy

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mnist_pipeline import stages
+from mnist_pipeline.cli_state import state
 from mnist_pipeline.registry.aliases import PRODUCTION
 from mnist_pipeline.registry.api import Registry
 
@@ -22,30 +24,16 @@ err = Console(stderr=True)
 
 
 def _registry(ctx: typer.Context) -> Registry:
-    from mnist_pipeline.cli import state
-
     st = state(ctx)
-    section = st.params().registry
-    return Registry(st.layout.registry_root(section.root), section.model_name)
+    return Registry.from_params(st.params().registry, st.layout)
 
 
 @models_app.command("register")
 def register(ctx: typer.Context) -> None:
     """Register what the pipeline last produced (models/, reports/) as the next version."""
-    from mnist_pipeline.cli import state
-    from mnist_pipeline.registry.candidate import candidate_from_layout
-
     st = state(ctx)
-    params = st.params()
-    registry = _registry(ctx)
-    done = registry.register(
-        candidate_from_layout(st.layout), params, params.registry.promotion_margin
-    )
-    err.print(
-        f"registered {registry.name} v{done.version} as {done.alias}: {done.reason}",
-        soft_wrap=True,
-        highlight=False,
-    )
+    done = stages.run("register", st.params(), st.layout)
+    err.print(done.summary(), soft_wrap=True, highlight=False, markup=False)
     out.print(str(done.path), highlight=False, soft_wrap=True)
 
 

@@ -1,9 +1,7 @@
-"""A briefly trained model on real MNIST, and real test digits, for the Node.js and web examples.
+"""Helpers of the Node.js and web example tests: real test digits, tool checks, rendering.
 
-`real_model(tmp_path_factory)` fetches MNIST from tests.conftest.SHARED_MNIST into a temporary
-folder, trains one short epoch (REAL_TRAIN: 300 batches, about 97% accurate) and exports it with
-the pipeline's own export function, once per test session. Callers skip when real MNIST is absent
-(`requires_real_mnist`).
+The model these tests load is the session's real-data run (`_real_run` in conftest.py), built by
+the pipeline's own stages, so they check the metadata and graph the pipeline really ships.
 """
 
 from __future__ import annotations
@@ -11,45 +9,15 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from mnist_pipeline import idx
-from tests.conftest import REPO_ROOT, SHARED_MNIST
+from tests.conftest import REPO_ROOT
 
 EXAMPLES = REPO_ROOT / "examples"
-REAL_TRAIN = {"epochs": 1, "max_batches_per_epoch": 300, "val_size": 1000, "num_threads": 2}
-
-
-@dataclass(frozen=True)
-class RealModel:
-    onnx: Path
-    data_dir: Path
-
-
-_built: dict[str, RealModel] = {}
-
-
-def real_model(tmp_path_factory: pytest.TempPathFactory) -> RealModel:
-    """The session's real-data model (built on first use)."""
-    if "model" not in _built:
-        from mnist_pipeline.export import export_onnx
-        from mnist_pipeline.fetch import fetch
-        from mnist_pipeline.layout import Layout
-        from mnist_pipeline.params import DataParams, ExportParams, TrainParams
-        from mnist_pipeline.train import train
-
-        layout = Layout(tmp_path_factory.mktemp("real-model"))
-        fetch(DataParams(mirrors=(str(SHARED_MNIST),)), layout.data_dir, show_progress=False)
-        params = TrainParams(**REAL_TRAIN)
-        train(params, layout.data_dir, layout)
-        export_onnx(ExportParams(), params.arch, layout.state_dict, layout.onnx, {})
-        _built["model"] = RealModel(layout.onnx, layout.data_dir)
-    return _built["model"]
 
 
 def test_digits(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
