@@ -14,8 +14,10 @@ ifeq ($(origin MNIST_MIRROR), undefined)
 endif
 # The local Prefect server's telemetry heartbeat otherwise logs "database is locked" (SQLite).
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+# DVC otherwise starts its analytics daemon (which phones home) on every command.
+export DVC_NO_ANALYTICS ?= 1
 
-# The Node.js and browser examples' packages (tests/test_*example.py skip without them).
+# The Node.js and browser examples' packages (tests/test_*example.py skip without them; CI fails).
 NPM := $(shell command -v npm 2>/dev/null)
 EXAMPLE_DEPS := $(if $(NPM),examples/node/node_modules/.package-lock.json \
                             examples/web/node_modules/.package-lock.json)
