@@ -1,20 +1,9 @@
-"""dvc.yaml: its lists match the code (fast), and `dvc repro` behaves on tiny data (slow).
-
-The slow tests build a throwaway git + DVC repo from the project's dvc.yaml, params.yaml and
-package source, point params at a tiny synthetic mirror and run the real `mnist-pipeline`
-commands through DVC (PYTHONPATH makes the copied package the one that runs).
-"""
+"""dvc.yaml says the truth about the code: stages, deps, outs and params match the stage table
+and the imports (`dvc repro` itself is tested in test_dvc_repro.py)."""
 
 from __future__ import annotations
 
 import ast
-import hashlib
-import json
-import os
-import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +12,8 @@ import yaml
 
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.params import Params
-from mnist_pipeline.registry.card import dvc_data_md5
 from mnist_pipeline.stages import STAGES as TABLE
 from tests.conftest import REPO_ROOT
-from tests.synthetic import make_dataset, write_mirror
 
 PACKAGE = "mnist_pipeline"
 STAGES = ("fetch", "train", "evaluate", "export", "parity")
@@ -167,193 +154,3 @@ def test_plot_definitions_use_real_columns() -> None:
         for path, ys in props["y"].items():
             wanted = {props["x"], *([ys] if isinstance(ys, str) else ys)}
             assert wanted <= columns[path], title
-
-
-# ---- slow: dvc repro on tiny data ----
-
-
-def _env(repo: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "MNIST_MIRROR"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(repo)  # the copied package, not the editable install
-    env["DVC_NO_ANALYTICS"] = "1"
-    return env
-
-
-def run(repo: Path, *args: str, ok: bool = True) -> str:
-    """Run a command in `repo`; returns stdout+stderr (asserts success unless ok=False)."""
-    done = subprocess.run(
-        args, cwd=repo, env=_env(repo), capture_output=True, text=True, timeout=600, check=False
-    )
-    output = done.stdout + done.stderr
-    if ok:
-        assert done.returncode == 0, f"{' '.join(args)} failed:\n{output}"
-    return output
-
-
-def ran(output: str) -> set[str]:
-    """Stages `dvc repro` / `dvc exp run` executed (not skipped, not restored from run-cache)."""
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def lock_hashes(repo: Path) -> dict[str, str]:
-    """Output path -> md5 from dvc.lock."""
-    lock = yaml.safe_load((repo / "dvc.lock").read_text(encoding="utf-8"))
-    outs = [out for stage in lock["stages"].values() for out in stage.get("outs", [])]
-    return {out["path"]: out["md5"] for out in outs}
-
-
-def make_project(repo: Path, mirror: Path) -> None:
-    """A fresh git + DVC repo holding the project's pipeline, with params for tiny data."""
-    repo.mkdir()
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "data/.gitignore"):
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO_ROOT / name, repo / name)
-    shutil.copytree(
-        REPO_ROOT / PACKAGE, repo / PACKAGE, ignore=shutil.ignore_patterns("__pycache__")
-    )
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    sha256 = write_mirror(mirror, make_dataset())
-    params["data"].update(mirrors=[str(mirror)], sha256=sha256)
-    params["train"].update(epochs=1, batch_size=32, val_size=32, num_threads=1)
-    params["evaluate"].update(min_accuracy=0.0, batch_size=64)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    run(repo, "git", "init", "-q", "-b", "main")
-    run(repo, "git", "config", "user.name", "test")
-    run(repo, "git", "config", "user.email", "test@example.com")
-    run(repo, "dvc", "init", "-q")
-    shutil.copy2(REPO_ROOT / ".dvc" / "config", repo / ".dvc" / "config")
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-q", "-m", "project")
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A repo after a full `dvc repro` (dvc.lock committed) and that run's output."""
-    base = tmp_path_factory.mktemp("dvc")
-    repo = base / "repo"
-    make_project(repo, base / "mirror")
-    output = run(repo, "dvc", "repro")
-    run(repo, "git", "add", "dvc.lock")
-    run(repo, "git", "commit", "-q", "-m", "pipeline run")
-    return repo, output
-
-
-@pytest.fixture
-def clone(pipeline: tuple[Path, str], tmp_path: Path) -> Path:
-    """A private copy of the pipeline repo (workspace, git history and DVC cache)."""
-    repo = tmp_path / "repo"
-    shutil.copytree(pipeline[0], repo, symlinks=True)
-    return repo
-
-
-@pytest.mark.slow
-def test_full_run_produces_every_output(pipeline: tuple[Path, str]) -> None:
-    repo, output = pipeline
-    assert ran(output) == set(STAGES)
-    layout = Layout(repo)
-    for path in (layout.state_dict, layout.onnx, layout.train_history, layout.predictions):
-        assert path.is_file(), path
-    assert not layout.checkpoint.exists()
-    assert sorted(p.name for p in layout.plots.iterdir()) == [
-        "confusion_matrix.png",
-        "correct.png",
-        "misclassified.png",
-        "training_curves.png",
-    ]
-    assert json.loads(layout.metrics.read_text())["passed"] is True
-    assert json.loads(layout.parity_report.read_text())["passed"] is True
-    hashes = lock_hashes(repo)
-    assert set(hashes) == {
-        "data/mnist",
-        "models/model.pt",
-        "reports/train_history.csv",
-        "reports/metrics.json",
-        "reports/predictions.csv",
-        "reports/plots",
-        "models/model.onnx",
-        "reports/parity.json",
-    }
-    # The registry's model card reads the dataset's md5 from this dvc.lock.
-    assert dvc_data_md5(repo) == hashes["data/mnist"]
-    assert hashes["data/mnist"].endswith(".dir")
-
-
-@pytest.mark.slow
-def test_second_repro_runs_nothing(pipeline: tuple[Path, str]) -> None:
-    repo, _ = pipeline
-    output = run(repo, "dvc", "repro")
-    assert ran(output) == set()
-    assert "Data and pipelines are up to date." in output
-    assert "up to date" in run(repo, "dvc", "status")
-
-
-@pytest.mark.slow
-def test_metrics_and_plots_show(pipeline: tuple[Path, str]) -> None:
-    repo, _ = pipeline
-    shown = json.loads(run(repo, "dvc", "metrics", "show", "--json"))
-    metrics = json.loads((repo / "reports/metrics.json").read_text())
-    data = shown[""]["data"]["reports/metrics.json"]["data"]
-    assert (data["accuracy"], data["loss"]) == (metrics["accuracy"], metrics["loss"])
-    plots = json.loads(run(repo, "dvc", "plots", "show", "--json"))["data"]
-    assert {"Loss", "Accuracy", "Confusion matrix"} <= set(plots)
-    assert "reports/plots/misclassified.png" in plots
-    assert plots["reports/plots/misclassified.png"][0]["type"] == "image"
-
-
-@pytest.mark.slow
-def test_changing_the_gate_reruns_only_evaluation_onwards(clone: Path) -> None:
-    params = yaml.safe_load((clone / "params.yaml").read_text())
-    params["evaluate"]["min_accuracy"] = 0.001
-    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    before = lock_hashes(clone)
-    stages = ran(run(clone, "dvc", "repro"))
-    assert "evaluate" in stages
-    assert not stages & {"fetch", "train"}
-    after = lock_hashes(clone)
-    assert after["models/model.pt"] == before["models/model.pt"]
-    assert after["reports/metrics.json"] != before["reports/metrics.json"]  # records the gate
-
-
-@pytest.mark.slow
-def test_forced_repro_is_bit_identical(clone: Path) -> None:
-    stable = (
-        "data/mnist",
-        "models/model.pt",
-        "reports/metrics.json",
-        "reports/predictions.csv",
-        "reports/plots",
-        "models/model.onnx",
-        "reports/parity.json",
-    )  # not train_history.csv: its `seconds` column is wall-clock time
-    before = lock_hashes(clone)
-    output = run(clone, "dvc", "repro", "--force")
-    assert ran(output) == set(STAGES)
-    after = lock_hashes(clone)
-    assert {k: after[k] for k in stable} == {k: before[k] for k in stable}
-
-
-@pytest.mark.slow
-def test_experiment_with_a_train_param(clone: Path) -> None:
-    output = run(clone, "dvc", "exp", "run", "-S", "train.epochs=2")
-    stages = ran(output)
-    assert "train" in stages and "fetch" not in stages
-    name = re.search(r"Ran experiment\(s\): (\S+)", output).group(1)  # type: ignore[union-attr]
-    assert name in run(clone, "dvc", "exp", "show", "--no-pager", "--csv")  # a table truncates
-    rows = json.loads(run(clone, "dvc", "exp", "show", "--json"))
-    exps = [e for row in rows for group in row.get("experiments") or [] for e in group["revs"]]
-    (exp,) = [e for e in exps if e["name"] == name]
-    assert exp["data"]["params"]["params.yaml"]["data"]["train"]["epochs"] == 2
-    assert "accuracy" in exp["data"]["metrics"]["reports/metrics.json"]["data"]
-
-
-@pytest.mark.slow
-def test_push_puts_the_dataset_in_a_remote(clone: Path, tmp_path: Path) -> None:
-    remote = tmp_path / "remote"
-    run(clone, "dvc", "remote", "add", "-d", "local", str(remote))
-    run(clone, "dvc", "push")
-    for path in sorted((clone / "data" / "mnist").iterdir()):
-        md5 = hashlib.md5(path.read_bytes()).hexdigest()
-        assert (remote / "files" / "md5" / md5[:2] / md5[2:]).is_file(), path.name
-    onnx_md5 = lock_hashes(clone)["models/model.onnx"]
-    assert (remote / "files" / "md5" / onnx_md5[:2] / onnx_md5[2:]).is_file()
