@@ -77,3 +77,25 @@ def publish_report(
         markdown="## Most confident mistakes\n\n" + _embedded_png(layout, MISTAKES_PNG),
         description="Misclassified test images, most confident first",
     )
+
+
+def publish_up_to_date(params: Params, version: int, fingerprint: dict[str, Any]) -> None:
+    """The report of a run that found its inputs already registered (trained nothing)."""
+    name = params.registry.model_name
+    lines = [
+        f"# MNIST retraining: up to date ({name} v{version})",
+        "",
+        f"v{version} was trained on the same inputs, so this run trained and registered nothing "
+        "(run with `force` to retrain anyway).",
+        "",
+        "| input | value |",
+        "|---|---|",
+        f"| fingerprint | `{fingerprint['sha256']}` |",
+        f"| dataset SHA-256 | `{fingerprint['dataset_sha256']}` |",
+        f"| package source SHA-256 | `{fingerprint['code_sha256']}` |",
+    ]
+    create_markdown_artifact(
+        key=REPORT_KEY,
+        markdown="\n".join(lines),
+        description="Retraining report: up to date, nothing trained",
+    )

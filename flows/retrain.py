@@ -1,23 +1,33 @@
-"""The retraining flow: fetch → train → evaluate (gate) → export → parity → register.
+"""The retraining flow: fetch → (up to date?) → train → evaluate → export → parity → register.
 
-Every task runs a stage through `mnist_pipeline.stages.run`, as the CLI and `dvc repro` do;
-nothing here computes.
-Run once with Prefect's temporary local server: `python -m flows.retrain`.
+Every stage runs as a task through `mnist_pipeline.stages.run`, as the CLI and `dvc repro` do;
+nothing here computes. A flow run works in its own folder, runs/<flow-run>/ (only the verified
+dataset and the registry are shared), and trains nothing when a registered version already has
+its inputs fingerprint (unless `force`). Run once: `python -m flows.retrain` (which, like the CLI,
+writes models/ and reports/ in the repository root).
 """
 
 from __future__ import annotations
 
+import argparse
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.states import Completed, State
 
-from flows.artifacts import publish_report
-from mnist_pipeline import stages
+from flows.artifacts import publish_report, publish_up_to_date
+from flows.notify import notify_failure
+from mnist_pipeline import runs, stages
+from mnist_pipeline.errors import StageFailed
+from mnist_pipeline.fingerprint import inputs_fingerprint
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.params import Params, load_params
+from mnist_pipeline.registry import Registry
 
 
 @task(cache_policy=NO_CACHE)
@@ -26,6 +36,16 @@ def run_stage(name: str, params: Params, layout: Layout) -> tuple[Any, float]:
     start = time.perf_counter()
     result = stages.run(name, params, layout)
     return result, time.perf_counter() - start
+
+
+@task(name="up-to-date", task_run_name="up-to-date", cache_policy=NO_CACHE)
+def registered_with_same_inputs(
+    params: Params, layout: Layout
+) -> tuple[dict[str, Any], int | None]:
+    """The run's inputs fingerprint, and the registered version that already has it (if any)."""
+    fingerprint = inputs_fingerprint(params, layout.data_dir)
+    registry = Registry.from_params(params.registry, layout)
+    return fingerprint, registry.version_with_fingerprint(fingerprint["sha256"])
 
 
 # One task per stage, named after it; only fetch touches the network, so only fetch is retried.
@@ -48,29 +68,64 @@ def flow_overrides(
     return {key: value for key, value in pairs.items() if value is not None}
 
 
-@flow(name="mnist-retrain", log_prints=True)
+def run_folder_name() -> str:
+    """<flow-run-name>-<id prefix> inside a flow run (unique), local-<random> outside one."""
+    if flow_run.id:
+        return f"{flow_run.name}-{flow_run.id[:8]}"
+    return f"local-{uuid.uuid4().hex[:8]}"
+
+
+def _run(name: str, params: Params, layout: Layout, upstream: list[Any]) -> tuple[Any, Any]:
+    """Run one stage task after `upstream`; a failure names the stage. Returns (state, value)."""
+    state = STAGE_TASKS[name](name, params, layout, wait_for=upstream, return_state=True)
+    try:
+        return state, state.result()
+    except Exception as exc:
+        raise StageFailed.of(name, exc) from exc
+
+
+@flow(name="mnist-retrain", log_prints=True, on_failure=[notify_failure])
 def retrain(
     epochs: int | None = None,
     learning_rate: float | None = None,
     min_accuracy: float | None = None,
     mirror: str | None = None,
+    force: bool = False,
+    isolated: bool = True,
+    notify_block: str | None = None,
     workdir: str = ".",
     params_file: str = "params.yaml",
-) -> dict[str, Any]:
-    """Retrain, gate, export, check and register; returns the new version and its alias."""
+) -> dict[str, Any] | State:
+    """Retrain, gate, export, check and register; a no-op when nothing changed (unless force).
+
+    `isolated` (default) writes into runs/<flow-run>/; False writes models/ and reports/ in
+    `workdir` as the CLI does. `notify_block` names a notification block told about a failure.
+    """
     started = time.perf_counter()
-    root = Path(workdir).resolve()
+    project = Path(workdir).resolve()
     params = load_params(
-        root / params_file, flow_overrides(epochs, learning_rate, min_accuracy, mirror)
+        project / params_file, flow_overrides(epochs, learning_rate, min_accuracy, mirror)
     )
-    layout = Layout(root)
-    results: dict[str, Any] = {}
+    layout = Layout.for_run(project, run_folder_name()) if isolated else Layout(project)
+    if isolated:
+        layout.root.mkdir(parents=True)
+        runs.prune(project, params.schedule.keep_runs, current=layout.root)
+    print(f"run folder: {layout.root}")
     timings: dict[str, float] = {}
-    upstream: list[Any] = []
-    for name, stage_task in STAGE_TASKS.items():
-        # wait_for makes the chain explicit, so Prefect's graph draws fetch -> ... -> register.
-        state = stage_task(name, params, layout, wait_for=upstream, return_state=True)
-        results[name], timings[name] = state.result()  # a failed stage fails the flow here
+    state, (_, timings["fetch"]) = _run("fetch", params, layout, [])
+    checked = registered_with_same_inputs(params, layout, wait_for=[state], return_state=True)
+    fingerprint, same = checked.result()
+    if same is not None and not force:
+        message = f"up to date: v{same} has the same inputs"
+        print(f"{message} (fingerprint {fingerprint['sha256'][:12]}); nothing trained")
+        publish_up_to_date(params, same, fingerprint)
+        # A Completed state with that message (the runs list shows it); its result is the dict.
+        result = {"up_to_date": True, "version": same, "fingerprint": fingerprint["sha256"]}
+        return Completed(message=message, data=result)
+    results: dict[str, Any] = {}
+    upstream = [checked]
+    for name in ("train", "evaluate", "export", "parity", "register"):
+        state, (results[name], timings[name]) = _run(name, params, layout, upstream)
         upstream = [state]
     registration = results["register"]
     wall = time.perf_counter() - started
@@ -81,12 +136,23 @@ def retrain(
     )
     publish_report(params, layout, results["evaluate"], results["parity"], registration, timings)
     return {
+        "up_to_date": False,
         "version": registration.version,
         "alias": registration.alias,
         "accuracy": results["evaluate"].accuracy,
+        "fingerprint": fingerprint["sha256"],
+        "run_folder": str(layout.root),
         "seconds": {"flow": wall, "tasks": timings, "overhead": overhead},
     }
 
 
+def main(argv: list[str] | None = None) -> None:
+    """`python -m flows.retrain [--force]`: one run, in the repository root like the CLI."""
+    parser = argparse.ArgumentParser(description="Run the retraining flow once.")
+    parser.add_argument("--force", action="store_true", help="retrain even if up to date")
+    args = parser.parse_args(argv)
+    retrain(force=args.force, isolated=False)
+
+
 if __name__ == "__main__":
-    retrain()
+    main()

@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.schedules import Cron
 
 from flows.retrain import retrain
@@ -46,12 +48,22 @@ def main(argv: list[str] | None = None) -> None:
     options = {
         "name": schedule.deployment_name,
         "schedules": [Cron(args.cron or schedule.cron, timezone=schedule.timezone)],
-        "parameters": {"workdir": str(workdir), "params_file": args.params_file},
+        "parameters": {
+            "workdir": str(workdir),
+            "params_file": args.params_file,
+            "notify_block": schedule.notify_block,
+        },
+        "concurrency_limit": ConcurrencyLimitConfig(
+            limit=schedule.concurrency_limit,
+            collision_strategy=ConcurrencyLimitStrategy(schedule.collision_strategy),
+        ),
         "description": "Scheduled MNIST retraining: fetch, train, gate, export, parity, register.",
         "tags": ["mnist", "retraining"],
     }
     if args.pool is None:
-        retrain.serve(**options)
+        # Stopping this process (a host restart) must not pause the schedule (Prefect's default
+        # would, PrefectHQ/prefect#16363); pause on purpose with `prefect deployment pause`.
+        serve(retrain.to_deployment(**options), pause_on_shutdown=False)
         return
     # Workers run the flow from this checkout (a set_working_directory pull step).
     source = retrain.from_source(source=str(REPO_ROOT), entrypoint="flows/retrain.py:retrain")

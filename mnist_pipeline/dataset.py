@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import torch
 from mnist_pipeline import idx
 from mnist_pipeline.contract import MNIST_MEAN, MNIST_STD
 from mnist_pipeline.errors import DataError
-from mnist_pipeline.manifest import FILE_KINDS, MNIST_FILES, file_sha256
+from mnist_pipeline.manifest import FILE_KINDS
 
 
 @dataclass(frozen=True)
@@ -60,9 +59,3 @@ def load_mnist(data_dir: Path) -> Mnist:
 def normalise(images: torch.Tensor) -> torch.Tensor:
     """uint8 [N, 28, 28] -> float32 [N, 1, 28, 28], scaled to [0, 1] then standardised."""
     return ((images.float() / 255.0 - MNIST_MEAN) / MNIST_STD).unsqueeze(1)
-
-
-def dataset_sha256(data_dir: Path) -> str:
-    """One content hash for the dataset: SHA-256 over 'name sha256' lines of the four files."""
-    lines = "".join(f"{f.name} {file_sha256(data_dir / f.name)}\n" for f in MNIST_FILES)
-    return hashlib.sha256(lines.encode()).hexdigest()

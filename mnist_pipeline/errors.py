@@ -25,3 +25,17 @@ class GateError(PipelineError):
 
 class RegistryError(PipelineError):
     """A registry operation was refused (bad name, unknown version, tampered file...)."""
+
+
+class StageFailed(PipelineError):
+    """A pipeline stage failed inside a flow; the message names the stage, then the cause."""
+
+    stage = ""
+
+    @classmethod
+    def of(cls, stage: str, cause: BaseException) -> StageFailed:
+        """The failure of `stage` with `cause` (same exit code as the cause)."""
+        error = cls(f"stage {stage} failed: {type(cause).__name__}: {cause}")
+        error.stage = stage
+        error.exit_code = getattr(cause, "exit_code", 1)
+        return error

@@ -16,10 +16,11 @@ import torch
 
 from mnist_pipeline import metrics, plots
 from mnist_pipeline.atomic import write_json, write_text
-from mnist_pipeline.dataset import dataset_sha256, load_mnist, normalise
+from mnist_pipeline.dataset import load_mnist, normalise
 from mnist_pipeline.errors import GateError
 from mnist_pipeline.gate import accuracy_passes
 from mnist_pipeline.layout import Layout
+from mnist_pipeline.manifest import dataset_sha256
 from mnist_pipeline.model import predict_logits
 from mnist_pipeline.params import EvaluateParams, ModelParams
 from mnist_pipeline.training_loop import score

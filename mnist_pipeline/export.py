@@ -37,10 +37,9 @@ from mnist_pipeline.contract import (
     PREPROCESSING_DESCRIPTION,
     normalisation_json,
 )
-from mnist_pipeline.dataset import dataset_sha256
 from mnist_pipeline.errors import DataError, GateError, PipelineError
 from mnist_pipeline.layout import Layout
-from mnist_pipeline.manifest import file_sha256
+from mnist_pipeline.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.params import ExportParams, ModelParams
 from mnist_pipeline.weights import load_model
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from filelock import FileLock
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from mnist_pipeline import idx
@@ -157,9 +158,18 @@ def _progress(show: bool | None) -> Progress | None:
 
 
 def fetch(params: DataParams, layout: Layout, show_progress: bool | None = None) -> FetchResult:
-    """Make layout.data_dir hold the four verified MNIST files, downloading only what is missing."""
+    """Make layout.data_dir hold the four verified MNIST files, downloading only what is missing.
+
+    Concurrent fetches into one folder (overlapping flow runs) take turns under a file lock
+    beside it: the second finds the files verified and downloads nothing.
+    """
     data_dir = layout.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(data_dir.parent / f".{data_dir.name}.lock"):
+        return _fetch_locked(params, data_dir, show_progress)
+
+
+def _fetch_locked(params: DataParams, data_dir: Path, show_progress: bool | None) -> FetchResult:
     downloaded: dict[str, str] = {}
     present: list[str] = []
     progress = _progress(show_progress)

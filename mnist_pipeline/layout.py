@@ -1,9 +1,16 @@
-"""Where every stage reads and writes, relative to one working directory (the repo root)."""
+"""Where every stage reads and writes: a run's own folder, and the project's shared state.
+
+`root` holds what one run writes (models/, reports/); `home`, the project folder, holds what
+runs share: the verified dataset (data/mnist) and the registry. For the CLI and `dvc repro` both
+are the repository root; each Prefect flow run works in its own `runs/<flow-run-name>/`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+RUNS_DIR = "runs"
 
 
 @dataclass(frozen=True)
@@ -11,11 +18,21 @@ class Layout:
     """Output locations of the pipeline; dvc.yaml and the README use the same paths."""
 
     root: Path = Path(".")
+    home: Path | None = None  # the project folder (data, registry); None: the same as root
+
+    @classmethod
+    def for_run(cls, project: Path, run_name: str) -> Layout:
+        """An isolated run folder, project/runs/<run_name>/, sharing the project's data."""
+        return cls(root=project / RUNS_DIR / run_name, home=project)
+
+    @property
+    def project(self) -> Path:
+        return self.root if self.home is None else self.home
 
     @property
     def data_dir(self) -> Path:
-        """The four decompressed MNIST IDX files (a DVC output of `fetch`)."""
-        return self.root / "data" / "mnist"
+        """The four decompressed MNIST IDX files (a DVC output of `fetch`; shared by runs)."""
+        return self.project / "data" / "mnist"
 
     @property
     def model_dir(self) -> Path:
@@ -64,6 +81,6 @@ class Layout:
         return self.reports / "plots"
 
     def registry_root(self, configured: str) -> Path:
-        """The registry folder from params (relative paths are under `root`)."""
+        """The registry folder from params (relative paths are under the project folder)."""
         path = Path(configured)
-        return path if path.is_absolute() else self.root / path
+        return path if path.is_absolute() else self.project / path

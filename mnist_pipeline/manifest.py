@@ -43,6 +43,12 @@ DEFAULT_SHA256 = {f.name: f.sha256 for f in MNIST_FILES}
 FILE_KINDS = {f.name: f.kind for f in MNIST_FILES}
 
 
+def dataset_sha256(data_dir: Path) -> str:
+    """One content hash for the dataset: SHA-256 over 'name sha256' lines of the four files."""
+    lines = "".join(f"{f.name} {file_sha256(data_dir / f.name)}\n" for f in MNIST_FILES)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file's bytes, streamed in 1 MiB chunks."""
     digest = hashlib.sha256()

@@ -126,11 +126,27 @@ class RegistryParams(Section):
 
 
 class ScheduleParams(Section):
-    """The scheduled retraining deployment (see flows/serve.py)."""
+    """The scheduled retraining deployment (see flows/serve.py) and its runs."""
 
     deployment_name: str = Field(default="weekly", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     cron: str = "0 3 * * 1"  # Mondays 03:00
     timezone: str = "UTC"
+    # Runs of the deployment at once; a run over the limit waits (ENQUEUE) or is cancelled.
+    concurrency_limit: int = Field(default=1, ge=1, le=100)
+    collision_strategy: Literal["ENQUEUE", "CANCEL_NEW"] = "ENQUEUE"
+    # Run folders (runs/<flow run>/) kept; older ones are deleted when a run starts.
+    keep_runs: int = Field(default=10, ge=1)
+    # A Prefect notification block ("block-type/block-name") told about every failed run.
+    notify_block: str | None = Field(default=None, pattern=r"^[a-z0-9-]+/[A-Za-z0-9._-]+$")
+
+    @model_validator(mode="after")
+    def _keep_every_running_run(self) -> ScheduleParams:
+        if self.keep_runs < self.concurrency_limit:
+            raise ValueError(
+                f"keep_runs ({self.keep_runs}) must be >= concurrency_limit "
+                f"({self.concurrency_limit}): pruning must not delete a running run's folder"
+            )
+        return self
 
     @field_validator("cron")
     @classmethod

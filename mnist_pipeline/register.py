@@ -2,20 +2,21 @@
 
 The candidate is the run's layout (weights, ONNX, reports, plots); the registry re-reads the
 recorded gate and parity verdicts (gate.py) before committing, and decides the alias by the
-promotion policy (`registry.promotion_margin`). The card records the whole effective params,
-which is why this stage, unlike the others, takes all of them.
+promotion policy (`registry.promotion_margin`). The card records the whole effective params
+and the inputs fingerprint (fingerprint.py), which is why this stage, unlike the others, takes
+all of them.
 """
 
 from __future__ import annotations
 
+from mnist_pipeline.fingerprint import inputs_fingerprint
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.params import Params
 from mnist_pipeline.registry import Registration, Registry, candidate_from_layout
 
 
 def register(params: Params, layout: Layout) -> Registration:
-    """Stage entry: register layout's outputs in the configured registry."""
+    """Stage entry: register layout's outputs, with their inputs fingerprint, as a version."""
     registry = Registry.from_params(params.registry, layout)
-    return registry.register(
-        candidate_from_layout(layout), params, params.registry.promotion_margin
-    )
+    candidate = candidate_from_layout(layout, inputs_fingerprint(params, layout.data_dir))
+    return registry.register(candidate, params, params.registry.promotion_margin)

@@ -29,9 +29,10 @@ import torch
 from mnist_pipeline import checkpoint as checkpoints
 from mnist_pipeline import training_loop as loop
 from mnist_pipeline.atomic import write_text
-from mnist_pipeline.dataset import dataset_sha256, load_mnist, normalise
+from mnist_pipeline.dataset import load_mnist, normalise
 from mnist_pipeline.errors import ParamsError
 from mnist_pipeline.layout import Layout
+from mnist_pipeline.manifest import dataset_sha256
 from mnist_pipeline.model import predict_logits
 from mnist_pipeline.params import ModelParams, TrainParams
 from mnist_pipeline.progress import EpochReporter, log

@@ -7,7 +7,6 @@ the pipeline's own stages, so they check the metadata and graph the pipeline rea
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -44,12 +43,6 @@ def node_skip_reason(example: str) -> str | None:
 def node_major() -> int:
     out = subprocess.run(["node", "--version"], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().lstrip("v").split(".")[0])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def dark_on_light(

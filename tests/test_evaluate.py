@@ -13,10 +13,10 @@ import pytest
 import torch
 import yaml
 
-from mnist_pipeline.dataset import dataset_sha256
 from mnist_pipeline.errors import GateError, PipelineError
 from mnist_pipeline.evaluate import PLOT_FILES, evaluate
 from mnist_pipeline.layout import Layout
+from mnist_pipeline.manifest import dataset_sha256
 from mnist_pipeline.model import build_model
 from mnist_pipeline.params import EvaluateParams, ModelParams, Params
 from mnist_pipeline.train import train

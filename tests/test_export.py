@@ -15,11 +15,10 @@ import torch
 import mnist_pipeline
 from mnist_pipeline import predict
 from mnist_pipeline.contract import MNIST_MEAN, MNIST_STD
-from mnist_pipeline.dataset import dataset_sha256
 from mnist_pipeline.errors import GateError, PipelineError
 from mnist_pipeline.export import collect_metadata, export, export_onnx
 from mnist_pipeline.layout import Layout
-from mnist_pipeline.manifest import file_sha256
+from mnist_pipeline.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.params import ExportParams, ModelParams
 from mnist_pipeline.weights import load_model
 from tests.conftest import UNTRAINED_META

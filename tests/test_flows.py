@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-import yaml
-from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.artifacts import MISTAKES_KEY, PER_CLASS_KEY, REPORT_KEY
 from flows.retrain import flow_overrides, retrain
-from mnist_pipeline.errors import GateError
+from mnist_pipeline.errors import StageFailed
 from mnist_pipeline.registry import Registry
+from tests.flow_helpers import latest_artifact, make_workdir, registry_versions, task_runs
 from tests.synthetic import write_mirror
 
 pytestmark = pytest.mark.slow
@@ -28,40 +27,10 @@ def prefect_server() -> Iterator[None]:
         yield
 
 
-def make_workdir(tmp_path: Path, mirror: str, sha: dict[str, str], **sections: dict) -> Path:
-    """A project folder with a params.yaml for a fast run on the tiny dataset."""
-    params = {
-        "data": {"mirrors": [mirror], "sha256": sha, "timeout_s": 5.0},
-        "train": {"epochs": 1, "batch_size": 32, "val_size": 32, "num_threads": 1},
-        "evaluate": {"min_accuracy": 0.0, "batch_size": 64},
-    }
-    for section, values in sections.items():
-        params.setdefault(section, {}).update(values)
-    workdir = tmp_path / "project"
-    workdir.mkdir()
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
-    return workdir
-
-
 @pytest.fixture
 def tiny_workdir(tmp_path: Path, tiny_mirror: tuple[Path, dict[str, str]]) -> Path:
     mirror, sha = tiny_mirror
     return make_workdir(tmp_path, str(mirror), sha)
-
-
-def registry_versions(workdir: Path) -> list[int]:
-    root = workdir / "registry"
-    return [card["version"] for card in Registry(root, "mnist-cnn").versions()]
-
-
-def latest_artifact(key: str) -> dict | None:
-    """Newest artifact with `key`, through the REST API (prefect 3.8.8's client read_artifacts
-    sends null filters, which this server version rejects with HTTP 422)."""
-    body = {"artifacts": {"key": {"any_": [key]}}, "sort": "UPDATED_DESC", "limit": 1, "offset": 0}
-    response = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body, timeout=30)
-    response.raise_for_status()
-    found = response.json()
-    return found[0] if found else None
 
 
 def test_flow_overrides_only_carry_given_values() -> None:
@@ -72,14 +41,6 @@ def test_flow_overrides_only_carry_given_values() -> None:
         "evaluate.min_accuracy": 0.5,
         "data.mirrors": ["/a", "/b"],
     }
-
-
-def task_runs(flow_run_id: str) -> dict[str, dict]:
-    """The flow run's task runs by name, through the REST API (see latest_artifact)."""
-    body = {"flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 50, "offset": 0}
-    response = httpx.post(f"{PREFECT_API_URL.value()}/task_runs/filter", json=body, timeout=30)
-    response.raise_for_status()
-    return {run["name"]: run for run in response.json()}
 
 
 def test_success_registers_a_version_and_publishes_artifacts(tiny_workdir: Path) -> None:
@@ -95,23 +56,32 @@ def test_success_registers_a_version_and_publishes_artifacts(tiny_workdir: Path)
     assert table is not None and "precision" in str(table["data"])
     mistakes = latest_artifact(MISTAKES_KEY)
     assert mistakes is not None and "data:image/png;base64," in mistakes["data"]
-    order = ["fetch", "train", "evaluate", "export", "parity", "register"]
-    assert list(result["seconds"]["tasks"]) == order
+    stages = ["fetch", "train", "evaluate", "export", "parity", "register"]
+    assert list(result["seconds"]["tasks"]) == stages
     # Each task waits for the one before, so Prefect's graph draws the chain.
-    runs = task_runs(str(state.state_details.flow_run_id))
-    assert sorted(runs) == sorted(order)
-    for before, after in zip(order, order[1:], strict=False):
+    flow_run_id = str(state.state_details.flow_run_id)
+    runs = task_runs(flow_run_id)
+    chain = ["fetch", "up-to-date", *stages[1:]]
+    assert sorted(runs) == sorted(chain)
+    for before, after in zip(chain, chain[1:], strict=False):
         waits = runs[after]["task_inputs"].get("wait_for", [])
         assert [w["id"] for w in waits] == [runs[before]["id"]], after
     assert "wait_for" not in runs["fetch"]["task_inputs"]
+    # The run worked in its own folder; the card says which run made it, from which inputs.
+    run_folder = Path(result["run_folder"])
+    assert run_folder.parent == tiny_workdir / "runs" and (run_folder / "models").is_dir()
+    assert not (tiny_workdir / "models").exists() and not (tiny_workdir / "reports").exists()
+    assert card["origin"]["kind"] == "prefect" and card["origin"]["flow_run_id"] == flow_run_id
+    assert card["fingerprint"]["sha256"] == result["fingerprint"]
 
 
 def test_gate_failure_fails_the_run_and_registers_nothing(tiny_workdir: Path) -> None:
     state = retrain(workdir=str(tiny_workdir), min_accuracy=1.0, return_state=True)
     assert state.is_failed()
     assert "below" in state.message and "1.0" in state.message
+    assert "stage evaluate failed" in state.message
     assert registry_versions(tiny_workdir) == []
-    assert not (tiny_workdir / "models" / "model.onnx").exists()
+    assert not list(tiny_workdir.glob("runs/*/models/model.onnx"))
 
 
 # ---- the rest through .fn(): the flow's body, without a flow run (Prefect's testing guide)
@@ -120,10 +90,11 @@ def test_gate_failure_fails_the_run_and_registers_nothing(tiny_workdir: Path) ->
 def test_parity_failure_raises_and_registers_nothing(tmp_path: Path, tiny_mirror) -> None:
     mirror, sha = tiny_mirror
     workdir = make_workdir(tmp_path, str(mirror), sha, parity={"atol": 1e-15})
-    with pytest.raises(GateError, match="ONNX parity failed"):
+    with pytest.raises(StageFailed, match="stage parity failed: GateError: ONNX parity failed"):
         retrain.fn(workdir=str(workdir))
     assert registry_versions(workdir) == []
-    assert (workdir / "reports" / "parity.json").is_file()
+    (report,) = (workdir / "runs").glob("*/reports/parity.json")  # in the run's own folder
+    assert json.loads(report.read_text())["passed"] is False
 
 
 @pytest.fixture
@@ -170,5 +141,5 @@ def test_unchanged_dataset_is_not_fetched_again(tmp_path: Path, flaky_http_mirro
     workdir = make_workdir(tmp_path, url, sha)
     retrain.fn(workdir=str(workdir))
     before = len(requests)
-    second = retrain.fn(workdir=str(workdir))
+    second = retrain.fn(workdir=str(workdir), force=True)
     assert len(requests) == before and second["version"] == 2

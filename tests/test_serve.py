@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
@@ -21,54 +19,12 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from mnist_pipeline.params import MIRROR_ENV
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
+from tests.process_helpers import free_port, start, stop, wait_for
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 DEPLOYMENT = "mnist-retrain/test-weekly"
 CRON = "0 4 * * 1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(args: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen:
-    """Start a process in its own session so the whole group can be stopped."""
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group, then SIGKILL what is left; wait so nothing lingers."""
-    for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def wait_for(check, timeout: float, what: str, proc: subprocess.Popen, log: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{what}: process exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            result = check()
-        except Exception:
-            result = None
-        if result:
-            return result
-        time.sleep(1)
-    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
 
 
 def tiny_project(tmp_path: Path, tiny_mirror, schedule: dict[str, str]) -> Path:
@@ -117,6 +73,20 @@ def prefect_server(
     assert proc.poll() is not None
 
 
+def scheduled_runs(deployment_id) -> int:
+    """How many Scheduled flow runs the server has created for the deployment (over REST: the
+    3.8.8 client sends null offset/limit in this filter, which the server rejects)."""
+    body = {
+        "deployments": {"id": {"any_": [str(deployment_id)]}},
+        "flow_runs": {"state": {"name": {"any_": ["Scheduled"]}}},
+        "limit": 10,
+        "offset": 0,
+    }
+    response = httpx.post(f"{PREFECT_API_URL.value()}/flow_runs/filter", json=body, timeout=30)
+    response.raise_for_status()
+    return len(response.json())
+
+
 def test_served_deployment_runs_on_a_real_server(
     tmp_path: Path, prefect_server, tiny_mirror
 ) -> None:
@@ -135,14 +105,34 @@ def test_served_deployment_runs_on_a_real_server(
 
             found = wait_for(deployment, 120, "the served deployment", serve, log)
             assert [s.schedule.cron for s in found.schedules] == [CRON]
+            # params.yaml's schedule.concurrency_limit (1) and collision strategy (ENQUEUE).
+            assert found.global_concurrency_limit.limit == 1
+            assert found.concurrency_options.collision_strategy == "ENQUEUE"
+            # The server's scheduler creates the cron's upcoming runs (it cannot with
+            # SQLAlchemy 2.1: pinned in pyproject.toml).
+            wait_for(lambda: scheduled_runs(found.id), 90, "scheduled runs", serve, log)
             flow_run = run_deployment(DEPLOYMENT, parameters={"epochs": 1}, timeout=300)
+            # A parameter the flow does not have fails the run before any work.
+            unknown = run_deployment(DEPLOYMENT, parameters={"epoch": 1}, timeout=120)
         assert flow_run.state is not None and flow_run.state.is_completed(), log.read_text()
+        # Prefect's parameter validation stops it (state Crashed: the run's process exits).
+        assert unknown.state is not None and unknown.state.is_final()
+        assert not unknown.state.is_completed()
+        assert len(list((workdir / "runs").iterdir())) == 1  # only the good run's folder
         cards = Registry(workdir / "registry", "mnist-cnn").versions()
         assert [c["version"] for c in cards] == [1]
         assert cards[0]["params"]["train"]["epochs"] == 1
+        assert cards[0]["origin"]["deployment"] == "test-weekly"
     finally:
         stop(serve)
     assert serve.poll() is not None
+    # Stopping the serving process (a host restart) leaves the schedule running.
+    with (
+        temporary_settings(updates={PREFECT_API_URL: api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        after = client.read_deployment_by_name(DEPLOYMENT)
+    assert not after.paused and all(s.active for s in after.schedules)
 
 
 def test_work_pool_deployment_runs_on_a_process_worker(

@@ -72,6 +72,13 @@ class Registry:
         """The model card of a version number ("3", "v3") or alias."""
         return self._card(self._version(ref))
 
+    def version_with_fingerprint(self, sha256: str) -> int | None:
+        """The newest version whose card records the inputs fingerprint `sha256`, if any."""
+        for card in reversed(self.versions()):
+            if (card.get("fingerprint") or {}).get("sha256") == sha256:
+                return int(card["version"])
+        return None
+
     def resolve(self, ref: str | int) -> Path:
         """Absolute path of a version's ONNX file, after checking its SHA-256 against the card."""
         return self._verified_file(ref, ONNX_FILE)
@@ -147,6 +154,7 @@ class Registry:
                     decision=decision,
                     origin=origin,
                     files=hashes,
+                    fingerprint=candidate.fingerprint,
                 )
                 write_json(tmp / store.CARD_FILE, card)
                 (tmp / store.CARD_FILE).chmod(0o444)

@@ -21,7 +21,8 @@ PLOTS_DIR = "plots"
 
 @dataclass(frozen=True)
 class Candidate:
-    """Paths of what to register; `workdir` is where git and dvc.lock are read for lineage."""
+    """Paths of what to register; `workdir` is where git is asked for lineage; `fingerprint`
+    is the run's inputs fingerprint (fingerprint.py), recorded in the card."""
 
     onnx: Path
     state_dict: Path
@@ -30,6 +31,7 @@ class Candidate:
     plots: tuple[Path, ...] = ()
     train_history: Path | None = None
     workdir: Path | None = None
+    fingerprint: dict[str, Any] | None = None
 
     def files(self) -> dict[str, Path]:
         """Where each source file goes inside the version folder."""
@@ -52,7 +54,7 @@ class Candidate:
         return [path for path in self.files().values() if not path.is_file()]
 
 
-def candidate_from_layout(layout: Layout) -> Candidate:
+def candidate_from_layout(layout: Layout, fingerprint: dict[str, Any] | None = None) -> Candidate:
     """What the pipeline last produced under `layout` (errors name the stage that is missing)."""
     needed = {
         layout.onnx: "export",
@@ -76,7 +78,8 @@ def candidate_from_layout(layout: Layout) -> Candidate:
         parity=layout.parity_report,
         plots=plots,
         train_history=history,
-        workdir=layout.root,
+        workdir=layout.project,
+        fingerprint=fingerprint,
     )
 
 

@@ -11,11 +11,10 @@ import hashlib
 import json
 import platform
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from mnist_pipeline.params import Params
 
@@ -33,7 +32,6 @@ LIBRARIES = (
     "prefect",
     "dvc",
 )
-DATA_OUT = "data/mnist"
 
 
 def _git(workdir: Path, *args: str) -> str | None:
@@ -58,19 +56,19 @@ def code_version(workdir: Path | None) -> dict[str, Any]:
     }
 
 
-def dvc_data_md5(workdir: Path | None) -> str | None:
-    """md5 DVC recorded for the `fetch` stage's data/mnist output in dvc.lock, if any."""
-    lock = (workdir or Path(".")) / "dvc.lock"
-    try:
-        raw = yaml.safe_load(lock.read_text(encoding="utf-8"))
-        outs = raw["stages"]["fetch"]["outs"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        return None
-    for out in outs if isinstance(outs, list) else []:
-        if isinstance(out, dict) and str(out.get("path", "")).rstrip("/") == DATA_OUT:
-            md5 = out.get("md5")
-            return md5 if isinstance(md5, str) else None
-    return None
+def run_origin() -> dict[str, Any]:
+    """Where a registration comes from: a Prefect flow run (id, name, deployment) or the CLI."""
+    if "prefect" in sys.modules:  # only a process that imported Prefect can be in a flow run
+        from prefect.runtime import deployment, flow_run
+
+        if flow_run.id:
+            return {
+                "kind": "prefect",
+                "flow_run_id": flow_run.id,
+                "flow_run_name": flow_run.name,
+                "deployment": deployment.name,
+            }
+    return {"kind": "cli"}
 
 
 def library_versions() -> dict[str, str | None]:
@@ -88,8 +86,8 @@ def lineage(workdir: Path | None) -> dict[str, Any]:
     """Everything about where a candidate came from that does not depend on its version."""
     return {
         "code": code_version(workdir),
-        "dvc_data_md5": dvc_data_md5(workdir),
         "libraries": library_versions(),
+        "origin": run_origin(),
     }
 
 
@@ -120,6 +118,7 @@ def build_card(
     decision: dict[str, Any],
     origin: dict[str, Any],
     files: dict[str, str],
+    fingerprint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The sealed model card of one version (see the README for the keys)."""
     return seal(
@@ -149,10 +148,10 @@ def build_card(
             },
             "decision": decision,
             "params": params.to_dict(),
-            "data": {
-                "dataset_sha256": metrics.get("dataset_sha256"),
-                "dvc_md5": origin.get("dvc_data_md5"),
-            },
+            # Hashed from the files the run read (evaluate's report), never copied from dvc.lock.
+            "data": {"dataset_sha256": metrics.get("dataset_sha256")},
+            "fingerprint": fingerprint,
+            "origin": origin.get("origin"),
             "code": origin.get("code"),
             "libraries": origin.get("libraries"),
             "files": dict(sorted(files.items())),

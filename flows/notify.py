@@ -1,0 +1,39 @@
+"""Failure notification: a flow-run state hook that tells a Prefect notification block.
+
+The block is any of Prefect's notification blocks (custom webhook, Slack, Teams, ...), created
+once on the server and named by the `notify_block` flow parameter ("block-type/block-name",
+`schedule.notify_block` in params.yaml). A notifier that is down never changes the run's outcome:
+the failure to notify is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prefect.blocks.core import Block
+from prefect.logging.loggers import flow_run_logger
+
+logger = logging.getLogger("mnist_pipeline.notify")
+
+
+def failure_message(flow_run_name: str, message: str | None) -> tuple[str, str]:
+    """(subject, body) of the notification for a failed run."""
+    subject = f"mnist-retrain run {flow_run_name} failed"
+    return subject, message or "no message"
+
+
+def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
+    """on_failure hook: send one notification through the configured block, if any."""
+    slug = (flow_run.parameters or {}).get("notify_block")
+    if not slug:
+        return
+    subject, body = failure_message(flow_run.name, state.message)
+    run_logger = flow_run_logger(flow_run, flow)  # shown in the run's logs in the UI
+    try:
+        Block.load(slug).notify(body=body, subject=subject)
+    except Exception as exc:  # a notifier's failure must not change the run's outcome
+        for log in (logger, run_logger):
+            log.error("could not notify %s about failed run %s: %s", slug, flow_run.name, exc)
+    else:
+        run_logger.info("notified %s about the failure", slug)

@@ -1,0 +1,205 @@
+"""Retraining an operator can trust: idempotent, isolated, noisy on failure (Prefect harness)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
+from prefect.settings import PREFECT_API_URL
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.retrain import retrain
+from mnist_pipeline.dataset import load_mnist
+from mnist_pipeline.errors import ParamsError
+from mnist_pipeline.layout import Layout
+from mnist_pipeline.registry import Registry
+from tests.conftest import REPO_ROOT
+from tests.flow_helpers import latest_artifact, make_workdir, registry_versions
+from tests.process_helpers import free_port
+from tests.synthetic import make_dataset, write_mirror
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server() -> Iterator[None]:
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, tiny_mirror: tuple[Path, dict[str, str]]) -> Path:
+    mirror, sha = tiny_mirror
+    return make_workdir(tmp_path, str(mirror), sha)
+
+
+def test_unchanged_inputs_train_nothing_unless_forced(workdir: Path) -> None:
+    first = retrain.fn(workdir=str(workdir))
+    again = retrain(workdir=str(workdir), return_state=True)
+    assert again.is_completed() and again.message == "up to date: v1 has the same inputs"
+    assert again.result() == {"up_to_date": True, "version": 1, "fingerprint": first["fingerprint"]}
+    assert registry_versions(workdir) == [1]
+    report = latest_artifact("mnist-retrain-report")
+    assert report is not None and "up to date" in report["data"] and "v1" in report["data"]
+    forced = retrain.fn(workdir=str(workdir), force=True)
+    assert forced["version"] == 2 and forced["fingerprint"] == first["fingerprint"]
+    changed = retrain.fn(workdir=str(workdir), epochs=2)  # another input: a real retraining
+    assert changed["version"] == 3 and changed["fingerprint"] != first["fingerprint"]
+    cards = Registry(workdir / "registry", "mnist-cnn").versions()
+    assert [c["fingerprint"]["sha256"] == first["fingerprint"] for c in cards] == [1, 1, 0]
+
+
+def test_run_folders_are_pruned_to_keep_runs(workdir: Path) -> None:
+    for epochs in (1, 2, 3):
+        retrain.fn(workdir=str(workdir), epochs=epochs)
+    params = (workdir / "params.yaml").read_text()
+    (workdir / "params.yaml").write_text(params + "schedule:\n  keep_runs: 2\n")
+    last = retrain.fn(workdir=str(workdir), epochs=4)
+    kept = sorted((workdir / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    assert len(kept) == 2 and kept[-1] == Path(last["run_folder"])
+
+
+def test_bad_override_fails_before_any_work(workdir: Path) -> None:
+    state = retrain(workdir=str(workdir), epochs=0, return_state=True)
+    assert state.is_failed() and "train.epochs" in state.message
+    assert not (workdir / "runs").exists() and not (workdir / "data").exists()
+    with pytest.raises(ParamsError, match="train.epochs"):
+        retrain.fn(workdir=str(workdir), epochs=0)
+
+
+def onnx_accuracy(onnx: Path, data_dir: Path) -> float:
+    """Accuracy of an ONNX model on the test split in `data_dir`, recomputed from scratch."""
+    mnist = load_mnist(data_dir)
+    pixels = (mnist.test_images.numpy()[:, None] / 255.0).astype(np.float32)
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    predicted = session.run(["probabilities"], {"image": pixels})[0].argmax(1)
+    return float((predicted == mnist.test_labels.numpy()).mean())
+
+
+def test_overlapping_runs_in_one_checkout_each_register_their_own_model(workdir: Path) -> None:
+    """Two flow processes at once in the same folder, with different params."""
+    code = "import sys; from flows.retrain import retrain; retrain(workdir=sys.argv[1], epochs={})"
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO_ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code.format(epochs), str(workdir)],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for epochs in (1, 3)
+    ]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out[-3000:]
+    registry = Registry(workdir / "registry", "mnist-cnn")
+    cards = registry.versions()
+    assert sorted(c["params"]["train"]["epochs"] for c in cards) == [1, 3]
+    data_dir = Layout(workdir).data_dir
+    for card in cards:
+        version = card["version"]
+        assert registry.verify() == []
+        assert card["metrics"]["accuracy"] == onnx_accuracy(registry.resolve(version), data_dir)
+        assert card["parity"]["onnx_sha256"] == card["files"]["model.onnx"]
+
+
+# ---- failure notification through a Prefect notification block
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[dict]]]:
+    """An HTTP endpoint on 127.0.0.1 that records every JSON body posted to it."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            length = int(self.headers.get("Content-Length", 0))
+            received.append(json.loads(self.rfile.read(length) or b"{}"))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def webhook_block(url: str, name: str) -> str:
+    block = CustomWebhookNotificationBlock(
+        name=name, url=url, json_data={"subject": "{{subject}}", "body": "{{body}}"}
+    )
+    block.save(name, overwrite=True)
+    return f"custom-webhook/{name}"
+
+
+def test_a_failed_run_notifies_once_and_a_good_run_never(workdir: Path, receiver) -> None:
+    url, received = receiver
+    slug = webhook_block(url, "mnist-failures")
+    bad = retrain(workdir=str(workdir), notify_block=slug, min_accuracy=1.0, return_state=True)
+    assert bad.is_failed()
+    assert len(received) == 1, received
+    good = retrain(workdir=str(workdir), notify_block=slug, return_state=True)
+    assert good.is_completed() and len(received) == 1  # no notification for a good run
+    (message,) = received
+    assert message["subject"].startswith("mnist-retrain run ") and "failed" in message["subject"]
+    assert "stage evaluate failed" in message["body"] and "below" in message["body"]
+
+
+def test_a_notifier_that_is_down_does_not_change_the_outcome(
+    workdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    slug = webhook_block(f"http://127.0.0.1:{free_port()}/nobody", "mnist-down")
+    with caplog.at_level(logging.ERROR, logger="mnist_pipeline.notify"):
+        state = retrain(
+            workdir=str(workdir), notify_block=slug, min_accuracy=1.0, return_state=True
+        )
+    assert state.is_failed() and "stage evaluate failed" in state.message
+    assert any("could not notify custom-webhook/mnist-down" in r.message for r in caplog.records)
+
+
+def test_a_run_killed_mid_training_leaves_other_runs_and_the_registry_alone(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL during training; the next run restarts from scratch in a new folder."""
+    mirror = tmp_path / "mirror"
+    sha = write_mirror(mirror, make_dataset(n_train=3072, n_test=64))
+    workdir = make_workdir(tmp_path, str(mirror), sha, train={"epochs": 6, "batch_size": 16})
+    code = "import sys; from flows.retrain import retrain; retrain(workdir=sys.argv[1])"
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", code, str(workdir)], env=env, cwd=REPO_ROOT)
+    deadline = time.monotonic() + 120
+    while not list(workdir.glob("runs/*/models/checkpoint.pt")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    (killed,) = (workdir / "runs").iterdir()
+    before = sorted(p.relative_to(killed) for p in killed.rglob("*"))
+    assert registry_versions(workdir) == []
+    done = retrain.fn(workdir=str(workdir), epochs=1)
+    assert done["version"] == 1 and Path(done["run_folder"]) != killed
+    assert sorted(p.relative_to(killed) for p in killed.rglob("*")) == before  # untouched
+    assert not (killed / "models" / "model.onnx").exists()
+    assert registry_versions(workdir) == [1]

@@ -1,0 +1,188 @@
+"""Scale-out for real: PostgreSQL, a Prefect server on it, a process work pool, two workers.
+
+Everything runs on 127.0.0.1 in temp folders and is stopped after: Debian's PostgreSQL (installed
+by .ci/run) on a free port, `prefect server start` using it, `flows.serve --pool` creating the
+deployment (concurrency limit 3), and two `prefect worker start` processes. Three overlapping runs
+with different params on tiny data must all complete, and every registered version's card must
+describe its own files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from mnist_pipeline.dataset import load_mnist, normalise
+from mnist_pipeline.layout import Layout
+from mnist_pipeline.model import build_model, predict_logits
+from mnist_pipeline.params import MIRROR_ENV
+from mnist_pipeline.registry import Registry
+from tests.conftest import REPO_ROOT, unavailable
+from tests.process_helpers import free_port, start, stop, wait_for
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+POOL = "scale-out"
+DEPLOYMENT = "mnist-retrain/scale-out"
+EPOCHS = (1, 2, 3)
+
+
+def postgres_bin() -> Path:
+    """Debian's PostgreSQL binaries (the newest major version installed)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        unavailable("PostgreSQL is not installed: apt-get install -y postgresql")
+    return found[-1].parent
+
+
+def as_postgres(args: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run it as the postgres user when we are root."""
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on a free 127.0.0.1 port; yields its asyncpg URL.
+
+    Its folder is a fresh one in the system temp dir: pytest's own (mode 0700, owned by root)
+    is out of reach of the postgres user.
+    """
+    pg = postgres_bin()
+    folder = Path(tempfile.mkdtemp(prefix="mnist-postgres-"))
+    data, log = folder / "data", folder / "postgres.log"
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+    initdb = [str(pg / "initdb"), "-D", str(data), "-U", "prefect", "--auth=trust"]
+    done = subprocess.run(as_postgres(initdb), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    port = free_port()
+    server = [
+        str(pg / "postgres"), "-D", str(data), "-p", str(port), "-k", str(folder),
+        "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200",
+    ]  # fmt: skip
+    proc = start(as_postgres(server), dict(os.environ), log, folder)
+    try:
+        ready = [str(pg / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)]
+        wait_for(lambda: subprocess.run(ready).returncode == 0, 60, "postgres", proc, log)
+        create = [
+            str(pg / "createdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "prefect",
+            "prefect",
+        ]
+        assert subprocess.run(create, capture_output=True, timeout=60).returncode == 0
+        yield f"postgresql+asyncpg://prefect@127.0.0.1:{port}/prefect"
+    finally:
+        stop(proc)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server_env(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """`prefect server start` on PostgreSQL; yields the environment its clients use."""
+    folder = tmp_path_factory.mktemp("prefect")
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k != MIRROR_ENV},
+        "PREFECT_HOME": str(folder / "home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_API_DATABASE_CONNECTION_URL": postgres,
+    }
+    log = folder / "server.log"
+    args = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    proc = start(args, env, log, folder)
+    try:
+        health = f"http://127.0.0.1:{port}/api/health"
+        up = lambda: urllib.request.urlopen(health, timeout=2).status == 200  # noqa: E731
+        wait_for(up, 180, "prefect server on postgres", proc, log)
+        yield {**env, "_log": str(log)}
+    finally:
+        stop(proc)
+
+
+def project(tmp_path: Path, tiny_mirror) -> Path:
+    mirror, sha = tiny_mirror
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    params = {
+        "data": {"mirrors": [str(mirror)], "sha256": sha},
+        "train": {"batch_size": 32, "val_size": 32, "num_threads": 1},
+        "evaluate": {"min_accuracy": 0.0},
+        "schedule": {"deployment_name": "scale-out", "concurrency_limit": 3},
+    }
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    return workdir
+
+
+def test_two_workers_run_three_overlapping_runs(server_env: dict, tmp_path: Path, tiny_mirror):
+    env = {k: v for k, v in server_env.items() if not k.startswith("_")}
+    workdir = project(tmp_path, tiny_mirror)
+    prefect = str(BIN / "prefect")
+    for args in (
+        [prefect, "work-pool", "create", POOL, "--type", "process"],
+        [sys.executable, "-m", "flows.serve", "--workdir", str(workdir), "--pool", POOL],
+    ):
+        done = subprocess.run(
+            args, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    logs = [tmp_path / f"worker{i}.log" for i in (1, 2)]
+    workers = [
+        start([prefect, "worker", "start", "--pool", POOL], env, log, tmp_path) for log in logs
+    ]
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
+            runs = [run_deployment(DEPLOYMENT, parameters={"epochs": e}, timeout=0) for e in EPOCHS]
+            deadline = time.monotonic() + 480
+            with get_client(sync_client=True) as client:
+                while True:
+                    states = [client.read_flow_run(r.id).state for r in runs]
+                    if all(s is not None and s.is_final() for s in states):
+                        break
+                    assert time.monotonic() < deadline, [s.name for s in states if s]
+                    time.sleep(2)
+    finally:
+        for worker in workers:
+            stop(worker)
+    output = "".join(log.read_text() for log in [*logs, Path(server_env["_log"])])
+    assert [s.name for s in states] == ["Completed"] * 3, output[-4000:]
+    assert "database is locked" not in output
+    assert "Traceback" not in Path(server_env["_log"]).read_text()
+
+    registry = Registry(workdir / "registry", "mnist-cnn")
+    assert registry.verify() == []
+    cards = registry.versions()
+    assert sorted(c["params"]["train"]["epochs"] for c in cards) == sorted(EPOCHS)
+    assert sorted(c["version"] for c in cards) == [1, 2, 3]
+    assert {c["origin"]["flow_run_id"] for c in cards} == {str(r.id) for r in runs}
+    mnist = load_mnist(Layout(workdir).data_dir)
+    pixels = (mnist.test_images.numpy()[:, None] / 255.0).astype(np.float32)
+    for card in cards:
+        session = ort.InferenceSession(str(registry.resolve(card["version"])))
+        logits = session.run(["logits"], {"image": pixels})[0]
+        accuracy = float((logits.argmax(1) == mnist.test_labels.numpy()).mean())
+        assert accuracy == card["metrics"]["accuracy"], card["version"]
+        net = build_model("classic")
+        net.load_state_dict(registry.load_state_dict(card["version"]))
+        reference = predict_logits(net, normalise(mnist.test_images), 1000).numpy()
+        np.testing.assert_allclose(logits, reference, atol=1e-4)  # model.pt and model.onnx agree
