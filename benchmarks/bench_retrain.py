@@ -32,6 +32,22 @@ PARAMS = {
 }
 
 
+def wait_for_deployment(name: str, log: Path, timeout: float = 120) -> None:
+    """Until `flows.serve` has registered the deployment."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            try:
+                client.read_deployment_by_name(name)
+                return
+            except ObjectNotFound:
+                time.sleep(0.5)
+    sys.exit(f"deployment {name} did not appear:\n{log.read_text()[-3000:]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -61,10 +77,10 @@ def main() -> None:
             scratch / "serve.log",
             REPO,
         )
-        time.sleep(1)
+        wait_for_deployment("mnist-retrain/bench", scratch / "serve.log")
         for i in range(args.runs + 1):  # the first run warms the serve process up
             started = time.perf_counter()
-            flow_run = run_deployment("mnist-retrain/bench", timeout=120)
+            flow_run = run_deployment("mnist-retrain/bench", timeout=120, poll_interval=0.1)
             elapsed = time.perf_counter() - started
             if flow_run.state is None or not flow_run.state.is_completed():
                 sys.exit(f"run {i} ended {flow_run.state}:\n{(scratch / 'serve.log').read_text()}")
