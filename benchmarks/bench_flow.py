@@ -25,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.prefect_server import cpu_name, running_server
+from benchmarks.machine import cpu_name
+from tests.process_helpers import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
 CALL = (
@@ -75,21 +76,20 @@ def main() -> None:
     parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR", "../shared/mnist"))
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-flow-"))
-    base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    base |= {"MNIST_MIRROR": str(Path(args.mirror).resolve())}
-    base |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    temporary = {**base, "PREFECT_HOME": str(scratch / "home-temporary")}
-    server = running_server(scratch, base)
+    mirror = {"MNIST_MIRROR": str(Path(args.mirror).resolve())}
+    temporary = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | mirror
+    temporary |= {"PREFECT_HOME": str(scratch / "home-temporary")}
+    temporary |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     runs: dict[str, list[dict[str, float]]] = {"temporary server": [], "running server": []}
     try:
         workdir = scratch / "project"
         workdir.mkdir()
         shutil.copy(REPO / "params.yaml", workdir / "params.yaml")
-        for _ in range(args.runs):
-            runs["temporary server"].append(one_run(workdir, temporary))
-            runs["running server"].append(one_run(workdir, server.env))
+        with prefect_server(scratch, **mirror) as server:
+            for _ in range(args.runs):
+                runs["temporary server"].append(one_run(workdir, temporary))
+                runs["running server"].append(one_run(workdir, server))
     finally:
-        server.stop()
         shutil.rmtree(scratch, ignore_errors=True)
     for kind, done in runs.items():
         for i, run in enumerate(done):

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.prefect_server import cpu_name, running_server
-from tests.process_helpers import start, stop
+from benchmarks.machine import cpu_name
+from tests.process_helpers import prefect_server, start, stop
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = {
@@ -48,17 +48,8 @@ def wait_for_deployment(name: str, log: Path, timeout: float = 120) -> None:
     sys.exit(f"deployment {name} did not appear:\n{log.read_text()[-3000:]}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR", "../shared/mnist"))
-    args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="bench-retrain-"))
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env |= {"MNIST_MIRROR": str(Path(args.mirror).resolve())}
-    env |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-    server = running_server(scratch, env)
-    os.environ.update(server.env)  # this process is a client of that server too
+def trigger_runs(scratch: Path, env: dict[str, str], runs: int) -> list[float]:
+    """Register once, serve, then time `runs` triggered no-op runs (after one warm-up run)."""
     from prefect.deployments import run_deployment
 
     from flows.retrain import retrain
@@ -66,30 +57,38 @@ def main() -> None:
     workdir = scratch / "project"
     workdir.mkdir()
     (workdir / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-    serve = None
+    first = retrain(workdir=str(workdir))
+    print(f"registered v{first['version']} ({first['accuracy']:.4f})", flush=True)
+    log = scratch / "serve.log"
+    serve = start([sys.executable, "-m", "flows.serve", "--workdir", str(workdir)], env, log, REPO)
     seconds: list[float] = []
     try:
-        first = retrain(workdir=str(workdir))
-        print(f"registered v{first['version']} ({first['accuracy']:.4f})", flush=True)
-        serve = start(
-            [sys.executable, "-m", "flows.serve", "--workdir", str(workdir)],
-            server.env,
-            scratch / "serve.log",
-            REPO,
-        )
-        wait_for_deployment("mnist-retrain/bench", scratch / "serve.log")
-        for i in range(args.runs + 1):  # the first run warms the serve process up
+        wait_for_deployment("mnist-retrain/bench", log)
+        for i in range(runs + 1):  # the first run warms the serve process up
             started = time.perf_counter()
             flow_run = run_deployment("mnist-retrain/bench", timeout=120, poll_interval=0.1)
             elapsed = time.perf_counter() - started
             if flow_run.state is None or not flow_run.state.is_completed():
-                sys.exit(f"run {i} ended {flow_run.state}:\n{(scratch / 'serve.log').read_text()}")
+                sys.exit(f"run {i} ended {flow_run.state}:\n{log.read_text()[-3000:]}")
             if i:
                 seconds.append(elapsed)
     finally:
-        if serve is not None:
-            stop(serve)
-        server.stop()
+        stop(serve)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR", "../shared/mnist"))
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="bench-retrain-"))
+    extra = {"MNIST_MIRROR": str(Path(args.mirror).resolve()), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    try:
+        with prefect_server(scratch, **extra) as env:
+            os.environ.update(env)  # this process is a client of that server too
+            seconds = trigger_runs(scratch, env, args.runs)
+    finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print("trigger -> Completed, s: " + ", ".join(f"{s:.2f}" for s in seconds))
     print(f"median {statistics.median(seconds):.2f} s (target <= 5 s); CPU: {cpu_name()}")

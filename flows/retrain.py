@@ -1,10 +1,11 @@
-"""The retraining flow: fetch → (up to date?) → train → evaluate → export → parity → register.
+"""The retraining flow: fetch, inputs (up to date?), train, evaluate, export, parity, register.
 
 Every stage runs as a task through `mnist_pipeline.stages.run`, as the CLI and `dvc repro` do;
-nothing here computes. A flow run works in its own folder, runs/<flow-run>/ (only the verified
-dataset and the registry are shared), and trains nothing when a registered version already has
-its inputs fingerprint (unless `force`). Run once: `python -m flows.retrain` (which, like the CLI,
-writes models/ and reports/ in the repository root).
+nothing here computes. A flow run works in its own folder, runs/<flow-run>/, on a hard-linked
+snapshot of the project's verified dataset; only the dataset folder (fetched under a lock) and
+the registry are shared. A run trains nothing when a registered version already has its inputs
+fingerprint (unless `force`). Run once: `python -m flows.retrain` (which, like the CLI, writes
+data/, models/ and reports/ in the repository root).
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ def run_stage(name: str, params: Params, layout: Layout) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
-@task(name="up-to-date", task_run_name="up-to-date", cache_policy=NO_CACHE)
-def registered_with_same_inputs(
-    params: Params, layout: Layout
-) -> tuple[dict[str, Any], int | None]:
-    """The run's inputs fingerprint, and the registered version that already has it (if any)."""
+@task(name="inputs", task_run_name="inputs", cache_policy=NO_CACHE)
+def run_inputs(params: Params, shared: Layout, layout: Layout) -> tuple[dict[str, Any], int | None]:
+    """The run's own snapshot of the verified dataset, its inputs fingerprint, and the
+    registered version that already has that fingerprint (None: nothing to skip)."""
+    if layout.data_dir != shared.data_dir:
+        runs.snapshot_dataset(shared.data_dir, layout.data_dir, params.data.sha256)
     fingerprint = inputs_fingerprint(params, layout.data_dir)
     registry = Registry.from_params(params.registry, layout)
     return fingerprint, registry.version_with_fingerprint(fingerprint["sha256"])
@@ -106,14 +108,15 @@ def retrain(
     params = load_params(
         project / params_file, flow_overrides(epochs, learning_rate, min_accuracy, mirror)
     )
-    layout = Layout.for_run(project, run_folder_name()) if isolated else Layout(project)
+    shared = Layout(project)  # the verified dataset (fetched under a lock) and the registry
+    layout = Layout.for_run(project, run_folder_name()) if isolated else shared
     if isolated:
         layout.root.mkdir(parents=True)
         runs.prune(project, params.schedule.keep_runs, current=layout.root)
     print(f"run folder: {layout.root}")
     timings: dict[str, float] = {}
-    state, (_, timings["fetch"]) = _run("fetch", params, layout, [])
-    checked = registered_with_same_inputs(params, layout, wait_for=[state], return_state=True)
+    state, (_, timings["fetch"]) = _run("fetch", params, shared, [])
+    checked = run_inputs(params, shared, layout, wait_for=[state], return_state=True)
     fingerprint, same = checked.result()
     if same is not None and not force:
         message = f"up to date: v{same} has the same inputs"

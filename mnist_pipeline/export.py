@@ -37,7 +37,7 @@ from mnist_pipeline.contract import (
     PREPROCESSING_DESCRIPTION,
     normalisation_json,
 )
-from mnist_pipeline.errors import DataError, GateError, PipelineError
+from mnist_pipeline.errors import GateError, PipelineError
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.params import ExportParams, ModelParams
@@ -203,12 +203,7 @@ def export(
         accuracy = gate.evaluation_passed(metrics, str(layout.metrics))
     except GateError as exc:
         raise GateError(f"refusing to export: {exc}") from None
-    try:
-        data_hash = dataset_sha256(layout.data_dir)
-    except FileNotFoundError as exc:
-        raise DataError(
-            f"missing dataset file {exc.filename}: run `mnist-pipeline fetch`"
-        ) from None
+    data_hash = dataset_sha256(layout.data_dir)
     evaluated_on = metrics.get("dataset_sha256")
     if evaluated_on is not None and evaluated_on != data_hash:
         raise PipelineError(

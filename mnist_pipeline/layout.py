@@ -1,8 +1,9 @@
-"""Where every stage reads and writes: a run's own folder, and the project's shared state.
+"""Where every stage reads and writes: a run's own folder, and the project's shared registry.
 
-`root` holds what one run writes (models/, reports/); `home`, the project folder, holds what
-runs share: the verified dataset (data/mnist) and the registry. For the CLI and `dvc repro` both
-are the repository root; each Prefect flow run works in its own `runs/<flow-run-name>/`.
+`root` holds what one run reads and writes (data/mnist, models/, reports/); `home`, the project
+folder, holds the registry that runs share. For the CLI and `dvc repro` both are the repository
+root; each Prefect flow run works in its own `runs/<flow-run-name>/`, with a hard-linked snapshot
+of the project's verified dataset (runs.snapshot_dataset).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ class Layout:
     """Output locations of the pipeline; dvc.yaml and the README use the same paths."""
 
     root: Path = Path(".")
-    home: Path | None = None  # the project folder (data, registry); None: the same as root
+    home: Path | None = None  # the project folder (the registry); None: the same as root
 
     @classmethod
     def for_run(cls, project: Path, run_name: str) -> Layout:
-        """An isolated run folder, project/runs/<run_name>/, sharing the project's data."""
+        """An isolated run folder, project/runs/<run_name>/, sharing the project's registry."""
         return cls(root=project / RUNS_DIR / run_name, home=project)
 
     @property
@@ -31,8 +32,8 @@ class Layout:
 
     @property
     def data_dir(self) -> Path:
-        """The four decompressed MNIST IDX files (a DVC output of `fetch`; shared by runs)."""
-        return self.project / "data" / "mnist"
+        """The four decompressed MNIST IDX files (a DVC output of `fetch`)."""
+        return self.root / "data" / "mnist"
 
     @property
     def model_dir(self) -> Path:

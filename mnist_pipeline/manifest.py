@@ -6,6 +6,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnist_pipeline.errors import DataError
+
 
 @dataclass(frozen=True)
 class MnistFile:
@@ -45,7 +47,11 @@ FILE_KINDS = {f.name: f.kind for f in MNIST_FILES}
 
 def dataset_sha256(data_dir: Path) -> str:
     """One content hash for the dataset: SHA-256 over 'name sha256' lines of the four files."""
-    lines = "".join(f"{f.name} {file_sha256(data_dir / f.name)}\n" for f in MNIST_FILES)
+    try:
+        lines = "".join(f"{f.name} {file_sha256(data_dir / f.name)}\n" for f in MNIST_FILES)
+    except FileNotFoundError as exc:
+        missing = exc.filename
+        raise DataError(f"missing dataset file {missing}: run `mnist-pipeline fetch`") from None
     return hashlib.sha256(lines.encode()).hexdigest()
 
 

@@ -9,6 +9,8 @@ all of them.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mnist_pipeline.fingerprint import inputs_fingerprint
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.params import Params
@@ -18,5 +20,6 @@ from mnist_pipeline.registry import Registration, Registry, candidate_from_layou
 def register(params: Params, layout: Layout) -> Registration:
     """Stage entry: register layout's outputs, with their inputs fingerprint, as a version."""
     registry = Registry.from_params(params.registry, layout)
-    candidate = candidate_from_layout(layout, inputs_fingerprint(params, layout.data_dir))
+    outputs = candidate_from_layout(layout)  # first: a missing output names the stage to run
+    candidate = replace(outputs, fingerprint=inputs_fingerprint(params, layout.data_dir))
     return registry.register(candidate, params, params.registry.promotion_margin)

@@ -6,7 +6,11 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -55,3 +59,31 @@ def wait_for(check, timeout: float, what: str, proc: subprocess.Popen, log: Path
             return result
         time.sleep(1)
     pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def prefect_server(folder: Path, **extra_env: str) -> Iterator[dict[str, str]]:
+    """`prefect server start` on a free 127.0.0.1 port, PREFECT_HOME under `folder`, stopped after.
+
+    Yields the environment its clients and workers use (MNIST_MIRROR removed: tests and
+    benchmarks pick their mirrors themselves); the server's log is `folder`/server.log.
+    """
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "MNIST_MIRROR"},
+        "PREFECT_HOME": str(folder / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        **extra_env,
+    }
+    log = folder / "server.log"
+    prefect = str(Path(sys.executable).parent / "prefect")
+    args = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    proc = start(args, env, log, folder)
+    try:
+        health = f"http://127.0.0.1:{port}/api/health"
+        up = lambda: urllib.request.urlopen(health, timeout=2).status == 200  # noqa: E731
+        wait_for(up, 180, "prefect server", proc, log)
+        yield env
+    finally:
+        stop(proc)

@@ -14,12 +14,17 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 import yaml
 
+from mnist_pipeline.dataset import load_mnist
 from mnist_pipeline.layout import Layout
+from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
 from tests.synthetic import make_dataset, write_mirror
 from tests.test_dvc import PACKAGE, STAGES
@@ -203,3 +208,39 @@ def test_push_puts_the_dataset_in_a_remote(clone: Path, tmp_path: Path) -> None:
         assert (remote / "files" / "md5" / md5[:2] / md5[2:]).is_file(), path.name
     onnx_md5 = lock_hashes(clone)["models/model.onnx"]
     assert (remote / "files" / "md5" / onnx_md5[:2] / onnx_md5[2:]).is_file()
+
+
+@pytest.mark.parametrize("offset", [0.0, 4.0])
+def test_a_flow_run_and_a_forced_repro_in_one_checkout_both_succeed(
+    clone: Path, tmp_path: Path, offset: float
+) -> None:
+    """`dvc repro --force` (which deletes and rewrites data/, models/, reports/) started
+    `offset` seconds after a retraining flow in the same checkout: neither disturbs the other."""
+    code = "import sys; from flows.retrain import retrain; retrain(workdir=sys.argv[1], epochs=2)"
+    env = {k: v for k, v in _env(clone).items() if k != "PREFECT_API_URL"}
+    env["PYTHONPATH"] += os.pathsep + str(REPO_ROOT)  # flows/ (not copied into the repo)
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    flow = subprocess.Popen(
+        [sys.executable, "-c", code, str(clone)],
+        cwd=clone,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(offset)
+    repro = run(clone, "dvc", "repro", "--force")
+    out, _ = flow.communicate(timeout=600)
+    assert flow.returncode == 0, out[-4000:]
+    assert ran(repro) == set(STAGES)
+    assert "up to date" in run(clone, "dvc", "status")  # dvc.lock describes the workspace
+    registry = Registry(clone / "registry", "mnist-cnn")
+    assert registry.verify() == []
+    (card,) = registry.versions()  # the flow's version, made from its own run folder
+    assert card["params"]["train"]["epochs"] == 2
+    session = ort.InferenceSession(str(registry.resolve(1)), providers=["CPUExecutionProvider"])
+    mnist = load_mnist(Layout(clone).data_dir)
+    pixels = (mnist.test_images.numpy()[:, None] / 255.0).astype(np.float32)
+    predicted = session.run(["probabilities"], {"image": pixels})[0].argmax(1)
+    accuracy = float((predicted == mnist.test_labels.numpy()).mean())
+    assert accuracy == card["metrics"]["accuracy"]

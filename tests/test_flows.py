@@ -61,7 +61,7 @@ def test_success_registers_a_version_and_publishes_artifacts(tiny_workdir: Path)
     # Each task waits for the one before, so Prefect's graph draws the chain.
     flow_run_id = str(state.state_details.flow_run_id)
     runs = task_runs(flow_run_id)
-    chain = ["fetch", "up-to-date", *stages[1:]]
+    chain = ["fetch", "inputs", *stages[1:]]
     assert sorted(runs) == sorted(chain)
     for before, after in zip(chain, chain[1:], strict=False):
         waits = runs[after]["task_inputs"].get("wait_for", [])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +14,11 @@ import yaml
 from typer.testing import CliRunner
 
 from mnist_pipeline.cli import app
-from mnist_pipeline.errors import RegistryError
+from mnist_pipeline.errors import DataError, RegistryError
 from mnist_pipeline.layout import Layout
 from tests.conftest import REPO_ROOT
 from tests.registry_helpers import make_candidate
+from tests.synthetic import make_dataset, write_data_dir
 
 runner = CliRunner()
 
@@ -36,6 +38,7 @@ def produce(workdir: Path, seed: int, accuracy: float) -> None:
     for src, dst in pairs:
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(src.read_bytes())
+    write_data_dir(layout.data_dir, make_dataset())  # its hash goes into the card's fingerprint
 
 
 @pytest.fixture
@@ -91,6 +94,11 @@ def test_register_without_outputs_names_what_is_missing(workdir: Path) -> None:
     result = models(workdir, "register")
     assert isinstance(result.exception, RegistryError)
     assert "run `mnist-pipeline export`" in str(result.exception)
+    produce(workdir, 1, 0.95)
+    shutil.rmtree(Layout(workdir).data_dir)  # no dataset: the inputs fingerprint cannot be made
+    result = models(workdir, "register")
+    assert isinstance(result.exception, DataError)
+    assert "run `mnist-pipeline fetch`" in str(result.exception)
 
 
 def test_errors_are_one_clean_line(workdir: Path) -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
+import pytest
+
 from mnist_pipeline import runs
+from mnist_pipeline.errors import DataError
 from mnist_pipeline.layout import Layout
+from tests.synthetic import write_data_dir
 
 
 def make_runs(project: Path, n: int) -> list[Path]:
@@ -35,10 +40,26 @@ def test_without_current_and_without_runs(tmp_path: Path) -> None:
     assert runs.prune(tmp_path, keep=2) == []
 
 
-def test_run_layout_shares_data_and_registry(tmp_path: Path) -> None:
+def test_run_layout_has_its_own_files_and_shares_the_registry(tmp_path: Path) -> None:
     layout = Layout.for_run(tmp_path, "brave-otter-1234abcd")
     assert layout.root == tmp_path / "runs" / "brave-otter-1234abcd"
     assert layout.state_dict == layout.root / "models" / "model.pt"
-    assert layout.data_dir == Layout(tmp_path).data_dir
+    assert layout.data_dir == layout.root / "data" / "mnist"
     assert layout.registry_root("registry") == tmp_path / "registry"
     assert layout.registry_root("/abs/reg") == Path("/abs/reg")
+
+
+def test_snapshot_survives_the_shared_files_being_replaced(
+    tmp_path: Path, tiny_data_dir: Path, tiny_files: dict[str, bytes]
+) -> None:
+    sha = {name: hashlib.sha256(data).hexdigest() for name, data in tiny_files.items()}
+    run = Layout.for_run(tmp_path, "r1")
+    runs.snapshot_dataset(tiny_data_dir, run.data_dir, sha)
+    for name in tiny_files:  # what `dvc repro --force` does to its outputs: delete, recreate
+        (tiny_data_dir / name).unlink()
+    assert {n: (run.data_dir / n).read_bytes() for n in tiny_files} == tiny_files
+    with pytest.raises(DataError, match="missing dataset file .*: run `fetch`"):
+        runs.snapshot_dataset(tiny_data_dir, Layout.for_run(tmp_path, "r2").data_dir, sha)
+    write_data_dir(tiny_data_dir, {**tiny_files, "t10k-labels-idx1-ubyte": b"other"})
+    with pytest.raises(DataError, match="changed while it was being snapshotted"):
+        runs.snapshot_dataset(tiny_data_dir, Layout.for_run(tmp_path, "r3").data_dir, sha)

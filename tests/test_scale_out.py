@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,10 +29,9 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from mnist_pipeline.dataset import load_mnist, normalise
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.model import build_model, predict_logits
-from mnist_pipeline.params import MIRROR_ENV
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT, unavailable
-from tests.process_helpers import free_port, start, stop, wait_for
+from tests.process_helpers import free_port, prefect_server, start, stop, wait_for
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -100,24 +98,8 @@ def postgres() -> Iterator[str]:
 def server_env(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """`prefect server start` on PostgreSQL; yields the environment its clients use."""
     folder = tmp_path_factory.mktemp("prefect")
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if k != MIRROR_ENV},
-        "PREFECT_HOME": str(folder / "home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_API_DATABASE_CONNECTION_URL": postgres,
-    }
-    log = folder / "server.log"
-    args = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    proc = start(args, env, log, folder)
-    try:
-        health = f"http://127.0.0.1:{port}/api/health"
-        up = lambda: urllib.request.urlopen(health, timeout=2).status == 200  # noqa: E731
-        wait_for(up, 180, "prefect server on postgres", proc, log)
-        yield {**env, "_log": str(log)}
-    finally:
-        stop(proc)
+    with prefect_server(folder, PREFECT_API_DATABASE_CONNECTION_URL=postgres) as env:
+        yield {**env, "_log": str(folder / "server.log")}
 
 
 def project(tmp_path: Path, tiny_mirror) -> Path:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +14,9 @@ from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from mnist_pipeline.params import MIRROR_ENV
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
-from tests.process_helpers import free_port, start, stop, wait_for
+from tests.process_helpers import prefect_server, start, stop, wait_for
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -43,34 +40,10 @@ def tiny_project(tmp_path: Path, tiny_mirror, schedule: dict[str, str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def prefect_server(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[str, dict[str, str]]]:
-    """One real `prefect server start` on 127.0.0.1 for the module's tests, stopped after."""
-    tmp_path = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if k != MIRROR_ENV},  # tests pick their mirrors
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-    }
-    log = tmp_path / "server.log"
-    args = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    proc = start(args, env, log, tmp_path)
-    try:
-        health = f"http://127.0.0.1:{port}/api/health"
-        wait_for(
-            lambda: urllib.request.urlopen(health, timeout=2).status == 200,
-            180,
-            "prefect server",
-            proc,
-            log,
-        )
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    """One real `prefect server start` on 127.0.0.1 (SQLite) for the module's tests."""
+    with prefect_server(tmp_path_factory.mktemp("prefect-server")) as env:
         yield env["PREFECT_API_URL"], env
-    finally:
-        stop(proc)
-    assert proc.poll() is not None
 
 
 def scheduled_runs(deployment_id) -> int:
@@ -87,10 +60,8 @@ def scheduled_runs(deployment_id) -> int:
     return len(response.json())
 
 
-def test_served_deployment_runs_on_a_real_server(
-    tmp_path: Path, prefect_server, tiny_mirror
-) -> None:
-    api_url, env = prefect_server
+def test_served_deployment_runs_on_a_real_server(tmp_path: Path, server, tiny_mirror) -> None:
+    api_url, env = server
     workdir = tiny_project(tmp_path, tiny_mirror, {"deployment_name": "test-weekly", "cron": CRON})
     log = tmp_path / "serve.log"
     serve = start(
@@ -135,11 +106,9 @@ def test_served_deployment_runs_on_a_real_server(
     assert not after.paused and all(s.active for s in after.schedules)
 
 
-def test_work_pool_deployment_runs_on_a_process_worker(
-    tmp_path: Path, prefect_server, tiny_mirror
-) -> None:
+def test_work_pool_deployment_runs_on_a_process_worker(tmp_path: Path, server, tiny_mirror) -> None:
     """Scaling out: the deployment on a process work pool, run by `prefect worker start`."""
-    api_url, env = prefect_server
+    api_url, env = server
     schedule = {"deployment_name": "test-pool-weekly", "cron": CRON, "timezone": "UTC"}
     workdir = tiny_project(tmp_path, tiny_mirror, schedule)
     prefect = str(BIN / "prefect")

@@ -54,7 +54,7 @@ class Candidate:
         return [path for path in self.files().values() if not path.is_file()]
 
 
-def candidate_from_layout(layout: Layout, fingerprint: dict[str, Any] | None = None) -> Candidate:
+def candidate_from_layout(layout: Layout) -> Candidate:
     """What the pipeline last produced under `layout` (errors name the stage that is missing)."""
     needed = {
         layout.onnx: "export",
@@ -79,7 +79,6 @@ def candidate_from_layout(layout: Layout, fingerprint: dict[str, Any] | None = N
         plots=plots,
         train_history=history,
         workdir=layout.project,
-        fingerprint=fingerprint,
     )
 
 
