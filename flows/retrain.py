@@ -77,13 +77,18 @@ def run_folder_name() -> str:
     return f"local-{uuid.uuid4().hex[:8]}"
 
 
-def _run(name: str, params: Params, layout: Layout, upstream: list[Any]) -> tuple[Any, Any]:
-    """Run one stage task after `upstream`; a failure names the stage. Returns (state, value)."""
-    state = STAGE_TASKS[name](name, params, layout, wait_for=upstream, return_state=True)
+def _value(name: str, state: State) -> Any:
+    """The value of a finished task; a failure is raised naming its stage."""
     try:
-        return state, state.result()
+        return state.result()
     except Exception as exc:
         raise StageFailed.of(name, exc) from exc
+
+
+def _run(name: str, params: Params, layout: Layout, upstream: list[Any]) -> tuple[Any, Any]:
+    """Run one stage task after `upstream`; returns (its state, its value)."""
+    state = STAGE_TASKS[name](name, params, layout, wait_for=upstream, return_state=True)
+    return state, _value(name, state)
 
 
 @flow(name="mnist-retrain", log_prints=True, on_failure=[notify_failure])
@@ -117,7 +122,7 @@ def retrain(
     timings: dict[str, float] = {}
     state, (_, timings["fetch"]) = _run("fetch", params, shared, [])
     checked = run_inputs(params, shared, layout, wait_for=[state], return_state=True)
-    fingerprint, same = checked.result()
+    fingerprint, same = _value("inputs", checked)
     if same is not None and not force:
         message = f"up to date: v{same} has the same inputs"
         print(f"{message} (fingerprint {fingerprint['sha256'][:12]}); nothing trained")
