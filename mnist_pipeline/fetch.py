@@ -8,6 +8,7 @@ strictly as IDX; only then is it renamed into place. A failing mirror falls thro
 from __future__ import annotations
 
 import hashlib
+import http.client
 import shutil
 import sys
 import tempfile
@@ -55,7 +56,10 @@ def _source(mirror: str, filename: str) -> str:
     """Join a mirror (https://, http://, file:// or a directory path) and a file name."""
     if "://" in mirror:
         return mirror.rstrip("/") + "/" + urllib.parse.quote(filename)
-    return str(Path(mirror).expanduser() / filename)
+    try:
+        return str(Path(mirror).expanduser() / filename)
+    except RuntimeError as exc:  # "~someone/..." for a user that does not exist
+        raise MirrorError(f"not a usable folder: {exc}") from None
 
 
 def _open(source: str, timeout: float) -> tuple[BinaryIO, int | None]:
@@ -70,6 +74,8 @@ def _open(source: str, timeout: float) -> tuple[BinaryIO, int | None]:
         return handle, Path(source).stat().st_size
     try:
         response = urllib.request.urlopen(source, timeout=timeout)  # noqa: S310 - mirrors only
+    except (ValueError, http.client.InvalidURL) as exc:  # "http://[::1", "https://exa mple.com/"
+        raise MirrorError(f"not a valid URL: {exc}") from None
     except urllib.error.HTTPError as exc:
         raise MirrorError(f"HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
@@ -85,6 +91,9 @@ def _open(source: str, timeout: float) -> tuple[BinaryIO, int | None]:
 
 def _download(source: str, out: BinaryIO, timeout: float, progress: Progress | None) -> None:
     stream, length = _open(source, timeout)
+    if length is not None and length > idx.MAX_FILE_BYTES:
+        stream.close()
+        raise MirrorError(f"{length:,} bytes is more than the {idx.MAX_FILE_BYTES:,} allowed")
     task = progress.add_task(Path(source).name, total=length) if progress else None
     received = 0
     try:
@@ -92,6 +101,8 @@ def _download(source: str, out: BinaryIO, timeout: float, progress: Progress | N
             while chunk := stream.read(CHUNK):
                 out.write(chunk)
                 received += len(chunk)
+                if received > idx.MAX_FILE_BYTES:
+                    raise MirrorError(f"more than the {idx.MAX_FILE_BYTES:,} bytes allowed")
                 if progress is not None and task is not None:
                     progress.update(task, advance=len(chunk))
     except (TimeoutError, OSError) as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import struct
 import zlib
 from dataclasses import dataclass
@@ -14,6 +13,8 @@ from mnist_pipeline.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
 UBYTE = 0x08
+# Cap on one dataset file, compressed or not (MNIST's largest decompresses to 47,040,016 bytes).
+MAX_FILE_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -32,14 +33,34 @@ class IdxHeader:
         return int(np.prod(self.dims, dtype=np.int64))
 
 
-def maybe_gunzip(data: bytes, name: str = "file") -> bytes:
-    """Decompress gzip data (detected by magic bytes); pass other data through."""
+def maybe_gunzip(data: bytes, name: str = "file", limit: int | None = None) -> bytes:
+    """Decompress gzip data (detected by magic bytes); pass other data through.
+
+    Decompression stops as soon as the output would exceed `limit` bytes: a small archive that
+    expands to gigabytes (a gzip bomb) is refused after at most `limit` bytes of work.
+    `limit` defaults to MAX_FILE_BYTES.
+    """
+    limit = MAX_FILE_BYTES if limit is None else limit
     if not data.startswith(GZIP_MAGIC):
+        if len(data) > limit:
+            raise DataError(f"{name}: {len(data):,} bytes is more than the {limit:,} allowed")
         return data
+    out = bytearray()
+    rest = data
     try:
-        return gzip.decompress(data)
-    except (EOFError, OSError, zlib.error) as exc:
+        while rest:  # one gzip member after another, as gzip.decompress does
+            member = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            out += member.decompress(rest, limit + 1 - len(out))
+            if len(out) > limit or member.unconsumed_tail:
+                raise DataError(
+                    f"{name}: expands to more than {limit:,} bytes (refused: a gzip bomb?)"
+                )
+            if not member.eof:
+                raise DataError(f"{name}: corrupt or truncated gzip data (no end of stream)")
+            rest = member.unused_data
+    except zlib.error as exc:
         raise DataError(f"{name}: corrupt or truncated gzip data ({exc})") from None
+    return bytes(out)
 
 
 def parse_header(data: bytes, name: str = "file") -> IdxHeader:

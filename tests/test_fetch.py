@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mnist_pipeline import idx
 from mnist_pipeline.dataset import load_mnist
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.fetch import fetch
@@ -154,3 +155,35 @@ def test_real_mnist_from_shared_folder(real_run: Layout) -> None:
     assert mnist.train_labels.bincount().tolist() == expected_train
     expected_test = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert mnist.test_labels.bincount().tolist() == expected_test
+
+
+def test_gzip_bomb_is_refused_before_it_expands(tmp_path: Path, tiny_files) -> None:
+    """A small .gz that expands far beyond any MNIST file: refused at the cap, nothing written."""
+    sha = write_mirror(tmp_path / "m", tiny_files)
+    bomb = gzip.compress(bytes(idx.MAX_FILE_BYTES + (8 << 20)), compresslevel=1)
+    assert len(bomb) < 1 << 20
+    (tmp_path / "m" / f"{TRAIN_IMAGES}.gz").write_bytes(bomb)
+    with pytest.raises(DataError, match=r"expands to more than 67,108,864 bytes") as info:
+        fetch(data_params(sha, tmp_path / "m"), Layout(tmp_path), show_progress=False)
+    assert "gzip bomb" in str(info.value)
+    assert not (Layout(tmp_path).data_dir / TRAIN_IMAGES).exists()
+
+
+def test_oversized_download_is_refused(tmp_path: Path, tiny_files, monkeypatch) -> None:
+    sha = write_mirror(tmp_path / "m", tiny_files)
+    monkeypatch.setattr(idx, "MAX_FILE_BYTES", 1000)  # the tiny .gz files are bigger
+    with pytest.raises(DataError, match="more than the 1,000 allowed"):
+        fetch(data_params(sha, tmp_path / "m"), Layout(tmp_path), show_progress=False)
+
+
+def test_malformed_mirrors_fall_through_to_a_good_one(tmp_path: Path, tiny_files) -> None:
+    sha = write_mirror(tmp_path / "good", tiny_files)
+    bad = ("http://[::1", "https://exa mple.com/", "~no-such-user-4711/mnist")
+    result = fetch(data_params(sha, *bad, tmp_path / "good"), Layout(tmp_path), False)
+    assert set(result.downloaded.values()) == {str(tmp_path / "good")}
+    with pytest.raises(DataError) as info:
+        fetch(data_params(sha, *bad), Layout(tmp_path / "other"), show_progress=False)
+    message = str(info.value)
+    for mirror in bad:
+        assert f"  {mirror}: " in message
+    assert message.count("not a valid URL") == 2 and "not a usable folder" in message
