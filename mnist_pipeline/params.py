@@ -19,6 +19,7 @@ from pydantic import (
 
 from mnist_pipeline.errors import ParamsError
 from mnist_pipeline.manifest import DEFAULT_SHA256
+from mnist_pipeline.validators import check_cron, check_timezone, load_yaml_strict
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
 MIRROR_ENV = "MNIST_MIRROR"
@@ -32,7 +33,7 @@ DEFAULT_MIRRORS = (
 class Section(BaseModel):
     """Base for every section: immutable, unknown keys rejected, no type coercion of strings."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class DataParams(Section):
@@ -74,7 +75,7 @@ class TrainParams(Section):
     learning_rate: float = Field(default=0.001, gt=0, le=10)
     lr_schedule: Literal["onecycle", "constant"] = "onecycle"
     max_learning_rate: float = Field(default=0.005, gt=0, le=10)
-    seed: int = Field(default=1, ge=0)
+    seed: int = Field(default=1, ge=0, le=2**63 - 2)  # torch seeds are 64-bit; shuffle uses +1
     val_size: int = Field(default=5000, ge=0)
     device: Literal["cpu", "cuda"] = "cpu"
     num_threads: int = Field(default=2, ge=1, le=256)
@@ -119,7 +120,7 @@ class ParityParams(Section):
 class RegistryParams(Section):
     """Model registry location and promotion policy."""
 
-    root: str = "registry"
+    root: str = Field(default="registry", min_length=1)
     # Same rule as the registry (registry/store.py): lowercase, no path separators.
     model_name: str = Field(default="mnist-cnn", pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
     promotion_margin: float = Field(default=0.0, ge=0, le=1)
@@ -150,10 +151,13 @@ class ScheduleParams(Section):
 
     @field_validator("cron")
     @classmethod
-    def _five_fields(cls, value: str) -> str:
-        if len(value.split()) != 5:
-            raise ValueError("must be a 5-field cron expression, e.g. '0 3 * * 1'")
-        return value
+    def _cron(cls, value: str) -> str:
+        return check_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return check_timezone(value)
 
 
 class Params(Section):
@@ -246,16 +250,24 @@ def load_params(
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
     except FileNotFoundError:
         raise ParamsError(f"params file not found: {path}") from None
     except OSError as exc:
         raise ParamsError(f"cannot read params file {path}: {exc.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+        raw = load_yaml_strict(text)
+    except yaml.YAMLError as exc:  # one line: the problem and where
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ParamsError(f"{path}: not valid YAML{where}: {problem}") from None
     merged = dict(overrides or {})
     env_mirror = (os.environ if environ is None else environ).get(MIRROR_ENV, "").strip()
     if env_mirror and "data.mirrors" not in merged:
-        merged["data.mirrors"] = [m.strip() for m in env_mirror.split(",") if m.strip()]
+        mirrors = [m.strip() for m in env_mirror.split(",") if m.strip()]
+        if not mirrors:
+            raise ParamsError(f"{MIRROR_ENV}={env_mirror!r} names no mirror (comma-separated)")
+        merged["data.mirrors"] = mirrors
     return parse_params(raw, source=str(path), overrides=merged)

@@ -57,6 +57,17 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("schedule:\n  concurrency_limit: 3\n  keep_runs: 2\n", ["keep_runs (2) must be >="]),
         ("schedule:\n  notify_block: slack\n", ["schedule.notify_block", "pattern"]),
         ("schedule:\n  collision_strategy: DROP\n", ["schedule.collision_strategy", "ENQUEUE"]),
+        ('schedule:\n  cron: "61 3 * * 1"\n', ["schedule.cron", "minute field: '61'"]),
+        ('schedule:\n  cron: "0 3 * * funday"\n', ["schedule.cron", "day of week"]),
+        ("schedule:\n  timezone: Mars/Base\n", ["schedule.timezone", "unknown time zone"]),
+        ("parity:\n  atol: .inf\n", ["parity.atol", "finite number"]),
+        ("parity:\n  batch_sizes: [-1]\n", ["parity.batch_sizes.0", "greater than or"]),
+        ("train:\n  seed: 100000000000000000000000\n", ["train.seed", "less than or equal"]),
+        ('registry:\n  root: ""\n', ["registry.root", "at least 1 character"]),
+        (
+            "train:\n  epochs: 2\n  epochs: 3\n",
+            ["not valid YAML (line 3", "duplicate key 'epochs'"],
+        ),
         ("train:\n  precision: fp16\n", ["train.precision", "'auto', 'fp32' or 'bf16'"]),
         ("- just\n- a list\n", ["top level must be a mapping"]),
         ("train: [unclosed\n", ["not valid YAML"]),
@@ -77,6 +88,21 @@ def test_missing_file_is_a_params_error(tmp_path: Path) -> None:
 def test_env_mirror_replaces_the_configured_list(tmp_path: Path) -> None:
     params = load_params(write(tmp_path, ""), environ={"MNIST_MIRROR": "/a, file:///b"})
     assert params.data.mirrors == ("/a", "file:///b")
+    with pytest.raises(ParamsError, match=r"^MNIST_MIRROR=', ,' names no mirror"):
+        load_params(write(tmp_path, ""), environ={"MNIST_MIRROR": ", ,"})
+
+
+def test_non_utf8_file_is_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"train:\n  epochs: \xff\n")
+    with pytest.raises(ParamsError, match=r"params.yaml: not UTF-8 text \(byte 17\)") as info:
+        load_params(path, environ={})
+    assert "\n" not in str(info.value)
+
+
+def test_standard_cron_expressions_are_accepted() -> None:
+    for cron in ("0 3 * * 1", "*/15 * * * *", "0 3 1-15 jan-mar mon,fri", "30 2 * * 7"):
+        assert parse_params({"schedule": {"cron": cron}}).schedule.cron == cron
 
 
 def test_overrides_are_validated_like_the_file(tmp_path: Path) -> None:

@@ -1,0 +1,80 @@
+"""Checks params.py needs beyond types and ranges: cron, time zones, strict YAML (pure, no I/O)."""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+# (name, lowest, highest, names for values) of the five cron fields.
+_MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+CRON_FIELDS = (
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    ("month", 1, 12, {m: i + 1 for i, m in enumerate(_MONTHS)}),
+    ("day of week", 0, 7, {d: i for i, d in enumerate(_DAYS)}),
+)
+
+
+def _cron_value(text: str, name: str, low: int, high: int, names: dict[str, int]) -> int:
+    value = names.get(text.lower()) if not text.isdigit() else int(text)
+    if value is None or not low <= value <= high:
+        raise ValueError(f"{name} field: {text!r} is not a number from {low} to {high}")
+    return value
+
+
+def check_cron(expression: str) -> str:
+    """`expression` if it is a standard 5-field cron expression (*, a-b, a,b, */n, names)."""
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError("must be a 5-field cron expression, e.g. '0 3 * * 1'")
+    for text, (name, low, high, names) in zip(fields, CRON_FIELDS, strict=True):
+        for part in text.split(","):
+            base, slash, step = part.partition("/")
+            if slash and not (step.isdigit() and int(step) > 0):
+                raise ValueError(f"{name} field: step {step!r} must be a positive whole number")
+            if base == "*":
+                continue
+            first, dash, last = base.partition("-")
+            start = _cron_value(first, name, low, high, names)
+            if dash and _cron_value(last, name, low, high, names) < start:
+                raise ValueError(f"{name} field: range {base!r} runs backwards")
+    return expression
+
+
+def check_timezone(name: str) -> str:
+    """`name` if it is an IANA time zone known to this machine (e.g. UTC, Europe/Berlin)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {name!r} (use an IANA name such as Europe/Berlin)"
+        ) from None
+    return name
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A safe loader that refuses a mapping with the same key twice (the YAML spec forbids it)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def load_yaml_strict(text: str) -> Any:
+    """yaml.safe_load, but a duplicate key is a yaml.YAMLError instead of a silent overwrite."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
