@@ -98,10 +98,11 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
 ) -> None:
     """Classify image files with the ONNX model (onnxruntime only); exit 1 if any failed."""
-    from mnist_pipeline.predict import predict_files, resolve_model
+    from mnist_pipeline.predict import is_model_path, predict_files, resolve_model
 
     st = state(ctx)
-    model_path = resolve_model(model, st.layout, st.params().registry)
+    registry = None if is_model_path(model) else st.params().registry  # a path needs no params
+    model_path = resolve_model(model, st.layout, registry)
     result = predict_files(model_path, images, top=top or 1)
     if as_json:
         print(json.dumps([p.to_dict(with_top=top is not None) for p in result.predictions]))

@@ -59,22 +59,25 @@ class PredictResult:
         return sum(p.error is not None for p in self.predictions)
 
 
-def _looks_like_path(ref: str) -> bool:
-    return ref.endswith(".onnx") or "/" in ref or "\\" in ref
+def is_model_path(ref: str | None) -> bool:
+    """Whether a --model value names a file (ends in .onnx or has a slash), not a registry ref."""
+    return ref is not None and (ref.endswith(".onnx") or "/" in ref or "\\" in ref)
 
 
-def resolve_model(ref: str | None, layout: Layout, registry: RegistryParams) -> Path:
+def resolve_model(ref: str | None, layout: Layout, registry: RegistryParams | None) -> Path:
     """The ONNX file to use.
 
     `ref` is a path (ends in .onnx or contains a slash) or a registry reference (a version
     number or an alias such as `production`). Without `ref`: the registry's production model
     if there is one, else layout.onnx.
     """
-    if ref is not None and _looks_like_path(ref):
+    if ref is not None and is_model_path(ref):
         path = Path(ref)
         if not path.is_file():
             raise PipelineError(f"model file not found: {path}")
         return path
+    if registry is None:
+        raise ValueError("a registry reference needs the registry params")
     from mnist_pipeline.registry import PRODUCTION, Registry  # torch-free
 
     models = Registry.from_params(registry, layout)

@@ -129,6 +129,16 @@ def test_cli_json_output_and_exit_code(model_path: Path, tmp_path: Path) -> None
     assert done.exit_code == 0 and f"{good}: " in done.stdout and "top: " in done.stdout
 
 
+def test_predict_with_a_model_path_needs_no_params_file(model_path: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "no-project"
+    empty.mkdir()  # no params.yaml here
+    digit = draw_digit(tmp_path / "a.png")
+    args = ["--root", str(empty), "predict", "-m", str(model_path), str(digit)]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert f"{digit}: " in done.stdout
+
+
 def test_resolve_model_paths_and_default(model_path: Path, tmp_path: Path) -> None:
     layout, registry = Layout(tmp_path), RegistryParams()
     assert resolve_model(str(model_path), layout, registry) == model_path

@@ -90,6 +90,20 @@ def test_verify_exits_1_listing_problems(workdir: Path) -> None:
     assert "v1: plots/confusion_matrix.png is missing" in result.output
 
 
+def test_list_shows_the_intact_versions_and_marks_a_damaged_one(workdir: Path) -> None:
+    for seed, accuracy in ((1, 0.95), (2, 0.96), (3, 0.97)):
+        produce(workdir, seed, accuracy)
+        assert models(workdir, "register").exit_code == 0
+    card = workdir / "registry" / "mnist-cnn" / "v2" / "card.json"
+    os.chmod(card, 0o644)
+    card.write_text("{not json")
+    result = models(workdir, "list")
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[1]: line for line in result.output.splitlines() if "│" in line}
+    assert "0.9500" in rows["1"] and "0.9700" in rows["3"] and "damaged" in rows["2"]
+    assert "damaged: " in result.output and "v2" in result.output
+
+
 def test_register_without_outputs_names_what_is_missing(workdir: Path) -> None:
     result = models(workdir, "register")
     assert isinstance(result.exception, RegistryError)

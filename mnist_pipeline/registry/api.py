@@ -57,8 +57,19 @@ class Registry:
     # ---- reading (no lock: version folders are immutable, the alias file is replaced atomically)
 
     def versions(self) -> list[dict[str, Any]]:
-        """The card of every version, oldest first."""
+        """The card of every version, oldest first (RegistryError on a damaged card)."""
         return [self._card(v) for v in store.list_versions(self.model_dir)]
+
+    def catalogue(self) -> list[tuple[int, dict[str, Any] | None, str | None]]:
+        """(version, card, None) for every version, or (version, None, problem) when its card
+        cannot be trusted: one damaged version does not hide the others."""
+        entries: list[tuple[int, dict[str, Any] | None, str | None]] = []
+        for version in store.list_versions(self.model_dir):
+            try:
+                entries.append((version, self._card(version), None))
+            except RegistryError as exc:
+                entries.append((version, None, str(exc)))
+        return entries
 
     def aliases(self) -> dict[str, int]:
         """Current alias -> version map."""
@@ -73,10 +84,10 @@ class Registry:
         return self._card(self._version(ref))
 
     def version_with_fingerprint(self, sha256: str) -> int | None:
-        """The newest version whose card records the inputs fingerprint `sha256`, if any."""
-        for card in reversed(self.versions()):
-            if (card.get("fingerprint") or {}).get("sha256") == sha256:
-                return int(card["version"])
+        """The newest intact-card version recording the inputs fingerprint `sha256`, if any."""
+        for version, card, _ in reversed(self.catalogue()):
+            if card is not None and (card.get("fingerprint") or {}).get("sha256") == sha256:
+                return version
         return None
 
     def resolve(self, ref: str | int) -> Path:

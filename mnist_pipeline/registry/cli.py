@@ -47,15 +47,19 @@ def list_versions(ctx: typer.Context) -> None:
     table = Table(title=f"{registry.name} ({registry.model_dir})")
     for column in ("version", "accuracy", "created", "aliases"):
         table.add_column(column)
-    for card in registry.versions():
+    damaged = []
+    for version, card, problem in registry.catalogue():
+        aliases = ", ".join(sorted(by_version.get(version, [])))
+        if card is None:
+            table.add_row(str(version), "[red]damaged[/]", "?", aliases)
+            damaged.append(problem)
+            continue
         accuracy = card["metrics"].get("accuracy")
-        table.add_row(
-            str(card["version"]),
-            "?" if accuracy is None else f"{accuracy:.4f}",
-            card["created"],
-            ", ".join(sorted(by_version.get(card["version"], []))),
-        )
+        shown = "?" if accuracy is None else f"{accuracy:.4f}"
+        table.add_row(str(version), shown, card["created"], aliases)
     out.print(table)
+    for problem in damaged:
+        err.print(f"[red]damaged:[/] {escape(problem)}", highlight=False, soft_wrap=True)
 
 
 @models_app.command("show")
