@@ -41,6 +41,15 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def check_writable(*folders: Path) -> None:
+    """Create each folder and a file in it, then remove the file: an OSError naming the path
+    now, rather than after minutes of work (read-only filesystem, permissions, full disk)."""
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+
+
 def write_bytes(target: Path | str, data: bytes) -> None:
     """Atomically replace `target` with `data`."""
     with atomic_path(target) as tmp:

@@ -2,7 +2,8 @@
 
 Each stage command runs `stages.run`, the same call the Prefect flow makes (and `dvc repro` runs
 these commands). Exit codes: 0 success, 1 a failure the message explains (gate, parity, data,
-registry, unreadable image), 2 bad params or usage.
+registry, unreadable image), 2 bad params or usage, 74 an I/O error (read-only or full disk,
+permission denied), named with its path.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from rich.markup import escape
 
 from mnist_pipeline import stages
 from mnist_pipeline.cli_state import CliState, console, state
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.errors import EXIT_IO, PipelineError, describe_os_error
 from mnist_pipeline.registry.cli import models_app
 
 app = typer.Typer(
@@ -127,6 +128,9 @@ def main() -> None:
     except PipelineError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(exc.exit_code)
+    except OSError as exc:  # read-only folder, permission denied, disk full: nothing was replaced
+        console.print(f"[bold red]error:[/] {escape(describe_os_error(exc))}")
+        sys.exit(EXIT_IO)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,16 @@ class PipelineError(Exception):
     exit_code = 1
 
 
+EXIT_IO = 74  # sysexits.h EX_IOERR: an operating-system error reading or writing a file
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line: the path (or paths) and the OS's reason, e.g. 'models/x: Permission denied'."""
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    reason = exc.strerror or str(exc)
+    return f"{paths}: {reason}" if paths else reason
+
+
 class ParamsError(PipelineError):
     """params.yaml (or an override) is missing, malformed or violates a rule."""
 

@@ -28,7 +28,7 @@ import torch
 
 from mnist_pipeline import checkpoint as checkpoints
 from mnist_pipeline import training_loop as loop
-from mnist_pipeline.atomic import write_text
+from mnist_pipeline.atomic import check_writable, write_text
 from mnist_pipeline.dataset import load_mnist, normalise
 from mnist_pipeline.errors import ParamsError
 from mnist_pipeline.layout import Layout
@@ -121,6 +121,7 @@ def train(model: ModelParams, params: TrainParams, layout: Layout) -> TrainResul
     """Train `model.arch` on the fetched dataset; weights go to layout.state_dict."""
     device = resolve_device(params.device)
     precision = loop.resolve_precision(params.precision, device)
+    check_writable(layout.model_dir, layout.reports)  # fail before an epoch, not after
     started = time.perf_counter()
     data_dir = layout.data_dir
     with torch_settings(params):

@@ -1,0 +1,67 @@
+"""Operating-system errors (not a folder, read-only, disk full) are one line and exit code 74."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnist_pipeline import atomic
+from mnist_pipeline import training_loop as loop
+from mnist_pipeline.cli import main
+from mnist_pipeline.errors import EXIT_IO
+from mnist_pipeline.layout import Layout
+from mnist_pipeline.params import ModelParams, TrainParams
+from mnist_pipeline.train import train
+
+TINY = {"epochs": 1, "batch_size": 32, "val_size": 32, "num_threads": 1}
+
+
+def cli(root: Path, *args: str, monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr("sys.argv", ["mnist-pipeline", "--root", str(root), *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+    return int(info.value.code)
+
+
+def test_train_checks_its_output_folders_before_an_epoch(
+    tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout = Layout(tmp_path)
+    layout.model_dir.write_text("a file where the models folder should be")
+    monkeypatch.setattr(loop, "train_epoch", lambda *a, **k: pytest.fail("trained an epoch"))
+    with pytest.raises(FileExistsError) as info:
+        train(ModelParams(), TrainParams(**TINY), layout)
+    assert info.value.filename == str(layout.model_dir)
+
+
+def test_cli_io_error_is_one_line_with_exit_code_74(
+    tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": TINY}))
+    Layout(tmp_path).model_dir.write_text("not a folder")
+    assert cli(tmp_path, "train", monkeypatch=monkeypatch) == EXIT_IO
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {Layout(tmp_path).model_dir}: File exists"
+
+
+def test_read_only_reports_leave_the_previous_report(
+    tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": TINY, "evaluate": {}}))
+    assert cli(tmp_path, "train", monkeypatch=monkeypatch) == 0
+    layout = Layout(tmp_path)
+    layout.metrics.write_text(json.dumps({"previous": True}))
+    capsys.readouterr()
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(kwargs.get("dir", "?")))
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", read_only)
+    assert cli(tmp_path, "evaluate", monkeypatch=monkeypatch) == EXIT_IO
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {layout.reports}: Read-only file system"
+    assert json.loads(layout.metrics.read_text()) == {"previous": True}
