@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import random
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mnist_pipeline.manifest import file_sha256
-from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry import Registry, api
 from tests.conftest import REPO_ROOT
 from tests.registry_helpers import MODEL, PARAMS, make_candidate
 
@@ -124,3 +125,27 @@ def test_eight_concurrent_registrations_get_distinct_consecutive_versions(tmp_pa
     assert steps == sorted(steps) and steps[-1] == max(accuracies)
     assert registry.aliases()["production"] == production[-1]
     json.loads((registry.model_dir / "aliases.json").read_text())  # valid JSON
+
+
+def test_disk_full_after_commit_reports_the_committed_version_truthfully(
+    registry: Registry, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The version is committed before aliases.json is rewritten: a full disk at that moment
+    must not report a failed registration while production changed."""
+    registry.register(make(1, accuracy=0.98), PARAMS, 0.0)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(api.alias_file, "save", disk_full)
+        done = registry.register(make(2, accuracy=0.99), PARAMS, 0.0)
+    assert (done.version, done.alias) == (2, "production")
+    assert done.warning is not None and "No space left on device" in done.warning
+    assert "warning: aliases.json could not be updated" in done.summary()
+    assert registry.aliases() == {"production": 2}  # the card's decision applies at once
+    assert registry.resolve("production") == registry.resolve("2")
+    registry.register(make(3, accuracy=0.97), PARAMS, 0.0)  # the next write catches up
+    stored = json.loads((registry.model_dir / "aliases.json").read_text())
+    assert stored["aliases"] == {"production": 2, "staging": 3} and stored["last_version"] == 3
+    assert registry.verify() == []

@@ -36,9 +36,11 @@ class Registration:
     aliases: tuple[str, ...]
     path: Path
     champion: int | None  # the production version it was compared with (None: first version)
+    warning: str | None = None  # committed, but aliases.json could not be rewritten (disk full)
 
     def summary(self) -> str:
-        return f"registered {self.name} v{self.version} as {self.alias}: {self.reason}"
+        line = f"registered {self.name} v{self.version} as {self.alias}: {self.reason}"
+        return line if self.warning is None else f"{line}\nwarning: {self.warning}"
 
 
 class Registry:
@@ -172,7 +174,15 @@ class Registry:
                 path = store.commit(tmp, self.model_dir, version)
             state.assign(decision["alias"], version, "register", decision["reason"])
             state.last_version = version
-            alias_file.save(self.model_dir / store.ALIASES_FILE, state)
+            warning = None
+            try:
+                alias_file.save(self.model_dir / store.ALIASES_FILE, state)
+            except OSError as exc:  # the version is committed: say so, do not report a failure
+                warning = (
+                    f"aliases.json could not be updated ({exc.strerror or exc}); v{version}'s "
+                    f"decision ({decision['alias']}) is in its card, applies from now on, and is "
+                    "written to aliases.json by the next registry change"
+                )
         return Registration(
             name=self.name,
             version=version,
@@ -181,6 +191,7 @@ class Registry:
             aliases=tuple(state.aliases_of(version)),
             path=path,
             champion=decision["champion"],
+            warning=warning,
         )
 
     def promote(self, version: int, alias: str) -> int | None:
