@@ -53,7 +53,8 @@ class Registry:
 
     @classmethod
     def from_params(cls, params: RegistryParams, layout: Layout) -> Registry:
-        """The registry params.yaml configures (a relative `root` is under layout.root)."""
+        """The registry params.yaml configures (a relative `root` is under the project folder,
+        layout.project, so every run folder shares one registry)."""
         return cls(layout.registry_root(params.root), params.model_name)
 
     # ---- reading (no lock: version folders are immutable, the alias file is replaced atomically)
@@ -109,11 +110,9 @@ class Registry:
             f"v{v} is missing (versions must be consecutive)"
             for v in sorted(set(range(1, max(versions, default=0) + 1)) - set(versions))
         ]
-        for version in versions:
-            try:
-                card = self._card(version)
-            except RegistryError as exc:
-                problems.append(str(exc))
+        for version, card, damaged in self.catalogue():
+            if card is None:
+                problems.append(str(damaged))
                 continue
             folder = self.model_dir / store.version_dir_name(version)
             problems += [f"v{version}: {p}" for p in store.check_files(folder, card["files"])]
