@@ -44,8 +44,12 @@ def report_markdown(
         f"| gate | passed (≥ {gate:.2%}) |",
         f"| ONNX parity | passed: max abs diff {parity.max_abs_diff_logits:.2e} (logits), "
         f"{parity.argmax_mismatches} argmax mismatches |",
-        f"| registered | version {registration.version}, alias `{registration.alias}` |",
-        f"| alias decision | {registration.reason} |",
+        f"| registered | version {registration.version}, alias `{registration.alias}` |"
+        if registration.registered
+        else f"| registered | nothing: {registration.reason} |",
+        f"| alias decision | {registration.reason} |"
+        if registration.registered
+        else f"| alias decision | none (v{registration.version} keeps `{registration.alias}`) |",
         f"| plots | `{layout.plots.resolve()}` |",
         "",
         "Task seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),

@@ -1,4 +1,5 @@
-"""Failure notification: a flow-run state hook that tells a Prefect notification block.
+"""Failure notification: a flow-run state hook (failed or crashed) that tells a Prefect
+notification block.
 
 The block is any of Prefect's notification blocks (custom webhook, Slack, Teams, ...), created
 once on the server and named by the `notify_block` flow parameter ("block-type/block-name",
@@ -17,18 +18,18 @@ from prefect.logging.loggers import flow_run_logger
 logger = logging.getLogger("mnist_pipeline.notify")
 
 
-def failure_message(flow_run_name: str, message: str | None) -> tuple[str, str]:
-    """(subject, body) of the notification for a failed run."""
-    subject = f"mnist-retrain run {flow_run_name} failed"
-    return subject, message or "no message"
+def failure_message(flow_run_name: str, state: Any) -> tuple[str, str]:
+    """(subject, body) of the notification for a failed or crashed run."""
+    subject = f"mnist-retrain run {flow_run_name} {'crashed' if state.is_crashed() else 'failed'}"
+    return subject, state.message or "no message"
 
 
 def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
-    """on_failure hook: send one notification through the configured block, if any."""
+    """on_failure/on_crashed hook: one notification through the configured block, if any."""
     slug = (flow_run.parameters or {}).get("notify_block")
     if not slug:
         return
-    subject, body = failure_message(flow_run.name, state.message)
+    subject, body = failure_message(flow_run.name, state)
     run_logger = flow_run_logger(flow_run, flow)  # shown in the run's logs in the UI
     try:
         Block.load(slug).notify(body=body, subject=subject)

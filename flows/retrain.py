@@ -32,10 +32,10 @@ from mnist_pipeline.registry import Registry
 
 
 @task(cache_policy=NO_CACHE)
-def run_stage(name: str, params: Params, layout: Layout) -> tuple[Any, float]:
+def run_stage(name: str, params: Params, layout: Layout, **options: Any) -> tuple[Any, float]:
     """One stage of the table (mnist_pipeline/stages.py) and its seconds."""
     start = time.perf_counter()
-    result = stages.run(name, params, layout)
+    result = stages.run(name, params, layout, **options)
     return result, time.perf_counter() - start
 
 
@@ -85,13 +85,22 @@ def _value(name: str, state: State) -> Any:
         raise StageFailed.of(name, exc) from exc
 
 
-def _run(name: str, params: Params, layout: Layout, upstream: list[Any]) -> tuple[Any, Any]:
+def _run(
+    name: str, params: Params, layout: Layout, upstream: list[Any], **options: Any
+) -> tuple[Any, Any]:
     """Run one stage task after `upstream`; returns (its state, its value)."""
-    state = STAGE_TASKS[name](name, params, layout, wait_for=upstream, return_state=True)
+    task = STAGE_TASKS[name]
+    state = task(name, params, layout, **options, wait_for=upstream, return_state=True)
     return state, _value(name, state)
 
 
-@flow(name="mnist-retrain", log_prints=True, on_failure=[notify_failure])
+# A crash (the run's process died, or Prefect refused its parameters) notifies like a failure.
+@flow(
+    name="mnist-retrain",
+    log_prints=True,
+    on_failure=[notify_failure],
+    on_crashed=[notify_failure],
+)
 def retrain(
     epochs: int | None = None,
     learning_rate: float | None = None,
@@ -133,7 +142,10 @@ def retrain(
     results: dict[str, Any] = {}
     upstream = [checked]
     for name in ("train", "evaluate", "export", "parity", "register"):
-        state, (results[name], timings[name]) = _run(name, params, layout, upstream)
+        # Unless forced, register stores nothing if a run that finished meanwhile registered
+        # the same inputs (checked again under the registry's lock).
+        options = {"skip_same_inputs": not force} if name == "register" else {}
+        state, (results[name], timings[name]) = _run(name, params, layout, upstream, **options)
         upstream = [state]
     registration = results["register"]
     wall = time.perf_counter() - started
@@ -146,6 +158,7 @@ def retrain(
     return {
         "up_to_date": False,
         "version": registration.version,
+        "registered": registration.registered,
         "alias": registration.alias,
         "accuracy": results["evaluate"].accuracy,
         "fingerprint": fingerprint["sha256"],

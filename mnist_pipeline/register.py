@@ -17,9 +17,12 @@ from mnist_pipeline.params import Params
 from mnist_pipeline.registry import Registration, Registry, candidate_from_layout
 
 
-def register(params: Params, layout: Layout) -> Registration:
-    """Stage entry: register layout's outputs, with their inputs fingerprint, as a version."""
+def register(params: Params, layout: Layout, skip_same_inputs: bool = False) -> Registration:
+    """Stage entry: register layout's outputs, with their inputs fingerprint, as a version
+    (not when a version already holds the same files, or, with `skip_same_inputs`, inputs)."""
     registry = Registry.from_params(params.registry, layout)
     outputs = candidate_from_layout(layout)  # first: a missing output names the stage to run
     candidate = replace(outputs, fingerprint=inputs_fingerprint(params, layout.data_dir))
-    return registry.register(candidate, params, params.registry.promotion_margin)
+    return registry.register(
+        candidate, params, params.registry.promotion_margin, skip_same_inputs=skip_same_inputs
+    )

@@ -16,6 +16,7 @@ import pytest
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.params import Params, parse_params
 from mnist_pipeline.registry import Candidate, Registry
+from tests.notify_helpers import receiver  # noqa: F401 - a fixture for the flow tests
 from tests.registry_helpers import make_candidate
 from tests.synthetic import make_dataset, write_data_dir, write_mirror
 

@@ -3,8 +3,9 @@
     python -m tests.registry_helpers ROOT CANDIDATE_DIR [--loop] [--go FILE] [--crash-at STEP]
 
 prints "ready" once imported, waits for FILE to exist (if given), registers (forever with
---loop), and prints each new version number. --crash-at before-commit|after-commit|aliases
-dies with os._exit at that point of a registration, as a kill -9 would.
+--loop, with new model.pt bytes each time), and prints each new version number.
+--crash-at before-commit|after-commit|aliases dies with os._exit at that point of a
+registration, as a kill -9 would.
 """
 
 from __future__ import annotations
@@ -159,8 +160,11 @@ def main(argv: list[str] | None = None) -> None:
     print("ready", flush=True)
     while args.go is not None and not args.go.exists():
         time.sleep(0.01)
+    size = args.candidate.joinpath("model.pt").stat().st_size
     while True:
         print(registry.register(candidate, params, 0.0).version, flush=True)
+        # new weights each time: the registry keeps one version per distinct model.pt/model.onnx
+        args.candidate.joinpath("model.pt").write_bytes(os.urandom(size))
         if not args.loop:
             return
 

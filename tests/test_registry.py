@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,29 @@ def test_onnx_replaced_after_parity_is_refused(registry: Registry, make, tmp_pat
     candidate.onnx.write_bytes((tmp_path / "other" / "model.onnx").read_bytes())
     with pytest.raises(GateError, match="different ONNX file"):
         registry.register(candidate, PARAMS, 0.0)
+
+
+def test_the_same_model_files_are_never_a_second_version(registry: Registry, make) -> None:
+    candidate = make(1, accuracy=0.97)
+    registry.register(candidate, PARAMS, 0.0)
+    again = registry.register(candidate, PARAMS, 0.0)
+    assert (again.registered, again.version, again.aliases) == (False, 1, ("production",))
+    assert again.summary() == "nothing registered: v1 has the same model.pt and model.onnx"
+    assert [card["version"] for card in registry.versions()] == [1]
+    assert registry.alias_log()["history"]["production"] == [1]
+    # New weights with the same ONNX (or the reverse) are a new version.
+    candidate.state_dict.write_bytes(b"other weights")
+    assert registry.register(candidate, PARAMS, 0.0).version == 2
+
+
+def test_same_inputs_are_skipped_only_when_asked(registry: Registry, make) -> None:
+    fingerprint = {"sha256": "f" * 64}
+    first, second, third = (replace(make(i), fingerprint=fingerprint) for i in (1, 2, 3))
+    registry.register(first, PARAMS, 0.0)
+    skipped = registry.register(second, PARAMS, 0.0, skip_same_inputs=True)
+    assert not skipped.registered and skipped.version == 1
+    assert skipped.reason == "v1 has the same inputs (registered meanwhile)"
+    assert registry.register(third, PARAMS, 0.0).version == 2  # a forced run: registered
 
 
 def test_missing_candidate_files_are_named(registry: Registry, make) -> None:

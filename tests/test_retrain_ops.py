@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
-from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
@@ -28,6 +24,7 @@ from mnist_pipeline.layout import Layout
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
 from tests.flow_helpers import latest_artifact, make_workdir, registry_versions
+from tests.notify_helpers import webhook_block
 from tests.process_helpers import free_port
 from tests.synthetic import make_dataset, write_mirror
 
@@ -54,12 +51,16 @@ def test_unchanged_inputs_train_nothing_unless_forced(workdir: Path) -> None:
     assert registry_versions(workdir) == [1]
     report = latest_artifact("mnist-retrain-report")
     assert report is not None and "up to date" in report["data"] and "v1" in report["data"]
+    # Forced: it trains again; training is deterministic here (same machine, 1 thread), so the
+    # files are v1's and no duplicate version is made.
     forced = retrain.fn(workdir=str(workdir), force=True)
-    assert forced["version"] == 2 and forced["fingerprint"] == first["fingerprint"]
+    assert forced["up_to_date"] is False and forced["registered"] is False
+    assert forced["version"] == 1 and forced["fingerprint"] == first["fingerprint"]
+    assert Path(forced["run_folder"], "models", "model.pt").is_file()
     changed = retrain.fn(workdir=str(workdir), epochs=2)  # another input: a real retraining
-    assert changed["version"] == 3 and changed["fingerprint"] != first["fingerprint"]
+    assert changed["version"] == 2 and changed["registered"] is True
     cards = Registry(workdir / "registry", "mnist-cnn").versions()
-    assert [c["fingerprint"]["sha256"] == first["fingerprint"] for c in cards] == [1, 1, 0]
+    assert [c["fingerprint"]["sha256"] == first["fingerprint"] for c in cards] == [1, 0]
 
 
 def test_run_folders_are_pruned_to_keep_runs(workdir: Path) -> None:
@@ -89,24 +90,39 @@ def onnx_accuracy(onnx: Path, data_dir: Path) -> float:
     return float((predicted == mnist.test_labels.numpy()).mean())
 
 
-def test_overlapping_runs_in_one_checkout_each_register_their_own_model(workdir: Path) -> None:
-    """Two flow processes at once in the same folder, with different params."""
+def run_flows_at_once(workdir: Path, epochs: list[int]) -> list[str]:
+    """One flow process per entry of `epochs`, started together in `workdir`; their outputs."""
     code = "import sys; from flows.retrain import retrain; retrain(workdir=sys.argv[1], epochs={})"
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO_ROOT)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", code.format(epochs), str(workdir)],
+            [sys.executable, "-c", code.format(n), str(workdir)],
             env=env,
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for epochs in (1, 3)
+        for n in epochs
     ]
-    for proc in procs:
-        out, _ = proc.communicate(timeout=300)
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    for proc, out in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, out[-3000:]
+    return outputs
+
+
+def test_identical_runs_at_once_register_one_version(workdir: Path) -> None:
+    """Both find nothing registered before training; the registry's lock lets one register."""
+    outputs = run_flows_at_once(workdir, [1, 1])
+    assert registry_versions(workdir) == [1]
+    said = "\n".join(outputs)
+    assert said.count("registered mnist-cnn v1") == 1
+    assert said.count("nothing registered: v1 has the same") + said.count("up to date: v1") == 1
+
+
+def test_overlapping_runs_in_one_checkout_each_register_their_own_model(workdir: Path) -> None:
+    """Two flow processes at once in the same folder, with different params."""
+    run_flows_at_once(workdir, [1, 3])
     registry = Registry(workdir / "registry", "mnist-cnn")
     cards = registry.versions()
     assert sorted(c["params"]["train"]["epochs"] for c in cards) == [1, 3]
@@ -119,38 +135,6 @@ def test_overlapping_runs_in_one_checkout_each_register_their_own_model(workdir:
 
 
 # ---- failure notification through a Prefect notification block
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, list[dict]]]:
-    """An HTTP endpoint on 127.0.0.1 that records every JSON body posted to it."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            length = int(self.headers.get("Content-Length", 0))
-            received.append(json.loads(self.rfile.read(length) or b"{}"))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def webhook_block(url: str, name: str) -> str:
-    block = CustomWebhookNotificationBlock(
-        name=name, url=url, json_data={"subject": "{{subject}}", "body": "{{body}}"}
-    )
-    block.save(name, overwrite=True)
-    return f"custom-webhook/{name}"
 
 
 def test_a_failed_run_notifies_once_and_a_good_run_never(workdir: Path, receiver) -> None:

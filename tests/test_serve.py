@@ -16,6 +16,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
+from tests.notify_helpers import webhook_block
 from tests.process_helpers import prefect_server, start, stop, wait_for
 
 pytestmark = pytest.mark.slow
@@ -60,9 +61,14 @@ def scheduled_runs(deployment_id) -> int:
     return len(response.json())
 
 
-def test_served_deployment_runs_on_a_real_server(tmp_path: Path, server, tiny_mirror) -> None:
+def test_served_deployment_runs_on_a_real_server(
+    tmp_path: Path, server, tiny_mirror, receiver
+) -> None:
     api_url, env = server
-    workdir = tiny_project(tmp_path, tiny_mirror, {"deployment_name": "test-weekly", "cron": CRON})
+    url, received = receiver
+    schedule = {"deployment_name": "test-weekly", "cron": CRON}
+    schedule["notify_block"] = "custom-webhook/ops"
+    workdir = tiny_project(tmp_path, tiny_mirror, schedule)
     log = tmp_path / "serve.log"
     serve = start(
         [sys.executable, "-m", "flows.serve", "--workdir", str(workdir)], env, log, REPO_ROOT
@@ -82,13 +88,22 @@ def test_served_deployment_runs_on_a_real_server(tmp_path: Path, server, tiny_mi
             # The server's scheduler creates the cron's upcoming runs (it cannot with
             # SQLAlchemy 2.1: pinned in pyproject.toml).
             wait_for(lambda: scheduled_runs(found.id), 90, "scheduled runs", serve, log)
+            webhook_block(url, "ops")
             flow_run = run_deployment(DEPLOYMENT, parameters={"epochs": 1}, timeout=300)
-            # A parameter the flow does not have fails the run before any work.
+            # `prefect deployment run` refuses a parameter the flow does not have, naming it.
+            cli = [str(BIN / "prefect"), "deployment", "run", DEPLOYMENT, "--param", "epoch=1"]
+            refused = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120)
+            # Through the API such a run is created, and Prefect 3.8.8 crashes it before the
+            # flow starts (a signature mismatch): nothing is done, and the crash is notified.
             unknown = run_deployment(DEPLOYMENT, parameters={"epoch": 1}, timeout=120)
+            wait_for(lambda: received, 60, "the crash notification", serve, log)
         assert flow_run.state is not None and flow_run.state.is_completed(), log.read_text()
-        # Prefect's parameter validation stops it (state Crashed: the run's process exits).
-        assert unknown.state is not None and unknown.state.is_final()
-        assert not unknown.state.is_completed()
+        assert refused.returncode != 0
+        assert "specified but not found on the deployment: 'epoch'" in refused.stdout
+        assert "'epochs'" in refused.stdout
+        assert unknown.state is not None and unknown.state.is_crashed()
+        assert len(received) == 1
+        assert received[0]["subject"] == f"mnist-retrain run {unknown.name} crashed"
         assert len(list((workdir / "runs").iterdir())) == 1  # only the good run's folder
         cards = Registry(workdir / "registry", "mnist-cnn").versions()
         assert [c["version"] for c in cards] == [1]

@@ -37,8 +37,11 @@ class Registration:
     path: Path
     champion: int | None  # the production version it was compared with (None: first version)
     warning: str | None = None  # committed, but aliases.json could not be rewritten (disk full)
+    registered: bool = True  # False: an existing version already held this (see `reason`)
 
     def summary(self) -> str:
+        if not self.registered:
+            return f"nothing registered: {self.reason}"
         line = f"registered {self.name} v{self.version} as {self.alias}: {self.reason}"
         return line if self.warning is None else f"{line}\nwarning: {self.warning}"
 
@@ -135,9 +138,19 @@ class Registry:
     # ---- writing (under the model's lock)
 
     def register(
-        self, candidate: Candidate, params: Params, promotion_margin: float
+        self,
+        candidate: Candidate,
+        params: Params,
+        promotion_margin: float,
+        *,
+        skip_same_inputs: bool = False,
     ) -> Registration:
-        """Store `candidate` as the next version; it becomes production if good enough."""
+        """Store `candidate` as the next version; it becomes production if good enough.
+
+        Nothing is stored when a version already has the same model.pt and model.onnx, or (with
+        `skip_same_inputs`, as a run that was not forced asks) the same inputs fingerprint:
+        decided under the lock, so runs that finish together cannot both register.
+        """
         if not math.isfinite(promotion_margin) or promotion_margin < 0:
             raise RegistryError(f"promotion_margin must be >= 0, got {promotion_margin!r}")
         sources = candidate.files()
@@ -153,6 +166,10 @@ class Registry:
                 parity = store.read_json(tmp / PARITY_FILE, "parity report")
                 accuracy = check_reports(metrics, parity, hashes[ONNX_FILE], params)
                 state = self._state()
+                fingerprint = (candidate.fingerprint or {}).get("sha256")
+                kept = self._already_held(hashes, fingerprint if skip_same_inputs else None)
+                if kept is not None:
+                    return self._existing(state, *kept)
                 existing = store.list_versions(self.model_dir)
                 version = max([state.last_version, *existing], default=0) + 1
                 decision = self._decide(state, accuracy, promotion_margin)
@@ -215,6 +232,34 @@ class Registry:
         return target
 
     # ---- internals
+
+    def _already_held(
+        self, hashes: dict[str, str], fingerprint: str | None
+    ) -> tuple[int, str] | None:
+        """(version, why) of an intact-card version holding these weights and ONNX, or these
+        inputs (when `fingerprint` is given); None if there is none."""
+        same = (STATE_DICT_FILE, ONNX_FILE)
+        for version, card, _ in reversed(self.catalogue()):
+            if card is None:
+                continue
+            if all(card["files"].get(rel) == hashes[rel] for rel in same):
+                return version, f"v{version} has the same model.pt and model.onnx"
+            if fingerprint and (card.get("fingerprint") or {}).get("sha256") == fingerprint:
+                return version, f"v{version} has the same inputs (registered meanwhile)"
+        return None
+
+    def _existing(self, state: AliasState, version: int, why: str) -> Registration:
+        """The outcome of a registration that stored nothing because v`version` holds it."""
+        return Registration(
+            name=self.name,
+            version=version,
+            alias=", ".join(state.aliases_of(version)) or "no alias",
+            reason=why,
+            aliases=tuple(state.aliases_of(version)),
+            path=(self.model_dir / store.version_dir_name(version) / ONNX_FILE).resolve(),
+            champion=state.aliases.get(PRODUCTION),
+            registered=False,
+        )
 
     def _state(self) -> AliasState:
         """The alias file, plus decisions of versions committed by writers that died before it."""
