@@ -1,15 +1,22 @@
-"""Prefect overhead of the retrain flow on real MNIST: process wall time minus task compute time.
+"""Prefect overhead of the retrain flow on real MNIST, against the same work without Prefect.
 
-Each run is a fresh `python` process calling `flows.retrain.retrain` (1 epoch, gate 0.9, force:
-the overhead does not depend on the epoch count) in a scratch project folder. Two kinds of run
-alternate, side by side: with Prefect's temporary local server (no PREFECT_API_URL: started and
-stopped by the run) and against a running `prefect server start` on 127.0.0.1. The first run of
-each kind uses an empty PREFECT_HOME ("cold"); the others reuse it ("warm"). The overhead is split
-into the import of the stage libraries (torch, onnx, matplotlib: a CLI run pays it too, timed
-first in the same process) and the rest, Prefect's share (its import, the temporary server's
-start and stop, task and state bookkeeping).
+Three kinds of process alternate, side by side, in a scratch project folder (1 epoch, gate 0.9,
+force: the overhead does not depend on the epoch count):
 
-    python benchmarks/bench_flow.py --runs 4 --mirror ../shared/mnist
+- plain: the stages called in order through `stages.run`, as the CLI does (no Prefect at all);
+- running server: `flows.retrain.retrain` against a `prefect server start` on 127.0.0.1;
+- temporary server: the same flow without PREFECT_API_URL (Prefect starts and stops a server).
+
+Each process's "rest" is its wall time minus the seconds its stages computed (timed inside the
+stages, the same way for all three). The Prefect overhead of a flow kind is its median rest minus
+the plain process's median rest: both pay Python's start, the torch/onnx/matplotlib imports and the
+interpreter's teardown after training (over a second), so only what Prefect adds remains. The
+first flow run of each kind uses an empty PREFECT_HOME ("cold"); medians are over the others.
+For scale, a bare flow process (six no-op tasks, nothing imported but Prefect) is timed against
+the running server too, split into import, engine start, body and end (the end includes joining
+the flow-run heartbeat thread, which polls its stop flag once a second).
+
+    python -m benchmarks.bench_flow --runs 4 --mirror ../shared/mnist
 """
 
 from __future__ import annotations
@@ -29,78 +36,118 @@ from benchmarks.machine import cpu_name
 from tests.process_helpers import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
-CALL = (
-    "import json, sys, time; t = time.perf_counter(); "
-    "import mnist_pipeline.evaluate, mnist_pipeline.export, mnist_pipeline.fetch, "
-    "mnist_pipeline.parity, mnist_pipeline.train, mnist_pipeline.registry; "
-    "libs = time.perf_counter() - t; from flows.retrain import retrain; "
+OVERRIDES = {"train.epochs": 1, "evaluate.min_accuracy": 0.9}
+FLOW = (
+    "import json, sys; from flows.retrain import retrain; "
     "r = retrain(epochs=1, min_accuracy=0.9, force=True, workdir=sys.argv[1]); "
-    "print('RESULT ' + json.dumps({**r, 'libs': libs}))"
+    "print('RESULT ' + json.dumps(sum(r['seconds']['tasks'].values())))"
+)
+# What the flow's tasks do, without Prefect: fetch into the project, snapshot the dataset and
+# fingerprint the inputs (the flow's "inputs" task, untimed there too), then the stages.
+PLAIN = """
+import json, sys, time
+from pathlib import Path
+from mnist_pipeline import runs, stages
+from mnist_pipeline.fingerprint import inputs_fingerprint
+from mnist_pipeline.layout import Layout
+from mnist_pipeline.params import load_params
+root = Path(sys.argv[1])
+params = load_params(root / "params.yaml", json.loads(sys.argv[2]))
+shared, layout = Layout(root), Layout.for_run(root, f"plain-{time.time_ns()}")
+layout.root.mkdir(parents=True)
+t = time.perf_counter()
+stages.run("fetch", params, shared)
+tasks = time.perf_counter() - t
+runs.snapshot_dataset(shared.data_dir, layout.data_dir, params.data.sha256)
+inputs_fingerprint(params, layout.data_dir)
+for name in ("train", "evaluate", "export", "parity", "register"):
+    t = time.perf_counter()
+    stages.run(name, params, layout)
+    tasks += time.perf_counter() - t
+print("RESULT " + json.dumps(tasks))
+"""
+BARE = (
+    "import json, time; t0 = time.perf_counter(); from prefect import flow, task; "
+    "t1 = time.perf_counter(); marks = {}\n"
+    "@task\ndef noop(i): return i\n"
+    "@flow\ndef bare():\n    marks['start'] = time.perf_counter()\n"
+    "    for i in range(6): noop(i)\n    marks['end'] = time.perf_counter()\n"
+    "bare(); t4 = time.perf_counter()\n"
+    "print('RESULT ' + json.dumps({'import': t1 - t0, 'begin': marks['start'] - t1, "
+    "'body': marks['end'] - marks['start'], 'end': t4 - marks['end']}))"
 )
 
 
-def one_run(workdir: Path, env: dict[str, str]) -> dict[str, float]:
-    """Run the flow once in a new process; returns wall, tasks and overhead seconds."""
+def timed(code: str, args: list[str], env: dict[str, str]) -> tuple[float, object]:
+    """Run `code` in a new Python process; returns its wall seconds and its RESULT value."""
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-c", CALL, str(workdir)], env=env, capture_output=True, text=True
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, cwd=REPO
     )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        sys.exit(f"flow failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+        sys.exit(f"benchmark process failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-    result = json.loads(line.removeprefix("RESULT "))
-    tasks = sum(result["seconds"]["tasks"].values())
-    return {
-        "wall": wall,
-        "tasks": tasks,
-        "libs": result["libs"],
-        "overhead": wall - tasks,
-        "prefect": wall - tasks - result["libs"],
-        "in_flow": result["seconds"]["overhead"],
-    }
+    return wall, json.loads(line.removeprefix("RESULT "))
 
 
-def summary(kind: str, runs: list[dict[str, float]]) -> str:
-    warm = runs[1:] or runs
-    return (
-        f"{kind}: median warm overhead {statistics.median(r['overhead'] for r in warm):.1f} s, "
-        f"of which Prefect {statistics.median(r['prefect'] for r in warm):.1f} s "
-        f"(cold: {runs[0]['overhead']:.1f} s, Prefect {runs[0]['prefect']:.1f} s)"
-    )
+def stage_run(code: str, workdir: Path, env: dict[str, str]) -> dict[str, float]:
+    """One pipeline process: wall, stage seconds, and the rest."""
+    wall, tasks = timed(code, [str(workdir), json.dumps(OVERRIDES)], env)
+    return {"wall": wall, "tasks": float(tasks), "rest": wall - float(tasks)}  # type: ignore[arg-type]
+
+
+def median(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=4, help="per kind: 1 cold + N-1 warm runs")
+    parser.add_argument("--runs", type=int, default=4, help="per kind (flows: 1 cold + N-1 warm)")
     parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR", "../shared/mnist"))
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-flow-"))
     mirror = {"MNIST_MIRROR": str(Path(args.mirror).resolve())}
-    temporary = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | mirror
-    temporary |= {"PREFECT_HOME": str(scratch / "home-temporary")}
-    temporary |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    runs: dict[str, list[dict[str, float]]] = {"temporary server": [], "running server": []}
+    base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | mirror
+    base |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONPATH": str(REPO)}
+    temporary = base | {"PREFECT_HOME": str(scratch / "home-temporary")}
+    runs: dict[str, list[dict[str, float]]] = {"plain": [], "running server": []}
+    runs["temporary server"] = []
+    bare: list[dict[str, float]] = []
     try:
         workdir = scratch / "project"
         workdir.mkdir()
         shutil.copy(REPO / "params.yaml", workdir / "params.yaml")
         with prefect_server(scratch, **mirror) as server:
+            server = server | {"PYTHONPATH": str(REPO)}
             for _ in range(args.runs):
-                runs["temporary server"].append(one_run(workdir, temporary))
-                runs["running server"].append(one_run(workdir, server))
+                runs["plain"].append(stage_run(PLAIN, workdir, base))
+                runs["running server"].append(stage_run(FLOW, workdir, server))
+                runs["temporary server"].append(stage_run(FLOW, workdir, temporary))
+                wall, phases = timed(BARE, [], server)
+                bare.append({"wall": wall, **phases})  # type: ignore[dict-item]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     for kind, done in runs.items():
         for i, run in enumerate(done):
             print(
-                f"{kind} run {i + 1} ({'cold' if i == 0 else 'warm'}): wall {run['wall']:.1f} s, "
-                f"tasks {run['tasks']:.1f} s, overhead {run['overhead']:.1f} s = "
-                f"torch/onnx/matplotlib imports {run['libs']:.1f} s + Prefect "
-                f"{run['prefect']:.1f} s (inside the flow {run['in_flow']:.2f} s)"
+                f"{kind} run {i + 1}: wall {run['wall']:.1f} s, stages {run['tasks']:.1f} s, "
+                f"rest {run['rest']:.2f} s"
             )
-    for kind, done in runs.items():
-        print(summary(kind, done))
+    plain = median(runs["plain"], "rest")
+    print(f"plain (no Prefect): median rest {plain:.2f} s (start, imports, teardown)")
+    for kind in ("running server", "temporary server"):
+        warm, cold = runs[kind][1:] or runs[kind], runs[kind][0]
+        print(
+            f"{kind}: Prefect overhead (median warm rest - plain rest) "
+            f"{median(warm, 'rest') - plain:.2f} s; cold {cold['rest'] - plain:.2f} s"
+        )
+    phases = ", ".join(f"{k} {median(bare[1:] or bare, k):.2f} s" for k in ("import", "begin"))
+    phases += ", " + ", ".join(f"{k} {median(bare[1:] or bare, k):.2f} s" for k in ("body", "end"))
+    print(
+        f"bare Prefect flow (6 no-op tasks), running server: median process wall "
+        f"{median(bare[1:] or bare, 'wall'):.2f} s ({phases})"
+    )
     print(f"CPU: {cpu_name()}; targets: Prefect <= 10 s (temporary), <= 2 s (running server)")
 
 
