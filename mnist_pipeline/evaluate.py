@@ -20,7 +20,7 @@ from mnist_pipeline.dataset import load_mnist, normalise
 from mnist_pipeline.errors import GateError
 from mnist_pipeline.gate import accuracy_passes
 from mnist_pipeline.layout import Layout
-from mnist_pipeline.manifest import dataset_sha256
+from mnist_pipeline.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.model import predict_logits
 from mnist_pipeline.params import EvaluateParams, ModelParams
 from mnist_pipeline.training_loop import score
@@ -104,7 +104,8 @@ def write_plots(
 
 def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> EvalResult:
     """Score layout.state_dict on the test set; raise GateError below params.min_accuracy."""
-    net = load_model(model.arch, layout.state_dict)
+    net = load_model(model.arch, layout.state_dict)  # a clear error if there are none
+    weights_sha256 = file_sha256(layout.state_dict)  # the weights this report describes
     mnist = load_mnist(layout.data_dir)
     actual = mnist.test_labels
     logits = predict_logits(net, normalise(mnist.test_images), params.batch_size)
@@ -122,6 +123,7 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
         "per_class": metrics.per_class(matrix),
         "confusion_matrix": matrix.tolist(),
         "dataset_sha256": dataset_sha256(layout.data_dir),
+        "state_dict_sha256": weights_sha256,
         "arch": model.arch,
     }
     write_text(layout.predictions, predictions_csv(actual, predicted, confidence))

@@ -24,8 +24,7 @@ import torch
 from torch import nn
 
 import mnist_pipeline
-from mnist_pipeline import gate
-from mnist_pipeline.atomic import atomic_path
+from mnist_pipeline import atomic, gate
 from mnist_pipeline.contract import (
     CLASS_LABELS,
     INPUT_DESCRIPTION,
@@ -100,10 +99,15 @@ def builtin_metadata(arch: str, opset: int) -> dict[str, str]:
 
 
 def collect_metadata(
-    accuracy: float, data_hash: str, model_version: str | None = None
+    accuracy: float, data_hash: str, weights_hash: str, model_version: str | None = None
 ) -> dict[str, str]:
-    """The run-specific metadata: training data hash, test accuracy, optional model version."""
-    meta = {"training_data_sha256": data_hash, "test_accuracy": repr(float(accuracy))}
+    """The run-specific metadata: dataset hash, the hash of the weights exported, test accuracy,
+    optional model version."""
+    meta = {
+        "training_data_sha256": data_hash,
+        "state_dict_sha256": weights_hash,
+        "test_accuracy": repr(float(accuracy)),
+    }
     if model_version is not None:
         meta["model_version"] = str(model_version)
     return meta
@@ -180,7 +184,7 @@ def export_onnx(
         proto.metadata_props.add(key=key, value=value)
     check_graph(proto, params.opset)
 
-    with atomic_path(onnx_path) as tmp:
+    with atomic.atomic_path(onnx_path) as tmp:
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
         try:
             onnx.checker.check_model(str(tmp), full_check=True)
@@ -199,16 +203,14 @@ def export(
     The evaluation report must also describe the dataset in layout.data_dir (not a stale one).
     """
     metrics = gate.read_report(layout.metrics, "evaluate")
+    data_hash = dataset_sha256(layout.data_dir)
+    weights_hash = file_sha256(layout.state_dict)
+    where = str(layout.metrics)
     try:
-        accuracy = gate.evaluation_passed(metrics, str(layout.metrics))
+        accuracy = gate.evaluation_passed(metrics, where)
+        gate.made_from(metrics, "state_dict_sha256", weights_hash, where, "model.pt", "evaluate")
+        gate.made_from(metrics, "dataset_sha256", data_hash, where, "dataset", "evaluate")
     except GateError as exc:
         raise GateError(f"refusing to export: {exc}") from None
-    data_hash = dataset_sha256(layout.data_dir)
-    evaluated_on = metrics.get("dataset_sha256")
-    if evaluated_on is not None and evaluated_on != data_hash:
-        raise PipelineError(
-            f"{layout.metrics} was computed on another dataset (sha256 {evaluated_on}) than "
-            f"{layout.data_dir} ({data_hash}): run `mnist-pipeline evaluate` again"
-        )
-    metadata = collect_metadata(accuracy, data_hash, model_version)
+    metadata = collect_metadata(accuracy, data_hash, weights_hash, model_version)
     return export_onnx(params, model.arch, layout.state_dict, layout.onnx, metadata)

@@ -23,8 +23,7 @@ from typing import BinaryIO
 from filelock import FileLock
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from mnist_pipeline import idx
-from mnist_pipeline.atomic import atomic_path
+from mnist_pipeline import atomic, idx
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.manifest import FILE_KINDS, MNIST_FILES, file_sha256
@@ -144,7 +143,7 @@ def _fetch_one(
                 idx.parse_labels(content, filename)
         except DataError as exc:
             raise MirrorError(str(exc)) from None
-        with atomic_path(target) as tmp:
+        with atomic.atomic_path(target) as tmp:
             tmp.write_bytes(content)
         return
     raise MirrorError("; ".join(errors))

@@ -15,7 +15,7 @@ from typing import Any
 
 import mnist_pipeline
 from mnist_pipeline.manifest import dataset_sha256
-from mnist_pipeline.params import Params
+from mnist_pipeline.params import ModelParams, Params, TrainParams
 
 SECTIONS = ("model", "train")  # the params that shape the weights
 PACKAGE_DIR = Path(mnist_pipeline.__file__).resolve().parent
@@ -35,15 +35,18 @@ def code_sha256(package_dir: Path = PACKAGE_DIR) -> str:
 
 
 def inputs_fingerprint(params: Params, data_dir: Path) -> dict[str, Any]:
-    """The fingerprint of training with `params` on the dataset in `data_dir`.
+    """The fingerprint of training with `params` on the dataset in `data_dir`."""
+    return training_fingerprint(params.model, params.train, data_dir)
 
-    {"sha256": ..., "dataset_sha256": ..., "code_sha256": ..., "params": {"model": ..., ...}}
-    where "sha256" hashes the other three (canonical JSON).
-    """
+
+def training_fingerprint(model: ModelParams, train: TrainParams, data_dir: Path) -> dict[str, Any]:
+    """{"sha256": ..., "dataset_sha256": ..., "code_sha256": ..., "params": {"model": ..., ...}}
+    where "sha256" hashes the other three (canonical JSON)."""
+    sections = {"model": model, "train": train}
     inputs = {
         "dataset_sha256": dataset_sha256(data_dir),
         "code_sha256": code_sha256(),
-        "params": {name: getattr(params, name).model_dump(mode="json") for name in SECTIONS},
+        "params": {name: sections[name].model_dump(mode="json") for name in SECTIONS},
     }
     canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
     return {"sha256": hashlib.sha256(canonical.encode()).hexdigest(), **inputs}

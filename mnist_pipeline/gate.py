@@ -2,7 +2,9 @@
 
 `evaluate` judges test accuracy (`accuracy_passes`) and records the verdict in metrics.json;
 `parity` records its verdict in parity.json. Export and registration never judge again: they read
-those recorded verdicts here and refuse a model that did not pass. Torch-free.
+those recorded verdicts here and refuse a model that did not pass, or a report that was made
+from other files than the ones at hand (`made_from`: each report records the SHA-256 of the
+weights, ONNX file and dataset it consumed). Torch-free.
 """
 
 from __future__ import annotations
@@ -47,6 +49,20 @@ def read_report(path: Path, stage: str) -> dict[str, Any]:
     return report
 
 
+def made_from(
+    report: dict[str, Any], key: str, sha256: str, where: str, what: str, rerun: str
+) -> None:
+    """GateError unless `report[key]` records the file hash `sha256`: a report (or ONNX file)
+    made from another file is a stale link of the chain, and `rerun` is the stage that mends it."""
+    recorded = report.get(key)
+    if recorded != sha256:
+        found = "does not record which one" if recorded is None else f"names {str(recorded)[:12]}"
+        raise GateError(
+            f"{where} was not made from the current {what} (sha256 {sha256[:12]}; it {found}): "
+            f"run `mnist-pipeline {rerun}`"
+        )
+
+
 def _number(report: dict[str, Any], key: str, where: str) -> float:
     value = report.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -88,11 +104,7 @@ def parity_passed(
             f"(max_abs_diff_logits {parity.get('max_abs_diff_logits')!r}, "
             f"argmax_mismatches {parity.get('argmax_mismatches')!r})"
         )
-    if parity.get("onnx_sha256") != onnx_sha256:
-        raise GateError(
-            f"{where} checked a different ONNX file (report onnx_sha256 "
-            f"{parity.get('onnx_sha256')!r}, file {onnx_sha256}): run `mnist-pipeline parity`"
-        )
+    made_from(parity, "onnx_sha256", onnx_sha256, where, "model.onnx", "parity")
     checked_with = _number(parity, "atol", where)
     if atol is not None and checked_with > atol:
         raise GateError(

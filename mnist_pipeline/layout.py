@@ -45,6 +45,11 @@ class Layout:
         return self.model_dir / "model.pt"
 
     @property
+    def train_record(self) -> Path:
+        """What model.pt was trained from: its SHA-256 and the inputs fingerprint (JSON)."""
+        return self.model_dir / "model.json"
+
+    @property
     def checkpoint(self) -> Path:
         """Per-epoch training checkpoint, for resuming."""
         return self.model_dir / "checkpoint.pt"
@@ -81,7 +86,11 @@ class Layout:
         """PNG plots: misclassified, correct, confusion matrix, training curves."""
         return self.reports / "plots"
 
-    def registry_root(self, configured: str) -> Path:
-        """The registry folder from params (relative paths are under the project folder)."""
+    def in_project(self, configured: str) -> Path:
+        """A path from params: relative ones are under the project folder."""
         path = Path(configured)
         return path if path.is_absolute() else self.project / path
+
+    def registry_root(self, configured: str) -> Path:
+        """The registry folder from params (relative paths are under the project folder)."""
+        return self.in_project(configured)

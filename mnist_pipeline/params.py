@@ -124,6 +124,16 @@ class RegistryParams(Section):
     # Same rule as the registry (registry/store.py): lowercase, no path separators.
     model_name: str = Field(default="mnist-cnn", pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
     promotion_margin: float = Field(default=0.0, ge=0, le=1)
+    # Optional Ed25519 signing (registry/signing.py); paths are relative to the project folder.
+    signing_key: str | None = Field(default=None, min_length=1)  # PEM private key: sign cards
+    trusted_keys: list[str] = Field(default_factory=list)  # PEM public keys: verify on every read
+    require_signature: bool = False  # refuse unsigned versions (needs trusted_keys)
+
+    @model_validator(mode="after")
+    def _trust_to_require(self) -> RegistryParams:
+        if self.require_signature and not self.trusted_keys:
+            raise ValueError("require_signature needs at least one of trusted_keys")
+        return self
 
 
 class ScheduleParams(Section):
@@ -203,7 +213,7 @@ def _describe(error: ValidationError, source: str) -> str:
         if item["type"] == "extra_forbidden":
             rule = "unknown key (allowed keys are listed in params.py and the README)"
         else:
-            rule = item["msg"]
+            rule = item["msg"].removeprefix("Value error, ")  # a model validator's own words
         lines.append(f"{source}: {key}: {rule} (got {item.get('input')!r})")
     return "invalid params:\n  " + "\n  ".join(lines)
 

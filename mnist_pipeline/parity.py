@@ -26,12 +26,14 @@ import torch
 from onnx.reference import ReferenceEvaluator
 
 import mnist_pipeline
+from mnist_pipeline import gate
 from mnist_pipeline.atomic import write_json
 from mnist_pipeline.contract import INPUT_NAME, OUTPUT_NAMES
 from mnist_pipeline.dataset import load_mnist, normalise
 from mnist_pipeline.errors import GateError, PipelineError
 from mnist_pipeline.gate import parity_passes
 from mnist_pipeline.layout import Layout
+from mnist_pipeline.manifest import file_sha256
 from mnist_pipeline.model import predict_logits
 from mnist_pipeline.params import ModelParams, ParityParams
 from mnist_pipeline.weights import load_model
@@ -120,6 +122,17 @@ def check_parity(
         session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
         raise PipelineError(f"onnxruntime cannot load {onnx_path}: {exc}") from None
+    try:
+        weights_sha256 = file_sha256(state_dict_path)
+    except FileNotFoundError:
+        raise PipelineError(
+            f"no trained weights at {state_dict_path}: run `mnist-pipeline train`"
+        ) from None
+    exported_from = session.get_modelmeta().custom_metadata_map
+    if "state_dict_sha256" in exported_from:  # our exports record it; a foreign ONNX may not
+        gate.made_from(
+            exported_from, "state_dict_sha256", weights_sha256, str(onnx_path), "model.pt", "export"
+        )
 
     images = load_mnist(data_dir).test_images
     ref_logits = _torch_outputs(arch, state_dict_path, images)
@@ -157,6 +170,7 @@ def check_parity(
         "batch_sizes": batch_sizes,
         "atol": atol,
         "onnx_sha256": onnx_sha256,
+        "state_dict_sha256": weights_sha256,
         "onnx_path": str(onnx_path),
         "per_batch_size": {
             b: {k: _json_number(v) if isinstance(v, float) else v for k, v in run.items()}

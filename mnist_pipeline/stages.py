@@ -52,7 +52,7 @@ STAGES: dict[str, Stage] = {
             "mnist_pipeline.train:train",
             ("model", "train"),
             reads=("data_dir",),
-            writes=("state_dict", "train_history"),
+            writes=("state_dict", "train_record", "train_history"),
             help="Train the CNN (resumes from models/checkpoint.pt); writes models/model.pt.",
         ),
         Stage(
@@ -83,7 +83,15 @@ STAGES: dict[str, Stage] = {
             "register",
             "mnist_pipeline.register:register",
             ALL_PARAMS,  # the model card records every effective param
-            reads=("state_dict", "onnx", "metrics", "parity_report", "train_history", "plots"),
+            reads=(
+                "state_dict",
+                "train_record",
+                "onnx",
+                "metrics",
+                "parity_report",
+                "train_history",
+                "plots",
+            ),
             writes=(),  # the registry at params' registry.root, outside the layout
             help="Register what the pipeline last produced as the next version.",
         ),

@@ -28,11 +28,12 @@ import torch
 
 from mnist_pipeline import checkpoint as checkpoints
 from mnist_pipeline import training_loop as loop
-from mnist_pipeline.atomic import check_writable, write_text
+from mnist_pipeline.atomic import check_writable, write_json, write_text
 from mnist_pipeline.dataset import load_mnist, normalise
 from mnist_pipeline.errors import ParamsError
+from mnist_pipeline.fingerprint import training_fingerprint
 from mnist_pipeline.layout import Layout
-from mnist_pipeline.manifest import dataset_sha256
+from mnist_pipeline.manifest import file_sha256
 from mnist_pipeline.model import predict_logits
 from mnist_pipeline.params import ModelParams, TrainParams
 from mnist_pipeline.progress import EpochReporter, log
@@ -108,13 +109,15 @@ def history_csv(history: list[dict[str, float]]) -> str:
     return out.getvalue()
 
 
-def identity(model: ModelParams, params: TrainParams, data_dir: Path) -> dict[str, Any]:
-    """What makes two runs the same run: the dotted params that shape the weights and the data."""
-    sections = {"model": model.model_dump(mode="json"), "train": params.model_dump(mode="json")}
+def identity(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """What makes two runs the same run (a checkpoint resumes only its own): the dotted params
+    that shape the weights and the data, from the run's inputs fingerprint."""
     flat = {
-        f"{name}.{key}": value for name, keys in sections.items() for key, value in keys.items()
+        f"{name}.{key}": value
+        for name, keys in fingerprint["params"].items()
+        for key, value in keys.items()
     }
-    return {"params": flat, "dataset_sha256": dataset_sha256(data_dir)}
+    return {"params": flat, "dataset_sha256": fingerprint["dataset_sha256"]}
 
 
 def train(model: ModelParams, params: TrainParams, layout: Layout) -> TrainResult:
@@ -132,7 +135,8 @@ def train(model: ModelParams, params: TrainParams, layout: Layout) -> TrainResul
                 f"train.val_size={params.val_size} leaves no training images "
                 f"(the training split has {n})"
             )
-        run_identity = identity(model, params, data_dir)
+        fingerprint = training_fingerprint(model, params, data_dir)
+        run_identity = identity(fingerprint)
         images = normalise(mnist.train_images).to(device)
         labels = mnist.train_labels.to(device)
         train_idx, val_idx = loop.split_indices(
@@ -204,9 +208,13 @@ def train(model: ModelParams, params: TrainParams, layout: Layout) -> TrainResul
                 },
             )
 
-        # Weights and history are replaced together, only by a run that finished.
+        # Weights, history and the record binding them to their inputs are replaced together,
+        # only by a run that finished (the record last: stale while the weights are new, it is
+        # refused by registration).
         save_state_dict(net, layout.state_dict)
         write_text(layout.train_history, history_csv(history))
+        record = {"state_dict_sha256": file_sha256(layout.state_dict), "fingerprint": fingerprint}
+        write_json(layout.train_record, record)
         layout.checkpoint.unlink(missing_ok=True)
     last = history[-1] if history else {}
     val_accuracy = last.get("val_accuracy", float("nan"))

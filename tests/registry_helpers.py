@@ -75,6 +75,7 @@ def write_reports(
         "per_class": per_class,
         "confusion_matrix": [[0] * 10 for _ in range(10)],
         "dataset_sha256": "d" * 64,
+        "state_dict_sha256": file_sha256(folder / "model.pt"),
     }
     parity = {
         "passed": parity_passed,
@@ -86,16 +87,33 @@ def write_reports(
         "batch_sizes": [1, 7],
         "atol": atol,
         "onnx_sha256": parity_sha or file_sha256(folder / "model.onnx"),
+        "state_dict_sha256": file_sha256(folder / "model.pt"),
         "versions": {"onnxruntime": "x"},
     }
     (folder / "metrics.json").write_text(json.dumps(metrics))
     (folder / "parity.json").write_text(json.dumps(parity))
 
 
-def make_candidate(folder: Path, seed: int, state_bytes: int = 2048, **reports) -> Candidate:
+def write_train_record(folder: Path, fingerprint: dict | None = None) -> None:
+    """model.json as train writes it: model.pt's SHA-256 and an inputs fingerprint."""
+    sections = PARAMS.to_dict()
+    fingerprint = {
+        "sha256": file_sha256(folder / "model.pt"),  # distinct weights: distinct inputs
+        "dataset_sha256": "d" * 64,
+        "code_sha256": "c" * 64,
+        "params": {"model": sections["model"], "train": sections["train"]},
+    } | (fingerprint or {})
+    record = {"state_dict_sha256": file_sha256(folder / "model.pt"), "fingerprint": fingerprint}
+    (folder / "model.json").write_text(json.dumps(record))
+
+
+def make_candidate(
+    folder: Path, seed: int, state_bytes: int = 2048, fingerprint: dict | None = None, **reports
+) -> Candidate:
     """A folder holding a complete candidate (distinct ONNX per seed) and its Candidate."""
     make_onnx(folder / "model.onnx", seed)
     (folder / "model.pt").write_bytes(np.random.default_rng(seed).bytes(state_bytes))
+    write_train_record(folder, fingerprint)
     (folder / "plots").mkdir(exist_ok=True)
     (folder / "plots" / "confusion_matrix.png").write_bytes(
         b"\x89PNG\r\n\x1a\n" + bytes([seed % 256])
@@ -115,6 +133,7 @@ def candidate_in(folder: Path) -> Candidate:
     return Candidate(
         onnx=folder / "model.onnx",
         state_dict=folder / "model.pt",
+        train_record=folder / "model.json",
         metrics=folder / "metrics.json",
         parity=folder / "parity.json",
         plots=tuple(sorted((folder / "plots").glob("*.png"))),
@@ -162,9 +181,11 @@ def main(argv: list[str] | None = None) -> None:
         time.sleep(0.01)
     size = args.candidate.joinpath("model.pt").stat().st_size
     while True:
+        if args.loop:  # new weights each time: one version per distinct model.pt/model.onnx
+            args.candidate.joinpath("model.pt").write_bytes(os.urandom(size))
+            write_train_record(args.candidate)
+            write_reports(args.candidate)
         print(registry.register(candidate, params, 0.0).version, flush=True)
-        # new weights each time: the registry keeps one version per distinct model.pt/model.onnx
-        args.candidate.joinpath("model.pt").write_bytes(os.urandom(size))
         if not args.loop:
             return
 

@@ -95,6 +95,7 @@ def test_outputs_are_the_layout_paths() -> None:
     expected = {
         layout.data_dir,
         layout.state_dict,
+        layout.train_record,
         layout.train_history,
         layout.metrics,
         layout.predictions,

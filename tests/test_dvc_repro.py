@@ -126,6 +126,7 @@ def test_full_run_produces_every_output(pipeline: tuple[Path, str]) -> None:
     assert set(hashes) == {
         "data/mnist",
         "models/model.pt",
+        "models/model.json",
         "reports/train_history.csv",
         "reports/metrics.json",
         "reports/predictions.csv",

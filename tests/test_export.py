@@ -128,13 +128,14 @@ def test_missing_weights_are_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_collect_metadata_only_collects() -> None:
-    meta = collect_metadata(0.991, "cd" * 32, model_version="3")
+    meta = collect_metadata(0.991, "cd" * 32, "ab" * 32, model_version="3")
     assert meta == {
         "training_data_sha256": "cd" * 32,
+        "state_dict_sha256": "ab" * 32,
         "test_accuracy": "0.991",
         "model_version": "3",
     }
-    assert "model_version" not in collect_metadata(0.991, "cd" * 32)
+    assert "model_version" not in collect_metadata(0.991, "cd" * 32, "ab" * 32)
 
 
 @pytest.fixture
@@ -152,6 +153,7 @@ def _metrics(layout: Layout, **fields) -> None:
         "passed": True,
         "min_accuracy": 0.98,
         "dataset_sha256": dataset_sha256(layout.data_dir),
+        "state_dict_sha256": file_sha256(layout.state_dict),
     }
     layout.reports.mkdir(exist_ok=True)
     layout.metrics.write_text(json.dumps(report | fields))
@@ -164,6 +166,7 @@ def test_stage_records_the_evaluated_accuracy_and_dataset(candidate: Layout) -> 
     assert result.onnx_path == candidate.onnx
     assert meta["test_accuracy"] == "0.991" and meta["model_version"] == "3"
     assert meta["training_data_sha256"] == dataset_sha256(candidate.data_dir)
+    assert meta["state_dict_sha256"] == file_sha256(candidate.state_dict)
 
 
 def test_stage_refuses_a_model_that_failed_the_gate(candidate: Layout) -> None:
@@ -177,6 +180,23 @@ def test_stage_refuses_missing_or_stale_metrics(candidate: Layout) -> None:
     with pytest.raises(PipelineError, match="run `mnist-pipeline evaluate`"):
         export(MODEL, ExportParams(), candidate)
     _metrics(candidate, dataset_sha256="0" * 64)
-    with pytest.raises(PipelineError, match="another dataset"):
+    with pytest.raises(GateError, match="not made from the current dataset"):
+        export(MODEL, ExportParams(), candidate)
+    assert not candidate.onnx.exists()
+
+
+def test_stage_refuses_metrics_of_other_weights(candidate: Layout) -> None:
+    """A passing metrics.json left by earlier weights (new ones trained, evaluate skipped or
+    died part-way) must not let the new weights through the gate."""
+    _metrics(candidate)
+    candidate.state_dict.write_bytes(candidate.state_dict.read_bytes() + b"\0")  # new weights
+    message = (
+        r"refusing to export: .*metrics.json was not made from the current model.pt "
+        r"\(sha256 [0-9a-f]{12}; it names [0-9a-f]{12}\): run `mnist-pipeline evaluate`"
+    )
+    with pytest.raises(GateError, match=message):
+        export(MODEL, ExportParams(), candidate)
+    _metrics(candidate, state_dict_sha256=None)  # a report that does not say
+    with pytest.raises(GateError, match="does not record which one"):
         export(MODEL, ExportParams(), candidate)
     assert not candidate.onnx.exists()

@@ -38,7 +38,7 @@ def test_parity_verdict() -> None:
     gate.parity_passed(PARITY, "ab" * 32, "p.json", atol=1e-4)
     with pytest.raises(GateError, match="parity check failed"):
         gate.parity_passed({**PARITY, "passed": False}, "ab" * 32, "p.json")
-    with pytest.raises(GateError, match="checked a different ONNX file"):
+    with pytest.raises(GateError, match="not made from the current model.onnx"):
         gate.parity_passed(PARITY, "cd" * 32, "p.json")
     with pytest.raises(GateError, match="looser than parity.atol 1e-05"):
         gate.parity_passed(PARITY, "ab" * 32, "p.json", atol=1e-5)

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from mnist_pipeline.errors import GateError, PipelineError
+from mnist_pipeline.export import export_onnx
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.manifest import file_sha256
 from mnist_pipeline.model import build_model
-from mnist_pipeline.params import ParityParams
+from mnist_pipeline.params import ExportParams, ParityParams
 from mnist_pipeline.parity import check_parity
 from mnist_pipeline.weights import save_state_dict
 
@@ -26,6 +27,7 @@ REQUIRED = {
     "batch_sizes": list,
     "atol": float,
     "onnx_sha256": str,
+    "state_dict_sha256": str,
     "versions": dict,
 }
 
@@ -56,6 +58,7 @@ def test_parity_passes_and_reports(exported: Path, tiny_data_dir: Path, tmp_path
     assert report["argmax_mismatches"] == 0
     assert report["max_abs_diff_logits"] <= 1e-4 and report["max_abs_diff_probabilities"] <= 1e-4
     assert report["onnx_sha256"] == result.onnx_sha256 == file_sha256(exported / "model.onnx")
+    assert report["state_dict_sha256"] == file_sha256(exported / "model.pt")
     assert set(report["versions"]) >= {"onnxruntime", "torch", "onnx"}
     reference = report["reference_evaluator"]
     assert reference["images"] == 16 and reference["max_abs_diff_logits"] <= 1e-4
@@ -89,3 +92,22 @@ def test_missing_onnx_is_a_clear_error(exported: Path, tiny_data_dir: Path, tmp_
             tmp_path / "parity.json",
         )
     assert not (tmp_path / "parity.json").exists()
+
+
+def test_an_onnx_exported_from_other_weights_is_refused_before_comparing(
+    exported: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """Our exports record the weights they came from; parity names the stale link."""
+    onnx = tmp_path / "model.onnx"
+    source = {"state_dict_sha256": file_sha256(exported / "model.pt")}
+    export_onnx(ExportParams(), "classic", exported / "model.pt", onnx, source)
+    torch.manual_seed(1)
+    other = tmp_path / "model.pt"
+    save_state_dict(build_model("classic"), other)  # new weights, not exported again
+    with pytest.raises(
+        GateError,
+        match=r"model.onnx was not made from the current model.pt .*"
+        r"run `mnist-pipeline export`",
+    ):
+        check_parity(ParityParams(), "classic", other, onnx, tiny_data_dir, tmp_path / "p.json")
+    assert not (tmp_path / "p.json").exists()

@@ -155,13 +155,20 @@ def test_resolve_model_paths_and_default(model_path: Path, tmp_path: Path) -> No
 
 def test_resolve_model_prefers_the_registry_production(model_path: Path, tmp_path: Path):
     from mnist_pipeline.registry import Registry
-    from tests.registry_helpers import PARAMS, candidate_in, writable, write_reports
+    from tests.registry_helpers import (
+        PARAMS,
+        candidate_in,
+        writable,
+        write_reports,
+        write_train_record,
+    )
 
     candidate = tmp_path / "candidate"
     candidate.mkdir()
     shutil.copy(model_path, candidate / "model.onnx")
     shutil.copy(model_path.with_name("model.pt"), candidate / "model.pt")
     (candidate / "train_history.csv").write_text("epoch,loss\n1,0.5\n")
+    write_train_record(candidate)
     write_reports(candidate)
     layout, registry = Layout(tmp_path), RegistryParams()
     models = Registry(layout.registry_root(registry.root), registry.model_name)

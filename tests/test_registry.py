@@ -7,7 +7,6 @@ import os
 import stat
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from mnist_pipeline.manifest import file_sha256
 from mnist_pipeline.params import parse_params
 from mnist_pipeline.registry import Registry, candidate_from_layout
 from tests.conftest import REPO_ROOT
-from tests.registry_helpers import PARAMS, make_candidate
+from tests.registry_helpers import PARAMS, make_candidate, write_reports, write_train_record
 
 
 def test_first_version_is_production_with_a_complete_card(registry: Registry, make) -> None:
@@ -48,6 +47,7 @@ def test_first_version_is_production_with_a_complete_card(registry: Registry, ma
     assert set(files) == {
         "model.onnx",
         "model.pt",
+        "model.json",
         "metrics.json",
         "parity.json",
         "train_history.csv",
@@ -120,7 +120,7 @@ def test_gated_out_or_parity_failed_candidates_are_refused(registry: Registry, m
         registry.register(make(2, accuracy=0.85), PARAMS, 0.0)
     with pytest.raises(GateError, match="parity check failed"):
         registry.register(make(3, parity_passed=False), PARAMS, 0.0)
-    with pytest.raises(GateError, match="different ONNX file"):
+    with pytest.raises(GateError, match="not made from the current model.onnx"):
         registry.register(make(4, parity_sha="0" * 64), PARAMS, 0.0)
     with pytest.raises(GateError, match="looser than"):
         registry.register(make(5, atol=1e-2), PARAMS, 0.0)
@@ -132,7 +132,7 @@ def test_onnx_replaced_after_parity_is_refused(registry: Registry, make, tmp_pat
     candidate = make(1)
     make_candidate(tmp_path / "other", 99)
     candidate.onnx.write_bytes((tmp_path / "other" / "model.onnx").read_bytes())
-    with pytest.raises(GateError, match="different ONNX file"):
+    with pytest.raises(GateError, match="not made from the current model.onnx"):
         registry.register(candidate, PARAMS, 0.0)
 
 
@@ -146,12 +146,16 @@ def test_the_same_model_files_are_never_a_second_version(registry: Registry, mak
     assert registry.alias_log()["history"]["production"] == [1]
     # New weights with the same ONNX (or the reverse) are a new version.
     candidate.state_dict.write_bytes(b"other weights")
+    with pytest.raises(GateError, match="refusing to register: model.json was not made from"):
+        registry.register(candidate, PARAMS, 0.0)  # its reports describe the old weights
+    write_train_record(candidate.workdir)
+    write_reports(candidate.workdir, accuracy=0.97)
     assert registry.register(candidate, PARAMS, 0.0).version == 2
 
 
 def test_same_inputs_are_skipped_only_when_asked(registry: Registry, make) -> None:
     fingerprint = {"sha256": "f" * 64}
-    first, second, third = (replace(make(i), fingerprint=fingerprint) for i in (1, 2, 3))
+    first, second, third = (make(i, fingerprint=fingerprint) for i in (1, 2, 3))
     registry.register(first, PARAMS, 0.0)
     skipped = registry.register(second, PARAMS, 0.0, skip_same_inputs=True)
     assert not skipped.registered and skipped.version == 1
@@ -228,6 +232,7 @@ def test_candidate_from_layout_gathers_pipeline_outputs(tmp_path: Path) -> None:
     for src, dst in (
         (built.onnx, layout.onnx),
         (built.state_dict, layout.state_dict),
+        (built.train_record, layout.train_record),
         (built.metrics, layout.metrics),
         (built.parity, layout.parity_report),
         (built.plots[0], layout.plots / "confusion_matrix.png"),

@@ -14,8 +14,9 @@ import yaml
 from typer.testing import CliRunner
 
 from mnist_pipeline.cli import app
-from mnist_pipeline.errors import DataError, RegistryError
+from mnist_pipeline.errors import RegistryError
 from mnist_pipeline.layout import Layout
+from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
 from tests.registry_helpers import make_candidate
 from tests.synthetic import make_dataset, write_data_dir
@@ -30,6 +31,7 @@ def produce(workdir: Path, seed: int, accuracy: float) -> None:
     pairs = [
         (built.onnx, layout.onnx),
         (built.state_dict, layout.state_dict),
+        (built.train_record, layout.train_record),
         (built.metrics, layout.metrics),
         (built.parity, layout.parity_report),
         (built.train_history, layout.train_history),
@@ -38,7 +40,7 @@ def produce(workdir: Path, seed: int, accuracy: float) -> None:
     for src, dst in pairs:
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(src.read_bytes())
-    write_data_dir(layout.data_dir, make_dataset())  # its hash goes into the card's fingerprint
+    write_data_dir(layout.data_dir, make_dataset())
 
 
 @pytest.fixture
@@ -109,10 +111,25 @@ def test_register_without_outputs_names_what_is_missing(workdir: Path) -> None:
     assert isinstance(result.exception, RegistryError)
     assert "run `mnist-pipeline export`" in str(result.exception)
     produce(workdir, 1, 0.95)
-    shutil.rmtree(Layout(workdir).data_dir)  # no dataset: the inputs fingerprint cannot be made
+    Layout(workdir).train_record.unlink()
     result = models(workdir, "register")
-    assert isinstance(result.exception, DataError)
-    assert "run `mnist-pipeline fetch`" in str(result.exception)
+    assert isinstance(result.exception, RegistryError)
+    assert "model.json (run `mnist-pipeline train`)" in str(result.exception)
+
+
+def test_the_card_takes_params_and_fingerprint_from_the_training_record(workdir: Path) -> None:
+    """params.yaml edited after training (no retraining) does not change what the card says
+    the weights were trained with; registering needs no dataset (the record has its hash)."""
+    produce(workdir, 1, 0.95)
+    shutil.rmtree(Layout(workdir).data_dir)
+    (workdir / "params.yaml").write_text("train:\n  epochs: 7\nevaluate:\n  min_accuracy: 0.5\n")
+    assert models(workdir, "register").exit_code == 0
+    record = json.loads(Layout(workdir).train_record.read_text())
+    card = Registry(workdir / "registry", "mnist-cnn").card("1")
+    assert card["params"]["train"] == record["fingerprint"]["params"]["train"]
+    assert card["params"]["train"]["epochs"] == 20  # as trained, not params.yaml's 7
+    assert card["params"]["evaluate"]["min_accuracy"] == 0.5  # the gate applied now
+    assert card["fingerprint"] == record["fingerprint"]
 
 
 def test_errors_are_one_clean_line(workdir: Path) -> None:

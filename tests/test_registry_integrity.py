@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from mnist_pipeline.errors import RegistryError
+from mnist_pipeline.manifest import file_sha256
 from mnist_pipeline.registry import Registry
-from tests.registry_helpers import PARAMS, writable, write_reports
+from mnist_pipeline.registry.card import SEAL_KEY, seal
+from tests.registry_helpers import PARAMS, writable, write_reports, write_train_record
 
 
 def test_tampered_or_missing_files_are_refused(registry: Registry, make) -> None:
@@ -80,6 +82,7 @@ def test_state_dict_loads_verified_with_torch(registry: Registry, make, tmp_path
 
     candidate = make(1)
     torch.save({"w": torch.arange(3.0)}, candidate.state_dict)
+    write_train_record(candidate.onnx.parent)
     write_reports(candidate.onnx.parent)
     registry.register(candidate, PARAMS, 0.0)
     assert torch.equal(registry.load_state_dict("production")["w"], torch.arange(3.0))
@@ -87,3 +90,27 @@ def test_state_dict_loads_verified_with_torch(registry: Registry, make, tmp_path
     writable(pt).write_bytes(pt.read_bytes()[:-1])
     with pytest.raises(RegistryError, match="model.pt was modified"):
         registry.load_state_dict("1")
+
+
+def reseal(registry: Registry, version: int, edit) -> None:
+    """Edit a stored card and seal it again, as anyone who can write the registry can."""
+    path = registry.model_dir / f"v{version}" / "card.json"
+    card = json.loads(path.read_text())
+    edit(card)
+    writable(path).write_text(json.dumps(seal({k: v for k, v in card.items() if k != SEAL_KEY})))
+
+
+def test_verify_cross_checks_the_card_against_its_reports(registry: Registry, make) -> None:
+    registry.register(make(1, accuracy=0.95), PARAMS, 0.0)
+    registry.register(make(2, accuracy=0.96), PARAMS, 0.0)
+    assert registry.verify() == []
+    # A resealed card claiming a better accuracy than its evaluation measured.
+    reseal(registry, 1, lambda card: card["metrics"].update(accuracy=0.999))
+    # Another model.onnx swapped in, its hash fixed in a resealed card: parity never saw it.
+    onnx = registry.model_dir / "v2" / "model.onnx"
+    writable(onnx).write_bytes((registry.model_dir / "v1" / "model.onnx").read_bytes())
+    reseal(registry, 2, lambda card: card["files"].update({"model.onnx": file_sha256(onnx)}))
+    assert registry.verify() == [
+        "v1: the card's accuracy 0.999 is not metrics.json's 0.95",
+        "v2: parity.json checked another model.onnx than the card's",
+    ]

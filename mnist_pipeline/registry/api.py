@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,51 +13,40 @@ from mnist_pipeline.params import Params, RegistryParams
 from mnist_pipeline.registry import aliases as alias_file
 from mnist_pipeline.registry import store
 from mnist_pipeline.registry.aliases import PRODUCTION, AliasState, promotion_decision, utc_now
+from mnist_pipeline.registry.audit import audit
 from mnist_pipeline.registry.candidate import (
     METRICS_FILE,
     ONNX_FILE,
     PARITY_FILE,
     STATE_DICT_FILE,
+    TRAIN_RECORD_FILE,
     Candidate,
     check_reports,
 )
 from mnist_pipeline.registry.card import build_card, is_sealed, lineage
-
-
-@dataclass(frozen=True)
-class Registration:
-    """Outcome of `Registry.register`: the new version, the alias it got, and why."""
-
-    name: str
-    version: int
-    alias: str
-    reason: str
-    aliases: tuple[str, ...]
-    path: Path
-    champion: int | None  # the production version it was compared with (None: first version)
-    warning: str | None = None  # committed, but aliases.json could not be rewritten (disk full)
-    registered: bool = True  # False: an existing version already held this (see `reason`)
-
-    def summary(self) -> str:
-        if not self.registered:
-            return f"nothing registered: {self.reason}"
-        line = f"registered {self.name} v{self.version} as {self.alias}: {self.reason}"
-        return line if self.warning is None else f"{line}\nwarning: {self.warning}"
+from mnist_pipeline.registry.registration import Registration
+from mnist_pipeline.registry.signing import Signing
 
 
 class Registry:
     """The versions of one named model under `root` (see store.py for the folder layout)."""
 
-    def __init__(self, root: Path | str, name: str) -> None:
+    def __init__(self, root: Path | str, name: str, signing: Signing | None = None) -> None:
         self.name = store.check_name(name, "model name")
         self.root = Path(root)
         self.model_dir = self.root / name
+        self.signing = signing or Signing()
 
     @classmethod
     def from_params(cls, params: RegistryParams, layout: Layout) -> Registry:
         """The registry params.yaml configures (a relative `root` is under the project folder,
-        layout.project, so every run folder shares one registry)."""
-        return cls(layout.registry_root(params.root), params.model_name)
+        layout.project, so every run folder shares one registry), with its signing keys."""
+        signing = Signing.load(
+            layout.in_project(params.signing_key) if params.signing_key else None,
+            [layout.in_project(path) for path in params.trusted_keys],
+            params.require_signature,
+        )
+        return cls(layout.registry_root(params.root), params.model_name, signing)
 
     # ---- reading (no lock: version folders are immutable, the alias file is replaced atomically)
 
@@ -107,33 +95,9 @@ class Registry:
         return torch.load(self._verified_file(ref, STATE_DICT_FILE), weights_only=True)
 
     def verify(self) -> list[str]:
-        """Re-hash every file of every version and check the alias file; [] means intact."""
-        versions = store.list_versions(self.model_dir)
-        problems = [
-            f"v{v} is missing (versions must be consecutive)"
-            for v in sorted(set(range(1, max(versions, default=0) + 1)) - set(versions))
-        ]
-        for version, card, damaged in self.catalogue():
-            if card is None:
-                problems.append(str(damaged))
-                continue
-            folder = self.model_dir / store.version_dir_name(version)
-            problems += [f"v{version}: {p}" for p in store.check_files(folder, card["files"])]
-        try:
-            state = alias_file.load(self.model_dir / store.ALIASES_FILE)
-        except RegistryError as exc:
-            return problems + [str(exc)]
-        for alias, version in sorted(state.aliases.items()):
-            if version not in versions:
-                problems.append(f"alias {alias!r} points at v{version}, which does not exist")
-        if state.last_version > max(versions, default=0):
-            problems.append(f"aliases.json records v{state.last_version}, which does not exist")
-        known = {store.ALIASES_FILE, *(store.version_dir_name(v) for v in versions)}
-        if self.model_dir.is_dir():
-            for entry in sorted(self.model_dir.iterdir()):
-                if not entry.name.startswith(".") and entry.name not in known:
-                    problems.append(f"unexpected entry in {self.model_dir}: {entry.name}")
-        return problems
+        """Re-hash every file of every version, cross-check each card with its reports, and
+        check the alias file; [] means intact (audit.py)."""
+        return audit(self)
 
     # ---- writing (under the model's lock)
 
@@ -162,12 +126,16 @@ class Registry:
             store.remove_stale(self.model_dir)
             with store.staging_folder(self.model_dir) as tmp:
                 hashes = {rel: store.copy_in(src, tmp, rel) for rel, src in sources.items()}
-                metrics = store.read_json(tmp / METRICS_FILE, "metrics report")
-                parity = store.read_json(tmp / PARITY_FILE, "parity report")
-                accuracy = check_reports(metrics, parity, hashes[ONNX_FILE], params)
+                reports = {
+                    name: store.read_json(tmp / name, f"{name} report")
+                    for name in (METRICS_FILE, PARITY_FILE, TRAIN_RECORD_FILE)
+                }
+                accuracy, trained = check_reports(reports, hashes, params)
+                metrics, parity = reports[METRICS_FILE], reports[PARITY_FILE]
+                fingerprint = reports[TRAIN_RECORD_FILE].get("fingerprint")
                 state = self._state()
-                fingerprint = (candidate.fingerprint or {}).get("sha256")
-                kept = self._already_held(hashes, fingerprint if skip_same_inputs else None)
+                fingerprint_sha = (fingerprint or {}).get("sha256")
+                kept = self._already_held(hashes, fingerprint_sha if skip_same_inputs else None)
                 if kept is not None:
                     return self._existing(state, *kept)
                 existing = store.list_versions(self.model_dir)
@@ -179,14 +147,15 @@ class Registry:
                     created=utc_now(),
                     metrics=metrics,
                     parity=parity,
-                    params=params,
+                    params=trained,
                     decision=decision,
                     origin=origin,
                     files=hashes,
-                    fingerprint=candidate.fingerprint,
+                    fingerprint=fingerprint,
                 )
                 write_json(tmp / store.CARD_FILE, card)
                 (tmp / store.CARD_FILE).chmod(0o444)
+                self.signing.sign(card, tmp)
                 path = store.commit(tmp, self.model_dir, version)
             state.assign(decision["alias"], version, "register", decision["reason"])
             state.last_version = version
@@ -321,6 +290,7 @@ class Registry:
             )
         if not isinstance(card.get("files"), dict):
             raise RegistryError(f"{self.name} v{version}: card.json has no file table")
+        self.signing.check(card, folder, f"{self.name} v{version}")
         return card
 
     def _verified_file(self, ref: str | int, relpath: str) -> Path:

@@ -13,6 +13,7 @@ from mnist_pipeline.params import Params
 
 ONNX_FILE = "model.onnx"
 STATE_DICT_FILE = "model.pt"
+TRAIN_RECORD_FILE = "model.json"
 METRICS_FILE = "metrics.json"
 PARITY_FILE = "parity.json"
 HISTORY_FILE = "train_history.csv"
@@ -21,23 +22,25 @@ PLOTS_DIR = "plots"
 
 @dataclass(frozen=True)
 class Candidate:
-    """Paths of what to register; `workdir` is where git is asked for lineage; `fingerprint`
-    is the run's inputs fingerprint (fingerprint.py), recorded in the card."""
+    """Paths of what to register; `workdir` is where git is asked for lineage. The training
+    record (train.py) binds model.pt to its inputs fingerprint and the params it was trained
+    with; the card takes both from it."""
 
     onnx: Path
     state_dict: Path
+    train_record: Path
     metrics: Path
     parity: Path
     plots: tuple[Path, ...] = ()
     train_history: Path | None = None
     workdir: Path | None = None
-    fingerprint: dict[str, Any] | None = None
 
     def files(self) -> dict[str, Path]:
         """Where each source file goes inside the version folder."""
         files = {
             ONNX_FILE: self.onnx,
             STATE_DICT_FILE: self.state_dict,
+            TRAIN_RECORD_FILE: self.train_record,
             METRICS_FILE: self.metrics,
             PARITY_FILE: self.parity,
         }
@@ -59,6 +62,7 @@ def candidate_from_layout(layout: Layout) -> Candidate:
     needed = {
         layout.onnx: "export",
         layout.state_dict: "train",
+        layout.train_record: "train",
         layout.metrics: "evaluate",
         layout.parity_report: "parity",
     }
@@ -74,6 +78,7 @@ def candidate_from_layout(layout: Layout) -> Candidate:
     return Candidate(
         onnx=layout.onnx,
         state_dict=layout.state_dict,
+        train_record=layout.train_record,
         metrics=layout.metrics,
         parity=layout.parity_report,
         plots=plots,
@@ -82,17 +87,44 @@ def candidate_from_layout(layout: Layout) -> Candidate:
     )
 
 
-def check_reports(metrics: Any, parity: Any, onnx_sha256: str, params: Params) -> float:
-    """The candidate's accuracy, if its recorded verdicts pass today's gate (gate.py).
+def check_reports(
+    reports: dict[str, Any], hashes: dict[str, str], params: Params
+) -> tuple[float, Params]:
+    """The candidate's accuracy and the params its weights were trained with, if the chain holds.
 
-    Refuses (GateError) a model that failed evaluation or parity, whose parity report checked
-    another ONNX file, or whose verdicts were reached under a laxer gate than params sets now.
+    `reports` maps METRICS_FILE, PARITY_FILE and TRAIN_RECORD_FILE to their parsed JSON and
+    `hashes` every stored file to its SHA-256. Refuses (GateError) a model that failed evaluation
+    or parity, whose verdicts were reached under a laxer gate than params sets now, or any report
+    made from other files than these: metrics and parity for another model.pt, parity for another
+    model.onnx, the training record for another model.pt.
     """
-    if not isinstance(metrics, dict) or not isinstance(parity, dict):
-        raise RegistryError("metrics and parity reports must be JSON objects")
+    if not all(isinstance(report, dict) for report in reports.values()):
+        raise RegistryError("metrics, parity and training reports must be JSON objects")
+    metrics, parity, record = (reports[f] for f in (METRICS_FILE, PARITY_FILE, TRAIN_RECORD_FILE))
+    weights = hashes[STATE_DICT_FILE]
     try:
         accuracy = gate.evaluation_passed(metrics, METRICS_FILE, params.evaluate.min_accuracy)
-        gate.parity_passed(parity, onnx_sha256, PARITY_FILE, params.parity.atol)
+        gate.parity_passed(parity, hashes[ONNX_FILE], PARITY_FILE, params.parity.atol)
+        for name, report, stage in (
+            (TRAIN_RECORD_FILE, record, "train"),
+            (METRICS_FILE, metrics, "evaluate"),
+            (PARITY_FILE, parity, "parity"),
+        ):
+            gate.made_from(report, "state_dict_sha256", weights, name, STATE_DICT_FILE, stage)
     except PipelineError as exc:
         raise type(exc)(f"refusing to register: {exc}") from None
-    return accuracy
+    return accuracy, trained_params(record, params)
+
+
+def trained_params(record: dict[str, Any], params: Params) -> Params:
+    """`params` with the `model` and `train` sections the weights were trained with."""
+    try:
+        sections = record["fingerprint"]["params"]
+        return params.model_copy(
+            update={
+                "model": type(params.model).model_validate(sections["model"]),
+                "train": type(params.train).model_validate(sections["train"]),
+            }
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RegistryError(f"{TRAIN_RECORD_FILE}: no valid training params ({exc})") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,9 +15,10 @@ from mnist_pipeline import stages
 from mnist_pipeline.cli_state import state
 from mnist_pipeline.registry.aliases import PRODUCTION
 from mnist_pipeline.registry.api import Registry
+from mnist_pipeline.registry.signing import generate
 
 models_app = typer.Typer(
-    help="The model registry: register, list, show, promote, roll back, resolve, verify.",
+    help="The model registry: register, list, show, promote, roll back, resolve, verify, keygen.",
     no_args_is_help=True,
 )
 out = Console()
@@ -108,3 +110,20 @@ def verify(ctx: typer.Context) -> None:
     if problems:
         raise typer.Exit(1)
     err.print(f"{registry.name}: {len(registry.versions())} version(s) intact")
+
+
+@models_app.command("keygen")
+def keygen(
+    path: Annotated[
+        Path, typer.Argument(help="where to write the private key (PATH.pub: the public key)")
+    ],
+) -> None:
+    """Create an Ed25519 key pair for signing model cards (never overwrites a key)."""
+    public, key = generate(path)
+    err.print(
+        f"private key {path} (mode 0600), public key {public} (key id {key}): set "
+        f"registry.signing_key to the first, add the second to registry.trusted_keys",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )

@@ -31,6 +31,7 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 VERSION_DIR_RE = re.compile(r"^v([1-9][0-9]{0,8})$")
 REF_VERSION_RE = re.compile(r"^v?([0-9]+)$")
 CARD_FILE = "card.json"
+SIGNATURE_FILE = "card.sig"  # written by signing.py
 ALIASES_FILE = "aliases.json"
 LOCK_FILE = ".lock"
 TMP_PREFIX = ".tmp-"
@@ -70,9 +71,10 @@ def list_versions(model_dir: Path) -> list[int]:
 
 
 def version_files(folder: Path) -> list[str]:
-    """Relative POSIX paths of every file under a version folder except the card."""
+    """Relative POSIX paths of every file under a version folder except the card and its
+    signature (signing.py)."""
     files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir()]
-    return sorted(f for f in files if f != CARD_FILE)
+    return sorted(f for f in files if f not in (CARD_FILE, SIGNATURE_FILE))
 
 
 def read_json(path: Path, what: str) -> Any:

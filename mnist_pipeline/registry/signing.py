@@ -1,0 +1,131 @@
+"""Optional Ed25519 signatures on model cards: who registered a version, not only what it holds.
+
+The seal (card.py) is an unkeyed SHA-256: it finds accidental or careless edits, but anyone who
+can write the registry can change a file, fix its hash in the card and seal the card again. A
+signature needs the private key. With `registry.signing_key` set, registration writes
+`card.sig` beside `card.json`: the key's id and an Ed25519 signature over the sealed card's
+canonical JSON (whose file table holds every file's SHA-256, so the signature covers every file).
+With `registry.trusted_keys` set, every read of a card checks its signature against those public
+keys: a signature that does not verify, or one by an unknown key, is refused; with
+`registry.require_signature`, an unsigned version is refused too.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from mnist_pipeline.atomic import write_bytes
+from mnist_pipeline.errors import RegistryError
+from mnist_pipeline.registry.store import SIGNATURE_FILE
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    """A short, stable name for a public key: the SHA-256 of its raw bytes, 16 hex digits."""
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def canonical(card: dict[str, Any]) -> bytes:
+    """The bytes a signature covers: the sealed card as canonical JSON."""
+    return json.dumps(card, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _read_key(path: Path, private: bool) -> Any:
+    what = "signing key" if private else "trusted key"
+    try:
+        data = path.read_bytes()
+        key = (
+            serialization.load_pem_private_key(data, password=None)
+            if private
+            else serialization.load_pem_public_key(data)
+        )
+    except FileNotFoundError:
+        raise RegistryError(f"{what} {path} does not exist") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise RegistryError(f"{what} {path} is not a PEM Ed25519 key: {exc}") from None
+    expected = Ed25519PrivateKey if private else Ed25519PublicKey
+    if not isinstance(key, expected):
+        raise RegistryError(f"{what} {path} is not an Ed25519 key")
+    return key
+
+
+@dataclass(frozen=True)
+class Signing:
+    """The registry's signing key (if any), trusted public keys by id, and the policy."""
+
+    key: Ed25519PrivateKey | None = None
+    trusted: dict[str, Ed25519PublicKey] = field(default_factory=dict)
+    required: bool = False
+
+    @classmethod
+    def load(cls, signing_key: Path | None, trusted_keys: list[Path], required: bool) -> Signing:
+        """Read the configured key files (RegistryError naming a missing or malformed one)."""
+        key = _read_key(signing_key, private=True) if signing_key else None
+        trusted = {key_id(k): k for k in (_read_key(p, private=False) for p in trusted_keys)}
+        return cls(key, trusted, required)
+
+    def sign(self, card: dict[str, Any], folder: Path) -> None:
+        """Write card.sig for `card` into `folder` (nothing without a signing key)."""
+        if self.key is None:
+            return
+        signature = base64.b64encode(self.key.sign(canonical(card))).decode()
+        body = {"key_id": key_id(self.key.public_key()), "ed25519": signature}
+        write_bytes(folder / SIGNATURE_FILE, json.dumps(body).encode())
+
+    def check(self, card: dict[str, Any], folder: Path, label: str) -> None:
+        """RegistryError unless `card` (in `folder`) meets the signature policy."""
+        if not self.trusted:
+            return
+        path = folder / SIGNATURE_FILE
+        if not path.exists():
+            if self.required:
+                raise RegistryError(f"{label} is not signed (registry.require_signature)")
+            return
+        try:
+            body = json.loads(path.read_text(encoding="utf-8"))
+            public = self.trusted.get(str(body["key_id"]))
+            signature = base64.b64decode(body["ed25519"], validate=True)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(f"{label}: {SIGNATURE_FILE} is unreadable ({exc})") from None
+        if public is None:
+            raise RegistryError(f"{label} is signed by key {body['key_id']}, which is not trusted")
+        try:
+            public.verify(signature, canonical(card))
+        except InvalidSignature:
+            raise RegistryError(
+                f"{label}: the signature does not match card.json (forged or edited)"
+            ) from None
+
+
+def generate(path: Path) -> tuple[Path, str]:
+    """Write a new Ed25519 private key to `path` (mode 0600, never overwritten) and its public
+    key to `path`.pub; returns the public key's path and id."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    pub_path = path.with_name(path.name + ".pub")
+    for target in (path, pub_path):
+        if target.exists():
+            raise RegistryError(f"{target} already exists; not overwriting a key")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(private)
+    write_bytes(pub_path, public)
+    return pub_path, key_id(key.public_key())
