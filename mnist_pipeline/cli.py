@@ -121,6 +121,26 @@ def predict(
         raise typer.Exit(1)
 
 
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address [default: serve.host].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: serve.port].")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Alias or version [default: serve.model].")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes [default: serve.workers].")
+    ] = None,
+) -> None:
+    """Serve the registry's model over HTTP, following its alias (POST /predict, GET /model)."""
+    from mnist_pipeline.server import run
+
+    st = state(ctx)
+    given = {"host": host, "port": port, "model": model, "workers": workers}
+    run(st.params_path, st.root, {f"serve.{k}": v for k, v in given.items() if v is not None})
+
+
 def main() -> None:
     """Console-script entry: run the app; user-facing errors become one message and an exit code."""
     try:

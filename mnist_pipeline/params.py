@@ -170,6 +170,20 @@ class ScheduleParams(Section):
         return check_timezone(value)
 
 
+class ServeParams(Section):
+    """`mnist-pipeline serve`: where it listens, what it serves, and its request limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    model: str = Field(default="production", min_length=1)  # an alias or a version number
+    workers: int = Field(default=1, ge=1, le=64)
+    reload_interval_s: float = Field(default=1.0, gt=0, le=3600)  # how often the alias is checked
+    max_upload_bytes: int = Field(default=4_000_000, ge=1)  # one request's body
+    max_pixels: int = Field(default=4_000_000, ge=1)  # one uploaded image, from its header
+    max_batch: int = Field(default=256, ge=1, le=10_000)  # images in one request
+    top_k: int = Field(default=3, ge=1, le=10)  # probabilities returned per image by default
+
+
 class Params(Section):
     """All of params.yaml."""
 
@@ -181,6 +195,7 @@ class Params(Section):
     parity: ParityParams = ParityParams()
     registry: RegistryParams = RegistryParams()
     schedule: ScheduleParams = ScheduleParams()
+    serve: ServeParams = ServeParams()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready dict (for model cards and reports)."""

@@ -101,14 +101,19 @@ def load_session(model_path: Path) -> ort.InferenceSession:
         session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
         raise PipelineError(f"onnxruntime cannot load {model_path}: {exc}") from None
+    check_interface(session, str(model_path))
+    return session
+
+
+def check_interface(session: ort.InferenceSession, where: str) -> None:
+    """PipelineError unless the graph has the contract's input and probabilities output."""
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
     if inputs != [INPUT_NAME] or PROBABILITIES not in outputs:
         raise PipelineError(
-            f"{model_path} is not an mnist-pipeline model: inputs {inputs}, outputs {outputs} "
+            f"{where} is not an mnist-pipeline model: inputs {inputs}, outputs {outputs} "
             f"(expected input {INPUT_NAME!r} and output {PROBABILITIES!r})"
         )
-    return session
 
 
 def classify(session: ort.InferenceSession, digits: np.ndarray) -> np.ndarray:

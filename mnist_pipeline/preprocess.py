@@ -36,6 +36,7 @@ indexed [row, column] from 0, and a pixel's coordinate is its index (its centre)
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from pathlib import Path
@@ -80,22 +81,31 @@ def _to_grey(image: Image.Image) -> np.ndarray:
     return (grey / np.float32(255)).clip(0, 1)
 
 
-def load_grey(path: Path) -> np.ndarray:
+def load_grey(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Steps 1-2: decode `path` safely into a float32 greyscale array (0 black, 1 white)."""
     if not path.exists():
         raise ImageError(f"{path}: no such file")
     if not path.is_file():
         raise ImageError(f"{path}: not a file")
+    return _decode(path, str(path), max_pixels)
+
+
+def decode_grey(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Steps 1-2 for an image held in memory (an upload); errors start with `name`."""
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(source)
         with image:
             width, height = image.size
-            if width * height > MAX_PIXELS:
+            if width * height > max_pixels:
                 raise ImageError(
-                    f"{path}: {width}x{height} is {width * height:,} pixels, more than the "
-                    f"limit of {MAX_PIXELS:,} (possible decompression bomb)"
+                    f"{name}: {width}x{height} is {width * height:,} pixels, more than the "
+                    f"limit of {max_pixels:,} (possible decompression bomb)"
                 )
             image.load()
             image = ImageOps.exif_transpose(image)
@@ -103,10 +113,10 @@ def load_grey(path: Path) -> np.ndarray:
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not a recognised image file") from None
+        raise ImageError(f"{name}: not a recognised image file") from None
     except Exception as exc:  # Pillow's decoders raise many types (OSError, SyntaxError, ...)
         raise ImageError(
-            f"{path}: cannot read or decode image ({type(exc).__name__}: {exc})"
+            f"{name}: cannot read or decode image ({type(exc).__name__}: {exc})"
         ) from None
 
 
@@ -175,8 +185,16 @@ def to_mnist(grey: np.ndarray) -> np.ndarray:
 
 def preprocess_file(path: Path) -> np.ndarray:
     """All steps: an image file -> float32 [28, 28]; errors name the file."""
-    grey = load_grey(path)
+    return _named(load_grey(path), str(path))
+
+
+def preprocess_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """All steps for an image in memory -> float32 [28, 28]; errors start with `name`."""
+    return _named(decode_grey(data, name, max_pixels), name)
+
+
+def _named(grey: np.ndarray, name: str) -> np.ndarray:
     try:
         return to_mnist(grey)
     except ImageError as exc:
-        raise ImageError(f"{path}: {exc}") from None
+        raise ImageError(f"{name}: {exc}") from None

@@ -55,3 +55,14 @@ def dark_on_light(
     x, y = at
     paper[y : y + side, x : x + side] = np.minimum(paper[y : y + side, x : x + side], ink)
     return Image.fromarray(paper)
+
+
+def draw_digit(path: Path, seed: int = 0, rgb: bool = False) -> Path:
+    """A dark-on-light 'digit' (a thick stroke) on a large canvas."""
+    grey = np.full((200, 170), 235, np.uint8)
+    r = 40 + seed % 30
+    grey[r : r + 110, 60:80] = 20
+    grey[r : r + 20, 80:120] = 20
+    image = Image.fromarray(grey)
+    (image.convert("RGB") if rgb else image).save(path)
+    return path

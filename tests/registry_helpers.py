@@ -123,6 +123,25 @@ def make_candidate(
     return candidate_in(folder)
 
 
+def exported_candidate(folder: Path, seed: int) -> Path:
+    """A contract-complete ONNX model of random weights (seed), as a registry candidate."""
+    import torch
+
+    from mnist_pipeline.export import export_onnx
+    from mnist_pipeline.model import build_model
+    from mnist_pipeline.params import ExportParams
+    from mnist_pipeline.weights import save_state_dict
+
+    folder.mkdir(parents=True)
+    torch.manual_seed(seed)
+    save_state_dict(build_model("classic"), folder / "model.pt")
+    export_onnx(ExportParams(), "classic", folder / "model.pt", folder / "model.onnx", {})
+    (folder / "train_history.csv").write_text("epoch,loss\n1,0.5\n")
+    write_train_record(folder)
+    write_reports(folder, accuracy=0.9 + seed / 100)
+    return folder
+
+
 def writable(path: Path) -> Path:
     """Undo the registry's read-only mode (to tamper with a stored file in a test)."""
     os.chmod(path, 0o644)

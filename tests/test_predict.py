@@ -19,17 +19,7 @@ from mnist_pipeline.layout import Layout
 from mnist_pipeline.params import RegistryParams
 from mnist_pipeline.predict import predict_files, resolve_model
 from tests.conftest import REPO_ROOT
-
-
-def draw_digit(path: Path, seed: int = 0, rgb: bool = False) -> Path:
-    """A dark-on-light 'digit' (a thick stroke) on a large canvas."""
-    grey = np.full((200, 170), 235, np.uint8)
-    r = 40 + seed % 30
-    grey[r : r + 110, 60:80] = 20
-    grey[r : r + 20, 80:120] = 20
-    image = Image.fromarray(grey)
-    (image.convert("RGB") if rgb else image).save(path)
-    return path
+from tests.example_helpers import draw_digit
 
 
 @pytest.fixture

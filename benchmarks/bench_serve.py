@@ -1,0 +1,189 @@
+"""`mnist-pipeline serve` under bounded load on 127.0.0.1, side by side with in-process inference.
+
+Registers an ONNX model (random weights: the work per image does not depend on them) in a
+scratch project, starts `python -m mnist_pipeline serve` on a free port, and for each
+concurrency level (1, 8, 32) keeps that many keep-alive connections busy for `--seconds`:
+single-digit requests (one dark-on-light PNG of 200x170 pixels as an image/png body, and as a
+multipart upload) and 64-image batches (multipart). The load generator is a small asyncio
+HTTP/1.1 client (pre-built requests, no parsing beyond the status line and Content-Length), so
+it takes little of the CPU it shares with the server. Prints req/s, images/s, p50/p99 latency
+and errors per case, then the same images classified in this process (PNG decode, preprocess,
+onnxruntime; one thread) for the HTTP overhead as a ratio, and the CPU.
+
+    python -m benchmarks.bench_serve --seconds 5 [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from benchmarks.machine import cpu_name
+from mnist_pipeline.preprocess import preprocess_bytes
+from mnist_pipeline.registry import Registry
+from mnist_pipeline.serving import load_version
+from tests.process_helpers import free_port
+from tests.registry_helpers import MODEL, PARAMS, candidate_in, exported_candidate
+
+REPO = Path(__file__).resolve().parents[1]
+LEVELS = (1, 8, 32)
+BATCH = 64
+
+
+def digit_png(seed: int) -> bytes:
+    """A dark-on-light stroke 'digit' on a 200x170 canvas, as a phone photo crop might be."""
+    grey = np.full((200, 170), 235, np.uint8)
+    top, left = 30 + seed % 40, 50 + seed % 30
+    grey[top : top + 110, left : left + 18] = 20
+    grey[top : top + 18, left : left + 50] = 20
+    out = io.BytesIO()
+    Image.fromarray(grey).save(out, format="PNG")
+    return out.getvalue()
+
+
+def request(port: int, content_type: str, body: bytes) -> bytes:
+    head = (
+        f"POST /predict?top=1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def multipart(files: list[bytes]) -> tuple[str, bytes]:
+    boundary = uuid.uuid4().hex
+    parts = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="d{i}.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+        for i, data in enumerate(files)
+    )
+    return f"multipart/form-data; boundary={boundary}", parts + f"--{boundary}--\r\n".encode()
+
+
+async def connection(port: int, payload: bytes, until: float, latencies: list, errors: list):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while time.perf_counter() < until:
+            start = time.perf_counter()
+            writer.write(payload)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - start)
+            if status != 200:
+                errors.append(status)
+    finally:
+        writer.close()
+
+
+async def load(port: int, payload: bytes, concurrency: int, seconds: float) -> dict[str, float]:
+    latencies: list[float] = []
+    errors: list[int] = []
+    until = time.perf_counter() + seconds
+    await asyncio.gather(
+        *(connection(port, payload, until, latencies, errors) for _ in range(concurrency))
+    )
+    ordered = sorted(latencies)
+    return {
+        "rps": len(latencies) / seconds,
+        "p50": ordered[len(ordered) // 2] * 1000,
+        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+        "errors": len(errors),
+    }
+
+
+def in_process(root: Path, pngs: list[bytes], seconds: float) -> dict[str, float]:
+    """Images/s classifying the PNGs here: decode, preprocess, onnxruntime (one thread)."""
+    loaded = load_version(Registry(root / "registry", MODEL), "production")
+    done, images, ort_only = 0, 0, []
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        digits = np.stack([preprocess_bytes(data, "png") for data in pngs])
+        start = time.perf_counter()
+        loaded.probabilities(digits)
+        ort_only.append(time.perf_counter() - start)
+        done, images = done + 1, images + len(pngs)
+    return {
+        "images_per_s": images / seconds,
+        "ort_images_per_s": len(pngs) / statistics.median(ort_only),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per case and level")
+    parser.add_argument("--workers", type=int, default=1, help="server processes")
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    port = free_port()
+    server = None
+    try:
+        candidate = candidate_in(exported_candidate(scratch / "candidate", 1))
+        Registry(scratch / "registry", MODEL).register(candidate, PARAMS, 0.0)
+        (scratch / "params.yaml").write_text("serve:\n  reload_interval_s: 5\n")
+        command = [sys.executable, "-m", "mnist_pipeline", "--root", str(scratch), "serve"]
+        command += ["--port", str(port), "--workers", str(args.workers)]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        server = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                sys.exit("the server did not become ready")
+            time.sleep(0.3)
+        pngs = [digit_png(i) for i in range(BATCH)]
+        cases = {
+            "1 PNG (image/png body)": (request(port, "image/png", pngs[0]), 1),
+            "1 PNG (multipart)": (request(port, *multipart(pngs[:1])), 1),
+            f"{BATCH} PNGs (multipart)": (request(port, *multipart(pngs)), BATCH),
+        }
+        for name, (payload, images) in cases.items():
+            asyncio.run(load(port, payload, 4, 1.0))  # warm up
+            for level in LEVELS:
+                r = asyncio.run(load(port, payload, level, args.seconds))
+                print(
+                    f"{name}, concurrency {level:>2}: {r['rps']:8.1f} req/s, "
+                    f"{r['rps'] * images:8.1f} images/s, p50 {r['p50']:6.2f} ms, "
+                    f"p99 {r['p99']:6.2f} ms, errors {r['errors']}",
+                    flush=True,
+                )
+        here = in_process(scratch, pngs, args.seconds)
+        print(
+            f"in process (decode + preprocess + onnxruntime, 1 thread): "
+            f"{here['images_per_s']:.1f} images/s; onnxruntime alone on batches of {BATCH}: "
+            f"{here['ort_images_per_s']:.1f} images/s"
+        )
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"server workers: {args.workers}; CPU: {cpu_name()}")
+
+
+if __name__ == "__main__":
+    main()

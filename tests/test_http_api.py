@@ -1,0 +1,213 @@
+"""The HTTP API in-process (FastAPI TestClient): every endpoint, every refusal, alias following."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from mnist_pipeline.http_api import create_app
+from mnist_pipeline.layout import Layout
+from mnist_pipeline.params import ServeParams
+from mnist_pipeline.predict import predict_files
+from mnist_pipeline.preprocess import preprocess_file
+from mnist_pipeline.registry import Registry
+from mnist_pipeline.serving import ServedModel
+from tests.example_helpers import draw_digit
+from tests.registry_helpers import MODEL, PARAMS, candidate_in, exported_candidate, writable
+
+
+@pytest.fixture(scope="module")
+def _models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("served")
+    return exported_candidate(root / "a", 1), exported_candidate(root / "b", 2)
+
+
+@pytest.fixture
+def registry(tmp_path: Path, _models: tuple[Path, Path]) -> Registry:
+    """Two registered versions: v1 production, v2 staging (lower accuracy)."""
+    registry = Registry(tmp_path / "registry", MODEL)
+    registry.register(candidate_in(_models[1]), PARAMS, 0.0)
+    registry.register(candidate_in(_models[0]), PARAMS, 0.0)
+    return registry
+
+
+def client(registry: Registry, **limits) -> tuple[TestClient, ServedModel]:
+    served = ServedModel(registry, "production")
+    served.refresh()
+    return TestClient(create_app(served, ServeParams(**limits))), served
+
+
+def png(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def test_health_ready_and_model(registry: Registry) -> None:
+    api, _ = client(registry)
+    assert api.get("/healthz").json() == {"status": "ok"}
+    assert api.get("/readyz").json() == {"ready": True, "version": 1, "problem": None}
+    status = api.get("/model").json()
+    card = registry.card("production")
+    assert status["following"] == "production" and status["problem"] is None
+    assert status["model"] == {
+        "name": MODEL,
+        "alias": "production",
+        "version": 1,
+        "accuracy": card["metrics"]["accuracy"],
+        "created": card["created"],
+        "fingerprint": card["fingerprint"]["sha256"],
+        "onnx_sha256": card["files"]["model.onnx"],
+    }
+    assert "/predict" in api.get("/openapi.json").json()["paths"]
+
+
+def test_predict_answers_like_the_cli_in_every_form(registry: Registry, tmp_path: Path) -> None:
+    api, _ = client(registry)
+    files = [draw_digit(tmp_path / f"{d}.png", d) for d in (1, 7)]
+    expected = predict_files(registry.resolve("production"), files, top=3).predictions
+    multipart = api.post("/predict", files=[("files", (f.name, png(f))) for f in files])
+    assert multipart.status_code == 200
+    body = multipart.json()
+    assert body["model"] == {"name": MODEL, "version": 1}
+    for got, want in zip(body["predictions"], expected, strict=True):
+        assert got["name"] == Path(want.file).name and got["digit"] == want.digit
+        ranked = [(t["digit"], t["probability"]) for t in got["top"]]
+        assert [d for d, _ in ranked] == [d for d, _ in want.top]
+        assert np.allclose([p for _, p in ranked], [p for _, p in want.top], atol=1e-6)
+    raw = api.post("/predict?top=1", content=png(files[1]), headers={"content-type": "image/png"})
+    assert raw.json()["predictions"][0]["digit"] == expected[1].digit
+    assert len(raw.json()["predictions"][0]["top"]) == 1
+    arrays = [preprocess_file(f).tolist() for f in files]
+    batch = api.post("/predict", json={"images": arrays}).json()
+    assert [p["digit"] for p in batch["predictions"]] == [p.digit for p in expected]
+    assert [p["name"] for p in batch["predictions"]] == ["image 0", "image 1"]
+
+
+def test_bad_requests_are_4xx_json_naming_the_problem(registry: Registry, tmp_path: Path) -> None:
+    api, _ = client(registry, max_upload_bytes=200_000, max_batch=3, max_pixels=35_000)
+    digit = png(draw_digit(tmp_path / "3.png", 3))
+    big = io.BytesIO()
+    Image.new("L", (200, 200), 255).save(big, format="PNG")  # 40,000 pixels, a small file
+    cases = [
+        (dict(content=b"hi", headers={"content-type": "text/plain"}), 415, "unsupported content"),
+        (dict(files=[("files", ("x.png", b"not an image"))]), 422, "x.png: not a recognised"),
+        (dict(files=[("files", ("t.png", digit[:200]))]), 422, "t.png: cannot read or decode"),
+        (dict(files=[("files", ("big.png", big.getvalue()))]), 422, "more than the limit of"),
+        (dict(files=[("files", (f"{i}.png", digit)) for i in range(4)]), 422, "over serve.max_b"),
+        (dict(files=[("other", ("a.png", digit))]), 422, "no image: send multipart field"),
+        (dict(content=b"{", headers={"content-type": "application/json"}), 422, "not valid JSON"),
+        (dict(json={"images": [[[0.5] * 28] * 27]}), 422, "must be 28x28 each"),
+        (dict(json={"images": [[[2.0] * 28] * 28]}), 422, "image 0: values must be finite"),
+        (dict(json={"images": [[["a"] * 28] * 28]}), 422, "arrays of numbers"),
+        (dict(json={"pictures": []}), 422, 'expected a JSON object {"images"'),
+        (dict(content=b"\0" * 300_000, headers={"content-type": "image/png"}), 413, "over serve"),
+    ]
+    for request, status, message in cases:
+        response = api.post("/predict", **request)
+        assert response.status_code == status, (request, response.text)
+        assert message in response.json()["error"], response.json()
+    assert api.post("/predict?top=11", content=digit).status_code == 422  # FastAPI's check
+
+    def chunks():  # no Content-Length: the limit is enforced while streaming
+        for _ in range(40):
+            yield b"\0" * 10_000
+
+    streamed = api.post("/predict", content=chunks(), headers={"content-type": "image/png"})
+    assert streamed.status_code == 413 and "max_upload_bytes" in streamed.json()["error"]
+
+
+def test_random_bodies_never_cause_a_server_error(registry: Registry) -> None:
+    api, _ = client(registry)
+    rng = np.random.default_rng(0)
+    kinds = ["image/png", "image/jpeg", "application/json", "multipart/form-data", ""]
+    for i in range(60):
+        body = rng.bytes(int(rng.integers(0, 3000)))
+        response = api.post("/predict", content=body, headers={"content-type": kinds[i % 5]})
+        assert 400 <= response.status_code < 500, response.text
+        assert "error" in response.json() or "detail" in response.json()
+
+
+def test_the_server_follows_the_alias_and_refuses_a_damaged_version(registry: Registry) -> None:
+    api, served = client(registry)
+    assert api.get("/readyz").json()["version"] == 1
+    registry.promote(2, "production")
+    assert served.refresh() is True
+    answer = api.post("/predict", json={"images": [[[0.0] * 28] * 28]}).json()
+    assert answer["model"]["version"] == 2
+    registry.rollback()
+    assert served.refresh() is True and served.current.version == 1
+    # A tampered version promoted behind the registry's back: refused, v1 keeps serving.
+    onnx = registry.model_dir / "v2" / "model.onnx"
+    writable(onnx).write_bytes(onnx.read_bytes() + b"\0")
+    aliases = json.loads((registry.model_dir / "aliases.json").read_text())
+    aliases["aliases"]["production"] = 2
+    (registry.model_dir / "aliases.json").write_text(json.dumps(aliases))
+    assert served.refresh() is False
+    status = api.get("/model").json()
+    assert (
+        status["model"]["version"] == 1
+        and "model.onnx does not match its card" in (status["problem"])
+    )
+    assert api.post("/predict", json={"images": [[[0.0] * 28] * 28]}).json()["model"] == {
+        "name": MODEL,
+        "version": 1,
+    }
+
+
+def test_not_ready_until_a_version_exists(tmp_path: Path, _models: tuple[Path, Path]) -> None:
+    registry = Registry(tmp_path / "registry", MODEL)
+    api, served = client(registry)
+    ready = api.get("/readyz")
+    assert ready.status_code == 503 and "unknown alias 'production'" in ready.json()["problem"]
+    refused = api.post("/predict", json={"images": [[[0.0] * 28] * 28]})
+    assert refused.status_code == 503 and "no model loaded yet" in refused.json()["error"]
+    registry.register(candidate_in(_models[0]), PARAMS, 0.0)
+    assert served.refresh() is True and api.get("/readyz").status_code == 200
+
+
+def test_the_serve_command_takes_its_options_from_params(tmp_path: Path, monkeypatch) -> None:
+    from mnist_pipeline import server
+
+    called = {}
+    monkeypatch.setattr(server.uvicorn, "run", lambda app, **kw: called.update(kw, app=app))
+    layout = Layout(tmp_path)
+    (tmp_path / "params.yaml").write_text("serve:\n  port: 9123\n  reload_interval_s: 60\n")
+    server.run(tmp_path / "params.yaml", layout.root, {"serve.host": "127.0.0.2"})
+    assert called["host"] == "127.0.0.2" and called["port"] == 9123
+    assert TestClient(called["app"]).get("/readyz").status_code == 503  # empty registry
+
+
+def test_worker_connections_get_tcp_nodelay() -> None:
+    """With several workers the listening socket is ours: its connections must not wait on
+    Nagle's algorithm (uvicorn's own socket, protocol 0, leaves them waiting ~40 ms)."""
+    import asyncio
+    import socket
+
+    from mnist_pipeline.server import tcp_socket
+
+    async def nodelay_of(listener: socket.socket) -> int:
+        seen: list[int] = []
+
+        async def handle(reader, writer) -> None:
+            sock = writer.get_extra_info("socket")
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=listener)
+        port = listener.getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        while not seen:
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+        return seen[0]
+
+    assert asyncio.run(nodelay_of(tcp_socket("127.0.0.1", 0))) == 1
+    plain = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # as uvicorn binds it
+    plain.bind(("127.0.0.1", 0))
+    assert asyncio.run(nodelay_of(plain)) == 0
