@@ -19,6 +19,7 @@ from rich.markup import escape
 from mnist_pipeline import stages
 from mnist_pipeline.cli_state import CliState, console, state
 from mnist_pipeline.errors import EXIT_IO, PipelineError, describe_os_error
+from mnist_pipeline.inbox_cli import data_app
 from mnist_pipeline.registry.cli import models_app
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
 
 
 @app.callback()

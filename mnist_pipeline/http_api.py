@@ -6,6 +6,9 @@
     GET  /healthz   the process is up
     GET  /readyz    a verified model is loaded (503 until then)
     GET  /model     the served version's card summary, the alias followed, the last refusal
+    POST /feedback  multipart `file` (one image) and `label` (its true digit): into the labelled-
+                    digit inbox (inbox.py), as `mnist-pipeline data add` does; 201 stored, 200
+                    already there, 409 the same image under another label
     GET  /docs      OpenAPI
 
 Client input never causes a 500: an oversized body is 413, an unsupported content type 415, an
@@ -15,15 +18,19 @@ problem (and the image, by file name or index).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mnist_pipeline import inbox
 from mnist_pipeline.contract import IMAGE_SIZE, NUM_CLASSES
+from mnist_pipeline.errors import DataError
 from mnist_pipeline.params import ServeParams
 from mnist_pipeline.preprocess import ImageError, preprocess_bytes
 from mnist_pipeline.serving import ServedModel
@@ -137,8 +144,9 @@ async def read_images(request: Request, limits: ServeParams) -> tuple[list[str],
     return [name for name, _ in files], digits
 
 
-def create_app(served: ServedModel, limits: ServeParams) -> FastAPI:
-    """The API answering with `served` under `limits` (serve params)."""
+def create_app(served: ServedModel, limits: ServeParams, inbox_dir: Path | None = None) -> FastAPI:
+    """The API answering with `served` under `limits` (serve params); /feedback stores into
+    `inbox_dir` (None: no /feedback)."""
     app = FastAPI(title="mnist-pipeline", summary="Classify handwritten digits (ONNX model).")
 
     @app.exception_handler(ClientError)
@@ -212,5 +220,29 @@ def create_app(served: ServedModel, limits: ServeParams) -> FastAPI:
         version = {"name": served.registry.name, "version": loaded.version}
         return JSONResponse({"model": version, "predictions": predictions})
 
+    if inbox_dir is not None:
+
+        @app.post("/feedback", status_code=201)
+        async def feedback(request: Request) -> JSONResponse:
+            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind != "multipart/form-data":
+                raise ClientError(415, "send multipart/form-data with fields 'file' and 'label'")
+            form = await request.form(max_files=2, max_fields=4)
+            upload, label = form.get("file"), form.get("label")
+            if not isinstance(upload, UploadFile) or label is None:
+                raise ClientError(422, "multipart fields 'file' (an image) and 'label' are needed")
+            try:
+                done = inbox.add(inbox_dir, await upload.read(), upload.filename or "file", label)
+            except DataError as exc:
+                status = 409 if isinstance(exc, inbox.LabelConflict) else 422
+                raise ClientError(status, str(exc)) from None
+            body = {"new": done.new, **done.entry.to_dict()}
+            body["path"] = str(done.entry.path.relative_to(inbox_dir.parent.parent))
+            return JSONResponse(body, status_code=201 if done.new else 200)
+
     app.add_middleware(BodyLimit, limit=limits.max_upload_bytes)
+    if limits.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=limits.cors_origins, allow_methods=["GET", "POST"]
+        )
     return app

@@ -36,6 +36,11 @@ class Layout:
         return self.root / "data" / "mnist"
 
     @property
+    def inbox(self) -> Path:
+        """Labelled digits users add: data/extra/<digit>/<sha256>.<format> (inbox.py)."""
+        return self.root / "data" / "extra"
+
+    @property
     def model_dir(self) -> Path:
         return self.root / "models"
 

@@ -182,6 +182,8 @@ class ServeParams(Section):
     max_pixels: int = Field(default=4_000_000, ge=1)  # one uploaded image, from its header
     max_batch: int = Field(default=256, ge=1, le=10_000)  # images in one request
     top_k: int = Field(default=3, ge=1, le=10)  # probabilities returned per image by default
+    # Web pages on these origins may call the API from a browser (CORS), e.g. examples/web.
+    cors_origins: list[str] = Field(default_factory=list)
 
 
 class Params(Section):

@@ -30,7 +30,7 @@ def build(params: Params, layout: Layout) -> FastAPI:
     served = ServedModel(Registry.from_params(params.registry, layout), params.serve.model)
     served.refresh()  # a failure is logged; /readyz says 503 until a version loads
     served.follow(params.serve.reload_interval_s)
-    return create_app(served, params.serve)
+    return create_app(served, params.serve, layout.inbox)
 
 
 def app_from_env() -> FastAPI:

@@ -87,3 +87,27 @@ def prefect_server(folder: Path, **extra_env: str) -> Iterator[dict[str, str]]:
         yield env
     finally:
         stop(proc)
+
+
+@contextmanager
+def mnist_server(root: Path, log: Path, workers: int = 1, **serve: object) -> Iterator[str]:
+    """`python -m mnist_pipeline serve` for the project `root` on a free port (the alias checked
+    every 0.2 s, plus `serve` params); yields its base URL once /readyz says ready."""
+    import httpx
+    import yaml
+
+    from tests.conftest import REPO_ROOT
+
+    params = {"serve": {"reload_interval_s": 0.2, **serve}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    port = free_port()
+    args = [sys.executable, "-m", "mnist_pipeline", "--root", str(root), "serve"]
+    args += ["--port", str(port), "--workers", str(workers)]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = start(args, env, log, REPO_ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, 60, "serve", proc, log)
+        yield url
+    finally:
+        stop(proc)

@@ -142,6 +142,21 @@ def exported_candidate(folder: Path, seed: int) -> Path:
     return folder
 
 
+def register_layout(registry_root: Path, layout, folder: Path) -> Path:
+    """Register a pipeline layout's model.onnx and model.pt (with synthetic passing reports) as
+    a version of MODEL; returns the candidate folder."""
+    import shutil
+
+    folder.mkdir(parents=True)
+    for name in ("model.onnx", "model.pt"):
+        shutil.copy(layout.model_dir / name, folder / name)
+    shutil.copy(layout.train_history, folder / "train_history.csv")
+    write_train_record(folder)
+    write_reports(folder)
+    Registry(registry_root, MODEL).register(candidate_in(folder), PARAMS, 0.0)
+    return folder
+
+
 def writable(path: Path) -> Path:
     """Undo the registry's read-only mode (to tamper with a stored file in a test)."""
     os.chmod(path, 0o644)

@@ -211,3 +211,44 @@ def test_worker_connections_get_tcp_nodelay() -> None:
     plain = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # as uvicorn binds it
     plain.bind(("127.0.0.1", 0))
     assert asyncio.run(nodelay_of(plain)) == 0
+
+
+def test_feedback_goes_into_the_inbox_like_data_add(registry: Registry, tmp_path: Path) -> None:
+    from mnist_pipeline import inbox
+
+    folder = tmp_path / "project" / "data" / "extra"
+    served = ServedModel(registry, "production")
+    api = TestClient(create_app(served, ServeParams(), folder))
+    digit = png(draw_digit(tmp_path / "4.png", 4))
+    stored = api.post("/feedback", files={"file": ("4.png", digit)}, data={"label": "4"})
+    assert stored.status_code == 201, stored.text
+    body = stored.json()
+    assert body["new"] is True and body["label"] == 4
+    assert body["path"] == f"data/extra/4/{body['sha256']}.png"
+    assert [e.sha256 for e in inbox.entries(folder)] == [body["sha256"]]
+    again = api.post("/feedback", files={"file": ("same.png", digit)}, data={"label": "4"})
+    assert again.status_code == 200 and again.json()["new"] is False
+    cases = [
+        (dict(files={"file": ("4.png", digit)}, data={"label": "9"}), 409, "labelled 4"),
+        (dict(files={"file": ("x.png", b"nope")}, data={"label": "1"}), 422, "x.png: not a"),
+        (dict(files={"file": ("4.png", digit)}, data={"label": "11"}), 422, "one digit 0-9"),
+        (dict(files={"file": ("4.png", digit)}), 422, "'file' (an image) and 'label'"),
+        (dict(json={"label": 4}), 415, "multipart/form-data"),
+    ]
+    for request, status, message in cases:
+        response = api.post("/feedback", **request)
+        assert response.status_code == status and message in response.json()["error"], response.text
+    assert len(inbox.entries(folder)) == 1
+    # Without an inbox (create_app's default) there is no /feedback at all.
+    assert client(registry)[0].post("/feedback", data={"label": "1"}).status_code == 404
+
+
+def test_cors_only_for_the_configured_origins(registry: Registry) -> None:
+    api, _ = client(registry, cors_origins=["http://127.0.0.1:5500"])
+    allowed = api.options(
+        "/predict",
+        headers={"Origin": "http://127.0.0.1:5500", "Access-Control-Request-Method": "POST"},
+    )
+    assert allowed.headers["access-control-allow-origin"] == "http://127.0.0.1:5500"
+    other = api.get("/healthz", headers={"Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in other.headers

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -15,53 +11,22 @@ import pytest
 
 from mnist_pipeline.predict import predict_files
 from mnist_pipeline.registry import Registry
-from tests.conftest import REPO_ROOT
 from tests.example_helpers import dark_on_light, test_digits
-from tests.process_helpers import free_port, start, stop, wait_for
+from tests.process_helpers import mnist_server
 from tests.registry_helpers import (
     MODEL,
     PARAMS,
     candidate_in,
     exported_candidate,
-    write_reports,
-    write_train_record,
+    register_layout,
 )
 
 pytestmark = pytest.mark.slow
 
 
-@contextmanager
-def serving(root: Path, log: Path, workers: int = 1) -> Iterator[str]:
-    """`python -m mnist_pipeline serve` on a free port; yields its base URL once ready."""
-    (root / "params.yaml").write_text("serve:\n  reload_interval_s: 0.2\n")
-    port = free_port()
-    args = [sys.executable, "-m", "mnist_pipeline", "--root", str(root), "serve"]
-    args += ["--port", str(port), "--workers", str(workers)]
-    proc = start(args, {**_env()}, log, REPO_ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, 60, "serve", proc, log)
-        yield url
-    finally:
-        stop(proc)
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-
-
 @pytest.mark.e2e
 def test_a_real_digit_gets_the_digit_predict_gives(tmp_path: Path, real_run) -> None:
-    candidate = tmp_path / "candidate"
-    candidate.mkdir()
-    for name in ("model.onnx", "model.pt"):
-        shutil.copy(real_run.model_dir / name, candidate / name)
-    shutil.copy(real_run.train_history, candidate / "train_history.csv")
-    write_train_record(candidate)
-    write_reports(candidate)
-    Registry(tmp_path / "registry", MODEL).register(candidate_in(candidate), PARAMS, 0.0)
+    candidate = register_layout(tmp_path / "registry", real_run, tmp_path / "candidate")
     images, labels = test_digits(real_run.data_dir)
     files = []
     for i in range(8):
@@ -69,7 +34,7 @@ def test_a_real_digit_gets_the_digit_predict_gives(tmp_path: Path, real_run) -> 
         dark_on_light(images[i], 3.0, (120, 110), (12 + i, 9)).save(path)
         files.append(path)
     expected = predict_files(candidate / "model.onnx", files).predictions
-    with serving(tmp_path, tmp_path / "serve.log") as url:
+    with mnist_server(tmp_path, tmp_path / "serve.log") as url:
         upload = [("files", (f.name, f.read_bytes(), "image/png")) for f in files]
         answer = httpx.post(f"{url}/predict", files=upload, timeout=30).json()
     assert [p["digit"] for p in answer["predictions"]] == [p.digit for p in expected]
@@ -100,7 +65,7 @@ def test_promotions_under_load_fail_no_request(tmp_path: Path, workers: int) -> 
                 except Exception:  # noqa: BLE001 - any failure is counted as a failed request
                     answers.append((began, time.monotonic(), None, 0))
 
-    with serving(tmp_path, tmp_path / "serve.log", workers) as url:
+    with mnist_server(tmp_path, tmp_path / "serve.log", workers=workers) as url:
         clients = [threading.Thread(target=client, args=(url,)) for _ in range(4)]
         for thread in clients:
             thread.start()

@@ -18,10 +18,13 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from mnist_pipeline import inbox
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.predict import predict_files
 from tests.conftest import REPO_ROOT, unavailable
 from tests.example_helpers import test_digits as load_test_digits
+from tests.process_helpers import mnist_server
+from tests.registry_helpers import register_layout
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -211,3 +214,49 @@ def test_touch_draws_and_clear_resets(page) -> None:
     assert top[0].split()[0] == digit  # the label is the most probable row
     page.click("#clear")
     assert shown(page) == ("–", [])
+
+
+def test_offline_the_page_shows_no_feedback_control(page) -> None:
+    assert page.locator("#feedback").is_hidden()
+
+
+def test_feedback_from_the_page_reaches_a_real_server(page, site, tmp_path: Path) -> None:
+    """With ?server=URL the 'wrong? tell us the digit' control posts the drawing to a real
+    `mnist-pipeline serve`, which stores it in the labelled-digit inbox."""
+    origin, model = site
+    project = tmp_path / "project"
+    project.mkdir()
+    register_layout(project / "registry", model, tmp_path / "candidate")
+    digits, _ = load_test_digits(model.data_dir)
+    with mnist_server(project, tmp_path / "serve.log", cors_origins=[origin]) as api:
+        context = page.context.browser.new_context(viewport={"width": 900, "height": 620})
+        allowed = (origin + "/", api + "/")
+        context.route(
+            "**/*",
+            lambda route: (
+                route.continue_() if route.request.url.startswith(allowed) else route.abort()
+            ),
+        )
+        page = context.new_page()  # the shared page stays offline, without ?server
+        page.goto(f"{origin}/examples/web/?server={api}")
+        page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+        assert page.locator("#feedback").is_visible()
+        draw(page, digits[0])
+        shown(page)
+        page.click("#labels button[data-label='3']")  # "wrong: it is a 3"
+        page.wait_for_function(
+            "() => document.getElementById('feedback-status').textContent.startsWith('thanks')",
+            timeout=30_000,
+        )
+        assert page.inner_text("#feedback-status") == "thanks: stored as a 3"
+        page.click("#labels button[data-label='5']")  # the same drawing, another label
+        page.wait_for_function(
+            "() => document.getElementById('feedback-status').textContent.startsWith('not')",
+            timeout=30_000,
+        )
+        assert "already in the inbox labelled 3" in page.inner_text("#feedback-status")
+        context.close()
+    (entry,) = inbox.entries(project / "data" / "extra")
+    assert entry.label == 3 and entry.path.suffix == ".png"
+    with Image.open(entry.path) as stored:
+        assert stored.size == (280, 280)  # the pad as drawn

@@ -3,6 +3,9 @@
 // mnist_pipeline/preprocess.py, fed with the canvas's RGBA pixels.
 //
 // The model URL defaults to /models/model.onnx of the served repository; ?model=URL overrides it.
+// With ?server=URL (an `mnist-pipeline serve` whose serve.cors_origins lists this page's origin)
+// a "wrong? tell us the digit" control posts the drawing and its true label to URL/feedback;
+// without it the page works fully offline.
 
 import * as ort from './node_modules/onnxruntime-web/dist/ort.wasm.min.mjs';
 import { greyFromRGBA, ImageError, toMnist } from '../js/preprocess.mjs';
@@ -10,6 +13,7 @@ import { greyFromRGBA, ImageError, toMnist } from '../js/preprocess.mjs';
 ort.env.wasm.wasmPaths = new URL('./node_modules/onnxruntime-web/dist/', import.meta.url).href;
 ort.env.wasm.numThreads = 1; // no SharedArrayBuffer, so no cross-origin isolation needed
 const MODEL_URL = new URLSearchParams(location.search).get('model') ?? '../../models/model.onnx';
+const SERVER = new URLSearchParams(location.search).get('server');
 const PEN_WIDTH = 24; // on the 280px pad: about MNIST's stroke width once scaled to 20px
 
 const pad = document.getElementById('pad');
@@ -115,8 +119,42 @@ function show(input, probs) {
   }
 }
 
+// ---- feedback: the drawing and its true digit, to the server's labelled-digit inbox ----
+function setUpFeedback() {
+  if (!SERVER) return;
+  const labels = document.getElementById('labels');
+  const status = document.getElementById('feedback-status');
+  for (let d = 0; d < 10; d++) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.textContent = String(d);
+    button.dataset.label = String(d);
+    button.addEventListener('click', () => void sendFeedback(d, status));
+    labels.append(button);
+  }
+  document.getElementById('feedback').hidden = false;
+}
+
+async function sendFeedback(label, status) {
+  status.textContent = 'sending…';
+  const png = await new Promise((resolve) => pad.toBlob(resolve, 'image/png'));
+  const form = new FormData();
+  form.append('file', png, 'drawing.png');
+  form.append('label', String(label));
+  try {
+    const response = await fetch(new URL('/feedback', SERVER), { method: 'POST', body: form });
+    const body = await response.json();
+    status.textContent = response.ok
+      ? `thanks: stored as a ${body.label}${body.new ? '' : ' (already there)'}`
+      : `not stored: ${body.error}`;
+  } catch (err) {
+    status.textContent = `not stored: ${SERVER} is unreachable (${err.message})`;
+  }
+}
+
 async function main() {
   clearPad();
+  setUpFeedback();
   try {
     session = await ort.InferenceSession.create(MODEL_URL, { executionProviders: ['wasm'] });
   } catch (err) {

@@ -1,0 +1,136 @@
+"""The inbox of labelled digits users add (`mnist-pipeline data add`, the server's /feedback).
+
+    data/extra/<label>/<sha256>.<format>     one image, named by the SHA-256 of its bytes
+
+Adding validates the image as `predict` would read it (decodable, within the pixel limit, not
+blank), names it by its content, and writes it atomically under a lock: the same image added
+twice is stored once, and the same image with two different labels is a conflict, refused with
+both labels named. Files dropped into `data/extra/<digit>/` by hand (any names) are listed too.
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+from PIL import Image
+
+from mnist_pipeline.atomic import write_bytes
+from mnist_pipeline.contract import CLASS_LABELS
+from mnist_pipeline.errors import DataError
+from mnist_pipeline.preprocess import MAX_PIXELS, ImageError, preprocess_bytes
+
+MAX_FILE_BYTES = 10_000_000
+LOCK_FILE = ".lock"
+
+
+class LabelConflict(DataError):
+    """The image is already in the inbox under another label."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One labelled image in the inbox."""
+
+    label: int
+    path: Path
+    sha256: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"label": self.label, "path": str(self.path), "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class Added:
+    """What `add` did with one image: stored it, or found it already there."""
+
+    entry: Entry
+    new: bool
+
+
+def check_label(label: object) -> int:
+    """The digit `label` names (an int or a string "0".."9"); DataError otherwise."""
+    text = str(label).strip()
+    if text not in CLASS_LABELS:
+        raise DataError(f"label must be one digit 0-9, got {label!r}")
+    return int(text)
+
+
+def entries(inbox: Path) -> list[Entry]:
+    """Every image in the inbox, by label then name (files in other folders are ignored)."""
+    found = []
+    for label in range(10):
+        folder = inbox / str(label)
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and not path.name.startswith("."):
+                    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                    found.append(Entry(label, path, digest))
+    return found
+
+
+def add(inbox: Path, data: bytes, name: str, label: object) -> Added:
+    """Store one image (`data`, called `name` in messages) under `label`."""
+    digit = check_label(label)
+    if len(data) > MAX_FILE_BYTES:
+        raise DataError(f"{name}: {len(data):,} bytes, over the limit of {MAX_FILE_BYTES:,}")
+    try:
+        preprocess_bytes(data, name, MAX_PIXELS)  # what training will do with it
+        with Image.open(io.BytesIO(data)) as image:
+            suffix = (image.format or "img").lower()
+    except ImageError as exc:
+        raise DataError(str(exc)) from None
+    digest = hashlib.sha256(data).hexdigest()
+    inbox.mkdir(parents=True, exist_ok=True)
+    with FileLock(inbox / LOCK_FILE, timeout=60):
+        for entry in entries(inbox):
+            if entry.sha256 != digest:
+                continue
+            if entry.label != digit:
+                raise LabelConflict(
+                    f"{name}: this image is already in the inbox labelled {entry.label} "
+                    f"({entry.path}); remove it first to label it {digit}"
+                )
+            return Added(entry, new=False)
+        path = inbox / str(digit) / f"{digest}.{suffix}"
+        write_bytes(path, data)
+    return Added(Entry(digit, path, digest), new=True)
+
+
+def add_files(inbox: Path, files: list[Path], label: object) -> list[Added]:
+    """`add` each file; the first bad one stops with its error, naming it (the ones before stay)."""
+    check_label(label)
+    done = []
+    for path in files:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise DataError(f"{path}: no such file") from None
+        done.append(add(inbox, data, str(path), label))
+    return done
+
+
+def remove(inbox: Path, refs: list[str]) -> list[Entry]:
+    """Delete the images named by SHA-256 prefix (at least 8 digits) or path; DataError for a
+    reference that matches none or several (nothing is deleted then)."""
+    known = entries(inbox)
+    chosen = []
+    for ref in refs:
+        matches = [
+            e
+            for e in known
+            if (len(ref) >= 8 and e.sha256.startswith(ref.lower()))
+            or Path(ref).resolve() == e.path.resolve()
+        ]
+        if len(matches) != 1:
+            what = "no image" if not matches else f"{len(matches)} images"
+            raise DataError(f"{ref!r} matches {what} in {inbox} (use 8+ digits of the SHA-256)")
+        chosen.append(matches[0])
+    with FileLock(inbox / LOCK_FILE, timeout=60):
+        for entry in chosen:
+            entry.path.unlink(missing_ok=True)
+    return chosen

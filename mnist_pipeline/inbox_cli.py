@@ -1,0 +1,61 @@
+"""`mnist-pipeline data add|list|remove`: the inbox of labelled digits (inbox.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mnist_pipeline import inbox
+from mnist_pipeline.cli_state import console, state
+
+data_app = typer.Typer(
+    help="Labelled digits users add (data/extra/<digit>/): add, list, remove.",
+    no_args_is_help=True,
+)
+
+
+@data_app.command("add")
+def add(
+    ctx: typer.Context,
+    images: Annotated[list[Path], typer.Argument(help="Image files (any format predict reads).")],
+    label: Annotated[
+        int, typer.Option("--label", "-l", min=0, max=9, help="The digit they show, 0-9.")
+    ],
+) -> None:
+    """Store images under their label (the same image twice is stored once)."""
+    folder = state(ctx).layout.inbox
+    for done in inbox.add_files(folder, images, label):
+        what = "added" if done.new else "already in the inbox"
+        console.print(f"{what}: {done.entry.path} (label {done.entry.label})", markup=False)
+
+
+@data_app.command("list")
+def list_entries(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
+) -> None:
+    """Every labelled image in the inbox, and the count per digit."""
+    found = inbox.entries(state(ctx).layout.inbox)
+    if as_json:
+        print(json.dumps([entry.to_dict() for entry in found]))
+        return
+    for entry in found:
+        print(f"{entry.label}  {entry.sha256[:12]}  {entry.path}")
+    counts = [sum(e.label == d for e in found) for d in range(10)]
+    console.print(
+        f"{len(found)} image(s); per digit: " + " ".join(f"{d}:{n}" for d, n in enumerate(counts)),
+        markup=False,
+    )
+
+
+@data_app.command("remove")
+def remove(
+    ctx: typer.Context,
+    refs: Annotated[list[str], typer.Argument(help="SHA-256 prefixes (8+ digits) or paths.")],
+) -> None:
+    """Retract images from the inbox."""
+    for entry in inbox.remove(state(ctx).layout.inbox, refs):
+        console.print(f"removed: {entry.path} (label {entry.label})", markup=False)

@@ -1,0 +1,103 @@
+"""The labelled-digit inbox: content-addressed, deduplicated, conflicts refused, atomic."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from mnist_pipeline import inbox
+from mnist_pipeline.cli import app
+from mnist_pipeline.errors import DataError
+from tests.example_helpers import draw_digit
+
+
+def as_format(path: Path, fmt: str) -> bytes:
+    out = io.BytesIO()
+    Image.open(path).convert("RGB").save(out, format=fmt)
+    return out.getvalue()
+
+
+def test_added_images_are_named_by_content_once(tmp_path: Path) -> None:
+    folder = tmp_path / "data" / "extra"
+    png = draw_digit(tmp_path / "a.png", 1).read_bytes()
+    first = inbox.add(folder, png, "a.png", 7)
+    assert first.new and first.entry.path.parent == folder / "7"
+    assert first.entry.path.name == f"{first.entry.sha256}.png"
+    assert first.entry.path.read_bytes() == png
+    again = inbox.add(folder, png, "copy.png", "7")
+    assert not again.new and again.entry == first.entry
+    jpeg = inbox.add(folder, as_format(tmp_path / "a.png", "JPEG"), "a.jpg", 7)
+    assert jpeg.new and jpeg.entry.path.suffix == ".jpeg"  # any format predict reads
+    assert [e.label for e in inbox.entries(folder)] == [7, 7]
+    assert not list(folder.rglob("*.tmp*"))
+
+
+def test_bad_images_labels_and_conflicts_are_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "extra"
+    png = draw_digit(tmp_path / "a.png", 2).read_bytes()
+    inbox.add(folder, png, "a.png", 3)
+    with pytest.raises(inbox.LabelConflict, match=r"already in the inbox labelled 3 .* label it 5"):
+        inbox.add(folder, png, "a.png", 5)
+    blank = io.BytesIO()
+    Image.new("L", (50, 50), 255).save(blank, format="PNG")
+    for data, label, message in (
+        (b"not an image", 1, "x: not a recognised image file"),
+        (png[:100], 1, "x: cannot read or decode"),
+        (blank.getvalue(), 1, "x: .*blank"),
+        (png, 10, "label must be one digit 0-9, got 10"),
+        (png, "seven", "label must be one digit"),
+    ):
+        with pytest.raises(DataError, match=message):
+            inbox.add(folder, data, "x", label)
+    assert [e.label for e in inbox.entries(folder)] == [3]
+
+
+def test_hand_dropped_files_are_listed_and_removal_needs_one_match(tmp_path: Path) -> None:
+    folder = tmp_path / "extra"
+    (folder / "4").mkdir(parents=True)
+    draw_digit(folder / "4" / "scan-0001.png", 4)
+    added = inbox.add(folder, draw_digit(tmp_path / "b.png", 5).read_bytes(), "b.png", 4)
+    listed = inbox.entries(folder)
+    assert [e.path.name for e in listed] == sorted([added.entry.path.name, "scan-0001.png"])
+    with pytest.raises(DataError, match="matches no image"):
+        inbox.remove(folder, ["0123456789abcdef"])
+    with pytest.raises(DataError, match="matches no image"):
+        inbox.remove(folder, ["ab"])  # too short to name one
+    assert inbox.remove(folder, [added.entry.sha256[:8]]) == [added.entry]
+    assert [e.path.name for e in inbox.entries(folder)] == ["scan-0001.png"]
+
+
+def test_concurrent_adds_of_one_image_store_it_once(tmp_path: Path) -> None:
+    folder = tmp_path / "extra"
+    png = draw_digit(tmp_path / "c.png", 6).read_bytes()
+    results: list[inbox.Added] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(inbox.add(folder, png, "c", 6)))
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(r.new for r in results) == 1 and len(inbox.entries(folder)) == 1
+
+
+def test_data_commands(tmp_path: Path) -> None:
+    runner = CliRunner()
+    image = draw_digit(tmp_path / "d.png", 3)
+    base = ["--root", str(tmp_path), "data"]
+    added = runner.invoke(app, [*base, "add", str(image), "--label", "2"])
+    assert added.exit_code == 0, added.output
+    assert runner.invoke(app, [*base, "add", str(image), "--label", "12"]).exit_code == 2
+    conflict = runner.invoke(app, [*base, "add", str(image), "--label", "3"])
+    assert conflict.exit_code == 1 and isinstance(conflict.exception, inbox.LabelConflict)
+    listed = runner.invoke(app, [*base, "list", "--json"])
+    (entry,) = __import__("json").loads(listed.stdout)
+    assert entry["label"] == 2
+    assert runner.invoke(app, [*base, "remove", entry["sha256"][:10]]).exit_code == 0
+    assert inbox.entries(tmp_path / "data" / "extra") == []
