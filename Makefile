@@ -45,9 +45,11 @@ test: $(STAMP) $(EXAMPLE_DEPS)  ## unit + end-to-end tests (real-MNIST tests ski
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-bench: $(STAMP)  ## benchmark scripts whose figures the README reports
+bench: $(STAMP)  ## benchmark scripts whose figures the README reports (fetches MNIST first)
+	$(BIN)/mnist-pipeline fetch
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_inference.py
+	$(BIN)/python -m benchmarks.bench_serve --seconds 5
 
 clean:  ## remove pipeline outputs (not the dataset, the registry or the venv)
 	rm -rf models reports

@@ -1,11 +1,23 @@
-"""Prefect artifacts of a retraining run: a markdown report, per-class table, mistake grid."""
+"""Prefect artifacts and tags of a retraining run: what the run page shows at a glance.
+
+Every run publishes its effective params (after params.yaml and the flow's overrides); a run that
+registers publishes the report (metrics, gate, parity, the registered version's identity and
+its delta against the champion, with the training curves, confusion matrix and mistakes), the
+per-class table and the mistakes grid; a run rejected by the gate or parity publishes the
+rejected candidate's report instead. Runs are tagged with their outcome, so the runs list can be
+filtered (`registered`, `alias:production`, `rejected:evaluate`, `up-to-date`, ...).
+"""
 
 from __future__ import annotations
 
 import base64
+import json
+from pathlib import Path
 from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.runtime import flow_run
 
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.params import Params
@@ -13,15 +25,39 @@ from mnist_pipeline.params import Params
 REPORT_KEY = "mnist-retrain-report"
 PER_CLASS_KEY = "mnist-per-class-metrics"
 MISTAKES_KEY = "mnist-misclassified"
+PARAMS_KEY = "mnist-effective-params"
 MISTAKES_PNG = "misclassified.png"
+CURVES_PNG = "training_curves.png"
+CONFUSION_PNG = "confusion_matrix.png"
 
 
-def _embedded_png(layout: Layout, name: str) -> str:
-    path = layout.plots / name
+def _embedded_png(folder: Path, name: str) -> str:
+    path = folder / name
     if not path.is_file():
         return f"_{name} was not produced_"
     data = base64.b64encode(path.read_bytes()).decode()
     return f"![{name}](data:image/png;base64,{data})"
+
+
+def tag_run(*tags: str) -> None:
+    """Add `tags` to the current flow run (nothing outside a flow run)."""
+    if not flow_run.id:
+        return
+    with get_client(sync_client=True) as client:
+        current = client.read_flow_run(flow_run.id).tags
+        client.update_flow_run(flow_run.id, tags=sorted({*current, *tags}))
+
+
+def publish_params(params: Params) -> None:
+    """The effective params as a table (the Parameters tab shows only the overrides given)."""
+    rows = [
+        {"key": f"{section}.{key}", "value": json.dumps(value)}
+        for section, keys in params.to_dict().items()
+        for key, value in keys.items()
+    ]
+    create_table_artifact(
+        key=PARAMS_KEY, table=rows, description="Effective params: params.yaml + overrides"
+    )
 
 
 def report_markdown(
@@ -30,29 +66,46 @@ def report_markdown(
     metrics: Any,
     parity: Any,
     registration: Any,
-    timings: dict[str, float],
+    card: dict[str, Any],
+    champion_accuracy: float | None,
 ) -> str:
-    """The run report: metrics, gate verdict, parity, version, alias decision, where plots are."""
+    """The report of a run that got through the gate and parity."""
     gate = params.evaluate.min_accuracy
+    code = card.get("code") or {}
+    dirty = " (uncommitted changes)" if code.get("git_dirty") else ""
+    delta = (
+        "first version"
+        if champion_accuracy is None
+        else f"{metrics.accuracy - champion_accuracy:+.2%} against production "
+        f"v{registration.champion} ({champion_accuracy:.2%})"
+    )
+    outcome = (
+        f"version {registration.version}, alias `{registration.alias}`: {registration.reason}"
+        if registration.registered
+        else f"nothing new: {registration.reason} (v{registration.version} keeps "
+        f"`{registration.alias}`)"
+    )
     lines = [
         f"# MNIST retraining: {params.registry.model_name} v{registration.version}",
         "",
-        "| | |",
+        "| item | value |",
         "|---|---|",
-        f"| test accuracy | {metrics.correct}/{metrics.total} ({metrics.accuracy:.2%}) |",
+        f"| test accuracy | {metrics.correct}/{metrics.total} ({metrics.accuracy:.2%}), {delta} |",
         f"| test loss | {metrics.loss:.4f} |",
         f"| gate | passed (≥ {gate:.2%}) |",
         f"| ONNX parity | passed: max abs diff {parity.max_abs_diff_logits:.2e} (logits), "
         f"{parity.argmax_mismatches} argmax mismatches |",
-        f"| registered | version {registration.version}, alias `{registration.alias}` |"
-        if registration.registered
-        else f"| registered | nothing: {registration.reason} |",
-        f"| alias decision | {registration.reason} |"
-        if registration.registered
-        else f"| alias decision | none (v{registration.version} keeps `{registration.alias}`) |",
-        f"| plots | `{layout.plots.resolve()}` |",
+        f"| registered | {outcome} |",
+        f"| ONNX SHA-256 | `{card['files']['model.onnx']}` |",
+        f"| dataset SHA-256 | `{card['data']['dataset_sha256']}` |",
+        f"| code | git `{code.get('git_commit', 'unknown')}`{dirty} |",
+        f"| files | `{registration.path}` (model, reports, plots) |",
         "",
-        "Task seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
+        _embedded_png(layout.plots, CURVES_PNG),
+        "",
+        _embedded_png(layout.plots, CONFUSION_PNG),
+        "",
+        _embedded_png(layout.plots, MISTAKES_PNG),
     ]
     return "\n".join(lines)
 
@@ -63,12 +116,15 @@ def publish_report(
     metrics: Any,
     parity: Any,
     registration: Any,
-    timings: dict[str, float],
+    card: dict[str, Any],
+    champion_accuracy: float | None,
 ) -> None:
     """Create the keyed artifacts (each key keeps its history across runs in the Prefect UI)."""
     create_markdown_artifact(
         key=REPORT_KEY,
-        markdown=report_markdown(params, layout, metrics, parity, registration, timings),
+        markdown=report_markdown(
+            params, layout, metrics, parity, registration, card, champion_accuracy
+        ),
         description="Retraining report: metrics, gate, parity, registry decision",
     )
     rows = [
@@ -78,9 +134,37 @@ def publish_report(
     create_table_artifact(key=PER_CLASS_KEY, table=rows, description="Per-class test metrics")
     create_markdown_artifact(
         key=MISTAKES_KEY,
-        markdown="## Most confident mistakes\n\n" + _embedded_png(layout, MISTAKES_PNG),
+        markdown="## Most confident mistakes\n\n" + _embedded_png(layout.plots, MISTAKES_PNG),
         description="Misclassified test images, most confident first",
     )
+    tags = [f"alias:{a}" for a in registration.aliases]
+    tag_run("registered" if registration.registered else "not-registered", *tags)
+
+
+def publish_rejected(params: Params, layout: Layout, stage: str, message: str) -> None:
+    """The report of a candidate the gate or parity rejected: when an operator needs it most."""
+    lines = [f"# MNIST retraining: rejected at {stage}", "", f"> {message}", ""]
+    if layout.metrics.is_file():
+        metrics = json.loads(layout.metrics.read_text())
+        lines += [
+            "| item | value |",
+            "|---|---|",
+            f"| test accuracy | {metrics['correct']}/{metrics['total']} "
+            f"({metrics['accuracy']:.2%}) |",
+            f"| gate | {'passed' if metrics['passed'] else 'missed'}: evaluate.min_accuracy "
+            f"{params.evaluate.min_accuracy:.2%} |",
+        ]
+    if stage == "parity" and layout.parity_report.is_file():
+        parity = json.loads(layout.parity_report.read_text())
+        lines.append(
+            f"| ONNX parity | failed: max abs diff {parity['max_abs_diff_logits']} (logits), "
+            f"{parity['argmax_mismatches']} argmax mismatches, parity.atol {parity['atol']} |"
+        )
+    lines += ["", "Nothing was registered.", "", _embedded_png(layout.plots, MISTAKES_PNG)]
+    create_markdown_artifact(
+        key=REPORT_KEY, markdown="\n".join(lines), description=f"Rejected at {stage}"
+    )
+    tag_run("rejected", f"rejected:{stage}")
 
 
 def publish_up_to_date(params: Params, version: int, fingerprint: dict[str, Any]) -> None:
@@ -103,3 +187,4 @@ def publish_up_to_date(params: Params, version: int, fingerprint: dict[str, Any]
         markdown="\n".join(lines),
         description="Retraining report: up to date, nothing trained",
     )
+    tag_run("up-to-date")

@@ -21,10 +21,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
-from flows.artifacts import publish_report, publish_up_to_date
+from flows.artifacts import publish_params, publish_rejected, publish_report, publish_up_to_date
 from flows.notify import notify_failure
 from mnist_pipeline import runs, stages
-from mnist_pipeline.errors import StageFailed
+from mnist_pipeline.errors import GateError, StageFailed
 from mnist_pipeline.fingerprint import inputs_fingerprint
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.params import Params, load_params
@@ -122,6 +122,7 @@ def retrain(
     params = load_params(
         project / params_file, flow_overrides(epochs, learning_rate, min_accuracy, mirror)
     )
+    publish_params(params)
     shared = Layout(project)  # the verified dataset (fetched under a lock) and the registry
     layout = Layout.for_run(project, run_folder_name()) if isolated else shared
     if isolated:
@@ -145,7 +146,12 @@ def retrain(
         # Unless forced, register stores nothing if a run that finished meanwhile registered
         # the same inputs (checked again under the registry's lock).
         options = {"skip_same_inputs": not force} if name == "register" else {}
-        state, (results[name], timings[name]) = _run(name, params, layout, upstream, **options)
+        try:
+            state, (results[name], timings[name]) = _run(name, params, layout, upstream, **options)
+        except StageFailed as failed:
+            if isinstance(failed.__cause__, GateError):  # the gate or parity said no
+                publish_rejected(params, layout, failed.stage, str(failed))
+            raise
         upstream = [state]
     registration = results["register"]
     wall = time.perf_counter() - started
@@ -154,7 +160,18 @@ def retrain(
         f"{registration.summary()}; flow {wall:.1f} s, tasks {sum(timings.values()):.1f} s, "
         f"overhead {overhead:.1f} s"
     )
-    publish_report(params, layout, results["evaluate"], results["parity"], registration, timings)
+    registry = Registry.from_params(params.registry, layout)
+    champion = registration.champion
+    champion_accuracy = None if champion is None else registry.card(champion)["metrics"]["accuracy"]
+    publish_report(
+        params,
+        layout,
+        results["evaluate"],
+        results["parity"],
+        registration,
+        registry.card(registration.version),
+        champion_accuracy,
+    )
     return {
         "up_to_date": False,
         "version": registration.version,

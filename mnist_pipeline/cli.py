@@ -37,10 +37,18 @@ def _options(
     ctx: typer.Context,
     params: Annotated[
         Path | None,
-        typer.Option("--params", "-p", help="params.yaml to read [default: ROOT/params.yaml]."),
+        typer.Option(
+            "--params",
+            "-p",
+            metavar="FILE",
+            help="params.yaml to read [default: ROOT/params.yaml].",
+        ),
     ] = None,
     root: Annotated[
-        Path, typer.Option("--root", help="Working directory for data/, models/, reports/.")
+        Path,
+        typer.Option(
+            "--root", metavar="DIR", help="Working directory for data/, models/, reports/."
+        ),
     ] = Path("."),
 ) -> None:
     ctx.obj = CliState.from_options(root, params)
@@ -71,7 +79,10 @@ def evaluate(ctx: typer.Context) -> None:
 def export(
     ctx: typer.Context,
     model_version: Annotated[
-        str | None, typer.Option("--model-version", help="Version recorded in the metadata.")
+        str | None,
+        typer.Option(
+            "--model-version", metavar="VERSION", help="Version recorded in the metadata."
+        ),
     ] = None,
 ) -> None:
     _run(ctx, "export", model_version=model_version)
@@ -85,7 +96,9 @@ def parity(ctx: typer.Context) -> None:
 @app.command()
 def predict(
     ctx: typer.Context,
-    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, ...).")],
+    images: Annotated[
+        list[Path], typer.Argument(metavar="IMAGE", help="Image files (PNG, JPEG, ...).")
+    ],
     model: Annotated[
         str | None,
         typer.Option(
@@ -96,7 +109,8 @@ def predict(
         ),
     ] = None,
     top: Annotated[
-        int | None, typer.Option("--top", min=1, max=10, help="Also list the top K digits.")
+        int | None,
+        typer.Option("--top", min=1, max=10, metavar="K", help="Also list the top K digits."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
 ) -> None:
@@ -113,7 +127,7 @@ def predict(
         console.print(f"model: {result.model_path}", markup=False)
         for p in result.predictions:
             if p.error is not None:
-                console.print(f"[red]{escape(p.file)}: error: {escape(p.error)}[/]")
+                console.print(f"[red]error: {escape(p.error)}[/]")  # the error names the file
                 continue
             line = f"{p.file}: {p.digit} (p={p.probability:.3f})"
             if top is not None:
@@ -126,13 +140,18 @@ def predict(
 @app.command()
 def serve(
     ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="Address [default: serve.host].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: serve.port].")] = None,
+    host: Annotated[
+        str | None, typer.Option(metavar="HOST", help="Address [default: serve.host].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(metavar="PORT", help="Port [default: serve.port].")
+    ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Alias or version [default: serve.model].")
+        str | None,
+        typer.Option("--model", "-m", metavar="ALIAS|VERSION", help="[default: serve.model]"),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes [default: serve.workers].")
+        int | None, typer.Option(metavar="N", help="Worker processes [default: serve.workers].")
     ] = None,
 ) -> None:
     """Serve the registry's model over HTTP, following its alias (POST /predict, GET /model)."""

@@ -20,9 +20,15 @@ data_app = typer.Typer(
 @data_app.command("add")
 def add(
     ctx: typer.Context,
-    images: Annotated[list[Path], typer.Argument(help="Image files (any format predict reads).")],
+    images: Annotated[
+        list[Path],
+        typer.Argument(metavar="IMAGE", help="Image files (any format predict reads)."),
+    ],
     label: Annotated[
-        int, typer.Option("--label", "-l", min=0, max=9, help="The digit they show, 0-9.")
+        int,
+        typer.Option(
+            "--label", "-l", min=0, max=9, metavar="DIGIT", help="The digit they show, 0-9."
+        ),
     ],
 ) -> None:
     """Store images under their label (the same image twice is stored once)."""
@@ -54,7 +60,10 @@ def list_entries(
 @data_app.command("remove")
 def remove(
     ctx: typer.Context,
-    refs: Annotated[list[str], typer.Argument(help="SHA-256 prefixes (8+ digits) or paths.")],
+    refs: Annotated[
+        list[str],
+        typer.Argument(metavar="SHA|PATH", help="SHA-256 prefixes (8+ digits) or paths."),
+    ],
 ) -> None:
     """Retract images from the inbox."""
     for entry in inbox.remove(state(ctx).layout.inbox, refs):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FormatStrFormatter, FuncFormatter, MaxNLocator
 
 from mnist_pipeline.atomic import write_with
 
@@ -32,7 +32,8 @@ def image_grid(images: torch.Tensor, titles: list[str], title: str, path: Path) 
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if i < n:
-            ax.imshow(images[i].numpy(), cmap="gray_r", vmin=0, vmax=255)
+            # White on black, as the model sees digits (the ONNX contract, the web preview).
+            ax.imshow(images[i].numpy(), cmap="gray", vmin=0, vmax=255)
             ax.set_title(titles[i], fontsize=8, linespacing=1.1)
     if n == 0:
         axes[0, 0].text(0.5, 0.5, "none", ha="center", va="center", fontsize=12)
@@ -67,6 +68,15 @@ def plot_misclassified(
     return len(wrong)
 
 
+def correct_by_doubt(
+    actual: torch.Tensor, predicted: torch.Tensor, confidence: torch.Tensor
+) -> torch.Tensor:
+    """Indices of the correctly classified images, least confident first (ties in index order):
+    the right answers the model nearly got wrong."""
+    right = torch.nonzero(actual == predicted).flatten()
+    return right[torch.argsort(confidence[right], stable=True)]
+
+
 def plot_correct(
     images: torch.Tensor,
     actual: torch.Tensor,
@@ -75,10 +85,12 @@ def plot_correct(
     path: Path,
     limit: int = GRID_LIMIT,
 ) -> None:
-    """The first correctly classified test images, in dataset order."""
-    order = torch.nonzero(actual == predicted).flatten()[:limit]
+    """The least confident correct predictions first."""
+    right = correct_by_doubt(actual, predicted, confidence)
+    order = right[:limit]
     titles = [f"#{i}: {predicted[i]} ({confidence[i]:.1%})" for i in order.tolist()]
-    image_grid(images[order], titles, "Correctly classified test images", path)
+    shown = f"{len(order)} least confident" if len(right) > len(order) else "all"
+    image_grid(images[order], titles, f"Correct test images: {shown} of {len(right)}", path)
 
 
 def plot_confusion(matrix: torch.Tensor, path: Path) -> None:
@@ -112,6 +124,14 @@ def read_history(path: Path) -> dict[str, list[float]]:
     return {c: [float(r[c]) if r[c] else math.nan for r in rows] for c in columns}
 
 
+def _two_three_five(value: float, _position: int) -> str:
+    """A minor log-axis label for 2, 3 and 5 times a power of ten; no label for the others."""
+    if value <= 0:
+        return ""
+    leading = round(value / 10 ** math.floor(math.log10(value)))
+    return f"{value:g}" if leading in (2, 3, 5) else ""
+
+
 def plot_training_curves(history_path: Path, path: Path) -> bool:
     """Loss, accuracy and learning rate per epoch; False (nothing written) without a history."""
     if not history_path.is_file():
@@ -132,6 +152,12 @@ def plot_training_curves(history_path: Path, path: Path) -> bool:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     loss_ax.set_yscale("log")
+    # 0.1, 0.2, 0.05 rather than 10^-1 and 2x10^-1 on the log axis (minor ticks 2, 3, 5 only)
+    loss_ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    loss_ax.yaxis.set_minor_formatter(FuncFormatter(_two_three_five))
+    if len(epochs) == 1:  # one epoch: one tick, not 0.95 ... 1.05
+        for ax in (loss_ax, acc_ax, lr_ax):
+            ax.set_xticks(epochs)
     loss_ax.legend()
     acc_ax.legend()
     lr_ax.set_title("learning rate (at epoch start)")

@@ -50,3 +50,10 @@ def task_runs(flow_run_id: str) -> dict[str, dict]:
     response = httpx.post(f"{PREFECT_API_URL.value()}/task_runs/filter", json=body, timeout=30)
     response.raise_for_status()
     return {run["name"]: run for run in response.json()}
+
+
+def flow_run_tags(flow_run_id: str) -> list[str]:
+    """A flow run's tags, as the runs list filters them."""
+    response = httpx.get(f"{PREFECT_API_URL.value()}/flow_runs/{flow_run_id}", timeout=30)
+    response.raise_for_status()
+    return response.json()["tags"]

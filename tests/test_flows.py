@@ -11,11 +11,17 @@ from pathlib import Path
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.artifacts import MISTAKES_KEY, PER_CLASS_KEY, REPORT_KEY
+from flows.artifacts import MISTAKES_KEY, PARAMS_KEY, PER_CLASS_KEY, REPORT_KEY
 from flows.retrain import flow_overrides, retrain
 from mnist_pipeline.errors import StageFailed
 from mnist_pipeline.registry import Registry
-from tests.flow_helpers import latest_artifact, make_workdir, registry_versions, task_runs
+from tests.flow_helpers import (
+    flow_run_tags,
+    latest_artifact,
+    make_workdir,
+    registry_versions,
+    task_runs,
+)
 from tests.synthetic import write_mirror
 
 pytestmark = pytest.mark.slow
@@ -50,8 +56,17 @@ def test_success_registers_a_version_and_publishes_artifacts(tiny_workdir: Path)
     assert registry_versions(tiny_workdir) == [1]
     card = Registry(tiny_workdir / "registry", "mnist-cnn").card("1")
     assert card["params"]["train"]["epochs"] == 1  # effective params are recorded
-    report = latest_artifact(REPORT_KEY)
-    assert report is not None and "v1" in report["data"] and "production" in report["data"]
+    report = latest_artifact(REPORT_KEY)["data"]
+    assert report.startswith("# MNIST retraining: mnist-cnn v1\n\n| item | value |")
+    assert "first version" in report and "alias `production`" in report
+    assert f"| ONNX SHA-256 | `{card['files']['model.onnx']}` |" in report
+    assert f"| dataset SHA-256 | `{card['data']['dataset_sha256']}` |" in report
+    assert str(tiny_workdir / "registry" / "mnist-cnn" / "v1") in report  # its own files
+    assert report.count("data:image/png;base64,") == 3  # curves, confusion matrix, mistakes
+    params = {row["key"]: row["value"] for row in json.loads(latest_artifact(PARAMS_KEY)["data"])}
+    assert params["train.epochs"] == "1" and params["evaluate.min_accuracy"] == "0.0"
+    flow_run_id = str(state.state_details.flow_run_id)
+    assert {"registered", "alias:production"} <= set(flow_run_tags(flow_run_id))
     table = latest_artifact(PER_CLASS_KEY)
     assert table is not None and "precision" in str(table["data"])
     mistakes = latest_artifact(MISTAKES_KEY)
@@ -59,7 +74,6 @@ def test_success_registers_a_version_and_publishes_artifacts(tiny_workdir: Path)
     stages = ["fetch", "train", "evaluate", "export", "parity", "register"]
     assert list(result["seconds"]["tasks"]) == stages
     # Each task waits for the one before, so Prefect's graph draws the chain.
-    flow_run_id = str(state.state_details.flow_run_id)
     runs = task_runs(flow_run_id)
     chain = ["fetch", "inputs", *stages[1:]]
     assert sorted(runs) == sorted(chain)
@@ -81,6 +95,13 @@ def test_gate_failure_fails_the_run_and_registers_nothing(tiny_workdir: Path) ->
     assert "below" in state.message and "1.0" in state.message
     assert "stage evaluate failed" in state.message
     assert registry_versions(tiny_workdir) == []
+    # The rejected candidate's report: what it scored, the gate it missed, its mistakes.
+    report = latest_artifact(REPORT_KEY)["data"]
+    assert report.startswith("# MNIST retraining: rejected at evaluate")
+    assert "| gate | missed: evaluate.min_accuracy 100.00% |" in report
+    assert "Nothing was registered." in report and "data:image/png;base64," in report
+    tags = flow_run_tags(str(state.state_details.flow_run_id))
+    assert {"rejected", "rejected:evaluate"} <= set(tags) and "registered" not in tags
     assert not list(tiny_workdir.glob("runs/*/models/model.onnx"))
 
 

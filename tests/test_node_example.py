@@ -145,14 +145,10 @@ def test_text_output_bad_files_and_bad_model(
     lines = done.stdout.splitlines()
     assert lines[0] == f"model: {model.onnx}"
     assert re.fullmatch(rf"{re.escape(str(good))}: 0 \(p=[01]\.\d{{3}}\)", lines[1])
-    assert (
-        lines[2]
-        == f"{bad}: error: {bad}: not a recognised image file (this example reads PNG and JPEG)"
-    )
-    assert lines[3].startswith(f"{blank}: error: {blank}: blank image: no ink found")
-    assert (
-        lines[4] == f"{tmp_path / 'missing.png'}: error: {tmp_path / 'missing.png'}: no such file"
-    )
+    not_image = "not a recognised image file (this example reads PNG and JPEG)"
+    assert lines[2] == f"error: {bad}: {not_image}"
+    assert lines[3].startswith(f"error: {blank}: blank image: no ink found")
+    assert lines[4] == f"error: {tmp_path / 'missing.png'}: no such file"
 
     not_a_model = tmp_path / "model.onnx"
     not_a_model.write_bytes(b"\x00" * 64)

@@ -39,6 +39,13 @@ def test_mistakes_most_confident_first() -> None:
     assert plots.mistakes_by_confidence(actual, predicted, confidence).tolist() == [2, 0, 3]
 
 
+def test_correct_least_confident_first() -> None:
+    actual = torch.tensor([0, 1, 2, 3, 4, 5])
+    predicted = torch.tensor([0, 1, 0, 3, 4, 5])
+    confidence = torch.tensor([0.99, 0.55, 0.9, 0.7, 0.55, 0.999])
+    assert plots.correct_by_doubt(actual, predicted, confidence).tolist() == [1, 4, 3, 0, 5]
+
+
 def test_grids_and_confusion_matrix(tmp_path: Path) -> None:
     images, actual, predicted, confidence = fake_predictions()
     wrong = plots.plot_misclassified(
@@ -76,3 +83,8 @@ def test_training_curves_from_history(tmp_path: Path) -> None:
     assert plots.plot_training_curves(history, out) is True
     assert only_pngs(out.parent) == ["curves.png"]
     assert plots.read_history(history)["val_loss"][0] == 0.3
+
+
+def test_log_axis_labels_read_as_plain_numbers() -> None:
+    labels = [plots._two_three_five(v, 0) for v in (0.02, 0.03, 0.04, 0.05, 0.07, 0.2, 3.0)]
+    assert labels == ["0.02", "0.03", "", "0.05", "", "0.2", "3"]

@@ -117,6 +117,10 @@ def test_cli_json_output_and_exit_code(model_path: Path, tmp_path: Path) -> None
     }
     done = runner.invoke(app, [*base, "--top", "2", "-m", str(model_path), str(good)])
     assert done.exit_code == 0 and f"{good}: " in done.stdout and "top: " in done.stdout
+    done = runner.invoke(app, [*base, "-m", str(model_path), str(missing)])
+    assert done.exit_code == 1
+    assert f"error: {missing}: no such file" in done.output  # the path once
+    assert done.output.count(str(missing)) == 1
 
 
 def test_predict_with_a_model_path_needs_no_params_file(model_path: Path, tmp_path: Path) -> None:

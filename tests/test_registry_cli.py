@@ -71,8 +71,13 @@ def test_register_list_show_resolve_promote_rollback_verify(workdir: Path) -> No
     rows = [line for line in listed.output.splitlines() if "0.95" in line]
     assert len(rows) == 2 and "production" in rows[0] and "staging" in rows[1]
 
-    card = json.loads(models(workdir, "show", "staging").stdout)
+    card = json.loads(models(workdir, "show", "staging", "--json").stdout)
     assert card["version"] == 2 and card["metrics"]["accuracy"] == 0.9505
+    summary = models(workdir, "show", "v2").stdout.splitlines()
+    assert summary[0] == "mnist-cnn v2  aliases: staging"
+    assert "accuracy     0.9505 (95/100), loss 0.0500" in summary
+    assert f"onnx         sha256 {card['files']['model.onnx']}" in summary
+    assert len(summary) == 11 and all(len(line) <= 110 for line in summary)
     path = Path(models(workdir, "resolve", "production").stdout.strip())
     assert path == (workdir / "registry" / "mnist-cnn" / "v1" / "model.onnx").resolve()
 

@@ -94,7 +94,7 @@ async function main() {
   } else {
     console.log(`model: ${opt.model}`);
     for (const r of results) {
-      if (r.error) { console.log(`${r.file}: error: ${r.error}`); continue; }
+      if (r.error) { console.log(`error: ${r.error}`); continue; }
       let line = `${r.file}: ${r.digit} (p=${r.probability.toFixed(3)})`;
       if (r.top) line += '  top: ' + r.top.map((t) => `${t.digit} (${t.probability.toFixed(3)})`).join(', ');
       console.log(line);

@@ -225,7 +225,7 @@ class Registry:
             alias=", ".join(state.aliases_of(version)) or "no alias",
             reason=why,
             aliases=tuple(state.aliases_of(version)),
-            path=(self.model_dir / store.version_dir_name(version) / ONNX_FILE).resolve(),
+            path=self.model_dir / store.version_dir_name(version),
             champion=state.aliases.get(PRODUCTION),
             registered=False,
         )

@@ -157,3 +157,31 @@ def build_card(
             "files": dict(sorted(files.items())),
         }
     )
+
+
+def summary_lines(card: dict[str, Any], aliases: list[str]) -> list[str]:
+    """A card in a dozen lines for people (`models show`; `--json` prints the whole card)."""
+    metrics, gate, parity = card["metrics"], card["gate"], card["parity"]
+    code, origin = card.get("code") or {}, card.get("origin") or {}
+    dirty = {True: " (dirty)", False: "", None: ""}[code.get("git_dirty")]
+    came_from = origin.get("kind", "?")
+    if came_from == "prefect":
+        came_from = f"prefect flow run {origin.get('flow_run_name')}"
+        came_from += f" (deployment {origin['deployment']})" if origin.get("deployment") else ""
+    train = card["params"]["train"]
+    return [
+        f"{card['name']} v{card['version']}  aliases: {', '.join(aliases) or 'none'}",
+        f"created      {card['created']}",
+        f"accuracy     {metrics['accuracy']:.4f} ({metrics['correct']}/{metrics['total']}), "
+        f"loss {metrics['loss']:.4f}",
+        f"gate         passed (min_accuracy {gate['min_accuracy']})",
+        f"parity       max |logits diff| {parity['max_abs_diff_logits']:.2e} "
+        f"(atol {parity['atol']}), {parity['argmax_mismatches']} argmax mismatches",
+        f"decision     {card['decision']['alias']}: {card['decision']['reason']}",
+        f"trained      {card['params']['model']['arch']}, {train['epochs']} epochs, "
+        f"batch {train['batch_size']}, seed {train['seed']}",
+        f"data         sha256 {card['data']['dataset_sha256']}",
+        f"fingerprint  {(card.get('fingerprint') or {}).get('sha256')}",
+        f"code         git {code.get('git_commit', 'unknown')}{dirty}; from {came_from}",
+        f"onnx         sha256 {card['files']['model.onnx']}",
+    ]

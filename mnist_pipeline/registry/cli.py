@@ -15,6 +15,7 @@ from mnist_pipeline import stages
 from mnist_pipeline.cli_state import state
 from mnist_pipeline.registry.aliases import PRODUCTION
 from mnist_pipeline.registry.api import Registry
+from mnist_pipeline.registry.card import summary_lines
 from mnist_pipeline.registry.signing import generate
 
 models_app = typer.Typer(
@@ -65,16 +66,28 @@ def list_versions(ctx: typer.Context) -> None:
 
 
 @models_app.command("show")
-def show(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="VERSION or ALIAS")]) -> None:
-    """Print a version's model card as JSON."""
-    typer.echo(json.dumps(_registry(ctx).card(ref), indent=2))
+def show(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(metavar="VERSION|ALIAS", help="e.g. 3, v3, production")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole card as JSON.")] = False,
+) -> None:
+    """A version's model card: a short summary, or all of it with --json."""
+    registry = _registry(ctx)
+    card = registry.card(ref)
+    if as_json:
+        typer.echo(json.dumps(card, indent=2))
+        return
+    aliases = sorted(a for a, v in registry.aliases().items() if v == card["version"])
+    typer.echo("\n".join(summary_lines(card, aliases)))
 
 
 @models_app.command("promote")
 def promote(
     ctx: typer.Context,
-    version: Annotated[int, typer.Argument(help="Version number to promote.")],
-    alias: Annotated[str, typer.Option("--alias", help="Alias to point at it.")] = PRODUCTION,
+    version: Annotated[int, typer.Argument(metavar="VERSION", help="Version number to promote.")],
+    alias: Annotated[
+        str, typer.Option("--alias", metavar="ALIAS", help="Alias to point at it.")
+    ] = PRODUCTION,
 ) -> None:
     """Point an alias (default production) at a version."""
     previous = _registry(ctx).promote(version, alias)
@@ -85,7 +98,9 @@ def promote(
 @models_app.command("rollback")
 def rollback(
     ctx: typer.Context,
-    alias: Annotated[str, typer.Option("--alias", help="Alias to roll back.")] = PRODUCTION,
+    alias: Annotated[
+        str, typer.Option("--alias", metavar="ALIAS", help="Alias to roll back.")
+    ] = PRODUCTION,
 ) -> None:
     """Move production back to the previous champion."""
     version = _registry(ctx).rollback(alias)
@@ -94,7 +109,8 @@ def rollback(
 
 @models_app.command("resolve")
 def resolve(
-    ctx: typer.Context, ref: Annotated[str, typer.Argument(help="ALIAS or VERSION")]
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(metavar="VERSION|ALIAS", help="e.g. 3, v3, production")],
 ) -> None:
     """Print the verified path of a version's ONNX file."""
     typer.echo(str(_registry(ctx).resolve(ref)))
@@ -115,7 +131,10 @@ def verify(ctx: typer.Context) -> None:
 @models_app.command("keygen")
 def keygen(
     path: Annotated[
-        Path, typer.Argument(help="where to write the private key (PATH.pub: the public key)")
+        Path,
+        typer.Argument(
+            metavar="PATH", help="where to write the private key (PATH.pub: the public key)"
+        ),
     ],
 ) -> None:
     """Create an Ed25519 key pair for signing model cards (never overwrites a key)."""
