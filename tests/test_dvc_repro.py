@@ -155,6 +155,12 @@ def test_metrics_and_plots_show(pipeline: tuple[Path, str]) -> None:
     assert {"Loss", "Accuracy", "Confusion matrix"} <= set(plots)
     assert "reports/plots/misclassified.png" in plots
     assert plots["reports/plots/misclassified.png"][0]["type"] == "image"
+    # Rows are the true digit, as in the PNG confusion matrix.
+    encoding = plots["Confusion matrix"][0]["content"]["spec"]["encoding"]
+    assert (encoding["y"]["field"], encoding["x"]["field"]) == ("actual", "predicted")
+    # The model is declared as a DVC artifact (dvc.yaml `artifacts:`).
+    declared = yaml.safe_load((repo / "dvc.yaml").read_text())["artifacts"]["mnist-cnn"]
+    assert declared["type"] == "model" and (repo / declared["path"]).is_file()
 
 
 def test_changing_the_gate_reruns_only_evaluation_onwards(clone: Path) -> None:
