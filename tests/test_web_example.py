@@ -260,3 +260,15 @@ def test_feedback_from_the_page_reaches_a_real_server(page, site, tmp_path: Path
     assert entry.label == 3 and entry.path.suffix == ".png"
     with Image.open(entry.path) as stored:
         assert stored.size == (280, 280)  # the pad as drawn
+
+
+def test_a_missing_model_is_a_clear_highlighted_error(page, site) -> None:
+    origin, _ = site
+    other = page.context.new_page()
+    other.goto(f"{origin}/examples/web/?model=/models/missing.onnx")
+    other.wait_for_selector("body[data-failed=true]", timeout=60_000)
+    status = other.locator("#status")
+    assert status.inner_text().startswith("no model at /models/missing.onnx (HTTP 404")
+    assert "mnist-pipeline export" in status.inner_text()
+    assert "error" in (status.get_attribute("class") or "")
+    other.close()

@@ -152,18 +152,30 @@ async function sendFeedback(label, status) {
   }
 }
 
+function fail(message) {
+  statusEl.textContent = message;
+  statusEl.classList.add('error');
+  document.body.dataset.failed = 'true';
+}
+
 async function main() {
   clearPad();
   setUpFeedback();
+  let bytes;
   try {
-    session = await ort.InferenceSession.create(MODEL_URL, { executionProviders: ['wasm'] });
+    const response = await fetch(MODEL_URL);
+    if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText}`.trim());
+    bytes = new Uint8Array(await response.arrayBuffer());
   } catch (err) {
-    statusEl.textContent = `could not load the model from ${MODEL_URL} (${err.message}); run \`mnist-pipeline export\` first, or pass ?model=URL`;
-    return;
+    return fail(`no model at ${MODEL_URL} (${err.message}): run \`mnist-pipeline export\` first, or pass ?model=URL`);
+  }
+  try {
+    session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'] });
+  } catch (err) {
+    return fail(`${MODEL_URL} is not a loadable ONNX model (${err.message})`);
   }
   if (session.inputNames.join() !== 'image' || !session.outputNames.includes('probabilities')) {
-    statusEl.textContent = `${MODEL_URL} is not an mnist-pipeline model (inputs ${session.inputNames}, outputs ${session.outputNames})`;
-    return;
+    return fail(`${MODEL_URL} is not an mnist-pipeline model (inputs ${session.inputNames}, outputs ${session.outputNames})`);
   }
   statusEl.textContent = `model ${MODEL_URL} loaded: draw a digit (mouse, pen or finger)`;
   document.body.dataset.ready = 'true';
