@@ -26,6 +26,7 @@ from mnist_pipeline.params import EvaluateParams, ModelParams
 from mnist_pipeline.training_loop import score
 from mnist_pipeline.weights import load_model
 
+SCORES = ("accuracy", "loss", "passed")  # `dvc metrics show`: one short row (metrics.json: all)
 PLOT_FILES = ("misclassified.png", "correct.png", "confusion_matrix.png", "training_curves.png")
 
 
@@ -129,6 +130,7 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
     write_text(layout.predictions, predictions_csv(actual, predicted, confidence))
     write_plots(mnist.test_images, actual, predicted, confidence, matrix, layout)
     write_json(layout.metrics, report)
+    write_json(layout.scores, {key: report[key] for key in SCORES})
     print(report_text(report), flush=True)
     if not passed:
         raise GateError(

@@ -78,6 +78,16 @@ class Layout:
         return self.reports / "metrics.json"
 
     @property
+    def scores(self) -> Path:
+        """Headline evaluation numbers only: the DVC metrics file (metrics.json has the rest)."""
+        return self.reports / "scores.json"
+
+    @property
+    def parity_scores(self) -> Path:
+        """Headline parity numbers only: a DVC metrics file (parity.json has the rest)."""
+        return self.reports / "parity_scores.json"
+
+    @property
     def predictions(self) -> Path:
         """Per-image test predictions CSV (DVC confusion plot)."""
         return self.reports / "predictions.csv"

@@ -114,6 +114,7 @@ def check_parity(
     onnx_path: Path,
     data_dir: Path,
     report_path: Path,
+    scores_path: Path | None = None,
 ) -> ParityResult:
     """Compare ONNX (onnxruntime + reference evaluator) with PyTorch on the whole test set."""
     model_bytes = _load_onnx(onnx_path)  # hash and run the very same bytes
@@ -188,6 +189,9 @@ def check_parity(
         },
     }
     write_json(report_path, report)
+    if scores_path is not None:  # the headline numbers alone, for `dvc metrics`
+        headline = ("passed", "max_abs_diff_logits", "argmax_mismatches")
+        write_json(scores_path, {key: report[key] for key in headline})
     result = ParityResult(
         max_abs_diff_logits=worst["max_abs_diff_logits"],
         max_abs_diff_probabilities=worst["max_abs_diff_probabilities"],
@@ -209,5 +213,11 @@ def check_parity(
 def parity(model: ModelParams, params: ParityParams, layout: Layout) -> ParityResult:
     """Stage entry: check layout.onnx against layout.state_dict; report to layout.parity_report."""
     return check_parity(
-        params, model.arch, layout.state_dict, layout.onnx, layout.data_dir, layout.parity_report
+        params,
+        model.arch,
+        layout.state_dict,
+        layout.onnx,
+        layout.data_dir,
+        layout.parity_report,
+        layout.parity_scores,
     )

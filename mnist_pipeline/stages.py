@@ -60,7 +60,7 @@ STAGES: dict[str, Stage] = {
             "mnist_pipeline.evaluate:evaluate",
             ("model", "evaluate"),
             reads=("data_dir", "state_dict", "train_history"),
-            writes=("metrics", "predictions", "plots"),
+            writes=("metrics", "scores", "predictions", "plots"),
             help="Score models/model.pt on the test set, write reports/, apply the accuracy gate.",
         ),
         Stage(
@@ -76,7 +76,7 @@ STAGES: dict[str, Stage] = {
             "mnist_pipeline.parity:parity",
             ("model", "parity"),
             reads=("data_dir", "state_dict", "onnx"),
-            writes=("parity_report",),
+            writes=("parity_report", "parity_scores"),
             help="Check onnxruntime against PyTorch on the test set; writes reports/parity.json.",
         ),
         Stage(

@@ -98,10 +98,12 @@ def test_outputs_are_the_layout_paths() -> None:
         layout.train_record,
         layout.train_history,
         layout.metrics,
+        layout.scores,
         layout.predictions,
         layout.plots,
         layout.onnx,
         layout.parity_report,
+        layout.parity_scores,
     }
     assert outs == expected
     assert layout.checkpoint not in outs  # transient: deleted when training ends

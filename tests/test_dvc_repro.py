@@ -129,10 +129,12 @@ def test_full_run_produces_every_output(pipeline: tuple[Path, str]) -> None:
         "models/model.json",
         "reports/train_history.csv",
         "reports/metrics.json",
+        "reports/scores.json",
         "reports/predictions.csv",
         "reports/plots",
         "models/model.onnx",
         "reports/parity.json",
+        "reports/parity_scores.json",
     }
     assert hashes["data/mnist"].endswith(".dir")
 
@@ -149,8 +151,12 @@ def test_metrics_and_plots_show(pipeline: tuple[Path, str]) -> None:
     repo, _ = pipeline
     shown = json.loads(run(repo, "dvc", "metrics", "show", "--json"))
     metrics = json.loads((repo / "reports/metrics.json").read_text())
-    data = shown[""]["data"]["reports/metrics.json"]["data"]
+    data = shown[""]["data"]["reports/scores.json"]["data"]
     assert (data["accuracy"], data["loss"]) == (metrics["accuracy"], metrics["loss"])
+    parity = shown[""]["data"]["reports/parity_scores.json"]["data"]
+    assert parity["argmax_mismatches"] == 0 and parity["passed"] is True
+    table = run(repo, "dvc", "metrics", "show").splitlines()
+    assert table and max(len(line) for line in table) <= 120, table  # headline numbers only
     plots = json.loads(run(repo, "dvc", "plots", "show", "--json"))["data"]
     assert {"Loss", "Accuracy", "Confusion matrix"} <= set(plots)
     assert "reports/plots/misclassified.png" in plots
