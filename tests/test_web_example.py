@@ -272,3 +272,12 @@ def test_a_missing_model_is_a_clear_highlighted_error(page, site) -> None:
     assert "mnist-pipeline export" in status.inner_text()
     assert "error" in (status.get_attribute("class") or "")
     other.close()
+
+
+def test_the_status_names_the_model_and_its_test_accuracy(page, site) -> None:
+    """Read from the ONNX file's metadata_props, which onnxruntime-web does not expose."""
+    _, model = site
+    meta = ort.InferenceSession(str(model.onnx)).get_modelmeta().custom_metadata_map
+    accuracy = float(meta["test_accuracy"])
+    status = page.inner_text("#status")
+    assert f"(test accuracy {100 * accuracy:.2f}%) loaded" in status, status

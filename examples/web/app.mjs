@@ -152,6 +152,42 @@ async function sendFeedback(label, status) {
   }
 }
 
+// The ONNX model's metadata_props (ModelProto field 14: key 1, value 2), read from the file's
+// top-level protobuf fields; onnxruntime-web has no API for them. Other fields are skipped.
+function onnxMetadata(bytes) {
+  const found = {};
+  const text = new TextDecoder();
+  const varint = (view, at) => {
+    let value = 0; let shift = 1; let pos = at;
+    for (;;) {
+      const byte = view[pos++];
+      value += (byte & 0x7f) * shift;
+      if (byte < 0x80) return [value, pos];
+      shift *= 128;
+    }
+  };
+  const fields = (view, each) => {
+    let pos = 0;
+    while (pos < view.length) {
+      let key; [key, pos] = varint(view, pos);
+      const [field, wire] = [Math.floor(key / 8), key % 8];
+      if (wire === 0) { [, pos] = varint(view, pos); continue; }
+      if (wire === 1 || wire === 5) { pos += wire === 1 ? 8 : 4; continue; }
+      if (wire !== 2) return; // groups are not used by ONNX
+      let length; [length, pos] = varint(view, pos);
+      each(field, view.subarray(pos, pos + length));
+      pos += length;
+    }
+  };
+  fields(bytes, (field, body) => {
+    if (field !== 14) return;
+    const entry = {};
+    fields(body, (f, value) => { entry[f] = text.decode(value); });
+    if (entry[1] !== undefined) found[entry[1]] = entry[2] ?? '';
+  });
+  return found;
+}
+
 function fail(message) {
   statusEl.textContent = message;
   statusEl.classList.add('error');
@@ -177,7 +213,13 @@ async function main() {
   if (session.inputNames.join() !== 'image' || !session.outputNames.includes('probabilities')) {
     return fail(`${MODEL_URL} is not an mnist-pipeline model (inputs ${session.inputNames}, outputs ${session.outputNames})`);
   }
-  statusEl.textContent = `model ${MODEL_URL} loaded: draw a digit (mouse, pen or finger)`;
+  const meta = onnxMetadata(bytes);
+  const accuracy = Number(meta.test_accuracy);
+  const about = [
+    meta.model_version ? `version ${meta.model_version}` : null,
+    Number.isFinite(accuracy) ? `test accuracy ${(100 * accuracy).toFixed(2)}%` : null,
+  ].filter(Boolean).join(', ');
+  statusEl.textContent = `model ${MODEL_URL}${about ? ` (${about})` : ''} loaded: draw a digit (mouse, pen or finger)`;
   document.body.dataset.ready = 'true';
   changed();
 }
