@@ -23,7 +23,7 @@ import onnxruntime as ort
 from mnist_pipeline.contract import INPUT_NAME, PROBABILITIES
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.predict import check_interface
-from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry import Registry, store
 from mnist_pipeline.registry.candidate import ONNX_FILE
 
 logger = logging.getLogger("mnist_pipeline.serve")
@@ -57,7 +57,7 @@ def load_version(registry: Registry, ref: str) -> Loaded:
     """The version `ref` names, its ONNX bytes checked against its card, in a CPU session."""
     card = registry.card(ref)  # sealed (and signed, when keys are trusted)
     version = int(card["version"])
-    path = registry.model_dir / f"v{version}" / ONNX_FILE
+    path = registry.model_dir / store.version_dir_name(version) / ONNX_FILE
     data = path.read_bytes()  # hash and load the very same bytes
     if hashlib.sha256(data).hexdigest() != card["files"].get(ONNX_FILE):
         raise PipelineError(f"{registry.name} v{version}: {ONNX_FILE} does not match its card")
