@@ -14,8 +14,7 @@ machine with this checkout at the same path, pointed at the same server):
     python -m flows.serve --pool mnist                  # registers the deployment and exits
     prefect worker start --pool mnist                   # as many as you like
 
-(`prefect deploy` does the same but, with Prefect 3.8.8, exits 1 after creating the deployment:
-its check for online workers sends a filter the server rejects, HTTP 422.)
+(`prefect deploy flows/retrain.py:retrain --pool mnist` works too, with the pinned FastAPI.)
 """
 
 from __future__ import annotations

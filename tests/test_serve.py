@@ -136,6 +136,16 @@ def test_work_pool_deployment_runs_on_a_process_worker(tmp_path: Path, server, t
         )
         assert done.returncode == 0, done.stdout + done.stderr
     assert "prefect worker start --pool test-pool" in done.stdout
+    # `prefect deploy` onto the pool exits 0 too (with fastapi >= 0.151 it created the deployment
+    # and then exited 1 on an HTTP 422: the pin in pyproject.toml).
+    scratch = tmp_path / "deploy"
+    scratch.mkdir()
+    (scratch / "hello.py").write_text("from prefect import flow\n\n@flow\ndef hello():\n    pass\n")
+    deploy = [prefect, "--no-prompt", "deploy", "hello.py:hello", "--name", "d1", "--pool"]
+    done = subprocess.run(
+        [*deploy, "test-pool"], env=env, cwd=scratch, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
     log = tmp_path / "worker.log"
     worker = start([prefect, "worker", "start", "--pool", "test-pool"], env, log, tmp_path)
     try:
