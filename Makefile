@@ -20,7 +20,8 @@ export DVC_NO_ANALYTICS ?= 1
 # The Node.js and browser examples' packages (tests/test_*example.py skip without them; CI fails).
 NPM := $(shell command -v npm 2>/dev/null)
 EXAMPLE_DEPS := $(if $(NPM),examples/node/node_modules/.package-lock.json \
-                            examples/web/node_modules/.package-lock.json)
+                            examples/web/node_modules/.package-lock.json \
+                            plots/node_modules/.package-lock.json)
 
 .PHONY: run repro test lint bench clean
 
@@ -31,6 +32,9 @@ $(STAMP): pyproject.toml
 
 examples/%/node_modules/.package-lock.json: examples/%/package-lock.json
 	npm ci --prefix examples/$* --no-audit --no-fund --loglevel=error
+
+plots/node_modules/.package-lock.json: plots/package-lock.json  # Vega for `dvc plots show` offline
+	npm ci --prefix plots --no-audit --no-fund --loglevel=error
 
 run: $(STAMP)  ## full pipeline as a Prefect flow: fetch → train → evaluate → export → parity → register
 	$(BIN)/python -m flows.retrain

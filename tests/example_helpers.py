@@ -17,6 +17,28 @@ from mnist_pipeline import idx
 from tests.conftest import REPO_ROOT
 
 EXAMPLES = REPO_ROOT / "examples"
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; never a browser Playwright downloads
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_skip_reason() -> str | None:
+    """Why headless Chromium cannot be driven here, or None when it can."""
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} not found: apt-get install -y chromium"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Python package playwright is not installed: pip install playwright"
+    return None
 
 
 def test_digits(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:

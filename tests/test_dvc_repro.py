@@ -7,6 +7,7 @@ through DVC (PYTHONPATH makes the copied package the one that runs).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -14,7 +15,9 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +28,8 @@ import yaml
 from mnist_pipeline.dataset import load_mnist
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.registry import Registry
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, unavailable
+from tests.example_helpers import CHROMIUM, CHROMIUM_ARGS, chromium_skip_reason
 from tests.synthetic import make_dataset, write_mirror
 from tests.test_dvc import PACKAGE, STAGES
 
@@ -83,6 +87,10 @@ def make_project(repo: Path, mirror: Path) -> None:
     run(repo, "git", "config", "user.email", "test@example.com")
     run(repo, "dvc", "init", "-q")
     shutil.copy2(REPO_ROOT / ".dvc" / "config", repo / ".dvc" / "config")
+    (repo / "plots").mkdir()  # the offline HTML template .dvc/config names, and its Vega
+    shutil.copy2(REPO_ROOT / "plots" / "offline.html", repo / "plots" / "offline.html")
+    if (REPO_ROOT / "plots" / "node_modules").is_dir():
+        (repo / "plots" / "node_modules").symlink_to(REPO_ROOT / "plots" / "node_modules")
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-q", "-m", "project")
 
@@ -257,3 +265,50 @@ def test_a_flow_run_and_a_forced_repro_in_one_checkout_both_succeed(
     predicted = session.run(["probabilities"], {"image": pixels})[0].argmax(1)
     accuracy = float((predicted == mnist.test_labels.numpy()).mean())
     assert accuracy == card["metrics"]["accuracy"]
+
+
+def test_the_plots_page_renders_offline(pipeline: tuple[Path, str]) -> None:
+    """`dvc plots show` writes a page whose Vega comes from plots/node_modules, not a CDN: in
+    Chromium with every request off 127.0.0.1 refused, the three charts render."""
+    if reason := chromium_skip_reason() or (
+        None
+        if (REPO_ROOT / "plots" / "node_modules" / "vega").is_dir()
+        else "plots/node_modules is missing: run `npm ci --prefix plots`"
+    ):
+        unavailable(reason)
+    from playwright.sync_api import sync_playwright
+
+    repo, _ = pipeline
+    run(repo, "dvc", "plots", "show")
+    page_html = (repo / "reports" / "dvc_plots" / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page_html and "../../plots/node_modules/vega" in page_html
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(repo))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{server.server_address[1]}"
+    refused: list[str] = []
+
+    def only_local(route) -> None:
+        if route.request.url.startswith(origin + "/"):
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort()
+
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            context = browser.new_context()
+            context.route("**/*", only_local)
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{origin}/reports/dvc_plots/index.html")
+            charts = "document.querySelectorAll('.vega-embed svg, .vega-embed canvas').length"
+            page.wait_for_function(f"() => {charts} >= 3", timeout=60_000)
+            titles = page.locator(".vega-embed").count()
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert titles == 3 and errors == [] and refused == []

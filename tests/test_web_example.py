@@ -22,30 +22,15 @@ from mnist_pipeline import inbox
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.predict import predict_files
 from tests.conftest import REPO_ROOT, unavailable
+from tests.example_helpers import CHROMIUM, CHROMIUM_ARGS, chromium_skip_reason
 from tests.example_helpers import test_digits as load_test_digits
 from tests.process_helpers import mnist_server
 from tests.registry_helpers import register_layout
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 def _skip_reason() -> str | None:
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} not found: apt-get install -y chromium"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "Python package playwright is not installed: pip install playwright"
+    if reason := chromium_skip_reason():
+        return reason
     if not (REPO_ROOT / "examples" / "web" / "node_modules" / "onnxruntime-web").is_dir():
         return "examples/web/node_modules is missing: run `npm ci --prefix examples/web`"
     return None
