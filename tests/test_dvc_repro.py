@@ -87,6 +87,7 @@ def make_project(repo: Path, mirror: Path) -> None:
     run(repo, "git", "config", "user.email", "test@example.com")
     run(repo, "dvc", "init", "-q")
     shutil.copy2(REPO_ROOT / ".dvc" / "config", repo / ".dvc" / "config")
+    shutil.copytree(REPO_ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")  # plot templates
     (repo / "plots").mkdir()  # the offline HTML template .dvc/config names, and its Vega
     shutil.copy2(REPO_ROOT / "plots" / "offline.html", repo / "plots" / "offline.html")
     if (REPO_ROOT / "plots" / "node_modules").is_dir():
@@ -169,9 +170,22 @@ def test_metrics_and_plots_show(pipeline: tuple[Path, str]) -> None:
     assert {"Loss", "Accuracy", "Confusion matrix"} <= set(plots)
     assert "reports/plots/misclassified.png" in plots
     assert plots["reports/plots/misclassified.png"][0]["type"] == "image"
-    # Rows are the true digit, as in the PNG confusion matrix.
-    encoding = plots["Confusion matrix"][0]["content"]["spec"]["encoding"]
-    assert (encoding["y"]["field"], encoding["x"]["field"]) == ("actual", "predicted")
+    # Rows are the true digit, as in the PNG confusion matrix, on a log colour scale.
+    confusion = plots["Confusion matrix"][0]["content"]["spec"]
+    assert (confusion["encoding"]["y"]["field"], confusion["encoding"]["x"]["field"]) == (
+        "actual",
+        "predicted",
+    )
+    assert confusion["layer"][0]["encoding"]["color"]["scale"]["type"] == "symlog"
+    # Epochs are categories (1, 2, ...), in numeric order, not a continuous 1.0, 1.1, ... axis.
+    loss = plots["Loss"][0]["content"]
+    assert loss["encoding"]["x"] == {
+        "field": "step",
+        "type": "ordinal",
+        "title": "epoch",
+        "axis": {"labelAngle": 0},
+    }
+    assert loss["transform"] == [{"calculate": "toNumber(datum['epoch'])", "as": "step"}]
     # The model is declared as a DVC artifact (dvc.yaml `artifacts:`).
     declared = yaml.safe_load((repo / "dvc.yaml").read_text())["artifacts"]["mnist-cnn"]
     assert declared["type"] == "model" and (repo / declared["path"]).is_file()
