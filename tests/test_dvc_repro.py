@@ -231,7 +231,15 @@ def test_experiment_with_a_train_param(clone: Path) -> None:
     exps = [e for row in rows for group in row.get("experiments") or [] for e in group["revs"]]
     (exp,) = [e for e in exps if e["name"] == name]
     assert exp["data"]["params"]["params.yaml"]["data"]["train"]["epochs"] == 2
-    assert "accuracy" in exp["data"]["metrics"]["reports/metrics.json"]["data"]
+    assert "accuracy" in exp["data"]["metrics"]["reports/scores.json"]["data"]
+    # Two experiments side by side fit a 120-column terminal when the changed file hashes are
+    # dropped (README): no column is cut off (DVC marks cut columns with an ellipsis).
+    show = ["dvc", "exp", "show", "--no-pager", "--only-changed", "--drop", ".*/.*"]
+    table = subprocess.run(
+        show, cwd=clone, env=_env(clone) | {"COLUMNS": "120"}, capture_output=True, text=True
+    ).stdout
+    assert "train.epochs" in table and "accuracy" in table, table
+    assert "…" not in table and max(len(line) for line in table.splitlines()) <= 120, table
 
 
 def test_push_puts_the_dataset_in_a_remote(clone: Path, tmp_path: Path) -> None:
