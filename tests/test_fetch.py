@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import http.server
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,3 +188,33 @@ def test_malformed_mirrors_fall_through_to_a_good_one(tmp_path: Path, tiny_files
     for mirror in bad:
         assert f"  {mirror}: " in message
     assert message.count("not a valid URL") == 2 and "not a usable folder" in message
+
+
+def test_the_cli_summary_is_never_wrapped_in_logs(tmp_path: Path, tiny_mirror) -> None:
+    """Piped (as in `dvc repro` logs), long lines stay whole: no wrapping at 80 columns."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import REPO_ROOT
+
+    mirror, sha = tiny_mirror
+    root = tmp_path / ("a-long-folder-name-" * 4) / "project"
+    root.mkdir(parents=True)
+    (root / "params.yaml").write_text(
+        yaml.safe_dump({"data": {"mirrors": [str(mirror)], "sha256": sha}})
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("MNIST_MIRROR", "COLUMNS")}
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline", "--root", str(root), "fetch"],
+        env=env | {"PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = (done.stdout + done.stderr).splitlines()
+    ready = f"dataset ready in {root / 'data' / 'mnist'}"
+    assert ready in lines and len(ready) > 120, lines
+    assert sum(line.startswith("fetched ") for line in lines) == 4
