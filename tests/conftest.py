@@ -8,6 +8,7 @@ or dataset that `.ci/run` provides fails the test instead of skipping it (`unava
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -155,3 +156,21 @@ def make(tmp_path: Path):
         return make_candidate(tmp_path / f"cand{seed}", seed, **reports)
 
     return _make
+
+
+@pytest.fixture(scope="module")
+def prefect_harness() -> Iterator[None]:
+    """Prefect's test harness (a temporary server) for a module's flow tests."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def tiny_workdir(tmp_path: Path, tiny_mirror: tuple[Path, dict[str, str]]) -> Path:
+    """A project folder whose params.yaml fetches the tiny dataset from its mirror."""
+    from tests.flow_helpers import make_workdir
+
+    mirror, sha = tiny_mirror
+    return make_workdir(tmp_path, str(mirror), sha)

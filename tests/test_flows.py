@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.artifacts import MISTAKES_KEY, PARAMS_KEY, PER_CLASS_KEY, REPORT_KEY
 from flows.retrain import flow_overrides, retrain
@@ -24,19 +23,7 @@ from tests.flow_helpers import (
 )
 from tests.synthetic import write_mirror
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_server() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-@pytest.fixture
-def tiny_workdir(tmp_path: Path, tiny_mirror: tuple[Path, dict[str, str]]) -> Path:
-    mirror, sha = tiny_mirror
-    return make_workdir(tmp_path, str(mirror), sha)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
 def test_flow_overrides_only_carry_given_values() -> None:

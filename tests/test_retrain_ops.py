@@ -8,14 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 from prefect.settings import PREFECT_API_URL
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.retrain import retrain
 from mnist_pipeline.dataset import load_mnist
@@ -28,57 +26,45 @@ from tests.notify_helpers import webhook_block
 from tests.process_helpers import free_port
 from tests.synthetic import make_dataset, write_mirror
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def prefect_server() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, tiny_mirror: tuple[Path, dict[str, str]]) -> Path:
-    mirror, sha = tiny_mirror
-    return make_workdir(tmp_path, str(mirror), sha)
-
-
-def test_unchanged_inputs_train_nothing_unless_forced(workdir: Path) -> None:
-    first = retrain.fn(workdir=str(workdir))
-    again = retrain(workdir=str(workdir), return_state=True)
+def test_unchanged_inputs_train_nothing_unless_forced(tiny_workdir: Path) -> None:
+    first = retrain.fn(workdir=str(tiny_workdir))
+    again = retrain(workdir=str(tiny_workdir), return_state=True)
     assert again.is_completed() and again.message == "up to date: v1 has the same inputs"
     assert again.result() == {"up_to_date": True, "version": 1, "fingerprint": first["fingerprint"]}
-    assert registry_versions(workdir) == [1]
+    assert registry_versions(tiny_workdir) == [1]
     report = latest_artifact("mnist-retrain-report")
     assert report is not None and "up to date" in report["data"] and "v1" in report["data"]
     # Forced: it trains again; training is deterministic here (same machine, 1 thread), so the
     # files are v1's and no duplicate version is made.
-    forced = retrain.fn(workdir=str(workdir), force=True)
+    forced = retrain.fn(workdir=str(tiny_workdir), force=True)
     assert forced["up_to_date"] is False and forced["registered"] is False
     assert forced["version"] == 1 and forced["fingerprint"] == first["fingerprint"]
     assert Path(forced["run_folder"], "models", "model.pt").is_file()
-    changed = retrain.fn(workdir=str(workdir), epochs=2)  # another input: a real retraining
+    changed = retrain.fn(workdir=str(tiny_workdir), epochs=2)  # another input: a real retraining
     assert changed["version"] == 2 and changed["registered"] is True
-    cards = Registry(workdir / "registry", "mnist-cnn").versions()
+    cards = Registry(tiny_workdir / "registry", "mnist-cnn").versions()
     assert [c["fingerprint"]["sha256"] == first["fingerprint"] for c in cards] == [1, 0]
 
 
-def test_run_folders_are_pruned_to_keep_runs(workdir: Path) -> None:
+def test_run_folders_are_pruned_to_keep_runs(tiny_workdir: Path) -> None:
     for epochs in (1, 2, 3):
-        retrain.fn(workdir=str(workdir), epochs=epochs)
-    params = (workdir / "params.yaml").read_text()
-    (workdir / "params.yaml").write_text(params + "schedule:\n  keep_runs: 2\n")
-    last = retrain.fn(workdir=str(workdir), epochs=4)
-    kept = sorted((workdir / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+        retrain.fn(workdir=str(tiny_workdir), epochs=epochs)
+    params = (tiny_workdir / "params.yaml").read_text()
+    (tiny_workdir / "params.yaml").write_text(params + "schedule:\n  keep_runs: 2\n")
+    last = retrain.fn(workdir=str(tiny_workdir), epochs=4)
+    kept = sorted((tiny_workdir / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
     assert len(kept) == 2 and kept[-1] == Path(last["run_folder"])
 
 
-def test_bad_override_fails_before_any_work(workdir: Path) -> None:
-    state = retrain(workdir=str(workdir), epochs=0, return_state=True)
+def test_bad_override_fails_before_any_work(tiny_workdir: Path) -> None:
+    state = retrain(workdir=str(tiny_workdir), epochs=0, return_state=True)
     assert state.is_failed() and "train.epochs" in state.message
-    assert not (workdir / "runs").exists() and not (workdir / "data").exists()
+    assert not (tiny_workdir / "runs").exists() and not (tiny_workdir / "data").exists()
     with pytest.raises(ParamsError, match="train.epochs"):
-        retrain.fn(workdir=str(workdir), epochs=0)
+        retrain.fn(workdir=str(tiny_workdir), epochs=0)
 
 
 def onnx_accuracy(onnx: Path, data_dir: Path) -> float:
@@ -111,22 +97,22 @@ def run_flows_at_once(workdir: Path, epochs: list[int]) -> list[str]:
     return outputs
 
 
-def test_identical_runs_at_once_register_one_version(workdir: Path) -> None:
+def test_identical_runs_at_once_register_one_version(tiny_workdir: Path) -> None:
     """Both find nothing registered before training; the registry's lock lets one register."""
-    outputs = run_flows_at_once(workdir, [1, 1])
-    assert registry_versions(workdir) == [1]
+    outputs = run_flows_at_once(tiny_workdir, [1, 1])
+    assert registry_versions(tiny_workdir) == [1]
     said = "\n".join(outputs)
     assert said.count("registered mnist-cnn v1") == 1
     assert said.count("nothing registered: v1 has the same") + said.count("up to date: v1") == 1
 
 
-def test_overlapping_runs_in_one_checkout_each_register_their_own_model(workdir: Path) -> None:
+def test_overlapping_runs_in_one_checkout_each_register_their_own_model(tiny_workdir: Path) -> None:
     """Two flow processes at once in the same folder, with different params."""
-    run_flows_at_once(workdir, [1, 3])
-    registry = Registry(workdir / "registry", "mnist-cnn")
+    run_flows_at_once(tiny_workdir, [1, 3])
+    registry = Registry(tiny_workdir / "registry", "mnist-cnn")
     cards = registry.versions()
     assert sorted(c["params"]["train"]["epochs"] for c in cards) == [1, 3]
-    data_dir = Layout(workdir).data_dir
+    data_dir = Layout(tiny_workdir).data_dir
     for card in cards:
         version = card["version"]
         assert registry.verify() == []
@@ -137,13 +123,13 @@ def test_overlapping_runs_in_one_checkout_each_register_their_own_model(workdir:
 # ---- failure notification through a Prefect notification block
 
 
-def test_a_failed_run_notifies_once_and_a_good_run_never(workdir: Path, receiver) -> None:
+def test_a_failed_run_notifies_once_and_a_good_run_never(tiny_workdir: Path, receiver) -> None:
     url, received = receiver
     slug = webhook_block(url, "mnist-failures")
-    bad = retrain(workdir=str(workdir), notify_block=slug, min_accuracy=1.0, return_state=True)
+    bad = retrain(workdir=str(tiny_workdir), notify_block=slug, min_accuracy=1.0, return_state=True)
     assert bad.is_failed()
     assert len(received) == 1, received
-    good = retrain(workdir=str(workdir), notify_block=slug, return_state=True)
+    good = retrain(workdir=str(tiny_workdir), notify_block=slug, return_state=True)
     assert good.is_completed() and len(received) == 1  # no notification for a good run
     (message,) = received
     assert message["subject"].startswith("mnist-retrain run ") and "failed" in message["subject"]
@@ -151,12 +137,12 @@ def test_a_failed_run_notifies_once_and_a_good_run_never(workdir: Path, receiver
 
 
 def test_a_notifier_that_is_down_does_not_change_the_outcome(
-    workdir: Path, caplog: pytest.LogCaptureFixture
+    tiny_workdir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     slug = webhook_block(f"http://127.0.0.1:{free_port()}/nobody", "mnist-down")
     with caplog.at_level(logging.ERROR, logger="mnist_pipeline.notify"):
         state = retrain(
-            workdir=str(workdir), notify_block=slug, min_accuracy=1.0, return_state=True
+            workdir=str(tiny_workdir), notify_block=slug, min_accuracy=1.0, return_state=True
         )
     assert state.is_failed() and "stage evaluate failed" in state.message
     assert any("could not notify custom-webhook/mnist-down" in r.message for r in caplog.records)
