@@ -32,6 +32,7 @@ from mnist_pipeline import inbox
 from mnist_pipeline.contract import IMAGE_SIZE, NUM_CLASSES
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.params import ServeParams
+from mnist_pipeline.predict import top_digits
 from mnist_pipeline.preprocess import ImageError, preprocess_bytes
 from mnist_pipeline.serving import ServedModel
 
@@ -214,8 +215,7 @@ def create_app(served: ServedModel, limits: ServeParams, inbox_dir: Path | None 
         probabilities = loaded.probabilities(digits)
         predictions = []
         for name, probs in zip(names, probabilities, strict=True):
-            order = np.argsort(-probs, kind="stable")[:top]
-            ranked = [{"digit": int(d), "probability": float(probs[d])} for d in order]
+            ranked = [{"digit": d, "probability": p} for d, p in top_digits(probs, top)]
             predictions.append({"name": name, "digit": ranked[0]["digit"], "top": ranked})
         version = {"name": served.registry.name, "version": loaded.version}
         return JSONResponse({"model": version, "predictions": predictions})

@@ -22,6 +22,7 @@ from PIL import Image
 from mnist_pipeline.atomic import write_bytes
 from mnist_pipeline.contract import CLASS_LABELS
 from mnist_pipeline.errors import DataError
+from mnist_pipeline.manifest import file_sha256
 from mnist_pipeline.preprocess import MAX_PIXELS, ImageError, preprocess_bytes
 
 MAX_FILE_BYTES = 10_000_000
@@ -68,8 +69,7 @@ def entries(inbox: Path) -> list[Entry]:
         if folder.is_dir():
             for path in sorted(folder.iterdir()):
                 if path.is_file() and not path.name.startswith("."):
-                    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                    found.append(Entry(label, path, digest))
+                    found.append(Entry(label, path, file_sha256(path)))
     return found
 
 

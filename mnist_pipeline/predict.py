@@ -125,6 +125,12 @@ def classify(session: ort.InferenceSession, digits: np.ndarray) -> np.ndarray:
     return np.concatenate(batches) if batches else np.zeros((0, NUM_CLASSES), np.float32)
 
 
+def top_digits(probabilities: np.ndarray, top: int) -> tuple[tuple[int, float], ...]:
+    """The `top` most probable (digit, probability) pairs, ties in digit order."""
+    order = np.argsort(-probabilities, kind="stable")[:top]
+    return tuple((int(d), float(probabilities[d])) for d in order)
+
+
 def predict_files(model_path: Path, files: Sequence[Path], top: int = 1) -> PredictResult:
     """Classify each file; a bad file gets an error entry and the others are still classified."""
     if not 1 <= top <= NUM_CLASSES:
@@ -147,9 +153,7 @@ def predict_files(model_path: Path, files: Sequence[Path], top: int = 1) -> Pred
         if index in errors:
             predictions.append(Prediction(file=str(path), error=errors[index]))
             continue
-        probs = by_index[index]
-        order = np.argsort(-probs, kind="stable")[:top]
-        ranked = tuple((int(d), float(probs[d])) for d in order)
+        ranked = top_digits(by_index[index], top)
         predictions.append(
             Prediction(file=str(path), digit=ranked[0][0], probability=ranked[0][1], top=ranked)
         )

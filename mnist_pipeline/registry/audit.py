@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,9 +62,9 @@ def chain_problems(folder: Path, card: dict[str, Any]) -> list[str]:
     for name in (METRICS_FILE, PARITY_FILE, TRAIN_RECORD_FILE):
         if name in files:  # versions registered before model.json existed lack it
             try:
-                reports[name] = json.loads((folder / name).read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                problems.append(f"{name} cannot be read: {exc}")
+                reports[name] = store.read_json(folder / name, name)
+            except RegistryError as exc:
+                problems.append(str(exc))
     parity = reports.get(PARITY_FILE, {})
     if PARITY_FILE in reports and parity.get("onnx_sha256") != files.get(ONNX_FILE):
         problems.append(f"{PARITY_FILE} checked another {ONNX_FILE} than the card's")
