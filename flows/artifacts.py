@@ -26,6 +26,7 @@ REPORT_KEY = "mnist-retrain-report"
 PER_CLASS_KEY = "mnist-per-class-metrics"
 MISTAKES_KEY = "mnist-misclassified"
 PARAMS_KEY = "mnist-effective-params"
+INGEST_KEY = "mnist-ingest"
 MISTAKES_PNG = "misclassified.png"
 CURVES_PNG = "training_curves.png"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -58,6 +59,19 @@ def publish_params(params: Params) -> None:
     create_table_artifact(
         key=PARAMS_KEY, table=rows, description="Effective params: params.yaml + overrides"
     )
+
+
+def publish_ingest(result: Any) -> None:
+    """What ingest took from the inbox and every file it refused, with the reason."""
+    counts = result.counts
+    lines = [
+        f"**Labelled digits users added**: {counts['train']} train + {counts['holdout']} "
+        f"holdout, {len(result.rejected)} refused (inbox `{result.inbox_sha256[:12]}`)",
+    ]
+    if result.rejected:
+        lines += ["", "| refused file | reason |", "|---|---|"]
+        lines += [f"| `{src}` | {why} |" for src, why in result.rejected.items()]
+    create_markdown_artifact(key=INGEST_KEY, markdown="\n".join(lines), description="Ingest")
 
 
 def report_markdown(

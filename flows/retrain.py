@@ -1,4 +1,5 @@
-"""The retraining flow: fetch, inputs (up to date?), train, evaluate, export, parity, register.
+"""The retraining flow: fetch, ingest, inputs (up to date?), train, evaluate, export, parity,
+register.
 
 Every stage runs as a task through `mnist_pipeline.stages.run`, as the CLI and `dvc repro` do;
 nothing here computes. A flow run works in its own folder, runs/<flow-run>/, on a hard-linked
@@ -21,7 +22,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
-from flows.artifacts import publish_params, publish_rejected, publish_report, publish_up_to_date
+from flows.artifacts import (
+    publish_ingest,
+    publish_params,
+    publish_rejected,
+    publish_report,
+    publish_up_to_date,
+)
 from flows.notify import notify_failure
 from mnist_pipeline import runs, stages
 from mnist_pipeline.errors import GateError, StageFailed
@@ -45,7 +52,7 @@ def run_inputs(params: Params, shared: Layout, layout: Layout) -> tuple[dict[str
     registered version that already has that fingerprint (None: nothing to skip)."""
     if layout.data_dir != shared.data_dir:
         runs.snapshot_dataset(shared.data_dir, layout.data_dir, params.data.sha256)
-    fingerprint = inputs_fingerprint(params, layout.data_dir)
+    fingerprint = inputs_fingerprint(params, layout.data_dir, layout.extra_dir)
     registry = Registry.from_params(params.registry, layout)
     return fingerprint, registry.version_with_fingerprint(fingerprint["sha256"])
 
@@ -131,6 +138,9 @@ def retrain(
     print(f"run folder: {layout.root}")
     timings: dict[str, float] = {}
     state, (_, timings["fetch"]) = _run("fetch", params, shared, [])
+    # The project's inbox, preprocessed into this run's folder (a bad file is listed, not fatal).
+    state, (ingested, timings["ingest"]) = _run("ingest", params, layout, [state])
+    publish_ingest(ingested)
     checked = run_inputs(params, shared, layout, wait_for=[state], return_state=True)
     fingerprint, same = _value("inputs", checked)
     if same is not None and not force:

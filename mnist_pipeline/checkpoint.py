@@ -48,6 +48,8 @@ def _changed(made: dict[str, Any], identity: dict[str, Any]) -> list[str]:
     changed = sorted(k for k in {**made_params, **params} if made_params.get(k) != params.get(k))
     if made.get("dataset_sha256") != identity["dataset_sha256"]:
         changed.append("dataset")
+    if made.get("extra_sha256") != identity.get("extra_sha256"):
+        changed.append("extra data")
     return changed
 
 

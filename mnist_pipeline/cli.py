@@ -65,6 +65,11 @@ def fetch(ctx: typer.Context) -> None:
     _run(ctx, "fetch")
 
 
+@app.command(help=stages.STAGES["ingest"].help)
+def ingest(ctx: typer.Context) -> None:
+    _run(ctx, "ingest")
+
+
 @app.command(help=stages.STAGES["train"].help)
 def train(ctx: typer.Context) -> None:
     _run(ctx, "train")

@@ -1,7 +1,10 @@
 """Evaluate stage: score the trained weights on the 10k test set, write reports, apply the gate.
 
-Writes layout.metrics (JSON), layout.predictions (CSV: index,actual,predicted,confidence) and the
-PNG plots, prints the report, and only then raises GateError when accuracy < min_accuracy.
+Also scores the extra holdout (the share of the labelled digits users added that training never
+saw; extra.py), per class, with a plot of its mistakes. Writes layout.metrics (JSON),
+layout.predictions (CSV: index,actual,predicted,confidence) and the PNG plots, prints the report,
+and only then raises GateError when accuracy < min_accuracy (or, when set, the extra holdout's
+accuracy < min_extra_accuracy).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 import torch
 
-from mnist_pipeline import metrics, plots
+from mnist_pipeline import extra, metrics, plots
 from mnist_pipeline.atomic import write_json, write_text
 from mnist_pipeline.dataset import load_mnist, normalise
 from mnist_pipeline.errors import GateError
@@ -28,6 +31,7 @@ from mnist_pipeline.weights import load_model
 
 SCORES = ("accuracy", "loss", "passed")  # `dvc metrics show`: one short row (metrics.json: all)
 PLOT_FILES = ("misclassified.png", "correct.png", "confusion_matrix.png", "training_curves.png")
+EXTRA_PLOT = "extra_misclassified.png"  # the extra holdout's mistakes (only with a holdout)
 
 
 @dataclass(frozen=True)
@@ -78,12 +82,45 @@ def report_text(report: dict[str, Any]) -> str:
     for k, row in enumerate(report["confusion_matrix"]):
         lines.append(f"{k:>5}" + "".join(f"{v:>6}" for v in row))
     verdict = "passed" if report["passed"] else "FAILED"
-    lines += [
-        "",
-        f"gate: {verdict} (accuracy {report['accuracy']:.4f}, "
-        f"min_accuracy {report['min_accuracy']})",
-    ]
+    lines += ["", f"gate: {verdict} (accuracy {report['accuracy']:.4f}, "]
+    lines[-1] += f"min_accuracy {report['min_accuracy']})"
+    held = report["extra"]
+    if held["total"]:
+        lines[-1] += (
+            f"; extra holdout {held['correct']}/{held['total']} = {held['accuracy']:.4f} "
+            f"(min_extra_accuracy {held['min_extra_accuracy']})"
+        )
     return "\n".join(lines)
+
+
+def score_holdout(net: torch.nn.Module, params: EvaluateParams, layout: Layout) -> dict[str, Any]:
+    """The extra holdout's report (total 0 without one); its mistakes go to EXTRA_PLOT."""
+    holdout = extra.read_split(layout.extra_dir, "holdout")
+    held: dict[str, Any] = {
+        "total": len(holdout),
+        "holdout_sha256": extra.split_sha256(holdout),
+        "extra_sha256": extra.extra_sha256(layout.extra_dir),
+        "min_extra_accuracy": params.min_extra_accuracy,
+    }
+    plot = layout.plots / EXTRA_PLOT
+    if not len(holdout):
+        plot.unlink(missing_ok=True)  # never leave a stale one behind
+        return {**held, "accuracy": None, "correct": 0, "passed": True}
+    images = torch.from_numpy(holdout.images)
+    actual = torch.from_numpy(holdout.labels).long()
+    logits = predict_logits(net, normalise(images), params.batch_size)
+    confidence, predicted = torch.softmax(logits, dim=1).max(dim=1)
+    matrix = metrics.confusion_matrix(actual, predicted)
+    accuracy = metrics.accuracy(matrix)
+    minimum = params.min_extra_accuracy
+    plots.plot_misclassified(images, actual, predicted, confidence, plot, what="extra holdout")
+    return {
+        **held,
+        "accuracy": accuracy,
+        "correct": int(matrix.trace()),
+        "passed": minimum is None or accuracy_passes(accuracy, minimum),
+        "per_class": metrics.per_class(matrix),
+    }
 
 
 def write_plots(
@@ -113,7 +150,8 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
     confidence, predicted = torch.softmax(logits, dim=1).max(dim=1)
     matrix = metrics.confusion_matrix(actual, predicted)
     accuracy = metrics.accuracy(matrix)
-    passed = accuracy_passes(accuracy, params.min_accuracy)
+    held = score_holdout(net, params, layout)
+    passed = accuracy_passes(accuracy, params.min_accuracy) and held["passed"]
     report = {
         "accuracy": accuracy,
         "loss": score(logits, actual).loss if len(actual) else 0.0,
@@ -123,6 +161,7 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
         "passed": passed,
         "per_class": metrics.per_class(matrix),
         "confusion_matrix": matrix.tolist(),
+        "extra": held,
         "dataset_sha256": dataset_sha256(layout.data_dir),
         "state_dict_sha256": weights_sha256,
         "arch": model.arch,
@@ -130,11 +169,17 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
     write_text(layout.predictions, predictions_csv(actual, predicted, confidence))
     write_plots(mnist.test_images, actual, predicted, confidence, matrix, layout)
     write_json(layout.metrics, report)
-    write_json(layout.scores, {key: report[key] for key in SCORES})
+    scores = {key: report[key] for key in SCORES}
+    write_json(layout.scores, {**scores, "extra_accuracy": held["accuracy"]})
     print(report_text(report), flush=True)
-    if not passed:
+    if not accuracy_passes(accuracy, params.min_accuracy):
         raise GateError(
             f"accuracy {accuracy:.4f} is below the gate evaluate.min_accuracy={params.min_accuracy}"
+        )
+    if not held["passed"]:
+        raise GateError(
+            f"extra holdout accuracy {held['accuracy']:.4f} ({held['correct']}/{held['total']}) "
+            f"is below the gate evaluate.min_extra_accuracy={params.min_extra_accuracy}"
         )
     return EvalResult(
         accuracy=accuracy,

@@ -1,9 +1,10 @@
 """A run's inputs fingerprint: what a retraining would learn from, hashed (torch-free).
 
 Two runs with the same fingerprint train the same model (bit for bit on the same machine):
-the same dataset content, the same params that shape the weights (`model` and `train`), and the
-same package source code. The fingerprint goes into the model card, and a scheduled retraining
-whose fingerprint a registered version already has trains and registers nothing.
+the same dataset content (MNIST and the ingested labelled digits users added), the same params
+that shape the weights (`model` and `train`), and the same package source code. The fingerprint
+goes into the model card, and a scheduled retraining whose fingerprint a registered version
+already has trains and registers nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import mnist_pipeline
+from mnist_pipeline.extra import NO_EXTRA_SHA256, extra_sha256
 from mnist_pipeline.manifest import dataset_sha256
 from mnist_pipeline.params import ModelParams, Params, TrainParams
 
@@ -34,17 +36,23 @@ def code_sha256(package_dir: Path = PACKAGE_DIR) -> str:
     return digest.hexdigest()
 
 
-def inputs_fingerprint(params: Params, data_dir: Path) -> dict[str, Any]:
-    """The fingerprint of training with `params` on the dataset in `data_dir`."""
-    return training_fingerprint(params.model, params.train, data_dir)
+def inputs_fingerprint(
+    params: Params, data_dir: Path, extra_dir: Path | None = None
+) -> dict[str, Any]:
+    """The fingerprint of training with `params` on the dataset in `data_dir` (and the ingested
+    extra data in `extra_dir`, if any)."""
+    return training_fingerprint(params.model, params.train, data_dir, extra_dir)
 
 
-def training_fingerprint(model: ModelParams, train: TrainParams, data_dir: Path) -> dict[str, Any]:
-    """{"sha256": ..., "dataset_sha256": ..., "code_sha256": ..., "params": {"model": ..., ...}}
-    where "sha256" hashes the other three (canonical JSON)."""
+def training_fingerprint(
+    model: ModelParams, train: TrainParams, data_dir: Path, extra_dir: Path | None = None
+) -> dict[str, Any]:
+    """{"sha256": ..., "dataset_sha256": ..., "extra_sha256": ..., "code_sha256": ...,
+    "params": {"model": ..., "train": ...}} where "sha256" hashes the others (canonical JSON)."""
     sections = {"model": model, "train": train}
     inputs = {
         "dataset_sha256": dataset_sha256(data_dir),
+        "extra_sha256": NO_EXTRA_SHA256 if extra_dir is None else extra_sha256(extra_dir),
         "code_sha256": code_sha256(),
         "params": {name: sections[name].model_dump(mode="json") for name in SECTIONS},
     }

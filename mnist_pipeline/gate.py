@@ -91,6 +91,20 @@ def evaluation_passed(
     return accuracy
 
 
+def extra_passed(metrics: dict[str, Any], where: str, min_extra_accuracy: float | None) -> None:
+    """GateError when the extra-holdout gate configured now (`evaluate.min_extra_accuracy`)
+    rejects the accuracy recorded on the extra holdout (no holdout: nothing to judge)."""
+    held = metrics.get("extra")
+    if min_extra_accuracy is None or not isinstance(held, dict) or not held.get("total"):
+        return
+    accuracy = _number(held, "accuracy", where)
+    if not accuracy_passes(accuracy, min_extra_accuracy):
+        raise GateError(
+            f"{where}: extra holdout accuracy {accuracy:.4f} is below "
+            f"evaluate.min_extra_accuracy {min_extra_accuracy}"
+        )
+
+
 def parity_passed(
     parity: dict[str, Any], onnx_sha256: str, where: str, atol: float | None = None
 ) -> None:

@@ -1,4 +1,4 @@
-"""Strict IDX (MNIST file format) parsing: pure functions over bytes, no I/O."""
+"""Strict IDX (MNIST file format) parsing and encoding: pure functions over bytes, no I/O."""
 
 from __future__ import annotations
 
@@ -107,3 +107,12 @@ def parse_labels(data: bytes, name: str = "labels") -> np.ndarray:
         bad = int(np.flatnonzero(labels >= NUM_CLASSES)[0])
         raise DataError(f"{name}: label {int(labels[bad])} at index {bad} is outside 0-9")
     return labels
+
+
+def encode_idx(array: np.ndarray) -> bytes:
+    """uint8 array (any shape, 1-255 dimensions) -> IDX bytes that `parse_idx` reads back."""
+    array = np.ascontiguousarray(array)
+    if array.dtype != np.uint8 or not 1 <= array.ndim <= 255:
+        raise ValueError(f"IDX needs a uint8 array of 1-255 dimensions, got {array.dtype}")
+    dims = struct.pack(f">{array.ndim}I", *array.shape)
+    return struct.pack(">HBB", 0, UBYTE, array.ndim) + dims + array.tobytes()

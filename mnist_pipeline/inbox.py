@@ -26,7 +26,12 @@ from mnist_pipeline.manifest import file_sha256
 from mnist_pipeline.preprocess import MAX_PIXELS, ImageError, preprocess_bytes
 
 MAX_FILE_BYTES = 10_000_000
-LOCK_FILE = ".lock"
+
+
+def lock(inbox: Path) -> FileLock:
+    """The inbox's lock, beside it (data/.extra.lock): inside, DVC would hash it with the images."""
+    inbox.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(inbox.parent / f".{inbox.name}.lock", timeout=60)
 
 
 class LabelConflict(DataError):
@@ -63,14 +68,32 @@ def check_label(label: object) -> int:
 
 def entries(inbox: Path) -> list[Entry]:
     """Every image in the inbox, by label then name (files in other folders are ignored)."""
-    found = []
-    for label in range(10):
-        folder = inbox / str(label)
-        if folder.is_dir():
-            for path in sorted(folder.iterdir()):
-                if path.is_file() and not path.name.startswith("."):
-                    found.append(Entry(label, path, file_sha256(path)))
-    return found
+    return scan(inbox)[0]
+
+
+def scan(inbox: Path) -> tuple[list[Entry], list[Path]]:
+    """The images in digit folders, by label then name, and every other file under the inbox
+    (misplaced: not in a data/extra/<0-9>/ folder). Hidden files (.lock) are neither."""
+    found: list[Entry] = []
+    misplaced: list[Path] = []
+    if not inbox.is_dir():
+        return found, misplaced
+    for path in sorted(inbox.rglob("*")):
+        rel = path.relative_to(inbox)
+        if not path.is_file() or any(part.startswith(".") for part in rel.parts):
+            continue
+        if len(rel.parts) == 2 and rel.parts[0] in CLASS_LABELS:
+            found.append(Entry(int(rel.parts[0]), path, file_sha256(path)))
+        else:
+            misplaced.append(path)
+    found.sort(key=lambda e: (e.label, e.path.name))
+    return found, misplaced
+
+
+def inbox_sha256(found: list[Entry]) -> str:
+    """Content identity of the inbox: its (label, image SHA-256) pairs, not the file names."""
+    lines = sorted(f"{e.label} {e.sha256}\n" for e in found)
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def add(inbox: Path, data: bytes, name: str, label: object) -> Added:
@@ -86,7 +109,7 @@ def add(inbox: Path, data: bytes, name: str, label: object) -> Added:
         raise DataError(str(exc)) from None
     digest = hashlib.sha256(data).hexdigest()
     inbox.mkdir(parents=True, exist_ok=True)
-    with FileLock(inbox / LOCK_FILE, timeout=60):
+    with lock(inbox):
         for entry in entries(inbox):
             if entry.sha256 != digest:
                 continue
@@ -130,7 +153,7 @@ def remove(inbox: Path, refs: list[str]) -> list[Entry]:
             what = "no image" if not matches else f"{len(matches)} images"
             raise DataError(f"{ref!r} matches {what} in {inbox} (use 8+ digits of the SHA-256)")
         chosen.append(matches[0])
-    with FileLock(inbox / LOCK_FILE, timeout=60):
+    with lock(inbox):
         for entry in chosen:
             entry.path.unlink(missing_ok=True)
     return chosen

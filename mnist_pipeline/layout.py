@@ -37,8 +37,14 @@ class Layout:
 
     @property
     def inbox(self) -> Path:
-        """Labelled digits users add: data/extra/<digit>/<sha256>.<format> (inbox.py)."""
-        return self.root / "data" / "extra"
+        """Labelled digits users add: data/extra/<digit>/<sha256>.<format> (inbox.py). The
+        project's, also for a flow run: users add to one inbox, and ingest reads it from there."""
+        return self.project / "data" / "extra"
+
+    @property
+    def extra_dir(self) -> Path:
+        """The ingested inbox (ingest.py): preprocessed IDX files per split and a manifest."""
+        return self.root / "data" / "ingested"
 
     @property
     def model_dir(self) -> Path:
@@ -86,6 +92,11 @@ class Layout:
     def parity_scores(self) -> Path:
         """Headline parity numbers only: a DVC metrics file (parity.json has the rest)."""
         return self.reports / "parity_scores.json"
+
+    @property
+    def ingest_report(self) -> Path:
+        """What ingest took and what it refused, with the reason for each (JSON)."""
+        return self.reports / "ingest.json"
 
     @property
     def predictions(self) -> Path:

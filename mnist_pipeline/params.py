@@ -81,6 +81,8 @@ class TrainParams(Section):
     num_threads: int = Field(default=2, ge=1, le=256)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     max_batches_per_epoch: int | None = Field(default=None, ge=1)
+    # Each labelled digit users added (the extra train split) is seen this many times an epoch.
+    extra_weight: int = Field(default=4, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _onecycle_rises(self) -> TrainParams:
@@ -96,7 +98,16 @@ class EvaluateParams(Section):
     """The accuracy gate and evaluation batch size."""
 
     min_accuracy: float = Field(default=0.98, ge=0, le=1)
+    # The gate on the extra holdout (labelled digits users added); None: reported, not gated.
+    min_extra_accuracy: float | None = Field(default=None, ge=0, le=1)
     batch_size: int = Field(default=1000, ge=1)
+
+
+class IngestParams(Section):
+    """The labelled digits users add (data/extra/): the share held out for evaluation."""
+
+    # Per image, by its content hash: the same image is always on the same side.
+    holdout_percent: int = Field(default=20, ge=0, le=90)
 
 
 class ExportParams(Section):
@@ -149,6 +160,8 @@ class ScheduleParams(Section):
     keep_runs: int = Field(default=10, ge=1)
     # A Prefect notification block ("block-type/block-name") told about every failed run.
     notify_block: str | None = Field(default=None, pattern=r"^[a-z0-9-]+/[A-Za-z0-9._-]+$")
+    # `data add` with a Prefect server: this many new labelled digits start a retraining run.
+    min_new_images: int = Field(default=10, ge=1)
 
     @model_validator(mode="after")
     def _keep_every_running_run(self) -> ScheduleParams:
@@ -190,6 +203,7 @@ class Params(Section):
     """All of params.yaml."""
 
     data: DataParams = DataParams()
+    ingest: IngestParams = IngestParams()
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()

@@ -56,6 +56,7 @@ def plot_misclassified(
     confidence: torch.Tensor,
     path: Path,
     limit: int = GRID_LIMIT,
+    what: str = "test images",
 ) -> int:
     """The most confident mistakes first; returns how many mistakes there were in all."""
     wrong = mistakes_by_confidence(actual, predicted, confidence)
@@ -64,7 +65,7 @@ def plot_misclassified(
         f"#{i}: true {actual[i]}\npred {predicted[i]} ({confidence[i]:.1%})" for i in order.tolist()
     ]
     shown = f"{len(order)} most confident" if len(wrong) > len(order) else "all"
-    image_grid(images[order], titles, f"Misclassified test images: {shown} of {len(wrong)}", path)
+    image_grid(images[order], titles, f"Misclassified {what}: {shown} of {len(wrong)}", path)
     return len(wrong)
 
 

@@ -1,4 +1,5 @@
-"""Train stage: fit the network on MNIST's training split; resumable, bit-for-bit deterministic.
+"""Train stage: fit the network on MNIST's training split (plus the ingested labelled digits
+users added, oversampled by train.extra_weight); resumable, bit-for-bit deterministic.
 
 The dataset is decoded and normalised once into tensors; batches are random index slices of them
 (no DataLoader, no per-image transforms). After every epoch a checkpoint (model, optimizer,
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 
 from mnist_pipeline import checkpoint as checkpoints
+from mnist_pipeline import extra
 from mnist_pipeline import training_loop as loop
 from mnist_pipeline.atomic import check_writable, write_json, write_text
 from mnist_pipeline.dataset import load_mnist, normalise
@@ -117,7 +119,11 @@ def identity(fingerprint: dict[str, Any]) -> dict[str, Any]:
         for name, keys in fingerprint["params"].items()
         for key, value in keys.items()
     }
-    return {"params": flat, "dataset_sha256": fingerprint["dataset_sha256"]}
+    return {
+        "params": flat,
+        "dataset_sha256": fingerprint["dataset_sha256"],
+        "extra_sha256": fingerprint["extra_sha256"],
+    }
 
 
 def train(model: ModelParams, params: TrainParams, layout: Layout) -> TrainResult:
@@ -135,13 +141,27 @@ def train(model: ModelParams, params: TrainParams, layout: Layout) -> TrainResul
                 f"train.val_size={params.val_size} leaves no training images "
                 f"(the training split has {n})"
             )
-        fingerprint = training_fingerprint(model, params, data_dir)
+        fingerprint = training_fingerprint(model, params, data_dir, layout.extra_dir)
         run_identity = identity(fingerprint)
-        images = normalise(mnist.train_images).to(device)
-        labels = mnist.train_labels.to(device)
+        images, labels = normalise(mnist.train_images), mnist.train_labels
         train_idx, val_idx = loop.split_indices(
             n, params.val_size, torch.Generator().manual_seed(params.seed)
         )
+        added = extra.read_split(layout.extra_dir, "train")
+        if len(added):
+            images, labels, train_idx = loop.add_extra(
+                images,
+                labels,
+                train_idx,
+                normalise(torch.from_numpy(added.images)),
+                torch.from_numpy(added.labels).long(),
+                params.extra_weight,
+            )
+            log(
+                f"adding {len(added)} labelled digit(s) from {layout.extra_dir}, each seen "
+                f"{params.extra_weight} times an epoch (train.extra_weight)"
+            )
+        images, labels = images.to(device), labels.to(device)
         val_images, val_labels = images[val_idx.to(device)], labels[val_idx.to(device)]
         cap = params.max_batches_per_epoch
         steps = loop.steps_per_epoch(len(train_idx), params.batch_size, cap)

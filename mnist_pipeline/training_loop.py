@@ -35,6 +35,25 @@ def split_indices(
     return order[val_size:], order[:val_size]
 
 
+def add_extra(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    train_idx: torch.Tensor,
+    extra_images: torch.Tensor,
+    extra_labels: torch.Tensor,
+    weight: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Append extra training images after `images`; each one's index enters `train_idx`
+    `weight` times (oversampling), so an epoch sees it `weight` times."""
+    start = len(labels)
+    extra_idx = torch.arange(start, start + len(extra_labels)).repeat(weight)
+    return (
+        torch.cat([images, extra_images]),
+        torch.cat([labels, extra_labels]),
+        torch.cat([train_idx, extra_idx]),
+    )
+
+
 def batch_indices(
     indices: torch.Tensor,
     batch_size: int,

@@ -16,7 +16,7 @@ from mnist_pipeline.stages import STAGES as TABLE
 from tests.conftest import REPO_ROOT
 
 PACKAGE = "mnist_pipeline"
-STAGES = ("fetch", "train", "evaluate", "export", "parity")
+STAGES = ("fetch", "ingest", "train", "evaluate", "export", "parity")
 DVC_YAML = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text(encoding="utf-8"))
 
 
@@ -94,6 +94,8 @@ def test_outputs_are_the_layout_paths() -> None:
     }
     expected = {
         layout.data_dir,
+        layout.extra_dir,
+        layout.ingest_report,
         layout.state_dict,
         layout.train_record,
         layout.train_history,
@@ -123,11 +125,19 @@ def test_stages_match_the_stage_table(name: str) -> None:
 
 
 def test_data_deps_are_outputs_of_earlier_stages() -> None:
-    produced: set[str] = set()
+    produced = {str(Layout(Path(".")).inbox)}  # the one input: data/extra.dvc tracks it
     for stage in DVC_YAML["stages"].values():
         for dep in _entries(stage, "deps"):
             assert dep.startswith(PACKAGE + "/") or dep in produced, dep
         produced |= {p for key in ("outs", "metrics", "plots") for p in _entries(stage, key)}
+
+
+def test_the_inbox_is_tracked_by_dvc() -> None:
+    """data/extra.dvc tracks the inbox (an empty folder in the repository), so `dvc push` and
+    `dvc pull` share the labelled digits and git ignores them."""
+    tracked = yaml.safe_load((REPO_ROOT / "data" / "extra.dvc").read_text(encoding="utf-8"))
+    assert [out["path"] for out in tracked["outs"]] == ["extra"]
+    assert "/extra" in (REPO_ROOT / "data" / ".gitignore").read_text(encoding="utf-8").split()
 
 
 def test_params_exist_in_params_yaml_and_the_model() -> None:

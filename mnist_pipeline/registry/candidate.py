@@ -104,6 +104,7 @@ def check_reports(
     weights = hashes[STATE_DICT_FILE]
     try:
         accuracy = gate.evaluation_passed(metrics, METRICS_FILE, params.evaluate.min_accuracy)
+        gate.extra_passed(metrics, METRICS_FILE, params.evaluate.min_extra_accuracy)
         gate.parity_passed(parity, hashes[ONNX_FILE], PARITY_FILE, params.parity.atol)
         for name, report, stage in (
             (TRAIN_RECORD_FILE, record, "train"),

@@ -1,0 +1,105 @@
+"""Training and evaluation with the labelled digits users added (the ingested extra data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_pipeline import extra, gate
+from mnist_pipeline.errors import GateError
+from mnist_pipeline.evaluate import EXTRA_PLOT, evaluate
+from mnist_pipeline.ingest import ingest
+from mnist_pipeline.layout import Layout
+from mnist_pipeline.manifest import file_sha256
+from mnist_pipeline.params import IngestParams, Params
+from mnist_pipeline.train import train
+from mnist_pipeline.training_loop import add_extra
+from tests.test_ingest import fill_inbox
+
+
+def test_extra_images_are_appended_and_oversampled() -> None:
+    images, labels = torch.zeros(5, 1, 28, 28), torch.arange(5)
+    extra_images, extra_labels = torch.ones(2, 1, 28, 28), torch.tensor([7, 8])
+    all_images, all_labels, idx = add_extra(
+        images, labels, torch.tensor([0, 2, 4]), extra_images, extra_labels, weight=3
+    )
+    assert all_labels.tolist() == [0, 1, 2, 3, 4, 7, 8]
+    assert torch.equal(all_images[5:], extra_images)
+    assert sorted(idx.tolist()) == [0, 2, 4, 5, 5, 5, 6, 6, 6]
+
+
+@pytest.fixture
+def with_inbox(tmp_path: Path, tiny_data_dir: Path) -> Layout:
+    """A project root with the tiny dataset and 40 ingested labelled digits (half held out)."""
+    layout = Layout(tmp_path)
+    fill_inbox(layout, range(40))
+    ingest(IngestParams(holdout_percent=50), layout)
+    return layout
+
+
+def test_training_uses_the_extra_data_and_records_its_identity(
+    with_inbox: Layout, tiny_params: Params, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layout = with_inbox
+    train(tiny_params.model, tiny_params.train, layout)
+    added = len(extra.read_split(layout.extra_dir, "train"))
+    assert f"adding {added} labelled digit(s)" in capsys.readouterr().err
+    record = json.loads(layout.train_record.read_text())
+    assert record["fingerprint"]["extra_sha256"] == extra.extra_sha256(layout.extra_dir)
+    with_extra = file_sha256(layout.state_dict)
+    # The same run without the extra data trains other weights and has another fingerprint.
+    for name in extra.data_files():
+        (layout.extra_dir / name).unlink()
+    (layout.extra_dir / extra.MANIFEST_FILE).unlink()
+    layout.extra_dir.rmdir()
+    train(tiny_params.model, tiny_params.train, layout)
+    without = json.loads(layout.train_record.read_text())["fingerprint"]
+    assert without["extra_sha256"] == extra.NO_EXTRA_SHA256
+    assert without["sha256"] != record["fingerprint"]["sha256"]
+    assert file_sha256(layout.state_dict) != with_extra
+
+
+def test_evaluation_scores_the_extra_holdout_and_can_gate_on_it(
+    with_inbox: Layout, tiny_params: Params
+) -> None:
+    layout = with_inbox
+    train(tiny_params.model, tiny_params.train, layout)
+    evaluate(tiny_params.model, tiny_params.evaluate, layout)  # no extra gate: reported only
+    held = json.loads(layout.metrics.read_text())["extra"]
+    holdout = extra.read_split(layout.extra_dir, "holdout")
+    assert held["total"] == len(holdout) > 0
+    assert held["holdout_sha256"] == extra.split_sha256(holdout)
+    assert held["accuracy"] == held["correct"] / held["total"]
+    assert sum(c["support"] for c in held["per_class"].values()) == held["total"]
+    assert (layout.plots / EXTRA_PLOT).is_file()
+    scores = json.loads(layout.scores.read_text())
+    assert scores["extra_accuracy"] == held["accuracy"]
+    assert held["accuracy"] < 1.0  # random scribbles: a one-epoch model gets most wrong
+    strict = tiny_params.evaluate.model_copy(update={"min_extra_accuracy": 1.0})
+    with pytest.raises(GateError, match=r"extra holdout accuracy .* evaluate.min_extra_accuracy=1"):
+        evaluate(tiny_params.model, strict, layout)
+    report = json.loads(layout.metrics.read_text())
+    assert report["passed"] is False and report["extra"]["passed"] is False
+    assert report["accuracy"] >= tiny_params.evaluate.min_accuracy  # MNIST alone would pass
+    # Registration re-reads the verdict with the gate configured now: a stricter one refuses.
+    metrics = {"extra": held}
+    with pytest.raises(GateError, match="extra holdout accuracy"):
+        gate.extra_passed(metrics, "metrics.json", held["accuracy"] + 0.01)
+    gate.extra_passed(metrics, "metrics.json", held["accuracy"])
+    gate.extra_passed({"extra": {"total": 0}}, "metrics.json", 1.0)  # no holdout: nothing to judge
+
+
+def test_without_a_holdout_there_is_no_extra_score_or_stale_plot(
+    tmp_path: Path, tiny_data_dir: Path, tiny_params: Params
+) -> None:
+    layout = Layout(tmp_path)
+    train(tiny_params.model, tiny_params.train, layout)
+    layout.plots.mkdir(parents=True)
+    (layout.plots / EXTRA_PLOT).write_bytes(b"stale")
+    evaluate(tiny_params.model, tiny_params.evaluate, layout)
+    held = json.loads(layout.metrics.read_text())["extra"]
+    assert held["total"] == 0 and held["accuracy"] is None and held["passed"] is True
+    assert not (layout.plots / EXTRA_PLOT).exists()

@@ -1,0 +1,159 @@
+"""The ingest stage: inbox -> IDX splits + manifest + report; bad files listed, never blocking."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from mnist_pipeline import extra, inbox
+from mnist_pipeline.cli import app
+from mnist_pipeline.ingest import ingest, split_of, to_uint8
+from mnist_pipeline.layout import Layout
+from mnist_pipeline.manifest import file_sha256
+from mnist_pipeline.params import IngestParams
+from mnist_pipeline.preprocess import preprocess_bytes
+
+
+def stroke_png(seed: int, size: tuple[int, int] = (120, 90)) -> bytes:
+    """A dark-on-light scribble unlike any other seed's (a few thick random segments)."""
+    rng = np.random.default_rng(seed)
+    grey = np.full(size, 230, np.uint8)
+    for _ in range(3):
+        r, c = rng.integers(10, size[0] - 30), rng.integers(10, size[1] - 30)
+        grey[r : r + rng.integers(8, 25), c : c + rng.integers(4, 20)] = rng.integers(0, 60)
+    out = io.BytesIO()
+    Image.fromarray(grey).save(out, format="PNG")
+    return out.getvalue()
+
+
+def fill_inbox(layout: Layout, seeds: range) -> dict[str, int]:
+    """Add one scribble per seed (label seed % 10); returns SHA-256 -> label."""
+    added = {}
+    for seed in seeds:
+        done = inbox.add(layout.inbox, stroke_png(seed), f"s{seed}.png", seed % 10)
+        added[done.entry.sha256] = seed % 10
+    return added
+
+
+def test_an_empty_or_missing_inbox_is_normal(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    result = ingest(IngestParams(), layout)
+    assert result.counts == {"train": 0, "holdout": 0} and result.rejected == {}
+    assert result.extra_sha256 == extra.NO_EXTRA_SHA256 == extra.extra_sha256(layout.extra_dir)
+    for split in extra.SPLITS:
+        assert len(extra.read_split(layout.extra_dir, split)) == 0
+    assert json.loads(layout.ingest_report.read_text())["counts"] == result.counts
+
+
+def test_images_are_preprocessed_split_by_hash_and_listed(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    added = fill_inbox(layout, range(40))
+    result = ingest(IngestParams(holdout_percent=30), layout)
+    manifest = json.loads((layout.extra_dir / extra.MANIFEST_FILE).read_text())
+    assert {m["sha256"]: m["label"] for m in manifest} == added
+    assert result.counts["train"] + result.counts["holdout"] == 40
+    assert 0 < result.counts["holdout"] < 40  # ~30% of 40 by hash
+    splits = {split: extra.read_split(layout.extra_dir, split) for split in extra.SPLITS}
+    for item in manifest:
+        assert item["split"] == split_of(item["sha256"], 30)
+        split = splits[item["split"]]
+        assert split.labels[item["index"]] == item["label"]
+        data = (layout.inbox / item["source"]).read_bytes()
+        expected = to_uint8(preprocess_bytes(data, item["source"]))  # exactly what predict sees
+        assert np.array_equal(split.images[item["index"]], expected)
+    assert result.extra_sha256 != extra.NO_EXTRA_SHA256
+
+
+def test_an_image_never_changes_sides_when_others_arrive(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    fill_inbox(layout, range(30))
+    ingest(IngestParams(), layout)
+    before = json.loads((layout.extra_dir / extra.MANIFEST_FILE).read_text())
+    first_bytes = {n: (layout.extra_dir / n).read_bytes() for n in extra.data_files()}
+    ingest(IngestParams(), layout)  # the same inbox: byte-identical files
+    assert {n: (layout.extra_dir / n).read_bytes() for n in extra.data_files()} == first_bytes
+    fill_inbox(layout, range(30, 80))
+    ingest(IngestParams(), layout)
+    after = {
+        m["sha256"]: m["split"]
+        for m in json.loads((layout.extra_dir / "manifest.json").read_text())
+    }
+    assert all(after[m["sha256"]] == m["split"] for m in before)
+    assert len(after) == 80
+
+
+def huge_png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels (its pixel data is never needed)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+
+
+def test_bad_files_are_listed_with_reasons_and_never_block_or_change_the_inbox(
+    tmp_path: Path,
+) -> None:
+    layout = Layout(tmp_path)
+    good = fill_inbox(layout, range(6))
+    blank = io.BytesIO()
+    Image.new("L", (40, 40), 240).save(blank, format="PNG")
+    drops = {  # bulk drops by hand: any name, no checks at drop time
+        "4/truncated.png": stroke_png(100)[:120],
+        "4/notes.png": b"this is not an image",
+        "5/blank.png": blank.getvalue(),
+        "6/huge.png": huge_png_header(10_000, 10_000),
+        "loose.png": stroke_png(101),
+        "12/two-digit-folder.png": stroke_png(102),
+        "3/conflict.png": stroke_png(103),
+        "8/conflict-too.png": stroke_png(103),
+        "1/copy-of-s1.png": stroke_png(1),  # the same image, the same label: kept once
+    }
+    for rel, data in drops.items():
+        (layout.inbox / rel).parent.mkdir(parents=True, exist_ok=True)
+        (layout.inbox / rel).write_bytes(data)
+    snapshot = {p: file_sha256(p) for p in layout.inbox.rglob("*") if p.is_file()}
+    result = ingest(IngestParams(), layout)
+    reasons = result.rejected
+    assert set(reasons) == set(drops) - {"1/copy-of-s1.png"}
+    assert "cannot read or decode" in reasons["4/truncated.png"]
+    assert "not a recognised image file" in reasons["4/notes.png"]
+    assert "blank image" in reasons["5/blank.png"]
+    assert "100,000,000 pixels" in reasons["6/huge.png"]
+    assert "not in a digit folder" in reasons["loose.png"]
+    assert "not in a digit folder" in reasons["12/two-digit-folder.png"]
+    assert "labelled [3, 8]" in reasons["3/conflict.png"] == reasons["8/conflict-too.png"]
+    assert result.counts["train"] + result.counts["holdout"] == len(good)
+    assert list(result.duplicates) == ["1/copy-of-s1.png"]
+    report = json.loads(layout.ingest_report.read_text())
+    assert report["rejected"] == reasons and sum(map(sum, report["per_class"].values())) == 6
+    assert {p: file_sha256(p) for p in layout.inbox.rglob("*") if p.is_file()} == snapshot
+    assert all("refused: " + src in result.summary() for src in reasons)
+
+
+def test_cli_ingest_warns_per_refused_file_and_succeeds(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    fill_inbox(layout, range(3))
+    (layout.inbox / "7").mkdir()
+    (tmp_path / "params.yaml").write_text("ingest:\n  holdout_percent: 50\n")
+    (layout.inbox / "7" / "bad.png").write_bytes(b"nope")
+    out = CliRunner().invoke(app, ["--root", str(tmp_path), "ingest"])
+    assert out.exit_code == 0, out.output
+    assert "ingested" in out.output and "refused: 7/bad.png: not a recognised image" in out.output
+
+
+def test_the_inbox_lock_is_outside_what_dvc_hashes(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    fill_inbox(layout, range(2))
+    assert not [p for p in layout.inbox.rglob("*") if p.name.endswith(".lock")]
+    assert (layout.inbox.parent / ".extra.lock").exists()
