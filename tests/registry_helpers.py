@@ -100,6 +100,7 @@ def write_train_record(folder: Path, fingerprint: dict | None = None) -> None:
     fingerprint = {
         "sha256": file_sha256(folder / "model.pt"),  # distinct weights: distinct inputs
         "dataset_sha256": "d" * 64,
+        "extra_sha256": "none",
         "code_sha256": "c" * 64,
         "params": {"model": sections["model"], "train": sections["train"]},
     } | (fingerprint or {})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.artifacts import MISTAKES_KEY, PARAMS_KEY, PER_CLASS_KEY, REPORT_KEY
+from flows.artifacts import INGEST_KEY, MISTAKES_KEY, PARAMS_KEY, PER_CLASS_KEY, REPORT_KEY
 from flows.retrain import flow_overrides, retrain
 from mnist_pipeline.errors import StageFailed
 from mnist_pipeline.registry import Registry
@@ -58,11 +58,13 @@ def test_success_registers_a_version_and_publishes_artifacts(tiny_workdir: Path)
     assert table is not None and "precision" in str(table["data"])
     mistakes = latest_artifact(MISTAKES_KEY)
     assert mistakes is not None and "data:image/png;base64," in mistakes["data"]
-    stages = ["fetch", "train", "evaluate", "export", "parity", "register"]
+    stages = ["fetch", "ingest", "train", "evaluate", "export", "parity", "register"]
     assert list(result["seconds"]["tasks"]) == stages
+    ingested = latest_artifact(INGEST_KEY)["data"]  # an empty inbox: MNIST alone
+    assert ingested.startswith("**Labelled digits users added**: 0 train + 0 holdout, 0 refused")
     # Each task waits for the one before, so Prefect's graph draws the chain.
     runs = task_runs(flow_run_id)
-    chain = ["fetch", "inputs", *stages[1:]]
+    chain = ["fetch", "ingest", "inputs", *stages[2:]]
     assert sorted(runs) == sorted(chain)
     for before, after in zip(chain, chain[1:], strict=False):
         waits = runs[after]["task_inputs"].get("wait_for", [])

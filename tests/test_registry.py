@@ -219,7 +219,8 @@ def test_lineage_reads_git_and_dvc_lock(registry: Registry, make, tmp_path: Path
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True)
     card = registry.card(registry.register(candidate, PARAMS, 0.0).version)
     # The dataset identity comes from the run's own report, never from a (maybe stale) dvc.lock.
-    assert card["data"] == {"dataset_sha256": "d" * 64} and "abc123" not in json.dumps(card)
+    assert card["data"] == {"dataset_sha256": "d" * 64, "extra_sha256": "none"}
+    assert "abc123" not in json.dumps(card)
     assert card["origin"] == {"kind": "cli"}
     assert card["code"] == {"git_commit": head.stdout.strip(), "git_dirty": True}
 

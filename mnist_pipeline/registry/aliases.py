@@ -90,14 +90,19 @@ class AliasState:
 
 
 def promotion_decision(
-    name: str, accuracy: float, margin: float, champion: tuple[int, float] | None
+    name: str,
+    accuracy: float,
+    margin: float,
+    champion: tuple[int, float] | None,
+    measure: str = "accuracy",
 ) -> dict[str, Any]:
-    """Production if `accuracy` >= the champion's (version, accuracy) + margin, else staging."""
+    """Production if `accuracy` >= the champion's (version, accuracy) + margin, else staging;
+    `measure` says in the reason what both accuracies were measured on."""
     if champion is None:
         reason = f"first version of {name}: production"
         return {"alias": PRODUCTION, "reason": reason, "champion": None, "margin": margin}
     version, best = champion
-    compared = f"accuracy {accuracy:.4f} vs production v{version} {best:.4f} + margin {margin:g}"
+    compared = f"{measure} {accuracy:.4f} vs production v{version} {best:.4f} + margin {margin:g}"
     if accuracy >= best + margin:
         alias, reason = PRODUCTION, f"{compared}: promoted to production"
     else:

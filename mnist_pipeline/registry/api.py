@@ -11,8 +11,8 @@ from mnist_pipeline.errors import RegistryError
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.params import Params, RegistryParams
 from mnist_pipeline.registry import aliases as alias_file
-from mnist_pipeline.registry import store
-from mnist_pipeline.registry.aliases import PRODUCTION, AliasState, promotion_decision, utc_now
+from mnist_pipeline.registry import challenger, store
+from mnist_pipeline.registry.aliases import PRODUCTION, AliasState, utc_now
 from mnist_pipeline.registry.audit import audit
 from mnist_pipeline.registry.candidate import (
     METRICS_FILE,
@@ -130,7 +130,7 @@ class Registry:
                     name: store.read_json(tmp / name, f"{name} report")
                     for name in (METRICS_FILE, PARITY_FILE, TRAIN_RECORD_FILE)
                 }
-                accuracy, trained = check_reports(reports, hashes, params)
+                _, trained = check_reports(reports, hashes, params)  # refuses a broken chain
                 metrics, parity = reports[METRICS_FILE], reports[PARITY_FILE]
                 fingerprint = reports[TRAIN_RECORD_FILE].get("fingerprint")
                 state = self._state()
@@ -140,7 +140,15 @@ class Registry:
                     return self._existing(state, *kept)
                 existing = store.list_versions(self.model_dir)
                 version = max([state.last_version, *existing], default=0) + 1
-                decision = self._decide(state, accuracy, promotion_margin)
+                decision = challenger.decide(  # against production, on the same images
+                    self.name,
+                    metrics,
+                    promotion_margin,
+                    state.aliases.get(PRODUCTION),
+                    self._card,
+                    lambda version: self._verified_file(version, ONNX_FILE),
+                    candidate.extra_dir,
+                )
                 card = build_card(
                     name=self.name,
                     version=version,
@@ -243,19 +251,6 @@ class Registry:
                 pass  # an unreadable card: `verify` reports it; it gets no alias
             state.last_version = version
         return state
-
-    def _decide(self, state: AliasState, accuracy: float, margin: float) -> dict[str, Any]:
-        champion = state.aliases.get(PRODUCTION)
-        if champion is None:
-            return promotion_decision(self.name, accuracy, margin, None)
-        try:
-            best = float(self._card(champion)["metrics"]["accuracy"])
-        except (RegistryError, KeyError, TypeError, ValueError) as exc:
-            raise RegistryError(
-                f"cannot compare with production v{champion}: {exc}; "
-                "point production at an intact version with `models promote`"
-            ) from None
-        return promotion_decision(self.name, accuracy, margin, (champion, best))
 
     def _version(self, ref: str | int, state: AliasState | None = None) -> int:
         """The version number a reference names; unknown ones list what exists."""

@@ -34,6 +34,7 @@ class Candidate:
     plots: tuple[Path, ...] = ()
     train_history: Path | None = None
     workdir: Path | None = None
+    extra_dir: Path | None = None  # the ingested extra data: promotion re-scores its holdout
 
     def files(self) -> dict[str, Path]:
         """Where each source file goes inside the version folder."""
@@ -84,6 +85,7 @@ def candidate_from_layout(layout: Layout) -> Candidate:
         plots=plots,
         train_history=history,
         workdir=layout.project,
+        extra_dir=layout.extra_dir,
     )
 
 

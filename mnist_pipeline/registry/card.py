@@ -107,6 +107,15 @@ def is_sealed(card: Any) -> bool:
     return isinstance(card, dict) and card.get(SEAL_KEY) == _digest(card)
 
 
+def _extra_scores(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The extra holdout's headline scores (None: evaluated without one)."""
+    held = metrics.get("extra")
+    if not isinstance(held, dict) or not held.get("total"):
+        return None
+    keys = ("accuracy", "correct", "total", "holdout_sha256", "min_extra_accuracy")
+    return {key: held.get(key) for key in keys}
+
+
 def build_card(
     *,
     name: str,
@@ -128,7 +137,7 @@ def build_card(
             "version": version,
             "created": created,
             "metrics": {key: metrics.get(key) for key in ("accuracy", "loss", "correct", "total")}
-            | {"per_class": metrics.get("per_class")},
+            | {"per_class": metrics.get("per_class"), "extra": _extra_scores(metrics)},
             "gate": {
                 "min_accuracy": params.evaluate.min_accuracy,
                 "evaluated_min_accuracy": metrics.get("min_accuracy"),
@@ -149,7 +158,10 @@ def build_card(
             "decision": decision,
             "params": params.to_dict(),
             # Hashed from the files the run read (evaluate's report), never copied from dvc.lock.
-            "data": {"dataset_sha256": metrics.get("dataset_sha256")},
+            "data": {
+                "dataset_sha256": metrics.get("dataset_sha256"),
+                "extra_sha256": (fingerprint or {}).get("extra_sha256"),
+            },
             "fingerprint": fingerprint,
             "origin": origin.get("origin"),
             "code": origin.get("code"),

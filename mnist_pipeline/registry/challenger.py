@@ -1,0 +1,89 @@
+"""Champion vs challenger on the same images: promotion never compares numbers from other data.
+
+MNIST's test set never changes, so the champion's recorded MNIST score stands. The extra holdout
+(labelled digits users added, held out by ingest) grows with the inbox: when the candidate was
+evaluated on one, the production model is scored on that very holdout now (its verified
+model.onnx, through onnxruntime), and both are compared on the pooled accuracy over MNIST test
+plus that holdout: every labelled test image the project has counts once. Torch-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_pipeline import extra
+from mnist_pipeline.contract import INPUT_NAME, LOGITS
+from mnist_pipeline.errors import RegistryError
+from mnist_pipeline.registry.aliases import promotion_decision
+
+
+def holdout_correct(onnx_path: Path, holdout: extra.Split) -> int:
+    """How many holdout digits the ONNX model at `onnx_path` classifies correctly."""
+    import onnxruntime as ort  # only when there is a holdout to score
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    images = (holdout.images.astype(np.float32) / np.float32(255))[:, None]
+    (logits,) = session.run([LOGITS], {INPUT_NAME: images})
+    return int((logits.argmax(axis=1) == holdout.labels).sum())
+
+
+def candidate_holdout(metrics: dict[str, Any], extra_dir: Path | None) -> extra.Split | None:
+    """The extra holdout the candidate was evaluated on (None: it had none); RegistryError when
+    the files at `extra_dir` are no longer the ones its metrics.json describes."""
+    held = metrics.get("extra")
+    if not isinstance(held, dict) or not held.get("total"):
+        return None
+    split = extra.read_split(extra_dir, "holdout") if extra_dir is not None else extra.Split.empty()
+    if extra.split_sha256(split) != held.get("holdout_sha256"):
+        raise RegistryError(
+            "the extra holdout changed since evaluation (metrics.json names another one): "
+            "run `mnist-pipeline evaluate` again"
+        )
+    return split
+
+
+def decide(
+    name: str,
+    metrics: dict[str, Any],
+    margin: float,
+    champion: int | None,
+    read_card: Callable[[int], dict[str, Any]],
+    champion_onnx: Callable[[int], Path],
+    extra_dir: Path | None,
+) -> dict[str, Any]:
+    """The promotion decision for a candidate with `metrics` (its metrics.json) against the
+    production version `champion` (its card and verified ONNX file read through the callables),
+    on MNIST test plus the candidate's extra holdout in `extra_dir`."""
+    accuracy = float(metrics["accuracy"])
+    holdout = candidate_holdout(metrics, extra_dir)
+    if champion is None:
+        return promotion_decision(name, accuracy, margin, None)
+    try:
+        recorded = read_card(champion)["metrics"]
+        best = float(recorded["accuracy"])
+        if holdout is None:
+            return promotion_decision(name, accuracy, margin, (champion, best))
+        theirs = holdout_correct(champion_onnx(champion), holdout)
+        total = int(recorded["total"]) + len(holdout)
+        champion_pooled = (int(recorded["correct"]) + theirs) / total
+    except (RegistryError, KeyError, TypeError, ValueError) as exc:
+        raise RegistryError(
+            f"cannot compare with production v{champion}: {exc}; "
+            "point production at an intact version with `models promote`"
+        ) from None
+    held = metrics["extra"]
+    ours = int(held["correct"])
+    pooled = (int(metrics["correct"]) + ours) / (int(metrics["total"]) + len(holdout))
+    measure = f"accuracy on MNIST test + the {len(holdout)}-image extra holdout"
+    decision = promotion_decision(name, pooled, margin, (champion, champion_pooled), measure)
+    decision["holdout"] = {
+        "holdout_sha256": held["holdout_sha256"],
+        "images": len(holdout),
+        "candidate_correct": ours,
+        "champion_correct": theirs,
+    }
+    return decision
