@@ -5,7 +5,9 @@
     python -m flows.serve                               # terminal 2: registers + runs on schedule
 
 The process keeps running: it polls the server and executes scheduled and manual runs
-(`prefect deployment run mnist-retrain/weekly`).
+(`prefect deployment run mnist-retrain/weekly`), and runs started by new labelled digits: the
+deployment carries an event trigger that `mnist-pipeline data add` fires once
+`schedule.min_new_images` new images arrived (mnist_pipeline/inbox_events.py).
 
 To scale out, put the deployment on a process work pool instead and start workers (on any
 machine with this checkout at the same path, pointed at the same server):
@@ -27,6 +29,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.schedules import Cron
 
 from flows.retrain import retrain
+from mnist_pipeline.inbox_events import inbox_trigger
 from mnist_pipeline.params import load_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -43,10 +46,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     workdir = Path(args.workdir).resolve()
-    schedule = load_params(workdir / args.params_file).schedule
+    params = load_params(workdir / args.params_file)
+    schedule = params.schedule
     options = {
         "name": schedule.deployment_name,
         "schedules": [Cron(args.cron or schedule.cron, timezone=schedule.timezone)],
+        # `mnist-pipeline data add` emits this once enough new labelled digits arrived.
+        "triggers": [inbox_trigger(params.registry.model_name)],
         "parameters": {
             "workdir": str(workdir),
             "params_file": args.params_file,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mnist_pipeline import inbox
+from mnist_pipeline import inbox, inbox_events
 from mnist_pipeline.cli_state import console, state
 
 data_app = typer.Typer(
@@ -31,11 +31,24 @@ def add(
         ),
     ],
 ) -> None:
-    """Store images under their label (the same image twice is stored once)."""
+    """Store images under their label (the same image twice is stored once); with a Prefect
+    server configured, enough new ones start a retraining run (schedule.min_new_images)."""
+    params = state(ctx).params()  # before storing anything: bad params change nothing
     folder = state(ctx).layout.inbox
-    for done in inbox.add_files(folder, images, label):
+    added = inbox.add_files(folder, images, label)
+    for done in added:
         what = "added" if done.new else "already in the inbox"
         console.print(f"{what}: {done.entry.path} (label {done.entry.label})", markup=False)
+    found = inbox.entries(folder)
+    told = inbox_events.note_added(
+        folder,
+        sum(done.new for done in added),
+        {"images": len(found), "inbox_sha256": inbox.inbox_sha256(found)},
+        params.schedule.min_new_images,
+        params.registry.model_name,
+    )
+    if told:
+        console.print(told, markup=False)
 
 
 @data_app.command("list")

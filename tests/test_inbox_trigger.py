@@ -1,0 +1,106 @@
+"""New labelled digits start a retraining, for real: a Prefect server, flows.serve, `data add`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from mnist_pipeline import extra
+from mnist_pipeline.inbox_events import pending_file
+from mnist_pipeline.layout import Layout
+from mnist_pipeline.registry import Registry
+from tests.conftest import REPO_ROOT
+from tests.process_helpers import prefect_server, start, stop, wait_for
+from tests.test_ingest import stroke_png
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+DEPLOYMENT = "mnist-retrain/test-inbox"
+
+
+def flow_runs(api_url: str, deployment_id: str) -> list[dict]:
+    body = {"deployments": {"id": {"any_": [deployment_id]}}, "limit": 50, "offset": 0}
+    response = httpx.post(f"{api_url}/flow_runs/filter", json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def data_add(workdir: Path, env: dict[str, str], label: int, files: list[Path]) -> str:
+    done = subprocess.run(
+        [str(BIN / "mnist-pipeline"), "--root", str(workdir), "data", "add", "--label", str(label)]
+        + [str(f) for f in files],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stderr
+
+
+def test_enough_new_digits_start_exactly_one_retraining(tmp_path: Path, tiny_mirror) -> None:
+    mirror, sha = tiny_mirror
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    params = {
+        "data": {"mirrors": [str(mirror)], "sha256": sha},
+        "train": {"epochs": 1, "batch_size": 32, "val_size": 32, "num_threads": 1},
+        "evaluate": {"min_accuracy": 0.0},
+        "ingest": {"holdout_percent": 50},
+        "schedule": {"deployment_name": "test-inbox", "cron": "0 4 1 1 *", "min_new_images": 6},
+    }
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    pngs = []
+    for seed in range(8):
+        pngs.append(tmp_path / f"digit{seed}.png")
+        pngs[-1].write_bytes(stroke_png(seed))
+    (tmp_path / "prefect").mkdir()
+    with prefect_server(tmp_path / "prefect", PREFECT_RUNNER_POLL_FREQUENCY="1") as env:
+        api_url = env["PREFECT_API_URL"]
+        log = tmp_path / "serve.log"
+        serve = start(
+            [sys.executable, "-m", "flows.serve", "--workdir", str(workdir)], env, log, REPO_ROOT
+        )
+        try:
+
+            def deployment() -> str | None:
+                found = httpx.get(f"{api_url}/deployments/name/{DEPLOYMENT}", timeout=30)
+                return found.json()["id"] if found.status_code == 200 else None
+
+            deployment_id = wait_for(deployment, 120, "the served deployment", serve, log)
+            # 5 new images, then the same 2 again: below min_new_images (6), nothing is started.
+            quiet = data_add(workdir, env, 3, pngs[:3]) + data_add(workdir, env, 4, pngs[3:5])
+            quiet += data_add(workdir, env, 4, pngs[3:5])
+            assert "told the Prefect server" not in quiet
+            assert json.loads(pending_file(Layout(workdir).inbox).read_text()) == {"pending": 5}
+            told = data_add(workdir, env, 5, pngs[5:8])  # 8 pending: one event
+            assert "8 new image(s): told the Prefect server" in told
+            assert json.loads(pending_file(Layout(workdir).inbox).read_text()) == {"pending": 0}
+
+            def finished() -> list[dict]:
+                runs = flow_runs(api_url, deployment_id)
+                return [r for r in runs if r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED")]
+
+            (run,) = wait_for(finished, 240, "the triggered run", serve, log)
+            time.sleep(3)  # a second run would have been created by now
+            runs = flow_runs(api_url, deployment_id)
+        finally:
+            stop(serve)
+    assert run["state"]["type"] == "COMPLETED", log.read_text()[-3000:]
+    started = [r["id"] for r in runs if r["state"]["type"] != "SCHEDULED"]  # not the cron's
+    assert started == [run["id"]]  # exactly one run, from the event
+    (card,) = Registry(workdir / "registry", "mnist-cnn").versions()
+    (folder,) = (workdir / "runs").iterdir()
+    identity = extra.extra_sha256(Layout(folder).extra_dir)
+    assert identity != extra.NO_EXTRA_SHA256
+    assert card["data"]["extra_sha256"] == card["fingerprint"]["extra_sha256"] == identity
+    assert card["origin"]["flow_run_id"] == run["id"]
+    manifest = json.loads((Layout(folder).extra_dir / extra.MANIFEST_FILE).read_text())
+    assert len(manifest) == 8  # every image added, the repeated two once
