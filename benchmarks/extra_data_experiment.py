@@ -6,7 +6,8 @@ current model handles poorly; benchmarks/shifted_digits.py): `--add` digits user
 `mnist-pipeline data add`, `--choose` digits to choose train.extra_weight on, and `--eval` digits
 to report on. It trains the default pipeline without extra data and then with the added digits at
 each `--weights` value, all through the CLI (`data add`, `ingest`, `train`, `evaluate`), and
-prints each model's accuracy on the three sets and on MNIST test, with the CPU.
+prints each model's accuracy on MNIST validation and the `--choose` digits (what the weight is
+chosen on), then on MNIST test, the `--eval` digits and the extra holdout, with the CPU.
 
     python -m benchmarks.extra_data_experiment --mirror ../shared/mnist
 """
@@ -118,8 +119,11 @@ def main() -> None:
             cli(root, "evaluate", env=env)
             metrics = json.loads(Layout(root).metrics.read_text())
             state_dict = Layout(root).state_dict
+            history = Layout(root).train_history.read_text().splitlines()
+            last = dict(zip(history[0].split(","), history[-1].split(","), strict=True))
             row = {
                 "extra_weight": weight,
+                "mnist_val": float(last["val_accuracy"]),
                 "mnist_test": metrics["accuracy"],
                 "extra_holdout": metrics["extra"]["accuracy"],
                 "holdout_size": metrics["extra"]["total"],
@@ -132,12 +136,16 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"\nCPU: {cpu_name()}; {args.add} rotated digits added, {args.eval} to report on")
-    print(f"{'extra_weight':>12} {'MNIST test':>10} {'choose':>7} {'eval':>7} {'holdout':>8}")
+    print(
+        f"{'extra_weight':>12} {'MNIST val':>9} {'choose':>7} | "
+        f"{'MNIST test':>10} {'eval':>7} {'holdout':>8}"
+    )
     for row in results:
         holdout = "-" if row["extra_holdout"] is None else f"{row['extra_holdout']:.4f}"
         print(
-            f"{str(row['extra_weight'] or 'no extra'):>12} {row['mnist_test']:>10.4f} "
-            f"{row['choose_rotated']:>7.4f} {row['eval_rotated']:>7.4f} {holdout:>8}"
+            f"{str(row['extra_weight'] or 'no extra'):>12} {row['mnist_val']:>9.4f} "
+            f"{row['choose_rotated']:>7.4f} | {row['mnist_test']:>10.4f} "
+            f"{row['eval_rotated']:>7.4f} {holdout:>8}"
         )
     if args.out:
         args.out.write_text(json.dumps({"cpu": cpu_name(), "results": results}, indent=1))

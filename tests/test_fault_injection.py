@@ -1,14 +1,14 @@
 """Fault injection: a full disk, a read-only filesystem, a denied permission or a kill -9 at any
 write of any command never leaves a state that users see changed without being told.
 
-Each command runs through the real CLI on a tiny project that has been through train, evaluate,
-export and parity once. A fault is injected at the k-th file write of the command, for every k
-(ENOSPC, EROFS and EACCES in turn); kills land at random moments of a separate process. After
-each fault: the command said so (one line, exit code 74), every visible file is complete (the
-old bytes or a whole new file), no temp file is left in sight, and the registry neither gained
-nor lost anything. Whatever mix of old and new outputs a fault left, registering it afterwards
-either succeeds with every report describing the registered files or is refused naming the stale
-link: the chain (gate.made_from) is what keeps a half-finished step out of the registry.
+Each command runs through the real CLI on a tiny project that has been through ingest, train,
+evaluate, export and parity once. A fault is injected at the k-th file write of the command, for
+every k (ENOSPC, EROFS and EACCES in turn); kills land at random moments of a separate process.
+After each fault: the command said so (one line, exit code 74), every visible file is complete
+(the old bytes or a whole new file), no temp file is left in sight, and the registry neither
+gained nor lost anything. Whatever mix of old and new outputs a fault left, registering it
+afterwards either succeeds with every report describing the registered files or is refused
+naming the stale link: the chain (gate.made_from) keeps a half-finished step out of the registry.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import onnx
 import pytest
 import yaml
 
-from mnist_pipeline import atomic
+from mnist_pipeline import atomic, inbox
 from mnist_pipeline.cli import main
 from mnist_pipeline.errors import EXIT_IO
 from mnist_pipeline.layout import Layout
@@ -39,9 +39,10 @@ from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry import store as registry_store
 from tests.conftest import REPO_ROOT
 from tests.synthetic import make_dataset, write_data_dir
+from tests.test_ingest import stroke_png
 
 ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES)
-PIPELINE = ("train", "evaluate", "export", "parity")
+PIPELINE = ("ingest", "train", "evaluate", "export", "parity")
 PARAMS = {
     "train": {"epochs": 1, "batch_size": 32, "val_size": 32, "num_threads": 1},
     "evaluate": {"min_accuracy": 0.0},
@@ -80,8 +81,10 @@ def project(_project: Path, tmp_path: Path) -> Path:
 
 
 def new_inputs(root: Path, *stages: str) -> None:
-    """Change the seed (so the next training makes other weights) and run `stages`: the
-    situation of a retraining whose later stages are still to come."""
+    """Change the seed (so the next training makes other weights), add labelled digits to the
+    inbox, and run `stages`: the situation of a retraining whose later stages are still to come."""
+    for seed in range(4):
+        inbox.add(Layout(root).inbox, stroke_png(seed), f"s{seed}.png", seed)
     (root / "params.yaml").write_text(
         yaml.safe_dump(PARAMS | {"train": {**PARAMS["train"], "seed": 7}})
     )
@@ -148,7 +151,7 @@ def register_after(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert code == 1 and "was not made from the current" in message, message
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "export", "parity"])
+@pytest.mark.parametrize("command", PIPELINE)
 def test_a_fault_at_any_write_is_reported_and_leaves_whole_files(
     project: Path, command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -77,7 +77,8 @@ def test_register_list_show_resolve_promote_rollback_verify(workdir: Path) -> No
     assert summary[0] == "mnist-cnn v2  aliases: staging"
     assert "accuracy     0.9505 (95/100), loss 0.0500" in summary
     assert f"onnx         sha256 {card['files']['model.onnx']}" in summary
-    assert len(summary) == 11 and all(len(line) <= 110 for line in summary)
+    assert "extra        none (trained on MNIST alone)" in summary
+    assert len(summary) == 12 and all(len(line) <= 110 for line in summary)
     path = Path(models(workdir, "resolve", "production").stdout.strip())
     assert path == (workdir / "registry" / "mnist-cnn" / "v1" / "model.onnx").resolve()
 

@@ -181,6 +181,12 @@ def summary_lines(card: dict[str, Any], aliases: list[str]) -> list[str]:
         came_from = f"prefect flow run {origin.get('flow_run_name')}"
         came_from += f" (deployment {origin['deployment']})" if origin.get("deployment") else ""
     train = card["params"]["train"]
+    held = metrics.get("extra")
+    extra_line = "extra        none (trained on MNIST alone)"
+    if card["data"].get("extra_sha256") not in (None, "none"):
+        extra_line = f"extra        data sha256 {card['data']['extra_sha256'][:16]}…"
+        if held:
+            extra_line += f"; holdout {held['accuracy']:.4f} ({held['correct']}/{held['total']})"
     return [
         f"{card['name']} v{card['version']}  aliases: {', '.join(aliases) or 'none'}",
         f"created      {card['created']}",
@@ -193,6 +199,7 @@ def summary_lines(card: dict[str, Any], aliases: list[str]) -> list[str]:
         f"trained      {card['params']['model']['arch']}, {train['epochs']} epochs, "
         f"batch {train['batch_size']}, seed {train['seed']}",
         f"data         sha256 {card['data']['dataset_sha256']}",
+        extra_line,
         f"fingerprint  {(card.get('fingerprint') or {}).get('sha256')}",
         f"code         git {code.get('git_commit', 'unknown')}{dirty}; from {came_from}",
         f"onnx         sha256 {card['files']['model.onnx']}",
