@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +37,9 @@ def read_pending(inbox: Path) -> int:
 
 
 def server_configured() -> str | None:
-    """The Prefect API URL from the environment or the active Prefect profile (None: none)."""
-    if os.environ.get("PREFECT_API_URL"):
-        return os.environ["PREFECT_API_URL"]
-    from prefect.settings import PREFECT_API_URL  # reads the profile; a second or so to import
+    """The Prefect API URL of the current settings (environment, then the active profile), the
+    one the events client sends to; None when there is none."""
+    from prefect.settings import PREFECT_API_URL  # a second or so to import
 
     return PREFECT_API_URL.value() or None
 

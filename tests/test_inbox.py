@@ -104,20 +104,23 @@ def test_data_commands(tmp_path: Path) -> None:
     assert inbox.entries(tmp_path / "data" / "extra") == []
 
 
-def test_pending_new_images_are_counted_and_kept_when_the_server_is_down(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_pending_new_images_are_counted_and_kept_when_the_server_is_down(tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from mnist_pipeline import inbox_events
     from tests.process_helpers import free_port
 
     folder = tmp_path / "data" / "extra"
-    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{free_port()}/api")  # nobody there
-    assert inbox_events.note_added(folder, 2, {}, min_new=3, model_name="m") is None
-    assert inbox_events.read_pending(folder) == 2
-    told = inbox_events.note_added(folder, 0, {}, min_new=1, model_name="m")
-    assert told is None and inbox_events.read_pending(folder) == 2  # nothing new: no event
-    told = inbox_events.note_added(folder, 1, {}, min_new=3, model_name="m")
-    assert told is not None and told.startswith("warning: could not tell the Prefect server")
+    nobody = f"http://127.0.0.1:{free_port()}/api"
+    with temporary_settings(updates={PREFECT_API_URL: nobody}):
+        assert inbox_events.server_configured() == nobody
+        assert inbox_events.note_added(folder, 2, {}, min_new=3, model_name="m") is None
+        assert inbox_events.read_pending(folder) == 2
+        told = inbox_events.note_added(folder, 0, {}, min_new=1, model_name="m")
+        assert told is None and inbox_events.read_pending(folder) == 2  # nothing new: no event
+        told = inbox_events.note_added(folder, 1, {}, min_new=3, model_name="m")
+    assert told is not None
+    assert told.startswith(f"warning: could not tell the Prefect server at {nobody}")
     assert told.endswith("3 pending") and inbox_events.read_pending(folder) == 3
     inbox_events.pending_file(folder).write_text("not json")
     assert inbox_events.read_pending(folder) == 0  # unreadable: counting starts again
