@@ -17,6 +17,7 @@ epochs). Printed: medians over `--repeats`, their ratio, the median of the per-r
 
     .venv/bin/python benchmarks/bench_train.py                # 200 batches x 5 repeats each
     .venv/bin/python benchmarks/bench_train.py --full --repeats 3
+    .venv/bin/python benchmarks/bench_train.py --augment    # + the cost of train.augment
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from mnist_pipeline import training_loop as loop
+from mnist_pipeline.augment import augment
 from mnist_pipeline.contract import MNIST_MEAN, MNIST_STD
 from mnist_pipeline.dataset import load_mnist, normalise
 from mnist_pipeline.manifest import MNIST_FILES
@@ -103,11 +105,16 @@ def ours_epoch(
         labels,
         loop.batch_indices(train_idx, params.batch_size, generator, batches),
         precision=params.precision,
+        transform=(lambda x: augment(x, params.augment, generator))
+        if params.augment.enabled
+        else None,
     )
     return time.perf_counter() - start, stats.images / len(train_idx), model
 
 
-KINDS = {"classic": None, "ours fp32": "fp32", "ours bf16": "bf16"}  # kind -> train.precision
+# kind -> (train.precision, train.augment.enabled); the augmented kinds only with --augment
+KINDS = {"classic": None, "ours fp32": ("fp32", False), "ours bf16": ("bf16", False)}
+AUGMENTED = {"ours fp32 + augment": ("fp32", True), "ours bf16 + augment": ("bf16", True)}
 
 
 def measure(
@@ -126,7 +133,13 @@ def measure(
         else:
             images = normalise(mnist.train_images)
             setup = time.perf_counter() - start
-            params = params.model_copy(update={"precision": KINDS[kind]})
+            precision, augmented = {**KINDS, **AUGMENTED}[kind]
+            params = params.model_copy(
+                update={
+                    "precision": precision,
+                    "augment": params.augment.model_copy(update={"enabled": augmented}),
+                }
+            )
             with torch_settings(params):
                 seconds, fraction, model = ours_epoch(
                     images, mnist.train_labels, params, batches, seed
@@ -143,7 +156,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=TrainParams().num_threads)
     parser.add_argument("--batch-size", type=int, default=TrainParams().batch_size, help="ours")
+    parser.add_argument("--augment", action="store_true", help="also ours with augmentation")
     args = parser.parse_args()
+    kinds = {**KINDS, **(AUGMENTED if args.augment else {})}
     batches = None if args.full else args.batches
     params = TrainParams(
         batch_size=args.batch_size, lr_schedule="constant", num_threads=args.threads
@@ -151,10 +166,10 @@ def main() -> None:
     what = "full epochs" if args.full else f"{args.batches} batches extrapolated to an epoch"
     print(f"threads {args.threads}, {args.repeats} repeats, {what}, one process per run")
 
-    results: dict[str, list[tuple[float, float, float]]] = {kind: [] for kind in KINDS}
+    results: dict[str, list[tuple[float, float, float]]] = {kind: [] for kind in kinds}
     spawn = multiprocessing.get_context("spawn")
     for r in range(args.repeats):
-        for kind in KINDS:
+        for kind in kinds:
             with ProcessPoolExecutor(1, mp_context=spawn) as fresh:
                 run = fresh.submit(measure, kind, args.data_dir, params, batches, r).result()
             results[kind].append(run)
@@ -168,6 +183,15 @@ def main() -> None:
         print(
             f"{kind}: median {median[kind]:.2f} s/epoch, setup {setup:.2f} s, "
             f"test accuracy {runs[-1][1]:.2%}"
+        )
+    for kind in AUGMENTED if args.augment else ():
+        plain = kind.removesuffix(" + augment")
+        paired = statistics.median(
+            a[0] / p[0] for a, p in zip(results[kind], results[plain], strict=True)
+        )
+        print(
+            f"augmentation: {kind} / {plain}: {median[kind] / median[plain]:.3f}, "
+            f"median of per-repeat ratios {paired:.3f}"
         )
     c = median["classic"]
     for kind in list(KINDS)[1:]:

@@ -67,6 +67,16 @@ class ModelParams(Section):
     arch: Literal["classic"] = "classic"
 
 
+class AugmentParams(Section):
+    """Random affine warps of training batches (augment.py); off unless `enabled`."""
+
+    enabled: bool = False
+    rotate_deg: float = Field(default=10.0, ge=0, le=90)
+    scale: float = Field(default=0.1, ge=0, lt=1)  # 1 +- this
+    shear_deg: float = Field(default=10.0, ge=0, le=45)
+    translate_px: float = Field(default=2.0, ge=0, le=14)
+
+
 class TrainParams(Section):
     """Optimisation: everything besides the architecture that shapes the trained weights."""
 
@@ -83,6 +93,7 @@ class TrainParams(Section):
     max_batches_per_epoch: int | None = Field(default=None, ge=1)
     # Each labelled digit users added (the extra train split) is seen this many times an epoch.
     extra_weight: int = Field(default=4, ge=1, le=1000)
+    augment: AugmentParams = AugmentParams()
 
     @model_validator(mode="after")
     def _onecycle_rises(self) -> TrainParams:

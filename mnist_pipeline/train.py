@@ -31,6 +31,7 @@ from mnist_pipeline import checkpoint as checkpoints
 from mnist_pipeline import extra
 from mnist_pipeline import training_loop as loop
 from mnist_pipeline.atomic import check_writable, write_json, write_text
+from mnist_pipeline.augment import augment
 from mnist_pipeline.dataset import load_mnist, normalise
 from mnist_pipeline.errors import ParamsError
 from mnist_pipeline.fingerprint import training_fingerprint
@@ -187,6 +188,11 @@ def train(model: ModelParams, params: TrainParams, layout: Layout) -> TrainResul
             f"training on {device} in {precision} (train.precision: {params.precision})"
             + ("; this device emulates bfloat16, so fp32 would be faster" if emulated else "")
         )
+        # Augmentation draws from the shuffling generator: checkpointed with it, so a resumed run
+        # warps the batches the uninterrupted one would have.
+        transform = (
+            (lambda x: augment(x, params.augment, shuffle)) if params.augment.enabled else None
+        )
         reporter = EpochReporter(params.epochs, min(len(train_idx), steps * params.batch_size))
         for epoch in range(done + 1, params.epochs + 1):
             epoch_start = time.perf_counter()
@@ -202,6 +208,7 @@ def train(model: ModelParams, params: TrainParams, layout: Layout) -> TrainResul
                     batches,
                     on_batch,
                     precision,
+                    transform,
                 )
                 val = loop.score(predict_logits(net, val_images, EVAL_BATCH), val_labels)
             row = {

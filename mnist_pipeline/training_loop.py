@@ -127,12 +127,14 @@ def train_epoch(
     batches: Iterator[torch.Tensor],
     on_batch: Callable[[int, float, float], None] | None = None,
     precision: str = "fp32",
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> EpochStats:
     """One pass of Adam + cross-entropy over `batches` (index tensors into images/labels).
 
     `on_batch(batch_images, running_loss, running_accuracy)` is called after every step.
     `precision="bf16"` runs forward and loss under bfloat16 autocast (mixed precision: weights,
-    gradients and optimizer state stay float32).
+    gradients and optimizer state stay float32). `transform` (augmentation) maps each batch of
+    images before the forward pass.
     """
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
@@ -141,6 +143,8 @@ def train_epoch(
     for index in batches:
         index = index.to(images.device)
         x, y = images[index], labels[index]
+        if transform is not None:
+            x = transform(x)
         with torch.autocast(images.device.type, torch.bfloat16, enabled=precision == "bf16"):
             logits = model(x)
             loss = F.cross_entropy(logits, y)

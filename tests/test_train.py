@@ -182,20 +182,24 @@ def interrupt_in_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
     monkeypatch.setattr(loop, "train_epoch", dying)
 
 
+@pytest.mark.parametrize("augment", [False, True])
 def test_resume_after_interruption_matches_uninterrupted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, augment: bool
 ) -> None:
+    chosen = params(augment={"enabled": augment})
     layout = project(tmp_path / "resumed")
     with monkeypatch.context() as patch:
         interrupt_in_epoch(patch, 3)
         with pytest.raises(Interrupt):
-            train(MODEL, params(), layout)
+            train(MODEL, chosen, layout)
     assert layout.checkpoint.is_file() and not layout.state_dict.exists()
     assert not layout.train_history.exists()  # written with the weights, at the end
-    result = train(MODEL, params(), layout)
+    result = train(MODEL, chosen, layout)
     assert (result.resumed_from, result.epochs_run) == (2, 1)
     assert "resuming from" in capsys.readouterr().err
-    assert same_weights(weights(layout.state_dict), run(tmp_path, "clean", params()))
+    assert same_weights(weights(layout.state_dict), run(tmp_path, "clean", chosen))
+    if augment:  # the warps are part of the run: without them, other weights
+        assert not same_weights(weights(layout.state_dict), run(tmp_path, "plain", params()))
     assert len(layout.train_history.read_text().splitlines()) == 1 + 3
 
 
