@@ -3,8 +3,9 @@ register.
 
 Every stage runs as a task through `mnist_pipeline.stages.run`, as the CLI and `dvc repro` do;
 nothing here computes. A flow run works in its own folder, runs/<flow-run>/, on a hard-linked
-snapshot of the project's verified dataset; only the dataset folder (fetched under a lock) and
-the registry are shared. A run trains nothing when a registered version already has its inputs
+snapshot of the project's verified dataset and its own ingest of the project's inbox; only the
+dataset folder (fetched under a lock), the inbox (read under its lock) and the registry are
+shared. A run trains nothing when a registered version already has its inputs
 fingerprint (unless `force`). Run once: `python -m flows.retrain` (which, like the CLI, writes
 data/, models/ and reports/ in the repository root).
 """

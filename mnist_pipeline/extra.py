@@ -66,6 +66,8 @@ def read_split(extra_dir: Path, split: str) -> Split:
         labels = idx.parse_labels((extra_dir / labels_file(split)).read_bytes(), labels_file(split))
     except FileNotFoundError as exc:
         raise DataError(f"missing {exc.filename}: run `mnist-pipeline ingest`") from None
+    except DataError as exc:
+        raise DataError(f"{extra_dir}: {exc}: run `mnist-pipeline ingest` again") from None
     if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or len(images) != len(labels):
         raise DataError(
             f"{extra_dir}: {split} has images {images.shape} and {len(labels)} labels "

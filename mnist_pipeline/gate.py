@@ -79,6 +79,13 @@ def evaluation_passed(
     accuracy falls short of today's is refused too. `where` names the report in messages.
     """
     accuracy = _number(metrics, "accuracy", where)
+    held = metrics.get("extra")
+    if metrics.get("passed") is not True and isinstance(held, dict) and held.get("passed") is False:
+        raise GateError(
+            f"{where} says the model did not pass the extra-holdout gate (extra holdout "
+            f"accuracy {held.get('accuracy')!r}, min_extra_accuracy "
+            f"{held.get('min_extra_accuracy')!r}; MNIST test accuracy {accuracy:.4f})"
+        )
     if metrics.get("passed") is not True:
         raise GateError(
             f"{where} says the model did not pass the accuracy gate "

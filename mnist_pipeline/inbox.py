@@ -124,17 +124,13 @@ def add(inbox: Path, data: bytes, name: str, label: object) -> Added:
     return Added(Entry(digit, path, digest), new=True)
 
 
-def add_files(inbox: Path, files: list[Path], label: object) -> list[Added]:
-    """`add` each file; the first bad one stops with its error, naming it (the ones before stay)."""
-    check_label(label)
-    done = []
-    for path in files:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise DataError(f"{path}: no such file") from None
-        done.append(add(inbox, data, str(path), label))
-    return done
+def add_file(inbox: Path, path: Path, label: object) -> Added:
+    """`add` the image file at `path` (errors name it)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    return add(inbox, data, str(path), label)
 
 
 def remove(inbox: Path, refs: list[str]) -> list[Entry]:

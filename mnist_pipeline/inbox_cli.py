@@ -10,6 +10,7 @@ import typer
 
 from mnist_pipeline import inbox, inbox_events
 from mnist_pipeline.cli_state import console, state
+from mnist_pipeline.params import Params
 
 data_app = typer.Typer(
     help="Labelled digits users add (data/extra/<digit>/): add, list, remove.",
@@ -35,10 +36,20 @@ def add(
     server configured, enough new ones start a retraining run (schedule.min_new_images)."""
     params = state(ctx).params()  # before storing anything: bad params change nothing
     folder = state(ctx).layout.inbox
-    added = inbox.add_files(folder, images, label)
-    for done in added:
-        what = "added" if done.new else "already in the inbox"
-        console.print(f"{what}: {done.entry.path} (label {done.entry.label})", markup=False)
+    inbox.check_label(label)
+    added: list[inbox.Added] = []
+    try:
+        for path in images:
+            added.append(inbox.add_file(folder, path, label))
+    finally:  # a bad file stops the command; the images stored before it still count
+        for done in added:
+            what = "added" if done.new else "already in the inbox"
+            console.print(f"{what}: {done.entry.path} (label {done.entry.label})", markup=False)
+        _note_added(folder, added, params)
+
+
+def _note_added(folder: Path, added: list[inbox.Added], params: Params) -> None:
+    """Count the new images for the retraining trigger, and say when it fired (inbox_events)."""
     found = inbox.entries(folder)
     told = inbox_events.note_added(
         folder,

@@ -1,12 +1,13 @@
 """New labelled digits start a retraining: `data add` tells a Prefect server when enough arrived.
 
 Every `data add` counts the images it stored as pending, in data/.extra.pending.json (beside the
-inbox, so DVC does not hash it). With a Prefect server configured (`PREFECT_API_URL`) and at
-least `schedule.min_new_images` pending, it emits one event, `mnist-pipeline.inbox.changed`, on
-the resource `mnist-pipeline.inbox.<model name>`, with the pending count, the inbox's size and its
-content fingerprint, and sets pending back to 0. The deployment `python -m flows.serve` creates
-carries a trigger for that event (`inbox_trigger`), so each event starts one retraining run;
-a server that cannot be reached leaves the count pending for the next `data add`.
+inbox, so DVC does not hash it); ingest, which reads them for training, sets the count to 0.
+With a Prefect server configured (`PREFECT_API_URL`) and at least `schedule.min_new_images`
+pending, `data add` emits one event, `mnist-pipeline.inbox.changed`, on the resource
+`mnist-pipeline.inbox.<model name>`, with the pending count, the inbox's size and its content
+fingerprint, and sets pending back to 0. The deployment `python -m flows.serve` creates carries
+a trigger for that event (`inbox_trigger`), so each event starts one retraining run; a server
+that cannot be reached leaves the count pending for the next `data add`.
 """
 
 from __future__ import annotations
@@ -56,26 +57,35 @@ async def _emit(event: str, resource: dict[str, str], payload: dict[str, Any]) -
         await client.emit(Event(event=event, resource=resource, payload=payload))
 
 
+def write_pending(inbox: Path, pending: int) -> None:
+    """Record `pending` (the caller holds the inbox's lock)."""
+    write_json(pending_file(inbox), {"pending": pending})
+
+
 def note_added(
     inbox: Path, new: int, payload: dict[str, Any], min_new: int, model_name: str
 ) -> str | None:
     """Count `new` stored images as pending and emit the event when enough are; returns a line
-    for the user about what happened (None: nothing to say)."""
+    for the user about what happened (None: nothing to say).
+
+    The pending count is claimed under the inbox's lock before the event is sent, so two
+    `data add`s at once cannot both send it; a failed send gives the count back. Ingest sets it
+    to 0 (the images it read are being trained on).
+    """
+    url = server_configured() if new else None
     with lock(inbox):
         pending = read_pending(inbox) + new
-        write_json(pending_file(inbox), {"pending": pending})
-    if not new or pending < min_new:
-        return None
-    url = server_configured()
-    if url is None:
-        return None  # no server: the weekly schedule (or a manual run) picks the images up
+        claimed = url is not None and pending >= min_new
+        write_pending(inbox, 0 if claimed else pending)
+    if not claimed:
+        return None  # too few, or no server: the weekly schedule (or a manual run) uses them
     body = {**payload, "new_images": pending}
     try:
         asyncio.run(_emit(EVENT, {"prefect.resource.id": resource_id(model_name)}, body))
     except Exception as exc:  # a server that is down must not fail `data add`
+        with lock(inbox):  # give the claim back (with what others counted meanwhile)
+            write_pending(inbox, read_pending(inbox) + pending)
         return f"warning: could not tell the Prefect server at {url} ({exc}); {pending} pending"
-    with lock(inbox):  # what other `data add`s counted meanwhile stays pending
-        write_json(pending_file(inbox), {"pending": max(read_pending(inbox) - pending, 0)})
     return f"{pending} new image(s): told the Prefect server at {url} ({EVENT})"
 
 

@@ -11,6 +11,7 @@ training on MNIST alone. Torch-free.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from mnist_pipeline import extra, idx, inbox
+from mnist_pipeline import extra, idx, inbox, inbox_events
 from mnist_pipeline.atomic import check_writable, write_bytes, write_json
 from mnist_pipeline.contract import NUM_CLASSES
+from mnist_pipeline.errors import describe_os_error
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.params import IngestParams
 from mnist_pipeline.preprocess import MAX_PIXELS, ImageError, preprocess_bytes
@@ -68,13 +70,18 @@ def to_uint8(digit: np.ndarray) -> np.ndarray:
     return np.floor(np.clip(digit, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def read_image(entry: inbox.Entry, source: str) -> np.ndarray:
-    """One inbox file -> uint8 [28, 28]; ImageError naming what is wrong with it."""
-    size = entry.path.stat().st_size
+def read_limited(path: Path) -> bytes:
+    """A file's bytes, refused (ImageError) over the inbox's size limit before reading it."""
+    size = path.stat().st_size
     if size > inbox.MAX_FILE_BYTES:
         raise ImageError(f"{size:,} bytes, over the limit of {inbox.MAX_FILE_BYTES:,}")
+    return path.read_bytes()
+
+
+def to_pixels(data: bytes, source: str) -> np.ndarray:
+    """Image bytes -> uint8 [28, 28] as `predict` preprocesses them; ImageError saying why not."""
     try:
-        return to_uint8(preprocess_bytes(entry.path.read_bytes(), source, MAX_PIXELS))
+        return to_uint8(preprocess_bytes(data, source, MAX_PIXELS))
     except ImageError as exc:  # the message starts with the source; the report keys by it
         raise ImageError(str(exc).removeprefix(f"{source}: ")) from None
 
@@ -90,35 +97,49 @@ class Collected:
 
 
 def collect(folder: Path, holdout_percent: int) -> Collected:
-    """Read and check every file of the inbox at `folder`."""
-    found, misplaced = inbox.scan(folder)
-    rejected = {
-        str(p.relative_to(folder)): "not in a digit folder (data/extra/<0-9>/<file>)"
-        for p in misplaced
-    }
+    """Read and check every file of the inbox at `folder`, under its lock (no `data add` or
+    `data remove` meanwhile); each file is read once, and hashed and preprocessed from those
+    bytes. The images read are no longer pending for the retraining trigger (inbox_events)."""
+    with inbox.lock(folder):
+        found, misplaced = inbox.scan(folder)
+        rejected = {
+            str(p.relative_to(folder)): "not in a digit folder (data/extra/<0-9>/<file>)"
+            for p in misplaced
+        }
+        read: list[tuple[int, str, bytes, str]] = []  # label, source, bytes, their SHA-256
+        for entry in found:
+            source = str(entry.path.relative_to(folder))
+            try:
+                data = read_limited(entry.path)
+            except ImageError as exc:
+                rejected[source] = str(exc)
+                continue
+            except OSError as exc:
+                rejected[source] = describe_os_error(exc)
+                continue
+            read.append((entry.label, source, data, hashlib.sha256(data).hexdigest()))
+        inbox_events.write_pending(folder, 0)
     labels_of: dict[str, set[int]] = defaultdict(set)
-    for entry in found:
-        labels_of[entry.sha256].add(entry.label)
+    for label, _, _, sha in read:
+        labels_of[sha].add(label)
     accepted: dict[str, Accepted] = {}
     duplicates: dict[str, str] = {}
-    for entry in found:
-        source = str(entry.path.relative_to(folder))
-        labels = labels_of[entry.sha256]
-        if len(labels) > 1:
-            rejected[source] = f"the same image is labelled {sorted(labels)} in the inbox"
-            continue
-        if entry.sha256 in accepted:
-            duplicates[source] = accepted[entry.sha256].source
-            continue
-        try:
-            pixels = read_image(entry, source)
-        except (ImageError, OSError) as exc:
-            rejected[source] = str(exc) if isinstance(exc, ImageError) else exc.strerror or ""
-            continue
-        split = split_of(entry.sha256, holdout_percent)
-        accepted[entry.sha256] = Accepted(entry.sha256, entry.label, source, split, pixels)
+    for label, source, data, sha in read:
+        if len(labels_of[sha]) > 1:
+            rejected[source] = f"the same image is labelled {sorted(labels_of[sha])} in the inbox"
+        elif sha in accepted:
+            duplicates[source] = accepted[sha].source
+        else:
+            try:
+                pixels = to_pixels(data, source)
+            except ImageError as exc:
+                rejected[source] = str(exc)
+                continue
+            split = split_of(sha, holdout_percent)
+            accepted[sha] = Accepted(sha, label, source, split, pixels)
     ordered = sorted(accepted.values(), key=lambda a: (a.split, a.sha256))
-    return Collected(ordered, dict(sorted(rejected.items())), duplicates, inbox.inbox_sha256(found))
+    pairs = [inbox.Entry(label, folder / source, sha) for label, source, _, sha in read]
+    return Collected(ordered, dict(sorted(rejected.items())), duplicates, inbox.inbox_sha256(pairs))
 
 
 def ingest(params: IngestParams, layout: Layout) -> IngestResult:

@@ -72,6 +72,7 @@ def test_both_are_scored_on_the_current_holdout(tmp_path: Path, untrained: Layou
         lambda v: CHAMPION_CARD,
         champion_onnx,
         extra_dir,
+        20,
     )
     assert asked == [3]
     assert decision["alias"] == "production" and decision["champion"] == 3
@@ -95,6 +96,7 @@ def test_both_are_scored_on_the_current_holdout(tmp_path: Path, untrained: Layou
         lambda v: CHAMPION_CARD,
         champion_onnx,
         extra_dir,
+        20,
     )
     assert decision["alias"] == "staging"
 
@@ -108,10 +110,11 @@ def test_without_a_holdout_mnist_test_accuracy_decides(untrained: Layout) -> Non
         lambda v: CHAMPION_CARD,
         lambda v: untrained.onnx,
         None,
+        20,
     )
     assert decision["alias"] == "staging" and "holdout" not in decision
     assert decision["reason"].startswith("accuracy 0.9000 vs production v3 0.9500")
-    first = decide("m", candidate_metrics(None, 0), 0.0, None, lambda v: {}, lambda v: Path(), None)
+    first = decide("m", candidate_metrics(None, 0), 0.0, None, dict, lambda v: Path(), None, 20)
     assert first["alias"] == "production" and "first version" in first["reason"]
 
 
@@ -120,8 +123,12 @@ def test_a_holdout_changed_since_evaluation_is_refused(tmp_path: Path, untrained
     split = write_holdout(extra_dir, seed=1)
     metrics = candidate_metrics(split, 10)
     write_holdout(extra_dir, seed=2)  # ingest ran again after evaluate
-    with pytest.raises(RegistryError, match="extra holdout changed since evaluation"):
-        decide("m", metrics, 0.0, 3, lambda v: CHAMPION_CARD, lambda v: untrained.onnx, extra_dir)
+    with pytest.raises(RegistryError, match=r"is not the one metrics.json was measured on"):
+        decide(
+            "m", metrics, 0.0, 3, lambda v: CHAMPION_CARD, lambda v: untrained.onnx, extra_dir, 20
+        )
+    with pytest.raises(RegistryError, match="names no ingested data"):
+        decide("m", metrics, 0.0, 3, lambda v: CHAMPION_CARD, lambda v: untrained.onnx, None, 20)
 
 
 def test_an_unreadable_champion_is_named(tmp_path: Path) -> None:
@@ -132,4 +139,31 @@ def test_an_unreadable_champion_is_named(tmp_path: Path) -> None:
         raise RegistryError(f"v{version}: card.json was modified after registration")
 
     with pytest.raises(RegistryError, match="cannot compare with production v3: v3: card.json"):
-        decide("m", candidate_metrics(split, 10), 0.0, 3, broken, lambda v: Path(), extra_dir)
+        decide("m", candidate_metrics(split, 10), 0.0, 3, broken, lambda v: Path(), extra_dir, 20)
+
+
+def test_a_champion_that_trained_on_todays_holdout_is_not_compared_on_it(
+    tmp_path: Path, untrained: Layout
+) -> None:
+    extra_dir = tmp_path / "ingested"
+    split = write_holdout(extra_dir, seed=1)
+    card = {**CHAMPION_CARD, "version": 3, "data": {"extra_sha256": "e" * 64}}
+    for theirs, ours, compared in ((20, 20, True), (30, 20, True), (10, 20, False)):
+        trained = {**card, "params": {"ingest": {"holdout_percent": theirs}}}
+        decision = decide(
+            "m",
+            candidate_metrics(split, HOLDOUT),
+            0.0,
+            3,
+            lambda v, c=trained: c,
+            lambda v: untrained.onnx,
+            extra_dir,
+            ours,
+        )
+        assert ("holdout" in decision) is compared
+        if not compared:
+            assert decision["alias"] == "staging"
+            assert (
+                "production v3 was trained with 10: part of today's extra holdout"
+                in decision["reason"]
+            )

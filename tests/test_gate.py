@@ -57,3 +57,14 @@ def test_read_report(tmp_path: Path) -> None:
         gate.read_report(tmp_path / "list.json", "evaluate")
     (tmp_path / "ok.json").write_text(json.dumps(PASSED))
     assert gate.read_report(tmp_path / "ok.json", "evaluate") == PASSED
+
+
+def test_a_missed_extra_holdout_gate_is_named_as_such() -> None:
+    metrics = {
+        "accuracy": 0.99,
+        "passed": False,
+        "min_accuracy": 0.98,
+        "extra": {"total": 20, "accuracy": 0.5, "passed": False, "min_extra_accuracy": 0.9},
+    }
+    with pytest.raises(GateError, match=r"did not pass the extra-holdout gate .*accuracy 0.5"):
+        gate.evaluation_passed(metrics, "metrics.json")

@@ -148,6 +148,7 @@ class Registry:
                     self._card,
                     lambda version: self._verified_file(version, ONNX_FILE),
                     candidate.extra_dir,
+                    params.ingest.holdout_percent,
                 )
                 card = build_card(
                     name=self.name,

@@ -18,7 +18,8 @@ import numpy as np
 from mnist_pipeline import extra
 from mnist_pipeline.contract import INPUT_NAME, LOGITS
 from mnist_pipeline.errors import RegistryError
-from mnist_pipeline.registry.aliases import promotion_decision
+from mnist_pipeline.extra import NO_EXTRA_SHA256
+from mnist_pipeline.registry.aliases import STAGING, promotion_decision
 
 
 def holdout_correct(onnx_path: Path, holdout: extra.Split) -> int:
@@ -37,13 +38,34 @@ def candidate_holdout(metrics: dict[str, Any], extra_dir: Path | None) -> extra.
     held = metrics.get("extra")
     if not isinstance(held, dict) or not held.get("total"):
         return None
-    split = extra.read_split(extra_dir, "holdout") if extra_dir is not None else extra.Split.empty()
-    if extra.split_sha256(split) != held.get("holdout_sha256"):
+    if extra_dir is None:
         raise RegistryError(
-            "the extra holdout changed since evaluation (metrics.json names another one): "
-            "run `mnist-pipeline evaluate` again"
+            "metrics.json scores an extra holdout, but the candidate names no ingested data "
+            "(Candidate.extra_dir) to compare production on"
+        )
+    split = extra.read_split(extra_dir, "holdout")
+    found, recorded = extra.split_sha256(split), held.get("holdout_sha256")
+    if found != recorded:
+        raise RegistryError(
+            f"the extra holdout in {extra_dir} (sha256 {found[:12]}) is not the one metrics.json "
+            f"was measured on ({str(recorded)[:12]}): run `mnist-pipeline evaluate` again"
         )
     return split
+
+
+def _trained_on_holdout(card: dict[str, Any], holdout_percent: int) -> str | None:
+    """Why production cannot be scored fairly on today's holdout (None: it can): it trained on
+    labelled digits with a smaller holdout share, so part of today's holdout was its training
+    data (an image's side depends only on its hash and the share)."""
+    if card.get("data", {}).get("extra_sha256") in (None, NO_EXTRA_SHA256):
+        return None  # trained on MNIST alone: none of the holdout was seen
+    theirs = card.get("params", {}).get("ingest", {}).get("holdout_percent")
+    if isinstance(theirs, int) and theirs >= holdout_percent:
+        return None
+    return (
+        f"ingest.holdout_percent is {holdout_percent}, production v{card.get('version')} was "
+        f"trained with {theirs}: part of today's extra holdout was its training data"
+    )
 
 
 def decide(
@@ -54,23 +76,30 @@ def decide(
     read_card: Callable[[int], dict[str, Any]],
     champion_onnx: Callable[[int], Path],
     extra_dir: Path | None,
+    holdout_percent: int,
 ) -> dict[str, Any]:
     """The promotion decision for a candidate with `metrics` (its metrics.json) against the
     production version `champion` (its card and verified ONNX file read through the callables),
-    on MNIST test plus the candidate's extra holdout in `extra_dir`."""
+    on MNIST test plus the candidate's extra holdout in `extra_dir`, made with
+    `ingest.holdout_percent` = `holdout_percent`."""
     accuracy = float(metrics["accuracy"])
     holdout = candidate_holdout(metrics, extra_dir)
     if champion is None:
         return promotion_decision(name, accuracy, margin, None)
     try:
-        recorded = read_card(champion)["metrics"]
+        card = read_card(champion)
+        recorded = card["metrics"]
         best = float(recorded["accuracy"])
         if holdout is None:
             return promotion_decision(name, accuracy, margin, (champion, best))
+        leaked = _trained_on_holdout(card, holdout_percent)
+        if leaked:
+            reason = f"{leaked}; kept as staging: compare them yourself, then `models promote`"
+            return {"alias": STAGING, "reason": reason, "champion": champion, "margin": margin}
         theirs = holdout_correct(champion_onnx(champion), holdout)
         total = int(recorded["total"]) + len(holdout)
         champion_pooled = (int(recorded["correct"]) + theirs) / total
-    except (RegistryError, KeyError, TypeError, ValueError) as exc:
+    except Exception as exc:  # an unreadable card, or onnxruntime refusing its model
         raise RegistryError(
             f"cannot compare with production v{champion}: {exc}; "
             "point production at an intact version with `models promote`"
