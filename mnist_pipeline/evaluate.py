@@ -1,10 +1,12 @@
 """Evaluate stage: score the trained weights on the 10k test set, write reports, apply the gate.
 
-Also scores the extra holdout (the share of the labelled digits users added that training never
-saw; extra.py), per class, with a plot of its mistakes. Writes layout.metrics (JSON),
-layout.predictions (CSV: index,actual,predicted,confidence) and the PNG plots, prints the report,
-and only then raises GateError when accuracy < min_accuracy (or, when set, the extra holdout's
-accuracy < min_extra_accuracy).
+Also reports calibration (ECE, reliability diagram) and robustness (accuracy on test digits drawn
+like real photos, per transformation; quality.py), and scores the extra holdout (the share of the
+labelled digits users added that training never saw; extra.py), per class, with a plot of its
+mistakes. Writes layout.metrics (JSON), layout.predictions (CSV:
+index,actual,predicted,confidence) and the PNG plots, prints the report, and only then raises
+GateError when accuracy < min_accuracy (or, when set, the extra holdout's accuracy <
+min_extra_accuracy).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import torch
 
-from mnist_pipeline import extra, metrics, plots
+from mnist_pipeline import extra, metrics, plots, quality
 from mnist_pipeline.atomic import write_json, write_text
 from mnist_pipeline.dataset import load_mnist, normalise
 from mnist_pipeline.errors import GateError
@@ -84,6 +86,15 @@ def report_text(report: dict[str, Any]) -> str:
     verdict = "passed" if report["passed"] else "FAILED"
     lines += ["", f"gate: {verdict} (accuracy {report['accuracy']:.4f}, "]
     lines[-1] += f"min_accuracy {report['min_accuracy']})"
+    quality_line = f"calibration: ECE {report['calibration']['ece']:.4f}"
+    if report["robustness"]:
+        robust = report["robustness"]
+        quality_line += (
+            f"; robustness {robust['overall']:.4f} ("
+            + ", ".join(f"{name} {value:.3f}" for name, value in robust["accuracy"].items())
+            + f"; {robust['per_transform']} digits each)"
+        )
+    lines[-1:-1] = [quality_line, ""]
     held = report["extra"]
     if held["total"]:
         lines[-1] += (
@@ -152,6 +163,15 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
     accuracy = metrics.accuracy(matrix)
     held = score_holdout(net, params, layout)
     passed = accuracy_passes(accuracy, params.min_accuracy) and held["passed"]
+    calibration = quality.calibration_report(confidence, predicted == actual, layout.plots)
+    robustness = quality.robustness_report(
+        net,
+        mnist.test_images,
+        actual,
+        params.robustness_per_transform,
+        params.batch_size,
+        layout.plots,
+    )
     report = {
         "accuracy": accuracy,
         "loss": score(logits, actual).loss if len(actual) else 0.0,
@@ -162,6 +182,8 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
         "per_class": metrics.per_class(matrix),
         "confusion_matrix": matrix.tolist(),
         "extra": held,
+        "calibration": calibration,
+        "robustness": robustness,
         "dataset_sha256": dataset_sha256(layout.data_dir),
         "state_dict_sha256": weights_sha256,
         "arch": model.arch,
@@ -170,7 +192,12 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
     write_plots(mnist.test_images, actual, predicted, confidence, matrix, layout)
     write_json(layout.metrics, report)
     scores = {key: report[key] for key in SCORES}
-    write_json(layout.scores, {**scores, "extra_accuracy": held["accuracy"]})
+    headline = {
+        "extra_accuracy": held["accuracy"],
+        "ece": calibration["ece"],
+        "robustness": None if robustness is None else robustness["overall"],
+    }
+    write_json(layout.scores, {**scores, **headline})
     print(report_text(report), flush=True)
     if not accuracy_passes(accuracy, params.min_accuracy):
         raise GateError(

@@ -47,3 +47,33 @@ def per_class(matrix: torch.Tensor) -> dict[str, dict[str, float | int]]:
 def accuracy(matrix: torch.Tensor) -> float:
     """Fraction on the diagonal (0.0 for an empty matrix)."""
     return _ratio(int(matrix.diagonal().sum()), int(matrix.sum()))
+
+
+def calibration(confidence: torch.Tensor, correct: torch.Tensor, bins: int = 15) -> dict:
+    """Expected calibration error over `bins` equal-width confidence bins, and the bins.
+
+    A prediction with confidence c falls in bin ceil(c * bins) - 1 (so (0.9, 0.9333] is one
+    bin); ECE = sum over bins of (count / N) * |accuracy - mean confidence|: 0 when a stated
+    confidence of 0.9 is right 90% of the time.
+    """
+    if confidence.shape != correct.shape or confidence.dim() != 1:
+        raise ValueError("confidence and correct must be 1-D and equal in shape")
+    index = (torch.ceil(confidence.double() * bins).long() - 1).clamp(0, bins - 1)
+    table, ece, n = [], 0.0, len(confidence)
+    for b in range(bins):
+        chosen = index == b
+        count = int(chosen.sum())
+        if count:
+            mean_conf = float(confidence[chosen].double().mean())
+            acc = float(correct[chosen].double().mean())
+            ece += count / n * abs(acc - mean_conf)
+            table.append(
+                {
+                    "low": b / bins,
+                    "high": (b + 1) / bins,
+                    "count": count,
+                    "confidence": mean_conf,
+                    "accuracy": acc,
+                }
+            )
+    return {"ece": ece, "bins": bins, "table": table}

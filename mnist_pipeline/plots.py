@@ -165,3 +165,44 @@ def plot_training_curves(history_path: Path, path: Path) -> bool:
     fig.tight_layout()
     _save(fig, path)
     return True
+
+
+def plot_reliability(calibration: dict, path: Path) -> None:
+    """Reliability diagram: accuracy per confidence bin against the diagonal, with counts."""
+    fig = Figure(figsize=(5.2, 4.6))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    for row in calibration["table"]:
+        width = row["high"] - row["low"]
+        ax.bar(
+            row["low"],
+            row["accuracy"],
+            width=width,
+            align="edge",
+            color="#4c72b0",
+            edgecolor="white",
+            alpha=0.85,
+        )
+        ax.plot(row["confidence"], row["accuracy"], "o", color="#dd8452", markersize=3)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Reliability on the test set: ECE {calibration['ece']:.4f}", fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_robustness(scores: dict[str, float], path: Path) -> None:
+    """Accuracy per transformation of the robustness set, as horizontal bars."""
+    names = list(scores)
+    fig = Figure(figsize=(5.6, 0.45 * len(names) + 1.2))
+    ax = fig.subplots()
+    bars = ax.barh(names[::-1], [scores[n] for n in names[::-1]], color="#4c72b0")
+    ax.bar_label(bars, labels=[f"{scores[n]:.1%}" for n in names[::-1]], padding=3, fontsize=8)
+    ax.set_xlim(0, 1.12)
+    ax.set_xlabel("accuracy")
+    ax.set_title("Robustness: test digits drawn like real photos and scans", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)

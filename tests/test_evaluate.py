@@ -19,6 +19,8 @@ from mnist_pipeline.layout import Layout
 from mnist_pipeline.manifest import dataset_sha256
 from mnist_pipeline.model import build_model
 from mnist_pipeline.params import EvaluateParams, ModelParams, Params
+from mnist_pipeline.quality import RELIABILITY_PLOT, ROBUSTNESS_PLOT
+from mnist_pipeline.robustness import TRANSFORMS
 from mnist_pipeline.train import train
 from mnist_pipeline.weights import save_state_dict
 from tests.conftest import REPO_ROOT
@@ -87,6 +89,29 @@ def test_metrics_predictions_and_plots(trained: Layout, capsys) -> None:
     out = capsys.readouterr().out
     assert f"Test set: Average loss: {report['loss']:.4f}, Accuracy: {report['correct']}/128" in out
     assert "confusion matrix" in out
+
+
+def test_calibration_and_robustness_are_reported(trained: Layout, capsys) -> None:
+    evaluate(MODEL, EvaluateParams(min_accuracy=0.0, robustness_per_transform=20), trained)
+    report = json.loads(trained.metrics.read_text())
+    calibration = report["calibration"]
+    table = calibration["table"]
+    assert sum(row["count"] for row in table) == 128
+    gap = sum(row["count"] / 128 * abs(row["accuracy"] - row["confidence"]) for row in table)
+    assert calibration["ece"] == pytest.approx(gap)
+    robustness = report["robustness"]
+    assert list(robustness["accuracy"]) == list(TRANSFORMS) and robustness["per_transform"] == 20
+    values = list(robustness["accuracy"].values())
+    assert robustness["overall"] == pytest.approx(sum(values) / len(values))
+    assert all(0 <= v <= 1 for v in values)
+    scores = json.loads(trained.scores.read_text())
+    assert (scores["ece"], scores["robustness"]) == (calibration["ece"], robustness["overall"])
+    for name in (RELIABILITY_PLOT, ROBUSTNESS_PLOT):
+        assert (trained.plots / name).read_bytes().startswith(b"\x89PNG")
+    assert "calibration: ECE" in capsys.readouterr().out
+    evaluate(MODEL, EvaluateParams(min_accuracy=0.0, robustness_per_transform=0), trained)
+    assert json.loads(trained.metrics.read_text())["robustness"] is None
+    assert not (trained.plots / ROBUSTNESS_PLOT).exists()  # no stale plot
 
 
 def test_failed_gate_still_writes_reports_then_raises(trained: Layout) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mnist_pipeline import metrics
 from mnist_pipeline.metrics import accuracy, confusion_matrix, per_class
 
 ACTUAL = torch.tensor([0, 0, 1, 2, 2, 2])
@@ -55,3 +56,19 @@ def test_accuracy() -> None:
 def test_bad_inputs(actual: torch.Tensor, predicted: torch.Tensor, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         confusion_matrix(actual, predicted)
+
+
+def test_calibration_error_is_the_gap_between_confidence_and_accuracy() -> None:
+    confident = torch.full((10,), 0.9)
+    right = torch.tensor([True] * 9 + [False])
+    assert metrics.calibration(confident, right)["ece"] == pytest.approx(0.0, abs=1e-6)
+    half = torch.tensor([True] * 5 + [False] * 5)
+    report = metrics.calibration(confident, half)
+    assert report["ece"] == pytest.approx(0.4)
+    assert [(row["count"], row["accuracy"]) for row in report["table"]] == [(10, 0.5)]
+    # Two bins, weighted by their counts; a confidence of exactly 1.0 is in the last bin.
+    mixed = metrics.calibration(torch.tensor([1.0, 1.0, 0.5, 0.5]), torch.tensor([1, 1, 1, 0]))
+    assert mixed["ece"] == pytest.approx(0.0, abs=1e-6)
+    assert [row["high"] for row in mixed["table"]] == [pytest.approx(8 / 15), 1.0]
+    with pytest.raises(ValueError, match="equal in shape"):
+        metrics.calibration(torch.ones(3), torch.ones(2))
