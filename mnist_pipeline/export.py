@@ -2,7 +2,8 @@
 
 The graph takes `image`, float32 [N, 1, 28, 28] with pixels in [0, 1] (white digit on black, as
 MNIST), applies the training normalisation itself and returns `logits` and `probabilities`
-(softmax), both [N, 10]. The batch dimension is dynamic; the opset is `export.opset`. Metadata
+(softmax), both [N, 10]. Batch norms are folded into their convolutions and no Dropout is left
+(inference only). The batch dimension is dynamic; the opset is `export.opset`. Metadata
 (`metadata_props`, readable with onnxruntime's `get_modelmeta().custom_metadata_map`) records
 class labels, input and normalisation (mnist_pipeline/contract.py), and the run's dataset hash,
 test accuracy and optional model version (`collect_metadata`).
@@ -39,6 +40,7 @@ from mnist_pipeline.contract import (
 from mnist_pipeline.errors import GateError, PipelineError
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.manifest import dataset_sha256, file_sha256
+from mnist_pipeline.model import fold_batch_norm
 from mnist_pipeline.params import ExportParams, ModelParams
 from mnist_pipeline.weights import load_model
 
@@ -151,8 +153,12 @@ def check_graph(proto: onnx.ModelProto, opset: int) -> None:
     got = {o.domain: o.version for o in proto.opset_import}.get("")
     if got != opset:
         raise PipelineError(f"exporter produced opset {got}, not the requested {opset}")
-    if any(node.op_type == "Dropout" for node in proto.graph.node):
-        raise PipelineError("exported graph still contains Dropout (model not in eval mode?)")
+    training_only = {"Dropout", "BatchNormalization"} & {node.op_type for node in proto.graph.node}
+    if training_only:
+        raise PipelineError(
+            f"exported graph still contains {', '.join(sorted(training_only))} "
+            "(model not in eval mode, or a batch norm not folded into its convolution?)"
+        )
 
 
 def export_onnx(
@@ -173,7 +179,7 @@ def export_onnx(
     if "test_accuracy" in meta and not math.isfinite(float(meta["test_accuracy"])):
         raise ValueError(f"test_accuracy must be a finite number, got {meta['test_accuracy']!r}")
 
-    model = InferenceModel(load_model(arch, state_dict_path)).eval()
+    model = InferenceModel(fold_batch_norm(load_model(arch, state_dict_path))).eval()
     proto = _to_onnx(model, params.opset)
     proto.doc_string = (
         f"MNIST digit classifier ({arch}). {INPUT_DESCRIPTION}. {OUTPUT_DESCRIPTION}."

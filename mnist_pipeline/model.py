@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from mnist_pipeline.contract import NUM_CLASSES
 
@@ -30,7 +33,47 @@ class ClassicNet(nn.Module):
         return self.fc2(x)
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"classic": ClassicNet}
+def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
+    """3x3 convolution (no bias: the batch norm has one), batch norm, ReLU."""
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+
+class WideNet(nn.Module):
+    """The opt-in stronger CNN (`model.arch: wide`): five 3x3 convolutions with batch norm in
+    three blocks (32; 64-64; 128-128 channels at 28, 14 and 7 pixels), global average pooling,
+    dropout, one linear layer (about 290k parameters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            *_conv_bn(1, 32), nn.MaxPool2d(2),
+            *_conv_bn(32, 64), *_conv_bn(64, 64), nn.MaxPool2d(2),
+            *_conv_bn(64, 128), *_conv_bn(128, 128), nn.AdaptiveAvgPool2d(1),
+        )  # fmt: skip
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(128, NUM_CLASSES))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 1, 28, 28] normalised images -> [N, 10] logits."""
+        return self.head(self.features(x))
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"classic": ClassicNet, "wide": WideNet}
+
+
+def fold_batch_norm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of `model` with every BatchNorm2d that follows a Conv2d inside an
+    nn.Sequential folded into that convolution's weights and bias (what export ships: the
+    same function, no batch-norm ops left). Models without batch norm come back unchanged."""
+    folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        for i in range(len(module) - 1):
+            conv, norm = module[i], module[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                module[i] = fuse_conv_bn_eval(conv, norm)
+                module[i + 1] = nn.Identity()
+    return folded
 
 
 def build_model(arch: str) -> nn.Module:

@@ -64,7 +64,7 @@ class DataParams(Section):
 class ModelParams(Section):
     """The network, read by every stage that builds it (train, evaluate, export, parity)."""
 
-    arch: Literal["classic"] = "classic"
+    arch: Literal["classic", "wide"] = "classic"
 
 
 class AugmentParams(Section):

@@ -44,7 +44,8 @@ def unavailable(reason: str) -> NoReturn:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """e2e implies slow; a test that reaches the real-data run without the e2e mark is an error."""
     for item in items:
-        uses_real_data = {"_real_run", "real_mirror"} & set(getattr(item, "fixturenames", ()))
+        used = set(getattr(item, "fixturenames", ()))
+        uses_real_data = {"_real_run", "_real_wide_run", "real_mirror"} & used
         if uses_real_data and item.get_closest_marker("e2e") is None:
             raise pytest.UsageError(f"{item.nodeid} uses real MNIST: mark it @pytest.mark.e2e")
         if item.get_closest_marker("e2e") is not None:
@@ -108,24 +109,38 @@ def untrained(tmp_path_factory: pytest.TempPathFactory) -> Layout:
     return layout
 
 
-@pytest.fixture(scope="session")
-def _real_run(tmp_path_factory: pytest.TempPathFactory) -> Layout:
-    """fetch → train (REAL_TRAIN) → evaluate → export on real MNIST, once per session."""
+def _real_pipeline(folder: Path, **sections: dict) -> Layout:
+    """fetch → train → evaluate → export on real MNIST in `folder`, with `sections` of params."""
     from mnist_pipeline import stages
 
     if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").is_file():
         unavailable(f"real MNIST not found in {SHARED_MNIST}")
-    layout = Layout(tmp_path_factory.mktemp("real-run"))
-    params = parse_params(
-        {
-            "data": {"mirrors": [str(SHARED_MNIST)]},
-            "train": REAL_TRAIN,
-            "evaluate": {"min_accuracy": 0.95},
-        }
-    )
+    layout = Layout(folder)
+    params = parse_params({"data": {"mirrors": [str(SHARED_MNIST)]}, **sections})
     for name in ("fetch", "train", "evaluate", "export"):
         stages.run(name, params, layout)
     return layout
+
+
+@pytest.fixture(scope="session")
+def _real_run(tmp_path_factory: pytest.TempPathFactory) -> Layout:
+    """fetch → train (REAL_TRAIN) → evaluate → export on real MNIST, once per session."""
+    return _real_pipeline(
+        tmp_path_factory.mktemp("real-run"),
+        train=REAL_TRAIN,
+        evaluate={"min_accuracy": 0.95},
+    )
+
+
+@pytest.fixture(scope="session")
+def _real_wide_run(tmp_path_factory: pytest.TempPathFactory) -> Layout:
+    """The same with `model.arch: wide`, trained briefly (the examples run it like the classic)."""
+    return _real_pipeline(
+        tmp_path_factory.mktemp("real-wide-run"),
+        model={"arch": "wide"},
+        train=REAL_TRAIN,
+        evaluate={"min_accuracy": 0.95, "robustness_per_transform": 50},
+    )
 
 
 @pytest.fixture

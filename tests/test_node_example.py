@@ -33,10 +33,10 @@ def _node_ready() -> None:
         unavailable(reason)
 
 
-@pytest.fixture(scope="module")
-def model(_real_run: Layout) -> Layout:
-    """The session's real-data run: its ONNX model and its data."""
-    return _real_run
+@pytest.fixture(scope="module", params=["classic", "wide"])
+def model(request: pytest.FixtureRequest) -> Layout:
+    """A session's real-data run (each architecture): its ONNX model and its data."""
+    return request.getfixturevalue("_real_run" if request.param == "classic" else "_real_wide_run")
 
 
 def _variants(digit: np.ndarray, i: int, folder: Path) -> list[Path]:

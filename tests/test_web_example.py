@@ -66,10 +66,11 @@ class _Handler(SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def site(_real_run: Layout) -> Iterator[tuple[str, Layout]]:
-    """The repo served on a free 127.0.0.1 port, with the real run's model as /models/model.onnx."""
-    model = _real_run
+@pytest.fixture(scope="module", params=["classic", "wide"])
+def site(request: pytest.FixtureRequest) -> Iterator[tuple[str, Layout]]:
+    """The repo served on a free 127.0.0.1 port, with a real run's model (each architecture) as
+    /models/model.onnx."""
+    model = request.getfixturevalue("_real_run" if request.param == "classic" else "_real_wide_run")
     handler = type("Handler", (_Handler,), {"model": model.onnx})
     server = ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(handler, directory=str(REPO_ROOT))

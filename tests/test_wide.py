@@ -1,0 +1,75 @@
+"""The opt-in wide architecture goes through every stage unchanged (tiny data, a few batches)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from mnist_pipeline import stages
+from mnist_pipeline.dataset import load_mnist, normalise
+from mnist_pipeline.layout import Layout
+from mnist_pipeline.model import build_model, fold_batch_norm
+from mnist_pipeline.params import Params
+from mnist_pipeline.predict import predict_files
+from mnist_pipeline.registry import Registry
+from mnist_pipeline.weights import load_model
+from tests.example_helpers import draw_digit
+
+
+def test_batch_norm_folding_keeps_the_function() -> None:
+    torch.manual_seed(0)
+    net = build_model("wide")
+    net.train()
+    for _ in range(3):  # move the running statistics away from their initial values
+        net(torch.randn(16, 1, 28, 28) * 2 + 0.5)
+    net.eval()
+    folded = fold_batch_norm(net)
+    kinds = {type(m).__name__ for m in folded.modules()}
+    assert "BatchNorm2d" not in kinds and "BatchNorm2d" in {type(m).__name__ for m in net.modules()}
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), net(x), atol=1e-5)
+    classic = build_model("classic").eval()
+    assert {type(m) for m in fold_batch_norm(classic).modules()} == {
+        type(m) for m in classic.modules()
+    }
+
+
+def test_wide_model_trains_exports_checks_registers_and_predicts(
+    tmp_path: Path, tiny_data_dir: Path, tiny_params: Params
+) -> None:
+    layout = Layout(tmp_path)
+    params = tiny_params.model_copy(
+        update={
+            "model": tiny_params.model.model_copy(update={"arch": "wide"}),
+            "evaluate": tiny_params.evaluate.model_copy(
+                update={"min_accuracy": 0.0, "robustness_per_transform": 10}
+            ),
+        }
+    )
+    for name in ("train", "evaluate", "export", "parity", "register"):
+        stages.run(name, params, layout)
+    graph = onnx.load(str(layout.onnx)).graph
+    ops = [node.op_type for node in graph.node]
+    assert ops.count("Conv") == 5 and "BatchNormalization" not in ops and "Dropout" not in ops
+    meta = ort.InferenceSession(str(layout.onnx)).get_modelmeta().custom_metadata_map
+    assert meta["arch"] == "wide"
+    # onnxruntime answers like the trained (unfolded) network.
+    net = load_model("wide", layout.state_dict)
+    images = load_mnist(layout.data_dir).test_images[:32]
+    with torch.no_grad():
+        expected = net(normalise(images)).numpy()
+    session = ort.InferenceSession(str(layout.onnx))
+    (logits,) = session.run(["logits"], {"image": images.unsqueeze(1).numpy() / np.float32(255)})
+    np.testing.assert_allclose(logits, expected, atol=1e-4)
+    assert json.loads(layout.parity_report.read_text())["passed"] is True
+    card = Registry(tmp_path / "registry", "mnist-cnn").card("production")
+    assert card["params"]["model"]["arch"] == "wide"
+    image = draw_digit(tmp_path / "digit.png", 3)
+    (prediction,) = predict_files(layout.onnx, [image], top=3).predictions
+    assert 0 <= prediction.digit <= 9 and len(prediction.top) == 3
