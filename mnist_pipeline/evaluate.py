@@ -163,14 +163,9 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
     accuracy = metrics.accuracy(matrix)
     held = score_holdout(net, params, layout)
     passed = accuracy_passes(accuracy, params.min_accuracy) and held["passed"]
-    calibration = quality.calibration_report(confidence, predicted == actual, layout.plots)
+    calibration = metrics.calibration(confidence, predicted == actual)
     robustness = quality.robustness_report(
-        net,
-        mnist.test_images,
-        actual,
-        params.robustness_per_transform,
-        params.batch_size,
-        layout.plots,
+        net, mnist.test_images, actual, params.robustness_per_transform, params.batch_size
     )
     report = {
         "accuracy": accuracy,
@@ -190,12 +185,13 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
     }
     write_text(layout.predictions, predictions_csv(actual, predicted, confidence))
     write_plots(mnist.test_images, actual, predicted, confidence, matrix, layout)
+    quality.write_plots(calibration, robustness, layout.plots)
     write_json(layout.metrics, report)
     scores = {key: report[key] for key in SCORES}
     headline = {
-        "extra_accuracy": held["accuracy"],
-        "ece": calibration["ece"],
-        "robustness": None if robustness is None else robustness["overall"],
+        "extra_acc": held["accuracy"],
+        "ece": round(calibration["ece"], 4),  # short columns in `dvc metrics show`
+        "robustness": None if robustness is None else round(robustness["overall"], 4),
     }
     write_json(layout.scores, {**scores, **headline})
     print(report_text(report), flush=True)

@@ -190,8 +190,10 @@ def check_parity(
     }
     write_json(report_path, report)
     if scores_path is not None:  # the headline numbers alone, for `dvc metrics`
-        headline = ("passed", "max_abs_diff_logits", "argmax_mismatches")
-        write_json(scores_path, {key: report[key] for key in headline})
+        # Short names: `dvc metrics show` puts every metric of every file in one table.
+        headline = {"passed": "passed", "max_logit_diff": "max_abs_diff_logits"}
+        headline["argmax_mismatches"] = "argmax_mismatches"
+        write_json(scores_path, {short: report[key] for short, key in headline.items()})
     result = ParityResult(
         max_abs_diff_logits=worst["max_abs_diff_logits"],
         max_abs_diff_probabilities=worst["max_abs_diff_probabilities"],

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnist_pipeline import metrics, plots
+from mnist_pipeline import plots
 from mnist_pipeline.contract import MNIST_MEAN, MNIST_STD
 from mnist_pipeline.model import predict_logits
 from mnist_pipeline.robustness import robustness_set
@@ -24,26 +24,12 @@ RELIABILITY_PLOT = "reliability.png"
 ROBUSTNESS_PLOT = "robustness.png"
 
 
-def calibration_report(confidence: torch.Tensor, correct: torch.Tensor, plots_dir: Path) -> dict:
-    """ECE and the reliability table of the test predictions; the diagram into `plots_dir`."""
-    report = metrics.calibration(confidence, correct)
-    plots.plot_reliability(report, plots_dir / RELIABILITY_PLOT)
-    return report
-
-
 def robustness_report(
-    net: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    per_transform: int,
-    batch_size: int,
-    plots_dir: Path,
+    net: nn.Module, images: torch.Tensor, labels: torch.Tensor, per_transform: int, batch_size: int
 ) -> dict[str, Any] | None:
     """Accuracy per transformation (and their mean, `overall`) on `per_transform` test digits
-    each; None (and no plot) when per_transform is 0."""
-    plot = plots_dir / ROBUSTNESS_PLOT
+    each; None when per_transform is 0."""
     if per_transform == 0 or len(labels) == 0:
-        plot.unlink(missing_ok=True)  # never leave a stale one behind
         return None
     sets = robustness_set(images.numpy(), labels.numpy(), per_transform)
     accuracy = {}
@@ -51,10 +37,18 @@ def robustness_report(
         inputs = (torch.from_numpy(digits).unsqueeze(1) - MNIST_MEAN) / MNIST_STD
         predicted = predict_logits(net, inputs, batch_size).argmax(dim=1).numpy()
         accuracy[name] = float(np.mean(predicted == wanted))
-    plots.plot_robustness(accuracy, plot)
     per = len(next(iter(sets.values()))[1])
     return {
         "overall": float(np.mean(list(accuracy.values()))),
         "accuracy": accuracy,
         "per_transform": per,
     }
+
+
+def write_plots(calibration: dict, robustness: dict[str, Any] | None, plots_dir: Path) -> None:
+    """The reliability diagram, and the robustness chart (removed when there is no report)."""
+    plots.plot_reliability(calibration, plots_dir / RELIABILITY_PLOT)
+    if robustness is None:
+        (plots_dir / ROBUSTNESS_PLOT).unlink(missing_ok=True)  # never leave a stale one behind
+    else:
+        plots.plot_robustness(robustness["accuracy"], plots_dir / ROBUSTNESS_PLOT)

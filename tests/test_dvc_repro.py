@@ -128,6 +128,8 @@ def test_full_run_produces_every_output(pipeline: tuple[Path, str]) -> None:
         "confusion_matrix.png",
         "correct.png",
         "misclassified.png",
+        "reliability.png",
+        "robustness.png",
         "training_curves.png",
     ]
     assert json.loads(layout.metrics.read_text())["passed"] is True
