@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from mnist_pipeline import extra
 from mnist_pipeline.inbox_events import pending_file
@@ -19,6 +18,7 @@ from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
 from tests.process_helpers import prefect_server, start, stop, wait_for
 from tests.test_ingest import stroke_png
+from tests.test_serve import tiny_project
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -46,17 +46,8 @@ def data_add(workdir: Path, env: dict[str, str], label: int, files: list[Path]) 
 
 
 def test_enough_new_digits_start_exactly_one_retraining(tmp_path: Path, tiny_mirror) -> None:
-    mirror, sha = tiny_mirror
-    workdir = tmp_path / "project"
-    workdir.mkdir()
-    params = {
-        "data": {"mirrors": [str(mirror)], "sha256": sha},
-        "train": {"epochs": 1, "batch_size": 32, "val_size": 32, "num_threads": 1},
-        "evaluate": {"min_accuracy": 0.0},
-        "ingest": {"holdout_percent": 50},
-        "schedule": {"deployment_name": "test-inbox", "cron": "0 4 1 1 *", "min_new_images": 6},
-    }
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    schedule = {"deployment_name": "test-inbox", "cron": "0 4 1 1 *", "min_new_images": 6}
+    workdir = tiny_project(tmp_path, tiny_mirror, schedule)
     pngs = []
     for seed in range(8):
         pngs.append(tmp_path / f"digit{seed}.png")
