@@ -157,3 +157,13 @@ def test_the_inbox_lock_is_outside_what_dvc_hashes(tmp_path: Path) -> None:
     fill_inbox(layout, range(2))
     assert not [p for p in layout.inbox.rglob("*") if p.name.endswith(".lock")]
     assert (layout.inbox.parent / ".extra.lock").exists()
+
+
+def test_ingest_takes_the_pending_count_for_the_retraining_trigger(tmp_path: Path) -> None:
+    from mnist_pipeline import inbox_events
+
+    layout = Layout(tmp_path)
+    fill_inbox(layout, range(3))
+    inbox_events.write_pending(layout.inbox, 3)  # as `data add` left it, below the minimum
+    ingest(IngestParams(), layout)
+    assert inbox_events.read_pending(layout.inbox) == 0  # being trained on: no longer new
