@@ -68,13 +68,14 @@ def check_label(label: object) -> int:
 
 def entries(inbox: Path) -> list[Entry]:
     """Every image in the inbox, by label then name (files in other folders are ignored)."""
-    return scan(inbox)[0]
+    return [Entry(label, path, file_sha256(path)) for label, path in listing(inbox)[0]]
 
 
-def scan(inbox: Path) -> tuple[list[Entry], list[Path]]:
-    """The images in digit folders, by label then name, and every other file under the inbox
-    (misplaced: not in a data/extra/<0-9>/ folder). Hidden files (.lock) are neither."""
-    found: list[Entry] = []
+def listing(inbox: Path) -> tuple[list[tuple[int, Path]], list[Path]]:
+    """(label, path) of the files in digit folders, by label then name, and every other file
+    under the inbox (misplaced: not in a data/extra/<0-9>/ folder); nothing is read. Hidden
+    files are neither."""
+    found: list[tuple[int, Path]] = []
     misplaced: list[Path] = []
     if not inbox.is_dir():
         return found, misplaced
@@ -83,10 +84,10 @@ def scan(inbox: Path) -> tuple[list[Entry], list[Path]]:
         if not path.is_file() or any(part.startswith(".") for part in rel.parts):
             continue
         if len(rel.parts) == 2 and rel.parts[0] in CLASS_LABELS:
-            found.append(Entry(int(rel.parts[0]), path, file_sha256(path)))
+            found.append((int(rel.parts[0]), path))
         else:
             misplaced.append(path)
-    found.sort(key=lambda e: (e.label, e.path.name))
+    found.sort(key=lambda item: (item[0], item[1].name))
     return found, misplaced
 
 

@@ -101,23 +101,23 @@ def collect(folder: Path, holdout_percent: int) -> Collected:
     `data remove` meanwhile); each file is read once, and hashed and preprocessed from those
     bytes. The images read are no longer pending for the retraining trigger (inbox_events)."""
     with inbox.lock(folder):
-        found, misplaced = inbox.scan(folder)
+        found, misplaced = inbox.listing(folder)  # hashed below, from the bytes read
         rejected = {
             str(p.relative_to(folder)): "not in a digit folder (data/extra/<0-9>/<file>)"
             for p in misplaced
         }
         read: list[tuple[int, str, bytes, str]] = []  # label, source, bytes, their SHA-256
-        for entry in found:
-            source = str(entry.path.relative_to(folder))
+        for label, path in found:
+            source = str(path.relative_to(folder))
             try:
-                data = read_limited(entry.path)
+                data = read_limited(path)
             except ImageError as exc:
                 rejected[source] = str(exc)
                 continue
             except OSError as exc:
                 rejected[source] = describe_os_error(exc)
                 continue
-            read.append((entry.label, source, data, hashlib.sha256(data).hexdigest()))
+            read.append((label, source, data, hashlib.sha256(data).hexdigest()))
         inbox_events.write_pending(folder, 0)
     labels_of: dict[str, set[int]] = defaultdict(set)
     for label, _, _, sha in read:
