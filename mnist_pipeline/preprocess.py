@@ -15,9 +15,13 @@ indexed [row, column] from 0, and a pixel's coordinate is its index (its centre)
    pixels if a side is shorter than 3); b = median(border). If b > 0.5 the background is light:
    ink = 1 - g and bg = 1 - b; otherwise ink = g and bg = b.
 4. Contrast. peak = max(ink). If peak - bg < MIN_CONTRAST (0.1) the image is blank: refuse.
-   ink = clip((ink - bg) / (peak - bg), 0, 1), then every value < INK_THRESHOLD (0.2) becomes 0
-   (paper texture, compression noise).
-5. Crop to the bounding box of the pixels with ink > 0 (first to last such row and column).
+   d = (ink - bg) / (peak - bg) (float32); noise = median(|d|) over the border pixels (as in
+   step 3); threshold t = min(max(INK_THRESHOLD (0.2), NOISE_MADS (6) * noise),
+   MAX_THRESHOLD (0.5)) (float64, compared in float32): 6 median absolute deviations are 4
+   standard deviations of Gaussian sensor noise. ink = clip(d, 0, 1), then every value < t
+   becomes 0 (paper texture, sensor and compression noise).
+5. Despeckle: an ink pixel (ink > 0) none of whose 8 neighbours has ink becomes 0. Then crop to
+   the bounding box of the pixels with ink > 0 (first to last such row and column).
 6. Scale the crop (h x w) so its longer side is 20: s = 20 / max(h, w), new size
    nh = max(1, round(h * s)), nw = max(1, round(w * s)). Interpolation: Pillow BILINEAR on a
    32-bit float ("F") image, without reducing_gap, i.e. a separable triangle filter widened by
@@ -50,6 +54,8 @@ from mnist_pipeline.errors import PipelineError
 MAX_PIXELS = 50_000_000
 MIN_CONTRAST = 0.1
 INK_THRESHOLD = 0.2
+NOISE_MADS = 6.0
+MAX_THRESHOLD = 0.5
 BOX = 20
 CENTRE = 14.0
 LUMA = (0.299, 0.587, 0.114)
@@ -136,13 +142,29 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
         raise ImageError(
             f"blank image: no ink found (contrast {max(peak - bg, 0):.3f} < {MIN_CONTRAST})"
         )
-    ink = ((ink - np.float32(bg)) / np.float32(peak - bg)).clip(0, 1).astype(np.float32)
-    ink[ink < INK_THRESHOLD] = 0
+    scaled = ((ink - np.float32(bg)) / np.float32(peak - bg)).astype(np.float32)
+    noise = float(np.median(np.abs(_border(scaled))))
+    threshold = min(max(INK_THRESHOLD, NOISE_MADS * noise), MAX_THRESHOLD)
+    ink = scaled.clip(0, 1)
+    ink[ink < np.float32(threshold)] = 0
     return ink
 
 
+def despeckle(ink: np.ndarray) -> np.ndarray:
+    """Step 5, first half: a copy with every isolated ink pixel (no 8-neighbour inked) zeroed."""
+    inked = np.pad(ink > 0, 1)
+    h, w = ink.shape
+    neighbours = sum(
+        inked[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w]
+        for dr in (-1, 0, 1)
+        for dc in (-1, 0, 1)
+        if dr or dc
+    )
+    return np.where(neighbours > 0, ink, np.float32(0))
+
+
 def crop_to_ink(ink: np.ndarray) -> np.ndarray:
-    """Step 5: the bounding box of the nonzero pixels."""
+    """Step 5, second half: the bounding box of the nonzero pixels."""
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
     if rows.size == 0:
@@ -180,7 +202,7 @@ def to_mnist(grey: np.ndarray) -> np.ndarray:
     grey = np.asarray(grey, dtype=np.float32)
     if grey.ndim != 2 or grey.size == 0:
         raise ImageError(f"expected a non-empty 2-D greyscale array, got shape {grey.shape}")
-    return centre_by_mass(fit_box(crop_to_ink(ink_map(grey))))
+    return centre_by_mass(fit_box(crop_to_ink(despeckle(ink_map(grey)))))
 
 
 def preprocess_file(path: Path) -> np.ndarray:

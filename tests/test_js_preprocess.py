@@ -71,10 +71,12 @@ def test_resize_matches_pillow_bilinear() -> None:
 
 
 def _random_scene(rng: np.random.Generator) -> np.ndarray:
-    """A float32 greyscale image with a few strokes, on a light or dark noisy background."""
+    """A float32 greyscale image with a few strokes, on a light or dark background, with mild or
+    strong noise (the noise-adaptive threshold and despeckling)."""
     h, w = (int(v) for v in rng.integers(3, 90, size=2))
     light = rng.random() < 0.5
-    grey = np.full((h, w), 0.85 if light else 0.1) + rng.normal(0, 0.03, (h, w))
+    sigma = 0.03 if rng.random() < 0.5 else rng.uniform(0.05, 0.15)  # raises the threshold
+    grey = np.full((h, w), 0.85 if light else 0.1) + rng.normal(0, sigma, (h, w))
     for _ in range(int(rng.integers(1, 4))):
         r0, r1 = sorted(rng.integers(0, h, size=2))
         c0, c1 = sorted(rng.integers(0, w, size=2))
@@ -83,7 +85,8 @@ def _random_scene(rng: np.random.Generator) -> np.ndarray:
 
 
 def test_to_mnist_matches_python() -> None:
-    """Polarity, contrast, threshold, crop, fit and centring: equal float32 results or errors."""
+    """Polarity, contrast, noise threshold, despeckle, crop, fit and centring: equal float32
+    results or errors."""
     rng = np.random.default_rng(1)
     scenes = [_random_scene(rng) for _ in range(150)]
     scenes += [np.full((5, 5), 0.5, np.float32), np.eye(1, 9, 4, dtype=np.float32)]

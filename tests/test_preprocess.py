@@ -86,10 +86,46 @@ def test_faint_paper_noise_does_not_grow_the_box() -> None:
     assert bbox(to_mnist(grey.astype(np.float32))) == (20, 4)
 
 
+@pytest.mark.parametrize("sigma", [0.06, 0.1])
+def test_sensor_noise_does_not_grow_the_box(sigma: float) -> None:
+    """Gaussian noise on paper and ink (a phone photo): with the fixed 0.2 threshold, ~0.1-7% of
+    the paper would count as ink and the box would span the canvas; the threshold follows the
+    noise measured on the border, so the digit comes out as on clean paper."""
+    rng = np.random.default_rng(1)
+    clean = paper(300, 300, ink=[(50, 150, 200, 220), (50, 62, 160, 200)])
+    photo = 0.15 + 0.7 * clean + rng.normal(0, sigma, clean.shape)
+    digit = to_mnist(photo.clip(0, 1).astype(np.float32))
+    assert bbox(digit) == bbox(to_mnist(clean))
+    assert float(np.abs(digit - to_mnist(clean)).mean()) < 0.05
+
+
+def test_clean_images_keep_the_fixed_threshold() -> None:
+    """Noise-free paper measures no noise: faint ink just above 0.2 stays ink."""
+    grey = paper(100, 100, ink=[(20, 80, 45, 55)])
+    grey[20:80, 30:45] = 1 - 0.25  # a faint stroke beside the bar: ink 0.25 > 0.2
+    assert bbox(to_mnist(grey))[1] > bbox(to_mnist(paper(100, 100, ink=[(20, 80, 45, 55)])))[1]
+
+
+def test_isolated_specks_are_ignored_but_touching_pixels_are_kept() -> None:
+    bar = paper(200, 200, ink=[(60, 140, 90, 100)])
+    specks = bar.copy()
+    specks[5, 5] = specks[190, 180] = 0.0  # single dust pixels far from the digit
+    np.testing.assert_array_equal(to_mnist(specks), to_mnist(bar))
+    pair = bar.copy()
+    pair[5, 5] = pair[6, 6] = 0.0  # two diagonal neighbours: a stroke, not a speck
+    assert bbox(to_mnist(pair)) != bbox(to_mnist(bar))
+
+
 @pytest.mark.parametrize(
     "grey",
-    [np.ones((50, 40)), np.zeros((50, 40)), np.full((50, 40), 0.5), np.ones((1, 1))],
-    ids=["white", "black", "grey", "one-pixel"],
+    [
+        np.ones((50, 40)),
+        np.zeros((50, 40)),
+        np.full((50, 40), 0.5),
+        np.ones((1, 1)),
+        np.eye(1, 9, 4),
+    ],
+    ids=["white", "black", "grey", "one-pixel", "one-speck"],
 )
 def test_blank_images_are_refused(grey: np.ndarray) -> None:
     with pytest.raises(ImageError, match="blank"):

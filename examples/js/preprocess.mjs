@@ -6,7 +6,9 @@
 // matches Python's to float32 precision (the tests compare them).
 
 export const MIN_CONTRAST = 0.1;
-export const INK_THRESHOLD = Math.fround(0.2); // numpy compares a float32 array in float32
+export const INK_THRESHOLD = 0.2;
+export const NOISE_MADS = 6.0;
+export const MAX_THRESHOLD = 0.5;
 export const BOX = 20;
 export const SIZE = 28;
 export const CENTRE = 14.0;
@@ -75,14 +77,37 @@ export function inkMap(grey) {
   }
   const bg32 = f32(bg);
   const range32 = f32(peak - bg);
+  const scaled = ink.map((v) => f32(f32(v - bg32) / range32));
+  const { width, height } = grey;
+  const noise = median(border({ data: scaled, width, height }).map(Math.abs));
+  // Computed in float64, compared in float32 (as numpy compares a float32 array).
+  const threshold = f32(Math.min(Math.max(INK_THRESHOLD, NOISE_MADS * noise), MAX_THRESHOLD));
   for (let i = 0; i < ink.length; i++) {
-    const v = Math.min(Math.max(f32(f32(ink[i] - bg32) / range32), 0), 1);
-    ink[i] = v < INK_THRESHOLD ? 0 : v;
+    const v = Math.min(Math.max(scaled[i], 0), 1);
+    ink[i] = v < threshold ? 0 : v;
   }
-  return { data: ink, width: grey.width, height: grey.height };
+  return { data: ink, width, height };
 }
 
-/** Step 5: the bounding box of the nonzero pixels. */
+/** Step 5, first half: a copy with every isolated ink pixel (no 8-neighbour inked) zeroed. */
+export function despeckle({ data, width, height }) {
+  const out = Float32Array.from(data);
+  for (let r = 0; r < height; r++) {
+    for (let c = 0; c < width; c++) {
+      if (data[r * width + c] === 0) continue;
+      let inked = false;
+      for (let rr = Math.max(r - 1, 0); rr <= Math.min(r + 1, height - 1) && !inked; rr++) {
+        for (let cc = Math.max(c - 1, 0); cc <= Math.min(c + 1, width - 1); cc++) {
+          if ((rr !== r || cc !== c) && data[rr * width + cc] !== 0) { inked = true; break; }
+        }
+      }
+      if (!inked) out[r * width + c] = 0;
+    }
+  }
+  return { data: out, width, height };
+}
+
+/** Step 5, second half: the bounding box of the nonzero pixels. */
 export function cropToInk({ data, width, height }) {
   let top = height, bottom = -1, left = width, right = -1;
   for (let r = 0; r < height; r++) {
@@ -198,5 +223,5 @@ export function centreByMass({ data, width, height }, size = SIZE, centre = CENT
 /** Steps 3-8: greyscale {data, width, height} (0 black, 1 white) -> Float32Array(784), 28x28. */
 export function toMnist(grey) {
   if (!grey.width || !grey.height) throw new ImageError('expected a non-empty greyscale image');
-  return centreByMass(fitBox(cropToInk(inkMap(grey))));
+  return centreByMass(fitBox(cropToInk(despeckle(inkMap(grey)))));
 }
