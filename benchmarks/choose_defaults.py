@@ -1,9 +1,13 @@
 """Choose training defaults on the validation split: each candidate config, several seeds.
 
-Trains every `--config` (train overrides as JSON, e.g. '{"epochs": 30, "augment":
-{"enabled": true}}') with each of `--seeds` through the train stage, in this process, and prints
-each run's final validation accuracy (train.val_size images held out of MNIST's training set),
-the mean and the spread per config, and the training seconds. The test set is never read.
+Trains every `--config` (overrides as JSON, e.g. '{"epochs": 30, "augment": {"enabled": true}}';
+a "model" key holds model overrides) with each of `--seeds` through the train stage, in this
+process, and prints each run's final validation accuracy (train.val_size images held out of
+MNIST's training set), the mean and the spread per config, and the training seconds. The test set
+is never read, unless `--test` asks for the report of a config already chosen: then each run is
+also evaluated (test accuracy, ECE, robustness) and the median test accuracy printed; with
+train.temperature_scaling the test ECE before it is printed too (the logits times the T of the
+training record).
 
     python -m benchmarks.choose_defaults --mirror ../shared/mnist \\
         --config '{}' --config '{"epochs": 30, "augment": {"enabled": true}}'
@@ -18,50 +22,93 @@ import shutil
 import statistics
 import tempfile
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from benchmarks.machine import cpu_name
-from mnist_pipeline import stages
+from mnist_pipeline import stages, temperature
+from mnist_pipeline.dataset import load_mnist, normalise
 from mnist_pipeline.layout import Layout
-from mnist_pipeline.params import parse_params
+from mnist_pipeline.model import predict_logits
+from mnist_pipeline.params import Params, parse_params
+from mnist_pipeline.weights import load_model
+
+
+def score_on_test(params: Params, layout: Layout) -> dict[str, Any]:
+    """Evaluate the trained run on the test set: accuracy, ECE (and before temperature scaling,
+    when the run used it), robustness."""
+    stages.run("evaluate", params, layout)
+    metrics = json.loads(layout.metrics.read_text())
+    report: dict[str, Any] = {
+        "test": metrics["accuracy"],
+        "ece": metrics["calibration"]["ece"],
+    }
+    robustness = metrics["robustness"] or {"overall": float("nan"), "accuracy": {}}
+    report.update(robustness=robustness["overall"], **robustness["accuracy"])
+    scaling = json.loads(layout.train_record.read_text()).get("temperature")
+    if scaling:
+        mnist = load_mnist(layout.data_dir)
+        net = load_model(params.model.arch, layout.state_dict)
+        logits = predict_logits(net, normalise(mnist.test_images), 1000)
+        unscaled = logits * scaling["temperature"]
+        report["ece_before"] = temperature.ece(unscaled, mnist.test_labels)
+        report["temperature"] = scaling["temperature"]
+    return report
+
+
+def run_config(overrides: dict, seed: int, base: Layout, root: Path, test: bool) -> dict[str, Any]:
+    """Train one config with one seed in a fresh project under `root`; its scores."""
+    shutil.copytree(base.data_dir, Layout(root).data_dir)
+    sections = {"model": overrides.pop("model", {}), "train": {**overrides, "seed": seed}}
+    params = parse_params(sections)
+    result = stages.run("train", params, Layout(root))
+    row: dict[str, Any] = {"val": result.val_accuracy, "seconds": result.seconds}
+    if test:
+        row.update(score_on_test(params, Layout(root)))
+    shutil.rmtree(root)
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR", "../shared/mnist"))
-    parser.add_argument("--config", action="append", required=True, help="train overrides, JSON")
+    parser.add_argument("--config", action="append", required=True, help="overrides, JSON")
     parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--test", action="store_true", help="report test scores (not to choose)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     scratch = Path(tempfile.mkdtemp(prefix="choose-defaults-"))
     base = Layout(scratch / "base")
     stages.run("fetch", parse_params({"data": {"mirrors": [args.mirror]}}), base)
-    print(f"CPU: {cpu_name()}", flush=True)
+    print(f"CPU: {cpu_name()}, torch {torch.__version__}", flush=True)
     summary = []
     try:
         for config in args.config:
-            overrides = json.loads(config)
-            scores, seconds = [], []
+            rows = []
             for seed in seeds:
                 root = scratch / f"run-{len(summary)}-{seed}"
-                shutil.copytree(base.data_dir, Layout(root).data_dir)
-                params = parse_params({"train": {**overrides, "seed": seed}})
-                result = stages.run("train", params, Layout(root))
-                scores.append(result.val_accuracy)
-                seconds.append(result.seconds)
-                print(
-                    f"{config} seed {seed}: val {result.val_accuracy:.4f}, {result.seconds:.0f} s",
-                    flush=True,
+                row = run_config(json.loads(config), seed, base, root, args.test)
+                rows.append(row)
+                shown = ", ".join(
+                    f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
                 )
-                shutil.rmtree(root)
-            summary.append((config, scores, statistics.median(seconds)))
+                print(f"{config} seed {seed}: {shown}", flush=True)
+            summary.append((config, rows))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    for config, scores, secs in summary:
-        listed = "/".join(f"{s:.4f}" for s in scores)
-        print(
-            f"{config}: val {listed}, mean {statistics.mean(scores):.4f}, "
-            f"spread {max(scores) - min(scores):.4f}, ~{secs:.0f} s each"
+    for config, rows in summary:
+        vals = [r["val"] for r in rows]
+        line = (
+            f"{config}: val {'/'.join(f'{v:.4f}' for v in vals)}, mean "
+            f"{statistics.mean(vals):.4f}, spread {max(vals) - min(vals):.4f}, "
+            f"~{statistics.median(r['seconds'] for r in rows):.0f} s each"
         )
+        if args.test:
+            tests = [r["test"] for r in rows]
+            line += f"; test {'/'.join(f'{t:.4f}' for t in tests)}, median "
+            line += f"{statistics.median(tests):.4f}"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from mnist_pipeline.contract import NUM_CLASSES
 
 
 class ClassicNet(nn.Module):
-    """The classic pytorch/examples MNIST CNN (21,840 parameters)."""
+    """The classic pytorch/examples MNIST CNN (21,840 parameters); dropout 0.5 unless set."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -21,6 +21,7 @@ class ClassicNet(nn.Module):
         self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
         self.conv2_drop = nn.Dropout2d()
         self.fc1 = nn.Linear(320, 50)
+        self.fc1_drop = nn.Dropout()
         self.fc2 = nn.Linear(50, NUM_CLASSES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -29,8 +30,7 @@ class ClassicNet(nn.Module):
         x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
         x = torch.flatten(x, 1)
         x = F.relu(self.fc1(x))
-        x = F.dropout(x, training=self.training)
-        return self.fc2(x)
+        return self.fc2(self.fc1_drop(x))
 
 
 def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
@@ -58,6 +58,16 @@ class WideNet(nn.Module):
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"classic": ClassicNet, "wide": WideNet}
+DROPOUT_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+
+
+def logits_layer(model: nn.Module) -> nn.Linear:
+    """The linear layer whose outputs are `model`'s logits (temperature scaling folds into it)."""
+    if isinstance(model, ClassicNet):
+        return model.fc2
+    if isinstance(model, WideNet):
+        return model.head[-1]
+    raise TypeError(f"no known logits layer in {type(model).__name__}")
 
 
 def fold_batch_norm(model: nn.Module) -> nn.Module:
@@ -76,12 +86,18 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
     return folded
 
 
-def build_model(arch: str) -> nn.Module:
-    """Instantiate an architecture by its params.yaml name."""
+def build_model(arch: str, dropout: float | None = None) -> nn.Module:
+    """Instantiate an architecture by its params.yaml name; `dropout`, when given, is the
+    probability of every dropout layer in it (training only: eval mode has no dropout)."""
     try:
-        return ARCHITECTURES[arch]()
+        model = ARCHITECTURES[arch]()
     except KeyError:
         raise ValueError(f"unknown arch {arch!r}; known: {sorted(ARCHITECTURES)}") from None
+    if dropout is not None:
+        for module in model.modules():
+            if isinstance(module, DROPOUT_LAYERS):
+                module.p = dropout
+    return model
 
 
 @torch.no_grad()

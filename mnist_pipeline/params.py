@@ -68,9 +68,9 @@ class ModelParams(Section):
 
 
 class AugmentParams(Section):
-    """Random affine warps of training batches (augment.py); off unless `enabled`."""
+    """Random affine warps of training batches (augment.py), unless not `enabled`."""
 
-    enabled: bool = False
+    enabled: bool = True
     rotate_deg: float = Field(default=10.0, ge=0, le=90)
     scale: float = Field(default=0.1, ge=0, lt=1)  # 1 +- this
     shear_deg: float = Field(default=10.0, ge=0, le=45)
@@ -80,7 +80,7 @@ class AugmentParams(Section):
 class TrainParams(Section):
     """Optimisation: everything besides the architecture that shapes the trained weights."""
 
-    epochs: int = Field(default=20, ge=1, le=1000)
+    epochs: int = Field(default=40, ge=1, le=1000)
     batch_size: int = Field(default=128, ge=1, le=65536)
     learning_rate: float = Field(default=0.001, gt=0, le=10)
     lr_schedule: Literal["onecycle", "constant"] = "onecycle"
@@ -93,6 +93,11 @@ class TrainParams(Section):
     max_batches_per_epoch: int | None = Field(default=None, ge=1)
     # Each labelled digit users added (the extra train split) is seen this many times an epoch.
     extra_weight: int = Field(default=4, ge=1, le=1000)
+    # Probability of every dropout layer while training; None: the architecture's own.
+    dropout: float | None = Field(default=0.0, ge=0, lt=1)
+    # Fit a temperature on the validation split after training and fold it into the last layer
+    # (temperature.py): calibrated probabilities, the same predictions. Needs val_size > 0.
+    temperature_scaling: bool = True
     augment: AugmentParams = AugmentParams()
 
     @model_validator(mode="after")
@@ -101,6 +106,11 @@ class TrainParams(Section):
             raise ValueError(
                 f"max_learning_rate ({self.max_learning_rate}) must be >= learning_rate "
                 f"({self.learning_rate}): onecycle rises from learning_rate to max_learning_rate"
+            )
+        if self.temperature_scaling and self.val_size == 0:
+            raise ValueError(
+                "temperature_scaling is on but val_size is 0: it is fitted on the validation "
+                "split, so set val_size > 0 or temperature_scaling: false"
             )
         return self
 

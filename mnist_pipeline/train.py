@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from mnist_pipeline import checkpoint as checkpoints
-from mnist_pipeline import extra
+from mnist_pipeline import extra, temperature
 from mnist_pipeline import training_loop as loop
 from mnist_pipeline.atomic import check_writable, write_json, write_text
 from mnist_pipeline.augment import augment
@@ -169,7 +169,7 @@ def train(model: ModelParams, params: TrainParams, layout: Layout) -> TrainResul
 
         torch.manual_seed(params.seed)  # weight init and dropout
         shuffle = torch.Generator().manual_seed(params.seed + 1)
-        net = loop.training_model(model.arch, device)
+        net = loop.training_model(model.arch, device, params.dropout)
         optimizer = loop.make_optimizer(net, params)
         scheduler = loop.make_scheduler(optimizer, params, steps)
         history: list[dict[str, float]] = []
@@ -235,12 +235,20 @@ def train(model: ModelParams, params: TrainParams, layout: Layout) -> TrainResul
                 },
             )
 
+        calibration = None
+        if params.temperature_scaling:  # after the last checkpoint: a resumed run folds anew
+            calibration = temperature.calibrate(net, val_images, val_labels, EVAL_BATCH)
+            log(temperature.summary(calibration))
         # Weights, history and the record binding them to their inputs are replaced together,
         # only by a run that finished (the record last: stale while the weights are new, it is
         # refused by registration).
         save_state_dict(net, layout.state_dict)
         write_text(layout.train_history, history_csv(history))
-        record = {"state_dict_sha256": file_sha256(layout.state_dict), "fingerprint": fingerprint}
+        record = {
+            "state_dict_sha256": file_sha256(layout.state_dict),
+            "fingerprint": fingerprint,
+            "temperature": calibration,
+        }
         write_json(layout.train_record, record)
         layout.checkpoint.unlink(missing_ok=True)
     last = history[-1] if history else {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnist_pipeline.model import ClassicNet, build_model, predict_logits
+from mnist_pipeline.model import DROPOUT_LAYERS, ClassicNet, build_model, predict_logits
 
 PARAM_SHAPES = {
     "conv1.weight": (10, 1, 5, 5),
@@ -71,3 +71,18 @@ def test_eval_mode_is_deterministic_and_train_mode_uses_dropout() -> None:
 def test_unknown_arch() -> None:
     with pytest.raises(ValueError, match="unknown arch 'resnet'"):
         build_model("resnet")
+
+
+@pytest.mark.parametrize("arch", ["classic", "wide"])
+def test_dropout_sets_every_dropout_layer(arch: str) -> None:
+    default = [m.p for m in build_model(arch).modules() if isinstance(m, DROPOUT_LAYERS)]
+    assert default and all(p > 0 for p in default)
+    layers = [m for m in build_model(arch, 0.15).modules() if isinstance(m, DROPOUT_LAYERS)]
+    assert len(layers) == len(default) and all(m.p == 0.15 for m in layers)
+
+
+def test_no_dropout_makes_training_mode_deterministic() -> None:
+    torch.manual_seed(0)
+    model = build_model("classic", 0.0).train()
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.equal(model(x), model(x))

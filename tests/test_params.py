@@ -50,6 +50,8 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("export:\n  opset: 11\n", ["export.opset", "greater than or equal to 17"]),
         ("data:\n  mirrors: []\n", ["data.mirrors", "at least 1"]),
         ("model:\n  arch: resnet\n", ["model.arch", "classic"]),
+        ("train:\n  dropout: 1.0\n", ["train.dropout", "less than 1"]),
+        ("train:\n  temperature_scaling: 'yes'\n", ["train.temperature_scaling", "boolean"]),
         ("train:\n  arch: classic\n", ["train.arch: moved to model.arch"]),
         ("export:\n  parity_atol: 0.001\n", ["export.parity_atol: moved to parity.atol"]),
         ("export:\n  parity_batch_sizes: [1]\n", ["moved to parity.batch_sizes"]),
