@@ -13,7 +13,8 @@ from mnist_pipeline.contract import NUM_CLASSES
 
 
 class ClassicNet(nn.Module):
-    """The classic pytorch/examples MNIST CNN (21,840 parameters); dropout 0.5 unless set."""
+    """The classic pytorch/examples MNIST CNN (21,840 parameters); dropout 0.5 unless
+    train.dropout sets it."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -68,7 +68,7 @@ class ModelParams(Section):
 
 
 class AugmentParams(Section):
-    """Random affine warps of training batches (augment.py), unless not `enabled`."""
+    """Random affine warps of training batches (augment.py), when `enabled`."""
 
     enabled: bool = True
     rotate_deg: float = Field(default=10.0, ge=0, le=90)
@@ -93,7 +93,7 @@ class TrainParams(Section):
     max_batches_per_epoch: int | None = Field(default=None, ge=1)
     # Each labelled digit users added (the extra train split) is seen this many times an epoch.
     extra_weight: int = Field(default=4, ge=1, le=1000)
-    # Probability of every dropout layer while training; None: the architecture's own.
+    # Probability of every dropout layer of any arch while training; None: the arch's own.
     dropout: float | None = Field(default=0.0, ge=0, lt=1)
     # Fit a temperature on the validation split after training and fold it into the last layer
     # (temperature.py): calibrated probabilities, the same predictions. Needs val_size > 0.

@@ -107,8 +107,8 @@ def summary(report: dict[str, Any]) -> str:
         return (
             f"temperature scaling skipped: the validation NLL keeps falling to the edge of the "
             f"search range (T = {report['fitted']:.3g}), as it does when the model gets (almost) "
-            f"all of the {report['val_images']} validation images right; model.pt is unscaled "
-            f"(a larger train.val_size fits a temperature)"
+            f"all of the {report['val_images']} validation images right; model.pt is left unscaled "
+            f"(a larger train.val_size, with some mistakes in it, gives a temperature to fit)"
         )
     return (
         f"temperature scaling: T = {report['temperature']:.4f} fitted on "
