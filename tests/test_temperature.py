@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mnist_pipeline import temperature
+from mnist_pipeline.errors import ParamsError
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.model import build_model, predict_logits
 from mnist_pipeline.params import ModelParams, TrainParams, parse_params
@@ -88,7 +89,7 @@ def test_a_validation_split_without_mistakes_is_not_folded() -> None:
 
 
 def test_temperature_scaling_needs_a_validation_split() -> None:
-    with pytest.raises(Exception, match="temperature_scaling is on but val_size is 0"):
+    with pytest.raises(ParamsError, match="temperature_scaling is on but val_size is 0"):
         parse_params({"train": {"temperature_scaling": True, "val_size": 0}})
 
 
