@@ -1,5 +1,6 @@
-"""`python -m mnist_pipeline`: the same as the `mnist-pipeline` command."""
+"""`python -m mnist_pipeline`: the same as the `mnist-pipeline` command (importing it does nothing)."""
 
 from mnist_pipeline.cli import main
 
-main()
+if __name__ == "__main__":
+    main()
