@@ -47,10 +47,11 @@ FLOW = (
 PLAIN = """
 import json, sys, time
 from pathlib import Path
-from mnist_pipeline import runs, stages
-from mnist_pipeline.fingerprint import inputs_fingerprint
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.params import load_params
+from mnist_pipeline.pipeline import runs
+from mnist_pipeline.pipeline import stages
+from mnist_pipeline.training.fingerprint import inputs_fingerprint
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import load_params
 root = Path(sys.argv[1])
 params = load_params(root / "params.yaml", json.loads(sys.argv[2]))
 shared, layout = Layout(root), Layout.for_run(root, f"plain-{time.time_ns()}")

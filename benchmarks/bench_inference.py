@@ -30,11 +30,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from mnist_pipeline.export import InferenceModel, export_onnx
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.model import build_model
-from mnist_pipeline.params import ExportParams
-from mnist_pipeline.weights import load_model, save_state_dict
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import ExportParams
+from mnist_pipeline.export.export import InferenceModel, export_onnx
+from mnist_pipeline.model.network import build_model
+from mnist_pipeline.model.weights import load_model, save_state_dict
 
 THROUGHPUT_BATCH = 256
 

@@ -33,9 +33,9 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.machine import cpu_name
-from mnist_pipeline.preprocess import preprocess_bytes
+from mnist_pipeline.data.preprocess import preprocess_bytes
 from mnist_pipeline.registry import Registry
-from mnist_pipeline.serving import load_version
+from mnist_pipeline.serving.served_model import load_version
 from tests.process_helpers import free_port
 from tests.registry_helpers import MODEL, PARAMS, candidate_in, exported_candidate
 

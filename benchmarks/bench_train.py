@@ -35,14 +35,15 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from mnist_pipeline import training_loop as loop
-from mnist_pipeline.augment import augment
-from mnist_pipeline.contract import MNIST_MEAN, MNIST_STD
-from mnist_pipeline.dataset import load_mnist, normalise
-from mnist_pipeline.manifest import MNIST_FILES
-from mnist_pipeline.model import build_model, predict_logits
-from mnist_pipeline.params import ModelParams, TrainParams
-from mnist_pipeline.train import torch_settings
+from mnist_pipeline.core.contract import MNIST_MEAN, MNIST_STD
+from mnist_pipeline.core.params import ModelParams, TrainParams
+from mnist_pipeline.data.augment import augment
+from mnist_pipeline.data.dataset import load_mnist, normalise
+from mnist_pipeline.data.manifest import MNIST_FILES
+from mnist_pipeline.evaluation import metrics
+from mnist_pipeline.model.network import build_model, predict_logits
+from mnist_pipeline.training import loop
+from mnist_pipeline.training.train import torch_settings
 
 CLASSIC_BATCH = 64
 
@@ -145,7 +146,7 @@ def measure(
                     images, mnist.train_labels, params, batches, seed
                 )
     logits = predict_logits(model, test_images, 1000)
-    return seconds / fraction, loop.score(logits, mnist.test_labels).accuracy, setup
+    return seconds / fraction, metrics.score(logits, mnist.test_labels).accuracy, setup
 
 
 def main() -> None:

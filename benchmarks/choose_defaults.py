@@ -27,12 +27,13 @@ from typing import Any
 import torch
 
 from benchmarks.machine import cpu_name
-from mnist_pipeline import stages, temperature
-from mnist_pipeline.dataset import load_mnist, normalise
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.model import predict_logits
-from mnist_pipeline.params import Params, parse_params
-from mnist_pipeline.weights import load_model
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import Params, parse_params
+from mnist_pipeline.data.dataset import load_mnist, normalise
+from mnist_pipeline.model.network import predict_logits
+from mnist_pipeline.model.weights import load_model
+from mnist_pipeline.pipeline import stages
+from mnist_pipeline.training import temperature
 
 
 def score_on_test(params: Params, layout: Layout) -> dict[str, Any]:

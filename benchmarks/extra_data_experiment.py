@@ -29,14 +29,14 @@ import torch
 
 from benchmarks.machine import cpu_name
 from benchmarks.shifted_digits import shifted_set
-from mnist_pipeline.dataset import load_mnist, normalise
-from mnist_pipeline.ingest import to_uint8
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.model import predict_logits
-from mnist_pipeline.params import TrainParams
-from mnist_pipeline.preprocess import preprocess_bytes
-from mnist_pipeline.training_loop import split_indices
-from mnist_pipeline.weights import load_model
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import TrainParams
+from mnist_pipeline.data.dataset import load_mnist, normalise
+from mnist_pipeline.data.preprocess import preprocess_bytes
+from mnist_pipeline.inbox.ingest import to_uint8
+from mnist_pipeline.model.network import predict_logits
+from mnist_pipeline.model.weights import load_model
+from mnist_pipeline.training.loop import split_indices
 
 BIN = Path(sys.executable).parent
 

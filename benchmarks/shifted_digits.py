@@ -4,7 +4,7 @@ Each digit is upscaled, shifted by `style` -- "rotated" (turned 30-45 degrees ei
 "thick" (strokes dilated by a disc), or "plain" (no shift: the control) -- then drawn as dark ink
 on light paper at a random size and position in a larger canvas and saved as an 8-bit greyscale
 PNG. Pure numpy + Pillow; every random choice comes from the caller's `rng`, so a seed fixes the
-bytes. The renderings pass `mnist_pipeline.preprocess.preprocess_bytes`.
+bytes. The renderings pass `mnist_pipeline.data.preprocess.preprocess_bytes`.
 """
 
 from __future__ import annotations

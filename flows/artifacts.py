@@ -19,8 +19,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.params import Params
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import Params
 
 REPORT_KEY = "mnist-retrain-report"
 PER_CLASS_KEY = "mnist-per-class-metrics"

@@ -1,11 +1,11 @@
 """The retraining flow: fetch, ingest, inputs (up to date?), train, evaluate, export, parity,
 register.
 
-Every stage runs as a task through `mnist_pipeline.stages.run`, as the CLI and `dvc repro` do;
-nothing here computes. A flow run works in its own folder, runs/<flow-run>/, on a hard-linked
-snapshot of the project's verified dataset and its own ingest of the project's inbox; only the
-dataset folder (fetched under a lock), the inbox (read under its lock) and the registry are
-shared. A run trains nothing when a registered version already has its inputs
+Every stage runs as a task through `mnist_pipeline.pipeline.stages.run`, as the CLI and
+`dvc repro` do; nothing here computes. A flow run works in its own folder, runs/<flow-run>/,
+on a hard-linked snapshot of the project's verified dataset and its own ingest of the project's
+inbox; only the dataset folder (fetched under a lock), the inbox (read under its lock) and the
+registry are shared. A run trains nothing when a registered version already has its inputs
 fingerprint (unless `force`). Run once: `python -m flows.retrain` (which, like the CLI, writes
 data/, models/ and reports/ in the repository root).
 """
@@ -31,17 +31,17 @@ from flows.artifacts import (
     publish_up_to_date,
 )
 from flows.notify import notify_failure
-from mnist_pipeline import runs, stages
-from mnist_pipeline.errors import GateError, StageFailed
-from mnist_pipeline.fingerprint import inputs_fingerprint
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.params import Params, load_params
+from mnist_pipeline.core.errors import GateError, StageFailed
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import Params, load_params
+from mnist_pipeline.pipeline import runs, stages
 from mnist_pipeline.registry import Registry
+from mnist_pipeline.training.fingerprint import inputs_fingerprint
 
 
 @task(cache_policy=NO_CACHE)
 def run_stage(name: str, params: Params, layout: Layout, **options: Any) -> tuple[Any, float]:
-    """One stage of the table (mnist_pipeline/stages.py) and its seconds."""
+    """One stage of the table (mnist_pipeline/pipeline/stages.py) and its seconds."""
     start = time.perf_counter()
     result = stages.run(name, params, layout, **options)
     return result, time.perf_counter() - start

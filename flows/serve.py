@@ -7,7 +7,7 @@
 The process keeps running: it polls the server and executes scheduled and manual runs
 (`prefect deployment run mnist-retrain/weekly`), and runs started by new labelled digits: the
 deployment carries an event trigger that `mnist-pipeline data add` fires once
-`schedule.min_new_images` new images arrived (mnist_pipeline/inbox_events.py).
+`schedule.min_new_images` new images arrived (mnist_pipeline/inbox/events.py).
 
 To scale out, put the deployment on a process work pool instead and start workers (on any
 machine with this checkout at the same path, pointed at the same server):
@@ -29,8 +29,8 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.schedules import Cron
 
 from flows.retrain import retrain
-from mnist_pipeline.inbox_events import inbox_trigger
-from mnist_pipeline.params import load_params
+from mnist_pipeline.core.params import load_params
+from mnist_pipeline.inbox.events import inbox_trigger
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

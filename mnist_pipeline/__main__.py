@@ -1,6 +1,6 @@
-"""`python -m mnist_pipeline`: the same as the `mnist-pipeline` command (importing it does nothing)."""
+"""`python -m mnist_pipeline`: the `mnist-pipeline` command (importing this module does nothing)."""
 
-from mnist_pipeline.cli import main
+from mnist_pipeline.cli.app import main
 
 if __name__ == "__main__":
     main()

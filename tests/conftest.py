@@ -14,8 +14,8 @@ from typing import NoReturn
 
 import pytest
 
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.params import Params, parse_params
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import Params, parse_params
 from mnist_pipeline.registry import Candidate, Registry
 from tests.notify_helpers import receiver  # noqa: F401 - a fixture for the flow tests
 from tests.registry_helpers import make_candidate
@@ -97,10 +97,10 @@ def untrained(tmp_path_factory: pytest.TempPathFactory) -> Layout:
     """A layout holding random weights (seed 0, ~10% accurate) and their ONNX export."""
     import torch
 
-    from mnist_pipeline.export import export_onnx
-    from mnist_pipeline.model import build_model
-    from mnist_pipeline.params import ExportParams
-    from mnist_pipeline.weights import save_state_dict
+    from mnist_pipeline.core.params import ExportParams
+    from mnist_pipeline.export.export import export_onnx
+    from mnist_pipeline.model.network import build_model
+    from mnist_pipeline.model.weights import save_state_dict
 
     layout = Layout(tmp_path_factory.mktemp("untrained"))
     torch.manual_seed(0)
@@ -111,7 +111,7 @@ def untrained(tmp_path_factory: pytest.TempPathFactory) -> Layout:
 
 def _real_pipeline(folder: Path, **sections: dict) -> Layout:
     """fetch → train → evaluate → export on real MNIST in `folder`, with `sections` of params."""
-    from mnist_pipeline import stages
+    from mnist_pipeline.pipeline import stages
 
     if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").is_file():
         unavailable(f"real MNIST not found in {SHARED_MNIST}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mnist_pipeline import idx
+from mnist_pipeline.data import idx
 from tests.conftest import REPO_ROOT
 
 EXAMPLES = REPO_ROOT / "examples"

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.manifest import file_sha256
-from mnist_pipeline.params import parse_params
+from mnist_pipeline.core.params import parse_params
+from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.registry import Candidate, Registry
 
 MODEL = "mnist-cnn"
@@ -128,10 +128,10 @@ def exported_candidate(folder: Path, seed: int) -> Path:
     """A contract-complete ONNX model of random weights (seed), as a registry candidate."""
     import torch
 
-    from mnist_pipeline.export import export_onnx
-    from mnist_pipeline.model import build_model
-    from mnist_pipeline.params import ExportParams
-    from mnist_pipeline.weights import save_state_dict
+    from mnist_pipeline.core.params import ExportParams
+    from mnist_pipeline.export.export import export_onnx
+    from mnist_pipeline.model.network import build_model
+    from mnist_pipeline.model.weights import save_state_dict
 
     folder.mkdir(parents=True)
     torch.manual_seed(seed)

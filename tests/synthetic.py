@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.manifest import MNIST_FILES
+from mnist_pipeline.data.manifest import MNIST_FILES
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

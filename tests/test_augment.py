@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from mnist_pipeline.augment import BACKGROUND, augment, random_affine
-from mnist_pipeline.dataset import normalise
-from mnist_pipeline.params import AugmentParams
+from mnist_pipeline.core.params import AugmentParams
+from mnist_pipeline.data.augment import BACKGROUND, augment, random_affine
+from mnist_pipeline.data.dataset import normalise
 
 STRONG = AugmentParams(enabled=True, rotate_deg=30, scale=0.2, shear_deg=10, translate_px=3)
 

@@ -8,9 +8,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from mnist_pipeline import extra, idx
-from mnist_pipeline.errors import RegistryError
-from mnist_pipeline.layout import Layout
+from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.data import idx
+from mnist_pipeline.inbox import extra
 from mnist_pipeline.registry.challenger import decide
 
 HOLDOUT = 50

@@ -3,16 +3,16 @@ and the imports (`dvc repro` itself is tested in test_dvc_repro.py)."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.params import Params
-from mnist_pipeline.stages import STAGES as TABLE
+from mnist_pipeline.core.imports import import_closure
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import Params
+from mnist_pipeline.pipeline.stages import STAGES as TABLE
 from tests.conftest import REPO_ROOT
 
 PACKAGE = "mnist_pipeline"
@@ -23,39 +23,6 @@ DVC_YAML = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text(encoding="utf-8"))
 # ---- fast: dvc.yaml says the truth about the code ----
 
 
-def _imported_modules(module: str) -> set[str]:
-    """Package modules `module` imports by name ("__init__" for `import mnist_pipeline`)."""
-    source = (REPO_ROOT / PACKAGE / f"{module.replace('.', '/')}.py").read_text(encoding="utf-8")
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom) and node.module == PACKAGE:
-            for alias in node.names:
-                is_module = (REPO_ROOT / PACKAGE / f"{alias.name}.py").is_file()
-                found.add(alias.name if is_module else "__init__")
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE + "."):
-            found.add(node.module.removeprefix(PACKAGE + "."))
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name == PACKAGE:
-                    found.add("__init__")
-                elif alias.name.startswith(PACKAGE + "."):
-                    found.add(alias.name.removeprefix(PACKAGE + "."))
-    return found
-
-
-def import_closure(module: str) -> set[str]:
-    """`module` and every package module it imports, directly or through others."""
-    seen: set[str] = set()
-    todo = [module]
-    while todo:
-        current = todo.pop()
-        if current not in seen:
-            seen.add(current)
-            if current != "__init__":
-                todo.extend(_imported_modules(current))
-    return seen
-
-
 def _entries(stage: dict[str, Any], key: str) -> list[str]:
     """Paths of a stage's deps/outs/metrics/plots (entries may be `path` or `{path: opts}`)."""
     return [e if isinstance(e, str) else next(iter(e)) for e in stage.get(key, [])]
@@ -64,7 +31,7 @@ def _entries(stage: dict[str, Any], key: str) -> list[str]:
 def test_stages_run_the_cli_in_order() -> None:
     from typer.main import get_command
 
-    from mnist_pipeline.cli import app
+    from mnist_pipeline.cli.app import app
 
     commands = get_command(app).commands  # type: ignore[attr-defined]
     assert tuple(DVC_YAML["stages"]) == STAGES
@@ -76,12 +43,20 @@ def test_stages_run_the_cli_in_order() -> None:
 
 @pytest.mark.parametrize("name", STAGES)
 def test_code_deps_are_the_stage_module_and_its_imports(name: str) -> None:
-    listed = {
-        Path(p).relative_to(PACKAGE).with_suffix("").as_posix()
-        for p in _entries(DVC_YAML["stages"][name], "deps")
-        if p.startswith(PACKAGE + "/")
-    }
-    assert listed == import_closure(name)
+    listed = [p for p in _entries(DVC_YAML["stages"][name], "deps") if p.startswith(PACKAGE + "/")]
+    assert sorted(listed) == import_closure(TABLE[name].entry.partition(":")[0])
+
+
+def test_evaluation_and_export_do_not_depend_on_training_code() -> None:
+    """An optimizer or loop edit re-runs training, not evaluate/export/parity; no stage's
+    code deps include serving, the CLI or the registry."""
+    for name in STAGES:
+        deps = _entries(DVC_YAML["stages"][name], "deps")
+        for other in ("serving", "cli", "registry", "pipeline"):
+            assert not any(d.startswith(f"{PACKAGE}/{other}/") for d in deps), (name, other)
+        if name != "train":
+            assert not any(d.startswith(f"{PACKAGE}/training/") for d in deps), name
+    assert f"{PACKAGE}/training/loop.py" in _entries(DVC_YAML["stages"]["train"], "deps")
 
 
 def test_outputs_are_the_layout_paths() -> None:
@@ -113,9 +88,10 @@ def test_outputs_are_the_layout_paths() -> None:
 
 @pytest.mark.parametrize("name", STAGES)
 def test_stages_match_the_stage_table(name: str) -> None:
-    """dvc.yaml and mnist_pipeline/stages.py say the same about what each stage reads/writes."""
+    """dvc.yaml and the stage table (pipeline/stages.py) agree on what a stage reads/writes."""
     stage, table = DVC_YAML["stages"][name], TABLE[name]
-    assert table.entry.partition(":")[0] == f"{PACKAGE}.{name}"
+    module, _, function = table.entry.partition(":")
+    assert module.startswith(PACKAGE + ".") and module.endswith(f".{name}") and function == name
     layout = Layout(Path("."))
     data_deps = {p for p in _entries(stage, "deps") if not p.startswith(PACKAGE + "/")}
     assert data_deps == {str(getattr(layout, attr)) for attr in table.reads}
@@ -154,8 +130,8 @@ def test_params_exist_in_params_yaml_and_the_model() -> None:
 def test_plot_definitions_use_real_columns() -> None:
     import torch
 
-    from mnist_pipeline.evaluate import predictions_csv
-    from mnist_pipeline.train import HISTORY_COLUMNS
+    from mnist_pipeline.evaluation.evaluate import predictions_csv
+    from mnist_pipeline.training.train import HISTORY_COLUMNS
 
     header = predictions_csv(torch.tensor([1]), torch.tensor([1]), torch.tensor([0.5]))
     columns = {

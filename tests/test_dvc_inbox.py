@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_pipeline import extra, inbox
-from mnist_pipeline.layout import Layout
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.inbox import extra
+from mnist_pipeline.inbox import store as inbox
 from tests.test_dvc import STAGES
 from tests.test_dvc_repro import lock_hashes, make_project, ran, run
 from tests.test_ingest import stroke_png

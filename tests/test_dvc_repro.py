@@ -25,8 +25,8 @@ import onnxruntime as ort
 import pytest
 import yaml
 
-from mnist_pipeline.dataset import load_mnist
-from mnist_pipeline.layout import Layout
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.data.dataset import load_mnist
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT, unavailable
 from tests.example_helpers import CHROMIUM, CHROMIUM_ARGS, chromium_skip_reason

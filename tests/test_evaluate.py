@@ -13,16 +13,16 @@ import pytest
 import torch
 import yaml
 
-from mnist_pipeline.errors import GateError, PipelineError
-from mnist_pipeline.evaluate import PLOT_FILES, evaluate
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.manifest import dataset_sha256
-from mnist_pipeline.model import build_model
-from mnist_pipeline.params import EvaluateParams, ModelParams, Params
-from mnist_pipeline.quality import RELIABILITY_PLOT, ROBUSTNESS_PLOT
-from mnist_pipeline.robustness import TRANSFORMS
-from mnist_pipeline.train import train
-from mnist_pipeline.weights import save_state_dict
+from mnist_pipeline.core.errors import GateError, PipelineError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import EvaluateParams, ModelParams, Params
+from mnist_pipeline.data.manifest import dataset_sha256
+from mnist_pipeline.evaluation.evaluate import PLOT_FILES, evaluate
+from mnist_pipeline.evaluation.quality import RELIABILITY_PLOT, ROBUSTNESS_PLOT
+from mnist_pipeline.evaluation.robustness import TRANSFORMS
+from mnist_pipeline.model.network import build_model
+from mnist_pipeline.model.weights import save_state_dict
+from mnist_pipeline.training.train import train
 from tests.conftest import REPO_ROOT
 
 MODEL = ModelParams()
@@ -141,7 +141,7 @@ def test_training_curves_only_with_a_history(trained: Layout) -> None:
 
 
 def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "mnist_pipeline.cli", "--params", str(root / "params.yaml")]
+    command = [sys.executable, "-m", "mnist_pipeline", "--params", str(root / "params.yaml")]
     return subprocess.run(
         [*command, "--root", str(root), *args],
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},

@@ -13,14 +13,14 @@ import pytest
 import torch
 
 import mnist_pipeline
-from mnist_pipeline import predict
-from mnist_pipeline.contract import MNIST_MEAN, MNIST_STD
-from mnist_pipeline.errors import GateError, PipelineError
-from mnist_pipeline.export import collect_metadata, export, export_onnx
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.manifest import dataset_sha256, file_sha256
-from mnist_pipeline.params import ExportParams, ModelParams
-from mnist_pipeline.weights import load_model
+from mnist_pipeline.core.contract import MNIST_MEAN, MNIST_STD
+from mnist_pipeline.core.errors import GateError, PipelineError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import ExportParams, ModelParams
+from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
+from mnist_pipeline.export.export import collect_metadata, export, export_onnx
+from mnist_pipeline.model.weights import load_model
+from mnist_pipeline.serving import predict
 from tests.conftest import UNTRAINED_META
 
 MODEL = ModelParams()

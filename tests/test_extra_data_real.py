@@ -20,12 +20,12 @@ from typer.testing import CliRunner
 
 from benchmarks.extra_data_experiment import accuracy, write_pngs
 from benchmarks.shifted_digits import shifted_set
-from mnist_pipeline import stages
-from mnist_pipeline.cli import app
-from mnist_pipeline.dataset import load_mnist
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.params import load_params
-from mnist_pipeline.training_loop import split_indices
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import load_params
+from mnist_pipeline.data.dataset import load_mnist
+from mnist_pipeline.pipeline import stages
+from mnist_pipeline.training.loop import split_indices
 
 pytestmark = pytest.mark.e2e
 TRAIN = {"epochs": 3, "num_threads": 2, "precision": "fp32"}  # fp32: the same on every CPU

@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_pipeline import extra, gate
-from mnist_pipeline.errors import GateError
-from mnist_pipeline.evaluate import EXTRA_PLOT, evaluate
-from mnist_pipeline.ingest import ingest
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.manifest import file_sha256
-from mnist_pipeline.params import IngestParams, Params
-from mnist_pipeline.train import train
-from mnist_pipeline.training_loop import add_extra
+from mnist_pipeline.core.errors import GateError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import IngestParams, Params
+from mnist_pipeline.data.manifest import file_sha256
+from mnist_pipeline.evaluation import gate
+from mnist_pipeline.evaluation.evaluate import EXTRA_PLOT, evaluate
+from mnist_pipeline.inbox import extra
+from mnist_pipeline.inbox.ingest import ingest
+from mnist_pipeline.training.loop import add_extra
+from mnist_pipeline.training.train import train
 from tests.test_ingest import fill_inbox
 
 

@@ -31,10 +31,11 @@ import onnx
 import pytest
 import yaml
 
-from mnist_pipeline import atomic, inbox
-from mnist_pipeline.cli import main
-from mnist_pipeline.errors import EXIT_IO
-from mnist_pipeline.layout import Layout
+from mnist_pipeline.cli.app import main
+from mnist_pipeline.core import atomic
+from mnist_pipeline.core.errors import EXIT_IO
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.inbox import store as inbox
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry import store as registry_store
 from tests.conftest import REPO_ROOT

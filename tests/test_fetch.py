@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_pipeline import idx
-from mnist_pipeline.dataset import load_mnist
-from mnist_pipeline.errors import DataError
-from mnist_pipeline.fetch import fetch
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.manifest import DEFAULT_SHA256, file_sha256
-from mnist_pipeline.params import DataParams
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import DataParams
+from mnist_pipeline.data import idx
+from mnist_pipeline.data.dataset import load_mnist
+from mnist_pipeline.data.fetch import fetch
+from mnist_pipeline.data.manifest import DEFAULT_SHA256, file_sha256
 from tests.synthetic import idx_bytes, make_dataset, write_mirror
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"

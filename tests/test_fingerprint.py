@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from mnist_pipeline.fingerprint import code_sha256, inputs_fingerprint
-from mnist_pipeline.manifest import dataset_sha256
-from mnist_pipeline.params import parse_params
+from mnist_pipeline.core.imports import SOURCE_ROOT, import_closure
+from mnist_pipeline.core.params import parse_params
+from mnist_pipeline.data.manifest import dataset_sha256
+from mnist_pipeline.training.fingerprint import TRAIN_MODULE, code_sha256, inputs_fingerprint
 from tests.synthetic import make_dataset, write_data_dir
 
 
@@ -35,14 +37,51 @@ def test_other_data_changes_it(tiny_data_dir: Path, tmp_path: Path) -> None:
     assert inputs_fingerprint(params, other) != inputs_fingerprint(params, tiny_data_dir)
 
 
-def test_code_hash_sees_every_source_file(tmp_path: Path) -> None:
-    package = tmp_path / "pkg"
+def _copy_of_package(tmp_path: Path) -> Path:
+    """A copy of the package's sources under tmp_path (the source root to hash)."""
+    shutil.copytree(SOURCE_ROOT / "mnist_pipeline", tmp_path / "mnist_pipeline")
+    return tmp_path
+
+
+def _edit(path: Path) -> None:
+    path.write_text(path.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+
+
+def test_code_hash_is_the_training_closure(tmp_path: Path) -> None:
+    """Editing a module training imports changes the hash; editing serving, the registry or
+    the CLI does not (dvc.yaml's train deps are the same closure: test_dvc.py)."""
+    root = _copy_of_package(tmp_path)
+    before = code_sha256(root)
+    assert before == code_sha256()  # the copy hashes like the package itself
+    for untouched in ("serving/http_api.py", "registry/api.py", "cli/app.py", "export/parity.py"):
+        _edit(root / "mnist_pipeline" / untouched)
+        assert code_sha256(root) == before, untouched
+    _edit(root / "mnist_pipeline" / "training" / "loop.py")
+    after_loop = code_sha256(root)
+    assert after_loop != before
+    _edit(root / "mnist_pipeline" / "core" / "params.py")  # imported through others
+    assert code_sha256(root) != after_loop
+
+
+def test_closure_follows_imports_through_other_modules(tmp_path: Path) -> None:
+    package = tmp_path / "mnist_pipeline"
     (package / "sub").mkdir(parents=True)
-    (package / "a.py").write_text("x = 1\n")
-    (package / "sub" / "b.py").write_text("y = 2\n")
-    (package / "notes.txt").write_text("not code")
-    before = code_sha256(package)
-    (package / "notes.txt").write_text("edited")
-    assert code_sha256(package) == before
-    (package / "sub" / "b.py").write_text("y = 3\n")
-    assert code_sha256(package) != before
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "a.py").write_text("from mnist_pipeline.sub import b\n")
+    (package / "sub" / "b.py").write_text("def f():\n    from . import c\n")  # lazy, relative
+    (package / "sub" / "c.py").write_text("import os\n")
+    (package / "unused.py").write_text("x = 1\n")
+    assert import_closure("mnist_pipeline.a", tmp_path) == [
+        "mnist_pipeline/__init__.py",
+        "mnist_pipeline/a.py",
+        "mnist_pipeline/sub/__init__.py",
+        "mnist_pipeline/sub/b.py",
+        "mnist_pipeline/sub/c.py",
+    ]
+
+
+def test_the_fingerprint_hashes_the_train_stage_module() -> None:
+    from mnist_pipeline.pipeline.stages import STAGES
+
+    assert STAGES["train"].entry.partition(":")[0] == TRAIN_MODULE

@@ -12,7 +12,7 @@ import pytest
 
 from flows.artifacts import INGEST_KEY, MISTAKES_KEY, PARAMS_KEY, PER_CLASS_KEY, REPORT_KEY
 from flows.retrain import flow_overrides, retrain
-from mnist_pipeline.errors import StageFailed
+from mnist_pipeline.core.errors import StageFailed
 from mnist_pipeline.registry import Registry
 from tests.flow_helpers import (
     flow_run_tags,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline import gate
-from mnist_pipeline.errors import GateError, PipelineError
+from mnist_pipeline.core.errors import GateError, PipelineError
+from mnist_pipeline.evaluation import gate
 
 PASSED = {"accuracy": 0.99, "passed": True, "min_accuracy": 0.98}
 PARITY = {"passed": True, "onnx_sha256": "ab" * 32, "atol": 1e-4, "max_abs_diff_logits": 1e-6}

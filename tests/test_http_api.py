@@ -11,13 +11,13 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from mnist_pipeline.http_api import create_app
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.params import ServeParams
-from mnist_pipeline.predict import predict_files
-from mnist_pipeline.preprocess import preprocess_file
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import ServeParams
+from mnist_pipeline.data.preprocess import preprocess_file
 from mnist_pipeline.registry import Registry
-from mnist_pipeline.serving import ServedModel
+from mnist_pipeline.serving.http_api import create_app
+from mnist_pipeline.serving.predict import predict_files
+from mnist_pipeline.serving.served_model import ServedModel
 from tests.example_helpers import draw_digit
 from tests.registry_helpers import MODEL, PARAMS, candidate_in, exported_candidate, writable
 
@@ -171,7 +171,7 @@ def test_not_ready_until_a_version_exists(tmp_path: Path, _models: tuple[Path, P
 
 
 def test_the_serve_command_takes_its_options_from_params(tmp_path: Path, monkeypatch) -> None:
-    from mnist_pipeline import server
+    from mnist_pipeline.serving import server
 
     called = {}
     monkeypatch.setattr(server.uvicorn, "run", lambda app, **kw: called.update(kw, app=app))
@@ -188,7 +188,7 @@ def test_worker_connections_get_tcp_nodelay() -> None:
     import asyncio
     import socket
 
-    from mnist_pipeline.server import tcp_socket
+    from mnist_pipeline.serving.server import tcp_socket
 
     async def nodelay_of(listener: socket.socket) -> int:
         seen: list[int] = []
@@ -214,7 +214,7 @@ def test_worker_connections_get_tcp_nodelay() -> None:
 
 
 def test_feedback_goes_into_the_inbox_like_data_add(registry: Registry, tmp_path: Path) -> None:
-    from mnist_pipeline import inbox
+    from mnist_pipeline.inbox import store as inbox
 
     folder = tmp_path / "project" / "data" / "extra"
     served = ServedModel(registry, "production")

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mnist_pipeline.predict import predict_files
 from mnist_pipeline.registry import Registry
+from mnist_pipeline.serving.predict import predict_files
 from tests.example_helpers import dark_on_light, test_digits
 from tests.process_helpers import mnist_server
 from tests.registry_helpers import (

@@ -5,8 +5,8 @@ import gzip
 import numpy as np
 import pytest
 
-from mnist_pipeline import idx
-from mnist_pipeline.errors import DataError
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.data import idx
 from tests.synthetic import idx_bytes
 
 

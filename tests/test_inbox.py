@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from mnist_pipeline import inbox
-from mnist_pipeline.cli import app
-from mnist_pipeline.errors import DataError
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.inbox import store as inbox
 from tests.example_helpers import draw_digit
 
 
@@ -107,7 +107,7 @@ def test_data_commands(tmp_path: Path) -> None:
 def test_pending_new_images_are_counted_and_kept_when_the_server_is_down(tmp_path: Path) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from mnist_pipeline import inbox_events
+    from mnist_pipeline.inbox import events as inbox_events
     from tests.process_helpers import free_port
 
     folder = tmp_path / "data" / "extra"

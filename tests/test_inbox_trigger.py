@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mnist_pipeline import extra
-from mnist_pipeline.inbox_events import pending_file
-from mnist_pipeline.layout import Layout
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.inbox import extra
+from mnist_pipeline.inbox.events import pending_file
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
 from tests.process_helpers import prefect_server, start, stop, wait_for

@@ -12,13 +12,14 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from mnist_pipeline import extra, inbox
-from mnist_pipeline.cli import app
-from mnist_pipeline.ingest import ingest, split_of, to_uint8
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.manifest import file_sha256
-from mnist_pipeline.params import IngestParams
-from mnist_pipeline.preprocess import preprocess_bytes
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import IngestParams
+from mnist_pipeline.data.manifest import file_sha256
+from mnist_pipeline.data.preprocess import preprocess_bytes
+from mnist_pipeline.inbox import extra
+from mnist_pipeline.inbox import store as inbox
+from mnist_pipeline.inbox.ingest import ingest, split_of, to_uint8
 
 
 def stroke_png(seed: int, size: tuple[int, int] = (120, 90)) -> bytes:
@@ -160,7 +161,7 @@ def test_the_inbox_lock_is_outside_what_dvc_hashes(tmp_path: Path) -> None:
 
 
 def test_ingest_takes_the_pending_count_for_the_retraining_trigger(tmp_path: Path) -> None:
-    from mnist_pipeline import inbox_events
+    from mnist_pipeline.inbox import events as inbox_events
 
     layout = Layout(tmp_path)
     fill_inbox(layout, range(3))

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_pipeline import atomic
-from mnist_pipeline import training_loop as loop
-from mnist_pipeline.cli import main
-from mnist_pipeline.errors import EXIT_IO
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.params import ModelParams, TrainParams
-from mnist_pipeline.train import train
+from mnist_pipeline.cli.app import main
+from mnist_pipeline.core import atomic
+from mnist_pipeline.core.errors import EXIT_IO
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import ModelParams, TrainParams
+from mnist_pipeline.training import loop
+from mnist_pipeline.training.train import train
 
 TINY = {"epochs": 1, "batch_size": 32, "val_size": 32, "num_threads": 1}
 

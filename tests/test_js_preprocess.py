@@ -1,4 +1,4 @@
-"""examples/js/preprocess.mjs, the JavaScript port, against mnist_pipeline/preprocess.py: same bits.
+"""examples/js/preprocess.mjs, the JavaScript port, against data/preprocess.py: the same bits.
 
 Needs only the `node` binary (the port has no dependencies); skipped without it (fails in CI).
 """
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_pipeline.preprocess import ImageError, load_grey, to_mnist
+from mnist_pipeline.data.preprocess import ImageError, load_grey, to_mnist
 from tests.conftest import REPO_ROOT, unavailable
 
 

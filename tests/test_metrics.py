@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnist_pipeline import metrics
-from mnist_pipeline.metrics import accuracy, confusion_matrix, per_class
+from mnist_pipeline.evaluation import metrics
+from mnist_pipeline.evaluation.metrics import accuracy, confusion_matrix, per_class
 
 ACTUAL = torch.tensor([0, 0, 1, 2, 2, 2])
 PREDICTED = torch.tensor([0, 1, 1, 2, 0, 2])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnist_pipeline.model import DROPOUT_LAYERS, ClassicNet, build_model, predict_logits
+from mnist_pipeline.model.network import DROPOUT_LAYERS, ClassicNet, build_model, predict_logits
 
 PARAM_SHAPES = {
     "conv1.weight": (10, 1, 5, 5),

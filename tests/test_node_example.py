@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.preprocess import preprocess_file
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.data.preprocess import preprocess_file
 from tests.conftest import unavailable
 from tests.example_helpers import EXAMPLES, dark_on_light, node_skip_reason
 from tests.example_helpers import test_digits as load_test_digits
@@ -92,7 +92,7 @@ def node(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def python_predict(model: Path, files: list[Path]) -> list[dict]:
     """The pipeline's own command: `mnist-pipeline predict --json --top 3 --model ...`."""
-    cmd = [sys.executable, "-m", "mnist_pipeline.cli", "predict", "--json", "--top", "3"]
+    cmd = [sys.executable, "-m", "mnist_pipeline", "predict", "--json", "--top", "3"]
     done = subprocess.run(
         [*cmd, "--model", str(model), *map(str, files)], capture_output=True, text=True
     )

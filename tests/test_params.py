@@ -8,9 +8,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mnist_pipeline.cli import app, main
-from mnist_pipeline.errors import ParamsError
-from mnist_pipeline.params import DEFAULT_MIRRORS, Params, load_params, parse_params
+from mnist_pipeline.cli.app import app, main
+from mnist_pipeline.core.errors import ParamsError
+from mnist_pipeline.core.params import DEFAULT_MIRRORS, Params, load_params, parse_params
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_pipeline.errors import GateError, PipelineError
-from mnist_pipeline.export import export_onnx
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.manifest import file_sha256
-from mnist_pipeline.model import build_model
-from mnist_pipeline.params import ExportParams, ParityParams
-from mnist_pipeline.parity import check_parity
-from mnist_pipeline.weights import save_state_dict
+from mnist_pipeline.core.errors import GateError, PipelineError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import ExportParams, ParityParams
+from mnist_pipeline.data.manifest import file_sha256
+from mnist_pipeline.export.export import export_onnx
+from mnist_pipeline.export.parity import check_parity
+from mnist_pipeline.model.network import build_model
+from mnist_pipeline.model.weights import save_state_dict
 
 REQUIRED = {
     "passed": bool,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_pipeline import plots
+from mnist_pipeline.evaluation import plots
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from mnist_pipeline.cli import app
-from mnist_pipeline.errors import PipelineError, RegistryError
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.params import RegistryParams
-from mnist_pipeline.predict import predict_files, resolve_model
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.core.errors import PipelineError, RegistryError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import RegistryParams
+from mnist_pipeline.serving.predict import predict_files, resolve_model
 from tests.conftest import REPO_ROOT
 from tests.example_helpers import draw_digit
 
@@ -43,7 +43,8 @@ def _run(code: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_predict_modules_do_not_import_torch(tmp_path: Path) -> None:
     code = (
-        "import sys, mnist_pipeline.predict, mnist_pipeline.preprocess, mnist_pipeline.cli\n"
+        "import sys, mnist_pipeline.serving.predict, mnist_pipeline.data.preprocess\n"
+        "import mnist_pipeline.cli.app\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     done = _run(code, REPO_ROOT)
@@ -54,7 +55,7 @@ def test_cli_predict_command_does_not_import_torch(model_path: Path, tmp_path: P
     image = draw_digit(tmp_path / "d.png")
     code = (
         "import sys\n"
-        "from mnist_pipeline.cli import app\n"
+        "from mnist_pipeline.cli.app import app\n"
         f"args = ['--params', {str(defaults_file(tmp_path))!r}, '--root', {str(tmp_path)!r},\n"
         f"        'predict', '--json', '--model', {str(model_path)!r}, {str(image)!r}]\n"
         "code = app(args, standalone_mode=False)\n"
@@ -200,7 +201,7 @@ def render(digit: np.ndarray, path: Path, offset: tuple[int, int], rgb: bool) ->
 
 @pytest.mark.e2e
 def test_real_digits_are_recognised(real_run: Layout, tmp_path: Path) -> None:
-    from mnist_pipeline.dataset import load_mnist
+    from mnist_pipeline.data.dataset import load_mnist
 
     layout = real_run
     mnist = load_mnist(layout.data_dir)

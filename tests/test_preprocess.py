@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_pipeline.preprocess import (
+from mnist_pipeline.data.preprocess import (
     ImageError,
     fit_box,
     load_grey,

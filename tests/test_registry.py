@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_pipeline.errors import GateError, RegistryError
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.manifest import file_sha256
-from mnist_pipeline.params import parse_params
+from mnist_pipeline.core.errors import GateError, RegistryError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import parse_params
+from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.registry import Registry, candidate_from_layout
 from tests.conftest import REPO_ROOT
 from tests.registry_helpers import PARAMS, make_candidate, write_reports, write_train_record
@@ -251,7 +251,7 @@ def test_registry_import_and_resolve_stay_torch_free(registry: Registry, make) -
     registry.register(make(1), PARAMS, 0.0)
     code = (
         "import sys\n"
-        "import mnist_pipeline.cli, mnist_pipeline.registry.cli\n"
+        "import mnist_pipeline.cli.app, mnist_pipeline.cli.models\n"
         "from mnist_pipeline.registry import Registry\n"
         "import onnxruntime as ort, numpy as np\n"
         f"path = Registry({str(registry.root)!r}, 'mnist-cnn').resolve('production')\n"

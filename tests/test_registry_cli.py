@@ -13,10 +13,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mnist_pipeline.cli import app
-from mnist_pipeline.errors import RegistryError
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.params import TrainParams
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import TrainParams
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
 from tests.registry_helpers import make_candidate
@@ -149,7 +149,7 @@ def test_errors_are_one_clean_line(workdir: Path) -> None:
         [
             sys.executable,
             "-m",
-            "mnist_pipeline.cli",
+            "mnist_pipeline",
             "--root",
             str(workdir),
             "--params",

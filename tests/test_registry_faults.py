@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline.manifest import file_sha256
+from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.registry import Registry, api
 from tests.conftest import REPO_ROOT
 from tests.registry_helpers import MODEL, PARAMS, make_candidate

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline.errors import RegistryError
-from mnist_pipeline.manifest import file_sha256
+from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry.card import SEAL_KEY, seal
 from tests.registry_helpers import PARAMS, writable, write_reports, write_train_record

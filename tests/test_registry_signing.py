@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mnist_pipeline.cli import app
-from mnist_pipeline.errors import ParamsError, RegistryError
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.manifest import file_sha256
-from mnist_pipeline.params import parse_params
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.core.errors import ParamsError, RegistryError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import parse_params
+from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry.card import SEAL_KEY, seal
 from mnist_pipeline.registry.signing import Signing, generate

@@ -16,9 +16,9 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 
 from flows.retrain import retrain
-from mnist_pipeline.dataset import load_mnist
-from mnist_pipeline.errors import ParamsError
-from mnist_pipeline.layout import Layout
+from mnist_pipeline.core.errors import ParamsError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.data.dataset import load_mnist
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
 from tests.flow_helpers import latest_artifact, make_workdir, registry_versions

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_pipeline.preprocess import preprocess_bytes
-from mnist_pipeline.robustness import TRANSFORMS, render, robustness_set
+from mnist_pipeline.data.preprocess import preprocess_bytes
+from mnist_pipeline.evaluation.robustness import TRANSFORMS, render, robustness_set
 
 
 def ring(size: int = 8) -> np.ndarray:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline import runs
-from mnist_pipeline.errors import DataError
-from mnist_pipeline.layout import Layout
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.pipeline import runs
 from tests.synthetic import write_data_dir
 
 

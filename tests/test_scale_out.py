@@ -26,9 +26,9 @@ from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from mnist_pipeline.dataset import load_mnist, normalise
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.model import build_model, predict_logits
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.data.dataset import load_mnist, normalise
+from mnist_pipeline.model.network import build_model, predict_logits
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT, unavailable
 from tests.process_helpers import free_port, prefect_server, start, stop, wait_for

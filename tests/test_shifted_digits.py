@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.shifted_digits import STYLES, render_shifted, shifted_set
-from mnist_pipeline.preprocess import preprocess_bytes
+from mnist_pipeline.data.preprocess import preprocess_bytes
 
 
 def bar() -> np.ndarray:

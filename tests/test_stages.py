@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline import stages
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.params import Params
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import Params
+from mnist_pipeline.pipeline import stages
 
 
 @pytest.mark.parametrize("name", list(stages.STAGES))

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_pipeline import temperature
-from mnist_pipeline.errors import ParamsError
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.model import build_model, predict_logits
-from mnist_pipeline.params import ModelParams, TrainParams, parse_params
-from mnist_pipeline.train import train
-from mnist_pipeline.weights import load_model
+from mnist_pipeline.core.errors import ParamsError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import ModelParams, TrainParams, parse_params
+from mnist_pipeline.model.network import build_model, predict_logits
+from mnist_pipeline.model.weights import load_model
+from mnist_pipeline.training import temperature
+from mnist_pipeline.training.train import train
 from tests.synthetic import make_dataset, write_data_dir
 
 

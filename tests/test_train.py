@@ -14,12 +14,12 @@ import pytest
 import torch
 import yaml
 
-from mnist_pipeline import training_loop as loop
-from mnist_pipeline.errors import DataError, ParamsError
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.model import build_model
-from mnist_pipeline.params import ModelParams, TrainParams, parse_params
-from mnist_pipeline.train import HISTORY_COLUMNS, train
+from mnist_pipeline.core.errors import DataError, ParamsError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import ModelParams, TrainParams, parse_params
+from mnist_pipeline.model.network import build_model
+from mnist_pipeline.training import loop
+from mnist_pipeline.training.train import HISTORY_COLUMNS, train
 from tests.conftest import REPO_ROOT
 from tests.synthetic import make_dataset, write_data_dir
 
@@ -268,7 +268,7 @@ def cli(root: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "mnist_pipeline.cli",
+        "mnist_pipeline",
         "--params",
         str(root / "params.yaml"),
         "--root",

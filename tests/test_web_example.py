@@ -18,9 +18,9 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from mnist_pipeline import inbox
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.predict import predict_files
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.inbox import store as inbox
+from mnist_pipeline.serving.predict import predict_files
 from tests.conftest import REPO_ROOT, unavailable
 from tests.example_helpers import CHROMIUM, CHROMIUM_ARGS, chromium_skip_reason
 from tests.example_helpers import test_digits as load_test_digits

@@ -10,14 +10,14 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from mnist_pipeline import stages
-from mnist_pipeline.dataset import load_mnist, normalise
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.model import build_model, fold_batch_norm
-from mnist_pipeline.params import Params
-from mnist_pipeline.predict import predict_files
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import Params
+from mnist_pipeline.data.dataset import load_mnist, normalise
+from mnist_pipeline.model.network import build_model, fold_batch_norm
+from mnist_pipeline.model.weights import load_model
+from mnist_pipeline.pipeline import stages
 from mnist_pipeline.registry import Registry
-from mnist_pipeline.weights import load_model
+from mnist_pipeline.serving.predict import predict_files
 from tests.example_helpers import draw_digit
 
 

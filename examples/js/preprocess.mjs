@@ -1,4 +1,4 @@
-// MNIST-style preprocessing, a line-by-line port of mnist_pipeline/preprocess.py (steps 2-8 of its
+// MNIST-style preprocessing, a line-by-line port of mnist_pipeline/data/preprocess.py (steps 2-8 of its
 // docstring). Shared by the Node.js example and the web page; no dependencies, no DOM.
 //
 // Arrays are row-major Float32Array with explicit width/height. Python computes in float32 where

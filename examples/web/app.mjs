@@ -1,6 +1,6 @@
 // Draw a digit; the ONNX model exported by mnist-pipeline classifies it in the browser
 // (onnxruntime-web, single-threaded WebAssembly). Preprocessing is the shared port of
-// mnist_pipeline/preprocess.py, fed with the canvas's RGBA pixels.
+// mnist_pipeline/data/preprocess.py, fed with the canvas's RGBA pixels.
 //
 // The model URL defaults to /models/model.onnx of the served repository; ?model=URL overrides it.
 // With ?server=URL (an `mnist-pipeline serve` whose serve.cors_origins lists this page's origin)

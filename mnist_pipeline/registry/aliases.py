@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline.atomic import write_json
-from mnist_pipeline.errors import RegistryError
+from mnist_pipeline.core.atomic import write_json
+from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry.store import check_alias, read_json
 
 PRODUCTION = "production"

@@ -6,10 +6,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline.atomic import write_json
-from mnist_pipeline.errors import RegistryError
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.params import Params, RegistryParams
+from mnist_pipeline.core.atomic import write_json
+from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import Params, RegistryParams
 from mnist_pipeline.registry import aliases as alias_file
 from mnist_pipeline.registry import challenger, store
 from mnist_pipeline.registry.aliases import PRODUCTION, AliasState, utc_now

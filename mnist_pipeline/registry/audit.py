@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mnist_pipeline.errors import RegistryError
+from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import aliases as alias_file
 from mnist_pipeline.registry import store
 from mnist_pipeline.registry.candidate import (

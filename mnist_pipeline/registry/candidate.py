@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline import gate
-from mnist_pipeline.errors import PipelineError, RegistryError
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.params import Params
+from mnist_pipeline.core.errors import PipelineError, RegistryError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import Params
+from mnist_pipeline.evaluation import gate
 
 ONNX_FILE = "model.onnx"
 STATE_DICT_FILE = "model.pt"

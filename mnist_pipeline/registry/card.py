@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline.params import Params
+from mnist_pipeline.core.params import Params
 
 CARD_SCHEMA = 1
 SEAL_KEY = "card_sha256"

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from mnist_pipeline import extra
-from mnist_pipeline.contract import INPUT_NAME, LOGITS
-from mnist_pipeline.errors import RegistryError
-from mnist_pipeline.extra import NO_EXTRA_SHA256
+from mnist_pipeline.core.contract import INPUT_NAME, LOGITS
+from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.inbox import extra
+from mnist_pipeline.inbox.extra import NO_EXTRA_SHA256
 from mnist_pipeline.registry.aliases import STAGING, promotion_decision
 
 

@@ -24,8 +24,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from mnist_pipeline.atomic import write_bytes
-from mnist_pipeline.errors import RegistryError
+from mnist_pipeline.core.atomic import write_bytes
+from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry.store import SIGNATURE_FILE
 
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from mnist_pipeline.errors import RegistryError
-from mnist_pipeline.manifest import file_sha256
+from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.data.manifest import file_sha256
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 VERSION_DIR_RE = re.compile(r"^v([1-9][0-9]{0,8})$")

@@ -1,0 +1,1 @@
+"""The `mnist-pipeline` command line (typer): thin shims over the stage functions."""

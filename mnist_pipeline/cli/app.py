@@ -1,0 +1,183 @@
+"""The `mnist-pipeline` command line: thin shims that resolve params and paths, then run stages.
+
+Each stage command runs `stages.run`, the same call the Prefect flow makes (and `dvc repro` runs
+these commands). Exit codes: 0 success, 1 a failure the message explains (gate, parity, data,
+registry, unreadable image), 2 bad params or usage, 74 an I/O error (read-only or full disk,
+permission denied), named with its path.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from mnist_pipeline.cli.data import data_app
+from mnist_pipeline.cli.models import models_app
+from mnist_pipeline.cli.state import CliState, console, state
+from mnist_pipeline.core.errors import EXIT_IO, PipelineError, describe_os_error
+from mnist_pipeline.pipeline import stages
+
+app = typer.Typer(
+    help="Train, gate, export and register an MNIST CNN.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    params: Annotated[
+        Path | None,
+        typer.Option(
+            "--params",
+            "-p",
+            metavar="FILE",
+            help="params.yaml to read [default: ROOT/params.yaml].",
+        ),
+    ] = None,
+    root: Annotated[
+        Path,
+        typer.Option(
+            "--root", metavar="DIR", help="Working directory for data/, models/, reports/."
+        ),
+    ] = Path("."),
+) -> None:
+    ctx.obj = CliState.from_options(root, params)
+
+
+def _run(ctx: typer.Context, name: str, **options: object) -> None:
+    st = state(ctx)
+    result = stages.run(name, st.params(), st.layout, **options)
+    console.print(result.summary(), markup=False)
+
+
+@app.command(help=stages.STAGES["fetch"].help)
+def fetch(ctx: typer.Context) -> None:
+    _run(ctx, "fetch")
+
+
+@app.command(help=stages.STAGES["ingest"].help)
+def ingest(ctx: typer.Context) -> None:
+    _run(ctx, "ingest")
+
+
+@app.command(help=stages.STAGES["train"].help)
+def train(ctx: typer.Context) -> None:
+    _run(ctx, "train")
+
+
+@app.command(help=stages.STAGES["evaluate"].help)
+def evaluate(ctx: typer.Context) -> None:
+    _run(ctx, "evaluate")
+
+
+@app.command(help=stages.STAGES["export"].help)
+def export(
+    ctx: typer.Context,
+    model_version: Annotated[
+        str | None,
+        typer.Option(
+            "--model-version", metavar="VERSION", help="Version recorded in the metadata."
+        ),
+    ] = None,
+) -> None:
+    _run(ctx, "export", model_version=model_version)
+
+
+@app.command(help=stages.STAGES["parity"].help)
+def parity(ctx: typer.Context) -> None:
+    _run(ctx, "parity")
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    images: Annotated[
+        list[Path], typer.Argument(metavar="IMAGE", help="Image files (PNG, JPEG, ...).")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="An .onnx path (or any path with a slash), or a registry version or alias. "
+            "Default: the registry's production model, else models/model.onnx.",
+        ),
+    ] = None,
+    top: Annotated[
+        int | None,
+        typer.Option("--top", min=1, max=10, metavar="K", help="Also list the top K digits."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
+) -> None:
+    """Classify image files with the ONNX model (onnxruntime only); exit 1 if any failed."""
+    from mnist_pipeline.serving.predict import is_model_path, predict_files, resolve_model
+
+    st = state(ctx)
+    registry = None if is_model_path(model) else st.params().registry  # a path needs no params
+    model_path = resolve_model(model, st.layout, registry)
+    result = predict_files(model_path, images, top=top or 1)
+    if as_json:
+        print(json.dumps([p.to_dict(with_top=top is not None) for p in result.predictions]))
+    else:
+        console.print(f"model: {result.model_path}", markup=False)
+        for p in result.predictions:
+            if p.error is not None:
+                console.print(f"[red]error: {escape(p.error)}[/]")  # the error names the file
+                continue
+            line = f"{p.file}: {p.digit} (p={p.probability:.3f})"
+            if top is not None:
+                line += "  top: " + ", ".join(f"{d} ({q:.3f})" for d, q in p.top)
+            print(line)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option(metavar="HOST", help="Address [default: serve.host].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(metavar="PORT", help="Port [default: serve.port].")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", metavar="ALIAS|VERSION", help="[default: serve.model]"),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(metavar="N", help="Worker processes [default: serve.workers].")
+    ] = None,
+) -> None:
+    """Serve the registry's model over HTTP, following its alias (POST /predict, GET /model)."""
+    from mnist_pipeline.serving.server import run
+
+    st = state(ctx)
+    given = {"host": host, "port": port, "model": model, "workers": workers}
+    run(st.params_path, st.root, {f"serve.{k}": v for k, v in given.items() if v is not None})
+
+
+def main() -> None:
+    """Console-script entry: run the app; user-facing errors become one message and an exit code."""
+    try:
+        app()
+    except PipelineError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        sys.exit(exc.exit_code)
+    except OSError as exc:  # read-only folder, permission denied, disk full: nothing was replaced
+        console.print(f"[bold red]error:[/] {escape(describe_os_error(exc))}")
+        sys.exit(EXIT_IO)
+
+
+if __name__ == "__main__":
+    main()

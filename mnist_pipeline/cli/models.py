@@ -1,0 +1,148 @@
+"""`mnist-pipeline models ...`: the registry's commands (thin shims over `Registry`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from mnist_pipeline.cli.state import state
+from mnist_pipeline.pipeline import stages
+from mnist_pipeline.registry.aliases import PRODUCTION
+from mnist_pipeline.registry.api import Registry
+from mnist_pipeline.registry.card import summary_lines
+from mnist_pipeline.registry.signing import generate
+
+models_app = typer.Typer(
+    help="The model registry: register, list, show, promote, roll back, resolve, verify, keygen.",
+    no_args_is_help=True,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+def _registry(ctx: typer.Context) -> Registry:
+    st = state(ctx)
+    return Registry.from_params(st.params().registry, st.layout)
+
+
+@models_app.command("register")
+def register(ctx: typer.Context) -> None:
+    """Register what the pipeline last produced (models/, reports/) as the next version."""
+    st = state(ctx)
+    done = stages.run("register", st.params(), st.layout)
+    err.print(done.summary(), soft_wrap=True, highlight=False, markup=False)
+    out.print(str(done.path), highlight=False, soft_wrap=True)
+
+
+@models_app.command("list")
+def list_versions(ctx: typer.Context) -> None:
+    """Table of versions: accuracy, creation time, aliases."""
+    registry = _registry(ctx)
+    by_version: dict[int, list[str]] = {}
+    for alias, version in registry.aliases().items():
+        by_version.setdefault(version, []).append(alias)
+    table = Table(title=f"{registry.name} ({registry.model_dir})")
+    for column in ("version", "accuracy", "created", "aliases"):
+        table.add_column(column)
+    damaged = []
+    for version, card, problem in registry.catalogue():
+        aliases = ", ".join(sorted(by_version.get(version, [])))
+        if card is None:
+            table.add_row(str(version), "[red]damaged[/]", "?", aliases)
+            damaged.append(problem)
+            continue
+        accuracy = card["metrics"].get("accuracy")
+        shown = "?" if accuracy is None else f"{accuracy:.4f}"
+        table.add_row(str(version), shown, card["created"], aliases)
+    out.print(table)
+    for problem in damaged:
+        err.print(f"[red]damaged:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+
+
+@models_app.command("show")
+def show(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(metavar="VERSION|ALIAS", help="e.g. 3, v3, production")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole card as JSON.")] = False,
+) -> None:
+    """A version's model card: a short summary, or all of it with --json."""
+    registry = _registry(ctx)
+    card = registry.card(ref)
+    if as_json:
+        typer.echo(json.dumps(card, indent=2))
+        return
+    aliases = sorted(a for a, v in registry.aliases().items() if v == card["version"])
+    typer.echo("\n".join(summary_lines(card, aliases)))
+
+
+@models_app.command("promote")
+def promote(
+    ctx: typer.Context,
+    version: Annotated[int, typer.Argument(metavar="VERSION", help="Version number to promote.")],
+    alias: Annotated[
+        str, typer.Option("--alias", metavar="ALIAS", help="Alias to point at it.")
+    ] = PRODUCTION,
+) -> None:
+    """Point an alias (default production) at a version."""
+    previous = _registry(ctx).promote(version, alias)
+    before = "nothing" if previous is None else f"v{previous}"
+    err.print(f"{alias}: {before} -> v{version}")
+
+
+@models_app.command("rollback")
+def rollback(
+    ctx: typer.Context,
+    alias: Annotated[
+        str, typer.Option("--alias", metavar="ALIAS", help="Alias to roll back.")
+    ] = PRODUCTION,
+) -> None:
+    """Move production back to the previous champion."""
+    version = _registry(ctx).rollback(alias)
+    err.print(f"{alias} -> v{version}")
+
+
+@models_app.command("resolve")
+def resolve(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(metavar="VERSION|ALIAS", help="e.g. 3, v3, production")],
+) -> None:
+    """Print the verified path of a version's ONNX file."""
+    typer.echo(str(_registry(ctx).resolve(ref)))
+
+
+@models_app.command("verify")
+def verify(ctx: typer.Context) -> None:
+    """Re-hash every file of every version; exit 1 listing problems."""
+    registry = _registry(ctx)
+    problems = registry.verify()
+    for problem in problems:
+        err.print(f"[red]problem:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    err.print(f"{registry.name}: {len(registry.versions())} version(s) intact")
+
+
+@models_app.command("keygen")
+def keygen(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="PATH", help="where to write the private key (PATH.pub: the public key)"
+        ),
+    ],
+) -> None:
+    """Create an Ed25519 key pair for signing model cards (never overwrites a key)."""
+    public, key = generate(path)
+    err.print(
+        f"private key {path} (mode 0600), public key {public} (key id {key}): set "
+        f"registry.signing_key to the first, add the second to registry.trusted_keys",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )

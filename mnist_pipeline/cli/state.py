@@ -1,0 +1,46 @@
+"""What every `mnist-pipeline` command shares: the options `--root` and `--params`.
+
+Kept apart from cli.py so that command modules (registry/cli.py) import this, not each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import DEFAULT_PARAMS_PATH, Params, load_params
+
+# Progress and summaries go to stderr; stdout is kept for results (paths, JSON, predictions).
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@dataclass(frozen=True)
+class CliState:
+    """The working directory and params file of one invocation."""
+
+    root: Path
+    params_path: Path
+
+    @classmethod
+    def from_options(cls, root: Path, params: Path | None) -> CliState:
+        """`--params` defaults to params.yaml under `--root` (a relative one is taken as given)."""
+        return cls(root=root, params_path=root / DEFAULT_PARAMS_PATH if params is None else params)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.root)
+
+    def params(self) -> Params:
+        return load_params(self.params_path)
+
+
+def state(ctx: typer.Context) -> CliState:
+    """The shared options, set by the app's callback before any command runs."""
+    found = ctx.find_object(CliState)
+    if found is None:  # only when a command is invoked outside the mnist-pipeline app
+        raise RuntimeError("mnist-pipeline command run without the app's options (CliState)")
+    return found

@@ -1,0 +1,1 @@
+"""Shared foundations: params, paths, errors, atomic writes, the model's I/O contract."""

@@ -1,0 +1,337 @@
+"""params.yaml, parsed once into frozen, validated, typed sections (the only YAML reader)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from mnist_pipeline.core.errors import ParamsError
+from mnist_pipeline.core.validators import check_cron, check_timezone, load_yaml_strict
+from mnist_pipeline.data.manifest import DEFAULT_SHA256
+
+DEFAULT_PARAMS_PATH = Path("params.yaml")
+MIRROR_ENV = "MNIST_MIRROR"
+# The mirrors torchvision uses, in its order.
+DEFAULT_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+
+
+class Section(BaseModel):
+    """Base for every section: immutable, unknown keys rejected, no type coercion of strings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class DataParams(Section):
+    """Where the dataset comes from."""
+
+    mirrors: tuple[str, ...] = Field(default=DEFAULT_MIRRORS, min_length=1)
+    timeout_s: float = Field(default=30.0, gt=0)
+    # Expected SHA-256 of each decompressed file; override only to serve other (test) data.
+    sha256: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SHA256))
+
+    @field_validator("sha256")
+    @classmethod
+    def _known_files(cls, value: dict[str, str]) -> dict[str, str]:
+        if set(value) != set(DEFAULT_SHA256):
+            raise ValueError(f"must name exactly the files {sorted(DEFAULT_SHA256)}")
+        hexdigits = set("0123456789abcdef")
+        bad = [k for k, v in value.items() if len(v) != 64 or not set(v) <= hexdigits]
+        if bad:
+            raise ValueError(f"not a lowercase hex SHA-256 for {bad}")
+        return value
+
+    @field_validator("mirrors", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+
+class ModelParams(Section):
+    """The network, read by every stage that builds it (train, evaluate, export, parity)."""
+
+    arch: Literal["classic", "wide"] = "classic"
+
+
+class AugmentParams(Section):
+    """Random affine warps of training batches (augment.py), when `enabled`."""
+
+    enabled: bool = True
+    rotate_deg: float = Field(default=10.0, ge=0, le=90)
+    scale: float = Field(default=0.1, ge=0, lt=1)  # 1 +- this
+    shear_deg: float = Field(default=10.0, ge=0, le=45)
+    translate_px: float = Field(default=2.0, ge=0, le=14)
+
+
+class TrainParams(Section):
+    """Optimisation: everything besides the architecture that shapes the trained weights."""
+
+    epochs: int = Field(default=40, ge=1, le=1000)
+    batch_size: int = Field(default=128, ge=1, le=65536)
+    learning_rate: float = Field(default=0.001, gt=0, le=10)
+    lr_schedule: Literal["onecycle", "constant"] = "onecycle"
+    max_learning_rate: float = Field(default=0.005, gt=0, le=10)
+    seed: int = Field(default=1, ge=0, le=2**63 - 2)  # torch seeds are 64-bit; shuffle uses +1
+    val_size: int = Field(default=5000, ge=0)
+    device: Literal["cpu", "cuda"] = "cpu"
+    num_threads: int = Field(default=2, ge=1, le=256)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    max_batches_per_epoch: int | None = Field(default=None, ge=1)
+    # Each labelled digit users added (the extra train split) is seen this many times an epoch.
+    extra_weight: int = Field(default=4, ge=1, le=1000)
+    # Probability of every dropout layer of any arch while training; None: the arch's own.
+    dropout: float | None = Field(default=0.0, ge=0, lt=1)
+    # Fit a temperature on the validation split after training and fold it into the last layer
+    # (temperature.py): calibrated probabilities, the same predictions. Needs val_size > 0.
+    temperature_scaling: bool = True
+    augment: AugmentParams = AugmentParams()
+
+    @model_validator(mode="after")
+    def _onecycle_rises(self) -> TrainParams:
+        if self.lr_schedule == "onecycle" and self.max_learning_rate < self.learning_rate:
+            raise ValueError(
+                f"max_learning_rate ({self.max_learning_rate}) must be >= learning_rate "
+                f"({self.learning_rate}): onecycle rises from learning_rate to max_learning_rate"
+            )
+        if self.temperature_scaling and self.val_size == 0:
+            raise ValueError(
+                "temperature_scaling is on but val_size is 0: it is fitted on the validation "
+                "split, so set val_size > 0 or temperature_scaling: false"
+            )
+        return self
+
+
+class EvaluateParams(Section):
+    """The accuracy gate and evaluation batch size."""
+
+    min_accuracy: float = Field(default=0.98, ge=0, le=1)
+    # The gate on the extra holdout (labelled digits users added); None: reported, not gated.
+    min_extra_accuracy: float | None = Field(default=None, ge=0, le=1)
+    batch_size: int = Field(default=1000, ge=1)
+    # Test digits per transformation of the robustness set (robustness.py); 0: no robustness report.
+    robustness_per_transform: int = Field(default=500, ge=0, le=10_000)
+
+
+class IngestParams(Section):
+    """The labelled digits users add (data/extra/): the share held out for evaluation."""
+
+    # Per image, by its content hash: the same image is always on the same side.
+    holdout_percent: int = Field(default=20, ge=0, le=90)
+
+
+class ExportParams(Section):
+    """ONNX export."""
+
+    opset: int = Field(default=18, ge=17, le=23)
+
+
+class ParityParams(Section):
+    """The onnxruntime-vs-PyTorch parity gate."""
+
+    atol: float = Field(default=1e-4, gt=0)
+    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(default=(1, 7), min_length=1)
+
+    @field_validator("batch_sizes", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+
+class RegistryParams(Section):
+    """Model registry location and promotion policy."""
+
+    root: str = Field(default="registry", min_length=1)
+    # Same rule as the registry (registry/store.py): lowercase, no path separators.
+    model_name: str = Field(default="mnist-cnn", pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    promotion_margin: float = Field(default=0.0, ge=0, le=1)
+    # Optional Ed25519 signing (registry/signing.py); paths are relative to the project folder.
+    signing_key: str | None = Field(default=None, min_length=1)  # PEM private key: sign cards
+    trusted_keys: list[str] = Field(default_factory=list)  # PEM public keys: verify on every read
+    require_signature: bool = False  # refuse unsigned versions (needs trusted_keys)
+
+    @model_validator(mode="after")
+    def _trust_to_require(self) -> RegistryParams:
+        if self.require_signature and not self.trusted_keys:
+            raise ValueError("require_signature needs at least one of trusted_keys")
+        return self
+
+
+class ScheduleParams(Section):
+    """The scheduled retraining deployment (see flows/serve.py) and its runs."""
+
+    deployment_name: str = Field(default="weekly", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    cron: str = "0 3 * * 1"  # Mondays 03:00
+    timezone: str = "UTC"
+    # Runs of the deployment at once; a run over the limit waits (ENQUEUE) or is cancelled.
+    concurrency_limit: int = Field(default=1, ge=1, le=100)
+    collision_strategy: Literal["ENQUEUE", "CANCEL_NEW"] = "ENQUEUE"
+    # Run folders (runs/<flow run>/) kept; older ones are deleted when a run starts.
+    keep_runs: int = Field(default=10, ge=1)
+    # A Prefect notification block ("block-type/block-name") told about every failed run.
+    notify_block: str | None = Field(default=None, pattern=r"^[a-z0-9-]+/[A-Za-z0-9._-]+$")
+    # `data add` with a Prefect server: this many new labelled digits start a retraining run.
+    min_new_images: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _keep_every_running_run(self) -> ScheduleParams:
+        if self.keep_runs < self.concurrency_limit:
+            raise ValueError(
+                f"keep_runs ({self.keep_runs}) must be >= concurrency_limit "
+                f"({self.concurrency_limit}): pruning must not delete a running run's folder"
+            )
+        return self
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return check_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return check_timezone(value)
+
+
+class ServeParams(Section):
+    """`mnist-pipeline serve`: where it listens, what it serves, and its request limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    model: str = Field(default="production", min_length=1)  # an alias or a version number
+    workers: int = Field(default=1, ge=1, le=64)
+    reload_interval_s: float = Field(default=1.0, gt=0, le=3600)  # how often the alias is checked
+    max_upload_bytes: int = Field(default=4_000_000, ge=1)  # one request's body
+    max_pixels: int = Field(default=4_000_000, ge=1)  # one uploaded image, from its header
+    max_batch: int = Field(default=256, ge=1, le=10_000)  # images in one request
+    top_k: int = Field(default=3, ge=1, le=10)  # probabilities returned per image by default
+    # Web pages on these origins may call the API from a browser (CORS), e.g. examples/web.
+    cors_origins: list[str] = Field(default_factory=list)
+
+
+class Params(Section):
+    """All of params.yaml."""
+
+    data: DataParams = DataParams()
+    ingest: IngestParams = IngestParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    export: ExportParams = ExportParams()
+    parity: ParityParams = ParityParams()
+    registry: RegistryParams = RegistryParams()
+    schedule: ScheduleParams = ScheduleParams()
+    serve: ServeParams = ServeParams()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-ready dict (for model cards and reports)."""
+        return self.model_dump(mode="json")
+
+
+# Keys that moved between sections: an old params.yaml gets told where each one went.
+MOVED_KEYS = {
+    "train.arch": "model.arch",
+    "export.parity_atol": "parity.atol",
+    "export.parity_batch_sizes": "parity.batch_sizes",
+}
+
+
+def _check_moved(raw: dict[str, Any], source: str) -> None:
+    """Refuse keys of an older params.yaml layout, naming where each one lives now."""
+    moved = []
+    for old, new in MOVED_KEYS.items():
+        section, key = old.split(".")
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            moved.append(f"{source}: {old}: moved to {new} (the '{new.split('.')[0]}:' section)")
+    if moved:
+        raise ParamsError("invalid params:\n  " + "\n  ".join(moved))
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            rule = "unknown key (allowed keys are listed in params.py and the README)"
+        else:
+            rule = item["msg"].removeprefix("Value error, ")  # a model validator's own words
+        lines.append(f"{source}: {key}: {rule} (got {item.get('input')!r})")
+    return "invalid params:\n  " + "\n  ".join(lines)
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ParamsError(f"override {dotted!r}: expected 'section.key'")
+        section, key = parts
+        if dotted in MOVED_KEYS:
+            raise ParamsError(f"override {dotted!r}: moved to {MOVED_KEYS[dotted]}")
+        if section not in Params.model_fields:
+            raise ParamsError(f"override {dotted!r}: unknown section {section!r}")
+        target = raw.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ParamsError(f"params section {section!r} must be a mapping")
+        target[key] = value
+
+
+def parse_params(
+    raw: Any, source: str = "params", overrides: Mapping[str, Any] | None = None
+) -> Params:
+    """Validate an already-loaded mapping (plus dotted overrides) into `Params`."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: top level must be a mapping of sections")
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    _check_moved(raw, source)
+    _apply_overrides(raw, overrides or {})
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(_describe(exc, source)) from None
+
+
+def load_params(
+    path: Path | str = DEFAULT_PARAMS_PATH,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Params:
+    """Read and validate params.yaml; `MNIST_MIRROR` (comma-separated) replaces data.mirrors."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+    except FileNotFoundError:
+        raise ParamsError(f"params file not found: {path}") from None
+    except OSError as exc:
+        raise ParamsError(f"cannot read params file {path}: {exc.strerror}") from None
+    try:
+        raw = load_yaml_strict(text)
+    except yaml.YAMLError as exc:  # one line: the problem and where
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ParamsError(f"{path}: not valid YAML{where}: {problem}") from None
+    merged = dict(overrides or {})
+    env_mirror = (os.environ if environ is None else environ).get(MIRROR_ENV, "").strip()
+    if env_mirror and "data.mirrors" not in merged:
+        mirrors = [m.strip() for m in env_mirror.split(",") if m.strip()]
+        if not mirrors:
+            raise ParamsError(f"{MIRROR_ENV}={env_mirror!r} names no mirror (comma-separated)")
+        merged["data.mirrors"] = mirrors
+    return parse_params(raw, source=str(path), overrides=merged)

@@ -1,0 +1,1 @@
+"""MNIST on disk: download and verify, IDX files, the dataset, preprocessing, augmentation."""

@@ -1,0 +1,217 @@
+"""Fetch stage: download the four MNIST files from ordered mirrors, verify, place atomically.
+
+The only module that touches the network. Each file is streamed to a temporary file beside
+its target, decompressed, checked against the SHA-256 of its decompressed content and parsed
+strictly as IDX; only then is it renamed into place. A failing mirror falls through to the next.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from filelock import FileLock
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from mnist_pipeline.core import atomic
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import DataParams
+from mnist_pipeline.data import idx
+from mnist_pipeline.data.manifest import FILE_KINDS, MNIST_FILES, file_sha256
+
+CHUNK = 1 << 20
+
+
+class MirrorError(Exception):
+    """One mirror could not deliver one file (the reason is the message)."""
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What `fetch` did: files downloaded (with their mirror) and files already present."""
+
+    data_dir: Path
+    downloaded: dict[str, str] = field(default_factory=dict)
+    already_present: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        lines = [f"fetched {name} from {mirror}" for name, mirror in self.downloaded.items()]
+        if self.already_present:
+            lines.append(f"already present and verified: {len(self.already_present)} file(s)")
+        return "\n".join([*lines, f"dataset ready in {self.data_dir}"])
+
+
+def _source(mirror: str, filename: str) -> str:
+    """Join a mirror (https://, http://, file:// or a directory path) and a file name."""
+    if "://" in mirror:
+        return mirror.rstrip("/") + "/" + urllib.parse.quote(filename)
+    try:
+        return str(Path(mirror).expanduser() / filename)
+    except RuntimeError as exc:  # "~someone/..." for a user that does not exist
+        raise MirrorError(f"not a usable folder: {exc}") from None
+
+
+def _open(source: str, timeout: float) -> tuple[BinaryIO, int | None]:
+    """Open a source for reading; returns the stream and its length when known."""
+    if "://" not in source:
+        try:
+            handle = open(source, "rb")  # noqa: SIM115 - closed by the caller
+        except FileNotFoundError:
+            raise MirrorError("not found") from None
+        except OSError as exc:
+            raise MirrorError(f"cannot read: {exc.strerror}") from None
+        return handle, Path(source).stat().st_size
+    try:
+        response = urllib.request.urlopen(source, timeout=timeout)  # noqa: S310 - mirrors only
+    except (ValueError, http.client.InvalidURL) as exc:  # "http://[::1", "https://exa mple.com/"
+        raise MirrorError(f"not a valid URL: {exc}") from None
+    except urllib.error.HTTPError as exc:
+        raise MirrorError(f"HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, FileNotFoundError):
+            raise MirrorError("not found") from None
+        raise MirrorError(f"unreachable: {reason}") from None
+    except (TimeoutError, OSError) as exc:
+        raise MirrorError(f"unreachable: {exc}") from None
+    length = response.headers.get("Content-Length")
+    return response, int(length) if length and length.isdigit() else None
+
+
+def _download(source: str, out: BinaryIO, timeout: float, progress: Progress | None) -> None:
+    stream, length = _open(source, timeout)
+    if length is not None and length > idx.MAX_FILE_BYTES:
+        stream.close()
+        raise MirrorError(f"{length:,} bytes is more than the {idx.MAX_FILE_BYTES:,} allowed")
+    task = progress.add_task(Path(source).name, total=length) if progress else None
+    received = 0
+    try:
+        with stream:
+            while chunk := stream.read(CHUNK):
+                out.write(chunk)
+                received += len(chunk)
+                if received > idx.MAX_FILE_BYTES:
+                    raise MirrorError(f"more than the {idx.MAX_FILE_BYTES:,} bytes allowed")
+                if progress is not None and task is not None:
+                    progress.update(task, advance=len(chunk))
+    except (TimeoutError, OSError) as exc:
+        raise MirrorError(f"download interrupted after {received} bytes: {exc}") from None
+    finally:
+        if progress is not None and task is not None:
+            progress.remove_task(task)
+    if length is not None and received != length:
+        raise MirrorError(f"truncated download: {received} of {length} bytes")
+
+
+def _fetch_one(
+    name: str, expected: str, mirror: str, target: Path, timeout: float, progress: Progress | None
+) -> None:
+    """Fetch `name` from one mirror into `target`, or raise MirrorError leaving target as it was."""
+    errors = []
+    for filename in (name + ".gz", name):
+        with tempfile.TemporaryFile(dir=target.parent) as raw:
+            try:
+                _download(_source(mirror, filename), raw, timeout, progress)
+            except MirrorError as exc:
+                errors.append(f"{filename}: {exc}")
+                if str(exc) == "not found" or str(exc).startswith("HTTP 404"):
+                    continue
+                raise MirrorError("; ".join(errors)) from None
+            raw.seek(0)
+            data = raw.read()
+        try:
+            content = idx.maybe_gunzip(data, filename)
+            digest = hashlib.sha256(content).hexdigest()
+            if digest != expected:
+                raise MirrorError(
+                    f"{filename}: sha256 mismatch of decompressed content "
+                    f"(got {digest[:12]}…, expected {expected[:12]}…)"
+                )
+            if FILE_KINDS[name] == "images":
+                idx.parse_images(content, filename)
+            else:
+                idx.parse_labels(content, filename)
+        except DataError as exc:
+            raise MirrorError(str(exc)) from None
+        with atomic.atomic_path(target) as tmp:
+            tmp.write_bytes(content)
+        return
+    raise MirrorError("; ".join(errors))
+
+
+def _is_verified(path: Path, expected: str) -> bool:
+    return path.is_file() and file_sha256(path) == expected
+
+
+def _progress(show: bool | None) -> Progress | None:
+    if show is None:
+        show = sys.stderr.isatty()
+    if not show:
+        return None
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        transient=True,
+    )
+
+
+def fetch(params: DataParams, layout: Layout, show_progress: bool | None = None) -> FetchResult:
+    """Make layout.data_dir hold the four verified MNIST files, downloading only what is missing.
+
+    Concurrent fetches into one folder (overlapping flow runs) take turns under a file lock
+    beside it: the second finds the files verified and downloads nothing.
+    """
+    data_dir = layout.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(data_dir.parent / f".{data_dir.name}.lock"):
+        return _fetch_locked(params, data_dir, show_progress)
+
+
+def _fetch_locked(params: DataParams, data_dir: Path, show_progress: bool | None) -> FetchResult:
+    downloaded: dict[str, str] = {}
+    present: list[str] = []
+    progress = _progress(show_progress)
+    with progress if progress is not None else nullcontext():
+        for spec in MNIST_FILES:
+            target = data_dir / spec.name
+            expected = params.sha256[spec.name]
+            if _is_verified(target, expected):
+                present.append(spec.name)
+                continue
+            failures = []
+            for mirror in params.mirrors:
+                try:
+                    _fetch_one(spec.name, expected, mirror, target, params.timeout_s, progress)
+                except MirrorError as exc:
+                    failures.append(f"  {mirror}: {exc}")
+                    continue
+                downloaded[spec.name] = mirror
+                break
+            else:
+                raise DataError(
+                    f"could not fetch {spec.name} from any mirror:\n" + "\n".join(failures)
+                )
+    _cleanup_stray_temps(data_dir)
+    return FetchResult(data_dir=data_dir, downloaded=downloaded, already_present=tuple(present))
+
+
+def _cleanup_stray_temps(data_dir: Path) -> None:
+    """Remove temp files a killed earlier run may have left (never the verified files)."""
+    for stray in data_dir.glob(".*.tmp*"):
+        if stray.is_dir():
+            shutil.rmtree(stray, ignore_errors=True)
+        else:
+            stray.unlink(missing_ok=True)

@@ -1,0 +1,222 @@
+"""MNIST-style preprocessing of real images (pure numpy + Pillow; no torch, no model).
+
+The reference for ports to other runtimes (Node.js, browser). `round(x)` below means
+floor(x + 0.5); "median" of an even count is the mean of the two middle values; arrays are
+indexed [row, column] from 0, and a pixel's coordinate is its index (its centre).
+
+1. Decode. Refuse a missing file, a file that is not a decodable image, a truncated one, and any
+   image over MAX_PIXELS (50,000,000) pixels, checked from the header before decoding. Use the
+   first frame of multi-frame files and apply the EXIF orientation tag.
+2. Greyscale g in [0, 1] (0 black, 1 white), from 8-bit channels: with an alpha channel (or
+   palette transparency), composite over white first: c' = c * a + 255 * (1 - a), a = A / 255.
+   Then g = (0.299 R + 0.587 G + 0.114 B) / 255 (float32); a greyscale image has g = L / 255,
+   a 16-bit greyscale one g = I / 65535.
+3. Polarity. border = the pixels of the first and last row and column, each pixel once (all
+   pixels if a side is shorter than 3); b = median(border). If b > 0.5 the background is light:
+   ink = 1 - g and bg = 1 - b; otherwise ink = g and bg = b.
+4. Contrast. peak = max(ink). If peak - bg < MIN_CONTRAST (0.1) the image is blank: refuse.
+   d = (ink - bg) / (peak - bg) (float32); noise = median(|d|) over the border pixels (as in
+   step 3); threshold t = min(max(INK_THRESHOLD (0.2), NOISE_MADS (6) * noise),
+   MAX_THRESHOLD (0.5)) (float64, compared in float32): 6 median absolute deviations are 4
+   standard deviations of Gaussian sensor noise. ink = clip(d, 0, 1), then every value < t
+   becomes 0 (paper texture, sensor and compression noise).
+5. Despeckle: an ink pixel (ink > 0) none of whose 8 neighbours has ink becomes 0. Then crop to
+   the bounding box of the pixels with ink > 0 (first to last such row and column).
+6. Scale the crop (h x w) so its longer side is 20: s = 20 / max(h, w), new size
+   nh = max(1, round(h * s)), nw = max(1, round(w * s)). Interpolation: Pillow BILINEAR on a
+   32-bit float ("F") image, without reducing_gap, i.e. a separable triangle filter widened by
+   the reduction factor (anti-aliased). Columns first, then rows; per axis, input length n,
+   output length m: scale = n / m, fs = max(scale, 1), support = fs; for output i:
+   centre = (i + 0.5) * scale, lo = max(trunc(centre - support + 0.5), 0),
+   hi = min(trunc(centre + support + 0.5), n); for x in [lo, hi):
+   w_x = max(0, 1 - |x - centre + 0.5| / fs); out_i = sum(w_x * in_x) / sum(w_x)
+   (weights in float64, results stored as float32).
+7. Centre. With v the scaled crop, cy = sum(v * row) / sum(v), cx = sum(v * col) / sum(v);
+   paste v into a 28x28 zero image with its top-left corner at (round(14 - cy),
+   round(14 - cx)), dropping what falls outside. (MNIST's test digits have their centre of
+   mass at (14.0, 14.0) on average in these coordinates.)
+8. Result: float32 [28, 28] in [0, 1], white digit on black; the model input is [N, 1, 28, 28].
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mnist_pipeline.core.contract import IMAGE_SIZE
+from mnist_pipeline.core.errors import PipelineError
+
+MAX_PIXELS = 50_000_000
+MIN_CONTRAST = 0.1
+INK_THRESHOLD = 0.2
+NOISE_MADS = 6.0
+MAX_THRESHOLD = 0.5
+BOX = 20
+CENTRE = 14.0
+LUMA = (0.299, 0.587, 0.114)
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+class ImageError(PipelineError):
+    """An input image could not be used (missing, undecodable, too large, blank)."""
+
+
+def round_half_up(x: float) -> int:
+    return math.floor(x + 0.5)
+
+
+def _to_grey(image: Image.Image) -> np.ndarray:
+    """Step 2: any decoded image -> float32 greyscale in [0, 1], alpha composited on white."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I"):
+        return (np.asarray(image, dtype=np.float64) / 65535.0).clip(0, 1).astype(np.float32)
+    if image.mode == "L":
+        return np.asarray(image, dtype=np.float32) / np.float32(255)
+    has_alpha = image.mode in _ALPHA_MODES or "transparency" in image.info
+    pixels = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
+    grey = np.zeros(pixels.shape[:2], dtype=np.float32)
+    for channel, weight in enumerate(LUMA):
+        grey += np.float32(weight) * pixels[..., channel].astype(np.float32)
+    if has_alpha:
+        alpha = pixels[..., 3].astype(np.float32) / np.float32(255)
+        grey = grey * alpha + np.float32(255) * (1 - alpha)
+    return (grey / np.float32(255)).clip(0, 1)
+
+
+def load_grey(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Steps 1-2: decode `path` safely into a float32 greyscale array (0 black, 1 white)."""
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if not path.is_file():
+        raise ImageError(f"{path}: not a file")
+    return _decode(path, str(path), max_pixels)
+
+
+def decode_grey(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Steps 1-2 for an image held in memory (an upload); errors start with `name`."""
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(source)
+        with image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"{name}: {width}x{height} is {width * height:,} pixels, more than the "
+                    f"limit of {max_pixels:,} (possible decompression bomb)"
+                )
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return _to_grey(image)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not a recognised image file") from None
+    except Exception as exc:  # Pillow's decoders raise many types (OSError, SyntaxError, ...)
+        raise ImageError(
+            f"{name}: cannot read or decode image ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _border(grey: np.ndarray) -> np.ndarray:
+    h, w = grey.shape
+    if h < 3 or w < 3:
+        return grey.ravel()
+    return np.concatenate([grey[0, :], grey[-1, :], grey[1:-1, 0], grey[1:-1, -1]])
+
+
+def ink_map(grey: np.ndarray) -> np.ndarray:
+    """Steps 3-4: greyscale -> ink in [0, 1] (0 background), faint values zeroed."""
+    b = float(np.median(_border(grey)))
+    ink, bg = (1 - grey, 1 - b) if b > 0.5 else (grey, b)
+    peak = float(ink.max())
+    if peak - bg < MIN_CONTRAST:
+        raise ImageError(
+            f"blank image: no ink found (contrast {max(peak - bg, 0):.3f} < {MIN_CONTRAST})"
+        )
+    scaled = ((ink - np.float32(bg)) / np.float32(peak - bg)).astype(np.float32)
+    noise = float(np.median(np.abs(_border(scaled))))
+    threshold = min(max(INK_THRESHOLD, NOISE_MADS * noise), MAX_THRESHOLD)
+    ink = scaled.clip(0, 1)
+    ink[ink < np.float32(threshold)] = 0
+    return ink
+
+
+def despeckle(ink: np.ndarray) -> np.ndarray:
+    """Step 5, first half: a copy with every isolated ink pixel (no 8-neighbour inked) zeroed."""
+    inked = np.pad(ink > 0, 1)
+    h, w = ink.shape
+    neighbours = sum(
+        inked[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w]
+        for dr in (-1, 0, 1)
+        for dc in (-1, 0, 1)
+        if dr or dc
+    )
+    return np.where(neighbours > 0, ink, np.float32(0))
+
+
+def crop_to_ink(ink: np.ndarray) -> np.ndarray:
+    """Step 5, second half: the bounding box of the nonzero pixels."""
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        raise ImageError("blank image: no ink found")
+    return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def fit_box(crop: np.ndarray, box: int = BOX) -> np.ndarray:
+    """Step 6: scale so the longer side is `box`, keeping the aspect ratio (Pillow BILINEAR)."""
+    h, w = crop.shape
+    s = box / max(h, w)
+    size = (max(1, round_half_up(w * s)), max(1, round_half_up(h * s)))  # PIL: (width, height)
+    resized = Image.fromarray(crop.astype(np.float32)).resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.float32)
+
+
+def centre_by_mass(digit: np.ndarray, size: int = IMAGE_SIZE, centre: float = CENTRE) -> np.ndarray:
+    """Step 7: paste into a size x size field with the centre of mass at (centre, centre)."""
+    total = float(digit.sum(dtype=np.float64))
+    rows, cols = np.indices(digit.shape)
+    cy = float((digit * rows).sum(dtype=np.float64)) / total
+    cx = float((digit * cols).sum(dtype=np.float64)) / total
+    top, left = round_half_up(centre - cy), round_half_up(centre - cx)
+    out = np.zeros((size, size), dtype=np.float32)
+    h, w = digit.shape
+    r0, c0 = max(top, 0), max(left, 0)
+    r1, c1 = min(top + h, size), min(left + w, size)
+    if r0 < r1 and c0 < c1:
+        out[r0:r1, c0:c1] = digit[r0 - top : r1 - top, c0 - left : c1 - left]
+    return out
+
+
+def to_mnist(grey: np.ndarray) -> np.ndarray:
+    """Steps 3-8: float greyscale [H, W] (0 black, 1 white) -> float32 [28, 28] MNIST digit."""
+    grey = np.asarray(grey, dtype=np.float32)
+    if grey.ndim != 2 or grey.size == 0:
+        raise ImageError(f"expected a non-empty 2-D greyscale array, got shape {grey.shape}")
+    return centre_by_mass(fit_box(crop_to_ink(despeckle(ink_map(grey)))))
+
+
+def preprocess_file(path: Path) -> np.ndarray:
+    """All steps: an image file -> float32 [28, 28]; errors name the file."""
+    return _named(load_grey(path), str(path))
+
+
+def preprocess_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """All steps for an image in memory -> float32 [28, 28]; errors start with `name`."""
+    return _named(decode_grey(data, name, max_pixels), name)
+
+
+def _named(grey: np.ndarray, name: str) -> np.ndarray:
+    try:
+        return to_mnist(grey)
+    except ImageError as exc:
+        raise ImageError(f"{name}: {exc}") from None

@@ -1,0 +1,1 @@
+"""Scoring a trained model: metrics, calibration, robustness, plots, the gate."""

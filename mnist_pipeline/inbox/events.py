@@ -1,0 +1,100 @@
+"""New labelled digits start a retraining: `data add` tells a Prefect server when enough arrived.
+
+Every `data add` counts the images it stored as pending, in data/.extra.pending.json (beside the
+inbox, so DVC does not hash it); ingest, which reads them for training, sets the count to 0.
+With a Prefect server configured (`PREFECT_API_URL`) and at least `schedule.min_new_images`
+pending, `data add` emits one event, `mnist-pipeline.inbox.changed`, on the resource
+`mnist-pipeline.inbox.<model name>`, with the pending count, the inbox's size and its content
+fingerprint, and sets pending back to 0. The deployment `python -m flows.serve` creates carries
+a trigger for that event (`inbox_trigger`), so each event starts one retraining run; a server
+that cannot be reached leaves the count pending for the next `data add`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from mnist_pipeline.core.atomic import write_json
+from mnist_pipeline.inbox.store import lock
+
+EVENT = "mnist-pipeline.inbox.changed"
+RESOURCE_PREFIX = "mnist-pipeline.inbox."
+
+
+def pending_file(inbox: Path) -> Path:
+    return inbox.parent / f".{inbox.name}.pending.json"
+
+
+def read_pending(inbox: Path) -> int:
+    """Images added since the last event (0 when none was recorded or the file is unreadable)."""
+    try:
+        value = json.loads(pending_file(inbox).read_text(encoding="utf-8")).get("pending", 0)
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def server_configured() -> str | None:
+    """The Prefect API URL of the current settings (environment, then the active profile), the
+    one the events client sends to; None when there is none."""
+    from prefect.settings import PREFECT_API_URL  # a second or so to import
+
+    return PREFECT_API_URL.value() or None
+
+
+def resource_id(model_name: str) -> str:
+    return RESOURCE_PREFIX + model_name
+
+
+async def _emit(event: str, resource: dict[str, str], payload: dict[str, Any]) -> None:
+    from prefect.events import Event
+    from prefect.events.clients import get_events_client
+
+    async with get_events_client() as client:  # sent before the block ends, not at exit
+        await client.emit(Event(event=event, resource=resource, payload=payload))
+
+
+def write_pending(inbox: Path, pending: int) -> None:
+    """Record `pending` (the caller holds the inbox's lock)."""
+    write_json(pending_file(inbox), {"pending": pending})
+
+
+def note_added(
+    inbox: Path, new: int, payload: dict[str, Any], min_new: int, model_name: str
+) -> str | None:
+    """Count `new` stored images as pending and emit the event when enough are; returns a line
+    for the user about what happened (None: nothing to say).
+
+    The pending count is claimed under the inbox's lock before the event is sent, so two
+    `data add`s at once cannot both send it; a failed send gives the count back. Ingest sets it
+    to 0 (the images it read are being trained on).
+    """
+    url = server_configured() if new else None
+    with lock(inbox):
+        pending = read_pending(inbox) + new
+        claimed = url is not None and pending >= min_new
+        write_pending(inbox, 0 if claimed else pending)
+    if not claimed:
+        return None  # too few, or no server: the weekly schedule (or a manual run) uses them
+    body = {**payload, "new_images": pending}
+    try:
+        asyncio.run(_emit(EVENT, {"prefect.resource.id": resource_id(model_name)}, body))
+    except Exception as exc:  # a server that is down must not fail `data add`
+        with lock(inbox):  # give the claim back (with what others counted meanwhile)
+            write_pending(inbox, read_pending(inbox) + pending)
+        return f"warning: could not tell the Prefect server at {url} ({exc}); {pending} pending"
+    return f"{pending} new image(s): told the Prefect server at {url} ({EVENT})"
+
+
+def inbox_trigger(model_name: str) -> Any:
+    """The deployment trigger: one retraining run per inbox event of this model's project."""
+    from prefect.events import DeploymentEventTrigger
+
+    return DeploymentEventTrigger(
+        name=f"new labelled digits for {model_name}",
+        expect={EVENT},
+        match={"prefect.resource.id": resource_id(model_name)},
+    )

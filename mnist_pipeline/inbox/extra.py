@@ -1,0 +1,93 @@
+"""The ingested extra data: labelled digits users added, as MNIST-style IDX files (torch-free).
+
+    data/ingested/train-images-idx3-ubyte     uint8 [N, 28, 28], white digit on black
+    data/ingested/train-labels-idx1-ubyte     uint8 [N]
+    data/ingested/holdout-images-idx3-ubyte   the share held out for evaluation
+    data/ingested/holdout-labels-idx1-ubyte
+    data/ingested/manifest.json               per image: SHA-256, label, source, split
+
+Written by the ingest stage (ingest.py), read by train and evaluate. No folder means no extra
+data (training on MNIST alone).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnist_pipeline.core.contract import IMAGE_SIZE
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.data import idx
+from mnist_pipeline.data.manifest import file_sha256
+
+SPLITS = ("train", "holdout")
+MANIFEST_FILE = "manifest.json"
+NO_EXTRA_SHA256 = "none"  # the fingerprint's extra-data identity when there is none
+
+
+def images_file(split: str) -> str:
+    return f"{split}-images-idx3-ubyte"
+
+
+def labels_file(split: str) -> str:
+    return f"{split}-labels-idx1-ubyte"
+
+
+def data_files() -> tuple[str, ...]:
+    """The four IDX files, in a fixed order (the identity hashes them in it)."""
+    return tuple(name for split in SPLITS for name in (images_file(split), labels_file(split)))
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of the extra data: uint8 images [N, 28, 28] and labels [N]."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def empty(cls) -> Split:
+        shape = (0, IMAGE_SIZE, IMAGE_SIZE)
+        return cls(np.zeros(shape, np.uint8), np.zeros(0, np.uint8))
+
+
+def read_split(extra_dir: Path, split: str) -> Split:
+    """One split of the ingested data; an empty split when `extra_dir` does not exist."""
+    if not extra_dir.is_dir():
+        return Split.empty()
+    try:
+        images = idx.parse_images((extra_dir / images_file(split)).read_bytes(), images_file(split))
+        labels = idx.parse_labels((extra_dir / labels_file(split)).read_bytes(), labels_file(split))
+    except FileNotFoundError as exc:
+        raise DataError(f"missing {exc.filename}: run `mnist-pipeline ingest`") from None
+    except DataError as exc:
+        raise DataError(f"{extra_dir}: {exc}: run `mnist-pipeline ingest` again") from None
+    if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or len(images) != len(labels):
+        raise DataError(
+            f"{extra_dir}: {split} has images {images.shape} and {len(labels)} labels "
+            f"(expected [N, {IMAGE_SIZE}, {IMAGE_SIZE}] and N): run `mnist-pipeline ingest`"
+        )
+    return Split(images, labels)
+
+
+def extra_sha256(extra_dir: Path) -> str:
+    """One content hash of the ingested data (its four IDX files), or NO_EXTRA_SHA256 when
+    there is none: empty splits hash like a missing folder, so an empty inbox changes nothing."""
+    if not extra_dir.is_dir() or all(len(read_split(extra_dir, s)) == 0 for s in SPLITS):
+        return NO_EXTRA_SHA256
+    lines = "".join(f"{name} {file_sha256(extra_dir / name)}\n" for name in data_files())
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def split_sha256(split: Split) -> str:
+    """Content hash of one split (labels and pixels): what a score on it was measured on."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(split.labels, np.uint8).tobytes())
+    digest.update(np.ascontiguousarray(split.images, np.uint8).tobytes())
+    return digest.hexdigest()

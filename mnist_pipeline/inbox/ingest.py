@@ -1,0 +1,192 @@
+"""Ingest stage: the inbox of labelled digits -> MNIST-style IDX files, a manifest and a report.
+
+Every image in data/extra/<digit>/ is read as `predict` reads it (decoded, size-checked,
+preprocessed to a 28x28 white-on-black digit) and stored as uint8, like MNIST. A deterministic
+split by content hash holds out `ingest.holdout_percent` of them for evaluation: an image's side
+depends only on its own bytes, so it never moves when others are added. A bad file never blocks
+the others: it is listed with its reason in reports/ingest.json (and the CLI's warnings), and
+the inbox itself is only read, never changed. An empty inbox is normal: empty splits, and
+training on MNIST alone. Torch-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_pipeline.core.atomic import check_writable, write_bytes, write_json
+from mnist_pipeline.core.contract import NUM_CLASSES
+from mnist_pipeline.core.errors import describe_os_error
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import IngestParams
+from mnist_pipeline.data import idx
+from mnist_pipeline.data.preprocess import MAX_PIXELS, ImageError, preprocess_bytes
+from mnist_pipeline.inbox import events as inbox_events
+from mnist_pipeline.inbox import extra
+from mnist_pipeline.inbox import store as inbox
+
+DIGITS = range(NUM_CLASSES)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """One usable image: its identity, label, source and the split its hash puts it in."""
+
+    sha256: str
+    label: int
+    source: str
+    split: str
+    pixels: np.ndarray  # uint8 [28, 28]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What ingest took (per split) and refused (source -> reason)."""
+
+    counts: dict[str, int]
+    rejected: dict[str, str]
+    duplicates: dict[str, str] = field(default_factory=dict)
+    inbox_sha256: str = ""
+    extra_sha256: str = extra.NO_EXTRA_SHA256
+    report_path: Path = Path()
+
+    def summary(self) -> str:
+        line = (
+            f"ingested {self.counts['train']} train + {self.counts['holdout']} holdout "
+            f"labelled digit(s), {len(self.rejected)} refused -> {self.report_path}"
+        )
+        return "\n".join([line, *(f"refused: {src}: {why}" for src, why in self.rejected.items())])
+
+
+def split_of(sha256: str, holdout_percent: int) -> str:
+    """'holdout' for `holdout_percent` of all hashes, 'train' otherwise (by the hash alone)."""
+    return "holdout" if int(sha256[:8], 16) % 100 < holdout_percent else "train"
+
+
+def to_uint8(digit: np.ndarray) -> np.ndarray:
+    """A preprocessed float digit in [0, 1] -> uint8 0-255 (round half up), MNIST's storage."""
+    return np.floor(np.clip(digit, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def read_limited(path: Path) -> bytes:
+    """A file's bytes, refused (ImageError) over the inbox's size limit before reading it."""
+    size = path.stat().st_size
+    if size > inbox.MAX_FILE_BYTES:
+        raise ImageError(f"{size:,} bytes, over the limit of {inbox.MAX_FILE_BYTES:,}")
+    return path.read_bytes()
+
+
+def to_pixels(data: bytes, source: str) -> np.ndarray:
+    """Image bytes -> uint8 [28, 28] as `predict` preprocesses them; ImageError saying why not."""
+    try:
+        return to_uint8(preprocess_bytes(data, source, MAX_PIXELS))
+    except ImageError as exc:  # the message starts with the source; the report keys by it
+        raise ImageError(str(exc).removeprefix(f"{source}: ")) from None
+
+
+@dataclass(frozen=True)
+class Collected:
+    """The inbox read: usable images (by split, then hash), refused and duplicate files."""
+
+    accepted: list[Accepted]
+    rejected: dict[str, str]  # source -> reason
+    duplicates: dict[str, str]  # source -> the source kept instead
+    inbox_sha256: str
+
+
+def collect(folder: Path, holdout_percent: int) -> Collected:
+    """Read and check every file of the inbox at `folder`, under its lock (no `data add` or
+    `data remove` meanwhile); each file is read once, and hashed and preprocessed from those
+    bytes. The images read are no longer pending for the retraining trigger (inbox_events)."""
+    with inbox.lock(folder):
+        found, misplaced = inbox.listing(folder)  # hashed below, from the bytes read
+        rejected = {
+            str(p.relative_to(folder)): "not in a digit folder (data/extra/<0-9>/<file>)"
+            for p in misplaced
+        }
+        read: list[tuple[int, str, bytes, str]] = []  # label, source, bytes, their SHA-256
+        for label, path in found:
+            source = str(path.relative_to(folder))
+            try:
+                data = read_limited(path)
+            except ImageError as exc:
+                rejected[source] = str(exc)
+                continue
+            except OSError as exc:
+                rejected[source] = describe_os_error(exc)
+                continue
+            read.append((label, source, data, hashlib.sha256(data).hexdigest()))
+        inbox_events.write_pending(folder, 0)
+    labels_of: dict[str, set[int]] = defaultdict(set)
+    for label, _, _, sha in read:
+        labels_of[sha].add(label)
+    accepted: dict[str, Accepted] = {}
+    duplicates: dict[str, str] = {}
+    for label, source, data, sha in read:
+        if len(labels_of[sha]) > 1:
+            rejected[source] = f"the same image is labelled {sorted(labels_of[sha])} in the inbox"
+        elif sha in accepted:
+            duplicates[source] = accepted[sha].source
+        else:
+            try:
+                pixels = to_pixels(data, source)
+            except ImageError as exc:
+                rejected[source] = str(exc)
+                continue
+            split = split_of(sha, holdout_percent)
+            accepted[sha] = Accepted(sha, label, source, split, pixels)
+    ordered = sorted(accepted.values(), key=lambda a: (a.split, a.sha256))
+    pairs = [inbox.Entry(label, folder / source, sha) for label, source, _, sha in read]
+    return Collected(ordered, dict(sorted(rejected.items())), duplicates, inbox.inbox_sha256(pairs))
+
+
+def ingest(params: IngestParams, layout: Layout) -> IngestResult:
+    """Stage entry: layout.inbox -> layout.extra_dir (IDX + manifest) and layout.ingest_report."""
+    check_writable(layout.extra_dir.parent, layout.reports)
+    collected = collect(layout.inbox, params.holdout_percent)
+    accepted = collected.accepted
+    manifest = []
+    for split in extra.SPLITS:
+        chosen = [a for a in accepted if a.split == split]
+        images = np.stack([a.pixels for a in chosen]) if chosen else extra.Split.empty().images
+        labels = np.array([a.label for a in chosen], dtype=np.uint8)
+        write_bytes(layout.extra_dir / extra.images_file(split), idx.encode_idx(images))
+        write_bytes(layout.extra_dir / extra.labels_file(split), idx.encode_idx(labels))
+        manifest += [
+            {"sha256": a.sha256, "label": a.label, "source": a.source, "split": split, "index": i}
+            for i, a in enumerate(chosen)
+        ]
+    write_json(layout.extra_dir / extra.MANIFEST_FILE, manifest)
+    counts = {split: sum(a.split == split for a in accepted) for split in extra.SPLITS}
+    result = IngestResult(
+        counts=counts,
+        rejected=collected.rejected,
+        duplicates=collected.duplicates,
+        inbox_sha256=collected.inbox_sha256,
+        extra_sha256=extra.extra_sha256(layout.extra_dir),
+        report_path=layout.ingest_report,
+    )
+    write_json(layout.ingest_report, report(result, accepted, params))
+    return result
+
+
+def report(result: IngestResult, accepted: list[Accepted], params: IngestParams) -> dict[str, Any]:
+    """reports/ingest.json: counts per split and digit, refused files with reasons, identities."""
+    per_class = {
+        split: [sum(a.split == split and a.label == d for a in accepted) for d in DIGITS]
+        for split in extra.SPLITS
+    }
+    return {
+        "counts": result.counts,
+        "per_class": per_class,
+        "rejected": result.rejected,
+        "duplicates": result.duplicates,
+        "holdout_percent": params.holdout_percent,
+        "inbox_sha256": result.inbox_sha256,
+        "extra_sha256": result.extra_sha256,
+    }

@@ -1,0 +1,156 @@
+"""The inbox of labelled digits users add (`mnist-pipeline data add`, the server's /feedback).
+
+    data/extra/<label>/<sha256>.<format>     one image, named by the SHA-256 of its bytes
+
+Adding validates the image as `predict` would read it (decodable, within the pixel limit, not
+blank), names it by its content, and writes it atomically under a lock: the same image added
+twice is stored once, and the same image with two different labels is a conflict, refused with
+both labels named. Files dropped into `data/extra/<digit>/` by hand (any names) are listed too.
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+from PIL import Image
+
+from mnist_pipeline.core.atomic import write_bytes
+from mnist_pipeline.core.contract import CLASS_LABELS
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.data.manifest import file_sha256
+from mnist_pipeline.data.preprocess import MAX_PIXELS, ImageError, preprocess_bytes
+
+MAX_FILE_BYTES = 10_000_000
+
+
+def lock(inbox: Path) -> FileLock:
+    """The inbox's lock, beside it (data/.extra.lock): inside, DVC would hash it with the images."""
+    inbox.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(inbox.parent / f".{inbox.name}.lock", timeout=60)
+
+
+class LabelConflict(DataError):
+    """The image is already in the inbox under another label."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One labelled image in the inbox."""
+
+    label: int
+    path: Path
+    sha256: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"label": self.label, "path": str(self.path), "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class Added:
+    """What `add` did with one image: stored it, or found it already there."""
+
+    entry: Entry
+    new: bool
+
+
+def check_label(label: object) -> int:
+    """The digit `label` names (an int or a string "0".."9"); DataError otherwise."""
+    text = str(label).strip()
+    if text not in CLASS_LABELS:
+        raise DataError(f"label must be one digit 0-9, got {label!r}")
+    return int(text)
+
+
+def entries(inbox: Path) -> list[Entry]:
+    """Every image in the inbox, by label then name (files in other folders are ignored)."""
+    return [Entry(label, path, file_sha256(path)) for label, path in listing(inbox)[0]]
+
+
+def listing(inbox: Path) -> tuple[list[tuple[int, Path]], list[Path]]:
+    """(label, path) of the files in digit folders, by label then name, and every other file
+    under the inbox (misplaced: not in a data/extra/<0-9>/ folder); nothing is read. Hidden
+    files are neither."""
+    found: list[tuple[int, Path]] = []
+    misplaced: list[Path] = []
+    if not inbox.is_dir():
+        return found, misplaced
+    for path in sorted(inbox.rglob("*")):
+        rel = path.relative_to(inbox)
+        if not path.is_file() or any(part.startswith(".") for part in rel.parts):
+            continue
+        if len(rel.parts) == 2 and rel.parts[0] in CLASS_LABELS:
+            found.append((int(rel.parts[0]), path))
+        else:
+            misplaced.append(path)
+    found.sort(key=lambda item: (item[0], item[1].name))
+    return found, misplaced
+
+
+def inbox_sha256(found: list[Entry]) -> str:
+    """Content identity of the inbox: its (label, image SHA-256) pairs, not the file names."""
+    lines = sorted(f"{e.label} {e.sha256}\n" for e in found)
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def add(inbox: Path, data: bytes, name: str, label: object) -> Added:
+    """Store one image (`data`, called `name` in messages) under `label`."""
+    digit = check_label(label)
+    if len(data) > MAX_FILE_BYTES:
+        raise DataError(f"{name}: {len(data):,} bytes, over the limit of {MAX_FILE_BYTES:,}")
+    try:
+        preprocess_bytes(data, name, MAX_PIXELS)  # what training will do with it
+        with Image.open(io.BytesIO(data)) as image:
+            suffix = (image.format or "img").lower()
+    except ImageError as exc:
+        raise DataError(str(exc)) from None
+    digest = hashlib.sha256(data).hexdigest()
+    inbox.mkdir(parents=True, exist_ok=True)
+    with lock(inbox):
+        for entry in entries(inbox):
+            if entry.sha256 != digest:
+                continue
+            if entry.label != digit:
+                raise LabelConflict(
+                    f"{name}: this image is already in the inbox labelled {entry.label} "
+                    f"({entry.path}); remove it first to label it {digit}"
+                )
+            return Added(entry, new=False)
+        path = inbox / str(digit) / f"{digest}.{suffix}"
+        write_bytes(path, data)
+    return Added(Entry(digit, path, digest), new=True)
+
+
+def add_file(inbox: Path, path: Path, label: object) -> Added:
+    """`add` the image file at `path` (errors name it)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    return add(inbox, data, str(path), label)
+
+
+def remove(inbox: Path, refs: list[str]) -> list[Entry]:
+    """Delete the images named by SHA-256 prefix (at least 8 digits) or path; DataError for a
+    reference that matches none or several (nothing is deleted then)."""
+    known = entries(inbox)
+    chosen = []
+    for ref in refs:
+        matches = [
+            e
+            for e in known
+            if (len(ref) >= 8 and e.sha256.startswith(ref.lower()))
+            or Path(ref).resolve() == e.path.resolve()
+        ]
+        if len(matches) != 1:
+            what = "no image" if not matches else f"{len(matches)} images"
+            raise DataError(f"{ref!r} matches {what} in {inbox} (use 8+ digits of the SHA-256)")
+        chosen.append(matches[0])
+    with lock(inbox):
+        for entry in chosen:
+            entry.path.unlink(missing_ok=True)
+    return chosen

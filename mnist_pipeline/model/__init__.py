@@ -1,0 +1,1 @@
+"""The networks and their weights files (no training code)."""

@@ -1,0 +1,41 @@
+"""Saving and loading model weights (state_dict files) safely and atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mnist_pipeline.core.atomic import write_with
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.model.network import build_model
+
+
+def save_state_dict(model: nn.Module, path: Path) -> None:
+    """Atomically write the model's state_dict (contiguous CPU tensors) to `path`."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    write_with(path, lambda tmp: _save(state, tmp))
+
+
+def _save(state: dict[str, torch.Tensor], tmp: Path) -> None:
+    # Through a file object: given a path, torch.save names the zip's root folder after the
+    # (random) temp file name, so identical weights would give different bytes.
+    with open(tmp, "wb") as handle:
+        torch.save(state, handle)
+
+
+def load_model(arch: str, path: Path) -> nn.Module:
+    """Build `arch` and load weights from `path` (weights_only=True); returned in eval mode."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise PipelineError(f"no trained weights at {path}: run `mnist-pipeline train`") from None
+    except Exception as exc:  # unpickling errors come in many types
+        raise PipelineError(f"cannot load weights from {path}: {exc}") from None
+    model = build_model(arch)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as exc:
+        raise PipelineError(f"weights in {path} do not fit arch {arch!r}: {exc}") from None
+    return model.eval()

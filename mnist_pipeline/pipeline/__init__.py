@@ -1,0 +1,1 @@
+"""The stage table, run folders and the register stage that wire the rest together."""

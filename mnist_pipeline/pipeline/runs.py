@@ -1,0 +1,52 @@
+"""Isolated run folders (runs/<name>/): a private snapshot of the dataset, and pruning."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.layout import RUNS_DIR
+from mnist_pipeline.data.manifest import file_sha256
+
+
+def snapshot_dataset(shared: Path, target: Path, sha256: Mapping[str, str]) -> None:
+    """Hard-link (or copy) the verified files of `shared` into `target`, checking each hash.
+
+    The run then reads only its own snapshot: whatever later happens to the shared folder (a
+    `dvc repro` deleting and recreating its outputs, a fetch of other data) cannot change or
+    remove the files under a running run.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    for name, expected in sha256.items():
+        dest = target / name
+        try:
+            os.link(shared / name, dest)
+        except FileNotFoundError:
+            raise DataError(f"missing dataset file {shared / name}: run `fetch`") from None
+        except OSError:  # another filesystem, or no hard links: copy
+            shutil.copyfile(shared / name, dest)
+        if file_sha256(dest) != expected:
+            raise DataError(f"{shared / name} changed while it was being snapshotted: fetch again")
+
+
+def prune(project: Path, keep: int, current: Path | None = None) -> list[Path]:
+    """Delete all but the `keep` newest run folders (by modification time); never `current`.
+
+    Returns the folders deleted. A run that is still going has a fresh folder, so with `keep`
+    at least the deployment's concurrency limit no running run loses its folder.
+    """
+    folder = project / RUNS_DIR
+    if not folder.is_dir():
+        return []
+    runs = sorted(
+        (p for p in folder.iterdir() if p.is_dir() and p != current),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    doomed = runs[max(keep - (current is not None), 0) :]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed

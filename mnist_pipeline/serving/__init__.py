@@ -1,0 +1,1 @@
+"""Using the ONNX model: predict from the command line and the HTTP server (no torch)."""

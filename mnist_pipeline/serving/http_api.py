@@ -1,0 +1,248 @@
+"""The HTTP API of `mnist-pipeline serve` (FastAPI; onnxruntime only, no torch).
+
+    POST /predict   images as multipart `files` (one or many, any format `predict` reads), one
+                    image as the raw body (Content-Type image/*), or JSON {"images": [28x28 ...]}
+                    already preprocessed per the ONNX contract (floats in [0, 1]); `?top=k`
+    GET  /healthz   the process is up
+    GET  /readyz    a verified model is loaded (503 until then)
+    GET  /model     the served version's card summary, the alias followed, the last refusal
+    POST /feedback  multipart `file` (one image) and `label` (its true digit): into the labelled-
+                    digit inbox (inbox.py), as `mnist-pipeline data add` does; 201 stored, 200
+                    already there, 409 the same image under another label
+    GET  /docs      OpenAPI
+
+Client input never causes a 500: an oversized body is 413, an unsupported content type 415, an
+undecodable image, a bad array or too many images 422, each a JSON {"error": "..."} naming the
+problem (and the image, by file name or index).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mnist_pipeline.core.contract import IMAGE_SIZE, NUM_CLASSES
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.params import ServeParams
+from mnist_pipeline.data.preprocess import ImageError, preprocess_bytes
+from mnist_pipeline.inbox import store as inbox
+from mnist_pipeline.serving.predict import top_digits
+from mnist_pipeline.serving.served_model import ServedModel
+
+
+class ClientError(Exception):
+    """A request the server refuses: its status code and a message naming the problem."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes is refused with 413 before it is read
+    whole (by Content-Length, or while streaming when there is none)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(send, int(declared))
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise ClientError(413, self._message(seen))
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except ClientError:
+            await self._refuse(send, seen)
+
+    def _message(self, size: int) -> str:
+        return f"request body of {size:,}+ bytes is over serve.max_upload_bytes ({self.limit:,})"
+
+    async def _refuse(self, send: Send, size: int) -> None:
+        response = JSONResponse({"error": self._message(size)}, status_code=413)
+        await response({"type": "http"}, _nothing, send)
+
+
+async def _nothing() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def digits_from_json(body: Any, max_batch: int) -> tuple[list[str], np.ndarray]:
+    """Names and float32 [N, 28, 28] digits of a JSON batch; ClientError naming the problem."""
+    images = body.get("images") if isinstance(body, dict) else None
+    if not isinstance(images, list) or not images:
+        raise ClientError(422, 'expected a JSON object {"images": [28x28 arrays]} (none given)')
+    if len(images) > max_batch:
+        raise ClientError(422, f"{len(images)} images, over serve.max_batch ({max_batch})")
+    try:
+        digits = np.asarray(images, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ClientError(422, "images must be arrays of numbers, all 28x28") from None
+    if digits.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or digits.ndim != 3:
+        raise ClientError(422, f"images must be 28x28 each; got shape {list(digits.shape)}")
+    bad = np.flatnonzero(
+        ~np.isfinite(digits).all(axis=(1, 2))
+        | (digits.min(axis=(1, 2)) < 0)
+        | (digits.max(axis=(1, 2)) > 1)
+    )
+    if bad.size:
+        raise ClientError(422, f"image {int(bad[0])}: values must be finite and in [0, 1]")
+    return [f"image {i}" for i in range(len(digits))], digits
+
+
+def digits_from_files(files: list[tuple[str, bytes]], limits: ServeParams) -> np.ndarray:
+    """Preprocessed digits of uploaded image files; ClientError naming the first bad one."""
+    if not files:
+        raise ClientError(422, "no image: send multipart field 'files', an image body, or JSON")
+    if len(files) > limits.max_batch:
+        raise ClientError(422, f"{len(files)} images, over serve.max_batch ({limits.max_batch})")
+    try:
+        return np.stack([preprocess_bytes(data, name, limits.max_pixels) for name, data in files])
+    except ImageError as exc:
+        raise ClientError(422, str(exc)) from None
+
+
+async def read_images(request: Request, limits: ServeParams) -> tuple[list[str], np.ndarray]:
+    """The request's images, whatever form they came in, as (names, digits)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ClientError(422, "the body is not valid JSON") from None
+        return digits_from_json(body, limits.max_batch)
+    if kind == "multipart/form-data":
+        form = await request.form(max_files=limits.max_batch + 1, max_fields=limits.max_batch + 1)
+        uploads = [v for v in form.getlist("files") if isinstance(v, UploadFile)]
+        files = [(u.filename or f"file {i}", await u.read()) for i, u in enumerate(uploads)]
+    elif kind.startswith("image/") or kind == "application/octet-stream":
+        files = [("body", await request.body())]
+    else:
+        raise ClientError(
+            415,
+            f"unsupported content type {kind or '(none)'!r}: send "
+            "multipart/form-data files, an image/* body, or application/json",
+        )
+    digits = digits_from_files(files, limits)  # on the event loop: see `predict`
+    return [name for name, _ in files], digits
+
+
+def create_app(served: ServedModel, limits: ServeParams, inbox_dir: Path | None = None) -> FastAPI:
+    """The API answering with `served` under `limits` (serve params); /feedback stores into
+    `inbox_dir` (None: no /feedback)."""
+    app = FastAPI(title="mnist-pipeline", summary="Classify handwritten digits (ONNX model).")
+
+    @app.exception_handler(ClientError)
+    async def client_error(_: Request, exc: ClientError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        status = served.status()
+        ready = status["model"] is not None
+        body = {
+            "ready": ready,
+            "version": (status["model"] or {}).get("version"),
+            "problem": status["problem"],
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/model")
+    def model() -> dict[str, Any]:
+        return served.status()
+
+    @app.post(
+        "/predict",
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "files": {
+                                    "type": "array",
+                                    "items": {"type": "string", "format": "binary"},
+                                }
+                            },
+                        }
+                    },
+                    "image/png": {"schema": {"type": "string", "format": "binary"}},
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "images": {"type": "array", "description": "28x28 floats in [0, 1]"}
+                            },
+                        }
+                    },
+                },
+            }
+        },
+    )
+    async def predict(
+        request: Request, top: int = Query(default=limits.top_k, ge=1, le=NUM_CLASSES)
+    ) -> JSONResponse:
+        # Decoding, preprocessing and inference run on the event loop, not in a thread pool:
+        # they hold the GIL (onnxruntime's share is microseconds per digit), so threads would
+        # only add hand-offs and contention; more cores are used with `serve.workers`.
+        names, digits = await read_images(request, limits)
+        loaded = served.current  # read once: this request finishes on this version
+        if loaded is None:
+            raise ClientError(503, f"no model loaded yet: {served.problem or 'starting'}")
+        probabilities = loaded.probabilities(digits)
+        predictions = []
+        for name, probs in zip(names, probabilities, strict=True):
+            ranked = [{"digit": d, "probability": p} for d, p in top_digits(probs, top)]
+            predictions.append({"name": name, "digit": ranked[0]["digit"], "top": ranked})
+        version = {"name": served.registry.name, "version": loaded.version}
+        return JSONResponse({"model": version, "predictions": predictions})
+
+    if inbox_dir is not None:
+
+        @app.post("/feedback", status_code=201)
+        async def feedback(request: Request) -> JSONResponse:
+            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind != "multipart/form-data":
+                raise ClientError(415, "send multipart/form-data with fields 'file' and 'label'")
+            form = await request.form(max_files=2, max_fields=4)
+            upload, label = form.get("file"), form.get("label")
+            if not isinstance(upload, UploadFile) or label is None:
+                raise ClientError(422, "multipart fields 'file' (an image) and 'label' are needed")
+            try:
+                done = inbox.add(inbox_dir, await upload.read(), upload.filename or "file", label)
+            except DataError as exc:
+                status = 409 if isinstance(exc, inbox.LabelConflict) else 422
+                raise ClientError(status, str(exc)) from None
+            body = {"new": done.new, **done.entry.to_dict()}
+            body["path"] = str(done.entry.path.relative_to(inbox_dir.parent.parent))
+            return JSONResponse(body, status_code=201 if done.new else 200)
+
+    app.add_middleware(BodyLimit, limit=limits.max_upload_bytes)
+    if limits.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=limits.cors_origins, allow_methods=["GET", "POST"]
+        )
+    return app

@@ -1,0 +1,161 @@
+"""Predict: classify image files with the exported ONNX model (onnxruntime only, torch-free).
+
+Nothing on this path imports torch (a test checks it): preprocessing is
+mnist_pipeline.data.preprocess (numpy + Pillow), the model runs in onnxruntime, and the
+registry is torch-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from mnist_pipeline.core.contract import IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, PROBABILITIES
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import RegistryParams
+from mnist_pipeline.data.preprocess import ImageError, preprocess_file
+
+BATCH = 256
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One file's outcome: the digit, its probability and the top classes, or an error."""
+
+    file: str
+    digit: int | None = None
+    probability: float | None = None
+    top: tuple[tuple[int, float], ...] = ()
+    error: str | None = None
+
+    def to_dict(self, with_top: bool) -> dict[str, Any]:
+        """JSON form: file + digit + probability (+ top), or file + error."""
+        if self.error is not None:
+            return {"file": self.file, "error": self.error}
+        out: dict[str, Any] = {
+            "file": self.file,
+            "digit": self.digit,
+            "probability": self.probability,
+        }
+        if with_top:
+            out["top"] = [{"digit": d, "probability": p} for d, p in self.top]
+        return out
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """The model file used and one prediction per input file, in input order."""
+
+    model_path: Path
+    predictions: tuple[Prediction, ...]
+
+    @property
+    def failed(self) -> int:
+        return sum(p.error is not None for p in self.predictions)
+
+
+def is_model_path(ref: str | None) -> bool:
+    """Whether a --model value names a file (ends in .onnx or has a slash), not a registry ref."""
+    return ref is not None and (ref.endswith(".onnx") or "/" in ref or "\\" in ref)
+
+
+def resolve_model(ref: str | None, layout: Layout, registry: RegistryParams | None) -> Path:
+    """The ONNX file to use.
+
+    `ref` is a path (ends in .onnx or contains a slash) or a registry reference (a version
+    number or an alias such as `production`). Without `ref`: the registry's production model
+    if there is one, else layout.onnx.
+    """
+    if ref is not None and is_model_path(ref):
+        path = Path(ref)
+        if not path.is_file():
+            raise PipelineError(f"model file not found: {path}")
+        return path
+    if registry is None:
+        raise ValueError("a registry reference needs the registry params")
+    from mnist_pipeline.registry import PRODUCTION, Registry  # torch-free
+
+    models = Registry.from_params(registry, layout)
+    if ref is not None:
+        return models.resolve(ref)
+    if PRODUCTION in models.aliases():
+        return models.resolve(PRODUCTION)
+    if layout.onnx.is_file():
+        return layout.onnx
+    raise PipelineError(
+        f"no model: the registry {models.model_dir} has no production version and "
+        f"{layout.onnx} does not exist; run `mnist-pipeline export` or pass --model"
+    )
+
+
+def load_session(model_path: Path) -> ort.InferenceSession:
+    """An onnxruntime CPU session, after checking the graph has the expected interface."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise PipelineError(f"onnxruntime cannot load {model_path}: {exc}") from None
+    check_interface(session, str(model_path))
+    return session
+
+
+def check_interface(session: ort.InferenceSession, where: str) -> None:
+    """PipelineError unless the graph has the contract's input and probabilities output."""
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    if inputs != [INPUT_NAME] or PROBABILITIES not in outputs:
+        raise PipelineError(
+            f"{where} is not an mnist-pipeline model: inputs {inputs}, outputs {outputs} "
+            f"(expected input {INPUT_NAME!r} and output {PROBABILITIES!r})"
+        )
+
+
+def classify(session: ort.InferenceSession, digits: np.ndarray) -> np.ndarray:
+    """float32 [N, 28, 28] preprocessed digits -> probabilities [N, 10]."""
+    batches = [
+        session.run([PROBABILITIES], {INPUT_NAME: digits[i : i + BATCH, None, :, :]})[0]
+        for i in range(0, len(digits), BATCH)
+    ]
+    return np.concatenate(batches) if batches else np.zeros((0, NUM_CLASSES), np.float32)
+
+
+def top_digits(probabilities: np.ndarray, top: int) -> tuple[tuple[int, float], ...]:
+    """The `top` most probable (digit, probability) pairs, ties in digit order."""
+    order = np.argsort(-probabilities, kind="stable")[:top]
+    return tuple((int(d), float(probabilities[d])) for d in order)
+
+
+def predict_files(model_path: Path, files: Sequence[Path], top: int = 1) -> PredictResult:
+    """Classify each file; a bad file gets an error entry and the others are still classified."""
+    if not 1 <= top <= NUM_CLASSES:
+        raise ValueError(f"top must be between 1 and {NUM_CLASSES}, got {top}")
+    session = load_session(model_path)
+    errors: dict[int, str] = {}
+    good: list[int] = []
+    digits: list[np.ndarray] = []
+    for index, path in enumerate(files):
+        try:
+            digits.append(preprocess_file(Path(path)))
+            good.append(index)
+        except ImageError as exc:
+            errors[index] = str(exc)
+    stacked = np.stack(digits) if digits else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    probabilities = classify(session, stacked)
+    by_index = dict(zip(good, probabilities, strict=True))
+    predictions = []
+    for index, path in enumerate(files):
+        if index in errors:
+            predictions.append(Prediction(file=str(path), error=errors[index]))
+            continue
+        ranked = top_digits(by_index[index], top)
+        predictions.append(
+            Prediction(file=str(path), digit=ranked[0][0], probability=ranked[0][1], top=ranked)
+        )
+    return PredictResult(model_path, tuple(predictions))

@@ -1,0 +1,134 @@
+"""The model an HTTP server answers with: a registry alias, followed as it moves (no torch).
+
+`ServedModel` holds one immutable `Loaded` (version, card summary, onnxruntime session) and
+replaces it whole when the alias it follows (`serve.model`, "production" by default) points at
+another version: a request reads the reference once and finishes on the session it got, while
+the next request gets the new one. A new version is loaded only after its ONNX bytes match the
+SHA-256 in its card (and its signature, with trusted keys configured); a version that fails is
+refused, logged and shown in `status()`, and the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from mnist_pipeline.core.contract import INPUT_NAME, PROBABILITIES
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.registry import Registry, store
+from mnist_pipeline.registry.candidate import ONNX_FILE
+from mnist_pipeline.serving.predict import check_interface
+
+logger = logging.getLogger("mnist_pipeline.serve")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One loaded, verified version."""
+
+    version: int
+    card: dict[str, Any]
+    session: ort.InferenceSession
+
+    def summary(self, name: str, ref: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "alias": ref,
+            "version": self.version,
+            "accuracy": self.card["metrics"].get("accuracy"),
+            "created": self.card.get("created"),
+            "fingerprint": (self.card.get("fingerprint") or {}).get("sha256"),
+            "onnx_sha256": self.card["files"][ONNX_FILE],
+        }
+
+    def probabilities(self, digits: np.ndarray) -> np.ndarray:
+        """float32 [N, 28, 28] in [0, 1] -> probabilities [N, 10]."""
+        return self.session.run([PROBABILITIES], {INPUT_NAME: digits[:, None, :, :]})[0]
+
+
+def load_version(registry: Registry, ref: str) -> Loaded:
+    """The version `ref` names, its ONNX bytes checked against its card, in a CPU session."""
+    card = registry.card(ref)  # sealed (and signed, when keys are trusted)
+    version = int(card["version"])
+    path = registry.model_dir / store.version_dir_name(version) / ONNX_FILE
+    data = path.read_bytes()  # hash and load the very same bytes
+    if hashlib.sha256(data).hexdigest() != card["files"].get(ONNX_FILE):
+        raise PipelineError(f"{registry.name} v{version}: {ONNX_FILE} does not match its card")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1  # requests run in parallel threads; one core each
+    try:
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise PipelineError(f"onnxruntime cannot load {path}: {exc}") from None
+    check_interface(session, str(path))
+    return Loaded(version, card, session)
+
+
+class ServedModel:
+    """The version `ref` currently names, reloaded when the alias moves."""
+
+    def __init__(self, registry: Registry, ref: str) -> None:
+        self.registry = registry
+        self.ref = ref
+        self.current: Loaded | None = None
+        self.problem: str | None = None  # why the newest target is not the one served
+        self.checked: float | None = None  # time.time() of the last check
+        self._lock = threading.Lock()  # one refresh at a time
+        self._stop = threading.Event()
+
+    def refresh(self) -> bool:
+        """Load the version `ref` names now if it is not the one served; True if it changed.
+        A failure keeps the current version and records why."""
+        with self._lock:
+            self.checked = time.time()
+            try:
+                target = int(self.registry.card(self.ref)["version"])
+                if self.current is not None and target == self.current.version:
+                    self.problem = None
+                    return False
+                loaded = load_version(self.registry, str(target))
+            except Exception as exc:  # noqa: BLE001 - whatever fails, the old version serves on
+                message = str(exc) or type(exc).__name__
+                if message != self.problem:
+                    logger.error("keeping %s: %s", self._serving(), message)
+                self.problem = message
+                return False
+            before, self.current, self.problem = self._serving(), loaded, None
+            logger.info("now serving %s v%d (was %s)", self.registry.name, target, before)
+            return True
+
+    def _serving(self) -> str:
+        return "nothing" if self.current is None else f"v{self.current.version}"
+
+    def follow(self, interval_s: float) -> threading.Thread:
+        """Check the alias every `interval_s` seconds in a daemon thread until `stop()`."""
+
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                self.refresh()
+
+        thread = threading.Thread(target=loop, name="follow-alias", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def status(self) -> dict[str, Any]:
+        """What is served, what was last checked, and the last refusal (for GET /model)."""
+        current = self.current
+        served = None if current is None else current.summary(self.registry.name, self.ref)
+        return {
+            "model": served,
+            "following": self.ref,
+            "problem": self.problem,
+            "checked": self.checked,
+        }

@@ -1,0 +1,75 @@
+"""`mnist-pipeline serve`: the registry's production model over HTTP (uvicorn + http_api.py).
+
+One process (`serve.workers` 1) serves the app object directly; with more workers uvicorn
+imports `app_from_env` in each worker process, which reads the same params file and root
+(passed in MNIST_SERVE_* variables). Each process follows the alias on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
+
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import Params, load_params
+from mnist_pipeline.registry import Registry
+from mnist_pipeline.serving.http_api import create_app
+from mnist_pipeline.serving.served_model import ServedModel
+
+ENV_ROOT, ENV_PARAMS, ENV_MODEL = "MNIST_SERVE_ROOT", "MNIST_SERVE_PARAMS", "MNIST_SERVE_MODEL"
+
+
+def build(params: Params, layout: Layout) -> FastAPI:
+    """The app, its model loaded once now (if it can be) and followed from then on."""
+    served = ServedModel(Registry.from_params(params.registry, layout), params.serve.model)
+    served.refresh()  # a failure is logged; /readyz says 503 until a version loads
+    served.follow(params.serve.reload_interval_s)
+    return create_app(served, params.serve, layout.inbox)
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn's factory in each worker process (serve.workers > 1)."""
+    overrides = {"serve.model": os.environ[ENV_MODEL]} if ENV_MODEL in os.environ else {}
+    params = load_params(Path(os.environ[ENV_PARAMS]), overrides)
+    return build(params, Layout(Path(os.environ[ENV_ROOT])))
+
+
+def run(params_path: Path, root: Path, overrides: dict[str, object]) -> None:
+    """Serve until interrupted, with `overrides` (serve.host, .port, .model, .workers)."""
+    params = load_params(params_path, overrides)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
+    serve = params.serve
+    if serve.workers == 1:
+        app = build(params, Layout(root))
+        uvicorn.run(app, host=serve.host, port=serve.port, log_level="warning")
+        return
+    os.environ[ENV_PARAMS], os.environ[ENV_ROOT] = str(params_path.resolve()), str(root.resolve())
+    os.environ[ENV_MODEL] = serve.model
+    config = uvicorn.Config(
+        f"{__name__}:app_from_env",
+        factory=True,
+        host=serve.host,
+        port=serve.port,
+        workers=serve.workers,
+        log_level="warning",
+    )
+    Multiprocess(config, sockets=[tcp_socket(serve.host, serve.port)]).run()
+
+
+def tcp_socket(host: str, port: int) -> socket.socket:
+    """The listening socket for several workers, created with protocol TCP so that asyncio sets
+    TCP_NODELAY on every connection. (uvicorn's own socket has protocol 0, which asyncio skips:
+    on keep-alive connections Nagle's algorithm and delayed ACKs then add ~40 ms to every
+    response, measured with benchmarks/bench_serve.py.)"""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock

@@ -1,0 +1,264 @@
+"""Train stage: fit the network on MNIST's training split (plus the ingested labelled digits
+users added, oversampled by train.extra_weight); resumable, bit-for-bit deterministic.
+
+The dataset is decoded and normalised once into tensors; batches are random index slices of them
+(no DataLoader, no per-image transforms). After every epoch a checkpoint (model, optimizer,
+scheduler, RNG states, history and the params it was made with) is written atomically, so a run
+killed mid-way resumes from its last completed epoch and ends with the same weights as an
+uninterrupted one. A checkpoint made with other params or data is ignored (fresh start, logged).
+When training ends the weights go to `layout.state_dict` and the history to
+`layout.train_history` (a failed run leaves the previous pair untouched), and the checkpoint is
+deleted, so a finished run leaves only its outputs: model.pt (bit-identical for the same params,
+data and machine) and train_history.csv (identical but for its `seconds` column).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mnist_pipeline.core.atomic import check_writable, write_json, write_text
+from mnist_pipeline.core.errors import ParamsError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import ModelParams, TrainParams
+from mnist_pipeline.core.progress import EpochReporter, log
+from mnist_pipeline.data.augment import augment
+from mnist_pipeline.data.dataset import load_mnist, normalise
+from mnist_pipeline.data.manifest import file_sha256
+from mnist_pipeline.evaluation import metrics
+from mnist_pipeline.inbox import extra
+from mnist_pipeline.model.network import predict_logits
+from mnist_pipeline.model.weights import save_state_dict
+from mnist_pipeline.training import checkpoint as checkpoints
+from mnist_pipeline.training import loop, temperature
+from mnist_pipeline.training.fingerprint import training_fingerprint
+
+HISTORY_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "seconds",
+)
+EVAL_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What `train` did: epochs trained now, the epoch it resumed after (0 = fresh), last scores."""
+
+    epochs_run: int
+    resumed_from: int
+    train_loss: float
+    val_accuracy: float | None
+    seconds: float
+    state_dict: Path
+
+    def summary(self) -> str:
+        resumed = f", resumed after epoch {self.resumed_from}" if self.resumed_from else ""
+        val = "n/a" if self.val_accuracy is None else f"{self.val_accuracy:.4f}"
+        return (
+            f"trained {self.epochs_run} epoch(s){resumed} in {self.seconds:.1f} s: "
+            f"train loss {self.train_loss:.4f}, val accuracy {val} -> {self.state_dict}"
+        )
+
+
+def resolve_device(requested: str) -> torch.device:
+    """`cpu`, or `cuda` when this machine has it (a clear error otherwise)."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ParamsError(
+            "train.device is 'cuda' but no CUDA device is available here "
+            "(torch.cuda.is_available() is False); set train.device: cpu"
+        )
+    return torch.device(requested)
+
+
+@contextmanager
+def torch_settings(params: TrainParams) -> Iterator[None]:
+    """Thread count and deterministic algorithms for the run; the caller's settings come back."""
+    if params.device == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(params.num_threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with torch.random.fork_rng(devices=[]):  # our seeding does not leak to the caller
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def history_csv(history: list[dict[str, float]]) -> str:
+    """The per-epoch history as CSV text (empty cells for missing validation scores)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(HISTORY_COLUMNS)
+    for row in history:
+        values = (row.get(column) for column in HISTORY_COLUMNS)
+        writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in values])
+    return out.getvalue()
+
+
+def identity(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """What makes two runs the same run (a checkpoint resumes only its own): the dotted params
+    that shape the weights and the data, from the run's inputs fingerprint."""
+    flat = {
+        f"{name}.{key}": value
+        for name, keys in fingerprint["params"].items()
+        for key, value in keys.items()
+    }
+    return {
+        "params": flat,
+        "dataset_sha256": fingerprint["dataset_sha256"],
+        "extra_sha256": fingerprint["extra_sha256"],
+    }
+
+
+def train(model: ModelParams, params: TrainParams, layout: Layout) -> TrainResult:
+    """Train `model.arch` on the fetched dataset; weights go to layout.state_dict."""
+    device = resolve_device(params.device)
+    precision = loop.resolve_precision(params.precision, device)
+    check_writable(layout.model_dir, layout.reports)  # fail before an epoch, not after
+    started = time.perf_counter()
+    data_dir = layout.data_dir
+    with torch_settings(params):
+        mnist = load_mnist(data_dir)
+        n = len(mnist.train_labels)
+        if params.val_size >= n:
+            raise ParamsError(
+                f"train.val_size={params.val_size} leaves no training images "
+                f"(the training split has {n})"
+            )
+        fingerprint = training_fingerprint(model, params, data_dir, layout.extra_dir)
+        run_identity = identity(fingerprint)
+        images, labels = normalise(mnist.train_images), mnist.train_labels
+        train_idx, val_idx = loop.split_indices(
+            n, params.val_size, torch.Generator().manual_seed(params.seed)
+        )
+        added = extra.read_split(layout.extra_dir, "train")
+        if len(added):
+            images, labels, train_idx = loop.add_extra(
+                images,
+                labels,
+                train_idx,
+                normalise(torch.from_numpy(added.images)),
+                torch.from_numpy(added.labels).long(),
+                params.extra_weight,
+            )
+            log(
+                f"adding {len(added)} labelled digit(s) from {layout.extra_dir}, each seen "
+                f"{params.extra_weight} times an epoch (train.extra_weight)"
+            )
+        images, labels = images.to(device), labels.to(device)
+        val_images, val_labels = images[val_idx.to(device)], labels[val_idx.to(device)]
+        cap = params.max_batches_per_epoch
+        steps = loop.steps_per_epoch(len(train_idx), params.batch_size, cap)
+
+        torch.manual_seed(params.seed)  # weight init and dropout
+        shuffle = torch.Generator().manual_seed(params.seed + 1)
+        net = loop.training_model(model.arch, device, params.dropout)
+        optimizer = loop.make_optimizer(net, params)
+        scheduler = loop.make_scheduler(optimizer, params, steps)
+        history: list[dict[str, float]] = []
+        done = 0
+        checkpoint = checkpoints.load(layout.checkpoint, run_identity)
+        if checkpoint is not None:
+            net.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            checkpoints.restore_rng_states(checkpoint["rng"], shuffle, device)
+            history, done = list(checkpoint["history"]), int(checkpoint["epoch"])
+            log(f"resuming from {layout.checkpoint} after epoch {done}/{params.epochs}")
+
+        emulated = precision == "bf16" and not loop.native_bf16(device)
+        log(
+            f"training on {device} in {precision} (train.precision: {params.precision})"
+            + ("; this device emulates bfloat16, so fp32 would be faster" if emulated else "")
+        )
+        # Augmentation draws from the shuffling generator: checkpointed with it, so a resumed run
+        # warps the batches the uninterrupted one would have.
+        transform = (
+            (lambda x: augment(x, params.augment, shuffle)) if params.augment.enabled else None
+        )
+        reporter = EpochReporter(params.epochs, min(len(train_idx), steps * params.batch_size))
+        for epoch in range(done + 1, params.epochs + 1):
+            epoch_start = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            batches = loop.batch_indices(train_idx, params.batch_size, shuffle, cap)
+            with reporter.epoch(epoch) as on_batch:
+                stats = loop.train_epoch(
+                    net,
+                    optimizer,
+                    scheduler,
+                    images,
+                    labels,
+                    batches,
+                    on_batch,
+                    precision,
+                    transform,
+                )
+                val = metrics.score(predict_logits(net, val_images, EVAL_BATCH), val_labels)
+            row = {
+                "epoch": epoch,
+                "train_loss": round(stats.loss, 6),
+                "train_accuracy": round(stats.accuracy, 6),
+                "val_loss": round(val.loss, 6),
+                "val_accuracy": round(val.accuracy, 6),
+                "lr": lr,
+                "seconds": round(time.perf_counter() - epoch_start, 3),
+            }
+            history.append(row)
+            reporter.done(row, stats.images)
+            checkpoints.save(
+                layout.checkpoint,
+                {
+                    "identity": run_identity,
+                    "epoch": epoch,
+                    "model": net.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": checkpoints.rng_states(shuffle, device),
+                    "history": history,
+                },
+            )
+
+        calibration = None
+        if params.temperature_scaling:  # after the last checkpoint: a resumed run folds anew
+            calibration = temperature.calibrate(net, val_images, val_labels, EVAL_BATCH)
+            log(temperature.summary(calibration))
+        # Weights, history and the record binding them to their inputs are replaced together,
+        # only by a run that finished (the record last: stale while the weights are new, it is
+        # refused by registration).
+        save_state_dict(net, layout.state_dict)
+        write_text(layout.train_history, history_csv(history))
+        record = {
+            "state_dict_sha256": file_sha256(layout.state_dict),
+            "fingerprint": fingerprint,
+            "temperature": calibration,
+        }
+        write_json(layout.train_record, record)
+        layout.checkpoint.unlink(missing_ok=True)
+    last = history[-1] if history else {}
+    val_accuracy = last.get("val_accuracy", float("nan"))
+    return TrainResult(
+        epochs_run=params.epochs - done,
+        resumed_from=done,
+        train_loss=float(last.get("train_loss", float("nan"))),
+        val_accuracy=None if math.isnan(val_accuracy) else float(val_accuracy),
+        seconds=time.perf_counter() - started,
+        state_dict=layout.state_dict,
+    )
