@@ -34,6 +34,7 @@ from PIL import Image
 
 from benchmarks.machine import cpu_name
 from mnist_pipeline.data.preprocess import preprocess_bytes
+from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.serving.served_model import load_version
 from tests.process_helpers import free_port
@@ -139,7 +140,7 @@ def main() -> None:
     server = None
     try:
         candidate = candidate_in(exported_candidate(scratch / "candidate", 1))
-        Registry(scratch / "registry", MODEL).register(candidate, PARAMS, 0.0)
+        register_candidate(Registry(scratch / "registry", MODEL), candidate, PARAMS, 0.0)
         (scratch / "params.yaml").write_text("serve:\n  reload_interval_s: 5\n")
         command = [sys.executable, "-m", "mnist_pipeline", "--root", str(scratch), "serve"]
         command += ["--port", str(port), "--workers", str(args.workers)]

@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
 from tests.registry_helpers import MODEL, PARAMS, make_candidate
 
@@ -35,8 +36,10 @@ def main() -> None:
             make_candidate(root / f"c{i}", i, state_bytes=args.state_kb * 1024)
             for i in range(args.versions)
         ]
-        register = [_ms(lambda c=c: registry.register(c, PARAMS, 0.0)) for c in candidates]
-        resolve = [_ms(lambda: registry.resolve("production")) for _ in range(20)]
+        register = [
+            _ms(lambda c=c: register_candidate(registry, c, PARAMS, 0.0)) for c in candidates
+        ]
+        resolve = [_ms(lambda: registry.fetch("production", "model.onnx")) for _ in range(20)]
         verify = [_ms(registry.verify) for _ in range(3)]
     print(f"register: median {statistics.median(register):.1f} ms ({args.versions} versions)")
     print(f"resolve:  median {statistics.median(resolve):.2f} ms")

@@ -35,7 +35,7 @@ from mnist_pipeline.core.errors import GateError, StageFailed
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, load_params
 from mnist_pipeline.pipeline import runs, stages
-from mnist_pipeline.registry import Registry
+from mnist_pipeline.pipeline.versions import open_registry
 from mnist_pipeline.training.fingerprint import inputs_fingerprint
 
 
@@ -54,7 +54,7 @@ def run_inputs(params: Params, shared: Layout, layout: Layout) -> tuple[dict[str
     if layout.data_dir != shared.data_dir:
         runs.snapshot_dataset(shared.data_dir, layout.data_dir, params.data.sha256)
     fingerprint = inputs_fingerprint(params, layout.data_dir, layout.extra_dir)
-    registry = Registry.from_params(params.registry, layout)
+    registry = open_registry(params.registry, layout)
     return fingerprint, registry.version_with_fingerprint(fingerprint["sha256"])
 
 
@@ -171,7 +171,7 @@ def retrain(
         f"{registration.summary()}; flow {wall:.1f} s, tasks {sum(timings.values()):.1f} s, "
         f"overhead {overhead:.1f} s"
     )
-    registry = Registry.from_params(params.registry, layout)
+    registry = open_registry(params.registry, layout)
     champion = registration.champion
     champion_accuracy = None if champion is None else registry.card(champion)["metrics"]["accuracy"]
     publish_report(

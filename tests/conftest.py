@@ -16,7 +16,8 @@ import pytest
 
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, parse_params
-from mnist_pipeline.registry import Candidate, Registry
+from mnist_pipeline.pipeline.candidate import Candidate
+from mnist_pipeline.registry import Registry
 from tests.notify_helpers import receiver  # noqa: F401 - a fixture for the flow tests
 from tests.registry_helpers import make_candidate
 from tests.synthetic import make_dataset, write_data_dir, write_mirror
@@ -32,6 +33,19 @@ UNTRAINED_META = {
     "training_data_sha256": "ab" * 32,
     "model_version": "7",
 }
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Verified registry copies (Registry.fetch) go to a temporary cache, not ~/.cache; set
+    in the environment so that subprocesses the tests start use it too."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
 
 
 def unavailable(reason: str) -> NoReturn:

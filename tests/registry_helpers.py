@@ -21,7 +21,9 @@ import numpy as np
 
 from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.data.manifest import file_sha256
-from mnist_pipeline.registry import Candidate, Registry
+from mnist_pipeline.pipeline.candidate import Candidate
+from mnist_pipeline.pipeline.register import register_candidate
+from mnist_pipeline.registry import Registry
 
 MODEL = "mnist-cnn"
 # The tiny candidates' accuracies are set by hand; a gate they can pass.
@@ -154,7 +156,7 @@ def register_layout(registry_root: Path, layout, folder: Path) -> Path:
     shutil.copy(layout.train_history, folder / "train_history.csv")
     write_train_record(folder)
     write_reports(folder)
-    Registry(registry_root, MODEL).register(candidate_in(folder), PARAMS, 0.0)
+    register_candidate(Registry(registry_root, MODEL), candidate_in(folder), PARAMS, 0.0)
     return folder
 
 
@@ -178,23 +180,28 @@ def candidate_in(folder: Path) -> Candidate:
 
 
 def _install_crash(step: str) -> None:
-    from mnist_pipeline.registry import aliases, store
+    """Die (as kill -9 would) just before the card's creation (the commit point), just after it,
+    or when the alias document is replaced."""
+    from mnist_pipeline.registry.local import LocalFolder
 
     def die(*_args, **_kwargs):
         os._exit(9)
 
-    if step == "before-commit":
-        store.commit = die
-    elif step == "after-commit":
-        original = store.commit
+    create = LocalFolder.create
 
-        def commit_then_die(*args, **kwargs):
-            original(*args, **kwargs)
+    def create_or_die(self, key: str, data: bytes) -> bool:
+        if not key.endswith("/card.json"):
+            return create(self, key, data)
+        if step == "before-commit":
             die()
+        created = create(self, key, data)
+        die()
+        return created
 
-        store.commit = commit_then_die
+    if step in ("before-commit", "after-commit"):
+        LocalFolder.create = create_or_die
     elif step == "aliases":
-        aliases.save = die
+        LocalFolder.swap = die
     else:
         raise SystemExit(f"unknown crash step {step!r}")
 
@@ -220,10 +227,26 @@ def main(argv: list[str] | None = None) -> None:
             args.candidate.joinpath("model.pt").write_bytes(os.urandom(size))
             write_train_record(args.candidate)
             write_reports(args.candidate)
-        print(registry.register(candidate, params, 0.0).version, flush=True)
+        print(register_candidate(registry, candidate, params, 0.0).version, flush=True)
         if not args.loop:
             return
 
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+def model_dir(registry: Registry) -> Path:
+    """The folder of a local registry's model (tests may know the local layout)."""
+    return Path(registry.root) / registry.name
+
+
+def stored(registry: Registry, version: int | str, relpath: str) -> Path:
+    """Where a local registry keeps a version's file: its card or a content-addressed blob
+    (to tamper with it in a test)."""
+    folder = model_dir(registry)
+    card_path = folder / f"v{version}" / "card.json"
+    if relpath == "card.json":
+        return card_path
+    card = json.loads(card_path.read_text())
+    return folder / "blobs" / "sha256" / card["files"][relpath]

@@ -12,9 +12,33 @@ from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.data import idx
 from mnist_pipeline.inbox import extra
-from mnist_pipeline.registry.challenger import decide
+from mnist_pipeline.pipeline import promotion
 
 HOLDOUT = 50
+
+
+class ChampionOnly:
+    """The part of a registry the decision reads: production's card and model.onnx bytes."""
+
+    def __init__(self, name: str, champion: int | None, read_card, champion_onnx) -> None:
+        self.name, self.champion = name, champion
+        self.read_card, self.champion_onnx = read_card, champion_onnx
+
+    def aliases(self) -> dict[str, int]:
+        return {} if self.champion is None else {"production": self.champion}
+
+    def card(self, version: int) -> dict:
+        return self.read_card(version)
+
+    def read_file(self, version: int, relpath: str) -> bytes:
+        assert relpath == "model.onnx"
+        return Path(self.champion_onnx(version)).read_bytes()
+
+
+def decide(name, metrics, margin, champion, read_card, champion_onnx, extra_dir, percent) -> dict:
+    """promotion.decide against a champion given by callables; the decision as recorded."""
+    registry = ChampionOnly(name, champion, read_card, champion_onnx)
+    return promotion.decide(registry, metrics, margin, extra_dir, percent).to_dict()
 
 
 def write_holdout(extra_dir: Path, seed: int) -> extra.Split:

@@ -286,7 +286,9 @@ def test_a_flow_run_and_a_forced_repro_in_one_checkout_both_succeed(
     assert registry.verify() == []
     (card,) = registry.versions()  # the flow's version, made from its own run folder
     assert card["params"]["train"]["epochs"] == 2
-    session = ort.InferenceSession(str(registry.resolve(1)), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(registry.fetch(1, "model.onnx")), providers=["CPUExecutionProvider"]
+    )
     mnist = load_mnist(Layout(clone).data_dir)
     pixels = (mnist.test_images.numpy()[:, None] / 255.0).astype(np.float32)
     predicted = session.run(["probabilities"], {"image": pixels})[0].argmax(1)

@@ -37,7 +37,7 @@ from mnist_pipeline.core.errors import EXIT_IO
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.inbox import store as inbox
 from mnist_pipeline.registry import Registry
-from mnist_pipeline.registry import store as registry_store
+from mnist_pipeline.registry.local import LocalFolder
 from tests.conftest import REPO_ROOT
 from tests.synthetic import make_dataset, write_data_dir
 from tests.test_ingest import stroke_png
@@ -188,34 +188,45 @@ def test_a_fault_while_registering_leaves_the_registry_as_it_was(
 ) -> None:
     new_inputs(project, *PIPELINE)
     versions = registered(project)
-    copies = 0
+    writes = 0
 
-    def copy_fails_at(k: int, code: int):
-        def copy(src, folder, relpath):
-            nonlocal copies
-            copies += 1
-            if copies == k:
-                raise OSError(code, os.strerror(code), str(folder))
-            return original(src, folder, relpath)
+    def create_fails_at(k: int, code: int):
+        def create(self, key, data):
+            nonlocal writes
+            writes += 1
+            if writes == k:
+                raise OSError(code, os.strerror(code), key)
+            return original(self, key, data)
 
-        return copy
+        return create
 
-    original = registry_store.copy_in
+    original = LocalFolder.create
     for k, code in enumerate(ERRORS, start=1):
-        copies = 0
+        writes = 0
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(registry_store, "copy_in", copy_fails_at(k * 2, code))
+            patch.setattr(LocalFolder, "create", create_fails_at(k * 2, code))
             assert cli(project, "models", "register") == EXIT_IO
         assert os.strerror(code) in capsys.readouterr().err
-        assert registered(project) == versions
-        entries = (project / "registry" / "mnist-cnn").iterdir()
-        assert sorted(p.name for p in entries if p.name != ".lock") == ["aliases.json", "v1"]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(registry_store.os, "rename", _fails(errno.EROFS))
+        assert registered(project) == versions  # no new version: the card is the commit
+        cards = sorted((project / "registry" / "mnist-cnn").glob("v*/card.json"))
+        assert [c.parent.name for c in cards] == ["v1"]
+    with pytest.MonkeyPatch.context() as patch:  # the commit point itself fails
+        patch.setattr(LocalFolder, "create", _fails_for("/card.json", errno.EROFS, original))
         assert cli(project, "models", "register") == EXIT_IO
     assert registered(project) == versions
     assert cli(project, "models", "register") == 0  # the disk is back: v2, whole
     assert [card["version"] for card in registered(project)[0]] == [1, 2]
+
+
+def _fails_for(suffix: str, code: int, original):
+    """LocalFolder.create failing with `code` for keys ending in `suffix`."""
+
+    def create(self, key, data):
+        if key.endswith(suffix):
+            raise OSError(code, os.strerror(code), key)
+        return original(self, key, data)
+
+    return create
 
 
 def _fails(code: int):

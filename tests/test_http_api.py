@@ -14,12 +14,21 @@ from PIL import Image
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ServeParams
 from mnist_pipeline.data.preprocess import preprocess_file
+from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.serving.http_api import create_app
 from mnist_pipeline.serving.predict import predict_files
 from mnist_pipeline.serving.served_model import ServedModel
 from tests.example_helpers import draw_digit
-from tests.registry_helpers import MODEL, PARAMS, candidate_in, exported_candidate, writable
+from tests.registry_helpers import (
+    MODEL,
+    PARAMS,
+    candidate_in,
+    exported_candidate,
+    model_dir,
+    stored,
+    writable,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +41,8 @@ def _models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def registry(tmp_path: Path, _models: tuple[Path, Path]) -> Registry:
     """Two registered versions: v1 production, v2 staging (lower accuracy)."""
     registry = Registry(tmp_path / "registry", MODEL)
-    registry.register(candidate_in(_models[1]), PARAMS, 0.0)
-    registry.register(candidate_in(_models[0]), PARAMS, 0.0)
+    register_candidate(registry, candidate_in(_models[1]), PARAMS, 0.0)
+    register_candidate(registry, candidate_in(_models[0]), PARAMS, 0.0)
     return registry
 
 
@@ -69,7 +78,7 @@ def test_health_ready_and_model(registry: Registry) -> None:
 def test_predict_answers_like_the_cli_in_every_form(registry: Registry, tmp_path: Path) -> None:
     api, _ = client(registry)
     files = [draw_digit(tmp_path / f"{d}.png", d) for d in (1, 7)]
-    expected = predict_files(registry.resolve("production"), files, top=3).predictions
+    expected = predict_files(registry.fetch("production", "model.onnx"), files, top=3).predictions
     multipart = api.post("/predict", files=[("files", (f.name, png(f))) for f in files])
     assert multipart.status_code == 200
     body = multipart.json()
@@ -142,17 +151,14 @@ def test_the_server_follows_the_alias_and_refuses_a_damaged_version(registry: Re
     registry.rollback()
     assert served.refresh() is True and served.current.version == 1
     # A tampered version promoted behind the registry's back: refused, v1 keeps serving.
-    onnx = registry.model_dir / "v2" / "model.onnx"
+    onnx = stored(registry, 2, "model.onnx")
     writable(onnx).write_bytes(onnx.read_bytes() + b"\0")
-    aliases = json.loads((registry.model_dir / "aliases.json").read_text())
+    aliases = json.loads((model_dir(registry) / "aliases.json").read_text())
     aliases["aliases"]["production"] = 2
-    (registry.model_dir / "aliases.json").write_text(json.dumps(aliases))
+    (model_dir(registry) / "aliases.json").write_text(json.dumps(aliases))
     assert served.refresh() is False
     status = api.get("/model").json()
-    assert (
-        status["model"]["version"] == 1
-        and "model.onnx does not match its card" in (status["problem"])
-    )
+    assert status["model"]["version"] == 1 and "model.onnx was modified" in (status["problem"])
     assert api.post("/predict", json={"images": [[[0.0] * 28] * 28]}).json()["model"] == {
         "name": MODEL,
         "version": 1,
@@ -166,7 +172,7 @@ def test_not_ready_until_a_version_exists(tmp_path: Path, _models: tuple[Path, P
     assert ready.status_code == 503 and "unknown alias 'production'" in ready.json()["problem"]
     refused = api.post("/predict", json={"images": [[[0.0] * 28] * 28]})
     assert refused.status_code == 503 and "no model loaded yet" in refused.json()["error"]
-    registry.register(candidate_in(_models[0]), PARAMS, 0.0)
+    register_candidate(registry, candidate_in(_models[0]), PARAMS, 0.0)
     assert served.refresh() is True and api.get("/readyz").status_code == 200
 
 

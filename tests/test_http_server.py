@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.serving.predict import predict_files
 from tests.example_helpers import dark_on_light, test_digits
@@ -46,8 +47,8 @@ def test_a_real_digit_gets_the_digit_predict_gives(tmp_path: Path, real_run) -> 
 def test_promotions_under_load_fail_no_request(tmp_path: Path, workers: int) -> None:
     registry = Registry(tmp_path / "registry", MODEL)
     for seed in (2, 1):  # v1 (seed 2) is production; v2 stays staging
-        registry.register(
-            candidate_in(exported_candidate(tmp_path / f"m{seed}", seed)), PARAMS, 0.0
+        register_candidate(
+            registry, candidate_in(exported_candidate(tmp_path / f"m{seed}", seed)), PARAMS, 0.0
         )
     timeline = [(time.monotonic(), 1)]  # (when, production version from then on)
     answers: list[tuple[float, float, int | None, int]] = []  # (start, end, version, status)

@@ -17,6 +17,7 @@ from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import PipelineError, RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import RegistryParams
+from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.serving.predict import predict_files, resolve_model
 from tests.conftest import REPO_ROOT
 from tests.example_helpers import draw_digit
@@ -157,6 +158,9 @@ def test_resolve_model_prefers_the_registry_production(model_path: Path, tmp_pat
         write_reports,
         write_train_record,
     )
+    from tests.registry_helpers import (
+        stored as stored_file,
+    )
 
     candidate = tmp_path / "candidate"
     candidate.mkdir()
@@ -167,14 +171,18 @@ def test_resolve_model_prefers_the_registry_production(model_path: Path, tmp_pat
     write_reports(candidate)
     layout, registry = Layout(tmp_path), RegistryParams()
     models = Registry(layout.registry_root(registry.root), registry.model_name)
-    models.register(candidate_in(candidate), PARAMS, 0.0)
+    register_candidate(models, candidate_in(candidate), PARAMS, 0.0)
     layout.model_dir.mkdir()
     shutil.copy(model_path, layout.onnx)
 
     stored = resolve_model(None, layout, registry)
     assert stored != layout.onnx and stored == resolve_model("1", layout, registry)
     assert predict_files(stored, [draw_digit(tmp_path / "a.png")]).failed == 0
-    writable(stored).write_bytes(stored.read_bytes() + b"\0")
+    writable(stored).write_bytes(stored.read_bytes() + b"\0")  # a damaged local copy
+    assert resolve_model(None, layout, registry) == stored  # is replaced from the store
+    assert predict_files(stored, [draw_digit(tmp_path / "b.png")]).failed == 0
+    for damaged in (stored, stored_file(models, 1, "model.onnx")):  # the store's too: refused
+        writable(damaged).write_bytes(damaged.read_bytes() + b"\0")
     with pytest.raises(RegistryError, match="refusing to load"):
         resolve_model(None, layout, registry)
 

@@ -16,14 +16,23 @@ from mnist_pipeline.core.errors import GateError, RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.data.manifest import file_sha256
-from mnist_pipeline.registry import Registry, candidate_from_layout
+from mnist_pipeline.pipeline.candidate import candidate_from_layout
+from mnist_pipeline.pipeline.register import register_candidate
+from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
-from tests.registry_helpers import PARAMS, make_candidate, write_reports, write_train_record
+from tests.registry_helpers import (
+    PARAMS,
+    make_candidate,
+    model_dir,
+    stored,
+    write_reports,
+    write_train_record,
+)
 
 
 def test_first_version_is_production_with_a_complete_card(registry: Registry, make) -> None:
     candidate = make(1, accuracy=0.97)
-    done = registry.register(candidate, PARAMS, 0.0)
+    done = register_candidate(registry, candidate, PARAMS, 0.0)
     assert (done.version, done.alias, done.aliases, done.champion) == (
         1,
         "production",
@@ -55,36 +64,40 @@ def test_first_version_is_production_with_a_complete_card(registry: Registry, ma
     }
     assert files["model.onnx"] == file_sha256(candidate.onnx)
     assert files["model.pt"] == file_sha256(candidate.state_dict)
-    stored = registry.resolve("production")
-    assert stored == (registry.model_dir / "v1" / "model.onnx").resolve()
-    assert stored.read_bytes() == candidate.onnx.read_bytes()
-    assert stat.S_IMODE(stored.stat().st_mode) == 0o444  # written read-only
+    copy = registry.fetch("production", "model.onnx")  # a verified copy outside the store
+    assert copy.read_bytes() == candidate.onnx.read_bytes() and copy.name == files["model.onnx"]
+    assert model_dir(registry) not in copy.parents
+    blob = stored(registry, 1, "model.onnx")  # content-addressed, written read-only
+    assert blob.read_bytes() == candidate.onnx.read_bytes() and blob.name == files["model.onnx"]
+    assert stat.S_IMODE(blob.stat().st_mode) == 0o444
     assert registry.verify() == []
 
 
 def test_resolved_onnx_runs_in_onnxruntime(registry: Registry, make) -> None:
     import onnxruntime as ort
 
-    registry.register(make(1), PARAMS, 0.0)
-    session = ort.InferenceSession(str(registry.resolve("1")), providers=["CPUExecutionProvider"])
+    register_candidate(registry, make(1), PARAMS, 0.0)
+    session = ort.InferenceSession(
+        str(registry.fetch("1", "model.onnx")), providers=["CPUExecutionProvider"]
+    )
     (logits,) = session.run(None, {"input": np.zeros((2, 1, 28, 28), np.float32)})
     assert logits.shape == (2, 10)
 
 
 def test_promotion_policy_better_worse_and_margin(registry: Registry, make) -> None:
-    registry.register(make(1, accuracy=0.980), PARAMS, 0.0)
-    better = registry.register(make(2, accuracy=0.985), PARAMS, 0.0)
+    register_candidate(registry, make(1, accuracy=0.980), PARAMS, 0.0)
+    better = register_candidate(registry, make(2, accuracy=0.985), PARAMS, 0.0)
     assert (better.version, better.alias, better.champion) == (2, "production", 1)
-    worse = registry.register(make(3, accuracy=0.984), PARAMS, 0.0)
+    worse = register_candidate(registry, make(3, accuracy=0.984), PARAMS, 0.0)
     assert (worse.version, worse.alias) == (3, "staging")
     assert "0.9840" in worse.reason and "v2" in worse.reason and "staging" in worse.reason
     assert registry.card("3")["decision"]["reason"] == worse.reason
     # better, but not by the margin
-    small_gain = registry.register(make(4, accuracy=0.986), PARAMS, 0.005)
+    small_gain = register_candidate(registry, make(4, accuracy=0.986), PARAMS, 0.005)
     assert small_gain.alias == "staging" and "margin 0.005" in small_gain.reason
-    big_gain = registry.register(make(5, accuracy=0.991), PARAMS, 0.005)
+    big_gain = register_candidate(registry, make(5, accuracy=0.991), PARAMS, 0.005)
     assert big_gain.alias == "production"
-    equal = registry.register(make(6, accuracy=0.991), PARAMS, 0.0)
+    equal = register_candidate(registry, make(6, accuracy=0.991), PARAMS, 0.0)
     assert equal.alias == "production"  # >= champion + 0
     assert registry.aliases() == {"production": 6, "staging": 4}
     assert [c["version"] for c in registry.versions()] == [1, 2, 3, 4, 5, 6]
@@ -92,10 +105,10 @@ def test_promotion_policy_better_worse_and_margin(registry: Registry, make) -> N
 
 def test_promote_and_rollback_walk_the_production_history(registry: Registry, make) -> None:
     for seed, accuracy in ((1, 0.98), (2, 0.99), (3, 0.97)):
-        registry.register(make(seed, accuracy=accuracy), PARAMS, 0.0)
+        register_candidate(registry, make(seed, accuracy=accuracy), PARAMS, 0.0)
     assert registry.aliases() == {"production": 2, "staging": 3}
     assert registry.promote(3, "production") == 2
-    assert registry.resolve("production") == registry.resolve("3")
+    assert registry.fetch("production", "model.onnx") == registry.fetch("3", "model.onnx")
     assert registry.rollback() == 2
     assert registry.rollback() == 1
     with pytest.raises(RegistryError, match="no previous version"):
@@ -110,22 +123,22 @@ def test_promote_and_rollback_walk_the_production_history(registry: Registry, ma
         "rollback",
         "promote",
     ]
-    assert json.loads((registry.model_dir / "aliases.json").read_text())["aliases"]["canary"] == 2
+    assert json.loads((model_dir(registry) / "aliases.json").read_text())["aliases"]["canary"] == 2
 
 
 def test_gated_out_or_parity_failed_candidates_are_refused(registry: Registry, make) -> None:
     with pytest.raises(GateError, match="refusing to register: .*accuracy gate"):
-        registry.register(make(1, passed=False), PARAMS, 0.0)
+        register_candidate(registry, make(1, passed=False), PARAMS, 0.0)
     with pytest.raises(GateError, match="below evaluate.min_accuracy"):
-        registry.register(make(2, accuracy=0.85), PARAMS, 0.0)
+        register_candidate(registry, make(2, accuracy=0.85), PARAMS, 0.0)
     with pytest.raises(GateError, match="parity check failed"):
-        registry.register(make(3, parity_passed=False), PARAMS, 0.0)
+        register_candidate(registry, make(3, parity_passed=False), PARAMS, 0.0)
     with pytest.raises(GateError, match="not made from the current model.onnx"):
-        registry.register(make(4, parity_sha="0" * 64), PARAMS, 0.0)
+        register_candidate(registry, make(4, parity_sha="0" * 64), PARAMS, 0.0)
     with pytest.raises(GateError, match="looser than"):
-        registry.register(make(5, atol=1e-2), PARAMS, 0.0)
+        register_candidate(registry, make(5, atol=1e-2), PARAMS, 0.0)
     assert registry.versions() == [] and registry.aliases() == {}
-    assert [p.name for p in registry.model_dir.iterdir()] == [".lock"]  # no temp folder left
+    assert not model_dir(registry).exists()  # refused before anything was stored
 
 
 def test_onnx_replaced_after_parity_is_refused(registry: Registry, make, tmp_path: Path) -> None:
@@ -133,13 +146,13 @@ def test_onnx_replaced_after_parity_is_refused(registry: Registry, make, tmp_pat
     make_candidate(tmp_path / "other", 99)
     candidate.onnx.write_bytes((tmp_path / "other" / "model.onnx").read_bytes())
     with pytest.raises(GateError, match="not made from the current model.onnx"):
-        registry.register(candidate, PARAMS, 0.0)
+        register_candidate(registry, candidate, PARAMS, 0.0)
 
 
 def test_the_same_model_files_are_never_a_second_version(registry: Registry, make) -> None:
     candidate = make(1, accuracy=0.97)
-    registry.register(candidate, PARAMS, 0.0)
-    again = registry.register(candidate, PARAMS, 0.0)
+    register_candidate(registry, candidate, PARAMS, 0.0)
+    again = register_candidate(registry, candidate, PARAMS, 0.0)
     assert (again.registered, again.version, again.aliases) == (False, 1, ("production",))
     assert again.summary() == "nothing registered: v1 has the same model.pt and model.onnx"
     assert [card["version"] for card in registry.versions()] == [1]
@@ -147,39 +160,39 @@ def test_the_same_model_files_are_never_a_second_version(registry: Registry, mak
     # New weights with the same ONNX (or the reverse) are a new version.
     candidate.state_dict.write_bytes(b"other weights")
     with pytest.raises(GateError, match="refusing to register: model.json was not made from"):
-        registry.register(candidate, PARAMS, 0.0)  # its reports describe the old weights
+        register_candidate(registry, candidate, PARAMS, 0.0)  # its reports describe the old weights
     write_train_record(candidate.workdir)
     write_reports(candidate.workdir, accuracy=0.97)
-    assert registry.register(candidate, PARAMS, 0.0).version == 2
+    assert register_candidate(registry, candidate, PARAMS, 0.0).version == 2
 
 
 def test_same_inputs_are_skipped_only_when_asked(registry: Registry, make) -> None:
     fingerprint = {"sha256": "f" * 64}
     first, second, third = (make(i, fingerprint=fingerprint) for i in (1, 2, 3))
-    registry.register(first, PARAMS, 0.0)
-    skipped = registry.register(second, PARAMS, 0.0, skip_same_inputs=True)
+    register_candidate(registry, first, PARAMS, 0.0)
+    skipped = register_candidate(registry, second, PARAMS, 0.0, skip_same_inputs=True)
     assert not skipped.registered and skipped.version == 1
     assert skipped.reason == "v1 has the same inputs (registered meanwhile)"
-    assert registry.register(third, PARAMS, 0.0).version == 2  # a forced run: registered
+    assert register_candidate(registry, third, PARAMS, 0.0).version == 2  # a forced run: registered
 
 
 def test_missing_candidate_files_are_named(registry: Registry, make) -> None:
     candidate = make(1)
     candidate.state_dict.unlink()
     with pytest.raises(RegistryError, match="model.pt"):
-        registry.register(candidate, PARAMS, 0.0)
+        register_candidate(registry, candidate, PARAMS, 0.0)
     with pytest.raises(RegistryError, match="promotion_margin"):
-        registry.register(make(2), PARAMS, -0.1)
+        register_candidate(registry, make(2), PARAMS, -0.1)
 
 
 def test_unknown_refs_list_what_exists(registry: Registry, make) -> None:
     with pytest.raises(RegistryError, match="none registered"):
         registry.card("1")
-    registry.register(make(1), PARAMS, 0.0)
+    register_candidate(registry, make(1), PARAMS, 0.0)
     with pytest.raises(RegistryError, match=r"unknown version '7' of mnist-cnn; versions: 1"):
-        registry.resolve("7")
+        registry.fetch("7", "model.onnx")
     with pytest.raises(RegistryError, match=r"unknown alias 'prod'.*production -> v1"):
-        registry.resolve("prod")
+        registry.fetch("prod", "model.onnx")
     with pytest.raises(RegistryError, match="unknown version"):
         registry.promote(5, "production")
 
@@ -192,11 +205,11 @@ def test_bad_model_names_are_refused(tmp_path: Path, name: str) -> None:
 
 @pytest.mark.parametrize("alias", ["../production", "prod/x", "7", "v7", "Production", "..", ""])
 def test_bad_aliases_are_refused(registry: Registry, make, alias: str) -> None:
-    registry.register(make(1), PARAMS, 0.0)
+    register_candidate(registry, make(1), PARAMS, 0.0)
     with pytest.raises(RegistryError, match="invalid alias"):
         registry.promote(1, alias)
     with pytest.raises(RegistryError):
-        registry.resolve(alias)
+        registry.fetch(alias, "model.onnx")
 
 
 def test_lineage_reads_git_and_dvc_lock(registry: Registry, make, tmp_path: Path) -> None:
@@ -217,7 +230,7 @@ def test_lineage_reads_git_and_dvc_lock(registry: Registry, make, tmp_path: Path
     for args in (["init", "-q"], ["add", "model.onnx"], ["commit", "-q", "-m", "x"]):
         subprocess.run(["git", *args], cwd=work, check=True, env=env)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True)
-    card = registry.card(registry.register(candidate, PARAMS, 0.0).version)
+    card = registry.card(register_candidate(registry, candidate, PARAMS, 0.0).version)
     # The dataset identity comes from the run's own report, never from a (maybe stale) dvc.lock.
     assert card["data"] == {"dataset_sha256": "d" * 64, "extra_sha256": "none"}
     assert "abc123" not in json.dumps(card)
@@ -243,19 +256,23 @@ def test_candidate_from_layout_gathers_pipeline_outputs(tmp_path: Path) -> None:
     candidate = candidate_from_layout(layout)
     assert candidate.train_history is None and candidate.workdir == layout.root
     assert candidate.plots == (layout.plots / "confusion_matrix.png",)
-    done = Registry(layout.registry_root("registry"), "mnist-cnn").register(candidate, PARAMS, 0.0)
-    assert done.path == layout.root / "registry" / "mnist-cnn" / "v1"
+    done = register_candidate(
+        Registry(layout.registry_root("registry"), "mnist-cnn"), candidate, PARAMS, 0.0
+    )
+    assert (done.name, done.version, done.alias) == ("mnist-cnn", 1, "production")
+    assert (layout.root / "registry" / "mnist-cnn" / "v1" / "card.json").is_file()
 
 
 def test_registry_import_and_resolve_stay_torch_free(registry: Registry, make) -> None:
-    registry.register(make(1), PARAMS, 0.0)
+    register_candidate(registry, make(1), PARAMS, 0.0)
     code = (
         "import sys\n"
         "import mnist_pipeline.cli.app, mnist_pipeline.cli.models\n"
         "from mnist_pipeline.registry import Registry\n"
         "import onnxruntime as ort, numpy as np\n"
-        f"path = Registry({str(registry.root)!r}, 'mnist-cnn').resolve('production')\n"
-        "s = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])\n"
+        f"data = Registry({str(registry.root)!r}, 'mnist-cnn').read_file('production', "
+        "'model.onnx')\n"
+        "s = ort.InferenceSession(data, providers=['CPUExecutionProvider'])\n"
         "s.run(None, {'input': np.zeros((1, 1, 28, 28), np.float32)})\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )

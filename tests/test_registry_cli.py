@@ -17,9 +17,10 @@ from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import TrainParams
+from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
-from tests.registry_helpers import make_candidate
+from tests.registry_helpers import make_candidate, stored
 from tests.synthetic import make_dataset, write_data_dir
 
 runner = CliRunner()
@@ -80,11 +81,14 @@ def test_register_list_show_resolve_promote_rollback_verify(workdir: Path) -> No
     assert f"onnx         sha256 {card['files']['model.onnx']}" in summary
     assert "extra        none (trained on MNIST alone)" in summary
     assert len(summary) == 12 and all(len(line) <= 110 for line in summary)
-    path = Path(models(workdir, "resolve", "production").stdout.strip())
-    assert path == (workdir / "registry" / "mnist-cnn" / "v1" / "model.onnx").resolve()
+    path = Path(models(workdir, "resolve", "production").stdout.strip())  # a verified copy
+    first = json.loads(models(workdir, "show", "v1", "--json").stdout)["files"]["model.onnx"]
+    assert path.name == first and file_sha256(path) == first
+    assert workdir / "registry" not in path.parents
 
     assert models(workdir, "promote", "2", "--alias", "production").exit_code == 0
-    assert Path(models(workdir, "resolve", "production").stdout.strip()).parent.name == "v2"
+    path = Path(models(workdir, "resolve", "production").stdout.strip())
+    assert path.name == card["files"]["model.onnx"]
     assert "production -> v1" in models(workdir, "rollback").output
     assert models(workdir, "verify").exit_code == 0
 
@@ -92,8 +96,8 @@ def test_register_list_show_resolve_promote_rollback_verify(workdir: Path) -> No
 def test_verify_exits_1_listing_problems(workdir: Path) -> None:
     produce(workdir, 1, 0.95)
     models(workdir, "register")
-    plot = workdir / "registry" / "mnist-cnn" / "v1" / "plots" / "confusion_matrix.png"
-    plot.unlink()
+    registry = Registry(workdir / "registry", "mnist-cnn")
+    stored(registry, 1, "plots/confusion_matrix.png").unlink()
     result = models(workdir, "verify")
     assert result.exit_code == 1
     assert "v1: plots/confusion_matrix.png is missing" in result.output
@@ -142,7 +146,7 @@ def test_the_card_takes_params_and_fingerprint_from_the_training_record(workdir:
 def test_errors_are_one_clean_line(workdir: Path) -> None:
     produce(workdir, 1, 0.95)
     models(workdir, "register")
-    onnx = workdir / "registry" / "mnist-cnn" / "v1" / "model.onnx"
+    onnx = stored(Registry(workdir / "registry", "mnist-cnn"), 1, "model.onnx")
     os.chmod(onnx, 0o644)
     onnx.write_bytes(b"tampered")
     done = subprocess.run(
@@ -161,6 +165,7 @@ def test_errors_are_one_clean_line(workdir: Path) -> None:
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
+        env={**os.environ, "XDG_CACHE_HOME": str(workdir / "cache")},  # no verified copy yet
     )
     assert done.returncode == 1 and done.stdout == ""
     assert "refusing to load mnist-cnn v1: model.onnx was modified" in done.stderr

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from mnist_pipeline.data.manifest import file_sha256
-from mnist_pipeline.registry import Registry, api
+from mnist_pipeline.pipeline.register import register_candidate
+from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry.local import LocalFolder
 from tests.conftest import REPO_ROOT
-from tests.registry_helpers import MODEL, PARAMS, make_candidate
+from tests.registry_helpers import MODEL, PARAMS, make_candidate, model_dir
 
 
 def worker(root: Path, candidate: Path, *extra: str) -> subprocess.Popen[str]:
@@ -36,8 +38,10 @@ def wait_ready(proc: subprocess.Popen[str]) -> None:
     assert line == "ready", proc.stderr.read() if proc.stderr else line
 
 
-def temp_folders(registry: Registry) -> list[str]:
-    return [p.name for p in registry.model_dir.iterdir() if p.name.startswith(".tmp-")]
+def leftovers(registry: Registry) -> list[str]:
+    """Stored objects no version refers to: what a registration that died before its commit
+    point left behind."""
+    return registry.garbage()
 
 
 def assert_intact(registry: Registry) -> list[int]:
@@ -53,20 +57,23 @@ def assert_intact(registry: Registry) -> list[int]:
 def test_crash_at_each_step_leaves_no_half_version(tmp_path: Path, step: str) -> None:
     registry = Registry(tmp_path / "registry", MODEL)
     first = make_candidate(tmp_path / "c1", 1)
-    registry.register(first, PARAMS, 0.0)
+    register_candidate(registry, first, PARAMS, 0.0)
     make_candidate(tmp_path / "c2", 2, accuracy=0.995)
     proc = worker(registry.root, tmp_path / "c2", "--crash-at", step)
     assert proc.wait(timeout=120) == 9
     committed = step != "before-commit"
     assert assert_intact(registry) == ([1, 2] if committed else [1])
-    assert bool(temp_folders(registry)) is (step == "before-commit")
+    assert bool(leftovers(registry)) is (step == "before-commit")
     # a version committed before the alias file was written gets its alias by replay
     assert registry.aliases() == {"production": 2 if committed else 1}
-    stored = json.loads((registry.model_dir / "aliases.json").read_text())
+    stored = json.loads((model_dir(registry) / "aliases.json").read_text())
     assert stored["last_version"] == 1  # the dead writer never updated the file
-    third = registry.register(make_candidate(tmp_path / "c3", 3, accuracy=0.9), PARAMS, 0.0)
+    third = register_candidate(
+        registry, make_candidate(tmp_path / "c3", 3, accuracy=0.9), PARAMS, 0.0
+    )
     assert third.version == (3 if committed else 2) and third.alias == "staging"
-    assert temp_folders(registry) == []  # cleaned by the next registration
+    assert bool(registry.collect_garbage()) is (step == "before-commit")  # `models gc`
+    assert leftovers(registry) == []
     log = registry.alias_log()
     assert log["history"]["production"] == ([1, 2] if committed else [1])
     assert assert_intact(registry)
@@ -87,10 +94,11 @@ def test_sigkill_at_random_points_never_leaves_a_half_version(tmp_path: Path) ->
         versions = assert_intact(registry)
         if versions:  # every registration promotes (same accuracy, margin 0)
             assert registry.aliases() == {"production": versions[-1]}
-            registry.resolve("production")
+            registry.fetch("production", "model.onnx")
     n = len(assert_intact(registry))
-    done = registry.register(make_candidate(tmp_path / "last", 2), PARAMS, 0.0)
-    assert done.version == n + 1 and temp_folders(registry) == []
+    done = register_candidate(registry, make_candidate(tmp_path / "last", 2), PARAMS, 0.0)
+    registry.collect_garbage()
+    assert done.version == n + 1 and leftovers(registry) == []
     assert registry.alias_log()["history"]["production"] == list(range(1, n + 2))
     assert_intact(registry)
 
@@ -124,7 +132,7 @@ def test_eight_concurrent_registrations_get_distinct_consecutive_versions(tmp_pa
     steps = [by_version[v] for v in production]
     assert steps == sorted(steps) and steps[-1] == max(accuracies)
     assert registry.aliases()["production"] == production[-1]
-    json.loads((registry.model_dir / "aliases.json").read_text())  # valid JSON
+    json.loads((model_dir(registry) / "aliases.json").read_text())  # valid JSON
 
 
 def test_disk_full_after_commit_reports_the_committed_version_truthfully(
@@ -132,20 +140,20 @@ def test_disk_full_after_commit_reports_the_committed_version_truthfully(
 ) -> None:
     """The version is committed before aliases.json is rewritten: a full disk at that moment
     must not report a failed registration while production changed."""
-    registry.register(make(1, accuracy=0.98), PARAMS, 0.0)
+    register_candidate(registry, make(1, accuracy=0.98), PARAMS, 0.0)
 
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr(api.alias_file, "save", disk_full)
-        done = registry.register(make(2, accuracy=0.99), PARAMS, 0.0)
+        patch.setattr(LocalFolder, "swap", disk_full)
+        done = register_candidate(registry, make(2, accuracy=0.99), PARAMS, 0.0)
     assert (done.version, done.alias) == (2, "production")
     assert done.warning is not None and "No space left on device" in done.warning
     assert "warning: aliases.json could not be updated" in done.summary()
     assert registry.aliases() == {"production": 2}  # the card's decision applies at once
-    assert registry.resolve("production") == registry.resolve("2")
-    registry.register(make(3, accuracy=0.97), PARAMS, 0.0)  # the next write catches up
-    stored = json.loads((registry.model_dir / "aliases.json").read_text())
+    assert registry.fetch("production", "model.onnx") == registry.fetch("2", "model.onnx")
+    register_candidate(registry, make(3, accuracy=0.97), PARAMS, 0.0)  # the next write catches up
+    stored = json.loads((model_dir(registry) / "aliases.json").read_text())
     assert stored["aliases"] == {"production": 2, "staging": 3} and stored["last_version"] == 3
     assert registry.verify() == []

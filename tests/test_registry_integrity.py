@@ -9,28 +9,38 @@ from pathlib import Path
 import pytest
 
 from mnist_pipeline.core.errors import RegistryError
-from mnist_pipeline.data.manifest import file_sha256
+from mnist_pipeline.pipeline.register import register_candidate
+from mnist_pipeline.pipeline.register import verify as verify_versions
+from mnist_pipeline.pipeline.versions import load_state_dict
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry.card import SEAL_KEY, seal
-from tests.registry_helpers import PARAMS, writable, write_reports, write_train_record
+from tests.registry_helpers import (
+    PARAMS,
+    model_dir,
+    stored,
+    writable,
+    write_reports,
+    write_train_record,
+)
 
 
 def test_tampered_or_missing_files_are_refused(registry: Registry, make) -> None:
-    registry.register(make(1), PARAMS, 0.0)
-    registry.register(make(2), PARAMS, 0.0)
-    onnx = registry.model_dir / "v2" / "model.onnx"
+    register_candidate(registry, make(1), PARAMS, 0.0)
+    register_candidate(registry, make(2), PARAMS, 0.0)
+    onnx = stored(registry, 2, "model.onnx")
     writable(onnx).write_bytes(onnx.read_bytes() + b"\0")
     with pytest.raises(
         RegistryError, match=r"refusing to load mnist-cnn v2: model.onnx was modified"
     ):
-        registry.resolve("production")
+        registry.read_file("production", "model.onnx")
     with pytest.raises(RegistryError, match="damaged"):
         registry.promote(2, "staging")
-    registry.resolve("1")  # other versions stay usable
-    (registry.model_dir / "v1" / "model.onnx").unlink()
+    copy = registry.fetch("1", "model.onnx")  # other versions stay usable
+    stored(registry, 1, "model.onnx").unlink()
+    assert registry.fetch("1", "model.onnx") == copy  # the verified copy is still good
     with pytest.raises(RegistryError, match="model.onnx is missing"):
-        registry.resolve("1")
-    (registry.model_dir / "v1" / "notes.txt").write_text("x")
+        registry.read_file("1", "model.onnx")
+    (model_dir(registry) / "v1" / "notes.txt").write_text("x")
     problems = registry.verify()
     assert any("v2: model.onnx was modified" in p for p in problems)
     assert any("v1: model.onnx is missing" in p for p in problems)
@@ -38,42 +48,44 @@ def test_tampered_or_missing_files_are_refused(registry: Registry, make) -> None
 
 
 def test_edited_card_is_refused(registry: Registry, make) -> None:
-    registry.register(make(1, accuracy=0.98), PARAMS, 0.0)
-    card_path = registry.model_dir / "v1" / "card.json"
+    register_candidate(registry, make(1, accuracy=0.98), PARAMS, 0.0)
+    card_path = stored(registry, 1, "card.json")
     card = json.loads(card_path.read_text())
     card["metrics"]["accuracy"] = 0.999
     writable(card_path).write_text(json.dumps(card))
     with pytest.raises(RegistryError, match="card.json was modified"):
         registry.card("1")
     with pytest.raises(RegistryError, match="card.json was modified"):
-        registry.resolve("production")
+        registry.fetch("production", "model.onnx")
     assert any("card.json was modified" in p for p in registry.verify())
 
 
 def test_verify_reports_gaps_and_dangling_aliases(registry: Registry, make) -> None:
     for seed in (1, 2, 3):
-        registry.register(make(seed), PARAMS, 0.0)
+        register_candidate(registry, make(seed), PARAMS, 0.0)
     assert registry.verify() == []
 
-    shutil.rmtree(registry.model_dir / "v2")
+    shutil.rmtree(model_dir(registry) / "v2")
     problems = registry.verify()
     assert "v2 is missing (versions must be consecutive)" in problems
-    shutil.rmtree(registry.model_dir / "v3")
+    shutil.rmtree(model_dir(registry) / "v3")
     assert any("alias 'production' points at v3" in p for p in registry.verify())
     with pytest.raises(RegistryError, match="points at v3, which does not exist"):
-        registry.resolve("production")
+        registry.fetch("production", "model.onnx")
     with pytest.raises(RegistryError, match="cannot compare with production v3"):
-        registry.register(make(4), PARAMS, 0.0)
+        register_candidate(registry, make(4), PARAMS, 0.0)
     registry.promote(1, "production")
-    assert registry.register(make(4), PARAMS, 0.0).version == 4  # numbers are never reused
+    assert (
+        register_candidate(registry, make(4), PARAMS, 0.0).version == 4
+    )  # numbers are never reused
 
 
 def test_corrupt_alias_file_is_reported(registry: Registry, make) -> None:
-    registry.register(make(1), PARAMS, 0.0)
-    (registry.model_dir / "aliases.json").write_text('{"aliases": {"../x": 1}}')
+    register_candidate(registry, make(1), PARAMS, 0.0)
+    (model_dir(registry) / "aliases.json").write_text('{"aliases": {"../x": 1}}')
     with pytest.raises(RegistryError, match="invalid alias"):
         registry.aliases()
-    (registry.model_dir / "aliases.json").write_text("{not json")
+    (model_dir(registry) / "aliases.json").write_text("{not json")
     assert any("not readable JSON" in p for p in registry.verify())
 
 
@@ -84,33 +96,33 @@ def test_state_dict_loads_verified_with_torch(registry: Registry, make, tmp_path
     torch.save({"w": torch.arange(3.0)}, candidate.state_dict)
     write_train_record(candidate.onnx.parent)
     write_reports(candidate.onnx.parent)
-    registry.register(candidate, PARAMS, 0.0)
-    assert torch.equal(registry.load_state_dict("production")["w"], torch.arange(3.0))
-    pt = registry.model_dir / "v1" / "model.pt"
+    register_candidate(registry, candidate, PARAMS, 0.0)
+    assert torch.equal(load_state_dict(registry, "production")["w"], torch.arange(3.0))
+    pt = stored(registry, 1, "model.pt")
     writable(pt).write_bytes(pt.read_bytes()[:-1])
     with pytest.raises(RegistryError, match="model.pt was modified"):
-        registry.load_state_dict("1")
+        load_state_dict(registry, "1")
 
 
 def reseal(registry: Registry, version: int, edit) -> None:
     """Edit a stored card and seal it again, as anyone who can write the registry can."""
-    path = registry.model_dir / f"v{version}" / "card.json"
+    path = stored(registry, version, "card.json")
     card = json.loads(path.read_text())
     edit(card)
     writable(path).write_text(json.dumps(seal({k: v for k, v in card.items() if k != SEAL_KEY})))
 
 
 def test_verify_cross_checks_the_card_against_its_reports(registry: Registry, make) -> None:
-    registry.register(make(1, accuracy=0.95), PARAMS, 0.0)
-    registry.register(make(2, accuracy=0.96), PARAMS, 0.0)
+    register_candidate(registry, make(1, accuracy=0.95), PARAMS, 0.0)
+    register_candidate(registry, make(2, accuracy=0.96), PARAMS, 0.0)
     assert registry.verify() == []
     # A resealed card claiming a better accuracy than its evaluation measured.
     reseal(registry, 1, lambda card: card["metrics"].update(accuracy=0.999))
     # Another model.onnx swapped in, its hash fixed in a resealed card: parity never saw it.
-    onnx = registry.model_dir / "v2" / "model.onnx"
-    writable(onnx).write_bytes((registry.model_dir / "v1" / "model.onnx").read_bytes())
-    reseal(registry, 2, lambda card: card["files"].update({"model.onnx": file_sha256(onnx)}))
-    assert registry.verify() == [
+    donor = json.loads(stored(registry, 1, "card.json").read_text())["files"]["model.onnx"]
+    reseal(registry, 2, lambda card: card["files"].update({"model.onnx": donor}))
+    assert registry.verify() == []  # the registry's own checks: seals and hashes hold
+    assert verify_versions(registry) == [
         "v1: the card's accuracy 0.999 is not metrics.json's 0.95",
         "v2: parity.json checked another model.onnx than the card's",
     ]

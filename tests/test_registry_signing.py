@@ -14,10 +14,12 @@ from mnist_pipeline.core.errors import ParamsError, RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.data.manifest import file_sha256
+from mnist_pipeline.pipeline.register import register_candidate
+from mnist_pipeline.pipeline.versions import open_registry
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry.card import SEAL_KEY, seal
 from mnist_pipeline.registry.signing import Signing, generate
-from tests.registry_helpers import MODEL, PARAMS, writable
+from tests.registry_helpers import MODEL, PARAMS, stored, writable
 
 
 @pytest.fixture
@@ -37,13 +39,11 @@ def registry(root: Path, key: Path | None, trusted: list[Path], required: bool =
 
 def forge(registry: Registry, version: int, donor: int) -> None:
     """What anyone with write access can do: swap model.onnx, fix its hash, reseal the card."""
-    folder = registry.model_dir / f"v{version}"
-    onnx = folder / "model.onnx"
-    writable(onnx).write_bytes((registry.model_dir / f"v{donor}" / "model.onnx").read_bytes())
-    card = json.loads((folder / "card.json").read_text())
-    card["files"]["model.onnx"] = file_sha256(onnx)
+    card_path = stored(registry, version, "card.json")
+    card = json.loads(card_path.read_text())
+    card["files"]["model.onnx"] = file_sha256(stored(registry, donor, "model.onnx"))
     body = {k: v for k, v in card.items() if k != SEAL_KEY}
-    writable(folder / "card.json").write_text(json.dumps(seal(body)))
+    writable(card_path).write_text(json.dumps(seal(body)))
 
 
 def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> None:
@@ -63,15 +63,18 @@ def test_a_forged_version_passes_the_seal_but_not_the_signature(
 ) -> None:
     root = tmp_path / "registry"
     signed = registry(root, keys["old"], [keys["old"]])
-    signed.register(make(1, accuracy=0.95), PARAMS, 0.0)
-    signed.register(make(2, accuracy=0.96), PARAMS, 0.0)
-    assert (signed.model_dir / "v1" / "card.sig").is_file() and signed.verify() == []
-    signed.resolve("1")
+    register_candidate(signed, make(1, accuracy=0.95), PARAMS, 0.0)
+    register_candidate(signed, make(2, accuracy=0.96), PARAMS, 0.0)
+    assert "signature" in signed.card("1") and signed.verify() == []
+    signed.fetch("1", "model.onnx")
     forge(signed, 2, donor=1)
     # The unkeyed seal cannot tell: without trusted keys the forgery reads as intact.
-    assert Registry(root, MODEL).resolve("2").read_bytes() == signed.resolve("1").read_bytes()
+    assert (
+        Registry(root, MODEL).fetch("2", "model.onnx").read_bytes()
+        == signed.fetch("1", "model.onnx").read_bytes()
+    )
     with pytest.raises(RegistryError, match="v2: the signature does not match card.json"):
-        signed.resolve("2")
+        signed.fetch("2", "model.onnx")
     assert any("v2: the signature does not match" in p for p in signed.verify())
 
 
@@ -79,31 +82,40 @@ def test_unsigned_versions_are_refused_only_when_required(
     tmp_path: Path, keys: dict[str, Path], make
 ) -> None:
     root = tmp_path / "registry"
-    Registry(root, MODEL).register(make(1), PARAMS, 0.0)  # no signing key configured
-    registry(root, None, [keys["old"]]).resolve("1")  # trusted keys alone: unsigned is allowed
+    register_candidate(Registry(root, MODEL), make(1), PARAMS, 0.0)  # no signing key configured
+    registry(root, None, [keys["old"]]).fetch(
+        "1", "model.onnx"
+    )  # trusted keys alone: unsigned is allowed
     strict = registry(root, None, [keys["old"]], required=True)
     with pytest.raises(RegistryError, match=r"mnist-cnn v1 is not signed \(registry.require"):
-        strict.resolve("production")
-    # Deleting card.sig does not turn a signed version into an acceptable unsigned one.
-    registry(root, keys["old"], [keys["old"]]).register(make(2), PARAMS, 0.0)
-    strict.resolve("2")
-    (strict.model_dir / "v2" / "card.sig").unlink()
+        strict.fetch("production", "model.onnx")
+    # Deleting the signature (the seal stays valid) does not make an acceptable unsigned card.
+    register_candidate(registry(root, keys["old"], [keys["old"]]), make(2), PARAMS, 0.0)
+    strict.fetch("2", "model.onnx")
+    card_path = stored(strict, 2, "card.json")
+    card = json.loads(card_path.read_text())
+    del card["signature"]
+    writable(card_path).write_text(json.dumps(card))
     with pytest.raises(RegistryError, match="v2 is not signed"):
-        strict.resolve("2")
+        strict.fetch("2", "model.onnx")
 
 
 def test_rotation_keeps_old_versions_while_their_key_is_trusted(
     tmp_path: Path, keys: dict[str, Path], make
 ) -> None:
     root = tmp_path / "registry"
-    registry(root, keys["old"], [keys["old"]]).register(make(1), PARAMS, 0.0)
+    register_candidate(registry(root, keys["old"], [keys["old"]]), make(1), PARAMS, 0.0)
     rotated = registry(root, keys["new"], [keys["old"], keys["new"]], required=True)
-    rotated.register(make(2), PARAMS, 0.0)
-    assert rotated.verify() == [] and rotated.resolve("1") and rotated.resolve("2")
+    register_candidate(rotated, make(2), PARAMS, 0.0)
+    assert (
+        rotated.verify() == []
+        and rotated.fetch("1", "model.onnx")
+        and rotated.fetch("2", "model.onnx")
+    )
     retired = registry(root, None, [keys["new"]], required=True)  # old public key removed
-    retired.resolve("2")
+    retired.fetch("2", "model.onnx")
     with pytest.raises(RegistryError, match=r"v1 is signed by key [0-9a-f]{16}, which is not"):
-        retired.resolve("1")
+        retired.fetch("1", "model.onnx")
 
 
 def test_signing_params_and_key_files_are_checked(tmp_path: Path, keys: dict[str, Path]) -> None:
@@ -117,8 +129,8 @@ def test_signing_params_and_key_files_are_checked(tmp_path: Path, keys: dict[str
     ):
         params = parse_params({"registry": configured})
         with pytest.raises(RegistryError, match=message):
-            Registry.from_params(params.registry, layout)
+            open_registry(params.registry, layout)
     params = parse_params(
         {"registry": {"signing_key": "keys/new", "trusted_keys": ["keys/new.pub"]}}
     )
-    assert Registry.from_params(params.registry, layout).signing.key is not None
+    assert open_registry(params.registry, layout).signing.key is not None

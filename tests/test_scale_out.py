@@ -29,6 +29,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.data.dataset import load_mnist, normalise
 from mnist_pipeline.model.network import build_model, predict_logits
+from mnist_pipeline.pipeline.versions import load_state_dict
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT, unavailable
 from tests.process_helpers import free_port, prefect_server, start, stop, wait_for
@@ -160,11 +161,11 @@ def test_two_workers_run_three_overlapping_runs(server_env: dict, tmp_path: Path
     mnist = load_mnist(Layout(workdir).data_dir)
     pixels = (mnist.test_images.numpy()[:, None] / 255.0).astype(np.float32)
     for card in cards:
-        session = ort.InferenceSession(str(registry.resolve(card["version"])))
+        session = ort.InferenceSession(str(registry.fetch(card["version"], "model.onnx")))
         logits = session.run(["logits"], {"image": pixels})[0]
         accuracy = float((logits.argmax(1) == mnist.test_labels.numpy()).mean())
         assert accuracy == card["metrics"]["accuracy"], card["version"]
         net = build_model("classic")
-        net.load_state_dict(registry.load_state_dict(card["version"]))
+        net.load_state_dict(load_state_dict(registry, card["version"]))
         reference = predict_logits(net, normalise(mnist.test_images), 1000).numpy()
         np.testing.assert_allclose(logits, reference, atol=1e-4)  # model.pt and model.onnx agree

@@ -13,13 +13,17 @@ from rich.table import Table
 
 from mnist_pipeline.cli.state import state
 from mnist_pipeline.pipeline import stages
+from mnist_pipeline.pipeline.card import summary_lines
+from mnist_pipeline.pipeline.register import verify as verify_versions
+from mnist_pipeline.pipeline.versions import ONNX_FILE, open_registry
+from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry.aliases import PRODUCTION
-from mnist_pipeline.registry.api import Registry
-from mnist_pipeline.registry.card import summary_lines
 from mnist_pipeline.registry.signing import generate
 
 models_app = typer.Typer(
-    help="The model registry: register, list, show, promote, roll back, resolve, verify, keygen.",
+    help=(
+        "The model registry: register, list, show, promote, roll back, resolve, verify, gc, keygen."
+    ),
     no_args_is_help=True,
 )
 out = Console()
@@ -28,7 +32,7 @@ err = Console(stderr=True)
 
 def _registry(ctx: typer.Context) -> Registry:
     st = state(ctx)
-    return Registry.from_params(st.params().registry, st.layout)
+    return open_registry(st.params().registry, st.layout)
 
 
 @models_app.command("register")
@@ -37,7 +41,7 @@ def register(ctx: typer.Context) -> None:
     st = state(ctx)
     done = stages.run("register", st.params(), st.layout)
     err.print(done.summary(), soft_wrap=True, highlight=False, markup=False)
-    out.print(str(done.path), highlight=False, soft_wrap=True)
+    out.print(f"{done.name} v{done.version}", highlight=False, soft_wrap=True)
 
 
 @models_app.command("list")
@@ -47,7 +51,7 @@ def list_versions(ctx: typer.Context) -> None:
     by_version: dict[int, list[str]] = {}
     for alias, version in registry.aliases().items():
         by_version.setdefault(version, []).append(alias)
-    table = Table(title=f"{registry.name} ({registry.model_dir})")
+    table = Table(title=f"{registry.name} ({registry.location})")
     for column in ("version", "accuracy", "created", "aliases"):
         table.add_column(column)
     damaged = []
@@ -112,20 +116,35 @@ def resolve(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(metavar="VERSION|ALIAS", help="e.g. 3, v3, production")],
 ) -> None:
-    """Print the verified path of a version's ONNX file."""
-    typer.echo(str(_registry(ctx).resolve(ref)))
+    """Print the path of a verified local copy of a version's ONNX file."""
+    typer.echo(str(_registry(ctx).fetch(ref, ONNX_FILE)))
 
 
 @models_app.command("verify")
 def verify(ctx: typer.Context) -> None:
     """Re-hash every file of every version; exit 1 listing problems."""
     registry = _registry(ctx)
-    problems = registry.verify()
+    problems = verify_versions(registry)
     for problem in problems:
         err.print(f"[red]problem:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    garbage = registry.garbage()
+    if garbage:
+        err.print(
+            f"{len(garbage)} unreferenced object(s) left by registrations that did not commit "
+            "(`mnist-pipeline models gc` removes them)",
+            highlight=False,
+            soft_wrap=True,
+        )
     if problems:
         raise typer.Exit(1)
     err.print(f"{registry.name}: {len(registry.versions())} version(s) intact")
+
+
+@models_app.command("gc")
+def collect_garbage(ctx: typer.Context) -> None:
+    """Delete stored files no version refers to (left by registrations that did not commit)."""
+    removed = _registry(ctx).collect_garbage()
+    err.print(f"removed {len(removed)} unreferenced object(s)")
 
 
 @models_app.command("keygen")

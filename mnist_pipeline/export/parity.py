@@ -35,6 +35,7 @@ from mnist_pipeline.data.dataset import load_mnist, normalise
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.evaluation import gate
 from mnist_pipeline.evaluation.gate import parity_passes
+from mnist_pipeline.export.session import model_input, open_session
 from mnist_pipeline.model.network import predict_logits
 from mnist_pipeline.model.weights import load_model
 
@@ -119,10 +120,7 @@ def check_parity(
     """Compare ONNX (onnxruntime + reference evaluator) with PyTorch on the whole test set."""
     model_bytes = _load_onnx(onnx_path)  # hash and run the very same bytes
     onnx_sha256 = hashlib.sha256(model_bytes).hexdigest()
-    try:
-        session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise PipelineError(f"onnxruntime cannot load {onnx_path}: {exc}") from None
+    session = open_session(model_bytes, where=str(onnx_path), outputs=OUTPUT_NAMES)
     try:
         weights_sha256 = file_sha256(state_dict_path)
     except FileNotFoundError:
@@ -137,7 +135,7 @@ def check_parity(
 
     images = load_mnist(data_dir).test_images
     ref_logits = _torch_outputs(arch, state_dict_path, images)
-    pixels = (images.numpy().astype(np.float32) / 255.0)[:, None, :, :]
+    pixels = model_input(images.numpy())
 
     batch_sizes = list(dict.fromkeys([len(pixels), *params.batch_sizes]))
     runs = {}

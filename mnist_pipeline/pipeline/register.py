@@ -1,26 +1,141 @@
 """Register stage: store what one run produced as the next version of the model (torch-free).
 
-The candidate is the run's layout (weights, their training record, ONNX, reports, plots); the
-registry re-reads the recorded gate and parity verdicts (gate.py) and checks that every report
-was made from these very files before committing, and decides the alias by the promotion
-policy (`registry.promotion_margin`). The card records the effective params (`model` and
-`train` as the weights were trained, from the training record; the rest as configured now) and
-the inputs fingerprint (fingerprint.py), which is why this stage, unlike the others, takes all
-of them.
+The pipeline does all the judging before the registry is asked: the candidate's reports must
+hold a passing gate and parity verdict for these very files (candidate.check_reports), the
+promotion decision is reached against production on the same images (promotion.py), and the
+card's description says how the model was made (card.py). The registry then stores the files,
+decides the version number and records the decision. The card records the effective params
+(`model` and `train` as the weights were trained, from the training record; the rest as
+configured now), which is why this stage, unlike the others, takes all of them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from typing import Any
+
+from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
-from mnist_pipeline.registry import Registration, Registry, candidate_from_layout
+from mnist_pipeline.pipeline import promotion
+from mnist_pipeline.pipeline.candidate import Candidate, candidate_from_layout, check_reports
+from mnist_pipeline.pipeline.card import describe, lineage
+from mnist_pipeline.pipeline.versions import (
+    IDENTITY,
+    METRICS_FILE,
+    ONNX_FILE,
+    PARITY_FILE,
+    STATE_DICT_FILE,
+    TRAIN_RECORD_FILE,
+    open_registry,
+)
+from mnist_pipeline.registry import Registration, Registry, Submission
+from mnist_pipeline.registry.registration import ChampionMoved
+
+REPORTS = (METRICS_FILE, PARITY_FILE, TRAIN_RECORD_FILE)
+DECISION_ATTEMPTS = 20
 
 
 def register(params: Params, layout: Layout, skip_same_inputs: bool = False) -> Registration:
     """Stage entry: register layout's outputs, with their inputs fingerprint, as a version
     (not when a version already holds the same files, or, with `skip_same_inputs`, inputs)."""
-    registry = Registry.from_params(params.registry, layout)
+    registry = open_registry(params.registry, layout)
     candidate = candidate_from_layout(layout)  # a missing output names the stage to run
-    return registry.register(
-        candidate, params, params.registry.promotion_margin, skip_same_inputs=skip_same_inputs
+    return register_candidate(
+        registry, candidate, params, params.registry.promotion_margin, skip_same_inputs
     )
+
+
+def register_candidate(
+    registry: Registry,
+    candidate: Candidate,
+    params: Params,
+    promotion_margin: float,
+    skip_same_inputs: bool = False,
+) -> Registration:
+    """Check `candidate`, decide its alias against production, and register it."""
+    contents = candidate.read()
+    hashes = {rel: _sha256(data) for rel, data in contents.items()}
+    reports = {name: _json(contents[name], name) for name in REPORTS}
+    _, trained = check_reports(reports, hashes, params)  # refuses a broken chain
+    fingerprint = reports[TRAIN_RECORD_FILE].get("fingerprint")
+    description = describe(
+        metrics=reports[METRICS_FILE],
+        parity=reports[PARITY_FILE],
+        params=trained,
+        origin=lineage(candidate.workdir),
+        fingerprint=fingerprint,
+    )
+    for _ in range(DECISION_ATTEMPTS):
+        decision = promotion.decide(  # outside any lock: onnxruntime may score production
+            registry,
+            reports[METRICS_FILE],
+            promotion_margin,
+            candidate.extra_dir,
+            params.ingest.holdout_percent,
+        )
+        submission = Submission(
+            files=contents,
+            description=description,
+            decision=decision,
+            identity=IDENTITY,
+            fingerprint=(fingerprint or {}).get("sha256"),
+        )
+        try:
+            return registry.register(submission, skip_same_inputs=skip_same_inputs)
+        except ChampionMoved:
+            continue  # another run changed production meanwhile: compare with the new one
+    raise RegistryError(f"production kept moving during {DECISION_ATTEMPTS} comparisons")
+
+
+def chain_problems(registry: Registry, version: int, card: dict[str, Any]) -> list[str]:
+    """Where a version's stored reports contradict its card (call after its files verified):
+    parity must have checked the card's model.onnx, every report must describe the card's
+    model.pt, and metrics must hold the card's accuracy."""
+    files, problems = card["files"], []
+    reports: dict[str, Any] = {}
+    for name in REPORTS:
+        if name in files:  # versions registered before model.json existed lack it
+            try:
+                reports[name] = _json(registry.read_file(version, name), name)
+            except RegistryError as exc:
+                problems.append(str(exc))
+    parity = reports.get(PARITY_FILE, {})
+    if PARITY_FILE in reports and parity.get("onnx_sha256") != files.get(ONNX_FILE):
+        problems.append(f"{PARITY_FILE} checked another {ONNX_FILE} than the card's")
+    for name, report in reports.items():
+        recorded = report.get("state_dict_sha256")
+        if recorded is not None and recorded != files.get(STATE_DICT_FILE):
+            problems.append(f"{name} describes another {STATE_DICT_FILE} than the card's")
+    metrics = reports.get(METRICS_FILE, {})
+    if METRICS_FILE in reports and metrics.get("accuracy") != card["metrics"].get("accuracy"):
+        problems.append(
+            f"the card's accuracy {card['metrics'].get('accuracy')!r} is not "
+            f"{METRICS_FILE}'s {metrics.get('accuracy')!r}"
+        )
+    return problems
+
+
+def verify(registry: Registry) -> list[str]:
+    """The registry's own audit, plus each intact version's reports checked against its card."""
+    problems = registry.verify()
+    damaged = {p.partition(":")[0] for p in problems}
+    for version, card, _ in registry.catalogue():
+        if card is not None and f"v{version}" not in damaged:
+            problems += [f"v{version}: {p}" for p in chain_problems(registry, version, card)]
+    return problems
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _json(data: bytes, name: str) -> Any:
+    try:
+        report = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RegistryError(f"{name} is not readable JSON: {exc}") from None
+    if not isinstance(report, dict):
+        raise RegistryError(f"{name} must be a JSON object")
+    return report

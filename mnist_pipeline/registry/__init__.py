@@ -1,21 +1,18 @@
 """Versioned model registry: immutable, hash-verified versions with aliases (torch-free).
 
+It knows nothing of the pipeline: a caller submits files, a description and an alias decision;
+the registry decides the version number, stores the files content-addressed, and hands them
+back as verified bytes or a verified local copy.
+
 registry = Registry(Path("registry"), "mnist-cnn")
-registration = registry.register(candidate_from_layout(Layout()), params, margin)
-onnx_path = registry.resolve("production")   # refuses a tampered or missing file
+registration = registry.register(Submission(files, description, Decision("production", why)))
+onnx = registry.read_file("production", "model.onnx")   # refuses a tampered or missing file
 """
 
 from __future__ import annotations
 
 from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
-from mnist_pipeline.registry.api import Registration, Registry
-from mnist_pipeline.registry.candidate import Candidate, candidate_from_layout
+from mnist_pipeline.registry.api import Registry
+from mnist_pipeline.registry.registration import Decision, Registration, Submission
 
-__all__ = [
-    "PRODUCTION",
-    "STAGING",
-    "Candidate",
-    "Registration",
-    "Registry",
-    "candidate_from_layout",
-]
+__all__ = ["PRODUCTION", "STAGING", "Decision", "Registration", "Registry", "Submission"]

@@ -8,20 +8,20 @@
       "last_version": 4     # newest version whose alias decision is recorded here
     }
 
-A version committed by a writer that died before updating this file has `version >
-last_version`; its card's decision is replayed by the next reader or writer (api.py).
+A version committed by a writer that died before updating this document has `version >
+last_version`; its card's decision is replayed by the next reader or writer (api.py). Writers
+replace the document by compare-and-swap and retry on conflict.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from mnist_pipeline.core.atomic import write_json
 from mnist_pipeline.core.errors import RegistryError
-from mnist_pipeline.registry.store import check_alias, read_json
+from mnist_pipeline.registry.keys import check_alias
 
 PRODUCTION = "production"
 STAGING = "staging"
@@ -89,28 +89,7 @@ class AliasState:
         )
 
 
-def promotion_decision(
-    name: str,
-    accuracy: float,
-    margin: float,
-    champion: tuple[int, float] | None,
-    measure: str = "accuracy",
-) -> dict[str, Any]:
-    """Production if `accuracy` >= the champion's (version, accuracy) + margin, else staging;
-    `measure` says in the reason what both accuracies were measured on."""
-    if champion is None:
-        reason = f"first version of {name}: production"
-        return {"alias": PRODUCTION, "reason": reason, "champion": None, "margin": margin}
-    version, best = champion
-    compared = f"{measure} {accuracy:.4f} vs production v{version} {best:.4f} + margin {margin:g}"
-    if accuracy >= best + margin:
-        alias, reason = PRODUCTION, f"{compared}: promoted to production"
-    else:
-        alias, reason = STAGING, f"{compared}: not better, kept as staging"
-    return {"alias": alias, "reason": reason, "champion": version, "margin": margin}
-
-
-def _int_map(raw: Any, path: Path, key: str) -> None:
+def _int_map(raw: Any, path: str, key: str) -> None:
     if not isinstance(raw, dict):
         raise RegistryError(f"{path}: {key!r} must be a mapping")
     for alias, value in raw.items():
@@ -123,22 +102,25 @@ def _int_map(raw: Any, path: Path, key: str) -> None:
             raise RegistryError(f"{path}: {key}.{alias} must hold version numbers, got {value!r}")
 
 
-def load(path: Path) -> AliasState:
-    """Read and validate an alias file; a missing file is an empty state."""
-    if not path.exists():
+def parse(data: bytes | None, where: str) -> AliasState:
+    """Validate an alias document's bytes; None (no document yet) is an empty state."""
+    if data is None:
         return AliasState()
-    raw = read_json(path, "alias file")
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RegistryError(f"{where} is not readable JSON: {exc}") from None
     if not isinstance(raw, dict):
-        raise RegistryError(f"{path}: top level must be a JSON object")
+        raise RegistryError(f"{where}: top level must be a JSON object")
     aliases, history = raw.get("aliases", {}), raw.get("history", {})
     events, last = raw.get("events", []), raw.get("last_version", 0)
-    _int_map(aliases, path, "aliases")
-    _int_map(history, path, "history")
+    _int_map(aliases, where, "aliases")
+    _int_map(history, where, "history")
     if not isinstance(events, list) or not isinstance(last, int) or isinstance(last, bool):
-        raise RegistryError(f"{path}: 'events' must be a list and 'last_version' an integer")
+        raise RegistryError(f"{where}: 'events' must be a list and 'last_version' an integer")
     return AliasState(dict(aliases), {k: list(v) for k, v in history.items()}, events, last)
 
 
-def save(path: Path, state: AliasState) -> None:
-    """Replace the alias file atomically (call with the model's lock held)."""
-    write_json(path, state.to_dict())
+def dump(state: AliasState) -> bytes:
+    """The alias document's bytes (indented JSON)."""
+    return (json.dumps(state.to_dict(), indent=2) + "\n").encode("utf-8")

@@ -1,64 +1,67 @@
-"""`Registry`: register, list, resolve (verified), promote, roll back and verify model versions."""
+"""`Registry`: the versions and aliases of one named model, on any storage backend.
+
+Reads need no lock: a version's card is created once and its files are content-addressed, so
+what a reader sees never changes; the alias document is replaced whole. Every read of a file
+re-hashes its bytes against the card, and callers get bytes or a verified local copy, never a
+path inside the store. Writing is in commit.py.
+"""
 
 from __future__ import annotations
 
-import math
+import hashlib
+import json
+import os
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline.core.atomic import write_json
+from mnist_pipeline.core.atomic import write_bytes
 from mnist_pipeline.core.errors import RegistryError
-from mnist_pipeline.core.layout import Layout
-from mnist_pipeline.core.params import Params, RegistryParams
-from mnist_pipeline.registry import aliases as alias_file
-from mnist_pipeline.registry import challenger, store
-from mnist_pipeline.registry.aliases import PRODUCTION, AliasState, utc_now
-from mnist_pipeline.registry.audit import audit
-from mnist_pipeline.registry.candidate import (
-    METRICS_FILE,
-    ONNX_FILE,
-    PARITY_FILE,
-    STATE_DICT_FILE,
-    TRAIN_RECORD_FILE,
-    Candidate,
-    check_reports,
-)
-from mnist_pipeline.registry.card import build_card, is_sealed, lineage
-from mnist_pipeline.registry.registration import Registration
+from mnist_pipeline.registry import aliases as alias_doc
+from mnist_pipeline.registry import keys
+from mnist_pipeline.registry.aliases import PRODUCTION, STAGING, AliasState
+from mnist_pipeline.registry.card import SIGNATURE_KEY, is_sealed
+from mnist_pipeline.registry.registration import Registration, Submission
 from mnist_pipeline.registry.signing import Signing
+from mnist_pipeline.registry.storage import Storage, open_storage
+
+
+def default_cache() -> Path:
+    """Where verified copies go: $XDG_CACHE_HOME (or ~/.cache)/mnist-pipeline/blobs."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mnist-pipeline" / "blobs"
 
 
 class Registry:
-    """The versions of one named model under `root` (see store.py for the folder layout)."""
+    """The versions of the model `name` in `root` (a folder, a file:// URL, or a Storage)."""
 
-    def __init__(self, root: Path | str, name: str, signing: Signing | None = None) -> None:
-        self.name = store.check_name(name, "model name")
-        self.root = Path(root)
-        self.model_dir = self.root / name
+    def __init__(
+        self, root: Path | str | Storage, name: str, signing: Signing | None = None
+    ) -> None:
+        self.name = keys.check_name(name, "model name")
+        self.storage = root if isinstance(root, Storage) else open_storage(root)
+        self.root = root
         self.signing = signing or Signing()
 
-    @classmethod
-    def from_params(cls, params: RegistryParams, layout: Layout) -> Registry:
-        """The registry params.yaml configures (a relative `root` is under the project folder,
-        layout.project, so every run folder shares one registry), with its signing keys."""
-        signing = Signing.load(
-            layout.in_project(params.signing_key) if params.signing_key else None,
-            [layout.in_project(path) for path in params.trusted_keys],
-            params.require_signature,
-        )
-        return cls(layout.registry_root(params.root), params.model_name, signing)
+    @property
+    def location(self) -> str:
+        """Where the model's versions are, for people."""
+        return f"{self.storage.location.rstrip('/')}/{self.name}"
 
-    # ---- reading (no lock: version folders are immutable, the alias file is replaced atomically)
+    # ---- reading
+
+    def version_numbers(self) -> list[int]:
+        """Committed versions (those with a card), ascending."""
+        return keys.committed_versions(self.name, self.storage.list(f"{self.name}/"))
 
     def versions(self) -> list[dict[str, Any]]:
         """The card of every version, oldest first (RegistryError on a damaged card)."""
-        return [self._card(v) for v in store.list_versions(self.model_dir)]
+        return [self._card(v) for v in self.version_numbers()]
 
     def catalogue(self) -> list[tuple[int, dict[str, Any] | None, str | None]]:
         """(version, card, None) for every version, or (version, None, problem) when its card
         cannot be trusted: one damaged version does not hide the others."""
         entries: list[tuple[int, dict[str, Any] | None, str | None]] = []
-        for version in store.list_versions(self.model_dir):
+        for version in self.version_numbers():
             try:
                 entries.append((version, self._card(version), None))
             except RegistryError as exc:
@@ -67,204 +70,69 @@ class Registry:
 
     def aliases(self) -> dict[str, int]:
         """Current alias -> version map."""
-        return dict(self._state().aliases)
+        return dict(self.state().aliases)
 
     def alias_log(self) -> dict[str, Any]:
-        """Aliases, their history and the event log, as stored in aliases.json."""
-        return self._state().to_dict()
+        """Aliases, their history and the event log."""
+        return self.state().to_dict()
 
     def card(self, ref: str | int) -> dict[str, Any]:
-        """The model card of a version number ("3", "v3") or alias."""
-        return self._card(self._version(ref))
+        """The card of a version number ("3", "v3") or alias."""
+        return self._card(self.version_of(ref))
 
     def version_with_fingerprint(self, sha256: str) -> int | None:
-        """The newest intact-card version recording the inputs fingerprint `sha256`, if any."""
+        """The newest intact-card version whose submission carried the inputs hash `sha256`."""
         for version, card, _ in reversed(self.catalogue()):
-            if card is not None and (card.get("fingerprint") or {}).get("sha256") == sha256:
+            if card is not None and inputs_of(card) == sha256:
                 return version
         return None
 
-    def resolve(self, ref: str | int) -> Path:
-        """Absolute path of a version's ONNX file, after checking its SHA-256 against the card."""
-        return self._verified_file(ref, ONNX_FILE)
+    def read_file(self, ref: str | int, relpath: str) -> bytes:
+        """A version's file, after checking its SHA-256 against the card."""
+        version = self.version_of(ref)
+        data, problem = self._file(version, self._card(version), relpath)
+        if problem or data is None:
+            raise RegistryError(f"refusing to load {self.name} v{version}: {problem}")
+        return data
 
-    def load_state_dict(self, ref: str | int) -> dict[str, Any]:
-        """A version's verified PyTorch state_dict (imports torch; weights_only loading)."""
-        import torch
-
-        return torch.load(self._verified_file(ref, STATE_DICT_FILE), weights_only=True)
+    def fetch(self, ref: str | int, relpath: str, cache: Path | None = None) -> Path:
+        """A verified local copy of a version's file, in a cache keyed by its SHA-256 (the copy
+        is re-hashed on every call; a damaged one is replaced)."""
+        version = self.version_of(ref)
+        expected = self._card(version)["files"].get(relpath)
+        if expected is None:
+            raise RegistryError(f"{self.name} v{version} has no file {relpath!r}")
+        copy = (cache or default_cache()) / str(expected)
+        if copy.is_file() and hashlib.sha256(copy.read_bytes()).hexdigest() == expected:
+            return copy
+        write_bytes(copy, self.read_file(version, relpath))
+        return copy
 
     def verify(self) -> list[str]:
-        """Re-hash every file of every version, cross-check each card with its reports, and
-        check the alias file; [] means intact (audit.py)."""
+        """Re-hash every file of every version, check every card's seal and signature, the
+        alias document and what else the store holds; [] means intact (audit.py)."""
+        from mnist_pipeline.registry.audit import audit
+
         return audit(self)
 
-    # ---- writing (under the model's lock)
+    def state(self) -> AliasState:
+        """The alias document, plus the decisions of versions committed after it was written
+        (by writers that died before updating it, or are updating it now)."""
+        found = self.storage.read_document(keys.aliases_key(self.name))
+        return self._replayed(alias_doc.parse(found and found[0], self._aliases_where()))
 
-    def register(
-        self,
-        candidate: Candidate,
-        params: Params,
-        promotion_margin: float,
-        *,
-        skip_same_inputs: bool = False,
-    ) -> Registration:
-        """Store `candidate` as the next version; it becomes production if good enough.
-
-        Nothing is stored when a version already has the same model.pt and model.onnx, or (with
-        `skip_same_inputs`, as a run that was not forced asks) the same inputs fingerprint:
-        decided under the lock, so runs that finish together cannot both register.
-        """
-        if not math.isfinite(promotion_margin) or promotion_margin < 0:
-            raise RegistryError(f"promotion_margin must be >= 0, got {promotion_margin!r}")
-        sources = candidate.files()
-        missing = candidate.missing()
-        if missing:
-            raise RegistryError("candidate files not found: " + ", ".join(map(str, missing)))
-        origin = lineage(candidate.workdir)
-        with store.locked(self.model_dir):
-            store.remove_stale(self.model_dir)
-            with store.staging_folder(self.model_dir) as tmp:
-                hashes = {rel: store.copy_in(src, tmp, rel) for rel, src in sources.items()}
-                reports = {
-                    name: store.read_json(tmp / name, f"{name} report")
-                    for name in (METRICS_FILE, PARITY_FILE, TRAIN_RECORD_FILE)
-                }
-                _, trained = check_reports(reports, hashes, params)  # refuses a broken chain
-                metrics, parity = reports[METRICS_FILE], reports[PARITY_FILE]
-                fingerprint = reports[TRAIN_RECORD_FILE].get("fingerprint")
-                state = self._state()
-                fingerprint_sha = (fingerprint or {}).get("sha256")
-                kept = self._already_held(hashes, fingerprint_sha if skip_same_inputs else None)
-                if kept is not None:
-                    return self._existing(state, *kept)
-                existing = store.list_versions(self.model_dir)
-                version = max([state.last_version, *existing], default=0) + 1
-                decision = challenger.decide(  # against production, on the same images
-                    self.name,
-                    metrics,
-                    promotion_margin,
-                    state.aliases.get(PRODUCTION),
-                    self._card,
-                    lambda version: self._verified_file(version, ONNX_FILE),
-                    candidate.extra_dir,
-                    params.ingest.holdout_percent,
-                )
-                card = build_card(
-                    name=self.name,
-                    version=version,
-                    created=utc_now(),
-                    metrics=metrics,
-                    parity=parity,
-                    params=trained,
-                    decision=decision,
-                    origin=origin,
-                    files=hashes,
-                    fingerprint=fingerprint,
-                )
-                write_json(tmp / store.CARD_FILE, card)
-                (tmp / store.CARD_FILE).chmod(0o444)
-                self.signing.sign(card, tmp)
-                path = store.commit(tmp, self.model_dir, version)
-            state.assign(decision["alias"], version, "register", decision["reason"])
-            state.last_version = version
-            warning = None
-            try:
-                alias_file.save(self.model_dir / store.ALIASES_FILE, state)
-            except OSError as exc:  # the version is committed: say so, do not report a failure
-                warning = (
-                    f"aliases.json could not be updated ({exc.strerror or exc}); v{version}'s "
-                    f"decision ({decision['alias']}) is in its card, applies from now on, and is "
-                    "written to aliases.json by the next registry change"
-                )
-        return Registration(
-            name=self.name,
-            version=version,
-            alias=decision["alias"],
-            reason=decision["reason"],
-            aliases=tuple(state.aliases_of(version)),
-            path=path,
-            champion=decision["champion"],
-            warning=warning,
-        )
-
-    def promote(self, version: int, alias: str) -> int | None:
-        """Point `alias` at an intact `version`; returns the version it pointed at before."""
-        store.check_alias(alias)
-        with store.locked(self.model_dir):
-            state = self._state()
-            target = self._version(version, state)
-            self._require_intact(target)
-            previous = state.assign(alias, target, "promote", f"promoted v{target} to {alias}")
-            alias_file.save(self.model_dir / store.ALIASES_FILE, state)
-        return previous
-
-    def rollback(self, alias: str = PRODUCTION) -> int:
-        """Move `alias` (production) back to its previous version; returns that version."""
-        store.check_alias(alias)
-        with store.locked(self.model_dir):
-            state = self._state()
-            _, target = state.rollback(alias)
-            self._require_intact(target)
-            alias_file.save(self.model_dir / store.ALIASES_FILE, state)
-        return target
-
-    # ---- internals
-
-    def _already_held(
-        self, hashes: dict[str, str], fingerprint: str | None
-    ) -> tuple[int, str] | None:
-        """(version, why) of an intact-card version holding these weights and ONNX, or these
-        inputs (when `fingerprint` is given); None if there is none."""
-        same = (STATE_DICT_FILE, ONNX_FILE)
-        for version, card, _ in reversed(self.catalogue()):
-            if card is None:
-                continue
-            if all(card["files"].get(rel) == hashes[rel] for rel in same):
-                return version, f"v{version} has the same model.pt and model.onnx"
-            if fingerprint and (card.get("fingerprint") or {}).get("sha256") == fingerprint:
-                return version, f"v{version} has the same inputs (registered meanwhile)"
-        return None
-
-    def _existing(self, state: AliasState, version: int, why: str) -> Registration:
-        """The outcome of a registration that stored nothing because v`version` holds it."""
-        return Registration(
-            name=self.name,
-            version=version,
-            alias=", ".join(state.aliases_of(version)) or "no alias",
-            reason=why,
-            aliases=tuple(state.aliases_of(version)),
-            path=self.model_dir / store.version_dir_name(version),
-            champion=state.aliases.get(PRODUCTION),
-            registered=False,
-        )
-
-    def _state(self) -> AliasState:
-        """The alias file, plus decisions of versions committed by writers that died before it."""
-        state = alias_file.load(self.model_dir / store.ALIASES_FILE)
-        for version in store.list_versions(self.model_dir):
-            if version <= state.last_version:
-                continue
-            try:
-                decision = self._card(version)["decision"]
-                state.assign(decision["alias"], version, "register", decision["reason"])
-            except (RegistryError, KeyError, TypeError):
-                pass  # an unreadable card: `verify` reports it; it gets no alias
-            state.last_version = version
-        return state
-
-    def _version(self, ref: str | int, state: AliasState | None = None) -> int:
+    def version_of(self, ref: str | int, state: AliasState | None = None) -> int:
         """The version number a reference names; unknown ones list what exists."""
-        versions = store.list_versions(self.model_dir)
+        versions = self.version_numbers()
         listed = ", ".join(map(str, versions)) or "none registered"
-        match = store.REF_VERSION_RE.fullmatch(str(ref).strip())
+        match = keys.REF_VERSION_RE.fullmatch(str(ref).strip())
         if match:
             version = int(match.group(1))
             if version not in versions:
                 raise RegistryError(f"unknown version {ref!r} of {self.name}; versions: {listed}")
             return version
-        alias = store.check_alias(str(ref).strip())
-        state = state or self._state()
+        alias = keys.check_alias(str(ref).strip())
+        state = state or self.state()
         if alias not in state.aliases:
             known = ", ".join(f"{a} -> v{v}" for a, v in sorted(state.aliases.items()))
             raise RegistryError(
@@ -276,33 +144,128 @@ class Registry:
             raise RegistryError(f"alias {alias!r} points at v{version}, which does not exist")
         return version
 
+    # ---- writing (commit.py)
+
+    def register(self, submission: Submission, *, skip_same_inputs: bool = False) -> Registration:
+        """Store `submission` as the next version (see commit.register)."""
+        from mnist_pipeline.registry import commit
+
+        return commit.register(self, submission, skip_same_inputs=skip_same_inputs)
+
+    def promote(self, version: int | str, alias: str) -> int | None:
+        """Point `alias` at an intact version; returns the version it pointed at before."""
+        from mnist_pipeline.registry import commit
+
+        return commit.promote(self, version, alias)
+
+    def rollback(self, alias: str = PRODUCTION) -> int:
+        """Move `alias` (production) back to its previous version; returns that version."""
+        from mnist_pipeline.registry import commit
+
+        return commit.rollback(self, alias)
+
+    def garbage(self) -> list[str]:
+        """Storage keys no card refers to (left by registrations that did not commit)."""
+        from mnist_pipeline.registry import commit
+
+        return commit.garbage(self)
+
+    def collect_garbage(self) -> list[str]:
+        """Delete `garbage()`; returns the keys deleted."""
+        from mnist_pipeline.registry import commit
+
+        return commit.collect_garbage(self)
+
+    # ---- internals shared with commit.py and audit.py
+
+    def _aliases_where(self) -> str:
+        return f"{self.location}/{keys.ALIASES_FILE}"
+
+    def _replayed(self, state: AliasState) -> AliasState:
+        for version in self.version_numbers():
+            if version <= state.last_version:
+                continue
+            try:
+                decision = self._card(version)["decision"]
+                alias, reason = _applicable(decision, state)
+                state.assign(alias, version, "register", reason)
+            except (RegistryError, KeyError, TypeError):
+                pass  # an unreadable card: `verify` reports it; it gets no alias
+            state.last_version = version
+        return state
+
     def _card(self, version: int) -> dict[str, Any]:
-        folder = self.model_dir / store.version_dir_name(version)
-        card = store.read_json(folder / store.CARD_FILE, f"{self.name} v{version} card")
+        label = f"{self.name} v{version}"
+        data = self.storage.read(keys.card_key(self.name, version))
+        if data is None:
+            raise RegistryError(f"{label}: card.json not found in {self.location}")
+        try:
+            card = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RegistryError(f"{label} card is not readable JSON: {exc}") from None
         if not is_sealed(card) or card.get("version") != version or card.get("name") != self.name:
             raise RegistryError(
-                f"{self.name} v{version}: card.json was modified after registration "
+                f"{label}: card.json was modified after registration "
                 "(its card_sha256 seal does not match); refusing to trust it"
             )
         if not isinstance(card.get("files"), dict):
-            raise RegistryError(f"{self.name} v{version}: card.json has no file table")
-        self.signing.check(card, folder, f"{self.name} v{version}")
+            raise RegistryError(f"{label}: card.json has no file table")
+        self.signing.check(card, self._signature(card, label), label)
         return card
 
-    def _verified_file(self, ref: str | int, relpath: str) -> Path:
-        version = self._version(ref)
-        card = self._card(version)
-        folder = self.model_dir / store.version_dir_name(version)
-        expected = card["files"].get(relpath)
-        problem = (
-            "not in its card" if expected is None else store.check_file(folder, relpath, expected)
-        )
-        if problem:
-            raise RegistryError(f"refusing to load {self.name} v{version}: {problem}")
-        return (folder / relpath).resolve()
+    def _signature(self, card: dict[str, Any], label: str) -> Any:
+        """A card's signature: in the card (schema 2), or its card.sig (schema 1)."""
+        if card.get("schema", 1) >= 2:
+            return card.get(SIGNATURE_KEY)
+        data = self.storage.read(keys.legacy_file(self.name, card["version"], keys.SIGNATURE_FILE))
+        try:
+            return None if data is None else json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RegistryError(f"{label}: {keys.SIGNATURE_FILE} is unreadable ({exc})") from None
 
-    def _require_intact(self, version: int) -> None:
-        folder = self.model_dir / store.version_dir_name(version)
-        problems = store.check_files(folder, self._card(version)["files"])
-        if problems:
-            raise RegistryError(f"{self.name} v{version} is damaged: " + "; ".join(problems))
+    def _file_key(self, card: dict[str, Any], relpath: str) -> str:
+        if card.get("schema", 1) < 2:
+            return keys.legacy_file(self.name, card["version"], relpath)
+        return keys.blob_key(self.name, card["files"][relpath])
+
+    def _file(
+        self, version: int, card: dict[str, Any], relpath: str
+    ) -> tuple[bytes | None, str | None]:
+        """(bytes, None) of an intact recorded file, else (None, the problem)."""
+        expected = card["files"].get(relpath)
+        if expected is None:
+            return None, f"{relpath} is not in its card"
+        data = self.storage.read(self._file_key(card, relpath))
+        if data is None:
+            return None, f"{relpath} is missing"
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            return None, (
+                f"{relpath} was modified (SHA-256 {actual[:12]}..., card says {expected[:12]}...)"
+            )
+        return data, None
+
+    def _problems(self, version: int, card: dict[str, Any]) -> list[str]:
+        """Every recorded file of a version that is missing or modified."""
+        return [p for rel in sorted(card["files"]) if (p := self._file(version, card, rel)[1])]
+
+
+def inputs_of(card: dict[str, Any]) -> str | None:
+    """The inputs hash a version was submitted with (schema 1: its fingerprint's sha256)."""
+    if card.get("schema", 1) < 2:
+        return (card.get("fingerprint") or {}).get("sha256")
+    return card.get("inputs")
+
+
+def _applicable(decision: dict[str, Any], state: AliasState) -> tuple[str, str]:
+    """The alias a committed version's decision gives it now: production only if production
+    is still the version it was compared with (else it moved meanwhile: staging)."""
+    alias, reason = str(decision["alias"]), str(decision["reason"])
+    if alias == PRODUCTION and state.aliases.get(PRODUCTION) != decision.get("champion"):
+        now = state.aliases.get(PRODUCTION)
+        reason = (
+            f"{reason}; but production moved to v{now} while it was compared with "
+            f"v{decision.get('champion')}: kept as staging"
+        )
+        alias = STAGING
+    return alias, reason

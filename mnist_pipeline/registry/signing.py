@@ -2,9 +2,9 @@
 
 The seal (card.py) is an unkeyed SHA-256: it finds accidental or careless edits, but anyone who
 can write the registry can change a file, fix its hash in the card and seal the card again. A
-signature needs the private key. With `registry.signing_key` set, registration writes
-`card.sig` beside `card.json`: the key's id and an Ed25519 signature over the sealed card's
-canonical JSON (whose file table holds every file's SHA-256, so the signature covers every file).
+signature needs the private key. With a signing key, registration stores in the card a
+`signature`: the key's id and an Ed25519 signature over the sealed card's canonical JSON
+without it (whose file table holds every file's SHA-256, so the signature covers every file).
 With `registry.trusted_keys` set, every read of a card checks its signature against those public
 keys: a signature that does not verify, or one by an unknown key, is refused; with
 `registry.require_signature`, an unsigned version is refused too.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,18 +25,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from mnist_pipeline.core.atomic import write_bytes
 from mnist_pipeline.core.errors import RegistryError
-from mnist_pipeline.registry.store import SIGNATURE_FILE
+from mnist_pipeline.registry.card import canonical, unsigned
 
 
 def key_id(public: Ed25519PublicKey) -> str:
     """A short, stable name for a public key: the SHA-256 of its raw bytes, 16 hex digits."""
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def canonical(card: dict[str, Any]) -> bytes:
-    """The bytes a signature covers: the sealed card as canonical JSON."""
-    return json.dumps(card, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def _read_key(path: Path, private: bool) -> Any:
@@ -74,33 +68,33 @@ class Signing:
         trusted = {key_id(k): k for k in (_read_key(p, private=False) for p in trusted_keys)}
         return cls(key, trusted, required)
 
-    def sign(self, card: dict[str, Any], folder: Path) -> None:
-        """Write card.sig for `card` into `folder` (nothing without a signing key)."""
+    def sign(self, card: dict[str, Any]) -> dict[str, str] | None:
+        """The signature of the sealed `card`, to store in it (None without a signing key)."""
         if self.key is None:
-            return
-        signature = base64.b64encode(self.key.sign(canonical(card))).decode()
-        body = {"key_id": key_id(self.key.public_key()), "ed25519": signature}
-        write_bytes(folder / SIGNATURE_FILE, json.dumps(body).encode())
+            return None
+        signature = base64.b64encode(self.key.sign(canonical(unsigned(card)))).decode()
+        return {"key_id": key_id(self.key.public_key()), "ed25519": signature}
 
-    def check(self, card: dict[str, Any], folder: Path, label: str) -> None:
-        """RegistryError unless `card` (in `folder`) meets the signature policy."""
+    def check(self, card: dict[str, Any], signature: Any, label: str) -> None:
+        """RegistryError unless `card` with its `signature` (None: unsigned) meets the
+        signature policy."""
         if not self.trusted:
             return
-        path = folder / SIGNATURE_FILE
-        if not path.exists():
+        if signature is None:
             if self.required:
                 raise RegistryError(f"{label} is not signed (registry.require_signature)")
             return
         try:
-            body = json.loads(path.read_text(encoding="utf-8"))
-            public = self.trusted.get(str(body["key_id"]))
-            signature = base64.b64decode(body["ed25519"], validate=True)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RegistryError(f"{label}: {SIGNATURE_FILE} is unreadable ({exc})") from None
+            public = self.trusted.get(str(signature["key_id"]))
+            raw = base64.b64decode(signature["ed25519"], validate=True)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(f"{label}: its signature is unreadable ({exc})") from None
         if public is None:
-            raise RegistryError(f"{label} is signed by key {body['key_id']}, which is not trusted")
+            raise RegistryError(
+                f"{label} is signed by key {signature['key_id']}, which is not trusted"
+            )
         try:
-            public.verify(signature, canonical(card))
+            public.verify(raw, canonical(unsigned(card)))
         except InvalidSignature:
             raise RegistryError(
                 f"{label}: the signature does not match card.json (forged or edited)"

@@ -20,6 +20,7 @@ from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import RegistryParams
 from mnist_pipeline.data.preprocess import ImageError, preprocess_file
+from mnist_pipeline.export.session import open_session
 
 BATCH = 256
 
@@ -79,42 +80,20 @@ def resolve_model(ref: str | None, layout: Layout, registry: RegistryParams | No
         return path
     if registry is None:
         raise ValueError("a registry reference needs the registry params")
-    from mnist_pipeline.registry import PRODUCTION, Registry  # torch-free
+    from mnist_pipeline.pipeline.versions import ONNX_FILE, open_registry  # torch-free
+    from mnist_pipeline.registry import PRODUCTION
 
-    models = Registry.from_params(registry, layout)
+    models = open_registry(registry, layout)
     if ref is not None:
-        return models.resolve(ref)
+        return models.fetch(ref, ONNX_FILE)
     if PRODUCTION in models.aliases():
-        return models.resolve(PRODUCTION)
+        return models.fetch(PRODUCTION, ONNX_FILE)
     if layout.onnx.is_file():
         return layout.onnx
     raise PipelineError(
-        f"no model: the registry {models.model_dir} has no production version and "
+        f"no model: the registry {models.location} has no production version and "
         f"{layout.onnx} does not exist; run `mnist-pipeline export` or pass --model"
     )
-
-
-def load_session(model_path: Path) -> ort.InferenceSession:
-    """An onnxruntime CPU session, after checking the graph has the expected interface."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise PipelineError(f"onnxruntime cannot load {model_path}: {exc}") from None
-    check_interface(session, str(model_path))
-    return session
-
-
-def check_interface(session: ort.InferenceSession, where: str) -> None:
-    """PipelineError unless the graph has the contract's input and probabilities output."""
-    inputs = [i.name for i in session.get_inputs()]
-    outputs = [o.name for o in session.get_outputs()]
-    if inputs != [INPUT_NAME] or PROBABILITIES not in outputs:
-        raise PipelineError(
-            f"{where} is not an mnist-pipeline model: inputs {inputs}, outputs {outputs} "
-            f"(expected input {INPUT_NAME!r} and output {PROBABILITIES!r})"
-        )
 
 
 def classify(session: ort.InferenceSession, digits: np.ndarray) -> np.ndarray:
@@ -136,7 +115,7 @@ def predict_files(model_path: Path, files: Sequence[Path], top: int = 1) -> Pred
     """Classify each file; a bad file gets an error entry and the others are still classified."""
     if not 1 <= top <= NUM_CLASSES:
         raise ValueError(f"top must be between 1 and {NUM_CLASSES}, got {top}")
-    session = load_session(model_path)
+    session = open_session(model_path)
     errors: dict[int, str] = {}
     good: list[int] = []
     digits: list[np.ndarray] = []

@@ -10,7 +10,6 @@ refused, logged and shown in `status()`, and the old one keeps serving.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -21,10 +20,9 @@ import numpy as np
 import onnxruntime as ort
 
 from mnist_pipeline.core.contract import INPUT_NAME, PROBABILITIES
-from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.registry import Registry, store
-from mnist_pipeline.registry.candidate import ONNX_FILE
-from mnist_pipeline.serving.predict import check_interface
+from mnist_pipeline.export.session import open_session
+from mnist_pipeline.pipeline.versions import ONNX_FILE
+from mnist_pipeline.registry import Registry
 
 logger = logging.getLogger("mnist_pipeline.serve")
 
@@ -57,18 +55,9 @@ def load_version(registry: Registry, ref: str) -> Loaded:
     """The version `ref` names, its ONNX bytes checked against its card, in a CPU session."""
     card = registry.card(ref)  # sealed (and signed, when keys are trusted)
     version = int(card["version"])
-    path = registry.model_dir / store.version_dir_name(version) / ONNX_FILE
-    data = path.read_bytes()  # hash and load the very same bytes
-    if hashlib.sha256(data).hexdigest() != card["files"].get(ONNX_FILE):
-        raise PipelineError(f"{registry.name} v{version}: {ONNX_FILE} does not match its card")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = 1  # requests run in parallel threads; one core each
-    try:
-        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise PipelineError(f"onnxruntime cannot load {path}: {exc}") from None
-    check_interface(session, str(path))
+    data = registry.read_file(version, ONNX_FILE)  # verified: hashed and loaded, the same bytes
+    # requests run in parallel threads: one core each
+    session = open_session(data, where=f"{registry.name} v{version} {ONNX_FILE}", threads=1)
     return Loaded(version, card, session)
 
 

@@ -18,7 +18,7 @@ from uvicorn.supervisors import Multiprocess
 
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, load_params
-from mnist_pipeline.registry import Registry
+from mnist_pipeline.pipeline.versions import open_registry
 from mnist_pipeline.serving.http_api import create_app
 from mnist_pipeline.serving.served_model import ServedModel
 
@@ -27,7 +27,7 @@ ENV_ROOT, ENV_PARAMS, ENV_MODEL = "MNIST_SERVE_ROOT", "MNIST_SERVE_PARAMS", "MNI
 
 def build(params: Params, layout: Layout) -> FastAPI:
     """The app, its model loaded once now (if it can be) and followed from then on."""
-    served = ServedModel(Registry.from_params(params.registry, layout), params.serve.model)
+    served = ServedModel(open_registry(params.registry, layout), params.serve.model)
     served.refresh()  # a failure is logged; /readyz says 503 until a version loads
     served.follow(params.serve.reload_interval_s)
     return create_app(served, params.serve, layout.inbox)

@@ -1,35 +1,58 @@
-"""Champion vs challenger on the same images: promotion never compares numbers from other data.
+"""The promotion decision, reached before registering: champion vs challenger on the same images.
 
 MNIST's test set never changes, so the champion's recorded MNIST score stands. The extra holdout
 (labelled digits users added, held out by ingest) grows with the inbox: when the candidate was
 evaluated on one, the production model is scored on that very holdout now (its verified
 model.onnx, through onnxruntime), and both are compared on the pooled accuracy over MNIST test
-plus that holdout: every labelled test image the project has counts once. Torch-free.
+plus that holdout: every labelled test image the project has counts once. The registry then
+records the decision (and keeps the candidate as staging if production moved meanwhile).
+Torch-free.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mnist_pipeline.core.contract import INPUT_NAME, LOGITS
 from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.export.session import model_input, open_session
 from mnist_pipeline.inbox import extra
 from mnist_pipeline.inbox.extra import NO_EXTRA_SHA256
-from mnist_pipeline.registry.aliases import STAGING, promotion_decision
+from mnist_pipeline.pipeline.versions import ONNX_FILE
+from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
+from mnist_pipeline.registry.registration import Decision
 
 
-def holdout_correct(onnx_path: Path, holdout: extra.Split) -> int:
-    """How many holdout digits the ONNX model at `onnx_path` classifies correctly."""
-    import onnxruntime as ort  # only when there is a holdout to score
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    images = (holdout.images.astype(np.float32) / np.float32(255))[:, None]
-    (logits,) = session.run([LOGITS], {INPUT_NAME: images})
+def holdout_correct(onnx: bytes, holdout: extra.Split) -> int:
+    """How many holdout digits the ONNX model `onnx` classifies correctly."""
+    session = open_session(onnx, where="production's model.onnx", outputs=(LOGITS,))
+    (logits,) = session.run([LOGITS], {INPUT_NAME: model_input(holdout.images)})
     return int((logits.argmax(axis=1) == holdout.labels).sum())
+
+
+def promotion_decision(
+    name: str,
+    accuracy: float,
+    margin: float,
+    champion: tuple[int, float] | None,
+    measure: str = "accuracy",
+) -> Decision:
+    """Production if `accuracy` >= the champion's (version, accuracy) + margin, else staging;
+    `measure` says in the reason what both accuracies were measured on."""
+    if champion is None:
+        reason = f"first version of {name}: production"
+        return Decision(PRODUCTION, reason, None, {"margin": margin})
+    version, best = champion
+    compared = f"{measure} {accuracy:.4f} vs production v{version} {best:.4f} + margin {margin:g}"
+    if accuracy >= best + margin:
+        alias, reason = PRODUCTION, f"{compared}: promoted to production"
+    else:
+        alias, reason = STAGING, f"{compared}: not better, kept as staging"
+    return Decision(alias, reason, version, {"margin": margin})
 
 
 def candidate_holdout(metrics: dict[str, Any], extra_dir: Path | None) -> extra.Split | None:
@@ -69,25 +92,25 @@ def _trained_on_holdout(card: dict[str, Any], holdout_percent: int) -> str | Non
 
 
 def decide(
-    name: str,
+    registry: Registry,
     metrics: dict[str, Any],
     margin: float,
-    champion: int | None,
-    read_card: Callable[[int], dict[str, Any]],
-    champion_onnx: Callable[[int], Path],
     extra_dir: Path | None,
     holdout_percent: int,
-) -> dict[str, Any]:
+) -> Decision:
     """The promotion decision for a candidate with `metrics` (its metrics.json) against the
-    production version `champion` (its card and verified ONNX file read through the callables),
-    on MNIST test plus the candidate's extra holdout in `extra_dir`, made with
-    `ingest.holdout_percent` = `holdout_percent`."""
+    registry's production version, on MNIST test plus the candidate's extra holdout in
+    `extra_dir`, made with `ingest.holdout_percent` = `holdout_percent`."""
+    if not math.isfinite(margin) or margin < 0:
+        raise RegistryError(f"promotion_margin must be >= 0, got {margin!r}")
+    name = registry.name
     accuracy = float(metrics["accuracy"])
     holdout = candidate_holdout(metrics, extra_dir)
+    champion = registry.aliases().get(PRODUCTION)
     if champion is None:
         return promotion_decision(name, accuracy, margin, None)
     try:
-        card = read_card(champion)
+        card = registry.card(champion)
         recorded = card["metrics"]
         best = float(recorded["accuracy"])
         if holdout is None:
@@ -95,8 +118,8 @@ def decide(
         leaked = _trained_on_holdout(card, holdout_percent)
         if leaked:
             reason = f"{leaked}; kept as staging: compare them yourself, then `models promote`"
-            return {"alias": STAGING, "reason": reason, "champion": champion, "margin": margin}
-        theirs = holdout_correct(champion_onnx(champion), holdout)
+            return Decision(STAGING, reason, champion, {"margin": margin})
+        theirs = holdout_correct(registry.read_file(champion, ONNX_FILE), holdout)
         total = int(recorded["total"]) + len(holdout)
         champion_pooled = (int(recorded["correct"]) + theirs) / total
     except Exception as exc:  # an unreadable card, or onnxruntime refusing its model
@@ -109,10 +132,10 @@ def decide(
     pooled = (int(metrics["correct"]) + ours) / (int(metrics["total"]) + len(holdout))
     measure = f"accuracy on MNIST test + the {len(holdout)}-image extra holdout"
     decision = promotion_decision(name, pooled, margin, (champion, champion_pooled), measure)
-    decision["holdout"] = {
+    holdout_record = {
         "holdout_sha256": held["holdout_sha256"],
         "images": len(holdout),
         "candidate_correct": ours,
         "champion_correct": theirs,
     }
-    return decision
+    return replace(decision, evidence={**decision.evidence, "holdout": holdout_record})

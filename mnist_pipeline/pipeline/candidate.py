@@ -1,4 +1,5 @@
-"""A registration candidate: the files one pipeline run produced, and the checks they must pass."""
+"""A registration candidate: the files one pipeline run produced, and the checks they must pass
+before the registry is asked to keep them."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ from mnist_pipeline.core.errors import PipelineError, RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.evaluation import gate
-
-ONNX_FILE = "model.onnx"
-STATE_DICT_FILE = "model.pt"
-TRAIN_RECORD_FILE = "model.json"
-METRICS_FILE = "metrics.json"
-PARITY_FILE = "parity.json"
-HISTORY_FILE = "train_history.csv"
-PLOTS_DIR = "plots"
+from mnist_pipeline.pipeline.versions import (
+    HISTORY_FILE,
+    METRICS_FILE,
+    ONNX_FILE,
+    PARITY_FILE,
+    PLOTS_DIR,
+    STATE_DICT_FILE,
+    TRAIN_RECORD_FILE,
+)
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,17 @@ class Candidate:
             files[rel] = plot
         return files
 
-    def missing(self) -> list[Path]:
-        return [path for path in self.files().values() if not path.is_file()]
+    def read(self) -> dict[str, bytes]:
+        """Every file's bytes, read once (the checks and the registry see the same bytes)."""
+        contents, missing = {}, []
+        for rel, path in self.files().items():
+            try:
+                contents[rel] = path.read_bytes()
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                missing.append(str(path))
+        if missing:
+            raise RegistryError("candidate files not found: " + ", ".join(missing))
+        return contents
 
 
 def candidate_from_layout(layout: Layout) -> Candidate:

@@ -1,0 +1,60 @@
+"""One way to run an exported model in onnxruntime: predict, serve, parity and promotion use it.
+
+CPU provider, warnings-only logging, optional thread count, and the contract's interface checked
+before anything runs. Torch-free (predict and serve must not import torch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from mnist_pipeline.core.contract import INPUT_NAME, PROBABILITIES
+from mnist_pipeline.core.errors import PipelineError
+
+PROVIDERS = ["CPUExecutionProvider"]
+
+
+def open_session(
+    model: bytes | Path,
+    *,
+    where: str | None = None,
+    threads: int | None = None,
+    outputs: tuple[str, ...] = (PROBABILITIES,),
+) -> ort.InferenceSession:
+    """An onnxruntime CPU session for a model file or its bytes, refused (PipelineError naming
+    `where`) unless it loads and has the contract's input and the named `outputs`.
+    `threads` sets intra-op threads (1 where requests already run in parallel threads)."""
+    label = where or (str(model) if isinstance(model, Path) else "the ONNX model")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    source = str(model) if isinstance(model, Path) else model
+    try:
+        session = ort.InferenceSession(source, options, providers=PROVIDERS)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise PipelineError(f"onnxruntime cannot load {label}: {exc}") from None
+    check_interface(session, label, outputs)
+    return session
+
+
+def check_interface(
+    session: ort.InferenceSession, where: str, outputs: tuple[str, ...] = (PROBABILITIES,)
+) -> None:
+    """PipelineError unless the graph has the contract's input and the named outputs."""
+    inputs = [i.name for i in session.get_inputs()]
+    found = [o.name for o in session.get_outputs()]
+    if inputs != [INPUT_NAME] or not set(outputs) <= set(found):
+        raise PipelineError(
+            f"{where} is not an mnist-pipeline model: inputs {inputs}, outputs {found} "
+            f"(expected input {INPUT_NAME!r} and output {' and '.join(map(repr, outputs))})"
+        )
+
+
+def model_input(images: np.ndarray) -> np.ndarray:
+    """uint8 [N, 28, 28] digits (IDX pixels, 0-255) -> the model's float32 [N, 1, 28, 28] input
+    in [0, 1] (the graph normalises)."""
+    return (images.astype(np.float32) / np.float32(255))[:, None, :, :]

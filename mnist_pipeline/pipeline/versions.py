@@ -1,0 +1,39 @@
+"""How the pipeline keeps its models in the registry: which registry params.yaml configures,
+and the names of the files a version holds (torch-free)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import RegistryParams
+from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry.signing import Signing
+
+ONNX_FILE = "model.onnx"
+STATE_DICT_FILE = "model.pt"
+TRAIN_RECORD_FILE = "model.json"
+METRICS_FILE = "metrics.json"
+PARITY_FILE = "parity.json"
+HISTORY_FILE = "train_history.csv"
+PLOTS_DIR = "plots"
+IDENTITY = (STATE_DICT_FILE, ONNX_FILE)  # the same weights and graph: the same model
+
+
+def open_registry(params: RegistryParams, layout: Layout) -> Registry:
+    """The registry params.yaml configures (a relative `root` is under the project folder,
+    layout.project, so every run folder shares one registry), with its signing keys."""
+    signing = Signing.load(
+        layout.in_project(params.signing_key) if params.signing_key else None,
+        [layout.in_project(path) for path in params.trusted_keys],
+        params.require_signature,
+    )
+    return Registry(layout.registry_root(params.root), params.model_name, signing)
+
+
+def load_state_dict(registry: Registry, ref: str | int) -> dict[str, Any]:
+    """A version's verified PyTorch state_dict (imports torch; weights_only loading)."""
+    import torch
+
+    return torch.load(io.BytesIO(registry.read_file(ref, STATE_DICT_FILE)), weights_only=True)

@@ -1,0 +1,225 @@
+"""Writing a registry: register a version, move an alias, collect garbage. No rename anywhere.
+
+Registering stores each file once under its SHA-256 (create-if-absent), then commits version N
+by creating its card (sealed, and signed when a key is configured): of two writers racing
+for N, one creates it and the other takes N+1. A crash before the card leaves only unreferenced
+blobs (`models verify` lists them, `models gc` removes them); after it, the version is complete
+and its alias decision is replayed by the next reader. The alias document is then replaced by
+compare-and-swap, retried on conflict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.registry import aliases as alias_doc
+from mnist_pipeline.registry import keys
+from mnist_pipeline.registry.aliases import PRODUCTION, AliasState
+from mnist_pipeline.registry.api import Registry, inputs_of
+from mnist_pipeline.registry.card import CARD_SCHEMA, REGISTRY_FIELDS, SIGNATURE_KEY, seal
+from mnist_pipeline.registry.registration import ChampionMoved, Registration, Submission
+
+SWAP_ATTEMPTS = 100
+T = TypeVar("T")
+
+
+def utc_now() -> str:
+    """Current UTC time, ISO 8601 with seconds."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def register(
+    registry: Registry, submission: Submission, *, skip_same_inputs: bool = False
+) -> Registration:
+    """Store `submission` as the next version of `registry`'s model with its decided alias.
+
+    Nothing is stored when a version already has the same `identity` files, or (with
+    `skip_same_inputs`) the same fingerprint: decided while holding the storage's writers' lock
+    where it has one, so runs that finish together cannot both register the same model.
+    ChampionMoved when production is no longer the version the decision was reached against
+    (nothing is committed; decide again). Without a lock, a version whose champion moved after
+    this check is kept as staging when its decision is applied (api._applicable).
+    """
+    keys.check_alias(submission.decision.alias)
+    clash = set(submission.description) & {*REGISTRY_FIELDS, "decision", SIGNATURE_KEY}
+    if clash:
+        raise RegistryError(f"a submission may not set the registry's own card fields: {clash}")
+    contents = {keys.check_relpath(rel): bytes(data) for rel, data in submission.files.items()}
+    hashes = {rel: hashlib.sha256(data).hexdigest() for rel, data in contents.items()}
+    missing = [rel for rel in submission.identity if rel not in hashes]
+    if missing:
+        raise RegistryError(f"identity names files the submission lacks: {missing}")
+    name = registry.name
+    with registry.storage.exclusive(f"{name}/register"):
+        same = submission.fingerprint if skip_same_inputs else None
+        kept = _already_held(registry, hashes, submission.identity, same)
+        if kept is not None:
+            return _existing(registry, *kept)
+        production = registry.state().aliases.get(PRODUCTION)
+        if production != submission.decision.champion:  # the caller decides again
+            raise ChampionMoved(name, submission.decision.champion, production)
+        for rel, data in contents.items():
+            _store_blob(registry, hashes[rel], data)
+        version = _commit(registry, submission, hashes)
+    return _apply_decision(registry, version, submission)
+
+
+def promote(registry: Registry, version: int | str, alias: str) -> int | None:
+    """Point `alias` at an intact `version`; returns the version it pointed at before."""
+    keys.check_alias(alias)
+
+    def move(state: AliasState) -> int | None:
+        target = registry.version_of(version, state)
+        _require_intact(registry, target)
+        return state.assign(alias, target, "promote", f"promoted v{target} to {alias}")
+
+    return _swap_aliases(registry, move)
+
+
+def rollback(registry: Registry, alias: str = PRODUCTION) -> int:
+    """Move `alias` back to its previous version; returns that version."""
+    keys.check_alias(alias)
+
+    def back(state: AliasState) -> int:
+        _, target = state.rollback(alias)
+        _require_intact(registry, target)
+        return target
+
+    return _swap_aliases(registry, back)
+
+
+def garbage(registry: Registry) -> list[str]:
+    """Blobs no card refers to: left by registrations that did not commit."""
+    name, listing = registry.name, registry.storage.list(f"{registry.name}/")
+    used: set[str] = set()
+    for _, card, _ in registry.catalogue():
+        if card is not None and card.get("schema", 1) >= 2:
+            used |= {keys.blob_key(name, sha) for sha in card["files"].values()}
+    return [key for key in listing if key.startswith(f"{name}/{keys.BLOBS}/") and key not in used]
+
+
+def collect_garbage(registry: Registry) -> list[str]:
+    """Delete `garbage()` while no registration is in progress; returns what was deleted."""
+    with registry.storage.exclusive(f"{registry.name}/register"):
+        found = garbage(registry)
+        for key in found:
+            registry.storage.delete(key)
+    return found
+
+
+# ---- internals
+
+
+def _store_blob(registry: Registry, sha256: str, data: bytes) -> None:
+    key = keys.blob_key(registry.name, sha256)
+    if not registry.storage.create(key, data):
+        held = registry.storage.read(key)
+        if held is None or hashlib.sha256(held).hexdigest() != sha256:
+            raise RegistryError(f"stored blob {key} in {registry.storage.location} is damaged")
+
+
+def _commit(registry: Registry, submission: Submission, hashes: dict[str, str]) -> int:
+    """Create the next version's card (retrying with N+1 when another writer took N)."""
+    name = registry.name
+    version = max([*registry.version_numbers(), registry.state().last_version], default=0) + 1
+    while True:
+        card = seal(
+            {
+                "schema": CARD_SCHEMA,
+                "name": name,
+                "version": version,
+                "created": utc_now(),
+                **submission.description,
+                "decision": submission.decision.to_dict(),
+                "inputs": submission.fingerprint,
+                "files": dict(sorted(hashes.items())),
+            }
+        )
+        signature = registry.signing.sign(card)
+        if signature is not None:
+            card[SIGNATURE_KEY] = signature
+        body = (json.dumps(card, indent=2) + "\n").encode("utf-8")
+        if registry.storage.create(keys.card_key(name, version), body):
+            return version
+        version += 1
+
+
+def _apply_decision(registry: Registry, version: int, submission: Submission) -> Registration:
+    """Record the committed version's alias (replaying its decision) in the alias document."""
+    warning = None
+    try:
+        state = _swap_aliases(registry, lambda state: state)
+    except OSError as exc:  # committed: say so, do not report a failure
+        state = registry.state()
+        warning = (
+            f"{keys.ALIASES_FILE} could not be updated ({exc.strerror or exc}); v{version}'s "
+            "decision is in its card, applies from now on, and is written by the next change"
+        )
+    event = next((e for e in reversed(state.events) if e.get("version") == version), None)
+    alias = str(event["alias"]) if event else submission.decision.alias
+    reason = str(event["reason"]) if event else submission.decision.reason
+    return Registration(
+        name=registry.name,
+        version=version,
+        alias=alias,
+        reason=reason,
+        aliases=tuple(state.aliases_of(version)),
+        champion=submission.decision.champion,
+        warning=warning,
+    )
+
+
+def _swap_aliases(registry: Registry, change: Callable[[AliasState], T]) -> T:
+    """Apply `change` to the current alias state (decisions replayed) and store it by
+    compare-and-swap, re-reading and re-applying on conflict."""
+    key = keys.aliases_key(registry.name)
+    for _ in range(SWAP_ATTEMPTS):
+        found = registry.storage.read_document(key)
+        revision = None if found is None else found[1]
+        state = alias_doc.parse(found and found[0], registry._aliases_where())
+        state = registry._replayed(state)
+        result = change(state)
+        if registry.storage.swap(key, alias_doc.dump(state), revision):
+            return result
+    raise RegistryError(
+        f"{registry.location}: the alias document kept changing under {SWAP_ATTEMPTS} attempts"
+    )
+
+
+def _already_held(
+    registry: Registry, hashes: dict[str, str], identity: tuple[str, ...], fingerprint: str | None
+) -> tuple[int, str] | None:
+    """(version, why) of an intact-card version with the same identity files, or the same
+    fingerprint (when given); None if there is none."""
+    for version, card, _ in reversed(registry.catalogue()):
+        if card is None:
+            continue
+        if identity and all(card["files"].get(rel) == hashes[rel] for rel in identity):
+            return version, f"v{version} has the same {' and '.join(identity)}"
+        if fingerprint and inputs_of(card) == fingerprint:
+            return version, f"v{version} has the same inputs (registered meanwhile)"
+    return None
+
+
+def _existing(registry: Registry, version: int, why: str) -> Registration:
+    state = registry.state()
+    return Registration(
+        name=registry.name,
+        version=version,
+        alias=", ".join(state.aliases_of(version)) or "no alias",
+        reason=why,
+        aliases=tuple(state.aliases_of(version)),
+        champion=state.aliases.get(PRODUCTION),
+        registered=False,
+    )
+
+
+def _require_intact(registry: Registry, version: int) -> None:
+    problems = registry._problems(version, registry._card(version))
+    if problems:
+        raise RegistryError(f"{registry.name} v{version} is damaged: " + "; ".join(problems))

@@ -1,0 +1,84 @@
+"""Names in a registry: model and alias names, version references, and the storage keys.
+
+    <name>/blobs/sha256/<hex>   a file's bytes, content-addressed (shared by versions)
+    <name>/v<N>/card.json       version N's sealed card: created once, the commit point
+    <name>/aliases.json         alias map and history, replaced by compare-and-swap
+
+Cards of schema 1 (registered before blobs existed) keep their files in `<name>/v<N>/<file>`
+and their signature in `<name>/v<N>/card.sig`; readers look there for them (`legacy_file`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from mnist_pipeline.core.errors import RegistryError
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+VERSION_DIR_RE = re.compile(r"^v([1-9][0-9]{0,8})$")
+REF_VERSION_RE = re.compile(r"^v?([0-9]+)$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+CARD_FILE = "card.json"
+SIGNATURE_FILE = "card.sig"
+ALIASES_FILE = "aliases.json"
+BLOBS = "blobs/sha256"
+
+
+def check_name(value: str, what: str) -> str:
+    """Return `value` if it is a safe model or alias name, else raise RegistryError."""
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value) or ".." in value:
+        raise RegistryError(
+            f"invalid {what} {value!r}: use 1-64 lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (no path separators, no '..')"
+        )
+    return value
+
+
+def check_alias(value: str) -> str:
+    """Like check_name; an alias also may not look like a version reference ("3", "v3")."""
+    check_name(value, "alias")
+    if REF_VERSION_RE.fullmatch(value):
+        raise RegistryError(f"invalid alias {value!r}: it would read as a version number")
+    return value
+
+
+def check_relpath(relpath: str) -> str:
+    """A file's name inside a version ("model.onnx", "plots/x.png"): relative, no '..'."""
+    parts = relpath.split("/")
+    if not relpath or relpath.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise RegistryError(f"invalid file name {relpath!r} in a version")
+    if relpath in (CARD_FILE, SIGNATURE_FILE):
+        raise RegistryError(f"{relpath!r} is the registry's own file name")
+    return relpath
+
+
+def version_prefix(name: str, version: int) -> str:
+    return f"{name}/v{version}/"
+
+
+def card_key(name: str, version: int) -> str:
+    return f"{name}/v{version}/{CARD_FILE}"
+
+
+def legacy_file(name: str, version: int, relpath: str) -> str:
+    return f"{name}/v{version}/{relpath}"
+
+
+def blob_key(name: str, sha256: str) -> str:
+    if not SHA256_RE.fullmatch(sha256):
+        raise RegistryError(f"not a SHA-256 digest: {sha256!r}")
+    return f"{name}/{BLOBS}/{sha256}"
+
+
+def aliases_key(name: str) -> str:
+    return f"{name}/{ALIASES_FILE}"
+
+
+def committed_versions(name: str, keys: list[str]) -> list[int]:
+    """Version numbers whose card exists among `keys` (a listing of `name/`), ascending."""
+    found = []
+    for key in keys:
+        parts = key.removeprefix(f"{name}/").split("/")
+        if len(parts) == 2 and parts[1] == CARD_FILE and (m := VERSION_DIR_RE.fullmatch(parts[0])):
+            found.append(int(m.group(1)))
+    return sorted(found)

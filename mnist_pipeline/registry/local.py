@@ -1,0 +1,120 @@
+"""The registry's storage in a local folder (storage.py's first backend).
+
+create-if-absent: the bytes go to a temp file beside the target, are fsynced and made
+read-only, then hard-linked to the key's name, which fails if the name exists (atomic on POSIX
+filesystems), and the folder is fsynced. compare-and-swap: under a per-document flock, the
+current bytes' SHA-256 is compared with the expected revision before an atomic replace.
+Temp and lock files start with '.', which no key does, so listings never show them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from mnist_pipeline.core.atomic import write_bytes
+from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.registry.storage import Storage, check_key
+
+LOCK_TIMEOUT_S = 120.0
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalFolder(Storage):
+    """Objects as files under `root`; a key is a relative path."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.location = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def read(self, key: str) -> bytes | None:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except IsADirectoryError:
+            raise RegistryError(f"{path} is a folder, expected a file") from None
+
+    def read_document(self, key: str) -> tuple[bytes, str] | None:
+        data = self.read(key)
+        return None if data is None else (data, hashlib.sha256(data).hexdigest())
+
+    def create(self, key: str, data: bytes) -> bool:
+        target = self._path(key)
+        if target.exists():
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "xb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o444)
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
+        return True
+
+    def swap(self, key: str, data: bytes, revision: str | None) -> bool:
+        target = self._path(key)
+        with self.exclusive(f"{key}.swap"):
+            current = self.read_document(key)
+            if (None if current is None else current[1]) != revision:
+                return False
+            write_bytes(target, data)
+            _fsync_dir(target.parent)
+        return True
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.root / prefix if prefix else self.root
+        if not base.is_dir():
+            return []
+        keys = []
+        for folder, dirs, files in os.walk(base):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            rel = Path(folder).relative_to(self.root)
+            keys += [(rel / f).as_posix() for f in files if not f.startswith(".")]
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    @contextmanager
+    def exclusive(self, key: str) -> Iterator[None]:
+        path = self._path(key)
+        path = path.with_name(f".{path.name}.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(path, timeout=LOCK_TIMEOUT_S)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise RegistryError(
+                f"registry {self.location} is busy: lock {path} held for over "
+                f"{LOCK_TIMEOUT_S:.0f} s by another process"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()

@@ -1,0 +1,78 @@
+"""Where a registry's bytes live: one small interface, a backend per URL scheme.
+
+A backend stores immutable objects under keys ("mnist-cnn/v3/card.json") and offers only what
+an object store can honour: read, create-if-absent, compare-and-swap of a small document,
+list, and delete (for garbage). There is no rename: a registry commits a version by creating
+its card once, and moves aliases by compare-and-swap (api.py). `exclusive` serialises writers
+where the backend can (a local folder: flock); commits never rely on it, only the check that
+stops two identical models from becoming two versions does.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from pathlib import Path
+from urllib.parse import urlparse
+
+from mnist_pipeline.core.errors import RegistryError
+
+
+class Storage(ABC):
+    """Objects by key; keys are '/'-separated, relative, without '..' or dot-names."""
+
+    location: str  # for messages: the folder or URL
+
+    @abstractmethod
+    def read(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is none."""
+
+    @abstractmethod
+    def read_document(self, key: str) -> tuple[bytes, str] | None:
+        """(bytes, revision) of a small document, or None; the revision is what `swap`
+        compares against."""
+
+    @abstractmethod
+    def create(self, key: str, data: bytes) -> bool:
+        """Store `data` under `key` only if nothing is there; False when something was."""
+
+    @abstractmethod
+    def swap(self, key: str, data: bytes, revision: str | None) -> bool:
+        """Replace the document at `key` with `data` only if its revision is still `revision`
+        (None: only if absent); False when another writer changed it first."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Every key under `prefix` (a folder-like "name/"), sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove an object (garbage only: never a committed version's)."""
+
+    @abstractmethod
+    def exclusive(self, key: str) -> AbstractContextManager[None]:
+        """Hold a writers' lock named `key` where the backend has one (else a no-op)."""
+
+
+def check_key(key: str) -> str:
+    """RegistryError unless `key` is a relative '/'-path of plain names."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") or p[0] == "." for p in parts):
+        raise RegistryError(f"invalid storage key {key!r}")
+    return key
+
+
+def open_storage(location: str | Path) -> Storage:
+    """The backend for `location`: a folder path or file:// URL (other schemes are refused
+    with the list of those supported)."""
+    from mnist_pipeline.registry.local import LocalFolder
+
+    if isinstance(location, Path):
+        return LocalFolder(location)
+    parsed = urlparse(location)
+    if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # "C:\..." on Windows
+        return LocalFolder(Path(parsed.path if parsed.scheme == "file" else location))
+    raise RegistryError(
+        f"registry location {location!r}: unsupported scheme {parsed.scheme!r} "
+        "(supported: a folder path or file:// URL)"
+    )

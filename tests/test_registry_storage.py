@@ -1,0 +1,93 @@
+"""The registry's storage interface on a local folder, and the registry's boundary: it imports
+nothing of the pipeline, and nothing outside it reaches into its store."""
+
+from __future__ import annotations
+
+import ast
+import threading
+from pathlib import Path
+
+import pytest
+
+from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.imports import PACKAGE_DIR, import_closure
+from mnist_pipeline.registry.local import LocalFolder
+from mnist_pipeline.registry.storage import open_storage
+
+ALLOWED = {"mnist_pipeline/__init__.py", "mnist_pipeline/core/__init__.py"}
+ALLOWED |= {"mnist_pipeline/core/errors.py", "mnist_pipeline/core/atomic.py"}
+# What code outside the registry may import of it: its API, not its storage.
+PUBLIC = {"mnist_pipeline.registry", "mnist_pipeline.registry.registration"}
+PUBLIC |= {"mnist_pipeline.registry.aliases", "mnist_pipeline.registry.signing"}
+
+
+def test_create_is_create_if_absent(tmp_path: Path) -> None:
+    store = LocalFolder(tmp_path)
+    assert store.create("m/blobs/a", b"one") is True
+    assert store.create("m/blobs/a", b"two") is False
+    assert store.read("m/blobs/a") == b"one" and store.read("m/blobs/b") is None
+    assert store.list("m/") == ["m/blobs/a"]  # no temp or lock files listed
+
+
+def test_racing_creates_have_one_winner(tmp_path: Path) -> None:
+    store, go, won = LocalFolder(tmp_path), threading.Barrier(16), []
+
+    def racer(i: int) -> None:
+        go.wait()
+        if store.create("m/v1/card.json", str(i).encode()):
+            won.append(i)
+
+    threads = [threading.Thread(target=racer, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 1 and store.read("m/v1/card.json") == str(won[0]).encode()
+
+
+def test_swap_is_compare_and_swap(tmp_path: Path) -> None:
+    store = LocalFolder(tmp_path)
+    assert store.swap("m/aliases.json", b"a", "not-absent") is False
+    assert store.swap("m/aliases.json", b"a", None) is True
+    assert store.swap("m/aliases.json", b"b", None) is False  # it exists now
+    data, revision = store.read_document("m/aliases.json")
+    assert data == b"a" and store.swap("m/aliases.json", b"b", revision) is True
+    assert store.swap("m/aliases.json", b"c", revision) is False  # stale revision
+    assert store.read("m/aliases.json") == b"b"
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a/.hidden", "a//b"])
+def test_bad_keys_are_refused(tmp_path: Path, key: str) -> None:
+    with pytest.raises(RegistryError, match="invalid storage key"):
+        LocalFolder(tmp_path).read(key)
+
+
+def test_the_backend_is_chosen_by_scheme(tmp_path: Path) -> None:
+    assert isinstance(open_storage(str(tmp_path)), LocalFolder)
+    assert open_storage(f"file://{tmp_path}").location == str(tmp_path)
+    with pytest.raises(RegistryError, match="unsupported scheme 'gs'"):
+        open_storage("gs://bucket/models")
+
+
+def test_the_registry_imports_nothing_of_the_pipeline() -> None:
+    for module in sorted((PACKAGE_DIR / "registry").glob("*.py")):
+        name = f"mnist_pipeline.registry.{module.stem}".removesuffix(".__init__")
+        outside = [f for f in import_closure(name) if not f.startswith("mnist_pipeline/registry/")]
+        assert set(outside) <= ALLOWED, (name, sorted(set(outside) - ALLOWED))
+
+
+def test_nothing_outside_the_registry_reaches_into_its_store() -> None:
+    """Callers use the Registry API (bytes, verified copies): they import neither its
+    storage nor its key layout, and build no path inside it."""
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        rel = path.relative_to(PACKAGE_DIR).as_posix()
+        if rel.startswith("registry/"):
+            continue
+        source = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "mnist_pipeline.registry"
+            ):
+                assert node.module in PUBLIC, (rel, node.module)
+        for inside in ("blobs/sha256", "card.json", "aliases.json"):
+            assert inside not in source, (rel, inside)
