@@ -113,7 +113,8 @@ def report_markdown(
         f"| ONNX SHA-256 | `{card['files']['model.onnx']}` |",
         f"| dataset SHA-256 | `{card['data']['dataset_sha256']}` |",
         f"| code | git `{code.get('git_commit', 'unknown')}`{dirty} |",
-        f"| files | `{registration.path}` (model, reports, plots) |",
+        f"| files | {len(card['files'])} in {card['name']} v{card['version']} (model, reports, "
+        f"plots: `mnist-pipeline models show {card['version']} --json`) |",
         "",
         _embedded_png(layout.plots, CURVES_PNG),
         "",
