@@ -130,7 +130,7 @@ def test_params_exist_in_params_yaml_and_the_model() -> None:
 def test_plot_definitions_use_real_columns() -> None:
     import torch
 
-    from mnist_pipeline.evaluation.evaluate import predictions_csv
+    from mnist_pipeline.evaluation.report import predictions_csv
     from mnist_pipeline.training.train import HISTORY_COLUMNS
 
     header = predictions_csv(torch.tensor([1]), torch.tensor([1]), torch.tensor([0.5]))

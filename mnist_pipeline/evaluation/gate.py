@@ -22,6 +22,22 @@ def accuracy_passes(accuracy: float, min_accuracy: float) -> bool:
     return accuracy >= min_accuracy
 
 
+def enforce_evaluation(report: dict[str, Any]) -> None:
+    """GateError (after the report was written) when evaluate's verdict is a failure: test
+    accuracy below `evaluate.min_accuracy`, or the extra holdout's below its gate."""
+    accuracy, minimum = report["accuracy"], report["min_accuracy"]
+    if not accuracy_passes(accuracy, minimum):
+        raise GateError(
+            f"accuracy {accuracy:.4f} is below the gate evaluate.min_accuracy={minimum}"
+        )
+    held = report["extra"]
+    if not held["passed"]:
+        raise GateError(
+            f"extra holdout accuracy {held['accuracy']:.4f} ({held['correct']}/{held['total']}) "
+            f"is below the gate evaluate.min_extra_accuracy={held['min_extra_accuracy']}"
+        )
+
+
 def parity_passes(
     max_abs_diff_logits: float,
     max_abs_diff_probabilities: float,
