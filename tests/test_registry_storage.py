@@ -4,6 +4,8 @@ nothing of the pipeline, and nothing outside it reaches into its store."""
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import threading
 from pathlib import Path
 
@@ -11,8 +13,13 @@ import pytest
 
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.core.imports import PACKAGE_DIR, import_closure
+from mnist_pipeline.pipeline.register import register_candidate
+from mnist_pipeline.registry import Decision, Registry, Submission
+from mnist_pipeline.registry.card import seal
 from mnist_pipeline.registry.local import LocalFolder
+from mnist_pipeline.registry.registration import ChampionMoved
 from mnist_pipeline.registry.storage import open_storage
+from tests.registry_helpers import PARAMS, model_dir, stored, writable
 
 ALLOWED = {"mnist_pipeline/__init__.py", "mnist_pipeline/core/__init__.py"}
 ALLOWED |= {"mnist_pipeline/core/errors.py", "mnist_pipeline/core/atomic.py"}
@@ -91,3 +98,58 @@ def test_nothing_outside_the_registry_reaches_into_its_store() -> None:
                 assert node.module in PUBLIC, (rel, node.module)
         for inside in ("blobs/sha256", "card.json", "aliases.json"):
             assert inside not in source, (rel, inside)
+
+
+def test_gc_keeps_the_files_of_a_card_it_cannot_trust(registry: Registry, make) -> None:
+    """A card whose seal fails is damage to report, not garbage: its files stay."""
+    register_candidate(registry, make(1), PARAMS, 0.0)
+    register_candidate(registry, make(2), PARAMS, 0.0)
+    card_path = stored(registry, 2, "card.json")
+    card = json.loads(card_path.read_text())
+    writable(card_path).write_text(json.dumps({**card, "created": "edited"}))  # seal broken
+    assert registry.garbage() == [] and registry.collect_garbage() == []
+    assert stored(registry, 2, "model.onnx").is_file()
+    writable(card_path).write_text("{not json")
+    with pytest.raises(RegistryError, match="v2: card.json is unreadable"):
+        registry.collect_garbage()
+    assert stored(registry, 1, "model.onnx").is_file()
+
+
+def test_versions_registered_before_blobs_are_still_read(registry: Registry, make) -> None:
+    """Schema 1: files (and card.sig) inside v<N>/; read, verified and followed by schema 2."""
+    onnx = make(1).onnx.read_bytes()
+    folder = model_dir(registry) / "v1"
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(onnx)
+    legacy = {
+        "schema": 1,
+        "name": registry.name,
+        "version": 1,
+        "created": "2026-11-01T00:00:00+00:00",
+        "decision": {"alias": "production", "reason": "first version", "champion": None},
+        "metrics": {"accuracy": 0.9},
+        "fingerprint": {"sha256": "f" * 64},
+        "files": {"model.onnx": hashlib.sha256(onnx).hexdigest()},
+    }
+    (folder / "card.json").write_text(json.dumps(seal(legacy)))
+    assert registry.read_file("production", "model.onnx") == onnx
+    assert registry.version_with_fingerprint("f" * 64) == 1 and registry.verify() == []
+    done = register_candidate(registry, make(2, accuracy=0.995), PARAMS, 0.0)
+    assert (done.version, done.alias) == (2, "production")
+    assert registry.card("2")["schema"] == 2 and registry.verify() == []
+    (folder / "model.onnx").write_bytes(onnx + b"\0")
+    with pytest.raises(RegistryError, match="v1: model.onnx was modified"):
+        registry.read_file("1", "model.onnx")
+
+
+def test_a_decision_against_a_moved_champion_is_taken_again(registry: Registry, make) -> None:
+    """The registry refuses a decision reached against another production (nothing stored);
+    the pipeline then compares with the new champion."""
+    candidate = make(1, accuracy=0.95)
+    stale = Submission({"model.onnx": candidate.onnx.read_bytes()}, {}, Decision("production", "x"))
+    register_candidate(registry, make(2, accuracy=0.96), PARAMS, 0.0)  # production is v1 now
+    with pytest.raises(ChampionMoved, match="production moved from none to v1"):
+        registry.register(stale)
+    assert registry.version_numbers() == [1]
+    done = register_candidate(registry, candidate, PARAMS, 0.0)  # decided against v1: worse
+    assert (done.version, done.alias, done.champion) == (2, "staging", 1)

@@ -94,12 +94,21 @@ def rollback(registry: Registry, alias: str = PRODUCTION) -> int:
 
 
 def garbage(registry: Registry) -> list[str]:
-    """Blobs no card refers to: left by registrations that did not commit."""
+    """Blobs no card refers to: left by registrations that did not commit. Every card counts,
+    also one whose seal or signature fails (its files are evidence, not garbage); a card that
+    is not even readable JSON stops the search (RegistryError), since what it needs is unknown."""
     name, listing = registry.name, registry.storage.list(f"{registry.name}/")
     used: set[str] = set()
-    for _, card, _ in registry.catalogue():
-        if card is not None and card.get("schema", 1) >= 2:
-            used |= {keys.blob_key(name, sha) for sha in card["files"].values()}
+    for version in keys.committed_versions(name, listing):
+        data = registry.storage.read(keys.card_key(name, version)) or b""
+        try:
+            files = json.loads(data.decode("utf-8"))["files"]
+            used |= {keys.blob_key(name, str(sha)) for sha in files.values()}
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+            raise RegistryError(
+                f"{name} v{version}: card.json is unreadable, so which stored files it needs "
+                "is unknown; restore or remove it before collecting garbage"
+            ) from None
     return [key for key in listing if key.startswith(f"{name}/{keys.BLOBS}/") and key not in used]
 
 
