@@ -21,6 +21,7 @@ from prefect.runtime import flow_run
 
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
+from mnist_pipeline.core.reports import Metrics, Parity, read_report
 
 REPORT_KEY = "mnist-retrain-report"
 PER_CLASS_KEY = "mnist-per-class-metrics"
@@ -160,20 +161,19 @@ def publish_rejected(params: Params, layout: Layout, stage: str, message: str) -
     """The report of a candidate the gate or parity rejected: when an operator needs it most."""
     lines = [f"# MNIST retraining: rejected at {stage}", "", f"> {message}", ""]
     if layout.metrics.is_file():
-        metrics = json.loads(layout.metrics.read_text())
+        metrics = read_report(Metrics, layout.metrics, "evaluate")
         lines += [
             "| item | value |",
             "|---|---|",
-            f"| test accuracy | {metrics['correct']}/{metrics['total']} "
-            f"({metrics['accuracy']:.2%}) |",
-            f"| gate | {'passed' if metrics['passed'] else 'missed'}: evaluate.min_accuracy "
+            f"| test accuracy | {metrics.correct}/{metrics.total} ({metrics.accuracy:.2%}) |",
+            f"| gate | {'passed' if metrics.passed else 'missed'}: evaluate.min_accuracy "
             f"{params.evaluate.min_accuracy:.2%} |",
         ]
     if stage == "parity" and layout.parity_report.is_file():
-        parity = json.loads(layout.parity_report.read_text())
+        parity = read_report(Parity, layout.parity_report, "parity")
         lines.append(
-            f"| ONNX parity | failed: max abs diff {parity['max_abs_diff_logits']} (logits), "
-            f"{parity['argmax_mismatches']} argmax mismatches, parity.atol {parity['atol']} |"
+            f"| ONNX parity | failed: max abs diff {parity.max_abs_diff_logits} (logits), "
+            f"{parity.argmax_mismatches} argmax mismatches, parity.atol {parity.atol} |"
         )
     lines += ["", "Nothing was registered.", "", _embedded_png(layout.plots, MISTAKES_PNG)]
     create_markdown_artifact(

@@ -55,6 +55,57 @@ def make_onnx(path: Path, seed: int) -> None:
     onnx.save(model, str(path))
 
 
+def metrics_report(accuracy: float = 0.99, **overrides) -> dict:
+    """A complete metrics.json as evaluate writes it (fields as reports.Metrics declares)."""
+    per_class = {
+        str(d): {"precision": 0.9, "recall": 0.9, "f1": 0.9, "support": 10} for d in range(10)
+    }
+    return {
+        "accuracy": accuracy,
+        "loss": 0.05,
+        "correct": round(accuracy * 100),
+        "total": 100,
+        "min_accuracy": 0.5,
+        "passed": True,
+        "per_class": per_class,
+        "confusion_matrix": [[0] * 10 for _ in range(10)],
+        "extra": {
+            "total": 0,
+            "holdout_sha256": "e" * 64,
+            "extra_sha256": "none",
+            "min_extra_accuracy": None,
+            "accuracy": None,
+            "correct": 0,
+            "passed": True,
+        },
+        "calibration": {"ece": 0.01, "bins": 15, "table": []},
+        "robustness": None,
+        "dataset_sha256": "d" * 64,
+        "state_dict_sha256": "a" * 64,
+        "arch": "classic",
+    } | overrides
+
+
+def parity_report(**overrides) -> dict:
+    """A complete parity.json as parity writes it (fields as reports.Parity declares)."""
+    return {
+        "passed": True,
+        "max_abs_diff_logits": 1e-6,
+        "max_abs_diff_probabilities": 1e-7,
+        "max_rel_diff_logits": 1e-6,
+        "argmax_mismatches": 0,
+        "images": 100,
+        "batch_sizes": [1, 7],
+        "atol": 1e-4,
+        "onnx_sha256": "b" * 64,
+        "state_dict_sha256": "a" * 64,
+        "onnx_path": "models/model.onnx",
+        "per_batch_size": {},
+        "reference_evaluator": {},
+        "versions": {"onnxruntime": "x"},
+    } | overrides
+
+
 def write_reports(
     folder: Path,
     accuracy: float = 0.99,
@@ -63,35 +114,16 @@ def write_reports(
     parity_sha: str | None = None,
     atol: float = 1e-4,
 ) -> None:
-    """metrics.json and parity.json with the keys evaluate and parity write."""
-    per_class = {
-        str(d): {"precision": 0.9, "recall": 0.9, "f1": 0.9, "support": 10} for d in range(10)
-    }
-    metrics = {
-        "accuracy": accuracy,
-        "loss": 0.05,
-        "correct": round(accuracy * 100),
-        "total": 100,
-        "min_accuracy": 0.5,
-        "passed": passed,
-        "per_class": per_class,
-        "confusion_matrix": [[0] * 10 for _ in range(10)],
-        "dataset_sha256": "d" * 64,
-        "state_dict_sha256": file_sha256(folder / "model.pt"),
-    }
-    parity = {
-        "passed": parity_passed,
-        "max_abs_diff_logits": 1e-6,
-        "max_abs_diff_probabilities": 1e-7,
-        "max_rel_diff_logits": 1e-6,
-        "argmax_mismatches": 0,
-        "images": 100,
-        "batch_sizes": [1, 7],
-        "atol": atol,
-        "onnx_sha256": parity_sha or file_sha256(folder / "model.onnx"),
-        "state_dict_sha256": file_sha256(folder / "model.pt"),
-        "versions": {"onnxruntime": "x"},
-    }
+    """metrics.json and parity.json for the candidate in `folder`, as evaluate and parity
+    write them."""
+    weights = file_sha256(folder / "model.pt")
+    metrics = metrics_report(accuracy, passed=passed, state_dict_sha256=weights)
+    parity = parity_report(
+        passed=parity_passed,
+        atol=atol,
+        onnx_sha256=parity_sha or file_sha256(folder / "model.onnx"),
+        state_dict_sha256=weights,
+    )
     (folder / "metrics.json").write_text(json.dumps(metrics))
     (folder / "parity.json").write_text(json.dumps(parity))
 

@@ -10,9 +10,11 @@ import pytest
 
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.reports import Metrics
 from mnist_pipeline.data import idx
 from mnist_pipeline.inbox import extra
 from mnist_pipeline.pipeline import promotion
+from tests.registry_helpers import metrics_report
 
 HOLDOUT = 50
 
@@ -38,7 +40,10 @@ class ChampionOnly:
 def decide(name, metrics, margin, champion, read_card, champion_onnx, extra_dir, percent) -> dict:
     """promotion.decide against a champion given by callables; the decision as recorded."""
     registry = ChampionOnly(name, champion, read_card, champion_onnx)
-    return promotion.decide(registry, metrics, margin, extra_dir, percent).to_dict()
+    full = metrics_report(metrics["accuracy"], correct=metrics["correct"], total=metrics["total"])
+    full["extra"] |= metrics["extra"]
+    report = Metrics.model_validate(full)
+    return promotion.decide(registry, report, margin, extra_dir, percent).to_dict()
 
 
 def write_holdout(extra_dir: Path, seed: int) -> extra.Split:

@@ -22,6 +22,7 @@ from mnist_pipeline.export.export import collect_metadata, export, export_onnx
 from mnist_pipeline.model.weights import load_model
 from mnist_pipeline.serving import predict
 from tests.conftest import UNTRAINED_META
+from tests.registry_helpers import metrics_report
 
 MODEL = ModelParams()
 
@@ -148,13 +149,12 @@ def candidate(tmp_path: Path, tiny_data_dir: Path, untrained: Layout) -> Layout:
 
 
 def _metrics(layout: Layout, **fields) -> None:
-    report = {
-        "accuracy": 0.991,
-        "passed": True,
-        "min_accuracy": 0.98,
-        "dataset_sha256": dataset_sha256(layout.data_dir),
-        "state_dict_sha256": file_sha256(layout.state_dict),
-    }
+    report = metrics_report(
+        0.991,
+        min_accuracy=0.98,
+        dataset_sha256=dataset_sha256(layout.data_dir),
+        state_dict_sha256=file_sha256(layout.state_dict),
+    )
     layout.reports.mkdir(exist_ok=True)
     layout.metrics.write_text(json.dumps(report | fields))
 
@@ -196,7 +196,7 @@ def test_stage_refuses_metrics_of_other_weights(candidate: Layout) -> None:
     )
     with pytest.raises(GateError, match=message):
         export(MODEL, ExportParams(), candidate)
-    _metrics(candidate, state_dict_sha256=None)  # a report that does not say
-    with pytest.raises(GateError, match="does not record which one"):
+    _metrics(candidate, state_dict_sha256=None)  # a report that does not say: malformed
+    with pytest.raises(PipelineError, match="metrics.json: field 'state_dict_sha256'"):
         export(MODEL, ExportParams(), candidate)
     assert not candidate.onnx.exists()

@@ -11,6 +11,7 @@ import torch
 from mnist_pipeline.core.errors import GateError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import IngestParams, Params
+from mnist_pipeline.core.reports import Metrics, read_report
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.evaluation import gate
 from mnist_pipeline.evaluation.evaluate import EXTRA_PLOT, evaluate
@@ -86,11 +87,12 @@ def test_evaluation_scores_the_extra_holdout_and_can_gate_on_it(
     assert report["passed"] is False and report["extra"]["passed"] is False
     assert report["accuracy"] >= tiny_params.evaluate.min_accuracy  # MNIST alone would pass
     # Registration re-reads the verdict with the gate configured now: a stricter one refuses.
-    metrics = {"extra": held}
+    metrics = read_report(Metrics, layout.metrics, "evaluate")
     with pytest.raises(GateError, match="extra holdout accuracy"):
         gate.extra_passed(metrics, "metrics.json", held["accuracy"] + 0.01)
     gate.extra_passed(metrics, "metrics.json", held["accuracy"])
-    gate.extra_passed({"extra": {"total": 0}}, "metrics.json", 1.0)  # no holdout: nothing to judge
+    without = metrics.model_copy(update={"extra": metrics.extra.model_copy(update={"total": 0})})
+    gate.extra_passed(without, "metrics.json", 1.0)  # no holdout: nothing to judge
 
 
 def test_without_a_holdout_there_is_no_extra_score_or_stale_plot(

@@ -8,10 +8,20 @@ from pathlib import Path
 import pytest
 
 from mnist_pipeline.core.errors import GateError, PipelineError
+from mnist_pipeline.core.reports import Metrics, Parity, parse_report, read_report
 from mnist_pipeline.evaluation import gate
+from tests.registry_helpers import metrics_report, parity_report
 
-PASSED = {"accuracy": 0.99, "passed": True, "min_accuracy": 0.98}
-PARITY = {"passed": True, "onnx_sha256": "ab" * 32, "atol": 1e-4, "max_abs_diff_logits": 1e-6}
+PASSED = metrics_report(0.99, min_accuracy=0.98)
+PARITY = parity_report(onnx_sha256="ab" * 32)
+
+
+def metrics(**changes) -> Metrics:
+    return Metrics.model_validate(PASSED | changes)
+
+
+def parity(**changes) -> Parity:
+    return Parity.model_validate(PARITY | changes)
 
 
 def test_judging() -> None:
@@ -23,48 +33,53 @@ def test_judging() -> None:
 
 
 def test_evaluation_verdict() -> None:
-    assert gate.evaluation_passed(PASSED, "m.json") == 0.99
-    assert gate.evaluation_passed(PASSED, "m.json", min_accuracy=0.99) == 0.99
+    assert gate.evaluation_passed(metrics(), "m.json") == 0.99
+    assert gate.evaluation_passed(metrics(), "m.json", min_accuracy=0.99) == 0.99
     with pytest.raises(GateError, match="m.json says the model did not pass"):
-        gate.evaluation_passed({**PASSED, "passed": False}, "m.json")
+        gate.evaluation_passed(metrics(passed=False), "m.json")
     with pytest.raises(GateError, match="below evaluate.min_accuracy 0.995"):
-        gate.evaluation_passed(PASSED, "m.json", min_accuracy=0.995)
-    for bad in (None, "0.99", True, float("nan")):
-        with pytest.raises(PipelineError, match="'accuracy' must be a finite number"):
-            gate.evaluation_passed({**PASSED, "accuracy": bad}, "m.json")
+        gate.evaluation_passed(metrics(), "m.json", min_accuracy=0.995)
+    with pytest.raises(PipelineError, match="'accuracy' must be a finite number"):
+        gate.evaluation_passed(metrics(accuracy=float("nan")), "m.json")
+    for bad in (None, "0.99", True):  # not even a report
+        with pytest.raises(PipelineError, match="m.json: field 'accuracy': Input should be"):
+            parse_report(Metrics, PASSED | {"accuracy": bad}, "m.json")
 
 
 def test_parity_verdict() -> None:
-    gate.parity_passed(PARITY, "ab" * 32, "p.json", atol=1e-4)
+    gate.parity_passed(parity(), "ab" * 32, "p.json", atol=1e-4)
     with pytest.raises(GateError, match="parity check failed"):
-        gate.parity_passed({**PARITY, "passed": False}, "ab" * 32, "p.json")
+        gate.parity_passed(parity(passed=False), "ab" * 32, "p.json")
     with pytest.raises(GateError, match="not made from the current model.onnx"):
-        gate.parity_passed(PARITY, "cd" * 32, "p.json")
+        gate.parity_passed(parity(), "cd" * 32, "p.json")
     with pytest.raises(GateError, match="looser than parity.atol 1e-05"):
-        gate.parity_passed(PARITY, "ab" * 32, "p.json", atol=1e-5)
+        gate.parity_passed(parity(), "ab" * 32, "p.json", atol=1e-5)
 
 
 def test_read_report(tmp_path: Path) -> None:
-    with pytest.raises(
-        PipelineError, match="no evaluate report at .*: run `mnist-pipeline evaluate`"
-    ):
-        gate.read_report(tmp_path / "none.json", "evaluate")
+    with pytest.raises(PipelineError, match="no report at .*: run `mnist-pipeline evaluate`"):
+        read_report(Metrics, tmp_path / "none.json", "evaluate")
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(PipelineError, match="cannot read the parity report"):
-        gate.read_report(tmp_path / "bad.json", "parity")
+    with pytest.raises(PipelineError, match="bad.json is not readable JSON"):
+        read_report(Parity, tmp_path / "bad.json", "parity")
     (tmp_path / "list.json").write_text("[1]")
-    with pytest.raises(PipelineError, match="expected a JSON object"):
-        gate.read_report(tmp_path / "list.json", "evaluate")
-    (tmp_path / "ok.json").write_text(json.dumps(PASSED))
-    assert gate.read_report(tmp_path / "ok.json", "evaluate") == PASSED
+    with pytest.raises(PipelineError, match=r"list.json: field '\(top level\)'"):
+        read_report(Metrics, tmp_path / "list.json", "evaluate")
+    (tmp_path / "extra.json").write_text(json.dumps(PASSED | {"bogus": 1}))
+    with pytest.raises(PipelineError, match="extra.json: field 'bogus': Extra inputs"):
+        read_report(Metrics, tmp_path / "extra.json", "evaluate")
+    (tmp_path / "short.json").write_text(
+        json.dumps({k: v for k, v in PASSED.items() if k != "arch"})
+    )
+    with pytest.raises(PipelineError, match="short.json: field 'arch': Field required"):
+        read_report(Metrics, tmp_path / "short.json", "evaluate")
+    Metrics.model_validate(PASSED).write(tmp_path / "ok.json")
+    assert read_report(Metrics, tmp_path / "ok.json", "evaluate") == metrics()
+    assert json.loads((tmp_path / "ok.json").read_text()) == PASSED  # the same fields back
 
 
 def test_a_missed_extra_holdout_gate_is_named_as_such() -> None:
-    metrics = {
-        "accuracy": 0.99,
-        "passed": False,
-        "min_accuracy": 0.98,
-        "extra": {"total": 20, "accuracy": 0.5, "passed": False, "min_extra_accuracy": 0.9},
-    }
+    held = PASSED["extra"] | {"total": 20, "accuracy": 0.5, "passed": False}
+    missed = metrics(passed=False, extra=held | {"correct": 10, "min_extra_accuracy": 0.9})
     with pytest.raises(GateError, match=r"did not pass the extra-holdout gate .*accuracy 0.5"):
-        gate.evaluation_passed(metrics, "metrics.json")
+        gate.evaluation_passed(missed, "metrics.json")

@@ -21,6 +21,7 @@ import torch
 from mnist_pipeline.core.atomic import write_json, write_text
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import EvaluateParams, ModelParams
+from mnist_pipeline.core.reports import Metrics
 from mnist_pipeline.data.dataset import load_mnist
 from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.evaluation import metrics, plots, quality, report, scoring
@@ -100,36 +101,38 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
     robustness = quality.robustness_report(
         net, mnist.test_images, test.actual, params.robustness_per_transform, params.batch_size
     )
-    full = {
-        "accuracy": test.accuracy,
-        "loss": test.loss,
-        "correct": test.correct,
-        "total": len(test.actual),
-        "min_accuracy": params.min_accuracy,
-        "passed": accuracy_passes(test.accuracy, params.min_accuracy) and held["passed"],
-        "per_class": metrics.per_class(test.matrix),
-        "confusion_matrix": test.matrix.tolist(),
-        "extra": held,
-        "calibration": calibration,
-        "robustness": robustness,
-        "dataset_sha256": dataset_sha256(layout.data_dir),
-        "state_dict_sha256": weights_sha256,
-        "arch": model.arch,
-    }
+    full = Metrics.model_validate(
+        {
+            "accuracy": test.accuracy,
+            "loss": test.loss,
+            "correct": test.correct,
+            "total": len(test.actual),
+            "min_accuracy": params.min_accuracy,
+            "passed": accuracy_passes(test.accuracy, params.min_accuracy) and held["passed"],
+            "per_class": metrics.per_class(test.matrix),
+            "confusion_matrix": test.matrix.tolist(),
+            "extra": held,
+            "calibration": calibration,
+            "robustness": robustness,
+            "dataset_sha256": dataset_sha256(layout.data_dir),
+            "state_dict_sha256": weights_sha256,
+            "arch": model.arch,
+        }
+    )
     answers = report.predictions_csv(test.actual, test.predicted, test.confidence)
     write_text(layout.predictions, answers)
     write_plots(mnist.test_images, test, layout)
     quality.write_plots(calibration, robustness, layout.plots)
-    write_json(layout.metrics, full)
+    full.write(layout.metrics)
     write_json(layout.scores, report.headline(full))
     print(report.report_text(full), flush=True)
     enforce_evaluation(full)
     return EvalResult(
         accuracy=test.accuracy,
-        loss=full["loss"],
+        loss=full.loss,
         correct=test.correct,
-        total=full["total"],
+        total=full.total,
         min_accuracy=params.min_accuracy,
-        per_class=full["per_class"],
+        per_class=metrics.per_class(test.matrix),
         metrics_path=layout.metrics,
     )

@@ -40,6 +40,7 @@ from mnist_pipeline.core.contract import (
 from mnist_pipeline.core.errors import GateError, PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ExportParams, ModelParams
+from mnist_pipeline.core.reports import Metrics, read_report
 from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.evaluation import gate
 from mnist_pipeline.model.network import fold_batch_norm
@@ -209,14 +210,14 @@ def export(
 
     The evaluation report must also describe the dataset in layout.data_dir (not a stale one).
     """
-    metrics = gate.read_report(layout.metrics, "evaluate")
+    metrics = read_report(Metrics, layout.metrics, "evaluate")
     data_hash = dataset_sha256(layout.data_dir)
     weights_hash = file_sha256(layout.state_dict)
     where = str(layout.metrics)
     try:
         accuracy = gate.evaluation_passed(metrics, where)
-        gate.made_from(metrics, "state_dict_sha256", weights_hash, where, "model.pt", "evaluate")
-        gate.made_from(metrics, "dataset_sha256", data_hash, where, "dataset", "evaluate")
+        gate.made_from(metrics.state_dict_sha256, weights_hash, where, "model.pt", "evaluate")
+        gate.made_from(metrics.dataset_sha256, data_hash, where, "dataset", "evaluate")
     except GateError as exc:
         raise GateError(f"refusing to export: {exc}") from None
     metadata = collect_metadata(accuracy, data_hash, weights_hash, model_version)

@@ -31,6 +31,7 @@ from mnist_pipeline.core.contract import INPUT_NAME, OUTPUT_NAMES
 from mnist_pipeline.core.errors import GateError, PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ModelParams, ParityParams
+from mnist_pipeline.core.reports import Parity
 from mnist_pipeline.data.dataset import load_mnist, normalise
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.evaluation import gate
@@ -129,9 +130,8 @@ def check_parity(
         ) from None
     exported_from = session.get_modelmeta().custom_metadata_map
     if "state_dict_sha256" in exported_from:  # our exports record it; a foreign ONNX may not
-        gate.made_from(
-            exported_from, "state_dict_sha256", weights_sha256, str(onnx_path), "model.pt", "export"
-        )
+        recorded = exported_from["state_dict_sha256"]
+        gate.made_from(recorded, weights_sha256, str(onnx_path), "model.pt", "export")
 
     images = load_mnist(data_dir).test_images
     ref_logits = _torch_outputs(arch, state_dict_path, images)
@@ -186,7 +186,7 @@ def check_parity(
             "mnist_pipeline": mnist_pipeline.__version__,
         },
     }
-    write_json(report_path, report)
+    Parity.model_validate(report).write(report_path)
     if scores_path is not None:  # the headline numbers alone, for `dvc metrics`
         # Short names: `dvc metrics show` puts every metric of every file in one table.
         headline = {"passed": "passed", "max_logit_diff": "max_abs_diff_logits"}

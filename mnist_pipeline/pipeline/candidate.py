@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mnist_pipeline.core.errors import PipelineError, RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
+from mnist_pipeline.core.reports import Metrics, Parity, TrainRecord, parse_json_report
 from mnist_pipeline.evaluation import gate
 from mnist_pipeline.pipeline.versions import (
     HISTORY_FILE,
@@ -100,40 +100,55 @@ def candidate_from_layout(layout: Layout) -> Candidate:
     )
 
 
+@dataclass(frozen=True)
+class RunReports:
+    """A candidate's three reports, typed."""
+
+    metrics: Metrics
+    parity: Parity
+    record: TrainRecord
+
+    @classmethod
+    def parse(cls, contents: dict[str, bytes]) -> RunReports:
+        """From the candidate's file bytes (PipelineError naming the file and field)."""
+        return cls(
+            parse_json_report(Metrics, contents[METRICS_FILE], METRICS_FILE),
+            parse_json_report(Parity, contents[PARITY_FILE], PARITY_FILE),
+            parse_json_report(TrainRecord, contents[TRAIN_RECORD_FILE], TRAIN_RECORD_FILE),
+        )
+
+
 def check_reports(
-    reports: dict[str, Any], hashes: dict[str, str], params: Params
+    reports: RunReports, hashes: dict[str, str], params: Params
 ) -> tuple[float, Params]:
     """The candidate's accuracy and the params its weights were trained with, if the chain holds.
 
-    `reports` maps METRICS_FILE, PARITY_FILE and TRAIN_RECORD_FILE to their parsed JSON and
-    `hashes` every stored file to its SHA-256. Refuses (GateError) a model that failed evaluation
-    or parity, whose verdicts were reached under a laxer gate than params sets now, or any report
-    made from other files than these: metrics and parity for another model.pt, parity for another
-    model.onnx, the training record for another model.pt.
+    `hashes` maps every stored file to its SHA-256. Refuses (GateError) a model that failed
+    evaluation or parity, whose verdicts were reached under a laxer gate than params sets now,
+    or any report made from other files than these: metrics and parity for another model.pt,
+    parity for another model.onnx, the training record for another model.pt.
     """
-    if not all(isinstance(report, dict) for report in reports.values()):
-        raise RegistryError("metrics, parity and training reports must be JSON objects")
-    metrics, parity, record = (reports[f] for f in (METRICS_FILE, PARITY_FILE, TRAIN_RECORD_FILE))
     weights = hashes[STATE_DICT_FILE]
+    metrics, parity = reports.metrics, reports.parity
     try:
         accuracy = gate.evaluation_passed(metrics, METRICS_FILE, params.evaluate.min_accuracy)
         gate.extra_passed(metrics, METRICS_FILE, params.evaluate.min_extra_accuracy)
         gate.parity_passed(parity, hashes[ONNX_FILE], PARITY_FILE, params.parity.atol)
-        for name, report, stage in (
-            (TRAIN_RECORD_FILE, record, "train"),
-            (METRICS_FILE, metrics, "evaluate"),
-            (PARITY_FILE, parity, "parity"),
+        for name, recorded, stage in (
+            (TRAIN_RECORD_FILE, reports.record.state_dict_sha256, "train"),
+            (METRICS_FILE, metrics.state_dict_sha256, "evaluate"),
+            (PARITY_FILE, parity.state_dict_sha256, "parity"),
         ):
-            gate.made_from(report, "state_dict_sha256", weights, name, STATE_DICT_FILE, stage)
+            gate.made_from(recorded, weights, name, STATE_DICT_FILE, stage)
     except PipelineError as exc:
         raise type(exc)(f"refusing to register: {exc}") from None
-    return accuracy, trained_params(record, params)
+    return accuracy, trained_params(reports.record, params)
 
 
-def trained_params(record: dict[str, Any], params: Params) -> Params:
+def trained_params(record: TrainRecord, params: Params) -> Params:
     """`params` with the `model` and `train` sections the weights were trained with."""
+    sections = record.fingerprint.params
     try:
-        sections = record["fingerprint"]["params"]
         return params.model_copy(
             update={
                 "model": type(params.model).model_validate(sections["model"]),

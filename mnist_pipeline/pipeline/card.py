@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_pipeline.core.params import Params
+from mnist_pipeline.core.reports import Fingerprint, Metrics, Parity
 
 LIBRARIES = (
     "mnist-pipeline",
@@ -87,51 +88,50 @@ def lineage(workdir: Path | None) -> dict[str, Any]:
     }
 
 
-def _extra_scores(metrics: dict[str, Any]) -> dict[str, Any] | None:
+def _extra_scores(metrics: Metrics) -> dict[str, Any] | None:
     """The extra holdout's headline scores (None: evaluated without one)."""
-    held = metrics.get("extra")
-    if not isinstance(held, dict) or not held.get("total"):
+    held = metrics.extra
+    if not held.total:
         return None
     keys = ("accuracy", "correct", "total", "holdout_sha256", "min_extra_accuracy")
-    return {key: held.get(key) for key in keys}
+    return held.model_dump(mode="json", include=set(keys))
 
 
 def describe(
     *,
-    metrics: dict[str, Any],
-    parity: dict[str, Any],
+    metrics: Metrics,
+    parity: Parity,
     params: Params,
     origin: dict[str, Any],
-    fingerprint: dict[str, Any] | None = None,
+    fingerprint: Fingerprint | None = None,
 ) -> dict[str, Any]:
     """The pipeline's part of a version's card (docs/registry.md lists the keys)."""
+    scores = metrics.model_dump(mode="json", include={"accuracy", "loss", "correct", "total"})
+    per_class = {digit: s.to_dict() for digit, s in metrics.per_class.items()}
+    checked = (
+        "passed",
+        "max_abs_diff_logits",
+        "max_abs_diff_probabilities",
+        "argmax_mismatches",
+        "images",
+        "atol",
+        "onnx_sha256",
+    )
     return {
-        "metrics": {key: metrics.get(key) for key in ("accuracy", "loss", "correct", "total")}
-        | {"per_class": metrics.get("per_class"), "extra": _extra_scores(metrics)},
+        "metrics": scores | {"per_class": per_class, "extra": _extra_scores(metrics)},
         "gate": {
             "min_accuracy": params.evaluate.min_accuracy,
-            "evaluated_min_accuracy": metrics.get("min_accuracy"),
+            "evaluated_min_accuracy": metrics.min_accuracy,
             "passed": True,
         },
-        "parity": {
-            key: parity.get(key)
-            for key in (
-                "passed",
-                "max_abs_diff_logits",
-                "max_abs_diff_probabilities",
-                "argmax_mismatches",
-                "images",
-                "atol",
-                "onnx_sha256",
-            )
-        },
+        "parity": parity.model_dump(mode="json", include=set(checked)),
         "params": params.to_dict(),
         # Hashed from the files the run read (evaluate's report), never copied from dvc.lock.
         "data": {
-            "dataset_sha256": metrics.get("dataset_sha256"),
-            "extra_sha256": (fingerprint or {}).get("extra_sha256"),
+            "dataset_sha256": metrics.dataset_sha256,
+            "extra_sha256": None if fingerprint is None else fingerprint.extra_sha256,
         },
-        "fingerprint": fingerprint,
+        "fingerprint": None if fingerprint is None else fingerprint.to_dict(),
         "origin": origin.get("origin"),
         "code": origin.get("code"),
         "libraries": origin.get("libraries"),

@@ -18,6 +18,7 @@ from typing import Any
 
 from mnist_pipeline.core.contract import INPUT_NAME, LOGITS
 from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.reports import Metrics
 from mnist_pipeline.export.session import model_input, open_session
 from mnist_pipeline.inbox import extra
 from mnist_pipeline.inbox.extra import NO_EXTRA_SHA256
@@ -55,11 +56,11 @@ def promotion_decision(
     return Decision(alias, reason, version, {"margin": margin})
 
 
-def candidate_holdout(metrics: dict[str, Any], extra_dir: Path | None) -> extra.Split | None:
+def candidate_holdout(metrics: Metrics, extra_dir: Path | None) -> extra.Split | None:
     """The extra holdout the candidate was evaluated on (None: it had none); RegistryError when
     the files at `extra_dir` are no longer the ones its metrics.json describes."""
-    held = metrics.get("extra")
-    if not isinstance(held, dict) or not held.get("total"):
+    held = metrics.extra
+    if not held.total:
         return None
     if extra_dir is None:
         raise RegistryError(
@@ -67,7 +68,7 @@ def candidate_holdout(metrics: dict[str, Any], extra_dir: Path | None) -> extra.
             "(Candidate.extra_dir) to compare production on"
         )
     split = extra.read_split(extra_dir, "holdout")
-    found, recorded = extra.split_sha256(split), held.get("holdout_sha256")
+    found, recorded = extra.split_sha256(split), held.holdout_sha256
     if found != recorded:
         raise RegistryError(
             f"the extra holdout in {extra_dir} (sha256 {found[:12]}) is not the one metrics.json "
@@ -93,7 +94,7 @@ def _trained_on_holdout(card: dict[str, Any], holdout_percent: int) -> str | Non
 
 def decide(
     registry: Registry,
-    metrics: dict[str, Any],
+    metrics: Metrics,
     margin: float,
     extra_dir: Path | None,
     holdout_percent: int,
@@ -104,7 +105,7 @@ def decide(
     if not math.isfinite(margin) or margin < 0:
         raise RegistryError(f"promotion_margin must be >= 0, got {margin!r}")
     name = registry.name
-    accuracy = float(metrics["accuracy"])
+    accuracy = metrics.accuracy
     holdout = candidate_holdout(metrics, extra_dir)
     champion = registry.aliases().get(PRODUCTION)
     if champion is None:
@@ -127,13 +128,12 @@ def decide(
             f"cannot compare with production v{champion}: {exc}; "
             "point production at an intact version with `models promote`"
         ) from None
-    held = metrics["extra"]
-    ours = int(held["correct"])
-    pooled = (int(metrics["correct"]) + ours) / (int(metrics["total"]) + len(holdout))
+    ours = metrics.extra.correct
+    pooled = (metrics.correct + ours) / (metrics.total + len(holdout))
     measure = f"accuracy on MNIST test + the {len(holdout)}-image extra holdout"
     decision = promotion_decision(name, pooled, margin, (champion, champion_pooled), measure)
     holdout_record = {
-        "holdout_sha256": held["holdout_sha256"],
+        "holdout_sha256": metrics.extra.holdout_sha256,
         "images": len(holdout),
         "candidate_correct": ours,
         "champion_correct": theirs,

@@ -12,14 +12,19 @@ configured now), which is why this stage, unlike the others, takes all of them.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
-from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.errors import PipelineError, RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
+from mnist_pipeline.core.reports import Metrics, Parity, TrainRecord, parse_json_report
 from mnist_pipeline.pipeline import promotion
-from mnist_pipeline.pipeline.candidate import Candidate, candidate_from_layout, check_reports
+from mnist_pipeline.pipeline.candidate import (
+    Candidate,
+    RunReports,
+    candidate_from_layout,
+    check_reports,
+)
 from mnist_pipeline.pipeline.card import describe, lineage
 from mnist_pipeline.pipeline.versions import (
     IDENTITY,
@@ -33,8 +38,8 @@ from mnist_pipeline.pipeline.versions import (
 from mnist_pipeline.registry import Registration, Registry, Submission
 from mnist_pipeline.registry.registration import ChampionMoved
 
-REPORTS = (METRICS_FILE, PARITY_FILE, TRAIN_RECORD_FILE)
 DECISION_ATTEMPTS = 20
+REPORT_MODELS = {METRICS_FILE: Metrics, PARITY_FILE: Parity, TRAIN_RECORD_FILE: TrainRecord}
 
 
 def register(params: Params, layout: Layout, skip_same_inputs: bool = False) -> Registration:
@@ -57,12 +62,12 @@ def register_candidate(
     """Check `candidate`, decide its alias against production, and register it."""
     contents = candidate.read()
     hashes = {rel: _sha256(data) for rel, data in contents.items()}
-    reports = {name: _json(contents[name], name) for name in REPORTS}
+    reports = RunReports.parse(contents)
     _, trained = check_reports(reports, hashes, params)  # refuses a broken chain
-    fingerprint = reports[TRAIN_RECORD_FILE].get("fingerprint")
+    fingerprint = reports.record.fingerprint
     description = describe(
-        metrics=reports[METRICS_FILE],
-        parity=reports[PARITY_FILE],
+        metrics=reports.metrics,
+        parity=reports.parity,
         params=trained,
         origin=lineage(candidate.workdir),
         fingerprint=fingerprint,
@@ -70,7 +75,7 @@ def register_candidate(
     for _ in range(DECISION_ATTEMPTS):
         decision = promotion.decide(  # outside any lock: onnxruntime may score production
             registry,
-            reports[METRICS_FILE],
+            reports.metrics,
             promotion_margin,
             candidate.extra_dir,
             params.ingest.holdout_percent,
@@ -80,7 +85,7 @@ def register_candidate(
             description=description,
             decision=decision,
             identity=IDENTITY,
-            fingerprint=(fingerprint or {}).get("sha256"),
+            fingerprint=fingerprint.sha256,
         )
         try:
             return registry.register(submission, skip_same_inputs=skip_same_inputs)
@@ -94,25 +99,27 @@ def chain_problems(registry: Registry, version: int, card: dict[str, Any]) -> li
     parity must have checked the card's model.onnx, every report must describe the card's
     model.pt, and metrics must hold the card's accuracy."""
     files, problems = card["files"], []
-    reports: dict[str, Any] = {}
-    for name in REPORTS:
+    found: dict[str, Any] = {}
+    for name, model in (
+        (METRICS_FILE, Metrics),
+        (PARITY_FILE, Parity),
+        (TRAIN_RECORD_FILE, TrainRecord),
+    ):
         if name in files:  # versions registered before model.json existed lack it
             try:
-                reports[name] = _json(registry.read_file(version, name), name)
-            except RegistryError as exc:
+                found[name] = parse_json_report(model, registry.read_file(version, name), name)
+            except PipelineError as exc:
                 problems.append(str(exc))
-    parity = reports.get(PARITY_FILE, {})
-    if PARITY_FILE in reports and parity.get("onnx_sha256") != files.get(ONNX_FILE):
+    parity, metrics = found.get(PARITY_FILE), found.get(METRICS_FILE)
+    if parity is not None and parity.onnx_sha256 != files.get(ONNX_FILE):
         problems.append(f"{PARITY_FILE} checked another {ONNX_FILE} than the card's")
-    for name, report in reports.items():
-        recorded = report.get("state_dict_sha256")
-        if recorded is not None and recorded != files.get(STATE_DICT_FILE):
+    for name, report in found.items():
+        if report.state_dict_sha256 != files.get(STATE_DICT_FILE):
             problems.append(f"{name} describes another {STATE_DICT_FILE} than the card's")
-    metrics = reports.get(METRICS_FILE, {})
-    if METRICS_FILE in reports and metrics.get("accuracy") != card["metrics"].get("accuracy"):
+    if metrics is not None and metrics.accuracy != card["metrics"].get("accuracy"):
         problems.append(
             f"the card's accuracy {card['metrics'].get('accuracy')!r} is not "
-            f"{METRICS_FILE}'s {metrics.get('accuracy')!r}"
+            f"{METRICS_FILE}'s {metrics.accuracy!r}"
         )
     return problems
 
@@ -129,13 +136,3 @@ def verify(registry: Registry) -> list[str]:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _json(data: bytes, name: str) -> Any:
-    try:
-        report = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RegistryError(f"{name} is not readable JSON: {exc}") from None
-    if not isinstance(report, dict):
-        raise RegistryError(f"{name} must be a JSON object")
-    return report

@@ -27,11 +27,12 @@ from typing import Any
 
 import torch
 
-from mnist_pipeline.core.atomic import check_writable, write_json, write_text
+from mnist_pipeline.core.atomic import check_writable, write_text
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ModelParams, TrainParams
 from mnist_pipeline.core.progress import EpochReporter, log
+from mnist_pipeline.core.reports import TrainRecord
 from mnist_pipeline.data.augment import augment
 from mnist_pipeline.data.dataset import load_mnist, normalise
 from mnist_pipeline.data.manifest import file_sha256
@@ -250,7 +251,7 @@ def train(model: ModelParams, params: TrainParams, layout: Layout) -> TrainResul
             "fingerprint": fingerprint,
             "temperature": calibration,
         }
-        write_json(layout.train_record, record)
+        TrainRecord.model_validate(record).write(layout.train_record)
         layout.checkpoint.unlink(missing_ok=True)
     last = history[-1] if history else {}
     val_accuracy = last.get("val_accuracy", float("nan"))

@@ -1,0 +1,144 @@
+"""The pipeline's reports, typed like its params: metrics.json, parity.json, model.json and
+reports/ingest.json are written and read through these models only.
+
+Unknown or missing fields, or values of the wrong type, are a PipelineError naming the file and
+the field (`read_report`), so a reader never digs through a dict by string key and a report
+from another version of the pipeline is refused with a reason rather than misread.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mnist_pipeline.core.atomic import write_text
+from mnist_pipeline.core.errors import PipelineError
+
+R = TypeVar("R", bound="Report")
+
+
+class Report(BaseModel):
+    """A report: frozen, no unknown fields, no coercion (a string is not a number)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON data, fields in their declared order; optional fields that were
+        never given stay absent."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    def write(self, path: Path) -> None:
+        """Atomically write the report as indented JSON."""
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+class ClassScores(Report):
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class HoldoutScores(Report):
+    """The extra holdout's scores (total 0: evaluated without one)."""
+
+    total: int
+    holdout_sha256: str
+    extra_sha256: str
+    min_extra_accuracy: float | None
+    accuracy: float | None
+    correct: int
+    passed: bool
+    per_class: dict[str, ClassScores] | None = None
+
+
+class Metrics(Report):
+    """reports/metrics.json: evaluate's whole report and its gate verdict."""
+
+    accuracy: float
+    loss: float
+    correct: int
+    total: int
+    min_accuracy: float
+    passed: bool
+    per_class: dict[str, ClassScores]
+    confusion_matrix: list[list[int]]
+    extra: HoldoutScores
+    calibration: dict[str, Any]  # ece, bins, table (metrics.calibration)
+    robustness: dict[str, Any] | None  # overall, accuracy, per_transform (quality.py)
+    dataset_sha256: str
+    state_dict_sha256: str
+    arch: str
+
+
+class Parity(Report):
+    """reports/parity.json: onnxruntime against PyTorch, and its verdict."""
+
+    passed: bool
+    max_abs_diff_logits: float | None
+    max_abs_diff_probabilities: float | None
+    max_rel_diff_logits: float | None
+    argmax_mismatches: int
+    images: int
+    batch_sizes: list[int]
+    atol: float
+    onnx_sha256: str
+    state_dict_sha256: str
+    onnx_path: str
+    per_batch_size: dict[str, dict[str, Any]]
+    reference_evaluator: dict[str, Any]
+    versions: dict[str, str]
+
+
+class Fingerprint(Report):
+    """What a training learnt from, hashed (training/fingerprint.py)."""
+
+    sha256: str
+    dataset_sha256: str
+    extra_sha256: str
+    code_sha256: str
+    params: dict[str, dict[str, Any]]  # the `model` and `train` sections
+
+
+class TrainRecord(Report):
+    """models/model.json: which weights a training wrote, from which inputs."""
+
+    state_dict_sha256: str
+    fingerprint: Fingerprint
+    temperature: dict[str, Any] | None = None
+
+
+def parse_report(model: type[R], data: Any, where: str) -> R:
+    """Validate parsed JSON as `model`; PipelineError naming `where` and the first bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise PipelineError(f"{where}: field {field!r}: {first['msg']}") from None
+
+
+def parse_json_report(model: type[R], data: bytes, where: str) -> R:
+    """`model` from a report file's bytes (PipelineError naming `where` and the field)."""
+    try:
+        parsed = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PipelineError(f"{where} is not readable JSON: {exc}") from None
+    return parse_report(model, parsed, where)
+
+
+def read_report(model: type[R], path: Path, stage: str) -> R:
+    """A stage's report from `path`; a missing, malformed or mistyped one is an error naming
+    the file, the field and the stage to run."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PipelineError(f"no report at {path}: run `mnist-pipeline {stage}`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PipelineError(
+            f"{path} is not readable JSON ({exc}): run `mnist-pipeline {stage}`"
+        ) from None
+    return parse_report(model, data, str(path))
