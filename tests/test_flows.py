@@ -48,7 +48,9 @@ def test_success_registers_a_version_and_publishes_artifacts(tiny_workdir: Path)
     assert "first version" in report and "alias `production`" in report
     assert f"| ONNX SHA-256 | `{card['files']['model.onnx']}` |" in report
     assert f"| dataset SHA-256 | `{card['data']['dataset_sha256']}` |" in report
-    assert str(tiny_workdir / "registry" / "mnist-cnn" / "v1") in report  # its own files
+    assert (
+        "in mnist-cnn v1 (model, reports, plots: `mnist-pipeline models show 1 --json`)" in report
+    )
     assert report.count("data:image/png;base64,") == 3  # curves, confusion matrix, mistakes
     params = {row["key"]: row["value"] for row in json.loads(latest_artifact(PARAMS_KEY)["data"])}
     assert params["train.epochs"] == "1" and params["evaluate.min_accuracy"] == "0.0"

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from mnist_pipeline.core.layout import Layout
-from mnist_pipeline.core.params import ServeParams
+from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.data.preprocess import preprocess_file
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry

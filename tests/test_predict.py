@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import PipelineError, RegistryError
 from mnist_pipeline.core.layout import Layout
-from mnist_pipeline.core.params import RegistryParams
+from mnist_pipeline.core.service_params import RegistryParams
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.serving.predict import predict_files, resolve_model
 from tests.conftest import REPO_ROOT

@@ -15,10 +15,10 @@ from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.core.imports import PACKAGE_DIR, import_closure
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Decision, Registry, Submission
+from mnist_pipeline.registry.backends import open_storage
 from mnist_pipeline.registry.card import seal
 from mnist_pipeline.registry.local import LocalFolder
 from mnist_pipeline.registry.registration import ChampionMoved
-from mnist_pipeline.registry.storage import open_storage
 from tests.registry_helpers import PARAMS, model_dir, stored, writable
 
 ALLOWED = {"mnist_pipeline/__init__.py", "mnist_pipeline/core/__init__.py"}

@@ -7,7 +7,7 @@ import io
 from typing import Any
 
 from mnist_pipeline.core.layout import Layout
-from mnist_pipeline.core.params import RegistryParams
+from mnist_pipeline.core.service_params import RegistryParams
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry.signing import Signing
 

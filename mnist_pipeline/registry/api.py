@@ -17,12 +17,14 @@ from typing import Any
 from mnist_pipeline.core.atomic import write_bytes
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import aliases as alias_doc
-from mnist_pipeline.registry import keys
+from mnist_pipeline.registry import commit, keys
 from mnist_pipeline.registry.aliases import PRODUCTION, STAGING, AliasState
-from mnist_pipeline.registry.card import SIGNATURE_KEY, is_sealed
+from mnist_pipeline.registry.audit import audit
+from mnist_pipeline.registry.backends import open_storage
+from mnist_pipeline.registry.card import SIGNATURE_KEY, inputs_of, is_sealed
 from mnist_pipeline.registry.registration import Registration, Submission
 from mnist_pipeline.registry.signing import Signing
-from mnist_pipeline.registry.storage import Storage, open_storage
+from mnist_pipeline.registry.storage import Storage
 
 
 def default_cache() -> Path:
@@ -111,8 +113,6 @@ class Registry:
     def verify(self) -> list[str]:
         """Re-hash every file of every version, check every card's seal and signature, the
         alias document and what else the store holds; [] means intact (audit.py)."""
-        from mnist_pipeline.registry.audit import audit
-
         return audit(self)
 
     def state(self) -> AliasState:
@@ -148,32 +148,22 @@ class Registry:
 
     def register(self, submission: Submission, *, skip_same_inputs: bool = False) -> Registration:
         """Store `submission` as the next version (see commit.register)."""
-        from mnist_pipeline.registry import commit
-
         return commit.register(self, submission, skip_same_inputs=skip_same_inputs)
 
     def promote(self, version: int | str, alias: str) -> int | None:
         """Point `alias` at an intact version; returns the version it pointed at before."""
-        from mnist_pipeline.registry import commit
-
         return commit.promote(self, version, alias)
 
     def rollback(self, alias: str = PRODUCTION) -> int:
         """Move `alias` (production) back to its previous version; returns that version."""
-        from mnist_pipeline.registry import commit
-
         return commit.rollback(self, alias)
 
     def garbage(self) -> list[str]:
         """Storage keys no card refers to (left by registrations that did not commit)."""
-        from mnist_pipeline.registry import commit
-
         return commit.garbage(self)
 
     def collect_garbage(self) -> list[str]:
         """Delete `garbage()`; returns the keys deleted."""
-        from mnist_pipeline.registry import commit
-
         return commit.collect_garbage(self)
 
     # ---- internals shared with commit.py and audit.py
@@ -248,13 +238,6 @@ class Registry:
     def _problems(self, version: int, card: dict[str, Any]) -> list[str]:
         """Every recorded file of a version that is missing or modified."""
         return [p for rel in sorted(card["files"]) if (p := self._file(version, card, rel)[1])]
-
-
-def inputs_of(card: dict[str, Any]) -> str | None:
-    """The inputs hash a version was submitted with (schema 1: its fingerprint's sha256)."""
-    if card.get("schema", 1) < 2:
-        return (card.get("fingerprint") or {}).get("sha256")
-    return card.get("inputs")
 
 
 def _applicable(decision: dict[str, Any], state: AliasState) -> tuple[str, str]:

@@ -45,3 +45,10 @@ def seal(card: dict[str, Any]) -> dict[str, Any]:
 def is_sealed(card: Any) -> bool:
     """True if `card` is a dict whose seal matches its content."""
     return isinstance(card, dict) and card.get(SEAL_KEY) == _digest(card)
+
+
+def inputs_of(card: dict[str, Any]) -> str | None:
+    """The inputs hash a version was submitted with (schema 1: its fingerprint's sha256)."""
+    if card.get("schema", 1) < 2:
+        return (card.get("fingerprint") or {}).get("sha256")
+    return card.get("inputs")

@@ -14,15 +14,23 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import aliases as alias_doc
 from mnist_pipeline.registry import keys
 from mnist_pipeline.registry.aliases import PRODUCTION, AliasState
-from mnist_pipeline.registry.api import Registry, inputs_of
-from mnist_pipeline.registry.card import CARD_SCHEMA, REGISTRY_FIELDS, SIGNATURE_KEY, seal
+from mnist_pipeline.registry.card import (
+    CARD_SCHEMA,
+    REGISTRY_FIELDS,
+    SIGNATURE_KEY,
+    inputs_of,
+    seal,
+)
 from mnist_pipeline.registry.registration import ChampionMoved, Registration, Submission
+
+if TYPE_CHECKING:
+    from mnist_pipeline.registry.api import Registry
 
 SWAP_ATTEMPTS = 100
 T = TypeVar("T")

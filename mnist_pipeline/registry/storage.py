@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
-from pathlib import Path
-from urllib.parse import urlparse
 
 from mnist_pipeline.core.errors import RegistryError
 
@@ -60,19 +58,3 @@ def check_key(key: str) -> str:
     if not key or key.startswith("/") or any(p in ("", ".", "..") or p[0] == "." for p in parts):
         raise RegistryError(f"invalid storage key {key!r}")
     return key
-
-
-def open_storage(location: str | Path) -> Storage:
-    """The backend for `location`: a folder path or file:// URL (other schemes are refused
-    with the list of those supported)."""
-    from mnist_pipeline.registry.local import LocalFolder
-
-    if isinstance(location, Path):
-        return LocalFolder(location)
-    parsed = urlparse(location)
-    if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # "C:\..." on Windows
-        return LocalFolder(Path(parsed.path if parsed.scheme == "file" else location))
-    raise RegistryError(
-        f"registry location {location!r}: unsupported scheme {parsed.scheme!r} "
-        "(supported: a folder path or file:// URL)"
-    )

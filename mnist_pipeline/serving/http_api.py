@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mnist_pipeline.core.contract import IMAGE_SIZE, NUM_CLASSES
 from mnist_pipeline.core.errors import DataError
-from mnist_pipeline.core.params import ServeParams
+from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.data.preprocess import ImageError, preprocess_bytes
 from mnist_pipeline.inbox import store as inbox
 from mnist_pipeline.serving.predict import top_digits

@@ -18,7 +18,7 @@ import onnxruntime as ort
 from mnist_pipeline.core.contract import IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, PROBABILITIES
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.layout import Layout
-from mnist_pipeline.core.params import RegistryParams
+from mnist_pipeline.core.service_params import RegistryParams
 from mnist_pipeline.data.preprocess import ImageError, preprocess_file
 from mnist_pipeline.export.session import open_session
 

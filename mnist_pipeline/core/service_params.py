@@ -1,0 +1,87 @@
+"""The params sections of the parts that run as services: the registry, the scheduled
+retraining deployment and the HTTP server (and the `Section` base every section shares)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mnist_pipeline.core.validators import check_cron, check_timezone
+
+
+class Section(BaseModel):
+    """Base for every section: immutable, unknown keys rejected, no type coercion of strings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class RegistryParams(Section):
+    """Model registry location and promotion policy."""
+
+    root: str = Field(default="registry", min_length=1)
+    # Same rule as the registry (registry/keys.py): lowercase, no path separators.
+    model_name: str = Field(default="mnist-cnn", pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    promotion_margin: float = Field(default=0.0, ge=0, le=1)
+    # Optional Ed25519 signing (registry/signing.py); paths are relative to the project folder.
+    signing_key: str | None = Field(default=None, min_length=1)  # PEM private key: sign cards
+    trusted_keys: list[str] = Field(default_factory=list)  # PEM public keys: verify on every read
+    require_signature: bool = False  # refuse unsigned versions (needs trusted_keys)
+
+    @model_validator(mode="after")
+    def _trust_to_require(self) -> RegistryParams:
+        if self.require_signature and not self.trusted_keys:
+            raise ValueError("require_signature needs at least one of trusted_keys")
+        return self
+
+
+class ScheduleParams(Section):
+    """The scheduled retraining deployment (see flows/serve.py) and its runs."""
+
+    deployment_name: str = Field(default="weekly", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    cron: str = "0 3 * * 1"  # Mondays 03:00
+    timezone: str = "UTC"
+    # Runs of the deployment at once; a run over the limit waits (ENQUEUE) or is cancelled.
+    concurrency_limit: int = Field(default=1, ge=1, le=100)
+    collision_strategy: Literal["ENQUEUE", "CANCEL_NEW"] = "ENQUEUE"
+    # Run folders (runs/<flow run>/) kept; older ones are deleted when a run starts.
+    keep_runs: int = Field(default=10, ge=1)
+    # A Prefect notification block ("block-type/block-name") told about every failed run.
+    notify_block: str | None = Field(default=None, pattern=r"^[a-z0-9-]+/[A-Za-z0-9._-]+$")
+    # `data add` with a Prefect server: this many new labelled digits start a retraining run.
+    min_new_images: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _keep_every_running_run(self) -> ScheduleParams:
+        if self.keep_runs < self.concurrency_limit:
+            raise ValueError(
+                f"keep_runs ({self.keep_runs}) must be >= concurrency_limit "
+                f"({self.concurrency_limit}): pruning must not delete a running run's folder"
+            )
+        return self
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return check_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return check_timezone(value)
+
+
+class ServeParams(Section):
+    """`mnist-pipeline serve`: where it listens, what it serves, and its request limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    model: str = Field(default="production", min_length=1)  # an alias or a version number
+    workers: int = Field(default=1, ge=1, le=64)
+    reload_interval_s: float = Field(default=1.0, gt=0, le=3600)  # how often the alias is checked
+    max_upload_bytes: int = Field(default=4_000_000, ge=1)  # one request's body
+    max_pixels: int = Field(default=4_000_000, ge=1)  # one uploaded image, from its header
+    max_batch: int = Field(default=256, ge=1, le=10_000)  # images in one request
+    top_k: int = Field(default=3, ge=1, le=10)  # probabilities returned per image by default
+    # Web pages on these origins may call the API from a browser (CORS), e.g. examples/web.
+    cors_origins: list[str] = Field(default_factory=list)

@@ -1,0 +1,25 @@
+"""Which storage backend a registry location names, by its URL scheme (as Prefect's
+filesystems and fsspec choose one): a folder path or file:// URL is a local folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.registry.local import LocalFolder
+from mnist_pipeline.registry.storage import Storage
+
+
+def open_storage(location: str | Path) -> Storage:
+    """The backend for `location`: a folder path or file:// URL (other schemes are refused
+    with the list of those supported)."""
+    if isinstance(location, Path):
+        return LocalFolder(location)
+    parsed = urlparse(location)
+    if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # "C:\..." on Windows
+        return LocalFolder(Path(parsed.path if parsed.scheme == "file" else location))
+    raise RegistryError(
+        f"registry location {location!r}: unsupported scheme {parsed.scheme!r} "
+        "(supported: a folder path or file:// URL)"
+    )
