@@ -111,6 +111,18 @@ class TrainRecord(Report):
     temperature: dict[str, Any] | None = None
 
 
+class IngestReport(Report):
+    """reports/ingest.json: what ingest took per split and digit, and what it refused, why."""
+
+    counts: dict[str, int]
+    per_class: dict[str, list[int]]
+    rejected: dict[str, str]  # source -> reason
+    duplicates: dict[str, str]  # source -> the file it duplicates
+    holdout_percent: int
+    inbox_sha256: str
+    extra_sha256: str
+
+
 def parse_report(model: type[R], data: Any, where: str) -> R:
     """Validate parsed JSON as `model`; PipelineError naming `where` and the first bad field."""
     try:

@@ -15,7 +15,6 @@ import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -24,6 +23,7 @@ from mnist_pipeline.core.contract import NUM_CLASSES
 from mnist_pipeline.core.errors import describe_os_error
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import IngestParams
+from mnist_pipeline.core.reports import IngestReport
 from mnist_pipeline.data import idx
 from mnist_pipeline.data.preprocess import MAX_PIXELS, ImageError, preprocess_bytes
 from mnist_pipeline.inbox import events as inbox_events
@@ -171,22 +171,22 @@ def ingest(params: IngestParams, layout: Layout) -> IngestResult:
         extra_sha256=extra.extra_sha256(layout.extra_dir),
         report_path=layout.ingest_report,
     )
-    write_json(layout.ingest_report, report(result, accepted, params))
+    report(result, accepted, params).write(layout.ingest_report)
     return result
 
 
-def report(result: IngestResult, accepted: list[Accepted], params: IngestParams) -> dict[str, Any]:
+def report(result: IngestResult, accepted: list[Accepted], params: IngestParams) -> IngestReport:
     """reports/ingest.json: counts per split and digit, refused files with reasons, identities."""
     per_class = {
         split: [sum(a.split == split and a.label == d for a in accepted) for d in DIGITS]
         for split in extra.SPLITS
     }
-    return {
-        "counts": result.counts,
-        "per_class": per_class,
-        "rejected": result.rejected,
-        "duplicates": result.duplicates,
-        "holdout_percent": params.holdout_percent,
-        "inbox_sha256": result.inbox_sha256,
-        "extra_sha256": result.extra_sha256,
-    }
+    return IngestReport(
+        counts=result.counts,
+        per_class=per_class,
+        rejected=result.rejected,
+        duplicates=result.duplicates,
+        holdout_percent=params.holdout_percent,
+        inbox_sha256=result.inbox_sha256,
+        extra_sha256=result.extra_sha256,
+    )
