@@ -21,7 +21,7 @@ from prefect.runtime import flow_run
 
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
-from mnist_pipeline.core.reports import Metrics, Parity, read_report
+from mnist_pipeline.core.reports import Metrics, ModelCard, Parity, read_report
 
 REPORT_KEY = "mnist-retrain-report"
 PER_CLASS_KEY = "mnist-per-class-metrics"
@@ -81,12 +81,12 @@ def report_markdown(
     metrics: Any,
     parity: Any,
     registration: Any,
-    card: dict[str, Any],
+    card: ModelCard,
     champion_accuracy: float | None,
 ) -> str:
     """The report of a run that got through the gate and parity."""
     gate = params.evaluate.min_accuracy
-    code = card.get("code") or {}
+    code = card.code or {}
     dirty = " (uncommitted changes)" if code.get("git_dirty") else ""
     delta = (
         "first version"
@@ -111,11 +111,11 @@ def report_markdown(
         f"| ONNX parity | passed: max abs diff {parity.max_abs_diff_logits:.2e} (logits), "
         f"{parity.argmax_mismatches} argmax mismatches |",
         f"| registered | {outcome} |",
-        f"| ONNX SHA-256 | `{card['files']['model.onnx']}` |",
-        f"| dataset SHA-256 | `{card['data']['dataset_sha256']}` |",
+        f"| ONNX SHA-256 | `{card.files['model.onnx']}` |",
+        f"| dataset SHA-256 | `{card.data.dataset_sha256}` |",
         f"| code | git `{code.get('git_commit', 'unknown')}`{dirty} |",
-        f"| files | {len(card['files'])} in {card['name']} v{card['version']} (model, reports, "
-        f"plots: `mnist-pipeline models show {card['version']} --json`) |",
+        f"| files | {len(card.files)} in {card.name} v{card.version} (model, reports, "
+        f"plots: `mnist-pipeline models show {card.version} --json`) |",
         "",
         _embedded_png(layout.plots, CURVES_PNG),
         "",
@@ -132,7 +132,7 @@ def publish_report(
     metrics: Any,
     parity: Any,
     registration: Any,
-    card: dict[str, Any],
+    card: ModelCard,
     champion_accuracy: float | None,
 ) -> None:
     """Create the keyed artifacts (each key keeps its history across runs in the Prefect UI)."""

@@ -35,7 +35,7 @@ from mnist_pipeline.core.errors import GateError, StageFailed
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, load_params
 from mnist_pipeline.pipeline import runs, stages
-from mnist_pipeline.pipeline.versions import open_registry
+from mnist_pipeline.pipeline.versions import open_registry, read_card
 from mnist_pipeline.training.fingerprint import inputs_fingerprint
 
 
@@ -173,14 +173,14 @@ def retrain(
     )
     registry = open_registry(params.registry, layout)
     champion = registration.champion
-    champion_accuracy = None if champion is None else registry.card(champion)["metrics"]["accuracy"]
+    champion_accuracy = None if champion is None else read_card(registry, champion).metrics.accuracy
     publish_report(
         params,
         layout,
         results["evaluate"],
         results["parity"],
         registration,
-        registry.card(registration.version),
+        read_card(registry, registration.version),
         champion_accuracy,
     )
     return {

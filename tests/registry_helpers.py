@@ -86,6 +86,28 @@ def metrics_report(accuracy: float = 0.99, **overrides) -> dict:
     } | overrides
 
 
+def model_card(**overrides) -> dict:
+    """A complete card of a registered version (what reports.ModelCard reads), unsealed."""
+    return {
+        "schema": 2,
+        "name": MODEL,
+        "version": 1,
+        "created": "2026-12-01T00:00:00+00:00",
+        "metrics": {"accuracy": 0.95, "loss": 0.05, "correct": 95, "total": 100},
+        "gate": {"min_accuracy": 0.5, "evaluated_min_accuracy": 0.5, "passed": True},
+        "parity": {
+            key: parity_report()[key]
+            for key in ("passed", "max_abs_diff_logits", "max_abs_diff_probabilities")
+            + ("argmax_mismatches", "images", "atol", "onnx_sha256")
+        },
+        "decision": {"alias": "production", "reason": "first version", "champion": None},
+        "params": PARAMS.to_dict(),
+        "data": {"dataset_sha256": "d" * 64, "extra_sha256": "none"},
+        "files": {"model.onnx": "b" * 64},
+        "card_sha256": "c" * 64,
+    } | overrides
+
+
 def parity_report(**overrides) -> dict:
     """A complete parity.json as parity writes it (fields as reports.Parity declares)."""
     return {

@@ -14,7 +14,7 @@ from mnist_pipeline.core.reports import Metrics
 from mnist_pipeline.data import idx
 from mnist_pipeline.inbox import extra
 from mnist_pipeline.pipeline import promotion
-from tests.registry_helpers import metrics_report
+from tests.registry_helpers import metrics_report, model_card
 
 HOLDOUT = 50
 
@@ -80,7 +80,7 @@ def candidate_metrics(split: extra.Split | None, extra_correct: int) -> dict:
     return {"accuracy": 0.90, "correct": 90, "total": 100, "extra": held}
 
 
-CHAMPION_CARD = {"metrics": {"accuracy": 0.95, "correct": 95, "total": 100}}
+CHAMPION_CARD = model_card(version=3)
 
 
 def test_both_are_scored_on_the_current_holdout(tmp_path: Path, untrained: Layout) -> None:
@@ -177,7 +177,7 @@ def test_a_champion_that_trained_on_todays_holdout_is_not_compared_on_it(
 ) -> None:
     extra_dir = tmp_path / "ingested"
     split = write_holdout(extra_dir, seed=1)
-    card = {**CHAMPION_CARD, "version": 3, "data": {"extra_sha256": "e" * 64}}
+    card = {**CHAMPION_CARD, "data": {"dataset_sha256": "d" * 64, "extra_sha256": "e" * 64}}
     for theirs, ours, compared in ((20, 20, True), (30, 20, True), (10, 20, False)):
         trained = {**card, "params": {"ingest": {"holdout_percent": theirs}}}
         decision = decide(

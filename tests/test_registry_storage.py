@@ -19,7 +19,7 @@ from mnist_pipeline.registry.backends import open_storage
 from mnist_pipeline.registry.card import seal
 from mnist_pipeline.registry.local import LocalFolder
 from mnist_pipeline.registry.registration import ChampionMoved
-from tests.registry_helpers import PARAMS, model_dir, stored, writable
+from tests.registry_helpers import PARAMS, model_card, model_dir, stored, writable
 
 ALLOWED = {"mnist_pipeline/__init__.py", "mnist_pipeline/core/__init__.py"}
 ALLOWED |= {"mnist_pipeline/core/errors.py", "mnist_pipeline/core/atomic.py"}
@@ -121,16 +121,20 @@ def test_versions_registered_before_blobs_are_still_read(registry: Registry, mak
     folder = model_dir(registry) / "v1"
     folder.mkdir(parents=True)
     (folder / "model.onnx").write_bytes(onnx)
-    legacy = {
-        "schema": 1,
-        "name": registry.name,
-        "version": 1,
-        "created": "2026-11-01T00:00:00+00:00",
-        "decision": {"alias": "production", "reason": "first version", "champion": None},
-        "metrics": {"accuracy": 0.9},
-        "fingerprint": {"sha256": "f" * 64},
-        "files": {"model.onnx": hashlib.sha256(onnx).hexdigest()},
+    fingerprint = {
+        "sha256": "f" * 64,
+        "dataset_sha256": "d" * 64,
+        "extra_sha256": "none",
+        "code_sha256": "c" * 64,
+        "params": {},
     }
+    legacy = model_card(
+        schema=1,
+        metrics={"accuracy": 0.9, "loss": 0.1, "correct": 90, "total": 100},
+        fingerprint=fingerprint,
+        files={"model.onnx": hashlib.sha256(onnx).hexdigest()},
+    )
+    del legacy["card_sha256"]
     (folder / "card.json").write_text(json.dumps(seal(legacy)))
     assert registry.read_file("production", "model.onnx") == onnx
     assert registry.version_with_fingerprint("f" * 64) == 1 and registry.verify() == []

@@ -12,6 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from mnist_pipeline.cli.state import state
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.reports import ModelCard, parse_report
 from mnist_pipeline.pipeline import stages
 from mnist_pipeline.pipeline.card import summary_lines
 from mnist_pipeline.pipeline.register import verify as verify_versions
@@ -61,9 +63,13 @@ def list_versions(ctx: typer.Context) -> None:
             table.add_row(str(version), "[red]damaged[/]", "?", aliases)
             damaged.append(problem)
             continue
-        accuracy = card["metrics"].get("accuracy")
-        shown = "?" if accuracy is None else f"{accuracy:.4f}"
-        table.add_row(str(version), shown, card["created"], aliases)
+        try:
+            typed = parse_report(ModelCard, card, f"v{version}'s card")
+        except PipelineError as exc:
+            table.add_row(str(version), "[red]unreadable[/]", "?", aliases)
+            damaged.append(str(exc))
+            continue
+        table.add_row(str(version), f"{typed.metrics.accuracy:.4f}", typed.created, aliases)
     out.print(table)
     for problem in damaged:
         err.print(f"[red]damaged:[/] {escape(problem)}", highlight=False, soft_wrap=True)
@@ -81,8 +87,9 @@ def show(
     if as_json:
         typer.echo(json.dumps(card, indent=2))
         return
-    aliases = sorted(a for a, v in registry.aliases().items() if v == card["version"])
-    typer.echo("\n".join(summary_lines(card, aliases)))
+    typed = parse_report(ModelCard, card, f"{registry.name} v{card['version']}'s card")
+    aliases = sorted(a for a, v in registry.aliases().items() if v == typed.version)
+    typer.echo("\n".join(summary_lines(typed, aliases)))
 
 
 @models_app.command("promote")

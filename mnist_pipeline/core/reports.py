@@ -1,5 +1,6 @@
 """The pipeline's reports, typed like its params: metrics.json, parity.json, model.json and
-reports/ingest.json are written and read through these models only.
+reports/ingest.json are written and read through these models only, and a registered version's
+card is read through `ModelCard`.
 
 Unknown or missing fields, or values of the wrong type, are a PipelineError naming the file and
 the field (`read_report`), so a reader never digs through a dict by string key and a report
@@ -12,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mnist_pipeline.core.atomic import write_text
 from mnist_pipeline.core.errors import PipelineError
@@ -121,6 +122,72 @@ class IngestReport(Report):
     holdout_percent: int
     inbox_sha256: str
     extra_sha256: str
+
+
+class CardMetrics(Report):
+    """The card's copy of the headline test scores (and the extra holdout's, if any)."""
+
+    accuracy: float
+    loss: float
+    correct: int
+    total: int
+    per_class: dict[str, ClassScores] | None = None
+    extra: dict[str, Any] | None = None  # accuracy, correct, total, holdout_sha256, min_extra...
+
+
+class CardGate(Report):
+    min_accuracy: float
+    evaluated_min_accuracy: float | None
+    passed: bool
+
+
+class CardParity(Report):
+    passed: bool
+    max_abs_diff_logits: float | None
+    max_abs_diff_probabilities: float | None
+    argmax_mismatches: int
+    images: int
+    atol: float
+    onnx_sha256: str
+
+
+class CardDecision(Report):
+    """The alias a version was given when registered, why, and against which production."""
+
+    alias: str
+    reason: str
+    champion: int | None
+    margin: float | None = None
+    holdout: dict[str, Any] | None = None  # the extra-holdout comparison, when there was one
+
+
+class CardData(Report):
+    dataset_sha256: str | None
+    extra_sha256: str | None = None
+
+
+class ModelCard(Report):
+    """A registered version's card: the registry's fields (name, version, created, files, seal,
+    decision, signature) and the pipeline's description (pipeline/card.py)."""
+
+    schema_: int = Field(alias="schema")
+    name: str
+    version: int
+    created: str
+    inputs: str | None = None
+    metrics: CardMetrics
+    gate: CardGate
+    parity: CardParity
+    decision: CardDecision
+    params: dict[str, Any]  # every section as configured (model, train: as trained)
+    data: CardData
+    fingerprint: Fingerprint | None = None
+    origin: dict[str, Any] | None = None
+    code: dict[str, Any] | None = None
+    libraries: dict[str, str | None] | None = None
+    files: dict[str, str]
+    card_sha256: str
+    signature: dict[str, str] | None = None
 
 
 def parse_report(model: type[R], data: Any, where: str) -> R:

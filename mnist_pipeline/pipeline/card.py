@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_pipeline.core.params import Params
-from mnist_pipeline.core.reports import Fingerprint, Metrics, Parity
+from mnist_pipeline.core.reports import Fingerprint, Metrics, ModelCard, Parity
 
 LIBRARIES = (
     "mnist-pipeline",
@@ -138,36 +138,37 @@ def describe(
     }
 
 
-def summary_lines(card: dict[str, Any], aliases: list[str]) -> list[str]:
+def summary_lines(card: ModelCard, aliases: list[str]) -> list[str]:
     """A card in a dozen lines for people (`models show`; `--json` prints the whole card)."""
-    metrics, gate, parity = card["metrics"], card["gate"], card["parity"]
-    code, origin = card.get("code") or {}, card.get("origin") or {}
+    metrics, parity, decision = card.metrics, card.parity, card.decision
+    code, origin = card.code or {}, card.origin or {}
     dirty = {True: " (dirty)", False: "", None: ""}[code.get("git_dirty")]
     came_from = origin.get("kind", "?")
     if came_from == "prefect":
         came_from = f"prefect flow run {origin.get('flow_run_name')}"
         came_from += f" (deployment {origin['deployment']})" if origin.get("deployment") else ""
-    train = card["params"]["train"]
-    held = metrics.get("extra")
+    model, train = card.params["model"], card.params["train"]
+    held = metrics.extra
     extra_line = "extra        none (trained on MNIST alone)"
-    if card["data"].get("extra_sha256") not in (None, "none"):
-        extra_line = f"extra        data sha256 {card['data']['extra_sha256'][:16]}…"
+    if card.data.extra_sha256 not in (None, "none"):
+        extra_line = f"extra        data sha256 {card.data.extra_sha256[:16]}…"
         if held:
             extra_line += f"; holdout {held['accuracy']:.4f} ({held['correct']}/{held['total']})"
+    fingerprint = None if card.fingerprint is None else card.fingerprint.sha256
     return [
-        f"{card['name']} v{card['version']}  aliases: {', '.join(aliases) or 'none'}",
-        f"created      {card['created']}",
-        f"accuracy     {metrics['accuracy']:.4f} ({metrics['correct']}/{metrics['total']}), "
-        f"loss {metrics['loss']:.4f}",
-        f"gate         passed (min_accuracy {gate['min_accuracy']})",
-        f"parity       max |logits diff| {parity['max_abs_diff_logits']:.2e} "
-        f"(atol {parity['atol']}), {parity['argmax_mismatches']} argmax mismatches",
-        f"decision     {card['decision']['alias']}: {card['decision']['reason']}",
-        f"trained      {card['params']['model']['arch']}, {train['epochs']} epochs, "
+        f"{card.name} v{card.version}  aliases: {', '.join(aliases) or 'none'}",
+        f"created      {card.created}",
+        f"accuracy     {metrics.accuracy:.4f} ({metrics.correct}/{metrics.total}), "
+        f"loss {metrics.loss:.4f}",
+        f"gate         passed (min_accuracy {card.gate.min_accuracy})",
+        f"parity       max |logits diff| {parity.max_abs_diff_logits:.2e} "
+        f"(atol {parity.atol}), {parity.argmax_mismatches} argmax mismatches",
+        f"decision     {decision.alias}: {decision.reason}",
+        f"trained      {model['arch']}, {train['epochs']} epochs, "
         f"batch {train['batch_size']}, seed {train['seed']}",
-        f"data         sha256 {card['data']['dataset_sha256']}",
+        f"data         sha256 {card.data.dataset_sha256}",
         extra_line,
-        f"fingerprint  {(card.get('fingerprint') or {}).get('sha256')}",
+        f"fingerprint  {fingerprint}",
         f"code         git {code.get('git_commit', 'unknown')}{dirty}; from {came_from}",
-        f"onnx         sha256 {card['files']['model.onnx']}",
+        f"onnx         sha256 {card.files['model.onnx']}",
     ]

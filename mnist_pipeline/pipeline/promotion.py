@@ -14,15 +14,14 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from mnist_pipeline.core.contract import INPUT_NAME, LOGITS
 from mnist_pipeline.core.errors import RegistryError
-from mnist_pipeline.core.reports import Metrics
+from mnist_pipeline.core.reports import Metrics, ModelCard
 from mnist_pipeline.export.session import model_input, open_session
 from mnist_pipeline.inbox import extra
 from mnist_pipeline.inbox.extra import NO_EXTRA_SHA256
-from mnist_pipeline.pipeline.versions import ONNX_FILE
+from mnist_pipeline.pipeline.versions import ONNX_FILE, read_card
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
 from mnist_pipeline.registry.registration import Decision
@@ -77,17 +76,17 @@ def candidate_holdout(metrics: Metrics, extra_dir: Path | None) -> extra.Split |
     return split
 
 
-def _trained_on_holdout(card: dict[str, Any], holdout_percent: int) -> str | None:
+def _trained_on_holdout(card: ModelCard, holdout_percent: int) -> str | None:
     """Why production cannot be scored fairly on today's holdout (None: it can): it trained on
     labelled digits with a smaller holdout share, so part of today's holdout was its training
     data (an image's side depends only on its hash and the share)."""
-    if card.get("data", {}).get("extra_sha256") in (None, NO_EXTRA_SHA256):
+    if card.data.extra_sha256 in (None, NO_EXTRA_SHA256):
         return None  # trained on MNIST alone: none of the holdout was seen
-    theirs = card.get("params", {}).get("ingest", {}).get("holdout_percent")
+    theirs = card.params.get("ingest", {}).get("holdout_percent")
     if isinstance(theirs, int) and theirs >= holdout_percent:
         return None
     return (
-        f"ingest.holdout_percent is {holdout_percent}, production v{card.get('version')} was "
+        f"ingest.holdout_percent is {holdout_percent}, production v{card.version} was "
         f"trained with {theirs}: part of today's extra holdout was its training data"
     )
 
@@ -111,9 +110,9 @@ def decide(
     if champion is None:
         return promotion_decision(name, accuracy, margin, None)
     try:
-        card = registry.card(champion)
-        recorded = card["metrics"]
-        best = float(recorded["accuracy"])
+        card = read_card(registry, champion)
+        recorded = card.metrics
+        best = recorded.accuracy
         if holdout is None:
             return promotion_decision(name, accuracy, margin, (champion, best))
         leaked = _trained_on_holdout(card, holdout_percent)
@@ -121,8 +120,8 @@ def decide(
             reason = f"{leaked}; kept as staging: compare them yourself, then `models promote`"
             return Decision(STAGING, reason, champion, {"margin": margin})
         theirs = holdout_correct(registry.read_file(champion, ONNX_FILE), holdout)
-        total = int(recorded["total"]) + len(holdout)
-        champion_pooled = (int(recorded["correct"]) + theirs) / total
+        total = recorded.total + len(holdout)
+        champion_pooled = (recorded.correct + theirs) / total
     except Exception as exc:  # an unreadable card, or onnxruntime refusing its model
         raise RegistryError(
             f"cannot compare with production v{champion}: {exc}; "

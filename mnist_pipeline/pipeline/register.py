@@ -17,7 +17,14 @@ from typing import Any
 from mnist_pipeline.core.errors import PipelineError, RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
-from mnist_pipeline.core.reports import Metrics, Parity, TrainRecord, parse_json_report
+from mnist_pipeline.core.reports import (
+    Metrics,
+    ModelCard,
+    Parity,
+    TrainRecord,
+    parse_json_report,
+    parse_report,
+)
 from mnist_pipeline.pipeline import promotion
 from mnist_pipeline.pipeline.candidate import (
     Candidate,
@@ -94,11 +101,11 @@ def register_candidate(
     raise RegistryError(f"production kept moving during {DECISION_ATTEMPTS} comparisons")
 
 
-def chain_problems(registry: Registry, version: int, card: dict[str, Any]) -> list[str]:
+def chain_problems(registry: Registry, version: int, card: ModelCard) -> list[str]:
     """Where a version's stored reports contradict its card (call after its files verified):
     parity must have checked the card's model.onnx, every report must describe the card's
     model.pt, and metrics must hold the card's accuracy."""
-    files, problems = card["files"], []
+    files, problems = card.files, []
     found: dict[str, Any] = {}
     for name, model in (
         (METRICS_FILE, Metrics),
@@ -116,21 +123,27 @@ def chain_problems(registry: Registry, version: int, card: dict[str, Any]) -> li
     for name, report in found.items():
         if report.state_dict_sha256 != files.get(STATE_DICT_FILE):
             problems.append(f"{name} describes another {STATE_DICT_FILE} than the card's")
-    if metrics is not None and metrics.accuracy != card["metrics"].get("accuracy"):
+    if metrics is not None and metrics.accuracy != card.metrics.accuracy:
         problems.append(
-            f"the card's accuracy {card['metrics'].get('accuracy')!r} is not "
+            f"the card's accuracy {card.metrics.accuracy!r} is not "
             f"{METRICS_FILE}'s {metrics.accuracy!r}"
         )
     return problems
 
 
 def verify(registry: Registry) -> list[str]:
-    """The registry's own audit, plus each intact version's reports checked against its card."""
+    """The registry's own audit, plus each intact version's card and reports checked."""
     problems = registry.verify()
     damaged = {p.partition(":")[0] for p in problems}
     for version, card, _ in registry.catalogue():
-        if card is not None and f"v{version}" not in damaged:
-            problems += [f"v{version}: {p}" for p in chain_problems(registry, version, card)]
+        if card is None or f"v{version}" in damaged:
+            continue
+        try:
+            typed = parse_report(ModelCard, card, f"v{version}: its card")
+        except PipelineError as exc:
+            problems.append(str(exc))
+            continue
+        problems += [f"v{version}: {p}" for p in chain_problems(registry, version, typed)]
     return problems
 
 

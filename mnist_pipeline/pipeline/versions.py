@@ -7,6 +7,7 @@ import io
 from typing import Any
 
 from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.reports import ModelCard, parse_report
 from mnist_pipeline.core.service_params import RegistryParams
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry.signing import Signing
@@ -30,6 +31,12 @@ def open_registry(params: RegistryParams, layout: Layout) -> Registry:
         params.require_signature,
     )
     return Registry(layout.registry_root(params.root), params.model_name, signing)
+
+
+def read_card(registry: Registry, ref: str | int) -> ModelCard:
+    """A version's card (sealed, signed when keys are trusted), typed."""
+    card = registry.card(ref)
+    return parse_report(ModelCard, card, f"{registry.name} v{card.get('version')}'s card")
 
 
 def load_state_dict(registry: Registry, ref: str | int) -> dict[str, Any]:

@@ -20,8 +20,9 @@ import numpy as np
 import onnxruntime as ort
 
 from mnist_pipeline.core.contract import INPUT_NAME, PROBABILITIES
+from mnist_pipeline.core.reports import ModelCard
 from mnist_pipeline.export.session import open_session
-from mnist_pipeline.pipeline.versions import ONNX_FILE
+from mnist_pipeline.pipeline.versions import ONNX_FILE, read_card
 from mnist_pipeline.registry import Registry
 
 logger = logging.getLogger("mnist_pipeline.serve")
@@ -32,7 +33,7 @@ class Loaded:
     """One loaded, verified version."""
 
     version: int
-    card: dict[str, Any]
+    card: ModelCard
     session: ort.InferenceSession
 
     def summary(self, name: str, ref: str) -> dict[str, Any]:
@@ -40,10 +41,10 @@ class Loaded:
             "name": name,
             "alias": ref,
             "version": self.version,
-            "accuracy": self.card["metrics"].get("accuracy"),
-            "created": self.card.get("created"),
-            "fingerprint": (self.card.get("fingerprint") or {}).get("sha256"),
-            "onnx_sha256": self.card["files"][ONNX_FILE],
+            "accuracy": self.card.metrics.accuracy,
+            "created": self.card.created,
+            "fingerprint": None if self.card.fingerprint is None else self.card.fingerprint.sha256,
+            "onnx_sha256": self.card.files[ONNX_FILE],
         }
 
     def probabilities(self, digits: np.ndarray) -> np.ndarray:
@@ -53,8 +54,8 @@ class Loaded:
 
 def load_version(registry: Registry, ref: str) -> Loaded:
     """The version `ref` names, its ONNX bytes checked against its card, in a CPU session."""
-    card = registry.card(ref)  # sealed (and signed, when keys are trusted)
-    version = int(card["version"])
+    card = read_card(registry, ref)  # sealed (and signed, when keys are trusted)
+    version = card.version
     data = registry.read_file(version, ONNX_FILE)  # verified: hashed and loaded, the same bytes
     # requests run in parallel threads: one core each
     session = open_session(data, where=f"{registry.name} v{version} {ONNX_FILE}", threads=1)
