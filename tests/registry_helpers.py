@@ -19,15 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.pipeline.candidate import Candidate
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
-
-MODEL = "mnist-cnn"
-# The tiny candidates' accuracies are set by hand; a gate they can pass.
-PARAMS = parse_params({"evaluate": {"min_accuracy": 0.9}})
+from tests.reports import MODEL, PARAMS, metrics_report, parity_report
 
 
 def make_onnx(path: Path, seed: int) -> None:
@@ -53,79 +49,6 @@ def make_onnx(path: Path, seed: int) -> None:
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
-
-
-def metrics_report(accuracy: float = 0.99, **overrides) -> dict:
-    """A complete metrics.json as evaluate writes it (fields as reports.Metrics declares)."""
-    per_class = {
-        str(d): {"precision": 0.9, "recall": 0.9, "f1": 0.9, "support": 10} for d in range(10)
-    }
-    return {
-        "accuracy": accuracy,
-        "loss": 0.05,
-        "correct": round(accuracy * 100),
-        "total": 100,
-        "min_accuracy": 0.5,
-        "passed": True,
-        "per_class": per_class,
-        "confusion_matrix": [[0] * 10 for _ in range(10)],
-        "extra": {
-            "total": 0,
-            "holdout_sha256": "e" * 64,
-            "extra_sha256": "none",
-            "min_extra_accuracy": None,
-            "accuracy": None,
-            "correct": 0,
-            "passed": True,
-        },
-        "calibration": {"ece": 0.01, "bins": 15, "table": []},
-        "robustness": None,
-        "dataset_sha256": "d" * 64,
-        "state_dict_sha256": "a" * 64,
-        "arch": "classic",
-    } | overrides
-
-
-def model_card(**overrides) -> dict:
-    """A complete card of a registered version (what reports.ModelCard reads), unsealed."""
-    return {
-        "schema": 2,
-        "name": MODEL,
-        "version": 1,
-        "created": "2026-12-01T00:00:00+00:00",
-        "metrics": {"accuracy": 0.95, "loss": 0.05, "correct": 95, "total": 100},
-        "gate": {"min_accuracy": 0.5, "evaluated_min_accuracy": 0.5, "passed": True},
-        "parity": {
-            key: parity_report()[key]
-            for key in ("passed", "max_abs_diff_logits", "max_abs_diff_probabilities")
-            + ("argmax_mismatches", "images", "atol", "onnx_sha256")
-        },
-        "decision": {"alias": "production", "reason": "first version", "champion": None},
-        "params": PARAMS.to_dict(),
-        "data": {"dataset_sha256": "d" * 64, "extra_sha256": "none"},
-        "files": {"model.onnx": "b" * 64},
-        "card_sha256": "c" * 64,
-    } | overrides
-
-
-def parity_report(**overrides) -> dict:
-    """A complete parity.json as parity writes it (fields as reports.Parity declares)."""
-    return {
-        "passed": True,
-        "max_abs_diff_logits": 1e-6,
-        "max_abs_diff_probabilities": 1e-7,
-        "max_rel_diff_logits": 1e-6,
-        "argmax_mismatches": 0,
-        "images": 100,
-        "batch_sizes": [1, 7],
-        "atol": 1e-4,
-        "onnx_sha256": "b" * 64,
-        "state_dict_sha256": "a" * 64,
-        "onnx_path": "models/model.onnx",
-        "per_batch_size": {},
-        "reference_evaluator": {},
-        "versions": {"onnxruntime": "x"},
-    } | overrides
 
 
 def write_reports(

@@ -14,7 +14,7 @@ from mnist_pipeline.core.reports import Metrics
 from mnist_pipeline.data import idx
 from mnist_pipeline.inbox import extra
 from mnist_pipeline.pipeline import promotion
-from tests.registry_helpers import metrics_report, model_card
+from tests.reports import metrics_report, model_card
 
 HOLDOUT = 50
 

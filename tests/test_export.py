@@ -22,7 +22,7 @@ from mnist_pipeline.export.export import collect_metadata, export, export_onnx
 from mnist_pipeline.model.weights import load_model
 from mnist_pipeline.serving import predict
 from tests.conftest import UNTRAINED_META
-from tests.registry_helpers import metrics_report
+from tests.reports import metrics_report
 
 MODEL = ModelParams()
 

@@ -10,7 +10,7 @@ import pytest
 from mnist_pipeline.core.errors import GateError, PipelineError
 from mnist_pipeline.core.reports import Metrics, Parity, parse_report, read_report
 from mnist_pipeline.evaluation import gate
-from tests.registry_helpers import metrics_report, parity_report
+from tests.reports import metrics_report, parity_report
 
 PASSED = metrics_report(0.99, min_accuracy=0.98)
 PARITY = parity_report(onnx_sha256="ab" * 32)

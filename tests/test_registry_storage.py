@@ -19,7 +19,8 @@ from mnist_pipeline.registry.backends import open_storage
 from mnist_pipeline.registry.card import seal
 from mnist_pipeline.registry.local import LocalFolder
 from mnist_pipeline.registry.registration import ChampionMoved
-from tests.registry_helpers import PARAMS, model_card, model_dir, stored, writable
+from tests.registry_helpers import PARAMS, model_dir, stored, writable
+from tests.reports import model_card
 
 ALLOWED = {"mnist_pipeline/__init__.py", "mnist_pipeline/core/__init__.py"}
 ALLOWED |= {"mnist_pipeline/core/errors.py", "mnist_pipeline/core/atomic.py"}
