@@ -37,6 +37,19 @@ def test_create_is_create_if_absent(tmp_path: Path) -> None:
     assert store.list("m/") == ["m/blobs/a"]  # no temp or lock files listed
 
 
+def test_list_takes_any_string_prefix(tmp_path: Path) -> None:
+    """As S3 lists: `m/v` finds m/v1/... and m/v22/..., not m/blobs/... or m/aliases.json."""
+    store = LocalFolder(tmp_path)
+    for key in ("m/v1/card.json", "m/v22/card.json", "m/blobs/sha256/ab", "m/aliases.json"):
+        store.create(key, b"x")
+    assert store.list("m/v") == ["m/v1/card.json", "m/v22/card.json"]
+    assert store.list("m/v2") == ["m/v22/card.json"]
+    assert store.list("m/") == sorted(
+        ["m/aliases.json", "m/blobs/sha256/ab", "m/v1/card.json", "m/v22/card.json"]
+    )
+    assert store.list("n/") == [] and store.list("") == store.list("m/")
+
+
 def test_racing_creates_have_one_winner(tmp_path: Path) -> None:
     store, go, won = LocalFolder(tmp_path), threading.Barrier(16), []
 

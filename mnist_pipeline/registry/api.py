@@ -53,7 +53,7 @@ class Registry:
 
     def version_numbers(self) -> list[int]:
         """Committed versions (those with a card), ascending."""
-        return keys.committed_versions(self.name, self.storage.list(f"{self.name}/"))
+        return keys.committed_versions(self.name, self.storage.list(f"{self.name}/v"))
 
     def versions(self) -> list[dict[str, Any]]:
         """The card of every version, oldest first (RegistryError on a damaged card)."""
@@ -115,11 +115,11 @@ class Registry:
         alias document and what else the store holds; [] means intact (audit.py)."""
         return audit(self)
 
-    def state(self) -> AliasState:
+    def state(self, versions: list[int] | None = None) -> AliasState:
         """The alias document, plus the decisions of versions committed after it was written
         (by writers that died before updating it, or are updating it now)."""
         found = self.storage.read_document(keys.aliases_key(self.name))
-        return self._replayed(alias_doc.parse(found and found[0], self._aliases_where()))
+        return self._replayed(alias_doc.parse(found and found[0], self._aliases_where()), versions)
 
     def version_of(self, ref: str | int, state: AliasState | None = None) -> int:
         """The version number a reference names; unknown ones list what exists."""
@@ -132,7 +132,7 @@ class Registry:
                 raise RegistryError(f"unknown version {ref!r} of {self.name}; versions: {listed}")
             return version
         alias = keys.check_alias(str(ref).strip())
-        state = state or self.state()
+        state = state or self.state(versions)
         if alias not in state.aliases:
             known = ", ".join(f"{a} -> v{v}" for a, v in sorted(state.aliases.items()))
             raise RegistryError(
@@ -171,8 +171,10 @@ class Registry:
     def _aliases_where(self) -> str:
         return f"{self.location}/{keys.ALIASES_FILE}"
 
-    def _replayed(self, state: AliasState) -> AliasState:
-        for version in self.version_numbers():
+    def _replayed(self, state: AliasState, versions: list[int] | None = None) -> AliasState:
+        """`state` with the decisions of `versions` (all committed ones when None) that it does
+        not record yet."""
+        for version in self.version_numbers() if versions is None else versions:
             if version <= state.last_version:
                 continue
             try:

@@ -88,14 +88,24 @@ class LocalFolder(Storage):
         return True
 
     def list(self, prefix: str) -> list[str]:
-        base = self.root / prefix if prefix else self.root
+        folder, _, _ = prefix.rpartition("/")
+        base = self.root / folder if folder else self.root
         if not base.is_dir():
             return []
         keys = []
-        for folder, dirs, files in os.walk(base):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            rel = Path(folder).relative_to(self.root)
-            keys += [(rel / f).as_posix() for f in files if not f.startswith(".")]
+        for current, dirs, files in os.walk(base):
+            rel = Path(current).relative_to(self.root).as_posix()
+            here = "" if rel == "." else f"{rel}/"
+            # descend only where keys can still start with the prefix (as S3 lists by prefix)
+            dirs[:] = [
+                d
+                for d in dirs
+                if not d.startswith(".")
+                and (f"{here}{d}/".startswith(prefix) or prefix.startswith(f"{here}{d}/"))
+            ]
+            keys += [
+                here + f for f in files if not f.startswith(".") and (here + f).startswith(prefix)
+            ]
         return sorted(keys)
 
     def delete(self, key: str) -> None:

@@ -41,7 +41,7 @@ class Storage(ABC):
 
     @abstractmethod
     def list(self, prefix: str) -> list[str]:
-        """Every key under `prefix` (a folder-like "name/"), sorted."""
+        """Every key that starts with `prefix` (any string, as S3 lists), sorted."""
 
     @abstractmethod
     def delete(self, key: str) -> None:
