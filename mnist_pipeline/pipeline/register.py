@@ -68,7 +68,7 @@ def register_candidate(
 ) -> Registration:
     """Check `candidate`, decide its alias against production, and register it."""
     contents = candidate.read()
-    hashes = {rel: _sha256(data) for rel, data in contents.items()}
+    hashes = {rel: hashlib.sha256(data).hexdigest() for rel, data in contents.items()}
     reports = RunReports.parse(contents)
     _, trained = check_reports(reports, hashes, params)  # refuses a broken chain
     fingerprint = reports.record.fingerprint
@@ -145,7 +145,3 @@ def verify(registry: Registry) -> list[str]:
             continue
         problems += [f"v{version}: {p}" for p in chain_problems(registry, version, typed)]
     return problems
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

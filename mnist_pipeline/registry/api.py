@@ -118,8 +118,7 @@ class Registry:
     def state(self, versions: list[int] | None = None) -> AliasState:
         """The alias document, plus the decisions of versions committed after it was written
         (by writers that died before updating it, or are updating it now)."""
-        found = self.storage.read_document(keys.aliases_key(self.name))
-        return self._replayed(alias_doc.parse(found and found[0], self._aliases_where()), versions)
+        return self._state_and_revision(versions)[0]
 
     def version_of(self, ref: str | int, state: AliasState | None = None) -> int:
         """The version number a reference names; unknown ones list what exists."""
@@ -167,6 +166,14 @@ class Registry:
         return commit.collect_garbage(self)
 
     # ---- internals shared with commit.py and audit.py
+
+    def _state_and_revision(
+        self, versions: list[int] | None = None
+    ) -> tuple[AliasState, str | None]:
+        """`state()` and the alias document's revision it was read at (None: no document)."""
+        found = self.storage.read_document(keys.aliases_key(self.name))
+        state = alias_doc.parse(found and found[0], self._aliases_where())
+        return self._replayed(state, versions), None if found is None else found[1]
 
     def _aliases_where(self) -> str:
         return f"{self.location}/{keys.ALIASES_FILE}"

@@ -13,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import aliases as alias_doc
 from mnist_pipeline.registry import keys
-from mnist_pipeline.registry.aliases import PRODUCTION, AliasState
+from mnist_pipeline.registry.aliases import PRODUCTION, AliasState, utc_now
 from mnist_pipeline.registry.card import (
     CARD_SCHEMA,
     REGISTRY_FIELDS,
@@ -34,11 +33,6 @@ if TYPE_CHECKING:
 
 SWAP_ATTEMPTS = 100
 T = TypeVar("T")
-
-
-def utc_now() -> str:
-    """Current UTC time, ISO 8601 with seconds."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def register(
@@ -196,10 +190,7 @@ def _swap_aliases(registry: Registry, change: Callable[[AliasState], T]) -> T:
     compare-and-swap, re-reading and re-applying on conflict."""
     key = keys.aliases_key(registry.name)
     for _ in range(SWAP_ATTEMPTS):
-        found = registry.storage.read_document(key)
-        revision = None if found is None else found[1]
-        state = alias_doc.parse(found and found[0], registry._aliases_where())
-        state = registry._replayed(state)
+        state, revision = registry._state_and_revision()
         result = change(state)
         if registry.storage.swap(key, alias_doc.dump(state), revision):
             return result

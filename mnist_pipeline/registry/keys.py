@@ -52,10 +52,6 @@ def check_relpath(relpath: str) -> str:
     return relpath
 
 
-def version_prefix(name: str, version: int) -> str:
-    return f"{name}/v{version}/"
-
-
 def card_key(name: str, version: int) -> str:
     return f"{name}/v{version}/{CARD_FILE}"
 
