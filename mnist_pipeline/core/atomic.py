@@ -1,4 +1,5 @@
-"""Atomic file writes: write beside the target, fsync, then rename over it."""
+"""Atomic file writes: write beside the target, fsync it, rename it over the target, fsync the
+folder (so the rename itself survives a power cut)."""
 
 from __future__ import annotations
 
@@ -37,8 +38,18 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
+        _fsync_folder(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def check_writable(*folders: Path) -> None:

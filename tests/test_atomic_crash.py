@@ -1,0 +1,126 @@
+"""Crashes part-way through a write, deterministic: for every kind of file the pipeline writes
+(weights, IDX data, CSV, JSON reports, PNG plots), a writer killed half-way through its bytes,
+killed at fsync or at the rename, or failing there, leaves the target's old bytes, and the next
+reader loads them (tests/crash_writers.py writes and reads each kind as the pipeline does)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mnist_pipeline.core import atomic
+from mnist_pipeline.core.errors import PipelineError
+from tests.conftest import REPO_ROOT
+from tests.crash_writers import READERS, WRITERS
+
+KINDS = sorted(WRITERS)
+
+
+def write_in_child(kind: str, mode: str, target: Path, limit: int = 0) -> subprocess.Popen:
+    """Write `target` (seed 2) in a child process that crashes or fails as `mode` says."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    args = [sys.executable, "-m", "tests.crash_writers", kind, mode, str(target), "2", str(limit)]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.communicate(timeout=120)
+    return proc
+
+
+def old_and_new(kind: str, tmp_path: Path) -> tuple[Path, bytes, bytes]:
+    """The target holding an old file (seed 1), its bytes, and the bytes a new write makes."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    WRITERS[kind](scratch / kind, 2)
+    target = tmp_path / "out" / kind
+    target.parent.mkdir()
+    WRITERS[kind](target, 1)
+    old, new = target.read_bytes(), (scratch / kind).read_bytes()
+    assert old != new
+    return target, old, new
+
+
+def others(target: Path) -> list[Path]:
+    return sorted(p for p in target.parent.iterdir() if p != target)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_writer_killed_half_way_through_its_bytes_leaves_the_old_file(
+    kind: str, tmp_path: Path
+) -> None:
+    target, old, new = old_and_new(kind, tmp_path)
+    half = len(new) // 2
+    proc = write_in_child(kind, "half", target, limit=half)
+    assert proc.returncode == -signal.SIGXFSZ, proc.stderr.read().decode()[-2000:]
+    assert target.read_bytes() == old
+    READERS[kind](target)
+    # The killed writer left its temp file: hidden, beside the target, half written, unreadable.
+    [partial] = others(target)
+    assert partial.name.startswith(f".{kind}.") and partial.stat().st_size == half
+    with pytest.raises((PipelineError, AssertionError, OSError, ValueError)):
+        READERS[kind](partial)
+    WRITERS[kind](target, 2)  # the next write replaces the old file whole
+    assert target.read_bytes() == new
+    READERS[kind](target)
+
+
+@pytest.mark.parametrize("point", ["fsync", "rename"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_writer_killed_at_fsync_or_rename_leaves_the_old_file(
+    kind: str, point: str, tmp_path: Path
+) -> None:
+    target, old, new = old_and_new(kind, tmp_path)
+    proc = write_in_child(kind, f"{point}-crash", target)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert target.read_bytes() == old
+    READERS[kind](target)
+    [whole] = others(target)  # the temp file, complete: only the rename was missing
+    assert whole.name.startswith(f".{kind}.") and whole.read_bytes() == new
+
+
+@pytest.mark.parametrize("point", ["fsync", "replace"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_failing_fsync_or_rename_is_an_error_and_leaves_no_temp_file(
+    kind: str, point: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target, old, _ = old_and_new(kind, tmp_path)
+
+    def fails(*args, **kwargs):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, point, fails)
+    with pytest.raises(OSError, match="Input/output error"):
+        WRITERS[kind](target, 2)
+    monkeypatch.undo()
+    assert target.read_bytes() == old and others(target) == []
+    READERS[kind](target)
+
+
+def test_the_file_is_flushed_before_the_rename_and_the_folder_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the first fsync a power cut can leave the renamed file empty; without the second
+    the rename itself can be lost."""
+    calls: list[tuple[str, int]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def record_fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        calls.append(("fsync-folder" if stat.S_ISDIR(info.st_mode) else "fsync-file", info.st_ino))
+        fsync(fd)
+
+    def record_replace(src, dst) -> None:
+        calls.append(("rename", os.stat(src).st_ino))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", record_fsync)
+    monkeypatch.setattr(os, "replace", record_replace)
+    target = tmp_path / "out" / "report.json"
+    atomic.write_json(target, {"accuracy": 0.99})
+    written, folder = target.stat().st_ino, target.parent.stat().st_ino
+    assert calls == [("fsync-file", written), ("rename", written), ("fsync-folder", folder)]
