@@ -16,7 +16,7 @@ import yaml
 from mnist_pipeline.core.errors import GateError, PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import EvaluateParams, ModelParams, Params
-from mnist_pipeline.data.manifest import dataset_sha256
+from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.evaluation.evaluate import PLOT_FILES, evaluate
 from mnist_pipeline.evaluation.quality import RELIABILITY_PLOT, ROBUSTNESS_PLOT
 from mnist_pipeline.evaluation.robustness import TRANSFORMS
@@ -49,9 +49,12 @@ def trained(tmp_path: Path, tiny_data_dir: Path, tiny_params: Params) -> Layout:
 
 
 def untrained(layout: Layout) -> None:
-    """Random weights (about 10% accurate) in place of trained ones."""
+    """Random weights (about 10% accurate) in place of trained ones, recorded as trained."""
     torch.manual_seed(0)
     save_state_dict(build_model("classic"), layout.state_dict)
+    record = json.loads(layout.train_record.read_text())
+    record["state_dict_sha256"] = file_sha256(layout.state_dict)
+    layout.train_record.write_text(json.dumps(record))
 
 
 def read_predictions(layout: Layout) -> list[dict[str, str]]:
@@ -136,8 +139,34 @@ def test_training_curves_only_with_a_history(trained: Layout) -> None:
     evaluate(MODEL, EvaluateParams(min_accuracy=0.0), trained)
     assert (trained.plots / "training_curves.png").is_file()
     trained.train_history.unlink()
+    with pytest.raises(GateError, match=r"train_history.csv is missing but .*model.json records"):
+        evaluate(MODEL, EvaluateParams(min_accuracy=0.0), trained)
+    record = json.loads(trained.train_record.read_text())
+    del record["history_sha256"]  # a record from before histories were recorded
+    trained.train_record.write_text(json.dumps(record))
     evaluate(MODEL, EvaluateParams(min_accuracy=0.0), trained)
     assert not (trained.plots / "training_curves.png").exists()  # no stale plot left
+
+
+def test_only_weights_and_history_a_finished_training_recorded_are_scored(
+    trained: Layout,
+) -> None:
+    """A training stopped between its writes leaves model.json naming other files: refused
+    before anything is written."""
+    torch.manual_seed(3)
+    save_state_dict(build_model("classic"), trained.state_dict)  # new weights, old record
+    with pytest.raises(GateError, match=r"model.json was not made from the current model.pt"):
+        evaluate(MODEL, EvaluateParams(min_accuracy=0.0), trained)
+    assert not trained.metrics.exists() and not trained.predictions.exists()
+    untrained(trained)  # recorded weights, but the history is another training's
+    trained.train_history.write_text(trained.train_history.read_text() + "\n")
+    with pytest.raises(GateError, match=r"not made from the current train_history.csv"):
+        evaluate(MODEL, EvaluateParams(min_accuracy=0.0), trained)
+    trained.train_record.unlink()
+    with pytest.raises(
+        PipelineError, match=r"no report at .*model.json: run `mnist-pipeline train`"
+    ):
+        evaluate(MODEL, EvaluateParams(min_accuracy=0.0), trained)
 
 
 def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -83,3 +83,15 @@ def test_a_missed_extra_holdout_gate_is_named_as_such() -> None:
     missed = metrics(passed=False, extra=held | {"correct": 10, "min_extra_accuracy": 0.9})
     with pytest.raises(GateError, match=r"did not pass the extra-holdout gate .*accuracy 0.5"):
         gate.evaluation_passed(missed, "metrics.json")
+
+
+def test_a_report_must_list_files_that_are_there_with_those_bytes() -> None:
+    recorded = {"reports/predictions.csv": "a" * 64, "reports/plots/correct.png": "b" * 64}
+    gate.outputs_made_with(recorded, dict(recorded), "metrics.json", "evaluate")
+    gate.outputs_made_with(None, {}, "metrics.json", "evaluate")  # a report from before lists
+    changed = {**recorded, "reports/plots/correct.png": "c" * 64}
+    with pytest.raises(GateError, match=r"correct.png has sha256 cccccccccccc but metrics.json"):
+        gate.outputs_made_with(recorded, changed, "metrics.json", "evaluate")
+    missing = {"reports/predictions.csv": "a" * 64}
+    with pytest.raises(GateError, match=r"correct.png is missing .* run `mnist-pipeline evaluate`"):
+        gate.outputs_made_with(recorded, missing, "metrics.json", "evaluate")

@@ -73,6 +73,9 @@ class Metrics(Report):
     dataset_sha256: str
     state_dict_sha256: str
     arch: str
+    # SHA-256 of every other file evaluate wrote (predictions, headline, plots) by path under
+    # the run folder; metrics.json is written last, so a later stage finds an unfinished one.
+    outputs: dict[str, str] | None = None
 
 
 class Parity(Report):
@@ -110,6 +113,7 @@ class TrainRecord(Report):
     state_dict_sha256: str
     fingerprint: Fingerprint
     temperature: dict[str, Any] | None = None
+    history_sha256: str | None = None  # reports/train_history.csv, written with model.pt
 
 
 class IngestReport(Report):

@@ -4,10 +4,11 @@ The stage only wires the parts: scoring (scoring.py) on the test set and on the 
 (the share of the labelled digits users added that training never saw; inbox/extra.py),
 calibration (metrics.calibration), robustness (accuracy on test digits drawn like real photos,
 quality.py), plots (plots.py, quality.py), the report files and text (report.py), and last the
-gate (gate.enforce_evaluation). Writes layout.metrics (JSON), layout.scores, layout.predictions
-(CSV: index,actual,predicted,confidence) and the PNG plots, prints the report, and only then
-raises GateError when accuracy < min_accuracy (or, when set, the extra holdout's accuracy <
-min_extra_accuracy).
+gate (gate.enforce_evaluation). Scores only weights whose training finished (model.json names
+model.pt and the history). Writes layout.predictions (CSV: index,actual,predicted,confidence),
+the PNG plots, layout.scores and last layout.metrics (JSON, with the SHA-256 of the others),
+prints the report, and only then raises GateError when accuracy < min_accuracy (or, when set,
+the extra holdout's accuracy < min_extra_accuracy).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from typing import Any
 import torch
 
 from mnist_pipeline.core.atomic import write_json, write_text
+from mnist_pipeline.core.errors import GateError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import EvaluateParams, ModelParams
-from mnist_pipeline.core.reports import Metrics
+from mnist_pipeline.core.reports import Metrics, TrainRecord, read_report
 from mnist_pipeline.data.dataset import load_mnist
 from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.evaluation import metrics, plots, quality, report, scoring
-from mnist_pipeline.evaluation.gate import accuracy_passes, enforce_evaluation
+from mnist_pipeline.evaluation.gate import accuracy_passes, enforce_evaluation, made_from
 from mnist_pipeline.inbox import extra
 from mnist_pipeline.model.weights import load_model
 
@@ -90,10 +92,32 @@ def write_plots(images: torch.Tensor, scores: scoring.Scores, layout: Layout) ->
         (folder / PLOT_FILES[3]).unlink(missing_ok=True)  # never leave a stale one behind
 
 
+def check_trained(layout: Layout, weights_sha256: str) -> None:
+    """GateError unless the training record names these weights and the history beside them:
+    otherwise a training stopped between its writes (or the files came from elsewhere)."""
+    record = read_report(TrainRecord, layout.train_record, "train")
+    where = str(layout.train_record)
+    made_from(record.state_dict_sha256, weights_sha256, where, "model.pt", "train")
+    if record.history_sha256 is not None:  # recorded since the history is checked
+        history = layout.train_history
+        if not history.is_file():
+            raise GateError(
+                f"{history} is missing but {where} records it: run `mnist-pipeline train`"
+            )
+        made_from(record.history_sha256, file_sha256(history), where, history.name, "train")
+
+
+def written_outputs(layout: Layout) -> dict[str, str]:
+    """SHA-256 of the predictions, the headline and every plot, by path under layout.root."""
+    files = [layout.predictions, layout.scores, *sorted(layout.plots.glob("[!.]*"))]
+    return {path.relative_to(layout.root).as_posix(): file_sha256(path) for path in files}
+
+
 def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> EvalResult:
     """Score layout.state_dict on the test set; raise GateError below params.min_accuracy."""
     net = load_model(model.arch, layout.state_dict)  # a clear error if there are none
     weights_sha256 = file_sha256(layout.state_dict)  # the weights this report describes
+    check_trained(layout, weights_sha256)
     mnist = load_mnist(layout.data_dir)
     test = scoring.score(net, mnist.test_images, mnist.test_labels, params.batch_size)
     held = score_holdout(net, params, layout)
@@ -101,30 +125,30 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
     robustness = quality.robustness_report(
         net, mnist.test_images, test.actual, params.robustness_per_transform, params.batch_size
     )
-    full = Metrics.model_validate(
-        {
-            "accuracy": test.accuracy,
-            "loss": test.loss,
-            "correct": test.correct,
-            "total": len(test.actual),
-            "min_accuracy": params.min_accuracy,
-            "passed": accuracy_passes(test.accuracy, params.min_accuracy) and held["passed"],
-            "per_class": metrics.per_class(test.matrix),
-            "confusion_matrix": test.matrix.tolist(),
-            "extra": held,
-            "calibration": calibration,
-            "robustness": robustness,
-            "dataset_sha256": dataset_sha256(layout.data_dir),
-            "state_dict_sha256": weights_sha256,
-            "arch": model.arch,
-        }
-    )
+    fields = {
+        "accuracy": test.accuracy,
+        "loss": test.loss,
+        "correct": test.correct,
+        "total": len(test.actual),
+        "min_accuracy": params.min_accuracy,
+        "passed": accuracy_passes(test.accuracy, params.min_accuracy) and held["passed"],
+        "per_class": metrics.per_class(test.matrix),
+        "confusion_matrix": test.matrix.tolist(),
+        "extra": held,
+        "calibration": calibration,
+        "robustness": robustness,
+        "dataset_sha256": dataset_sha256(layout.data_dir),
+        "state_dict_sha256": weights_sha256,
+        "arch": model.arch,
+    }
+    full = Metrics.model_validate(fields)
     answers = report.predictions_csv(test.actual, test.predicted, test.confidence)
     write_text(layout.predictions, answers)
     write_plots(mnist.test_images, test, layout)
     quality.write_plots(calibration, robustness, layout.plots)
-    full.write(layout.metrics)
     write_json(layout.scores, report.headline(full))
+    full = Metrics.model_validate({**fields, "outputs": written_outputs(layout)})
+    full.write(layout.metrics)  # last: the record that every write above finished
     print(report.report_text(full), flush=True)
     enforce_evaluation(full)
     return EvalResult(

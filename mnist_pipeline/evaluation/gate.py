@@ -62,6 +62,22 @@ def made_from(recorded: str | None, sha256: str, where: str, what: str, rerun: s
         )
 
 
+def outputs_made_with(
+    recorded: dict[str, str] | None, found: dict[str, str | None], where: str, rerun: str
+) -> None:
+    """GateError unless every file a report lists (`recorded`: path -> SHA-256) is there with
+    those bytes (`found`: path -> SHA-256 now, None when missing): a stage whose last write (the
+    report) came from another run than some of its other files did not finish."""
+    for path, sha256 in (recorded or {}).items():
+        now = found.get(path)
+        if now != sha256:
+            state = "is missing" if now is None else f"has sha256 {now[:12]}"
+            raise GateError(
+                f"{path} {state} but {where} records {sha256[:12]}: the last `{rerun}` did not "
+                f"finish every write (or the file changed since): run `mnist-pipeline {rerun}`"
+            )
+
+
 def _finite(value: float | None, key: str, where: str) -> float:
     if value is None or not math.isfinite(value):
         raise PipelineError(f"{where}: {key!r} must be a finite number, got {value!r}")

@@ -203,6 +203,12 @@ def export_onnx(
     return ExportResult(onnx_path, sha256, size, params.opset, meta)
 
 
+def outputs_found(metrics: Metrics, layout: Layout) -> dict[str, str | None]:
+    """SHA-256 now of each file the evaluation report lists (None: missing)."""
+    paths = {rel: layout.root / rel for rel in metrics.outputs or {}}
+    return {rel: file_sha256(p) if p.is_file() else None for rel, p in paths.items()}
+
+
 def export(
     model: ModelParams, params: ExportParams, layout: Layout, model_version: str | None = None
 ) -> ExportResult:
@@ -218,6 +224,7 @@ def export(
         accuracy = gate.evaluation_passed(metrics, where)
         gate.made_from(metrics.state_dict_sha256, weights_hash, where, "model.pt", "evaluate")
         gate.made_from(metrics.dataset_sha256, data_hash, where, "dataset", "evaluate")
+        gate.outputs_made_with(metrics.outputs, outputs_found(metrics, layout), where, "evaluate")
     except GateError as exc:
         raise GateError(f"refusing to export: {exc}") from None
     metadata = collect_metadata(accuracy, data_hash, weights_hash, model_version)

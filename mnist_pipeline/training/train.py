@@ -250,6 +250,7 @@ def train(model: ModelParams, params: TrainParams, layout: Layout) -> TrainResul
             "state_dict_sha256": file_sha256(layout.state_dict),
             "fingerprint": fingerprint,
             "temperature": calibration,
+            "history_sha256": file_sha256(layout.train_history),
         }
         TrainRecord.model_validate(record).write(layout.train_record)
         layout.checkpoint.unlink(missing_ok=True)
