@@ -4,6 +4,7 @@ import gzip
 import http.server
 import os
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,15 +159,63 @@ def test_real_mnist_from_shared_folder(real_run: Layout) -> None:
     assert mnist.test_labels.bincount().tolist() == expected_test
 
 
-def test_gzip_bomb_is_refused_before_it_expands(tmp_path: Path, tiny_files) -> None:
-    """A small .gz that expands far beyond any MNIST file: refused at the cap, nothing written."""
+def gzip_bomb(member_bytes: int, members: int) -> bytes:
+    """`members` gzip members of `member_bytes` zeros each: ~1000x smaller than it expands."""
+    zeros = bytes(16 << 20)
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    member = b"".join(packer.compress(zeros) for _ in range(member_bytes // len(zeros)))
+    return (member + packer.flush()) * members
+
+
+def limit_inflation(monkeypatch: pytest.MonkeyPatch, budget: int) -> list[int]:
+    """Count the bytes any zlib decompressor (gzip's too) produces; fail once past `budget`.
+
+    Each call is capped at the room left, so a decompress-it-all reader trips the wire
+    instead of allocating gigabytes. Returns a one-item list holding the count."""
+    produced = [0]
+    real = zlib.decompressobj
+
+    def take(chunk: bytes) -> bytes:
+        produced[0] += len(chunk)
+        assert produced[0] <= budget, f"decompressed {produced[0]:,} bytes, over {budget:,}"
+        return chunk
+
+    class Counted:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            self._inner = real(*args, **kwargs)
+
+        def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+            room = budget - produced[0] + 1
+            return take(self._inner.decompress(data, min(max_length or room, room)))
+
+        def flush(self, *args: int) -> bytes:
+            return take(self._inner.flush(*args))
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._inner, name)
+
+    def one_shot(data: bytes, wbits: int = zlib.MAX_WBITS, bufsize: int = 0) -> bytes:
+        return Counted(wbits=wbits).decompress(data)
+
+    monkeypatch.setattr(zlib, "decompressobj", Counted)
+    monkeypatch.setattr(zlib, "decompress", one_shot)
+    return produced
+
+
+def test_gzip_bomb_is_refused_before_it_expands(
+    tmp_path: Path, tiny_files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small .gz that expands to 16 GiB: refused at the cap, having inflated no more than
+    the cap allows, nothing written."""
     sha = write_mirror(tmp_path / "m", tiny_files)
-    bomb = gzip.compress(bytes(idx.MAX_FILE_BYTES + (8 << 20)), compresslevel=1)
-    assert len(bomb) < 1 << 20
+    bomb = gzip_bomb(128 << 20, members=128)  # 16 GiB of zeros
+    assert len(bomb) < 20 << 20 < idx.MAX_FILE_BYTES  # the download itself is allowed
     (tmp_path / "m" / f"{TRAIN_IMAGES}.gz").write_bytes(bomb)
+    produced = limit_inflation(monkeypatch, budget=idx.MAX_FILE_BYTES + 1)
     with pytest.raises(DataError, match=r"expands to more than 67,108,864 bytes") as info:
         fetch(data_params(sha, tmp_path / "m"), Layout(tmp_path), show_progress=False)
     assert "gzip bomb" in str(info.value)
+    assert idx.MAX_FILE_BYTES < produced[0] <= idx.MAX_FILE_BYTES + 1
     assert not (Layout(tmp_path).data_dir / TRAIN_IMAGES).exists()
 
 
