@@ -28,7 +28,16 @@ def test_the_same_seed_gives_the_same_warps_and_another_seed_others() -> None:
     other = augment(batch, STRONG, torch.Generator().manual_seed(6))
     assert torch.equal(first, again) and not torch.equal(first, other)
     assert first.shape == batch.shape and first.dtype == batch.dtype
-    assert not torch.equal(first[0], first[1:2].expand_as(first[0:1])[0])  # per image
+    assert not torch.equal(first[0], first[1:2].expand_as(first[0:1])[0])
+
+
+def test_each_copy_of_one_image_gets_its_own_warp() -> None:
+    """A batch of 16 copies of one digit: 16 different warps, 16 different results."""
+    copies = digits(1).repeat(16, 1, 1, 1)
+    theta = random_affine(16, STRONG, torch.Generator().manual_seed(3))
+    assert len(torch.unique(theta.flatten(1), dim=0)) == 16
+    warped = augment(copies, STRONG, torch.Generator().manual_seed(3))
+    assert len(torch.unique(warped.flatten(1), dim=0)) == 16
 
 
 def test_no_strength_is_the_identity_and_background_stays_black() -> None:
