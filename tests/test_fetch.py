@@ -110,7 +110,7 @@ def test_existing_good_data_is_not_overwritten_by_a_bad_mirror(tmp_path: Path, t
     before = {p.name: p.read_bytes() for p in data.iterdir()}
     (data / TRAIN_LABELS).unlink()  # one file missing: only it is fetched again
     write_mirror(tmp_path / "bad", make_dataset(seed=5))
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match=rf"(?s)could not fetch {TRAIN_LABELS} .*sha256 mismatch"):
         fetch(data_params(sha, tmp_path / "bad"), Layout(tmp_path), show_progress=False)
     after = {p.name: p.read_bytes() for p in data.iterdir()}
     assert after == {k: v for k, v in before.items() if k != TRAIN_LABELS}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from mnist_pipeline.cli.app import app, main
@@ -30,7 +31,7 @@ def test_repo_params_file_is_valid_and_matches_the_defaults() -> None:
 
 def test_params_are_frozen() -> None:
     params = Params()
-    with pytest.raises(Exception, match="frozen"):
+    with pytest.raises(ValidationError, match="Instance is frozen"):
         params.train.epochs = 3  # type: ignore[misc]
 
 

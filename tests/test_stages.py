@@ -42,5 +42,5 @@ def test_run_passes_the_listed_sections_in_order(monkeypatch: pytest.MonkeyPatch
 
 
 def test_unknown_stage_is_a_key_error() -> None:
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="deploy"):
         stages.run("deploy", Params(), Layout())
