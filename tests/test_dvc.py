@@ -11,9 +11,12 @@ import yaml
 
 from mnist_pipeline.core.imports import import_closure
 from mnist_pipeline.core.layout import Layout
-from mnist_pipeline.core.params import Params
+from mnist_pipeline.core.params import Params, parse_params
+from mnist_pipeline.core.service_params import Section
+from mnist_pipeline.pipeline import stages
 from mnist_pipeline.pipeline.stages import STAGES as TABLE
 from tests.conftest import REPO_ROOT
+from tests.synthetic import make_dataset, write_mirror
 
 PACKAGE = "mnist_pipeline"
 STAGES = ("fetch", "ingest", "train", "evaluate", "export", "parity")
@@ -98,6 +101,65 @@ def test_stages_match_the_stage_table(name: str) -> None:
     outs = {p for key in ("outs", "metrics", "plots") for p in _entries(stage, key)}
     assert outs == {str(getattr(layout, attr)) for attr in table.writes}
     assert {dotted.partition(".")[0] for dotted in stage["params"]} <= set(table.sections)
+
+
+def recorded(section: Section, seen: set[str]) -> Section:
+    """A copy of `section` that adds each field read to `seen` (every field when it is dumped,
+    compared, hashed or printed whole, as the training fingerprint does)."""
+    cls, fields = type(section), set(type(section).model_fields)
+
+    def read(self: Section, name: str) -> Any:
+        if name in fields:
+            seen.add(name)
+        return object.__getattribute__(self, name)
+
+    def whole(method: Any) -> Any:
+        def wrapper(self: Section, *args: Any, **kwargs: Any) -> Any:
+            seen.update(fields)
+            return method(self, *args, **kwargs)
+
+        return wrapper
+
+    dumps = ("model_dump", "model_dump_json", "__eq__", "__hash__", "__iter__", "__repr__")
+    spy = type(
+        cls.__name__,
+        (cls,),
+        {"__getattribute__": read} | {name: whole(getattr(cls, name)) for name in dumps},
+    )
+    return spy.model_construct(**{name: getattr(section, name) for name in fields})
+
+
+@pytest.fixture(scope="module")
+def keys_read(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
+    """stage -> the "section.key"s it read, running every stage on a tiny dataset in order."""
+    folder = tmp_path_factory.mktemp("pipeline")
+    sha = write_mirror(folder / "mirror", make_dataset())
+    params = parse_params(
+        {
+            "data": {"mirrors": [str(folder / "mirror")], "sha256": sha},
+            "train": {"epochs": 1, "max_batches_per_epoch": 2, "val_size": 32, "num_threads": 1},
+            "evaluate": {"min_accuracy": 0.0, "robustness_per_transform": 2},
+        }
+    )
+    reads = {}
+    for name in STAGES:
+        seen: dict[str, set[str]] = {section: set() for section in TABLE[name].sections}
+        spies = {section: recorded(getattr(params, section), seen[section]) for section in seen}
+        stages.run(name, params.model_copy(update=spies), Layout(folder))
+        reads[name] = {f"{section}.{key}" for section, keys in seen.items() for key in keys}
+    return reads
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_params_are_exactly_the_keys_the_stage_reads(name: str, keys_read) -> None:
+    """DVC re-runs a stage when a listed key changes: a key it reads and dvc.yaml omits would
+    leave a stale output; one listed but not read would re-run it for nothing."""
+    listed = set()
+    for dotted in DVC_YAML["stages"][name]["params"]:
+        section, _, key = dotted.partition(".")
+        fields = [key] if key else Params.model_fields[section].annotation.model_fields
+        listed |= {f"{section}.{field}" for field in fields}
+    assert listed == keys_read[name]
 
 
 def test_data_deps_are_outputs_of_earlier_stages() -> None:
