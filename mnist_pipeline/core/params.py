@@ -184,7 +184,12 @@ def _check_moved(raw: dict[str, Any], source: str) -> None:
         if isinstance(raw.get(section), dict) and key in raw[section]:
             moved.append(f"{source}: {old}: moved to {new} (the '{new.split('.')[0]}:' section)")
     if moved:
-        raise ParamsError("invalid params:\n  " + "\n  ".join(moved))
+        raise ParamsError(_problems(moved))
+
+
+def _problems(lines: list[str]) -> str:
+    """One problem is one line; several are listed under a heading, one line each."""
+    return lines[0] if len(lines) == 1 else "invalid params:\n  " + "\n  ".join(lines)
 
 
 def _describe(error: ValidationError, source: str) -> str:
@@ -196,7 +201,7 @@ def _describe(error: ValidationError, source: str) -> str:
         else:
             rule = item["msg"].removeprefix("Value error, ")  # a model validator's own words
         lines.append(f"{source}: {key}: {rule} (got {item.get('input')!r})")
-    return "invalid params:\n  " + "\n  ".join(lines)
+    return _problems(lines)
 
 
 def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> None:
