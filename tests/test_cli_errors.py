@@ -1,0 +1,119 @@
+"""The CLI's promises about bad input (docs/reliability.md): bad params are one line naming the
+key and file, exit 2, nothing written; `train` finds a read-only or full output folder before
+its first epoch, one line naming the folder, exit 74."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from mnist_pipeline.cli.app import main
+from mnist_pipeline.core import atomic
+from mnist_pipeline.core.errors import EXIT_IO, ParamsError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.training import loop
+
+TINY = "train:\n  epochs: 1\n  max_batches_per_epoch: 1\n  val_size: 32\n  num_threads: 1\n"
+
+
+class ReachedEpoch(Exception):
+    """Raised in place of the first training epoch: training got that far."""
+
+
+def cli(root: Path, *args: str) -> int:
+    """The console script in this process, run in `root`; its exit code."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.argv", ["mnist-pipeline", "--root", str(root), *args])
+        try:
+            main()
+        except SystemExit as done:
+            return int(done.code or 0)
+    return 0
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        pytest.param('train:\n  epochs: "3"\n', "train.epochs: Input should be", id="type"),
+        pytest.param("train:\n  epoch: 3\n", "train.epoch: unknown key", id="unknown-key"),
+        pytest.param("trian:\n  epochs: 3\n", "trian: unknown key", id="unknown-section"),
+        pytest.param(
+            "train:\n  learning_rate: -1\n", "train.learning_rate: Input should be", id="range"
+        ),
+        pytest.param("train:\n  arch: wide\n", "train.arch: moved to model.arch", id="moved"),
+        pytest.param("train: [unclosed\n", "not valid YAML (line 2", id="yaml"),
+        pytest.param(
+            "train:\n  epochs: 2\n  epochs: 3\n", "duplicate key 'epochs'", id="duplicate"
+        ),
+    ],
+)
+def test_bad_params_are_one_line_exit_2_and_nothing_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, named: str
+) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    assert cli(tmp_path, "train") == ParamsError.exit_code == 2
+    out, err = capsys.readouterr()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: {params}: ") and named in err
+    assert out == "" and files_under(tmp_path) == ["params.yaml"]
+
+
+def refuse_writes_in(monkeypatch: pytest.MonkeyPatch, folder: Path, code: int) -> list[int]:
+    """Make the write check in `folder` fail as a read-only or full disk would, and the first
+    epoch raise ReachedEpoch; returns the list that counts the epochs entered."""
+    real = tempfile.NamedTemporaryFile
+
+    def named_temporary_file(*args: object, **kwargs: object) -> object:
+        if Path(str(kwargs.get("dir"))) == folder:
+            raise OSError(code, os.strerror(code), str(folder))
+        return real(*args, **kwargs)
+
+    def epoch(*args: object, **kwargs: object) -> None:
+        epochs.append(1)
+        raise ReachedEpoch
+
+    epochs: list[int] = []
+    monkeypatch.setattr(atomic.tempfile, "NamedTemporaryFile", named_temporary_file)
+    monkeypatch.setattr(loop, "train_epoch", epoch)
+    return epochs
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC])
+@pytest.mark.parametrize("output", ["model_dir", "reports"])
+def test_train_finds_an_unwritable_output_folder_before_its_first_epoch(
+    tmp_path: Path,
+    tiny_data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    output: str,
+    code: int,
+) -> None:
+    (tmp_path / "params.yaml").write_text(TINY)
+    folder = getattr(Layout(tmp_path), output)
+    before = files_under(tmp_path)
+    epochs = refuse_writes_in(monkeypatch, folder, code)
+    assert cli(tmp_path, "train") == EXIT_IO
+    assert epochs == []
+    assert capsys.readouterr().err == f"error: {folder}: {os.strerror(code)}\n"
+    new = [tmp_path / f for f in files_under(tmp_path) if f not in before]
+    assert all(p.is_dir() and not any(p.iterdir()) for p in new), new  # empty folders at most
+
+
+def test_without_the_fault_train_reaches_its_first_epoch(
+    tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control for the test above: the same project and patches, a writable disk."""
+    (tmp_path / "params.yaml").write_text(TINY)
+    epochs = refuse_writes_in(monkeypatch, tmp_path / "elsewhere", errno.EROFS)
+    with pytest.raises(ReachedEpoch):
+        cli(tmp_path, "train")
+    assert epochs == [1]
