@@ -67,7 +67,7 @@ STAGES: dict[str, Stage] = {
             "evaluate",
             "mnist_pipeline.evaluation.evaluate:evaluate",
             ("model", "evaluate"),
-            reads=("data_dir", "extra_dir", "state_dict", "train_history"),
+            reads=("data_dir", "extra_dir", "state_dict", "train_record", "train_history"),
             writes=("metrics", "scores", "predictions", "plots"),
             help="Score models/model.pt on the test set, write reports/, apply the accuracy gate.",
         ),
