@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,12 @@ def register_layout(registry_root: Path, layout, folder: Path) -> Path:
     write_reports(folder)
     register_candidate(Registry(registry_root, MODEL), candidate_in(folder), PARAMS, 0.0)
     return folder
+
+
+def registrations_held(registry: Registry) -> AbstractContextManager[None]:
+    """The writers' lock `register` takes: while it is held no version can be committed, so
+    runs started meanwhile all get as far as registering before any of them does."""
+    return registry.storage.exclusive(f"{registry.name}/register")
 
 
 def writable(path: Path) -> Path:

@@ -23,7 +23,8 @@ from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
 from tests.flow_helpers import latest_artifact, make_workdir, registry_versions
 from tests.notify_helpers import webhook_block
-from tests.process_helpers import free_port
+from tests.process_helpers import free_port, start, stop
+from tests.registry_helpers import registrations_held, stored
 from tests.synthetic import make_dataset, write_mirror
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -76,34 +77,61 @@ def onnx_accuracy(onnx: Path, data_dir: Path) -> float:
     return float((predicted == mnist.test_labels.numpy()).mean())
 
 
-def run_flows_at_once(workdir: Path, epochs: list[int]) -> list[str]:
-    """One flow process per entry of `epochs`, started together in `workdir`; their outputs."""
-    code = "import sys; from flows.retrain import retrain; retrain(workdir=sys.argv[1], epochs={})"
+def start_flow(workdir: Path, epochs: int, log: Path) -> subprocess.Popen:
+    """A flow process retraining `workdir` with `epochs`, its output in `log`."""
+    code = "import sys; from flows.retrain import retrain; "
+    code += "retrain(epochs=int(sys.argv[1]), workdir=sys.argv[2])"
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO_ROOT)}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code.format(n), str(workdir)],
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for n in epochs
-    ]
-    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    return start([sys.executable, "-c", code, str(epochs), str(workdir)], env, log, REPO_ROOT)
+
+
+def checked_models(workdir: Path, procs: list[subprocess.Popen], logs: list[Path]) -> list[Path]:
+    """Wait until each flow's run folder holds a parity report (trained, exported, checked: the
+    next step is registering); fail at once if a flow exits first."""
+    deadline, count = time.monotonic() + 300, len(procs)
+    while len(found := sorted(workdir.glob("runs/*/reports/parity.json"))) < count:
+        for proc, log in zip(procs, logs, strict=True):
+            assert proc.poll() is None, f"a flow exited before registering:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"only {len(found)} of {count} runs checked a model"
+        time.sleep(0.2)
+    return found
+
+
+def run_flows_at_once(workdir: Path, epochs: list[int]) -> list[str]:
+    """One flow process per entry of `epochs` in `workdir`, made to overlap: the registry's
+    lock is held until every run has checked its model, then all register at once; asserts
+    no version was committed before every run was ready. Returns their outputs."""
+    registry = Registry(workdir / "registry", "mnist-cnn")
+    logs = [workdir.parent / f"flow{i}.log" for i in range(len(epochs))]
+    procs: list[subprocess.Popen] = []
+    try:
+        with registrations_held(registry):
+            procs += [start_flow(workdir, n, log) for n, log in zip(epochs, logs, strict=True)]
+            reports = checked_models(workdir, procs, logs)
+        for proc in procs:
+            proc.wait(timeout=300)
+    finally:
+        for proc in procs:
+            stop(proc)
+    outputs = [log.read_text() for log in logs]
     for proc, out in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, out[-3000:]
+    cards = [stored(registry, v, "card.json") for v in registry.version_numbers()]
+    last_ready = max(p.stat().st_mtime_ns for p in reports)
+    assert cards and all(last_ready < c.stat().st_mtime_ns for c in cards)  # they overlapped
     return outputs
 
 
 def test_identical_runs_at_once_register_one_version(tiny_workdir: Path) -> None:
-    """Both find nothing registered before training; the registry's lock lets one register."""
+    """Both find nothing registered and train; the registry's lock lets one register, and the
+    other, registering the same files, is told v1 holds them (not "up to date": that is what
+    a run that started after v1 was registered says)."""
     outputs = run_flows_at_once(tiny_workdir, [1, 1])
     assert registry_versions(tiny_workdir) == [1]
     said = "\n".join(outputs)
     assert said.count("registered mnist-cnn v1") == 1
-    assert said.count("nothing registered: v1 has the same") + said.count("up to date: v1") == 1
+    assert said.count("nothing registered: v1 has the same") == 1
+    assert "up to date" not in said
 
 
 def test_overlapping_runs_in_one_checkout_each_register_their_own_model(tiny_workdir: Path) -> None:
