@@ -2,14 +2,17 @@
 
 Everything runs on 127.0.0.1 in temp folders and is stopped after: Debian's PostgreSQL (installed
 by .ci/run) on a free port, `prefect server start` using it, `flows.serve --pool` creating the
-deployment (concurrency limit 3), and two `prefect worker start` processes. Three overlapping runs
-with different params on tiny data must all complete, and every registered version's card must
-describe its own files.
+deployment (concurrency limit 3), and two `prefect worker start` processes. Three runs with
+different params on tiny data must all complete, at least two of them at the same time on the two
+workers (each worker takes a run, as the server's run logs say), and every registered version's
+card must describe its own files.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,11 +21,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
 import yaml
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -33,12 +38,14 @@ from mnist_pipeline.pipeline.versions import load_state_dict
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT, unavailable
 from tests.process_helpers import free_port, prefect_server, start, stop, wait_for
+from tests.registry_helpers import registrations_held
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 POOL = "scale-out"
 DEPLOYMENT = "mnist-retrain/scale-out"
 EPOCHS = (1, 2, 3)
+WORKERS = ("scale-out-1", "scale-out-2")
 
 
 def postgres_bin() -> Path:
@@ -117,7 +124,56 @@ def project(tmp_path: Path, tiny_mirror) -> Path:
     return workdir
 
 
+def worker_of(api_url: str, flow_run_id: str) -> str | None:
+    """The worker that took a flow run, as the run's logs on the server name it."""
+    body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200, "offset": 0}
+    response = httpx.post(f"{api_url}/logs/filter", json=body, timeout=30)
+    response.raise_for_status()
+    said = "\n".join(log["message"] for log in response.json())
+    found = re.findall(r"Worker '([^']+)' submitting flow run", said)
+    return found[0] if len(found) == 1 else None
+
+
+def wait_for_two_running(
+    client: SyncPrefectClient,
+    runs: list[FlowRun],
+    workers: list[subprocess.Popen],
+    logs: list[Path],
+) -> None:
+    """Wait until two of `runs` are Running at the same moment (each worker takes one run at
+    a time, and none can finish while registrations are held); fail if a worker exits."""
+    deadline = time.monotonic() + 120
+    while sum(client.read_flow_run(r.id).state.is_running() for r in runs) < 2:
+        for worker, log in zip(workers, logs, strict=True):
+            assert worker.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "never two runs at once"
+        time.sleep(1)
+
+
+def wait_for_final(client: SyncPrefectClient, runs: list[FlowRun]) -> list[FlowRun]:
+    """`runs` as the server has them once every one is in a final state."""
+    deadline = time.monotonic() + 480
+    while True:
+        runs = [client.read_flow_run(r.id) for r in runs]
+        states = [r.state for r in runs]
+        if all(s is not None and s.is_final() for s in states):
+            return runs
+        assert time.monotonic() < deadline, [s.name for s in states if s]
+        time.sleep(2)
+
+
+def overlapping(runs: list[FlowRun]) -> list[tuple[str, str]]:
+    """Pairs of finished runs (by id) whose start..end intervals overlap."""
+    return [
+        (str(a.id), str(b.id))
+        for a, b in itertools.combinations(runs, 2)
+        if a.start_time < b.end_time and b.start_time < a.end_time
+    ]
+
+
 def test_two_workers_run_three_overlapping_runs(server_env: dict, tmp_path: Path, tiny_mirror):
+    """Each worker takes one run at a time (--limit 1); the registry's lock is held until two
+    runs are running at once, so both workers must have taken one."""
     env = {k: v for k, v in server_env.items() if not k.startswith("_")}
     workdir = project(tmp_path, tiny_mirror)
     prefect = str(BIN / "prefect")
@@ -129,30 +185,38 @@ def test_two_workers_run_three_overlapping_runs(server_env: dict, tmp_path: Path
             args, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0, done.stdout + done.stderr
-    logs = [tmp_path / f"worker{i}.log" for i in (1, 2)]
+    logs = [tmp_path / f"{name}.log" for name in WORKERS]
+    polling = {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}
+    command = [prefect, "worker", "start", "--pool", POOL, "--limit", "1", "--name"]
     workers = [
-        start([prefect, "worker", "start", "--pool", POOL], env, log, tmp_path) for log in logs
+        start([*command, name], polling, log, tmp_path)
+        for name, log in zip(WORKERS, logs, strict=True)
     ]
+    registry = Registry(workdir / "registry", "mnist-cnn")
     try:
-        with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
-            runs = [run_deployment(DEPLOYMENT, parameters={"epochs": e}, timeout=0) for e in EPOCHS]
-            deadline = time.monotonic() + 480
-            with get_client(sync_client=True) as client:
-                while True:
-                    states = [client.read_flow_run(r.id).state for r in runs]
-                    if all(s is not None and s.is_final() for s in states):
-                        break
-                    assert time.monotonic() < deadline, [s.name for s in states if s]
-                    time.sleep(2)
+        with (
+            temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}),
+            get_client(sync_client=True) as client,
+        ):
+            with registrations_held(registry):
+                runs = [
+                    run_deployment(DEPLOYMENT, parameters={"epochs": e}, timeout=0) for e in EPOCHS
+                ]
+                wait_for_two_running(client, runs, workers, logs)
+            runs = wait_for_final(client, runs)
+        ran_by = {str(r.id): worker_of(env["PREFECT_API_URL"], str(r.id)) for r in runs}
     finally:
         for worker in workers:
             stop(worker)
     output = "".join(log.read_text() for log in [*logs, Path(server_env["_log"])])
+    states = [r.state for r in runs]
     assert [s.name for s in states] == ["Completed"] * 3, output[-4000:]
     assert "database is locked" not in output
     assert "Traceback" not in Path(server_env["_log"]).read_text()
+    assert set(ran_by.values()) == set(WORKERS), ran_by  # each worker took a run
+    pairs = overlapping(runs)
+    assert pairs and all(ran_by[a] != ran_by[b] for a, b in pairs), (pairs, ran_by)
 
-    registry = Registry(workdir / "registry", "mnist-cnn")
     assert registry.verify() == []
     cards = registry.versions()
     assert sorted(c["params"]["train"]["epochs"] for c in cards) == sorted(EPOCHS)
