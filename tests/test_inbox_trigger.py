@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import subprocess
 import sys
-import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.inbox import extra
-from mnist_pipeline.inbox.events import pending_file
+from mnist_pipeline.inbox.events import EVENT, pending_file, resource_id
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
 from tests.process_helpers import prefect_server, start, stop, wait_for
@@ -26,10 +29,46 @@ DEPLOYMENT = "mnist-retrain/test-inbox"
 
 
 def flow_runs(api_url: str, deployment_id: str) -> list[dict]:
+    """The deployment's flow runs, oldest first."""
     body = {"deployments": {"id": {"any_": [deployment_id]}}, "limit": 50, "offset": 0}
     response = httpx.post(f"{api_url}/flow_runs/filter", json=body, timeout=30)
     response.raise_for_status()
-    return response.json()
+    return sorted(response.json(), key=created)
+
+
+def created(run: dict) -> datetime:
+    return datetime.fromisoformat(run["created"])
+
+
+def finished_since(api_url: str, deployment_id: str, since: datetime | None = None) -> list[dict]:
+    """The deployment's runs created after `since` that reached a final state."""
+    final = ("COMPLETED", "FAILED", "CRASHED")
+    runs = flow_runs(api_url, deployment_id)
+    return [r for r in runs if r["state"]["type"] in final and (not since or created(r) > since)]
+
+
+def inbox_events(api_url: str) -> list[str]:
+    """The ids of the inbox events the server has stored."""
+    body = {"filter": {"event": {"name": [EVENT]}}, "limit": 50}
+    response = httpx.post(f"{api_url}/events/filter", json=body, timeout=30)
+    response.raise_for_status()
+    return [event["id"] for event in response.json()["events"]]
+
+
+def emit_inbox_event(api_url: str) -> str:
+    """One more inbox event for the project, as `data add` sends it; returns its id."""
+    from prefect.events import Event
+    from prefect.events.clients import get_events_client
+
+    event = Event(event=EVENT, resource={"prefect.resource.id": resource_id("mnist-cnn")})
+
+    async def send() -> None:
+        async with get_events_client() as client:
+            await client.emit(event)
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        asyncio.run(send())
+    return str(event.id)
 
 
 def data_add(workdir: Path, env: dict[str, str], label: int, files: list[Path]) -> str:
@@ -75,20 +114,26 @@ def test_enough_new_digits_start_exactly_one_retraining(tmp_path: Path, tiny_mir
             assert "8 new image(s): told the Prefect server" in told
             assert json.loads(pending_file(Layout(workdir).inbox).read_text()) == {"pending": 0}
 
-            def finished() -> list[dict]:
-                runs = flow_runs(api_url, deployment_id)
-                return [r for r in runs if r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED")]
-
+            finished = functools.partial(finished_since, api_url, deployment_id)
             (run,) = wait_for(finished, 240, "the triggered run", serve, log)
-            time.sleep(3)  # a second run would have been created by now
+            # One more event, after the first run: it starts a run (the trigger is live), and
+            # any second run the first event caused would have been created before this one.
+            sent = datetime.now(UTC)
+            event = emit_inbox_event(api_url)
+            (again,) = wait_for(lambda: finished(sent), 120, "the second run", serve, log)
             runs = flow_runs(api_url, deployment_id)
+            wait_for(lambda: event in inbox_events(api_url), 60, "the event stored", serve, log)
+            events = inbox_events(api_url)
         finally:
             stop(serve)
     assert run["state"]["type"] == "COMPLETED", log.read_text()[-3000:]
-    started = [r["id"] for r in runs if r["state"]["type"] != "SCHEDULED"]  # not the cron's
-    assert started == [run["id"]]  # exactly one run, from the event
+    assert len(events) == 2  # `data add` sent one event, and this test one
+    # Not the cron's runs; a run waiting for the deployment's concurrency slot is Scheduled too.
+    started = [r["id"] for r in runs if not r["auto_scheduled"]]
+    assert started == [run["id"], again["id"]]  # exactly one run per event
+    assert again["state"]["message"] == "up to date: v1 has the same inputs"
     (card,) = Registry(workdir / "registry", "mnist-cnn").versions()
-    (folder,) = (workdir / "runs").iterdir()
+    folder = workdir / "runs" / f"{run['name']}-{run['id'][:8]}"
     identity = extra.extra_sha256(Layout(folder).extra_dir)
     assert identity != extra.NO_EXTRA_SHA256
     assert card["data"]["extra_sha256"] == card["fingerprint"]["extra_sha256"] == identity
