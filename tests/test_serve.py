@@ -61,6 +61,12 @@ def scheduled_runs(deployment_id) -> int:
     return len(response.json())
 
 
+def hook_done(log: Path, flow_run_name: str) -> bool:
+    """Whether the serving process says the run's failure hook has finished (the runner runs
+    it once it has reported the run's process crashed)."""
+    return f"Flow run '{flow_run_name}' - Hook 'notify_failure' finished" in log.read_text()
+
+
 def test_served_deployment_runs_on_a_real_server(
     tmp_path: Path, server, tiny_mirror, receiver
 ) -> None:
@@ -70,8 +76,9 @@ def test_served_deployment_runs_on_a_real_server(
     schedule["notify_block"] = "custom-webhook/ops"
     workdir = tiny_project(tmp_path, tiny_mirror, schedule)
     log = tmp_path / "serve.log"
+    polling = {**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     serve = start(
-        [sys.executable, "-m", "flows.serve", "--workdir", str(workdir)], env, log, REPO_ROOT
+        [sys.executable, "-m", "flows.serve", "--workdir", str(workdir)], polling, log, REPO_ROOT
     )
     try:
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
@@ -97,13 +104,21 @@ def test_served_deployment_runs_on_a_real_server(
             # flow starts (a signature mismatch): nothing is done, and the crash is notified.
             unknown = run_deployment(DEPLOYMENT, parameters={"epoch": 1}, timeout=120)
             wait_for(lambda: received, 60, "the crash notification", serve, log)
+            # The hook has finished; a second crash is notified after it, so a duplicate of the
+            # first notification (from either process) would arrive before that one.
+            wait_for(lambda: hook_done(log, unknown.name), 60, "the hook", serve, log)
+            again = run_deployment(DEPLOYMENT, parameters={"epoch": 2}, timeout=120)
+            wait_for(lambda: len(received) > 1, 60, "the second notification", serve, log)
         assert flow_run.state is not None and flow_run.state.is_completed(), log.read_text()
         assert refused.returncode != 0
         assert "specified but not found on the deployment: 'epoch'" in refused.stdout
         assert "'epochs'" in refused.stdout
         assert unknown.state is not None and unknown.state.is_crashed()
-        assert len(received) == 1
-        assert received[0]["subject"] == f"mnist-retrain run {unknown.name} crashed"
+        assert again.state is not None and again.state.is_crashed()
+        assert [m["subject"] for m in received] == [
+            f"mnist-retrain run {unknown.name} crashed",
+            f"mnist-retrain run {again.name} crashed",
+        ]  # one notification per crashed run
         assert len(list((workdir / "runs").iterdir())) == 1  # only the good run's folder
         cards = Registry(workdir / "registry", "mnist-cnn").versions()
         assert [c["version"] for c in cards] == [1]
