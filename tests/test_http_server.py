@@ -23,6 +23,16 @@ from tests.registry_helpers import (
 )
 
 pytestmark = pytest.mark.slow
+RELOAD_LAG = 0.2 + 0.5  # the alias is checked every 0.2 s; a check can take a while
+Answer = tuple[float, float, int | None, int]  # (start, end, version, status)
+
+
+def answered_after(answers: list[Answer], since: float, count: int = 50) -> None:
+    """Wait (30 s at most) until `count` requests that began after `since` were answered."""
+    deadline = time.monotonic() + 30
+    while sum(began > since for began, *_ in answers) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} answers after {since}"
+        time.sleep(0.05)
 
 
 @pytest.mark.e2e
@@ -51,7 +61,7 @@ def test_promotions_under_load_fail_no_request(tmp_path: Path, workers: int) -> 
             registry, candidate_in(exported_candidate(tmp_path / f"m{seed}", seed)), PARAMS, 0.0
         )
     timeline = [(time.monotonic(), 1)]  # (when, production version from then on)
-    answers: list[tuple[float, float, int | None, int]] = []  # (start, end, version, status)
+    answers: list[Answer] = []
     stop_clients = threading.Event()
     image = {"images": [[[0.0] * 28] * 28]}
 
@@ -70,23 +80,22 @@ def test_promotions_under_load_fail_no_request(tmp_path: Path, workers: int) -> 
         clients = [threading.Thread(target=client, args=(url,)) for _ in range(4)]
         for thread in clients:
             thread.start()
-        time.sleep(1.5)
+        answered_after(answers, timeline[0][0])  # under load
         registry.promote(2, "production")
         timeline.append((time.monotonic(), 2))
-        time.sleep(1.5)
+        answered_after(answers, timeline[-1][0] + RELOAD_LAG)  # these must all be v2
         registry.rollback()
         timeline.append((time.monotonic(), 1))
-        time.sleep(1.5)
+        answered_after(answers, timeline[-1][0] + RELOAD_LAG)  # and these v1
         stop_clients.set()
         for thread in clients:
             thread.join()
     assert len(answers) > 100
     assert [a for a in answers if a[3] != 200] == []
-    reload_lag = 0.2 + 0.5  # the alias is checked every 0.2 s; a check can take a while
     for began, ended, version, _ in answers:
         production = {v for t, v in timeline if t <= ended}
-        recent = [v for t, v in timeline if t <= began - reload_lag][-1:]
-        allowed = {v for t, v in timeline if began - reload_lag < t <= ended} | set(recent)
+        recent = [v for t, v in timeline if t <= began - RELOAD_LAG][-1:]
+        allowed = {v for t, v in timeline if began - RELOAD_LAG < t <= ended} | set(recent)
         assert version in allowed and version in production, (began, ended, version, timeline)
     versions = [a[2] for a in sorted(answers)]
     assert 2 in versions and versions[-1] == 1  # it followed both moves
