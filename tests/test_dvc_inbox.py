@@ -11,8 +11,8 @@ import yaml
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.inbox import extra
 from mnist_pipeline.inbox import store as inbox
+from tests.dvc_helpers import lock_hashes, make_project, ran, run
 from tests.test_dvc import STAGES
-from tests.test_dvc_repro import lock_hashes, make_project, ran, run
 from tests.test_ingest import stroke_png
 
 pytestmark = pytest.mark.slow

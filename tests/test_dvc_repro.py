@@ -1,8 +1,7 @@
 """`dvc repro` on tiny data: every output, no-op reruns, partial reruns, bit-identical forced runs.
 
-The tests build a throwaway git + DVC repo from the project's dvc.yaml, params.yaml and package
-source, point params at a tiny synthetic mirror and run the real `mnist-pipeline` commands
-through DVC (PYTHONPATH makes the copied package the one that runs).
+The tests build a throwaway git + DVC repo of the project on a tiny synthetic mirror
+(tests/dvc_helpers.py) and run the real `mnist-pipeline` commands through DVC.
 """
 
 from __future__ import annotations
@@ -29,72 +28,11 @@ from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.data.dataset import load_mnist
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT, unavailable
+from tests.dvc_helpers import dvc_env, lock_hashes, make_project, ran, run
 from tests.example_helpers import CHROMIUM, CHROMIUM_ARGS, chromium_skip_reason
-from tests.synthetic import make_dataset, write_mirror
-from tests.test_dvc import PACKAGE, STAGES
+from tests.test_dvc import STAGES
 
 pytestmark = pytest.mark.slow
-
-
-def _env(repo: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "MNIST_MIRROR"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(repo)  # the copied package, not the editable install
-    env["DVC_NO_ANALYTICS"] = "1"
-    return env
-
-
-def run(repo: Path, *args: str, ok: bool = True) -> str:
-    """Run a command in `repo`; returns stdout+stderr (asserts success unless ok=False)."""
-    done = subprocess.run(
-        args, cwd=repo, env=_env(repo), capture_output=True, text=True, timeout=600, check=False
-    )
-    output = done.stdout + done.stderr
-    if ok:
-        assert done.returncode == 0, f"{' '.join(args)} failed:\n{output}"
-    return output
-
-
-def ran(output: str) -> set[str]:
-    """Stages `dvc repro` / `dvc exp run` executed (not skipped, not restored from run-cache)."""
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def lock_hashes(repo: Path) -> dict[str, str]:
-    """Output path -> md5 from dvc.lock."""
-    lock = yaml.safe_load((repo / "dvc.lock").read_text(encoding="utf-8"))
-    outs = [out for stage in lock["stages"].values() for out in stage.get("outs", [])]
-    return {out["path"]: out["md5"] for out in outs}
-
-
-def make_project(repo: Path, mirror: Path) -> None:
-    """A fresh git + DVC repo holding the project's pipeline, with params for tiny data."""
-    repo.mkdir()
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "data/.gitignore", "data/extra.dvc"):
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO_ROOT / name, repo / name)
-    shutil.copytree(
-        REPO_ROOT / PACKAGE, repo / PACKAGE, ignore=shutil.ignore_patterns("__pycache__")
-    )
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    sha256 = write_mirror(mirror, make_dataset())
-    params["data"].update(mirrors=[str(mirror)], sha256=sha256)
-    params["train"].update(epochs=1, batch_size=32, val_size=32, num_threads=1)
-    params["evaluate"].update(min_accuracy=0.0, batch_size=64)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    (repo / "data" / "extra").mkdir()  # the empty inbox data/extra.dvc tracks (`make repro`)
-    run(repo, "git", "init", "-q", "-b", "main")
-    run(repo, "git", "config", "user.name", "test")
-    run(repo, "git", "config", "user.email", "test@example.com")
-    run(repo, "dvc", "init", "-q")
-    shutil.copy2(REPO_ROOT / ".dvc" / "config", repo / ".dvc" / "config")
-    shutil.copytree(REPO_ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")  # plot templates
-    (repo / "plots").mkdir()  # the offline HTML template .dvc/config names, and its Vega
-    shutil.copy2(REPO_ROOT / "plots" / "offline.html", repo / "plots" / "offline.html")
-    if (REPO_ROOT / "plots" / "node_modules").is_dir():
-        (repo / "plots" / "node_modules").symlink_to(REPO_ROOT / "plots" / "node_modules")
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-q", "-m", "project")
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +179,7 @@ def test_experiment_with_a_train_param(clone: Path) -> None:
     # dropped (README): no column is cut off (DVC marks cut columns with an ellipsis).
     show = ["dvc", "exp", "show", "--no-pager", "--only-changed", "--drop", ".*/.*"]
     table = subprocess.run(
-        show, cwd=clone, env=_env(clone) | {"COLUMNS": "120"}, capture_output=True, text=True
+        show, cwd=clone, env=dvc_env(clone) | {"COLUMNS": "120"}, capture_output=True, text=True
     ).stdout
     assert "train.epochs" in table and "accuracy" in table, table
     assert "…" not in table and max(len(line) for line in table.splitlines()) <= 120, table
@@ -265,7 +203,7 @@ def test_a_flow_run_and_a_forced_repro_in_one_checkout_both_succeed(
     """`dvc repro --force` (which deletes and rewrites data/, models/, reports/) started
     `offset` seconds after a retraining flow in the same checkout: neither disturbs the other."""
     code = "import sys; from flows.retrain import retrain; retrain(workdir=sys.argv[1], epochs=2)"
-    env = {k: v for k, v in _env(clone).items() if k != "PREFECT_API_URL"}
+    env = {k: v for k, v in dvc_env(clone).items() if k != "PREFECT_API_URL"}
     env["PYTHONPATH"] += os.pathsep + str(REPO_ROOT)  # flows/ (not copied into the repo)
     env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     flow = subprocess.Popen(
