@@ -44,9 +44,11 @@ def stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def wait_for(check, timeout: float, what: str, proc: subprocess.Popen, log: Path):
-    """Poll `check()` each second until it is truthy (its value is returned) or time runs out;
-    fail at once, with the log's tail, if `proc` exits."""
+def wait_for(
+    check, timeout: float, what: str, proc: subprocess.Popen, log: Path, every: float = 1.0
+):
+    """Poll `check()` each `every` seconds until it is truthy (its value is returned) or time
+    runs out; fail at once, with the log's tail, if `proc` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -57,7 +59,7 @@ def wait_for(check, timeout: float, what: str, proc: subprocess.Popen, log: Path
             result = None
         if result:
             return result
-        time.sleep(1)
+        time.sleep(every)
     pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
 
 

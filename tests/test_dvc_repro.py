@@ -30,6 +30,8 @@ from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT, unavailable
 from tests.dvc_helpers import dvc_env, lock_hashes, make_project, ran, run
 from tests.example_helpers import CHROMIUM, CHROMIUM_ARGS, chromium_skip_reason
+from tests.process_helpers import start, stop, wait_for
+from tests.registry_helpers import registrations_held, stored
 from tests.test_dvc import STAGES
 
 pytestmark = pytest.mark.slow
@@ -196,33 +198,54 @@ def test_push_puts_the_dataset_in_a_remote(clone: Path, tmp_path: Path) -> None:
     assert (remote / "files" / "md5" / onnx_md5[:2] / onnx_md5[2:]).is_file()
 
 
-@pytest.mark.parametrize("offset", [0.0, 4.0])
-def test_a_flow_run_and_a_forced_repro_in_one_checkout_both_succeed(
-    clone: Path, tmp_path: Path, offset: float
-) -> None:
-    """`dvc repro --force` (which deletes and rewrites data/, models/, reports/) started
-    `offset` seconds after a retraining flow in the same checkout: neither disturbs the other."""
+def start_retraining(repo: Path, log: Path) -> subprocess.Popen:
+    """The retraining flow (epochs=2) in `repo`, on a temporary Prefect server of its own."""
     code = "import sys; from flows.retrain import retrain; retrain(workdir=sys.argv[1], epochs=2)"
-    env = {k: v for k, v in dvc_env(clone).items() if k != "PREFECT_API_URL"}
+    env = {k: v for k, v in dvc_env(repo).items() if k != "PREFECT_API_URL"}
     env["PYTHONPATH"] += os.pathsep + str(REPO_ROOT)  # flows/ (not copied into the repo)
-    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    flow = subprocess.Popen(
-        [sys.executable, "-c", code, str(clone)],
-        cwd=clone,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    time.sleep(offset)
-    repro = run(clone, "dvc", "repro", "--force")
-    out, _ = flow.communicate(timeout=600)
-    assert flow.returncode == 0, out[-4000:]
+    env |= {
+        "PREFECT_HOME": str(log.parent / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # 20 s is short on 2 busy cores
+    }
+    return start([sys.executable, "-c", code, str(repo)], env, log, repo)
+
+
+def reached(repo: Path, step: str) -> bool:
+    """Whether the flow in `repo` is about to fetch (its run folder exists) or to train (its
+    run folder holds its snapshot of the four dataset files)."""
+    runs = list((repo / "runs").glob("*"))
+    if step == "fetch":
+        return bool(runs)
+    return any(len(list(Layout(run).data_dir.glob("*"))) == 4 for run in runs)
+
+
+@pytest.mark.parametrize("step", ["fetch", "train"])
+def test_a_flow_run_and_a_forced_repro_in_one_checkout_both_succeed(
+    clone: Path, tmp_path: Path, step: str
+) -> None:
+    """`dvc repro --force` (which deletes and rewrites data/, models/, reports/) started when a
+    retraining flow in the same checkout is about to `step`: neither disturbs the other. The
+    registry's lock is held until the repro has finished, so the flow cannot finish first."""
+    registry, log = Registry(clone / "registry", "mnist-cnn"), tmp_path / "flow.log"
+    flow = None
+    try:
+        with registrations_held(registry):
+            flow = start_retraining(clone, log)
+            wait_for(lambda: reached(clone, step), 240, f"the flow's {step}", flow, log, 0.05)
+            repro = run(clone, "dvc", "repro", "--force")
+            repro_ended = time.time()
+            assert flow.poll() is None, log.read_text()[-4000:]  # it ran all along the repro
+        flow.wait(timeout=300)
+    finally:
+        if flow is not None:
+            stop(flow)
+    assert flow.returncode == 0, log.read_text()[-4000:]
     assert ran(repro) == set(STAGES)
     assert "up to date" in run(clone, "dvc", "status")  # dvc.lock describes the workspace
-    registry = Registry(clone / "registry", "mnist-cnn")
     assert registry.verify() == []
     (card,) = registry.versions()  # the flow's version, made from its own run folder
+    assert stored(registry, 1, "card.json").stat().st_mtime > repro_ended  # they overlapped
     assert card["params"]["train"]["epochs"] == 2
     session = ort.InferenceSession(
         str(registry.fetch(1, "model.onnx")), providers=["CPUExecutionProvider"]
