@@ -15,7 +15,6 @@ naming the stale link. Kills at each write: test_stage_chain.py.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ import pytest
 
 from mnist_pipeline.core import atomic
 from mnist_pipeline.core.errors import EXIT_IO
+from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.registry.local import LocalFolder
 from tests.fault_helpers import (
     PIPELINE,
@@ -90,13 +90,10 @@ def fault_at(k: int | None, code: int) -> Iterator[list[Path]]:
         yield written
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def chain_fits(root: Path) -> bool:
     """Whether the reports a registration reads name the weights and ONNX file beside them."""
-    weights, onnx_file = sha256(root / "models/model.pt"), sha256(root / "models/model.onnx")
+    weights = file_sha256(root / "models/model.pt")
+    onnx_file = file_sha256(root / "models/model.onnx")
     record, metrics, parity = (
         json.loads((root / name).read_text())
         for name in ("models/model.json", "reports/metrics.json", "reports/parity.json")
@@ -117,7 +114,7 @@ def register_after(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if fits:
         assert code == 0, message
         versions, _ = registered(root)  # verify() cross-checks each card with its reports
-        assert versions[-1]["files"]["model.onnx"] == sha256(root / "models/model.onnx")
+        assert versions[-1]["files"]["model.onnx"] == file_sha256(root / "models/model.onnx")
     else:
         assert code == 1 and "was not made from the current" in message, message
 
