@@ -19,6 +19,8 @@ from mnist_pipeline.registry import Registry
 from mnist_pipeline.serving.http_api import create_app
 from mnist_pipeline.serving.predict import predict_files
 from mnist_pipeline.serving.served_model import ServedModel
+from mnist_pipeline.serving.server import feedback_of
+from mnist_pipeline.serving.tokens import ENV_TOKENS, token_sha256
 from tests.example_helpers import draw_digit
 from tests.registry_helpers import (
     MODEL,
@@ -219,34 +221,125 @@ def test_worker_connections_get_tcp_nodelay() -> None:
     assert asyncio.run(nodelay_of(plain)) == 0
 
 
-def test_feedback_goes_into_the_inbox_like_data_add(registry: Registry, tmp_path: Path) -> None:
+TOKEN = "alice-feedback-token-0001"
+
+
+def feedback_api(
+    registry: Registry, project: Path, rate: float = 600, quota: int = 100, **limits
+) -> TestClient:
+    """The API with /feedback for the credential `alice` (TOKEN) of a tokens file."""
+    (project / "tokens").parent.mkdir(parents=True, exist_ok=True)
+    (project / "tokens").write_text(f"alice {token_sha256(TOKEN)}\n")
+    serve = ServeParams(
+        feedback_tokens_file="tokens",
+        feedback_rate_per_minute=rate,
+        feedback_quota=quota,
+        **limits,
+    )
+    feedback = feedback_of(serve, Layout(project))
+    assert feedback is not None
+    return TestClient(create_app(ServedModel(registry, "production"), serve, feedback))
+
+
+def test_feedback_needs_a_token_and_lands_in_pending_not_the_inbox(
+    registry: Registry, tmp_path: Path
+) -> None:
+    from mnist_pipeline.inbox import pending
     from mnist_pipeline.inbox import store as inbox
 
-    folder = tmp_path / "project" / "data" / "extra"
-    served = ServedModel(registry, "production")
-    api = TestClient(create_app(served, ServeParams(), folder))
+    project = tmp_path / "project"
+    layout = Layout(project)
+    api = feedback_api(registry, project)
     digit = png(draw_digit(tmp_path / "4.png", 4))
-    stored = api.post("/feedback", files={"file": ("4.png", digit)}, data={"label": "4"})
+    send = dict(files={"file": ("4.png", digit)}, data={"label": "4"})
+    for headers, challenge in (
+        ({}, 'Bearer realm="feedback"'),
+        ({"Authorization": "Bearer wrong-token"}, 'Bearer realm="feedback", error="invalid_token"'),
+        ({"Authorization": f"Basic {TOKEN}"}, 'Bearer realm="feedback", error="invalid_token"'),
+    ):
+        refused = api.post("/feedback", headers=headers, **send)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == challenge
+        assert "token" in refused.json()["error"] or "Bearer" in refused.json()["error"]
+    assert pending.items(layout.pending) == [] and not layout.pending.exists()
+
+    alice = {"Authorization": f"Bearer {TOKEN}"}
+    stored = api.post("/feedback", headers=alice, **send)
     assert stored.status_code == 201, stored.text
     body = stored.json()
-    assert body["new"] is True and body["label"] == 4
-    assert body["path"] == f"data/extra/4/{body['sha256']}.png"
-    assert [e.sha256 for e in inbox.entries(folder)] == [body["sha256"]]
-    again = api.post("/feedback", files={"file": ("same.png", digit)}, data={"label": "4"})
-    assert again.status_code == 200 and again.json()["new"] is False
+    assert body["status"] == "pending" and body["label"] == 4
+    assert body["source"] == "token:alice" and body["client"] == "testclient"
+    assert body["time"].endswith("Z")
+    (item,) = pending.items(layout.pending)
+    assert item.sha256 == body["sha256"] and item.path.read_bytes() == digit
+    assert item.claims == (pending.Claim(4, "token:alice", body["time"], "testclient"),)
+    assert inbox.entries(layout.inbox) == []  # nothing reaches the inbox before review
+    again = api.post("/feedback", headers=alice, **send)
+    assert again.status_code == 200 and again.json()["status"] == "known"
+    other = api.post("/feedback", headers=alice, files=send["files"], data={"label": "9"})
+    assert other.status_code == 201  # a second claim: the reviewer sees the conflict
+    (item,) = pending.items(layout.pending)
+    assert item.labels == [4, 9] and item.conflict
     cases = [
-        (dict(files={"file": ("4.png", digit)}, data={"label": "9"}), 409, "labelled 4"),
         (dict(files={"file": ("x.png", b"nope")}, data={"label": "1"}), 422, "x.png: not a"),
         (dict(files={"file": ("4.png", digit)}, data={"label": "11"}), 422, "one digit 0-9"),
         (dict(files={"file": ("4.png", digit)}), 422, "'file' (an image) and 'label'"),
         (dict(json={"label": 4}), 415, "multipart/form-data"),
     ]
     for request, status, message in cases:
-        response = api.post("/feedback", **request)
+        response = api.post("/feedback", headers=alice, **request)
         assert response.status_code == status and message in response.json()["error"], response.text
-    assert len(inbox.entries(folder)) == 1
-    # Without an inbox (create_app's default) there is no /feedback at all.
-    assert client(registry)[0].post("/feedback", data={"label": "1"}).status_code == 404
+    assert len(pending.items(layout.pending)) == 1 and len(item.claims) == 2
+    too_big = feedback_api(registry, project, max_upload_bytes=len(digit) // 2)
+    response = too_big.post("/feedback", headers=alice, **send)
+    assert response.status_code == 413 and len(pending.items(layout.pending)) == 1
+
+
+def test_feedback_is_rate_limited_and_capped_per_credential(
+    registry: Registry, tmp_path: Path
+) -> None:
+    from mnist_pipeline.inbox import pending
+
+    project = tmp_path / "project"
+    alice = {"Authorization": f"Bearer {TOKEN}"}
+    digits = [png(draw_digit(tmp_path / f"{d}.png", d)) for d in (1, 2, 3)]
+    limited = feedback_api(registry, project, rate=2)
+    for d in (0, 1):
+        sent = limited.post(
+            "/feedback", headers=alice, files={"file": ("d.png", digits[d])}, data={"label": "7"}
+        )
+        assert sent.status_code == 201, sent.text
+    over = limited.post(
+        "/feedback", headers=alice, files={"file": ("d.png", digits[2])}, data={"label": "7"}
+    )
+    assert over.status_code == 429 and 1 <= int(over.headers["retry-after"]) <= 30
+    assert "serve.feedback_rate_per_minute" in over.json()["error"]
+    assert len(pending.items(Layout(project).pending)) == 2
+
+    capped = feedback_api(registry, project, quota=2)  # alice already has 2 awaiting review
+    full = capped.post(
+        "/feedback", headers=alice, files={"file": ("d.png", digits[2])}, data={"label": "7"}
+    )
+    assert full.status_code == 429 and int(full.headers["retry-after"]) > 0
+    assert "2 image(s) awaiting review" in full.json()["error"]
+    same = capped.post(  # a new claim on an image alice already sent is within the quota
+        "/feedback", headers=alice, files={"file": ("d.png", digits[0])}, data={"label": "8"}
+    )
+    assert same.status_code == 201
+    assert len(pending.items(Layout(project).pending)) == 2
+
+
+def test_without_credentials_there_is_no_feedback_route(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ENV_TOKENS, raising=False)
+    assert feedback_of(ServeParams(), Layout(tmp_path)) is None
+    api = TestClient(create_app(ServedModel(registry, "production"), ServeParams()))
+    response = api.post("/feedback", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 404
+    assert "/feedback" not in api.get("/openapi.json").json()["paths"]
+    monkeypatch.setenv(ENV_TOKENS, f"kiosk:{TOKEN}")
+    feedback = feedback_of(ServeParams(), Layout(tmp_path))
+    assert feedback is not None and feedback.pending == tmp_path / "data" / "pending"
 
 
 def test_cors_only_for_the_configured_origins(registry: Registry) -> None:

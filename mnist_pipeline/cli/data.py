@@ -1,7 +1,9 @@
-"""`mnist-pipeline data add|list|remove`: the inbox of labelled digits (inbox.py)."""
+"""`mnist-pipeline data add|list|remove|pending|accept|reject`: the inbox of labelled digits
+(inbox/store.py) and the images awaiting review before they enter it (inbox/pending.py)."""
 
 from __future__ import annotations
 
+import getpass
 import json
 from pathlib import Path
 from typing import Annotated
@@ -9,12 +11,16 @@ from typing import Annotated
 import typer
 
 from mnist_pipeline.cli.state import console, state
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.inbox import events as inbox_events
+from mnist_pipeline.inbox import pending
 from mnist_pipeline.inbox import store as inbox
 
 data_app = typer.Typer(
-    help="Labelled digits users add (data/extra/<digit>/): add, list, remove.",
+    help="Labelled digits users add (data/extra/<digit>/), and those awaiting review "
+    "(data/pending/): add, list, remove, pending, accept, reject.",
     no_args_is_help=True,
 )
 
@@ -32,12 +38,22 @@ def add(
             "--label", "-l", min=0, max=9, metavar="DIGIT", help="The digit they show, 0-9."
         ),
     ],
+    for_review: Annotated[
+        bool,
+        typer.Option(
+            "--pending", help="Quarantine them in data/pending/ for review, not the inbox."
+        ),
+    ] = False,
 ) -> None:
     """Store images under their label (the same image twice is stored once); with a Prefect
-    server configured, enough new ones start a retraining run (schedule.min_new_images)."""
+    server configured, enough new ones start a retraining run (schedule.min_new_images).
+    With --pending they await `data accept` instead, claimed by cli:<your user name>."""
     params = state(ctx).params()  # before storing anything: bad params change nothing
     folder = state(ctx).layout.inbox
     inbox.check_label(label)
+    if for_review:
+        _add_pending(folder, state(ctx).layout.pending, images, label)
+        return
     added: list[inbox.Added] = []
     try:
         for path in images:
@@ -47,6 +63,20 @@ def add(
             what = "added" if done.new else "already in the inbox"
             console.print(f"{what}: {done.entry.path} (label {done.entry.label})", markup=False)
         _note_added(folder, added, params)
+
+
+def _add_pending(folder: Path, quarantine: Path, images: list[Path], label: int) -> None:
+    """Quarantine each image (a bad one stops the command; those before it stay pending)."""
+    source = f"cli:{getpass.getuser()}"
+    for path in images:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise DataError(f"{path}: no such file") from None
+        done = pending.submit(quarantine, folder, data, str(path), label, source)
+        what = {"pending": "pending review", "known": "already pending", "accepted": "in the inbox"}
+        line = f"{what[done.status]}: {path} {done.sha256[:12]} (label {label})"
+        console.print(line, markup=False)
 
 
 def _note_added(folder: Path, added: list[inbox.Added], params: Params) -> None:
@@ -93,3 +123,87 @@ def remove(
     """Retract images from the inbox."""
     for entry in inbox.remove(state(ctx).layout.inbox, refs):
         console.print(f"removed: {entry.path} (label {entry.label})", markup=False)
+
+
+@data_app.command("pending")
+def list_pending(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
+) -> None:
+    """Images awaiting review: claimed label(s), the production model's digit ("-" without
+    one), how often each was sent and by whom; `!` marks claims that disagree."""
+    st = state(ctx)
+    found = pending.items(st.layout.pending)
+    predicted = _predictions(st.params(), st.layout, found)
+    if as_json:
+        print(json.dumps([{**i.to_dict(), "predicted": predicted.get(i.sha256)} for i in found]))
+        return
+    for item in found:
+        claimed = "/".join(str(label) for label in item.labels)
+        sources = ",".join(sorted({c.source for c in item.claims}))
+        mark = "!" if item.conflict else " "
+        seen = predicted.get(item.sha256)
+        print(
+            f"{item.sha256[:12]}  claimed {claimed}{mark} model {'-' if seen is None else seen}"
+            f"  x{len(item.claims)}  {sources}  {item.path}"
+        )
+    conflicts, duplicates = sum(i.conflict for i in found), sum(i.duplicate for i in found)
+    console.print(
+        f"{len(found)} pending image(s); {duplicates} sent more than once, {conflicts} with "
+        "conflicting labels",
+        markup=False,
+    )
+
+
+def _predictions(params: Params, layout: Layout, found: list[pending.Pending]) -> dict[str, int]:
+    """The registry's production model's digit per pending image (empty: no production)."""
+    if not found:
+        return {}
+    from mnist_pipeline.pipeline.versions import ONNX_FILE, open_registry
+    from mnist_pipeline.registry import PRODUCTION
+    from mnist_pipeline.serving.predict import predict_files
+
+    models = open_registry(params.registry, layout)
+    if PRODUCTION not in models.aliases():
+        return {}
+    result = predict_files(models.fetch(PRODUCTION, ONNX_FILE), [i.path for i in found])
+    return {
+        item.sha256: p.digit
+        for item, p in zip(found, result.predictions, strict=True)
+        if p.digit is not None
+    }
+
+
+@data_app.command("accept")
+def accept(
+    ctx: typer.Context,
+    refs: Annotated[list[str], typer.Argument(metavar="SHA", help="SHA-256 prefixes (8+ digits).")],
+    label: Annotated[
+        int | None,
+        typer.Option(
+            "--label",
+            "-l",
+            min=0,
+            max=9,
+            metavar="DIGIT",
+            help="The label to store them under [default: the one claimed].",
+        ),
+    ] = None,
+) -> None:
+    """Move pending images into the inbox (data/extra/<digit>/), where training reads them."""
+    layout = state(ctx).layout
+    done = pending.accept(layout.pending, layout.inbox, refs, getpass.getuser(), label)
+    for added in done:
+        what = "accepted" if added.new else "accepted (already in the inbox)"
+        console.print(f"{what}: {added.entry.path} (label {added.entry.label})", markup=False)
+
+
+@data_app.command("reject")
+def reject(
+    ctx: typer.Context,
+    refs: Annotated[list[str], typer.Argument(metavar="SHA", help="SHA-256 prefixes (8+ digits).")],
+) -> None:
+    """Delete pending images: they never reach the inbox."""
+    layout = state(ctx).layout
+    for item in pending.reject(layout.pending, layout.inbox, refs, getpass.getuser()):
+        console.print(f"rejected: {item.sha256} (claimed {item.labels})", markup=False)

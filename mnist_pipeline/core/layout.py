@@ -42,6 +42,12 @@ class Layout:
         return self.project / "data" / "extra"
 
     @property
+    def pending(self) -> Path:
+        """Labelled digits awaiting review (/feedback, `data add --pending`): data/pending/
+        (inbox/pending.py). Never read by ingest, not tracked by DVC."""
+        return self.project / "data" / "pending"
+
+    @property
     def extra_dir(self) -> Path:
         """The ingested inbox (ingest.py): preprocessed IDX files per split and a manifest."""
         return self.root / "data" / "ingested"

@@ -85,3 +85,8 @@ class ServeParams(Section):
     top_k: int = Field(default=3, ge=1, le=10)  # probabilities returned per image by default
     # Web pages on these origins may call the API from a browser (CORS), e.g. examples/web.
     cors_origins: list[str] = Field(default_factory=list)
+    # POST /feedback exists only with credentials: this file of `name sha256-of-token [expiry]`
+    # lines (relative to the project folder) and/or the MNIST_FEEDBACK_TOKENS variable.
+    feedback_tokens_file: str | None = Field(default=None, min_length=1)
+    feedback_rate_per_minute: float = Field(default=10.0, gt=0, le=60_000)  # per credential
+    feedback_quota: int = Field(default=100, ge=1)  # images awaiting review per credential

@@ -11,6 +11,7 @@ Torch-free.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 from dataclasses import dataclass
@@ -97,8 +98,8 @@ def inbox_sha256(found: list[Entry]) -> str:
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
-def add(inbox: Path, data: bytes, name: str, label: object) -> Added:
-    """Store one image (`data`, called `name` in messages) under `label`."""
+def validate(data: bytes, name: str, label: object) -> tuple[int, str, str]:
+    """(digit, SHA-256, format suffix) of an image `add` would store; DataError naming `name`."""
     digit = check_label(label)
     if len(data) > MAX_FILE_BYTES:
         raise DataError(f"{name}: {len(data):,} bytes, over the limit of {MAX_FILE_BYTES:,}")
@@ -108,21 +109,31 @@ def add(inbox: Path, data: bytes, name: str, label: object) -> Added:
             suffix = (image.format or "img").lower()
     except ImageError as exc:
         raise DataError(str(exc)) from None
-    digest = hashlib.sha256(data).hexdigest()
+    return digit, hashlib.sha256(data).hexdigest(), suffix
+
+
+def add(inbox: Path, data: bytes, name: str, label: object, *, locked: bool = False) -> Added:
+    """Store one image (`data`, called `name` in messages) under `label` (`locked`: the caller
+    already holds `lock(inbox)`)."""
+    digit, digest, suffix = validate(data, name, label)
     inbox.mkdir(parents=True, exist_ok=True)
-    with lock(inbox):
-        for entry in entries(inbox):
-            if entry.sha256 != digest:
-                continue
-            if entry.label != digit:
+    with contextlib.nullcontext() if locked else lock(inbox):
+        found = find(inbox, digest)
+        if found is not None:
+            if found.label != digit:
                 raise LabelConflict(
-                    f"{name}: this image is already in the inbox labelled {entry.label} "
-                    f"({entry.path}); remove it first to label it {digit}"
+                    f"{name}: this image is already in the inbox labelled {found.label} "
+                    f"({found.path}); remove it first to label it {digit}"
                 )
-            return Added(entry, new=False)
+            return Added(found, new=False)
         path = inbox / str(digit) / f"{digest}.{suffix}"
         write_bytes(path, data)
     return Added(Entry(digit, path, digest), new=True)
+
+
+def find(inbox: Path, digest: str) -> Entry | None:
+    """The inbox's entry of the image with this SHA-256 (None: not there)."""
+    return next((entry for entry in entries(inbox) if entry.sha256 == digest), None)
 
 
 def add_file(inbox: Path, path: Path, label: object) -> Added:

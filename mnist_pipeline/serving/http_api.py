@@ -6,9 +6,8 @@
     GET  /healthz   the process is up
     GET  /readyz    a verified model is loaded (503 until then)
     GET  /model     the served version's card summary, the alias followed, the last refusal
-    POST /feedback  multipart `file` (one image) and `label` (its true digit): into the labelled-
-                    digit inbox (inbox.py), as `mnist-pipeline data add` does; 201 stored, 200
-                    already there, 409 the same image under another label
+    POST /feedback  only with feedback credentials (feedback.py): a bearer token, multipart
+                    `file` and `label`, quarantined in data/pending/ for review
     GET  /docs      OpenAPI
 
 Client input never causes a 500: an oversized body is 413, an unsupported content type 415, an
@@ -18,8 +17,7 @@ problem (and the image, by file name or index).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
@@ -29,20 +27,23 @@ from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mnist_pipeline.core.contract import IMAGE_SIZE, NUM_CLASSES
-from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.data.preprocess import ImageError, preprocess_bytes
-from mnist_pipeline.inbox import store as inbox
 from mnist_pipeline.serving.predict import top_digits
 from mnist_pipeline.serving.served_model import ServedModel
 
+if TYPE_CHECKING:  # feedback.py imports this module
+    from mnist_pipeline.serving.feedback import Feedback
+
 
 class ClientError(Exception):
-    """A request the server refuses: its status code and a message naming the problem."""
+    """A request the server refuses: its status code, a message naming the problem, and any
+    headers the status needs (WWW-Authenticate, Retry-After)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
 class BodyLimit:
@@ -145,14 +146,16 @@ async def read_images(request: Request, limits: ServeParams) -> tuple[list[str],
     return [name for name, _ in files], digits
 
 
-def create_app(served: ServedModel, limits: ServeParams, inbox_dir: Path | None = None) -> FastAPI:
-    """The API answering with `served` under `limits` (serve params); /feedback stores into
-    `inbox_dir` (None: no /feedback)."""
+def create_app(
+    served: ServedModel, limits: ServeParams, feedback: Feedback | None = None
+) -> FastAPI:
+    """The API answering with `served` under `limits` (serve params); POST /feedback only with
+    `feedback` (its credentials and pending area)."""
     app = FastAPI(title="mnist-pipeline", summary="Classify handwritten digits (ONNX model).")
 
     @app.exception_handler(ClientError)
     async def client_error(_: Request, exc: ClientError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=exc.headers)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -220,29 +223,15 @@ def create_app(served: ServedModel, limits: ServeParams, inbox_dir: Path | None 
         version = {"name": served.registry.name, "version": loaded.version}
         return JSONResponse({"model": version, "predictions": predictions})
 
-    if inbox_dir is not None:
-
-        @app.post("/feedback", status_code=201)
-        async def feedback(request: Request) -> JSONResponse:
-            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if kind != "multipart/form-data":
-                raise ClientError(415, "send multipart/form-data with fields 'file' and 'label'")
-            form = await request.form(max_files=2, max_fields=4)
-            upload, label = form.get("file"), form.get("label")
-            if not isinstance(upload, UploadFile) or label is None:
-                raise ClientError(422, "multipart fields 'file' (an image) and 'label' are needed")
-            try:
-                done = inbox.add(inbox_dir, await upload.read(), upload.filename or "file", label)
-            except DataError as exc:
-                status = 409 if isinstance(exc, inbox.LabelConflict) else 422
-                raise ClientError(status, str(exc)) from None
-            body = {"new": done.new, **done.entry.to_dict()}
-            body["path"] = str(done.entry.path.relative_to(inbox_dir.parent.parent))
-            return JSONResponse(body, status_code=201 if done.new else 200)
+    if feedback is not None:
+        feedback.mount(app)
 
     app.add_middleware(BodyLimit, limit=limits.max_upload_bytes)
     if limits.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=limits.cors_origins, allow_methods=["GET", "POST"]
+            CORSMiddleware,
+            allow_origins=limits.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization"],  # the bearer token of /feedback
         )
     return app

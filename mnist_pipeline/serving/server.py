@@ -18,9 +18,12 @@ from uvicorn.supervisors import Multiprocess
 
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, load_params
+from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.pipeline.versions import open_registry
+from mnist_pipeline.serving.feedback import Feedback
 from mnist_pipeline.serving.http_api import create_app
 from mnist_pipeline.serving.served_model import ServedModel
+from mnist_pipeline.serving.tokens import Credentials, RateLimiter
 
 ENV_ROOT, ENV_PARAMS, ENV_MODEL = "MNIST_SERVE_ROOT", "MNIST_SERVE_PARAMS", "MNIST_SERVE_MODEL"
 
@@ -30,7 +33,16 @@ def build(params: Params, layout: Layout) -> FastAPI:
     served = ServedModel(open_registry(params.registry, layout), params.serve.model)
     served.refresh()  # a failure is logged; /readyz says 503 until a version loads
     served.follow(params.serve.reload_interval_s)
-    return create_app(served, params.serve, layout.inbox)
+    return create_app(served, params.serve, feedback_of(params.serve, layout))
+
+
+def feedback_of(serve: ServeParams, layout: Layout) -> Feedback | None:
+    """/feedback's settings when credentials are configured (None: no /feedback)."""
+    credentials = Credentials.from_settings(serve.feedback_tokens_file, layout.project, os.environ)
+    if credentials is None:
+        return None
+    limiter = RateLimiter(serve.feedback_rate_per_minute)
+    return Feedback(layout.inbox, layout.pending, credentials, limiter, serve.feedback_quota)
 
 
 def app_from_env() -> FastAPI:

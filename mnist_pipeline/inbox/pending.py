@@ -1,0 +1,230 @@
+"""Quarantine: labelled digits from the server's /feedback and `data add --pending` wait here.
+
+    data/pending/<sha256>.<format>   the image, once per content
+    data/pending/<sha256>.json       its claims, one per submission: label, source, time, client
+
+Nothing here is training data: ingest reads data/extra/ only, and data/pending/ is neither a DVC
+output nor a dependency. A reviewer lists the claims (`data pending`), then `accept` moves an
+image into the inbox through `store.add` (its duplicate and conflict rules) or `reject` deletes
+it; both check every reference first (nothing moves on an error), run under the inbox's lock,
+and append one line per image to data/review-log.jsonl (who, when, action, image, label,
+sources). Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mnist_pipeline.core.atomic import write_bytes, write_json
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.inbox import store
+
+REVIEW_LOG = "review-log.jsonl"
+
+
+class QuotaExceeded(DataError):
+    """The source already has its maximum of images awaiting review."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One submission: the label claimed, who sent it (`token:<name>`, `cli:<user>`), when
+    (UTC, ISO 8601) and from which client address (None: not over the network)."""
+
+    label: int
+    source: str
+    time: str
+    client: str | None = None
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One image awaiting review and every claim made about it."""
+
+    sha256: str
+    path: Path
+    claims: tuple[Claim, ...]
+
+    @property
+    def labels(self) -> list[int]:
+        return sorted({claim.label for claim in self.claims})
+
+    @property
+    def conflict(self) -> bool:
+        """Claims disagree on the label."""
+        return len(self.labels) > 1
+
+    @property
+    def duplicate(self) -> bool:
+        """The image was submitted more than once."""
+        return len(self.claims) > 1
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "sha256": self.sha256,
+            "path": str(self.path),
+            "labels": self.labels,
+            "claims": [asdict(claim) for claim in self.claims],
+        }
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What `submit` did: `status` is "pending" (a new claim), "known" (this source already
+    claimed this label) or "accepted" (the image is in the inbox under this label already)."""
+
+    status: str
+    sha256: str
+    claim: Claim
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def review_log(folder: Path) -> Path:
+    """The append-only log of accepts and rejects, beside the pending folder."""
+    return folder.parent / REVIEW_LOG
+
+
+def items(folder: Path) -> list[Pending]:
+    """Every pending image, by SHA-256 (a sidecar whose image is gone is skipped)."""
+    found = []
+    for sidecar in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            record = json.loads(sidecar.read_text(encoding="utf-8"))
+            image = folder / Path(record["file"]).name
+            claims = tuple(Claim(**claim) for claim in record["claims"])
+            sha256 = str(record["sha256"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{sidecar}: not a pending-image record ({exc})") from None
+        if image.is_file():
+            found.append(Pending(sha256, image, claims))
+    return found
+
+
+def submit(
+    folder: Path,
+    inbox: Path,
+    data: bytes,
+    name: str,
+    label: object,
+    source: str,
+    client: str | None = None,
+    quota: int | None = None,
+) -> Submitted:
+    """Quarantine one image (`data`, called `name` in messages; validated as `store.add`
+    would) as claimed to show `label` by `source` from `client`, now; QuotaExceeded when
+    `source` already has `quota` images pending."""
+    digit, digest, suffix = store.validate(data, name, label)
+    claim = Claim(digit, source, utc_now(), client)
+    with store.lock(inbox):
+        accepted = store.find(inbox, digest)
+        if accepted is not None and accepted.label == digit:
+            return Submitted("accepted", digest, claim)
+        known = {item.sha256: item for item in items(folder)}
+        item = known.get(digest)
+        claims = item.claims if item is not None else ()
+        if any(c.source == claim.source and c.label == digit for c in claims):
+            return Submitted("known", digest, claim)
+        mine = sum(any(c.source == claim.source for c in i.claims) for i in known.values())
+        already = item is not None and any(c.source == claim.source for c in claims)
+        if quota is not None and not already and mine >= quota:
+            raise QuotaExceeded(
+                f"{claim.source} has {mine} image(s) awaiting review, its quota "
+                f"(serve.feedback_quota {quota}); wait until they are reviewed"
+            )
+        image = folder / f"{digest}.{suffix}"
+        if not image.is_file():
+            write_bytes(image, data)
+        claimed = [asdict(c) for c in (*claims, claim)]
+        write_json(
+            folder / f"{digest}.json", {"sha256": digest, "file": image.name, "claims": claimed}
+        )
+    return Submitted("pending", digest, claim)
+
+
+def resolve(folder: Path, refs: list[str]) -> list[Pending]:
+    """The pending images named by SHA-256 prefixes (8+ hex digits), in the order given; one
+    DataError for the first reference that matches none or several."""
+    known = items(folder)
+    chosen: list[Pending] = []
+    for ref in refs:
+        key = ref.strip().lower()
+        matches = [i for i in known if len(key) >= 8 and i.sha256.startswith(key)]
+        if len(matches) != 1:
+            what = "no pending image" if not matches else f"{len(matches)} pending images"
+            raise DataError(f"{ref!r} matches {what} in {folder} (use 8+ digits of the SHA-256)")
+        if matches[0] not in chosen:
+            chosen.append(matches[0])
+    return chosen
+
+
+def accept(
+    folder: Path, inbox: Path, refs: list[str], who: str, label: int | None = None
+) -> list[store.Added]:
+    """Move the referenced images into the inbox under their claimed label (`label` overrides:
+    needed where claims conflict); nothing moves if any reference or label is refused."""
+    chosen = resolve(folder, refs)
+    digits = {}
+    for item in chosen:
+        if label is None and item.conflict:
+            raise DataError(
+                f"{item.sha256[:12]}: the claims disagree (labels {item.labels}); "
+                "pass --label to choose one"
+            )
+        digits[item.sha256] = store.check_label(item.labels[0] if label is None else label)
+    done = []
+    with store.lock(inbox):
+        for item in chosen:
+            there = store.find(inbox, item.sha256)
+            if there is not None and there.label != digits[item.sha256]:
+                raise store.LabelConflict(
+                    f"{item.sha256[:12]}: already in the inbox labelled {there.label} "
+                    f"({there.path}); nothing was accepted"
+                )
+        for item in chosen:
+            data = item.path.read_bytes()
+            added = store.add(inbox, data, str(item.path), digits[item.sha256], locked=True)
+            _forget(folder, item)
+            _log(folder, who, "accept", item, digits[item.sha256])
+            done.append(added)
+    return done
+
+
+def reject(folder: Path, inbox: Path, refs: list[str], who: str) -> list[Pending]:
+    """Delete the referenced pending images (nothing is deleted if any reference is refused)."""
+    chosen = resolve(folder, refs)
+    with store.lock(inbox):
+        for item in chosen:
+            _forget(folder, item)
+            _log(folder, who, "reject", item, None)
+    return chosen
+
+
+def _forget(folder: Path, item: Pending) -> None:
+    (folder / f"{item.sha256}.json").unlink(missing_ok=True)
+    item.path.unlink(missing_ok=True)
+
+
+def _log(folder: Path, who: str, action: str, item: Pending, label: int | None) -> None:
+    """Append one review line and flush it to disk (the caller holds the inbox's lock)."""
+    line = {
+        "time": utc_now(),
+        "who": who,
+        "action": action,
+        "sha256": item.sha256,
+        "label": label,
+        "claimed": item.labels,
+        "sources": sorted({claim.source for claim in item.claims}),
+    }
+    path = review_log(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(json.dumps(line) + "\n")
+        out.flush()
+        os.fsync(out.fileno())

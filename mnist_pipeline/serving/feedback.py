@@ -1,0 +1,87 @@
+"""POST /feedback: a trusted client's corrected digit, quarantined for review (inbox/pending.py).
+
+    Authorization: Bearer <token>     a credential of serving/tokens.py
+    multipart `file` (one image) and `label` (the digit it shows)
+
+201 a new claim awaits review in data/pending/, 200 this credential already claimed it (or the
+image is accepted under that label already), 401 no or an unknown or expired token (with
+`WWW-Authenticate: Bearer`), 429 over `serve.feedback_rate_per_minute` or with
+`serve.feedback_quota` images of this credential awaiting review (with `Retry-After`), 415/422
+a malformed submission; each error is JSON {"error": ...} and stores nothing. Nothing posted
+here reaches training until `mnist-pipeline data accept` moves it into data/extra/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.inbox import pending
+from mnist_pipeline.serving.http_api import ClientError
+from mnist_pipeline.serving.tokens import Credentials, RateLimiter, Unauthorized
+
+QUOTA_RETRY_AFTER_S = 3600  # a full quota frees up only when a reviewer gets to it
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Where /feedback quarantines images, who may send them, and how many."""
+
+    inbox: Path  # data/extra: an image accepted there already is not quarantined again
+    pending: Path  # data/pending
+    credentials: Credentials
+    limiter: RateLimiter
+    quota: int
+
+    def mount(self, app: FastAPI) -> None:
+        """Add the POST /feedback route to `app`."""
+
+        @app.post("/feedback", status_code=201)
+        async def feedback(request: Request) -> JSONResponse:
+            source = self.authorize(request)
+            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind != "multipart/form-data":
+                raise ClientError(415, "send multipart/form-data with fields 'file' and 'label'")
+            form = await request.form(max_files=2, max_fields=4)
+            upload, label = form.get("file"), form.get("label")
+            if not isinstance(upload, UploadFile) or not isinstance(label, str):
+                raise ClientError(422, "multipart fields 'file' (an image) and 'label' are needed")
+            client = request.client.host if request.client else None
+            data, name = await upload.read(), upload.filename or "file"
+            try:
+                done = pending.submit(
+                    self.pending, self.inbox, data, name, label, source, client, self.quota
+                )
+            except pending.QuotaExceeded as exc:
+                raise ClientError(
+                    429, str(exc), {"Retry-After": str(QUOTA_RETRY_AFTER_S)}
+                ) from None
+            except DataError as exc:
+                raise ClientError(422, str(exc)) from None
+            body = {"status": done.status, "sha256": done.sha256, **asdict(done.claim)}
+            return JSONResponse(body, status_code=201 if done.status == "pending" else 200)
+
+    def authorize(self, request: Request) -> str:
+        """The request's source (`token:<name>`), within its rate; ClientError otherwise."""
+        try:
+            credential = self.credentials.check(request.headers.get("authorization"))
+        except Unauthorized as exc:
+            challenge = 'Bearer realm="feedback"'
+            if request.headers.get("authorization"):
+                challenge += ', error="invalid_token"'
+            raise ClientError(401, str(exc), {"WWW-Authenticate": challenge}) from None
+        except (DataError, OSError) as exc:  # the tokens file went bad: refuse, say why
+            raise ClientError(503, f"feedback credentials unavailable: {exc}") from None
+        wait = self.limiter.take(credential.name)
+        if wait is not None:
+            raise ClientError(
+                429,
+                f"{credential.name!r} is over serve.feedback_rate_per_minute; retry in {wait} s",
+                {"Retry-After": str(wait)},
+            )
+        return f"token:{credential.name}"

@@ -1,0 +1,196 @@
+"""Quarantine of submitted digits: pending, review (accept, reject), the log, and no poisoning."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import IngestParams
+from mnist_pipeline.core.service_params import ServeParams
+from mnist_pipeline.inbox import extra, pending
+from mnist_pipeline.inbox import store as inbox
+from mnist_pipeline.inbox.ingest import ingest
+from mnist_pipeline.pipeline.register import register_candidate
+from mnist_pipeline.registry import Registry
+from mnist_pipeline.serving.http_api import create_app
+from mnist_pipeline.serving.predict import predict_files
+from mnist_pipeline.serving.served_model import ServedModel
+from mnist_pipeline.serving.server import feedback_of
+from mnist_pipeline.serving.tokens import token_sha256
+from tests.example_helpers import draw_digit
+from tests.registry_helpers import MODEL, PARAMS, candidate_in, exported_candidate
+
+TOKEN = "attacker-kiosk-token-0001"
+
+
+def sevens(folder: Path, count: int) -> list[Path]:
+    """`count` different dark-on-light sevens (a bar and a stroke) as PNG files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [draw_digit(folder / f"seven{i}.png", i) for i in range(count)]
+
+
+def cli(root: Path, *args: str):
+    result = CliRunner().invoke(app, ["--root", str(root), "data", *args])
+    return result
+
+
+def reviewed(root: Path) -> list[dict]:
+    log = pending.review_log(Layout(root).pending)
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_claims_are_grouped_per_image_with_duplicates_and_conflicts(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    a, b = (p.read_bytes() for p in sevens(tmp_path / "in", 2))
+    first = pending.submit(layout.pending, layout.inbox, a, "a.png", 7, "token:alice", "10.0.0.1")
+    assert first.status == "pending" and first.claim.client == "10.0.0.1"
+    assert pending.submit(layout.pending, layout.inbox, a, "a.png", "7", "token:alice").status == (
+        "known"
+    )
+    pending.submit(layout.pending, layout.inbox, a, "a.png", 1, "token:bob")
+    pending.submit(layout.pending, layout.inbox, b, "b.png", 7, "cli:carol")
+    one, two = sorted(pending.items(layout.pending), key=lambda i: i.path.read_bytes() != a)
+    assert one.labels == [1, 7] and one.conflict and one.duplicate
+    assert [c.source for c in one.claims] == ["token:alice", "token:bob"]
+    assert two.labels == [7] and not two.conflict and not two.duplicate
+    assert one.path == layout.pending / f"{one.sha256}.png" and one.path.read_bytes() == a
+    with pytest.raises(DataError, match="x.png: not a recognised image"):
+        pending.submit(layout.pending, layout.inbox, b"junk", "x.png", 1, "token:alice")
+    with pytest.raises(pending.QuotaExceeded, match="token:bob has 1 image"):
+        pending.submit(layout.pending, layout.inbox, b, "b.png", 7, "token:bob", quota=1)
+    assert len(pending.items(layout.pending)) == 2 and inbox.entries(layout.inbox) == []
+
+
+def test_accept_and_reject_move_atomically_and_are_logged(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    a, b, c = (p.read_bytes() for p in sevens(tmp_path / "in", 3))
+    sha = {}
+    for name, data, label, source in (
+        ("a", a, 7, "token:x"),
+        ("b", b, 7, "token:x"),
+        ("b", b, 1, "token:y"),
+        ("c", c, 7, "token:x"),
+    ):
+        sha[name] = pending.submit(layout.pending, layout.inbox, data, name, label, source).sha256
+    for refs, label, message in (
+        ([sha["a"][:8], "deadbeef00"], None, "'deadbeef00' matches no pending image"),
+        ([sha["a"][:7]], None, "use 8\\+ digits"),
+        ([sha["a"][:8], sha["b"][:8]], None, "the claims disagree \\(labels \\[1, 7\\]\\)"),
+    ):
+        with pytest.raises(DataError, match=message):
+            pending.accept(layout.pending, layout.inbox, refs, "rita", label)
+    assert inbox.entries(layout.inbox) == [] and len(pending.items(layout.pending)) == 3
+    assert reviewed(tmp_path) == []
+
+    done = pending.accept(layout.pending, layout.inbox, [sha["a"][:8], sha["b"]], "rita", 7)
+    assert [(d.entry.label, d.entry.sha256) for d in done] == [(7, sha["a"]), (7, sha["b"])]
+    assert {e.sha256 for e in inbox.entries(layout.inbox)} == {sha["a"], sha["b"]}
+    inbox.add(layout.inbox, c, "c", 3)  # meanwhile an operator stores c as a 3
+    with pytest.raises(inbox.LabelConflict, match="already in the inbox labelled 3"):
+        pending.accept(layout.pending, layout.inbox, [sha["c"]], "rita")
+    (rejected,) = pending.reject(layout.pending, layout.inbox, [sha["c"][:10]], "rita")
+    assert rejected.sha256 == sha["c"] and pending.items(layout.pending) == []
+    assert list(layout.pending.iterdir()) == []
+    log = reviewed(tmp_path)
+    assert [(r["action"], r["sha256"], r["label"], r["who"]) for r in log] == [
+        ("accept", sha["a"], 7, "rita"),
+        ("accept", sha["b"], 7, "rita"),
+        ("reject", sha["c"], None, "rita"),
+    ]
+    assert log[1]["claimed"] == [1, 7] and log[1]["sources"] == ["token:x", "token:y"]
+    assert all(r["time"].endswith("Z") for r in log)
+
+
+def test_cli_pending_accept_reject_and_plain_add(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("{}\n")
+    layout = Layout(tmp_path)
+    a, b, c = sevens(tmp_path / "in", 3)
+    assert cli(tmp_path, "add", str(a), str(b), "--label", "1", "--pending").exit_code == 0
+    assert inbox.entries(layout.inbox) == []
+    listed = cli(tmp_path, "pending", "--json")
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)
+    assert [r["predicted"] for r in rows] == [None, None]  # no production model: no prediction
+    assert {r["claims"][0]["source"] for r in rows} == {f"cli:{getpass.getuser()}"}
+    text = cli(tmp_path, "pending")
+    assert text.stdout.count(" model - ") == 2 and "2 pending image(s)" in text.output
+
+    missing = cli(tmp_path, "accept", "0123456789abcdef")
+    assert isinstance(missing.exception, DataError)  # main() prints it as one line, exit 1
+    assert "'0123456789abcdef' matches no pending image" in str(missing.exception)
+    assert len(pending.items(layout.pending)) == 2
+    first, second = (r["sha256"] for r in rows)
+    accepted = cli(tmp_path, "accept", first[:8], "--label", "7")
+    assert accepted.exit_code == 0, accepted.output
+    assert [(e.label, e.sha256) for e in inbox.entries(layout.inbox)] == [(7, first)]
+    assert cli(tmp_path, "reject", second[:12]).exit_code == 0
+    assert pending.items(layout.pending) == [] and len(inbox.entries(layout.inbox)) == 1
+    assert [(r["action"], r["who"]) for r in reviewed(tmp_path)] == [
+        ("accept", getpass.getuser()),
+        ("reject", getpass.getuser()),
+    ]
+    plain = cli(tmp_path, "add", str(c), "--label", "7")  # a shell operator is trusted
+    assert plain.exit_code == 0 and len(inbox.entries(layout.inbox)) == 2
+
+
+def test_pending_shows_the_production_models_digit_beside_the_claim(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("{}\n")
+    model = exported_candidate(tmp_path / "model", 1)
+    register_candidate(Registry(tmp_path / "registry", MODEL), candidate_in(model), PARAMS, 0.0)
+    images = sevens(tmp_path / "in", 2)
+    assert cli(tmp_path, "add", *map(str, images), "--label", "1", "--pending").exit_code == 0
+    expected = {
+        inbox.validate(Path(p.file).read_bytes(), "x", 1)[1]: p.digit
+        for p in predict_files(model / "model.onnx", images).predictions
+    }
+    listed = cli(tmp_path, "pending", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert {r["sha256"]: r["predicted"] for r in json.loads(listed.stdout)} == expected
+    for row in cli(tmp_path, "pending").stdout.splitlines():
+        sha = next(s for s in expected if row.startswith(s[:12]))
+        assert f"claimed 1  model {expected[sha]} " in row
+
+
+def test_poisoned_feedback_never_reaches_ingest_until_accepted(tmp_path: Path) -> None:
+    """Sevens labelled 1, posted with a valid token and added with --pending: ingest's output
+    holds none of them; after one is accepted, exactly that one."""
+    (tmp_path / "params.yaml").write_text("{}\n")
+    layout = Layout(tmp_path)
+    (tmp_path / "tokens").write_text(f"kiosk {token_sha256(TOKEN)}\n")
+    serve = ServeParams(feedback_tokens_file="tokens", feedback_rate_per_minute=1000)
+    feedback = feedback_of(serve, layout)
+    assert feedback is not None
+    api = TestClient(
+        create_app(ServedModel(Registry(tmp_path / "r", MODEL), "production"), serve, feedback)
+    )
+    images = sevens(tmp_path / "in", 24)
+    for path in images[:16]:
+        sent = api.post(
+            "/feedback",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            files={"file": (path.name, path.read_bytes())},
+            data={"label": "1"},
+        )
+        assert sent.status_code == 201, sent.text
+    assert cli(tmp_path, "add", *map(str, images[16:]), "-l", "1", "--pending").exit_code == 0
+    assert len(pending.items(layout.pending)) == 24
+
+    result = ingest(IngestParams(), layout)
+    assert result.counts == {"train": 0, "holdout": 0} and result.rejected == {}
+    assert json.loads((layout.extra_dir / extra.MANIFEST_FILE).read_text()) == []
+    assert result.extra_sha256 == extra.NO_EXTRA_SHA256
+
+    chosen = pending.items(layout.pending)[0]
+    assert cli(tmp_path, "accept", chosen.sha256[:8], "--label", "7").exit_code == 0
+    result = ingest(IngestParams(), layout)
+    manifest = json.loads((layout.extra_dir / extra.MANIFEST_FILE).read_text())
+    assert [(m["sha256"], m["label"]) for m in manifest] == [(chosen.sha256, 7)]
+    assert sum(result.counts.values()) == 1

@@ -1,0 +1,106 @@
+"""Feedback credentials: the tokens file and variable, the bearer check, the rate limit."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.serving import tokens
+from mnist_pipeline.serving.tokens import Credentials, RateLimiter, Unauthorized, token_sha256
+
+ALICE, KIOSK = "alice-secret-token-0001", "kiosk-secret-token-0002"
+
+
+def tokens_file(path: Path, *lines: str) -> Path:
+    path.write_text("# name sha256 [expiry]\n\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def test_the_file_holds_hashes_and_the_check_finds_the_name(tmp_path: Path) -> None:
+    file = tokens_file(
+        tmp_path / "tokens",
+        f"alice {token_sha256(ALICE)}  # the reviewer's phone",
+        f"kiosk {token_sha256(KIOSK).upper()} 2030-01-01T00:00:00Z",
+    )
+    assert ALICE not in file.read_text()
+    creds = Credentials(file, None)
+    assert creds.check(f"Bearer {ALICE}").name == "alice"
+    kiosk = creds.check(f"bearer  {KIOSK} ")
+    assert kiosk.name == "kiosk" and kiosk.expires == datetime(2030, 1, 1, tzinfo=UTC)
+    with pytest.raises(Unauthorized, match="expired"):
+        creds.check(f"Bearer {KIOSK}", now=datetime(2030, 1, 1, tzinfo=UTC))
+    for header, message in (
+        (None, "needs a token"),
+        ("", "needs a token"),
+        (f"Basic {ALICE}", "must be `Bearer <token>`"),
+        ("Bearer", "must be `Bearer <token>`"),
+        ("Bearer not-a-known-token", "not a known feedback credential"),
+        (f"Bearer {token_sha256(ALICE)}", "not a known"),  # the hash itself is no credential
+    ):
+        with pytest.raises(Unauthorized, match=message):
+            creds.check(header)
+
+
+def test_the_file_is_read_again_when_it_changes_revoking_a_token(tmp_path: Path) -> None:
+    file = tokens_file(tmp_path / "tokens", f"alice {token_sha256(ALICE)}")
+    creds = Credentials(file, None)
+    assert creds.check(f"Bearer {ALICE}").name == "alice"
+    tokens_file(file, f"kiosk {token_sha256(KIOSK)}")
+    os.utime(file, ns=(1, 1))  # a different stamp even on a coarse-clock filesystem
+    with pytest.raises(Unauthorized, match="not a known"):
+        creds.check(f"Bearer {ALICE}")
+    assert creds.check(f"Bearer {KIOSK}").name == "kiosk"
+
+
+def test_the_environment_variable_gives_tokens_in_clear_hashed_on_reading() -> None:
+    creds = Credentials(None, f"alice:{ALICE}, kiosk:{KIOSK}")
+    assert creds.check(f"Bearer {KIOSK}").name == "kiosk"
+    with pytest.raises(DataError, match="16\\+ characters"):
+        Credentials(None, "alice:short")
+    with pytest.raises(DataError, match="`name:token`"):
+        Credentials(None, ALICE)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("alice", r"tokens:3: expected `name sha256-of-token \[expiry\]`"),
+        ("alice abc123", "tokens:3: 'abc123' is not a SHA-256"),
+        (f"al/ice {'0' * 64}", "credential name 'al/ice'"),
+        (f"alice {'0' * 64} tomorrow", "expiry 'tomorrow' is not an ISO 8601"),
+        (f"alice {'0' * 64}\nalice {'1' * 64}", "tokens:4: credential name 'alice' appears twice"),
+    ],
+)
+def test_a_bad_tokens_file_is_refused_naming_the_line(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    with pytest.raises(DataError, match=message):
+        Credentials(tokens_file(tmp_path / "tokens", line), None)
+
+
+def test_no_settings_means_no_credentials_and_a_missing_file_is_an_error(tmp_path: Path) -> None:
+    assert Credentials.from_settings(None, tmp_path, {}) is None
+    assert Credentials.from_settings(None, tmp_path, {tokens.ENV_TOKENS: " "}) is None
+    with pytest.raises(DataError, match="feedback tokens file .*tokens does not exist"):
+        Credentials.from_settings("tokens", tmp_path, {})
+    tokens_file(tmp_path / "tokens", f"alice {token_sha256(ALICE)}")
+    found = Credentials.from_settings("tokens", tmp_path, {tokens.ENV_TOKENS: f"kiosk:{KIOSK}"})
+    assert found is not None and found.file == tmp_path / "tokens"
+    assert {found.check(f"Bearer {t}").name for t in (ALICE, KIOSK)} == {"alice", "kiosk"}
+
+
+def test_the_rate_limit_is_a_bucket_per_name() -> None:
+    now = [100.0]
+    limiter = RateLimiter(2, clock=lambda: now[0])  # 2 a minute: one more every 30 s
+    assert limiter.take("alice") is None and limiter.take("alice") is None
+    assert limiter.take("alice") == 30
+    assert limiter.take("kiosk") is None  # another credential has its own bucket
+    now[0] += 15
+    assert limiter.take("alice") == 15
+    now[0] += 15
+    assert limiter.take("alice") is None
+    assert limiter.take("alice") == 30
