@@ -99,3 +99,36 @@ def test_promotions_under_load_fail_no_request(tmp_path: Path, workers: int) -> 
         assert version in allowed and version in production, (began, ended, version, timeline)
     versions = [a[2] for a in sorted(answers)]
     assert 2 in versions and versions[-1] == 1  # it followed both moves
+
+
+def test_feedback_through_the_real_server_needs_a_token_and_waits_for_review(
+    tmp_path: Path,
+) -> None:
+    from mnist_pipeline.inbox import pending
+    from mnist_pipeline.inbox import store as inbox
+    from mnist_pipeline.serving.tokens import token_sha256
+    from tests.example_helpers import draw_digit
+
+    registry = Registry(tmp_path / "registry", MODEL)
+    register_candidate(registry, candidate_in(exported_candidate(tmp_path / "m", 1)), PARAMS, 0.0)
+    token = "reviewer-phone-token-0001"
+    (tmp_path / "tokens").write_text(f"phone {token_sha256(token)}\n")
+    digits = [draw_digit(tmp_path / f"{i}.png", i).read_bytes() for i in range(3)]
+    serve = {"feedback_tokens_file": "tokens", "feedback_rate_per_minute": 2}
+    with mnist_server(tmp_path, tmp_path / "serve.log", **serve) as url:
+
+        def send(i: int, headers: dict[str, str]) -> httpx.Response:
+            files = {"file": (f"{i}.png", digits[i], "image/png")}
+            return httpx.post(f"{url}/feedback", files=files, data={"label": "1"}, headers=headers)
+
+        anonymous = send(0, {})
+        assert anonymous.status_code == 401 and "WWW-Authenticate" in anonymous.headers
+        bearer = {"Authorization": f"Bearer {token}"}
+        answers = [send(i, bearer) for i in range(3)]
+    assert [a.status_code for a in answers] == [201, 201, 429]
+    assert int(answers[2].headers["Retry-After"]) >= 1
+    assert {a.json()["client"] for a in answers[:2]} == {"127.0.0.1"}
+    found = pending.items(tmp_path / "data" / "pending")
+    assert {i.sha256 for i in found} == {a.json()["sha256"] for a in answers[:2]}
+    assert all(i.claims[0].source == "token:phone" for i in found)
+    assert inbox.entries(tmp_path / "data" / "extra") == []

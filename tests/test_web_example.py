@@ -19,8 +19,10 @@ import pytest
 from PIL import Image
 
 from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.inbox import pending
 from mnist_pipeline.inbox import store as inbox
 from mnist_pipeline.serving.predict import predict_files
+from mnist_pipeline.serving.tokens import token_sha256
 from tests.conftest import REPO_ROOT, unavailable
 from tests.example_helpers import CHROMIUM, CHROMIUM_ARGS, chromium_skip_reason
 from tests.example_helpers import test_digits as load_test_digits
@@ -207,14 +209,17 @@ def test_offline_the_page_shows_no_feedback_control(page) -> None:
 
 
 def test_feedback_from_the_page_reaches_a_real_server(page, site, tmp_path: Path) -> None:
-    """With ?server=URL the 'wrong? tell us the digit' control posts the drawing to a real
-    `mnist-pipeline serve`, which stores it in the labelled-digit inbox."""
+    """With ?server=URL#token=TOKEN the 'wrong? tell us the digit' control posts the drawing
+    with that bearer token to a real `mnist-pipeline serve`, which holds it for review."""
     origin, model = site
     project = tmp_path / "project"
     project.mkdir()
     register_layout(project / "registry", model, tmp_path / "candidate")
+    token = "web-page-feedback-token-01"
+    (project / "tokens").write_text(f"page {token_sha256(token)}\n")
     digits, _ = load_test_digits(model.data_dir)
-    with mnist_server(project, tmp_path / "serve.log", cors_origins=[origin]) as api:
+    serve = {"cors_origins": [origin], "feedback_tokens_file": "tokens"}
+    with mnist_server(project, tmp_path / "serve.log", **serve) as api:
         context = page.context.browser.new_context(viewport={"width": 900, "height": 620})
         allowed = (origin + "/", api + "/")
         context.route(
@@ -224,27 +229,24 @@ def test_feedback_from_the_page_reaches_a_real_server(page, site, tmp_path: Path
             ),
         )
         page = context.new_page()  # the shared page stays offline, without ?server
-        page.goto(f"{origin}/examples/web/?server={api}")
+        page.goto(f"{origin}/examples/web/?server={api}#token={token}")
         page.wait_for_selector("body[data-ready=true]", timeout=60_000)
         assert page.locator("#feedback").is_visible()
         draw(page, digits[0])
         shown(page)
-        page.click("#labels button[data-label='3']")  # "wrong: it is a 3"
-        page.wait_for_function(
-            "() => document.getElementById('feedback-status').textContent.startsWith('thanks')",
-            timeout=30_000,
-        )
-        assert page.inner_text("#feedback-status") == "thanks: stored as a 3"
-        page.click("#labels button[data-label='5']")  # the same drawing, another label
-        page.wait_for_function(
-            "() => document.getElementById('feedback-status').textContent.startsWith('not')",
-            timeout=30_000,
-        )
-        assert "already in the inbox labelled 3" in page.inner_text("#feedback-status")
+        for label in (3, 5):  # "wrong: it is a 3", then the same drawing as a 5
+            page.click(f"#labels button[data-label='{label}']")
+            page.wait_for_function(
+                f"() => document.getElementById('feedback-status').textContent"
+                f".endsWith('as a {label}')",
+                timeout=30_000,
+            )
+        assert page.inner_text("#feedback-status") == "thanks: sent for review as a 5"
         context.close()
-    (entry,) = inbox.entries(project / "data" / "extra")
-    assert entry.label == 3 and entry.path.suffix == ".png"
-    with Image.open(entry.path) as stored:
+    assert inbox.entries(project / "data" / "extra") == []  # nothing reaches training unreviewed
+    (item,) = pending.items(project / "data" / "pending")
+    assert item.labels == [3, 5] and {c.source for c in item.claims} == {"token:page"}
+    with Image.open(item.path) as stored:
         assert stored.size == (280, 280)  # the pad as drawn
 
 

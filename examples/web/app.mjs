@@ -4,8 +4,9 @@
 //
 // The model URL defaults to /models/model.onnx of the served repository; ?model=URL overrides it.
 // With ?server=URL (an `mnist-pipeline serve` whose serve.cors_origins lists this page's origin)
-// a "wrong? tell us the digit" control posts the drawing and its true label to URL/feedback;
-// without it the page works fully offline.
+// a "wrong? tell us the digit" control posts the drawing and its true label to URL/feedback,
+// with the bearer token given in the page's fragment (#token=..., never sent to a server as
+// part of a URL); the server holds it for review. Without ?server the page works fully offline.
 
 import * as ort from './node_modules/onnxruntime-web/dist/ort.wasm.min.mjs';
 import { greyFromRGBA, ImageError, toMnist } from '../js/preprocess.mjs';
@@ -14,6 +15,7 @@ ort.env.wasm.wasmPaths = new URL('./node_modules/onnxruntime-web/dist/', import.
 ort.env.wasm.numThreads = 1; // no SharedArrayBuffer, so no cross-origin isolation needed
 const MODEL_URL = new URLSearchParams(location.search).get('model') ?? '../../models/model.onnx';
 const SERVER = new URLSearchParams(location.search).get('server');
+const TOKEN = new URLSearchParams(location.hash.slice(1)).get('token');
 const PEN_WIDTH = 24; // on the 280px pad: about MNIST's stroke width once scaled to 20px
 
 const pad = document.getElementById('pad');
@@ -119,7 +121,7 @@ function show(input, probs) {
   }
 }
 
-// ---- feedback: the drawing and its true digit, to the server's labelled-digit inbox ----
+// ---- feedback: the drawing and its true digit, to the server's review queue (data/pending) ----
 function setUpFeedback() {
   if (!SERVER) return;
   const labels = document.getElementById('labels');
@@ -142,10 +144,11 @@ async function sendFeedback(label, status) {
   form.append('file', png, 'drawing.png');
   form.append('label', String(label));
   try {
-    const response = await fetch(new URL('/feedback', SERVER), { method: 'POST', body: form });
+    const headers = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
+    const response = await fetch(new URL('/feedback', SERVER), { method: 'POST', body: form, headers });
     const body = await response.json();
     status.textContent = response.ok
-      ? `thanks: stored as a ${body.label}${body.new ? '' : ' (already there)'}`
+      ? `thanks: sent for review as a ${body.label}${response.status === 201 ? '' : ' (already sent)'}`
       : `not stored: ${body.error}`;
   } catch (err) {
     status.textContent = `not stored: ${SERVER} is unreachable (${err.message})`;
