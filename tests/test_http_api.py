@@ -349,5 +349,15 @@ def test_cors_only_for_the_configured_origins(registry: Registry) -> None:
         headers={"Origin": "http://127.0.0.1:5500", "Access-Control-Request-Method": "POST"},
     )
     assert allowed.headers["access-control-allow-origin"] == "http://127.0.0.1:5500"
+    with_token = api.options(  # the web page's /feedback sends a bearer token
+        "/feedback",
+        headers={
+            "Origin": "http://127.0.0.1:5500",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert with_token.status_code == 200
+    assert "authorization" in with_token.headers["access-control-allow-headers"].lower()
     other = api.get("/healthz", headers={"Origin": "http://evil.example"})
     assert "access-control-allow-origin" not in other.headers
