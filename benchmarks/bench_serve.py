@@ -140,7 +140,7 @@ def main() -> None:
     server = None
     try:
         candidate = candidate_in(exported_candidate(scratch / "candidate", 1))
-        register_candidate(Registry(scratch / "registry", MODEL), candidate, PARAMS, 0.0)
+        register_candidate(Registry(scratch / "registry", MODEL), candidate, PARAMS)
         (scratch / "params.yaml").write_text("serve:\n  reload_interval_s: 5\n")
         command = [sys.executable, "-m", "mnist_pipeline", "--root", str(scratch), "serve"]
         command += ["--port", str(port), "--workers", str(args.workers)]

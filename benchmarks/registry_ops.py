@@ -37,9 +37,7 @@ def main() -> None:
             make_candidate(root / f"c{i}", i, state_bytes=args.state_kb * 1024)
             for i in range(args.versions)
         ]
-        register = [
-            _ms(lambda c=c: register_candidate(registry, c, PARAMS, 0.0)) for c in candidates
-        ]
+        register = [_ms(lambda c=c: register_candidate(registry, c, PARAMS)) for c in candidates]
         read = [_ms(lambda: registry.read_file("production", "model.onnx")) for _ in range(20)]
         cache = root / "cache"  # not the user's cache
         resolve = [

@@ -22,6 +22,7 @@ from prefect.runtime import flow_run
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.core.reports import Metrics, ModelCard, Parity, read_report
+from mnist_pipeline.pipeline.card import evidence_lines
 
 REPORT_KEY = "mnist-retrain-report"
 PER_CLASS_KEY = "mnist-per-class-metrics"
@@ -111,6 +112,7 @@ def report_markdown(
         f"| ONNX parity | passed: max abs diff {parity.max_abs_diff_logits:.2e} (logits), "
         f"{parity.argmax_mismatches} argmax mismatches |",
         f"| registered | {outcome} |",
+        f"| promotion evidence | {'; '.join(evidence_lines(card.decision))} |",
         f"| ONNX SHA-256 | `{card.files['model.onnx']}` |",
         f"| dataset SHA-256 | `{card.data.dataset_sha256}` |",
         f"| code | git `{code.get('git_commit', 'unknown')}`{dirty} |",

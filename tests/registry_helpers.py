@@ -134,7 +134,7 @@ def register_layout(registry_root: Path, layout, folder: Path) -> Path:
     shutil.copy(layout.train_history, folder / "train_history.csv")
     write_train_record(folder)
     write_reports(folder)
-    register_candidate(Registry(registry_root, MODEL), candidate_in(folder), PARAMS, 0.0)
+    register_candidate(Registry(registry_root, MODEL), candidate_in(folder), PARAMS)
     return folder
 
 
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
             args.candidate.joinpath("model.pt").write_bytes(os.urandom(size))
             write_train_record(args.candidate)
             write_reports(args.candidate)
-        print(register_candidate(registry, candidate, params, 0.0).version, flush=True)
+        print(register_candidate(registry, candidate, params).version, flush=True)
         if not args.loop:
             return
 

@@ -43,8 +43,8 @@ def _models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def registry(tmp_path: Path, _models: tuple[Path, Path]) -> Registry:
     """Two registered versions: v1 production, v2 staging (lower accuracy)."""
     registry = Registry(tmp_path / "registry", MODEL)
-    register_candidate(registry, candidate_in(_models[1]), PARAMS, 0.0)
-    register_candidate(registry, candidate_in(_models[0]), PARAMS, 0.0)
+    register_candidate(registry, candidate_in(_models[1]), PARAMS)
+    register_candidate(registry, candidate_in(_models[0]), PARAMS)
     return registry
 
 
@@ -174,7 +174,7 @@ def test_not_ready_until_a_version_exists(tmp_path: Path, _models: tuple[Path, P
     assert ready.status_code == 503 and "unknown alias 'production'" in ready.json()["problem"]
     refused = api.post("/predict", json={"images": [[[0.0] * 28] * 28]})
     assert refused.status_code == 503 and "no model loaded yet" in refused.json()["error"]
-    register_candidate(registry, candidate_in(_models[0]), PARAMS, 0.0)
+    register_candidate(registry, candidate_in(_models[0]), PARAMS)
     assert served.refresh() is True and api.get("/readyz").status_code == 200
 
 

@@ -58,7 +58,7 @@ def test_promotions_under_load_fail_no_request(tmp_path: Path, workers: int) -> 
     registry = Registry(tmp_path / "registry", MODEL)
     for seed in (2, 1):  # v1 (seed 2) is production; v2 stays staging
         register_candidate(
-            registry, candidate_in(exported_candidate(tmp_path / f"m{seed}", seed)), PARAMS, 0.0
+            registry, candidate_in(exported_candidate(tmp_path / f"m{seed}", seed)), PARAMS
         )
     timeline = [(time.monotonic(), 1)]  # (when, production version from then on)
     answers: list[Answer] = []

@@ -171,7 +171,7 @@ def test_resolve_model_prefers_the_registry_production(model_path: Path, tmp_pat
     write_reports(candidate)
     layout, registry = Layout(tmp_path), RegistryParams()
     models = Registry(layout.registry_root(registry.root), registry.model_name)
-    register_candidate(models, candidate_in(candidate), PARAMS, 0.0)
+    register_candidate(models, candidate_in(candidate), PARAMS)
     layout.model_dir.mkdir()
     shutil.copy(model_path, layout.onnx)
 

@@ -16,11 +16,13 @@ import pytest
 from mnist_pipeline.core.errors import GateError, ParamsError, RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import parse_params
+from mnist_pipeline.core.service_params import PromotionParams
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.pipeline.candidate import candidate_from_layout
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
+from tests.promotion_helpers import paired_candidate, write_test_set
 from tests.registry_helpers import (
     PARAMS,
     make_candidate,
@@ -33,7 +35,7 @@ from tests.registry_helpers import (
 
 def test_first_version_is_production_with_a_complete_card(registry: Registry, make) -> None:
     candidate = make(1, accuracy=0.97)
-    done = register_candidate(registry, candidate, PARAMS, 0.0)
+    done = register_candidate(registry, candidate, PARAMS)
     assert (done.version, done.alias, done.aliases, done.champion) == (
         1,
         "production",
@@ -77,7 +79,7 @@ def test_first_version_is_production_with_a_complete_card(registry: Registry, ma
 def test_resolved_onnx_runs_in_onnxruntime(registry: Registry, make) -> None:
     import onnxruntime as ort
 
-    register_candidate(registry, make(1), PARAMS, 0.0)
+    register_candidate(registry, make(1), PARAMS)
     session = ort.InferenceSession(
         str(registry.fetch("1", "model.onnx")), providers=["CPUExecutionProvider"]
     )
@@ -85,20 +87,29 @@ def test_resolved_onnx_runs_in_onnxruntime(registry: Registry, make) -> None:
     assert logits.shape == (2, 10)
 
 
-def test_promotion_policy_better_worse_and_margin(registry: Registry, make) -> None:
-    register_candidate(registry, make(1, accuracy=0.980), PARAMS, 0.0)
-    better = register_candidate(registry, make(2, accuracy=0.985), PARAMS, 0.0)
+def test_unpaired_promotion_better_worse_and_min_gain(registry: Registry, make) -> None:
+    """Candidates without per-image predictions: recorded accuracy >= production's + min_gain."""
+    register_candidate(registry, make(1, accuracy=0.980), PARAMS)
+    better = register_candidate(registry, make(2, accuracy=0.985), PARAMS)
     assert (better.version, better.alias, better.champion) == (2, "production", 1)
-    worse = register_candidate(registry, make(3, accuracy=0.984), PARAMS, 0.0)
+    worse = register_candidate(registry, make(3, accuracy=0.984), PARAMS)
     assert (worse.version, worse.alias) == (3, "staging")
-    assert "0.9840" in worse.reason and "v2" in worse.reason and "staging" in worse.reason
-    assert registry.card("3")["decision"]["reason"] == worse.reason
-    # better, but not by the margin
-    small_gain = register_candidate(registry, make(4, accuracy=0.986), PARAMS, 0.005)
-    assert small_gain.alias == "staging" and "margin 0.005" in small_gain.reason
-    big_gain = register_candidate(registry, make(5, accuracy=0.991), PARAMS, 0.005)
+    assert worse.reason == (
+        "worse than production v2 on MNIST test (unpaired: accuracy 0.9840 vs 0.9850 + min_gain 0)"
+    )
+    decision = registry.card("3")["decision"]
+    assert decision["reason"] == worse.reason
+    assert decision["evidence"]["mnist"]["paired"] is False
+    # better, but not by min_gain
+    promotion = PromotionParams(min_gain=0.005)
+    strict = PARAMS.model_copy(
+        update={"registry": PARAMS.registry.model_copy(update={"promotion": promotion})}
+    )
+    small_gain = register_candidate(registry, make(4, accuracy=0.986), strict)
+    assert small_gain.alias == "staging" and "min_gain 0.005" in small_gain.reason
+    big_gain = register_candidate(registry, make(5, accuracy=0.991), strict)
     assert big_gain.alias == "production"
-    equal = register_candidate(registry, make(6, accuracy=0.991), PARAMS, 0.0)
+    equal = register_candidate(registry, make(6, accuracy=0.991), PARAMS)
     assert equal.alias == "production"  # >= champion + 0
     assert registry.aliases() == {"production": 6, "staging": 4}
     assert [c["version"] for c in registry.versions()] == [1, 2, 3, 4, 5, 6]
@@ -106,7 +117,7 @@ def test_promotion_policy_better_worse_and_margin(registry: Registry, make) -> N
 
 def test_promote_and_rollback_walk_the_production_history(registry: Registry, make) -> None:
     for seed, accuracy in ((1, 0.98), (2, 0.99), (3, 0.97)):
-        register_candidate(registry, make(seed, accuracy=accuracy), PARAMS, 0.0)
+        register_candidate(registry, make(seed, accuracy=accuracy), PARAMS)
     assert registry.aliases() == {"production": 2, "staging": 3}
     assert registry.promote(3, "production") == 2
     assert registry.fetch("production", "model.onnx") == registry.fetch("3", "model.onnx")
@@ -129,15 +140,15 @@ def test_promote_and_rollback_walk_the_production_history(registry: Registry, ma
 
 def test_gated_out_or_parity_failed_candidates_are_refused(registry: Registry, make) -> None:
     with pytest.raises(GateError, match="refusing to register: .*accuracy gate"):
-        register_candidate(registry, make(1, passed=False), PARAMS, 0.0)
+        register_candidate(registry, make(1, passed=False), PARAMS)
     with pytest.raises(GateError, match="below evaluate.min_accuracy"):
-        register_candidate(registry, make(2, accuracy=0.85), PARAMS, 0.0)
+        register_candidate(registry, make(2, accuracy=0.85), PARAMS)
     with pytest.raises(GateError, match="parity check failed"):
-        register_candidate(registry, make(3, parity_passed=False), PARAMS, 0.0)
+        register_candidate(registry, make(3, parity_passed=False), PARAMS)
     with pytest.raises(GateError, match="not made from the current model.onnx"):
-        register_candidate(registry, make(4, parity_sha="0" * 64), PARAMS, 0.0)
+        register_candidate(registry, make(4, parity_sha="0" * 64), PARAMS)
     with pytest.raises(GateError, match="looser than"):
-        register_candidate(registry, make(5, atol=1e-2), PARAMS, 0.0)
+        register_candidate(registry, make(5, atol=1e-2), PARAMS)
     assert registry.versions() == [] and registry.aliases() == {}
     assert not model_dir(registry).exists()  # refused before anything was stored
 
@@ -147,13 +158,13 @@ def test_onnx_replaced_after_parity_is_refused(registry: Registry, make, tmp_pat
     make_candidate(tmp_path / "other", 99)
     candidate.onnx.write_bytes((tmp_path / "other" / "model.onnx").read_bytes())
     with pytest.raises(GateError, match="not made from the current model.onnx"):
-        register_candidate(registry, candidate, PARAMS, 0.0)
+        register_candidate(registry, candidate, PARAMS)
 
 
 def test_the_same_model_files_are_never_a_second_version(registry: Registry, make) -> None:
     candidate = make(1, accuracy=0.97)
-    register_candidate(registry, candidate, PARAMS, 0.0)
-    again = register_candidate(registry, candidate, PARAMS, 0.0)
+    register_candidate(registry, candidate, PARAMS)
+    again = register_candidate(registry, candidate, PARAMS)
     assert (again.registered, again.version, again.aliases) == (False, 1, ("production",))
     assert again.summary() == "nothing registered: v1 has the same model.pt and model.onnx"
     assert [card["version"] for card in registry.versions()] == [1]
@@ -161,35 +172,33 @@ def test_the_same_model_files_are_never_a_second_version(registry: Registry, mak
     # New weights with the same ONNX (or the reverse) are a new version.
     candidate.state_dict.write_bytes(b"other weights")
     with pytest.raises(GateError, match="refusing to register: model.json was not made from"):
-        register_candidate(registry, candidate, PARAMS, 0.0)  # its reports describe the old weights
+        register_candidate(registry, candidate, PARAMS)  # its reports describe the old weights
     write_train_record(candidate.workdir)
     write_reports(candidate.workdir, accuracy=0.97)
-    assert register_candidate(registry, candidate, PARAMS, 0.0).version == 2
+    assert register_candidate(registry, candidate, PARAMS).version == 2
 
 
 def test_same_inputs_are_skipped_only_when_asked(registry: Registry, make) -> None:
     fingerprint = {"sha256": "f" * 64}
     first, second, third = (make(i, fingerprint=fingerprint) for i in (1, 2, 3))
-    register_candidate(registry, first, PARAMS, 0.0)
-    skipped = register_candidate(registry, second, PARAMS, 0.0, skip_same_inputs=True)
+    register_candidate(registry, first, PARAMS)
+    skipped = register_candidate(registry, second, PARAMS, skip_same_inputs=True)
     assert not skipped.registered and skipped.version == 1
     assert skipped.reason == "v1 has the same inputs (registered meanwhile)"
-    assert register_candidate(registry, third, PARAMS, 0.0).version == 2  # a forced run: registered
+    assert register_candidate(registry, third, PARAMS).version == 2  # a forced run: registered
 
 
 def test_missing_candidate_files_are_named(registry: Registry, make) -> None:
     candidate = make(1)
     candidate.state_dict.unlink()
     with pytest.raises(RegistryError, match="model.pt"):
-        register_candidate(registry, candidate, PARAMS, 0.0)
-    with pytest.raises(RegistryError, match="promotion_margin"):
-        register_candidate(registry, make(2), PARAMS, -0.1)
+        register_candidate(registry, candidate, PARAMS)
 
 
 def test_unknown_refs_list_what_exists(registry: Registry, make) -> None:
     with pytest.raises(RegistryError, match="none registered"):
         registry.card("1")
-    register_candidate(registry, make(1), PARAMS, 0.0)
+    register_candidate(registry, make(1), PARAMS)
     with pytest.raises(RegistryError, match=r"unknown version '7' of mnist-cnn; versions: 1"):
         registry.fetch("7", "model.onnx")
     with pytest.raises(RegistryError, match=r"unknown alias 'prod'.*production -> v1"):
@@ -206,7 +215,7 @@ def test_bad_model_names_are_refused(tmp_path: Path, name: str) -> None:
 
 @pytest.mark.parametrize("alias", ["../production", "prod/x", "7", "v7", "Production", "..", ""])
 def test_bad_aliases_are_refused(registry: Registry, make, alias: str) -> None:
-    register_candidate(registry, make(1), PARAMS, 0.0)
+    register_candidate(registry, make(1), PARAMS)
     with pytest.raises(RegistryError, match="invalid alias"):
         registry.promote(1, alias)
     named = re.escape(repr(alias))  # "7" and "v7" read as version numbers, the rest as names
@@ -232,7 +241,7 @@ def test_lineage_reads_git_and_dvc_lock(registry: Registry, make, tmp_path: Path
     for args in (["init", "-q"], ["add", "model.onnx"], ["commit", "-q", "-m", "x"]):
         subprocess.run(["git", *args], cwd=work, check=True, env=env)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True)
-    card = registry.card(register_candidate(registry, candidate, PARAMS, 0.0).version)
+    card = registry.card(register_candidate(registry, candidate, PARAMS).version)
     # The dataset identity comes from the run's own report, never from a (maybe stale) dvc.lock.
     assert card["data"] == {"dataset_sha256": "d" * 64, "extra_sha256": "none"}
     assert "abc123" not in json.dumps(card)
@@ -244,12 +253,14 @@ def test_candidate_from_layout_gathers_pipeline_outputs(tmp_path: Path) -> None:
     layout = Layout(tmp_path / "work")
     with pytest.raises(RegistryError, match=r"model.onnx \(run `mnist-pipeline export`\)"):
         candidate_from_layout(layout)
-    built = make_candidate(tmp_path / "src", 1)
+    write_test_set(layout.data_dir)
+    built = paired_candidate(tmp_path / "src", 1, range(5), layout.data_dir)
     for src, dst in (
         (built.onnx, layout.onnx),
         (built.state_dict, layout.state_dict),
         (built.train_record, layout.train_record),
         (built.metrics, layout.metrics),
+        (built.predictions, layout.predictions),
         (built.parity, layout.parity_report),
         (built.plots[0], layout.plots / "confusion_matrix.png"),
     ):
@@ -258,15 +269,16 @@ def test_candidate_from_layout_gathers_pipeline_outputs(tmp_path: Path) -> None:
     candidate = candidate_from_layout(layout)
     assert candidate.train_history is None and candidate.workdir == layout.root
     assert candidate.plots == (layout.plots / "confusion_matrix.png",)
+    assert (candidate.predictions, candidate.data_dir) == (layout.predictions, layout.data_dir)
     done = register_candidate(
-        Registry(layout.registry_root("registry"), "mnist-cnn"), candidate, PARAMS, 0.0
+        Registry(layout.registry_root("registry"), "mnist-cnn"), candidate, PARAMS
     )
     assert (done.name, done.version, done.alias) == ("mnist-cnn", 1, "production")
     assert (layout.root / "registry" / "mnist-cnn" / "v1" / "card.json").is_file()
 
 
 def test_registry_import_and_resolve_stay_torch_free(registry: Registry, make) -> None:
-    register_candidate(registry, make(1), PARAMS, 0.0)
+    register_candidate(registry, make(1), PARAMS)
     code = (
         "import sys\n"
         "import mnist_pipeline.cli.app, mnist_pipeline.cli.models\n"

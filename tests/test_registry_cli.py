@@ -20,7 +20,8 @@ from mnist_pipeline.core.params import TrainParams
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
-from tests.registry_helpers import make_candidate, stored
+from tests.promotion_helpers import TEST, paired_candidate, write_test_set
+from tests.registry_helpers import stored
 from tests.synthetic import make_dataset, write_data_dir
 
 runner = CliRunner()
@@ -29,12 +30,16 @@ runner = CliRunner()
 def produce(workdir: Path, seed: int, accuracy: float) -> None:
     """Write models/ and reports/ as train, evaluate, export and parity would."""
     layout = Layout(workdir)
-    built = make_candidate(workdir / f"src{seed}", seed, accuracy=accuracy)
+    write_data_dir(layout.data_dir, make_dataset())
+    write_test_set(layout.data_dir)  # MNIST test: images whose answers each model sets
+    wrong = range(round((1 - accuracy) * TEST))
+    built = paired_candidate(workdir / f"src{seed}", seed, wrong, layout.data_dir)
     pairs = [
         (built.onnx, layout.onnx),
         (built.state_dict, layout.state_dict),
         (built.train_record, layout.train_record),
         (built.metrics, layout.metrics),
+        (built.predictions, layout.predictions),
         (built.parity, layout.parity_report),
         (built.train_history, layout.train_history),
         *((plot, layout.plots / plot.name) for plot in built.plots),
@@ -42,14 +47,13 @@ def produce(workdir: Path, seed: int, accuracy: float) -> None:
     for src, dst in pairs:
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(src.read_bytes())
-    write_data_dir(layout.data_dir, make_dataset())
 
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     work = tmp_path / "work"
     work.mkdir()
-    params = {"evaluate": {"min_accuracy": 0.9}, "registry": {"promotion_margin": 0.001}}
+    params = {"evaluate": {"min_accuracy": 0.9}, "registry": {"promotion": {"significance": 0.01}}}
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     return work
 
@@ -64,9 +68,10 @@ def test_register_list_show_resolve_promote_rollback_verify(workdir: Path) -> No
     first = models(workdir, "register")
     assert first.exit_code == 0, first.output
     assert "v1 as production" in first.output
-    produce(workdir, 2, 0.9505)  # better, but within the 0.001 margin
+    produce(workdir, 2, 0.9514)  # one more test image right: not significantly better
     second = models(workdir, "register")
-    assert "v2 as staging" in second.output and "margin 0.001" in second.output
+    assert "v2 as staging: not significantly better than production v1" in second.output
+    assert "(n10 1 / n01 0, p 1)" in second.output
 
     listed = models(workdir, "list")
     assert listed.exit_code == 0
@@ -74,13 +79,15 @@ def test_register_list_show_resolve_promote_rollback_verify(workdir: Path) -> No
     assert len(rows) == 2 and "production" in rows[0] and "staging" in rows[1]
 
     card = json.loads(models(workdir, "show", "staging", "--json").stdout)
-    assert card["version"] == 2 and card["metrics"]["accuracy"] == 0.9505
+    assert card["version"] == 2 and card["metrics"]["accuracy"] == 666 / 700
+    assert card["decision"]["evidence"]["significance"] == 0.01
     summary = models(workdir, "show", "v2").stdout.splitlines()
     assert summary[0] == "mnist-cnn v2  aliases: staging"
-    assert "accuracy     0.9505 (95/100), loss 0.0500" in summary
+    assert "accuracy     0.9514 (666/700), loss 0.0500" in summary
+    assert "evidence     MNIST test: same, n10 1 / n01 0, p 1, gain +0.0014" in summary[6]
     assert f"onnx         sha256 {card['files']['model.onnx']}" in summary
     assert "extra        none (trained on MNIST alone)" in summary
-    assert len(summary) == 12 and all(len(line) <= 110 for line in summary)
+    assert len(summary) == 13 and all(len(line) <= 110 for line in summary), summary
     path = Path(models(workdir, "resolve", "production").stdout.strip())  # a verified copy
     first = json.loads(models(workdir, "show", "v1", "--json").stdout)["files"]["model.onnx"]
     assert path.name == first and file_sha256(path) == first

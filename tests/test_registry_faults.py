@@ -57,7 +57,7 @@ def assert_intact(registry: Registry) -> list[int]:
 def test_crash_at_each_step_leaves_no_half_version(tmp_path: Path, step: str) -> None:
     registry = Registry(tmp_path / "registry", MODEL)
     first = make_candidate(tmp_path / "c1", 1)
-    register_candidate(registry, first, PARAMS, 0.0)
+    register_candidate(registry, first, PARAMS)
     make_candidate(tmp_path / "c2", 2, accuracy=0.995)
     proc = worker(registry.root, tmp_path / "c2", "--crash-at", step)
     assert proc.wait(timeout=120) == 9
@@ -68,9 +68,7 @@ def test_crash_at_each_step_leaves_no_half_version(tmp_path: Path, step: str) ->
     assert registry.aliases() == {"production": 2 if committed else 1}
     stored = json.loads((model_dir(registry) / "aliases.json").read_text())
     assert stored["last_version"] == 1  # the dead writer never updated the file
-    third = register_candidate(
-        registry, make_candidate(tmp_path / "c3", 3, accuracy=0.9), PARAMS, 0.0
-    )
+    third = register_candidate(registry, make_candidate(tmp_path / "c3", 3, accuracy=0.9), PARAMS)
     assert third.version == (3 if committed else 2) and third.alias == "staging"
     assert bool(registry.collect_garbage()) is (step == "before-commit")  # `models gc`
     assert leftovers(registry) == []
@@ -96,7 +94,7 @@ def test_sigkill_at_random_points_never_leaves_a_half_version(tmp_path: Path) ->
             assert registry.aliases() == {"production": versions[-1]}
             registry.fetch("production", "model.onnx")
     n = len(assert_intact(registry))
-    done = register_candidate(registry, make_candidate(tmp_path / "last", 2), PARAMS, 0.0)
+    done = register_candidate(registry, make_candidate(tmp_path / "last", 2), PARAMS)
     registry.collect_garbage()
     assert done.version == n + 1 and leftovers(registry) == []
     assert registry.alias_log()["history"]["production"] == list(range(1, n + 2))
@@ -140,20 +138,20 @@ def test_disk_full_after_commit_reports_the_committed_version_truthfully(
 ) -> None:
     """The version is committed before aliases.json is rewritten: a full disk at that moment
     must not report a failed registration while production changed."""
-    register_candidate(registry, make(1, accuracy=0.98), PARAMS, 0.0)
+    register_candidate(registry, make(1, accuracy=0.98), PARAMS)
 
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with monkeypatch.context() as patch:
         patch.setattr(LocalFolder, "swap", disk_full)
-        done = register_candidate(registry, make(2, accuracy=0.99), PARAMS, 0.0)
+        done = register_candidate(registry, make(2, accuracy=0.99), PARAMS)
     assert (done.version, done.alias) == (2, "production")
     assert done.warning is not None and "No space left on device" in done.warning
     assert "warning: aliases.json could not be updated" in done.summary()
     assert registry.aliases() == {"production": 2}  # the card's decision applies at once
     assert registry.fetch("production", "model.onnx") == registry.fetch("2", "model.onnx")
-    register_candidate(registry, make(3, accuracy=0.97), PARAMS, 0.0)  # the next write catches up
+    register_candidate(registry, make(3, accuracy=0.97), PARAMS)  # the next write catches up
     stored = json.loads((model_dir(registry) / "aliases.json").read_text())
     assert stored["aliases"] == {"production": 2, "staging": 3} and stored["last_version"] == 3
     assert registry.verify() == []

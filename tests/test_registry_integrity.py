@@ -25,8 +25,8 @@ from tests.registry_helpers import (
 
 
 def test_tampered_or_missing_files_are_refused(registry: Registry, make) -> None:
-    register_candidate(registry, make(1), PARAMS, 0.0)
-    register_candidate(registry, make(2), PARAMS, 0.0)
+    register_candidate(registry, make(1), PARAMS)
+    register_candidate(registry, make(2), PARAMS)
     onnx = stored(registry, 2, "model.onnx")
     writable(onnx).write_bytes(onnx.read_bytes() + b"\0")
     with pytest.raises(
@@ -48,7 +48,7 @@ def test_tampered_or_missing_files_are_refused(registry: Registry, make) -> None
 
 
 def test_edited_card_is_refused(registry: Registry, make) -> None:
-    register_candidate(registry, make(1, accuracy=0.98), PARAMS, 0.0)
+    register_candidate(registry, make(1, accuracy=0.98), PARAMS)
     card_path = stored(registry, 1, "card.json")
     card = json.loads(card_path.read_text())
     card["metrics"]["accuracy"] = 0.999
@@ -62,7 +62,7 @@ def test_edited_card_is_refused(registry: Registry, make) -> None:
 
 def test_verify_reports_gaps_and_dangling_aliases(registry: Registry, make) -> None:
     for seed in (1, 2, 3):
-        register_candidate(registry, make(seed), PARAMS, 0.0)
+        register_candidate(registry, make(seed), PARAMS)
     assert registry.verify() == []
 
     shutil.rmtree(model_dir(registry) / "v2")
@@ -73,15 +73,13 @@ def test_verify_reports_gaps_and_dangling_aliases(registry: Registry, make) -> N
     with pytest.raises(RegistryError, match="points at v3, which does not exist"):
         registry.fetch("production", "model.onnx")
     with pytest.raises(RegistryError, match="cannot compare with production v3"):
-        register_candidate(registry, make(4), PARAMS, 0.0)
+        register_candidate(registry, make(4), PARAMS)
     registry.promote(1, "production")
-    assert (
-        register_candidate(registry, make(4), PARAMS, 0.0).version == 4
-    )  # numbers are never reused
+    assert register_candidate(registry, make(4), PARAMS).version == 4  # numbers are never reused
 
 
 def test_corrupt_alias_file_is_reported(registry: Registry, make) -> None:
-    register_candidate(registry, make(1), PARAMS, 0.0)
+    register_candidate(registry, make(1), PARAMS)
     (model_dir(registry) / "aliases.json").write_text('{"aliases": {"../x": 1}}')
     with pytest.raises(RegistryError, match="invalid alias"):
         registry.aliases()
@@ -96,7 +94,7 @@ def test_state_dict_loads_verified_with_torch(registry: Registry, make, tmp_path
     torch.save({"w": torch.arange(3.0)}, candidate.state_dict)
     write_train_record(candidate.onnx.parent)
     write_reports(candidate.onnx.parent)
-    register_candidate(registry, candidate, PARAMS, 0.0)
+    register_candidate(registry, candidate, PARAMS)
     assert torch.equal(load_state_dict(registry, "production")["w"], torch.arange(3.0))
     pt = stored(registry, 1, "model.pt")
     writable(pt).write_bytes(pt.read_bytes()[:-1])
@@ -113,8 +111,8 @@ def reseal(registry: Registry, version: int, edit) -> None:
 
 
 def test_verify_cross_checks_the_card_against_its_reports(registry: Registry, make) -> None:
-    register_candidate(registry, make(1, accuracy=0.95), PARAMS, 0.0)
-    register_candidate(registry, make(2, accuracy=0.96), PARAMS, 0.0)
+    register_candidate(registry, make(1, accuracy=0.95), PARAMS)
+    register_candidate(registry, make(2, accuracy=0.96), PARAMS)
     assert registry.verify() == []
     # A resealed card claiming a better accuracy than its evaluation measured.
     reseal(registry, 1, lambda card: card["metrics"].update(accuracy=0.999))

@@ -63,8 +63,8 @@ def test_a_forged_version_passes_the_seal_but_not_the_signature(
 ) -> None:
     root = tmp_path / "registry"
     signed = registry(root, keys["old"], [keys["old"]])
-    register_candidate(signed, make(1, accuracy=0.95), PARAMS, 0.0)
-    register_candidate(signed, make(2, accuracy=0.96), PARAMS, 0.0)
+    register_candidate(signed, make(1, accuracy=0.95), PARAMS)
+    register_candidate(signed, make(2, accuracy=0.96), PARAMS)
     assert "signature" in signed.card("1") and signed.verify() == []
     signed.fetch("1", "model.onnx")
     forge(signed, 2, donor=1)
@@ -82,7 +82,7 @@ def test_unsigned_versions_are_refused_only_when_required(
     tmp_path: Path, keys: dict[str, Path], make
 ) -> None:
     root = tmp_path / "registry"
-    register_candidate(Registry(root, MODEL), make(1), PARAMS, 0.0)  # no signing key configured
+    register_candidate(Registry(root, MODEL), make(1), PARAMS)  # no signing key configured
     registry(root, None, [keys["old"]]).fetch(
         "1", "model.onnx"
     )  # trusted keys alone: unsigned is allowed
@@ -90,7 +90,7 @@ def test_unsigned_versions_are_refused_only_when_required(
     with pytest.raises(RegistryError, match=r"mnist-cnn v1 is not signed \(registry.require"):
         strict.fetch("production", "model.onnx")
     # Deleting the signature (the seal stays valid) does not make an acceptable unsigned card.
-    register_candidate(registry(root, keys["old"], [keys["old"]]), make(2), PARAMS, 0.0)
+    register_candidate(registry(root, keys["old"], [keys["old"]]), make(2), PARAMS)
     strict.fetch("2", "model.onnx")
     card_path = stored(strict, 2, "card.json")
     card = json.loads(card_path.read_text())
@@ -104,9 +104,9 @@ def test_rotation_keeps_old_versions_while_their_key_is_trusted(
     tmp_path: Path, keys: dict[str, Path], make
 ) -> None:
     root = tmp_path / "registry"
-    register_candidate(registry(root, keys["old"], [keys["old"]]), make(1), PARAMS, 0.0)
+    register_candidate(registry(root, keys["old"], [keys["old"]]), make(1), PARAMS)
     rotated = registry(root, keys["new"], [keys["old"], keys["new"]], required=True)
-    register_candidate(rotated, make(2), PARAMS, 0.0)
+    register_candidate(rotated, make(2), PARAMS)
     assert (
         rotated.verify() == []
         and rotated.fetch("1", "model.onnx")

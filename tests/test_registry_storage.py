@@ -116,8 +116,8 @@ def test_nothing_outside_the_registry_reaches_into_its_store() -> None:
 
 def test_gc_keeps_the_files_of_a_card_it_cannot_trust(registry: Registry, make) -> None:
     """A card whose seal fails is damage to report, not garbage: its files stay."""
-    register_candidate(registry, make(1), PARAMS, 0.0)
-    register_candidate(registry, make(2), PARAMS, 0.0)
+    register_candidate(registry, make(1), PARAMS)
+    register_candidate(registry, make(2), PARAMS)
     card_path = stored(registry, 2, "card.json")
     card = json.loads(card_path.read_text())
     writable(card_path).write_text(json.dumps({**card, "created": "edited"}))  # seal broken
@@ -152,7 +152,7 @@ def test_versions_registered_before_blobs_are_still_read(registry: Registry, mak
     (folder / "card.json").write_text(json.dumps(seal(legacy)))
     assert registry.read_file("production", "model.onnx") == onnx
     assert registry.version_with_fingerprint("f" * 64) == 1 and registry.verify() == []
-    done = register_candidate(registry, make(2, accuracy=0.995), PARAMS, 0.0)
+    done = register_candidate(registry, make(2, accuracy=0.995), PARAMS)
     assert (done.version, done.alias) == (2, "production")
     assert registry.card("2")["schema"] == 2 and registry.verify() == []
     (folder / "model.onnx").write_bytes(onnx + b"\0")
@@ -165,9 +165,9 @@ def test_a_decision_against_a_moved_champion_is_taken_again(registry: Registry, 
     the pipeline then compares with the new champion."""
     candidate = make(1, accuracy=0.95)
     stale = Submission({"model.onnx": candidate.onnx.read_bytes()}, {}, Decision("production", "x"))
-    register_candidate(registry, make(2, accuracy=0.96), PARAMS, 0.0)  # production is v1 now
+    register_candidate(registry, make(2, accuracy=0.96), PARAMS)  # production is v1 now
     with pytest.raises(ChampionMoved, match="production moved from none to v1"):
         registry.register(stale)
     assert registry.version_numbers() == [1]
-    done = register_candidate(registry, candidate, PARAMS, 0.0)  # decided against v1: worse
+    done = register_candidate(registry, candidate, PARAMS)  # decided against v1: worse
     assert (done.version, done.alias, done.champion) == (2, "staging", 1)

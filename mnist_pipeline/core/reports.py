@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -155,6 +155,37 @@ class CardParity(Report):
     onnx_sha256: str
 
 
+class Comparison(Report):
+    """Challenger vs production on one labelled set (pipeline/promotion.py). Paired: both
+    models' answers on the same images, n01 = images only production gets right, n10 = only
+    the challenger; p_value is McNemar's exact two-sided test on them. Unpaired (no per-image
+    answers for the challenger): only the recorded accuracies, n01/n10/p_value None."""
+
+    images: int
+    paired: bool
+    challenger_accuracy: float
+    champion_accuracy: float
+    gain: float  # challenger - production accuracy
+    n01: int | None = None
+    n10: int | None = None
+    p_value: float | None = None
+    per_digit: dict[str, float] = Field(default_factory=dict)  # accuracy delta per true digit
+    verdict: Literal["better", "worse", "same"]
+    why: str  # the verdict in words
+
+
+class PromotionEvidence(Report):
+    """What a promotion decision rested on: the policy and a comparison per labelled set."""
+
+    significance: float
+    min_gain: float
+    per_digit_tolerance: float
+    promote_on_holdout: bool
+    mnist: Comparison | None = None  # None: not compared (no production, or see reason)
+    holdout: Comparison | None = None  # None: no extra holdout (or not comparable)
+    holdout_sha256: str | None = None
+
+
 class CardDecision(Report):
     """The alias a version was given when registered, why, and against which production."""
 
@@ -163,6 +194,7 @@ class CardDecision(Report):
     champion: int | None
     margin: float | None = None
     holdout: dict[str, Any] | None = None  # the extra-holdout comparison, when there was one
+    evidence: PromotionEvidence | None = None  # since paired promotion (older cards: margin)
 
 
 class CardData(Report):

@@ -16,13 +16,23 @@ class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
+class PromotionParams(Section):
+    """When a new version replaces production: paired evidence on the same images
+    (McNemar's exact test; pipeline/promotion.py, docs/registry.md#promotion)."""
+
+    significance: float = Field(default=0.05, gt=0, lt=1)  # p-value below which a change counts
+    min_gain: float = Field(default=0.0, ge=0, le=1)  # accuracy gain a promotion needs at least
+    per_digit_tolerance: float = Field(default=0.005, ge=0, le=1)  # largest MNIST digit drop
+    promote_on_holdout: bool = True  # no change on MNIST test + better on the extra holdout
+
+
 class RegistryParams(Section):
     """Model registry location and promotion policy."""
 
     root: str = Field(default="registry", min_length=1)
     # Same rule as the registry (registry/keys.py): lowercase, no path separators.
     model_name: str = Field(default="mnist-cnn", pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
-    promotion_margin: float = Field(default=0.0, ge=0, le=1)
+    promotion: PromotionParams = Field(default_factory=PromotionParams)
     # Optional Ed25519 signing (registry/signing.py); paths are relative to the project folder.
     signing_key: str | None = Field(default=None, min_length=1)  # PEM private key: sign cards
     trusted_keys: list[str] = Field(default_factory=list)  # PEM public keys: verify on every read

@@ -37,6 +37,10 @@ class Candidate:
     train_history: Path | None = None
     workdir: Path | None = None
     extra_dir: Path | None = None  # the ingested extra data: promotion re-scores its holdout
+    # evaluate's per-image MNIST test answers and the MNIST folder they were made on: promotion
+    # compares production with them image by image (None: recorded accuracy only, unpaired)
+    predictions: Path | None = None
+    data_dir: Path | None = None
 
     def files(self) -> dict[str, Path]:
         """Where each source file goes inside the version folder."""
@@ -76,6 +80,7 @@ def candidate_from_layout(layout: Layout) -> Candidate:
         layout.state_dict: "train",
         layout.train_record: "train",
         layout.metrics: "evaluate",
+        layout.predictions: "evaluate",
         layout.parity_report: "parity",
     }
     missing = [
@@ -97,6 +102,8 @@ def candidate_from_layout(layout: Layout) -> Candidate:
         train_history=history,
         workdir=layout.project,
         extra_dir=layout.extra_dir,
+        predictions=layout.predictions,
+        data_dir=layout.data_dir,
     )
 
 

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from mnist_pipeline.core.params import Params
-from mnist_pipeline.core.reports import Fingerprint, Metrics, ModelCard, Parity
+from mnist_pipeline.core.reports import (
+    CardDecision,
+    Comparison,
+    Fingerprint,
+    Metrics,
+    ModelCard,
+    Parity,
+)
 
 LIBRARIES = (
     "mnist-pipeline",
@@ -138,6 +145,35 @@ def describe(
     }
 
 
+def _compared(label: str, compared: Comparison) -> str:
+    if not compared.paired:
+        return (
+            f"{label}: {compared.verdict}, unpaired: accuracy {compared.challenger_accuracy:.4f}"
+            f" vs {compared.champion_accuracy:.4f}"
+        )
+    line = (
+        f"{label}: {compared.verdict}, n10 {compared.n10} / n01 {compared.n01}, "
+        f"p {compared.p_value:.3g}, gain {compared.gain:+.4f}"
+    )
+    if compared.per_digit:
+        worst = min(compared.per_digit, key=lambda d: compared.per_digit[d])
+        line += f", worst digit {worst} {compared.per_digit[worst]:+.4f}"
+    return line
+
+
+def evidence_lines(decision: CardDecision) -> list[str]:
+    """What the promotion decision rested on, one line per labelled set (n10: images only this
+    version gets right, n01: only production; p: McNemar's exact test)."""
+    evidence = decision.evidence
+    if decision.champion is None:
+        return ["none (first version)"]
+    if evidence is None:
+        return [f"none recorded (promotion margin {decision.margin})"]
+    sets = [("MNIST test", evidence.mnist), ("extra holdout", evidence.holdout)]
+    lines = [_compared(label, compared) for label, compared in sets if compared is not None]
+    return lines or ["none (see the decision)"]
+
+
 def summary_lines(card: ModelCard, aliases: list[str]) -> list[str]:
     """A card in a dozen lines for people (`models show`; `--json` prints the whole card)."""
     metrics, parity, decision = card.metrics, card.parity, card.decision
@@ -164,6 +200,10 @@ def summary_lines(card: ModelCard, aliases: list[str]) -> list[str]:
         f"parity       max |logits diff| {parity.max_abs_diff_logits:.2e} "
         f"(atol {parity.atol}), {parity.argmax_mismatches} argmax mismatches",
         f"decision     {decision.alias}: {decision.reason}",
+        *(
+            f"{'evidence' if i == 0 else '':<13}{line}"
+            for i, line in enumerate(evidence_lines(decision))
+        ),
         f"trained      {model['arch']}, {train['epochs']} epochs, "
         f"batch {train['batch_size']}, seed {train['seed']}",
         f"data         sha256 {card.data.dataset_sha256}",

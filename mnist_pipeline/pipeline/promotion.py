@@ -1,58 +1,59 @@
 """The promotion decision, reached before registering: champion vs challenger on the same images.
 
-MNIST's test set never changes, so the champion's recorded MNIST score stands. The extra holdout
-(labelled digits users added, held out by ingest) grows with the inbox: when the candidate was
-evaluated on one, the production model is scored on that very holdout now (its verified
-model.onnx, through onnxruntime), and both are compared on the pooled accuracy over MNIST test
-plus that holdout: every labelled test image the project has counts once. The registry then
-records the decision (and keeps the candidate as staging if production moved meanwhile).
-Torch-free.
+Both are compared image by image (McNemar's exact test, per-digit deltas; evaluation/paired.py)
+on MNIST test, and separately on the extra holdout (labelled digits users added, held out by
+ingest) when the candidate was evaluated on one. The challenger's MNIST answers are evaluate's
+predictions CSV; production's come from its verified model.onnx (onnxruntime), as do both
+models' answers on the holdout. The rules, in order (docs/registry.md#promotion):
+
+1. no production yet: production;
+2. worse on MNIST test (significant loss, or a digit dropping beyond per_digit_tolerance):
+   staging, whatever the holdout says;
+3. significantly worse on the holdout: staging;
+4. significantly better on MNIST test (gain >= min_gain): production;
+5. with promote_on_holdout, no significant change on MNIST test but significantly better on the
+   holdout: production;
+6. otherwise (not significantly better): staging.
+
+A challenger without per-image answers (a Candidate built without `predictions`; the pipeline
+always has them) is compared on recorded MNIST test accuracy alone (>= production's +
+min_gain), marked unpaired in the evidence. The registry records the decision and its evidence
+(and keeps the candidate as staging if production moved meanwhile). Torch-free.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 
-from mnist_pipeline.core.contract import INPUT_NAME, LOGITS
 from mnist_pipeline.core.errors import RegistryError
-from mnist_pipeline.core.reports import Metrics, ModelCard
-from mnist_pipeline.export.session import model_input, open_session
+from mnist_pipeline.core.reports import Metrics, ModelCard, PromotionEvidence
+from mnist_pipeline.core.service_params import PromotionParams
+from mnist_pipeline.evaluation import paired
 from mnist_pipeline.inbox import extra
 from mnist_pipeline.inbox.extra import NO_EXTRA_SHA256
+from mnist_pipeline.pipeline.evidence import MnistAnswers, onnx_correct
 from mnist_pipeline.pipeline.versions import ONNX_FILE, read_card
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
 from mnist_pipeline.registry.registration import Decision
 
 
-def holdout_correct(onnx: bytes, holdout: extra.Split) -> int:
-    """How many holdout digits the ONNX model `onnx` classifies correctly."""
-    session = open_session(onnx, where="production's model.onnx", outputs=(LOGITS,))
-    (logits,) = session.run([LOGITS], {INPUT_NAME: model_input(holdout.images)})
-    return int((logits.argmax(axis=1) == holdout.labels).sum())
-
-
-def promotion_decision(
-    name: str,
-    accuracy: float,
-    margin: float,
-    champion: tuple[int, float] | None,
-    measure: str = "accuracy",
-) -> Decision:
-    """Production if `accuracy` >= the champion's (version, accuracy) + margin, else staging;
-    `measure` says in the reason what both accuracies were measured on."""
-    if champion is None:
-        reason = f"first version of {name}: production"
-        return Decision(PRODUCTION, reason, None, {"margin": margin})
-    version, best = champion
-    compared = f"{measure} {accuracy:.4f} vs production v{version} {best:.4f} + margin {margin:g}"
-    if accuracy >= best + margin:
-        alias, reason = PRODUCTION, f"{compared}: promoted to production"
-    else:
-        alias, reason = STAGING, f"{compared}: not better, kept as staging"
-    return Decision(alias, reason, version, {"margin": margin})
+def rule(evidence: PromotionEvidence, champion: int) -> tuple[str, str]:
+    """The alias (and why) the comparisons with production v`champion` call for, by the rules
+    in the module docstring."""
+    mnist, held = evidence.mnist, evidence.holdout
+    than = f"than production v{champion}"
+    assert mnist is not None
+    if mnist.verdict == "worse":
+        return STAGING, f"worse {than} on MNIST test ({mnist.why})"
+    if held is not None and held.verdict == "worse":
+        return STAGING, f"worse {than} on the extra holdout ({held.why})"
+    if mnist.verdict == "better":
+        return PRODUCTION, f"better {than} on MNIST test ({mnist.why})"
+    if held is not None and held.verdict == "better" and evidence.promote_on_holdout:
+        return PRODUCTION, f"better {than} on the extra holdout ({held.why}), same on MNIST test"
+    return STAGING, f"not significantly better {than} on MNIST test ({mnist.why})"
 
 
 def candidate_holdout(metrics: Metrics, extra_dir: Path | None) -> extra.Split | None:
@@ -94,47 +95,54 @@ def _trained_on_holdout(card: ModelCard, holdout_percent: int) -> str | None:
 def decide(
     registry: Registry,
     metrics: Metrics,
-    margin: float,
+    policy: PromotionParams,
+    *,
+    onnx: bytes,
+    mnist: Callable[[], MnistAnswers] | None,
     extra_dir: Path | None,
     holdout_percent: int,
 ) -> Decision:
-    """The promotion decision for a candidate with `metrics` (its metrics.json) against the
-    registry's production version, on MNIST test plus the candidate's extra holdout in
-    `extra_dir`, made with `ingest.holdout_percent` = `holdout_percent`."""
-    if not math.isfinite(margin) or margin < 0:
-        raise RegistryError(f"promotion_margin must be >= 0, got {margin!r}")
-    name = registry.name
-    accuracy = metrics.accuracy
+    """The promotion decision for a candidate (its metrics.json, model.onnx bytes and per-image
+    MNIST test answers, loaded only when there is a production version) against the registry's
+    production version, on MNIST test and the candidate's extra holdout in `extra_dir`, made
+    with `ingest.holdout_percent`."""
     holdout = candidate_holdout(metrics, extra_dir)
+    record = policy.model_dump() | {
+        "holdout_sha256": None if holdout is None else metrics.extra.holdout_sha256
+    }
     champion = registry.aliases().get(PRODUCTION)
     if champion is None:
-        return promotion_decision(name, accuracy, margin, None)
+        evidence = PromotionEvidence(**record)
+        reason = f"first version of {registry.name}: production"
+        return Decision(PRODUCTION, reason, None, {"evidence": evidence.to_dict()})
+    ours = None if holdout is None else onnx_correct(onnx, holdout, "the candidate's model.onnx")
     try:
         card = read_card(registry, champion)
-        recorded = card.metrics
-        best = recorded.accuracy
-        if holdout is None:
-            return promotion_decision(name, accuracy, margin, (champion, best))
-        leaked = _trained_on_holdout(card, holdout_percent)
+        leaked = None if holdout is None else _trained_on_holdout(card, holdout_percent)
         if leaked:
             reason = f"{leaked}; kept as staging: compare them yourself, then `models promote`"
-            return Decision(STAGING, reason, champion, {"margin": margin})
-        theirs = holdout_correct(registry.read_file(champion, ONNX_FILE), holdout)
-        total = recorded.total + len(holdout)
-        champion_pooled = (recorded.correct + theirs) / total
+            evidence = PromotionEvidence(**record | {"holdout_sha256": None})
+            return Decision(STAGING, reason, champion, {"evidence": evidence.to_dict()})
+        where = f"production v{champion}'s model.onnx"
+        needed = mnist is not None or holdout is not None
+        theirs_onnx = registry.read_file(champion, ONNX_FILE) if needed else b""
+        if mnist is None:
+            recorded = card.metrics.accuracy
+            on_mnist = paired.unpaired(metrics.accuracy, recorded, metrics.total, policy)
+        else:
+            ours_mnist = mnist()
+            test = ours_mnist.test
+            theirs = onnx_correct(theirs_onnx, test, where)
+            on_mnist = paired.compare(theirs, ours_mnist.correct, test.labels, policy)
+        on_holdout = None
+        if holdout is not None and ours is not None:
+            theirs = onnx_correct(theirs_onnx, holdout, where)
+            on_holdout = paired.compare(theirs, ours, holdout.labels, policy, per_digit_check=False)
     except Exception as exc:  # an unreadable card, or onnxruntime refusing its model
         raise RegistryError(
             f"cannot compare with production v{champion}: {exc}; "
             "point production at an intact version with `models promote`"
         ) from None
-    ours = metrics.extra.correct
-    pooled = (metrics.correct + ours) / (metrics.total + len(holdout))
-    measure = f"accuracy on MNIST test + the {len(holdout)}-image extra holdout"
-    decision = promotion_decision(name, pooled, margin, (champion, champion_pooled), measure)
-    holdout_record = {
-        "holdout_sha256": metrics.extra.holdout_sha256,
-        "images": len(holdout),
-        "candidate_correct": ours,
-        "champion_correct": theirs,
-    }
-    return replace(decision, evidence={**decision.evidence, "holdout": holdout_record})
+    evidence = PromotionEvidence(**record, mnist=on_mnist, holdout=on_holdout)
+    alias, reason = rule(evidence, champion)
+    return Decision(alias, reason, champion, {"evidence": evidence.to_dict()})

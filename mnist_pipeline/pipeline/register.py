@@ -11,6 +11,7 @@ configured now), which is why this stage, unlike the others, takes all of them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -33,6 +34,7 @@ from mnist_pipeline.pipeline.candidate import (
     check_reports,
 )
 from mnist_pipeline.pipeline.card import describe, lineage
+from mnist_pipeline.pipeline.evidence import candidate_answers
 from mnist_pipeline.pipeline.versions import (
     IDENTITY,
     METRICS_FILE,
@@ -54,19 +56,17 @@ def register(params: Params, layout: Layout, skip_same_inputs: bool = False) -> 
     (not when a version already holds the same files, or, with `skip_same_inputs`, inputs)."""
     registry = open_registry(params.registry, layout)
     candidate = candidate_from_layout(layout)  # a missing output names the stage to run
-    return register_candidate(
-        registry, candidate, params, params.registry.promotion_margin, skip_same_inputs
-    )
+    return register_candidate(registry, candidate, params, skip_same_inputs)
 
 
 def register_candidate(
     registry: Registry,
     candidate: Candidate,
     params: Params,
-    promotion_margin: float,
     skip_same_inputs: bool = False,
 ) -> Registration:
-    """Check `candidate`, decide its alias against production, and register it."""
+    """Check `candidate`, decide its alias against production (`registry.promotion`), and
+    register it."""
     contents = candidate.read()
     hashes = {rel: hashlib.sha256(data).hexdigest() for rel, data in contents.items()}
     reports = RunReports.parse(contents)
@@ -79,13 +79,19 @@ def register_candidate(
         origin=lineage(candidate.workdir),
         fingerprint=fingerprint,
     )
+    mnist = None
+    if candidate.predictions is not None:  # read once, when there is a production to compare
+        where = (candidate.predictions, candidate.data_dir, reports.metrics)
+        mnist = functools.cache(functools.partial(candidate_answers, *where))
     for _ in range(DECISION_ATTEMPTS):
-        decision = promotion.decide(  # outside any lock: onnxruntime may score production
+        decision = promotion.decide(  # outside any lock: onnxruntime scores production
             registry,
             reports.metrics,
-            promotion_margin,
-            candidate.extra_dir,
-            params.ingest.holdout_percent,
+            params.registry.promotion,
+            onnx=contents[ONNX_FILE],
+            mnist=mnist,
+            extra_dir=candidate.extra_dir,
+            holdout_percent=params.ingest.holdout_percent,
         )
         submission = Submission(
             files=contents,
