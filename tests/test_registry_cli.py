@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -98,6 +99,36 @@ def test_register_list_show_resolve_promote_rollback_verify(workdir: Path) -> No
     assert path.name == card["files"]["model.onnx"]
     assert "production -> v1" in models(workdir, "rollback").output
     assert models(workdir, "verify").exit_code == 0
+
+
+def test_history_lists_who_moved_each_alias_and_why(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # the table's rows on one line each
+    for seed, accuracy in ((1, 0.95), (2, 0.9505)):
+        produce(workdir, seed, accuracy)
+        assert models(workdir, "register").exit_code == 0
+    promoted = models(
+        workdir, "promote", "2", "--comment", "checked by hand", "--actor", "user:eve"
+    )
+    assert promoted.exit_code == 0, promoted.output
+    assert models(workdir, "rollback", "--comment", "eve was wrong").exit_code == 0
+    events = json.loads(models(workdir, "history", "production", "--json").stdout)
+    assert [(e["action"], e["version"], e["actor"]) for e in events] == [
+        ("register", 1, f"user:{getpass.getuser()}"),
+        ("promote", 2, "user:eve"),
+        ("rollback", 1, f"user:{getpass.getuser()}"),
+    ]
+    assert [e["evidence"].get("comment") for e in events] == [
+        None,
+        "checked by hand",
+        "eve was wrong",
+    ]
+    staging = json.loads(models(workdir, "history", "staging", "--json").stdout)
+    assert [(e["action"], e["version"]) for e in staging] == [("register", 2)]
+    rows = [line for line in models(workdir, "history").stdout.splitlines() if line.startswith("│")]
+    assert len(rows) == 4
+    assert "promote" in rows[2] and "user:eve" in rows[2] and "(checked by hand)" in rows[2]
 
 
 def test_verify_exits_1_listing_problems(workdir: Path) -> None:

@@ -15,6 +15,7 @@ from mnist_pipeline.cli.state import state
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.reports import ModelCard, parse_report
 from mnist_pipeline.pipeline import stages
+from mnist_pipeline.pipeline.announce import current_actor
 from mnist_pipeline.pipeline.card import summary_lines
 from mnist_pipeline.pipeline.register import verify as verify_versions
 from mnist_pipeline.pipeline.versions import ONNX_FILE, open_registry
@@ -24,12 +25,25 @@ from mnist_pipeline.registry.signing import generate
 
 models_app = typer.Typer(
     help=(
-        "The model registry: register, list, show, promote, roll back, resolve, verify, gc, keygen."
+        "The model registry: register, list, show, history, promote, roll back, resolve, "
+        "verify, gc, keygen."
     ),
     no_args_is_help=True,
 )
 out = Console()
 err = Console(stderr=True)
+Comment = Annotated[
+    str | None,
+    typer.Option("--comment", metavar="TEXT", help="Why: recorded in the audit trail."),
+]
+Actor = Annotated[
+    str | None,
+    typer.Option(
+        "--actor",
+        metavar="WHO",
+        help="Who, for the audit trail (default: the Prefect flow run, else user:<login>).",
+    ),
+]
 
 
 def _registry(ctx: typer.Context) -> Registry:
@@ -92,6 +106,36 @@ def show(
     typer.echo("\n".join(summary_lines(typed, aliases)))
 
 
+@models_app.command("history")
+def history(
+    ctx: typer.Context,
+    alias: Annotated[
+        str | None, typer.Argument(metavar="[ALIAS]", help="Only this alias's moves.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the events as JSON.")] = False,
+) -> None:
+    """The audit trail: every alias move, who made it, when and why (oldest first)."""
+    registry = _registry(ctx)
+    events = [e for e in registry.alias_log()["events"] if alias is None or e.get("alias") == alias]
+    if as_json:
+        typer.echo(json.dumps(events, indent=2))
+        return
+    table = Table(title=f"{registry.name} alias history" + (f": {alias}" if alias else ""))
+    for column in ("time", "action", "alias", "version", "previous", "actor", "why"):
+        table.add_column(column)
+    for event in events:
+        previous, comment = event.get("previous"), (event.get("evidence") or {}).get("comment")
+        why = str(event.get("reason", "")) + (f" ({comment})" if comment else "")
+        table.add_row(
+            *(escape(str(event.get(key, "?"))) for key in ("time", "action", "alias")),
+            f"v{event.get('version')}",
+            "-" if previous is None else f"v{previous}",
+            escape(str(event.get("actor", "?"))),
+            escape(why),
+        )
+    out.print(table)
+
+
 @models_app.command("promote")
 def promote(
     ctx: typer.Context,
@@ -99,9 +143,11 @@ def promote(
     alias: Annotated[
         str, typer.Option("--alias", metavar="ALIAS", help="Alias to point at it.")
     ] = PRODUCTION,
+    comment: Comment = None,
+    actor: Actor = None,
 ) -> None:
     """Point an alias (default production) at a version."""
-    previous = _registry(ctx).promote(version, alias)
+    previous = _registry(ctx).promote(version, alias, actor or current_actor(), comment)
     before = "nothing" if previous is None else f"v{previous}"
     err.print(f"{alias}: {before} -> v{version}")
 
@@ -112,9 +158,11 @@ def rollback(
     alias: Annotated[
         str, typer.Option("--alias", metavar="ALIAS", help="Alias to roll back.")
     ] = PRODUCTION,
+    comment: Comment = None,
+    actor: Actor = None,
 ) -> None:
     """Move production back to the previous champion."""
-    version = _registry(ctx).rollback(alias)
+    version = _registry(ctx).rollback(alias, actor or current_actor(), comment)
     err.print(f"{alias} -> v{version}")
 
 

@@ -27,6 +27,7 @@ from mnist_pipeline.core.reports import (
     parse_report,
 )
 from mnist_pipeline.pipeline import promotion
+from mnist_pipeline.pipeline.announce import current_actor
 from mnist_pipeline.pipeline.candidate import (
     Candidate,
     RunReports,
@@ -101,7 +102,9 @@ def register_candidate(
             fingerprint=fingerprint.sha256,
         )
         try:
-            return registry.register(submission, skip_same_inputs=skip_same_inputs)
+            return registry.register(
+                submission, skip_same_inputs=skip_same_inputs, actor=current_actor()
+            )
         except ChampionMoved:
             continue  # another run changed production meanwhile: compare with the new one
     raise RegistryError(f"production kept moving during {DECISION_ATTEMPTS} comparisons")

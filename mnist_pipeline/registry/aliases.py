@@ -4,7 +4,8 @@
       "aliases": {"production": 3, "staging": 4},
       "history": {"production": [1, 3], "staging": [2, 4]},   # oldest first; rollback pops
       "events": [{"time": ..., "action": "register", "alias": ..., "version": ...,
-                  "previous": ..., "reason": ...}, ...],
+                  "previous": ..., "reason": ..., "actor": ..., "evidence": {...},
+                  "prev_sha256": ..., "sha256": ..., "signature": ...}, ...],   # trail.py
       "last_version": 4     # newest version whose alias decision is recorded here
     }
 
@@ -16,11 +17,13 @@ replace the document by compare-and-swap and retry on conflict.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.registry import trail
 from mnist_pipeline.registry.keys import check_alias
 
 PRODUCTION = "production"
@@ -34,24 +37,37 @@ def utc_now() -> str:
 
 @dataclass
 class AliasState:
-    """Mutable in-memory alias map; `save` writes it atomically."""
+    """Mutable in-memory alias map; every move is appended to `events` as the next link of the
+    audit trail (trail.py), signed by `sign` when the registry has a signing key."""
 
     aliases: dict[str, int] = field(default_factory=dict)
     history: dict[str, list[int]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     last_version: int = 0
+    sign: trail.Signer | None = field(default=None, repr=False, compare=False)
 
-    def assign(self, alias: str, version: int, action: str, reason: str) -> int | None:
-        """Point `alias` at `version` (pushing it on the alias history); returns the previous."""
+    def assign(
+        self,
+        alias: str,
+        version: int,
+        action: str,
+        reason: str,
+        actor: str | None = None,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> int | None:
+        """Point `alias` at `version` (pushing it on the alias history); returns the previous.
+        `actor` moved it (default: the local user) on `evidence`."""
         check_alias(alias)
         previous = self.aliases.get(alias)
         if previous != version:
             self.aliases[alias] = version
             self.history.setdefault(alias, []).append(version)
-        self._log(action, alias, version, previous, reason)
+        self._log(action, alias, version, previous, reason, actor, evidence)
         return previous
 
-    def rollback(self, alias: str) -> tuple[int, int]:
+    def rollback(
+        self, alias: str, actor: str | None = None, evidence: Mapping[str, Any] | None = None
+    ) -> tuple[int, int]:
         """Move `alias` back to the version it pointed at before; returns (from, to)."""
         stack = self.history.get(alias, [])
         if alias not in self.aliases or len(stack) < 2:
@@ -62,7 +78,8 @@ class AliasState:
         current = stack.pop()
         target = stack[-1]
         self.aliases[alias] = target
-        self._log("rollback", alias, target, current, f"rolled back from v{current} to v{target}")
+        why = f"rolled back from v{current} to v{target}"
+        self._log("rollback", alias, target, current, why, actor, evidence)
         return current, target
 
     def aliases_of(self, version: int) -> list[str]:
@@ -76,17 +93,27 @@ class AliasState:
             "last_version": self.last_version,
         }
 
-    def _log(self, action: str, alias: str, version: int, previous: int | None, reason: str):
-        self.events.append(
-            {
-                "time": utc_now(),
-                "action": action,
-                "alias": alias,
-                "version": version,
-                "previous": previous,
-                "reason": reason,
-            }
-        )
+    def _log(
+        self,
+        action: str,
+        alias: str,
+        version: int,
+        previous: int | None,
+        reason: str,
+        actor: str | None,
+        evidence: Mapping[str, Any] | None,
+    ) -> None:
+        event = {
+            "time": utc_now(),
+            "action": action,
+            "alias": alias,
+            "version": version,
+            "previous": previous,
+            "reason": reason,
+            "actor": actor or trail.default_actor(),
+            "evidence": dict(evidence or {}),
+        }
+        self.events.append(trail.chained(self.events, event, self.sign))
 
 
 def _int_map(raw: Any, path: str, key: str) -> None:

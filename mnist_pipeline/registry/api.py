@@ -145,17 +145,24 @@ class Registry:
 
     # ---- writing (commit.py)
 
-    def register(self, submission: Submission, *, skip_same_inputs: bool = False) -> Registration:
+    def register(
+        self, submission: Submission, *, skip_same_inputs: bool = False, actor: str | None = None
+    ) -> Registration:
         """Store `submission` as the next version (see commit.register)."""
-        return commit.register(self, submission, skip_same_inputs=skip_same_inputs)
+        return commit.register(self, submission, skip_same_inputs=skip_same_inputs, actor=actor)
 
-    def promote(self, version: int | str, alias: str) -> int | None:
-        """Point `alias` at an intact version; returns the version it pointed at before."""
-        return commit.promote(self, version, alias)
+    def promote(
+        self, version: int | str, alias: str, actor: str | None = None, comment: str | None = None
+    ) -> int | None:
+        """Point `alias` at an intact version; returns the version it pointed at before.
+        The audit trail records `actor` (default: the local user) and `comment`."""
+        return commit.promote(self, version, alias, actor, comment)
 
-    def rollback(self, alias: str = PRODUCTION) -> int:
+    def rollback(
+        self, alias: str = PRODUCTION, actor: str | None = None, comment: str | None = None
+    ) -> int:
         """Move `alias` (production) back to its previous version; returns that version."""
-        return commit.rollback(self, alias)
+        return commit.rollback(self, alias, actor, comment)
 
     def garbage(self) -> list[str]:
         """Storage keys no card refers to (left by registrations that did not commit)."""
@@ -168,26 +175,39 @@ class Registry:
     # ---- internals shared with commit.py and audit.py
 
     def _state_and_revision(
-        self, versions: list[int] | None = None
+        self, versions: list[int] | None = None, actor: str | None = None, own: int | None = None
     ) -> tuple[AliasState, str | None]:
-        """`state()` and the alias document's revision it was read at (None: no document)."""
+        """`state()` and the alias document's revision it was read at (None: no document);
+        replayed decisions are recorded as `actor`'s (see `_replayed`)."""
         found = self.storage.read_document(keys.aliases_key(self.name))
         state = alias_doc.parse(found and found[0], self._aliases_where())
-        return self._replayed(state, versions), None if found is None else found[1]
+        state.sign = self.signing.sign
+        replayed = self._replayed(state, versions, actor, own)
+        return replayed, None if found is None else found[1]
 
     def _aliases_where(self) -> str:
         return f"{self.location}/{keys.ALIASES_FILE}"
 
-    def _replayed(self, state: AliasState, versions: list[int] | None = None) -> AliasState:
+    def _replayed(
+        self,
+        state: AliasState,
+        versions: list[int] | None = None,
+        actor: str | None = None,
+        own: int | None = None,
+    ) -> AliasState:
         """`state` with the decisions of `versions` (all committed ones when None) that it does
-        not record yet."""
+        not record yet: as registered by `actor` (default: the local user) for version `own`,
+        the one its writer is recording; any other is marked replayed by `actor`."""
         for version in self.version_numbers() if versions is None else versions:
             if version <= state.last_version:
                 continue
             try:
                 decision = self._card(version)["decision"]
                 alias, reason = _applicable(decision, state)
-                state.assign(alias, version, "register", reason)
+                evidence = {k: v for k, v in decision.items() if k not in DECISION_FIELDS}
+                if version != own:
+                    evidence["replayed"] = True  # its writer died before recording it
+                state.assign(alias, version, "register", reason, actor, evidence)
             except (RegistryError, KeyError, TypeError):
                 pass  # an unreadable card: `verify` reports it; it gets no alias
             state.last_version = version
@@ -247,6 +267,9 @@ class Registry:
     def _problems(self, version: int, card: dict[str, Any]) -> list[str]:
         """Every recorded file of a version that is missing or modified."""
         return [p for rel in sorted(card["files"]) if (p := self._file(version, card, rel)[1])]
+
+
+DECISION_FIELDS = ("alias", "reason", "champion")  # the rest of a card's decision: its evidence
 
 
 def _applicable(decision: dict[str, Any], state: AliasState) -> tuple[str, str]:

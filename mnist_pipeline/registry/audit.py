@@ -1,5 +1,6 @@
 """`models verify`: every card's seal and signature checked, every file re-hashed, the alias
-document and the rest of the store accounted for."""
+document (its audit trail's hash chain and signatures: trail.py) and the rest of the store
+accounted for."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import aliases as alias_doc
-from mnist_pipeline.registry import keys
+from mnist_pipeline.registry import keys, trail
 
 if TYPE_CHECKING:
     from mnist_pipeline.registry.api import Registry
@@ -36,6 +37,7 @@ def audit(registry: Registry) -> list[str]:
         state = alias_doc.parse(found and found[0], registry._aliases_where())
     except RegistryError as exc:
         return problems + [str(exc)]
+    problems += trail.check(state.events, registry.signing)
     for alias, version in sorted(state.aliases.items()):
         if version not in versions:
             problems.append(f"alias {alias!r} points at v{version}, which does not exist")

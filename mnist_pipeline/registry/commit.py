@@ -36,7 +36,11 @@ T = TypeVar("T")
 
 
 def register(
-    registry: Registry, submission: Submission, *, skip_same_inputs: bool = False
+    registry: Registry,
+    submission: Submission,
+    *,
+    skip_same_inputs: bool = False,
+    actor: str | None = None,
 ) -> Registration:
     """Store `submission` as the next version of `registry`'s model with its decided alias.
 
@@ -45,7 +49,8 @@ def register(
     where it has one, so runs that finish together cannot both register the same model.
     ChampionMoved when production is no longer the version the decision was reached against
     (nothing is committed; decide again). Without a lock, a version whose champion moved after
-    this check is kept as staging when its decision is applied (api._applicable).
+    this check is kept as staging when its decision is applied (api._applicable). The audit
+    trail records `actor` (default: the local user) and the decision's evidence.
     """
     keys.check_alias(submission.decision.alias)
     clash = set(submission.description) & {*REGISTRY_FIELDS, "decision", SIGNATURE_KEY}
@@ -68,31 +73,49 @@ def register(
         for rel, data in contents.items():
             _store_blob(registry, hashes[rel], data)
         version = _commit(registry, submission, hashes)
-    return _apply_decision(registry, version, submission)
+    return _apply_decision(registry, version, submission, actor)
 
 
-def promote(registry: Registry, version: int | str, alias: str) -> int | None:
-    """Point `alias` at an intact `version`; returns the version it pointed at before."""
+def promote(
+    registry: Registry,
+    version: int | str,
+    alias: str,
+    actor: str | None = None,
+    comment: str | None = None,
+) -> int | None:
+    """Point `alias` at an intact `version`; returns the version it pointed at before. The
+    audit trail records `actor` (default: the local user) and `comment`."""
     keys.check_alias(alias)
 
     def move(state: AliasState) -> int | None:
         target = registry.version_of(version, state)
         _require_intact(registry, target)
-        return state.assign(alias, target, "promote", f"promoted v{target} to {alias}")
+        why = f"promoted v{target} to {alias}"
+        return state.assign(alias, target, "promote", why, actor, _comment(comment))
 
-    return _swap_aliases(registry, move)
+    return _swap_aliases(registry, move, actor)
 
 
-def rollback(registry: Registry, alias: str = PRODUCTION) -> int:
+def rollback(
+    registry: Registry,
+    alias: str = PRODUCTION,
+    actor: str | None = None,
+    comment: str | None = None,
+) -> int:
     """Move `alias` back to its previous version; returns that version."""
     keys.check_alias(alias)
 
     def back(state: AliasState) -> int:
-        _, target = state.rollback(alias)
+        _, target = state.rollback(alias, actor, _comment(comment))
         _require_intact(registry, target)
         return target
 
-    return _swap_aliases(registry, back)
+    return _swap_aliases(registry, back, actor)
+
+
+def _comment(comment: str | None) -> dict[str, str]:
+    """A manual move's evidence: the mover's comment (none: no evidence)."""
+    return {} if comment is None else {"comment": comment}
 
 
 def garbage(registry: Registry) -> list[str]:
@@ -160,11 +183,13 @@ def _commit(registry: Registry, submission: Submission, hashes: dict[str, str]) 
         version += 1
 
 
-def _apply_decision(registry: Registry, version: int, submission: Submission) -> Registration:
+def _apply_decision(
+    registry: Registry, version: int, submission: Submission, actor: str | None
+) -> Registration:
     """Record the committed version's alias (replaying its decision) in the alias document."""
     warning = None
     try:
-        state = _swap_aliases(registry, lambda state: state)
+        state = _swap_aliases(registry, lambda state: state, actor, version)
     except OSError as exc:  # committed: say so, do not report a failure
         state = registry.state()
         warning = (
@@ -185,12 +210,18 @@ def _apply_decision(registry: Registry, version: int, submission: Submission) ->
     )
 
 
-def _swap_aliases(registry: Registry, change: Callable[[AliasState], T]) -> T:
-    """Apply `change` to the current alias state (decisions replayed) and store it by
-    compare-and-swap, re-reading and re-applying on conflict."""
+def _swap_aliases(
+    registry: Registry,
+    change: Callable[[AliasState], T],
+    actor: str | None = None,
+    own: int | None = None,
+) -> T:
+    """Apply `change` to the current alias state (decisions replayed, `own` as registered by
+    `actor`, others marked replayed by it) and store it by compare-and-swap, re-reading and
+    re-applying on conflict: every event is chained to the log as it is stored."""
     key = keys.aliases_key(registry.name)
     for _ in range(SWAP_ATTEMPTS):
-        state, revision = registry._state_and_revision()
+        state, revision = registry._state_and_revision(actor=actor, own=own)
         result = change(state)
         if registry.storage.swap(key, alias_doc.dump(state), revision):
             return result

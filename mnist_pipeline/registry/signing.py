@@ -75,9 +75,11 @@ class Signing:
         signature = base64.b64encode(self.key.sign(canonical(unsigned(card)))).decode()
         return {"key_id": key_id(self.key.public_key()), "ed25519": signature}
 
-    def check(self, card: dict[str, Any], signature: Any, label: str) -> None:
-        """RegistryError unless `card` with its `signature` (None: unsigned) meets the
-        signature policy."""
+    def check(
+        self, card: dict[str, Any], signature: Any, label: str, what: str = "card.json"
+    ) -> None:
+        """RegistryError unless `card` (or another signed record, `what`) with its `signature`
+        (None: unsigned) meets the signature policy."""
         if not self.trusted:
             return
         if signature is None:
@@ -97,7 +99,7 @@ class Signing:
             public.verify(raw, canonical(unsigned(card)))
         except InvalidSignature:
             raise RegistryError(
-                f"{label}: the signature does not match card.json (forged or edited)"
+                f"{label}: the signature does not match {what} (forged or edited)"
             ) from None
 
 

@@ -1,0 +1,167 @@
+"""The audit trail: who moved an alias, when, why and on what evidence, in a tamper-evident log."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from pathlib import Path
+
+import pytest
+
+from mnist_pipeline.pipeline.register import register_candidate
+from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry.signing import Signing, generate
+from mnist_pipeline.registry.trail import HASH_KEY, digest
+from tests.registry_helpers import MODEL, PARAMS, model_dir, writable
+
+
+def aliases_file(registry: Registry) -> Path:
+    return writable(model_dir(registry) / "aliases.json")
+
+
+def rewrite_events(registry: Registry, change) -> None:
+    """Edit the stored event log as anyone with write access could."""
+    path = aliases_file(registry)
+    document = json.loads(path.read_text())
+    document["events"] = change(document["events"])
+    path.write_text(json.dumps(document, indent=2))
+
+
+def moved(registry: Registry, make) -> Registry:
+    """Three registrations, a commented promote by a named actor, a rollback by default."""
+    for seed, accuracy in ((1, 0.98), (2, 0.99), (3, 0.97)):
+        register_candidate(registry, make(seed, accuracy=accuracy), PARAMS, 0.0)
+    registry.promote(3, "production", actor="user:alice", comment="better on the new inbox")
+    registry.rollback(comment="alice's pick regressed")
+    return registry
+
+
+def test_every_move_records_who_why_and_evidence_in_an_intact_chain(
+    registry: Registry, make
+) -> None:
+    events = moved(registry, make).alias_log()["events"]
+    assert [(e["action"], e["alias"], e["version"], e["previous"]) for e in events] == [
+        ("register", "production", 1, None),
+        ("register", "production", 2, 1),
+        ("register", "staging", 3, None),
+        ("promote", "production", 3, 2),
+        ("rollback", "production", 2, 3),
+    ]
+    me = f"user:{getpass.getuser()}"
+    assert [e["actor"] for e in events] == [me, me, me, "user:alice", me]
+    # A registration's evidence is its decision's (the card's decision less alias, reason,
+    # champion); a manual move's is the comment.
+    card_decision = registry.card("2")["decision"]
+    assert events[1]["evidence"] == {
+        k: v for k, v in card_decision.items() if k not in ("alias", "reason", "champion")
+    }
+    assert events[1]["evidence"] and "replayed" not in events[1]["evidence"]
+    assert events[3]["evidence"] == {"comment": "better on the new inbox"}
+    assert events[4]["evidence"] == {"comment": "alice's pick regressed"}
+    assert events[0]["prev_sha256"] is None
+    for before, event in zip(events, events[1:], strict=False):
+        assert event["prev_sha256"] == before[HASH_KEY] == digest(before)
+    assert registry.verify() == []
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda ev: [*ev[:2], {**ev[2], "actor": "user:mallory"}, *ev[3:]], "event 3 was edited"),
+        (  # edited and rehashed: the next event no longer follows it
+            lambda ev: [*ev[:2], rehashed({**ev[2], "reason": "x"}), *ev[3:]],
+            "event 4 does not follow",
+        ),
+        (lambda ev: [ev[0], ev[2], ev[1], *ev[3:]], "event 2 does not follow"),  # reordered
+        (lambda ev: [*ev[:2], *ev[3:]], "event 3 does not follow"),  # one removed midway
+        (  # a hash stripped inside the chain
+            lambda ev: [ev[0], {k: v for k, v in ev[1].items() if k != HASH_KEY}, *ev[2:]],
+            "event 2 has no hash inside the chain",
+        ),
+    ],
+    ids=["edited", "edited-rehashed", "reordered", "removed", "stripped"],
+)
+def test_verify_reports_a_tampered_history(registry: Registry, make, change, expected) -> None:
+    moved(registry, make)
+    rewrite_events(registry, change)
+    problems = registry.verify()
+    assert any(expected in p for p in problems), problems
+
+
+def rehashed(event: dict) -> dict:
+    return {**event, HASH_KEY: digest(event)}
+
+
+def test_a_legacy_log_without_hashes_loads_and_the_chain_continues_from_it(
+    registry: Registry, make
+) -> None:
+    for seed, accuracy in ((1, 0.98), (2, 0.97)):
+        register_candidate(registry, make(seed, accuracy=accuracy), PARAMS, 0.0)
+    legacy_fields = ("time", "action", "alias", "version", "previous", "reason")
+    rewrite_events(registry, lambda ev: [{k: e[k] for k in legacy_fields} for e in ev])
+    assert registry.verify() == []  # as the registry wrote it before events were chained
+    registry.promote(2, "production", comment="try the newer one")
+    events = registry.alias_log()["events"]
+    assert HASH_KEY not in events[1] and events[2]["prev_sha256"] == digest(events[1])
+    assert registry.verify() == []
+    rewrite_events(registry, lambda ev: [ev[0], {**ev[1], "reason": "edited"}, ev[2]])
+    assert any("event 3 does not follow" in p for p in registry.verify())
+
+
+def test_a_rewritten_and_rehashed_history_fails_only_its_signatures(tmp_path: Path, make) -> None:
+    generate(tmp_path / "keys" / "k")
+    key, pub = tmp_path / "keys" / "k", tmp_path / "keys" / "k.pub"
+    root = tmp_path / "registry"
+    signed = Registry(root, MODEL, Signing.load(key, [pub], False))
+    events = moved(signed, make).alias_log()["events"]
+    assert all("signature" in e for e in events)
+    assert signed.verify() == []
+
+    def forge(events: list[dict]) -> list[dict]:  # blame bob, then fix every hash after it
+        forged, before = [], None
+        for event in events:
+            if event["actor"] == "user:alice":
+                event = {**event, "actor": "user:bob"}
+            event = {**event, "prev_sha256": before and before[HASH_KEY]}
+            forged.append(before := rehashed(event))
+        return forged
+
+    rewrite_events(signed, forge)
+    assert Registry(root, MODEL).verify() == []  # the chain alone cannot tell
+    # The edited event, and the next one whose link to it changed, no longer match their
+    # signatures; the events before are untouched.
+    bad = "the signature does not match the event (forged or edited)"
+    assert signed.verify() == [f"alias event 4: {bad}", f"alias event 5: {bad}"]
+    # Dropping the signatures instead: refused where every event must be signed.
+    rewrite_events(
+        signed, lambda ev: [{k: v for k, v in e.items() if k != "signature"} for e in ev]
+    )
+    assert Registry(root, MODEL, Signing.load(None, [pub], False)).verify() == []
+    strict = Registry(root, MODEL, Signing.load(None, [pub], True)).verify()
+    assert len(strict) == 5 and all(
+        "is not signed (registry.require_signature)" in p for p in strict
+    )
+
+
+def test_a_move_retried_after_a_conflict_is_chained_to_what_won(
+    registry: Registry, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for seed, accuracy in ((1, 0.98), (2, 0.97)):
+        register_candidate(registry, make(seed, accuracy=accuracy), PARAMS, 0.0)
+    other = Registry(registry.root, MODEL)
+    swap = registry.storage.swap
+    raced = []
+
+    def racing_swap(key: str, data: bytes, revision: str | None) -> bool:
+        if not raced:  # another writer moves an alias between this one's read and its swap
+            raced.append(other.promote(2, "canary", actor="user:other"))
+        return swap(key, data, revision)
+
+    monkeypatch.setattr(registry.storage, "swap", racing_swap)
+    registry.promote(2, "production", actor="user:me")
+    events = registry.alias_log()["events"]
+    assert [(e["alias"], e["actor"]) for e in events[-2:]] == [
+        ("canary", "user:other"),
+        ("production", "user:me"),
+    ]
+    assert registry.verify() == []
