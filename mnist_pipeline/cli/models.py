@@ -14,8 +14,7 @@ from rich.table import Table
 from mnist_pipeline.cli.state import state
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.reports import ModelCard, parse_report
-from mnist_pipeline.pipeline import stages
-from mnist_pipeline.pipeline.announce import current_actor
+from mnist_pipeline.pipeline import announce, stages
 from mnist_pipeline.pipeline.card import summary_lines
 from mnist_pipeline.pipeline.register import verify as verify_versions
 from mnist_pipeline.pipeline.versions import ONNX_FILE, open_registry
@@ -147,9 +146,11 @@ def promote(
     actor: Actor = None,
 ) -> None:
     """Point an alias (default production) at a version."""
-    previous = _registry(ctx).promote(version, alias, actor or current_actor(), comment)
+    registry, actor = _registry(ctx), actor or announce.current_actor()
+    previous = registry.promote(version, alias, actor, comment)
     before = "nothing" if previous is None else f"v{previous}"
     err.print(f"{alias}: {before} -> v{version}")
+    announce.moved(registry, alias, version, previous, actor)
 
 
 @models_app.command("rollback")
@@ -162,8 +163,11 @@ def rollback(
     actor: Actor = None,
 ) -> None:
     """Move production back to the previous champion."""
-    version = _registry(ctx).rollback(alias, actor or current_actor(), comment)
+    registry, actor = _registry(ctx), actor or announce.current_actor()
+    before = registry.aliases().get(alias)
+    version = registry.rollback(alias, actor, comment)
     err.print(f"{alias} -> v{version}")
+    announce.moved(registry, alias, version, before, actor)
 
 
 @models_app.command("resolve")

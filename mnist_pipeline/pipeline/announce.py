@@ -10,10 +10,19 @@ never a failed registration.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from typing import Any
 
+from mnist_pipeline.inbox.events import server_configured
+from mnist_pipeline.registry import Registration, Registry
 from mnist_pipeline.registry.trail import default_actor
+
+REGISTERED = "mnist.model.registered"
+MOVED = "mnist.alias.moved"
+RESOURCE_PREFIX = "mnist.model."
+log = logging.getLogger(__name__)
 
 
 def current_actor() -> str:
@@ -26,3 +35,61 @@ def current_actor() -> str:
         if flow_run.id:
             return f"prefect:{flow_run.name or flow_run.id}"
     return default_actor()
+
+
+def resource_id(model_name: str) -> str:
+    return RESOURCE_PREFIX + model_name
+
+
+def emit(event: str, model_name: str, payload: dict[str, Any]) -> bool:
+    """Emit `event` about the model to the configured Prefect API (sent in the background,
+    flushed at exit); False, with a warning logged, when there is no API or emitting fails."""
+    try:
+        if not server_configured():
+            return False
+        from prefect.events import emit_event
+
+        resource = {"prefect.resource.id": resource_id(model_name)}
+        return emit_event(event=event, resource=resource, payload=payload) is not None
+    except Exception as exc:  # the model is registered or moved whatever the server says
+        log.warning("could not emit %s for %s: %s", event, model_name, exc)
+        return False
+
+
+def _accuracy(registry: Registry, version: int) -> float | None:
+    try:
+        return float(registry.card(version)["metrics"]["accuracy"])
+    except Exception:  # a damaged or foreign card: the event says so by a null
+        return None
+
+
+def moved(registry: Registry, alias: str, version: int, previous: int | None, actor: str) -> bool:
+    """Tell the Prefect API that `alias` moved from `previous` to `version`."""
+    payload = {
+        "version": version,
+        "alias": alias,
+        "previous": previous,
+        "accuracy": _accuracy(registry, version),
+        "actor": actor,
+    }
+    return emit(MOVED, registry.name, payload)
+
+
+def registered(registry: Registry, registration: Registration, actor: str) -> None:
+    """Tell the Prefect API about a new version and the alias it got (nothing when no version
+    was stored)."""
+    if not registration.registered:
+        return
+    events = registry.alias_log()["events"]
+    mine = [e for e in events if e.get("action") == "register"]
+    found = next((e for e in reversed(mine) if e.get("version") == registration.version), {})
+    previous = found.get("previous")
+    payload = {
+        "version": registration.version,
+        "alias": registration.alias,
+        "previous": previous,
+        "accuracy": _accuracy(registry, registration.version),
+        "actor": actor,
+    }
+    if emit(REGISTERED, registry.name, payload) and found:
+        moved(registry, registration.alias, registration.version, previous, actor)

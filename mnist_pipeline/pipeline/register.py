@@ -26,8 +26,7 @@ from mnist_pipeline.core.reports import (
     parse_json_report,
     parse_report,
 )
-from mnist_pipeline.pipeline import promotion
-from mnist_pipeline.pipeline.announce import current_actor
+from mnist_pipeline.pipeline import announce, promotion
 from mnist_pipeline.pipeline.candidate import (
     Candidate,
     RunReports,
@@ -84,6 +83,7 @@ def register_candidate(
     if candidate.predictions is not None:  # read once, when there is a production to compare
         where = (candidate.predictions, candidate.data_dir, reports.metrics)
         mnist = functools.cache(functools.partial(candidate_answers, *where))
+    actor = announce.current_actor()
     for _ in range(DECISION_ATTEMPTS):
         decision = promotion.decide(  # outside any lock: onnxruntime scores production
             registry,
@@ -102,11 +102,11 @@ def register_candidate(
             fingerprint=fingerprint.sha256,
         )
         try:
-            return registry.register(
-                submission, skip_same_inputs=skip_same_inputs, actor=current_actor()
-            )
+            done = registry.register(submission, skip_same_inputs=skip_same_inputs, actor=actor)
         except ChampionMoved:
             continue  # another run changed production meanwhile: compare with the new one
+        announce.registered(registry, done, actor)
+        return done
     raise RegistryError(f"production kept moving during {DECISION_ATTEMPTS} comparisons")
 
 

@@ -1,0 +1,108 @@
+"""Registering and moving an alias tell a Prefect server, and name who did it."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from mnist_pipeline.pipeline import announce
+from tests.conftest import REPO_ROOT
+from tests.process_helpers import prefect_server
+from tests.test_registry_cli import produce
+
+
+def test_outside_a_flow_run_the_actor_is_the_local_user() -> None:
+    assert announce.current_actor() == f"user:{getpass.getuser()}"
+
+
+def test_a_failed_emit_is_a_warning_not_an_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import prefect.events
+
+    def refuse(**_kwargs):
+        raise ConnectionError("server unreachable")
+
+    monkeypatch.setattr(announce, "server_configured", lambda: "http://127.0.0.1:9/api")
+    monkeypatch.setattr(prefect.events, "emit_event", refuse)
+    with caplog.at_level(logging.WARNING):
+        assert announce.emit(announce.MOVED, "m", {}) is False
+    assert "could not emit mnist.alias.moved for m: server unreachable" in caplog.text
+    monkeypatch.setattr(announce, "server_configured", lambda: None)
+    assert announce.emit(announce.MOVED, "m", {}) is False  # no API: nothing to tell
+
+
+def stored_events(api_url: str) -> list[dict]:
+    names = [announce.REGISTERED, announce.MOVED]
+    body = {"filter": {"event": {"name": names}, "order": "ASC"}, "limit": 50}
+    response = httpx.post(f"{api_url}/events/filter", json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()["events"]
+
+
+def stored_after(api_url: str, count: int, timeout: float = 60) -> list[dict]:
+    """The stored events once `count` are there (the server persists them in batches)."""
+    deadline = time.monotonic() + timeout
+    while len(found := stored_events(api_url)) < count and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return found
+
+
+@pytest.mark.slow
+def test_register_and_promote_emit_exactly_their_events(tmp_path: Path) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    params = {"evaluate": {"min_accuracy": 0.9}, "registry": {"promotion_margin": 0.001}}
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "prefect").mkdir()
+    with prefect_server(tmp_path / "prefect") as env:
+        env = {**env, "PYTHONPATH": str(REPO_ROOT)}
+
+        def models(*args: str) -> None:
+            cli = [sys.executable, "-m", "mnist_pipeline", "--root", str(workdir), "models"]
+            done = subprocess.run(
+                [*cli, *args], env=env, capture_output=True, text=True, timeout=120
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+
+        produce(workdir, 1, 0.95)
+        models("register")
+        produce(workdir, 2, 0.9505)  # within the margin: staging
+        models("register")
+        models("promote", "2", "--actor", "user:eve", "--comment", "checked")
+        api = env["PREFECT_API_URL"]
+        events = stored_after(api, 5)
+    me = f"user:{getpass.getuser()}"
+    got = [
+        (
+            e["event"],
+            e["resource"]["prefect.resource.id"],
+            {k: e["payload"][k] for k in ("version", "alias", "previous", "actor")},
+        )
+        for e in sorted(events, key=lambda e: e["occurred"])
+    ]
+    resource = "mnist.model.mnist-cnn"
+    assert got == [
+        (
+            announce.REGISTERED,
+            resource,
+            dict(version=1, alias="production", previous=None, actor=me),
+        ),
+        (announce.MOVED, resource, dict(version=1, alias="production", previous=None, actor=me)),
+        (announce.REGISTERED, resource, dict(version=2, alias="staging", previous=None, actor=me)),
+        (announce.MOVED, resource, dict(version=2, alias="staging", previous=None, actor=me)),
+        (
+            announce.MOVED,
+            resource,
+            dict(version=2, alias="production", previous=1, actor="user:eve"),
+        ),
+    ]
+    assert [e["payload"]["accuracy"] for e in events] == [0.95, 0.95, 0.9505, 0.9505, 0.9505]
