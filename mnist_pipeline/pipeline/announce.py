@@ -16,8 +16,7 @@ import sys
 from typing import Any
 
 from mnist_pipeline.inbox.events import server_configured
-from mnist_pipeline.registry import Registration, Registry
-from mnist_pipeline.registry.trail import default_actor
+from mnist_pipeline.registry import Registration, Registry, default_actor
 
 REGISTERED = "mnist.model.registered"
 MOVED = "mnist.alias.moved"

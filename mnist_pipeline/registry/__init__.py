@@ -14,5 +14,14 @@ from __future__ import annotations
 from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
 from mnist_pipeline.registry.api import Registry
 from mnist_pipeline.registry.registration import Decision, Registration, Submission
+from mnist_pipeline.registry.trail import default_actor
 
-__all__ = ["PRODUCTION", "STAGING", "Decision", "Registration", "Registry", "Submission"]
+__all__ = [
+    "PRODUCTION",
+    "STAGING",
+    "Decision",
+    "Registration",
+    "Registry",
+    "Submission",
+    "default_actor",
+]
