@@ -8,7 +8,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from prefect.settings import PREFECT_API_URL
 
 from flows.artifacts import INGEST_KEY, MISTAKES_KEY, PARAMS_KEY, PER_CLASS_KEY, REPORT_KEY
 from flows.retrain import flow_overrides, retrain
@@ -78,6 +80,10 @@ def test_success_registers_a_version_and_publishes_artifacts(tiny_workdir: Path)
     assert not (tiny_workdir / "models").exists() and not (tiny_workdir / "reports").exists()
     assert card["origin"]["kind"] == "prefect" and card["origin"]["flow_run_id"] == flow_run_id
     assert card["fingerprint"]["sha256"] == result["fingerprint"]
+    # The audit trail names the flow run that registered it.
+    (event,) = Registry(tiny_workdir / "registry", "mnist-cnn").alias_log()["events"]
+    name = httpx.get(f"{PREFECT_API_URL.value()}/flow_runs/{flow_run_id}", timeout=30)
+    assert event["actor"] == f"prefect:{name.json()['name']}"
 
 
 def test_gate_failure_fails_the_run_and_registers_nothing(tiny_workdir: Path) -> None:
