@@ -82,6 +82,21 @@ class AliasState:
         self._log("rollback", alias, target, current, why, actor, evidence)
         return current, target
 
+    def note(
+        self,
+        action: str,
+        alias: str,
+        version: int,
+        reason: str,
+        actor: str | None = None,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record a decision about `alias` and `version` that moves nothing (e.g. a proposal
+        rejected); the event's `previous` is where the alias stays."""
+        check_alias(alias)
+        current = self.aliases.get(alias)
+        self._log(action, alias, version, current, reason, actor, evidence)
+
     def aliases_of(self, version: int) -> list[str]:
         return sorted(a for a, v in self.aliases.items() if v == version)
 

@@ -152,11 +152,29 @@ class Registry:
         return commit.register(self, submission, skip_same_inputs=skip_same_inputs, actor=actor)
 
     def promote(
-        self, version: int | str, alias: str, actor: str | None = None, comment: str | None = None
+        self,
+        version: int | str,
+        alias: str,
+        actor: str | None = None,
+        comment: str | None = None,
+        expected: int | None | object = commit.UNCHECKED,
     ) -> int | None:
         """Point `alias` at an intact version; returns the version it pointed at before.
-        The audit trail records `actor` (default: the local user) and `comment`."""
-        return commit.promote(self, version, alias, actor, comment)
+        The audit trail records `actor` (default: the local user) and `comment`. With
+        `expected`, only if the alias still points there (else AliasMoved, nothing moved)."""
+        return commit.promote(self, version, alias, actor, comment, expected)
+
+    def note(
+        self,
+        version: int | str,
+        alias: str,
+        action: str,
+        reason: str,
+        actor: str | None = None,
+        comment: str | None = None,
+    ) -> int:
+        """Record a decision about `version` and `alias` that moves nothing (commit.note)."""
+        return commit.note(self, version, alias, action, reason, actor, comment)
 
     def rollback(
         self, alias: str = PRODUCTION, actor: str | None = None, comment: str | None = None

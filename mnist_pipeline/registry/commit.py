@@ -26,13 +26,19 @@ from mnist_pipeline.registry.card import (
     inputs_of,
     seal,
 )
-from mnist_pipeline.registry.registration import ChampionMoved, Registration, Submission
+from mnist_pipeline.registry.registration import (
+    AliasMoved,
+    ChampionMoved,
+    Registration,
+    Submission,
+)
 
 if TYPE_CHECKING:
     from mnist_pipeline.registry.api import Registry
 
 SWAP_ATTEMPTS = 100
 T = TypeVar("T")
+UNCHECKED = object()  # promote(expected=...) not given: move the alias wherever it points
 
 
 def register(
@@ -82,18 +88,44 @@ def promote(
     alias: str,
     actor: str | None = None,
     comment: str | None = None,
+    expected: int | None | object = UNCHECKED,
 ) -> int | None:
     """Point `alias` at an intact `version`; returns the version it pointed at before. The
-    audit trail records `actor` (default: the local user) and `comment`."""
+    audit trail records `actor` (default: the local user) and `comment`. With `expected`,
+    AliasMoved (nothing moved) unless the alias still points there (None: at nothing)."""
     keys.check_alias(alias)
 
     def move(state: AliasState) -> int | None:
         target = registry.version_of(version, state)
         _require_intact(registry, target)
+        if expected is not UNCHECKED and state.aliases.get(alias) != expected:
+            raise AliasMoved(registry.name, alias, expected, state.aliases.get(alias))
         why = f"promoted v{target} to {alias}"
         return state.assign(alias, target, "promote", why, actor, _comment(comment))
 
     return _swap_aliases(registry, move, actor)
+
+
+def note(
+    registry: Registry,
+    version: int | str,
+    alias: str,
+    action: str,
+    reason: str,
+    actor: str | None = None,
+    comment: str | None = None,
+) -> int:
+    """Record `action` about `version` and `alias` in the audit trail without moving the alias
+    (e.g. a proposal rejected); returns the version number."""
+    keys.check_alias(alias)
+    keys.check_alias(action)  # same shape: lowercase, no separators
+
+    def record(state: AliasState) -> int:
+        target = registry.version_of(version, state)
+        state.note(action, alias, target, reason, actor, _comment(comment))
+        return target
+
+    return _swap_aliases(registry, record, actor)
 
 
 def rollback(

@@ -36,6 +36,14 @@ class ChampionMoved(RegistryError):
         self.now = now
 
 
+class AliasMoved(RegistryError):
+    """An alias no longer points where a conditional move expected it to: nothing moved."""
+
+    def __init__(self, name: str, alias: str, expected: int | None, now: int | None) -> None:
+        super().__init__(f"{name}: {alias} is {_v(now)}, no longer {_v(expected)}")
+        self.expected, self.now = expected, now
+
+
 def _v(version: int | None) -> str:
     return "none" if version is None else f"v{version}"
 
@@ -66,6 +74,7 @@ class Registration:
     champion: int | None  # the production version it was compared with (None: first version)
     warning: str | None = None  # committed, but the alias document could not be updated
     registered: bool = True  # False: an existing version already held this (see `reason`)
+    pending: str | None = None  # an alias its decision holds back until a person approves it
 
     def summary(self) -> str:
         if not self.registered:
