@@ -195,6 +195,7 @@ class CardDecision(Report):
     margin: float | None = None
     holdout: dict[str, Any] | None = None  # the extra-holdout comparison, when there was one
     evidence: PromotionEvidence | None = None  # since paired promotion (older cards: margin)
+    proposed: str | None = None  # the alias the rules called for, held back for approval
 
 
 class CardData(Report):

@@ -37,6 +37,11 @@ class RegistryParams(Section):
     signing_key: str | None = Field(default=None, min_length=1)  # PEM private key: sign cards
     trusted_keys: list[str] = Field(default_factory=list)  # PEM public keys: verify on every read
     require_signature: bool = False  # refuse unsigned versions (needs trusted_keys)
+    # "required": a version the promotion rules would make production is registered as staging
+    # and a retraining flow run waits (paused) up to approval_timeout_s for a person to approve
+    # it (pipeline/approval.py, docs/prefect.md#approval).
+    approval: Literal["none", "required"] = "none"
+    approval_timeout_s: int = Field(default=86400, ge=1, le=30 * 86400)
 
     @model_validator(mode="after")
     def _trust_to_require(self) -> RegistryParams:

@@ -18,7 +18,9 @@ models' answers on the holdout. The rules, in order (docs/registry.md#promotion)
 A challenger without per-image answers (a Candidate built without `predictions`; the pipeline
 always has them) is compared on recorded MNIST test accuracy alone (>= production's +
 min_gain), marked unpaired in the evidence. The registry records the decision and its evidence
-(and keeps the candidate as staging if production moved meanwhile). Torch-free.
+(and keeps the candidate as staging if production moved meanwhile). With `registry.approval:
+required` a production decision is registered as staging, proposed for production
+(`held_for_approval`). Torch-free.
 """
 
 from __future__ import annotations
@@ -54,6 +56,17 @@ def rule(evidence: PromotionEvidence, champion: int) -> tuple[str, str]:
     if held is not None and held.verdict == "better" and evidence.promote_on_holdout:
         return PRODUCTION, f"better {than} on the extra holdout ({held.why}), same on MNIST test"
     return STAGING, f"not significantly better {than} on MNIST test ({mnist.why})"
+
+
+def held_for_approval(decision: Decision, approval: str) -> Decision:
+    """`decision` as registered under `registry.approval`: with "required", a production
+    decision becomes staging proposed for production (its evidence kept whole), to be moved
+    only when a person approves it (pipeline/approval.py)."""
+    if approval != "required" or decision.alias != PRODUCTION:
+        return decision
+    reason = f"{decision.reason}; awaits approval for production (registry.approval: required)"
+    evidence = {**decision.evidence, "proposed": PRODUCTION}
+    return Decision(STAGING, reason, decision.champion, evidence)
 
 
 def candidate_holdout(metrics: Metrics, extra_dir: Path | None) -> extra.Split | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from dataclasses import replace
 from typing import Any
 
 from mnist_pipeline.core.errors import PipelineError, RegistryError
@@ -45,6 +46,7 @@ from mnist_pipeline.pipeline.versions import (
     open_registry,
 )
 from mnist_pipeline.registry import Registration, Registry, Submission
+from mnist_pipeline.registry.aliases import STAGING
 from mnist_pipeline.registry.registration import ChampionMoved
 
 DECISION_ATTEMPTS = 20
@@ -66,7 +68,8 @@ def register_candidate(
     skip_same_inputs: bool = False,
 ) -> Registration:
     """Check `candidate`, decide its alias against production (`registry.promotion`), and
-    register it."""
+    register it; with `registry.approval: required` a production decision is registered as
+    staging and the result's `pending` says production awaits approval."""
     contents = candidate.read()
     hashes = {rel: hashlib.sha256(data).hexdigest() for rel, data in contents.items()}
     reports = RunReports.parse(contents)
@@ -94,6 +97,7 @@ def register_candidate(
             extra_dir=candidate.extra_dir,
             holdout_percent=params.ingest.holdout_percent,
         )
+        decision = promotion.held_for_approval(decision, params.registry.approval)
         submission = Submission(
             files=contents,
             description=description,
@@ -106,6 +110,9 @@ def register_candidate(
         except ChampionMoved:
             continue  # another run changed production meanwhile: compare with the new one
         announce.registered(registry, done, actor)
+        proposed = decision.evidence.get("proposed")
+        if done.registered and proposed is not None and done.alias == STAGING:
+            return replace(done, pending=str(proposed))  # held back for approval
         return done
     raise RegistryError(f"production kept moving during {DECISION_ATTEMPTS} comparisons")
 
