@@ -42,13 +42,13 @@ def _embedded_png(folder: Path, name: str) -> str:
     return f"![{name}](data:image/png;base64,{data})"
 
 
-def tag_run(*tags: str) -> None:
-    """Add `tags` to the current flow run (nothing outside a flow run)."""
+def tag_run(*tags: str, drop: tuple[str, ...] = ()) -> None:
+    """Add `tags` to the current flow run, removing `drop` (nothing outside a flow run)."""
     if not flow_run.id:
         return
     with get_client(sync_client=True) as client:
         current = client.read_flow_run(flow_run.id).tags
-        client.update_flow_run(flow_run.id, tags=sorted({*current, *tags}))
+        client.update_flow_run(flow_run.id, tags=sorted({*current, *tags} - set(drop)))
 
 
 def publish_params(params: Params) -> None:

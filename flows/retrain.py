@@ -1,5 +1,5 @@
 """The retraining flow: fetch, ingest, inputs (up to date?), train, evaluate, export, parity,
-register.
+register (and, with `registry.approval: required`, wait for a person to approve production).
 
 Every stage runs as a task through `mnist_pipeline.pipeline.stages.run`, as the CLI and
 `dvc repro` do; nothing here computes. A flow run works in its own folder, runs/<flow-run>/,
@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
+from flows.approval import await_approval
 from flows.artifacts import (
     publish_ingest,
     publish_params,
@@ -183,7 +184,7 @@ def retrain(
         read_card(registry, registration.version),
         champion_accuracy,
     )
-    return {
+    result = {
         "up_to_date": False,
         "version": registration.version,
         "registered": registration.registered,
@@ -193,6 +194,13 @@ def retrain(
         "run_folder": str(layout.root),
         "seconds": {"flow": wall, "tasks": timings, "overhead": overhead},
     }
+    if registration.pending is None:
+        return result
+    # Held back for approval: the run pauses (its report already on its page) for an answer.
+    settled = await_approval(registry, registration, params.registry.approval_timeout_s)
+    aliases = registry.state().aliases_of(registration.version)
+    result |= {"alias": ", ".join(aliases) or "no alias", "approval": settled.outcome}
+    return Completed(message=settled.message, data=result)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,7 @@ from mnist_pipeline.cli.state import state
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.reports import ModelCard, parse_report
 from mnist_pipeline.pipeline import announce, stages
+from mnist_pipeline.pipeline.approval import Answer, resume_waiting
 from mnist_pipeline.pipeline.card import summary_lines
 from mnist_pipeline.pipeline.register import verify as verify_versions
 from mnist_pipeline.pipeline.versions import ONNX_FILE, open_registry
@@ -24,8 +25,8 @@ from mnist_pipeline.registry.signing import generate
 
 models_app = typer.Typer(
     help=(
-        "The model registry: register, list, show, history, promote, roll back, resolve, "
-        "verify, gc, keygen."
+        "The model registry: register, list, show, history, promote, roll back, approve, "
+        "reject, resolve, verify, gc, keygen."
     ),
     no_args_is_help=True,
 )
@@ -168,6 +169,35 @@ def rollback(
     version = registry.rollback(alias, actor, comment)
     err.print(f"{alias} -> v{version}")
     announce.moved(registry, alias, version, before, actor)
+
+
+def _answer(ctx: typer.Context, version: int, answer: Answer) -> None:
+    """Resume the flow run waiting for approval of `version` with `answer`."""
+    registry = _registry(ctx)
+    registry.version_of(version)  # an unknown version is named, with those that exist
+    err.print(resume_waiting(registry.name, version, answer), highlight=False, markup=False)
+
+
+@models_app.command("approve")
+def approve(
+    ctx: typer.Context,
+    version: Annotated[int, typer.Argument(metavar="VERSION", help="Version awaiting approval.")],
+    comment: Comment = None,
+    actor: Actor = None,
+) -> None:
+    """Approve a version for production: resume the flow run waiting for it (Prefect API)."""
+    _answer(ctx, version, Answer(True, comment or "", actor or announce.current_actor()))
+
+
+@models_app.command("reject")
+def reject(
+    ctx: typer.Context,
+    version: Annotated[int, typer.Argument(metavar="VERSION", help="Version awaiting approval.")],
+    comment: Comment = None,
+    actor: Actor = None,
+) -> None:
+    """Reject a version proposed for production (it stays staging): resume its flow run."""
+    _answer(ctx, version, Answer(False, comment or "", actor or announce.current_actor()))
 
 
 @models_app.command("resolve")

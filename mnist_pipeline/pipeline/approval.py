@@ -1,0 +1,150 @@
+"""A person approves a version before it becomes production (`registry.approval: required`).
+
+With approval required, register_candidate registers a version the promotion rules would make
+production as staging, proposed for production (promotion.held_for_approval). The retraining
+flow then pauses, tagged `awaiting-approval:<model>:v<N>` (flows/approval.py), until someone
+answers from the Prefect UI or with `mnist-pipeline models approve|reject N` (`resume_waiting`),
+or `registry.approval_timeout_s` pass. `settle` records the outcome in the audit trail:
+
+- approved: production moves to vN (action "promote"), by the approver, the comment as why;
+  but if production moved since vN was compared with it, that comparison no longer holds: vN
+  stays staging and a "reject" event says so (compare again, or `models promote N`);
+- rejected: vN stays staging; a "reject" event (production not moved) with the comment;
+- no answer in time: vN stays staging; an "expire" event.
+
+Prefect is imported only to answer a paused run (the registry and this module's logic do not
+need it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.inbox.events import server_configured
+from mnist_pipeline.pipeline import announce
+from mnist_pipeline.registry import PRODUCTION, Registry
+from mnist_pipeline.registry.registration import AliasMoved
+
+Outcome = Literal["approved", "rejected", "expired", "outdated"]
+
+
+def waiting_tag(model_name: str, version: int) -> str:
+    """The tag of a flow run waiting for approval of `model_name` v`version`."""
+    return f"awaiting-approval:{model_name}:v{version}"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A person's answer to a paused run: approve or not, why, and who (None: the run)."""
+
+    approve: bool
+    comment: str = ""
+    who: str | None = None
+
+    def run_input(self) -> dict[str, Any]:
+        """The answer as the paused run's input (flows/approval.py ApprovalInput)."""
+        return {"approve": self.approve, "comment": self.comment, "who": self.who}
+
+
+@dataclass(frozen=True)
+class Settled:
+    """How an approval ended, and a line saying so."""
+
+    outcome: Outcome
+    message: str
+
+
+def _v(version: int | None) -> str:
+    return "nothing" if version is None else f"v{version}"
+
+
+def settle(
+    registry: Registry,
+    version: int,
+    champion: int | None,
+    answer: Answer | None,
+    run_actor: str,
+    timeout_s: int,
+) -> Settled:
+    """Record the answer (None: none came within `timeout_s`) to the proposal that `version`,
+    compared with production v`champion`, replace it; `run_actor` is the waiting run."""
+    if answer is None:
+        why = f"no answer within {timeout_s} s to the proposal of v{version} for production"
+        registry.note(version, PRODUCTION, "expire", f"{why}: kept as staging", run_actor)
+        return Settled("expired", f"{why}: v{version} stays staging")
+    actor, comment = answer.who or run_actor, answer.comment or None
+    said = f" ({answer.comment})" if answer.comment else ""
+    if not answer.approve:
+        why = f"{actor} rejected v{version} for production: kept as staging"
+        registry.note(version, PRODUCTION, "reject", why, actor, comment)
+        return Settled("rejected", f"{why}{said}")
+    try:
+        previous = registry.promote(version, PRODUCTION, actor, comment, expected=champion)
+    except AliasMoved as moved:
+        if moved.now == version:
+            return Settled("approved", f"{actor} approved v{version}: it is production already")
+        why = (
+            f"{actor} approved v{version}, but production moved from {_v(champion)} to "
+            f"{_v(moved.now)} since v{version} was compared with it: kept as staging "
+            f"(compare again, or `mnist-pipeline models promote {version}`)"
+        )
+        registry.note(version, PRODUCTION, "reject", why, run_actor, comment)
+        return Settled("outdated", why)
+    announce.moved(registry, PRODUCTION, version, previous, actor)
+    return Settled(
+        "approved", f"{actor} approved v{version}: production {_v(previous)} -> v{version}{said}"
+    )
+
+
+def resume_waiting(model_name: str, version: int, answer: Answer) -> str:
+    """Answer the paused flow run waiting for approval of `model_name` v`version` (through the
+    configured Prefect API); returns a line naming it. PipelineError when there is no API, no
+    such run, more than one, or the run refuses the answer."""
+    url = server_configured()
+    if url is None:
+        raise PipelineError(
+            "no Prefect API configured (set PREFECT_API_URL): approvals answer a paused flow run"
+        )
+    tag = waiting_tag(model_name, version)
+    try:
+        runs = _paused_runs(tag)
+    except Exception as exc:  # unreachable server, refused request
+        raise PipelineError(f"cannot read flow runs from the Prefect API at {url}: {exc}") from None
+    if not runs:
+        raise PipelineError(
+            f"no paused flow run is waiting for approval of {model_name} v{version} "
+            f"(tag {tag}); nothing moved"
+        )
+    if len(runs) > 1:
+        names = ", ".join(f"{run.name} ({run.id})" for run in runs)
+        raise PipelineError(f"{len(runs)} flow runs wait for approval of v{version}: {names}")
+    run = runs[0]
+    from prefect.flow_runs import resume_flow_run
+
+    try:
+        resume_flow_run(run.id, run_input=answer.run_input())
+    except Exception as exc:  # timed out meanwhile, or the input refused
+        raise PipelineError(f"flow run {run.name} ({run.id}) could not be resumed: {exc}") from None
+    verb = "approve" if answer.approve else "reject"
+    return f"resumed flow run {run.name} ({run.id}) to {verb} v{version}"
+
+
+def _paused_runs(tag: str) -> list[Any]:
+    """The paused flow runs tagged `tag`."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    only = FlowRunFilter(
+        tags=FlowRunFilterTags(all_=[tag]),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+    )
+    with get_client(sync_client=True) as client:
+        return list(client.read_flow_runs(flow_run_filter=only, limit=10))

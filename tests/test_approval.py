@@ -1,0 +1,130 @@
+"""Approval before production (pipeline/approval.py): the held-back decision, the outcomes
+recorded in the audit trail, and the CLI's errors (the Prefect part: test_approval_flow.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mnist_pipeline.core.errors import ParamsError
+from mnist_pipeline.core.params import parse_params
+from mnist_pipeline.core.reports import ModelCard, parse_report
+from mnist_pipeline.pipeline import approval
+from mnist_pipeline.pipeline.approval import Answer, settle
+from mnist_pipeline.pipeline.promotion import held_for_approval
+from mnist_pipeline.pipeline.register import register_candidate
+from mnist_pipeline.registry import Decision, Registry
+from mnist_pipeline.registry.registration import AliasMoved
+from tests.approval_helpers import approval_params, proposed_project
+from tests.registry_helpers import make_candidate
+from tests.reports import PARAMS
+from tests.test_cli_errors import cli
+
+
+def test_approval_params_are_validated() -> None:
+    assert parse_params({}).registry.approval == "none"
+    with pytest.raises(ParamsError, match="registry.approval"):
+        parse_params({"registry": {"approval": "maybe"}})
+    with pytest.raises(ParamsError, match="registry.approval_timeout_s"):
+        parse_params({"registry": {"approval_timeout_s": 0}})
+
+
+def test_only_a_production_decision_is_held_back_and_its_evidence_is_kept() -> None:
+    evidence = {"evidence": {"significance": 0.05, "mnist": {"verdict": "better"}}}
+    better = Decision("production", "better than production v1", 1, evidence)
+    held = held_for_approval(better, "required")
+    assert (held.alias, held.champion) == ("staging", 1)
+    assert held.reason == (
+        "better than production v1; awaits approval for production (registry.approval: required)"
+    )
+    assert held.evidence == {**evidence, "proposed": "production"}
+    assert held_for_approval(better, "none") == better
+    worse = Decision("staging", "worse", 1, evidence)
+    assert held_for_approval(worse, "required") == worse
+
+
+def test_a_first_version_waits_too_and_the_card_says_what_was_proposed(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry", "mnist-cnn")
+    done = register_candidate(registry, make_candidate(tmp_path / "c", 1), approval_params())
+    assert (done.alias, done.pending, done.champion) == ("staging", "production", None)
+    assert "awaits approval for production" in done.summary()
+    assert registry.aliases() == {"staging": 1}
+    card = parse_report(ModelCard, registry.card(1), "card")
+    assert (card.decision.alias, card.decision.proposed) == ("staging", "production")
+    assert card.decision.evidence is not None  # the rules' evidence, whole
+    (event,) = registry.alias_log()["events"]
+    assert event["evidence"]["proposed"] == "production" and "evidence" in event["evidence"]
+
+
+def test_a_version_not_proposed_is_not_pending(tmp_path: Path) -> None:
+    registry, _ = proposed_project(tmp_path)
+    worse = make_candidate(tmp_path / "c3", 3, accuracy=0.91)
+    done = register_candidate(registry, worse, approval_params())
+    assert (done.alias, done.pending) == ("staging", None)
+
+
+def test_approved_moves_production_by_the_approver_with_the_comment(tmp_path: Path) -> None:
+    registry, v2 = proposed_project(tmp_path)
+    settled = settle(registry, 2, v2.champion, Answer(True, "checked", "user:eve"), "prefect:r", 9)
+    assert settled.outcome == "approved"
+    assert settled.message == "user:eve approved v2: production v1 -> v2 (checked)"
+    assert registry.aliases()["production"] == 2
+    event = registry.alias_log()["events"][-1]
+    assert (event["action"], event["version"], event["previous"]) == ("promote", 2, 1)
+    assert (event["actor"], event["evidence"]) == ("user:eve", {"comment": "checked"})
+    assert registry.verify() == []
+
+
+def test_rejected_and_expired_stay_staging_and_are_recorded(tmp_path: Path) -> None:
+    registry, v2 = proposed_project(tmp_path)
+    rejected = settle(registry, 2, v2.champion, Answer(False, "too slow"), "prefect:r", 9)
+    assert rejected.outcome == "rejected"
+    assert rejected.message == "prefect:r rejected v2 for production: kept as staging (too slow)"
+    expired = settle(registry, 2, v2.champion, None, "prefect:r", 60)
+    assert expired.outcome == "expired"
+    assert registry.aliases() == {"production": 1, "staging": 2}
+    reject, expire = registry.alias_log()["events"][-2:]
+    assert (reject["action"], reject["version"], reject["previous"]) == ("reject", 2, 1)
+    assert reject["evidence"] == {"comment": "too slow"} and reject["actor"] == "prefect:r"
+    assert expire["action"] == "expire" and expire["evidence"] == {}
+    assert expire["reason"] == (
+        "no answer within 60 s to the proposal of v2 for production: kept as staging"
+    )
+    assert registry.verify() == []  # the chain holds the events that moved nothing
+
+
+def test_approving_after_production_moved_keeps_it_staging(tmp_path: Path) -> None:
+    registry, v2 = proposed_project(tmp_path)
+    third = make_candidate(tmp_path / "c3", 3, accuracy=0.97)
+    moved = register_candidate(registry, third, PARAMS)  # approval not required there
+    assert (moved.version, moved.alias) == (3, "production")  # production moved while v2 waited
+    settled = settle(registry, 2, v2.champion, Answer(True, "ok", "user:eve"), "prefect:r", 9)
+    assert settled.outcome == "outdated"
+    assert "production moved from v1 to v3 since v2 was compared with it" in settled.message
+    assert registry.aliases()["production"] == 3
+    event = registry.alias_log()["events"][-1]
+    assert (event["action"], event["version"], event["actor"]) == ("reject", 2, "prefect:r")
+
+
+def test_a_conditional_promote_moves_nothing_when_the_alias_moved(tmp_path: Path) -> None:
+    registry, _ = proposed_project(tmp_path)
+    before = registry.alias_log()
+    with pytest.raises(AliasMoved, match="production is v1, no longer v7"):
+        registry.promote(2, "production", expected=7)
+    assert registry.alias_log() == before
+    assert registry.promote(2, "production", expected=1) == 1
+
+
+def test_cli_without_a_prefect_api_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry, _ = proposed_project(tmp_path)
+    before = registry.alias_log()
+    monkeypatch.setattr(approval, "server_configured", lambda: None)
+    assert cli(tmp_path, "models", "approve", "2", "--comment", "ok") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: no Prefect API configured (set PREFECT_API_URL)" in err
+    assert cli(tmp_path, "models", "reject", "9") == 1  # an unknown version is named first
+    assert capsys.readouterr().err == "error: unknown version 9 of mnist-cnn; versions: 1, 2\n"
+    assert registry.alias_log() == before
