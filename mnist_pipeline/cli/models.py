@@ -175,7 +175,8 @@ def _answer(ctx: typer.Context, version: int, answer: Answer) -> None:
     """Resume the flow run waiting for approval of `version` with `answer`."""
     registry = _registry(ctx)
     registry.version_of(version)  # an unknown version is named, with those that exist
-    err.print(resume_waiting(registry.name, version, answer), highlight=False, markup=False)
+    line = resume_waiting(registry.name, version, answer)
+    err.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @models_app.command("approve")
