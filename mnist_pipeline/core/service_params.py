@@ -94,6 +94,8 @@ class ServeParams(Section):
     model: str = Field(default="production", min_length=1)  # an alias or a version number
     workers: int = Field(default=1, ge=1, le=64)
     reload_interval_s: float = Field(default=1.0, gt=0, le=3600)  # how often the alias is checked
+    # With PREFECT_API_URL set: also check at once on each `mnist.alias.moved` event.
+    follow_events: bool = True
     max_upload_bytes: int = Field(default=4_000_000, ge=1)  # one request's body
     max_pixels: int = Field(default=4_000_000, ge=1)  # one uploaded image, from its header
     max_batch: int = Field(default=256, ge=1, le=10_000)  # images in one request

@@ -5,7 +5,8 @@
                     already preprocessed per the ONNX contract (floats in [0, 1]); `?top=k`
     GET  /healthz   the process is up
     GET  /readyz    a verified model is loaded (503 until then)
-    GET  /model     the served version's card summary, the alias followed, the last refusal
+    GET  /model     the served version's card summary, the alias followed, the last refusal,
+                    whether the alias's Prefect events are followed
     POST /feedback  only with feedback credentials (feedback.py): a bearer token, multipart
                     `file` and `label`, quarantined in data/pending/ for review
     GET  /docs      OpenAPI

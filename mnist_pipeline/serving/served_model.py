@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -24,6 +24,10 @@ from mnist_pipeline.core.reports import ModelCard
 from mnist_pipeline.export.session import open_session
 from mnist_pipeline.pipeline.versions import ONNX_FILE, read_card
 from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry.keys import REF_VERSION_RE
+
+if TYPE_CHECKING:
+    from mnist_pipeline.serving.alias_events import AliasEvents
 
 logger = logging.getLogger("mnist_pipeline.serve")
 
@@ -73,6 +77,7 @@ class ServedModel:
         self.checked: float | None = None  # time.time() of the last check
         self._lock = threading.Lock()  # one refresh at a time
         self._stop = threading.Event()
+        self.events: AliasEvents | None = None  # the event stream followed beside the poll
 
     def refresh(self) -> bool:
         """Load the version `ref` names now if it is not the one served; True if it changed.
@@ -109,8 +114,22 @@ class ServedModel:
         thread.start()
         return thread
 
+    def follow_events(self) -> bool:
+        """Also refresh at once when the Prefect event stream says the alias moved (a hint; the
+        poll goes on). False, and nothing started, when `PREFECT_API_URL` is not in the
+        environment or a version number (which never moves) is served."""
+        from mnist_pipeline.serving.alias_events import AliasEvents, api_configured
+
+        if not api_configured() or REF_VERSION_RE.fullmatch(self.ref):
+            return False
+        self.events = AliasEvents(self.registry.name, self.ref, self.refresh)
+        self.events.start()
+        return True
+
     def stop(self) -> None:
         self._stop.set()
+        if self.events is not None:
+            self.events.stop()
 
     def status(self) -> dict[str, Any]:
         """What is served, what was last checked, and the last refusal (for GET /model)."""
@@ -121,4 +140,5 @@ class ServedModel:
             "following": self.ref,
             "problem": self.problem,
             "checked": self.checked,
+            "events": None if self.events is None else self.events.status(),
         }

@@ -2,7 +2,8 @@
 
 One process (`serve.workers` 1) serves the app object directly; with more workers uvicorn
 imports `app_from_env` in each worker process, which reads the same params file and root
-(passed in MNIST_SERVE_* variables). Each process follows the alias on its own.
+(passed in MNIST_SERVE_* variables). Each process follows the alias on its own: it polls the
+registry and, with a Prefect API configured, also hears the alias's events (alias_events.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def build(params: Params, layout: Layout) -> FastAPI:
     served = ServedModel(open_registry(params.registry, layout), params.serve.model)
     served.refresh()  # a failure is logged; /readyz says 503 until a version loads
     served.follow(params.serve.reload_interval_s)
+    if params.serve.follow_events:
+        served.follow_events()  # only with a Prefect API configured
     return create_app(served, params.serve, feedback_of(params.serve, layout))
 
 

@@ -1,0 +1,143 @@
+"""A replica hears at once that its alias moved: Prefect's event stream as a hint (no torch).
+
+Moving an alias emits `mnist.alias.moved` on the resource `mnist.model.<model name>`
+(pipeline/announce.py). `AliasEvents` subscribes to those events of one model in a daemon thread
+with its own asyncio loop and calls `refresh` when one names the alias it follows. The event is
+only a hint: `refresh` asks the registry which version the alias names and verifies it, as the
+regular poll does; the version in the payload is never used. When the stream cannot be reached
+or closes, one warning is logged and it reconnects with backoff (1 s doubling to 60 s) while the
+poll keeps the server correct. Prefect is imported in that thread only, so a server without
+`PREFECT_API_URL` in its environment never imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from mnist_pipeline.pipeline.announce import MOVED, resource_id
+
+logger = logging.getLogger("mnist_pipeline.serve")
+
+# A subscriber factory: given the model's resource id, an async context manager yielding an
+# async iterator of events (Prefect's `get_events_subscriber`; tests pass a fake one).
+Subscribe = Callable[[str], AbstractAsyncContextManager[AsyncIterator[Any]]]
+BACKOFF_S = (1.0, 60.0)  # first and longest wait before reconnecting
+
+
+def api_configured(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this process's environment names a Prefect API (checked without Prefect)."""
+    return bool(environ.get("PREFECT_API_URL", "").strip())
+
+
+def names_alias(event: Any, model_name: str, alias: str) -> bool:
+    """Whether `event` (a Prefect Event) says that `alias` of `model_name` moved."""
+    payload = getattr(event, "payload", None) or {}
+    return (
+        getattr(event, "event", None) == MOVED
+        and getattr(getattr(event, "resource", None), "id", None) == resource_id(model_name)
+        and payload.get("alias") == alias
+    )
+
+
+def prefect_subscriber(resource: str) -> AbstractAsyncContextManager[AsyncIterator[Any]]:
+    """Prefect's subscriber to `mnist.alias.moved` on `resource` (reconnecting on its own,
+    also after a clean close)."""
+    from prefect.events.clients import get_events_subscriber
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    wanted = EventFilter(
+        event=EventNameFilter(name=[MOVED]), resource=EventResourceFilter(id=[resource])
+    )
+    return get_events_subscriber(filter=wanted, reconnect_on_clean_close=True)
+
+
+class AliasEvents:
+    """Calls `refresh()` whenever the event stream says `alias` of `model_name` moved."""
+
+    def __init__(
+        self,
+        model_name: str,
+        alias: str,
+        refresh: Callable[[], object],
+        subscribe: Subscribe = prefect_subscriber,
+        backoff_s: tuple[float, float] = BACKOFF_S,
+    ) -> None:
+        self.model_name, self.alias, self.refresh = model_name, alias, refresh
+        self.subscribe, self.backoff_s = subscribe, backoff_s
+        self.connected = False  # subscribed now
+        self.problem: str | None = None  # why the stream is not followed now
+        self.heard = 0  # events that named the alias
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> threading.Thread:
+        """Follow the stream in a daemon thread until `stop()`."""
+        thread = threading.Thread(target=self._thread, name="alias-events", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # closed meanwhile: the thread is done
+                loop.call_soon_threadsafe(task.cancel)
+
+    def status(self) -> dict[str, Any]:
+        """For GET /model: whether the stream is followed now, and why not."""
+        return {"connected": self.connected, "heard": self.heard, "problem": self.problem}
+
+    def _thread(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._task = loop.create_task(self.run())
+            if self._stop.is_set():  # stopped before the task existed
+                self._task.cancel()
+            loop.run_until_complete(self._task)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            loop.close()
+
+    async def run(self) -> None:
+        """Subscribe, refresh on each event for the alias, and resubscribe on any failure."""
+        first, longest = self.backoff_s
+        wait, attempts = first, 0
+        while not self._stop.is_set():
+            attempts += 1
+            try:
+                async with self.subscribe(resource_id(self.model_name)) as events:
+                    self.connected, self.problem, wait = True, None, first
+                    logger.info("following %s events of %s", MOVED, self.model_name)
+                    if attempts > 1:  # a move may have been missed meanwhile
+                        await asyncio.to_thread(self.refresh)
+                    async for event in events:
+                        if names_alias(event, self.model_name, self.alias):
+                            self.heard += 1
+                            await asyncio.to_thread(self.refresh)
+                    if self._stop.is_set():
+                        self.connected = False
+                        return
+                    raise ConnectionError("the event stream ended")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - polling serves on; retried below
+                message = str(exc) or type(exc).__name__
+                if self.problem is None:
+                    logger.warning(
+                        "not following %s events (%s); polling the registry meanwhile",
+                        MOVED,
+                        message,
+                    )
+                self.connected, self.problem = False, message
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, longest)

@@ -1,0 +1,175 @@
+"""A replica refreshes at once when Prefect says its alias moved: a fake stream, then a real one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from mnist_pipeline.pipeline.announce import MOVED, REGISTERED, resource_id
+from mnist_pipeline.pipeline.register import register_candidate
+from mnist_pipeline.registry import Registry
+from mnist_pipeline.serving.alias_events import AliasEvents, api_configured
+from tests.conftest import REPO_ROOT
+from tests.process_helpers import mnist_server, prefect_server
+from tests.registry_helpers import MODEL, PARAMS, candidate_in, exported_candidate
+
+
+def event(name: str, model: str, alias: str, version: int = 2) -> SimpleNamespace:
+    resource = SimpleNamespace(id=resource_id(model))
+    return SimpleNamespace(
+        event=name, resource=resource, payload={"alias": alias, "version": version}
+    )
+
+
+class FakeStream:
+    """Subscriptions that fail with `failures` first, then deliver `events` and stop `watcher`."""
+
+    def __init__(self, events: list[SimpleNamespace], failures: list[Exception]) -> None:
+        self.events, self.failures = events, failures
+        self.resources: list[str] = []
+        self.watcher: AliasEvents | None = None
+
+    @asynccontextmanager
+    async def __call__(self, resource: str) -> AsyncIterator[AsyncIterator[SimpleNamespace]]:
+        self.resources.append(resource)
+        if self.failures:
+            raise self.failures.pop(0)
+
+        async def stream() -> AsyncIterator[SimpleNamespace]:
+            for item in self.events:
+                yield item
+            assert self.watcher is not None
+            self.watcher.stop()
+
+        yield stream()
+
+
+def watch(stream: FakeStream, refreshed: list[int]) -> AliasEvents:
+    watcher = AliasEvents(MODEL, "production", lambda: refreshed.append(1), stream, (0.0, 0.0))
+    stream.watcher = watcher
+    return watcher
+
+
+def test_only_a_move_of_the_followed_alias_refreshes() -> None:
+    others = [
+        event(MOVED, "another-model", "production"),
+        event(MOVED, MODEL, "staging"),
+        event(REGISTERED, MODEL, "production"),
+    ]
+    stream, refreshed = FakeStream([*others, event(MOVED, MODEL, "production")], []), []
+    watcher = watch(stream, refreshed)
+    asyncio.run(watcher.run())
+    assert refreshed == [1]
+    assert watcher.status() == {"connected": False, "heard": 1, "problem": None}
+    assert stream.resources == [resource_id(MODEL)]
+
+
+def test_a_lost_stream_warns_once_retries_and_refreshes_on_return(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    down = [ConnectionRefusedError("connection refused"), OSError("websocket closed")]
+    stream, refreshed = FakeStream([event(MOVED, MODEL, "production")], down), []
+    watcher = watch(stream, refreshed)
+    with caplog.at_level(logging.INFO, logger="mnist_pipeline.serve"):
+        asyncio.run(watcher.run())
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "not following mnist.alias.moved events (connection refused); "
+        "polling the registry meanwhile"
+    ]
+    assert len(stream.resources) == 3  # two failures, then connected
+    assert refreshed == [1, 1]  # on reconnecting (a move may have been missed), on the event
+    assert watcher.status()["problem"] is None
+
+
+def test_stop_ends_the_thread_of_a_quiet_stream() -> None:
+    @asynccontextmanager
+    async def quiet(_resource: str) -> AsyncIterator[AsyncIterator[SimpleNamespace]]:
+        async def never() -> AsyncIterator[SimpleNamespace]:
+            await asyncio.Event().wait()
+            yield event(MOVED, MODEL, "production")
+
+        yield never()
+
+    watcher = AliasEvents(MODEL, "production", lambda: None, quiet)
+    thread = watcher.start()
+    deadline = time.monotonic() + 30
+    while not watcher.connected:
+        assert time.monotonic() < deadline, "never subscribed"
+        time.sleep(0.01)
+    watcher.stop()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+def test_without_an_api_nothing_is_followed_and_prefect_is_not_imported(tmp_path: Path) -> None:
+    assert api_configured({"PREFECT_API_URL": "http://127.0.0.1:4200/api"})
+    assert not api_configured({}) and not api_configured({"PREFECT_API_URL": " "})
+    code = (
+        "import sys\n"
+        "from mnist_pipeline.registry import Registry\n"
+        "from mnist_pipeline.serving.served_model import ServedModel\n"
+        f"served = ServedModel(Registry({str(tmp_path)!r}, 'm'), 'production')\n"
+        "assert served.follow_events() is False and served.status()['events'] is None\n"
+        "assert 'prefect' not in sys.modules, 'prefect was imported'\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def model_of(url: str) -> dict:
+    return httpx.get(f"{url}/model", timeout=10).json()
+
+
+def wait_until(check, what: str, timeout: float = 60) -> None:
+    """Poll `check()` until it is true; `timeout` bounds a failure, it times nothing."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_promotion_reaches_the_server_by_event_not_by_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(tmp_path / "registry", MODEL)
+    for seed in (2, 1):  # v1 (seed 2) is production; v2 stays staging
+        register_candidate(
+            registry, candidate_in(exported_candidate(tmp_path / f"m{seed}", seed)), PARAMS
+        )
+    (tmp_path / "prefect").mkdir()
+    slow_poll = {"reload_interval_s": 3600}  # no poll after the first check at start
+    with prefect_server(tmp_path / "prefect") as env:
+        for key in ("PREFECT_API_URL", "PREFECT_HOME"):
+            monkeypatch.setenv(key, env[key])  # the servers' environment
+        with (
+            mnist_server(tmp_path, tmp_path / "deaf.log", follow_events=False, **slow_poll) as deaf,
+            mnist_server(tmp_path, tmp_path / "hearing.log", **slow_poll) as hearing,
+        ):
+            assert model_of(deaf)["events"] is None
+            wait_until(lambda: model_of(hearing)["events"]["connected"], "the event stream")
+            cli = [sys.executable, "-m", "mnist_pipeline", "--root", str(tmp_path), "models"]
+            done = subprocess.run(
+                [*cli, "promote", "2"],
+                env={**env, "PYTHONPATH": str(REPO_ROOT)},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            wait_until(lambda: model_of(hearing)["model"]["version"] == 2, "v2 by event")
+            # The event switched it: the other server, polling only, still serves v1.
+            assert model_of(hearing)["events"]["heard"] >= 1
+            assert model_of(deaf)["model"]["version"] == 1
