@@ -171,10 +171,16 @@ def test_mnist_decides_before_the_holdout(arena) -> None:
         worse_holdout.reason
         == "worse than production v1 on the extra holdout (n10 0 / n01 20, p 1.91e-06 < 0.05)"
     )
-    # As good as production on MNIST test, better on the holdout: the policy decides.
-    same_mnist = challenge(range(30), policy(promote_on_holdout=False))
+    # As good as production on MNIST test, better on the holdout: the policy decides (by
+    # default the users' labels never promote a model on their own).
+    same_mnist = challenge(range(30))
     assert same_mnist.alias == "staging" and "not significantly better" in same_mnist.reason
-    by_holdout = challenge(range(30))
+    # Promoting on the holdout still needs no loss at all on MNIST test: one more mistake
+    # (image 30, not significant, within a loose per-digit tolerance) keeps it staging.
+    trusting = policy(promote_on_holdout=True, per_digit_tolerance=0.05)
+    one_lost = challenge(range(31), trusting)
+    assert one_lost.alias == "staging" and "not significantly better" in one_lost.reason
+    by_holdout = challenge(range(30), policy(promote_on_holdout=True))
     assert by_holdout.alias == "production"
     assert "better than production v1 on the extra holdout (n10 20 / n01 0" in by_holdout.reason
     assert by_holdout.reason.endswith("same on MNIST test")

@@ -53,7 +53,12 @@ def rule(evidence: PromotionEvidence, champion: int) -> tuple[str, str]:
         return STAGING, f"worse {than} on the extra holdout ({held.why})"
     if mnist.verdict == "better":
         return PRODUCTION, f"better {than} on MNIST test ({mnist.why})"
-    if held is not None and held.verdict == "better" and evidence.promote_on_holdout:
+    if (
+        held is not None
+        and held.verdict == "better"
+        and evidence.promote_on_holdout
+        and mnist.gain >= 0
+    ):
         return PRODUCTION, f"better {than} on the extra holdout ({held.why}), same on MNIST test"
     return STAGING, f"not significantly better {than} on MNIST test ({mnist.why})"
 
@@ -129,6 +134,7 @@ def decide(
         reason = f"first version of {registry.name}: production"
         return Decision(PRODUCTION, reason, None, {"evidence": evidence.to_dict()})
     ours = None if holdout is None else onnx_correct(onnx, holdout, "the candidate's model.onnx")
+    ours_mnist = None if mnist is None else mnist()  # the candidate's own files: not wrapped
     try:
         card = read_card(registry, champion)
         leaked = None if holdout is None else _trained_on_holdout(card, holdout_percent)
@@ -139,11 +145,10 @@ def decide(
         where = f"production v{champion}'s model.onnx"
         needed = mnist is not None or holdout is not None
         theirs_onnx = registry.read_file(champion, ONNX_FILE) if needed else b""
-        if mnist is None:
+        if ours_mnist is None:
             recorded = card.metrics.accuracy
             on_mnist = paired.unpaired(metrics.accuracy, recorded, metrics.total, policy)
         else:
-            ours_mnist = mnist()
             test = ours_mnist.test
             theirs = onnx_correct(theirs_onnx, test, where)
             on_mnist = paired.compare(theirs, ours_mnist.correct, test.labels, policy)
