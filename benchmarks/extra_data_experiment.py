@@ -31,7 +31,7 @@ from benchmarks.machine import cpu_name
 from benchmarks.shifted_digits import shifted_set
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import TrainParams
-from mnist_pipeline.data.dataset import load_mnist, normalise
+from mnist_pipeline.data.dataset import Mnist, load_mnist, normalise
 from mnist_pipeline.data.preprocess import preprocess_bytes
 from mnist_pipeline.inbox.ingest import to_uint8
 from mnist_pipeline.model.network import predict_logits
@@ -75,6 +75,21 @@ def accuracy(model_path: Path, rendered: list[tuple[bytes, int]]) -> float:
     return float((logits.argmax(dim=1) == labels).float().mean())
 
 
+def fetched_base(scratch: Path, env: dict[str, str]) -> tuple[Path, Mnist, torch.Tensor]:
+    """A project under `scratch` with MNIST fetched and default params, the dataset, and the
+    indices of the default validation split (the digits benchmarks may draw from)."""
+    base = scratch / "base"
+    base.mkdir()
+    (base / "params.yaml").write_text("{}\n")
+    cli(base, "fetch", env=env)
+    mnist = load_mnist(Layout(base).data_dir)
+    defaults = TrainParams()
+    _, val_idx = split_indices(
+        len(mnist.train_labels), defaults.val_size, torch.Generator().manual_seed(defaults.seed)
+    )
+    return base, mnist, val_idx
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR", "../shared/mnist"))
@@ -87,15 +102,7 @@ def main() -> None:
     env = {**os.environ, "MNIST_MIRROR": str(Path(args.mirror).resolve()), "DVC_NO_ANALYTICS": "1"}
     scratch = Path(tempfile.mkdtemp(prefix="extra-experiment-"))
     try:
-        base = scratch / "base"
-        base.mkdir()
-        (base / "params.yaml").write_text("{}\n")
-        cli(base, "fetch", env=env)
-        mnist = load_mnist(Layout(base).data_dir)
-        defaults = TrainParams()
-        _, val_idx = split_indices(
-            len(mnist.train_labels), defaults.val_size, torch.Generator().manual_seed(defaults.seed)
-        )
+        base, mnist, val_idx = fetched_base(scratch, env)
         cut = np.cumsum([0, args.add, args.choose, args.eval])
         sets = {}
         for seed, (name, lo, hi) in enumerate(
