@@ -24,10 +24,15 @@ from typing import Any
 
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import trail
-from mnist_pipeline.registry.keys import check_alias
+from mnist_pipeline.registry.keys import REF_VERSION_RE, check_alias
 
 PRODUCTION = "production"
 STAGING = "staging"
+
+
+def names_version(ref: str) -> bool:
+    """Whether `ref` names a version by number ("3", "v3"), which never moves, not an alias."""
+    return REF_VERSION_RE.fullmatch(str(ref).strip()) is not None
 
 
 def utc_now() -> str:

@@ -24,7 +24,7 @@ from mnist_pipeline.core.reports import ModelCard
 from mnist_pipeline.export.session import open_session
 from mnist_pipeline.pipeline.versions import ONNX_FILE, read_card
 from mnist_pipeline.registry import Registry
-from mnist_pipeline.registry.keys import REF_VERSION_RE
+from mnist_pipeline.registry.aliases import names_version
 
 if TYPE_CHECKING:
     from mnist_pipeline.serving.alias_events import AliasEvents
@@ -120,7 +120,7 @@ class ServedModel:
         environment or a version number (which never moves) is served."""
         from mnist_pipeline.serving.alias_events import AliasEvents, api_configured
 
-        if not api_configured() or REF_VERSION_RE.fullmatch(self.ref):
+        if not api_configured() or names_version(self.ref):
             return False
         self.events = AliasEvents(self.registry.name, self.ref, self.refresh)
         self.events.start()
