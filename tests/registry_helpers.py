@@ -220,6 +220,14 @@ if __name__ == "__main__":
     main(sys.argv[1:])
 
 
+def key_pair(folder: Path) -> tuple[Path, Path]:
+    """A new Ed25519 signing key in `folder` and its public key: (key, key.pub)."""
+    from mnist_pipeline.registry.signing import generate
+
+    pub, _ = generate(folder / "k")
+    return folder / "k", pub
+
+
 def model_dir(registry: Registry) -> Path:
     """The folder of a local registry's model (tests may know the local layout)."""
     return Path(registry.root) / registry.name

@@ -88,6 +88,9 @@ def test_unsigned_versions_are_refused_only_when_required(
     )  # trusted keys alone: unsigned is allowed
     strict = registry(root, None, [keys["old"]], required=True)
     with pytest.raises(RegistryError, match=r"mnist-cnn v1 is not signed \(registry.require"):
+        strict.fetch("1", "model.onnx")
+    # Nor is the unsigned event that made it production followed (audit.refuse_forged).
+    with pytest.raises(RegistryError, match=r"alias event 1 is not signed \(registry.require"):
         strict.fetch("production", "model.onnx")
     # Deleting the signature (the seal stays valid) does not make an acceptable unsigned card.
     register_candidate(registry(root, keys["old"], [keys["old"]]), make(2), PARAMS)
@@ -134,3 +137,29 @@ def test_signing_params_and_key_files_are_checked(tmp_path: Path, keys: dict[str
         {"registry": {"signing_key": "keys/new", "trusted_keys": ["keys/new.pub"]}}
     )
     assert open_registry(params.registry, layout).signing.key is not None
+
+
+@pytest.mark.parametrize("signing_key", [None, "new"], ids=["no-key", "untrusted-key"])
+def test_a_required_signature_refuses_writes_this_machine_cannot_sign(
+    tmp_path: Path, keys: dict[str, Path], make, signing_key: str | None
+) -> None:
+    root = tmp_path / "registry"
+    signer = registry(root, keys["old"], [keys["old"]], required=True)
+    for seed, accuracy in ((1, 0.98), (2, 0.97)):
+        register_candidate(signer, make(seed, accuracy=accuracy), PARAMS, 0.0)
+    signer.promote(2, "production")
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    key = keys[signing_key] if signing_key else None
+    unable = registry(root, key, [keys["old"]], required=True)
+    writes = {
+        "promote": lambda: unable.promote(1, "production"),
+        "rollback": lambda: unable.rollback(),
+        "note": lambda: unable.note(2, "production", "reject", "not this one"),
+        "register": lambda: register_candidate(unable, make(3), PARAMS, 0.0),
+    }
+    for what, write in writes.items():
+        with pytest.raises(RegistryError, match=r"^refusing to write .*registry\.signing_key"):
+            write()
+        after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+        assert after == before, what  # nothing written
+    assert unable.aliases()["production"] == 2 and unable.verify() == []

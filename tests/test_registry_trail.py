@@ -10,9 +10,9 @@ import pytest
 
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
-from mnist_pipeline.registry.signing import Signing, generate
+from mnist_pipeline.registry.signing import Signing
 from mnist_pipeline.registry.trail import HASH_KEY, digest
-from tests.registry_helpers import MODEL, PARAMS, model_dir, writable
+from tests.registry_helpers import MODEL, PARAMS, key_pair, model_dir, writable
 
 
 def aliases_file(registry: Registry) -> Path:
@@ -92,25 +92,105 @@ def rehashed(event: dict) -> dict:
     return {**event, HASH_KEY: digest(event)}
 
 
-def test_a_legacy_log_without_hashes_loads_and_the_chain_continues_from_it(
+LEGACY_FIELDS = ("time", "action", "alias", "version", "previous", "reason")
+
+
+def as_legacy(events: list[dict]) -> list[dict]:
+    """Events as the registry wrote them before they were chained."""
+    return [{k: e[k] for k in LEGACY_FIELDS} for e in events]
+
+
+def test_a_legacy_log_without_hashes_loads_and_the_chain_covers_all_of_it(
     registry: Registry, make
 ) -> None:
     for seed, accuracy in ((1, 0.98), (2, 0.97)):
         register_candidate(registry, make(seed, accuracy=accuracy), PARAMS, 0.0)
-    legacy_fields = ("time", "action", "alias", "version", "previous", "reason")
-    rewrite_events(registry, lambda ev: [{k: e[k] for k in legacy_fields} for e in ev])
+    rewrite_events(registry, as_legacy)
     assert registry.verify() == []  # as the registry wrote it before events were chained
     registry.promote(2, "production", comment="try the newer one")
     events = registry.alias_log()["events"]
-    assert HASH_KEY not in events[1] and events[2]["prev_sha256"] == digest(events[1])
+    assert HASH_KEY not in events[1] and events[2]["prev_sha256"] == digest(events[:2])
     assert registry.verify() == []
-    rewrite_events(registry, lambda ev: [ev[0], {**ev[1], "reason": "edited"}, ev[2]])
-    assert any("event 3 does not follow" in p for p in registry.verify())
+    for edited in (0, 1):  # the first legacy event is covered as well as the last
+        rewrite_events(
+            registry,
+            lambda ev, i=edited: [
+                {**e, "reason": "edited"} if j == i else e for j, e in enumerate(ev)
+            ],
+        )
+        assert any("event 3 does not follow" in p for p in registry.verify())
+        rewrite_events(registry, lambda ev: events)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (  # every hash and signature removed: not a legacy log
+            lambda ev: [
+                {k: v for k, v in e.items() if k not in (HASH_KEY, "signature")} for e in ev
+            ],
+            [
+                f"alias event {n} has no hash but a chained event's fields (stripped)"
+                for n in range(1, 6)
+            ],
+        ),
+        (  # the first two stripped, so that the first could be rewritten
+            lambda ev: (
+                [
+                    {k: v for k, v in e.items() if k not in (HASH_KEY, "signature")}
+                    | ({"actor": "user:mallory"} if i == 0 else {})
+                    for i, e in enumerate(ev[:2])
+                ]
+                + ev[2:]
+            ),
+            [
+                *(
+                    f"alias event {n} has no hash but a chained event's fields (stripped)"
+                    for n in (1, 2)
+                ),
+                "alias event 3 does not follow the event before it (the history was rewritten, "
+                "reordered, or events were removed)",
+            ],
+        ),
+        (  # the first two made to look legacy: the third no longer follows what precedes it
+            lambda ev: as_legacy(ev[:2]) + ev[2:],
+            [
+                "alias event 3 does not follow the event before it (the history was rewritten, "
+                "reordered, or events were removed)"
+            ],
+        ),
+    ],
+    ids=["all-stripped", "prefix-stripped", "prefix-made-legacy"],
+)
+def test_a_chained_log_cannot_pass_as_a_legacy_one(
+    registry: Registry, make, change, expected
+) -> None:
+    moved(registry, make)
+    rewrite_events(registry, change)
+    assert registry.verify() == expected
+
+
+def test_require_signature_reports_a_legacy_prefix_until_a_signed_move_covers_it(
+    tmp_path: Path, make
+) -> None:
+    key, pub = key_pair(tmp_path / "keys")
+    root = tmp_path / "registry"
+    signer = Registry(root, MODEL, Signing.load(key, [pub], True))
+    moved(signer, make)
+    rewrite_events(signer, as_legacy)  # also what rewriting the whole log as legacy looks like
+    assert signer.verify() == [
+        "alias events 1-5 are not signed (registry.require_signature): they predate chained "
+        "events, and no signed event after them vouches for them yet"
+    ]
+    assert Registry(root, MODEL, Signing.load(key, [pub], False)).verify() == []
+    signer.promote("production", "production", comment="vouch for the legacy log")
+    assert signer.verify() == []
+    rewrite_events(signer, lambda ev: [{**ev[0], "reason": "edited"}, *ev[1:]])
+    assert any("event 6 does not follow" in p for p in signer.verify())
 
 
 def test_a_rewritten_and_rehashed_history_fails_only_its_signatures(tmp_path: Path, make) -> None:
-    generate(tmp_path / "keys" / "k")
-    key, pub = tmp_path / "keys" / "k", tmp_path / "keys" / "k.pub"
+    key, pub = key_pair(tmp_path / "keys")
     root = tmp_path / "registry"
     signed = Registry(root, MODEL, Signing.load(key, [pub], False))
     events = moved(signed, make).alias_log()["events"]

@@ -40,6 +40,11 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def commented(comment: str | None) -> dict[str, str]:
+    """A manual move's evidence: the mover's comment (none: no evidence)."""
+    return {} if comment is None else {"comment": comment}
+
+
 @dataclass
 class AliasState:
     """Mutable in-memory alias map; every move is appended to `events` as the next link of the

@@ -18,11 +18,16 @@ from mnist_pipeline.core.atomic import write_bytes
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import aliases as alias_doc
 from mnist_pipeline.registry import commit, keys
-from mnist_pipeline.registry.aliases import PRODUCTION, STAGING, AliasState
-from mnist_pipeline.registry.audit import audit
+from mnist_pipeline.registry.aliases import PRODUCTION, AliasState
+from mnist_pipeline.registry.audit import audit, refuse_forged
 from mnist_pipeline.registry.backends import open_storage
 from mnist_pipeline.registry.card import SIGNATURE_KEY, inputs_of, is_sealed
-from mnist_pipeline.registry.registration import Registration, Submission
+from mnist_pipeline.registry.registration import (
+    DECISION_FIELDS,
+    Registration,
+    Submission,
+    applicable,
+)
 from mnist_pipeline.registry.signing import Signing
 from mnist_pipeline.registry.storage import Storage
 
@@ -43,6 +48,7 @@ class Registry:
         self.storage = root if isinstance(root, Storage) else open_storage(root)
         self.root = root
         self.signing = signing or Signing()
+        self._trusted_revision: str | None = None  # the alias document last found consistent
 
     @property
     def location(self) -> str:
@@ -199,6 +205,8 @@ class Registry:
         replayed decisions are recorded as `actor`'s (see `_replayed`)."""
         found = self.storage.read_document(keys.aliases_key(self.name))
         state = alias_doc.parse(found and found[0], self._aliases_where())
+        if found is not None and found[1] != self._trusted_revision:
+            self._trusted_revision = refuse_forged(self, state, found[1])
         state.sign = self.signing.sign
         replayed = self._replayed(state, versions, actor, own)
         return replayed, None if found is None else found[1]
@@ -221,7 +229,7 @@ class Registry:
                 continue
             try:
                 decision = self._card(version)["decision"]
-                alias, reason = _applicable(decision, state)
+                alias, reason = applicable(decision, state)
                 evidence = {k: v for k, v in decision.items() if k not in DECISION_FIELDS}
                 if version != own:
                     evidence["replayed"] = True  # its writer died before recording it
@@ -285,20 +293,3 @@ class Registry:
     def _problems(self, version: int, card: dict[str, Any]) -> list[str]:
         """Every recorded file of a version that is missing or modified."""
         return [p for rel in sorted(card["files"]) if (p := self._file(version, card, rel)[1])]
-
-
-DECISION_FIELDS = ("alias", "reason", "champion")  # the rest of a card's decision: its evidence
-
-
-def _applicable(decision: dict[str, Any], state: AliasState) -> tuple[str, str]:
-    """The alias a committed version's decision gives it now: production only if production
-    is still the version it was compared with (else it moved meanwhile: staging)."""
-    alias, reason = str(decision["alias"]), str(decision["reason"])
-    if alias == PRODUCTION and state.aliases.get(PRODUCTION) != decision.get("champion"):
-        now = state.aliases.get(PRODUCTION)
-        reason = (
-            f"{reason}; but production moved to v{now} while it was compared with "
-            f"v{decision.get('champion')}: kept as staging"
-        )
-        alias = STAGING
-    return alias, reason

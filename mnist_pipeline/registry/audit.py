@@ -1,6 +1,7 @@
 """`models verify`: every card's seal and signature checked, every file re-hashed, the alias
-document (its audit trail's hash chain and signatures: trail.py) and the rest of the store
-accounted for."""
+document (its audit trail's hash chain and signatures, and the alias map against the trail's
+moves: trail.py) and the rest of the store accounted for. With trusted keys, reads refuse an
+alias document whose trail is broken or does not lead to its aliases (`refuse_forged`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from mnist_pipeline.registry import aliases as alias_doc
 from mnist_pipeline.registry import keys, trail
 
 if TYPE_CHECKING:
+    from mnist_pipeline.registry.aliases import AliasState
     from mnist_pipeline.registry.api import Registry
 
 
@@ -38,6 +40,7 @@ def audit(registry: Registry) -> list[str]:
     except RegistryError as exc:
         return problems + [str(exc)]
     problems += trail.check(state.events, registry.signing)
+    problems += trail.mismatches(state.events, state.aliases, state.history)
     for alias, version in sorted(state.aliases.items()):
         if version not in versions:
             problems.append(f"alias {alias!r} points at v{version}, which does not exist")
@@ -53,3 +56,20 @@ def audit(registry: Registry) -> list[str]:
         else:
             problems.append(f"unexpected entry in {registry.location}: {key}")
     return problems
+
+
+def refuse_forged(registry: Registry, state: AliasState, revision: str) -> str:
+    """`revision` if the alias document `state` is safe to follow, else RegistryError. With
+    trusted keys its trail must verify (a legacy prefix aside, so that a signed move can still
+    vouch for it) and lead to its aliases; without them nothing is checked here."""
+    if not registry.signing.trusted:
+        return revision
+    problems = trail.check(state.events, registry.signing, legacy_signed=False)
+    problems += trail.mismatches(state.events, state.aliases, state.history)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise RegistryError(
+            f"refusing the aliases of {registry._aliases_where()}: {problems[0]}{more}; "
+            "see `mnist-pipeline models verify`"
+        )
+    return revision

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import aliases as alias_doc
 from mnist_pipeline.registry import keys
-from mnist_pipeline.registry.aliases import PRODUCTION, AliasState, utc_now
+from mnist_pipeline.registry.aliases import PRODUCTION, AliasState, commented, utc_now
 from mnist_pipeline.registry.card import (
     CARD_SCHEMA,
     REGISTRY_FIELDS,
@@ -55,10 +55,11 @@ def register(
     where it has one, so runs that finish together cannot both register the same model.
     ChampionMoved when production is no longer the version the decision was reached against
     (nothing is committed; decide again). Without a lock, a version whose champion moved after
-    this check is kept as staging when its decision is applied (api._applicable). The audit
+    this check is kept as staging when its decision is applied (registration.applicable). The audit
     trail records `actor` (default: the local user) and the decision's evidence.
     """
     keys.check_alias(submission.decision.alias)
+    registry.signing.require_signer()
     clash = set(submission.description) & {*REGISTRY_FIELDS, "decision", SIGNATURE_KEY}
     if clash:
         raise RegistryError(f"a submission may not set the registry's own card fields: {clash}")
@@ -101,7 +102,7 @@ def promote(
         if expected is not UNCHECKED and state.aliases.get(alias) != expected:
             raise AliasMoved(registry.name, alias, expected, state.aliases.get(alias))
         why = f"promoted v{target} to {alias}"
-        return state.assign(alias, target, "promote", why, actor, _comment(comment))
+        return state.assign(alias, target, "promote", why, actor, commented(comment))
 
     return _swap_aliases(registry, move, actor)
 
@@ -122,7 +123,7 @@ def note(
 
     def record(state: AliasState) -> int:
         target = registry.version_of(version, state)
-        state.note(action, alias, target, reason, actor, _comment(comment))
+        state.note(action, alias, target, reason, actor, commented(comment))
         return target
 
     return _swap_aliases(registry, record, actor)
@@ -138,16 +139,11 @@ def rollback(
     keys.check_alias(alias)
 
     def back(state: AliasState) -> int:
-        _, target = state.rollback(alias, actor, _comment(comment))
+        _, target = state.rollback(alias, actor, commented(comment))
         _require_intact(registry, target)
         return target
 
     return _swap_aliases(registry, back, actor)
-
-
-def _comment(comment: str | None) -> dict[str, str]:
-    """A manual move's evidence: the mover's comment (none: no evidence)."""
-    return {} if comment is None else {"comment": comment}
 
 
 def garbage(registry: Registry) -> list[str]:
@@ -251,6 +247,7 @@ def _swap_aliases(
     """Apply `change` to the current alias state (decisions replayed, `own` as registered by
     `actor`, others marked replayed by it) and store it by compare-and-swap, re-reading and
     re-applying on conflict: every event is chained to the log as it is stored."""
+    registry.signing.require_signer()  # an unsigned event would fail verify forever
     key = keys.aliases_key(registry.name)
     for _ in range(SWAP_ATTEMPTS):
         state, revision = registry._state_and_revision(actor=actor, own=own)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.registry.aliases import PRODUCTION, STAGING, AliasState
 
 
 @dataclass(frozen=True)
@@ -81,3 +82,20 @@ class Registration:
             return f"nothing registered: {self.reason}"
         line = f"registered {self.name} v{self.version} as {self.alias}: {self.reason}"
         return line if self.warning is None else f"{line}\nwarning: {self.warning}"
+
+
+DECISION_FIELDS = ("alias", "reason", "champion")  # the rest of a card's decision: its evidence
+
+
+def applicable(decision: dict[str, Any], state: AliasState) -> tuple[str, str]:
+    """The alias a committed version's decision gives it now: production only if production
+    is still the version it was compared with (else it moved meanwhile: staging)."""
+    alias, reason = str(decision["alias"]), str(decision["reason"])
+    if alias == PRODUCTION and state.aliases.get(PRODUCTION) != decision.get("champion"):
+        now = state.aliases.get(PRODUCTION)
+        reason = (
+            f"{reason}; but production moved to v{now} while it was compared with "
+            f"v{decision.get('champion')}: kept as staging"
+        )
+        alias = STAGING
+    return alias, reason

@@ -75,6 +75,23 @@ class Signing:
         signature = base64.b64encode(self.key.sign(canonical(unsigned(card)))).decode()
         return {"key_id": key_id(self.key.public_key()), "ed25519": signature}
 
+    def require_signer(self) -> None:
+        """RegistryError when signatures are required and this process cannot make one that
+        verifies (no signing key, or one whose public key is not trusted): checked before any
+        write, so nothing unsigned is stored."""
+        if not (self.required and self.trusted):
+            return
+        if self.key is None:
+            raise RegistryError(
+                "refusing to write to the registry: registry.require_signature is on and no "
+                "registry.signing_key is configured here, so what it writes would be unsigned"
+            )
+        if key_id(self.key.public_key()) not in self.trusted:
+            raise RegistryError(
+                f"refusing to write to the registry: registry.signing_key (key "
+                f"{key_id(self.key.public_key())}) is not among registry.trusted_keys"
+            )
+
     def check(
         self, card: dict[str, Any], signature: Any, label: str, what: str = "card.json"
     ) -> None:

@@ -7,12 +7,14 @@ of the event before it (None for the first), and `sha256`, the SHA-256 of its ow
 JSON without `sha256` and `signature`; with a signing key it also carries an Ed25519
 `signature` over the same bytes plus `sha256` (signing.py, as cards are signed). An edited,
 reordered, or removed-in-the-middle event breaks the chain; a whole log rewritten and rehashed
-is caught only by the signatures (`registry.trusted_keys`).
+is caught only by the signatures (`registry.trusted_keys`). The alias map must be what the
+log's moves lead to (`mismatches`): an alias set without an event is caught like an edit.
 
-Events written before the log was chained have no `sha256`: they are a legacy prefix, linked to
-the chain by the first chained event's `prev_sha256` (the hash of the last legacy event's
-canonical JSON) but not otherwise checked. Registry code imports nothing of Prefect: callers
-say who the actor is; without one it is the local user.
+Events written before the log was chained are a legacy prefix: at the start of the log, with
+none of the fields chaining added (`CHAINED_FIELDS`). The first chained event's `prev_sha256`
+is the SHA-256 of the whole prefix (a JSON list), so every later event covers it, and a signed
+one vouches for it under `registry.require_signature`. Registry code imports nothing of
+Prefect: callers say who the actor is; without one it is the local user.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from mnist_pipeline.registry.signing import Signing
 
 HASH_KEY = "sha256"
 PREV_KEY = "prev_sha256"
+CHAINED_FIELDS = (HASH_KEY, PREV_KEY, SIGNATURE_KEY, "actor", "evidence")  # never in legacy
+MOVES = ("register", "promote")  # point an alias at a version; "rollback" pops its history
 Signer = Callable[[dict[str, Any]], dict[str, str] | None]
 
 
@@ -46,18 +50,19 @@ def digest(event: Any) -> str:
     return hashlib.sha256(canonical(event)).hexdigest()
 
 
-def link(previous: Any) -> str | None:
-    """What the next event's `prev_sha256` must be after `previous` (None: no event before)."""
-    if previous is None:
+def link(before: list[Any]) -> str | None:
+    """What the `prev_sha256` of the event after `before` must be (None: the first event)."""
+    if not before:
         return None
-    if isinstance(previous, dict) and isinstance(previous.get(HASH_KEY), str):
-        return str(previous[HASH_KEY])
-    return digest(previous)  # a legacy event, without a hash of its own
+    last = before[-1]
+    if isinstance(last, dict) and isinstance(last.get(HASH_KEY), str):
+        return str(last[HASH_KEY])
+    return digest(list(before))  # after the legacy prefix: all of it
 
 
 def chained(events: list[Any], event: dict[str, Any], sign: Signer | None) -> dict[str, Any]:
     """`event` made the next link after `events`: its predecessor's hash, its own, a signature."""
-    linked = {**event, PREV_KEY: link(events[-1] if events else None)}
+    linked = {**event, PREV_KEY: link(events)}
     linked[HASH_KEY] = digest(linked)
     signature = sign(linked) if sign is not None else None
     if signature is not None:
@@ -65,28 +70,89 @@ def chained(events: list[Any], event: dict[str, Any], sign: Signer | None) -> di
     return linked
 
 
-def check(events: list[Any], signing: Signing) -> list[str]:
-    """Every break of the chain (and, with trusted keys, every bad or missing signature)."""
+def check(events: list[Any], signing: Signing, legacy_signed: bool = True) -> list[str]:
+    """Every break of the chain (and, with trusted keys, every bad or missing signature; with
+    `legacy_signed` and `require_signature`, a legacy prefix no signed event vouches for)."""
     problems: list[str] = []
-    started = False
+    legacy, started, vouched = 0, False, False
     for index, event in enumerate(events):
         label = f"alias event {index + 1}"
-        hashed = isinstance(event, dict) and HASH_KEY in event
-        if not hashed:
+        if not isinstance(event, dict):
+            problems.append(f"{label} is not a JSON object")
+            continue
+        if HASH_KEY not in event:
             if started:
                 problems.append(f"{label} has no hash inside the chain (inserted or stripped)")
-            continue  # the legacy prefix
+            elif any(key in event for key in CHAINED_FIELDS):
+                problems.append(f"{label} has no hash but a chained event's fields (stripped)")
+            else:
+                legacy += 1
+            continue
         started = True
         if event[HASH_KEY] != digest(event):
             problems.append(f"{label} was edited (its sha256 does not match its content)")
-        expected = link(events[index - 1] if index else None)
-        if event.get(PREV_KEY) != expected:
+        if event.get(PREV_KEY) != link(events[:index]):
             problems.append(
                 f"{label} does not follow the event before it (the history was rewritten, "
                 "reordered, or events were removed)"
             )
         try:
             signing.check(event, event.get(SIGNATURE_KEY), label, "the event")
+            vouched = vouched or event.get(SIGNATURE_KEY) is not None
         except RegistryError as exc:
             problems.append(str(exc))
+    if legacy and legacy_signed and signing.required and signing.trusted and not vouched:
+        problems.append(
+            f"alias events 1-{legacy} are not signed (registry.require_signature): they predate "
+            "chained events, and no signed event after them vouches for them yet"
+        )
     return problems
+
+
+def replay(events: list[Any]) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """The aliases and alias histories the log's moves lead to (other actions move nothing)."""
+    aliases: dict[str, int] = {}
+    history: dict[str, list[int]] = {}
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        alias, version = event.get("alias"), event.get("version")
+        if not isinstance(alias, str) or not isinstance(version, int):
+            continue
+        action = event.get("action")
+        if action == "rollback":
+            if history.get(alias):
+                history[alias].pop()
+        elif action in MOVES:
+            if aliases.get(alias) == version:
+                continue
+            history.setdefault(alias, []).append(version)
+        else:
+            continue
+        aliases[alias] = version
+    return aliases, history
+
+
+def mismatches(
+    events: list[Any], aliases: dict[str, int], history: dict[str, list[int]]
+) -> list[str]:
+    """Every alias whose current version or history is not what the log's moves lead to."""
+    moved, moves = replay(events)
+    problems = []
+    for alias in sorted({*aliases, *history, *moved, *moves}):
+        held, led = aliases.get(alias), moved.get(alias)
+        if held != led:
+            problems.append(
+                f"alias {alias!r} points at {_v(held)} but its audit trail's last move is to "
+                f"{_v(led)} (set without an event)"
+            )
+        elif history.get(alias, []) != moves.get(alias, []):
+            problems.append(
+                f"alias {alias!r} has history {history.get(alias, [])} but its audit trail's "
+                f"moves give {moves.get(alias, [])}"
+            )
+    return problems
+
+
+def _v(version: int | None) -> str:
+    return "nothing" if version is None else f"v{version}"

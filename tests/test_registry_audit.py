@@ -1,0 +1,100 @@
+"""`models verify`'s audit of the alias map: every alias must be where its audit trail's moves
+lead, and with trusted keys reads refuse an alias map that is not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.pipeline.register import register_candidate
+from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry.signing import Signing
+from mnist_pipeline.registry.trail import mismatches, replay
+from tests.registry_helpers import MODEL, PARAMS, key_pair, model_dir, writable
+
+
+def edit_aliases(registry: Registry, change) -> None:
+    """Edit aliases.json's map as anyone with write access could, adding no event."""
+    path = writable(model_dir(registry) / "aliases.json")
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document, indent=2))
+
+
+def history_of_moves(registry: Registry, make) -> Registry:
+    """v1, v2 production in turn, v3 staging; v3 proposed and rejected; a promote, a rollback."""
+    for seed, accuracy in ((1, 0.98), (2, 0.99), (3, 0.97)):
+        register_candidate(registry, make(seed, accuracy=accuracy), PARAMS, 0.0)
+    registry.note(3, "production", "reject", "rejected by a reviewer", actor="user:bob")
+    registry.promote(1, "canary", comment="shadow traffic")
+    registry.promote(3, "canary")
+    registry.rollback("canary")
+    return registry
+
+
+def test_the_trail_replays_to_the_alias_map_it_was_written_with(registry: Registry, make) -> None:
+    state = history_of_moves(registry, make).alias_log()
+    assert replay(state["events"]) == (state["aliases"], state["history"])
+    assert state["aliases"] == {"canary": 1, "production": 2, "staging": 3}
+    assert mismatches(state["events"], state["aliases"], state["history"]) == []
+    assert registry.verify() == []
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (  # back to an old version, history too, as a rollback would leave it
+            lambda doc: doc.update(
+                aliases={**doc["aliases"], "production": 1},
+                history={**doc["history"], "production": [1]},
+            ),
+            "alias 'production' points at v1 but its audit trail's last move is to v2",
+        ),
+        (  # the version a reviewer rejected
+            lambda doc: doc["aliases"].update(production=3),
+            "alias 'production' points at v3 but its audit trail's last move is to v2",
+        ),
+        (  # an alias no event ever set
+            lambda doc: doc["aliases"].update(blue=2),
+            "alias 'blue' points at v2 but its audit trail's last move is to nothing",
+        ),
+        (  # an alias removed
+            lambda doc: doc["aliases"].pop("canary"),
+            "alias 'canary' points at nothing but its audit trail's last move is to v1",
+        ),
+        (  # the history a rollback would follow
+            lambda doc: doc["history"].update(canary=[3, 1]),
+            "alias 'canary' has history [3, 1] but its audit trail's moves give [1]",
+        ),
+    ],
+    ids=["old-version", "rejected-version", "new-alias", "removed-alias", "history"],
+)
+def test_verify_reports_an_alias_moved_without_an_event(
+    registry: Registry, make, change, expected
+) -> None:
+    history_of_moves(registry, make)
+    edit_aliases(registry, change)
+    problems = registry.verify()
+    assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+def test_with_trusted_keys_reads_refuse_an_alias_moved_without_an_event(
+    tmp_path: Path, make
+) -> None:
+    key, pub = key_pair(tmp_path / "keys")
+    root = tmp_path / "registry"
+    signed = history_of_moves(Registry(root, MODEL, Signing.load(key, [pub], False)), make)
+    assert signed.aliases()["production"] == 2
+    edit_aliases(signed, lambda doc: doc["aliases"].update(production=3))
+    reader = Registry(root, MODEL, Signing.load(None, [pub], False))
+    for read in (reader.aliases, lambda: reader.fetch("production", "model.onnx")):
+        with pytest.raises(RegistryError, match="alias 'production' points at v3 but its audit"):
+            read()
+    with pytest.raises(RegistryError, match="refusing the aliases"):  # nor moved on top of it
+        signed.promote(1, "canary")
+    assert reader.card("1")["version"] == 1  # versions by number stay readable
+    # Without trusted keys the map is followed (verify still reports it).
+    assert Registry(root, MODEL).aliases()["production"] == 3
