@@ -1,22 +1,29 @@
-"""The retraining flow's approval step: pause until a person approves the proposed version.
+"""The retraining flow's approval step: a subflow waits until a person approves the version.
 
-When register held a version back for approval (`registry.approval: required`), the run is
-tagged `awaiting-approval:<model>:v<N>` and paused with `pause_flow_run(wait_for_input=
-ApprovalInput)`: the Prefect UI shows a Resume form (approve, comment, who), and `mnist-pipeline
-models approve|reject N` answers it through the API. The outcome is recorded in the registry
-(mnist_pipeline/pipeline/approval.py) and tagged `approval:<outcome>`. A run nobody answers
-within `registry.approval_timeout_s` is set running again (Prefect would otherwise fail it) and
-ends Completed, the version staging.
+When register held a version back for approval (`registry.approval: required`), the retraining
+run starts the subflow `approval` (run `approve-v<N>`), which tags its own run
+`awaiting-approval:<model>:v<N>` and pauses it with `pause_flow_run(wait_for_input=
+ApprovalInput)`: the Prefect UI shows a Resume form (approve, comment, who) on that run, and
+`mnist-pipeline models approve|reject N` answers it through the API. The retraining run stays
+Running meanwhile: a deployment run that paused itself would give back its deployment
+concurrency slot, and the engine's next renewal of the lease would fail and cancel it; a subflow
+has no deployment, so its pause releases nothing. The retraining run then records the outcome in
+the registry (mnist_pipeline/pipeline/approval.py) and tags both runs `approval:<outcome>`. An
+approval nobody answers within `registry.approval_timeout_s` is set running again (Prefect would
+otherwise fail it) and the version stays staging.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
-from prefect.states import Running
+from prefect.states import Completed, Running, State
 
 from flows.artifacts import tag_run
 from mnist_pipeline.pipeline import announce
@@ -27,25 +34,18 @@ POLL_S = 10  # how often a paused run checks whether it was answered
 
 
 class ApprovalInput(RunInput):
-    """The answer a paused retraining run waits for."""
+    """The answer a paused approval run waits for."""
 
     approve: bool
     comment: str = ""
-    who: str | None = None  # recorded as the actor; empty: the flow run
+    who: str | None = None  # recorded as the actor; empty: `prefect-ui:<retraining run>`
 
 
-def await_approval(registry: Registry, registration: Registration, timeout_s: int) -> Settled:
-    """Pause the current flow run until the proposal of `registration`'s version for
-    production is answered or `timeout_s` pass; record and return the outcome."""
-    version, actor = registration.version, announce.current_actor()
-    if not flow_run.id:  # e.g. retrain.fn(): no run to pause, nothing recorded
-        return Settled(
-            "expired",
-            f"not in a flow run: nobody can approve v{version} here; it stays staging "
-            f"(`mnist-pipeline models promote {version}` promotes it)",
-        )
-    tag = waiting_tag(registry.name, version)
-    tag_run(tag)
+@flow(name="approval", flow_run_name="approve-v{version}", log_prints=True)
+def approval(model_name: str, version: int, timeout_s: int) -> State:
+    """Tag this run as waiting for approval of `model_name` v`version` and pause it until it is
+    answered (the state's result: an Answer) or `timeout_s` pass (None)."""
+    tag_run(waiting_tag(model_name, version))
     print(
         f"v{version} awaits approval for production: Resume this run in the Prefect UI, or "
         f"`mnist-pipeline models approve {version} --comment TEXT` (or reject)"
@@ -54,18 +54,40 @@ def await_approval(registry: Registry, registration: Registration, timeout_s: in
         given = pause_flow_run(
             wait_for_input=ApprovalInput, timeout=timeout_s, poll_interval=min(POLL_S, timeout_s)
         )
-        answer = Answer(given.approve, given.comment, given.who or None)
     except FlowPauseTimeout:
         _run_again("no answer to the approval in time")
-        answer = None
+        return Completed(message=f"no answer within {timeout_s} s", data=None)
+    answer = Answer(given.approve, given.comment, given.who or None)
+    by = f" by {answer.who}" if answer.who else ""
+    verb = "approve" if answer.approve else "reject"
+    return Completed(message=f"answered: {verb} v{version}{by}", data=answer)
+
+
+def await_approval(registry: Registry, registration: Registration, timeout_s: int) -> Settled:
+    """Wait, in the `approval` subflow, until the proposal of `registration`'s version for
+    production is answered or `timeout_s` pass; record and return the outcome."""
+    version, actor = registration.version, announce.current_actor()
+    if not flow_run.id:  # e.g. retrain.fn(): no run to pause, nothing recorded
+        return Settled(
+            "expired",
+            f"not in a flow run: nobody can approve v{version} here; it stays staging "
+            f"(`mnist-pipeline models promote {version}` promotes it)",
+        )
+    state = approval(registry.name, version, timeout_s, return_state=True)
+    answer: Answer | None = state.result()  # raises if the approval run failed
+    if answer is not None and answer.who is None:  # the UI's form, no name given
+        answer = replace(answer, who=f"prefect-ui:{flow_run.name or flow_run.id}")
     settled = settle(registry, version, registration.champion, answer, actor, timeout_s)
-    tag_run(f"approval:{settled.outcome}", drop=(tag,))
+    outcome = f"approval:{settled.outcome}"
+    tag_run(outcome)
+    waiting = (waiting_tag(registry.name, version),)
+    tag_run(outcome, drop=waiting, run_id=state.state_details.flow_run_id)
     print(settled.message)
     return settled
 
 
 def _run_again(message: str) -> None:
-    """Set the timed-out paused run running again, so the flow can record the outcome and end
-    Completed (the server refuses to resume an expired pause, so the state is forced)."""
+    """Set the timed-out paused run running again, so it can end Completed (the server refuses
+    to resume an expired pause, so the state is forced)."""
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(flow_run.id, Running(message=message), force=True)

@@ -42,13 +42,15 @@ def _embedded_png(folder: Path, name: str) -> str:
     return f"![{name}](data:image/png;base64,{data})"
 
 
-def tag_run(*tags: str, drop: tuple[str, ...] = ()) -> None:
-    """Add `tags` to the current flow run, removing `drop` (nothing outside a flow run)."""
-    if not flow_run.id:
+def tag_run(*tags: str, drop: tuple[str, ...] = (), run_id: Any = None) -> None:
+    """Add `tags` to flow run `run_id` (default: the current one), removing `drop` (nothing
+    outside a flow run)."""
+    run_id = run_id or flow_run.id
+    if not run_id:
         return
     with get_client(sync_client=True) as client:
-        current = client.read_flow_run(flow_run.id).tags
-        client.update_flow_run(flow_run.id, tags=sorted({*current, *tags} - set(drop)))
+        current = client.read_flow_run(run_id).tags
+        client.update_flow_run(run_id, tags=sorted({*current, *tags} - set(drop)))
 
 
 def publish_params(params: Params) -> None:

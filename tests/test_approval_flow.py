@@ -1,13 +1,14 @@
-"""Approval against a real Prefect server: a flow run pauses for a version proposed for
-production, `models approve|reject` answer it, and a run nobody answers ends with the version
-staging; the retraining flow itself reaches the pause."""
+"""Approval against a real Prefect server: a flow run waits, in its paused `approval` subflow,
+for a version proposed for production, `models approve|reject` (or the UI's form) answer it, and
+a run nobody answers ends with the version staging; the retraining flow reaches the pause, and as
+a deployment run it keeps its concurrency slot while it waits."""
 
 from __future__ import annotations
 
 import getpass
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -36,17 +37,26 @@ def flow_run(api: str, run_id: str) -> dict:
     return response.json()
 
 
-def paused_run(api: str, tag: str) -> dict | None:
-    """The paused flow run tagged `tag` (None: none yet)."""
-    body = {
-        "flow_runs": {"tags": {"all_": [tag]}, "state": {"type": {"any_": ["PAUSED"]}}},
-        "limit": 5,
-        "offset": 0,
-    }
+def flow_runs(api: str, **criteria: dict) -> list[dict]:
+    """The flow runs matching the `flow_runs` filter `criteria`."""
+    body = {"flow_runs": criteria, "limit": 5, "offset": 0}
     response = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=30)
     response.raise_for_status()
-    found = response.json()
+    return response.json()
+
+
+def paused_run(api: str, tag: str) -> dict | None:
+    """The paused flow run tagged `tag` (None: none yet)."""
+    found = flow_runs(api, tags={"all_": [tag]}, state={"type": {"any_": ["PAUSED"]}})
     return found[0] if found else None
+
+
+def parent_run(api: str, subflow_run: dict) -> dict:
+    """The flow run that started `subflow_run`."""
+    task_run = f"{api}/task_runs/{subflow_run['parent_task_run_id']}"
+    response = httpx.get(task_run, timeout=30)
+    response.raise_for_status()
+    return flow_run(api, response.json()["flow_run_id"])
 
 
 def models(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -61,46 +71,72 @@ def waiting(project: Path, env: dict[str, str], timeout_s: int) -> subprocess.Po
 
 
 def answered(
-    project: Path, env: dict[str, str], model: str, *answer: str
-) -> tuple[Registry, dict, subprocess.CompletedProcess]:
-    """Start a run waiting for v2 of `model`, answer it with `models *answer` once paused;
-    returns the registry, the finished run, and the CLI's result."""
+    project: Path, env: dict[str, str], model: str, answer: Callable[[dict], object]
+) -> tuple[Registry, dict, dict, object]:
+    """Start a run waiting for v2 of `model`, call `answer` with its approval run once paused;
+    returns the registry, the finished approval run and the run that waited, and the answer's
+    result."""
     registry, _ = proposed_project(project, model)
     api, log = env["PREFECT_API_URL"], project / "flow.log"
     proc = waiting(project, env, 600)
     try:
         run = wait_for(lambda: paused_run(api, waiting_tag(model, 2)), 180, "pause", proc, log)
         assert registry.aliases() == {"production": 1, "staging": 2}  # nothing moved yet
-        done = models(project, env, *answer)
+        assert parent_run(api, run)["state"]["type"] == "RUNNING"  # only the subflow paused
+        done = answer(run)
         assert proc.wait(timeout=180) == 0, log.read_text()[-3000:]
     finally:
         stop(proc)
-    return registry, flow_run(api, run["id"]), done
+    return registry, flow_run(api, run["id"]), parent_run(api, run), done
+
+
+def with_cli(project: Path, env: dict[str, str], *args: str) -> Callable[[dict], object]:
+    """An answer given with `mnist-pipeline models *args`."""
+    return lambda _: models(project, env, *args)
 
 
 def test_approve_promotes_with_the_approver_and_comment(
     tmp_path: Path, server: dict[str, str]
 ) -> None:
-    answer = ("approve", "2", "--comment", "looks right", "--actor", "user:eve")
-    registry, run, done = answered(tmp_path / "p", server, "approve-me", *answer)
+    project = tmp_path / "p"
+    answer = with_cli(project, server, "approve", "2", "--comment", "ok", "--actor", "user:eve")
+    registry, run, parent, done = answered(project, server, "approve-me", answer)
     assert done.returncode == 0 and "to approve v2" in done.stderr, done.stderr
     assert registry.aliases() == {"production": 2, "staging": 2}
     event = registry.alias_log()["events"][-1]
     assert (event["action"], event["version"], event["previous"]) == ("promote", 2, 1)
-    assert (event["actor"], event["evidence"]) == ("user:eve", {"comment": "looks right"})
-    assert run["state"]["type"] == "COMPLETED"
-    assert run["state"]["message"] == "user:eve approved v2: production v1 -> v2 (looks right)"
-    assert "approval:approved" in run["tags"]
+    assert (event["actor"], event["evidence"]) == ("user:eve", {"comment": "ok"})
+    assert (run["name"], run["state"]["type"]) == ("approve-v2", "COMPLETED")
+    assert run["state"]["message"] == "answered: approve v2 by user:eve"
+    assert parent["state"]["type"] == "COMPLETED"
+    assert parent["state"]["message"] == "user:eve approved v2: production v1 -> v2 (ok)"
+    assert "approval:approved" in run["tags"] and "approval:approved" in parent["tags"]
     assert waiting_tag("approve-me", 2) not in run["tags"]
     assert registry.verify() == []
+
+
+def test_an_answer_naming_nobody_is_recorded_as_the_ui_of_the_waiting_run(
+    tmp_path: Path, server: dict[str, str]
+) -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    def form(run: dict) -> None:  # what the UI's Resume form sends, `who` left empty
+        with temporary_settings(updates={PREFECT_API_URL: server["PREFECT_API_URL"]}):
+            resume_flow_run(run["id"], run_input={"approve": True, "comment": "fine"})
+
+    registry, run, parent, _ = answered(tmp_path / "p", server, "ui-me", form)
+    assert registry.aliases() == {"production": 2, "staging": 2}
+    event = registry.alias_log()["events"][-1]
+    assert (event["action"], event["actor"]) == ("promote", f"prefect-ui:{parent['name']}")
+    assert run["state"]["message"] == "answered: approve v2"
 
 
 def test_reject_keeps_staging_and_a_second_answer_finds_no_run(
     tmp_path: Path, server: dict[str, str]
 ) -> None:
     project = tmp_path / "p"
-    answer = ("reject", "2", "--comment", "worse on 7s")
-    registry, run, done = answered(project, server, "reject-me", *answer)
+    answer = with_cli(project, server, "reject", "2", "--comment", "worse on 7s")
+    registry, run, parent, done = answered(project, server, "reject-me", answer)
     assert done.returncode == 0, done.stderr
     assert registry.aliases() == {"production": 1, "staging": 2}
     event = registry.alias_log()["events"][-1]
@@ -108,6 +144,9 @@ def test_reject_keeps_staging_and_a_second_answer_finds_no_run(
     assert event["actor"] == f"user:{getpass.getuser()}"
     assert event["evidence"] == {"comment": "worse on 7s"}
     assert run["state"]["type"] == "COMPLETED" and "approval:rejected" in run["tags"]
+    assert parent["state"]["message"] == (
+        f"user:{getpass.getuser()} rejected v2 for production: kept as staging (worse on 7s)"
+    )
     before = registry.alias_log()
     again = models(project, server, "approve", "2")  # the run is no longer waiting
     assert again.returncode == 1
@@ -155,5 +194,70 @@ def test_the_retraining_flow_pauses_and_keeps_staging_without_an_answer(
     assert registry.aliases() == {"staging": 1}
     register, expire = registry.alias_log()["events"]
     assert register["evidence"]["proposed"] == "production" and expire["action"] == "expire"
-    tags = flow_run(server["PREFECT_API_URL"], str(state.state_details.flow_run_id))["tags"]
-    assert "approval:expired" in tags and waiting_tag("mnist-cnn", 1) not in tags
+    api, run_id = server["PREFECT_API_URL"], str(state.state_details.flow_run_id)
+    assert "approval:expired" in flow_run(api, run_id)["tags"]
+    (waited,) = flow_runs(api, parent_flow_run_id={"any_": [run_id]})
+    assert (waited["name"], waited["state"]["type"]) == ("approve-v1", "COMPLETED")
+    assert waited["state"]["message"] == "no answer within 1 s"
+    assert "approval:expired" in waited["tags"]
+    assert waiting_tag("mnist-cnn", 1) not in waited["tags"]
+
+
+def slots_in_use(api: str, deployment_id: str) -> int:
+    """The active slots of the deployment's concurrency limit."""
+    response = httpx.get(f"{api}/deployments/{deployment_id}", timeout=30)
+    response.raise_for_status()
+    return response.json()["global_concurrency_limit"]["active_slots"]
+
+
+def ended(api: str, run_id: str) -> bool:
+    return flow_run(api, run_id)["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def test_a_deployment_run_keeps_its_concurrency_slot_while_it_waits(
+    tmp_path: Path, tiny_mirror, server: dict[str, str]
+) -> None:
+    from prefect.deployments import run_deployment
+
+    from tests.flow_helpers import make_workdir
+
+    mirror, sha = tiny_mirror
+    required = {"approval": "required", "approval_timeout_s": 600}
+    schedule = {"deployment_name": "approval", "cron": "0 4 * * 1", "concurrency_limit": 1}
+    workdir = make_workdir(tmp_path, str(mirror), sha, registry=required, schedule=schedule)
+    api, log = server["PREFECT_API_URL"], tmp_path / "serve.log"
+    polling = {**server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    args = [sys.executable, "-m", "flows.serve", "--workdir", str(workdir)]
+    proc = start(args, polling, log, REPO_ROOT)
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            started = wait_for(
+                lambda: run_deployment("mnist-retrain/approval", timeout=0),
+                120,
+                "the served deployment",
+                proc,
+                log,
+            )
+        run_id = str(started.id)
+        waiting_run = wait_for(
+            lambda: paused_run(api, waiting_tag("mnist-cnn", 1)), 300, "the pause", proc, log
+        )
+        parent = parent_run(api, waiting_run)
+        assert parent["id"] == run_id
+        # The deployment run is not paused: it keeps its slot and the lease it renews.
+        assert parent["state"]["type"] == "RUNNING"
+        assert parent["state"]["state_details"]["deployment_concurrency_lease_id"]
+        deployment_id = parent["deployment_id"]
+        assert slots_in_use(api, deployment_id) == 1
+        assert waiting_run["deployment_id"] is None
+        done = models(workdir, server, "approve", "1", "--comment", "ok")
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: ended(api, run_id), 180, "the deployment run to end", proc, log)
+    finally:
+        stop(proc)
+    final = flow_run(api, run_id)
+    assert final["state"]["type"] == "COMPLETED", final["state"]["message"]
+    assert final["state"]["message"].startswith("user:")  # the CLI's approver
+    assert "approval:approved" in final["tags"]
+    assert Registry(workdir / "registry", "mnist-cnn").aliases()["production"] == 1
+    assert slots_in_use(api, deployment_id) == 0  # given back when the run ended

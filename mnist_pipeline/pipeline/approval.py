@@ -2,9 +2,10 @@
 
 With approval required, register_candidate registers a version the promotion rules would make
 production as staging, proposed for production (promotion.held_for_approval). The retraining
-flow then pauses, tagged `awaiting-approval:<model>:v<N>` (flows/approval.py), until someone
-answers from the Prefect UI or with `mnist-pipeline models approve|reject N` (`resume_waiting`),
-or `registry.approval_timeout_s` pass. `settle` records the outcome in the audit trail:
+flow then waits in its `approval` subflow, whose run pauses tagged
+`awaiting-approval:<model>:v<N>` (flows/approval.py), until someone answers from the Prefect UI or
+with `mnist-pipeline models approve|reject N` (`resume_waiting`), or `registry.approval_timeout_s`
+pass. `settle` records the outcome in the audit trail:
 
 - approved: production moves to vN (action "promote"), by the approver, the comment as why;
   but if production moved since vN was compared with it, that comparison no longer holds: vN
@@ -37,7 +38,8 @@ def waiting_tag(model_name: str, version: int) -> str:
 
 @dataclass(frozen=True)
 class Answer:
-    """A person's answer to a paused run: approve or not, why, and who (None: the run)."""
+    """A person's answer to a paused run: approve or not, why, and who (self-asserted, as
+    the answer names it; None: the waiting run)."""
 
     approve: bool
     comment: str = ""
