@@ -56,30 +56,60 @@ def test_the_file_is_read_again_when_it_changes_revoking_a_token(tmp_path: Path)
     assert creds.check(f"Bearer {KIOSK}").name == "kiosk"
 
 
+def test_a_hash_replaced_by_one_of_the_same_size_and_time_stamp_is_seen(tmp_path: Path) -> None:
+    """`cp -p` or `rsync -t` keep the time stamp, and one hash for another keeps the size."""
+    file = tokens_file(tmp_path / "tokens", f"alice {token_sha256(ALICE)}")
+    before = file.stat()
+    creds = Credentials(file, None)
+    assert creds.check(f"Bearer {ALICE}").name == "alice"
+    tokens_file(file, f"alice {token_sha256(KIOSK)}")  # alice's token revoked, a new one given
+    os.utime(file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert file.stat().st_size == before.st_size
+    with pytest.raises(Unauthorized, match="not a known"):
+        creds.check(f"Bearer {ALICE}")
+    assert creds.check(f"Bearer {KIOSK}").name == "alice"
+
+
+def test_an_unreadable_tokens_file_is_one_error(tmp_path: Path) -> None:
+    file = tokens_file(tmp_path / "tokens", f"alice {token_sha256(ALICE)}")
+    creds = Credentials(file, None)
+    file.write_bytes(b"alice \xff\xfe\n")
+    with pytest.raises(DataError, match=r"tokens file .*tokens is not UTF-8 text$"):
+        creds.check(f"Bearer {ALICE}")
+    file.unlink()
+    file.mkdir()
+    with pytest.raises(DataError, match=r"tokens file .*tokens is not readable: "):
+        creds.check(f"Bearer {ALICE}")
+
+
 def test_the_environment_variable_gives_tokens_in_clear_hashed_on_reading() -> None:
     creds = Credentials(None, f"alice:{ALICE}, kiosk:{KIOSK}")
     assert creds.check(f"Bearer {KIOSK}").name == "kiosk"
     with pytest.raises(DataError, match="16\\+ characters"):
         Credentials(None, "alice:short")
-    with pytest.raises(DataError, match="`name:token`"):
-        Credentials(None, ALICE)
+    with pytest.raises(DataError, match="`name:token`") as refused:
+        Credentials(None, f"kiosk:{KIOSK} {ALICE}")  # a token without its name
+    assert "entry 2" in str(refused.value) and ALICE not in str(refused.value)
 
 
 @pytest.mark.parametrize(
     ("line", "message"),
     [
         ("alice", r"tokens:3: expected `name sha256-of-token \[expiry\]`"),
-        ("alice abc123", "tokens:3: 'abc123' is not a SHA-256"),
-        (f"al/ice {'0' * 64}", "credential name 'al/ice'"),
-        (f"alice {'0' * 64} tomorrow", "expiry 'tomorrow' is not an ISO 8601"),
+        ("alice abc123", "tokens:3: field 2 is not a SHA-256"),
+        (f"alice {ALICE}", "tokens:3: field 2 is not a SHA-256"),  # the token, not its hash
+        (f"al/ice {'0' * 64}", "tokens:3: the credential name must be 1-64 of"),
+        (f"alice {'0' * 64} tomorrow", "field 3 \\(expiry\\) is not an ISO 8601"),
         (f"alice {'0' * 64}\nalice {'1' * 64}", "tokens:4: credential name 'alice' appears twice"),
     ],
 )
 def test_a_bad_tokens_file_is_refused_naming_the_line(
     tmp_path: Path, line: str, message: str
 ) -> None:
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(DataError, match=message) as refused:
         Credentials(tokens_file(tmp_path / "tokens", line), None)
+    for value in ("abc123", ALICE, "al/ice", "tomorrow"):  # no field's value is echoed
+        assert value not in str(refused.value)
 
 
 def test_no_settings_means_no_credentials_and_a_missing_file_is_an_error(tmp_path: Path) -> None:

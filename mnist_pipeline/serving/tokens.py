@@ -9,8 +9,10 @@ SHA-256, one credential a line (`#` comments and blank lines ignored):
 (the optional third field is when the token stops working, UTC), and/or from the environment
 variable MNIST_FEEDBACK_TOKENS, `name:token` pairs separated by commas or spaces, the tokens in
 clear (at least 16 characters), hashed as they are read. A presented token is hashed and
-compared with every known hash with `hmac.compare_digest`. The file is read again when it
-changes, so removing a line revokes that token without a restart.
+compared with every known hash with `hmac.compare_digest`. The file is read on every check and
+parsed again when its content changes (by SHA-256, not its time stamp, which `cp -p` keeps), so
+removing a line revokes that token without a restart. Error messages name the file, the line
+and the field, never a field's value: a token pasted in clear by mistake is not echoed.
 
 The rate limit is a token bucket per credential name, in process memory: with `--workers N`
 each worker process has its own buckets, so a client may get up to N times the rate.
@@ -58,13 +60,13 @@ def _expiry(text: str, where: str) -> datetime:
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise DataError(f"{where}: expiry {text!r} is not an ISO 8601 date or time") from None
+        raise DataError(f"{where}: field 3 (expiry) is not an ISO 8601 date or time") from None
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when
 
 
 def _named(name: str, where: str, seen: set[str]) -> str:
-    if not _NAME.match(name):
-        raise DataError(f"{where}: credential name {name!r} must be 1-64 of A-Z a-z 0-9 . _ @ -")
+    if not _NAME.match(name):  # not echoed: it may be a token pasted in the wrong place
+        raise DataError(f"{where}: the credential name must be 1-64 of A-Z a-z 0-9 . _ @ -")
     if name in seen:
         raise DataError(f"{where}: credential name {name!r} appears twice")
     seen.add(name)
@@ -84,7 +86,7 @@ def parse_file(text: str, origin: str) -> list[Credential]:
             raise DataError(f"{where}: expected `name sha256-of-token [expiry]`")
         digest = fields[1].lower()
         if not _SHA256.match(digest):
-            raise DataError(f"{where}: {fields[1]!r} is not a SHA-256 (64 hex digits)")
+            raise DataError(f"{where}: field 2 is not a SHA-256 (64 hex digits)")
         expires = _expiry(fields[2], where) if len(fields) == 3 else None
         found.append(Credential(_named(fields[0], where, seen), digest, expires))
     return found
@@ -94,14 +96,14 @@ def parse_env(value: str) -> list[Credential]:
     """Credentials of MNIST_FEEDBACK_TOKENS (`name:token` pairs; the tokens are hashed here)."""
     found: list[Credential] = []
     seen: set[str] = set()
-    for pair in value.replace(",", " ").split():
+    for number, pair in enumerate(value.replace(",", " ").split(), 1):
         name, sep, token = pair.partition(":")
-        if not sep or len(token) < MIN_TOKEN_LENGTH:
+        where = f"{ENV_TOKENS} entry {number}"
+        if not sep or len(token) < MIN_TOKEN_LENGTH:  # `name` may be the token: not echoed
             raise DataError(
-                f"{ENV_TOKENS}: entries are `name:token` with tokens of "
-                f"{MIN_TOKEN_LENGTH}+ characters (got one for {name!r} that is not)"
+                f"{where}: entries are `name:token` with tokens of {MIN_TOKEN_LENGTH}+ characters"
             )
-        found.append(Credential(_named(name, ENV_TOKENS, seen), token_sha256(token)))
+        found.append(Credential(_named(name, where, seen), token_sha256(token)))
     return found
 
 
@@ -112,7 +114,7 @@ class Credentials:
         self.file = file
         self._env = parse_env(env_value) if env_value else []
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
+        self._digest: str | None = None  # SHA-256 of the file's content last parsed
         self._from_file: list[Credential] = []
         self._current()  # a missing or malformed file is an error now, at startup
 
@@ -134,14 +136,21 @@ class Credentials:
         if self.file is None:
             return self._env
         try:
-            stat = self.file.stat()
+            raw = self.file.read_bytes()
         except FileNotFoundError:
             raise DataError(f"feedback tokens file {self.file} does not exist") from None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise DataError(f"feedback tokens file {self.file} is not readable: {reason}") from None
+        digest = hashlib.sha256(raw).hexdigest()
         with self._lock:
-            if (stat.st_mtime_ns, stat.st_size) != self._stamp:
-                text = self.file.read_text(encoding="utf-8")
+            if digest != self._digest:
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise DataError(f"feedback tokens file {self.file} is not UTF-8 text") from None
                 self._from_file = parse_file(text, str(self.file))
-                self._stamp = (stat.st_mtime_ns, stat.st_size)
+                self._digest = digest
             return self._from_file + self._env
 
     def check(self, authorization: str | None, now: datetime | None = None) -> Credential:
