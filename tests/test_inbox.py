@@ -72,6 +72,28 @@ def test_hand_dropped_files_are_listed_and_removal_needs_one_match(tmp_path: Pat
     assert [e.path.name for e in inbox.entries(folder)] == ["scan-0001.png"]
 
 
+def test_an_image_is_found_by_its_name_before_the_inbox_is_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "extra"
+    added = [
+        inbox.add(folder, draw_digit(tmp_path / f"{d}.png", d).read_bytes(), "x", d).entry
+        for d in range(4)
+    ]
+    hashed: list[Path] = []
+    real = inbox.file_sha256
+    monkeypatch.setattr(inbox, "file_sha256", lambda path: hashed.append(path) or real(path))
+    assert inbox.find(folder, added[2].sha256) == added[2]
+    assert hashed == [added[2].path]  # one file read, not the whole inbox
+    hashed.clear()
+    renamed = added[1].path.with_name("scan.png")  # a hand-named file is still found
+    added[1].path.rename(renamed)
+    assert inbox.find(folder, added[1].sha256) == inbox.Entry(1, renamed, added[1].sha256)
+    assert len(hashed) == 4
+    added[3].path.write_bytes(added[0].path.read_bytes())  # a name its content does not match
+    assert inbox.find(folder, added[3].sha256) is None
+
+
 def test_concurrent_adds_of_one_image_store_it_once(tmp_path: Path) -> None:
     folder = tmp_path / "extra"
     png = draw_digit(tmp_path / "c.png", 6).read_bytes()

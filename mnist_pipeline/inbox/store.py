@@ -132,7 +132,14 @@ def add(inbox: Path, data: bytes, name: str, label: object, *, locked: bool = Fa
 
 
 def find(inbox: Path, digest: str) -> Entry | None:
-    """The inbox's entry of the image with this SHA-256 (None: not there)."""
+    """The inbox's entry of the image with this SHA-256 (None: not there): first by the name
+    `add` gives it (`<digit>/<sha256>.<format>`, its content checked), and only then by hashing
+    every file (hand-dropped files have any names)."""
+    named = sorted(inbox.glob(f"*/{digest}.*")) if inbox.is_dir() else []
+    for path in named:
+        folder = path.parent.name
+        if folder in CLASS_LABELS and path.is_file() and file_sha256(path) == digest:
+            return Entry(int(folder), path, digest)
     return next((entry for entry in entries(inbox) if entry.sha256 == digest), None)
 
 
