@@ -194,3 +194,127 @@ def test_poisoned_feedback_never_reaches_ingest_until_accepted(tmp_path: Path) -
     manifest = json.loads((layout.extra_dir / extra.MANIFEST_FILE).read_text())
     assert [(m["sha256"], m["label"]) for m in manifest] == [(chosen.sha256, 7)]
     assert sum(result.counts.values()) == 1
+
+
+def late_claim(monkeypatch: pytest.MonkeyPatch, action) -> None:
+    """Run `action` once, just before the next taker of the inbox's lock gets it (a /feedback
+    or another review that arrives while a review starts)."""
+    real = inbox.lock
+
+    def lock(folder: Path):
+        monkeypatch.setattr(inbox, "lock", real)
+        action()
+        return real(folder)
+
+    monkeypatch.setattr(inbox, "lock", lock)
+
+
+def test_a_review_sees_the_claims_made_until_it_holds_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout = Layout(tmp_path)
+    a, b = (p.read_bytes() for p in sevens(tmp_path / "in", 2))
+    sha_a = pending.submit(layout.pending, layout.inbox, a, "a", 7, "token:x").sha256
+    sha_b = pending.submit(layout.pending, layout.inbox, b, "b", 7, "token:x").sha256
+    late_claim(
+        monkeypatch, lambda: pending.submit(layout.pending, layout.inbox, a, "a", 1, "token:late")
+    )
+    with pytest.raises(DataError, match="the claims disagree"):  # not accepted as a 7 unseen
+        pending.accept(layout.pending, layout.inbox, [sha_a], "rita")
+    (item,) = [i for i in pending.items(layout.pending) if i.sha256 == sha_a]
+    assert item.labels == [1, 7] and inbox.entries(layout.inbox) == []
+
+    late_claim(
+        monkeypatch, lambda: pending.submit(layout.pending, layout.inbox, b, "b", 2, "token:late")
+    )
+    pending.reject(layout.pending, layout.inbox, [sha_b], "rita")
+    (log,) = reviewed(tmp_path)
+    assert log["sha256"] == sha_b and log["sources"] == ["token:late", "token:x"]
+    assert log["claimed"] == [2, 7]
+
+
+def test_accept_moves_all_or_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    layout = Layout(tmp_path)
+    a, b, c = (p.read_bytes() for p in sevens(tmp_path / "in", 3))
+    sha = [
+        pending.submit(layout.pending, layout.inbox, data, "x", 7, "token:x").sha256
+        for data in (a, b, c)
+    ]
+    late_claim(monkeypatch, lambda: pending.reject(layout.pending, layout.inbox, [sha[1]], "bo"))
+    with pytest.raises(DataError, match=f"'{sha[1]}' matches no pending image"):
+        pending.accept(layout.pending, layout.inbox, sha[:2], "rita")  # b rejected meanwhile
+    (item,) = [i for i in pending.items(layout.pending) if i.sha256 == sha[2]]
+    item.path.write_bytes(a)  # the file no longer holds the image its name says
+    with pytest.raises(DataError, match="not the SHA-256 it is named by; nothing was accepted"):
+        pending.accept(layout.pending, layout.inbox, [sha[0], sha[2]], "rita")
+    assert inbox.entries(layout.inbox) == []
+    assert [r["action"] for r in reviewed(tmp_path)] == ["reject"]
+    assert {i.sha256 for i in pending.items(layout.pending)} == {sha[0], sha[2]}
+
+
+def test_a_sidecar_must_name_its_own_image(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    (a,) = (p.read_bytes() for p in sevens(tmp_path / "in", 1))
+    sha = pending.submit(layout.pending, layout.inbox, a, "a", 7, "token:x").sha256
+    sidecar = layout.pending / f"{sha}.json"
+    good = json.loads(sidecar.read_text())
+    for change in (
+        {"sha256": "../../params"},
+        {"sha256": "0" * 64},
+        {"file": "other.png"},
+        {"claims": [{"label": 12, "source": "token:x", "time": "t"}]},
+        {"claims": []},
+    ):
+        sidecar.write_text(json.dumps({**good, **change}))
+        with pytest.raises(pending.BadRecord, match=f"{sidecar}: "):
+            pending.items(layout.pending)
+    sidecar.write_bytes(b"\xff\xfe")
+    with pytest.raises(pending.BadRecord, match="not a pending-image record"):
+        pending.items(layout.pending)
+
+
+def test_a_failed_sidecar_write_leaves_no_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout = Layout(tmp_path)
+    (a,) = (p.read_bytes() for p in sevens(tmp_path / "in", 1))
+
+    def full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pending, "write_json", full)
+    with pytest.raises(OSError, match="No space"):
+        pending.submit(layout.pending, layout.inbox, a, "a", 7, "token:x")
+    assert list(layout.pending.iterdir()) == []
+
+
+def test_a_submission_does_not_tell_whether_the_inbox_holds_the_image(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    a, b = (p.read_bytes() for p in sevens(tmp_path / "in", 2))
+    inbox.add(layout.inbox, a, "a", 7)
+    there = pending.submit(layout.pending, layout.inbox, a, "a", 7, "token:x")
+    fresh = pending.submit(layout.pending, layout.inbox, b, "b", 7, "token:x")
+    assert there.status == fresh.status == "pending"
+    (done,) = pending.accept(layout.pending, layout.inbox, [there.sha256], "rita")
+    assert not done.new and len(inbox.entries(layout.inbox)) == 1
+
+
+def test_cli_label_relabels_one_image_and_needs_no_login_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "params.yaml").write_text("{}\n")
+
+    def nobody() -> str:
+        raise KeyError("getpwuid(): uid not found: 1234")
+
+    monkeypatch.setattr(getpass, "getuser", nobody)
+    a, b = sevens(tmp_path / "in", 2)
+    assert cli(tmp_path, "add", str(a), str(b), "--label", "1", "--pending").exit_code == 0
+    shas = [i.sha256 for i in pending.items(Layout(tmp_path).pending)]
+    assert {i.claims[0].source for i in pending.items(Layout(tmp_path).pending)} == {"cli:unknown"}
+    both = cli(tmp_path, "accept", *shas, "--label", "7")
+    assert isinstance(both.exception, DataError)
+    assert "--label relabels one image" in str(both.exception)
+    assert inbox.entries(Layout(tmp_path).inbox) == []
+    assert cli(tmp_path, "accept", *shas).exit_code == 0  # each under its claimed label
+    assert [(r["label"], r["who"]) for r in reviewed(tmp_path)] == [(1, "unknown"), (1, "unknown")]

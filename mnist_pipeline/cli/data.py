@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 from pathlib import Path
 from typing import Annotated
@@ -17,6 +16,7 @@ from mnist_pipeline.core.params import Params
 from mnist_pipeline.inbox import events as inbox_events
 from mnist_pipeline.inbox import pending
 from mnist_pipeline.inbox import store as inbox
+from mnist_pipeline.registry.trail import default_actor
 
 data_app = typer.Typer(
     help="Labelled digits users add (data/extra/<digit>/), and those awaiting review "
@@ -67,16 +67,21 @@ def add(
 
 def _add_pending(folder: Path, quarantine: Path, images: list[Path], label: int) -> None:
     """Quarantine each image (a bad one stops the command; those before it stay pending)."""
-    source = f"cli:{getpass.getuser()}"
+    source = f"cli:{_user()}"
     for path in images:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             raise DataError(f"{path}: no such file") from None
         done = pending.submit(quarantine, folder, data, str(path), label, source)
-        what = {"pending": "pending review", "known": "already pending", "accepted": "in the inbox"}
+        what = {"pending": "pending review", "known": "already pending"}
         line = f"{what[done.status]}: {path} {done.sha256[:12]} (label {label})"
         console.print(line, markup=False)
+
+
+def _user() -> str:
+    """This process's login name ("unknown" without one, as in some containers)."""
+    return default_actor().removeprefix("user:")
 
 
 def _note_added(folder: Path, added: list[inbox.Added], params: Params) -> None:
@@ -186,13 +191,17 @@ def accept(
             min=0,
             max=9,
             metavar="DIGIT",
-            help="The label to store them under [default: the one claimed].",
+            help="The label to store it under (one image only) [default: the one claimed].",
         ),
     ] = None,
 ) -> None:
     """Move pending images into the inbox (data/extra/<digit>/), where training reads them."""
+    if label is not None and len(refs) > 1:
+        raise DataError(
+            f"--label relabels one image; accept these {len(refs)} one at a time to relabel them"
+        )
     layout = state(ctx).layout
-    done = pending.accept(layout.pending, layout.inbox, refs, getpass.getuser(), label)
+    done = pending.accept(layout.pending, layout.inbox, refs, _user(), label)
     for added in done:
         what = "accepted" if added.new else "accepted (already in the inbox)"
         console.print(f"{what}: {added.entry.path} (label {added.entry.label})", markup=False)
@@ -205,5 +214,5 @@ def reject(
 ) -> None:
     """Delete pending images: they never reach the inbox."""
     layout = state(ctx).layout
-    for item in pending.reject(layout.pending, layout.inbox, refs, getpass.getuser()):
+    for item in pending.reject(layout.pending, layout.inbox, refs, _user()):
         console.print(f"rejected: {item.sha256} (claimed {item.labels})", markup=False)

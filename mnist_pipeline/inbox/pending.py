@@ -6,28 +6,40 @@
 Nothing here is training data: ingest reads data/extra/ only, and data/pending/ is neither a DVC
 output nor a dependency. A reviewer lists the claims (`data pending`), then `accept` moves an
 image into the inbox through `store.add` (its duplicate and conflict rules) or `reject` deletes
-it; both check every reference first (nothing moves on an error), run under the inbox's lock,
-and append one line per image to data/review-log.jsonl (who, when, action, image, label,
-sources). Torch-free.
+it. Submitting, accepting and rejecting run under the inbox's lock; a review resolves its
+references, and an accept reads and checks every image (content matching its SHA-256 name,
+decodable, no label conflict), inside that lock before anything moves: all or nothing. Each
+reviewed image gets one line in data/review-log.jsonl (who, when, action, image, label,
+sources). A submission never consults the inbox: an image already there is quarantined like any
+other (its answer must not tell a client what the training data holds). Torch-free.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from mnist_pipeline.core.atomic import write_bytes, write_json
+from mnist_pipeline.core.contract import CLASS_LABELS
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox import store
 
 REVIEW_LOG = "review-log.jsonl"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class QuotaExceeded(DataError):
     """The source already has its maximum of images awaiting review."""
+
+
+class BadRecord(DataError):
+    """A sidecar in the pending folder that is not what `submit` writes (a problem of the
+    server's disk, not of a request)."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +86,8 @@ class Pending:
 
 @dataclass(frozen=True)
 class Submitted:
-    """What `submit` did: `status` is "pending" (a new claim), "known" (this source already
-    claimed this label) or "accepted" (the image is in the inbox under this label already)."""
+    """What `submit` did: `status` is "pending" (a new claim) or "known" (this source already
+    claimed this label for this image)."""
 
     status: str
     sha256: str
@@ -92,7 +104,8 @@ def review_log(folder: Path) -> Path:
 
 
 def items(folder: Path) -> list[Pending]:
-    """Every pending image, by SHA-256 (a sidecar whose image is gone is skipped)."""
+    """Every pending image, by SHA-256 (a sidecar whose image is gone is skipped); BadRecord
+    for a sidecar that is not one `submit` writes."""
     found = []
     for sidecar in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
@@ -101,7 +114,13 @@ def items(folder: Path) -> list[Pending]:
             claims = tuple(Claim(**claim) for claim in record["claims"])
             sha256 = str(record["sha256"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{sidecar}: not a pending-image record ({exc})") from None
+            raise BadRecord(f"{sidecar}: not a pending-image record ({exc})") from None
+        if not _SHA256.match(sha256) or sha256 != sidecar.stem or image.stem != sha256:
+            raise BadRecord(f"{sidecar}: its sha256 and file are not the SHA-256 it is named by")
+        if not claims or any(
+            not isinstance(c.label, int) or str(c.label) not in CLASS_LABELS for c in claims
+        ):
+            raise BadRecord(f"{sidecar}: a claim without a label 0-9")
         if image.is_file():
             found.append(Pending(sha256, image, claims))
     return found
@@ -122,10 +141,7 @@ def submit(
     `source` already has `quota` images pending."""
     digit, digest, suffix = store.validate(data, name, label)
     claim = Claim(digit, source, utc_now(), client)
-    with store.lock(inbox):
-        accepted = store.find(inbox, digest)
-        if accepted is not None and accepted.label == digit:
-            return Submitted("accepted", digest, claim)
+    with store.lock(inbox):  # serialised with reviews; the inbox itself is not read
         known = {item.sha256: item for item in items(folder)}
         item = known.get(digest)
         claims = item.claims if item is not None else ()
@@ -139,12 +155,17 @@ def submit(
                 f"(serve.feedback_quota {quota}); wait until they are reviewed"
             )
         image = folder / f"{digest}.{suffix}"
-        if not image.is_file():
+        new = not image.is_file()
+        if new:
             write_bytes(image, data)
         claimed = [asdict(c) for c in (*claims, claim)]
-        write_json(
-            folder / f"{digest}.json", {"sha256": digest, "file": image.name, "claims": claimed}
-        )
+        record = {"sha256": digest, "file": image.name, "claims": claimed}
+        try:
+            write_json(folder / f"{digest}.json", record)
+        except BaseException:  # no image without its sidecar
+            if new:
+                image.unlink(missing_ok=True)
+            raise
     return Submitted("pending", digest, claim)
 
 
@@ -168,42 +189,57 @@ def accept(
     folder: Path, inbox: Path, refs: list[str], who: str, label: int | None = None
 ) -> list[store.Added]:
     """Move the referenced images into the inbox under their claimed label (`label` overrides:
-    needed where claims conflict); nothing moves if any reference or label is refused."""
-    chosen = resolve(folder, refs)
-    digits = {}
-    for item in chosen:
-        if label is None and item.conflict:
-            raise DataError(
-                f"{item.sha256[:12]}: the claims disagree (labels {item.labels}); "
-                "pass --label to choose one"
-            )
-        digits[item.sha256] = store.check_label(item.labels[0] if label is None else label)
+    needed where claims conflict); every reference, label and image is checked under the
+    inbox's lock before anything moves: on an error nothing moves."""
+    chosen_label = None if label is None else store.check_label(label)
     done = []
     with store.lock(inbox):
+        chosen = resolve(folder, refs)  # under the lock: no claim arrives unseen meanwhile
+        digits, contents = {}, {}
         for item in chosen:
+            if chosen_label is None and item.conflict:
+                raise DataError(
+                    f"{item.sha256[:12]}: the claims disagree (labels {item.labels}); "
+                    "pass --label to choose one"
+                )
+            digit = item.labels[0] if chosen_label is None else chosen_label
             there = store.find(inbox, item.sha256)
-            if there is not None and there.label != digits[item.sha256]:
+            if there is not None and there.label != digit:
                 raise store.LabelConflict(
                     f"{item.sha256[:12]}: already in the inbox labelled {there.label} "
                     f"({there.path}); nothing was accepted"
                 )
+            digits[item.sha256], contents[item.sha256] = digit, _content(item, digit)
         for item in chosen:
-            data = item.path.read_bytes()
-            added = store.add(inbox, data, str(item.path), digits[item.sha256], locked=True)
+            digit = digits[item.sha256]
+            done.append(store.add(inbox, contents[item.sha256], str(item.path), digit, locked=True))
+            _log(folder, who, "accept", item, digit)
             _forget(folder, item)
-            _log(folder, who, "accept", item, digits[item.sha256])
-            done.append(added)
     return done
 
 
 def reject(folder: Path, inbox: Path, refs: list[str], who: str) -> list[Pending]:
     """Delete the referenced pending images (nothing is deleted if any reference is refused)."""
-    chosen = resolve(folder, refs)
     with store.lock(inbox):
+        chosen = resolve(folder, refs)  # under the lock: every claim made is in the log
         for item in chosen:
-            _forget(folder, item)
             _log(folder, who, "reject", item, None)
+            _forget(folder, item)
     return chosen
+
+
+def _content(item: Pending, digit: int) -> bytes:
+    """The pending image's bytes, checked against its SHA-256 name and as `store.add` would."""
+    try:
+        data = item.path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{item.path}: the image is gone; nothing was accepted") from None
+    if hashlib.sha256(data).hexdigest() != item.sha256:
+        raise DataError(
+            f"{item.path}: its content is not the SHA-256 it is named by; nothing was accepted"
+        )
+    store.validate(data, str(item.path), digit)
+    return data
 
 
 def _forget(folder: Path, item: Pending) -> None:
