@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -238,7 +239,9 @@ def feedback_api(
     )
     feedback = feedback_of(serve, Layout(project))
     assert feedback is not None
-    return TestClient(create_app(ServedModel(registry, "production"), serve, feedback))
+    served = ServedModel(registry, "production")
+    served.refresh()
+    return TestClient(create_app(served, serve, feedback))
 
 
 def test_feedback_needs_a_token_and_lands_in_pending_not_the_inbox(
@@ -326,6 +329,106 @@ def test_feedback_is_rate_limited_and_capped_per_credential(
     )
     assert same.status_code == 201
     assert len(pending.items(Layout(project).pending)) == 2
+
+
+def test_server_side_feedback_problems_are_503_without_details(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    from filelock import FileLock
+
+    from mnist_pipeline.inbox import pending
+    from mnist_pipeline.inbox import store as inbox
+
+    project = tmp_path / "project"
+    layout = Layout(project)
+    api = feedback_api(registry, project)
+    alice = {"Authorization": f"Bearer {TOKEN}"}
+    send = dict(
+        files={"file": ("4.png", png(draw_digit(tmp_path / "4.png", 4)))}, data={"label": "4"}
+    )
+
+    (project / "tokens").write_text(f"alice {TOKEN}\n")  # the token pasted, not its hash
+    refused = api.post("/feedback", headers=alice, **send)
+    assert refused.status_code == 503
+    assert refused.json() == {"error": "feedback credentials are unavailable"}
+    assert "tokens:1: field 2 is not a SHA-256" in caplog.text and TOKEN not in caplog.text
+    (project / "tokens").write_text(f"alice {token_sha256(TOKEN)}\n")
+
+    layout.pending.mkdir(parents=True)
+    sidecar = layout.pending / f"{'0' * 64}.json"
+    sidecar.write_text("{not json")
+    broken = api.post("/feedback", headers=alice, **send)
+    assert broken.status_code == 503 and str(project) not in broken.text
+    assert f"{sidecar}: not a pending-image record" in caplog.text
+    sidecar.unlink()
+
+    def full(*_: object) -> None:
+        raise OSError(28, "No space left on device", str(layout.pending / "x.json"))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pending, "write_json", full)
+        no_space = api.post("/feedback", headers=alice, **send)
+    assert no_space.status_code == 503 and str(project) not in no_space.text
+    assert "No space left on device" in caplog.text
+    assert list(layout.pending.iterdir()) == []  # no image without its sidecar
+
+    with inbox.lock(layout.inbox):  # a review or an ingest holds it
+        monkeypatch.setattr(
+            inbox,
+            "lock",
+            lambda folder: FileLock(tmp_path / "project" / "data" / ".extra.lock", timeout=0),
+        )
+        busy = api.post("/feedback", headers=alice, **send)
+    assert busy.status_code == 503 and int(busy.headers["retry-after"]) > 0
+    assert "busy" in busy.json()["error"] and pending.items(layout.pending) == []
+
+
+def test_feedback_waiting_for_the_inbox_lock_does_not_stall_predict(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnist_pipeline.inbox import pending
+    from mnist_pipeline.inbox import store as inbox
+
+    project = tmp_path / "project"
+    layout = Layout(project)
+    digit = png(draw_digit(tmp_path / "4.png", 4))
+    real, waiting, ended = inbox.lock, threading.Event(), threading.Event()
+
+    class Watched:  # the inbox's lock, telling when /feedback starts and stops waiting for it
+        def __init__(self, folder: Path) -> None:
+            self.inner = real(folder)
+
+        def __enter__(self) -> object:
+            waiting.set()
+            try:
+                return self.inner.__enter__()
+            finally:
+                ended.set()
+
+        def __exit__(self, *exc: object) -> None:
+            self.inner.__exit__(*exc)
+
+    answers: list[int] = []
+    with TestClient(feedback_api(registry, project).app) as api:  # one event loop for both
+        with real(layout.inbox):  # a review or an ingest holds it
+            monkeypatch.setattr(inbox, "lock", Watched)
+            sender = threading.Thread(
+                target=lambda: answers.append(
+                    api.post(
+                        "/feedback",
+                        headers={"Authorization": f"Bearer {TOKEN}"},
+                        files={"file": ("4.png", digit)},
+                        data={"label": "4"},
+                    ).status_code
+                )
+            )
+            sender.start()
+            assert waiting.wait(timeout=60)
+            predicted = api.post("/predict", files=[("files", ("4.png", digit))])
+            still_waiting = not ended.is_set()
+        sender.join()
+    assert predicted.status_code == 200 and still_waiting  # /predict did not wait for it
+    assert answers == [201] and len(pending.items(layout.pending)) == 1
 
 
 def test_without_credentials_there_is_no_feedback_route(

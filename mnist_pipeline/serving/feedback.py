@@ -3,29 +3,37 @@
     Authorization: Bearer <token>     a credential of serving/tokens.py
     multipart `file` (one image) and `label` (the digit it shows)
 
-201 a new claim awaits review in data/pending/, 200 this credential already claimed it (or the
-image is accepted under that label already), 401 no or an unknown or expired token (with
-`WWW-Authenticate: Bearer`), 429 over `serve.feedback_rate_per_minute` or with
-`serve.feedback_quota` images of this credential awaiting review (with `Retry-After`), 415/422
-a malformed submission; each error is JSON {"error": ...} and stores nothing. Nothing posted
-here reaches training until `mnist-pipeline data accept` moves it into data/extra/.
+201 a new claim awaits review in data/pending/, 200 this credential already claimed it, 401 no
+or an unknown or expired token (with `WWW-Authenticate: Bearer`), 429 over
+`serve.feedback_rate_per_minute` or with `serve.feedback_quota` images of this credential
+awaiting review (with `Retry-After`), 415/422 a malformed submission, 503 a problem on the
+server's side (the tokens file or data/pending/ unreadable, the inbox's lock busy): its details
+are logged, never sent. Each error is JSON {"error": ...} and stores nothing. The quarantine's
+file work runs in a worker thread, off the event loop. Nothing posted here reaches training
+until `mnist-pipeline data accept` moves it into data/extra/.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from filelock import Timeout
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.inbox import pending
 from mnist_pipeline.serving.http_api import ClientError
 from mnist_pipeline.serving.tokens import Credentials, RateLimiter, Unauthorized
 
 QUOTA_RETRY_AFTER_S = 3600  # a full quota frees up only when a reviewer gets to it
+BUSY_RETRY_AFTER_S = 30  # the inbox's lock is held by a review or an ingest
+UNAVAILABLE = "feedback storage is unavailable (a problem on the server, logged there)"
+logger = logging.getLogger("mnist_pipeline.serve")
 
 
 @dataclass(frozen=True)
@@ -53,16 +61,37 @@ class Feedback:
                 raise ClientError(422, "multipart fields 'file' (an image) and 'label' are needed")
             client = request.client.host if request.client else None
             data, name = await upload.read(), upload.filename or "file"
-            try:
-                done = pending.submit(
-                    self.pending, self.inbox, data, name, label, source, client, self.quota
+            try:  # the lock and the files would block the event loop (and /predict)
+                done = await run_in_threadpool(
+                    pending.submit,
+                    self.pending,
+                    self.inbox,
+                    data,
+                    name,
+                    label,
+                    source,
+                    client,
+                    self.quota,
                 )
             except pending.QuotaExceeded as exc:
                 raise ClientError(
                     429, str(exc), {"Retry-After": str(QUOTA_RETRY_AFTER_S)}
                 ) from None
-            except DataError as exc:
+            except pending.BadRecord as exc:
+                logger.error("/feedback refused: %s", exc)
+                raise ClientError(503, UNAVAILABLE) from None
+            except DataError as exc:  # the submission itself
                 raise ClientError(422, str(exc)) from None
+            except Timeout:
+                logger.warning("/feedback refused: the inbox's lock stayed busy")
+                raise ClientError(
+                    503,
+                    "feedback storage is busy (a review or an ingest); retry later",
+                    {"Retry-After": str(BUSY_RETRY_AFTER_S)},
+                ) from None
+            except OSError as exc:
+                logger.error("/feedback refused: %s", describe_os_error(exc))
+                raise ClientError(503, UNAVAILABLE) from None
             body = {"status": done.status, "sha256": done.sha256, **asdict(done.claim)}
             return JSONResponse(body, status_code=201 if done.status == "pending" else 200)
 
@@ -75,8 +104,9 @@ class Feedback:
             if request.headers.get("authorization"):
                 challenge += ', error="invalid_token"'
             raise ClientError(401, str(exc), {"WWW-Authenticate": challenge}) from None
-        except (DataError, OSError) as exc:  # the tokens file went bad: refuse, say why
-            raise ClientError(503, f"feedback credentials unavailable: {exc}") from None
+        except (DataError, OSError) as exc:  # the tokens file went bad: say why in the log only
+            logger.error("/feedback refused: %s", exc)
+            raise ClientError(503, "feedback credentials are unavailable") from None
         wait = self.limiter.take(credential.name)
         if wait is not None:
             raise ClientError(
