@@ -16,7 +16,7 @@ from mnist_pipeline.core.params import Params
 from mnist_pipeline.inbox import events as inbox_events
 from mnist_pipeline.inbox import pending
 from mnist_pipeline.inbox import store as inbox
-from mnist_pipeline.registry.trail import default_actor
+from mnist_pipeline.registry import default_actor
 
 data_app = typer.Typer(
     help="Labelled digits users add (data/extra/<digit>/), and those awaiting review "
