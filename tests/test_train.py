@@ -19,7 +19,7 @@ from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ModelParams, TrainParams, parse_params
 from mnist_pipeline.model.network import build_model
 from mnist_pipeline.training import loop
-from mnist_pipeline.training.train import HISTORY_COLUMNS, train
+from mnist_pipeline.training.train import HISTORY_COLUMNS, TIMING_COLUMNS, history_csv, train
 from tests.conftest import REPO_ROOT
 from tests.synthetic import make_dataset, write_data_dir
 
@@ -143,10 +143,26 @@ def test_outputs_history_and_result(tmp_path: Path, tiny_data_dir: Path) -> None
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
     assert result.train_loss == float(rows[-1]["train_loss"])
     assert result.val_accuracy == float(rows[-1]["val_accuracy"]) > 0.5  # learnable data
-    assert all(float(r["lr"]) > 0 and float(r["seconds"]) >= 0 for r in rows)
+    assert all(float(r["lr"]) > 0 for r in rows)
+    # Wall-clock time is kept apart: the history DVC tracks is a function of the inputs only.
+    assert not {"seconds", "time", "timestamp"} & set(rows[0])
+    with open(layout.train_timings, newline="") as handle:
+        timings = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in timings] == [1, 2, 3]
+    assert all(float(r["seconds"]) >= 0 for r in timings)
     # The caller's torch settings come back.
     assert torch.get_num_threads() == threads
     assert torch.are_deterministic_algorithms_enabled() == deterministic
+
+
+def test_the_history_has_no_time_column_and_the_timings_do() -> None:
+    """Two runs that differ only in wall-clock time write the same history (DVC tracks it)."""
+    row = {"epoch": 1, "train_loss": 0.5, "train_accuracy": 0.8, "val_loss": 0.4}
+    fast, slow = {**row, "lr": 1e-3, "seconds": 0.25}, {**row, "lr": 1e-3, "seconds": 9.5}
+    assert history_csv([fast]) == history_csv([slow])
+    assert "seconds" not in HISTORY_COLUMNS and "seconds" not in history_csv([slow])
+    assert history_csv([slow], TIMING_COLUMNS) == "epoch,seconds\n1,9.5\n"
+    assert history_csv([row], TIMING_COLUMNS) == "epoch,seconds\n1,\n"  # an old checkpoint's
 
 
 def test_no_validation_split(tmp_path: Path, tiny_data_dir: Path) -> None:

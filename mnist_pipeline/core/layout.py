@@ -81,8 +81,13 @@ class Layout:
 
     @property
     def train_history(self) -> Path:
-        """Per-epoch history, CSV (DVC plots)."""
+        """Per-epoch history, CSV (DVC plots): losses, accuracies, learning rate, no timings."""
         return self.reports / "train_history.csv"
+
+    @property
+    def train_timings(self) -> Path:
+        """Each epoch's wall-clock seconds, CSV: beside the history, never a DVC output."""
+        return self.reports / "train_timings.csv"
 
     @property
     def metrics(self) -> Path:

@@ -8,8 +8,9 @@ killed mid-way resumes from its last completed epoch and ends with the same weig
 uninterrupted one. A checkpoint made with other params or data is ignored (fresh start, logged).
 When training ends the weights go to `layout.state_dict` and the history to
 `layout.train_history` (a failed run leaves the previous pair untouched), and the checkpoint is
-deleted, so a finished run leaves only its outputs: model.pt (bit-identical for the same params,
-data and machine) and train_history.csv (identical but for its `seconds` column).
+deleted, so a finished run leaves only its outputs: model.pt and train_history.csv, both
+bit-identical for the same params, data and machine. Each epoch's wall-clock seconds go apart,
+to `layout.train_timings`, which no DVC output or record includes.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ HISTORY_COLUMNS = (
     "val_loss",
     "val_accuracy",
     "lr",
-    "seconds",
-)
+)  # a function of the inputs only: DVC tracks the file, model.json records its hash
+TIMING_COLUMNS = ("epoch", "seconds")  # wall-clock time: layout.train_timings, never tracked
 EVAL_BATCH = 1000
 
 
@@ -103,13 +104,14 @@ def torch_settings(params: TrainParams) -> Iterator[None]:
         torch.use_deterministic_algorithms(deterministic)
 
 
-def history_csv(history: list[dict[str, float]]) -> str:
-    """The per-epoch history as CSV text (empty cells for missing validation scores)."""
+def history_csv(history: list[dict[str, float]], columns: tuple[str, ...] = HISTORY_COLUMNS) -> str:
+    """`columns` of the per-epoch history as CSV text (empty cells for missing validation scores
+    and for seconds a checkpoint from an older version lacks)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(HISTORY_COLUMNS)
+    writer.writerow(columns)
     for row in history:
-        values = (row.get(column) for column in HISTORY_COLUMNS)
+        values = (row.get(column) for column in columns)
         writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in values])
     return out.getvalue()
 
@@ -241,11 +243,12 @@ def train(model: ModelParams, params: TrainParams, layout: Layout) -> TrainResul
         if params.temperature_scaling:  # after the last checkpoint: a resumed run folds anew
             calibration = temperature.calibrate(net, val_images, val_labels, EVAL_BATCH)
             log(temperature.summary(calibration))
-        # Weights, history and the record binding them to their inputs are replaced together,
-        # only by a run that finished (the record last: stale while the weights are new, it is
-        # refused by registration).
+        # Weights, history (timings beside it) and the record binding them to their inputs are
+        # replaced together, only by a run that finished (the record last: stale while the
+        # weights are new, it is refused by registration).
         save_state_dict(net, layout.state_dict)
         write_text(layout.train_history, history_csv(history))
+        write_text(layout.train_timings, history_csv(history, TIMING_COLUMNS))
         record = {
             "state_dict_sha256": file_sha256(layout.state_dict),
             "fingerprint": fingerprint,
