@@ -40,7 +40,6 @@ run: $(STAMP)  ## full pipeline as a Prefect flow: fetch → train → evaluate 
 	$(BIN)/python -m flows.retrain
 
 repro: $(STAMP)  ## the same stages as a DVC pipeline: runs only what changed (see dvc.yaml)
-	@mkdir -p data/extra  # the inbox (data/extra.dvc); a fresh clone has none until `dvc pull`
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 test: $(STAMP) $(EXAMPLE_DEPS)  ## unit + end-to-end tests (real-MNIST tests skip when ../shared/mnist is absent)

@@ -55,7 +55,7 @@ def lock_hashes(repo: Path) -> dict[str, str]:
 def make_project(repo: Path, mirror: Path) -> None:
     """A fresh git + DVC repo holding the project's pipeline, with params for tiny data."""
     repo.mkdir()
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "data/.gitignore", "data/extra.dvc"):
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "data/.gitignore"):
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO_ROOT / name, repo / name)
     shutil.copytree(
@@ -67,7 +67,6 @@ def make_project(repo: Path, mirror: Path) -> None:
     params["train"].update(epochs=1, batch_size=32, val_size=32, num_threads=1)
     params["evaluate"].update(min_accuracy=0.0, batch_size=64)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    (repo / "data" / "extra").mkdir()  # the empty inbox data/extra.dvc tracks (`make repro`)
     run(repo, "git", "init", "-q", "-b", "main")
     run(repo, "git", "config", "user.name", "test")
     run(repo, "git", "config", "user.email", "test@example.com")

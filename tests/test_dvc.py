@@ -20,6 +20,8 @@ from tests.synthetic import make_dataset, write_mirror
 
 PACKAGE = "mnist_pipeline"
 STAGES = ("fetch", "ingest", "train", "evaluate", "export", "parity")
+INBOX = "inbox"  # dvc.yaml's first stage: keeps data/extra (inbox/tracked.py), not the flow's
+DVC_STAGES = (INBOX, *STAGES)
 DVC_YAML = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text(encoding="utf-8"))
 
 
@@ -37,10 +39,10 @@ def test_stages_run_the_cli_in_order() -> None:
     from mnist_pipeline.cli.app import app
 
     commands = get_command(app).commands  # type: ignore[attr-defined]
-    assert tuple(DVC_YAML["stages"]) == STAGES
+    assert tuple(DVC_YAML["stages"]) == DVC_STAGES
     assert tuple(TABLE) == (*STAGES, "register")  # the flow's order; register is not a DVC stage
-    for name, stage in DVC_YAML["stages"].items():
-        assert stage["cmd"] == f"mnist-pipeline {name}"
+    for name in STAGES:
+        assert DVC_YAML["stages"][name]["cmd"] == f"mnist-pipeline {name}"
         assert name in commands
 
 
@@ -71,6 +73,7 @@ def test_outputs_are_the_layout_paths() -> None:
         for p in _entries(stage, key)
     }
     expected = {
+        layout.inbox,
         layout.data_dir,
         layout.extra_dir,
         layout.ingest_report,
@@ -163,19 +166,23 @@ def test_params_are_exactly_the_keys_the_stage_reads(name: str, keys_read) -> No
 
 
 def test_data_deps_are_outputs_of_earlier_stages() -> None:
-    produced = {str(Layout(Path(".")).inbox)}  # the one input: data/extra.dvc tracks it
+    produced: set[str] = set()
     for stage in DVC_YAML["stages"].values():
         for dep in _entries(stage, "deps"):
             assert dep.startswith(PACKAGE + "/") or dep in produced, dep
         produced |= {p for key in ("outs", "metrics", "plots") for p in _entries(stage, key)}
 
 
-def test_the_inbox_is_tracked_by_dvc() -> None:
-    """data/extra.dvc tracks the inbox (an empty folder in the repository), so `dvc push` and
-    `dvc pull` share the labelled digits and git ignores them."""
-    tracked = yaml.safe_load((REPO_ROOT / "data" / "extra.dvc").read_text(encoding="utf-8"))
-    assert [out["path"] for out in tracked["outs"]] == ["extra"]
+def test_the_inbox_is_a_persistent_cached_output() -> None:
+    """The `inbox` stage outputs the inbox (cached, so `dvc push` and `dvc pull` share the
+    labelled digits; git ignores them) and never deletes it: it only creates it when absent.
+    No .dvc file tracks it (a `dvc add`ed folder that a fresh clone lacks stops `dvc repro`)."""
+    stage = DVC_YAML["stages"][INBOX]
+    assert stage["cmd"] == "mnist-pipeline data init" and "deps" not in stage
+    inbox = str(Layout(Path(".")).inbox)
+    assert stage["outs"] == [{inbox: {"persist": True}}]
     assert "/extra" in (REPO_ROOT / "data" / ".gitignore").read_text(encoding="utf-8").split()
+    assert not (REPO_ROOT / "data" / "extra.dvc").exists()
 
 
 def test_params_exist_in_params_yaml_and_the_model() -> None:

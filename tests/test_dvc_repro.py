@@ -1,4 +1,5 @@
-"""`dvc repro` on tiny data: every output, no-op reruns, partial reruns, bit-identical forced runs.
+"""`dvc repro` on tiny data: every output, no-op reruns, partial reruns, bit-identical forced runs,
+and a fresh `git clone` that reproduces the committed dvc.lock exactly.
 
 The tests build a throwaway git + DVC repo of the project on a tiny synthetic mirror
 (tests/dvc_helpers.py) and run the real `mnist-pipeline` commands through DVC.
@@ -32,7 +33,7 @@ from tests.dvc_helpers import dvc_env, lock_hashes, make_project, ran, run
 from tests.example_helpers import CHROMIUM, CHROMIUM_ARGS, chromium_skip_reason
 from tests.process_helpers import start, stop, wait_for
 from tests.registry_helpers import registrations_held, stored
-from tests.test_dvc import STAGES
+from tests.test_dvc import DVC_STAGES
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +60,7 @@ def clone(pipeline: tuple[Path, str], tmp_path: Path) -> Path:
 
 def test_full_run_produces_every_output(pipeline: tuple[Path, str]) -> None:
     repo, output = pipeline
-    assert ran(output) == set(STAGES)
+    assert ran(output) == set(DVC_STAGES)
     layout = Layout(repo)
     for path in (layout.state_dict, layout.onnx, layout.train_history, layout.predictions):
         assert path.is_file(), path
@@ -76,6 +77,7 @@ def test_full_run_produces_every_output(pipeline: tuple[Path, str]) -> None:
     assert json.loads(layout.parity_report.read_text())["passed"] is True
     hashes = lock_hashes(repo)
     assert set(hashes) == {
+        "data/extra",
         "data/mnist",
         "data/ingested",
         "reports/ingest.json",
@@ -150,20 +152,33 @@ def test_changing_the_gate_reruns_only_evaluation_onwards(clone: Path) -> None:
 
 
 def test_forced_repro_is_bit_identical(clone: Path) -> None:
-    stable = (
-        "data/mnist",
-        "models/model.pt",
-        "reports/metrics.json",
-        "reports/predictions.csv",
-        "reports/plots",
-        "models/model.onnx",
-        "reports/parity.json",
-    )  # not train_history.csv: its `seconds` column is wall-clock time
+    """Every output DVC tracks is a function of the inputs: weights, history, records, reports,
+    plots, ONNX (wall-clock time goes to reports/train_timings.csv, which DVC does not track)."""
     before = lock_hashes(clone)
+    shutil.rmtree(clone / "reports")  # nothing left over from the first run
     output = run(clone, "dvc", "repro", "--force")
-    assert ran(output) == set(STAGES)
-    after = lock_hashes(clone)
-    assert {k: after[k] for k in stable} == {k: before[k] for k in stable}
+    assert ran(output) == set(DVC_STAGES)
+    assert lock_hashes(clone) == before
+    assert run(clone, "git", "status", "--porcelain") == ""  # dvc.lock as committed
+
+
+def test_a_fresh_clone_runs_plain_dvc_repro(pipeline: tuple[Path, str], tmp_path: Path) -> None:
+    """`git clone` then exactly `dvc repro` (no mkdir, no `dvc pull`, no cache): the inbox a
+    clone lacks is created empty, every stage runs and dvc.lock comes out as committed."""
+    origin, _ = pipeline
+    clone = tmp_path / "clone"
+    run(tmp_path, "git", "clone", "-q", str(origin), str(clone))
+    assert not (clone / "data" / "extra").exists() and not (clone / ".dvc" / "cache").exists()
+    output = run(clone, "dvc", "repro")
+    assert ran(output) == set(DVC_STAGES)
+    layout = Layout(clone)
+    assert layout.inbox.is_dir() and not any(layout.inbox.iterdir())
+    for path in (layout.state_dict, layout.onnx, layout.train_history, layout.parity_report):
+        assert path.is_file(), path
+    assert json.loads(layout.metrics.read_text())["passed"] is True
+    assert lock_hashes(clone) == lock_hashes(origin)  # bit-identical on another clone
+    assert run(clone, "git", "status", "--porcelain") == ""
+    assert "up to date" in run(clone, "dvc", "status")
 
 
 def test_experiment_with_a_train_param(clone: Path) -> None:
@@ -241,7 +256,7 @@ def test_a_flow_run_and_a_forced_repro_in_one_checkout_both_succeed(
         if flow is not None:
             stop(flow)
     assert flow.returncode == 0, log.read_text()[-4000:]
-    assert ran(repro) == set(STAGES)
+    assert ran(repro) == set(DVC_STAGES)
     assert "up to date" in run(clone, "dvc", "status")  # dvc.lock describes the workspace
     assert registry.verify() == []
     (card,) = registry.versions()  # the flow's version, made from its own run folder

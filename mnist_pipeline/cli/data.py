@@ -1,4 +1,4 @@
-"""`mnist-pipeline data add|list|remove|pending|accept|reject`: the inbox of labelled digits
+"""`mnist-pipeline data add|list|remove|pending|accept|reject|init`: the inbox of labelled digits
 (inbox/store.py) and the images awaiting review before they enter it (inbox/pending.py)."""
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.inbox import events as inbox_events
-from mnist_pipeline.inbox import pending
+from mnist_pipeline.inbox import pending, tracked
 from mnist_pipeline.inbox import store as inbox
 from mnist_pipeline.registry import default_actor
 
 data_app = typer.Typer(
     help="Labelled digits users add (data/extra/<digit>/), and those awaiting review "
-    "(data/pending/): add, list, remove, pending, accept, reject.",
+    "(data/pending/): add, list, remove, pending, accept, reject, init.",
     no_args_is_help=True,
 )
 
@@ -216,3 +216,14 @@ def reject(
     layout = state(ctx).layout
     for item in pending.reject(layout.pending, layout.inbox, refs, _user()):
         console.print(f"rejected: {item.sha256} (claimed {item.labels})", markup=False)
+
+
+@data_app.command("init")
+def init(ctx: typer.Context) -> None:
+    """Create the inbox empty when it is absent (a fresh clone; dvc.yaml's `inbox` stage runs
+    this); refused when dvc.lock records images in it that are not here (`dvc pull` them)."""
+    layout = state(ctx).layout
+    created = tracked.ensure_inbox(layout.project, layout.inbox)
+    count = len(inbox.listing(layout.inbox)[0])
+    what = "created the empty inbox" if created else f"the inbox holds {count} image(s)"
+    console.print(f"{what}: {layout.inbox}", markup=False)

@@ -1,0 +1,54 @@
+"""The inbox as DVC tracks it: dvc.yaml's `inbox` stage (`mnist-pipeline data init`).
+
+Git keeps no empty folder, so a fresh clone has no data/extra/. The `inbox` stage creates it
+empty and otherwise leaves it as it is (a `persist` output), so plain `dvc repro` runs on any
+clone while dvc.lock still records the inbox's content for `dvc push` / `dvc pull`. A clone whose
+dvc.lock records images that are not here is refused: creating an empty inbox there would train
+without them and record their loss.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from mnist_pipeline.core.errors import DataError
+
+LOCK_FILE = "dvc.lock"
+STAGE = "inbox"
+
+
+def _relative(project: Path, inbox: Path) -> str:
+    """The inbox as dvc.lock names it: relative to the project, with forward slashes."""
+    return inbox.resolve().relative_to(project.resolve()).as_posix()
+
+
+def recorded_files(project: Path, inbox: Path) -> int:
+    """How many files dvc.lock records in the inbox (0 without a lock or a record of it)."""
+    lock = project / LOCK_FILE
+    if not lock.is_file():
+        return 0
+    try:
+        stages = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise DataError(f"cannot read {lock}: {exc}") from exc
+    stage = (stages.get("stages") or {}).get(STAGE) or {}
+    where = _relative(project, inbox)
+    return sum(int(out.get("nfiles", 0)) for out in stage.get("outs", []) if out["path"] == where)
+
+
+def ensure_inbox(project: Path, inbox: Path) -> bool:
+    """Create the inbox empty if it is absent; True if created. DataError when dvc.lock records
+    images in an inbox that is not here (a clone before `dvc pull`): nothing is created."""
+    if inbox.is_dir():
+        return False
+    if inbox.exists():
+        raise DataError(f"the inbox {inbox} is not a folder")
+    if count := recorded_files(project, inbox):
+        raise DataError(
+            f"the inbox {inbox} is missing but {LOCK_FILE} records {count} file(s) in it: "
+            f"run `dvc pull {_relative(project, inbox)}` first"
+        )
+    inbox.mkdir(parents=True)
+    return True

@@ -1,0 +1,66 @@
+"""`mnist-pipeline data init` (dvc.yaml's `inbox` stage): the inbox a fresh clone lacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.inbox import tracked
+from tests.fault_helpers import cli
+
+
+def write_lock(project: Path, nfiles: int) -> None:
+    """A dvc.lock recording an inbox of `nfiles` files, as `dvc repro` writes it."""
+    out = {"path": "data/extra", "hash": "md5", "md5": "0" * 32 + ".dir", "nfiles": nfiles}
+    stage = {"cmd": "mnist-pipeline data init", "outs": [out]}
+    lock = {"schema": "2.0", "stages": {"inbox": stage}}
+    (project / "dvc.lock").write_text(yaml.safe_dump(lock), encoding="utf-8")
+
+
+def test_an_absent_inbox_is_created_empty_and_a_present_one_is_kept(tmp_path: Path) -> None:
+    inbox = tmp_path / "data" / "extra"
+    assert tracked.ensure_inbox(tmp_path, inbox) is True
+    assert inbox.is_dir() and not any(inbox.iterdir())
+    (inbox / "3").mkdir()
+    (inbox / "3" / "a.png").write_bytes(b"png")
+    assert tracked.ensure_inbox(tmp_path, inbox) is False
+    assert (inbox / "3" / "a.png").read_bytes() == b"png"
+
+
+def test_a_lock_recording_an_empty_inbox_lets_it_be_created(tmp_path: Path) -> None:
+    write_lock(tmp_path, 0)
+    assert tracked.recorded_files(tmp_path, tmp_path / "data" / "extra") == 0
+    assert tracked.ensure_inbox(tmp_path, tmp_path / "data" / "extra") is True
+
+
+def test_images_the_lock_records_but_the_clone_lacks_are_not_replaced(tmp_path: Path) -> None:
+    write_lock(tmp_path, 6)
+    inbox = tmp_path / "data" / "extra"
+    with pytest.raises(DataError, match=r"records 6 file\(s\).*`dvc pull data/extra`"):
+        tracked.ensure_inbox(tmp_path, inbox)
+    assert not inbox.exists()  # nothing created
+    (tmp_path / "params.yaml").write_text("{}\n")
+    assert cli(tmp_path, "data", "init") != 0
+    assert not inbox.exists()
+
+
+def test_a_file_where_the_inbox_belongs_and_a_broken_lock_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "extra").write_text("not a folder")
+    with pytest.raises(DataError, match="not a folder"):
+        tracked.ensure_inbox(tmp_path, tmp_path / "data" / "extra")
+    (tmp_path / "dvc.lock").write_text("stages: [unclosed\n")
+    with pytest.raises(DataError, match="cannot read .*dvc.lock"):
+        tracked.ensure_inbox(tmp_path, tmp_path / "data" / "new")
+
+
+def test_data_init_creates_the_inbox(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "params.yaml").write_text("{}\n")
+    assert cli(tmp_path, "data", "init") == 0
+    assert (tmp_path / "data" / "extra").is_dir()
+    assert "created the empty inbox" in capsys.readouterr().err  # the console writes to stderr
+    assert cli(tmp_path, "data", "init") == 0
+    assert "the inbox holds 0 image(s)" in capsys.readouterr().err  # the console writes to stderr
