@@ -16,6 +16,7 @@ import yaml
 from mnist_pipeline.pipeline import announce
 from tests.conftest import REPO_ROOT
 from tests.process_helpers import prefect_server
+from tests.promotion_helpers import TEST
 from tests.test_registry_cli import produce
 
 
@@ -56,11 +57,14 @@ def stored_after(api_url: str, count: int, timeout: float = 60) -> list[dict]:
     return found
 
 
+SECOND = 1 - 33 / TEST  # the second version's accuracy: 667 of the 700 test images
+
+
 @pytest.mark.slow
 def test_register_and_promote_emit_exactly_their_events(tmp_path: Path) -> None:
     workdir = tmp_path / "work"
     workdir.mkdir()
-    params = {"evaluate": {"min_accuracy": 0.9}, "registry": {"promotion_margin": 0.001}}
+    params = {"evaluate": {"min_accuracy": 0.9}, "registry": {"promotion": {"significance": 0.01}}}
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "prefect").mkdir()
     with prefect_server(tmp_path / "prefect") as env:
@@ -75,7 +79,7 @@ def test_register_and_promote_emit_exactly_their_events(tmp_path: Path) -> None:
 
         produce(workdir, 1, 0.95)
         models("register")
-        produce(workdir, 2, 0.9505)  # within the margin: staging
+        produce(workdir, 2, SECOND)  # 2 of 700 more right, not significant: staging
         models("register")
         models("promote", "2", "--actor", "user:eve", "--comment", "checked")
         api = env["PREFECT_API_URL"]
@@ -105,4 +109,5 @@ def test_register_and_promote_emit_exactly_their_events(tmp_path: Path) -> None:
             dict(version=2, alias="production", previous=1, actor="user:eve"),
         ),
     ]
-    assert [e["payload"]["accuracy"] for e in events] == [0.95, 0.95, 0.9505, 0.9505, 0.9505]
+    accuracies = [e["payload"]["accuracy"] for e in sorted(events, key=lambda e: e["occurred"])]
+    assert accuracies == pytest.approx([0.95, 0.95, SECOND, SECOND, SECOND])

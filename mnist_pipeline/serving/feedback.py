@@ -40,7 +40,7 @@ logger = logging.getLogger("mnist_pipeline.serve")
 class Feedback:
     """Where /feedback quarantines images, who may send them, and how many."""
 
-    inbox: Path  # data/extra: an image accepted there already is not quarantined again
+    inbox: Path  # data/extra: only its lock is taken (a submission never reads the inbox)
     pending: Path  # data/pending
     credentials: Credentials
     limiter: RateLimiter
