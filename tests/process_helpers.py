@@ -88,7 +88,21 @@ def prefect_server(folder: Path, **extra_env: str) -> Iterator[dict[str, str]]:
         wait_for(up, 180, "prefect server", proc, log)
         yield env
     finally:
+        drain_prefect_senders()
         stop(proc)
+
+
+def drain_prefect_senders(timeout_s: float = 30) -> None:
+    """Send what this process queued for a Prefect API (events, log lines) while the server is
+    still up: a sender left holding items for a stopped server makes the next test harness's
+    drain (which has no timeout) wait forever."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for sender in (EventsWorker, APILogWorker):
+        sender.drain_all(timeout=timeout_s, at_exit=False)
 
 
 @contextmanager
