@@ -53,6 +53,12 @@ class Layout:
         return self.root / "data" / "ingested"
 
     @property
+    def robustness_cache(self) -> Path:
+        """The rendered robustness set, one verified .npz per key (evaluation/robustness_cache.py):
+        the project's, shared by runs; git-ignored, never a DVC output, safe to delete."""
+        return self.project / ".cache" / "robustness"
+
+    @property
     def model_dir(self) -> Path:
         return self.root / "models"
 

@@ -119,7 +119,7 @@ class EvaluateParams(Section):
     min_accuracy: float = Field(default=0.98, ge=0, le=1)
     # The gate on the extra holdout (labelled digits users added); None: reported, not gated.
     min_extra_accuracy: float | None = Field(default=None, ge=0, le=1)
-    batch_size: int = Field(default=1000, ge=1)
+    batch_size: int = Field(default=250, ge=1)
     # Test digits per transformation of the robustness set (robustness.py); 0: no robustness report.
     robustness_per_transform: int = Field(default=500, ge=0, le=10_000)
 

@@ -123,7 +123,12 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
     held = score_holdout(net, params, layout)
     calibration = metrics.calibration(test.confidence, test.predicted == test.actual)
     robustness = quality.robustness_report(
-        net, mnist.test_images, test.actual, params.robustness_per_transform, params.batch_size
+        net,
+        mnist.test_images,
+        test.actual,
+        params.robustness_per_transform,
+        params.batch_size,
+        layout.robustness_cache,
     )
     fields = {
         "accuracy": test.accuracy,

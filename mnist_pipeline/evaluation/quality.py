@@ -17,7 +17,7 @@ from torch import nn
 
 from mnist_pipeline.core.contract import MNIST_MEAN, MNIST_STD
 from mnist_pipeline.evaluation import plots
-from mnist_pipeline.evaluation.robustness import robustness_set
+from mnist_pipeline.evaluation.robustness_cache import cached_robustness_set
 from mnist_pipeline.model.network import predict_logits
 
 RELIABILITY_PLOT = "reliability.png"
@@ -25,13 +25,18 @@ ROBUSTNESS_PLOT = "robustness.png"
 
 
 def robustness_report(
-    net: nn.Module, images: torch.Tensor, labels: torch.Tensor, per_transform: int, batch_size: int
+    net: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    per_transform: int,
+    batch_size: int,
+    cache: Path | None = None,
 ) -> dict[str, Any] | None:
     """Accuracy per transformation (and their mean, `overall`) on `per_transform` test digits
-    each; None when per_transform is 0."""
+    each; None when per_transform is 0. The rendered set is cached in `cache` (when given)."""
     if per_transform == 0 or len(labels) == 0:
         return None
-    sets = robustness_set(images.numpy(), labels.numpy(), per_transform)
+    sets = cached_robustness_set(images.numpy(), labels.numpy(), per_transform, cache)
     accuracy = {}
     for name, (digits, wanted) in sets.items():
         inputs = (torch.from_numpy(digits).unsqueeze(1) - MNIST_MEAN) / MNIST_STD

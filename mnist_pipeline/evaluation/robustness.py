@@ -3,16 +3,25 @@
 Each transformation draws a digit as dark ink on light paper at a random size and position in a
 larger canvas (as a phone photo or a scan of one digit does), then distorts it one way:
 
-    paper    nothing more
-    thick    strokes thickened (a 3 px max filter at 4x: a marker)
-    thin     strokes thinned (a 3 px min filter at 4x: a fine pen)
-    rotated  turned by 8-15 degrees either way
-    blur     Gaussian blur (out of focus)
-    noise    Gaussian sensor noise (sigma 8-16 grey levels)
-    jpeg     saved as JPEG at quality 10-30
+    paper         nothing more
+    thick         strokes thickened (a 7 px max filter at 4x: a felt pen)
+    thin          strokes thinned (a 3 px min filter at 4x: a fine pen)
+    rotated       turned by 8-15 degrees either way
+    blur          Gaussian blur (out of focus)
+    noise         Gaussian sensor noise (sigma 8-16 grey levels)
+    jpeg          saved as JPEG at quality 10-30
+    marker        a wide marker (a 13 px max filter at 4x)
+    pencil        a light grainy pencil: thin strokes, 60-110 grey levels below the paper, grain
+    perspective   a phone photo at an angle (keystone: the far edge 25-45% narrower)
+    uneven_light  a phone photo's light: brightness gradient, vignette and a soft shadow
+    ruled         written on a notebook's ruled line, printed across the whole canvas
+    stray         beside a neighbouring digit's stray stroke
+    squeezed      45-70% of its width (a narrow hand)
+    stretched     140-190% of its width (a wide hand)
 
-and the result goes through the same preprocessing `predict` uses (preprocess.py). Every random
-choice comes from one seed, so the set is the same on every run. Torch-free (numpy + Pillow).
+(distortions.py has the building blocks of the last eight) and the result goes through the same
+preprocessing `predict` uses (preprocess.py). Every random choice comes from one seed, so the
+set is the same on every run. Torch-free (numpy + Pillow).
 """
 
 from __future__ import annotations
@@ -22,9 +31,15 @@ import io
 import numpy as np
 from PIL import Image, ImageFilter
 
-from mnist_pipeline.data.preprocess import ImageError, preprocess_bytes
+from mnist_pipeline.data.preprocess import ImageError, preprocess_bytes, to_mnist
+from mnist_pipeline.evaluation import distortions
 
-TRANSFORMS = ("paper", "thick", "thin", "rotated", "blur", "noise", "jpeg")
+TRANSFORMS = (
+    *("paper", "thick", "thin", "rotated", "blur", "noise", "jpeg"),
+    *("marker", "pencil", "perspective", "uneven_light", "ruled", "stray"),
+    *("squeezed", "stretched"),
+)
+LOSSY = frozenset({"jpeg"})  # saved as JPEG; the others as PNG (lossless)
 UPSCALE = 4
 
 
@@ -32,18 +47,25 @@ def _ink(digit: np.ndarray, transform: str, rng: np.random.Generator) -> Image.I
     """The digit as an 'L' ink image (255 = ink) at UPSCALE x, with the stroke changes."""
     big = Image.fromarray(digit).resize((28 * UPSCALE, 28 * UPSCALE), Image.Resampling.BICUBIC)
     if transform == "thick":
-        big = big.filter(ImageFilter.MaxFilter(2 * UPSCALE - 1))
-    elif transform == "thin":
+        big = distortions.max_filter(big, 2 * UPSCALE - 1)
+    elif transform == "marker":
+        big = distortions.max_filter(big, 3 * UPSCALE + 1)
+    elif transform in ("thin", "pencil"):
         big = big.filter(ImageFilter.MinFilter(3))
     elif transform == "rotated":
         angle = float(rng.uniform(8, 15) * rng.choice([-1, 1]))
         big = big.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
+    elif transform in ("squeezed", "stretched"):
+        factor = rng.uniform(0.45, 0.70) if transform == "squeezed" else rng.uniform(1.4, 1.9)
+        width = max(1, round(big.width * float(factor)))
+        big = big.resize((width, big.height), Image.Resampling.BICUBIC)
     box = big.point(lambda v: 255 if v > 64 else 0).getbbox()
     return big.crop(box) if box else big
 
 
-def render(digit: np.ndarray, transform: str, rng: np.random.Generator) -> bytes:
-    """One MNIST digit (uint8 [28, 28], white on black) -> image file bytes (PNG, or JPEG)."""
+def draw(digit: np.ndarray, transform: str, rng: np.random.Generator) -> Image.Image:
+    """One MNIST digit (uint8 [28, 28], white on black) -> the photo or scan, an 'L' image
+    (dark ink on light paper) before it is saved as a file (`encode`)."""
     if transform not in TRANSFORMS:
         raise ValueError(f"unknown transformation {transform!r}; known: {', '.join(TRANSFORMS)}")
     ink = _ink(digit, transform, rng)
@@ -57,18 +79,50 @@ def render(digit: np.ndarray, transform: str, rng: np.random.Generator) -> bytes
     paper, ink_level = float(rng.uniform(190, 245)), float(rng.uniform(10, 70))
     alpha = np.zeros((canvas_h, canvas_w), np.float32)
     alpha[top : top + height, left : left + width] = np.asarray(ink, np.float32) / 255
+    if transform == "pencil":
+        alpha, ink_level = distortions.grain(alpha, rng), paper - float(rng.uniform(60, 110))
+    elif transform in ("ruled", "stray"):
+        alpha = distortions.clutter(alpha, transform, (top, left, height, width), rng)
+    elif transform == "perspective":
+        alpha = distortions.perspective(alpha, rng)
     grey = paper - alpha * (paper - ink_level)
+    if transform == "uneven_light":
+        grey = grey * distortions.light_field(grey.shape, rng)
     if transform == "noise":
         grey = grey + rng.normal(0, rng.uniform(8, 16), grey.shape)
     image = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
     if transform == "blur":
         image = image.filter(ImageFilter.GaussianBlur(height / 28 * rng.uniform(0.8, 1.4)))
+    return image
+
+
+def encode(image: Image.Image, transform: str, rng: np.random.Generator) -> bytes:
+    """The drawn image as a file: JPEG (quality 10-30) for the lossy transformations, else PNG."""
     out = io.BytesIO()
-    if transform == "jpeg":
+    if transform in LOSSY:
         image.save(out, format="JPEG", quality=int(rng.integers(10, 31)))
     else:
         image.save(out, format="PNG")
     return out.getvalue()
+
+
+def render(digit: np.ndarray, transform: str, rng: np.random.Generator) -> bytes:
+    """One MNIST digit (uint8 [28, 28], white on black) -> image file bytes (PNG, or JPEG)."""
+    image = draw(digit, transform, rng)
+    return encode(image, transform, rng)
+
+
+def preprocessed(digit: np.ndarray, transform: str, rng: np.random.Generator) -> np.ndarray:
+    """`preprocess_bytes(render(digit, transform, rng), transform)`, the same float32 [28, 28]
+    (ImageError when preprocessing refuses it), without the PNG round trip: decoding a lossless
+    8-bit greyscale PNG gives back its pixels, and preprocessing starts from g = L / 255."""
+    image = draw(digit, transform, rng)
+    if transform in LOSSY:
+        return preprocess_bytes(encode(image, transform, rng), transform)
+    try:
+        return to_mnist(np.asarray(image, dtype=np.float32) / np.float32(255))
+    except ImageError as exc:
+        raise ImageError(f"{transform}: {exc}") from None
 
 
 def robustness_set(
@@ -85,7 +139,7 @@ def robustness_set(
         wanted = labels[order].astype(np.int64)
         for j, i in enumerate(order):
             try:
-                digits[j] = preprocess_bytes(render(images[i], transform, rng), transform)
+                digits[j] = preprocessed(images[i], transform, rng)
             except ImageError:
                 wanted[j] = -1
         out[transform] = (digits, wanted)

@@ -1,0 +1,109 @@
+"""A verified on-disk cache of the robustness set (rendering it is most of `evaluate`'s work).
+
+The set depends only on the test digits and labels, per_transform, the seed and the code that
+draws and preprocesses it (and Pillow and numpy, which do the drawing), never on the model. Its
+key is the SHA-256 of all of these (the code as the bytes of its source files); the file
+`<key>.npz` holds each transformation's digits and labels, the key, and the SHA-256 of the
+arrays. On read the key, the transformations, the shapes and the SHA-256 are checked: a file
+that is corrupt, stale or not ours is rendered again and replaced, never trusted. Writes are
+atomic (temp file + rename), so concurrent runs at worst render the same set twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import PIL
+
+from mnist_pipeline.core.atomic import write_with
+from mnist_pipeline.data import preprocess
+from mnist_pipeline.evaluation import distortions, robustness
+from mnist_pipeline.evaluation.robustness import TRANSFORMS, robustness_set
+
+Sets = dict[str, tuple[np.ndarray, np.ndarray]]
+RENDERER = (robustness, distortions, preprocess)  # the modules whose code draws the set
+FORMAT = b"robustness-cache 1"
+
+
+def code_sha256() -> str:
+    """SHA-256 of the renderer's source files and the Pillow and numpy versions."""
+    digest = hashlib.sha256(FORMAT)
+    for module in RENDERER:
+        digest.update(Path(str(module.__file__)).read_bytes())
+    digest.update(f"Pillow {PIL.__version__} numpy {np.__version__}".encode())
+    return digest.hexdigest()
+
+
+def cache_key(images: np.ndarray, labels: np.ndarray, per_transform: int, seed: int) -> str:
+    """SHA-256 of everything the set depends on."""
+    digest = hashlib.sha256(code_sha256().encode())
+    for array in (np.ascontiguousarray(images), np.ascontiguousarray(labels)):
+        digest.update(f"{array.dtype.str} {array.shape}".encode())
+        digest.update(array.tobytes())
+    digest.update(f"per_transform {per_transform} seed {seed}".encode())
+    return digest.hexdigest()
+
+
+def sets_sha256(sets: Sets) -> str:
+    """SHA-256 of the arrays in TRANSFORMS order (what a cache file must hold)."""
+    digest = hashlib.sha256()
+    for name in TRANSFORMS:
+        for array in sets[name]:
+            digest.update(f"{name} {array.dtype.str} {array.shape}".encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def read(path: Path, key: str, count: int) -> Sets | None:
+    """The sets stored at `path`, or None unless the file is whole and made for `key`."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            if str(stored["key"]) != key:
+                return None
+            sets = {n: (stored[f"{n}.digits"], stored[f"{n}.labels"]) for n in TRANSFORMS}
+            checksum = str(stored["sha256"])
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    for digits, labels in sets.values():
+        if digits.shape != (count, 28, 28) or digits.dtype != np.float32:
+            return None
+        if labels.shape != (count,) or labels.dtype != np.int64:
+            return None
+    return sets if sets_sha256(sets) == checksum else None
+
+
+def write(path: Path, key: str, sets: Sets) -> None:
+    """Atomically store `sets` at `path` under `key`."""
+    arrays: dict[str, np.ndarray] = {"key": np.array(key), "sha256": np.array(sets_sha256(sets))}
+    for name, (digits, labels) in sets.items():
+        arrays[f"{name}.digits"], arrays[f"{name}.labels"] = digits, labels
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a handle: np.savez would append .npz to a name
+            np.savez(handle, **arrays)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_with(path, save)
+
+
+def cached_robustness_set(
+    images: np.ndarray, labels: np.ndarray, per_transform: int, folder: Path | None, seed: int = 0
+) -> Sets:
+    """`robustness_set(images, labels, per_transform, seed)`, read from `folder` when a verified
+    copy is there, else rendered and stored there (no caching when folder is None)."""
+    if folder is None:
+        return robustness_set(images, labels, per_transform, seed)
+    key = cache_key(images, labels, per_transform, seed)
+    path = folder / f"{key}.npz"
+    sets = read(path, key, min(per_transform, len(labels)))
+    if sets is None:
+        sets = robustness_set(images, labels, per_transform, seed)
+        try:
+            write(path, key, sets)
+        except OSError as exc:  # a cache only saves time: the stage goes on without it
+            print(f"warning: cannot cache the robustness set in {folder}: {exc}", file=sys.stderr)
+    return sets
