@@ -83,6 +83,10 @@ class TrainParams(Section):
     learning_rate: float = Field(default=0.001, gt=0, le=10)
     lr_schedule: Literal["onecycle", "constant"] = "onecycle"
     max_learning_rate: float = Field(default=0.005, gt=0, le=10)
+    # OneCycle: the share of the steps spent rising to max_learning_rate (the rest anneals).
+    warmup_fraction: float = Field(default=0.3, gt=0, lt=1)
+    # Adam's (beta1, beta2): its moving averages of the gradient and of its square.
+    adam_betas: tuple[float, float] = (0.9, 0.999)
     seed: int = Field(default=1, ge=0, le=2**63 - 2)  # torch seeds are 64-bit; shuffle uses +1
     val_size: int = Field(default=5000, ge=0)
     device: Literal["cpu", "cuda"] = "cpu"
@@ -97,6 +101,18 @@ class TrainParams(Section):
     # (temperature.py): calibrated probabilities, the same predictions. Needs val_size > 0.
     temperature_scaling: bool = True
     augment: AugmentParams = AugmentParams()
+
+    @field_validator("adam_betas", mode="before")
+    @classmethod
+    def _betas_list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("adam_betas")
+    @classmethod
+    def _betas_in_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= beta < 1 for beta in value):
+            raise ValueError(f"each of adam_betas must be in [0, 1), got {list(value)}")
+        return value
 
     @model_validator(mode="after")
     def _onecycle_rises(self) -> TrainParams:

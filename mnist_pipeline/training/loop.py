@@ -76,8 +76,9 @@ def training_model(
 
 
 def make_optimizer(model: nn.Module, params: TrainParams) -> Optimizer:
-    """Adam at the starting learning rate; fused (one kernel per step, ~3x faster here)."""
-    return Adam(model.parameters(), lr=params.learning_rate, fused=True)
+    """Adam at the starting learning rate with train.adam_betas; fused (one kernel per step,
+    ~3x faster here)."""
+    return Adam(model.parameters(), lr=params.learning_rate, betas=params.adam_betas, fused=True)
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -100,7 +101,8 @@ def resolve_precision(requested: str, device: torch.device) -> str:
 def make_scheduler(optimizer: Optimizer, params: TrainParams, steps: int) -> LRScheduler:
     """Per-step schedule: `constant`, or `onecycle` from learning_rate up to max_learning_rate.
 
-    OneCycle warms up over the first 30% of steps, then anneals (cosine) to learning_rate/1e4.
+    OneCycle warms up over the first train.warmup_fraction of the steps, then anneals (cosine)
+    to learning_rate/1e4.
     """
     if params.lr_schedule == "constant":
         return LambdaLR(optimizer, lambda _: 1.0)
@@ -109,6 +111,7 @@ def make_scheduler(optimizer: Optimizer, params: TrainParams, steps: int) -> LRS
         max_lr=params.max_learning_rate,
         total_steps=params.epochs * steps,
         div_factor=params.max_learning_rate / params.learning_rate,
+        pct_start=params.warmup_fraction,
     )
 
 

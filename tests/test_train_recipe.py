@@ -1,0 +1,96 @@
+"""The knobs of the training recipe (warm-up share, Adam's betas), the per-epoch hook benchmarks
+use, the torch settings a run restores, and the recipe files shipped beside params.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import ModelParams, Params, TrainParams, load_params
+from mnist_pipeline.training import loop
+from mnist_pipeline.training.train import torch_settings, train
+from tests.conftest import REPO_ROOT
+
+TINY = {"epochs": 3, "batch_size": 32, "val_size": 32, "num_threads": 1}
+
+
+def params(**changes: object) -> TrainParams:
+    return TrainParams.model_validate({**TINY, **changes})
+
+
+def lr_curve(p: TrainParams, steps: int) -> list[float]:
+    optimizer = loop.make_optimizer(torch.nn.Linear(2, 2), p)
+    scheduler = loop.make_scheduler(optimizer, p, steps)
+    lrs = []
+    for _ in range(p.epochs * steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.6])
+def test_onecycle_peaks_after_the_warmup_fraction_of_the_steps(fraction: float) -> None:
+    lrs = lr_curve(params(epochs=2, warmup_fraction=fraction, max_learning_rate=0.01), 50)
+    peak = lrs.index(max(lrs))
+    assert abs(peak - fraction * 100) <= 1.5
+    assert max(lrs) == pytest.approx(0.01, rel=1e-3)
+
+
+def test_adam_betas_reach_the_optimizer() -> None:
+    p = params(lr_schedule="constant", adam_betas=[0.7, 0.9])
+    optimizer = loop.make_optimizer(torch.nn.Linear(2, 2), p)
+    assert optimizer.param_groups[0]["betas"] == (0.7, 0.9)
+    # onecycle keeps beta2 and cycles beta1 itself (documented in params.yaml)
+    cycled = params(adam_betas=[0.7, 0.9])
+    optimizer = loop.make_optimizer(torch.nn.Linear(2, 2), cycled)
+    loop.make_scheduler(optimizer, cycled, 10)
+    beta1, beta2 = optimizer.param_groups[0]["betas"]
+    assert beta2 == 0.9 and beta1 != 0.7
+
+
+def test_the_epoch_hook_sees_every_epoch_and_can_end_the_run(
+    tmp_path: Path, tiny_data_dir: Path
+) -> None:
+    layout = Layout(tmp_path)
+    seen: list[tuple[int, float, bool]] = []
+
+    def hook(epoch: int, net: torch.nn.Module, seconds: float) -> None:
+        seen.append((epoch, seconds, isinstance(net, torch.nn.Module)))
+
+    train(ModelParams(), params(), layout, on_epoch=hook)
+    assert [epoch for epoch, _, _ in seen] == [1, 2, 3]
+    assert all(seconds > 0 and is_net for _, seconds, is_net in seen)
+    before = layout.state_dict.read_bytes()
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(epoch: int, net: torch.nn.Module, seconds: float) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(ModelParams(), params(seed=7), layout, on_epoch=stop_after_first)
+    assert layout.state_dict.read_bytes() == before  # an unfinished run replaces nothing
+
+
+def test_torch_settings_restore_the_callers_settings() -> None:
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    with torch_settings(params()):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.utils.deterministic.fill_uninitialized_memory
+    assert torch.utils.deterministic.fill_uninitialized_memory == fill
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO_ROOT / "recipes").glob("*.yaml")), ids=str)
+def test_recipes_are_params_files_that_change_only_training(recipe: Path) -> None:
+    loaded, defaults = load_params(recipe, environ={}), Params()
+    others = [name for name in Params.model_fields if name != "train"]
+    assert [getattr(loaded, name) for name in others] == [getattr(defaults, n) for n in others]
+    assert loaded.train != defaults.train
+    assert recipe.name in (REPO_ROOT / "docs" / "speed.md").read_text()
