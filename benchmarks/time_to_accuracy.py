@@ -11,7 +11,7 @@ Recipes, each on the same CPU threads:
               (step 1 epoch, gamma 0.7), batch 64, 14 epochs. Its loader shuffles only on an
               accelerator (its `accel_kwargs`), so on a CPU it does not shuffle; kept.
     ours      the train stage itself (`mnist_pipeline.training.train.train`) with a params file
-              (`--params`, default params.yaml; e.g. recipes/fast.yaml): 55,000 images an epoch,
+              (`--params`, default params.yaml; e.g. recipes/quick.yaml): 55,000 images an epoch,
               each epoch's time including its validation pass and checkpoint.
 
 Test accuracy is checked after every epoch with the clock stopped, so "time to 99.0%" is the
@@ -21,7 +21,7 @@ Every (recipe, seed) runs in a fresh process; printed: per run, and the median o
 recipe that did not reach a threshold in most seeds: "not reached"), with the CPU and each
 network's forward FLOP per image (torch.utils.flop_counter).
 
-    .venv/bin/python -m benchmarks.time_to_accuracy --recipes ours --params recipes/fast.yaml
+    .venv/bin/python -m benchmarks.time_to_accuracy --recipes ours --params recipes/quick.yaml
     .venv/bin/python -m benchmarks.time_to_accuracy --recipes classic,examples --seeds 1
 """
 
@@ -49,6 +49,7 @@ from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import load_params
 from mnist_pipeline.data.dataset import load_mnist, normalise
 from mnist_pipeline.model.network import build_model, predict_logits
+from mnist_pipeline.training.loop import resolve_precision
 from mnist_pipeline.training.train import train
 
 THRESHOLDS = (0.990, 0.994)
@@ -94,9 +95,10 @@ class Clock:
 
 
 def test_accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """Accuracy on MNIST test (eval mode; the net is put back in train mode)."""
+    """Accuracy on MNIST test (in eval mode; the net's mode is restored)."""
+    training = net.training
     correct = (predict_logits(net, images, 1000).argmax(1) == labels).sum().item()
-    net.train()
+    net.train(training)
     return correct / len(labels)
 
 
@@ -226,8 +228,16 @@ def main() -> None:
     unknown = set(recipes) - {"classic", "examples", "ours"}
     if unknown:
         parser.error(f"unknown recipe(s) {sorted(unknown)}: choose from classic, examples, ours")
-    print(f"CPU {cpu_name()}, {args.threads} threads, torch {torch.__version__}")
-    flops = {"classic/ours": build_model("classic"), "examples": ExamplesNet()}
+    ours_params = load_params(args.params)
+    precision = resolve_precision(ours_params.train.precision, torch.device("cpu"))
+    print(
+        f"CPU {cpu_name()}, {args.threads} threads, torch {torch.__version__}; classic and "
+        f"examples in fp32 as published, ours in {precision} (train.precision: "
+        f"{ours_params.train.precision}) with deterministic algorithms on, as the train stage runs"
+    )
+    arch = ours_params.model.arch
+    flops = {"classic": build_model("classic"), f"ours ({arch})": build_model(arch)}
+    flops["examples"] = ExamplesNet()
     for name, net in flops.items():
         params = sum(p.numel() for p in net.parameters())
         print(f"{name}: {params:,} parameters, {forward_flops(net) / 1e6:.2f} MFLOP/image forward")

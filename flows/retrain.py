@@ -204,11 +204,13 @@ def retrain(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m flows.retrain [--force]`: one run, in the repository root like the CLI."""
+    """`python -m flows.retrain [--force] [--params FILE]`: one run, in the repository root like
+    the CLI (FILE relative to it, e.g. recipes/quick.yaml)."""
     parser = argparse.ArgumentParser(description="Run the retraining flow once.")
     parser.add_argument("--force", action="store_true", help="retrain even if up to date")
+    parser.add_argument("--params", default="params.yaml", help="params file [params.yaml]")
     args = parser.parse_args(argv)
-    retrain(force=args.force, isolated=False)
+    retrain(force=args.force, isolated=False, params_file=args.params)
 
 
 if __name__ == "__main__":

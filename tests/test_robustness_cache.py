@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mnist_pipeline.core.imports import SOURCE_ROOT
+from mnist_pipeline.data import preprocess
 from mnist_pipeline.evaluation import robustness_cache
 from mnist_pipeline.evaluation.robustness import TRANSFORMS, robustness_set
 from tests.test_robustness import ring
@@ -63,7 +65,14 @@ def test_code_version_is_part_of_the_key(monkeypatch: pytest.MonkeyPatch) -> Non
     assert robustness_cache.cache_key(images, labels, 4, 0) != key
 
 
-def tamper_digits(path: Path) -> None:
+def test_the_key_covers_what_the_renderer_imports() -> None:
+    sources = robustness_cache.renderer_sources()
+    for module in (robustness_cache.robustness, robustness_cache.distortions, preprocess):
+        assert Path(str(module.__file__)).relative_to(SOURCE_ROOT).as_posix() in sources
+    assert "mnist_pipeline/core/contract.py" in sources  # imported by preprocessing, not by us
+
+
+def damage_digits(path: Path) -> None:
     """Rewrite the file with one pixel changed but the old checksum kept."""
     with np.load(path) as stored:
         arrays = dict(stored)
@@ -87,10 +96,10 @@ def replace_key(path: Path) -> None:
     [
         lambda p: p.write_bytes(b"not a zip file"),
         lambda p: p.write_bytes(p.read_bytes()[:1000]),  # truncated
-        tamper_digits,
+        damage_digits,
         replace_key,
     ],
-    ids=["garbage", "truncated", "tampered", "stale"],
+    ids=["garbage", "truncated", "damaged", "stale"],
 )
 def test_a_bad_cache_file_is_rendered_again_and_replaced(tmp_path: Path, spoil) -> None:
     images, labels = tiny()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ModelParams, Params, TrainParams, load_params
 from mnist_pipeline.training import loop
@@ -38,6 +39,14 @@ def test_onecycle_peaks_after_the_warmup_fraction_of_the_steps(fraction: float) 
     peak = lrs.index(max(lrs))
     assert abs(peak - fraction * 100) <= 1.5
     assert max(lrs) == pytest.approx(0.01, rel=1e-3)
+
+
+def test_a_one_step_warmup_is_a_params_error_not_a_crash() -> None:
+    p = params(epochs=2, warmup_fraction=0.1)  # 10 steps: a rise of exactly one step
+    optimizer = loop.make_optimizer(torch.nn.Linear(2, 2), p)
+    with pytest.raises(ParamsError, match=r"train.warmup_fraction 0.1 of 10 steps .* exactly 1"):
+        loop.make_scheduler(optimizer, p, 5)
+    assert loop.make_scheduler(optimizer, params(epochs=2, warmup_fraction=0.2), 5)
 
 
 def test_adam_betas_reach_the_optimizer() -> None:
@@ -87,7 +96,14 @@ def test_torch_settings_restore_the_callers_settings() -> None:
     assert torch.are_deterministic_algorithms_enabled() == deterministic
 
 
-@pytest.mark.parametrize("recipe", sorted((REPO_ROOT / "recipes").glob("*.yaml")), ids=str)
+RECIPES = sorted((REPO_ROOT / "recipes").glob("*.yaml"))
+
+
+def test_the_quick_recipe_is_shipped() -> None:
+    assert REPO_ROOT / "recipes" / "quick.yaml" in RECIPES
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: path.name)
 def test_recipes_are_params_files_that_change_only_training(recipe: Path) -> None:
     loaded, defaults = load_params(recipe, environ={}), Params()
     others = [name for name in Params.model_fields if name != "train"]

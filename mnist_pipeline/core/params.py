@@ -78,7 +78,7 @@ class AugmentParams(Section):
 class TrainParams(Section):
     """Optimisation: everything besides the architecture that shapes the trained weights."""
 
-    epochs: int = Field(default=40, ge=1, le=1000)
+    epochs: int = Field(default=12, ge=1, le=1000)
     batch_size: int = Field(default=128, ge=1, le=65536)
     learning_rate: float = Field(default=0.001, gt=0, le=10)
     lr_schedule: Literal["onecycle", "constant"] = "onecycle"

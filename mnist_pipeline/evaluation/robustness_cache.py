@@ -2,24 +2,29 @@
 
 The set depends only on the test digits and labels, per_transform, the seed and the code that
 draws and preprocesses it (and Pillow and numpy, which do the drawing), never on the model. Its
-key is the SHA-256 of all of these (the code as the bytes of its source files); the file
-`<key>.npz` holds each transformation's digits and labels, the key, and the SHA-256 of the
+key is the SHA-256 of all of these (the code as the sources of the renderer's modules and of
+every project module they import, plus the Pillow, its JPEG library and numpy versions); the
+file `<key>.npz` holds each transformation's digits and labels, the key, and the SHA-256 of the
 arrays. On read the key, the transformations, the shapes and the SHA-256 are checked: a file
-that is corrupt, stale or not ours is rendered again and replaced, never trusted. Writes are
-atomic (temp file + rename), so concurrent runs at worst render the same set twice.
+that is corrupt, truncated or stale is rendered again and replaced. The checksum sits in the
+same file, so it detects damage, not a deliberate forgery by someone who can write the cache
+folder (who can edit the code as well). Writes are atomic (temp file + rename), so concurrent
+runs at worst render the same set twice. Old keys' files are not removed: the folder is safe to
+delete at any time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import PIL
+from PIL import features
 
 from mnist_pipeline.core.atomic import write_with
+from mnist_pipeline.core.imports import import_closure, sources_sha256
 from mnist_pipeline.data import preprocess
 from mnist_pipeline.evaluation import distortions, robustness
 from mnist_pipeline.evaluation.robustness import TRANSFORMS, robustness_set
@@ -29,12 +34,17 @@ RENDERER = (robustness, distortions, preprocess)  # the modules whose code draws
 FORMAT = b"robustness-cache 1"
 
 
+def renderer_sources() -> list[str]:
+    """The renderer's modules and every project module they import (their import closure)."""
+    return sorted({path for module in RENDERER for path in import_closure(module.__name__)})
+
+
 def code_sha256() -> str:
-    """SHA-256 of the renderer's source files and the Pillow and numpy versions."""
+    """SHA-256 of the renderer's sources and the Pillow, JPEG library and numpy versions."""
     digest = hashlib.sha256(FORMAT)
-    for module in RENDERER:
-        digest.update(Path(str(module.__file__)).read_bytes())
-    digest.update(f"Pillow {PIL.__version__} numpy {np.__version__}".encode())
+    digest.update(sources_sha256(renderer_sources()).encode())
+    libraries = f"Pillow {PIL.__version__} jpeg {features.version('jpg')} numpy {np.__version__}"
+    digest.update(libraries.encode())
     return digest.hexdigest()
 
 
@@ -66,7 +76,7 @@ def read(path: Path, key: str, count: int) -> Sets | None:
                 return None
             sets = {n: (stored[f"{n}.digits"], stored[f"{n}.labels"]) for n in TRANSFORMS}
             checksum = str(stored["sha256"])
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+    except Exception:  # noqa: BLE001 - anything unreadable is a cache miss, never a failure
         return None
     for digits, labels in sets.values():
         if digits.shape != (count, 28, 28) or digits.dtype != np.float32:

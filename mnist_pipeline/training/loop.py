@@ -13,6 +13,7 @@ from torch import nn
 from torch.optim import Adam, Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
+from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.params import TrainParams
 from mnist_pipeline.evaluation.metrics import EpochStats
 from mnist_pipeline.model.network import build_model
@@ -106,10 +107,16 @@ def make_scheduler(optimizer: Optimizer, params: TrainParams, steps: int) -> LRS
     """
     if params.lr_schedule == "constant":
         return LambdaLR(optimizer, lambda _: 1.0)
+    total = params.epochs * steps
+    if params.warmup_fraction * total == 1:  # OneCycleLR would divide by a zero-step rise
+        raise ParamsError(
+            f"train.warmup_fraction {params.warmup_fraction} of {total} steps is a warm-up of "
+            "exactly 1 step, which onecycle cannot schedule: choose another warmup_fraction"
+        )
     return OneCycleLR(
         optimizer,
         max_lr=params.max_learning_rate,
-        total_steps=params.epochs * steps,
+        total_steps=total,
         div_factor=params.max_learning_rate / params.learning_rate,
         pct_start=params.warmup_fraction,
     )
