@@ -34,6 +34,7 @@ from mnist_pipeline.model.network import predict_logits
 from mnist_pipeline.model.weights import load_model
 from mnist_pipeline.pipeline import stages
 from mnist_pipeline.training import temperature
+from mnist_pipeline.training.train import TrainResult
 
 
 def score_on_test(params: Params, layout: Layout) -> dict[str, Any]:
@@ -58,12 +59,19 @@ def score_on_test(params: Params, layout: Layout) -> dict[str, Any]:
     return report
 
 
-def run_config(overrides: dict, seed: int, base: Layout, root: Path, test: bool) -> dict[str, Any]:
-    """Train one config with one seed in a fresh project under `root`; its scores."""
+def train_run(overrides: dict, seed: int, base: Layout, root: Path) -> tuple[Params, TrainResult]:
+    """Train one config (train overrides; a "model" key holds model overrides) with one seed
+    through the train stage, in a fresh project under `root` holding `base`'s dataset."""
     shutil.copytree(base.data_dir, Layout(root).data_dir)
+    overrides = dict(overrides)
     sections = {"model": overrides.pop("model", {}), "train": {**overrides, "seed": seed}}
     params = parse_params(sections)
-    result = stages.run("train", params, Layout(root))
+    return params, stages.run("train", params, Layout(root))
+
+
+def run_config(overrides: dict, seed: int, base: Layout, root: Path, test: bool) -> dict[str, Any]:
+    """Train one config with one seed in a fresh project under `root`; its scores."""
+    params, result = train_run(overrides, seed, base, root)
     row: dict[str, Any] = {"val": result.val_accuracy, "seconds": result.seconds}
     if test:
         row.update(score_on_test(params, Layout(root)))

@@ -37,6 +37,14 @@ def robustness_report(
     if per_transform == 0 or len(labels) == 0:
         return None
     sets = cached_robustness_set(images.numpy(), labels.numpy(), per_transform, cache)
+    return robustness_scores(net, sets, batch_size)
+
+
+def robustness_scores(
+    net: nn.Module, sets: dict[str, tuple[np.ndarray, np.ndarray]], batch_size: int
+) -> dict[str, Any]:
+    """`net`'s accuracy on each transformation of a rendered robustness set
+    (`robustness.robustness_set`), their mean (`overall`) and the digits per transformation."""
     accuracy = {}
     for name, (digits, wanted) in sets.items():
         inputs = (torch.from_numpy(digits).unsqueeze(1) - MNIST_MEAN) / MNIST_STD
