@@ -20,6 +20,7 @@ from mnist_pipeline.pipeline.candidate import Candidate
 from mnist_pipeline.registry import Registry
 from tests.notify_helpers import receiver  # noqa: F401 - a fixture for the flow tests
 from tests.registry_helpers import make_candidate
+from tests.s3_helpers import registry_root, s3_endpoint, s3_url  # noqa: F401 - fixtures
 from tests.synthetic import make_dataset, write_data_dir, write_mirror
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

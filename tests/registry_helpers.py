@@ -163,15 +163,14 @@ def candidate_in(folder: Path) -> Candidate:
     )
 
 
-def _install_crash(step: str) -> None:
+def _install_crash(step: str, backend: type) -> None:
     """Die (as kill -9 would) just before the card's creation (the commit point), just after it,
-    or when the alias document is replaced."""
-    from mnist_pipeline.registry.local import LocalFolder
+    or when the alias document is replaced, on the storage `backend` (a Storage class)."""
 
     def die(*_args, **_kwargs):
         os._exit(9)
 
-    create = LocalFolder.create
+    create = backend.create
 
     def create_or_die(self, key: str, data: bytes) -> bool:
         if not key.endswith("/card.json"):
@@ -183,24 +182,24 @@ def _install_crash(step: str) -> None:
         return created
 
     if step in ("before-commit", "after-commit"):
-        LocalFolder.create = create_or_die
+        backend.create = create_or_die
     elif step == "aliases":
-        LocalFolder.swap = die
+        backend.swap = die
     else:
         raise SystemExit(f"unknown crash step {step!r}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("root", type=Path)
+    parser.add_argument("root")  # a folder or a URL (s3://...)
     parser.add_argument("candidate", type=Path)
     parser.add_argument("--loop", action="store_true")
     parser.add_argument("--go", type=Path)
     parser.add_argument("--crash-at")
     args = parser.parse_args(argv)
-    if args.crash_at:
-        _install_crash(args.crash_at)
     registry = Registry(args.root, MODEL)
+    if args.crash_at:
+        _install_crash(args.crash_at, type(registry.storage))
     candidate, params = candidate_in(args.candidate), PARAMS
     print("ready", flush=True)
     while args.go is not None and not args.go.exists():

@@ -18,7 +18,7 @@ from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry.local import LocalFolder
 from tests.conftest import REPO_ROOT
-from tests.registry_helpers import MODEL, PARAMS, make_candidate, model_dir
+from tests.registry_helpers import MODEL, PARAMS, make_candidate
 
 
 def worker(root: Path, candidate: Path, *extra: str) -> subprocess.Popen[str]:
@@ -54,8 +54,10 @@ def assert_intact(registry: Registry) -> list[int]:
 
 
 @pytest.mark.parametrize("step", ["before-commit", "after-commit", "aliases"])
-def test_crash_at_each_step_leaves_no_half_version(tmp_path: Path, step: str) -> None:
-    registry = Registry(tmp_path / "registry", MODEL)
+def test_crash_at_each_step_leaves_no_half_version(
+    tmp_path: Path, registry_root: str, step: str
+) -> None:
+    registry = Registry(registry_root, MODEL)
     first = make_candidate(tmp_path / "c1", 1)
     register_candidate(registry, first, PARAMS)
     make_candidate(tmp_path / "c2", 2, accuracy=0.995)
@@ -66,7 +68,7 @@ def test_crash_at_each_step_leaves_no_half_version(tmp_path: Path, step: str) ->
     assert bool(leftovers(registry)) is (step == "before-commit")
     # a version committed before the alias file was written gets its alias by replay
     assert registry.aliases() == {"production": 2 if committed else 1}
-    stored = json.loads((model_dir(registry) / "aliases.json").read_text())
+    stored = json.loads(registry.storage.read(f"{MODEL}/aliases.json"))
     assert stored["last_version"] == 1  # the dead writer never updated the file
     third = register_candidate(registry, make_candidate(tmp_path / "c3", 3, accuracy=0.9), PARAMS)
     assert third.version == (3 if committed else 2) and third.alias == "staging"
@@ -77,8 +79,10 @@ def test_crash_at_each_step_leaves_no_half_version(tmp_path: Path, step: str) ->
     assert assert_intact(registry)
 
 
-def test_sigkill_at_random_points_never_leaves_a_half_version(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "registry", MODEL)
+def test_sigkill_at_random_points_never_leaves_a_half_version(
+    tmp_path: Path, registry_root: str
+) -> None:
+    registry = Registry(registry_root, MODEL)
     # a larger state_dict widens the window in which a kill lands mid-copy
     make_candidate(tmp_path / "cand", 1, state_bytes=1 << 18)
     rng = random.Random(1234)
@@ -101,8 +105,10 @@ def test_sigkill_at_random_points_never_leaves_a_half_version(tmp_path: Path) ->
     assert_intact(registry)
 
 
-def test_eight_concurrent_registrations_get_distinct_consecutive_versions(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "registry", MODEL)
+def test_eight_concurrent_registrations_get_distinct_consecutive_versions(
+    tmp_path: Path, registry_root: str
+) -> None:
+    registry = Registry(registry_root, MODEL)
     accuracies = [0.95, 0.97, 0.96, 0.99, 0.98, 0.93, 0.99, 0.94]
     sha = {}
     for i, accuracy in enumerate(accuracies):
@@ -130,7 +136,7 @@ def test_eight_concurrent_registrations_get_distinct_consecutive_versions(tmp_pa
     steps = [by_version[v] for v in production]
     assert steps == sorted(steps) and steps[-1] == max(accuracies)
     assert registry.aliases()["production"] == production[-1]
-    json.loads((model_dir(registry) / "aliases.json").read_text())  # valid JSON
+    json.loads(registry.storage.read(f"{MODEL}/aliases.json"))  # valid JSON
 
 
 def test_disk_full_after_commit_reports_the_committed_version_truthfully(
@@ -152,6 +158,6 @@ def test_disk_full_after_commit_reports_the_committed_version_truthfully(
     assert registry.aliases() == {"production": 2}  # the card's decision applies at once
     assert registry.fetch("production", "model.onnx") == registry.fetch("2", "model.onnx")
     register_candidate(registry, make(3, accuracy=0.97), PARAMS)  # the next write catches up
-    stored = json.loads((model_dir(registry) / "aliases.json").read_text())
+    stored = json.loads(registry.storage.read(f"{MODEL}/aliases.json"))
     assert stored["aliases"] == {"production": 2, "staging": 3} and stored["last_version"] == 3
     assert registry.verify() == []

@@ -50,8 +50,9 @@ def test_list_takes_any_string_prefix(tmp_path: Path) -> None:
     assert store.list("n/") == [] and store.list("") == store.list("m/")
 
 
-def test_racing_creates_have_one_winner(tmp_path: Path) -> None:
-    store, go, won = LocalFolder(tmp_path), threading.Barrier(16), []
+def test_racing_creates_have_one_winner(registry_root: str) -> None:
+    """On a folder and on S3 (moto's server)."""
+    store, go, won = open_storage(registry_root), threading.Barrier(16), []
 
     def racer(i: int) -> None:
         go.wait()

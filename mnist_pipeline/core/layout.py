@@ -134,6 +134,9 @@ class Layout:
         path = Path(configured)
         return path if path.is_absolute() else self.project / path
 
-    def registry_root(self, configured: str) -> Path:
-        """The registry folder from params (relative paths are under the project folder)."""
-        return self.in_project(configured)
+    def registry_root(self, configured: str) -> Path | str:
+        """The registry from params: a URL (s3://...) as given, a folder with relative paths
+        under the project folder."""
+        if "://" in configured and not configured.startswith("file://"):
+            return configured
+        return self.in_project(configured.removeprefix("file://"))

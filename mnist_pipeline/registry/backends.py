@@ -1,5 +1,6 @@
 """Which storage backend a registry location names, by its URL scheme (as Prefect's
-filesystems and fsspec choose one): a folder path or file:// URL is a local folder."""
+filesystems and fsspec choose one): a folder path or file:// URL is a local folder, an
+s3://bucket/prefix URL an S3 bucket on the endpoint boto3 is configured for."""
 
 from __future__ import annotations
 
@@ -19,7 +20,11 @@ def open_storage(location: str | Path) -> Storage:
     parsed = urlparse(location)
     if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # "C:\..." on Windows
         return LocalFolder(Path(parsed.path if parsed.scheme == "file" else location))
+    if parsed.scheme == "s3":
+        from mnist_pipeline.registry.s3 import S3Bucket  # boto3: the optional [s3] extra
+
+        return S3Bucket(location)
     raise RegistryError(
         f"registry location {location!r}: unsupported scheme {parsed.scheme!r} "
-        "(supported: a folder path or file:// URL)"
+        "(supported: a folder path, a file:// URL, s3://BUCKET/PREFIX)"
     )

@@ -1,0 +1,217 @@
+"""The registry's storage in an S3 bucket (any S3-compatible endpoint), via boto3.
+
+Keys live under `s3://bucket/prefix/`. create-if-absent is a PUT with `If-None-Match: *`;
+compare-and-swap is a PUT with `If-Match: <ETag>` (or `If-None-Match: *` for a first
+document): the store, not a lock, decides which of two writers wins. Before its first write a
+backend checks once that the endpoint honours both conditions (some S3-compatible servers ignore
+them, which would turn every race into a silent overwrite) and refuses the bucket if not.
+Documents are re-read with `If-None-Match` on the ETag last seen, so a replica polling an alias
+that has not moved costs one 304. `exclusive` is a lease object (s3_lease.py): it only keeps
+identical models from becoming two versions; commits never rely on it.
+
+Endpoint and credentials come from boto3's usual sources: `AWS_ENDPOINT_URL` (or
+`AWS_ENDPOINT_URL_S3`), `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, ~/.aws.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+from urllib.parse import urlparse
+
+from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.registry.storage import Storage, check_key
+
+try:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+except ImportError:  # the optional extra: pip install 'mnist-pipeline[s3]'
+    boto3 = None
+
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+PRECONDITION_FAILED = {"PreconditionFailed", "412"}
+NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+CONFLICT_RETRIES = 20  # 409 ConditionalRequestConflict: another conditional write in flight
+HONOURED: set[tuple[str, str]] = set()  # (endpoint, bucket) whose conditional writes were checked
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """(bucket, prefix) of `s3://bucket/prefix` (RegistryError naming what is wrong)."""
+    parsed = urlparse(url)
+    bucket, prefix = parsed.netloc, parsed.path.strip("/")
+    if not bucket:
+        raise RegistryError(f"registry location {url!r} names no bucket (s3://BUCKET/PREFIX)")
+    if not BUCKET_RE.fullmatch(bucket) or ".." in bucket:
+        raise RegistryError(
+            f"registry location {url!r}: {bucket!r} is not a valid bucket name "
+            "(3-63 lowercase letters, digits, '.' and '-')"
+        )
+    if prefix:
+        check_key(prefix)
+    return bucket, prefix
+
+
+def _code(exc: ClientError) -> str:
+    error = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return str(error.get("Code") or status)
+
+
+class S3Bucket(Storage):
+    """Objects under `s3://bucket/prefix/` on the endpoint boto3 is configured for."""
+
+    def __init__(self, url: str, client: Any = None) -> None:
+        if boto3 is None:
+            raise RegistryError(
+                f"registry location {url!r} needs boto3: pip install 'mnist-pipeline[s3]'"
+            )
+        self.bucket, prefix = parse_url(url)
+        self.root = f"{prefix}/" if prefix else ""
+        self.location = f"s3://{self.bucket}/{prefix}".rstrip("/")
+        config = Config(connect_timeout=5, read_timeout=30, retries={"mode": "standard"})
+        self.client = client or boto3.client("s3", config=config)
+        self.endpoint = self.client.meta.endpoint_url
+        self._documents: dict[str, tuple[bytes, str]] = {}  # key -> (bytes, ETag) last read
+
+    # ---- the interface
+
+    def read(self, key: str) -> bytes | None:
+        found = self._get(key)
+        return None if found is None else found[0]
+
+    def read_document(self, key: str) -> tuple[bytes, str] | None:
+        cached = self._documents.get(key)
+        found = self._get(key, cached and cached[1])
+        if found is None:
+            self._documents.pop(key, None)
+        elif found is not cached:
+            self._documents[key] = found
+        return found
+
+    def create(self, key: str, data: bytes) -> bool:
+        self._check_conditions()
+        return self._put(key, data, IfNoneMatch="*")
+
+    def swap(self, key: str, data: bytes, revision: str | None) -> bool:
+        self._check_conditions()
+        condition = {"IfNoneMatch": "*"} if revision is None else {"IfMatch": revision}
+        return self._put(key, data, **condition)
+
+    def list(self, prefix: str) -> list[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        keys: list[str] = []
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.root + prefix):
+                keys += [item["Key"][len(self.root) :] for item in page.get("Contents", ())]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._failure("list", prefix, exc) from None
+        # leases and probes live under dot-names, which no key has (as the local folder hides them)
+        return sorted(k for k in keys if not any(p.startswith(".") for p in k.split("/")))
+
+    def delete(self, key: str) -> None:
+        self._call(self.client.delete_object, Key=self._key(key))
+
+    @contextmanager
+    def exclusive(self, key: str) -> Iterator[None]:
+        from mnist_pipeline.registry.s3_lease import Lease
+
+        with Lease(self, f".leases/{check_key(key)}"):
+            yield
+
+    # ---- raw object operations (also used by s3_lease.py)
+
+    def _key(self, key: str) -> str:
+        return self.root + _checked(key)
+
+    def _get(self, key: str, etag: str | None = None) -> tuple[bytes, str] | None:
+        """(bytes, ETag), None when absent; with `etag`, the cached pair when unchanged (304)."""
+        condition = {"IfNoneMatch": etag} if etag else {}
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **condition)
+            return answer["Body"].read(), answer["ETag"]
+        except ClientError as exc:
+            code = _code(exc)
+            if code in NOT_FOUND:
+                return None
+            if etag and code in ("304", "NotModified"):
+                return self._documents[key]
+            raise self._failure("read", key, exc) from None
+        except BotoCoreError as exc:
+            raise self._failure("read", key, exc) from None
+
+    def _put(self, key: str, data: bytes, **condition: str) -> bool:
+        """PUT under a condition: True when stored, False when the condition did not hold."""
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._key(key), Body=data, **condition
+                )
+                return True
+            except ClientError as exc:
+                code = _code(exc)
+                if code in PRECONDITION_FAILED or (code in NOT_FOUND and "IfMatch" in condition):
+                    return False
+                if code not in ("ConditionalRequestConflict", "409"):
+                    raise self._failure("write", key, exc) from None
+            except BotoCoreError as exc:
+                raise self._failure("write", key, exc) from None
+            time.sleep(0.05)
+        raise RegistryError(f"{self.location}/{key}: writes kept conflicting at {self.endpoint}")
+
+    def _call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
+        try:
+            return method(Bucket=self.bucket, **kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._failure(method.__name__, kwargs.get("Key", ""), exc) from None
+
+    def _failure(self, action: str, key: str, exc: Exception) -> RegistryError:
+        """One line naming the store, the endpoint and what went wrong."""
+        where = f"registry {self.location} at {self.endpoint}"
+        if isinstance(exc, NoCredentialsError):
+            return RegistryError(
+                f"{where}: no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                "or AWS_PROFILE)"
+            )
+        if isinstance(exc, ClientError):
+            code, message = _code(exc), exc.response.get("Error", {}).get("Message", "")
+            if code == "NoSuchBucket":
+                return RegistryError(f"{where}: bucket {self.bucket!r} does not exist")
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
+                return RegistryError(f"{where}: credentials refused ({code}: {message})")
+            return RegistryError(f"{where}: {action} {key!r} failed ({code}: {message})")
+        return RegistryError(f"{where}: cannot {action} {key!r}: {exc}")
+
+    def _check_conditions(self) -> None:
+        """Refuse an endpoint that ignores If-None-Match or If-Match (once per process)."""
+        if (self.endpoint, self.bucket) in HONOURED:
+            return
+        probe = f".probe/{uuid.uuid4().hex}"
+        try:
+            first = self._put(probe, b"1", IfNoneMatch="*")
+            again = self._put(probe, b"2", IfNoneMatch="*")
+            swapped = self._put(probe, b"3", IfMatch='"00000000000000000000000000000000"')
+        finally:
+            with suppress(ClientError, BotoCoreError):  # a probe left is under a dot-name: unlisted
+                self.client.delete_object(Bucket=self.bucket, Key=self._key(probe))
+        if not first or again or swapped:
+            ignored = "If-None-Match" if again or not first else "If-Match"
+            raise RegistryError(
+                f"registry {self.location} at {self.endpoint}: the endpoint ignores conditional "
+                f"writes ({ignored}), so concurrent registrations could overwrite each other; "
+                "use a store that honours If-None-Match and If-Match (AWS S3, moto, MinIO)"
+            )
+        HONOURED.add((self.endpoint, self.bucket))
+
+
+def _checked(key: str) -> str:
+    """`key` checked as storage.check_key does, allowing one leading dot-name folder (the
+    backend's own leases and probes, which no registry key can name)."""
+    head, _, rest = key.partition("/")
+    if head in (".leases", ".probe") and rest:
+        return f"{head}/{check_key(rest)}"
+    return check_key(key)

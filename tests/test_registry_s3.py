@@ -1,0 +1,226 @@
+"""The registry on object storage: the storage contract on a real S3-compatible server (moto),
+the registry's guarantees there, and every bad location refused in one line."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.pipeline.register import register_candidate
+from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry.backends import open_storage
+from mnist_pipeline.registry.s3 import S3Bucket
+from mnist_pipeline.registry.s3_lease import Lease
+from mnist_pipeline.registry.signing import Signing
+from tests.conftest import REPO_ROOT
+from tests.registry_helpers import MODEL, PARAMS, key_pair
+from tests.s3_helpers import header_stripping_proxy, new_bucket, use_endpoint
+
+
+def test_create_swap_and_list_keep_the_storage_contract(s3_url: str) -> None:
+    store = open_storage(s3_url)
+    assert isinstance(store, S3Bucket)
+    assert store.create("m/v1/card.json", b"one") is True
+    assert store.create("m/v1/card.json", b"two") is False
+    assert store.read("m/v1/card.json") == b"one" and store.read("m/v2/card.json") is None
+    for key in ("m/v22/card.json", "m/blobs/sha256/ab", "m/aliases.json"):
+        store.create(key, b"x")
+    assert store.list("m/v") == ["m/v1/card.json", "m/v22/card.json"]
+    assert store.list("m/v2") == ["m/v22/card.json"]
+    assert store.list("n/") == [] and store.list("") == store.list("m/")
+    assert store.swap("m/doc", b"a", None) is True and store.swap("m/doc", b"b", None) is False
+    data, revision = store.read_document("m/doc")
+    assert data == b"a"
+    assert store.swap("m/doc", b"c", "not-the-etag") is False
+    assert store.swap("m/doc", b"c", revision) is True
+    assert store.swap("m/doc", b"d", revision) is False  # the old revision is gone
+    assert store.read_document("m/doc")[0] == b"c"
+    store.delete("m/doc")
+    assert store.read("m/doc") is None and store.swap("m/doc", b"e", revision) is False
+
+
+def test_an_unchanged_document_is_answered_from_the_last_read(s3_url: str) -> None:
+    """A replica polling the alias document re-reads it with If-None-Match: an unchanged one
+    is a 304 and the very pair read before; a changed one is read again."""
+    store = open_storage(s3_url)
+    store.swap("m/aliases.json", b"v1", None)
+    first = store.read_document("m/aliases.json")
+    assert store.read_document("m/aliases.json") is first
+    other = open_storage(s3_url)  # another host moves the alias
+    other.swap("m/aliases.json", b"v2", other.read_document("m/aliases.json")[1])
+    assert store.read_document("m/aliases.json")[0] == b"v2"
+    other.delete("m/aliases.json")
+    assert store.read_document("m/aliases.json") is None
+
+
+def test_the_registry_keeps_its_guarantees_on_s3(s3_url: str, make, tmp_path: Path) -> None:
+    key, public = key_pair(tmp_path)
+    registry = Registry(s3_url, MODEL, Signing.load(key, [public], True))
+    first = register_candidate(registry, make(1, accuracy=0.97), PARAMS)
+    second = register_candidate(registry, make(2, accuracy=0.99), PARAMS)
+    assert (first.version, second.version) == (1, 2) and registry.aliases()["production"] == 2
+    again = register_candidate(registry, make(2, accuracy=0.99), PARAMS)  # identical files
+    assert again.version == 2 and registry.version_numbers() == [1, 2]
+    assert registry.read_file("production", "model.onnx") == make(2).onnx.read_bytes()
+    registry.promote(1, "production", "tester", "back to one")
+    assert registry.alias_log()["history"]["production"] == [1, 2, 1]
+    assert registry.rollback("production", "tester", "undo") == 2
+    assert registry.alias_log()["history"]["production"] == [1, 2]
+    assert [e["actor"] for e in registry.alias_log()["events"]][-2:] == ["tester", "tester"]
+    assert registry.verify() == [] and registry.location == f"{s3_url}/{MODEL}"
+    # a blob changed behind the registry's back is refused on load and reported by verify
+    onnx_sha = registry.card(2)["files"]["model.onnx"]
+    blob = f"{MODEL}/blobs/sha256/{onnx_sha}"
+    bucket = s3_url.removeprefix("s3://").split("/")[0]
+    registry.storage.client.put_object(Bucket=bucket, Key=f"registry/{blob}", Body=b"tampered")
+    with pytest.raises(RegistryError, match="v2: model.onnx was modified"):
+        registry.read_file("production", "model.onnx")
+    assert any("model.onnx" in problem for problem in registry.verify())
+
+
+def test_unreferenced_blobs_are_reported_and_collected(s3_url: str, make) -> None:
+    registry = Registry(s3_url, MODEL)
+    register_candidate(registry, make(1), PARAMS)
+    registry.storage.create(f"{MODEL}/blobs/sha256/{'0' * 64}", b"left by a dead writer")
+    assert registry.garbage() == [f"{MODEL}/blobs/sha256/{'0' * 64}"]
+    assert registry.verify() == []  # leftovers of a dead writer are garbage, not damage
+    assert registry.collect_garbage() == [f"{MODEL}/blobs/sha256/{'0' * 64}"]
+    assert registry.garbage() == [] and registry.version_numbers() == [1]
+
+
+def test_racing_identical_registrations_make_one_version(s3_url: str, make) -> None:
+    candidate, go, done = make(1), threading.Barrier(4), []
+
+    def register() -> None:
+        registry = Registry(s3_url, MODEL)
+        go.wait()
+        done.append(register_candidate(registry, candidate, PARAMS).version)
+
+    threads = [threading.Thread(target=register) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert done == [1, 1, 1, 1] and Registry(s3_url, MODEL).version_numbers() == [1]
+
+
+def test_a_stale_lease_is_taken_over_and_a_live_one_waited_for(s3_url: str) -> None:
+    store = open_storage(s3_url)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout.strip()
+    from mnist_pipeline.registry.s3_lease import this_host
+
+    body = json.dumps({"owner": "x", "host": this_host(), "pid": int(dead)}).encode()
+    store._put(".leases/m/register", body, IfNoneMatch="*")
+    with Lease(store, ".leases/m/register", wait_s=5):  # its holder no longer exists
+        pass
+    assert store._get(".leases/m/register") is None  # released
+    elsewhere = json.dumps({"owner": "y", "host": "another-host", "pid": 1}).encode()
+    store._put(".leases/m/register", elsewhere, IfNoneMatch="*")
+    started = time.monotonic()
+    with Lease(store, ".leases/m/register", ttl_s=0.5, wait_s=10):  # unchanged past its TTL
+        assert time.monotonic() - started >= 0.5
+    held, waiting = (Lease(store, ".leases/m/register", ttl_s=60, wait_s=0.3) for _ in "ab")
+    with held, pytest.raises(RegistryError, match="is busy: lease .* held for over 0 s by"):
+        waiting.__enter__()
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("s3://", "names no bucket"),
+        ("s3:///prefix", "names no bucket"),
+        ("s3://Bad_Bucket/x", "'Bad_Bucket' is not a valid bucket name"),
+        ("s3://ok-bucket/a/../b", "invalid storage key"),
+        ("gs://bucket/x", "unsupported scheme 'gs'"),
+    ],
+)
+def test_malformed_locations_are_refused(url: str, problem: str) -> None:
+    with pytest.raises(RegistryError, match=problem):
+        open_storage(url)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unreachable_endpoint_is_named(monkeypatch: pytest.MonkeyPatch, make) -> None:
+    endpoint = f"http://127.0.0.1:{_free_port()}"
+    use_endpoint(monkeypatch, endpoint)
+    registry = Registry("s3://models/registry", MODEL)
+    with pytest.raises(RegistryError, match=f"registry s3://models/registry at {endpoint}: "):
+        register_candidate(registry, make(1), PARAMS)
+
+
+def test_a_missing_bucket_is_named(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_endpoint(monkeypatch, s3_endpoint)
+    with pytest.raises(RegistryError, match="bucket 'no-such-bucket' does not exist"):
+        Registry("s3://no-such-bucket/registry", MODEL).version_numbers()
+
+
+def test_an_endpoint_ignoring_conditional_writes_is_refused(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, make
+) -> None:
+    bucket = new_bucket(s3_endpoint)
+    with header_stripping_proxy(s3_endpoint) as proxy:
+        use_endpoint(monkeypatch, proxy)
+        registry = Registry(f"s3://{bucket}/registry", MODEL)
+        with pytest.raises(RegistryError, match="ignores conditional writes \\(If-None-Match\\)"):
+            register_candidate(registry, make(1), PARAMS)
+    use_endpoint(monkeypatch, s3_endpoint)
+    assert Registry(f"s3://{bucket}/registry", MODEL).storage.list("") == []  # nothing written
+
+
+def test_the_cli_reads_an_s3_registry_and_names_a_bad_one(
+    s3_url: str, make, tmp_path: Path
+) -> None:
+    register_candidate(Registry(s3_url, MODEL), make(1, accuracy=0.97), PARAMS)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "params.yaml").write_text(f"registry:\n  root: {s3_url}\n")
+
+    def models(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mnist_pipeline",
+                "--root",
+                str(project),
+                "--params",
+                str(project / "params.yaml"),
+                "models",
+                *args,
+            ],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    listed = models("list")
+    assert listed.returncode == 0, listed.stderr
+    assert "v1" in listed.stdout or "1" in listed.stdout
+    assert models("verify").returncode == 0
+    (project / "params.yaml").write_text("registry:\n  root: s3:///registry\n")
+    refused = models("list")
+    assert refused.returncode != 0
+    assert (
+        refused.stderr.strip()
+        .splitlines()[-1]
+        .endswith("'s3:///registry' names no bucket (s3://BUCKET/PREFIX)")
+    )
