@@ -1,22 +1,35 @@
-"""Time registry operations on a temporary registry with tiny real ONNX candidates.
+"""Time registry operations on a folder and on S3 side by side, with tiny real ONNX candidates.
 
-    .venv/bin/python -m benchmarks.registry_ops [--versions 50] [--state-kb 90]
+    .venv/bin/python -m benchmarks.registry_ops [--versions 50] [--state-kb 90] [--backend both]
 
 Prints median milliseconds per register, read (verified bytes from the store), resolve (a
-verified local copy, re-hashed on each call) and verify (all versions).
+verified local copy, re-hashed on each call), verify (all versions) and one read of a 1 KB
+object (the cost of one request) for each backend, and the S3/folder ratio. The S3 endpoint is
+moto's standalone server (`moto_server`, the dev extra) in its own process on 127.0.0.1: a
+loopback store, so the ratio measures the protocol (requests, 304s, listings), not a network.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from benchmarks.machine import cpu_name
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
 from tests.registry_helpers import MODEL, PARAMS, make_candidate
+from tests.s3_helpers import CREDENTIALS, new_bucket
+
+OPS = ("register", "read", "resolve", "verify", "one GET")
 
 
 def _ms(call) -> float:
@@ -25,29 +38,74 @@ def _ms(call) -> float:
     return (time.perf_counter() - start) * 1000
 
 
+@contextmanager
+def moto_process() -> Iterator[str]:
+    """`moto_server` in its own process on a free port; yields the endpoint URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(200):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def measure(location: str, root: Path, candidates: list, cache: Path) -> dict[str, float]:
+    """Median ms of each operation on a new registry at `location`."""
+    registry = Registry(location, MODEL)
+    register = [_ms(lambda c=c: register_candidate(registry, c, PARAMS)) for c in candidates]
+    read = [_ms(lambda: registry.read_file("production", "model.onnx")) for _ in range(20)]
+    resolve = [_ms(lambda: registry.fetch("production", "model.onnx", cache)) for _ in range(20)]
+    verify = [_ms(registry.verify) for _ in range(3)]
+    storage = registry.storage
+    storage.create("probe/object", b"x" * 1024)
+    get = [_ms(lambda: storage.read("probe/object")) for _ in range(50)]
+    timings = (register, read, resolve, verify, get)
+    return {op: statistics.median(v) for op, v in zip(OPS, timings, strict=True)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--versions", type=int, default=50)
     parser.add_argument("--state-kb", type=int, default=90)  # ClassicNet's state_dict is ~90 KB
+    parser.add_argument("--backend", choices=("both", "local", "s3"), default="both")
     args = parser.parse_args()
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores")
+    results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        registry = Registry(root / "registry", MODEL)
         candidates = [
             make_candidate(root / f"c{i}", i, state_bytes=args.state_kb * 1024)
             for i in range(args.versions)
         ]
-        register = [_ms(lambda c=c: register_candidate(registry, c, PARAMS)) for c in candidates]
-        read = [_ms(lambda: registry.read_file("production", "model.onnx")) for _ in range(20)]
-        cache = root / "cache"  # not the user's cache
-        resolve = [
-            _ms(lambda: registry.fetch("production", "model.onnx", cache)) for _ in range(20)
-        ]
-        verify = [_ms(registry.verify) for _ in range(3)]
-    print(f"register: median {statistics.median(register):.1f} ms ({args.versions} versions)")
-    print(f"read:     median {statistics.median(read):.2f} ms")
-    print(f"resolve:  median {statistics.median(resolve):.2f} ms")
-    print(f"verify:   median {statistics.median(verify):.1f} ms for {args.versions} versions")
+        if args.backend in ("both", "local"):
+            results["folder"] = measure(str(root / "registry"), root, candidates, root / "c-l")
+        if args.backend in ("both", "s3"):
+            with moto_process() as endpoint:
+                os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL=endpoint)
+                url = f"s3://{new_bucket(endpoint)}/registry"
+                results["s3 (moto)"] = measure(url, root, candidates, root / "c-s")
+    names = list(results)
+    print(f"{'op':<10}" + "".join(f"{n:>14}" for n in names) + ("   s3/folder" * (len(names) > 1)))
+    for op in OPS:
+        row = "".join(f"{results[n][op]:>11.2f} ms" for n in names)
+        ratio = (
+            f"   {results[names[1]][op] / results[names[0]][op]:8.1f}x" if len(names) > 1 else ""
+        )
+        print(f"{op:<10}{row}{ratio}")
+    print(f"({args.versions} versions; register and verify over all of them, medians)")
 
 
 if __name__ == "__main__":

@@ -106,15 +106,20 @@ def drain_prefect_senders(timeout_s: float = 30) -> None:
 
 
 @contextmanager
-def mnist_server(root: Path, log: Path, workers: int = 1, **serve: object) -> Iterator[str]:
+def mnist_server(
+    root: Path, log: Path, workers: int = 1, registry: str | None = None, **serve: object
+) -> Iterator[str]:
     """`python -m mnist_pipeline serve` for the project `root` on a free port (the alias checked
-    every 0.2 s, plus `serve` params); yields its base URL once /readyz says ready."""
+    every 0.2 s, plus `serve` params; the registry at `registry`, default root/registry); yields
+    its base URL once /readyz says ready."""
     import httpx
     import yaml
 
     from tests.conftest import REPO_ROOT
 
-    params = {"serve": {"reload_interval_s": 0.2, **serve}}
+    params: dict[str, object] = {"serve": {"reload_interval_s": 0.2, **serve}}
+    if registry is not None:
+        params["registry"] = {"root": registry}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     port = free_port()
     args = [sys.executable, "-m", "mnist_pipeline", "--root", str(root), "serve"]

@@ -53,9 +53,13 @@ def test_a_real_digit_gets_the_digit_predict_gives(tmp_path: Path, real_run) -> 
     assert answer["model"] == {"name": MODEL, "version": 1}
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_promotions_under_load_fail_no_request(tmp_path: Path, workers: int) -> None:
-    registry = Registry(tmp_path / "registry", MODEL)
+@pytest.mark.parametrize(("backend", "workers"), [("local", 1), ("local", 2), ("s3", 2)])
+def test_promotions_under_load_fail_no_request(
+    tmp_path: Path, backend: str, workers: int, request: pytest.FixtureRequest
+) -> None:
+    """Also with the registry on S3 (moto's server), as a replica on another host follows it."""
+    root = str(tmp_path / "registry") if backend == "local" else request.getfixturevalue("s3_url")
+    registry = Registry(root, MODEL)
     for seed in (2, 1):  # v1 (seed 2) is production; v2 stays staging
         register_candidate(
             registry, candidate_in(exported_candidate(tmp_path / f"m{seed}", seed)), PARAMS
@@ -76,7 +80,7 @@ def test_promotions_under_load_fail_no_request(tmp_path: Path, workers: int) -> 
                 except Exception:  # noqa: BLE001 - any failure is counted as a failed request
                     answers.append((began, time.monotonic(), None, 0))
 
-    with mnist_server(tmp_path, tmp_path / "serve.log", workers=workers) as url:
+    with mnist_server(tmp_path, tmp_path / "serve.log", workers, root) as url:
         clients = [threading.Thread(target=client, args=(url,)) for _ in range(4)]
         for thread in clients:
             thread.start()
