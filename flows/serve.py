@@ -9,30 +9,57 @@ The process keeps running: it polls the server and executes scheduled and manual
 deployment carries an event trigger that `mnist-pipeline data add` fires once
 `schedule.min_new_images` new images arrived (mnist_pipeline/inbox/events.py).
 
-To scale out, put the deployment on a process work pool instead and start workers (on any
-machine with this checkout at the same path, pointed at the same server):
+On one host, the deployment can go on a process work pool instead, run by workers that see this
+checkout at the same path:
 
     prefect work-pool create mnist --type process
     python -m flows.serve --pool mnist                  # registers the deployment and exits
     prefect worker start --pool mnist                   # as many as you like
 
-(`prefect deploy flows/retrain.py:retrain --pool mnist` works too, with the pinned FastAPI.)
+For workers on other machines, deploy prefect.yaml (`prefect deploy --all`): each run clones
+the deployed commit into the worker's own folder (docs/scale-out.md).
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.schedules import Cron
 
 from flows.retrain import retrain
-from mnist_pipeline.core.params import load_params
+from mnist_pipeline.core.params import Params, load_params
 from mnist_pipeline.inbox.events import inbox_trigger
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def deployment_options(
+    params: Params, workdir: str, params_file: str, cron: str | None = None
+) -> dict[str, Any]:
+    """The deployment's options from params.yaml's schedule section (prefect.yaml repeats them
+    for workers on other machines; tests/test_prefect_yaml.py keeps the two equal)."""
+    schedule = params.schedule
+    return {
+        "name": schedule.deployment_name,
+        "schedules": [Cron(cron or schedule.cron, timezone=schedule.timezone)],
+        # `mnist-pipeline data add` emits this once enough new labelled digits arrived.
+        "triggers": [inbox_trigger(params.registry.model_name)],
+        "parameters": {
+            "workdir": workdir,
+            "params_file": params_file,
+            "notify_block": schedule.notify_block,
+        },
+        "concurrency_limit": ConcurrencyLimitConfig(
+            limit=schedule.concurrency_limit,
+            collision_strategy=ConcurrencyLimitStrategy(schedule.collision_strategy),
+        ),
+        "description": "Scheduled MNIST retraining: fetch, train, gate, export, parity, register.",
+        "tags": ["mnist", "retraining"],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,24 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     workdir = Path(args.workdir).resolve()
     params = load_params(workdir / args.params_file)
-    schedule = params.schedule
-    options = {
-        "name": schedule.deployment_name,
-        "schedules": [Cron(args.cron or schedule.cron, timezone=schedule.timezone)],
-        # `mnist-pipeline data add` emits this once enough new labelled digits arrived.
-        "triggers": [inbox_trigger(params.registry.model_name)],
-        "parameters": {
-            "workdir": str(workdir),
-            "params_file": args.params_file,
-            "notify_block": schedule.notify_block,
-        },
-        "concurrency_limit": ConcurrencyLimitConfig(
-            limit=schedule.concurrency_limit,
-            collision_strategy=ConcurrencyLimitStrategy(schedule.collision_strategy),
-        ),
-        "description": "Scheduled MNIST retraining: fetch, train, gate, export, parity, register.",
-        "tags": ["mnist", "retraining"],
-    }
+    options = deployment_options(params, str(workdir), args.params_file, args.cron)
     if args.pool is None:
         # Stopping this process (a host restart) must not pause the schedule (Prefect's default
         # would, PrefectHQ/prefect#16363); pause on purpose with `prefect deployment pause`.
@@ -74,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     source = retrain.from_source(source=str(REPO_ROOT), entrypoint="flows/retrain.py:retrain")
     deployment_id = source.to_deployment(**options).apply(work_pool_name=args.pool)
     print(
-        f"deployment {retrain.name}/{schedule.deployment_name} ({deployment_id}) on work pool "
+        f"deployment {retrain.name}/{options['name']} ({deployment_id}) on work pool "
         f"{args.pool!r}; start a worker: prefect worker start --pool {args.pool}"
     )
 

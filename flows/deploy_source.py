@@ -1,0 +1,75 @@
+"""The build step of prefect.yaml: which repository and commit workers clone.
+
+`prefect deploy` runs `source()` in the deploying checkout; its outputs fill the deployment's
+`git_clone` pull step, so the deployment holds a repository URL and a commit, never a path of
+the deploying machine. Refused, with one line naming the problem: no URL, a local path (a worker
+on another machine cannot clone it), a repository that cannot be read, a commit it does not have.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+REPO_VARIABLE = "MNIST_PIPELINE_REPO"
+# git URLs another machine can reach: scheme://host/..., or scp-like user@host:path.
+REMOTE_URL = re.compile(r"^(https?|git|ssh)://[^/]+/.+|^[\w.-]+@[\w.-]+:.+")
+
+
+class SourceError(RuntimeError):
+    """The deployment's source cannot be cloned by a worker (the message says why)."""
+
+
+def _git(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def check_url(url: str | None) -> str:
+    """`url` if workers on other machines can clone it."""
+    if not url:
+        raise SourceError(
+            f"{REPO_VARIABLE} is not set: export the git URL workers clone, "
+            "e.g. https://git.example.com/mnist-pipeline.git"
+        )
+    if not REMOTE_URL.match(url):
+        raise SourceError(
+            f"{REPO_VARIABLE}={url!r} is not a remote git URL (https://, git://, ssh:// or "
+            "user@host:path): a worker on another machine cannot clone a local path"
+        )
+    return url
+
+
+def remote_tips(url: str, cwd: Path) -> list[str]:
+    """The commits the repository's branches and tags point at (it must answer)."""
+    listed = _git(["ls-remote", url], cwd)
+    if listed.returncode != 0:
+        reason = (listed.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise SourceError(f"cannot read repository {url}: {reason}")
+    return [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
+
+
+def check_pushed(commit: str, url: str, cwd: Path) -> None:
+    """Refuse `commit` when every branch and tag of `url` is known here and none contains it
+    (when some are unknown here, it cannot be told without fetching: the clone will say)."""
+    tips = remote_tips(url, cwd)
+    if any(_git(["cat-file", "-e", f"{tip}^{{commit}}"], cwd).returncode for tip in tips):
+        return
+    contained = (_git(["merge-base", "--is-ancestor", commit, tip], cwd) for tip in tips)
+    if not any(done.returncode == 0 for done in contained):
+        raise SourceError(f"commit {commit} is not on {url}: push it first")
+
+
+def source(directory: str = ".") -> dict[str, str]:
+    """The step: `repository` ($MNIST_PIPELINE_REPO) and `commit` (the checkout's HEAD)."""
+    cwd = Path(directory)
+    url = check_url(os.environ.get(REPO_VARIABLE))
+    head = _git(["rev-parse", "HEAD"], cwd)
+    if head.returncode != 0:
+        raise SourceError(f"not a git checkout: {cwd.resolve().name} ({head.stderr.strip()})")
+    commit = head.stdout.strip()
+    check_pushed(commit, url, cwd)
+    return {"repository": url, "commit": commit}

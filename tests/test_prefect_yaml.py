@@ -1,0 +1,231 @@
+"""prefect.yaml: the deployment for workers on other machines, checked and deployed for real.
+
+The slow test serves the commit under test (this checkout's HEAD: commit first) with
+`git daemon` on 127.0.0.1, runs `prefect deploy --all` from a clone of it against a real Prefect
+server with basic auth on, and starts a process worker in a different, empty folder: the run
+must clone the deployed commit into the worker's folder and write everything there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.events import DeploymentEventTrigger
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+from flows.deploy_source import SourceError, check_pushed, check_url, source
+from flows.serve import deployment_options
+from mnist_pipeline.core.params import load_params
+from mnist_pipeline.registry import Registry
+from tests.conftest import REPO_ROOT, unavailable
+from tests.process_helpers import free_port, prefect_server, start, stop, wait_for
+
+BIN = Path(sys.executable).parent
+AUTH = "mnist:test-secret"
+GIT_CLONE = "prefect.deployments.steps.git_clone"
+
+
+def spec() -> dict:
+    return yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
+
+
+def git(*args: str, cwd: Path) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_prefect_yaml_deploys_what_serve_deploys() -> None:
+    """The same name, schedule, trigger, limits and parameters as flows/serve.py builds from
+    params.yaml, with the clone (".") as the project folder."""
+    (deployment,) = spec()["deployments"]
+    options = deployment_options(load_params(REPO_ROOT / "params.yaml"), ".", "params.yaml")
+    assert deployment["name"] == options["name"]
+    assert deployment["entrypoint"] == "flows/retrain.py:retrain"
+    assert [(s["cron"], s["timezone"]) for s in deployment["schedules"]] == [
+        (c.cron, c.timezone) for c in options["schedules"]
+    ]
+    assert deployment["parameters"] == options["parameters"]
+    limit = options["concurrency_limit"]
+    assert deployment["concurrency_limit"] == {
+        "limit": limit.limit,
+        "collision_strategy": limit.collision_strategy.value,
+    }
+    assert deployment["description"] == options["description"]
+    assert deployment["tags"] == options["tags"]
+    triggers = [DeploymentEventTrigger(**t) for t in deployment["triggers"]]
+    assert [t.model_dump() for t in triggers] == [t.model_dump() for t in options["triggers"]]
+
+
+def test_source_refuses_what_a_worker_cannot_clone(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("MNIST_PIPELINE_REPO", raising=False)
+    with pytest.raises(SourceError, match="MNIST_PIPELINE_REPO is not set"):
+        source(str(REPO_ROOT))
+    for local in ("/srv/git/mnist-pipeline.git", "file:///srv/git/mnist-pipeline.git"):
+        with pytest.raises(SourceError, match="cannot clone a local path"):
+            check_url(local)
+    assert check_url("git@git.example.com:ml/mnist-pipeline.git")
+    bare = tmp_path / "remote.git"
+    git("init", "--bare", "-q", str(bare), cwd=tmp_path)
+    head = git("rev-parse", "HEAD", cwd=REPO_ROOT)
+    with pytest.raises(SourceError, match=f"commit {head} is not on"):
+        check_pushed(head, str(bare), REPO_ROOT)  # an empty repository
+    git("push", "-q", str(bare), f"{head}:refs/heads/main", cwd=REPO_ROOT)
+    check_pushed(head, str(bare), REPO_ROOT)
+    with pytest.raises(SourceError, match=f"cannot read repository {tmp_path / 'missing.git'}"):
+        check_pushed(head, str(tmp_path / "missing.git"), REPO_ROOT)
+
+
+@contextmanager
+def git_daemon(served: Path, log: Path) -> Iterator[str]:
+    """`git daemon` serving the repositories in `served` on 127.0.0.1; yields its base URL."""
+    port = free_port()
+    args = ["git", "daemon", "--reuseaddr", "--export-all", "--informative-errors"]
+    args += ["--listen=127.0.0.1", f"--port={port}", f"--base-path={served}", str(served)]
+    proc = start(args, dict(os.environ), log, served)
+    url = f"git://127.0.0.1:{port}"
+    try:
+        probe = ["git", "ls-remote", f"{url}/mnist-pipeline.git"]
+        up = lambda: subprocess.run(probe, capture_output=True, timeout=10).returncode == 0  # noqa: E731
+        wait_for(up, 30, "git daemon", proc, log)
+        yield url
+    finally:
+        stop(proc)
+
+
+def smoke_params(path: Path, mirror: Path) -> str:
+    """A params file for a short run on real MNIST (1 thread, a few batches)."""
+    params = {
+        "data": {"mirrors": [str(mirror)]},
+        "train": {"epochs": 1, "max_batches_per_epoch": 30, "val_size": 1000, "num_threads": 1},
+        "evaluate": {"min_accuracy": 0.0, "robustness_per_transform": 0},
+    }
+    path.write_text(yaml.safe_dump(params))
+    return str(path)
+
+
+def read_deployment(env: dict[str, str], name: str, auth: bool = True) -> httpx.Response:
+    return httpx.get(
+        f"{env['PREFECT_API_URL']}/deployments/name/{name}",
+        auth=tuple(AUTH.split(":", 1)) if auth else None,
+        timeout=30,
+    )
+
+
+def final_state(flow_run_id, worker: subprocess.Popen, log: Path):
+    def done():
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run_id).state
+        return state if state is not None and state.is_final() else None
+
+    return wait_for(done, 480, "the flow run to finish", worker, log, every=2)
+
+
+def flow_run_logs(env: dict[str, str], flow_run_id) -> str:
+    body = {"logs": {"flow_run_id": {"any_": [str(flow_run_id)]}}, "limit": 200, "offset": 0}
+    url = f"{env['PREFECT_API_URL']}/logs/filter"
+    response = httpx.post(url, json=body, auth=tuple(AUTH.split(":", 1)), timeout=30)
+    response.raise_for_status()
+    return "\n".join(entry["message"] for entry in response.json())
+
+
+@pytest.mark.e2e
+def test_deployed_commit_runs_in_the_workers_own_folder(tmp_path: Path, real_mirror: Path) -> None:
+    if subprocess.run(["git", "daemon", "-h"], capture_output=True).returncode not in (0, 129):
+        unavailable("git daemon is not installed")
+    head = git("rev-parse", "HEAD", cwd=REPO_ROOT)
+    served, deployer, worker_dir = tmp_path / "served", tmp_path / "deployer", tmp_path / "worker"
+    for folder in (served, worker_dir):
+        folder.mkdir()
+    git("init", "--bare", "-q", str(served / "mnist-pipeline.git"), cwd=tmp_path)
+    git("push", "-q", str(served / "mnist-pipeline.git"), f"{head}:refs/heads/main", cwd=REPO_ROOT)
+    secrets = {"PREFECT_SERVER_API_AUTH_STRING": AUTH, "PREFECT_API_AUTH_STRING": AUTH}
+    with (
+        git_daemon(served, tmp_path / "git-daemon.log") as git_url,
+        prefect_server(tmp_path / "prefect", **secrets) as server_env,
+        temporary_settings(
+            updates={PREFECT_API_URL: server_env["PREFECT_API_URL"], PREFECT_API_AUTH_STRING: AUTH}
+        ),
+    ):
+        repository = f"{git_url}/mnist-pipeline.git"
+        # Nothing of this checkout reaches the deployer or the worker (no PYTHONPATH to it).
+        env = {k: v for k, v in server_env.items() if k not in ("PYTHONPATH",)}
+        git("clone", "-q", repository, str(deployer), cwd=tmp_path)
+        prefect = str(BIN / "prefect")
+        for args in (
+            [prefect, "work-pool", "create", "mnist", "--type", "process"],
+            [prefect, "--no-prompt", "deploy", "--all"],
+        ):
+            deploy_env = {**env, "MNIST_PIPELINE_REPO": repository}
+            done = subprocess.run(
+                args, env=deploy_env, cwd=deployer, capture_output=True, text=True, timeout=300
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+        found = read_deployment(env, "mnist-retrain/weekly")
+        assert read_deployment(env, "mnist-retrain/weekly", auth=False).status_code == 401
+        log = tmp_path / "worker.log"
+        worker_env = {**env, "MNIST_MIRROR": str(real_mirror), "PREFECT_WORKER_QUERY_SECONDS": "2"}
+        worker = start([prefect, "worker", "start", "--pool", "mnist"], worker_env, log, worker_dir)
+        try:
+            params_file = smoke_params(tmp_path / "smoke.yaml", real_mirror)
+            parameters = {"params_file": params_file}
+            flow_run = run_deployment("mnist-retrain/weekly", parameters=parameters, timeout=0)
+            state = final_state(flow_run.id, worker, log)
+            # A deployment whose repository cannot be cloned: the run fails, naming it.
+            deployment = found.json()
+            missing = f"{git_url}/missing.git"
+            with get_client(sync_client=True) as client:
+                bad_id = client.create_deployment(
+                    flow_id=deployment["flow_id"],
+                    name="unclonable",
+                    entrypoint=deployment["entrypoint"],
+                    work_pool_name="mnist",
+                    job_variables={"working_dir": "."},
+                    pull_steps=[{GIT_CLONE: {"repository": missing, "commit_sha": head}}],
+                )
+            bad_run = run_deployment(bad_id, parameters=parameters, timeout=0)
+            bad_state = final_state(bad_run.id, worker, log)
+            bad_logs = flow_run_logs(env, bad_run.id)
+        finally:
+            stop(worker)
+    output = log.read_text()
+    assert state.is_completed(), output[-4000:]
+    # The deployment holds the repository URL and the commit, no path of the deploying machine.
+    deployment = found.json()
+    assert deployment["pull_steps"] == [
+        {
+            GIT_CLONE: {
+                "id": "clone",
+                "repository": repository,
+                "commit_sha": head,
+                "clone_directory_name": "mnist-pipeline",
+            }
+        }
+    ]
+    assert deployment["job_variables"] == {"working_dir": "."}
+    assert deployment["version"] == head
+    assert deployment["parameters"]["workdir"] == "."
+    text = json.dumps(deployment)
+    for path in (deployer, REPO_ROOT, tmp_path):
+        assert str(path) not in text, path
+    # The worker cloned the deployed commit into its own folder and the run wrote there.
+    clone = worker_dir / "mnist-pipeline"
+    assert git("rev-parse", "HEAD", cwd=clone) == head
+    run_folders = [p.name for p in (clone / "runs").iterdir()]
+    assert len(run_folders) == 1 and run_folders[0].startswith(flow_run.name), run_folders
+    cards = Registry(clone / "registry", "mnist-cnn").versions()
+    assert [(c["version"], c["origin"]["flow_run_id"]) for c in cards] == [(1, str(flow_run.id))]
+    assert not {"runs", "registry", "data"} & {p.name for p in deployer.iterdir()}
+    assert bad_state.is_failed() or bad_state.is_crashed(), bad_state
+    assert f"Failed to clone repository {missing!r}" in (bad_state.message or "") + bad_logs
