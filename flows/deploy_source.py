@@ -3,7 +3,8 @@
 `prefect deploy` runs `source()` in the deploying checkout; its outputs fill the deployment's
 `git_clone` pull step, so the deployment holds a repository URL and a commit, never a path of
 the deploying machine. Refused, with one line naming the problem: no URL, a local path (a worker
-on another machine cannot clone it), a repository that cannot be read, a commit it does not have.
+on another machine cannot clone it), a URL holding a password (the deployment would keep it in
+clear), a repository that cannot be read, a commit it does not have.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REPO_VARIABLE = "MNIST_PIPELINE_REPO"
 # git URLs another machine can reach: scheme://host/..., or scp-like user@host:path.
@@ -23,9 +25,14 @@ class SourceError(RuntimeError):
 
 
 def _git(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    """git, never prompting for credentials (a deploy must not hang on a password prompt)."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise SourceError(f"git {args[0]} had no answer within {timeout:.0f} s") from exc
 
 
 def check_url(url: str | None) -> str:
@@ -39,6 +46,11 @@ def check_url(url: str | None) -> str:
         raise SourceError(
             f"{REPO_VARIABLE}={url!r} is not a remote git URL (https://, git://, ssh:// or "
             "user@host:path): a worker on another machine cannot clone a local path"
+        )
+    if "://" in url and urlsplit(url).password is not None:
+        raise SourceError(
+            f"{REPO_VARIABLE} holds a password, which the deployment would store in clear: "
+            "give workers git credentials (an SSH key or a credential helper) instead"
         )
     return url
 
