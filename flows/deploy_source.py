@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -75,13 +76,22 @@ def check_pushed(commit: str, url: str, cwd: Path) -> None:
         raise SourceError(f"commit {commit} is not on {url}: push it first")
 
 
-def source(directory: str = ".") -> dict[str, str]:
-    """The step: `repository` ($MNIST_PIPELINE_REPO) and `commit` (the checkout's HEAD)."""
-    cwd = Path(directory)
+def resolve_source(directory: Path) -> dict[str, str]:
+    """`repository` ($MNIST_PIPELINE_REPO) and `commit` (the checkout's HEAD), both checked."""
     url = check_url(os.environ.get(REPO_VARIABLE))
-    head = _git(["rev-parse", "HEAD"], cwd)
+    head = _git(["rev-parse", "HEAD"], directory)
     if head.returncode != 0:
-        raise SourceError(f"not a git checkout: {cwd.resolve().name} ({head.stderr.strip()})")
+        raise SourceError(f"not a git checkout: {directory.resolve()} ({head.stderr.strip()})")
     commit = head.stdout.strip()
-    check_pushed(commit, url, cwd)
+    check_pushed(commit, url, directory)
     return {"repository": url, "commit": commit}
+
+
+def source(directory: str = ".") -> dict[str, str]:
+    """The build step: `resolve_source`, or one line on stderr and exit status 1 (an exception
+    would have `prefect deploy` print a traceback and a generic message)."""
+    try:
+        return resolve_source(Path(directory))
+    except SourceError as exc:
+        print(f"prefect deploy: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -24,7 +24,7 @@ from prefect.deployments import run_deployment
 from prefect.events import DeploymentEventTrigger
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-from flows.deploy_source import SourceError, check_pushed, check_url, source
+from flows.deploy_source import SourceError, check_pushed, check_url, resolve_source, source
 from flows.serve import deployment_options
 from mnist_pipeline.core.params import load_params
 from mnist_pipeline.registry import Registry
@@ -68,10 +68,14 @@ def test_prefect_yaml_deploys_what_serve_deploys() -> None:
     assert [t.model_dump() for t in triggers] == [t.model_dump() for t in options["triggers"]]
 
 
-def test_source_refuses_what_a_worker_cannot_clone(tmp_path: Path, monkeypatch) -> None:
+def test_source_refuses_what_a_worker_cannot_clone(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.delenv("MNIST_PIPELINE_REPO", raising=False)
-    with pytest.raises(SourceError, match="MNIST_PIPELINE_REPO is not set"):
-        source(str(REPO_ROOT))
+    with pytest.raises(SystemExit) as exited:
+        source(str(REPO_ROOT))  # the build step: one line, exit status 1
+    assert exited.value.code == 1
+    error = capsys.readouterr().err
+    assert error.startswith("prefect deploy: MNIST_PIPELINE_REPO is not set: ")
+    assert error.count("\n") == 1
     for local in ("/srv/git/mnist-pipeline.git", "file:///srv/git/mnist-pipeline.git"):
         with pytest.raises(SourceError, match="cannot clone a local path"):
             check_url(local)
@@ -89,6 +93,9 @@ def test_source_refuses_what_a_worker_cannot_clone(tmp_path: Path, monkeypatch) 
     check_pushed(head, str(bare), REPO_ROOT)
     with pytest.raises(SourceError, match=f"cannot read repository {tmp_path / 'missing.git'}"):
         check_pushed(head, str(tmp_path / "missing.git"), REPO_ROOT)
+    monkeypatch.setenv("MNIST_PIPELINE_REPO", "https://git.example.com/mnist-pipeline.git")
+    with pytest.raises(SourceError, match="not a git checkout"):
+        resolve_source(tmp_path)  # e.g. an unpacked archive
 
 
 @contextmanager
@@ -235,7 +242,8 @@ def test_deployed_commit_runs_in_the_workers_own_folder(tmp_path: Path, real_mir
     assert not {"runs", "registry"} & {p.name for p in deployer.iterdir()}
     assert list((deployer / "data").iterdir()) == [deployer / "data" / ".gitignore"]
     assert refused.returncode != 0
-    assert f"cannot read repository {missing}: " in refused.stdout + refused.stderr
+    assert f"prefect deploy: cannot read repository {missing}: " in refused.stderr
+    assert "Traceback" not in refused.stderr
     assert bad_state.is_failed() or bad_state.is_crashed(), bad_state
     # Prefect 3.8.8 says why only in the worker's log (the run's message is the exit status).
     assert f"Failed to clone repository {missing!r}" in output
