@@ -162,7 +162,7 @@ def test_deployed_commit_runs_in_the_workers_own_folder(tmp_path: Path, real_mir
         ),
     ):
         repository = f"{git_url}/mnist-pipeline.git"
-        # Nothing of this checkout reaches the deployer or the worker (no PYTHONPATH to it).
+        # No PYTHONPATH to this checkout: the deployer and the worker import their clones' code.
         env = {k: v for k, v in server_env.items() if k not in ("PYTHONPATH",)}
         git("clone", "-q", repository, str(deployer), cwd=tmp_path)
         prefect = str(BIN / "prefect")
@@ -192,6 +192,7 @@ def test_deployed_commit_runs_in_the_workers_own_folder(tmp_path: Path, real_mir
         worker_env = {**env, "MNIST_MIRROR": str(real_mirror), "PREFECT_WORKER_QUERY_SECONDS": "2"}
         worker = start([prefect, "worker", "start", "--pool", "mnist"], worker_env, log, worker_dir)
         try:
+            # A run parameter (the deployment keeps params.yaml): a short run, 1 torch thread.
             params_file = smoke_params(tmp_path / "smoke.yaml", real_mirror)
             parameters = {"params_file": params_file}
             flow_run = run_deployment("mnist-retrain/weekly", parameters=parameters, timeout=0)
