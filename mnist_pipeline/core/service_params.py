@@ -109,3 +109,5 @@ class ServeParams(Section):
     feedback_tokens_file: str | None = Field(default=None, min_length=1)
     feedback_rate_per_minute: float = Field(default=10.0, gt=0, le=60_000)  # per credential
     feedback_quota: int = Field(default=100, ge=1)  # images awaiting review per credential
+    metrics: bool = True  # GET /metrics: Prometheus metrics of every worker (serving/metrics.py)
+    json_logs: bool = False  # one JSON object per request on stderr (serving/observe.py)

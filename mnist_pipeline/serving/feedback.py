@@ -28,6 +28,7 @@ from starlette.datastructures import UploadFile
 from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.inbox import pending
 from mnist_pipeline.serving.http_api import ClientError
+from mnist_pipeline.serving.observe import note_feedback
 from mnist_pipeline.serving.tokens import Credentials, RateLimiter, Unauthorized
 
 QUOTA_RETRY_AFTER_S = 3600  # a full quota frees up only when a reviewer gets to it
@@ -92,6 +93,7 @@ class Feedback:
             except OSError as exc:
                 logger.error("/feedback refused: %s", describe_os_error(exc))
                 raise ClientError(503, UNAVAILABLE) from None
+            note_feedback(request, done.status, done.claim.label)
             body = {"status": done.status, "sha256": done.sha256, **asdict(done.claim)}
             return JSONResponse(body, status_code=201 if done.status == "pending" else 200)
 

@@ -9,6 +9,7 @@
                     whether the alias's Prefect events are followed
     POST /feedback  only with feedback credentials (feedback.py): a bearer token, multipart
                     `file` and `label`, quarantined in data/pending/ for review
+    GET  /metrics   Prometheus metrics (serve.metrics; serving/metrics.py and observe.py)
     GET  /docs      OpenAPI
 
 Client input never causes a 500: an oversized body is 413, an unsupported content type 415, an
@@ -30,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mnist_pipeline.core.contract import IMAGE_SIZE, NUM_CLASSES
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.data.preprocess import ImageError, preprocess_bytes
+from mnist_pipeline.serving.observe import note_prediction, observe
 from mnist_pipeline.serving.predict import top_digits
 from mnist_pipeline.serving.served_model import ServedModel
 
@@ -217,6 +219,7 @@ def create_app(
         if loaded is None:
             raise ClientError(503, f"no model loaded yet: {served.problem or 'starting'}")
         probabilities = loaded.probabilities(digits)
+        note_prediction(request, loaded.version, probabilities)
         predictions = []
         for name, probs in zip(names, probabilities, strict=True):
             ranked = [{"digit": d, "probability": p} for d, p in top_digits(probs, top)]
@@ -235,4 +238,5 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization"],  # the bearer token of /feedback
         )
+    observe(app, served, limits)  # outermost: every request, refusals included
     return app

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +79,9 @@ class ServedModel:
         self._lock = threading.Lock()  # one refresh at a time
         self._stop = threading.Event()
         self.events: AliasEvents | None = None  # the event stream followed beside the poll
+        # told each "loaded" (the first), "swapped" and "refused" (once per new problem), with
+        # the version served after it (metrics.py)
+        self.listener: Callable[[str, int | None], None] | None = None
 
     def refresh(self) -> bool:
         """Load the version `ref` names now if it is not the one served; True if it changed.
@@ -94,11 +98,18 @@ class ServedModel:
                 message = str(exc) or type(exc).__name__
                 if message != self.problem:
                     logger.error("keeping %s: %s", self._serving(), message)
+                    self._tell("refused")
                 self.problem = message
                 return False
+            first = self.current is None
             before, self.current, self.problem = self._serving(), loaded, None
             logger.info("now serving %s v%d (was %s)", self.registry.name, target, before)
+            self._tell("loaded" if first else "swapped")
             return True
+
+    def _tell(self, event: str) -> None:
+        if self.listener is not None:
+            self.listener(event, None if self.current is None else self.current.version)
 
     def _serving(self) -> str:
         return "nothing" if self.current is None else f"v{self.current.version}"

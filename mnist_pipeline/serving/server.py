@@ -4,6 +4,8 @@ One process (`serve.workers` 1) serves the app object directly; with more worker
 imports `app_from_env` in each worker process, which reads the same params file and root
 (passed in MNIST_SERVE_* variables). Each process follows the alias on its own: it polls the
 registry and, with a Prefect API configured, also hears the alias's events (alias_events.py).
+With `serve.metrics` the workers count in a fresh PROMETHEUS_MULTIPROC_DIR (metrics.py), so
+GET /metrics answered by any of them adds up all of them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from contextlib import nullcontext
 from pathlib import Path
 
 import uvicorn
@@ -23,6 +26,7 @@ from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.pipeline.versions import open_registry
 from mnist_pipeline.serving.feedback import Feedback
 from mnist_pipeline.serving.http_api import create_app
+from mnist_pipeline.serving.metrics import Supervisor, multiprocess_dir
 from mnist_pipeline.serving.served_model import ServedModel
 from mnist_pipeline.serving.tokens import Credentials, RateLimiter
 
@@ -32,11 +36,12 @@ ENV_ROOT, ENV_PARAMS, ENV_MODEL = "MNIST_SERVE_ROOT", "MNIST_SERVE_PARAMS", "MNI
 def build(params: Params, layout: Layout) -> FastAPI:
     """The app, its model loaded once now (if it can be) and followed from then on."""
     served = ServedModel(open_registry(params.registry, layout), params.serve.model)
+    app = create_app(served, params.serve, feedback_of(params.serve, layout))  # metrics listen
     served.refresh()  # a failure is logged; /readyz says 503 until a version loads
     served.follow(params.serve.reload_interval_s)
     if params.serve.follow_events:
         served.follow_events()  # only with a Prefect API configured
-    return create_app(served, params.serve, feedback_of(params.serve, layout))
+    return app
 
 
 def feedback_of(serve: ServeParams, layout: Layout) -> Feedback | None:
@@ -74,7 +79,12 @@ def run(params_path: Path, root: Path, overrides: dict[str, object]) -> None:
         workers=serve.workers,
         log_level="warning",
     )
-    Multiprocess(config, sockets=[tcp_socket(serve.host, serve.port)]).run()
+    sockets = [tcp_socket(serve.host, serve.port)]
+    with multiprocess_dir() if serve.metrics else nullcontext() as folder:
+        if folder is None:
+            Multiprocess(config, sockets=sockets).run()
+        else:
+            Supervisor(config, sockets=sockets, folder=folder).run()
 
 
 def tcp_socket(host: str, port: int) -> socket.socket:

@@ -1,0 +1,156 @@
+"""The server's Prometheus metrics (prometheus-client), scraped at GET /metrics.
+
+    mnist_serve_requests_total{endpoint, method, status}      answered requests (route template)
+    mnist_serve_request_duration_seconds{endpoint, method}    histogram, arrival to last byte
+    mnist_serve_images_classified_total{version, digit}       images answered, by predicted digit
+    mnist_serve_confidence{version}                           histogram of the top probability
+    mnist_serve_model_events_total{event}                     loaded, swapped, refused (refresh)
+    mnist_serve_model_version                                 the version each process serves
+    mnist_serve_feedback_total{outcome, label}                /feedback claims: pending, known
+
+With several worker processes each one writes its numbers to files in PROMETHEUS_MULTIPROC_DIR
+(prometheus-client's multiprocess mode; `serve` makes a fresh folder and removes it at exit),
+and a scrape answered by any worker adds them all up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from uvicorn import Config
+from uvicorn.supervisors import Multiprocess
+
+ENV_MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+CONFIDENCE_BUCKETS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
+MODEL_EVENTS = ("loaded", "swapped", "refused")
+
+
+class Metrics:
+    """One process's metrics, in a registry of their own (a test may build several apps)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        on = {"registry": self.registry}
+        self.requests = Counter(
+            "mnist_serve_requests", "Requests answered", ["endpoint", "method", "status"], **on
+        )
+        self.latency = Histogram(
+            "mnist_serve_request_duration_seconds",
+            "Time from a request's arrival to its last byte sent",
+            ["endpoint", "method"],
+            buckets=LATENCY_BUCKETS,
+            **on,
+        )
+        self.images = Counter(
+            "mnist_serve_images_classified",
+            "Images classified, by served version and predicted digit",
+            ["version", "digit"],
+            **on,
+        )
+        self.confidence = Histogram(
+            "mnist_serve_confidence",
+            "Probability of the predicted digit, per image",
+            ["version"],
+            buckets=CONFIDENCE_BUCKETS,
+            **on,
+        )
+        self.model_events = Counter(
+            "mnist_serve_model_events",
+            "Versions loaded (first), swapped in, or refused (failed verification or loading)",
+            ["event"],
+            **on,
+        )
+        self.version = Gauge(
+            "mnist_serve_model_version",
+            "The version this process serves",
+            multiprocess_mode="liveall",
+            **on,
+        )
+        self.feedback = Counter(
+            "mnist_serve_feedback",
+            "/feedback claims stored (pending: new; known: already claimed), by label",
+            ["outcome", "label"],
+            **on,
+        )
+        for event in MODEL_EVENTS:
+            self.model_events.labels(event)  # shown at 0 before the first one
+
+    def request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, method, str(status)).inc()
+        self.latency.labels(endpoint, method).observe(seconds)
+
+    def classified(self, version: int, digits: np.ndarray, confidences: np.ndarray) -> None:
+        """One answered batch: predicted digits and their probabilities, per image."""
+        label = str(version)
+        counts = np.bincount(digits, minlength=10)
+        for digit in np.flatnonzero(counts):
+            self.images.labels(label, str(digit)).inc(int(counts[digit]))
+        histogram = self.confidence.labels(label)
+        for confidence in confidences.tolist():
+            histogram.observe(confidence)
+
+    def model_event(self, event: str, version: int | None) -> None:
+        """ServedModel's listener: `event` is one of MODEL_EVENTS; `version` is now served."""
+        self.model_events.labels(event).inc()
+        if version is not None:
+            self.version.set(version)
+
+    def feedback_stored(self, outcome: str, label: int) -> None:
+        self.feedback.labels(outcome, str(label)).inc()
+
+    def exposition(self) -> bytes:
+        """The text format: every worker's files in multiprocess mode, else this registry."""
+        if ENV_MULTIPROC not in os.environ:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)
+        return generate_latest(merged)
+
+
+@contextmanager
+def multiprocess_dir() -> Iterator[str]:
+    """A fresh PROMETHEUS_MULTIPROC_DIR for worker processes started inside (set in this
+    process's environment, which they inherit), removed with its files afterwards."""
+    before = os.environ.get(ENV_MULTIPROC)
+    folder = tempfile.mkdtemp(prefix="mnist-serve-metrics-")
+    os.environ[ENV_MULTIPROC] = folder
+    try:
+        yield folder
+    finally:
+        if before is None:
+            os.environ.pop(ENV_MULTIPROC, None)
+        else:
+            os.environ[ENV_MULTIPROC] = before
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's worker supervisor that also tells prometheus-client when a worker it replaced
+    has gone, so that the dead process's `mnist_serve_model_version` is no longer shown (its
+    counters still count)."""
+
+    def __init__(self, config: Config, sockets: list[socket.socket], folder: str) -> None:
+        super().__init__(config, sockets)
+        self.folder = folder
+
+    def keep_subprocess_alive(self) -> None:
+        self._marking(super().keep_subprocess_alive)
+
+    def restart_all(self) -> None:
+        self._marking(super().restart_all)
+
+    def _marking(self, step: Callable[[], None]) -> None:
+        before = {process.pid for process in self.processes}
+        step()
+        for pid in before - {process.pid for process in self.processes}:
+            if pid is not None:
+                mark_process_dead(pid, self.folder)
