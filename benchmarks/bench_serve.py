@@ -8,9 +8,12 @@ multipart upload) and 64-image batches (multipart). The load generator is a smal
 HTTP/1.1 client (pre-built requests, no parsing beyond the status line and Content-Length), so
 it takes little of the CPU it shares with the server. Prints req/s, images/s, p50/p99 latency
 and errors per case, then the same images classified in this process (PNG decode, preprocess,
-onnxruntime; one thread) for the HTTP overhead as a ratio, and the CPU.
+onnxruntime; one thread) for the HTTP overhead as a ratio, and the CPU. `--metrics both`
+starts a server with `serve.metrics` on and one with it off and measures them alternately,
+`--repeats` times each, printing the medians side by side; the CPU time recording one request's
+metrics takes in process is printed too.
 
-    python -m benchmarks.bench_serve --seconds 5 [--workers 2]
+    python -m benchmarks.bench_serve --seconds 5 [--workers 2] [--metrics both --repeats 3]
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from benchmarks.machine import cpu_name
 from mnist_pipeline.data.preprocess import preprocess_bytes
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
+from mnist_pipeline.serving.metrics import Metrics
 from mnist_pipeline.serving.served_model import load_version
 from tests.process_helpers import free_port
 from tests.registry_helpers import MODEL, PARAMS, candidate_in, exported_candidate
@@ -130,60 +134,112 @@ def in_process(root: Path, pngs: list[bytes], seconds: float) -> dict[str, float
     }
 
 
+def metrics_cost(probabilities: np.ndarray, repeats: int = 2000) -> float:
+    """CPU microseconds that recording one answered /predict of these probabilities costs
+    (serving/metrics.py, one process: values in memory)."""
+    metrics = Metrics()
+
+    def record() -> None:
+        metrics.request("/predict", "POST", 200, 0.001)
+        metrics.classified(1, probabilities.argmax(axis=1), probabilities.max(axis=1))
+
+    record()
+    start = time.process_time()
+    for _ in range(repeats):
+        record()
+    return (time.process_time() - start) / repeats * 1e6
+
+
+def start_server(scratch: Path, workers: int, metrics: bool) -> tuple[subprocess.Popen, int]:
+    """`serve` on a free port with `serve.metrics` on or off, once it is ready."""
+    port = free_port()
+    params = scratch / f"params-metrics-{'on' if metrics else 'off'}.yaml"
+    params.write_text(f"serve:\n  reload_interval_s: 5\n  metrics: {str(metrics).lower()}\n")
+    command = [sys.executable, "-m", "mnist_pipeline", "--root", str(scratch)]
+    command += ["--params", str(params), "serve", "--port", str(port), "--workers", str(workers)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    server = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return server, port
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.kill()
+            sys.exit("the server did not become ready")
+        time.sleep(0.3)
+
+
+def payloads(port: int, pngs: list[bytes]) -> dict[str, tuple[bytes, int]]:
+    """Each case's pre-built request for the server on `port`, and its images per request."""
+    return {
+        "1 PNG (image/png body)": (request(port, "image/png", pngs[0]), 1),
+        "1 PNG (multipart)": (request(port, *multipart(pngs[:1])), 1),
+        f"{BATCH} PNGs (multipart)": (request(port, *multipart(pngs)), BATCH),
+    }
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="per case and level")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per case, level and run")
     parser.add_argument("--workers", type=int, default=1, help="server processes")
+    parser.add_argument(
+        "--metrics",
+        choices=("on", "off", "both"),
+        default="on",
+        help="serve.metrics; both: two servers measured alternately, medians side by side",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="runs per case and level")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    port = free_port()
-    server = None
+    servers: dict[str, tuple[subprocess.Popen, int]] = {}
     try:
         candidate = candidate_in(exported_candidate(scratch / "candidate", 1))
         register_candidate(Registry(scratch / "registry", MODEL), candidate, PARAMS)
-        (scratch / "params.yaml").write_text("serve:\n  reload_interval_s: 5\n")
-        command = [sys.executable, "-m", "mnist_pipeline", "--root", str(scratch), "serve"]
-        command += ["--port", str(port), "--workers", str(args.workers)]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        server = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                sys.exit("the server did not become ready")
-            time.sleep(0.3)
+        for mode in ("on", "off") if args.metrics == "both" else (args.metrics,):
+            servers[f"metrics {mode}"] = start_server(scratch, args.workers, mode == "on")
         pngs = [digit_png(i) for i in range(BATCH)]
-        cases = {
-            "1 PNG (image/png body)": (request(port, "image/png", pngs[0]), 1),
-            "1 PNG (multipart)": (request(port, *multipart(pngs[:1])), 1),
-            f"{BATCH} PNGs (multipart)": (request(port, *multipart(pngs)), BATCH),
-        }
-        for name, (payload, images) in cases.items():
-            asyncio.run(load(port, payload, 4, 1.0))  # warm up
+        cases = {label: payloads(port, pngs) for label, (_, port) in servers.items()}
+        for name in next(iter(cases.values())):
+            images = next(iter(cases.values()))[name][1]
+            for label, (_, port) in servers.items():
+                asyncio.run(load(port, cases[label][name][0], 4, 1.0))  # warm up
             for level in LEVELS:
-                r = asyncio.run(load(port, payload, level, args.seconds))
-                print(
-                    f"{name}, concurrency {level:>2}: {r['rps']:8.1f} req/s, "
-                    f"{r['rps'] * images:8.1f} images/s, p50 {r['p50']:6.2f} ms, "
-                    f"p99 {r['p99']:6.2f} ms, errors {r['errors']}",
-                    flush=True,
-                )
+                runs: dict[str, list[dict[str, float]]] = {label: [] for label in servers}
+                for _ in range(args.repeats):  # alternately, so that noise hits both alike
+                    for label, (_, port) in servers.items():
+                        payload = cases[label][name][0]
+                        runs[label].append(asyncio.run(load(port, payload, level, args.seconds)))
+                figures = []
+                for label, r in ((label, median_of(found)) for label, found in runs.items()):
+                    figures.append(
+                        f"{label}: {r['rps']:8.1f} req/s, {r['rps'] * images:8.1f} images/s, "
+                        f"p50 {r['p50']:6.2f} ms, p99 {r['p99']:6.2f} ms, errors {r['errors']:.0f}"
+                    )
+                print(f"{name}, concurrency {level:>2}: " + " | ".join(figures), flush=True)
         here = in_process(scratch, pngs, args.seconds)
         print(
             f"in process (decode + preprocess + onnxruntime, 1 thread): "
             f"{here['images_per_s']:.1f} images/s; onnxruntime alone on batches of {BATCH}: "
             f"{here['ort_images_per_s']:.1f} images/s"
         )
+        probabilities = np.random.default_rng(0).dirichlet(np.ones(10), BATCH).astype(np.float32)
+        print(
+            f"recording metrics in process: {metrics_cost(probabilities[:1]):.1f} us CPU per "
+            f"1-image request, {metrics_cost(probabilities, 200):.1f} us per {BATCH}-image one"
+        )
     finally:
-        if server is not None:
+        for server, _ in servers.values():
             server.terminate()
             server.wait(timeout=30)
         shutil.rmtree(scratch, ignore_errors=True)
-    print(f"server workers: {args.workers}; CPU: {cpu_name()}")
+    print(f"server workers: {args.workers}; runs per figure: {args.repeats}; CPU: {cpu_name()}")
 
 
 if __name__ == "__main__":
