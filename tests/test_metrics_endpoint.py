@@ -57,6 +57,7 @@ def test_metrics_count_requests_images_and_model_events(registry: Registry) -> N
     assert api.post("/predict", json={"images": []}).status_code == 422
     assert api.post("/predict", content=b"0" * 30_000).status_code == 413  # before routing
     assert api.get("/no/such/path").status_code == 404
+    assert api.request("BREW", "/predict").status_code == 405
     registry.promote(2, "production")
     assert served.refresh() is True
     seen += answered(api.post("/predict", json={"images": IMAGES["images"][:1]}).json())
@@ -77,8 +78,9 @@ def test_metrics_count_requests_images_and_model_events(registry: Registry) -> N
     assert value(samples, requests, endpoint="/predict", status="422") == 1
     assert value(samples, requests, endpoint="/predict", status="413") == 1
     assert value(samples, requests, endpoint="other", method="GET", status="404") == 1
+    assert value(samples, requests, endpoint="/predict", method="other", status="405") == 1
     assert not [s for s in samples if "/no/such/path" in s.labels.values()]
-    assert value(samples, "mnist_serve_request_duration_seconds_count", endpoint="/predict") == 4
+    assert value(samples, "mnist_serve_request_duration_seconds_count", endpoint="/predict") == 5
     classified = Counter((version, digit) for version, digit, _ in seen)
     images = {
         (s.labels["version"], s.labels["digit"]): s.value

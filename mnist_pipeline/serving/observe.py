@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 ACCESS_LOGGER = "mnist_pipeline.serve.access"
 NOTES = "mnist_pipeline.observed"  # the scope key of the handlers' notes (an Observer's dict)
-OTHER = "other"  # the endpoint label of a path no route has (bounded label values)
+OTHER = "other"  # the label of a path no route has, or of an unknown method (bounded labels)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def note_prediction(request: Request, version: int, probabilities: np.ndarray) -> None:
@@ -77,7 +78,8 @@ class Observer:
         if prediction is not None:
             digits, confidences = prediction[1].argmax(axis=1), prediction[1].max(axis=1)
         if self.metrics is not None:
-            self.metrics.request(endpoint, scope["method"], status, seconds)
+            method = scope["method"] if scope["method"] in METHODS else OTHER
+            self.metrics.request(endpoint, method, status, seconds)
             if prediction is not None:
                 self.metrics.classified(prediction[0], digits, confidences)
             if "feedback" in notes:
