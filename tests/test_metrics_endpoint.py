@@ -126,6 +126,21 @@ def test_metrics_count_stored_feedback_by_outcome_and_label(
     assert value(samples, "mnist_serve_requests_total", endpoint="/feedback", status="401") == 1
 
 
+def test_a_failure_to_record_fails_no_request(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mnist_pipeline.serving.metrics import Metrics
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Metrics, "classified", broken)
+    api, _ = client(registry)
+    response = api.post("/predict", json=IMAGES)
+    assert response.status_code == 200 and len(response.json()["predictions"]) == 3
+    assert "recording POST /predict failed" in caplog.text and "disk full" in caplog.text
+
+
 def per_worker(folder: Path, scratch: Path) -> dict[str, float]:
     """Each worker's answered /predict requests, from its own files in the multiprocess folder."""
     counts = {}

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mnist_pipeline.serving.served_model import ServedModel
 
 ACCESS_LOGGER = "mnist_pipeline.serve.access"
+logger = logging.getLogger("mnist_pipeline.serve")
 NOTES = "mnist_pipeline.observed"  # the scope key of the handlers' notes (an Observer's dict)
 OTHER = "other"  # the label of a path no route has, or of an unknown method (bounded labels)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -69,7 +70,10 @@ class Observer:
         try:
             await self.app(scope, receive, sending)
         finally:
-            self.record(scope, notes, status, time.perf_counter() - start)
+            try:
+                self.record(scope, notes, status, time.perf_counter() - start)
+            except Exception:  # noqa: BLE001 - a broken record never fails the request
+                logger.exception("recording %s %s failed", scope["method"], scope["path"])
 
     def record(self, scope: Scope, notes: dict[str, Any], status: int, seconds: float) -> None:
         endpoint = self.endpoint(scope)

@@ -108,8 +108,12 @@ class ServedModel:
             return True
 
     def _tell(self, event: str) -> None:
-        if self.listener is not None:
+        if self.listener is None:
+            return
+        try:
             self.listener(event, None if self.current is None else self.current.version)
+        except Exception:  # noqa: BLE001 - the alias is followed on regardless
+            logger.exception("the listener of %r failed", event)
 
     def _serving(self) -> str:
         return "nothing" if self.current is None else f"v{self.current.version}"
