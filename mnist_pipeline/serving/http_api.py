@@ -5,11 +5,11 @@
                     already preprocessed per the ONNX contract (floats in [0, 1]); `?top=k`
     GET  /healthz   the process is up
     GET  /readyz    a verified model is loaded (503 until then)
+    GET  /metrics   Prometheus metrics (serve.metrics; serving/metrics.py and observe.py)
     GET  /model     the served version's card summary, the alias followed, the last refusal,
                     whether the alias's Prefect events are followed
     POST /feedback  only with feedback credentials (feedback.py): a bearer token, multipart
                     `file` and `label`, quarantined in data/pending/ for review
-    GET  /metrics   Prometheus metrics (serve.metrics; serving/metrics.py and observe.py)
     GET  /docs      OpenAPI
 
 Client input never causes a 500: an oversized body is 413, an unsupported content type 415, an
