@@ -35,7 +35,11 @@ def open_registry(params: RegistryParams, layout: Layout) -> Registry:
 
 def read_card(registry: Registry, ref: str | int) -> ModelCard:
     """A version's card (sealed, signed when keys are trusted), typed."""
-    card = registry.card(ref)
+    return typed_card(registry, registry.card(ref))
+
+
+def typed_card(registry: Registry, card: dict[str, Any]) -> ModelCard:
+    """A card `registry` returned, as a ModelCard (an error naming the version if malformed)."""
     return parse_report(ModelCard, card, f"{registry.name} v{card.get('version')}'s card")
 
 

@@ -88,6 +88,15 @@ class Registry:
         """The card of a version number ("3", "v3") or alias."""
         return self._card(self.version_of(ref))
 
+    def card_with_bytes(self, ref: str | int) -> tuple[dict[str, Any], bytes]:
+        """The card of `ref`, checked as `card` checks it, and the stored bytes it was read from
+        (to hand on unchanged: they are what its seal and signature were made over)."""
+        return self._read_card(self.version_of(ref))
+
+    def signature(self, card: dict[str, Any]) -> dict[str, str] | None:
+        """A card's signature, {"key_id", "ed25519"} (None: unsigned), wherever it is stored."""
+        return self._signature(card, f"{self.name} v{card.get('version')}")
+
     def version_with_fingerprint(self, sha256: str) -> int | None:
         """The newest intact-card version whose submission carried the inputs hash `sha256`."""
         for version, card, _ in reversed(self.catalogue()):
@@ -240,6 +249,9 @@ class Registry:
         return state
 
     def _card(self, version: int) -> dict[str, Any]:
+        return self._read_card(version)[0]
+
+    def _read_card(self, version: int) -> tuple[dict[str, Any], bytes]:
         label = f"{self.name} v{version}"
         data = self.storage.read(keys.card_key(self.name, version))
         if data is None:
@@ -256,7 +268,7 @@ class Registry:
         if not isinstance(card.get("files"), dict):
             raise RegistryError(f"{label}: card.json has no file table")
         self.signing.check(card, self._signature(card, label), label)
-        return card
+        return card, data
 
     def _signature(self, card: dict[str, Any], label: str) -> Any:
         """A card's signature: in the card (schema 2), or its card.sig (schema 1)."""

@@ -19,15 +19,18 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
 from filelock import Timeout
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from mnist_pipeline.core.contract import CLASS_LABELS
 from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.inbox import pending
-from mnist_pipeline.serving.http_api import ClientError
+from mnist_pipeline.serving import api_schema
+from mnist_pipeline.serving.http_api import ClientError, read_form
 from mnist_pipeline.serving.observe import note_feedback
 from mnist_pipeline.serving.tokens import Credentials, RateLimiter, Unauthorized
 
@@ -35,6 +38,8 @@ QUOTA_RETRY_AFTER_S = 3600  # a full quota frees up only when a reviewer gets to
 BUSY_RETRY_AFTER_S = 30  # the inbox's lock is held by a review or an ingest
 UNAVAILABLE = "feedback storage is unavailable (a problem on the server, logged there)"
 logger = logging.getLogger("mnist_pipeline.serve")
+# Only for the OpenAPI document (a bearer scheme); `authorize` reads and checks the header.
+BEARER = Security(HTTPBearer(auto_error=False, description="a feedback token (tokens.py)"))
 
 
 @dataclass(frozen=True)
@@ -50,16 +55,23 @@ class Feedback:
     def mount(self, app: FastAPI) -> None:
         """Add the POST /feedback route to `app`."""
 
-        @app.post("/feedback", status_code=201)
-        async def feedback(request: Request) -> JSONResponse:
+        @app.post(
+            "/feedback",
+            status_code=201,
+            responses=api_schema.FEEDBACK_RESPONSES,
+            openapi_extra={"requestBody": api_schema.FEEDBACK_BODY},
+        )
+        async def feedback(request: Request, _: object = BEARER) -> JSONResponse:
             source = self.authorize(request)
             kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if kind != "multipart/form-data":
                 raise ClientError(415, "send multipart/form-data with fields 'file' and 'label'")
-            form = await request.form(max_files=2, max_fields=4)
+            form = await read_form(request, max_files=2, max_fields=4)
             upload, label = form.get("file"), form.get("label")
             if not isinstance(upload, UploadFile) or not isinstance(label, str):
                 raise ClientError(422, "multipart fields 'file' (an image) and 'label' are needed")
+            if label not in CLASS_LABELS:  # exactly one digit, as the OpenAPI document says
+                raise ClientError(422, f"label must be one digit 0-9, got {label[:20]!r}")
             client = request.client.host if request.client else None
             data, name = await upload.read(), upload.filename or "file"
             try:  # the lock and the files would block the event loop (and /predict)

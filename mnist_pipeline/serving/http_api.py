@@ -8,29 +8,35 @@
     GET  /metrics   Prometheus metrics (serve.metrics; serving/metrics.py and observe.py)
     GET  /model     the served version's card summary, the alias followed, the last refusal,
                     whether the alias's Prefect events are followed
+    GET  /model.onnx, /model/card   the served version's verified bytes (model_files.py)
     POST /feedback  only with feedback credentials (feedback.py): a bearer token, multipart
                     `file` and `label`, quarantined in data/pending/ for review
-    GET  /docs      OpenAPI
+    GET  /docs      OpenAPI (/openapi.json: every body and answer, api_schema.py)
 
 Client input never causes a 500: an oversized body is 413, an unsupported content type 415, an
-undecodable image, a bad array or too many images 422, each a JSON {"error": "..."} naming the
-problem (and the image, by file name or index).
+undecodable image, a bad array, a malformed body (JSON nested past the parser's limit too) or
+too many images 422, each a JSON {"error": "..."} naming the problem (and the image, by file
+name or index); so are FastAPI's own refusals (a bad query parameter, 404, 405).
 """
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mnist_pipeline.core.contract import IMAGE_SIZE, NUM_CLASSES
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.data.preprocess import ImageError, preprocess_bytes
+from mnist_pipeline.serving import api_schema, model_files
 from mnist_pipeline.serving.observe import note_prediction, observe
 from mnist_pipeline.serving.predict import top_digits
 from mnist_pipeline.serving.served_model import ServedModel
@@ -112,6 +118,25 @@ def digits_from_json(body: Any, max_batch: int) -> tuple[list[str], np.ndarray]:
     return [f"image {i}" for i in range(len(digits))], digits
 
 
+def parse_json(body: bytes) -> Any:
+    """The JSON value of a request body; ClientError when it is not JSON or nests deeper than
+    the parser can follow (a RecursionError, which must not become a 500)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ClientError(422, "the JSON body is nested too deeply to parse") from None
+    except ValueError:
+        raise ClientError(422, "the body is not valid JSON") from None
+
+
+async def read_form(request: Request, max_files: int, max_fields: int) -> FormData:
+    """The request's multipart form; ClientError naming the problem when it is malformed."""
+    try:
+        return await request.form(max_files=max_files, max_fields=max_fields)
+    except HTTPException as exc:  # Starlette's 400 for a malformed body or too many parts
+        raise ClientError(422, f"malformed multipart body: {exc.detail}") from None
+
+
 def digits_from_files(files: list[tuple[str, bytes]], limits: ServeParams) -> np.ndarray:
     """Preprocessed digits of uploaded image files; ClientError naming the first bad one."""
     if not files:
@@ -128,13 +153,9 @@ async def read_images(request: Request, limits: ServeParams) -> tuple[list[str],
     """The request's images, whatever form they came in, as (names, digits)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/json":
-        try:
-            body = await request.json()
-        except ValueError:
-            raise ClientError(422, "the body is not valid JSON") from None
-        return digits_from_json(body, limits.max_batch)
+        return digits_from_json(parse_json(await request.body()), limits.max_batch)
     if kind == "multipart/form-data":
-        form = await request.form(max_files=limits.max_batch + 1, max_fields=limits.max_batch + 1)
+        form = await read_form(request, limits.max_batch + 1, limits.max_batch + 1)
         uploads = [v for v in form.getlist("files") if isinstance(v, UploadFile)]
         files = [(u.filename or f"file {i}", await u.read()) for i, u in enumerate(uploads)]
     elif kind.startswith("image/") or kind == "application/octet-stream":
@@ -160,11 +181,20 @@ def create_app(
     async def client_error(_: Request, exc: ClientError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=exc.headers)
 
+    @app.exception_handler(HTTPException)  # 404, 405 (with Allow): the same JSON shape
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)  # a bad query parameter: 422, named
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{' '.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        return JSONResponse({"error": "; ".join(problems)}, status_code=422)
+
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses=api_schema.READYZ_RESPONSES)
     def readyz() -> JSONResponse:
         status = served.status()
         ready = status["model"] is not None
@@ -181,32 +211,8 @@ def create_app(
 
     @app.post(
         "/predict",
-        openapi_extra={
-            "requestBody": {
-                "content": {
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {
-                                "files": {
-                                    "type": "array",
-                                    "items": {"type": "string", "format": "binary"},
-                                }
-                            },
-                        }
-                    },
-                    "image/png": {"schema": {"type": "string", "format": "binary"}},
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {
-                                "images": {"type": "array", "description": "28x28 floats in [0, 1]"}
-                            },
-                        }
-                    },
-                },
-            }
-        },
+        responses=api_schema.PREDICT_RESPONSES,
+        openapi_extra={"requestBody": api_schema.predict_body(limits.max_batch)},
     )
     async def predict(
         request: Request, top: int = Query(default=limits.top_k, ge=1, le=NUM_CLASSES)
@@ -227,6 +233,7 @@ def create_app(
         version = {"name": served.registry.name, "version": loaded.version}
         return JSONResponse({"model": version, "predictions": predictions})
 
+    model_files.mount(app, served)
     if feedback is not None:
         feedback.mount(app)
 
@@ -236,7 +243,8 @@ def create_app(
             CORSMiddleware,
             allow_origins=limits.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization"],  # the bearer token of /feedback
+            allow_headers=["Authorization", "If-None-Match"],  # /feedback's bearer token
+            expose_headers=model_files.EXPOSED_HEADERS,  # a page checks the model it fetched
         )
     observe(app, served, limits)  # outermost: every request, refusals included
     return app

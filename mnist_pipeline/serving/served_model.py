@@ -10,11 +10,13 @@ refused, logged and shown in `status()`, and the old one keeps serving.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,7 +25,7 @@ import onnxruntime as ort
 from mnist_pipeline.core.contract import INPUT_NAME, PROBABILITIES
 from mnist_pipeline.core.reports import ModelCard
 from mnist_pipeline.export.session import open_session
-from mnist_pipeline.pipeline.versions import ONNX_FILE, read_card
+from mnist_pipeline.pipeline.versions import ONNX_FILE, typed_card
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry.aliases import names_version
 
@@ -35,11 +37,23 @@ logger = logging.getLogger("mnist_pipeline.serve")
 
 @dataclass(frozen=True)
 class Loaded:
-    """One loaded, verified version."""
+    """One loaded, verified version: its session and the exact bytes it was built from (the
+    ONNX file, the stored card and its signature), which GET /model.onnx and /model/card send."""
 
     version: int
     card: ModelCard
     session: ort.InferenceSession
+    onnx: bytes  # hashed against the card, then loaded: the same bytes
+    card_json: bytes  # card.json as stored (sealed; signed when signing is on)
+    signature: dict[str, str] | None  # the card's {"key_id", "ed25519"}; None: unsigned
+
+    @property
+    def onnx_sha256(self) -> str:
+        return self.card.files[ONNX_FILE]
+
+    @cached_property
+    def card_sha256(self) -> str:
+        return hashlib.sha256(self.card_json).hexdigest()
 
     def summary(self, name: str, ref: str) -> dict[str, Any]:
         return {
@@ -49,7 +63,7 @@ class Loaded:
             "accuracy": self.card.metrics.accuracy,
             "created": self.card.created,
             "fingerprint": None if self.card.fingerprint is None else self.card.fingerprint.sha256,
-            "onnx_sha256": self.card.files[ONNX_FILE],
+            "onnx_sha256": self.onnx_sha256,
         }
 
     def probabilities(self, digits: np.ndarray) -> np.ndarray:
@@ -59,12 +73,13 @@ class Loaded:
 
 def load_version(registry: Registry, ref: str) -> Loaded:
     """The version `ref` names, its ONNX bytes checked against its card, in a CPU session."""
-    card = read_card(registry, ref)  # sealed (and signed, when keys are trusted)
+    stored, card_json = registry.card_with_bytes(ref)  # sealed (and signed, with trusted keys)
+    card = typed_card(registry, stored)
     version = card.version
     data = registry.read_file(version, ONNX_FILE)  # verified: hashed and loaded, the same bytes
     # requests run in parallel threads: one core each
     session = open_session(data, where=f"{registry.name} v{version} {ONNX_FILE}", threads=1)
-    return Loaded(version, card, session)
+    return Loaded(version, card, session, data, card_json, registry.signature(stored))
 
 
 class ServedModel:
