@@ -6,8 +6,13 @@ the pipeline's own stages, so they check the metadata and graph the pipeline rea
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +93,41 @@ def draw_digit(path: Path, seed: int = 0, rgb: bool = False) -> Path:
     image = Image.fromarray(grey)
     (image.convert("RGB") if rgb else image).save(path)
     return path
+
+
+@contextmanager
+def altered_model_server(onnx: bytes) -> Iterator[str]:
+    """What a client must refuse: a /model.onnx altered on its way (by a proxy, a cache), one
+    byte changed, sent with the X-Model-SHA256 of the original; CORS open to any page. Yields
+    the base URL (127.0.0.1, a free port)."""
+    altered = bytes([onnx[0] ^ 1]) + onnx[1:]
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "X-Model-SHA256": hashlib.sha256(onnx).hexdigest(),
+        "X-Model-Version": "1",
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Expose-Headers": "X-Model-SHA256, X-Model-Version",
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            found = self.path.split("?")[0] == "/model.onnx"
+            self.send_response(200 if found else 404)
+            for name, value in headers.items() if found else ():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(altered) if found else 0))
+            self.end_headers()
+            self.wfile.write(altered if found else b"")
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

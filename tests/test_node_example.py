@@ -7,6 +7,7 @@ onnxruntime-node probabilities must match Python's onnxruntime ones.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -20,8 +21,10 @@ from PIL import Image
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.data.preprocess import preprocess_file
 from tests.conftest import unavailable
-from tests.example_helpers import EXAMPLES, dark_on_light, node_skip_reason
+from tests.example_helpers import EXAMPLES, altered_model_server, dark_on_light, node_skip_reason
 from tests.example_helpers import test_digits as load_test_digits
+from tests.process_helpers import mnist_server
+from tests.registry_helpers import register_layout
 
 pytestmark = pytest.mark.e2e
 PREDICT = EXAMPLES / "node" / "predict.mjs"
@@ -161,3 +164,32 @@ def test_text_output_bad_files_and_bad_model(
         f"error: model file not found: {tmp_path / 'none.onnx'}\n",
     )
     assert node("--top", "11", good).returncode == 2
+
+
+def test_the_model_a_real_server_serves_checked_against_its_sha256(
+    model: Layout, images: tuple[list[Path], list[int]], tmp_path: Path
+) -> None:
+    """--server URL: production from a real `mnist-pipeline serve`, the bytes checked against
+    X-Model-SHA256; it answers as the same model loaded from its file does."""
+    files = images[0][::5]
+    register_layout(tmp_path / "registry", model, tmp_path / "candidate")
+    sha = hashlib.sha256(model.onnx.read_bytes()).hexdigest()
+    with mnist_server(tmp_path, tmp_path / "serve.log") as url:
+        served = node("--server", url, "--json", "--top", "3", *files)
+        text = node("--server", f"{url}/", files[0])
+    assert served.returncode == 0, served.stderr
+    from_file = node("--model", model.onnx, "--json", "--top", "3", *files)
+    assert json.loads(served.stdout) == json.loads(from_file.stdout)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.splitlines()[0] == (
+        f"model: {url}/model.onnx (version 1, SHA-256 {sha} verified)"
+    )
+    with altered_model_server(model.onnx.read_bytes()) as altered:
+        refused = node("--server", altered, files[0])
+        missing = node("--server", f"{altered}/elsewhere", files[0])
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.startswith(f"error: {altered}/model.onnx: the bytes received have ")
+    assert refused.stderr.endswith(f", not {sha} as X-Model-SHA256 says\n")
+    assert missing.returncode == 1
+    assert missing.stderr == f"error: {altered}/elsewhere/model.onnx answered HTTP 404: \n"
+    assert node("--server", url, "--model", model.onnx, files[0]).returncode == 2

@@ -2,12 +2,15 @@
 
 Headless Debian Chromium (/usr/bin/chromium, never a downloaded browser) driven by Playwright;
 the repository is served on 127.0.0.1 by a throwaway http.server whose /models/model.onnx is the
-session's real-data run's model (conftest.py). Requests to anything but that server are aborted.
+session's real-data run's model (conftest.py). Requests to anything but that server are aborted,
+except, in the test that loads the model from it, to a real `mnist-pipeline serve`; one browser
+per model covers the file and the server case.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +27,12 @@ from mnist_pipeline.inbox import store as inbox
 from mnist_pipeline.serving.predict import predict_files
 from mnist_pipeline.serving.tokens import token_sha256
 from tests.conftest import REPO_ROOT, unavailable
-from tests.example_helpers import CHROMIUM, CHROMIUM_ARGS, chromium_skip_reason
+from tests.example_helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    altered_model_server,
+    chromium_skip_reason,
+)
 from tests.example_helpers import test_digits as load_test_digits
 from tests.process_helpers import mnist_server
 from tests.registry_helpers import register_layout
@@ -208,20 +216,28 @@ def test_offline_the_page_shows_no_feedback_control(page) -> None:
     assert page.locator("#feedback").is_hidden()
 
 
-def test_feedback_from_the_page_reaches_a_real_server(page, site, tmp_path: Path) -> None:
-    """With ?server=URL#token=TOKEN the 'wrong? tell us the digit' control posts the drawing
-    with that bearer token to a real `mnist-pipeline serve`, which holds it for review."""
+def test_a_real_server_gives_the_page_its_model_and_takes_its_feedback(
+    page, site, tmp_path: Path
+) -> None:
+    """With ?server=URL&model=server#token=TOKEN the page loads production from a real
+    `mnist-pipeline serve` (its /model.onnx, checked against X-Model-SHA256 with Web Crypto),
+    classifies with it as Python does, and the 'wrong? tell us the digit' control posts the
+    drawing with that bearer token, which the server holds for review. Altered bytes are refused."""
     origin, model = site
     project = tmp_path / "project"
     project.mkdir()
     register_layout(project / "registry", model, tmp_path / "candidate")
     token = "web-page-feedback-token-01"
     (project / "tokens").write_text(f"page {token_sha256(token)}\n")
-    digits, _ = load_test_digits(model.data_dir)
+    digits, labels = load_test_digits(model.data_dir)
+    index = clear_examples(model.onnx, digits, labels)[7]
     serve = {"cors_origins": [origin], "feedback_tokens_file": "tokens"}
-    with mnist_server(project, tmp_path / "serve.log", **serve) as api:
+    with (
+        mnist_server(project, tmp_path / "serve.log", **serve) as api,
+        altered_model_server(model.onnx.read_bytes()) as altered,
+    ):
         context = page.context.browser.new_context(viewport={"width": 900, "height": 620})
-        allowed = (origin + "/", api + "/")
+        allowed = (origin + "/", api + "/", altered + "/")
         context.route(
             "**/*",
             lambda route: (
@@ -229,11 +245,23 @@ def test_feedback_from_the_page_reaches_a_real_server(page, site, tmp_path: Path
             ),
         )
         page = context.new_page()  # the shared page stays offline, without ?server
-        page.goto(f"{origin}/examples/web/?server={api}#token={token}")
+        page.goto(f"{origin}/examples/web/?server={api}&model=server#token={token}")
         page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+        status = page.inner_text("#status")
+        assert status.startswith(f"model {api}/model.onnx (served version 1, SHA-256 verified, "), (
+            status
+        )
         assert page.locator("#feedback").is_visible()
-        draw(page, digits[0])
-        shown(page)
+        draw(page, digits[index])
+        digit, top = shown(page)
+        assert digit == str(labels[index]), top
+        pixels = page.evaluate(
+            "() => Array.from(document.getElementById('pad').getContext('2d')"
+            ".getImageData(0, 0, 280, 280).data)"
+        )
+        rgba = np.array(pixels, np.uint8).reshape(280, 280, 4)
+        expected = python_top3(model.onnx, rgba, tmp_path)
+        assert [int(row.split()[0]) for row in top] == [d for d, _ in expected]
         for label in (3, 5):  # "wrong: it is a 3", then the same drawing as a 5
             page.click(f"#labels button[data-label='{label}']")
             page.wait_for_function(
@@ -242,6 +270,13 @@ def test_feedback_from_the_page_reaches_a_real_server(page, site, tmp_path: Path
                 timeout=30_000,
             )
         assert page.inner_text("#feedback-status") == "thanks: sent for review as a 5"
+        refused = context.new_page()
+        refused.goto(f"{origin}/examples/web/?server={altered}&model=server")
+        refused.wait_for_selector("body[data-failed=true]", timeout=60_000)
+        sha = hashlib.sha256(model.onnx.read_bytes()).hexdigest()
+        assert refused.inner_text("#status").endswith(
+            f", not {sha} as X-Model-SHA256 says; not loaded"
+        )
         context.close()
     assert inbox.entries(project / "data" / "extra") == []  # nothing reaches training unreviewed
     (item,) = pending.items(project / "data" / "pending")

@@ -2,8 +2,12 @@
 // Classify digit images with the ONNX model exported by mnist-pipeline, in Node.js.
 // The same preprocessing and output as `mnist-pipeline predict` (see ../README.md).
 //
-//   node predict.mjs [--model PATH] [--top K] [--json] [--dump-input] IMAGE...
+//   node predict.mjs [--model PATH | --server URL] [--top K] [--json] [--dump-input] IMAGE...
+//
+// --server URL fetches the model an `mnist-pipeline serve` is serving (URL/model.onnx) and
+// refuses it unless the SHA-256 of the bytes received equals the X-Model-SHA256 header.
 
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -13,11 +17,37 @@ import { ImageError, toMnist } from '../js/preprocess.mjs';
 import { loadGrey } from './decode.mjs';
 
 const DEFAULT_MODEL = fileURLToPath(new URL('../../models/model.onnx', import.meta.url));
-const USAGE = 'usage: node predict.mjs [--model PATH] [--top K] [--json] [--dump-input] IMAGE...';
+const USAGE = 'usage: node predict.mjs [--model PATH | --server URL] [--top K] [--json] [--dump-input] IMAGE...';
 
 function fail(message, code = 2) {
   console.error(`error: ${message}`);
   process.exit(code);
+}
+
+/** The ONNX bytes `server` serves (its /model.onnx), checked against their X-Model-SHA256
+ * header; the model's description for the output. Exits 1 with the reason otherwise. */
+async function fetchServed(server) {
+  const url = new URL('model.onnx', server.endsWith('/') ? server : `${server}/`).href;
+  let response;
+  try {
+    response = await fetch(url);
+  } catch (err) {
+    fail(`cannot reach ${url}: ${err.cause?.message ?? err.message}`, 1);
+  }
+  if (!response.ok) {
+    const text = await response.text();
+    let detail = text.slice(0, 200);
+    try { detail = JSON.parse(text).error ?? detail; } catch { /* not JSON: the text itself */ }
+    fail(`${url} answered HTTP ${response.status}: ${detail}`, 1);
+  }
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  const expected = response.headers.get('x-model-sha256');
+  if (!expected) fail(`${url} sent no X-Model-SHA256 header: not an mnist-pipeline server?`, 1);
+  const actual = createHash('sha256').update(bytes).digest('hex');
+  if (actual !== expected.toLowerCase()) {
+    fail(`${url}: the bytes received have SHA-256 ${actual}, not ${expected} as X-Model-SHA256 says`, 1);
+  }
+  return { bytes, name: `${url} (version ${response.headers.get('x-model-version')}, SHA-256 ${actual} verified)` };
 }
 
 /** Digits by descending probability; ties keep the lower digit first (numpy's stable argsort). */
@@ -33,7 +63,8 @@ async function main() {
     args = parseArgs({
       allowPositionals: true,
       options: {
-        model: { type: 'string', short: 'm', default: DEFAULT_MODEL },
+        model: { type: 'string', short: 'm' },
+        server: { type: 'string', short: 's' },
         top: { type: 'string' },
         json: { type: 'boolean', default: false },
         'dump-input': { type: 'boolean', default: false },
@@ -48,6 +79,7 @@ async function main() {
   if (files.length === 0) fail(`no image files given\n${USAGE}`);
   const top = opt.top === undefined ? null : Number(opt.top);
   if (top !== null && !(Number.isInteger(top) && top >= 1 && top <= 10)) fail(`--top must be an integer from 1 to 10, got ${opt.top}`);
+  if (opt.model !== undefined && opt.server !== undefined) fail(`give --model or --server, not both\n${USAGE}`);
 
   // Preprocess every file; a bad file gets an error entry and the others are still classified.
   const inputs = files.map((file) => {
@@ -65,15 +97,21 @@ async function main() {
   }
 
   // Exit codes as `mnist-pipeline predict`: 2 for bad arguments, 1 for a bad model or image.
-  if (!existsSync(opt.model)) fail(`model file not found: ${opt.model}`, 1);
+  let model = opt.model ?? DEFAULT_MODEL;
+  let source = model; // a path, or the verified bytes a server sent
+  if (opt.server !== undefined) {
+    ({ bytes: source, name: model } = await fetchServed(opt.server));
+  } else if (!existsSync(model)) {
+    fail(`model file not found: ${model}`, 1);
+  }
   let session;
   try {
-    session = await ort.InferenceSession.create(opt.model, { logSeverityLevel: 3 });
+    session = await ort.InferenceSession.create(source, { logSeverityLevel: 3 });
   } catch (err) {
-    fail(`onnxruntime cannot load ${opt.model}: ${err.message}`, 1);
+    fail(`onnxruntime cannot load ${model}: ${err.message}`, 1);
   }
   if (session.inputNames.join() !== 'image' || !session.outputNames.includes('probabilities')) {
-    fail(`${opt.model} is not an mnist-pipeline model: inputs ${session.inputNames}, outputs ${session.outputNames}`, 1);
+    fail(`${model} is not an mnist-pipeline model: inputs ${session.inputNames}, outputs ${session.outputNames}`, 1);
   }
   const good = inputs.filter((x) => !x.error);
   if (good.length) {
@@ -92,7 +130,7 @@ async function main() {
   if (opt.json) {
     console.log(JSON.stringify(results));
   } else {
-    console.log(`model: ${opt.model}`);
+    console.log(`model: ${model}`);
     for (const r of results) {
       if (r.error) { console.log(`error: ${r.error}`); continue; }
       let line = `${r.file}: ${r.digit} (p=${r.probability.toFixed(3)})`;

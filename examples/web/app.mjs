@@ -6,15 +6,23 @@
 // With ?server=URL (an `mnist-pipeline serve` whose serve.cors_origins lists this page's origin)
 // a "wrong? tell us the digit" control posts the drawing and its true label to URL/feedback,
 // with the bearer token given in the page's fragment (#token=..., never sent to a server as
-// part of a URL); the server holds it for review. Without ?server the page works fully offline.
+// part of a URL); the server holds it for review. With ?server=URL&model=server the model is the
+// one that server serves (URL/model.onnx, production), used only if the SHA-256 of the bytes
+// received (Web Crypto) equals its X-Model-SHA256 header. Without ?server the page works fully
+// offline.
 
 import * as ort from './node_modules/onnxruntime-web/dist/ort.wasm.min.mjs';
 import { greyFromRGBA, ImageError, toMnist } from '../js/preprocess.mjs';
 
 ort.env.wasm.wasmPaths = new URL('./node_modules/onnxruntime-web/dist/', import.meta.url).href;
 ort.env.wasm.numThreads = 1; // no SharedArrayBuffer, so no cross-origin isolation needed
-const MODEL_URL = new URLSearchParams(location.search).get('model') ?? '../../models/model.onnx';
 const SERVER = new URLSearchParams(location.search).get('server');
+const FROM_SERVER = new URLSearchParams(location.search).get('model') === 'server';
+/** URL `path` of the server, below its own path (so a server behind a path prefix works). */
+const api = (path) => new URL(path, SERVER.endsWith('/') ? SERVER : `${SERVER}/`).href;
+const MODEL_URL = FROM_SERVER && SERVER
+  ? api('model.onnx')
+  : new URLSearchParams(location.search).get('model') ?? '../../models/model.onnx';
 const TOKEN = new URLSearchParams(location.hash.slice(1)).get('token');
 const PEN_WIDTH = 24; // on the 280px pad: about MNIST's stroke width once scaled to 20px
 
@@ -145,7 +153,7 @@ async function sendFeedback(label, status) {
   form.append('label', String(label));
   try {
     const headers = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
-    const response = await fetch(new URL('/feedback', SERVER), { method: 'POST', body: form, headers });
+    const response = await fetch(api('feedback'), { method: 'POST', body: form, headers });
     const body = await response.json();
     status.textContent = response.ok
       ? `thanks: sent for review as a ${body.label}${response.status === 201 ? '' : ' (already sent)'}`
@@ -197,16 +205,48 @@ function fail(message) {
   document.body.dataset.failed = 'true';
 }
 
+/** The hex SHA-256 of `bytes` (Web Crypto: https pages and localhost only). */
+async function sha256(bytes) {
+  if (!crypto.subtle) throw new Error('Web Crypto is unavailable: open the page over https or from localhost');
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** The served model's bytes, refused unless they hash to its X-Model-SHA256; a description. */
+async function checkServed(response, bytes) {
+  const expected = response.headers.get('x-model-sha256');
+  if (!expected) {
+    throw new Error(`${MODEL_URL} sent no readable X-Model-SHA256 header (is this page's origin in the server's serve.cors_origins?)`);
+  }
+  const actual = await sha256(bytes);
+  if (actual !== expected.toLowerCase()) {
+    throw new Error(`${MODEL_URL}: the bytes received have SHA-256 ${actual}, not ${expected} as X-Model-SHA256 says; not loaded`);
+  }
+  return `served version ${response.headers.get('x-model-version')}, SHA-256 verified`;
+}
+
 async function main() {
   clearPad();
   setUpFeedback();
+  if (new URLSearchParams(location.search).get('model') === 'server' && !SERVER) {
+    return fail('?model=server needs ?server=URL (an mnist-pipeline serve)');
+  }
   let bytes;
+  let response;
   try {
-    const response = await fetch(MODEL_URL);
+    response = await fetch(MODEL_URL);
     if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText}`.trim());
     bytes = new Uint8Array(await response.arrayBuffer());
   } catch (err) {
     return fail(`no model at ${MODEL_URL} (${err.message}): run \`mnist-pipeline export\` first, or pass ?model=URL`);
+  }
+  let served = null;
+  if (FROM_SERVER) {
+    try {
+      served = await checkServed(response, bytes);
+    } catch (err) {
+      return fail(err.message);
+    }
   }
   try {
     session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'] });
@@ -219,6 +259,7 @@ async function main() {
   const meta = onnxMetadata(bytes);
   const accuracy = Number(meta.test_accuracy);
   const about = [
+    served,
     meta.model_version ? `version ${meta.model_version}` : null,
     Number.isFinite(accuracy) ? `test accuracy ${(100 * accuracy).toFixed(2)}%` : null,
   ].filter(Boolean).join(', ');
