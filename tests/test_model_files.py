@@ -1,12 +1,16 @@
-"""GET /model.onnx and /model/card in-process: the verified bytes served, their headers, 304."""
+"""GET /model.onnx and /model/card: the verified bytes served, their headers, 304; in-process,
+and from a real server while the alias moves."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi.testclient import TestClient
@@ -19,6 +23,7 @@ from mnist_pipeline.registry.signing import Signing, generate
 from mnist_pipeline.serving.http_api import create_app
 from mnist_pipeline.serving.model_files import matches
 from mnist_pipeline.serving.served_model import ServedModel
+from tests.process_helpers import mnist_server
 from tests.registry_helpers import MODEL, PARAMS, candidate_in, exported_candidate, stored
 
 
@@ -116,3 +121,45 @@ def test_nothing_loaded_is_503_json_and_cors_exposes_the_headers(
 def test_if_none_match_parsing() -> None:
     assert matches('"a"', '"a"') and matches('W/"a"', '"a"') and matches(' "b" , "a"', '"a"')
     assert not matches(None, '"a"') and not matches('"ab"', '"a"') and not matches("", '"a"')
+
+
+@pytest.mark.slow
+def test_a_real_server_sends_whole_versions_while_the_alias_moves(registry: Registry) -> None:
+    """Clients download /model.onnx from a real `serve` while production is promoted and rolled
+    back: each body is one version's bytes, matching its own headers, and both versions come."""
+    project = registry.root.parent
+    sha = {v: registry.card(v)["files"]["model.onnx"] for v in (1, 2)}
+    answers: list[tuple[str, str, str, str]] = []  # (version, X-Model-SHA256, ETag, body hash)
+    stop = threading.Event()
+
+    def client(url: str) -> None:
+        with httpx.Client(timeout=30) as session:
+            while not stop.is_set() and len(answers) < 5_000:
+                got = session.get(f"{url}/model.onnx")
+                h = got.headers
+                body = hashlib.sha256(got.content).hexdigest()
+                answers.append((h["x-model-version"], h["x-model-sha256"], h["etag"], body))
+
+    def seen(version: str, after: int) -> None:
+        deadline = time.monotonic() + 60
+        while not any(a[0] == version for a in answers[after:]):
+            assert time.monotonic() < deadline, f"v{version} was never served"
+            time.sleep(0.05)
+
+    with mnist_server(project, project / "serve.log") as url:
+        clients = [threading.Thread(target=client, args=(url,)) for _ in range(3)]
+        for thread in clients:
+            thread.start()
+        try:
+            seen("1", 0)
+            registry.promote(2, "production")
+            seen("2", len(answers))
+            registry.rollback()
+            seen("1", len(answers))
+        finally:
+            stop.set()
+            for thread in clients:
+                thread.join()
+    assert {a[0] for a in answers} == {"1", "2"}
+    for version, header, etag, body in answers:
+        assert body == header == sha[int(version)] and etag == f'"{body}"'

@@ -243,7 +243,7 @@ def create_app(
             CORSMiddleware,
             allow_origins=limits.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "If-None-Match"],  # /feedback's bearer token
+            allow_headers=["Authorization", "If-None-Match"],  # /feedback; revalidating a model
             expose_headers=model_files.EXPOSED_HEADERS,  # a page checks the model it fetched
         )
     observe(app, served, limits)  # outermost: every request, refusals included
