@@ -23,6 +23,15 @@ pytestmark = pytest.mark.slow
 TOKEN = "openapi-fuzzing-token-0001"
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 DEPTH = 100_000
+EXPECTED = [  # the routes this test knows of (others may be added; schemathesis tests all)
+    ("/healthz", "get"),
+    ("/readyz", "get"),
+    ("/model", "get"),
+    ("/model.onnx", "get"),
+    ("/model/card", "get"),
+    ("/predict", "post"),
+    ("/feedback", "post"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +76,8 @@ def test_the_document_names_every_body_and_answer(server: str) -> None:
         for path, item in spec["paths"].items()
         for method, operation in item.items()
     }
-    assert statuses == {
+    assert set(EXPECTED) <= set(statuses), sorted(statuses)
+    assert {key: statuses[key] for key in EXPECTED} == {
         ("/healthz", "get"): ["200"],
         ("/readyz", "get"): ["200", "503"],
         ("/model", "get"): ["200"],
@@ -118,5 +128,5 @@ def test_schemathesis_finds_no_difference_between_document_and_server(
     report = done.stdout + done.stderr
     assert done.returncode == 0, report[-8000:]
     tested = re.search(r"Tested: (\d+)", report)
-    assert tested and int(tested.group(1)) == operations == 7, report[-3000:]
+    assert tested and int(tested.group(1)) == operations >= len(EXPECTED), report[-3000:]
     assert re.search(r"\d+ generated, \d+ passed", report), report[-3000:]
