@@ -238,7 +238,10 @@ async function main() {
     if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText}`.trim());
     bytes = new Uint8Array(await response.arrayBuffer());
   } catch (err) {
-    return fail(`no model at ${MODEL_URL} (${err.message}): run \`mnist-pipeline export\` first, or pass ?model=URL`);
+    const hint = FROM_SERVER
+      ? `is the server up, and ${location.origin} in its serve.cors_origins?`
+      : 'run `mnist-pipeline export` first, or pass ?model=URL';
+    return fail(`no model at ${MODEL_URL} (${err.message}): ${hint}`);
   }
   let served = null;
   if (FROM_SERVER) {
