@@ -1,0 +1,152 @@
+"""The hosts of tests/test_multi_host.py: running commands on them, their servers, the
+repository they clone."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO_ROOT
+from tests.netns_helpers import Host
+from tests.process_helpers import start, stop, wait_for
+from tests.test_scale_out import as_postgres, postgres_bin
+
+
+def git(*args: str, cwd: Path) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def base_env(home: Path) -> dict[str, str]:
+    """The machine's environment without anything pointing elsewhere, plus a Prefect home."""
+    dropped = ("MNIST_MIRROR", "PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "AWS_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        **env,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DVC_NO_ANALYTICS": "1",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+
+
+def reachable(host: Host, url: str) -> bool:
+    probe = f"import urllib.request as u; u.urlopen({url!r}, timeout=3)"
+    return (
+        subprocess.run(host.run([sys.executable, "-c", probe]), capture_output=True).returncode == 0
+    )
+
+
+def on_host(host: Host, args: list[str], env: dict[str, str], cwd: Path = REPO_ROOT) -> str:
+    """Run `args` on `host` to the end; its stdout (the test fails on a non-zero exit)."""
+    done = subprocess.run(
+        host.run(args), env=env, cwd=cwd, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def client(host: Host, env: dict[str, str], *args: str) -> object:
+    """`python -m tests.multi_host_client ARGS` on the client host; its JSON output."""
+    out = on_host(host, [sys.executable, "-m", "tests.multi_host_client", *args], env)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def launch(
+    procs: ExitStack,
+    host: Host,
+    args: list[str],
+    env,
+    log: Path,
+    cwd: Path,
+    probe: str,
+    observer: Host,
+) -> None:
+    """Start `args` on `host` (stopped when `procs` closes); return once `probe` answers
+    `observer`."""
+    proc = start(host.run(args), env, log, cwd)
+    procs.callback(stop, proc)
+    wait_for(lambda: reachable(observer, probe), 180, args[0], proc, log)
+
+
+def start_postgres(procs: ExitStack, db: Host) -> str:
+    """A throwaway cluster on the db host's own 127.0.0.1; its asyncpg URL there."""
+    pg = postgres_bin()
+    folder = Path(tempfile.mkdtemp(prefix="mnist-multihost-pg-"))
+    procs.callback(shutil.rmtree, folder, ignore_errors=True)
+    shutil.chown(folder, "postgres")
+    data, log = folder / "data", folder / "postgres.log"
+    initdb = [str(pg / "initdb"), "-D", str(data), "-U", "prefect", "--auth=trust"]
+    done = subprocess.run(as_postgres(initdb), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    server = [
+        str(pg / "postgres"),
+        "-D",
+        str(data),
+        "-p",
+        "5432",
+        "-k",
+        str(folder),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "max_connections=200",
+    ]
+    proc = start(db.run(as_postgres(server)), dict(os.environ), log, folder)
+    procs.callback(stop, proc)
+    ready = db.run([str(pg / "pg_isready"), "-h", "127.0.0.1", "-p", "5432"])
+    wait_for(lambda: subprocess.run(ready).returncode == 0, 60, "postgres", proc, log)
+    create = db.run(
+        [str(pg / "createdb"), "-h", "127.0.0.1", "-p", "5432", "-U", "prefect", "prefect"]
+    )
+    assert subprocess.run(create, capture_output=True, timeout=60).returncode == 0
+    return "postgresql+asyncpg://prefect@127.0.0.1:5432/prefect"
+
+
+def publish_repository(folder: Path, mirror: str, registry: str) -> Path:
+    """A bare repository holding this checkout's HEAD plus a commit adding hosts.yaml (the
+    params these hosts run with, and a deployment limit of 3); returns the folder git daemon
+    serves."""
+    served = folder / "served"
+    bare = served / "mnist-pipeline.git"
+    git("init", "--bare", "-q", "-b", "main", str(bare), cwd=folder)
+    head = git("rev-parse", "HEAD", cwd=REPO_ROOT)
+    git("push", "-q", str(bare), f"{head}:refs/heads/main", cwd=REPO_ROOT)
+    author = folder / "author"
+    git("clone", "-q", str(bare), str(author), cwd=folder)
+    params = {
+        "data": {"mirrors": [mirror]},
+        "train": {"max_batches_per_epoch": 30, "val_size": 1000, "num_threads": 1},
+        "evaluate": {"min_accuracy": 0.0, "robustness_per_transform": 0},
+        "registry": {"root": registry},
+    }
+    (author / "hosts.yaml").write_text(yaml.safe_dump(params))
+    # runs may overlap here (the deployment's default limit, 1, queues them one at a time)
+    spec = yaml.safe_load((author / "prefect.yaml").read_text())
+    spec["deployments"][0]["concurrency_limit"]["limit"] = 3
+    (author / "prefect.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    git("add", "hosts.yaml", "prefect.yaml", cwd=author)
+    git(
+        "-c",
+        "user.name=test",
+        "-c",
+        "user.email=test@example.invalid",
+        "commit",
+        "-q",
+        "-m",
+        "params for the multi-host test",
+        cwd=author,
+    )
+    git("push", "-q", "origin", "main", cwd=author)
+    return served

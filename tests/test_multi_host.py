@@ -1,0 +1,249 @@
+"""Several hosts that share nothing but a network, on one machine (network namespaces).
+
+Hosts: **db** (Debian's PostgreSQL on its own loopback, `prefect server start` on it with basic
+auth), **s3** (moto's S3 server), **git** (`git daemon` serving this commit plus a params file for
+these hosts), **mirror** (the MNIST files over HTTP, standing in for the public mirrors), two
+**worker** hosts (`prefect worker start`, each in its own empty folder), **serve** (`mnist-pipeline
+serve` following production on S3) and **client** (deploys prefect.yaml, starts runs, promotes,
+checks). Each host has its own folder; the registry lives only in the bucket. Three runs with
+different params go to the two workers; every version's card must state the accuracy its ONNX
+file gives on MNIST test, and a promotion must reach the serving host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+from tests.multi_host_helpers import (
+    base_env,
+    client,
+    git,
+    launch,
+    on_host,
+    publish_repository,
+    start_postgres,
+)
+from tests.netns_helpers import hosts
+from tests.process_helpers import start, stop, wait_for
+from tests.s3_helpers import CREDENTIALS
+from tests.test_scale_out import worker_of
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+BIN = Path(sys.executable).parent
+AUTH = "mnist:multi-host-secret"
+ROLES = ["db", "s3", "git", "mirror", "w1", "w2", "serve", "client"]
+EPOCHS = (1, 2, 3)
+BUCKET = "mnist-models"
+
+
+def test_hosts_sharing_only_a_network_train_register_and_serve(
+    tmp_path: Path, real_mirror: Path
+) -> None:
+    if shutil.which("git") is None or not (BIN / "moto_server").exists():
+        pytest.fail("git and moto_server are needed (the dev extra installs moto_server)")
+    with hosts(ROLES) as net, ExitStack() as procs:
+        folders = {role: tmp_path / role for role in ROLES}
+        for folder in folders.values():
+            folder.mkdir()
+        db, s3, repo, mirror, serve, me = (
+            net[r] for r in ("db", "s3", "git", "mirror", "serve", "client")
+        )
+        api = f"http://{db.address}:4200/api"
+        endpoint = f"http://{s3.address}:5000"
+        mirror_url = f"http://{mirror.address}:8000"
+        registry = f"s3://{BUCKET}/registry"
+        prefect_env = {"PREFECT_API_URL": api, "PREFECT_API_AUTH_STRING": AUTH}
+        aws_env = {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
+
+        # the hosts' servers
+        database = start_postgres(procs, db)
+        server_env = {
+            **base_env(folders["db"] / "home"),
+            "PREFECT_SERVER_API_AUTH_STRING": AUTH,
+            "PREFECT_API_DATABASE_CONNECTION_URL": database,
+        }
+        prefect = str(BIN / "prefect")
+        launch(
+            procs,
+            db,
+            [prefect, "server", "start", "--host", db.address, "--port", "4200"],
+            server_env,
+            folders["db"] / "server.log",
+            folders["db"],
+            f"{api}/health",
+            me,
+        )
+        launch(
+            procs,
+            s3,
+            [str(BIN / "moto_server"), "-H", s3.address, "-p", "5000"],
+            base_env(folders["s3"] / "home"),
+            folders["s3"] / "moto.log",
+            folders["s3"],
+            f"{endpoint}/",
+            me,
+        )
+        launch(
+            procs,
+            mirror,
+            [
+                sys.executable,
+                "-m",
+                "http.server",
+                "--bind",
+                mirror.address,
+                "--directory",
+                str(real_mirror),
+                "8000",
+            ],
+            base_env(folders["mirror"] / "home"),
+            folders["mirror"] / "http.log",
+            folders["mirror"],
+            f"{mirror_url}/",
+            me,
+        )
+        served = publish_repository(folders["git"], mirror_url, registry)
+        daemon = start(
+            repo.run(
+                [
+                    "git",
+                    "daemon",
+                    "--reuseaddr",
+                    "--export-all",
+                    f"--listen={repo.address}",
+                    "--port=9418",
+                    f"--base-path={served}",
+                    str(served),
+                ]
+            ),
+            dict(os.environ),
+            folders["git"] / "daemon.log",
+            served,
+        )
+        procs.callback(stop, daemon)
+        repository = f"git://{repo.address}/mnist-pipeline.git"
+        client_env = {**base_env(folders["client"] / "home"), **prefect_env, **aws_env}
+        probe = me.run(["git", "ls-remote", repository])
+        wait_for(
+            lambda: subprocess.run(probe, capture_output=True).returncode == 0,
+            30,
+            "git daemon",
+            daemon,
+            folders["git"] / "daemon.log",
+        )
+
+        # the client: a bucket, the pool, prefect.yaml deployed from its own clone
+        client(me, client_env, "bucket", BUCKET)
+        deployer = folders["client"] / "deployer"
+        git("clone", "-q", str(served / "mnist-pipeline.git"), str(deployer), cwd=tmp_path)
+        for args in (
+            [prefect, "work-pool", "create", "mnist", "--type", "process"],
+            [prefect, "--no-prompt", "deploy", "--all"],
+        ):
+            on_host(me, args, {**client_env, "MNIST_PIPELINE_REPO": repository}, deployer)
+
+        # two workers, each in its own empty folder
+        worker_env = {**prefect_env, **aws_env, "PREFECT_WORKER_QUERY_SECONDS": "2"}
+        logs = []
+        for name in ("w1", "w2"):
+            log = folders[name] / "worker.log"
+            command = [
+                prefect,
+                "worker",
+                "start",
+                "--pool",
+                "mnist",
+                "--limit",
+                "1",
+                "--name",
+                name,
+            ]
+            env = {**base_env(folders[name] / "home"), **worker_env}
+            procs.callback(stop, start(net[name].run(command), env, log, folders[name]))
+            logs.append(log)
+
+        runs = [json.dumps({"params_file": "hosts.yaml", "epochs": e}) for e in EPOCHS]
+        ids = client(me, client_env, "run", "mnist-retrain/weekly", *runs)
+        finals = client(me, client_env, "wait", *ids)
+        worker_logs = "".join(log.read_text() for log in logs)
+        assert [f["state"] for f in finals] == ["Completed"] * 3, (finals, worker_logs[-4000:])
+        assert {worker_of(logs, i) for i in ids} == {"w1", "w2"}  # both workers took runs
+
+        # the registry is in the bucket, and only there
+        seen = client(me, client_env, "check", registry, mirror_url, str(folders["client"]))
+        assert seen["problems"] == []
+        versions = seen["versions"]
+        assert [v["version"] for v in versions] == [1, 2, 3]
+        assert sorted(v["epochs"] for v in versions) == sorted(EPOCHS)
+        assert {v["flow_run_id"] for v in versions} == set(ids)
+        for version in versions:
+            assert version["onnx_accuracy"] == version["card_accuracy"], version
+        for name in ("w1", "w2"):
+            clone = folders[name] / "mnist-pipeline"
+            assert (clone / "hosts.yaml").is_file() and any((clone / "runs").iterdir())
+            assert not (clone / "registry").exists()
+        assert not (deployer / "runs").exists() and not (deployer / "registry").exists()
+
+        # the serving host follows production in the bucket
+        serve_root = folders["serve"]
+        (serve_root / "params.yaml").write_text(
+            yaml.safe_dump({"registry": {"root": registry}, "serve": {"reload_interval_s": 0.5}})
+        )
+        serve_env = {**base_env(serve_root / "home"), **aws_env, "PYTHONPATH": str(REPO_ROOT)}
+        url = f"http://{serve.address}:8000"
+        launch(
+            procs,
+            serve,
+            [
+                sys.executable,
+                "-m",
+                "mnist_pipeline",
+                "--root",
+                str(serve_root),
+                "serve",
+                "--host",
+                serve.address,
+                "--port",
+                "8000",
+            ],
+            serve_env,
+            serve_root / "serve.log",
+            REPO_ROOT,
+            f"{url}/readyz",
+            me,
+        )
+        production = seen["aliases"]["production"]
+        served_now = client(me, client_env, "get", f"{url}/model")["body"]["model"]["version"]
+        assert served_now == production
+        other = next(v["version"] for v in versions if v["version"] != production)
+        (folders["client"] / "params.yaml").write_text(
+            yaml.safe_dump({"registry": {"root": registry}})
+        )
+        promote = [
+            sys.executable,
+            "-m",
+            "mnist_pipeline",
+            "--root",
+            str(folders["client"]),
+            "models",
+            "promote",
+            str(other),
+            "--comment",
+            "multi-host",
+        ]
+        on_host(me, promote, client_env)
+        deadline = time.monotonic() + 30
+        while client(me, client_env, "get", f"{url}/model")["body"]["model"]["version"] != other:
+            assert time.monotonic() < deadline, (serve_root / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
