@@ -123,6 +123,15 @@ def exported_candidate(folder: Path, seed: int) -> Path:
     return folder
 
 
+def production_and_staging(root: Path, models: tuple[Path, Path]) -> Registry:
+    """A registry at `root` of two exported candidates (`exported_candidate` seeds 1 and 2):
+    v1 (models[1]) production, v2 (models[0], lower accuracy) staging."""
+    registry = Registry(root, MODEL)
+    register_candidate(registry, candidate_in(models[1]), PARAMS)
+    register_candidate(registry, candidate_in(models[0]), PARAMS)
+    return registry
+
+
 def register_layout(registry_root: Path, layout, folder: Path) -> Path:
     """Register a pipeline layout's model.onnx and model.pt (with synthetic passing reports) as
     a version of MODEL; returns the candidate folder."""

@@ -29,6 +29,7 @@ from tests.registry_helpers import (
     candidate_in,
     exported_candidate,
     model_dir,
+    production_and_staging,
     stored,
     writable,
 )
@@ -43,10 +44,7 @@ def _models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture
 def registry(tmp_path: Path, _models: tuple[Path, Path]) -> Registry:
     """Two registered versions: v1 production, v2 staging (lower accuracy)."""
-    registry = Registry(tmp_path / "registry", MODEL)
-    register_candidate(registry, candidate_in(_models[1]), PARAMS)
-    register_candidate(registry, candidate_in(_models[0]), PARAMS)
-    return registry
+    return production_and_staging(tmp_path / "registry", _models)
 
 
 def client(registry: Registry, **limits) -> tuple[TestClient, ServedModel]:

@@ -167,6 +167,37 @@ def serve(
     run(st.params_path, st.root, {f"serve.{k}": v for k, v in given.items() if v is not None})
 
 
+@app.command("serve-report")
+def serve_report(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None,
+        typer.Option(metavar="URL", help="A running server [default: serve.host:serve.port]."),
+    ] = None,
+    saved: Annotated[
+        Path | None,
+        typer.Option("--from", metavar="FILE", help="A saved GET /model answer instead."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """Would the shadow have done better? Its live record and the promotion rule's paired test."""
+    from mnist_pipeline.serving import shadow_report
+
+    params = state(ctx).params()
+    if saved is not None:
+        status = shadow_report.read_status(saved)
+    else:
+        status = shadow_report.fetch_status(
+            url or f"http://{params.serve.host}:{params.serve.port}"
+        )
+    found = shadow_report.report(status, params.registry.promotion)
+    if as_json:
+        print(json.dumps(found, indent=2))
+    else:
+        for line in shadow_report.lines(found):
+            print(line)
+
+
 def main() -> None:
     """Console-script entry: run the app; user-facing errors become one message and an exit code."""
     try:

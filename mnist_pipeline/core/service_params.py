@@ -111,3 +111,20 @@ class ServeParams(Section):
     feedback_quota: int = Field(default=100, ge=1)  # images awaiting review per credential
     metrics: bool = True  # GET /metrics: Prometheus metrics of every worker (serving/metrics.py)
     json_logs: bool = False  # one JSON object per request on stderr (serving/observe.py)
+    # A challenger (an alias or a version, verified like `model`) run on the same images off
+    # the response path (serving/challenger.py); null: none.
+    shadow: str | None = Field(default=None, min_length=1)
+    shadow_queue_images: int = Field(default=1024, ge=1, le=1_000_000)  # then skipped, counted
+    # This share of /predict requests is answered by the shadow's version (a canary), until
+    # its disagreement with production or its error on labelled images goes over a threshold.
+    canary_percent: float = Field(default=0.0, ge=0, le=100)
+    canary_max_disagreement: float = Field(default=0.1, ge=0, le=1)
+    canary_min_images: int = Field(default=100, ge=1)  # compared before disagreement is judged
+    canary_max_error: float = Field(default=0.1, ge=0, le=1)
+    canary_min_labels: int = Field(default=20, ge=1)  # labelled before error is judged
+
+    @model_validator(mode="after")
+    def _canary_needs_a_shadow(self) -> ServeParams:
+        if self.canary_percent > 0 and self.shadow is None:
+            raise ValueError("canary_percent > 0 needs serve.shadow (the canary's model)")
+        return self

@@ -16,6 +16,7 @@ until `mnist-pipeline data accept` moves it into data/extra/.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,8 +53,9 @@ class Feedback:
     limiter: RateLimiter
     quota: int
 
-    def mount(self, app: FastAPI) -> None:
-        """Add the POST /feedback route to `app`."""
+    def mount(self, app: FastAPI, labelled: Callable[[str, int], None] | None = None) -> None:
+        """Add the POST /feedback route to `app`; `labelled` hears each stored claim's image
+        SHA-256 and label (the challenger's live accuracy)."""
 
         @app.post(
             "/feedback",
@@ -106,6 +108,8 @@ class Feedback:
                 logger.error("/feedback refused: %s", describe_os_error(exc))
                 raise ClientError(503, UNAVAILABLE) from None
             note_feedback(request, done.status, done.claim.label)
+            if labelled is not None:
+                labelled(done.sha256, done.claim.label)
             body = {"status": done.status, "sha256": done.sha256, **asdict(done.claim)}
             return JSONResponse(body, status_code=201 if done.status == "pending" else 200)
 

@@ -37,11 +37,13 @@ from mnist_pipeline.core.contract import IMAGE_SIZE, NUM_CLASSES
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.data.preprocess import ImageError, preprocess_bytes
 from mnist_pipeline.serving import api_schema, model_files
+from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
 from mnist_pipeline.serving.observe import note_prediction, observe
 from mnist_pipeline.serving.predict import top_digits
 from mnist_pipeline.serving.served_model import ServedModel
 
 if TYPE_CHECKING:  # feedback.py imports this module
+    from mnist_pipeline.serving.challenger import Challenger
     from mnist_pipeline.serving.feedback import Feedback
 
 
@@ -167,14 +169,19 @@ async def read_images(request: Request, limits: ServeParams) -> tuple[list[str],
             "multipart/form-data files, an image/* body, or application/json",
         )
     digits = digits_from_files(files, limits)  # on the event loop: see `predict`
+    request.state.uploads = [data for _, data in files]  # keys of later labels (challenger.py)
     return [name for name, _ in files], digits
 
 
 def create_app(
-    served: ServedModel, limits: ServeParams, feedback: Feedback | None = None
+    served: ServedModel,
+    limits: ServeParams,
+    feedback: Feedback | None = None,
+    challenger: Challenger | None = None,
 ) -> FastAPI:
     """The API answering with `served` under `limits` (serve params); POST /feedback only with
-    `feedback` (its credentials and pending area)."""
+    `feedback` (its credentials and pending area); `challenger` shadows production and answers
+    the canary share (challenger.py)."""
     app = FastAPI(title="mnist-pipeline", summary="Classify handwritten digits (ONNX model).")
 
     @app.exception_handler(ClientError)
@@ -207,7 +214,7 @@ def create_app(
 
     @app.get("/model")
     def model() -> dict[str, Any]:
-        return served.status()
+        return served.status() | {"shadow": None if challenger is None else challenger.status()}
 
     @app.post(
         "/predict",
@@ -224,7 +231,11 @@ def create_app(
         loaded = served.current  # read once: this request finishes on this version
         if loaded is None:
             raise ClientError(503, f"no model loaded yet: {served.problem or 'starting'}")
-        probabilities = loaded.probabilities(digits)
+        if challenger is None:
+            probabilities = loaded.probabilities(digits)
+        else:  # the canary's share is answered by the challenger's version
+            uploads = getattr(request.state, "uploads", None)
+            loaded, probabilities = challenger.answer(loaded, digits, uploads)
         note_prediction(request, loaded.version, probabilities)
         predictions = []
         for name, probs in zip(names, probabilities, strict=True):
@@ -235,7 +246,7 @@ def create_app(
 
     model_files.mount(app, served)
     if feedback is not None:
-        feedback.mount(app)
+        feedback.mount(app, None if challenger is None else challenger.label)
 
     app.add_middleware(BodyLimit, limit=limits.max_upload_bytes)
     if limits.cors_origins:
@@ -246,5 +257,7 @@ def create_app(
             allow_headers=["Authorization", "If-None-Match"],  # /feedback; revalidating a model
             expose_headers=model_files.EXPOSED_HEADERS,  # a page checks the model it fetched
         )
-    observe(app, served, limits)  # outermost: every request, refusals included
+    metrics = observe(app, served, limits)  # outermost: every request, refusals included
+    if challenger is not None and metrics is not None:
+        challenger.count(ChallengerMetrics(metrics.registry))
     return app

@@ -129,9 +129,9 @@ def access_logger() -> logging.Logger:
     return log
 
 
-def observe(app: FastAPI, served: ServedModel, limits: ServeParams) -> None:
+def observe(app: FastAPI, served: ServedModel, limits: ServeParams) -> Metrics | None:
     """Add GET /metrics (with `serve.metrics`) and the Observer (with metrics or json_logs) to
-    `app`; the metrics hear `served`'s loads, swaps and refusals from now on."""
+    `app`; the metrics hear `served`'s loads, swaps and refusals from now on. Returns them."""
     metrics = Metrics() if limits.metrics else None
     if metrics is not None:
         served.listener = metrics.model_event
@@ -150,3 +150,4 @@ def observe(app: FastAPI, served: ServedModel, limits: ServeParams) -> None:
     if metrics is not None or limits.json_logs:
         log = access_logger() if limits.json_logs else None
         app.add_middleware(Observer, metrics=metrics, log=log)
+    return metrics

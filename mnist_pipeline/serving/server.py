@@ -24,6 +24,7 @@ from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, load_params
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.pipeline.versions import open_registry
+from mnist_pipeline.serving.challenger import Challenger
 from mnist_pipeline.serving.feedback import Feedback
 from mnist_pipeline.serving.http_api import create_app
 from mnist_pipeline.serving.metrics import Supervisor, multiprocess_dir
@@ -35,12 +36,17 @@ ENV_ROOT, ENV_PARAMS, ENV_MODEL = "MNIST_SERVE_ROOT", "MNIST_SERVE_PARAMS", "MNI
 
 def build(params: Params, layout: Layout) -> FastAPI:
     """The app, its model loaded once now (if it can be) and followed from then on."""
-    served = ServedModel(open_registry(params.registry, layout), params.serve.model)
-    app = create_app(served, params.serve, feedback_of(params.serve, layout))  # metrics listen
+    registry = open_registry(params.registry, layout)
+    served = ServedModel(registry, params.serve.model)
+    challenger = None if params.serve.shadow is None else Challenger(registry, params.serve)
+    feedback = feedback_of(params.serve, layout)
+    app = create_app(served, params.serve, feedback, challenger)  # metrics listen
     served.refresh()  # a failure is logged; /readyz says 503 until a version loads
     served.follow(params.serve.reload_interval_s)
     if params.serve.follow_events:
         served.follow_events()  # only with a Prefect API configured
+    if challenger is not None:
+        challenger.start(params.serve.reload_interval_s, params.serve.follow_events)
     return app
 
 

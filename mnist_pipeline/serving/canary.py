@@ -1,0 +1,96 @@
+"""The canary share: which requests the challenger answers, and when it steps back to 0.
+
+`serve.canary_percent` of /predict requests (drawn at random per request) are answered by the
+challenger's version (challenger.py). A version steps back, for good until the server restarts,
+once its disagreement with production goes over `serve.canary_max_disagreement` (after
+`serve.canary_min_images` compared images) or its error on labelled images over
+`serve.canary_max_error` (after `serve.canary_min_labels`); another version of the alias starts
+afresh. A step back is logged, counted in /metrics and, with a Prefect API configured, emitted
+as the event `mnist.canary.stepped_back` from a background thread, so that emitting can neither
+fail nor slow a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+
+from mnist_pipeline.core.service_params import ServeParams
+from mnist_pipeline.pipeline.announce import emit
+from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
+from mnist_pipeline.serving.live import Tally
+
+STEPPED_BACK = "mnist.canary.stepped_back"
+logger = logging.getLogger("mnist_pipeline.serve")
+
+
+def step_back_reason(tally: Tally, limits: ServeParams) -> tuple[str, str] | None:
+    """(reason, why in words) when the tally's version must step back, else None."""
+    checks = (
+        ("disagreement", "disagrees with production on", "images", tally.compared,
+         limits.canary_min_images, tally.disagreement, limits.canary_max_disagreement),
+        ("error", "is wrong on", "labelled images", tally.labels,
+         limits.canary_min_labels, tally.challenger_error, limits.canary_max_error),
+    )  # fmt: skip
+    for reason, verb, what, seen, enough, share, limit in checks:
+        if seen >= enough and share > limit:
+            why = f"{verb} {share:.1%} of {seen} {what}, over serve.canary_max_{reason} ({limit:g})"
+            return reason, why
+    return None
+
+
+class Canary:
+    """The canary share of one server process and the versions stepped back."""
+
+    def __init__(self, limits: ServeParams, model_name: str, seed: int | None = None) -> None:
+        self.limits = limits
+        self.model_name = model_name
+        self.stepped_back: dict[int, str] = {}  # version -> why
+        self.metrics: ChallengerMetrics | None = None
+        self._random = random.Random(seed)
+
+    def percent(self, version: int | None) -> float:
+        """The share `version` answers now: 0 without one or once stepped back."""
+        if version is None or version in self.stepped_back:
+            return 0.0
+        return self.limits.canary_percent
+
+    def takes(self, version: int | None) -> bool:
+        """Whether this request goes to the canary `version`."""
+        share = self.percent(version)
+        return share > 0 and self._random.random() * 100 < share
+
+    def judge(self, tally: Tally, production: int | None) -> None:
+        """Step the tally's version back if it went over a threshold (once per version)."""
+        if self.limits.canary_percent == 0 or tally.version in self.stepped_back:
+            return
+        found = step_back_reason(tally, self.limits)
+        if found is None:
+            return
+        reason, why = found
+        self.stepped_back[tally.version] = why
+        logger.warning("canary v%d stepped back to 0 %%: %s", tally.version, why)
+        if self.metrics is not None:
+            self.metrics.stepped_back(tally.version, reason)
+            self.metrics.canary_percent.set(0)
+        payload = {
+            "version": tally.version,
+            "production": production,
+            "reason": reason,
+            "why": why,
+            "compared": tally.compared,
+            "labelled": tally.labels,
+        }
+        threading.Thread(
+            target=emit, args=(STEPPED_BACK, self.model_name, payload), daemon=True
+        ).start()
+
+    def status(self, version: int | None) -> dict[str, object]:
+        """GET /model's `canary`: the configured and current share, and the versions stepped
+        back with why."""
+        return {
+            "percent": self.limits.canary_percent,
+            "now": self.percent(version),
+            "stepped_back": {str(v): why for v, why in self.stepped_back.items()},
+        }

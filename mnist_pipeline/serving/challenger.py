@@ -1,0 +1,194 @@
+"""A challenger beside production: shadowed off the response path, and a canary share.
+
+`serve.shadow` names an alias or a version, followed by a second `ServedModel` (verified before
+use exactly as production; a missing or refused version is logged and shown in GET /model, and
+requests are answered by production regardless). `Challenger.answer` gives each /predict
+request its answer:
+
+- usually production's; the same preprocessed images then go to a queue (at most
+  `serve.shadow_queue_images` waiting; beyond that they are skipped and counted) that a
+  background thread classifies with the challenger, comparing its digits with production's;
+- for `serve.canary_percent` of requests (canary.py) the challenger's, with production computed
+  too on the request path, so that every canary image is compared and a canary that goes over a
+  threshold steps back at once.
+
+Both models' digits for each uploaded image are remembered by the SHA-256 of its bytes
+(live.LabelMemory); when /feedback accepts a label for that image, both are scored (live.Tally,
+per challenger version: GET /model's `shadow`, /metrics, `mnist-pipeline serve-report`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from mnist_pipeline.core.service_params import ServeParams
+from mnist_pipeline.registry import Registry
+from mnist_pipeline.serving.canary import Canary
+from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
+from mnist_pipeline.serving.live import Answered, LabelMemory, Tally
+from mnist_pipeline.serving.served_model import Loaded, ServedModel
+
+logger = logging.getLogger("mnist_pipeline.serve")
+
+
+class Job(NamedTuple):
+    """Images production answered, waiting for the challenger."""
+
+    digits: np.ndarray  # float32 [N, 28, 28]
+    production: np.ndarray  # production's digits [N]
+    uploads: list[bytes] | None  # the uploaded bytes per image (None: a JSON batch)
+
+
+class Challenger:
+    """The challenger of one server process: its model, shadow queue, canary and records."""
+
+    def __init__(self, registry: Registry, limits: ServeParams, seed: int | None = None) -> None:
+        if limits.shadow is None:
+            raise ValueError("a challenger needs serve.shadow")
+        self.model = ServedModel(registry, limits.shadow)
+        self.limit = limits.shadow_queue_images
+        self.canary = Canary(limits, registry.name, seed)
+        self.metrics: ChallengerMetrics | None = None
+        self.tallies: dict[int, Tally] = {}
+        self.memory = LabelMemory()
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._waiting = 0  # images queued or being classified
+        self._lock = threading.Lock()  # tallies, memory, _waiting
+        self._idle = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+
+    def start(self, interval_s: float, follow_events: bool) -> None:
+        """Load the challenger now (a failure is logged and shown), follow its alias, and start
+        the shadow thread."""
+        self.model.refresh()
+        self.model.follow(interval_s)
+        if follow_events:
+            self.model.follow_events()
+        self._thread = threading.Thread(target=self._work, name="shadow", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.model.stop()
+        self._jobs.put(None)
+
+    def count(self, metrics: ChallengerMetrics) -> None:
+        """Record into `metrics` from now on."""
+        self.metrics = self.canary.metrics = metrics
+        metrics.canary_percent.set(self.canary.percent(self._version()))
+
+    def answer(
+        self, production: Loaded, digits: np.ndarray, uploads: list[bytes] | None
+    ) -> tuple[Loaded, np.ndarray]:
+        """The version that answers these images and its probabilities [N, 10]."""
+        challenger = self.model.current
+        version = None if challenger is None else challenger.version
+        if challenger is not None and self.canary.takes(version):
+            answered = challenger.probabilities(digits)
+            ours = production.probabilities(digits).argmax(axis=1)
+            self._record(challenger.version, production.version, ours, answered.argmax(1), uploads)
+            return challenger, answered
+        probabilities = production.probabilities(digits)
+        if challenger is not None:
+            self._shadow(challenger.version, Job(digits, probabilities.argmax(axis=1), uploads))
+        return production, probabilities
+
+    def label(self, sha256: str, truth: int) -> None:
+        """A trusted label for the uploaded image with this SHA-256 (from /feedback)."""
+        with self._lock:
+            seen = self.memory.take(sha256)
+            if seen is None:
+                return
+            tally = self._tally(seen.version)
+            tally.label(truth, seen.production, seen.challenger)
+            self.canary.judge(tally, None)
+        if self.metrics is not None:
+            self.metrics.label(seen.version, seen.production == truth, seen.challenger == truth)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no shadow image is waiting; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._waiting == 0, timeout_s)
+
+    def status(self) -> dict[str, Any]:
+        """GET /model's `shadow`: the challenger followed, queue, canary and tallies."""
+        with self._lock:
+            tallies = {str(v): t.summary() for v, t in sorted(self.tallies.items())}
+            waiting = self._waiting
+        return {
+            **self.model.status(),
+            "queue": {"waiting": waiting, "limit": self.limit},
+            "canary": self.canary.status(self._version()),
+            "versions": tallies,
+        }
+
+    def _version(self) -> int | None:
+        current = self.model.current
+        return None if current is None else current.version
+
+    def _tally(self, version: int) -> Tally:
+        tally = self.tallies.get(version)
+        if tally is None:
+            tally = self.tallies[version] = Tally(version=version)
+        return tally
+
+    def _shadow(self, version: int, job: Job) -> None:
+        images = len(job.digits)
+        with self._lock:
+            full = self._waiting + images > self.limit
+            if full:
+                self._tally(version).skipped += images
+            else:
+                self._waiting += images
+        if full:
+            if self.metrics is not None:
+                self.metrics.skipped(version, images)
+            return
+        self._jobs.put(job)
+
+    def _record(
+        self,
+        version: int,
+        production_version: int | None,
+        production: np.ndarray,
+        challenger: np.ndarray,
+        uploads: list[bytes] | None,
+        canary: bool = True,
+    ) -> None:
+        # a JSON batch has no uploaded bytes: its images cannot be labelled by /feedback
+        keys = [hashlib.sha256(data).hexdigest() for data in uploads or ()]
+        answers = zip(production.tolist(), challenger.tolist(), strict=True)
+        with self._lock:
+            tally = self._tally(version)
+            differ = tally.compare(production, challenger)
+            tally.canary += len(production) if canary else 0
+            for key, (ours, theirs) in zip(keys, answers, strict=False):  # keys may be none
+                self.memory.remember(key, Answered(version, ours, theirs))
+            self.canary.judge(tally, production_version)
+        if self.metrics is not None:
+            self.metrics.compared(version, len(production), differ)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                challenger = self.model.current
+                if challenger is not None:  # a version that went away since: not compared
+                    theirs = self.classify(challenger, job.digits)
+                    self._record(
+                        challenger.version, None, job.production, theirs, job.uploads, False
+                    )
+            except Exception:  # noqa: BLE001 - a failed shadow never stops the next one
+                logger.exception("the shadow model failed on %d image(s)", len(job.digits))
+            finally:
+                with self._idle:
+                    self._waiting -= len(job.digits)
+                    self._idle.notify_all()
+
+    def classify(self, challenger: Loaded, digits: np.ndarray) -> np.ndarray:
+        """The challenger's digits for a shadowed batch (in the shadow thread)."""
+        return challenger.probabilities(digits).argmax(axis=1)

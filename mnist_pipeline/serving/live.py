@@ -1,0 +1,143 @@
+"""What a challenger did on live traffic, per version: pure counting, no I/O (challenger.py).
+
+`Tally` counts the images compared with production (agreeing or not), those skipped (the shadow
+queue was full) and those the challenger answered as canary, and, for images whose trusted
+label arrived later, a 2x2 table per true digit: both right, only production, only the
+challenger, neither. `LabelMemory` remembers, for the latest images (bounded), which digits both
+models gave, keyed by the SHA-256 of the uploaded bytes, the key /feedback computes too.
+`paired_answers` turns a tally's tables back into the per-image arrays the promotion rule's
+paired test takes (evaluation/paired.py).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import NamedTuple
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+LABEL_MEMORY = 50_000  # images remembered for a later label (~100 bytes each)
+
+
+class Pairs(BaseModel):
+    """Labelled images of one true digit, by which of the two models got them right."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    both: int = Field(default=0, ge=0)
+    production_only: int = Field(default=0, ge=0)
+    challenger_only: int = Field(default=0, ge=0)
+    neither: int = Field(default=0, ge=0)
+
+    def add(self, production_right: bool, challenger_right: bool) -> None:
+        if production_right and challenger_right:
+            self.both += 1
+        elif production_right:
+            self.production_only += 1
+        elif challenger_right:
+            self.challenger_only += 1
+        else:
+            self.neither += 1
+
+    @property
+    def total(self) -> int:
+        return self.both + self.production_only + self.challenger_only + self.neither
+
+
+class Tally(BaseModel):
+    """One challenger version's live record (counts since this process started)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int
+    compared: int = Field(default=0, ge=0)  # images both models classified
+    agreed: int = Field(default=0, ge=0)  # of those, the same digit
+    skipped: int = Field(default=0, ge=0)  # not shadowed: the queue was full
+    canary: int = Field(default=0, ge=0)  # images the challenger answered (canary share)
+    labelled: dict[str, Pairs] = Field(default_factory=dict)  # by true digit "0".."9"
+
+    def compare(self, production: np.ndarray, challenger: np.ndarray) -> int:
+        """Count one batch's digits from both models; returns how many disagree."""
+        differ = int((production != challenger).sum())
+        self.compared += len(production)
+        self.agreed += len(production) - differ
+        return differ
+
+    def label(self, truth: int, production: int, challenger: int) -> None:
+        self.labelled.setdefault(str(truth), Pairs()).add(production == truth, challenger == truth)
+
+    @property
+    def disagreement(self) -> float:
+        return (self.compared - self.agreed) / self.compared if self.compared else 0.0
+
+    @property
+    def labels(self) -> int:
+        return sum(p.total for p in self.labelled.values())
+
+    @property
+    def challenger_error(self) -> float:
+        right = sum(p.both + p.challenger_only for p in self.labelled.values())
+        return 1 - right / self.labels if self.labels else 0.0
+
+    def summary(self) -> dict[str, object]:
+        """The JSON of GET /model: the counts, plus agreement and accuracies where defined."""
+        body = self.model_dump()
+        labels = self.labels
+        body["agreement"] = self.agreed / self.compared if self.compared else None
+        for model, right in (
+            ("production", lambda p: p.both + p.production_only),
+            ("challenger", lambda p: p.both + p.challenger_only),
+        ):
+            hits = sum(right(p) for p in self.labelled.values())
+            body[f"{model}_accuracy"] = hits / labels if labels else None
+        return body
+
+
+class Answered(NamedTuple):
+    """Both models' digits for one remembered image."""
+
+    version: int  # the challenger's
+    production: int
+    challenger: int
+
+
+class LabelMemory:
+    """The latest `size` images' answers by SHA-256 (the oldest forgotten first). Not locked:
+    the caller holds its own lock."""
+
+    def __init__(self, size: int = LABEL_MEMORY) -> None:
+        self.size = size
+        self._seen: OrderedDict[str, Answered] = OrderedDict()
+
+    def remember(self, sha256: str, answered: Answered) -> None:
+        self._seen[sha256] = answered
+        self._seen.move_to_end(sha256)
+        while len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+
+    def take(self, sha256: str) -> Answered | None:
+        """The image's answers, forgotten now: each image is counted at its first label."""
+        return self._seen.pop(sha256, None)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+def paired_answers(tally: Tally) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-image (production right, challenger right, true digit) arrays of the labelled
+    images, rebuilt from the tally's tables (the order does not matter to the paired test)."""
+    production: list[bool] = []
+    challenger: list[bool] = []
+    labels: list[int] = []
+    for digit, pairs in sorted(tally.labelled.items()):
+        for (ours, theirs), count in (
+            ((True, True), pairs.both),
+            ((True, False), pairs.production_only),
+            ((False, True), pairs.challenger_only),
+            ((False, False), pairs.neither),
+        ):
+            production += [ours] * count
+            challenger += [theirs] * count
+            labels += [int(digit)] * count
+    return np.array(production, bool), np.array(challenger, bool), np.array(labels, np.int64)

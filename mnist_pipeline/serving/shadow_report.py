@@ -1,0 +1,101 @@
+"""`mnist-pipeline serve-report`: would the shadow have done better than production?
+
+Reads GET /model of a running server (or that JSON saved to a file), and judges each shadow
+version on its labelled live images with the promotion rule's paired test
+(evaluation/paired.compare: McNemar's exact test, `registry.promotion.significance` and
+`min_gain`; no per-digit check on live labels, as for the extra holdout).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.reports import Comparison
+from mnist_pipeline.core.service_params import PromotionParams
+from mnist_pipeline.evaluation.paired import compare
+from mnist_pipeline.serving.live import Tally, paired_answers
+
+
+def fetch_status(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    """GET `url`/model as JSON; DataError naming the server when it cannot be read."""
+    address = url.rstrip("/") + "/model"
+    try:
+        with urllib.request.urlopen(address, timeout=timeout_s) as response:  # noqa: S310
+            return json.loads(response.read())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {address}: {exc}") from None
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    """A saved GET /model answer; DataError naming the file when it is not one."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a saved GET /model answer ({exc})") from None
+
+
+def tallies(status: dict[str, Any]) -> list[Tally]:
+    """The shadow versions' tallies in a GET /model answer; DataError when it has none."""
+    shadow = status.get("shadow") if isinstance(status, dict) else None
+    if not isinstance(shadow, dict):
+        raise DataError("the server has no shadow (serve.shadow is null)")
+    try:
+        return [
+            Tally.model_validate({k: v for k, v in body.items() if k in Tally.model_fields})
+            for body in shadow.get("versions", {}).values()
+        ]
+    except (AttributeError, ValueError) as exc:
+        raise DataError(f"the shadow's records are malformed: {exc}") from None
+
+
+def judge(tally: Tally, policy: PromotionParams) -> Comparison | None:
+    """The paired comparison of the shadow version against production on the images whose
+    label arrived; None before any did."""
+    if not tally.labels:
+        return None
+    production, challenger, labels = paired_answers(tally)
+    return compare(production, challenger, labels, policy, per_digit_check=False)
+
+
+def report(status: dict[str, Any], policy: PromotionParams) -> list[dict[str, Any]]:
+    """Per shadow version: its counts and the paired verdict (None: no labels yet)."""
+    found = []
+    for tally in tallies(status):
+        comparison = judge(tally, policy)
+        found.append(
+            {
+                **tally.summary(),
+                "comparison": None if comparison is None else comparison.model_dump(),
+            }
+        )
+    return found
+
+
+def lines(found: list[dict[str, Any]]) -> list[str]:
+    """The report in words, one paragraph per shadow version."""
+    if not found:
+        return ["no shadow version has seen traffic yet"]
+    said = []
+    for entry in found:
+        agreement = entry["agreement"]
+        seen = f"v{entry['version']}: compared on {entry['compared']} images"
+        seen += "" if agreement is None else f", agreeing with production on {agreement:.1%}"
+        seen += f"; {entry['skipped']} skipped (queue full); {entry['canary']} answered as canary"
+        said.append(seen)
+        comparison = entry["comparison"]
+        if comparison is None:
+            said.append("  no labelled image yet: no verdict")
+            continue
+        better = {"better": "would have done better", "worse": "would have done worse"}
+        verdict = better.get(comparison["verdict"], "no significant difference")
+        said.append(
+            f"  {comparison['images']} labelled: shadow {comparison['challenger_accuracy']:.1%} "
+            f"vs production {comparison['champion_accuracy']:.1%}: {verdict} "
+            f"({comparison['why']})"
+        )
+    return said
