@@ -3,81 +3,26 @@ tampered challenger, live accuracy from /feedback labels, the metrics, and the r
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
-from mnist_pipeline.core.layout import Layout
-from mnist_pipeline.core.service_params import PromotionParams, ServeParams
+from mnist_pipeline.core.service_params import PromotionParams
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.serving import shadow_report
 from mnist_pipeline.serving.challenger import Challenger
-from mnist_pipeline.serving.http_api import create_app
 from mnist_pipeline.serving.live import Pairs, Tally
-from mnist_pipeline.serving.served_model import ServedModel, load_version
-from mnist_pipeline.serving.server import feedback_of
-from mnist_pipeline.serving.tokens import token_sha256
-from tests.example_helpers import draw_digit
-from tests.registry_helpers import MODEL, exported_candidate, production_and_staging, stored
+from tests import challenger_helpers
+from tests.challenger_helpers import TOKEN, digits_of, samples, served_api
+from tests.registry_helpers import MODEL, stored
 from tests.registry_helpers import writable as unlocked
 
-TOKEN = "labeller-token-000001"
-
-
-@pytest.fixture(scope="module")
-def _models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("challenged")
-    return exported_candidate(root / "a", 1), exported_candidate(root / "b", 2)
-
-
-@pytest.fixture
-def registry(tmp_path: Path, _models: tuple[Path, Path]) -> Registry:
-    """Two distinct registered versions: v1 production, v2 staging."""
-    registry = production_and_staging(tmp_path / "registry", _models)
-    assert registry.card("staging")["version"] == 2
-    return registry
-
-
-@pytest.fixture
-def digits(tmp_path: Path) -> list[bytes]:
-    """PNG digits, each drawn once (distinct bytes)."""
-    return [draw_digit(tmp_path / f"digit{d}.png", d).read_bytes() for d in range(10)]
-
-
-def served_api(registry: Registry, project: Path | None = None, **limits) -> tuple:
-    """The app with a challenger (started; its alias checked hourly) and, with `project`,
-    /feedback for TOKEN."""
-    feedback = None
-    if project is not None:
-        project.mkdir(parents=True, exist_ok=True)
-        (project / "tokens").write_text(f"labeller {token_sha256(TOKEN)}\n")
-        limits |= {"feedback_tokens_file": "tokens", "feedback_rate_per_minute": 6000}
-    serve = ServeParams(**limits)
-    if project is not None:
-        feedback = feedback_of(serve, Layout(project))
-    served = ServedModel(registry, "production")
-    served.refresh()
-    challenger = Challenger(registry, serve, seed=7)
-    challenger.start(3600, follow_events=False)
-    return TestClient(create_app(served, serve, feedback, challenger)), challenger
-
-
-def samples(api: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """The scraped /metrics samples by (name, sorted labels)."""
-    found = {}
-    for family in text_string_to_metric_families(api.get("/metrics").text):
-        for s in family.samples:
-            found[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return found
-
-
-def digits_of(registry: Registry, version: int, images: np.ndarray) -> np.ndarray:
-    return load_version(registry, str(version)).probabilities(images).argmax(axis=1)
+_models, registry = challenger_helpers._models, challenger_helpers.registry  # fixtures
+digits = challenger_helpers.digits
 
 
 def test_the_shadow_compares_every_answered_image(
@@ -233,3 +178,60 @@ def test_the_report_verdict_is_the_paired_test() -> None:
     assert "would have done better" in words[1] and "72 labelled" in words[1]
     with pytest.raises(Exception, match="no shadow"):
         shadow_report.report({"model": None, "shadow": None}, policy)
+
+
+@pytest.mark.slow
+def test_a_real_server_shadows_and_canaries_and_serve_report_judges(
+    tmp_path: Path, registry: Registry, digits: list[bytes]
+) -> None:
+    import time
+
+    import httpx
+    from typer.testing import CliRunner
+
+    from mnist_pipeline.cli.app import app
+    from mnist_pipeline.data.preprocess import preprocess_bytes
+    from mnist_pipeline.serving.tokens import token_sha256
+    from tests.process_helpers import mnist_server
+
+    (tmp_path / "tokens").write_text(f"labeller {token_sha256(TOKEN)}\n")
+    serve = {
+        "shadow": "staging",
+        "canary_percent": 50,
+        "canary_max_disagreement": 1.0,
+        "canary_max_error": 1.0,
+        "feedback_tokens_file": "tokens",
+        "feedback_rate_per_minute": 6000,
+    }
+    with mnist_server(tmp_path, tmp_path / "serve.log", **serve) as url:
+        answered = []
+        for i in range(20):
+            files = [("files", ("d.png", digits[i % 10], "image/png"))]
+            answered.append(httpx.post(f"{url}/predict", files=files).json()["model"]["version"])
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/model").json()["shadow"]["versions"]["2"]["compared"] < 20:
+            assert time.monotonic() < deadline, "the shadow did not compare every image"
+            time.sleep(0.1)
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        for d in range(10):
+            file = {"file": (f"{d}.png", digits[d], "image/png")}
+            labelled = httpx.post(
+                f"{url}/feedback", headers=bearer, files=file, data={"label": str(d)}
+            )
+            assert labelled.status_code == 201
+        runner = CliRunner()
+        said = runner.invoke(app, ["--root", str(tmp_path), "serve-report", "--url", url])
+        (tmp_path / "model.json").write_text(httpx.get(f"{url}/model").text)
+    saved = ["--root", str(tmp_path), "serve-report", "--from", str(tmp_path / "model.json")]
+    as_json = runner.invoke(app, [*saved, "--json"])  # the server has stopped
+    assert set(answered) == {1, 2}  # 20 requests at 50 %: both versions answered
+    assert said.exit_code == 0, said.output
+    assert "v2: compared on 20 images" in said.output and "10 labelled" in said.output
+    assert as_json.exit_code == 0, as_json.output
+    (record,) = json.loads(as_json.stdout)
+    images = np.stack([preprocess_bytes(data, "d") for data in digits])
+    truth = np.arange(10)
+    comparison = record["comparison"]
+    assert comparison["images"] == 10 and record["canary"] == answered.count(2)
+    assert comparison["champion_accuracy"] == (digits_of(registry, 1, images) == truth).mean()
+    assert comparison["challenger_accuracy"] == (digits_of(registry, 2, images) == truth).mean()

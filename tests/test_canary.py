@@ -1,0 +1,146 @@
+"""The canary share in-process: both versions answer, a disagreeing or wrong canary steps back
+to production, and the thresholds."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_pipeline.core.service_params import ServeParams
+from mnist_pipeline.registry import Registry
+from mnist_pipeline.serving import canary
+from mnist_pipeline.serving.canary import step_back_reason
+from mnist_pipeline.serving.live import Pairs, Tally
+from tests import challenger_helpers
+from tests.challenger_helpers import TOKEN, digits_of, samples, served_api
+
+_models, registry = challenger_helpers._models, challenger_helpers.registry  # fixtures
+digits = challenger_helpers.digits
+
+
+def images(count: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random((count, 28, 28), dtype=np.float32)
+
+
+def versions(api, batch: np.ndarray) -> list[int]:
+    """The version that answered each one-image JSON request."""
+    answered = []
+    for image in batch:
+        answer = api.post("/predict", json={"images": [image.tolist()]})
+        assert answer.status_code == 200
+        answered.append(answer.json()["model"]["version"])
+    return answered
+
+
+def test_half_the_requests_are_answered_by_the_canary(registry: Registry) -> None:
+    api, challenger = served_api(
+        registry, shadow="staging", canary_percent=50, canary_max_disagreement=1.0
+    )
+    try:
+        answered = versions(api, images(200, 0))
+        assert set(answered) == {1, 2}
+        assert 60 <= answered.count(2) <= 140  # binomial(200, 0.5): far outside 10 sd
+        assert challenger.wait_idle(30)
+        record = api.get("/model").json()["shadow"]["versions"]["2"]
+        assert record["canary"] == answered.count(2)
+        assert record["compared"] == 200  # answered by the canary or shadowed, all compared
+        classified = "mnist_serve_images_classified_total"
+        scraped = samples(api)
+        by_version = {
+            v: sum(
+                n
+                for (name, labels), n in scraped.items()
+                if name == classified and ("version", v) in labels
+            )
+            for v in ("1", "2")
+        }
+        assert by_version == {"1": answered.count(1), "2": answered.count(2)}
+        assert scraped[("mnist_serve_canary_percent", ())] == 50
+    finally:
+        challenger.stop()
+
+
+def test_a_canary_that_disagrees_steps_back_and_production_answers(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    emitted = []
+    monkeypatch.setattr(canary, "emit", lambda *args: emitted.append(args))
+    pool = images(400, 1)
+    differ = pool[digits_of(registry, 1, pool) != digits_of(registry, 2, pool)][:30]
+    assert len(differ) == 30, "the two models agree too often to build the traffic"
+    limits = {"canary_min_images": 20, "canary_max_disagreement": 0.5}
+    api, challenger = served_api(registry, shadow="staging", canary_percent=100, **limits)
+    try:
+        with caplog.at_level(logging.WARNING, logger="mnist_pipeline.serve"):
+            answered = versions(api, differ)
+        assert answered == [2] * 20 + [1] * 10  # stepped back at the 20th compared image
+        assert "canary v2 stepped back to 0 %" in caplog.text
+        status = api.get("/model").json()["shadow"]["canary"]
+        assert status["percent"] == 100 and status["now"] == 0
+        assert "disagrees with production on 100.0% of 20 images" in status["stepped_back"]["2"]
+        scraped = samples(api)
+        back = (("reason", "disagreement"), ("version", "2"))
+        assert scraped[("mnist_serve_canary_step_backs_total", back)] == 1
+        assert scraped[("mnist_serve_canary_percent", ())] == 0
+        challenger.wait_idle(30)
+        (event, model, payload), *more = emitted
+        assert not more and event == canary.STEPPED_BACK and model == registry.name
+        assert (payload["version"], payload["production"], payload["reason"]) == (
+            2,
+            1,
+            "disagreement",
+        )
+    finally:
+        challenger.stop()
+
+
+def test_a_canary_wrong_on_labelled_images_steps_back(
+    registry: Registry, digits: list[bytes], tmp_path: Path
+) -> None:
+    limits = {"canary_max_disagreement": 1.0, "canary_min_labels": 3, "canary_max_error": 0.5}
+    api, challenger = served_api(
+        registry, tmp_path / "project", shadow="staging", canary_percent=100, **limits
+    )
+    try:
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        for d in range(3):
+            upload = [("files", (f"{d}.png", digits[d], "image/png"))]
+            answer = api.post("/predict", files=upload).json()
+            assert answer["model"]["version"] == 2
+            wrong = (answer["predictions"][0]["digit"] + 1) % 10  # the label says it erred
+            labelled = api.post(
+                "/feedback",
+                headers=bearer,
+                files={"file": (f"{d}.png", digits[d], "image/png")},
+                data={"label": str(wrong)},
+            )
+            assert labelled.status_code == 201
+        later = api.post("/predict", files=[("files", ("4.png", digits[4], "image/png"))])
+        assert later.json()["model"]["version"] == 1
+        why = api.get("/model").json()["shadow"]["canary"]["stepped_back"]["2"]
+        assert "is wrong on 100.0% of 3 labelled images" in why
+    finally:
+        challenger.stop()
+
+
+def test_the_thresholds_need_enough_evidence() -> None:
+    limits = ServeParams(
+        shadow="staging",
+        canary_percent=10,
+        canary_min_images=10,
+        canary_max_disagreement=0.2,
+        canary_min_labels=4,
+        canary_max_error=0.25,
+    )
+    assert step_back_reason(Tally(version=2, compared=9, agreed=0), limits) is None
+    assert step_back_reason(Tally(version=2, compared=10, agreed=8), limits) is None  # = limit
+    assert step_back_reason(Tally(version=2, compared=10, agreed=7), limits)[0] == "disagreement"
+    three = Tally(version=2, labelled={"1": Pairs(production_only=3)})
+    assert step_back_reason(three, limits) is None
+    four = Tally(version=2, labelled={"1": Pairs(production_only=2, both=2)})
+    assert step_back_reason(four, limits)[0] == "error"
+    with pytest.raises(ValueError, match="canary_percent > 0 needs serve.shadow"):
+        ServeParams(canary_percent=5)
