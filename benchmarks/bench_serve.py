@@ -11,9 +11,12 @@ and errors per case, then the same images classified in this process (PNG decode
 onnxruntime; one thread) for the HTTP overhead as a ratio, and the CPU. `--metrics both`
 starts a server with `serve.metrics` on and one with it off and measures them alternately,
 `--repeats` times each, printing the medians side by side; the CPU time recording one request's
-metrics takes in process is printed too.
+metrics takes in process is printed too. `--shadow both` does the same with a server that
+shadows every request with a second version (`serve.shadow: staging`) and one that does not,
+and prints how many images the shadow compared and skipped.
 
     python -m benchmarks.bench_serve --seconds 5 [--workers 2] [--metrics both --repeats 3]
+    python -m benchmarks.bench_serve --seconds 2 --shadow both --repeats 3
 """
 
 from __future__ import annotations
@@ -150,11 +153,30 @@ def metrics_cost(probabilities: np.ndarray, repeats: int = 2000) -> float:
     return (time.process_time() - start) / repeats * 1e6
 
 
-def start_server(scratch: Path, workers: int, metrics: bool) -> tuple[subprocess.Popen, int]:
-    """`serve` on a free port with `serve.metrics` on or off, once it is ready."""
+def shadow_cost(root: Path, pngs: list[bytes], repeats: int = 500) -> tuple[float, float]:
+    """CPU microseconds the shadow thread spends on a 1-image and a 64-image request (the
+    staging version's inference and the comparison; the response path only queues them)."""
+    loaded = load_version(Registry(root / "registry", MODEL), "staging")
+    digits = np.stack([preprocess_bytes(data, "png") for data in pngs])
+    costs = []
+    for batch, times in ((digits[:1], repeats), (digits, max(1, repeats // 10))):
+        loaded.probabilities(batch)
+        start = time.process_time()
+        for _ in range(times):
+            loaded.probabilities(batch).argmax(axis=1)
+        costs.append((time.process_time() - start) / times * 1e6)
+    return costs[0], costs[1]
+
+
+def start_server(
+    scratch: Path, workers: int, metrics: bool, shadow: bool = False
+) -> tuple[subprocess.Popen, int]:
+    """`serve` on a free port with `serve.metrics` on or off and the staging version shadowed
+    or not, once it is ready."""
     port = free_port()
-    params = scratch / f"params-metrics-{'on' if metrics else 'off'}.yaml"
-    params.write_text(f"serve:\n  reload_interval_s: 5\n  metrics: {str(metrics).lower()}\n")
+    params = scratch / f"params-metrics-{metrics}-shadow-{shadow}.yaml"
+    text = f"serve:\n  reload_interval_s: 5\n  metrics: {str(metrics).lower()}\n"
+    params.write_text(text + ("  shadow: staging\n" if shadow else ""))
     command = [sys.executable, "-m", "mnist_pipeline", "--root", str(scratch)]
     command += ["--params", str(params), "serve", "--port", str(port), "--workers", str(workers)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -195,15 +217,29 @@ def main() -> None:
         default="on",
         help="serve.metrics; both: two servers measured alternately, medians side by side",
     )
+    parser.add_argument(
+        "--shadow",
+        choices=("on", "off", "both"),
+        default="off",
+        help="serve.shadow: staging (a second version); both: with and without, side by side",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="runs per case and level")
     args = parser.parse_args()
+    if args.metrics == "both" and args.shadow == "both":
+        parser.error("--metrics both and --shadow both: compare one thing at a time")
     scratch = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     servers: dict[str, tuple[subprocess.Popen, int]] = {}
     try:
         candidate = candidate_in(exported_candidate(scratch / "candidate", 1))
         register_candidate(Registry(scratch / "registry", MODEL), candidate, PARAMS)
-        for mode in ("on", "off") if args.metrics == "both" else (args.metrics,):
-            servers[f"metrics {mode}"] = start_server(scratch, args.workers, mode == "on")
+        if args.shadow != "off":  # a lower-accuracy second version: staging
+            staging = candidate_in(exported_candidate(scratch / "staging", 0))
+            register_candidate(Registry(scratch / "registry", MODEL), staging, PARAMS)
+        for metrics in ("on", "off") if args.metrics == "both" else (args.metrics,):
+            for shadow in ("on", "off") if args.shadow == "both" else (args.shadow,):
+                label = f"shadow {shadow}" if args.shadow == "both" else f"metrics {metrics}"
+                on = (metrics == "on", shadow == "on")
+                servers[label] = start_server(scratch, args.workers, *on)
         pngs = [digit_png(i) for i in range(BATCH)]
         cases = {label: payloads(port, pngs) for label, (_, port) in servers.items()}
         for name in next(iter(cases.values())):
@@ -234,6 +270,16 @@ def main() -> None:
             f"recording metrics in process: {metrics_cost(probabilities[:1]):.1f} us CPU per "
             f"1-image request, {metrics_cost(probabilities, 200):.1f} us per {BATCH}-image one"
         )
+        if args.shadow != "off":
+            one, batch = shadow_cost(scratch, pngs)
+            print(f"shadow in process: {one:.1f} us CPU per 1-image request, {batch:.1f} us per 64")
+        for label, (_, port) in servers.items():
+            shadow = httpx.get(f"http://127.0.0.1:{port}/model").json()["shadow"]
+            for version, record in (shadow or {}).get("versions", {}).items():
+                print(
+                    f"{label}: the shadow (v{version}) compared {record['compared']} images, "
+                    f"skipped {record['skipped']} (queue full)"
+                )
     finally:
         for server, _ in servers.values():
             server.terminate()
