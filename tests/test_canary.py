@@ -144,3 +144,37 @@ def test_the_thresholds_need_enough_evidence() -> None:
     assert step_back_reason(four, limits)[0] == "error"
     with pytest.raises(ValueError, match="canary_percent > 0 needs serve.shadow"):
         ServeParams(canary_percent=5)
+
+
+@pytest.mark.slow
+def test_a_real_server_steps_back_and_tells_prefect(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import httpx
+
+    from tests.process_helpers import mnist_server, prefect_server
+
+    pool = images(400, 2)
+    differ = pool[digits_of(registry, 1, pool) != digits_of(registry, 2, pool)][:8]
+    serve = {"shadow": "staging", "canary_percent": 100, "canary_min_images": 5}
+    (tmp_path / "prefect").mkdir()
+    with prefect_server(tmp_path / "prefect") as env:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)  # the serve process's environment
+        with mnist_server(tmp_path, tmp_path / "serve.log", **serve) as url:
+            answered = []
+            for image in differ:
+                answer = httpx.post(f"{url}/predict", json={"images": [image.tolist()]})
+                answered.append(answer.json()["model"]["version"])
+            body = {"filter": {"event": {"name": [canary.STEPPED_BACK]}}, "limit": 10}
+            deadline, events = time.monotonic() + 60, []
+            while not events and time.monotonic() < deadline:
+                found = httpx.post(f"{env['PREFECT_API_URL']}/events/filter", json=body)
+                events = found.json()["events"]
+                time.sleep(0.5)
+    assert answered == [2] * 5 + [1] * 3
+    (event,) = events
+    assert event["resource"]["prefect.resource.id"] == f"mnist.model.{registry.name}"
+    assert event["payload"]["version"] == 2 and event["payload"]["reason"] == "disagreement"

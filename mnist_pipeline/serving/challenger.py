@@ -51,7 +51,7 @@ class Challenger:
     def __init__(self, registry: Registry, limits: ServeParams, seed: int | None = None) -> None:
         if limits.shadow is None:
             raise ValueError("a challenger needs serve.shadow")
-        self.model = ServedModel(registry, limits.shadow)
+        self.model = ServedModel(registry, limits.shadow, role="shadow: ")
         self.limit = limits.shadow_queue_images
         self.canary = Canary(limits, registry.name, seed)
         self.metrics: ChallengerMetrics | None = None

@@ -85,9 +85,10 @@ def load_version(registry: Registry, ref: str) -> Loaded:
 class ServedModel:
     """The version `ref` currently names, reloaded when the alias moves."""
 
-    def __init__(self, registry: Registry, ref: str) -> None:
+    def __init__(self, registry: Registry, ref: str, role: str = "") -> None:
         self.registry = registry
         self.ref = ref
+        self.role = role  # what its log lines start with ("shadow: " for the challenger)
         self.current: Loaded | None = None
         self.problem: str | None = None  # why the newest target is not the one served
         self.checked: float | None = None  # time.time() of the last check
@@ -112,13 +113,15 @@ class ServedModel:
             except Exception as exc:  # noqa: BLE001 - whatever fails, the old version serves on
                 message = str(exc) or type(exc).__name__
                 if message != self.problem:
-                    logger.error("keeping %s: %s", self._serving(), message)
+                    logger.error("%skeeping %s: %s", self.role, self._serving(), message)
                     self._tell("refused")
                 self.problem = message
                 return False
             first = self.current is None
             before, self.current, self.problem = self._serving(), loaded, None
-            logger.info("now serving %s v%d (was %s)", self.registry.name, target, before)
+            logger.info(
+                "%snow serving %s v%d (was %s)", self.role, self.registry.name, target, before
+            )
             self._tell("loaded" if first else "swapped")
             return True
 
