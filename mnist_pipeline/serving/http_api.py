@@ -7,7 +7,7 @@
     GET  /readyz    a verified model is loaded (503 until then)
     GET  /metrics   Prometheus metrics (serve.metrics; serving/metrics.py and observe.py)
     GET  /model     the served version's card summary, the alias followed, the last refusal,
-                    whether the alias's Prefect events are followed
+                    whether the alias's Prefect events are followed, the shadow's record
     GET  /model.onnx, /model/card   the served version's verified bytes (model_files.py)
     POST /feedback  only with feedback credentials (feedback.py): a bearer token, multipart
                     `file` and `label`, quarantined in data/pending/ for review
