@@ -21,6 +21,7 @@ from tests.challenger_helpers import TOKEN, digits_of, samples, served_api
 from tests.registry_helpers import MODEL, stored
 from tests.registry_helpers import writable as unlocked
 
+PNG = {"content-type": "image/png"}
 _models, registry = challenger_helpers._models, challenger_helpers.registry  # fixtures
 digits = challenger_helpers.digits
 
@@ -36,7 +37,7 @@ def test_the_shadow_compares_every_answered_image(
             answer = api.post("/predict", files=files).json()
             assert answer["model"] == {"name": MODEL, "version": 1}
             production += [p["digit"] for p in answer["predictions"]]
-        raw = api.post("/predict", content=digits[3], headers={"content-type": "image/png"})
+        raw = api.post("/predict", content=digits[3], headers=PNG)
         production.append(raw.json()["predictions"][0]["digit"])
         assert challenger.wait_idle(30)
         from mnist_pipeline.data.preprocess import preprocess_bytes
@@ -74,7 +75,7 @@ def test_a_full_queue_skips_and_counts_and_fails_no_request(
     api, challenger = served_api(registry, shadow="staging", shadow_queue_images=2)
     try:
         for i in range(10):
-            answer = api.post("/predict", content=digits[i], headers={"content-type": "image/png"})
+            answer = api.post("/predict", content=digits[i], headers=PNG)
             assert answer.status_code == 200 and answer.json()["model"]["version"] == 1
         record = api.get("/model").json()["shadow"]["versions"]["2"]
         assert record["skipped"] == 8 and record["compared"] == 0
@@ -103,15 +104,35 @@ def test_a_missing_or_tampered_shadow_is_a_warning_and_production_answers(
             said = [r.getMessage() for r in caplog.records]
             assert any(m.startswith("shadow: keeping nothing") and problem in m for m in said)
             for d in range(3):
-                answer = api.post(
-                    "/predict", content=digits[d], headers={"content-type": "image/png"}
-                )
+                answer = api.post("/predict", content=digits[d], headers=PNG)
                 assert answer.status_code == 200 and answer.json()["model"]["version"] == 1
             shadow = api.get("/model").json()["shadow"]
             assert shadow["model"] is None and problem in shadow["problem"]
             assert shadow["versions"] == {} and shadow["canary"]["now"] == 0
         finally:
             challenger.stop()
+
+
+def test_a_failing_challenger_is_logged_and_production_answers(
+    registry: Registry, digits: list[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    from types import SimpleNamespace
+
+    def broken(_digits: np.ndarray) -> np.ndarray:
+        raise RuntimeError("the challenger's session broke")
+
+    for percent in (100, 0):  # answering as canary, then shadowing
+        api, challenger = served_api(registry, shadow="staging", canary_percent=percent)
+        challenger.model.current = SimpleNamespace(version=2, probabilities=broken)
+        try:
+            with caplog.at_level(logging.ERROR, logger="mnist_pipeline.serve"):
+                answer = api.post("/predict", content=digits[0], headers=PNG)
+                assert challenger.wait_idle(30)
+            assert answer.status_code == 200 and answer.json()["model"]["version"] == 1
+            assert "the challenger's session broke" in caplog.text
+        finally:
+            challenger.stop()
+            caplog.clear()
 
 
 def test_feedback_labels_score_both_models_and_the_report_judges(

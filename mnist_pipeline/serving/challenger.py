@@ -42,7 +42,7 @@ class Job(NamedTuple):
 
     digits: np.ndarray  # float32 [N, 28, 28]
     production: np.ndarray  # production's digits [N]
-    uploads: list[bytes] | None  # the uploaded bytes per image (None: a JSON batch)
+    keys: list[str]  # SHA-256 of each image's uploaded bytes (none for a JSON batch)
 
 
 class Challenger:
@@ -85,21 +85,39 @@ class Challenger:
     def answer(
         self, production: Loaded, digits: np.ndarray, uploads: list[bytes] | None
     ) -> tuple[Loaded, np.ndarray]:
-        """The version that answers these images and its probabilities [N, 10]."""
+        """The version that answers these images and its probabilities [N, 10]. Only
+        production's own failure fails the request: the challenger's is logged."""
         challenger = self.model.current
-        version = None if challenger is None else challenger.version
-        if challenger is not None and self.canary.takes(version):
-            answered = challenger.probabilities(digits)
-            ours = production.probabilities(digits).argmax(axis=1)
-            self._record(challenger.version, production.version, ours, answered.argmax(1), uploads)
-            return challenger, answered
+        if challenger is None:
+            return production, production.probabilities(digits)
+        # hashed here, not in the queue: a job holds 64 bytes per image, not the upload
+        keys = [hashlib.sha256(data).hexdigest() for data in uploads or ()]
+        if self.canary.takes(challenger.version):
+            try:
+                answered = challenger.probabilities(digits)
+                ours = production.probabilities(digits).argmax(axis=1)
+                self._record(challenger.version, production.version, ours, answered.argmax(1), keys)
+                return challenger, answered
+            except Exception:  # noqa: BLE001 - production answers instead
+                logger.exception(
+                    "shadow: canary v%d failed; production answers", challenger.version
+                )
         probabilities = production.probabilities(digits)
-        if challenger is not None:
-            self._shadow(challenger.version, Job(digits, probabilities.argmax(axis=1), uploads))
+        try:
+            self._shadow(challenger.version, Job(digits, probabilities.argmax(axis=1), keys))
+        except Exception:  # noqa: BLE001 - the answer goes out regardless
+            logger.exception("shadow: could not queue %d image(s)", len(digits))
         return production, probabilities
 
     def label(self, sha256: str, truth: int) -> None:
-        """A trusted label for the uploaded image with this SHA-256 (from /feedback)."""
+        """A trusted label for the uploaded image with this SHA-256 (from /feedback); a failure
+        here is logged, never the feedback's."""
+        try:
+            self._label(sha256, truth)
+        except Exception:  # noqa: BLE001 - the claim is stored whatever the record does
+            logger.exception("shadow: could not score the label of %s", sha256[:12])
+
+    def _label(self, sha256: str, truth: int) -> None:
         with self._lock:
             seen = self.memory.take(sha256)
             if seen is None:
@@ -157,17 +175,16 @@ class Challenger:
         production_version: int | None,
         production: np.ndarray,
         challenger: np.ndarray,
-        uploads: list[bytes] | None,
+        keys: list[str],
         canary: bool = True,
     ) -> None:
-        # a JSON batch has no uploaded bytes: its images cannot be labelled by /feedback
-        keys = [hashlib.sha256(data).hexdigest() for data in uploads or ()]
         answers = zip(production.tolist(), challenger.tolist(), strict=True)
         with self._lock:
             tally = self._tally(version)
             differ = tally.compare(production, challenger)
             tally.canary += len(production) if canary else 0
-            for key, (ours, theirs) in zip(keys, answers, strict=False):  # keys may be none
+            # a JSON batch has no keys: its images cannot be labelled through /feedback
+            for key, (ours, theirs) in zip(keys, answers, strict=False):
                 self.memory.remember(key, Answered(version, ours, theirs))
             self.canary.judge(tally, production_version)
         if self.metrics is not None:
@@ -179,9 +196,7 @@ class Challenger:
                 challenger = self.model.current
                 if challenger is not None:  # a version that went away since: not compared
                     theirs = self.classify(challenger, job.digits)
-                    self._record(
-                        challenger.version, None, job.production, theirs, job.uploads, False
-                    )
+                    self._record(challenger.version, None, job.production, theirs, job.keys, False)
             except Exception:  # noqa: BLE001 - a failed shadow never stops the next one
                 logger.exception("the shadow model failed on %d image(s)", len(job.digits))
             finally:
