@@ -86,6 +86,11 @@ def test_a_canary_that_disagrees_steps_back_and_production_answers(
         assert scraped[("mnist_serve_canary_step_backs_total", back)] == 1
         assert scraped[("mnist_serve_canary_percent", ())] == 0
         challenger.wait_idle(30)
+        registry.promote(1, "staging")  # the alias moves: that version starts afresh
+        assert challenger.model.refresh()
+        assert api.get("/model").json()["shadow"]["canary"]["now"] == 100
+        assert samples(api)[("mnist_serve_canary_percent", ())] == 100
+        assert versions(api, differ[:1]) == [1]  # v1 as canary
         (event, model, payload), *more = emitted
         assert not more and event == canary.STEPPED_BACK and model == registry.name
         assert (payload["version"], payload["production"], payload["reason"]) == (

@@ -80,7 +80,12 @@ class Challenger:
     def count(self, metrics: ChallengerMetrics) -> None:
         """Record into `metrics` from now on."""
         self.metrics = self.canary.metrics = metrics
-        metrics.canary_percent.set(self.canary.percent(self._version()))
+
+        def share(_event: str, version: int | None) -> None:  # a new version starts afresh
+            metrics.canary_percent.set(self.canary.percent(version))
+
+        self.model.listener = share
+        share("counting", self._version())
 
     def answer(
         self, production: Loaded, digits: np.ndarray, uploads: list[bytes] | None
