@@ -32,7 +32,8 @@ from flows.artifacts import (
     publish_up_to_date,
 )
 from flows.notify import notify_failure
-from mnist_pipeline.core.errors import GateError, StageFailed
+from flows.trials import publish_trial, trial_row
+from mnist_pipeline.core.errors import GateError, ParamsError, StageFailed
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, load_params
 from mnist_pipeline.pipeline import runs, stages
@@ -79,6 +80,15 @@ def flow_overrides(
     return {key: value for key, value in pairs.items() if value is not None}
 
 
+def merged_overrides(given: dict[str, Any] | None, named: dict[str, Any]) -> dict[str, Any]:
+    """The `overrides` parameter plus the named parameters' overrides (a key in both: error)."""
+    given = dict(given or {})
+    both = sorted(set(given) & set(named))
+    if both:
+        raise ParamsError(f"override {both[0]!r} is given twice: in overrides and as a parameter")
+    return given | named
+
+
 def run_folder_name() -> str:
     """<flow-run-name>-<id prefix> inside a flow run (unique), local-<random> outside one."""
     if flow_run.id:
@@ -120,17 +130,20 @@ def retrain(
     notify_block: str | None = None,
     workdir: str = ".",
     params_file: str = "params.yaml",
+    overrides: dict[str, Any] | None = None,
+    trial: bool = False,
 ) -> dict[str, Any] | State:
     """Retrain, gate, export, check and register; a no-op when nothing changed (unless force).
 
     `isolated` (default) writes into runs/<flow-run>/; False writes models/ and reports/ in
     `workdir` as the CLI does. `notify_block` names a notification block told about a failure.
+    `overrides` are dotted params (`{"train.seed": 2}`), as the named ones. A `trial` (a sweep's)
+    only trains, always, registers nothing and publishes its validation accuracy (`mnist-trial`).
     """
     started = time.perf_counter()
     project = Path(workdir).resolve()
-    params = load_params(
-        project / params_file, flow_overrides(epochs, learning_rate, min_accuracy, mirror)
-    )
+    named = flow_overrides(epochs, learning_rate, min_accuracy, mirror)
+    params = load_params(project / params_file, merged_overrides(overrides, named))
     publish_params(params)
     shared = Layout(project)  # the verified dataset (fetched under a lock) and the registry
     layout = Layout.for_run(project, run_folder_name()) if isolated else shared
@@ -145,6 +158,13 @@ def retrain(
     publish_ingest(ingested)
     checked = run_inputs(params, shared, layout, wait_for=[state], return_state=True)
     fingerprint, same = _value("inputs", checked)
+    if trial:  # a sweep's trial: train only (never evaluated on the test set)
+        _, (trained, _) = _run("train", params, layout, [checked])
+        row = trial_row(layout, trained.val_accuracy)
+        publish_trial(row)
+        message = f"trained, not registered: val accuracy {trained.val_accuracy}"
+        print(message)
+        return Completed(message=message, data={"up_to_date": False, **row})
     if same is not None and not force:
         message = f"up to date: v{same} has the same inputs"
         print(f"{message} (fingerprint {fingerprint['sha256'][:12]}); nothing trained")
@@ -166,6 +186,10 @@ def retrain(
             raise
         upstream = [state]
     registration = results["register"]
+    trained = trial_row(layout, results["train"].val_accuracy)
+    publish_trial(
+        trained | {"version": registration.version, "registered": registration.registered}
+    )
     wall = time.perf_counter() - started
     overhead = wall - sum(timings.values())
     print(  # log_prints: a log line in a flow run, plain output under .fn()

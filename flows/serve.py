@@ -31,6 +31,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.schedules import Cron
 
 from flows.retrain import retrain
+from flows.sweep import sweep
 from mnist_pipeline.core.params import Params, load_params
 from mnist_pipeline.inbox.events import inbox_trigger
 
@@ -62,6 +63,27 @@ def deployment_options(
     }
 
 
+def trial_options(workdir: str, params_file: str) -> dict[str, Any]:
+    """The sweep's trial deployment of the retraining flow: no schedule, trigger or limit (the
+    workers' own limits bound it); a run trains and registers nothing unless told."""
+    return {
+        "name": "trial",
+        "parameters": {"workdir": workdir, "params_file": params_file, "trial": True},
+        "description": "A sweep's trial: train one config and report its validation accuracy.",
+        "tags": ["mnist", "sweep"],
+    }
+
+
+def sweep_options(workdir: str, params_file: str) -> dict[str, Any]:
+    """The sweep's deployment (a run's `grid` is its parameter: a list of dotted overrides)."""
+    return {
+        "name": "sweep",
+        "parameters": {"workdir": workdir, "params_file": params_file},
+        "description": "Train a grid of configs as trials; register the best by validation.",
+        "tags": ["mnist", "sweep"],
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse options, then serve the deployment until interrupted."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -75,18 +97,22 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path(args.workdir).resolve()
     params = load_params(workdir / args.params_file)
     options = deployment_options(params, str(workdir), args.params_file, args.cron)
+    deployments = [
+        (retrain, "flows/retrain.py:retrain", options),
+        (retrain, "flows/retrain.py:retrain", trial_options(str(workdir), args.params_file)),
+        (sweep, "flows/sweep.py:sweep", sweep_options(str(workdir), args.params_file)),
+    ]
     if args.pool is None:
         # Stopping this process (a host restart) must not pause the schedule (Prefect's default
         # would, PrefectHQ/prefect#16363); pause on purpose with `prefect deployment pause`.
-        serve(retrain.to_deployment(**options), pause_on_shutdown=False)
+        serve(*(f.to_deployment(**o) for f, _, o in deployments), pause_on_shutdown=False)
         return
-    # Workers run the flow from this checkout (a set_working_directory pull step).
-    source = retrain.from_source(source=str(REPO_ROOT), entrypoint="flows/retrain.py:retrain")
-    deployment_id = source.to_deployment(**options).apply(work_pool_name=args.pool)
-    print(
-        f"deployment {retrain.name}/{options['name']} ({deployment_id}) on work pool "
-        f"{args.pool!r}; start a worker: prefect worker start --pool {args.pool}"
-    )
+    for served, entrypoint, served_options in deployments:
+        # Workers run the flow from this checkout (a set_working_directory pull step).
+        source = served.from_source(source=str(REPO_ROOT), entrypoint=entrypoint)
+        deployment_id = source.to_deployment(**served_options).apply(work_pool_name=args.pool)
+        print(f"deployment {served.name}/{served_options['name']} ({deployment_id})")
+    print(f"on work pool {args.pool!r}; start a worker: prefect worker start --pool {args.pool}")
 
 
 if __name__ == "__main__":

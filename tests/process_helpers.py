@@ -132,3 +132,20 @@ def mnist_server(
         yield url
     finally:
         stop(proc)
+
+
+@contextmanager
+def git_daemon(served: Path, log: Path) -> Iterator[str]:
+    """`git daemon` serving the repositories in `served` on 127.0.0.1; yields its base URL."""
+    port = free_port()
+    args = ["git", "daemon", "--reuseaddr", "--export-all", "--informative-errors"]
+    args += ["--listen=127.0.0.1", f"--port={port}", f"--base-path={served}", str(served)]
+    proc = start(args, dict(os.environ), log, served)
+    url = f"git://127.0.0.1:{port}"
+    try:
+        probe = ["git", "ls-remote", f"{url}/mnist-pipeline.git"]
+        up = lambda: subprocess.run(probe, capture_output=True, timeout=10).returncode == 0  # noqa: E731
+        wait_for(up, 30, "git daemon", proc, log)
+        yield url
+    finally:
+        stop(proc)

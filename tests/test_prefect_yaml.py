@@ -9,11 +9,8 @@ must clone the deployed commit into the worker's folder and write everything the
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -25,11 +22,11 @@ from prefect.events import DeploymentEventTrigger
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from flows.deploy_source import SourceError, check_pushed, check_url, resolve_source, source
-from flows.serve import deployment_options
+from flows.serve import deployment_options, sweep_options, trial_options
 from mnist_pipeline.core.params import load_params
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT, unavailable
-from tests.process_helpers import free_port, prefect_server, start, stop, wait_for
+from tests.process_helpers import git_daemon, prefect_server, start, stop, wait_for
 
 BIN = Path(sys.executable).parent
 AUTH = "mnist:test-secret"
@@ -49,7 +46,7 @@ def git(*args: str, cwd: Path) -> str:
 def test_prefect_yaml_deploys_what_serve_deploys() -> None:
     """The same name, schedule, trigger, limits and parameters as flows/serve.py builds from
     params.yaml, with the clone (".") as the project folder."""
-    (deployment,) = spec()["deployments"]
+    deployment = deployments()["weekly"]
     options = deployment_options(load_params(REPO_ROOT / "params.yaml"), ".", "params.yaml")
     assert deployment["name"] == options["name"]
     assert deployment["entrypoint"] == "flows/retrain.py:retrain"
@@ -66,6 +63,26 @@ def test_prefect_yaml_deploys_what_serve_deploys() -> None:
     assert deployment["tags"] == options["tags"]
     triggers = [DeploymentEventTrigger(**t) for t in deployment["triggers"]]
     assert [t.model_dump() for t in triggers] == [t.model_dump() for t in options["triggers"]]
+
+
+def deployments() -> dict[str, dict]:
+    return {d["name"]: d for d in spec()["deployments"]}
+
+
+def test_prefect_yaml_deploys_the_sweep_as_serve_does() -> None:
+    """The sweep and its trials: the same options as flows/serve.py builds, on the same pool."""
+    found = deployments()
+    assert sorted(found) == ["sweep", "trial", "weekly"]
+    built = {"trial": trial_options(".", "params.yaml"), "sweep": sweep_options(".", "params.yaml")}
+    for name, options in built.items():
+        deployment = found[name]
+        assert deployment["name"] == options["name"]
+        for key in ("parameters", "description", "tags"):
+            assert deployment[key] == options[key], (name, key)
+        assert deployment["work_pool"] == found["weekly"]["work_pool"]
+        assert "schedules" not in deployment and "triggers" not in deployment
+    assert found["trial"]["entrypoint"] == "flows/retrain.py:retrain"
+    assert found["sweep"]["entrypoint"] == "flows/sweep.py:sweep"
 
 
 def test_source_refuses_what_a_worker_cannot_clone(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -96,23 +113,6 @@ def test_source_refuses_what_a_worker_cannot_clone(tmp_path: Path, monkeypatch, 
     monkeypatch.setenv("MNIST_PIPELINE_REPO", "https://git.example.com/mnist-pipeline.git")
     with pytest.raises(SourceError, match="not a git checkout"):
         resolve_source(tmp_path)  # e.g. an unpacked archive
-
-
-@contextmanager
-def git_daemon(served: Path, log: Path) -> Iterator[str]:
-    """`git daemon` serving the repositories in `served` on 127.0.0.1; yields its base URL."""
-    port = free_port()
-    args = ["git", "daemon", "--reuseaddr", "--export-all", "--informative-errors"]
-    args += ["--listen=127.0.0.1", f"--port={port}", f"--base-path={served}", str(served)]
-    proc = start(args, dict(os.environ), log, served)
-    url = f"git://127.0.0.1:{port}"
-    try:
-        probe = ["git", "ls-remote", f"{url}/mnist-pipeline.git"]
-        up = lambda: subprocess.run(probe, capture_output=True, timeout=10).returncode == 0  # noqa: E731
-        wait_for(up, 30, "git daemon", proc, log)
-        yield url
-    finally:
-        stop(proc)
 
 
 def smoke_params(path: Path, mirror: Path) -> str:

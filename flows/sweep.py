@@ -1,0 +1,152 @@
+"""The sweep flow: train a small grid of configs on the work pool, register the best.
+
+Phase 1 starts one child run per config of the trial deployment (`run_deployment`, parameters
+`overrides` = the config and `trial=True`): each trains on whichever worker takes it and
+publishes its validation accuracy as the `mnist-trial` artifact (flows/trials.py), read back
+over the API (workers share no folder with this run). Phase 2 picks the best by validation
+accuracy (a tie: the earliest config; failed trials are reported and left out) and starts one
+more run of the registering deployment with that config: training is deterministic for given
+params and data, so it retrains the winner, which is then gated, exported and registered as any
+retraining. The grid is checked whole before any child starts (mnist_pipeline/pipeline/sweep.py).
+
+    python -m flows.sweep grid.yaml     # a YAML list of configs; needs the deployments
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect import flow, get_run_logger
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
+
+from flows.trials import read_trial
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.validators import load_yaml_strict
+from mnist_pipeline.pipeline.sweep import Trial, check_grid, pick_best, summary_lines
+
+TRIAL_DEPLOYMENT = "mnist-retrain/trial"
+REGISTER_DEPLOYMENT = "mnist-retrain/weekly"
+POLL_S = 2.0
+
+
+def wait_all(client: SyncPrefectClient, ids: list[UUID], timeout_s: float) -> list[FlowRun]:
+    """The flow runs `ids` once every one is final (a PipelineError after `timeout_s`)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        runs = [client.read_flow_run(i) for i in ids]
+        if all(r.state is not None and r.state.is_final() for r in runs):
+            return runs
+        if time.monotonic() > deadline:
+            waiting = [r.name for r in runs if r.state is None or not r.state.is_final()]
+            raise PipelineError(
+                f"sweep: child runs not finished after {timeout_s:.0f} s: {waiting}"
+            )
+        time.sleep(POLL_S)
+
+
+def trial_of(client: SyncPrefectClient, index: int, config: dict[str, Any], run: FlowRun) -> Trial:
+    """What child `run` of config `index` reported (an error when it failed or reported none)."""
+    state = run.state
+    if state is None or not state.is_completed():
+        name = "no state" if state is None else state.name
+        message = "" if state is None or not state.message else f": {state.message}"
+        return Trial(index, config, flow_run=str(run.id), error=f"run {run.name} {name}{message}")
+    row = read_trial(client, run.id)
+    if row is None or row.get("val_accuracy") is None:
+        return Trial(index, config, flow_run=str(run.id), error=f"run {run.name} reported no trial")
+    return Trial(
+        index,
+        config,
+        val_accuracy=float(row["val_accuracy"]),
+        fingerprint=row.get("fingerprint"),
+        state_dict_sha256=row.get("state_dict_sha256"),
+        flow_run=str(run.id),
+    )
+
+
+def start_child(
+    deployment: str, params_file: str, config: dict[str, Any], trial: bool, tag: str
+) -> UUID:
+    """One child run of `deployment` with `config` as its overrides; returns its id."""
+    parameters = {"params_file": params_file, "overrides": config, "trial": trial}
+    run = run_deployment(deployment, parameters=parameters, timeout=0, tags=["sweep", tag])
+    return run.id
+
+
+@flow(name="mnist-sweep", log_prints=True)
+def sweep(
+    grid: list[dict[str, Any]],
+    workdir: str = ".",
+    params_file: str = "params.yaml",
+    trial_deployment: str = TRIAL_DEPLOYMENT,
+    register_deployment: str = REGISTER_DEPLOYMENT,
+    timeout_s: float = 3600,
+) -> dict[str, Any]:
+    """Train every config of `grid` (dotted `model.*`/`train.*` overrides of `params_file`,
+    a path each child reads in its own project folder) as child runs of `trial_deployment`,
+    then retrain and register the best by validation accuracy through `register_deployment`.
+    Fails when the grid is bad (before any child starts), when no trial succeeded, or when the
+    registering run fails."""
+    checked = check_grid(grid, Path(workdir).resolve() / params_file)  # before any child
+    configs = [config for config, _ in checked]
+    logger = get_run_logger()
+    with get_client(sync_client=True) as client:
+        ids = [
+            start_child(trial_deployment, params_file, c, True, f"trial-{i}")
+            for i, c in enumerate(configs)
+        ]
+        runs = wait_all(client, ids, timeout_s)
+        trials = [
+            trial_of(client, i, c, r) for i, (c, r) in enumerate(zip(configs, runs, strict=True))
+        ]
+        for trial in trials:
+            if not trial.ok:
+                logger.warning("sweep: grid[%d] failed: %s", trial.index, trial.error)
+        best = pick_best(trials)  # fails only when no trial succeeded
+        print("\n".join(["trials (* best by validation accuracy):", *summary_lines(trials, best)]))
+        final_id = start_child(register_deployment, params_file, best.config, False, "winner")
+        (final,) = wait_all(client, [final_id], timeout_s)
+        if not final.state.is_completed():
+            raise PipelineError(
+                f"sweep: registering run {final.name} {final.state.name}: {final.state.message}"
+            )
+        retrained = read_trial(client, final.id)  # None: up to date, nothing trained
+    version = None if retrained is None else retrained.get("version")
+    reproduced = (
+        None if retrained is None else (retrained["state_dict_sha256"] == best.state_dict_sha256)
+    )
+    if reproduced is False:  # e.g. a worker with another CPU: its own weights are registered
+        logger.warning("sweep: the registering run's weights differ from the trial's")
+    outcome = final.state.message if version is None else f"v{version}"
+    print(f"best grid[{best.index}] {best.config}: run {final.name}: {outcome}")
+    return {
+        "best": best.index,
+        "config": best.config,
+        "val_accuracy": best.val_accuracy,
+        "trials": [asdict(t) for t in trials],
+        "registering_run": str(final.id),
+        "version": version,
+        "outcome": outcome,
+        "retrained": retrained,
+        "reproduced": reproduced,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m flows.sweep GRID.yaml`: one sweep (the deployments must exist)."""
+    parser = argparse.ArgumentParser(description="Sweep a grid of configs; register the best.")
+    parser.add_argument("grid", type=Path, help="YAML list of configs (dotted params overrides)")
+    parser.add_argument("--params", default="params.yaml", help="params file [params.yaml]")
+    args = parser.parse_args(argv)
+    sweep(grid=load_yaml_strict(args.grid.read_text(encoding="utf-8")), params_file=args.params)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""A sweep's pure parts: its grid of configs, checked whole, and the pick of the best trial.
+
+A config is a mapping of dotted params overrides (`{"train.learning_rate": 0.002}`), applied
+to the project's params file exactly as the retraining flow applies its own (core/params.py).
+A sweep varies only what shapes the weights (the `model` and `train` sections, those of the
+inputs fingerprint) and compares trials by their validation accuracy, so each config must keep
+a validation split. The best trial is the highest validation accuracy; a tie goes to the
+earliest config in the grid. Test accuracy plays no part: trials never evaluate on the test set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnist_pipeline.core.errors import ParamsError, PipelineError
+from mnist_pipeline.core.params import Params, load_params
+from mnist_pipeline.training.fingerprint import SECTIONS
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One config's outcome: its validation accuracy, or why it has none (`error`)."""
+
+    index: int
+    config: dict[str, Any]
+    val_accuracy: float | None = None
+    fingerprint: str | None = None
+    state_dict_sha256: str | None = None
+    flow_run: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.val_accuracy is not None
+
+
+def _check_config(index: int, config: Any) -> dict[str, Any]:
+    """`config` as a dict of dotted keys in the swept sections (one line naming the problem)."""
+    if not isinstance(config, Mapping):
+        raise ParamsError(
+            f"sweep grid[{index}]: expected a mapping of dotted params, got {config!r}"
+        )
+    for key in config:
+        section = str(key).split(".")[0]
+        if not isinstance(key, str) or "." not in key or section not in SECTIONS:
+            raise ParamsError(
+                f"sweep grid[{index}]: {key!r}: a sweep varies only "
+                f"{', '.join(f'{s}.*' for s in SECTIONS)} params (dotted, e.g. train.epochs)"
+            )
+    return dict(config)
+
+
+def check_grid(grid: Any, params_file: Path) -> list[tuple[dict[str, Any], Params]]:
+    """Every config of `grid` with its effective params (params_file plus the config), or one
+    ParamsError naming the first bad config: an empty grid, an unknown param, a bad value, a
+    config without a validation split, two configs that train the same."""
+    if not isinstance(grid, Sequence) or isinstance(grid, str | bytes):
+        raise ParamsError(f"sweep grid: expected a list of configs, got {grid!r}")
+    if not grid:
+        raise ParamsError("sweep grid is empty: give at least one config")
+    checked: list[tuple[dict[str, Any], Params]] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(grid):
+        config = _check_config(index, raw)
+        try:
+            params = load_params(params_file, config)
+        except ParamsError as exc:
+            raise ParamsError(f"sweep grid[{index}]: {exc}") from None
+        if params.train.val_size == 0:
+            raise ParamsError(
+                f"sweep grid[{index}]: train.val_size is 0: trials are compared by validation "
+                "accuracy, so each needs a validation split"
+            )
+        trained = repr({name: getattr(params, name).model_dump(mode="json") for name in SECTIONS})
+        if trained in seen:
+            raise ParamsError(f"sweep grid[{index}]: trains the same as grid[{seen[trained]}]")
+        seen[trained] = index
+        checked.append((config, params))
+    return checked
+
+
+def pick_best(trials: Sequence[Trial]) -> Trial:
+    """The trial with the highest validation accuracy (a tie: the earliest in the grid); a
+    PipelineError listing every failure when no trial succeeded."""
+    done = [t for t in trials if t.ok]
+    if not done:
+        failures = "; ".join(f"grid[{t.index}]: {t.error}" for t in trials)
+        raise PipelineError(f"sweep: no trial succeeded ({failures})")
+    return max(done, key=lambda t: (t.val_accuracy, -t.index))
+
+
+def summary_lines(trials: Sequence[Trial], best: Trial | None) -> list[str]:
+    """One line per trial (its config, validation accuracy or failure), the best marked."""
+    lines = []
+    for trial in trials:
+        mark = "*" if best is not None and trial.index == best.index else " "
+        outcome = f"val accuracy {trial.val_accuracy:.4f}" if trial.ok else f"FAILED: {trial.error}"
+        lines.append(f"{mark} grid[{trial.index}] {trial.config}: {outcome}")
+    return lines

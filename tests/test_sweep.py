@@ -1,0 +1,225 @@
+"""The sweep: its grid checks and best pick on tiny data, a trial run against Prefect's test
+harness, and the whole sweep for real: prefect.yaml deployed from a git daemon to a Prefect
+server on PostgreSQL, two process workers each in its own folder, a grid of three tiny configs
+on real MNIST."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from flows import sweep as sweep_module
+from flows.retrain import retrain
+from flows.sweep import sweep
+from flows.trials import TRIAL_KEY, read_trial
+from mnist_pipeline.core.errors import ParamsError, PipelineError
+from mnist_pipeline.pipeline.sweep import Trial, check_grid, pick_best, summary_lines
+from mnist_pipeline.registry import Registry
+from tests.conftest import REPO_ROOT, unavailable
+from tests.flow_helpers import latest_artifact, registry_versions, task_runs
+from tests.process_helpers import git_daemon, prefect_server, start, stop
+from tests.test_prefect_yaml import git, smoke_params
+from tests.test_scale_out import postgres, worker_of  # noqa: F401  (postgres: a fixture)
+
+BIN = Path(sys.executable).parent
+WORKERS = ("sweep-1", "sweep-2")
+
+
+def test_check_grid_gives_each_config_its_params(tiny_workdir: Path) -> None:
+    grid = [{"train.learning_rate": 0.002}, {}, {"train.seed": 7, "model.arch": "wide"}]
+    checked = check_grid(grid, tiny_workdir / "params.yaml")
+    assert [config for config, _ in checked] == grid
+    assert [p.train.learning_rate for _, p in checked] == [0.002, 0.001, 0.001]
+    assert checked[2][1].train.seed == 7 and checked[2][1].model.arch == "wide"
+    assert checked[1][1].train.val_size == 32  # the rest from the params file
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ([], r"sweep grid is empty: give at least one config"),
+        ({"train.seed": 1}, "sweep grid: expected a list of configs"),
+        ([{}, 3], r"sweep grid\[1\]: expected a mapping of dotted params, got 3"),
+        (
+            [{"registry.root": "/x"}],
+            r"sweep grid\[0\]: 'registry.root': a sweep varies only model.",
+        ),
+        ([{"epochs": 2}], r"sweep grid\[0\]: 'epochs': a sweep varies only model\.\*, train.*"),
+        ([{}, {"train.epoch": 2}], r"sweep grid\[1\]: .*train.epoch: unknown key"),
+        ([{"train.epochs": 0}], r"sweep grid\[0\]: .*train.epochs: Input should be greater than"),
+        ([{"model.arch": "huge"}], r"sweep grid\[0\]: .*model.arch: Input should be 'classic'"),
+        ([{"train.val_size": 0, "train.temperature_scaling": False}], r"train.val_size is 0"),
+        ([{}, {"train.seed": 1}], r"sweep grid\[1\]: trains the same as grid\[0\]"),
+    ],
+)
+def test_check_grid_refuses_a_bad_grid_in_one_line(
+    tiny_workdir: Path, grid: object, message: str
+) -> None:
+    with pytest.raises(ParamsError, match=message) as refused:
+        check_grid(grid, tiny_workdir / "params.yaml")
+    assert "\n" not in str(refused.value)
+
+
+def test_a_bad_grid_fails_the_sweep_before_any_child_starts(
+    tiny_workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[object] = []
+    monkeypatch.setattr(sweep_module, "start_child", lambda *args: started.append(args))
+    with pytest.raises(ParamsError, match=r"grid\[2\]: .*train.batch_size"):
+        sweep.fn(
+            grid=[{}, {"train.seed": 2}, {"train.batch_size": "big"}], workdir=str(tiny_workdir)
+        )
+    assert started == []
+
+
+def trial(index: int, accuracy: float | None, error: str | None = None) -> Trial:
+    return Trial(index, {"train.seed": index}, val_accuracy=accuracy, error=error)
+
+
+def test_pick_best_by_validation_accuracy_ties_to_the_earliest() -> None:
+    trials = [trial(0, 0.91), trial(1, 0.95), trial(2, 0.95), trial(3, 0.93)]
+    assert pick_best(trials).index == 1
+    assert pick_best(list(reversed(trials))).index == 1  # by grid order, not arrival
+    lines = summary_lines(trials, pick_best(trials))
+    assert lines[1] == "* grid[1] {'train.seed': 1}: val accuracy 0.9500"
+    assert lines[2].startswith("  grid[2]")
+
+
+def test_pick_best_leaves_failures_out_and_fails_only_when_none_succeeded() -> None:
+    failed = trial(0, None, "run a Crashed")
+    trials = [failed, trial(1, 0.90), trial(2, None, "run c Failed: stage train failed: boom")]
+    assert pick_best(trials).index == 1
+    assert summary_lines(trials, None)[0] == "  grid[0] {'train.seed': 0}: FAILED: run a Crashed"
+    with pytest.raises(PipelineError, match="no trial succeeded") as refused:
+        pick_best([failed, trials[2]])
+    assert "grid[0]: run a Crashed; grid[2]: run c Failed: stage train failed: boom" in str(
+        refused.value
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_trial_run_trains_only_and_publishes_its_validation_accuracy(tiny_workdir: Path) -> None:
+    overrides = {"train.learning_rate": 0.002}
+    state = retrain(workdir=str(tiny_workdir), overrides=overrides, trial=True, return_state=True)
+    assert state.is_completed() and state.message.startswith("trained, not registered: val")
+    flow_run_id = state.state_details.flow_run_id
+    assert sorted(task_runs(str(flow_run_id))) == ["fetch", "ingest", "inputs", "train"]
+    assert registry_versions(tiny_workdir) == []
+    with get_client(sync_client=True) as client:
+        row = read_trial(client, flow_run_id)
+    assert row == json.loads(latest_artifact(TRIAL_KEY)["data"])[0]
+    assert set(row) == {"val_accuracy", "fingerprint", "state_dict_sha256"}
+    assert 0 <= row["val_accuracy"] <= 1
+    (run_folder,) = (tiny_workdir / "runs").iterdir()
+    history = list(csv.DictReader((run_folder / "reports" / "train_history.csv").open()))
+    assert float(history[-1]["val_accuracy"]) == row["val_accuracy"]
+    record = json.loads((run_folder / "models" / "model.json").read_text())
+    assert record["fingerprint"]["params"]["train"]["learning_rate"] == 0.002
+    assert row["state_dict_sha256"] == record["state_dict_sha256"]
+    with pytest.raises(ParamsError, match="'train.epochs' is given twice"):
+        retrain.fn(workdir=str(tiny_workdir), epochs=1, overrides={"train.epochs": 2})
+
+
+def last_val_accuracy(history: bytes) -> float:
+    return float(list(csv.DictReader(io.StringIO(history.decode())))[-1]["val_accuracy"])
+
+
+GRID = [{"train.learning_rate": lr} for lr in (0.0003, 0.002, 0.004)]
+
+
+@pytest.mark.e2e
+def test_sweep_on_two_workers_registers_the_best_by_validation(
+    postgres: str,  # noqa: F811
+    tmp_path: Path,
+    real_mirror: Path,
+) -> None:
+    """The commit under test (commit first) deployed with prefect.yaml; the sweep flow runs in
+    this process and its children on the two workers, which share no folder."""
+    if subprocess.run(["git", "daemon", "-h"], capture_output=True).returncode not in (0, 129):
+        unavailable("git daemon is not installed")
+    head = git("rev-parse", "HEAD", cwd=REPO_ROOT)
+    served, deployer = tmp_path / "served", tmp_path / "deployer"
+    folders = [tmp_path / name for name in WORKERS]
+    for folder in (served, tmp_path / "prefect", *folders):
+        folder.mkdir()
+    git("init", "--bare", "-q", "-b", "main", str(served / "mnist-pipeline.git"), cwd=tmp_path)
+    git("push", "-q", str(served / "mnist-pipeline.git"), f"{head}:refs/heads/main", cwd=REPO_ROOT)
+    params_file = smoke_params(tmp_path / "smoke.yaml", real_mirror)
+    logs = [tmp_path / f"{name}.log" for name in WORKERS]
+    database = {"PREFECT_API_DATABASE_CONNECTION_URL": postgres}
+    with (
+        git_daemon(served, tmp_path / "git-daemon.log") as git_url,
+        prefect_server(tmp_path / "prefect", **database) as server_env,
+        temporary_settings(updates={PREFECT_API_URL: server_env["PREFECT_API_URL"]}),
+    ):
+        env = {k: v for k, v in server_env.items() if k != "PYTHONPATH"}
+        repository = f"{git_url}/mnist-pipeline.git"
+        git("clone", "-q", repository, str(deployer), cwd=tmp_path)
+        prefect = str(BIN / "prefect")
+        for args in (
+            [prefect, "work-pool", "create", "mnist", "--type", "process"],
+            [prefect, "--no-prompt", "deploy", "--all"],
+        ):
+            done = subprocess.run(
+                args,
+                env={**env, "MNIST_PIPELINE_REPO": repository},
+                cwd=deployer,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+        worker_env = {**env, "MNIST_MIRROR": str(real_mirror), "PREFECT_WORKER_QUERY_SECONDS": "2"}
+        command = [prefect, "worker", "start", "--pool", "mnist", "--limit", "1", "--name"]
+        workers = [
+            start([*command, name], worker_env, log, folder)
+            for name, log, folder in zip(WORKERS, logs, folders, strict=True)
+        ]
+        try:
+            result = sweep(grid=GRID, workdir=str(deployer), params_file=params_file, timeout_s=480)
+            with get_client(sync_client=True) as client:
+                rows = [read_trial(client, t["flow_run"]) for t in result["trials"]]
+            tasks = {t["flow_run"]: sorted(task_runs(t["flow_run"])) for t in result["trials"]}
+        finally:
+            for worker in workers:
+                stop(worker)
+    output = "".join(log.read_text() for log in logs)
+    # Every trial trained on a worker, both workers took trials, and no trial touched the test
+    # set: trials run fetch, ingest, inputs and train only, and report no test accuracy.
+    ran_by = [worker_of(logs, t["flow_run"]) for t in result["trials"]]
+    assert set(ran_by) == set(WORKERS), (ran_by, output[-4000:])
+    assert all(names == ["fetch", "ingest", "inputs", "train"] for names in tasks.values()), tasks
+    assert all(set(row) == {"val_accuracy", "fingerprint", "state_dict_sha256"} for row in rows)
+    accuracies = [row["val_accuracy"] for row in rows]
+    best = max(range(len(GRID)), key=lambda i: (accuracies[i], -i))
+    assert result["best"] == best and result["config"] == GRID[best], (accuracies, result)
+    # The registering run retrained the winner on a worker: the same inputs, the same weights.
+    registering = worker_of(logs, result["registering_run"])
+    assert registering in WORKERS
+    clone = tmp_path / registering / "mnist-pipeline"
+    assert git("rev-parse", "HEAD", cwd=clone) == head
+    registry = Registry(clone / "registry", "mnist-cnn")
+    (card,) = registry.versions()
+    assert result["version"] == card["version"] == 1
+    assert card["origin"]["flow_run_id"] == result["registering_run"]
+    assert card["params"]["train"]["learning_rate"] == GRID[best]["train.learning_rate"]
+    assert card["fingerprint"]["sha256"] == rows[best]["fingerprint"]
+    assert card["files"]["model.pt"] == rows[best]["state_dict_sha256"]
+    assert result["reproduced"] is True
+    history = registry.fetch(1, "train_history.csv").read_bytes()
+    assert last_val_accuracy(history) == max(accuracies) == result["val_accuracy"]
+    other = tmp_path / next(w for w in WORKERS if w != registering) / "mnist-pipeline"
+    assert (
+        not (other / "registry").exists()
+        or Registry(other / "registry", "mnist-cnn").versions() == []
+    )
+    assert not (deployer / "registry").exists() and not (deployer / "runs").exists()
