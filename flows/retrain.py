@@ -6,7 +6,8 @@ Every stage runs as a task through `mnist_pipeline.pipeline.stages.run`, as the 
 on a hard-linked snapshot of the project's verified dataset and its own ingest of the project's
 inbox; only the dataset folder (fetched under a lock), the inbox (read under its lock) and the
 registry are shared. A run trains nothing when a registered version already has its inputs
-fingerprint (unless `force`). Run once: `python -m flows.retrain` (which, like the CLI, writes
+fingerprint (unless `force`). A `trial` run (a sweep's) only trains and publishes its validation
+accuracy (flows/trials.py). Run once: `python -m flows.retrain` (which, like the CLI, writes
 data/, models/ and reports/ in the repository root).
 """
 

@@ -16,6 +16,9 @@ checkout at the same path:
     python -m flows.serve --pool mnist                  # registers the deployment and exits
     prefect worker start --pool mnist                   # as many as you like
 
+Beside `weekly`, both serve the sweep's deployments: `mnist-retrain/trial` (a trial: train one
+config, register nothing) and `mnist-sweep/sweep` (flows/sweep.py; docs/scale-out.md).
+
 For workers on other machines, deploy prefect.yaml (`prefect deploy --all`): each run clones
 the deployed commit into the worker's own folder (docs/scale-out.md).
 """

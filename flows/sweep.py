@@ -15,19 +15,21 @@ retraining. The grid is checked whole before any child starts (mnist_pipeline/pi
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import yaml
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from flows.trials import read_trial
-from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.errors import ParamsError, PipelineError
 from mnist_pipeline.core.validators import load_yaml_strict
 from mnist_pipeline.pipeline.sweep import Trial, check_grid, pick_best, summary_lines
 
@@ -139,13 +141,28 @@ def sweep(
     }
 
 
+def read_grid(path: Path) -> Any:
+    """A grid file's configs (YAML); an unreadable or malformed file is one ParamsError."""
+    try:
+        return load_yaml_strict(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParamsError(f"sweep grid file {path}: cannot read it ({exc})") from None
+    except yaml.YAMLError as exc:
+        problem = str(exc).splitlines()[0]
+        raise ParamsError(f"sweep grid file {path}: not valid YAML: {problem}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m flows.sweep GRID.yaml`: one sweep (the deployments must exist)."""
+    """`python -m flows.sweep GRID.yaml`: one sweep (the deployments must exist); a bad grid or
+    a sweep that fails is one line on stderr and exit status 1."""
     parser = argparse.ArgumentParser(description="Sweep a grid of configs; register the best.")
     parser.add_argument("grid", type=Path, help="YAML list of configs (dotted params overrides)")
     parser.add_argument("--params", default="params.yaml", help="params file [params.yaml]")
     args = parser.parse_args(argv)
-    sweep(grid=load_yaml_strict(args.grid.read_text(encoding="utf-8")), params_file=args.params)
+    try:
+        sweep(grid=read_grid(args.grid), params_file=args.params)
+    except PipelineError as exc:
+        sys.exit(str(exc))  # each message starts with "sweep"
 
 
 if __name__ == "__main__":

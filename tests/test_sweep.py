@@ -80,6 +80,19 @@ def test_a_bad_grid_fails_the_sweep_before_any_child_starts(
     assert started == []
 
 
+def test_a_grid_file_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "grid.yaml"
+    bad.write_text("- {train.seed: 1, train.seed: 2}\n")  # a duplicate key
+    for path, message in ((bad, "not valid YAML: "), (tmp_path / "none.yaml", "cannot read it")):
+        with pytest.raises(SystemExit) as exited:
+            sweep_module.main([str(path)])
+        assert str(exited.value).startswith(f"sweep grid file {path}: {message}")
+        assert "\n" not in str(exited.value)
+    grid = tmp_path / "ok.yaml"
+    grid.write_text("- {train.learning_rate: 0.002}\n- {}\n")
+    assert sweep_module.read_grid(grid) == [{"train.learning_rate": 0.002}, {}]
+
+
 def trial(index: int, accuracy: float | None, error: str | None = None) -> Trial:
     return Trial(index, {"train.seed": index}, val_accuracy=accuracy, error=error)
 
