@@ -1,7 +1,7 @@
 """The sweep: its grid checks and best pick on tiny data, a trial run against Prefect's test
 harness, and the whole sweep for real: prefect.yaml deployed from a git daemon to a Prefect
 server on PostgreSQL, two process workers each in its own folder, a grid of three tiny configs
-on real MNIST."""
+on real MNIST and one that fails on the workers."""
 
 from __future__ import annotations
 
@@ -147,6 +147,7 @@ def last_val_accuracy(history: bytes) -> float:
 
 
 GRID = [{"train.learning_rate": lr} for lr in (0.0003, 0.002, 0.004)]
+FAILING = {"train.val_size": 60_000}  # valid params, but no training image left: train fails
 
 
 @pytest.mark.e2e
@@ -211,6 +212,11 @@ def test_sweep_on_two_workers_registers_the_best_by_validation(
     ran_by = [worker_of(logs, t["flow_run"]) for t in result["trials"]]
     assert set(ran_by) == set(WORKERS), (ran_by, output[-4000:])
     assert all(names == ["fetch", "ingest", "inputs", "train"] for names in tasks.values()), tasks
+    # The failing trial is reported with its reason and left out of the pick.
+    failed = result["trials"][-1]
+    assert rows[-1] is None and failed["val_accuracy"] is None, failed
+    assert " Failed: " in failed["error"] and "leaves no training images" in failed["error"]
+    rows = rows[:-1]
     assert all(set(row) == {"val_accuracy", "fingerprint", "state_dict_sha256"} for row in rows)
     accuracies = [row["val_accuracy"] for row in rows]
     best = max(range(len(GRID)), key=lambda i: (accuracies[i], -i))
