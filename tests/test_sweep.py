@@ -199,7 +199,8 @@ def test_sweep_on_two_workers_registers_the_best_by_validation(
             for name, log, folder in zip(WORKERS, logs, folders, strict=True)
         ]
         try:
-            result = sweep(grid=GRID, workdir=str(deployer), params_file=params_file, timeout_s=480)
+            grid = [*GRID, FAILING]
+            result = sweep(grid=grid, workdir=str(deployer), params_file=params_file, timeout_s=480)
             with get_client(sync_client=True) as client:
                 rows = [read_trial(client, t["flow_run"]) for t in result["trials"]]
             tasks = {t["flow_run"]: sorted(task_runs(t["flow_run"])) for t in result["trials"]}
