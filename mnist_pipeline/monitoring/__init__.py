@@ -1,0 +1,1 @@
+"""Watching a served model: how live traffic compares with what it was measured on."""
