@@ -122,6 +122,12 @@ class ServeParams(Section):
     canary_min_images: int = Field(default=100, ge=1)  # compared before disagreement is judged
     canary_max_error: float = Field(default=0.1, ge=0, le=1)
     canary_min_labels: int = Field(default=20, ge=1)  # labelled before error is judged
+    # Drift of live traffic from the served version's MNIST test reference (serving/drift.py):
+    # watched whenever that version has a reference; false turns the monitor off.
+    drift: bool = True
+    drift_window: int = Field(default=500, ge=10, le=100_000)  # the last N images compared
+    drift_threshold: float = Field(default=0.25, gt=0)  # PSI of any feature above this: drift
+    drift_cooldown_s: float = Field(default=3600.0, ge=0)  # after a drift event, the next waits
 
     @model_validator(mode="after")
     def _canary_needs_a_shadow(self) -> ServeParams:

@@ -3,7 +3,8 @@
 The pipeline does all the judging before the registry is asked: the candidate's reports must
 hold a passing gate and parity verdict for these very files (candidate.check_reports), the
 promotion decision is reached against production on the same images (promotion.py), and the
-card's description says how the model was made (card.py). The registry then stores the files,
+card's description says how the model was made (card.py), and the version gets the drift
+reference measured on MNIST test (reference.py). The registry then stores the files,
 decides the version number and records the decision. The card records the effective params
 (`model` and `train` as the weights were trained, from the training record; the rest as
 configured now), which is why this stage, unlike the others, takes all of them.
@@ -27,6 +28,7 @@ from mnist_pipeline.core.reports import (
     parse_json_report,
     parse_report,
 )
+from mnist_pipeline.monitoring.drift import REFERENCE_FILE
 from mnist_pipeline.pipeline import announce, promotion
 from mnist_pipeline.pipeline.candidate import (
     Candidate,
@@ -36,6 +38,7 @@ from mnist_pipeline.pipeline.candidate import (
 )
 from mnist_pipeline.pipeline.card import describe, lineage
 from mnist_pipeline.pipeline.evidence import candidate_answers
+from mnist_pipeline.pipeline.reference import drift_reference
 from mnist_pipeline.pipeline.versions import (
     IDENTITY,
     METRICS_FILE,
@@ -75,6 +78,9 @@ def register_candidate(
     reports = RunReports.parse(contents)
     _, trained = check_reports(reports, hashes, params)  # refuses a broken chain
     fingerprint = reports.record.fingerprint
+    reference = drift_reference(candidate, reports.metrics)  # None: no predictions to measure
+    if reference is not None:
+        contents[REFERENCE_FILE] = reference  # stored and listed in the card like the others
     description = describe(
         metrics=reports.metrics,
         parity=reports.parity,

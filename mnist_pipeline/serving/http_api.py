@@ -7,7 +7,8 @@
     GET  /readyz    a verified model is loaded (503 until then)
     GET  /metrics   Prometheus metrics (serve.metrics; serving/metrics.py and observe.py)
     GET  /model     the served version's card summary, the alias followed, the last refusal,
-                    whether the alias's Prefect events are followed, the shadow's record
+                    whether the alias's Prefect events are followed, the shadow's record,
+                    the drift monitor's state
     GET  /model.onnx, /model/card   the served version's verified bytes (model_files.py)
     POST /feedback  only with feedback credentials (feedback.py): a bearer token, multipart
                     `file` and `label`, quarantined in data/pending/ for review
@@ -38,6 +39,7 @@ from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.data.preprocess import ImageError, preprocess_bytes
 from mnist_pipeline.serving import api_schema, model_files
 from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
+from mnist_pipeline.serving.drift import DriftMonitor
 from mnist_pipeline.serving.observe import note_prediction, observe
 from mnist_pipeline.serving.predict import top_digits
 from mnist_pipeline.serving.served_model import ServedModel
@@ -183,6 +185,7 @@ def create_app(
     `feedback` (its credentials and pending area); `challenger` shadows production and answers
     the canary share (challenger.py)."""
     app = FastAPI(title="mnist-pipeline", summary="Classify handwritten digits (ONNX model).")
+    drift = DriftMonitor(served.registry, limits)  # off the response path (serving/drift.py)
 
     @app.exception_handler(ClientError)
     async def client_error(_: Request, exc: ClientError) -> JSONResponse:
@@ -214,7 +217,8 @@ def create_app(
 
     @app.get("/model")
     def model() -> dict[str, Any]:
-        return served.status() | {"shadow": None if challenger is None else challenger.status()}
+        shadow = None if challenger is None else challenger.status()
+        return served.status() | {"shadow": shadow, "drift": drift.status()}
 
     @app.post(
         "/predict",
@@ -237,6 +241,7 @@ def create_app(
             uploads = getattr(request.state, "uploads", None)
             loaded, probabilities = challenger.answer(loaded, digits, uploads)
         note_prediction(request, loaded.version, probabilities)
+        drift.offer(loaded, digits, probabilities)
         predictions = []
         for name, probs in zip(names, probabilities, strict=True):
             ranked = [{"digit": d, "probability": p} for d, p in top_digits(probs, top)]
@@ -260,4 +265,5 @@ def create_app(
     metrics = observe(app, served, limits)  # outermost: every request, refusals included
     if challenger is not None and metrics is not None:
         challenger.count(ChallengerMetrics(metrics.registry))
+    drift.start(metrics)
     return app

@@ -7,6 +7,8 @@
     mnist_serve_model_events_total{event}                     loaded, swapped, refused (refresh)
     mnist_serve_model_version                                 the version each process serves
     mnist_serve_feedback_total{outcome, label}                /feedback claims: pending, known
+    mnist_serve_drift_psi{feature}                            live window's PSI (drift.py)
+    mnist_serve_drift_events_total                            drift events (one per shift)
 
 With several worker processes each one writes its numbers to files in PROMETHEUS_MULTIPROC_DIR
 (prometheus-client's multiprocess mode; `serve` makes a fresh folder and removes it at exit),
@@ -82,6 +84,16 @@ class Metrics:
             ["outcome", "label"],
             **on,
         )
+        self.psi = Gauge(
+            "mnist_serve_drift_psi",
+            "PSI of the live window against the served version's reference, per feature",
+            ["feature"],
+            multiprocess_mode="livemax",
+            **on,
+        )
+        self.drift_events = Counter(
+            "mnist_serve_drift_events", "Drift found (one per shift: a cooldown follows)", **on
+        )
         for event in MODEL_EVENTS:
             self.model_events.labels(event)  # shown at 0 before the first one
         # labels() validates and locks (~4 us a call); the label sets are few, so keep them
@@ -116,6 +128,13 @@ class Metrics:
 
     def feedback_stored(self, outcome: str, label: int) -> None:
         self.feedback.labels(outcome, str(label)).inc()
+
+    def drift_psi(self, psi: dict[str, float]) -> None:
+        for feature, value in psi.items():
+            self.psi.labels(feature).set(value)
+
+    def drift_event(self) -> None:
+        self.drift_events.inc()
 
     def exposition(self) -> bytes:
         """The text format: every worker's files in multiprocess mode, else this registry."""

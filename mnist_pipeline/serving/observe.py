@@ -131,7 +131,8 @@ def access_logger() -> logging.Logger:
 
 def observe(app: FastAPI, served: ServedModel, limits: ServeParams) -> Metrics | None:
     """Add GET /metrics (with `serve.metrics`) and the Observer (with metrics or json_logs) to
-    `app`; the metrics hear `served`'s loads, swaps and refusals from now on. Returns them."""
+    `app`; the metrics hear `served`'s loads, swaps and refusals from now on (returned, for
+    the drift monitor; None with `serve.metrics` off)."""
     metrics = Metrics() if limits.metrics else None
     if metrics is not None:
         served.listener = metrics.model_event

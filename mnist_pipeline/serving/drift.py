@@ -1,0 +1,204 @@
+"""The server's drift monitor: does live traffic still look like MNIST test to the served version?
+
+`/predict` hands each answered batch (images, probabilities, the version that answered) to
+`offer`, which only queues it (a full queue skips the batch, counted): the features, the window
+and the comparison run in the monitor's own thread, off the response path. The window holds the
+last `serve.drift_window` images answered by the served version; once full, each feature's PSI
+against the version's reference (`drift_reference.json`, stored when it was registered;
+monitoring/drift.py) is computed, and any over `serve.drift_threshold` is drift. Drift is
+logged, counted in /metrics and, with a Prefect API configured, emitted as the event
+`mnist.serve.drift` on `mnist.model.<name>`; after one, the next waits `serve.drift_cooldown_s`,
+so one sustained shift makes one event. A version without a reference is not monitored (the
+status says so); a window not yet full has no verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mnist_pipeline.core.service_params import ServeParams
+from mnist_pipeline.monitoring import drift
+from mnist_pipeline.registry import Registry
+
+if TYPE_CHECKING:
+    from mnist_pipeline.serving.metrics import Metrics
+    from mnist_pipeline.serving.served_model import Loaded
+
+DRIFT_EVENT = "mnist.serve.drift"
+QUEUE_BATCHES = 256  # answered batches waiting for the monitor's thread; more are skipped
+logger = logging.getLogger("mnist_pipeline.serve")
+
+
+def emit_drift(model_name: str, payload: dict[str, Any]) -> bool:
+    """Emit the drift event when this process's environment names a Prefect API (Prefect is not
+    imported otherwise); a failure is a logged warning (announce.emit)."""
+    from mnist_pipeline.serving.alias_events import api_configured
+
+    if not api_configured():
+        return False
+    from mnist_pipeline.pipeline.announce import emit
+
+    return emit(DRIFT_EVENT, model_name, payload)
+
+
+class DriftMonitor:
+    """A sliding window of live images compared with the served version's reference."""
+
+    def __init__(self, registry: Registry, params: ServeParams, emitter=emit_drift) -> None:
+        self.registry, self.emitter = registry, emitter
+        self.enabled = params.drift
+        self.size, self.threshold = params.drift_window, params.drift_threshold
+        self.cooldown_s = params.drift_cooldown_s
+        self.metrics: Metrics | None = None
+        self.version: int | None = None
+        self.reference: drift.DriftReference | None = None
+        self.problem: str | None = None  # why the served version is not monitored
+        self.psi: dict[str, float] | None = None
+        self.events, self.last_event, self.skipped = 0, None, 0
+        self._rows = np.zeros((self.size, len(drift.FEATURES)))
+        self._filled = self._next = self._unjudged = 0
+        self._queue: queue.Queue[tuple[Loaded, np.ndarray, np.ndarray] | None] = queue.Queue(
+            maxsize=QUEUE_BATCHES
+        )
+        self._lock = threading.Lock()  # status() reads what the thread writes
+
+    def start(self, metrics: Metrics | None) -> None:
+        """Watch from now on in a daemon thread (nothing with `serve.drift` off)."""
+        self.metrics = metrics
+        if self.enabled:
+            threading.Thread(target=self._loop, name="drift-monitor", daemon=True).start()
+
+    def offer(self, loaded: Loaded, digits: np.ndarray, probabilities: np.ndarray) -> None:
+        """A request's answered batch; never blocks (a full queue skips it, counted)."""
+        if not self.enabled:
+            return
+        try:
+            self._queue.put_nowait((loaded, digits, probabilities))
+        except queue.Full:
+            self.skipped += 1
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def _loop(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while not self._queue.empty() and batch[-1] is not None:
+                batch.append(self._queue.get_nowait())
+            try:
+                self.process([item for item in batch if item is not None])
+            except Exception:  # noqa: BLE001 - the monitor goes on; requests never see it
+                logger.exception("drift monitor: a batch could not be compared")
+            if batch[-1] is None:
+                return
+
+    def process(self, batch: list[tuple[Loaded, np.ndarray, np.ndarray]]) -> None:
+        """Add answered batches to the window and judge it (the monitor thread's work)."""
+        for loaded, digits, probabilities in batch:
+            if loaded.version != self.version:
+                self._switch(loaded)
+            if self.reference is None:
+                continue
+            found = drift.features(digits, probabilities.argmax(axis=1), probabilities.max(axis=1))
+            self._append(np.column_stack([found[name] for name in drift.FEATURES]))
+        if self.reference is not None and self._unjudged >= max(1, self.size // 50):
+            self._judge()
+
+    def _switch(self, loaded: Loaded) -> None:
+        """A new served version: its reference, an empty window."""
+        reference, problem = None, None
+        if drift.REFERENCE_FILE not in loaded.card.files:
+            problem = f"v{loaded.version} has no {drift.REFERENCE_FILE} (registered before drift "
+            problem += "references were measured): not monitored"
+        else:
+            try:
+                data = self.registry.read_file(loaded.version, drift.REFERENCE_FILE)  # verified
+                reference = drift.parse_reference(data, f"v{loaded.version} {drift.REFERENCE_FILE}")
+            except Exception as exc:  # noqa: BLE001 - a bad reference only turns monitoring off
+                problem = f"{exc}: not monitored"
+        if problem is not None:
+            logger.warning("drift monitor: %s", problem)
+        with self._lock:
+            self.version, self.reference, self.problem, self.psi = (
+                loaded.version,
+                reference,
+                problem,
+                None,
+            )
+            self._filled = self._next = self._unjudged = 0
+
+    def _append(self, rows: np.ndarray) -> None:
+        rows = rows[-self.size :]
+        where = (self._next + np.arange(len(rows))) % self.size
+        self._rows[where] = rows
+        self._next = int((self._next + len(rows)) % self.size)
+        self._filled = min(self.size, self._filled + len(rows))
+        self._unjudged += len(rows)
+
+    def _judge(self) -> None:
+        self._unjudged = 0
+        if self._filled < self.size or self.reference is None:
+            return  # too few images for a verdict
+        window = {name: self._rows[:, i] for i, name in enumerate(drift.FEATURES)}
+        psi = {
+            name: round(value, 6) for name, value in drift.compare(self.reference, window).items()
+        }
+        with self._lock:
+            self.psi = psi
+        if self.metrics is not None:
+            self.metrics.drift_psi(psi)
+        over = sorted(name for name, value in psi.items() if value > self.threshold)
+        now = time.time()
+        if not over or (self.last_event is not None and now - self.last_event < self.cooldown_s):
+            return
+        with self._lock:
+            self.events, self.last_event = self.events + 1, now
+        summary = ", ".join(f"{name} {psi[name]:.3f}" for name in over)
+        summary = (
+            f"v{self.version}: PSI {summary} over {self.threshold} in the last {self.size} images"
+        )
+        logger.warning("drift: %s", summary)
+        if self.metrics is not None:
+            self.metrics.drift_event()
+        payload = {
+            "version": self.version,
+            "psi": psi,
+            "drifted": over,
+            "threshold": self.threshold,
+            "window": self.size,
+            "summary": summary,
+        }
+        self.emitter(self.registry.name, payload)
+
+    def status(self) -> dict[str, Any]:
+        """The `drift` object of GET /model."""
+        with self._lock:
+            if not self.enabled:
+                return {"enabled": False, "problem": "serve.drift is false"}
+            monitored = self.reference is not None
+            if not monitored:
+                verdict = None
+            elif self.psi is None:
+                verdict = f"too few images: {self._filled} of {self.size}"
+            else:
+                drifting = any(value > self.threshold for value in self.psi.values())
+                verdict = "drift" if drifting else "normal"
+            return {
+                "enabled": monitored,
+                "version": self.version,
+                "problem": self.problem,
+                "window": self.size,
+                "images": self._filled,
+                "threshold": self.threshold,
+                "verdict": verdict,
+                "psi": self.psi,
+                "events": self.events,
+                "last_event": self.last_event,
+                "skipped": self.skipped,
+            }

@@ -1,0 +1,129 @@
+"""The server's drift monitor (serving/drift.py) and the reference registration stores
+(pipeline/reference.py), in-process on a tiny registered model."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from mnist_pipeline.core.errors import GateError
+from mnist_pipeline.core.service_params import ServeParams
+from mnist_pipeline.monitoring.drift import FEATURES, REFERENCE_FILE, parse_reference
+from mnist_pipeline.pipeline.register import register_candidate
+from mnist_pipeline.registry import Registry
+from mnist_pipeline.serving.drift import DriftMonitor
+from mnist_pipeline.serving.http_api import create_app
+from mnist_pipeline.serving.metrics import Metrics
+from mnist_pipeline.serving.served_model import ServedModel
+from tests.drift_helpers import candidate_with_reference, contract_digits
+from tests.registry_helpers import candidate_in, exported_candidate
+from tests.reports import MODEL, PARAMS
+from tests.test_metrics_endpoint import parse, value
+
+
+@pytest.fixture(scope="module")
+def _candidate(tmp_path_factory: pytest.TempPathFactory):
+    return candidate_with_reference(tmp_path_factory.mktemp("drift") / "c")
+
+
+@pytest.fixture
+def served(tmp_path: Path, _candidate) -> ServedModel:
+    registry = Registry(tmp_path / "registry", MODEL)
+    register_candidate(registry, _candidate, PARAMS)
+    served = ServedModel(registry, "production")
+    served.refresh()
+    return served
+
+
+def answered(served: ServedModel, digits: np.ndarray):
+    loaded = served.current
+    return loaded, digits, loaded.probabilities(digits)
+
+
+def test_registration_stores_the_reference_of_the_test_set_in_the_card(
+    served: ServedModel, _candidate
+) -> None:
+    card = served.current.card
+    data = served.registry.read_file(1, REFERENCE_FILE)  # verified against the card's SHA-256
+    assert REFERENCE_FILE in card.files
+    ref = parse_reference(data, "v1")
+    assert ref.images == 200 and set(ref.features) == set(FEATURES)
+    answers = np.loadtxt(_candidate.predictions, delimiter=",", skiprows=1)
+    digit_shares = np.bincount(answers[:, 2].astype(int), minlength=10) / 200
+    assert ref.features["digit"].shares == pytest.approx(digit_shares.tolist())
+
+
+def test_predictions_other_than_metrics_records_are_refused(tmp_path: Path, _candidate) -> None:
+    folder = tmp_path / "c"
+    candidate = candidate_with_reference(folder, seed=2)
+    candidate.predictions.write_text(candidate.predictions.read_text() + "\n")
+    with pytest.raises(GateError, match="predictions.csv has sha256 .* but metrics.json records"):
+        register_candidate(Registry(tmp_path / "registry", MODEL), candidate, PARAMS)
+
+
+def test_normal_traffic_is_quiet_and_a_shift_makes_one_event(served: ServedModel, _candidate):
+    sent, metrics = [], Metrics()
+    params = ServeParams(drift_window=200, drift_threshold=0.25, drift_cooldown_s=3600)
+    monitor = DriftMonitor(served.registry, params, emitter=lambda *event: sent.append(event))
+    monitor.metrics = metrics
+    digits = contract_digits(_candidate.data_dir)
+    monitor.process([answered(served, digits[:150])])
+    status = monitor.status()
+    assert status["verdict"] == "too few images: 150 of 200" and status["psi"] is None
+    monitor.process([answered(served, digits[150:])])
+    status = monitor.status()
+    assert status["verdict"] == "normal" and status["enabled"] and status["version"] == 1
+    assert max(status["psi"].values()) < 0.05 and sent == []
+    for start in range(0, 200, 20):  # inverted digits, a request at a time
+        monitor.process([answered(served, 1.0 - digits[start : start + 20])])
+    monitor.process([answered(served, 1.0 - digits)])  # still drifting: within the cooldown
+    status = monitor.status()
+    assert status["verdict"] == "drift" and status["events"] == 1 and status["last_event"]
+    ((name, payload),) = sent
+    assert name == MODEL and payload["version"] == 1 and "ink" in payload["drifted"]
+    assert payload["psi"]["ink"] > 0.25 and payload["window"] == 200
+    assert payload["summary"].startswith("v1: PSI ")
+    samples = parse(metrics.exposition().decode())
+    assert value(samples, "mnist_serve_drift_events_total") == 1
+    assert value(samples, "mnist_serve_drift_psi", feature="ink") == status["psi"]["ink"]
+
+
+def test_a_version_without_a_reference_is_not_monitored_and_answers_as_ever(
+    tmp_path: Path,
+) -> None:
+    registry = Registry(tmp_path / "registry", MODEL)
+    register_candidate(registry, candidate_in(exported_candidate(tmp_path / "old", 3)), PARAMS)
+    served = ServedModel(registry, "production")
+    served.refresh()
+    api = TestClient(create_app(served, ServeParams(drift_window=10)))
+    images = {"images": np.zeros((12, 28, 28)).tolist()}
+    assert api.post("/predict", json=images).status_code == 200
+    deadline = time.monotonic() + 30
+    while api.get("/model").json()["drift"]["version"] is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    state = api.get("/model").json()["drift"]
+    assert state["enabled"] is False and state["verdict"] is None and state["version"] == 1
+    assert f"v1 has no {REFERENCE_FILE}" in state["problem"]
+    off = TestClient(create_app(served, ServeParams(drift=False))).get("/model").json()
+    assert off["drift"] == {"enabled": False, "problem": "serve.drift is false"}
+
+
+def test_the_app_feeds_the_monitor_off_the_response_path(served: ServedModel, _candidate):
+    api = TestClient(create_app(served, ServeParams(drift_window=200)))
+    digits = contract_digits(_candidate.data_dir)
+    for start in range(0, 200, 50):
+        answer = api.post("/predict", json={"images": (1.0 - digits[start : start + 50]).tolist()})
+        assert answer.status_code == 200
+    deadline = time.monotonic() + 30
+    while api.get("/model").json()["drift"]["events"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    state = api.get("/model").json()["drift"]
+    assert state["verdict"] == "drift" and state["events"] == 1 and state["images"] == 200
+    scraped = parse(api.get("/metrics").text)
+    assert value(scraped, "mnist_serve_drift_events_total") == 1
+    assert json.dumps(state)  # plain JSON
