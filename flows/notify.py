@@ -1,5 +1,5 @@
-"""Failure notification: a flow-run state hook (failed or crashed) that tells a Prefect
-notification block.
+"""Notifications: a flow-run state hook (failed or crashed) that tells a Prefect notification
+block, and the word a run started by an event (drift, new labelled digits) sends when it starts.
 
 The block is any of Prefect's notification blocks (custom webhook, Slack, Teams, ...), created
 once on the server and named by the `notify_block` flow parameter ("block-type/block-name",
@@ -38,3 +38,14 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
             log.error("could not notify %s about failed run %s: %s", slug, flow_run.name, exc)
     else:
         run_logger.info("notified %s about the failure", slug)
+
+
+def notify_started(slug: str | None, flow_run_name: str, reason: str) -> None:
+    """Tell the block `slug` (if any) that a run started and why; a failure is logged."""
+    if not slug:
+        return
+    subject = f"mnist-retrain run {flow_run_name} started"
+    try:
+        Block.load(slug).notify(body=f"started because: {reason}", subject=subject)
+    except Exception as exc:  # a notifier's failure must not change the run's outcome
+        logger.error("could not notify %s that run %s started: %s", slug, flow_run_name, exc)

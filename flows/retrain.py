@@ -32,7 +32,7 @@ from flows.artifacts import (
     publish_report,
     publish_up_to_date,
 )
-from flows.notify import notify_failure
+from flows.notify import notify_failure, notify_started
 from flows.trials import publish_trial, trial_row
 from mnist_pipeline.core.errors import GateError, ParamsError, StageFailed
 from mnist_pipeline.core.layout import Layout
@@ -133,15 +133,21 @@ def retrain(
     params_file: str = "params.yaml",
     overrides: dict[str, Any] | None = None,
     trial: bool = False,
+    reason: str | None = None,
 ) -> dict[str, Any] | State:
     """Retrain, gate, export, check and register; a no-op when nothing changed (unless force).
 
     `isolated` (default) writes into runs/<flow-run>/; False writes models/ and reports/ in
-    `workdir` as the CLI does. `notify_block` names a notification block told about a failure.
+    `workdir` as the CLI does. `notify_block` names a notification block told about a failure,
+    and about the start of a run that has a `reason` (what started it: the deployment's event
+    triggers set it, e.g. drift of the served model's live traffic).
     `overrides` are dotted params (`{"train.seed": 2}`), as the named ones. A `trial` (a sweep's)
     only trains, always, registers nothing and publishes its validation accuracy (`mnist-trial`).
     """
     started = time.perf_counter()
+    if reason:
+        print(f"started because: {reason}")
+        notify_started(notify_block, flow_run.name or "(no name)", reason)
     project = Path(workdir).resolve()
     named = flow_overrides(epochs, learning_rate, min_accuracy, mirror)
     params = load_params(project / params_file, merged_overrides(overrides, named))

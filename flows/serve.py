@@ -5,9 +5,10 @@
     python -m flows.serve                               # terminal 2: registers + runs on schedule
 
 The process keeps running: it polls the server and executes scheduled and manual runs
-(`prefect deployment run mnist-retrain/weekly`), and runs started by new labelled digits: the
-deployment carries an event trigger that `mnist-pipeline data add` fires once
-`schedule.min_new_images` new images arrived (mnist_pipeline/inbox/events.py).
+(`prefect deployment run mnist-retrain/weekly`), and runs started by events: the deployment
+carries a trigger that `mnist-pipeline data add` fires once `schedule.min_new_images` new images
+arrived (mnist_pipeline/inbox/events.py), and one that `mnist-pipeline serve` fires when live
+traffic drifts (mnist_pipeline/serving/drift.py); such a run's `reason` says which.
 
 On one host, the deployment can go on a process work pool instead, run by workers that see this
 checkout at the same path:
@@ -37,6 +38,7 @@ from flows.retrain import retrain
 from flows.sweep import sweep
 from mnist_pipeline.core.params import Params, load_params
 from mnist_pipeline.inbox.events import inbox_trigger
+from mnist_pipeline.serving.drift import drift_trigger
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,8 +52,12 @@ def deployment_options(
     return {
         "name": schedule.deployment_name,
         "schedules": [Cron(cron or schedule.cron, timezone=schedule.timezone)],
-        # `mnist-pipeline data add` emits this once enough new labelled digits arrived.
-        "triggers": [inbox_trigger(params.registry.model_name)],
+        # `mnist-pipeline data add` emits the first once enough new labelled digits arrived,
+        # `mnist-pipeline serve` the second when live traffic drifts from MNIST test.
+        "triggers": [
+            inbox_trigger(params.registry.model_name),
+            drift_trigger(params.registry.model_name),
+        ],
         "parameters": {
             "workdir": workdir,
             "params_file": params_file,

@@ -22,6 +22,7 @@ from mnist_pipeline.inbox.store import lock
 
 EVENT = "mnist-pipeline.inbox.changed"
 RESOURCE_PREFIX = "mnist-pipeline.inbox."
+INBOX_REASON = "{{ event.payload.new_images }} new labelled digit(s) in the inbox"
 
 
 def pending_file(inbox: Path) -> Path:
@@ -97,4 +98,5 @@ def inbox_trigger(model_name: str) -> Any:
         name=f"new labelled digits for {model_name}",
         expect={EVENT},
         match={"prefect.resource.id": resource_id(model_name)},
+        parameters={"reason": INBOX_REASON},  # the run says why it started
     )

@@ -3,7 +3,8 @@ images looked like on MNIST test, for the server's drift monitor (monitoring/dri
 
 Measured from evaluate's per-image answers (the predictions CSV that metrics.json records, so
 the model's own digits and confidences) and the MNIST test images they were made on, scaled to
-[0, 1] as the ONNX contract feeds them. A candidate without predictions gets no reference.
+[0, 1] as the ONNX contract feeds them. A candidate without predictions, or whose MNIST test
+files are gone, gets no reference (logged): its version is registered, and not monitored.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 
 import numpy as np
 
@@ -19,7 +21,9 @@ from mnist_pipeline.core.reports import Metrics
 from mnist_pipeline.evaluation import gate
 from mnist_pipeline.monitoring import drift
 from mnist_pipeline.pipeline.candidate import Candidate
-from mnist_pipeline.pipeline.evidence import PREDICTIONS_OUTPUT, mnist_test
+from mnist_pipeline.pipeline.evidence import PREDICTIONS_OUTPUT, TEST_FILES, mnist_test
+
+log = logging.getLogger(__name__)
 
 
 def parse_answers(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -37,9 +41,14 @@ def parse_answers(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def drift_reference(candidate: Candidate, metrics: Metrics) -> bytes | None:
-    """The reference file's bytes for `candidate` (None without predictions); RegistryError
-    when its predictions are not the ones metrics.json records for the MNIST test set."""
+    """The reference file's bytes for `candidate` (None without predictions or test files);
+    RegistryError when its predictions are not the ones metrics.json records for the test set."""
     if candidate.predictions is None or candidate.data_dir is None:
+        return None
+    if not all((candidate.data_dir / name).is_file() for name in TEST_FILES):
+        log.warning(
+            "no MNIST test set in %s: registered without a drift reference", candidate.data_dir
+        )
         return None
     where = str(candidate.predictions)
     try:

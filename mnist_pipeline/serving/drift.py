@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from mnist_pipeline.serving.served_model import Loaded
 
 DRIFT_EVENT = "mnist.serve.drift"
+# The retraining run a drift event starts says why (its `reason` parameter, rendered by Prefect).
+DRIFT_REASON = "live traffic drifted from MNIST test: {{ event.payload.summary }}"
 QUEUE_BATCHES = 256  # answered batches waiting for the monitor's thread; more are skipped
 logger = logging.getLogger("mnist_pipeline.serve")
 
@@ -45,6 +47,20 @@ def emit_drift(model_name: str, payload: dict[str, Any]) -> bool:
     from mnist_pipeline.pipeline.announce import emit
 
     return emit(DRIFT_EVENT, model_name, payload)
+
+
+def drift_trigger(model_name: str) -> Any:
+    """The deployment trigger: one retraining run per drift event of this model."""
+    from prefect.events import DeploymentEventTrigger
+
+    from mnist_pipeline.pipeline.announce import resource_id
+
+    return DeploymentEventTrigger(
+        name=f"live traffic drifted for {model_name}",
+        expect={DRIFT_EVENT},
+        match={"prefect.resource.id": resource_id(model_name)},
+        parameters={"reason": DRIFT_REASON},
+    )
 
 
 class DriftMonitor:
