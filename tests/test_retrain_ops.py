@@ -153,17 +153,22 @@ def test_overlapping_runs_in_one_checkout_each_register_their_own_model(tiny_wor
 # ---- failure notification through a Prefect notification block
 
 
-def test_a_failed_run_notifies_once_and_a_good_run_never(tiny_workdir: Path, receiver) -> None:
+def test_a_failed_run_notifies_once_and_a_good_run_only_says_why_it_started(
+    tiny_workdir: Path, receiver
+) -> None:
     url, received = receiver
     slug = webhook_block(url, "mnist-failures")
     bad = retrain(workdir=str(tiny_workdir), notify_block=slug, min_accuracy=1.0, return_state=True)
     assert bad.is_failed()
     assert len(received) == 1, received
-    good = retrain(workdir=str(tiny_workdir), notify_block=slug, return_state=True)
-    assert good.is_completed() and len(received) == 1  # no notification for a good run
-    (message,) = received
+    reason = "live traffic drifted from MNIST test: v1: PSI ink 4.2 over 0.25"
+    good = retrain(workdir=str(tiny_workdir), notify_block=slug, reason=reason, return_state=True)
+    assert good.is_completed() and len(received) == 2  # no failure: only why it started
+    message, started = received
     assert message["subject"].startswith("mnist-retrain run ") and "failed" in message["subject"]
     assert "stage evaluate failed" in message["body"] and "below" in message["body"]
+    assert started["subject"].endswith(" started")
+    assert started["body"] == f"started because: {reason}"
 
 
 def test_a_notifier_that_is_down_does_not_change_the_outcome(
