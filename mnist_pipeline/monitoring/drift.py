@@ -7,11 +7,11 @@ index (PSI) per feature says how far their distribution moved:
     PSI = sum over bins of (live - ref) * ln(live / ref)
 
 with shares below EPSILON raised to it, so an empty bin counts as rare, not as infinite. The
-features are the predicted digit (ten categories), the confidence (the top probability), and
-statistics of the preprocessed 28x28 image: `ink` (mean pixel value), `bright` (the share of
-pixels over 0.5), `offset` (the ink's centre of mass from the image centre, in pixels) and
-`vertical` (the vertical share of the ink's spread: tall digits near 1, digits turned on their
-side near 0). The continuous features are cut at the reference's deciles.
+features are the predicted digit (ten categories), the confidence (the top probability, to six
+decimals), and statistics of the preprocessed 28x28 image: `ink` (mean pixel value), `bright`
+(the share of pixels over 0.5), `offset` (the ink's centre of mass from the image centre, in
+pixels) and `vertical` (the vertical share of the ink's spread: tall digits near 1, digits
+turned on their side near 0). The continuous features are cut at the reference's deciles.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ FEATURES = (DIGIT, *CONTINUOUS)
 EPSILON = 1e-4  # the smallest share a bin counts with
 QUANTILES = np.linspace(0.0, 1.0, 11)[1:-1]  # deciles: ten bins of the reference's images
 CENTRE = (IMAGE_SIZE - 1) / 2
+# Confidences count to evaluate's precision (its predictions CSV): a live 0.9999997 and a
+# recorded 1.000000 fall in the same bin.
+CONFIDENCE_DECIMALS = 6
 
 
 class FeatureReference(Report):
@@ -89,7 +92,7 @@ def features(
         raise PipelineError("drift: a predicted digit is outside 0-9")
     return {
         DIGIT: predicted.astype(np.float64),
-        "confidence": confidence.astype(np.float64),
+        "confidence": np.round(confidence.astype(np.float64), CONFIDENCE_DECIMALS),
         **image_features(digits),
     }
 
