@@ -69,7 +69,7 @@ def test_predictions_other_than_metrics_records_are_refused(tmp_path: Path, _can
 def test_normal_traffic_is_quiet_and_a_shift_makes_one_event(served: ServedModel, _candidate):
     sent, metrics = [], Metrics()
     params = ServeParams(drift_window=200, drift_threshold=0.25, drift_cooldown_s=3600)
-    monitor = DriftMonitor(served.registry, params, emitter=lambda *event: sent.append(event))
+    monitor = DriftMonitor(served, params, emitter=lambda *event: sent.append(event))
     monitor.metrics = metrics
     digits = contract_digits(_candidate.data_dir)
     monitor.process([answered(served, digits[:150])])
@@ -127,3 +127,23 @@ def test_the_app_feeds_the_monitor_off_the_response_path(served: ServedModel, _c
     scraped = parse(api.get("/metrics").text)
     assert value(scraped, "mnist_serve_drift_events_total") == 1
     assert json.dumps(state)  # plain JSON
+
+
+def test_a_new_served_version_starts_an_empty_window_against_its_own_reference(
+    served: ServedModel, _candidate, tmp_path: Path
+) -> None:
+    monitor = DriftMonitor(served, ServeParams(drift_window=200), emitter=lambda *_: True)
+    digits = contract_digits(_candidate.data_dir)
+    old = answered(served, digits[:100])
+    monitor.process([old])
+    assert monitor.status()["images"] == 100 and monitor.status()["version"] == 1
+    unmeasured = candidate_in(exported_candidate(tmp_path / "v2", 4))
+    register_candidate(served.registry, unmeasured, PARAMS)
+    served.ref = "2"
+    assert served.refresh() is True
+    monitor.process([old])  # answered by v1 just before the swap: not v2's traffic
+    assert monitor.status()["images"] == 100 and monitor.status()["version"] == 1
+    monitor.process([answered(served, digits[:100])])
+    state = monitor.status()
+    assert state["version"] == 2 and state["images"] == 0 and state["enabled"] is False
+    assert state["verdict"] is None and f"v2 has no {REFERENCE_FILE}" in state["problem"]

@@ -18,17 +18,17 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.monitoring import drift
-from mnist_pipeline.registry import Registry
 
 if TYPE_CHECKING:
     from mnist_pipeline.serving.metrics import Metrics
-    from mnist_pipeline.serving.served_model import Loaded
+    from mnist_pipeline.serving.served_model import Loaded, ServedModel
 
 DRIFT_EVENT = "mnist.serve.drift"
 # The retraining run a drift event starts says why (its `reason` parameter, rendered by Prefect).
@@ -66,8 +66,13 @@ def drift_trigger(model_name: str) -> Any:
 class DriftMonitor:
     """A sliding window of live images compared with the served version's reference."""
 
-    def __init__(self, registry: Registry, params: ServeParams, emitter=emit_drift) -> None:
-        self.registry, self.emitter = registry, emitter
+    def __init__(
+        self,
+        served: ServedModel,
+        params: ServeParams,
+        emitter: Callable[[str, dict[str, Any]], bool] = emit_drift,
+    ) -> None:
+        self.served, self.registry, self.emitter = served, served.registry, emitter
         self.enabled = params.drift
         self.size, self.threshold = params.drift_window, params.drift_threshold
         self.cooldown_s = params.drift_cooldown_s
@@ -79,7 +84,7 @@ class DriftMonitor:
         self.events, self.last_event, self.skipped = 0, None, 0
         self._rows = np.zeros((self.size, len(drift.FEATURES)))
         self._filled = self._next = self._unjudged = 0
-        self._queue: queue.Queue[tuple[Loaded, np.ndarray, np.ndarray] | None] = queue.Queue(
+        self._queue: queue.Queue[tuple[Loaded, np.ndarray, np.ndarray]] = queue.Queue(
             maxsize=QUEUE_BATCHES
         )
         self._lock = threading.Lock()  # status() reads what the thread writes
@@ -99,24 +104,22 @@ class DriftMonitor:
         except queue.Full:
             self.skipped += 1
 
-    def stop(self) -> None:
-        self._queue.put(None)
-
     def _loop(self) -> None:
         while True:
-            batch = [self._queue.get()]
-            while not self._queue.empty() and batch[-1] is not None:
+            batch = [self._queue.get()]  # then whatever else waits: judged once for all
+            while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                self.process([item for item in batch if item is not None])
+                self.process(batch)
             except Exception:  # noqa: BLE001 - the monitor goes on; requests never see it
                 logger.exception("drift monitor: a batch could not be compared")
-            if batch[-1] is None:
-                return
 
     def process(self, batch: list[tuple[Loaded, np.ndarray, np.ndarray]]) -> None:
         """Add answered batches to the window and judge it (the monitor thread's work)."""
         for loaded, digits, probabilities in batch:
+            now = self.served.current
+            if now is not None and now.version != loaded.version:
+                continue  # answered just before a swap: the window is the served version's
             if loaded.version != self.version:
                 self._switch(loaded)
             if self.reference is None:

@@ -185,7 +185,7 @@ def create_app(
     `feedback` (its credentials and pending area); `challenger` shadows production and answers
     the canary share (challenger.py)."""
     app = FastAPI(title="mnist-pipeline", summary="Classify handwritten digits (ONNX model).")
-    drift = DriftMonitor(served.registry, limits)  # off the response path (serving/drift.py)
+    drift = DriftMonitor(served, limits)  # off the response path (serving/drift.py)
 
     @app.exception_handler(ClientError)
     async def client_error(_: Request, exc: ClientError) -> JSONResponse:
