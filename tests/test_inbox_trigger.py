@@ -132,6 +132,7 @@ def test_enough_new_digits_start_exactly_one_retraining(tmp_path: Path, tiny_mir
     started = [r["id"] for r in runs if not r["auto_scheduled"]]
     assert started == [run["id"], again["id"]]  # exactly one run per event
     assert again["state"]["message"] == "up to date: v1 has the same inputs"
+    assert run["parameters"]["reason"] == "8 new labelled digit(s) in the inbox"  # it says why
     (card,) = Registry(workdir / "registry", "mnist-cnn").versions()
     folder = workdir / "runs" / f"{run['name']}-{run['id'][:8]}"
     identity = extra.extra_sha256(Layout(folder).extra_dir)
