@@ -86,7 +86,7 @@ class S3Bucket(Storage):
 
     def read_document(self, key: str) -> tuple[bytes, str] | None:
         cached = self._documents.get(key)
-        found = self._get(key, cached and cached[1])
+        found = self._get(key, cached)
         if found is None:
             self._documents.pop(key, None)
         elif found is not cached:
@@ -128,9 +128,9 @@ class S3Bucket(Storage):
     def _key(self, key: str) -> str:
         return self.root + _checked(key)
 
-    def _get(self, key: str, etag: str | None = None) -> tuple[bytes, str] | None:
-        """(bytes, ETag), None when absent; with `etag`, the cached pair when unchanged (304)."""
-        condition = {"IfNoneMatch": etag} if etag else {}
+    def _get(self, key: str, cached: tuple[bytes, str] | None = None) -> tuple[bytes, str] | None:
+        """(bytes, ETag), None when absent; `cached` itself when its ETag is unchanged (304)."""
+        condition = {"IfNoneMatch": cached[1]} if cached else {}
         try:
             answer = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **condition)
             return answer["Body"].read(), answer["ETag"]
@@ -138,8 +138,8 @@ class S3Bucket(Storage):
             code = _code(exc)
             if code in NOT_FOUND:
                 return None
-            if etag and code in ("304", "NotModified"):
-                return self._documents[key]
+            if cached and code in ("304", "NotModified"):
+                return cached
             raise self._failure("read", key, exc) from None
         except BotoCoreError as exc:
             raise self._failure("read", key, exc) from None
