@@ -71,29 +71,50 @@ def _lower(env: dict[str, str]) -> dict[str, str]:
 STRIPPED = {"if-none-match", "if-match"}
 
 
+class Proxy:
+    """An HTTP proxy in front of an S3 endpoint, for faults the endpoint itself cannot make:
+    `strip` drops request headers (an endpoint ignoring conditional writes), `down` makes it
+    drop every connection unanswered (a store that stopped), and `down_after` is a predicate
+    on (method, path) after whose request it goes down."""
+
+    def __init__(self, endpoint: str, strip: set[str] = frozenset()) -> None:
+        self.target = endpoint.removeprefix("http://")
+        self.strip = strip
+        self.down = threading.Event()
+        self.down_after = None
+        self.url = ""
+
+    def forward(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else None
+        if self.down.is_set():
+            handler.close_connection = True  # no answer at all, as from a stopped server
+            return
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in self.strip}
+        upstream = http.client.HTTPConnection(self.target, timeout=30)
+        upstream.request(handler.command, handler.path, body=body, headers=headers)
+        answer = upstream.getresponse()
+        data = answer.read()
+        upstream.close()
+        handler.send_response(answer.status)
+        for key, value in answer.getheaders():
+            if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+        if self.down_after is not None and self.down_after(handler.command, handler.path):
+            self.down.set()
+
+
 @contextmanager
-def header_stripping_proxy(endpoint: str) -> Iterator[str]:
-    """An HTTP proxy to `endpoint` that drops If-None-Match and If-Match from every request, as
-    S3-compatible servers without conditional writes ignore them; yields its URL."""
-    target = endpoint.removeprefix("http://")
+def proxy(endpoint: str, strip: set[str] = frozenset()) -> Iterator[Proxy]:
+    """A running Proxy to `endpoint` on a free 127.0.0.1 port (its URL in `.url`)."""
+    state = Proxy(endpoint, strip)
 
     class Forward(BaseHTTPRequestHandler):
         def _forward(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else None
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in STRIPPED}
-            upstream = http.client.HTTPConnection(target, timeout=30)
-            upstream.request(self.command, self.path, body=body, headers=headers)
-            answer = upstream.getresponse()
-            data = answer.read()
-            self.send_response(answer.status)
-            for key, value in answer.getheaders():
-                if key.lower() not in ("transfer-encoding", "connection", "content-length"):
-                    self.send_header(key, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            upstream.close()
+            state.forward(self)
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
@@ -103,8 +124,9 @@ def header_stripping_proxy(endpoint: str) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield state
     finally:
         server.shutdown()
         server.server_close()

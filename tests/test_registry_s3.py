@@ -22,7 +22,7 @@ from mnist_pipeline.registry.s3_lease import Lease
 from mnist_pipeline.registry.signing import Signing
 from tests.conftest import REPO_ROOT
 from tests.registry_helpers import MODEL, PARAMS, key_pair
-from tests.s3_helpers import header_stripping_proxy, new_bucket, use_endpoint
+from tests.s3_helpers import STRIPPED, new_bucket, proxy, use_endpoint
 
 
 def test_create_swap_and_list_keep_the_storage_contract(s3_url: str) -> None:
@@ -176,8 +176,8 @@ def test_an_endpoint_ignoring_conditional_writes_is_refused(
     s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, make
 ) -> None:
     bucket = new_bucket(s3_endpoint)
-    with header_stripping_proxy(s3_endpoint) as proxy:
-        use_endpoint(monkeypatch, proxy)
+    with proxy(s3_endpoint, strip=STRIPPED) as stripping:
+        use_endpoint(monkeypatch, stripping.url)
         registry = Registry(f"s3://{bucket}/registry", MODEL)
         with pytest.raises(RegistryError, match="ignores conditional writes \\(If-None-Match\\)"):
             register_candidate(registry, make(1), PARAMS)
@@ -224,3 +224,32 @@ def test_the_cli_reads_an_s3_registry_and_names_a_bad_one(
         .splitlines()[-1]
         .endswith("'s3:///registry' names no bucket (s3://BUCKET/PREFIX)")
     )
+
+
+def test_a_store_that_stops_mid_registration_leaves_no_half_version(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, make
+) -> None:
+    """The store goes away after the first blob of v2 is stored: the registration fails in one
+    line naming the endpoint, v2 is not visible, and once the store is back the next
+    registration commits v2 and `models gc` removes what the failed one left."""
+    bucket = new_bucket(s3_endpoint)
+    with proxy(s3_endpoint) as store:
+        use_endpoint(monkeypatch, store.url)
+        url = f"s3://{bucket}/registry"
+        register_candidate(Registry(url, MODEL), make(1, accuracy=0.97), PARAMS)
+        store.down_after = lambda method, path: method == "PUT" and "/blobs/" in path
+        with pytest.raises(RegistryError) as failed:
+            register_candidate(Registry(url, MODEL), make(2, accuracy=0.99), PARAMS)
+        message = str(failed.value)
+        assert message.startswith(f"registry {url} at {store.url}: ") and "\n" not in message
+        store.down_after = None
+        store.down.clear()
+        registry = Registry(url, MODEL)
+        assert registry.version_numbers() == [1] and registry.verify() == []
+        assert registry.aliases() == {"production": 1}
+        left = registry.garbage()
+        assert left and all("/blobs/" in key for key in left)
+        done = register_candidate(registry, make(2, accuracy=0.99), PARAMS)
+        assert done.version == 2 and registry.aliases()["production"] == 2
+        registry.collect_garbage()
+        assert registry.garbage() == [] and registry.verify() == []

@@ -218,10 +218,11 @@ def _apply_decision(
     warning = None
     try:
         state = _swap_aliases(registry, lambda state: state, actor, version)
-    except OSError as exc:  # committed: say so, do not report a failure
+    except (OSError, RegistryError) as exc:  # committed: say so, do not report a failure
         state = registry.state()
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         warning = (
-            f"{keys.ALIASES_FILE} could not be updated ({exc.strerror or exc}); v{version}'s "
+            f"{keys.ALIASES_FILE} could not be updated ({why}); v{version}'s "
             "decision is in its card, applies from now on, and is written by the next change"
         )
     event = next((e for e in reversed(state.events) if e.get("version") == version), None)

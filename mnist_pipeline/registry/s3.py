@@ -6,8 +6,9 @@ document): the store, not a lock, decides which of two writers wins. Before its 
 backend checks once that the endpoint honours both conditions (some S3-compatible servers ignore
 them, which would turn every race into a silent overwrite) and refuses the bucket if not.
 Documents are re-read with `If-None-Match` on the ETag last seen, so a replica polling an alias
-that has not moved costs one 304. `exclusive` is a lease object (s3_lease.py): it only keeps
-identical models from becoming two versions; commits never rely on it.
+that has not moved costs one 304. `exclusive` is a renewed lease object (s3_lease.py): it keeps
+identical models from becoming two versions and `models gc` off a registration's blobs; the
+commit itself never relies on it.
 
 Endpoint and credentials come from boto3's usual sources: `AWS_ENDPOINT_URL` (or
 `AWS_ENDPOINT_URL_S3`), `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, ~/.aws.
@@ -73,8 +74,15 @@ class S3Bucket(Storage):
         self.bucket, prefix = parse_url(url)
         self.root = f"{prefix}/" if prefix else ""
         self.location = f"s3://{self.bucket}/{prefix}".rstrip("/")
-        config = Config(connect_timeout=5, read_timeout=30, retries={"mode": "standard"})
-        self.client = client or boto3.client("s3", config=config)
+        config = Config(
+            connect_timeout=5,
+            read_timeout=30,
+            retries={"mode": "standard"},
+            # CRC checksums only where S3 requires them: not every S3-compatible store takes them
+            request_checksum_calculation="when_required",
+        )
+        # a session per backend: boto3's default session is not safe to share across threads
+        self.client = client or boto3.session.Session().client("s3", config=config)
         self.endpoint = self.client.meta.endpoint_url
         self._documents: dict[str, tuple[bytes, str]] = {}  # key -> (bytes, ETag) last read
 
@@ -155,7 +163,10 @@ class S3Bucket(Storage):
             except ClientError as exc:
                 code = _code(exc)
                 if code in PRECONDITION_FAILED or (code in NOT_FOUND and "IfMatch" in condition):
-                    return False
+                    # a retried PUT whose first attempt was stored (its answer lost) fails its
+                    # condition on its own bytes: that write was this one
+                    found = self._get(key)
+                    return found is not None and found[0] == data
                 if code not in ("ConditionalRequestConflict", "409"):
                     raise self._failure("write", key, exc) from None
             except BotoCoreError as exc:

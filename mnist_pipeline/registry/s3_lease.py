@@ -1,12 +1,14 @@
 """A writers' lease on an S3 bucket: the `exclusive` of s3.py.
 
-The lease is a small object created with `If-None-Match: *`. A writer that finds it taken waits;
-one that sees the same lease (by ETag) unchanged for longer than its time to live, measured on
-its own clock so hosts need not agree on the time, takes it over with `If-Match` on that ETag
-(a holder that crashed leaves it behind); a lease whose holder was a process on this host that
-no longer exists is taken over at once. Leaving deletes it if it is still this holder's.
-Registrations use it only to keep identical models from becoming two versions: a slow holder
-whose lease was taken over can at worst register a duplicate, never break a version.
+The lease is a small object created with `If-None-Match: *`. Its holder renews it every third of
+its time to live (a PUT with `If-Match` on its own ETag), so a live holder's lease keeps
+changing. A waiter that sees the same lease (by ETag) unchanged for longer than the time to live,
+measured on its own clock so hosts need not agree on the time, takes it over with `If-Match` on
+that ETag: its holder stopped renewing (it crashed, or lost the store). A lease whose holder is a
+process of this host (host name, boot and PID namespace) that no longer exists, or a lease this
+process abandoned, is taken over at once. Leaving deletes it if it is still this holder's.
+Registrations use it to keep identical models from becoming two versions and `models gc` to
+keep off blobs a registration is storing.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
 
 LEASE_TTL_S = 60.0
 WAIT_S = 120.0
+HELD: set[str] = set()  # owners of the leases this process holds now
 logger = logging.getLogger(__name__)
 
 
@@ -42,13 +46,15 @@ class Lease:
         self.owner = uuid.uuid4().hex
         holder = {"owner": self.owner, "host": this_host(), "pid": os.getpid()}
         self.body = json.dumps(holder).encode()
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
 
     def __enter__(self) -> Lease:
         deadline = time.monotonic() + self.wait_s
         seen: tuple[str, float] | None = None  # (ETag, when first seen) of the lease held
         while True:
             if self.store._put(self.key, self.body, IfNoneMatch="*"):
-                return self
+                return self._held()
             found = self.store._get(self.key)
             now = time.monotonic()
             if found is not None:
@@ -57,7 +63,7 @@ class Lease:
                 stale = now - seen[1] > self.ttl_s or holder_died(found[0])
                 if stale and self.store._put(self.key, self.body, IfMatch=found[1]):
                     logger.warning("took over a stale lease %s: %s", self.key, found[0][:200])
-                    return self
+                    return self._held()
             if now > deadline:
                 holder = found[0].decode(errors="replace")[:200] if found else "?"
                 raise RegistryError(
@@ -66,36 +72,64 @@ class Lease:
                 )
             time.sleep(random.uniform(0.05, 0.2))
 
+    def _held(self) -> Lease:
+        HELD.add(self.owner)
+        self._renewer = threading.Thread(target=self._renew, name="s3-lease", daemon=True)
+        self._renewer.start()
+        return self
+
+    def _renew(self) -> None:
+        """Rewrite the lease every ttl/3 while held (a new ETag each time)."""
+        while not self._stop.wait(self.ttl_s / 3):
+            try:
+                found = self.store._get(self.key)
+                if found is None or json.loads(found[0]).get("owner") != self.owner:
+                    logger.error("lease %s was taken over while held", self.key)
+                    return
+                self.store._put(self.key, self.body, IfMatch=found[1])
+            except (RegistryError, ValueError) as failure:  # retried at the next tick
+                logger.warning("could not renew lease %s: %s", self.key, failure)
+
     def __exit__(
         self,
         kind: type[BaseException] | None,
         exc: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        HELD.discard(self.owner)  # if the delete fails, this process's waiters take it at once
         try:
             found = self.store._get(self.key)
             if found is not None and json.loads(found[0]).get("owner") == self.owner:
                 self.store.delete(self.key)
-        except (RegistryError, ValueError) as failure:  # it expires on its own
+        except (RegistryError, ValueError) as failure:  # it goes stale on its own
             logger.warning("could not release lease %s: %s", self.key, failure)
 
 
 def this_host() -> str:
-    """The host name and, where Linux has one, the boot id: a process id means something only
-    on the machine, and in the boot, that gave it."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        boot = ""
-    return f"{socket.gethostname()}/{boot}" if boot else socket.gethostname()
+    """The host name, boot id and PID namespace, where Linux has them: a process id means
+    something only in the namespace, on the machine and in the boot that gave it."""
+    parts = [socket.gethostname()]
+    for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            path = Path(source)
+            parts.append(os.readlink(path) if path.is_symlink() else path.read_text().strip())
+        except OSError:
+            continue
+    return "/".join(parts)
 
 
 def holder_died(body: bytes) -> bool:
-    """True when the lease names a process of this host that no longer exists."""
+    """True when the lease names a process of this host that no longer exists, or a lease of
+    this process that nobody in it holds (abandoned when its release failed)."""
     try:
         holder = json.loads(body)
         if holder.get("host") != this_host():
             return False
+        if int(holder["pid"]) == os.getpid():
+            return holder.get("owner") not in HELD
         os.kill(int(holder["pid"]), 0)
     except ProcessLookupError:
         return True

@@ -94,14 +94,15 @@ def mount(app: FastAPI, served: ServedModel) -> None:
             if part == ONNX_FILE
             else (loaded.card_json, loaded.card_sha256)
         )
-        headers = headers_of(loaded, served.registry.name, sha256, part)
+        filename = part if part == ONNX_FILE else f"{part}.json"  # the download's name
+        headers = headers_of(loaded, served.registry.name, sha256, filename)
         if matches(request.headers.get("if-none-match"), headers["ETag"]):
             return Response(status_code=304, headers=headers)
         return Response(body, media_type=media_type, headers=headers)
 
     routes = (
         ("/model.onnx", ONNX_FILE, "application/octet-stream", BINARY, "the ONNX model served"),
-        ("/model/card", "card.json", "application/json", CARD, "the card.json served, as stored"),
+        ("/model/card", "card", "application/json", CARD, "the served version's card, as stored"),
     )
 
     def endpoint(part: str, media_type: str) -> Callable[[Request], Awaitable[Response]]:

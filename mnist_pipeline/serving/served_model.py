@@ -44,7 +44,7 @@ class Loaded:
     card: ModelCard
     session: ort.InferenceSession
     onnx: bytes  # hashed against the card, then loaded: the same bytes
-    card_json: bytes  # card.json as stored (sealed; signed when signing is on)
+    card_json: bytes  # the card as stored (sealed; signed when signing is on)
     signature: dict[str, str] | None  # the card's {"key_id", "ed25519"}; None: unsigned
 
     @property
