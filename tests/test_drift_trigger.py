@@ -80,10 +80,12 @@ def test_normal_digits_are_quiet_and_inverted_ones_start_one_retraining(
             )
             send(url, 1.0 - digits)  # inverted: white digits on black become black on white
             send(url, 1.0 - digits)  # still drifting, within the cooldown
-            wait(lambda: drift_state(url)["images"] == WINDOW, "the window")
+            # every image sent has been judged (3 windows), so a second event would exist by now
+            wait(lambda: drift_state(url)["seen"] == 3 * WINDOW, "the windows judged")
             shifted = wait(lambda: drift_events(api_url), "the drift event")
             runs = functools.partial(flow_runs, api_url, deployment_id)
             triggered = wait(lambda: [r for r in runs() if not r["auto_scheduled"]], "a run")
+            time.sleep(5)  # time for a second event and run to reach the server, were there one
             state = drift_state(url)
             events = drift_events(api_url)
             started = [r["id"] for r in runs() if not r["auto_scheduled"]]

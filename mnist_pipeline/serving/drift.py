@@ -82,6 +82,7 @@ class DriftMonitor:
         self.problem: str | None = None  # why the served version is not monitored
         self.psi: dict[str, float] | None = None
         self.events, self.last_event, self.skipped = 0, None, 0
+        self.seen = 0  # images the monitor's thread took in, every version (status: "seen")
         self._rows = np.zeros((self.size, len(drift.FEATURES)))
         self._filled = self._next = self._unjudged = 0
         self._queue: queue.Queue[tuple[Loaded, np.ndarray, np.ndarray]] = queue.Queue(
@@ -159,6 +160,7 @@ class DriftMonitor:
         self._next = int((self._next + len(rows)) % self.size)
         self._filled = min(self.size, self._filled + len(rows))
         self._unjudged += len(rows)
+        self.seen += len(rows)
 
     def _judge(self) -> None:
         self._unjudged = 0
@@ -220,4 +222,5 @@ class DriftMonitor:
                 "events": self.events,
                 "last_event": self.last_event,
                 "skipped": self.skipped,
+                "seen": self.seen,
             }
