@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
 from mnist_pipeline.registry.api import Registry
+from mnist_pipeline.registry.backends import open_storage
 from mnist_pipeline.registry.registration import Decision, Registration, Submission
+from mnist_pipeline.registry.storage import Storage
 from mnist_pipeline.registry.trail import default_actor
 
 __all__ = [
@@ -22,6 +24,8 @@ __all__ = [
     "Decision",
     "Registration",
     "Registry",
+    "Storage",
     "Submission",
     "default_actor",
+    "open_storage",
 ]

@@ -12,9 +12,9 @@ from mnist_pipeline.registry.local import LocalFolder
 from mnist_pipeline.registry.storage import Storage
 
 
-def open_storage(location: str | Path) -> Storage:
-    """The backend for `location`: a folder path or file:// URL (other schemes are refused
-    with the list of those supported)."""
+def open_storage(location: str | Path, role: str = "registry") -> Storage:
+    """The backend for `location`: a folder path, a file:// URL or s3://BUCKET/PREFIX (other
+    schemes are refused with the list of those supported); `role` names the store in messages."""
     if isinstance(location, Path):
         return LocalFolder(location)
     parsed = urlparse(location)
@@ -23,8 +23,8 @@ def open_storage(location: str | Path) -> Storage:
     if parsed.scheme == "s3":
         from mnist_pipeline.registry.s3 import S3Bucket  # boto3: the optional [s3] extra
 
-        return S3Bucket(location)
+        return S3Bucket(location, role=role)
     raise RegistryError(
-        f"registry location {location!r}: unsupported scheme {parsed.scheme!r} "
+        f"{role} location {location!r}: unsupported scheme {parsed.scheme!r} "
         "(supported: a folder path, a file:// URL, s3://BUCKET/PREFIX)"
     )

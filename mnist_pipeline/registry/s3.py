@@ -41,15 +41,16 @@ CONFLICT_RETRIES = 20  # 409 ConditionalRequestConflict: another conditional wri
 HONOURED: set[tuple[str, str]] = set()  # (endpoint, bucket) whose conditional writes were checked
 
 
-def parse_url(url: str) -> tuple[str, str]:
-    """(bucket, prefix) of `s3://bucket/prefix` (RegistryError naming what is wrong)."""
+def parse_url(url: str, role: str = "registry") -> tuple[str, str]:
+    """(bucket, prefix) of `s3://bucket/prefix` (RegistryError naming what is wrong; `role`: what
+    the store holds, for the message)."""
     parsed = urlparse(url)
     bucket, prefix = parsed.netloc, parsed.path.strip("/")
     if not bucket:
-        raise RegistryError(f"registry location {url!r} names no bucket (s3://BUCKET/PREFIX)")
+        raise RegistryError(f"{role} location {url!r} names no bucket (s3://BUCKET/PREFIX)")
     if not BUCKET_RE.fullmatch(bucket) or ".." in bucket:
         raise RegistryError(
-            f"registry location {url!r}: {bucket!r} is not a valid bucket name "
+            f"{role} location {url!r}: {bucket!r} is not a valid bucket name "
             "(3-63 lowercase letters, digits, '.' and '-')"
         )
     if prefix:
@@ -66,12 +67,13 @@ def _code(exc: ClientError) -> str:
 class S3Bucket(Storage):
     """Objects under `s3://bucket/prefix/` on the endpoint boto3 is configured for."""
 
-    def __init__(self, url: str, client: Any = None) -> None:
+    def __init__(self, url: str, client: Any = None, role: str = "registry") -> None:
+        self.role = role  # what the store holds, in messages: "registry", "shared inbox"
         if boto3 is None:
             raise RegistryError(
-                f"registry location {url!r} needs boto3: pip install 'mnist-pipeline[s3]'"
+                f"{role} location {url!r} needs boto3: pip install 'mnist-pipeline[s3]'"
             )
-        self.bucket, prefix = parse_url(url)
+        self.bucket, prefix = parse_url(url, role)
         self.root = f"{prefix}/" if prefix else ""
         self.location = f"s3://{self.bucket}/{prefix}".rstrip("/")
         config = Config(
@@ -182,7 +184,7 @@ class S3Bucket(Storage):
 
     def _failure(self, action: str, key: str, exc: Exception) -> RegistryError:
         """One line naming the store, the endpoint and what went wrong."""
-        where = f"registry {self.location} at {self.endpoint}"
+        where = f"{self.role} {self.location} at {self.endpoint}"
         if isinstance(exc, NoCredentialsError):
             return RegistryError(
                 f"{where}: no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
@@ -212,8 +214,8 @@ class S3Bucket(Storage):
         if not first or again or swapped:
             ignored = "If-None-Match" if again or not first else "If-Match"
             raise RegistryError(
-                f"registry {self.location} at {self.endpoint}: the endpoint ignores conditional "
-                f"writes ({ignored}), so concurrent registrations could overwrite each other; "
+                f"{self.role} {self.location} at {self.endpoint}: the endpoint ignores conditional "
+                f"writes ({ignored}), so concurrent writers could overwrite each other; "
                 "use a store that honours If-None-Match and If-Match (AWS S3, moto, MinIO)"
             )
         HONOURED.add((self.endpoint, self.bucket))
