@@ -1,15 +1,16 @@
 """The retraining flow: fetch, ingest, inputs (up to date?), train, evaluate, export, parity,
 register (and, with `registry.approval: required`, wait for a person to approve production).
 
-Every stage runs as a task through `mnist_pipeline.pipeline.stages.run`, as the CLI and
-`dvc repro` do; nothing here computes. A flow run works in its own folder, runs/<flow-run>/,
-on a hard-linked snapshot of the project's verified dataset and its own ingest of the project's
+Every stage runs as a task through `mnist_pipeline.pipeline.stages.run`, as the CLI and `dvc
+repro` do; nothing here computes. A flow run works in its own folder, runs/<flow-run>/, on a
+hard-linked snapshot of the project's verified dataset and its own ingest of the project's
 inbox; only the dataset folder (fetched under a lock), the inbox (read under its lock) and the
-registry are shared. A run trains nothing when a registered version already has its inputs
-fingerprint (unless `force`). A `trial` run (a sweep's) only trains and publishes its validation
-accuracy (flows/trials.py). Run once: `python -m flows.retrain` (which, like the CLI, writes
-data/, models/ and reports/ in the repository root).
-"""
+registry are shared. With `inbox.shared` set, the inbox is first brought in step with the one
+on object storage (inbox/sync.py), so a worker trains on what every host added. A run trains
+nothing when a registered version already has its inputs fingerprint (unless `force`). A
+`trial` run (a sweep's) only trains and publishes its validation accuracy (flows/trials.py).
+Run once: `python -m flows.retrain` (which, like the CLI, writes data/, models/ and reports/ in
+the repository root)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ from flows.trials import publish_trial, trial_row
 from mnist_pipeline.core.errors import GateError, ParamsError, StageFailed
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, load_params
+from mnist_pipeline.inbox import sync as inbox_sync
+from mnist_pipeline.inbox.shared import open_shared
 from mnist_pipeline.pipeline import runs, stages
 from mnist_pipeline.pipeline.versions import open_registry, read_card
 from mnist_pipeline.training.fingerprint import inputs_fingerprint
@@ -59,6 +62,21 @@ def run_inputs(params: Params, shared: Layout, layout: Layout) -> tuple[dict[str
     fingerprint = inputs_fingerprint(params, layout.data_dir, layout.extra_dir)
     registry = open_registry(params.registry, layout)
     return fingerprint, registry.version_with_fingerprint(fingerprint["sha256"])
+
+
+@task(name="sync-inbox", task_run_name="sync-inbox", cache_policy=NO_CACHE)
+def sync_inbox(params: Params, shared: Layout) -> str:
+    """The project's inbox brought in step with the shared one (params `inbox.shared`), so
+    ingest sees what every host added; each image not synced is logged with the reason."""
+    store = open_shared(params.inbox.shared, shared)
+    if store is None:
+        return "no shared inbox"
+    result = inbox_sync.sync(store, shared.inbox, f"flow-run:{flow_run.name or 'local'}")
+    for sha, problem in result.problems.items():
+        print(f"not synced: {sha}: {problem}")
+    summary = f"shared inbox {store.location}: {result.summary()}"
+    print(summary)
+    return summary
 
 
 # One task per stage, named after it; only fetch touches the network, so only fetch is retried.
@@ -160,6 +178,9 @@ def retrain(
     print(f"run folder: {layout.root}")
     timings: dict[str, float] = {}
     state, (_, timings["fetch"]) = _run("fetch", params, shared, [])
+    if params.inbox.shared is not None:  # other hosts' digits into the project's inbox first
+        state = sync_inbox(params, shared, wait_for=[state], return_state=True)
+        _value("sync-inbox", state)
     # The project's inbox, preprocessed into this run's folder (a bad file is listed, not fatal).
     state, (ingested, timings["ingest"]) = _run("ingest", params, layout, [state])
     publish_ingest(ingested)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,3 +162,33 @@ def test_unchanged_dataset_is_not_fetched_again(tmp_path: Path, flaky_http_mirro
     before = len(requests)
     second = retrain.fn(workdir=str(workdir), force=True)  # trains again, from the same files
     assert len(requests) == before and second["fingerprint"] and not second["up_to_date"]
+
+
+def test_the_run_first_takes_in_what_other_hosts_shared(
+    tmp_path: Path, tiny_mirror: tuple[Path, dict[str, str]]
+) -> None:
+    """With `inbox.shared`, digits another host published are in the run's ingest."""
+    from mnist_pipeline.inbox import store
+    from mnist_pipeline.inbox.shared import SharedInbox
+    from tests.example_helpers import draw_digit
+
+    mirror, sha = tiny_mirror
+    location = tmp_path / "store"
+    workdir = make_workdir(tmp_path, str(mirror), sha, inbox={"shared": str(location)})
+    other_host = SharedInbox(location)
+    for seed in range(3):
+        png = draw_digit(tmp_path / f"{seed}.png", seed).read_bytes()
+        assert other_host.publish(png, seed, "png", "test")
+    state = retrain(workdir=str(workdir), epochs=1, return_state=True)
+    assert state.is_completed(), state.message
+    assert sorted(e.label for e in store.entries(workdir / "data" / "extra")) == [0, 1, 2]
+    ingested = latest_artifact(INGEST_KEY)["data"]
+    counts = re.match(
+        r"\*\*Labelled digits users added\*\*: (\d+) train \+ (\d+) holdout, 0 ref", ingested
+    )
+    assert counts is not None and int(counts[1]) + int(counts[2]) == 3, ingested
+    runs = task_runs(str(state.state_details.flow_run_id))
+    assert [w["id"] for w in runs["sync-inbox"]["task_inputs"]["wait_for"]] == [runs["fetch"]["id"]]
+    assert [w["id"] for w in runs["ingest"]["task_inputs"]["wait_for"]] == [
+        runs["sync-inbox"]["id"]
+    ]

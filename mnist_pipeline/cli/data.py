@@ -1,5 +1,6 @@
-"""`mnist-pipeline data add|list|remove|pending|accept|reject|init`: the inbox of labelled digits
-(inbox/store.py) and the images awaiting review before they enter it (inbox/pending.py)."""
+"""`mnist-pipeline data add|list|remove|pending|accept|reject|init|sync`: the inbox of labelled
+digits (inbox/store.py), the images awaiting review before they enter it (inbox/pending.py), and
+the inbox shared with other hosts through object storage (inbox/shared.py, inbox/sync.py)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.inbox import events as inbox_events
-from mnist_pipeline.inbox import pending, tracked
+from mnist_pipeline.inbox import pending, sync, tracked
 from mnist_pipeline.inbox import store as inbox
+from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable, open_shared
 from mnist_pipeline.registry import default_actor
 
 data_app = typer.Typer(
     help="Labelled digits users add (data/extra/<digit>/), and those awaiting review "
-    "(data/pending/): add, list, remove, pending, accept, reject, init.",
+    "(data/pending/): add, list, remove, pending, accept, reject, init, sync.",
     no_args_is_help=True,
 )
 
@@ -50,6 +52,7 @@ def add(
     With --pending they await `data accept` instead, claimed by cli:<your user name>."""
     params = state(ctx).params()  # before storing anything: bad params change nothing
     folder = state(ctx).layout.inbox
+    shared = open_shared(params.inbox.shared, state(ctx).layout)  # a bad location: nothing stored
     inbox.check_label(label)
     if for_review:
         _add_pending(folder, state(ctx).layout.pending, images, label)
@@ -63,6 +66,7 @@ def add(
             what = "added" if done.new else "already in the inbox"
             console.print(f"{what}: {done.entry.path} (label {done.entry.label})", markup=False)
         _note_added(folder, added, params)
+    _share(shared, added)
 
 
 def _add_pending(folder: Path, quarantine: Path, images: list[Path], label: int) -> None:
@@ -126,8 +130,17 @@ def remove(
     ],
 ) -> None:
     """Retract images from the inbox."""
-    for entry in inbox.remove(state(ctx).layout.inbox, refs):
+    layout = state(ctx).layout
+    shared = open_shared(state(ctx).params().inbox.shared, layout)
+    removed = inbox.remove(layout.inbox, refs)
+    for entry in removed:
         console.print(f"removed: {entry.path} (label {entry.label})", markup=False)
+    if shared is not None and removed:
+        try:
+            sync.note_retracted(shared, layout.inbox, removed)
+            console.print(f"retracted from the shared inbox {shared.location}", markup=False)
+        except StoreUnavailable as exc:
+            _not_shared_yet(exc, "retracts them")
 
 
 @data_app.command("pending")
@@ -201,10 +214,12 @@ def accept(
             f"--label relabels one image; accept these {len(refs)} one at a time to relabel them"
         )
     layout = state(ctx).layout
+    shared = open_shared(state(ctx).params().inbox.shared, layout)
     done = pending.accept(layout.pending, layout.inbox, refs, _user(), label)
     for added in done:
         what = "accepted" if added.new else "accepted (already in the inbox)"
         console.print(f"{what}: {added.entry.path} (label {added.entry.label})", markup=False)
+    _share(shared, done)
 
 
 @data_app.command("reject")
@@ -227,3 +242,43 @@ def init(ctx: typer.Context) -> None:
     count = len(inbox.listing(layout.inbox)[0])
     what = "created the empty inbox" if created else f"the inbox holds {count} image(s)"
     console.print(f"{what}: {layout.inbox}", markup=False)
+
+
+@data_app.command("sync")
+def sync_inbox(ctx: typer.Context) -> None:
+    """Bring the inbox in step with the shared inbox (params `inbox.shared`): download what other
+    hosts added, publish what was added here, apply removals both ways (inbox/sync.py)."""
+    layout = state(ctx).layout
+    shared = open_shared(state(ctx).params().inbox.shared, layout)
+    if shared is None:
+        raise DataError("no shared inbox: set inbox.shared in params.yaml (s3://BUCKET/PREFIX)")
+    result = sync.sync(shared, layout.inbox, f"cli:{_user()}")
+    console.print(f"shared inbox {shared.location}: {result.summary()}", markup=False)
+    for sha in result.conflicts:
+        console.print(f"label conflict: {sha} (ingest refuses it until one label is removed)")
+    for sha, problem in result.problems.items():
+        console.print(f"not synced: {sha}: {problem}", markup=False)
+    if result.problems:
+        raise typer.Exit(1)
+
+
+def _share(shared: SharedInbox | None, added: list[inbox.Added]) -> None:
+    """Publish images just stored here to the shared inbox, if one is configured."""
+    if shared is None or not added:
+        return
+    try:
+        for done in added:
+            sync.publish_entry(shared, done.entry, f"cli:{_user()}")
+    except StoreUnavailable as exc:
+        _not_shared_yet(exc, "shares them")
+        return
+    except inbox.LabelConflict as exc:
+        raise inbox.LabelConflict(
+            f"{exc} (kept in this host's inbox; after the next `data sync` ingest refuses it "
+            "until one label is removed)"
+        ) from None
+    console.print(f"shared: {len(added)} image(s) in {shared.location}", markup=False)
+
+
+def _not_shared_yet(exc: Exception, what: str) -> None:
+    console.print(f"warning: {exc}; the next `mnist-pipeline data sync` {what}", markup=False)

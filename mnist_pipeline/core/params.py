@@ -147,6 +147,14 @@ class IngestParams(Section):
     holdout_percent: int = Field(default=20, ge=0, le=90)
 
 
+class InboxParams(Section):
+    """Where the inbox is shared between hosts that share no folder (inbox/shared.py)."""
+
+    # s3://BUCKET/PREFIX (or a folder): `data add`, `data accept` and `data remove` write there
+    # too, and `data sync` / the retraining flow bring data/extra/ up to date from it before ingest.
+    shared: str | None = Field(default=None, min_length=1)
+
+
 class ExportParams(Section):
     """ONNX export."""
 
@@ -170,6 +178,7 @@ class Params(Section):
 
     data: DataParams = DataParams()
     ingest: IngestParams = IngestParams()
+    inbox: InboxParams = InboxParams()
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()

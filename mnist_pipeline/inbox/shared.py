@@ -1,0 +1,140 @@
+"""The inbox on object storage (params `inbox.shared`), for hosts that share no folder.
+
+    <store>/images/<sha256>          the image's bytes, named by their SHA-256
+    <store>/labels/<sha256>.json     {"label": 7, "format": "png", "by": "...", "time": "..."}
+
+Both are created only if absent (S3: `If-None-Match: *`). The label record is the commit: the
+image is written first, then its record, so of two hosts labelling one image differently
+exactly one wins and the other gets a LabelConflict naming both labels, whatever the timing.
+Retracting deletes the record, then the image. Each host keeps its own inbox folder (what
+ingest reads and DVC tracks) in step with the store through sync.py. The store is any backend
+of the registry's storage interface (registry.open_storage): s3://BUCKET/PREFIX or a folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from mnist_pipeline.core.errors import DataError, RegistryError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.inbox.store import LabelConflict, check_label
+from mnist_pipeline.registry import open_storage
+
+IMAGES = "images/"
+LABELS = "labels/"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_FORMAT = re.compile(r"^[a-z0-9]{1,8}$")
+READERS = 8  # label records read at once (one small GET each)
+T = TypeVar("T")
+
+
+class StoreUnavailable(DataError):
+    """The store cannot be used: unreachable, no bucket, credentials refused (one line naming
+    the store and its endpoint)."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """What the store says of one image: its label and file format."""
+
+    label: int
+    format: str
+
+
+def open_shared(location: str | None, layout: Layout) -> SharedInbox | None:
+    """The shared inbox params name (`inbox.shared`; None: not configured); a relative folder
+    is under the project folder."""
+    return None if location is None else SharedInbox(layout.registry_root(location))
+
+
+class SharedInbox:
+    """The labelled images on one store, by SHA-256."""
+
+    def __init__(self, location: str | Path) -> None:
+        self.storage = self._call(lambda: open_storage(location, role="shared inbox"))
+        self.location = self.storage.location
+
+    def records(self) -> dict[str, Record]:
+        """Every image the store holds, with its label (records read in parallel)."""
+        keys = [
+            k
+            for k in self._call(lambda: self.storage.list(LABELS))
+            if k.endswith(".json") and _SHA256.fullmatch(k[len(LABELS) : -5])
+        ]
+        with ThreadPoolExecutor(READERS) as pool:
+            found = pool.map(lambda key: (key[len(LABELS) : -5], self._record(key)), keys)
+            return {sha: record for sha, record in found if record is not None}
+
+    def record(self, digest: str) -> Record | None:
+        """The store's record of the image with this SHA-256 (None: not there)."""
+        return self._record(f"{LABELS}{digest}.json")
+
+    def image(self, digest: str) -> bytes:
+        """The image's bytes, checked against its SHA-256 (DataError when missing or altered)."""
+        data = self._call(lambda: self.storage.read(f"{IMAGES}{digest}"))
+        if data is None:
+            raise DataError(f"shared inbox {self.location}: image {digest} is missing")
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise DataError(f"shared inbox {self.location}: image {digest} does not match its hash")
+        return data
+
+    def publish(self, data: bytes, label: int, image_format: str, by: str) -> bool:
+        """Share one image under `label`: True if this call added it, False if the store had it
+        already with that label; LabelConflict if it has it with another."""
+        digest, label = hashlib.sha256(data).hexdigest(), check_label(label)
+        if self._known(digest, label):
+            return False
+        self._call(lambda: self.storage.create(f"{IMAGES}{digest}", data))  # False: already there
+        fmt = image_format if _FORMAT.fullmatch(image_format) else "img"
+        record = {"label": label, "format": fmt, "by": by, "time": datetime.now(UTC).isoformat()}
+        body = json.dumps(record, sort_keys=True).encode()
+        if self._call(lambda: self.storage.create(f"{LABELS}{digest}.json", body)):
+            return True
+        self._known(digest, label)  # another host's record came first: same label or conflict
+        return False
+
+    def retract(self, digest: str) -> None:
+        """Remove one image from the store (nothing happens when it is not there)."""
+        self._call(lambda: self.storage.delete(f"{LABELS}{digest}.json"))
+        self._call(lambda: self.storage.delete(f"{IMAGES}{digest}"))
+
+    # ---- helpers
+
+    def _known(self, digest: str, label: int) -> bool:
+        """True when the store holds the image with `label`; LabelConflict with another."""
+        found = self.record(digest)
+        if found is not None and found.label != label:
+            raise LabelConflict(
+                f"image {digest[:12]} is labelled {found.label} in the shared inbox "
+                f"{self.location}, not {label}; retract it there first to relabel it"
+            )
+        return found is not None
+
+    def _record(self, key: str) -> Record | None:
+        data = self._call(lambda: self.storage.read(key))
+        if data is None:
+            return None  # retracted since it was listed
+        try:
+            raw = json.loads(data)
+            fmt = str(raw["format"])
+            return Record(check_label(raw["label"]), fmt if _FORMAT.fullmatch(fmt) else "img")
+        except (ValueError, KeyError, TypeError, DataError) as exc:
+            raise DataError(
+                f"shared inbox {self.location}: {key} is not a label record ({exc})"
+            ) from None
+
+    @staticmethod
+    def _call(action: Callable[[], T]) -> T:
+        """The store's errors as StoreUnavailable (one line naming the store and its endpoint)."""
+        try:
+            return action()
+        except RegistryError as exc:
+            raise StoreUnavailable(str(exc)) from None
