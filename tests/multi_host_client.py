@@ -5,6 +5,10 @@
     python -m tests.multi_host_client wait FLOW_RUN_ID...
     python -m tests.multi_host_client check REGISTRY_URL MIRROR_URL FOLDER
     python -m tests.multi_host_client get URL
+    python -m tests.multi_host_client wait-task FLOW_RUN_ID TASK_NAME
+    python -m tests.multi_host_client receive ADDRESS PORT FILE
+    python -m tests.multi_host_client webhook URL NAME
+    python -m tests.multi_host_client watch-heartbeats BLOCK_ID WITHIN_S
 
 Run inside the client namespace (tests/test_multi_host.py): the Prefect server, the S3 endpoint
 and the mirror are reached only through the addresses in the environment and arguments.
@@ -17,6 +21,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
@@ -95,7 +101,100 @@ def get(url: str) -> dict:
         return {"status": exc.code, "body": None}
 
 
-COMMANDS = {"bucket": bucket, "run": run, "wait": wait, "check": check, "get": get}
+def wait_task(flow_run_id: str, name: str) -> dict:
+    """Once the flow run's task run `name` is Running (or the flow run is final): its state."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterName,
+    )
+
+    runs = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    named = TaskRunFilter(name=TaskRunFilterName(any_=[name]))
+    deadline = time.monotonic() + 600
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            tasks = client.read_task_runs(flow_run_filter=runs, task_run_filter=named)
+            if any(t.state is not None and t.state.is_running() for t in tasks):
+                return {"task": name, "state": "Running"}
+            flow_state = client.read_flow_run(flow_run_id).state
+            if flow_state is not None and flow_state.is_final():
+                return {"task": name, "state": None, "flow_run": flow_state.name}
+            time.sleep(0.5)
+    return {"task": name, "state": None, "timeout": True}
+
+
+def receive(address: str, port: str, file: str) -> None:
+    """Serve until killed: each JSON body POSTed is appended to `file` as one line; GET: 200."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with open(file, "a") as out:
+                out.write(json.dumps(json.loads(body or b"{}")) + "\n")
+            self.send_response(200)
+            self.end_headers()
+
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+
+    Path(file).touch()
+    ThreadingHTTPServer((address, int(port)), Handler).serve_forever()
+
+
+def webhook(url: str, name: str) -> dict:
+    """A custom-webhook block posting {subject, body} to `url`: its slug and document id."""
+    from prefect.blocks.core import Block
+
+    from tests.notify_helpers import webhook_block
+
+    slug = webhook_block(url, name)
+    return {"slug": slug, "id": str(Block.load(slug)._block_document_id)}
+
+
+def watch_heartbeats(block_id: str, within_s: str) -> dict:
+    """The automation Prefect's docs give for flow runs whose process is gone: a run that sent
+    a heartbeat and then nothing for `within_s` seconds is marked Crashed, and the block
+    `block_id` is told (the run's own on_crashed hook died with its process)."""
+    from prefect.automations import Automation
+    from prefect.events.actions import ChangeFlowRunState, SendNotification
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    trigger = EventTrigger(
+        match={"prefect.resource.id": "prefect.flow-run.*"},
+        after={"prefect.flow-run.heartbeat"},
+        expect={"prefect.flow-run.*"},
+        for_each={"prefect.resource.id"},
+        posture=Posture.Proactive,
+        threshold=1,
+        within=timedelta(seconds=float(within_s)),
+    )
+    actions = [
+        ChangeFlowRunState(state="CRASHED", message="the flow run stopped sending heartbeats"),
+        SendNotification(
+            block_document_id=block_id,
+            subject="mnist-retrain run lost its process",
+            body="flow run {{ flow_run.name }} ({{ flow_run.id }}) stopped sending heartbeats",
+        ),
+    ]
+    created = Automation(name="crash-zombie-runs", trigger=trigger, actions=actions).create()
+    return {"automation": str(created.id)}
+
+
+COMMANDS = {
+    "bucket": bucket,
+    "run": run,
+    "wait": wait,
+    "check": check,
+    "get": get,
+    "wait-task": wait_task,
+    "receive": receive,
+    "webhook": webhook,
+    "watch-heartbeats": watch_heartbeats,
+}
 
 if __name__ == "__main__":
     print(json.dumps(COMMANDS[sys.argv[1]](*sys.argv[2:])))

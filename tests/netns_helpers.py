@@ -34,6 +34,11 @@ class Host:
         return ["ip", "netns", "exec", self.namespace, *args]
 
 
+def set_link(host: Host, up: bool) -> None:
+    """Bring `host`'s network link up or down (down: its peers' packets go unanswered)."""
+    _ip("-n", host.namespace, "link", "set", "eth0", "up" if up else "down")
+
+
 def _ip(*args: str) -> None:
     done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
     if done.returncode != 0:
@@ -49,7 +54,8 @@ def _unused_subnet() -> str:
     raise RuntimeError("no unused 10.x.y.0/24 subnet found")
 
 
-def _kill_all(namespace: str) -> None:
+def kill_all(namespace: str) -> None:
+    """SIGKILL every process in `namespace` (a host that loses power)."""
     pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
     for pid in pids.stdout.split():
         with suppress(ProcessLookupError):
@@ -86,5 +92,5 @@ def hosts(roles: list[str]) -> Iterator[dict[str, Host]]:
         yield found
     finally:
         for namespace in reversed(created):
-            _kill_all(namespace)
+            kill_all(namespace)
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=30)

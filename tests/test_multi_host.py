@@ -7,7 +7,12 @@ these hosts), **mirror** (the MNIST files over HTTP, standing in for the public 
 serve` following production on S3) and **client** (deploys prefect.yaml, starts runs, promotes,
 checks). Each host has its own folder; the registry lives only in the bucket. Three runs with
 different params go to the two workers; every version's card must state the accuracy its ONNX
-file gives on MNIST test, and a promotion must reach the serving host.
+file gives on MNIST test, and a promotion must reach the serving host. Then two faults
+(tests/multi_host_faults.py): a worker host loses every process while its run trains (the run
+ends Crashed through the heartbeat automation, which notifies once; the other run completes), and
+the s3 host becomes unreachable before a registration (the run fails naming the endpoint, its
+hook notifies once, the same run registers once the store is back); the bucket then holds
+versions 1-5 that verify clean, with nothing left by either fault.
 """
 
 from __future__ import annotations
@@ -25,6 +30,15 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
+from tests.multi_host_faults import (
+    CRASH_SUBJECT,
+    HEARTBEATS_S,
+    Site,
+    notifications,
+    store_goes_down,
+    told,
+    worker_host_dies,
+)
 from tests.multi_host_helpers import (
     base_env,
     client,
@@ -154,7 +168,12 @@ def test_hosts_sharing_only_a_network_train_register_and_serve(
             on_host(me, args, {**client_env, "MNIST_PIPELINE_REPO": repository}, deployer)
 
         # two workers, each in its own empty folder
-        worker_env = {**prefect_env, **aws_env, "PREFECT_WORKER_QUERY_SECONDS": "2"}
+        worker_env = {
+            **prefect_env,
+            **aws_env,
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEATS_S),
+        }
         logs = []
         for name in ("w1", "w2"):
             log = folders[name] / "worker.log"
@@ -247,3 +266,31 @@ def test_hosts_sharing_only_a_network_train_register_and_serve(
         while client(me, client_env, "get", f"{url}/model")["body"]["model"]["version"] != other:
             assert time.monotonic() < deadline, (serve_root / "serve.log").read_text()[-3000:]
             time.sleep(0.5)
+
+        # faults: a worker host dies mid-run; the store goes away before a registration
+        site = Site(net, client_env, logs)
+        slug, block_id, received = notifications(procs, site, folders["client"])
+        crash = worker_host_dies(site, block_id, received)
+        store = store_goes_down(site, endpoint, slug)
+        seen = client(me, client_env, "check", registry, mirror_url, str(folders["client"]))
+        assert seen["problems"] == []
+        assert [v["version"] for v in seen["versions"]] == [1, 2, 3, 4, 5]
+        later = [v["flow_run_id"] for v in seen["versions"][3:]]
+        assert later == [crash["completed"], store["completed"]]
+        verify = [*promote[:6], "verify"]
+        done = subprocess.run(
+            me.run(verify),
+            env=client_env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0 and "5 version(s) intact" in done.stderr, done.stderr
+        assert "unreferenced" not in done.stderr, done.stderr  # no half-registered objects
+        notes = told(received)
+        crashed = [n for n in notes if n["subject"] == CRASH_SUBJECT]
+        failed = [n for n in notes if n["subject"].endswith(" failed")]
+        assert len(crashed) == 1 and crash["crashed"] in crashed[0]["body"], notes
+        assert len(failed) == 1 and f"at {endpoint}:" in failed[0]["body"], notes
+        assert len(notes) == 2, notes
