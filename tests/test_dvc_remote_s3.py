@@ -98,7 +98,7 @@ def pushed(tmp_path: Path, s3_endpoint: str, aws_env: None) -> tuple[Path, str]:
 
 
 def test_a_second_clone_pulls_the_pushed_data(
-    pushed: tuple[Path, str], tmp_path: Path, s3_endpoint: str
+    pushed: tuple[Path, str], tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first, url = pushed
     shutil.rmtree(tmp_path / "mirror")  # from here on no mirror exists: the data is on S3 only
@@ -113,6 +113,10 @@ def test_a_second_clone_pulls_the_pushed_data(
     assert len(digests(second)) > 10  # the four MNIST files, three digits, the ingested set
     assert "Data and pipelines are up to date." in run(second, "dvc", "status", *PULLED)
     assert ran(run(second, "dvc", "repro", *PULLED)) == set()  # would fail: the mirror is gone
+    assert "in sync" in run(second, "dvc", "status", "--cloud", *PULLED)
+    # Without endpointurl, the AWS_ENDPOINT_URL that the registry's hosts set reaches it too.
+    run(second, "dvc", "remote", "modify", "--local", "--unset", REMOTE, "endpointurl")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     assert "in sync" in run(second, "dvc", "status", "--cloud", *PULLED)
 
 
