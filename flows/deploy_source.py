@@ -3,8 +3,9 @@
 `prefect deploy` runs `source()` in the deploying checkout; its outputs fill the deployment's
 `git_clone` pull step, so the deployment holds a repository URL and a commit, never a path of
 the deploying machine. Refused, with one line naming the problem: no URL, a local path (a worker
-on another machine cannot clone it), a URL holding a password (the deployment would keep it in
-clear), a repository that cannot be read, a commit it does not have.
+on another machine cannot clone it), a URL holding a password, or over http(s) any user part
+(often a token; the deployment would keep either in clear), a repository that cannot be read, a
+commit it does not have.
 """
 
 from __future__ import annotations
@@ -48,10 +49,16 @@ def check_url(url: str | None) -> str:
             f"{REPO_VARIABLE}={url!r} is not a remote git URL (https://, git://, ssh:// or "
             "user@host:path): a worker on another machine cannot clone a local path"
         )
-    if "://" in url and urlsplit(url).password is not None:
+    parts = urlsplit(url) if "://" in url else None
+    # over http(s) the user part is often a token (https://TOKEN@host/...): refused like a
+    # password; an ssh:// user names an account, its key stays on the worker
+    if parts is not None and (
+        parts.password is not None or (parts.scheme.startswith("http") and parts.username)
+    ):
         raise SourceError(
-            f"{REPO_VARIABLE} holds a password, which the deployment would store in clear: "
-            "give workers git credentials (an SSH key or a credential helper) instead"
+            f"{REPO_VARIABLE} holds a password or token, which the deployment would store in "
+            "clear: give workers git credentials (an SSH key or a credential helper, with "
+            "`git config credential.username` for a user name) instead"
         )
     return url
 

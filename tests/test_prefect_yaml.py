@@ -96,11 +96,16 @@ def test_source_refuses_what_a_worker_cannot_clone(tmp_path: Path, monkeypatch, 
     for local in ("/srv/git/mnist-pipeline.git", "file:///srv/git/mnist-pipeline.git"):
         with pytest.raises(SourceError, match="cannot clone a local path"):
             check_url(local)
-    with pytest.raises(SourceError, match="holds a password") as refused:
-        check_url("https://ci:s3cret-token@git.example.com/mnist-pipeline.git")
-    assert "s3cret" not in str(refused.value)
+    for secret in (
+        "https://ci:s3cret-token@git.example.com/mnist-pipeline.git",
+        "https://s3cret-token@git.example.com/mnist-pipeline.git",
+        "ssh://git:s3cret-token@git.example.com/mnist-pipeline.git",
+    ):
+        with pytest.raises(SourceError, match="holds a password or token") as refused:
+            check_url(secret)
+        assert "s3cret" not in str(refused.value)
     assert check_url("git@git.example.com:ml/mnist-pipeline.git")
-    assert check_url("https://ci@git.example.com/mnist-pipeline.git")
+    assert check_url("ssh://git@git.example.com/ml/mnist-pipeline.git")
     bare = tmp_path / "remote.git"
     git("init", "--bare", "-q", str(bare), cwd=tmp_path)
     head = git("rev-parse", "HEAD", cwd=REPO_ROOT)
