@@ -147,3 +147,30 @@ def test_a_new_served_version_starts_an_empty_window_against_its_own_reference(
     state = monitor.status()
     assert state["version"] == 2 and state["images"] == 0 and state["enabled"] is False
     assert state["verdict"] is None and f"v2 has no {REFERENCE_FILE}" in state["problem"]
+
+
+def test_a_reference_the_store_could_not_give_is_read_again_later(
+    served: ServedModel, _candidate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnist_pipeline.core.errors import RegistryError
+
+    monitor = DriftMonitor(served, ServeParams(drift_window=200), emitter=lambda *_: True)
+    digits = contract_digits(_candidate.data_dir)
+    read_file = served.registry.read_file
+
+    def store_down(*args: object) -> bytes:
+        raise RegistryError("registry s3://bucket/registry at http://10.0.0.1: unreachable")
+
+    monkeypatch.setattr(served.registry, "read_file", store_down)
+    monitor.process([answered(served, digits[:100])])
+    state = monitor.status()
+    assert (
+        state["enabled"] is False and "unreachable: not monitored; read again" in state["problem"]
+    )
+    monkeypatch.setattr(served.registry, "read_file", read_file)  # the store is back
+    monitor.process([answered(served, digits[:100])])
+    assert monitor.status()["enabled"] is False  # not before REREAD_S
+    monitor._retry_at = 0.0  # as if REREAD_S had passed
+    monitor.process([answered(served, digits[:100])])
+    state = monitor.status()
+    assert state["enabled"] is True and state["problem"] is None and state["images"] == 100

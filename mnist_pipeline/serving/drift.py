@@ -9,7 +9,8 @@ monitoring/drift.py) is computed, and any over `serve.drift_threshold` is drift.
 logged, counted in /metrics and, with a Prefect API configured, emitted as the event
 `mnist.serve.drift` on `mnist.model.<name>`; after one, the next waits `serve.drift_cooldown_s`,
 so one sustained shift makes one event. A version without a reference is not monitored (the
-status says so); a window not yet full has no verdict.
+status says so); one whose reference could not be read (the store down) is tried again with the
+traffic that follows, every REREAD_S; a window not yet full has no verdict.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ DRIFT_EVENT = "mnist.serve.drift"
 # The retraining run a drift event starts says why (its `reason` parameter, rendered by Prefect).
 DRIFT_REASON = "live traffic drifted from MNIST test: {{ event.payload.summary }}"
 QUEUE_BATCHES = 256  # answered batches waiting for the monitor's thread; more are skipped
+REREAD_S = 30.0  # a reference that could not be read (the store down) is read again after this
 logger = logging.getLogger("mnist_pipeline.serve")
 
 
@@ -89,6 +91,10 @@ class DriftMonitor:
             maxsize=QUEUE_BATCHES
         )
         self._lock = threading.Lock()  # status() reads what the thread writes
+        self._retry_at: float | None = None  # when to read a reference that could not be read
+
+    def _retry_due(self) -> bool:
+        return self._retry_at is not None and time.monotonic() >= self._retry_at
 
     def start(self, metrics: Metrics | None) -> None:
         """Watch from now on in a daemon thread (nothing with `serve.drift` off)."""
@@ -121,7 +127,7 @@ class DriftMonitor:
             now = self.served.current
             if now is not None and now.version != loaded.version:
                 continue  # answered just before a swap: the window is the served version's
-            if loaded.version != self.version:
+            if loaded.version != self.version or self._retry_due():
                 self._switch(loaded)
             if self.reference is None:
                 continue
@@ -132,16 +138,22 @@ class DriftMonitor:
 
     def _switch(self, loaded: Loaded) -> None:
         """A new served version: its reference, an empty window."""
-        reference, problem = None, None
+        reference, problem, self._retry_at = None, None, None
         if drift.REFERENCE_FILE not in loaded.card.files:
             problem = f"v{loaded.version} has no {drift.REFERENCE_FILE} (registered before drift "
             problem += "references were measured): not monitored"
         else:
             try:
                 data = self.registry.read_file(loaded.version, drift.REFERENCE_FILE)  # verified
-                reference = drift.parse_reference(data, f"v{loaded.version} {drift.REFERENCE_FILE}")
-            except Exception as exc:  # noqa: BLE001 - a bad reference only turns monitoring off
-                problem = f"{exc}: not monitored"
+            except Exception as exc:  # noqa: BLE001 - the store down, or the file altered
+                problem = f"{exc}: not monitored; read again in {REREAD_S:.0f} s"
+                self._retry_at = time.monotonic() + REREAD_S
+            else:
+                try:
+                    name = f"v{loaded.version} {drift.REFERENCE_FILE}"
+                    reference = drift.parse_reference(data, name)
+                except Exception as exc:  # noqa: BLE001 - a bad reference turns monitoring off
+                    problem = f"{exc}: not monitored"
         if problem is not None:
             logger.warning("drift monitor: %s", problem)
         with self._lock:
