@@ -27,6 +27,7 @@ from prefect import flow, get_run_logger
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
+from prefect.states import Cancelling
 
 from flows.trials import read_trial
 from mnist_pipeline.core.errors import ParamsError, PipelineError
@@ -39,16 +40,21 @@ POLL_S = 2.0
 
 
 def wait_all(client: SyncPrefectClient, ids: list[UUID], timeout_s: float) -> list[FlowRun]:
-    """The flow runs `ids` once every one is final (a PipelineError after `timeout_s`)."""
+    """The flow runs `ids` once every one is final. After `timeout_s`, those still going are
+    cancelled (a worker stops their process) and a PipelineError names them."""
     deadline = time.monotonic() + timeout_s
     while True:
         runs = [client.read_flow_run(i) for i in ids]
         if all(r.state is not None and r.state.is_final() for r in runs):
             return runs
         if time.monotonic() > deadline:
-            waiting = [r.name for r in runs if r.state is None or not r.state.is_final()]
+            waiting = [r for r in runs if r.state is None or not r.state.is_final()]
+            why = f"sweep: not finished after {timeout_s:.0f} s"
+            for run in waiting:  # never left training for nobody
+                client.set_flow_run_state(run.id, Cancelling(message=why), force=True)
+            names = [r.name for r in waiting]
             raise PipelineError(
-                f"sweep: child runs not finished after {timeout_s:.0f} s: {waiting}"
+                f"sweep: child runs not finished after {timeout_s:.0f} s, cancelled: {names}"
             )
         time.sleep(POLL_S)
 

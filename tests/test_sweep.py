@@ -243,3 +243,25 @@ def test_sweep_on_two_workers_registers_the_best_by_validation(
         or Registry(other / "registry", "mnist-cnn").versions() == []
     )
     assert not (deployer / "registry").exists() and not (deployer / "runs").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_children_still_going_at_the_timeout_are_cancelled(tiny_workdir: Path) -> None:
+    """A child no worker ever finishes (here: a run nothing executes) is cancelled, named."""
+    from prefect import flow as prefect_flow
+
+    @prefect_flow(name="never-run")
+    def never_run() -> None: ...
+
+    with get_client(sync_client=True) as client:
+        waiting = client.create_flow_run(never_run)
+        with pytest.raises(
+            PipelineError, match=rf"not finished after 0 s, cancelled: \['{waiting.name}'\]"
+        ):
+            sweep_module.wait_all(client, [waiting.id], timeout_s=0)
+        state = client.read_flow_run(waiting.id).state
+    assert (
+        state.type.value in ("CANCELLING", "CANCELLED")
+        and "not finished after 0 s" in state.message
+    )
