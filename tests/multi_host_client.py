@@ -4,6 +4,7 @@
     python -m tests.multi_host_client run DEPLOYMENT PARAMS_JSON...
     python -m tests.multi_host_client wait FLOW_RUN_ID...
     python -m tests.multi_host_client check REGISTRY_URL MIRROR_URL FOLDER
+    python -m tests.multi_host_client history REGISTRY_URL MODEL
     python -m tests.multi_host_client get URL
     python -m tests.multi_host_client wait-task FLOW_RUN_ID TASK_NAME
     python -m tests.multi_host_client receive ADDRESS PORT FILE
@@ -91,6 +92,23 @@ def check(registry_url: str, mirror: str, folder: str) -> dict:
             }
         )
     return {"versions": versions, "problems": registry.verify(), "aliases": registry.aliases()}
+
+
+def history(registry_url: str, model: str) -> dict:
+    """A registry's versions (with their ONNX SHA-256), verify(), aliases and audit trail."""
+    from mnist_pipeline.registry import Registry
+
+    registry = Registry(registry_url, model)
+    log = registry.alias_log()
+    return {
+        "versions": [
+            {"version": c["version"], "onnx": c["files"]["model.onnx"]} for c in registry.versions()
+        ],
+        "problems": registry.verify(),
+        "aliases": registry.aliases(),
+        "history": log["history"],
+        "events": log["events"],
+    }
 
 
 def get(url: str) -> dict:
@@ -189,6 +207,7 @@ COMMANDS = {
     "run": run,
     "wait": wait,
     "check": check,
+    "history": history,
     "get": get,
     "wait-task": wait_task,
     "receive": receive,

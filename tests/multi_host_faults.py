@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import REPO_ROOT
 from tests.multi_host_helpers import base_env, client, launch
 from tests.netns_helpers import Host, kill_all, set_link
 from tests.test_scale_out import worker_of
@@ -48,7 +49,8 @@ def notifications(procs: ExitStack, site: Site, folder: Path) -> tuple[str, str,
     url = f"http://{me.address}:8100"
     receiver = [sys.executable, "-m", "tests.multi_host_client", "receive", me.address, "8100"]
     env = base_env(folder / "home")
-    launch(procs, me, [*receiver, str(received)], env, folder / "receiver.log", folder, url, me)
+    # run from the checkout (the `tests` package is not installed), writing into `folder`
+    launch(procs, me, [*receiver, str(received)], env, folder / "receiver.log", REPO_ROOT, url, me)
     block = site.call("webhook", f"{url}/hook", "multi-host")
     return block["slug"], block["id"], received
 

@@ -114,10 +114,15 @@ def start_postgres(procs: ExitStack, db: Host) -> str:
     return "postgresql+asyncpg://prefect@127.0.0.1:5432/prefect"
 
 
+def shared_inbox(registry: str) -> str:
+    """The labelled digits' store beside the registry: s3://BUCKET/inbox."""
+    return registry.rsplit("/", 1)[0] + "/inbox"
+
+
 def publish_repository(folder: Path, mirror: str, registry: str) -> Path:
     """A bare repository holding this checkout's HEAD plus a commit adding hosts.yaml (the
-    params these hosts run with, and a deployment limit of 3); returns the folder git daemon
-    serves."""
+    params these hosts run with: the registry and the inbox in the bucket; and a deployment
+    limit of 3); returns the folder git daemon serves."""
     served = folder / "served"
     bare = served / "mnist-pipeline.git"
     git("init", "--bare", "-q", "-b", "main", str(bare), cwd=folder)
@@ -130,6 +135,7 @@ def publish_repository(folder: Path, mirror: str, registry: str) -> Path:
         "train": {"max_batches_per_epoch": 30, "val_size": 1000, "num_threads": 1},
         "evaluate": {"min_accuracy": 0.0, "robustness_per_transform": 0},
         "registry": {"root": registry},
+        "inbox": {"shared": shared_inbox(registry)},
     }
     (author / "hosts.yaml").write_text(yaml.safe_dump(params))
     # runs may overlap here (the deployment's default limit, 1, queues them one at a time)

@@ -1,6 +1,7 @@
 """The inbox shared through object storage: hosts (here: folders) that share only the store see
-each other's digits, removals and relabellings follow, two labels for one image never both
-train, and a store that is down loses nothing. On a folder store and on moto's S3 server."""
+each other's digits, removals and relabellings follow and are never undone by another host,
+two labels for one image never both train, and a store that is down or emptied loses nothing.
+On a folder store and on moto's S3 server."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mnist_pipeline.cli.app import app
-from mnist_pipeline.inbox import store, sync
+from mnist_pipeline.inbox import pending, store, sync
 from mnist_pipeline.inbox.ingest import collect
 from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
 from tests.example_helpers import draw_digit
@@ -21,6 +22,7 @@ from tests.s3_helpers import new_bucket, proxy, use_endpoint
 def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A shared inbox on each backend."""
     if request.param == "folder":
+        (tmp_path / "store").mkdir()
         return str(tmp_path / "store")
     return request.getfixturevalue("s3_url").replace("/registry", "/inbox")
 
@@ -33,34 +35,56 @@ def labels(inbox: Path) -> list[tuple[int, str]]:
     return [(e.label, e.sha256) for e in store.entries(inbox)]
 
 
+def nothing_changed(result: sync.SyncResult) -> bool:
+    return result == sync.SyncResult()
+
+
 def test_digits_added_on_one_host_reach_the_other_and_removals_follow(
     location: str, tmp_path: Path
 ) -> None:
     shared = SharedInbox(location)
     a, b = tmp_path / "a" / "extra", tmp_path / "b" / "extra"
-    three = store.add(a, digit(tmp_path, 1), "one.png", 3).entry
-    sync.publish_entry(shared, three, "test")
+    three = sync.add(shared, a, digit(tmp_path, 1), "one.png", 3, "test").entry
+    assert shared.record(three.sha256).label == 3  # in the store as soon as it is added
     got = sync.sync(shared, b, "test")
     assert got.downloaded == [three.sha256] and not got.problems
     (copy,) = store.entries(b)
     assert (copy.label, copy.path.name) == (3, f"{three.sha256}.png")
     assert copy.path.read_bytes() == three.path.read_bytes()
-    again = sync.sync(shared, b, "test")
-    assert again.summary().startswith("0 downloaded, 0 published, 0 deleted here")
+    assert nothing_changed(sync.sync(shared, b, "test"))
 
-    five = store.add(b, digit(tmp_path, 2), "two.png", 5).entry  # only here: published
+    five = store.add(b, digit(tmp_path, 2), "two.png", 5).entry  # dropped in by hand on b
     assert sync.sync(shared, b, "test").published == [five.sha256]
     assert sync.sync(shared, a, "test").downloaded == [five.sha256]
     assert labels(a) == labels(b) == sorted([(3, three.sha256), (5, five.sha256)])
 
-    removed = store.remove(a, [three.sha256])  # `data remove` on host a
-    sync.note_retracted(shared, a, removed)
+    five_on_b = store.entries(b)[1].path
+    five_on_b.unlink()  # gone here without `data remove` (an older snapshot restored)
+    assert sync.sync(shared, b, "test").downloaded == [five.sha256]  # the store keeps it
+
+    assert sync.remove(shared, a, [three.sha256]) == [three]  # `data remove` on host a
     assert shared.record(three.sha256) is None
     assert sync.sync(shared, b, "test").deleted_here == [three.sha256]
-    store.remove(b, [five.sha256])  # removed on b, not yet retracted: the sync retracts it
-    assert sync.sync(shared, b, "test").retracted == [five.sha256]
+    sync.remove(shared, b, [five.sha256])
     assert sync.sync(shared, a, "test").deleted_here == [five.sha256]
-    assert labels(a) == labels(b) == [] and shared.records() == {}
+    assert labels(a) == labels(b) == []
+    assert shared.records() == ({}, {})
+
+
+def test_a_removal_is_never_undone_by_the_host_that_published_it(
+    location: str, tmp_path: Path
+) -> None:
+    shared = SharedInbox(location)
+    review, worker = tmp_path / "review" / "extra", tmp_path / "worker" / "extra"
+    queue = tmp_path / "review" / "pending"
+    png = digit(tmp_path, 6)
+    sha = pending.submit(queue, review, png, "upload.png", 6, "token:alice").sha256
+    accepted = pending.accept(queue, review, [sha], "bob", publish=sync.publish_all(shared, "t"))
+    sync.remember(shared, review, [a.entry for a in accepted])
+    assert sync.sync(shared, worker, "test").downloaded == [sha]
+    sync.remove(shared, worker, [sha])  # the worker's operator removes it
+    assert sync.sync(shared, review, "test").deleted_here == [sha]  # not published again
+    assert shared.record(sha) is None and labels(review) == labels(worker) == []
 
 
 def test_one_image_with_two_labels_never_trains(location: str, tmp_path: Path) -> None:
@@ -70,36 +94,83 @@ def test_one_image_with_two_labels_never_trains(location: str, tmp_path: Path) -
     assert shared.publish(png, 3, "png", "test") is False  # the same label: already there
     with pytest.raises(store.LabelConflict, match=r"labelled 3 in the shared inbox .*not 5"):
         shared.publish(png, 5, "png", "test")
+    a = tmp_path / "a" / "extra"
+    with pytest.raises(store.LabelConflict, match="not 5"):
+        sync.add(shared, a, png, "x.png", 5, "test")
+    assert labels(a) == []  # refused by the store: nothing stored here either
 
     b = tmp_path / "b" / "extra"
-    sha = store.add(b, png, "mine.png", 5).entry.sha256  # labelled 5 here, 3 in the store
+    mine = store.add(b, png, "mine.png", 5).entry  # labelled 5 by hand here, 3 in the store
     got = sync.sync(shared, b, "test")
-    assert got.conflicts == [sha] and [label for label, _ in labels(b)] == [3, 5]
+    assert got.conflicts == [mine.sha256] and [label for label, _ in labels(b)] == [3, 5]
     collected = collect(b, 0)
     assert collected.accepted == []
     assert all("labelled [3, 5]" in reason for reason in collected.rejected.values())
+    sync.remove(shared, b, [str(mine.path)])  # one copy removed: the conflict resolved here
+    assert shared.record(mine.sha256).label == 3 and labels(b) == [(3, mine.sha256)]
 
     c = tmp_path / "c" / "extra"  # relabelled on another host: the new label replaces the old
     sync.sync(shared, c, "test")
-    shared.retract(sha)
+    shared.retract(mine.sha256)
     assert shared.publish(png, 7, "png", "test")
-    assert sync.sync(shared, c, "test").downloaded == [sha]
-    assert labels(c) == [(7, sha)]
+    assert sync.sync(shared, c, "test").downloaded == [mine.sha256]
+    assert labels(c) == [(7, mine.sha256)]
 
 
-def test_an_altered_image_in_the_store_is_not_taken(location: str, tmp_path: Path) -> None:
+def test_an_accept_the_store_refuses_moves_nothing(location: str, tmp_path: Path) -> None:
     shared = SharedInbox(location)
-    png = digit(tmp_path, 4)
+    inbox, queue = tmp_path / "extra", tmp_path / "pending"
+    png = digit(tmp_path, 8)
+    shared.publish(png, 1, "png", "other host")
+    sha = pending.submit(queue, inbox, png, "upload.png", 8, "token:alice").sha256
+    with pytest.raises(store.LabelConflict, match="labelled 1 in the shared inbox"):
+        pending.accept(queue, inbox, [sha], "bob", publish=sync.publish_all(shared, "t"))
+    assert labels(inbox) == [] and [p.sha256 for p in pending.items(queue)] == [sha]
+
+
+def test_altered_images_and_bad_records_are_reported_and_not_taken(
+    location: str, tmp_path: Path
+) -> None:
+    shared = SharedInbox(location)
+    png, fine = digit(tmp_path, 4), digit(tmp_path, 9)
     shared.publish(png, 4, "png", "test")
-    sha = next(iter(shared.records()))
+    shared.publish(fine, 9, "png", "test")
+    sha = next(s for s, r in shared.records()[0].items() if r.label == 4)
     shared.storage.delete(f"images/{sha}")
     shared.storage.create(f"images/{sha}", png + b"tampered")
+    bad = "f" * 64
+    shared.storage.create(f"labels/{bad}.json", b"{not json")
     b = tmp_path / "b" / "extra"
     got = sync.sync(shared, b, "test")
-    assert "does not match its hash" in got.problems[sha] and labels(b) == []
-    shared.storage.delete(f"images/{sha}")  # repaired: the next sync takes it (not a removal)
+    assert "does not match its hash" in got.problems[sha]
+    assert f"labels/{bad}.json is not a label record" in got.problems[bad]
+    assert [label for label, _ in labels(b)] == [9]  # the rest synced
+    shared.storage.delete(f"images/{sha}")  # repaired: the next sync takes it
     shared.storage.create(f"images/{sha}", png)
-    assert sync.sync(shared, b, "test").downloaded == [sha] and labels(b) == [(4, sha)]
+    assert sync.sync(shared, b, "test").downloaded == [sha]
+
+
+def test_a_wiped_store_empties_no_inbox_and_a_new_one_is_filled_again(
+    location: str, tmp_path: Path
+) -> None:
+    shared = SharedInbox(location)
+    a, b = tmp_path / "a" / "extra", tmp_path / "b" / "extra"
+    sha = sync.add(shared, a, digit(tmp_path, 5), "x.png", 2, "test").entry.sha256
+    sync.remove(shared, a, [sha])  # every image removed: the store is empty, not lost
+    assert shared.records() == ({}, {}) and shared.identity() is not None
+    assert nothing_changed(sync.sync(shared, a, "test"))
+    sha = sync.add(shared, a, digit(tmp_path, 5), "x.png", 2, "test").entry.sha256
+    assert sync.sync(shared, b, "test").downloaded == [sha]
+    for key in shared.storage.list("") + ["inbox.json"]:
+        shared.storage.delete(key)  # wiped, or a share mounted empty
+    again = SharedInbox(location)
+    with pytest.raises(StoreUnavailable, match="has lost its inbox.json .*nothing synced"):
+        sync.sync(again, a, "test")
+    assert labels(a) == labels(b) == [(2, sha)]
+    sync.base_file(a).unlink()  # the operator starts the store afresh from host a
+    assert sync.sync(again, a, "test").published == [sha]
+    assert sync.sync(SharedInbox(location), b, "test").summary().startswith("0 downloaded")
+    assert labels(b) == [(2, sha)]  # a store made afresh is another store: nothing deleted
 
 
 def test_bad_locations_are_one_line_and_store_nothing(tmp_path: Path) -> None:
@@ -107,9 +178,11 @@ def test_bad_locations_are_one_line_and_store_nothing(tmp_path: Path) -> None:
         ("s3://", "shared inbox location 's3://' names no bucket"),
         ("s3://Bad_Bucket/x", "is not a valid bucket name"),
         ("ftp://host/x", "unsupported scheme 'ftp'"),
+        (str(tmp_path / "unmounted"), "is not a folder: create it"),
     ):
-        with pytest.raises(StoreUnavailable, match=message):
+        with pytest.raises(StoreUnavailable, match=message) as refused:
             SharedInbox(bad)
+        assert "\n" not in str(refused.value)
     root = tmp_path / "project"
     root.mkdir()
     (root / "params.yaml").write_text("inbox:\n  shared: s3://\n")
@@ -120,14 +193,15 @@ def test_bad_locations_are_one_line_and_store_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_projects_share_digits_through_s3_and_survive_the_store_going_down(
+def test_two_projects_share_digits_through_s3_and_a_store_that_is_down_changes_nothing(
     s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """`data add` on one host, `data sync` and ingest on another, through moto behind a proxy
-    that stops answering: the add keeps its image and says the next sync shares it."""
+    that stops answering: then add, remove and sync fail naming the endpoint, changing nothing."""
     runner = CliRunner()
     with proxy(s3_endpoint) as store_proxy:
         use_endpoint(monkeypatch, store_proxy.url)
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # a store that is down fails at once
         url = f"s3://{new_bucket(s3_endpoint)}/inbox"
         a, b = tmp_path / "a", tmp_path / "b"
         for root in (a, b):
@@ -139,21 +213,21 @@ def test_two_projects_share_digits_through_s3_and_survive_the_store_going_down(
 
         first = cli(a, "add", str(draw_digit(tmp_path / "1.png", 1)), "-l", "1")
         assert first.exit_code == 0 and f"shared: 1 image(s) in {url}" in first.output
+        (one,) = labels(a / "data" / "extra")
         store_proxy.down.set()
-        second = cli(a, "add", str(draw_digit(tmp_path / "2.png", 2)), "-l", "2")
-        assert second.exit_code == 0, second.output
-        assert "warning:" in second.output and store_proxy.url in second.output
-        assert "next `mnist-pipeline data sync` shares them" in second.output
-        assert len(store.entries(a / "data" / "extra")) == 2  # kept here
-
-        refused = cli(b, "sync")
-        assert isinstance(refused.exception, StoreUnavailable)
-        assert store_proxy.url in str(refused.exception)
-        assert "\n" not in str(refused.exception)
-        assert not (b / "data" / ".extra.shared.json").exists()
+        for refused in (
+            cli(a, "add", str(draw_digit(tmp_path / "2.png", 2)), "-l", "2"),
+            cli(a, "remove", one[1][:12]),
+            cli(b, "sync"),
+        ):
+            assert isinstance(refused.exception, StoreUnavailable), refused.output
+            assert store_proxy.url in str(refused.exception)
+            assert "\n" not in str(refused.exception)
+        assert labels(a / "data" / "extra") == [one]  # nothing added, nothing removed
+        assert not (b / "data" / "extra").exists() or labels(b / "data" / "extra") == []
 
         store_proxy.down.clear()
-        assert "1 published" in cli(a, "sync").output
+        assert cli(a, "add", str(draw_digit(tmp_path / "2.png", 2)), "-l", "2").exit_code == 0
         synced = cli(b, "sync")
         assert synced.exit_code == 0 and "2 downloaded" in synced.output
         assert labels(a / "data" / "extra") == labels(b / "data" / "extra")

@@ -6,17 +6,20 @@ these hosts), **mirror** (the MNIST files over HTTP, standing in for the public 
 **worker** hosts (`prefect worker start`, each in its own empty folder), **serve** (`mnist-pipeline
 serve` following production on S3) and **client** (deploys prefect.yaml, starts runs, promotes,
 checks). Each host has its own folder; the registry lives only in the bucket. Three runs with
-different params go to the two workers; every version's card must state the accuracy its ONNX
-file gives on MNIST test, and a promotion must reach the serving host. Then two faults
-(tests/multi_host_faults.py): a worker host loses every process while its run trains (the run
-ends Crashed through the heartbeat automation, which notifies once; the other run completes), and
-the s3 host becomes unreachable before a registration (the run fails naming the endpoint, its
-hook notifies once, the same run registers once the store is back); the bucket then holds
-versions 1-5 that verify clean, with nothing left by either fault.
+different params go to the two workers; every version's card must state the accuracy its ONNX file
+gives on MNIST test, and a promotion must reach the serving host; six labelled digits added on the
+client reach both workers' ingest through the shared inbox in the bucket. Then 8 registrations and
+8 promotions at once from the two worker hosts (tests/multi_host_races.py), and two faults
+(tests/multi_host_faults.py): a worker host loses every process while its run trains (the run ends
+Crashed through the heartbeat automation, which notifies once; the other run completes), and the s3
+host becomes unreachable before a registration (the run fails naming the endpoint, its hook
+notifies once, the same run registers once the store is back); the bucket then holds versions 1-5
+that verify clean, with nothing left by either fault.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -29,7 +32,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mnist_pipeline.inbox import store as inbox_store
 from tests.conftest import REPO_ROOT
+from tests.example_helpers import draw_digit
 from tests.multi_host_faults import (
     CRASH_SUBJECT,
     HEARTBEATS_S,
@@ -46,8 +51,10 @@ from tests.multi_host_helpers import (
     launch,
     on_host,
     publish_repository,
+    shared_inbox,
     start_postgres,
 )
+from tests.multi_host_races import race
 from tests.netns_helpers import hosts
 from tests.process_helpers import start, stop, wait_for
 from tests.s3_helpers import CREDENTIALS
@@ -59,6 +66,8 @@ AUTH = "mnist:multi-host-secret"
 ROLES = ["db", "s3", "git", "mirror", "w1", "w2", "serve", "client"]
 EPOCHS = (1, 2, 3)
 BUCKET = "mnist-models"
+CLI = [sys.executable, "-m", "mnist_pipeline"]
+DIGITS_ADDED = 6
 
 
 def test_hosts_sharing_only_a_network_train_register_and_serve(
@@ -192,6 +201,28 @@ def test_hosts_sharing_only_a_network_train_register_and_serve(
             procs.callback(stop, start(net[name].run(command), env, log, folders[name]))
             logs.append(log)
 
+        # labelled digits added on the client reach the workers' ingest through the bucket
+        client_params = {
+            "registry": {"root": registry},
+            "inbox": {"shared": shared_inbox(registry)},
+        }
+        (folders["client"] / "params.yaml").write_text(yaml.safe_dump(client_params))
+        added = {}
+        add_env = {**base_env(folders["client"] / "home"), **aws_env}
+        for label, seeds in ((1, range(0, 3)), (7, range(3, DIGITS_ADDED))):
+            images = [draw_digit(folders["client"] / f"digit-{s}.png", s) for s in seeds]
+            added |= {hashlib.sha256(i.read_bytes()).hexdigest(): label for i in images}
+            data_add = [*CLI, "--root", str(folders["client"]), "data", "add", "--label"]
+            done = subprocess.run(
+                me.run([*data_add, str(label), *map(str, images)]),
+                env=add_env,
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert done.returncode == 0 and "shared: 3 image(s) in s3://" in done.stderr, done
+
         runs = [json.dumps({"params_file": "hosts.yaml", "epochs": e}) for e in EPOCHS]
         ids = client(me, client_env, "run", "mnist-retrain/weekly", *runs)
         finals = client(me, client_env, "wait", *ids)
@@ -212,6 +243,11 @@ def test_hosts_sharing_only_a_network_train_register_and_serve(
             clone = folders[name] / "mnist-pipeline"
             assert (clone / "hosts.yaml").is_file() and any((clone / "runs").iterdir())
             assert not (clone / "registry").exists()
+            inbox = {e.sha256: e.label for e in inbox_store.entries(clone / "data" / "extra")}
+            assert inbox == added, name  # synced from the bucket before ingest
+            for ingested in (clone / "runs").glob("*/reports/ingest.json"):
+                counts = json.loads(ingested.read_text())["counts"]
+                assert sum(counts.values()) == DIGITS_ADDED, (ingested, counts)
         assert not (deployer / "runs").exists() and not (deployer / "registry").exists()
 
         # the serving host follows production in the bucket
@@ -246,13 +282,8 @@ def test_hosts_sharing_only_a_network_train_register_and_serve(
         served_now = client(me, client_env, "get", f"{url}/model")["body"]["model"]["version"]
         assert served_now == production
         other = next(v["version"] for v in versions if v["version"] != production)
-        (folders["client"] / "params.yaml").write_text(
-            yaml.safe_dump({"registry": {"root": registry}})
-        )
         promote = [
-            sys.executable,
-            "-m",
-            "mnist_pipeline",
+            *CLI,
             "--root",
             str(folders["client"]),
             "models",
@@ -266,6 +297,9 @@ def test_hosts_sharing_only_a_network_train_register_and_serve(
         while client(me, client_env, "get", f"{url}/model")["body"]["model"]["version"] != other:
             assert time.monotonic() < deadline, (serve_root / "serve.log").read_text()[-3000:]
             time.sleep(0.5)
+
+        # races: 8 registrations, then 8 promotions, at once from both worker hosts
+        race(net, folders, aws_env)
 
         # faults: a worker host dies mid-run; the store goes away before a registration
         site = Site(net, client_env, logs)

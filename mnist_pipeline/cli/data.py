@@ -17,7 +17,7 @@ from mnist_pipeline.core.params import Params
 from mnist_pipeline.inbox import events as inbox_events
 from mnist_pipeline.inbox import pending, sync, tracked
 from mnist_pipeline.inbox import store as inbox
-from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable, open_shared
+from mnist_pipeline.inbox.shared import open_shared
 from mnist_pipeline.registry import default_actor
 
 data_app = typer.Typer(
@@ -60,23 +60,25 @@ def add(
     added: list[inbox.Added] = []
     try:
         for path in images:
-            added.append(inbox.add_file(folder, path, label))
+            if shared is None:
+                added.append(inbox.add_file(folder, path, label))
+            else:  # the store first: one it cannot take is not stored here either
+                data = _read(path)
+                added.append(sync.add(shared, folder, data, str(path), label, f"cli:{_user()}"))
     finally:  # a bad file stops the command; the images stored before it still count
         for done in added:
             what = "added" if done.new else "already in the inbox"
             console.print(f"{what}: {done.entry.path} (label {done.entry.label})", markup=False)
+        if shared is not None and added:
+            console.print(f"shared: {len(added)} image(s) in {shared.location}", markup=False)
         _note_added(folder, added, params)
-    _share(shared, added)
 
 
 def _add_pending(folder: Path, quarantine: Path, images: list[Path], label: int) -> None:
     """Quarantine each image (a bad one stops the command; those before it stay pending)."""
     source = f"cli:{_user()}"
     for path in images:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise DataError(f"{path}: no such file") from None
+        data = _read(path)
         done = pending.submit(quarantine, folder, data, str(path), label, source)
         what = {"pending": "pending review", "known": "already pending"}
         line = f"{what[done.status]}: {path} {done.sha256[:12]} (label {label})"
@@ -132,15 +134,12 @@ def remove(
     """Retract images from the inbox."""
     layout = state(ctx).layout
     shared = open_shared(state(ctx).params().inbox.shared, layout)
-    removed = inbox.remove(layout.inbox, refs)
+    if shared is None:
+        removed = inbox.remove(layout.inbox, refs)
+    else:  # the store first: when it cannot be reached, nothing is removed here either
+        removed = sync.remove(shared, layout.inbox, refs)
     for entry in removed:
         console.print(f"removed: {entry.path} (label {entry.label})", markup=False)
-    if shared is not None and removed:
-        try:
-            sync.note_retracted(shared, layout.inbox, removed)
-            console.print(f"retracted from the shared inbox {shared.location}", markup=False)
-        except StoreUnavailable as exc:
-            _not_shared_yet(exc, "retracts them")
 
 
 @data_app.command("pending")
@@ -215,11 +214,14 @@ def accept(
         )
     layout = state(ctx).layout
     shared = open_shared(state(ctx).params().inbox.shared, layout)
-    done = pending.accept(layout.pending, layout.inbox, refs, _user(), label)
+    publish = None if shared is None else sync.publish_all(shared, f"cli:{_user()}")
+    done = pending.accept(layout.pending, layout.inbox, refs, _user(), label, publish)
     for added in done:
         what = "accepted" if added.new else "accepted (already in the inbox)"
         console.print(f"{what}: {added.entry.path} (label {added.entry.label})", markup=False)
-    _share(shared, done)
+    if shared is not None and done:
+        sync.remember(shared, layout.inbox, [d.entry for d in done])
+        console.print(f"shared: {len(done)} image(s) in {shared.location}", markup=False)
 
 
 @data_app.command("reject")
@@ -246,8 +248,8 @@ def init(ctx: typer.Context) -> None:
 
 @data_app.command("sync")
 def sync_inbox(ctx: typer.Context) -> None:
-    """Bring the inbox in step with the shared inbox (params `inbox.shared`): download what other
-    hosts added, publish what was added here, apply removals both ways (inbox/sync.py)."""
+    """Bring the inbox in line with the shared inbox (params `inbox.shared`): download what other
+    hosts added, delete what was removed from it, publish files dropped in here (inbox/sync.py)."""
     layout = state(ctx).layout
     shared = open_shared(state(ctx).params().inbox.shared, layout)
     if shared is None:
@@ -262,23 +264,8 @@ def sync_inbox(ctx: typer.Context) -> None:
         raise typer.Exit(1)
 
 
-def _share(shared: SharedInbox | None, added: list[inbox.Added]) -> None:
-    """Publish images just stored here to the shared inbox, if one is configured."""
-    if shared is None or not added:
-        return
+def _read(path: Path) -> bytes:
     try:
-        for done in added:
-            sync.publish_entry(shared, done.entry, f"cli:{_user()}")
-    except StoreUnavailable as exc:
-        _not_shared_yet(exc, "shares them")
-        return
-    except inbox.LabelConflict as exc:
-        raise inbox.LabelConflict(
-            f"{exc} (kept in this host's inbox; after the next `data sync` ingest refuses it "
-            "until one label is removed)"
-        ) from None
-    console.print(f"shared: {len(added)} image(s) in {shared.location}", markup=False)
-
-
-def _not_shared_yet(exc: Exception, what: str) -> None:
-    console.print(f"warning: {exc}; the next `mnist-pipeline data sync` {what}", markup=False)
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -186,11 +187,18 @@ def resolve(folder: Path, refs: list[str]) -> list[Pending]:
 
 
 def accept(
-    folder: Path, inbox: Path, refs: list[str], who: str, label: int | None = None
+    folder: Path,
+    inbox: Path,
+    refs: list[str],
+    who: str,
+    label: int | None = None,
+    publish: Callable[[bytes, int], None] | None = None,
 ) -> list[store.Added]:
     """Move the referenced images into the inbox under their claimed label (`label` overrides:
     needed where claims conflict); every reference, label and image is checked under the
-    inbox's lock before anything moves: on an error nothing moves."""
+    inbox's lock before anything moves: on an error nothing moves. `publish` (a shared inbox)
+    is given each image and its label after the checks and before anything moves: when it
+    fails, nothing moves (those it took stay in the store and pending here)."""
     chosen_label = None if label is None else store.check_label(label)
     done = []
     with store.lock(inbox):
@@ -210,6 +218,9 @@ def accept(
                     f"({there.path}); nothing was accepted"
                 )
             digits[item.sha256], contents[item.sha256] = digit, _content(item, digit)
+        for sha, digit in digits.items():
+            if publish is not None:
+                publish(contents[sha], digit)
         for item in chosen:
             digit = digits[item.sha256]
             done.append(store.add(inbox, contents[item.sha256], str(item.path), digit, locked=True))

@@ -2,6 +2,7 @@
 
     <store>/images/<sha256>          the image's bytes, named by their SHA-256
     <store>/labels/<sha256>.json     {"label": 7, "format": "png", "by": "...", "time": "..."}
+    <store>/inbox.json               {"id": ...}: the store's identity (sync.py)
 
 Both are created only if absent (S3: `If-None-Match: *`). The label record is the commit: the
 image is written first, then its record, so of two hosts labelling one image differently
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,12 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from mnist_pipeline.core.errors import DataError, RegistryError
+from mnist_pipeline.core.errors import DataError, RegistryError, describe_os_error
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.inbox.store import LabelConflict, check_label
 from mnist_pipeline.registry import open_storage
 
 IMAGES = "images/"
+IDENTITY = "inbox.json"  # {"id": ...}: created with the store's first image, never removed
 LABELS = "labels/"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _FORMAT = re.compile(r"^[a-z0-9]{1,8}$")
@@ -59,19 +62,41 @@ class SharedInbox:
     """The labelled images on one store, by SHA-256."""
 
     def __init__(self, location: str | Path) -> None:
+        text = str(location)
+        folder = (
+            None
+            if "://" in text and not text.startswith("file://")
+            else Path(text[7:] if text.startswith("file://") else text)
+        )
+        if folder is not None and not folder.is_dir():
+            raise StoreUnavailable(  # an unmounted share must not look like an empty store
+                f"shared inbox {folder} is not a folder: create it (or mount it) first"
+            )
         self.storage = self._call(lambda: open_storage(location, role="shared inbox"))
         self.location = self.storage.location
+        self._identity: str | None = None
 
-    def records(self) -> dict[str, Record]:
-        """Every image the store holds, with its label (records read in parallel)."""
+    def records(self) -> tuple[dict[str, Record], dict[str, str]]:
+        """Every image the store holds, with its label (records read in parallel), and the
+        label records that could not be read, with why (by image SHA-256)."""
         keys = [
             k
             for k in self._call(lambda: self.storage.list(LABELS))
             if k.endswith(".json") and _SHA256.fullmatch(k[len(LABELS) : -5])
         ]
+
+        def read(key: str) -> tuple[str, Record | None | str]:
+            try:
+                return key[len(LABELS) : -5], self._record(key)
+            except StoreUnavailable:
+                raise
+            except DataError as exc:  # one bad record stops nothing else
+                return key[len(LABELS) : -5], str(exc)
+
         with ThreadPoolExecutor(READERS) as pool:
-            found = pool.map(lambda key: (key[len(LABELS) : -5], self._record(key)), keys)
-            return {sha: record for sha, record in found if record is not None}
+            found = list(pool.map(read, keys))
+        records = {sha: r for sha, r in found if isinstance(r, Record)}
+        return records, {sha: r for sha, r in found if isinstance(r, str)}
 
     def record(self, digest: str) -> Record | None:
         """The store's record of the image with this SHA-256 (None: not there)."""
@@ -90,6 +115,7 @@ class SharedInbox:
         """Share one image under `label`: True if this call added it, False if the store had it
         already with that label; LabelConflict if it has it with another."""
         digest, label = hashlib.sha256(data).hexdigest(), check_label(label)
+        self.identity(create=True)
         if self._known(digest, label):
             return False
         self._call(lambda: self.storage.create(f"{IMAGES}{digest}", data))  # False: already there
@@ -97,14 +123,38 @@ class SharedInbox:
         record = {"label": label, "format": fmt, "by": by, "time": datetime.now(UTC).isoformat()}
         body = json.dumps(record, sort_keys=True).encode()
         if self._call(lambda: self.storage.create(f"{LABELS}{digest}.json", body)):
+            # a retraction of the same image racing this call may have deleted the bytes
+            # after the create above found them: the record must never point at nothing
+            if self._call(lambda: self.storage.read(f"{IMAGES}{digest}")) is None:
+                self._call(lambda: self.storage.create(f"{IMAGES}{digest}", data))
             return True
         self._known(digest, label)  # another host's record came first: same label or conflict
         return False
 
+    def identity(self, create: bool = False) -> str | None:
+        """The store's id, made once with its first image (None: never written to, or wiped or
+        unmounted since): a host tells a store that lost everything from one whose images were
+        all retracted by it, and a store made afresh from the old one."""
+        if self._identity is None:
+            found = self._call(lambda: self.storage.read(IDENTITY))
+            if found is None and create:
+                made = json.dumps({"id": uuid.uuid4().hex}).encode()
+                self._call(lambda: self.storage.create(IDENTITY, made))  # False: another host's
+                found = self._call(lambda: self.storage.read(IDENTITY))
+            try:
+                self._identity = None if found is None else str(json.loads(found)["id"])
+            except (ValueError, KeyError, TypeError):
+                raise StoreUnavailable(
+                    f"shared inbox {self.location}: {IDENTITY} is not what this program writes"
+                ) from None
+        return self._identity
+
     def retract(self, digest: str) -> None:
-        """Remove one image from the store (nothing happens when it is not there)."""
+        """Remove one image from the store (nothing happens when it is not there): its record,
+        then its bytes unless another host published it again meanwhile."""
         self._call(lambda: self.storage.delete(f"{LABELS}{digest}.json"))
-        self._call(lambda: self.storage.delete(f"{IMAGES}{digest}"))
+        if self.record(digest) is None:
+            self._call(lambda: self.storage.delete(f"{IMAGES}{digest}"))
 
     # ---- helpers
 
@@ -138,3 +188,5 @@ class SharedInbox:
             return action()
         except RegistryError as exc:
             raise StoreUnavailable(str(exc)) from None
+        except OSError as exc:  # a folder store: permissions, a full disk
+            raise StoreUnavailable(f"shared inbox: {describe_os_error(exc)}") from None

@@ -105,8 +105,7 @@ def validate(data: bytes, name: str, label: object) -> tuple[int, str, str]:
         raise DataError(f"{name}: {len(data):,} bytes, over the limit of {MAX_FILE_BYTES:,}")
     try:
         preprocess_bytes(data, name, MAX_PIXELS)  # what training will do with it
-        with Image.open(io.BytesIO(data)) as image:
-            suffix = (image.format or "img").lower()
+        suffix = image_format(data)
     except ImageError as exc:
         raise DataError(str(exc)) from None
     return digit, hashlib.sha256(data).hexdigest(), suffix
@@ -155,6 +154,15 @@ def add_file(inbox: Path, path: Path, label: object) -> Added:
 def remove(inbox: Path, refs: list[str]) -> list[Entry]:
     """Delete the images named by SHA-256 prefix (at least 8 digits) or path; DataError for a
     reference that matches none or several (nothing is deleted then)."""
+    chosen = resolve(inbox, refs)
+    with lock(inbox):
+        delete(chosen)
+    return chosen
+
+
+def resolve(inbox: Path, refs: list[str]) -> list[Entry]:
+    """The entries named by SHA-256 prefix (at least 8 digits) or path; DataError for a
+    reference that matches none or several."""
     known = entries(inbox)
     chosen = []
     for ref in refs:
@@ -168,7 +176,16 @@ def remove(inbox: Path, refs: list[str]) -> list[Entry]:
             what = "no image" if not matches else f"{len(matches)} images"
             raise DataError(f"{ref!r} matches {what} in {inbox} (use 8+ digits of the SHA-256)")
         chosen.append(matches[0])
-    with lock(inbox):
-        for entry in chosen:
-            entry.path.unlink(missing_ok=True)
     return chosen
+
+
+def delete(chosen: list[Entry]) -> None:
+    """Delete these entries' files (the caller holds the inbox's lock)."""
+    for entry in chosen:
+        entry.path.unlink(missing_ok=True)
+
+
+def image_format(data: bytes) -> str:
+    """The file suffix `add` gives an image (its format, lower case; "img" when unknown)."""
+    with Image.open(io.BytesIO(data)) as image:
+        return (image.format or "img").lower()

@@ -1,31 +1,37 @@
-"""A host's inbox folder kept in step with the shared inbox (shared.py): a three-way sync.
+"""A host's inbox folder kept in step with the shared inbox (shared.py), which is the truth.
 
-The base is what the store held after this host's last sync (data/.extra.shared.json: image
-SHA-256 -> label, and which store). An image only on one side is new there, unless the base
-has it, in which case the other side removed it:
+With `inbox.shared` set, `data add`, `data accept` and `data remove` change the store first
+(`add`, `publish_all`, `remove`: a store that cannot be reached stores or removes nothing here)
+and this folder second. `sync` then brings the folder in line with the store, using what this
+host has ever seen there (data/.extra.shared.json: image SHA-256 -> the label it last saw):
 
-    store and here   same label: nothing; otherwise the store's copy is placed too, so ingest
-                     refuses the image ("labelled [3, 5]"), unless the base shows the store
-                     relabelled it (then the store's label replaces this host's)
-    store only       new there: downloaded (SHA-256 checked)  | in the base: removed here: retracted
-    here only        new here: published                      | in the base: removed there: deleted
+    store and here, same label     nothing
+    store and here, other label    seen before: the store's label replaces this one (relabelled
+                                   elsewhere); never seen: both kept, so ingest refuses the image
+    store only                     downloaded (SHA-256 checked); a file missing here (an older
+                                   snapshot restored) never removes anything from the store
+    here only                      seen before: removed elsewhere, so deleted here; never seen (a
+                                   file dropped in by hand): published
 
-Runs under the inbox's lock (no `data add` or ingest meanwhile). `data add`, `data accept` and
-`data remove` also write through at once (`publish_entry`, `note_retracted`); whatever they
-could not (the store down) the next sync finishes.
+The store's identity (inbox.json, made with its first image) tells a store whose images were all
+removed from one that lost everything: a store without it, where this host has synced before, is
+refused (a wiped bucket or an unmounted share must not empty every inbox), and a store made
+afresh is another store (nothing here was seen there). Runs under the inbox's lock.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mnist_pipeline.core.atomic import write_bytes, write_json
-from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.errors import DataError, describe_os_error
+from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.inbox import store
-from mnist_pipeline.inbox.shared import Record, SharedInbox, StoreUnavailable
+from mnist_pipeline.inbox.shared import IDENTITY, Record, SharedInbox, StoreUnavailable
 
 
 @dataclass
@@ -34,8 +40,7 @@ class SyncResult:
 
     downloaded: list[str] = field(default_factory=list)
     published: list[str] = field(default_factory=list)
-    deleted_here: list[str] = field(default_factory=list)  # retracted on another host
-    retracted: list[str] = field(default_factory=list)  # removed on this host
+    deleted_here: list[str] = field(default_factory=list)  # removed from the store elsewhere
     conflicts: list[str] = field(default_factory=list)  # two labels: ingest refuses the image
     problems: dict[str, str] = field(default_factory=dict)  # not synced, and why
 
@@ -43,8 +48,7 @@ class SyncResult:
         parts = [
             f"{len(self.downloaded)} downloaded",
             f"{len(self.published)} published",
-            f"{len(self.deleted_here)} deleted here (retracted elsewhere)",
-            f"{len(self.retracted)} retracted from the store",
+            f"{len(self.deleted_here)} deleted here (removed from the store)",
             f"{len(self.conflicts)} label conflict(s)",
         ]
         return ", ".join(parts) + (f", {len(self.problems)} not synced" if self.problems else "")
@@ -55,13 +59,14 @@ def base_file(inbox: Path) -> Path:
     return inbox.parent / f".{inbox.name}.shared.json"
 
 
-def read_base(inbox: Path, location: str) -> dict[str, int]:
-    """Image SHA-256 -> label the store held at the last sync (empty for another store)."""
+def read_seen(inbox: Path, shared: SharedInbox) -> dict[str, int]:
+    """Image SHA-256 -> label, of every image this host has seen in this store (the same
+    location and identity: a store made afresh is another store)."""
     try:
         raw = json.loads(base_file(inbox).read_text(encoding="utf-8"))
-        if not isinstance(raw, dict) or raw.get("store") != location:
+        if not isinstance(raw, dict) or raw.get("store") != [shared.location, shared.identity()]:
             return {}
-        return {str(sha): int(label) for sha, label in dict(raw.get("images", {})).items()}
+        return {str(sha): int(label) for sha, label in dict(raw.get("seen", {})).items()}
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, TypeError) as exc:
@@ -70,39 +75,104 @@ def read_base(inbox: Path, location: str) -> dict[str, int]:
         ) from None
 
 
-def write_base(inbox: Path, location: str, images: dict[str, int]) -> None:
-    write_json(base_file(inbox), {"store": location, "images": dict(sorted(images.items()))})
+def _last_identity(inbox: Path, location: str) -> str | None:
+    """The identity the store at `location` had when this host last synced with it."""
+    try:
+        where = json.loads(base_file(inbox).read_text(encoding="utf-8")).get("store")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (
+        where[1] if isinstance(where, list) and len(where) == 2 and where[0] == location else None
+    )
 
 
-def note_retracted(shared: SharedInbox, inbox: Path, entries: list[store.Entry]) -> None:
-    """Retract images just removed here; the base keeps them first, so that a sync retracts
-    them if the store cannot be reached now (rather than downloading them back)."""
+def note_seen(inbox: Path, shared: SharedInbox, images: dict[str, int]) -> None:
+    """Add images to what this host has seen in the store (the caller holds the inbox's lock)."""
+    seen = read_seen(inbox, shared) | images
+    where = [shared.location, shared.identity()]
+    write_json(base_file(inbox), {"store": where, "seen": dict(sorted(seen.items()))})
+
+
+def remember(shared: SharedInbox, inbox: Path, entries: list[store.Entry]) -> None:
+    """Note images this host put in the store (`data accept`) as seen there."""
     with store.lock(inbox):
-        base = read_base(inbox, shared.location)
-        write_base(inbox, shared.location, base | {e.sha256: e.label for e in entries})
-    for entry in entries:
-        shared.retract(entry.sha256)
+        note_seen(inbox, shared, {e.sha256: e.label for e in entries})
+
+
+def publish_entry(shared: SharedInbox, entry: store.Entry, by: str) -> None:
+    """Publish one image of this inbox (checked as `data add` checks it). LabelConflict when the
+    store has it with another label; StoreUnavailable when it cannot be reached."""
+    data = entry.path.read_bytes()
+    _, _, fmt = store.validate(data, str(entry.path), entry.label)
+    shared.publish(data, entry.label, fmt, by)
+
+
+def add(
+    shared: SharedInbox, inbox: Path, data: bytes, name: str, label: object, by: str
+) -> store.Added:
+    """`data add` with a shared inbox: the store first, then here (store.Added). An image here
+    with another label, or in the store with another, is a LabelConflict; a store that cannot
+    be reached, StoreUnavailable: either way nothing is stored."""
+    digit, digest, fmt = store.validate(data, name, label)
+    inbox.mkdir(parents=True, exist_ok=True)
+    with store.lock(inbox):
+        here = store.find(inbox, digest)
+        if here is not None and here.label != digit:
+            raise store.LabelConflict(
+                f"{name}: this image is already in the inbox labelled {here.label} "
+                f"({here.path}); remove it first to label it {digit}"
+            )
+        shared.publish(data, digit, fmt, by)
+        added = store.add(inbox, data, name, digit, locked=True)
+        note_seen(inbox, shared, {digest: digit})
+    return added
+
+
+def publish_all(shared: SharedInbox, by: str) -> Callable[[bytes, int], None]:
+    """`data accept`'s step before any image moves: each one into the store."""
+    return lambda data, digit: shared.publish(data, digit, store.image_format(data), by)
+
+
+def remove(shared: SharedInbox, inbox: Path, refs: list[str]) -> list[store.Entry]:
+    """`data remove` with a shared inbox: each image whose every copy here goes is retracted
+    from the store first (when the store has it with that label), then deleted here. Removing
+    one of two copies (a label conflict) leaves the store as it is."""
+    with store.lock(inbox):
+        chosen = store.resolve(inbox, refs)
+        going = {e.path for e in chosen}
+        kept = {e.sha256 for e in store.entries(inbox) if e.path not in going}
+        for entry in {e.sha256: e for e in chosen}.values():
+            record = shared.record(entry.sha256)
+            if entry.sha256 not in kept and record is not None and record.label == entry.label:
+                shared.retract(entry.sha256)
+        store.delete(chosen)
+    return chosen
 
 
 def sync(shared: SharedInbox, inbox: Path, by: str) -> SyncResult:
-    """Bring the inbox folder and the store in step (see the module's table)."""
+    """Bring the inbox folder in line with the store (see the module's table)."""
     result = SyncResult()
     inbox.mkdir(parents=True, exist_ok=True)
     with store.lock(inbox):
-        base = read_base(inbox, shared.location)
-        remote = shared.records()
+        if shared.identity() is None and _last_identity(inbox, shared.location) is not None:
+            raise StoreUnavailable(
+                f"shared inbox {shared.location} has lost its {IDENTITY} (wiped, or a share "
+                "not mounted?): nothing synced; to start a new store from the images here, "
+                f"delete {base_file(inbox)}"
+            )
+        seen = read_seen(inbox, shared)
+        remote, result.problems = shared.records()
         here: dict[str, list[store.Entry]] = defaultdict(list)
-        for entry in store.entries(inbox):
-            here[entry.sha256].append(entry)
+        for label, path in store.listing(inbox)[0]:
+            try:
+                here[file_sha256(path)].append(store.Entry(label, path, ""))
+            except OSError as exc:
+                result.problems[str(path)] = describe_os_error(exc)
         for sha in sorted(remote.keys() | here.keys()):
-            _sync_one(shared, inbox, sha, remote.get(sha), here.get(sha, []), base, by, result)
-        kept = {sha: r.label for sha, r in remote.items() if sha not in result.retracted}
-        kept |= {sha: here[sha][0].label for sha in result.published}
-        for sha in result.problems:  # tried again next time, as if this sync had not been
-            kept.pop(sha, None)
-            if sha in base:
-                kept[sha] = base[sha]
-        write_base(inbox, shared.location, kept)
+            entries = [store.Entry(e.label, e.path, sha) for e in here.get(sha, [])]
+            _sync_one(shared, inbox, sha, remote.get(sha), entries, seen, by, result)
+        now = {sha: r.label for sha, r in remote.items()}
+        note_seen(inbox, shared, now | {sha: here[sha][0].label for sha in result.published})
     return result
 
 
@@ -112,7 +182,7 @@ def _sync_one(
     sha: str,
     record: Record | None,
     local: list[store.Entry],
-    base: dict[str, int],
+    seen: dict[str, int],
     by: str,
     result: SyncResult,
 ) -> None:
@@ -121,24 +191,18 @@ def _sync_one(
         if record is not None and local:
             if labels == {record.label}:
                 return
-            if len(labels) == 1 and base.get(sha) in labels:  # relabelled on another host
+            if record.label not in labels:
                 _download(shared, inbox, sha, record)
+            if len(labels) == 1 and sha in seen:  # relabelled elsewhere: the store's label
                 for entry in local:
                     entry.path.unlink(missing_ok=True)
                 result.downloaded.append(sha)
-            elif record.label not in labels:
-                _download(shared, inbox, sha, record)
-                result.conflicts.append(sha)
             else:
                 result.conflicts.append(sha)
         elif record is not None:
-            if sha in base:
-                shared.retract(sha)
-                result.retracted.append(sha)
-            else:
-                _download(shared, inbox, sha, record)
-                result.downloaded.append(sha)
-        elif sha in base:
+            _download(shared, inbox, sha, record)
+            result.downloaded.append(sha)
+        elif sha in seen:
             for entry in local:
                 entry.path.unlink(missing_ok=True)
             result.deleted_here.append(sha)
@@ -148,18 +212,12 @@ def _sync_one(
             publish_entry(shared, local[0], by)
             result.published.append(sha)
     except StoreUnavailable:
-        raise  # stop: the base is not written, so the next sync starts from the same point
+        raise  # stop: what was done stays done, and the next sync goes on from here
     except DataError as exc:  # a label conflict, an altered image, a file here that is no image
         result.problems[sha] = str(exc)
+    except OSError as exc:
+        result.problems[sha] = describe_os_error(exc)
 
 
 def _download(shared: SharedInbox, inbox: Path, sha: str, record: Record) -> None:
     write_bytes(inbox / str(record.label) / f"{sha}.{record.format}", shared.image(sha))
-
-
-def publish_entry(shared: SharedInbox, entry: store.Entry, by: str) -> None:
-    """Publish one image of this inbox (checked as `data add` checks it). LabelConflict when the
-    store has it with another label; StoreUnavailable when it cannot be reached."""
-    data = entry.path.read_bytes()
-    _, _, fmt = store.validate(data, str(entry.path), entry.label)  # as `data add` checks it
-    shared.publish(data, entry.label, fmt, by)
