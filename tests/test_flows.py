@@ -174,6 +174,7 @@ def test_the_run_first_takes_in_what_other_hosts_shared(
 
     mirror, sha = tiny_mirror
     location = tmp_path / "store"
+    location.mkdir()
     workdir = make_workdir(tmp_path, str(mirror), sha, inbox={"shared": str(location)})
     other_host = SharedInbox(location)
     for seed in range(3):
