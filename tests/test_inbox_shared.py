@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mnist_pipeline.cli.app import app
+from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox import pending, store, sync
 from mnist_pipeline.inbox.ingest import collect
 from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
@@ -235,3 +236,13 @@ def test_two_projects_share_digits_through_s3_and_a_store_that_is_down_changes_n
         assert ingested.exit_code == 0, ingested.output
         manifest = (b / "data" / "ingested" / "manifest.json").read_text()
         assert all(sha in manifest for _, sha in labels(b / "data" / "extra"))
+
+
+def test_a_damaged_record_of_what_was_seen_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    shared, inbox = SharedInbox(tmp_path / "store"), tmp_path / "a" / "extra"
+    inbox.mkdir(parents=True)
+    sync.base_file(inbox).write_text("{half")
+    with pytest.raises(DataError, match=r"cannot read .*\.extra\.shared\.json: .*delete it"):
+        sync.sync(shared, inbox, "test")
+    assert sync.base_file(inbox).read_text() == "{half"  # left for the operator to look at

@@ -59,31 +59,38 @@ def base_file(inbox: Path) -> Path:
     return inbox.parent / f".{inbox.name}.shared.json"
 
 
+def _base(inbox: Path) -> dict:
+    """The base file's content ({} when there is none)."""
+    try:
+        raw = json.loads(base_file(inbox).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"cannot read {base_file(inbox)}: {exc} (delete it: the next sync starts afresh)"
+        ) from None
+    return raw if isinstance(raw, dict) else {}
+
+
 def read_seen(inbox: Path, shared: SharedInbox) -> dict[str, int]:
     """Image SHA-256 -> label, of every image this host has seen in this store (the same
     location and identity: a store made afresh is another store)."""
-    try:
-        raw = json.loads(base_file(inbox).read_text(encoding="utf-8"))
-        if not isinstance(raw, dict) or raw.get("store") != [shared.location, shared.identity()]:
-            return {}
-        return {str(sha): int(label) for sha, label in dict(raw.get("seen", {})).items()}
-    except FileNotFoundError:
+    raw = _base(inbox)
+    if raw.get("store") != [shared.location, shared.identity()]:
         return {}
-    except (OSError, ValueError, TypeError) as exc:
+    try:
+        return {str(sha): int(label) for sha, label in dict(raw.get("seen", {})).items()}
+    except (ValueError, TypeError) as exc:
         raise DataError(
-            f"cannot read {base_file(inbox)}: {exc} (delete it: the next sync starts afresh)"
+            f"{base_file(inbox)}: {exc} (delete it: the next sync starts afresh)"
         ) from None
 
 
 def _last_identity(inbox: Path, location: str) -> str | None:
     """The identity the store at `location` had when this host last synced with it."""
-    try:
-        where = json.loads(base_file(inbox).read_text(encoding="utf-8")).get("store")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return (
-        where[1] if isinstance(where, list) and len(where) == 2 and where[0] == location else None
-    )
+    where = _base(inbox).get("store")
+    ok = isinstance(where, list) and len(where) == 2 and where[0] == location
+    return where[1] if ok else None
 
 
 def note_seen(inbox: Path, shared: SharedInbox, images: dict[str, int]) -> None:
