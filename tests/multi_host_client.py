@@ -3,6 +3,8 @@
     python -m tests.multi_host_client bucket NAME
     python -m tests.multi_host_client run DEPLOYMENT PARAMS_JSON...
     python -m tests.multi_host_client wait FLOW_RUN_ID...
+    python -m tests.multi_host_client runs
+    python -m tests.multi_host_client latency FLOW_RUN_ID
     python -m tests.multi_host_client check REGISTRY_URL MIRROR_URL FOLDER
     python -m tests.multi_host_client history REGISTRY_URL MODEL
     python -m tests.multi_host_client get URL
@@ -58,6 +60,25 @@ def wait(*ids: str) -> list[dict]:
             if time.monotonic() > deadline:
                 return [{"id": str(r.id), "state": r.state.name, "timeout": True} for r in runs]
             time.sleep(2)
+
+
+def runs() -> list[str]:
+    """The id of every flow run the server lists."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return [str(r.id) for r in client.read_flow_runs(limit=200)]
+
+
+def latency(flow_run_id: str) -> dict:
+    """A final run's trigger-to-end time as Prefect records it: expected start (the time it was
+    scheduled for; its creation if none) to end, in seconds."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+    since = run.expected_start_time or run.created
+    return {"id": flow_run_id, "seconds": (run.end_time - since).total_seconds()}
 
 
 def check(registry_url: str, mirror: str, folder: str) -> dict:
@@ -206,6 +227,8 @@ COMMANDS = {
     "bucket": bucket,
     "run": run,
     "wait": wait,
+    "runs": runs,
+    "latency": latency,
     "check": check,
     "history": history,
     "get": get,

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -80,38 +81,59 @@ def launch(
     wait_for(lambda: reachable(observer, probe), 180, args[0], proc, log)
 
 
-def start_postgres(procs: ExitStack, db: Host) -> str:
-    """A throwaway cluster on the db host's own 127.0.0.1; its asyncpg URL there."""
-    pg = postgres_bin()
+@dataclass
+class Postgres:
+    """A throwaway cluster on the db host's own 127.0.0.1 (`url`: its asyncpg URL there)."""
+
+    host: Host
+    folder: Path
+    url: str = "postgresql+asyncpg://prefect@127.0.0.1:5432/prefect"
+    proc: subprocess.Popen | None = None
+
+    def command(self, name: str, *args: str) -> list[str]:
+        """PostgreSQL's program `name` run on the db host as the postgres user."""
+        return self.host.run(as_postgres([str(postgres_bin() / name), *args]))
+
+    def start(self) -> None:
+        """Run the server on the cluster's data directory; return once it accepts connections."""
+        log, data = self.folder / "postgres.log", str(self.folder / "data")
+        server = self.command(
+            *("postgres", "-D", data, "-p", "5432", "-k", str(self.folder)),
+            *("-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"),
+        )
+        with open(log, "ab") as out:  # a restarted server's log keeps what came before
+            self.proc = subprocess.Popen(
+                server, cwd=self.folder, stdout=out, stderr=out, start_new_session=True
+            )
+        ready = self.command("pg_isready", "-h", "127.0.0.1", "-p", "5432")
+        wait_for(lambda: subprocess.run(ready).returncode == 0, 60, "postgres", self.proc, log)
+
+    def restart(self) -> None:
+        """Stop the server as `systemctl restart` does (fast: open sessions are ended) and start
+        it again on the same data directory."""
+        pg_ctl = self.command("pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "stop")
+        done = subprocess.run(pg_ctl, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        self.proc.wait(timeout=60)
+        self.start()
+
+
+def start_postgres(procs: ExitStack, db: Host) -> Postgres:
+    """A fresh cluster on the db host, stopped (and removed) when `procs` closes."""
     folder = Path(tempfile.mkdtemp(prefix="mnist-multihost-pg-"))
     procs.callback(shutil.rmtree, folder, ignore_errors=True)
     shutil.chown(folder, "postgres")
-    data, log = folder / "data", folder / "postgres.log"
-    initdb = [str(pg / "initdb"), "-D", str(data), "-U", "prefect", "--auth=trust"]
-    done = subprocess.run(as_postgres(initdb), capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-    server = [
-        str(pg / "postgres"),
-        "-D",
-        str(data),
-        "-p",
-        "5432",
-        "-k",
-        str(folder),
-        "-c",
-        "listen_addresses=127.0.0.1",
-        "-c",
-        "max_connections=200",
-    ]
-    proc = start(db.run(as_postgres(server)), dict(os.environ), log, folder)
-    procs.callback(stop, proc)
-    ready = db.run([str(pg / "pg_isready"), "-h", "127.0.0.1", "-p", "5432"])
-    wait_for(lambda: subprocess.run(ready).returncode == 0, 60, "postgres", proc, log)
-    create = db.run(
-        [str(pg / "createdb"), "-h", "127.0.0.1", "-p", "5432", "-U", "prefect", "prefect"]
+    initdb = [str(postgres_bin() / "initdb"), "-D", str(folder / "data"), "-U", "prefect"]
+    done = subprocess.run(
+        as_postgres([*initdb, "--auth=trust"]), capture_output=True, text=True, timeout=120
     )
-    assert subprocess.run(create, capture_output=True, timeout=60).returncode == 0
-    return "postgresql+asyncpg://prefect@127.0.0.1:5432/prefect"
+    assert done.returncode == 0, done.stdout + done.stderr
+    postgres = Postgres(db, folder)
+    postgres.start()
+    procs.callback(lambda: stop(postgres.proc))
+    create = postgres.command("createdb", "-h", "127.0.0.1", "-p", "5432", "-U", "prefect")
+    assert subprocess.run([*create, "prefect"], capture_output=True, timeout=60).returncode == 0
+    return postgres
 
 
 def shared_inbox(registry: str) -> str:

@@ -54,6 +54,7 @@ from tests.multi_host_helpers import (
     shared_inbox,
     start_postgres,
 )
+from tests.multi_host_prefect import database_restarts, noop_runs
 from tests.multi_host_races import race
 from tests.netns_helpers import hosts
 from tests.process_helpers import start, stop, wait_for
@@ -90,11 +91,11 @@ def test_hosts_sharing_only_a_network_train_register_and_serve(
         aws_env = {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
 
         # the hosts' servers
-        database = start_postgres(procs, db)
+        postgres = start_postgres(procs, db)
         server_env = {
             **base_env(folders["db"] / "home"),
             "PREFECT_SERVER_API_AUTH_STRING": AUTH,
-            "PREFECT_API_DATABASE_CONNECTION_URL": database,
+            "PREFECT_API_DATABASE_CONNECTION_URL": postgres.url,
         }
         prefect = str(BIN / "prefect")
         launch(
@@ -306,11 +307,17 @@ def test_hosts_sharing_only_a_network_train_register_and_serve(
         slug, block_id, received = notifications(procs, site, folders["client"])
         crash = worker_host_dies(site, block_id, received)
         store = store_goes_down(site, endpoint, slug)
+        earlier = set(client(me, client_env, "runs"))
+        assert {*ids, crash["crashed"], crash["completed"], *store.values()} <= earlier
+        # the database restarts mid-run; then runs whose inputs are registered train nothing
+        restarted = database_restarts(site, postgres, epochs=5)
+        noop_runs(site, epochs=5, version=6)
+        assert earlier <= set(client(me, client_env, "runs"))  # the server lost no run
         seen = client(me, client_env, "check", registry, mirror_url, str(folders["client"]))
         assert seen["problems"] == []
-        assert [v["version"] for v in seen["versions"]] == [1, 2, 3, 4, 5]
+        assert [v["version"] for v in seen["versions"]] == [1, 2, 3, 4, 5, 6]  # no-ops add none
         later = [v["flow_run_id"] for v in seen["versions"][3:]]
-        assert later == [crash["completed"], store["completed"]]
+        assert later == [crash["completed"], store["completed"], restarted]
         verify = [*promote[:6], "verify"]
         done = subprocess.run(
             me.run(verify),
@@ -320,7 +327,7 @@ def test_hosts_sharing_only_a_network_train_register_and_serve(
             text=True,
             timeout=300,
         )
-        assert done.returncode == 0 and "5 version(s) intact" in done.stderr, done.stderr
+        assert done.returncode == 0 and "6 version(s) intact" in done.stderr, done.stderr
         assert "unreferenced" not in done.stderr, done.stderr  # no half-registered objects
         notes = told(received)
         crashed = [n for n in notes if n["subject"] == CRASH_SUBJECT]

@@ -1,0 +1,56 @@
+"""The no-op scheduled-run latency on the multi-host setup (tests/test_multi_host.py).
+
+    sudo .venv/bin/python -m benchmarks.multi_host_noop
+
+Runs that one test (root: network namespaces; about 7 minutes on 2 cores) with
+MULTI_HOST_FIGURES set: near its end the client host starts three runs, one after another,
+whose inputs are already registered (so each finds itself up to date and trains nothing), and
+the test writes each run's trigger-to-end time as Prefect records it (expected start, or
+creation, to end time, read over the API from the client host). Prints the median, the values
+and the CPU. The test itself asserts only what the runs did, never how long they took.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.machine import cpu_name
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def lscpu_model() -> str:
+    """lscpu's "Model name" (the machine's CPU), or /proc/cpuinfo's where lscpu is missing."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30).stdout
+    except OSError:
+        return cpu_name()
+    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line]
+    return f"{names[0]} x {os.cpu_count()}" if names else cpu_name()
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        figures = Path(folder) / "figures.json"
+        env = {**os.environ, "MULTI_HOST_FIGURES": str(figures), "PYTHONPATH": str(ROOT)}
+        test = [sys.executable, "-m", "pytest", "-x", "-q", "tests/test_multi_host.py"]
+        done = subprocess.run(test, cwd=ROOT, env=env)
+        if done.returncode != 0 or not figures.is_file():
+            sys.exit(f"tests/test_multi_host.py failed (exit {done.returncode}): no figures")
+        seconds = json.loads(figures.read_text())["noop_seconds"]
+    print(
+        f"no-op run trigger -> Completed: median {statistics.median(seconds):.2f} s "
+        f"(values: {', '.join(f'{s:.2f}' for s in seconds)})"
+    )
+    print(f"CPU: {lscpu_model()}; {datetime.date.today().isoformat()}")
+
+
+if __name__ == "__main__":
+    main()
