@@ -9,6 +9,7 @@
     python -m tests.multi_host_client history REGISTRY_URL MODEL
     python -m tests.multi_host_client get URL
     python -m tests.multi_host_client wait-task FLOW_RUN_ID TASK_NAME
+    python -m tests.multi_host_client task-end FLOW_RUN_ID TASK_NAME
     python -m tests.multi_host_client receive ADDRESS PORT FILE
     python -m tests.multi_host_client webhook URL NAME
     python -m tests.multi_host_client watch-heartbeats BLOCK_ID WITHIN_S
@@ -165,6 +166,23 @@ def wait_task(flow_run_id: str, name: str) -> dict:
     return {"task": name, "state": None, "timeout": True}
 
 
+def task_end(flow_run_id: str, name: str) -> dict:
+    """When the flow run's task run `name` ended (POSIX seconds; None if it has not)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterName,
+    )
+
+    runs = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    named = TaskRunFilter(name=TaskRunFilterName(any_=[name]))
+    with get_client(sync_client=True) as client:
+        (task,) = client.read_task_runs(flow_run_filter=runs, task_run_filter=named)
+    return {"task": name, "end": task.end_time.timestamp() if task.end_time else None}
+
+
 def receive(address: str, port: str, file: str) -> None:
     """Serve until killed: each JSON body POSTed is appended to `file` as one line; GET: 200."""
 
@@ -233,6 +251,7 @@ COMMANDS = {
     "history": history,
     "get": get,
     "wait-task": wait_task,
+    "task-end": task_end,
     "receive": receive,
     "webhook": webhook,
     "watch-heartbeats": watch_heartbeats,

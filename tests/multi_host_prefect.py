@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import time
 from pathlib import Path
 
 from tests.multi_host_faults import Site
@@ -22,9 +23,13 @@ def database_restarts(site: Site, postgres: Postgres, epochs: int) -> str:
     (run_id,) = site.call("run", DEPLOYMENT, site.params(epochs))
     site.when_training(run_id)
     postgres.restart()
+    restarted = time.time()
     (final,) = site.call("wait", run_id)
     tail = "".join(log.read_text() for log in site.worker_logs)[-3000:]
     assert final["state"] == "Completed", (final, tail)
+    # the restart fell inside training (`epochs` keeps the task running for seconds after it)
+    trained = site.call("task-end", run_id, "train")
+    assert trained["end"] is not None and trained["end"] > restarted, (trained, restarted)
     return run_id
 
 
