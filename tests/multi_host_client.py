@@ -141,9 +141,8 @@ def get(url: str) -> dict:
         return {"status": exc.code, "body": None}
 
 
-def wait_task(flow_run_id: str, name: str) -> dict:
-    """Once the flow run's task run `name` is Running (or the flow run is final): its state."""
-    from prefect.client.orchestration import get_client
+def _task_runs(client, flow_run_id: str, name: str) -> list:
+    """The flow run's task runs named `name`."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterId,
@@ -151,12 +150,20 @@ def wait_task(flow_run_id: str, name: str) -> dict:
         TaskRunFilterName,
     )
 
-    runs = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-    named = TaskRunFilter(name=TaskRunFilterName(any_=[name]))
+    return client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+        task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[name])),
+    )
+
+
+def wait_task(flow_run_id: str, name: str) -> dict:
+    """Once the flow run's task run `name` is Running (or the flow run is final): its state."""
+    from prefect.client.orchestration import get_client
+
     deadline = time.monotonic() + 600
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
-            tasks = client.read_task_runs(flow_run_filter=runs, task_run_filter=named)
+            tasks = _task_runs(client, flow_run_id, name)
             if any(t.state is not None and t.state.is_running() for t in tasks):
                 return {"task": name, "state": "Running"}
             flow_state = client.read_flow_run(flow_run_id).state
@@ -169,17 +176,9 @@ def wait_task(flow_run_id: str, name: str) -> dict:
 def task_end(flow_run_id: str, name: str) -> dict:
     """When the flow run's task run `name` ended (POSIX seconds; None if it has not)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterId,
-        TaskRunFilter,
-        TaskRunFilterName,
-    )
 
-    runs = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-    named = TaskRunFilter(name=TaskRunFilterName(any_=[name]))
     with get_client(sync_client=True) as client:
-        (task,) = client.read_task_runs(flow_run_filter=runs, task_run_filter=named)
+        (task,) = _task_runs(client, flow_run_id, name)
     return {"task": name, "end": task.end_time.timestamp() if task.end_time else None}
 
 

@@ -13,8 +13,12 @@ client reach both workers' ingest through the shared inbox in the bucket. Then 8
 (tests/multi_host_faults.py): a worker host loses every process while its run trains (the run ends
 Crashed through the heartbeat automation, which notifies once; the other run completes), and the s3
 host becomes unreachable before a registration (the run fails naming the endpoint, its hook
-notifies once, the same run registers once the store is back); the bucket then holds versions 1-5
-that verify clean, with nothing left by either fault.
+notifies once, the same run registers once the store is back). Then the Prefect server's side
+(tests/multi_host_prefect.py): PostgreSQL on the db host restarts while a run trains (the run
+completes, the server still lists every earlier run), and three runs with that run's params
+complete up to date, adding no version (their trigger-to-end times go to the JSON file
+$MULTI_HOST_FIGURES names, for benchmarks/multi_host_noop.py). The bucket then holds versions
+1-6 that verify clean, with nothing left by any fault.
 """
 
 from __future__ import annotations
