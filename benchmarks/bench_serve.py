@@ -13,10 +13,13 @@ starts a server with `serve.metrics` on and one with it off and measures them al
 `--repeats` times each, printing the medians side by side; the CPU time recording one request's
 metrics takes in process is printed too. `--shadow both` does the same with a server that
 shadows every request with a second version (`serve.shadow: staging`) and one that does not,
-and prints how many images the shadow compared and skipped.
+and prints how many images the shadow compared and skipped. `--stack both` compares uvicorn on
+uvloop + httptools (what it picks when they are installed, as they are with this project) with
+a server that cannot import them (asyncio's loop and the pure-Python h11 parser).
 
     python -m benchmarks.bench_serve --seconds 5 [--workers 2] [--metrics both --repeats 3]
     python -m benchmarks.bench_serve --seconds 2 --shadow both --repeats 3
+    python -m benchmarks.bench_serve --seconds 2 --stack both --repeats 3
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ from tests.registry_helpers import MODEL, PARAMS, candidate_in, exported_candida
 REPO = Path(__file__).resolve().parents[1]
 LEVELS = (1, 8, 32)
 BATCH = 64
+# Runs the CLI with uvloop and httptools unimportable: uvicorn's "auto" then takes asyncio + h11.
+WITHOUT_FAST_STACK = (
+    "import runpy, sys; sys.modules.update(uvloop=None, httptools=None); "
+    "runpy.run_module('mnist_pipeline', run_name='__main__', alter_sys=True)"
+)
 
 
 def digit_png(seed: int) -> bytes:
@@ -169,15 +177,16 @@ def shadow_cost(root: Path, pngs: list[bytes], repeats: int = 500) -> tuple[floa
 
 
 def start_server(
-    scratch: Path, workers: int, metrics: bool, shadow: bool = False
+    scratch: Path, workers: int, metrics: bool, shadow: bool = False, fast_stack: bool = True
 ) -> tuple[subprocess.Popen, int]:
-    """`serve` on a free port with `serve.metrics` on or off and the staging version shadowed
-    or not, once it is ready."""
+    """`serve` on a free port with `serve.metrics` on or off, the staging version shadowed or
+    not, on uvloop + httptools or not, once it is ready."""
     port = free_port()
     params = scratch / f"params-metrics-{metrics}-shadow-{shadow}.yaml"
     text = f"serve:\n  reload_interval_s: 5\n  metrics: {str(metrics).lower()}\n"
     params.write_text(text + ("  shadow: staging\n" if shadow else ""))
-    command = [sys.executable, "-m", "mnist_pipeline", "--root", str(scratch)]
+    module = ["-m", "mnist_pipeline"] if fast_stack else ["-c", WITHOUT_FAST_STACK]
+    command = [sys.executable, *module, "--root", str(scratch)]
     command += ["--params", str(params), "serve", "--port", str(port), "--workers", str(workers)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     server = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
@@ -223,10 +232,16 @@ def main() -> None:
         default="off",
         help="serve.shadow: staging (a second version); both: with and without, side by side",
     )
+    parser.add_argument(
+        "--stack",
+        choices=("fast", "pure", "both"),
+        default="fast",
+        help="fast: uvloop + httptools; pure: asyncio + h11; both: side by side",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="runs per case and level")
     args = parser.parse_args()
-    if args.metrics == "both" and args.shadow == "both":
-        parser.error("--metrics both and --shadow both: compare one thing at a time")
+    if [args.metrics, args.shadow, args.stack].count("both") > 1:
+        parser.error("--metrics, --shadow, --stack: only one may be both (one thing at a time)")
     scratch = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     servers: dict[str, tuple[subprocess.Popen, int]] = {}
     try:
@@ -237,9 +252,14 @@ def main() -> None:
             register_candidate(Registry(scratch / "registry", MODEL), staging, PARAMS)
         for metrics in ("on", "off") if args.metrics == "both" else (args.metrics,):
             for shadow in ("on", "off") if args.shadow == "both" else (args.shadow,):
-                label = f"shadow {shadow}" if args.shadow == "both" else f"metrics {metrics}"
-                on = (metrics == "on", shadow == "on")
-                servers[label] = start_server(scratch, args.workers, *on)
+                for stack in ("fast", "pure") if args.stack == "both" else (args.stack,):
+                    label = f"metrics {metrics}"
+                    if args.shadow == "both":
+                        label = f"shadow {shadow}"
+                    if args.stack == "both":
+                        label = f"{stack} stack"
+                    on = (metrics == "on", shadow == "on", stack == "fast")
+                    servers[label] = start_server(scratch, args.workers, *on)
         pngs = [digit_png(i) for i in range(BATCH)]
         cases = {label: payloads(port, pngs) for label, (_, port) in servers.items()}
         for name in next(iter(cases.values())):

@@ -64,7 +64,8 @@ def test_promotions_under_load_fail_no_request(
         register_candidate(
             registry, candidate_in(exported_candidate(tmp_path / f"m{seed}", seed)), PARAMS
         )
-    timeline = [(time.monotonic(), 1)]  # (when, production version from then on)
+    # (began, done, production version from then on): a move may be seen from when it began
+    timeline = [(time.monotonic(), time.monotonic(), 1)]
     answers: list[Answer] = []
     stop_clients = threading.Event()
     image = {"images": [[[0.0] * 28] * 28]}
@@ -84,22 +85,25 @@ def test_promotions_under_load_fail_no_request(
         clients = [threading.Thread(target=client, args=(url,)) for _ in range(4)]
         for thread in clients:
             thread.start()
-        answered_after(answers, timeline[0][0])  # under load
+        answered_after(answers, timeline[0][1])  # under load
+        began = time.monotonic()
         registry.promote(2, "production")
-        timeline.append((time.monotonic(), 2))
-        answered_after(answers, timeline[-1][0] + RELOAD_LAG)  # these must all be v2
+        timeline.append((began, time.monotonic(), 2))
+        answered_after(answers, timeline[-1][1] + RELOAD_LAG)  # these must all be v2
+        began = time.monotonic()
         registry.rollback()
-        timeline.append((time.monotonic(), 1))
-        answered_after(answers, timeline[-1][0] + RELOAD_LAG)  # and these v1
+        timeline.append((began, time.monotonic(), 1))
+        answered_after(answers, timeline[-1][1] + RELOAD_LAG)  # and these v1
         stop_clients.set()
         for thread in clients:
             thread.join()
     assert len(answers) > 100
     assert [a for a in answers if a[3] != 200] == []
     for began, ended, version, _ in answers:
-        production = {v for t, v in timeline if t <= ended}
-        recent = [v for t, v in timeline if t <= began - RELOAD_LAG][-1:]
-        allowed = {v for t, v in timeline if began - RELOAD_LAG < t <= ended} | set(recent)
+        production = {v for moving, _, v in timeline if moving <= ended}
+        recent = [v for _, done, v in timeline if done <= began - RELOAD_LAG][-1:]
+        moved = {v for moving, done, v in timeline if began - RELOAD_LAG < done and moving <= ended}
+        allowed = moved | set(recent)
         assert version in allowed and version in production, (began, ended, version, timeline)
     versions = [a[2] for a in sorted(answers)]
     assert 2 in versions and versions[-1] == 1  # it followed both moves
