@@ -67,6 +67,18 @@ def test_racing_creates_have_one_winner(registry_root: str) -> None:
     assert len(won) == 1 and store.read("m/v1/card.json") == str(won[0]).encode()
 
 
+def test_read_many_reads_each_key_in_order(registry_root: str) -> None:
+    """On a folder (one by one) and on S3 (GETs in flight at once): absent keys are None."""
+    store = open_storage(registry_root)
+    wanted = [f"m/blobs/sha256/{i:02d}" for i in range(40)]
+    for key in wanted[::2]:
+        store.create(key, key.encode() * 100)
+    expected = [key.encode() * 100 if i % 2 == 0 else None for i, key in enumerate(wanted)]
+    assert store.read_many(wanted) == expected
+    assert store.read_many(wanted[::-1]) == expected[::-1]
+    assert store.read_many([]) == [] and store.read_many(wanted[:1]) == expected[:1]
+
+
 def test_swap_is_compare_and_swap(tmp_path: Path) -> None:
     store = LocalFolder(tmp_path)
     assert store.swap("m/aliases.json", b"a", "not-absent") is False

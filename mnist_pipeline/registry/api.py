@@ -21,7 +21,7 @@ from mnist_pipeline.registry import commit, keys
 from mnist_pipeline.registry.aliases import PRODUCTION, AliasState
 from mnist_pipeline.registry.audit import audit, refuse_forged
 from mnist_pipeline.registry.backends import open_storage
-from mnist_pipeline.registry.card import SIGNATURE_KEY, inputs_of, is_sealed
+from mnist_pipeline.registry.card import SIGNATURE_KEY, file_problem, inputs_of, parse_card
 from mnist_pipeline.registry.registration import (
     DECISION_FIELDS,
     Registration,
@@ -68,10 +68,12 @@ class Registry:
     def catalogue(self) -> list[tuple[int, dict[str, Any] | None, str | None]]:
         """(version, card, None) for every version, or (version, None, problem) when its card
         cannot be trusted: one damaged version does not hide the others."""
+        versions = self.version_numbers()
+        stored = self.storage.read_many([keys.card_key(self.name, v) for v in versions])
         entries: list[tuple[int, dict[str, Any] | None, str | None]] = []
-        for version in self.version_numbers():
+        for version, data in zip(versions, stored, strict=True):
             try:
-                entries.append((version, self._card(version), None))
+                entries.append((version, self._checked_card(version, data)[0], None))
             except RegistryError as exc:
                 entries.append((version, None, str(exc)))
         return entries
@@ -252,21 +254,14 @@ class Registry:
         return self._read_card(version)[0]
 
     def _read_card(self, version: int) -> tuple[dict[str, Any], bytes]:
+        return self._checked_card(version, self.storage.read(keys.card_key(self.name, version)))
+
+    def _checked_card(self, version: int, data: bytes | None) -> tuple[dict[str, Any], bytes]:
+        """The card stored as `data` after checking its seal, name, version and signature."""
         label = f"{self.name} v{version}"
-        data = self.storage.read(keys.card_key(self.name, version))
         if data is None:
             raise RegistryError(f"{label}: card.json not found in {self.location}")
-        try:
-            card = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RegistryError(f"{label} card is not readable JSON: {exc}") from None
-        if not is_sealed(card) or card.get("version") != version or card.get("name") != self.name:
-            raise RegistryError(
-                f"{label}: card.json was modified after registration "
-                "(its card_sha256 seal does not match); refusing to trust it"
-            )
-        if not isinstance(card.get("files"), dict):
-            raise RegistryError(f"{label}: card.json has no file table")
+        card = parse_card(data, self.name, version)
         self.signing.check(card, self._signature(card, label), label)
         return card, data
 
@@ -289,19 +284,15 @@ class Registry:
         self, version: int, card: dict[str, Any], relpath: str
     ) -> tuple[bytes | None, str | None]:
         """(bytes, None) of an intact recorded file, else (None, the problem)."""
-        expected = card["files"].get(relpath)
-        if expected is None:
+        if relpath not in card["files"]:
             return None, f"{relpath} is not in its card"
         data = self.storage.read(self._file_key(card, relpath))
-        if data is None:
-            return None, f"{relpath} is missing"
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != expected:
-            return None, (
-                f"{relpath} was modified (SHA-256 {actual[:12]}..., card says {expected[:12]}...)"
-            )
-        return data, None
+        problem = file_problem(relpath, card["files"][relpath], data)
+        return (None, problem) if problem else (data, None)
 
     def _problems(self, version: int, card: dict[str, Any]) -> list[str]:
-        """Every recorded file of a version that is missing or modified."""
-        return [p for rel in sorted(card["files"]) if (p := self._file(version, card, rel)[1])]
+        """Every recorded file of a version that is missing or modified (read all at once)."""
+        files = sorted(card["files"])
+        stored = self.storage.read_many([self._file_key(card, rel) for rel in files])
+        checked = zip(files, stored, strict=True)
+        return [p for rel, data in checked if (p := file_problem(rel, card["files"][rel], data))]

@@ -14,6 +14,8 @@ import hashlib
 import json
 from typing import Any
 
+from mnist_pipeline.core.errors import RegistryError
+
 CARD_SCHEMA = 2  # 2: files are content-addressed blobs (1: files inside the version folder)
 SEAL_KEY = "card_sha256"
 SIGNATURE_KEY = "signature"  # {"key_id", "ed25519"} over the sealed card without this key
@@ -52,3 +54,31 @@ def inputs_of(card: dict[str, Any]) -> str | None:
     if card.get("schema", 1) < 2:
         return (card.get("fingerprint") or {}).get("sha256")
     return card.get("inputs")
+
+
+def parse_card(data: bytes, name: str, version: int) -> dict[str, Any]:
+    """The card stored as `data` for `name` v`version`, its seal and shape checked (not its
+    signature: signing.py); RegistryError naming what is wrong."""
+    label = f"{name} v{version}"
+    try:
+        card = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RegistryError(f"{label} card is not readable JSON: {exc}") from None
+    if not is_sealed(card) or card.get("version") != version or card.get("name") != name:
+        raise RegistryError(
+            f"{label}: card.json was modified after registration "
+            "(its card_sha256 seal does not match); refusing to trust it"
+        )
+    if not isinstance(card.get("files"), dict):
+        raise RegistryError(f"{label}: card.json has no file table")
+    return card
+
+
+def file_problem(relpath: str, expected: str, data: bytes | None) -> str | None:
+    """What is wrong with `data` as the recorded file `relpath` of SHA-256 `expected`, or None."""
+    if data is None:
+        return f"{relpath} is missing"
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        return f"{relpath} was modified (SHA-256 {actual[:12]}..., card says {expected[:12]}...)"
+    return None

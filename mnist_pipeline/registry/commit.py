@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import aliases as alias_doc
@@ -70,16 +70,20 @@ def register(
         raise RegistryError(f"identity names files the submission lacks: {missing}")
     name = registry.name
     with registry.storage.exclusive(f"{name}/register"):
+        catalogue = registry.catalogue()
         same = submission.fingerprint if skip_same_inputs else None
-        kept = _already_held(registry, hashes, submission.identity, same)
+        kept = _already_held(catalogue, hashes, submission.identity, same)
         if kept is not None:
             return _existing(registry, *kept)
-        production = registry.state().aliases.get(PRODUCTION)
+        state = registry.state([version for version, _, _ in catalogue])
+        production = state.aliases.get(PRODUCTION)
         if production != submission.decision.champion:  # the caller decides again
             raise ChampionMoved(name, submission.decision.champion, production)
-        for rel, data in contents.items():
-            _store_blob(registry, hashes[rel], data)
-        version = _commit(registry, submission, hashes)
+        _store_blobs(registry, {hashes[rel]: data for rel, data in contents.items()})
+        # the first number that can be free; a writer that took it meanwhile makes this N+1
+        listed = catalogue[-1][0] if catalogue else 0
+        first = max(listed, state.last_version) + 1
+        version = _commit(registry, submission, hashes, first)
     return _apply_decision(registry, version, submission, actor)
 
 
@@ -152,10 +156,11 @@ def garbage(registry: Registry) -> list[str]:
     is not even readable JSON stops the search (RegistryError), since what it needs is unknown."""
     name, listing = registry.name, registry.storage.list(f"{registry.name}/")
     used: set[str] = set()
-    for version in keys.committed_versions(name, listing):
-        data = registry.storage.read(keys.card_key(name, version)) or b""
+    versions = keys.committed_versions(name, listing)
+    cards = registry.storage.read_many([keys.card_key(name, version) for version in versions])
+    for version, data in zip(versions, cards, strict=True):
         try:
-            files = json.loads(data.decode("utf-8"))["files"]
+            files = json.loads((data or b"").decode("utf-8"))["files"]
             used |= {keys.blob_key(name, str(sha)) for sha in files.values()}
         except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
             raise RegistryError(
@@ -177,18 +182,19 @@ def collect_garbage(registry: Registry) -> list[str]:
 # ---- internals
 
 
-def _store_blob(registry: Registry, sha256: str, data: bytes) -> None:
-    key = keys.blob_key(registry.name, sha256)
-    if not registry.storage.create(key, data):
-        held = registry.storage.read(key)
-        if held is None or hashlib.sha256(held).hexdigest() != sha256:
-            raise RegistryError(f"stored blob {key} in {registry.storage.location} is damaged")
+def _store_blobs(registry: Registry, blobs: dict[str, bytes]) -> None:
+    """Create each blob (by SHA-256) if absent; one already there must hold the same bytes."""
+    storage, keyed = registry.storage, {keys.blob_key(registry.name, h): h for h in blobs}
+    created = storage.create_many([(key, blobs[sha256]) for key, sha256 in keyed.items()])
+    held = [key for key, new in zip(keyed, created, strict=True) if not new]
+    for key, data in zip(held, storage.read_many(held), strict=True):
+        if data is None or hashlib.sha256(data).hexdigest() != keyed[key]:
+            raise RegistryError(f"stored blob {key} in {storage.location} is damaged")
 
 
-def _commit(registry: Registry, submission: Submission, hashes: dict[str, str]) -> int:
-    """Create the next version's card (retrying with N+1 when another writer took N)."""
-    name = registry.name
-    version = max([*registry.version_numbers(), registry.state().last_version], default=0) + 1
+def _commit(registry: Registry, submission: Submission, hashes: dict[str, str], first: int) -> int:
+    """Create the card of version `first`, or the next one free (another writer took N)."""
+    name, version = registry.name, first
     while True:
         card = seal(
             {
@@ -261,11 +267,14 @@ def _swap_aliases(
 
 
 def _already_held(
-    registry: Registry, hashes: dict[str, str], identity: tuple[str, ...], fingerprint: str | None
+    catalogue: list[tuple[int, dict[str, Any] | None, str | None]],
+    hashes: dict[str, str],
+    identity: tuple[str, ...],
+    fingerprint: str | None,
 ) -> tuple[int, str] | None:
-    """(version, why) of an intact-card version with the same identity files, or the same
-    fingerprint (when given); None if there is none."""
-    for version, card, _ in reversed(registry.catalogue()):
+    """(version, why) of an intact-card version in `catalogue` with the same identity files, or
+    the same fingerprint (when given); None if there is none."""
+    for version, card, _ in reversed(catalogue):
         if card is None:
             continue
         if identity and all(card["files"].get(rel) == hashes[rel] for rel in identity):

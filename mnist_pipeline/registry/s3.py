@@ -20,8 +20,9 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from mnist_pipeline.core.errors import RegistryError
@@ -38,7 +39,9 @@ BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 PRECONDITION_FAILED = {"PreconditionFailed", "412"}
 NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 CONFLICT_RETRIES = 20  # 409 ConditionalRequestConflict: another conditional write in flight
-HONOURED: set[tuple[str, str]] = set()  # (endpoint, bucket) whose conditional writes were checked
+PARALLEL = 16  # requests in flight at once in read_many, create_many (the connection pool)
+HONOURED: set[tuple[str, str]] = set()
+T, R = TypeVar("T"), TypeVar("R")  # (endpoint, bucket) whose conditional writes were checked
 
 
 def parse_url(url: str, role: str = "registry") -> tuple[str, str]:
@@ -82,6 +85,7 @@ class S3Bucket(Storage):
             retries={"mode": "standard"},
             # CRC checksums only where S3 requires them: not every S3-compatible store takes them
             request_checksum_calculation="when_required",
+            max_pool_connections=PARALLEL,
         )
         # a session per backend: boto3's default session is not safe to share across threads
         self.client = client or boto3.session.Session().client("s3", config=config)
@@ -93,6 +97,16 @@ class S3Bucket(Storage):
     def read(self, key: str) -> bytes | None:
         found = self._get(key)
         return None if found is None else found[0]
+
+    def read_many(self, keys: list[str]) -> list[bytes | None]:
+        """Up to PARALLEL requests in flight (boto3 clients are thread-safe): listing a
+        registry's versions or verifying it costs a few round trips, not one per object."""
+        return _at_once(self.read, keys)
+
+    def create_many(self, items: list[tuple[str, bytes]]) -> list[bool]:
+        """The creates at once (each conditional on its own: the store decides each)."""
+        self._check_conditions()
+        return _at_once(lambda item: self.create(*item), items)
 
     def read_document(self, key: str) -> tuple[bytes, str] | None:
         cached = self._documents.get(key)
@@ -219,6 +233,14 @@ class S3Bucket(Storage):
                 "use a store that honours If-None-Match and If-Match (AWS S3, moto, MinIO)"
             )
         HONOURED.add((self.endpoint, self.bucket))
+
+
+def _at_once(call: Callable[[T], R], items: list[T]) -> list[R]:
+    """`call` of each item on up to PARALLEL threads, results in order (the first error raised)."""
+    if len(items) < 2:
+        return [call(item) for item in items]
+    with ThreadPoolExecutor(min(PARALLEL, len(items))) as pool:
+        return list(pool.map(call, items))
 
 
 def _checked(key: str) -> str:

@@ -25,6 +25,10 @@ class Storage(ABC):
     def read(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is none."""
 
+    def read_many(self, keys: list[str]) -> list[bytes | None]:
+        """`read` of each key, in order; a backend one round trip away reads them at once."""
+        return [self.read(key) for key in keys]
+
     @abstractmethod
     def read_document(self, key: str) -> tuple[bytes, str] | None:
         """(bytes, revision) of a small document, or None; the revision is what `swap`
@@ -33,6 +37,11 @@ class Storage(ABC):
     @abstractmethod
     def create(self, key: str, data: bytes) -> bool:
         """Store `data` under `key` only if nothing is there; False when something was."""
+
+    def create_many(self, items: list[tuple[str, bytes]]) -> list[bool]:
+        """`create` of each (key, data), in order; a backend one round trip away writes them at
+        once."""
+        return [self.create(key, data) for key, data in items]
 
     @abstractmethod
     def swap(self, key: str, data: bytes, revision: str | None) -> bool:
