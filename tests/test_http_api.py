@@ -22,29 +22,19 @@ from mnist_pipeline.serving.predict import predict_files
 from mnist_pipeline.serving.served_model import ServedModel
 from mnist_pipeline.serving.server import feedback_of
 from mnist_pipeline.serving.tokens import ENV_TOKENS, token_sha256
+from tests import challenger_helpers
 from tests.example_helpers import draw_digit
 from tests.registry_helpers import (
     MODEL,
     PARAMS,
     candidate_in,
-    exported_candidate,
     model_dir,
-    production_and_staging,
     stored,
     writable,
 )
 
-
-@pytest.fixture(scope="module")
-def _models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("served")
-    return exported_candidate(root / "a", 1), exported_candidate(root / "b", 2)
-
-
-@pytest.fixture
-def registry(tmp_path: Path, _models: tuple[Path, Path]) -> Registry:
-    """Two registered versions: v1 production, v2 staging (lower accuracy)."""
-    return production_and_staging(tmp_path / "registry", _models)
+# fixtures: two exported models; a registry with v1 production and v2 staging (lower accuracy)
+_models, registry = challenger_helpers._models, challenger_helpers.registry
 
 
 def client(registry: Registry, **limits) -> tuple[TestClient, ServedModel]:
