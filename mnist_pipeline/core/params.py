@@ -150,8 +150,8 @@ class IngestParams(Section):
 class InboxParams(Section):
     """Where the inbox is shared between hosts that share no folder (inbox/shared.py)."""
 
-    # s3://BUCKET/PREFIX (or a folder): `data add`, `data accept` and `data remove` write there
-    # too, and `data sync` / the retraining flow bring data/extra/ up to date from it before ingest.
+    # s3://BUCKET/PREFIX (or a folder): `data add`, `data accept` and `data remove` change it
+    # first, and `data sync` / the retraining flow bring data/extra/ in line with it before ingest.
     shared: str | None = Field(default=None, min_length=1)
 
 

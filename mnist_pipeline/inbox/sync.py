@@ -172,12 +172,13 @@ def sync(shared: SharedInbox, inbox: Path, by: str) -> SyncResult:
         here: dict[str, list[store.Entry]] = defaultdict(list)
         for label, path in store.listing(inbox)[0]:
             try:
-                here[file_sha256(path)].append(store.Entry(label, path, ""))
+                sha = file_sha256(path)
             except OSError as exc:
                 result.problems[str(path)] = describe_os_error(exc)
+                continue
+            here[sha].append(store.Entry(label, path, sha))
         for sha in sorted(remote.keys() | here.keys()):
-            entries = [store.Entry(e.label, e.path, sha) for e in here.get(sha, [])]
-            _sync_one(shared, inbox, sha, remote.get(sha), entries, seen, by, result)
+            _sync_one(shared, inbox, sha, remote.get(sha), here.get(sha, []), seen, by, result)
         now = {sha: r.label for sha, r in remote.items()}
         note_seen(inbox, shared, now | {sha: here[sha][0].label for sha in result.published})
     return result
