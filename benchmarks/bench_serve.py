@@ -240,6 +240,8 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=1, help="runs per case and level")
     args = parser.parse_args()
+    if args.stack != "fast" and args.workers > 1:  # spawned workers import uvicorn afresh
+        parser.error("--stack pure or both needs --workers 1: workers would take uvloop again")
     if [args.metrics, args.shadow, args.stack].count("both") > 1:
         parser.error("--metrics, --shadow, --stack: only one may be both (one thing at a time)")
     scratch = Path(tempfile.mkdtemp(prefix="bench-serve-"))

@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -119,6 +119,11 @@ def delayed(endpoint: str, latency_s: float) -> Iterator[str]:
         loop.close()
 
 
+def proxied(endpoint: str, latency_s: float) -> AbstractContextManager[str]:
+    """`endpoint` itself without latency; else the delaying proxy in front of it."""
+    return delayed(endpoint, latency_s) if latency_s > 0 else nullcontext(endpoint)
+
+
 def measure(location: str, root: Path, candidates: list, cache: Path) -> dict[str, float]:
     """Median ms of each operation on a new registry at `location`."""
     registry = Registry(location, MODEL)
@@ -151,7 +156,7 @@ def main() -> None:
         if args.backend in ("both", "local"):
             results["folder"] = measure(str(root / "registry"), root, candidates, root / "c-l")
         if args.backend in ("both", "s3"):
-            with moto_process() as endpoint, delayed(endpoint, args.latency_ms / 1000) as via:
+            with moto_process() as endpoint, proxied(endpoint, args.latency_ms / 1000) as via:
                 os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL=via)
                 url = f"s3://{new_bucket(via)}/registry"
                 results["s3 (moto)"] = measure(url, root, candidates, root / "c-s")

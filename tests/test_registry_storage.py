@@ -77,6 +77,32 @@ def test_read_many_reads_each_key_in_order(registry_root: str) -> None:
     assert store.read_many(wanted) == expected
     assert store.read_many(wanted[::-1]) == expected[::-1]
     assert store.read_many([]) == [] and store.read_many(wanted[:1]) == expected[:1]
+    items = [(key, b"new") for key in wanted[:6]]
+    assert store.create_many(items) == [False, True] * 3  # in order; only the absent ones
+    assert store.read_many(wanted[:6]) == [expected[i] or b"new" for i in range(6)]
+
+
+class OneUnreadable(LocalFolder):
+    """A folder whose one object cannot be read (as an S3 object refused or failing)."""
+
+    def __init__(self, root: Path, key: str) -> None:
+        super().__init__(root)
+        self.unreadable = key
+
+    def read(self, key: str) -> bytes | None:
+        if key == self.unreadable:
+            raise RegistryError(f"{key}: read failed (AccessDenied)")
+        return super().read(key)
+
+
+def test_one_unreadable_card_hides_no_other_version(tmp_path: Path, make) -> None:
+    """read_many fails as a whole on one object; the catalogue then reads card by card."""
+    for seed in (1, 2, 3):
+        register_candidate(Registry(tmp_path / "registry", "m"), make(seed), PARAMS)
+    store = OneUnreadable(tmp_path / "registry", "m/v2/card.json")
+    catalogue = Registry(store, "m").catalogue()
+    assert [(v, card is not None) for v, card, _ in catalogue] == [(1, True), (2, False), (3, True)]
+    assert "AccessDenied" in str(catalogue[1][2])
 
 
 def test_swap_is_compare_and_swap(tmp_path: Path) -> None:

@@ -69,10 +69,15 @@ class Registry:
         """(version, card, None) for every version, or (version, None, problem) when its card
         cannot be trusted: one damaged version does not hide the others."""
         versions = self.version_numbers()
-        stored = self.storage.read_many([keys.card_key(self.name, v) for v in versions])
+        card_keys = [keys.card_key(self.name, v) for v in versions]
+        try:
+            stored: list[bytes | None] | None = self.storage.read_many(card_keys)
+        except RegistryError:  # one card could not be read: one by one, so it hides no other
+            stored = None
         entries: list[tuple[int, dict[str, Any] | None, str | None]] = []
-        for version, data in zip(versions, stored, strict=True):
+        for i, version in enumerate(versions):
             try:
+                data = self.storage.read(card_keys[i]) if stored is None else stored[i]
                 entries.append((version, self._checked_card(version, data)[0], None))
             except RegistryError as exc:
                 entries.append((version, None, str(exc)))

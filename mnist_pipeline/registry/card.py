@@ -76,6 +76,8 @@ def parse_card(data: bytes, name: str, version: int) -> dict[str, Any]:
 
 def file_problem(relpath: str, expected: str, data: bytes | None) -> str | None:
     """What is wrong with `data` as the recorded file `relpath` of SHA-256 `expected`, or None."""
+    if not isinstance(expected, str):
+        return f"{relpath} has no SHA-256 in its card"
     if data is None:
         return f"{relpath} is missing"
     actual = hashlib.sha256(data).hexdigest()

@@ -40,8 +40,8 @@ PRECONDITION_FAILED = {"PreconditionFailed", "412"}
 NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 CONFLICT_RETRIES = 20  # 409 ConditionalRequestConflict: another conditional write in flight
 PARALLEL = 16  # requests in flight at once in read_many, create_many (the connection pool)
-HONOURED: set[tuple[str, str]] = set()
-T, R = TypeVar("T"), TypeVar("R")  # (endpoint, bucket) whose conditional writes were checked
+HONOURED: set[tuple[str, str]] = set()  # (endpoint, bucket) whose conditional writes were checked
+T, R = TypeVar("T"), TypeVar("R")
 
 
 def parse_url(url: str, role: str = "registry") -> tuple[str, str]:
@@ -105,7 +105,8 @@ class S3Bucket(Storage):
 
     def create_many(self, items: list[tuple[str, bytes]]) -> list[bool]:
         """The creates at once (each conditional on its own: the store decides each)."""
-        self._check_conditions()
+        if items:
+            self._check_conditions()
         return _at_once(lambda item: self.create(*item), items)
 
     def read_document(self, key: str) -> tuple[bytes, str] | None:
