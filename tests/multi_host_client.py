@@ -13,6 +13,7 @@
     python -m tests.multi_host_client receive ADDRESS PORT FILE
     python -m tests.multi_host_client webhook URL NAME
     python -m tests.multi_host_client watch-heartbeats BLOCK_ID WITHIN_S
+    python -m tests.multi_host_client sweep WORKDIR PARAMS_FILE GRID_JSON
 
 Run inside the client namespace (tests/test_multi_host.py): the Prefect server, the S3 endpoint
 and the mirror are reached only through the addresses in the environment and arguments.
@@ -111,6 +112,7 @@ def check(registry_url: str, mirror: str, folder: str) -> dict:
                 "onnx_accuracy": float((logits.argmax(1) == mnist.test_labels.numpy()).mean()),
                 "flow_run_id": card["origin"]["flow_run_id"],
                 "epochs": card["params"]["train"]["epochs"],
+                "learning_rate": card["params"]["train"]["learning_rate"],
             }
         )
     return {"versions": versions, "problems": registry.verify(), "aliases": registry.aliases()}
@@ -240,6 +242,16 @@ def watch_heartbeats(block_id: str, within_s: str) -> dict:
     return {"automation": str(created.id)}
 
 
+def sweep(workdir: str, params_file: str, grid: str) -> dict:
+    """The sweep flow run here (flows/sweep.py), its trials and registering run on the pool's
+    workers; its result (each trial's flow run, the best, the version registered)."""
+    from flows.sweep import sweep as sweep_flow
+
+    return sweep_flow(
+        grid=json.loads(grid), workdir=workdir, params_file=params_file, timeout_s=600
+    )
+
+
 COMMANDS = {
     "bucket": bucket,
     "run": run,
@@ -254,6 +266,7 @@ COMMANDS = {
     "receive": receive,
     "webhook": webhook,
     "watch-heartbeats": watch_heartbeats,
+    "sweep": sweep,
 }
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The Prefect server's side of tests/test_multi_host.py, once the faults have run: its
-PostgreSQL restarted while a run trains, and no-op runs (inputs already registered) timed as
-Prefect records them."""
+PostgreSQL restarted while a run trains, no-op runs (inputs already registered) timed as
+Prefect records them, and a sweep whose trials go to both workers."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from pathlib import Path
 
 from tests.multi_host_faults import Site
 from tests.multi_host_helpers import Postgres
+from tests.test_scale_out import worker_of
 
 DEPLOYMENT = "mnist-retrain/weekly"
+SWEEP = [{"train.epochs": 2, "train.learning_rate": lr} for lr in (0.0003, 0.002, 0.004)]
 FIGURES = "MULTI_HOST_FIGURES"  # names a JSON file: the no-op runs' latencies are written there
 
 
@@ -48,3 +50,19 @@ def noop_runs(site: Site, epochs: int, version: int, count: int = 3) -> list[flo
         figures = {"noop_seconds": seconds, "median_s": statistics.median(seconds)}
         Path(os.environ[FIGURES]).write_text(json.dumps(figures, indent=2) + "\n")
     return seconds
+
+
+def sweep_on_workers(site: Site, deployer: Path, version: int) -> dict:
+    """The sweep flow started on the client from its clone `deployer`: its trials run on both
+    workers, and the best by validation accuracy is retrained and registered as `version` by
+    one of them with the trial's weights. Returns the registering run and its learning rate."""
+    grid = json.dumps(SWEEP)
+    swept = site.call("sweep", str(deployer), "hosts.yaml", grid)
+    logs = site.worker_logs
+    assert {worker_of(logs, t["flow_run"]) for t in swept["trials"]} == {"w1", "w2"}, swept
+    accuracies = [t["val_accuracy"] for t in swept["trials"]]
+    assert swept["best"] == max(range(len(SWEEP)), key=lambda i: (accuracies[i], -i)), swept
+    assert swept["version"] == version and swept["reproduced"] is True, swept
+    assert worker_of(logs, swept["registering_run"]) in {"w1", "w2"}, swept
+    best = SWEEP[swept["best"]]["train.learning_rate"]
+    return {"run": swept["registering_run"], "learning_rate": best}

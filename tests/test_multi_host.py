@@ -17,8 +17,10 @@ notifies once, the same run registers once the store is back). Then the Prefect 
 (tests/multi_host_prefect.py): PostgreSQL on the db host restarts while a run trains (the run
 completes, the server still lists every earlier run), and three runs with that run's params
 complete up to date, adding no version (their trigger-to-end times go to the JSON file
-$MULTI_HOST_FIGURES names, for benchmarks/multi_host_noop.py). The bucket then holds versions
-1-6 that verify clean, with nothing left by any fault.
+$MULTI_HOST_FIGURES names, for benchmarks/multi_host_noop.py). Last, a sweep started on the client
+(flows/sweep.py): its trials run on both workers and the best by validation accuracy is retrained
+and registered by one of them. The bucket then holds versions 1-7 that verify clean, with nothing
+left by any fault.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from tests.multi_host_helpers import (
     shared_inbox,
     start_postgres,
 )
-from tests.multi_host_prefect import database_restarts, noop_runs
+from tests.multi_host_prefect import database_restarts, noop_runs, sweep_on_workers
 from tests.multi_host_races import race
 from tests.netns_helpers import hosts
 from tests.process_helpers import start, stop, wait_for
@@ -320,11 +322,14 @@ def test_hosts_sharing_only_a_network_train_register_and_serve(
         restarted = database_restarts(site, postgres, epochs=25)
         noop_runs(site, epochs=25, version=6)
         assert earlier <= set(client(me, client_env, "runs"))  # the server lost no run
+
+        swept = sweep_on_workers(site, deployer, version=7)
         seen = client(me, client_env, "check", registry, mirror_url, str(folders["client"]))
         assert seen["problems"] == []
-        assert [v["version"] for v in seen["versions"]] == [1, 2, 3, 4, 5, 6]  # no-ops add none
+        assert [v["version"] for v in seen["versions"]] == [1, 2, 3, 4, 5, 6, 7]  # no-ops: none
         later = [v["flow_run_id"] for v in seen["versions"][3:]]
-        assert later == [crash["completed"], store["completed"], restarted]
+        assert later == [crash["completed"], store["completed"], restarted, swept["run"]]
+        assert seen["versions"][6]["learning_rate"] == swept["learning_rate"]
         verify = [*promote[:6], "verify"]
         done = subprocess.run(
             me.run(verify),
@@ -334,7 +339,7 @@ def test_hosts_sharing_only_a_network_train_register_and_serve(
             text=True,
             timeout=300,
         )
-        assert done.returncode == 0 and "6 version(s) intact" in done.stderr, done.stderr
+        assert done.returncode == 0 and "7 version(s) intact" in done.stderr, done.stderr
         assert "unreferenced" not in done.stderr, done.stderr  # no half-registered objects
         notes = told(received)
         crashed = [n for n in notes if n["subject"] == CRASH_SUBJECT]
