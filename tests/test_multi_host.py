@@ -11,9 +11,10 @@ gives on MNIST test, and a promotion must reach the serving host; six labelled d
 client reach both workers' ingest through the shared inbox in the bucket. Then 8 registrations and
 8 promotions at once from the two worker hosts (tests/multi_host_races.py), and two faults
 (tests/multi_host_faults.py): a worker host loses every process while its run trains (the run ends
-Crashed through the heartbeat automation, which notifies once; the other run completes), and the s3
-host becomes unreachable before a registration (the run fails naming the endpoint, its hook
-notifies once, the same run registers once the store is back). Then the Prefect server's side
+Crashed through the heartbeat automation, which notifies once; the other run completes; then the
+host comes back with a new worker), and the s3 host becomes unreachable before a registration
+(the run fails naming the endpoint, its hook notifies once, the same run registers once the store
+is back). Then the Prefect server's side
 (tests/multi_host_prefect.py): PostgreSQL on the db host restarts while a run trains (the run
 completes, the server still lists every earlier run), and three runs with that run's params
 complete up to date, adding no version (their trigger-to-end times go to the JSON file
@@ -193,23 +194,17 @@ def test_hosts_sharing_only_a_network_train_register_and_serve(
             # while its database is down the server answers 500: retried, as for 502 and 503
             "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500",
         }
-        logs = []
-        for name in ("w1", "w2"):
-            log = folders[name] / "worker.log"
-            command = [
-                prefect,
-                "worker",
-                "start",
-                "--pool",
-                "mnist",
-                "--limit",
-                "1",
-                "--name",
-                name,
-            ]
+        logs: list[Path] = []
+
+        def start_worker(name: str, log: Path) -> None:
+            command = [prefect, "worker", "start", "--pool", "mnist", "--limit", "1"]
             env = {**base_env(folders[name] / "home"), **worker_env}
-            procs.callback(stop, start(net[name].run(command), env, log, folders[name]))
+            worker = start(net[name].run([*command, "--name", name]), env, log, folders[name])
+            procs.callback(stop, worker)
             logs.append(log)
+
+        for name in ("w1", "w2"):
+            start_worker(name, folders[name] / "worker.log")
 
         # labelled digits added on the client reach the workers' ingest through the bucket
         client_params = {
@@ -315,6 +310,8 @@ def test_hosts_sharing_only_a_network_train_register_and_serve(
         site = Site(net, client_env, logs)
         slug, block_id, received = notifications(procs, site, folders["client"])
         crash = worker_host_dies(site, block_id, received)
+        victim = "w1" if crash["survivor"] == "w2" else "w2"
+        start_worker(victim, folders[victim] / "worker-again.log")  # the host is back
         store = store_goes_down(site, endpoint, slug)
         earlier = set(client(me, client_env, "runs"))
         assert {*ids, crash["crashed"], crash["completed"], *store.values()} <= earlier
