@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.pipeline.register import register_candidate
@@ -96,6 +97,47 @@ def test_unreferenced_blobs_are_reported_and_collected(s3_url: str, make) -> Non
     assert registry.garbage() == [] and registry.version_numbers() == [1]
 
 
+def refuse_blob_writes(store: S3Bucket, monkeypatch: pytest.MonkeyPatch, which: int) -> None:
+    """The store's client answers AccessDenied to the `which`-th PUT of a blob (from 0), as a
+    bucket policy would; every other request reaches the server."""
+    put, blobs = store.client.put_object, iter(range(10**6))
+
+    def put_object(**request):  # noqa: ANN003, ANN202
+        if "/blobs/" in request["Key"] and next(blobs) == which:
+            error = {"Error": {"Code": "AccessDenied", "Message": "denied by policy"}}
+            raise ClientError(error, "PutObject")
+        return put(**request)
+
+    monkeypatch.setattr(store.client, "put_object", put_object)
+
+
+def test_a_write_refused_among_parallel_writes_fails_them_as_one(
+    s3_url: str, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """create_many's pool: the refusal is raised once the writes under way have finished (the
+    ones not started are dropped), and a registration whose blob is refused commits no version."""
+    store = open_storage(s3_url)
+    assert isinstance(store, S3Bucket)
+    refuse_blob_writes(store, monkeypatch, which=5)
+    items = [(f"m/blobs/sha256/{i:02d}", b"%d" % i) for i in range(20)]
+    with pytest.raises(RegistryError, match=r"credentials refused \(AccessDenied: denied"):
+        store.create_many(items)
+    stored = store.read_many([key for key, _ in items])
+    assert stored[5] is None
+    assert all(s in (None, data) for s, (_, data) in zip(stored, items, strict=True))
+    time.sleep(0.2)
+    assert store.read_many([key for key, _ in items]) == stored  # no write lands after it
+
+    registry = Registry(s3_url, MODEL)
+    refuse_blob_writes(registry.storage, monkeypatch, which=1)  # type: ignore[arg-type]
+    with pytest.raises(RegistryError, match="AccessDenied"):
+        register_candidate(registry, make(1), PARAMS)
+    assert registry.version_numbers() == [] and registry.verify() == []
+    assert registry.garbage()  # the blobs that were stored, referenced by no card
+    again = Registry(s3_url, MODEL)  # a new client: nothing refused
+    assert register_candidate(again, make(1), PARAMS).version == 1 and again.verify() == []
+
+
 def test_racing_identical_registrations_make_one_version(s3_url: str, make) -> None:
     candidate, go, done = make(1), threading.Barrier(4), []
 
@@ -135,6 +177,30 @@ def test_a_stale_lease_is_taken_over_and_a_live_one_waited_for(s3_url: str) -> N
     held, waiting = (Lease(store, ".leases/m/register", ttl_s=60, wait_s=0.3) for _ in "ab")
     with held, pytest.raises(RegistryError, match="is busy: lease .* held for over 0 s by"):
         waiting.__enter__()
+
+
+def test_a_lease_taken_over_while_it_is_released_stays_with_its_new_holder(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Release reads the lease, then deletes it only if unchanged: a waiter that takes it over
+    between the two (the holder looked stale to it) keeps it."""
+    store = open_storage(s3_url)
+    key, taker = ".leases/m/release", json.dumps({"owner": "t", "host": "h", "pid": 1}).encode()
+    read = store._get
+
+    def read_then_taken_over(k: str, cached: tuple[bytes, str] | None = None):  # noqa: ANN202
+        found = read(k, cached)
+        assert found is not None and store._put(k, taker, IfMatch=found[1])  # the takeover
+        return found
+
+    with Lease(store, key, wait_s=5):
+        monkeypatch.setattr(store, "_get", read_then_taken_over)
+    monkeypatch.undo()
+    assert store._get(key)[0] == taker  # type: ignore[index]
+    assert store._delete(key, IfMatch='"0123456789abcdef0123456789abcdef"') is False
+    assert store._get(key) is not None
+    assert store._delete(key) is True and store._get(key) is None
+    assert store._delete(key) is True  # already gone
 
 
 @pytest.mark.parametrize(

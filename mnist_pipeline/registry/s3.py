@@ -191,6 +191,21 @@ class S3Bucket(Storage):
             time.sleep(0.05)
         raise RegistryError(f"{self.location}/{key}: writes kept conflicting at {self.endpoint}")
 
+    def _delete(self, key: str, **condition: str) -> bool:
+        """DELETE under a condition: True when deleted (or already gone), False when the
+        condition did not hold."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key), **condition)
+            return True
+        except ClientError as exc:
+            if _code(exc) in PRECONDITION_FAILED:
+                return False
+            if _code(exc) in NOT_FOUND:
+                return True
+            raise self._failure("delete", key, exc) from None
+        except BotoCoreError as exc:
+            raise self._failure("delete", key, exc) from None
+
     def _call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
         try:
             return method(Bucket=self.bucket, **kwargs)

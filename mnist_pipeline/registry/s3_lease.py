@@ -6,7 +6,9 @@ changing. A waiter that sees the same lease (by ETag) unchanged for longer than 
 measured on its own clock so hosts need not agree on the time, takes it over with `If-Match` on
 that ETag: its holder stopped renewing (it crashed, or lost the store). A lease whose holder is a
 process of this host (host name, boot and PID namespace) that no longer exists, or a lease this
-process abandoned, is taken over at once. Leaving deletes it if it is still this holder's.
+process abandoned, is taken over at once. Leaving deletes it if it is still this holder's: a
+DELETE with `If-Match` on the ETag it read, so a lease taken over between that read and the
+delete stays with its new holder.
 Registrations use it to keep identical models from becoming two versions and `models gc` to
 keep off blobs a registration is storing.
 """
@@ -102,8 +104,9 @@ class Lease:
         HELD.discard(self.owner)  # if the delete fails, this process's waiters take it at once
         try:
             found = self.store._get(self.key)
-            if found is not None and json.loads(found[0]).get("owner") == self.owner:
-                self.store.delete(self.key)
+            mine = found is not None and json.loads(found[0]).get("owner") == self.owner
+            if mine and not self.store._delete(self.key, IfMatch=found[1]):  # type: ignore[index]
+                logger.warning("lease %s was taken over while it was released", self.key)
         except (RegistryError, ValueError) as failure:  # it goes stale on its own
             logger.warning("could not release lease %s: %s", self.key, failure)
 
