@@ -5,6 +5,7 @@ On a folder store and on moto's S3 server."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -136,19 +137,64 @@ def test_altered_images_and_bad_records_are_reported_and_not_taken(
     png, fine = digit(tmp_path, 4), digit(tmp_path, 9)
     shared.publish(png, 4, "png", "test")
     shared.publish(fine, 9, "png", "test")
-    sha = next(s for s, r in shared.records()[0].items() if r.label == 4)
-    shared.storage.delete(f"images/{sha}")
-    shared.storage.create(f"images/{sha}", png + b"tampered")
-    bad = "f" * 64
+    sha, record = next((s, r) for s, r in shared.records()[0].items() if r.label == 4)
+    shared.storage.delete(record.image)
+    shared.storage.create(record.image, png + b"tampered")
+    bad, elsewhere = "f" * 64, "e" * 64
     shared.storage.create(f"labels/{bad}.json", b"{not json")
+    pointing = f'{{"label": 1, "format": "png", "image": "images/{sha}"}}'.encode()
+    shared.storage.create(f"labels/{elsewhere}.json", pointing)  # another image's bytes
     b = tmp_path / "b" / "extra"
     got = sync.sync(shared, b, "test")
     assert "does not match its hash" in got.problems[sha]
     assert f"labels/{bad}.json is not a label record" in got.problems[bad]
+    assert f"is not one of image {elsewhere[:12]}" in got.problems[elsewhere]
     assert [label for label, _ in labels(b)] == [9]  # the rest synced
-    shared.storage.delete(f"images/{sha}")  # repaired: the next sync takes it
-    shared.storage.create(f"images/{sha}", png)
+    shared.storage.delete(record.image)  # repaired: the next sync takes it
+    shared.storage.create(record.image, png)
     assert sync.sync(shared, b, "test").downloaded == [sha]
+
+
+def test_a_retraction_racing_a_publication_leaves_no_record_without_its_image(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Host B publishes the image again just before host A, retracting it, deletes its bytes
+    (A has deleted the record and found none): B's record names bytes of its own."""
+    a, b = SharedInbox(location), SharedInbox(location)
+    png = digit(tmp_path, 6)
+    a.publish(png, 6, "png", "a")
+    delete = a.storage.delete
+
+    def publish_then_delete(key: str) -> None:
+        if key.startswith("images/"):
+            assert b.publish(png, 6, "png", "b") is True  # the record A deleted, made again
+        delete(key)
+
+    monkeypatch.setattr(a.storage, "delete", publish_then_delete)
+    a.retract(hashlib.sha256(png).hexdigest())
+    monkeypatch.undo()
+    (record,) = b.records()[0].values()
+    assert record.label == 6 and b.image(hashlib.sha256(png).hexdigest(), record) == png
+    got = sync.sync(b, tmp_path / "c" / "extra", "test")
+    assert len(got.downloaded) == 1 and not got.problems
+    b.retract(hashlib.sha256(png).hexdigest())
+    assert b.records() == ({}, {}) and b.storage.list("images/") == []
+
+
+def test_records_written_before_their_image_had_a_key_of_its_own_still_sync(
+    location: str, tmp_path: Path
+) -> None:
+    """A store filled by an earlier release: the bytes at images/<sha256>, no "image" field."""
+    shared = SharedInbox(location)
+    png = digit(tmp_path, 7)
+    sha = hashlib.sha256(png).hexdigest()
+    shared.identity(create=True)
+    shared.storage.create(f"images/{sha}", png)
+    shared.storage.create(f"labels/{sha}.json", b'{"label": 7, "format": "png", "by": "old"}')
+    assert sync.sync(shared, tmp_path / "extra", "test").downloaded == [sha]
+    assert labels(tmp_path / "extra") == [(7, sha)]
+    shared.retract(sha)
+    assert shared.records() == ({}, {}) and shared.storage.list("images/") == []
 
 
 def test_a_wiped_store_empties_no_inbox_and_a_new_one_is_filled_again(

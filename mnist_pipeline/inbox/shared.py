@@ -1,15 +1,20 @@
 """The inbox on object storage (params `inbox.shared`), for hosts that share no folder.
 
-    <store>/images/<sha256>          the image's bytes, named by their SHA-256
-    <store>/labels/<sha256>.json     {"label": 7, "format": "png", "by": "...", "time": "..."}
+    <store>/images/<sha256>.<nonce>  the image's bytes, one object per publication
+    <store>/labels/<sha256>.json     {"label": 7, "format": "png", "by": "...", "time": "...",
+                                      "image": "images/<sha256>.<nonce>"}
     <store>/inbox.json               {"id": ...}: the store's identity (sync.py)
 
-Both are created only if absent (S3: `If-None-Match: *`). The label record is the commit: the
-image is written first, then its record, so of two hosts labelling one image differently
-exactly one wins and the other gets a LabelConflict naming both labels, whatever the timing.
-Retracting deletes the record, then the image. Each host keeps its own inbox folder (what
-ingest reads and DVC tracks) in step with the store through sync.py. The store is any backend
-of the registry's storage interface (registry.open_storage): s3://BUCKET/PREFIX or a folder.
+All are created only if absent (S3: `If-None-Match: *`). The label record is the commit: a
+publication writes the image's bytes under a key of its own first, then the record naming that
+key, so of two hosts labelling one image differently exactly one wins and the other gets a
+LabelConflict naming both labels, whatever the timing (the loser deletes its unreferenced
+bytes). Retracting deletes the record, then the bytes it named, which no other record can name:
+a record never points at nothing, however a retraction and a publication of one image
+interleave. Records written before the nonce (no "image") name `images/<sha256>`.
+Each host keeps its own inbox folder (what ingest reads and DVC tracks) in step with the store
+through sync.py. The store is any backend of the registry's storage interface
+(registry.open_storage): s3://BUCKET/PREFIX or a folder.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ IMAGES = "images/"
 IDENTITY = "inbox.json"  # {"id": ...}: created with the store's first image, never removed
 LABELS = "labels/"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_IMAGE_KEY = re.compile(r"^images/(?P<sha>[0-9a-f]{64})(\.[0-9a-f]{32})?$")
 _FORMAT = re.compile(r"^[a-z0-9]{1,8}$")
 READERS = 8  # label records read at once (one small GET each)
 T = TypeVar("T")
@@ -46,10 +52,11 @@ class StoreUnavailable(DataError):
 
 @dataclass(frozen=True)
 class Record:
-    """What the store says of one image: its label and file format."""
+    """What the store says of one image: its label, file format and the key of its bytes."""
 
     label: int
     format: str
+    image: str
 
 
 def open_shared(location: str | None, layout: Layout) -> SharedInbox | None:
@@ -102,9 +109,10 @@ class SharedInbox:
         """The store's record of the image with this SHA-256 (None: not there)."""
         return self._record(f"{LABELS}{digest}.json")
 
-    def image(self, digest: str) -> bytes:
-        """The image's bytes, checked against its SHA-256 (DataError when missing or altered)."""
-        data = self._call(lambda: self.storage.read(f"{IMAGES}{digest}"))
+    def image(self, digest: str, record: Record) -> bytes:
+        """The bytes `record` names, checked against the SHA-256 (DataError when missing or
+        altered)."""
+        data = self._call(lambda: self.storage.read(record.image))
         if data is None:
             raise DataError(f"shared inbox {self.location}: image {digest} is missing")
         if hashlib.sha256(data).hexdigest() != digest:
@@ -118,17 +126,16 @@ class SharedInbox:
         self.identity(create=True)
         if self._known(digest, label):
             return False
-        self._call(lambda: self.storage.create(f"{IMAGES}{digest}", data))  # False: already there
+        key = f"{IMAGES}{digest}.{uuid.uuid4().hex}"  # this publication's own: no record has it
+        self._call(lambda: self.storage.create(key, data))
         fmt = image_format if _FORMAT.fullmatch(image_format) else "img"
-        record = {"label": label, "format": fmt, "by": by, "time": datetime.now(UTC).isoformat()}
+        record = {"label": label, "format": fmt, "image": key, "by": by}
+        record["time"] = datetime.now(UTC).isoformat()
         body = json.dumps(record, sort_keys=True).encode()
         if self._call(lambda: self.storage.create(f"{LABELS}{digest}.json", body)):
-            # a retraction of the same image racing this call may have deleted the bytes
-            # after the create above found them: the record must never point at nothing
-            if self._call(lambda: self.storage.read(f"{IMAGES}{digest}")) is None:
-                self._call(lambda: self.storage.create(f"{IMAGES}{digest}", data))
             return True
-        self._known(digest, label)  # another host's record came first: same label or conflict
+        self._call(lambda: self.storage.delete(key))  # another host's record came first
+        self._known(digest, label)  # same label, or a conflict
         return False
 
     def identity(self, create: bool = False) -> str | None:
@@ -151,10 +158,12 @@ class SharedInbox:
 
     def retract(self, digest: str) -> None:
         """Remove one image from the store (nothing happens when it is not there): its record,
-        then its bytes unless another host published it again meanwhile."""
+        then the bytes that record named (a publication racing this one writes bytes of its own)."""
+        found = self.record(digest)
+        if found is None:
+            return
         self._call(lambda: self.storage.delete(f"{LABELS}{digest}.json"))
-        if self.record(digest) is None:
-            self._call(lambda: self.storage.delete(f"{IMAGES}{digest}"))
+        self._call(lambda: self.storage.delete(found.image))
 
     # ---- helpers
 
@@ -175,7 +184,13 @@ class SharedInbox:
         try:
             raw = json.loads(data)
             fmt = str(raw["format"])
-            return Record(check_label(raw["label"]), fmt if _FORMAT.fullmatch(fmt) else "img")
+            digest = key[len(LABELS) : -len(".json")]
+            image = str(raw.get("image", f"{IMAGES}{digest}"))
+            named = _IMAGE_KEY.fullmatch(image)
+            if named is None or named["sha"] != digest:
+                raise ValueError(f"its image {image[:100]!r} is not one of image {digest[:12]}")
+            label = check_label(raw["label"])
+            return Record(label, fmt if _FORMAT.fullmatch(fmt) else "img", image)
         except (ValueError, KeyError, TypeError, DataError) as exc:
             raise DataError(
                 f"shared inbox {self.location}: {key} is not a label record ({exc})"

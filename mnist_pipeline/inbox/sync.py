@@ -228,4 +228,4 @@ def _sync_one(
 
 
 def _download(shared: SharedInbox, inbox: Path, sha: str, record: Record) -> None:
-    write_bytes(inbox / str(record.label) / f"{sha}.{record.format}", shared.image(sha))
+    write_bytes(inbox / str(record.label) / f"{sha}.{record.format}", shared.image(sha, record))
