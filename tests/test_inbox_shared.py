@@ -6,6 +6,7 @@ On a folder store and on moto's S3 server."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import pytest
@@ -195,6 +196,40 @@ def test_records_written_before_their_image_had_a_key_of_its_own_still_sync(
     assert labels(tmp_path / "extra") == [(7, sha)]
     shared.retract(sha)
     assert shared.records() == ({}, {}) and shared.storage.list("images/") == []
+
+
+def test_a_sync_reads_the_store_without_holding_the_inbox(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a sync waits on a slow store, `data add` here goes ahead; an image removed here
+    meanwhile is not brought back by what the sync read before (it reads the store again)."""
+    shared, inbox = SharedInbox(location), tmp_path / "extra"
+    first = sync.add(shared, inbox, digit(tmp_path, 1), "1.png", 1, "test").entry
+    other = SharedInbox(location)  # another host's digit, for this one to download
+    other.publish(digit(tmp_path, 2), 2, "png", "other host")
+    reading, go = threading.Event(), threading.Event()
+    read = shared.storage.read
+
+    def slow_read(key: str) -> bytes | None:
+        if key.startswith("images/"):
+            reading.set()
+            assert go.wait(30)
+        return read(key)
+
+    monkeypatch.setattr(shared.storage, "read", slow_read)
+    done: list[sync.SyncResult] = []
+    syncing = threading.Thread(target=lambda: done.append(sync.sync(shared, inbox, "test")))
+    syncing.start()
+    assert reading.wait(30)
+    added = store.add(inbox, digit(tmp_path, 3), "3.png", 3, locked=False).entry  # not blocked
+    sync.remove(other, inbox, [first.sha256])  # retracted and deleted here mid-sync
+    go.set()
+    syncing.join(30)
+    (result,) = done
+    assert len(result.downloaded) == 1 and result.published == [added.sha256]
+    assert first.sha256 not in result.downloaded and not result.problems
+    assert sorted(label for label, _ in labels(inbox)) == [2, 3]
+    assert nothing_changed(sync.sync(shared, inbox, "test"))
 
 
 def test_a_wiped_store_empties_no_inbox_and_a_new_one_is_filled_again(

@@ -16,7 +16,8 @@ host has ever seen there (data/.extra.shared.json: image SHA-256 -> the label it
 The store's identity (inbox.json, made with its first image) tells a store whose images were all
 removed from one that lost everything: a store without it, where this host has synced before, is
 refused (a wiped bucket or an unmounted share must not empty every inbox), and a store made
-afresh is another store (nothing here was seen there). Runs under the inbox's lock.
+afresh is another store (nothing here was seen there). The store is read before the inbox's
+lock is taken; the folder changes under it (`sync`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +33,13 @@ from mnist_pipeline.core.atomic import write_bytes, write_json
 from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.inbox import store
-from mnist_pipeline.inbox.shared import IDENTITY, Record, SharedInbox, StoreUnavailable
+from mnist_pipeline.inbox.shared import (
+    IDENTITY,
+    READERS,
+    Record,
+    SharedInbox,
+    StoreUnavailable,
+)
 
 
 @dataclass
@@ -157,9 +165,19 @@ def remove(shared: SharedInbox, inbox: Path, refs: list[str]) -> list[store.Entr
 
 
 def sync(shared: SharedInbox, inbox: Path, by: str) -> SyncResult:
-    """Bring the inbox folder in line with the store (see the module's table)."""
+    """Bring the inbox folder in line with the store (see the module's table).
+
+    The store is read (its records, and the images this folder lacks) before the inbox's lock is
+    taken, so a slow store holds up no `data add`, accept or `/feedback` here; under the lock
+    the folder is compared with what it held before that reading, and read again from the store
+    if anything here changed meanwhile (an add or a removal must not be undone by a stale
+    reading). Publishing files dropped in by hand talks to the store under the lock."""
     result = SyncResult()
     inbox.mkdir(parents=True, exist_ok=True)
+    before = _snapshot(inbox)
+    shared.identity()  # read once, outside the lock
+    remote, result.problems = shared.records()
+    fetched = _prefetch(shared, inbox, remote)
     with store.lock(inbox):
         if shared.identity() is None and _last_identity(inbox, shared.location) is not None:
             raise StoreUnavailable(
@@ -167,8 +185,9 @@ def sync(shared: SharedInbox, inbox: Path, by: str) -> SyncResult:
                 "not mounted?): nothing synced; to start a new store from the images here, "
                 f"delete {base_file(inbox)}"
             )
+        if _snapshot(inbox) != before:  # changed here while the store was read: read it again
+            remote, result.problems = shared.records()
         seen = read_seen(inbox, shared)
-        remote, result.problems = shared.records()
         here: dict[str, list[store.Entry]] = defaultdict(list)
         for label, path in store.listing(inbox)[0]:
             try:
@@ -178,10 +197,46 @@ def sync(shared: SharedInbox, inbox: Path, by: str) -> SyncResult:
                 continue
             here[sha].append(store.Entry(label, path, sha))
         for sha in sorted(remote.keys() | here.keys()):
-            _sync_one(shared, inbox, sha, remote.get(sha), here.get(sha, []), seen, by, result)
+            local = here.get(sha, [])
+            _sync_one(shared, inbox, sha, remote.get(sha), local, seen, by, result, fetched)
         now = {sha: r.label for sha, r in remote.items()}
         note_seen(inbox, shared, now | {sha: here[sha][0].label for sha in result.published})
     return result
+
+
+def _snapshot(inbox: Path) -> set[tuple[str, int, int]]:
+    """Every file in the inbox folder with its size and modification time."""
+    found = set()
+    for path in inbox.rglob("*"):
+        try:
+            info = path.stat()
+        except OSError:
+            continue  # removed while listed: the next snapshot differs
+        found.add((str(path), info.st_size, info.st_mtime_ns))
+    return found
+
+
+def _prefetch(
+    shared: SharedInbox, inbox: Path, remote: dict[str, Record]
+) -> dict[str, bytes | DataError]:
+    """The bytes (or why they cannot be taken) of each image in the store whose file is not in
+    the folder, read READERS at a time."""
+    wanted = [
+        (sha, record)
+        for sha, record in sorted(remote.items())
+        if not (inbox / str(record.label) / f"{sha}.{record.format}").exists()
+    ]
+
+    def read(item: tuple[str, Record]) -> bytes | DataError:
+        try:
+            return shared.image(*item)
+        except StoreUnavailable:
+            raise
+        except DataError as exc:  # an altered or missing image: reported where it is synced
+            return exc
+
+    with ThreadPoolExecutor(READERS) as pool:
+        return dict(zip((sha for sha, _ in wanted), pool.map(read, wanted), strict=True))
 
 
 def _sync_one(
@@ -193,6 +248,7 @@ def _sync_one(
     seen: dict[str, int],
     by: str,
     result: SyncResult,
+    fetched: dict[str, bytes | DataError],
 ) -> None:
     labels = {e.label for e in local}
     try:
@@ -200,7 +256,7 @@ def _sync_one(
             if labels == {record.label}:
                 return
             if record.label not in labels:
-                _download(shared, inbox, sha, record)
+                _download(shared, inbox, sha, record, fetched)
             if len(labels) == 1 and sha in seen:  # relabelled elsewhere: the store's label
                 for entry in local:
                     entry.path.unlink(missing_ok=True)
@@ -208,7 +264,7 @@ def _sync_one(
             else:
                 result.conflicts.append(sha)
         elif record is not None:
-            _download(shared, inbox, sha, record)
+            _download(shared, inbox, sha, record, fetched)
             result.downloaded.append(sha)
         elif sha in seen:
             for entry in local:
@@ -227,5 +283,16 @@ def _sync_one(
         result.problems[sha] = describe_os_error(exc)
 
 
-def _download(shared: SharedInbox, inbox: Path, sha: str, record: Record) -> None:
-    write_bytes(inbox / str(record.label) / f"{sha}.{record.format}", shared.image(sha, record))
+def _download(
+    shared: SharedInbox,
+    inbox: Path,
+    sha: str,
+    record: Record,
+    fetched: dict[str, bytes | DataError],
+) -> None:
+    data = fetched.get(sha)
+    if isinstance(data, DataError):
+        raise data
+    if data is None:  # not read before the lock (the folder had it, or changed meanwhile)
+        data = shared.image(sha, record)
+    write_bytes(inbox / str(record.label) / f"{sha}.{record.format}", data)
