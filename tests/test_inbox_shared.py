@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from mnist_pipeline.cli.app import app
-from mnist_pipeline.core.errors import DataError
-from mnist_pipeline.inbox import pending, store, sync
+from mnist_pipeline.core.errors import DataError, RegistryError
+from mnist_pipeline.inbox import incoming, pending, store, sync
 from mnist_pipeline.inbox.ingest import collect
 from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
 from tests.example_helpers import draw_digit
@@ -149,7 +151,7 @@ def test_altered_images_and_bad_records_are_reported_and_not_taken(
     got = sync.sync(shared, b, "test")
     assert "does not match its hash" in got.problems[sha]
     assert f"labels/{bad}.json is not a label record" in got.problems[bad]
-    assert f"is not one of image {elsewhere[:12]}" in got.problems[elsewhere]
+    assert f"names no bytes of image {elsewhere[:12]}" in got.problems[elsewhere]
     assert [label for label, _ in labels(b)] == [9]  # the rest synced
     shared.storage.delete(record.image)  # repaired: the next sync takes it
     shared.storage.create(record.image, png)
@@ -198,6 +200,36 @@ def test_records_written_before_their_image_had_a_key_of_its_own_still_sync(
     assert shared.records() == ({}, {}) and shared.storage.list("images/") == []
 
 
+@contextmanager
+def sync_paused_at(
+    shared: SharedInbox,
+    inbox: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pause_at: Callable[[str], bool],
+) -> Iterator[list[sync.SyncResult]]:
+    """A sync of `inbox` on another thread, paused at its first read of a key `pause_at`
+    accepts while the block runs; the list holds its result after the block."""
+    paused, go = threading.Event(), threading.Event()
+    read = shared.storage.read
+
+    def read_or_pause(key: str) -> bytes | None:
+        if pause_at(key) and not go.is_set():
+            paused.set()
+            assert go.wait(30)
+        return read(key)
+
+    monkeypatch.setattr(shared.storage, "read", read_or_pause)
+    done: list[sync.SyncResult] = []
+    syncing = threading.Thread(target=lambda: done.append(sync.sync(shared, inbox, "paused")))
+    syncing.start()
+    assert paused.wait(30)
+    try:
+        yield done
+    finally:
+        go.set()
+        syncing.join(30)
+
+
 def test_a_sync_reads_the_store_without_holding_the_inbox(
     location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -207,29 +239,76 @@ def test_a_sync_reads_the_store_without_holding_the_inbox(
     first = sync.add(shared, inbox, digit(tmp_path, 1), "1.png", 1, "test").entry
     other = SharedInbox(location)  # another host's digit, for this one to download
     other.publish(digit(tmp_path, 2), 2, "png", "other host")
-    reading, go = threading.Event(), threading.Event()
-    read = shared.storage.read
-
-    def slow_read(key: str) -> bytes | None:
-        if key.startswith("images/"):
-            reading.set()
-            assert go.wait(30)
-        return read(key)
-
-    monkeypatch.setattr(shared.storage, "read", slow_read)
-    done: list[sync.SyncResult] = []
-    syncing = threading.Thread(target=lambda: done.append(sync.sync(shared, inbox, "test")))
-    syncing.start()
-    assert reading.wait(30)
-    added = store.add(inbox, digit(tmp_path, 3), "3.png", 3, locked=False).entry  # not blocked
-    sync.remove(other, inbox, [first.sha256])  # retracted and deleted here mid-sync
-    go.set()
-    syncing.join(30)
+    with sync_paused_at(shared, inbox, monkeypatch, lambda key: key.startswith("images/")) as done:
+        added = store.add(inbox, digit(tmp_path, 3), "3.png", 3).entry  # not blocked
+        sync.remove(other, inbox, [first.sha256])  # retracted and deleted here mid-sync
     (result,) = done
     assert len(result.downloaded) == 1 and result.published == [added.sha256]
     assert first.sha256 not in result.downloaded and not result.problems
     assert sorted(label for label, _ in labels(inbox)) == [2, 3]
     assert nothing_changed(sync.sync(shared, inbox, "test"))
+
+
+def test_a_sync_finishing_while_another_reads_the_store_is_not_undone(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sync A reads the store, sync B publishes a file dropped in by hand (the folder does not
+    change, what this host has seen does), then A goes on: A reads the store again rather than
+    take the file for one removed elsewhere."""
+    shared, inbox = SharedInbox(location), tmp_path / "extra"
+    sync.add(shared, inbox, digit(tmp_path, 1), "1.png", 1, "test")
+    dropped = store.add(inbox, digit(tmp_path, 2), "2.png", 2).entry  # by hand: not shared
+    with sync_paused_at(shared, inbox, monkeypatch, lambda key: key == "inbox.json") as done:
+        # the identity is read after the records: sync A has read them
+        assert sync.sync(SharedInbox(location), inbox, "b").published == [dropped.sha256]
+    assert done == [sync.SyncResult()]  # nothing deleted here, nothing to do
+    assert dropped.path.is_file() and len(labels(inbox)) == 2
+
+
+def test_a_download_cut_short_keeps_what_it_staged(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store goes down after some images were downloaded: nothing changes in the inbox,
+    and the next sync downloads only the others."""
+    shared, inbox = SharedInbox(location), tmp_path / "extra"
+    for seed in range(4):
+        shared.publish(digit(tmp_path, seed), seed, "png", "other host")
+    fetched: list[str] = []
+    read = shared.storage.read
+
+    def failing_read(key: str) -> bytes | None:
+        if key.startswith("images/"):
+            if len(fetched) == 2:
+                raise RegistryError(f"{key}: the store went away")
+            fetched.append(key)
+        return read(key)
+
+    monkeypatch.setattr(shared.storage, "read", failing_read)
+    monkeypatch.setattr(incoming, "READERS", 1)  # one at a time: the third one fails
+    with pytest.raises(StoreUnavailable, match="the store went away"):
+        sync.sync(shared, inbox, "test")
+    assert labels(inbox) == [] and len(list(incoming.folder(inbox).iterdir())) == 2
+    monkeypatch.setattr(shared.storage, "read", read)
+    later = SharedInbox(location)
+    reads: list[str] = []
+    monkeypatch.setattr(later.storage, "read", lambda key: reads.append(key) or read(key))
+    assert len(sync.sync(later, inbox, "test").downloaded) == 4
+    assert sorted(key for key in reads if key.startswith("images/")) == sorted(
+        r.image for r in later.records()[0].values() if r.image not in fetched
+    )
+    assert not incoming.folder(inbox).exists() and len(labels(inbox)) == 4
+
+
+def test_an_unreadable_record_leaves_the_copies_here(location: str, tmp_path: Path) -> None:
+    """A record that cannot be read is a problem to report, not a removal elsewhere."""
+    shared, b = SharedInbox(location), tmp_path / "b" / "extra"
+    sha = sync.add(shared, tmp_path / "a" / "extra", digit(tmp_path, 3), "3.png", 3, "t").entry
+    assert sync.sync(shared, b, "test").downloaded == [sha.sha256]
+    shared.storage.delete(f"labels/{sha.sha256}.json")
+    shared.storage.create(f"labels/{sha.sha256}.json", b'{"label": "three"}')
+    got = sync.sync(shared, b, "test")
+    assert "not a label record" in got.problems[sha.sha256] and got.deleted_here == []
+    assert labels(b) == [(3, sha.sha256)]
 
 
 def test_a_wiped_store_empties_no_inbox_and_a_new_one_is_filled_again(

@@ -114,7 +114,9 @@ class SharedInbox:
         altered)."""
         data = self._call(lambda: self.storage.read(record.image))
         if data is None:
-            raise DataError(f"shared inbox {self.location}: image {digest} is missing")
+            raise DataError(
+                f"shared inbox {self.location}: image {digest[:12]} is missing ({record.image})"
+            )
         if hashlib.sha256(data).hexdigest() != digest:
             raise DataError(f"shared inbox {self.location}: image {digest} does not match its hash")
         return data
@@ -138,11 +140,12 @@ class SharedInbox:
         self._known(digest, label)  # same label, or a conflict
         return False
 
-    def identity(self, create: bool = False) -> str | None:
+    def identity(self, create: bool = False, fresh: bool = False) -> str | None:
         """The store's id, made once with its first image (None: never written to, or wiped or
         unmounted since): a host tells a store that lost everything from one whose images were
-        all retracted by it, and a store made afresh from the old one."""
-        if self._identity is None:
+        all retracted by it, and a store made afresh from the old one. Read once per object,
+        or again when `fresh`."""
+        if self._identity is None or fresh:
             found = self._call(lambda: self.storage.read(IDENTITY))
             if found is None and create:
                 made = json.dumps({"id": uuid.uuid4().hex}).encode()
@@ -188,7 +191,9 @@ class SharedInbox:
             image = str(raw.get("image", f"{IMAGES}{digest}"))
             named = _IMAGE_KEY.fullmatch(image)
             if named is None or named["sha"] != digest:
-                raise ValueError(f"its image {image[:100]!r} is not one of image {digest[:12]}")
+                raise ValueError(
+                    f'its "image" {image[:100]!r} names no bytes of image {digest[:12]}'
+                )
             label = check_label(raw["label"])
             return Record(label, fmt if _FORMAT.fullmatch(fmt) else "img", image)
         except (ValueError, KeyError, TypeError, DataError) as exc:

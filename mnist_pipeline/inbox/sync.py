@@ -25,21 +25,14 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnist_pipeline.core.atomic import write_bytes, write_json
+from mnist_pipeline.core.atomic import write_json
 from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.data.manifest import file_sha256
-from mnist_pipeline.inbox import store
-from mnist_pipeline.inbox.shared import (
-    IDENTITY,
-    READERS,
-    Record,
-    SharedInbox,
-    StoreUnavailable,
-)
+from mnist_pipeline.inbox import incoming, store
+from mnist_pipeline.inbox.shared import IDENTITY, Record, SharedInbox, StoreUnavailable
 
 
 @dataclass
@@ -167,26 +160,27 @@ def remove(shared: SharedInbox, inbox: Path, refs: list[str]) -> list[store.Entr
 def sync(shared: SharedInbox, inbox: Path, by: str) -> SyncResult:
     """Bring the inbox folder in line with the store (see the module's table).
 
-    The store is read (its records, and the images this folder lacks) before the inbox's lock is
-    taken, so a slow store holds up no `data add`, accept or `/feedback` here; under the lock
-    the folder is compared with what it held before that reading, and read again from the store
-    if anything here changed meanwhile (an add or a removal must not be undone by a stale
-    reading). Publishing files dropped in by hand talks to the store under the lock."""
+    The store is read (its records, then its identity, then the images this folder lacks,
+    staged on disk by incoming.py) before the inbox's lock is taken, so a slow store holds up
+    no `data add`, accept or `/feedback` here while it is read. Under the lock the folder and
+    what this host has seen are compared with what they were before that reading; if either
+    changed meanwhile (an add, a removal, another sync), the store's records are read again
+    there, so a stale reading never undoes a change. A record that cannot be read leaves this
+    host's copies of its image as they are."""
     result = SyncResult()
     inbox.mkdir(parents=True, exist_ok=True)
     before = _snapshot(inbox)
-    shared.identity()  # read once, outside the lock
-    remote, result.problems = shared.records()
-    fetched = _prefetch(shared, inbox, remote)
+    remote, result.problems = _read_store(shared)
+    staged = incoming.prefetch(shared, inbox, remote)
     with store.lock(inbox):
+        if _snapshot(inbox) != before:  # changed here while the store was read: read it again
+            remote, result.problems = _read_store(shared)
         if shared.identity() is None and _last_identity(inbox, shared.location) is not None:
             raise StoreUnavailable(
                 f"shared inbox {shared.location} has lost its {IDENTITY} (wiped, or a share "
                 "not mounted?): nothing synced; to start a new store from the images here, "
                 f"delete {base_file(inbox)}"
             )
-        if _snapshot(inbox) != before:  # changed here while the store was read: read it again
-            remote, result.problems = shared.records()
         seen = read_seen(inbox, shared)
         here: dict[str, list[store.Entry]] = defaultdict(list)
         for label, path in store.listing(inbox)[0]:
@@ -196,47 +190,34 @@ def sync(shared: SharedInbox, inbox: Path, by: str) -> SyncResult:
                 result.problems[str(path)] = describe_os_error(exc)
                 continue
             here[sha].append(store.Entry(label, path, sha))
-        for sha in sorted(remote.keys() | here.keys()):
+        for sha in sorted((remote.keys() | here.keys()) - result.problems.keys()):
             local = here.get(sha, [])
-            _sync_one(shared, inbox, sha, remote.get(sha), local, seen, by, result, fetched)
+            _sync_one(shared, inbox, sha, remote.get(sha), local, seen, by, result, staged)
         now = {sha: r.label for sha, r in remote.items()}
         note_seen(inbox, shared, now | {sha: here[sha][0].label for sha in result.published})
+        incoming.clear(inbox)
     return result
 
 
+def _read_store(shared: SharedInbox) -> tuple[dict[str, Record], dict[str, str]]:
+    """The store's records, then its identity read afresh: a store wiped after the identity
+    was last read must not pass for an emptied one."""
+    records = shared.records()
+    shared.identity(fresh=True)
+    return records
+
+
 def _snapshot(inbox: Path) -> set[tuple[str, int, int]]:
-    """Every file in the inbox folder with its size and modification time."""
+    """Every file in the inbox folder, and the record of what this host has seen, with its
+    size and modification time."""
     found = set()
-    for path in inbox.rglob("*"):
+    for path in [base_file(inbox), *inbox.rglob("*")]:
         try:
             info = path.stat()
         except OSError:
-            continue  # removed while listed: the next snapshot differs
+            continue  # absent, or removed while listed: the next snapshot differs
         found.add((str(path), info.st_size, info.st_mtime_ns))
     return found
-
-
-def _prefetch(
-    shared: SharedInbox, inbox: Path, remote: dict[str, Record]
-) -> dict[str, bytes | DataError]:
-    """The bytes (or why they cannot be taken) of each image in the store whose file is not in
-    the folder, read READERS at a time."""
-    wanted = [
-        (sha, record)
-        for sha, record in sorted(remote.items())
-        if not (inbox / str(record.label) / f"{sha}.{record.format}").exists()
-    ]
-
-    def read(item: tuple[str, Record]) -> bytes | DataError:
-        try:
-            return shared.image(*item)
-        except StoreUnavailable:
-            raise
-        except DataError as exc:  # an altered or missing image: reported where it is synced
-            return exc
-
-    with ThreadPoolExecutor(READERS) as pool:
-        return dict(zip((sha for sha, _ in wanted), pool.map(read, wanted), strict=True))
 
 
 def _sync_one(
@@ -248,7 +229,7 @@ def _sync_one(
     seen: dict[str, int],
     by: str,
     result: SyncResult,
-    fetched: dict[str, bytes | DataError],
+    staged: incoming.Staged,
 ) -> None:
     labels = {e.label for e in local}
     try:
@@ -256,7 +237,7 @@ def _sync_one(
             if labels == {record.label}:
                 return
             if record.label not in labels:
-                _download(shared, inbox, sha, record, fetched)
+                incoming.take(shared, inbox, sha, record, staged)
             if len(labels) == 1 and sha in seen:  # relabelled elsewhere: the store's label
                 for entry in local:
                     entry.path.unlink(missing_ok=True)
@@ -264,7 +245,7 @@ def _sync_one(
             else:
                 result.conflicts.append(sha)
         elif record is not None:
-            _download(shared, inbox, sha, record, fetched)
+            incoming.take(shared, inbox, sha, record, staged)
             result.downloaded.append(sha)
         elif sha in seen:
             for entry in local:
@@ -281,18 +262,3 @@ def _sync_one(
         result.problems[sha] = str(exc)
     except OSError as exc:
         result.problems[sha] = describe_os_error(exc)
-
-
-def _download(
-    shared: SharedInbox,
-    inbox: Path,
-    sha: str,
-    record: Record,
-    fetched: dict[str, bytes | DataError],
-) -> None:
-    data = fetched.get(sha)
-    if isinstance(data, DataError):
-        raise data
-    if data is None:  # not read before the lock (the folder had it, or changed meanwhile)
-        data = shared.image(sha, record)
-    write_bytes(inbox / str(record.label) / f"{sha}.{record.format}", data)

@@ -198,8 +198,8 @@ class S3Bucket(Storage):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key), **condition)
             return True
         except ClientError as exc:
-            if _code(exc) in PRECONDITION_FAILED:
-                return False
+            if _code(exc) in PRECONDITION_FAILED | {"ConditionalRequestConflict", "409"}:
+                return False  # changed since it was read (409: a write to it under way)
             if _code(exc) in NOT_FOUND:
                 return True
             raise self._failure("delete", key, exc) from None
