@@ -184,6 +184,31 @@ def test_a_retraction_racing_a_publication_leaves_no_record_without_its_image(
     assert b.records() == ({}, {}) and b.storage.list("images/") == []
 
 
+def test_a_retraction_leaves_a_record_published_again_since_it_read_one(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Host A reads the record to retract it; meanwhile C retracts it and B publishes the image
+    again: A's retraction deletes nothing of B's."""
+    a, b, c = (SharedInbox(location) for _ in "abc")
+    png = digit(tmp_path, 5)
+    sha = hashlib.sha256(png).hexdigest()
+    a.publish(png, 5, "png", "a")
+    read_document, raced = a.storage.read_document, []
+
+    def read_then_republished(key: str) -> tuple[bytes, str] | None:
+        found = read_document(key)
+        if not raced:  # retract's read (a folder backend reads again under its lock)
+            raced.append(key)
+            c.retract(sha)
+            assert b.publish(png, 5, "png", "b") is True
+        return found
+
+    monkeypatch.setattr(a.storage, "read_document", read_then_republished)
+    a.retract(sha)
+    (record,) = b.records()[0].values()
+    assert b.image(sha, record) == png and len(b.storage.list("images/")) == 1
+
+
 def test_records_written_before_their_image_had_a_key_of_its_own_still_sync(
     location: str, tmp_path: Path
 ) -> None:

@@ -82,6 +82,20 @@ def test_read_many_reads_each_key_in_order(registry_root: str) -> None:
     assert store.read_many(wanted[:6]) == [expected[i] or b"new" for i in range(6)]
 
 
+def test_a_document_is_deleted_only_at_the_revision_read(registry_root: str) -> None:
+    store = open_storage(registry_root)
+    store.create("m/doc.json", b"one")
+    _, first = store.read_document("m/doc.json")
+    store.delete("m/doc.json")
+    store.create("m/doc.json", b"two")  # written again since it was read
+    assert store.delete_document("m/doc.json", first) is False
+    assert store.read("m/doc.json") == b"two"
+    _, second = store.read_document("m/doc.json")
+    assert store.delete_document("m/doc.json", second) is True
+    assert store.read("m/doc.json") is None
+    assert store.delete_document("m/doc.json", second) is True  # already gone
+
+
 class OneUnreadable(LocalFolder):
     """A folder whose one object cannot be read (as an S3 object refused or failing)."""
 

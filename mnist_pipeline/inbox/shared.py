@@ -161,12 +161,15 @@ class SharedInbox:
 
     def retract(self, digest: str) -> None:
         """Remove one image from the store (nothing happens when it is not there): its record,
-        then the bytes that record named (a publication racing this one writes bytes of its own)."""
-        found = self.record(digest)
-        if found is None:
+        if it is still the one read, then the bytes that record named. A publication racing this
+        one writes bytes of its own; a record published again since it was read stays."""
+        key = f"{LABELS}{digest}.json"
+        document = self._call(lambda: self.storage.read_document(key))
+        if document is None:
             return
-        self._call(lambda: self.storage.delete(f"{LABELS}{digest}.json"))
-        self._call(lambda: self.storage.delete(found.image))
+        found = self._parse(key, document[0])
+        if self._call(lambda: self.storage.delete_document(key, document[1])):
+            self._call(lambda: self.storage.delete(found.image))
 
     # ---- helpers
 
@@ -182,8 +185,10 @@ class SharedInbox:
 
     def _record(self, key: str) -> Record | None:
         data = self._call(lambda: self.storage.read(key))
-        if data is None:
-            return None  # retracted since it was listed
+        return None if data is None else self._parse(key, data)  # None: retracted since listed
+
+    def _parse(self, key: str, data: bytes) -> Record:
+        """The label record stored at `key` (DataError when it is not one)."""
         try:
             raw = json.loads(data)
             fmt = str(raw["format"])

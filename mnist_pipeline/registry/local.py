@@ -87,6 +87,14 @@ class LocalFolder(Storage):
             _fsync_dir(target.parent)
         return True
 
+    def delete_document(self, key: str, revision: str) -> bool:
+        with self.exclusive(f"{key}.swap"):  # as `swap`: no other change in between
+            current = self.read_document(key)
+            if current is not None and current[1] != revision:
+                return False
+            self._path(key).unlink(missing_ok=True)
+        return True
+
     def list(self, prefix: str) -> list[str]:
         folder, _, _ = prefix.rpartition("/")
         base = self.root / folder if folder else self.root

@@ -127,6 +127,9 @@ class S3Bucket(Storage):
         condition = {"IfNoneMatch": "*"} if revision is None else {"IfMatch": revision}
         return self._put(key, data, **condition)
 
+    def delete_document(self, key: str, revision: str) -> bool:
+        return self._delete(key, IfMatch=revision)
+
     def list(self, prefix: str) -> list[str]:
         paginator = self.client.get_paginator("list_objects_v2")
         keys: list[str] = []

@@ -1,11 +1,11 @@
 """Where a registry's bytes live: one small interface, a backend per URL scheme.
 
 A backend stores immutable objects under keys ("mnist-cnn/v3/card.json") and offers only what
-an object store can honour: read, create-if-absent, compare-and-swap of a small document,
-list, and delete (for garbage). There is no rename: a registry commits a version by creating
-its card once, and moves aliases by compare-and-swap (api.py). `exclusive` serialises writers
-where the backend can (a local folder: flock); commits never rely on it, only the check that
-stops two identical models from becoming two versions does.
+an object store can honour: read, create-if-absent, compare-and-swap of a small document (and
+its removal only if unchanged), list, and delete (for garbage). There is no rename: a registry
+commits a version by creating its card once, and moves aliases by compare-and-swap (api.py).
+`exclusive` serialises writers where the backend can (a local folder: flock); commits never rely
+on it, only the check that stops two identical models from becoming two versions does.
 """
 
 from __future__ import annotations
@@ -47,6 +47,11 @@ class Storage(ABC):
     def swap(self, key: str, data: bytes, revision: str | None) -> bool:
         """Replace the document at `key` with `data` only if its revision is still `revision`
         (None: only if absent); False when another writer changed it first."""
+
+    @abstractmethod
+    def delete_document(self, key: str, revision: str) -> bool:
+        """Remove the document at `key` only if its revision is still `revision`; False when
+        another writer changed it first (True when it is already gone)."""
 
     @abstractmethod
     def list(self, prefix: str) -> list[str]:
