@@ -325,7 +325,8 @@ def test_a_download_cut_short_keeps_what_it_staged(
 
 
 def test_an_unreadable_record_leaves_the_copies_here(location: str, tmp_path: Path) -> None:
-    """A record that cannot be read is a problem to report, not a removal elsewhere."""
+    """A record that cannot be read is a problem to report, not a removal elsewhere; `data
+    remove` of the image takes the record with it."""
     shared, b = SharedInbox(location), tmp_path / "b" / "extra"
     sha = sync.add(shared, tmp_path / "a" / "extra", digit(tmp_path, 3), "3.png", 3, "t").entry
     assert sync.sync(shared, b, "test").downloaded == [sha.sha256]
@@ -334,6 +335,8 @@ def test_an_unreadable_record_leaves_the_copies_here(location: str, tmp_path: Pa
     got = sync.sync(shared, b, "test")
     assert "not a label record" in got.problems[sha.sha256] and got.deleted_here == []
     assert labels(b) == [(3, sha.sha256)]
+    sync.remove(shared, b, [sha.sha256])  # removing it here removes the bad record too
+    assert labels(b) == [] and shared.records() == ({}, {})
 
 
 def test_a_wiped_store_empties_no_inbox_and_a_new_one_is_filled_again(

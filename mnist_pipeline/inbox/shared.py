@@ -161,15 +161,19 @@ class SharedInbox:
 
     def retract(self, digest: str) -> None:
         """Remove one image from the store (nothing happens when it is not there): its record,
-        if it is still the one read, then the bytes that record named. A publication racing this
-        one writes bytes of its own; a record published again since it was read stays."""
+        if it is still the one read, then the bytes that record named (a record that is not one
+        names none: only it goes). A publication racing this one writes bytes of its own; a
+        record published again since it was read stays."""
         key = f"{LABELS}{digest}.json"
         document = self._call(lambda: self.storage.read_document(key))
         if document is None:
             return
-        found = self._parse(key, document[0])
-        if self._call(lambda: self.storage.delete_document(key, document[1])):
-            self._call(lambda: self.storage.delete(found.image))
+        try:
+            image: str | None = self._parse(key, document[0]).image
+        except DataError:
+            image = None
+        if self._call(lambda: self.storage.delete_document(key, document[1])) and image:
+            self._call(lambda: self.storage.delete(image))
 
     # ---- helpers
 

@@ -143,15 +143,22 @@ def publish_all(shared: SharedInbox, by: str) -> Callable[[bytes, int], None]:
 
 def remove(shared: SharedInbox, inbox: Path, refs: list[str]) -> list[store.Entry]:
     """`data remove` with a shared inbox: each image whose every copy here goes is retracted
-    from the store first (when the store has it with that label), then deleted here. Removing
-    one of two copies (a label conflict) leaves the store as it is."""
+    from the store first (when the store has it with that label, or a record that cannot be
+    read), then deleted here. Removing one of two copies (a label conflict) leaves the store as
+    it is."""
     with store.lock(inbox):
         chosen = store.resolve(inbox, refs)
         going = {e.path for e in chosen}
         kept = {e.sha256 for e in store.entries(inbox) if e.path not in going}
         for entry in {e.sha256: e for e in chosen}.values():
-            record = shared.record(entry.sha256)
-            if entry.sha256 not in kept and record is not None and record.label == entry.label:
+            try:
+                record = shared.record(entry.sha256)
+                ours = record is not None and record.label == entry.label
+            except StoreUnavailable:
+                raise
+            except DataError:  # a record that is not one: it goes with the image
+                ours = True
+            if entry.sha256 not in kept and ours:
                 shared.retract(entry.sha256)
         store.delete(chosen)
     return chosen
