@@ -6,6 +6,7 @@ On a folder store and on moto's S3 server."""
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 
 from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import DataError, RegistryError
-from mnist_pipeline.inbox import incoming, pending, store, sync
+from mnist_pipeline.inbox import incoming, orphans, pending, store, sync
 from mnist_pipeline.inbox.ingest import collect
 from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
 from tests.example_helpers import draw_digit
@@ -207,6 +208,52 @@ def test_a_retraction_leaves_a_record_published_again_since_it_read_one(
     a.retract(sha)
     (record,) = b.records()[0].values()
     assert b.image(sha, record) == png and len(b.storage.list("images/")) == 1
+
+
+def test_bytes_no_record_names_are_collected_after_a_grace_period(
+    location: str, tmp_path: Path
+) -> None:
+    """A publisher died between its two writes: its bytes go once this host has seen them
+    unnamed for the grace period; named bytes and those of an unreadable record stay."""
+    shared, inbox = SharedInbox(location), tmp_path / "extra"
+    kept, png, bad = digit(tmp_path, 1), digit(tmp_path, 2), digit(tmp_path, 3)
+    shared.publish(kept, 1, "png", "test")
+    dead = f"images/{hashlib.sha256(png).hexdigest()}.{'0' * 32}"
+    shared.storage.create(dead, png)  # no record will name it
+    bad_sha = hashlib.sha256(bad).hexdigest()
+    shared.storage.create(f"images/{bad_sha}.{'1' * 32}", bad)
+    shared.storage.create(f"labels/{bad_sha}.json", b"{not json")
+    sync.sync(shared, inbox, "test")
+    assert dead in shared.image_keys()  # seen unnamed once: not yet
+    records, problems = shared.records()
+    start = json.loads(orphans.file(inbox).read_text())[dead]
+    later = start + orphans.GRACE_S
+    assert orphans.collect(shared, inbox, records, set(problems), now=later - 1) == []
+    assert orphans.collect(shared, inbox, records, set(problems), now=later) == [dead]
+    assert sorted(shared.image_keys()) == sorted(
+        [next(iter(records.values())).image, f"images/{bad_sha}.{'1' * 32}"]
+    )
+    assert json.loads(orphans.file(inbox).read_text()) == {}  # named keys are never noted
+
+
+def test_a_publication_whose_bytes_were_collected_writes_them_again(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It stalled past the grace period between its writes: its record still finds its image."""
+    shared = SharedInbox(location)
+    png = digit(tmp_path, 4)
+    create = shared.storage.create
+
+    def create_after_collection(key: str, data: bytes) -> bool:
+        if key.startswith("labels/"):
+            for image in shared.image_keys():
+                shared.delete_image(image)  # another host's sync collected them
+        return create(key, data)
+
+    monkeypatch.setattr(shared.storage, "create", create_after_collection)
+    assert shared.publish(png, 4, "png", "test") is True
+    (record,) = shared.records()[0].values()
+    assert shared.image(hashlib.sha256(png).hexdigest(), record) == png
 
 
 def test_records_written_before_their_image_had_a_key_of_its_own_still_sync(

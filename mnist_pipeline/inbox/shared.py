@@ -11,7 +11,8 @@ key, so of two hosts labelling one image differently exactly one wins and the ot
 LabelConflict naming both labels, whatever the timing (the loser deletes its unreferenced
 bytes). Retracting deletes the record, then the bytes it named, which no other record can name:
 a record never points at nothing, however a retraction and a publication of one image
-interleave. Records written before the nonce (no "image") name `images/<sha256>`.
+interleave. Records written before the nonce (no "image") name `images/<sha256>`. Bytes a
+publisher left without a record are collected by orphans.py.
 Each host keeps its own inbox folder (what ingest reads and DVC tracks) in step with the store
 through sync.py. The store is any backend of the registry's storage interface
 (registry.open_storage): s3://BUCKET/PREFIX or a folder.
@@ -43,6 +44,12 @@ _IMAGE_KEY = re.compile(r"^images/(?P<sha>[0-9a-f]{64})(\.[0-9a-f]{32})?$")
 _FORMAT = re.compile(r"^[a-z0-9]{1,8}$")
 READERS = 8  # label records read at once (one small GET each)
 T = TypeVar("T")
+
+
+def image_sha256(key: str) -> str | None:
+    """The image SHA-256 an image key holds bytes of (None: not an image key)."""
+    named = _IMAGE_KEY.fullmatch(key)
+    return None if named is None else named["sha"]
 
 
 class StoreUnavailable(DataError):
@@ -135,6 +142,10 @@ class SharedInbox:
         record["time"] = datetime.now(UTC).isoformat()
         body = json.dumps(record, sort_keys=True).encode()
         if self._call(lambda: self.storage.create(f"{LABELS}{digest}.json", body)):
+            # stalled past the grace period between the writes, its bytes were collected as
+            # named by no record (orphans.py): a record must never point at nothing
+            if self._call(lambda: self.storage.read(key)) is None:
+                self._call(lambda: self.storage.create(key, data))
             return True
         self._call(lambda: self.storage.delete(key))  # another host's record came first
         self._known(digest, label)  # same label, or a conflict
@@ -175,6 +186,16 @@ class SharedInbox:
         if self._call(lambda: self.storage.delete_document(key, document[1])) and image:
             self._call(lambda: self.storage.delete(image))
 
+    def image_keys(self) -> list[str]:
+        """Every key holding an image's bytes, named by a record or not."""
+        return [k for k in self._call(lambda: self.storage.list(IMAGES)) if image_sha256(k)]
+
+    def delete_image(self, key: str) -> None:
+        """Delete bytes no record names (orphans.py)."""
+        if image_sha256(key) is None:
+            raise ValueError(f"{key!r} is not an image key")
+        self._call(lambda: self.storage.delete(key))
+
     # ---- helpers
 
     def _known(self, digest: str, label: int) -> bool:
@@ -198,8 +219,7 @@ class SharedInbox:
             fmt = str(raw["format"])
             digest = key[len(LABELS) : -len(".json")]
             image = str(raw.get("image", f"{IMAGES}{digest}"))
-            named = _IMAGE_KEY.fullmatch(image)
-            if named is None or named["sha"] != digest:
+            if image_sha256(image) != digest:
                 raise ValueError(
                     f'its "image" {image[:100]!r} names no bytes of image {digest[:12]}'
                 )

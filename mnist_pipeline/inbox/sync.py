@@ -31,7 +31,7 @@ from pathlib import Path
 from mnist_pipeline.core.atomic import write_json
 from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.data.manifest import file_sha256
-from mnist_pipeline.inbox import incoming, store
+from mnist_pipeline.inbox import incoming, orphans, store
 from mnist_pipeline.inbox.shared import IDENTITY, Record, SharedInbox, StoreUnavailable
 
 
@@ -203,6 +203,7 @@ def sync(shared: SharedInbox, inbox: Path, by: str) -> SyncResult:
         now = {sha: r.label for sha, r in remote.items()}
         note_seen(inbox, shared, now | {sha: here[sha][0].label for sha in result.published})
         incoming.clear(inbox)
+    orphans.collect(shared, inbox, remote, set(result.problems))
     return result
 
 
