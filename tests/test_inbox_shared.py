@@ -481,3 +481,43 @@ def test_a_damaged_record_of_what_was_seen_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"cannot read .*\.extra\.shared\.json: .*delete it"):
         sync.sync(shared, inbox, "test")
     assert sync.base_file(inbox).read_text() == "{half"  # left for the operator to look at
+
+
+def test_digits_added_on_several_hosts_count_toward_one_trigger(
+    location: str, tmp_path: Path
+) -> None:
+    """With a shared inbox the retraining trigger's count is the store's: 2 added on host A and
+    1 on host B reach a minimum of 3 (the event then fails to send: the count is given back)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from mnist_pipeline.inbox import events
+    from tests.process_helpers import free_port
+
+    on_a, on_b = SharedInbox(location), SharedInbox(location)
+    a, b = tmp_path / "a" / "extra", tmp_path / "b" / "extra"
+    nobody = f"http://127.0.0.1:{free_port()}/api"
+    with temporary_settings(updates={PREFECT_API_URL: nobody}):
+        assert events.note_added(a, 2, {}, min_new=3, model_name="m", shared=on_a) is None
+        assert on_b.count_pending(0) == (2, False)  # host B sees host A's count
+        told = events.note_added(b, 1, {}, min_new=3, model_name="m", shared=on_b)
+    assert told is not None and told.startswith("warning: could not tell the Prefect server")
+    assert told.endswith("3 pending") and on_a.count_pending(0) == (3, False)  # given back
+    assert events.read_pending(a) == events.read_pending(b) == 0  # no host's own count
+    assert on_a.count_pending(1, claim_at=4) == (4, True) and on_b.count_pending(0) == (0, False)
+
+
+def test_concurrent_counts_are_all_kept(location: str) -> None:
+    """Compare-and-swap: 8 hosts adding at once lose none of each other's images."""
+    hosts = [SharedInbox(location) for _ in range(8)]
+    go = threading.Barrier(len(hosts))
+
+    def add(host: SharedInbox) -> None:
+        go.wait()
+        host.count_pending(1)
+
+    threads = [threading.Thread(target=add, args=(host,)) for host in hosts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert hosts[0].count_pending(0) == (8, False)

@@ -17,7 +17,7 @@ from mnist_pipeline.core.params import Params
 from mnist_pipeline.inbox import events as inbox_events
 from mnist_pipeline.inbox import pending, sync, tracked
 from mnist_pipeline.inbox import store as inbox
-from mnist_pipeline.inbox.shared import open_shared
+from mnist_pipeline.inbox.shared import SharedInbox, open_shared
 from mnist_pipeline.registry import default_actor
 
 data_app = typer.Typer(
@@ -71,7 +71,7 @@ def add(
             console.print(f"{what}: {done.entry.path} (label {done.entry.label})", markup=False)
         if shared is not None and added:
             console.print(f"shared: {len(added)} image(s) in {shared.location}", markup=False)
-        _note_added(folder, added, params)
+        _note_added(folder, added, params, shared)
 
 
 def _add_pending(folder: Path, quarantine: Path, images: list[Path], label: int) -> None:
@@ -90,7 +90,9 @@ def _user() -> str:
     return default_actor().removeprefix("user:")
 
 
-def _note_added(folder: Path, added: list[inbox.Added], params: Params) -> None:
+def _note_added(
+    folder: Path, added: list[inbox.Added], params: Params, shared: SharedInbox | None
+) -> None:
     """Count the new images for the retraining trigger, and say when it fired (inbox_events)."""
     found = inbox.entries(folder)
     told = inbox_events.note_added(
@@ -99,6 +101,7 @@ def _note_added(folder: Path, added: list[inbox.Added], params: Params) -> None:
         {"images": len(found), "inbox_sha256": inbox.inbox_sha256(found)},
         params.schedule.min_new_images,
         params.registry.model_name,
+        shared,
     )
     if told:
         console.print(told, markup=False)

@@ -7,18 +7,24 @@ pending, `data add` emits one event, `mnist-pipeline.inbox.changed`, on the reso
 `mnist-pipeline.inbox.<model name>`, with the pending count, the inbox's size and its content
 fingerprint, and sets pending back to 0. The deployment `python -m flows.serve` creates carries
 a trigger for that event (`inbox_trigger`), so each event starts one retraining run; a server
-that cannot be reached leaves the count pending for the next `data add`.
+that cannot be reached leaves the count pending for the next `data add`. With a shared inbox
+(`inbox.shared`) the count is the store's, so digits added on several hosts add up to one event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mnist_pipeline.core.atomic import write_json
+from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox.store import lock
+
+if TYPE_CHECKING:
+    from mnist_pipeline.inbox.shared import SharedInbox
 
 EVENT = "mnist-pipeline.inbox.changed"
 RESOURCE_PREFIX = "mnist-pipeline.inbox."
@@ -64,28 +70,45 @@ def write_pending(inbox: Path, pending: int) -> None:
 
 
 def note_added(
-    inbox: Path, new: int, payload: dict[str, Any], min_new: int, model_name: str
+    inbox: Path,
+    new: int,
+    payload: dict[str, Any],
+    min_new: int,
+    model_name: str,
+    shared: SharedInbox | None = None,
 ) -> str | None:
     """Count `new` stored images as pending and emit the event when enough are; returns a line
     for the user about what happened (None: nothing to say).
 
-    The pending count is claimed under the inbox's lock before the event is sent, so two
-    `data add`s at once cannot both send it; a failed send gives the count back. Ingest sets it
-    to 0 (the images it read are being trained on).
+    The pending count is claimed before the event is sent, so two `data add`s at once cannot
+    both send it; a failed send gives the count back. Kept in this host's file, under the
+    inbox's lock, where ingest sets it to 0 (the images it read are being trained on); with a
+    shared inbox, in the store by compare-and-swap, counting every host's images, and set to 0
+    only by the event (a scheduled run does not reset it).
     """
     url = server_configured() if new else None
-    with lock(inbox):
-        pending = read_pending(inbox) + new
-        claimed = url is not None and pending >= min_new
-        write_pending(inbox, 0 if claimed else pending)
+    if shared is not None:
+        try:
+            pending, claimed = shared.count_pending(new, min_new if url is not None else None)
+        except DataError as exc:  # the store went away after taking the images
+            return f"warning: {new} new image(s) not counted for the retraining trigger: {exc}"
+    else:
+        with lock(inbox):
+            pending = read_pending(inbox) + new
+            claimed = url is not None and pending >= min_new
+            write_pending(inbox, 0 if claimed else pending)
     if not claimed:
         return None  # too few, or no server: the weekly schedule (or a manual run) uses them
     body = {**payload, "new_images": pending}
     try:
         asyncio.run(_emit(EVENT, {"prefect.resource.id": resource_id(model_name)}, body))
     except Exception as exc:  # a server that is down must not fail `data add`
-        with lock(inbox):  # give the claim back (with what others counted meanwhile)
-            write_pending(inbox, read_pending(inbox) + pending)
+        if shared is not None:  # give the claim back (with what others counted meanwhile)
+            with contextlib.suppress(DataError):
+                shared.count_pending(pending)
+        else:
+            with lock(inbox):
+                write_pending(inbox, read_pending(inbox) + pending)
         return f"warning: could not tell the Prefect server at {url} ({exc}); {pending} pending"
     return f"{pending} new image(s): told the Prefect server at {url} ({EVENT})"
 

@@ -4,6 +4,8 @@
     <store>/labels/<sha256>.json     {"label": 7, "format": "png", "by": "...", "time": "...",
                                       "image": "images/<sha256>.<nonce>"}
     <store>/inbox.json               {"id": ...}: the store's identity (sync.py)
+    <store>/pending.json             {"pending": 12}: images added since the last retraining
+                                     event, by every host (events.py; compare-and-swap)
 
 All are created only if absent (S3: `If-None-Match: *`). The label record is the commit: a
 publication writes the image's bytes under a key of its own first, then the record naming that
@@ -38,6 +40,7 @@ from mnist_pipeline.registry import open_storage
 
 IMAGES = "images/"
 IDENTITY = "inbox.json"  # {"id": ...}: created with the store's first image, never removed
+PENDING = "pending.json"  # {"pending": n}: the retraining trigger's count, shared by every host
 LABELS = "labels/"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _IMAGE_KEY = re.compile(r"^images/(?P<sha>[0-9a-f]{64})(\.[0-9a-f]{32})?$")
@@ -185,6 +188,25 @@ class SharedInbox:
             image = None
         if self._call(lambda: self.storage.delete_document(key, document[1])) and image:
             self._call(lambda: self.storage.delete(image))
+
+    def count_pending(self, new: int, claim_at: int | None = None) -> tuple[int, bool]:
+        """Add `new` to the store's pending count by compare-and-swap (retried when another
+        host changed it first): (the count, whether it was claimed), where a count that
+        reaches `claim_at` is claimed (set back to 0) in the same swap."""
+        while True:
+            found = self._call(lambda: self.storage.read_document(PENDING))
+            try:
+                count = 0 if found is None else int(json.loads(found[0])["pending"])
+            except (ValueError, KeyError, TypeError):
+                count = 0  # unreadable: counting starts again, as with the local count
+            count = max(count, 0) + new
+            claimed = claim_at is not None and count >= claim_at
+            # a write of its own (S3 takes a refused PUT whose bytes are there for a lost answer)
+            mine = {"pending": 0 if claimed else count, "write": uuid.uuid4().hex}
+            body = json.dumps(mine).encode()
+            revision = None if found is None else found[1]
+            if self._call(lambda b=body, r=revision: self.storage.swap(PENDING, b, r)):
+                return count, claimed
 
     def image_keys(self) -> list[str]:
         """Every key holding an image's bytes, named by a record or not."""
