@@ -7,7 +7,8 @@
     <store>/pending.json             {"pending": 12}: images added since the last retraining
                                      event, by every host (events.py; compare-and-swap)
 
-All are created only if absent (S3: `If-None-Match: *`). The label record is the commit: a
+Images, records and the identity are created only if absent (S3: `If-None-Match: *`); the
+count is replaced by compare-and-swap (`If-Match`). The label record is the commit: a
 publication writes the image's bytes under a key of its own first, then the record naming that
 key, so of two hosts labelling one image differently exactly one wins and the other gets a
 LabelConflict naming both labels, whatever the timing (the loser deletes its unreferenced
