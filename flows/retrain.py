@@ -74,6 +74,8 @@ def sync_inbox(params: Params, shared: Layout) -> str:
     result = inbox_sync.sync(store, shared.inbox, f"flow-run:{flow_run.name or 'local'}")
     for sha, problem in result.problems.items():
         print(f"not synced: {sha}: {problem}")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
     summary = f"shared inbox {store.location}: {result.summary()}"
     print(summary)
     return summary

@@ -226,14 +226,31 @@ def test_bytes_no_record_names_are_collected_after_a_grace_period(
     sync.sync(shared, inbox, "test")
     assert dead in shared.image_keys()  # seen unnamed once: not yet
     records, problems = shared.records()
-    start = json.loads(orphans.file(inbox).read_text())[dead]
-    later = start + orphans.GRACE_S
-    assert orphans.collect(shared, inbox, records, set(problems), now=later - 1) == []
-    assert orphans.collect(shared, inbox, records, set(problems), now=later) == [dead]
+    noted = json.loads(orphans.file(inbox).read_text())
+    assert noted["store"] == shared.location and list(noted["first_seen"]) == [dead]
+    later = noted["first_seen"][dead] + orphans.GRACE_S
+    assert orphans.collect(shared, inbox, records, set(problems), later - 1) == []
+    assert orphans.collect(shared, inbox, records, set(problems), later) == [dead]
     assert sorted(shared.image_keys()) == sorted(
         [next(iter(records.values())).image, f"images/{bad_sha}.{'1' * 32}"]
     )
-    assert json.loads(orphans.file(inbox).read_text()) == {}  # named keys are never noted
+    assert json.loads(orphans.file(inbox).read_text())["first_seen"] == {}
+
+
+def test_bytes_named_by_a_record_the_sync_did_not_see_are_kept(
+    location: str, tmp_path: Path
+) -> None:
+    """The records were read before a slow publication's record landed: the bytes are unnamed
+    in that reading but named when read again before the delete, so they stay."""
+    shared, inbox = SharedInbox(location), tmp_path / "extra"
+    png = digit(tmp_path, 6)
+    shared.publish(png, 6, "png", "test")
+    (record,) = shared.records()[0].values()
+    noted = {"store": shared.location, "first_seen": {record.image: 0.0}}
+    orphans.file(inbox).parent.mkdir(parents=True, exist_ok=True)
+    orphans.file(inbox).write_text(json.dumps(noted))
+    assert orphans.collect(shared, inbox, {}, set(), orphans.GRACE_S + 1) == []  # stale: none
+    assert shared.image(hashlib.sha256(png).hexdigest(), record) == png
 
 
 def test_a_publication_whose_bytes_were_collected_writes_them_again(
@@ -247,7 +264,7 @@ def test_a_publication_whose_bytes_were_collected_writes_them_again(
     def create_after_collection(key: str, data: bytes) -> bool:
         if key.startswith("labels/"):
             for image in shared.image_keys():
-                shared.delete_image(image)  # another host's sync collected them
+                assert shared.delete_unnamed(image)  # another host's sync collected them
         return create(key, data)
 
     monkeypatch.setattr(shared.storage, "create", create_after_collection)
@@ -504,6 +521,9 @@ def test_digits_added_on_several_hosts_count_toward_one_trigger(
     assert told.endswith("3 pending") and on_a.count_pending(0) == (3, False)  # given back
     assert events.read_pending(a) == events.read_pending(b) == 0  # no host's own count
     assert on_a.count_pending(1, claim_at=4) == (4, True) and on_b.count_pending(0) == (0, False)
+    png = digit(tmp_path, 7)
+    assert sync.add(on_a, a, png, "7.png", 7, "a").new is True
+    assert sync.add(on_b, b, png, "7.png", 7, "b").new is False  # the store had it: not counted
 
 
 def test_concurrent_counts_are_all_kept(location: str) -> None:

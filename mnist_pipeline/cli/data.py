@@ -263,6 +263,8 @@ def sync_inbox(ctx: typer.Context) -> None:
         console.print(f"label conflict: {sha} (ingest refuses it until one label is removed)")
     for sha, problem in result.problems.items():
         console.print(f"not synced: {sha}: {problem}", markup=False)
+    for warning in result.warnings:
+        console.print(f"warning: {warning}", markup=False)
     if result.problems:
         raise typer.Exit(1)
 

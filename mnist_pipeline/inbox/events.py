@@ -14,7 +14,6 @@ that cannot be reached leaves the count pending for the next `data add`. With a 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,6 +87,8 @@ def note_added(
     """
     url = server_configured() if new else None
     if shared is not None:
+        if not new:
+            return None  # nothing to count: the store is not asked
         try:
             pending, claimed = shared.count_pending(new, min_new if url is not None else None)
         except DataError as exc:  # the store went away after taking the images
@@ -103,13 +104,16 @@ def note_added(
     try:
         asyncio.run(_emit(EVENT, {"prefect.resource.id": resource_id(model_name)}, body))
     except Exception as exc:  # a server that is down must not fail `data add`
+        kept = f"{pending} pending"
         if shared is not None:  # give the claim back (with what others counted meanwhile)
-            with contextlib.suppress(DataError):
+            try:
                 shared.count_pending(pending)
+            except DataError as lost:
+                kept = f"and could not count {pending} image(s) as pending again ({lost})"
         else:
             with lock(inbox):
                 write_pending(inbox, read_pending(inbox) + pending)
-        return f"warning: could not tell the Prefect server at {url} ({exc}); {pending} pending"
+        return f"warning: could not tell the Prefect server at {url} ({exc}); {kept}"
     return f"{pending} new image(s): told the Prefect server at {url} ({EVENT})"
 
 

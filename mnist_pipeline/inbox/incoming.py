@@ -40,7 +40,7 @@ def prefetch(shared: SharedInbox, inbox: Path, remote: dict[str, Record]) -> Sta
     wanted = [(sha, r) for sha, r in sorted(remote.items()) if not target(inbox, sha, r).exists()]
     staging = folder(inbox)
 
-    def stage(item: tuple[str, Record]) -> Path | DataError:
+    def stage(item: tuple[str, Record]) -> Path | DataError | None:
         sha, record = item
         path = staging / sha
         try:
@@ -52,13 +52,12 @@ def prefetch(shared: SharedInbox, inbox: Path, remote: dict[str, Record]) -> Sta
             raise
         except DataError as exc:  # an altered or missing image: reported where it is synced
             return exc
-        except OSError as exc:
-            return DataError(f"cannot stage image {sha[:12]} in {staging}: {exc}")
+        except OSError:  # here (another sync emptied the folder, a full disk): not staged
+            return None
 
     with ThreadPoolExecutor(READERS) as pool:
-        return {
-            r.image: found for (_, r), found in zip(wanted, pool.map(stage, wanted), strict=True)
-        }
+        found = zip(wanted, pool.map(stage, wanted), strict=True)
+        return {record.image: got for (_, record), got in found if got is not None}
 
 
 def take(shared: SharedInbox, inbox: Path, sha: str, record: Record, staged: Staged) -> None:

@@ -3,15 +3,16 @@
 A publication writes its image's bytes, then the record naming them (shared.py); a publisher
 that dies in between leaves bytes no record will ever name. Each sync lists them and notes when
 this host first saw each one unnamed (data/.extra.orphans.json, this host's clock only); bytes
-still unnamed GRACE_S later are deleted. A publication that stalled longer than that between its
-two writes finds its bytes gone after writing its record and writes them again (`publish`), so
-a record never points at nothing. Bytes of an image whose record cannot be read are kept.
+still unnamed GRACE_S later, counted to the moment before the records were read, are deleted if
+their image's record, read once more, does not name them. A record written within the grace
+period of its bytes is therefore never without them (boto3's timeouts bound a write to minutes);
+a publication that finds its bytes gone after writing its record writes them again
+(`publish`). Bytes of an image whose record cannot be read are kept.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from mnist_pipeline.core.atomic import write_json
@@ -30,31 +31,34 @@ def collect(
     inbox: Path,
     records: dict[str, Record],
     unreadable: set[str],
-    now: float | None = None,
+    read_at: float,
 ) -> list[str]:
-    """Delete the bytes no record of `records` names that this host has seen unnamed for
-    GRACE_S (keys of images in `unreadable` excepted); the keys deleted."""
-    now = time.time() if now is None else now
+    """Delete the bytes no record of `records` (read after `read_at`, time.time()) names that
+    this host saw unnamed GRACE_S before `read_at`, and whose record, read again just before,
+    does not name them either (keys of images in `unreadable` excepted); the keys deleted."""
     named = {record.image for record in records.values()}
     unnamed = [
         key
         for key in shared.image_keys()
         if key not in named and image_sha256(key) not in unreadable
     ]
-    first_seen = _first_seen(inbox)
-    since = {key: first_seen.get(key, now) for key in unnamed}
-    gone = [key for key, seen in since.items() if now - seen >= GRACE_S]
-    for key in gone:
-        shared.delete_image(key)
-    write_json(file(inbox), {key: seen for key, seen in since.items() if key not in gone})
+    first_seen = _first_seen(inbox, shared.location)
+    since = {key: first_seen.get(key, read_at) for key in unnamed}
+    old = [key for key, seen in since.items() if read_at - seen >= GRACE_S]
+    gone = [key for key in old if shared.delete_unnamed(key)]
+    kept = {key: seen for key, seen in since.items() if key not in old}
+    write_json(file(inbox), {"store": shared.location, "first_seen": kept})
     return gone
 
 
-def _first_seen(inbox: Path) -> dict[str, float]:
-    """Key -> when this host first saw it unnamed ({} when the file is missing or damaged:
-    the grace period starts again, which deletes nothing early)."""
+def _first_seen(inbox: Path, location: str) -> dict[str, float]:
+    """Key -> when this host first saw it unnamed in the store at `location` ({} when the file
+    is missing, damaged or of another store: the grace period starts again, which deletes
+    nothing early)."""
     try:
         raw = json.loads(file(inbox).read_text(encoding="utf-8"))
-        return {str(key): float(seen) for key, seen in dict(raw).items()}
-    except (OSError, ValueError, TypeError):
+        if raw.get("store") != location:
+            return {}
+        return {str(key): float(seen) for key, seen in dict(raw["first_seen"]).items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return {}

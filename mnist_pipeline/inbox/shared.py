@@ -174,21 +174,27 @@ class SharedInbox:
                 ) from None
         return self._identity
 
-    def retract(self, digest: str) -> None:
-        """Remove one image from the store (nothing happens when it is not there): its record,
-        if it is still the one read, then the bytes that record named (a record that is not one
-        names none: only it goes). A publication racing this one writes bytes of its own; a
-        record published again since it was read stays."""
+    def retract(self, digest: str, label: int | None = None) -> bool:
+        """Remove one image from the store, if it has it (with `label`, when given, or a record
+        that is not one): its record, if it is still the one read, then the bytes that record
+        named (a record that is not one names none: only it goes). A publication racing this
+        one writes bytes of its own; a record published again since it was read stays. True
+        when this call removed a record."""
         key = f"{LABELS}{digest}.json"
         document = self._call(lambda: self.storage.read_document(key))
         if document is None:
-            return
+            return False
         try:
-            image: str | None = self._parse(key, document[0]).image
+            found: Record | None = self._parse(key, document[0])
         except DataError:
-            image = None
-        if self._call(lambda: self.storage.delete_document(key, document[1])) and image:
-            self._call(lambda: self.storage.delete(image))
+            found = None
+        if found is not None and label is not None and found.label != label:
+            return False  # relabelled elsewhere: not the record asked for
+        if not self._call(lambda: self.storage.delete_document(key, document[1])):
+            return False
+        if found is not None:
+            self._call(lambda: self.storage.delete(found.image))
+        return True
 
     def count_pending(self, new: int, claim_at: int | None = None) -> tuple[int, bool]:
         """Add `new` to the store's pending count by compare-and-swap (retried when another
@@ -213,11 +219,22 @@ class SharedInbox:
         """Every key holding an image's bytes, named by a record or not."""
         return [k for k in self._call(lambda: self.storage.list(IMAGES)) if image_sha256(k)]
 
-    def delete_image(self, key: str) -> None:
-        """Delete bytes no record names (orphans.py)."""
-        if image_sha256(key) is None:
+    def delete_unnamed(self, key: str) -> bool:
+        """Delete bytes (orphans.py) if their image's record, read now, does not name them
+        (a record that cannot be read keeps them); True when deleted."""
+        digest = image_sha256(key)
+        if digest is None:
             raise ValueError(f"{key!r} is not an image key")
+        try:
+            record = self.record(digest)
+        except StoreUnavailable:
+            raise
+        except DataError:
+            return False
+        if record is not None and record.image == key:
+            return False
         self._call(lambda: self.storage.delete(key))
+        return True
 
     # ---- helpers
 

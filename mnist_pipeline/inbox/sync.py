@@ -23,9 +23,10 @@ lock is taken; the folder changes under it (`sync`).
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mnist_pipeline.core.atomic import write_json
@@ -44,6 +45,7 @@ class SyncResult:
     deleted_here: list[str] = field(default_factory=list)  # removed from the store elsewhere
     conflicts: list[str] = field(default_factory=list)  # two labels: ingest refuses the image
     problems: dict[str, str] = field(default_factory=dict)  # not synced, and why
+    warnings: list[str] = field(default_factory=list)  # housekeeping that did not happen
 
     def summary(self) -> str:
         parts = [
@@ -118,7 +120,8 @@ def publish_entry(shared: SharedInbox, entry: store.Entry, by: str) -> None:
 def add(
     shared: SharedInbox, inbox: Path, data: bytes, name: str, label: object, by: str
 ) -> store.Added:
-    """`data add` with a shared inbox: the store first, then here (store.Added). An image here
+    """`data add` with a shared inbox: the store first, then here (store.Added, `new` when the
+    store did not have it). An image here
     with another label, or in the store with another, is a LabelConflict; a store that cannot
     be reached, StoreUnavailable: either way nothing is stored."""
     digit, digest, fmt = store.validate(data, name, label)
@@ -130,10 +133,10 @@ def add(
                 f"{name}: this image is already in the inbox labelled {here.label} "
                 f"({here.path}); remove it first to label it {digit}"
             )
-        shared.publish(data, digit, fmt, by)
+        published = shared.publish(data, digit, fmt, by)
         added = store.add(inbox, data, name, digit, locked=True)
         note_seen(inbox, shared, {digest: digit})
-    return added
+    return replace(added, new=published)  # new to the store: what every host counts
 
 
 def publish_all(shared: SharedInbox, by: str) -> Callable[[bytes, int], None]:
@@ -151,15 +154,8 @@ def remove(shared: SharedInbox, inbox: Path, refs: list[str]) -> list[store.Entr
         going = {e.path for e in chosen}
         kept = {e.sha256 for e in store.entries(inbox) if e.path not in going}
         for entry in {e.sha256: e for e in chosen}.values():
-            try:
-                record = shared.record(entry.sha256)
-                ours = record is not None and record.label == entry.label
-            except StoreUnavailable:
-                raise
-            except DataError:  # a record that is not one: it goes with the image
-                ours = True
-            if entry.sha256 not in kept and ours:
-                shared.retract(entry.sha256)
+            if entry.sha256 not in kept:  # only if the store has it with this label, or a
+                shared.retract(entry.sha256, entry.label)  # record that is not one
         store.delete(chosen)
     return chosen
 
@@ -176,7 +172,7 @@ def sync(shared: SharedInbox, inbox: Path, by: str) -> SyncResult:
     host's copies of its image as they are."""
     result = SyncResult()
     inbox.mkdir(parents=True, exist_ok=True)
-    before = _snapshot(inbox)
+    before, started = _snapshot(inbox), time.time()  # the reading's age is counted from here
     remote, result.problems = _read_store(shared)
     staged = incoming.prefetch(shared, inbox, remote)
     with store.lock(inbox):
@@ -203,10 +199,10 @@ def sync(shared: SharedInbox, inbox: Path, by: str) -> SyncResult:
         now = {sha: r.label for sha, r in remote.items()}
         note_seen(inbox, shared, now | {sha: here[sha][0].label for sha in result.published})
         incoming.clear(inbox)
-    try:  # housekeeping: a store gone by now fails no sync
-        orphans.collect(shared, inbox, remote, set(result.problems))
-    except StoreUnavailable as exc:
-        result.problems["leftover bytes"] = f"not collected: {exc}"
+    try:  # housekeeping: a store gone by now, or a full disk here, fails no sync
+        orphans.collect(shared, inbox, remote, set(result.problems), started)
+    except (StoreUnavailable, OSError) as exc:
+        result.warnings.append(f"leftover bytes not collected: {exc}")
     return result
 
 

@@ -16,6 +16,7 @@ Endpoint and credentials come from boto3's usual sources: `AWS_ENDPOINT_URL` (or
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -41,6 +42,8 @@ NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 CONFLICT_RETRIES = 20  # 409 ConditionalRequestConflict: another conditional write in flight
 PARALLEL = 16  # requests in flight at once in read_many, create_many (the connection pool)
 HONOURED: set[tuple[str, str]] = set()  # (endpoint, bucket) whose conditional writes were checked
+UNCONDITIONAL_DELETE: set[tuple[str, str]] = set()  # of those, the ones ignoring If-Match on DELETE
+logger = logging.getLogger(__name__)
 T, R = TypeVar("T"), TypeVar("R")
 
 
@@ -128,6 +131,7 @@ class S3Bucket(Storage):
         return self._put(key, data, **condition)
 
     def delete_document(self, key: str, revision: str) -> bool:
+        self._check_conditions()  # also finds out whether DELETE honours If-Match (logged)
         return self._delete(key, IfMatch=revision)
 
     def list(self, prefix: str) -> list[str]:
@@ -197,17 +201,22 @@ class S3Bucket(Storage):
     def _delete(self, key: str, **condition: str) -> bool:
         """DELETE under a condition: True when deleted (or already gone), False when the
         condition did not hold."""
-        try:
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key), **condition)
-            return True
-        except ClientError as exc:
-            if _code(exc) in PRECONDITION_FAILED | {"ConditionalRequestConflict", "409"}:
-                return False  # changed since it was read (409: a write to it under way)
-            if _code(exc) in NOT_FOUND:
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=self._key(key), **condition)
                 return True
-            raise self._failure("delete", key, exc) from None
-        except BotoCoreError as exc:
-            raise self._failure("delete", key, exc) from None
+            except ClientError as exc:
+                code = _code(exc)
+                if code in PRECONDITION_FAILED:
+                    return False
+                if code in NOT_FOUND:
+                    return True
+                if code not in ("ConditionalRequestConflict", "409"):  # 409: a write under way
+                    raise self._failure("delete", key, exc) from None
+            except BotoCoreError as exc:
+                raise self._failure("delete", key, exc) from None
+            time.sleep(0.05)
+        raise RegistryError(f"{self.location}/{key}: deletes kept conflicting at {self.endpoint}")
 
     def _call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
         try:
@@ -237,10 +246,18 @@ class S3Bucket(Storage):
         if (self.endpoint, self.bucket) in HONOURED:
             return
         probe = f".probe/{uuid.uuid4().hex}"
+        wrong = '"00000000000000000000000000000000"'
         try:
             first = self._put(probe, b"1", IfNoneMatch="*")
             again = self._put(probe, b"2", IfNoneMatch="*")
-            swapped = self._put(probe, b"3", IfMatch='"00000000000000000000000000000000"')
+            swapped = self._put(probe, b"3", IfMatch=wrong)
+            if self._delete(probe, IfMatch=wrong):  # not refused: the delete was not conditional
+                UNCONDITIONAL_DELETE.add((self.endpoint, self.bucket))
+                logger.warning(
+                    "%s ignores If-Match on DELETE: removals of shared-inbox records are not "
+                    "conditional there",
+                    self.endpoint,
+                )
         finally:
             with suppress(ClientError, BotoCoreError):  # a probe left is under a dot-name: unlisted
                 self.client.delete_object(Bucket=self.bucket, Key=self._key(probe))
