@@ -18,6 +18,7 @@ from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, parse_params
 from mnist_pipeline.pipeline.candidate import Candidate
 from mnist_pipeline.registry import Registry
+from tests.inbox_shared_helpers import location  # noqa: F401 - a fixture
 from tests.notify_helpers import receiver  # noqa: F401 - a fixture for the flow tests
 from tests.registry_helpers import make_candidate
 from tests.s3_helpers import registry_root, s3_endpoint, s3_url  # noqa: F401 - fixtures
