@@ -261,9 +261,9 @@ def test_digits_added_on_several_hosts_count_toward_one_trigger(
     a, b = tmp_path / "a" / "extra", tmp_path / "b" / "extra"
     nobody = f"http://127.0.0.1:{free_port()}/api"
     with temporary_settings(updates={PREFECT_API_URL: nobody}):
-        assert events.note_added(a, 2, {}, min_new=3, model_name="m", shared=on_a) is None
+        assert events.note_added(a, 2, {}, 3, "m", on_a.count_pending) is None
         assert on_b.count_pending(0) == (2, False)  # host B sees host A's count
-        told = events.note_added(b, 1, {}, min_new=3, model_name="m", shared=on_b)
+        told = events.note_added(b, 1, {}, 3, "m", on_b.count_pending)
     assert told is not None and told.startswith("warning: could not tell the Prefect server")
     assert told.endswith("3 pending") and on_a.count_pending(0) == (3, False)  # given back
     assert events.read_pending(a) == events.read_pending(b) == 0  # no host's own count

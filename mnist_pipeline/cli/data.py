@@ -101,7 +101,7 @@ def _note_added(
         {"images": len(found), "inbox_sha256": inbox.inbox_sha256(found)},
         params.schedule.min_new_images,
         params.registry.model_name,
-        shared,
+        None if shared is None else shared.count_pending,
     )
     if told:
         console.print(told, markup=False)

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mnist_pipeline.core.atomic import write_json
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox.store import lock
 
-if TYPE_CHECKING:
-    from mnist_pipeline.inbox.shared import SharedInbox
+# A shared count (shared.SharedInbox.count_pending): (new, claim_at) -> (count, claimed).
+SharedCount = Callable[[int, int | None], tuple[int, bool]]
 
 EVENT = "mnist-pipeline.inbox.changed"
 RESOURCE_PREFIX = "mnist-pipeline.inbox."
@@ -74,7 +75,7 @@ def note_added(
     payload: dict[str, Any],
     min_new: int,
     model_name: str,
-    shared: SharedInbox | None = None,
+    shared: SharedCount | None = None,
 ) -> str | None:
     """Count `new` stored images as pending and emit the event when enough are; returns a line
     for the user about what happened (None: nothing to say).
@@ -82,15 +83,15 @@ def note_added(
     The pending count is claimed before the event is sent, so two `data add`s at once cannot
     both send it; a failed send gives the count back. Kept in this host's file, under the
     inbox's lock, where ingest sets it to 0 (the images it read are being trained on); with a
-    shared inbox, in the store by compare-and-swap, counting every host's images, and set to 0
-    only by the event (a scheduled run does not reset it).
+    shared inbox (`shared`: its count_pending), in the store by compare-and-swap, counting
+    every host's images, and set to 0 only by the event (a scheduled run does not reset it).
     """
     url = server_configured() if new else None
     if shared is not None:
         if not new:
             return None  # nothing to count: the store is not asked
         try:
-            pending, claimed = shared.count_pending(new, min_new if url is not None else None)
+            pending, claimed = shared(new, min_new if url is not None else None)
         except DataError as exc:  # the store went away after taking the images
             return f"warning: {new} new image(s) not counted for the retraining trigger: {exc}"
     else:
@@ -107,7 +108,7 @@ def note_added(
         kept = f"{pending} pending"
         if shared is not None:  # give the claim back (with what others counted meanwhile)
             try:
-                shared.count_pending(pending)
+                shared(pending, None)
             except DataError as lost:
                 kept = f"and could not count {pending} image(s) as pending again ({lost})"
         else:
