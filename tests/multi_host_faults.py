@@ -17,7 +17,10 @@ from tests.netns_helpers import Host, kill_all, set_link
 from tests.test_scale_out import worker_of
 
 HEARTBEATS_S = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY on the workers (Prefect's minimum)
-SILENCE_S = 60  # a run that sent a heartbeat and nothing for this long is marked Crashed
+# a run that sent a heartbeat and nothing for this long is marked Crashed: three heartbeat
+# intervals, as Prefect's docs give, so that a heartbeat lost while the server's database restarts
+# (tests/multi_host_prefect.py) does not mark a healthy run
+SILENCE_S = 3 * HEARTBEATS_S
 CRASH_SUBJECT = "mnist-retrain run lost its process"
 
 
