@@ -23,8 +23,10 @@ from mnist_pipeline.core.atomic import write_json
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox.store import lock
 
-# A shared count (shared.SharedInbox.count_pending): (new, claim_at) -> (count, claimed).
-SharedCount = Callable[[int, int | None], tuple[int, bool]]
+# A pending count: (new, claim_at) -> (count, claimed). Adds `new`; with `claim_at` and a count
+# of at least that many, claims the count (sets it to 0). This host's file (`count_here`) or the
+# shared inbox's store (shared.SharedInbox.count_pending).
+PendingCount = Callable[[int, int | None], tuple[int, bool]]
 
 EVENT = "mnist-pipeline.inbox.changed"
 RESOURCE_PREFIX = "mnist-pipeline.inbox."
@@ -69,51 +71,55 @@ def write_pending(inbox: Path, pending: int) -> None:
     write_json(pending_file(inbox), {"pending": pending})
 
 
+def count_here(inbox: Path) -> PendingCount:
+    """This host's pending count, in its file, under the inbox's lock."""
+
+    def count(new: int, claim_at: int | None) -> tuple[int, bool]:
+        with lock(inbox):
+            pending = read_pending(inbox) + new
+            claimed = claim_at is not None and pending >= claim_at
+            write_pending(inbox, 0 if claimed else pending)
+        return pending, claimed
+
+    return count
+
+
 def note_added(
     inbox: Path,
     new: int,
     payload: dict[str, Any],
     min_new: int,
     model_name: str,
-    shared: SharedCount | None = None,
+    shared: PendingCount | None = None,
 ) -> str | None:
     """Count `new` stored images as pending and emit the event when enough are; returns a line
     for the user about what happened (None: nothing to say).
 
     The pending count is claimed before the event is sent, so two `data add`s at once cannot
-    both send it; a failed send gives the count back. Kept in this host's file, under the
-    inbox's lock, where ingest sets it to 0 (the images it read are being trained on); with a
-    shared inbox (`shared`: its count_pending), in the store by compare-and-swap, counting
-    every host's images, and set to 0 only by the event (a scheduled run does not reset it).
+    both send it; a failed send gives the count back. Kept in this host's file, where ingest
+    sets it to 0 (the images it read are being trained on); with a shared inbox (`shared`: its
+    count_pending), in the store by compare-and-swap, counting every host's images, and set to
+    0 only by the event (a scheduled run does not reset it).
     """
-    url = server_configured() if new else None
-    if shared is not None:
-        if not new:
-            return None  # nothing to count: the store is not asked
-        try:
-            pending, claimed = shared(new, min_new if url is not None else None)
-        except DataError as exc:  # the store went away after taking the images
-            return f"warning: {new} new image(s) not counted for the retraining trigger: {exc}"
-    else:
-        with lock(inbox):
-            pending = read_pending(inbox) + new
-            claimed = url is not None and pending >= min_new
-            write_pending(inbox, 0 if claimed else pending)
+    if not new:
+        return None  # nothing to count
+    count = count_here(inbox) if shared is None else shared
+    url = server_configured()
+    try:
+        pending, claimed = count(new, min_new if url is not None else None)
+    except DataError as exc:  # a shared store that went away after taking the images
+        return f"warning: {new} new image(s) not counted for the retraining trigger: {exc}"
     if not claimed:
         return None  # too few, or no server: the weekly schedule (or a manual run) uses them
     body = {**payload, "new_images": pending}
     try:
         asyncio.run(_emit(EVENT, {"prefect.resource.id": resource_id(model_name)}, body))
     except Exception as exc:  # a server that is down must not fail `data add`
-        kept = f"{pending} pending"
-        if shared is not None:  # give the claim back (with what others counted meanwhile)
-            try:
-                shared(pending, None)
-            except DataError as lost:
-                kept = f"and could not count {pending} image(s) as pending again ({lost})"
-        else:
-            with lock(inbox):
-                write_pending(inbox, read_pending(inbox) + pending)
+        try:  # give the claim back (with what others counted meanwhile)
+            count(pending, None)
+            kept = f"{pending} pending"
+        except DataError as lost:
+            kept = f"and could not count {pending} image(s) as pending again ({lost})"
         return f"warning: could not tell the Prefect server at {url} ({exc}); {kept}"
     return f"{pending} new image(s): told the Prefect server at {url} ({EVENT})"
 
