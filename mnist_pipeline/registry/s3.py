@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
@@ -178,45 +179,55 @@ class S3Bucket(Storage):
 
     def _put(self, key: str, data: bytes, **condition: str) -> bool:
         """PUT under a condition: True when stored, False when the condition did not hold."""
-        for _ in range(CONFLICT_RETRIES):
-            try:
-                self.client.put_object(
-                    Bucket=self.bucket, Key=self._key(key), Body=data, **condition
-                )
-                return True
-            except ClientError as exc:
-                code = _code(exc)
-                if code in PRECONDITION_FAILED or (code in NOT_FOUND and "IfMatch" in condition):
-                    # a retried PUT whose first attempt was stored (its answer lost) fails its
-                    # condition on its own bytes: that write was this one
-                    found = self._get(key)
-                    return found is not None and found[0] == data
-                if code not in ("ConditionalRequestConflict", "409"):
-                    raise self._failure("write", key, exc) from None
-            except BotoCoreError as exc:
-                raise self._failure("write", key, exc) from None
-            time.sleep(0.05)
-        raise RegistryError(f"{self.location}/{key}: writes kept conflicting at {self.endpoint}")
+
+        def refused(code: str) -> bool | None:
+            if code in PRECONDITION_FAILED or (code in NOT_FOUND and "IfMatch" in condition):
+                # a retried PUT whose first attempt was stored (its answer lost) fails its
+                # condition on its own bytes: that write was this one
+                found = self._get(key)
+                return found is not None and found[0] == data
+            return None
+
+        put = self.client.put_object
+        request = partial(put, Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
+        return self._conditional("write", key, request, refused)
 
     def _delete(self, key: str, **condition: str) -> bool:
         """DELETE under a condition: True when deleted (or already gone), False when the
         condition did not hold."""
+
+        def refused(code: str) -> bool | None:
+            return False if code in PRECONDITION_FAILED else True if code in NOT_FOUND else None
+
+        delete = self.client.delete_object
+        request = partial(delete, Bucket=self.bucket, Key=self._key(key), **condition)
+        return self._conditional("delete", key, request, refused)
+
+    def _conditional(
+        self,
+        action: str,
+        key: str,
+        request: Callable[[], object],
+        refused: Callable[[str], bool | None],
+    ) -> bool:
+        """`request`, a conditional write or delete, retried while the store answers 409 (another
+        conditional request on the key under way): True when done; for any other error code,
+        `refused(code)` answers (None: a failure, raised)."""
         for _ in range(CONFLICT_RETRIES):
             try:
-                self.client.delete_object(Bucket=self.bucket, Key=self._key(key), **condition)
+                request()
                 return True
             except ClientError as exc:
                 code = _code(exc)
-                if code in PRECONDITION_FAILED:
-                    return False
-                if code in NOT_FOUND:
-                    return True
-                if code not in ("ConditionalRequestConflict", "409"):  # 409: a write under way
-                    raise self._failure("delete", key, exc) from None
+                if code not in ("ConditionalRequestConflict", "409"):
+                    answer = refused(code)
+                    if answer is None:
+                        raise self._failure(action, key, exc) from None
+                    return answer
             except BotoCoreError as exc:
-                raise self._failure("delete", key, exc) from None
+                raise self._failure(action, key, exc) from None
             time.sleep(0.05)
-        raise RegistryError(f"{self.location}/{key}: deletes kept conflicting at {self.endpoint}")
+        raise RegistryError(f"{self.location}/{key}: {action}s kept conflicting at {self.endpoint}")
 
     def _call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
         try:
