@@ -84,8 +84,8 @@ def store_goes_down(site: Site, endpoint: str, slug: str) -> dict[str, str]:
     """A run whose registration starts while the s3 host is unreachable ends Failed naming the
     endpoint in one line (and tells the block `slug` once); the same run once the store is
     back registers. Returns the {"failed", "completed"} flow run ids."""
-    params = site.params(6)
-    (failing,) = site.call("run", "mnist-retrain/weekly", site.params(6, notify_block=slug))
+    params = site.params(12)  # seconds of training: time to take the store away before it ends
+    (failing,) = site.call("run", "mnist-retrain/weekly", site.params(12, notify_block=slug))
     site.when_training(failing)  # the store goes away between training and registration
     set_link(site.net["s3"], up=False)
     try:

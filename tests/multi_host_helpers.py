@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,14 +109,16 @@ class Postgres:
         ready = self.command("pg_isready", "-h", "127.0.0.1", "-p", "5432")
         wait_for(lambda: subprocess.run(ready).returncode == 0, 60, "postgres", self.proc, log)
 
-    def restart(self) -> None:
+    def restart(self) -> float:
         """Stop the server as `systemctl restart` does (fast: open sessions are ended) and start
-        it again on the same data directory."""
+        it again on the same data directory. Returns when it had stopped (time.time())."""
         pg_ctl = self.command("pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "stop")
         done = subprocess.run(pg_ctl, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
         self.proc.wait(timeout=60)
+        stopped = time.time()
         self.start()
+        return stopped
 
 
 def start_postgres(procs: ExitStack, db: Host) -> Postgres:

@@ -171,12 +171,12 @@ def test_a_real_server_steps_back_and_tells_prefect(
         with mnist_server(tmp_path, tmp_path / "serve.log", **serve) as url:
             answered = []
             for image in differ:
-                answer = httpx.post(f"{url}/predict", json={"images": [image.tolist()]})
+                answer = httpx.post(f"{url}/predict", json={"images": [image.tolist()]}, timeout=30)
                 answered.append(answer.json()["model"]["version"])
             body = {"filter": {"event": {"name": [canary.STEPPED_BACK]}}, "limit": 10}
             deadline, events = time.monotonic() + 60, []
             while not events and time.monotonic() < deadline:
-                found = httpx.post(f"{env['PREFECT_API_URL']}/events/filter", json=body)
+                found = httpx.post(f"{env['PREFECT_API_URL']}/events/filter", json=body, timeout=30)
                 events = found.json()["events"]
                 time.sleep(0.5)
     assert answered == [2] * 5 + [1] * 3

@@ -73,7 +73,7 @@ def test_promotions_under_load_fail_no_request(
     image = {"images": [[[0.0] * 28] * 28]}
 
     def client(url: str) -> None:
-        with httpx.Client(timeout=10) as session:
+        with httpx.Client(timeout=60) as session:
             while not stop_clients.is_set():
                 began = time.monotonic()
                 try:
@@ -129,7 +129,9 @@ def test_feedback_through_the_real_server_needs_a_token_and_waits_for_review(
 
         def send(i: int, headers: dict[str, str]) -> httpx.Response:
             files = {"file": (f"{i}.png", digits[i], "image/png")}
-            return httpx.post(f"{url}/feedback", files=files, data={"label": "1"}, headers=headers)
+            return httpx.post(
+                f"{url}/feedback", files=files, data={"label": "1"}, headers=headers, timeout=30
+            )
 
         anonymous = send(0, {})
         assert anonymous.status_code == 401 and "WWW-Authenticate" in anonymous.headers

@@ -160,7 +160,7 @@ def sync_paused_at(
         yield done
     finally:
         go.set()
-        syncing.join(30)
+        syncing.join(120)
 
 
 def test_a_sync_reads_the_store_without_holding_the_inbox(
@@ -286,5 +286,6 @@ def test_concurrent_counts_are_all_kept(location: str) -> None:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(30)
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads), "a count still retrying"
     assert hosts[0].count_pending(0) == (8, False)

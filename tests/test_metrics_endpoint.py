@@ -167,7 +167,7 @@ def test_two_workers_are_counted_as_one_server_even_under_scrapes(
     scrapes: list[int] = []
     with mnist_server(tmp_path, tmp_path / "serve.log", workers=2) as url:
         (folder,) = temp.glob("mnist-serve-metrics-*")
-        first = httpx.post(f"{url}/predict", json=IMAGES)
+        first = httpx.post(f"{url}/predict", json=IMAGES, timeout=30)
         sent.append(first.status_code)
         digits = [digit for _, digit, _ in answered(first.json())]
         loading = threading.Event()
@@ -182,7 +182,8 @@ def test_two_workers_are_counted_as_one_server_even_under_scrapes(
                 scrapes.append(response.status_code)
                 parse(response.text)  # always whole and well formed
 
-        for _ in range(10):  # until both workers have answered (almost always the first round)
+        deadline = time.monotonic() + 120  # the second worker may still be loading the model
+        while time.monotonic() < deadline:  # until both workers answered (mostly the first round)
             loading.set()
             scraper = threading.Thread(target=scrape)
             clients = [threading.Thread(target=predict, args=(20,)) for _ in range(4)]
@@ -198,7 +199,7 @@ def test_two_workers_are_counted_as_one_server_even_under_scrapes(
         assert set(sent) == {200} and set(scrapes) == {200} and len(scrapes) > 1
         assert len(workers) == 2 and all(workers.values()) and sum(workers.values()) == len(sent)
 
-        samples = parse(httpx.get(f"{url}/metrics").text)
+        samples = parse(httpx.get(f"{url}/metrics", timeout=30).text)
         n = len(sent)
         predicted = {"endpoint": "/predict", "method": "POST"}
         assert value(samples, "mnist_serve_requests_total", status="200", **predicted) == n
@@ -224,7 +225,10 @@ def test_two_workers_are_counted_as_one_server_even_under_scrapes(
 
         deadline = time.monotonic() + 60
         while True:
-            samples = parse(httpx.get(f"{url}/metrics").text)
+            try:  # the replacement may take the connection while it starts
+                samples = parse(httpx.get(f"{url}/metrics", timeout=30).text)
+            except httpx.TransportError:
+                continue
             pids = {s.labels["pid"] for s in samples if s.name == "mnist_serve_model_version"}
             if len(pids) == 2 and killed not in pids:
                 break
@@ -241,9 +245,11 @@ def test_json_logs_one_object_per_request_and_no_metrics_when_off(
 ) -> None:
     log = tmp_path / "serve.log"
     with mnist_server(tmp_path, log, metrics=False, json_logs=True) as url:
-        assert httpx.get(f"{url}/metrics").status_code == 404
-        answer = httpx.post(f"{url}/predict", json=IMAGES).json()
-        bad = httpx.post(f"{url}/predict", content=b"{", headers={"content-type": "image/png"})
+        assert httpx.get(f"{url}/metrics", timeout=30).status_code == 404
+        answer = httpx.post(f"{url}/predict", json=IMAGES, timeout=30).json()
+        bad = httpx.post(
+            f"{url}/predict", content=b"{", headers={"content-type": "image/png"}, timeout=30
+        )
         assert bad.status_code == 422
     entries = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     by_path = {}

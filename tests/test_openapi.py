@@ -65,12 +65,13 @@ def test_deeply_nested_json_is_a_4xx_naming_the_problem(server: str) -> None:
         f"{server}/feedback",
         content=bodies["arrays"],
         headers=json_body | {"Authorization": f"Bearer {TOKEN}"},
+        timeout=30,
     )
     assert feedback.status_code == 415 and "multipart/form-data" in feedback.json()["error"]
 
 
 def test_the_document_names_every_body_and_answer(server: str) -> None:
-    spec = httpx.get(f"{server}/openapi.json").json()
+    spec = httpx.get(f"{server}/openapi.json", timeout=30).json()
     statuses = {
         (path, method): sorted(operation["responses"])
         for path, item in spec["paths"].items()
@@ -96,7 +97,9 @@ def test_the_document_names_every_body_and_answer(server: str) -> None:
     }
     form = predict["content"]["multipart/form-data"]["schema"]
     assert form["required"] == ["files"] and form["properties"]["files"]["minItems"] == 1
-    empty = httpx.post(f"{server}/predict", files={"other": ("x", b"")})  # refused, as documented
+    empty = httpx.post(
+        f"{server}/predict", files={"other": ("x", b"")}, timeout=30
+    )  # refused, as documented
     assert empty.status_code == 422 and "no image" in empty.json()["error"]
     feedback = spec["paths"]["/feedback"]["post"]
     assert feedback["security"] == [{"HTTPBearer": []}]
@@ -119,7 +122,11 @@ def test_schemathesis_finds_no_difference_between_document_and_server(
     if not cli.exists():
         unavailable("schemathesis is not installed: pip install -e '.[dev]'")
     operations = len(
-        [op for item in httpx.get(f"{server}/openapi.json").json()["paths"].values() for op in item]
+        [
+            op
+            for item in httpx.get(f"{server}/openapi.json", timeout=30).json()["paths"].values()
+            for op in item
+        ]
     )
     args = [cli, "--config-file", CONFIG, "run", f"{server}/openapi.json", "--checks", "all"]
     args += ["--max-examples", "25", "--seed", "1", "--workers", "1", "--request-timeout", "30"]

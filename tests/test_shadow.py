@@ -229,21 +229,25 @@ def test_a_real_server_shadows_and_canaries_and_serve_report_judges(
         answered = []
         for i in range(20):
             files = [("files", ("d.png", digits[i % 10], "image/png"))]
-            answered.append(httpx.post(f"{url}/predict", files=files).json()["model"]["version"])
+            answered.append(
+                httpx.post(f"{url}/predict", files=files, timeout=30).json()["model"]["version"]
+            )
         deadline = time.monotonic() + 30
-        while httpx.get(f"{url}/model").json()["shadow"]["versions"]["2"]["compared"] < 20:
+        while (
+            httpx.get(f"{url}/model", timeout=30).json()["shadow"]["versions"]["2"]["compared"] < 20
+        ):
             assert time.monotonic() < deadline, "the shadow did not compare every image"
             time.sleep(0.1)
         bearer = {"Authorization": f"Bearer {TOKEN}"}
         for d in range(10):
             file = {"file": (f"{d}.png", digits[d], "image/png")}
             labelled = httpx.post(
-                f"{url}/feedback", headers=bearer, files=file, data={"label": str(d)}
+                f"{url}/feedback", headers=bearer, files=file, data={"label": str(d)}, timeout=30
             )
             assert labelled.status_code == 201
         runner = CliRunner()
         said = runner.invoke(app, ["--root", str(tmp_path), "serve-report", "--url", url])
-        (tmp_path / "model.json").write_text(httpx.get(f"{url}/model").text)
+        (tmp_path / "model.json").write_text(httpx.get(f"{url}/model", timeout=30).text)
     saved = ["--root", str(tmp_path), "serve-report", "--from", str(tmp_path / "model.json")]
     as_json = runner.invoke(app, [*saved, "--json"])  # the server has stopped
     assert set(answered) == {1, 2}  # 20 requests at 50 %: both versions answered
