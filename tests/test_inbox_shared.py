@@ -44,7 +44,7 @@ def test_digits_added_on_one_host_reach_the_other_and_removals_follow(
     five_on_b.unlink()  # gone here without `data remove` (an older snapshot restored)
     assert sync.sync(shared, b, "test").downloaded == [five.sha256]  # the store keeps it
 
-    assert sync.remove(shared, a, [three.sha256]) == [three]  # `data remove` on host a
+    assert sync.remove(shared, a, [three.sha256]) == ([three], [])  # `data remove` on a
     assert shared.record(three.sha256) is None
     assert sync.sync(shared, b, "test").deleted_here == [three.sha256]
     sync.remove(shared, b, [five.sha256])
@@ -236,6 +236,15 @@ def test_two_projects_share_digits_through_s3_and_a_store_that_is_down_changes_n
         assert ingested.exit_code == 0, ingested.output
         manifest = (b / "data" / "ingested" / "manifest.json").read_text()
         assert all(sha in manifest for _, sha in labels(b / "data" / "extra"))
+
+        relabelled = SharedInbox(url)  # on a third host, the 1 becomes a 7 meanwhile
+        assert relabelled.retract(one[1]) == "removed"
+        assert relabelled.publish((tmp_path / "1.png").read_bytes(), 7, "png", "test") is True
+        removed = cli(a, "remove", one[1][:12])  # a still holds it labelled 1
+        assert removed.exit_code == 0 and "removed: " in removed.output, removed.output
+        assert f"warning: {one[1][:12]} stays in the shared inbox {url}" in removed.output
+        assert relabelled.record(one[1]).label == 7  # the store's newer label is kept
+        assert cli(a, "sync").exit_code == 0 and (7, one[1]) in labels(a / "data" / "extra")
 
 
 def test_a_damaged_record_of_what_was_seen_is_one_line(tmp_path: Path) -> None:

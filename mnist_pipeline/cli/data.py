@@ -138,11 +138,18 @@ def remove(
     layout = state(ctx).layout
     shared = open_shared(state(ctx).params().inbox.shared, layout)
     if shared is None:
-        removed = inbox.remove(layout.inbox, refs)
+        removed, warnings = inbox.remove(layout.inbox, refs), []
     else:  # the store first: when it cannot be reached, nothing is removed here either
-        removed = sync.remove(shared, layout.inbox, refs)
+        removed, stayed = sync.remove(shared, layout.inbox, refs)
+        warnings = [
+            f"warning: {digest[:12]} stays in the shared inbox {shared.location}: labelled or "
+            "added again elsewhere meanwhile; the next sync brings it back"
+            for digest in stayed
+        ]
     for entry in removed:
         console.print(f"removed: {entry.path} (label {entry.label})", markup=False)
+    for line in warnings:
+        console.print(line, markup=False)
 
 
 @data_app.command("pending")

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from mnist_pipeline.core.errors import DataError, RegistryError, describe_os_error
 from mnist_pipeline.core.layout import Layout
@@ -48,6 +48,7 @@ _IMAGE_KEY = re.compile(r"^images/(?P<sha>[0-9a-f]{64})(\.[0-9a-f]{32})?$")
 _FORMAT = re.compile(r"^[a-z0-9]{1,8}$")
 READERS = 8  # label records read at once (one small GET each)
 T = TypeVar("T")
+Retraction = Literal["removed", "absent", "kept"]  # what SharedInbox.retract did
 
 
 def image_sha256(key: str) -> str | None:
@@ -174,27 +175,27 @@ class SharedInbox:
                 ) from None
         return self._identity
 
-    def retract(self, digest: str, label: int | None = None) -> bool:
+    def retract(self, digest: str, label: int | None = None) -> Retraction:
         """Remove one image from the store, if it has it (with `label`, when given, or a record
         that is not one): its record, if it is still the one read, then the bytes that record
         named (a record that is not one names none: only it goes). A publication racing this
-        one writes bytes of its own; a record published again since it was read stays. True
-        when this call removed a record."""
+        one writes bytes of its own; a record published again since it was read stays.
+        Returns "removed", "absent" (no record) or "kept" (relabelled or published again)."""
         key = f"{LABELS}{digest}.json"
         document = self._call(lambda: self.storage.read_document(key))
         if document is None:
-            return False
+            return "absent"
         try:
             found: Record | None = self._parse(key, document[0])
         except DataError:
             found = None
         if found is not None and label is not None and found.label != label:
-            return False  # relabelled elsewhere: not the record asked for
+            return "kept"  # relabelled elsewhere: not the record asked for
         if not self._call(lambda: self.storage.delete_document(key, document[1])):
-            return False
+            return "kept"  # published again since it was read
         if found is not None:
             self._call(lambda: self.storage.delete(found.image))
-        return True
+        return "removed"
 
     def count_pending(self, new: int, claim_at: int | None = None) -> tuple[int, bool]:
         """Add `new` to the store's pending count by compare-and-swap (retried when another

@@ -144,20 +144,26 @@ def publish_all(shared: SharedInbox, by: str) -> Callable[[bytes, int], None]:
     return lambda data, digit: shared.publish(data, digit, store.image_format(data), by)
 
 
-def remove(shared: SharedInbox, inbox: Path, refs: list[str]) -> list[store.Entry]:
+def remove(
+    shared: SharedInbox, inbox: Path, refs: list[str]
+) -> tuple[list[store.Entry], list[str]]:
     """`data remove` with a shared inbox: each image whose every copy here goes is retracted
     from the store first (when the store has it with that label, or a record that cannot be
     read), then deleted here. Removing one of two copies (a label conflict) leaves the store as
-    it is."""
+    it is. Returns the entries deleted here and the SHA-256 of those the store kept (relabelled
+    or published again elsewhere meanwhile: the next sync brings them back)."""
     with store.lock(inbox):
         chosen = store.resolve(inbox, refs)
         going = {e.path for e in chosen}
-        kept = {e.sha256 for e in store.entries(inbox) if e.path not in going}
-        for entry in {e.sha256: e for e in chosen}.values():
-            if entry.sha256 not in kept:  # only if the store has it with this label, or a
-                shared.retract(entry.sha256, entry.label)  # record that is not one
+        here = {e.sha256 for e in store.entries(inbox) if e.path not in going}
+        stayed = [
+            entry.sha256
+            for entry in {e.sha256: e for e in chosen}.values()
+            if entry.sha256 not in here  # only if the store has it with this label, or a
+            and shared.retract(entry.sha256, entry.label) == "kept"  # record that is not one
+        ]
         store.delete(chosen)
-    return chosen
+    return chosen, stayed
 
 
 def sync(shared: SharedInbox, inbox: Path, by: str) -> SyncResult:
