@@ -227,12 +227,14 @@ def test_two_workers_are_counted_as_one_server_even_under_scrapes(
         while True:
             try:  # the replacement may take the connection while it starts
                 samples = parse(httpx.get(f"{url}/metrics", timeout=30).text)
-            except httpx.TransportError:
-                continue
+            except httpx.TransportError as exc:
+                samples, failed = [], exc
+            else:
+                failed = None
             pids = {s.labels["pid"] for s in samples if s.name == "mnist_serve_model_version"}
             if len(pids) == 2 and killed not in pids:
                 break
-            assert time.monotonic() < deadline, f"worker {killed} not replaced: {pids}"
+            assert time.monotonic() < deadline, f"worker {killed} not replaced: {pids} {failed}"
             time.sleep(0.5)
         assert value(samples, "mnist_serve_requests_total", status="200", **predicted) == n
         assert value(samples, "mnist_serve_model_events_total", event="loaded") == 3
