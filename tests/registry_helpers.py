@@ -153,6 +153,12 @@ def registrations_held(registry: Registry) -> AbstractContextManager[None]:
     return registry.storage.exclusive(f"{registry.name}/register")
 
 
+# Python source for a `python -c` flow process started while a test holds registrations: its
+# registration waits for the lock as long as the test holds it (the default gives up after
+# 120 s, which a busy 2-core machine can exceed)
+WAIT_FOR_HELD_LOCK = "import mnist_pipeline.registry.local as folder; folder.LOCK_TIMEOUT_S = 900; "
+
+
 def writable(path: Path) -> Path:
     """Undo the registry's read-only mode (to tamper with a stored file in a test)."""
     os.chmod(path, 0o644)

@@ -32,7 +32,7 @@ from tests.conftest import REPO_ROOT, unavailable
 from tests.dvc_helpers import dvc_env, lock_hashes, make_project, ran, run
 from tests.example_helpers import CHROMIUM, CHROMIUM_ARGS, chromium_skip_reason
 from tests.process_helpers import start, stop, wait_for
-from tests.registry_helpers import registrations_held, stored
+from tests.registry_helpers import WAIT_FOR_HELD_LOCK, registrations_held, stored
 from tests.test_dvc import DVC_STAGES
 
 pytestmark = pytest.mark.slow
@@ -214,13 +214,10 @@ def test_push_puts_the_dataset_in_a_remote(clone: Path, tmp_path: Path) -> None:
 
 
 def start_retraining(repo: Path, log: Path) -> subprocess.Popen:
-    """The retraining flow (epochs=2) in `repo`, on a temporary Prefect server of its own. Its
-    registration waits for the registry's lock as long as a test holds it (the default gives
-    up after 120 s; a forced repro beside it can take longer on 2 busy cores)."""
-    code = (
-        "import sys; import mnist_pipeline.registry.local as folder; folder.LOCK_TIMEOUT_S = 900; "
-        "from flows.retrain import retrain; retrain(workdir=sys.argv[1], epochs=2)"
-    )
+    """The retraining flow (epochs=2) in `repo`, on a temporary Prefect server of its own,
+    waiting for the registry's lock as long as a test holds it."""
+    code = WAIT_FOR_HELD_LOCK + "import sys; from flows.retrain import retrain; "
+    code += "retrain(workdir=sys.argv[1], epochs=2)"
     env = {k: v for k, v in dvc_env(repo).items() if k != "PREFECT_API_URL"}
     env["PYTHONPATH"] += os.pathsep + str(REPO_ROOT)  # flows/ (not copied into the repo)
     env |= {

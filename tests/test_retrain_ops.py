@@ -24,7 +24,7 @@ from tests.conftest import REPO_ROOT
 from tests.flow_helpers import latest_artifact, make_workdir, registry_versions
 from tests.notify_helpers import webhook_block
 from tests.process_helpers import free_port, start, stop
-from tests.registry_helpers import registrations_held, stored
+from tests.registry_helpers import WAIT_FOR_HELD_LOCK, registrations_held, stored
 from tests.synthetic import make_dataset, write_mirror
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -78,8 +78,9 @@ def onnx_accuracy(onnx: Path, data_dir: Path) -> float:
 
 
 def start_flow(workdir: Path, epochs: int, log: Path) -> subprocess.Popen:
-    """A flow process retraining `workdir` with `epochs`, its output in `log`."""
-    code = "import sys; from flows.retrain import retrain; "
+    """A flow process retraining `workdir` with `epochs`, its output in `log` (its registration
+    waits for the registry's lock as long as a test holds it)."""
+    code = WAIT_FOR_HELD_LOCK + "import sys; from flows.retrain import retrain; "
     code += "retrain(epochs=int(sys.argv[1]), workdir=sys.argv[2])"
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO_ROOT)}
     return start([sys.executable, "-c", code, str(epochs), str(workdir)], env, log, REPO_ROOT)
