@@ -156,12 +156,13 @@ def remove(
         chosen = store.resolve(inbox, refs)
         going = {e.path for e in chosen}
         here = {e.sha256 for e in store.entries(inbox) if e.path not in going}
-        stayed = [
-            entry.sha256
-            for entry in {e.sha256: e for e in chosen}.values()
-            if entry.sha256 not in here  # only if the store has it with this label, or a
-            and shared.retract(entry.sha256, entry.label) == "kept"  # record that is not one
-        ]
+        stayed = []
+        for entry in {e.sha256: e for e in chosen}.values():
+            if entry.sha256 in here:
+                continue  # a copy stays here: the store keeps it
+            # retracted only if the store has it with this label, or a record that is not one
+            if shared.retract(entry.sha256, entry.label) == "kept":
+                stayed.append(entry.sha256)
         store.delete(chosen)
     return chosen, stayed
 
