@@ -97,9 +97,8 @@ def test_the_document_names_every_body_and_answer(server: str) -> None:
     }
     form = predict["content"]["multipart/form-data"]["schema"]
     assert form["required"] == ["files"] and form["properties"]["files"]["minItems"] == 1
-    empty = httpx.post(
-        f"{server}/predict", files={"other": ("x", b"")}, timeout=30
-    )  # refused, as documented
+    # refused, as documented
+    empty = httpx.post(f"{server}/predict", files={"other": ("x", b"")}, timeout=30)
     assert empty.status_code == 422 and "no image" in empty.json()["error"]
     feedback = spec["paths"]["/feedback"]["post"]
     assert feedback["security"] == [{"HTTPBearer": []}]
