@@ -4,9 +4,10 @@ Copies what evaluate reads (data/mnist, data/ingested when present, models/model
 model.json, reports/train_history.csv) from a project into a temporary folder, then times
 `evaluate()` there (scoring the 10k test digits, the extra holdout, calibration, the robustness
 set, every plot and report file) `--repeats` times with the robustness cache emptied first
-(cold: the set is rendered) and `--repeats` times with it kept (warm: the set is read back).
-Prints the medians, the min and max, and the CPU. The first run of a process also pays
-matplotlib's font loading, so a warm-up run comes first and is not counted.
+(cold: the set is rendered, by one process per core as the stage does, and again by this
+process alone) and `--repeats` times with it kept (warm: the set is read back), the three kinds
+interleaved round by round. Prints the medians, the min and max, and the CPU. The first run of
+a process also pays matplotlib's font loading, so a warm-up run comes first and is not counted.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_evaluate.py
     PYTHONPATH=. .venv/bin/python benchmarks/bench_evaluate.py --project ../main --repeats 5
@@ -19,13 +20,16 @@ import contextlib
 import io
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 from benchmarks.machine import cpu_name
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import load_params
+from mnist_pipeline.evaluation import robustness
 from mnist_pipeline.evaluation.evaluate import evaluate
 
 NEEDED = ("data/mnist", "models/model.pt", "models/model.json", "reports/train_history.csv")
@@ -72,17 +76,26 @@ def main() -> None:
             shutil.rmtree(layout.robustness_cache, ignore_errors=True)
             run()
 
-        timed(run)  # warm-up: imports, fonts, and the cache filled
-        times = {
-            "cold cache (renders the robustness set)": [timed(cold) for _ in range(args.repeats)],
-            "warm cache (reads it back)": [timed(run) for _ in range(args.repeats)],
+        def cold_alone() -> None:
+            with mock.patch.object(robustness, "PARALLEL_FROM", sys.maxsize):
+                cold()
+
+        kinds = {
+            f"cold cache, rendered by {robustness.cpu_count()} process(es)": cold,
+            "cold cache, rendered by one process": cold_alone,
+            "warm cache (reads it back)": run,
         }
+        timed(run)  # warm-up: imports, fonts, and the cache filled
+        times: dict[str, list[float]] = {name: [] for name in kinds}
+        for _ in range(args.repeats):
+            for name, kind in kinds.items():
+                times[name].append(timed(kind))
     per = params.evaluate.robustness_per_transform
     print(f"CPU: {cpu_name()}; robustness_per_transform {per}; {args.repeats} runs each")
-    print(f"{'evaluate, in process':<42} {'median s':>9} {'min s':>7} {'max s':>7}")
+    print(f"{'evaluate, in process':<44} {'median s':>9} {'min s':>7} {'max s':>7}")
     for name, values in times.items():
         print(
-            f"{name:<42} {statistics.median(values):>9.2f} {min(values):>7.2f} {max(values):>7.2f}"
+            f"{name:<44} {statistics.median(values):>9.2f} {min(values):>7.2f} {max(values):>7.2f}"
         )
 
 

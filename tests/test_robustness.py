@@ -126,3 +126,36 @@ def test_the_set_is_fixed_by_the_seed_and_a_refused_rendering_is_a_miss() -> Non
         assert digits[order == refused].any() == found, name
     with pytest.raises(ValueError, match="unknown transformation"):
         render(ring(), "sepia", np.random.default_rng(0))
+
+
+def ring_set() -> tuple[np.ndarray, np.ndarray]:
+    """Twelve rings of four sizes, labelled 0-9 and 0-1."""
+    return np.stack([ring(6 + i % 4) for i in range(12)]), np.arange(12) % 10
+
+
+def same_sets(a: dict, b: dict) -> bool:
+    return list(a) == list(b) and all(
+        np.array_equal(a[n][0], b[n][0]) and np.array_equal(a[n][1], b[n][1]) for n in a
+    )
+
+
+def test_renderer_processes_draw_exactly_what_one_process_draws(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    images, labels = ring_set()
+    alone = robustness_set(images, labels, per_transform=6, seed=2, workers=1)
+    for workers in (2, 3):  # this process renders one share, `workers - 1` others the rest
+        assert same_sets(robustness_set(images, labels, 6, seed=2, workers=workers), alone)
+    assert "warning" not in capsys.readouterr().err  # the others did render their shares
+
+
+@pytest.mark.parametrize("executable", ["/bin/false", "/nonexistent/python"])
+def test_a_renderer_that_fails_or_cannot_start_is_rendered_here_with_a_warning(
+    executable: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, labels = ring_set()
+    alone = robustness_set(images, labels, per_transform=6, seed=2, workers=1)
+    monkeypatch.setattr("sys.executable", executable)
+    assert same_sets(robustness_set(images, labels, 6, seed=2, workers=2), alone)
+    warning = capsys.readouterr().err
+    assert "warning:" in warning and "robustness renderer" in warning

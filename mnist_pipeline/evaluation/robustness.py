@@ -21,12 +21,20 @@ larger canvas (as a phone photo or a scan of one digit does), then distorts it o
 
 (distortions.py has the building blocks of the last eight) and the result goes through the same
 preprocessing `predict` uses (preprocess.py). Every random choice comes from one seed, so the
-set is the same on every run. Torch-free (numpy + Pillow).
+set is the same on every run. Torch-free (numpy + Pillow). Each transformation draws from its own
+generator, so a large set is rendered by one process per CPU core with the same result: the
+others run this module (`python -m mnist_pipeline.evaluation.robustness`), which imports no more
+than it needs, where a multiprocessing pool would import the caller's main module again.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -41,6 +49,8 @@ TRANSFORMS = (
 )
 LOSSY = frozenset({"jpeg"})  # saved as JPEG; the others as PNG (lossless)
 UPSCALE = 4
+INK_THRESHOLD = [255 if v > 64 else 0 for v in range(256)]  # the ink's bounding box: v > 64
+PARALLEL_FROM = 1_500  # renderings (per_transform x transformations) worth starting processes
 
 
 def _ink(digit: np.ndarray, transform: str, rng: np.random.Generator) -> Image.Image:
@@ -59,7 +69,7 @@ def _ink(digit: np.ndarray, transform: str, rng: np.random.Generator) -> Image.I
         factor = rng.uniform(0.45, 0.70) if transform == "squeezed" else rng.uniform(1.4, 1.9)
         width = max(1, round(big.width * float(factor)))
         big = big.resize((width, big.height), Image.Resampling.BICUBIC)
-    box = big.point(lambda v: 255 if v > 64 else 0).getbbox()
+    box = big.point(INK_THRESHOLD).getbbox()
     return big.crop(box) if box else big
 
 
@@ -125,22 +135,111 @@ def preprocessed(digit: np.ndarray, transform: str, rng: np.random.Generator) ->
         raise ImageError(f"{transform}: {exc}") from None
 
 
+def render_transform(
+    digits: np.ndarray, labels: np.ndarray, k: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """TRANSFORMS[k] of every uint8 digit, drawn from generator [seed, k] -> (preprocessed
+    float32 digits [n, 28, 28], int64 labels [n]; -1 where preprocessing found no ink)."""
+    transform, rng = TRANSFORMS[k], np.random.default_rng([seed, k])
+    out = np.zeros((len(digits), 28, 28), np.float32)
+    wanted = labels.astype(np.int64)
+    for j, digit in enumerate(digits):
+        try:
+            out[j] = preprocessed(digit, transform, rng)
+        except ImageError:
+            wanted[j] = -1
+    return out, wanted
+
+
+def cpu_count() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def robustness_set(
-    images: np.ndarray, labels: np.ndarray, per_transform: int, seed: int = 0
+    images: np.ndarray, labels: np.ndarray, per_transform: int, seed: int = 0, workers: int = 0
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """transformation -> (preprocessed float32 digits [n, 28, 28], labels [n]) for the first
     `per_transform` digits of a fixed random order, each transformation with its own draws.
-    A rendering that preprocessing refuses (it found no ink) gets the label -1: a miss."""
+    A rendering that preprocessing refuses (it found no ink) gets the label -1: a miss.
+    `workers` processes share the transformations (0: one per core for a set of at least
+    PARALLEL_FROM renderings, else this process alone); the result is the same for any number."""
     order = np.random.default_rng(seed).permutation(len(labels))[:per_transform]
-    out = {}
-    for k, transform in enumerate(TRANSFORMS):
-        rng = np.random.default_rng([seed, k])
-        digits = np.zeros((len(order), 28, 28), np.float32)
-        wanted = labels[order].astype(np.int64)
-        for j, i in enumerate(order):
-            try:
-                digits[j] = preprocessed(images[i], transform, rng)
-            except ImageError:
-                wanted[j] = -1
-        out[transform] = (digits, wanted)
-    return out
+    digits, wanted = images[order], labels[order]
+    if workers == 0:
+        workers = cpu_count() if len(order) * len(TRANSFORMS) >= PARALLEL_FROM else 1
+    workers = min(workers, len(TRANSFORMS))
+    groups = [list(range(len(TRANSFORMS)))[i::workers] for i in range(workers)]
+    rendered: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    with tempfile.TemporaryDirectory(prefix="robustness-") as tmp:
+        started = _start(digits, wanted, seed, groups[1:], Path(tmp)) if workers > 1 else []
+        try:
+            for k in groups[0]:  # this process's share, while the others render theirs
+                rendered[k] = render_transform(digits, wanted, k, seed)
+            for group, process, output in started:
+                rendered.update(_collect(group, process, output))
+        finally:  # interrupted: no renderer outlives the call (a no-op for finished ones)
+            for _, process, _ in started:
+                if process is not None:
+                    process.kill()
+                    process.wait()
+    for k in range(len(TRANSFORMS)):  # what a failed process did not render
+        if k not in rendered:
+            rendered[k] = render_transform(digits, wanted, k, seed)
+    return {TRANSFORMS[k]: rendered[k] for k in range(len(TRANSFORMS))}
+
+
+Started = list[tuple[list[int], subprocess.Popen | None, Path]]
+
+
+def _start(
+    digits: np.ndarray, labels: np.ndarray, seed: int, groups: list[list[int]], folder: Path
+) -> Started:
+    """One `python -m` of this module per group, importing this same copy of the package."""
+    source = folder / "digits.npz"
+    np.savez(source, digits=digits, labels=labels)
+    package_parent = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
+    started: Started = []
+    for i, group in enumerate(groups):
+        output = folder / f"rendered-{i}.npz"
+        command = [sys.executable, "-m", __name__, str(source), str(output), str(seed)]
+        try:
+            process = subprocess.Popen(
+                [*command, *map(str, group)], env={**os.environ, "PYTHONPATH": path}
+            )
+        except OSError as exc:
+            print(f"warning: cannot start a robustness renderer: {exc}", file=sys.stderr)
+            process = None
+        started.append((group, process, output))
+    return started
+
+
+def _collect(
+    group: list[int], process: subprocess.Popen | None, output: Path
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """What a renderer process wrote ({} when it failed: the caller renders it instead)."""
+    if process is None:
+        return {}
+    if process.wait() != 0:
+        print(f"warning: a robustness renderer exited {process.returncode}", file=sys.stderr)
+        return {}
+    with np.load(output, allow_pickle=False) as stored:
+        return {k: (stored[f"{k}.digits"], stored[f"{k}.labels"]) for k in group}
+
+
+def _render_group(source: str, output: str, seed: str, *ks: str) -> None:
+    """A renderer process: TRANSFORMS[k] for each k of the digits in `source`, into `output`."""
+    with np.load(source, allow_pickle=False) as stored:
+        digits, labels = stored["digits"], stored["labels"]
+    arrays = {}
+    for k in map(int, ks):
+        arrays[f"{k}.digits"], arrays[f"{k}.labels"] = render_transform(
+            digits, labels, k, int(seed)
+        )
+    with open(output, "wb") as handle:  # a handle: np.savez would append .npz to a name
+        np.savez(handle, **arrays)
+
+
+if __name__ == "__main__":
+    _render_group(*sys.argv[1:])
