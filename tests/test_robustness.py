@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from mnist_pipeline.data.preprocess import preprocess_bytes
+from mnist_pipeline.evaluation import robustness
 from mnist_pipeline.evaluation.robustness import (
     LOSSY,
     TRANSFORMS,
@@ -139,23 +144,77 @@ def same_sets(a: dict, b: dict) -> bool:
     )
 
 
+@pytest.fixture
+def renderers(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The command line of every renderer process started, as they start."""
+    started: list[list[str]] = []
+    popen = subprocess.Popen
+
+    def spy(command: list[str], **kwargs: object) -> subprocess.Popen:
+        started.append(command)
+        return popen(command, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(subprocess, "Popen", spy)
+    return started
+
+
 def test_renderer_processes_draw_exactly_what_one_process_draws(
+    renderers: list[list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, labels = ring_set()
+    alone = robustness_set(images, labels, per_transform=6, seed=2, workers=1)
+    assert renderers == []
+    for workers in (2, 3):  # this process renders one share, `workers - 1` others the rest
+        assert same_sets(robustness_set(images, labels, 6, seed=2, workers=workers), alone)
+    assert len(renderers) == 1 + 2 and "warning" not in capsys.readouterr().err
+
+
+def test_a_large_set_is_shared_with_one_process_per_core(
+    renderers: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images, labels = ring_set()
+    alone = robustness_set(images, labels, per_transform=4, seed=3, workers=1)
+    monkeypatch.setattr(robustness, "cpu_count", lambda: 3)
+    monkeypatch.setattr(robustness, "PARALLEL_FROM", 4 * len(TRANSFORMS) + 1)
+    assert same_sets(robustness_set(images, labels, per_transform=4, seed=3), alone)
+    assert renderers == []  # below PARALLEL_FROM: this process alone
+    monkeypatch.setattr(robustness, "PARALLEL_FROM", 4 * len(TRANSFORMS))
+    assert same_sets(robustness_set(images, labels, per_transform=4, seed=3), alone)
+    assert len(renderers) == 2  # three cores: this process and two renderers
+    with pytest.raises(ValueError, match="workers must be 0"):
+        robustness_set(images, labels, per_transform=4, workers=-1)
+
+
+@pytest.mark.parametrize("executable", ["/bin/false", "/nonexistent/python", "hangs"])
+def test_a_renderer_that_fails_hangs_or_cannot_start_is_drawn_here_with_a_warning(
+    executable: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     images, labels = ring_set()
     alone = robustness_set(images, labels, per_transform=6, seed=2, workers=1)
-    for workers in (2, 3):  # this process renders one share, `workers - 1` others the rest
-        assert same_sets(robustness_set(images, labels, 6, seed=2, workers=workers), alone)
-    assert "warning" not in capsys.readouterr().err  # the others did render their shares
-
-
-@pytest.mark.parametrize("executable", ["/bin/false", "/nonexistent/python"])
-def test_a_renderer_that_fails_or_cannot_start_is_rendered_here_with_a_warning(
-    executable: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    images, labels = ring_set()
-    alone = robustness_set(images, labels, per_transform=6, seed=2, workers=1)
+    if executable == "hangs":
+        executable = str(tmp_path / "hangs")
+        Path(executable).write_text("#!/bin/sh\nexec sleep 600\n")
+        Path(executable).chmod(0o755)
+        monkeypatch.setattr(robustness, "RENDERER_GRACE_S", 0.5)
     monkeypatch.setattr("sys.executable", executable)
+    started = time.monotonic()
     assert same_sets(robustness_set(images, labels, 6, seed=2, workers=2), alone)
+    assert time.monotonic() - started < 60  # a hung renderer is given up (and killed)
     warning = capsys.readouterr().err
     assert "warning:" in warning and "robustness renderer" in warning
+
+
+def test_a_renderer_whose_caller_is_gone_stops_without_writing(tmp_path: Path) -> None:
+    images, labels = ring_set()
+    source, output = tmp_path / "digits.npz", tmp_path / "out.npz"
+    np.savez(source, digits=images, labels=labels)
+    with pytest.raises(SystemExit, match="is gone"):  # its parent is not the one named
+        robustness._render_group(str(source), str(output), "0", str(os.getppid() + 1), "1")
+    assert not output.exists()
+    robustness._render_group(str(source), str(output), "0", str(os.getppid()), "1")
+    with np.load(output) as stored:
+        thick = robustness.render_transform(images, labels, 1, 0)[0]
+        assert np.array_equal(stored["1.digits"], thick)

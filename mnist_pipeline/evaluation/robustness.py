@@ -22,18 +22,21 @@ larger canvas (as a phone photo or a scan of one digit does), then distorts it o
 (distortions.py has the building blocks of the last eight) and the result goes through the same
 preprocessing `predict` uses (preprocess.py). Every random choice comes from one seed, so the
 set is the same on every run. Torch-free (numpy + Pillow). Each transformation draws from its own
-generator, so a large set is rendered by one process per CPU core with the same result: the
-others run this module (`python -m mnist_pipeline.evaluation.robustness`), which imports no more
-than it needs, where a multiprocessing pool would import the caller's main module again.
+generator, so a large set is rendered by several processes with the same result: the caller's
+draws one share while fresh interpreters (`python -I -c`, with the caller's exact sys.path, so
+the same code; a multiprocessing pool would import the caller's main module again) draw the
+others; one that fails, hangs or cannot start has its share drawn by the caller instead.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +54,12 @@ LOSSY = frozenset({"jpeg"})  # saved as JPEG; the others as PNG (lossless)
 UPSCALE = 4
 INK_THRESHOLD = [255 if v > 64 else 0 for v in range(256)]  # the ink's bounding box: v > 64
 PARALLEL_FROM = 1_500  # renderings (per_transform x transformations) worth starting processes
+MAX_PROCESSES = 4  # the caller's and 3 more at most (15 uneven shares gain little beyond)
+RENDERER_GRACE_S = 60.0  # a renderer may take this long, or 5x the caller's own share, to finish
+CHILD = (  # a renderer process: the caller's sys.path, then _render_group(source, output, ...)
+    "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+    "from mnist_pipeline.evaluation.robustness import _render_group; _render_group(*sys.argv[2:])"
+)
 
 
 def _ink(digit: np.ndarray, transform: str, rng: np.random.Generator) -> Image.Image:
@@ -162,84 +171,96 @@ def robustness_set(
     """transformation -> (preprocessed float32 digits [n, 28, 28], labels [n]) for the first
     `per_transform` digits of a fixed random order, each transformation with its own draws.
     A rendering that preprocessing refuses (it found no ink) gets the label -1: a miss.
-    `workers` processes share the transformations (0: one per core for a set of at least
-    PARALLEL_FROM renderings, else this process alone); the result is the same for any number."""
+    `workers` processes share the transformations (0: one per core, at most MAX_PROCESSES, for
+    a set of at least PARALLEL_FROM renderings, else this process alone); the result is the
+    same for any number."""
+    if workers < 0:
+        raise ValueError(f"workers must be 0 (automatic) or more, not {workers}")
     order = np.random.default_rng(seed).permutation(len(labels))[:per_transform]
     digits, wanted = images[order], labels[order]
     if workers == 0:
-        workers = cpu_count() if len(order) * len(TRANSFORMS) >= PARALLEL_FROM else 1
+        large = len(order) * len(TRANSFORMS) >= PARALLEL_FROM
+        workers = min(cpu_count(), MAX_PROCESSES) if large else 1
     workers = min(workers, len(TRANSFORMS))
     groups = [list(range(len(TRANSFORMS)))[i::workers] for i in range(workers)]
-    rendered: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    with tempfile.TemporaryDirectory(prefix="robustness-") as tmp:
-        started = _start(digits, wanted, seed, groups[1:], Path(tmp)) if workers > 1 else []
-        try:
-            for k in groups[0]:  # this process's share, while the others render theirs
-                rendered[k] = render_transform(digits, wanted, k, seed)
-            for group, process, output in started:
-                rendered.update(_collect(group, process, output))
-        finally:  # interrupted: no renderer outlives the call (a no-op for finished ones)
-            for _, process, _ in started:
-                if process is not None:
-                    process.kill()
-                    process.wait()
-    for k in range(len(TRANSFORMS)):  # what a failed process did not render
+    rendered = _render_with_others(digits, wanted, seed, groups) if workers > 1 else {}
+    for k in range(len(TRANSFORMS)):  # this process's share (and what others failed to draw)
         if k not in rendered:
             rendered[k] = render_transform(digits, wanted, k, seed)
     return {TRANSFORMS[k]: rendered[k] for k in range(len(TRANSFORMS))}
 
 
-Started = list[tuple[list[int], subprocess.Popen | None, Path]]
+Rendered = dict[int, tuple[np.ndarray, np.ndarray]]
 
 
-def _start(
-    digits: np.ndarray, labels: np.ndarray, seed: int, groups: list[list[int]], folder: Path
-) -> Started:
-    """One `python -m` of this module per group, importing this same copy of the package."""
-    source = folder / "digits.npz"
-    np.savez(source, digits=digits, labels=labels)
-    package_parent = str(Path(__file__).resolve().parents[2])
-    path = os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
-    started: Started = []
-    for i, group in enumerate(groups):
-        output = folder / f"rendered-{i}.npz"
-        command = [sys.executable, "-m", __name__, str(source), str(output), str(seed)]
-        try:
-            process = subprocess.Popen(
-                [*command, *map(str, group)], env={**os.environ, "PYTHONPATH": path}
-            )
-        except OSError as exc:
-            print(f"warning: cannot start a robustness renderer: {exc}", file=sys.stderr)
-            process = None
-        started.append((group, process, output))
-    return started
+def _render_with_others(
+    digits: np.ndarray, labels: np.ndarray, seed: int, groups: list[list[int]]
+) -> Rendered:
+    """groups[0] drawn here while a renderer process draws each other group; what a renderer
+    did not deliver is left out (a warning says why) for the caller to draw."""
+    rendered: Rendered = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="robustness-") as tmp:
+            folder, started = Path(tmp), []
+            try:
+                np.savez(folder / "digits.npz", digits=digits, labels=labels)
+                for i, group in enumerate(groups[1:]):
+                    started.append((group, _start(folder, i, seed, group), folder / f"{i}.npz"))
+                began = time.monotonic()
+                for k in groups[0]:
+                    rendered[k] = render_transform(digits, labels, k, seed)
+                grace = max(RENDERER_GRACE_S, 5 * (time.monotonic() - began))
+                for group, process, output in started:
+                    rendered.update(_collect(group, process, output, time.monotonic() + grace))
+            finally:  # interrupted: no renderer outlives the call (a no-op for finished ones)
+                for _, process, _ in started:
+                    process.kill()
+                    process.wait()
+    except OSError as exc:  # no temporary folder or no process to be had: draw it all here
+        print(f"warning: robustness renderers unavailable: {exc}", file=sys.stderr)
+    return rendered
+
+
+def _start(folder: Path, i: int, seed: int, group: list[int]) -> subprocess.Popen:
+    """A renderer of `group`: a fresh interpreter with this one's sys.path (so the same code),
+    isolated from PYTHON* variables; its errors go to a file the caller reports."""
+    arguments = [json.dumps(sys.path), str(folder / "digits.npz"), str(folder / f"{i}.npz")]
+    arguments += [str(seed), str(os.getpid()), *map(str, group)]
+    with open(folder / f"{i}.err", "wb") as errors:
+        return subprocess.Popen(
+            [sys.executable, "-I", "-c", CHILD, *arguments],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+        )  # fmt: skip
 
 
 def _collect(
-    group: list[int], process: subprocess.Popen | None, output: Path
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """What a renderer process wrote ({} when it failed: the caller renders it instead)."""
-    if process is None:
+    group: list[int], process: subprocess.Popen, output: Path, deadline: float
+) -> Rendered:
+    """What a renderer wrote by `deadline` ({} with a warning when it failed or ran late)."""
+    try:
+        code = process.wait(max(deadline - time.monotonic(), 0.0))
+    except subprocess.TimeoutExpired:
+        print("warning: a robustness renderer did not finish in time", file=sys.stderr)
         return {}
-    if process.wait() != 0:
-        print(f"warning: a robustness renderer exited {process.returncode}", file=sys.stderr)
+    if code != 0:
+        errors = output.with_suffix(".err").read_text(errors="replace").strip().splitlines()
+        last = f": {errors[-1]}" if errors else ""
+        print(f"warning: a robustness renderer exited {code}{last}", file=sys.stderr)
         return {}
     with np.load(output, allow_pickle=False) as stored:
         return {k: (stored[f"{k}.digits"], stored[f"{k}.labels"]) for k in group}
 
 
-def _render_group(source: str, output: str, seed: str, *ks: str) -> None:
-    """A renderer process: TRANSFORMS[k] for each k of the digits in `source`, into `output`."""
+def _render_group(source: str, output: str, seed: str, parent: str, *ks: str) -> None:
+    """A renderer process: TRANSFORMS[k] for each k of the digits in `source`, into `output`;
+    it stops early once the process that started it is gone."""
     with np.load(source, allow_pickle=False) as stored:
         digits, labels = stored["digits"], stored["labels"]
     arrays = {}
     for k in map(int, ks):
-        arrays[f"{k}.digits"], arrays[f"{k}.labels"] = render_transform(
-            digits, labels, k, int(seed)
-        )
+        if os.getppid() != int(parent):
+            raise SystemExit("the evaluate process that started this renderer is gone")
+        rendered = render_transform(digits, labels, k, int(seed))
+        arrays[f"{k}.digits"], arrays[f"{k}.labels"] = rendered
     with open(output, "wb") as handle:  # a handle: np.savez would append .npz to a name
         np.savez(handle, **arrays)
-
-
-if __name__ == "__main__":
-    _render_group(*sys.argv[1:])
