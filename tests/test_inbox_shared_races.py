@@ -273,6 +273,27 @@ def test_digits_added_on_several_hosts_count_toward_one_trigger(
     assert sync.add(on_b, b, png, "7.png", 7, "b").new is False  # the store had it: not counted
 
 
+def test_a_count_whose_answer_was_lost_is_not_counted_again(
+    location: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store applies host A's swap but A never hears so, and host B counts before A's
+    retry reads the document again (A's own retry of the PUT then finds B's bytes there):
+    A finds its write among the recent ones and stops, so the count is 5 + 1 + 2, not + 1 more."""
+    on_a, on_b = SharedInbox(location), SharedInbox(location)
+    assert on_a.count_pending(5) == (5, False)
+    applied = on_a.storage.swap
+
+    def lost_answer(key: str, data: bytes, revision: str | None) -> bool:
+        assert applied(key, data, revision)  # the store took it ...
+        assert on_b.count_pending(2) == (8, False)  # ... then another host counted ...
+        monkeypatch.setattr(on_a.storage, "swap", applied)
+        return False  # ... and this host heard only a refusal
+
+    monkeypatch.setattr(on_a.storage, "swap", lost_answer)
+    assert on_a.count_pending(1, claim_at=100) == (6, False)  # what its write counted
+    assert on_b.count_pending(0) == (8, False)
+
+
 def test_concurrent_counts_are_all_kept(location: str) -> None:
     """Compare-and-swap: 8 hosts adding at once lose none of each other's images."""
     hosts = [SharedInbox(location) for _ in range(8)]

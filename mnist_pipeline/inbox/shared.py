@@ -4,8 +4,9 @@
     <store>/labels/<sha256>.json     {"label": 7, "format": "png", "by": "...", "time": "...",
                                       "image": "images/<sha256>.<nonce>"}
     <store>/inbox.json               {"id": ...}: the store's identity (sync.py)
-    <store>/pending.json             {"pending": 12}: images added since the last retraining
-                                     event, by every host (events.py; compare-and-swap)
+    <store>/pending.json             {"pending": 12, "recent": [...]}: images added since the
+                                     last retraining event, by every host (events.py;
+                                     compare-and-swap), and what its last writes counted
 
 Images, records and the identity are created only if absent (S3: `If-None-Match: *`); the
 count is replaced by compare-and-swap (`If-Match`). The label record is the commit: a
@@ -42,6 +43,7 @@ from mnist_pipeline.registry import open_storage
 IMAGES = "images/"
 IDENTITY = "inbox.json"  # {"id": ...}: created with the store's first image, never removed
 PENDING = "pending.json"  # {"pending": n}: the retraining trigger's count, shared by every host
+RECENT_WRITES = 64  # pending.json keeps its last writes' results: a retry finds its own landed
 LABELS = "labels/"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _IMAGE_KEY = re.compile(r"^images/(?P<sha>[0-9a-f]{64})(\.[0-9a-f]{32})?$")
@@ -55,6 +57,17 @@ def image_sha256(key: str) -> str | None:
     """The image SHA-256 an image key holds bytes of (None: not an image key)."""
     named = _IMAGE_KEY.fullmatch(key)
     return None if named is None else named["sha"]
+
+
+def _pending(data: bytes | None) -> tuple[int, list[dict]]:
+    """pending.json's count and recent writes; an absent or unreadable one counts from 0."""
+    try:
+        document = json.loads(data) if data is not None else {}
+        count = max(int(document.get("pending", 0)), 0)
+        recent = [e for e in document.get("recent", []) if isinstance(e, dict) and "write" in e]
+    except (ValueError, TypeError, AttributeError):
+        return 0, []  # unreadable: counting starts again, as with the local count
+    return count, recent
 
 
 class StoreUnavailable(DataError):
@@ -200,18 +213,21 @@ class SharedInbox:
     def count_pending(self, new: int, claim_at: int | None = None) -> tuple[int, bool]:
         """Add `new` to the store's pending count by compare-and-swap (retried when another
         host changed it first): (the count, whether it was claimed), where a count that
-        reaches `claim_at` is claimed (set back to 0) in the same swap."""
+        reaches `claim_at` is claimed (set back to 0) in the same swap. A write whose answer
+        was lost is found by its id in the document's recent writes: never counted twice."""
+        write = uuid.uuid4().hex  # this call's, in every attempt's document
         while True:
             found = self._call(lambda: self.storage.read_document(PENDING))
-            try:
-                count = 0 if found is None else int(json.loads(found[0])["pending"])
-            except (ValueError, KeyError, TypeError):
-                count = 0  # unreadable: counting starts again, as with the local count
-            count = max(count, 0) + new
+            count, recent = _pending(None if found is None else found[0])
+            landed = [entry for entry in recent if entry.get("write") == write]
+            if landed:  # an earlier attempt's write landed, then another host's
+                return int(landed[0]["count"]), bool(landed[0]["claimed"])
+            count += new
             claimed = claim_at is not None and count >= claim_at
-            # a write of its own (S3 takes a refused PUT whose bytes are there for a lost answer)
-            mine = {"pending": 0 if claimed else count, "write": uuid.uuid4().hex}
-            body = json.dumps(mine).encode()
+            mine = {"write": write, "count": count, "claimed": claimed}
+            body = json.dumps(
+                {"pending": 0 if claimed else count, "recent": [*recent, mine][-RECENT_WRITES:]}
+            ).encode()
             revision = None if found is None else found[1]
             if self._call(lambda b=body, r=revision: self.storage.swap(PENDING, b, r)):
                 return count, claimed
