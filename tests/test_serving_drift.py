@@ -93,6 +93,36 @@ def test_normal_traffic_is_quiet_and_a_shift_makes_one_event(served: ServedModel
     assert value(samples, "mnist_serve_drift_psi", feature="ink") == status["psi"]["ink"]
 
 
+def test_a_shift_however_long_makes_one_event_until_traffic_is_normal_again(
+    served: ServedModel, _candidate
+) -> None:
+    """No cooldown at all: a sustained shift still makes one event; a full window judged normal
+    re-arms the monitor, and the next shift makes the second."""
+    sent: list[tuple] = []
+    params = ServeParams(drift_window=200, drift_threshold=0.25, drift_cooldown_s=0)
+    monitor = DriftMonitor(served, params, emitter=lambda *event: sent.append(event))
+    digits = contract_digits(_candidate.data_dir)
+    for _ in range(5):  # five windows of inverted digits
+        monitor.process([answered(served, 1.0 - digits)])
+    assert monitor.status()["verdict"] == "drift" and len(sent) == 1
+    monitor.process([answered(served, digits[:100])])  # half a window: still drift
+    assert monitor.status()["verdict"] == "drift"
+    monitor.process([answered(served, digits)])
+    assert monitor.status()["verdict"] == "normal" and len(sent) == 1
+    monitor.process([answered(served, 1.0 - digits)])
+    assert monitor.status()["events"] == len(sent) == 2
+
+
+def test_within_the_cooldown_a_new_shift_makes_no_event(served: ServedModel, _candidate):
+    sent: list[tuple] = []
+    params = ServeParams(drift_window=200, drift_threshold=0.25, drift_cooldown_s=3600)
+    monitor = DriftMonitor(served, params, emitter=lambda *event: sent.append(event))
+    digits = contract_digits(_candidate.data_dir)
+    for shifted in (1.0 - digits, digits, 1.0 - digits):  # shift, normal, shift again
+        monitor.process([answered(served, shifted)])
+    assert monitor.status()["verdict"] == "drift" and len(sent) == 1
+
+
 def test_a_version_without_a_reference_is_not_monitored_and_answers_as_ever(
     tmp_path: Path,
 ) -> None:
@@ -133,19 +163,24 @@ def test_a_new_served_version_starts_an_empty_window_against_its_own_reference(
     served: ServedModel, _candidate, tmp_path: Path
 ) -> None:
     monitor = DriftMonitor(served, ServeParams(drift_window=200), emitter=lambda *_: True)
+    monitor.metrics = metrics = Metrics()
     digits = contract_digits(_candidate.data_dir)
+    monitor.process([answered(served, 1.0 - digits)])
+    assert value(parse(metrics.exposition().decode()), "mnist_serve_drift_psi", feature="ink") > 1
     old = answered(served, digits[:100])
     monitor.process([old])
-    assert monitor.status()["images"] == 100 and monitor.status()["version"] == 1
+    assert monitor.status()["images"] == 200 and monitor.status()["version"] == 1
     unmeasured = candidate_in(exported_candidate(tmp_path / "v2", 4))
     register_candidate(served.registry, unmeasured, PARAMS)
     served.ref = "2"
     assert served.refresh() is True
     monitor.process([old])  # answered by v1 just before the swap: not v2's traffic
-    assert monitor.status()["images"] == 100 and monitor.status()["version"] == 1
+    assert monitor.status()["images"] == 200 and monitor.status()["version"] == 1
     monitor.process([answered(served, digits[:100])])
     state = monitor.status()
     assert state["version"] == 2 and state["images"] == 0 and state["enabled"] is False
+    samples = parse(metrics.exposition().decode())  # v1's window is not v2's: no PSI kept
+    assert all(value(samples, "mnist_serve_drift_psi", feature=f) == 0 for f in FEATURES)
     assert state["verdict"] is None and f"v2 has no {REFERENCE_FILE}" in state["problem"]
 
 

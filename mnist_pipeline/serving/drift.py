@@ -7,10 +7,11 @@ last `serve.drift_window` images answered by the served version; once full, each
 against the version's reference (`drift_reference.json`, stored when it was registered;
 monitoring/drift.py) is computed, and any over `serve.drift_threshold` is drift. Drift is
 logged, counted in /metrics and, with a Prefect API configured, emitted as the event
-`mnist.serve.drift` on `mnist.model.<name>`; after one, the next waits `serve.drift_cooldown_s`,
-so one sustained shift makes one event. A version without a reference is not monitored (the
-status says so); one whose reference could not be read (the store down) is tried again with the
-traffic that follows, every REREAD_S; a window not yet full has no verdict.
+`mnist.serve.drift` on `mnist.model.<name>`. One sustained shift makes one event, however long it
+lasts and across promotions: the next event needs a full window judged normal first, and then
+waits out `serve.drift_cooldown_s` since the last. A version without a reference is not
+monitored (the status says so); one whose reference could not be read (the store down) is tried
+again with the traffic that follows, every REREAD_S; a window not yet full has no verdict.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class DriftMonitor:
         self.problem: str | None = None  # why the served version is not monitored
         self.psi: dict[str, float] | None = None
         self.events, self.last_event, self.skipped = 0, None, 0
+        self._armed = True  # no event since the last window judged normal
+        self._event_at: float | None = None  # time.monotonic() of the last event (cooldown)
         self.seen = 0  # images the monitor's thread took in, every version (status: "seen")
         self._rows = np.zeros((self.size, len(drift.FEATURES)))
         self._filled = self._next = self._unjudged = 0
@@ -164,6 +167,8 @@ class DriftMonitor:
                 None,
             )
             self._filled = self._next = self._unjudged = 0
+        if self.metrics is not None:
+            self.metrics.drift_psi(dict.fromkeys(drift.FEATURES, 0.0))  # no window yet
 
     def _append(self, rows: np.ndarray) -> None:
         rows = rows[-self.size :]
@@ -187,11 +192,16 @@ class DriftMonitor:
         if self.metrics is not None:
             self.metrics.drift_psi(psi)
         over = sorted(name for name, value in psi.items() if value > self.threshold)
-        now = time.time()
-        if not over or (self.last_event is not None and now - self.last_event < self.cooldown_s):
+        if not over:
+            self._armed = True  # the shift is over: the next one makes an event
             return
+        now = time.monotonic()
+        cooling = self._event_at is not None and now - self._event_at < self.cooldown_s
+        if not self._armed or cooling:
+            return
+        self._armed, self._event_at = False, now
         with self._lock:
-            self.events, self.last_event = self.events + 1, now
+            self.events, self.last_event = self.events + 1, time.time()
         summary = ", ".join(f"{name} {psi[name]:.3f}" for name in over)
         summary = (
             f"v{self.version}: PSI {summary} over {self.threshold} in the last {self.size} images"
