@@ -104,6 +104,10 @@ def test_bad_requests_are_4xx_json_naming_the_problem(registry: Registry, tmp_pa
         (dict(json={"images": [[[0.5] * 28] * 27]}), 422, "must be 28x28 each"),
         (dict(json={"images": [[[2.0] * 28] * 28]}), 422, "image 0: values must be finite"),
         (dict(json={"images": [[["a"] * 28] * 28]}), 422, "arrays of numbers"),
+        (dict(json={"images": [[["0.5"] * 28] * 28]}), 422, "arrays of numbers"),
+        (dict(json={"images": [[[True] * 28] * 28]}), 422, "arrays of numbers"),
+        (dict(json={"images": [[[10**400] + [0] * 27] * 28]}), 422, "arrays of numbers"),
+        (dict(json={"images": [[[0.5] * 28] * 27, [[0.5] * 28] * 28]}), 422, "arrays of numbers"),
         (dict(json={"pictures": []}), 422, 'expected a JSON object {"images"'),
         (dict(content=b"\0" * 300_000, headers={"content-type": "image/png"}), 413, "over serve"),
     ]

@@ -106,10 +106,13 @@ def digits_from_json(body: Any, max_batch: int) -> tuple[list[str], np.ndarray]:
         raise ClientError(422, 'expected a JSON object {"images": [28x28 arrays]} (none given)')
     if len(images) > max_batch:
         raise ClientError(422, f"{len(images)} images, over serve.max_batch ({max_batch})")
-    try:
-        digits = np.asarray(images, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise ClientError(422, "images must be arrays of numbers, all 28x28") from None
+    try:  # no dtype: strings, booleans and integers beyond 64 bits are not numbers here
+        raw = np.asarray(images)
+    except (TypeError, ValueError, OverflowError):
+        raw = None
+    if raw is None or raw.dtype.kind not in "iuf":
+        raise ClientError(422, "images must be arrays of numbers, all 28x28")
+    digits = raw.astype(np.float32)
     if digits.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or digits.ndim != 3:
         raise ClientError(422, f"images must be 28x28 each; got shape {list(digits.shape)}")
     bad = np.flatnonzero(
