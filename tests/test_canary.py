@@ -67,7 +67,7 @@ def test_a_canary_that_disagrees_steps_back_and_production_answers(
     registry: Registry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     emitted = []
-    monkeypatch.setattr(canary, "emit", lambda *args: emitted.append(args))
+    monkeypatch.setattr(canary, "emit_if_configured", lambda *args: emitted.append(args))
     pool = images(400, 1)
     differ = pool[digits_of(registry, 1, pool) != digits_of(registry, 2, pool)][:30]
     assert len(differ) == 30, "the two models agree too often to build the traffic"
@@ -183,3 +183,57 @@ def test_a_real_server_steps_back_and_tells_prefect(
     (event,) = events
     assert event["resource"]["prefect.resource.id"] == f"mnist.model.{registry.name}"
     assert event["payload"]["version"] == 2 and event["payload"]["reason"] == "disagreement"
+
+
+def test_a_late_step_back_of_an_earlier_canary_leaves_the_current_ones_share(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A label that arrives for v2's answer after the alias moved to v3 steps v2 back; the
+    gauge still shows v3's share, which is still answering."""
+    from prometheus_client import CollectorRegistry
+
+    from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
+
+    sent = []
+    monkeypatch.setattr(canary, "emit_if_configured", lambda *args: sent.append(args))
+    limits = ServeParams(
+        shadow="staging", canary_percent=30, canary_min_labels=1, canary_max_error=0.5
+    )
+    judge = canary.Canary(limits, "m", seed=1)
+    judge.metrics = ChallengerMetrics(CollectorRegistry())
+    judge.metrics.canary_percent.set(30)
+    wrong = Tally(version=2)
+    wrong.label(truth=7, production=7, challenger=1)
+    judge.judge(wrong, None, current=3)
+    assert judge.percent(2) == 0 and judge.percent(3) == 30 and sent
+    assert judge.metrics.canary_percent._value.get() == 30
+    judge.judge(Tally(version=3), None, current=3)  # nothing over a limit: nothing changes
+    assert len(sent) == 1
+
+
+def test_step_back_events_need_a_prefect_api_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mnist_pipeline.pipeline import announce
+    from mnist_pipeline.serving.alias_events import emit_if_configured
+
+    sent = []
+    monkeypatch.setattr(announce, "emit", lambda *args: sent.append(args) or True)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert emit_if_configured(canary.STEPPED_BACK, "m", {}) is False and sent == []
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    assert emit_if_configured(canary.STEPPED_BACK, "m", {}) is True and len(sent) == 1
+
+
+def test_a_challenger_alias_on_productions_version_costs_no_second_inference(
+    registry: Registry,
+) -> None:
+    """Once staging is promoted both aliases name one version: nothing is shadowed or split."""
+    registry.promote(2, "production")
+    api, challenger = served_api(registry, shadow="staging", canary_percent=50)
+    try:
+        assert versions(api, images(6, 3)) == [2] * 6
+        challenger.wait_idle(30)
+        assert api.get("/model").json()["shadow"]["versions"] == {}  # no tally: no comparison
+    finally:
+        challenger.stop()

@@ -36,6 +36,16 @@ def api_configured(environ: Mapping[str, str] = os.environ) -> bool:
     return bool(environ.get("PREFECT_API_URL", "").strip())
 
 
+def emit_if_configured(event: str, model_name: str, payload: dict[str, Any]) -> bool:
+    """announce.emit when this process's environment names a Prefect API (Prefect is not
+    imported otherwise, nor a Prefect profile read); False without one."""
+    if not api_configured():
+        return False
+    from mnist_pipeline.pipeline.announce import emit
+
+    return emit(event, model_name, payload)
+
+
 def names_alias(event: Any, model_name: str, alias: str) -> bool:
     """Whether `event` (a Prefect Event) says that `alias` of `model_name` moved."""
     payload = getattr(event, "payload", None) or {}

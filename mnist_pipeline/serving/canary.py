@@ -7,7 +7,7 @@ once its disagreement with production goes over `serve.canary_max_disagreement` 
 `serve.canary_max_error` (after `serve.canary_min_labels`); another version of the alias starts
 afresh. A step back is logged, counted in /metrics and, with a Prefect API configured, emitted
 as the event `mnist.canary.stepped_back` from a background thread, so that emitting can neither
-fail nor slow a request.
+fail nor slow a request (without `PREFECT_API_URL`, Prefect is not even imported).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import random
 import threading
 
 from mnist_pipeline.core.service_params import ServeParams
-from mnist_pipeline.pipeline.announce import emit
+from mnist_pipeline.serving.alias_events import emit_if_configured
 from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
 from mnist_pipeline.serving.live import Tally
 
@@ -61,8 +61,9 @@ class Canary:
         share = self.percent(version)
         return share > 0 and self._random.random() * 100 < share
 
-    def judge(self, tally: Tally, production: int | None) -> None:
-        """Step the tally's version back if it went over a threshold (once per version)."""
+    def judge(self, tally: Tally, production: int | None, current: int | None) -> None:
+        """Step the tally's version back if it went over a threshold (once per version);
+        `current` is the challenger's version now (a late label may judge an earlier one)."""
         if self.limits.canary_percent == 0 or tally.version in self.stepped_back:
             return
         found = step_back_reason(tally, self.limits)
@@ -73,7 +74,7 @@ class Canary:
         logger.warning("canary v%d stepped back to 0 %%: %s", tally.version, why)
         if self.metrics is not None:
             self.metrics.stepped_back(tally.version, reason)
-            self.metrics.canary_percent.set(0)
+            self.metrics.canary_percent.set(self.percent(current))
         payload = {
             "version": tally.version,
             "production": production,
@@ -83,7 +84,7 @@ class Canary:
             "labelled": tally.labels,
         }
         threading.Thread(
-            target=emit, args=(STEPPED_BACK, self.model_name, payload), daemon=True
+            target=emit_if_configured, args=(STEPPED_BACK, self.model_name, payload), daemon=True
         ).start()
 
     def status(self, version: int | None) -> dict[str, object]:

@@ -93,7 +93,7 @@ class Challenger:
         """The version that answers these images and its probabilities [N, 10]. Only
         production's own failure fails the request: the challenger's is logged."""
         challenger = self.model.current
-        if challenger is None:
+        if challenger is None or challenger.version == production.version:  # nothing to try
             return production, production.probabilities(digits)
         # hashed here, not in the queue: a job holds 64 bytes per image, not the upload
         keys = [hashlib.sha256(data).hexdigest() for data in uploads or ()]
@@ -129,7 +129,7 @@ class Challenger:
                 return
             tally = self._tally(seen.version)
             tally.label(truth, seen.production, seen.challenger)
-            self.canary.judge(tally, None)
+            self.canary.judge(tally, None, self._version())
         if self.metrics is not None:
             self.metrics.label(seen.version, seen.production == truth, seen.challenger == truth)
 
@@ -191,7 +191,7 @@ class Challenger:
             # a JSON batch has no keys: its images cannot be labelled through /feedback
             for key, (ours, theirs) in zip(keys, answers, strict=False):
                 self.memory.remember(key, Answered(version, ours, theirs))
-            self.canary.judge(tally, production_version)
+            self.canary.judge(tally, production_version, self._version())
         if self.metrics is not None:
             self.metrics.compared(version, len(production), differ)
 

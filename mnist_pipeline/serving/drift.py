@@ -43,13 +43,9 @@ logger = logging.getLogger("mnist_pipeline.serve")
 def emit_drift(model_name: str, payload: dict[str, Any]) -> bool:
     """Emit the drift event when this process's environment names a Prefect API (Prefect is not
     imported otherwise); a failure is a logged warning (announce.emit)."""
-    from mnist_pipeline.serving.alias_events import api_configured
+    from mnist_pipeline.serving.alias_events import emit_if_configured
 
-    if not api_configured():
-        return False
-    from mnist_pipeline.pipeline.announce import emit
-
-    return emit(DRIFT_EVENT, model_name, payload)
+    return emit_if_configured(DRIFT_EVENT, model_name, payload)
 
 
 def drift_trigger(model_name: str) -> Any:
