@@ -16,6 +16,7 @@ from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.monitoring.drift import FEATURES, REFERENCE_FILE, parse_reference
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
+from mnist_pipeline.serving import drift as serving_drift
 from mnist_pipeline.serving.drift import DriftMonitor
 from mnist_pipeline.serving.http_api import create_app
 from mnist_pipeline.serving.metrics import Metrics
@@ -209,3 +210,23 @@ def test_a_reference_the_store_could_not_give_is_read_again_later(
     monitor.process([answered(served, digits[:100])])
     state = monitor.status()
     assert state["enabled"] is True and state["problem"] is None and state["images"] == 100
+
+
+def test_the_queue_holds_a_bounded_number_of_images_not_batches(
+    served: ServedModel, _candidate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(serving_drift, "QUEUE_IMAGES", 100)
+    monitor = DriftMonitor(served, ServeParams(drift_window=200), emitter=lambda *_: True)
+    digits = contract_digits(_candidate.data_dir)[:60]
+    batch = answered(served, digits)
+    monitor.offer(*batch)
+    monitor.offer(*batch)  # 120 > 100: skipped, its images counted
+    assert monitor.status()["skipped"] == 60
+    monitor.start(None)  # the thread empties the queue ...
+    deadline = time.monotonic() + 30
+    while monitor.status()["seen"] < 60 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    monitor.offer(*batch)  # ... so there is room again
+    while monitor.status()["seen"] < 120 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert monitor.status()["seen"] == 120 and monitor.status()["skipped"] == 60

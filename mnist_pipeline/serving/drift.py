@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 DRIFT_EVENT = "mnist.serve.drift"
 # The retraining run a drift event starts says why (its `reason` parameter, rendered by Prefect).
 DRIFT_REASON = "live traffic drifted from MNIST test: {{ event.payload.summary }}"
-QUEUE_BATCHES = 256  # answered batches waiting for the monitor's thread; more are skipped
+QUEUE_IMAGES = 16_384  # answered images waiting for the monitor's thread (~50 MB); more skipped
 REREAD_S = 30.0  # a reference that could not be read (the store down) is read again after this
 logger = logging.getLogger("mnist_pipeline.serve")
 
@@ -86,9 +86,8 @@ class DriftMonitor:
         self.seen = 0  # images the monitor's thread took in, every version (status: "seen")
         self._rows = np.zeros((self.size, len(drift.FEATURES)))
         self._filled = self._next = self._unjudged = 0
-        self._queue: queue.Queue[tuple[Loaded, np.ndarray, np.ndarray]] = queue.Queue(
-            maxsize=QUEUE_BATCHES
-        )
+        self._queue: queue.Queue[tuple[Loaded, np.ndarray, np.ndarray]] = queue.Queue()
+        self._waiting = 0  # images in the queue (bounded by QUEUE_IMAGES, under self._lock)
         self._lock = threading.Lock()  # status() reads what the thread writes
         self._retry_at: float | None = None  # when to read a reference that could not be read
 
@@ -102,19 +101,24 @@ class DriftMonitor:
             threading.Thread(target=self._loop, name="drift-monitor", daemon=True).start()
 
     def offer(self, loaded: Loaded, digits: np.ndarray, probabilities: np.ndarray) -> None:
-        """A request's answered batch; never blocks (a full queue skips it, counted)."""
+        """A request's answered batch; never blocks (a batch that does not fit in the queue's
+        QUEUE_IMAGES is skipped, its images counted)."""
         if not self.enabled:
             return
-        try:
-            self._queue.put_nowait((loaded, digits, probabilities))
-        except queue.Full:
-            self.skipped += 1
+        with self._lock:
+            if self._waiting + len(digits) > QUEUE_IMAGES:
+                self.skipped += len(digits)
+                return
+            self._waiting += len(digits)
+        self._queue.put_nowait((loaded, digits, probabilities))
 
     def _loop(self) -> None:
         while True:
             batch = [self._queue.get()]  # then whatever else waits: judged once for all
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            with self._lock:
+                self._waiting -= sum(len(digits) for _, digits, _ in batch)
             try:
                 self.process(batch)
             except Exception:  # noqa: BLE001 - the monitor goes on; requests never see it
