@@ -238,7 +238,27 @@ def test_two_workers_are_counted_as_one_server_even_under_scrapes(
             time.sleep(0.5)
         assert value(samples, "mnist_serve_requests_total", status="200", **predicted) == n
         assert value(samples, "mnist_serve_model_events_total", event="loaded") == 3
+
+        # One worker fewer (SIGTTOU to the supervisor): the removed one's served version goes.
+        supervisor = parent_of(int(next(iter(pids))))
+        os.kill(supervisor, signal.SIGTTOU)
+        deadline = time.monotonic() + 60
+        while True:
+            samples = parse(httpx.get(f"{url}/metrics", timeout=30).text)
+            left = {s.labels["pid"] for s in samples if s.name == "mnist_serve_model_version"}
+            if len(left) == 1:
+                break
+            assert time.monotonic() < deadline, f"a removed worker is still shown: {left}"
+            time.sleep(0.5)
+        assert left < pids and parent_of(int(next(iter(left)))) == supervisor
+        assert value(samples, "mnist_serve_requests_total", status="200", **predicted) == n
     assert list(temp.glob("mnist-serve-metrics-*")) == []  # removed at exit
+
+
+def parent_of(pid: int) -> int:
+    """The parent process of a live `pid` (Linux /proc)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
 
 
 @pytest.mark.slow

@@ -164,8 +164,8 @@ def multiprocess_dir() -> Iterator[str]:
 
 class Supervisor(Multiprocess):
     """uvicorn's worker supervisor that also tells prometheus-client when a worker it replaced
-    has gone, so that the dead process's `mnist_serve_model_version` is no longer shown (its
-    counters still count)."""
+    or removed (SIGTTOU) has gone, so that the dead process's live gauges are no longer shown
+    (its counters still count)."""
 
     def __init__(self, config: Config, sockets: list[socket.socket], folder: str) -> None:
         super().__init__(config, sockets)
@@ -176,6 +176,9 @@ class Supervisor(Multiprocess):
 
     def restart_all(self) -> None:
         self._marking(super().restart_all)
+
+    def handle_ttou(self) -> None:
+        self._marking(super().handle_ttou)
 
     def _marking(self, step: Callable[[], None]) -> None:
         before = {process.pid for process in self.processes}
