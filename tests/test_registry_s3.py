@@ -177,6 +177,22 @@ def test_a_stale_lease_is_taken_over_and_a_live_one_waited_for(s3_url: str) -> N
         waiting.__enter__()
 
 
+def test_a_live_holder_keeps_its_lease_past_the_time_to_live(s3_url: str) -> None:
+    """Renewals change the lease's ETag (S3's is the body's MD5), so a waiter never sees a live
+    holder's lease unchanged for a whole TTL, however long the holder keeps it."""
+    store = open_storage(s3_url)
+    key = ".leases/m/long"
+    with Lease(store, key, ttl_s=0.6, wait_s=10):
+        etags = set()
+        for _ in range(8):  # 2.4 s: four times the TTL
+            etags.add(store._get(key)[1])  # type: ignore[index]
+            time.sleep(0.3)
+        assert len(etags) >= 4  # renewed every 0.2 s, each renewal a new ETag
+        with pytest.raises(RegistryError, match="is busy"):
+            Lease(store, key, ttl_s=0.6, wait_s=2.0).__enter__()
+    assert store._get(key) is None
+
+
 def test_a_lease_taken_over_while_it_is_released_stays_with_its_new_holder(
     s3_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

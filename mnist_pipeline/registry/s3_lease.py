@@ -1,14 +1,15 @@
 """A writers' lease on an S3 bucket: the `exclusive` of s3.py.
 
 The lease is a small object created with `If-None-Match: *`. Its holder renews it every third of
-its time to live (a PUT with `If-Match` on its own ETag), so a live holder's lease keeps
-changing. A waiter that sees the same lease (by ETag) unchanged for longer than the time to live,
-measured on its own clock so hosts need not agree on the time, takes it over with `If-Match` on
-that ETag: its holder stopped renewing (it crashed, or lost the store). A lease whose holder is a
-process of this host (host name, boot and PID namespace) that no longer exists, or a lease this
-process abandoned, is taken over at once. Leaving deletes it if it is still this holder's: a
-DELETE with `If-Match` on the ETag it read, so a lease taken over between that read and the
-delete stays with its new holder.
+its time to live (a PUT with `If-Match` on its own ETag, of a body with a new renewal count: S3's
+ETag is the body's MD5, so rewriting the same bytes would not change it), so a live holder's
+lease keeps changing. A waiter that sees the same lease (by ETag) unchanged for longer than the
+time to live, measured on its own clock so hosts need not agree on the time, takes it over with
+`If-Match` on that ETag: its holder stopped renewing (it crashed, or lost the store). A lease
+whose holder is a process of this host (host name, boot and PID namespace) that no longer exists,
+or a lease this process abandoned, is taken over at once. Leaving deletes it if it is still this
+holder's: a DELETE with `If-Match` on the ETag it read, so a lease taken over between that read
+and the delete stays with its new holder.
 Registrations use it to keep identical models from becoming two versions and `models gc` to
 keep off blobs a registration is storing.
 """
@@ -46,8 +47,8 @@ class Lease:
     ) -> None:
         self.store, self.key, self.ttl_s, self.wait_s = store, key, ttl_s, wait_s
         self.owner = uuid.uuid4().hex
-        holder = {"owner": self.owner, "host": this_host(), "pid": os.getpid()}
-        self.body = json.dumps(holder).encode()
+        self.holder = {"owner": self.owner, "host": this_host(), "pid": os.getpid()}
+        self.body = json.dumps(self.holder).encode()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -81,14 +82,17 @@ class Lease:
         return self
 
     def _renew(self) -> None:
-        """Rewrite the lease every ttl/3 while held (a new ETag each time)."""
+        """Rewrite the lease every ttl/3 while held (new bytes, so a new ETag, each time)."""
+        renewals = 0
         while not self._stop.wait(self.ttl_s / 3):
             try:
                 found = self.store._get(self.key)
                 if found is None or json.loads(found[0]).get("owner") != self.owner:
                     logger.error("lease %s was taken over while held", self.key)
                     return
-                self.store._put(self.key, self.body, IfMatch=found[1])
+                renewals += 1
+                body = json.dumps({**self.holder, "renewal": renewals}).encode()
+                self.store._put(self.key, body, IfMatch=found[1])
             except (RegistryError, ValueError) as failure:  # retried at the next tick
                 logger.warning("could not renew lease %s: %s", self.key, failure)
 
