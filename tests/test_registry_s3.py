@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.errors import ParamsError, RegistryError
+from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry.backends import open_storage
@@ -218,18 +219,37 @@ def test_a_lease_taken_over_while_it_is_released_stays_with_its_new_holder(
 
 
 @pytest.mark.parametrize(
-    ("url", "problem"),
+    ("url", "problem", "in_params"),  # in_params: refused when params.yaml is read, too
     [
-        ("s3://", "names no bucket"),
-        ("s3:///prefix", "names no bucket"),
-        ("s3://Bad_Bucket/x", "'Bad_Bucket' is not a valid bucket name"),
-        ("s3://ok-bucket/a/../b", "invalid storage key"),
-        ("gs://bucket/x", "unsupported scheme 'gs'"),
+        ("s3://", "names no bucket", False),
+        ("s3:///prefix", "names no bucket", False),
+        ("s3://Bad_Bucket/x", "'Bad_Bucket' is not a valid bucket name", False),
+        ("s3://ok-bucket/a/../b", "invalid storage key", False),
+        ("gs://bucket/x", "unsupported scheme 'gs'", True),
+        ("s3:/bucket/x", "is not a URL: write s3://", True),
+        ("s3://[bucket/x", "is not a valid URL", True),
+        ("s3://bucket/x?versionId=1", "takes no \\?query or #fragment", True),
     ],
 )
-def test_malformed_locations_are_refused(url: str, problem: str) -> None:
+def test_malformed_locations_are_refused(url: str, problem: str, in_params: bool) -> None:
     with pytest.raises(RegistryError, match=problem):
         open_storage(url)
+    if in_params:
+        for section, key in (("registry", "root"), ("inbox", "shared")):
+            with pytest.raises(ParamsError, match=f"{section}.{key}: .*{problem}"):
+                parse_params({section: {key: url}}, "params.yaml")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [("AWS_PROFILE", "no-such-profile", "no-such-profile"), ("AWS_ENDPOINT_URL", "x y", "x y")],
+)
+def test_a_bad_aws_setting_is_one_line_naming_it(
+    variable: str, value: str, problem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(RegistryError, match=f"registry location 's3://models/r': .*{problem}"):
+        open_storage("s3://models/r")
 
 
 def _free_port() -> int:

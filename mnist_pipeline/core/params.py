@@ -22,7 +22,7 @@ from mnist_pipeline.core.service_params import (
     Section,
     ServeParams,
 )
-from mnist_pipeline.core.validators import load_yaml_strict
+from mnist_pipeline.core.validators import check_location, load_yaml_strict
 from mnist_pipeline.data.manifest import DEFAULT_SHA256
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
@@ -153,6 +153,11 @@ class InboxParams(Section):
     # s3://BUCKET/PREFIX (or a folder): `data add`, `data accept` and `data remove` change it
     # first, and `data sync` / the retraining flow bring data/extra/ in line with it before ingest.
     shared: str | None = Field(default=None, min_length=1)
+
+    @field_validator("shared")
+    @classmethod
+    def _shared(cls, value: str | None) -> str | None:
+        return None if value is None else check_location(value)
 
 
 class ExportParams(Section):

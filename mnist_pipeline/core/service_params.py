@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mnist_pipeline.core.validators import check_cron, check_timezone
+from mnist_pipeline.core.validators import check_cron, check_location, check_timezone
 
 
 class Section(BaseModel):
@@ -38,6 +38,12 @@ class RegistryParams(Section):
     # Optional Ed25519 signing (registry/signing.py); paths are relative to the project folder.
     signing_key: str | None = Field(default=None, min_length=1)  # PEM private key: sign cards
     trusted_keys: list[str] = Field(default_factory=list)  # PEM public keys: verify on every read
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        return check_location(value)
+
     require_signature: bool = False  # refuse unsigned versions (needs trusted_keys)
     # "required": a version the promotion rules would make production is registered as staging
     # and a retraining flow run waits (paused) up to approval_timeout_s for a person to approve

@@ -1,8 +1,11 @@
-"""Checks params.py needs beyond types and ranges: cron, time zones, strict YAML (pure, no I/O)."""
+"""Checks params.py needs beyond types and ranges: cron, time zones, storage locations, strict
+YAML (pure, no I/O)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -78,3 +81,31 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _n
 def load_yaml_strict(text: str) -> Any:
     """yaml.safe_load, but a duplicate key is a yaml.YAMLError instead of a silent overwrite."""
     return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+STORAGE_SCHEMES = ("s3", "file")
+
+
+def check_location(location: str) -> str:
+    """`location` if it is a folder path, a file:// URL or s3://BUCKET/PREFIX; ValueError naming
+    what is wrong with anything else that looks like a URL (a one-letter scheme is a Windows
+    drive: a path)."""
+    found = _SCHEME.match(location)
+    if found is None or len(found.group(1)) == 1:
+        return location
+    scheme = found.group(1).lower()
+    if scheme not in STORAGE_SCHEMES:
+        raise ValueError(
+            f"{location!r}: unsupported scheme {scheme!r} "
+            "(supported: a folder path, a file:// URL, s3://BUCKET/PREFIX)"
+        )
+    if not location[found.end() :].startswith("//"):
+        raise ValueError(f"{location!r} is not a URL: write {scheme}://... (two slashes)")
+    try:
+        parsed = urlparse(location)
+    except ValueError as exc:
+        raise ValueError(f"{location!r} is not a valid URL: {exc}") from None
+    if parsed.query or parsed.fragment or location.endswith(("?", "#")):
+        raise ValueError(f"{location!r}: a storage location takes no ?query or #fragment")
+    return location

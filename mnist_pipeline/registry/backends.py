@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.validators import check_location
 from mnist_pipeline.registry.local import LocalFolder
 from mnist_pipeline.registry.storage import Storage
 
@@ -17,7 +18,10 @@ def open_storage(location: str | Path, role: str = "registry") -> Storage:
     schemes are refused with the list of those supported); `role` names the store in messages."""
     if isinstance(location, Path):
         return LocalFolder(location)
-    parsed = urlparse(location)
+    try:
+        parsed = urlparse(check_location(location))
+    except ValueError as exc:
+        raise RegistryError(f"{role} location {exc}") from None
     if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # "C:\..." on Windows
         return LocalFolder(Path(parsed.path if parsed.scheme == "file" else location))
     if parsed.scheme == "s3":

@@ -92,7 +92,10 @@ class S3Bucket(Storage):
             max_pool_connections=PARALLEL,
         )
         # a session per backend: boto3's default session is not safe to share across threads
-        self.client = client or boto3.session.Session().client("s3", config=config)
+        try:
+            self.client = client or boto3.session.Session().client("s3", config=config)
+        except (BotoCoreError, ValueError) as exc:  # an unknown AWS_PROFILE, a bad endpoint URL
+            raise RegistryError(f"{role} location {url!r}: {exc}") from None
         self.endpoint = self.client.meta.endpoint_url
         self._documents: dict[str, tuple[bytes, str]] = {}  # key -> (bytes, ETag) last read
 
