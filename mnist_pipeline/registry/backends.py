@@ -8,7 +8,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from mnist_pipeline.core.errors import RegistryError
-from mnist_pipeline.core.validators import check_location
 from mnist_pipeline.registry.local import LocalFolder
 from mnist_pipeline.registry.storage import Storage
 
@@ -19,13 +18,16 @@ def open_storage(location: str | Path, role: str = "registry") -> Storage:
     if isinstance(location, Path):
         return LocalFolder(location)
     try:
-        parsed = urlparse(check_location(location))
+        parsed = urlparse(location)
     except ValueError as exc:
-        raise RegistryError(f"{role} location {exc}") from None
+        raise RegistryError(f"{role} location {location!r} is not a valid URL: {exc}") from None
     if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # "C:\..." on Windows
         return LocalFolder(Path(parsed.path if parsed.scheme == "file" else location))
     if parsed.scheme == "s3":
         from mnist_pipeline.registry.s3 import S3Bucket  # boto3: the optional [s3] extra
+
+        if not location.startswith("s3://"):  # s3:/bucket would otherwise name no bucket
+            raise RegistryError(f"{role} location {location!r} is not a URL: write s3://...")
 
         return S3Bucket(location, role=role)
     raise RegistryError(

@@ -52,6 +52,10 @@ def parse_url(url: str, role: str = "registry") -> tuple[str, str]:
     """(bucket, prefix) of `s3://bucket/prefix` (RegistryError naming what is wrong; `role`: what
     the store holds, for the message)."""
     parsed = urlparse(url)
+    if parsed.query or parsed.fragment or url.endswith(("?", "#")):
+        raise RegistryError(
+            f"{role} location {url!r}: a storage location takes no ?query or #fragment"
+        )
     bucket, prefix = parsed.netloc, parsed.path.strip("/")
     if not bucket:
         raise RegistryError(f"{role} location {url!r} names no bucket (s3://BUCKET/PREFIX)")
