@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
@@ -161,3 +162,52 @@ def test_disk_full_after_commit_reports_the_committed_version_truthfully(
     stored = json.loads(registry.storage.read(f"{MODEL}/aliases.json"))
     assert stored["aliases"] == {"production": 2, "staging": 3} and stored["last_version"] == 3
     assert registry.verify() == []
+
+
+def test_a_store_down_right_after_the_commit_still_reports_the_version(
+    registry: Registry, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading the state back fails too: the committed version is reported, with a warning."""
+    register_candidate(registry, make(1, accuracy=0.98), PARAMS)
+
+    def down(*args, **kwargs):
+        raise RegistryError("registry at http://store: connection refused")
+
+    def down_from_now(*args, **kwargs):  # the first swap comes after the card's commit
+        patch.setattr(LocalFolder, "read_document", down)
+        down()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalFolder, "swap", down_from_now)
+        done = register_candidate(registry, make(2, accuracy=0.99), PARAMS)
+    assert (done.version, done.alias) == (2, "production") and "connection refused" in done.warning
+    assert registry.aliases() == {"production": 2}  # the card's decision, replayed
+
+
+def disk_error(*args, **kwargs):
+    raise OSError(errno.EIO, "Input/output error")
+
+
+def test_a_card_the_store_fails_to_give_during_a_replay_is_not_passed_over(
+    registry: Registry, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v2 is committed but its decision not yet recorded; a promotion that replays it while the
+    store fails to read its card fails, and v2 keeps its decision for the next change."""
+    register_candidate(registry, make(1, accuracy=0.98), PARAMS)
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalFolder, "swap", disk_error)
+        register_candidate(registry, make(2, accuracy=0.99), PARAMS)  # aliases.json not written
+    read = LocalFolder.read
+
+    def flaky(self: LocalFolder, key: str) -> bytes | None:
+        if key.endswith("/v2/card.json"):
+            raise RegistryError("registry at http://store: read timed out")
+        return read(self, key)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalFolder, "read", flaky)
+        with pytest.raises(RegistryError, match="read timed out"):
+            registry.promote(1, "staging")
+    registry.promote(1, "staging")  # the store answers again: v2's decision is recorded first
+    stored = json.loads(registry.storage.read(f"{MODEL}/aliases.json"))
+    assert stored["aliases"] == {"production": 2, "staging": 1} and stored["last_version"] == 2

@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any
 
+from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.registry import Registration, Registry, default_actor
 
@@ -79,7 +80,10 @@ def registered(registry: Registry, registration: Registration, actor: str) -> No
     was stored)."""
     if not registration.registered:
         return
-    events = registry.alias_log()["events"]
+    try:
+        events = registry.alias_log()["events"]
+    except (OSError, RegistryError):  # the store down since the commit: no previous to name
+        events = []
     mine = [e for e in events if e.get("action") == "register"]
     found = next((e for e in reversed(mine) if e.get("version") == registration.version), {})
     previous = found.get("previous")

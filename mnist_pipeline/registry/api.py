@@ -243,8 +243,11 @@ class Registry:
         for version in self.version_numbers() if versions is None else versions:
             if version <= state.last_version:
                 continue
+            # The store failing propagates (the swap fails; the next change replays it): only a
+            # card that cannot be trusted is passed over.
+            data = self.storage.read(keys.card_key(self.name, version))
             try:
-                decision = self._card(version)["decision"]
+                decision = self._checked_card(version, data)[0]["decision"]
                 alias, reason = applicable(decision, state)
                 evidence = {k: v for k, v in decision.items() if k not in DECISION_FIELDS}
                 if version != own:

@@ -225,13 +225,17 @@ def _apply_decision(
     try:
         state = _swap_aliases(registry, lambda state: state, actor, version)
     except (OSError, RegistryError) as exc:  # committed: say so, do not report a failure
-        state = registry.state()
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         warning = (
             f"{keys.ALIASES_FILE} could not be updated ({why}); v{version}'s "
             "decision is in its card, applies from now on, and is written by the next change"
         )
-    event = next((e for e in reversed(state.events) if e.get("version") == version), None)
+        try:
+            state = registry.state()
+        except (OSError, RegistryError):  # the store is still down: the submission's decision
+            state = None
+    events = [] if state is None else state.events
+    event = next((e for e in reversed(events) if e.get("version") == version), None)
     alias = str(event["alias"]) if event else submission.decision.alias
     reason = str(event["reason"]) if event else submission.decision.reason
     return Registration(
@@ -239,7 +243,7 @@ def _apply_decision(
         version=version,
         alias=alias,
         reason=reason,
-        aliases=tuple(state.aliases_of(version)),
+        aliases=() if state is None else tuple(state.aliases_of(version)),
         champion=submission.decision.champion,
         warning=warning,
     )
@@ -291,7 +295,7 @@ def _existing(registry: Registry, version: int, why: str) -> Registration:
         version=version,
         alias=", ".join(state.aliases_of(version)) or "no alias",
         reason=why,
-        aliases=tuple(state.aliases_of(version)),
+        aliases=() if state is None else tuple(state.aliases_of(version)),
         champion=state.aliases.get(PRODUCTION),
         registered=False,
     )
