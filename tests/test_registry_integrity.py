@@ -124,3 +124,17 @@ def test_verify_cross_checks_the_card_against_its_reports(registry: Registry, ma
         "v1: the card's accuracy 0.999 is not metrics.json's 0.95",
         "v2: parity.json checked another model.onnx than the card's",
     ]
+
+
+@pytest.mark.parametrize("bad", [12345, None, "not-a-digest", "A" * 64])
+def test_a_resealed_card_with_a_malformed_hash_is_one_problem_not_a_crash(
+    registry: Registry, make, bad: object
+) -> None:
+    register_candidate(registry, make(1, accuracy=0.95), PARAMS)
+    register_candidate(registry, make(2, accuracy=0.96), PARAMS)
+    reseal(registry, 1, lambda card: card["files"].update({"model.onnx": bad}))
+    (problem,) = registry.verify()
+    assert "v1: card.json lists 'model.onnx' without a SHA-256" in problem
+    with pytest.raises(RegistryError, match="without a SHA-256"):
+        registry.card(1)
+    assert registry.card(2)["version"] == 2  # the other version is unaffected
