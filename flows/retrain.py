@@ -175,7 +175,7 @@ def retrain(
     shared = Layout(project)  # the verified dataset (fetched under a lock) and the registry
     layout = Layout.for_run(project, run_folder_name()) if isolated else shared
     if isolated:
-        layout.root.mkdir(parents=True)
+        layout.root.mkdir(parents=True, exist_ok=True)  # a retry of this flow run goes on there
         runs.prune(project, params.schedule.keep_runs, current=layout.root)
     print(f"run folder: {layout.root}")
     timings: dict[str, float] = {}

@@ -63,3 +63,19 @@ def test_snapshot_survives_the_shared_files_being_replaced(
     write_data_dir(tiny_data_dir, {**tiny_files, "t10k-labels-idx1-ubyte": b"other"})
     with pytest.raises(DataError, match="changed while it was being snapshotted"):
         runs.snapshot_dataset(tiny_data_dir, Layout.for_run(tmp_path, "r3").data_dir, sha)
+
+
+def test_a_retried_run_snapshots_into_its_own_folder_again(
+    tmp_path: Path, tiny_data_dir: Path, tiny_files: dict[str, bytes]
+) -> None:
+    """A retry of a flow run has the same run folder: its snapshot is kept when whole and made
+    again when not (a hard link onto itself used to fail)."""
+    sha = {name: hashlib.sha256(data).hexdigest() for name, data in tiny_files.items()}
+    run = Layout.for_run(tmp_path, "r1")
+    runs.snapshot_dataset(tiny_data_dir, run.data_dir, sha)
+    runs.snapshot_dataset(tiny_data_dir, run.data_dir, sha)  # the retry: nothing to do
+    spoilt = next(iter(tiny_files))
+    (run.data_dir / spoilt).unlink()
+    (run.data_dir / spoilt).write_bytes(b"half a file")
+    runs.snapshot_dataset(tiny_data_dir, run.data_dir, sha)
+    assert {n: (run.data_dir / n).read_bytes() for n in tiny_files} == tiny_files
