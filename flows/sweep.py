@@ -39,16 +39,24 @@ REGISTER_DEPLOYMENT = "mnist-retrain/weekly"
 POLL_S = 2.0
 
 
-def wait_all(client: SyncPrefectClient, ids: list[UUID], timeout_s: float) -> list[FlowRun]:
-    """The flow runs `ids` once every one is final. After `timeout_s`, those still going are
+def wait_all(
+    client: SyncPrefectClient, ids: list[UUID], timeout_s: float, paused_is_done: bool = False
+) -> list[FlowRun]:
+    """The flow runs `ids` once every one is final (or, with `paused_is_done`, paused: a
+    registration waiting for a person's approval). After `timeout_s`, those still going are
     cancelled (a worker stops their process) and a PipelineError names them."""
+
+    def done(run: FlowRun) -> bool:
+        state = run.state
+        return state is not None and (state.is_final() or (paused_is_done and state.is_paused()))
+
     deadline = time.monotonic() + timeout_s
     while True:
         runs = [client.read_flow_run(i) for i in ids]
-        if all(r.state is not None and r.state.is_final() for r in runs):
+        if all(done(r) for r in runs):
             return runs
         if time.monotonic() > deadline:
-            waiting = [r for r in runs if r.state is None or not r.state.is_final()]
+            waiting = [r for r in runs if not done(r)]
             why = f"sweep: not finished after {timeout_s:.0f} s"
             for run in waiting:  # never left training for nobody
                 client.set_flow_run_state(run.id, Cancelling(message=why), force=True)
@@ -120,8 +128,10 @@ def sweep(
         best = pick_best(trials)  # fails only when no trial succeeded
         print("\n".join(["trials (* best by validation accuracy):", *summary_lines(trials, best)]))
         final_id = start_child(register_deployment, params_file, best.config, False, "winner")
-        (final,) = wait_all(client, [final_id], timeout_s)
-        if not final.state.is_completed():
+        # registered and paused for approval (registry.approval: required) is a result too
+        (final,) = wait_all(client, [final_id], timeout_s, paused_is_done=True)
+        awaiting = final.state.is_paused()
+        if not (final.state.is_completed() or awaiting):
             raise PipelineError(
                 f"sweep: registering run {final.name} {final.state.name}: {final.state.message}"
             )
@@ -133,6 +143,8 @@ def sweep(
     if reproduced is False:  # e.g. a worker with another CPU: its own weights are registered
         logger.warning("sweep: the registering run's weights differ from the trial's")
     outcome = final.state.message if version is None else f"v{version}"
+    if awaiting:
+        outcome += ", awaiting approval (the registering run is paused until answered)"
     print(f"best grid[{best.index}] {best.config}: run {final.name}: {outcome}")
     return {
         "best": best.index,

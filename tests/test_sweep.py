@@ -265,3 +265,26 @@ def test_children_still_going_at_the_timeout_are_cancelled(tiny_workdir: Path) -
         state.type.value in ("CANCELLING", "CANCELLED")
         and "not finished after 0 s" in state.message
     )
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_registering_run_paused_for_approval_is_a_result_not_a_timeout(
+    tiny_workdir: Path,
+) -> None:
+    """With registry.approval: required the winner registers, then pauses for a person: the
+    sweep takes that as done (it used to wait out its timeout and cancel the run)."""
+    from prefect import flow as prefect_flow
+    from prefect.states import Paused
+
+    @prefect_flow(name="awaiting-approval")
+    def awaiting() -> None: ...
+
+    with get_client(sync_client=True) as client:
+        paused = client.create_flow_run(awaiting)
+        client.set_flow_run_state(paused.id, Paused(timeout_seconds=3600), force=True)
+        (run,) = sweep_module.wait_all(client, [paused.id], timeout_s=30, paused_is_done=True)
+        assert run.state.is_paused()
+        assert client.read_flow_run(paused.id).state.is_paused()  # nothing cancelled
+        with pytest.raises(PipelineError, match="cancelled"):  # a trial paused is not done
+            sweep_module.wait_all(client, [paused.id], timeout_s=0)
