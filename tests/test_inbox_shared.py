@@ -98,6 +98,15 @@ def test_one_image_with_two_labels_never_trains(location: str, tmp_path: Path) -
     assert sync.sync(shared, c, "test").downloaded == [mine.sha256]
     assert labels(c) == [(7, mine.sha256)]
 
+    d = tmp_path / "d" / "extra"  # the store's label replaced by hand here, not with the CLI
+    sync.sync(shared, d, "test")
+    ((_, path),) = store.listing(d)[0]
+    path.unlink()  # the store's 7 deleted here by hand, and the image added again as a 2
+    hand = store.add(d, png, "mine.png", 2).entry
+    got = sync.sync(shared, d, "test")
+    assert got.conflicts == [mine.sha256] and got.downloaded == []  # never deleted silently
+    assert sorted(lab for lab, _ in labels(d)) == [2, 7] and hand.path.is_file()
+
 
 def test_an_accept_the_store_refuses_moves_nothing(location: str, tmp_path: Path) -> None:
     shared = SharedInbox(location)

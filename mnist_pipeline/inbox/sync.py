@@ -6,8 +6,10 @@ and this folder second. `sync` then brings the folder in line with the store, us
 host has ever seen there (data/.extra.shared.json: image SHA-256 -> the label it last saw):
 
     store and here, same label     nothing
-    store and here, other label    seen before: the store's label replaces this one (relabelled
-                                   elsewhere); never seen: both kept, so ingest refuses the image
+    store and here, other label    here as last seen, the store's since changed: the store's
+                                   label replaces this one (relabelled elsewhere); otherwise
+                                   (never seen, or changed here by hand): both kept, so ingest
+                                   refuses the image until one is removed with `data remove`
     store only                     downloaded (SHA-256 checked); a file missing here (an older
                                    snapshot restored) never removes anything from the store
     here only                      seen before: removed elsewhere, so deleted here; never seen (a
@@ -252,7 +254,8 @@ def _sync_one(
                 return
             if record.label not in labels:
                 incoming.take(shared, inbox, sha, record, staged)
-            if len(labels) == 1 and sha in seen:  # relabelled elsewhere: the store's label
+            relabelled = seen.get(sha) in labels and seen.get(sha) != record.label
+            if len(labels) == 1 and relabelled:  # changed elsewhere since seen: the store's
                 for entry in local:
                     entry.path.unlink(missing_ok=True)
                 result.downloaded.append(sha)
