@@ -175,7 +175,8 @@ def retrain(
     shared = Layout(project)  # the verified dataset (fetched under a lock) and the registry
     layout = Layout.for_run(project, run_folder_name()) if isolated else shared
     if isolated:
-        layout.root.mkdir(parents=True, exist_ok=True)  # a retry of this flow run goes on there
+        # held while this flow runs: the lock is released when `_holding` goes, at its end
+        _holding = runs.running(layout.root)  # noqa: F841 - prune never deletes it meanwhile
         runs.prune(project, params.schedule.keep_runs, current=layout.root)
     print(f"run folder: {layout.root}")
     timings: dict[str, float] = {}

@@ -79,3 +79,13 @@ def test_a_retried_run_snapshots_into_its_own_folder_again(
     (run.data_dir / spoilt).write_bytes(b"half a file")
     runs.snapshot_dataset(tiny_data_dir, run.data_dir, sha)
     assert {n: (run.data_dir / n).read_bytes() for n in tiny_files} == tiny_files
+
+
+def test_a_run_still_going_keeps_its_folder_however_old(tmp_path: Path) -> None:
+    """More runs at once than `keep` (a sweep's trials): the oldest, still running, stays."""
+    folders = make_runs(tmp_path, 4)
+    holding = runs.running(folders[0])  # the oldest run is still going
+    assert runs.prune(tmp_path, keep=1, current=folders[3]) == folders[1:3][::-1]
+    assert folders[0].is_dir()
+    holding.release()  # it finished: the next prune may take it
+    assert runs.prune(tmp_path, keep=1, current=folders[3]) == [folders[0]]

@@ -7,6 +7,8 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.layout import RUNS_DIR
 from mnist_pipeline.data.manifest import file_sha256
@@ -36,11 +38,34 @@ def snapshot_dataset(shared: Path, target: Path, sha256: Mapping[str, str]) -> N
             raise DataError(f"{shared / name} changed while it was being snapshotted: fetch again")
 
 
-def prune(project: Path, keep: int, current: Path | None = None) -> list[Path]:
-    """Delete all but the `keep` newest run folders (by modification time); never `current`.
+RUNNING_LOCK = ".running.lock"  # held by the run working in the folder (`running`)
 
-    Returns the folders deleted. A run that is still going has a fresh folder, so with `keep`
-    at least the deployment's concurrency limit no running run loses its folder.
+
+def running(folder: Path) -> FileLock:
+    """Hold `folder`'s run lock until the returned lock is released or this process ends (an
+    OS file lock: a crashed run's folder is prunable again at once)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / RUNNING_LOCK)
+    lock.acquire()
+    return lock
+
+
+def _in_use(folder: Path) -> bool:
+    """Whether a run holds `folder`'s run lock now."""
+    if not (folder / RUNNING_LOCK).exists():
+        return False
+    try:
+        with FileLock(folder / RUNNING_LOCK, timeout=0):
+            return False
+    except Timeout:
+        return True
+
+
+def prune(project: Path, keep: int, current: Path | None = None) -> list[Path]:
+    """Delete all but the `keep` newest run folders (by modification time); never `current`,
+    nor the folder of a run still going (its run lock held, whatever its age).
+
+    Returns the folders deleted.
     """
     folder = project / RUNS_DIR
     if not folder.is_dir():
@@ -50,7 +75,7 @@ def prune(project: Path, keep: int, current: Path | None = None) -> list[Path]:
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )
-    doomed = runs[max(keep - (current is not None), 0) :]
+    doomed = [p for p in runs[max(keep - (current is not None), 0) :] if not _in_use(p)]
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
     return doomed
