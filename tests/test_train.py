@@ -236,6 +236,24 @@ def test_checkpoint_with_other_params_is_not_resumed(
     assert same_weights(weights(layout.state_dict), run(tmp_path, "new", new))
 
 
+def test_checkpoint_of_other_training_code_is_not_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Interrupted, then the code changed (a pull, a fix): the state of the old code is not
+    carried into weights whose record names the new code."""
+    from mnist_pipeline.training import fingerprint
+
+    layout = project(tmp_path / "recoded")
+    with monkeypatch.context() as patch:
+        interrupt_in_epoch(patch, 2)
+        with pytest.raises(Interrupt):
+            train(MODEL, params(), layout)
+    monkeypatch.setattr(fingerprint, "code_sha256", lambda *args: "0" * 64)
+    result = train(MODEL, params(), layout)
+    assert result.resumed_from == 0 and result.epochs_run == 3
+    assert "different training code; starting fresh" in capsys.readouterr().err
+
+
 def test_failed_run_leaves_previous_outputs(
     tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -121,9 +121,10 @@ def history_csv(history: list[dict[str, float]], columns: tuple[str, ...] = HIST
     return out.getvalue()
 
 
-def identity(fingerprint: dict[str, Any]) -> dict[str, Any]:
+def identity(fingerprint: dict[str, Any], precision: str) -> dict[str, Any]:
     """What makes two runs the same run (a checkpoint resumes only its own): the dotted params
-    that shape the weights and the data, from the run's inputs fingerprint."""
+    that shape the weights, the data and the training code, from the run's inputs fingerprint,
+    and the precision `train.precision` resolved to here."""
     flat = {
         f"{name}.{key}": value
         for name, keys in fingerprint["params"].items()
@@ -133,6 +134,8 @@ def identity(fingerprint: dict[str, Any]) -> dict[str, Any]:
         "params": flat,
         "dataset_sha256": fingerprint["dataset_sha256"],
         "extra_sha256": fingerprint["extra_sha256"],
+        "code_sha256": fingerprint["code_sha256"],
+        "precision": precision,
     }
 
 
@@ -161,7 +164,7 @@ def train(
                 f"(the training split has {n})"
             )
         fingerprint = training_fingerprint(model, params, data_dir, layout.extra_dir)
-        run_identity = identity(fingerprint)
+        run_identity = identity(fingerprint, precision)
         images, labels = normalise(mnist.train_images), mnist.train_labels
         train_idx, val_idx = loop.split_indices(
             n, params.val_size, torch.Generator().manual_seed(params.seed)
