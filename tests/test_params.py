@@ -122,6 +122,22 @@ def test_overrides_are_validated_like_the_file(tmp_path: Path) -> None:
         load_params(path, {"train.arch": "classic"}, environ={})
 
 
+def test_deeper_dotted_overrides_change_one_key_and_keep_the_files_others(tmp_path: Path) -> None:
+    path = write(tmp_path, "train:\n  epochs: 3\n  augment:\n    rotate_deg: 5\n    scale: 0.2\n")
+    raw = yaml.safe_load(path.read_text())
+    params = parse_params(raw, "params.yaml", {"train.augment.rotate_deg": 12})
+    assert (params.train.augment.rotate_deg, params.train.augment.scale) == (12, 0.2)
+    assert raw["train"]["augment"]["rotate_deg"] == 5  # the caller's mapping is untouched
+    with pytest.raises(ParamsError, match="train.augment.rotate_deg"):
+        load_params(path, {"train.augment.rotate_deg": 500}, environ={})
+    with pytest.raises(ParamsError, match="'train.epochs.x': train.epochs is no mapping"):
+        load_params(path, {"train.epochs.x": 1}, environ={})
+    with pytest.raises(ParamsError, match="unknown key"):
+        load_params(path, {"train.augment.spin": 1}, environ={})
+    with pytest.raises(ParamsError, match="expected 'section.key'"):
+        load_params(path, {"train..epochs": 1}, environ={})
+
+
 def test_sha256_table_must_name_the_four_files() -> None:
     with pytest.raises(ParamsError, match="data.sha256"):
         parse_params({"data": {"sha256": {"x": "0" * 64}}})

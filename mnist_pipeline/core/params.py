@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -235,18 +236,20 @@ def _describe(error: ValidationError, source: str) -> str:
 
 
 def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    """Set each dotted key (`section.key`, or deeper: `train.augment.rotate_deg`) in `raw`."""
     for dotted, value in overrides.items():
-        parts = dotted.split(".")
-        if len(parts) != 2 or not all(parts):
-            raise ParamsError(f"override {dotted!r}: expected 'section.key'")
-        section, key = parts
+        *path, key = parts = dotted.split(".")
+        if len(parts) < 2 or not all(parts):
+            raise ParamsError(f"override {dotted!r}: expected 'section.key' (or deeper)")
         if dotted in MOVED_KEYS:
             raise ParamsError(f"override {dotted!r}: moved to {MOVED_KEYS[dotted]}")
-        if section not in Params.model_fields:
-            raise ParamsError(f"override {dotted!r}: unknown section {section!r}")
-        target = raw.setdefault(section, {})
-        if not isinstance(target, dict):
-            raise ParamsError(f"params section {section!r} must be a mapping")
+        if parts[0] not in Params.model_fields:
+            raise ParamsError(f"override {dotted!r}: unknown section {parts[0]!r}")
+        target = raw
+        for depth, name in enumerate(path, 1):
+            target = target.setdefault(name, {})
+            if not isinstance(target, dict):
+                raise ParamsError(f"override {dotted!r}: {'.'.join(parts[:depth])} is no mapping")
         target[key] = value
 
 
@@ -258,7 +261,7 @@ def parse_params(
         raw = {}
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: top level must be a mapping of sections")
-    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    raw = copy.deepcopy(raw)  # overrides change the copy, never the caller's mapping
     _check_moved(raw, source)
     _apply_overrides(raw, overrides or {})
     try:
