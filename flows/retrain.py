@@ -174,11 +174,22 @@ def retrain(
     publish_params(params)
     shared = Layout(project)  # the verified dataset (fetched under a lock) and the registry
     layout = Layout.for_run(project, run_folder_name()) if isolated else shared
-    if isolated:
-        # held while this flow runs: the lock is released when `_holding` goes, at its end
-        _holding = runs.running(layout.root)  # noqa: F841 - prune never deletes it meanwhile
-        runs.prune(project, params.schedule.keep_runs, current=layout.root)
     print(f"run folder: {layout.root}")
+    if not isolated:
+        return _stages(params, shared, layout, force, trial, started)
+    holding = runs.running(layout.root)  # prune never deletes the folder of a run still going
+    try:
+        runs.prune(project, params.schedule.keep_runs, current=layout.root)
+        return _stages(params, shared, layout, force, trial, started)
+    finally:
+        holding.release()
+
+
+def _stages(
+    params: Params, shared: Layout, layout: Layout, force: bool, trial: bool, started: float
+) -> dict[str, Any] | State:
+    """The run's tasks in `layout`, from fetch to registration (and the approval it waits for);
+    `shared` holds the verified dataset and the registry."""
     timings: dict[str, float] = {}
     state, (_, timings["fetch"]) = _run("fetch", params, shared, [])
     if params.inbox.shared is not None:  # other hosts' digits into the project's inbox first

@@ -19,6 +19,7 @@ from flows.retrain import retrain
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.data.dataset import load_mnist
+from mnist_pipeline.pipeline import runs
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
 from tests.flow_helpers import latest_artifact, make_workdir, registry_versions
@@ -182,6 +183,10 @@ def test_a_notifier_that_is_down_does_not_change_the_outcome(
         )
     assert state.is_failed() and "stage evaluate failed" in state.message
     assert any("could not notify custom-webhook/mnist-down" in r.message for r in caplog.records)
+    # Prefect keeps the failure (and its traceback); the run's folder lock is released anyway,
+    # so a retry of the run in this process, or a later prune, is not held up by it.
+    (folder,) = (tiny_workdir / "runs").iterdir()
+    assert (folder / runs.RUNNING_LOCK).exists() and not runs._in_use(folder)
 
 
 def test_a_run_killed_mid_training_leaves_other_runs_and_the_registry_alone(

@@ -100,7 +100,7 @@ def check_location(location: str) -> str:
             f"{location!r}: unsupported scheme {scheme!r} "
             "(supported: a folder path, a file:// URL, s3://BUCKET/PREFIX)"
         )
-    if not location[found.end() :].startswith("//"):
+    if scheme == "s3" and not location[found.end() :].startswith("//"):  # file:/x is a path
         raise ValueError(f"{location!r} is not a URL: write {scheme}://... (two slashes)")
     try:
         parsed = urlparse(location)

@@ -26,7 +26,7 @@ def open_storage(location: str | Path, role: str = "registry") -> Storage:
     if parsed.scheme == "s3":
         from mnist_pipeline.registry.s3 import S3Bucket  # boto3: the optional [s3] extra
 
-        if not location.startswith("s3://"):  # s3:/bucket would otherwise name no bucket
+        if location.partition(":")[2][:2] != "//":  # s3:/bucket would otherwise name no bucket
             raise RegistryError(f"{role} location {location!r} is not a URL: write s3://...")
 
         return S3Bucket(location, role=role)

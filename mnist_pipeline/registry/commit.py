@@ -295,7 +295,7 @@ def _existing(registry: Registry, version: int, why: str) -> Registration:
         version=version,
         alias=", ".join(state.aliases_of(version)) or "no alias",
         reason=why,
-        aliases=() if state is None else tuple(state.aliases_of(version)),
+        aliases=tuple(state.aliases_of(version)),
         champion=state.aliases.get(PRODUCTION),
         registered=False,
     )
