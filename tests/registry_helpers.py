@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -24,7 +25,21 @@ from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.pipeline.candidate import Candidate
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry.local import LocalFolder
 from tests.reports import MODEL, PARAMS, metrics_report, parity_report
+
+
+def read_failing_for(suffix: str, error: Exception) -> Callable[[LocalFolder, str], bytes | None]:
+    """LocalFolder.read, but raising `error` for every key ending in `suffix` (a store that
+    fails to give one object)."""
+    read = LocalFolder.read
+
+    def flaky(self: LocalFolder, key: str) -> bytes | None:
+        if key.endswith(suffix):
+            raise error
+        return read(self, key)
+
+    return flaky
 
 
 def make_onnx(path: Path, seed: int) -> None:

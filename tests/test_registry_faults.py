@@ -19,7 +19,7 @@ from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry.local import LocalFolder
 from tests.conftest import REPO_ROOT
-from tests.registry_helpers import MODEL, PARAMS, make_candidate
+from tests.registry_helpers import MODEL, PARAMS, make_candidate, read_failing_for
 
 
 def worker(root: Path, candidate: Path, *extra: str) -> subprocess.Popen[str]:
@@ -197,15 +197,9 @@ def test_a_card_the_store_fails_to_give_during_a_replay_is_not_passed_over(
     with monkeypatch.context() as patch:
         patch.setattr(LocalFolder, "swap", disk_error)
         register_candidate(registry, make(2, accuracy=0.99), PARAMS)  # aliases.json not written
-    read = LocalFolder.read
-
-    def flaky(self: LocalFolder, key: str) -> bytes | None:
-        if key.endswith("/v2/card.json"):
-            raise RegistryError("registry at http://store: read timed out")
-        return read(self, key)
-
+    timed_out = RegistryError("registry at http://store: read timed out")
     with monkeypatch.context() as patch:
-        patch.setattr(LocalFolder, "read", flaky)
+        patch.setattr(LocalFolder, "read", read_failing_for("/v2/card.json", timed_out))
         with pytest.raises(RegistryError, match="read timed out"):
             registry.promote(1, "staging")
     registry.promote(1, "staging")  # the store answers again: v2's decision is recorded first

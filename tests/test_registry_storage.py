@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.core.imports import PACKAGE_DIR, import_closure
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Decision, Registry, Submission
@@ -19,7 +19,7 @@ from mnist_pipeline.registry.backends import open_storage
 from mnist_pipeline.registry.card import seal
 from mnist_pipeline.registry.local import LocalFolder
 from mnist_pipeline.registry.registration import ChampionMoved
-from tests.registry_helpers import PARAMS, model_dir, stored, writable
+from tests.registry_helpers import PARAMS, model_dir, read_failing_for, stored, writable
 from tests.reports import model_card
 
 ALLOWED = {"mnist_pipeline/__init__.py", "mnist_pipeline/core/__init__.py"}
@@ -182,14 +182,15 @@ def test_gc_keeps_the_files_of_a_card_it_cannot_trust(registry: Registry, make) 
     assert stored(registry, 1, "model.onnx").is_file()
 
 
-def test_versions_registered_before_blobs_are_still_read(registry: Registry, make) -> None:
-    """Schema 1: files (and card.sig) inside v<N>/; read, verified and followed by schema 2."""
-    onnx = make(1).onnx.read_bytes()
-    folder = model_dir(registry) / "v1"
+def legacy_version(registry: Registry, make, version: int = 1) -> tuple[Path, bytes]:
+    """A version as registered before blobs (schema 1, unsigned, decided against no champion):
+    its folder and ONNX bytes."""
+    onnx = make(version).onnx.read_bytes()
+    folder = model_dir(registry) / f"v{version}"
     folder.mkdir(parents=True)
     (folder / "model.onnx").write_bytes(onnx)
     fingerprint = {
-        "sha256": "f" * 64,
+        "sha256": f"{version:x}" * 64,
         "dataset_sha256": "d" * 64,
         "extra_sha256": "none",
         "code_sha256": "c" * 64,
@@ -197,20 +198,43 @@ def test_versions_registered_before_blobs_are_still_read(registry: Registry, mak
     }
     legacy = model_card(
         schema=1,
+        version=version,
         metrics={"accuracy": 0.9, "loss": 0.1, "correct": 90, "total": 100},
         fingerprint=fingerprint,
         files={"model.onnx": hashlib.sha256(onnx).hexdigest()},
     )
     del legacy["card_sha256"]
     (folder / "card.json").write_text(json.dumps(seal(legacy)))
+    return folder, onnx
+
+
+def test_versions_registered_before_blobs_are_still_read(registry: Registry, make) -> None:
+    """Schema 1: files (and card.sig) inside v<N>/; read, verified and followed by schema 2."""
+    folder, onnx = legacy_version(registry, make)
     assert registry.read_file("production", "model.onnx") == onnx
-    assert registry.version_with_fingerprint("f" * 64) == 1 and registry.verify() == []
+    assert registry.version_with_fingerprint("1" * 64) == 1 and registry.verify() == []
     done = register_candidate(registry, make(2, accuracy=0.995), PARAMS)
     assert (done.version, done.alias) == (2, "production")
     assert registry.card("2")["schema"] == 2 and registry.verify() == []
     (folder / "model.onnx").write_bytes(onnx + b"\0")
     with pytest.raises(RegistryError, match="v1: model.onnx was modified"):
         registry.read_file("1", "model.onnx")
+
+
+def test_a_store_failing_to_give_a_legacy_card_sig_fails_the_replay_not_the_version(
+    registry: Registry, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v1 and v2 predate the alias document; a promotion of v1 while the store cannot give v2's
+    card.sig fails, and v2 keeps its decision for the next change."""
+    legacy_version(registry, make, 1)
+    legacy_version(registry, make, 2)
+    timed_out = StoreError("registry at http://store: read timed out")
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalFolder, "read", read_failing_for("/v2/card.sig", timed_out))
+        with pytest.raises(StoreError, match="read timed out"):
+            registry.promote(1, "candidate")
+    registry.promote(1, "candidate")
+    assert registry.aliases() == {"production": 1, "staging": 2, "candidate": 1}
 
 
 def test_a_decision_against_a_moved_champion_is_taken_again(registry: Registry, make) -> None:

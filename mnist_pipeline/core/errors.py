@@ -37,6 +37,11 @@ class RegistryError(PipelineError):
     """A registry operation was refused (bad name, unknown version, tampered file...)."""
 
 
+class StoreError(RegistryError):
+    """The registry's store did not answer or refused a request (object storage); unlike a
+    damaged version, trying again later may succeed."""
+
+
 class StageFailed(PipelineError):
     """A pipeline stage failed inside a flow; the message names the stage, then the cause."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_pipeline.core.atomic import write_bytes
-from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry import aliases as alias_doc
 from mnist_pipeline.registry import commit, keys
 from mnist_pipeline.registry.aliases import PRODUCTION, AliasState
@@ -243,8 +243,9 @@ class Registry:
         for version in self.version_numbers() if versions is None else versions:
             if version <= state.last_version:
                 continue
-            # The store failing propagates (the swap fails; the next change replays it): only a
-            # card that cannot be trusted is passed over.
+            # The store failing, for the card or a schema-1 card.sig, propagates (the swap
+            # fails; the next change replays it): only a card that cannot be trusted is passed
+            # over.
             data = self.storage.read(keys.card_key(self.name, version))
             try:
                 decision = self._checked_card(version, data)[0]["decision"]
@@ -253,6 +254,8 @@ class Registry:
                 if version != own:
                     evidence["replayed"] = True  # its writer died before recording it
                 state.assign(alias, version, "register", reason, actor, evidence)
+            except StoreError:
+                raise
             except (RegistryError, KeyError, TypeError):
                 pass  # an unreadable card: `verify` reports it; it gets no alias
             state.last_version = version

@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry.storage import Storage, check_key
 
 try:
@@ -234,7 +234,7 @@ class S3Bucket(Storage):
             except BotoCoreError as exc:
                 raise self._failure(action, key, exc) from None
             time.sleep(0.05)
-        raise RegistryError(f"{self.location}/{key}: {action}s kept conflicting at {self.endpoint}")
+        raise StoreError(f"{self.location}/{key}: {action}s kept conflicting at {self.endpoint}")
 
     def _call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
         try:
@@ -242,22 +242,22 @@ class S3Bucket(Storage):
         except (ClientError, BotoCoreError) as exc:
             raise self._failure(method.__name__, kwargs.get("Key", ""), exc) from None
 
-    def _failure(self, action: str, key: str, exc: Exception) -> RegistryError:
+    def _failure(self, action: str, key: str, exc: Exception) -> StoreError:
         """One line naming the store, the endpoint and what went wrong."""
         where = f"{self.role} {self.location} at {self.endpoint}"
         if isinstance(exc, NoCredentialsError):
-            return RegistryError(
+            return StoreError(
                 f"{where}: no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
                 "or AWS_PROFILE)"
             )
         if isinstance(exc, ClientError):
             code, message = _code(exc), exc.response.get("Error", {}).get("Message", "")
             if code == "NoSuchBucket":
-                return RegistryError(f"{where}: bucket {self.bucket!r} does not exist")
+                return StoreError(f"{where}: bucket {self.bucket!r} does not exist")
             if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
-                return RegistryError(f"{where}: credentials refused ({code}: {message})")
-            return RegistryError(f"{where}: {action} {key!r} failed ({code}: {message})")
-        return RegistryError(f"{where}: cannot {action} {key!r}: {exc}")
+                return StoreError(f"{where}: credentials refused ({code}: {message})")
+            return StoreError(f"{where}: {action} {key!r} failed ({code}: {message})")
+        return StoreError(f"{where}: cannot {action} {key!r}: {exc}")
 
     def _check_conditions(self) -> None:
         """Refuse an endpoint that ignores If-None-Match or If-Match (once per process)."""
