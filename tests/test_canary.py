@@ -86,11 +86,12 @@ def test_a_canary_that_disagrees_steps_back_and_production_answers(
         assert scraped[("mnist_serve_canary_step_backs_total", back)] == 1
         assert scraped[("mnist_serve_canary_percent", ())] == 0
         challenger.wait_idle(30)
-        registry.promote(1, "staging")  # the alias moves: that version starts afresh
+        registry.promote(1, "staging")  # the alias moves to production's version: no canary
         assert challenger.model.refresh()
-        assert api.get("/model").json()["shadow"]["canary"]["now"] == 100
-        assert samples(api)[("mnist_serve_canary_percent", ())] == 100
-        assert versions(api, differ[:1]) == [1]  # v1 as canary
+        assert api.get("/model").json()["shadow"]["canary"]["now"] == 0
+        assert samples(api)[("mnist_serve_canary_percent", ())] == 0
+        assert versions(api, differ[:1]) == [1]
+        assert challenger.canary.percent(3) == 100  # another version would start afresh
         (event, model, payload), *more = emitted
         assert not more and event == canary.STEPPED_BACK and model == registry.name
         assert (payload["version"], payload["production"], payload["reason"]) == (
@@ -188,8 +189,8 @@ def test_a_real_server_steps_back_and_tells_prefect(
 def test_a_late_step_back_of_an_earlier_canary_leaves_the_current_ones_share(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A label that arrives for v2's answer after the alias moved to v3 steps v2 back; the
-    gauge still shows v3's share, which is still answering."""
+    """A label that arrives for v2's answer after the alias moved to v3 steps v2 back; v3
+    keeps its share (none while it is the version production serves)."""
     from prometheus_client import CollectorRegistry
 
     from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
@@ -201,14 +202,13 @@ def test_a_late_step_back_of_an_earlier_canary_leaves_the_current_ones_share(
     )
     judge = canary.Canary(limits, "m", seed=1)
     judge.metrics = ChallengerMetrics(CollectorRegistry())
-    judge.metrics.canary_percent.set(30)
     wrong = Tally(version=2)
     wrong.label(truth=7, production=7, challenger=1)
-    judge.judge(wrong, None, current=3)
+    assert judge.judge(wrong, None) is True
     assert judge.percent(2) == 0 and judge.percent(3) == 30 and sent
-    assert judge.metrics.canary_percent._value.get() == 30
-    judge.judge(Tally(version=3), None, current=3)  # nothing over a limit: nothing changes
-    assert len(sent) == 1
+    assert judge.share(3, production=1) == 30 and judge.share(3, production=3) == 0
+    assert judge.judge(Tally(version=3), None) is False  # nothing over a limit: no change
+    assert judge.judge(wrong, None) is False and len(sent) == 1  # once per version
 
 
 def test_step_back_events_need_a_prefect_api_in_the_environment(
@@ -234,6 +234,9 @@ def test_a_challenger_alias_on_productions_version_costs_no_second_inference(
     try:
         assert versions(api, images(6, 3)) == [2] * 6
         challenger.wait_idle(30)
-        assert api.get("/model").json()["shadow"]["versions"] == {}  # no tally: no comparison
+        shadow = api.get("/model").json()["shadow"]
+        assert shadow["versions"] == {}  # no tally: no comparison
+        assert shadow["canary"] == {"percent": 50, "now": 0, "stepped_back": {}}
+        assert samples(api)[("mnist_serve_canary_percent", ())] == 0
     finally:
         challenger.stop()

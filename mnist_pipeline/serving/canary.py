@@ -61,20 +61,19 @@ class Canary:
         share = self.percent(version)
         return share > 0 and self._random.random() * 100 < share
 
-    def judge(self, tally: Tally, production: int | None, current: int | None) -> None:
-        """Step the tally's version back if it went over a threshold (once per version);
-        `current` is the challenger's version now (a late label may judge an earlier one)."""
+    def judge(self, tally: Tally, production: int | None) -> bool:
+        """Step the tally's version back if it went over a threshold (once per version; a late
+        label may judge an earlier version); True if it stepped back now."""
         if self.limits.canary_percent == 0 or tally.version in self.stepped_back:
-            return
+            return False
         found = step_back_reason(tally, self.limits)
         if found is None:
-            return
+            return False
         reason, why = found
         self.stepped_back[tally.version] = why
         logger.warning("canary v%d stepped back to 0 %%: %s", tally.version, why)
         if self.metrics is not None:
             self.metrics.stepped_back(tally.version, reason)
-            self.metrics.canary_percent.set(self.percent(current))
         payload = {
             "version": tally.version,
             "production": production,
@@ -86,12 +85,18 @@ class Canary:
         threading.Thread(
             target=emit_if_configured, args=(STEPPED_BACK, self.model_name, payload), daemon=True
         ).start()
+        return True
 
-    def status(self, version: int | None) -> dict[str, object]:
+    def share(self, version: int | None, production: int | None) -> float:
+        """The share the challenger's `version` answers now: 0 as well when it is the version
+        production serves (nothing to try)."""
+        return 0.0 if version == production else self.percent(version)
+
+    def status(self, version: int | None, production: int | None) -> dict[str, object]:
         """GET /model's `canary`: the configured and current share, and the versions stepped
         back with why."""
         return {
             "percent": self.limits.canary_percent,
-            "now": self.percent(version),
+            "now": self.share(version, production),
             "stepped_back": {str(v): why for v, why in self.stepped_back.items()},
         }

@@ -55,6 +55,7 @@ class Challenger:
         self.limit = limits.shadow_queue_images
         self.canary = Canary(limits, registry.name, seed)
         self.metrics: ChallengerMetrics | None = None
+        self._production: ServedModel | None = None  # the gauge's production (count())
         self.tallies: dict[int, Tally] = {}
         self.memory = LabelMemory()
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -77,15 +78,19 @@ class Challenger:
         self.model.stop()
         self._jobs.put(None)
 
-    def count(self, metrics: ChallengerMetrics) -> None:
-        """Record into `metrics` from now on."""
+    def count(self, metrics: ChallengerMetrics, production: ServedModel) -> None:
+        """Record into `metrics` from now on; the canary share follows both the challenger's
+        alias (a new version starts afresh) and `production`'s."""
         self.metrics = self.canary.metrics = metrics
+        self._production = production
+        self.model.listeners.append(self._share_changed)
+        production.listeners.append(self._share_changed)
+        self._share_changed("counting", None)
 
-        def share(_event: str, version: int | None) -> None:  # a new version starts afresh
-            metrics.canary_percent.set(self.canary.percent(version))
-
-        self.model.listener = share
-        share("counting", self._version())
+    def _share_changed(self, _event: str = "", _version: int | None = None) -> None:
+        if self.metrics is not None and self._production is not None:
+            now = self.canary.share(self._version(), _version_of(self._production.current))
+            self.metrics.canary_percent.set(now)
 
     def answer(
         self, production: Loaded, digits: np.ndarray, uploads: list[bytes] | None
@@ -129,7 +134,9 @@ class Challenger:
                 return
             tally = self._tally(seen.version)
             tally.label(truth, seen.production, seen.challenger)
-            self.canary.judge(tally, None, self._version())
+            stepped_back = self.canary.judge(tally, None)
+        if stepped_back:
+            self._share_changed()
         if self.metrics is not None:
             self.metrics.label(seen.version, seen.production == truth, seen.challenger == truth)
 
@@ -138,21 +145,21 @@ class Challenger:
         with self._idle:
             return self._idle.wait_for(lambda: self._waiting == 0, timeout_s)
 
-    def status(self) -> dict[str, Any]:
-        """GET /model's `shadow`: the challenger followed, queue, canary and tallies."""
+    def status(self, production: int | None) -> dict[str, Any]:
+        """GET /model's `shadow`: the challenger followed, queue, canary (beside `production`,
+        the version production serves) and tallies."""
         with self._lock:
             tallies = {str(v): t.summary() for v, t in sorted(self.tallies.items())}
             waiting = self._waiting
         return {
             **self.model.status(),
             "queue": {"waiting": waiting, "limit": self.limit},
-            "canary": self.canary.status(self._version()),
+            "canary": self.canary.status(self._version(), production),
             "versions": tallies,
         }
 
     def _version(self) -> int | None:
-        current = self.model.current
-        return None if current is None else current.version
+        return _version_of(self.model.current)
 
     def _tally(self, version: int) -> Tally:
         tally = self.tallies.get(version)
@@ -191,7 +198,9 @@ class Challenger:
             # a JSON batch has no keys: its images cannot be labelled through /feedback
             for key, (ours, theirs) in zip(keys, answers, strict=False):
                 self.memory.remember(key, Answered(version, ours, theirs))
-            self.canary.judge(tally, production_version, self._version())
+            stepped_back = self.canary.judge(tally, production_version)
+        if stepped_back:
+            self._share_changed()
         if self.metrics is not None:
             self.metrics.compared(version, len(production), differ)
 
@@ -212,3 +221,7 @@ class Challenger:
     def classify(self, challenger: Loaded, digits: np.ndarray) -> np.ndarray:
         """The challenger's digits for a shadowed batch (in the shadow thread)."""
         return challenger.probabilities(digits).argmax(axis=1)
+
+
+def _version_of(loaded: Loaded | None) -> int | None:
+    return None if loaded is None else loaded.version

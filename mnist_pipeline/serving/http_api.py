@@ -220,7 +220,11 @@ def create_app(
 
     @app.get("/model")
     def model() -> dict[str, Any]:
-        shadow = None if challenger is None else challenger.status()
+        if challenger is None:
+            shadow = None
+        else:
+            loaded = served.current
+            shadow = challenger.status(None if loaded is None else loaded.version)
         return served.status() | {"shadow": shadow, "drift": drift.status()}
 
     @app.post(
@@ -267,6 +271,6 @@ def create_app(
         )
     metrics = observe(app, served, limits)  # outermost: every request, refusals included
     if challenger is not None and metrics is not None:
-        challenger.count(ChallengerMetrics(metrics.registry))
+        challenger.count(ChallengerMetrics(metrics.registry), served)
     drift.start(metrics)
     return app

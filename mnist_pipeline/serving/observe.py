@@ -135,7 +135,7 @@ def observe(app: FastAPI, served: ServedModel, limits: ServeParams) -> Metrics |
     the drift monitor; None with `serve.metrics` off)."""
     metrics = Metrics() if limits.metrics else None
     if metrics is not None:
-        served.listener = metrics.model_event
+        served.listeners.append(metrics.model_event)
         if served.current is not None:  # loaded before the app was built
             metrics.model_event("loaded", served.current.version)
 

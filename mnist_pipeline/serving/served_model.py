@@ -95,9 +95,9 @@ class ServedModel:
         self._lock = threading.Lock()  # one refresh at a time
         self._stop = threading.Event()
         self.events: AliasEvents | None = None  # the event stream followed beside the poll
-        # told each "loaded" (the first), "swapped" and "refused" (once per new problem), with
-        # the version served after it (metrics.py)
-        self.listener: Callable[[str, int | None], None] | None = None
+        # each told every "loaded" (the first), "swapped" and "refused" (once per new problem),
+        # with the version served after it (metrics.py, the challenger's canary share)
+        self.listeners: list[Callable[[str, int | None], None]] = []
 
     def refresh(self) -> bool:
         """Load the version `ref` names now if it is not the one served; True if it changed.
@@ -126,12 +126,12 @@ class ServedModel:
             return True
 
     def _tell(self, event: str) -> None:
-        if self.listener is None:
-            return
-        try:
-            self.listener(event, None if self.current is None else self.current.version)
-        except Exception:  # noqa: BLE001 - the alias is followed on regardless
-            logger.exception("the listener of %r failed", event)
+        version = None if self.current is None else self.current.version
+        for listener in self.listeners:
+            try:
+                listener(event, version)
+            except Exception:  # noqa: BLE001 - the alias is followed on regardless
+                logger.exception("a listener of %r failed", event)
 
     def _serving(self) -> str:
         return "nothing" if self.current is None else f"v{self.current.version}"
