@@ -77,3 +77,16 @@ def test_a_bar_is_rotated_not_just_moved() -> None:
     cov_xy = (ink * (rows - cy[:, None, None]) * (cols - cx[:, None, None])).sum(dim=(1, 2))
     tilted = (cov_xy.abs() / mass > 2.0).float().mean()  # an upright bar has cov_xy ~ 0
     assert tilted > 0.5 and math.isclose(float(mass.mean()), 16 * 2 * float(ink.max()), rel_tol=0.3)
+
+
+def test_the_warp_is_affine_grid_and_grid_sample_of_the_drawn_matrices() -> None:
+    """The separable grid is `affine_grid`'s, for batches of any size and both float types."""
+    import torch.nn.functional as F
+
+    for n, dtype in ((1, torch.float32), (37, torch.float32), (128, torch.float64)):
+        batch = torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(n)).to(dtype)
+        theta = random_affine(n, STRONG, torch.Generator().manual_seed(n)).to(dtype)
+        grid = F.affine_grid(theta, [n, 1, 28, 28], align_corners=False)
+        expected = F.grid_sample(batch, grid, padding_mode="border", align_corners=False)
+        warped = augment(batch, STRONG, torch.Generator().manual_seed(n))
+        assert warped.dtype == dtype and torch.allclose(warped, expected, atol=1e-5), n

@@ -36,11 +36,14 @@ def random_affine(n: int, params: AugmentParams, generator: torch.Generator) -> 
 
 
 @functools.cache
-def _base_grid(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """[H * W, 3] homogeneous output pixel coordinates (what `affine_grid` multiplies)."""
+def _axes(
+    height: int, width: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The output pixels' normalised x (by column, [W]) and y (by row, [H, 1]) coordinates,
+    as `affine_grid` computes them."""
     identity = torch.eye(2, 3, dtype=dtype, device=device)[None]
-    grid = F.affine_grid(identity, [1, 1, height, width], align_corners=False).view(-1, 2)
-    return torch.cat([grid, torch.ones(len(grid), 1, dtype=dtype, device=device)], dim=1)
+    grid = F.affine_grid(identity, [1, 1, height, width], align_corners=False)[0]
+    return grid[0, :, 0].clone(), grid[:, 0, 1, None].clone()
 
 
 def augment(
@@ -51,7 +54,11 @@ def augment(
     background margin of at least 4 pixels, so that is background (black)."""
     n, _, height, width = images.shape
     theta = random_affine(n, params, generator).to(images.device, images.dtype)
-    # affine_grid as one matmul with a cached base grid: 4x faster with deterministic algorithms.
-    base = _base_grid(height, width, images.device, images.dtype)
-    grid = torch.matmul(base, theta.mT).view(n, height, width, 2)
-    return F.grid_sample(images, grid, padding_mode="border", align_corners=False)
+    # affine_grid's (x, y, 1) @ theta.T, the same sums in the same order, from the separable
+    # coordinates: [N, 2, H, W] and viewed as [N, H, W, 2] (10x faster than one matmul here).
+    x, y = _axes(height, width, images.device, images.dtype)
+    grid = theta[:, :, 0, None, None] * x + theta[:, :, 1, None, None] * y
+    grid += theta[:, :, 2, None, None]
+    return F.grid_sample(
+        images, grid.permute(0, 2, 3, 1), padding_mode="border", align_corners=False
+    )
