@@ -10,11 +10,11 @@ different params go to the two workers; every version's card must state the accu
 gives on MNIST test, and a promotion must reach the serving host; six labelled digits added on the
 client reach both workers' ingest through the shared inbox in the bucket. Then 8 registrations and
 8 promotions at once from the two worker hosts (tests/multi_host_races.py), and two faults
-(tests/multi_host_faults.py): a worker host loses every process while its run trains (the run ends
-Crashed through the heartbeat automation, which notifies once; the other run completes; then the
-host comes back with a new worker), and the s3 host becomes unreachable before a registration
-(the run fails naming the endpoint, its hook notifies once, the same run registers once the store
-is back). Then the Prefect server's side
+(tests/multi_host_faults.py): a worker host loses every process while its run trains (the other
+run completes; the host comes back with a new worker; the killed run ends Crashed through the
+heartbeat automation, which notifies once), and, while the server waits out that run's
+heartbeats, the s3 host becomes unreachable before a registration (the run fails naming the
+endpoint, its hook notifies once, the same run registers once the store is back). Then the Prefect server's side
 (tests/multi_host_prefect.py): PostgreSQL on the db host restarts while a run trains (the run
 completes, the server still lists every earlier run), and three runs with that run's params
 complete up to date, adding no version (their trigger-to-end times go to the JSON file
@@ -46,6 +46,7 @@ from tests.multi_host_faults import (
     CRASH_SUBJECT,
     HEARTBEATS_S,
     Site,
+    ended_crashed,
     notifications,
     store_goes_down,
     told,
@@ -309,10 +310,12 @@ def test_hosts_sharing_only_a_network_train_register_and_serve(
         # faults: a worker host dies mid-run; the store goes away before a registration
         site = Site(net, client_env, logs)
         slug, block_id, received = notifications(procs, site, folders["client"])
-        crash = worker_host_dies(site, block_id, received)
-        victim = "w1" if crash["survivor"] == "w2" else "w2"
+        crash = worker_host_dies(site, block_id)
+        victim = crash["victim"]
         start_worker(victim, folders[victim] / "worker-again.log")  # the host is back
+        # while the server waits out the killed run's heartbeats, the store goes down
         store = store_goes_down(site, endpoint, slug)
+        ended_crashed(site, crash, received)
         earlier = set(client(me, client_env, "runs"))
         assert {*ids, crash["crashed"], crash["completed"], *store.values()} <= earlier
         # the database restarts mid-run; then runs whose inputs are registered train nothing
