@@ -1,11 +1,11 @@
 """The build step of prefect.yaml: which repository and commit workers clone.
 
 `prefect deploy` runs `source()` in the deploying checkout; its outputs fill the deployment's
-`git_clone` pull step, so the deployment holds a repository URL and a commit, never a path of
-the deploying machine. Refused, with one line naming the problem: no URL, a local path (a worker
-on another machine cannot clone it), a URL holding a password, or over http(s) any user part
-(often a token; the deployment would keep either in clear), a repository that cannot be read, a
-commit it does not have.
+pull step (mnist_pipeline/deployment/checkout.py), so the deployment holds a repository URL and
+a commit, never a path of the deploying machine. Refused, with one line naming the problem: no
+URL, a local path (a worker on another machine cannot clone it), a URL holding a password, or
+over http(s) any user part (often a token; the deployment would keep either in clear), a
+repository that cannot be read, a commit it does not have.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from mnist_pipeline.deployment.checkout import run_git
+
 REPO_VARIABLE = "MNIST_PIPELINE_REPO"
 # git URLs another machine can reach: scheme://host/..., or scp-like user@host:path.
 REMOTE_URL = re.compile(r"^(https?|git|ssh)://[^/]+/.+|^[\w.-]+@[\w.-]+:.+")
@@ -26,15 +28,9 @@ class SourceError(RuntimeError):
     """The deployment's source cannot be cloned by a worker (the message says why)."""
 
 
-def _git(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """git, never prompting for credentials (a deploy must not hang on a password prompt)."""
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
-    try:
-        return subprocess.run(
-            ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise SourceError(f"git {args[0]} had no answer within {timeout:.0f} s") from exc
+def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """git without prompts, given 60 s (a deploy must not hang on a password prompt)."""
+    return run_git(args, cwd, timeout=60)
 
 
 def check_url(url: str | None) -> str:

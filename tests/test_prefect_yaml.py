@@ -30,7 +30,7 @@ from tests.process_helpers import git_daemon, prefect_server, start, stop, wait_
 
 BIN = Path(sys.executable).parent
 AUTH = "mnist:test-secret"
-GIT_CLONE = "prefect.deployments.steps.git_clone"
+CHECKOUT = "mnist_pipeline.deployment.checkout.git_checkout"
 
 
 def spec() -> dict:
@@ -202,6 +202,18 @@ def test_deployed_commit_runs_in_the_workers_own_folder(tmp_path: Path, real_mir
             parameters = {"params_file": params_file}
             flow_run = run_deployment("mnist-retrain/weekly", parameters=parameters, timeout=0)
             state = final_state(flow_run.id, worker, log)
+            # A second commit deployed: the worker's clone is checked out at it, in place.
+            (deployer / "RELEASE").write_text("second\n")
+            git("add", "RELEASE", cwd=deployer)
+            git("-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm",
+                "second", cwd=deployer)  # fmt: skip
+            git("push", "-q", str(served / "mnist-pipeline.git"), "HEAD:main", cwd=deployer)
+            second = git("rev-parse", "HEAD", cwd=deployer)
+            redeployed = run(deploy, MNIST_PIPELINE_REPO=repository)
+            assert redeployed.returncode == 0, redeployed.stdout + redeployed.stderr
+            found = read_deployment(env, "mnist-retrain/weekly")
+            again = run_deployment("mnist-retrain/weekly", parameters=parameters, timeout=0)
+            again_state = final_state(again.id, worker, log)
             # A deployment whose repository cannot be cloned (any more): the run ends Crashed.
             deployment = found.json()
             with get_client(sync_client=True) as client:
@@ -211,7 +223,7 @@ def test_deployed_commit_runs_in_the_workers_own_folder(tmp_path: Path, real_mir
                     entrypoint=deployment["entrypoint"],
                     work_pool_name="mnist",
                     job_variables={"working_dir": "."},
-                    pull_steps=[{GIT_CLONE: {"repository": missing, "commit_sha": head}}],
+                    pull_steps=[{CHECKOUT: {"repository": missing, "commit_sha": head}}],
                 )
             bad_run = run_deployment(bad_id, parameters=parameters, timeout=0)
             bad_state = final_state(bad_run.id, worker, log)
@@ -219,29 +231,34 @@ def test_deployed_commit_runs_in_the_workers_own_folder(tmp_path: Path, real_mir
             stop(worker)
     output = log.read_text()
     assert state.is_completed(), output[-4000:]
+    assert again_state.is_completed(), output[-4000:]
+    assert again_state.message == "up to date: v1 has the same inputs", again_state.message
     # The deployment holds the repository URL and the commit, no path of the deploying machine.
     deployment = found.json()
     assert deployment["pull_steps"] == [
         {
-            GIT_CLONE: {
+            CHECKOUT: {
                 "id": "clone",
                 "repository": repository,
-                "commit_sha": head,
+                "commit_sha": second,
                 "clone_directory_name": "mnist-pipeline",
             }
         }
     ]
     assert deployment["job_variables"] == {"working_dir": "."}
-    assert deployment["version"] == head
+    assert deployment["version"] == second  # deployed again
     assert deployment["parameters"]["workdir"] == "."
     text = json.dumps(deployment)
     for path in (deployer, REPO_ROOT, tmp_path):
         assert str(path) not in text, path
-    # The worker cloned the deployed commit into its own folder and the run wrote there.
+    # The worker cloned the deployed commit into its own folder and the runs wrote there; the
+    # second deployment's run checked its commit out in the same clone.
     clone = worker_dir / "mnist-pipeline"
-    assert git("rev-parse", "HEAD", cwd=clone) == head
-    run_folders = [p.name for p in (clone / "runs").iterdir()]
-    assert len(run_folders) == 1 and run_folders[0].startswith(flow_run.name), run_folders
+    assert git("rev-parse", "HEAD", cwd=clone) == second != head
+    assert (clone / "RELEASE").read_text() == "second\n"
+    run_folders = sorted(p.name for p in (clone / "runs").iterdir())
+    assert len(run_folders) == 2, run_folders
+    assert any(name.startswith(flow_run.name) for name in run_folders), run_folders
     cards = Registry(clone / "registry", "mnist-cnn").versions()
     assert [(c["version"], c["origin"]["flow_run_id"]) for c in cards] == [(1, str(flow_run.id))]
     assert (clone / "data" / "mnist").is_dir()
@@ -252,4 +269,4 @@ def test_deployed_commit_runs_in_the_workers_own_folder(tmp_path: Path, real_mir
     assert "Traceback" not in refused.stderr
     assert bad_state.is_failed() or bad_state.is_crashed(), bad_state
     # Prefect 3.8.8 says why only in the worker's log (the run's message is the exit status).
-    assert f"Failed to clone repository {missing!r}" in output
+    assert f"cannot clone {missing}: " in output

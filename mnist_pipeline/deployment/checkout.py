@@ -1,0 +1,114 @@
+"""The pull step of prefect.yaml: the deployed commit, checked out in a clone in the worker's own
+folder that is updated in place and never deleted.
+
+Prefect's `git_clone` step (3.8.8, prefect/runner/storage.py) deletes the whole clone and clones
+again when its `git fetch` of a newly deployed commit fails, say while the git server is briefly
+down, and with the clone whatever runs kept in it: a local registry, the inbox, run folders.
+`git_checkout` fails the run instead, in one line naming the repository and the commit, and
+leaves the clone as it was. It is part of the installed package because a worker imports it
+before the clone exists.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+FETCH_ATTEMPTS = 3  # a git server that is briefly down gets two more tries, 2 and 4 s later
+COMMIT = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")  # a full SHA-1 or SHA-256 object name
+
+
+class CheckoutError(RuntimeError):
+    """The deployed commit cannot be checked out (the message says why; nothing was removed)."""
+
+
+def run_git(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """git, never prompting for credentials (a run or a deploy must not hang on a prompt); past
+    `timeout` the result has exit status 124 and says so in stderr."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(
+            ["git", *args], 124, "", f"git {args[0]} had no answer within {timeout:.0f} s"
+        )
+
+
+def _reason(done: subprocess.CompletedProcess[str]) -> str:
+    return (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+
+
+def _has_commit(clone: Path, commit: str) -> bool:
+    return run_git(["cat-file", "-e", f"{commit}^{{commit}}"], clone).returncode == 0
+
+
+def _fetch(repository: str, clone: Path) -> None:
+    """`git fetch` of the repository's branches and tags, retried while it does not answer."""
+    for attempt in range(FETCH_ATTEMPTS):
+        done = run_git(["fetch", "--quiet", "--tags", repository], clone)
+        if done.returncode == 0:
+            return
+        if attempt + 1 < FETCH_ATTEMPTS:
+            time.sleep(2 ** (attempt + 1))
+    raise CheckoutError(
+        f"cannot fetch from {repository}: {_reason(done)}; the clone in {clone} is kept as it was"
+    )
+
+
+def _check_out(clone: Path, commit: str, repository: str) -> None:
+    if not _has_commit(clone, commit):
+        raise CheckoutError(f"commit {commit} is not on {repository}: push it first")
+    done = run_git(["checkout", "--quiet", "--detach", commit], clone)
+    if done.returncode != 0:
+        raise CheckoutError(f"cannot check out {commit} in {clone}: {_reason(done)}")
+
+
+def _clone(repository: str, commit: str, clone: Path) -> None:
+    """A new clone at `commit`, made beside `clone` and renamed into place once complete."""
+    partial = Path(tempfile.mkdtemp(prefix=f".{clone.name}.", dir=clone.parent))
+    try:
+        for attempt in range(FETCH_ATTEMPTS):
+            done = run_git(["clone", "--quiet", repository, str(partial)], clone.parent)
+            if done.returncode == 0:
+                break
+            shutil.rmtree(partial, ignore_errors=True)
+            if attempt + 1 < FETCH_ATTEMPTS:
+                time.sleep(2 ** (attempt + 1))
+        else:
+            raise CheckoutError(f"cannot clone {repository}: {_reason(done)}")
+        _check_out(partial, commit, repository)
+        partial.rename(clone)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def git_checkout(
+    repository: str, commit_sha: str, clone_directory_name: str = "mnist-pipeline"
+) -> dict[str, str]:
+    """Check out `commit_sha` of `repository` in ./`clone_directory_name`: cloned the first time,
+    fetched into and checked out in place later. Returns `{"directory": ...}`, which Prefect
+    makes the run's working directory, as for its own `git_clone` step."""
+    if not COMMIT.fullmatch(commit_sha):
+        raise CheckoutError(f"commit_sha must be a full commit hash, got {commit_sha!r}")
+    name = Path(clone_directory_name)
+    if name.name != clone_directory_name or name.name in ("", ".", ".."):
+        raise CheckoutError(
+            f"clone_directory_name must be one folder name, got {clone_directory_name!r}"
+        )
+    clone = Path.cwd() / name
+    if not clone.exists():
+        _clone(repository, commit_sha, clone)
+    elif not (clone / ".git").is_dir():
+        raise CheckoutError(f"{clone} exists and is not a git clone: move it away or rename it")
+    elif run_git(["rev-parse", "HEAD"], clone).stdout.strip() != commit_sha:
+        if not _has_commit(clone, commit_sha):
+            _fetch(repository, clone)
+        _check_out(clone, commit_sha, repository)
+    return {"directory": clone_directory_name}

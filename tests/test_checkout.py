@@ -1,0 +1,155 @@
+"""The pull step of prefect.yaml (mnist_pipeline/deployment/checkout.py) on local git repositories:
+a clone in the worker's folder, updated in place, and never deleted when the repository cannot be
+reached (Prefect 3.8.8's `git_clone` deletes it and everything runs kept in it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mnist_pipeline.deployment import checkout
+from mnist_pipeline.deployment.checkout import CheckoutError, git_checkout
+
+
+def git(*args: str, cwd: Path) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def commit(work: Path, name: str) -> str:
+    (work / name).write_text(name)
+    git("add", name, cwd=work)
+    git("-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", name, cwd=work)
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    return git("rev-parse", "HEAD", cwd=work)
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> tuple[Path, Path]:
+    """A bare repository and a working clone that pushes to it."""
+    bare, work = tmp_path / "remote.git", tmp_path / "author"
+    git("init", "--bare", "-q", "-b", "main", str(bare), cwd=tmp_path)
+    git("clone", "-q", str(bare), str(work), cwd=tmp_path)
+    return bare, work
+
+
+@pytest.fixture
+def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "worker"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr(checkout.time, "sleep", lambda _s: None)  # no back-off waits here
+    return folder
+
+
+def test_clones_then_updates_in_place_keeping_what_runs_left(remote, worker: Path) -> None:
+    bare, work = remote
+    first = commit(work, "one")
+    assert git_checkout(str(bare), first) == {"directory": "mnist-pipeline"}
+    clone = worker / "mnist-pipeline"
+    assert git("rev-parse", "HEAD", cwd=clone) == first
+    assert [p.name for p in worker.iterdir()] == ["mnist-pipeline"]  # no partial clone left
+    (clone / "registry").mkdir()
+    (clone / "registry" / "card.json").write_text("{}")
+    second = commit(work, "two")
+    assert git_checkout(str(bare), second, "mnist-pipeline") == {"directory": "mnist-pipeline"}
+    assert git("rev-parse", "HEAD", cwd=clone) == second and (clone / "two").is_file()
+    assert (clone / "registry" / "card.json").read_text() == "{}"
+    git_checkout(str(bare), first)  # an earlier commit, already here: no fetch needed
+    assert git("rev-parse", "HEAD", cwd=clone) == first and not (clone / "two").exists()
+
+
+def test_an_unreachable_repository_fails_the_run_and_keeps_the_clone(
+    remote, worker: Path, tmp_path: Path
+) -> None:
+    bare, work = remote
+    first = commit(work, "one")
+    git_checkout(str(bare), first)
+    clone = worker / "mnist-pipeline"
+    (clone / "runs").mkdir()
+    (clone / "runs" / "kept.txt").write_text("a run's output")
+    second = commit(work, "two")
+    bare.rename(tmp_path / "moved.git")  # the git server is down
+    with pytest.raises(CheckoutError) as failed:
+        git_checkout(str(bare), second)
+    message = str(failed.value)
+    assert message.startswith(f"cannot fetch from {bare}: ") and "\n" not in message
+    assert f"the clone in {clone} is kept as it was" in message
+    assert git("rev-parse", "HEAD", cwd=clone) == first
+    assert (clone / "runs" / "kept.txt").read_text() == "a run's output"
+    git_checkout(str(bare), first)  # the commit it has needs no server
+    (tmp_path / "moved.git").rename(bare)  # back up: the same call succeeds
+    git_checkout(str(bare), second)
+    assert git("rev-parse", "HEAD", cwd=clone) == second
+    assert (clone / "runs" / "kept.txt").is_file()
+
+
+def test_a_repository_that_cannot_be_cloned_leaves_nothing(worker: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.git"
+    with pytest.raises(CheckoutError, match=f"^cannot clone {missing}: "):
+        git_checkout(str(missing), "a" * 40)
+    assert list(worker.iterdir()) == []
+
+
+def test_a_commit_not_on_the_repository_is_named(remote, worker: Path) -> None:
+    bare, work = remote
+    commit(work, "one")
+    unknown = "b" * 40
+    with pytest.raises(CheckoutError, match=f"^commit {unknown} is not on {bare}: push it first"):
+        git_checkout(str(bare), unknown)
+    assert list(worker.iterdir()) == []  # the clone is made whole or not at all
+    first = git("rev-parse", "HEAD", cwd=work)
+    git_checkout(str(bare), first)
+    with pytest.raises(CheckoutError, match=f"^commit {unknown} is not on {bare}"):
+        git_checkout(str(bare), unknown)
+    assert git("rev-parse", "HEAD", cwd=worker / "mnist-pipeline") == first
+
+
+def test_bad_arguments_and_a_folder_in_the_way_are_refused(remote, worker: Path) -> None:
+    bare, work = remote
+    first = commit(work, "one")
+    for short in ("main", first[:12], ""):
+        with pytest.raises(CheckoutError, match="must be a full commit hash"):
+            git_checkout(str(bare), short)
+    for name in ("", ".", "..", "a/b", "/tmp/x"):
+        with pytest.raises(CheckoutError, match="must be one folder name"):
+            git_checkout(str(bare), first, name)
+    (worker / "mnist-pipeline").mkdir()
+    (worker / "mnist-pipeline" / "notes.txt").write_text("mine")
+    with pytest.raises(CheckoutError, match="exists and is not a git clone"):
+        git_checkout(str(bare), first)
+    assert (worker / "mnist-pipeline" / "notes.txt").read_text() == "mine"
+
+
+def test_git_never_prompts_and_a_hung_git_is_a_result(tmp_path: Path, monkeypatch) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "git").write_text(
+        '#!/bin/sh\necho "prompt=$GIT_TERMINAL_PROMPT"\n[ "$1" = fetch ] && sleep 5\n'
+    )
+    (fake / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("GIT_TERMINAL_PROMPT", raising=False)
+    assert checkout.run_git(["status"], tmp_path).stdout == "prompt=0\n"
+    hung = checkout.run_git(["fetch", "origin"], tmp_path, timeout=1)
+    assert hung.returncode == 124 and hung.stderr == "git fetch had no answer within 1 s"
+
+
+def test_prefects_git_clone_leaves_an_existing_clone_at_its_old_commit(remote, worker) -> None:
+    """Why prefect.yaml does not use Prefect's own step: in 3.8.8 `git_clone` takes any full
+    commit hash for the one checked out (`git rev-parse SHA` echoes it) and returns without
+    fetching. When this fails, Prefect has fixed it: see whether its step can be used again."""
+    from prefect.deployments.steps import git_clone
+
+    bare, work = remote
+    first = commit(work, "one")
+    git_clone(repository=str(bare), commit_sha=first, clone_directory_name="prefect-clone")
+    second = commit(work, "two")
+    git_clone(repository=str(bare), commit_sha=second, clone_directory_name="prefect-clone")
+    assert git("rev-parse", "HEAD", cwd=worker / "prefect-clone") == first
+    git_checkout(str(bare), second, "prefect-clone")  # the same clone, put right
+    assert git("rev-parse", "HEAD", cwd=worker / "prefect-clone") == second
