@@ -118,6 +118,10 @@ def test_bad_arguments_and_a_folder_in_the_way_are_refused(remote, worker: Path)
     for name in ("", ".", "..", "a/b", "/tmp/x"):
         with pytest.raises(CheckoutError, match="must be one folder name"):
             git_checkout(str(bare), first, name)
+    git_checkout(str(bare), first, "other")
+    elsewhere = f"{bare.parent}/elsewhere.git"
+    with pytest.raises(CheckoutError, match=f"is a clone of {bare}, not of {elsewhere}: "):
+        git_checkout(elsewhere, first, "other")  # the commit is here, the repository differs
     (worker / "mnist-pipeline").mkdir()
     (worker / "mnist-pipeline" / "notes.txt").write_text("mine")
     with pytest.raises(CheckoutError, match="exists and is not a git clone"):

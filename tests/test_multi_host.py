@@ -10,11 +10,11 @@ different params go to the two workers; every version's card must state the accu
 gives on MNIST test, and a promotion must reach the serving host; six labelled digits added on the
 client reach both workers' ingest through the shared inbox in the bucket. Then 8 registrations and
 8 promotions at once from the two worker hosts (tests/multi_host_races.py), and two faults
-(tests/multi_host_faults.py): a worker host loses every process while its run trains (the other
-run completes; the host comes back with a new worker; the killed run ends Crashed through the
-heartbeat automation, which notifies once), and, while the server waits out that run's
-heartbeats, the s3 host becomes unreachable before a registration (the run fails naming the
-endpoint, its hook notifies once, the same run registers once the store is back). Then the Prefect server's side
+(tests/multi_host_faults.py): a worker host loses every process while its run trains (the other run
+completes; the host comes back with a new worker; the killed run ends Crashed through the heartbeat
+automation, which notifies once), and, while the server waits out that run's heartbeats, the s3
+host becomes unreachable before a registration (the run fails naming the endpoint, its hook
+notifies once, the same run registers once the store is back). Then the Prefect server's side
 (tests/multi_host_prefect.py): PostgreSQL on the db host restarts while a run trains (the run
 completes, the server still lists every earlier run), and three runs with that run's params
 complete up to date, adding no version (their trigger-to-end times go to the JSON file

@@ -223,7 +223,15 @@ def test_deployed_commit_runs_in_the_workers_own_folder(tmp_path: Path, real_mir
                     entrypoint=deployment["entrypoint"],
                     work_pool_name="mnist",
                     job_variables={"working_dir": "."},
-                    pull_steps=[{CHECKOUT: {"repository": missing, "commit_sha": head}}],
+                    pull_steps=[
+                        {
+                            CHECKOUT: {
+                                "repository": missing,
+                                "commit_sha": head,
+                                "clone_directory_name": "unclonable",
+                            }
+                        }
+                    ],
                 )
             bad_run = run_deployment(bad_id, parameters=parameters, timeout=0)
             bad_state = final_state(bad_run.id, worker, log)

@@ -49,6 +49,10 @@ def _has_commit(clone: Path, commit: str) -> bool:
     return run_git(["cat-file", "-e", f"{commit}^{{commit}}"], clone).returncode == 0
 
 
+def _origin(clone: Path) -> str:
+    return run_git(["config", "--get", "remote.origin.url"], clone).stdout.strip()
+
+
 def _fetch(repository: str, clone: Path) -> None:
     """`git fetch` of the repository's branches and tags, retried while it does not answer."""
     for attempt in range(FETCH_ATTEMPTS):
@@ -93,7 +97,8 @@ def git_checkout(
     repository: str, commit_sha: str, clone_directory_name: str = "mnist-pipeline"
 ) -> dict[str, str]:
     """Check out `commit_sha` of `repository` in ./`clone_directory_name`: cloned the first time,
-    fetched into and checked out in place later. Returns `{"directory": ...}`, which Prefect
+    fetched into and checked out in place later (a clone of another repository is refused, as
+    Prefect's `git_clone` refuses it). Returns `{"directory": ...}`, which Prefect
     makes the run's working directory, as for its own `git_clone` step."""
     if not COMMIT.fullmatch(commit_sha):
         raise CheckoutError(f"commit_sha must be a full commit hash, got {commit_sha!r}")
@@ -107,6 +112,11 @@ def git_checkout(
         _clone(repository, commit_sha, clone)
     elif not (clone / ".git").is_dir():
         raise CheckoutError(f"{clone} exists and is not a git clone: move it away or rename it")
+    elif (origin := _origin(clone)) != repository:
+        raise CheckoutError(
+            f"{clone} is a clone of {origin}, not of {repository}: give the deployment another "
+            "clone_directory_name, or move the clone away"
+        )
     elif run_git(["rev-parse", "HEAD"], clone).stdout.strip() != commit_sha:
         if not _has_commit(clone, commit_sha):
             _fetch(repository, clone)
