@@ -28,6 +28,11 @@ def commit(work: Path, name: str) -> str:
     return git("rev-parse", "HEAD", cwd=work)
 
 
+def visible(folder: Path) -> list[str]:
+    """What a folder holds, but for the lock file runs take turns on."""
+    return sorted(p.name for p in folder.iterdir() if p.name != ".mnist-pipeline.lock")
+
+
 @pytest.fixture
 def remote(tmp_path: Path) -> tuple[Path, Path]:
     """A bare repository and a working clone that pushes to it."""
@@ -46,13 +51,35 @@ def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
+def test_a_repository_that_does_not_answer_at_first_is_tried_again(
+    remote, worker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare, work = remote
+    real_git, failures = checkout.run_git, {"clone": 2, "fetch": 1}
+
+    def flaky(args: list[str], cwd: Path, timeout: float = 300):
+        if failures.get(args[0]):
+            failures[args[0]] -= 1
+            return subprocess.CompletedProcess(args, 128, "", "fatal: unable to connect")
+        return real_git(args, cwd, timeout)
+
+    monkeypatch.setattr(checkout, "run_git", flaky)
+    first = commit(work, "one")
+    git_checkout(str(bare), first)  # third try
+    second = commit(work, "two")
+    git_checkout(str(bare), second)  # second try
+    assert failures == {"clone": 0, "fetch": 0}
+    assert git("rev-parse", "HEAD", cwd=worker / "mnist-pipeline") == second
+    assert visible(worker) == ["mnist-pipeline"]
+
+
 def test_clones_then_updates_in_place_keeping_what_runs_left(remote, worker: Path) -> None:
     bare, work = remote
     first = commit(work, "one")
     assert git_checkout(str(bare), first) == {"directory": "mnist-pipeline"}
     clone = worker / "mnist-pipeline"
     assert git("rev-parse", "HEAD", cwd=clone) == first
-    assert [p.name for p in worker.iterdir()] == ["mnist-pipeline"]  # no partial clone left
+    assert visible(worker) == ["mnist-pipeline"]  # no partial clone left
     (clone / "registry").mkdir()
     (clone / "registry" / "card.json").write_text("{}")
     second = commit(work, "two")
@@ -92,7 +119,7 @@ def test_a_repository_that_cannot_be_cloned_leaves_nothing(worker: Path, tmp_pat
     missing = tmp_path / "missing.git"
     with pytest.raises(CheckoutError, match=f"^cannot clone {missing}: "):
         git_checkout(str(missing), "a" * 40)
-    assert list(worker.iterdir()) == []
+    assert visible(worker) == []
 
 
 def test_a_commit_not_on_the_repository_is_named(remote, worker: Path) -> None:
@@ -101,7 +128,7 @@ def test_a_commit_not_on_the_repository_is_named(remote, worker: Path) -> None:
     unknown = "b" * 40
     with pytest.raises(CheckoutError, match=f"^commit {unknown} is not on {bare}: push it first"):
         git_checkout(str(bare), unknown)
-    assert list(worker.iterdir()) == []  # the clone is made whole or not at all
+    assert visible(worker) == []  # the clone is made whole or not at all
     first = git("rev-parse", "HEAD", cwd=work)
     git_checkout(str(bare), first)
     with pytest.raises(CheckoutError, match=f"^commit {unknown} is not on {bare}"):

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from filelock import FileLock
+
 FETCH_ATTEMPTS = 3  # a git server that is briefly down gets two more tries, 2 and 4 s later
 COMMIT = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")  # a full SHA-1 or SHA-256 object name
 
@@ -53,17 +55,30 @@ def _origin(clone: Path) -> str:
     return run_git(["config", "--get", "remote.origin.url"], clone).stdout.strip()
 
 
-def _fetch(repository: str, clone: Path) -> None:
-    """`git fetch` of the repository's branches and tags, retried while it does not answer."""
+def _retried(
+    args: list[str], cwd: Path, target: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A git command that talks to the repository, tried FETCH_ATTEMPTS times; `target`, what a
+    failed try may have left, is removed before the next."""
     for attempt in range(FETCH_ATTEMPTS):
-        done = run_git(["fetch", "--quiet", "--tags", repository], clone)
+        if attempt:
+            if target is not None:
+                shutil.rmtree(target, ignore_errors=True)
+            time.sleep(2**attempt)
+        done = run_git(args, cwd)
         if done.returncode == 0:
-            return
-        if attempt + 1 < FETCH_ATTEMPTS:
-            time.sleep(2 ** (attempt + 1))
-    raise CheckoutError(
-        f"cannot fetch from {repository}: {_reason(done)}; the clone in {clone} is kept as it was"
-    )
+            break
+    return done
+
+
+def _fetch(repository: str, clone: Path) -> None:
+    """`git fetch` of the repository's branches and tags into the clone."""
+    done = _retried(["fetch", "--quiet", "--tags", repository], clone)
+    if done.returncode != 0:
+        raise CheckoutError(
+            f"cannot fetch from {repository}: {_reason(done)}; the clone in {clone} is kept as "
+            "it was"
+        )
 
 
 def _check_out(clone: Path, commit: str, repository: str) -> None:
@@ -76,21 +91,16 @@ def _check_out(clone: Path, commit: str, repository: str) -> None:
 
 def _clone(repository: str, commit: str, clone: Path) -> None:
     """A new clone at `commit`, made beside `clone` and renamed into place once complete."""
-    partial = Path(tempfile.mkdtemp(prefix=f".{clone.name}.", dir=clone.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=f".{clone.name}.", dir=clone.parent))
+    partial = scratch / clone.name
     try:
-        for attempt in range(FETCH_ATTEMPTS):
-            done = run_git(["clone", "--quiet", repository, str(partial)], clone.parent)
-            if done.returncode == 0:
-                break
-            shutil.rmtree(partial, ignore_errors=True)
-            if attempt + 1 < FETCH_ATTEMPTS:
-                time.sleep(2 ** (attempt + 1))
-        else:
+        done = _retried(["clone", "--quiet", repository, str(partial)], scratch, partial)
+        if done.returncode != 0:
             raise CheckoutError(f"cannot clone {repository}: {_reason(done)}")
         _check_out(partial, commit, repository)
         partial.rename(clone)
     finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def git_checkout(
@@ -98,8 +108,9 @@ def git_checkout(
 ) -> dict[str, str]:
     """Check out `commit_sha` of `repository` in ./`clone_directory_name`: cloned the first time,
     fetched into and checked out in place later (a clone of another repository is refused, as
-    Prefect's `git_clone` refuses it). Returns `{"directory": ...}`, which Prefect
-    makes the run's working directory, as for its own `git_clone` step."""
+    Prefect's `git_clone` refuses it); runs starting at once on one worker take turns (a file
+    lock beside the clone). Returns `{"directory": ...}`, which Prefect makes the run's working
+    directory, as for its own `git_clone` step."""
     if not COMMIT.fullmatch(commit_sha):
         raise CheckoutError(f"commit_sha must be a full commit hash, got {commit_sha!r}")
     name = Path(clone_directory_name)
@@ -108,6 +119,12 @@ def git_checkout(
             f"clone_directory_name must be one folder name, got {clone_directory_name!r}"
         )
     clone = Path.cwd() / name
+    with FileLock(clone.parent / f".{clone.name}.lock"):
+        _check_out_in(clone, repository, commit_sha)
+    return {"directory": clone_directory_name}
+
+
+def _check_out_in(clone: Path, repository: str, commit_sha: str) -> None:
     if not clone.exists():
         _clone(repository, commit_sha, clone)
     elif not (clone / ".git").is_dir():
@@ -121,4 +138,3 @@ def git_checkout(
         if not _has_commit(clone, commit_sha):
             _fetch(repository, clone)
         _check_out(clone, commit_sha, repository)
-    return {"directory": clone_directory_name}
