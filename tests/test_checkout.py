@@ -1,6 +1,7 @@
 """The pull step of prefect.yaml (mnist_pipeline/deployment/checkout.py) on local git repositories:
-a clone in the worker's folder, updated in place, and never deleted when the repository cannot be
-reached (Prefect 3.8.8's `git_clone` deletes it and everything runs kept in it)."""
+a clone in the worker's folder that follows the deployed commit, updated in place and never
+deleted when the repository cannot be reached (Prefect 3.8.8's `git_clone` leaves an existing
+clone at the commit it first cloned, and deletes it when a fetch on a branch pull fails)."""
 
 from __future__ import annotations
 

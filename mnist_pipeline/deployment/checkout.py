@@ -1,12 +1,13 @@
 """The pull step of prefect.yaml: the deployed commit, checked out in a clone in the worker's own
 folder that is updated in place and never deleted.
 
-Prefect's `git_clone` step (3.8.8, prefect/runner/storage.py) deletes the whole clone and clones
-again when its `git fetch` of a newly deployed commit fails, say while the git server is briefly
-down, and with the clone whatever runs kept in it: a local registry, the inbox, run folders.
-`git_checkout` fails the run instead, in one line naming the repository and the commit, and
-leaves the clone as it was. It is part of the installed package because a worker imports it
-before the clone exists.
+Prefect's `git_clone` step (3.8.8, prefect/runner/storage.py) takes any full commit hash for
+the one checked out (it asks `git rev-parse SHA`, which echoes the hash), so a worker that has
+the clone keeps running the commit it first cloned; and when its `git fetch` fails (on a branch
+pull) it deletes the whole clone, with whatever runs kept in it: a local registry, the inbox,
+run folders. `git_checkout` checks the deployed commit out, and when it cannot, fails the run in
+one line naming the repository and leaves the clone as it was. It is part of the installed
+package because a worker imports it before the clone exists.
 """
 
 from __future__ import annotations
