@@ -61,7 +61,7 @@ def wait(*ids: str) -> list[dict]:
                 ]
             if time.monotonic() > deadline:
                 return [{"id": str(r.id), "state": r.state.name, "timeout": True} for r in runs]
-            time.sleep(2)
+            time.sleep(0.5)
 
 
 def runs() -> list[str]:
