@@ -36,6 +36,17 @@ def api_configured(environ: Mapping[str, str] = os.environ) -> bool:
     return bool(environ.get("PREFECT_API_URL", "").strip())
 
 
+def preload_prefect() -> None:
+    """Import the Prefect modules the server's threads use (the alias's event stream, the
+    canary's and drift's events), in the calling thread. Imported first by two threads at once,
+    Prefect's modules can deadlock on Python's import locks, which then fail one of the imports
+    (an event lost with "deadlock detected by _ModuleLock('prefect.events')")."""
+    import prefect.events  # noqa: F401
+    import prefect.events.clients  # noqa: F401
+    import prefect.events.filters  # noqa: F401
+    import prefect.settings  # noqa: F401
+
+
 def emit_if_configured(event: str, model_name: str, payload: dict[str, Any]) -> bool:
     """announce.emit when this process's environment names a Prefect API (Prefect is not
     imported otherwise, nor a Prefect profile read); False without one."""

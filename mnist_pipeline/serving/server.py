@@ -24,6 +24,7 @@ from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, load_params
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.pipeline.versions import open_registry
+from mnist_pipeline.serving.alias_events import api_configured, preload_prefect
 from mnist_pipeline.serving.challenger import Challenger
 from mnist_pipeline.serving.feedback import Feedback
 from mnist_pipeline.serving.http_api import create_app
@@ -41,6 +42,8 @@ def build(params: Params, layout: Layout) -> FastAPI:
     challenger = None if params.serve.shadow is None else Challenger(registry, params.serve)
     feedback = feedback_of(params.serve, layout)
     app = create_app(served, params.serve, feedback, challenger)  # metrics listen
+    if api_configured():
+        preload_prefect()  # before the threads that send and hear events start
     served.refresh()  # a failure is logged; /readyz says 503 until a version loads
     served.follow(params.serve.reload_interval_s)
     if params.serve.follow_events:
