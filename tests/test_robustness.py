@@ -23,6 +23,8 @@ from mnist_pipeline.evaluation.robustness import (
     robustness_set,
 )
 
+CODE = robustness.LOADED_SOURCES_SHA256  # what this process loaded, handed to renderers
+
 
 def ring(size: int = 8) -> np.ndarray:
     """A white ring on black, uint8 [28, 28] (a zero-like digit)."""
@@ -207,14 +209,30 @@ def test_a_renderer_that_fails_hangs_or_cannot_start_is_drawn_here_with_a_warnin
     assert "warning:" in warning and "robustness renderer" in warning
 
 
+def test_renderers_running_other_sources_than_the_caller_refuse_and_it_draws_their_share(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As if the checkout changed after this process loaded its code: the renderer processes
+    # it starts import the sources on disk, whose digest is not the one it hands them.
+    images, labels = ring_set()
+    alone = robustness_set(images, labels, per_transform=6, seed=2, workers=1)
+    monkeypatch.setattr(robustness, "LOADED_SOURCES_SHA256", "f" * 64)
+    assert same_sets(robustness_set(images, labels, 6, seed=2, workers=3), alone)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert len(warnings) == 2 and all("sources on disk differ" in w for w in warnings)
+
+
 def test_a_renderer_whose_caller_is_gone_stops_without_writing(tmp_path: Path) -> None:
     images, labels = ring_set()
     source, output = tmp_path / "digits.npz", tmp_path / "out.npz"
     np.savez(source, digits=images, labels=labels)
     with pytest.raises(SystemExit, match="is gone"):  # its parent is not the one named
-        robustness._render_group(str(source), str(output), "0", str(os.getppid() + 1), "1")
+        robustness._render_group(str(source), str(output), "0", str(os.getppid() + 1), CODE, "1")
     assert not output.exists()
-    robustness._render_group(str(source), str(output), "0", str(os.getppid()), "1")
+    with pytest.raises(SystemExit, match="sources on disk differ"):  # not its caller's code
+        robustness._render_group(str(source), str(output), "0", str(os.getppid()), "0" * 64, "1")
+    assert not output.exists()
+    robustness._render_group(str(source), str(output), "0", str(os.getppid()), CODE, "1")
     with np.load(output) as stored:
         thick = robustness.render_transform(images, labels, 1, 0)[0]
         assert np.array_equal(stored["1.digits"], thick)

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_pipeline.core.imports import SOURCE_ROOT
+from mnist_pipeline.core.imports import SOURCE_ROOT, import_closure, sources_sha256
 from mnist_pipeline.data import preprocess
-from mnist_pipeline.evaluation import robustness_cache
+from mnist_pipeline.evaluation import distortions, robustness, robustness_cache
 from mnist_pipeline.evaluation.robustness import TRANSFORMS, robustness_set
 from tests.test_robustness import ring
 
@@ -63,13 +63,18 @@ def test_code_version_is_part_of_the_key(monkeypatch: pytest.MonkeyPatch) -> Non
     key = robustness_cache.cache_key(images, labels, 4, 0)
     monkeypatch.setattr(robustness_cache, "FORMAT", b"robustness-cache 2")
     assert robustness_cache.cache_key(images, labels, 4, 0) != key
+    monkeypatch.undo()
+    # the renderer's sources as this process loaded them, not as they are on disk later
+    monkeypatch.setattr(robustness, "LOADED_SOURCES_SHA256", "0" * 64)
+    assert robustness_cache.cache_key(images, labels, 4, 0) != key
 
 
 def test_the_key_covers_what_the_renderer_imports() -> None:
-    sources = robustness_cache.renderer_sources()
-    for module in (robustness_cache.robustness, robustness_cache.distortions, preprocess):
+    sources = import_closure(robustness.__name__)
+    for module in (robustness, distortions, preprocess):
         assert Path(str(module.__file__)).relative_to(SOURCE_ROOT).as_posix() in sources
     assert "mnist_pipeline/core/contract.py" in sources  # imported by preprocessing, not by us
+    assert sources_sha256(sources) == robustness.LOADED_SOURCES_SHA256  # unchanged since loaded
 
 
 def damage_digits(path: Path) -> None:

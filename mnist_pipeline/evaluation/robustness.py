@@ -25,7 +25,9 @@ set is the same on every run. Torch-free (numpy + Pillow). Each transformation d
 generator, so a large set is rendered by several processes with the same result: the caller's
 draws one share while fresh interpreters (`python -I -c`, with the caller's exact sys.path, so
 the same code; a multiprocessing pool would import the caller's main module again) draw the
-others; one that fails, hangs or cannot start has its share drawn by the caller instead.
+others; one that fails, hangs or cannot start has its share drawn by the caller instead. A
+renderer whose sources on disk differ from those the caller loaded (a checkout switched to
+another commit while a run was evaluating) refuses, so every share is drawn by the caller's code.
 """
 
 from __future__ import annotations
@@ -42,8 +44,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from mnist_pipeline.core.imports import import_closure, sources_sha256
 from mnist_pipeline.data.preprocess import ImageError, preprocess_bytes, to_mnist
 from mnist_pipeline.evaluation import distortions
+
+# The sources this process loaded (this module and every project module it imports), read as it
+# is imported: what the robustness cache keys on and what a renderer process must also run.
+LOADED_SOURCES_SHA256 = sources_sha256(import_closure(__name__))
 
 TRANSFORMS = (
     *("paper", "thick", "thin", "rotated", "blur", "noise", "jpeg"),
@@ -225,7 +232,7 @@ def _start(folder: Path, i: int, seed: int, group: list[int]) -> subprocess.Pope
     """A renderer of `group`: a fresh interpreter with this one's sys.path (so the same code),
     isolated from PYTHON* variables; its errors go to a file the caller reports."""
     arguments = [json.dumps(sys.path), str(folder / "digits.npz"), str(folder / f"{i}.npz")]
-    arguments += [str(seed), str(os.getpid()), *map(str, group)]
+    arguments += [str(seed), str(os.getpid()), LOADED_SOURCES_SHA256, *map(str, group)]
     with open(folder / f"{i}.err", "wb") as errors:
         return subprocess.Popen(
             [sys.executable, "-I", "-c", CHILD, *arguments],
@@ -251,9 +258,15 @@ def _collect(
         return {k: (stored[f"{k}.digits"], stored[f"{k}.labels"]) for k in group}
 
 
-def _render_group(source: str, output: str, seed: str, parent: str, *ks: str) -> None:
+def _render_group(source: str, output: str, seed: str, parent: str, code: str, *ks: str) -> None:
     """A renderer process: TRANSFORMS[k] for each k of the digits in `source`, into `output`;
-    it stops early once the process that started it is gone."""
+    it refuses when its sources are not those of the process that started it (`code`), and
+    stops early once that process is gone."""
+    if code != LOADED_SOURCES_SHA256:
+        raise SystemExit(
+            "the renderer's sources on disk differ from those the evaluate process loaded (the "
+            "checkout changed while it ran): that process draws this share itself"
+        )
     with np.load(source, allow_pickle=False) as stored:
         digits, labels = stored["digits"], stored["labels"]
     arrays = {}

@@ -3,14 +3,14 @@
 The set depends only on the test digits and labels, per_transform, the seed and the code that
 draws and preprocesses it (and Pillow and numpy, which do the drawing), never on the model. Its
 key is the SHA-256 of all of these (the code as the sources of the renderer's modules and of
-every project module they import, plus the Pillow, its JPEG library and numpy versions); the
-file `<key>.npz` holds each transformation's digits and labels, the key, and the SHA-256 of the
-arrays. On read the key, the transformations, the shapes and the SHA-256 are checked: a file
-that is corrupt, truncated or stale is rendered again and replaced. The checksum sits in the
-same file, so it detects damage, not a deliberate forgery by someone who can write the cache
-folder (who can edit the code as well). Writes are atomic (temp file + rename), so concurrent
-runs at worst render the same set twice. Old keys' files are not removed: the folder is safe to
-delete at any time.
+every project module they import, as this process loaded them, plus the Pillow, its JPEG
+library and numpy versions); the file `<key>.npz` holds each transformation's digits and
+labels, the key, and the SHA-256 of the arrays. On read the key, the transformations, the shapes
+and the SHA-256 are checked: a file that is corrupt, truncated or stale is rendered again and
+replaced. The checksum sits in the same file, so it detects damage, not a deliberate forgery by
+someone who can write the cache folder (who can edit the code as well). Writes are atomic (temp
+file + rename), so concurrent runs at worst render the same set twice. Old keys' files are not
+removed: the folder is safe to delete at any time.
 """
 
 from __future__ import annotations
@@ -24,25 +24,19 @@ import PIL
 from PIL import features
 
 from mnist_pipeline.core.atomic import write_with
-from mnist_pipeline.core.imports import import_closure, sources_sha256
-from mnist_pipeline.data import preprocess
-from mnist_pipeline.evaluation import distortions, robustness
+from mnist_pipeline.evaluation import robustness
 from mnist_pipeline.evaluation.robustness import TRANSFORMS, robustness_set
 
 Sets = dict[str, tuple[np.ndarray, np.ndarray]]
-RENDERER = (robustness, distortions, preprocess)  # the modules whose code draws the set
 FORMAT = b"robustness-cache 1"
 
 
-def renderer_sources() -> list[str]:
-    """The renderer's modules and every project module they import (their import closure)."""
-    return sorted({path for module in RENDERER for path in import_closure(module.__name__)})
-
-
 def code_sha256() -> str:
-    """SHA-256 of the renderer's sources and the Pillow, JPEG library and numpy versions."""
+    """SHA-256 of the renderer's sources as this process loaded them (not as they are on disk
+    now: a checkout switched under a run must not file its rendering under the new code) and the
+    Pillow, JPEG library and numpy versions."""
     digest = hashlib.sha256(FORMAT)
-    digest.update(sources_sha256(renderer_sources()).encode())
+    digest.update(robustness.LOADED_SOURCES_SHA256.encode())
     libraries = f"Pillow {PIL.__version__} jpeg {features.version('jpg')} numpy {np.__version__}"
     digest.update(libraries.encode())
     return digest.hexdigest()
