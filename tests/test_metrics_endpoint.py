@@ -156,6 +156,18 @@ def per_worker(folder: Path, scratch: Path) -> dict[str, float]:
     return counts
 
 
+def settled(folder: Path, scratch: Path, answered: int, timeout_s: float = 10) -> dict[str, float]:
+    """per_worker once the counts add up to `answered` (a worker records a request just after
+    sending its answer, so the last few may land a moment after the client has them), or as
+    they are after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while sum((counts := per_worker(folder, scratch)).values()) != answered:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return counts
+
+
 @pytest.mark.slow
 def test_two_workers_are_counted_as_one_server_even_under_scrapes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: Registry
@@ -197,6 +209,7 @@ def test_two_workers_are_counted_as_one_server_even_under_scrapes(
             if len(workers) == 2 and all(workers.values()):
                 break
         assert set(sent) == {200} and set(scrapes) == {200} and len(scrapes) > 1
+        workers = settled(folder, tmp_path / "split", len(sent))
         assert len(workers) == 2 and all(workers.values()) and sum(workers.values()) == len(sent)
 
         samples = parse(httpx.get(f"{url}/metrics", timeout=30).text)
