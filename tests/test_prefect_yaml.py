@@ -9,6 +9,7 @@ must clone the deployed commit into the worker's folder and write everything the
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import httpx
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.deployments import run_deployment
 from prefect.events import DeploymentEventTrigger
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
@@ -235,6 +237,10 @@ def test_deployed_commit_runs_in_the_workers_own_folder(tmp_path: Path, real_mir
                 )
             bad_run = run_deployment(bad_id, parameters=parameters, timeout=0)
             bad_state = final_state(bad_run.id, worker, log)
+            with get_client(sync_client=True) as client:
+                bad_logs = client.read_logs(
+                    LogFilter(flow_run_id=LogFilterFlowRunId(any_=[bad_run.id]))
+                )
         finally:
             stop(worker)
     output = log.read_text()
@@ -276,5 +282,8 @@ def test_deployed_commit_runs_in_the_workers_own_folder(tmp_path: Path, real_mir
     assert f"prefect deploy: cannot read repository {missing}: " in refused.stderr
     assert "Traceback" not in refused.stderr
     assert bad_state.is_failed() or bad_state.is_crashed(), bad_state
-    # Prefect 3.8.8 says why only in the worker's log (the run's message is the exit status).
+    # The run's message is the exit status; why is in the worker's log and, told by the pull
+    # step itself (Prefect 3.8.8 would say it only to the worker), in the run's logs.
     assert f"cannot clone {missing}: " in output
+    errors = [entry.message for entry in bad_logs if entry.level == logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith(f"cannot clone {missing}: "), bad_logs

@@ -6,19 +6,25 @@ the one checked out (it asks `git rev-parse SHA`, which echoes the hash), so a w
 the clone keeps running the commit it first cloned; and when its `git fetch` fails (on a branch
 pull) it deletes the whole clone, with whatever runs kept in it: a local registry, the inbox,
 run folders. `git_checkout` checks the deployed commit out, and when it cannot, fails the run in
-one line naming the repository and leaves the clone as it was. It is part of the installed
-package because a worker imports it before the clone exists.
+one line naming the repository and leaves the clone as it was; that line also goes to the run's
+logs on the Prefect server (Prefect 3.8.8 ships a failed pull step's error only to the worker's
+own log). It is part of the installed package because a worker imports it before the clone
+exists.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from uuid import UUID
 
 from filelock import FileLock
 
@@ -120,9 +126,40 @@ def git_checkout(
             f"clone_directory_name must be one folder name, got {clone_directory_name!r}"
         )
     clone = Path.cwd() / name
-    with FileLock(clone.parent / f".{clone.name}.lock"):
-        _check_out_in(clone, repository, commit_sha)
+    try:
+        with FileLock(clone.parent / f".{clone.name}.lock"):
+            _check_out_in(clone, repository, commit_sha)
+    except CheckoutError as exc:
+        tell_the_run(str(exc))
+        raise
     return {"directory": clone_directory_name}
+
+
+def tell_the_run(message: str, environ: dict[str, str] | None = None) -> bool:
+    """Write `message` as an error to the logs of the flow run this process was started for (a
+    worker names it in PREFECT__FLOW_RUN_ID), at once and before the process fails; False when
+    there is no such run or the server did not take it (the worker's own log has the message
+    all the same)."""
+    run_id = (os.environ if environ is None else environ).get("PREFECT__FLOW_RUN_ID", "")
+    if not run_id:
+        return False
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import LogCreate
+
+        log = LogCreate(
+            name=__name__,
+            level=logging.ERROR,
+            message=message,
+            timestamp=datetime.now(UTC),
+            flow_run_id=UUID(run_id),
+        )
+        with get_client(sync_client=True) as client:
+            client.create_logs([log])
+    except Exception as exc:  # noqa: BLE001 - the run fails with the message either way
+        print(f"could not write to flow run {run_id}'s logs: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _check_out_in(clone: Path, repository: str, commit_sha: str) -> None:
