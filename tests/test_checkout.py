@@ -13,7 +13,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from mnist_pipeline.deployment import checkout
-from mnist_pipeline.deployment.checkout import CheckoutError, git_checkout, tell_the_run
+from mnist_pipeline.deployment.checkout import CheckoutError, fail_the_run, git_checkout
 from tests.process_helpers import free_port
 
 
@@ -192,12 +192,12 @@ def test_prefects_git_clone_leaves_an_existing_clone_at_its_old_commit(remote, w
 def test_a_checkout_error_is_told_to_the_run_only_when_there_is_one(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert tell_the_run("cannot clone x", {}) is False  # not a worker's flow-run process
+    assert fail_the_run("cannot clone x", {}) is False  # not a worker's flow-run process
     assert capsys.readouterr().err == ""
     # A run named, but a Prefect API that does not answer: False, said on stderr, no exception.
     run = {"PREFECT__FLOW_RUN_ID": "00000000-0000-4000-8000-000000000001"}
     with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):
-        assert tell_the_run("cannot clone x", run) is False
-    assert "could not write to flow run 00000000-0000-4000-8000-000000000001's logs" in (
+        assert fail_the_run("cannot clone x", run) is False
+    assert "could not tell flow run 00000000-0000-4000-8000-000000000001 why it fails" in (
         capsys.readouterr().err
     )

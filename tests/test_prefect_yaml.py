@@ -281,9 +281,10 @@ def test_deployed_commit_runs_in_the_workers_own_folder(tmp_path: Path, real_mir
     assert refused.returncode != 0
     assert f"prefect deploy: cannot read repository {missing}: " in refused.stderr
     assert "Traceback" not in refused.stderr
-    assert bad_state.is_failed() or bad_state.is_crashed(), bad_state
-    # The run's message is the exit status; why is in the worker's log and, told by the pull
-    # step itself (Prefect 3.8.8 would say it only to the worker), in the run's logs.
+    assert bad_state.is_failed(), bad_state
+    assert bad_state.message.startswith(f"cannot clone {missing}: "), bad_state.message
+    # Why is in the worker's log and, told by the pull step itself (Prefect 3.8.8 would say it
+    # only to the worker and end the run Crashed), in the run's logs and its Failed state.
     assert f"cannot clone {missing}: " in output
     errors = [entry.message for entry in bad_logs if entry.level == logging.ERROR]
     assert len(errors) == 1 and errors[0].startswith(f"cannot clone {missing}: "), bad_logs

@@ -7,9 +7,9 @@ the clone keeps running the commit it first cloned; and when its `git fetch` fai
 pull) it deletes the whole clone, with whatever runs kept in it: a local registry, the inbox,
 run folders. `git_checkout` checks the deployed commit out, and when it cannot, fails the run in
 one line naming the repository and leaves the clone as it was; that line also goes to the run's
-logs on the Prefect server (Prefect 3.8.8 ships a failed pull step's error only to the worker's
-own log). It is part of the installed package because a worker imports it before the clone
-exists.
+logs on the Prefect server and is its Failed state's message (Prefect 3.8.8 would send a failed
+pull step's error only to the worker's own log, and call the run Crashed). It is part of the
+installed package because a worker imports it before the clone exists.
 """
 
 from __future__ import annotations
@@ -130,22 +130,24 @@ def git_checkout(
         with FileLock(clone.parent / f".{clone.name}.lock"):
             _check_out_in(clone, repository, commit_sha)
     except CheckoutError as exc:
-        tell_the_run(str(exc))
+        fail_the_run(str(exc))
         raise
     return {"directory": clone_directory_name}
 
 
-def tell_the_run(message: str, environ: dict[str, str] | None = None) -> bool:
+def fail_the_run(message: str, environ: dict[str, str] | None = None) -> bool:
     """Write `message` as an error to the logs of the flow run this process was started for (a
-    worker names it in PREFECT__FLOW_RUN_ID), at once and before the process fails; False when
-    there is no such run or the server did not take it (the worker's own log has the message
-    all the same)."""
+    worker names it in PREFECT__FLOW_RUN_ID) and set the run Failed with it, before the process
+    exits (the worker would only call it Crashed, "Process exited with status code: 1"); False
+    when there is no such run or the server did not take it (the worker's own log has the
+    message all the same)."""
     run_id = (os.environ if environ is None else environ).get("PREFECT__FLOW_RUN_ID", "")
     if not run_id:
         return False
     try:
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.actions import LogCreate
+        from prefect.states import Failed
 
         log = LogCreate(
             name=__name__,
@@ -156,8 +158,9 @@ def tell_the_run(message: str, environ: dict[str, str] | None = None) -> bool:
         )
         with get_client(sync_client=True) as client:
             client.create_logs([log])
+            client.set_flow_run_state(UUID(run_id), Failed(message=message))
     except Exception as exc:  # noqa: BLE001 - the run fails with the message either way
-        print(f"could not write to flow run {run_id}'s logs: {exc}", file=sys.stderr)
+        print(f"could not tell flow run {run_id} why it fails: {exc}", file=sys.stderr)
         return False
     return True
 
