@@ -23,7 +23,12 @@ from mnist_pipeline.core.service_params import (
     Section,
     ServeParams,
 )
-from mnist_pipeline.core.validators import check_location, load_yaml_strict
+from mnist_pipeline.core.validators import (
+    check_location,
+    describe_errors,
+    load_yaml_strict,
+    problems,
+)
 from mnist_pipeline.data.manifest import DEFAULT_SHA256
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
@@ -215,24 +220,7 @@ def _check_moved(raw: dict[str, Any], source: str) -> None:
         if isinstance(raw.get(section), dict) and key in raw[section]:
             moved.append(f"{source}: {old}: moved to {new} (the '{new.split('.')[0]}:' section)")
     if moved:
-        raise ParamsError(_problems(moved))
-
-
-def _problems(lines: list[str]) -> str:
-    """One problem is one line; several are listed under a heading, one line each."""
-    return lines[0] if len(lines) == 1 else "invalid params:\n  " + "\n  ".join(lines)
-
-
-def _describe(error: ValidationError, source: str) -> str:
-    lines = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            rule = "unknown key (allowed keys are listed in params.py and the README)"
-        else:
-            rule = item["msg"].removeprefix("Value error, ")  # a model validator's own words
-        lines.append(f"{source}: {key}: {rule} (got {item.get('input')!r})")
-    return _problems(lines)
+        raise ParamsError(problems(moved))
 
 
 def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> None:
@@ -267,7 +255,7 @@ def parse_params(
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ParamsError(_describe(exc, source)) from None
+        raise ParamsError(describe_errors(exc, source, Params)) from None
 
 
 def load_params(

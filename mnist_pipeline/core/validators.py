@@ -1,14 +1,16 @@
 """Checks params.py needs beyond types and ranges: cron, time zones, storage locations, strict
-YAML (pure, no I/O)."""
+YAML; and how its validation errors are told (pure, no I/O)."""
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
 # (name, lowest, highest, names for values) of the five cron fields.
 _MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
@@ -109,3 +111,40 @@ def check_location(location: str) -> str:
     if parsed.query or parsed.fragment or location.endswith(("?", "#")):
         raise ValueError(f"{location!r}: a storage location takes no ?query or #fragment")
     return location
+
+
+def problems(lines: list[str]) -> str:
+    """One problem is one line; several are listed under a heading, one line each."""
+    return lines[0] if len(lines) == 1 else "invalid params:\n  " + "\n  ".join(lines)
+
+
+def _unknown_key(loc: tuple[int | str, ...], model: type[BaseModel]) -> str:
+    """'unknown key' with the nearest allowed key, or every allowed key when none is near."""
+    section: Any = model
+    for part in loc[:-1]:  # the (nested) section that holds the key
+        field = section.model_fields.get(part)
+        if field is None or not (
+            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        ):
+            return "unknown key"
+        section = field.annotation
+    allowed = list(section.model_fields)
+    near = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+    if near:
+        return f"unknown key; did you mean {near[0]!r}?"
+    where = ".".join(map(str, loc[:-1])) or "the top level"
+    return f"unknown key; {where} takes {', '.join(allowed)}"
+
+
+def describe_errors(error: ValidationError, source: str, model: type[BaseModel]) -> str:
+    """One line per problem of `error` (validating `model` from `source`): the dotted key, the
+    rule it breaks and the value given."""
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            rule = _unknown_key(item["loc"], model)
+        else:
+            rule = item["msg"].removeprefix("Value error, ")  # a model validator's own words
+        lines.append(f"{source}: {key}: {rule} (got {item.get('input')!r})")
+    return problems(lines)
