@@ -94,11 +94,25 @@ def test_register_list_show_resolve_promote_rollback_verify(workdir: Path) -> No
     assert path.name == first and file_sha256(path) == first
     assert workdir / "registry" not in path.parents
 
-    assert models(workdir, "promote", "2", "--alias", "production").exit_code == 0
+    assert models(workdir, "promote", "v2", "--alias", "production").exit_code == 0
     path = Path(models(workdir, "resolve", "production").stdout.strip())
     assert path.name == card["files"]["model.onnx"]
     assert "production -> v1" in models(workdir, "rollback").output
     assert models(workdir, "verify").exit_code == 0
+
+
+def test_a_version_argument_that_is_no_number_is_refused_before_anything_moves(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # the error box on one line
+    produce(workdir, 1, 0.95)
+    assert models(workdir, "register").exit_code == 0
+    before = models(workdir, "history", "--json").stdout
+    for command in ("promote", "approve", "reject"):
+        refused = models(workdir, command, "production")
+        assert refused.exit_code == 2
+        assert "expected a version number such as 3 or v3, got 'production'" in refused.output
+    assert models(workdir, "history", "--json").stdout == before
 
 
 def test_history_lists_who_moved_each_alias_and_why(

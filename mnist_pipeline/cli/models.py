@@ -19,7 +19,7 @@ from mnist_pipeline.pipeline.approval import Answer, resume_waiting
 from mnist_pipeline.pipeline.card import summary_lines
 from mnist_pipeline.pipeline.register import verify as verify_versions
 from mnist_pipeline.pipeline.versions import ONNX_FILE, open_registry
-from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry import Registry, keys
 from mnist_pipeline.registry.aliases import PRODUCTION
 from mnist_pipeline.registry.signing import generate
 
@@ -136,10 +136,23 @@ def history(
     out.print(table)
 
 
+def version_number(text: str) -> int:
+    """A version as `show` takes one: 3 or v3 (aliases are not numbers)."""
+    match = keys.REF_VERSION_RE.fullmatch(text.strip())
+    if match is None:
+        raise typer.BadParameter(f"expected a version number such as 3 or v3, got {text!r}")
+    return int(match.group(1))
+
+
 @models_app.command("promote")
 def promote(
     ctx: typer.Context,
-    version: Annotated[int, typer.Argument(metavar="VERSION", help="Version number to promote.")],
+    version: Annotated[
+        int,
+        typer.Argument(
+            metavar="VERSION", parser=version_number, help="Version to promote: 3 or v3."
+        ),
+    ],
     alias: Annotated[
         str, typer.Option("--alias", metavar="ALIAS", help="Alias to point at it.")
     ] = PRODUCTION,
@@ -182,7 +195,12 @@ def _answer(ctx: typer.Context, version: int, answer: Answer) -> None:
 @models_app.command("approve")
 def approve(
     ctx: typer.Context,
-    version: Annotated[int, typer.Argument(metavar="VERSION", help="Version awaiting approval.")],
+    version: Annotated[
+        int,
+        typer.Argument(
+            metavar="VERSION", parser=version_number, help="Version awaiting approval: 3 or v3."
+        ),
+    ],
     comment: Comment = None,
     actor: Actor = None,
 ) -> None:
@@ -193,7 +211,12 @@ def approve(
 @models_app.command("reject")
 def reject(
     ctx: typer.Context,
-    version: Annotated[int, typer.Argument(metavar="VERSION", help="Version awaiting approval.")],
+    version: Annotated[
+        int,
+        typer.Argument(
+            metavar="VERSION", parser=version_number, help="Version awaiting approval: 3 or v3."
+        ),
+    ],
     comment: Comment = None,
     actor: Actor = None,
 ) -> None:
