@@ -117,8 +117,17 @@ def test_standard_cron_expressions_are_accepted() -> None:
 def test_overrides_are_validated_like_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, "train:\n  epochs: 3\n")
     assert load_params(path, {"train.epochs": 1}, environ={}).train.epochs == 1
-    with pytest.raises(ParamsError, match="train.learning_rate"):
+    with pytest.raises(ParamsError, match="^override train.learning_rate: Input should be"):
         load_params(path, {"train.learning_rate": 0}, environ={})
+    with pytest.raises(ParamsError, match=r"\n  override parity.batch_sizes.0: Input should be"):
+        load_params(path, {"parity.batch_sizes": [0]}, environ={})
+    bad_file = write(tmp_path, "train:\n  epochs: 0\n")  # the file's own value is the file's
+    with pytest.raises(ParamsError) as refused:
+        load_params(bad_file, {"train.seed": 0, "serve.port": 99999}, environ={})
+    assert str(refused.value).splitlines()[1:] == [
+        f"  {bad_file}: train.epochs: Input should be greater than or equal to 1 (got 0)",
+        "  override serve.port: Input should be less than or equal to 65535 (got 99999)",
+    ]
     with pytest.raises(ParamsError, match="unknown section"):
         load_params(path, {"nope.epochs": 1}, environ={})
     with pytest.raises(ParamsError, match="'train.arch': moved to model.arch"):

@@ -255,7 +255,7 @@ def parse_params(
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ParamsError(describe_errors(exc, source, Params)) from None
+        raise ParamsError(describe_errors(exc, source, Params, overrides or {})) from None
 
 
 def load_params(

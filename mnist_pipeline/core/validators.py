@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -136,15 +137,20 @@ def _unknown_key(loc: tuple[int | str, ...], model: type[BaseModel]) -> str:
     return f"unknown key; {where} takes {', '.join(allowed)}"
 
 
-def describe_errors(error: ValidationError, source: str, model: type[BaseModel]) -> str:
-    """One line per problem of `error` (validating `model` from `source`): the dotted key, the
-    rule it breaks and the value given."""
+def describe_errors(
+    error: ValidationError, source: str, model: type[BaseModel], overridden: Iterable[str] = ()
+) -> str:
+    """One line per problem of `error` (validating `model` from `source`, with the dotted keys
+    `overridden` set elsewhere): where the value came from, the key, the rule it breaks and the
+    value given."""
     lines = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        given = any(key == o or key.startswith(o + ".") for o in overridden)
+        origin = "override" if given else f"{source}:"
         if item["type"] == "extra_forbidden":
             rule = _unknown_key(item["loc"], model)
         else:
             rule = item["msg"].removeprefix("Value error, ")  # a model validator's own words
-        lines.append(f"{source}: {key}: {rule} (got {item.get('input')!r})")
+        lines.append(f"{origin} {key}: {rule} (got {item.get('input')!r})")
     return problems(lines)
