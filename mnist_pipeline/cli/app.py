@@ -41,7 +41,8 @@ def _options(
             "--params",
             "-p",
             metavar="FILE",
-            help="params.yaml to read [default: ROOT/params.yaml].",
+            help="params.yaml to read.",
+            show_default="ROOT/params.yaml",
         ),
     ] = None,
     root: Annotated[
@@ -146,17 +147,24 @@ def predict(
 def serve(
     ctx: typer.Context,
     host: Annotated[
-        str | None, typer.Option(metavar="HOST", help="Address [default: serve.host].")
+        str | None, typer.Option(metavar="HOST", help="Address.", show_default="serve.host")
     ] = None,
     port: Annotated[
-        int | None, typer.Option(metavar="PORT", help="Port [default: serve.port].")
+        int | None, typer.Option(metavar="PORT", help="Port.", show_default="serve.port")
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", metavar="ALIAS|VERSION", help="[default: serve.model]"),
+        typer.Option(
+            "--model",
+            "-m",
+            metavar="ALIAS|VERSION",
+            help="The model to serve.",
+            show_default="serve.model",
+        ),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(metavar="N", help="Worker processes [default: serve.workers].")
+        int | None,
+        typer.Option(metavar="N", help="Worker processes.", show_default="serve.workers"),
     ] = None,
 ) -> None:
     """Serve the registry's model over HTTP, following its alias (POST /predict, GET /model)."""
@@ -172,7 +180,7 @@ def serve_report(
     ctx: typer.Context,
     url: Annotated[
         str | None,
-        typer.Option(metavar="URL", help="A running server [default: serve.host:serve.port]."),
+        typer.Option(metavar="URL", help="A running server.", show_default="serve.host:serve.port"),
     ] = None,
     saved: Annotated[
         Path | None,

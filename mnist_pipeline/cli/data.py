@@ -213,7 +213,8 @@ def accept(
             min=0,
             max=9,
             metavar="DIGIT",
-            help="The label to store it under (one image only) [default: the one claimed].",
+            help="The label to store it under (one image only).",
+            show_default="the one claimed",
         ),
     ] = None,
 ) -> None:

@@ -1,0 +1,43 @@
+"""Every command's --help shows each option's help text whole (Rich markup eats `[...]`)."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+from typer.core import TyperOption
+from typer.testing import CliRunner
+
+from mnist_pipeline.cli.app import app
+
+
+def _commands(group: object, path: tuple[str, ...] = ()):
+    yield path, group
+    for name, command in getattr(group, "commands", {}).items():
+        yield from _commands(command, (*path, name))
+
+
+COMMANDS = list(_commands(typer.main.get_command(app)))
+
+
+@pytest.mark.parametrize(
+    ("path", "command"), COMMANDS, ids=[" ".join(p) or "(top)" for p, _ in COMMANDS]
+)
+def test_help_shows_every_option_help_and_default_whole(
+    path: tuple[str, ...], command: typer.core.TyperCommand, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option: nothing wrapped
+    shown = CliRunner().invoke(app, [*path, "--help"])
+    assert shown.exit_code == 0, shown.output
+    for param in command.params:
+        if isinstance(param, TyperOption) and param.help:
+            assert param.help in shown.output, (param.name, shown.output)
+        if isinstance(param, TyperOption) and isinstance(param.show_default, str):
+            assert f"[default: ({param.show_default})]" in shown.output, param.name
+
+
+def test_the_walk_reaches_every_command_and_its_options() -> None:
+    names = {" ".join(path) for path, _ in COMMANDS}
+    assert {"serve", "models promote", "data accept", "serve-report"} <= names
+    serve = dict(COMMANDS)[("serve",)]
+    options = [p.name for p in serve.params if isinstance(p, TyperOption)]
+    assert options == ["host", "port", "model", "workers"]  # seen as options, so checked above
