@@ -1,4 +1,5 @@
-"""The inbox of labelled digits users add (`mnist-pipeline data add`, the server's /feedback).
+"""The inbox of labelled digits for training (`mnist-pipeline data add`; `data accept` of what
+the server's /feedback quarantined in data/pending/).
 
     data/extra/<label>/<sha256>.<format>     one image, named by the SHA-256 of its bytes
 
