@@ -175,6 +175,41 @@ def test_cli_exits_2_with_one_message_and_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
+def test_a_section_with_no_keys_takes_the_defaults_and_a_non_mapping_is_named(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "train:\n  # epochs: 3 (every key commented out)\nserve:\n")
+    assert load_params(path, environ={}) == Params()
+    nested = write(tmp_path, "train:\n  epochs: 3\n  augment:\n")
+    loaded = load_params(nested, {"train.augment.rotate_deg": 5.0}, environ={})
+    assert loaded.train.epochs == 3 and loaded.train.augment.rotate_deg == 5.0
+    with pytest.raises(
+        ParamsError, match=r"train.augment: expected a mapping of keys \(got \[1\]\)$"
+    ):
+        load_params(write(tmp_path, "train:\n  augment: [1]\n"), environ={})
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_cli_root_must_be_an_existing_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    root = tmp_path / "typo"
+    if kind == "file":
+        root.write_text("")
+    params = write(tmp_path, "{}\n")
+    argv = ["mnist-pipeline", "--params", str(params), "--root", str(root), "models", "list"]
+    monkeypatch.setattr("sys.argv", argv)
+    monkeypatch.setenv("COLUMNS", "250")
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 2
+    said = "does not exist" if kind == "missing" else "is a file"
+    assert f"Invalid value for '--root': dir '{root}' {said}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["params.yaml", *(["typo"] if kind == "file" else [])]
+    )
+
+
 def test_cli_default_params_file_is_the_one_under_root(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

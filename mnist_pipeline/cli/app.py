@@ -48,7 +48,11 @@ def _options(
     root: Annotated[
         Path,
         typer.Option(
-            "--root", metavar="DIR", help="Working directory for data/, models/, reports/."
+            "--root",
+            metavar="DIR",
+            help="Working directory for data/, models/, reports/ (an existing folder).",
+            exists=True,
+            file_okay=False,
         ),
     ] = Path("."),
 ) -> None:

@@ -26,6 +26,7 @@ from mnist_pipeline.core.service_params import (
 from mnist_pipeline.core.validators import (
     check_location,
     describe_errors,
+    empty_sections_as_mappings,
     load_yaml_strict,
     problems,
 )
@@ -251,6 +252,7 @@ def parse_params(
         raise ParamsError(f"{source}: top level must be a mapping of sections")
     raw = copy.deepcopy(raw)  # overrides change the copy, never the caller's mapping
     _check_moved(raw, source)
+    empty_sections_as_mappings(raw, Params)
     _apply_overrides(raw, overrides or {})
     try:
         return Params.model_validate(raw)

@@ -114,6 +114,19 @@ def check_location(location: str) -> str:
     return location
 
 
+def empty_sections_as_mappings(raw: dict[str, Any], model: type[BaseModel]) -> None:
+    """A section (or nested section) written with no keys, e.g. `train:` with every line
+    commented out, is YAML's null: read it as an empty mapping, in place."""
+    for name, field in model.model_fields.items():
+        nested = field.annotation
+        if not (isinstance(nested, type) and issubclass(nested, BaseModel)):
+            continue
+        if name in raw and raw[name] is None:
+            raw[name] = {}
+        if isinstance(raw.get(name), dict):
+            empty_sections_as_mappings(raw[name], nested)
+
+
 def problems(lines: list[str]) -> str:
     """One problem is one line; several are listed under a heading, one line each."""
     return lines[0] if len(lines) == 1 else "invalid params:\n  " + "\n  ".join(lines)
@@ -150,6 +163,8 @@ def describe_errors(
         origin = "override" if given else f"{source}:"
         if item["type"] == "extra_forbidden":
             rule = _unknown_key(item["loc"], model)
+        elif item["type"] == "model_type":  # pydantic would name its class
+            rule = "expected a mapping of keys"
         else:
             rule = item["msg"].removeprefix("Value error, ")  # a model validator's own words
         lines.append(f"{origin} {key}: {rule} (got {item.get('input')!r})")
