@@ -66,8 +66,8 @@ def test_hand_dropped_files_are_listed_and_removal_needs_one_match(tmp_path: Pat
     assert [e.path.name for e in listed] == sorted([added.entry.path.name, "scan-0001.png"])
     with pytest.raises(DataError, match="matches no image"):
         inbox.remove(folder, ["0123456789abcdef"])
-    with pytest.raises(DataError, match="matches no image"):
-        inbox.remove(folder, ["ab"])  # too short to name one
+    with pytest.raises(DataError, match="'ab' is too short a SHA-256 prefix: use 8 or more"):
+        inbox.remove(folder, ["ab"])
     assert inbox.remove(folder, [added.entry.sha256[:8]]) == [added.entry]
     assert [e.path.name for e in inbox.entries(folder)] == ["scan-0001.png"]
 

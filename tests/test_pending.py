@@ -82,7 +82,7 @@ def test_accept_and_reject_move_atomically_and_are_logged(tmp_path: Path) -> Non
         sha[name] = pending.submit(layout.pending, layout.inbox, data, name, label, source).sha256
     for refs, label, message in (
         ([sha["a"][:8], "deadbeef00"], None, "'deadbeef00' matches no pending image"),
-        ([sha["a"][:7]], None, "use 8\\+ digits"),
+        ([sha["a"][:7]], None, f"'{sha['a'][:7]}' is too short a SHA-256 prefix: use 8 or more"),
         ([sha["a"][:8], sha["b"][:8]], None, "the claims disagree \\(labels \\[1, 7\\]\\)"),
     ):
         with pytest.raises(DataError, match=message):

@@ -140,6 +140,9 @@ def test_resolve_model_paths_and_default(model_path: Path, tmp_path: Path) -> No
     assert resolve_model(str(model_path), layout, registry) == model_path
     with pytest.raises(PipelineError, match="model file not found"):
         resolve_model(str(tmp_path / "none.onnx"), layout, registry)
+    (tmp_path / "models.onnx").mkdir()
+    with pytest.raises(PipelineError, match="models.onnx is a folder, not an ONNX file"):
+        resolve_model(str(tmp_path / "models.onnx"), layout, registry)
     with pytest.raises(PipelineError, match="no model"):
         resolve_model(None, layout, registry)
     layout.model_dir.mkdir()

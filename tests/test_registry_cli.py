@@ -138,6 +138,11 @@ def test_history_lists_who_moved_each_alias_and_why(
         "checked by hand",
         "eve was wrong",
     ]
+    typo = models(workdir, "history", "prodution")
+    assert typo.exit_code == 1
+    assert str(typo.exception) == (
+        "no alias 'prodution' in the history of mnist-cnn; aliases: production, staging"
+    )
     staging = json.loads(models(workdir, "history", "staging", "--json").stdout)
     assert [(e["action"], e["version"]) for e in staging] == [("register", 2)]
     rows = [line for line in models(workdir, "history").stdout.splitlines() if line.startswith("│")]

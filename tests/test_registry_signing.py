@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import stat
 from pathlib import Path
@@ -49,13 +50,19 @@ def forge(registry: Registry, version: int, donor: int) -> None:
 def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> None:
     runner = CliRunner()
     key = tmp_path / "signing" / "mnist.key"
-    result = runner.invoke(app, ["models", "keygen", str(key)])
+    with contextlib.chdir(tmp_path):  # the paths it prints are absolute
+        result = runner.invoke(app, ["models", "keygen", "signing/mnist.key"])
     assert result.exit_code == 0, result.output
+    assert f"private key {key} (mode 0600), public key {key}.pub" in " ".join(result.output.split())
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert b"PRIVATE KEY" in key.read_bytes()
     assert b"PUBLIC KEY" in Path(f"{key}.pub").read_bytes()
     again = runner.invoke(app, ["models", "keygen", str(key)])
     assert again.exit_code == 1 and "already exists; not overwriting a key" in str(again.exception)
+    folder = runner.invoke(app, ["models", "keygen", str(key.parent)])
+    assert folder.exit_code == 1 and "signing is a folder: give the key file" in str(
+        folder.exception
+    )
 
 
 def test_a_forged_version_passes_the_seal_but_not_the_signature(

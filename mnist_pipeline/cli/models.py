@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mnist_pipeline.cli.state import state
-from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.errors import PipelineError, RegistryError
 from mnist_pipeline.core.reports import ModelCard, parse_report
 from mnist_pipeline.pipeline import announce, stages
 from mnist_pipeline.pipeline.approval import Answer, resume_waiting
@@ -116,7 +116,14 @@ def history(
 ) -> None:
     """The audit trail: every alias move, who made it, when and why (oldest first)."""
     registry = _registry(ctx)
-    events = [e for e in registry.alias_log()["events"] if alias is None or e.get("alias") == alias]
+    everything = registry.alias_log()["events"]
+    named = {e.get("alias") for e in everything} | set(registry.aliases())
+    if alias is not None and alias not in named:
+        known = ", ".join(sorted(map(str, named))) or "none"
+        raise RegistryError(
+            f"no alias {alias!r} in the history of {registry.name}; aliases: {known}"
+        )
+    events = [e for e in everything if alias is None or e.get("alias") == alias]
     if as_json:
         typer.echo(json.dumps(events, indent=2))
         return
@@ -271,9 +278,9 @@ def keygen(
 ) -> None:
     """Create an Ed25519 key pair for signing model cards (never overwrites a key)."""
     public, key = generate(path)
-    err.print(
-        f"private key {path} (mode 0600), public key {public} (key id {key}): set "
-        f"registry.signing_key to the first, add the second to registry.trusted_keys",
+    err.print(  # absolute: params resolve a relative path against the project, not the cwd
+        f"private key {path.resolve()} (mode 0600), public key {public.resolve()} (key id "
+        f"{key}): set registry.signing_key to the first, add the second to registry.trusted_keys",
         highlight=False,
         soft_wrap=True,
         markup=False,

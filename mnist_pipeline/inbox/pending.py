@@ -180,7 +180,7 @@ def resolve(folder: Path, refs: list[str]) -> list[Pending]:
         matches = [i for i in known if len(key) >= 8 and i.sha256.startswith(key)]
         if len(matches) != 1:
             what = "no pending image" if not matches else f"{len(matches)} pending images"
-            raise DataError(f"{ref!r} matches {what} in {folder} (use 8+ digits of the SHA-256)")
+            raise store.unmatched(ref, what, folder)
         if matches[0] not in chosen:
             chosen.append(matches[0])
     return chosen

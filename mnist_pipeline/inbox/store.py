@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,10 +175,18 @@ def resolve(inbox: Path, refs: list[str]) -> list[Entry]:
             or Path(ref).resolve() == e.path.resolve()
         ]
         if len(matches) != 1:
-            what = "no image" if not matches else f"{len(matches)} images"
-            raise DataError(f"{ref!r} matches {what} in {inbox} (use 8+ digits of the SHA-256)")
+            raise unmatched(ref, "no image" if not matches else f"{len(matches)} images", inbox)
         chosen.append(matches[0])
     return chosen
+
+
+def unmatched(ref: str, what: str, where: Path) -> DataError:
+    """The error for a reference that matched `what` ("no image", "3 images") in `where`, saying
+    why when the reference cannot be a SHA-256 prefix."""
+    key = ref.strip()
+    if re.fullmatch(r"[0-9a-fA-F]{1,7}", key):
+        return DataError(f"{ref!r} is too short a SHA-256 prefix: use 8 or more hex digits")
+    return DataError(f"{ref!r} matches {what} in {where} (use 8+ digits of the SHA-256)")
 
 
 def delete(chosen: list[Entry]) -> None:

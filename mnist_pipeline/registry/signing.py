@@ -134,6 +134,8 @@ def generate(path: Path) -> tuple[Path, str]:
     )
     pub_path = path.with_name(path.name + ".pub")
     for target in (path, pub_path):
+        if target.is_dir():
+            raise RegistryError(f"{target} is a folder: give the key file's path in it")
         if target.exists():
             raise RegistryError(f"{target} already exists; not overwriting a key")
     path.parent.mkdir(parents=True, exist_ok=True)

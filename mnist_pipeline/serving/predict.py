@@ -75,6 +75,8 @@ def resolve_model(ref: str | None, layout: Layout, registry: RegistryParams | No
     """
     if ref is not None and is_model_path(ref):
         path = Path(ref)
+        if path.is_dir():
+            raise PipelineError(f"{path} is a folder, not an ONNX file")
         if not path.is_file():
             raise PipelineError(f"model file not found: {path}")
         return path
