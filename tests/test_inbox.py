@@ -68,7 +68,10 @@ def test_hand_dropped_files_are_listed_and_removal_needs_one_match(tmp_path: Pat
         inbox.remove(folder, ["0123456789abcdef"])
     with pytest.raises(DataError, match="'ab' is too short a SHA-256 prefix: use 8 or more"):
         inbox.remove(folder, ["ab"])
-    assert inbox.remove(folder, [added.entry.sha256[:8]]) == [added.entry]
+    with pytest.raises(DataError, match=f"{tmp_path}: a folder, not an image file"):
+        inbox.add_file(folder, tmp_path, 4)
+    named_twice = [added.entry.sha256[:8], str(added.entry.path)]
+    assert inbox.remove(folder, named_twice) == [added.entry]
     assert [e.path.name for e in inbox.entries(folder)] == ["scan-0001.png"]
 
 

@@ -63,7 +63,7 @@ def add(
             if shared is None:
                 added.append(inbox.add_file(folder, path, label))
             else:  # the store first: one it cannot take is not stored here either
-                data = _read(path)
+                data = inbox.read_file(path)
                 added.append(sync.add(shared, folder, data, str(path), label, f"cli:{_user()}"))
     finally:  # a bad file stops the command; the images stored before it still count
         for done in added:
@@ -78,7 +78,7 @@ def _add_pending(folder: Path, quarantine: Path, images: list[Path], label: int)
     """Quarantine each image (a bad one stops the command; those before it stay pending)."""
     source = f"cli:{_user()}"
     for path in images:
-        data = _read(path)
+        data = inbox.read_file(path)
         done = pending.submit(quarantine, folder, data, str(path), label, source)
         what = {"pending": "pending review", "known": "already pending"}
         line = f"{what[done.status]}: {path} {done.sha256[:12]} (label {label})"
@@ -275,10 +275,3 @@ def sync_inbox(ctx: typer.Context) -> None:
         console.print(f"warning: {warning}", markup=False)
     if result.problems:
         raise typer.Exit(1)
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None

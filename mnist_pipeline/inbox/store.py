@@ -144,13 +144,19 @@ def find(inbox: Path, digest: str) -> Entry | None:
     return next((entry for entry in entries(inbox) if entry.sha256 == digest), None)
 
 
-def add_file(inbox: Path, path: Path, label: object) -> Added:
-    """`add` the image file at `path` (errors name it)."""
+def read_file(path: Path) -> bytes:
+    """The bytes of an image file a user named (errors name it)."""
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not an image file")
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
-    return add(inbox, data, str(path), label)
+
+
+def add_file(inbox: Path, path: Path, label: object) -> Added:
+    """`add` the image file at `path` (errors name it)."""
+    return add(inbox, read_file(path), str(path), label)
 
 
 def remove(inbox: Path, refs: list[str]) -> list[Entry]:
@@ -176,7 +182,8 @@ def resolve(inbox: Path, refs: list[str]) -> list[Entry]:
         ]
         if len(matches) != 1:
             raise unmatched(ref, "no image" if not matches else f"{len(matches)} images", inbox)
-        chosen.append(matches[0])
+        if matches[0] not in chosen:  # named twice: removed (and reported) once
+            chosen.append(matches[0])
     return chosen
 
 
