@@ -137,7 +137,7 @@ def test_predict_with_a_model_path_needs_no_params_file(model_path: Path, tmp_pa
 
 def test_resolve_model_paths_and_default(model_path: Path, tmp_path: Path) -> None:
     layout, registry = Layout(tmp_path), RegistryParams()
-    assert resolve_model(str(model_path), layout, registry) == model_path
+    assert resolve_model(str(model_path), layout, registry) == (model_path, str(model_path))
     with pytest.raises(PipelineError, match="model file not found"):
         resolve_model(str(tmp_path / "none.onnx"), layout, registry)
     (tmp_path / "models.onnx").mkdir()
@@ -147,7 +147,8 @@ def test_resolve_model_paths_and_default(model_path: Path, tmp_path: Path) -> No
         resolve_model(None, layout, registry)
     layout.model_dir.mkdir()
     shutil.copy(model_path, layout.onnx)
-    assert resolve_model(None, layout, registry) == layout.onnx
+    fallback = resolve_model(None, layout, registry)
+    assert fallback == (layout.onnx, f"{layout.onnx} (the registry has no production version)")
     with pytest.raises(RegistryError, match="unknown alias 'production'"):
         resolve_model("production", layout, registry)
 
@@ -178,11 +179,17 @@ def test_resolve_model_prefers_the_registry_production(model_path: Path, tmp_pat
     layout.model_dir.mkdir()
     shutil.copy(model_path, layout.onnx)
 
-    stored = resolve_model(None, layout, registry)
-    assert stored != layout.onnx and stored == resolve_model("1", layout, registry)
+    production = resolve_model(None, layout, registry)
+    assert production.label == "mnist-cnn v1 (production)"
+    assert (resolve_model("v1", layout, registry).label, resolve_model("1", layout, registry)) == (
+        "mnist-cnn v1",
+        (production.path, "mnist-cnn v1"),
+    )
+    stored = production.path
+    assert stored != layout.onnx
     assert predict_files(stored, [draw_digit(tmp_path / "a.png")]).failed == 0
     writable(stored).write_bytes(stored.read_bytes() + b"\0")  # a damaged local copy
-    assert resolve_model(None, layout, registry) == stored  # is replaced from the store
+    assert resolve_model(None, layout, registry).path == stored  # is replaced from the store
     assert predict_files(stored, [draw_digit(tmp_path / "b.png")]).failed == 0
     for damaged in (stored, stored_file(models, 1, "model.onnx")):  # the store's too: refused
         writable(damaged).write_bytes(damaged.read_bytes() + b"\0")

@@ -129,12 +129,12 @@ def predict(
 
     st = state(ctx)
     registry = None if is_model_path(model) else st.params().registry  # a path needs no params
-    model_path = resolve_model(model, st.layout, registry)
-    result = predict_files(model_path, images, top=top or 1)
+    choice = resolve_model(model, st.layout, registry)
+    result = predict_files(choice.path, images, top=top or 1)
     if as_json:
         print(json.dumps([p.to_dict(with_top=top is not None) for p in result.predictions]))
     else:
-        console.print(f"model: {result.model_path}", markup=False)
+        console.print(f"model: {choice.label}", markup=False)
         for p in result.predictions:
             if p.error is not None:
                 console.print(f"[red]error: {escape(p.error)}[/]")  # the error names the file

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -66,7 +66,15 @@ def is_model_path(ref: str | None) -> bool:
     return ref is not None and (ref.endswith(".onnx") or "/" in ref or "\\" in ref)
 
 
-def resolve_model(ref: str | None, layout: Layout, registry: RegistryParams | None) -> Path:
+class ModelChoice(NamedTuple):
+    """The ONNX file to use and what it is, for people: a path, or `mnist-cnn v3 (production)`
+    for a verified copy of a registered version."""
+
+    path: Path
+    label: str
+
+
+def resolve_model(ref: str | None, layout: Layout, registry: RegistryParams | None) -> ModelChoice:
     """The ONNX file to use.
 
     `ref` is a path (ends in .onnx or contains a slash) or a registry reference (a version
@@ -79,19 +87,22 @@ def resolve_model(ref: str | None, layout: Layout, registry: RegistryParams | No
             raise PipelineError(f"{path} is a folder, not an ONNX file")
         if not path.is_file():
             raise PipelineError(f"model file not found: {path}")
-        return path
+        return ModelChoice(path, str(path))
     if registry is None:
         raise ValueError("a registry reference needs the registry params")
     from mnist_pipeline.pipeline.versions import ONNX_FILE, open_registry  # torch-free
     from mnist_pipeline.registry import PRODUCTION
 
     models = open_registry(registry, layout)
+    if ref is None and PRODUCTION in models.aliases():
+        ref = PRODUCTION
     if ref is not None:
-        return models.fetch(ref, ONNX_FILE)
-    if PRODUCTION in models.aliases():
-        return models.fetch(PRODUCTION, ONNX_FILE)
+        path = models.fetch(ref, ONNX_FILE)
+        version = models.version_of(ref)
+        named = "" if ref.strip().lstrip("v") == str(version) else f" ({ref})"
+        return ModelChoice(path, f"{models.name} v{version}{named}")
     if layout.onnx.is_file():
-        return layout.onnx
+        return ModelChoice(layout.onnx, f"{layout.onnx} (the registry has no production version)")
     raise PipelineError(
         f"no model: the registry {models.location} has no production version and "
         f"{layout.onnx} does not exist; run `mnist-pipeline export` or pass --model"
