@@ -121,6 +121,15 @@ def test_overrides_are_validated_like_the_file(tmp_path: Path) -> None:
         load_params(path, {"train.learning_rate": 0}, environ={})
     with pytest.raises(ParamsError, match=r"\n  override parity.batch_sizes.0: Input should be"):
         load_params(path, {"parity.batch_sizes": [0]}, environ={})
+    onecycle = {"train.learning_rate": 0.01, "train.lr_schedule": "onecycle"}
+    with pytest.raises(ParamsError) as section_rule:  # a rule about the section it is part of
+        load_params(path, onecycle, environ={})
+    assert str(section_rule.value).startswith(
+        f"{path}: train (with override train.learning_rate, override train.lr_schedule): "
+        "max_learning_rate (0.005) must be >= learning_rate (0.01)"
+    )
+    with pytest.raises(ParamsError, match=r"^data.mirrors \(MNIST_MIRROR\): Tuple should"):
+        parse_params({}, "p.yaml", {"data.mirrors": []}, set_by={"data.mirrors": "MNIST_MIRROR"})
     bad_file = write(tmp_path, "train:\n  epochs: 0\n")  # the file's own value is the file's
     with pytest.raises(ParamsError) as refused:
         load_params(bad_file, {"train.seed": 0, "serve.port": 99999}, environ={})

@@ -181,7 +181,7 @@ def test_resolve_model_prefers_the_registry_production(model_path: Path, tmp_pat
 
     production = resolve_model(None, layout, registry)
     assert production.label == "mnist-cnn v1 (production)"
-    assert (resolve_model("v1", layout, registry).label, resolve_model("1", layout, registry)) == (
+    assert (resolve_model("v01", layout, registry).label, resolve_model("1", layout, registry)) == (
         "mnist-cnn v1",
         (production.path, "mnist-cnn v1"),
     )

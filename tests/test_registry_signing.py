@@ -60,9 +60,12 @@ def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> Non
     again = runner.invoke(app, ["models", "keygen", str(key)])
     assert again.exit_code == 1 and "already exists; not overwriting a key" in str(again.exception)
     folder = runner.invoke(app, ["models", "keygen", str(key.parent)])
-    assert folder.exit_code == 1 and "signing is a folder: give the key file" in str(
-        folder.exception
-    )
+    assert folder.exit_code == 1
+    assert "signing is a folder: give the key file" in str(folder.exception)
+    with contextlib.chdir(key.parent):  # a folder with no name of its own, too
+        here = runner.invoke(app, ["models", "keygen", "."])
+    assert here.exit_code == 1 and str(here.exception).startswith(". is a folder: give the key")
+    assert sorted(p.name for p in key.parent.iterdir()) == ["mnist.key", "mnist.key.pub"]
 
 
 def test_a_forged_version_passes_the_seal_but_not_the_signature(

@@ -116,8 +116,9 @@ def history(
 ) -> None:
     """The audit trail: every alias move, who made it, when and why (oldest first)."""
     registry = _registry(ctx)
-    everything = registry.alias_log()["events"]
-    named = {e.get("alias") for e in everything} | set(registry.aliases())
+    log = registry.alias_log()  # one read: the aliases and their events
+    everything = log["events"]
+    named = {e.get("alias") for e in everything} | set(log["aliases"])
     if alias is not None and alias not in named:
         known = ", ".join(sorted(map(str, named))) or "none"
         raise RegistryError(

@@ -243,9 +243,13 @@ def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> None:
 
 
 def parse_params(
-    raw: Any, source: str = "params", overrides: Mapping[str, Any] | None = None
+    raw: Any,
+    source: str = "params",
+    overrides: Mapping[str, Any] | None = None,
+    set_by: Mapping[str, str] | None = None,
 ) -> Params:
-    """Validate an already-loaded mapping (plus dotted overrides) into `Params`."""
+    """Validate an already-loaded mapping (plus dotted overrides) into `Params`; errors call an
+    override's value an override, or what `set_by` names for its key."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -257,7 +261,8 @@ def parse_params(
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ParamsError(describe_errors(exc, source, Params, overrides or {})) from None
+        set_elsewhere = {key: "override" for key in overrides or {}} | dict(set_by or {})
+        raise ParamsError(describe_errors(exc, source, Params, set_elsewhere)) from None
 
 
 def load_params(
@@ -282,11 +287,12 @@ def load_params(
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ParamsError(f"{path}: not valid YAML{where}: {problem}") from None
-    merged = dict(overrides or {})
+    merged, set_by = dict(overrides or {}), {}
     env_mirror = (os.environ if environ is None else environ).get(MIRROR_ENV, "").strip()
     if env_mirror and "data.mirrors" not in merged:
         mirrors = [m.strip() for m in env_mirror.split(",") if m.strip()]
         if not mirrors:
             raise ParamsError(f"{MIRROR_ENV}={env_mirror!r} names no mirror (comma-separated)")
         merged["data.mirrors"] = mirrors
-    return parse_params(raw, source=str(path), overrides=merged)
+        set_by["data.mirrors"] = MIRROR_ENV  # an error in it names the variable
+    return parse_params(raw, source=str(path), overrides=merged, set_by=set_by)

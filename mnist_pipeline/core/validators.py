@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -150,22 +150,34 @@ def _unknown_key(loc: tuple[int | str, ...], model: type[BaseModel]) -> str:
     return f"unknown key; {where} takes {', '.join(allowed)}"
 
 
+def _where(key: str, source: str, set_elsewhere: Mapping[str, str]) -> str:
+    """Where the value at dotted `key` came from: `set_elsewhere` maps each key set outside the
+    file to how it was set ("override", "MNIST_MIRROR")."""
+    for dotted, how in set_elsewhere.items():
+        if key == dotted or key.startswith(dotted + "."):
+            return f"{key} ({how})" if how != "override" else f"override {key}"
+    inside = [f"{how} {d}" for d, how in set_elsewhere.items() if d.startswith(key + ".")]
+    return f"{source}: {key} (with {', '.join(inside)})" if inside else f"{source}: {key}"
+
+
 def describe_errors(
-    error: ValidationError, source: str, model: type[BaseModel], overridden: Iterable[str] = ()
+    error: ValidationError,
+    source: str,
+    model: type[BaseModel],
+    set_elsewhere: Mapping[str, str] | None = None,
 ) -> str:
-    """One line per problem of `error` (validating `model` from `source`, with the dotted keys
-    `overridden` set elsewhere): where the value came from, the key, the rule it breaks and the
-    value given."""
+    """One line per problem of `error` (validating `model` from `source`; `set_elsewhere`: the
+    dotted keys given outside it, and how): where the value came from, the key, the rule it
+    breaks and the value given. A rule about a whole section names the overrides inside it."""
     lines = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        given = any(key == o or key.startswith(o + ".") for o in overridden)
-        origin = "override" if given else f"{source}:"
+        where = _where(key, source, set_elsewhere or {})
         if item["type"] == "extra_forbidden":
             rule = _unknown_key(item["loc"], model)
         elif item["type"] == "model_type":  # pydantic would name its class
             rule = "expected a mapping of keys"
         else:
             rule = item["msg"].removeprefix("Value error, ")  # a model validator's own words
-        lines.append(f"{origin} {key}: {rule} (got {item.get('input')!r})")
+        lines.append(f"{where}: {rule} (got {item.get('input')!r})")
     return problems(lines)

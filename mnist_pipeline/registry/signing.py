@@ -123,6 +123,8 @@ class Signing:
 def generate(path: Path) -> tuple[Path, str]:
     """Write a new Ed25519 private key to `path` (mode 0600, never overwritten) and its public
     key to `path`.pub; returns the public key's path and id."""
+    if path.is_dir():  # also `.` and `/`, which have no name to add .pub to
+        raise RegistryError(f"{path} is a folder: give the key file's path in it")
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM,
@@ -134,8 +136,6 @@ def generate(path: Path) -> tuple[Path, str]:
     )
     pub_path = path.with_name(path.name + ".pub")
     for target in (path, pub_path):
-        if target.is_dir():
-            raise RegistryError(f"{target} is a folder: give the key file's path in it")
         if target.exists():
             raise RegistryError(f"{target} already exists; not overwriting a key")
     path.parent.mkdir(parents=True, exist_ok=True)

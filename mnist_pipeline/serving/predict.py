@@ -91,16 +91,15 @@ def resolve_model(ref: str | None, layout: Layout, registry: RegistryParams | No
     if registry is None:
         raise ValueError("a registry reference needs the registry params")
     from mnist_pipeline.pipeline.versions import ONNX_FILE, open_registry  # torch-free
-    from mnist_pipeline.registry import PRODUCTION
+    from mnist_pipeline.registry import PRODUCTION, keys
 
     models = open_registry(registry, layout)
     if ref is None and PRODUCTION in models.aliases():
         ref = PRODUCTION
     if ref is not None:
-        path = models.fetch(ref, ONNX_FILE)
-        version = models.version_of(ref)
-        named = "" if ref.strip().lstrip("v") == str(version) else f" ({ref})"
-        return ModelChoice(path, f"{models.name} v{version}{named}")
+        version = models.version_of(ref)  # once: the label names the version fetched
+        named = "" if keys.REF_VERSION_RE.fullmatch(ref.strip()) else f" ({ref})"
+        return ModelChoice(models.fetch(version, ONNX_FILE), f"{models.name} v{version}{named}")
     if layout.onnx.is_file():
         return ModelChoice(layout.onnx, f"{layout.onnx} (the registry has no production version)")
     raise PipelineError(
