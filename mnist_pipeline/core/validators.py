@@ -114,12 +114,19 @@ def check_location(location: str) -> str:
     return location
 
 
+def _section(model: type[BaseModel], name: int | str) -> type[BaseModel] | None:
+    """The model of `model`'s field `name` when that field is a (nested) section, else None."""
+    field = model.model_fields.get(str(name))
+    nested = field.annotation if field is not None else None
+    return nested if isinstance(nested, type) and issubclass(nested, BaseModel) else None
+
+
 def empty_sections_as_mappings(raw: dict[str, Any], model: type[BaseModel]) -> None:
     """A section (or nested section) written with no keys, e.g. `train:` with every line
     commented out, is YAML's null: read it as an empty mapping, in place."""
-    for name, field in model.model_fields.items():
-        nested = field.annotation
-        if not (isinstance(nested, type) and issubclass(nested, BaseModel)):
+    for name in model.model_fields:
+        nested = _section(model, name)
+        if nested is None:
             continue
         if name in raw and raw[name] is None:
             raw[name] = {}
@@ -134,14 +141,11 @@ def problems(lines: list[str]) -> str:
 
 def _unknown_key(loc: tuple[int | str, ...], model: type[BaseModel]) -> str:
     """'unknown key' with the nearest allowed key, or every allowed key when none is near."""
-    section: Any = model
+    section: type[BaseModel] | None = model
     for part in loc[:-1]:  # the (nested) section that holds the key
-        field = section.model_fields.get(part)
-        if field is None or not (
-            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
-        ):
-            return "unknown key"
-        section = field.annotation
+        section = _section(section, part) if section is not None else None
+    if section is None:
+        return "unknown key"
     allowed = list(section.model_fields)
     near = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
     if near:
