@@ -134,3 +134,24 @@ def test_greyscale_conversion_matches_python(mode: str, tmp_path: Path) -> None:
         f"return cases.map((c) => Array.from({call}.data));", [{"data": rgba.ravel().tolist()}]
     )
     np.testing.assert_array_equal(np.array(out[0], np.float32).reshape(13, 17), load_grey(path))
+
+
+def test_light_ink_on_a_transparent_sheet_matches_python(tmp_path: Path) -> None:
+    """Step 2's fallback: white strokes on clear pixels vanish on white, so over black."""
+    rng = np.random.default_rng(3)
+    alpha = np.zeros((13, 17), np.uint8)
+    alpha[3:10, 5:8] = rng.integers(100, 256, (7, 3))  # a stroke with anti-aliased edges
+    cases = {"white": 255, "pale grey": 180}  # the grey one is visible on white: not switched
+    images = []
+    for name, level in cases.items():
+        rgba = np.dstack([np.full((13, 17, 3), level, np.uint8), alpha])
+        Image.fromarray(rgba, "RGBA").save(tmp_path / f"{name}.png")
+        images.append({"data": rgba.ravel().tolist()})
+    out = run_js(
+        "return cases.map((c) => Array.from(P.greyFromRGBA(c.data, 17, 13).data));", images
+    )
+    for name, js in zip(cases, out, strict=True):
+        py = load_grey(tmp_path / f"{name}.png")
+        np.testing.assert_array_equal(np.array(js, np.float32).reshape(13, 17), py, err_msg=name)
+    assert load_grey(tmp_path / "white.png")[5, 6] > 0.3  # the stroke shows, over black
+    assert load_grey(tmp_path / "pale grey.png")[0, 0] == 1.0  # over white: the paper is white

@@ -57,6 +57,8 @@ def _variants(digit: np.ndarray, i: int, folder: Path) -> list[Path]:
     out["colour.jpg"] = Image.fromarray(tint.clip(0, 255).astype(np.uint8))
     alpha = 255 - np.asarray(paper)  # ink on a transparent sheet
     out["alpha.png"] = Image.fromarray(np.stack([np.zeros_like(alpha)] * 3 + [alpha], -1), "RGBA")
+    white = np.full_like(alpha, 255)  # white ink on a transparent sheet
+    out["white-alpha.png"] = Image.fromarray(np.stack([white] * 3 + [alpha], -1), "RGBA")
     out["grey16.png"] = Image.fromarray(np.asarray(paper).astype(np.uint16) * 257)
     paths = []
     for name, image in out.items():

@@ -210,6 +210,27 @@ def test_transparent_background_counts_as_white_paper(tmp_path: Path) -> None:
     np.testing.assert_allclose(preprocess_file(tmp_path / "canvas.png"), to_mnist(grey), atol=1e-6)
 
 
+def test_light_ink_on_a_transparent_sheet_is_read_over_black(tmp_path: Path) -> None:
+    grey = paper()
+    ink = np.where(grey < 0.5, 255, 0).astype(np.uint8)  # anti-aliasing aside: alpha is the ink
+    white = np.stack([np.full_like(ink, 255)] * 3 + [ink], -1)  # white strokes, clear elsewhere
+    Image.fromarray(white).save(tmp_path / "white.png")
+    np.testing.assert_allclose(preprocess_file(tmp_path / "white.png"), to_mnist(grey), atol=1e-6)
+    # A visible sheet (white paper, black ink) with transparent margins keeps white as paper.
+    sheet = np.stack([np.round(grey * 255).astype(np.uint8)] * 3 + [np.full_like(ink, 255)], -1)
+    framed = np.pad(sheet, ((15, 15), (15, 15), (0, 0)))  # clear black margins all round
+    Image.fromarray(framed).save(tmp_path / "framed.png")
+    np.testing.assert_allclose(
+        preprocess_file(tmp_path / "framed.png"),
+        to_mnist(np.pad(grey, 15, constant_values=1)),
+        atol=1e-6,
+    )
+    blank = np.zeros_like(white)  # nothing drawn: still blank, on either paper
+    Image.fromarray(blank).save(tmp_path / "clear.png")
+    with pytest.raises(ImageError, match="blank"):
+        preprocess_file(tmp_path / "clear.png")
+
+
 def test_sixteen_bit_grey_png(tmp_path: Path) -> None:
     grey = paper()
     Image.fromarray((grey * 65535).astype(np.uint16)).save(tmp_path / "deep.png")

@@ -25,18 +25,28 @@ export const roundHalfUp = (x) => Math.floor(x + 0.5);
 
 /**
  * Step 2 for 8-bit RGBA pixels (a canvas's ImageData, or a decoded PNG/JPEG): greyscale in [0, 1],
- * 0 black, composited over white when `hasAlpha`.
+ * 0 black. With `hasAlpha`, composited over white, or over black when nothing shows on white
+ * (light ink on a transparent sheet).
  */
 export function greyFromRGBA(rgba, width, height, hasAlpha = true) {
+  if (!hasAlpha) return composite(rgba, width, height, null);
+  const onWhite = composite(rgba, width, height, 255);
+  let [lo, hi] = [Infinity, -Infinity];
+  for (const g of onWhite.data) [lo, hi] = [Math.min(lo, g), Math.max(hi, g)];
+  return hi - lo >= MIN_CONTRAST ? onWhite : composite(rgba, width, height, 0);
+}
+
+/** Luma of each pixel, over a `paper` of 255 (white) or 0 (black) by its alpha; null: opaque. */
+function composite(rgba, width, height, paper) {
   const grey = new Float32Array(width * height);
   for (let i = 0; i < grey.length; i++) {
     const p = 4 * i;
     let g = f32(LUMA[0] * rgba[p]);
     g = f32(g + f32(LUMA[1] * rgba[p + 1]));
     g = f32(g + f32(LUMA[2] * rgba[p + 2]));
-    if (hasAlpha) {
+    if (paper !== null) {
       const a = f32(rgba[p + 3] / 255);
-      g = f32(f32(g * a) + f32(255 * f32(1 - a)));
+      g = f32(f32(g * a) + f32(paper * f32(1 - a)));
     }
     grey[i] = Math.min(Math.max(f32(g / 255), 0), 1);
   }

@@ -8,9 +8,11 @@ indexed [row, column] from 0, and a pixel's coordinate is its index (its centre)
    image over MAX_PIXELS (50,000,000) pixels, checked from the header before decoding. Use the
    first frame of multi-frame files and apply the EXIF orientation tag.
 2. Greyscale g in [0, 1] (0 black, 1 white), from 8-bit channels: with an alpha channel (or
-   palette transparency), composite over white first: c' = c * a + 255 * (1 - a), a = A / 255.
-   Then g = (0.299 R + 0.587 G + 0.114 B) / 255 (float32); a greyscale image has g = L / 255,
-   a 16-bit greyscale one g = I / 65535.
+   palette transparency), composite the luma over white: g = (y * a + 255 * (1 - a)) / 255,
+   y = 0.299 R + 0.587 G + 0.114 B, a = A / 255 (float32, clipped to [0, 1]); if that g is
+   uniform (max(g) - min(g) < MIN_CONTRAST: light ink on a transparent sheet vanishes on
+   white), composite over black instead: g = y * a / 255. Without alpha g = y / 255; a
+   greyscale image has g = L / 255, a 16-bit greyscale one g = I / 65535.
 3. Polarity. border = the pixels of the first and last row and column, each pixel once (all
    pixels if a side is shorter than 3); b = median(border). If b > 0.5 the background is light:
    ink = 1 - g and bg = 1 - b; otherwise ink = g and bg = b.
@@ -71,7 +73,8 @@ def round_half_up(x: float) -> int:
 
 
 def _to_grey(image: Image.Image) -> np.ndarray:
-    """Step 2: any decoded image -> float32 greyscale in [0, 1], alpha composited on white."""
+    """Step 2: any decoded image -> float32 greyscale in [0, 1] (alpha: over white, or over
+    black when nothing shows on white)."""
     if image.mode in ("I;16", "I;16L", "I;16B", "I"):
         return (np.asarray(image, dtype=np.float64) / 65535.0).clip(0, 1).astype(np.float32)
     if image.mode == "L":
@@ -83,7 +86,10 @@ def _to_grey(image: Image.Image) -> np.ndarray:
         grey += np.float32(weight) * pixels[..., channel].astype(np.float32)
     if has_alpha:
         alpha = pixels[..., 3].astype(np.float32) / np.float32(255)
-        grey = grey * alpha + np.float32(255) * (1 - alpha)
+        on_white = ((grey * alpha + np.float32(255) * (1 - alpha)) / np.float32(255)).clip(0, 1)
+        if float(on_white.max()) - float(on_white.min()) >= MIN_CONTRAST:
+            return on_white
+        grey = grey * alpha  # light ink on a transparent sheet: over black
     return (grey / np.float32(255)).clip(0, 1)
 
 
