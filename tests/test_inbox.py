@@ -149,3 +149,28 @@ def test_pending_new_images_are_counted_and_kept_when_the_server_is_down(tmp_pat
     assert told.endswith("3 pending") and inbox_events.read_pending(folder) == 3
     inbox_events.pending_file(folder).write_text("not json")
     assert inbox_events.read_pending(folder) == 0  # unreadable: counting starts again
+
+
+def test_an_image_is_removed_by_the_users_own_copy(tmp_path: Path) -> None:
+    folder = tmp_path / "extra"
+    mine = draw_digit(tmp_path / "mine.png", 5)
+    added = inbox.add_file(folder, mine, 5)
+    other = draw_digit(tmp_path / "other.png", 6)
+    with pytest.raises(DataError, match=r"other.png: no image with its content \(\w{12}\) in "):
+        inbox.remove(folder, [str(other)])
+    assert inbox.remove(folder, [str(mine)]) == [added.entry]
+    assert inbox.entries(folder) == [] and mine.exists()  # the user's copy stays
+
+
+def test_add_stopping_at_a_bad_file_names_those_not_added(tmp_path: Path) -> None:
+    runner = CliRunner()
+    (tmp_path / "params.yaml").write_text("{}\n")
+    good = [draw_digit(tmp_path / f"{d}.png", d) for d in (1, 7)]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    for extra in ([], ["--pending"]):
+        args = ["--root", str(tmp_path), "data", "add", *extra, "-l", "1"]
+        done = runner.invoke(app, [*args, str(good[0]), str(bad), str(good[1])])
+        assert done.exit_code == 1, done.output
+        assert f"stopped at {bad}, so not added: {good[1]}" in done.output
+    assert [e.label for e in inbox.entries(tmp_path / "data" / "extra")] == [1]

@@ -4,7 +4,9 @@ the inbox shared with other hosts through object storage (inbox/shared.py, inbox
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -59,12 +61,13 @@ def add(
         return
     added: list[inbox.Added] = []
     try:
-        for path in images:
-            if shared is None:
-                added.append(inbox.add_file(folder, path, label))
-            else:  # the store first: one it cannot take is not stored here either
-                data = inbox.read_file(path)
-                added.append(sync.add(shared, folder, data, str(path), label, f"cli:{_user()}"))
+        for index, path in enumerate(images):
+            with _stops_at(images, index):
+                if shared is None:
+                    added.append(inbox.add_file(folder, path, label))
+                else:  # the store first: one it cannot take is not stored here either
+                    data = inbox.read_file(path)
+                    added.append(sync.add(shared, folder, data, str(path), label, f"cli:{_user()}"))
     finally:  # a bad file stops the command; the images stored before it still count
         for done in added:
             what = "added" if done.new else "already in the inbox"
@@ -77,12 +80,27 @@ def add(
 def _add_pending(folder: Path, quarantine: Path, images: list[Path], label: int) -> None:
     """Quarantine each image (a bad one stops the command; those before it stay pending)."""
     source = f"cli:{_user()}"
-    for path in images:
-        data = inbox.read_file(path)
-        done = pending.submit(quarantine, folder, data, str(path), label, source)
+    for index, path in enumerate(images):
+        with _stops_at(images, index):
+            data = inbox.read_file(path)
+            done = pending.submit(quarantine, folder, data, str(path), label, source)
         what = {"pending": "pending review", "known": "already pending"}
         line = f"{what[done.status]}: {path} {done.sha256[:12]} (label {label})"
         console.print(line, markup=False)
+
+
+@contextlib.contextmanager
+def _stops_at(images: list[Path], index: int) -> Iterator[None]:
+    """Around the handling of images[index]: when it fails, name the images after it, which the
+    command leaves alone (the error itself is printed last)."""
+    try:
+        yield
+    except Exception:
+        rest = images[index + 1 :]
+        if rest:
+            names = ", ".join(str(path) for path in rest)
+            console.print(f"stopped at {images[index]}, so not added: {names}", markup=False)
+        raise
 
 
 def _user() -> str:
@@ -131,10 +149,13 @@ def remove(
     ctx: typer.Context,
     refs: Annotated[
         list[str],
-        typer.Argument(metavar="SHA|PATH", help="SHA-256 prefixes (8+ digits) or paths."),
+        typer.Argument(
+            metavar="SHA|PATH",
+            help="SHA-256 prefixes (8+ digits), or paths of the images or of copies of them.",
+        ),
     ],
 ) -> None:
-    """Retract images from the inbox."""
+    """Retract images from the inbox (named by SHA-256 prefix, their path there, or a copy)."""
     layout = state(ctx).layout
     shared = open_shared(state(ctx).params().inbox.shared, layout)
     if shared is None:

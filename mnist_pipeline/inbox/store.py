@@ -169,8 +169,9 @@ def remove(inbox: Path, refs: list[str]) -> list[Entry]:
 
 
 def resolve(inbox: Path, refs: list[str]) -> list[Entry]:
-    """The entries named by SHA-256 prefix (at least 8 digits) or path; DataError for a
-    reference that matches none or several."""
+    """The entries named by SHA-256 prefix (at least 8 digits), by path, or by the path of a
+    copy outside the inbox (matched by content); DataError for a reference that matches none
+    or several."""
     known = entries(inbox)
     chosen = []
     for ref in refs:
@@ -180,6 +181,11 @@ def resolve(inbox: Path, refs: list[str]) -> list[Entry]:
             if (len(ref) >= 8 and e.sha256.startswith(ref.lower()))
             or Path(ref).resolve() == e.path.resolve()
         ]
+        if not matches and Path(ref).is_file():  # the user's own copy of an image they added
+            digest = file_sha256(Path(ref))
+            matches = [e for e in known if e.sha256 == digest]
+            if not matches:
+                raise DataError(f"{ref}: no image with its content ({digest[:12]}) in {inbox}")
         if len(matches) != 1:
             raise unmatched(ref, "no image" if not matches else f"{len(matches)} images", inbox)
         if matches[0] not in chosen:  # named twice: removed (and reported) once
