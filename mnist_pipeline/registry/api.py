@@ -146,13 +146,12 @@ class Registry:
         """The version number a reference names; unknown ones list what exists."""
         versions = self.version_numbers()
         listed = ", ".join(map(str, versions)) or "none registered"
-        match = keys.REF_VERSION_RE.fullmatch(str(ref).strip())
-        if match:
-            version = int(match.group(1))
-            if version not in versions:
+        named = keys.parse_ref(ref)
+        if isinstance(named, int):
+            if named not in versions:
                 raise RegistryError(f"unknown version {ref!r} of {self.name}; versions: {listed}")
-            return version
-        alias = keys.check_alias(str(ref).strip())
+            return named
+        alias = named
         state = state or self.state(versions)
         if alias not in state.aliases:
             known = ", ".join(f"{a} -> v{v}" for a, v in sorted(state.aliases.items()))

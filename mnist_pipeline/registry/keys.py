@@ -17,6 +17,7 @@ from mnist_pipeline.core.errors import RegistryError
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 VERSION_DIR_RE = re.compile(r"^v([1-9][0-9]{0,8})$")
 REF_VERSION_RE = re.compile(r"^v?([0-9]+)$")
+SIGNED_VERSION_RE = re.compile(r"[+-]v?[0-9]+|v[+-][0-9]+")  # "-1": a bad version, not an alias
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 CARD_FILE = "card.json"
 SIGNATURE_FILE = "card.sig"
@@ -40,6 +41,17 @@ def check_alias(value: str) -> str:
     if REF_VERSION_RE.fullmatch(value):
         raise RegistryError(f"invalid alias {value!r}: it would read as a version number")
     return value
+
+
+def parse_ref(ref: str | int) -> int | str:
+    """What a reference names: a version number ("3", "v3", 3) or an alias (its name checked)."""
+    text = str(ref).strip()
+    match = REF_VERSION_RE.fullmatch(text)
+    if match:
+        return int(match.group(1))
+    if SIGNED_VERSION_RE.fullmatch(text):
+        raise RegistryError(f"invalid version {ref!r}: versions count up from 1 (3 or v3)")
+    return check_alias(text)
 
 
 def check_relpath(relpath: str) -> str:
