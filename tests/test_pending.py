@@ -139,6 +139,14 @@ def test_cli_pending_accept_reject_and_plain_add(tmp_path: Path) -> None:
     ]
     plain = cli(tmp_path, "add", str(c), "--label", "7")  # a shell operator is trusted
     assert plain.exit_code == 0 and len(inbox.entries(layout.inbox)) == 2
+    # An operator is told at once when a pending label disagrees with the inbox's.
+    unseen = draw_digit(tmp_path / "five.png", 5)  # in neither folder
+    relabel = cli(tmp_path, "add", str(c), str(unseen), "--label", "3", "--pending")
+    assert relabel.exit_code == 0, relabel.output
+    assert relabel.output.count("warning:") == 1  # only c is in the inbox (labelled 7)
+    assert f"warning: {c} is in the inbox labelled 7 (" in relabel.output
+    agree = cli(tmp_path, "add", str(c), "--label", "7", "--pending")
+    assert agree.exit_code == 0 and "warning" not in agree.output
 
 
 def test_pending_shows_the_production_models_digit_beside_the_claim(tmp_path: Path) -> None:

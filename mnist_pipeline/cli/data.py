@@ -1,6 +1,7 @@
 """`mnist-pipeline data add|list|remove|pending|accept|reject|init|sync`: the inbox of labelled
-digits (inbox/store.py), the images awaiting review before they enter it (inbox/pending.py), and
-the inbox shared with other hosts through object storage (inbox/shared.py, inbox/sync.py)."""
+digits (inbox/store.py), the images awaiting review before they enter it (inbox/pending.py; the
+review commands are in cli/review.py), and the inbox shared with other hosts through object
+storage (inbox/shared.py, inbox/sync.py)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,14 @@ from typing import Annotated
 
 import typer
 
-from mnist_pipeline.cli.state import console, state
+from mnist_pipeline.cli import review
+from mnist_pipeline.cli.state import console, state, user_name
 from mnist_pipeline.core.errors import DataError
-from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.inbox import events as inbox_events
 from mnist_pipeline.inbox import pending, sync, tracked
 from mnist_pipeline.inbox import store as inbox
 from mnist_pipeline.inbox.shared import SharedInbox, open_shared
-from mnist_pipeline.registry import default_actor
 
 data_app = typer.Typer(
     help="Labelled digits users add (data/extra/<digit>/), and those awaiting review "
@@ -66,8 +66,8 @@ def add(
                 if shared is None:
                     added.append(inbox.add_file(folder, path, label))
                 else:  # the store first: one it cannot take is not stored here either
-                    data = inbox.read_file(path)
-                    added.append(sync.add(shared, folder, data, str(path), label, f"cli:{_user()}"))
+                    data, source = inbox.read_file(path), f"cli:{user_name()}"
+                    added.append(sync.add(shared, folder, data, str(path), label, source))
     finally:  # a bad file stops the command; the images stored before it still count
         for done in added:
             what = "added" if done.new else "already in the inbox"
@@ -78,8 +78,10 @@ def add(
 
 
 def _add_pending(folder: Path, quarantine: Path, images: list[Path], label: int) -> None:
-    """Quarantine each image (a bad one stops the command; those before it stay pending)."""
-    source = f"cli:{_user()}"
+    """Quarantine each image (a bad one stops the command; those before it stay pending), and
+    warn of one the inbox already holds under another label (`data accept` would refuse it)."""
+    source = f"cli:{user_name()}"
+    stored = {entry.sha256: entry for entry in inbox.entries(folder)}
     for index, path in enumerate(images):
         with _stops_at(images, index):
             data = inbox.read_file(path)
@@ -87,6 +89,13 @@ def _add_pending(folder: Path, quarantine: Path, images: list[Path], label: int)
         what = {"pending": "pending review", "known": "already pending"}
         line = f"{what[done.status]}: {path} {done.sha256[:12]} (label {label})"
         console.print(line, markup=False)
+        there = stored.get(done.sha256)
+        if there is not None and there.label != label:
+            console.print(
+                f"warning: {path} is in the inbox labelled {there.label} ({there.path}); "
+                f"accepting it as {label} needs `data remove` first",
+                markup=False,
+            )
 
 
 @contextlib.contextmanager
@@ -101,11 +110,6 @@ def _stops_at(images: list[Path], index: int) -> Iterator[None]:
             names = ", ".join(str(path) for path in rest)
             console.print(f"stopped at {images[index]}, so not added: {names}", markup=False)
         raise
-
-
-def _user() -> str:
-    """This process's login name ("unknown" without one, as in some containers)."""
-    return default_actor().removeprefix("user:")
 
 
 def _note_added(
@@ -173,98 +177,9 @@ def remove(
         console.print(line, markup=False)
 
 
-@data_app.command("pending")
-def list_pending(
-    ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
-) -> None:
-    """Images awaiting review: claimed label(s), the production model's digit ("-" without
-    one), how often each was sent and by whom; `!` marks claims that disagree."""
-    st = state(ctx)
-    found = pending.items(st.layout.pending)
-    predicted = _predictions(st.params(), st.layout, found)
-    if as_json:
-        print(json.dumps([{**i.to_dict(), "predicted": predicted.get(i.sha256)} for i in found]))
-        return
-    for item in found:
-        claimed = "/".join(str(label) for label in item.labels)
-        sources = ",".join(sorted({c.source for c in item.claims}))
-        mark = "!" if item.conflict else " "
-        seen = predicted.get(item.sha256)
-        print(
-            f"{item.sha256[:12]}  claimed {claimed}{mark} model {'-' if seen is None else seen}"
-            f"  x{len(item.claims)}  {sources}  {item.path}"
-        )
-    conflicts, duplicates = sum(i.conflict for i in found), sum(i.duplicate for i in found)
-    console.print(
-        f"{len(found)} pending image(s); {duplicates} sent more than once, {conflicts} with "
-        "conflicting labels",
-        markup=False,
-    )
-
-
-def _predictions(params: Params, layout: Layout, found: list[pending.Pending]) -> dict[str, int]:
-    """The registry's production model's digit per pending image (empty: no production)."""
-    if not found:
-        return {}
-    from mnist_pipeline.pipeline.versions import ONNX_FILE, open_registry
-    from mnist_pipeline.registry import PRODUCTION
-    from mnist_pipeline.serving.predict import predict_files
-
-    models = open_registry(params.registry, layout)
-    if PRODUCTION not in models.aliases():
-        return {}
-    result = predict_files(models.fetch(PRODUCTION, ONNX_FILE), [i.path for i in found])
-    return {
-        item.sha256: p.digit
-        for item, p in zip(found, result.predictions, strict=True)
-        if p.digit is not None
-    }
-
-
-@data_app.command("accept")
-def accept(
-    ctx: typer.Context,
-    refs: Annotated[list[str], typer.Argument(metavar="SHA", help="SHA-256 prefixes (8+ digits).")],
-    label: Annotated[
-        int | None,
-        typer.Option(
-            "--label",
-            "-l",
-            min=0,
-            max=9,
-            metavar="DIGIT",
-            help="The label to store it under (one image only).",
-            show_default="the one claimed",
-        ),
-    ] = None,
-) -> None:
-    """Move pending images into the inbox (data/extra/<digit>/), where training reads them."""
-    if label is not None and len(refs) > 1:
-        raise DataError(
-            f"--label relabels one image; accept these {len(refs)} one at a time to relabel them"
-        )
-    layout = state(ctx).layout
-    shared = open_shared(state(ctx).params().inbox.shared, layout)
-    publish = None if shared is None else sync.publish_all(shared, f"cli:{_user()}")
-    done = pending.accept(layout.pending, layout.inbox, refs, _user(), label, publish)
-    for added in done:
-        what = "accepted" if added.new else "accepted (already in the inbox)"
-        console.print(f"{what}: {added.entry.path} (label {added.entry.label})", markup=False)
-    if shared is not None and done:
-        sync.remember(shared, layout.inbox, [d.entry for d in done])
-        console.print(f"shared: {len(done)} image(s) in {shared.location}", markup=False)
-
-
-@data_app.command("reject")
-def reject(
-    ctx: typer.Context,
-    refs: Annotated[list[str], typer.Argument(metavar="SHA", help="SHA-256 prefixes (8+ digits).")],
-) -> None:
-    """Delete pending images: they never reach the inbox."""
-    layout = state(ctx).layout
-    for item in pending.reject(layout.pending, layout.inbox, refs, _user()):
-        console.print(f"rejected: {item.sha256} (claimed {item.labels})", markup=False)
+data_app.command("pending")(review.list_pending)
+data_app.command("accept")(review.accept)
+data_app.command("reject")(review.reject)
 
 
 @data_app.command("init")
@@ -286,7 +201,7 @@ def sync_inbox(ctx: typer.Context) -> None:
     shared = open_shared(state(ctx).params().inbox.shared, layout)
     if shared is None:
         raise DataError("no shared inbox: set inbox.shared in params.yaml (s3://BUCKET/PREFIX)")
-    result = sync.sync(shared, layout.inbox, f"cli:{_user()}")
+    result = sync.sync(shared, layout.inbox, f"cli:{user_name()}")
     console.print(f"shared inbox {shared.location}: {result.summary()}", markup=False)
     for sha in result.conflicts:
         console.print(f"label conflict: {sha} (ingest refuses it until one label is removed)")

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import DEFAULT_PARAMS_PATH, Params, load_params
+from mnist_pipeline.registry import default_actor
 
 # Progress and summaries go to stderr; stdout is kept for results (paths, JSON, predictions).
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -36,6 +37,11 @@ class CliState:
 
     def params(self) -> Params:
         return load_params(self.params_path)
+
+
+def user_name() -> str:
+    """This process's login name ("unknown" without one, as in some containers)."""
+    return default_actor().removeprefix("user:")
 
 
 def state(ctx: typer.Context) -> CliState:

@@ -1,0 +1,107 @@
+"""`mnist-pipeline data pending|accept|reject`: the review of images awaiting it in data/pending/
+(inbox/pending.py) before they enter the inbox; registered on the `data` command group."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from mnist_pipeline.cli.state import console, state, user_name
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import Params
+from mnist_pipeline.inbox import pending, sync
+from mnist_pipeline.inbox.shared import open_shared
+
+
+def list_pending(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
+) -> None:
+    """Images awaiting review: claimed label(s), the production model's digit ("-" without
+    one), how often each was sent and by whom; `!` marks claims that disagree."""
+    st = state(ctx)
+    found = pending.items(st.layout.pending)
+    predicted = _predictions(st.params(), st.layout, found)
+    if as_json:
+        print(json.dumps([{**i.to_dict(), "predicted": predicted.get(i.sha256)} for i in found]))
+        return
+    for item in found:
+        claimed = "/".join(str(label) for label in item.labels)
+        sources = ",".join(sorted({c.source for c in item.claims}))
+        mark = "!" if item.conflict else " "
+        seen = predicted.get(item.sha256)
+        print(
+            f"{item.sha256[:12]}  claimed {claimed}{mark} model {'-' if seen is None else seen}"
+            f"  x{len(item.claims)}  {sources}  {item.path}"
+        )
+    conflicts, duplicates = sum(i.conflict for i in found), sum(i.duplicate for i in found)
+    console.print(
+        f"{len(found)} pending image(s); {duplicates} sent more than once, {conflicts} with "
+        "conflicting labels",
+        markup=False,
+    )
+
+
+def _predictions(params: Params, layout: Layout, found: list[pending.Pending]) -> dict[str, int]:
+    """The registry's production model's digit per pending image (empty: no production)."""
+    if not found:
+        return {}
+    from mnist_pipeline.pipeline.versions import ONNX_FILE, open_registry
+    from mnist_pipeline.registry import PRODUCTION
+    from mnist_pipeline.serving.predict import predict_files
+
+    models = open_registry(params.registry, layout)
+    if PRODUCTION not in models.aliases():
+        return {}
+    result = predict_files(models.fetch(PRODUCTION, ONNX_FILE), [i.path for i in found])
+    return {
+        item.sha256: p.digit
+        for item, p in zip(found, result.predictions, strict=True)
+        if p.digit is not None
+    }
+
+
+def accept(
+    ctx: typer.Context,
+    refs: Annotated[list[str], typer.Argument(metavar="SHA", help="SHA-256 prefixes (8+ digits).")],
+    label: Annotated[
+        int | None,
+        typer.Option(
+            "--label",
+            "-l",
+            min=0,
+            max=9,
+            metavar="DIGIT",
+            help="The label to store it under (one image only).",
+            show_default="the one claimed",
+        ),
+    ] = None,
+) -> None:
+    """Move pending images into the inbox (data/extra/<digit>/), where training reads them."""
+    if label is not None and len(refs) > 1:
+        raise DataError(
+            f"--label relabels one image; accept these {len(refs)} one at a time to relabel them"
+        )
+    layout = state(ctx).layout
+    shared = open_shared(state(ctx).params().inbox.shared, layout)
+    publish = None if shared is None else sync.publish_all(shared, f"cli:{user_name()}")
+    done = pending.accept(layout.pending, layout.inbox, refs, user_name(), label, publish)
+    for added in done:
+        what = "accepted" if added.new else "accepted (already in the inbox)"
+        console.print(f"{what}: {added.entry.path} (label {added.entry.label})", markup=False)
+    if shared is not None and done:
+        sync.remember(shared, layout.inbox, [d.entry for d in done])
+        console.print(f"shared: {len(done)} image(s) in {shared.location}", markup=False)
+
+
+def reject(
+    ctx: typer.Context,
+    refs: Annotated[list[str], typer.Argument(metavar="SHA", help="SHA-256 prefixes (8+ digits).")],
+) -> None:
+    """Delete pending images: they never reach the inbox."""
+    layout = state(ctx).layout
+    for item in pending.reject(layout.pending, layout.inbox, refs, user_name()):
+        console.print(f"rejected: {item.sha256} (claimed {item.labels})", markup=False)
