@@ -17,7 +17,7 @@ from typing import Any
 from mnist_pipeline.core.atomic import write_bytes
 from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry import aliases as alias_doc
-from mnist_pipeline.registry import commit, keys
+from mnist_pipeline.registry import commit, garbage, keys
 from mnist_pipeline.registry.aliases import PRODUCTION, AliasState
 from mnist_pipeline.registry.audit import audit, refuse_forged
 from mnist_pipeline.registry.backends import open_storage
@@ -205,11 +205,11 @@ class Registry:
 
     def garbage(self) -> list[str]:
         """Storage keys no card refers to (left by registrations that did not commit)."""
-        return commit.garbage(self)
+        return garbage.find(self)
 
     def collect_garbage(self) -> list[str]:
         """Delete `garbage()`; returns the keys deleted."""
-        return commit.collect_garbage(self)
+        return garbage.collect(self)
 
     # ---- internals shared with commit.py and audit.py
 

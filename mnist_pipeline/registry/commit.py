@@ -1,11 +1,11 @@
-"""Writing a registry: register a version, move an alias, collect garbage. No rename anywhere.
+"""Writing a registry: register a version, move an alias. No rename anywhere.
 
 Registering stores each file once under its SHA-256 (create-if-absent), then commits version N
 by creating its card (sealed, and signed when a key is configured): of two writers racing
 for N, one creates it and the other takes N+1. A crash before the card leaves only unreferenced
-blobs (`models verify` lists them, `models gc` removes them); after it, the version is complete
-and its alias decision is replayed by the next reader. The alias document is then replaced by
-compare-and-swap, retried on conflict.
+blobs (`models verify` lists them, `models gc` removes them: garbage.py); after it, the version
+is complete and its alias decision is replayed by the next reader. The alias document is then
+replaced by compare-and-swap, retried on conflict.
 """
 
 from __future__ import annotations
@@ -148,35 +148,6 @@ def rollback(
         return target
 
     return _swap_aliases(registry, back, actor)
-
-
-def garbage(registry: Registry) -> list[str]:
-    """Blobs no card refers to: left by registrations that did not commit. Every card counts,
-    also one whose seal or signature fails (its files are evidence, not garbage); a card that
-    is not even readable JSON stops the search (RegistryError), since what it needs is unknown."""
-    name, listing = registry.name, registry.storage.list(f"{registry.name}/")
-    used: set[str] = set()
-    versions = keys.committed_versions(name, listing)
-    cards = registry.storage.read_many([keys.card_key(name, version) for version in versions])
-    for version, data in zip(versions, cards, strict=True):
-        try:
-            files = json.loads((data or b"").decode("utf-8"))["files"]
-            used |= {keys.blob_key(name, str(sha)) for sha in files.values()}
-        except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
-            raise RegistryError(
-                f"{name} v{version}: card.json is unreadable, so which stored files it needs "
-                "is unknown; restore or remove it before collecting garbage"
-            ) from None
-    return [key for key in listing if key.startswith(f"{name}/{keys.BLOBS}/") and key not in used]
-
-
-def collect_garbage(registry: Registry) -> list[str]:
-    """Delete `garbage()` while no registration is in progress; returns what was deleted."""
-    with registry.storage.exclusive(f"{registry.name}/register"):
-        found = garbage(registry)
-        for key in found:
-            registry.storage.delete(key)
-    return found
 
 
 # ---- internals

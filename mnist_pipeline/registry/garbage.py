@@ -1,0 +1,42 @@
+"""Garbage in a registry: blobs no card refers to, left by registrations that did not commit
+(commit.py), and their removal (`models gc`) while no registration is in progress."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.registry import keys
+
+if TYPE_CHECKING:
+    from mnist_pipeline.registry.api import Registry
+
+
+def find(registry: Registry) -> list[str]:
+    """Blobs no card refers to: left by registrations that did not commit. Every card counts,
+    also one whose seal or signature fails (its files are evidence, not garbage); a card that
+    is not even readable JSON stops the search (RegistryError), since what it needs is unknown."""
+    name, listing = registry.name, registry.storage.list(f"{registry.name}/")
+    used: set[str] = set()
+    versions = keys.committed_versions(name, listing)
+    cards = registry.storage.read_many([keys.card_key(name, version) for version in versions])
+    for version, data in zip(versions, cards, strict=True):
+        try:
+            files = json.loads((data or b"").decode("utf-8"))["files"]
+            used |= {keys.blob_key(name, str(sha)) for sha in files.values()}
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+            raise RegistryError(
+                f"{name} v{version}: card.json is unreadable, so which stored files it needs "
+                "is unknown; restore or remove it before collecting garbage"
+            ) from None
+    return [key for key in listing if key.startswith(f"{name}/{keys.BLOBS}/") and key not in used]
+
+
+def collect(registry: Registry) -> list[str]:
+    """Delete what `find` returns while no registration is in progress; returns what was deleted."""
+    with registry.storage.exclusive(f"{registry.name}/register"):
+        found = find(registry)
+        for key in found:
+            registry.storage.delete(key)
+    return found
