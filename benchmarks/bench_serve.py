@@ -2,7 +2,8 @@
 
 Registers an ONNX model (random weights: the work per image does not depend on them) in a
 scratch project, starts `python -m mnist_pipeline serve` on a free port, and for each
-concurrency level (1, 8, 32) keeps that many keep-alive connections busy for `--seconds`:
+concurrency level (1, 8, 32) keeps that many keep-alive connections busy for `--seconds`
+(benchmarks/http_load.py):
 single-digit requests (one dark-on-light PNG of 200x170 pixels as an image/png body, and as a
 multipart upload) and 64-image batches (multipart). The load generator is a small asyncio
 HTTP/1.1 client (pre-built requests, no parsing beyond the status line and Content-Length), so
@@ -34,13 +35,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import numpy as np
 from PIL import Image
 
+from benchmarks.http_load import load, multipart, request
 from benchmarks.machine import cpu_name
 from mnist_pipeline.data.preprocess import preprocess_bytes
 from mnist_pipeline.pipeline.register import register_candidate
@@ -69,63 +70,6 @@ def digit_png(seed: int) -> bytes:
     out = io.BytesIO()
     Image.fromarray(grey).save(out, format="PNG")
     return out.getvalue()
-
-
-def request(port: int, content_type: str, body: bytes) -> bytes:
-    head = (
-        f"POST /predict?top=1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-def multipart(files: list[bytes]) -> tuple[str, bytes]:
-    boundary = uuid.uuid4().hex
-    parts = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="d{i}.png"\r\n'
-        f"Content-Type: image/png\r\n\r\n".encode()
-        + data
-        + b"\r\n"
-        for i, data in enumerate(files)
-    )
-    return f"multipart/form-data; boundary={boundary}", parts + f"--{boundary}--\r\n".encode()
-
-
-async def connection(port: int, payload: bytes, until: float, latencies: list, errors: list):
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        while time.perf_counter() < until:
-            start = time.perf_counter()
-            writer.write(payload)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            length = next(
-                int(line.split(b":")[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - start)
-            if status != 200:
-                errors.append(status)
-    finally:
-        writer.close()
-
-
-async def load(port: int, payload: bytes, concurrency: int, seconds: float) -> dict[str, float]:
-    latencies: list[float] = []
-    errors: list[int] = []
-    until = time.perf_counter() + seconds
-    await asyncio.gather(
-        *(connection(port, payload, until, latencies, errors) for _ in range(concurrency))
-    )
-    ordered = sorted(latencies)
-    return {
-        "rps": len(latencies) / seconds,
-        "p50": ordered[len(ordered) // 2] * 1000,
-        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
-        "errors": len(errors),
-    }
 
 
 def in_process(root: Path, pngs: list[bytes], seconds: float) -> dict[str, float]:
