@@ -285,6 +285,8 @@ def test_feedback_needs_a_token_and_lands_in_pending_not_the_inbox(
         (dict(files={"file": ("4.png", digit)}, data={"label": "11"}), 422, "one digit 0-9"),
         (dict(files={"file": ("4.png", digit)}, data={"label": " 4"}), 422, "one digit 0-9"),
         (dict(files={"file": ("4.png", digit)}), 422, "'file' (an image) and 'label'"),
+        (dict(files=[("file", ("a.png", digit))] * 2, data={"label": "4"}), 422, "'file' given mo"),
+        (dict(files={"file": ("4.png", digit)}, data={"label": ["4", "9"]}), 422, "'label' given"),
         (dict(json={"label": 4}), 415, "multipart/form-data"),
     ]
     for request, status, message in cases:

@@ -69,6 +69,9 @@ class Feedback:
             if kind != "multipart/form-data":
                 raise ClientError(415, "send multipart/form-data with fields 'file' and 'label'")
             form = await read_form(request, max_files=2, max_fields=4)
+            for field in ("file", "label"):  # never one of two images, or one of two labels
+                if len(form.getlist(field)) > 1:
+                    raise ClientError(422, f"multipart field {field!r} given more than once")
             upload, label = form.get("file"), form.get("label")
             if not isinstance(upload, UploadFile) or not isinstance(label, str):
                 raise ClientError(422, "multipart fields 'file' (an image) and 'label' are needed")
