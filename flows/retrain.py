@@ -35,7 +35,7 @@ from flows.artifacts import (
 )
 from flows.notify import notify_failure, notify_started
 from flows.trials import publish_trial, trial_row
-from mnist_pipeline.core.errors import GateError, ParamsError, StageFailed
+from mnist_pipeline.core.errors import GateError, ParamsError, StageFailed, one_line_errors
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, load_params
 from mnist_pipeline.inbox import sync as inbox_sync
@@ -276,7 +276,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="retrain even if up to date")
     parser.add_argument("--params", default="params.yaml", help="params file [params.yaml]")
     args = parser.parse_args(argv)
-    retrain(force=args.force, isolated=False, params_file=args.params)
+    with one_line_errors():  # Prefect logs a failed run's traceback; the error ends it once
+        load_params(Path(args.params))  # a bad params file: told before a server starts
+        retrain(force=args.force, isolated=False, params_file=args.params)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from prefect.schedules import Cron
 
 from flows.retrain import retrain
 from flows.sweep import sweep
+from mnist_pipeline.core.errors import one_line_errors
 from mnist_pipeline.core.params import Params, load_params
 from mnist_pipeline.inbox.events import inbox_trigger
 from mnist_pipeline.serving.drift import drift_trigger
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     workdir = Path(args.workdir).resolve()
-    params = load_params(workdir / args.params_file)
+    with one_line_errors():
+        params = load_params(workdir / args.params_file)
     options = deployment_options(params, str(workdir), args.params_file, args.cron)
     deployments = [
         (retrain, "flows/retrain.py:retrain", options),

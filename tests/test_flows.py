@@ -11,10 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from prefect.settings import PREFECT_API_URL
 
 from flows.artifacts import INGEST_KEY, MISTAKES_KEY, PARAMS_KEY, PER_CLASS_KEY, REPORT_KEY
 from flows.retrain import flow_overrides, retrain
+from flows.retrain import main as retrain_main
 from mnist_pipeline.core.errors import StageFailed
 from mnist_pipeline.registry import Registry
 from tests.flow_helpers import (
@@ -101,6 +103,27 @@ def test_gate_failure_fails_the_run_and_registers_nothing(tiny_workdir: Path) ->
     tags = flow_run_tags(str(state.state_details.flow_run_id))
     assert {"rejected", "rejected:evaluate"} <= set(tags) and "registered" not in tags
     assert not list(tiny_workdir.glob("runs/*/models/model.onnx"))
+
+
+def test_the_command_ends_with_one_error_line(
+    tiny_workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m flows.retrain`: a bad params file is told before a run starts, a failed run
+    ends with its error once (Prefect's log has the traceback), each with the CLI's exit code."""
+    monkeypatch.chdir(tiny_workdir)
+    with pytest.raises(SystemExit) as ended:
+        retrain_main(["--params", "missing.yaml"])
+    assert ended.value.code == 2
+    assert capsys.readouterr().err == "error: params file not found: missing.yaml\n"
+    strict = yaml.safe_load((tiny_workdir / "params.yaml").read_text())
+    strict["evaluate"]["min_accuracy"] = 1.0
+    (tiny_workdir / "strict.yaml").write_text(yaml.safe_dump(strict))
+    with pytest.raises(SystemExit) as ended:
+        retrain_main(["--params", "strict.yaml"])
+    assert ended.value.code == 1
+    last = capsys.readouterr().err.rstrip().splitlines()[-1]
+    assert last.startswith("error: stage evaluate failed") and "below" in last
+    assert registry_versions(tiny_workdir) == []
 
 
 # ---- the rest through .fn(): the flow's body, without a flow run (Prefect's testing guide)

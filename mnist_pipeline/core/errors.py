@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class PipelineError(Exception):
     """A failure the user can act on; `exit_code` is what the CLI exits with."""
@@ -17,6 +21,20 @@ def describe_os_error(exc: OSError) -> str:
     paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
     reason = exc.strerror or str(exc)
     return f"{paths}: {reason}" if paths else reason
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Around a script's main (`python -m flows.retrain`): a PipelineError or OSError ends it
+    with one `error: ...` line on stderr and its exit code, as the CLI does, no traceback."""
+    try:
+        yield
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except OSError as exc:
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        sys.exit(EXIT_IO)
 
 
 class ParamsError(PipelineError):
