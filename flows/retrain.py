@@ -96,7 +96,7 @@ def flow_overrides(
         "train.epochs": epochs,
         "train.learning_rate": learning_rate,
         "evaluate.min_accuracy": min_accuracy,
-        "data.mirrors": [m.strip() for m in mirror.split(",")] if mirror else None,
+        "data.mirrors": [m.strip() for m in mirror.split(",") if m.strip()] if mirror else None,
     }
     return {key: value for key, value in pairs.items() if value is not None}
 

@@ -53,6 +53,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("evaluate:\n  min_accuracy: 1.5\n", ["evaluate.min_accuracy", "less than or equal to 1"]),
         ("export:\n  opset: 11\n", ["export.opset", "greater than or equal to 17"]),
         ("data:\n  mirrors: []\n", ["data.mirrors", "at least 1"]),
+        ("data:\n  mirrors: [a, ' ']\n", ["data.mirrors: a mirror is blank: give a URL"]),
         ("model:\n  arch: resnet\n", ["model.arch", "classic"]),
         ("train:\n  dropout: 1.0\n", ["train.dropout", "less than 1"]),
         ("train:\n  temperature_scaling: 'yes'\n", ["train.temperature_scaling", "boolean"]),
@@ -247,3 +248,10 @@ def test_python_dash_m_runs_the_cli() -> None:
 def test_cli_help_lists_fetch() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0 and "fetch" in result.output
+
+
+def test_a_served_version_may_be_written_as_a_yaml_number(tmp_path: Path) -> None:
+    params = load_params(write(tmp_path, "serve:\n  model: 2\n  shadow: 3\n"), environ={})
+    assert (params.serve.model, params.serve.shadow) == ("2", "3")  # as "2" or v2 would be
+    with pytest.raises(ParamsError, match="serve.model"):
+        load_params(write(tmp_path, "serve:\n  model: true\n"), environ={})

@@ -62,7 +62,12 @@ class DataParams(Section):
 
     @field_validator("mirrors", mode="before")
     @classmethod
-    def _list_to_tuple(cls, value: Any) -> Any:
+    def _mirror_list(cls, value: Any) -> Any:
+        """A YAML list as the tuple; a blank entry (it would read as the current folder) refused."""
+        if isinstance(value, list | tuple) and any(
+            isinstance(m, str) and not m.strip() for m in value
+        ):
+            raise ValueError("a mirror is blank: give a URL or a folder")
         return tuple(value) if isinstance(value, list) else value
 
 

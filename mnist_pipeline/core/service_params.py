@@ -135,6 +135,12 @@ class ServeParams(Section):
     drift_threshold: float = Field(default=0.25, gt=0)  # PSI of any feature above this: drift
     drift_cooldown_s: float = Field(default=3600.0, ge=0)  # after a drift event, the next waits
 
+    @field_validator("model", "shadow", mode="before")
+    @classmethod
+    def _version_number_as_written(cls, value: object) -> object:
+        """`model: 2` in YAML is a number: the version it names, as `"2"` or `v2` would be."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     @model_validator(mode="after")
     def _canary_needs_a_shadow(self) -> ServeParams:
         if self.canary_percent > 0 and self.shadow is None:
