@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.service_params import PromotionParams
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.serving import shadow_report
@@ -261,3 +262,15 @@ def test_a_real_server_shadows_and_canaries_and_serve_report_judges(
     assert comparison["images"] == 10 and record["canary"] == answered.count(2)
     assert comparison["champion_accuracy"] == (digits_of(registry, 1, images) == truth).mean()
     assert comparison["challenger_accuracy"] == (digits_of(registry, 2, images) == truth).mean()
+
+
+def test_serve_report_names_a_file_that_is_not_a_saved_answer(tmp_path: Path) -> None:
+    saved = tmp_path / "model.json"
+    for text in ('{"a": 1}', "[]"):  # JSON, but not what GET /model answers
+        saved.write_text(text)
+        with pytest.raises(DataError, match="not a saved GET /model answer"):
+            shadow_report.read_status(saved)
+    broken = {"shadow": {"versions": {"2": {"version": 2, "compared": "x"}}}}
+    with pytest.raises(DataError, match="records are malformed: compared: ") as info:
+        shadow_report.tallies(broken)
+    assert "pydantic.dev" not in str(info.value)

@@ -14,6 +14,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.reports import Comparison
 from mnist_pipeline.core.service_params import PromotionParams
@@ -34,9 +36,12 @@ def fetch_status(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
 def read_status(path: Path) -> dict[str, Any]:
     """A saved GET /model answer; DataError naming the file when it is not one."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        status = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not a saved GET /model answer ({exc})") from None
+    if not isinstance(status, dict) or not {"model", "following", "shadow"} <= status.keys():
+        raise DataError(f"{path}: not a saved GET /model answer (no model, following and shadow)")
+    return status
 
 
 def tallies(status: dict[str, Any]) -> list[Tally]:
@@ -49,6 +54,9 @@ def tallies(status: dict[str, Any]) -> list[Tally]:
             Tally.model_validate({k: v for k, v in body.items() if k in Tally.model_fields})
             for body in shadow.get("versions", {}).values()
         ]
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise DataError(f"the shadow's records are malformed: {where}") from None
     except (AttributeError, ValueError) as exc:
         raise DataError(f"the shadow's records are malformed: {exc}") from None
 
