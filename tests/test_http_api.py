@@ -220,6 +220,25 @@ def test_worker_connections_get_tcp_nodelay() -> None:
     assert asyncio.run(nodelay_of(plain)) == 0
 
 
+def test_serve_with_workers_names_an_address_in_use(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mnist_pipeline.cli.app import app
+    from mnist_pipeline.serving.server import tcp_socket
+
+    (tmp_path / "params.yaml").write_text("{}\n")
+    taken = tcp_socket("127.0.0.1", 0)
+    taken.listen()
+    port = taken.getsockname()[1]
+    args = ["--root", str(tmp_path), "serve", "--port", str(port), "--workers", "2"]
+    try:
+        done = CliRunner().invoke(app, args)
+    finally:
+        taken.close()
+    assert isinstance(done.exception, OSError)  # main() prints it as one line, exit 74
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in str(done.exception)
+
+
 TOKEN = "alice-feedback-token-0001"
 
 

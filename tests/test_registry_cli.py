@@ -227,3 +227,12 @@ def test_errors_are_one_clean_line(workdir: Path) -> None:
     assert done.returncode == 1 and done.stdout == ""
     assert "refusing to load mnist-cnn v1: model.onnx was modified" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_registry_folder_that_does_not_exist_is_named_not_read_as_empty(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("registry:\n  root: registyr\n")  # a typo
+    for command in (["list"], ["verify"], ["gc"], ["show", "1"]):
+        done = CliRunner().invoke(app, ["--root", str(tmp_path), "models", *command])
+        assert isinstance(done.exception, RegistryError), (command, done.output)
+        assert f"no registry folder at {tmp_path / 'registyr'}" in str(done.exception)
+    assert not (tmp_path / "registyr").exists()  # gc created nothing

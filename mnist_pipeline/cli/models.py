@@ -47,8 +47,17 @@ Actor = Annotated[
 
 
 def _registry(ctx: typer.Context) -> Registry:
+    """The configured registry, which must exist when it is a folder: a mistyped
+    registry.root must not read as an empty registry (or be created by `models gc`)."""
     st = state(ctx)
-    return open_registry(st.params().registry, st.layout)
+    params = st.params().registry
+    root = st.layout.registry_root(params.root)
+    if isinstance(root, Path) and not root.is_dir():
+        raise RegistryError(
+            f"no registry folder at {root} (registry.root {params.root!r}): nothing is "
+            "registered there yet, or the path is wrong"
+        )
+    return open_registry(params, st.layout)
 
 
 @models_app.command("register")

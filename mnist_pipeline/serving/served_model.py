@@ -113,7 +113,13 @@ class ServedModel:
             except Exception as exc:  # noqa: BLE001 - whatever fails, the old version serves on
                 message = str(exc) or type(exc).__name__
                 if message != self.problem:
-                    logger.error("%skeeping %s: %s", self.role, self._serving(), message)
+                    logger.error(
+                        "%skeeping %s: %s (registry %s)",
+                        self.role,
+                        self._serving(),
+                        message,
+                        self.registry.location,
+                    )
                     self._tell("refused")
                 self.problem = message
                 return False

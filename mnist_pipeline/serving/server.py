@@ -74,6 +74,10 @@ def run(params_path: Path, root: Path, overrides: dict[str, object]) -> None:
     params = load_params(params_path, overrides)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     serve = params.serve
+    try:  # a host that names no address: said before uvicorn says "[Errno -2]" alone
+        socket.getaddrinfo(serve.host, serve.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise OSError(exc.errno, f"cannot listen on {serve.host}: {exc.strerror}") from None
     if serve.workers == 1:
         app = build(params, Layout(root))
         uvicorn.run(app, host=serve.host, port=serve.port, log_level="warning")
@@ -104,6 +108,10 @@ def tcp_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:  # say which address, as uvicorn does with one worker
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)
     return sock
