@@ -109,6 +109,10 @@ def test_bad_requests_are_4xx_json_naming_the_problem(registry: Registry, tmp_pa
         (dict(json={"images": [[[10**400] + [0] * 27] * 28]}), 422, "arrays of numbers"),
         (dict(json={"images": [[[0.5] * 28] * 27, [[0.5] * 28] * 28]}), 422, "arrays of numbers"),
         (dict(json={"pictures": []}), 422, 'expected a JSON object {"images"'),
+        (dict(json={"pictures": []}), 422, "(no 'images' key)"),
+        (dict(json={"images": 5}), 422, "('images' is a number)"),
+        (dict(json={"images": []}), 422, "('images' is empty)"),
+        (dict(json=[[0.5] * 28] * 28), 422, "(got an array)"),
         (dict(content=b"\0" * 300_000, headers={"content-type": "image/png"}), 413, "over serve"),
     ]
     for request, status, message in cases:

@@ -144,6 +144,16 @@ def test_a_version_without_a_reference_is_not_monitored_and_answers_as_ever(
     assert off["drift"] == {"enabled": False, "problem": "serve.drift is false"}
 
 
+def test_the_served_versions_reference_is_read_before_any_traffic(served: ServedModel) -> None:
+    api = TestClient(create_app(served, ServeParams(drift_window=10)))
+    deadline = time.monotonic() + 30  # the monitor looks about once a second while idle
+    while api.get("/model").json()["drift"]["version"] is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    state = api.get("/model").json()["drift"]
+    assert state["enabled"] is True and state["version"] == 1 and state["problem"] is None
+    assert state["verdict"] == "too few images: 0 of 10" and state["seen"] == 0
+
+
 def test_the_app_feeds_the_monitor_off_the_response_path(served: ServedModel, _candidate):
     api = TestClient(create_app(served, ServeParams(drift_window=200)))
     digits = contract_digits(_candidate.data_dir)

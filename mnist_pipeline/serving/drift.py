@@ -37,6 +37,7 @@ DRIFT_EVENT = "mnist.serve.drift"
 DRIFT_REASON = "live traffic drifted from MNIST test: {{ event.payload.summary }}"
 QUEUE_IMAGES = 16_384  # answered images waiting for the monitor's thread (~50 MB); more skipped
 REREAD_S = 30.0  # a reference that could not be read (the store down) is read again after this
+IDLE_CHECK_S = 1.0  # without traffic, how often the monitor looks for a newly served version
 logger = logging.getLogger("mnist_pipeline.serve")
 
 
@@ -114,7 +115,11 @@ class DriftMonitor:
 
     def _loop(self) -> None:
         while True:
-            batch = [self._queue.get()]  # then whatever else waits: judged once for all
+            try:
+                batch = [self._queue.get(timeout=IDLE_CHECK_S)]  # then whatever else waits
+            except queue.Empty:
+                self._follow_idle()
+                continue
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             with self._lock:
@@ -123,6 +128,16 @@ class DriftMonitor:
                 self.process(batch)
             except Exception:  # noqa: BLE001 - the monitor goes on; requests never see it
                 logger.exception("drift monitor: a batch could not be compared")
+
+    def _follow_idle(self) -> None:
+        """Without traffic, still read a newly served version's reference, so that GET /model
+        says at once whether it is monitored."""
+        now = self.served.current
+        if now is not None and (now.version != self.version or self._retry_due()):
+            try:
+                self._switch(now)
+            except Exception:  # noqa: BLE001 - as for a batch: the monitor goes on
+                logger.exception("drift monitor: the served version's reference was not read")
 
     def process(self, batch: list[tuple[Loaded, np.ndarray, np.ndarray]]) -> None:
         """Add answered batches to the window and judge it (the monitor thread's work)."""

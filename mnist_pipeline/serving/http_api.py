@@ -99,11 +99,27 @@ async def _nothing() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
+def _json_kind(value: Any) -> str:
+    """What a parsed JSON value is, in JSON's words ("an array", "null")."""
+    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+    kinds |= {list: "an array", dict: "an object", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
+
+
 def digits_from_json(body: Any, max_batch: int) -> tuple[list[str], np.ndarray]:
     """Names and float32 [N, 28, 28] digits of a JSON batch; ClientError naming the problem."""
     images = body.get("images") if isinstance(body, dict) else None
     if not isinstance(images, list) or not images:
-        raise ClientError(422, 'expected a JSON object {"images": [28x28 arrays]} (none given)')
+        got = (
+            f"got {_json_kind(body)}"
+            if not isinstance(body, dict)
+            else "no 'images' key"
+            if "images" not in body
+            else "'images' is empty"
+            if images == []
+            else f"'images' is {_json_kind(images)}"
+        )
+        raise ClientError(422, f'expected a JSON object {{"images": [28x28 arrays]}} ({got})')
     if len(images) > max_batch:
         raise ClientError(422, f"{len(images)} images, over serve.max_batch ({max_batch})")
     try:  # no dtype: strings, booleans and integers beyond 64 bits are not numbers here
