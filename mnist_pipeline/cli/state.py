@@ -1,6 +1,7 @@
 """What every `mnist-pipeline` command shares: the options `--root` and `--params`.
 
-Kept apart from cli.py so that command modules (registry/cli.py) import this, not each other.
+Kept apart from cli/app.py so that command modules (cli/data.py, cli/models.py) import this, not
+each other.
 """
 
 from __future__ import annotations
