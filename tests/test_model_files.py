@@ -74,6 +74,9 @@ def test_the_served_bytes_with_their_hash_version_and_etag(registry: Registry) -
             assert (again.status_code, again.content) == (304, b""), held
             assert again.headers["etag"] == etag and again.headers["x-model-version"] == "1"
         assert api.get(path, headers={"If-None-Match": '"other"'}).content == response.content
+        head = api.head(path)  # `curl -I`: the same status and headers
+        assert head.status_code == 200 and head.headers["etag"] == response.headers["etag"]
+        assert api.head(path, headers={"If-None-Match": etag}).status_code == 304
 
 
 def test_the_bytes_come_from_memory_and_follow_the_alias(registry: Registry) -> None:
@@ -160,6 +163,12 @@ def test_a_real_server_sends_whole_versions_while_the_alias_moves(registry: Regi
             stop.set()
             for thread in clients:
                 thread.join()
+        head = httpx.head(f"{url}/model.onnx", timeout=30)  # headers only, from the real server
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["x-model-sha256"] == sha[1]
+        assert int(head.headers["content-length"]) == len(
+            stored(registry, 1, "model.onnx").read_bytes()
+        )
     assert {a[0] for a in answers} == {"1", "2"}
     for version, header, etag, body in answers:
         assert body == header == sha[int(version)] and etag == f'"{body}"'

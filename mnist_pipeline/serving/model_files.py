@@ -82,7 +82,7 @@ def file_responses(media_type: str, schema: dict[str, Any], what: str) -> Respon
 
 
 def mount(app: FastAPI, served: ServedModel) -> None:
-    """Add GET /model.onnx and GET /model/card to `app`."""
+    """Add GET (and HEAD) /model.onnx and /model/card to `app`."""
 
     def send(request: Request, part: str, media_type: str) -> Response:
         loaded = served.current  # read once: this response is all of this version
@@ -120,4 +120,9 @@ def mount(app: FastAPI, served: ServedModel) -> None:
             response_class=Response,
             responses=file_responses(media_type, schema, what),
             openapi_extra={"parameters": [IF_NONE_MATCH]},
+        )
+        # HEAD (`curl -I`): GET's status and headers, no body (uvicorn sends none); implied by
+        # GET in HTTP, so left out of the OpenAPI document as usual
+        app.add_api_route(
+            path, endpoint(part, media_type), methods=["HEAD"], include_in_schema=False
         )
