@@ -221,7 +221,8 @@ def test_two_projects_share_digits_through_s3_and_a_store_that_is_down_changes_n
         def cli(root: Path, *args: str):  # noqa: ANN202 - typer's Result
             return runner.invoke(app, ["--root", str(root), "data", *args])
 
-        first = cli(a, "add", str(draw_digit(tmp_path / "1.png", 1)), "-l", "1")
+        image = str(draw_digit(tmp_path / "1.png", 1))
+        first = cli(a, "add", image, image, "-l", "1")  # named twice: one image
         assert first.exit_code == 0 and f"shared: 1 image(s) in {url}" in first.output
         (one,) = labels(a / "data" / "extra")
         store_proxy.down.set()

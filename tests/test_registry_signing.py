@@ -65,6 +65,8 @@ def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> Non
     with contextlib.chdir(key.parent):  # a folder with no name of its own, too
         here = runner.invoke(app, ["models", "keygen", "."])
     assert here.exit_code == 1 and str(here.exception).startswith(". is a folder: give the key")
+    named_public = runner.invoke(app, ["models", "keygen", str(key.parent / "other.pub")])
+    assert named_public.exit_code == 1 and "without .pub" in str(named_public.exception)
     assert sorted(p.name for p in key.parent.iterdir()) == ["mnist.key", "mnist.key.pub"]
 
 
@@ -173,3 +175,15 @@ def test_a_required_signature_refuses_writes_this_machine_cannot_sign(
         after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
         assert after == before, what  # nothing written
     assert unable.aliases()["production"] == 2 and unable.verify() == []
+
+
+def test_a_key_that_is_not_trusted_signs_nothing_even_when_signatures_are_optional(
+    tmp_path: Path, keys: dict[str, Path], make
+) -> None:
+    root = tmp_path / "registry"
+    register_candidate(registry(root, keys["old"], [keys["old"]], required=False), make(1), PARAMS)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    stranger = registry(root, keys["new"], [keys["old"]], required=False)
+    with pytest.raises(RegistryError, match=r"registry\.signing_key \(key \w+\) is not among"):
+        register_candidate(stranger, make(2), PARAMS)  # it would be unreadable here
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before

@@ -78,15 +78,16 @@ class Signing:
     def require_signer(self) -> None:
         """RegistryError when signatures are required and this process cannot make one that
         verifies (no signing key, or one whose public key is not trusted): checked before any
-        write, so nothing unsigned is stored."""
-        if not (self.required and self.trusted):
+        write, so nothing unsigned is stored; and a key that is not trusted is refused whether
+        or not signatures are required, since what it signed could not be read back."""
+        if not self.trusted:
             return
-        if self.key is None:
+        if self.key is None and self.required:
             raise RegistryError(
                 "refusing to write to the registry: registry.require_signature is on and no "
                 "registry.signing_key is configured here, so what it writes would be unsigned"
             )
-        if key_id(self.key.public_key()) not in self.trusted:
+        if self.key is not None and key_id(self.key.public_key()) not in self.trusted:
             raise RegistryError(
                 f"refusing to write to the registry: registry.signing_key (key "
                 f"{key_id(self.key.public_key())}) is not among registry.trusted_keys"
@@ -125,6 +126,8 @@ def generate(path: Path) -> tuple[Path, str]:
     key to `path`.pub; returns the public key's path and id."""
     if path.is_dir():  # also `.` and `/`, which have no name to add .pub to
         raise RegistryError(f"{path} is a folder: give the key file's path in it")
+    if path.suffix == ".pub":  # the secret would sit in a file named like a shareable one
+        raise RegistryError(f"{path}: name the private key's file, without .pub (PATH.pub is made)")
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM,
