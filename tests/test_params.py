@@ -71,6 +71,8 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("parity:\n  batch_sizes: [-1]\n", ["parity.batch_sizes.0", "greater than or"]),
         ("train:\n  seed: 100000000000000000000000\n", ["train.seed", "less than or equal"]),
         ('registry:\n  root: ""\n', ["registry.root", "at least 1 character"]),
+        ("registry:\n  root: s3://reg/./m\n", ["registry.root", "'.' in the prefix (its parts"]),
+        ("inbox:\n  shared: s3://b/x/../y\n", ["inbox.shared", "'..' in the prefix"]),
         (
             "train:\n  epochs: 2\n  epochs: 3\n",
             ["not valid YAML (line 3", "duplicate key 'epochs'"],

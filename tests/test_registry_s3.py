@@ -224,7 +224,7 @@ def test_a_lease_taken_over_while_it_is_released_stays_with_its_new_holder(
         ("s3://", "names no bucket", False),
         ("s3:///prefix", "names no bucket", False),
         ("s3://Bad_Bucket/x", "'Bad_Bucket' is not a valid bucket name", False),
-        ("s3://ok-bucket/a/../b", "invalid storage key", False),
+        ("s3://ok-bucket/a/../b", "parts may not start with '.'", True),
         ("gs://bucket/x", "unsupported scheme 'gs'", True),
         ("s3:/bucket/x", "is not a URL: write s3://", True),
         ("s3://[bucket/x", "is not a valid URL", True),

@@ -111,6 +111,13 @@ def check_location(location: str) -> str:
         raise ValueError(f"{location!r} is not a valid URL: {exc}") from None
     if parsed.query or parsed.fragment or location.endswith(("?", "#")):
         raise ValueError(f"{location!r}: a storage location takes no ?query or #fragment")
+    hidden = (
+        [part for part in parsed.path.split("/") if part.startswith(".")] if scheme == "s3" else []
+    )
+    if hidden:  # '.', '..' or '.x': object keys are plain names
+        raise ValueError(
+            f"{location!r}: {hidden[0]!r} in the prefix (its parts may not start with '.')"
+        )
     return location
 
 
