@@ -98,6 +98,14 @@ def test_register_list_show_resolve_promote_rollback_verify(workdir: Path) -> No
     path = Path(models(workdir, "resolve", "production").stdout.strip())
     assert path.name == card["files"]["model.onnx"]
     assert "production -> v1" in models(workdir, "rollback").output
+    typo = models(workdir, "promote", "2", "--alias", "prodution")  # never created by a typo
+    assert isinstance(typo.exception, RegistryError)
+    assert "no alias 'prodution' yet (aliases: production -> v1, staging -> v2); add --new-" in str(
+        typo.exception
+    )
+    assert "prodution" not in models(workdir, "history", "--json").stdout
+    created = models(workdir, "promote", "2", "--alias", "canary", "--new-alias")
+    assert created.exit_code == 0 and "canary: nothing -> v2" in created.output
     assert models(workdir, "verify").exit_code == 0
 
 

@@ -20,7 +20,7 @@ from mnist_pipeline.pipeline.card import summary_lines
 from mnist_pipeline.pipeline.register import verify as verify_versions
 from mnist_pipeline.pipeline.versions import ONNX_FILE, open_registry
 from mnist_pipeline.registry import Registry, keys
-from mnist_pipeline.registry.aliases import PRODUCTION
+from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
 from mnist_pipeline.registry.signing import generate
 
 models_app = typer.Typer(
@@ -175,9 +175,18 @@ def promote(
     ] = PRODUCTION,
     comment: Comment = None,
     actor: Actor = None,
+    new_alias: Annotated[
+        bool, typer.Option("--new-alias", help="Create ALIAS (other than production, staging).")
+    ] = False,
 ) -> None:
     """Point an alias (default production) at a version."""
     registry, actor = _registry(ctx), actor or announce.current_actor()
+    existing = registry.aliases()
+    if alias not in (*existing, PRODUCTION, STAGING) and not new_alias:  # a typo, most likely
+        listed = ", ".join(f"{a} -> v{v}" for a, v in sorted(existing.items())) or "none"
+        raise RegistryError(
+            f"no alias {alias!r} yet (aliases: {listed}); add --new-alias to create it"
+        )
     previous = registry.promote(version, alias, actor, comment)
     before = "nothing" if previous is None else f"v{previous}"
     err.print(f"{alias}: {before} -> v{version}")
