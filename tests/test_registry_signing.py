@@ -187,3 +187,25 @@ def test_a_key_that_is_not_trusted_signs_nothing_even_when_signatures_are_option
     with pytest.raises(RegistryError, match=r"registry\.signing_key \(key \w+\) is not among"):
         register_candidate(stranger, make(2), PARAMS)  # it would be unreadable here
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
+def test_events_written_before_signing_are_vouched_for_by_the_first_signed_one(
+    tmp_path: Path, keys: dict[str, Path], make
+) -> None:
+    """A registry used unsigned, then `require_signature`: its unsigned alias events are refused
+    until a signed move vouches for them (made while signatures are still optional); an
+    unsigned event after a signed one stays refused."""
+    root = tmp_path / "registry"
+    unsigned = registry(root, None, [])
+    register_candidate(unsigned, make(1, accuracy=0.97), PARAMS, 0.0)  # unsigned card, events
+    register_candidate(unsigned, make(2), PARAMS, 0.0)
+    strict = registry(root, keys["old"], [keys["old"]], required=True)
+    with pytest.raises(RegistryError, match=r"alias events 1-2 are not signed .* make one move"):
+        strict.aliases()
+    optional = registry(root, keys["old"], [keys["old"]], required=False)
+    register_candidate(optional, make(3), PARAMS, 0.0)  # a signed card and a signed event
+    assert strict.aliases() == optional.aliases()
+    assert not any("alias event" in problem for problem in strict.verify())  # vouched for
+    unsigned.promote(2, "staging")  # unsigned after a signed event: refused, as ever
+    with pytest.raises(RegistryError, match=r"alias event \d+ is not signed \(registry"):
+        registry(root, None, [keys["old"]], required=True).aliases()

@@ -181,7 +181,7 @@ def promote(
 ) -> None:
     """Point an alias (default production) at a version."""
     registry, actor = _registry(ctx), actor or announce.current_actor()
-    existing = registry.aliases()
+    existing = {} if alias in (PRODUCTION, STAGING) or new_alias else registry.aliases()
     if alias not in (*existing, PRODUCTION, STAGING) and not new_alias:  # a typo, most likely
         listed = ", ".join(f"{a} -> v{v}" for a, v in sorted(existing.items())) or "none"
         raise RegistryError(

@@ -72,9 +72,12 @@ def chained(events: list[Any], event: dict[str, Any], sign: Signer | None) -> di
 
 def check(events: list[Any], signing: Signing, legacy_signed: bool = True) -> list[str]:
     """Every break of the chain (and, with trusted keys, every bad or missing signature; with
-    `legacy_signed` and `require_signature`, a legacy prefix no signed event vouches for)."""
+    `legacy_signed` and `require_signature`, a legacy prefix no signed event vouches for).
+    Unsigned events before the first signed one (written before signing was turned on) are
+    vouched for by that signed event, whose chain covers their content; with none after them
+    they are one problem."""
     problems: list[str] = []
-    legacy, started, vouched = 0, False, False
+    legacy, started, vouched, unsigned = 0, False, False, 0
     for index, event in enumerate(events):
         label = f"alias event {index + 1}"
         if not isinstance(event, dict):
@@ -96,6 +99,14 @@ def check(events: list[Any], signing: Signing, legacy_signed: bool = True) -> li
                 f"{label} does not follow the event before it (the history was rewritten, "
                 "reordered, or events were removed)"
             )
+        if (
+            event.get(SIGNATURE_KEY) is None
+            and not vouched
+            and signing.required
+            and signing.trusted
+        ):
+            unsigned += 1  # before any signed event: the first one vouches for it
+            continue
         try:
             signing.check(event, event.get(SIGNATURE_KEY), label, "the event")
             vouched = vouched or event.get(SIGNATURE_KEY) is not None
@@ -105,6 +116,14 @@ def check(events: list[Any], signing: Signing, legacy_signed: bool = True) -> li
         problems.append(
             f"alias events 1-{legacy} are not signed (registry.require_signature): they predate "
             "chained events, and no signed event after them vouches for them yet"
+        )
+    if unsigned and not vouched:
+        first, last = legacy + 1, legacy + unsigned
+        which = f"event {first} is" if first == last else f"events {first}-{last} are"
+        problems.append(
+            f"alias {which} not signed (registry.require_signature), and no signed event "
+            "vouches for the log yet: with require_signature off, make one move with the "
+            "signing key (register a version, or `models promote` one), then turn it on"
         )
     return problems
 
