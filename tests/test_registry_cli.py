@@ -178,8 +178,8 @@ def test_list_shows_the_intact_versions_and_marks_a_damaged_one(workdir: Path) -
     result = models(workdir, "list")
     assert result.exit_code == 0, result.output
     rows = {line.split()[1]: line for line in result.output.splitlines() if "│" in line}
-    assert "0.9500" in rows["1"] and "0.9700" in rows["3"] and "damaged" in rows["2"]
-    assert "damaged: " in result.output and "v2" in result.output
+    assert "0.9500" in rows["1"] and "0.9700" in rows["3"] and "refused" in rows["2"]
+    assert "refused: " in result.output and "v2" in result.output
 
 
 def test_register_without_outputs_names_what_is_missing(workdir: Path) -> None:

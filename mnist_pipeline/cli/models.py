@@ -79,11 +79,11 @@ def list_versions(ctx: typer.Context) -> None:
     table = Table(title=f"{registry.name} ({registry.location})")
     for column in ("version", "accuracy", "created", "aliases"):
         table.add_column(column)
-    damaged = []
+    damaged = []  # or signed by a key not trusted here: the reason says which
     for version, card, problem in registry.catalogue():
         aliases = ", ".join(sorted(by_version.get(version, [])))
         if card is None:
-            table.add_row(str(version), "[red]damaged[/]", "?", aliases)
+            table.add_row(str(version), "[red]refused[/]", "?", aliases)  # see the reason
             damaged.append(problem)
             continue
         try:
@@ -95,7 +95,7 @@ def list_versions(ctx: typer.Context) -> None:
         table.add_row(str(version), f"{typed.metrics.accuracy:.4f}", typed.created, aliases)
     out.print(table)
     for problem in damaged:
-        err.print(f"[red]damaged:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+        err.print(f"[red]refused:[/] {escape(problem)}", highlight=False, soft_wrap=True)
 
 
 @models_app.command("show")
