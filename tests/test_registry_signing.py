@@ -65,8 +65,9 @@ def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> Non
     with contextlib.chdir(key.parent):  # a folder with no name of its own, too
         here = runner.invoke(app, ["models", "keygen", "."])
     assert here.exit_code == 1 and str(here.exception).startswith(". is a folder: give the key")
-    named_public = runner.invoke(app, ["models", "keygen", str(key.parent / "other.pub")])
-    assert named_public.exit_code == 1 and "without .pub" in str(named_public.exception)
+    for name in ("other.pub", "OTHER.PUB", ".pub"):
+        named_public = runner.invoke(app, ["models", "keygen", str(key.parent / name)])
+        assert named_public.exit_code == 1 and "without .pub" in str(named_public.exception)
     assert sorted(p.name for p in key.parent.iterdir()) == ["mnist.key", "mnist.key.pub"]
 
 
@@ -209,3 +210,16 @@ def test_events_written_before_signing_are_vouched_for_by_the_first_signed_one(
     unsigned.promote(2, "staging")  # unsigned after a signed event: refused, as ever
     with pytest.raises(RegistryError, match=r"alias event \d+ is not signed \(registry"):
         registry(root, None, [keys["old"]], required=True).aliases()
+
+
+def test_the_unsigned_events_are_named_where_they_are(keys: dict[str, Path]) -> None:
+    from mnist_pipeline.registry import trail
+
+    stranger = Signing.load(keys["new"], [keys["new"].with_name("new.pub")], False)
+    event = {"action": "promote", "alias": "production", "version": 1}
+    first = trail.chained([], event, stranger.sign)  # signed, by a key not trusted below
+    second = trail.chained([first], {"action": "promote", "alias": "staging", "version": 1}, None)
+    strict = Signing.load(None, [keys["old"].with_name("old.pub")], True)
+    problems = trail.check([first, second], strict)
+    assert any(p.startswith("alias event 1 is signed by key") for p in problems), problems
+    assert any(p.startswith("alias event 2 is not signed") for p in problems), problems

@@ -73,8 +73,8 @@ def add(
             what = "added" if done.new else "already in the inbox"
             console.print(f"{what}: {done.entry.path} (label {done.entry.label})", markup=False)
         if shared is not None and added:
-            images = len({done.entry.sha256 for done in added})  # a file named twice: once
-            console.print(f"shared: {images} image(s) in {shared.location}", markup=False)
+            stored = len({done.entry.sha256 for done in added})  # a file named twice: once
+            console.print(f"shared: {stored} image(s) in {shared.location}", markup=False)
         _note_added(folder, added, params, shared)
 
 

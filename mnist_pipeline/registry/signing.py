@@ -126,7 +126,7 @@ def generate(path: Path) -> tuple[Path, str]:
     key to `path`.pub; returns the public key's path and id."""
     if path.is_dir():  # also `.` and `/`, which have no name to add .pub to
         raise RegistryError(f"{path} is a folder: give the key file's path in it")
-    if path.suffix == ".pub":  # the secret would sit in a file named like a shareable one
+    if path.name.lower().endswith(".pub"):  # the secret would sit in a shareable-looking file
         raise RegistryError(f"{path}: name the private key's file, without .pub (PATH.pub is made)")
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(

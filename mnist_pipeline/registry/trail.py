@@ -77,7 +77,7 @@ def check(events: list[Any], signing: Signing, legacy_signed: bool = True) -> li
     vouched for by that signed event, whose chain covers their content; with none after them
     they are one problem."""
     problems: list[str] = []
-    legacy, started, vouched, unsigned = 0, False, False, 0
+    legacy, started, vouched, unsigned = 0, False, False, []  # unsigned: their numbers
     for index, event in enumerate(events):
         label = f"alias event {index + 1}"
         if not isinstance(event, dict):
@@ -105,7 +105,7 @@ def check(events: list[Any], signing: Signing, legacy_signed: bool = True) -> li
             and signing.required
             and signing.trusted
         ):
-            unsigned += 1  # before any signed event: the first one vouches for it
+            unsigned.append(index + 1)  # before any signed event: the first one vouches
             continue
         try:
             signing.check(event, event.get(SIGNATURE_KEY), label, "the event")
@@ -118,8 +118,10 @@ def check(events: list[Any], signing: Signing, legacy_signed: bool = True) -> li
             "chained events, and no signed event after them vouches for them yet"
         )
     if unsigned and not vouched:
-        first, last = legacy + 1, legacy + unsigned
-        which = f"event {first} is" if first == last else f"events {first}-{last} are"
+        first, last = unsigned[0], unsigned[-1]
+        contiguous = unsigned == list(range(first, last + 1))
+        span = f"{first}-{last}" if contiguous else ", ".join(map(str, unsigned))
+        which = f"event {first} is" if len(unsigned) == 1 else f"events {span} are"
         problems.append(
             f"alias {which} not signed (registry.require_signature), and no signed event "
             "vouches for the log yet: with require_signature off, make one move with the "
