@@ -79,22 +79,22 @@ def list_versions(ctx: typer.Context) -> None:
     table = Table(title=f"{registry.name} ({registry.location})")
     for column in ("version", "accuracy", "created", "aliases"):
         table.add_column(column)
-    damaged = []  # or signed by a key not trusted here: the reason says which
+    refused = []  # damaged, or signed by a key not trusted here: the reason says which
     for version, card, problem in registry.catalogue():
         aliases = ", ".join(sorted(by_version.get(version, [])))
         if card is None:
-            table.add_row(str(version), "[red]refused[/]", "?", aliases)  # see the reason
-            damaged.append(problem)
+            table.add_row(str(version), "[red]refused[/]", "?", aliases)
+            refused.append(problem)
             continue
         try:
             typed = parse_report(ModelCard, card, f"v{version}'s card")
         except PipelineError as exc:
             table.add_row(str(version), "[red]unreadable[/]", "?", aliases)
-            damaged.append(str(exc))
+            refused.append(str(exc))
             continue
         table.add_row(str(version), f"{typed.metrics.accuracy:.4f}", typed.created, aliases)
     out.print(table)
-    for problem in damaged:
+    for problem in refused:
         err.print(f"[red]refused:[/] {escape(problem)}", highlight=False, soft_wrap=True)
 
 
@@ -181,12 +181,13 @@ def promote(
 ) -> None:
     """Point an alias (default production) at a version."""
     registry, actor = _registry(ctx), actor or announce.current_actor()
-    existing = {} if alias in (PRODUCTION, STAGING) or new_alias else registry.aliases()
-    if alias not in (*existing, PRODUCTION, STAGING) and not new_alias:  # a typo, most likely
-        listed = ", ".join(f"{a} -> v{v}" for a, v in sorted(existing.items())) or "none"
-        raise RegistryError(
-            f"no alias {alias!r} yet (aliases: {listed}); add --new-alias to create it"
-        )
+    if alias not in (PRODUCTION, STAGING) and not new_alias:
+        existing = registry.aliases()
+        if alias not in existing:  # a typo, most likely: it would stay in the audit trail
+            listed = ", ".join(f"{a} -> v{v}" for a, v in sorted(existing.items())) or "none"
+            raise RegistryError(
+                f"no alias {alias!r} yet (aliases: {listed}); add --new-alias to create it"
+            )
     previous = registry.promote(version, alias, actor, comment)
     before = "nothing" if previous is None else f"v{previous}"
     err.print(f"{alias}: {before} -> v{version}")

@@ -64,10 +64,13 @@ def parse_url(url: str, role: str = "registry") -> tuple[str, str]:
             f"{role} location {url!r}: {bucket!r} is not a valid bucket name "
             "(3-63 lowercase letters, digits, '.' and '-')"
         )
-    if prefix and any(part.startswith(".") for part in prefix.split("/")):
-        raise RegistryError(f"{role} location {url!r}: its prefix's parts may not start with '.'")
     if prefix:
-        check_key(prefix)
+        try:
+            check_key(prefix)
+        except RegistryError:
+            raise RegistryError(
+                f"{role} location {url!r}: its prefix's parts may not start with '.' or be empty"
+            ) from None
     return bucket, prefix
 
 

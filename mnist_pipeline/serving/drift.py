@@ -133,9 +133,9 @@ class DriftMonitor:
         """Without traffic, still read a newly served version's reference, so that GET /model
         says at once whether it is monitored."""
         now = self.served.current
-        if now is not None and (now.version != self.version or self._retry_due()):
+        if now is not None:
             try:
-                self._switch(now)
+                self._follow(now)
             except Exception:  # noqa: BLE001 - as for a batch: the monitor goes on
                 logger.exception("drift monitor: the served version's reference was not read")
 
@@ -145,14 +145,18 @@ class DriftMonitor:
             now = self.served.current
             if now is not None and now.version != loaded.version:
                 continue  # answered just before a swap: the window is the served version's
-            if loaded.version != self.version or self._retry_due():
-                self._switch(loaded)
+            self._follow(loaded)
             if self.reference is None:
                 continue
             found = drift.features(digits, probabilities.argmax(axis=1), probabilities.max(axis=1))
             self._append(np.column_stack([found[name] for name in drift.FEATURES]))
         if self.reference is not None and self._unjudged >= max(1, self.size // 50):
             self._judge()
+
+    def _follow(self, loaded: Loaded) -> None:
+        """Switch to `loaded` when it is a new version, or when its reference is due a reread."""
+        if loaded.version != self.version or self._retry_due():
+            self._switch(loaded)
 
     def _switch(self, loaded: Loaded) -> None:
         """A new served version: its reference, an empty window."""
