@@ -19,7 +19,7 @@ from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry.backends import open_storage
-from mnist_pipeline.registry.s3 import S3Bucket
+from mnist_pipeline.registry.s3 import S3Bucket, parse_url
 from mnist_pipeline.registry.s3_lease import Lease
 from mnist_pipeline.registry.signing import Signing
 from tests.conftest import REPO_ROOT
@@ -225,6 +225,8 @@ def test_a_lease_taken_over_while_it_is_released_stays_with_its_new_holder(
         ("s3:///prefix", "names no bucket", False),
         ("s3://Bad_Bucket/x", "'Bad_Bucket' is not a valid bucket name", False),
         ("s3://ok-bucket/a/../b", "parts may not start with '.'", True),
+        ("s3://ok-bucket//models", "empty", True),
+        ("s3://ok-bucket/a//b/", "empty", True),
         ("gs://bucket/x", "unsupported scheme 'gs'", True),
         ("s3:/bucket/x", "is not a URL: write s3://", True),
         ("s3://[bucket/x", "is not a valid URL", True),
@@ -238,6 +240,15 @@ def test_malformed_locations_are_refused(url: str, problem: str, in_params: bool
         for section, key in (("registry", "root"), ("inbox", "shared")):
             with pytest.raises(ParamsError, match=f"{section}.{key}: .*{problem}"):
                 parse_params({section: {key: url}}, "params.yaml")
+
+
+@pytest.mark.parametrize(
+    ("url", "prefix"),
+    [("s3://ok-bucket", ""), ("s3://ok-bucket/", ""), ("s3://ok-bucket/a/b/", "a/b")],
+)
+def test_a_trailing_slash_is_a_separator(url: str, prefix: str) -> None:
+    assert parse_url(url) == ("ok-bucket", prefix)
+    assert parse_params({"registry": {"root": url}}, "params.yaml").registry.root == url
 
 
 @pytest.mark.parametrize(

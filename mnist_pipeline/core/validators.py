@@ -111,14 +111,22 @@ def check_location(location: str) -> str:
         raise ValueError(f"{location!r} is not a valid URL: {exc}") from None
     if parsed.query or parsed.fragment or location.endswith(("?", "#")):
         raise ValueError(f"{location!r}: a storage location takes no ?query or #fragment")
-    hidden = (
-        [part for part in parsed.path.split("/") if part.startswith(".")] if scheme == "s3" else []
-    )
-    if hidden:  # '.', '..' or '.x': object keys are plain names
+    if scheme == "s3":
+        _check_prefix(location, parsed.path.removeprefix("/").removesuffix("/"))
+    return location
+
+
+def _check_prefix(location: str, prefix: str) -> None:
+    """ValueError for an S3 prefix part that is empty ('//') or starts with '.' ('.', '..',
+    '.x'): object keys are plain names."""
+    parts = prefix.split("/") if prefix else []
+    if "" in parts:
+        raise ValueError(f"{location!r}: an empty part ('//') in the prefix")
+    hidden = [part for part in parts if part.startswith(".")]
+    if hidden:
         raise ValueError(
             f"{location!r}: {hidden[0]!r} in the prefix (its parts may not start with '.')"
         )
-    return location
 
 
 def _section(model: type[BaseModel], name: int | str) -> type[BaseModel] | None:

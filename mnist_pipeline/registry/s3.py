@@ -56,7 +56,8 @@ def parse_url(url: str, role: str = "registry") -> tuple[str, str]:
         raise RegistryError(
             f"{role} location {url!r}: a storage location takes no ?query or #fragment"
         )
-    bucket, prefix = parsed.netloc, parsed.path.strip("/")
+    # One '/' after the bucket and one at the end are separators; 's3://b//x' has an empty part.
+    bucket, prefix = parsed.netloc, parsed.path.removeprefix("/").removesuffix("/")
     if not bucket:
         raise RegistryError(f"{role} location {url!r} names no bucket (s3://BUCKET/PREFIX)")
     if not BUCKET_RE.fullmatch(bucket) or ".." in bucket:
