@@ -15,7 +15,6 @@ retraining. The grid is checked whole before any child starts (mnist_pipeline/pi
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,16 +26,31 @@ from prefect import flow, get_run_logger
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelling
 
 from flows.trials import read_trial
-from mnist_pipeline.core.errors import ParamsError, PipelineError
-from mnist_pipeline.core.validators import load_yaml_strict
+from mnist_pipeline.core.errors import ParamsError, PipelineError, one_line_errors
+from mnist_pipeline.core.validators import describe_yaml_error, load_yaml_strict
 from mnist_pipeline.pipeline.sweep import Trial, check_grid, pick_best, summary_lines
 
 TRIAL_DEPLOYMENT = "mnist-retrain/trial"
-REGISTER_DEPLOYMENT = "mnist-retrain/weekly"
 POLL_S = 2.0
+
+
+def check_deployments(client: SyncPrefectClient, names: list[str]) -> None:
+    """PipelineError naming every deployment of `names` the server does not have."""
+    missing = []
+    for name in dict.fromkeys(names):
+        try:
+            client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            missing.append(name)
+    if missing:
+        raise PipelineError(
+            f"sweep: no deployment {', '.join(missing)} on the Prefect server: deploy first "
+            "(prefect deploy --all, or python -m flows.serve)"
+        )
 
 
 def wait_all(
@@ -102,18 +116,24 @@ def sweep(
     workdir: str = ".",
     params_file: str = "params.yaml",
     trial_deployment: str = TRIAL_DEPLOYMENT,
-    register_deployment: str = REGISTER_DEPLOYMENT,
+    register_deployment: str | None = None,
     timeout_s: float = 3600,
 ) -> dict[str, Any]:
     """Train every config of `grid` (dotted `model.*`/`train.*` overrides of `params_file`,
     a path each child reads in its own project folder) as child runs of `trial_deployment`,
-    then retrain and register the best by validation accuracy through `register_deployment`.
-    Fails when the grid is bad (before any child starts), when no trial succeeded, or when the
-    registering run fails."""
+    then retrain and register the best by validation accuracy through `register_deployment`
+    (default: the retraining deployment `schedule.deployment_name` names). Fails when the grid,
+    `timeout_s` or a deployment is bad (before any child starts), when no trial succeeded, or
+    when the registering run fails."""
     checked = check_grid(grid, Path(workdir).resolve() / params_file)  # before any child
+    if not timeout_s > 0:
+        raise ParamsError(f"sweep: timeout_s must be a number of seconds > 0, got {timeout_s}")
+    if register_deployment is None:
+        register_deployment = f"mnist-retrain/{checked[0][1].schedule.deployment_name}"
     configs = [config for config, _ in checked]
-    logger = get_run_logger()
     with get_client(sync_client=True) as client:
+        check_deployments(client, [trial_deployment, register_deployment])
+        logger = get_run_logger()
         ids = [
             start_child(trial_deployment, params_file, c, True, f"trial-{i}")
             for i, c in enumerate(configs)
@@ -166,21 +186,21 @@ def read_grid(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ParamsError(f"sweep grid file {path}: cannot read it ({exc})") from None
     except yaml.YAMLError as exc:
-        problem = str(exc).splitlines()[0]
-        raise ParamsError(f"sweep grid file {path}: not valid YAML: {problem}") from None
+        raise ParamsError(f"sweep grid file {path}: {describe_yaml_error(exc)}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m flows.sweep GRID.yaml`: one sweep (the deployments must exist); a bad grid or
-    a sweep that fails is one line on stderr and exit status 1."""
+    """`python -m flows.sweep GRID.yaml`: one sweep (the deployments must exist). A bad grid
+    or params file is one `error:` line and exit status 2 before Prefect starts; a sweep that
+    fails is one line and exit status 1."""
     parser = argparse.ArgumentParser(description="Sweep a grid of configs; register the best.")
     parser.add_argument("grid", type=Path, help="YAML list of configs (dotted params overrides)")
     parser.add_argument("--params", default="params.yaml", help="params file [params.yaml]")
     args = parser.parse_args(argv)
-    try:
-        sweep(grid=read_grid(args.grid), params_file=args.params)
-    except PipelineError as exc:
-        sys.exit(str(exc))  # each message starts with "sweep"
+    with one_line_errors():  # Prefect logs a failed run's traceback; the error ends it once
+        grid = read_grid(args.grid)
+        check_grid(grid, Path(args.params).resolve())  # no server for a grid it would refuse
+        sweep(grid=grid, params_file=args.params)
 
 
 if __name__ == "__main__":

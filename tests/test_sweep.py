@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -80,17 +81,54 @@ def test_a_bad_grid_fails_the_sweep_before_any_child_starts(
     assert started == []
 
 
-def test_a_grid_file_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
-    bad = tmp_path / "grid.yaml"
-    bad.write_text("- {train.seed: 1, train.seed: 2}\n")  # a duplicate key
-    for path, message in ((bad, "not valid YAML: "), (tmp_path / "none.yaml", "cannot read it")):
+def test_a_bad_grid_file_is_one_line_before_prefect_starts(
+    tiny_workdir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    flows_run: list[object] = []
+    monkeypatch.setattr(sweep_module, "sweep", lambda **kwargs: flows_run.append(kwargs))
+    params = str(tiny_workdir / "params.yaml")
+    files = {
+        "dup.yaml": ("- {train.seed: 1, train.seed: 2}\n", "not valid YAML (line 1, column 19): "),
+        "map.yaml": ("train.epochs: 3\n", "sweep grid: expected a list of configs"),
+        "bad.yaml": ("- {train.epochs: -1}\n", "sweep grid[0]: override train.epochs: Input"),
+        "none.yaml": (None, "cannot read it"),
+    }
+    for name, (text, message) in files.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
         with pytest.raises(SystemExit) as exited:
-            sweep_module.main([str(path)])
-        assert str(exited.value).startswith(f"sweep grid file {path}: {message}")
-        assert "\n" not in str(exited.value)
+            sweep_module.main([str(tmp_path / name), "--params", params])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert flows_run == []  # refused before any flow (and Prefect's server) started
     grid = tmp_path / "ok.yaml"
     grid.write_text("- {train.learning_rate: 0.002}\n- {}\n")
     assert sweep_module.read_grid(grid) == [{"train.learning_rate": 0.002}, {}]
+    sweep_module.main([str(grid), "--params", params])
+    assert flows_run == [{"grid": [{"train.learning_rate": 0.002}, {}], "params_file": params}]
+
+
+def test_a_bad_params_file_is_named_not_blamed_on_a_config(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match=r"^params file not found: .*none\.yaml$"):
+        check_grid([{}], tmp_path / "none.yaml")
+    (tmp_path / "params.yaml").write_text("train:\n  epoch: 3\n")
+    with pytest.raises(ParamsError, match=r"^\S*params\.yaml: train\.epoch: unknown key"):
+        check_grid([{}], tmp_path / "params.yaml")
+
+
+def test_a_timeout_that_is_not_positive_fails_before_any_child_starts(
+    tiny_workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[object] = []
+    monkeypatch.setattr(sweep_module, "start_child", lambda *args: started.append(args))
+    for timeout in (0, -5):
+        with pytest.raises(ParamsError, match=f"timeout_s must be .* > 0, got {timeout}"):
+            sweep.fn(grid=[{}], workdir=str(tiny_workdir), timeout_s=timeout)
+    assert started == []
 
 
 def trial(index: int, accuracy: float | None, error: str | None = None) -> Trial:
@@ -243,6 +281,24 @@ def test_sweep_on_two_workers_registers_the_best_by_validation(
         or Registry(other / "registry", "mnist-cnn").versions() == []
     )
     assert not (deployer / "registry").exists() and not (deployer / "runs").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_missing_deployments_are_named_before_any_child_starts(
+    tiny_workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registering deployment is the one schedule.deployment_name names (here: none yet)."""
+    started: list[object] = []
+    monkeypatch.setattr(sweep_module, "start_child", lambda *args: started.append(args))
+    nightly = tiny_workdir / "nightly.yaml"
+    params = yaml.safe_load((tiny_workdir / "params.yaml").read_text())
+    nightly.write_text(yaml.safe_dump({**params, "schedule": {"deployment_name": "nightly"}}))
+    with pytest.raises(
+        PipelineError, match=r"no deployment mnist-retrain/trial, mnist-retrain/nightly on the"
+    ):
+        sweep.fn(grid=[{}], workdir=str(tiny_workdir), params_file="nightly.yaml")
+    assert started == []
 
 
 @pytest.mark.slow

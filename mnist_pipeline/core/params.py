@@ -26,6 +26,7 @@ from mnist_pipeline.core.service_params import (
 from mnist_pipeline.core.validators import (
     check_location,
     describe_errors,
+    describe_yaml_error,
     empty_sections_as_mappings,
     load_yaml_strict,
     problems,
@@ -287,11 +288,8 @@ def load_params(
         raise ParamsError(f"cannot read params file {path}: {exc.strerror}") from None
     try:
         raw = load_yaml_strict(text)
-    except yaml.YAMLError as exc:  # one line: the problem and where
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ParamsError(f"{path}: not valid YAML{where}: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: {describe_yaml_error(exc)}") from None
     merged, set_by = dict(overrides or {}), {}
     env_mirror = (os.environ if environ is None else environ).get(MIRROR_ENV, "").strip()
     if env_mirror and "data.mirrors" not in merged:

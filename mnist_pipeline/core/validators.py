@@ -86,6 +86,14 @@ def load_yaml_strict(text: str) -> Any:
     return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+def describe_yaml_error(exc: yaml.YAMLError) -> str:
+    """One line: where in the text (when known) and the problem."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"not valid YAML{where}: {problem}"
+
+
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 STORAGE_SCHEMES = ("s3", "file")
 

@@ -61,6 +61,7 @@ def check_grid(grid: Any, params_file: Path) -> list[tuple[dict[str, Any], Param
         raise ParamsError(f"sweep grid: expected a list of configs, got {grid!r}")
     if not grid:
         raise ParamsError("sweep grid is empty: give at least one config")
+    load_params(params_file)  # the file's own errors name the file, not a config
     checked: list[tuple[dict[str, Any], Params]] = []
     seen: dict[str, int] = {}
     for index, raw in enumerate(grid):
