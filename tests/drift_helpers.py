@@ -3,7 +3,6 @@ tests then send to the server, and those test images as the server's JSON input.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -13,8 +12,9 @@ import numpy as np
 from mnist_pipeline.core.contract import INPUT_NAME, PROBABILITIES
 from mnist_pipeline.export.session import open_session
 from mnist_pipeline.pipeline.candidate import Candidate
-from mnist_pipeline.pipeline.evidence import PREDICTIONS_OUTPUT, mnist_test
+from mnist_pipeline.pipeline.evidence import mnist_test
 from tests.registry_helpers import candidate_in, exported_candidate
+from tests.reports import evaluated_outputs
 from tests.synthetic import make_dataset, write_data_dir
 
 
@@ -40,6 +40,6 @@ def candidate_with_reference(folder: Path, seed: int = 1, n_test: int = 200) -> 
     predictions = folder / "predictions.csv"
     predictions.write_text("\n".join(rows) + "\n")
     metrics = json.loads((folder / "metrics.json").read_text())
-    metrics["outputs"] = {PREDICTIONS_OUTPUT: hashlib.sha256(predictions.read_bytes()).hexdigest()}
+    metrics["outputs"] = evaluated_outputs(folder, predictions)
     (folder / "metrics.json").write_text(json.dumps(metrics))
     return replace(candidate_in(folder), predictions=predictions, data_dir=data_dir)

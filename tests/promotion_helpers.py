@@ -7,7 +7,6 @@ model gets right. MNIST test is images 0..TEST-1 (labels i % 10), the extra hold
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import replace
@@ -19,9 +18,9 @@ from mnist_pipeline.data import idx
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.inbox import extra
 from mnist_pipeline.pipeline.candidate import Candidate
-from mnist_pipeline.pipeline.evidence import PREDICTIONS_OUTPUT, TEST_FILES
+from mnist_pipeline.pipeline.evidence import TEST_FILES
 from tests.registry_helpers import candidate_in, make_candidate
-from tests.reports import metrics_report, parity_report
+from tests.reports import evaluated_outputs, metrics_report, parity_report
 
 PIXELS = 28 * 28
 TEST = 700  # MNIST test images (70 per digit); the other 84 pixels are the holdout's
@@ -111,7 +110,7 @@ def paired_candidate(
         correct=correct,
         total=TEST,
         state_dict_sha256=weights,
-        outputs={PREDICTIONS_OUTPUT: hashlib.sha256(csv).hexdigest()},
+        outputs=evaluated_outputs(folder, folder / "predictions.csv"),
     )
     if extra_dir is not None:
         split = extra.read_split(extra_dir, "holdout")

@@ -3,11 +3,24 @@ running the stages (every field the typed models in core/reports.py declare)."""
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 from mnist_pipeline.core.params import parse_params
+from mnist_pipeline.pipeline.evidence import PREDICTIONS_OUTPUT
 
 MODEL = "mnist-cnn"
 # The tiny candidates' accuracies are set by hand; a gate they can pass.
 PARAMS = parse_params({"evaluate": {"min_accuracy": 0.9}})
+
+
+def evaluated_outputs(folder: Path, predictions: Path) -> dict[str, str]:
+    """metrics.json's `outputs` for a candidate folder, as evaluate lists them: the predictions
+    and every plot, by path under the run folder."""
+    written = {PREDICTIONS_OUTPUT: predictions} | {
+        f"reports/plots/{plot.name}": plot for plot in sorted((folder / "plots").glob("*.png"))
+    }
+    return {rel: hashlib.sha256(path.read_bytes()).hexdigest() for rel, path in written.items()}
 
 
 def metrics_report(accuracy: float = 0.99, **overrides) -> dict:

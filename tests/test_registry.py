@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -18,7 +19,7 @@ from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.core.service_params import PromotionParams
 from mnist_pipeline.data.manifest import file_sha256
-from mnist_pipeline.pipeline.candidate import candidate_from_layout
+from mnist_pipeline.pipeline.candidate import Candidate, candidate_from_layout
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
@@ -159,6 +160,48 @@ def test_onnx_replaced_after_parity_is_refused(registry: Registry, make, tmp_pat
     candidate.onnx.write_bytes((tmp_path / "other" / "model.onnx").read_bytes())
     with pytest.raises(GateError, match="not made from the current model.onnx"):
         register_candidate(registry, candidate, PARAMS)
+
+
+def test_plots_or_history_of_another_run_are_refused(registry: Registry, make) -> None:
+    """evaluate lists its plots in metrics.json, train its history in model.json: a file left
+    by a run killed after some of its writes (or changed since) is not registered with them."""
+    candidate = make(1)
+    plot, history = candidate.plots[0], candidate.train_history
+    metrics = json.loads(candidate.metrics.read_text())
+    metrics["outputs"] = {f"reports/plots/{plot.name}": file_sha256(plot)}
+    candidate.metrics.write_text(json.dumps(metrics))
+    record = json.loads(candidate.train_record.read_text())
+    record["history_sha256"] = file_sha256(history)
+    candidate.train_record.write_text(json.dumps(record))
+    good = {path: path.read_bytes() for path in (plot, history)}
+    left = plot.parent / "robustness.png"
+    damages = [
+        (lambda: left.write_bytes(b"\x89PNG"), "plots/robustness.png is not among the files"),
+        (lambda: plot.write_bytes(b"\x89PNG"), f"plots/{plot.name} has sha256 .* but metrics"),
+        (plot.unlink, f"plots/{plot.name} is missing but metrics.json records"),
+        (lambda: history.write_text("epoch,loss\n1,0.9\n"), "model.json was not made from the "),
+        (history.unlink, "train_history.csv is missing but model.json records it"),
+    ]
+    for damage, message in damages:
+        damage()
+        found = candidate_from_layout_like(candidate)
+        with pytest.raises(GateError, match=f"refusing to register: {message}"):
+            register_candidate(registry, found, PARAMS)
+        left.unlink(missing_ok=True)
+        for path, data in good.items():
+            path.write_bytes(data)
+    assert registry.versions() == []
+    assert register_candidate(registry, candidate_from_layout_like(candidate), PARAMS).version == 1
+
+
+def candidate_from_layout_like(candidate: Candidate) -> Candidate:
+    """`candidate` with the plots and history found now, as candidate_from_layout finds them."""
+    history = candidate.train_history
+    return dataclasses.replace(
+        candidate,
+        plots=tuple(sorted(candidate.plots[0].parent.glob("*.png"))),
+        train_history=history if history.is_file() else None,
+    )
 
 
 def test_the_same_model_files_are_never_a_second_version(registry: Registry, make) -> None:

@@ -4,9 +4,9 @@ before the registry is asked to keep them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from mnist_pipeline.core.errors import PipelineError, RegistryError
+from mnist_pipeline.core.errors import GateError, PipelineError, RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.core.reports import Metrics, Parity, TrainRecord, parse_json_report
@@ -147,9 +147,39 @@ def check_reports(
             (PARITY_FILE, parity.state_dict_sha256, "parity"),
         ):
             gate.made_from(recorded, weights, name, STATE_DICT_FILE, stage)
+        _check_run_files(reports, hashes)
     except PipelineError as exc:
         raise type(exc)(f"refusing to register: {exc}") from None
     return accuracy, trained_params(reports.record, params)
+
+
+def _check_run_files(reports: RunReports, hashes: dict[str, str]) -> None:
+    """GateError unless the plots are those metrics.json lists (no more, no fewer, the same
+    bytes) and the history is the one model.json records: an evaluate or a train killed after
+    some writes leaves files of another run beside the reports."""
+    outputs = reports.metrics.outputs
+    if outputs is not None:  # recorded since evaluate lists what it wrote
+        recorded = {
+            f"{PLOTS_DIR}/{PurePosixPath(rel).name}": sha256
+            for rel, sha256 in outputs.items()
+            if PurePosixPath(rel).parent.name == PLOTS_DIR and rel.endswith(".png")
+        }
+        stored = [rel for rel in hashes if rel.startswith(f"{PLOTS_DIR}/")]
+        gate.outputs_made_with(recorded, hashes, METRICS_FILE, "evaluate")
+        for rel in stored:
+            if rel not in recorded:
+                raise GateError(
+                    f"{rel} is not among the files {METRICS_FILE} records: another `evaluate` "
+                    "wrote it and did not finish: run `mnist-pipeline evaluate`"
+                )
+    history = reports.record.history_sha256
+    if history is not None:  # recorded since train hashes its history
+        if HISTORY_FILE not in hashes:
+            raise GateError(
+                f"{HISTORY_FILE} is missing but {TRAIN_RECORD_FILE} records it: "
+                "run `mnist-pipeline train`"
+            )
+        gate.made_from(history, hashes[HISTORY_FILE], TRAIN_RECORD_FILE, HISTORY_FILE, "train")
 
 
 def trained_params(record: TrainRecord, params: Params) -> Params:
