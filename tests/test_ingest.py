@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from mnist_pipeline.cli.app import app
+from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import IngestParams
 from mnist_pipeline.data.manifest import file_sha256
@@ -51,6 +54,25 @@ def test_an_empty_or_missing_inbox_is_normal(tmp_path: Path) -> None:
     for split in extra.SPLITS:
         assert len(extra.read_split(layout.extra_dir, split)) == 0
     assert json.loads(layout.ingest_report.read_text())["counts"] == result.counts
+
+
+def test_an_inbox_gone_or_not_a_folder_never_replaces_what_was_ingested(tmp_path: Path) -> None:
+    from tests.test_inbox_tracked import write_lock  # it imports this module's helpers
+
+    layout = Layout(tmp_path)
+    fill_inbox(layout, range(12))
+    ingest(IngestParams(), layout)
+    before = {p.name: p.read_bytes() for p in [*layout.extra_dir.iterdir(), layout.ingest_report]}
+    shutil.rmtree(layout.inbox)
+    write_lock(tmp_path, 12)  # dvc.lock records the inbox `dvc pull` would bring back
+    with pytest.raises(DataError, match=r"missing but dvc.lock records 12 file\(s\) in it"):
+        ingest(IngestParams(), layout)
+    (tmp_path / "dvc.lock").unlink()
+    layout.inbox.write_text("not a folder")
+    with pytest.raises(DataError, match=r"the inbox .*extra is not a folder"):
+        ingest(IngestParams(), layout)
+    after = {p.name: p.read_bytes() for p in [*layout.extra_dir.iterdir(), layout.ingest_report]}
+    assert after == before
 
 
 def test_images_are_preprocessed_split_by_hash_and_listed(tmp_path: Path) -> None:

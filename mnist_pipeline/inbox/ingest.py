@@ -27,7 +27,7 @@ from mnist_pipeline.core.reports import IngestReport
 from mnist_pipeline.data import idx
 from mnist_pipeline.data.preprocess import MAX_PIXELS, ImageError, preprocess_bytes
 from mnist_pipeline.inbox import events as inbox_events
-from mnist_pipeline.inbox import extra
+from mnist_pipeline.inbox import extra, tracked
 from mnist_pipeline.inbox import store as inbox
 
 DIGITS = range(NUM_CLASSES)
@@ -148,6 +148,7 @@ def collect(folder: Path, holdout_percent: int) -> Collected:
 def ingest(params: IngestParams, layout: Layout) -> IngestResult:
     """Stage entry: layout.inbox -> layout.extra_dir (IDX + manifest) and layout.ingest_report."""
     check_writable(layout.extra_dir.parent, layout.reports)
+    tracked.check_inbox(layout.project, layout.inbox)  # never an empty ingest in its place
     collected = collect(layout.inbox, params.holdout_percent)
     accepted = collected.accepted
     manifest = []

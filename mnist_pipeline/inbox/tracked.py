@@ -38,11 +38,11 @@ def recorded_files(project: Path, inbox: Path) -> int:
     return sum(int(out.get("nfiles", 0)) for out in stage.get("outs", []) if out["path"] == where)
 
 
-def ensure_inbox(project: Path, inbox: Path) -> bool:
-    """Create the inbox empty if it is absent; True if created. DataError when dvc.lock records
-    images in an inbox that is not here (a clone before `dvc pull`): nothing is created."""
+def check_inbox(project: Path, inbox: Path) -> None:
+    """DataError when the inbox is not a folder, or is missing while dvc.lock records images in
+    it (a clone before `dvc pull`): reading it as empty would lose them."""
     if inbox.is_dir():
-        return False
+        return
     if inbox.exists():
         raise DataError(f"the inbox {inbox} is not a folder")
     if count := recorded_files(project, inbox):
@@ -50,5 +50,13 @@ def ensure_inbox(project: Path, inbox: Path) -> bool:
             f"the inbox {inbox} is missing but {LOCK_FILE} records {count} file(s) in it: "
             f"run `dvc pull {_relative(project, inbox)}` first"
         )
+
+
+def ensure_inbox(project: Path, inbox: Path) -> bool:
+    """Create the inbox empty if it is absent; True if created (check_inbox's errors first:
+    nothing is created)."""
+    check_inbox(project, inbox)
+    if inbox.is_dir():
+        return False
     inbox.mkdir(parents=True)
     return True
