@@ -27,9 +27,10 @@ def run(kill_at: int, argv: list[str]) -> None:
     def killed_at_k(target: Path | str) -> Iterator[Path]:
         nonlocal writes
         writes += 1
+        index = writes  # files renamed together are all begun before the first is renamed
         with original(target) as tmp:
             yield tmp
-            if writes == kill_at:
+            if index == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
 
     atomic.atomic_path = killed_at_k

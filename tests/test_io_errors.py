@@ -38,6 +38,42 @@ def test_train_checks_its_output_folders_before_an_epoch(
     assert info.value.filename == str(layout.model_dir)
 
 
+@pytest.mark.parametrize("output", ["state_dict", "train_record", "train_history", "checkpoint"])
+def test_train_finds_a_folder_where_an_output_file_belongs_before_an_epoch(
+    tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch, output: str
+) -> None:
+    layout = Layout(tmp_path)
+    getattr(layout, output).mkdir(parents=True)
+    monkeypatch.setattr(loop, "train_epoch", lambda *a, **k: pytest.fail("trained an epoch"))
+    with pytest.raises(IsADirectoryError) as info:
+        train(ModelParams(), TrainParams(**TINY), layout)
+    assert info.value.filename == str(getattr(layout, output))
+
+
+def test_a_train_whose_last_write_fails_keeps_the_previous_run_whole(
+    tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights, history and record are written in full before any replaces its target: a
+    failure while writing the last of them (here the record: a full disk) replaces none."""
+    layout = Layout(tmp_path)
+    train(ModelParams(), TrainParams(**TINY), layout)
+    files = (layout.state_dict, layout.train_history, layout.train_timings, layout.train_record)
+    before = {path: path.read_bytes() for path in files}
+    real_text = Path.write_text
+
+    def full_disk(self: Path, text: str, *args, **kwargs) -> int:
+        if self.name.startswith(f".{layout.train_record.name}."):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_text(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        train(ModelParams(), TrainParams(**{**TINY, "seed": 7}), layout)
+    monkeypatch.undo()
+    assert {path: path.read_bytes() for path in files} == before
+    assert not [p for p in layout.model_dir.iterdir() if p.name.startswith(".")]  # no temps
+
+
 def test_cli_io_error_is_one_line_with_exit_code_74(
     tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

@@ -3,11 +3,12 @@ folder (so the rename itself survives a power cut)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,16 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@contextmanager
+def atomic_paths(*targets: Path) -> Iterator[tuple[Path, ...]]:
+    """atomic_path for several targets: a temp path for each, renamed onto its target in the
+    order given, only once all were written (the last one last: a record naming the others).
+    On an exception while writing, no target is touched."""
+    with ExitStack() as stack:  # entered in reverse, so exited (renamed) in the given order
+        temps = [stack.enter_context(atomic_path(target)) for target in reversed(targets)]
+        yield tuple(reversed(temps))
+
+
 def _fsync_folder(folder: Path) -> None:
     """Flush a folder's entries (a rename into it) to disk."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -59,6 +70,15 @@ def check_writable(*folders: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
             pass
+
+
+def check_targets(*files: Path) -> None:
+    """check_writable for the files' folders, and an IsADirectoryError naming a file that is a
+    folder: found before minutes of work, not by the rename at its end."""
+    check_writable(*dict.fromkeys(path.parent for path in files))
+    for path in files:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
 
 
 def write_bytes(target: Path | str, data: bytes) -> None:

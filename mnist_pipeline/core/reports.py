@@ -31,9 +31,13 @@ class Report(BaseModel):
         never given stay absent."""
         return self.model_dump(mode="json", exclude_unset=True)
 
+    def text(self) -> str:
+        """The report as indented JSON text."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
     def write(self, path: Path) -> None:
         """Atomically write the report as indented JSON."""
-        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text(path, self.text())
 
 
 class ClassScores(Report):

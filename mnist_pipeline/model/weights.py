@@ -14,14 +14,16 @@ from mnist_pipeline.model.network import build_model
 
 def save_state_dict(model: nn.Module, path: Path) -> None:
     """Atomically write the model's state_dict (contiguous CPU tensors) to `path`."""
+    write_with(path, lambda tmp: write_state_dict(model, tmp))
+
+
+def write_state_dict(model: nn.Module, path: Path) -> None:
+    """Write the model's state_dict (contiguous CPU tensors) into `path` (a temp file of an
+    atomic write: not atomic itself)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    write_with(path, lambda tmp: _save(state, tmp))
-
-
-def _save(state: dict[str, torch.Tensor], tmp: Path) -> None:
     # Through a file object: given a path, torch.save names the zip's root folder after the
     # (random) temp file name, so identical weights would give different bytes.
-    with open(tmp, "wb") as handle:
+    with open(path, "wb") as handle:
         torch.save(state, handle)
 
 

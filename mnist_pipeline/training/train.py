@@ -28,22 +28,20 @@ from typing import Any
 
 import torch
 
-from mnist_pipeline.core.atomic import check_writable, write_text
+from mnist_pipeline.core.atomic import check_targets
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ModelParams, TrainParams
 from mnist_pipeline.core.progress import EpochReporter, log
-from mnist_pipeline.core.reports import TrainRecord
 from mnist_pipeline.data.augment import augment
 from mnist_pipeline.data.dataset import load_mnist, normalise
-from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.evaluation import metrics
 from mnist_pipeline.inbox import extra
 from mnist_pipeline.model.network import predict_logits
-from mnist_pipeline.model.weights import save_state_dict
 from mnist_pipeline.training import checkpoint as checkpoints
 from mnist_pipeline.training import loop, temperature
 from mnist_pipeline.training.fingerprint import training_fingerprint
+from mnist_pipeline.training.outputs import output_files, write_outputs
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -152,7 +150,7 @@ def train(
     as it found it (benchmarks score it on the test set there)."""
     device = resolve_device(params.device)
     precision = loop.resolve_precision(params.precision, device)
-    check_writable(layout.model_dir, layout.reports)  # fail before an epoch, not after
+    check_targets(*output_files(layout))  # fail before an epoch, not after
     started = time.perf_counter()
     data_dir = layout.data_dir
     with torch_settings(params):
@@ -262,19 +260,13 @@ def train(
         if params.temperature_scaling:  # after the last checkpoint: a resumed run folds anew
             calibration = temperature.calibrate(net, val_images, val_labels, EVAL_BATCH)
             log(temperature.summary(calibration))
-        # Weights, history (timings beside it) and the record binding them to their inputs are
-        # replaced together, only by a run that finished (the record last: stale while the
-        # weights are new, it is refused by registration).
-        save_state_dict(net, layout.state_dict)
-        write_text(layout.train_history, history_csv(history))
-        write_text(layout.train_timings, history_csv(history, TIMING_COLUMNS))
-        record = {
-            "state_dict_sha256": file_sha256(layout.state_dict),
-            "fingerprint": fingerprint,
-            "temperature": calibration,
-            "history_sha256": file_sha256(layout.train_history),
-        }
-        TrainRecord.model_validate(record).write(layout.train_record)
+        write_outputs(  # only by a run that finished
+            layout,
+            net,
+            history_csv(history),
+            history_csv(history, TIMING_COLUMNS),
+            {"fingerprint": fingerprint, "temperature": calibration},
+        )
         layout.checkpoint.unlink(missing_ok=True)
     last = history[-1] if history else {}
     val_accuracy = last.get("val_accuracy", float("nan"))
