@@ -205,6 +205,59 @@ def test_non_mnist_model_is_refused(tmp_path: Path) -> None:
         predict_files(tmp_path / "other.onnx", [draw_digit(tmp_path / "a.png")])
 
 
+def named_like_ours(path: Path, classes: int, element: int) -> Path:
+    """An ONNX graph with the contract's names but `classes` outputs of `element` type."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    dtype = helper.tensor_dtype_to_np_dtype(element)
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.normal(size=(784, classes)).astype(dtype), "W")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["image"], ["flat"], axis=1),
+            helper.make_node("MatMul", ["flat", "W"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
+        "named-like-ours",
+        [helper.make_tensor_value_info("image", element, ["N", 1, 28, 28])],
+        [
+            helper.make_tensor_value_info(name, element, ["N", classes])
+            for name in ("logits", "probabilities")
+        ],
+        initializer=[weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_model_of_other_shapes_or_types_is_refused_in_one_line(tmp_path: Path) -> None:
+    from onnx import TensorProto
+
+    from mnist_pipeline.export.session import open_session
+
+    five = named_like_ours(tmp_path / "five.onnx", 5, TensorProto.FLOAT)
+    double = named_like_ours(tmp_path / "double.onnx", 10, TensorProto.DOUBLE)
+    digit = draw_digit(tmp_path / "a.png")
+    for model, message in (
+        (
+            five,
+            r"'(logits|probabilities)' is tensor\(float\) \['N', 5\] \(expected .* \[N, 10\]",
+        ),
+        (double, r"'image' is tensor\(double\) \['N', 1, 28, 28\] \(expected tensor\(float\)"),
+    ):
+        with pytest.raises(
+            PipelineError, match=f"{model}.* is not an mnist-pipeline model: {message}"
+        ):
+            predict_files(model, [digit])
+        with pytest.raises(PipelineError, match=message):
+            open_session(model, outputs=("logits", "probabilities"))
+    ours = named_like_ours(tmp_path / "ours.onnx", 10, TensorProto.FLOAT)
+    assert predict_files(ours, [digit]).failed == 0  # the names, types and shapes: taken
+
+
 # ---- end to end on real digits
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 import torch
 
 from mnist_pipeline.core.layout import Layout
@@ -73,3 +74,25 @@ def test_wide_model_trains_exports_checks_registers_and_predicts(
     image = draw_digit(tmp_path / "digit.png", 3)
     (prediction,) = predict_files(layout.onnx, [image], top=3).predictions
     assert 0 <= prediction.digit <= 9 and len(prediction.top) == 3
+
+
+def test_weights_of_another_network_or_no_weights_are_one_line(tmp_path: Path) -> None:
+    from mnist_pipeline.core.errors import PipelineError
+    from mnist_pipeline.model.weights import save_state_dict
+
+    classic = tmp_path / "classic.pt"
+    save_state_dict(build_model("classic"), classic)
+    shrunk = tmp_path / "shrunk.pt"
+    state = build_model("classic").state_dict()
+    torch.save({**state, "fc2.weight": state["fc2.weight"][:5]}, shrunk)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_text("hello world\n")
+    cases = {
+        (classic, "wide"): r"do not fit arch 'wide' \(\d+ missing, e\.g\. '.*'; \d+ unexpected",
+        (shrunk, "classic"): r"\(1 of another shape, e\.g\. 'fc2\.weight'\): set model\.arch",
+        (garbage, "classic"): r"cannot load weights from .*garbage\.pt \(\w+: .*\): not a file",
+    }
+    for (path, arch), message in cases.items():
+        with pytest.raises(PipelineError, match=message) as refused:
+            load_model(arch, path)
+        assert "\n" not in str(refused.value)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from mnist_pipeline.core.contract import INPUT_NAME, PROBABILITIES
+from mnist_pipeline.core.contract import IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, PROBABILITIES
 from mnist_pipeline.core.errors import PipelineError
 
 PROVIDERS = ["CPUExecutionProvider"]
@@ -52,6 +52,30 @@ def check_interface(
             f"{where} is not an mnist-pipeline model: inputs {inputs}, outputs {found} "
             f"(expected input {INPUT_NAME!r} and output {' and '.join(map(repr, outputs))})"
         )
+    expected = {INPUT_NAME: (None, 1, IMAGE_SIZE, IMAGE_SIZE)} | {
+        name: (None, NUM_CLASSES) for name in outputs
+    }
+    for arg in [*session.get_inputs(), *session.get_outputs()]:
+        shape = expected.get(arg.name)
+        if shape is not None and not _fits(arg, shape):
+            want = ", ".join("N" if d is None else str(d) for d in shape)
+            raise PipelineError(
+                f"{where} is not an mnist-pipeline model: {arg.name!r} is {arg.type} "
+                f"{list(arg.shape)} (expected tensor(float) [{want}])"
+            )
+
+
+def _fits(arg: ort.NodeArg, shape: tuple[int | None, ...]) -> bool:
+    """Float32 of `shape`'s rank, where the graph names a size (None: any batch size)."""
+    dims = arg.shape
+    return (
+        arg.type == "tensor(float)"
+        and len(dims) == len(shape)
+        and all(
+            want is None or not isinstance(dim, int) or dim == want
+            for dim, want in zip(dims, shape, strict=True)
+        )
+    )
 
 
 def model_input(images: np.ndarray) -> np.ndarray:

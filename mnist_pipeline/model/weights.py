@@ -34,10 +34,41 @@ def load_model(arch: str, path: Path) -> nn.Module:
     except FileNotFoundError:
         raise PipelineError(f"no trained weights at {path}: run `mnist-pipeline train`") from None
     except Exception as exc:  # unpickling errors come in many types
-        raise PipelineError(f"cannot load weights from {path}: {exc}") from None
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise PipelineError(
+            f"cannot load weights from {path} ({why}): not a file `mnist-pipeline train` "
+            "wrote; run it again"
+        ) from None
     model = build_model(arch)
     try:
         model.load_state_dict(state)
-    except (RuntimeError, TypeError) as exc:
-        raise PipelineError(f"weights in {path} do not fit arch {arch!r}: {exc}") from None
+    except (RuntimeError, TypeError, AttributeError):
+        raise PipelineError(
+            f"weights in {path} do not fit arch {arch!r} ({_misfit(model, state)}): set "
+            "model.arch to the network they were trained as, or run `mnist-pipeline train`"
+        ) from None
     return model.eval()
+
+
+def _misfit(model: nn.Module, state: object) -> str:
+    """How `state` differs from `model`'s state dict, in a few words."""
+    if not isinstance(state, dict):
+        return f"a {type(state).__name__}, not a state dict"
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    reshaped = [
+        key
+        for key, tensor in expected.items()
+        if key in state and getattr(state[key], "shape", None) != tensor.shape
+    ]
+    parts = [
+        f"{len(keys)} {what}, e.g. {keys[0]!r}"
+        for what, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("of another shape", reshaped),
+        )
+        if keys
+    ]
+    return "; ".join(parts) or "not loadable"
