@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     Field,
     ValidationError,
@@ -17,6 +16,7 @@ from pydantic import (
 )
 
 from mnist_pipeline.core.errors import ParamsError
+from mnist_pipeline.core.params_file import read_params_file
 from mnist_pipeline.core.service_params import (
     RegistryParams,
     ScheduleParams,
@@ -26,9 +26,7 @@ from mnist_pipeline.core.service_params import (
 from mnist_pipeline.core.validators import (
     check_location,
     describe_errors,
-    describe_yaml_error,
     empty_sections_as_mappings,
-    load_yaml_strict,
     problems,
 )
 from mnist_pipeline.data.manifest import DEFAULT_SHA256
@@ -276,20 +274,10 @@ def load_params(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Params:
-    """Read and validate params.yaml; `MNIST_MIRROR` (comma-separated) replaces data.mirrors."""
+    """Read and validate params.yaml (or a recipe that extends it, core/params_file.py);
+    `MNIST_MIRROR` (comma-separated) replaces data.mirrors."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ParamsError(f"{path}: not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
-    except FileNotFoundError:
-        raise ParamsError(f"params file not found: {path}") from None
-    except OSError as exc:
-        raise ParamsError(f"cannot read params file {path}: {exc.strerror}") from None
-    try:
-        raw = load_yaml_strict(text)
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: {describe_yaml_error(exc)}") from None
+    raw = read_params_file(path)
     merged, set_by = dict(overrides or {}), {}
     env_mirror = (os.environ if environ is None else environ).get(MIRROR_ENV, "").strip()
     if env_mirror and "data.mirrors" not in merged:

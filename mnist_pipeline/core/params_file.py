@@ -1,0 +1,62 @@
+"""Reading a params file: its YAML as data, with a recipe's `extends` resolved.
+
+A recipe (recipes/quick.yaml) changes a few settings of the project's own params file:
+`extends: ../params.yaml` (relative to the recipe's folder) reads that file first and merges
+the recipe over it section by section, key by key, so a registry, signing key or mirror set
+there stays in force whatever recipe a run uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnist_pipeline.core.errors import ParamsError
+from mnist_pipeline.core.validators import describe_yaml_error, load_yaml_strict
+
+EXTENDS = "extends"
+
+
+def read_params_file(path: Path, extended_by: tuple[Path, ...] = ()) -> Any:
+    """The YAML data of the params file at `path`, its `extends` merged under it; ParamsError
+    naming the file when it cannot be read, is not YAML, or extends one it cannot use."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+    except FileNotFoundError:
+        raise ParamsError(f"params file not found: {path}") from None
+    except OSError as exc:
+        raise ParamsError(f"cannot read params file {path}: {exc.strerror}") from None
+    try:
+        raw = load_yaml_strict(text)
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: {describe_yaml_error(exc)}") from None
+    if not isinstance(raw, dict) or EXTENDS not in raw:
+        return raw
+    base = raw.pop(EXTENDS)
+    if not isinstance(base, str) or not base.strip():
+        raise ParamsError(f"{path}: {EXTENDS} must name a params file, got {base!r}")
+    base_path = path.parent / base
+    chain = (*extended_by, path)
+    if base_path.resolve() in {p.resolve() for p in chain}:
+        raise ParamsError(f"{path}: {EXTENDS}: {base} extends itself through {chain[0]}")
+    inherited = read_params_file(base_path, chain)
+    if not isinstance(inherited, dict):
+        raise ParamsError(f"{base_path} ({EXTENDS} of {path}): top level must be a mapping")
+    return merged(inherited, raw)
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` merged over `base`: mappings key by key (an empty section changes nothing), any
+    other value replacing the base's."""
+    result = dict(base)
+    for key, value in over.items():
+        below = base.get(key)
+        if isinstance(below, dict) and (value is None or isinstance(value, dict)):
+            result[key] = merged(below, value or {})
+        else:
+            result[key] = value
+    return result

@@ -1,0 +1,85 @@
+"""A recipe's `extends`: the project's params file read first, the recipe merged over it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnist_pipeline.core.errors import ParamsError
+from mnist_pipeline.core.params import load_params
+from mnist_pipeline.core.params_file import merged, read_params_file
+from tests.conftest import REPO_ROOT
+
+
+def write(path: Path, data: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def test_a_shipped_recipe_keeps_the_projects_own_settings(tmp_path: Path) -> None:
+    """A project that keeps its registry elsewhere and signs: a recipe run registers there."""
+    project = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    project["registry"] = {"root": "s3://team-models/mnist", "approval": "required"}
+    project["train"]["seed"] = 7
+    write(tmp_path / "params.yaml", project)
+    recipe = write(tmp_path / "recipes" / "q.yaml", (REPO_ROOT / "recipes/quick.yaml").read_text())
+    loaded = load_params(recipe, environ={})
+    assert loaded.registry.root == "s3://team-models/mnist"
+    assert loaded.registry.approval == "required"
+    assert loaded.train.seed == 7  # key by key: what the recipe does not set stays
+    assert (loaded.train.epochs, loaded.train.batch_size) == (3, 256)
+
+
+def test_merging_is_by_section_and_key_and_an_empty_section_changes_nothing() -> None:
+    base = {"train": {"epochs": 12, "seed": 1}, "data": {"mirrors": ["a", "b"]}}
+    over = {"train": {"epochs": 3}, "data": {"mirrors": ["c"]}, "evaluate": None}
+    assert merged(base, over) == {
+        "train": {"epochs": 3, "seed": 1},
+        "data": {"mirrors": ["c"]},  # a list is replaced, not appended to
+        "evaluate": None,
+    }
+    assert merged(base, {"train": None}) == base
+
+
+def test_recipes_can_extend_recipes(tmp_path: Path) -> None:
+    write(tmp_path / "params.yaml", {"train": {"epochs": 12, "seed": 5}})
+    write(tmp_path / "r" / "a.yaml", {"extends": "../params.yaml", "train": {"epochs": 3}})
+    write(tmp_path / "r" / "b.yaml", {"extends": "a.yaml", "train": {"batch_size": 64}})
+    assert read_params_file(tmp_path / "r" / "b.yaml") == {
+        "train": {"epochs": 3, "seed": 5, "batch_size": 64}
+    }
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"r.yaml": {"extends": "nope.yaml"}}, r"params file not found: .*nope\.yaml"),
+        ({"r.yaml": {"extends": ["params.yaml"]}}, r"r\.yaml: extends must name a params file"),
+        ({"r.yaml": {"extends": " "}}, r"extends must name a params file, got ' '"),
+        ({"r.yaml": {"extends": "r.yaml"}}, r"r\.yaml: extends: r\.yaml extends itself"),
+        (
+            {"r.yaml": {"extends": "s.yaml"}, "s.yaml": {"extends": "r.yaml"}},
+            r"s\.yaml: extends: r\.yaml extends itself through .*r\.yaml",
+        ),
+        ({"r.yaml": {"extends": "s.yaml"}, "s.yaml": "- a list\n"}, r"s\.yaml \(extends of"),
+        ({"r.yaml": {"extends": "s.yaml"}, "s.yaml": "a: [\n"}, r"s\.yaml: not valid YAML"),
+        (
+            {
+                "r.yaml": {"extends": "s.yaml", "train": {"epochs": 2}},
+                "s.yaml": {"train": {"epoch": 2}},
+            },
+            r"r\.yaml: train\.epoch: unknown key",
+        ),
+    ],
+)
+def test_an_extends_it_cannot_use_is_one_line_naming_the_file(
+    tmp_path: Path, files: dict[str, object], message: str
+) -> None:
+    for name, data in files.items():
+        write(tmp_path / name, data)
+    with pytest.raises(ParamsError, match=message) as refused:
+        load_params(tmp_path / "r.yaml", environ={})
+    assert "\n" not in str(refused.value)
