@@ -160,6 +160,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=TrainParams().batch_size, help="ours")
     parser.add_argument("--augment", action="store_true", help="also ours with augmentation")
     args = parser.parse_args()
+    for option in ("batches", "repeats", "threads", "batch_size"):  # run as a script: no imports
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be 1 or more")
     kinds = {**KINDS, **(AUGMENTED if args.augment else {})}
     batches = None if args.full else args.batches
     params = TrainParams(

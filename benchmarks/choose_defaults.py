@@ -26,7 +26,9 @@ from typing import Any
 
 import torch
 
+from benchmarks.arguments import int_list
 from benchmarks.machine import cpu_name
+from mnist_pipeline.core.errors import one_line_errors
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, parse_params
 from mnist_pipeline.data.dataset import load_mnist, normalise
@@ -62,11 +64,17 @@ def score_on_test(params: Params, layout: Layout) -> dict[str, Any]:
 def train_run(overrides: dict, seed: int, base: Layout, root: Path) -> tuple[Params, TrainResult]:
     """Train one config (train overrides; a "model" key holds model overrides) with one seed
     through the train stage, in a fresh project under `root` holding `base`'s dataset."""
+    params = section_params(overrides, seed)
     shutil.copytree(base.data_dir, Layout(root).data_dir)
+    return params, stages.run("train", params, Layout(root))
+
+
+def section_params(overrides: dict, seed: int) -> Params:
+    """The params of one config (train overrides; a "model" key holds model overrides) and
+    seed; ParamsError naming a bad key or value."""
     overrides = dict(overrides)
     sections = {"model": overrides.pop("model", {}), "train": {**overrides, "seed": seed}}
-    params = parse_params(sections)
-    return params, stages.run("train", params, Layout(root))
+    return parse_params(sections)
 
 
 def run_config(overrides: dict, seed: int, base: Layout, root: Path, test: bool) -> dict[str, Any]:
@@ -83,16 +91,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR", "../shared/mnist"))
     parser.add_argument("--config", action="append", required=True, help="overrides, JSON")
-    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--seeds", type=int_list, default="1,2,3")
     parser.add_argument("--test", action="store_true", help="report test scores (not to choose)")
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
+    for config in args.config:  # every config checked before hours of training
+        try:
+            checked = json.loads(config)
+        except json.JSONDecodeError as exc:
+            parser.error(f"--config {config!r} is not JSON: {exc}")
+        if not isinstance(checked, dict):
+            parser.error(f"--config {config!r}: expected a JSON object of overrides")
+        with one_line_errors():
+            section_params(checked, seeds[0])
     scratch = Path(tempfile.mkdtemp(prefix="choose-defaults-"))
     base = Layout(scratch / "base")
-    stages.run("fetch", parse_params({"data": {"mirrors": [args.mirror]}}), base)
-    print(f"CPU: {cpu_name()}, torch {torch.__version__}", flush=True)
     summary = []
     try:
+        with one_line_errors():
+            stages.run("fetch", parse_params({"data": {"mirrors": [args.mirror]}}), base)
+        print(f"CPU: {cpu_name()}, torch {torch.__version__}", flush=True)
         for config in args.config:
             rows = []
             for seed in seeds:

@@ -43,8 +43,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.arguments import int_list, name_list, positive_float, positive_int
 from benchmarks.bench_train import CLASSIC_BATCH, classic_dataset
 from benchmarks.machine import cpu_name
+from mnist_pipeline.core.errors import one_line_errors
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import load_params
 from mnist_pipeline.data.dataset import load_mnist, normalise
@@ -215,20 +217,24 @@ def median_reached(times: list[float | None]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", default="classic,examples,ours")
+    parser.add_argument(
+        "--recipes",
+        type=lambda text: name_list(text, ("classic", "examples", "ours")),
+        default="classic,examples,ours",
+    )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="for ours")
-    parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--max-epochs", type=int, default=15, help="classic and examples")
-    parser.add_argument("--max-seconds", type=float, default=600.0, help="training per run")
+    parser.add_argument("--seeds", type=int_list, default="1,2,3")
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--max-epochs", type=positive_int, default=15, help="classic and examples")
+    parser.add_argument(
+        "--max-seconds", type=positive_float, default=600.0, help="training per run"
+    )
     parser.add_argument("--data-dir", type=Path, default=Path("data/mnist"))
     args = parser.parse_args()
-    recipes = args.recipes.split(",")
-    seeds = [int(s) for s in args.seeds.split(",")]
-    unknown = set(recipes) - {"classic", "examples", "ours"}
-    if unknown:
-        parser.error(f"unknown recipe(s) {sorted(unknown)}: choose from classic, examples, ours")
-    ours_params = load_params(args.params)
+    recipes, seeds = args.recipes, args.seeds
+    with one_line_errors():  # a bad params file or dataset: one line, before any training
+        ours_params = load_params(args.params)
+        load_mnist(args.data_dir)
     precision = resolve_precision(ours_params.train.precision, torch.device("cpu"))
     print(
         f"CPU {cpu_name()}, {args.threads} threads, torch {torch.__version__}; classic and "
