@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.evaluation import plots
 
 
@@ -83,6 +84,19 @@ def test_training_curves_from_history(tmp_path: Path) -> None:
     assert plots.plot_training_curves(history, out) is True
     assert only_pngs(out.parent) == ["curves.png"]
     assert plots.read_history(history)["val_loss"][0] == 0.3
+    for text, problem in (
+        ("a,b\nx,y\n", "is not a training history \\(ValueError\\)"),
+        (b"\xff\xfe\x00garbage", "is not a training history \\(UnicodeDecodeError\\)"),
+        ("epoch,lr\n1,0.1\n", "has no train_loss, val_loss, train_accuracy, val_accuracy column"),
+    ):
+        if isinstance(text, bytes):
+            history.write_bytes(text)
+        else:
+            history.write_text(text)
+        with pytest.raises(
+            DataError, match=f"{history.name} {problem}: run `mnist-pipeline train`"
+        ):
+            plots.plot_training_curves(history, out)
 
 
 def test_log_axis_labels_read_as_plain_numbers() -> None:

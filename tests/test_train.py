@@ -275,6 +275,29 @@ def test_unreadable_checkpoint_starts_fresh(tmp_path: Path, tiny_data_dir: Path,
     assert "ignoring unreadable checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("damage", ["no optimizer", "a weight of another shape"])
+def test_a_checkpoint_whose_contents_do_not_load_starts_fresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, damage: str
+) -> None:
+    """One of this run (its identity matches) but damaged inside: the run is the fresh one."""
+    layout = project(tmp_path / "damaged")
+    with monkeypatch.context() as patch:
+        interrupt_in_epoch(patch, 2)
+        with pytest.raises(Interrupt):
+            train(MODEL, params(), layout)
+    saved = torch.load(layout.checkpoint, weights_only=True)
+    if damage == "no optimizer":
+        del saved["optimizer"]
+    else:
+        saved["model"]["fc2.weight"] = saved["model"]["fc2.weight"][:5]
+    torch.save(saved, layout.checkpoint)
+    capsys.readouterr()
+    result = train(MODEL, params(), layout)
+    assert (result.resumed_from, result.epochs_run) == (0, 3)
+    assert "starting fresh" in capsys.readouterr().err
+    assert same_weights(weights(layout.state_dict), run(tmp_path, "clean", params()))
+
+
 def test_bad_inputs_are_clear_errors(tmp_path: Path, tiny_data_dir: Path) -> None:
     layout = Layout(tmp_path)
     with pytest.raises(ParamsError, match="train.val_size=256 leaves no training images"):

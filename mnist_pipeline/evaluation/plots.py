@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, FuncFormatter, MaxNLocator
 
 from mnist_pipeline.core.atomic import write_with
+from mnist_pipeline.core.errors import DataError
 
 GRID_LIMIT = 36  # images per grid (6 x 6)
 DPI = 100
@@ -134,11 +135,17 @@ def plot_confusion(matrix: torch.Tensor, path: Path) -> None:
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
-    """The history CSV as columns of floats (empty cells become NaN)."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    columns = rows[0].keys() if rows else []
-    return {c: [float(r[c]) if r[c] else math.nan for r in rows] for c in columns}
+    """The history CSV as columns of floats (empty cells become NaN); DataError naming the file
+    when it is not one train writes."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        columns = rows[0].keys() if rows else []
+        return {c: [float(r[c]) if r[c] else math.nan for r in rows] for c in columns}
+    except (UnicodeDecodeError, ValueError, TypeError, csv.Error) as exc:
+        raise DataError(
+            f"{path} is not a training history ({type(exc).__name__}): run `mnist-pipeline train`"
+        ) from None
 
 
 def _two_three_five(value: float, _position: int) -> str:
@@ -156,6 +163,11 @@ def plot_training_curves(history_path: Path, path: Path) -> bool:
     history = read_history(history_path)
     if not history.get("epoch"):
         return False
+    drawn = ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr")
+    if missing := [column for column in drawn if column not in history]:
+        raise DataError(
+            f"{history_path} has no {', '.join(missing)} column: run `mnist-pipeline train`"
+        )
     epochs = history["epoch"]
     fig = Figure(figsize=(13, 4))
     loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)

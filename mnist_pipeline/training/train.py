@@ -186,21 +186,31 @@ def train(
         cap = params.max_batches_per_epoch
         steps = loop.steps_per_epoch(len(train_idx), params.batch_size, cap)
 
-        torch.manual_seed(params.seed)  # weight init and dropout
-        shuffle = torch.Generator().manual_seed(params.seed + 1)
-        net = loop.training_model(model.arch, device, params.dropout)
-        optimizer = loop.make_optimizer(net, params)
-        scheduler = loop.make_scheduler(optimizer, params, steps)
+        def start() -> tuple[torch.Generator, torch.nn.Module, Any, Any]:
+            torch.manual_seed(params.seed)  # weight init and dropout
+            shuffle = torch.Generator().manual_seed(params.seed + 1)
+            net = loop.training_model(model.arch, device, params.dropout)
+            optimizer = loop.make_optimizer(net, params)
+            return shuffle, net, optimizer, loop.make_scheduler(optimizer, params, steps)
+
+        shuffle, net, optimizer, scheduler = start()
         history: list[dict[str, float]] = []
         done = 0
         checkpoint = checkpoints.load(layout.checkpoint, run_identity)
         if checkpoint is not None:
-            net.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            checkpoints.restore_rng_states(checkpoint["rng"], shuffle, device)
-            history, done = list(checkpoint["history"]), int(checkpoint["epoch"])
-            log(f"resuming from {layout.checkpoint} after epoch {done}/{params.epochs}")
+            try:
+                net.load_state_dict(checkpoint["model"])
+                optimizer.load_state_dict(checkpoint["optimizer"])
+                scheduler.load_state_dict(checkpoint["scheduler"])
+                checkpoints.restore_rng_states(checkpoint["rng"], shuffle, device)
+                history, done = list(checkpoint["history"]), int(checkpoint["epoch"])
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # its contents
+                why = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+                log(f"ignoring checkpoint {layout.checkpoint} ({why}); starting fresh")
+                shuffle, net, optimizer, scheduler = start()  # as if there had been none
+                history, done = [], 0
+            else:
+                log(f"resuming from {layout.checkpoint} after epoch {done}/{params.epochs}")
 
         emulated = precision == "bf16" and not loop.native_bf16(device)
         log(
