@@ -198,16 +198,23 @@ def interrupt_in_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
     monkeypatch.setattr(loop, "train_epoch", dying)
 
 
+def interrupted(
+    monkeypatch: pytest.MonkeyPatch, epoch: int, chosen: TrainParams, layout: Layout
+) -> None:
+    """Train `chosen` in `layout` until it dies in `epoch` (its checkpoint left behind)."""
+    with monkeypatch.context() as patch:
+        interrupt_in_epoch(patch, epoch)
+        with pytest.raises(Interrupt):
+            train(MODEL, chosen, layout)
+
+
 @pytest.mark.parametrize("augment", [False, True])
 def test_resume_after_interruption_matches_uninterrupted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, augment: bool
 ) -> None:
     chosen = params(augment={"enabled": augment})
     layout = project(tmp_path / "resumed")
-    with monkeypatch.context() as patch:
-        interrupt_in_epoch(patch, 3)
-        with pytest.raises(Interrupt):
-            train(MODEL, chosen, layout)
+    interrupted(monkeypatch, 3, chosen, layout)
     assert layout.checkpoint.is_file() and not layout.state_dict.exists()
     assert not layout.train_history.exists()  # written with the weights, at the end
     result = train(MODEL, chosen, layout)
@@ -224,10 +231,7 @@ def test_checkpoint_with_other_params_is_not_resumed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     layout = project(tmp_path / "changed")
-    with monkeypatch.context() as patch:
-        interrupt_in_epoch(patch, 2)
-        with pytest.raises(Interrupt):
-            train(MODEL, params(), layout)
+    interrupted(monkeypatch, 2, params(), layout)
     assert layout.checkpoint.is_file()
     new = params(learning_rate=0.002)
     result = train(MODEL, new, layout)
@@ -244,10 +248,7 @@ def test_checkpoint_of_other_training_code_is_not_resumed(
     from mnist_pipeline.training import fingerprint
 
     layout = project(tmp_path / "recoded")
-    with monkeypatch.context() as patch:
-        interrupt_in_epoch(patch, 2)
-        with pytest.raises(Interrupt):
-            train(MODEL, params(), layout)
+    interrupted(monkeypatch, 2, params(), layout)
     monkeypatch.setattr(fingerprint, "code_sha256", lambda *args: "0" * 64)
     result = train(MODEL, params(), layout)
     assert result.resumed_from == 0 and result.epochs_run == 3
@@ -260,10 +261,7 @@ def test_failed_run_leaves_previous_outputs(
     layout = Layout(tmp_path)
     train(MODEL, params(epochs=1), layout)
     before = layout.state_dict.read_bytes(), layout.train_history.read_bytes()
-    with monkeypatch.context() as patch:
-        interrupt_in_epoch(patch, 2)
-        with pytest.raises(Interrupt):
-            train(MODEL, params(seed=5), layout)
+    interrupted(monkeypatch, 2, params(seed=5), layout)
     assert (layout.state_dict.read_bytes(), layout.train_history.read_bytes()) == before
 
 
@@ -281,10 +279,7 @@ def test_a_checkpoint_whose_contents_do_not_load_starts_fresh(
 ) -> None:
     """One of this run (its identity matches) but damaged inside: the run is the fresh one."""
     layout = project(tmp_path / "damaged")
-    with monkeypatch.context() as patch:
-        interrupt_in_epoch(patch, 2)
-        with pytest.raises(Interrupt):
-            train(MODEL, params(), layout)
+    interrupted(monkeypatch, 2, params(), layout)
     saved = torch.load(layout.checkpoint, weights_only=True)
     if damage == "no optimizer":
         del saved["optimizer"]
