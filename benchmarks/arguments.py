@@ -4,6 +4,7 @@ error (exit status 2) before anything is fetched or trained."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -52,3 +53,12 @@ def name_list(text: str, choices: tuple[str, ...]) -> list[str]:
     if len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(f"a name given twice: {text!r}")
     return names
+
+
+def mirrors(text: str) -> list[str]:
+    """Comma-separated MNIST mirrors as MNIST_MIRROR takes them: URLs (https://, file://) as
+    given, folder paths made absolute (the benchmarks run stages in folders of their own)."""
+    found = [part.strip() for part in text.split(",") if part.strip()]
+    if not found:
+        raise argparse.ArgumentTypeError(f"names no mirror: {text!r}")
+    return [m if "://" in m else str(Path(m).resolve()) for m in found]

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.arguments import mirrors
 from benchmarks.choose_defaults import train_run
 from benchmarks.machine import cpu_name
 from mnist_pipeline.core.layout import Layout
@@ -132,7 +133,9 @@ def markdown_table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR", "../shared/mnist"))
+    parser.add_argument(
+        "--mirror", type=mirrors, default=os.environ.get("MNIST_MIRROR", "../shared/mnist")
+    )
     parser.add_argument("--config", action="append", required=True, help="overrides, JSON")
     parser.add_argument("--seeds", default="1")
     parser.add_argument("--per-transform", type=int, default=200)
@@ -152,7 +155,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="augment-robustness-"))
     try:
         base = Layout(scratch / "base")
-        stages.run("fetch", parse_params({"data": {"mirrors": [args.mirror]}}), base)
+        stages.run("fetch", parse_params({"data": {"mirrors": args.mirror}}), base)
         rows = run_benchmark(args.config, seeds, base, args.per_transform, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.arguments import mirrors
 from benchmarks.machine import cpu_name
 from tests.process_helpers import prefect_server
 
@@ -105,10 +106,12 @@ def median(runs: list[dict[str, float]], key: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=4, help="per kind (flows: 1 cold + N-1 warm)")
-    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR", "../shared/mnist"))
+    parser.add_argument(
+        "--mirror", type=mirrors, default=os.environ.get("MNIST_MIRROR", "../shared/mnist")
+    )
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-flow-"))
-    mirror = {"MNIST_MIRROR": str(Path(args.mirror).resolve())}
+    mirror = {"MNIST_MIRROR": ",".join(args.mirror)}
     base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | mirror
     base |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONPATH": str(REPO)}
     temporary = base | {"PREFECT_HOME": str(scratch / "home-temporary")}

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.arguments import mirrors
 from benchmarks.machine import cpu_name
 from tests.process_helpers import prefect_server, start, stop
 
@@ -80,10 +81,12 @@ def trigger_runs(scratch: Path, env: dict[str, str], runs: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR", "../shared/mnist"))
+    parser.add_argument(
+        "--mirror", type=mirrors, default=os.environ.get("MNIST_MIRROR", "../shared/mnist")
+    )
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-retrain-"))
-    extra = {"MNIST_MIRROR": str(Path(args.mirror).resolve()), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    extra = {"MNIST_MIRROR": ",".join(args.mirror), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     try:
         with prefect_server(scratch, **extra) as env:
             os.environ.update(env)  # this process is a client of that server too

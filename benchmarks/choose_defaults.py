@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.arguments import int_list
+from benchmarks.arguments import int_list, mirrors
 from benchmarks.machine import cpu_name
 from mnist_pipeline.core.errors import one_line_errors
 from mnist_pipeline.core.layout import Layout
@@ -89,7 +89,9 @@ def run_config(overrides: dict, seed: int, base: Layout, root: Path, test: bool)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR", "../shared/mnist"))
+    parser.add_argument(
+        "--mirror", type=mirrors, default=os.environ.get("MNIST_MIRROR", "../shared/mnist")
+    )
     parser.add_argument("--config", action="append", required=True, help="overrides, JSON")
     parser.add_argument("--seeds", type=int_list, default="1,2,3")
     parser.add_argument("--test", action="store_true", help="report test scores (not to choose)")
@@ -109,7 +111,7 @@ def main() -> None:
     summary = []
     try:
         with one_line_errors():
-            stages.run("fetch", parse_params({"data": {"mirrors": [args.mirror]}}), base)
+            stages.run("fetch", parse_params({"data": {"mirrors": args.mirror}}), base)
         print(f"CPU: {cpu_name()}, torch {torch.__version__}", flush=True)
         for config in args.config:
             rows = []

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.arguments import mirrors
 from benchmarks.machine import cpu_name
 from benchmarks.shifted_digits import shifted_set
 from mnist_pipeline.core.layout import Layout
@@ -92,14 +93,16 @@ def fetched_base(scratch: Path, env: dict[str, str]) -> tuple[Path, Mnist, torch
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR", "../shared/mnist"))
+    parser.add_argument(
+        "--mirror", type=mirrors, default=os.environ.get("MNIST_MIRROR", "../shared/mnist")
+    )
     parser.add_argument("--add", type=int, default=300, help="digits added through `data add`")
     parser.add_argument("--choose", type=int, default=500, help="digits to choose the weight on")
     parser.add_argument("--eval", type=int, default=1000, help="digits to report accuracy on")
     parser.add_argument("--weights", default="1,4,16", help="train.extra_weight values to try")
     parser.add_argument("--out", type=Path, help="also write the results here (JSON)")
     args = parser.parse_args()
-    env = {**os.environ, "MNIST_MIRROR": str(Path(args.mirror).resolve()), "DVC_NO_ANALYTICS": "1"}
+    env = {**os.environ, "MNIST_MIRROR": ",".join(args.mirror), "DVC_NO_ANALYTICS": "1"}
     scratch = Path(tempfile.mkdtemp(prefix="extra-experiment-"))
     try:
         base, mnist, val_idx = fetched_base(scratch, env)

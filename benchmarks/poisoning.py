@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.arguments import mirrors
 from benchmarks.extra_data_experiment import cli, fetched_base, write_pngs
 from benchmarks.machine import cpu_name
 from benchmarks.shifted_digits import shifted_set
@@ -58,7 +59,9 @@ def holdout_correct(model_root: Path, holdout: extra.Split) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR", "../shared/mnist"))
+    parser.add_argument(
+        "--mirror", type=mirrors, default=os.environ.get("MNIST_MIRROR", "../shared/mnist")
+    )
     parser.add_argument("--counts", default="0,50,100,200,400", help="poisoned digits per run")
     parser.add_argument("--digit", type=int, default=7, help="the digit the attacker relabels")
     parser.add_argument("--as", dest="label", type=int, default=1, help="the label it gets")
@@ -67,7 +70,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the results here (JSON)")
     args = parser.parse_args()
     counts = sorted({int(c) for c in args.counts.split(",")} | {0})
-    env = {**os.environ, "MNIST_MIRROR": str(Path(args.mirror).resolve()), "DVC_NO_ANALYTICS": "1"}
+    env = {**os.environ, "MNIST_MIRROR": ",".join(args.mirror), "DVC_NO_ANALYTICS": "1"}
     train = {"epochs": args.epochs, "num_threads": args.threads}
     scratch = Path(tempfile.mkdtemp(prefix="poisoning-"))
     results = []

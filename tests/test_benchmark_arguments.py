@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
 from benchmarks import choose_defaults, time_to_accuracy
-from benchmarks.arguments import int_list, name_list, positive_float, positive_int
+from benchmarks.arguments import int_list, mirrors, name_list, positive_float, positive_int
 
 
 def test_the_value_types_take_good_values_and_name_bad_ones() -> None:
@@ -31,6 +32,21 @@ def test_the_value_types_take_good_values_and_name_bad_ones() -> None:
     ]:
         with pytest.raises(argparse.ArgumentTypeError, match=problem):
             parse(text)
+
+
+def test_mirrors_are_taken_as_mnist_mirror_takes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file:// or https:// mirror used to be read as a folder under the current one."""
+    monkeypatch.chdir(tmp_path)
+    given = "shared/mnist, file:///srv/mnist,https://example.org/mnist/"
+    assert mirrors(given) == [
+        str(tmp_path / "shared" / "mnist"),
+        "file:///srv/mnist",
+        "https://example.org/mnist/",
+    ]
+    with pytest.raises(argparse.ArgumentTypeError, match="names no mirror"):
+        mirrors(" , ")
 
 
 def test_choose_defaults_checks_every_config_before_fetching(
