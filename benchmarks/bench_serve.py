@@ -21,6 +21,8 @@ a server that cannot import them (asyncio's loop and the pure-Python h11 parser)
     python -m benchmarks.bench_serve --seconds 5 [--workers 2] [--metrics both --repeats 3]
     python -m benchmarks.bench_serve --seconds 2 --shadow both --repeats 3
     python -m benchmarks.bench_serve --seconds 2 --stack both --repeats 3
+
+It builds its model with the tests' helpers: install the dev extra (`make bench` does).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from benchmarks.arguments import positive_float, positive_int
 from benchmarks.http_load import load, multipart, request
 from benchmarks.machine import cpu_name
 from mnist_pipeline.data.preprocess import preprocess_bytes
@@ -133,7 +136,9 @@ def start_server(
     command = [sys.executable, *module, "--root", str(scratch)]
     command += ["--params", str(params), "serve", "--port", str(port), "--workers", str(workers)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    server = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    log = scratch / f"server-{port}.log"
+    with open(log, "wb") as errors:  # the child keeps its own handle
+        server = subprocess.Popen(command, env=env, stderr=errors)
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -143,7 +148,8 @@ def start_server(
             pass
         if time.monotonic() > deadline or server.poll() is not None:
             server.kill()
-            sys.exit("the server did not become ready")
+            said = log.read_text(errors="replace").strip().splitlines()
+            sys.exit(f"the server did not become ready: {said[-1] if said else 'no output'}")
         time.sleep(0.3)
 
 
@@ -162,8 +168,10 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="per case, level and run")
-    parser.add_argument("--workers", type=int, default=1, help="server processes")
+    parser.add_argument(
+        "--seconds", type=positive_float, default=5.0, help="per case, level and run"
+    )
+    parser.add_argument("--workers", type=positive_int, default=1, help="server processes")
     parser.add_argument(
         "--metrics",
         choices=("on", "off", "both"),
@@ -182,7 +190,7 @@ def main() -> None:
         default="fast",
         help="fast: uvloop + httptools; pure: asyncio + h11; both: side by side",
     )
-    parser.add_argument("--repeats", type=int, default=1, help="runs per case and level")
+    parser.add_argument("--repeats", type=positive_int, default=1, help="runs per case and level")
     args = parser.parse_args()
     if args.stack != "fast" and args.workers > 1:  # spawned workers import uvicorn afresh
         parser.error("--stack pure or both needs --workers 1: workers would take uvloop again")
