@@ -134,7 +134,9 @@ def markdown_table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--mirror", type=mirrors, default=os.environ.get("MNIST_MIRROR", "../shared/mnist")
+        "--mirror",
+        type=mirrors,
+        default=os.environ.get("MNIST_MIRROR", "").strip() or "../shared/mnist",
     )
     parser.add_argument("--config", action="append", required=True, help="overrides, JSON")
     parser.add_argument("--seeds", default="1")

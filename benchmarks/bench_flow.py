@@ -107,7 +107,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=4, help="per kind (flows: 1 cold + N-1 warm)")
     parser.add_argument(
-        "--mirror", type=mirrors, default=os.environ.get("MNIST_MIRROR", "../shared/mnist")
+        "--mirror",
+        type=mirrors,
+        default=os.environ.get("MNIST_MIRROR", "").strip() or "../shared/mnist",
     )
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-flow-"))

@@ -82,7 +82,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument(
-        "--mirror", type=mirrors, default=os.environ.get("MNIST_MIRROR", "../shared/mnist")
+        "--mirror",
+        type=mirrors,
+        default=os.environ.get("MNIST_MIRROR", "").strip() or "../shared/mnist",
     )
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-retrain-"))

@@ -90,7 +90,9 @@ def run_config(overrides: dict, seed: int, base: Layout, root: Path, test: bool)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--mirror", type=mirrors, default=os.environ.get("MNIST_MIRROR", "../shared/mnist")
+        "--mirror",
+        type=mirrors,
+        default=os.environ.get("MNIST_MIRROR", "").strip() or "../shared/mnist",
     )
     parser.add_argument("--config", action="append", required=True, help="overrides, JSON")
     parser.add_argument("--seeds", type=int_list, default="1,2,3")
@@ -105,7 +107,8 @@ def main() -> None:
         if not isinstance(checked, dict):
             parser.error(f"--config {config!r}: expected a JSON object of overrides")
         with one_line_errors():
-            section_params(checked, seeds[0])
+            for seed in seeds:
+                section_params(checked, seed)
     scratch = Path(tempfile.mkdtemp(prefix="choose-defaults-"))
     base = Layout(scratch / "base")
     summary = []

@@ -94,7 +94,9 @@ def fetched_base(scratch: Path, env: dict[str, str]) -> tuple[Path, Mnist, torch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--mirror", type=mirrors, default=os.environ.get("MNIST_MIRROR", "../shared/mnist")
+        "--mirror",
+        type=mirrors,
+        default=os.environ.get("MNIST_MIRROR", "").strip() or "../shared/mnist",
     )
     parser.add_argument("--add", type=int, default=300, help="digits added through `data add`")
     parser.add_argument("--choose", type=int, default=500, help="digits to choose the weight on")

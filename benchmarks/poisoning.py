@@ -60,7 +60,9 @@ def holdout_correct(model_root: Path, holdout: extra.Split) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--mirror", type=mirrors, default=os.environ.get("MNIST_MIRROR", "../shared/mnist")
+        "--mirror",
+        type=mirrors,
+        default=os.environ.get("MNIST_MIRROR", "").strip() or "../shared/mnist",
     )
     parser.add_argument("--counts", default="0,50,100,200,400", help="poisoned digits per run")
     parser.add_argument("--digit", type=int, default=7, help="the digit the attacker relabels")

@@ -232,8 +232,10 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("data/mnist"))
     args = parser.parse_args()
     recipes, seeds = args.recipes, args.seeds
-    with one_line_errors():  # a bad params file or dataset: one line, before any training
+    with one_line_errors():  # a bad params file, seed or dataset: one line, before training
         ours_params = load_params(args.params)
+        for seed in seeds:  # as `ours` will read them (train.seed >= 0, num_threads <= 256)
+            load_params(args.params, {"train.seed": seed, "train.num_threads": args.threads})
         load_mnist(args.data_dir)
     precision = resolve_precision(ours_params.train.precision, torch.device("cpu"))
     print(

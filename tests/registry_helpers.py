@@ -187,7 +187,7 @@ def candidate_in(folder: Path) -> Candidate:
         train_record=folder / "model.json",
         metrics=folder / "metrics.json",
         parity=folder / "parity.json",
-        plots=tuple(sorted((folder / "plots").glob("*.png"))),
+        plots=tuple(sorted((folder / "plots").glob("[!.]*.png"))),
         train_history=folder / "train_history.csv",
         workdir=folder,
     )

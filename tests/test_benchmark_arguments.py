@@ -59,8 +59,10 @@ def test_choose_defaults_checks_every_config_before_fetching(
         (['{"epochs": 1}', "[1]"], "expected a JSON object of overrides"),
         (['{"epochs": 0}'], "train.epochs: Input should be greater than or equal to 1"),
         (['{"model": {"arch": "huge"}}'], "model.arch"),
+        (['{"epochs": 1}', "--seeds=1,-1"], "train.seed: Input should be greater than or equal"),
     ]:
-        argv = ["choose_defaults", *[f"--config={c}" for c in configs]]
+        argv = ["choose_defaults"]
+        argv += [arg if arg.startswith("--") else f"--config={arg}" for arg in configs]
         monkeypatch.setattr(sys, "argv", argv)
         with pytest.raises(SystemExit) as exited:
             choose_defaults.main()
@@ -75,6 +77,8 @@ def test_choose_defaults_checks_every_config_before_fetching(
         (["--max-epochs", "0"], "argument --max-epochs: must be 1 or more, got 0"),
         (["--recipes", "ours,ours"], "argument --recipes: a name given twice"),
         (["--seeds", "1,x"], "argument --seeds: not comma-separated whole numbers"),
+        (["--seeds", "1,-1"], "train.seed: Input should be greater than or equal to 0"),
+        (["--threads", "300"], "train.num_threads: Input should be less than or equal to 256"),
         (["--params", "/nonexistent/p.yaml"], "error: params file not found: /nonexistent/p.yaml"),
         (["--data-dir", "/nonexistent"], "error: missing dataset file /nonexistent/"),  # exit 1
     ],

@@ -48,9 +48,17 @@ def test_recipes_can_extend_recipes(tmp_path: Path) -> None:
     write(tmp_path / "params.yaml", {"train": {"epochs": 12, "seed": 5}})
     write(tmp_path / "r" / "a.yaml", {"extends": "../params.yaml", "train": {"epochs": 3}})
     write(tmp_path / "r" / "b.yaml", {"extends": "a.yaml", "train": {"batch_size": 64}})
-    assert read_params_file(tmp_path / "r" / "b.yaml") == {
-        "train": {"epochs": 3, "seed": 5, "batch_size": 64}
-    }
+    data, source = read_params_file(tmp_path / "r" / "b.yaml")
+    assert data == {"train": {"epochs": 3, "seed": 5, "batch_size": 64}}
+    assert source == (
+        f"{tmp_path}/r/b.yaml extending {tmp_path}/r/a.yaml extending {tmp_path}/r/../params.yaml"
+    )
+
+
+def test_a_recipe_may_extend_a_params_file_of_comments_only(tmp_path: Path) -> None:
+    write(tmp_path / "params.yaml", "# every default\n")
+    recipe = write(tmp_path / "r.yaml", {"extends": "params.yaml", "train": {"epochs": 3}})
+    assert load_params(recipe, environ={}).train.epochs == 3
 
 
 @pytest.mark.parametrize(
@@ -71,7 +79,7 @@ def test_recipes_can_extend_recipes(tmp_path: Path) -> None:
                 "r.yaml": {"extends": "s.yaml", "train": {"epochs": 2}},
                 "s.yaml": {"train": {"epoch": 2}},
             },
-            r"r\.yaml: train\.epoch: unknown key",
+            r"r\.yaml extending .*s\.yaml: train\.epoch: unknown key",
         ),
     ],
 )

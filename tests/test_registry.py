@@ -312,6 +312,8 @@ def test_candidate_from_layout_gathers_pipeline_outputs(tmp_path: Path) -> None:
     ):
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(src.read_bytes())
+    # a killed evaluate's temp file stays beside its plot, hidden: no stage takes it
+    (layout.plots / ".robustness.png.k3j2x.tmp.png").write_bytes(b"\x89PNG half")
     candidate = candidate_from_layout(layout)
     assert candidate.train_history is None and candidate.workdir == layout.root
     assert candidate.plots == (layout.plots / "confusion_matrix.png",)

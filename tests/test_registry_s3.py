@@ -227,6 +227,7 @@ def test_a_lease_taken_over_while_it_is_released_stays_with_its_new_holder(
         ("s3://ok-bucket/a/../b", "parts may not start with '.'", True),
         ("s3://ok-bucket//models", "empty", True),
         ("s3://ok-bucket/a//b/", "empty", True),
+        ("s3://ok-bucket//", "empty", True),
         ("gs://bucket/x", "unsupported scheme 'gs'", True),
         ("s3:/bucket/x", "is not a URL: write s3://", True),
         ("s3://[bucket/x", "is not a valid URL", True),

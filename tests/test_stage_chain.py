@@ -86,7 +86,7 @@ def test_a_stage_killed_at_any_write_never_hands_on_a_mix(
         # the killed write's temp file, never renamed (with those written beside it to be
         # renamed after it: train's files are all written before the first is renamed)
         left = temp_files(project)
-        assert left
+        assert len(left) == 1 if stage == "evaluate" else left  # evaluate writes one at a time
         targets = {(p.parent / TEMP_FILE.fullmatch(p.name)["target"]) for p in left}
         after = visible_files(project)
         changed = changed_outputs(stage, before, after)

@@ -277,7 +277,7 @@ def load_params(
     """Read and validate params.yaml (or a recipe that extends it, core/params_file.py);
     `MNIST_MIRROR` (comma-separated) replaces data.mirrors."""
     path = Path(path)
-    raw = read_params_file(path)
+    raw, source = read_params_file(path)
     merged, set_by = dict(overrides or {}), {}
     env_mirror = (os.environ if environ is None else environ).get(MIRROR_ENV, "").strip()
     if env_mirror and "data.mirrors" not in merged:
@@ -286,4 +286,4 @@ def load_params(
             raise ParamsError(f"{MIRROR_ENV}={env_mirror!r} names no mirror (comma-separated)")
         merged["data.mirrors"] = mirrors
         set_by["data.mirrors"] = MIRROR_ENV  # an error in it names the variable
-    return parse_params(raw, source=str(path), overrides=merged, set_by=set_by)
+    return parse_params(raw, source=source, overrides=merged, set_by=set_by)

@@ -19,8 +19,9 @@ from mnist_pipeline.core.validators import describe_yaml_error, load_yaml_strict
 EXTENDS = "extends"
 
 
-def read_params_file(path: Path, extended_by: tuple[Path, ...] = ()) -> Any:
-    """The YAML data of the params file at `path`, its `extends` merged under it; ParamsError
+def read_params_file(path: Path, extended_by: tuple[Path, ...] = ()) -> tuple[Any, str]:
+    """The YAML data of the params file at `path`, its `extends` merged under it, and how
+    errors in it name it ("recipes/quick.yaml extending recipes/../params.yaml"); ParamsError
     naming the file when it cannot be read, is not YAML, or extends one it cannot use."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -35,7 +36,7 @@ def read_params_file(path: Path, extended_by: tuple[Path, ...] = ()) -> Any:
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: {describe_yaml_error(exc)}") from None
     if not isinstance(raw, dict) or EXTENDS not in raw:
-        return raw
+        return raw, str(path)
     base = raw.pop(EXTENDS)
     if not isinstance(base, str) or not base.strip():
         raise ParamsError(f"{path}: {EXTENDS} must name a params file, got {base!r}")
@@ -43,10 +44,12 @@ def read_params_file(path: Path, extended_by: tuple[Path, ...] = ()) -> Any:
     chain = (*extended_by, path)
     if base_path.resolve() in {p.resolve() for p in chain}:
         raise ParamsError(f"{path}: {EXTENDS}: {base} extends itself through {chain[0]}")
-    inherited = read_params_file(base_path, chain)
+    inherited, source = read_params_file(base_path, chain)
+    if inherited is None:  # a file of comments only: every default
+        inherited = {}
     if not isinstance(inherited, dict):
         raise ParamsError(f"{base_path} ({EXTENDS} of {path}): top level must be a mapping")
-    return merged(inherited, raw)
+    return merged(inherited, raw), f"{path} extending {source}"
 
 
 def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -128,7 +128,7 @@ def _check_prefix(location: str, prefix: str) -> None:
     """ValueError for an S3 prefix part that is empty ('//') or starts with '.' ('.', '..',
     '.x'): object keys are plain names."""
     parts = prefix.split("/") if prefix else []
-    if "" in parts:
+    if "" in parts or "//" in location.partition("://")[2]:
         raise ValueError(f"{location!r}: an empty part ('//') in the prefix")
     hidden = [part for part in parts if part.startswith(".")]
     if hidden:

@@ -90,7 +90,8 @@ def candidate_from_layout(layout: Layout) -> Candidate:
     ]
     if missing:
         raise RegistryError("nothing to register; missing: " + "; ".join(missing))
-    plots = tuple(sorted(layout.plots.glob("*.png"))) if layout.plots.is_dir() else ()
+    # not a hidden temp file a killed write left (evaluate lists none of those either)
+    plots = tuple(sorted(layout.plots.glob("[!.]*.png"))) if layout.plots.is_dir() else ()
     history = layout.train_history if layout.train_history.is_file() else None
     return Candidate(
         onnx=layout.onnx,

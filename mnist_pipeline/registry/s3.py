@@ -58,6 +58,8 @@ def parse_url(url: str, role: str = "registry") -> tuple[str, str]:
         )
     # One '/' after the bucket and one at the end are separators; 's3://b//x' has an empty part.
     bucket, prefix = parsed.netloc, parsed.path.removeprefix("/").removesuffix("/")
+    if "//" in parsed.path:
+        prefix = "/" + prefix  # refused below, as an empty part
     if not bucket:
         raise RegistryError(f"{role} location {url!r} names no bucket (s3://BUCKET/PREFIX)")
     if not BUCKET_RE.fullmatch(bucket) or ".." in bucket:
