@@ -120,17 +120,16 @@ def check_location(location: str) -> str:
     if parsed.query or parsed.fragment or location.endswith(("?", "#")):
         raise ValueError(f"{location!r}: a storage location takes no ?query or #fragment")
     if scheme == "s3":
-        _check_prefix(location, parsed.path.removeprefix("/").removesuffix("/"))
+        _check_prefix(location, parsed.path)
     return location
 
 
-def _check_prefix(location: str, prefix: str) -> None:
+def _check_prefix(location: str, path: str) -> None:
     """ValueError for an S3 prefix part that is empty ('//') or starts with '.' ('.', '..',
     '.x'): object keys are plain names."""
-    parts = prefix.split("/") if prefix else []
-    if "" in parts or "//" in location.partition("://")[2]:
+    if "//" in path:  # 's3://b//x' is not 's3://b/x'
         raise ValueError(f"{location!r}: an empty part ('//') in the prefix")
-    hidden = [part for part in parts if part.startswith(".")]
+    hidden = [part for part in path.split("/") if part.startswith(".")]
     if hidden:
         raise ValueError(
             f"{location!r}: {hidden[0]!r} in the prefix (its parts may not start with '.')"

@@ -56,10 +56,7 @@ def parse_url(url: str, role: str = "registry") -> tuple[str, str]:
         raise RegistryError(
             f"{role} location {url!r}: a storage location takes no ?query or #fragment"
         )
-    # One '/' after the bucket and one at the end are separators; 's3://b//x' has an empty part.
-    bucket, prefix = parsed.netloc, parsed.path.removeprefix("/").removesuffix("/")
-    if "//" in parsed.path:
-        prefix = "/" + prefix  # refused below, as an empty part
+    bucket, prefix = parsed.netloc, parsed.path.strip("/")
     if not bucket:
         raise RegistryError(f"{role} location {url!r} names no bucket (s3://BUCKET/PREFIX)")
     if not BUCKET_RE.fullmatch(bucket) or ".." in bucket:
@@ -67,13 +64,15 @@ def parse_url(url: str, role: str = "registry") -> tuple[str, str]:
             f"{role} location {url!r}: {bucket!r} is not a valid bucket name "
             "(3-63 lowercase letters, digits, '.' and '-')"
         )
-    if prefix:
-        try:
+    try:
+        if "//" in parsed.path:  # 's3://b//x' is not 's3://b/x': a part is empty
+            raise RegistryError(parsed.path)
+        if prefix:
             check_key(prefix)
-        except RegistryError:
-            raise RegistryError(
-                f"{role} location {url!r}: its prefix's parts may not start with '.' or be empty"
-            ) from None
+    except RegistryError:
+        raise RegistryError(
+            f"{role} location {url!r}: its prefix's parts may not start with '.' or be empty"
+        ) from None
     return bucket, prefix
 
 
