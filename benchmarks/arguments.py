@@ -4,6 +4,7 @@ error (exit status 2) before anything is fetched or trained."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -62,3 +63,12 @@ def mirrors(text: str) -> list[str]:
     if not found:
         raise argparse.ArgumentTypeError(f"names no mirror: {text!r}")
     return [m if "://" in m else str(Path(m).resolve()) for m in found]
+
+
+def add_mirror_option(parser: argparse.ArgumentParser) -> None:
+    """`--mirror` (parsed by `mirrors`): MNIST_MIRROR when set, else ../shared/mnist."""
+    parser.add_argument(
+        "--mirror",
+        type=mirrors,
+        default=os.environ.get("MNIST_MIRROR", "").strip() or "../shared/mnist",
+    )

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import shutil
 import statistics
 import tempfile
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.arguments import mirrors
+from benchmarks.arguments import add_mirror_option
 from benchmarks.choose_defaults import train_run
 from benchmarks.machine import cpu_name
 from mnist_pipeline.core.layout import Layout
@@ -133,11 +132,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--mirror",
-        type=mirrors,
-        default=os.environ.get("MNIST_MIRROR", "").strip() or "../shared/mnist",
-    )
+    add_mirror_option(parser)
     parser.add_argument("--config", action="append", required=True, help="overrides, JSON")
     parser.add_argument("--seeds", default="1")
     parser.add_argument("--per-transform", type=int, default=200)

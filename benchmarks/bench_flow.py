@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.arguments import mirrors
+from benchmarks.arguments import add_mirror_option
 from benchmarks.machine import cpu_name
 from tests.process_helpers import prefect_server
 
@@ -106,11 +106,7 @@ def median(runs: list[dict[str, float]], key: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=4, help="per kind (flows: 1 cold + N-1 warm)")
-    parser.add_argument(
-        "--mirror",
-        type=mirrors,
-        default=os.environ.get("MNIST_MIRROR", "").strip() or "../shared/mnist",
-    )
+    add_mirror_option(parser)
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-flow-"))
     mirror = {"MNIST_MIRROR": ",".join(args.mirror)}

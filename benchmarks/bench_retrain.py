@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.arguments import mirrors
+from benchmarks.arguments import add_mirror_option
 from benchmarks.machine import cpu_name
 from tests.process_helpers import prefect_server, start, stop
 
@@ -81,11 +81,7 @@ def trigger_runs(scratch: Path, env: dict[str, str], runs: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument(
-        "--mirror",
-        type=mirrors,
-        default=os.environ.get("MNIST_MIRROR", "").strip() or "../shared/mnist",
-    )
+    add_mirror_option(parser)
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-retrain-"))
     extra = {"MNIST_MIRROR": ",".join(args.mirror), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import tempfile
@@ -26,7 +25,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.arguments import int_list, mirrors
+from benchmarks.arguments import add_mirror_option, int_list
 from benchmarks.machine import cpu_name
 from mnist_pipeline.core.errors import one_line_errors
 from mnist_pipeline.core.layout import Layout
@@ -89,11 +88,7 @@ def run_config(overrides: dict, seed: int, base: Layout, root: Path, test: bool)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--mirror",
-        type=mirrors,
-        default=os.environ.get("MNIST_MIRROR", "").strip() or "../shared/mnist",
-    )
+    add_mirror_option(parser)
     parser.add_argument("--config", action="append", required=True, help="overrides, JSON")
     parser.add_argument("--seeds", type=int_list, default="1,2,3")
     parser.add_argument("--test", action="store_true", help="report test scores (not to choose)")

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.arguments import mirrors
+from benchmarks.arguments import add_mirror_option
 from benchmarks.machine import cpu_name
 from benchmarks.shifted_digits import shifted_set
 from mnist_pipeline.core.layout import Layout
@@ -93,11 +93,7 @@ def fetched_base(scratch: Path, env: dict[str, str]) -> tuple[Path, Mnist, torch
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--mirror",
-        type=mirrors,
-        default=os.environ.get("MNIST_MIRROR", "").strip() or "../shared/mnist",
-    )
+    add_mirror_option(parser)
     parser.add_argument("--add", type=int, default=300, help="digits added through `data add`")
     parser.add_argument("--choose", type=int, default=500, help="digits to choose the weight on")
     parser.add_argument("--eval", type=int, default=1000, help="digits to report accuracy on")

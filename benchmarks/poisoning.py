@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.arguments import mirrors
+from benchmarks.arguments import add_mirror_option
 from benchmarks.extra_data_experiment import cli, fetched_base, write_pngs
 from benchmarks.machine import cpu_name
 from benchmarks.shifted_digits import shifted_set
@@ -59,11 +59,7 @@ def holdout_correct(model_root: Path, holdout: extra.Split) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--mirror",
-        type=mirrors,
-        default=os.environ.get("MNIST_MIRROR", "").strip() or "../shared/mnist",
-    )
+    add_mirror_option(parser)
     parser.add_argument("--counts", default="0,50,100,200,400", help="poisoned digits per run")
     parser.add_argument("--digit", type=int, default=7, help="the digit the attacker relabels")
     parser.add_argument("--as", dest="label", type=int, default=1, help="the label it gets")
