@@ -81,6 +81,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("train:\n  adam_betas: [0.9, 1.0]\n", ["train.adam_betas", "in [0, 1), got [0.9, 1.0]"]),
         ("train:\n  adam_betas: [0.9]\n", ["train.adam_betas.1", "Field required"]),
         ("train:\n  warmup_fraction: 0\n", ["train.warmup_fraction", "greater than 0"]),
+        ("train:\n  val_size: 60000\n", ["train.val_size", "60000 leaves no images to train"]),
         ("- just\n- a list\n", ["top level must be a mapping"]),
         ("train: [unclosed\n", ["not valid YAML"]),
     ],

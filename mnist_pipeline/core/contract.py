@@ -11,6 +11,7 @@ import json
 IMAGE_SIZE = 28  # pixels per side of an MNIST digit
 NUM_CLASSES = 10
 CLASS_LABELS = tuple(str(d) for d in range(NUM_CLASSES))
+MNIST_TRAIN_IMAGES = 60_000  # the training split; the validation split is cut from it
 
 # Training-set pixel statistics (after scaling to [0, 1]); the exported graph applies them itself.
 MNIST_MEAN = 0.1307

@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from mnist_pipeline.core.contract import MNIST_TRAIN_IMAGES
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.params_file import read_params_file
 from mnist_pipeline.core.service_params import (
@@ -117,6 +118,16 @@ class TrainParams(Section):
     @classmethod
     def _betas_list_to_tuple(cls, value: Any) -> Any:
         return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("val_size")
+    @classmethod
+    def _leaves_training_images(cls, value: int) -> int:
+        if value >= MNIST_TRAIN_IMAGES:
+            raise ValueError(
+                f"{value} leaves no images to train on: the validation split is held out of "
+                f"MNIST's {MNIST_TRAIN_IMAGES:,} training images"
+            )
+        return value
 
     @field_validator("adam_betas")
     @classmethod
