@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnist_pipeline.model.network import DROPOUT_LAYERS, ClassicNet, build_model, predict_logits
+from mnist_pipeline.model.network import (
+    ARCHITECTURES,
+    DROPOUT_LAYERS,
+    ClassicNet,
+    build_model,
+    predict_logits,
+)
+from mnist_pipeline.pipeline.sweep import ARCH_DROPOUT
 
 PARAM_SHAPES = {
     "conv1.weight": (10, 1, 5, 5),
@@ -79,6 +86,14 @@ def test_dropout_sets_every_dropout_layer(arch: str) -> None:
     assert default and all(p > 0 for p in default)
     layers = [m for m in build_model(arch, 0.15).modules() if isinstance(m, DROPOUT_LAYERS)]
     assert len(layers) == len(default) and all(m.p == 0.15 for m in layers)
+
+
+def test_each_architecture_has_the_one_dropout_the_sweep_assumes() -> None:
+    """pipeline/sweep.py (torch-free) reads `train.dropout: null` as this value."""
+    for arch, own in ARCH_DROPOUT.items():
+        found = {m.p for m in build_model(arch).modules() if isinstance(m, DROPOUT_LAYERS)}
+        assert found == {own}, arch
+    assert set(ARCH_DROPOUT) == set(ARCHITECTURES)
 
 
 def test_no_dropout_makes_training_mode_deterministic() -> None:

@@ -59,6 +59,17 @@ def test_check_grid_gives_each_config_its_params(tiny_workdir: Path) -> None:
         ([{"model.arch": "huge"}], r"sweep grid\[0\]: .*model.arch: Input should be 'classic'"),
         ([{"train.val_size": 0, "train.temperature_scaling": False}], r"train.val_size is 0"),
         ([{}, {"train.seed": 1}], r"sweep grid\[1\]: trains the same as grid\[0\]"),
+        (
+            [{"train.dropout": 0.5}, {"train.dropout": None}],
+            r"sweep grid\[1\]: trains the same as grid\[0\]",
+        ),
+        (
+            [
+                {"model.arch": "wide", "train.dropout": None},
+                {"model.arch": "wide", "train.dropout": 0.2},
+            ],
+            r"sweep grid\[1\]: trains the same as grid\[0\]",
+        ),
     ],
 )
 def test_check_grid_refuses_a_bad_grid_in_one_line(

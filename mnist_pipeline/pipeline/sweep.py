@@ -6,6 +6,8 @@ A sweep varies only what shapes the weights (the `model` and `train` sections, t
 inputs fingerprint) and compares trials by their validation accuracy, so each config must keep
 a validation split. The best trial is the highest validation accuracy; a tie goes to the
 earliest config in the grid. Test accuracy plays no part: trials never evaluate on the test set.
+Two configs that train the same (`train.dropout: null` is the architecture's own dropout) are
+refused: a sweep would spend a trial on one model twice.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 from mnist_pipeline.core.errors import ParamsError, PipelineError
 from mnist_pipeline.core.params import Params, load_params
 from mnist_pipeline.training.fingerprint import SECTIONS
+
+ARCH_DROPOUT = {"classic": 0.5, "wide": 0.2}  # each network's own dropout (model/network.py)
 
 
 @dataclass(frozen=True)
@@ -75,12 +79,20 @@ def check_grid(grid: Any, params_file: Path) -> list[tuple[dict[str, Any], Param
                 f"sweep grid[{index}]: train.val_size is 0: trials are compared by validation "
                 "accuracy, so each needs a validation split"
             )
-        trained = repr({name: getattr(params, name).model_dump(mode="json") for name in SECTIONS})
+        trained = _trained_as(params)
         if trained in seen:
             raise ParamsError(f"sweep grid[{index}]: trains the same as grid[{seen[trained]}]")
         seen[trained] = index
         checked.append((config, params))
     return checked
+
+
+def _trained_as(params: Params) -> str:
+    """What shapes the weights, with an architecture's own dropout spelled out."""
+    sections = {name: getattr(params, name).model_dump(mode="json") for name in SECTIONS}
+    if sections["train"]["dropout"] is None:
+        sections["train"]["dropout"] = ARCH_DROPOUT[params.model.arch]
+    return repr(sections)
 
 
 def pick_best(trials: Sequence[Trial]) -> Trial:
