@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import DataError
-from mnist_pipeline.inbox import pending, store, sync
+from mnist_pipeline.inbox import review_shared, store, sync
 from mnist_pipeline.inbox.ingest import collect
 from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
 from tests.example_helpers import draw_digit
@@ -58,10 +58,9 @@ def test_a_removal_is_never_undone_by_the_host_that_published_it(
 ) -> None:
     shared = SharedInbox(location)
     review, worker = tmp_path / "review" / "extra", tmp_path / "worker" / "extra"
-    queue = tmp_path / "review" / "pending"
     png = digit(tmp_path, 6)
-    sha = pending.submit(queue, review, png, "upload.png", 6, "token:alice").sha256
-    accepted = pending.accept(queue, review, [sha], "bob", publish=sync.publish_all(shared, "t"))
+    sha = review_shared.submit(shared, png, "upload.png", 6, "token:alice").sha256
+    accepted = review_shared.accept(shared, review, [sha], "bob")
     sync.remember(shared, review, [a.entry for a in accepted])
     assert sync.sync(shared, worker, "test").downloaded == [sha]
     sync.remove(shared, worker, [sha])  # the worker's operator removes it
@@ -110,13 +109,13 @@ def test_one_image_with_two_labels_never_trains(location: str, tmp_path: Path) -
 
 def test_an_accept_the_store_refuses_moves_nothing(location: str, tmp_path: Path) -> None:
     shared = SharedInbox(location)
-    inbox, queue = tmp_path / "extra", tmp_path / "pending"
+    inbox = tmp_path / "extra"
     png = digit(tmp_path, 8)
     shared.publish(png, 1, "png", "other host")
-    sha = pending.submit(queue, inbox, png, "upload.png", 8, "token:alice").sha256
+    sha = review_shared.submit(shared, png, "upload.png", 8, "token:alice").sha256
     with pytest.raises(store.LabelConflict, match="labelled 1 in the shared inbox"):
-        pending.accept(queue, inbox, [sha], "bob", publish=sync.publish_all(shared, "t"))
-    assert labels(inbox) == [] and [p.sha256 for p in pending.items(queue)] == [sha]
+        review_shared.accept(shared, inbox, [sha], "bob")
+    assert labels(inbox) == [] and [p.sha256 for p in review_shared.queue(shared).found] == [sha]
 
 
 def test_altered_images_and_bad_records_are_reported_and_not_taken(

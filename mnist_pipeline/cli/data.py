@@ -18,7 +18,7 @@ from mnist_pipeline.cli.state import console, state, user_name
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.inbox import events as inbox_events
-from mnist_pipeline.inbox import pending, sync, tracked
+from mnist_pipeline.inbox import pending, review_shared, sync, tracked
 from mnist_pipeline.inbox import store as inbox
 from mnist_pipeline.inbox.shared import SharedInbox, open_shared
 
@@ -45,7 +45,8 @@ def add(
     for_review: Annotated[
         bool,
         typer.Option(
-            "--pending", help="Quarantine them in data/pending/ for review, not the inbox."
+            "--pending",
+            help="Quarantine them for review (data/pending/, or the shared inbox's queue).",
         ),
     ] = False,
 ) -> None:
@@ -57,7 +58,7 @@ def add(
     shared = open_shared(params.inbox.shared, state(ctx).layout)  # a bad location: nothing stored
     inbox.check_label(label)
     if for_review:
-        _add_pending(folder, state(ctx).layout.pending, images, label)
+        _add_pending(folder, state(ctx).layout.pending, images, label, shared)
         return
     added: list[inbox.Added] = []
     try:
@@ -78,15 +79,21 @@ def add(
         _note_added(folder, added, params, shared)
 
 
-def _add_pending(folder: Path, quarantine: Path, images: list[Path], label: int) -> None:
-    """Quarantine each image (a bad one stops the command; those before it stay pending), and
-    warn of one the inbox already holds under another label (`data accept` would refuse it)."""
+def _add_pending(
+    folder: Path, quarantine: Path, images: list[Path], label: int, shared: SharedInbox | None
+) -> None:
+    """Quarantine each image, in data/pending/ or the shared inbox's review queue (a bad one
+    stops the command; those before it stay pending), and warn of one the inbox already holds
+    under another label (`data accept` would refuse it)."""
     source = f"cli:{user_name()}"
     stored = {entry.sha256: entry for entry in inbox.entries(folder)}
     for index, path in enumerate(images):
         with _stops_at(images, index):
             data = inbox.read_file(path)
-            done = pending.submit(quarantine, folder, data, str(path), label, source)
+            if shared is None:
+                done = pending.submit(quarantine, folder, data, str(path), label, source)
+            else:
+                done = review_shared.submit(shared, data, str(path), label, source)
         what = {"pending": "pending review", "known": "already pending"}
         line = f"{what[done.status]}: {path} {done.sha256[:12]} (label {label})"
         console.print(line, markup=False)

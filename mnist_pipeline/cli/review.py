@@ -1,9 +1,12 @@
 """`mnist-pipeline data pending|accept|reject`: the review of images awaiting it in data/pending/
-(inbox/pending.py) before they enter the inbox; registered on the `data` command group."""
+(inbox/pending.py), or with `inbox.shared` in the store's queue (inbox/review_shared.py), before
+they enter the inbox; registered on the `data` command group."""
 
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,8 +15,8 @@ from mnist_pipeline.cli.state import console, state, user_name
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
-from mnist_pipeline.inbox import pending, sync
-from mnist_pipeline.inbox.shared import open_shared
+from mnist_pipeline.inbox import pending, review_shared, sync
+from mnist_pipeline.inbox.shared import SharedInbox, open_shared
 
 
 def list_pending(
@@ -23,8 +26,11 @@ def list_pending(
     """Images awaiting review: claimed label(s), the production model's digit ("-" without
     one), how often each was sent and by whom; `!` marks claims that disagree."""
     st = state(ctx)
-    found = pending.items(st.layout.pending)
-    predicted = _predictions(st.params(), st.layout, found)
+    shared = _shared_queue(ctx)
+    read = None if shared is None else review_shared.queue(shared)
+    found = pending.items(st.layout.pending) if read is None else read.found
+    images = {} if read is None else read.images
+    predicted = _predictions(st.params(), st.layout, found, images)
     if as_json:
         print(json.dumps([{**i.to_dict(), "predicted": predicted.get(i.sha256)} for i in found]))
         return
@@ -37,6 +43,8 @@ def list_pending(
             f"{item.sha256[:12]}  claimed {claimed}{mark} model {'-' if seen is None else seen}"
             f"  x{len(item.claims)}  {sources}  {item.path}"
         )
+    for key, why in ({} if read is None else read.problems).items():
+        console.print(f"warning: skipped {key}: {why}; delete it there", markup=False)
     conflicts, duplicates = sum(i.conflict for i in found), sum(i.duplicate for i in found)
     console.print(
         f"{len(found)} pending image(s); {duplicates} sent more than once, {conflicts} with "
@@ -45,8 +53,27 @@ def list_pending(
     )
 
 
-def _predictions(params: Params, layout: Layout, found: list[pending.Pending]) -> dict[str, int]:
-    """The registry's production model's digit per pending image (empty: no production)."""
+def _shared_queue(ctx: typer.Context) -> SharedInbox | None:
+    """The store's review queue when `inbox.shared` is set, with this host's earlier
+    quarantine moved into it first (None: the queue is data/pending/)."""
+    st = state(ctx)
+    shared = open_shared(st.params().inbox.shared, st.layout)
+    if shared is not None:
+        moved = review_shared.move_local(shared, st.layout.pending, st.layout.inbox)
+        if moved:
+            console.print(
+                f"moved {moved} image(s) from {st.layout.pending} to the review queue in "
+                f"{shared.location}",
+                markup=False,
+            )
+    return shared
+
+
+def _predictions(
+    params: Params, layout: Layout, found: list[pending.Pending], images: dict[str, bytes]
+) -> dict[str, int]:
+    """The registry's production model's digit per pending image (empty: no production);
+    `images` holds the bytes of those that are not files here (the store's queue)."""
     if not found:
         return {}
     from mnist_pipeline.pipeline.versions import ONNX_FILE, open_registry
@@ -56,7 +83,16 @@ def _predictions(params: Params, layout: Layout, found: list[pending.Pending]) -
     models = open_registry(params.registry, layout)
     if PRODUCTION not in models.aliases():
         return {}
-    result = predict_files(models.fetch(PRODUCTION, ONNX_FILE), [i.path for i in found])
+    with tempfile.TemporaryDirectory() as scratch:
+        files = []
+        for item in found:
+            if item.sha256 in images:
+                copy = Path(scratch) / item.sha256
+                copy.write_bytes(images[item.sha256])
+                files.append(copy)
+            else:
+                files.append(Path(item.path))
+        result = predict_files(models.fetch(PRODUCTION, ONNX_FILE), files)
     return {
         item.sha256: p.digit
         for item, p in zip(found, result.predictions, strict=True)
@@ -86,9 +122,11 @@ def accept(
             f"--label relabels one image; accept these {len(refs)} one at a time to relabel them"
         )
     layout = state(ctx).layout
-    shared = open_shared(state(ctx).params().inbox.shared, layout)
-    publish = None if shared is None else sync.publish_all(shared, f"cli:{user_name()}")
-    done = pending.accept(layout.pending, layout.inbox, refs, user_name(), label, publish)
+    shared = _shared_queue(ctx)
+    if shared is None:
+        done = pending.accept(layout.pending, layout.inbox, refs, user_name(), label)
+    else:
+        done = review_shared.accept(shared, layout.inbox, refs, user_name(), label)
     for added in done:
         what = "accepted" if added.new else "accepted (already in the inbox)"
         console.print(f"{what}: {added.entry.path} (label {added.entry.label})", markup=False)
@@ -103,5 +141,10 @@ def reject(
 ) -> None:
     """Delete pending images: they never reach the inbox."""
     layout = state(ctx).layout
-    for item in pending.reject(layout.pending, layout.inbox, refs, user_name()):
+    shared = _shared_queue(ctx)
+    if shared is None:
+        rejected = pending.reject(layout.pending, layout.inbox, refs, user_name())
+    else:
+        rejected = review_shared.reject(shared, layout.inbox, refs, user_name())
+    for item in rejected:
         console.print(f"rejected: {item.sha256} (claimed {item.labels})", markup=False)

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,10 +55,11 @@ class Claim:
 
 @dataclass(frozen=True)
 class Pending:
-    """One image awaiting review and every claim made about it."""
+    """One image awaiting review and every claim made about it; `path` is its file here, or
+    the store location of its claims (review_shared.py)."""
 
     sha256: str
-    path: Path
+    path: Path | str
     claims: tuple[Claim, ...]
 
     @property
@@ -173,14 +173,18 @@ def submit(
 def resolve(folder: Path, refs: list[str]) -> list[Pending]:
     """The pending images named by SHA-256 prefixes (8+ hex digits), in the order given; one
     DataError for the first reference that matches none or several."""
-    known = items(folder)
+    return resolve_among(items(folder), refs, folder)
+
+
+def resolve_among(known: list[Pending], refs: list[str], where: Path | str) -> list[Pending]:
+    """`resolve` among `known` (in `where`, for messages)."""
     chosen: list[Pending] = []
     for ref in refs:
         key = ref.strip().lower()
         matches = [i for i in known if len(key) >= 8 and i.sha256.startswith(key)]
         if len(matches) != 1:
             what = "no pending image" if not matches else f"{len(matches)} pending images"
-            raise store.unmatched(ref, what, folder)
+            raise store.unmatched(ref, what, where)
         if matches[0] not in chosen:
             chosen.append(matches[0])
     return chosen
@@ -192,41 +196,44 @@ def accept(
     refs: list[str],
     who: str,
     label: int | None = None,
-    publish: Callable[[bytes, int], None] | None = None,
 ) -> list[store.Added]:
     """Move the referenced images into the inbox under their claimed label (`label` overrides:
     needed where claims conflict); every reference, label and image is checked under the
-    inbox's lock before anything moves: on an error nothing moves. `publish` (a shared inbox)
-    is given each image and its label after the checks and before anything moves: when it
-    fails, nothing moves (those it took stay in the store and pending here)."""
+    inbox's lock before anything moves: on an error nothing moves. (With a shared inbox the
+    queue is the store's: review_shared.accept.)"""
     chosen_label = None if label is None else store.check_label(label)
     done = []
     with store.lock(inbox):
         chosen = resolve(folder, refs)  # under the lock: no claim arrives unseen meanwhile
         digits, contents = {}, {}
         for item in chosen:
-            if chosen_label is None and item.conflict:
-                raise DataError(
-                    f"{item.sha256[:12]}: the claims disagree (labels {item.labels}); "
-                    "pass --label to choose one"
-                )
-            digit = item.labels[0] if chosen_label is None else chosen_label
-            there = store.find(inbox, item.sha256)
-            if there is not None and there.label != digit:
-                raise store.LabelConflict(
-                    f"{item.sha256[:12]}: already in the inbox labelled {there.label} "
-                    f"({there.path}); nothing was accepted"
-                )
+            digit = accepted_label(item, chosen_label, inbox)
             digits[item.sha256], contents[item.sha256] = digit, _content(item, digit)
-        for sha, digit in digits.items():
-            if publish is not None:
-                publish(contents[sha], digit)
         for item in chosen:
             digit = digits[item.sha256]
             done.append(store.add(inbox, contents[item.sha256], str(item.path), digit, locked=True))
             _log(folder, who, "accept", item, digit)
             _forget(folder, item)
     return done
+
+
+def accepted_label(item: Pending, label: int | None, inbox: Path) -> int:
+    """The digit `item` is accepted as (`label`, or the one its claims agree on); DataError
+    when the claims disagree and no label is given, LabelConflict when the inbox holds the
+    image under another."""
+    if label is None and item.conflict:
+        raise DataError(
+            f"{item.sha256[:12]}: the claims disagree (labels {item.labels}); "
+            "pass --label to choose one"
+        )
+    digit = item.labels[0] if label is None else label
+    there = store.find(inbox, item.sha256)
+    if there is not None and there.label != digit:
+        raise store.LabelConflict(
+            f"{item.sha256[:12]}: already in the inbox labelled {there.label} "
+            f"({there.path}); nothing was accepted"
+        )
+    return digit
 
 
 def reject(folder: Path, inbox: Path, refs: list[str], who: str) -> list[Pending]:
@@ -242,25 +249,36 @@ def reject(folder: Path, inbox: Path, refs: list[str], who: str) -> list[Pending
 def _content(item: Pending, digit: int) -> bytes:
     """The pending image's bytes, checked against its SHA-256 name and as `store.add` would."""
     try:
-        data = item.path.read_bytes()
+        data = Path(item.path).read_bytes()
     except FileNotFoundError:
         raise DataError(f"{item.path}: the image is gone; nothing was accepted") from None
-    if hashlib.sha256(data).hexdigest() != item.sha256:
+    return checked(data, item.sha256, str(item.path), digit)
+
+
+def checked(data: bytes, sha256: str, name: str, digit: int) -> bytes:
+    """`data`, once it is the image of this SHA-256 and one `store.add` takes as `digit`."""
+    if hashlib.sha256(data).hexdigest() != sha256:
         raise DataError(
-            f"{item.path}: its content is not the SHA-256 it is named by; nothing was accepted"
+            f"{name}: its content is not the SHA-256 it is named by; nothing was accepted"
         )
-    store.validate(data, str(item.path), digit)
+    store.validate(data, name, digit)
     return data
 
 
 def _forget(folder: Path, item: Pending) -> None:
     (folder / f"{item.sha256}.json").unlink(missing_ok=True)
-    item.path.unlink(missing_ok=True)
+    Path(item.path).unlink(missing_ok=True)
 
 
 def _log(folder: Path, who: str, action: str, item: Pending, label: int | None) -> None:
     """Append one review line and flush it to disk (the caller holds the inbox's lock)."""
-    line = {
+    append_log(review_log(folder), review_line(who, action, item, label))
+
+
+def review_line(who: str, action: str, item: Pending, label: int | None) -> dict[str, object]:
+    """One review of one image: who, when, accept or reject, the label stored, what was claimed
+    and by whom."""
+    return {
         "time": utc_now(),
         "who": who,
         "action": action,
@@ -269,7 +287,10 @@ def _log(folder: Path, who: str, action: str, item: Pending, label: int | None) 
         "claimed": item.labels,
         "sources": sorted({claim.source for claim in item.claims}),
     }
-    path = review_log(folder)
+
+
+def append_log(path: Path, line: dict[str, object]) -> None:
+    """Append `line` to the review log at `path` as JSON and flush it to disk."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as out:
         out.write(json.dumps(line) + "\n")

@@ -104,7 +104,7 @@ class SharedInbox:
             raise StoreUnavailable(  # an unmounted share must not look like an empty store
                 f"shared inbox {folder} is not a folder: create it (or mount it) first"
             )
-        self.storage = self._call(lambda: open_storage(location, role="shared inbox"))
+        self.storage = self.call(lambda: open_storage(location, role="shared inbox"))
         self.location = self.storage.location
         self._identity: str | None = None
 
@@ -113,7 +113,7 @@ class SharedInbox:
         label records that could not be read, with why (by image SHA-256)."""
         keys = [
             k
-            for k in self._call(lambda: self.storage.list(LABELS))
+            for k in self.call(lambda: self.storage.list(LABELS))
             if k.endswith(".json") and _SHA256.fullmatch(k[len(LABELS) : -5])
         ]
 
@@ -137,7 +137,7 @@ class SharedInbox:
     def image(self, digest: str, record: Record) -> bytes:
         """The bytes `record` names, checked against the SHA-256 (DataError when missing or
         altered)."""
-        data = self._call(lambda: self.storage.read(record.image))
+        data = self.call(lambda: self.storage.read(record.image))
         if data is None:
             raise DataError(
                 f"shared inbox {self.location}: image {digest[:12]} is missing ({record.image})"
@@ -154,18 +154,18 @@ class SharedInbox:
         if self._known(digest, label):
             return False
         key = f"{IMAGES}{digest}.{uuid.uuid4().hex}"  # this publication's own: no record has it
-        self._call(lambda: self.storage.create(key, data))
+        self.call(lambda: self.storage.create(key, data))
         fmt = image_format if _FORMAT.fullmatch(image_format) else "img"
         record = {"label": label, "format": fmt, "image": key, "by": by}
         record["time"] = datetime.now(UTC).isoformat()
         body = json.dumps(record, sort_keys=True).encode()
-        if self._call(lambda: self.storage.create(f"{LABELS}{digest}.json", body)):
+        if self.call(lambda: self.storage.create(f"{LABELS}{digest}.json", body)):
             # stalled past the grace period between the writes, its bytes were collected as
             # named by no record (orphans.py): a record must never point at nothing
-            if self._call(lambda: self.storage.read(key)) is None:
-                self._call(lambda: self.storage.create(key, data))
+            if self.call(lambda: self.storage.read(key)) is None:
+                self.call(lambda: self.storage.create(key, data))
             return True
-        self._call(lambda: self.storage.delete(key))  # another host's record came first
+        self.call(lambda: self.storage.delete(key))  # another host's record came first
         self._known(digest, label)  # same label, or a conflict
         return False
 
@@ -175,11 +175,11 @@ class SharedInbox:
         all retracted by it, and a store made afresh from the old one. Read once per object,
         or again when `fresh`."""
         if self._identity is None or fresh:
-            found = self._call(lambda: self.storage.read(IDENTITY))
+            found = self.call(lambda: self.storage.read(IDENTITY))
             if found is None and create:
                 made = json.dumps({"id": uuid.uuid4().hex}).encode()
-                self._call(lambda: self.storage.create(IDENTITY, made))  # False: another host's
-                found = self._call(lambda: self.storage.read(IDENTITY))
+                self.call(lambda: self.storage.create(IDENTITY, made))  # False: another host's
+                found = self.call(lambda: self.storage.read(IDENTITY))
             try:
                 self._identity = None if found is None else str(json.loads(found)["id"])
             except (ValueError, KeyError, TypeError):
@@ -195,7 +195,7 @@ class SharedInbox:
         one writes bytes of its own; a record published again since it was read stays.
         Returns "removed", "absent" (no record) or "kept" (relabelled or published again)."""
         key = f"{LABELS}{digest}.json"
-        document = self._call(lambda: self.storage.read_document(key))
+        document = self.call(lambda: self.storage.read_document(key))
         if document is None:
             return "absent"
         try:
@@ -204,10 +204,10 @@ class SharedInbox:
             found = None
         if found is not None and label is not None and found.label != label:
             return "kept"  # relabelled elsewhere: not the record asked for
-        if not self._call(lambda: self.storage.delete_document(key, document[1])):
+        if not self.call(lambda: self.storage.delete_document(key, document[1])):
             return "kept"  # published again since it was read
         if found is not None:
-            self._call(lambda: self.storage.delete(found.image))
+            self.call(lambda: self.storage.delete(found.image))
         return "removed"
 
     def count_pending(self, new: int, claim_at: int | None = None) -> tuple[int, bool]:
@@ -217,7 +217,7 @@ class SharedInbox:
         was lost is found by its id in the document's recent writes: never counted twice."""
         write = uuid.uuid4().hex  # this call's, in every attempt's document
         while True:
-            found = self._call(lambda: self.storage.read_document(PENDING))
+            found = self.call(lambda: self.storage.read_document(PENDING))
             count, recent = _pending(None if found is None else found[0])
             landed = [entry for entry in recent if entry.get("write") == write]
             if landed:  # an earlier attempt's write landed, then another host's
@@ -229,12 +229,12 @@ class SharedInbox:
                 {"pending": 0 if claimed else count, "recent": [*recent, mine][-RECENT_WRITES:]}
             ).encode()
             revision = None if found is None else found[1]
-            if self._call(lambda b=body, r=revision: self.storage.swap(PENDING, b, r)):
+            if self.call(lambda b=body, r=revision: self.storage.swap(PENDING, b, r)):
                 return count, claimed
 
     def image_keys(self) -> list[str]:
         """Every key holding an image's bytes, named by a record or not."""
-        return [k for k in self._call(lambda: self.storage.list(IMAGES)) if image_sha256(k)]
+        return [k for k in self.call(lambda: self.storage.list(IMAGES)) if image_sha256(k)]
 
     def delete_unnamed(self, key: str) -> bool:
         """Delete bytes (orphans.py) if their image's record, read now, does not name them
@@ -250,7 +250,7 @@ class SharedInbox:
             return False
         if record is not None and record.image == key:
             return False
-        self._call(lambda: self.storage.delete(key))
+        self.call(lambda: self.storage.delete(key))
         return True
 
     # ---- helpers
@@ -266,7 +266,7 @@ class SharedInbox:
         return found is not None
 
     def _record(self, key: str) -> Record | None:
-        data = self._call(lambda: self.storage.read(key))
+        data = self.call(lambda: self.storage.read(key))
         return None if data is None else self._parse(key, data)  # None: retracted since listed
 
     def _parse(self, key: str, data: bytes) -> Record:
@@ -288,7 +288,7 @@ class SharedInbox:
             ) from None
 
     @staticmethod
-    def _call(action: Callable[[], T]) -> T:
+    def call(action: Callable[[], T]) -> T:
         """The store's errors as StoreUnavailable (one line naming the store and its endpoint)."""
         try:
             return action()

@@ -193,7 +193,7 @@ def resolve(inbox: Path, refs: list[str]) -> list[Entry]:
     return chosen
 
 
-def unmatched(ref: str, what: str, where: Path) -> DataError:
+def unmatched(ref: str, what: str, where: Path | str) -> DataError:
     """The error for a reference that matched `what` ("no image", "3 images") in `where`, saying
     why when the reference cannot be a SHA-256 prefix."""
     key = ref.strip()

@@ -1,8 +1,8 @@
 """A host's inbox folder kept in step with the shared inbox (shared.py), which is the truth.
 
 With `inbox.shared` set, `data add`, `data accept` and `data remove` change the store first
-(`add`, `publish_all`, `remove`: a store that cannot be reached stores or removes nothing here)
-and this folder second. `sync` then brings the folder in line with the store, using what this
+(`add`, review_shared.accept, `remove`: a store that cannot be reached stores or removes nothing
+here) and this folder second. `sync` then brings the folder in line with the store, using what this
 host has ever seen there (data/.extra.shared.json: image SHA-256 -> the label it last saw):
 
     store and here, same label     nothing
@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -139,11 +138,6 @@ def add(
         added = store.add(inbox, data, name, digit, locked=True)
         note_seen(inbox, shared, {digest: digit})
     return replace(added, new=published)  # new to the store: what every host counts
-
-
-def publish_all(shared: SharedInbox, by: str) -> Callable[[bytes, int], None]:
-    """`data accept`'s step before any image moves: each one into the store."""
-    return lambda data, digit: shared.publish(data, digit, store.image_format(data), by)
 
 
 def remove(

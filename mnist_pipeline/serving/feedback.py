@@ -3,11 +3,13 @@
     Authorization: Bearer <token>     a credential of serving/tokens.py
     multipart `file` (one image) and `label` (the digit it shows)
 
-201 a new claim awaits review in data/pending/, 200 this credential already claimed it, 401 no
+201 a new claim awaits review in data/pending/ (or, with `inbox.shared`, in the shared inbox's
+store: inbox/review_shared.py), 200 this credential already claimed it, 401 no
 or an unknown or expired token (with `WWW-Authenticate: Bearer`), 429 over
 `serve.feedback_rate_per_minute` or with `serve.feedback_quota` images of this credential
 awaiting review (with `Retry-After`), 415/422 a malformed submission, 503 a problem on the
-server's side (the tokens file or data/pending/ unreadable, the inbox's lock busy): its details
+server's side (the tokens file or data/pending/ unreadable, the inbox's lock busy, the store
+down): its details
 are logged, never sent. Each error is JSON {"error": ...} and stores nothing. The quarantine's
 file work runs in a worker thread, off the event loop. Nothing posted here reaches training
 until `mnist-pipeline data accept` moves it into data/extra/.
@@ -29,7 +31,8 @@ from starlette.datastructures import UploadFile
 
 from mnist_pipeline.core.contract import CLASS_LABELS
 from mnist_pipeline.core.errors import DataError, describe_os_error
-from mnist_pipeline.inbox import pending
+from mnist_pipeline.inbox import pending, review_shared
+from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
 from mnist_pipeline.serving import api_schema
 from mnist_pipeline.serving.http_api import ClientError, read_form
 from mnist_pipeline.serving.observe import note_feedback
@@ -52,6 +55,16 @@ class Feedback:
     credentials: Credentials
     limiter: RateLimiter
     quota: int
+    shared: SharedInbox | None = None  # inbox.shared: the queue is the store's (review_shared.py)
+
+    def submit(
+        self, data: bytes, name: str, label: str, source: str, client: str | None
+    ) -> pending.Submitted:
+        """Quarantine one claim: in data/pending/, or in the shared inbox's store."""
+        if self.shared is not None:
+            return review_shared.submit(self.shared, data, name, label, source, client, self.quota)
+        args = (self.pending, self.inbox, data, name, label, source, client, self.quota)
+        return pending.submit(*args)
 
     def mount(self, app: FastAPI, labelled: Callable[[str, int], None] | None = None) -> None:
         """Add the POST /feedback route to `app`; `labelled` hears each stored claim's image
@@ -80,22 +93,12 @@ class Feedback:
             client = request.client.host if request.client else None
             data, name = await upload.read(), upload.filename or "file"
             try:  # the lock and the files would block the event loop (and /predict)
-                done = await run_in_threadpool(
-                    pending.submit,
-                    self.pending,
-                    self.inbox,
-                    data,
-                    name,
-                    label,
-                    source,
-                    client,
-                    self.quota,
-                )
+                done = await run_in_threadpool(self.submit, data, name, label, source, client)
             except pending.QuotaExceeded as exc:
                 raise ClientError(
                     429, str(exc), {"Retry-After": str(QUOTA_RETRY_AFTER_S)}
                 ) from None
-            except pending.BadRecord as exc:
+            except (pending.BadRecord, StoreUnavailable) as exc:
                 logger.error("/feedback refused: %s", exc)
                 raise ClientError(503, UNAVAILABLE) from None
             except DataError as exc:  # the submission itself

@@ -23,6 +23,7 @@ from uvicorn.supervisors import Multiprocess
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, load_params
 from mnist_pipeline.core.service_params import ServeParams
+from mnist_pipeline.inbox.shared import open_shared
 from mnist_pipeline.pipeline.versions import open_registry
 from mnist_pipeline.serving.alias_events import api_configured, preload_prefect
 from mnist_pipeline.serving.challenger import Challenger
@@ -40,7 +41,7 @@ def build(params: Params, layout: Layout) -> FastAPI:
     registry = open_registry(params.registry, layout)
     served = ServedModel(registry, params.serve.model)
     challenger = None if params.serve.shadow is None else Challenger(registry, params.serve)
-    feedback = feedback_of(params.serve, layout)
+    feedback = feedback_of(params.serve, layout, params.inbox.shared)
     app = create_app(served, params.serve, feedback, challenger)  # metrics listen
     if api_configured():
         preload_prefect()  # before the threads that send and hear events start
@@ -53,13 +54,15 @@ def build(params: Params, layout: Layout) -> FastAPI:
     return app
 
 
-def feedback_of(serve: ServeParams, layout: Layout) -> Feedback | None:
-    """/feedback's settings when credentials are configured (None: no /feedback)."""
+def feedback_of(serve: ServeParams, layout: Layout, shared: str | None = None) -> Feedback | None:
+    """/feedback's settings when credentials are configured (None: no /feedback); with a shared
+    inbox (`inbox.shared`) its claims go to the store's review queue."""
     credentials = Credentials.from_settings(serve.feedback_tokens_file, layout.project, os.environ)
     if credentials is None:
         return None
     limiter = RateLimiter(serve.feedback_rate_per_minute)
-    return Feedback(layout.inbox, layout.pending, credentials, limiter, serve.feedback_quota)
+    store = open_shared(shared, layout)
+    return Feedback(layout.inbox, layout.pending, credentials, limiter, serve.feedback_quota, store)
 
 
 def app_from_env() -> FastAPI:

@@ -1,0 +1,223 @@
+"""The review queue on the shared inbox's store: digits claimed on one host (/feedback, `data add
+--pending`) are reviewed on another; quotas count every host's claims; a review decides exactly
+the claims it read; a claim object that is not one is never accepted; a host's earlier
+quarantine moves into the store; a store that is down stores nothing. On a folder store and on
+moto's S3 server."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.service_params import ServeParams
+from mnist_pipeline.inbox import pending, review_shared, store, sync
+from mnist_pipeline.inbox.pending import QuotaExceeded
+from mnist_pipeline.inbox.shared import SharedInbox
+from mnist_pipeline.registry import Registry
+from mnist_pipeline.serving.feedback import UNAVAILABLE
+from mnist_pipeline.serving.http_api import create_app
+from mnist_pipeline.serving.served_model import ServedModel
+from mnist_pipeline.serving.server import feedback_of
+from mnist_pipeline.serving.tokens import token_sha256
+from tests.example_helpers import draw_digit
+from tests.inbox_shared_helpers import digit, labels
+from tests.s3_helpers import new_bucket, proxy, use_endpoint
+
+TOKEN = "kiosk-token-for-the-shared-queue"
+
+
+def review_log(shared: SharedInbox) -> list[dict]:
+    keys = shared.storage.list(review_shared.REVIEW_LOG)
+    return [json.loads(body) for body in shared.storage.read_many(keys)]
+
+
+def test_claims_made_on_one_host_are_reviewed_on_another(location: str, tmp_path: Path) -> None:
+    shared = SharedInbox(location)  # each host opens the store itself; only the store is shared
+    three, seven, eight = (digit(tmp_path, seed) for seed in (1, 2, 3))
+    first = review_shared.submit(
+        SharedInbox(location), three, "a.png", 3, "token:kiosk", "10.0.0.5"
+    )
+    assert first.status == "pending"
+    assert review_shared.submit(shared, three, "a.png", 3, "token:kiosk").status == "known"
+    review_shared.submit(shared, three, "b.png", 3, "cli:ann")  # the same label, another source
+    review_shared.submit(shared, seven, "c.png", 7, "token:kiosk")
+    review_shared.submit(shared, seven, "c.png", 1, "cli:ann")  # disagrees
+    review_shared.submit(shared, eight, "d.png", 8, "token:kiosk")
+
+    read = review_shared.queue(SharedInbox(location))
+    found = {item.sha256: item for item in read.found}
+    assert [found[first.sha256].labels, found[first.sha256].duplicate] == [[3], True]
+    clients = {(c.source, c.client) for c in found[first.sha256].claims}
+    assert clients == {("token:kiosk", "10.0.0.5"), ("cli:ann", None)}
+    assert [i.labels for i in read.found if i.conflict] == [[1, 7]]
+    assert read.images[first.sha256] == three and read.problems == {}
+
+    reviewer = tmp_path / "reviewer" / "extra"  # the reviewing host's inbox folder
+    with pytest.raises(DataError, match="the claims disagree"):
+        review_shared.accept(shared, reviewer, [first.sha256[:8], seven_sha(read)], "bob")
+    assert labels(reviewer) == [] and shared.records() == ({}, {})  # all or nothing
+
+    (added,) = review_shared.accept(shared, reviewer, [first.sha256[:10]], "bob")
+    assert (added.new, added.entry.label) == (True, 3)
+    assert shared.record(first.sha256).label == 3  # in the shared inbox: every worker syncs it
+    eight_sha = next(i.sha256 for i in read.found if i.labels == [8])
+    (gone,) = review_shared.reject(shared, reviewer, [eight_sha[:8]], "bob")
+    assert gone.sha256 == eight_sha and shared.record(eight_sha) is None
+
+    left = review_shared.queue(shared).found
+    assert [i.labels for i in left] == [[1, 7]]  # the conflict still waits for its reviewer
+    logged = sorted(review_log(shared), key=lambda line: line["action"])
+    assert [(line["action"], line["who"], line["label"]) for line in logged] == [
+        ("accept", "bob", 3),
+        ("reject", "bob", None),
+    ]
+    assert logged[0]["sources"] == ["cli:ann", "token:kiosk"]
+    local = [json.loads(line) for line in (reviewer.parent / "review-log.jsonl").open()]
+    assert [line["action"] for line in local] == ["accept", "reject"]
+
+    worker = tmp_path / "worker" / "extra"
+    assert sync.sync(shared, worker, "test").downloaded == [first.sha256]
+
+
+def seven_sha(read: review_shared.Queue) -> str:
+    return next(i.sha256 for i in read.found if i.conflict)[:8]
+
+
+def test_a_quota_counts_the_claims_of_every_host(location: str, tmp_path: Path) -> None:
+    one, two, three = (digit(tmp_path, seed) for seed in (4, 5, 6))
+    review_shared.submit(SharedInbox(location), one, "1.png", 1, "token:kiosk", quota=2)
+    review_shared.submit(SharedInbox(location), two, "2.png", 2, "token:kiosk", quota=2)
+    with pytest.raises(QuotaExceeded, match=r"token:kiosk has 2 image\(s\) awaiting review"):
+        review_shared.submit(SharedInbox(location), three, "3.png", 3, "token:kiosk", quota=2)
+    again = review_shared.submit(SharedInbox(location), one, "1.png", 7, "token:kiosk", quota=2)
+    assert again.status == "pending"  # another label for an image it already counts
+    other = review_shared.submit(SharedInbox(location), three, "3.png", 3, "token:desk", quota=2)
+    assert other.status == "pending"  # quotas are per source
+    assert len(review_shared.queue(SharedInbox(location)).found) == 3
+
+
+def test_a_claim_that_arrives_during_a_review_stays_pending(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared, png = SharedInbox(location), digit(tmp_path, 7)
+    sha = review_shared.submit(shared, png, "x.png", 4, "token:kiosk").sha256
+    publish = SharedInbox.publish
+
+    def late(self: SharedInbox, *args: object) -> bool:
+        review_shared.submit(shared, png, "x.png", 9, "token:other")  # after the review read
+        return publish(self, *args)
+
+    monkeypatch.setattr(SharedInbox, "publish", late)
+    review_shared.accept(shared, tmp_path / "extra", [sha[:8]], "bob")
+    (left,) = review_shared.queue(shared).found
+    assert [(c.label, c.source) for c in left.claims] == [(9, "token:other")]
+
+
+def test_a_claim_object_that_is_not_one_is_never_accepted(location: str, tmp_path: Path) -> None:
+    shared, png, other = SharedInbox(location), digit(tmp_path, 8), digit(tmp_path, 9)
+    sha = review_shared.submit(shared, png, "x.png", 2, "token:kiosk").sha256
+    (key,) = shared.storage.list(f"{review_shared.REVIEW}{sha}/")
+    forged = json.loads(shared.storage.read(key))
+    forged["image"] = base64.b64encode(other).decode()  # another image
+    shared.storage.delete(key)
+    shared.storage.create(key, json.dumps(forged).encode())
+    read = review_shared.queue(shared)
+    assert read.found == [] and list(read.problems) == [f"{shared.location}/{key}"]
+    assert "not the one its key names" in read.problems[f"{shared.location}/{key}"]
+    with pytest.raises(DataError, match="no pending image"):
+        review_shared.accept(shared, tmp_path / "extra", [sha[:8]], "bob")
+    assert shared.records() == ({}, {}) and shared.storage.list(key) == [key]
+
+
+def test_a_hosts_earlier_quarantine_moves_into_the_store(location: str, tmp_path: Path) -> None:
+    folder, inbox = tmp_path / "pending", tmp_path / "extra"
+    png = digit(tmp_path, 10)
+    pending.submit(folder, inbox, png, "x.png", 5, "token:kiosk", "10.0.0.9")
+    pending.submit(folder, inbox, png, "x.png", 6, "cli:ann")
+    before = pending.items(folder)[0].claims
+    shared = SharedInbox(location)
+    assert review_shared.move_local(shared, folder, inbox) == 1
+    assert pending.items(folder) == [] and list(folder.iterdir()) == []
+    (moved,) = review_shared.queue(shared).found
+    assert set(moved.claims) == set(before)  # source, label, time and client kept
+    assert review_shared.move_local(shared, folder, inbox) == 0
+
+
+def test_the_cli_reviews_the_stores_queue(location: str, tmp_path: Path) -> None:
+    runner = CliRunner()
+    hosts = [tmp_path / "kiosk", tmp_path / "review"]
+    for root in hosts:
+        root.mkdir()
+        (root / "params.yaml").write_text(f"inbox:\n  shared: {location}\n")
+
+    def cli(root: Path, *args: str):  # noqa: ANN202 - typer's Result
+        return runner.invoke(app, ["--root", str(root), "data", *args])
+
+    early = draw_digit(tmp_path / "early.png", 11)
+    pending.submit(  # quarantined on the reviewing host before the queue moved to the store
+        Layout(hosts[1]).pending, Layout(hosts[1]).inbox, early.read_bytes(), "e", 4, "cli:ann"
+    )
+    image = draw_digit(tmp_path / "one.png", 12)
+    added = cli(hosts[0], "add", str(image), "-l", "1", "--pending")
+    assert added.exit_code == 0 and "pending review" in added.output, added.output
+    assert not Layout(hosts[0]).pending.exists()  # nothing quarantined on the kiosk host
+
+    listed = cli(hosts[1], "pending", "--json")
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout.splitlines()[-1])
+    assert sorted(r["labels"][0] for r in rows) == [1, 4]
+    assert "moved 1 image(s)" in listed.output and pending.items(Layout(hosts[1]).pending) == []
+    one = next(r["sha256"] for r in rows if r["labels"] == [1])
+    accepted = cli(hosts[1], "accept", one[:12])
+    assert accepted.exit_code == 0 and "accepted: " in accepted.output, accepted.output
+    rejected = cli(hosts[1], "reject", next(r["sha256"] for r in rows if r["labels"] == [4])[:12])
+    assert rejected.exit_code == 0, rejected.output
+    assert (
+        cli(hosts[1], "pending")
+        .output.strip()
+        .endswith("0 pending image(s); 0 sent more than once, 0 with conflicting labels")
+    )
+    synced = cli(hosts[0], "sync")
+    assert synced.exit_code == 0 and labels(Layout(hosts[0]).inbox) == [(1, one)]
+
+
+def test_feedback_goes_to_the_stores_queue_and_a_store_down_is_a_503(
+    s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tokens").write_text(f"kiosk {token_sha256(TOKEN)}\n")
+    serve = ServeParams(feedback_tokens_file="tokens", feedback_rate_per_minute=1000)
+    with proxy(s3_endpoint) as store_proxy:
+        use_endpoint(monkeypatch, store_proxy.url)
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+        url = f"s3://{new_bucket(s3_endpoint)}/inbox"
+        feedback = feedback_of(serve, Layout(tmp_path), url)
+        assert feedback is not None and feedback.shared is not None
+        served = ServedModel(Registry(tmp_path / "r", "m"), "production")
+        api = TestClient(create_app(served, serve, feedback))
+
+        def post(seed: int):  # noqa: ANN202 - the response
+            image = draw_digit(tmp_path / f"{seed}.png", seed).read_bytes()
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            files = {"file": ("d.png", image)}
+            return api.post("/feedback", headers=headers, files=files, data={"label": "3"})
+
+        sent = post(1)
+        assert sent.status_code == 201, sent.text
+        (item,) = review_shared.queue(SharedInbox(url)).found
+        assert (item.sha256, item.claims[0].source) == (sent.json()["sha256"], "token:kiosk")
+        assert not Layout(tmp_path).pending.exists()
+
+        store_proxy.down.set()
+        refused = post(2)
+        assert (refused.status_code, refused.json()) == (503, {"error": UNAVAILABLE})
+        store_proxy.down.clear()
+        assert len(review_shared.queue(SharedInbox(url)).found) == 1  # nothing half-stored
+        assert store.entries(Layout(tmp_path).inbox) == []
