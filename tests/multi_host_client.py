@@ -8,6 +8,7 @@
     python -m tests.multi_host_client check REGISTRY_URL MIRROR_URL FOLDER
     python -m tests.multi_host_client history REGISTRY_URL MODEL
     python -m tests.multi_host_client get URL
+    python -m tests.multi_host_client feedback URL TOKEN IMAGE LABEL
     python -m tests.multi_host_client wait-task FLOW_RUN_ID TASK_NAME
     python -m tests.multi_host_client task-end FLOW_RUN_ID TASK_NAME
     python -m tests.multi_host_client receive ADDRESS PORT FILE
@@ -143,6 +144,16 @@ def get(url: str) -> dict:
         return {"status": exc.code, "body": None}
 
 
+def feedback(url: str, token: str, image: str, label: str) -> dict:
+    """POST one labelled image to a server's /feedback; its status and JSON body."""
+    import httpx
+
+    files = {"file": (Path(image).name, Path(image).read_bytes(), "image/png")}
+    headers = {"Authorization": f"Bearer {token}"}
+    answer = httpx.post(url, files=files, data={"label": label}, headers=headers, timeout=30)
+    return {"status": answer.status_code, "body": answer.json()}
+
+
 def _task_runs(client, flow_run_id: str, name: str) -> list:
     """The flow run's task runs named `name`."""
     from prefect.client.schemas.filters import (
@@ -261,6 +272,7 @@ COMMANDS = {
     "check": check,
     "history": history,
     "get": get,
+    "feedback": feedback,
     "wait-task": wait_task,
     "task-end": task_end,
     "receive": receive,

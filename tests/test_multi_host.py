@@ -8,7 +8,9 @@ serve` following production on S3) and **client** (deploys prefect.yaml, starts 
 checks). Each host has its own folder; the registry lives only in the bucket. Three runs with
 different params go to the two workers; every version's card must state the accuracy its ONNX file
 gives on MNIST test, and a promotion must reach the serving host; six labelled digits added on the
-client reach both workers' ingest through the shared inbox in the bucket. Then 8 registrations and
+client reach both workers' ingest through the shared inbox in the bucket; a digit posted to the
+serving host's /feedback waits in the bucket's review queue until a reviewer on the client accepts
+it, and every later run trains on it (tests/multi_host_review.py). Then 8 registrations and
 8 promotions at once from the two worker hosts (tests/multi_host_races.py), and two faults
 (tests/multi_host_faults.py): a worker host loses every process while its run trains (the other run
 completes; the host comes back with a new worker; the killed run ends Crashed through the heartbeat
@@ -64,6 +66,7 @@ from tests.multi_host_helpers import (
 )
 from tests.multi_host_prefect import database_restarts, noop_runs, sweep_on_workers
 from tests.multi_host_races import race
+from tests.multi_host_review import FEEDBACK_LABEL, FEEDBACK_TOKEN, reviewed_elsewhere
 from tests.netns_helpers import hosts
 from tests.process_helpers import start, stop, wait_for
 from tests.s3_helpers import CREDENTIALS
@@ -258,10 +261,18 @@ def test_hosts_sharing_only_a_network_train_register_and_serve(
 
         # the serving host follows production in the bucket
         serve_root = folders["serve"]
-        (serve_root / "params.yaml").write_text(
-            yaml.safe_dump({"registry": {"root": registry}, "serve": {"reload_interval_s": 0.5}})
-        )
-        serve_env = {**base_env(serve_root / "home"), **aws_env, "PYTHONPATH": str(REPO_ROOT)}
+        serve_params = {
+            "registry": {"root": registry},
+            "inbox": {"shared": shared_inbox(registry)},  # where /feedback's claims wait
+            "serve": {"reload_interval_s": 0.5},
+        }
+        (serve_root / "params.yaml").write_text(yaml.safe_dump(serve_params))
+        serve_env = {
+            **base_env(serve_root / "home"),
+            **aws_env,
+            "PYTHONPATH": str(REPO_ROOT),
+            "MNIST_FEEDBACK_TOKENS": f"kiosk:{FEEDBACK_TOKEN}",
+        }
         url = f"http://{serve.address}:8000"
         launch(
             procs,
@@ -303,6 +314,9 @@ def test_hosts_sharing_only_a_network_train_register_and_serve(
         while client(me, client_env, "get", f"{url}/model")["body"]["model"]["version"] != other:
             assert time.monotonic() < deadline, (serve_root / "serve.log").read_text()[-3000:]
             time.sleep(0.5)
+
+        # a digit sent to the serving host is reviewed on the client; later runs train on it
+        added[reviewed_elsewhere(me, client_env, url, folders["client"])] = FEEDBACK_LABEL
 
         # races: 8 registrations, then 8 promotions, at once from both worker hosts
         race(net, folders, aws_env)
@@ -347,3 +361,8 @@ def test_hosts_sharing_only_a_network_train_register_and_serve(
         assert len(crashed) == 1 and crash["crashed"] in crashed[0]["body"], notes
         assert len(failed) == 1 and f"at {endpoint}:" in failed[0]["body"], notes
         assert len(notes) == 2, notes
+        for name in ("w1", "w2"):  # the sweep's trials ran on both, each synced first
+            clone = folders[name] / "mnist-pipeline"
+            assert {
+                e.sha256: e.label for e in inbox_store.entries(clone / "data" / "extra")
+            } == added

@@ -20,7 +20,7 @@ from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.inbox import pending, review_shared, store, sync
 from mnist_pipeline.inbox.pending import QuotaExceeded
-from mnist_pipeline.inbox.shared import SharedInbox
+from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.serving.feedback import UNAVAILABLE
 from mnist_pipeline.serving.http_api import create_app
@@ -144,11 +144,11 @@ def test_a_hosts_earlier_quarantine_moves_into_the_store(location: str, tmp_path
     pending.submit(folder, inbox, png, "x.png", 6, "cli:ann")
     before = pending.items(folder)[0].claims
     shared = SharedInbox(location)
-    assert review_shared.move_local(shared, folder, inbox) == 1
+    assert review_shared.move_local(shared, folder, inbox) == (1, [])
     assert pending.items(folder) == [] and list(folder.iterdir()) == []
     (moved,) = review_shared.queue(shared).found
     assert set(moved.claims) == set(before)  # source, label, time and client kept
-    assert review_shared.move_local(shared, folder, inbox) == 0
+    assert review_shared.move_local(shared, folder, inbox) == (0, [])
 
 
 def test_the_cli_reviews_the_stores_queue(location: str, tmp_path: Path) -> None:
@@ -221,3 +221,109 @@ def test_feedback_goes_to_the_stores_queue_and_a_store_down_is_a_503(
         store_proxy.down.clear()
         assert len(review_shared.queue(SharedInbox(url)).found) == 1  # nothing half-stored
         assert store.entries(Layout(tmp_path).inbox) == []
+
+
+def test_an_accept_the_shared_inbox_refuses_publishes_nothing(
+    location: str, tmp_path: Path
+) -> None:
+    shared = SharedInbox(location)
+    one, two = digit(tmp_path, 20), digit(tmp_path, 21)
+    first = review_shared.submit(shared, one, "1.png", 3, "token:kiosk").sha256
+    second = review_shared.submit(shared, two, "2.png", 5, "token:kiosk").sha256
+    shared.publish(two, 6, "png", "another host")
+    with pytest.raises(store.LabelConflict, match=r"labelled 6 in the shared inbox .*not 5"):
+        review_shared.accept(shared, tmp_path / "extra", [first[:8], second[:8]], "bob")
+    assert shared.record(first) is None and labels(tmp_path / "extra") == []
+    assert len(review_shared.queue(shared).found) == 2 and review_log(shared) == []
+
+
+def test_an_accept_cut_short_is_finished_once_and_cannot_be_rejected(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared, inbox = SharedInbox(location), tmp_path / "extra"
+    one, two = digit(tmp_path, 22), digit(tmp_path, 23)
+    first = review_shared.submit(shared, one, "1.png", 3, "token:kiosk").sha256
+    second = review_shared.submit(shared, two, "2.png", 5, "token:kiosk").sha256
+    deletes = []
+
+    def store_gone(shared: SharedInbox, keys: list[str]) -> None:
+        deletes.append(keys)
+        if len(deletes) == 2:  # the second image: published and recorded, then the store goes
+            raise StoreUnavailable("shared inbox: the store stopped answering")
+        delete(shared, keys)
+
+    delete = review_shared._delete
+    monkeypatch.setattr(review_shared, "_delete", store_gone)
+    with pytest.raises(StoreUnavailable):
+        review_shared.accept(shared, inbox, [first[:8], second[:8]], "bob")
+    monkeypatch.setattr(review_shared, "_delete", delete)
+    assert [e.sha256 for e in store.entries(inbox)] == [first]  # the first went to its end
+    assert shared.record(second).label == 5  # the second was published, its claims stayed
+    with pytest.raises(DataError, match=r"already in the shared inbox .* accept it to finish"):
+        review_shared.reject(shared, inbox, [second[:8]], "eve")
+    assert review_shared.accept(shared, inbox, [second[:8]], "bob")[0].entry.label == 5
+    assert review_shared.queue(shared).found == []
+    assert sorted(line["sha256"] for line in review_log(shared)) == sorted([first, second])
+    local = (inbox.parent / "review-log.jsonl").read_text().splitlines()
+    assert len(local) == 2  # each review recorded once, here too
+
+
+def test_a_review_that_lost_its_lease_stops(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared, png = SharedInbox(location), digit(tmp_path, 24)
+    sha = review_shared.submit(shared, png, "x.png", 2, "token:kiosk").sha256
+    read = review_shared.queue
+
+    def decided_elsewhere(shared: SharedInbox) -> review_shared.Queue:
+        found = read(shared)
+        for key in found.keys[sha]:  # another reviewer, holding the lease now, rejected it
+            shared.storage.delete(key)
+        return found
+
+    monkeypatch.setattr(review_shared, "queue", decided_elsewhere)
+    with pytest.raises(DataError, match="reviewed elsewhere meanwhile"):
+        review_shared.accept(shared, tmp_path / "extra", [sha[:8]], "bob")
+    assert shared.record(sha) is None and review_log(shared) == []
+
+
+def test_a_damaged_local_quarantine_stays_where_it_is(location: str, tmp_path: Path) -> None:
+    folder, inbox = tmp_path / "pending", tmp_path / "extra"
+    good, bad = digit(tmp_path, 25), digit(tmp_path, 26)
+    pending.submit(folder, inbox, good, "g.png", 1, "cli:ann")
+    altered = pending.submit(folder, inbox, bad, "b.png", 2, "cli:ann").sha256
+    (folder / f"{altered}.png").write_bytes(good)  # its bytes no longer its name
+    shared = SharedInbox(location)
+    moved, stayed = review_shared.move_local(shared, folder, inbox)
+    assert moved == 1 and len(stayed) == 1 and "not the SHA-256 it is named by" in stayed[0]
+    assert [i.sha256 for i in pending.items(folder)] == [altered]
+    (folder / f"{altered}.json").write_text("{half")
+    moved, stayed = review_shared.move_local(shared, folder, inbox)
+    assert moved == 0 and "nothing in" in stayed[0] and len(review_shared.queue(shared).found) == 1
+
+
+def test_a_server_whose_store_is_missing_starts_and_answers_503(tmp_path: Path) -> None:
+    (tmp_path / "tokens").write_text(f"kiosk {token_sha256(TOKEN)}\n")
+    serve = ServeParams(feedback_tokens_file="tokens", feedback_rate_per_minute=1000)
+    feedback = feedback_of(serve, Layout(tmp_path), "not-mounted")  # no such folder
+    served = ServedModel(Registry(tmp_path / "r", "m"), "production")
+    api = TestClient(create_app(served, serve, feedback))
+    assert api.get("/healthz").status_code == 200
+    image = draw_digit(tmp_path / "1.png", 1).read_bytes()
+    sent = api.post(
+        "/feedback",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        files={"file": ("d.png", image)},
+        data={"label": "3"},
+    )
+    assert (sent.status_code, sent.json()) == (503, {"error": UNAVAILABLE})
+    (tmp_path / "not-mounted").mkdir()  # mounted now: the next claim is stored
+    assert (
+        api.post(
+            "/feedback",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            files={"file": ("d.png", image)},
+            data={"label": "3"},
+        ).status_code
+        == 201
+    )

@@ -31,6 +31,8 @@ def list_pending(
     found = pending.items(st.layout.pending) if read is None else read.found
     images = {} if read is None else read.images
     predicted = _predictions(st.params(), st.layout, found, images)
+    for key, why in ({} if read is None else read.problems).items():
+        console.print(f"warning: skipped {key}: {why}; delete it there", markup=False)
     if as_json:
         print(json.dumps([{**i.to_dict(), "predicted": predicted.get(i.sha256)} for i in found]))
         return
@@ -43,8 +45,6 @@ def list_pending(
             f"{item.sha256[:12]}  claimed {claimed}{mark} model {'-' if seen is None else seen}"
             f"  x{len(item.claims)}  {sources}  {item.path}"
         )
-    for key, why in ({} if read is None else read.problems).items():
-        console.print(f"warning: skipped {key}: {why}; delete it there", markup=False)
     conflicts, duplicates = sum(i.conflict for i in found), sum(i.duplicate for i in found)
     console.print(
         f"{len(found)} pending image(s); {duplicates} sent more than once, {conflicts} with "
@@ -59,7 +59,9 @@ def _shared_queue(ctx: typer.Context) -> SharedInbox | None:
     st = state(ctx)
     shared = open_shared(st.params().inbox.shared, st.layout)
     if shared is not None:
-        moved = review_shared.move_local(shared, st.layout.pending, st.layout.inbox)
+        moved, stayed = review_shared.move_local(shared, st.layout.pending, st.layout.inbox)
+        for why in stayed:
+            console.print(f"warning: {why}", markup=False)
         if moved:
             console.print(
                 f"moved {moved} image(s) from {st.layout.pending} to the review queue in "

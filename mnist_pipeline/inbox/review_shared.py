@@ -3,7 +3,7 @@
 
     <store>/review/<sha256>/<source id>.<label>.<nonce>.json   one claim: label, source, time,
                                                                client, format and the image
-    <store>/review-log/<time>.<nonce>.json                     one review (as review-log.jsonl)
+    <store>/review-log/<sha256>/<claims id>.json               one review (as review-log.jsonl)
 
 A claim is one object, written create-only with its image inside it (base64), so no claim ever
 names bytes that are gone and a crash leaves a whole claim or none. Its key names the image,
@@ -11,9 +11,10 @@ the source (a hash of it) and the label: the quota (images per source awaiting r
 "this source already claimed this label" are read from one listing, never from the claims.
 Reviews take the store's lease (`Storage.exclusive`: a lock file on a folder, a lease object
 on S3), so two reviewers never decide one image at once; they read the claims under it, check
-every image before anything moves, publish accepted images to the shared inbox, record the
-review in the store (and this host's review log), and delete exactly the claims they read: a
-claim that arrives meanwhile stays pending. Claims quarantined in this host's data/pending/
+every image (here and in the shared inbox) before anything moves, then take one image at a time
+to its end: publish it to the shared inbox, record the review in the store (once, under a key
+named by the claims decided) and in this host's review log, delete exactly the claims read (one
+that arrives meanwhile stays pending), add it here. Claims quarantined in this host's data/pending/
 before the queue moved to the store are moved into it first (`move_local`), none lost.
 Torch-free.
 """
@@ -30,7 +31,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from mnist_pipeline.core.errors import DataError
@@ -128,58 +128,95 @@ def queue(shared: SharedInbox) -> Queue:
 def accept(
     shared: SharedInbox, inbox: Path, refs: list[str], who: str, label: int | None = None
 ) -> list[store.Added]:
-    """`pending.accept` from the store's queue: every reference, label and image checked under
-    the reviewers' lease before anything moves; then each image published to the shared inbox,
-    the review recorded, the image added here and its claims deleted."""
+    """`pending.accept` from the store's queue. Under the reviewers' lease every reference,
+    label and image is checked (here and in the shared inbox) before anything moves; then each
+    image in turn is published to the shared inbox, its review recorded, its claims deleted and
+    the image added here. A failure partway leaves the images before it accepted and the rest
+    pending; an image published by an accept that was cut short is finished by the next one."""
     chosen_label = None if label is None else store.check_label(label)
     done = []
     with _lease(shared):
         read = queue(shared)
-        keys, images = read.keys, read.images
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
         digits = {}
         for item in chosen:
             digit = pending.accepted_label(item, chosen_label, inbox)
-            pending.checked(images[item.sha256], item.sha256, str(item.path), digit)
+            pending.checked(read.images[item.sha256], item.sha256, str(item.path), digit)
+            shared_label = _shared_label(shared, item.sha256)
+            if shared_label not in (None, digit):
+                raise store.LabelConflict(
+                    f"{item.sha256[:12]}: labelled {shared_label} in the shared inbox "
+                    f"{shared.location}, not {digit}; nothing was accepted"
+                )
             digits[item.sha256] = digit
         for item in chosen:
-            data, digit = images[item.sha256], digits[item.sha256]
+            keys, data, digit = (
+                read.keys[item.sha256],
+                read.images[item.sha256],
+                digits[item.sha256],
+            )
+            _check_still_pending(shared, item, keys)
             shared.publish(data, digit, store.image_format(data), f"cli:{who}")
-        for item in chosen:
-            digit = digits[item.sha256]
-            _record(shared, inbox, pending.review_line(who, "accept", item, digit))
-            done.append(store.add(inbox, images[item.sha256], str(item.path), digit))
-            _delete(shared, keys[item.sha256])
+            _record(shared, inbox, keys, pending.review_line(who, "accept", item, digit))
+            _delete(shared, keys)
+            done.append(store.add(inbox, data, str(item.path), digit))
     return done
 
 
 def reject(shared: SharedInbox, inbox: Path, refs: list[str], who: str) -> list[Pending]:
-    """Delete the referenced images' claims from the store's queue (none if a reference is
-    refused), each review recorded first."""
+    """Delete the referenced images' claims from the store's queue, each review recorded first;
+    nothing is deleted if a reference is refused, or names an image the shared inbox already
+    holds (an accept cut short: accept it to finish, then `data remove` it)."""
     with _lease(shared):
         read = queue(shared)
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
         for item in chosen:
-            _record(shared, inbox, pending.review_line(who, "reject", item, None))
+            shared_label = _shared_label(shared, item.sha256)
+            if shared_label is not None:
+                raise DataError(
+                    f"{item.sha256[:12]}: already in the shared inbox {shared.location} "
+                    f"labelled {shared_label} (an accept was cut short, or it was added there); "
+                    "accept it to finish its review, then `data remove` it; nothing was rejected"
+                )
+        for item in chosen:
+            _check_still_pending(shared, item, read.keys[item.sha256])
+            _record(
+                shared,
+                inbox,
+                read.keys[item.sha256],
+                pending.review_line(who, "reject", item, None),
+            )
             _delete(shared, read.keys[item.sha256])
     return chosen
 
 
-def move_local(shared: SharedInbox, folder: Path, inbox: Path) -> int:
+def move_local(shared: SharedInbox, folder: Path, inbox: Path) -> tuple[int, list[str]]:
     """Move the claims quarantined in this host's `folder` (data/pending/) into the store, each
-    with its source, time and client, then delete them here; the number of images moved. An
-    image whose move fails stays here (with every claim not yet in the store)."""
-    moved = 0
+    with its source, time and client, then delete them here: the number of images moved, and
+    why others stayed (a damaged record: none moves; an image that is not its SHA-256 or does
+    not decode: that one stays). A move cut short is finished by the next (claims the store
+    already has are not added twice)."""
+    moved, stayed = 0, []
     with store.lock(inbox):
-        for item in pending.items(folder):
-            data = Path(item.path).read_bytes()
+        try:
+            found = pending.items(folder)
+        except pending.BadRecord as exc:
+            return 0, [f"{exc}; nothing in {folder} was moved to the shared inbox's queue"]
+        for item in found:
+            try:
+                data = Path(item.path).read_bytes()
+                for digit in item.labels:
+                    pending.checked(data, item.sha256, str(item.path), digit)
+            except (OSError, DataError) as exc:
+                stayed.append(f"{item.path} stays in {folder}: {exc}")
+                continue
             for claim in item.claims:
                 name, source, client = str(item.path), claim.source, claim.client
                 submit(shared, data, name, claim.label, source, client, time=claim.time)
             (folder / f"{item.sha256}.json").unlink(missing_ok=True)
             Path(item.path).unlink(missing_ok=True)
             moved += 1
-    return moved
+    return moved, stayed
 
 
 def _parse(key: str, body: bytes) -> tuple[Claim, bytes]:
@@ -209,12 +246,31 @@ def _lease(shared: SharedInbox) -> Iterator[None]:
         yield
 
 
-def _record(shared: SharedInbox, inbox: Path, line: dict[str, object]) -> None:
-    """One review, in the store and in this host's review log."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    key = f"{REVIEW_LOG}{stamp}.{uuid.uuid4().hex}.json"
-    shared.call(lambda: shared.storage.create(key, json.dumps(line).encode()))
-    pending.append_log(inbox.parent / pending.REVIEW_LOG, line)
+def _shared_label(shared: SharedInbox, digest: str) -> int | None:
+    """The label the shared inbox holds the image under (None: not there)."""
+    found = shared.record(digest)
+    return None if found is None else found.label
+
+
+def _check_still_pending(shared: SharedInbox, item: Pending, keys: list[str]) -> None:
+    """DataError when a claim read under the lease is gone: another review decided it, so this
+    one lost its lease (it stalled past the lease's time to live)."""
+    if any(body is None for body in shared.call(lambda: shared.storage.read_many(keys))):
+        raise DataError(
+            f"{item.sha256[:12]}: reviewed elsewhere meanwhile (this review stalled and lost "
+            "the store's review lease); it stops here"
+        )
+
+
+def _record(shared: SharedInbox, inbox: Path, keys: list[str], line: dict[str, object]) -> None:
+    """One review of the claims at `keys`, in the store and in this host's review log; a review
+    finished after it was cut short is recorded once (its key names the claims it decided)."""
+    decided = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:32]
+    key = f"{REVIEW_LOG}{line['sha256']}/{decided}.json"
+    if shared.call(lambda: shared.storage.read(key)) is not None:
+        return  # recorded by the review that was cut short
+    if shared.call(lambda: shared.storage.create(key, json.dumps(line).encode())):
+        pending.append_log(inbox.parent / pending.REVIEW_LOG, line)
 
 
 def _delete(shared: SharedInbox, keys: list[str]) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Security
@@ -55,14 +56,21 @@ class Feedback:
     credentials: Credentials
     limiter: RateLimiter
     quota: int
-    shared: SharedInbox | None = None  # inbox.shared: the queue is the store's (review_shared.py)
+    shared: str | None = None  # inbox.shared, resolved: the queue is the store's (review_shared)
+
+    @cached_property
+    def store(self) -> SharedInbox:
+        """The shared inbox, opened at the first claim (a store that is down then fails that
+        claim with 503, not the server's start; a failed open is tried again next time)."""
+        assert self.shared is not None
+        return SharedInbox(self.shared)
 
     def submit(
         self, data: bytes, name: str, label: str, source: str, client: str | None
     ) -> pending.Submitted:
         """Quarantine one claim: in data/pending/, or in the shared inbox's store."""
         if self.shared is not None:
-            return review_shared.submit(self.shared, data, name, label, source, client, self.quota)
+            return review_shared.submit(self.store, data, name, label, source, client, self.quota)
         args = (self.pending, self.inbox, data, name, label, source, client, self.quota)
         return pending.submit(*args)
 

@@ -23,7 +23,6 @@ from uvicorn.supervisors import Multiprocess
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, load_params
 from mnist_pipeline.core.service_params import ServeParams
-from mnist_pipeline.inbox.shared import open_shared
 from mnist_pipeline.pipeline.versions import open_registry
 from mnist_pipeline.serving.alias_events import api_configured, preload_prefect
 from mnist_pipeline.serving.challenger import Challenger
@@ -61,7 +60,7 @@ def feedback_of(serve: ServeParams, layout: Layout, shared: str | None = None) -
     if credentials is None:
         return None
     limiter = RateLimiter(serve.feedback_rate_per_minute)
-    store = open_shared(shared, layout)
+    store = None if shared is None else str(layout.registry_root(shared))
     return Feedback(layout.inbox, layout.pending, credentials, limiter, serve.feedback_quota, store)
 
 
