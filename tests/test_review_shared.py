@@ -310,20 +310,13 @@ def test_a_server_whose_store_is_missing_starts_and_answers_503(tmp_path: Path) 
     api = TestClient(create_app(served, serve, feedback))
     assert api.get("/healthz").status_code == 200
     image = draw_digit(tmp_path / "1.png", 1).read_bytes()
-    sent = api.post(
-        "/feedback",
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        files={"file": ("d.png", image)},
-        data={"label": "3"},
-    )
-    assert (sent.status_code, sent.json()) == (503, {"error": UNAVAILABLE})
+
+    def post():  # noqa: ANN202 - the response
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        files = {"file": ("d.png", image)}
+        return api.post("/feedback", headers=headers, files=files, data={"label": "3"})
+
+    refused = post()
+    assert (refused.status_code, refused.json()) == (503, {"error": UNAVAILABLE})
     (tmp_path / "not-mounted").mkdir()  # mounted now: the next claim is stored
-    assert (
-        api.post(
-            "/feedback",
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            files={"file": ("d.png", image)},
-            data={"label": "3"},
-        ).status_code
-        == 201
-    )
+    assert post().status_code == 201
