@@ -19,7 +19,9 @@ def reviewed_elsewhere(me: Host, env: dict[str, str], url: str, folder: Path) ->
     """Post a digit from `me` to the server at `url`, accept it with the CLI in `folder` on
     `me`; its SHA-256."""
     image = draw_digit(folder / "feedback.png", 101)
-    sent = client(me, env, "feedback", f"{url}/feedback", FEEDBACK_TOKEN, str(image), "4")
+    sent = client(
+        me, env, "feedback", f"{url}/feedback", FEEDBACK_TOKEN, str(image), str(FEEDBACK_LABEL)
+    )
     assert sent["status"] == 201 and sent["body"]["source"] == "token:kiosk", sent
     sha = sent["body"]["sha256"]
     assert not (folder.parent / "serve" / "data" / "pending").exists()  # not on the server

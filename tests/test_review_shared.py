@@ -218,6 +218,12 @@ def test_feedback_goes_to_the_stores_queue_and_a_store_down_is_a_503(
         store_proxy.down.set()
         refused = post(2)
         assert (refused.status_code, refused.json()) == (503, {"error": UNAVAILABLE})
+        (tmp_path / "params.yaml").write_text(f"inbox:\n  shared: {url}\n")
+        for command in (["pending"], ["accept", item.sha256[:12]], ["reject", item.sha256[:12]]):
+            args = ["--root", str(tmp_path), "data", *command]
+            done = CliRunner().invoke(app, args)
+            assert isinstance(done.exception, StoreUnavailable), done.output
+            assert store_proxy.url in str(done.exception) and "\n" not in str(done.exception)
         store_proxy.down.clear()
         assert len(review_shared.queue(SharedInbox(url)).found) == 1  # nothing half-stored
         assert store.entries(Layout(tmp_path).inbox) == []
@@ -258,14 +264,32 @@ def test_an_accept_cut_short_is_finished_once_and_cannot_be_rejected(
         review_shared.accept(shared, inbox, [first[:8], second[:8]], "bob")
     monkeypatch.setattr(review_shared, "_delete", delete)
     assert [e.sha256 for e in store.entries(inbox)] == [first]  # the first went to its end
+    assert sync.read_seen(inbox, shared) == {first: 3}  # a removal elsewhere is followed here
     assert shared.record(second).label == 5  # the second was published, its claims stayed
-    with pytest.raises(DataError, match=r"already in the shared inbox .* accept it to finish"):
+    cut_short = r"bob decided to accept it at .* cut short: accept it --label 5 to finish"
+    with pytest.raises(DataError, match=cut_short):
         review_shared.reject(shared, inbox, [second[:8]], "eve")
+    with pytest.raises(DataError, match="labelled 5 in the shared inbox .*not 6"):
+        review_shared.accept(shared, inbox, [second[:8]], "eve", label=6)
     assert review_shared.accept(shared, inbox, [second[:8]], "bob")[0].entry.label == 5
     assert review_shared.queue(shared).found == []
     assert sorted(line["sha256"] for line in review_log(shared)) == sorted([first, second])
     local = (inbox.parent / "review-log.jsonl").read_text().splitlines()
     assert len(local) == 2  # each review recorded once, here too
+
+
+def test_claims_about_an_image_the_shared_inbox_holds_can_be_rejected(
+    location: str, tmp_path: Path
+) -> None:
+    shared, png = SharedInbox(location), digit(tmp_path, 27)
+    shared.publish(png, 7, "png", "another host")  # a correct 7, added there
+    sha = review_shared.submit(shared, png, "x.png", 1, "token:kiosk").sha256  # "it is a 1"
+    with pytest.raises(store.LabelConflict, match="labelled 7 in the shared inbox"):
+        review_shared.accept(shared, tmp_path / "extra", [sha[:8]], "bob")
+    (rejected,) = review_shared.reject(shared, tmp_path / "extra", [sha[:8]], "bob")
+    assert rejected.labels == [1] and review_shared.queue(shared).found == []
+    assert shared.record(sha).label == 7  # the image stays as it was
+    assert [line["action"] for line in review_log(shared)] == ["reject"]
 
 
 def test_a_review_that_lost_its_lease_stops(

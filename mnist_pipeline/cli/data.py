@@ -104,6 +104,14 @@ def _add_pending(
                 f"accepting it as {label} needs `data remove` first",
                 markup=False,
             )
+            continue
+        record = None if shared is None else shared.record(done.sha256)
+        if record is not None and record.label != label:
+            console.print(
+                f"warning: {path} is in the shared inbox {shared.location} labelled "
+                f"{record.label}; accepting it as {label} needs `data remove` first",
+                markup=False,
+            )
 
 
 @contextlib.contextmanager

@@ -15,8 +15,9 @@ from mnist_pipeline.cli.state import console, state, user_name
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
-from mnist_pipeline.inbox import pending, review_shared, sync
+from mnist_pipeline.inbox import pending, review_shared
 from mnist_pipeline.inbox.shared import SharedInbox, open_shared
+from mnist_pipeline.inbox.store import Added
 
 
 def list_pending(
@@ -127,14 +128,16 @@ def accept(
     shared = _shared_queue(ctx)
     if shared is None:
         done = pending.accept(layout.pending, layout.inbox, refs, user_name(), label)
-    else:
-        done = review_shared.accept(shared, layout.inbox, refs, user_name(), label)
-    for added in done:
-        what = "accepted" if added.new else "accepted (already in the inbox)"
-        console.print(f"{what}: {added.entry.path} (label {added.entry.label})", markup=False)
-    if shared is not None and done:
-        sync.remember(shared, layout.inbox, [d.entry for d in done])
+        for added in done:
+            _accepted(added)
+    else:  # each image is told as it is accepted: a failure may stop the rest
+        done = review_shared.accept(shared, layout.inbox, refs, user_name(), label, _accepted)
         console.print(f"shared: {len(done)} image(s) in {shared.location}", markup=False)
+
+
+def _accepted(added: Added) -> None:
+    what = "accepted" if added.new else "accepted (already in the inbox)"
+    console.print(f"{what}: {added.entry.path} (label {added.entry.label})", markup=False)
 
 
 def reject(

@@ -12,10 +12,12 @@ the source (a hash of it) and the label: the quota (images per source awaiting r
 Reviews take the store's lease (`Storage.exclusive`: a lock file on a folder, a lease object
 on S3), so two reviewers never decide one image at once; they read the claims under it, check
 every image (here and in the shared inbox) before anything moves, then take one image at a time
-to its end: publish it to the shared inbox, record the review in the store (once, under a key
-named by the claims decided) and in this host's review log, delete exactly the claims read (one
-that arrives meanwhile stays pending), add it here. Claims quarantined in this host's data/pending/
-before the queue moved to the store are moved into it first (`move_local`), none lost.
+to its end: record the review in the store (naming the claims it decides) and in this host's
+review log, publish the image to the shared inbox, delete exactly the claims read (one that
+arrives meanwhile stays pending), add it here. A review cut short is finished by the next one
+of the same kind, without a second record; one of the other kind is refused. Claims quarantined
+in this host's data/pending/ before the queue moved to the store are moved into it first
+(`move_local`), none lost.
 Torch-free.
 """
 
@@ -28,13 +30,13 @@ import json
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mnist_pipeline.core.errors import DataError
-from mnist_pipeline.inbox import pending, store
+from mnist_pipeline.inbox import pending, store, sync
 from mnist_pipeline.inbox.pending import Claim, Pending, QuotaExceeded, Submitted
 from mnist_pipeline.inbox.shared import SharedInbox
 
@@ -126,19 +128,25 @@ def queue(shared: SharedInbox) -> Queue:
 
 
 def accept(
-    shared: SharedInbox, inbox: Path, refs: list[str], who: str, label: int | None = None
+    shared: SharedInbox,
+    inbox: Path,
+    refs: list[str],
+    who: str,
+    label: int | None = None,
+    each: Callable[[store.Added], None] | None = None,
 ) -> list[store.Added]:
     """`pending.accept` from the store's queue. Under the reviewers' lease every reference,
     label and image is checked (here and in the shared inbox) before anything moves; then each
-    image in turn is published to the shared inbox, its review recorded, its claims deleted and
-    the image added here. A failure partway leaves the images before it accepted and the rest
-    pending; an image published by an accept that was cut short is finished by the next one."""
+    image in turn is taken to its end: the review recorded, the image published to the shared
+    inbox, its claims deleted, the image added here (and noted as seen in the store; `each`
+    hears it). A failure partway leaves the images before it accepted and the rest pending; an
+    accept that was cut short is finished by the next one, and no reject overturns it."""
     chosen_label = None if label is None else store.check_label(label)
     done = []
     with _lease(shared):
         read = queue(shared)
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
-        digits = {}
+        digits, decided = {}, {}
         for item in chosen:
             digit = pending.accepted_label(item, chosen_label, inbox)
             pending.checked(read.images[item.sha256], item.sha256, str(item.path), digit)
@@ -148,6 +156,8 @@ def accept(
                     f"{item.sha256[:12]}: labelled {shared_label} in the shared inbox "
                     f"{shared.location}, not {digit}; nothing was accepted"
                 )
+            keys = read.keys[item.sha256]
+            decided[item.sha256] = _decided(shared, item, keys, "accept", digit)
             digits[item.sha256] = digit
         for item in chosen:
             keys, data, digit = (
@@ -155,38 +165,33 @@ def accept(
                 read.images[item.sha256],
                 digits[item.sha256],
             )
-            _check_still_pending(shared, item, keys)
+            if decided[item.sha256] is None:
+                _check_still_pending(shared, item, keys)
+                _record(shared, inbox, keys, pending.review_line(who, "accept", item, digit))
             shared.publish(data, digit, store.image_format(data), f"cli:{who}")
-            _record(shared, inbox, keys, pending.review_line(who, "accept", item, digit))
             _delete(shared, keys)
-            done.append(store.add(inbox, data, str(item.path), digit))
+            added = store.add(inbox, data, str(item.path), digit)
+            sync.remember(shared, inbox, [added.entry])  # a later removal elsewhere follows
+            done.append(added)
+            if each is not None:
+                each(added)
     return done
 
 
 def reject(shared: SharedInbox, inbox: Path, refs: list[str], who: str) -> list[Pending]:
     """Delete the referenced images' claims from the store's queue, each review recorded first;
-    nothing is deleted if a reference is refused, or names an image the shared inbox already
-    holds (an accept cut short: accept it to finish, then `data remove` it)."""
+    nothing is deleted if a reference is refused, or names claims an accept cut short decided
+    (accept them to finish). An image the shared inbox holds stays there: only claims go."""
     with _lease(shared):
         read = queue(shared)
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
+        decided = {i.sha256: _decided(shared, i, read.keys[i.sha256], "reject") for i in chosen}
         for item in chosen:
-            shared_label = _shared_label(shared, item.sha256)
-            if shared_label is not None:
-                raise DataError(
-                    f"{item.sha256[:12]}: already in the shared inbox {shared.location} "
-                    f"labelled {shared_label} (an accept was cut short, or it was added there); "
-                    "accept it to finish its review, then `data remove` it; nothing was rejected"
-                )
-        for item in chosen:
-            _check_still_pending(shared, item, read.keys[item.sha256])
-            _record(
-                shared,
-                inbox,
-                read.keys[item.sha256],
-                pending.review_line(who, "reject", item, None),
-            )
-            _delete(shared, read.keys[item.sha256])
+            keys = read.keys[item.sha256]
+            if decided[item.sha256] is None:
+                _check_still_pending(shared, item, keys)
+                _record(shared, inbox, keys, pending.review_line(who, "reject", item, None))
+            _delete(shared, keys)
     return chosen
 
 
@@ -255,21 +260,47 @@ def _shared_label(shared: SharedInbox, digest: str) -> int | None:
 def _check_still_pending(shared: SharedInbox, item: Pending, keys: list[str]) -> None:
     """DataError when a claim read under the lease is gone: another review decided it, so this
     one lost its lease (it stalled past the lease's time to live)."""
-    if any(body is None for body in shared.call(lambda: shared.storage.read_many(keys))):
+    there = set(shared.call(lambda: shared.storage.list(f"{REVIEW}{item.sha256}/")))
+    if not set(keys) <= there:
         raise DataError(
             f"{item.sha256[:12]}: reviewed elsewhere meanwhile (this review stalled and lost "
             "the store's review lease); it stops here"
         )
 
 
+def _decided(
+    shared: SharedInbox, item: Pending, keys: list[str], action: str, label: int | None = None
+) -> dict | None:
+    """The recorded review that already decided every claim in `keys` (a review cut short after
+    its record): None when there is none; DataError when it decided otherwise than `action`
+    with `label` (the review is finished as it was decided)."""
+    names = shared.call(lambda: shared.storage.list(f"{REVIEW_LOG}{item.sha256}/"))
+    for body in shared.call(lambda: shared.storage.read_many(names)):
+        try:
+            record = json.loads(body or b"")
+            covered = set(keys) <= set(record["claims"])
+            earlier = str(record["action"])
+        except (ValueError, KeyError, TypeError):
+            continue  # not a record this program writes: it decides nothing
+        if covered and (earlier, record.get("label")) != (action, label):
+            how = f" --label {record.get('label')}" if earlier == "accept" else ""
+            raise DataError(
+                f"{item.sha256[:12]}: {record.get('who')} decided to {earlier} it at "
+                f"{record.get('time')}, and that review was cut short: {earlier} it{how} to "
+                "finish"
+            )
+        if covered:
+            return record
+    return None
+
+
 def _record(shared: SharedInbox, inbox: Path, keys: list[str], line: dict[str, object]) -> None:
-    """One review of the claims at `keys`, in the store and in this host's review log; a review
-    finished after it was cut short is recorded once (its key names the claims it decided)."""
+    """One review of the claims at `keys`, in the store (naming them: a review cut short after
+    this is finished without a second record) and in this host's review log."""
     decided = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:32]
     key = f"{REVIEW_LOG}{line['sha256']}/{decided}.json"
-    if shared.call(lambda: shared.storage.read(key)) is not None:
-        return  # recorded by the review that was cut short
-    if shared.call(lambda: shared.storage.create(key, json.dumps(line).encode())):
+    body = json.dumps({**line, "claims": sorted(keys)}).encode()
+    if shared.call(lambda: shared.storage.create(key, body)):
         pending.append_log(inbox.parent / pending.REVIEW_LOG, line)
 
 

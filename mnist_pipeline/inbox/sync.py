@@ -1,9 +1,10 @@
 """A host's inbox folder kept in step with the shared inbox (shared.py), which is the truth.
 
 With `inbox.shared` set, `data add`, `data accept` and `data remove` change the store first
-(`add`, review_shared.accept, `remove`: a store that cannot be reached stores or removes nothing
-here) and this folder second. `sync` then brings the folder in line with the store, using what this
-host has ever seen there (data/.extra.shared.json: image SHA-256 -> the label it last saw):
+(`add`, review_shared.accept, `remove`: an image the store cannot take is not stored or removed
+here either) and this folder second. `sync` then brings the folder in line with the store,
+using what this host has ever seen there (data/.extra.shared.json: image SHA-256 -> the label
+it last saw):
 
     store and here, same label     nothing
     store and here, other label    here as last seen, the store's since changed: the store's

@@ -16,13 +16,13 @@ def open_storage(location: str | Path, role: str = "registry") -> Storage:
     """The backend for `location`: a folder path, a file:// URL or s3://BUCKET/PREFIX (other
     schemes are refused with the list of those supported); `role` names the store in messages."""
     if isinstance(location, Path):
-        return LocalFolder(location)
+        return LocalFolder(location, role)
     try:
         parsed = urlparse(location)
     except ValueError as exc:
         raise RegistryError(f"{role} location {location!r} is not a valid URL: {exc}") from None
     if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # "C:\..." on Windows
-        return LocalFolder(Path(parsed.path if parsed.scheme == "file" else location))
+        return LocalFolder(Path(parsed.path if parsed.scheme == "file" else location), role)
     if parsed.scheme == "s3":
         from mnist_pipeline.registry.s3 import S3Bucket  # boto3: the optional [s3] extra
 

@@ -36,9 +36,10 @@ def _fsync_dir(folder: Path) -> None:
 class LocalFolder(Storage):
     """Objects as files under `root`; a key is a relative path."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, role: str = "registry") -> None:
         self.root = Path(root)
         self.location = str(self.root)
+        self.role = role  # what the folder holds, in messages: "registry", "shared inbox"
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -129,7 +130,7 @@ class LocalFolder(Storage):
             lock.acquire()
         except Timeout:
             raise RegistryError(
-                f"registry {self.location} is busy: lock {path} held for over "
+                f"{self.role} {self.location} is busy: lock {path} held for over "
                 f"{LOCK_TIMEOUT_S:.0f} s by another process"
             ) from None
         try:

@@ -70,8 +70,8 @@ class Lease:
             if now > deadline:
                 holder = found[0].decode(errors="replace")[:200] if found else "?"
                 raise RegistryError(
-                    f"registry {self.store.location} is busy: lease {self.key} held for over "
-                    f"{self.wait_s:.0f} s by {holder}"
+                    f"{self.store.role} {self.store.location} is busy: lease {self.key} held "
+                    f"for over {self.wait_s:.0f} s by {holder}"
                 )
             time.sleep(random.uniform(0.05, 0.2))
 

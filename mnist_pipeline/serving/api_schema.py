@@ -166,7 +166,9 @@ CLAIM = {
 RETRY_AFTER = {"Retry-After": header("seconds to wait", "integer")}
 FEEDBACK_RESPONSES: Responses = {
     200: json_answer("this credential already claimed this label for this image", CLAIM),
-    201: json_answer("a new claim awaits review in data/pending/", CLAIM),
+    201: json_answer(
+        "a new claim awaits review (in data/pending/, or the shared inbox's queue)", CLAIM
+    ),
     401: error(
         "no bearer token, or an unknown, revoked or expired one",
         {"WWW-Authenticate": header('Bearer realm="feedback"')},
