@@ -196,7 +196,8 @@ def last_val_accuracy(history: bytes) -> float:
 
 
 GRID = [{"train.learning_rate": lr} for lr in (0.0003, 0.002, 0.004)]
-FAILING = {"train.val_size": 60_000}  # valid params, but no training image left: train fails
+# valid params, but 2 steps with half of them rising is a rise of one step: train fails
+FAILING = {"train.max_batches_per_epoch": 2, "train.warmup_fraction": 0.5}
 
 
 @pytest.mark.e2e
@@ -265,7 +266,7 @@ def test_sweep_on_two_workers_registers_the_best_by_validation(
     # The failing trial is reported with its reason and left out of the pick.
     failed = result["trials"][-1]
     assert rows[-1] is None and failed["val_accuracy"] is None, failed
-    assert " Failed: " in failed["error"] and "leaves no training images" in failed["error"]
+    assert " Failed: " in failed["error"] and "a warm-up of exactly 1 step" in failed["error"]
     rows = rows[:-1]
     assert all(set(row) == {"val_accuracy", "fingerprint", "state_dict_sha256"} for row in rows)
     accuracies = [row["val_accuracy"] for row in rows]
