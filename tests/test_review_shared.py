@@ -18,7 +18,7 @@ from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.service_params import ServeParams
-from mnist_pipeline.inbox import pending, review_shared, store, sync
+from mnist_pipeline.inbox import pending, review_move, review_shared, store, sync
 from mnist_pipeline.inbox.pending import QuotaExceeded
 from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
 from mnist_pipeline.registry import Registry
@@ -137,6 +137,35 @@ def test_a_claim_object_that_is_not_one_is_never_accepted(location: str, tmp_pat
     assert shared.records() == ({}, {}) and shared.storage.list(key) == [key]
 
 
+def test_a_review_reads_only_the_claims_of_the_images_it_decides(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = SharedInbox(location)
+    shas = [
+        review_shared.submit(shared, digit(tmp_path, 30 + i), f"{i}.png", i, "token:kiosk").sha256
+        for i in range(4)
+    ]
+    review_shared.submit(shared, digit(tmp_path, 30), "0.png", 5, "cli:ann")  # a second claim
+    read_many, asked = shared.storage.read_many, []
+
+    def counted(keys: list[str]) -> list[bytes | None]:
+        asked.extend(keys)
+        return read_many(keys)
+
+    monkeypatch.setattr(shared.storage, "read_many", counted)
+    with pytest.raises(DataError, match="the claims disagree"):
+        review_shared.accept(shared, tmp_path / "extra", [shas[0][:8]], "bob")
+    claims = [k for k in asked if k.startswith(review_shared.REVIEW)]
+    assert len(claims) == 2 and all(shas[0] in k for k in claims)
+    asked.clear()
+    (added,) = review_shared.accept(shared, tmp_path / "extra", [shas[2][:8]], "bob")
+    claims = [k for k in asked if k.startswith(review_shared.REVIEW)]
+    assert added.entry.label == 2 and len(claims) == 1 and shas[2] in claims[0]
+    with pytest.raises(DataError, match="no pending image"):
+        review_shared.queue(shared, ["0123456789"])
+    assert len(review_shared.queue(shared).found) == 3  # the others still wait
+
+
 def test_a_hosts_earlier_quarantine_moves_into_the_store(location: str, tmp_path: Path) -> None:
     folder, inbox = tmp_path / "pending", tmp_path / "extra"
     png = digit(tmp_path, 10)
@@ -144,11 +173,11 @@ def test_a_hosts_earlier_quarantine_moves_into_the_store(location: str, tmp_path
     pending.submit(folder, inbox, png, "x.png", 6, "cli:ann")
     before = pending.items(folder)[0].claims
     shared = SharedInbox(location)
-    assert review_shared.move_local(shared, folder, inbox) == (1, [])
+    assert review_move.move_local(shared, folder, inbox) == (1, [])
     assert pending.items(folder) == [] and list(folder.iterdir()) == []
     (moved,) = review_shared.queue(shared).found
     assert set(moved.claims) == set(before)  # source, label, time and client kept
-    assert review_shared.move_local(shared, folder, inbox) == (0, [])
+    assert review_move.move_local(shared, folder, inbox) == (0, [])
 
 
 def test_the_cli_reviews_the_stores_queue(location: str, tmp_path: Path) -> None:
@@ -299,8 +328,8 @@ def test_a_review_that_lost_its_lease_stops(
     sha = review_shared.submit(shared, png, "x.png", 2, "token:kiosk").sha256
     read = review_shared.queue
 
-    def decided_elsewhere(shared: SharedInbox) -> review_shared.Queue:
-        found = read(shared)
+    def decided_elsewhere(shared: SharedInbox, refs: list[str]) -> review_shared.Queue:
+        found = read(shared, refs)
         for key in found.keys[sha]:  # another reviewer, holding the lease now, rejected it
             shared.storage.delete(key)
         return found
@@ -318,11 +347,11 @@ def test_a_damaged_local_quarantine_stays_where_it_is(location: str, tmp_path: P
     altered = pending.submit(folder, inbox, bad, "b.png", 2, "cli:ann").sha256
     (folder / f"{altered}.png").write_bytes(good)  # its bytes no longer its name
     shared = SharedInbox(location)
-    moved, stayed = review_shared.move_local(shared, folder, inbox)
+    moved, stayed = review_move.move_local(shared, folder, inbox)
     assert moved == 1 and len(stayed) == 1 and "not the SHA-256 it is named by" in stayed[0]
     assert [i.sha256 for i in pending.items(folder)] == [altered]
     (folder / f"{altered}.json").write_text("{half")
-    moved, stayed = review_shared.move_local(shared, folder, inbox)
+    moved, stayed = review_move.move_local(shared, folder, inbox)
     assert moved == 0 and "nothing in" in stayed[0] and len(review_shared.queue(shared).found) == 1
 
 

@@ -15,7 +15,7 @@ from mnist_pipeline.cli.state import console, state, user_name
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
-from mnist_pipeline.inbox import pending, review_shared
+from mnist_pipeline.inbox import pending, review_move, review_shared
 from mnist_pipeline.inbox.shared import SharedInbox, open_shared
 from mnist_pipeline.inbox.store import Added
 
@@ -60,7 +60,7 @@ def _shared_queue(ctx: typer.Context) -> SharedInbox | None:
     st = state(ctx)
     shared = open_shared(st.params().inbox.shared, st.layout)
     if shared is not None:
-        moved, stayed = review_shared.move_local(shared, st.layout.pending, st.layout.inbox)
+        moved, stayed = review_move.move_local(shared, st.layout.pending, st.layout.inbox)
         for why in stayed:
             console.print(f"warning: {why}", markup=False)
         if moved:

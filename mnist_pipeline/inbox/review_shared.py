@@ -15,9 +15,9 @@ every image (here and in the shared inbox) before anything moves, then take one 
 to its end: record the review in the store (naming the claims it decides) and in this host's
 review log, publish the image to the shared inbox, delete exactly the claims read (one that
 arrives meanwhile stays pending), add it here. A review cut short is finished by the next one
-of the same kind, without a second record; one of the other kind is refused. Claims quarantined
-in this host's data/pending/ before the queue moved to the store are moved into it first
-(`move_local`), none lost.
+of the same kind, without a second record; one of the other kind is refused. A review reads the
+claims of the images it decides, not the whole queue. (review_move.py moves a host's earlier
+data/pending/ into the store.)
 Torch-free.
 """
 
@@ -100,9 +100,17 @@ class Queue:
     problems: dict[str, str]
 
 
-def queue(shared: SharedInbox) -> Queue:
-    """Every claim in the store, read at once."""
-    keys = [m.group(0) for m in claim_keys(shared)]
+def queue(shared: SharedInbox, refs: list[str] | None = None) -> Queue:
+    """Every claim in the store, read at once; with `refs` (SHA-256 prefixes, as `accept`
+    takes them) only the claims of the images they name (DataError: one names no image, or
+    several)."""
+    listed = claim_keys(shared)
+    if refs is not None:
+        where = f"{shared.location}/{REVIEW}"
+        named = [Pending(sha, f"{where}{sha}", ()) for sha in sorted({m["sha"] for m in listed})]
+        chosen = {item.sha256 for item in pending.resolve_among(named, refs, where)}
+        listed = [m for m in listed if m["sha"] in chosen]
+    keys = [m.group(0) for m in listed]
     bodies = shared.call(lambda: shared.storage.read_many(keys))
     claims: dict[str, list[Claim]] = defaultdict(list)
     read: dict[str, list[str]] = defaultdict(list)
@@ -144,7 +152,7 @@ def accept(
     chosen_label = None if label is None else store.check_label(label)
     done = []
     with _lease(shared):
-        read = queue(shared)
+        read = queue(shared, refs)
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
         digits, decided = {}, {}
         for item in chosen:
@@ -183,7 +191,7 @@ def reject(shared: SharedInbox, inbox: Path, refs: list[str], who: str) -> list[
     nothing is deleted if a reference is refused, or names claims an accept cut short decided
     (accept them to finish). An image the shared inbox holds stays there: only claims go."""
     with _lease(shared):
-        read = queue(shared)
+        read = queue(shared, refs)
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
         decided = {i.sha256: _decided(shared, i, read.keys[i.sha256], "reject") for i in chosen}
         for item in chosen:
@@ -193,35 +201,6 @@ def reject(shared: SharedInbox, inbox: Path, refs: list[str], who: str) -> list[
                 _record(shared, inbox, keys, pending.review_line(who, "reject", item, None))
             _delete(shared, keys)
     return chosen
-
-
-def move_local(shared: SharedInbox, folder: Path, inbox: Path) -> tuple[int, list[str]]:
-    """Move the claims quarantined in this host's `folder` (data/pending/) into the store, each
-    with its source, time and client, then delete them here: the number of images moved, and
-    why others stayed (a damaged record: none moves; an image that is not its SHA-256 or does
-    not decode: that one stays). A move cut short is finished by the next (claims the store
-    already has are not added twice)."""
-    moved, stayed = 0, []
-    with store.lock(inbox):
-        try:
-            found = pending.items(folder)
-        except pending.BadRecord as exc:
-            return 0, [f"{exc}; nothing in {folder} was moved to the shared inbox's queue"]
-        for item in found:
-            try:
-                data = Path(item.path).read_bytes()
-                for digit in item.labels:
-                    pending.checked(data, item.sha256, str(item.path), digit)
-            except (OSError, DataError) as exc:
-                stayed.append(f"{item.path} stays in {folder}: {exc}")
-                continue
-            for claim in item.claims:
-                name, source, client = str(item.path), claim.source, claim.client
-                submit(shared, data, name, claim.label, source, client, time=claim.time)
-            (folder / f"{item.sha256}.json").unlink(missing_ok=True)
-            Path(item.path).unlink(missing_ok=True)
-            moved += 1
-    return moved, stayed
 
 
 def _parse(key: str, body: bytes) -> tuple[Claim, bytes]:

@@ -1,0 +1,40 @@
+"""A host's earlier review queue (data/pending/, from before `inbox.shared` was set) moved into
+the shared inbox's store, where every host reviews it (review_shared.py). Torch-free."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.inbox import pending, store
+from mnist_pipeline.inbox.review_shared import submit
+from mnist_pipeline.inbox.shared import SharedInbox
+
+
+def move_local(shared: SharedInbox, folder: Path, inbox: Path) -> tuple[int, list[str]]:
+    """Move the claims quarantined in this host's `folder` (data/pending/) into the store, each
+    with its source, time and client, then delete them here: the number of images moved, and
+    why others stayed (a damaged record: none moves; an image that is not its SHA-256 or does
+    not decode: that one stays). A move cut short is finished by the next (claims the store
+    already has are not added twice)."""
+    moved, stayed = 0, []
+    with store.lock(inbox):
+        try:
+            found = pending.items(folder)
+        except pending.BadRecord as exc:
+            return 0, [f"{exc}; nothing in {folder} was moved to the shared inbox's queue"]
+        for item in found:
+            try:
+                data = Path(item.path).read_bytes()
+                for digit in item.labels:
+                    pending.checked(data, item.sha256, str(item.path), digit)
+            except (OSError, DataError) as exc:
+                stayed.append(f"{item.path} stays in {folder}: {exc}")
+                continue
+            for claim in item.claims:
+                name, source, client = str(item.path), claim.source, claim.client
+                submit(shared, data, name, claim.label, source, client, time=claim.time)
+            (folder / f"{item.sha256}.json").unlink(missing_ok=True)
+            Path(item.path).unlink(missing_ok=True)
+            moved += 1
+    return moved, stayed
