@@ -158,12 +158,10 @@ def accept(
         for item in chosen:
             digit = pending.accepted_label(item, chosen_label, inbox)
             pending.checked(read.images[item.sha256], item.sha256, str(item.path), digit)
-            shared_label = _shared_label(shared, item.sha256)
-            if shared_label not in (None, digit):
-                raise store.LabelConflict(
-                    f"{item.sha256[:12]}: labelled {shared_label} in the shared inbox "
-                    f"{shared.location}, not {digit}; nothing was accepted"
-                )
+            try:
+                shared.known(item.sha256, digit)
+            except store.LabelConflict as exc:
+                raise store.LabelConflict(f"{exc}; nothing was accepted") from None
             keys = read.keys[item.sha256]
             decided[item.sha256] = _decided(shared, item, keys, "accept", digit)
             digits[item.sha256] = digit
@@ -228,12 +226,6 @@ def _lease(shared: SharedInbox) -> Iterator[None]:
     with ExitStack() as held:
         shared.call(lambda: held.enter_context(shared.storage.exclusive(LEASE)))
         yield
-
-
-def _shared_label(shared: SharedInbox, digest: str) -> int | None:
-    """The label the shared inbox holds the image under (None: not there)."""
-    found = shared.record(digest)
-    return None if found is None else found.label
 
 
 def _check_still_pending(shared: SharedInbox, item: Pending, keys: list[str]) -> None:

@@ -151,7 +151,7 @@ class SharedInbox:
         already with that label; LabelConflict if it has it with another."""
         digest, label = hashlib.sha256(data).hexdigest(), check_label(label)
         self.identity(create=True)
-        if self._known(digest, label):
+        if self.known(digest, label):
             return False
         key = f"{IMAGES}{digest}.{uuid.uuid4().hex}"  # this publication's own: no record has it
         self.call(lambda: self.storage.create(key, data))
@@ -166,7 +166,7 @@ class SharedInbox:
                 self.call(lambda: self.storage.create(key, data))
             return True
         self.call(lambda: self.storage.delete(key))  # another host's record came first
-        self._known(digest, label)  # same label, or a conflict
+        self.known(digest, label)  # same label, or a conflict
         return False
 
     def identity(self, create: bool = False, fresh: bool = False) -> str | None:
@@ -255,7 +255,7 @@ class SharedInbox:
 
     # ---- helpers
 
-    def _known(self, digest: str, label: int) -> bool:
+    def known(self, digest: str, label: int) -> bool:
         """True when the store holds the image with `label`; LabelConflict with another."""
         found = self.record(digest)
         if found is not None and found.label != label:
