@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
+from mnist_pipeline.cli import models as models_cli
 from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.core.layout import Layout
@@ -126,7 +128,9 @@ def test_a_version_argument_that_is_no_number_is_refused_before_anything_moves(
 def test_history_lists_who_moved_each_alias_and_why(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("COLUMNS", "250")  # the table's rows on one line each
+    # the table's rows on one line each: a console whose width is not the one rich fixed
+    # from COLUMNS when the module was first imported (any earlier test may have done it)
+    monkeypatch.setattr(models_cli, "out", Console(width=250))
     for seed, accuracy in ((1, 0.95), (2, 0.9505)):
         produce(workdir, seed, accuracy)
         assert models(workdir, "register").exit_code == 0
