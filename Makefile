@@ -17,6 +17,10 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 # DVC otherwise starts its analytics daemon (which phones home) on every command.
 export DVC_NO_ANALYTICS ?= 1
 
+# pytest processes for `make test` (pytest-xdist): much of the end-to-end tests' time is waiting
+# on servers, so two processes help even on two cores. TEST_PROCESSES=0 runs in one process.
+TEST_PROCESSES ?= 2
+
 # The Node.js and browser examples' packages (tests/test_*example.py skip without them; CI fails).
 NPM := $(shell command -v npm 2>/dev/null)
 EXAMPLE_DEPS := $(if $(NPM),examples/node/node_modules/.package-lock.json \
@@ -44,7 +48,7 @@ repro: $(STAMP)  ## the same stages as a DVC pipeline: runs only what changed (s
 
 test: $(STAMP) $(EXAMPLE_DEPS)  ## unit + end-to-end tests (real-MNIST tests skip when ../shared/mnist is absent)
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

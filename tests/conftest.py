@@ -27,14 +27,35 @@ from tests.synthetic import make_dataset, write_data_dir, write_mirror
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO_ROOT.parent / "shared" / "mnist"
 IN_CI = os.environ.get("CI") == "true"
+# "gw0", "gw1", ... in the processes of `pytest -n N` (pytest-xdist; `make test` runs two).
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 # The shared real-data run: one short epoch (about 97% accurate), the real stages end to end.
-REAL_TRAIN = {"epochs": 1, "max_batches_per_epoch": 300, "val_size": 1000, "num_threads": 2}
+# One thread beside another pytest process: two 2-thread trainings on 2 cores slow each other
+# many times over (benchmarks/concurrent_training.py).
+REAL_TRAIN = {
+    "epochs": 1,
+    "max_batches_per_epoch": 300,
+    "val_size": 1000,
+    "num_threads": 1 if XDIST_WORKER else 2,
+}
 # Caller metadata of the untrained model's ONNX (export's tests check it comes through).
 UNTRAINED_META = {
     "test_accuracy": "0.9912",
     "training_data_sha256": "ab" * 32,
     "model_version": "7",
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In each process of `pytest -n N`: Prefect state of its own (temporary servers share a
+    SQLite file in PREFECT_HOME otherwise), and OpenMP threads that sleep rather than spin while
+    they wait, so that trainings in the two processes, and in the subprocesses they start, share
+    the cores instead of stalling each other (set before torch is imported; a user's value wins).
+    """
+    if XDIST_WORKER:
+        home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect"))
+        os.environ["PREFECT_HOME"] = str(home / f"pytest-{XDIST_WORKER}")
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(autouse=True, scope="session")
