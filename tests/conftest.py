@@ -79,7 +79,8 @@ def unavailable(reason: str) -> NoReturn:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """e2e implies slow; a test that reaches the real-data run without the e2e mark is an error."""
+    """e2e implies slow; a test that reaches the real-data run without the e2e mark is an error.
+    In `pytest -n N` the slow tests run first."""
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         uses_real_data = {"_real_run", "_real_wide_run", "real_mirror"} & used
@@ -87,6 +88,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             raise pytest.UsageError(f"{item.nodeid} uses real MNIST: mark it @pytest.mark.e2e")
         if item.get_closest_marker("e2e") is not None:
             item.add_marker(pytest.mark.slow)
+    if XDIST_WORKER:
+        # Modules with the longest tests first (each module's tests kept together, for its
+        # module-scoped fixtures), so that no process starts a long test near the end while the
+        # other has nothing left to run; the same order in every process, as pytest-xdist needs.
+        weights: dict[str, int] = {}
+        for item in items:
+            weights[item.module.__name__] = min(weights.get(item.module.__name__, 2), _weight(item))
+        items.sort(key=lambda item: weights[item.module.__name__])
+
+
+def _weight(item: pytest.Item) -> int:
+    """0 for end-to-end tests on real MNIST, 1 for other slow tests, 2 for the rest."""
+    if item.get_closest_marker("e2e") is not None:
+        return 0
+    return 1 if item.get_closest_marker("slow") is not None else 2
 
 
 @pytest.fixture(autouse=True)
