@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.multi_host_noop import lscpu_model
+from benchmarks.machine import lscpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = """

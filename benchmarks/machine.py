@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from pathlib import Path
 
 
@@ -16,3 +17,13 @@ def cpu_name() -> str:
     except OSError:
         pass
     return f"{platform.processor() or platform.machine()} x {os.cpu_count()}"
+
+
+def lscpu_model() -> str:
+    """lscpu's "Model name" (the machine's CPU), or /proc/cpuinfo's where lscpu is missing."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30).stdout
+    except OSError:
+        return cpu_name()
+    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line]
+    return f"{names[0]} x {os.cpu_count()}" if names else cpu_name()

@@ -21,19 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.machine import cpu_name
+from benchmarks.machine import lscpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def lscpu_model() -> str:
-    """lscpu's "Model name" (the machine's CPU), or /proc/cpuinfo's where lscpu is missing."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30).stdout
-    except OSError:
-        return cpu_name()
-    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line]
-    return f"{names[0]} x {os.cpu_count()}" if names else cpu_name()
 
 
 def main() -> None:

@@ -80,7 +80,7 @@ def unavailable(reason: str) -> NoReturn:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """e2e implies slow; a test that reaches the real-data run without the e2e mark is an error.
-    In `pytest -n N` the slow tests run first."""
+    In `pytest -n N` the modules holding end-to-end tests run first, then those with slow ones."""
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         uses_real_data = {"_real_run", "_real_wide_run", "real_mirror"} & used

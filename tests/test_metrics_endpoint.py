@@ -244,10 +244,14 @@ def test_two_workers_are_counted_as_one_server_even_under_scrapes(
                 samples, failed = [], exc
             else:
                 failed = None
-            pids = {s.labels["pid"] for s in samples if s.name == "mnist_serve_model_version"}
-            if len(pids) == 2 and killed not in pids:
+            served = {
+                s.labels["pid"]: s.value for s in samples if s.name == "mnist_serve_model_version"
+            }
+            pids = set(served)
+            # the replacement is shown at 0 from its start, and at 1 once it has loaded
+            if len(pids) == 2 and killed not in pids and set(served.values()) == {1}:
                 break
-            assert time.monotonic() < deadline, f"worker {killed} not replaced: {pids} {failed}"
+            assert time.monotonic() < deadline, f"worker {killed} not replaced: {served} {failed}"
             time.sleep(0.5)
         assert value(samples, "mnist_serve_requests_total", status="200", **predicted) == n
         assert value(samples, "mnist_serve_model_events_total", event="loaded") == 3
