@@ -72,6 +72,26 @@ def test_batches_cover_every_index_once_and_respect_the_cap() -> None:
     assert loop.steps_per_epoch(10, 4, None) == 3 and loop.steps_per_epoch(10, 4, 2) == 2
 
 
+def test_label_smoothing_trains_against_softened_targets() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 10)
+    images, labels = torch.randn(8, 4), torch.arange(8)
+    with torch.no_grad():
+        logits = model(images)
+    losses = []
+    for smoothing in (0.0, 0.2):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # the loss of these weights
+        scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
+        one_batch = (images, labels, iter([torch.arange(8)]))
+        stats = loop.train_epoch(model, optimizer, scheduler, *one_batch, label_smoothing=smoothing)
+        expected = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=smoothing)
+        assert stats.loss == pytest.approx(float(expected))
+        losses.append(stats.loss)
+    assert losses[0] != pytest.approx(losses[1])
+    with pytest.raises(ValueError, match="label_smoothing"):
+        params(label_smoothing=1.0)
+
+
 def test_onecycle_runs_from_learning_rate_to_peak() -> None:
     p = params(epochs=2, learning_rate=0.001, max_learning_rate=0.004)
     model = torch.nn.Linear(2, 2)

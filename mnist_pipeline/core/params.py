@@ -112,6 +112,8 @@ class TrainParams(Section):
     # Fit a temperature on the validation split after training and fold it into the last layer
     # (temperature.py): calibrated probabilities, the same predictions. Needs val_size > 0.
     temperature_scaling: bool = True
+    # Cross-entropy against targets that give this share of each label to all ten classes.
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     augment: AugmentParams = AugmentParams()
 
     @field_validator("adam_betas", mode="before")

@@ -132,13 +132,14 @@ def train_epoch(
     on_batch: Callable[[int, float, float], None] | None = None,
     precision: str = "fp32",
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    label_smoothing: float = 0.0,
 ) -> EpochStats:
     """One pass of Adam + cross-entropy over `batches` (index tensors into images/labels).
 
     `on_batch(batch_images, running_loss, running_accuracy)` is called after every step.
     `precision="bf16"` runs forward and loss under bfloat16 autocast (mixed precision: weights,
     gradients and optimizer state stay float32). `transform` (augmentation) maps each batch of
-    images before the forward pass.
+    images before the forward pass. `label_smoothing` as in `torch.nn.CrossEntropyLoss`.
     """
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
@@ -151,7 +152,7 @@ def train_epoch(
             x = transform(x)
         with torch.autocast(images.device.type, torch.bfloat16, enabled=precision == "bf16"):
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -238,6 +238,7 @@ def train(
                     on_batch,
                     precision,
                     transform,
+                    params.label_smoothing,
                 )
                 val = metrics.score(predict_logits(net, val_images, EVAL_BATCH), val_labels)
             row = {
