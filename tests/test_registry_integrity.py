@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -124,6 +125,33 @@ def test_verify_cross_checks_the_card_against_its_reports(registry: Registry, ma
         "v1: the card's accuracy 0.999 is not metrics.json's 0.95",
         "v2: parity.json checked another model.onnx than the card's",
     ]
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda card: card.update(schema="2"), "card.json has an unknown schema '2'"),
+        (lambda card: card.update(schema=3), "card.json has an unknown schema 3"),
+        (
+            lambda card: card["files"].update({"../x": card["files"]["model.onnx"]}),
+            "card.json lists an invalid file name '../x' in a version",
+        ),
+    ],
+    ids=["schema-string", "schema-unknown", "path-outside"],
+)
+def test_a_resealed_card_of_another_shape_is_one_problem_not_a_crash(
+    registry: Registry, make, edit, problem: str
+) -> None:
+    register_candidate(registry, make(1, accuracy=0.95), PARAMS)
+    register_candidate(registry, make(2, accuracy=0.96), PARAMS)
+    reseal(registry, 1, edit)
+    assert registry.verify() == [f"mnist-cnn v1: {problem}"]
+    with pytest.raises(RegistryError, match=re.escape(problem)):
+        registry.card(1)
+    listed = [(v, card is not None) for v, card, _ in registry.catalogue()]
+    assert listed == [(1, False), (2, True)]  # the other version is listed
+    register_candidate(registry, make(3, accuracy=0.97), PARAMS)  # and registering goes on
+    assert registry.version_numbers() == [1, 2, 3]
 
 
 @pytest.mark.parametrize("bad", [12345, None, "not-a-digest", "A" * 64])

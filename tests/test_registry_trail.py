@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry.signing import Signing
@@ -170,7 +171,7 @@ def test_a_chained_log_cannot_pass_as_a_legacy_one(
     assert registry.verify() == expected
 
 
-def test_require_signature_reports_a_legacy_prefix_until_a_signed_move_covers_it(
+def test_require_signature_refuses_a_legacy_prefix_until_a_signed_move_covers_it(
     tmp_path: Path, make
 ) -> None:
     key, pub = key_pair(tmp_path / "keys")
@@ -178,15 +179,42 @@ def test_require_signature_reports_a_legacy_prefix_until_a_signed_move_covers_it
     signer = Registry(root, MODEL, Signing.load(key, [pub], True))
     moved(signer, make)
     rewrite_events(signer, as_legacy)  # also what rewriting the whole log as legacy looks like
-    assert signer.verify() == [
+    unvouched = (
         "alias events 1-5 are not signed (registry.require_signature): they predate chained "
-        "events, and no signed event after them vouches for them yet"
-    ]
-    assert Registry(root, MODEL, Signing.load(key, [pub], False)).verify() == []
-    signer.promote("production", "production", comment="vouch for the legacy log")
-    assert signer.verify() == []
+        "events, and no signed event after them vouches for them yet: with require_signature "
+        "off, make one move with the signing key"
+    )
+    [problem] = signer.verify()
+    assert problem.startswith(unvouched), problem
+    for read in (lambda: signer.version_of("production"), lambda: signer.promote(1, "staging")):
+        with pytest.raises(RegistryError, match="alias events 1-5 are not signed"):
+            read()  # reads and moves alike follow no unvouched legacy log
+    assert signer.card("2")["version"] == 2  # versions by number stay readable
+    migrating = Registry(root, MODEL, Signing.load(key, [pub], False))
+    assert migrating.verify() == []
+    migrating.promote("production", "production", comment="vouch for the legacy log")
+    assert signer.verify() == [] and signer.version_of("production") == 2
     rewrite_events(signer, lambda ev: [{**ev[0], "reason": "edited"}, *ev[1:]])
     assert any("event 6 does not follow" in p for p in signer.verify())
+
+
+def test_a_log_forged_as_legacy_events_is_not_followed_under_require_signature(
+    tmp_path: Path, make
+) -> None:
+    key, pub = key_pair(tmp_path / "keys")
+    signer = Registry(tmp_path / "registry", MODEL, Signing.load(key, [pub], True))
+    moved(signer, make)
+    assert signer.version_of("production") == 2
+    path = aliases_file(signer)
+    document = json.loads(path.read_text())
+    first = as_legacy(document["events"])[0]  # "register production -> v1", unsigned
+    path.write_text(
+        json.dumps({**document, "aliases": {"production": 1}, "history": {}, "events": [first]})
+    )
+    with pytest.raises(RegistryError, match="alias events 1-1 are not signed"):
+        signer.version_of("production")
+    with pytest.raises(RegistryError, match="alias events 1-1 are not signed"):
+        signer.promote(3, "staging")  # no signed move vouches for the forgery either
 
 
 def test_a_rewritten_and_rehashed_history_fails_only_its_signatures(tmp_path: Path, make) -> None:
@@ -243,3 +271,29 @@ def test_a_move_retried_after_a_conflict_is_chained_to_what_won(
         ("production", "user:me"),
     ]
     assert registry.verify() == []
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda d: d.update(history={"production": 1}), "history.production must be a list"),
+        (lambda d: d.update(aliases={"production": [1]}), "aliases.production must be a version"),
+        (lambda d: d.update(aliases={"production": True}), "aliases.production must be a version"),
+        (lambda d: d["events"].append("promote"), "alias event 6 must be a JSON object"),
+        (lambda d: d["events"][3].update(evidence="x"), "alias event 4 must be a JSON object"),
+    ],
+    ids=["history-scalar", "alias-list", "alias-bool", "event-string", "evidence-string"],
+)
+def test_an_alias_document_of_another_shape_is_refused_by_name(
+    registry: Registry, make, edit, problem: str
+) -> None:
+    moved(registry, make)
+    path = aliases_file(registry)
+    document = json.loads(path.read_text())
+    edit(document)
+    path.write_text(json.dumps(document))
+    for read in (registry.aliases, registry.alias_log, lambda: registry.promote(1, "staging")):
+        with pytest.raises(RegistryError, match=problem):
+            read()
+    [reported] = registry.verify()
+    assert problem in reported and "aliases.json" in reported

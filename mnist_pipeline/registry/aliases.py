@@ -141,7 +141,12 @@ class AliasState:
         self.events.append(trail.chained(self.events, event, self.sign))
 
 
-def _int_map(raw: Any, path: str, key: str) -> None:
+def _is_version(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _int_map(raw: Any, path: str, key: str, lists: bool) -> None:
+    """`raw` maps alias names to a version number (`lists`: to a list of them)."""
     if not isinstance(raw, dict):
         raise RegistryError(f"{path}: {key!r} must be a mapping")
     for alias, value in raw.items():
@@ -149,9 +154,13 @@ def _int_map(raw: Any, path: str, key: str) -> None:
             check_alias(alias)
         except RegistryError as exc:
             raise RegistryError(f"{path}: {exc}") from None
-        values = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
-            raise RegistryError(f"{path}: {key}.{alias} must hold version numbers, got {value!r}")
+        if lists:
+            valid = isinstance(value, list) and all(_is_version(v) for v in value)
+        else:
+            valid = _is_version(value)
+        if not valid:
+            what = "a list of version numbers" if lists else "a version number"
+            raise RegistryError(f"{path}: {key}.{alias} must be {what}, got {value!r}")
 
 
 def parse(data: bytes | None, where: str) -> AliasState:
@@ -166,10 +175,15 @@ def parse(data: bytes | None, where: str) -> AliasState:
         raise RegistryError(f"{where}: top level must be a JSON object")
     aliases, history = raw.get("aliases", {}), raw.get("history", {})
     events, last = raw.get("events", []), raw.get("last_version", 0)
-    _int_map(aliases, where, "aliases")
-    _int_map(history, where, "history")
+    _int_map(aliases, where, "aliases", lists=False)
+    _int_map(history, where, "history", lists=True)
     if not isinstance(events, list) or not isinstance(last, int) or isinstance(last, bool):
         raise RegistryError(f"{where}: 'events' must be a list and 'last_version' an integer")
+    for number, event in enumerate(events, 1):
+        if not isinstance(event, dict) or not isinstance(event.get("evidence") or {}, dict):
+            raise RegistryError(
+                f"{where}: alias event {number} must be a JSON object (its evidence as well)"
+            )
     return AliasState(dict(aliases), {k: list(v) for k, v in history.items()}, events, last)
 
 

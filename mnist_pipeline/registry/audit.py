@@ -60,11 +60,12 @@ def audit(registry: Registry) -> list[str]:
 
 def refuse_forged(registry: Registry, state: AliasState, revision: str) -> str:
     """`revision` if the alias document `state` is safe to follow, else RegistryError. With
-    trusted keys its trail must verify (a legacy prefix aside, so that a signed move can still
-    vouch for it) and lead to its aliases; without them nothing is checked here."""
+    trusted keys its trail must verify (under `require_signature`, a legacy prefix too: a log
+    rewritten as legacy events would otherwise pass) and lead to its aliases; without them
+    nothing is checked here."""
     if not registry.signing.trusted:
         return revision
-    problems = trail.check(state.events, registry.signing, legacy_signed=False)
+    problems = trail.check(state.events, registry.signing)
     problems += trail.mismatches(state.events, state.aliases, state.history)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from mnist_pipeline.core.errors import RegistryError
-from mnist_pipeline.registry.keys import SHA256_RE
+from mnist_pipeline.registry.keys import SHA256_RE, check_relpath
 
 CARD_SCHEMA = 2  # 2: files are content-addressed blobs (1: files inside the version folder)
 SEAL_KEY = "card_sha256"
@@ -70,10 +70,17 @@ def parse_card(data: bytes, name: str, version: int) -> dict[str, Any]:
             f"{label}: card.json was modified after registration "
             "(its card_sha256 seal does not match); refusing to trust it"
         )
+    schema = card.get("schema", 1)
+    if schema not in (1, CARD_SCHEMA) or isinstance(schema, bool):
+        raise RegistryError(f"{label}: card.json has an unknown schema {schema!r}")
     files = card.get("files")
     if not isinstance(files, dict):
         raise RegistryError(f"{label}: card.json has no file table")
     for relpath, sha256 in files.items():  # a re-sealed card could name anything
+        try:
+            check_relpath(relpath)
+        except RegistryError as exc:
+            raise RegistryError(f"{label}: card.json lists an {exc}") from None
         if not (isinstance(sha256, str) and SHA256_RE.fullmatch(sha256)):
             raise RegistryError(f"{label}: card.json lists {relpath!r} without a SHA-256")
     return card

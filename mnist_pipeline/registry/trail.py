@@ -31,6 +31,10 @@ from mnist_pipeline.registry.signing import Signing
 HASH_KEY = "sha256"
 PREV_KEY = "prev_sha256"
 CHAINED_FIELDS = (HASH_KEY, PREV_KEY, SIGNATURE_KEY, "actor", "evidence")  # never in legacy
+_VOUCH = (
+    "with require_signature off, make one move with the signing key (register a version, or "
+    "`models promote` one), then turn it on"
+)
 MOVES = ("register", "promote")  # point an alias at a version; "rollback" pops its history
 Signer = Callable[[dict[str, Any]], dict[str, str] | None]
 
@@ -70,9 +74,9 @@ def chained(events: list[Any], event: dict[str, Any], sign: Signer | None) -> di
     return linked
 
 
-def check(events: list[Any], signing: Signing, legacy_signed: bool = True) -> list[str]:
+def check(events: list[Any], signing: Signing) -> list[str]:
     """Every break of the chain (and, with trusted keys, every bad or missing signature; with
-    `legacy_signed` and `require_signature`, a legacy prefix no signed event vouches for).
+    `require_signature`, a legacy prefix no signed event vouches for).
     Unsigned events before the first signed one (written before signing was turned on) are
     vouched for by that signed event, whose chain covers their content; with none after them
     they are one problem."""
@@ -112,10 +116,10 @@ def check(events: list[Any], signing: Signing, legacy_signed: bool = True) -> li
             vouched = vouched or event.get(SIGNATURE_KEY) is not None
         except RegistryError as exc:
             problems.append(str(exc))
-    if legacy and legacy_signed and signing.required and signing.trusted and not vouched:
+    if legacy and signing.required and signing.trusted and not vouched:
         problems.append(
             f"alias events 1-{legacy} are not signed (registry.require_signature): they predate "
-            "chained events, and no signed event after them vouches for them yet"
+            f"chained events, and no signed event after them vouches for them yet: {_VOUCH}"
         )
     if unsigned and not vouched:
         first, last = unsigned[0], unsigned[-1]
@@ -124,8 +128,7 @@ def check(events: list[Any], signing: Signing, legacy_signed: bool = True) -> li
         which = f"event {first} is" if len(unsigned) == 1 else f"events {span} are"
         problems.append(
             f"alias {which} not signed (registry.require_signature), and no signed event "
-            "vouches for the log yet: with require_signature off, make one move with the "
-            "signing key (register a version, or `models promote` one), then turn it on"
+            f"vouches for the log yet: {_VOUCH}"
         )
     return problems
 
