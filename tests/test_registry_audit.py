@@ -98,3 +98,15 @@ def test_with_trusted_keys_reads_refuse_an_alias_moved_without_an_event(
     assert reader.card("1")["version"] == 1  # versions by number stay readable
     # Without trusted keys the map is followed (verify still reports it).
     assert Registry(root, MODEL).aliases()["production"] == 3
+
+
+@pytest.mark.parametrize("action", ["promote", "register", "rollback"])
+def test_a_note_cannot_record_a_move_that_did_not_happen(
+    registry: Registry, make, action: str
+) -> None:
+    register_candidate(registry, make(1, accuracy=0.98), PARAMS, 0.0)
+    register_candidate(registry, make(2, accuracy=0.97), PARAMS, 0.0)
+    before = registry.alias_log()
+    with pytest.raises(RegistryError, match=f"'{action}' moves an alias"):
+        registry.note(2, "production", action, "noted, not moved")
+    assert registry.alias_log() == before and registry.verify() == []

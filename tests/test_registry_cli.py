@@ -172,13 +172,28 @@ def test_verify_exits_1_listing_problems(workdir: Path) -> None:
     assert "v1: plots/confusion_matrix.png is missing" in result.output
 
 
-def test_list_shows_the_intact_versions_and_marks_a_damaged_one(workdir: Path) -> None:
-    for seed, accuracy in ((1, 0.95), (2, 0.96), (3, 0.97)):
+def registered_with_v2_unreadable(workdir: Path, accuracies: tuple[float, ...]) -> None:
+    """One registered version per accuracy, then v2's card overwritten with broken JSON."""
+    for seed, accuracy in enumerate(accuracies, 1):
         produce(workdir, seed, accuracy)
         assert models(workdir, "register").exit_code == 0
     card = workdir / "registry" / "mnist-cnn" / "v2" / "card.json"
     os.chmod(card, 0o644)
     card.write_text("{not json")
+
+
+def test_verify_of_an_unreadable_card_lists_it_and_does_not_count_garbage(workdir: Path) -> None:
+    registered_with_v2_unreadable(workdir, (0.95, 0.96))
+    result = models(workdir, "verify")
+    assert result.exit_code == 1 and not isinstance(result.exception, RegistryError)
+    assert "mnist-cnn v2 card is not readable JSON" in result.output
+    assert "unreferenced objects not counted: mnist-cnn v2: card.json is unreadable" in (
+        " ".join(result.output.split())
+    )
+
+
+def test_list_shows_the_intact_versions_and_marks_a_damaged_one(workdir: Path) -> None:
+    registered_with_v2_unreadable(workdir, (0.95, 0.96, 0.97))
     result = models(workdir, "list")
     assert result.exit_code == 0, result.output
     rows = {line.split()[1]: line for line in result.output.splitlines() if "│" in line}

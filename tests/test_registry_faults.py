@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
@@ -205,3 +205,24 @@ def test_a_card_the_store_fails_to_give_during_a_replay_is_not_passed_over(
     registry.promote(1, "staging")  # the store answers again: v2's decision is recorded first
     stored = json.loads(registry.storage.read(f"{MODEL}/aliases.json"))
     assert stored["aliases"] == {"production": 2, "staging": 1} and stored["last_version"] == 2
+
+
+def test_a_card_the_store_fails_to_give_stops_a_registration_not_a_listing(
+    registry: Registry, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Passing over a card the store did not give could register its model a second time."""
+    first = make(1, accuracy=0.98)
+    register_candidate(registry, first, PARAMS)
+    register_candidate(registry, make(2, accuracy=0.99), PARAMS)
+    timed_out = StoreError("registry at http://store: read timed out")
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalFolder, "read", read_failing_for("/v1/card.json", timed_out))
+        listed = registry.catalogue()
+        assert [(v, card is not None) for v, card, _ in listed] == [(1, False), (2, True)]
+        assert "read timed out" in str(listed[0][2])
+        with pytest.raises(StoreError, match="read timed out"):
+            register_candidate(registry, first, PARAMS)
+        with pytest.raises(StoreError, match="read timed out"):
+            registry.version_with_fingerprint(registry.card(2)["inputs"])
+    assert registry.version_numbers() == [1, 2]
+    assert register_candidate(registry, first, PARAMS).version == 1  # the store answers: held

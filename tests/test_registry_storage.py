@@ -139,6 +139,10 @@ def test_bad_keys_are_refused(tmp_path: Path, key: str) -> None:
 def test_the_backend_is_chosen_by_scheme(tmp_path: Path) -> None:
     assert isinstance(open_storage(str(tmp_path)), LocalFolder)
     assert open_storage(f"file://{tmp_path}").location == str(tmp_path)
+    spaced = tmp_path / "a b"
+    assert open_storage(f"file://localhost{tmp_path}/a%20b").location == str(spaced)
+    with pytest.raises(RegistryError, match="names host 'srv': a file:// URL names a folder"):
+        open_storage("file://srv/models")
     with pytest.raises(RegistryError, match="unsupported scheme 'gs'"):
         open_storage("gs://bucket/models")
 

@@ -265,9 +265,12 @@ def verify(ctx: typer.Context) -> None:
     """Re-hash every file of every version; exit 1 listing problems."""
     registry = _registry(ctx)
     problems = verify_versions(registry)
+    try:
+        garbage = registry.garbage()
+    except RegistryError as exc:  # an unreadable card: garbage cannot be told apart
+        problems, garbage = [*problems, f"unreferenced objects not counted: {exc}"], []
     for problem in problems:
         err.print(f"[red]problem:[/] {escape(problem)}", highlight=False, soft_wrap=True)
-    garbage = registry.garbage()
     if garbage:
         err.print(
             f"{len(garbage)} unreferenced object(s) left by registrations that did not commit "

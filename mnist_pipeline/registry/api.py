@@ -65,9 +65,12 @@ class Registry:
         """The card of every version, oldest first (RegistryError on a damaged card)."""
         return [self._card(v) for v in self.version_numbers()]
 
-    def catalogue(self) -> list[tuple[int, dict[str, Any] | None, str | None]]:
+    def catalogue(
+        self, strict: bool = False
+    ) -> list[tuple[int, dict[str, Any] | None, str | None]]:
         """(version, card, None) for every version, or (version, None, problem) when its card
-        cannot be trusted: one damaged version does not hide the others."""
+        cannot be trusted: one damaged version does not hide the others. `strict`: a store that
+        does not answer (StoreError) fails the whole, as deciding on part of it would."""
         versions = self.version_numbers()
         card_keys = [keys.card_key(self.name, v) for v in versions]
         try:
@@ -80,6 +83,8 @@ class Registry:
                 data = self.storage.read(card_keys[i]) if stored is None else stored[i]
                 entries.append((version, self._checked_card(version, data)[0], None))
             except RegistryError as exc:
+                if strict and isinstance(exc, StoreError):
+                    raise
                 entries.append((version, None, str(exc)))
         return entries
 
@@ -106,7 +111,7 @@ class Registry:
 
     def version_with_fingerprint(self, sha256: str) -> int | None:
         """The newest intact-card version whose submission carried the inputs hash `sha256`."""
-        for version, card, _ in reversed(self.catalogue()):
+        for version, card, _ in reversed(self.catalogue(strict=True)):
             if card is not None and inputs_of(card) == sha256:
                 return version
         return None

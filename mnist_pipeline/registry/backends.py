@@ -5,7 +5,7 @@ s3://bucket/prefix URL an S3 bucket on the endpoint boto3 is configured for."""
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry.local import LocalFolder
@@ -21,8 +21,15 @@ def open_storage(location: str | Path, role: str = "registry") -> Storage:
         parsed = urlparse(location)
     except ValueError as exc:
         raise RegistryError(f"{role} location {location!r} is not a valid URL: {exc}") from None
-    if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # "C:\..." on Windows
-        return LocalFolder(Path(parsed.path if parsed.scheme == "file" else location), role)
+    if parsed.scheme == "file":  # file:///path or file://localhost/path, percent-decoded
+        if parsed.netloc not in ("", "localhost"):
+            raise RegistryError(
+                f"{role} location {location!r} names host {parsed.netloc!r}: a file:// URL "
+                "names a folder on this machine (file:///path)"
+            )
+        return LocalFolder(Path(unquote(parsed.path)), role)
+    if parsed.scheme == "" or len(parsed.scheme) == 1:  # "C:\..." on Windows
+        return LocalFolder(Path(location), role)
     if parsed.scheme == "s3":
         from mnist_pipeline.registry.s3 import S3Bucket  # boto3: the optional [s3] extra
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import aliases as alias_doc
-from mnist_pipeline.registry import keys
+from mnist_pipeline.registry import keys, trail
 from mnist_pipeline.registry.aliases import PRODUCTION, AliasState, commented, utc_now
 from mnist_pipeline.registry.card import (
     CARD_SCHEMA,
@@ -70,7 +70,7 @@ def register(
         raise RegistryError(f"identity names files the submission lacks: {missing}")
     name = registry.name
     with registry.storage.exclusive(f"{name}/register"):
-        catalogue = registry.catalogue()
+        catalogue = registry.catalogue(strict=True)  # no duplicate for want of an answer
         same = submission.fingerprint if skip_same_inputs else None
         kept = _already_held(catalogue, hashes, submission.identity, same)
         if kept is not None:
@@ -124,6 +124,8 @@ def note(
     (e.g. a proposal rejected); returns the version number."""
     keys.check_alias(alias)
     keys.check_alias(action)  # same shape: lowercase, no separators
+    if action in (*trail.MOVES, "rollback"):
+        raise RegistryError(f"{action!r} moves an alias: promote or roll back instead of noting it")
 
     def record(state: AliasState) -> int:
         target = registry.version_of(version, state)

@@ -36,9 +36,10 @@ def check_name(value: str, what: str) -> str:
 
 
 def check_alias(value: str) -> str:
-    """Like check_name; an alias also may not look like a version reference ("3", "v3")."""
+    """Like check_name; an alias also may not look like a version reference ("3", "v3", or
+    one that parse_ref refuses, "v-1")."""
     check_name(value, "alias")
-    if REF_VERSION_RE.fullmatch(value):
+    if REF_VERSION_RE.fullmatch(value) or SIGNED_VERSION_RE.fullmatch(value):
         raise RegistryError(f"invalid alias {value!r}: it would read as a version number")
     return value
 
