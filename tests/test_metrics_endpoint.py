@@ -227,9 +227,7 @@ def test_two_workers_are_counted_as_one_server_even_under_scrapes(
         assert value(samples, "mnist_serve_images_classified_total", version="1") == 3 * n
         assert value(samples, "mnist_serve_confidence_count", version="1") == 3 * n
         assert value(samples, "mnist_serve_model_events_total", event="loaded") == 2
-        served = {
-            s.labels["pid"]: s.value for s in samples if s.name == "mnist_serve_model_version"
-        }
+        served = served_versions(samples)
         assert set(served) == set(workers) and set(served.values()) == {1}
 
         # A worker killed: uvicorn replaces it; its counts stay, its served version goes.
@@ -244,9 +242,7 @@ def test_two_workers_are_counted_as_one_server_even_under_scrapes(
                 samples, failed = [], exc
             else:
                 failed = None
-            served = {
-                s.labels["pid"]: s.value for s in samples if s.name == "mnist_serve_model_version"
-            }
+            served = served_versions(samples)
             pids = set(served)
             # the replacement is shown at 0 from its start, and at 1 once it has loaded
             if len(pids) == 2 and killed not in pids and set(served.values()) == {1}:
@@ -262,7 +258,7 @@ def test_two_workers_are_counted_as_one_server_even_under_scrapes(
         deadline = time.monotonic() + 60
         while True:
             samples = parse(httpx.get(f"{url}/metrics", timeout=30).text)
-            left = {s.labels["pid"] for s in samples if s.name == "mnist_serve_model_version"}
+            left = set(served_versions(samples))
             if len(left) == 1:
                 break
             assert time.monotonic() < deadline, f"a removed worker is still shown: {left}"
@@ -270,6 +266,11 @@ def test_two_workers_are_counted_as_one_server_even_under_scrapes(
         assert left < pids and parent_of(int(next(iter(left)))) == supervisor
         assert value(samples, "mnist_serve_requests_total", status="200", **predicted) == n
     assert list(temp.glob("mnist-serve-metrics-*")) == []  # removed at exit
+
+
+def served_versions(samples: list[Sample]) -> dict[str, float]:
+    """Each worker's `mnist_serve_model_version` by its pid (0 until it has loaded a model)."""
+    return {s.labels["pid"]: s.value for s in samples if s.name == "mnist_serve_model_version"}
 
 
 def parent_of(pid: int) -> int:
