@@ -69,6 +69,19 @@ def test_claims_are_grouped_per_image_with_duplicates_and_conflicts(tmp_path: Pa
     assert len(pending.items(layout.pending)) == 2 and inbox.entries(layout.inbox) == []
 
 
+def test_a_sidecar_write_left_half_done_hides_no_pending_image(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    a, b = (p.read_bytes() for p in sevens(tmp_path / "in", 2))
+    first = pending.submit(layout.pending, layout.inbox, a, "a.png", 7, "token:alice")
+    # what a process killed while writing the next sidecar leaves (core/atomic.py's temp name)
+    (layout.pending / f".{first.sha256}.json.k1ll3d.tmp.json").write_text('{"sha256": ')
+    assert [i.sha256 for i in pending.items(layout.pending)] == [first.sha256]
+    second = pending.submit(layout.pending, layout.inbox, b, "b.png", 7, "token:alice")
+    accepted = pending.accept(layout.pending, layout.inbox, [second.sha256], "user:carol")
+    assert [a.entry.sha256 for a in accepted] == [second.sha256]
+    assert [i.sha256 for i in pending.items(layout.pending)] == [first.sha256]
+
+
 def test_accept_and_reject_move_atomically_and_are_logged(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
     a, b, c = (p.read_bytes() for p in sevens(tmp_path / "in", 3))

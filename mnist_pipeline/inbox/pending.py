@@ -108,7 +108,8 @@ def items(folder: Path) -> list[Pending]:
     """Every pending image, by SHA-256 (a sidecar whose image is gone is skipped); BadRecord
     for a sidecar that is not one `submit` writes."""
     found = []
-    for sidecar in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+    # not ".<name>.json.<random>.tmp.json": a write in progress, or one a killed process left
+    for sidecar in sorted(folder.glob("[!.]*.json")) if folder.is_dir() else []:
         try:
             record = json.loads(sidecar.read_text(encoding="utf-8"))
             image = folder / Path(record["file"]).name
