@@ -319,6 +319,10 @@ def test_feedback_needs_a_token_and_lands_in_pending_not_the_inbox(
     too_big = feedback_api(registry, project, max_upload_bytes=len(digit) // 2)
     response = too_big.post("/feedback", headers=alice, **send)
     assert response.status_code == 413 and len(pending.items(layout.pending)) == 1
+    few_pixels = feedback_api(registry, project, max_pixels=100)  # as for /predict
+    response = few_pixels.post("/feedback", headers=alice, **send)
+    assert response.status_code == 422 and "more than the limit of 100" in response.json()["error"]
+    assert len(pending.items(layout.pending)) == 1
 
 
 def test_feedback_is_rate_limited_and_capped_per_credential(

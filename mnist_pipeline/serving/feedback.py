@@ -32,6 +32,7 @@ from starlette.datastructures import UploadFile
 
 from mnist_pipeline.core.contract import CLASS_LABELS
 from mnist_pipeline.core.errors import DataError, describe_os_error
+from mnist_pipeline.data.preprocess import MAX_PIXELS, ImageError, decode_grey
 from mnist_pipeline.inbox import pending, review_shared
 from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
 from mnist_pipeline.serving import api_schema
@@ -57,6 +58,7 @@ class Feedback:
     limiter: RateLimiter
     quota: int
     shared: str | None = None  # inbox.shared, resolved: the queue is the store's (review_shared)
+    max_pixels: int = MAX_PIXELS  # serve.max_pixels, as for /predict (from the image's header)
 
     @cached_property
     def store(self) -> SharedInbox:
@@ -69,6 +71,10 @@ class Feedback:
         self, data: bytes, name: str, label: str, source: str, client: str | None
     ) -> pending.Submitted:
         """Quarantine one claim: in data/pending/, or in the shared inbox's store."""
+        try:  # serve.max_pixels before any decoding (the inbox's own limit is far higher)
+            decode_grey(data, name, self.max_pixels)
+        except ImageError as exc:
+            raise DataError(str(exc)) from None
         if self.shared is not None:
             return review_shared.submit(self.store, data, name, label, source, client, self.quota)
         args = (self.pending, self.inbox, data, name, label, source, client, self.quota)

@@ -61,7 +61,15 @@ def feedback_of(serve: ServeParams, layout: Layout, shared: str | None = None) -
         return None
     limiter = RateLimiter(serve.feedback_rate_per_minute)
     store = None if shared is None else str(layout.registry_root(shared))
-    return Feedback(layout.inbox, layout.pending, credentials, limiter, serve.feedback_quota, store)
+    return Feedback(
+        layout.inbox,
+        layout.pending,
+        credentials,
+        limiter,
+        serve.feedback_quota,
+        store,
+        max_pixels=serve.max_pixels,
+    )
 
 
 def app_from_env() -> FastAPI:
