@@ -190,3 +190,42 @@ def test_ingest_takes_the_pending_count_for_the_retraining_trigger(tmp_path: Pat
     inbox_events.write_pending(layout.inbox, 3)  # as `data add` left it, below the minimum
     ingest(IngestParams(), layout)
     assert inbox_events.read_pending(layout.inbox) == 0  # being trained on: no longer new
+
+
+def test_a_failed_ingest_changes_no_output_and_keeps_the_pending_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnist_pipeline.inbox import events as inbox_events
+    from mnist_pipeline.inbox import ingest as ingest_module
+
+    layout = Layout(tmp_path)
+    fill_inbox(layout, range(6))
+    ingest(IngestParams(holdout_percent=50), layout)
+    before = {p.name: p.read_bytes() for p in layout.extra_dir.iterdir()}
+    fill_inbox(layout, range(6, 12))
+    inbox_events.write_pending(layout.inbox, 6)
+    write = Path.write_bytes
+
+    def disk_full_at_the_last_labels(path: Path, data: bytes) -> int:
+        if extra.labels_file("holdout") in path.name:
+            raise OSError(28, "No space left on device")
+        return write(path, data)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "write_bytes", disk_full_at_the_last_labels)
+        with pytest.raises(OSError, match="No space left"):
+            ingest(IngestParams(holdout_percent=50), layout)
+    after = {p.name: p.read_bytes() for p in layout.extra_dir.iterdir()}
+    assert after == before  # no new images beside old labels, no temp file left
+    assert inbox_events.read_pending(layout.inbox) == 6  # still counted for the trigger
+
+    real_write_many = ingest_module.write_many
+
+    def added_meanwhile(files: dict[Path, bytes]) -> None:  # a `data add` while ingest writes
+        inbox_events.count_here(layout.inbox)(2, None)
+        real_write_many(files)
+
+    monkeypatch.setattr(ingest_module, "write_many", added_meanwhile)
+    result = ingest(IngestParams(holdout_percent=50), layout)
+    assert sum(result.counts.values()) == 12
+    assert inbox_events.read_pending(layout.inbox) == 2  # only what ingest did not read

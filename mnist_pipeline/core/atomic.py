@@ -92,9 +92,22 @@ def write_text(target: Path | str, text: str) -> None:
     write_bytes(target, text.encode("utf-8"))
 
 
+def json_bytes(obj: Any) -> bytes:
+    """`obj` as the project writes JSON files: indented, with a trailing newline."""
+    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8")
+
+
 def write_json(target: Path | str, obj: Any) -> None:
     """Atomically write `obj` as indented JSON with a trailing newline."""
-    write_text(target, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_bytes(target, json_bytes(obj))
+
+
+def write_many(files: dict[Path, bytes]) -> None:
+    """Write every file to a temp path, then rename them onto their targets in the order given
+    (the last last: a record naming the others); a failure while writing touches none."""
+    with atomic_paths(*files) as temps:
+        for tmp, data in zip(temps, files.values(), strict=True):
+            tmp.write_bytes(data)
 
 
 def write_with(target: Path | str, writer: Callable[[Path], None]) -> None:

@@ -1,7 +1,8 @@
 """New labelled digits start a retraining: `data add` tells a Prefect server when enough arrived.
 
 Every `data add` counts the images it stored as pending, in data/.extra.pending.json (beside the
-inbox, so DVC does not hash it); ingest, which reads them for training, sets the count to 0.
+inbox, so DVC does not hash it); ingest, which reads them for training, takes away the count it
+read once its outputs are written (a failed ingest leaves it).
 With a Prefect server configured (`PREFECT_API_URL`) and at least `schedule.min_new_images`
 pending, `data add` emits one event, `mnist-pipeline.inbox.changed`, on the resource
 `mnist-pipeline.inbox.<model name>`, with the pending count, the inbox's size and its content
@@ -69,6 +70,13 @@ async def _emit(event: str, resource: dict[str, str], payload: dict[str, Any]) -
 def write_pending(inbox: Path, pending: int) -> None:
     """Record `pending` (the caller holds the inbox's lock)."""
     write_json(pending_file(inbox), {"pending": pending})
+
+
+def take_pending(inbox: Path, taken: int) -> None:
+    """Ingest used the `taken` images counted pending when it read the inbox: what `data add`
+    counted since stays pending."""
+    with lock(inbox):
+        write_pending(inbox, max(0, read_pending(inbox) - taken))
 
 
 def count_here(inbox: Path) -> PendingCount:

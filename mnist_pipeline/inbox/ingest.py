@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.core.atomic import check_writable, write_bytes, write_json
+from mnist_pipeline.core.atomic import check_writable, json_bytes, write_many
 from mnist_pipeline.core.contract import NUM_CLASSES
 from mnist_pipeline.core.errors import describe_os_error
 from mnist_pipeline.core.layout import Layout
@@ -97,12 +97,13 @@ class Collected:
     rejected: dict[str, str]  # source -> reason
     duplicates: dict[str, str]  # source -> the source kept instead
     inbox_sha256: str
+    pending: int  # the retraining trigger's count when the inbox was read (events.py)
 
 
 def collect(folder: Path, holdout_percent: int) -> Collected:
     """Read and check every file of the inbox at `folder`, under its lock (no `data add` or
     `data remove` meanwhile); each file is read once, and hashed and preprocessed from those
-    bytes. The images read are no longer pending for the retraining trigger (inbox_events)."""
+    bytes, with the retraining trigger's pending count then (inbox_events)."""
     with inbox.lock(folder):
         found, misplaced = inbox.listing(folder)  # hashed below, from the bytes read
         rejected = {
@@ -121,7 +122,7 @@ def collect(folder: Path, holdout_percent: int) -> Collected:
                 rejected[source] = describe_os_error(exc)
                 continue
             read.append((label, source, data, hashlib.sha256(data).hexdigest()))
-        inbox_events.write_pending(folder, 0)
+        pending = inbox_events.read_pending(folder)
     labels_of: dict[str, set[int]] = defaultdict(set)
     for label, _, _, sha in read:
         labels_of[sha].add(label)
@@ -142,7 +143,8 @@ def collect(folder: Path, holdout_percent: int) -> Collected:
             accepted[sha] = Accepted(sha, label, source, split, pixels)
     ordered = sorted(accepted.values(), key=lambda a: (a.split, a.sha256))
     pairs = [inbox.Entry(label, folder / source, sha) for label, source, _, sha in read]
-    return Collected(ordered, dict(sorted(rejected.items())), duplicates, inbox.inbox_sha256(pairs))
+    sha256 = inbox.inbox_sha256(pairs)
+    return Collected(ordered, dict(sorted(rejected.items())), duplicates, sha256, pending)
 
 
 def ingest(params: IngestParams, layout: Layout) -> IngestResult:
@@ -151,18 +153,19 @@ def ingest(params: IngestParams, layout: Layout) -> IngestResult:
     tracked.check_inbox(layout.project, layout.inbox)  # never an empty ingest in its place
     collected = collect(layout.inbox, params.holdout_percent)
     accepted = collected.accepted
-    manifest = []
+    manifest, files = [], {}
     for split in extra.SPLITS:
         chosen = [a for a in accepted if a.split == split]
         images = np.stack([a.pixels for a in chosen]) if chosen else extra.Split.empty().images
         labels = np.array([a.label for a in chosen], dtype=np.uint8)
-        write_bytes(layout.extra_dir / extra.images_file(split), idx.encode_idx(images))
-        write_bytes(layout.extra_dir / extra.labels_file(split), idx.encode_idx(labels))
+        files[layout.extra_dir / extra.images_file(split)] = idx.encode_idx(images)
+        files[layout.extra_dir / extra.labels_file(split)] = idx.encode_idx(labels)
         manifest += [
             {"sha256": a.sha256, "label": a.label, "source": a.source, "split": split, "index": i}
             for i, a in enumerate(chosen)
         ]
-    write_json(layout.extra_dir / extra.MANIFEST_FILE, manifest)
+    files[layout.extra_dir / extra.MANIFEST_FILE] = json_bytes(manifest)
+    write_many(files)  # all written before any replaces the last ingest's (images with labels)
     counts = {split: sum(a.split == split for a in accepted) for split in extra.SPLITS}
     result = IngestResult(
         counts=counts,
@@ -173,6 +176,7 @@ def ingest(params: IngestParams, layout: Layout) -> IngestResult:
         report_path=layout.ingest_report,
     )
     report(result, accepted, params).write(layout.ingest_report)
+    inbox_events.take_pending(layout.inbox, collected.pending)
     return result
 
 
