@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -98,6 +99,42 @@ def test_metrics_count_requests_images_and_model_events(registry: Registry) -> N
     events = "mnist_serve_model_events_total"
     assert [value(samples, events, event=e) for e in ("loaded", "swapped", "refused")] == [1, 2, 1]
     assert value(samples, "mnist_serve_model_version") == 1
+
+
+@pytest.mark.parametrize("kind", ["image/png", "application/json", "multipart/form-data"])
+def test_a_client_gone_mid_upload_is_a_499_not_a_server_error(registry: Registry, kind) -> None:
+    api, _ = client(registry)
+    headers = [(b"content-type", f"{kind}; boundary=b".encode()), (b"content-length", b"9999")]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/predict",
+        "raw_path": b"/predict",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    arrived = [{"type": "http.request", "body": b"--b\r\n", "more_body": True}]
+
+    async def receive() -> dict:  # part of the body, then the client is gone
+        return arrived.pop() if arrived else {"type": "http.disconnect"}
+
+    started: list[int] = []
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            started.append(message["status"])
+
+    asyncio.run(api.app(scope, receive, send))  # raises nothing: no "Exception in ASGI app"
+    assert started == [499]
+    samples = parse(api.get("/metrics").text)
+    assert value(samples, "mnist_serve_requests_total", endpoint="/predict", status="499") == 1
+    assert value(samples, "mnist_serve_requests_total", status="500") == 0
 
 
 def test_metrics_count_stored_feedback_by_outcome_and_label(

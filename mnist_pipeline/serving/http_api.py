@@ -30,9 +30,10 @@ import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mnist_pipeline.core.contract import IMAGE_SIZE, NUM_CLASSES
@@ -48,6 +49,9 @@ from mnist_pipeline.serving.served_model import ServedModel
 if TYPE_CHECKING:  # feedback.py imports this module
     from mnist_pipeline.serving.challenger import Challenger
     from mnist_pipeline.serving.feedback import Feedback
+
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before the answer (metrics, logs)
 
 
 class ClientError(Exception):
@@ -214,6 +218,10 @@ def create_app(
     @app.exception_handler(HTTPException)  # 404, 405 (with Allow): the same JSON shape
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(ClientDisconnect)  # gone mid-upload: counted as 499, not a 500
+    async def gone(_: Request, __: ClientDisconnect) -> Response:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(RequestValidationError)  # a bad query parameter: 422, named
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
