@@ -459,6 +459,45 @@ def test_feedback_waiting_for_the_inbox_lock_does_not_stall_predict(
     assert answers == [201] and len(pending.items(layout.pending)) == 1
 
 
+def test_the_probes_answer_while_every_worker_thread_is_taken(registry: Registry) -> None:
+    """Slow requests in the worker threads (/feedback waiting on the inbox's lock) must not
+    make the liveness and readiness probes time out."""
+    import threading
+
+    import anyio.to_thread
+
+    served = ServedModel(registry, "production")
+    served.refresh()
+    holder = object()
+    with TestClient(create_app(served, ServeParams())) as api:
+
+        def take_every_thread() -> None:
+            limiter = anyio.to_thread.current_default_thread_limiter()
+            limiter.total_tokens = 1
+            limiter.acquire_on_behalf_of_nowait(holder)
+
+        def give_back() -> None:
+            limiter = anyio.to_thread.current_default_thread_limiter()
+            limiter.release_on_behalf_of(holder)
+            limiter.total_tokens = 40
+
+        api.portal.call(take_every_thread)
+        answers: dict[str, int] = {}
+
+        def probe() -> None:
+            for path in ("/healthz", "/readyz"):
+                answers[path] = api.get(path).status_code
+
+        prober = threading.Thread(target=probe, daemon=True)
+        prober.start()
+        prober.join(timeout=10)
+        while_taken = dict(answers)
+        api.portal.call(give_back)
+        prober.join(timeout=10)
+        assert while_taken == {"/healthz": 200, "/readyz": 200}
+        assert api.get("/model").status_code == 200  # a worker thread's route, once one is free
+
+
 def test_without_credentials_there_is_no_feedback_route(
     registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

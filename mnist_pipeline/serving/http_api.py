@@ -228,12 +228,14 @@ def create_app(
         problems = [f"{' '.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
         return JSONResponse({"error": "; ".join(problems)}, status_code=422)
 
+    # The probes run on the event loop: in the worker threads they would wait behind slow
+    # requests there (/feedback waiting on the inbox's lock), and a busy server would be killed.
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", responses=api_schema.READYZ_RESPONSES)
-    def readyz() -> JSONResponse:
+    async def readyz() -> JSONResponse:
         status = served.status()
         ready = status["model"] is not None
         body = {
