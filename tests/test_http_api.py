@@ -93,11 +93,18 @@ def test_bad_requests_are_4xx_json_naming_the_problem(registry: Registry, tmp_pa
     digit = png(draw_digit(tmp_path / "3.png", 3))
     big = io.BytesIO()
     Image.new("L", (200, 200), 255).save(big, format="PNG")  # 40,000 pixels, a small file
+    half = io.BytesIO()
+    Image.new("L", (150, 150), 255).save(half, format="PNG")  # 22,500: two are over 35,000
     cases = [
         (dict(content=b"hi", headers={"content-type": "text/plain"}), 415, "unsupported content"),
         (dict(files=[("files", ("x.png", b"not an image"))]), 422, "x.png: not a recognised"),
         (dict(files=[("files", ("t.png", digit[:200]))]), 422, "t.png: cannot read or decode"),
         (dict(files=[("files", ("big.png", big.getvalue()))]), 422, "more than the limit of"),
+        (
+            dict(files=[("files", (f"h{i}.png", half.getvalue())) for i in range(2)]),
+            422,
+            "h1.png: the request's images have 45,000+ pixels together, more than serve.max_p",
+        ),
         (dict(files=[("files", (f"{i}.png", digit)) for i in range(4)]), 422, "over serve.max_b"),
         (dict(files=[("other", ("a.png", digit))]), 422, "no image: send multipart field"),
         (dict(content=b"{", headers={"content-type": "application/json"}), 422, "not valid JSON"),

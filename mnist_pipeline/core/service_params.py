@@ -105,7 +105,7 @@ class ServeParams(Section):
     # With PREFECT_API_URL set: also check at once on each `mnist.alias.moved` event.
     follow_events: bool = True
     max_upload_bytes: int = Field(default=4_000_000, ge=1)  # one request's body
-    max_pixels: int = Field(default=4_000_000, ge=1)  # one uploaded image, from its header
+    max_pixels: int = Field(default=4_000_000, ge=1)  # one request's images, from their headers
     max_batch: int = Field(default=256, ge=1, le=10_000)  # images in one request
     top_k: int = Field(default=3, ge=1, le=10)  # probabilities returned per image by default
     # Web pages on these origins may call the API from a browser (CORS), e.g. examples/web.

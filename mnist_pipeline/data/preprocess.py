@@ -45,6 +45,8 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -107,21 +109,23 @@ def decode_grey(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndar
     return _decode(io.BytesIO(data), name, max_pixels)
 
 
-def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> np.ndarray:
+def header_pixels(data: bytes, name: str) -> int:
+    """Width x height of an image held in memory, from its header (nothing decoded)."""
+    with _opened(io.BytesIO(data), name) as image:
+        width, height = image.size
+    return width * height
+
+
+@contextmanager
+def _opened(source: Path | io.BytesIO, name: str) -> Iterator[Image.Image]:
+    """The image at `source`, opened lazily; any failure, then or while it is used, is one
+    ImageError starting with `name`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(source)
         with image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(
-                    f"{name}: {width}x{height} is {width * height:,} pixels, more than the "
-                    f"limit of {max_pixels:,} (possible decompression bomb)"
-                )
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return _to_grey(image)
+            yield image
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -130,6 +134,18 @@ def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> np.ndarray
         raise ImageError(
             f"{name}: cannot read or decode image ({type(exc).__name__}: {exc})"
         ) from None
+
+
+def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> np.ndarray:
+    with _opened(source, name) as image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(
+                f"{name}: {width}x{height} is {width * height:,} pixels, more than the "
+                f"limit of {max_pixels:,} (possible decompression bomb)"
+            )
+        image.load()
+        return _to_grey(ImageOps.exif_transpose(image))
 
 
 def _border(grey: np.ndarray) -> np.ndarray:

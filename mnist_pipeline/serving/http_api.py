@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mnist_pipeline.core.contract import IMAGE_SIZE, NUM_CLASSES
 from mnist_pipeline.core.service_params import ServeParams
-from mnist_pipeline.data.preprocess import ImageError, preprocess_bytes
+from mnist_pipeline.data.preprocess import ImageError, header_pixels, preprocess_bytes
 from mnist_pipeline.serving import api_schema, model_files
 from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
 from mnist_pipeline.serving.drift import DriftMonitor
@@ -172,6 +172,14 @@ def digits_from_files(files: list[tuple[str, bytes]], limits: ServeParams) -> np
     if len(files) > limits.max_batch:
         raise ClientError(422, f"{len(files)} images, over serve.max_batch ({limits.max_batch})")
     try:
+        total = 0  # all of a request's images within serve.max_pixels, before any is decoded
+        for name, data in files:
+            total += header_pixels(data, name)
+            if total > limits.max_pixels and len(files) > 1:
+                raise ImageError(
+                    f"{name}: the request's images have {total:,}+ pixels together, more than "
+                    f"serve.max_pixels ({limits.max_pixels:,})"
+                )
         return np.stack([preprocess_bytes(data, name, limits.max_pixels) for name, data in files])
     except ImageError as exc:
         raise ClientError(422, str(exc)) from None
