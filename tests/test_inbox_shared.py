@@ -264,3 +264,42 @@ def test_a_damaged_record_of_what_was_seen_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"cannot read .*\.extra\.shared\.json: .*delete it"):
         sync.sync(shared, inbox, "test")
     assert sync.base_file(inbox).read_text() == "{half"  # left for the operator to look at
+
+
+def test_a_sync_cut_short_or_a_relabel_that_failed_here_is_followed_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "store").mkdir()
+    shared = SharedInbox(str(tmp_path / "store"))
+    a, b = tmp_path / "a" / "extra", tmp_path / "b" / "extra"
+    first = sync.add(shared, a, digit(tmp_path, 1), "one.png", 3, "test").entry
+    second = sync.add(shared, a, digit(tmp_path, 2), "two.png", 4, "test").entry
+    take = sync.incoming.take
+    went_away = StoreUnavailable("shared inbox: the store stopped answering")
+
+    def store_gone_after_one(shared, inbox, sha, record, staged) -> None:
+        if store.entries(inbox):
+            raise went_away
+        take(shared, inbox, sha, record, staged)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sync.incoming, "take", store_gone_after_one)
+        with pytest.raises(StoreUnavailable):
+            sync.sync(shared, b, "test")
+    (got,) = store.entries(b)  # one image arrived before the store went away
+    sync.remove(shared, a, [got.sha256])  # then it is removed on a
+    again = sync.sync(shared, b, "test")
+    assert again.deleted_here == [got.sha256] and not again.published  # not published again
+    assert labels(b) == labels(a)
+
+    kept = next(e for e in (first, second) if e.sha256 != got.sha256)
+    png = kept.path.read_bytes()
+    sync.remove(shared, a, [kept.sha256])  # relabelled on a: 7 now
+    relabelled = sync.add(shared, a, png, "again.png", 7, "test").entry
+    with monkeypatch.context() as patch:
+        patch.setattr(sync.incoming, "take", lambda *_: (_ for _ in ()).throw(OSError(28, "full")))
+        failed = sync.sync(shared, b, "test")
+    assert kept.sha256 in failed.problems and labels(b) == [(kept.label, kept.sha256)]
+    followed = sync.sync(shared, b, "test")  # the relabel still reads as made elsewhere
+    assert followed.downloaded == [kept.sha256] and not followed.conflicts
+    assert labels(b) == labels(a) == [(7, relabelled.sha256)]

@@ -197,17 +197,35 @@ def sync(shared: SharedInbox, inbox: Path, by: str) -> SyncResult:
                 result.problems[str(path)] = describe_os_error(exc)
                 continue
             here[sha].append(store.Entry(label, path, sha))
-        for sha in sorted((remote.keys() | here.keys()) - result.problems.keys()):
-            local = here.get(sha, [])
-            _sync_one(shared, inbox, sha, remote.get(sha), local, seen, by, result, staged)
-        now = {sha: r.label for sha, r in remote.items()}
-        note_seen(inbox, shared, now | {sha: here[sha][0].label for sha in result.published})
+        done: set[str] = set()
+        try:
+            for sha in sorted((remote.keys() | here.keys()) - result.problems.keys()):
+                local = here.get(sha, [])
+                _sync_one(shared, inbox, sha, remote.get(sha), local, seen, by, result, staged)
+                done.add(sha)
+        finally:  # also when the store goes away midway: what was synced counts as seen
+            note_seen(inbox, shared, _seen_after(remote, here, result, done))
         incoming.clear(inbox)
     try:  # housekeeping: a store gone by now, or a full disk here, fails no sync
         orphans.collect(shared, inbox, remote, set(result.problems), started)
     except (StoreUnavailable, OSError) as exc:
         result.warnings.append(f"leftover bytes not collected: {exc}")
     return result
+
+
+def _seen_after(
+    remote: dict[str, Record],
+    here: dict[str, list[store.Entry]],
+    result: SyncResult,
+    done: set[str],
+) -> dict[str, int]:
+    """What a sync that synced the images `done` adds to what this host has seen: each one's
+    label in the store (or as published from here). An image left with a problem, or not
+    reached, adds nothing: what was seen of it before stays, so a relabel made elsewhere that
+    failed to arrive here is still followed by the next sync, not taken for a conflict."""
+    synced = done - result.problems.keys()
+    seen = {sha: remote[sha].label for sha in synced if sha in remote}
+    return seen | {sha: here[sha][0].label for sha in result.published}
 
 
 def _read_store(shared: SharedInbox) -> tuple[dict[str, Record], dict[str, str]]:
