@@ -95,6 +95,21 @@ def test_evaluation_scores_the_extra_holdout_and_can_gate_on_it(
     gate.extra_passed(without, "metrics.json", 1.0)  # no holdout: nothing to judge
 
 
+def test_digits_ingested_after_training_are_not_scored_as_its_holdout(
+    with_inbox: Layout, tiny_params: Params
+) -> None:
+    """A larger holdout share after training moves digits it learnt from into the holdout."""
+    layout = with_inbox
+    train(tiny_params.model, tiny_params.train, layout)
+    ingest(IngestParams(holdout_percent=80), layout)
+    with pytest.raises(GateError, match=r"is not what .*model.json was trained with .* train`"):
+        evaluate(tiny_params.model, tiny_params.evaluate, layout)
+    assert not layout.metrics.exists()
+    ingest(IngestParams(holdout_percent=50), layout)  # the same digits again: scored
+    evaluate(tiny_params.model, tiny_params.evaluate, layout)
+    assert json.loads(layout.metrics.read_text())["extra"]["total"] > 0
+
+
 def test_without_a_holdout_there_is_no_extra_score_or_stale_plot(
     tmp_path: Path, tiny_data_dir: Path, tiny_params: Params
 ) -> None:

@@ -93,8 +93,9 @@ def write_plots(images: torch.Tensor, scores: scoring.Scores, layout: Layout) ->
 
 
 def check_trained(layout: Layout, weights_sha256: str) -> None:
-    """GateError unless the training record names these weights and the history beside them:
-    otherwise a training stopped between its writes (or the files came from elsewhere)."""
+    """GateError unless the training record names these weights and the history beside them
+    (otherwise a training stopped between its writes, or the files came from elsewhere), and
+    the ingested digits it trained with are still those in layout.extra_dir."""
     record = read_report(TrainRecord, layout.train_record, "train")
     where = str(layout.train_record)
     made_from(record.state_dict_sha256, weights_sha256, where, "model.pt", "train")
@@ -105,6 +106,12 @@ def check_trained(layout: Layout, weights_sha256: str) -> None:
                 f"{history} is missing but {where} records it: run `mnist-pipeline train`"
             )
         made_from(record.history_sha256, file_sha256(history), where, history.name, "train")
+    trained_on = record.fingerprint.extra_sha256
+    if trained_on not in (extra.NO_EXTRA_SHA256, extra.extra_sha256(layout.extra_dir)):
+        raise GateError(
+            f"{layout.extra_dir} is not what {where} was trained with (ingested since?): its "
+            "holdout could hold digits the model learnt from; run `mnist-pipeline train`"
+        )
 
 
 def written_outputs(layout: Layout) -> dict[str, str]:
