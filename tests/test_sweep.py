@@ -35,11 +35,11 @@ WORKERS = ("sweep-1", "sweep-2")
 
 
 def test_check_grid_gives_each_config_its_params(tiny_workdir: Path) -> None:
-    grid = [{"train.learning_rate": 0.002}, {}, {"train.seed": 7, "model.arch": "wide"}]
+    grid = [{"train.learning_rate": 0.002}, {}, {"train.epochs": 7, "model.arch": "wide"}]
     checked = check_grid(grid, tiny_workdir / "params.yaml")
     assert [config for config, _ in checked] == grid
     assert [p.train.learning_rate for _, p in checked] == [0.002, 0.001, 0.001]
-    assert checked[2][1].train.seed == 7 and checked[2][1].model.arch == "wide"
+    assert checked[2][1].train.epochs == 7 and checked[2][1].model.arch == "wide"
     assert checked[1][1].train.val_size == 32  # the rest from the params file
 
 
@@ -59,6 +59,12 @@ def test_check_grid_gives_each_config_its_params(tiny_workdir: Path) -> None:
         ([{"model.arch": "huge"}], r"sweep grid\[0\]: .*model.arch: Input should be 'classic'"),
         ([{"train.val_size": 0, "train.temperature_scaling": False}], r"train.val_size is 0"),
         ([{}, {"train.seed": 1}], r"sweep grid\[1\]: trains the same as grid\[0\]"),
+        (
+            [{}, {"train.seed": 2}],
+            r"sweep grid\[1\]: train.seed 2 and train.val_size 32 hold out other validation "
+            r"images than grid\[0\]'s \(1, 32\)",
+        ),
+        ([{}, {"train.val_size": 16}], r"grid\[1\]: .* hold out other validation images"),
         (
             [{"train.dropout": 0.5}, {"train.dropout": None}],
             r"sweep grid\[1\]: trains the same as grid\[0\]",
@@ -87,7 +93,7 @@ def test_a_bad_grid_fails_the_sweep_before_any_child_starts(
     monkeypatch.setattr(sweep_module, "start_child", lambda *args: started.append(args))
     with pytest.raises(ParamsError, match=r"grid\[2\]: .*train.batch_size"):
         sweep.fn(
-            grid=[{}, {"train.seed": 2}, {"train.batch_size": "big"}], workdir=str(tiny_workdir)
+            grid=[{}, {"train.epochs": 2}, {"train.batch_size": "big"}], workdir=str(tiny_workdir)
         )
     assert started == []
 

@@ -60,7 +60,8 @@ def _check_config(index: int, config: Any) -> dict[str, Any]:
 def check_grid(grid: Any, params_file: Path) -> list[tuple[dict[str, Any], Params]]:
     """Every config of `grid` with its effective params (params_file plus the config), or one
     ParamsError naming the first bad config: an empty grid, an unknown param, a bad value, a
-    config without a validation split, two configs that train the same."""
+    config without a validation split or with another one than the first's, two configs that
+    train the same."""
     if not isinstance(grid, Sequence) or isinstance(grid, str | bytes):
         raise ParamsError(f"sweep grid: expected a list of configs, got {grid!r}")
     if not grid:
@@ -78,6 +79,15 @@ def check_grid(grid: Any, params_file: Path) -> list[tuple[dict[str, Any], Param
             raise ParamsError(
                 f"sweep grid[{index}]: train.val_size is 0: trials are compared by validation "
                 "accuracy, so each needs a validation split"
+            )
+        split = (params.train.seed, params.train.val_size)  # they choose the held-out images
+        first = checked[0][1].train if checked else params.train
+        if split != (first.seed, first.val_size):
+            raise ParamsError(
+                f"sweep grid[{index}]: train.seed {split[0]} and train.val_size {split[1]} "
+                f"hold out other validation images than grid[0]'s ({first.seed}, "
+                f"{first.val_size}): trials are compared by validation accuracy, on the same "
+                "images"
             )
         trained = _trained_as(params)
         if trained in seen:
