@@ -11,7 +11,7 @@ import yaml
 
 from mnist_pipeline.cli.app import main
 from mnist_pipeline.core import atomic
-from mnist_pipeline.core.errors import EXIT_IO
+from mnist_pipeline.core.errors import EXIT_IO, StageFailed, one_line_errors
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ModelParams, TrainParams
 from mnist_pipeline.training import loop
@@ -104,3 +104,13 @@ def test_read_only_reports_leave_the_previous_report(
     (warning,) = before
     assert warning.startswith(f"warning: cannot cache the robustness set in {tmp_path}")
     assert json.loads(layout.metrics.read_text()) == {"previous": True}
+
+
+def test_a_stage_failing_on_the_disk_ends_a_flow_as_the_cli_does(capsys) -> None:
+    """python -m flows.retrain: one line naming the path, exit 74, as `mnist-pipeline train`."""
+    cause = OSError(errno.ENOSPC, "No space left on device", "runs/x/models/model.pt")
+    with pytest.raises(SystemExit) as ended, one_line_errors():
+        raise StageFailed.of("train", cause)
+    assert ended.value.code == EXIT_IO
+    err = capsys.readouterr().err
+    assert err == "error: stage train failed: runs/x/models/model.pt: No space left on device\n"

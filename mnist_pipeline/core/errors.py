@@ -67,8 +67,13 @@ class StageFailed(PipelineError):
 
     @classmethod
     def of(cls, stage: str, cause: BaseException) -> StageFailed:
-        """The failure of `stage` with `cause` (same exit code as the cause)."""
-        error = cls(f"stage {stage} failed: {type(cause).__name__}: {cause}")
+        """The failure of `stage` with `cause` (same exit code as the cause; an OSError's is
+        EXIT_IO, its message the path and the reason, as the CLI says it)."""
+        if isinstance(cause, OSError):
+            error = cls(f"stage {stage} failed: {describe_os_error(cause)}")
+            error.exit_code = EXIT_IO
+        else:
+            error = cls(f"stage {stage} failed: {type(cause).__name__}: {cause}")
+            error.exit_code = getattr(cause, "exit_code", 1)
         error.stage = stage
-        error.exit_code = getattr(cause, "exit_code", 1)
         return error
