@@ -64,7 +64,14 @@ def run_inputs(params: Params, shared: Layout, layout: Layout) -> tuple[dict[str
     return fingerprint, registry.version_with_fingerprint(fingerprint["sha256"])
 
 
-@task(name="sync-inbox", task_run_name="sync-inbox", cache_policy=NO_CACHE)
+# A store that fails briefly is tried again (a sync resumes where one stopped: inbox/sync.py).
+@task(
+    name="sync-inbox",
+    task_run_name="sync-inbox",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=2,
+)
 def sync_inbox(params: Params, shared: Layout) -> str:
     """The project's inbox brought in step with the shared one (params `inbox.shared`), so
     ingest sees what every host added; each image not synced is logged with the reason."""
@@ -81,7 +88,8 @@ def sync_inbox(params: Params, shared: Layout) -> str:
     return summary
 
 
-# One task per stage, named after it; only fetch touches the network, so only fetch is retried.
+# One task per stage, named after it; of the stages only fetch touches the network, so only
+# fetch is retried.
 STAGE_TASKS = {
     name: run_stage.with_options(name=name, task_run_name=name) for name in stages.STAGES
 }

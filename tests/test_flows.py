@@ -188,12 +188,24 @@ def test_unchanged_dataset_is_not_fetched_again(tmp_path: Path, flaky_http_mirro
 
 
 def test_the_run_first_takes_in_what_other_hosts_shared(
-    tmp_path: Path, tiny_mirror: tuple[Path, dict[str, str]]
+    tmp_path: Path, tiny_mirror: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With `inbox.shared`, digits another host published are in the run's ingest."""
+    """With `inbox.shared`, digits another host published are in the run's ingest (the store
+    failing the first try is tried again)."""
+    from flows import retrain as retrain_module
     from mnist_pipeline.inbox import store
-    from mnist_pipeline.inbox.shared import SharedInbox
+    from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
     from tests.example_helpers import draw_digit
+
+    sync, tries = retrain_module.inbox_sync.sync, []
+
+    def fails_once(*args):
+        tries.append(args)
+        if len(tries) == 1:
+            raise StoreUnavailable("shared inbox: the store did not answer")
+        return sync(*args)
+
+    monkeypatch.setattr(retrain_module.inbox_sync, "sync", fails_once)
 
     mirror, sha = tiny_mirror
     location = tmp_path / "store"
@@ -212,6 +224,7 @@ def test_the_run_first_takes_in_what_other_hosts_shared(
     )
     assert counts is not None and int(counts[1]) + int(counts[2]) == 3, ingested
     runs = task_runs(str(state.state_details.flow_run_id))
+    assert len(tries) == 2 and runs["sync-inbox"]["run_count"] == 2
     assert [w["id"] for w in runs["sync-inbox"]["task_inputs"]["wait_for"]] == [runs["fetch"]["id"]]
     assert [w["id"] for w in runs["ingest"]["task_inputs"]["wait_for"]] == [
         runs["sync-inbox"]["id"]
