@@ -93,6 +93,23 @@ def test_clones_then_updates_in_place_keeping_what_runs_left(remote, worker: Pat
     assert git("rev-parse", "HEAD", cwd=clone) == first and not (clone / "two").exists()
 
 
+def test_a_checkout_refused_over_local_changes_names_them(remote, worker: Path) -> None:
+    bare, work = remote
+    first = commit(work, "one")
+    git_checkout(str(bare), first)
+    (work / "one").write_text("changed upstream")
+    git("add", "one", cwd=work)
+    second = commit(work, "two")  # and "one" changed
+    clone = worker / "mnist-pipeline"
+    (clone / "one").write_text("edited on the worker")
+    with pytest.raises(CheckoutError) as refused:
+        git_checkout(str(bare), second)
+    message = str(refused.value)
+    assert message.startswith(f"cannot check out {second} in {clone}: error: Your local changes")
+    assert message.endswith("would be overwritten by checkout: one") and "\n" not in message
+    assert (clone / "one").read_text() == "edited on the worker"  # kept as it was
+
+
 def test_an_unreachable_repository_fails_the_run_and_keeps_the_clone(
     remote, worker: Path, tmp_path: Path
 ) -> None:

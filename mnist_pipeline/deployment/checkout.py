@@ -51,7 +51,19 @@ def run_git(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Comp
 
 
 def _reason(done: subprocess.CompletedProcess[str]) -> str:
-    return (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    """git's own error in one line: its first `error:` or `fatal:` line with the indented file
+    names after it (a checkout refused over local changes ends with a bare "Aborting"), else
+    its last line."""
+    lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+    for index, line in enumerate(lines):
+        if line.startswith(("error:", "fatal:")):
+            named = []
+            for after in lines[index + 1 :]:
+                if not after.startswith(("\t", " ")):
+                    break
+                named.append(after.strip())
+            return " ".join([line, *named])
+    return lines[-1]
 
 
 def _has_commit(clone: Path, commit: str) -> bool:
