@@ -373,3 +373,43 @@ def test_a_server_whose_store_is_missing_starts_and_answers_503(tmp_path: Path) 
     assert (refused.status_code, refused.json()) == (503, {"error": UNAVAILABLE})
     (tmp_path / "not-mounted").mkdir()  # mounted now: the next claim is stored
     assert post().status_code == 201
+
+
+def test_a_claim_arriving_after_an_accept_was_recorded_does_not_let_a_reject_through(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared, inbox = SharedInbox(location), tmp_path / "extra"
+    png = digit(tmp_path, 31)
+    sha = review_shared.submit(shared, png, "1.png", 3, "token:kiosk").sha256
+
+    def store_gone(shared: SharedInbox, *args) -> None:
+        raise StoreUnavailable("shared inbox: the store stopped answering")
+
+    with monkeypatch.context() as patch:  # recorded, then cut short before publishing
+        patch.setattr(shared, "publish", store_gone)
+        with pytest.raises(StoreUnavailable):
+            review_shared.accept(shared, inbox, [sha[:8]], "bob")
+    review_shared.submit(shared, png, "1.png", 8, "token:other")  # a claim arrives meanwhile
+    with pytest.raises(DataError, match=r"bob decided to accept it at .* accept it --label 3"):
+        review_shared.reject(shared, inbox, [sha[:8]], "eve")
+    assert review_shared.accept(shared, inbox, [sha[:8]], "bob", label=3)[0].entry.label == 3
+    assert review_shared.queue(shared).found == [] and shared.record(sha).label == 3
+
+
+def test_a_review_recorded_elsewhere_on_the_same_claims_stops_this_one(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reviewer that lost its lease and then passed its checks finds the other's record."""
+    shared, inbox = SharedInbox(location), tmp_path / "extra"
+    sha = review_shared.submit(shared, digit(tmp_path, 32), "1.png", 3, "token:kiosk").sha256
+    record, check = review_shared._record, review_shared._check_still_pending
+
+    def other_reviewer_first(shared, item, keys) -> None:
+        check(shared, item, keys)
+        line = pending.review_line("eve", "reject", item, None)
+        record(shared, tmp_path / "elsewhere" / "extra", keys, line)
+
+    monkeypatch.setattr(review_shared, "_check_still_pending", other_reviewer_first)
+    with pytest.raises(DataError, match="reviewed elsewhere meanwhile .eve decided to reject"):
+        review_shared.accept(shared, inbox, [sha[:8]], "bob")
+    assert shared.record(sha) is None and store.entries(inbox) == []

@@ -243,17 +243,19 @@ def _decided(
     shared: SharedInbox, item: Pending, keys: list[str], action: str, label: int | None = None
 ) -> dict | None:
     """The recorded review that already decided every claim in `keys` (a review cut short after
-    its record): None when there is none; DataError when it decided otherwise than `action`
-    with `label` (the review is finished as it was decided)."""
+    its record): None when there is none; DataError when one decided any of them otherwise than
+    `action` with `label` (the review is finished as it was decided; a claim that arrived
+    since does not make it undecided)."""
     names = shared.call(lambda: shared.storage.list(f"{REVIEW_LOG}{item.sha256}/"))
     for body in shared.call(lambda: shared.storage.read_many(names)):
         try:
             record = json.loads(body or b"")
-            covered = set(keys) <= set(record["claims"])
+            claims = set(record["claims"])
             earlier = str(record["action"])
         except (ValueError, KeyError, TypeError):
             continue  # not a record this program writes: it decides nothing
-        if covered and (earlier, record.get("label")) != (action, label):
+        covered = set(keys) <= claims
+        if claims & set(keys) and (earlier, record.get("label")) != (action, label):
             how = f" --label {record.get('label')}" if earlier == "accept" else ""
             raise DataError(
                 f"{item.sha256[:12]}: {record.get('who')} decided to {earlier} it at "
@@ -273,6 +275,17 @@ def _record(shared: SharedInbox, inbox: Path, keys: list[str], line: dict[str, o
     body = json.dumps({**line, "claims": sorted(keys)}).encode()
     if shared.call(lambda: shared.storage.create(key, body)):
         pending.append_log(inbox.parent / pending.REVIEW_LOG, line)
+        return
+    # another review recorded these very claims since this one read the queue
+    try:
+        there = dict(json.loads(shared.call(lambda: shared.storage.read(key)) or b"{}"))
+    except (ValueError, TypeError):
+        there = {}  # not a record this program writes: not this decision either
+    if (there.get("action"), there.get("label")) != (line["action"], line.get("label")):
+        raise DataError(
+            f"{str(line['sha256'])[:12]}: reviewed elsewhere meanwhile ({there.get('who')} "
+            f"decided to {there.get('action')} it); this review stops here"
+        )
 
 
 def _delete(shared: SharedInbox, keys: list[str]) -> None:
