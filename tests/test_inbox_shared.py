@@ -175,7 +175,14 @@ def test_a_wiped_store_empties_no_inbox_and_a_new_one_is_filled_again(
     again = SharedInbox(location)
     with pytest.raises(StoreUnavailable, match="has lost its inbox.json .*nothing synced"):
         sync.sync(again, a, "test")
-    assert labels(a) == labels(b) == [(2, sha)]
+    with pytest.raises(StoreUnavailable, match="has lost its inbox.json .*nothing stored"):
+        sync.add(again, b, digit(tmp_path, 6), "y.png", 4, "test")  # nor a new store begun
+    claimed = review_shared.submit(again, digit(tmp_path, 7), "z.png", 1, "token:kiosk")
+    with pytest.raises(StoreUnavailable, match="has lost its inbox.json .*nothing accepted"):
+        review_shared.accept(again, b, [claimed.sha256[:8]], "bob")
+    assert again.identity() is None and labels(a) == labels(b) == [(2, sha)]
+    for key in shared.storage.list(""):
+        shared.storage.delete(key)  # the claim too
     sync.base_file(a).unlink()  # the operator starts the store afresh from host a
     assert sync.sync(again, a, "test").published == [sha]
     assert sync.sync(SharedInbox(location), b, "test").summary().startswith("0 downloaded")

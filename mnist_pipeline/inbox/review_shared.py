@@ -152,6 +152,7 @@ def accept(
     chosen_label = None if label is None else store.check_label(label)
     done = []
     with _lease(shared):
+        sync.check_not_lost(shared, inbox, "accepted")
         read = queue(shared, refs)
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
         digits, decided = {}, {}

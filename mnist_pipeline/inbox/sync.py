@@ -98,6 +98,17 @@ def _last_identity(inbox: Path, location: str) -> str | None:
     return where[1] if ok else None
 
 
+def check_not_lost(shared: SharedInbox, inbox: Path, what: str = "stored") -> None:
+    """StoreUnavailable when the store this host synced with has no identity any more (wiped,
+    or a share not mounted): writing to it would start a new store and forget what was seen."""
+    if shared.identity() is None and _last_identity(inbox, shared.location) is not None:
+        raise StoreUnavailable(
+            f"shared inbox {shared.location} has lost its {IDENTITY} (wiped, or a share not "
+            f"mounted?): nothing {what}; to start a new store from the images here, delete "
+            f"{base_file(inbox)}"
+        )
+
+
 def note_seen(inbox: Path, shared: SharedInbox, images: dict[str, int]) -> None:
     """Add images to what this host has seen in the store (the caller holds the inbox's lock)."""
     seen = read_seen(inbox, shared) | images
@@ -135,6 +146,7 @@ def add(
                 f"{name}: this image is already in the inbox labelled {here.label} "
                 f"({here.path}); remove it first to label it {digit}"
             )
+        check_not_lost(shared, inbox)
         published = shared.publish(data, digit, fmt, by)
         added = store.add(inbox, data, name, digit, locked=True)
         note_seen(inbox, shared, {digest: digit})
@@ -182,12 +194,7 @@ def sync(shared: SharedInbox, inbox: Path, by: str) -> SyncResult:
     with store.lock(inbox):
         if _snapshot(inbox) != before:  # changed here while the store was read: read it again
             remote, result.problems = _read_store(shared)
-        if shared.identity() is None and _last_identity(inbox, shared.location) is not None:
-            raise StoreUnavailable(
-                f"shared inbox {shared.location} has lost its {IDENTITY} (wiped, or a share "
-                "not mounted?): nothing synced; to start a new store from the images here, "
-                f"delete {base_file(inbox)}"
-            )
+        check_not_lost(shared, inbox, "synced")
         seen = read_seen(inbox, shared)
         here: dict[str, list[store.Entry]] = defaultdict(list)
         for label, path in store.listing(inbox)[0]:
