@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import http.server
 import os
+import socketserver
 import threading
 import zlib
 from collections.abc import Iterator
@@ -267,3 +268,47 @@ def test_the_cli_summary_is_never_wrapped_in_logs(tmp_path: Path, tiny_mirror) -
     ready = f"dataset ready in {root / 'data' / 'mnist'}"
     assert ready in lines and len(ready) > 120, lines
     assert sum(line.startswith("fetched ") for line in lines) == 4
+
+
+@pytest.fixture
+def broken_http() -> Iterator[dict[str, str]]:
+    """Two servers on 127.0.0.1: one that does not speak HTTP, one whose chunked body stops."""
+    answers = {
+        "ssh": b"SSH-2.0-OpenSSH_9.6\r\n",
+        "cut": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n" + b"x" * 40,
+    }
+
+    def handler(answer: bytes) -> type[socketserver.BaseRequestHandler]:
+        class Answer(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                self.request.recv(4096)
+                self.request.sendall(answer)
+
+        return Answer
+
+    servers = {
+        k: socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler(a)) for k, a in answers.items()
+    }
+    for server in servers.values():
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield {k: f"http://127.0.0.1:{s.server_address[1]}/" for k, s in servers.items()}
+    finally:
+        for server in servers.values():
+            server.shutdown()
+            server.server_close()
+
+
+def test_mirrors_that_answer_other_than_http_fall_through(
+    tmp_path: Path, tiny_files, broken_http: dict[str, str]
+) -> None:
+    sha = write_mirror(tmp_path / "good", tiny_files)
+    bad = (broken_http["ssh"], broken_http["cut"])
+    result = fetch(data_params(sha, *bad, tmp_path / "good"), Layout(tmp_path), False)
+    assert set(result.downloaded.values()) == {str(tmp_path / "good")}
+    with pytest.raises(DataError) as info:
+        fetch(data_params(sha, *bad), Layout(tmp_path / "other"), show_progress=False)
+    message = str(info.value)
+    assert f"  {bad[0]}: train-images-idx3-ubyte.gz: not an HTTP answer: BadStatusLine" in message
+    assert f"  {bad[1]}: train-images-idx3-ubyte.gz: download interrupted after " in message
+    assert "IncompleteRead" in message

@@ -274,3 +274,26 @@ def test_serve_report_names_a_file_that_is_not_a_saved_answer(tmp_path: Path) ->
     with pytest.raises(DataError, match="records are malformed: compared: ") as info:
         shadow_report.tallies(broken)
     assert "pydantic.dev" not in str(info.value)
+
+
+def test_serve_report_names_a_server_it_cannot_read(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as listener:  # answers every connection with a line that is not HTTP
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def answer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+        server = threading.Thread(target=answer, daemon=True)
+        server.start()
+        with pytest.raises(DataError, match=r"/model: BadStatusLine: SSH-2.0"):
+            shadow_report.fetch_status(f"http://127.0.0.1:{port}")
+        server.join(timeout=10)
+    with pytest.raises(DataError, match=r"cannot read http://127.0.0.1:abc/model: InvalidURL"):
+        shadow_report.fetch_status("http://127.0.0.1:abc")

@@ -85,8 +85,10 @@ def _open(source: str, timeout: float) -> tuple[BinaryIO, int | None]:
         raise MirrorError(f"unreachable: {reason}") from None
     except (TimeoutError, OSError) as exc:
         raise MirrorError(f"unreachable: {exc}") from None
+    except http.client.HTTPException as exc:  # not HTTP at all (BadStatusLine, LineTooLong)
+        raise MirrorError(f"not an HTTP answer: {type(exc).__name__}: {exc}") from None
     length = response.headers.get("Content-Length")
-    return response, int(length) if length and length.isdigit() else None
+    return response, int(length) if length and length.isascii() and length.isdigit() else None
 
 
 def _download(source: str, out: BinaryIO, timeout: float, progress: Progress | None) -> None:
@@ -105,8 +107,9 @@ def _download(source: str, out: BinaryIO, timeout: float, progress: Progress | N
                     raise MirrorError(f"more than the {idx.MAX_FILE_BYTES:,} bytes allowed")
                 if progress is not None and task is not None:
                     progress.update(task, advance=len(chunk))
-    except (TimeoutError, OSError) as exc:
-        raise MirrorError(f"download interrupted after {received} bytes: {exc}") from None
+    except (TimeoutError, OSError, http.client.HTTPException) as exc:  # IncompleteRead, too
+        why = f"{type(exc).__name__}: {exc}" if isinstance(exc, http.client.HTTPException) else exc
+        raise MirrorError(f"download interrupted after {received} bytes: {why}") from None
     finally:
         if progress is not None and task is not None:
             progress.remove_task(task)

@@ -8,6 +8,7 @@ version on its labelled live images with the promotion rule's paired test
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -29,8 +30,8 @@ def fetch_status(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
     try:
         with urllib.request.urlopen(address, timeout=timeout_s) as response:  # noqa: S310
             return json.loads(response.read())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {address}: {exc}") from None
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # InvalidURL, BadStatusLine
+        raise DataError(f"cannot read {address}: {type(exc).__name__}: {exc}") from None
 
 
 def read_status(path: Path) -> dict[str, Any]:
