@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline.core.errors import RegistryError, StoreError
+from mnist_pipeline.core.errors import ParamsError, RegistryError, StoreError
 from mnist_pipeline.core.imports import PACKAGE_DIR, import_closure
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Decision, Registry, Submission
 from mnist_pipeline.registry.backends import open_storage
@@ -141,8 +143,17 @@ def test_the_backend_is_chosen_by_scheme(tmp_path: Path) -> None:
     assert open_storage(f"file://{tmp_path}").location == str(tmp_path)
     spaced = tmp_path / "a b"
     assert open_storage(f"file://localhost{tmp_path}/a%20b").location == str(spaced)
-    with pytest.raises(RegistryError, match="names host 'srv': a file:// URL names a folder"):
-        open_storage("file://srv/models")
+    for elsewhere in ("file://srv/models", "file://"):
+        with pytest.raises(RegistryError, match="a file:// URL names a folder on this machine"):
+            open_storage(elsewhere)
+        with pytest.raises(ParamsError, match="registry.root: .*a file:// URL names a folder"):
+            parse_params({"registry": {"root": elsewhere}}, "params.yaml")
+    layout = Layout(tmp_path / "project")
+    assert layout.registry_root(f"file://localhost{tmp_path}/a%20b") == spaced
+    assert layout.registry_root(f"file:{tmp_path}") == tmp_path
+    assert layout.registry_root("file:///srv/models") == Path("/srv/models")
+    assert layout.registry_root("registry") == tmp_path / "project" / "registry"
+    assert layout.registry_root("s3://bucket/models") == "s3://bucket/models"
     with pytest.raises(RegistryError, match="unsupported scheme 'gs'"):
         open_storage("gs://bucket/models")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 RUNS_DIR = "runs"
 
@@ -136,7 +137,10 @@ class Layout:
 
     def registry_root(self, configured: str) -> Path | str:
         """The registry from params: a URL (s3://...) as given, a folder with relative paths
-        under the project folder."""
-        if "://" in configured and not configured.startswith("file://"):
+        under the project folder; a file: URL is its path, percent-decoded (file:///srv/a%20b,
+        file://localhost/srv/x: checked by validators.check_location)."""
+        if configured[:5].lower() == "file:":
+            return self.in_project(unquote(urlparse(configured).path))
+        if "://" in configured:
             return configured
-        return self.in_project(configured.removeprefix("file://"))
+        return self.in_project(configured)

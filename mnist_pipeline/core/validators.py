@@ -121,6 +121,10 @@ def check_location(location: str) -> str:
         raise ValueError(f"{location!r}: a storage location takes no ?query or #fragment")
     if scheme == "s3":
         _check_prefix(location, parsed.path)
+    elif parsed.netloc not in ("", "localhost") or not parsed.path:  # file:
+        raise ValueError(
+            f"{location!r}: a file:// URL names a folder on this machine (file:///path)"
+        )
     return location
 
 

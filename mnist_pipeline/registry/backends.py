@@ -22,10 +22,10 @@ def open_storage(location: str | Path, role: str = "registry") -> Storage:
     except ValueError as exc:
         raise RegistryError(f"{role} location {location!r} is not a valid URL: {exc}") from None
     if parsed.scheme == "file":  # file:///path or file://localhost/path, percent-decoded
-        if parsed.netloc not in ("", "localhost"):
+        if parsed.netloc not in ("", "localhost") or not parsed.path:
             raise RegistryError(
-                f"{role} location {location!r} names host {parsed.netloc!r}: a file:// URL "
-                "names a folder on this machine (file:///path)"
+                f"{role} location {location!r}: a file:// URL names a folder on this machine "
+                "(file:///path)"
             )
         return LocalFolder(Path(unquote(parsed.path)), role)
     if parsed.scheme == "" or len(parsed.scheme) == 1:  # "C:\..." on Windows
