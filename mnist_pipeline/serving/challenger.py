@@ -148,13 +148,15 @@ class Challenger:
     def status(self, production: int | None) -> dict[str, Any]:
         """GET /model's `shadow`: the challenger followed, queue, canary (beside `production`,
         the version production serves) and tallies."""
-        with self._lock:
+        version = self._version()
+        with self._lock:  # a step back (judge) writes the canary's record under it
             tallies = {str(v): t.summary() for v, t in sorted(self.tallies.items())}
             waiting = self._waiting
+            canary = self.canary.status(version, production)
         return {
             **self.model.status(),
             "queue": {"waiting": waiting, "limit": self.limit},
-            "canary": self.canary.status(self._version(), production),
+            "canary": canary,
             "versions": tallies,
         }
 
