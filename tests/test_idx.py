@@ -18,10 +18,15 @@ def test_round_trip_images_and_labels() -> None:
 
 
 def test_parsed_array_is_writable_and_independent_of_input() -> None:
-    data = idx_bytes(np.zeros((1, 2, 2), np.uint8))
+    data = idx_bytes(np.zeros((1, 28, 28), np.uint8))
     array = idx.parse_images(data)
     array[0, 0, 0] = 7  # would raise on a read-only frombuffer view
     assert array.flags.writeable
+
+
+def test_images_of_another_size_are_refused() -> None:
+    with pytest.raises(DataError, match="t10k-images: images are 32x32, expected 28x28"):
+        idx.parse_images(idx_bytes(np.zeros((2, 32, 32), np.uint8)), "t10k-images")
 
 
 @pytest.mark.parametrize(

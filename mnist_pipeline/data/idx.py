@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_pipeline.core.contract import NUM_CLASSES
+from mnist_pipeline.core.contract import IMAGE_SIZE, NUM_CLASSES
 from mnist_pipeline.core.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -96,8 +96,13 @@ def parse_idx(data: bytes, name: str = "file", ndim: int | None = None) -> np.nd
 
 
 def parse_images(data: bytes, name: str = "images") -> np.ndarray:
-    """Images file -> uint8 array [N, rows, cols]."""
-    return parse_idx(data, name, ndim=3)
+    """Images file -> uint8 array [N, 28, 28] (other sizes are refused: the network takes
+    28x28)."""
+    images = parse_idx(data, name, ndim=3)
+    if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        rows, cols = images.shape[1:]
+        raise DataError(f"{name}: images are {rows}x{cols}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+    return images
 
 
 def parse_labels(data: bytes, name: str = "labels") -> np.ndarray:
