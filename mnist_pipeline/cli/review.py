@@ -12,7 +12,6 @@ from typing import Annotated
 import typer
 
 from mnist_pipeline.cli.state import console, state, user_name
-from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.inbox import pending, review_move, review_shared
@@ -120,9 +119,10 @@ def accept(
     ] = None,
 ) -> None:
     """Move pending images into the inbox (data/extra/<digit>/), where training reads them."""
-    if label is not None and len(refs) > 1:
-        raise DataError(
-            f"--label relabels one image; accept these {len(refs)} one at a time to relabel them"
+    if label is not None and len(refs) > 1:  # a usage error: exit 2
+        raise typer.BadParameter(
+            f"relabels one image; accept these {len(refs)} one at a time to relabel them",
+            param_hint="--label",
         )
     layout = state(ctx).layout
     shared = _shared_queue(ctx)
