@@ -15,6 +15,7 @@ the repository root)."""
 from __future__ import annotations
 
 import argparse
+import re
 import time
 import uuid
 from pathlib import Path
@@ -119,9 +120,12 @@ def merged_overrides(given: dict[str, Any] | None, named: dict[str, Any]) -> dic
 
 
 def run_folder_name() -> str:
-    """<flow-run-name>-<id prefix> inside a flow run (unique), local-<random> outside one."""
+    """<flow-run-name>-<id prefix> inside a flow run (unique), local-<random> outside one. A
+    run name is anyone's text: only letters, digits, '.', '_' and '-' of it are kept (one
+    folder inside runs/, never "../x" or "a/b")."""
     if flow_run.id:
-        return f"{flow_run.name}-{flow_run.id[:8]}"
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(flow_run.name or "run")).lstrip(".-")
+        return f"{name[:64] or 'run'}-{flow_run.id[:8]}"
     return f"local-{uuid.uuid4().hex[:8]}"
 
 

@@ -229,3 +229,25 @@ def test_the_run_first_takes_in_what_other_hosts_shared(
     assert [w["id"] for w in runs["ingest"]["task_inputs"]["wait_for"]] == [
         runs["sync-inbox"]["id"]
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "folder"),
+    [
+        ("russet-dragon", "russet-dragon-0123abcd"),
+        ("../../etc", "etc-0123abcd"),
+        ("a/b c", "a-b-c-0123abcd"),
+        ("..", "run-0123abcd"),
+        ("x" * 100, "x" * 64 + "-0123abcd"),
+    ],
+)
+def test_a_run_folder_is_one_folder_whatever_the_run_is_named(
+    monkeypatch: pytest.MonkeyPatch, name: str, folder: str
+) -> None:
+    from types import SimpleNamespace
+
+    from flows import retrain as retrain_module
+
+    run = SimpleNamespace(id="0123abcd-0000-0000-0000-000000000000", name=name)
+    monkeypatch.setattr(retrain_module, "flow_run", run)
+    assert retrain_module.run_folder_name() == folder
