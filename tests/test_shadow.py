@@ -270,6 +270,9 @@ def test_serve_report_names_a_file_that_is_not_a_saved_answer(tmp_path: Path) ->
         saved.write_text(text)
         with pytest.raises(DataError, match="not a saved GET /model answer"):
             shadow_report.read_status(saved)
+    odd_digit = {"shadow": {"versions": {"2": {"version": 2, "labelled": {"x": {}}}}}}
+    with pytest.raises(DataError, match=r"malformed: labelled.x.\[key\]: String should"):
+        shadow_report.tallies(odd_digit)
     broken = {"shadow": {"versions": {"2": {"version": 2, "compared": "x"}}}}
     with pytest.raises(DataError, match="records are malformed: compared: ") as info:
         shadow_report.tallies(broken)

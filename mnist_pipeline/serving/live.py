@@ -12,10 +12,10 @@ paired test takes (evaluation/paired.py).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import NamedTuple
+from typing import Annotated, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 LABEL_MEMORY = 50_000  # images remembered for a later label (~100 bytes each)
 
@@ -45,6 +45,9 @@ class Pairs(BaseModel):
         return self.both + self.production_only + self.challenger_only + self.neither
 
 
+Digit = Annotated[str, StringConstraints(pattern=r"^[0-9]$")]  # a true digit, as a JSON key
+
+
 class Tally(BaseModel):
     """One challenger version's live record (counts since this process started)."""
 
@@ -55,7 +58,7 @@ class Tally(BaseModel):
     agreed: int = Field(default=0, ge=0)  # of those, the same digit
     skipped: int = Field(default=0, ge=0)  # not shadowed: the queue was full
     canary: int = Field(default=0, ge=0)  # images the challenger answered (canary share)
-    labelled: dict[str, Pairs] = Field(default_factory=dict)  # by true digit "0".."9"
+    labelled: dict[Digit, Pairs] = Field(default_factory=dict)  # by true digit "0".."9"
 
     def compare(self, production: np.ndarray, challenger: np.ndarray) -> int:
         """Count one batch's digits from both models; returns how many disagree."""
