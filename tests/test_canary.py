@@ -103,6 +103,26 @@ def test_a_canary_that_disagrees_steps_back_and_production_answers(
         challenger.stop()
 
 
+def test_a_step_back_judged_on_shadowed_images_names_production(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emitted = []
+    monkeypatch.setattr(canary, "emit_if_configured", lambda *args: emitted.append(args))
+    pool = images(400, 1)
+    differ = pool[digits_of(registry, 1, pool) != digits_of(registry, 2, pool)][:30]
+    limits = {"canary_min_images": 20, "canary_max_disagreement": 0.5}
+    api, challenger = served_api(registry, shadow="staging", canary_percent=1, **limits)
+    monkeypatch.setattr(challenger.canary, "takes", lambda version: False)  # all shadowed
+    try:
+        assert versions(api, differ) == [1] * 30
+        challenger.wait_idle(30)
+        (event, _, payload), *more = emitted
+        assert not more and event == canary.STEPPED_BACK
+        assert (payload["version"], payload["production"]) == (2, 1)  # from the shadow thread
+    finally:
+        challenger.stop()
+
+
 def test_a_canary_wrong_on_labelled_images_steps_back(
     registry: Registry, digits: list[bytes], tmp_path: Path
 ) -> None:

@@ -43,6 +43,7 @@ class Job(NamedTuple):
     digits: np.ndarray  # float32 [N, 28, 28]
     production: np.ndarray  # production's digits [N]
     keys: list[str]  # SHA-256 of each image's uploaded bytes (none for a JSON batch)
+    production_version: int  # the version that answered them
 
 
 class Challenger:
@@ -114,7 +115,8 @@ class Challenger:
                 )
         probabilities = production.probabilities(digits)
         try:
-            self._shadow(challenger.version, Job(digits, probabilities.argmax(axis=1), keys))
+            job = Job(digits, probabilities.argmax(axis=1), keys, production.version)
+            self._shadow(challenger.version, job)
         except Exception:  # noqa: BLE001 - the answer goes out regardless
             logger.exception("shadow: could not queue %d image(s)", len(digits))
         return production, probabilities
@@ -212,7 +214,14 @@ class Challenger:
                 challenger = self.model.current
                 if challenger is not None:  # a version that went away since: not compared
                     theirs = self.classify(challenger, job.digits)
-                    self._record(challenger.version, None, job.production, theirs, job.keys, False)
+                    self._record(
+                        challenger.version,
+                        job.production_version,
+                        job.production,
+                        theirs,
+                        job.keys,
+                        False,
+                    )
             except Exception:  # noqa: BLE001 - a failed shadow never stops the next one
                 logger.exception("the shadow model failed on %d image(s)", len(job.digits))
             finally:
