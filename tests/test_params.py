@@ -155,8 +155,13 @@ def test_deeper_dotted_overrides_change_one_key_and_keep_the_files_others(tmp_pa
     assert raw["train"]["augment"]["rotate_deg"] == 5  # the caller's mapping is untouched
     with pytest.raises(ParamsError, match="train.augment.rotate_deg"):
         load_params(path, {"train.augment.rotate_deg": 500}, environ={})
-    with pytest.raises(ParamsError, match="'train.epochs.x': train.epochs is no mapping"):
+    with pytest.raises(
+        ParamsError, match=r"train.epochs: expected a mapping of keys \(got 3\), so"
+    ):
         load_params(path, {"train.epochs.x": 1}, environ={})
+    scalar = write(tmp_path, "data: https://example.org/mnist/\n")  # not the override's fault
+    with pytest.raises(ParamsError, match=r"params.yaml: data: expected a mapping of keys \(got "):
+        load_params(scalar, environ={"MNIST_MIRROR": "/srv/mnist"})
     with pytest.raises(ParamsError, match="unknown key"):
         load_params(path, {"train.augment.spin": 1}, environ={})
     with pytest.raises(ParamsError, match="expected 'section.key'"):

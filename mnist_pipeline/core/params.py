@@ -241,8 +241,9 @@ def _check_moved(raw: dict[str, Any], source: str) -> None:
         raise ParamsError(problems(moved))
 
 
-def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> None:
-    """Set each dotted key (`section.key`, or deeper: `train.augment.rotate_deg`) in `raw`."""
+def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any], source: str) -> None:
+    """Set each dotted key (`section.key`, or deeper: `train.augment.rotate_deg`) in `raw`
+    (read from `source`)."""
     for dotted, value in overrides.items():
         *path, key = parts = dotted.split(".")
         if len(parts) < 2 or not all(parts):
@@ -255,7 +256,10 @@ def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> None:
         for depth, name in enumerate(path, 1):
             target = target.setdefault(name, {})
             if not isinstance(target, dict):
-                raise ParamsError(f"override {dotted!r}: {'.'.join(parts[:depth])} is no mapping")
+                raise ParamsError(
+                    f"{source}: {'.'.join(parts[:depth])}: expected a mapping of keys (got "
+                    f"{target!r}), so override {dotted!r} cannot be set"
+                )
         target[key] = value
 
 
@@ -274,7 +278,7 @@ def parse_params(
     raw = copy.deepcopy(raw)  # overrides change the copy, never the caller's mapping
     _check_moved(raw, source)
     empty_sections_as_mappings(raw, Params)
-    _apply_overrides(raw, overrides or {})
+    _apply_overrides(raw, overrides or {}, source)
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
