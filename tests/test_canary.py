@@ -168,6 +168,11 @@ def test_the_thresholds_need_enough_evidence() -> None:
     assert step_back_reason(three, limits) is None
     four = Tally(version=2, labelled={"1": Pairs(production_only=2, both=2)})
     assert step_back_reason(four, limits)[0] == "error"
+    assert step_back_reason(Tally(version=2, failed=9), limits) is None
+    assert step_back_reason(Tally(version=2, failed=10), limits) == (
+        "failed",
+        "failed on 10 images, as many as serve.canary_min_images (10)",
+    )
     with pytest.raises(ValueError, match="canary_percent > 0 needs serve.shadow"):
         ServeParams(canary_percent=5)
 

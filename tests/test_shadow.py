@@ -122,15 +122,24 @@ def test_a_failing_challenger_is_logged_and_production_answers(
     def broken(_digits: np.ndarray) -> np.ndarray:
         raise RuntimeError("the challenger's session broke")
 
-    for percent in (100, 0):  # answering as canary, then shadowing
-        api, challenger = served_api(registry, shadow="staging", canary_percent=percent)
+    for percent in (100, 1):  # answering as canary, then shadowing (1 %: a canary share)
+        limits = {"canary_percent": percent, "canary_min_images": 2}
+        api, challenger = served_api(registry, shadow="staging", **limits)
         challenger.model.current = SimpleNamespace(version=2, probabilities=broken)
+        if percent == 1:
+            challenger.canary.takes = lambda version: False  # every request shadowed
         try:
             with caplog.at_level(logging.ERROR, logger="mnist_pipeline.serve"):
                 answer = api.post("/predict", content=digits[0], headers=PNG)
                 assert challenger.wait_idle(30)
             assert answer.status_code == 200 and answer.json()["model"]["version"] == 1
             assert "the challenger's session broke" in caplog.text
+            canary = challenger.canary
+            assert canary.percent(2) == percent and not canary.stepped_back  # 1 failure of 2
+            api.post("/predict", content=digits[1], headers=PNG)
+            assert challenger.wait_idle(30)
+            assert canary.percent(2) == 0  # a version that keeps failing steps back
+            assert canary.stepped_back[2].startswith("failed on 2 images"), canary.stepped_back
         finally:
             challenger.stop()
             caplog.clear()

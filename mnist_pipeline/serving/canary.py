@@ -3,11 +3,12 @@
 `serve.canary_percent` of /predict requests (drawn at random per request) are answered by the
 challenger's version (challenger.py). A version steps back, for good until the server restarts,
 once its disagreement with production goes over `serve.canary_max_disagreement` (after
-`serve.canary_min_images` compared images) or its error on labelled images over
-`serve.canary_max_error` (after `serve.canary_min_labels`); another version of the alias starts
-afresh. A step back is logged, counted in /metrics and, with a Prefect API configured, emitted
-as the event `mnist.canary.stepped_back` from a background thread, so that emitting can neither
-fail nor slow a request (without `PREFECT_API_URL`, Prefect is not even imported).
+`serve.canary_min_images` compared images), its error on labelled images over
+`serve.canary_max_error` (after `serve.canary_min_labels`), or once it has failed (raised) on
+`serve.canary_min_images` images; another version of the alias starts afresh. A step back is
+logged, counted in /metrics and, with a Prefect API configured, emitted as the event
+`mnist.canary.stepped_back` from a background thread, so that emitting can neither fail nor
+slow a request (without `PREFECT_API_URL`, Prefect is not even imported).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ logger = logging.getLogger("mnist_pipeline.serve")
 
 def step_back_reason(tally: Tally, limits: ServeParams) -> tuple[str, str] | None:
     """(reason, why in words) when the tally's version must step back, else None."""
+    if tally.failed >= limits.canary_min_images:  # a version that cannot answer
+        enough = f"serve.canary_min_images ({limits.canary_min_images})"
+        return "failed", f"failed on {tally.failed} images, as many as {enough}"
     checks = (
         ("disagreement", "disagrees with production on", "images", tally.compared,
          limits.canary_min_images, tally.disagreement, limits.canary_max_disagreement),

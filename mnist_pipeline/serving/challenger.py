@@ -113,6 +113,8 @@ class Challenger:
                 logger.exception(
                     "shadow: canary v%d failed; production answers", challenger.version
                 )
+                self._failed(challenger.version, production.version, len(digits))
+                return production, production.probabilities(digits)  # not shadowed: it failed
         probabilities = production.probabilities(digits)
         try:
             job = Job(digits, probabilities.argmax(axis=1), keys, production.version)
@@ -208,8 +210,19 @@ class Challenger:
         if self.metrics is not None:
             self.metrics.compared(version, len(production), differ)
 
+    def _failed(self, version: int, production_version: int | None, images: int) -> None:
+        """The challenger raised on `images` images: counted, and judged (it steps back once
+        it has failed on serve.canary_min_images)."""
+        with self._lock:
+            tally = self._tally(version)
+            tally.failed += images
+            stepped_back = self.canary.judge(tally, production_version)
+        if stepped_back:
+            self._share_changed()
+
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
+            challenger = None
             try:
                 challenger = self.model.current
                 if challenger is not None:  # a version that went away since: not compared
@@ -224,6 +237,8 @@ class Challenger:
                     )
             except Exception:  # noqa: BLE001 - a failed shadow never stops the next one
                 logger.exception("the shadow model failed on %d image(s)", len(job.digits))
+                if challenger is not None:
+                    self._failed(challenger.version, job.production_version, len(job.digits))
             finally:
                 with self._idle:
                     self._waiting -= len(job.digits)

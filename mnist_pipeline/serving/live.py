@@ -58,6 +58,7 @@ class Tally(BaseModel):
     agreed: int = Field(default=0, ge=0)  # of those, the same digit
     skipped: int = Field(default=0, ge=0)  # not shadowed: the queue was full
     canary: int = Field(default=0, ge=0)  # images the challenger answered (canary share)
+    failed: int = Field(default=0, ge=0)  # images the challenger failed on (an exception)
     labelled: dict[Digit, Pairs] = Field(default_factory=dict)  # by true digit "0".."9"
 
     def compare(self, production: np.ndarray, challenger: np.ndarray) -> int:
