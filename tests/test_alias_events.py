@@ -92,6 +92,41 @@ def test_a_lost_stream_warns_once_retries_and_refreshes_on_return(
     assert watcher.status()["problem"] is None
 
 
+def test_a_stream_that_keeps_dropping_backs_off_and_warns_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that takes the subscription and drops it at once, again and again."""
+    waits: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", no_wait)
+    taken = []
+
+    @asynccontextmanager
+    async def flapping(resource: str) -> AsyncIterator[AsyncIterator[SimpleNamespace]]:
+        taken.append(resource)
+        if len(taken) == 6:
+            watcher.stop()
+
+        async def nothing() -> AsyncIterator[SimpleNamespace]:
+            return
+            yield
+
+        yield nothing()
+
+    watcher = AliasEvents(MODEL, "production", lambda: None, flapping, (1.0, 8.0))
+    with caplog.at_level(logging.INFO, logger="mnist_pipeline.serve"):
+        asyncio.run(watcher.run())
+    assert waits == [1.0, 2.0, 4.0, 8.0, 8.0]  # not 1 s after each short-lived subscription
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "not following mnist.alias.moved events (the event stream ended); "
+        "polling the registry meanwhile"
+    ]
+
+
 def test_stop_ends_the_thread_of_a_quiet_stream() -> None:
     @asynccontextmanager
     async def quiet(_resource: str) -> AsyncIterator[AsyncIterator[SimpleNamespace]]:

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -132,12 +133,13 @@ class AliasEvents:
     async def run(self) -> None:
         """Subscribe, refresh on each event for the alias, and resubscribe on any failure."""
         first, longest = self.backoff_s
-        wait, attempts = first, 0
+        wait, attempts, warned = first, 0, None
         while not self._stop.is_set():
             attempts += 1
+            since = None  # when this subscription was taken
             try:
                 async with self.subscribe(resource_id(self.model_name)) as events:
-                    self.connected, self.problem, wait = True, None, first
+                    self.connected, self.problem, since = True, None, time.monotonic()
                     logger.info("following %s events of %s", MOVED, self.model_name)
                     if attempts > 1:  # a move may have been missed meanwhile
                         await asyncio.to_thread(self.refresh)
@@ -153,12 +155,17 @@ class AliasEvents:
                 raise
             except Exception as exc:  # noqa: BLE001 - polling serves on; retried below
                 message = str(exc) or type(exc).__name__
-                if self.problem is None:
+                # a stream that stayed up a while starts the backoff afresh; one that keeps
+                # dropping right after it subscribes backs off as a refusal does, warned once
+                if since is not None and time.monotonic() - since >= longest:
+                    wait, warned = first, None
+                if warned is None:  # once an outage
                     logger.warning(
                         "not following %s events (%s); polling the registry meanwhile",
                         MOVED,
                         message,
                     )
+                    warned = message
                 self.connected, self.problem = False, message
             await asyncio.sleep(wait)
             wait = min(wait * 2, longest)
