@@ -321,6 +321,23 @@ def test_a_champion_that_trained_on_todays_holdout_is_not_compared_on_it(tmp_pat
             )
 
 
+def test_data_split_with_another_holdout_share_is_refused(tmp_path: Path) -> None:
+    """params.yaml's ingest.holdout_percent changed after ingest: the card would record a share
+    the data was not split with, and the leak check above would trust it."""
+    import json
+
+    from mnist_pipeline.inbox.ingest import split_of
+
+    extra_dir = tmp_path / "ingested"
+    metrics = holdout_metrics(write_holdout(extra_dir))
+    shas = [f"{n:08x}" + "0" * 56 for n in (5, 15, 25, 35)]  # buckets 5, 15, 25, 35 of 100
+    manifest = [{"sha256": sha, "split": split_of(sha, 20)} for sha in shas]
+    (extra_dir / extra.MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert decide(tmp_path, metrics, lambda v: CHAMPION_CARD, extra_dir, 20)["alias"]
+    with pytest.raises(RegistryError, match=r"split with another ingest.holdout_percent than 40 "):
+        decide(tmp_path, metrics, lambda v: CHAMPION_CARD, extra_dir, 40)  # 25, 35 moved
+
+
 def test_the_run_report_shows_the_evidence(arena, tmp_path: Path) -> None:
     from flows.artifacts import report_markdown
     from mnist_pipeline.core.layout import Layout

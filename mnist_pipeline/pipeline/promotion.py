@@ -25,6 +25,7 @@ required` a production decision is registered as staging, proposed for productio
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from mnist_pipeline.core.service_params import PromotionParams
 from mnist_pipeline.evaluation import paired
 from mnist_pipeline.inbox import extra
 from mnist_pipeline.inbox.extra import NO_EXTRA_SHA256
+from mnist_pipeline.inbox.ingest import split_of
 from mnist_pipeline.pipeline.evidence import MnistAnswers, onnx_correct
 from mnist_pipeline.pipeline.versions import ONNX_FILE, read_card
 from mnist_pipeline.registry import Registry
@@ -72,6 +74,25 @@ def held_for_approval(decision: Decision, approval: str) -> Decision:
     reason = f"{decision.reason}; awaits approval for production (registry.approval: required)"
     evidence = {**decision.evidence, "proposed": PRODUCTION}
     return Decision(STAGING, reason, decision.champion, evidence)
+
+
+def check_split_with(extra_dir: Path, holdout_percent: int) -> None:
+    """RegistryError when ingest's manifest in `extra_dir` put an image on the other side than
+    `holdout_percent` does: the data was split with another share (the card would record the
+    wrong one, and promotion's leak check trusts it)."""
+    try:
+        manifest = json.loads((extra_dir / extra.MANIFEST_FILE).read_text(encoding="utf-8"))
+        moved = [e for e in manifest if split_of(e["sha256"], holdout_percent) != e["split"]]
+    except FileNotFoundError:
+        return  # written by an ingest before manifests: nothing to check against
+    except (ValueError, TypeError, KeyError) as exc:
+        raise RegistryError(f"{extra_dir / extra.MANIFEST_FILE} is malformed ({exc})") from None
+    if moved:
+        raise RegistryError(
+            f"{extra_dir} was split with another ingest.holdout_percent than {holdout_percent} "
+            f"({len(moved)} image(s) on the other side): run `mnist-pipeline ingest`, then "
+            "train and evaluate again"
+        )
 
 
 def candidate_holdout(metrics: Metrics, extra_dir: Path | None) -> extra.Split | None:
@@ -125,6 +146,8 @@ def decide(
     production version, on MNIST test and the candidate's extra holdout in `extra_dir`, made
     with `ingest.holdout_percent`."""
     holdout = candidate_holdout(metrics, extra_dir)
+    if holdout is not None and extra_dir is not None:
+        check_split_with(extra_dir, holdout_percent)
     record = policy.model_dump() | {
         "holdout_sha256": None if holdout is None else metrics.extra.holdout_sha256
     }
