@@ -32,7 +32,7 @@ from starlette.datastructures import UploadFile
 
 from mnist_pipeline.core.contract import CLASS_LABELS
 from mnist_pipeline.core.errors import DataError, describe_os_error
-from mnist_pipeline.data.preprocess import MAX_PIXELS, ImageError, decode_grey
+from mnist_pipeline.data.preprocess import MAX_PIXELS, ImageError, header_pixels
 from mnist_pipeline.inbox import pending, review_shared
 from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
 from mnist_pipeline.serving import api_schema
@@ -71,10 +71,15 @@ class Feedback:
         self, data: bytes, name: str, label: str, source: str, client: str | None
     ) -> pending.Submitted:
         """Quarantine one claim: in data/pending/, or in the shared inbox's store."""
-        try:  # serve.max_pixels before any decoding (the inbox's own limit is far higher)
-            decode_grey(data, name, self.max_pixels)
+        try:  # serve.max_pixels from the header (the inbox's own limit is far higher)
+            pixels = header_pixels(data, name)
         except ImageError as exc:
             raise DataError(str(exc)) from None
+        if pixels > self.max_pixels:
+            raise DataError(
+                f"{name}: {pixels:,} pixels, more than the limit of {self.max_pixels:,} "
+                "(serve.max_pixels)"
+            )
         if self.shared is not None:
             return review_shared.submit(self.store, data, name, label, source, client, self.quota)
         args = (self.pending, self.inbox, data, name, label, source, client, self.quota)
