@@ -195,10 +195,14 @@ def test_bad_locations_are_one_line_and_store_nothing(tmp_path: Path) -> None:
         ("s3://Bad_Bucket/x", "is not a valid bucket name"),
         ("ftp://host/x", "unsupported scheme 'ftp'"),
         (str(tmp_path / "unmounted"), "is not a folder: create it"),
+        ("file://srv/x", "a file:// URL names a folder on this machine"),
     ):
         with pytest.raises(StoreUnavailable, match=message) as refused:
             SharedInbox(bad)
         assert "\n" not in str(refused.value)
+    (tmp_path / "a store").mkdir()  # a file: URL as the registry reads one
+    url = f"file://localhost{tmp_path}/a%20store"
+    assert SharedInbox(url).location == str(tmp_path / "a store")
     root = tmp_path / "project"
     root.mkdir()
     (root / "params.yaml").write_text("inbox:\n  shared: s3://\n")

@@ -38,7 +38,7 @@ from typing import Literal, TypeVar
 from mnist_pipeline.core.errors import DataError, RegistryError, describe_os_error
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.inbox.store import LabelConflict, check_label
-from mnist_pipeline.registry import open_storage
+from mnist_pipeline.registry import local_folder, open_storage
 
 IMAGES = "images/"
 IDENTITY = "inbox.json"  # {"id": ...}: created with the store's first image, never removed
@@ -94,12 +94,7 @@ class SharedInbox:
     """The labelled images on one store, by SHA-256."""
 
     def __init__(self, location: str | Path) -> None:
-        text = str(location)
-        folder = (
-            None
-            if "://" in text and not text.startswith("file://")
-            else Path(text[7:] if text.startswith("file://") else text)
-        )
+        folder = self.call(lambda: local_folder(location, role="shared inbox"))
         if folder is not None and not folder.is_dir():
             raise StoreUnavailable(  # an unmounted share must not look like an empty store
                 f"shared inbox {folder} is not a folder: create it (or mount it) first"

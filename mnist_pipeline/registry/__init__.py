@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
 from mnist_pipeline.registry.api import Registry
-from mnist_pipeline.registry.backends import open_storage
+from mnist_pipeline.registry.backends import local_folder, open_storage
 from mnist_pipeline.registry.registration import Decision, Registration, Submission
 from mnist_pipeline.registry.storage import Storage
 from mnist_pipeline.registry.trail import default_actor
@@ -27,5 +27,6 @@ __all__ = [
     "Storage",
     "Submission",
     "default_actor",
+    "local_folder",
     "open_storage",
 ]

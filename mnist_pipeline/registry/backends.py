@@ -12,25 +12,37 @@ from mnist_pipeline.registry.local import LocalFolder
 from mnist_pipeline.registry.storage import Storage
 
 
-def open_storage(location: str | Path, role: str = "registry") -> Storage:
-    """The backend for `location`: a folder path, a file:// URL or s3://BUCKET/PREFIX (other
-    schemes are refused with the list of those supported); `role` names the store in messages."""
+def local_folder(location: str | Path, role: str = "registry") -> Path | None:
+    """The folder `location` names: a path, or a file:// URL (file:///path or
+    file://localhost/path, percent-decoded); None when it names object storage or another
+    scheme. RegistryError for a file:// URL of another host or none at all."""
     if isinstance(location, Path):
-        return LocalFolder(location, role)
+        return location
     try:
         parsed = urlparse(location)
     except ValueError as exc:
         raise RegistryError(f"{role} location {location!r} is not a valid URL: {exc}") from None
-    if parsed.scheme == "file":  # file:///path or file://localhost/path, percent-decoded
+    if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost") or not parsed.path:
             raise RegistryError(
                 f"{role} location {location!r}: a file:// URL names a folder on this machine "
                 "(file:///path)"
             )
-        return LocalFolder(Path(unquote(parsed.path)), role)
+        return Path(unquote(parsed.path))
     if parsed.scheme == "" or len(parsed.scheme) == 1:  # "C:\..." on Windows
-        return LocalFolder(Path(location), role)
-    if parsed.scheme == "s3":
+        return Path(location)
+    return None
+
+
+def open_storage(location: str | Path, role: str = "registry") -> Storage:
+    """The backend for `location`: a folder path, a file:// URL or s3://BUCKET/PREFIX (other
+    schemes are refused with the list of those supported); `role` names the store in messages."""
+    folder = local_folder(location, role)
+    if folder is not None:
+        return LocalFolder(folder, role)
+    location = str(location)
+    scheme = urlparse(location).scheme
+    if scheme == "s3":
         from mnist_pipeline.registry.s3 import S3Bucket  # boto3: the optional [s3] extra
 
         if location.partition(":")[2][:2] != "//":  # s3:/bucket would otherwise name no bucket
@@ -38,6 +50,6 @@ def open_storage(location: str | Path, role: str = "registry") -> Storage:
 
         return S3Bucket(location, role=role)
     raise RegistryError(
-        f"{role} location {location!r}: unsupported scheme {parsed.scheme!r} "
+        f"{role} location {location!r}: unsupported scheme {scheme!r} "
         "(supported: a folder path, a file:// URL, s3://BUCKET/PREFIX)"
     )
