@@ -172,10 +172,10 @@ def digits_from_files(files: list[tuple[str, bytes]], limits: ServeParams) -> np
     if len(files) > limits.max_batch:
         raise ClientError(422, f"{len(files)} images, over serve.max_batch ({limits.max_batch})")
     try:
-        total = 0  # all of a request's images within serve.max_pixels, before any is decoded
-        for name, data in files:
+        total = 0  # a batch's images within serve.max_pixels together, before any is decoded
+        for name, data in files if len(files) > 1 else ():  # one image: checked as decoded
             total += header_pixels(data, name)
-            if total > limits.max_pixels and len(files) > 1:
+            if total > limits.max_pixels:
                 raise ImageError(
                     f"{name}: the request's images have {total:,}+ pixels together, more than "
                     f"serve.max_pixels ({limits.max_pixels:,})"
