@@ -93,21 +93,44 @@ def test_clones_then_updates_in_place_keeping_what_runs_left(remote, worker: Pat
     assert git("rev-parse", "HEAD", cwd=clone) == first and not (clone / "two").exists()
 
 
-def test_a_checkout_refused_over_local_changes_names_them(remote, worker: Path) -> None:
+def test_a_checkout_refused_by_git_names_why(remote, worker: Path) -> None:
     bare, work = remote
     first = commit(work, "one")
     git_checkout(str(bare), first)
-    (work / "one").write_text("changed upstream")
-    git("add", "one", cwd=work)
-    second = commit(work, "two")  # and "one" changed
+    second = commit(work, "two")
     clone = worker / "mnist-pipeline"
-    (clone / "one").write_text("edited on the worker")
+    (clone / "two").write_text("an untracked file on the worker")
     with pytest.raises(CheckoutError) as refused:
         git_checkout(str(bare), second)
     message = str(refused.value)
-    assert message.startswith(f"cannot check out {second} in {clone}: error: Your local changes")
-    assert message.endswith("would be overwritten by checkout: one") and "\n" not in message
-    assert (clone / "one").read_text() == "edited on the worker"  # kept as it was
+    assert message.startswith(f"cannot check out {second} in {clone}: error: The following")
+    assert message.endswith("would be overwritten by checkout: two") and "\n" not in message
+    assert (clone / "two").read_text() == "an untracked file on the worker"  # kept as it was
+    assert git("rev-parse", "HEAD", cwd=clone) == first
+
+
+@pytest.mark.parametrize("deployed", ["the same commit", "a later commit"])
+def test_local_edits_to_tracked_files_are_refused_not_run(remote, worker: Path, deployed) -> None:
+    """Edits to files the deployed commit shares with HEAD would run unnoticed: git carries them
+    into a checkout, and with HEAD at the deployed commit there is no checkout at all."""
+    bare, work = remote
+    commit(work, "one")
+    first = commit(work, "three")
+    git_checkout(str(bare), first)
+    target = first if deployed == "the same commit" else commit(work, "two")
+    clone = worker / "mnist-pipeline"
+    (clone / "one").write_text("edited on the worker")
+    git("mv", "three", "renamed", cwd=clone)
+    with pytest.raises(CheckoutError) as refused:
+        git_checkout(str(bare), target)
+    assert str(refused.value) == (
+        f"{clone} has local changes to tracked files (one, renamed), so a run there would not "
+        f"be commit {target}: commit, stash or discard them (`git -C {clone} stash`)"
+    )
+    assert (clone / "one").read_text() == "edited on the worker"  # nothing discarded
+    git("stash", "-q", cwd=clone)
+    git_checkout(str(bare), target)
+    assert git("rev-parse", "HEAD", cwd=clone) == target and (clone / "one").read_text() == "one"
 
 
 def test_an_unreachable_repository_fails_the_run_and_keeps_the_clone(

@@ -70,6 +70,20 @@ def _has_commit(clone: Path, commit: str) -> bool:
     return run_git(["cat-file", "-e", f"{commit}^{{commit}}"], clone).returncode == 0
 
 
+def _edited(clone: Path) -> list[str]:
+    """Tracked files whose content in the clone is not its HEAD's (staged or not)."""
+    done = run_git(["status", "--porcelain=v1", "-z", "--untracked-files=no"], clone)
+    if done.returncode != 0:
+        raise CheckoutError(f"cannot read the state of {clone}: {_reason(done)}")
+    entries, names = iter(done.stdout.split("\0")), []
+    for entry in entries:
+        if entry:
+            names.append(entry[3:])
+            if entry[0] in "RC":  # a rename or copy: its source path comes next
+                next(entries, None)
+    return names
+
+
 def _origin(clone: Path) -> str:
     return run_git(["config", "--get", "remote.origin.url"], clone).stdout.strip()
 
@@ -186,6 +200,14 @@ def _check_out_in(clone: Path, repository: str, commit_sha: str) -> None:
         raise CheckoutError(
             f"{clone} is a clone of {origin}, not of {repository}: give the deployment another "
             "clone_directory_name, or move the clone away"
+        )
+    elif edited := _edited(clone):
+        # git would carry edits to files the two commits share into the checkout, and with HEAD
+        # already at the commit there is no checkout at all: the run would not be the commit
+        shown = ", ".join(edited[:5]) + (f" and {len(edited) - 5} more" if len(edited) > 5 else "")
+        raise CheckoutError(
+            f"{clone} has local changes to tracked files ({shown}), so a run there would not be "
+            f"commit {commit_sha}: commit, stash or discard them (`git -C {clone} stash`)"
         )
     elif run_git(["rev-parse", "HEAD"], clone).stdout.strip() != commit_sha:
         if not _has_commit(clone, commit_sha):
