@@ -195,7 +195,8 @@ def candidate_in(folder: Path) -> Candidate:
 
 def _install_crash(step: str, backend: type) -> None:
     """Die (as kill -9 would) just before the card's creation (the commit point), just after it,
-    or when the alias document is replaced, on the storage `backend` (a Storage class)."""
+    or when the alias document is replaced, on the storage `backend` (a Storage class); or, on
+    a local folder, with a blob's or the alias document's temp file written."""
 
     def die(*_args, **_kwargs):
         os._exit(9)
@@ -215,6 +216,10 @@ def _install_crash(step: str, backend: type) -> None:
         backend.create = create_or_die
     elif step == "aliases":
         backend.swap = die
+    elif step == "blob-written":  # a local folder: a blob's temp file complete, not yet linked
+        os.link = die
+    elif step == "aliases-written":  # a local folder: the new alias document's temp file
+        os.replace = die
     else:
         raise SystemExit(f"unknown crash step {step!r}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import random
 import signal
 import subprocess
@@ -16,10 +17,16 @@ import pytest
 from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.pipeline.register import register_candidate
-from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry import Registry, local
 from mnist_pipeline.registry.local import LocalFolder
 from tests.conftest import REPO_ROOT
-from tests.registry_helpers import MODEL, PARAMS, make_candidate, read_failing_for
+from tests.registry_helpers import (
+    MODEL,
+    PARAMS,
+    candidate_in,
+    make_candidate,
+    read_failing_for,
+)
 
 
 def worker(root: Path, candidate: Path, *extra: str) -> subprocess.Popen[str]:
@@ -78,6 +85,29 @@ def test_crash_at_each_step_leaves_no_half_version(
     log = registry.alias_log()
     assert log["history"]["production"] == ([1, 2] if committed else [1])
     assert assert_intact(registry)
+
+
+@pytest.mark.parametrize("step", ["blob-written", "aliases-written"])
+def test_a_temp_file_a_killed_writer_left_is_garbage_once_old(tmp_path: Path, step: str) -> None:
+    """On a local folder a write goes through a temp file, which a kill leaves behind: not
+    counted while a writer could still be at it, then listed by `garbage` and removed by gc."""
+    registry = Registry(tmp_path / "registry", MODEL)
+    register_candidate(registry, make_candidate(tmp_path / "c1", 1), PARAMS)
+    make_candidate(tmp_path / "c2", 2, accuracy=0.995)
+    assert worker(registry.root, tmp_path / "c2", "--crash-at", step).wait(timeout=120) == 9
+    [partial] = [p for p in Path(registry.root).rglob(".*") if ".tmp" in p.name]
+    name = partial.relative_to(registry.root).as_posix()
+    assert name.startswith(f"{MODEL}/blobs/" if step == "blob-written" else f"{MODEL}/.aliases")
+    assert_intact(registry)
+    assert name not in registry.garbage()  # fresh: its writer may be alive
+    old = time.time() - local.ABANDONED_AFTER_S - 60
+    os.utime(partial, (old, old))
+    assert name in registry.garbage()
+    assert name in registry.collect_garbage() and not partial.exists()
+    committed = [1] if step == "blob-written" else [1, 2]  # the card is the commit point
+    assert registry.garbage() == [] and assert_intact(registry) == committed
+    if step == "blob-written":
+        assert register_candidate(registry, candidate_in(tmp_path / "c2"), PARAMS).version == 2
 
 
 def test_sigkill_at_random_points_never_leaves_a_half_version(

@@ -39,6 +39,15 @@ def test_create_is_create_if_absent(tmp_path: Path) -> None:
     assert store.list("m/") == ["m/blobs/a"]  # no temp or lock files listed
 
 
+def test_only_a_partial_writes_name_is_removed_as_one(tmp_path: Path) -> None:
+    store = LocalFolder(tmp_path)
+    store.create("m/blobs/a", b"one")
+    for name in ("m/blobs/a", "m/blobs/../blobs/a", ".m.tmp", "m/.lock"):
+        with pytest.raises(RegistryError):
+            store.remove_abandoned(name)
+    assert store.read("m/blobs/a") == b"one" and store.abandoned("m/") == []
+
+
 def test_list_takes_any_string_prefix(tmp_path: Path) -> None:
     """As S3 lists: `m/v` finds m/v1/... and m/v22/..., not m/blobs/... or m/aliases.json."""
     store = LocalFolder(tmp_path)

@@ -273,8 +273,8 @@ def verify(ctx: typer.Context) -> None:
         err.print(f"[red]problem:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     if garbage:
         err.print(
-            f"{len(garbage)} unreferenced object(s) left by registrations that did not commit "
-            "(`mnist-pipeline models gc` removes them)",
+            f"{len(garbage)} unreferenced object(s) left by registrations or writes that did "
+            "not finish (`mnist-pipeline models gc` removes them)",
             highlight=False,
             soft_wrap=True,
         )
@@ -285,7 +285,8 @@ def verify(ctx: typer.Context) -> None:
 
 @models_app.command("gc")
 def collect_garbage(ctx: typer.Context) -> None:
-    """Delete stored files no version refers to (left by registrations that did not commit)."""
+    """Delete stored files no version refers to (left by registrations or writes that did not
+    finish)."""
     removed = _registry(ctx).collect_garbage()
     err.print(f"removed {len(removed)} unreferenced object(s)")
 

@@ -1,5 +1,6 @@
 """Garbage in a registry: blobs no card refers to, left by registrations that did not commit
-(commit.py), and their removal (`models gc`) while no registration is in progress."""
+(commit.py), and partial writes a killed writer left (a local folder's temp files), and their
+removal (`models gc`) while no registration is in progress."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ if TYPE_CHECKING:
 
 
 def find(registry: Registry) -> list[str]:
-    """Blobs no card refers to: left by registrations that did not commit. Every card counts,
-    also one whose seal or signature fails (its files are evidence, not garbage); a card that
-    is not even readable JSON stops the search (RegistryError), since what it needs is unknown."""
+    """Blobs no card refers to (left by registrations that did not commit), then the storage's
+    abandoned partial writes. Every card counts, also one whose seal or signature fails (its
+    files are evidence, not garbage); a card that is not even readable JSON stops the search
+    (RegistryError), since what it needs is unknown."""
     name, listing = registry.name, registry.storage.list(f"{registry.name}/")
     used: set[str] = set()
     versions = keys.committed_versions(name, listing)
@@ -30,13 +32,18 @@ def find(registry: Registry) -> list[str]:
                 f"{name} v{version}: card.json is unreadable, so which stored files it needs "
                 "is unknown; restore or remove it before collecting garbage"
             ) from None
-    return [key for key in listing if key.startswith(f"{name}/{keys.BLOBS}/") and key not in used]
+    blobs = [key for key in listing if key.startswith(f"{name}/{keys.BLOBS}/") and key not in used]
+    return blobs + registry.storage.abandoned(f"{name}/")
 
 
 def collect(registry: Registry) -> list[str]:
     """Delete what `find` returns while no registration is in progress; returns what was deleted."""
-    with registry.storage.exclusive(f"{registry.name}/register"):
+    storage = registry.storage
+    with storage.exclusive(f"{registry.name}/register"):
         found = find(registry)
         for key in found:
-            registry.storage.delete(key)
+            if key.rpartition("/")[2].startswith("."):  # a partial write, never a key
+                storage.remove_abandoned(key)
+            else:
+                storage.delete(key)
     return found

@@ -4,13 +4,17 @@ create-if-absent: the bytes go to a temp file beside the target, are fsynced and
 read-only, then hard-linked to the key's name, which fails if the name exists (atomic on POSIX
 filesystems), and the folder is fsynced. compare-and-swap: under a per-document flock, the
 current bytes' SHA-256 is compared with the expected revision before an atomic replace.
-Temp and lock files start with '.', which no key does, so listings never show them.
+Temp and lock files start with '.', which no key does, so listings never show them; a temp file
+a killed writer left is `abandoned` once it is an hour old (as git prunes what an interrupted
+command left only after a grace period).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +27,9 @@ from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry.storage import Storage, check_key
 
 LOCK_TIMEOUT_S = 120.0
+ABANDONED_AFTER_S = 3600.0  # no write of a card, blob or alias document takes this long
+# create's ".NAME.HEX.tmp" and core.atomic's ".NAME.RANDOM.tmpSUFFIX" (an alias document's swap)
+TEMP_NAME = re.compile(r"\..+\.tmp(\.[^./]+)?")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -31,6 +38,13 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # its writer finished or gave up meanwhile
+        return float("inf")
 
 
 class LocalFolder(Storage):
@@ -119,6 +133,23 @@ class LocalFolder(Storage):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def abandoned(self, prefix: str) -> list[str]:
+        folder = self.root / check_key(prefix.rstrip("/"))
+        expired, found = time.time() - ABANDONED_AFTER_S, []
+        for current, dirs, files in os.walk(folder):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                path = Path(current) / name
+                if TEMP_NAME.fullmatch(name) and _modified(path) < expired:
+                    found.append(path.relative_to(self.root).as_posix())
+        return sorted(found)
+
+    def remove_abandoned(self, name: str) -> None:
+        folder, _, file = name.rpartition("/")
+        if not (folder and check_key(folder) and TEMP_NAME.fullmatch(file)):
+            raise RegistryError(f"{name!r} is not a partial write's name")
+        (self.root / folder / file).unlink(missing_ok=True)
 
     @contextmanager
     def exclusive(self, key: str) -> Iterator[None]:

@@ -61,6 +61,15 @@ class Storage(ABC):
     def delete(self, key: str) -> None:
         """Remove an object (garbage only: never a committed version's)."""
 
+    def abandoned(self, prefix: str) -> list[str]:
+        """Partial writes under `prefix` that a killed writer left, old enough that no writer is
+        still at them; a backend whose writes are atomic (object storage) has none."""
+        return []
+
+    def remove_abandoned(self, name: str) -> None:
+        """Delete one of the names `abandoned` returned."""
+        raise RegistryError(f"{self.location} keeps no partial writes, so not {name!r}")
+
     @abstractmethod
     def exclusive(self, key: str) -> AbstractContextManager[None]:
         """Hold a writers' lock named `key` where the backend has one (else a no-op)."""
