@@ -18,7 +18,9 @@ from mnist_pipeline.core.errors import GateError, PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ExportParams, ModelParams
 from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
+from mnist_pipeline.evaluation import gate
 from mnist_pipeline.export.export import collect_metadata, export, export_onnx
+from mnist_pipeline.model.network import build_model
 from mnist_pipeline.model.weights import load_model
 from mnist_pipeline.serving import predict
 from tests.conftest import UNTRAINED_META
@@ -167,6 +169,28 @@ def test_stage_records_the_evaluated_accuracy_and_dataset(candidate: Layout) -> 
     assert meta["test_accuracy"] == "0.991" and meta["model_version"] == "3"
     assert meta["training_data_sha256"] == dataset_sha256(candidate.data_dir)
     assert meta["state_dict_sha256"] == file_sha256(candidate.state_dict)
+
+
+def test_stage_exports_the_weights_it_checked_if_model_pt_is_replaced_meanwhile(
+    candidate: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hash the gates compare and the weights exported come from one read of model.pt: a
+    training that replaces it meanwhile does not get its weights labelled with the old hash."""
+    _metrics(candidate)
+    checked = load_model("classic", candidate.state_dict)
+    passed = gate.evaluation_passed
+
+    def replaced_meanwhile(*args, **kwargs):
+        torch.manual_seed(7)  # other classic weights, as a new training would write
+        torch.save(build_model("classic").state_dict(), candidate.state_dict)
+        return passed(*args, **kwargs)
+
+    monkeypatch.setattr(gate, "evaluation_passed", replaced_meanwhile)
+    export(MODEL, ExportParams(), candidate)
+    proto = onnx.load(str(candidate.onnx))
+    exported = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    conv1 = checked.state_dict()["conv1.weight"].numpy()
+    assert any(w.shape == conv1.shape and np.array_equal(w, conv1) for w in exported.values())
 
 
 def test_stage_refuses_a_model_that_failed_the_gate(candidate: Layout) -> None:

@@ -29,7 +29,7 @@ from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.evaluation import metrics, plots, quality, report, scoring
 from mnist_pipeline.evaluation.gate import accuracy_passes, enforce_evaluation, made_from
 from mnist_pipeline.inbox import extra
-from mnist_pipeline.model.weights import load_model
+from mnist_pipeline.model.weights import load_model_and_hash
 
 PLOT_FILES = ("misclassified.png", "correct.png", "confusion_matrix.png", "training_curves.png")
 EXTRA_PLOT = "extra_misclassified.png"  # the extra holdout's mistakes (only with a holdout)
@@ -122,8 +122,8 @@ def written_outputs(layout: Layout) -> dict[str, str]:
 
 def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> EvalResult:
     """Score layout.state_dict on the test set; raise GateError below params.min_accuracy."""
-    net = load_model(model.arch, layout.state_dict)  # a clear error if there are none
-    weights_sha256 = file_sha256(layout.state_dict)  # the weights this report describes
+    # a clear error if there are none; the hash is of the bytes loaded: the weights described
+    net, weights_sha256 = load_model_and_hash(model.arch, layout.state_dict)
     check_trained(layout, weights_sha256)
     mnist = load_mnist(layout.data_dir)
     test = scoring.score(net, mnist.test_images, mnist.test_labels, params.batch_size)

@@ -44,7 +44,7 @@ from mnist_pipeline.core.reports import Metrics, read_report
 from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.evaluation import gate
 from mnist_pipeline.model.network import fold_batch_norm
-from mnist_pipeline.model.weights import load_model
+from mnist_pipeline.model.weights import load_model, load_model_and_hash
 
 STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
 
@@ -166,11 +166,12 @@ def check_graph(proto: onnx.ModelProto, opset: int) -> None:
 def export_onnx(
     params: ExportParams,
     arch: str,
-    state_dict_path: Path,
+    weights: Path | nn.Module,
     onnx_path: Path,
     metadata: Mapping[str, str],
 ) -> ExportResult:
-    """Export `arch` weights from `state_dict_path` to `onnx_path` (atomic; checked first)."""
+    """Export `arch` weights (a state_dict file, or the network loaded from one) to `onnx_path`
+    (atomic; checked first)."""
     meta = builtin_metadata(arch, params.opset)
     for key, value in metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):
@@ -181,7 +182,8 @@ def export_onnx(
     if "test_accuracy" in meta and not math.isfinite(float(meta["test_accuracy"])):
         raise ValueError(f"test_accuracy must be a finite number, got {meta['test_accuracy']!r}")
 
-    model = InferenceModel(fold_batch_norm(load_model(arch, state_dict_path))).eval()
+    net = load_model(arch, weights) if isinstance(weights, Path) else weights
+    model = InferenceModel(fold_batch_norm(net)).eval()
     proto = _to_onnx(model, params.opset)
     proto.doc_string = (
         f"MNIST digit classifier ({arch}). {INPUT_DESCRIPTION}. {OUTPUT_DESCRIPTION}."
@@ -218,7 +220,7 @@ def export(
     """
     metrics = read_report(Metrics, layout.metrics, "evaluate")
     data_hash = dataset_sha256(layout.data_dir)
-    weights_hash = file_sha256(layout.state_dict)
+    net, weights_hash = load_model_and_hash(model.arch, layout.state_dict)  # what is exported
     where = str(layout.metrics)
     try:
         accuracy = gate.evaluation_passed(metrics, where)
@@ -228,4 +230,4 @@ def export(
     except GateError as exc:
         raise GateError(f"refusing to export: {exc}") from None
     metadata = collect_metadata(accuracy, data_hash, weights_hash, model_version)
-    return export_onnx(params, model.arch, layout.state_dict, layout.onnx, metadata)
+    return export_onnx(params, model.arch, net, layout.onnx, metadata)

@@ -24,6 +24,7 @@ import onnx
 import onnxruntime as ort
 import torch
 from onnx.reference import ReferenceEvaluator
+from torch import nn
 
 import mnist_pipeline
 from mnist_pipeline.core.atomic import write_json
@@ -33,12 +34,11 @@ from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ModelParams, ParityParams
 from mnist_pipeline.core.reports import Parity
 from mnist_pipeline.data.dataset import load_mnist, normalise
-from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.evaluation import gate
 from mnist_pipeline.evaluation.gate import parity_passes
 from mnist_pipeline.export.session import model_input, open_session
 from mnist_pipeline.model.network import predict_logits
-from mnist_pipeline.model.weights import load_model
+from mnist_pipeline.model.weights import load_model_and_hash
 
 REFERENCE_IMAGES = 16
 TORCH_BATCH = 1000
@@ -64,8 +64,8 @@ class ParityResult:
         )
 
 
-def _torch_outputs(arch: str, state_dict_path: Path, images: torch.Tensor) -> np.ndarray:
-    logits = predict_logits(load_model(arch, state_dict_path), normalise(images), TORCH_BATCH)
+def _torch_outputs(net: nn.Module, images: torch.Tensor) -> np.ndarray:
+    logits = predict_logits(net, normalise(images), TORCH_BATCH)
     return logits.numpy().astype(np.float64)
 
 
@@ -122,19 +122,14 @@ def check_parity(
     model_bytes = _load_onnx(onnx_path)  # hash and run the very same bytes
     onnx_sha256 = hashlib.sha256(model_bytes).hexdigest()
     session = open_session(model_bytes, where=str(onnx_path), outputs=OUTPUT_NAMES)
-    try:
-        weights_sha256 = file_sha256(state_dict_path)
-    except FileNotFoundError:
-        raise PipelineError(
-            f"no trained weights at {state_dict_path}: run `mnist-pipeline train`"
-        ) from None
+    net, weights_sha256 = load_model_and_hash(arch, state_dict_path)  # the weights compared
     exported_from = session.get_modelmeta().custom_metadata_map
     if "state_dict_sha256" in exported_from:  # our exports record it; a foreign ONNX may not
         recorded = exported_from["state_dict_sha256"]
         gate.made_from(recorded, weights_sha256, str(onnx_path), "model.pt", "export")
 
     images = load_mnist(data_dir).test_images
-    ref_logits = _torch_outputs(arch, state_dict_path, images)
+    ref_logits = _torch_outputs(net, images)
     pixels = model_input(images.numpy())
 
     batch_sizes = list(dict.fromkeys([len(pixels), *params.batch_sizes]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
 
 import torch
@@ -29,10 +31,26 @@ def write_state_dict(model: nn.Module, path: Path) -> None:
 
 def load_model(arch: str, path: Path) -> nn.Module:
     """Build `arch` and load weights from `path` (weights_only=True); returned in eval mode."""
+    return _load(arch, path, _read(path))
+
+
+def load_model_and_hash(arch: str, path: Path) -> tuple[nn.Module, str]:
+    """`load_model` and the SHA-256 of the very bytes it loaded: a file replaced in between
+    (another training writing it) cannot make a report describe other weights than it scored."""
+    data = _read(path)
+    return _load(arch, path, data), hashlib.sha256(data).hexdigest()
+
+
+def _read(path: Path) -> bytes:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return path.read_bytes()
     except FileNotFoundError:
         raise PipelineError(f"no trained weights at {path}: run `mnist-pipeline train`") from None
+
+
+def _load(arch: str, path: Path, data: bytes) -> nn.Module:
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
         why = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise PipelineError(
