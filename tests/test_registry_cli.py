@@ -192,6 +192,21 @@ def test_verify_of_an_unreadable_card_lists_it_and_does_not_count_garbage(workdi
     )
 
 
+def test_gc_says_what_it_kept_for_being_young_and_min_age_removes_it(workdir: Path) -> None:
+    produce(workdir, 1, 0.95)
+    assert models(workdir, "register").exit_code == 0
+    Registry(workdir / "registry", "mnist-cnn").storage.create(
+        f"mnist-cnn/blobs/sha256/{'0' * 64}", b"a registration storing it"
+    )
+    kept = models(workdir, "gc")
+    assert kept.exit_code == 0, kept.output
+    assert "removed 0 unreferenced object(s); 1 younger than 3600 s kept" in kept.output
+    assert "1 unreferenced object(s)" in models(workdir, "verify").output
+    removed = models(workdir, "gc", "--min-age", "0")
+    assert removed.exit_code == 0 and "removed 1 unreferenced object(s)\n" in removed.output
+    assert models(workdir, "gc", "--min-age", "-1").exit_code == 2
+
+
 def test_list_shows_the_intact_versions_and_marks_a_damaged_one(workdir: Path) -> None:
     registered_with_v2_unreadable(workdir, (0.95, 0.96, 0.97))
     result = models(workdir, "list")

@@ -80,7 +80,7 @@ def test_crash_at_each_step_leaves_no_half_version(
     assert stored["last_version"] == 1  # the dead writer never updated the file
     third = register_candidate(registry, make_candidate(tmp_path / "c3", 3, accuracy=0.9), PARAMS)
     assert third.version == (3 if committed else 2) and third.alias == "staging"
-    assert bool(registry.collect_garbage()) is (step == "before-commit")  # `models gc`
+    assert bool(registry.collect_garbage(min_age_s=0)) is (step == "before-commit")  # `models gc`
     assert leftovers(registry) == []
     log = registry.alias_log()
     assert log["history"]["production"] == ([1, 2] if committed else [1])
@@ -103,7 +103,7 @@ def test_a_temp_file_a_killed_writer_left_is_garbage_once_old(tmp_path: Path, st
     old = time.time() - local.ABANDONED_AFTER_S - 60
     os.utime(partial, (old, old))
     assert name in registry.garbage()
-    assert name in registry.collect_garbage() and not partial.exists()
+    assert name in registry.collect_garbage(min_age_s=0) and not partial.exists()
     committed = [1] if step == "blob-written" else [1, 2]  # the card is the commit point
     assert registry.garbage() == [] and assert_intact(registry) == committed
     if step == "blob-written":
@@ -130,7 +130,7 @@ def test_sigkill_at_random_points_never_leaves_a_half_version(
             registry.fetch("production", "model.onnx")
     n = len(assert_intact(registry))
     done = register_candidate(registry, make_candidate(tmp_path / "last", 2), PARAMS)
-    registry.collect_garbage()
+    registry.collect_garbage(min_age_s=0)
     assert done.version == n + 1 and leftovers(registry) == []
     assert registry.alias_log()["history"]["production"] == list(range(1, n + 2))
     assert_intact(registry)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from mnist_pipeline.core.imports import PACKAGE_DIR, import_closure
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.pipeline.register import register_candidate
-from mnist_pipeline.registry import Decision, Registry, Submission
+from mnist_pipeline.registry import GRACE_S, Decision, Registry, Submission
 from mnist_pipeline.registry.backends import open_storage
 from mnist_pipeline.registry.card import seal
 from mnist_pipeline.registry.local import LocalFolder
@@ -189,6 +191,21 @@ def test_nothing_outside_the_registry_reaches_into_its_store() -> None:
                 assert node.module in PUBLIC, (rel, node.module)
         for inside in ("blobs/sha256", "card.json", "aliases.json"):
             assert inside not in source, (rel, inside)
+
+
+def test_gc_keeps_unreferenced_files_younger_than_its_grace(registry: Registry, make) -> None:
+    """A registration may be storing them still (on S3, even one whose lease ran out)."""
+    register_candidate(registry, make(1), PARAMS)
+    young = f"{registry.name}/blobs/sha256/{'0' * 64}"
+    registry.storage.create(young, b"being stored")
+    assert registry.garbage() == [young] and registry.collect_garbage() == []
+    assert registry.storage.read(young) == b"being stored"
+    path = model_dir(registry) / "blobs" / "sha256" / ("0" * 64)
+    older = time.time() - GRACE_S - 60
+    os.utime(path, (older, older))
+    assert registry.storage.ages(f"{registry.name}/blobs/")[young] > GRACE_S
+    assert registry.collect_garbage() == [young] and registry.garbage() == []
+    assert registry.version_numbers() == [1] and registry.verify() == []
 
 
 def test_gc_keeps_the_files_of_a_card_it_cannot_trust(registry: Registry, make) -> None:

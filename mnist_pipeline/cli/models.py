@@ -19,7 +19,7 @@ from mnist_pipeline.pipeline.approval import Answer, resume_waiting
 from mnist_pipeline.pipeline.card import summary_lines
 from mnist_pipeline.pipeline.register import verify as verify_versions
 from mnist_pipeline.pipeline.versions import ONNX_FILE, open_registry
-from mnist_pipeline.registry import Registry, keys
+from mnist_pipeline.registry import GRACE_S, Registry, keys
 from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
 from mnist_pipeline.registry.signing import generate
 
@@ -284,11 +284,20 @@ def verify(ctx: typer.Context) -> None:
 
 
 @models_app.command("gc")
-def collect_garbage(ctx: typer.Context) -> None:
+def collect_garbage(
+    ctx: typer.Context,
+    min_age: Annotated[
+        float,
+        typer.Option(min=0, metavar="SECONDS", help="Keep files written more recently than this."),
+    ] = GRACE_S,
+) -> None:
     """Delete stored files no version refers to (left by registrations or writes that did not
-    finish)."""
-    removed = _registry(ctx).collect_garbage()
-    err.print(f"removed {len(removed)} unreferenced object(s)")
+    finish) once they are --min-age old: a registration may still be storing younger ones."""
+    registry = _registry(ctx)
+    removed = registry.collect_garbage(min_age)
+    kept = len(registry.garbage())  # what is left
+    younger = f"; {kept} younger than {min_age:g} s kept" if kept > 0 else ""
+    err.print(f"removed {len(removed)} unreferenced object(s){younger}")
 
 
 @models_app.command("keygen")

@@ -14,11 +14,13 @@ from __future__ import annotations
 from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
 from mnist_pipeline.registry.api import Registry
 from mnist_pipeline.registry.backends import local_folder, open_storage
+from mnist_pipeline.registry.garbage import GRACE_S
 from mnist_pipeline.registry.registration import Decision, Registration, Submission
 from mnist_pipeline.registry.storage import Storage
 from mnist_pipeline.registry.trail import default_actor
 
 __all__ = [
+    "GRACE_S",
     "PRODUCTION",
     "STAGING",
     "Decision",

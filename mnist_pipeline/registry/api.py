@@ -22,6 +22,7 @@ from mnist_pipeline.registry.aliases import PRODUCTION, AliasState
 from mnist_pipeline.registry.audit import audit, refuse_forged
 from mnist_pipeline.registry.backends import open_storage
 from mnist_pipeline.registry.card import SIGNATURE_KEY, file_problem, inputs_of, parse_card
+from mnist_pipeline.registry.garbage import GRACE_S
 from mnist_pipeline.registry.registration import (
     DECISION_FIELDS,
     Registration,
@@ -212,9 +213,9 @@ class Registry:
         """Storage keys no card refers to (left by registrations that did not commit)."""
         return garbage.find(self)
 
-    def collect_garbage(self) -> list[str]:
-        """Delete `garbage()`; returns the keys deleted."""
-        return garbage.collect(self)
+    def collect_garbage(self, min_age_s: float = GRACE_S) -> list[str]:
+        """Delete `garbage()` but blobs younger than `min_age_s`; returns the keys deleted."""
+        return garbage.collect(self, min_age_s)
 
     # ---- internals shared with commit.py and audit.py
 

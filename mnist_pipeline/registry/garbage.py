@@ -1,6 +1,6 @@
 """Garbage in a registry: blobs no card refers to, left by registrations that did not commit
 (commit.py), and partial writes a killed writer left (a local folder's temp files), and their
-removal (`models gc`) while no registration is in progress."""
+removal (`models gc`) while no registration is in progress, once they are old enough."""
 
 from __future__ import annotations
 
@@ -12,6 +12,12 @@ from mnist_pipeline.registry import keys
 
 if TYPE_CHECKING:
     from mnist_pipeline.registry.api import Registry
+
+# Blobs younger than this are kept: a registration may be storing them. The writers' lock keeps
+# gc off a registration in progress, but a lease on S3 can be lost by a holder that stalled past
+# its time to live and then goes on writing (no fencing token); so, as git prunes only objects
+# older than gc.pruneExpire, what may belong to a registration still under way is left alone.
+GRACE_S = 3600.0
 
 
 def find(registry: Registry) -> list[str]:
@@ -36,14 +42,19 @@ def find(registry: Registry) -> list[str]:
     return blobs + registry.storage.abandoned(f"{name}/")
 
 
-def collect(registry: Registry) -> list[str]:
-    """Delete what `find` returns while no registration is in progress; returns what was deleted."""
-    storage = registry.storage
+def collect(registry: Registry, min_age_s: float = GRACE_S) -> list[str]:
+    """Delete what `find` returns, but blobs written less than `min_age_s` ago, while no
+    registration is in progress; returns what was deleted."""
+    storage, removed = registry.storage, []
     with storage.exclusive(f"{registry.name}/register"):
         found = find(registry)
+        ages = storage.ages(f"{registry.name}/{keys.BLOBS}/")
         for key in found:
             if key.rpartition("/")[2].startswith("."):  # a partial write, never a key
                 storage.remove_abandoned(key)
-            else:
+            elif ages.get(key, 0.0) >= min_age_s:
                 storage.delete(key)
-    return found
+            else:
+                continue
+            removed.append(key)
+    return removed

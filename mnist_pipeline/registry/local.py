@@ -131,6 +131,14 @@ class LocalFolder(Storage):
             ]
         return sorted(keys)
 
+    def ages(self, prefix: str) -> dict[str, float]:
+        now, ages = time.time(), {}
+        for key in self.list(prefix):
+            written = _modified(self._path(key))
+            if written != float("inf"):  # not removed meanwhile
+                ages[key] = max(0.0, now - written)
+        return ages
+
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from email.utils import parsedate_to_datetime
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -150,15 +151,22 @@ class S3Bucket(Storage):
         return self._delete(key, IfMatch=revision)
 
     def list(self, prefix: str) -> list[str]:
+        return sorted(self.ages(prefix))
+
+    def ages(self, prefix: str) -> dict[str, float]:
         paginator = self.client.get_paginator("list_objects_v2")
-        keys: list[str] = []
+        ages: dict[str, float] = {}
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.root + prefix):
-                keys += [item["Key"][len(self.root) :] for item in page.get("Contents", ())]
-        except (ClientError, BotoCoreError) as exc:
+                date = page["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
+                now = parsedate_to_datetime(date).timestamp() if date else time.time()
+                for item in page.get("Contents", ()):
+                    age = max(0.0, now - item["LastModified"].timestamp())
+                    ages[item["Key"][len(self.root) :]] = age
+        except (ClientError, BotoCoreError, TypeError, ValueError) as exc:
             raise self._failure("list", prefix, exc) from None
         # leases and probes live under dot-names, which no key has (as the local folder hides them)
-        return sorted(k for k in keys if not any(p.startswith(".") for p in k.split("/")))
+        return {k: a for k, a in ages.items() if not any(p.startswith(".") for p in k.split("/"))}
 
     def delete(self, key: str) -> None:
         self._call(self.client.delete_object, Key=self._key(key))

@@ -58,6 +58,11 @@ class Storage(ABC):
         """Every key that starts with `prefix` (any string, as S3 lists), sorted."""
 
     @abstractmethod
+    def ages(self, prefix: str) -> dict[str, float]:
+        """`list`'s keys, each with the seconds since it was written by the store's own clock
+        (S3: its Date header against LastModified), so hosts need not agree on the time."""
+
+    @abstractmethod
     def delete(self, key: str) -> None:
         """Remove an object (garbage only: never a committed version's)."""
 
