@@ -125,12 +125,14 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     for config, rows in summary:
-        vals = [r["val"] for r in rows]
-        line = (
-            f"{config}: val {'/'.join(f'{v:.4f}' for v in vals)}, mean "
-            f"{statistics.mean(vals):.4f}, spread {max(vals) - min(vals):.4f}, "
-            f"~{statistics.median(r['seconds'] for r in rows):.0f} s each"
+        vals = [r["val"] for r in rows if r["val"] is not None]  # none with val_size 0
+        scored = (
+            f"val {'/'.join(f'{v:.4f}' for v in vals)}, mean {statistics.mean(vals):.4f}, "
+            f"spread {max(vals) - min(vals):.4f}"
+            if vals
+            else "no validation split"
         )
+        line = f"{config}: {scored}, ~{statistics.median(r['seconds'] for r in rows):.0f} s each"
         if args.test:
             tests = [r["test"] for r in rows]
             line += f"; test {'/'.join(f'{t:.4f}' for t in tests)}, median "
