@@ -115,20 +115,24 @@ def test_local_edits_to_tracked_files_are_refused_not_run(remote, worker: Path, 
     into a checkout, and with HEAD at the deployed commit there is no checkout at all."""
     bare, work = remote
     commit(work, "one")
-    first = commit(work, "three")
+    commit(work, "three")
+    first = commit(work, "four")
     git_checkout(str(bare), first)
     target = first if deployed == "the same commit" else commit(work, "two")
     clone = worker / "mnist-pipeline"
     (clone / "one").write_text("edited on the worker")
-    git("mv", "three", "renamed", cwd=clone)
+    git("mv", "three", "renamed", cwd=clone)  # git status: "R  renamed", then "three"
+    (clone / "four").rename(clone / "moved")
+    git("add", "-N", "moved", cwd=clone)  # " R moved", then "four"
     with pytest.raises(CheckoutError) as refused:
         git_checkout(str(bare), target)
     assert str(refused.value) == (
-        f"{clone} has local changes to tracked files (one, renamed), so a run there would not "
-        f"be commit {target}: commit, stash or discard them (`git -C {clone} stash`)"
+        f"{clone} has local changes to tracked files (moved, one, renamed), so a run there would "
+        f"not be commit {target}: commit, stash or discard them (`git -C {clone} stash`)"
     )
     assert (clone / "one").read_text() == "edited on the worker"  # nothing discarded
-    git("stash", "-q", cwd=clone)
+    git("reset", "-q", "--hard", cwd=clone)  # the worker's owner discards them
+    (clone / "moved").unlink(missing_ok=True)
     git_checkout(str(bare), target)
     assert git("rev-parse", "HEAD", cwd=clone) == target and (clone / "one").read_text() == "one"
 

@@ -17,7 +17,7 @@ import pytest
 from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.pipeline.register import register_candidate
-from mnist_pipeline.registry import Registry, local
+from mnist_pipeline.registry import GRACE_S, Registry
 from mnist_pipeline.registry.local import LocalFolder
 from tests.conftest import REPO_ROOT
 from tests.registry_helpers import (
@@ -80,7 +80,9 @@ def test_crash_at_each_step_leaves_no_half_version(
     assert stored["last_version"] == 1  # the dead writer never updated the file
     third = register_candidate(registry, make_candidate(tmp_path / "c3", 3, accuracy=0.9), PARAMS)
     assert third.version == (3 if committed else 2) and third.alias == "staging"
-    assert bool(registry.collect_garbage(min_age_s=0)) is (step == "before-commit")  # `models gc`
+    assert bool(registry.collect_garbage(min_age_s=0).removed) is (
+        step == "before-commit"
+    )  # `models gc`
     assert leftovers(registry) == []
     log = registry.alias_log()
     assert log["history"]["production"] == ([1, 2] if committed else [1])
@@ -100,14 +102,46 @@ def test_a_temp_file_a_killed_writer_left_is_garbage_once_old(tmp_path: Path, st
     assert name.startswith(f"{MODEL}/blobs/" if step == "blob-written" else f"{MODEL}/.aliases")
     assert_intact(registry)
     assert name not in registry.garbage()  # fresh: its writer may be alive
-    old = time.time() - local.ABANDONED_AFTER_S - 60
+    old = time.time() - GRACE_S - 60
     os.utime(partial, (old, old))
     assert name in registry.garbage()
-    assert name in registry.collect_garbage(min_age_s=0) and not partial.exists()
+    assert name in registry.collect_garbage(min_age_s=0).removed and not partial.exists()
     committed = [1] if step == "blob-written" else [1, 2]  # the card is the commit point
     assert registry.garbage() == [] and assert_intact(registry) == committed
     if step == "blob-written":
         assert register_candidate(registry, candidate_in(tmp_path / "c2"), PARAMS).version == 2
+
+
+def test_blobs_a_registration_finds_already_stored_are_young_again(tmp_path: Path) -> None:
+    """A retry finds the blobs its killed attempt stored hours ago: their age restarts, so gc
+    (which keeps young blobs) cannot take them before the retry's card commits."""
+    registry = Registry(tmp_path / "registry", MODEL)
+    register_candidate(registry, make_candidate(tmp_path / "c1", 1), PARAMS)
+    make_candidate(tmp_path / "c2", 2, accuracy=0.995)
+    proc = worker(registry.root, tmp_path / "c2", "--crash-at", "before-commit")
+    assert proc.wait(timeout=120) == 9
+    left = registry.garbage()
+    old = time.time() - GRACE_S - 60
+    for key in left:
+        os.utime(Path(registry.root) / key, (old, old))
+    ages = registry.storage.ages(f"{MODEL}/blobs/")
+    assert left and all(ages[key] > GRACE_S for key in left)
+    renewed = []
+    renew = registry.storage.renew
+
+    def gc_came_first(key: str) -> bool:  # gc took one of them just before the retry renews
+        if not renewed:
+            registry.storage.delete(key)
+        renewed.append(key)
+        return renew(key)
+
+    registry.storage.renew = gc_came_first
+    assert register_candidate(registry, candidate_in(tmp_path / "c2"), PARAMS).version == 2
+    assert set(left) <= set(renewed) and registry.garbage() == []
+    ages = registry.storage.ages(f"{MODEL}/blobs/")
+    assert all(ages[key] < 60 for key in left), ages
+    assert assert_intact(registry) == [1, 2]
+    registry.fetch(2, "model.onnx")  # every file there and intact
 
 
 def test_sigkill_at_random_points_never_leaves_a_half_version(

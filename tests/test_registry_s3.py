@@ -97,8 +97,15 @@ def test_unreferenced_blobs_are_reported_and_collected(s3_url: str, make) -> Non
     ages = registry.storage.ages(f"{MODEL}/")  # by the server's clock (its Date header)
     assert sorted(ages) == registry.storage.list(f"{MODEL}/")
     assert all(0 <= age < 60 for age in ages.values()), ages
-    assert registry.collect_garbage() == []  # young: a registration may still be storing it
-    assert registry.collect_garbage(min_age_s=0) == [f"{MODEL}/blobs/sha256/{'0' * 64}"]
+    assert registry.collect_garbage().removed == []  # young: a registration may still be storing it
+    etag = registry.storage.read_document(f"{MODEL}/blobs/sha256/{'0' * 64}")[1]
+    assert registry.storage.renew(f"{MODEL}/blobs/sha256/{'0' * 64}")  # a copy onto itself
+    assert registry.storage.read_document(f"{MODEL}/blobs/sha256/{'0' * 64}") == (
+        b"left by a dead writer",
+        etag,
+    )
+    assert not registry.storage.renew(f"{MODEL}/blobs/sha256/{'1' * 64}")  # not there
+    assert registry.collect_garbage(min_age_s=0).removed == [f"{MODEL}/blobs/sha256/{'0' * 64}"]
     assert registry.garbage() == [] and registry.version_numbers() == [1]
 
 

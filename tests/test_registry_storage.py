@@ -47,7 +47,7 @@ def test_only_a_partial_writes_name_is_removed_as_one(tmp_path: Path) -> None:
     for name in ("m/blobs/a", "m/blobs/../blobs/a", ".m.tmp", "m/.lock"):
         with pytest.raises(RegistryError):
             store.remove_abandoned(name)
-    assert store.read("m/blobs/a") == b"one" and store.abandoned("m/") == []
+    assert store.read("m/blobs/a") == b"one" and store.abandoned("m/", 0.0) == []
 
 
 def test_list_takes_any_string_prefix(tmp_path: Path) -> None:
@@ -198,13 +198,13 @@ def test_gc_keeps_unreferenced_files_younger_than_its_grace(registry: Registry, 
     register_candidate(registry, make(1), PARAMS)
     young = f"{registry.name}/blobs/sha256/{'0' * 64}"
     registry.storage.create(young, b"being stored")
-    assert registry.garbage() == [young] and registry.collect_garbage() == []
+    assert registry.garbage() == [young] and registry.collect_garbage().kept == [young]
     assert registry.storage.read(young) == b"being stored"
     path = model_dir(registry) / "blobs" / "sha256" / ("0" * 64)
     older = time.time() - GRACE_S - 60
     os.utime(path, (older, older))
     assert registry.storage.ages(f"{registry.name}/blobs/")[young] > GRACE_S
-    assert registry.collect_garbage() == [young] and registry.garbage() == []
+    assert registry.collect_garbage().removed == [young] and registry.garbage() == []
     assert registry.version_numbers() == [1] and registry.verify() == []
 
 
@@ -215,7 +215,7 @@ def test_gc_keeps_the_files_of_a_card_it_cannot_trust(registry: Registry, make) 
     card_path = stored(registry, 2, "card.json")
     card = json.loads(card_path.read_text())
     writable(card_path).write_text(json.dumps({**card, "created": "edited"}))  # seal broken
-    assert registry.garbage() == [] and registry.collect_garbage() == []
+    assert registry.garbage() == [] and registry.collect_garbage().removed == []
     assert stored(registry, 2, "model.onnx").is_file()
     writable(card_path).write_text("{not json")
     with pytest.raises(RegistryError, match="v2: card.json is unreadable"):

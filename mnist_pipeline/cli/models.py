@@ -288,16 +288,14 @@ def collect_garbage(
     ctx: typer.Context,
     min_age: Annotated[
         float,
-        typer.Option(min=0, metavar="SECONDS", help="Keep files written more recently than this."),
+        typer.Option(min=0, metavar="SECONDS", help="Keep files written less than this long ago."),
     ] = GRACE_S,
 ) -> None:
     """Delete stored files no version refers to (left by registrations or writes that did not
     finish) once they are --min-age old: a registration may still be storing younger ones."""
-    registry = _registry(ctx)
-    removed = registry.collect_garbage(min_age)
-    kept = len(registry.garbage())  # what is left
-    younger = f"; {kept} younger than {min_age:g} s kept" if kept > 0 else ""
-    err.print(f"removed {len(removed)} unreferenced object(s){younger}")
+    done = _registry(ctx).collect_garbage(min_age)
+    kept = f"; {len(done.kept)} younger than {min_age:g} s kept" if done.kept else ""
+    err.print(f"removed {len(done.removed)} unreferenced object(s){kept}")
 
 
 @models_app.command("keygen")

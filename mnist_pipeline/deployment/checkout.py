@@ -79,7 +79,7 @@ def _edited(clone: Path) -> list[str]:
     for entry in entries:
         if entry:
             names.append(entry[3:])
-            if entry[0] in "RC":  # a rename or copy: its source path comes next
+            if {"R", "C"} & set(entry[:2]):  # a rename or copy: its source path comes next
                 next(entries, None)
     return names
 

@@ -166,12 +166,12 @@ def check_graph(proto: onnx.ModelProto, opset: int) -> None:
 def export_onnx(
     params: ExportParams,
     arch: str,
-    weights: Path | nn.Module,
+    weights: Path | str | nn.Module,
     onnx_path: Path,
     metadata: Mapping[str, str],
 ) -> ExportResult:
-    """Export `arch` weights (a state_dict file, or the network loaded from one) to `onnx_path`
-    (atomic; checked first)."""
+    """Export `arch` weights (a state_dict file, or the `arch` network loaded from one) to
+    `onnx_path` (atomic; checked first)."""
     meta = builtin_metadata(arch, params.opset)
     for key, value in metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):
@@ -182,7 +182,7 @@ def export_onnx(
     if "test_accuracy" in meta and not math.isfinite(float(meta["test_accuracy"])):
         raise ValueError(f"test_accuracy must be a finite number, got {meta['test_accuracy']!r}")
 
-    net = load_model(arch, weights) if isinstance(weights, Path) else weights
+    net = weights if isinstance(weights, nn.Module) else load_model(arch, Path(weights))
     model = InferenceModel(fold_batch_norm(net)).eval()
     proto = _to_onnx(model, params.opset)
     proto.doc_string = (

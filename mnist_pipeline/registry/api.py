@@ -213,8 +213,8 @@ class Registry:
         """Storage keys no card refers to (left by registrations that did not commit)."""
         return garbage.find(self)
 
-    def collect_garbage(self, min_age_s: float = GRACE_S) -> list[str]:
-        """Delete `garbage()` but blobs younger than `min_age_s`; returns the keys deleted."""
+    def collect_garbage(self, min_age_s: float = GRACE_S) -> garbage.Collected:
+        """Delete `garbage()` but what is younger than `min_age_s`: removed and kept keys."""
         return garbage.collect(self, min_age_s)
 
     # ---- internals shared with commit.py and audit.py

@@ -156,10 +156,15 @@ def rollback(
 
 
 def _store_blobs(registry: Registry, blobs: dict[str, bytes]) -> None:
-    """Create each blob (by SHA-256) if absent; one already there must hold the same bytes."""
+    """Create each blob (by SHA-256) if absent; one already there (left by a registration that
+    did not commit, or another version's) must hold the same bytes, and its age restarts so
+    that gc, which keeps young blobs, cannot take it before this card commits."""
     storage, keyed = registry.storage, {keys.blob_key(registry.name, h): h for h in blobs}
     created = storage.create_many([(key, blobs[sha256]) for key, sha256 in keyed.items()])
     held = [key for key, new in zip(keyed, created, strict=True) if not new]
+    gone = [key for key in held if not storage.renew(key)]  # collected in between
+    storage.create_many([(key, blobs[keyed[key]]) for key in gone])
+    held = [key for key in held if key not in gone]
     for key, data in zip(held, storage.read_many(held), strict=True):
         if data is None or hashlib.sha256(data).hexdigest() != keyed[key]:
             raise RegistryError(f"stored blob {key} in {storage.location} is damaged")

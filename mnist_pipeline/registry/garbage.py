@@ -5,6 +5,7 @@ removal (`models gc`) while no registration is in progress, once they are old en
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mnist_pipeline.core.errors import RegistryError
@@ -39,22 +40,35 @@ def find(registry: Registry) -> list[str]:
                 "is unknown; restore or remove it before collecting garbage"
             ) from None
     blobs = [key for key in listing if key.startswith(f"{name}/{keys.BLOBS}/") and key not in used]
-    return blobs + registry.storage.abandoned(f"{name}/")
+    return blobs + registry.storage.abandoned(f"{name}/", GRACE_S)
 
 
-def collect(registry: Registry, min_age_s: float = GRACE_S) -> list[str]:
-    """Delete what `find` returns, but blobs written less than `min_age_s` ago, while no
-    registration is in progress; returns what was deleted."""
-    storage, removed = registry.storage, []
-    with storage.exclusive(f"{registry.name}/register"):
-        found = find(registry)
-        ages = storage.ages(f"{registry.name}/{keys.BLOBS}/")
-        for key in found:
-            if key.rpartition("/")[2].startswith("."):  # a partial write, never a key
+def collect(registry: Registry, min_age_s: float = GRACE_S) -> Collected:
+    """Delete what `find` returns that was written `min_age_s` ago or more (partial writes
+    included), while no registration is in progress; what was removed, what was kept."""
+    storage, name = registry.storage, registry.name
+    with storage.exclusive(f"{name}/register"):
+        blobs = [key for key in find(registry) if not _partial(key)]
+        ages = storage.ages(f"{name}/{keys.BLOBS}/")
+        old_partial = storage.abandoned(f"{name}/", min_age_s)
+        removed = [key for key in blobs if ages.get(key, 0.0) >= min_age_s] + old_partial
+        everything = blobs + storage.abandoned(f"{name}/", 0.0)
+        for key in removed:
+            if _partial(key):
                 storage.remove_abandoned(key)
-            elif ages.get(key, 0.0) >= min_age_s:
-                storage.delete(key)
             else:
-                continue
-            removed.append(key)
-    return removed
+                storage.delete(key)
+    return Collected(removed, [key for key in everything if key not in removed])
+
+
+def _partial(key: str) -> bool:
+    """A partial write's name (its file name starts with '.', which no key's does)."""
+    return key.rpartition("/")[2].startswith(".")
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What `models gc` removed, and the garbage it kept for being younger than its limit."""
+
+    removed: list[str]
+    kept: list[str]

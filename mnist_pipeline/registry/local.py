@@ -5,8 +5,8 @@ read-only, then hard-linked to the key's name, which fails if the name exists (a
 filesystems), and the folder is fsynced. compare-and-swap: under a per-document flock, the
 current bytes' SHA-256 is compared with the expected revision before an atomic replace.
 Temp and lock files start with '.', which no key does, so listings never show them; a temp file
-a killed writer left is `abandoned` once it is an hour old (as git prunes what an interrupted
-command left only after a grace period).
+a killed writer left is listed by `abandoned` (garbage.py collects it once it is old enough, as
+git prunes what an interrupted command left only after a grace period).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry.storage import Storage, check_key
 
 LOCK_TIMEOUT_S = 120.0
-ABANDONED_AFTER_S = 3600.0  # no write of a card, blob or alias document takes this long
 # create's ".NAME.HEX.tmp" and core.atomic's ".NAME.RANDOM.tmpSUFFIX" (an alias document's swap)
 TEMP_NAME = re.compile(r"\..+\.tmp(\.[^./]+)?")
 
@@ -131,8 +130,28 @@ class LocalFolder(Storage):
             ]
         return sorted(keys)
 
+    def _now(self) -> float:
+        """The folder's clock: the mtime of a file written now (on a shared mount, the file
+        server's time, so hosts need not agree on theirs); this host's without the folder."""
+        probe = self.root / f".clock.{uuid.uuid4().hex}.tmp"
+        try:
+            probe.touch(exist_ok=False)
+            try:
+                return probe.stat().st_mtime
+            finally:
+                probe.unlink(missing_ok=True)
+        except OSError:
+            return time.time()
+
+    def renew(self, key: str) -> bool:
+        try:
+            os.utime(self._path(key))
+        except FileNotFoundError:
+            return False
+        return True
+
     def ages(self, prefix: str) -> dict[str, float]:
-        now, ages = time.time(), {}
+        now, ages = self._now(), {}
         for key in self.list(prefix):
             written = _modified(self._path(key))
             if written != float("inf"):  # not removed meanwhile
@@ -142,14 +161,14 @@ class LocalFolder(Storage):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
-    def abandoned(self, prefix: str) -> list[str]:
+    def abandoned(self, prefix: str, older_than_s: float) -> list[str]:
         folder = self.root / check_key(prefix.rstrip("/"))
-        expired, found = time.time() - ABANDONED_AFTER_S, []
+        expired, found = self._now() - older_than_s, []
         for current, dirs, files in os.walk(folder):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             for name in files:
                 path = Path(current) / name
-                if TEMP_NAME.fullmatch(name) and _modified(path) < expired:
+                if TEMP_NAME.fullmatch(name) and _modified(path) <= expired:
                     found.append(path.relative_to(self.root).as_posix())
         return sorted(found)
 

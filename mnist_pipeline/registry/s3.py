@@ -17,18 +17,16 @@ Endpoint and credentials come from boto3's usual sources: `AWS_ENDPOINT_URL` (or
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from email.utils import parsedate_to_datetime
 from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import urlparse
 
 from mnist_pipeline.core.errors import RegistryError, StoreError
+from mnist_pipeline.registry.s3_names import checked_key, parse_url, server_time
 from mnist_pipeline.registry.storage import Storage, check_key
 
 try:
@@ -38,7 +36,6 @@ try:
 except ImportError:  # the optional extra: pip install 'mnist-pipeline[s3]'
     boto3 = None
 
-BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 PRECONDITION_FAILED = {"PreconditionFailed", "412"}
 NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 CONFLICT_RETRIES = 20  # 409 ConditionalRequestConflict: another conditional write in flight
@@ -47,34 +44,6 @@ HONOURED: set[tuple[str, str]] = set()  # (endpoint, bucket) whose conditional w
 UNCONDITIONAL_DELETE: set[tuple[str, str]] = set()  # of those, the ones ignoring If-Match on DELETE
 logger = logging.getLogger(__name__)
 T, R = TypeVar("T"), TypeVar("R")
-
-
-def parse_url(url: str, role: str = "registry") -> tuple[str, str]:
-    """(bucket, prefix) of `s3://bucket/prefix` (RegistryError naming what is wrong; `role`: what
-    the store holds, for the message)."""
-    parsed = urlparse(url)
-    if parsed.query or parsed.fragment or url.endswith(("?", "#")):
-        raise RegistryError(
-            f"{role} location {url!r}: a storage location takes no ?query or #fragment"
-        )
-    bucket, prefix = parsed.netloc, parsed.path.strip("/")
-    if not bucket:
-        raise RegistryError(f"{role} location {url!r} names no bucket (s3://BUCKET/PREFIX)")
-    if not BUCKET_RE.fullmatch(bucket) or ".." in bucket:
-        raise RegistryError(
-            f"{role} location {url!r}: {bucket!r} is not a valid bucket name "
-            "(3-63 lowercase letters, digits, '.' and '-')"
-        )
-    try:
-        if "//" in parsed.path:  # 's3://b//x' is not 's3://b/x': a part is empty
-            raise RegistryError(parsed.path)
-        if prefix:
-            check_key(prefix)
-    except RegistryError:
-        raise RegistryError(
-            f"{role} location {url!r}: its prefix's parts may not start with '.' or be empty"
-        ) from None
-    return bucket, prefix
 
 
 def _code(exc: ClientError) -> str:
@@ -158,8 +127,7 @@ class S3Bucket(Storage):
         ages: dict[str, float] = {}
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.root + prefix):
-                date = page["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
-                now = parsedate_to_datetime(date).timestamp() if date else time.time()
+                now = server_time(page) or time.time()
                 for item in page.get("Contents", ()):
                     age = max(0.0, now - item["LastModified"].timestamp())
                     ages[item["Key"][len(self.root) :]] = age
@@ -167,6 +135,24 @@ class S3Bucket(Storage):
             raise self._failure("list", prefix, exc) from None
         # leases and probes live under dot-names, which no key has (as the local folder hides them)
         return {k: a for k, a in ages.items() if not any(p.startswith(".") for p in k.split("/"))}
+
+    def renew(self, key: str) -> bool:
+        """A copy of the object onto itself (new LastModified, the same bytes and ETag)."""
+        source = {"Bucket": self.bucket, "Key": self._key(key)}
+        try:
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                CopySource=source,
+                MetadataDirective="REPLACE",
+            )
+        except ClientError as exc:
+            if _code(exc) in NOT_FOUND:
+                return False
+            raise self._failure("renew", key, exc) from None
+        except BotoCoreError as exc:
+            raise self._failure("renew", key, exc) from None
+        return True
 
     def delete(self, key: str) -> None:
         self._call(self.client.delete_object, Key=self._key(key))
@@ -181,7 +167,7 @@ class S3Bucket(Storage):
     # ---- raw object operations (also used by s3_lease.py)
 
     def _key(self, key: str) -> str:
-        return self.root + _checked(key)
+        return self.root + checked_key(key)
 
     def _get(self, key: str, cached: tuple[bytes, str] | None = None) -> tuple[bytes, str] | None:
         """(bytes, ETag), None when absent; `cached` itself when its ETag is unchanged (304)."""
@@ -310,12 +296,3 @@ def _at_once(call: Callable[[T], R], items: list[T]) -> list[R]:
         return [call(item) for item in items]
     with ThreadPoolExecutor(min(PARALLEL, len(items))) as pool:
         return list(pool.map(call, items))
-
-
-def _checked(key: str) -> str:
-    """`key` checked as storage.check_key does, allowing one leading dot-name folder (the
-    backend's own leases and probes, which no registry key can name)."""
-    head, _, rest = key.partition("/")
-    if head in (".leases", ".probe") and rest:
-        return f"{head}/{check_key(rest)}"
-    return check_key(key)

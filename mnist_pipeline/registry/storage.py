@@ -66,9 +66,13 @@ class Storage(ABC):
     def delete(self, key: str) -> None:
         """Remove an object (garbage only: never a committed version's)."""
 
-    def abandoned(self, prefix: str) -> list[str]:
-        """Partial writes under `prefix` that a killed writer left, old enough that no writer is
-        still at them; a backend whose writes are atomic (object storage) has none."""
+    @abstractmethod
+    def renew(self, key: str) -> bool:
+        """Restart an object's age (`ages`) without changing its bytes; False when it is gone."""
+
+    def abandoned(self, prefix: str, older_than_s: float) -> list[str]:
+        """Partial writes under `prefix` that a killed writer left, written `older_than_s` ago
+        or more; a backend whose writes are atomic (object storage) has none."""
         return []
 
     def remove_abandoned(self, name: str) -> None:

@@ -1,0 +1,61 @@
+"""Names on S3: a store's `s3://bucket/prefix` URL, the keys the backend may use, and the
+store's own clock (the Date header of its answers)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlparse
+
+from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.registry.storage import check_key
+
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def parse_url(url: str, role: str = "registry") -> tuple[str, str]:
+    """(bucket, prefix) of `s3://bucket/prefix` (RegistryError naming what is wrong; `role`: what
+    the store holds, for the message)."""
+    parsed = urlparse(url)
+    if parsed.query or parsed.fragment or url.endswith(("?", "#")):
+        raise RegistryError(
+            f"{role} location {url!r}: a storage location takes no ?query or #fragment"
+        )
+    bucket, prefix = parsed.netloc, parsed.path.strip("/")
+    if not bucket:
+        raise RegistryError(f"{role} location {url!r} names no bucket (s3://BUCKET/PREFIX)")
+    if not BUCKET_RE.fullmatch(bucket) or ".." in bucket:
+        raise RegistryError(
+            f"{role} location {url!r}: {bucket!r} is not a valid bucket name "
+            "(3-63 lowercase letters, digits, '.' and '-')"
+        )
+    try:
+        if "//" in parsed.path:  # 's3://b//x' is not 's3://b/x': a part is empty
+            raise RegistryError(parsed.path)
+        if prefix:
+            check_key(prefix)
+    except RegistryError:
+        raise RegistryError(
+            f"{role} location {url!r}: its prefix's parts may not start with '.' or be empty"
+        ) from None
+    return bucket, prefix
+
+
+def server_time(answer: dict[str, Any]) -> float | None:
+    """The store's clock: the Date header of an answer (UTC, whatever zone it is written in)."""
+    date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    if not date:
+        return None
+    when = parsedate_to_datetime(date)
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def checked_key(key: str) -> str:
+    """`key` checked as storage.check_key does, allowing one leading dot-name folder (the
+    backend's own leases and probes, which no registry key can name)."""
+    head, _, rest = key.partition("/")
+    if head in (".leases", ".probe") and rest:
+        return f"{head}/{check_key(rest)}"
+    return check_key(key)
