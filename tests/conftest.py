@@ -8,11 +8,13 @@ or dataset that `.ci/run` provides fails the test instead of skipping it (`unava
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from filelock import FileLock
 
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, parse_params
@@ -175,21 +177,37 @@ def _real_pipeline(folder: Path, **sections: dict) -> Layout:
     return layout
 
 
+def _once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, **sections: dict) -> Layout:
+    """`_real_pipeline` in a folder every pytest process of this run shares: the first to get
+    here builds it, the others wait and read it (pytest-xdist's way to share a session fixture).
+    Its users only read it."""
+    if XDIST_WORKER is None:
+        return _real_pipeline(tmp_path_factory.mktemp(name), **sections)
+    shared = tmp_path_factory.getbasetemp().parent  # the run's folder, above each process's
+    folder, done = shared / name, shared / f"{name}.done"
+    with FileLock(shared / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a process that failed part-way
+            folder.mkdir()
+            _real_pipeline(folder, **sections)
+            done.touch()
+    return Layout(folder)
+
+
 @pytest.fixture(scope="session")
 def _real_run(tmp_path_factory: pytest.TempPathFactory) -> Layout:
-    """fetch → train (REAL_TRAIN) → evaluate → export on real MNIST, once per session."""
-    return _real_pipeline(
-        tmp_path_factory.mktemp("real-run"),
-        train=REAL_TRAIN,
-        evaluate={"min_accuracy": 0.95},
+    """fetch → train (REAL_TRAIN) → evaluate → export on real MNIST, once per test run."""
+    return _once_per_run(
+        tmp_path_factory, "real-run", train=REAL_TRAIN, evaluate={"min_accuracy": 0.95}
     )
 
 
 @pytest.fixture(scope="session")
 def _real_wide_run(tmp_path_factory: pytest.TempPathFactory) -> Layout:
     """The same with `model.arch: wide`, trained briefly (the examples run it like the classic)."""
-    return _real_pipeline(
-        tmp_path_factory.mktemp("real-wide-run"),
+    return _once_per_run(
+        tmp_path_factory,
+        "real-wide-run",
         model={"arch": "wide"},
         train=REAL_TRAIN,
         evaluate={"min_accuracy": 0.95, "robustness_per_transform": 50},
