@@ -130,10 +130,12 @@ class LocalFolder(Storage):
             ]
         return sorted(keys)
 
-    def _now(self) -> float:
-        """The folder's clock: the mtime of a file written now (on a shared mount, the file
-        server's time, so hosts need not agree on theirs); this host's without the folder."""
-        probe = self.root / f".clock.{uuid.uuid4().hex}.tmp"
+    def _now(self, prefix: str) -> float:
+        """The folder's clock: the mtime of a file written now under `prefix`'s folder (on a
+        shared mount, the file server's time, so hosts need not agree on theirs; one a kill
+        leaves there is `abandoned`); this host's clock where it cannot be written."""
+        folder = self.root / prefix.rpartition("/")[0]
+        probe = folder / f".clock.{uuid.uuid4().hex}.tmp"
         try:
             probe.touch(exist_ok=False)
             try:
@@ -151,7 +153,7 @@ class LocalFolder(Storage):
         return True
 
     def ages(self, prefix: str) -> dict[str, float]:
-        now, ages = self._now(), {}
+        now, ages = self._now(prefix), {}
         for key in self.list(prefix):
             written = _modified(self._path(key))
             if written != float("inf"):  # not removed meanwhile
@@ -163,7 +165,7 @@ class LocalFolder(Storage):
 
     def abandoned(self, prefix: str, older_than_s: float) -> list[str]:
         folder = self.root / check_key(prefix.rstrip("/"))
-        expired, found = self._now() - older_than_s, []
+        expired, found = self._now(prefix) - older_than_s, []
         for current, dirs, files in os.walk(folder):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             for name in files:
