@@ -40,7 +40,7 @@ examples/%/node_modules/.package-lock.json: examples/%/package-lock.json
 plots/node_modules/.package-lock.json: plots/package-lock.json  # Vega for `dvc plots show` offline
 	npm ci --prefix plots --no-audit --no-fund --loglevel=error
 
-run: $(STAMP)  ## full pipeline as a Prefect flow: fetch → train → evaluate → export → parity → register
+run: $(STAMP)  ## full pipeline as a Prefect flow: fetch → ingest → train → evaluate → export → parity → register
 	$(BIN)/python -m flows.retrain
 
 repro: $(STAMP)  ## the same stages as a DVC pipeline: runs only what changed (see dvc.yaml)
