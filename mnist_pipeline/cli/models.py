@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mnist_pipeline.cli.keys import keygen
 from mnist_pipeline.cli.state import state
 from mnist_pipeline.core.errors import PipelineError, RegistryError
 from mnist_pipeline.core.reports import ModelCard, parse_report
@@ -21,7 +22,6 @@ from mnist_pipeline.pipeline.register import verify as verify_versions
 from mnist_pipeline.pipeline.versions import ONNX_FILE, open_registry
 from mnist_pipeline.registry import GRACE_S, Registry, keys
 from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
-from mnist_pipeline.registry.signing import generate
 
 models_app = typer.Typer(
     help=(
@@ -291,28 +291,12 @@ def collect_garbage(
         typer.Option(min=0, metavar="SECONDS", help="Keep files written less than this long ago."),
     ] = GRACE_S,
 ) -> None:
-    """Delete stored files no version refers to (left by registrations or writes that did not
-    finish) once they are --min-age old: a registration may still be storing younger ones."""
+    """Delete stored files no version refers to, once they are --min-age old.
+
+    Registrations or writes that did not finish leave them; a younger one may be in use."""
     done = _registry(ctx).collect_garbage(min_age)
     kept = f"; {len(done.kept)} younger than {min_age:g} s kept" if done.kept else ""
     err.print(f"removed {len(done.removed)} unreferenced object(s){kept}")
 
 
-@models_app.command("keygen")
-def keygen(
-    path: Annotated[
-        Path,
-        typer.Argument(
-            metavar="PATH", help="where to write the private key (PATH.pub: the public key)"
-        ),
-    ],
-) -> None:
-    """Create an Ed25519 key pair for signing model cards (never overwrites a key)."""
-    public, key = generate(path)
-    err.print(  # absolute: params resolve a relative path against the project, not the cwd
-        f"private key {path.resolve()} (mode 0600), public key {public.resolve()} (key id "
-        f"{key}): set registry.signing_key to the first, add the second to registry.trusted_keys",
-        highlight=False,
-        soft_wrap=True,
-        markup=False,
-    )
+models_app.command("keygen")(keygen)

@@ -1,0 +1,32 @@
+"""`mnist-pipeline models keygen`: an Ed25519 key pair for signing model cards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from mnist_pipeline.registry.signing import generate
+
+err = Console(stderr=True)
+
+
+def keygen(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="PATH", help="where to write the private key (PATH.pub: the public key)"
+        ),
+    ],
+) -> None:
+    """Create an Ed25519 key pair for signing model cards (never overwrites a key)."""
+    public, key = generate(path)
+    err.print(  # absolute: params resolve a relative path against the project, not the cwd
+        f"private key {path.resolve()} (mode 0600), public key {public.resolve()} (key id "
+        f"{key}): set registry.signing_key to the first, add the second to registry.trusted_keys",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
