@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from mnist_pipeline.deployment import checkout
 from mnist_pipeline.deployment.checkout import CheckoutError, fail_the_run, git_checkout
+from tests.conftest import REPO_ROOT
 from tests.process_helpers import free_port
 
 
@@ -32,8 +36,9 @@ def commit(work: Path, name: str) -> str:
 
 
 def visible(folder: Path) -> list[str]:
-    """What a folder holds, but for the lock file runs take turns on."""
-    return sorted(p.name for p in folder.iterdir() if p.name != ".mnist-pipeline.lock")
+    """What a folder holds, but for the lock files runs take turns on and hold the clone with."""
+    locks = (".mnist-pipeline.lock", ".mnist-pipeline.in-use")
+    return sorted(p.name for p in folder.iterdir() if p.name not in locks)
 
 
 @pytest.fixture
@@ -135,6 +140,56 @@ def test_local_edits_to_tracked_files_are_refused_not_run(remote, worker: Path, 
     (clone / "moved").unlink(missing_ok=True)
     git_checkout(str(bare), target)
     assert git("rev-parse", "HEAD", cwd=clone) == target and (clone / "one").read_text() == "one"
+
+
+def run_elsewhere(bare: Path, commit_sha: str, worker: Path) -> subprocess.Popen[str]:
+    """A run's process on the same worker: checks `commit_sha` out, then works in the clone
+    until its stdin is closed."""
+    code = (
+        "import sys\n"
+        "from mnist_pipeline.deployment.checkout import git_checkout\n"
+        f"git_checkout({str(bare)!r}, {commit_sha!r})\n"
+        "print('running', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=worker,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "running"
+    return proc
+
+
+def test_a_run_of_another_commit_waits_for_the_runs_working_in_the_clone(
+    remote, worker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare, work = remote
+    first, second = commit(work, "one"), commit(work, "two")
+    clone = worker / "mnist-pipeline"
+    running = run_elsewhere(bare, first, worker)
+    try:
+        assert git_checkout(str(bare), first, wait_s=0)  # the same commit: runs beside it
+        with pytest.raises(CheckoutError) as refused:
+            git_checkout(str(bare), second, wait_s=0.5)
+        assert str(refused.value) == (
+            f"runs of commit {first[:12]} still work in {clone}: this run of {second[:12]} "
+            "waited for them to end and gave up; start it again later, or give the deployment "
+            "its own clone_directory_name"
+        )
+        assert git("rev-parse", "HEAD", cwd=clone) == first  # nothing changed under the run
+        monkeypatch.setattr(checkout, "POLL_S", 0.05)
+        threading.Timer(1.0, running.stdin.close).start()  # the other run ends in a second
+        started = time.monotonic()
+        git_checkout(str(bare), second, wait_s=60)  # this process's own hold is no obstacle
+        assert time.monotonic() - started >= 0.9 and running.wait(timeout=10) == 0
+        assert git("rev-parse", "HEAD", cwd=clone) == second
+    finally:
+        running.kill()
+        running.wait()
 
 
 def test_an_unreachable_repository_fails_the_run_and_keeps_the_clone(

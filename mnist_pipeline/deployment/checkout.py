@@ -28,7 +28,11 @@ from uuid import UUID
 
 from filelock import FileLock
 
+from mnist_pipeline.deployment import in_use
+
 FETCH_ATTEMPTS = 3  # a git server that is briefly down gets two more tries, 2 and 4 s later
+WAIT_S = 3600.0  # how long a run of another commit waits for the runs in the clone to end
+POLL_S = 1.0
 COMMIT = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")  # a full SHA-1 or SHA-256 object name
 
 
@@ -137,13 +141,18 @@ def _clone(repository: str, commit: str, clone: Path) -> None:
 
 
 def git_checkout(
-    repository: str, commit_sha: str, clone_directory_name: str = "mnist-pipeline"
+    repository: str,
+    commit_sha: str,
+    clone_directory_name: str = "mnist-pipeline",
+    wait_s: float = WAIT_S,
 ) -> dict[str, str]:
     """Check out `commit_sha` of `repository` in ./`clone_directory_name`: cloned the first time,
     fetched into and checked out in place later (a clone of another repository is refused, as
     Prefect's `git_clone` refuses it); runs starting at once on one worker take turns (a file
-    lock beside the clone). Returns `{"directory": ...}`, which Prefect makes the run's working
-    directory, as for its own `git_clone` step."""
+    lock beside the clone). The run then holds the clone until its process ends (in_use.py):
+    a run of another commit waits up to `wait_s` seconds for the runs in it to end before it
+    checks its commit out, and then fails saying so. Returns `{"directory": ...}`, which
+    Prefect makes the run's working directory, as for its own `git_clone` step."""
     if not COMMIT.fullmatch(commit_sha):
         raise CheckoutError(f"commit_sha must be a full commit hash, got {commit_sha!r}")
     name = Path(clone_directory_name)
@@ -153,8 +162,7 @@ def git_checkout(
         )
     clone = Path.cwd() / name
     try:
-        with FileLock(clone.parent / f".{clone.name}.lock"):
-            _check_out_in(clone, repository, commit_sha)
+        _check_out_when_free(clone, repository, commit_sha, time.monotonic() + wait_s)
     except CheckoutError as exc:
         fail_the_run(str(exc))
         raise
@@ -191,8 +199,45 @@ def fail_the_run(message: str, environ: dict[str, str] | None = None) -> bool:
     return True
 
 
-def _check_out_in(clone: Path, repository: str, commit_sha: str) -> None:
+def _check_out_when_free(clone: Path, repository: str, commit_sha: str, deadline: float) -> None:
+    """`_check_out_in` once no other run works in the clone, or at once when the clone is at the
+    commit already; this process then holds it, shared."""
+    waiting = False
+    while True:
+        with FileLock(clone.parent / f".{clone.name}.lock"):  # the worker's pull steps' turns
+            if in_use.try_hold(clone, exclusive=True):
+                try:
+                    _check_out_in(clone, repository, commit_sha)
+                except BaseException:
+                    in_use.release(clone)
+                    raise
+                in_use.share(clone)
+                return
+            at_commit = _check_out_in(clone, repository, commit_sha, change=False)
+            if at_commit and in_use.try_hold(clone, exclusive=False):  # others hold it shared
+                return
+            head = "?"
+            if clone.is_dir():
+                head = run_git(["rev-parse", "--short=12", "HEAD"], clone).stdout.strip() or "?"
+        if time.monotonic() > deadline:
+            raise CheckoutError(
+                f"runs of commit {head} still work in {clone}: this run of {commit_sha[:12]} "
+                "waited for them to end and gave up; start it again later, or give the "
+                "deployment its own clone_directory_name"
+            )
+        if not waiting:
+            waiting = True
+            print(f"waiting for the runs of commit {head} in {clone} to end", file=sys.stderr)
+        time.sleep(POLL_S)
+
+
+def _check_out_in(clone: Path, repository: str, commit_sha: str, change: bool = True) -> bool:
+    """Refuse a clone that is not one of `repository` or holds local changes; then True when it
+    is at `commit_sha` (cloned, fetched and checked out first if `change`), False when it is not
+    and `change` is off."""
     if not clone.exists():
+        if not change:
+            return False
         _clone(repository, commit_sha, clone)
     elif not (clone / ".git").is_dir():
         raise CheckoutError(f"{clone} exists and is not a git clone: move it away or rename it")
@@ -210,6 +255,9 @@ def _check_out_in(clone: Path, repository: str, commit_sha: str) -> None:
             f"commit {commit_sha}: commit, stash or discard them (`git -C {clone} stash`)"
         )
     elif run_git(["rev-parse", "HEAD"], clone).stdout.strip() != commit_sha:
+        if not change:
+            return False
         if not _has_commit(clone, commit_sha):
             _fetch(repository, clone)
         _check_out(clone, commit_sha, repository)
+    return True
