@@ -8,14 +8,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from mnist_pipeline.deployment import checkout
+from mnist_pipeline.deployment import checkout, in_use
 from mnist_pipeline.deployment.checkout import CheckoutError, fail_the_run, git_checkout
 from tests.conftest import REPO_ROOT
 from tests.process_helpers import free_port
@@ -143,14 +141,15 @@ def test_local_edits_to_tracked_files_are_refused_not_run(remote, worker: Path, 
 
 
 def run_elsewhere(bare: Path, commit_sha: str, worker: Path) -> subprocess.Popen[str]:
-    """A run's process on the same worker: checks `commit_sha` out, then works in the clone
-    until its stdin is closed."""
+    """A run's process on the same worker, as Prefect's process worker starts one: the pull step,
+    then an exec into the flow's engine (the same process), which works in the folder the step
+    returned until its stdin is closed."""
+    engine = "import sys; print('running', flush=True); sys.stdin.read()"
     code = (
-        "import sys\n"
+        "import os, sys\n"
         "from mnist_pipeline.deployment.checkout import git_checkout\n"
-        f"git_checkout({str(bare)!r}, {commit_sha!r})\n"
-        "print('running', flush=True)\n"
-        "sys.stdin.read()\n"
+        f"folder = git_checkout({str(bare)!r}, {commit_sha!r})['directory']\n"
+        f"os.execv(sys.executable, [sys.executable, '-c', {engine!r}])\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
@@ -164,32 +163,44 @@ def run_elsewhere(bare: Path, commit_sha: str, worker: Path) -> subprocess.Popen
     return proc
 
 
-def test_a_run_of_another_commit_waits_for_the_runs_working_in_the_clone(
-    remote, worker: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_run_of_another_commit_gets_a_worktree_beside_the_clone_runs_work_in(
+    remote, worker: Path
 ) -> None:
     bare, work = remote
     first, second = commit(work, "one"), commit(work, "two")
     clone = worker / "mnist-pipeline"
-    running = run_elsewhere(bare, first, worker)
+    running = run_elsewhere(bare, first, worker)  # holds the clone past its exec
     try:
-        assert git_checkout(str(bare), first, wait_s=0)  # the same commit: runs beside it
-        with pytest.raises(CheckoutError) as refused:
-            git_checkout(str(bare), second, wait_s=0.5)
-        assert str(refused.value) == (
-            f"runs of commit {first[:12]} still work in {clone}: this run of {second[:12]} "
-            "waited for them to end and gave up; start it again later, or give the deployment "
-            "its own clone_directory_name"
-        )
+        assert git_checkout(str(bare), first) == {"directory": "mnist-pipeline"}  # beside it
+        side = f"mnist-pipeline@{second[:12]}"
+        assert git_checkout(str(bare), second) == {"directory": side}
         assert git("rev-parse", "HEAD", cwd=clone) == first  # nothing changed under the run
-        monkeypatch.setattr(checkout, "POLL_S", 0.05)
-        threading.Timer(1.0, running.stdin.close).start()  # the other run ends in a second
-        started = time.monotonic()
-        git_checkout(str(bare), second, wait_s=60)  # this process's own hold is no obstacle
-        assert time.monotonic() - started >= 0.9 and running.wait(timeout=10) == 0
-        assert git("rev-parse", "HEAD", cwd=clone) == second
+        assert git("rev-parse", "HEAD", cwd=worker / side) == second
+        assert (worker / side / "two").is_file() and not (clone / "two").exists()
+        other = run_elsewhere(bare, second, worker)  # a second run of it shares the worktree
+        other.stdin.close()
+        assert other.wait(timeout=30) == 0
     finally:
         running.kill()
         running.wait()
+    for folder in (clone, worker / side):  # this process's runs end too
+        in_use.release(folder)
+    # with no run in the clone, the next run of the new commit gets the clone itself
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from mnist_pipeline.deployment.checkout import git_checkout; "
+            f"print(git_checkout({str(bare)!r}, {second!r})['directory'])",
+        ],
+        cwd=worker,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert done.stdout.strip() == "mnist-pipeline", done.stderr
+    assert git("rev-parse", "HEAD", cwd=clone) == second
 
 
 def test_an_unreachable_repository_fails_the_run_and_keeps_the_clone(

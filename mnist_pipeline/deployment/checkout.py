@@ -31,8 +31,6 @@ from filelock import FileLock
 from mnist_pipeline.deployment import in_use
 
 FETCH_ATTEMPTS = 3  # a git server that is briefly down gets two more tries, 2 and 4 s later
-WAIT_S = 3600.0  # how long a run of another commit waits for the runs in the clone to end
-POLL_S = 1.0
 COMMIT = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")  # a full SHA-1 or SHA-256 object name
 
 
@@ -141,18 +139,15 @@ def _clone(repository: str, commit: str, clone: Path) -> None:
 
 
 def git_checkout(
-    repository: str,
-    commit_sha: str,
-    clone_directory_name: str = "mnist-pipeline",
-    wait_s: float = WAIT_S,
+    repository: str, commit_sha: str, clone_directory_name: str = "mnist-pipeline"
 ) -> dict[str, str]:
     """Check out `commit_sha` of `repository` in ./`clone_directory_name`: cloned the first time,
     fetched into and checked out in place later (a clone of another repository is refused, as
     Prefect's `git_clone` refuses it); runs starting at once on one worker take turns (a file
-    lock beside the clone). The run then holds the clone until its process ends (in_use.py):
-    a run of another commit waits up to `wait_s` seconds for the runs in it to end before it
-    checks its commit out, and then fails saying so. Returns `{"directory": ...}`, which
-    Prefect makes the run's working directory, as for its own `git_clone` step."""
+    lock beside the clone). The run holds the folder until its process ends (in_use.py): while
+    runs of one commit work in the clone, a run of another gets a worktree of its commit beside
+    it, `<clone_directory_name>@<commit>`. Returns `{"directory": ...}`, which Prefect makes
+    the run's working directory, as for its own `git_clone` step."""
     if not COMMIT.fullmatch(commit_sha):
         raise CheckoutError(f"commit_sha must be a full commit hash, got {commit_sha!r}")
     name = Path(clone_directory_name)
@@ -162,11 +157,11 @@ def git_checkout(
         )
     clone = Path.cwd() / name
     try:
-        _check_out_when_free(clone, repository, commit_sha, time.monotonic() + wait_s)
+        folder = _check_out_held(clone, repository, commit_sha)
     except CheckoutError as exc:
         fail_the_run(str(exc))
         raise
-    return {"directory": clone_directory_name}
+    return {"directory": folder.name}
 
 
 def fail_the_run(message: str, environ: dict[str, str] | None = None) -> bool:
@@ -199,36 +194,62 @@ def fail_the_run(message: str, environ: dict[str, str] | None = None) -> bool:
     return True
 
 
-def _check_out_when_free(clone: Path, repository: str, commit_sha: str, deadline: float) -> None:
-    """`_check_out_in` once no other run works in the clone, or at once when the clone is at the
-    commit already; this process then holds it, shared."""
-    waiting = False
-    while True:
-        with FileLock(clone.parent / f".{clone.name}.lock"):  # the worker's pull steps' turns
-            if in_use.try_hold(clone, exclusive=True):
-                try:
-                    _check_out_in(clone, repository, commit_sha)
-                except BaseException:
-                    in_use.release(clone)
-                    raise
-                in_use.share(clone)
-                return
-            at_commit = _check_out_in(clone, repository, commit_sha, change=False)
-            if at_commit and in_use.try_hold(clone, exclusive=False):  # others hold it shared
-                return
-            head = "?"
-            if clone.is_dir():
-                head = run_git(["rev-parse", "--short=12", "HEAD"], clone).stdout.strip() or "?"
-        if time.monotonic() > deadline:
-            raise CheckoutError(
-                f"runs of commit {head} still work in {clone}: this run of {commit_sha[:12]} "
-                "waited for them to end and gave up; start it again later, or give the "
-                "deployment its own clone_directory_name"
-            )
-        if not waiting:
-            waiting = True
-            print(f"waiting for the runs of commit {head} in {clone} to end", file=sys.stderr)
-        time.sleep(POLL_S)
+def _check_out_held(clone: Path, repository: str, commit_sha: str) -> Path:
+    """The folder this run works in, held (in_use.py): the clone, at `commit_sha`, unless runs
+    of another commit work in it; then a worktree of the commit beside it."""
+    with FileLock(clone.parent / f".{clone.name}.lock"):  # the worker's pull steps' turns
+        if in_use.try_hold(clone, exclusive=True):  # no run works in it
+            try:
+                _check_out_in(clone, repository, commit_sha)
+            except BaseException:
+                in_use.release(clone)
+                raise
+            in_use.share(clone)
+            return clone
+        if _check_out_in(clone, repository, commit_sha, change=False):
+            in_use.try_hold(clone, exclusive=False)  # others hold it shared only
+            return clone
+        if not clone.exists():
+            raise CheckoutError(f"{clone} is missing while runs on this worker hold it")
+        return _beside(clone, repository, commit_sha)
+
+
+def _beside(clone: Path, repository: str, commit_sha: str) -> Path:
+    """`<clone>@<commit>`: a worktree of the commit, made from the clone's objects the first
+    time (git fetches into the clone, changing none of its files), for runs of a commit other
+    than the one runs in the clone work with."""
+    side = clone.parent / f"{clone.name}@{commit_sha[:12]}"
+    print(f"runs of another commit work in {clone}: this run uses {side}", file=sys.stderr)
+    if not in_use.try_hold(side, exclusive=True):  # runs of this commit work there already
+        _check_side(side, commit_sha)
+        in_use.try_hold(side, exclusive=False)
+        return side
+    try:
+        if side.exists():
+            _check_side(side, commit_sha)
+        else:
+            if not _has_commit(clone, commit_sha):
+                _fetch(repository, clone)
+            if not _has_commit(clone, commit_sha):
+                raise CheckoutError(f"commit {commit_sha} is not on {repository}: push it first")
+            done = run_git(["worktree", "add", "--quiet", "--detach", str(side), commit_sha], clone)
+            if done.returncode != 0:
+                raise CheckoutError(f"cannot add a worktree at {side}: {_reason(done)}")
+    except BaseException:
+        in_use.release(side)
+        raise
+    in_use.share(side)
+    return side
+
+
+def _check_side(side: Path, commit_sha: str) -> None:
+    if run_git(["rev-parse", "HEAD"], side).stdout.strip() != commit_sha:
+        raise CheckoutError(f"{side} is not at commit {commit_sha}: move it away")
+    if edited := _edited(side):
+        raise CheckoutError(
+            f"{side} has local changes to tracked files ({', '.join(edited[:5])}): commit, "
+            f"stash or discard them (`git -C {side} stash`)"
+        )
 
 
 def _check_out_in(clone: Path, repository: str, commit_sha: str, change: bool = True) -> bool:
