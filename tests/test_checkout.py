@@ -6,6 +6,7 @@ clone at the commit it first cloned, and deletes it when a fetch on a branch pul
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -156,6 +157,7 @@ def run_elsewhere(bare: Path, commit_sha: str, worker: Path) -> subprocess.Popen
         cwd=worker,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
@@ -179,7 +181,9 @@ def test_a_run_of_another_commit_gets_a_worktree_beside_the_clone_runs_work_in(
         assert (worker / side / "two").is_file() and not (clone / "two").exists()
         other = run_elsewhere(bare, second, worker)  # a second run of it shares the worktree
         other.stdin.close()
-        assert other.wait(timeout=30) == 0
+        assert other.wait(timeout=30) == 0 and f"this run uses {worker / side}" in "".join(
+            other.stderr
+        )
     finally:
         running.kill()
         running.wait()
@@ -201,6 +205,26 @@ def test_a_run_of_another_commit_gets_a_worktree_beside_the_clone_runs_work_in(
     )
     assert done.stdout.strip() == "mnist-pipeline", done.stderr
     assert git("rev-parse", "HEAD", cwd=clone) == second
+
+
+def test_a_side_folder_that_is_not_a_worktree_or_was_deleted(remote, worker: Path) -> None:
+    bare, work = remote
+    first, second = commit(work, "one"), commit(work, "two")
+    side = worker / f"mnist-pipeline@{second[:12]}"
+    running = run_elsewhere(bare, first, worker)
+    try:
+        side.mkdir()  # a folder of that name, not a worktree (git would look above it)
+        with pytest.raises(CheckoutError, match="exists and is not a git worktree: move it"):
+            git_checkout(str(bare), second)
+        side.rmdir()
+        assert git_checkout(str(bare), second) == {"directory": side.name}
+        in_use.release(side)
+        shutil.rmtree(side)  # deleted by hand: git still lists it until pruned
+        assert git_checkout(str(bare), second) == {"directory": side.name}
+        assert git("rev-parse", "HEAD", cwd=side) == second
+    finally:
+        running.kill()
+        running.wait()
 
 
 def test_an_unreachable_repository_fails_the_run_and_keeps_the_clone(

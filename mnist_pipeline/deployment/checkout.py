@@ -207,11 +207,18 @@ def _check_out_held(clone: Path, repository: str, commit_sha: str) -> Path:
             in_use.share(clone)
             return clone
         if _check_out_in(clone, repository, commit_sha, change=False):
-            in_use.try_hold(clone, exclusive=False)  # others hold it shared only
+            _share(clone)
             return clone
         if not clone.exists():
             raise CheckoutError(f"{clone} is missing while runs on this worker hold it")
         return _beside(clone, repository, commit_sha)
+
+
+def _share(folder: Path) -> None:
+    """Hold `folder` beside the runs that hold it (they hold it shared: an exclusive hold is
+    only taken under the pull steps' turns, which this process has)."""
+    if not in_use.try_hold(folder, exclusive=False):
+        raise CheckoutError(f"{folder} is held exclusively by another process on this worker")
 
 
 def _beside(clone: Path, repository: str, commit_sha: str) -> Path:
@@ -222,7 +229,7 @@ def _beside(clone: Path, repository: str, commit_sha: str) -> Path:
     print(f"runs of another commit work in {clone}: this run uses {side}", file=sys.stderr)
     if not in_use.try_hold(side, exclusive=True):  # runs of this commit work there already
         _check_side(side, commit_sha)
-        in_use.try_hold(side, exclusive=False)
+        _share(side)
         return side
     try:
         if side.exists():
@@ -232,6 +239,7 @@ def _beside(clone: Path, repository: str, commit_sha: str) -> Path:
                 _fetch(repository, clone)
             if not _has_commit(clone, commit_sha):
                 raise CheckoutError(f"commit {commit_sha} is not on {repository}: push it first")
+            run_git(["worktree", "prune"], clone)  # forget worktrees deleted by hand
             done = run_git(["worktree", "add", "--quiet", "--detach", str(side), commit_sha], clone)
             if done.returncode != 0:
                 raise CheckoutError(f"cannot add a worktree at {side}: {_reason(done)}")
@@ -243,6 +251,9 @@ def _beside(clone: Path, repository: str, commit_sha: str) -> Path:
 
 
 def _check_side(side: Path, commit_sha: str) -> None:
+    top = run_git(["rev-parse", "--show-toplevel"], side).stdout.strip()
+    if not (side / ".git").is_file() or not top or Path(top).resolve() != side.resolve():
+        raise CheckoutError(f"{side} exists and is not a git worktree: move it away")
     if run_git(["rev-parse", "HEAD"], side).stdout.strip() != commit_sha:
         raise CheckoutError(f"{side} is not at commit {commit_sha}: move it away")
     if edited := _edited(side):
