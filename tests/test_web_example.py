@@ -241,7 +241,7 @@ def test_a_real_server_gives_the_page_its_model_and_takes_its_feedback(
     project = tmp_path / "project"
     project.mkdir()
     register_layout(project / "registry", model, tmp_path / "candidate")
-    token = "web-page-feedback-token-01"
+    token = "web+page/feedback=token+01"  # as base64 has them: '+' is no space here
     (project / "tokens").write_text(f"page {token_sha256(token)}\n")
     digits, labels = load_test_digits(model.data_dir)
     index = clear_examples(model.onnx, digits, labels)[7]

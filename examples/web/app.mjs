@@ -23,7 +23,7 @@ const api = (path) => new URL(path, SERVER.endsWith('/') ? SERVER : `${SERVER}/`
 const MODEL_URL = FROM_SERVER && SERVER
   ? api('model.onnx')
   : new URLSearchParams(location.search).get('model') ?? '../../models/model.onnx';
-const TOKEN = new URLSearchParams(location.hash.slice(1)).get('token');
+const TOKEN = fragmentValue(location.hash, 'token');
 const PEN_WIDTH = 24; // on the 280px pad: about MNIST's stroke width once scaled to 20px
 
 const pad = document.getElementById('pad');
@@ -145,6 +145,22 @@ function setUpFeedback() {
   document.getElementById('feedback').hidden = false;
 }
 
+// A value from the URL's fragment (#token=...), only percent-decoded: URLSearchParams would turn
+// the '+' of a base64 token into a space.
+function fragmentValue(hash, name) {
+  for (const part of hash.slice(1).split('&')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq) === name) {
+      try {
+        return decodeURIComponent(part.slice(eq + 1));
+      } catch {
+        return part.slice(eq + 1);
+      }
+    }
+  }
+  return null;
+}
+
 async function sendFeedback(label, status) {
   status.textContent = 'sending…';
   const png = await new Promise((resolve) => pad.toBlob(resolve, 'image/png'));
@@ -154,12 +170,13 @@ async function sendFeedback(label, status) {
   try {
     const headers = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
     const response = await fetch(api('feedback'), { method: 'POST', body: form, headers });
-    const body = await response.json();
+    const body = await response.json().catch(() => ({})); // a proxy's error page is no JSON
     status.textContent = response.ok
       ? `thanks: sent for review as a ${body.label}${response.status === 201 ? '' : ' (already sent)'}`
-      : `not stored: ${body.error}`;
+      : `not stored: ${body.error ?? `${response.status} ${response.statusText}`.trim()}`;
   } catch (err) {
-    status.textContent = `not stored: ${SERVER} is unreachable (${err.message})`;
+    status.textContent = `not stored: ${SERVER} is unreachable or refuses this page's origin ` +
+      `(serve.cors_origins) (${err.message})`;
   }
 }
 

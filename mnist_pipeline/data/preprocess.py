@@ -27,8 +27,10 @@ indexed [row, column] from 0, and a pixel's coordinate is its index (its centre)
 6. Scale the crop (h x w) so its longer side is 20: s = 20 / max(h, w), new size
    nh = max(1, round(h * s)), nw = max(1, round(w * s)). Interpolation: Pillow BILINEAR on a
    32-bit float ("F") image, without reducing_gap, i.e. a separable triangle filter widened by
-   the reduction factor (anti-aliased). Columns first, then rows; per axis, input length n,
-   output length m: scale = n / m, fs = max(scale, 1), support = fs; for output i:
+   the reduction factor (anti-aliased). The horizontal pass (the width) first, then the vertical
+   one, except when the height shrinks by more than twice as many pixels as the width: then the
+   vertical first (Pillow 13's order); a pass whose length does not change is skipped. Per axis,
+   input length n, output length m: scale = n / m, fs = max(scale, 1), support = fs; for output i:
    centre = (i + 0.5) * scale, lo = max(trunc(centre - support + 0.5), 0),
    hi = min(trunc(centre + support + 0.5), n); for x in [lo, hi):
    w_x = max(0, 1 - |x - centre + 0.5| / fs); out_i = sum(w_x * in_x) / sum(w_x)
