@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image, ImageDraw
 
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox import tracked
@@ -64,3 +65,29 @@ def test_data_init_creates_the_inbox(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "created the empty inbox" in capsys.readouterr().err  # the console writes to stderr
     assert cli(tmp_path, "data", "init") == 0
     assert "the inbox holds 0 image(s)" in capsys.readouterr().err  # the console writes to stderr
+
+
+def test_adding_or_accepting_in_a_clone_before_dvc_pull_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Creating the inbox there would record it in dvc.lock without the images it records."""
+    write_lock(tmp_path, 3)
+    (tmp_path / "params.yaml").write_text("{}\n")
+    image = tmp_path / "seven.png"
+    drawn = Image.new("L", (28, 28), 0)
+    ImageDraw.Draw(drawn).line((14, 4, 14, 24), fill=255, width=3)
+    drawn.save(image)
+    inbox = tmp_path / "data" / "extra"
+    assert cli(tmp_path, "data", "add", str(image), "--label", "7") == 1
+    assert "records 3 file(s) in it: run `dvc pull data/extra` first" in capsys.readouterr().err
+    assert cli(tmp_path, "data", "accept", "0123456789abcdef") == 1
+    assert "`dvc pull data/extra`" in capsys.readouterr().err
+    assert not inbox.exists()
+    assert cli(tmp_path, "data", "add", "--pending", str(image), "--label", "7") == 0  # quarantine
+
+
+def test_a_broken_link_where_the_inbox_belongs_is_named(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "extra").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(DataError, match=r"is a link to .*elsewhere, which is missing"):
+        tracked.ensure_inbox(tmp_path, tmp_path / "data" / "extra")

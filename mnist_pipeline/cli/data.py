@@ -60,6 +60,7 @@ def add(
     if for_review:
         _add_pending(folder, state(ctx).layout.pending, images, label, shared)
         return
+    tracked.check_inbox(state(ctx).layout.project, folder)  # a clone before `dvc pull`: refused
     added: list[inbox.Added] = []
     try:
         for index, path in enumerate(images):
@@ -217,6 +218,7 @@ def sync_inbox(ctx: typer.Context) -> None:
     shared = open_shared(state(ctx).params().inbox.shared, layout)
     if shared is None:
         raise DataError("no shared inbox: set inbox.shared in params.yaml (s3://BUCKET/PREFIX)")
+    tracked.check_inbox(layout.project, layout.inbox)
     result = sync.sync(shared, layout.inbox, f"cli:{user_name()}")
     console.print(f"shared inbox {shared.location}: {result.summary()}", markup=False)
     for sha in result.conflicts:

@@ -14,7 +14,7 @@ import typer
 from mnist_pipeline.cli.state import console, state, user_name
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
-from mnist_pipeline.inbox import pending, review_move, review_shared
+from mnist_pipeline.inbox import pending, review_move, review_shared, tracked
 from mnist_pipeline.inbox.shared import SharedInbox, open_shared
 from mnist_pipeline.inbox.store import Added
 
@@ -125,6 +125,7 @@ def accept(
             param_hint="--label",
         )
     layout = state(ctx).layout
+    tracked.check_inbox(layout.project, layout.inbox)  # a clone before `dvc pull`: refused
     shared = _shared_queue(ctx)
     if shared is None:
         done = pending.accept(layout.pending, layout.inbox, refs, user_name(), label)

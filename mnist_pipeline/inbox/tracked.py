@@ -45,6 +45,8 @@ def check_inbox(project: Path, inbox: Path) -> None:
         return
     if inbox.exists():
         raise DataError(f"the inbox {inbox} is not a folder")
+    if inbox.is_symlink():
+        raise DataError(f"the inbox {inbox} is a link to {inbox.readlink()}, which is missing")
     if count := recorded_files(project, inbox):
         raise DataError(
             f"the inbox {inbox} is missing but {LOCK_FILE} records {count} file(s) in it: "
