@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from mnist_pipeline.core.errors import DataError, ParamsError
+from mnist_pipeline.core.errors import DataError, ParamsError, PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ModelParams, TrainParams, parse_params
 from mnist_pipeline.model.network import build_model
@@ -283,6 +283,34 @@ def test_failed_run_leaves_previous_outputs(
     before = layout.state_dict.read_bytes(), layout.train_history.read_bytes()
     interrupted(monkeypatch, 2, params(seed=5), layout)
     assert (layout.state_dict.read_bytes(), layout.train_history.read_bytes()) == before
+
+
+def test_a_second_training_of_one_folder_is_refused_and_touches_nothing(
+    tmp_path: Path, tiny_data_dir: Path
+) -> None:
+    """Another process training into models/ (its lock held): this one would resume or delete
+    that one's checkpoint and interleave its outputs with them."""
+    layout = Layout(tmp_path)
+    layout.model_dir.mkdir(parents=True)
+    layout.checkpoint.write_bytes(b"the other training's epochs")
+    hold = (
+        "import sys; from filelock import FileLock\n"
+        f"lock = FileLock({str(layout.model_dir / '.train.lock')!r}); lock.acquire()\n"
+        "print('held', flush=True); sys.stdin.read()\n"
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "held"
+        with pytest.raises(PipelineError, match=r"another training is writing .*models"):
+            train(MODEL, params(), layout)
+        assert layout.checkpoint.read_bytes() == b"the other training's epochs"
+        assert not layout.state_dict.exists()
+    finally:
+        other.communicate(timeout=30)
+    layout.checkpoint.unlink()
+    assert train(MODEL, params(), layout).epochs_run == 3  # once it has ended
 
 
 def test_unreadable_checkpoint_starts_fresh(tmp_path: Path, tiny_data_dir: Path, capsys) -> None:

@@ -9,12 +9,16 @@ run's state.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 
 from mnist_pipeline.core.atomic import write_with
+from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.progress import log
 
 FORMAT = 1
@@ -75,3 +79,22 @@ def load(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
         log(f"checkpoint {path} was made with different {changed}; starting fresh")
         return None
     return checkpoint
+
+
+@contextmanager
+def only_training(model_dir: Path) -> Iterator[None]:
+    """Hold `model_dir`/.train.lock: one training at a time writes a models folder (its
+    checkpoint, which another would resume or delete, and its outputs); a second is refused."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(model_dir / ".train.lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise PipelineError(
+            f"another training is writing {model_dir} (it holds {lock.lock_file}): let it end, "
+            "or train in another folder"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()

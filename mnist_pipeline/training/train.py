@@ -143,11 +143,19 @@ EpochHook = Callable[[int, torch.nn.Module, float], None]
 def train(
     model: ModelParams, params: TrainParams, layout: Layout, on_epoch: EpochHook | None = None
 ) -> TrainResult:
-    """Train `model.arch` on the fetched dataset; weights go to layout.state_dict.
+    """Train `model.arch` on the fetched dataset; weights go to layout.state_dict. A training
+    already writing layout.model_dir makes this one fail at once (checkpoint.only_training).
 
     `on_epoch(epoch, net, seconds)`, if given, is called after each epoch's checkpoint with the
     network and that epoch's wall seconds (training, validation, checkpoint); it must leave `net`
     as it found it (benchmarks score it on the test set there)."""
+    with checkpoints.only_training(layout.model_dir):
+        return _train(model, params, layout, on_epoch)
+
+
+def _train(
+    model: ModelParams, params: TrainParams, layout: Layout, on_epoch: EpochHook | None
+) -> TrainResult:
     device = resolve_device(params.device)
     precision = loop.resolve_precision(params.precision, device)
     check_targets(*output_files(layout))  # fail before an epoch, not after
