@@ -71,7 +71,7 @@ def test_a_train_whose_last_write_fails_keeps_the_previous_run_whole(
         train(ModelParams(), TrainParams(**{**TINY, "seed": 7}), layout)
     monkeypatch.undo()
     assert {path: path.read_bytes() for path in files} == before
-    assert not [p for p in layout.model_dir.iterdir() if p.name.startswith(".")]  # no temps
+    assert {p.name for p in layout.model_dir.glob(".*")} == {".train.lock"}  # no temp files
 
 
 def test_cli_io_error_is_one_line_with_exit_code_74(
