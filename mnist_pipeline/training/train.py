@@ -149,6 +149,7 @@ def train(
     `on_epoch(epoch, net, seconds)`, if given, is called after each epoch's checkpoint with the
     network and that epoch's wall seconds (training, validation, checkpoint); it must leave `net`
     as it found it (benchmarks score it on the test set there)."""
+    check_targets(*output_files(layout))  # fail before an epoch (and before the lock's file)
     with checkpoints.only_training(layout.model_dir):
         return _train(model, params, layout, on_epoch)
 
@@ -158,7 +159,6 @@ def _train(
 ) -> TrainResult:
     device = resolve_device(params.device)
     precision = loop.resolve_precision(params.precision, device)
-    check_targets(*output_files(layout))  # fail before an epoch, not after
     started = time.perf_counter()
     data_dir = layout.data_dir
     with torch_settings(params):
