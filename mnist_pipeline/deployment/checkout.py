@@ -116,9 +116,29 @@ def _fetch(repository: str, clone: Path) -> None:
         )
 
 
-def _check_out(clone: Path, commit: str, repository: str) -> None:
+def _have_commit(clone: Path, commit: str, repository: str) -> None:
+    """Fetch `commit` into the clone unless it has it; CheckoutError when the repository lacks
+    it too."""
+    if not _has_commit(clone, commit):
+        _fetch(repository, clone)
     if not _has_commit(clone, commit):
         raise CheckoutError(f"commit {commit} is not on {repository}: push it first")
+
+
+def _refuse_local_changes(folder: Path, commit_sha: str) -> None:
+    """CheckoutError naming the tracked files with local changes in `folder`: git would carry
+    edits to files two commits share into a checkout, and with HEAD already at the commit there
+    is no checkout at all, so a run there would not be the commit."""
+    if edited := _edited(folder):
+        shown = ", ".join(edited[:5]) + (f" and {len(edited) - 5} more" if len(edited) > 5 else "")
+        raise CheckoutError(
+            f"{folder} has local changes to tracked files ({shown}), so a run there would not "
+            f"be commit {commit_sha}: commit, stash or discard them (`git -C {folder} stash`)"
+        )
+
+
+def _check_out(clone: Path, commit: str, repository: str) -> None:
+    _have_commit(clone, commit, repository)
     done = run_git(["checkout", "--quiet", "--detach", commit], clone)
     if done.returncode != 0:
         raise CheckoutError(f"cannot check out {commit} in {clone}: {_reason(done)}")
@@ -235,10 +255,7 @@ def _beside(clone: Path, repository: str, commit_sha: str) -> Path:
         if side.exists():
             _check_side(side, commit_sha)
         else:
-            if not _has_commit(clone, commit_sha):
-                _fetch(repository, clone)
-            if not _has_commit(clone, commit_sha):
-                raise CheckoutError(f"commit {commit_sha} is not on {repository}: push it first")
+            _have_commit(clone, commit_sha, repository)
             run_git(["worktree", "prune"], clone)  # forget worktrees deleted by hand
             done = run_git(["worktree", "add", "--quiet", "--detach", str(side), commit_sha], clone)
             if done.returncode != 0:
@@ -256,11 +273,7 @@ def _check_side(side: Path, commit_sha: str) -> None:
         raise CheckoutError(f"{side} exists and is not a git worktree: move it away")
     if run_git(["rev-parse", "HEAD"], side).stdout.strip() != commit_sha:
         raise CheckoutError(f"{side} is not at commit {commit_sha}: move it away")
-    if edited := _edited(side):
-        raise CheckoutError(
-            f"{side} has local changes to tracked files ({', '.join(edited[:5])}): commit, "
-            f"stash or discard them (`git -C {side} stash`)"
-        )
+    _refuse_local_changes(side, commit_sha)
 
 
 def _check_out_in(clone: Path, repository: str, commit_sha: str, change: bool = True) -> bool:
@@ -278,18 +291,10 @@ def _check_out_in(clone: Path, repository: str, commit_sha: str, change: bool = 
             f"{clone} is a clone of {origin}, not of {repository}: give the deployment another "
             "clone_directory_name, or move the clone away"
         )
-    elif edited := _edited(clone):
-        # git would carry edits to files the two commits share into the checkout, and with HEAD
-        # already at the commit there is no checkout at all: the run would not be the commit
-        shown = ", ".join(edited[:5]) + (f" and {len(edited) - 5} more" if len(edited) > 5 else "")
-        raise CheckoutError(
-            f"{clone} has local changes to tracked files ({shown}), so a run there would not be "
-            f"commit {commit_sha}: commit, stash or discard them (`git -C {clone} stash`)"
-        )
-    elif run_git(["rev-parse", "HEAD"], clone).stdout.strip() != commit_sha:
-        if not change:
-            return False
-        if not _has_commit(clone, commit_sha):
-            _fetch(repository, clone)
-        _check_out(clone, commit_sha, repository)
+    else:
+        _refuse_local_changes(clone, commit_sha)
+        if run_git(["rev-parse", "HEAD"], clone).stdout.strip() != commit_sha:
+            if not change:
+                return False
+            _check_out(clone, commit_sha, repository)
     return True

@@ -39,11 +39,12 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _modified(path: Path) -> float:
+def _modified(path: Path) -> float | None:
+    """The file's mtime; None when it is gone (its writer finished or gave up meanwhile)."""
     try:
         return path.stat().st_mtime
-    except FileNotFoundError:  # its writer finished or gave up meanwhile
-        return float("inf")
+    except FileNotFoundError:
+        return None
 
 
 class LocalFolder(Storage):
@@ -155,8 +156,7 @@ class LocalFolder(Storage):
     def ages(self, prefix: str) -> dict[str, float]:
         now, ages = self._now(prefix), {}
         for key in self.list(prefix):
-            written = _modified(self._path(key))
-            if written != float("inf"):  # not removed meanwhile
+            if (written := _modified(self._path(key))) is not None:  # not removed meanwhile
                 ages[key] = max(0.0, now - written)
         return ages
 
@@ -170,7 +170,8 @@ class LocalFolder(Storage):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             for name in files:
                 path = Path(current) / name
-                if TEMP_NAME.fullmatch(name) and _modified(path) <= expired:
+                written = _modified(path) if TEMP_NAME.fullmatch(name) else None
+                if written is not None and written <= expired:
                     found.append(path.relative_to(self.root).as_posix())
         return sorted(found)
 
