@@ -3,7 +3,10 @@ and only then; `dvc push` / `dvc pull` share them; a clone that has not pulled t
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -12,11 +15,12 @@ import yaml
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.inbox import extra
 from mnist_pipeline.inbox import store as inbox
-from tests.dvc_helpers import lock_hashes, make_project, ran, run
+from tests.dvc_helpers import dvc_env, lock_hashes, make_project, ran, run
 from tests.test_dvc import DVC_STAGES, INBOX, STAGES
 from tests.test_ingest import stroke_png
 
 pytestmark = pytest.mark.slow
+QUIET = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
 
 
 def test_new_labelled_digits_rerun_ingest_onwards_and_are_recorded(tmp_path: Path) -> None:
@@ -61,3 +65,52 @@ def test_new_labelled_digits_rerun_ingest_onwards_and_are_recorded(tmp_path: Pat
     run(clone, "dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"))
     run(clone, "dvc", "pull", "data/extra")
     assert len(inbox.entries(Layout(clone).inbox)) == 6
+
+
+def test_the_inbox_cannot_change_while_a_dvc_command_runs(tmp_path: Path) -> None:
+    """`dvc repro` hashes data/extra for dvc.lock after ingest read it: an image added or removed
+    in between would be recorded as ingested. While a DVC command claims data/extra (here a stage
+    that depends on it), `data add` and `data remove` refuse, naming it, and change nothing; once
+    it ends they work."""
+    repo = tmp_path / "repo"
+    make_project(repo, tmp_path / "mirror")
+    inbox.add(Layout(repo).inbox, stroke_png(1), "one.png", 1)
+    started, go = tmp_path / "started", tmp_path / "go"
+    (tmp_path / "wait.py").write_text(  # a stage that runs until the test lets it end
+        "import pathlib, sys, time\n"
+        "pathlib.Path(sys.argv[1]).touch()\n"
+        "while not pathlib.Path(sys.argv[2]).exists():\n"
+        "    time.sleep(0.05)\n"
+    )
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())
+    wait = f"python {tmp_path / 'wait.py'} {started} {go}"
+    stages["stages"]["wait"] = {"cmd": wait, "deps": ["data/extra"]}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(stages, sort_keys=False))
+    image = tmp_path / "two.png"
+    image.write_bytes(stroke_png(2))
+    queued = tmp_path / "three.png"
+    queued.write_bytes(stroke_png(3))
+    run(repo, "mnist-pipeline", "data", "add", "--pending", str(queued), "--label", "3")
+    sha = hashlib.sha256(stroke_png(3)).hexdigest()
+    before = sorted(p.relative_to(repo) for p in Layout(repo).inbox.rglob("*"))
+
+    env = dvc_env(repo)
+    repro = subprocess.Popen(["dvc", "repro", "wait"], cwd=repo, env=env, **QUIET)
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert repro.poll() is None and time.monotonic() < deadline, "dvc repro never started"
+            time.sleep(0.05)
+        changes = (["add", str(image), "--label", "2"], ["remove", "one.png"], ["accept", sha])
+        for args in changes:
+            refused = run(repo, "mnist-pipeline", "data", *args, ok=False)
+            assert "is in use by a DVC command" in refused, refused
+            assert f"(PID {repro.pid}): " in refused and "dvc repro wait" in refused, refused
+            assert sorted(p.relative_to(repo) for p in Layout(repo).inbox.rglob("*")) == before
+    finally:
+        go.touch()
+        assert repro.wait(timeout=60) == 0, repro.stdout.read()
+
+    run(repo, "mnist-pipeline", "data", "add", str(image), "--label", "2")
+    run(repo, "mnist-pipeline", "data", "accept", sha)
+    assert sorted(e.label for e in inbox.entries(Layout(repo).inbox)) == [1, 2, 3]

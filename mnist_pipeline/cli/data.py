@@ -60,24 +60,25 @@ def add(
     if for_review:
         _add_pending(folder, state(ctx).layout.pending, images, label, shared)
         return
-    tracked.check_inbox(state(ctx).layout.project, folder)  # a clone before `dvc pull`: refused
     added: list[inbox.Added] = []
-    try:
-        for index, path in enumerate(images):
-            with _stops_at(images, index):
-                if shared is None:
-                    added.append(inbox.add_file(folder, path, label))
-                else:  # the store first: one it cannot take is not stored here either
-                    data, source = inbox.read_file(path), f"cli:{user_name()}"
-                    added.append(sync.add(shared, folder, data, str(path), label, source))
-    finally:  # a bad file stops the command; the images stored before it still count
-        for done in added:
-            what = "added" if done.new else "already in the inbox"
-            console.print(f"{what}: {done.entry.path} (label {done.entry.label})", markup=False)
-        if shared is not None and added:
-            stored = len({done.entry.sha256 for done in added})  # a file named twice: once
-            console.print(f"shared: {stored} image(s) in {shared.location}", markup=False)
-        _note_added(folder, added, params, shared)
+    with tracked.changing_inbox(state(ctx).layout.project, folder):  # not during `dvc repro`
+        try:
+            for index, path in enumerate(images):
+                with _stops_at(images, index):
+                    if shared is None:
+                        added.append(inbox.add_file(folder, path, label))
+                    else:  # the store first: one it cannot take is not stored here either
+                        data, source = inbox.read_file(path), f"cli:{user_name()}"
+                        added.append(sync.add(shared, folder, data, str(path), label, source))
+        finally:  # a bad file stops the command; the images stored before it still count
+            for done in added:
+                what = "added" if done.new else "already in the inbox"
+                line = f"{what}: {done.entry.path} (label {done.entry.label})"
+                console.print(line, markup=False)
+            if shared is not None and added:
+                stored = len({done.entry.sha256 for done in added})  # a file named twice: once
+                console.print(f"shared: {stored} image(s) in {shared.location}", markup=False)
+            _note_added(folder, added, params, shared)
 
 
 def _add_pending(
@@ -179,19 +180,19 @@ def remove(
     """Retract images from the inbox (named by SHA-256 prefix, their path there, or a copy)."""
     layout = state(ctx).layout
     shared = open_shared(state(ctx).params().inbox.shared, layout)
-    if shared is None:
-        removed, warnings = inbox.remove(layout.inbox, refs), []
-    else:  # the store first: when it cannot be reached, nothing is removed here either
-        removed, stayed = sync.remove(shared, layout.inbox, refs)
-        warnings = [
-            f"warning: {digest[:12]} stays in the shared inbox {shared.location}: labelled or "
-            "added again elsewhere meanwhile; the next sync brings it back"
-            for digest in stayed
-        ]
+    with tracked.changing_inbox(layout.project, layout.inbox):  # not during `dvc repro`
+        if shared is None:
+            removed, stayed = inbox.remove(layout.inbox, refs), []
+        else:  # the store first: when it cannot be reached, nothing is removed here either
+            removed, stayed = sync.remove(shared, layout.inbox, refs)
     for entry in removed:
         console.print(f"removed: {entry.path} (label {entry.label})", markup=False)
-    for line in warnings:
-        console.print(line, markup=False)
+    for digest in stayed:
+        console.print(
+            f"warning: {digest[:12]} stays in the shared inbox {shared.location}: labelled or "
+            "added again elsewhere meanwhile; the next sync brings it back",
+            markup=False,
+        )
 
 
 data_app.command("pending")(review.list_pending)
@@ -218,8 +219,8 @@ def sync_inbox(ctx: typer.Context) -> None:
     shared = open_shared(state(ctx).params().inbox.shared, layout)
     if shared is None:
         raise DataError("no shared inbox: set inbox.shared in params.yaml (s3://BUCKET/PREFIX)")
-    tracked.check_inbox(layout.project, layout.inbox)
-    result = sync.sync(shared, layout.inbox, f"cli:{user_name()}")
+    with tracked.changing_inbox(layout.project, layout.inbox):  # not during `dvc repro`
+        result = sync.sync(shared, layout.inbox, f"cli:{user_name()}")
     console.print(f"shared inbox {shared.location}: {result.summary()}", markup=False)
     for sha in result.conflicts:
         console.print(f"label conflict: {sha} (ingest refuses it until one label is removed)")

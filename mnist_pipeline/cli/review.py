@@ -125,15 +125,15 @@ def accept(
             param_hint="--label",
         )
     layout = state(ctx).layout
-    tracked.check_inbox(layout.project, layout.inbox)  # a clone before `dvc pull`: refused
     shared = _shared_queue(ctx)
-    if shared is None:
-        done = pending.accept(layout.pending, layout.inbox, refs, user_name(), label)
-        for added in done:
-            _accepted(added)
-    else:  # each image is told as it is accepted: a failure may stop the rest
-        done = review_shared.accept(shared, layout.inbox, refs, user_name(), label, _accepted)
-        console.print(f"shared: {len(done)} image(s) in {shared.location}", markup=False)
+    with tracked.changing_inbox(layout.project, layout.inbox):  # not during `dvc repro`
+        if shared is None:
+            done = pending.accept(layout.pending, layout.inbox, refs, user_name(), label)
+            for added in done:
+                _accepted(added)
+        else:  # each image is told as it is accepted: a failure may stop the rest
+            done = review_shared.accept(shared, layout.inbox, refs, user_name(), label, _accepted)
+            console.print(f"shared: {len(done)} image(s) in {shared.location}", markup=False)
 
 
 def _accepted(added: Added) -> None:
