@@ -39,6 +39,7 @@ from flows.trials import publish_trial, trial_row
 from mnist_pipeline.core.errors import GateError, ParamsError, StageFailed, one_line_errors
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, load_params
+from mnist_pipeline.inbox import dvc_claim
 from mnist_pipeline.inbox import sync as inbox_sync
 from mnist_pipeline.inbox.shared import open_shared
 from mnist_pipeline.pipeline import runs, stages
@@ -79,7 +80,8 @@ def sync_inbox(params: Params, shared: Layout) -> str:
     store = open_shared(params.inbox.shared, shared)
     if store is None:
         return "no shared inbox"
-    result = inbox_sync.sync(store, shared.inbox, f"flow-run:{flow_run.name or 'local'}")
+    with dvc_claim.changing_inbox(shared.project, shared.inbox):  # not while DVC reads it
+        result = inbox_sync.sync(store, shared.inbox, f"flow-run:{flow_run.name or 'local'}")
     for sha, problem in result.problems.items():
         print(f"not synced: {sha}: {problem}")
     for warning in result.warnings:

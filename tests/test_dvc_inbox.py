@@ -104,7 +104,7 @@ def test_the_inbox_cannot_change_while_a_dvc_command_runs(tmp_path: Path) -> Non
         changes = (["add", str(image), "--label", "2"], ["remove", "one.png"], ["accept", sha])
         for args in changes:
             refused = run(repo, "mnist-pipeline", "data", *args, ok=False)
-            assert "is in use by a DVC command" in refused, refused
+            assert "cannot change while a DVC command uses it" in refused, refused
             assert f"(PID {repro.pid}): " in refused and "dvc repro wait" in refused, refused
             assert sorted(p.relative_to(repo) for p in Layout(repo).inbox.rglob("*")) == before
     finally:

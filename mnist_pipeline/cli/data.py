@@ -17,8 +17,8 @@ from mnist_pipeline.cli import review
 from mnist_pipeline.cli.state import console, state, user_name
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.params import Params
+from mnist_pipeline.inbox import dvc_claim, pending, review_shared, sync, tracked
 from mnist_pipeline.inbox import events as inbox_events
-from mnist_pipeline.inbox import pending, review_shared, sync, tracked
 from mnist_pipeline.inbox import store as inbox
 from mnist_pipeline.inbox.shared import SharedInbox, open_shared
 
@@ -61,7 +61,7 @@ def add(
         _add_pending(folder, state(ctx).layout.pending, images, label, shared)
         return
     added: list[inbox.Added] = []
-    with tracked.changing_inbox(state(ctx).layout.project, folder):  # not during `dvc repro`
+    with dvc_claim.changing_inbox(state(ctx).layout.project, folder):  # not during `dvc repro`
         try:
             for index, path in enumerate(images):
                 with _stops_at(images, index):
@@ -180,7 +180,7 @@ def remove(
     """Retract images from the inbox (named by SHA-256 prefix, their path there, or a copy)."""
     layout = state(ctx).layout
     shared = open_shared(state(ctx).params().inbox.shared, layout)
-    with tracked.changing_inbox(layout.project, layout.inbox):  # not during `dvc repro`
+    with dvc_claim.changing_inbox(layout.project, layout.inbox):  # not during `dvc repro`
         if shared is None:
             removed, stayed = inbox.remove(layout.inbox, refs), []
         else:  # the store first: when it cannot be reached, nothing is removed here either
@@ -219,7 +219,7 @@ def sync_inbox(ctx: typer.Context) -> None:
     shared = open_shared(state(ctx).params().inbox.shared, layout)
     if shared is None:
         raise DataError("no shared inbox: set inbox.shared in params.yaml (s3://BUCKET/PREFIX)")
-    with tracked.changing_inbox(layout.project, layout.inbox):  # not during `dvc repro`
+    with dvc_claim.changing_inbox(layout.project, layout.inbox):  # not during `dvc repro`
         result = sync.sync(shared, layout.inbox, f"cli:{user_name()}")
     console.print(f"shared inbox {shared.location}: {result.summary()}", markup=False)
     for sha in result.conflicts:

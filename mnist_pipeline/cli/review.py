@@ -14,7 +14,7 @@ import typer
 from mnist_pipeline.cli.state import console, state, user_name
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
-from mnist_pipeline.inbox import pending, review_move, review_shared, tracked
+from mnist_pipeline.inbox import dvc_claim, pending, review_move, review_shared
 from mnist_pipeline.inbox.shared import SharedInbox, open_shared
 from mnist_pipeline.inbox.store import Added
 
@@ -126,7 +126,7 @@ def accept(
         )
     layout = state(ctx).layout
     shared = _shared_queue(ctx)
-    with tracked.changing_inbox(layout.project, layout.inbox):  # not during `dvc repro`
+    with dvc_claim.changing_inbox(layout.project, layout.inbox):  # not during `dvc repro`
         if shared is None:
             done = pending.accept(layout.pending, layout.inbox, refs, user_name(), label)
             for added in done:

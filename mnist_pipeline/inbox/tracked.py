@@ -5,18 +5,10 @@ empty and otherwise leaves it as it is (a `persist` output), so plain `dvc repro
 clone while dvc.lock still records the inbox's content for `dvc push` / `dvc pull`. A clone whose
 dvc.lock records images that are not here is refused: creating an empty inbox there would train
 without them and record their loss.
-
-The commands that change the inbox claim it in DVC's lock of paths in use meanwhile
-(`changing_inbox`): `dvc repro` hashes data/extra for dvc.lock only after the ingest stage has
-read it, so an image added or removed in between would be recorded as ingested.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import yaml
@@ -70,40 +62,3 @@ def ensure_inbox(project: Path, inbox: Path) -> bool:
         return False
     inbox.mkdir(parents=True)
     return True
-
-
-@contextmanager
-def changing_inbox(project: Path, inbox: Path) -> Iterator[None]:
-    """Around a change to the inbox: check_inbox, with the inbox claimed for writing in DVC's
-    table of paths in use (.dvc/tmp/rwlock) when `project` is in a DVC repository. A DVC stage
-    holds its claim on its dependencies from before its command until dvc.lock records them,
-    so while the ingest stage runs, the change is refused (DataError naming the command) and
-    nothing changes; without the claim the image would be recorded as ingested."""
-    from dvc.exceptions import DvcException, NotDvcRepoError
-    from dvc.lock import LockError
-    from dvc.repo import Repo
-    from dvc.rwlock import rwlock
-
-    try:
-        repo = Repo(str(project))
-    except NotDvcRepoError:
-        check_inbox(project, inbox)
-        yield
-        return
-    except DvcException as exc:
-        raise DataError(f"cannot open the DVC repository at {project}: {exc}") from exc
-    with ExitStack() as stack:
-        stack.callback(repo.close)
-        root = os.path.realpath(repo.root_dir)  # the inbox as DVC's stages name it
-        claimed = os.path.join(repo.root_dir, os.path.relpath(os.path.realpath(inbox), root))
-        hardlink = repo.config["core"].get("hardlink_lock", False)
-        command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-        try:
-            stack.enter_context(rwlock(repo.tmp_dir, repo.fs, command, [], [claimed], hardlink))
-        except LockError as exc:
-            raise DataError(
-                f"{inbox} is in use by a DVC command; it cannot change until that ends, or "
-                f"dvc.lock would record images its ingest stage never read. DVC says: {exc}"
-            ) from None
-        check_inbox(project, inbox)
-        yield
