@@ -265,3 +265,37 @@ def test_a_challenger_alias_on_productions_version_costs_no_second_inference(
         assert samples(api)[("mnist_serve_canary_percent", ())] == 0
     finally:
         challenger.stop()
+
+
+def test_productions_own_failure_fails_the_request_and_is_not_the_canarys(
+    registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a canary request both versions answer; when production's answer fails, the request
+    fails (as it would without a canary), and the healthy canary is neither blamed nor
+    stepped back."""
+    from mnist_pipeline.serving.challenger import Challenger
+    from mnist_pipeline.serving.served_model import load_version
+
+    limits = ServeParams(shadow="staging", canary_percent=100, canary_min_images=1)
+    challenger = Challenger(registry, limits, seed=7)
+    challenger.start(3600, follow_events=False)
+    production = load_version(registry, "1")
+
+    class Failing:  # production, out of memory on every batch
+        version = production.version
+
+        def probabilities(self, digits: np.ndarray) -> np.ndarray:
+            raise MemoryError(f"no memory for {len(digits)} image(s)")
+
+    try:
+        for _ in range(3):
+            with pytest.raises(MemoryError), caplog.at_level(logging.ERROR):
+                challenger.answer(Failing(), images(4, 0), None)
+        record = challenger.status(production.version)
+        assert record["versions"].get("2", {}).get("failed", 0) == 0
+        assert record["canary"]["now"] == 100 and not record["canary"]["stepped_back"]
+        assert "canary v2 failed" not in caplog.text
+        chosen, answered = challenger.answer(production, images(4, 0), None)
+        assert chosen.version == 2 and answered.shape == (4, 10)  # still the canary's share
+    finally:
+        challenger.stop()

@@ -104,17 +104,22 @@ class Challenger:
         # hashed here, not in the queue: a job holds 64 bytes per image, not the upload
         keys = [hashlib.sha256(data).hexdigest() for data in uploads or ()]
         if self.canary.takes(challenger.version):
+            ours = production.probabilities(digits)  # its failure is the request's, as always
             try:
                 answered = challenger.probabilities(digits)
-                ours = production.probabilities(digits).argmax(axis=1)
-                self._record(challenger.version, production.version, ours, answered.argmax(1), keys)
-                return challenger, answered
             except Exception:  # noqa: BLE001 - production answers instead
                 logger.exception(
                     "shadow: canary v%d failed; production answers", challenger.version
                 )
                 self._failed(challenger.version, production.version, len(digits))
-                return production, production.probabilities(digits)  # not shadowed: it failed
+                return production, ours  # not shadowed: it failed
+            try:
+                self._record(
+                    challenger.version, production.version, ours.argmax(1), answered.argmax(1), keys
+                )
+            except Exception:  # noqa: BLE001 - the canary answered; only the record is lost
+                logger.exception("shadow: could not record the canary's answers")
+            return challenger, answered
         probabilities = production.probabilities(digits)
         try:
             job = Job(digits, probabilities.argmax(axis=1), keys, production.version)
@@ -222,27 +227,29 @@ class Challenger:
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            challenger = None
             try:
-                challenger = self.model.current
-                if challenger is not None:  # a version that went away since: not compared
-                    theirs = self.classify(challenger, job.digits)
-                    self._record(
-                        challenger.version,
-                        job.production_version,
-                        job.production,
-                        theirs,
-                        job.keys,
-                        False,
-                    )
-            except Exception:  # noqa: BLE001 - a failed shadow never stops the next one
-                logger.exception("the shadow model failed on %d image(s)", len(job.digits))
-                if challenger is not None:
-                    self._failed(challenger.version, job.production_version, len(job.digits))
+                self._shadow_one(job)
+            except Exception:  # noqa: BLE001 - a failed record never stops the next job
+                logger.exception("shadow: could not record %d image(s)", len(job.digits))
             finally:
                 with self._idle:
                     self._waiting -= len(job.digits)
                     self._idle.notify_all()
+
+    def _shadow_one(self, job: Job) -> None:
+        """Classify a queued job with the challenger and record it; only the challenger's own
+        failure counts against it."""
+        challenger = self.model.current
+        if challenger is None:  # a version that went away since: not compared
+            return
+        try:
+            theirs = self.classify(challenger, job.digits)
+        except Exception:  # noqa: BLE001 - counted and logged; the next job goes on
+            logger.exception("the shadow model failed on %d image(s)", len(job.digits))
+            self._failed(challenger.version, job.production_version, len(job.digits))
+            return
+        version = challenger.version
+        self._record(version, job.production_version, job.production, theirs, job.keys, False)
 
     def classify(self, challenger: Loaded, digits: np.ndarray) -> np.ndarray:
         """The challenger's digits for a shadowed batch (in the shadow thread)."""
