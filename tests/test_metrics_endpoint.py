@@ -70,6 +70,8 @@ def test_metrics_count_requests_images_and_model_events(registry: Registry) -> N
     aliases["aliases"]["production"] = 2
     (model_dir(registry) / "aliases.json").write_text(json.dumps(aliases))
     assert served.refresh() is False and served.refresh() is False  # one refusal, one problem
+    (model_dir(registry) / "aliases.json").write_text("{")  # the alias cannot be read at all
+    assert served.refresh() is False  # not a refused version: none was named
 
     response = api.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/")
@@ -97,7 +99,8 @@ def test_metrics_count_requests_images_and_model_events(registry: Registry) -> N
         below = sum(p <= 0.5 for p in probabilities)
         assert value(samples, "mnist_serve_confidence_bucket", version=version, le="0.5") == below
     events = "mnist_serve_model_events_total"
-    assert [value(samples, events, event=e) for e in ("loaded", "swapped", "refused")] == [1, 2, 1]
+    counted = [value(samples, events, event=e) for e in ("loaded", "swapped", "refused")]
+    assert counted == [1, 2, 1] and value(samples, events, event="unresolved") == 1
     assert value(samples, "mnist_serve_model_version") == 1
 
 

@@ -4,7 +4,7 @@
     mnist_serve_request_duration_seconds{endpoint, method}    histogram, arrival to last byte
     mnist_serve_images_classified_total{version, digit}       images answered, by predicted digit
     mnist_serve_confidence{version}                           histogram of the top probability
-    mnist_serve_model_events_total{event}                     loaded, swapped, refused (refresh)
+    mnist_serve_model_events_total{event}                     loaded, swapped, refused, unresolved
     mnist_serve_model_version                                 the version each process serves
     mnist_serve_feedback_total{outcome, label}                /feedback claims: pending, known
     mnist_serve_drift_psi{feature}                            live window's PSI (drift.py)
@@ -34,7 +34,7 @@ from uvicorn.supervisors import Multiprocess
 ENV_MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 CONFIDENCE_BUCKETS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
-MODEL_EVENTS = ("loaded", "swapped", "refused")
+MODEL_EVENTS = ("loaded", "swapped", "refused", "unresolved")
 
 
 class Metrics:
@@ -68,7 +68,8 @@ class Metrics:
         )
         self.model_events = Counter(
             "mnist_serve_model_events",
-            "Versions loaded (first), swapped in, or refused (failed verification or loading)",
+            "Versions loaded (first), swapped in, or refused (failed verification or loading); "
+            "unresolved: the alias could not be read",
             ["event"],
             **on,
         )

@@ -95,8 +95,9 @@ class ServedModel:
         self._lock = threading.Lock()  # one refresh at a time
         self._stop = threading.Event()
         self.events: AliasEvents | None = None  # the event stream followed beside the poll
-        # each told every "loaded" (the first), "swapped" and "refused" (once per new problem),
-        # with the version served after it (metrics.py, the challenger's canary share)
+        # each told every "loaded" (the first), "swapped", and "refused" (a version that failed
+        # verification or loading) or "unresolved" (the alias could not be read) once per new
+        # problem, with the version served after it (metrics.py, the challenger's canary share)
         self.listeners: list[Callable[[str, int | None], None]] = []
 
     def refresh(self) -> bool:
@@ -106,22 +107,16 @@ class ServedModel:
             self.checked = time.time()
             try:
                 target = int(self.registry.card(self.ref)["version"])
-                if self.current is not None and target == self.current.version:
-                    self.problem = None
-                    return False
+            except Exception as exc:  # noqa: BLE001 - whatever fails, the old version serves on
+                self._keep(exc, "unresolved")  # the store or the alias, not a version
+                return False
+            if self.current is not None and target == self.current.version:
+                self.problem = None
+                return False
+            try:
                 loaded = load_version(self.registry, str(target))
             except Exception as exc:  # noqa: BLE001 - whatever fails, the old version serves on
-                message = str(exc) or type(exc).__name__
-                if message != self.problem:
-                    logger.error(
-                        "%skeeping %s: %s (registry %s)",
-                        self.role,
-                        self._serving(),
-                        message,
-                        self.registry.location,
-                    )
-                    self._tell("refused")
-                self.problem = message
+                self._keep(exc, "refused")
                 return False
             first = self.current is None
             before, self.current, self.problem = self._serving(), loaded, None
@@ -130,6 +125,20 @@ class ServedModel:
             )
             self._tell("loaded" if first else "swapped")
             return True
+
+    def _keep(self, exc: Exception, event: str) -> None:
+        """Keep serving what is served; log and tell `event` once per new problem."""
+        message = str(exc) or type(exc).__name__
+        if message != self.problem:
+            logger.error(
+                "%skeeping %s: %s (registry %s)",
+                self.role,
+                self._serving(),
+                message,
+                self.registry.location,
+            )
+            self._tell(event)
+        self.problem = message
 
     def _tell(self, event: str) -> None:
         version = None if self.current is None else self.current.version
