@@ -106,6 +106,16 @@ def test_bad_requests_are_4xx_json_naming_the_problem(registry: Registry, tmp_pa
             "h1.png: the request's images have 45,000+ pixels together, more than serve.max_p",
         ),
         (dict(files=[("files", (f"{i}.png", digit)) for i in range(4)]), 422, "over serve.max_b"),
+        (  # Starlette stops counting at serve.max_batch + 1 parts
+            dict(files=[("files", (f"{i}.png", digit)) for i in range(5)]),
+            422,
+            "more than 4 files; a request takes at most serve.max_batch (3) images",
+        ),
+        (
+            dict(data={f"f{i}": "x" for i in range(5)}, files=[("files", ("0.png", digit))]),
+            422,
+            "more than 4 form fields; a request takes at most serve.max_batch (3) images",
+        ),
         (dict(files=[("other", ("a.png", digit))]), 422, "no image: send multipart field"),
         (dict(content=b"{", headers={"content-type": "application/json"}), 422, "not valid JSON"),
         (dict(json={"images": [[[0.5] * 28] * 27]}), 422, "must be 28x28 each"),

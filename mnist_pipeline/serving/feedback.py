@@ -36,8 +36,8 @@ from mnist_pipeline.data.preprocess import MAX_PIXELS, ImageError, header_pixels
 from mnist_pipeline.inbox import pending, review_shared
 from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
 from mnist_pipeline.serving import api_schema
-from mnist_pipeline.serving.http_api import ClientError, read_form
 from mnist_pipeline.serving.observe import note_feedback
+from mnist_pipeline.serving.request_body import ClientError, read_form
 from mnist_pipeline.serving.tokens import Credentials, RateLimiter, Unauthorized
 
 QUOTA_RETRY_AFTER_S = 3600  # a full quota frees up only when a reviewer gets to it
@@ -100,7 +100,8 @@ class Feedback:
             kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if kind != "multipart/form-data":
                 raise ClientError(415, "send multipart/form-data with fields 'file' and 'label'")
-            form = await read_form(request, max_files=2, max_fields=4)
+            takes = "/feedback takes one 'file' and one 'label'"
+            form = await read_form(request, 2, 4, takes)
             for field in ("file", "label"):  # never one of two images, or one of two labels
                 if len(form.getlist(field)) > 1:
                     raise ClientError(422, f"multipart field {field!r} given more than once")

@@ -23,188 +23,31 @@ name or index); so are FastAPI's own refusals (a bad query parameter, 404, 405).
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
-from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mnist_pipeline.core.contract import IMAGE_SIZE, NUM_CLASSES
+from mnist_pipeline.core.contract import NUM_CLASSES
 from mnist_pipeline.core.service_params import ServeParams
-from mnist_pipeline.data.preprocess import ImageError, header_pixels, preprocess_bytes
 from mnist_pipeline.serving import api_schema, model_files
 from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
 from mnist_pipeline.serving.drift import DriftMonitor
 from mnist_pipeline.serving.observe import note_prediction, observe
 from mnist_pipeline.serving.predict import top_digits
+from mnist_pipeline.serving.request_body import BodyLimit, ClientError, read_images
 from mnist_pipeline.serving.served_model import ServedModel
 
-if TYPE_CHECKING:  # feedback.py imports this module
+if TYPE_CHECKING:  # annotations only
     from mnist_pipeline.serving.challenger import Challenger
     from mnist_pipeline.serving.feedback import Feedback
 
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before the answer (metrics, logs)
-
-
-class ClientError(Exception):
-    """A request the server refuses: its status code, a message naming the problem, and any
-    headers the status needs (WWW-Authenticate, Retry-After)."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.headers = headers
-
-
-class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes is refused with 413 before it is read
-    whole (by Content-Length, or while streaming when there is none)."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._refuse(send, int(declared))
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise ClientError(413, self._message(seen))
-            return message
-
-        try:
-            await self.app(scope, counted, send)
-        except ClientError:
-            await self._refuse(send, seen)
-
-    def _message(self, size: int) -> str:
-        return f"request body of {size:,}+ bytes is over serve.max_upload_bytes ({self.limit:,})"
-
-    async def _refuse(self, send: Send, size: int) -> None:
-        response = JSONResponse({"error": self._message(size)}, status_code=413)
-        await response({"type": "http"}, _nothing, send)
-
-
-async def _nothing() -> Message:
-    return {"type": "http.request", "body": b"", "more_body": False}
-
-
-def _json_kind(value: Any) -> str:
-    """What a parsed JSON value is, in JSON's words ("an array", "null")."""
-    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
-    kinds |= {list: "an array", dict: "an object", type(None): "null"}
-    return kinds.get(type(value), type(value).__name__)
-
-
-def digits_from_json(body: Any, max_batch: int) -> tuple[list[str], np.ndarray]:
-    """Names and float32 [N, 28, 28] digits of a JSON batch; ClientError naming the problem."""
-    images = body.get("images") if isinstance(body, dict) else None
-    if not isinstance(images, list) or not images:
-        got = (
-            f"got {_json_kind(body)}"
-            if not isinstance(body, dict)
-            else "no 'images' key"
-            if "images" not in body
-            else "'images' is empty"
-            if images == []
-            else f"'images' is {_json_kind(images)}"
-        )
-        raise ClientError(422, f'expected a JSON object {{"images": [28x28 arrays]}} ({got})')
-    if len(images) > max_batch:
-        raise ClientError(422, f"{len(images)} images, over serve.max_batch ({max_batch})")
-    try:  # no dtype: strings, booleans and integers beyond 64 bits are not numbers here
-        raw = np.asarray(images)
-    except (TypeError, ValueError, OverflowError):
-        raw = None
-    if raw is None or raw.dtype.kind not in "iuf":
-        raise ClientError(422, "images must be arrays of numbers, all 28x28")
-    digits = raw.astype(np.float32)
-    if digits.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or digits.ndim != 3:
-        raise ClientError(422, f"images must be 28x28 each; got shape {list(digits.shape)}")
-    bad = np.flatnonzero(
-        ~np.isfinite(digits).all(axis=(1, 2))
-        | (digits.min(axis=(1, 2)) < 0)
-        | (digits.max(axis=(1, 2)) > 1)
-    )
-    if bad.size:
-        raise ClientError(422, f"image {int(bad[0])}: values must be finite and in [0, 1]")
-    return [f"image {i}" for i in range(len(digits))], digits
-
-
-def parse_json(body: bytes) -> Any:
-    """The JSON value of a request body; ClientError when it is not JSON or nests deeper than
-    the parser can follow (a RecursionError, which must not become a 500)."""
-    try:
-        return json.loads(body)
-    except RecursionError:
-        raise ClientError(422, "the JSON body is nested too deeply to parse") from None
-    except ValueError:
-        raise ClientError(422, "the body is not valid JSON") from None
-
-
-async def read_form(request: Request, max_files: int, max_fields: int) -> FormData:
-    """The request's multipart form; ClientError naming the problem when it is malformed."""
-    try:
-        return await request.form(max_files=max_files, max_fields=max_fields)
-    except HTTPException as exc:  # Starlette's 400 for a malformed body or too many parts
-        raise ClientError(422, f"malformed multipart body: {exc.detail}") from None
-
-
-def digits_from_files(files: list[tuple[str, bytes]], limits: ServeParams) -> np.ndarray:
-    """Preprocessed digits of uploaded image files; ClientError naming the first bad one."""
-    if not files:
-        raise ClientError(422, "no image: send multipart field 'files', an image body, or JSON")
-    if len(files) > limits.max_batch:
-        raise ClientError(422, f"{len(files)} images, over serve.max_batch ({limits.max_batch})")
-    try:
-        total = 0  # a batch's images within serve.max_pixels together, before any is decoded
-        for name, data in files if len(files) > 1 else ():  # one image: checked as decoded
-            total += header_pixels(data, name)
-            if total > limits.max_pixels:
-                raise ImageError(
-                    f"{name}: the request's images have {total:,}+ pixels together, more than "
-                    f"serve.max_pixels ({limits.max_pixels:,})"
-                )
-        return np.stack([preprocess_bytes(data, name, limits.max_pixels) for name, data in files])
-    except ImageError as exc:
-        raise ClientError(422, str(exc)) from None
-
-
-async def read_images(request: Request, limits: ServeParams) -> tuple[list[str], np.ndarray]:
-    """The request's images, whatever form they came in, as (names, digits)."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind == "application/json":
-        return digits_from_json(parse_json(await request.body()), limits.max_batch)
-    if kind == "multipart/form-data":
-        form = await read_form(request, limits.max_batch + 1, limits.max_batch + 1)
-        uploads = [v for v in form.getlist("files") if isinstance(v, UploadFile)]
-        files = [(u.filename or f"file {i}", await u.read()) for i, u in enumerate(uploads)]
-    elif kind.startswith("image/") or kind == "application/octet-stream":
-        files = [("body", await request.body())]
-    else:
-        raise ClientError(
-            415,
-            f"unsupported content type {kind or '(none)'!r}: send "
-            "multipart/form-data files, an image/* body, or application/json",
-        )
-    digits = digits_from_files(files, limits)  # on the event loop: see `predict`
-    request.state.uploads = [data for _, data in files]  # keys of later labels (challenger.py)
-    return [name for name, _ in files], digits
 
 
 def create_app(
