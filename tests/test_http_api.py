@@ -17,6 +17,7 @@ from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.data.preprocess import preprocess_file
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
+from mnist_pipeline.serving.challenger import Challenger
 from mnist_pipeline.serving.http_api import create_app
 from mnist_pipeline.serving.predict import predict_files
 from mnist_pipeline.serving.served_model import ServedModel
@@ -548,3 +549,21 @@ def test_cors_only_for_the_configured_origins(registry: Registry) -> None:
     assert "authorization" in with_token.headers["access-control-allow-headers"].lower()
     other = api.get("/healthz", headers={"Origin": "http://evil.example"})
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_the_threads_that_watch_for_an_app_end_when_it_shuts_down(registry: Registry) -> None:
+    """The alias poll, the shadow and the drift monitor end with the server (uvicorn runs the
+    app's lifespan at shutdown), instead of waking for as long as the process lives."""
+    before = set(threading.enumerate())
+    served = ServedModel(registry, "production")
+    served.refresh()
+    served.follow(3600)
+    challenger = Challenger(registry, ServeParams(shadow="staging"), seed=7)
+    challenger.start(3600, follow_events=False)
+    with TestClient(create_app(served, ServeParams(shadow="staging"), None, challenger)) as api:
+        assert api.get("/readyz").status_code == 200
+        started = {t for t in threading.enumerate() if t not in before}
+        assert {t.name for t in started} >= {"follow-alias", "shadow", "drift-monitor"}
+    for thread in started:
+        thread.join(5)
+    assert [t.name for t in started if t.is_alive()] == []

@@ -91,6 +91,8 @@ class DriftMonitor:
         self._waiting = 0  # images in the queue (bounded by QUEUE_IMAGES, under self._lock)
         self._lock = threading.Lock()  # status() reads what the thread writes
         self._retry_at: float | None = None  # when to read a reference that could not be read
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def _retry_due(self) -> bool:
         return self._retry_at is not None and time.monotonic() >= self._retry_at
@@ -99,7 +101,14 @@ class DriftMonitor:
         """Watch from now on in a daemon thread (nothing with `serve.drift` off)."""
         self.metrics = metrics
         if self.enabled:
-            threading.Thread(target=self._loop, name="drift-monitor", daemon=True).start()
+            self._thread = threading.Thread(target=self._loop, name="drift-monitor", daemon=True)
+            self._thread.start()
+
+    def stop(self, wait_s: float = 2 * IDLE_CHECK_S) -> None:
+        """End the monitor's thread (within IDLE_CHECK_S when idle); what waits is dropped."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(wait_s)
 
     def offer(self, loaded: Loaded, digits: np.ndarray, probabilities: np.ndarray) -> None:
         """A request's answered batch; never blocks (a batch that does not fit in the queue's
@@ -114,7 +123,7 @@ class DriftMonitor:
         self._queue.put_nowait((loaded, digits, probabilities))
 
     def _loop(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 batch = [self._queue.get(timeout=IDLE_CHECK_S)]  # then whatever else waits
             except queue.Empty:

@@ -23,6 +23,8 @@ name or index); so are FastAPI's own refusals (a bad query parameter, 404, 405).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Query, Request
@@ -59,8 +61,21 @@ def create_app(
     """The API answering with `served` under `limits` (serve params); POST /feedback only with
     `feedback` (its credentials and pending area); `challenger` shadows production and answers
     the canary share (challenger.py)."""
-    app = FastAPI(title="mnist-pipeline", summary="Classify handwritten digits (ONNX model).")
     drift = DriftMonitor(served, limits)  # off the response path (serving/drift.py)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield  # at shutdown, the threads that watch for the app end with it
+        drift.stop()
+        served.stop()
+        if challenger is not None:
+            challenger.stop()
+
+    app = FastAPI(
+        title="mnist-pipeline",
+        summary="Classify handwritten digits (ONNX model).",
+        lifespan=lifespan,
+    )
 
     @app.exception_handler(ClientError)
     async def client_error(_: Request, exc: ClientError) -> JSONResponse:
