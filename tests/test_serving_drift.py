@@ -240,3 +240,13 @@ def test_the_queue_holds_a_bounded_number_of_images_not_batches(
     while monitor.status()["seen"] < 120 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert monitor.status()["seen"] == 120 and monitor.status()["skipped"] == 60
+
+
+def test_a_batch_larger_than_the_window_counts_every_image_seen(
+    served: ServedModel, _candidate
+) -> None:
+    monitor = DriftMonitor(served, ServeParams(drift_window=50), emitter=lambda *_: True)
+    digits = contract_digits(_candidate.data_dir)
+    monitor.process([answered(served, digits)])
+    state = monitor.status()
+    assert state["images"] == 50 and state["seen"] == len(digits) > 50  # a window, all seen

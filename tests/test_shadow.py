@@ -140,6 +140,11 @@ def test_a_failing_challenger_is_logged_and_production_answers(
             assert challenger.wait_idle(30)
             assert canary.percent(2) == 0  # a version that keeps failing steps back
             assert canary.stepped_back[2].startswith("failed on 2 images"), canary.stepped_back
+            scraped = samples(api)
+            failed = (("outcome", "failed"), ("version", "2"))
+            assert scraped[("mnist_serve_shadow_images_total", failed)] == 2
+            back = (("reason", "failed"), ("version", "2"))
+            assert scraped[("mnist_serve_canary_step_backs_total", back)] == 1
         finally:
             challenger.stop()
             caplog.clear()

@@ -224,6 +224,8 @@ class Challenger:
             stepped_back = self.canary.judge(tally, production_version)
         if stepped_back:
             self._share_changed()
+        if self.metrics is not None:
+            self.metrics.failed(version, images)
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:

@@ -1,10 +1,12 @@
 """The challenger's Prometheus metrics, in the server's registry (metrics.py; challenger.py).
 
-    mnist_serve_shadow_images_total{version, outcome}        agree, disagree, skipped (queue full)
+    mnist_serve_shadow_images_total{version, outcome}        agree, disagree, skipped (queue
+                                                              full), failed (the challenger
+                                                              raised)
     mnist_serve_shadow_labelled_total{version, model, outcome}  labelled images: production's and
                                                               the challenger's answers, correct
                                                               or incorrect
-    mnist_serve_canary_step_backs_total{version, reason}      disagreement, error
+    mnist_serve_canary_step_backs_total{version, reason}      disagreement, error, failed
     mnist_serve_canary_percent                                the share the canary answers now
 
 `version` is always the challenger's; images answered by each version are counted by
@@ -23,7 +25,8 @@ class ChallengerMetrics:
         on = {"registry": registry}
         self.images = Counter(
             "mnist_serve_shadow_images",
-            "Images compared with production (agree, disagree) or not shadowed (skipped)",
+            "Images compared with production (agree, disagree), not shadowed (skipped), or "
+            "that the challenger failed on (failed)",
             ["version", "outcome"],
             **on,
         )
@@ -35,7 +38,7 @@ class ChallengerMetrics:
         )
         self.step_backs = Counter(
             "mnist_serve_canary_step_backs",
-            "Canary versions stepped back to 0 %, by reason (disagreement, error)",
+            "Canary versions stepped back to 0 %, by reason (disagreement, error, failed)",
             ["version", "reason"],
             **on,
         )
@@ -54,6 +57,9 @@ class ChallengerMetrics:
 
     def skipped(self, version: int, images: int) -> None:
         self.images.labels(str(version), "skipped").inc(images)
+
+    def failed(self, version: int, images: int) -> None:
+        self.images.labels(str(version), "failed").inc(images)
 
     def label(self, version: int, production_right: bool, challenger_right: bool) -> None:
         for model, right in (("production", production_right), ("challenger", challenger_right)):

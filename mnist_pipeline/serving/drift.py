@@ -199,13 +199,13 @@ class DriftMonitor:
             self.metrics.drift_psi(dict.fromkeys(drift.FEATURES, 0.0))  # no window yet
 
     def _append(self, rows: np.ndarray) -> None:
+        self.seen += len(rows)  # every image, also those a batch larger than the window drops
         rows = rows[-self.size :]
         where = (self._next + np.arange(len(rows))) % self.size
         self._rows[where] = rows
         self._next = int((self._next + len(rows)) % self.size)
         self._filled = min(self.size, self._filled + len(rows))
         self._unjudged += len(rows)
-        self.seen += len(rows)
 
     def _judge(self) -> None:
         self._unjudged = 0
