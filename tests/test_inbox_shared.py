@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import DataError
-from mnist_pipeline.inbox import review_shared, store, sync
+from mnist_pipeline.inbox import review_shared, seen, store, sync
 from mnist_pipeline.inbox.ingest import collect
 from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
 from tests.example_helpers import draw_digit
@@ -61,7 +61,7 @@ def test_a_removal_is_never_undone_by_the_host_that_published_it(
     png = digit(tmp_path, 6)
     sha = review_shared.submit(shared, png, "upload.png", 6, "token:alice").sha256
     accepted = review_shared.accept(shared, review, [sha], "bob")
-    sync.remember(shared, review, [a.entry for a in accepted])
+    seen.remember(shared, review, [a.entry for a in accepted])
     assert sync.sync(shared, worker, "test").downloaded == [sha]
     sync.remove(shared, worker, [sha])  # the worker's operator removes it
     assert sync.sync(shared, review, "test").deleted_here == [sha]  # not published again
@@ -105,6 +105,33 @@ def test_one_image_with_two_labels_never_trains(location: str, tmp_path: Path) -
     got = sync.sync(shared, d, "test")
     assert got.conflicts == [mine.sha256] and got.downloaded == []  # never deleted silently
     assert sorted(lab for lab, _ in labels(d)) == [2, 7] and hand.path.is_file()
+
+
+def test_a_label_conflict_is_resolved_for_the_label_kept_here_too(
+    location: str, tmp_path: Path
+) -> None:
+    """The store has an image as 3, a copy here was labelled 5 by hand. Removing only the 3
+    here would come back with the next sync, so it is refused, saying how; removing both copies
+    retracts the store's 3 whichever is named first, and the image can be added again as 5."""
+    shared = SharedInbox(location)
+    png = digit(tmp_path, 3)
+    assert shared.publish(png, 3, "png", "test")
+    b = tmp_path / "b" / "extra"
+    mine = store.add(b, png, "mine.png", 5).entry
+    assert sync.sync(shared, b, "test").conflicts == [mine.sha256]
+    (theirs,) = [e for e in store.entries(b) if e.label == 3]
+    with pytest.raises(DataError) as refused:
+        sync.remove(shared, b, [str(theirs.path)])
+    message = str(refused.value)
+    assert "labelled 3" in message and "would bring it back" in message
+    assert f"data remove {mine.sha256[:12]}" in message and "--label 5" in message
+    assert sorted(lab for lab, _ in labels(b)) == [3, 5] and shared.record(mine.sha256).label == 3
+
+    removed, stayed = sync.remove(shared, b, [str(theirs.path), str(mine.path)])  # 5 named last
+    assert len(removed) == 2 and stayed == [] and shared.record(mine.sha256) is None
+    sync.add(shared, b, png, "mine.png", 5, "test")
+    assert shared.record(mine.sha256).label == 5 and labels(b) == [(5, mine.sha256)]
+    assert nothing_changed(sync.sync(shared, b, "test"))
 
 
 def test_an_accept_the_store_refuses_moves_nothing(location: str, tmp_path: Path) -> None:
@@ -183,7 +210,7 @@ def test_a_wiped_store_empties_no_inbox_and_a_new_one_is_filled_again(
     assert again.identity() is None and labels(a) == labels(b) == [(2, sha)]
     for key in shared.storage.list(""):
         shared.storage.delete(key)  # the claim too
-    sync.base_file(a).unlink()  # the operator starts the store afresh from host a
+    seen.base_file(a).unlink()  # the operator starts the store afresh from host a
     assert sync.sync(again, a, "test").published == [sha]
     assert sync.sync(SharedInbox(location), b, "test").summary().startswith("0 downloaded")
     assert labels(b) == [(2, sha)]  # a store made afresh is another store: nothing deleted
@@ -271,10 +298,10 @@ def test_a_damaged_record_of_what_was_seen_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "store").mkdir()
     shared, inbox = SharedInbox(tmp_path / "store"), tmp_path / "a" / "extra"
     inbox.mkdir(parents=True)
-    sync.base_file(inbox).write_text("{half")
+    seen.base_file(inbox).write_text("{half")
     with pytest.raises(DataError, match=r"cannot read .*\.extra\.shared\.json: .*delete it"):
         sync.sync(shared, inbox, "test")
-    assert sync.base_file(inbox).read_text() == "{half"  # left for the operator to look at
+    assert seen.base_file(inbox).read_text() == "{half"  # left for the operator to look at
 
 
 def test_a_sync_cut_short_or_a_relabel_that_failed_here_is_followed_later(

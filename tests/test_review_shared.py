@@ -18,7 +18,7 @@ from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.service_params import ServeParams
-from mnist_pipeline.inbox import pending, review_move, review_shared, store, sync
+from mnist_pipeline.inbox import pending, review_move, review_shared, seen, store, sync
 from mnist_pipeline.inbox.pending import QuotaExceeded
 from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
 from mnist_pipeline.registry import Registry
@@ -293,7 +293,7 @@ def test_an_accept_cut_short_is_finished_once_and_cannot_be_rejected(
         review_shared.accept(shared, inbox, [first[:8], second[:8]], "bob")
     monkeypatch.setattr(review_shared, "_delete", delete)
     assert [e.sha256 for e in store.entries(inbox)] == [first]  # the first went to its end
-    assert sync.read_seen(inbox, shared) == {first: 3}  # a removal elsewhere is followed here
+    assert seen.read_seen(inbox, shared) == {first: 3}  # a removal elsewhere is followed here
     assert shared.record(second).label == 5  # the second was published, its claims stayed
     cut_short = r"bob decided to accept it at .* cut short: accept it --label 5 to finish"
     with pytest.raises(DataError, match=cut_short):

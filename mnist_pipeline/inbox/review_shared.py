@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mnist_pipeline.core.errors import DataError
-from mnist_pipeline.inbox import pending, store, sync
+from mnist_pipeline.inbox import pending, seen, store
 from mnist_pipeline.inbox.pending import Claim, Pending, QuotaExceeded, Submitted
 from mnist_pipeline.inbox.shared import SharedInbox
 
@@ -152,7 +152,7 @@ def accept(
     chosen_label = None if label is None else store.check_label(label)
     done = []
     with _lease(shared):
-        sync.check_not_lost(shared, inbox, "accepted")
+        seen.check_not_lost(shared, inbox, "accepted")
         read = queue(shared, refs)
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
         digits, decided = {}, {}
@@ -178,7 +178,7 @@ def accept(
             shared.publish(data, digit, store.image_format(data), f"cli:{who}")
             _delete(shared, keys)
             added = store.add(inbox, data, str(item.path), digit)
-            sync.remember(shared, inbox, [added.entry])  # a later removal elsewhere follows
+            seen.remember(shared, inbox, [added.entry])  # a later removal elsewhere follows
             done.append(added)
             if each is not None:
                 each(added)

@@ -11,6 +11,7 @@ it last saw):
                                    label replaces this one (relabelled elsewhere); otherwise
                                    (never seen, or changed here by hand): both kept, so ingest
                                    refuses the image until one is removed with `data remove`
+                                   (the one with the store's label only with every copy)
     store only                     downloaded (SHA-256 checked); a file missing here (an older
                                    snapshot restored) never removes anything from the store
     here only                      seen before: removed elsewhere, so deleted here; never seen (a
@@ -25,17 +26,16 @@ lock is taken; the folder changes under it (`sync`).
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from mnist_pipeline.core.atomic import write_json
 from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.inbox import incoming, orphans, store
-from mnist_pipeline.inbox.shared import IDENTITY, Record, SharedInbox, StoreUnavailable
+from mnist_pipeline.inbox.seen import base_file, check_not_lost, note_seen, read_seen
+from mnist_pipeline.inbox.shared import Record, SharedInbox, StoreUnavailable
 
 
 @dataclass
@@ -57,69 +57,6 @@ class SyncResult:
             f"{len(self.conflicts)} label conflict(s)",
         ]
         return ", ".join(parts) + (f", {len(self.problems)} not synced" if self.problems else "")
-
-
-def base_file(inbox: Path) -> Path:
-    """data/.extra.shared.json: beside the inbox (inside, DVC would hash it with the images)."""
-    return inbox.parent / f".{inbox.name}.shared.json"
-
-
-def _base(inbox: Path) -> dict:
-    """The base file's content ({} when there is none)."""
-    try:
-        raw = json.loads(base_file(inbox).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise DataError(
-            f"cannot read {base_file(inbox)}: {exc} (delete it: the next sync starts afresh)"
-        ) from None
-    return raw if isinstance(raw, dict) else {}
-
-
-def read_seen(inbox: Path, shared: SharedInbox) -> dict[str, int]:
-    """Image SHA-256 -> label, of every image this host has seen in this store (the same
-    location and identity: a store made afresh is another store)."""
-    raw = _base(inbox)
-    if raw.get("store") != [shared.location, shared.identity()]:
-        return {}
-    try:
-        return {str(sha): int(label) for sha, label in dict(raw.get("seen", {})).items()}
-    except (ValueError, TypeError) as exc:
-        raise DataError(
-            f"{base_file(inbox)}: {exc} (delete it: the next sync starts afresh)"
-        ) from None
-
-
-def _last_identity(inbox: Path, location: str) -> str | None:
-    """The identity the store at `location` had when this host last synced with it."""
-    where = _base(inbox).get("store")
-    ok = isinstance(where, list) and len(where) == 2 and where[0] == location
-    return where[1] if ok else None
-
-
-def check_not_lost(shared: SharedInbox, inbox: Path, what: str = "stored") -> None:
-    """StoreUnavailable when the store this host synced with has no identity any more (wiped,
-    or a share not mounted): writing to it would start a new store and forget what was seen."""
-    if shared.identity() is None and _last_identity(inbox, shared.location) is not None:
-        raise StoreUnavailable(
-            f"shared inbox {shared.location} has lost its {IDENTITY} (wiped, or a share not "
-            f"mounted?): nothing {what}; to start a new store from the images here, delete "
-            f"{base_file(inbox)}"
-        )
-
-
-def note_seen(inbox: Path, shared: SharedInbox, images: dict[str, int]) -> None:
-    """Add images to what this host has seen in the store (the caller holds the inbox's lock)."""
-    seen = read_seen(inbox, shared) | images
-    where = [shared.location, shared.identity()]
-    write_json(base_file(inbox), {"store": where, "seen": dict(sorted(seen.items()))})
-
-
-def remember(shared: SharedInbox, inbox: Path, entries: list[store.Entry]) -> None:
-    """Note images this host put in the store (`data accept`) as seen there."""
-    with store.lock(inbox):
-        note_seen(inbox, shared, {e.sha256: e.label for e in entries})
 
 
 def publish_entry(shared: SharedInbox, entry: store.Entry, by: str) -> None:
@@ -157,23 +94,50 @@ def remove(
     shared: SharedInbox, inbox: Path, refs: list[str]
 ) -> tuple[list[store.Entry], list[str]]:
     """`data remove` with a shared inbox: each image whose every copy here goes is retracted
-    from the store first (when the store has it with that label, or a record that cannot be
-    read), then deleted here. Removing one of two copies (a label conflict) leaves the store as
-    it is. Returns the entries deleted here and the SHA-256 of those the store kept (relabelled
-    or published again elsewhere meanwhile: the next sync brings them back)."""
+    from the store first (when the store has it with one of their labels, or a record that
+    cannot be read), then deleted here. Removing one of two copies (a label conflict) leaves
+    the store as it is, and is refused (DataError, nothing removed) when the copy going has the
+    store's label: the next sync would bring it back. Returns the entries deleted here and the
+    SHA-256 of those the store kept (relabelled or published again elsewhere meanwhile: the
+    next sync brings them back)."""
     with store.lock(inbox):
         chosen = store.resolve(inbox, refs)
         going = {e.path for e in chosen}
-        here = {e.sha256 for e in store.entries(inbox) if e.path not in going}
+        staying: dict[str, set[int]] = {}
+        for entry in store.entries(inbox):
+            if entry.path not in going:
+                staying.setdefault(entry.sha256, set()).add(entry.label)
+        gone: dict[str, set[int]] = {}
+        for entry in chosen:
+            gone.setdefault(entry.sha256, set()).add(entry.label)
+        for sha, labels in gone.items():
+            if sha in staying:
+                _check_resolvable(shared, sha, labels, staying[sha])
         stayed = []
-        for entry in {e.sha256: e for e in chosen}.values():
-            if entry.sha256 in here:
+        for sha, labels in gone.items():
+            if sha in staying:
                 continue  # a copy stays here: the store keeps it
-            # retracted only if the store has it with this label, or a record that is not one
-            if shared.retract(entry.sha256, entry.label) == "kept":
-                stayed.append(entry.sha256)
+            # retracted only if the store has it with one of these labels, or a record that is
+            # not one
+            if all(shared.retract(sha, label) == "kept" for label in sorted(labels)):
+                stayed.append(sha)
         store.delete(chosen)
     return chosen, stayed
+
+
+def _check_resolvable(shared: SharedInbox, sha: str, going: set[int], staying: set[int]) -> None:
+    """DataError when the copies of `sha` going here have the store's label and copies with
+    other labels stay: the store would hand its label back at the next sync."""
+    record = shared.record(sha)
+    if record is None or record.label not in going or record.label in staying:
+        return
+    kept = ", ".join(str(label) for label in sorted(staying))
+    raise DataError(
+        f"{sha[:12]}: the shared inbox {shared.location} has it labelled {record.label}; "
+        f"removing that copy here while the one labelled {kept} stays would bring it back at "
+        f"the next sync. To label it {kept} everywhere: `data remove {sha[:12]}` (every copy), "
+        f"then `data add --label {kept}` it again"
+    )
 
 
 def sync(shared: SharedInbox, inbox: Path, by: str) -> SyncResult:
