@@ -283,6 +283,12 @@ def test_two_projects_share_digits_through_s3_and_a_store_that_is_down_changes_n
         assert ingested.exit_code == 0, ingested.output
         manifest = (b / "data" / "ingested" / "manifest.json").read_text()
         assert all(sha in manifest for _, sha in labels(b / "data" / "extra"))
+        c = tmp_path / "c"  # a third host adds an image the store has: stored here, not new
+        c.mkdir()
+        (c / "params.yaml").write_text(f"inbox:\n  shared: {url}\n")
+        told = cli(c, "add", image, "-l", "1")
+        assert told.exit_code == 0 and "already in the shared inbox: " in told.output, told.output
+        assert labels(c / "data" / "extra") == [one]
 
         relabelled = SharedInbox(url)  # on a third host, the 1 becomes a 7 meanwhile
         assert relabelled.retract(one[1]) == "removed"

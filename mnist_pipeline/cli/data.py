@@ -72,7 +72,8 @@ def add(
                         added.append(sync.add(shared, folder, data, str(path), label, source))
         finally:  # a bad file stops the command; the images stored before it still count
             for done in added:
-                what = "added" if done.new else "already in the inbox"
+                known = "already in the inbox" if shared is None else "already in the shared inbox"
+                what = "added" if done.new else known
                 line = f"{what}: {done.entry.path} (label {done.entry.label})"
                 console.print(line, markup=False)
             if shared is not None and added:
