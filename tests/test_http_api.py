@@ -567,3 +567,17 @@ def test_the_threads_that_watch_for_an_app_end_when_it_shuts_down(registry: Regi
     for thread in started:
         thread.join(5)
     assert [t.name for t in started if t.is_alive()] == []
+
+
+def test_a_model_file_that_changes_between_two_reads_is_refused(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The served bytes are checked against the card the server keeps (its headers and /model
+    come from it), not only against the registry's own second read of the card."""
+    from mnist_pipeline.core.errors import RegistryError
+    from mnist_pipeline.serving.served_model import load_version
+
+    other = registry.read_file(2, "model.onnx")  # the store's bytes of another version
+    monkeypatch.setattr(registry, "read_file", lambda *_: other)
+    with pytest.raises(RegistryError, match="v1: model.onnx changed while it was read"):
+        load_version(registry, "1")

@@ -23,6 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from mnist_pipeline.core.contract import INPUT_NAME, PROBABILITIES
+from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.core.reports import ModelCard
 from mnist_pipeline.export.session import open_session
 from mnist_pipeline.pipeline.versions import ONNX_FILE, typed_card
@@ -77,6 +78,8 @@ def load_version(registry: Registry, ref: str) -> Loaded:
     card = typed_card(registry, stored)
     version = card.version
     data = registry.read_file(version, ONNX_FILE)  # verified: hashed and loaded, the same bytes
+    if hashlib.sha256(data).hexdigest() != stored["files"][ONNX_FILE]:  # against the card kept
+        raise RegistryError(f"{registry.name} v{version}: {ONNX_FILE} changed while it was read")
     # requests run in parallel threads: one core each
     session = open_session(data, where=f"{registry.name} v{version} {ONNX_FILE}", threads=1)
     return Loaded(version, card, session, data, card_json, registry.signature(stored))
