@@ -74,14 +74,17 @@ STRIPPED = {"if-none-match", "if-match"}
 class Proxy:
     """An HTTP proxy in front of an S3 endpoint, for faults the endpoint itself cannot make:
     `strip` drops request headers (an endpoint ignoring conditional writes), `down` makes it
-    drop every connection unanswered (a store that stopped), and `down_after` is a predicate
-    on (method, path) after whose request it goes down."""
+    drop every connection unanswered (a store that stopped), `down_after` is a predicate
+    on (method, path) after whose request it goes down, and `lose_answer` one on (method, path)
+    for the first request it passes on to the endpoint but never answers (a write stored, its
+    answer lost)."""
 
     def __init__(self, endpoint: str, strip: set[str] = frozenset()) -> None:
         self.target = endpoint.removeprefix("http://")
         self.strip = strip
         self.down = threading.Event()
         self.down_after = None
+        self.lose_answer = None
         self.url = ""
 
     def forward(self, handler: BaseHTTPRequestHandler) -> None:
@@ -96,6 +99,10 @@ class Proxy:
         answer = upstream.getresponse()
         data = answer.read()
         upstream.close()
+        if self.lose_answer is not None and self.lose_answer(handler.command, handler.path):
+            self.lose_answer = None
+            handler.close_connection = True  # done upstream, never told
+            return
         handler.send_response(answer.status)
         for key, value in answer.getheaders():
             if key.lower() not in ("transfer-encoding", "connection", "content-length"):

@@ -32,6 +32,7 @@ def test_create_swap_and_list_keep_the_storage_contract(s3_url: str) -> None:
     assert isinstance(store, S3Bucket)
     assert store.create("m/v1/card.json", b"one") is True
     assert store.create("m/v1/card.json", b"two") is False
+    assert store.create("m/v1/card.json", b"one") is False  # the same bytes, already there
     assert store.read("m/v1/card.json") == b"one" and store.read("m/v2/card.json") is None
     for key in ("m/v22/card.json", "m/blobs/sha256/ab", "m/aliases.json"):
         store.create(key, b"x")
@@ -47,6 +48,32 @@ def test_create_swap_and_list_keep_the_storage_contract(s3_url: str) -> None:
     assert store.read_document("m/doc")[0] == b"c"
     store.delete("m/doc")
     assert store.read("m/doc") is None and store.swap("m/doc", b"e", revision) is False
+
+
+def test_a_write_whose_answer_was_lost_is_known_as_its_own(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore retries a PUT that got no answer; when the first attempt was stored, the retry
+    fails its own condition. That write was this one (True), while the same bytes stored by
+    someone else are not (False: a blob that was already there has its age renewed)."""
+    with proxy(s3_endpoint) as lossy:
+        use_endpoint(monkeypatch, lossy.url)
+        store = open_storage(f"s3://{new_bucket(s3_endpoint)}/r")
+        store.create("m/blobs/a", b"blob")  # the endpoint's conditions checked first
+
+        def card(method: str, path: str) -> bool:
+            return method == "PUT" and path.split("?")[0].endswith("/m/v1/card.json")
+
+        lossy.lose_answer = card
+        assert store.create("m/v1/card.json", b"card") is True
+        assert lossy.lose_answer is None  # the answer was lost, and the PUT retried
+        assert store.create("m/v1/card.json", b"card") is False  # there before this one
+        lossy.lose_answer = lambda method, path: method == "PUT" and "/m/doc" in path
+        assert store.swap("m/doc", b"a", None) is True and lossy.lose_answer is None
+        revision = store.read_document("m/doc")[1]
+        lossy.lose_answer = lambda method, path: method == "PUT" and "/m/doc" in path
+        assert store.swap("m/doc", b"b", revision) is True and lossy.lose_answer is None
+        assert store.read_document("m/doc")[0] == b"b"
 
 
 def test_an_unchanged_document_is_answered_from_the_last_read(s3_url: str) -> None:

@@ -26,30 +26,31 @@ from functools import partial
 from typing import Any, TypeVar
 
 from mnist_pipeline.core.errors import RegistryError, StoreError
-from mnist_pipeline.registry.s3_names import checked_key, parse_url, server_time
+from mnist_pipeline.registry.s3_names import (
+    checked_key,
+    error_code,
+    failure,
+    parse_url,
+    server_time,
+)
 from mnist_pipeline.registry.storage import Storage, check_key
 
 try:
     import boto3
     from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import BotoCoreError, ClientError
 except ImportError:  # the optional extra: pip install 'mnist-pipeline[s3]'
     boto3 = None
 
 PRECONDITION_FAILED = {"PreconditionFailed", "412"}
 NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+WRITE_ID = "mnist-pipeline-write"  # user metadata: the id of the PUT that stored an object
 CONFLICT_RETRIES = 20  # 409 ConditionalRequestConflict: another conditional write in flight
 PARALLEL = 16  # requests in flight at once in read_many, create_many (the connection pool)
 HONOURED: set[tuple[str, str]] = set()  # (endpoint, bucket) whose conditional writes were checked
 UNCONDITIONAL_DELETE: set[tuple[str, str]] = set()  # of those, the ones ignoring If-Match on DELETE
 logger = logging.getLogger(__name__)
 T, R = TypeVar("T"), TypeVar("R")
-
-
-def _code(exc: ClientError) -> str:
-    error = exc.response.get("Error", {})
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return str(error.get("Code") or status)
 
 
 class S3Bucket(Storage):
@@ -147,7 +148,7 @@ class S3Bucket(Storage):
                 MetadataDirective="REPLACE",
             )
         except ClientError as exc:
-            if _code(exc) in NOT_FOUND:
+            if error_code(exc) in NOT_FOUND:
                 return False
             raise self._failure("renew", key, exc) from None
         except BotoCoreError as exc:
@@ -176,7 +177,7 @@ class S3Bucket(Storage):
             answer = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **condition)
             return answer["Body"].read(), answer["ETag"]
         except ClientError as exc:
-            code = _code(exc)
+            code = error_code(exc)
             if code in NOT_FOUND:
                 return None
             if cached and code in ("304", "NotModified"):
@@ -186,19 +187,35 @@ class S3Bucket(Storage):
             raise self._failure("read", key, exc) from None
 
     def _put(self, key: str, data: bytes, **condition: str) -> bool:
-        """PUT under a condition: True when stored, False when the condition did not hold."""
+        """PUT under a condition: True when stored, False when the condition did not hold.
+        Each PUT carries an id of its own (user metadata): a retried PUT whose first attempt
+        was stored (its answer lost) fails its condition on that write, which its id shows to
+        be this one, while the same bytes written by another writer are not."""
+        write = uuid.uuid4().hex
 
         def refused(code: str) -> bool | None:
             if code in PRECONDITION_FAILED or (code in NOT_FOUND and "IfMatch" in condition):
-                # a retried PUT whose first attempt was stored (its answer lost) fails its
-                # condition on its own bytes: that write was this one
-                found = self._get(key)
-                return found is not None and found[0] == data
+                return self._written_by(key, write)
             return None
 
         put = self.client.put_object
-        request = partial(put, Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
+        metadata = {"Metadata": {WRITE_ID: write}}
+        request = partial(
+            put, Bucket=self.bucket, Key=self._key(key), Body=data, **metadata, **condition
+        )
         return self._conditional("write", key, request, refused)
+
+    def _written_by(self, key: str, write: str) -> bool:
+        """Whether the object at `key` now is the one the PUT with id `write` stored."""
+        try:
+            answer = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if error_code(exc) in NOT_FOUND:
+                return False
+            raise self._failure("read", key, exc) from None
+        except BotoCoreError as exc:
+            raise self._failure("read", key, exc) from None
+        return answer.get("Metadata", {}).get(WRITE_ID) == write
 
     def _delete(self, key: str, **condition: str) -> bool:
         """DELETE under a condition: True when deleted (or already gone), False when the
@@ -226,7 +243,7 @@ class S3Bucket(Storage):
                 request()
                 return True
             except ClientError as exc:
-                code = _code(exc)
+                code = error_code(exc)
                 if code not in ("ConditionalRequestConflict", "409"):
                     answer = refused(code)
                     if answer is None:
@@ -244,21 +261,8 @@ class S3Bucket(Storage):
             raise self._failure(method.__name__, kwargs.get("Key", ""), exc) from None
 
     def _failure(self, action: str, key: str, exc: Exception) -> StoreError:
-        """One line naming the store, the endpoint and what went wrong."""
         where = f"{self.role} {self.location} at {self.endpoint}"
-        if isinstance(exc, NoCredentialsError):
-            return StoreError(
-                f"{where}: no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                "or AWS_PROFILE)"
-            )
-        if isinstance(exc, ClientError):
-            code, message = _code(exc), exc.response.get("Error", {}).get("Message", "")
-            if code == "NoSuchBucket":
-                return StoreError(f"{where}: bucket {self.bucket!r} does not exist")
-            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
-                return StoreError(f"{where}: credentials refused ({code}: {message})")
-            return StoreError(f"{where}: {action} {key!r} failed ({code}: {message})")
-        return StoreError(f"{where}: cannot {action} {key!r}: {exc}")
+        return failure(where, self.bucket, action, key, exc)
 
     def _check_conditions(self) -> None:
         """Refuse an endpoint that ignores If-None-Match or If-Match (once per process)."""

@@ -1,5 +1,5 @@
-"""Names on S3: a store's `s3://bucket/prefix` URL, the keys the backend may use, and the
-store's own clock (the Date header of its answers)."""
+"""Names on S3: a store's `s3://bucket/prefix` URL, the keys the backend may use, the store's
+own clock (the Date header of its answers), and its errors, told in one line."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlparse
 
-from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry.storage import check_key
 
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -59,3 +59,31 @@ def checked_key(key: str) -> str:
     if head in (".leases", ".probe") and rest:
         return f"{head}/{check_key(rest)}"
     return check_key(key)
+
+
+def error_code(exc: Any) -> str:
+    """An S3 error's code (its HTTP status when the answer had no body, as for HEAD)."""
+    error = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return str(error.get("Code") or status)
+
+
+def failure(where: str, bucket: str, action: str, key: str, exc: Exception) -> StoreError:
+    """One line naming the store (`where`: its role, location and endpoint) and what went wrong
+    in `action` on `key`, from boto3's exception."""
+    from botocore.exceptions import ClientError, NoCredentialsError
+
+    if isinstance(exc, NoCredentialsError):
+        return StoreError(
+            f"{where}: no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+            "or AWS_PROFILE)"
+        )
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        message = exc.response.get("Error", {}).get("Message", "")
+        if code == "NoSuchBucket":
+            return StoreError(f"{where}: bucket {bucket!r} does not exist")
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
+            return StoreError(f"{where}: credentials refused ({code}: {message})")
+        return StoreError(f"{where}: {action} {key!r} failed ({code}: {message})")
+    return StoreError(f"{where}: cannot {action} {key!r}: {exc}")
