@@ -3,6 +3,7 @@ the registry's guarantees there, and every bad location refused in one line."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import subprocess
@@ -74,6 +75,23 @@ def test_a_write_whose_answer_was_lost_is_known_as_its_own(
         lossy.lose_answer = lambda method, path: method == "PUT" and "/m/doc" in path
         assert store.swap("m/doc", b"b", revision) is True and lossy.lose_answer is None
         assert store.read_document("m/doc")[0] == b"b"
+
+
+def test_blobs_a_registration_finds_already_stored_have_their_age_restarted(s3_url: str) -> None:
+    """A retry that finds its blobs stored by an attempt that never committed renews each one
+    (a copy onto itself), so that gc, which keeps young blobs, cannot take them before the
+    retry's card commits."""
+    from mnist_pipeline.registry.commit import _store_blobs
+
+    registry = Registry(s3_url, MODEL)
+    blobs = {hashlib.sha256(data).hexdigest(): data for data in (b"model", b"card")}
+    renewed: list[str] = []
+    renew = registry.storage.renew
+    registry.storage.renew = lambda key: renewed.append(key) or renew(key)
+    _store_blobs(registry, blobs)
+    assert renewed == []  # stored now: young already
+    _store_blobs(registry, blobs)
+    assert sorted(renewed) == sorted(f"{MODEL}/blobs/sha256/{h}" for h in blobs)
 
 
 def test_an_unchanged_document_is_answered_from_the_last_read(s3_url: str) -> None:

@@ -140,20 +140,10 @@ class S3Bucket(Storage):
     def renew(self, key: str) -> bool:
         """A copy of the object onto itself (new LastModified, the same bytes and ETag)."""
         source = {"Bucket": self.bucket, "Key": self._key(key)}
-        try:
-            self.client.copy_object(
-                Bucket=self.bucket,
-                Key=self._key(key),
-                CopySource=source,
-                MetadataDirective="REPLACE",
-            )
-        except ClientError as exc:
-            if error_code(exc) in NOT_FOUND:
-                return False
-            raise self._failure("renew", key, exc) from None
-        except BotoCoreError as exc:
-            raise self._failure("renew", key, exc) from None
-        return True
+        copy = partial(
+            self.client.copy_object, **source, CopySource=source, MetadataDirective="REPLACE"
+        )
+        return self._unless_missing("renew", key, copy) is not None
 
     def delete(self, key: str) -> None:
         self._call(self.client.delete_object, Key=self._key(key))
@@ -207,15 +197,20 @@ class S3Bucket(Storage):
 
     def _written_by(self, key: str, write: str) -> bool:
         """Whether the object at `key` now is the one the PUT with id `write` stored."""
+        head = partial(self.client.head_object, Bucket=self.bucket, Key=self._key(key))
+        answer = self._unless_missing("read", key, head)
+        return answer is not None and answer.get("Metadata", {}).get(WRITE_ID) == write
+
+    def _unless_missing(self, action: str, key: str, request: Callable[[], Any]) -> Any:
+        """`request()`'s answer; None when the object is not there; StoreError otherwise."""
         try:
-            answer = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return request()
         except ClientError as exc:
             if error_code(exc) in NOT_FOUND:
-                return False
-            raise self._failure("read", key, exc) from None
+                return None
+            raise self._failure(action, key, exc) from None
         except BotoCoreError as exc:
-            raise self._failure("read", key, exc) from None
-        return answer.get("Metadata", {}).get(WRITE_ID) == write
+            raise self._failure(action, key, exc) from None
 
     def _delete(self, key: str, **condition: str) -> bool:
         """DELETE under a condition: True when deleted (or already gone), False when the
