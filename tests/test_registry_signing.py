@@ -134,6 +134,34 @@ def test_rotation_keeps_old_versions_while_their_key_is_trusted(
         retired.fetch("1", "model.onnx")
 
 
+def test_a_host_that_does_not_trust_a_new_key_never_drops_its_versions_decision(
+    tmp_path: Path, keys: dict[str, Path], make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mid-rotation, host A signs with the new key and commits v2 for production, but dies
+    before recording it in aliases.json. Host B does not trust the new key yet: a change it
+    makes must not record v2 as handled with no alias (production would stay v1 everywhere);
+    it is refused, naming the key, and once B trusts it, v2 becomes production."""
+    root = tmp_path / "registry"
+    old_only = registry(root, keys["old"], [keys["old"]])
+    register_candidate(old_only, make(1, accuracy=0.97), PARAMS)
+    rotated = registry(root, keys["new"], [keys["old"], keys["new"]])
+
+    def lost(*args, **kwargs):  # the writer stops between its card and aliases.json
+        raise OSError("gone")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(type(rotated.storage), "swap", lost)
+        done = register_candidate(rotated, make(2, accuracy=0.99), PARAMS)
+    assert (done.version, done.alias) == (2, "production") and done.warning
+    assert json.loads(rotated.storage.read(f"{MODEL}/aliases.json"))["last_version"] == 1
+    with pytest.raises(RegistryError, match=r"v2 is signed by key [0-9a-f]{16}, which is not"):
+        old_only.promote(1, "staging")
+    assert json.loads(rotated.storage.read(f"{MODEL}/aliases.json"))["last_version"] == 1
+    caught_up = registry(root, keys["old"], [keys["old"], keys["new"]])
+    caught_up.promote(1, "staging")
+    assert caught_up.aliases() == {"production": 2, "staging": 1}
+
+
 def test_signing_params_and_key_files_are_checked(tmp_path: Path, keys: dict[str, Path]) -> None:
     with pytest.raises(ParamsError, match="registry: require_signature needs at least one"):
         parse_params({"registry": {"require_signature": True}})

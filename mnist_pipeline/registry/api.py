@@ -17,17 +17,15 @@ from typing import Any
 from mnist_pipeline.core.atomic import write_bytes
 from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry import aliases as alias_doc
-from mnist_pipeline.registry import commit, garbage, keys
+from mnist_pipeline.registry import commit, garbage, keys, replay
 from mnist_pipeline.registry.aliases import PRODUCTION, AliasState
 from mnist_pipeline.registry.audit import audit, refuse_forged
 from mnist_pipeline.registry.backends import open_storage
 from mnist_pipeline.registry.card import SIGNATURE_KEY, file_problem, inputs_of, parse_card
 from mnist_pipeline.registry.garbage import GRACE_S
 from mnist_pipeline.registry.registration import (
-    DECISION_FIELDS,
     Registration,
     Submission,
-    applicable,
 )
 from mnist_pipeline.registry.signing import Signing
 from mnist_pipeline.registry.storage import Storage
@@ -220,7 +218,11 @@ class Registry:
     # ---- internals shared with commit.py and audit.py
 
     def _state_and_revision(
-        self, versions: list[int] | None = None, actor: str | None = None, own: int | None = None
+        self,
+        versions: list[int] | None = None,
+        actor: str | None = None,
+        own: int | None = None,
+        writing: bool = False,
     ) -> tuple[AliasState, str | None]:
         """`state()` and the alias document's revision it was read at (None: no document);
         replayed decisions are recorded as `actor`'s (see `_replayed`)."""
@@ -229,42 +231,11 @@ class Registry:
         if found is not None and found[1] != self._trusted_revision:
             self._trusted_revision = refuse_forged(self, state, found[1])
         state.sign = self.signing.sign
-        replayed = self._replayed(state, versions, actor, own)
+        replayed = replay.replayed(self, state, versions, actor, own, writing)
         return replayed, None if found is None else found[1]
 
     def _aliases_where(self) -> str:
         return f"{self.location}/{keys.ALIASES_FILE}"
-
-    def _replayed(
-        self,
-        state: AliasState,
-        versions: list[int] | None = None,
-        actor: str | None = None,
-        own: int | None = None,
-    ) -> AliasState:
-        """`state` with the decisions of `versions` (all committed ones when None) that it does
-        not record yet: as registered by `actor` (default: the local user) for version `own`,
-        the one its writer is recording; any other is marked replayed by `actor`."""
-        for version in self.version_numbers() if versions is None else versions:
-            if version <= state.last_version:
-                continue
-            # The store failing, for the card or a schema-1 card.sig, propagates (the swap
-            # fails; the next change replays it): only a card that cannot be trusted is passed
-            # over.
-            data = self.storage.read(keys.card_key(self.name, version))
-            try:
-                decision = self._checked_card(version, data)[0]["decision"]
-                alias, reason = applicable(decision, state)
-                evidence = {k: v for k, v in decision.items() if k not in DECISION_FIELDS}
-                if version != own:
-                    evidence["replayed"] = True  # its writer died before recording it
-                state.assign(alias, version, "register", reason, actor, evidence)
-            except StoreError:
-                raise
-            except (RegistryError, KeyError, TypeError):
-                pass  # an unreadable card: `verify` reports it; it gets no alias
-            state.last_version = version
-        return state
 
     def _card(self, version: int) -> dict[str, Any]:
         return self._read_card(version)[0]

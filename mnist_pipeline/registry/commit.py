@@ -239,7 +239,7 @@ def _swap_aliases(
     registry.signing.require_signer()  # an unsigned event would fail verify forever
     key = keys.aliases_key(registry.name)
     for _ in range(SWAP_ATTEMPTS):
-        state, revision = registry._state_and_revision(actor=actor, own=own)
+        state, revision = registry._state_and_revision(actor=actor, own=own, writing=True)
         result = change(state)
         if registry.storage.swap(key, alias_doc.dump(state), revision):
             return result

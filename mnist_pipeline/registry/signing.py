@@ -53,6 +53,10 @@ def _read_key(path: Path, private: bool) -> Any:
     return key
 
 
+class UntrustedKey(RegistryError):
+    """A record signed by a key this host does not trust (another host may trust it)."""
+
+
 @dataclass(frozen=True)
 class Signing:
     """The registry's signing key (if any), trusted public keys by id, and the policy."""
@@ -110,7 +114,7 @@ class Signing:
         except (ValueError, KeyError, TypeError) as exc:
             raise RegistryError(f"{label}: its signature is unreadable ({exc})") from None
         if public is None:
-            raise RegistryError(
+            raise UntrustedKey(
                 f"{label} is signed by key {signature['key_id']}, which is not trusted"
             )
         try:
