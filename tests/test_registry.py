@@ -253,6 +253,20 @@ def test_unknown_refs_list_what_exists(registry: Registry, make) -> None:
             registry.card(signed)
 
 
+def test_an_alias_moved_to_a_version_committed_after_the_listing_resolves(
+    registry: Registry, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The versions are listed before the alias document is read: a registration that commits
+    v2 and records it as production in between must not make production unresolvable."""
+    register_candidate(registry, make(1, accuracy=0.97), PARAMS)
+    register_candidate(registry, make(2, accuracy=0.99), PARAMS)
+    listings = iter([[1]])  # the first listing was taken before v2 was committed
+    actual = registry.version_numbers
+    monkeypatch.setattr(registry, "version_numbers", lambda: next(listings, None) or actual())
+    assert registry.version_of("production") == 2
+    assert registry.version_of("production") == 2
+
+
 @pytest.mark.parametrize("name", ["", "../x", "a/b", "..", ".hidden", "A", "x" * 65, "a..b", "a b"])
 def test_bad_model_names_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(RegistryError, match="invalid model name"):

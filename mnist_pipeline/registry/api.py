@@ -164,7 +164,9 @@ class Registry:
                 f"versions: {listed}"
             )
         version = state.aliases[alias]
-        if version not in versions:
+        if version not in versions and version not in self.version_numbers():
+            # listed again: the version may have been committed between the listing and the
+            # alias document's read
             raise RegistryError(f"alias {alias!r} points at v{version}, which does not exist")
         return version
 
