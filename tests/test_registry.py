@@ -253,6 +253,20 @@ def test_unknown_refs_list_what_exists(registry: Registry, make) -> None:
             registry.card(signed)
 
 
+def test_a_description_is_sealed_as_it_is_stored(registry: Registry) -> None:
+    """Keys that JSON turns into strings (here ints, which sort differently as strings) must not
+    make a version fail its own seal; a value JSON cannot hold is refused, nothing stored."""
+    from mnist_pipeline.registry import Decision, Submission
+
+    first = Decision("production", "first")
+    done = registry.register(Submission({"a.bin": b"a"}, {"notes": {2: "b", 10: "a"}}, first))
+    assert registry.verify() == [] and registry.card(done.version)["notes"] == {"2": "b", "10": "a"}
+    later = Submission({"a.bin": b"b"}, {"notes": object()}, Decision("staging", "second"))
+    with pytest.raises(RegistryError, match="description cannot be stored as JSON"):
+        registry.register(later)
+    assert registry.version_numbers() == [1] and registry.garbage() == []
+
+
 def test_an_alias_moved_to_a_version_committed_after_the_listing_resolves(
     registry: Registry, make, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mnist_pipeline.core.errors import RegistryError
@@ -63,6 +64,7 @@ def register(
     clash = set(submission.description) & {*REGISTRY_FIELDS, "decision", SIGNATURE_KEY}
     if clash:
         raise RegistryError(f"a submission may not set the registry's own card fields: {clash}")
+    submission = replace(submission, description=_as_stored(submission.description))
     contents = {keys.check_relpath(rel): bytes(data) for rel, data in submission.files.items()}
     hashes = {rel: hashlib.sha256(data).hexdigest() for rel, data in contents.items()}
     missing = [rel for rel in submission.identity if rel not in hashes]
@@ -168,6 +170,15 @@ def _store_blobs(registry: Registry, blobs: dict[str, bytes]) -> None:
     for key, data in zip(held, storage.read_many(held), strict=True):
         if data is None or hashlib.sha256(data).hexdigest() != keyed[key]:
             raise RegistryError(f"stored blob {key} in {storage.location} is damaged")
+
+
+def _as_stored(description: Mapping[str, Any]) -> dict[str, Any]:
+    """The description as the card will hold it once read back from JSON (keys as strings), so
+    that the seal is computed over what is stored; RegistryError when it is not JSON."""
+    try:
+        return json.loads(json.dumps(dict(description)))
+    except (TypeError, ValueError) as exc:
+        raise RegistryError(f"a submission's description cannot be stored as JSON: {exc}") from None
 
 
 def _commit(registry: Registry, submission: Submission, hashes: dict[str, str], first: int) -> int:

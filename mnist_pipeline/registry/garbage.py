@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 # its time to live and then goes on writing (no fencing token); so, as git prunes only objects
 # older than gc.pruneExpire, what may belong to a registration still under way is left alone.
 GRACE_S = 3600.0
+# A temp file younger than this is never removed, whatever the limit asked for: alias changes
+# (promote, rollback) write theirs under a lock of their own, not the registrations' one gc
+# holds, and rename it into place a moment later.
+PARTIAL_GRACE_S = 300.0
 
 
 def find(registry: Registry) -> list[str]:
@@ -50,7 +54,7 @@ def collect(registry: Registry, min_age_s: float = GRACE_S) -> Collected:
     with storage.exclusive(f"{name}/register"):
         blobs = [key for key in find(registry) if not _partial(key)]
         ages = storage.ages(f"{name}/{keys.BLOBS}/")
-        old_partial = storage.abandoned(f"{name}/", min_age_s)
+        old_partial = storage.abandoned(f"{name}/", max(min_age_s, PARTIAL_GRACE_S))
         removed = [key for key in blobs if ages.get(key, 0.0) >= min_age_s] + old_partial
         everything = blobs + storage.abandoned(f"{name}/", 0.0)
         for key in removed:
