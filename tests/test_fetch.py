@@ -117,6 +117,24 @@ def test_existing_good_data_is_not_overwritten_by_a_bad_mirror(tmp_path: Path, t
     assert after == {k: v for k, v in before.items() if k != TRAIN_LABELS}
 
 
+def test_a_fetch_that_fails_part_way_replaces_none_of_the_files(
+    tmp_path: Path, tiny_files
+) -> None:
+    """data.sha256 changed to another dataset whose mirror holds only some of its files: the
+    fetch fails, and the old dataset stays whole (never new images beside old labels)."""
+    sha = write_mirror(tmp_path / "old", tiny_files)
+    data = Layout(tmp_path).data_dir
+    fetch(data_params(sha, tmp_path / "old"), Layout(tmp_path), show_progress=False)
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    other = make_dataset(seed=5)
+    partial = tmp_path / "partial"
+    other_sha = write_mirror(partial, other)
+    (partial / f"{TRAIN_LABELS}.gz").unlink()  # the mirror lacks one file
+    with pytest.raises(DataError, match=rf"could not fetch {TRAIN_LABELS}"):
+        fetch(data_params(other_sha, partial), Layout(tmp_path), show_progress=False)
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before
+
+
 @pytest.fixture
 def http_mirror(tmp_path: Path, tiny_files) -> Iterator[tuple[str, dict[str, str]]]:
     root = tmp_path / "www"

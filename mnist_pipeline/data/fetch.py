@@ -118,12 +118,13 @@ def _download(source: str, out: BinaryIO, timeout: float, progress: Progress | N
 
 
 def _fetch_one(
-    name: str, expected: str, mirror: str, target: Path, timeout: float, progress: Progress | None
-) -> None:
-    """Fetch `name` from one mirror into `target`, or raise MirrorError leaving target as it was."""
+    name: str, expected: str, mirror: str, folder: Path, timeout: float, progress: Progress | None
+) -> bytes:
+    """The verified, decompressed content of `name` from one mirror (downloaded through a temp
+    file in `folder`), or MirrorError saying why not."""
     errors = []
     for filename in (name + ".gz", name):
-        with tempfile.TemporaryFile(dir=target.parent) as raw:
+        with tempfile.TemporaryFile(dir=folder) as raw:
             try:
                 _download(_source(mirror, filename), raw, timeout, progress)
             except MirrorError as exc:
@@ -147,9 +148,7 @@ def _fetch_one(
                 idx.parse_labels(content, filename)
         except DataError as exc:
             raise MirrorError(str(exc)) from None
-        with atomic.atomic_path(target) as tmp:
-            tmp.write_bytes(content)
-        return
+        return content
     raise MirrorError("; ".join(errors))
 
 
@@ -184,7 +183,10 @@ def fetch(params: DataParams, layout: Layout, show_progress: bool | None = None)
 
 
 def _fetch_locked(params: DataParams, data_dir: Path, show_progress: bool | None) -> FetchResult:
+    """Every missing or changed file downloaded and verified first, then all written together:
+    a fetch that fails part-way replaces none (never new images beside old labels)."""
     downloaded: dict[str, str] = {}
+    contents: dict[Path, bytes] = {}
     present: list[str] = []
     progress = _progress(show_progress)
     with progress if progress is not None else nullcontext():
@@ -197,16 +199,19 @@ def _fetch_locked(params: DataParams, data_dir: Path, show_progress: bool | None
             failures = []
             for mirror in params.mirrors:
                 try:
-                    _fetch_one(spec.name, expected, mirror, target, params.timeout_s, progress)
+                    content = _fetch_one(
+                        spec.name, expected, mirror, data_dir, params.timeout_s, progress
+                    )
                 except MirrorError as exc:
                     failures.append(f"  {mirror}: {exc}")
                     continue
-                downloaded[spec.name] = mirror
+                downloaded[spec.name], contents[target] = mirror, content
                 break
             else:
                 raise DataError(
                     f"could not fetch {spec.name} from any mirror:\n" + "\n".join(failures)
                 )
+    atomic.write_many(contents)
     _cleanup_stray_temps(data_dir)
     return FetchResult(data_dir=data_dir, downloaded=downloaded, already_present=tuple(present))
 
