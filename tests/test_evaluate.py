@@ -169,6 +169,17 @@ def test_only_weights_and_history_a_finished_training_recorded_are_scored(
         evaluate(MODEL, EvaluateParams(min_accuracy=0.0), trained)
 
 
+def test_weights_trained_on_another_dataset_are_not_scored(trained: Layout) -> None:
+    """Trained on one dataset, then another fetched (another data.sha256): its test set may
+    hold images the model learnt from, so it is refused before anything is written."""
+    from tests.synthetic import make_dataset, write_data_dir
+
+    write_data_dir(trained.data_dir, make_dataset(seed=9))
+    with pytest.raises(GateError, match=r"model.json was not made from the current dataset"):
+        evaluate(MODEL, EvaluateParams(min_accuracy=0.0), trained)
+    assert not trained.metrics.exists() and not trained.predictions.exists()
+
+
 def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "mnist_pipeline", "--params", str(root / "params.yaml")]
     return subprocess.run(

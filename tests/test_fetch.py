@@ -117,9 +117,7 @@ def test_existing_good_data_is_not_overwritten_by_a_bad_mirror(tmp_path: Path, t
     assert after == {k: v for k, v in before.items() if k != TRAIN_LABELS}
 
 
-def test_a_fetch_that_fails_part_way_replaces_none_of_the_files(
-    tmp_path: Path, tiny_files
-) -> None:
+def test_a_fetch_that_fails_part_way_replaces_none_of_the_files(tmp_path: Path, tiny_files) -> None:
     """data.sha256 changed to another dataset whose mirror holds only some of its files: the
     fetch fails, and the old dataset stays whole (never new images beside old labels)."""
     sha = write_mirror(tmp_path / "old", tiny_files)

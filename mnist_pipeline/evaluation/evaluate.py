@@ -92,13 +92,16 @@ def write_plots(images: torch.Tensor, scores: scoring.Scores, layout: Layout) ->
         (folder / PLOT_FILES[3]).unlink(missing_ok=True)  # never leave a stale one behind
 
 
-def check_trained(layout: Layout, weights_sha256: str) -> None:
+def check_trained(layout: Layout, weights_sha256: str, data_sha256: str) -> None:
     """GateError unless the training record names these weights and the history beside them
-    (otherwise a training stopped between its writes, or the files came from elsewhere), and
-    the ingested digits it trained with are still those in layout.extra_dir."""
+    (otherwise a training stopped between its writes, or the files came from elsewhere), the
+    dataset it trained on is the one in layout.data_dir (`data_sha256`: a test set it learnt
+    from would score it), and the ingested digits it trained with are still those in
+    layout.extra_dir."""
     record = read_report(TrainRecord, layout.train_record, "train")
     where = str(layout.train_record)
     made_from(record.state_dict_sha256, weights_sha256, where, "model.pt", "train")
+    made_from(record.fingerprint.dataset_sha256, data_sha256, where, "dataset", "train")
     if record.history_sha256 is not None:  # recorded since the history is checked
         history = layout.train_history
         if not history.is_file():
@@ -124,7 +127,8 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
     """Score layout.state_dict on the test set; raise GateError below params.min_accuracy."""
     # a clear error if there are none; the hash is of the bytes loaded: the weights described
     net, weights_sha256 = load_model_and_hash(model.arch, layout.state_dict)
-    check_trained(layout, weights_sha256)
+    data_sha256 = dataset_sha256(layout.data_dir)
+    check_trained(layout, weights_sha256, data_sha256)
     mnist = load_mnist(layout.data_dir)
     test = scoring.score(net, mnist.test_images, mnist.test_labels, params.batch_size)
     held = score_holdout(net, params, layout)
@@ -149,7 +153,7 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
         "extra": held,
         "calibration": calibration,
         "robustness": robustness,
-        "dataset_sha256": dataset_sha256(layout.data_dir),
+        "dataset_sha256": data_sha256,
         "state_dict_sha256": weights_sha256,
         "arch": model.arch,
     }
