@@ -24,7 +24,13 @@ from uuid import UUID
 import yaml
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelling
@@ -53,16 +59,37 @@ def check_deployments(client: SyncPrefectClient, names: list[str]) -> None:
         )
 
 
+def awaits_approval(client: SyncPrefectClient, run: FlowRun) -> bool:
+    """Whether `run` waits for a person: paused itself, or running while one of its subflow
+    runs is paused (the retrain flow pauses only its `approval` subflow)."""
+    state = run.state
+    if state is None or state.is_paused():
+        return state is not None
+    if not state.is_running():
+        return False
+    children = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+        ),
+        limit=1,
+        offset=0,
+    )
+    return bool(children)
+
+
 def wait_all(
     client: SyncPrefectClient, ids: list[UUID], timeout_s: float, paused_is_done: bool = False
 ) -> list[FlowRun]:
-    """The flow runs `ids` once every one is final (or, with `paused_is_done`, paused: a
-    registration waiting for a person's approval). After `timeout_s`, those still going are
-    cancelled (a worker stops their process) and a PipelineError names them."""
+    """The flow runs `ids` once every one is final (or, with `paused_is_done`, waiting for a
+    person's approval of its registration: `awaits_approval`). After `timeout_s`, those still
+    going are cancelled (a worker stops their process) and a PipelineError names them."""
 
     def done(run: FlowRun) -> bool:
         state = run.state
-        return state is not None and (state.is_final() or (paused_is_done and state.is_paused()))
+        if state is None:
+            return False
+        return state.is_final() or (paused_is_done and awaits_approval(client, run))
 
     deadline = time.monotonic() + timeout_s
     while True:
@@ -150,7 +177,7 @@ def sweep(
         final_id = start_child(register_deployment, params_file, best.config, False, "winner")
         # registered and paused for approval (registry.approval: required) is a result too
         (final,) = wait_all(client, [final_id], timeout_s, paused_is_done=True)
-        awaiting = final.state.is_paused()
+        awaiting = awaits_approval(client, final)
         if not (final.state.is_completed() or awaiting):
             raise PipelineError(
                 f"sweep: registering run {final.name} {final.state.name}: {final.state.message}"
@@ -164,7 +191,7 @@ def sweep(
         logger.warning("sweep: the registering run's weights differ from the trial's")
     outcome = final.state.message if version is None else f"v{version}"
     if awaiting:
-        outcome += ", awaiting approval (the registering run is paused until answered)"
+        outcome += ", awaiting approval (the registering run waits until it is answered)"
     print(f"best grid[{best.index}] {best.config}: run {final.name}: {outcome}")
     return {
         "best": best.index,

@@ -349,7 +349,8 @@ def test_a_registering_run_paused_for_approval_is_a_result_not_a_timeout(
     """With registry.approval: required the winner registers, then pauses for a person: the
     sweep takes that as done (it used to wait out its timeout and cancel the run)."""
     from prefect import flow as prefect_flow
-    from prefect.states import Paused
+    from prefect import task
+    from prefect.states import Paused, Running
 
     @prefect_flow(name="awaiting-approval")
     def awaiting() -> None: ...
@@ -362,3 +363,21 @@ def test_a_registering_run_paused_for_approval_is_a_result_not_a_timeout(
         assert client.read_flow_run(paused.id).state.is_paused()  # nothing cancelled
         with pytest.raises(PipelineError, match="cancelled"):  # a trial paused is not done
             sweep_module.wait_all(client, [paused.id], timeout_s=0)
+
+        # The retrain flow pauses only its `approval` subflow (a flow run whose parent task
+        # run is in the registering run), and itself stays running meanwhile.
+        @prefect_flow(name="approval")
+        def approval() -> None: ...
+
+        @task(name="approval")
+        def stands_for_the_subflow() -> None: ...
+
+        parent = client.create_flow_run(awaiting)
+        client.set_flow_run_state(parent.id, Running(), force=True)
+        link = client.create_task_run(stands_for_the_subflow, parent.id, dynamic_key="0")
+        child = client.create_flow_run(approval, parent_task_run_id=link.id)
+        assert not sweep_module.awaits_approval(client, client.read_flow_run(parent.id))
+        client.set_flow_run_state(child.id, Paused(timeout_seconds=3600), force=True)
+        (run,) = sweep_module.wait_all(client, [parent.id], timeout_s=30, paused_is_done=True)
+        assert run.state.is_running() and sweep_module.awaits_approval(client, run)
+        assert client.read_flow_run(child.id).state.is_paused()  # nothing cancelled
