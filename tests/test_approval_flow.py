@@ -59,6 +59,18 @@ def parent_run(api: str, subflow_run: dict) -> dict:
     return flow_run(api, response.json()["flow_run_id"])
 
 
+def awaiting_approval(api: str, run_id: str) -> bool:
+    """What flows.sweep makes of the flow run `run_id`: waiting for a person, or not."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    from flows.sweep import awaits_approval
+
+    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as c:
+        return awaits_approval(c, c.read_flow_run(UUID(run_id)))
+
+
 def models(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     cli = [sys.executable, "-m", "mnist_pipeline", "--root", str(project), "models", *args]
     return subprocess.run(cli, env=env, capture_output=True, text=True, timeout=180)
@@ -82,7 +94,9 @@ def answered(
     try:
         run = wait_for(lambda: paused_run(api, waiting_tag(model, 2)), 180, "pause", proc, log)
         assert registry.aliases() == {"production": 1, "staging": 2}  # nothing moved yet
-        assert parent_run(api, run)["state"]["type"] == "RUNNING"  # only the subflow paused
+        parent = parent_run(api, run)
+        assert parent["state"]["type"] == "RUNNING"  # only the subflow paused
+        assert awaiting_approval(api, parent["id"])  # as a sweep sees its registering run
         done = answer(run)
         assert proc.wait(timeout=180) == 0, log.read_text()[-3000:]
     finally:
