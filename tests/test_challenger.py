@@ -338,6 +338,26 @@ def test_data_split_with_another_holdout_share_is_refused(tmp_path: Path) -> Non
         decide(tmp_path, metrics, lambda v: CHAMPION_CARD, extra_dir, 40)  # 25, 35 moved
 
 
+def test_a_candidate_without_a_holdout_is_still_checked_against_the_split(
+    tmp_path: Path,
+) -> None:
+    """Ingested with holdout_percent 0 (every digit trained on), registered with 20 in
+    params.yaml: the card would claim a 20% holdout the model trained on, and the next
+    candidate's production would be scored on digits it learnt. Refused like any other split."""
+    import json
+
+    extra_dir = tmp_path / "ingested"
+    extra_dir.mkdir()
+    shas = [f"{n:08x}" + "0" * 56 for n in (5, 15, 25)]  # buckets 5, 15, 25 of 100
+    manifest = [{"sha256": sha, "split": "train"} for sha in shas]
+    (extra_dir / extra.MANIFEST_FILE).write_text(json.dumps(manifest))
+    metrics = Metrics.model_validate(metrics_report(0.96))
+    assert metrics.extra.total == 0  # no holdout to score
+    assert decide(tmp_path, metrics, lambda v: CHAMPION_CARD, extra_dir, 0)["alias"]
+    with pytest.raises(RegistryError, match=r"split with another ingest.holdout_percent than 20 "):
+        decide(tmp_path, metrics, lambda v: CHAMPION_CARD, extra_dir, 20)
+
+
 def test_the_run_report_shows_the_evidence(arena, tmp_path: Path) -> None:
     from flows.artifacts import report_markdown
     from mnist_pipeline.core.layout import Layout

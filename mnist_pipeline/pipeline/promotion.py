@@ -146,7 +146,7 @@ def decide(
     production version, on MNIST test and the candidate's extra holdout in `extra_dir`, made
     with `ingest.holdout_percent`."""
     holdout = candidate_holdout(metrics, extra_dir)
-    if holdout is not None and extra_dir is not None:
+    if extra_dir is not None:  # also without a holdout: the card records the share
         check_split_with(extra_dir, holdout_percent)
     record = policy.model_dump() | {
         "holdout_sha256": None if holdout is None else metrics.extra.holdout_sha256
