@@ -41,6 +41,30 @@ def test_create_is_create_if_absent(tmp_path: Path) -> None:
     assert store.list("m/") == ["m/blobs/a"]  # no temp or lock files listed
 
 
+def test_another_users_file_is_renewed_by_a_copy_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a shared folder a blob may belong to another user, stored read-only: its time cannot
+    be set (EACCES), so renew replaces it with the same bytes in a file of this user's."""
+    import stat
+
+    store = LocalFolder(tmp_path)
+    assert store.create("m/blobs/a", b"blob")
+    path = tmp_path / "m" / "blobs" / "a"
+    old = time.time() - 7200
+    os.utime(path, (old, old))
+
+    def not_owner(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "utime", not_owner)
+    assert store.renew("m/blobs/a") is True
+    assert store.ages("m/blobs/")["m/blobs/a"] < 60 and path.read_bytes() == b"blob"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert [p.name for p in path.parent.iterdir()] == ["a"]  # no temp file left
+    assert store.renew("m/blobs/gone") is False
+
+
 def test_only_a_partial_writes_name_is_removed_as_one(tmp_path: Path) -> None:
     store = LocalFolder(tmp_path)
     store.create("m/blobs/a", b"one")

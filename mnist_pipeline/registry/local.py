@@ -147,10 +147,18 @@ class LocalFolder(Storage):
             return time.time()
 
     def renew(self, key: str) -> bool:
+        path = self._path(key)
         try:
-            os.utime(self._path(key))
+            os.utime(path)
         except FileNotFoundError:
             return False
+        except PermissionError:  # another user's read-only file on a shared folder
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                return False
+            write_bytes(path, data)  # the same bytes, a file of this user's (now young)
+            os.chmod(path, 0o444)
         return True
 
     def ages(self, prefix: str) -> dict[str, float]:
