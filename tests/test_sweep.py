@@ -76,6 +76,24 @@ def test_check_grid_gives_each_config_its_params(tiny_workdir: Path) -> None:
             ],
             r"sweep grid\[1\]: trains the same as grid\[0\]",
         ),
+        (  # a constant schedule has no peak and no warm-up
+            [
+                {"train.lr_schedule": "constant", "train.max_learning_rate": 0.01},
+                {"train.lr_schedule": "constant", "train.max_learning_rate": 0.02},
+            ],
+            r"sweep grid\[1\]: trains the same as grid\[0\]",
+        ),
+        (  # augmentation off: its settings do nothing
+            [
+                {"train.augment.enabled": False, "train.augment.rotate_deg": 5},
+                {"train.augment.enabled": False, "train.augment.rotate_deg": 15},
+            ],
+            r"sweep grid\[1\]: trains the same as grid\[0\]",
+        ),
+        (  # onecycle cycles Adam's beta1 itself (docs/params.md)
+            [{"train.adam_betas": [0.9, 0.999]}, {"train.adam_betas": [0.7, 0.999]}],
+            r"sweep grid\[1\]: trains the same as grid\[0\]",
+        ),
     ],
 )
 def test_check_grid_refuses_a_bad_grid_in_one_line(

@@ -98,10 +98,19 @@ def check_grid(grid: Any, params_file: Path) -> list[tuple[dict[str, Any], Param
 
 
 def _trained_as(params: Params) -> str:
-    """What shapes the weights, with an architecture's own dropout spelled out."""
+    """What shapes the weights: an architecture's own dropout spelled out, and settings the
+    training does not use left out (a constant schedule's peak and warm-up, augmentation's
+    settings while it is off, Adam's beta1 under onecycle, which cycles it itself)."""
     sections = {name: getattr(params, name).model_dump(mode="json") for name in SECTIONS}
-    if sections["train"]["dropout"] is None:
-        sections["train"]["dropout"] = ARCH_DROPOUT[params.model.arch]
+    train = sections["train"]
+    if train["dropout"] is None:
+        train["dropout"] = ARCH_DROPOUT[params.model.arch]
+    if train["lr_schedule"] == "constant":
+        train["max_learning_rate"] = train["warmup_fraction"] = None
+    else:
+        train["adam_betas"] = [None, train["adam_betas"][1]]
+    if not train["augment"]["enabled"]:
+        train["augment"] = {"enabled": False}
     return repr(sections)
 
 
