@@ -292,3 +292,31 @@ def test_a_card_the_store_fails_to_give_stops_a_registration_not_a_listing(
             registry.version_with_fingerprint(registry.card(2)["inputs"])
     assert registry.version_numbers() == [1, 2]
     assert register_candidate(registry, first, PARAMS).version == 1  # the store answers: held
+
+
+def test_an_alias_change_stored_though_its_answer_was_lost_is_not_applied_again(
+    registry: Registry, make
+) -> None:
+    """A rollback's write is stored but its answer lost, and another host writes on top before
+    the retry: the retry's condition fails on that write, and the re-read log already holds
+    the rollback. It must not be applied a second time (production two versions back)."""
+    for seed, accuracy in ((1, 0.97), (2, 0.98), (3, 0.99)):
+        register_candidate(registry, make(seed, accuracy=accuracy), PARAMS)
+    assert registry.aliases() == {"production": 3}
+    other = Registry(registry.root, MODEL)  # another host
+    swap, lost = registry.storage.swap, []
+
+    def answer_lost_then_overwritten(key: str, data: bytes, revision: str | None) -> bool:
+        stored = swap(key, data, revision)
+        if stored and not lost and key.endswith("aliases.json"):
+            lost.append(key)
+            other.promote(1, "staging")
+            return False
+        return stored
+
+    registry.storage.swap = answer_lost_then_overwritten
+    assert registry.rollback() == 2
+    assert lost and registry.aliases() == {"production": 2, "staging": 1}
+    actions = [e["action"] for e in registry.alias_log()["events"]]
+    assert actions.count("rollback") == 1, actions
+    assert registry.verify() == []

@@ -246,14 +246,21 @@ def _swap_aliases(
 ) -> T:
     """Apply `change` to the current alias state (decisions replayed, `own` as registered by
     `actor`, others marked replayed by it) and store it by compare-and-swap, re-reading and
-    re-applying on conflict: every event is chained to the log as it is stored."""
+    re-applying on conflict: every event is chained to the log as it is stored. An attempt
+    refused although it was stored (its answer lost, another writer's on top before the retry)
+    is found in the re-read log by its events' hashes, and not applied again."""
     registry.signing.require_signer()  # an unsigned event would fail verify forever
     key = keys.aliases_key(registry.name)
+    tried: tuple[set[str], T] | None = None  # the last refused attempt's events, and result
     for _ in range(SWAP_ATTEMPTS):
         state, revision = registry._state_and_revision(actor=actor, own=own, writing=True)
+        if tried is not None and tried[0] & {event.get("sha256") for event in state.events}:
+            return tried[1]
+        before = len(state.events)
         result = change(state)
         if registry.storage.swap(key, alias_doc.dump(state), revision):
             return result
+        tried = ({event["sha256"] for event in state.events[before:]}, result)
     raise RegistryError(
         f"{registry.location}: the alias document kept changing under {SWAP_ATTEMPTS} attempts"
     )
