@@ -234,6 +234,31 @@ def test_a_stale_lease_is_taken_over_and_a_live_one_waited_for(s3_url: str) -> N
         waiting.__enter__()
 
 
+def test_a_lease_just_taken_is_never_seen_as_abandoned_by_its_own_process(s3_url: str) -> None:
+    """A lease of this process that no lease of it holds was left by a failed release, and is
+    taken at once; so the taker must count as holding it from the moment its write lands, or
+    another thread of the process reading it in that instant takes it over."""
+    from mnist_pipeline.registry.s3_lease import holder_died
+
+    store = open_storage(s3_url)
+    put, seen = store._put, []
+
+    def put_then_look(key: str, data: bytes, **condition: str) -> bool:
+        stored = put(key, data, **condition)
+        if stored and key.startswith(".leases/"):
+            seen.append(holder_died(data))  # what another thread here would make of it now
+        return stored
+
+    store._put = put_then_look
+    with Lease(store, ".leases/m/instant", wait_s=5):
+        pass
+    assert seen and seen[0] is False
+    waiting = Lease(store, ".leases/m/instant", ttl_s=60, wait_s=0.2)
+    with Lease(store, ".leases/m/instant", wait_s=5), pytest.raises(RegistryError):
+        waiting.__enter__()  # refused: and it holds nothing afterwards
+    assert holder_died(waiting.body) is True
+
+
 def test_a_live_holder_keeps_its_lease_past_the_time_to_live(s3_url: str) -> None:
     """Renewals change the lease's ETag (S3's is the body's MD5), so a waiter never sees a live
     holder's lease unchanged for a whole TTL, however long the holder keeps it."""

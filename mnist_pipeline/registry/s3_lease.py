@@ -53,6 +53,16 @@ class Lease:
         self._renewer: threading.Thread | None = None
 
     def __enter__(self) -> Lease:
+        # held from before the write lands: a thread of this process reading the lease in
+        # between must not take it as one that a failed release left behind (holder_died)
+        HELD.add(self.owner)
+        try:
+            return self._take()
+        except BaseException:
+            HELD.discard(self.owner)
+            raise
+
+    def _take(self) -> Lease:
         deadline = time.monotonic() + self.wait_s
         seen: tuple[str, float] | None = None  # (ETag, when first seen) of the lease held
         while True:
@@ -76,7 +86,6 @@ class Lease:
             time.sleep(random.uniform(0.05, 0.2))
 
     def _held(self) -> Lease:
-        HELD.add(self.owner)
         self._renewer = threading.Thread(target=self._renew, name="s3-lease", daemon=True)
         self._renewer.start()
         return self
