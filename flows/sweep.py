@@ -176,8 +176,11 @@ def sweep(
         print("\n".join(["trials (* best by validation accuracy):", *summary_lines(trials, best)]))
         final_id = start_child(register_deployment, params_file, best.config, False, "winner")
         # registered and paused for approval (registry.approval: required) is a result too
-        (final,) = wait_all(client, [final_id], timeout_s, paused_is_done=True)
-        awaiting = awaits_approval(client, final)
+        while True:  # an approval answered between two looks: the run goes on, wait again
+            (final,) = wait_all(client, [final_id], timeout_s, paused_is_done=True)
+            awaiting = awaits_approval(client, final)
+            if awaiting or final.state.is_final():
+                break
         if not (final.state.is_completed() or awaiting):
             raise PipelineError(
                 f"sweep: registering run {final.name} {final.state.name}: {final.state.message}"

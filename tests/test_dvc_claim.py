@@ -104,7 +104,7 @@ def test_outside_a_dvc_repository_nothing_is_claimed(tmp_path: Path) -> None:
     assert not (tmp_path / ".dvc").exists()
 
 
-def test_a_clone_before_dvc_pull_is_refused_before_anything_is_claimed(tmp_path: Path) -> None:
+def test_a_clone_before_dvc_pull_is_refused_and_its_claim_given_back(tmp_path: Path) -> None:
     project = dvc_repo(tmp_path / "project")
     (project / "dvc.lock").write_text(
         "schema: '2.0'\nstages:\n  inbox:\n    cmd: mnist-pipeline data init\n    outs:\n"

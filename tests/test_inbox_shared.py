@@ -15,7 +15,7 @@ from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox import review_shared, seen, store, sync
 from mnist_pipeline.inbox.ingest import collect
-from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
+from mnist_pipeline.inbox.shared import LABELS, SharedInbox, StoreUnavailable
 from tests.example_helpers import draw_digit
 from tests.inbox_shared_helpers import digit, labels, nothing_changed
 from tests.s3_helpers import new_bucket, proxy, use_endpoint
@@ -127,6 +127,12 @@ def test_a_label_conflict_is_resolved_for_the_label_kept_here_too(
     assert f"data remove {mine.sha256[:12]}" in message and "--label 5" in message
     assert sorted(lab for lab, _ in labels(b)) == [3, 5] and shared.record(mine.sha256).label == 3
 
+    key = f"{LABELS}{mine.sha256}.json"  # the store's record damaged: the 3 goes as before
+    good = shared.storage.read_document(key)
+    assert shared.storage.swap(key, b"{", good[1])
+    assert sync.remove(shared, b, [str(theirs.path)])[0] == [theirs]
+    assert shared.storage.swap(key, good[0], shared.storage.read_document(key)[1])
+    assert sync.sync(shared, b, "test").conflicts == [mine.sha256]  # the store's 3 comes back
     removed, stayed = sync.remove(shared, b, [str(theirs.path), str(mine.path)])  # 5 named last
     assert len(removed) == 2 and stayed == [] and shared.record(mine.sha256) is None
     sync.add(shared, b, png, "mine.png", 5, "test")

@@ -70,6 +70,10 @@ def test_metrics_count_requests_images_and_model_events(registry: Registry) -> N
     aliases["aliases"]["production"] = 2
     (model_dir(registry) / "aliases.json").write_text(json.dumps(aliases))
     assert served.refresh() is False and served.refresh() is False  # one refusal, one problem
+    card = model_dir(registry) / "v2" / "card.json"  # its card edited too: refused, not unread
+    edited = json.loads(card.read_text()) | {"created": "2000-01-01T00:00:00+00:00"}
+    writable(card).write_text(json.dumps(edited))
+    assert served.refresh() is False
     (model_dir(registry) / "aliases.json").write_text("{")  # the alias cannot be read at all
     assert served.refresh() is False  # not a refused version: none was named
 
@@ -100,7 +104,7 @@ def test_metrics_count_requests_images_and_model_events(registry: Registry) -> N
         assert value(samples, "mnist_serve_confidence_bucket", version=version, le="0.5") == below
     events = "mnist_serve_model_events_total"
     counted = [value(samples, events, event=e) for e in ("loaded", "swapped", "refused")]
-    assert counted == [1, 2, 1] and value(samples, events, event="unresolved") == 1
+    assert counted == [1, 2, 2] and value(samples, events, event="unresolved") == 1
     assert value(samples, "mnist_serve_model_version") == 1
 
 

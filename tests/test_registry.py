@@ -265,6 +265,12 @@ def test_a_description_is_sealed_as_it_is_stored(registry: Registry) -> None:
     with pytest.raises(RegistryError, match="description cannot be stored as JSON"):
         registry.register(later)
     assert registry.version_numbers() == [1] and registry.garbage() == []
+    proof = Decision("staging", "second", 1, {"counts": {2: 1, 10: 0}})  # the evidence too
+    done = registry.register(Submission({"a.bin": b"c"}, {}, proof))
+    assert registry.verify() == [] and registry.card(done.version)["decision"]["counts"] == {
+        "2": 1,
+        "10": 0,
+    }
 
 
 def test_an_alias_moved_to_a_version_committed_after_the_listing_resolves(
@@ -279,6 +285,8 @@ def test_an_alias_moved_to_a_version_committed_after_the_listing_resolves(
     monkeypatch.setattr(registry, "version_numbers", lambda: next(listings, None) or actual())
     assert registry.version_of("production") == 2
     assert registry.version_of("production") == 2
+    listings = iter([[1]])  # `models verify` while v2 commits: nothing is damaged
+    assert registry.verify() == []
 
 
 @pytest.mark.parametrize("name", ["", "../x", "a/b", "..", ".hidden", "A", "x" * 65, "a..b", "a b"])

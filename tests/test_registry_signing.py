@@ -156,6 +156,9 @@ def test_a_host_that_does_not_trust_a_new_key_never_drops_its_versions_decision(
     assert json.loads(rotated.storage.read(f"{MODEL}/aliases.json"))["last_version"] == 1
     with pytest.raises(RegistryError, match=r"v2 is signed by key [0-9a-f]{16}, which is not"):
         old_only.promote(1, "staging")
+    with pytest.raises(RegistryError, match=r"v2 is signed by key [0-9a-f]{16}, which is not"):
+        register_candidate(old_only, make(3, accuracy=0.98), PARAMS)  # nothing committed
+    assert old_only.version_numbers() == [1, 2] and old_only.garbage() == []
     assert json.loads(rotated.storage.read(f"{MODEL}/aliases.json"))["last_version"] == 1
     caught_up = registry(root, keys["old"], [keys["old"], keys["new"]])
     caught_up.promote(1, "staging")

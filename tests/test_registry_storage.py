@@ -64,6 +64,14 @@ def test_another_users_file_is_renewed_by_a_copy_of_its_own(
     assert [p.name for p in path.parent.iterdir()] == ["a"]  # no temp file left
     assert store.renew("m/blobs/gone") is False
 
+    def sticky(*args, **kwargs):  # a folder whose sticky bit keeps others' files in place
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "replace", sticky)
+    with pytest.raises(RegistryError, match=r"cannot renew m/blobs/a, another user's file: .*"):
+        store.renew("m/blobs/a")
+    assert path.read_bytes() == b"blob" and [p.name for p in path.parent.iterdir()] == ["a"]
+
 
 def test_only_a_partial_writes_name_is_removed_as_one(tmp_path: Path) -> None:
     store = LocalFolder(tmp_path)

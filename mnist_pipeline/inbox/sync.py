@@ -128,7 +128,10 @@ def remove(
 def _check_resolvable(shared: SharedInbox, sha: str, going: set[int], staying: set[int]) -> None:
     """DataError when the copies of `sha` going here have the store's label and copies with
     other labels stay: the store would hand its label back at the next sync."""
-    record = shared.record(sha)
+    try:
+        record = shared.record(sha)
+    except DataError:  # a record that is not one: `remove` retracts it whatever its label
+        return
     if record is None or record.label not in going or record.label in staying:
         return
     kept = ", ".join(str(label) for label in sorted(staying))

@@ -117,8 +117,13 @@ class Registry:
 
     def read_file(self, ref: str | int, relpath: str) -> bytes:
         """A version's file, after checking its SHA-256 against the card."""
-        version = self.version_of(ref)
-        data, problem = self._file(version, self._card(version), relpath)
+        return self.read_file_of(self._card(self.version_of(ref)), relpath)
+
+    def read_file_of(self, card: dict[str, Any], relpath: str) -> bytes:
+        """A file of the version `card` describes (as `card_with_bytes` gave it), after checking
+        its SHA-256 against that very card."""
+        version = int(card["version"])
+        data, problem = self._file(version, card, relpath)
         if problem or data is None:
             raise RegistryError(f"refusing to load {self.name} v{version}: {problem}")
         return data

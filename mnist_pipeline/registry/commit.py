@@ -64,7 +64,12 @@ def register(
     clash = set(submission.description) & {*REGISTRY_FIELDS, "decision", SIGNATURE_KEY}
     if clash:
         raise RegistryError(f"a submission may not set the registry's own card fields: {clash}")
-    submission = replace(submission, description=_as_stored(submission.description))
+    decision = submission.decision
+    submission = replace(
+        submission,
+        description=_as_stored(submission.description, "description"),
+        decision=replace(decision, evidence=_as_stored(decision.evidence, "decision's evidence")),
+    )
     contents = {keys.check_relpath(rel): bytes(data) for rel, data in submission.files.items()}
     hashes = {rel: hashlib.sha256(data).hexdigest() for rel, data in contents.items()}
     missing = [rel for rel in submission.identity if rel not in hashes]
@@ -77,7 +82,10 @@ def register(
         kept = _already_held(catalogue, hashes, submission.identity, same)
         if kept is not None:
             return _existing(registry, *kept)
-        state = registry.state([version for version, _, _ in catalogue])
+        # as a writer: a version signed by a key not trusted here stops this one before it
+        # commits (its decision, behind it, could never be recorded from here)
+        versions = [version for version, _, _ in catalogue]
+        state = registry._state_and_revision(versions, writing=True)[0]
         production = state.aliases.get(PRODUCTION)
         if production != submission.decision.champion:  # the caller decides again
             raise ChampionMoved(name, submission.decision.champion, production)
@@ -172,13 +180,14 @@ def _store_blobs(registry: Registry, blobs: dict[str, bytes]) -> None:
             raise RegistryError(f"stored blob {key} in {storage.location} is damaged")
 
 
-def _as_stored(description: Mapping[str, Any]) -> dict[str, Any]:
-    """The description as the card will hold it once read back from JSON (keys as strings), so
-    that the seal is computed over what is stored; RegistryError when it is not JSON."""
+def _as_stored(part: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """A submission's `part` of the card as the card will hold it once read back from JSON
+    (keys as strings), so that the seal is computed over what is stored; RegistryError naming
+    `what` when it is not JSON."""
     try:
-        return json.loads(json.dumps(dict(description)))
+        return json.loads(json.dumps(dict(part)))
     except (TypeError, ValueError) as exc:
-        raise RegistryError(f"a submission's description cannot be stored as JSON: {exc}") from None
+        raise RegistryError(f"a submission's {what} cannot be stored as JSON: {exc}") from None
 
 
 def _commit(registry: Registry, submission: Submission, hashes: dict[str, str], first: int) -> int:

@@ -155,10 +155,16 @@ class LocalFolder(Storage):
         except PermissionError:  # another user's read-only file on a shared folder
             try:
                 data = path.read_bytes()
+                write_bytes(path, data)  # the same bytes, a file of this user's (now young)
+                os.chmod(path, 0o444)
             except FileNotFoundError:
                 return False
-            write_bytes(path, data)  # the same bytes, a file of this user's (now young)
-            os.chmod(path, 0o444)
+            except PermissionError as exc:  # e.g. a folder with the sticky bit
+                raise RegistryError(
+                    f"{self.location}: cannot renew {key}, another user's file: this user may "
+                    f"not replace it there ({exc.strerror}); registry folders shared by several "
+                    "users need a group with write access to them and no sticky bit"
+                ) from None
         return True
 
     def ages(self, prefix: str) -> dict[str, float]:

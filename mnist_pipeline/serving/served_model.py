@@ -23,7 +23,6 @@ import numpy as np
 import onnxruntime as ort
 
 from mnist_pipeline.core.contract import INPUT_NAME, PROBABILITIES
-from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.core.reports import ModelCard
 from mnist_pipeline.export.session import open_session
 from mnist_pipeline.pipeline.versions import ONNX_FILE, typed_card
@@ -77,9 +76,7 @@ def load_version(registry: Registry, ref: str) -> Loaded:
     stored, card_json = registry.card_with_bytes(ref)  # sealed (and signed, with trusted keys)
     card = typed_card(registry, stored)
     version = card.version
-    data = registry.read_file(version, ONNX_FILE)  # verified: hashed and loaded, the same bytes
-    if hashlib.sha256(data).hexdigest() != stored["files"][ONNX_FILE]:  # against the card kept
-        raise RegistryError(f"{registry.name} v{version}: {ONNX_FILE} changed while it was read")
+    data = registry.read_file_of(stored, ONNX_FILE)  # checked against the card kept: the bytes
     # requests run in parallel threads: one core each
     session = open_session(data, where=f"{registry.name} v{version} {ONNX_FILE}", threads=1)
     return Loaded(version, card, session, data, card_json, registry.signature(stored))
@@ -108,8 +105,8 @@ class ServedModel:
         A failure keeps the current version and records why."""
         with self._lock:
             self.checked = time.time()
-            try:
-                target = int(self.registry.card(self.ref)["version"])
+            try:  # the number only: the version's card is checked by load_version (refused)
+                target = self.registry.version_of(self.ref)
             except Exception as exc:  # noqa: BLE001 - whatever fails, the old version serves on
                 self._keep(exc, "unresolved")  # the store or the alias, not a version
                 return False
