@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from mnist_pipeline.core.errors import RegistryError
-from mnist_pipeline.registry import aliases as alias_doc
 from mnist_pipeline.registry import keys, trail
 from mnist_pipeline.registry.aliases import PRODUCTION, AliasState, commented, utc_now
 from mnist_pipeline.registry.card import (
@@ -33,12 +32,11 @@ from mnist_pipeline.registry.registration import (
     Registration,
     Submission,
 )
+from mnist_pipeline.registry.swap import swap_aliases
 
 if TYPE_CHECKING:
     from mnist_pipeline.registry.api import Registry
 
-SWAP_ATTEMPTS = 100
-T = TypeVar("T")
 UNCHECKED = object()  # promote(expected=...) not given: move the alias wherever it points
 
 
@@ -118,7 +116,7 @@ def promote(
         why = f"promoted v{target} to {alias}"
         return state.assign(alias, target, "promote", why, actor, commented(comment))
 
-    return _swap_aliases(registry, move, actor)
+    return swap_aliases(registry, move, actor)
 
 
 def note(
@@ -142,7 +140,7 @@ def note(
         state.note(action, alias, target, reason, actor, commented(comment))
         return target
 
-    return _swap_aliases(registry, record, actor)
+    return swap_aliases(registry, record, actor)
 
 
 def rollback(
@@ -159,7 +157,7 @@ def rollback(
         _require_intact(registry, target)
         return target
 
-    return _swap_aliases(registry, back, actor)
+    return swap_aliases(registry, back, actor)
 
 
 # ---- internals
@@ -221,7 +219,7 @@ def _apply_decision(
     """Record the committed version's alias (replaying its decision) in the alias document."""
     warning = None
     try:
-        state = _swap_aliases(registry, lambda state: state, actor, version)
+        state = swap_aliases(registry, lambda state: state, actor, version)
     except (OSError, RegistryError) as exc:  # committed: say so, do not report a failure
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         warning = (
@@ -244,34 +242,6 @@ def _apply_decision(
         aliases=() if state is None else tuple(state.aliases_of(version)),
         champion=submission.decision.champion,
         warning=warning,
-    )
-
-
-def _swap_aliases(
-    registry: Registry,
-    change: Callable[[AliasState], T],
-    actor: str | None = None,
-    own: int | None = None,
-) -> T:
-    """Apply `change` to the current alias state (decisions replayed, `own` as registered by
-    `actor`, others marked replayed by it) and store it by compare-and-swap, re-reading and
-    re-applying on conflict: every event is chained to the log as it is stored. An attempt
-    refused although it was stored (its answer lost, another writer's on top before the retry)
-    is found in the re-read log by its events' hashes, and not applied again."""
-    registry.signing.require_signer()  # an unsigned event would fail verify forever
-    key = keys.aliases_key(registry.name)
-    tried: tuple[set[str], T] | None = None  # the last refused attempt's events, and result
-    for _ in range(SWAP_ATTEMPTS):
-        state, revision = registry._state_and_revision(actor=actor, own=own, writing=True)
-        if tried is not None and tried[0] & {event.get("sha256") for event in state.events}:
-            return tried[1]
-        before = len(state.events)
-        result = change(state)
-        if registry.storage.swap(key, alias_doc.dump(state), revision):
-            return result
-        tried = ({event["sha256"] for event in state.events[before:]}, result)
-    raise RegistryError(
-        f"{registry.location}: the alias document kept changing under {SWAP_ATTEMPTS} attempts"
     )
 
 
