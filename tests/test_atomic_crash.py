@@ -124,3 +124,26 @@ def test_the_file_is_flushed_before_the_rename_and_the_folder_after(
     atomic.write_json(target, {"accuracy": 0.99})
     written, folder = target.stat().st_ino, target.parent.stat().st_ino
     assert calls == [("fsync-file", written), ("rename", written), ("fsync-folder", folder)]
+
+
+def test_writes_from_several_threads_never_touch_the_process_umask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading the umask means setting it: a thread doing so while another did the same could
+    leave it 0 (every file world-writable). Writes use the value read at import; a chmod that
+    fails leaves no temp file."""
+
+    def changed(*args: object) -> int:
+        raise AssertionError("a write set the process umask")
+
+    monkeypatch.setattr(os, "umask", changed)
+    atomic.write_bytes(tmp_path / "a.bin", b"a")
+    assert stat.S_IMODE((tmp_path / "a.bin").stat().st_mode) == 0o666 & ~atomic.UMASK
+
+    def refused(*args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "chmod", refused)
+    with pytest.raises(PermissionError):
+        atomic.write_bytes(tmp_path / "b.bin", b"b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]

@@ -13,10 +13,15 @@ from pathlib import Path
 from typing import Any
 
 
-def _umask() -> int:
+def _read_umask() -> int:
+    """The process's umask, read by setting and restoring it: once, at import, since a thread
+    doing this while another does the same could restore 0 for good."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+UMASK = _read_umask()
 
 
 @contextmanager
@@ -33,8 +38,8 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     )
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; keep the usual permissions
     try:
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp creates 0600; keep the usual permissions
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
