@@ -67,6 +67,9 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ('schedule:\n  cron: "61 3 * * 1"\n', ["schedule.cron", "minute field: '61'"]),
         ('schedule:\n  cron: "0 3 * * funday"\n', ["schedule.cron", "day of week"]),
         ("schedule:\n  timezone: Mars/Base\n", ["schedule.timezone", "unknown time zone"]),
+        ("schedule:\n  timezone: Europe\n", ["schedule.timezone", "unknown time zone"]),  # a folder
+        ('registry:\n  root: "s3://"\n', ["registry.root", "bucket"]),
+        ('inbox:\n  shared: "s3:///x"\n', ["inbox.shared", "bucket"]),
         ("parity:\n  atol: .inf\n", ["parity.atol", "finite number"]),
         ("parity:\n  batch_sizes: [-1]\n", ["parity.batch_sizes.0", "greater than or"]),
         ("train:\n  seed: 100000000000000000000000\n", ["train.seed", "less than or equal"]),

@@ -55,7 +55,7 @@ def check_timezone(name: str) -> str:
     """`name` if it is an IANA time zone known to this machine (e.g. UTC, Europe/Berlin)."""
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a region's folder
         raise ValueError(
             f"unknown time zone {name!r} (use an IANA name such as Europe/Berlin)"
         ) from None
@@ -120,6 +120,8 @@ def check_location(location: str) -> str:
     if parsed.query or parsed.fragment or location.endswith(("?", "#")):
         raise ValueError(f"{location!r}: a storage location takes no ?query or #fragment")
     if scheme == "s3":
+        if not parsed.netloc:
+            raise ValueError(f"{location!r} names no bucket: write s3://BUCKET/PREFIX")
         _check_prefix(location, parsed.path)
     elif parsed.netloc not in ("", "localhost") or not parsed.path:  # file:
         raise ValueError(
