@@ -27,17 +27,22 @@ the deployed commit into the worker's own folder (docs/scale-out.md).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import DeploymentApplyError
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.schedules import Cron
 
 from flows.retrain import retrain
 from flows.sweep import sweep
 from mnist_pipeline.core.errors import one_line_errors
 from mnist_pipeline.core.params import Params, load_params
+from mnist_pipeline.core.validators import check_cron
 from mnist_pipeline.inbox.events import inbox_trigger
 from mnist_pipeline.serving.drift import drift_trigger
 
@@ -104,6 +109,11 @@ def main(argv: list[str] | None = None) -> None:
         "--pool", help="create the deployment on this process work pool and exit (no serving)"
     )
     args = parser.parse_args(argv)
+    if args.cron is not None:
+        try:
+            check_cron(args.cron)
+        except ValueError as exc:
+            parser.error(f"--cron: {exc}")  # a usage error: exit 2, as argparse's own
     workdir = Path(args.workdir).resolve()
     with one_line_errors():
         params = load_params(workdir / args.params_file)
@@ -121,7 +131,12 @@ def main(argv: list[str] | None = None) -> None:
     for served, entrypoint, served_options in deployments:
         # Workers run the flow from this checkout (a set_working_directory pull step).
         source = served.from_source(source=str(REPO_ROOT), entrypoint=entrypoint)
-        deployment_id = source.to_deployment(**served_options).apply(work_pool_name=args.pool)
+        try:
+            deployment_id = source.to_deployment(**served_options).apply(work_pool_name=args.pool)
+        except (DeploymentApplyError, PrefectHTTPStatusError, httpx.HTTPError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(f"error: cannot deploy to work pool {args.pool!r}: {reason}", file=sys.stderr)
+            sys.exit(1)
         print(f"deployment {served.name}/{served_options['name']} ({deployment_id})")
     print(f"on work pool {args.pool!r}; start a worker: prefect worker start --pool {args.pool}")
 
