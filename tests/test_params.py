@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from mnist_pipeline.cli.app import app, main
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.params import DEFAULT_MIRRORS, Params, load_params, parse_params
+from mnist_pipeline.core.validators import load_yaml_strict
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -80,6 +81,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
             "train:\n  epochs: 2\n  epochs: 3\n",
             ["not valid YAML (line 3", "duplicate key 'epochs'"],
         ),
+        ("? [a, b]\n: 1\n", ["not valid YAML (line 1", "a mapping key must be a scalar"]),
         ("train:\n  precision: fp16\n", ["train.precision", "'auto', 'fp32' or 'bf16'"]),
         ("train:\n  adam_betas: [0.9, 1.0]\n", ["train.adam_betas", "in [0, 1), got [0.9, 1.0]"]),
         ("train:\n  adam_betas: [0.9]\n", ["train.adam_betas.1", "Field required"]),
@@ -94,6 +96,13 @@ def test_bad_params_name_the_key_and_rule(tmp_path: Path, text: str, fragments: 
         load_params(write(tmp_path, text), environ={})
     for fragment in fragments:
         assert fragment in str(info.value)
+
+
+def test_yaml_merge_keys_are_read_as_yaml_defines_them(tmp_path: Path) -> None:
+    """`<<: *anchor` merges a mapping (YAML 1.1, as safe_load reads it); a key of its own
+    overrides the merged one without counting as a duplicate."""
+    text = "x-short: &short\n  epochs: 2\n  batch_size: 64\ntrain:\n  <<: *short\n  epochs: 3\n"
+    assert load_yaml_strict(text)["train"] == {"epochs": 3, "batch_size": 64}
 
 
 def test_missing_file_is_a_params_error(tmp_path: Path) -> None:
