@@ -71,6 +71,32 @@ def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> Non
     assert sorted(p.name for p in key.parent.iterdir()) == ["mnist.key", "mnist.key.pub"]
 
 
+def test_keygen_stopped_part_way_leaves_no_half_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk (or Ctrl-C) between the private and the public key must not leave a key
+    file that every retry refuses to overwrite: both are made whole, or neither."""
+    import errno
+    import os
+
+    link, calls = os.link, []
+
+    def disk_full_at_the_second(source, target, *args, **kwargs):
+        calls.append(target)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return link(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "link", disk_full_at_the_second)
+    with pytest.raises(OSError, match="No space left"):
+        generate(tmp_path / "k")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(os, "link", link)
+    pub, _ = generate(tmp_path / "k")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k", "k.pub"] and pub.is_file()
+    assert stat.S_IMODE((tmp_path / "k").stat().st_mode) == 0o600
+
+
 def test_a_forged_version_passes_the_seal_but_not_the_signature(
     tmp_path: Path, keys: dict[str, Path], make
 ) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from mnist_pipeline.core.atomic import write_bytes
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry.card import canonical, unsigned
 
@@ -146,8 +146,35 @@ def generate(path: Path) -> tuple[Path, str]:
         if target.exists():
             raise RegistryError(f"{target} already exists; not overwriting a key")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(private)
-    write_bytes(pub_path, public)
+    _create_pair({path: (private, 0o600), pub_path: (public, 0o644)})
     return pub_path, key_id(key.public_key())
+
+
+def _create_pair(files: dict[Path, tuple[bytes, int]]) -> None:
+    """Create every file whole, with its mode, or none: each is written and flushed under a temp
+    name, then linked to its own (which fails if it exists: never overwritten); a failure
+    removes what this call created."""
+    temps: dict[Path, Path] = {}
+    created: list[Path] = []
+    try:
+        for target, (data, mode) in files.items():
+            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            temps[target] = Path(name)
+            with os.fdopen(fd, "wb") as out:
+                os.fchmod(out.fileno(), mode)
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+        for target, temp in temps.items():
+            try:
+                os.link(temp, target)
+            except FileExistsError:
+                raise RegistryError(f"{target} already exists; not overwriting a key") from None
+            created.append(target)
+    except BaseException:
+        for target in created:
+            target.unlink(missing_ok=True)
+        raise
+    finally:
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
