@@ -29,8 +29,15 @@ EXAMPLE_DEPS := $(if $(NPM),examples/node/node_modules/.package-lock.json \
 
 .PHONY: run repro test lint bench clean
 
+# Python 3.11 or newer (pyproject.toml); a venv made earlier by an older one is made again.
+NEW_ENOUGH := import sys; sys.exit(sys.version_info < (3, 11))
+
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c '$(NEW_ENOUGH)' || { echo "error: $(PYTHON) is Python \
+	$$($(PYTHON) -c 'import platform; print(platform.python_version())'); mnist-pipeline \
+	needs 3.11 or newer: make ... PYTHON=python3.11" >&2; exit 1; }
+	@test -x $(BIN)/python && $(BIN)/python -c '$(NEW_ENOUGH)' \
+	  || $(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
 	@touch $(STAMP)
 
