@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mnist_pipeline.cli.app import app
-from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.errors import DataError, ParamsError
 from mnist_pipeline.inbox import review_shared, seen, store, sync
 from mnist_pipeline.inbox.ingest import collect
 from mnist_pipeline.inbox.shared import LABELS, SharedInbox, StoreUnavailable
@@ -127,6 +127,11 @@ def test_a_label_conflict_is_resolved_for_the_label_kept_here_too(
     assert f"data remove {mine.sha256[:12]}" in message and "--label 5" in message
     assert sorted(lab for lab, _ in labels(b)) == [3, 5] and shared.record(mine.sha256).label == 3
 
+    down = SharedInbox(location)  # the store unreachable: nothing is removed here either
+    down.record = lambda sha: (_ for _ in ()).throw(StoreUnavailable("store down"))
+    with pytest.raises(StoreUnavailable):
+        sync.remove(down, b, [str(theirs.path)])
+    assert sorted(lab for lab, _ in labels(b)) == [3, 5]
     key = f"{LABELS}{mine.sha256}.json"  # the store's record damaged: the 3 goes as before
     good = shared.storage.read_document(key)
     assert shared.storage.swap(key, b"{", good[1])
@@ -238,11 +243,13 @@ def test_bad_locations_are_one_line_and_store_nothing(tmp_path: Path) -> None:
     assert SharedInbox(url).location == str(tmp_path / "a store")
     root = tmp_path / "project"
     root.mkdir()
-    (root / "params.yaml").write_text("inbox:\n  shared: s3://\n")
     image = draw_digit(tmp_path / "d.png", 5)
-    added = CliRunner().invoke(app, ["--root", str(root), "data", "add", str(image), "-l", "1"])
-    assert isinstance(added.exception, StoreUnavailable)
-    assert not (root / "data" / "extra").exists()
+    for shared, refused_as in (("s3://", ParamsError), ("s3://Bad_Bucket/x", StoreUnavailable)):
+        (root / "params.yaml").write_text(f"inbox:\n  shared: {shared}\n")
+        args = ["--root", str(root), "data", "add", str(image), "-l", "1"]
+        added = CliRunner().invoke(app, args)
+        assert isinstance(added.exception, refused_as), added.exception
+        assert not (root / "data" / "extra").exists()
 
 
 @pytest.mark.slow

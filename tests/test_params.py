@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from mnist_pipeline.cli.app import app, main
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.params import DEFAULT_MIRRORS, Params, load_params, parse_params
-from mnist_pipeline.core.validators import load_yaml_strict
+from mnist_pipeline.core.validators import describe_yaml_error, load_yaml_strict
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -98,11 +98,18 @@ def test_bad_params_name_the_key_and_rule(tmp_path: Path, text: str, fragments: 
         assert fragment in str(info.value)
 
 
-def test_yaml_merge_keys_are_read_as_yaml_defines_them(tmp_path: Path) -> None:
-    """`<<: *anchor` merges a mapping (YAML 1.1, as safe_load reads it); a key of its own
-    overrides the merged one without counting as a duplicate."""
-    text = "x-short: &short\n  epochs: 2\n  batch_size: 64\ntrain:\n  <<: *short\n  epochs: 3\n"
-    assert load_yaml_strict(text)["train"] == {"epochs": 3, "batch_size": 64}
+def test_yaml_merge_keys_are_refused_in_one_line() -> None:
+    """`<<: *anchor` would bring keys past the duplicate-key check (two `a`s inside a merged
+    mapping, two `<<`s): refused, naming the line, instead of read silently."""
+    import yaml
+
+    for text in (
+        "x: &short\n  epochs: 2\ntrain:\n  <<: *short\n  epochs: 3\n",
+        "t: {<<: {a: 1, a: 2}, b: 3}\n",
+    ):
+        with pytest.raises(yaml.YAMLError) as refused:
+            load_yaml_strict(text)
+        assert "merge keys (<<) are not read here" in describe_yaml_error(refused.value)
 
 
 def test_missing_file_is_a_params_error(tmp_path: Path) -> None:

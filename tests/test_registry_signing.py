@@ -91,6 +91,16 @@ def test_keygen_stopped_part_way_leaves_no_half_pair(
     with pytest.raises(OSError, match="No space left"):
         generate(tmp_path / "k")
     assert list(tmp_path.iterdir()) == []
+
+    def no_hard_links(*args, **kwargs):  # vfat, some network shares
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    generate(tmp_path / "copied")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copied", "copied.pub"]
+    assert stat.S_IMODE((tmp_path / "copied").stat().st_mode) == 0o600
+    for made in tmp_path.iterdir():
+        made.unlink()
     monkeypatch.setattr(os, "link", link)
     pub, _ = generate(tmp_path / "k")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k", "k.pub"] and pub.is_file()

@@ -69,8 +69,13 @@ class _StrictLoader(yaml.SafeLoader):
 def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: construct_mapping merges
-            continue
+        if key_node.tag == "tag:yaml.org,2002:merge":  # its keys would escape this check
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                "merge keys (<<) are not read here: write the keys out",
+                key_node.start_mark,
+            )
         key = loader.construct_object(key_node)
         if not isinstance(key, Hashable):
             raise yaml.constructor.ConstructorError(

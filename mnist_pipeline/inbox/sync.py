@@ -130,6 +130,8 @@ def _check_resolvable(shared: SharedInbox, sha: str, going: set[int], staying: s
     other labels stay: the store would hand its label back at the next sync."""
     try:
         record = shared.record(sha)
+    except StoreUnavailable:
+        raise  # nothing is removed here either
     except DataError:  # a record that is not one: `remove` retracts it whatever its label
         return
     if record is None or record.label not in going or record.label in staying:

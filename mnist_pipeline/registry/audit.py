@@ -43,7 +43,8 @@ def audit(registry: Registry) -> list[str]:
     problems += trail.mismatches(state.events, state.aliases, state.history)
     # versions committed since the listing (the alias document, read after it, may name them):
     # checked by the next verify, and not missing
-    late = set(registry.version_numbers()) - set(versions)
+    listing = registry.storage.list(f"{registry.name}/")
+    late = set(keys.committed_versions(registry.name, listing)) - set(versions)
     every = set(versions) | late
     for alias, version in sorted(state.aliases.items()):
         if version not in every:
@@ -51,7 +52,7 @@ def audit(registry: Registry) -> list[str]:
     if state.last_version > max(every, default=0):
         problems.append(f"the alias document records v{state.last_version}, which does not exist")
     garbage = f"{registry.name}/{keys.BLOBS}/"
-    for key in registry.storage.list(f"{registry.name}/"):
+    for key in listing:
         if key in known or key.startswith(garbage):
             continue
         folder, _, rest = key.removeprefix(f"{registry.name}/").partition("/")

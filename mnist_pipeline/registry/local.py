@@ -155,10 +155,11 @@ class LocalFolder(Storage):
         except PermissionError:  # another user's read-only file on a shared folder
             try:
                 data = path.read_bytes()
-                write_bytes(path, data)  # the same bytes, a file of this user's (now young)
-                os.chmod(path, 0o444)
             except FileNotFoundError:
                 return False
+            try:
+                write_bytes(path, data)  # the same bytes, a file of this user's (now young)
+                os.chmod(path, 0o444)
             except PermissionError as exc:  # e.g. a folder with the sticky bit
                 raise RegistryError(
                     f"{self.location}: cannot renew {key}, another user's file: this user may "

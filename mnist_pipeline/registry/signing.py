@@ -13,6 +13,7 @@ keys: a signature that does not verify, or one by an unknown key, is refused; wi
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
 import tempfile
@@ -167,7 +168,7 @@ def _create_pair(files: dict[Path, tuple[bytes, int]]) -> None:
                 os.fsync(out.fileno())
         for target, temp in temps.items():
             try:
-                os.link(temp, target)
+                _link_or_copy(temp, target, *files[target])
             except FileExistsError:
                 raise RegistryError(f"{target} already exists; not overwriting a key") from None
             created.append(target)
@@ -178,3 +179,25 @@ def _create_pair(files: dict[Path, tuple[bytes, int]]) -> None:
     finally:
         for temp in temps.values():
             temp.unlink(missing_ok=True)
+
+
+def _link_or_copy(temp: Path, target: Path, data: bytes, mode: int) -> None:
+    """`temp` linked to `target` (FileExistsError if it exists); on a file system without hard
+    links (vfat, some network shares), `data` written to `target` created exclusively."""
+    try:
+        os.link(temp, target)
+        return
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        target.unlink(missing_ok=True)  # created just now by this call: never half a key
+        raise
