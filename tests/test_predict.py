@@ -205,8 +205,9 @@ def test_non_mnist_model_is_refused(tmp_path: Path) -> None:
         predict_files(tmp_path / "other.onnx", [draw_digit(tmp_path / "a.png")])
 
 
-def named_like_ours(path: Path, classes: int, element: int) -> Path:
-    """An ONNX graph with the contract's names but `classes` outputs of `element` type."""
+def named_like_ours(path: Path, classes: int, element: int, batch: str | int = "N") -> Path:
+    """An ONNX graph with the contract's names but `classes` outputs of `element` type, for
+    `batch` images (a name: any number)."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -220,9 +221,9 @@ def named_like_ours(path: Path, classes: int, element: int) -> Path:
             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
         ],
         "named-like-ours",
-        [helper.make_tensor_value_info("image", element, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("image", element, [batch, 1, 28, 28])],
         [
-            helper.make_tensor_value_info(name, element, ["N", classes])
+            helper.make_tensor_value_info(name, element, [batch, classes])
             for name in ("logits", "probabilities")
         ],
         initializer=[weight],
@@ -240,8 +241,10 @@ def test_a_model_of_other_shapes_or_types_is_refused_in_one_line(tmp_path: Path)
 
     five = named_like_ours(tmp_path / "five.onnx", 5, TensorProto.FLOAT)
     double = named_like_ours(tmp_path / "double.onnx", 10, TensorProto.DOUBLE)
+    one = named_like_ours(tmp_path / "one.onnx", 10, TensorProto.FLOAT, batch=1)
     digit = draw_digit(tmp_path / "a.png")
     for model, message in (
+        (one, r"'image' is tensor\(float\) \[1, 1, 28, 28\] \(expected tensor\(float\) \[N, 1"),
         (
             five,
             r"'(logits|probabilities)' is tensor\(float\) \['N', 5\] \(expected .* \[N, 10\]",

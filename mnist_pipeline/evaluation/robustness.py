@@ -217,8 +217,9 @@ def _render_with_others(
                 for k in groups[0]:
                     rendered[k] = render_transform(digits, labels, k, seed)
                 grace = max(RENDERER_GRACE_S, 5 * (time.monotonic() - began))
+                deadline = time.monotonic() + grace  # one for all: hung renderers cost it once
                 for group, process, output in started:
-                    rendered.update(_collect(group, process, output, time.monotonic() + grace))
+                    rendered.update(_collect(group, process, output, deadline))
             finally:  # interrupted: no renderer outlives the call (a no-op for finished ones)
                 for _, process, _ in started:
                     process.kill()

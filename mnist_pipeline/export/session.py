@@ -66,13 +66,14 @@ def check_interface(
 
 
 def _fits(arg: ort.NodeArg, shape: tuple[int | None, ...]) -> bool:
-    """Float32 of `shape`'s rank, where the graph names a size (None: any batch size)."""
+    """Float32 of `shape`'s rank, with each size the graph names equal to `shape`'s, and the
+    batch (None in `shape`) left open: a graph fixed to one batch size fails every other."""
     dims = arg.shape
     return (
         arg.type == "tensor(float)"
         and len(dims) == len(shape)
         and all(
-            want is None or not isinstance(dim, int) or dim == want
+            not isinstance(dim, int) if want is None else (not isinstance(dim, int) or dim == want)
             for dim, want in zip(dims, shape, strict=True)
         )
     )
