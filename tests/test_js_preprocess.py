@@ -71,16 +71,17 @@ def test_resize_matches_pillow_bilinear() -> None:
 
 
 def _random_scene(rng: np.random.Generator) -> np.ndarray:
-    """A float32 greyscale image with a few strokes, on a light or dark background, with mild or
-    strong noise (the noise-adaptive threshold and despeckling)."""
+    """A float32 greyscale image with a few strokes, with mild or strong noise (the
+    noise-adaptive threshold and despeckling): dark ink on light or dim paper, or light ink on
+    dark or grey paper (polarity from where the values reach, not from the paper's brightness)."""
     h, w = (int(v) for v in rng.integers(3, 90, size=2))
-    light = rng.random() < 0.5
+    background, stroke = [(0.85, 0.05), (0.35, 0.05), (0.1, 0.95), (0.6, 0.95)][rng.integers(4)]
     sigma = 0.03 if rng.random() < 0.5 else rng.uniform(0.05, 0.15)  # raises the threshold
-    grey = np.full((h, w), 0.85 if light else 0.1) + rng.normal(0, sigma, (h, w))
+    grey = np.full((h, w), background) + rng.normal(0, sigma, (h, w))
     for _ in range(int(rng.integers(1, 4))):
         r0, r1 = sorted(rng.integers(0, h, size=2))
         c0, c1 = sorted(rng.integers(0, w, size=2))
-        grey[r0 : r1 + 1, c0 : c1 + 1] = 0.05 if light else 0.95
+        grey[r0 : r1 + 1, c0 : c1 + 1] = stroke
     return grey.clip(0, 1).astype(np.float32)
 
 

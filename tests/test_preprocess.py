@@ -57,6 +57,21 @@ def test_grey_paper_and_grey_ink_are_stretched_to_full_contrast() -> None:
     np.testing.assert_allclose(to_mnist(photo), to_mnist(grey), atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("background", "stroke"),
+    [(0.35, 0.05), (0.2, 0.0), (0.6, 0.95), (0.8, 1.0)],
+    ids=["dim-paper", "dark-paper", "chalk-on-grey", "chalk-on-light-grey"],
+)
+def test_polarity_follows_the_ink_not_the_brightness_of_the_paper(
+    background: float, stroke: float
+) -> None:
+    """An underexposed photo of white paper has a background below 0.5 and darker ink; white
+    chalk on grey paper a background above 0.5 and lighter ink. Both read as the same digit."""
+    grey = paper()
+    photo = (background + (stroke - background) * (1 - grey)).astype(np.float32)
+    np.testing.assert_allclose(to_mnist(photo), to_mnist(grey), atol=1e-5)
+
+
 def test_crop_keeps_aspect_ratio_and_fits_20_pixels() -> None:
     tall = paper(300, 300, ink=[(50, 150, 200, 220)])  # 100 x 20 bar
     assert bbox(to_mnist(tall)) == (20, 4)
@@ -235,6 +250,46 @@ def test_sixteen_bit_grey_png(tmp_path: Path) -> None:
     grey = paper()
     Image.fromarray((grey * 65535).astype(np.uint16)).save(tmp_path / "deep.png")
     np.testing.assert_allclose(load_grey(tmp_path / "deep.png"), grey, atol=1e-6)
+
+
+def test_thirty_two_bit_float_tiff_is_read_as_stored(tmp_path: Path) -> None:
+    """Scientific tools save float images in [0, 1]; Pillow's RGB conversion would clip them
+    to black and the image would be called blank."""
+    grey = 0.15 + 0.7 * paper()  # grey paper and ink, as a camera's float output
+    Image.fromarray(grey.astype(np.float32), mode="F").save(tmp_path / "float.tiff")
+    np.testing.assert_array_equal(load_grey(tmp_path / "float.tiff"), grey.astype(np.float32))
+    np.testing.assert_allclose(
+        preprocess_file(tmp_path / "float.tiff"), to_mnist(paper()), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    ("pixels", "message"),
+    [
+        (
+            paper() * 255,
+            r"32-bit floating-point greyscale pixels must lie in \[0, 1\]; "
+            "this image holds 0 to 255 ",
+        ),
+        (np.where(paper() > 0, np.nan, 0), "32-bit floating-point .* NaN or infinity"),
+        (
+            (paper() * 100_000).astype(np.int32),
+            r"32-bit integer greyscale pixels must lie in \[0, 65535\]; "
+            "this image holds 0 to 100000 ",
+        ),
+        ((paper() - 1).astype(np.int32), r"32-bit integer .* holds -1 to 0"),
+    ],
+    ids=["float-0-255", "float-nan", "int-above-16-bit", "int-negative"],
+)
+def test_thirty_two_bit_pixels_outside_the_contract_are_refused_by_name(
+    tmp_path: Path, pixels: np.ndarray, message: str
+) -> None:
+    mode = "F" if pixels.dtype.kind == "f" else "I"
+    Image.fromarray(pixels.astype(np.float32 if mode == "F" else np.int32), mode=mode).save(
+        tmp_path / "deep.tiff"
+    )
+    with pytest.raises(ImageError, match=f"deep.tiff: {message}"):
+        preprocess_file(tmp_path / "deep.tiff")
 
 
 def test_exif_orientation_is_applied(tmp_path: Path) -> None:

@@ -74,12 +74,25 @@ function border({ data, width: w, height: h }) {
   return out;
 }
 
+/** Step 3: whether the ink is darker than the background (it reaches further from it). */
+function darkInk(data, background) {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of data) {
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  const below = background - lo;
+  const above = hi - background;
+  return below !== above ? below > above : background > 0.5;
+}
+
 /** Steps 3-4: greyscale -> ink in [0, 1] (0 background), faint values zeroed. */
 export function inkMap(grey) {
   const b = median(border(grey));
-  const light = b > 0.5;
-  const bg = light ? 1 - b : b;
-  const ink = light ? grey.data.map((g) => f32(1 - g)) : Float32Array.from(grey.data);
+  const dark = darkInk(grey.data, b);
+  const bg = dark ? 1 - b : b;
+  const ink = dark ? grey.data.map((g) => f32(1 - g)) : Float32Array.from(grey.data);
   const peak = ink.reduce((m, v) => Math.max(m, v), -Infinity);
   if (peak - bg < MIN_CONTRAST) {
     const contrast = Math.max(peak - bg, 0).toFixed(3);

@@ -12,10 +12,17 @@ indexed [row, column] from 0, and a pixel's coordinate is its index (its centre)
    y = 0.299 R + 0.587 G + 0.114 B, a = A / 255 (float32, clipped to [0, 1]); if that g is
    uniform (max(g) - min(g) < MIN_CONTRAST: light ink on a transparent sheet vanishes on
    white), composite over black instead: g = y * a / 255. Without alpha g = y / 255; a
-   greyscale image has g = L / 255, a 16-bit greyscale one g = I / 65535.
+   greyscale image has g = L / 255, a 16-bit greyscale one g = I / 65535, a 32-bit float one
+   (TIFF) g = F as stored. Refuse 32-bit pixels outside what those read: integers outside
+   [0, 65535], floats outside [0, 1] or not finite (ports that decode only PNG and JPEG, as the
+   JavaScript one does, never see them).
 3. Polarity. border = the pixels of the first and last row and column, each pixel once (all
-   pixels if a side is shorter than 3); b = median(border). If b > 0.5 the background is light:
-   ink = 1 - g and bg = 1 - b; otherwise ink = g and bg = b.
+   pixels if a side is shorter than 3); b = median(border), the background. The ink lies on the
+   side of b where g reaches further: dark ink if b - min(g) > max(g) - b, light ink if
+   b - min(g) < max(g) - b, and on a tie dark ink if b > 0.5 (float64 arithmetic on the
+   float32 values). Dark ink: ink = 1 - g and bg = 1 - b; light ink: ink = g and bg = b. (A dim
+   photo of white paper has a background below 0.5 and dark ink; chalk on grey paper a
+   background above 0.5 and light ink.)
 4. Contrast. peak = max(ink). If peak - bg < MIN_CONTRAST (0.1) the image is blank: refuse.
    d = (ink - bg) / (peak - bg) (float32); noise = median(|d|) over the border pixels (as in
    step 3); threshold t = min(max(INK_THRESHOLD (0.2), NOISE_MADS (6) * noise),
@@ -76,11 +83,28 @@ def round_half_up(x: float) -> int:
     return math.floor(x + 0.5)
 
 
+def _check_range(values: np.ndarray, top: float, kind: str) -> None:
+    """Step 2: refuse pixel values this contract does not read (rather than call them blank)."""
+    if not np.isfinite(values).all() or float(values.min()) < 0 or float(values.max()) > top:
+        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        raise ImageError(
+            f"{kind} greyscale pixels must lie in [0, {top:g}]; this image holds "
+            f"{low:g} to {high:g}{'' if np.isfinite(values).all() else ' and NaN or infinity'}"
+            " (save it as an 8- or 16-bit image)"
+        )
+
+
 def _to_grey(image: Image.Image) -> np.ndarray:
     """Step 2: any decoded image -> float32 greyscale in [0, 1] (alpha: over white, or over
     black when nothing shows on white)."""
+    if image.mode == "F":
+        values = np.asarray(image, dtype=np.float32)
+        _check_range(values, 1.0, "32-bit floating-point")
+        return values.copy()
     if image.mode in ("I;16", "I;16L", "I;16B", "I"):
-        return (np.asarray(image, dtype=np.float64) / 65535.0).clip(0, 1).astype(np.float32)
+        values = np.asarray(image, dtype=np.float64)
+        _check_range(values, 65535.0, "32-bit integer")
+        return (values / 65535.0).astype(np.float32)
     if image.mode == "L":
         return np.asarray(image, dtype=np.float32) / np.float32(255)
     has_alpha = image.mode in _ALPHA_MODES or "transparency" in image.info
@@ -147,7 +171,10 @@ def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> np.ndarray
                 f"limit of {max_pixels:,} (possible decompression bomb)"
             )
         image.load()
-        return _to_grey(ImageOps.exif_transpose(image))
+        try:
+            return _to_grey(ImageOps.exif_transpose(image))
+        except ImageError as exc:
+            raise ImageError(f"{name}: {exc}") from None
 
 
 def _border(grey: np.ndarray) -> np.ndarray:
@@ -157,10 +184,17 @@ def _border(grey: np.ndarray) -> np.ndarray:
     return np.concatenate([grey[0, :], grey[-1, :], grey[1:-1, 0], grey[1:-1, -1]])
 
 
+def _dark_ink(grey: np.ndarray, background: float) -> bool:
+    """Step 3: whether the ink is darker than the background (it reaches further from it)."""
+    below = background - float(grey.min())
+    above = float(grey.max()) - background
+    return below > above if below != above else background > 0.5
+
+
 def ink_map(grey: np.ndarray) -> np.ndarray:
     """Steps 3-4: greyscale -> ink in [0, 1] (0 background), faint values zeroed."""
     b = float(np.median(_border(grey)))
-    ink, bg = (1 - grey, 1 - b) if b > 0.5 else (grey, b)
+    ink, bg = (1 - grey, 1 - b) if _dark_ink(grey, b) else (grey, b)
     peak = float(ink.max())
     if peak - bg < MIN_CONTRAST:
         raise ImageError(
