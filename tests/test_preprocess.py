@@ -121,14 +121,40 @@ def test_clean_images_keep_the_fixed_threshold() -> None:
     assert bbox(to_mnist(grey))[1] > bbox(to_mnist(paper(100, 100, ink=[(20, 80, 45, 55)])))[1]
 
 
-def test_isolated_specks_are_ignored_but_touching_pixels_are_kept() -> None:
+def test_marks_clear_of_the_digit_are_ignored() -> None:
+    """Dust, a pair of touching pixels, a neighbour's stroke and a line below the digit: none
+    shares a row and a column with the digit's box, so none moves or shrinks it."""
     bar = paper(200, 200, ink=[(60, 140, 90, 100)])
-    specks = bar.copy()
-    specks[5, 5] = specks[190, 180] = 0.0  # single dust pixels far from the digit
-    np.testing.assert_array_equal(to_mnist(specks), to_mnist(bar))
-    pair = bar.copy()
-    pair[5, 5] = pair[6, 6] = 0.0  # two diagonal neighbours: a stroke, not a speck
-    assert bbox(to_mnist(pair)) != bbox(to_mnist(bar))
+    marks = bar.copy()
+    marks[5, 5] = marks[190, 180] = 0.0  # single dust pixels far from the digit
+    marks[5, 150] = marks[6, 151] = 0.0  # two diagonal neighbours
+    marks[70:130, 110:116] = 0.0  # a stroke beside the digit, 10 px away
+    marks[150:152, :] = 0.0  # a ruled line across the page, under the digit
+    np.testing.assert_array_equal(to_mnist(marks), to_mnist(bar))
+
+
+def test_separate_strokes_that_overlap_the_growing_box_are_kept() -> None:
+    """A digit drawn in strokes that do not touch (a 4, a 5's flag, a broken pencil line): every
+    piece whose box overlaps the box grown from the heaviest piece is kept, and the box grows
+    with it; a piece that never overlaps it is dropped."""
+    main = [(60, 140, 90, 100), (130, 140, 100, 160)]  # an L: rows 60-139, columns 90-159
+    inside = (60, 70, 110, 150)  # within the L's box
+    sticking_out = (64, 68, 152, 180)  # overlaps the L's box, grows it to column 179
+    reached_by_growth = (100, 110, 170, 176)  # overlaps only the grown box
+    above = (20, 40, 170, 176)  # no row in common with the box, however grown
+    digit = to_mnist(paper(200, 200, ink=[*main, inside, sticking_out, reached_by_growth, above]))
+    kept = to_mnist(paper(200, 200, ink=[*main, inside, sticking_out, reached_by_growth]))
+    np.testing.assert_array_equal(digit, kept)
+    assert bbox(digit) != bbox(to_mnist(paper(200, 200, ink=main)))
+
+
+def test_the_heaviest_piece_decides_where_the_digit_is() -> None:
+    """A faint long line outweighed by the digit is dropped; the digit is not."""
+    grey = paper(200, 200, ink=[(60, 140, 90, 110)])
+    grey[180, 10:190] = 0.6  # a thin, light line: ink 0.4, 180 px (mass 72 < the bar's 1600)
+    np.testing.assert_array_equal(
+        to_mnist(grey), to_mnist(paper(200, 200, ink=[(60, 140, 90, 110)]))
+    )
 
 
 @pytest.mark.parametrize(

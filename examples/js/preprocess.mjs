@@ -112,7 +112,7 @@ export function inkMap(grey) {
   return { data: ink, width, height };
 }
 
-/** Step 5, first half: a copy with every isolated ink pixel (no 8-neighbour inked) zeroed. */
+/** Step 5, first part: a copy with every isolated ink pixel (no 8-neighbour inked) zeroed. */
 export function despeckle({ data, width, height }) {
   const out = Float32Array.from(data);
   for (let r = 0; r < height; r++) {
@@ -130,7 +130,59 @@ export function despeckle({ data, width, height }) {
   return { data: out, width, height };
 }
 
-/** Step 5, second half: the bounding box of the nonzero pixels. */
+/**
+ * Step 5, second part: a copy keeping the main 8-connected component of the ink (the largest
+ * sum of ink, the first in row-major order on a tie) and every component whose bounding box
+ * overlaps the box grown around it; every other component's ink zeroed.
+ */
+export function keepDigit({ data, width, height }) {
+  const labels = new Int32Array(data.length); // 0: no ink; components numbered in row-major order
+  const boxes = []; // [top, bottom, left, right] per component
+  const stack = [];
+  for (let start = 0; start < data.length; start++) {
+    if (data[start] === 0 || labels[start] !== 0) continue;
+    const box = [height, -1, width, -1];
+    boxes.push(box);
+    labels[start] = boxes.length;
+    stack.push(start);
+    while (stack.length) {
+      const i = stack.pop();
+      const r = Math.floor(i / width), c = i % width;
+      box[0] = Math.min(box[0], r); box[1] = Math.max(box[1], r);
+      box[2] = Math.min(box[2], c); box[3] = Math.max(box[3], c);
+      for (let rr = Math.max(r - 1, 0); rr <= Math.min(r + 1, height - 1); rr++) {
+        for (let cc = Math.max(c - 1, 0); cc <= Math.min(c + 1, width - 1); cc++) {
+          const j = rr * width + cc;
+          if (data[j] !== 0 && labels[j] === 0) { labels[j] = boxes.length; stack.push(j); }
+        }
+      }
+    }
+  }
+  if (boxes.length <= 1) return { data: Float32Array.from(data), width, height };
+  const mass = new Float64Array(boxes.length);
+  for (let i = 0; i < data.length; i++) if (labels[i]) mass[labels[i] - 1] += data[i];
+  let main = 0;
+  for (let k = 1; k < mass.length; k++) if (mass[k] > mass[main]) main = k;
+  const kept = new Uint8Array(boxes.length);
+  kept[main] = 1;
+  let [top, bottom, left, right] = boxes[main];
+  for (let added = true; added; ) {
+    added = false;
+    for (let k = 0; k < boxes.length; k++) {
+      const [t, b, l, r] = boxes[k];
+      if (kept[k] || t > bottom || b < top || l > right || r < left) continue;
+      kept[k] = 1;
+      added = true;
+      top = Math.min(top, t); bottom = Math.max(bottom, b);
+      left = Math.min(left, l); right = Math.max(right, r);
+    }
+  }
+  const out = new Float32Array(data.length);
+  for (let i = 0; i < data.length; i++) if (labels[i] && kept[labels[i] - 1]) out[i] = data[i];
+  return { data: out, width, height };
+}
+
+/** Step 5, last part: the bounding box of the nonzero pixels. */
 export function cropToInk({ data, width, height }) {
   let top = height, bottom = -1, left = width, right = -1;
   for (let r = 0; r < height; r++) {
@@ -246,5 +298,5 @@ export function centreByMass({ data, width, height }, size = SIZE, centre = CENT
 /** Steps 3-8: greyscale {data, width, height} (0 black, 1 white) -> Float32Array(784), 28x28. */
 export function toMnist(grey) {
   if (!grey.width || !grey.height) throw new ImageError('expected a non-empty greyscale image');
-  return centreByMass(fitBox(cropToInk(despeckle(inkMap(grey)))));
+  return centreByMass(fitBox(cropToInk(keepDigit(despeckle(inkMap(grey))))));
 }

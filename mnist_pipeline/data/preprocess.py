@@ -29,8 +29,15 @@ indexed [row, column] from 0, and a pixel's coordinate is its index (its centre)
    MAX_THRESHOLD (0.5)) (float64, compared in float32): 6 median absolute deviations are 4
    standard deviations of Gaussian sensor noise. ink = clip(d, 0, 1), then every value < t
    becomes 0 (paper texture, sensor and compression noise).
-5. Despeckle: an ink pixel (ink > 0) none of whose 8 neighbours has ink becomes 0. Then crop to
-   the bounding box of the pixels with ink > 0 (first to last such row and column).
+5. Despeckle: an ink pixel (ink > 0) none of whose 8 neighbours has ink becomes 0. Keep the
+   digit, not what lies beside it: label the 8-connected components of the pixels with ink > 0;
+   the main one has the largest sum of ink (float64, summed in row-major order; on a tie the
+   one whose first pixel comes first in row-major order). Start a box at the main component's
+   bounding box; add every component whose bounding box overlaps the box (shares at least one
+   row and one column with it) and grow the box to cover it; repeat until none is added; the
+   other components' ink becomes 0 (a speck, a neighbour's stroke or a line clear of the
+   digit). Then crop to the bounding box of the pixels with ink > 0 (first to last such row and
+   column).
 6. Scale the crop (h x w) so its longer side is 20: s = 20 / max(h, w), new size
    nh = max(1, round(h * s)), nw = max(1, round(w * s)). Interpolation: Pillow BILINEAR on a
    32-bit float ("F") image, without reducing_gap, i.e. a separable triangle filter widened by
@@ -60,6 +67,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
 
 from mnist_pipeline.core.contract import IMAGE_SIZE
 from mnist_pipeline.core.errors import PipelineError
@@ -73,6 +81,7 @@ BOX = 20
 CENTRE = 14.0
 LUMA = (0.299, 0.587, 0.114)
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_EIGHT_NEIGHBOURS = np.ones((3, 3), bool)  # connectivity of ink pixels (step 5)
 
 
 class ImageError(PipelineError):
@@ -209,7 +218,7 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
 
 
 def despeckle(ink: np.ndarray) -> np.ndarray:
-    """Step 5, first half: a copy with every isolated ink pixel (no 8-neighbour inked) zeroed."""
+    """Step 5, first part: a copy with every isolated ink pixel (no 8-neighbour inked) zeroed."""
     h, w = ink.shape
     inked = np.zeros((h + 2, w + 2), np.uint8)
     inked[1:-1, 1:-1] = ink > 0
@@ -218,8 +227,34 @@ def despeckle(ink: np.ndarray) -> np.ndarray:
     return np.where(box > inked[1:-1, 1:-1], ink, np.float32(0))
 
 
+def keep_digit(ink: np.ndarray) -> np.ndarray:
+    """Step 5, second part: a copy keeping the main component and those whose boxes overlap
+    the growing box around it; every other component's ink zeroed."""
+    labels, count = ndimage.label(ink > 0, structure=_EIGHT_NEIGHBOURS)
+    if count <= 1:
+        return ink
+    mass = np.bincount(labels.ravel(), weights=ink.ravel().astype(np.float64))[1:]
+    boxes = np.array(
+        [
+            (rows.start, rows.stop - 1, cols.start, cols.stop - 1)
+            for rows, cols in ndimage.find_objects(labels)
+        ]
+    )
+    kept = np.zeros(count, bool)
+    kept[int(np.argmax(mass))] = True
+    while True:
+        top, left = boxes[kept, 0].min(), boxes[kept, 2].min()
+        bottom, right = boxes[kept, 1].max(), boxes[kept, 3].max()
+        overlap = (boxes[:, 0] <= bottom) & (boxes[:, 1] >= top)
+        overlap &= (boxes[:, 2] <= right) & (boxes[:, 3] >= left)
+        if (overlap <= kept).all():
+            break
+        kept |= overlap
+    return np.where(kept[labels - 1] & (labels > 0), ink, np.float32(0))
+
+
 def crop_to_ink(ink: np.ndarray) -> np.ndarray:
-    """Step 5, second half: the bounding box of the nonzero pixels."""
+    """Step 5, last part: the bounding box of the nonzero pixels."""
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
     if rows.size == 0:
@@ -259,7 +294,7 @@ def to_mnist(grey: np.ndarray) -> np.ndarray:
         raise ImageError(f"expected a non-empty 2-D greyscale array, got shape {grey.shape}")
     # Cropping before despeckling too changes nothing (outside the box there is no ink) and
     # leaves despeckle a smaller array.
-    return centre_by_mass(fit_box(crop_to_ink(despeckle(crop_to_ink(ink_map(grey))))))
+    return centre_by_mass(fit_box(crop_to_ink(keep_digit(despeckle(crop_to_ink(ink_map(grey)))))))
 
 
 def preprocess_file(path: Path) -> np.ndarray:
