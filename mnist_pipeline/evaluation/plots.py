@@ -196,7 +196,8 @@ def plot_training_curves(history_path: Path, path: Path) -> bool:
 
 
 def plot_reliability(calibration: dict, path: Path) -> None:
-    """Reliability diagram: accuracy per confidence bin against the diagonal, with counts."""
+    """Reliability diagram: accuracy per confidence bin against the diagonal (each bin's image
+    count is in the calibration table of metrics.json, not drawn)."""
     fig = Figure(figsize=(5.2, 4.6))
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
