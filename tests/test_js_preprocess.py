@@ -82,6 +82,8 @@ def _random_scene(rng: np.random.Generator) -> np.ndarray:
         r0, r1 = sorted(rng.integers(0, h, size=2))
         c0, c1 = sorted(rng.integers(0, w, size=2))
         grey[r0 : r1 + 1, c0 : c1 + 1] = stroke
+    for _ in range(int(rng.integers(0, 4))):  # glints and hot pixels of the other polarity
+        grey[rng.integers(h), rng.integers(w)] = 1.0 if stroke < background else 0.0
     return grey.clip(0, 1).astype(np.float32)
 
 

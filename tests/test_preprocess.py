@@ -72,6 +72,28 @@ def test_polarity_follows_the_ink_not_the_brightness_of_the_paper(
     np.testing.assert_allclose(to_mnist(photo), to_mnist(grey), atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("background", "stroke", "spot", "value"),
+    [
+        (0.62, 0.35, (5, 5, 1, 1), 1.0),  # a hot pixel brighter than the paper is dark
+        (0.7, 0.5, (100, 5, 6, 6), 1.0),  # a larger glint, light pencil
+        (0.4, 0.75, (0, 0, 120, 3), 0.0),  # chalk on a board, a dark frame along one edge
+    ],
+    ids=["hot-pixel", "glint-light-pencil", "frame-beside-chalk"],
+)
+def test_a_spot_of_the_other_polarity_does_not_decide_it(
+    background: float, stroke: float, spot: tuple[int, int, int, int], value: float
+) -> None:
+    """A few pixels of the other polarity (a glint, a hot pixel, a strip at the edge) do not
+    turn the digit over: the background's polarity stands while its side has ink."""
+    grey = paper()
+    photo = (background + (stroke - background) * (1 - grey)).astype(np.float32)
+    top, left, h, w = spot
+    photo[top : top + h, left : left + w] = value
+    clean = to_mnist(grey)
+    assert np.corrcoef(to_mnist(photo).ravel(), clean.ravel())[0, 1] > 0.95
+
+
 def test_crop_keeps_aspect_ratio_and_fits_20_pixels() -> None:
     tall = paper(300, 300, ink=[(50, 150, 200, 220)])  # 100 x 20 bar
     assert bbox(to_mnist(tall)) == (20, 4)
@@ -133,18 +155,19 @@ def test_marks_clear_of_the_digit_are_ignored() -> None:
     np.testing.assert_array_equal(to_mnist(marks), to_mnist(bar))
 
 
-def test_separate_strokes_that_overlap_the_growing_box_are_kept() -> None:
+def test_separate_strokes_that_overlap_the_digit_box_are_kept() -> None:
     """A digit drawn in strokes that do not touch (a 4, a 5's flag, a broken pencil line): every
-    piece whose box overlaps the box grown from the heaviest piece is kept, and the box grows
-    with it; a piece that never overlaps it is dropped."""
+    piece whose box overlaps the heaviest piece's box is kept, even where it reaches beyond it;
+    a piece that overlaps only such a piece is dropped."""
     main = [(60, 140, 90, 100), (130, 140, 100, 160)]  # an L: rows 60-139, columns 90-159
     inside = (60, 70, 110, 150)  # within the L's box
-    sticking_out = (64, 68, 152, 180)  # overlaps the L's box, grows it to column 179
-    reached_by_growth = (100, 110, 170, 176)  # overlaps only the grown box
-    above = (20, 40, 170, 176)  # no row in common with the box, however grown
-    digit = to_mnist(paper(200, 200, ink=[*main, inside, sticking_out, reached_by_growth, above]))
-    kept = to_mnist(paper(200, 200, ink=[*main, inside, sticking_out, reached_by_growth]))
-    np.testing.assert_array_equal(digit, kept)
+    sticking_out = (64, 68, 152, 180)  # overlaps the L's box, reaches column 179
+    beside_that = (100, 110, 170, 176)  # overlaps the box the L and sticking_out span, not the L's
+    above = (20, 40, 110, 120)  # shares columns with the L's box, no row
+    digit = to_mnist(paper(200, 200, ink=[*main, inside, sticking_out, beside_that, above]))
+    np.testing.assert_array_equal(
+        digit, to_mnist(paper(200, 200, ink=[*main, inside, sticking_out]))
+    )
     assert bbox(digit) != bbox(to_mnist(paper(200, 200, ink=main)))
 
 
@@ -304,8 +327,13 @@ def test_thirty_two_bit_float_tiff_is_read_as_stored(tmp_path: Path) -> None:
             "this image holds 0 to 100000 ",
         ),
         ((paper() - 1).astype(np.int32), r"32-bit integer .* holds -1 to 0"),
+        (paper() + 1e-7, r"32-bit floating-point .* to 1\.00000012 "),
+        (
+            np.full((20, 20), np.nan),
+            r"32-bit floating-point .* holds no number and NaN or infinity",
+        ),
     ],
-    ids=["float-0-255", "float-nan", "int-above-16-bit", "int-negative"],
+    ids=["float-0-255", "float-nan", "int-above-16-bit", "int-negative", "just-over", "all-nan"],
 )
 def test_thirty_two_bit_pixels_outside_the_contract_are_refused_by_name(
     tmp_path: Path, pixels: np.ndarray, message: str
@@ -355,3 +383,10 @@ def test_bad_files_get_clear_errors(tmp_path: Path) -> None:
         with pytest.raises(ImageError, match=message) as info:
             preprocess_file(tmp_path / name)
         assert name in str(info.value)
+
+
+def test_an_array_with_nan_or_infinity_is_refused() -> None:
+    grey = paper()
+    grey[0, 0] = np.inf
+    with pytest.raises(ImageError, match="NaN or infinity"):
+        to_mnist(grey)

@@ -74,7 +74,10 @@ function border({ data, width: w, height: h }) {
   return out;
 }
 
-/** Step 3: whether the ink is darker than the background (it reaches further from it). */
+/**
+ * Step 3: whether the ink is darker than the background: a light background says so, unless
+ * nothing lies far enough below it to be ink while something lies above it.
+ */
 function darkInk(data, background) {
   let lo = Infinity;
   let hi = -Infinity;
@@ -82,9 +85,10 @@ function darkInk(data, background) {
     if (v < lo) lo = v;
     if (v > hi) hi = v;
   }
-  const below = background - lo;
-  const above = hi - background;
-  return below !== above ? below > above : background > 0.5;
+  const light = background > 0.5;
+  const [reach, other] = light ? [background - lo, hi - background] : [hi - background, background - lo];
+  const flipped = reach < MIN_CONTRAST && MIN_CONTRAST <= other;
+  return light !== flipped;
 }
 
 /** Steps 3-4: greyscale -> ink in [0, 1] (0 background), faint values zeroed. */
@@ -131,9 +135,9 @@ export function despeckle({ data, width, height }) {
 }
 
 /**
- * Step 5, second part: a copy keeping the main 8-connected component of the ink (the largest
- * sum of ink, the first in row-major order on a tie) and every component whose bounding box
- * overlaps the box grown around it; every other component's ink zeroed.
+ * Step 5, second part: the ink of the main 8-connected component (the largest sum of ink, the
+ * first in row-major order on a tie) and of every component whose bounding box overlaps its
+ * box; every other component's ink zeroed.
  */
 export function keepDigit({ data, width, height }) {
   const labels = new Int32Array(data.length); // 0: no ink; components numbered in row-major order
@@ -158,25 +162,13 @@ export function keepDigit({ data, width, height }) {
       }
     }
   }
-  if (boxes.length <= 1) return { data: Float32Array.from(data), width, height };
+  if (boxes.length <= 1) return { data, width, height };
   const mass = new Float64Array(boxes.length);
   for (let i = 0; i < data.length; i++) if (labels[i]) mass[labels[i] - 1] += data[i];
   let main = 0;
   for (let k = 1; k < mass.length; k++) if (mass[k] > mass[main]) main = k;
-  const kept = new Uint8Array(boxes.length);
-  kept[main] = 1;
-  let [top, bottom, left, right] = boxes[main];
-  for (let added = true; added; ) {
-    added = false;
-    for (let k = 0; k < boxes.length; k++) {
-      const [t, b, l, r] = boxes[k];
-      if (kept[k] || t > bottom || b < top || l > right || r < left) continue;
-      kept[k] = 1;
-      added = true;
-      top = Math.min(top, t); bottom = Math.max(bottom, b);
-      left = Math.min(left, l); right = Math.max(right, r);
-    }
-  }
+  const [top, bottom, left, right] = boxes[main];
+  const kept = boxes.map(([t, b, l, r]) => t <= bottom && b >= top && l <= right && r >= left);
   const out = new Float32Array(data.length);
   for (let i = 0; i < data.length; i++) if (labels[i] && kept[labels[i] - 1]) out[i] = data[i];
   return { data: out, width, height };

@@ -17,12 +17,13 @@ indexed [row, column] from 0, and a pixel's coordinate is its index (its centre)
    [0, 65535], floats outside [0, 1] or not finite (ports that decode only PNG and JPEG, as the
    JavaScript one does, never see them).
 3. Polarity. border = the pixels of the first and last row and column, each pixel once (all
-   pixels if a side is shorter than 3); b = median(border), the background. The ink lies on the
-   side of b where g reaches further: dark ink if b - min(g) > max(g) - b, light ink if
-   b - min(g) < max(g) - b, and on a tie dark ink if b > 0.5 (float64 arithmetic on the
-   float32 values). Dark ink: ink = 1 - g and bg = 1 - b; light ink: ink = g and bg = b. (A dim
-   photo of white paper has a background below 0.5 and dark ink; chalk on grey paper a
-   background above 0.5 and light ink.)
+   pixels if a side is shorter than 3); b = median(border), the background. If b > 0.5 the
+   ink is dark (reach = b - min(g), other = max(g) - b), otherwise light (reach = max(g) - b,
+   other = b - min(g)); float64 arithmetic on the float32 values. If reach < MIN_CONTRAST <=
+   other, nothing on that side could be ink (step 4 would call the image blank): take the
+   other polarity. Dark ink: ink = 1 - g and bg = 1 - b; light ink: ink = g and bg = b. (A
+   dim photo of white paper, background below 0.5, and chalk on light grey paper, above 0.5,
+   are read this way; a dim photo with a glint or strong sensor noise is not.)
 4. Contrast. peak = max(ink). If peak - bg < MIN_CONTRAST (0.1) the image is blank: refuse.
    d = (ink - bg) / (peak - bg) (float32); noise = median(|d|) over the border pixels (as in
    step 3); threshold t = min(max(INK_THRESHOLD (0.2), NOISE_MADS (6) * noise),
@@ -32,12 +33,11 @@ indexed [row, column] from 0, and a pixel's coordinate is its index (its centre)
 5. Despeckle: an ink pixel (ink > 0) none of whose 8 neighbours has ink becomes 0. Keep the
    digit, not what lies beside it: label the 8-connected components of the pixels with ink > 0;
    the main one has the largest sum of ink (float64, summed in row-major order; on a tie the
-   one whose first pixel comes first in row-major order). Start a box at the main component's
-   bounding box; add every component whose bounding box overlaps the box (shares at least one
-   row and one column with it) and grow the box to cover it; repeat until none is added; the
-   other components' ink becomes 0 (a speck, a neighbour's stroke or a line clear of the
-   digit). Then crop to the bounding box of the pixels with ink > 0 (first to last such row and
-   column).
+   one whose first pixel comes first in row-major order). Keep it and every component whose
+   bounding box overlaps the main component's bounding box (shares at least one row and one
+   column with it); the other components' ink becomes 0 (a speck, a neighbour's stroke or a
+   line clear of the digit). Then crop to the bounding box of the pixels with ink > 0 (first
+   to last such row and column).
 6. Scale the crop (h x w) so its longer side is 20: s = 20 / max(h, w), new size
    nh = max(1, round(h * s)), nw = max(1, round(w * s)). Interpolation: Pillow BILINEAR on a
    32-bit float ("F") image, without reducing_gap, i.e. a separable triangle filter widened by
@@ -94,13 +94,15 @@ def round_half_up(x: float) -> int:
 
 def _check_range(values: np.ndarray, top: float, kind: str) -> None:
     """Step 2: refuse pixel values this contract does not read (rather than call them blank)."""
-    if not np.isfinite(values).all() or float(values.min()) < 0 or float(values.max()) > top:
-        low, high = float(np.nanmin(values)), float(np.nanmax(values))
-        raise ImageError(
-            f"{kind} greyscale pixels must lie in [0, {top:g}]; this image holds "
-            f"{low:g} to {high:g}{'' if np.isfinite(values).all() else ' and NaN or infinity'}"
-            " (save it as an 8- or 16-bit image)"
-        )
+    finite = values[np.isfinite(values)]
+    if finite.size == values.size and float(values.min()) >= 0 and float(values.max()) <= top:
+        return
+    held = f"{float(finite.min()):.9g} to {float(finite.max()):.9g}" if finite.size else "no number"
+    raise ImageError(
+        f"{kind} greyscale pixels must lie in [0, {top:g}]; this image holds {held}"
+        f"{'' if finite.size == values.size else ' and NaN or infinity'}"
+        " (save it as an 8- or 16-bit image)"
+    )
 
 
 def _to_grey(image: Image.Image) -> np.ndarray:
@@ -194,10 +196,13 @@ def _border(grey: np.ndarray) -> np.ndarray:
 
 
 def _dark_ink(grey: np.ndarray, background: float) -> bool:
-    """Step 3: whether the ink is darker than the background (it reaches further from it)."""
+    """Step 3: whether the ink is darker than the background: a light background says so,
+    unless nothing lies far enough below it to be ink while something lies above it."""
     below = background - float(grey.min())
     above = float(grey.max()) - background
-    return below > above if below != above else background > 0.5
+    reach, other = (below, above) if background > 0.5 else (above, below)
+    flipped = reach < MIN_CONTRAST <= other
+    return (background > 0.5) != flipped
 
 
 def ink_map(grey: np.ndarray) -> np.ndarray:
@@ -228,29 +233,32 @@ def despeckle(ink: np.ndarray) -> np.ndarray:
 
 
 def keep_digit(ink: np.ndarray) -> np.ndarray:
-    """Step 5, second part: a copy keeping the main component and those whose boxes overlap
-    the growing box around it; every other component's ink zeroed."""
+    """Step 5, second part: the ink of the main component and of those whose boxes overlap its
+    box; every other component's ink zeroed (`ink` itself when it has one component)."""
     labels, count = ndimage.label(ink > 0, structure=_EIGHT_NEIGHBOURS)
     if count <= 1:
         return ink
     mass = np.bincount(labels.ravel(), weights=ink.ravel().astype(np.float64))[1:]
-    boxes = np.array(
-        [
-            (rows.start, rows.stop - 1, cols.start, cols.stop - 1)
-            for rows, cols in ndimage.find_objects(labels)
-        ]
+    top, bottom, left, right = _boxes(labels, count)
+    main = int(np.argmax(mass))
+    kept = (top <= bottom[main]) & (bottom >= top[main]) & (left <= right[main])
+    kept &= right >= left[main]
+    return np.where(np.concatenate([[False], kept])[labels], ink, np.float32(0))
+
+
+def _boxes(labels: np.ndarray, count: int) -> tuple[np.ndarray, ...]:
+    """(top, bottom, left, right) of components 1..count of `labels`, each an array (vectorised:
+    an image of noise has hundreds of thousands)."""
+    rows, cols = np.nonzero(labels)
+    order = np.argsort(labels[rows, cols], kind="stable")
+    rows, cols = rows[order], cols[order]
+    starts = np.searchsorted(labels[rows, cols], np.arange(1, count + 1))
+    return (
+        np.minimum.reduceat(rows, starts),
+        np.maximum.reduceat(rows, starts),
+        np.minimum.reduceat(cols, starts),
+        np.maximum.reduceat(cols, starts),
     )
-    kept = np.zeros(count, bool)
-    kept[int(np.argmax(mass))] = True
-    while True:
-        top, left = boxes[kept, 0].min(), boxes[kept, 2].min()
-        bottom, right = boxes[kept, 1].max(), boxes[kept, 3].max()
-        overlap = (boxes[:, 0] <= bottom) & (boxes[:, 1] >= top)
-        overlap &= (boxes[:, 2] <= right) & (boxes[:, 3] >= left)
-        if (overlap <= kept).all():
-            break
-        kept |= overlap
-    return np.where(kept[labels - 1] & (labels > 0), ink, np.float32(0))
 
 
 def crop_to_ink(ink: np.ndarray) -> np.ndarray:
@@ -292,6 +300,8 @@ def to_mnist(grey: np.ndarray) -> np.ndarray:
     grey = np.asarray(grey, dtype=np.float32)
     if grey.ndim != 2 or grey.size == 0:
         raise ImageError(f"expected a non-empty 2-D greyscale array, got shape {grey.shape}")
+    if not np.isfinite(grey).all():
+        raise ImageError("the greyscale array holds NaN or infinity")
     # Cropping before despeckling too changes nothing (outside the box there is no ink) and
     # leaves despeckle a smaller array.
     return centre_by_mass(fit_box(crop_to_ink(keep_digit(despeckle(crop_to_ink(ink_map(grey)))))))
