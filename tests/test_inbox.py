@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from filelock import Timeout
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -35,6 +36,46 @@ def test_added_images_are_named_by_content_once(tmp_path: Path) -> None:
     assert jpeg.new and jpeg.entry.path.suffix == ".jpeg"  # any format predict reads
     assert [e.label for e in inbox.entries(folder)] == [7, 7]
     assert not list(folder.rglob("*.tmp*"))
+
+
+def test_an_image_removed_while_the_inbox_is_read_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file another command removes between the listing and the hashing is not an error."""
+    folder = tmp_path / "data" / "extra"
+    kept = inbox.add(folder, draw_digit(tmp_path / "a.png", 1).read_bytes(), "a.png", 7).entry
+    gone = inbox.add(folder, draw_digit(tmp_path / "b.png", 2).read_bytes(), "b.png", 7).entry
+    hash_file = inbox.file_sha256
+
+    def removed_first(path: Path) -> str:
+        if path == gone.path:
+            path.unlink()
+        return hash_file(path)
+
+    monkeypatch.setattr(inbox, "file_sha256", removed_first)
+    assert inbox.entries(folder) == [kept]
+
+
+def test_remove_looks_images_up_under_the_inbox_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two removes at once: the second must look up what is left, so the lookup is locked."""
+    folder = tmp_path / "data" / "extra"
+    entry = inbox.add(folder, draw_digit(tmp_path / "a.png", 1).read_bytes(), "a.png", 7).entry
+    resolve, held = inbox.resolve, []
+
+    def resolve_noting_the_lock(where: Path, refs: list[str]) -> list[inbox.Entry]:
+        other = inbox.lock(where)
+        try:
+            other.acquire(timeout=0)
+            other.release()
+            held.append(False)
+        except Timeout:
+            held.append(True)
+        return resolve(where, refs)
+
+    monkeypatch.setattr(inbox, "resolve", resolve_noting_the_lock)
+    assert inbox.remove(folder, [entry.sha256[:8]]) == [entry] and held == [True]
 
 
 def test_bad_images_labels_and_conflicts_are_refused(tmp_path: Path) -> None:

@@ -82,6 +82,19 @@ def test_a_sidecar_write_left_half_done_hides_no_pending_image(tmp_path: Path) -
     assert [i.sha256 for i in pending.items(layout.pending)] == [first.sha256]
 
 
+def test_an_image_decided_while_the_queue_is_read_is_left_out(tmp_path: Path) -> None:
+    """Another command accepts or rejects an image between the listing and the reading of its
+    sidecar: the queue is read as a moment later, not refused with "No such file"."""
+    layout = Layout(tmp_path)
+    a, b = (p.read_bytes() for p in sevens(tmp_path / "in", 2))
+    kept = pending.submit(layout.pending, layout.inbox, a, "a.png", 7, "token:alice").sha256
+    gone = pending.submit(layout.pending, layout.inbox, b, "b.png", 7, "token:alice").sha256
+    sidecar = layout.pending / f"{gone}.json"
+    sidecar.unlink()
+    sidecar.symlink_to(layout.pending / "decided-meanwhile.json")  # listed, then unreadable
+    assert [i.sha256 for i in pending.items(layout.pending)] == [kept]
+
+
 def test_accept_and_reject_move_atomically_and_are_logged(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
     a, b, c = (p.read_bytes() for p in sevens(tmp_path / "in", 3))

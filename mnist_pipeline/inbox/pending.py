@@ -112,6 +112,11 @@ def items(folder: Path) -> list[Pending]:
     for sidecar in sorted(folder.glob("[!.]*.json")) if folder.is_dir() else []:
         try:
             record = json.loads(sidecar.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue  # accepted or rejected since the folder was listed
+        except ValueError as exc:
+            raise BadRecord(f"{sidecar}: not a pending-image record ({exc})") from None
+        try:
             image = folder / Path(record["file"]).name
             claims = tuple(Claim(**claim) for claim in record["claims"])
             sha256 = str(record["sha256"])

@@ -70,8 +70,15 @@ def check_label(label: object) -> int:
 
 
 def entries(inbox: Path) -> list[Entry]:
-    """Every image in the inbox, by label then name (files in other folders are ignored)."""
-    return [Entry(label, path, file_sha256(path)) for label, path in listing(inbox)[0]]
+    """Every image in the inbox, by label then name (files in other folders are ignored; a file
+    another command removes while this one reads is left out, as if listed a moment later)."""
+    found = []
+    for label, path in listing(inbox)[0]:
+        try:
+            found.append(Entry(label, path, file_sha256(path)))
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def listing(inbox: Path) -> tuple[list[tuple[int, Path]], list[Path]]:
@@ -162,8 +169,8 @@ def add_file(inbox: Path, path: Path, label: object) -> Added:
 def remove(inbox: Path, refs: list[str]) -> list[Entry]:
     """Delete the images named by SHA-256 prefix (at least 8 digits) or path; DataError for a
     reference that matches none or several (nothing is deleted then)."""
-    chosen = resolve(inbox, refs)
-    with lock(inbox):
+    with lock(inbox):  # resolved under the lock: another remove may take a file meanwhile
+        chosen = resolve(inbox, refs)
         delete(chosen)
     return chosen
 
