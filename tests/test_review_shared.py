@@ -18,7 +18,15 @@ from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.service_params import ServeParams
-from mnist_pipeline.inbox import pending, review_move, review_shared, seen, store, sync
+from mnist_pipeline.inbox import (
+    pending,
+    review_move,
+    review_records,
+    review_shared,
+    seen,
+    store,
+    sync,
+)
 from mnist_pipeline.inbox.pending import QuotaExceeded
 from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
 from mnist_pipeline.registry import Registry
@@ -35,7 +43,7 @@ TOKEN = "kiosk-token-for-the-shared-queue"
 
 
 def review_log(shared: SharedInbox) -> list[dict]:
-    keys = shared.storage.list(review_shared.REVIEW_LOG)
+    keys = shared.storage.list(review_records.REVIEW_LOG)
     return [json.loads(body) for body in shared.storage.read_many(keys)]
 
 
@@ -402,7 +410,7 @@ def test_a_review_recorded_elsewhere_on_the_same_claims_stops_this_one(
     """A reviewer that lost its lease and then passed its checks finds the other's record."""
     shared, inbox = SharedInbox(location), tmp_path / "extra"
     sha = review_shared.submit(shared, digit(tmp_path, 32), "1.png", 3, "token:kiosk").sha256
-    record, check = review_shared._record, review_shared._check_still_pending
+    record, check = review_records.record, review_shared._check_still_pending
 
     def other_reviewer_first(shared, item, keys) -> None:
         check(shared, item, keys)
@@ -413,3 +421,50 @@ def test_a_review_recorded_elsewhere_on_the_same_claims_stops_this_one(
     with pytest.raises(DataError, match="reviewed elsewhere meanwhile .eve decided to reject"):
         review_shared.accept(shared, inbox, [sha[:8]], "bob")
     assert shared.record(sha) is None and store.entries(inbox) == []
+
+
+def test_an_add_with_another_label_during_an_accept_leaves_the_claims_reviewable(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`data add` takes no review lease: it can label the image 5 in the shared inbox between
+    the accept's checks and its publish. The accept's record is withdrawn (never carried out)
+    and the claims stay pending, so a reviewer can reject them or accept them as 5."""
+    shared, inbox = SharedInbox(location), tmp_path / "review" / "extra"
+    png = digit(tmp_path, 41)
+    sha = review_shared.submit(shared, png, "1.png", 3, "token:kiosk").sha256
+    recorded = review_shared.record
+
+    def add_elsewhere_after_recording(*args, **kwargs) -> None:
+        recorded(*args, **kwargs)
+        sync.add(SharedInbox(location), tmp_path / "other" / "extra", png, "x.png", 5, "cli:carol")
+
+    monkeypatch.setattr(review_shared, "record", add_elsewhere_after_recording)
+    with pytest.raises(store.LabelConflict, match="with label 5 since this review began"):
+        review_shared.accept(shared, inbox, [sha[:8]], "bob")
+    monkeypatch.undo()
+    assert review_log(shared) == [] and store.entries(inbox) == []
+    assert [item.sha256 for item in review_shared.queue(shared).found] == [sha]
+    log = [
+        json.loads(line) for line in (inbox.parent / pending.REVIEW_LOG).read_text().splitlines()
+    ]
+    assert [(line["action"], line["label"]) for line in log] == [("accept", 3), ("withdraw", 3)]
+    assert review_shared.accept(shared, inbox, [sha[:8]], "bob", label=5)[0].entry.label == 5
+    assert review_shared.queue(shared).found == [] and shared.record(sha).label == 5
+
+
+def test_an_accept_record_the_shared_inbox_can_no_longer_take_does_not_block_a_reject(
+    location: str, tmp_path: Path
+) -> None:
+    """An accept recorded as 3 whose image the shared inbox took as 5 meanwhile (a review cut
+    short before that withdrawal existed) is withdrawn by the next review instead of demanding
+    an accept as 3 that can never succeed."""
+    shared, inbox = SharedInbox(location), tmp_path / "extra"
+    png = digit(tmp_path, 42)
+    sha = review_shared.submit(shared, png, "1.png", 3, "token:kiosk").sha256
+    (item,) = review_shared.queue(shared).found
+    keys = review_shared.queue(shared).keys[sha]
+    review_records.record(shared, inbox, keys, pending.review_line("bob", "accept", item, 3))
+    sync.add(shared, tmp_path / "other" / "extra", png, "x.png", 5, "cli:carol")
+    assert review_shared.reject(shared, inbox, [sha[:8]], "eve")[0].sha256 == sha
+    assert review_shared.queue(shared).found == [] and shared.record(sha).label == 5
+    assert [r["action"] for r in review_log(shared)] == ["reject"]

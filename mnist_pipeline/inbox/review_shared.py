@@ -38,10 +38,10 @@ from pathlib import Path
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox import pending, seen, store
 from mnist_pipeline.inbox.pending import Claim, Pending, QuotaExceeded, Submitted
+from mnist_pipeline.inbox.review_records import decided_by, drop_unfinishable, record
 from mnist_pipeline.inbox.shared import SharedInbox
 
 REVIEW = "review/"
-REVIEW_LOG = "review-log/"
 LEASE = "review"  # the reviewers' lease (Storage.exclusive)
 _CLAIM_KEY = re.compile(
     r"^review/(?P<sha>[0-9a-f]{64})/(?P<source>[0-9a-f]{16})\.(?P<label>[0-9])\.[0-9a-f]{32}\.json$"
@@ -157,6 +157,7 @@ def accept(
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
         digits, decided = {}, {}
         for item in chosen:
+            drop_unfinishable(shared, inbox, item, who)
             digit = pending.accepted_label(item, chosen_label, inbox)
             pending.checked(read.images[item.sha256], item.sha256, str(item.path), digit)
             try:
@@ -164,7 +165,7 @@ def accept(
             except store.LabelConflict as exc:
                 raise store.LabelConflict(f"{exc}; nothing was accepted") from None
             keys = read.keys[item.sha256]
-            decided[item.sha256] = _decided(shared, item, keys, "accept", digit)
+            decided[item.sha256] = decided_by(shared, item, keys, "accept", digit)
             digits[item.sha256] = digit
         for item in chosen:
             keys, data, digit = (
@@ -174,11 +175,16 @@ def accept(
             )
             if decided[item.sha256] is None:
                 _check_still_pending(shared, item, keys)
-                _record(shared, inbox, keys, pending.review_line(who, "accept", item, digit))
-            shared.publish(data, digit, store.image_format(data), f"cli:{who}")
+                record(shared, inbox, keys, pending.review_line(who, "accept", item, digit))
+            try:
+                shared.publish(data, digit, store.image_format(data), f"cli:{who}")
+            except store.LabelConflict:
+                drop_unfinishable(shared, inbox, item, who)  # this accept's own record
+                raise _labelled_meanwhile(shared, item, digit) from None
             _delete(shared, keys)
-            added = store.add(inbox, data, str(item.path), digit)
-            seen.remember(shared, inbox, [added.entry])  # a later removal elsewhere follows
+            with store.lock(inbox):  # with the note, so a sync never sees it unnoted
+                added = store.add(inbox, data, str(item.path), digit, locked=True)
+                seen.note_seen(inbox, shared, {added.entry.sha256: digit})  # removals follow
             done.append(added)
             if each is not None:
                 each(added)
@@ -192,14 +198,28 @@ def reject(shared: SharedInbox, inbox: Path, refs: list[str], who: str) -> list[
     with _lease(shared):
         read = queue(shared, refs)
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
-        decided = {i.sha256: _decided(shared, i, read.keys[i.sha256], "reject") for i in chosen}
+        for item in chosen:
+            drop_unfinishable(shared, inbox, item, who)
+        decided = {i.sha256: decided_by(shared, i, read.keys[i.sha256], "reject") for i in chosen}
         for item in chosen:
             keys = read.keys[item.sha256]
             if decided[item.sha256] is None:
                 _check_still_pending(shared, item, keys)
-                _record(shared, inbox, keys, pending.review_line(who, "reject", item, None))
+                record(shared, inbox, keys, pending.review_line(who, "reject", item, None))
             _delete(shared, keys)
     return chosen
+
+
+def _labelled_meanwhile(shared: SharedInbox, item: Pending, digit: int) -> store.LabelConflict:
+    """The error for an image a `data add` (which takes no review lease) gave the shared inbox
+    with another label after this accept's checks."""
+    there = shared.record(item.sha256)
+    label = "another label" if there is None else f"label {there.label}"
+    return store.LabelConflict(
+        f"{item.sha256[:12]}: added to the shared inbox with {label} since this review began; "
+        f"it was not accepted as {digit} and its claims stay pending (reject them, or `data "
+        "remove` that copy and accept it again)"
+    )
 
 
 def _parse(key: str, body: bytes) -> tuple[Claim, bytes]:
@@ -237,55 +257,6 @@ def _check_still_pending(shared: SharedInbox, item: Pending, keys: list[str]) ->
         raise DataError(
             f"{item.sha256[:12]}: reviewed elsewhere meanwhile (this review stalled and lost "
             "the store's review lease); it stops here"
-        )
-
-
-def _decided(
-    shared: SharedInbox, item: Pending, keys: list[str], action: str, label: int | None = None
-) -> dict | None:
-    """The recorded review that already decided every claim in `keys` (a review cut short after
-    its record): None when there is none; DataError when one decided any of them otherwise than
-    `action` with `label` (the review is finished as it was decided; a claim that arrived
-    since does not make it undecided)."""
-    names = shared.call(lambda: shared.storage.list(f"{REVIEW_LOG}{item.sha256}/"))
-    for body in shared.call(lambda: shared.storage.read_many(names)):
-        try:
-            record = json.loads(body or b"")
-            claims = set(record["claims"])
-            earlier = str(record["action"])
-        except (ValueError, KeyError, TypeError):
-            continue  # not a record this program writes: it decides nothing
-        covered = set(keys) <= claims
-        if claims & set(keys) and (earlier, record.get("label")) != (action, label):
-            how = f" --label {record.get('label')}" if earlier == "accept" else ""
-            raise DataError(
-                f"{item.sha256[:12]}: {record.get('who')} decided to {earlier} it at "
-                f"{record.get('time')}, and that review was cut short: {earlier} it{how} to "
-                "finish"
-            )
-        if covered:
-            return record
-    return None
-
-
-def _record(shared: SharedInbox, inbox: Path, keys: list[str], line: dict[str, object]) -> None:
-    """One review of the claims at `keys`, in the store (naming them: a review cut short after
-    this is finished without a second record) and in this host's review log."""
-    decided = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:32]
-    key = f"{REVIEW_LOG}{line['sha256']}/{decided}.json"
-    body = json.dumps({**line, "claims": sorted(keys)}).encode()
-    if shared.call(lambda: shared.storage.create(key, body)):
-        pending.append_log(inbox.parent / pending.REVIEW_LOG, line)
-        return
-    # another review recorded these very claims since this one read the queue
-    try:
-        there = dict(json.loads(shared.call(lambda: shared.storage.read(key)) or b"{}"))
-    except (ValueError, TypeError):
-        there = {}  # not a record this program writes: not this decision either
-    if (there.get("action"), there.get("label")) != (line["action"], line.get("label")):
-        raise DataError(
-            f"{str(line['sha256'])[:12]}: reviewed elsewhere meanwhile ({there.get('who')} "
-            f"decided to {there.get('action')} it); this review stops here"
         )
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from mnist_pipeline.core.atomic import write_json
 from mnist_pipeline.core.errors import DataError
-from mnist_pipeline.inbox import store
 from mnist_pipeline.inbox.shared import IDENTITY, SharedInbox, StoreUnavailable
 
 
@@ -70,9 +69,3 @@ def note_seen(inbox: Path, shared: SharedInbox, images: dict[str, int]) -> None:
     seen = read_seen(inbox, shared) | images
     where = [shared.location, shared.identity()]
     write_json(base_file(inbox), {"store": where, "seen": dict(sorted(seen.items()))})
-
-
-def remember(shared: SharedInbox, inbox: Path, entries: list[store.Entry]) -> None:
-    """Note images this host put in the store (`data accept`) as seen there."""
-    with store.lock(inbox):
-        note_seen(inbox, shared, {e.sha256: e.label for e in entries})

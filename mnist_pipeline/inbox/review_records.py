@@ -1,0 +1,92 @@
+"""The review log on the shared inbox's store: one record per review, naming the claims it
+decides (review_shared.py takes the reviewers' lease around every call here).
+
+    <store>/review-log/<sha256>/<claims id>.json    one review (as data/review-log.jsonl)
+
+A review cut short after its record is finished by the next review of the same kind; an accept
+whose label the shared inbox can no longer take (a `data add` gave the image another label
+meanwhile) is withdrawn: its record deleted and the withdrawal logged on this host.
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.inbox import pending
+from mnist_pipeline.inbox.pending import Pending
+from mnist_pipeline.inbox.shared import SharedInbox
+
+REVIEW_LOG = "review-log/"
+
+
+def decided_by(
+    shared: SharedInbox, item: Pending, keys: list[str], action: str, label: int | None = None
+) -> dict | None:
+    """The recorded review that already decided every claim in `keys` (a review cut short after
+    its record): None when there is none; DataError when one decided any of them otherwise than
+    `action` with `label` (the review is finished as it was decided; a claim that arrived
+    since does not make it undecided)."""
+    names = shared.call(lambda: shared.storage.list(f"{REVIEW_LOG}{item.sha256}/"))
+    for body in shared.call(lambda: shared.storage.read_many(names)):
+        try:
+            record = json.loads(body or b"")
+            claims = set(record["claims"])
+            earlier = str(record["action"])
+        except (ValueError, KeyError, TypeError):
+            continue  # not a record this program writes: it decides nothing
+        covered = set(keys) <= claims
+        if claims & set(keys) and (earlier, record.get("label")) != (action, label):
+            how = f" --label {record.get('label')}" if earlier == "accept" else ""
+            raise DataError(
+                f"{item.sha256[:12]}: {record.get('who')} decided to {earlier} it at "
+                f"{record.get('time')}, and that review was cut short: {earlier} it{how} to "
+                "finish"
+            )
+        if covered:
+            return record
+    return None
+
+
+def record(shared: SharedInbox, inbox: Path, keys: list[str], line: dict[str, object]) -> None:
+    """One review of the claims at `keys`, in the store (naming them: a review cut short after
+    this is finished without a second record) and in this host's review log."""
+    decided = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:32]
+    key = f"{REVIEW_LOG}{line['sha256']}/{decided}.json"
+    body = json.dumps({**line, "claims": sorted(keys)}).encode()
+    if shared.call(lambda: shared.storage.create(key, body)):
+        pending.append_log(inbox.parent / pending.REVIEW_LOG, line)
+        return
+    # another review recorded these very claims since this one read the queue
+    try:
+        there = dict(json.loads(shared.call(lambda: shared.storage.read(key)) or b"{}"))
+    except (ValueError, TypeError):
+        there = {}  # not a record this program writes: not this decision either
+    if (there.get("action"), there.get("label")) != (line["action"], line.get("label")):
+        raise DataError(
+            f"{str(line['sha256'])[:12]}: reviewed elsewhere meanwhile ({there.get('who')} "
+            f"decided to {there.get('action')} it); this review stops here"
+        )
+
+
+def drop_unfinishable(shared: SharedInbox, inbox: Path, item: Pending, who: str) -> None:
+    """Withdraw the accept records of `item` that can never be carried out, the shared inbox
+    holding the image with another label: each is deleted from the store and logged here as
+    withdrawn by `who`, so the claims can be reviewed again."""
+    there = shared.record(item.sha256)
+    if there is None:
+        return
+    names = shared.call(lambda: shared.storage.list(f"{REVIEW_LOG}{item.sha256}/"))
+    bodies = shared.call(lambda: shared.storage.read_many(names))
+    for name, body in zip(names, bodies, strict=True):
+        try:
+            found = dict(json.loads(body or b""))
+        except (ValueError, TypeError):
+            continue  # not a record this program writes: it decides nothing
+        if found.get("action") == "accept" and found.get("label") != there.label:
+            shared.call(lambda n=name: shared.storage.delete(n))
+            line = pending.review_line(who, "withdraw", item, found.get("label"))
+            pending.append_log(inbox.parent / pending.REVIEW_LOG, line)
