@@ -352,3 +352,20 @@ def test_cli_label_relabels_one_image_and_needs_no_login_name(
     assert inbox.entries(Layout(tmp_path).inbox) == []
     assert cli(tmp_path, "accept", *shas).exit_code == 0  # each under its claimed label
     assert [(r["label"], r["who"]) for r in reviewed(tmp_path)] == [(1, "unknown"), (1, "unknown")]
+
+
+def test_accepted_images_count_for_the_retraining_trigger(tmp_path: Path) -> None:
+    """Reviewed digits are the new labelled digits of a trusted loop: `data accept` counts them
+    as `data add` does (data/.extra.pending.json here; the store's count with a shared inbox)."""
+    from mnist_pipeline.inbox import events as inbox_events
+
+    layout = Layout(tmp_path)
+    (tmp_path / "params.yaml").write_text("{}\n")
+    images = [str(p) for p in sevens(tmp_path / "in", 3)]
+    assert cli(tmp_path, "add", *images, "--label", "7", "--pending").exit_code == 0
+    assert inbox_events.read_pending(layout.inbox) == 0  # quarantined: not training data yet
+    first, *rest = (item.sha256 for item in pending.items(layout.pending))
+    assert cli(tmp_path, "accept", first[:8]).exit_code == 0
+    assert inbox_events.read_pending(layout.inbox) == 1
+    assert cli(tmp_path, "accept", *(sha[:8] for sha in rest)).exit_code == 0
+    assert inbox_events.read_pending(layout.inbox) == 3

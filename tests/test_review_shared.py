@@ -468,3 +468,18 @@ def test_an_accept_record_the_shared_inbox_can_no_longer_take_does_not_block_a_r
     assert review_shared.reject(shared, inbox, [sha[:8]], "eve")[0].sha256 == sha
     assert review_shared.queue(shared).found == [] and shared.record(sha).label == 5
     assert [r["action"] for r in review_log(shared)] == ["reject"]
+
+
+def test_an_accept_counts_as_new_what_the_shared_inbox_did_not_hold(
+    location: str, tmp_path: Path
+) -> None:
+    """What an accept reports as new is what every host counts for the retraining trigger: new
+    to the shared inbox, not merely to this host."""
+    shared, inbox = SharedInbox(location), tmp_path / "review" / "extra"
+    fresh, known = digit(tmp_path, 43), digit(tmp_path, 44)
+    sync.add(shared, tmp_path / "other" / "extra", known, "k.png", 4, "cli:carol")
+    shas = [
+        review_shared.submit(shared, d, "x.png", 4, "token:kiosk").sha256 for d in (fresh, known)
+    ]
+    accepted = review_shared.accept(shared, inbox, [sha[:8] for sha in shas], "bob")
+    assert {a.entry.sha256: a.new for a in accepted} == {shas[0]: True, shas[1]: False}

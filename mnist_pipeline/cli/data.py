@@ -16,9 +16,7 @@ import typer
 from mnist_pipeline.cli import review
 from mnist_pipeline.cli.state import console, state, user_name
 from mnist_pipeline.core.errors import DataError
-from mnist_pipeline.core.params import Params
 from mnist_pipeline.inbox import dvc_claim, pending, review_shared, sync, tracked
-from mnist_pipeline.inbox import events as inbox_events
 from mnist_pipeline.inbox import store as inbox
 from mnist_pipeline.inbox.shared import SharedInbox, open_shared
 
@@ -79,7 +77,7 @@ def add(
             if shared is not None and added:
                 stored = len({done.entry.sha256 for done in added})  # a file named twice: once
                 console.print(f"shared: {stored} image(s) in {shared.location}", markup=False)
-            _note_added(folder, added, params, shared)
+            review.note_added(folder, added, params, shared)
 
 
 def _add_pending(
@@ -129,23 +127,6 @@ def _stops_at(images: list[Path], index: int) -> Iterator[None]:
             names = ", ".join(str(path) for path in rest)
             console.print(f"stopped at {images[index]}, so not added: {names}", markup=False)
         raise
-
-
-def _note_added(
-    folder: Path, added: list[inbox.Added], params: Params, shared: SharedInbox | None
-) -> None:
-    """Count the new images for the retraining trigger, and say when it fired (inbox_events)."""
-    found = inbox.entries(folder)
-    told = inbox_events.note_added(
-        folder,
-        sum(done.new for done in added),
-        {"images": len(found), "inbox_sha256": inbox.inbox_sha256(found)},
-        params.schedule.min_new_images,
-        params.registry.model_name,
-        None if shared is None else shared.count_pending,
-    )
-    if told:
-        console.print(told, markup=False)
 
 
 @data_app.command("list")

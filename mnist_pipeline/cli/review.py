@@ -14,7 +14,8 @@ import typer
 from mnist_pipeline.cli.state import console, state, user_name
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
-from mnist_pipeline.inbox import dvc_claim, pending, review_move, review_shared
+from mnist_pipeline.inbox import dvc_claim, pending, review_move, review_shared, store
+from mnist_pipeline.inbox import events as inbox_events
 from mnist_pipeline.inbox.shared import SharedInbox, open_shared
 from mnist_pipeline.inbox.store import Added
 
@@ -126,19 +127,41 @@ def accept(
         )
     layout = state(ctx).layout
     shared = _shared_queue(ctx)
+    done: list[Added] = []
+
+    def accepted(added: Added) -> None:
+        known = "already in the inbox" if shared is None else "already in the shared inbox"
+        line = f"{'accepted' if added.new else f'accepted ({known})'}: {added.entry.path}"
+        console.print(f"{line} (label {added.entry.label})", markup=False)
+        done.append(added)
+
     with dvc_claim.changing_inbox(layout.project, layout.inbox):  # not during `dvc repro`
-        if shared is None:
-            done = pending.accept(layout.pending, layout.inbox, refs, user_name(), label)
-            for added in done:
-                _accepted(added)
-        else:  # each image is told as it is accepted: a failure may stop the rest
-            done = review_shared.accept(shared, layout.inbox, refs, user_name(), label, _accepted)
-            console.print(f"shared: {len(done)} image(s) in {shared.location}", markup=False)
+        try:
+            if shared is None:
+                for added in pending.accept(layout.pending, layout.inbox, refs, user_name(), label):
+                    accepted(added)
+            else:  # each image is told as it is accepted: a failure may stop the rest
+                review_shared.accept(shared, layout.inbox, refs, user_name(), label, accepted)
+                console.print(f"shared: {len(done)} image(s) in {shared.location}", markup=False)
+        finally:  # the images accepted before a failure count for the retraining trigger too
+            note_added(layout.inbox, done, state(ctx).params(), shared)
 
 
-def _accepted(added: Added) -> None:
-    what = "accepted" if added.new else "accepted (already in the inbox)"
-    console.print(f"{what}: {added.entry.path} (label {added.entry.label})", markup=False)
+def note_added(
+    folder: Path, added: list[Added], params: Params, shared: SharedInbox | None
+) -> None:
+    """Count the new images for the retraining trigger, and say when it fired (inbox_events)."""
+    found = store.entries(folder)
+    told = inbox_events.note_added(
+        folder,
+        sum(done.new for done in added),
+        {"images": len(found), "inbox_sha256": store.inbox_sha256(found)},
+        params.schedule.min_new_images,
+        params.registry.model_name,
+        None if shared is None else shared.count_pending,
+    )
+    if told:
+        console.print(told, markup=False)
 
 
 def reject(

@@ -32,7 +32,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from mnist_pipeline.core.errors import DataError
@@ -147,7 +147,7 @@ def accept(
     label and image is checked (here and in the shared inbox) before anything moves; then each
     image in turn is taken to its end: the review recorded, the image published to the shared
     inbox, its claims deleted, the image added here (and noted as seen in the store; `each`
-    hears it). A failure partway leaves the images before it accepted and the rest pending; an
+    hears it, `new` when the shared inbox did not hold it). A failure partway leaves the images before it accepted and the rest pending; an
     accept that was cut short is finished by the next one, and no reject overturns it."""
     chosen_label = None if label is None else store.check_label(label)
     done = []
@@ -177,7 +177,7 @@ def accept(
                 _check_still_pending(shared, item, keys)
                 record(shared, inbox, keys, pending.review_line(who, "accept", item, digit))
             try:
-                shared.publish(data, digit, store.image_format(data), f"cli:{who}")
+                published = shared.publish(data, digit, store.image_format(data), f"cli:{who}")
             except store.LabelConflict:
                 drop_unfinishable(shared, inbox, item, who)  # this accept's own record
                 raise _labelled_meanwhile(shared, item, digit) from None
@@ -185,6 +185,7 @@ def accept(
             with store.lock(inbox):  # with the note, so a sync never sees it unnoted
                 added = store.add(inbox, data, str(item.path), digit, locked=True)
                 seen.note_seen(inbox, shared, {added.entry.sha256: digit})  # removals follow
+            added = replace(added, new=published)  # new to the store: what every host counts
             done.append(added)
             if each is not None:
                 each(added)
