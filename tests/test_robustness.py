@@ -209,6 +209,38 @@ def test_a_renderer_that_fails_hangs_or_cannot_start_is_drawn_here_with_a_warnin
     assert "warning:" in warning and "robustness renderer" in warning
 
 
+def test_hung_renderers_share_one_deadline(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three renderers that never finish cost the grace period once, not once each: on a clock
+    the test drives, every wait ends by the one deadline."""
+    clock = [0.0]
+
+    class Hung:
+        def wait(self, timeout: float | None = None) -> int:
+            if timeout is None:
+                return -9  # after kill()
+            clock[0] += timeout
+            raise subprocess.TimeoutExpired("renderer", timeout)
+
+        def kill(self) -> None:
+            pass
+
+    def drawn_here(digits, labels, k, seed):
+        clock[0] += 1.0  # this process's own share takes 1 s a transformation
+        return digits.astype(np.float32), labels.astype(np.int64)
+
+    monkeypatch.setattr(robustness.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(robustness, "_start", lambda *args: Hung())
+    monkeypatch.setattr(robustness, "render_transform", drawn_here)
+    monkeypatch.setattr(robustness, "RENDERER_GRACE_S", 10.0)
+    images, labels = ring_set()
+    got = robustness._render_with_others(images, labels, 0, [[0], [1], [2], [3]])
+    assert set(got) == {0}  # only this process's share: the others are left to the caller
+    assert clock[0] == 1.0 + 10.0  # its own share, then one grace period for all three
+    assert capsys.readouterr().err.count("did not finish in time") == 3
+
+
 def test_renderers_running_other_sources_than_the_caller_refuse_and_it_draws_their_share(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
