@@ -108,6 +108,19 @@ def wait_all(
         time.sleep(POLL_S)
 
 
+def wait_registering(
+    client: SyncPrefectClient, run_id: UUID, timeout_s: float
+) -> tuple[FlowRun, bool]:
+    """The registering run once it is final or waits for approval (registry.approval:
+    required: registered and paused is a result too), and whether it waits. An approval
+    answered between `wait_all`'s look and the next one lets the run go on: wait again."""
+    while True:
+        (run,) = wait_all(client, [run_id], timeout_s, paused_is_done=True)
+        awaiting = awaits_approval(client, run)
+        if awaiting or (run.state is not None and run.state.is_final()):
+            return run, awaiting
+
+
 def trial_of(client: SyncPrefectClient, index: int, config: dict[str, Any], run: FlowRun) -> Trial:
     """What child `run` of config `index` reported (an error when it failed or reported none)."""
     state = run.state
@@ -175,12 +188,7 @@ def sweep(
         best = pick_best(trials)  # fails only when no trial succeeded
         print("\n".join(["trials (* best by validation accuracy):", *summary_lines(trials, best)]))
         final_id = start_child(register_deployment, params_file, best.config, False, "winner")
-        # registered and paused for approval (registry.approval: required) is a result too
-        while True:  # an approval answered between two looks: the run goes on, wait again
-            (final,) = wait_all(client, [final_id], timeout_s, paused_is_done=True)
-            awaiting = awaits_approval(client, final)
-            if awaiting or final.state.is_final():
-                break
+        final, awaiting = wait_registering(client, final_id, timeout_s)
         if not (final.state.is_completed() or awaiting):
             raise PipelineError(
                 f"sweep: registering run {final.name} {final.state.name}: {final.state.message}"

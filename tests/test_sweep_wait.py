@@ -1,0 +1,42 @@
+"""The sweep's wait for its registering run, against a client whose answers the test scripts."""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+from prefect.client.schemas.objects import FlowRun
+from prefect.states import Completed, Paused, Running
+
+from flows.sweep import wait_registering
+
+
+class ScriptedClient:
+    """Answers read_flow_run with the next of `states` and read_flow_runs (the paused children
+    `awaits_approval` asks for) with the next of `paused_children`."""
+
+    def __init__(self, states: list, paused_children: list[bool]) -> None:
+        self.states, self.paused = states, paused_children
+        self.parent = FlowRun(flow_id=uuid4(), name="winner")
+
+    def read_flow_run(self, run_id):
+        return self.parent.model_copy(update={"id": run_id, "state": self.states.pop(0)})
+
+    def read_flow_runs(self, **filters):
+        paused = self.paused.pop(0)
+        return [FlowRun(flow_id=uuid4(), name="approval", state=Paused())] if paused else []
+
+
+def test_an_approval_answered_between_two_looks_is_waited_out() -> None:
+    """The first look sees the approval subflow paused; by the second it was approved and the
+    run trains on: the sweep waits again, for the run's end, instead of failing it as neither
+    finished nor waiting."""
+    client = ScriptedClient([Running(), Completed()], paused_children=[True, False])
+    run, awaiting = wait_registering(client, uuid4(), timeout_s=60)
+    assert run.state.is_completed() and not awaiting
+    assert client.states == [] and client.paused == []  # it looked again
+
+
+def test_a_run_still_waiting_for_approval_is_a_result() -> None:
+    client = ScriptedClient([Running()], paused_children=[True, True])
+    run, awaiting = wait_registering(client, uuid4(), timeout_s=60)
+    assert run.state.is_running() and awaiting
