@@ -369,3 +369,27 @@ def test_accepted_images_count_for_the_retraining_trigger(tmp_path: Path) -> Non
     assert inbox_events.read_pending(layout.inbox) == 1
     assert cli(tmp_path, "accept", *(sha[:8] for sha in rest)).exit_code == 0
     assert inbox_events.read_pending(layout.inbox) == 3
+
+
+def test_images_accepted_before_a_failed_write_still_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnist_pipeline.inbox import events as inbox_events
+
+    layout = Layout(tmp_path)
+    (tmp_path / "params.yaml").write_text("{}\n")
+    images = [str(p) for p in sevens(tmp_path / "in", 2)]
+    assert cli(tmp_path, "add", *images, "--label", "7", "--pending").exit_code == 0
+    add, calls = inbox.add, []
+
+    def disk_full_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return add(*args, **kwargs)
+
+    monkeypatch.setattr(inbox, "add", disk_full_on_the_second)
+    shas = [item.sha256[:8] for item in pending.items(layout.pending)]
+    failed = cli(tmp_path, "accept", *shas)
+    assert isinstance(failed.exception, OSError)  # the write's own error, not the count's
+    assert len(inbox.entries(layout.inbox)) == 1 and inbox_events.read_pending(layout.inbox) == 1

@@ -483,3 +483,37 @@ def test_an_accept_counts_as_new_what_the_shared_inbox_did_not_hold(
     ]
     accepted = review_shared.accept(shared, inbox, [sha[:8] for sha in shas], "bob")
     assert {a.entry.sha256: a.new for a in accepted} == {shas[0]: True, shas[1]: False}
+
+
+def test_a_finished_accept_stays_in_the_log_after_the_image_is_relabelled(
+    location: str, tmp_path: Path
+) -> None:
+    """Accepted as 3, removed, added as 5 elsewhere, claimed again and rejected: the first
+    accept was carried out, so its record stays and nothing is logged as withdrawn."""
+    shared, inbox = SharedInbox(location), tmp_path / "review" / "extra"
+    png = digit(tmp_path, 45)
+    sha = review_shared.submit(shared, png, "1.png", 3, "token:kiosk").sha256
+    review_shared.accept(shared, inbox, [sha[:8]], "bob")
+    sync.remove(shared, inbox, [sha[:8]])
+    sync.add(shared, tmp_path / "other" / "extra", png, "x.png", 5, "cli:carol")
+    review_shared.submit(shared, png, "1.png", 3, "token:kiosk")
+    review_shared.reject(shared, inbox, [sha[:8]], "eve")
+    assert sorted((r["action"], r["who"]) for r in review_log(shared)) == [
+        ("accept", "bob"),
+        ("reject", "eve"),
+    ]
+    log = (inbox.parent / pending.REVIEW_LOG).read_text()
+    assert "withdraw" not in log
+
+
+def test_claims_are_rejected_while_the_images_label_record_is_damaged(
+    location: str, tmp_path: Path
+) -> None:
+    shared, inbox = SharedInbox(location), tmp_path / "extra"
+    png = digit(tmp_path, 46)
+    sync.add(shared, tmp_path / "other" / "extra", png, "x.png", 5, "cli:carol")
+    sha = review_shared.submit(shared, png, "1.png", 3, "token:kiosk").sha256
+    key = f"labels/{sha}.json"
+    shared.storage.delete(key)
+    shared.storage.create(key, b"{not json")
+    assert [item.sha256 for item in review_shared.reject(shared, inbox, [sha[:8]], "eve")] == [sha]

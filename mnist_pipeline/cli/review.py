@@ -4,6 +4,7 @@ they enter the inbox; registered on the `data` command group."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from pathlib import Path
@@ -125,7 +126,7 @@ def accept(
             f"relabels one image; accept these {len(refs)} one at a time to relabel them",
             param_hint="--label",
         )
-    layout = state(ctx).layout
+    layout, params = state(ctx).layout, state(ctx).params()
     shared = _shared_queue(ctx)
     done: list[Added] = []
 
@@ -138,19 +139,23 @@ def accept(
     with dvc_claim.changing_inbox(layout.project, layout.inbox):  # not during `dvc repro`
         try:
             if shared is None:
-                for added in pending.accept(layout.pending, layout.inbox, refs, user_name(), label):
-                    accepted(added)
+                pending.accept(layout.pending, layout.inbox, refs, user_name(), label, accepted)
             else:  # each image is told as it is accepted: a failure may stop the rest
                 review_shared.accept(shared, layout.inbox, refs, user_name(), label, accepted)
                 console.print(f"shared: {len(done)} image(s) in {shared.location}", markup=False)
-        finally:  # the images accepted before a failure count for the retraining trigger too
-            note_added(layout.inbox, done, state(ctx).params(), shared)
+        except Exception:  # those accepted before a failure count too; its error stands
+            with contextlib.suppress(Exception):
+                note_added(layout.inbox, done, params, shared)
+            raise
+        note_added(layout.inbox, done, params, shared)  # the retraining trigger
 
 
 def note_added(
     folder: Path, added: list[Added], params: Params, shared: SharedInbox | None
 ) -> None:
     """Count the new images for the retraining trigger, and say when it fired (inbox_events)."""
+    if not any(done.new for done in added):
+        return
     found = store.entries(folder)
     told = inbox_events.note_added(
         folder,

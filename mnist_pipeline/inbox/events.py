@@ -1,8 +1,10 @@
-"""New labelled digits start a retraining: `data add` tells a Prefect server when enough arrived.
+"""New labelled digits start a retraining: `data add` and `data accept` tell a Prefect server
+when enough arrived.
 
-Every `data add` counts the images it stored as pending, in data/.extra.pending.json (beside the
-inbox, so DVC does not hash it); ingest, which reads them for training, takes away the count it
-read once its outputs are written (a failed ingest leaves it).
+Every `data add` (and `data accept`) counts the images it stored as pending, in
+data/.extra.pending.json (beside the inbox, so DVC does not hash it); ingest, which reads them
+for training, takes away the count it read once its outputs are written (a failed ingest
+leaves it).
 With a Prefect server configured (`PREFECT_API_URL`) and at least `schedule.min_new_images`
 pending, `data add` emits one event, `mnist-pipeline.inbox.changed`, on the resource
 `mnist-pipeline.inbox.<model name>`, with the pending count, the inbox's size and its content

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,10 +203,12 @@ def accept(
     refs: list[str],
     who: str,
     label: int | None = None,
+    each: Callable[[store.Added], None] | None = None,
 ) -> list[store.Added]:
     """Move the referenced images into the inbox under their claimed label (`label` overrides:
     needed where claims conflict); every reference, label and image is checked under the
-    inbox's lock before anything moves: on an error nothing moves. (With a shared inbox the
+    inbox's lock before anything moves: on an error nothing moves, and a write that fails
+    partway leaves those before it accepted (`each` hears each one). (With a shared inbox the
     queue is the store's: review_shared.accept.)"""
     chosen_label = None if label is None else store.check_label(label)
     done = []
@@ -220,6 +223,8 @@ def accept(
             done.append(store.add(inbox, contents[item.sha256], str(item.path), digit, locked=True))
             _log(folder, who, "accept", item, digit)
             _forget(folder, item)
+            if each is not None:
+                each(done[-1])
     return done
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox import pending
 from mnist_pipeline.inbox.pending import Pending
-from mnist_pipeline.inbox.shared import SharedInbox
+from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
 
 REVIEW_LOG = "review-log/"
 
@@ -72,11 +72,20 @@ def record(shared: SharedInbox, inbox: Path, keys: list[str], line: dict[str, ob
         )
 
 
-def drop_unfinishable(shared: SharedInbox, inbox: Path, item: Pending, who: str) -> None:
-    """Withdraw the accept records of `item` that can never be carried out, the shared inbox
-    holding the image with another label: each is deleted from the store and logged here as
-    withdrawn by `who`, so the claims can be reviewed again."""
-    there = shared.record(item.sha256)
+def drop_unfinishable(
+    shared: SharedInbox, inbox: Path, item: Pending, keys: list[str], who: str
+) -> None:
+    """Withdraw the accept records of `item`'s pending claims (`keys`) that can never be
+    carried out, the shared inbox holding the image with another label: each is deleted from
+    the store and logged here as withdrawn by `who` (with the record it undoes), so the claims
+    can be reviewed again. A finished review's claims are gone, so its record is kept; so is
+    every record while the image's label record cannot be read."""
+    try:
+        there = shared.record(item.sha256)
+    except StoreUnavailable:
+        raise
+    except DataError:
+        return  # a damaged label record: nothing to compare with
     if there is None:
         return
     names = shared.call(lambda: shared.storage.list(f"{REVIEW_LOG}{item.sha256}/"))
@@ -84,9 +93,12 @@ def drop_unfinishable(shared: SharedInbox, inbox: Path, item: Pending, who: str)
     for name, body in zip(names, bodies, strict=True):
         try:
             found = dict(json.loads(body or b""))
+            claims = set(found.get("claims") or ())
         except (ValueError, TypeError):
             continue  # not a record this program writes: it decides nothing
-        if found.get("action") == "accept" and found.get("label") != there.label:
+        in_progress = bool(claims & set(keys))
+        if in_progress and found.get("action") == "accept" and found.get("label") != there.label:
             shared.call(lambda n=name: shared.storage.delete(n))
             line = pending.review_line(who, "withdraw", item, found.get("label"))
+            line["withdrawn"] = {k: found.get(k) for k in ("who", "time", "claims")}
             pending.append_log(inbox.parent / pending.REVIEW_LOG, line)

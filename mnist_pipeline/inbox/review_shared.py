@@ -143,8 +143,10 @@ def accept(
     label: int | None = None,
     each: Callable[[store.Added], None] | None = None,
 ) -> list[store.Added]:
-    """`pending.accept` from the store's queue. Under the reviewers' lease every reference,
-    label and image is checked (here and in the shared inbox) before anything moves; then each
+    """`pending.accept` from the store's queue. Under the reviewers' lease (after withdrawing
+    accept records of these claims that the shared inbox can no longer take: a repair) every
+    reference, label and image is checked (here and in the shared inbox) before anything moves;
+    then each
     image in turn is taken to its end: the review recorded, the image published to the shared
     inbox, its claims deleted, the image added here (and noted as seen in the store; `each`
     hears it, `new` when the shared inbox did not hold it). A failure partway leaves the images
@@ -158,7 +160,7 @@ def accept(
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
         digits, decided = {}, {}
         for item in chosen:
-            drop_unfinishable(shared, inbox, item, who)
+            drop_unfinishable(shared, inbox, item, read.keys[item.sha256], who)  # a repair
             digit = pending.accepted_label(item, chosen_label, inbox)
             pending.checked(read.images[item.sha256], item.sha256, str(item.path), digit)
             try:
@@ -180,7 +182,7 @@ def accept(
             try:
                 published = shared.publish(data, digit, store.image_format(data), f"cli:{who}")
             except store.LabelConflict:
-                drop_unfinishable(shared, inbox, item, who)  # this accept's own record
+                drop_unfinishable(shared, inbox, item, keys, who)  # this accept's own record
                 raise _labelled_meanwhile(shared, item, digit) from None
             _delete(shared, keys)
             with store.lock(inbox):  # with the note, so a sync never sees it unnoted
@@ -201,7 +203,7 @@ def reject(shared: SharedInbox, inbox: Path, refs: list[str], who: str) -> list[
         read = queue(shared, refs)
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
         for item in chosen:
-            drop_unfinishable(shared, inbox, item, who)
+            drop_unfinishable(shared, inbox, item, read.keys[item.sha256], who)  # a repair
         decided = {i.sha256: decided_by(shared, i, read.keys[i.sha256], "reject") for i in chosen}
         for item in chosen:
             keys = read.keys[item.sha256]
