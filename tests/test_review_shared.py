@@ -308,7 +308,8 @@ def test_an_accept_cut_short_is_finished_once_and_cannot_be_rejected(
         review_shared.reject(shared, inbox, [second[:8]], "eve")
     with pytest.raises(DataError, match="labelled 5 in the shared inbox .*not 6"):
         review_shared.accept(shared, inbox, [second[:8]], "eve", label=6)
-    assert review_shared.accept(shared, inbox, [second[:8]], "bob")[0].entry.label == 5
+    (finished,) = review_shared.accept(shared, inbox, [second[:8]], "bob")
+    assert finished.entry.label == 5 and finished.new  # counted once, by the accept that ends it
     assert review_shared.queue(shared).found == []
     assert sorted(line["sha256"] for line in review_log(shared)) == sorted([first, second])
     local = (inbox.parent / "review-log.jsonl").read_text().splitlines()

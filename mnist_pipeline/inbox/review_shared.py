@@ -188,7 +188,9 @@ def accept(
             with store.lock(inbox):  # with the note, so a sync never sees it unnoted
                 added = store.add(inbox, data, str(item.path), digit, locked=True)
                 seen.note_seen(inbox, shared, {added.entry.sha256: digit})  # removals follow
-            added = replace(added, new=published)  # new to the store: what every host counts
+            # new to the store, what every host counts; finishing an accept cut short after
+            # its publish, the image is this decision's, never counted yet
+            added = replace(added, new=published or decided[item.sha256] is not None)
             done.append(added)
             if each is not None:
                 each(added)
