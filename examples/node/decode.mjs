@@ -1,4 +1,5 @@
-// Steps 1-2 of mnist_pipeline/data/preprocess.py for Node.js: an image file -> greyscale in [0, 1].
+// Steps 1-2 of the preprocessing contract (mnist_pipeline/data/preprocess.py; the Python code of
+// these steps is mnist_pipeline/data/decode.py) for Node.js: an image file -> greyscale in [0, 1].
 //
 // Decoders are JavaScript or WebAssembly shipped in their npm packages, so results do not depend
 // on system libraries: pngjs for PNG and @cwasm/jpeg-turbo (libjpeg-turbo compiled to WebAssembly,

@@ -54,138 +54,38 @@ indexed [row, column] from 0, and a pixel's coordinate is its index (its centre)
    round(14 - cx)), dropping what falls outside. (MNIST's test digits have their centre of
    mass at (14.0, 14.0) on average in these coordinates.)
 8. Result: float32 [28, 28] in [0, 1], white digit on black; the model input is [N, 1, 28, 28].
+
+Steps 1-2 are in data/decode.py.
 """
 
 from __future__ import annotations
 
-import io
 import math
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from scipy import ndimage
 
 from mnist_pipeline.core.contract import IMAGE_SIZE
-from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.data.decode import (  # steps 1-2
+    MAX_PIXELS,
+    MIN_CONTRAST,
+    ImageError,
+    decode_grey,
+    load_grey,
+)
 
-MAX_PIXELS = 50_000_000
-MIN_CONTRAST = 0.1
 INK_THRESHOLD = 0.2
 NOISE_MADS = 6.0
 MAX_THRESHOLD = 0.5
 BOX = 20
 CENTRE = 14.0
-LUMA = (0.299, 0.587, 0.114)
-_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _EIGHT_NEIGHBOURS = np.ones((3, 3), bool)  # connectivity of ink pixels (step 5)
-
-
-class ImageError(PipelineError):
-    """An input image could not be used (missing, undecodable, too large, blank)."""
 
 
 def round_half_up(x: float) -> int:
     return math.floor(x + 0.5)
-
-
-def _check_range(values: np.ndarray, top: float, kind: str) -> None:
-    """Step 2: refuse pixel values this contract does not read (rather than call them blank)."""
-    finite = values[np.isfinite(values)]
-    if finite.size == values.size and float(values.min()) >= 0 and float(values.max()) <= top:
-        return
-    held = f"{float(finite.min()):.9g} to {float(finite.max()):.9g}" if finite.size else "no number"
-    raise ImageError(
-        f"{kind} greyscale pixels must lie in [0, {top:g}]; this image holds {held}"
-        f"{'' if finite.size == values.size else ' and NaN or infinity'}"
-        " (save it as an 8- or 16-bit image)"
-    )
-
-
-def _to_grey(image: Image.Image) -> np.ndarray:
-    """Step 2: any decoded image -> float32 greyscale in [0, 1] (alpha: over white, or over
-    black when nothing shows on white)."""
-    if image.mode == "F":
-        values = np.asarray(image, dtype=np.float32)
-        _check_range(values, 1.0, "32-bit floating-point")
-        return values.copy()
-    if image.mode in ("I;16", "I;16L", "I;16B", "I"):
-        values = np.asarray(image, dtype=np.float64)
-        _check_range(values, 65535.0, "32-bit integer")
-        return (values / 65535.0).astype(np.float32)
-    if image.mode == "L":
-        return np.asarray(image, dtype=np.float32) / np.float32(255)
-    has_alpha = image.mode in _ALPHA_MODES or "transparency" in image.info
-    pixels = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
-    grey = np.zeros(pixels.shape[:2], dtype=np.float32)
-    for channel, weight in enumerate(LUMA):
-        grey += np.float32(weight) * pixels[..., channel].astype(np.float32)
-    if has_alpha:
-        alpha = pixels[..., 3].astype(np.float32) / np.float32(255)
-        on_white = ((grey * alpha + np.float32(255) * (1 - alpha)) / np.float32(255)).clip(0, 1)
-        if float(on_white.max()) - float(on_white.min()) >= MIN_CONTRAST:
-            return on_white
-        grey = grey * alpha  # light ink on a transparent sheet: over black
-    return (grey / np.float32(255)).clip(0, 1)
-
-
-def load_grey(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Steps 1-2: decode `path` safely into a float32 greyscale array (0 black, 1 white)."""
-    if not path.exists():
-        raise ImageError(f"{path}: no such file")
-    if not path.is_file():
-        raise ImageError(f"{path}: not a file")
-    return _decode(path, str(path), max_pixels)
-
-
-def decode_grey(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Steps 1-2 for an image held in memory (an upload); errors start with `name`."""
-    return _decode(io.BytesIO(data), name, max_pixels)
-
-
-def header_pixels(data: bytes, name: str) -> int:
-    """Width x height of an image held in memory, from its header (nothing decoded)."""
-    with _opened(io.BytesIO(data), name) as image:
-        width, height = image.size
-    return width * height
-
-
-@contextmanager
-def _opened(source: Path | io.BytesIO, name: str) -> Iterator[Image.Image]:
-    """The image at `source`, opened lazily; any failure, then or while it is used, is one
-    ImageError starting with `name`."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(source)
-        with image:
-            yield image
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not a recognised image file") from None
-    except Exception as exc:  # Pillow's decoders raise many types (OSError, SyntaxError, ...)
-        raise ImageError(
-            f"{name}: cannot read or decode image ({type(exc).__name__}: {exc})"
-        ) from None
-
-
-def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> np.ndarray:
-    with _opened(source, name) as image:
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageError(
-                f"{name}: {width}x{height} is {width * height:,} pixels, more than the "
-                f"limit of {max_pixels:,} (possible decompression bomb)"
-            )
-        image.load()
-        try:
-            return _to_grey(ImageOps.exif_transpose(image))
-        except ImageError as exc:
-            raise ImageError(f"{name}: {exc}") from None
 
 
 def _border(grey: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ from starlette.datastructures import UploadFile
 
 from mnist_pipeline.core.contract import CLASS_LABELS
 from mnist_pipeline.core.errors import DataError, describe_os_error
-from mnist_pipeline.data.preprocess import MAX_PIXELS, ImageError, header_pixels
+from mnist_pipeline.data.decode import MAX_PIXELS, ImageError, header_pixels
 from mnist_pipeline.inbox import pending, review_shared
 from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
 from mnist_pipeline.serving import api_schema

@@ -17,7 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mnist_pipeline.core.contract import IMAGE_SIZE
 from mnist_pipeline.core.service_params import ServeParams
-from mnist_pipeline.data.preprocess import ImageError, header_pixels, preprocess_bytes
+from mnist_pipeline.data.decode import ImageError, header_pixels
+from mnist_pipeline.data.preprocess import preprocess_bytes
 
 
 class ClientError(Exception):
