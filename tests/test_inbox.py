@@ -56,6 +56,21 @@ def test_an_image_removed_while_the_inbox_is_read_is_left_out(
     assert inbox.entries(folder) == [kept]
 
 
+def test_an_image_removed_while_it_is_looked_up_is_not_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "data" / "extra"
+    gone = inbox.add(folder, draw_digit(tmp_path / "a.png", 1).read_bytes(), "a.png", 7).entry
+    hash_file = inbox.file_sha256
+
+    def removed_first(path: Path) -> str:
+        path.unlink(missing_ok=True)
+        return hash_file(path)
+
+    monkeypatch.setattr(inbox, "file_sha256", removed_first)
+    assert inbox.find(folder, gone.sha256) is None
+
+
 def test_remove_looks_images_up_under_the_inbox_lock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

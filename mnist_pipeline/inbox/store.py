@@ -146,8 +146,11 @@ def find(inbox: Path, digest: str) -> Entry | None:
     named = sorted(inbox.glob(f"*/{digest}.*")) if inbox.is_dir() else []
     for path in named:
         folder = path.parent.name
-        if folder in CLASS_LABELS and path.is_file() and file_sha256(path) == digest:
-            return Entry(int(folder), path, digest)
+        try:
+            if folder in CLASS_LABELS and path.is_file() and file_sha256(path) == digest:
+                return Entry(int(folder), path, digest)
+        except FileNotFoundError:
+            continue  # removed by another command meanwhile
     return next((entry for entry in entries(inbox) if entry.sha256 == digest), None)
 
 
