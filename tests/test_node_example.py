@@ -195,3 +195,50 @@ def test_the_model_a_real_server_serves_checked_against_its_sha256(
     assert missing.returncode == 1
     assert missing.stderr == f"error: {altered}/elsewhere/model.onnx answered HTTP 404: \n"
     assert node("--server", url, "--model", model.onnx, files[0]).returncode == 2
+
+
+def _png16_rgb(pixels: np.ndarray, path: Path) -> Path:
+    """A 16-bit RGB PNG (Pillow writes colour PNGs only at 8 bits): rows of big-endian samples."""
+    import struct
+    import zlib
+
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\x00" + pixels[r].astype(">u2").tobytes() for r in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_sixteen_bit_colour_cmyk_and_a_bad_server_url(tmp_path: Path) -> None:
+    """16-bit colour samples keep their high byte, as Pillow's; a CMYK JPEG (which the
+    WebAssembly decoder cannot convert, and whose failure would leak its buffers) is refused
+    before decoding, naming what to do; a --server that is not a URL is a usage error."""
+    rng = np.random.default_rng(5)
+    paper = np.full((60, 50, 3), 0xE000, np.uint16) + rng.integers(0, 0x0FFF, (60, 50, 3)).astype(
+        np.uint16
+    )
+    paper[15:45, 20:28] = [0x1000, 0x2000, 0x3000]  # a bar of dark blue ink
+    deep = _png16_rgb(paper, tmp_path / "deep.png")
+    cmyk = tmp_path / "scan.jpg"
+    Image.new("CMYK", (40, 40), (0, 0, 0, 0)).save(cmyk)
+    done = node("--dump-input", deep, cmyk)
+    assert done.returncode == 0, done.stderr
+    dumped = json.loads(done.stdout)
+    js = np.array(dumped[0]["input"], dtype=np.float32).reshape(28, 28)
+    np.testing.assert_array_equal(js, preprocess_file(deep))
+    assert (
+        dumped[1]["error"]
+        == f"{cmyk}: a CMYK JPEG: this example reads greyscale and RGB JPEGs (save it as RGB)"
+    )
+    done = node("--server", "not a url", deep)
+    assert done.returncode == 2 and "--server must be a URL" in done.stderr

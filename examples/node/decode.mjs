@@ -16,6 +16,7 @@ import { PNG } from 'pngjs';
 import { greyFromLuminance, greyFromRGBA, ImageError } from '../js/preprocess.mjs';
 
 export const MAX_PIXELS = 50_000_000;
+export const MAX_FILE_BYTES = 256 * 1024 * 1024; // the whole file is read into memory
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
 /** PNG chunks as {type, start, end, data} (start/end cover the whole chunk with its CRC). */
@@ -113,7 +114,11 @@ function decodePng(buf) {
     grey = greyFromLuminance(values, width, height, depth === 16 ? 65535 : 255);
   } else {
     // Pillow keeps the high byte of 16-bit colour samples; palettes are already 8-bit.
-    const rgba = depth === 16 ? Uint8Array.from(px, (v) => v >> 8) : px;
+    let rgba = px;
+    if (depth === 16) { // a plain loop: Uint8Array.from with a function builds a JS array first
+      rgba = new Uint8Array(px.length);
+      for (let i = 0; i < px.length; i++) rgba[i] = px[i] >> 8;
+    }
     const hasAlpha = colorType === 4 || colorType === 6 || chunks.some((c) => c.type === 'tRNS');
     grey = greyFromRGBA(rgba, width, height, hasAlpha);
   }
@@ -123,6 +128,11 @@ function decodePng(buf) {
 function decodeJpeg(buf) {
   const info = jpegInfo(buf);
   checkSize(info.width, info.height);
+  if (info.components === 4) {
+    // libjpeg-turbo's WebAssembly build cannot convert CMYK, and a failed decode there leaks its
+    // buffers (later decodes then fail): refused before decoding. Python reads them.
+    throw new ImageError('a CMYK JPEG: this example reads greyscale and RGB JPEGs (save it as RGB)');
+  }
   let image;
   try {
     image = jpeg.decode(buf); // RGBA; greyscale JPEGs come back with R = G = B = L
@@ -130,9 +140,14 @@ function decodeJpeg(buf) {
     throw new ImageError(`cannot read or decode image (libjpeg-turbo: ${err.message})`);
   }
   const { width, height, data } = image;
-  const grey = info.components === 1
-    ? greyFromLuminance(data.filter((_, i) => i % 4 === 0), width, height, 255)
-    : greyFromRGBA(data, width, height, false);
+  let grey;
+  if (info.components === 1) {
+    const luma = new Uint8Array(width * height);
+    for (let i = 0; i < luma.length; i++) luma[i] = data[4 * i];
+    grey = greyFromLuminance(luma, width, height, 255);
+  } else {
+    grey = greyFromRGBA(data, width, height, false);
+  }
   return transpose(grey, exifOrientation(info.exif));
 }
 
@@ -145,7 +160,15 @@ export function loadGrey(path) {
     throw new ImageError('no such file');
   }
   if (!stat.isFile()) throw new ImageError('not a file');
-  const buf = readFileSync(path);
+  if (stat.size > MAX_FILE_BYTES) {
+    throw new ImageError(`${stat.size} bytes, over this example's limit of ${MAX_FILE_BYTES}`);
+  }
+  let buf;
+  try {
+    buf = readFileSync(path);
+  } catch (err) {
+    throw new ImageError(`cannot read the file (${err.code ?? err.message})`);
+  }
   try {
     if (buf.subarray(0, 8).equals(PNG_SIGNATURE)) return decodePng(buf);
     if (buf[0] === 0xff && buf[1] === 0xd8) return decodeJpeg(buf);

@@ -27,7 +27,12 @@ function fail(message, code = 2) {
 /** The ONNX bytes `server` serves (its /model.onnx), checked against their X-Model-SHA256
  * header; the model's description for the output. Exits 1 with the reason otherwise. */
 async function fetchServed(server) {
-  const url = new URL('model.onnx', server.endsWith('/') ? server : `${server}/`).href;
+  let url;
+  try {
+    url = new URL('model.onnx', server.endsWith('/') ? server : `${server}/`).href;
+  } catch {
+    fail(`--server must be a URL such as http://127.0.0.1:8000, got ${server}`);
+  }
   let response;
   try {
     response = await fetch(url);

@@ -18,8 +18,9 @@ ort.env.wasm.wasmPaths = new URL('./node_modules/onnxruntime-web/dist/', import.
 ort.env.wasm.numThreads = 1; // no SharedArrayBuffer, so no cross-origin isolation needed
 const SERVER = new URLSearchParams(location.search).get('server');
 const FROM_SERVER = new URLSearchParams(location.search).get('model') === 'server';
-/** URL `path` of the server, below its own path (so a server behind a path prefix works). */
-const api = (path) => new URL(path, SERVER.endsWith('/') ? SERVER : `${SERVER}/`).href;
+/** URL `path` of the server, below its own path (so a server behind a path prefix works); a
+ * relative ?server= is taken relative to this page, as a link's would be. */
+const api = (path) => new URL(path, new URL(SERVER.endsWith('/') ? SERVER : `${SERVER}/`, location.href)).href;
 const MODEL_URL = FROM_SERVER && SERVER
   ? api('model.onnx')
   : new URLSearchParams(location.search).get('model') ?? '../../models/model.onnx';
@@ -188,6 +189,7 @@ function onnxMetadata(bytes) {
   const varint = (view, at) => {
     let value = 0; let shift = 1; let pos = at;
     for (;;) {
+      if (pos >= view.length) throw new Error('a truncated varint in the model file');
       const byte = view[pos++];
       value += (byte & 0x7f) * shift;
       if (byte < 0x80) return [value, pos];
@@ -276,7 +278,10 @@ async function main() {
   if (session.inputNames.join() !== 'image' || !session.outputNames.includes('probabilities')) {
     return fail(`${MODEL_URL} is not an mnist-pipeline model (inputs ${session.inputNames}, outputs ${session.outputNames})`);
   }
-  const meta = onnxMetadata(bytes);
+  let meta = {};
+  try {
+    meta = onnxMetadata(bytes);
+  } catch { /* metadata unreadable: the model runs, described without it */ }
   const accuracy = Number(meta.test_accuracy);
   const about = [
     served,
