@@ -230,3 +230,6 @@ def test_add_stopping_at_a_bad_file_names_those_not_added(tmp_path: Path) -> Non
         assert done.exit_code == 1, done.output
         assert f"stopped at {bad}, so not added: {good[1]}" in done.output
     assert [e.label for e in inbox.entries(tmp_path / "data" / "extra")] == [1]
+    from mnist_pipeline.inbox import events as inbox_events
+
+    assert inbox_events.read_pending(tmp_path / "data" / "extra") == 1  # the one stored counts

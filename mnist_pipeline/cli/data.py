@@ -59,7 +59,10 @@ def add(
         _add_pending(folder, state(ctx).layout.pending, images, label, shared)
         return
     added: list[inbox.Added] = []
-    with dvc_claim.changing_inbox(state(ctx).layout.project, folder):  # not during `dvc repro`
+    with (
+        dvc_claim.changing_inbox(state(ctx).layout.project, folder),  # not during `dvc repro`
+        review.counting(folder, added, params, shared),  # those stored before a bad file too
+    ):
         try:
             for index, path in enumerate(images):
                 with _stops_at(images, index):
@@ -68,7 +71,7 @@ def add(
                     else:  # the store first: one it cannot take is not stored here either
                         data, source = inbox.read_file(path), f"cli:{user_name()}"
                         added.append(sync.add(shared, folder, data, str(path), label, source))
-        finally:  # a bad file stops the command; the images stored before it still count
+        finally:  # a bad file stops the command; the images stored before it are told
             for done in added:
                 known = "already in the inbox" if shared is None else "already in the shared inbox"
                 what = "added" if done.new else known
@@ -77,7 +80,6 @@ def add(
             if shared is not None and added:
                 stored = len({done.entry.sha256 for done in added})  # a file named twice: once
                 console.print(f"shared: {stored} image(s) in {shared.location}", markup=False)
-            review.note_added(folder, added, params, shared)
 
 
 def _add_pending(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -136,18 +137,31 @@ def accept(
         console.print(f"{line} (label {added.entry.label})", markup=False)
         done.append(added)
 
-    with dvc_claim.changing_inbox(layout.project, layout.inbox):  # not during `dvc repro`
-        try:
-            if shared is None:
-                pending.accept(layout.pending, layout.inbox, refs, user_name(), label, accepted)
-            else:  # each image is told as it is accepted: a failure may stop the rest
-                review_shared.accept(shared, layout.inbox, refs, user_name(), label, accepted)
-                console.print(f"shared: {len(done)} image(s) in {shared.location}", markup=False)
-        except Exception:  # those accepted before a failure count too; its error stands
-            with contextlib.suppress(Exception):
-                note_added(layout.inbox, done, params, shared)
-            raise
-        note_added(layout.inbox, done, params, shared)  # the retraining trigger
+    with (
+        dvc_claim.changing_inbox(layout.project, layout.inbox),  # not during `dvc repro`
+        counting(layout.inbox, done, params, shared),  # the retraining trigger
+    ):
+        if shared is None:
+            pending.accept(layout.pending, layout.inbox, refs, user_name(), label, accepted)
+        else:  # each image is told as it is accepted: a failure may stop the rest
+            review_shared.accept(shared, layout.inbox, refs, user_name(), label, accepted)
+            console.print(f"shared: {len(done)} image(s) in {shared.location}", markup=False)
+
+
+@contextlib.contextmanager
+def counting(
+    folder: Path, added: list[Added], params: Params, shared: SharedInbox | None
+) -> Iterator[None]:
+    """Around a command that fills `added`: its new images counted for the retraining trigger
+    when it ends; when it fails, those it stored before the failure too, and the failure is the
+    error raised (never one of the count's)."""
+    try:
+        yield
+    except Exception:
+        with contextlib.suppress(Exception):
+            note_added(folder, added, params, shared)
+        raise
+    note_added(folder, added, params, shared)
 
 
 def note_added(

@@ -146,12 +146,11 @@ def accept(
     """`pending.accept` from the store's queue. Under the reviewers' lease (after withdrawing
     accept records of these claims that the shared inbox can no longer take: a repair) every
     reference, label and image is checked (here and in the shared inbox) before anything moves;
-    then each
-    image in turn is taken to its end: the review recorded, the image published to the shared
-    inbox, its claims deleted, the image added here (and noted as seen in the store; `each`
-    hears it, `new` when the shared inbox did not hold it). A failure partway leaves the images
-    before it accepted and the rest pending; an accept that was cut short is finished by the
-    next one, and no reject overturns it."""
+    then each image in turn is taken to its end: the review recorded, the image published to
+    the shared inbox, its claims deleted, the image added here (and noted as seen in the store;
+    `each` hears it, `new` when the shared inbox did not hold it). A failure partway leaves the
+    images before it accepted and the rest pending; an accept that was cut short is finished by
+    the next one, and no reject overturns it."""
     chosen_label = None if label is None else store.check_label(label)
     done = []
     with _lease(shared):
