@@ -18,7 +18,7 @@ from pathlib import Path
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox import pending
 from mnist_pipeline.inbox.pending import Pending
-from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
+from mnist_pipeline.inbox.shared import SharedInbox
 
 REVIEW_LOG = "review-log/"
 
@@ -80,12 +80,7 @@ def drop_unfinishable(
     the store and logged here as withdrawn by `who` (with the record it undoes), so the claims
     can be reviewed again. A finished review's claims are gone, so its record is kept; so is
     every record while the image's label record cannot be read."""
-    try:
-        there = shared.record(item.sha256)
-    except StoreUnavailable:
-        raise
-    except DataError:
-        return  # a damaged label record: nothing to compare with
+    there = shared.readable_record(item.sha256)  # None: no label record, or a damaged one
     if there is None:
         return
     names = shared.call(lambda: shared.storage.list(f"{REVIEW_LOG}{item.sha256}/"))

@@ -129,6 +129,15 @@ class SharedInbox:
         """The store's record of the image with this SHA-256 (None: not there)."""
         return self._record(f"{LABELS}{digest}.json")
 
+    def readable_record(self, digest: str) -> Record | None:
+        """`record`, None also for a record that is not one (an unreachable store raises)."""
+        try:
+            return self.record(digest)
+        except StoreUnavailable:
+            raise
+        except DataError:
+            return None
+
     def image(self, digest: str, record: Record) -> bytes:
         """The bytes `record` names, checked against the SHA-256 (DataError when missing or
         altered)."""

@@ -128,12 +128,9 @@ def remove(
 def _check_resolvable(shared: SharedInbox, sha: str, going: set[int], staying: set[int]) -> None:
     """DataError when the copies of `sha` going here have the store's label and copies with
     other labels stay: the store would hand its label back at the next sync."""
-    try:
-        record = shared.record(sha)
-    except StoreUnavailable:
-        raise  # nothing is removed here either
-    except DataError:  # a record that is not one: `remove` retracts it whatever its label
-        return
+    # a store that is down raises (nothing is removed here either); a record that is not one
+    # is retracted by `remove` whatever its label
+    record = shared.readable_record(sha)
     if record is None or record.label not in going or record.label in staying:
         return
     kept = ", ".join(str(label) for label in sorted(staying))
