@@ -236,7 +236,8 @@ def test_a_real_server_gives_the_page_its_model_and_takes_its_feedback(
     """With ?server=URL&model=server#token=TOKEN the page loads production from a real
     `mnist-pipeline serve` (its /model.onnx, checked against X-Model-SHA256 with Web Crypto),
     classifies with it as Python does, and the 'wrong? tell us the digit' control posts the
-    drawing with that bearer token, which the server holds for review. Altered bytes are refused."""
+    drawing with that bearer token, which the server holds for review; the token leaves the
+    page's address at once and a reload still sends it. Altered bytes are refused."""
     origin, model = site
     project = tmp_path / "project"
     project.mkdir()
@@ -272,7 +273,14 @@ def test_a_real_server_gives_the_page_its_model_and_takes_its_feedback(
         rgba = pad_pixels(page)
         expected = python_top3(model.onnx, rgba, tmp_path)
         assert [int(row.split()[0]) for row in top] == [d for d, _ in expected]
+        # The token left the address at once (history and bookmarks never hold it).
+        assert page.url == f"{origin}/examples/web/?server={api}&model=server", page.url
         for label in (3, 5):  # "wrong: it is a 3", then the same drawing as a 5
+            if label == 5:  # after a reload, which still sends the tab's token
+                page.reload()
+                page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+                draw(page, digits[index])
+                shown(page)
             page.click(f"#labels button[data-label='{label}']")
             page.wait_for_function(
                 f"() => document.getElementById('feedback-status').textContent"

@@ -6,7 +6,9 @@
 // With ?server=URL (an `mnist-pipeline serve` whose serve.cors_origins lists this page's origin)
 // a "wrong? tell us the digit" control posts the drawing and its true label to URL/feedback,
 // with the bearer token given in the page's fragment (#token=..., never sent to a server as
-// part of a URL); the server holds it for review. With ?server=URL&model=server the model is the
+// part of a URL); the server holds it for review. The page takes the token out of its address at
+// once (so history, bookmarks and a shared link do not carry it) and keeps it in the tab's
+// sessionStorage, so a reload still sends it. With ?server=URL&model=server the model is the
 // one that server serves (URL/model.onnx, production), used only if the SHA-256 of the bytes
 // received (Web Crypto) equals its X-Model-SHA256 header. Without ?server the page works fully
 // offline.
@@ -24,7 +26,7 @@ const api = (path) => new URL(path, new URL(SERVER.endsWith('/') ? SERVER : `${S
 const MODEL_URL = FROM_SERVER && SERVER
   ? api('model.onnx')
   : new URLSearchParams(location.search).get('model') ?? '../../models/model.onnx';
-const TOKEN = fragmentValue(location.hash, 'token');
+const TOKEN = takeToken();
 const PEN_WIDTH = 24; // on the 280px pad: about MNIST's stroke width once scaled to 20px
 
 const pad = document.getElementById('pad');
@@ -160,6 +162,19 @@ function fragmentValue(hash, name) {
     }
   }
   return null;
+}
+
+// The #token=... of the address, removed from it (the rest of the fragment stays) and kept in
+// sessionStorage for this tab; else the one kept there earlier; else null.
+function takeToken() {
+  const KEY = 'mnist-pipeline feedback token';
+  const given = fragmentValue(location.hash, 'token');
+  if (given === null) return sessionStorage.getItem(KEY);
+  const rest = location.hash.slice(1).split('&').filter((part) => !part.startsWith('token='));
+  const address = location.pathname + location.search + (rest.length ? `#${rest.join('&')}` : '');
+  history.replaceState(history.state, '', address);
+  sessionStorage.setItem(KEY, given);
+  return given;
 }
 
 async function sendFeedback(label, status) {
