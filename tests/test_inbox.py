@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 from pathlib import Path
 
@@ -233,3 +234,31 @@ def test_add_stopping_at_a_bad_file_names_those_not_added(tmp_path: Path) -> Non
     from mnist_pipeline.inbox import events as inbox_events
 
     assert inbox_events.read_pending(tmp_path / "data" / "extra") == 1  # the one stored counts
+
+
+def test_only_a_regular_file_of_at_most_the_limit_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pipe, a device or an oversized file is refused from its metadata, before any read: a
+    pipe without a writer would wait forever, /dev/zero would fill the memory."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    with pytest.raises(DataError, match=f"{pipe}: not a regular file"):
+        inbox.read_file(pipe)  # returns at once (a read would block: no writer)
+    with pytest.raises(DataError, match="/dev/zero: not a regular file"):
+        inbox.read_file(Path("/dev/zero"))
+    big = tmp_path / "big.png"
+    with big.open("wb") as file:
+        file.truncate(inbox.MAX_FILE_BYTES + 1)  # sparse: no real bytes written
+    read: list[Path] = []
+    with monkeypatch.context() as patched:
+        patched.setattr(Path, "open", lambda self, *a, **k: read.append(self) or io.BytesIO())
+        with pytest.raises(DataError, match=f"{big}: 10,000,001 bytes, over the limit of 10,0"):
+            inbox.read_file(big)
+    assert read == []  # refused from its size, never opened
+    (tmp_path / "params.yaml").write_text("{}\n")
+    for extra in ([], ["--pending"]):
+        args = ["--root", str(tmp_path), "data", "add", *extra, "-l", "3", str(pipe)]
+        result = CliRunner().invoke(app, args)
+        assert isinstance(result.exception, DataError), result.output
+        assert str(result.exception).startswith(f"{pipe}: not a regular file")

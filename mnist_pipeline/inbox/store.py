@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,11 +156,18 @@ def find(inbox: Path, digest: str) -> Entry | None:
 
 
 def read_file(path: Path) -> bytes:
-    """The bytes of an image file a user named (errors name it)."""
-    if path.is_dir():
-        raise DataError(f"{path}: a folder, not an image file")
+    """The bytes of an image file a user named (errors name it). Only a regular file of at most
+    MAX_FILE_BYTES is read: a device, a pipe or an oversized file is refused before reading."""
     try:
-        return path.read_bytes()
+        kind = path.stat()  # before opening: opening a pipe waits for a writer
+        if stat.S_ISDIR(kind.st_mode):
+            raise DataError(f"{path}: a folder, not an image file")
+        if not stat.S_ISREG(kind.st_mode):
+            raise DataError(f"{path}: not a regular file (a device, pipe or socket)")
+        if kind.st_size > MAX_FILE_BYTES:
+            raise DataError(f"{path}: {kind.st_size:,} bytes, over the limit of {MAX_FILE_BYTES:,}")
+        with path.open("rb") as file:
+            return file.read(MAX_FILE_BYTES + 1)  # grown meanwhile: validate() refuses it
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
 
