@@ -24,7 +24,7 @@ from mnist_pipeline.serving.served_model import ServedModel
 from mnist_pipeline.serving.server import feedback_of
 from mnist_pipeline.serving.tokens import ENV_TOKENS, token_sha256
 from tests import challenger_helpers
-from tests.example_helpers import draw_digit
+from tests.example_helpers import draw_digit, png_header_only
 from tests.registry_helpers import (
     MODEL,
     PARAMS,
@@ -101,6 +101,16 @@ def test_bad_requests_are_4xx_json_naming_the_problem(registry: Registry, tmp_pa
         (dict(files=[("files", ("x.png", b"not an image"))]), 422, "x.png: not a recognised"),
         (dict(files=[("files", ("t.png", digit[:200]))]), 422, "t.png: cannot read or decode"),
         (dict(files=[("files", ("big.png", big.getvalue()))]), 422, "more than the limit of"),
+        (  # a header past twice Pillow's own limit: the server's limit named, not Pillow's
+            dict(files=[("files", ("huge.png", png_header_only(100_000, 100_000)))]),
+            422,
+            "huge.png: 10,000,000,000 pixels, more than the limit of 35,000 (possible",
+        ),
+        (
+            dict(files=[("files", (n, png_header_only(100_000, 100_000))) for n in "ab"]),
+            422,
+            "a: the request's images have 10,000,000,000+ pixels together, more than serve.max",
+        ),
         (
             dict(files=[("files", (f"h{i}.png", half.getvalue())) for i in range(2)]),
             422,

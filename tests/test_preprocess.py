@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from mnist_pipeline.data.preprocess import (
     round_half_up,
     to_mnist,
 )
+from tests.example_helpers import png_header_only
 
 
 def paper(h: int = 120, w: int = 100, ink: list[tuple[int, int, int, int]] | None = None):
@@ -354,21 +353,13 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     assert load_grey(tmp_path / "phone.jpg").shape == (40, 60)
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * (width + 1))  # one row; the rest is missing
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
 def test_bad_files_get_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "notes.png").write_text("not an image")
     good = _save(tmp_path / "good.png", paper()).read_bytes()
     (tmp_path / "cut.png").write_bytes(good[: len(good) // 2])
-    (tmp_path / "bomb.png").write_bytes(_png_header_only(8000, 8000))
+    (tmp_path / "bomb.png").write_bytes(png_header_only(8000, 8000))
+    # Past twice Pillow's own limit Image.open refuses by itself: the same message, not Pillow's.
+    (tmp_path / "huge.png").write_bytes(png_header_only(100_000, 100_000))
     (tmp_path / "folder.png").mkdir()
     _save(tmp_path / "white.png", np.ones((30, 30)))
     cases = {
@@ -376,6 +367,7 @@ def test_bad_files_get_clear_errors(tmp_path: Path) -> None:
         "notes.png": "not a recognised image",
         "cut.png": "cannot read or decode",
         "bomb.png": "64,000,000 pixels, more than the limit",
+        "huge.png": r": 10,000,000,000 pixels, more than the limit of 50,000,000 \(possible",
         "folder.png": "not a file",
         "white.png": "blank image",
     }

@@ -6,6 +6,7 @@ Pillow; no torch, no model).
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,22 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 class ImageError(PipelineError):
     """An input image could not be used (missing, undecodable, too large, blank)."""
+
+
+class _HugeImage(ImageError):
+    """Pillow refused to open an image whose header claims `pixels` pixels, more than twice its
+    own limit (Image.MAX_IMAGE_PIXELS): far over this contract's limits too."""
+
+    def __init__(self, pixels: int) -> None:
+        super().__init__(f"{pixels:,} pixels")
+        self.pixels = pixels
+
+
+def _too_many(name: str, width_height: str, pixels: int, limit: int) -> ImageError:
+    return ImageError(
+        f"{name}: {width_height}{pixels:,} pixels, more than the limit of {limit:,} "
+        "(possible decompression bomb)"
+    )
 
 
 def _check_range(values: np.ndarray, top: float, kind: str) -> None:
@@ -82,8 +99,11 @@ def decode_grey(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndar
 
 def header_pixels(data: bytes, name: str) -> int:
     """Width x height of an image held in memory, from its header (nothing decoded)."""
-    with _opened(io.BytesIO(data), name) as image:
-        width, height = image.size
+    try:
+        with _opened(io.BytesIO(data), name) as image:
+            width, height = image.size
+    except _HugeImage as exc:
+        return exc.pixels
     return width * height
 
 
@@ -99,6 +119,11 @@ def _opened(source: Path | io.BytesIO, name: str) -> Iterator[Image.Image]:
             yield image
     except ImageError:
         raise
+    except Image.DecompressionBombError as exc:  # raised by open(), from the header alone
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        if claimed is None:  # another Pillow's wording
+            raise ImageError(f"{name}: {exc}") from None
+        raise _HugeImage(int(claimed[1])) from None
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not a recognised image file") from None
     except Exception as exc:  # Pillow's decoders raise many types (OSError, SyntaxError, ...)
@@ -108,15 +133,15 @@ def _opened(source: Path | io.BytesIO, name: str) -> Iterator[Image.Image]:
 
 
 def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> np.ndarray:
-    with _opened(source, name) as image:
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageError(
-                f"{name}: {width}x{height} is {width * height:,} pixels, more than the "
-                f"limit of {max_pixels:,} (possible decompression bomb)"
-            )
-        image.load()
-        try:
-            return _to_grey(ImageOps.exif_transpose(image))
-        except ImageError as exc:
-            raise ImageError(f"{name}: {exc}") from None
+    try:
+        with _opened(source, name) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise _too_many(name, f"{width}x{height} is ", width * height, max_pixels)
+            image.load()
+            try:
+                return _to_grey(ImageOps.exif_transpose(image))
+            except ImageError as exc:
+                raise ImageError(f"{name}: {exc}") from None
+    except _HugeImage as exc:
+        raise _too_many(name, "", exc.pixels, max_pixels) from None
