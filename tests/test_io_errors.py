@@ -11,7 +11,7 @@ import yaml
 
 from mnist_pipeline.cli.app import main
 from mnist_pipeline.core import atomic
-from mnist_pipeline.core.errors import EXIT_IO, StageFailed, one_line_errors
+from mnist_pipeline.core.errors import EXIT_IO, StageFailed, describe_os_error, one_line_errors
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ModelParams, TrainParams
 from mnist_pipeline.training import loop
@@ -81,7 +81,32 @@ def test_cli_io_error_is_one_line_with_exit_code_74(
     Layout(tmp_path).model_dir.write_text("not a folder")
     assert cli(tmp_path, "train", monkeypatch=monkeypatch) == EXIT_IO
     err = capsys.readouterr().err
-    assert err.strip() == f"error: {Layout(tmp_path).model_dir}: File exists"
+    assert err.strip() == f"error: {Layout(tmp_path).model_dir}: a file, where a folder is needed"
+
+
+def test_a_file_where_a_folder_is_needed_is_named_as_such(tmp_path: Path) -> None:
+    blocker = tmp_path / "models"
+    blocker.write_text("not a folder")
+    for make in (
+        lambda: blocker.mkdir(exist_ok=True),
+        lambda: (blocker / "a" / "b").mkdir(parents=True),
+    ):
+        with pytest.raises(OSError) as info:
+            make()
+        wanted = "" if info.value.filename == str(blocker) else f" (on the way to {blocker}/a"
+        assert describe_os_error(info.value).startswith(
+            f"{blocker}: a file, where a folder is needed{wanted}"
+        ), describe_os_error(info.value)
+    with pytest.raises(OSError) as info:
+        (blocker / "x.json").write_text("{}")  # Not a directory
+    assert describe_os_error(info.value) == (
+        f"{blocker}: a file, where a folder is needed (on the way to {blocker}/x.json)"
+    )
+    # Other errors keep the OS's words; an existing file is not mistaken for a blocker.
+    missing = OSError(errno.ENOENT, "No such file or directory", str(tmp_path / "gone"))
+    assert describe_os_error(missing) == f"{tmp_path / 'gone'}: No such file or directory"
+    exists = OSError(errno.EEXIST, "File exists", str(tmp_path))
+    assert describe_os_error(exists) == f"{tmp_path}: File exists"
 
 
 def test_read_only_reports_leave_the_previous_report(

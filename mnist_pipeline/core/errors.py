@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 
 class PipelineError(Exception):
@@ -17,10 +20,28 @@ EXIT_IO = 74  # sysexits.h EX_IOERR: an operating-system error reading or writin
 
 
 def describe_os_error(exc: OSError) -> str:
-    """One line: the path (or paths) and the OS's reason, e.g. 'models/x: Permission denied'."""
+    """One line: the path (or paths) and the OS's reason, e.g. 'models/x: Permission denied'; a
+    file where a folder is needed is named as such (not 'File exists' or 'Not a directory')."""
+    blocker = _file_in_the_way(exc)
+    if blocker is not None:
+        wanted = "" if blocker == Path(exc.filename) else f" (on the way to {exc.filename})"
+        return f"{blocker}: a file, where a folder is needed{wanted}"
     paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
     reason = exc.strerror or str(exc)
     return f"{paths}: {reason}" if paths else reason
+
+
+def _file_in_the_way(exc: OSError) -> Path | None:
+    """The file that made creating a folder fail (mkdir's EEXIST on a file, or ENOTDIR on a
+    path through one), or None."""
+    if exc.filename is None or exc.filename2 is not None:
+        return None
+    path = Path(os.fsdecode(exc.filename))
+    if exc.errno == errno.EEXIST:
+        return path if path.exists() and not path.is_dir() else None
+    if exc.errno == errno.ENOTDIR:
+        return next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
+    return None
 
 
 @contextmanager
