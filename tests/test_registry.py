@@ -154,6 +154,31 @@ def test_gated_out_or_parity_failed_candidates_are_refused(registry: Registry, m
     assert not model_dir(registry).exists()  # refused before anything was stored
 
 
+def test_weights_trained_with_params_of_another_version_are_refused_in_one_line(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """model.json records the train section it was trained with; a key this version does not
+    know (or a value it refuses) is named, with what to do, not a pydantic dump."""
+    sections = PARAMS.to_dict()
+    train = {**sections["train"], "augment": {**sections["train"]["augment"], "warp_px": 1.0}}
+    params = {"model": sections["model"], "train": {**train, "epochs": "many"}}
+    candidate = make_candidate(tmp_path / "old", 1, fingerprint={"params": params})
+    with pytest.raises(RegistryError) as info:
+        register_candidate(registry, candidate, PARAMS)
+    message = str(info.value)
+    assert "\n" not in message and "pydantic" not in message, message
+    assert message.startswith(
+        "refusing to register: model.json: its training params do not fit this version of "
+        "mnist-pipeline (train.epochs: "
+    ), message
+    assert "train.augment.warp_px: Extra inputs are not permitted" in message
+    assert message.endswith("run `mnist-pipeline train` again")
+    no_model = make_candidate(tmp_path / "older", 2, fingerprint={"params": {"train": train}})
+    with pytest.raises(RegistryError, match=r"model.json: no valid training params \(no 'model'"):
+        register_candidate(registry, no_model, PARAMS)
+    assert registry.versions() == []
+
+
 def test_onnx_replaced_after_parity_is_refused(registry: Registry, make, tmp_path: Path) -> None:
     candidate = make(1)
     make_candidate(tmp_path / "other", 99)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from pydantic import ValidationError
+
 from mnist_pipeline.core.errors import GateError, PipelineError, RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
@@ -149,9 +151,10 @@ def check_reports(
         ):
             gate.made_from(recorded, weights, name, STATE_DICT_FILE, stage)
         _check_run_files(reports, hashes)
+        trained = trained_params(reports.record, params)
     except PipelineError as exc:
         raise type(exc)(f"refusing to register: {exc}") from None
-    return accuracy, trained_params(reports.record, params)
+    return accuracy, trained
 
 
 def _check_run_files(reports: RunReports, hashes: dict[str, str]) -> None:
@@ -186,12 +189,21 @@ def _check_run_files(reports: RunReports, hashes: dict[str, str]) -> None:
 def trained_params(record: TrainRecord, params: Params) -> Params:
     """`params` with the `model` and `train` sections the weights were trained with."""
     sections = record.fingerprint.params
-    try:
-        return params.model_copy(
-            update={
-                "model": type(params.model).model_validate(sections["model"]),
-                "train": type(params.train).model_validate(sections["train"]),
-            }
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RegistryError(f"{TRAIN_RECORD_FILE}: no valid training params ({exc})") from None
+    update = {}
+    for name in ("model", "train"):
+        try:
+            update[name] = type(getattr(params, name)).model_validate(sections[name])
+        except ValidationError as exc:  # recorded by a version of mnist-pipeline with other keys
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in (name, *item['loc']))}: {item['msg']}"
+                for item in exc.errors()[:3]
+            )
+            raise RegistryError(
+                f"{TRAIN_RECORD_FILE}: its training params do not fit this version of "
+                f"mnist-pipeline ({problems}): the weights were trained by another version; "
+                "run `mnist-pipeline train` again"
+            ) from None
+        except (KeyError, TypeError, ValueError) as exc:
+            why = f"no {exc} section" if isinstance(exc, KeyError) else str(exc)
+            raise RegistryError(f"{TRAIN_RECORD_FILE}: no valid training params ({why})") from None
+    return params.model_copy(update=update)
