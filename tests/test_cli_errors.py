@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from mnist_pipeline.core import atomic
 from mnist_pipeline.core.errors import EXIT_IO, ParamsError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.training import loop
+from tests.conftest import REPO_ROOT
 
 TINY = "train:\n  epochs: 1\n  max_batches_per_epoch: 1\n  val_size: 32\n  num_threads: 1\n"
 
@@ -117,3 +121,57 @@ def test_without_the_fault_train_reaches_its_first_epoch(
     with pytest.raises(ReachedEpoch):
         cli(tmp_path, "train")
     assert epochs == [1]
+
+
+SLOW_WRITE = """
+import sys, time
+from pathlib import Path
+from mnist_pipeline.cli import app
+from mnist_pipeline.core.atomic import atomic_path
+
+def slow_write():
+    with atomic_path(Path(sys.argv[1])) as temp:
+        temp.write_text("half")
+        print(temp, flush=True)
+        time.sleep(60)
+
+app.app = slow_write
+app.main()
+"""
+
+
+def test_sigterm_mid_write_removes_the_temp_file_and_keeps_the_target(tmp_path: Path) -> None:
+    """kill / timeout / a stopped container end a command as Ctrl-C does: the unfinished
+    write's temp file is removed (DVC would hash it into a tracked folder), the target kept."""
+    target = tmp_path / "model.pt"
+    target.write_text("what the user had")
+    command = [sys.executable, "-c", SLOW_WRITE, str(target)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as writer:
+        temp = Path(writer.stdout.readline().strip())
+        assert temp.parent == tmp_path and temp.read_text() == "half"
+        writer.send_signal(signal.SIGTERM)
+        assert writer.wait(timeout=30) == 128 + signal.SIGTERM
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+    assert target.read_text() == "what the user had"
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli(tmp_path, "--help") == 0
+    assert signal.getsignal(signal.SIGTERM) is before  # main() in-process leaves it as it was
+
+
+def test_dvc_ignores_the_temp_files_of_cut_short_writes() -> None:
+    """What SIGKILL or a power cut leaves (.<name>.<random>.tmp<suffix>) is no part of a tracked
+    folder: .dvcignore names it; an image's own name is not ignored."""
+    dvc = str(Path(sys.executable).parent / "dvc")
+    check = [dvc, "check-ignore", "--non-matching", "--details"]
+    left = "data/extra/3/.0a1b.png.k2j4x9.tmp.png"
+    done = subprocess.run(
+        [*check, left, "data/extra/3/0a1b.png", "models/.model.pt.abc.tmp.pt"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+    )
+    lines = dict(line.rsplit("\t", 1)[::-1] for line in done.stdout.splitlines())
+    assert lines[left].startswith(".dvcignore:"), done.stdout + done.stderr
+    assert lines["models/.model.pt.abc.tmp.pt"].startswith(".dvcignore:")
+    assert lines["data/extra/3/0a1b.png"] == "::", done.stdout

@@ -9,6 +9,7 @@ permission denied), named with its path.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -210,8 +211,15 @@ def serve_report(
             print(line)
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    """SIGTERM (kill, timeout, a stopped container) ends the command as Ctrl-C would: by an
+    exception, so every temp file of an unfinished write is removed and no lock is left held."""
+    sys.exit(128 + signum)
+
+
 def main() -> None:
     """Console-script entry: run the app; user-facing errors become one message and an exit code."""
+    before = signal.signal(signal.SIGTERM, _exit_on_sigterm)  # `serve`: uvicorn's own meanwhile
     try:
         app()
     except PipelineError as exc:
@@ -220,6 +228,8 @@ def main() -> None:
     except OSError as exc:  # read-only folder, permission denied, disk full: nothing was replaced
         console.print(f"[bold red]error:[/] {escape(describe_os_error(exc))}")
         sys.exit(EXIT_IO)
+    finally:
+        signal.signal(signal.SIGTERM, before)  # called in-process (tests): as it was
 
 
 if __name__ == "__main__":
