@@ -6,6 +6,8 @@ import io
 import json
 import shutil
 import struct
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -229,3 +231,49 @@ def test_a_failed_ingest_changes_no_output_and_keeps_the_pending_count(
     result = ingest(IngestParams(holdout_percent=50), layout)
     assert sum(result.counts.values()) == 12
     assert inbox_events.read_pending(layout.inbox) == 2  # only what ingest did not read
+
+
+def test_two_ingests_at_once_take_turns_and_the_later_inbox_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dvc repro` beside a CLI `ingest`: each writes five files, which two at once could
+    interleave (one's images beside the other's labels); the lock makes them take turns."""
+    from mnist_pipeline.inbox import ingest as ingest_module
+
+    layout = Layout(tmp_path)
+    fill_inbox(layout, range(4))
+    real_write_many = ingest_module.write_many
+    inside, most = [0], [0]
+    first_writing, added = threading.Event(), threading.Event()
+
+    def slow_write_many(files: dict[Path, bytes]) -> None:
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        first_writing.set()
+        added.wait(10)  # the second run starts meanwhile, with two more images in the inbox
+        time.sleep(0.3)
+        real_write_many(files)
+        inside[0] -= 1
+
+    monkeypatch.setattr(ingest_module, "write_many", slow_write_many)
+    results = {}
+
+    def run(name: str) -> None:
+        results[name] = ingest(IngestParams(holdout_percent=0), layout)
+
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    assert first_writing.wait(10)
+    fill_inbox(layout, range(4, 6))
+    second = threading.Thread(target=run, args=("second",))
+    second.start()
+    added.set()
+    first.join(30)
+    second.join(30)
+    assert most[0] == 1  # never two writing at once
+    assert results["first"].counts["train"] == 4 and results["second"].counts["train"] == 6
+    manifest = json.loads((layout.extra_dir / extra.MANIFEST_FILE).read_text())
+    assert len(manifest) == 6  # the later inbox, whole: images, labels and manifest agree
+    split = extra.read_split(layout.extra_dir, "train")
+    assert len(split) == 6 and list(split.labels) == [m["label"] for m in manifest]
+    assert json.loads(layout.ingest_report.read_text())["counts"]["train"] == 6

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from mnist_pipeline.core.atomic import check_writable, json_bytes, write_many
 from mnist_pipeline.core.contract import NUM_CLASSES
-from mnist_pipeline.core.errors import describe_os_error
+from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import IngestParams
 from mnist_pipeline.core.reports import IngestReport
@@ -31,6 +32,7 @@ from mnist_pipeline.inbox import extra, tracked
 from mnist_pipeline.inbox import store as inbox
 
 DIGITS = range(NUM_CLASSES)
+LOCK_TIMEOUT_S = 300
 
 
 @dataclass(frozen=True)
@@ -148,9 +150,26 @@ def collect(folder: Path, holdout_percent: int) -> Collected:
 
 
 def ingest(params: IngestParams, layout: Layout) -> IngestResult:
-    """Stage entry: layout.inbox -> layout.extra_dir (IDX + manifest) and layout.ingest_report."""
+    """Stage entry: layout.inbox -> layout.extra_dir (IDX + manifest) and layout.ingest_report.
+
+    One ingest of a folder at a time (`dvc repro` beside a CLI `ingest`): each writes five files,
+    which two at once could interleave (one's images beside the other's labels)."""
     check_writable(layout.extra_dir.parent, layout.reports)
     tracked.check_inbox(layout.project, layout.inbox)  # never an empty ingest in its place
+    lock = FileLock(layout.extra_dir.parent / f".{layout.extra_dir.name}.lock")
+    try:
+        lock.acquire(timeout=LOCK_TIMEOUT_S)
+    except Timeout:
+        raise DataError(
+            f"another ingest has held {lock.lock_file} for {LOCK_TIMEOUT_S} s; try again"
+        ) from None
+    try:  # held from reading the inbox to the report: the later run writes last
+        return _ingest(params, layout)
+    finally:
+        lock.release()
+
+
+def _ingest(params: IngestParams, layout: Layout) -> IngestResult:
     collected = collect(layout.inbox, params.holdout_percent)
     accepted = collected.accepted
     manifest, files = [], {}
