@@ -17,6 +17,7 @@ import pytest
 
 from mnist_pipeline.core import atomic
 from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.inbox import pending
 from tests.conftest import REPO_ROOT
 from tests.crash_writers import READERS, WRITERS
 
@@ -147,3 +148,29 @@ def test_writes_from_several_threads_never_touch_the_process_umask(
     with pytest.raises(PermissionError):
         atomic.write_bytes(tmp_path / "b.bin", b"b")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+def test_a_log_line_is_appended_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review log after a short write (a full disk) or a crash mid-line: the next line still
+    starts on a line of its own, and a failed append leaves the log as it was."""
+    log = tmp_path / "review-log.jsonl"
+    pending.append_log(log, {"n": 1})
+    with log.open("ab") as crashed:
+        crashed.write(b'{"n": 2, "cut')  # what a crash mid-append left
+    pending.append_log(log, {"n": 3})
+    assert log.read_bytes().splitlines() == [b'{"n": 1}', b'{"n": 2, "cut', b'{"n": 3}']
+    before = log.read_bytes()
+    real_write = os.write
+
+    def short(fd: int, data: bytes) -> int:
+        return real_write(fd, data[:5])  # the disk filled after 5 bytes
+
+    monkeypatch.setattr(atomic.os, "write", short)
+    with pytest.raises(OSError, match="No space left on device"):
+        pending.append_log(log, {"n": 4})
+    monkeypatch.setattr(atomic.os, "write", real_write)
+    assert log.read_bytes() == before  # the 5 bytes cut off again
+    pending.append_log(log, {"n": 5})
+    assert log.read_bytes().splitlines()[-1] == b'{"n": 5}'

@@ -119,3 +119,26 @@ def write_with(target: Path | str, writer: Callable[[Path], None]) -> None:
     """Atomically create `target` with `writer(tmp_path)` (e.g. torch.save, savefig)."""
     with atomic_path(target) as tmp:
         writer(tmp)
+
+
+def append_line(target: Path | str, line: str) -> None:
+    """Append `line` and a newline to a log at `target` (one writer at a time: the caller's
+    lock), flushed to disk, whole or not at all: a failed or short write is cut off again, and
+    a line a crash left unfinished is ended first, so the new one starts on a line of its own.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "ab+") as log:
+        size = log.seek(0, os.SEEK_END)
+        data = (line + "\n").encode()
+        if size:
+            log.seek(size - 1)
+            if log.read(1) != b"\n":
+                data = b"\n" + data
+        try:
+            if os.write(log.fileno(), data) != len(data):
+                raise OSError(errno.ENOSPC, "No space left on device (short write)", str(target))
+            os.fsync(log.fileno())
+        except OSError:
+            log.truncate(size)  # no half line for the next one to run on from
+            raise

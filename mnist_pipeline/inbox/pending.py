@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mnist_pipeline.core.atomic import write_bytes, write_json
+from mnist_pipeline.core.atomic import append_line, write_bytes, write_json
 from mnist_pipeline.core.contract import CLASS_LABELS
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox import store
@@ -301,9 +300,5 @@ def review_line(who: str, action: str, item: Pending, label: int | None) -> dict
 
 
 def append_log(path: Path, line: dict[str, object]) -> None:
-    """Append `line` to the review log at `path` as JSON and flush it to disk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as out:
-        out.write(json.dumps(line) + "\n")
-        out.flush()
-        os.fsync(out.fileno())
+    """Append `line` to the review log at `path` as JSON, whole, and flush it to disk."""
+    append_line(path, json.dumps(line))
