@@ -252,7 +252,9 @@ def test_worker_connections_get_tcp_nodelay() -> None:
     assert asyncio.run(nodelay_of(plain)) == 0
 
 
-def test_serve_with_workers_names_an_address_in_use(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_names_an_address_in_use(tmp_path: Path, workers: str) -> None:
+    """One line naming the address, exit 74 (not uvicorn's exit code 3 after the model loaded)."""
     from typer.testing import CliRunner
 
     from mnist_pipeline.cli.app import app
@@ -262,7 +264,7 @@ def test_serve_with_workers_names_an_address_in_use(tmp_path: Path) -> None:
     taken = tcp_socket("127.0.0.1", 0)
     taken.listen()
     port = taken.getsockname()[1]
-    args = ["--root", str(tmp_path), "serve", "--port", str(port), "--workers", "2"]
+    args = ["--root", str(tmp_path), "serve", "--port", str(port), "--workers", workers]
     try:
         done = CliRunner().invoke(app, args)
     finally:

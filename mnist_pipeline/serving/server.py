@@ -88,9 +88,11 @@ def run(params_path: Path, root: Path, overrides: dict[str, object]) -> None:
         socket.getaddrinfo(serve.host, serve.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise OSError(exc.errno, f"cannot listen on {serve.host}: {exc.strerror}") from None
-    if serve.workers == 1:
-        app = build(params, Layout(root))
-        uvicorn.run(app, host=serve.host, port=serve.port, log_level="warning")
+    if serve.workers == 1:  # the address taken first: one taken is refused before the model loads
+        sock = tcp_socket(serve.host, serve.port)
+        with sock:
+            app = build(params, Layout(root))
+            uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
         return
     os.environ[ENV_PARAMS], os.environ[ENV_ROOT] = str(params_path.resolve()), str(root.resolve())
     os.environ[ENV_MODEL] = serve.model
@@ -111,7 +113,7 @@ def run(params_path: Path, root: Path, overrides: dict[str, object]) -> None:
 
 
 def tcp_socket(host: str, port: int) -> socket.socket:
-    """The listening socket for several workers, created with protocol TCP so that asyncio sets
+    """The listening socket (of every worker), created with protocol TCP so that asyncio sets
     TCP_NODELAY on every connection. (uvicorn's own socket has protocol 0, which asyncio skips:
     on keep-alive connections Nagle's algorithm and delayed ACKs then add ~40 ms to every
     response, measured with benchmarks/bench_serve.py.)"""
