@@ -64,7 +64,10 @@ def test_a_recipe_may_extend_a_params_file_of_comments_only(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("files", "message"),
     [
-        ({"r.yaml": {"extends": "nope.yaml"}}, r"params file not found: .*nope\.yaml"),
+        (
+            {"r.yaml": {"extends": "nope.yaml"}},
+            r"not found: .*nope\.yaml \(extends of .*r\.yaml\)$",
+        ),
         ({"r.yaml": {"extends": ["params.yaml"]}}, r"r\.yaml: extends must name a params file"),
         ({"r.yaml": {"extends": " "}}, r"extends must name a params file, got ' '"),
         ({"r.yaml": {"extends": "r.yaml"}}, r"r\.yaml: extends: r\.yaml extends itself"),

@@ -28,7 +28,8 @@ def read_params_file(path: Path, extended_by: tuple[Path, ...] = ()) -> tuple[An
     except UnicodeDecodeError as exc:
         raise ParamsError(f"{path}: not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
     except FileNotFoundError:
-        raise ParamsError(f"params file not found: {path}") from None
+        named_by = f" ({EXTENDS} of {extended_by[-1]})" if extended_by else ""
+        raise ParamsError(f"params file not found: {path}{named_by}") from None
     except OSError as exc:
         raise ParamsError(f"cannot read params file {path}: {exc.strerror}") from None
     try:
