@@ -106,6 +106,10 @@ def test_register_list_show_resolve_promote_rollback_verify(workdir: Path) -> No
         typo.exception
     )
     assert "prodution" not in models(workdir, "history", "--json").stdout
+    for bad in ("", "A", "a/b", "v3"):  # no flag makes these valid: never "add --new-alias"
+        refused = models(workdir, "promote", "2", "--alias", bad)
+        assert isinstance(refused.exception, RegistryError)
+        assert str(refused.exception).startswith(f"invalid alias {bad!r}"), refused.exception
     created = models(workdir, "promote", "2", "--alias", "canary", "--new-alias")
     assert created.exit_code == 0 and "canary: nothing -> v2" in created.output
     assert models(workdir, "verify").exit_code == 0

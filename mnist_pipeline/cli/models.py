@@ -181,6 +181,7 @@ def promote(
 ) -> None:
     """Point an alias (default production) at a version."""
     registry, actor = _registry(ctx), actor or announce.current_actor()
+    keys.check_alias(alias)  # a name no flag makes valid is refused as such, not as unknown
     if alias not in (PRODUCTION, STAGING) and not new_alias:
         existing = registry.aliases()
         if alias not in existing:  # a typo, most likely: it would stay in the audit trail
