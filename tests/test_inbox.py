@@ -130,6 +130,18 @@ def test_hand_dropped_files_are_listed_and_removal_needs_one_match(tmp_path: Pat
     named_twice = [added.entry.sha256[:8], str(added.entry.path)]
     assert inbox.remove(folder, named_twice) == [added.entry]
     assert [e.path.name for e in inbox.entries(folder)] == ["scan-0001.png"]
+    # The same image dropped by hand under two labels: no prefix can choose, a path can.
+    (folder / "7").mkdir()
+    copy = folder / "7" / "scan-0001.png"
+    copy.write_bytes((folder / "4" / "scan-0001.png").read_bytes())
+    sha = inbox.file_sha256(copy)
+    with pytest.raises(DataError) as info:
+        inbox.remove(folder, [sha[:10]])
+    assert str(info.value) == (
+        f"'{sha[:10]}': one image is in {folder} 2 times ({folder / '4' / 'scan-0001.png'}, "
+        f"{copy}): name one by its path"
+    )
+    assert [e.label for e in inbox.remove(folder, [str(copy)])] == [7]
 
 
 def test_an_image_is_found_by_its_name_before_the_inbox_is_hashed(

@@ -204,6 +204,12 @@ def resolve(inbox: Path, refs: list[str]) -> list[Entry]:
             matches = [e for e in known if e.sha256 == digest]
             if not matches:
                 raise DataError(f"{ref}: no image with its content ({digest[:12]}) in {inbox}")
+        if len(matches) > 1 and len({e.sha256 for e in matches}) == 1:  # no prefix can choose
+            paths = ", ".join(str(e.path) for e in matches)
+            raise DataError(
+                f"{ref!r}: one image is in {inbox} {len(matches)} times ({paths}): "
+                "name one by its path"
+            )
         if len(matches) != 1:
             raise unmatched(ref, "no image" if not matches else f"{len(matches)} images", inbox)
         if matches[0] not in chosen:  # named twice: removed (and reported) once
