@@ -178,6 +178,18 @@ def test_deeper_dotted_overrides_change_one_key_and_keep_the_files_others(tmp_pa
         ParamsError, match=r"train.epochs: expected a mapping of keys \(got 3\), so"
     ):
         load_params(path, {"train.epochs.x": 1}, environ={})
+    # One override inside another (a sweep grid's keys): whichever came last would win.
+    for overlapping in (
+        {"train.augment.rotate_deg": 5, "train.augment": {"rotate_deg": 20}},
+        {"train.augment": {"rotate_deg": 20}, "train.augment.rotate_deg": 5},
+    ):
+        with pytest.raises(
+            ParamsError,
+            match=r"overrides 'train.augment' and 'train.augment.rotate_deg' overlap: set 'tr",
+        ):
+            load_params(path, overlapping, environ={})
+    apart = load_params(path, {"train.augment.rotate_deg": 5, "train.epochs": 2}, environ={})
+    assert apart.train.augment.rotate_deg == 5 and apart.train.epochs == 2  # no overlap
     scalar = write(tmp_path, "data: https://example.org/mnist/\n")  # not the override's fault
     with pytest.raises(ParamsError, match=r"params.yaml: data: expected a mapping of keys \(got "):
         load_params(scalar, environ={"MNIST_MIRROR": "/srv/mnist"})

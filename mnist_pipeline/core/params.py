@@ -243,7 +243,11 @@ def _check_moved(raw: dict[str, Any], source: str) -> None:
 
 def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any], source: str) -> None:
     """Set each dotted key (`section.key`, or deeper: `train.augment.rotate_deg`) in `raw`
-    (read from `source`)."""
+    (read from `source`). Two keys of which one holds the other would set it in either order."""
+    for outer in overrides:
+        inner = next((k for k in overrides if k.startswith(f"{outer}.")), None)
+        if inner is not None:
+            raise ParamsError(f"overrides {outer!r} and {inner!r} overlap: set {inner!r} once")
     for dotted, value in overrides.items():
         *path, key = parts = dotted.split(".")
         if len(parts) < 2 or not all(parts):
