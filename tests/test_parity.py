@@ -111,3 +111,27 @@ def test_an_onnx_exported_from_other_weights_is_refused_before_comparing(
     ):
         check_parity(ParityParams(), "classic", other, onnx, tiny_data_dir, tmp_path / "p.json")
     assert not (tmp_path / "p.json").exists()
+
+
+def test_the_report_and_its_scores_are_replaced_together_or_not_at_all(
+    exported: Path, tiny_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk at the scores file leaves both files of the last check, never a new report
+    beside old scores (dvc metrics would show another check than the report)."""
+    reports = tmp_path / "reports"
+    paths = (reports / "parity.json", reports / "parity_scores.json")
+    args = (ParityParams(), "classic", exported / "model.pt", exported / "model.onnx")
+    check_parity(*args, tiny_data_dir, *paths)
+    before = {path: path.read_bytes() for path in paths}
+    real_write = Path.write_bytes
+
+    def full_at_the_scores(self: Path, data: bytes) -> int:
+        if self.name.startswith(".parity_scores.json."):
+            raise OSError(28, "No space left on device", str(self))
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_at_the_scores)
+    with pytest.raises(OSError, match="No space left"):
+        check_parity(ParityParams(batch_sizes=[1]), *args[1:], tiny_data_dir, *paths)
+    assert {path: path.read_bytes() for path in paths} == before
+    assert sorted(p.name for p in reports.iterdir()) == ["parity.json", "parity_scores.json"]

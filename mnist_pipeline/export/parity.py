@@ -27,7 +27,7 @@ from onnx.reference import ReferenceEvaluator
 from torch import nn
 
 import mnist_pipeline
-from mnist_pipeline.core.atomic import write_json
+from mnist_pipeline.core.atomic import json_bytes, write_many
 from mnist_pipeline.core.contract import INPUT_NAME, OUTPUT_NAMES
 from mnist_pipeline.core.errors import GateError, PipelineError
 from mnist_pipeline.core.layout import Layout
@@ -181,12 +181,13 @@ def check_parity(
             "mnist_pipeline": mnist_pipeline.__version__,
         },
     }
-    Parity.model_validate(report).write(report_path)
+    files = {report_path: Parity.model_validate(report).text().encode()}
     if scores_path is not None:  # the headline numbers alone, for `dvc metrics`
         # Short names: `dvc metrics show` puts every metric of every file in one table.
         headline = {"passed": "passed", "max_logit_diff": "max_abs_diff_logits"}
         headline["argmax_mismatches"] = "argmax_mismatches"
-        write_json(scores_path, {short: report[key] for short, key in headline.items()})
+        files[scores_path] = json_bytes({short: report[key] for short, key in headline.items()})
+    write_many(files)  # both or neither: the scores never tell of another check than the report
     result = ParityResult(
         max_abs_diff_logits=worst["max_abs_diff_logits"],
         max_abs_diff_probabilities=worst["max_abs_diff_probabilities"],
