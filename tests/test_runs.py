@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+from filelock import FileLock, Timeout
 
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.layout import Layout
@@ -89,3 +91,50 @@ def test_a_run_still_going_keeps_its_folder_however_old(tmp_path: Path) -> None:
     assert folders[0].is_dir()
     holding.release()  # it finished: the next prune may take it
     assert runs.prune(tmp_path, keep=1, current=folders[3]) == [folders[0]]
+
+
+def test_no_run_can_start_in_a_folder_while_prune_deletes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prune holds the folder's run lock across the deletion: a run starting meanwhile (a retry
+    of that run) waits, instead of working in a folder being deleted under it."""
+    folders = make_runs(tmp_path, 2)
+    real_rmtree = runs.shutil.rmtree
+    starts: list[bool] = []
+
+    def deleting(path: Path, **kwargs) -> None:
+        try:  # another process's run taking the folder's lock now
+            with FileLock(path / runs.RUNNING_LOCK, timeout=0):
+                starts.append(True)
+        except Timeout:
+            starts.append(False)
+        real_rmtree(path, **kwargs)
+
+    monkeypatch.setattr(runs.shutil, "rmtree", deleting)
+    assert runs.prune(tmp_path, keep=1) == [folders[0]]
+    assert starts == [False] and not folders[0].exists()
+
+
+def test_a_run_lock_got_after_its_folder_was_deleted_is_taken_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that waited on its folder's lock while a prune deleted the folder holds a lock on a
+    deleted file: it takes the lock again, in the folder made anew, so the next prune sees it."""
+    folder = tmp_path / "runs" / "run-0"
+    pruned: list[Path] = []
+
+    class PrunedWhileWaiting(FileLock):
+        def acquire(self, *args, **kwargs):
+            held = super().acquire(*args, **kwargs)
+            if not pruned:  # the first time: the folder went while this run waited
+                pruned.append(folder)
+                shutil.rmtree(folder)
+            return held
+
+    monkeypatch.setattr(runs, "FileLock", PrunedWhileWaiting)
+    holding = runs.running(folder)
+    monkeypatch.undo()
+    assert pruned == [folder] and (folder / runs.RUNNING_LOCK).exists()
+    assert runs.prune(tmp_path, keep=0) == [] and folder.is_dir()  # held: never deleted
+    holding.release()
+    assert runs.prune(tmp_path, keep=0) == [folder]

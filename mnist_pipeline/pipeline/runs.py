@@ -44,26 +44,19 @@ RUNNING_LOCK = ".running.lock"  # held by the run working in the folder (`runnin
 def running(folder: Path) -> FileLock:
     """Hold `folder`'s run lock until the returned lock is released or this process ends (an
     OS file lock: a crashed run's folder is prunable again at once)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(folder / RUNNING_LOCK)
-    lock.acquire()
-    return lock
-
-
-def _in_use(folder: Path) -> bool:
-    """Whether a run holds `folder`'s run lock now."""
-    if not (folder / RUNNING_LOCK).exists():
-        return False
-    try:
-        with FileLock(folder / RUNNING_LOCK, timeout=0):
-            return False
-    except Timeout:
-        return True
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(folder / RUNNING_LOCK)
+        lock.acquire()
+        if (folder / RUNNING_LOCK).exists():
+            return lock
+        lock.release()  # got after a prune deleted the folder under it: a lock on nothing
 
 
 def prune(project: Path, keep: int, current: Path | None = None) -> list[Path]:
     """Delete all but the `keep` newest run folders (by modification time); never `current`,
-    nor the folder of a run still going (its run lock held, whatever its age).
+    nor the folder of a run still going (its run lock held, whatever its age): each folder is
+    deleted while prune holds its run lock, so no run can start in it meanwhile.
 
     Returns the folders deleted.
     """
@@ -75,7 +68,12 @@ def prune(project: Path, keep: int, current: Path | None = None) -> list[Path]:
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )
-    doomed = [p for p in runs[max(keep - (current is not None), 0) :] if not _in_use(p)]
-    for path in doomed:
-        shutil.rmtree(path, ignore_errors=True)
+    doomed = []
+    for path in runs[max(keep - (current is not None), 0) :]:
+        try:
+            with FileLock(path / RUNNING_LOCK, timeout=0):
+                shutil.rmtree(path, ignore_errors=True)
+        except Timeout:
+            continue  # a run still going
+        doomed.append(path)
     return doomed
