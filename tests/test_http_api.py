@@ -213,11 +213,23 @@ def test_the_serve_command_takes_its_options_from_params(tmp_path: Path, monkeyp
     from mnist_pipeline.serving import server
 
     called = {}
-    monkeypatch.setattr(server.uvicorn, "run", lambda app, **kw: called.update(kw, app=app))
+
+    class Server:  # uvicorn's, serving on the socket run() bound: records instead of serving
+        def __init__(self, config) -> None:
+            called["app"] = config.app
+
+        def run(self, sockets) -> None:
+            (listening,) = sockets
+            called["address"] = listening.getsockname()
+
+    monkeypatch.setattr(server.uvicorn, "Server", Server)
     layout = Layout(tmp_path)
-    (tmp_path / "params.yaml").write_text("serve:\n  port: 9123\n  reload_interval_s: 60\n")
+    taken = server.tcp_socket("127.0.0.2", 0)
+    port = taken.getsockname()[1]
+    taken.close()  # a port free a moment ago
+    (tmp_path / "params.yaml").write_text(f"serve:\n  port: {port}\n  reload_interval_s: 60\n")
     server.run(tmp_path / "params.yaml", layout.root, {"serve.host": "127.0.0.2"})
-    assert called["host"] == "127.0.0.2" and called["port"] == 9123
+    assert called["address"] == ("127.0.0.2", port)
     assert TestClient(called["app"]).get("/readyz").status_code == 503  # empty registry
 
 
