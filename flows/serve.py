@@ -103,7 +103,13 @@ def main(argv: list[str] | None = None) -> None:
     """Parse options, then serve the deployment until interrupted."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=".", help="repo root holding params.yaml and data/")
-    parser.add_argument("--params-file", default="params.yaml")
+    parser.add_argument(
+        "--params",
+        "--params-file",
+        dest="params_file",
+        default="params.yaml",
+        help="params file, relative to --workdir (as flows.retrain and flows.sweep take it)",
+    )
     parser.add_argument("--cron", help="override schedule.cron from params.yaml")
     parser.add_argument(
         "--pool", help="create the deployment on this process work pool and exit (no serving)"

@@ -251,3 +251,17 @@ def test_a_run_folder_is_one_folder_whatever_the_run_is_named(
     run = SimpleNamespace(id="0123abcd-0000-0000-0000-000000000000", name=name)
     monkeypatch.setattr(retrain_module, "flow_run", run)
     assert retrain_module.run_folder_name() == folder
+
+
+@pytest.mark.parametrize("option", ["--params", "--params-file"])
+def test_flows_serve_takes_the_params_file_as_retrain_and_sweep_do(
+    tmp_path: Path, option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--params` as for `flows.retrain` and `flows.sweep` (and the older `--params-file`), read
+    in --workdir before anything is deployed."""
+    from flows.serve import main as serve_main
+
+    with pytest.raises(SystemExit) as ended:
+        serve_main(["--workdir", str(tmp_path), option, "other.yaml"])
+    assert ended.value.code == 2
+    assert capsys.readouterr().err == f"error: params file not found: {tmp_path / 'other.yaml'}\n"
