@@ -122,12 +122,13 @@ def merged_overrides(given: dict[str, Any] | None, named: dict[str, Any]) -> dic
 
 
 def run_folder_name() -> str:
-    """<flow-run-name>-<id prefix> inside a flow run (unique), local-<random> outside one. A
-    run name is anyone's text: only letters, digits, '.', '_' and '-' of it are kept (one
-    folder inside runs/, never "../x" or "a/b")."""
+    """<flow-run-name>-<last 12 hex digits of its id> inside a flow run, local-<random> outside
+    one. Prefect's run ids are UUIDv7, whose first digits are a timestamp shared by runs started
+    in the same minute; the last ones are random. A run name is anyone's text: only letters,
+    digits, '.', '_' and '-' of it are kept (one folder inside runs/, never "../x" or "a/b")."""
     if flow_run.id:
         name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(flow_run.name or "run")).lstrip(".-")
-        return f"{name[:64] or 'run'}-{flow_run.id[:8]}"
+        return f"{name[:64] or 'run'}-{str(flow_run.id).replace('-', '')[-12:]}"
     return f"local-{uuid.uuid4().hex[:8]}"
 
 

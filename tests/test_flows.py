@@ -234,11 +234,11 @@ def test_the_run_first_takes_in_what_other_hosts_shared(
 @pytest.mark.parametrize(
     ("name", "folder"),
     [
-        ("russet-dragon", "russet-dragon-0123abcd"),
-        ("../../etc", "etc-0123abcd"),
-        ("a/b c", "a-b-c-0123abcd"),
-        ("..", "run-0123abcd"),
-        ("x" * 100, "x" * 64 + "-0123abcd"),
+        ("russet-dragon", "russet-dragon-5e1f00c0ffee"),
+        ("../../etc", "etc-5e1f00c0ffee"),
+        ("a/b c", "a-b-c-5e1f00c0ffee"),
+        ("..", "run-5e1f00c0ffee"),
+        ("x" * 100, "x" * 64 + "-5e1f00c0ffee"),
     ],
 )
 def test_a_run_folder_is_one_folder_whatever_the_run_is_named(
@@ -248,9 +248,13 @@ def test_a_run_folder_is_one_folder_whatever_the_run_is_named(
 
     from flows import retrain as retrain_module
 
-    run = SimpleNamespace(id="0123abcd-0000-0000-0000-000000000000", name=name)
+    run = SimpleNamespace(id="0193a1b2-c3d4-7e5f-8a6b-5e1f00c0ffee", name=name)
     monkeypatch.setattr(retrain_module, "flow_run", run)
     assert retrain_module.run_folder_name() == folder
+    # Another run of that name started in the same minute: the same UUIDv7 time digits, its
+    # own random ones, so its own folder.
+    run.id = "0193a1b2-c3d4-7e5f-9c0d-0a1b2c3d4e5f"
+    assert retrain_module.run_folder_name() == folder.replace("5e1f00c0ffee", "0a1b2c3d4e5f")
 
 
 @pytest.mark.parametrize("option", ["--params", "--params-file"])
