@@ -79,11 +79,17 @@ def awaits_approval(client: SyncPrefectClient, run: FlowRun) -> bool:
 
 
 def wait_all(
-    client: SyncPrefectClient, ids: list[UUID], timeout_s: float, paused_is_done: bool = False
+    client: SyncPrefectClient,
+    ids: list[UUID],
+    timeout_s: float,
+    paused_is_done: bool = False,
+    keep_queued: bool = False,
 ) -> list[FlowRun]:
     """The flow runs `ids` once every one is final (or, with `paused_is_done`, waiting for a
     person's approval of its registration: `awaits_approval`). After `timeout_s`, those still
-    going are cancelled (a worker stops their process) and a PipelineError names them."""
+    going are cancelled (a worker stops their process), except, with `keep_queued`, a run not
+    yet started (queued for a concurrency slot or a worker), which is left to run when it gets
+    one; a PipelineError names each with its state."""
 
     def done(run: FlowRun) -> bool:
         state = run.state
@@ -98,14 +104,27 @@ def wait_all(
             return runs
         if time.monotonic() > deadline:
             waiting = [r for r in runs if not done(r)]
+            queued = [r for r in waiting if keep_queued and _not_started(r)]
+            cancelled = [r for r in waiting if r not in queued]
             why = f"sweep: not finished after {timeout_s:.0f} s"
-            for run in waiting:  # never left training for nobody
+            for run in cancelled:  # never left training for nobody
                 client.set_flow_run_state(run.id, Cancelling(message=why), force=True)
-            names = [r.name for r in waiting]
+            told = [f"cancelled: {_named(cancelled)}"] if cancelled else []
+            if queued:
+                told.append(f"left queued, to run when it starts: {_named(queued)}")
             raise PipelineError(
-                f"sweep: child runs not finished after {timeout_s:.0f} s, cancelled: {names}"
+                f"sweep: child runs not finished after {timeout_s:.0f} s; {'; '.join(told)}"
             )
         time.sleep(POLL_S)
+
+
+def _not_started(run: FlowRun) -> bool:
+    """Queued: scheduled, waiting for a concurrency slot (AwaitingConcurrencySlot), pending."""
+    return run.state is not None and run.state.type in (StateType.SCHEDULED, StateType.PENDING)
+
+
+def _named(runs: list[FlowRun]) -> str:
+    return ", ".join(f"{r.name} ({r.state.name if r.state else 'no state'})" for r in runs)
 
 
 def wait_registering(
@@ -115,7 +134,7 @@ def wait_registering(
     required: registered and paused is a result too), and whether it waits. An approval
     answered between `wait_all`'s look and the next one lets the run go on: wait again."""
     while True:
-        (run,) = wait_all(client, [run_id], timeout_s, paused_is_done=True)
+        (run,) = wait_all(client, [run_id], timeout_s, paused_is_done=True, keep_queued=True)
         awaiting = awaits_approval(client, run)
         if awaiting or (run.state is not None and run.state.is_final()):
             return run, awaiting
