@@ -169,6 +169,35 @@ def test_reject_keeps_staging_and_a_second_answer_finds_no_run(
     assert registry.alias_log() == before
 
 
+def test_an_answer_to_a_run_whose_retraining_crashed_moves_nothing_and_says_so(
+    tmp_path: Path, server: dict[str, str]
+) -> None:
+    """The waiting process killed (kill -9, out of memory) and its run marked Crashed, as the
+    runner or the heartbeat automation does: its approval subflow stays paused, and answering
+    it would resume nothing that acts; the answer is refused, naming the run and what to do."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    project = tmp_path / "p"
+    registry, _ = proposed_project(project, "crashed")
+    api, log = server["PREFECT_API_URL"], project / "flow.log"
+    proc = waiting(project, server, 600)
+    try:
+        run = wait_for(lambda: paused_run(api, waiting_tag("crashed", 2)), 180, "pause", proc, log)
+        parent = parent_run(api, run)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as c:
+        c.set_flow_run_state(parent["id"], Crashed(message="process killed"), force=True)
+    before = registry.alias_log()
+    answer = models(project, server, "approve", "2")
+    assert answer.returncode == 1 and answer.stderr.count("\n") == 1, answer.stderr
+    assert f"for flow run {parent['name']}, which ended Crashed: no one would act" in answer.stderr
+    assert "`mnist-pipeline models promote 2` moves production by hand" in answer.stderr
+    assert registry.alias_log() == before and registry.aliases()["production"] == 1
+
+
 def test_no_answer_in_time_keeps_staging(tmp_path: Path, server: dict[str, str]) -> None:
     project = tmp_path / "p"
     registry, _ = proposed_project(project, "time-me")

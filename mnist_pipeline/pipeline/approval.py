@@ -111,9 +111,18 @@ def resume_waiting(model_name: str, version: int, answer: Answer) -> str:
         )
     tag = waiting_tag(model_name, version)
     try:
-        runs = _paused_runs(tag)
+        found = _paused_runs(tag)
     except Exception as exc:  # unreachable server, refused request
         raise PipelineError(f"cannot read flow runs from the Prefect API at {url}: {exc}") from None
+    runs = [run for run, parent in found if parent is None or not parent.state.is_final()]
+    if found and not runs:  # its retraining run crashed or was cancelled while it waited
+        run, parent = found[0]
+        raise PipelineError(
+            f"flow run {run.name} waited for approval of {model_name} v{version} for flow run "
+            f"{parent.name}, which ended {parent.state.name}: no one would act on the answer, "
+            f"so nothing moved; `mnist-pipeline models promote {version}` moves production "
+            "by hand"
+        )
     if not runs:
         raise PipelineError(
             f"no paused flow run is waiting for approval of {model_name} v{version} "
@@ -133,8 +142,9 @@ def resume_waiting(model_name: str, version: int, answer: Answer) -> str:
     return f"resumed flow run {run.name} ({run.id}) to {verb} v{version}"
 
 
-def _paused_runs(tag: str) -> list[Any]:
-    """The paused flow runs tagged `tag`."""
+def _paused_runs(tag: str) -> list[tuple[Any, Any]]:
+    """The paused flow runs tagged `tag`, each with the flow run that started it as a subflow
+    (None: none, or one without a state)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -149,4 +159,11 @@ def _paused_runs(tag: str) -> list[Any]:
         state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
     )
     with get_client(sync_client=True) as client:
-        return list(client.read_flow_runs(flow_run_filter=only, limit=10))
+        found = []
+        for run in client.read_flow_runs(flow_run_filter=only, limit=10):
+            parent = None
+            if run.parent_task_run_id is not None:
+                task_run = client.read_task_run(run.parent_task_run_id)
+                parent = client.read_flow_run(task_run.flow_run_id)
+            found.append((run, parent if parent is not None and parent.state else None))
+        return found
