@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from prefect.blocks.core import Block
-from prefect.logging.loggers import flow_run_logger
+from prefect.logging.loggers import flow_run_logger, get_run_logger
 
 logger = logging.getLogger("mnist_pipeline.notify")
 
@@ -49,3 +49,20 @@ def notify_started(slug: str | None, flow_run_name: str, reason: str) -> None:
         Block.load(slug).notify(body=f"started because: {reason}", subject=subject)
     except Exception as exc:  # a notifier's failure must not change the run's outcome
         logger.error("could not notify %s that run %s started: %s", slug, flow_run_name, exc)
+
+
+def check_block(slug: str | None) -> None:
+    """At a run's start: log an error now, in the run's log, if the block `slug` cannot be
+    loaded (a typo, a deleted block), rather than only when a failure would need it."""
+    if not slug:
+        return
+    try:
+        Block.load(slug)
+    except Exception as exc:  # not found, a slug without "type/name", a server that refused
+        why = " ".join(str(exc).split())[:200]
+        for log in (logger, get_run_logger()):  # called in the flow run: shown in the UI too
+            log.error(
+                "notify_block %s cannot be loaded (%s): a failure of this run would notify no one",
+                slug,
+                why,
+            )

@@ -34,7 +34,7 @@ from flows.artifacts import (
     publish_report,
     publish_up_to_date,
 )
-from flows.notify import notify_failure, notify_started
+from flows.notify import check_block, notify_failure, notify_started
 from flows.trials import publish_trial, trial_row
 from mnist_pipeline.core.errors import GateError, ParamsError, StageFailed, one_line_errors
 from mnist_pipeline.core.layout import Layout
@@ -183,6 +183,8 @@ def retrain(
     if reason:
         print(f"started because: {reason}")
         notify_started(notify_block, flow_run.name or "(no name)", reason)
+    else:
+        check_block(notify_block)
     project = Path(workdir).resolve()
     named = flow_overrides(epochs, learning_rate, min_accuracy, mirror)
     params = load_params(project / params_file, merged_overrides(overrides, named))

@@ -189,6 +189,21 @@ def test_a_notifier_that_is_down_does_not_change_the_outcome(
     assert (folder / runs.RUNNING_LOCK).exists() and not runs._in_use(folder)
 
 
+def test_a_notify_block_that_cannot_be_loaded_is_logged_when_the_run_starts(
+    tiny_workdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A typo in notify_block is told at once, by a run that succeeds, not first by the
+    failure that would have needed it."""
+    with caplog.at_level(logging.ERROR, logger="mnist_pipeline.notify"):
+        state = retrain(
+            workdir=str(tiny_workdir), notify_block="custom-webhook/mnist-typo", return_state=True
+        )
+    assert state.is_completed()
+    (told,) = [r.message for r in caplog.records if r.name == "mnist_pipeline.notify"]
+    assert told.startswith("notify_block custom-webhook/mnist-typo cannot be loaded (")
+    assert told.endswith("): a failure of this run would notify no one")
+
+
 def test_a_run_killed_mid_training_leaves_other_runs_and_the_registry_alone(
     tmp_path: Path,
 ) -> None:
