@@ -74,6 +74,31 @@ def test_a_train_whose_last_write_fails_keeps_the_previous_run_whole(
     assert {p.name for p in layout.model_dir.glob(".*")} == {".train.lock"}  # no temp files
 
 
+def test_train_removes_what_a_killed_training_left_and_nothing_else(
+    tmp_path: Path, tiny_data_dir: Path
+) -> None:
+    """The temp files of train's own outputs that a SIGKILL left (nothing removes them then)
+    go with the next training, under its lock; another stage's temp file stays."""
+    layout = Layout(tmp_path)
+    layout.model_dir.mkdir(parents=True)
+    left = [
+        layout.model_dir / ".model.pt.k3j2x1.tmp.pt",
+        layout.model_dir / ".checkpoint.pt.a1b2c3.tmp.pt",
+        layout.train_history.parent / f".{layout.train_history.name}.q9w8e7.tmp.csv",
+    ]
+    for path in left:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a file")
+    exporting = layout.model_dir / ".model.onnx.z1y2x3.tmp.onnx"  # export may be writing it
+    exporting.write_bytes(b"half an onnx")
+    train(ModelParams(), TrainParams(**TINY), layout)
+    assert [p for p in left if p.exists()] == [] and exporting.exists()
+    assert sorted(p.name for p in layout.model_dir.glob(".*")) == [
+        ".model.onnx.z1y2x3.tmp.onnx",
+        ".train.lock",
+    ]
+
+
 def test_cli_io_error_is_one_line_with_exit_code_74(
     tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

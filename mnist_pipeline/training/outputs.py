@@ -26,6 +26,20 @@ def output_files(layout: Layout) -> tuple[Path, ...]:
     )
 
 
+def remove_stale_temps(layout: Layout) -> list[Path]:
+    """Delete the temp files of train's own outputs that a killed training left behind
+    (`.model.pt.<random>.tmp.pt`, from a SIGKILL or a power cut); the caller holds the training
+    lock, so no write of these is in progress. Other stages' temp files are left alone."""
+    stale = [
+        path
+        for target in output_files(layout)
+        for path in target.parent.glob(f".{target.name}.*.tmp{target.suffix}")
+    ]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def write_outputs(
     layout: Layout, net: nn.Module, history: str, timings: str, record: dict[str, Any]
 ) -> None:

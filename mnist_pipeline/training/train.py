@@ -41,7 +41,7 @@ from mnist_pipeline.model.network import predict_logits
 from mnist_pipeline.training import checkpoint as checkpoints
 from mnist_pipeline.training import loop, temperature
 from mnist_pipeline.training.fingerprint import training_fingerprint
-from mnist_pipeline.training.outputs import output_files, write_outputs
+from mnist_pipeline.training.outputs import output_files, remove_stale_temps, write_outputs
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -151,6 +151,7 @@ def train(
     as it found it (benchmarks score it on the test set there)."""
     check_targets(*output_files(layout))  # fail before an epoch (and before the lock's file)
     with checkpoints.only_training(layout.model_dir):
+        remove_stale_temps(layout)
         return _train(model, params, layout, on_epoch)
 
 
