@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -115,26 +116,50 @@ def test_no_run_can_start_in_a_folder_while_prune_deletes_it(
     assert starts == [False] and not folders[0].exists()
 
 
-def test_a_run_lock_got_after_its_folder_was_deleted_is_taken_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_run_waiting_while_prune_deletes_its_folder_takes_it_again() -> None:
+    """A retried run waits on its folder's lock while a prune (holding it) deletes the folder:
+    its wait then fails on the missing file; it makes the folder anew and takes the lock there,
+    so the next prune sees it held."""
+    import tempfile
+    import threading
+
+    project = Path(tempfile.mkdtemp())
+    folder = project / "runs" / "run-0"
+    folder.mkdir(parents=True)
+    held = threading.Event()
+
+    def prune_deleting() -> None:  # prune's hold on the folder's lock while it deletes it
+        with FileLock(folder / runs.RUNNING_LOCK, timeout=0):
+            held.set()
+            time.sleep(0.3)  # the run is waiting on the lock meanwhile
+            shutil.rmtree(folder)
+
+    pruner = threading.Thread(target=prune_deleting)
+    pruner.start()
+    assert held.wait(10)
+    got = [runs.running(folder)]  # waits, then finds its lock file gone
+    pruner.join(10)
+    assert got and (folder / runs.RUNNING_LOCK).exists(), "the run did not take its folder again"
+    assert runs.prune(project, keep=0) == [] and folder.is_dir()  # held: never deleted
+    got[0].release()
+    assert runs.prune(project, keep=0) == [folder]
+    shutil.rmtree(project)
+
+
+def test_a_folder_prune_cannot_lock_is_left_and_fails_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A run that waited on its folder's lock while a prune deleted the folder holds a lock on a
-    deleted file: it takes the lock again, in the folder made anew, so the next prune sees it."""
-    folder = tmp_path / "runs" / "run-0"
-    pruned: list[Path] = []
+    """Another user's run folder (its lock file not ours to open): logged and left alone."""
+    folders = make_runs(tmp_path, 3)
+    real_acquire = FileLock.acquire
 
-    class PrunedWhileWaiting(FileLock):
-        def acquire(self, *args, **kwargs):
-            held = super().acquire(*args, **kwargs)
-            if not pruned:  # the first time: the folder went while this run waited
-                pruned.append(folder)
-                shutil.rmtree(folder)
-            return held
+    def refused(self, *args, **kwargs):
+        if Path(self.lock_file).parent == folders[0]:
+            raise PermissionError(13, "Permission denied", self.lock_file)
+        return real_acquire(self, *args, **kwargs)
 
-    monkeypatch.setattr(runs, "FileLock", PrunedWhileWaiting)
-    holding = runs.running(folder)
-    monkeypatch.undo()
-    assert pruned == [folder] and (folder / runs.RUNNING_LOCK).exists()
-    assert runs.prune(tmp_path, keep=0) == [] and folder.is_dir()  # held: never deleted
-    holding.release()
-    assert runs.prune(tmp_path, keep=0) == [folder]
+    monkeypatch.setattr(FileLock, "acquire", refused)
+    assert runs.prune(tmp_path, keep=1) == [folders[1]]
+    assert (
+        folders[0].is_dir() and "not pruning" in caplog.text and "Permission denied" in caplog.text
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Mapping
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.core.layout import RUNS_DIR
 from mnist_pipeline.data.manifest import file_sha256
 
@@ -38,6 +39,7 @@ def snapshot_dataset(shared: Path, target: Path, sha256: Mapping[str, str]) -> N
             raise DataError(f"{shared / name} changed while it was being snapshotted: fetch again")
 
 
+logger = logging.getLogger(__name__)
 RUNNING_LOCK = ".running.lock"  # held by the run working in the folder (`running`)
 
 
@@ -47,27 +49,32 @@ def running(folder: Path) -> FileLock:
     while True:
         folder.mkdir(parents=True, exist_ok=True)
         lock = FileLock(folder / RUNNING_LOCK)
-        lock.acquire()
-        if (folder / RUNNING_LOCK).exists():
-            return lock
-        lock.release()  # got after a prune deleted the folder under it: a lock on nothing
+        try:
+            lock.acquire()  # filelock refuses a lock file deleted while it waited (FileNotFound)
+        except FileNotFoundError:  # a prune deleted the folder while this run waited on it
+            continue
+        return lock
 
 
 def prune(project: Path, keep: int, current: Path | None = None) -> list[Path]:
     """Delete all but the `keep` newest run folders (by modification time); never `current`,
     nor the folder of a run still going (its run lock held, whatever its age): each folder is
-    deleted while prune holds its run lock, so no run can start in it meanwhile.
+    deleted while prune holds its run lock, so no run can start in it meanwhile. A folder this
+    process cannot lock (another user's, or one another prune just deleted) is left alone.
 
     Returns the folders deleted.
     """
     folder = project / RUNS_DIR
     if not folder.is_dir():
         return []
-    runs = sorted(
-        (p for p in folder.iterdir() if p.is_dir() and p != current),
-        key=lambda p: p.stat().st_mtime,
-        reverse=True,
-    )
+    ages = {}
+    for path in folder.iterdir():
+        try:
+            if path.is_dir() and path != current:
+                ages[path] = path.stat().st_mtime
+        except FileNotFoundError:  # deleted by another prune meanwhile
+            continue
+    runs = sorted(ages, key=ages.__getitem__, reverse=True)
     doomed = []
     for path in runs[max(keep - (current is not None), 0) :]:
         try:
@@ -75,5 +82,8 @@ def prune(project: Path, keep: int, current: Path | None = None) -> list[Path]:
                 shutil.rmtree(path, ignore_errors=True)
         except Timeout:
             continue  # a run still going
+        except OSError as exc:  # not ours to lock, or gone meanwhile: never fails the run
+            logger.warning("not pruning %s: %s", path, describe_os_error(exc))
+            continue
         doomed.append(path)
     return doomed
