@@ -288,6 +288,24 @@ def test_a_real_server_gives_the_page_its_model_and_takes_its_feedback(
                 timeout=30_000,
             )
         assert page.inner_text("#feedback-status") == "thanks: sent for review as a 5"
+        # The same tab pointed at another server: the token kept for the first is not sent.
+        elsewhere: list[str | None] = []
+
+        def other_feedback(route) -> None:
+            elsewhere.append(route.request.headers.get("authorization"))
+            route.fulfill(status=401, json={"error": "no token"})
+
+        page.route(f"{altered}/feedback", other_feedback)
+        page.goto(f"{origin}/examples/web/?server={altered}")
+        page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+        draw(page, digits[index])
+        shown(page)
+        page.click("#labels button[data-label='3']")
+        page.wait_for_function(
+            "() => document.getElementById('feedback-status').textContent.includes('no token')",
+            timeout=30_000,
+        )
+        assert elsewhere == [None]
         refused = context.new_page()
         refused.goto(f"{origin}/examples/web/?server={altered}&model=server")
         refused.wait_for_selector("body[data-failed=true]", timeout=60_000)

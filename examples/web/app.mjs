@@ -8,7 +8,7 @@
 // with the bearer token given in the page's fragment (#token=..., never sent to a server as
 // part of a URL); the server holds it for review. The page takes the token out of its address at
 // once (so history, bookmarks and a shared link do not carry it) and keeps it in the tab's
-// sessionStorage, so a reload still sends it. With ?server=URL&model=server the model is the
+// sessionStorage for that server only, so a reload still sends it there. With ?server=URL&model=server the model is the
 // one that server serves (URL/model.onnx, production), used only if the SHA-256 of the bytes
 // received (Web Crypto) equals its X-Model-SHA256 header. Without ?server the page works fully
 // offline.
@@ -165,9 +165,11 @@ function fragmentValue(hash, name) {
 }
 
 // The #token=... of the address, removed from it (the rest of the fragment stays) and kept in
-// sessionStorage for this tab; else the one kept there earlier; else null.
+// sessionStorage for this tab and this ?server; else the one kept there earlier for the same
+// server (never one given for another); else null.
 function takeToken() {
-  const KEY = 'mnist-pipeline feedback token';
+  if (!SERVER) return null;
+  const KEY = `mnist-pipeline feedback token for ${api('feedback')}`;
   const given = fragmentValue(location.hash, 'token');
   if (given === null) return sessionStorage.getItem(KEY);
   const rest = location.hash.slice(1).split('&').filter((part) => !part.startsWith('token='));
