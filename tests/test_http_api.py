@@ -264,6 +264,36 @@ def test_worker_connections_get_tcp_nodelay() -> None:
     assert asyncio.run(nodelay_of(plain)) == 0
 
 
+def test_a_host_of_two_addresses_is_listened_on_at_both(monkeypatch) -> None:
+    """`serve.host: localhost` where it names 127.0.0.1 and ::1: a TCP socket bound on each
+    (as asyncio would listen), on the one port; one of them taken fails the whole, naming it."""
+    import socket
+
+    from mnist_pipeline.serving import server
+
+    free = socket.socket(socket.AF_INET6)
+    free.bind(("::1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    both = [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+        (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),  # listed twice
+    ]
+    monkeypatch.setattr(server.socket, "getaddrinfo", lambda *a, **k: both)
+    sockets = server.listening_sockets("localhost", port)
+    try:
+        assert [s.getsockname()[:2] for s in sockets] == [("127.0.0.1", port), ("::1", port)]
+        assert {s.proto for s in sockets} == {socket.IPPROTO_TCP}  # TCP_NODELAY on each
+        for sock in sockets:
+            sock.listen()
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}: Address already"):
+            server.listening_sockets("localhost", port)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_serve_names_an_address_in_use(tmp_path: Path, workers: str) -> None:
     """One line naming the address, exit 74 (not uvicorn's exit code 3 after the model loaded)."""

@@ -84,16 +84,23 @@ def run(params_path: Path, root: Path, overrides: dict[str, object]) -> None:
     params = load_params(params_path, overrides)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     serve = params.serve
-    try:  # a host that names no address: said before uvicorn says "[Errno -2]" alone
-        socket.getaddrinfo(serve.host, serve.port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise OSError(exc.errno, f"cannot listen on {serve.host}: {exc.strerror}") from None
-    if serve.workers == 1:  # the address taken first: one taken is refused before the model loads
-        sock = tcp_socket(serve.host, serve.port)
-        with sock:
+    sockets = listening_sockets(serve.host, serve.port)  # one taken: refused before the model
+    try:
+        if serve.workers == 1:
             app = build(params, Layout(root))
-            uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
-        return
+            uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=sockets)
+        else:
+            _run_workers(params_path, root, params, sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _run_workers(
+    params_path: Path, root: Path, params: Params, sockets: list[socket.socket]
+) -> None:
+    """serve.workers processes, each building the app from the environment (app_from_env)."""
+    serve = params.serve
     os.environ[ENV_PARAMS], os.environ[ENV_ROOT] = str(params_path.resolve()), str(root.resolve())
     os.environ[ENV_MODEL] = serve.model
     config = uvicorn.Config(
@@ -104,7 +111,6 @@ def run(params_path: Path, root: Path, overrides: dict[str, object]) -> None:
         workers=serve.workers,
         log_level="warning",
     )
-    sockets = [tcp_socket(serve.host, serve.port)]
     with multiprocess_dir() if serve.metrics else nullcontext() as folder:
         if folder is None:
             Multiprocess(config, sockets=sockets).run()
@@ -112,14 +118,40 @@ def run(params_path: Path, root: Path, overrides: dict[str, object]) -> None:
             Supervisor(config, sockets=sockets, folder=folder).run()
 
 
-def tcp_socket(host: str, port: int) -> socket.socket:
+def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """A bound socket for every address `host` names (`localhost`: 127.0.0.1 and ::1, as
+    asyncio would listen on); OSError naming the host or the address that cannot be bound."""
+    try:
+        found = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:  # said before anything else says "[Errno -2]" alone
+        raise OSError(exc.errno, f"cannot listen on {host}: {exc.strerror}") from None
+    addresses = list(dict.fromkeys((family, address[:2]) for family, *_, address in found))
+    sockets: list[socket.socket] = []
+    try:
+        for family, (address, _) in addresses:
+            sockets.append(tcp_socket(address, port, family, v6_only=len(addresses) > 1))
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def tcp_socket(
+    host: str, port: int, family: int | None = None, v6_only: bool = False
+) -> socket.socket:
     """The listening socket (of every worker), created with protocol TCP so that asyncio sets
     TCP_NODELAY on every connection. (uvicorn's own socket has protocol 0, which asyncio skips:
     on keep-alive connections Nagle's algorithm and delayed ACKs then add ~40 ms to every
     response, measured with benchmarks/bench_serve.py.)"""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if family is None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6 and v6_only:  # ::1 beside 127.0.0.1, as asyncio binds them
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:  # say which address, as uvicorn does with one worker
