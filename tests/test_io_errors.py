@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,10 @@ def test_a_file_where_a_folder_is_needed_is_named_as_such(tmp_path: Path) -> Non
     assert describe_os_error(missing) == f"{tmp_path / 'gone'}: No such file or directory"
     exists = OSError(errno.EEXIST, "File exists", str(tmp_path))
     assert describe_os_error(exists) == f"{tmp_path}: File exists"
+    # A descriptor or bytes where a path would be (os.stat(fd), a bytes path): still one line.
+    assert describe_os_error(OSError(errno.ENOTDIR, "Not a directory", 3)) == "3: Not a directory"
+    as_bytes = OSError(errno.EEXIST, "File exists", os.fsencode(blocker))
+    assert describe_os_error(as_bytes) == f"{blocker}: a file, where a folder is needed"
 
 
 def test_read_only_reports_leave_the_previous_report(

@@ -24,7 +24,8 @@ def describe_os_error(exc: OSError) -> str:
     file where a folder is needed is named as such (not 'File exists' or 'Not a directory')."""
     blocker = _file_in_the_way(exc)
     if blocker is not None:
-        wanted = "" if blocker == Path(exc.filename) else f" (on the way to {exc.filename})"
+        asked = os.fsdecode(exc.filename)
+        wanted = "" if blocker == Path(asked) else f" (on the way to {asked})"
         return f"{blocker}: a file, where a folder is needed{wanted}"
     paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
     reason = exc.strerror or str(exc)
@@ -34,7 +35,9 @@ def describe_os_error(exc: OSError) -> str:
 def _file_in_the_way(exc: OSError) -> Path | None:
     """The file that made creating a folder fail (mkdir's EEXIST on a file, or ENOTDIR on a
     path through one), or None."""
-    if exc.filename is None or exc.filename2 is not None:
+    if exc.errno not in (errno.EEXIST, errno.ENOTDIR) or exc.filename2 is not None:
+        return None
+    if not isinstance(exc.filename, (str, bytes, os.PathLike)):  # None, or a descriptor
         return None
     path = Path(os.fsdecode(exc.filename))
     if exc.errno == errno.EEXIST:

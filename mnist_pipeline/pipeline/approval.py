@@ -153,6 +153,7 @@ def _paused_runs(tag: str) -> list[tuple[Any, Any]]:
         FlowRunFilterTags,
     )
     from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import ObjectNotFound
 
     only = FlowRunFilter(
         tags=FlowRunFilterTags(all_=[tag]),
@@ -163,7 +164,11 @@ def _paused_runs(tag: str) -> list[tuple[Any, Any]]:
         for run in client.read_flow_runs(flow_run_filter=only, limit=10):
             parent = None
             if run.parent_task_run_id is not None:
-                task_run = client.read_task_run(run.parent_task_run_id)
-                parent = client.read_flow_run(task_run.flow_run_id)
+                try:
+                    task_run = client.read_task_run(run.parent_task_run_id)
+                    if task_run.flow_run_id is not None:
+                        parent = client.read_flow_run(task_run.flow_run_id)
+                except ObjectNotFound:  # deleted meanwhile: as if it had none
+                    parent = None
             found.append((run, parent if parent is not None and parent.state else None))
         return found
