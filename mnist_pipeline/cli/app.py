@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -219,7 +220,8 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
 
 def main() -> None:
     """Console-script entry: run the app; user-facing errors become one message and an exit code."""
-    before = signal.signal(signal.SIGTERM, _exit_on_sigterm)  # `serve`: uvicorn's own meanwhile
+    main_thread = threading.current_thread() is threading.main_thread()  # signals go there only
+    before = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main_thread else None
     try:
         app()
     except PipelineError as exc:
@@ -229,7 +231,8 @@ def main() -> None:
         console.print(f"[bold red]error:[/] {escape(describe_os_error(exc))}")
         sys.exit(EXIT_IO)
     finally:
-        signal.signal(signal.SIGTERM, before)  # called in-process (tests): as it was
+        if main_thread:  # called in-process (tests): as it was (None: set outside Python)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
 
 
 if __name__ == "__main__":
