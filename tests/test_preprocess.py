@@ -13,6 +13,7 @@ from mnist_pipeline.data.preprocess import (
     ImageError,
     fit_box,
     load_grey,
+    preprocess_bytes,
     preprocess_file,
     round_half_up,
     to_mnist,
@@ -375,6 +376,9 @@ def test_bad_files_get_clear_errors(tmp_path: Path) -> None:
         with pytest.raises(ImageError, match=message) as info:
             preprocess_file(tmp_path / name)
         assert name in str(info.value)
+    # A limit set above Pillow's own (178,956,970 pixels): the limit that refused it is named.
+    with pytest.raises(ImageError, match=r"10,000,000,000 pixels, more than the limit of 178,9"):
+        preprocess_bytes((tmp_path / "huge.png").read_bytes(), "huge.png", 20_000_000_000)
 
 
 def test_an_array_with_nan_or_infinity_is_refused() -> None:

@@ -143,5 +143,6 @@ def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> np.ndarray
                 return _to_grey(ImageOps.exif_transpose(image))
             except ImageError as exc:
                 raise ImageError(f"{name}: {exc}") from None
-    except _HugeImage as exc:
-        raise _too_many(name, "", exc.pixels, max_pixels) from None
+    except _HugeImage as exc:  # past Pillow's own limit, which may be below max_pixels
+        pillow = 2 * (Image.MAX_IMAGE_PIXELS or exc.pixels)
+        raise _too_many(name, "", exc.pixels, min(max_pixels, pillow)) from None
