@@ -134,7 +134,8 @@ def test_enough_new_digits_start_exactly_one_retraining(tmp_path: Path, tiny_mir
     assert again["state"]["message"] == "up to date: v1 has the same inputs"
     assert run["parameters"]["reason"] == "8 new labelled digit(s) in the inbox"  # it says why
     (card,) = Registry(workdir / "registry", "mnist-cnn").versions()
-    folder = workdir / "runs" / f"{run['name']}-{run['id'][:8]}"
+    folder = workdir / "runs" / f"{run['name']}-{run['id'].replace('-', '')[-12:]}"
+    assert folder.is_dir(), sorted(p.name for p in (workdir / "runs").iterdir())
     identity = extra.extra_sha256(Layout(folder).extra_dir)
     assert identity != extra.NO_EXTRA_SHA256
     assert card["data"]["extra_sha256"] == card["fingerprint"]["extra_sha256"] == identity
