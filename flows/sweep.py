@@ -38,6 +38,7 @@ from prefect.states import Cancelling
 from flows.trials import read_trial
 from mnist_pipeline.core.errors import ParamsError, PipelineError, one_line_errors
 from mnist_pipeline.core.validators import describe_yaml_error, load_yaml_strict
+from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline.sweep import Trial, check_grid, pick_best, summary_lines
 
 TRIAL_DEPLOYMENT = "mnist-retrain/trial"
@@ -257,6 +258,11 @@ def main(argv: list[str] | None = None) -> None:
     with one_line_errors():  # Prefect logs a failed run's traceback; the error ends it once
         grid = read_grid(args.grid)
         check_grid(grid, Path(args.params).resolve())  # no server for a grid it would refuse
+        if server_configured() is None:  # else a temporary server, which has no deployments
+            raise PipelineError(
+                "no Prefect API configured (set PREFECT_API_URL): a sweep starts runs of the "
+                "deployments on a Prefect server"
+            )
         sweep(grid=grid, params_file=args.params)
 
 

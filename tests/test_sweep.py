@@ -143,7 +143,14 @@ def test_a_bad_grid_file_is_one_line_before_prefect_starts(
     grid = tmp_path / "ok.yaml"
     grid.write_text("- {train.learning_rate: 0.002}\n- {}\n")
     assert sweep_module.read_grid(grid) == [{"train.learning_rate": 0.002}, {}]
-    sweep_module.main([str(grid), "--params", params])
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}), pytest.raises(SystemExit) as end:
+        sweep_module.main([str(grid), "--params", params])  # a temporary server: no deployments
+    assert end.value.code == 1 and flows_run == []
+    assert "no Prefect API configured (set PREFECT_API_URL)" in capsys.readouterr().err
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        sweep_module.main([str(grid), "--params", params])
     assert flows_run == [{"grid": [{"train.learning_rate": 0.002}, {}], "params_file": params}]
 
 

@@ -42,9 +42,7 @@ def _file_in_the_way(exc: OSError) -> Path | None:
     path = Path(os.fsdecode(exc.filename))
     if exc.errno == errno.EEXIST:
         return path if path.exists() and not path.is_dir() else None
-    if exc.errno == errno.ENOTDIR:
-        return next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
-    return None
+    return next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
 
 
 @contextmanager
