@@ -49,6 +49,12 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def temp_files_of(target: Path) -> list[Path]:
+    """The temp files `atomic_path` names for `target` (`.<name>.<random>.tmp<suffix>`) that
+    exist now: writes in progress, or ones a killed process left."""
+    return sorted(target.parent.glob(f".{target.name}.*.tmp{target.suffix}"))
+
+
 @contextmanager
 def atomic_paths(*targets: Path) -> Iterator[tuple[Path, ...]]:
     """atomic_path for several targets: a temp path for each, renamed onto its target in the

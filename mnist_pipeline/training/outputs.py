@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from mnist_pipeline.core.atomic import atomic_paths
+from mnist_pipeline.core.atomic import atomic_paths, temp_files_of
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.reports import TrainRecord
 from mnist_pipeline.data.manifest import file_sha256
@@ -30,11 +30,7 @@ def remove_stale_temps(layout: Layout) -> list[Path]:
     """Delete the temp files of train's own outputs that a killed training left behind
     (`.model.pt.<random>.tmp.pt`, from a SIGKILL or a power cut); the caller holds the training
     lock, so no write of these is in progress. Other stages' temp files are left alone."""
-    stale = [
-        path
-        for target in output_files(layout)
-        for path in target.parent.glob(f".{target.name}.*.tmp{target.suffix}")
-    ]
+    stale = [path for target in output_files(layout) for path in temp_files_of(target)]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
