@@ -228,8 +228,10 @@ def _stages(
         message = f"up to date: v{same} has the same inputs"
         print(f"{message} (fingerprint {fingerprint['sha256'][:12]}); nothing trained")
         publish_up_to_date(params, same, fingerprint)
-        # A Completed state with that message (the runs list shows it); its result is the dict.
+        # A Completed state with that message (the runs list shows it); its result is the dict,
+        # also published as its trial row (a sweep reads which version has its winner's inputs).
         result = {"up_to_date": True, "version": same, "fingerprint": fingerprint["sha256"]}
+        publish_trial(result)
         return Completed(message=message, data=result)
     results: dict[str, Any] = {}
     upstream = [checked]

@@ -39,7 +39,13 @@ from flows.trials import read_trial
 from mnist_pipeline.core.errors import ParamsError, PipelineError, one_line_errors
 from mnist_pipeline.core.validators import describe_yaml_error, load_yaml_strict
 from mnist_pipeline.inbox.events import server_configured
-from mnist_pipeline.pipeline.sweep import Trial, check_grid, pick_best, summary_lines
+from mnist_pipeline.pipeline.sweep import (
+    Trial,
+    check_grid,
+    pick_best,
+    registering_outcome,
+    summary_lines,
+)
 
 TRIAL_DEPLOYMENT = "mnist-retrain/trial"
 POLL_S = 2.0
@@ -213,16 +219,11 @@ def sweep(
             raise PipelineError(
                 f"sweep: registering run {final.name} {final.state.name}: {final.state.message}"
             )
-        retrained = read_trial(client, final.id)  # None: up to date, nothing trained
-    version = None if retrained is None else retrained.get("version")
-    reproduced = (
-        None if retrained is None else (retrained["state_dict_sha256"] == best.state_dict_sha256)
-    )
-    if reproduced is False:  # e.g. a worker with another CPU: its own weights are registered
+        retrained = read_trial(client, final.id)
+    registered = registering_outcome(retrained, best, final.state.message, awaiting)
+    if registered.reproduced is False:  # e.g. a worker with another CPU: its own weights
         logger.warning("sweep: the registering run's weights differ from the trial's")
-    outcome = final.state.message if version is None else f"v{version}"
-    if awaiting:
-        outcome += ", awaiting approval (the registering run waits until it is answered)"
+    outcome = registered.outcome
     print(f"best grid[{best.index}] {best.config}: run {final.name}: {outcome}")
     return {
         "best": best.index,
@@ -230,10 +231,10 @@ def sweep(
         "val_accuracy": best.val_accuracy,
         "trials": [asdict(t) for t in trials],
         "registering_run": str(final.id),
-        "version": version,
+        "version": registered.version,
         "outcome": outcome,
         "retrained": retrained,
-        "reproduced": reproduced,
+        "reproduced": registered.reproduced,
     }
 
 

@@ -14,9 +14,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from filelock import FileLock
+from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 
 from flows.retrain import retrain
+from flows.trials import read_trial
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.data.dataset import load_mnist
@@ -37,6 +39,8 @@ def test_unchanged_inputs_train_nothing_unless_forced(tiny_workdir: Path) -> Non
     again = retrain(workdir=str(tiny_workdir), return_state=True)
     assert again.is_completed() and again.message == "up to date: v1 has the same inputs"
     assert again.result() == {"up_to_date": True, "version": 1, "fingerprint": first["fingerprint"]}
+    with get_client(sync_client=True) as client:  # what a sweep reads of its registering run
+        assert read_trial(client, again.state_details.flow_run_id) == again.result()
     assert registry_versions(tiny_workdir) == [1]
     report = latest_artifact("mnist-retrain-report")
     assert report is not None and "up to date" in report["data"] and "v1" in report["data"]

@@ -22,7 +22,14 @@ from flows.retrain import retrain
 from flows.sweep import sweep
 from flows.trials import TRIAL_KEY, read_trial
 from mnist_pipeline.core.errors import ParamsError, PipelineError
-from mnist_pipeline.pipeline.sweep import Trial, check_grid, pick_best, summary_lines
+from mnist_pipeline.pipeline.sweep import (
+    Registered,
+    Trial,
+    check_grid,
+    pick_best,
+    registering_outcome,
+    summary_lines,
+)
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT, unavailable
 from tests.flow_helpers import latest_artifact, registry_versions, task_runs
@@ -196,6 +203,21 @@ def test_pick_best_leaves_failures_out_and_fails_only_when_none_succeeded() -> N
     assert "grid[0]: run a Crashed; grid[2]: run c Failed: stage train failed: boom" in str(
         refused.value
     )
+
+
+def test_the_registering_runs_outcome_names_the_version_it_registered_or_found() -> None:
+    best = Trial(1, {}, val_accuracy=0.99, state_dict_sha256="a" * 64)
+    trained = {"val_accuracy": 0.99, "state_dict_sha256": "a" * 64, "version": 4}
+    assert registering_outcome(trained, best, "done", awaiting=False) == Registered(4, True, "v4")
+    other = registering_outcome({**trained, "state_dict_sha256": "b" * 64}, best, None, True)
+    assert other.reproduced is False and other.outcome.startswith("v4, awaiting approval")
+    # The winner's inputs were registered before: the run trains nothing and names that version.
+    found = {"up_to_date": True, "version": 2, "fingerprint": "f" * 64}
+    up_to_date = registering_outcome(found, best, "up to date: v2 has the same inputs", False)
+    assert up_to_date.version == 2 and up_to_date.reproduced is None
+    assert up_to_date.outcome.startswith("v2 (up to date")
+    no_row = registering_outcome(None, best, "Completed", False)
+    assert no_row == Registered(None, None, "Completed")
 
 
 @pytest.mark.slow

@@ -132,3 +132,31 @@ def summary_lines(trials: Sequence[Trial], best: Trial | None) -> list[str]:
         outcome = f"val accuracy {trial.val_accuracy:.4f}" if trial.ok else f"FAILED: {trial.error}"
         lines.append(f"{mark} grid[{trial.index}] {trial.config}: {outcome}")
     return lines
+
+
+@dataclass(frozen=True)
+class Registered:
+    """What the sweep's registering run did, from the row it published (None: no row)."""
+
+    version: int | None
+    reproduced: bool | None  # its weights are the winning trial's (None: nothing trained)
+    outcome: str
+
+
+def registering_outcome(
+    row: Mapping[str, Any] | None, best: Trial, state_message: str | None, awaiting: bool
+) -> Registered:
+    """The registering run's result: the version it registered, or the one that already had the
+    winner's inputs (it trained nothing), or its state's message when it published no row."""
+    version = None if row is None else row.get("version")
+    trained = row is not None and "state_dict_sha256" in row
+    reproduced = row["state_dict_sha256"] == best.state_dict_sha256 if trained else None
+    if version is None:
+        outcome = state_message or "no version reported"
+    elif row is not None and row.get("up_to_date"):
+        outcome = f"v{version} (up to date: it was trained on the same inputs; nothing trained)"
+    else:
+        outcome = f"v{version}"
+    if awaiting:
+        outcome += ", awaiting approval (the registering run waits until it is answered)"
+    return Registered(version, reproduced, outcome)
