@@ -15,7 +15,8 @@ import pytest
 import typer.main
 from pydantic import BaseModel
 
-from mnist_pipeline.core.params import MOVED_KEYS, Params
+from mnist_pipeline.core.params import Params
+from mnist_pipeline.core.params_overrides import MOVED_KEYS
 from tests.conftest import REPO_ROOT
 
 README = REPO_ROOT / "README.md"

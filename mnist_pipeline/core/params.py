@@ -18,6 +18,7 @@ from pydantic import (
 from mnist_pipeline.core.contract import MNIST_TRAIN_IMAGES
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.params_file import read_params_file
+from mnist_pipeline.core.params_overrides import apply_overrides, check_moved
 from mnist_pipeline.core.service_params import (
     RegistryParams,
     ScheduleParams,
@@ -28,7 +29,6 @@ from mnist_pipeline.core.validators import (
     check_location,
     describe_errors,
     empty_sections_as_mappings,
-    problems,
 )
 from mnist_pipeline.data.manifest import DEFAULT_SHA256
 
@@ -222,51 +222,6 @@ class Params(Section):
         return self.model_dump(mode="json")
 
 
-# Keys that moved between sections: an old params.yaml gets told where each one went.
-MOVED_KEYS = {
-    "train.arch": "model.arch",
-    "export.parity_atol": "parity.atol",
-    "export.parity_batch_sizes": "parity.batch_sizes",
-}
-
-
-def _check_moved(raw: dict[str, Any], source: str) -> None:
-    """Refuse keys of an older params.yaml layout, naming where each one lives now."""
-    moved = []
-    for old, new in MOVED_KEYS.items():
-        section, key = old.split(".")
-        if isinstance(raw.get(section), dict) and key in raw[section]:
-            moved.append(f"{source}: {old}: moved to {new} (the '{new.split('.')[0]}:' section)")
-    if moved:
-        raise ParamsError(problems(moved))
-
-
-def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any], source: str) -> None:
-    """Set each dotted key (`section.key`, or deeper: `train.augment.rotate_deg`) in `raw`
-    (read from `source`). Two keys of which one holds the other would set it in either order."""
-    for outer in overrides:
-        inner = next((k for k in overrides if k.startswith(f"{outer}.")), None)
-        if inner is not None:
-            raise ParamsError(f"overrides {outer!r} and {inner!r} overlap: set {inner!r} once")
-    for dotted, value in overrides.items():
-        *path, key = parts = dotted.split(".")
-        if len(parts) < 2 or not all(parts):
-            raise ParamsError(f"override {dotted!r}: expected 'section.key' (or deeper)")
-        if dotted in MOVED_KEYS:
-            raise ParamsError(f"override {dotted!r}: moved to {MOVED_KEYS[dotted]}")
-        if parts[0] not in Params.model_fields:
-            raise ParamsError(f"override {dotted!r}: unknown section {parts[0]!r}")
-        target = raw
-        for depth, name in enumerate(path, 1):
-            target = target.setdefault(name, {})
-            if not isinstance(target, dict):
-                raise ParamsError(
-                    f"{source}: {'.'.join(parts[:depth])}: expected a mapping of keys (got "
-                    f"{target!r}), so override {dotted!r} cannot be set"
-                )
-        target[key] = value
-
-
 def parse_params(
     raw: Any,
     source: str = "params",
@@ -280,9 +235,9 @@ def parse_params(
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: top level must be a mapping of sections")
     raw = copy.deepcopy(raw)  # overrides change the copy, never the caller's mapping
-    _check_moved(raw, source)
+    check_moved(raw, source)
     empty_sections_as_mappings(raw, Params)
-    _apply_overrides(raw, overrides or {}, source)
+    apply_overrides(raw, overrides or {}, source, set(Params.model_fields))
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
