@@ -94,6 +94,9 @@ def test_images_are_preprocessed_split_by_hash_and_listed(tmp_path: Path) -> Non
         expected = to_uint8(preprocess_bytes(data, item["source"]))  # exactly what predict sees
         assert np.array_equal(split.images[item["index"]], expected)
     assert result.extra_sha256 != extra.NO_EXTRA_SHA256
+    assert result.extra_sha256 == extra.extra_sha256(layout.extra_dir)  # hashed before written
+    report = json.loads(layout.ingest_report.read_text())
+    assert report["extra_sha256"] == result.extra_sha256
 
 
 def test_an_image_never_changes_sides_when_others_arrive(tmp_path: Path) -> None:
@@ -220,6 +223,21 @@ def test_a_failed_ingest_changes_no_output_and_keeps_the_pending_count(
     after = {p.name: p.read_bytes() for p in layout.extra_dir.iterdir()}
     assert after == before  # no new images beside old labels, no temp file left
     assert inbox_events.read_pending(layout.inbox) == 6  # still counted for the trigger
+    # The report is written with the data: failing to write it replaces neither.
+    report = layout.ingest_report.read_bytes()
+
+    def disk_full_at_the_report(path: Path, data: bytes) -> int:
+        if layout.ingest_report.name in path.name:
+            raise OSError(28, "No space left on device")
+        return write(path, data)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "write_bytes", disk_full_at_the_report)
+        with pytest.raises(OSError, match="No space left"):
+            ingest(IngestParams(holdout_percent=50), layout)
+    assert {p.name: p.read_bytes() for p in layout.extra_dir.iterdir()} == before
+    assert layout.ingest_report.read_bytes() == report
+    assert [p.name for p in layout.reports.iterdir()] == [layout.ingest_report.name]
 
     real_write_many = ingest_module.write_many
 

@@ -81,7 +81,19 @@ def extra_sha256(extra_dir: Path) -> str:
     there is none: empty splits hash like a missing folder, so an empty inbox changes nothing."""
     if not extra_dir.is_dir() or all(len(read_split(extra_dir, s)) == 0 for s in SPLITS):
         return NO_EXTRA_SHA256
-    lines = "".join(f"{name} {file_sha256(extra_dir / name)}\n" for name in data_files())
+    return _combined({name: file_sha256(extra_dir / name) for name in data_files()})
+
+
+def extra_sha256_of(contents: dict[str, bytes]) -> str:
+    """`extra_sha256` of the IDX files `contents` (file name -> bytes) before they are written;
+    `contents` with no image in any split hash as NO_EXTRA_SHA256."""
+    if all(idx.parse_labels(contents[labels_file(s)]).size == 0 for s in SPLITS):
+        return NO_EXTRA_SHA256
+    return _combined({name: hashlib.sha256(contents[name]).hexdigest() for name in data_files()})
+
+
+def _combined(hashes: dict[str, str]) -> str:
+    lines = "".join(f"{name} {hashes[name]}\n" for name in data_files())
     return hashlib.sha256(lines.encode()).hexdigest()
 
 

@@ -184,17 +184,18 @@ def _ingest(params: IngestParams, layout: Layout) -> IngestResult:
             for i, a in enumerate(chosen)
         ]
     files[layout.extra_dir / extra.MANIFEST_FILE] = json_bytes(manifest)
-    write_many(files)  # all written before any replaces the last ingest's (images with labels)
     counts = {split: sum(a.split == split for a in accepted) for split in extra.SPLITS}
     result = IngestResult(
         counts=counts,
         rejected=collected.rejected,
         duplicates=collected.duplicates,
         inbox_sha256=collected.inbox_sha256,
-        extra_sha256=extra.extra_sha256(layout.extra_dir),
+        extra_sha256=extra.extra_sha256_of({p.name: b for p, b in files.items()}),
         report_path=layout.ingest_report,
     )
-    report(result, accepted, params).write(layout.ingest_report)
+    files[layout.ingest_report] = report(result, accepted, params).text().encode()
+    # All written before any replaces the last ingest's (images with labels), the report last.
+    write_many(files)
     inbox_events.take_pending(layout.inbox, collected.pending)
     return result
 
