@@ -10,7 +10,8 @@ concurrency slot, and the engine's next renewal of the lease would fail and canc
 has no deployment, so its pause releases nothing. The retraining run then records the outcome in
 the registry (mnist_pipeline/pipeline/approval.py) and tags both runs `approval:<outcome>`. An
 approval nobody answers within `registry.approval_timeout_s` is set running again (Prefect would
-otherwise fail it) and the version stays staging.
+otherwise fail it) and the version stays staging. The run's `notify_block`, if any, is told when
+the version starts waiting and when the wait expires.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Running, State
 
 from flows.artifacts import tag_run
+from flows.notify import tell
 from mnist_pipeline.pipeline import announce
 from mnist_pipeline.pipeline.approval import Answer, Settled, settle, waiting_tag
 from mnist_pipeline.registry import Registration, Registry
@@ -73,8 +75,24 @@ def await_approval(registry: Registry, registration: Registration, timeout_s: in
             f"not in a flow run: nobody can approve v{version} here; it stays staging "
             f"(`mnist-pipeline models promote {version}` promotes it)",
         )
+    slug = (flow_run.parameters or {}).get("notify_block")  # the retraining run's
+    run_name = flow_run.name or str(flow_run.id)
+    tell(
+        slug,
+        f"mnist-retrain run {run_name}: {registry.name} v{version} awaits approval",
+        f"Resume flow run approve-v{version} in the Prefect UI, or run `mnist-pipeline models "
+        f"approve {version} --comment TEXT` (or reject). Unanswered after {timeout_s} s, "
+        "it stays staging.",
+    )
     state = approval(registry.name, version, timeout_s, return_state=True)
     answer: Answer | None = state.result()  # raises if the approval run failed
+    if answer is None:
+        tell(
+            slug,
+            f"mnist-retrain run {run_name}: approval of {registry.name} v{version} expired",
+            f"No answer within {timeout_s} s: v{version} stays staging "
+            f"(`mnist-pipeline models promote {version}` promotes it).",
+        )
     if answer is not None and answer.who is None:  # the UI's form, no name given
         answer = replace(answer, who=f"prefect-ui:{flow_run.name or flow_run.id}")
     settled = settle(registry, version, registration.champion, answer, actor, timeout_s)

@@ -1,5 +1,6 @@
 """Notifications: a flow-run state hook (failed or crashed) that tells a Prefect notification
-block, and the word a run started by an event (drift, new labelled digits) sends when it starts.
+block, the word a run started by an event (drift, new labelled digits) sends when it starts, and
+`tell` for the rest (a version waiting for approval, an approval that expired).
 
 The block is any of Prefect's notification blocks (custom webhook, Slack, Teams, ...), created
 once on the server and named by the `notify_block` flow parameter ("block-type/block-name",
@@ -40,15 +41,19 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
         run_logger.info("notified %s about the failure", slug)
 
 
-def notify_started(slug: str | None, flow_run_name: str, reason: str) -> None:
-    """Tell the block `slug` (if any) that a run started and why; a failure is logged."""
+def tell(slug: str | None, subject: str, body: str) -> None:
+    """Send (subject, body) through the block `slug`, if any; a failure is logged, not raised."""
     if not slug:
         return
-    subject = f"mnist-retrain run {flow_run_name} started"
     try:
-        Block.load(slug).notify(body=f"started because: {reason}", subject=subject)
+        Block.load(slug).notify(body=body, subject=subject)
     except Exception as exc:  # a notifier's failure must not change the run's outcome
-        logger.error("could not notify %s that run %s started: %s", slug, flow_run_name, exc)
+        logger.error("could not notify %s (%s): %s", slug, subject, exc)
+
+
+def notify_started(slug: str | None, flow_run_name: str, reason: str) -> None:
+    """Tell the block `slug` (if any) that a run started and why; a failure is logged."""
+    tell(slug, f"mnist-retrain run {flow_run_name} started", f"started because: {reason}")
 
 
 def check_block(slug: str | None) -> None:

@@ -213,17 +213,21 @@ def test_no_answer_in_time_keeps_staging(tmp_path: Path, server: dict[str, str])
 
 
 def test_the_retraining_flow_pauses_and_keeps_staging_without_an_answer(
-    tmp_path: Path, tiny_mirror, server: dict[str, str]
+    tmp_path: Path, tiny_mirror, server: dict[str, str], receiver
 ) -> None:
+    """...and its notification block is told when v1 starts waiting and when the wait expires."""
     from flows.artifacts import REPORT_KEY
     from flows.retrain import retrain
     from tests.flow_helpers import latest_artifact, make_workdir
+    from tests.notify_helpers import webhook_block
 
     mirror, sha = tiny_mirror
     required = {"approval": "required", "approval_timeout_s": 1}
     workdir = make_workdir(tmp_path, str(mirror), sha, registry=required)
+    url, received = receiver
     with temporary_settings(updates={PREFECT_API_URL: server["PREFECT_API_URL"]}):
-        state = retrain(workdir=str(workdir), return_state=True)
+        slug = webhook_block(url, "approvals")
+        state = retrain(workdir=str(workdir), notify_block=slug, return_state=True)
         report = latest_artifact(REPORT_KEY)["data"]
     assert state.is_completed(), state.message
     assert (
@@ -244,6 +248,13 @@ def test_the_retraining_flow_pauses_and_keeps_staging_without_an_answer(
     assert waited["state"]["message"] == "no answer within 1 s"
     assert "approval:expired" in waited["tags"]
     assert waiting_tag("mnist-cnn", 1) not in waited["tags"]
+    name = flow_run(api, run_id)["name"]
+    assert [n["subject"] for n in received] == [
+        f"mnist-retrain run {name}: mnist-cnn v1 awaits approval",
+        f"mnist-retrain run {name}: approval of mnist-cnn v1 expired",
+    ]
+    assert "`mnist-pipeline models approve 1 --comment TEXT`" in received[0]["body"]
+    assert "`mnist-pipeline models promote 1` promotes it" in received[1]["body"]
 
 
 def slots_in_use(api: str, deployment_id: str) -> int:
