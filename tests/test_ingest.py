@@ -211,30 +211,26 @@ def test_a_failed_ingest_changes_no_output_and_keeps_the_pending_count(
     inbox_events.write_pending(layout.inbox, 6)
     write = Path.write_bytes
 
-    def disk_full_at_the_last_labels(path: Path, data: bytes) -> int:
-        if extra.labels_file("holdout") in path.name:
-            raise OSError(28, "No space left on device")
-        return write(path, data)
+    def fails_writing(name: str) -> None:
+        """Ingest again with the disk full when a file named like `name` is written."""
 
-    with monkeypatch.context() as patch:
-        patch.setattr(Path, "write_bytes", disk_full_at_the_last_labels)
-        with pytest.raises(OSError, match="No space left"):
-            ingest(IngestParams(holdout_percent=50), layout)
+        def disk_full(path: Path, data: bytes) -> int:
+            if name in path.name:
+                raise OSError(28, "No space left on device")
+            return write(path, data)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(Path, "write_bytes", disk_full)
+            with pytest.raises(OSError, match="No space left"):
+                ingest(IngestParams(holdout_percent=50), layout)
+
+    fails_writing(extra.labels_file("holdout"))
     after = {p.name: p.read_bytes() for p in layout.extra_dir.iterdir()}
     assert after == before  # no new images beside old labels, no temp file left
     assert inbox_events.read_pending(layout.inbox) == 6  # still counted for the trigger
     # The report is written with the data: failing to write it replaces neither.
     report = layout.ingest_report.read_bytes()
-
-    def disk_full_at_the_report(path: Path, data: bytes) -> int:
-        if layout.ingest_report.name in path.name:
-            raise OSError(28, "No space left on device")
-        return write(path, data)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(Path, "write_bytes", disk_full_at_the_report)
-        with pytest.raises(OSError, match="No space left"):
-            ingest(IngestParams(holdout_percent=50), layout)
+    fails_writing(layout.ingest_report.name)
     assert {p.name: p.read_bytes() for p in layout.extra_dir.iterdir()} == before
     assert layout.ingest_report.read_bytes() == report
     assert [p.name for p in layout.reports.iterdir()] == [layout.ingest_report.name]
