@@ -18,7 +18,9 @@ checkout at the same path:
     prefect worker start --pool mnist                   # as many as you like
 
 Beside `weekly`, both serve the sweep's deployments: `mnist-retrain/trial` (a trial: train one
-config, register nothing) and `mnist-sweep/sweep` (flows/sweep.py; docs/scale-out.md).
+config, register nothing) and `mnist-sweep/sweep` (flows/sweep.py; docs/scale-out.md). Served
+from this process, trials run as many at once as the cores hold trainings of train.num_threads
+threads (a concurrency limit on `trial`; the others wait their turn).
 
 For workers on other machines, deploy prefect.yaml (`prefect deploy --all`): each run clones
 the deployed commit into the worker's own folder (docs/scale-out.md).
@@ -27,6 +29,7 @@ the deployed commit into the worker's own folder (docs/scale-out.md).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -80,13 +83,20 @@ def deployment_options(
 
 def trial_options(workdir: str, params_file: str) -> dict[str, Any]:
     """The sweep's trial deployment of the retraining flow: no schedule, trigger or limit (the
-    workers' own limits bound it); a run trains and registers nothing unless told."""
+    workers' own limits bound it; `main` adds one when this process runs them); a run trains and
+    registers nothing unless told."""
     return {
         "name": "trial",
         "parameters": {"workdir": workdir, "params_file": params_file, "trial": True},
         "description": "A sweep's trial: train one config and report its validation accuracy.",
         "tags": ["mnist", "sweep"],
     }
+
+
+def trials_at_once(threads: int, cores: int | None = None) -> int:
+    """How many trials one host runs at once: its cores shared out to trials of `threads` torch
+    threads each (train.num_threads), at least one. More would slow every one of them down."""
+    return max(1, (cores or os.cpu_count() or 1) // threads)
 
 
 def sweep_options(workdir: str, params_file: str) -> dict[str, Any]:
@@ -124,9 +134,15 @@ def main(argv: list[str] | None = None) -> None:
     with one_line_errors():
         params = load_params(workdir / args.params_file)
     options = deployment_options(params, str(workdir), args.params_file, args.cron)
+    trial = trial_options(str(workdir), args.params_file)
+    if args.pool is None:  # every trial would run in this process: as many as the cores allow
+        trial["concurrency_limit"] = ConcurrencyLimitConfig(
+            limit=trials_at_once(params.train.num_threads),
+            collision_strategy=ConcurrencyLimitStrategy.ENQUEUE,
+        )
     deployments = [
         (retrain, "flows/retrain.py:retrain", options),
-        (retrain, "flows/retrain.py:retrain", trial_options(str(workdir), args.params_file)),
+        (retrain, "flows/retrain.py:retrain", trial),
         (sweep, "flows/sweep.py:sweep", sweep_options(str(workdir), args.params_file)),
     ]
     if args.pool is None:

@@ -24,7 +24,7 @@ from prefect.events import DeploymentEventTrigger
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from flows.deploy_source import SourceError, check_pushed, check_url, resolve_source, source
-from flows.serve import deployment_options, sweep_options, trial_options
+from flows.serve import deployment_options, sweep_options, trial_options, trials_at_once
 from mnist_pipeline.core.params import load_params
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT, unavailable
@@ -85,6 +85,12 @@ def test_prefect_yaml_deploys_the_sweep_as_serve_does() -> None:
         assert "schedules" not in deployment and "triggers" not in deployment
     assert found["trial"]["entrypoint"] == "flows/retrain.py:retrain"
     assert found["sweep"]["entrypoint"] == "flows/sweep.py:sweep"
+
+
+def test_one_host_runs_as_many_trials_at_once_as_its_cores_hold() -> None:
+    assert [trials_at_once(2, cores) for cores in (1, 2, 3, 8)] == [1, 1, 1, 4]
+    assert [trials_at_once(1, cores) for cores in (1, 2, 8)] == [1, 2, 8]
+    assert "concurrency_limit" not in trial_options(".", "params.yaml")  # workers bound theirs
 
 
 def test_source_refuses_what_a_worker_cannot_clone(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -14,6 +14,7 @@ from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from flows.serve import trials_at_once
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
 from tests.notify_helpers import webhook_block
@@ -92,6 +93,11 @@ def test_served_deployment_runs_on_a_real_server(
             # params.yaml's schedule.concurrency_limit (1) and collision strategy (ENQUEUE).
             assert found.global_concurrency_limit.limit == 1
             assert found.concurrency_options.collision_strategy == "ENQUEUE"
+            # A sweep's trials run in this process too: as many at once as the cores hold.
+            with get_client(sync_client=True) as client:
+                trial = client.read_deployment_by_name("mnist-retrain/trial")
+            assert trial.global_concurrency_limit.limit == trials_at_once(1)  # train.num_threads
+            assert trial.concurrency_options.collision_strategy == "ENQUEUE"
             # The server's scheduler creates the cron's upcoming runs (it cannot with
             # SQLAlchemy 2.1: pinned in pyproject.toml).
             wait_for(lambda: scheduled_runs(found.id), 90, "scheduled runs", serve, log)
