@@ -127,6 +127,28 @@ def test_the_file_is_flushed_before_the_rename_and_the_folder_after(
     assert calls == [("fsync-file", written), ("rename", written), ("fsync-folder", folder)]
 
 
+def test_files_written_together_are_all_flushed_before_the_first_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk may say so only when a file is flushed: the last file's failing fsync leaves
+    every target as it was (no new data beside an old record naming it)."""
+    targets = [tmp_path / "images.idx", tmp_path / "labels.idx", tmp_path / "report.json"]
+    for target in targets:
+        target.write_bytes(b"old")
+    fsync = os.fsync
+
+    def disk_full_at_the_report(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").split("/")[-1].startswith(".report.json."):
+            raise OSError(28, "No space left on device")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", disk_full_at_the_report)
+    with pytest.raises(OSError, match="No space left"):
+        atomic.write_many({target: b"new" for target in targets})
+    assert [t.read_bytes() for t in targets] == [b"old"] * 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(t.name for t in targets)
+
+
 def test_writes_from_several_threads_never_touch_the_process_umask(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -41,8 +41,7 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     try:
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp creates 0600; keep the usual permissions
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        _fsync_file(tmp)
         os.replace(tmp, target)
         _fsync_folder(target.parent)
     finally:
@@ -58,11 +57,19 @@ def temp_files_of(target: Path) -> list[Path]:
 @contextmanager
 def atomic_paths(*targets: Path) -> Iterator[tuple[Path, ...]]:
     """atomic_path for several targets: a temp path for each, renamed onto its target in the
-    order given, only once all were written (the last one last: a record naming the others).
-    On an exception while writing, no target is touched."""
+    order given, only once all were written and flushed to disk (the last one last: a record
+    naming the others). On an exception while writing or flushing, no target is touched."""
     with ExitStack() as stack:  # entered in reverse, so exited (renamed) in the given order
         temps = [stack.enter_context(atomic_path(target)) for target in reversed(targets)]
         yield tuple(reversed(temps))
+        for tmp in temps:  # a full disk may say so only at fsync: before any rename
+            _fsync_file(tmp)
+
+
+def _fsync_file(path: Path) -> None:
+    """Flush a written file's data to disk."""
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
 
 
 def _fsync_folder(folder: Path) -> None:
