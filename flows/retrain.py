@@ -174,8 +174,9 @@ def retrain(
 
     `isolated` (default) writes into runs/<flow-run>/; False writes models/ and reports/ in
     `workdir` as the CLI does. `notify_block` names a notification block told about a failure,
-    and about the start of a run that has a `reason` (what started it: the deployment's event
-    triggers set it, e.g. drift of the served model's live traffic).
+    about the start of a run that has a `reason` (what started it: the deployment's event
+    triggers set it, e.g. drift of the served model's live traffic), and about a version that
+    waits for approval.
     `overrides` are dotted params (`{"train.seed": 2}`), as the named ones. A `trial` (a sweep's)
     only trains, always, registers nothing and publishes its validation accuracy (`mnist-trial`).
     """

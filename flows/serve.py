@@ -19,8 +19,8 @@ checkout at the same path:
 
 Beside `weekly`, both serve the sweep's deployments: `mnist-retrain/trial` (a trial: train one
 config, register nothing) and `mnist-sweep/sweep` (flows/sweep.py; docs/scale-out.md). Served
-from this process, trials run as many at once as the cores hold trainings of train.num_threads
-threads (a concurrency limit on `trial`; the others wait their turn).
+from this process, trials run as many at once as the host's cores hold trainings of the params
+file's train.num_threads threads (a concurrency limit on `trial`; the others wait their turn).
 
 For workers on other machines, deploy prefect.yaml (`prefect deploy --all`): each run clones
 the deployed commit into the worker's own folder (docs/scale-out.md).
@@ -94,9 +94,12 @@ def trial_options(workdir: str, params_file: str) -> dict[str, Any]:
 
 
 def trials_at_once(threads: int, cores: int | None = None) -> int:
-    """How many trials one host runs at once: its cores shared out to trials of `threads` torch
-    threads each (train.num_threads), at least one. More would slow every one of them down."""
-    return max(1, (cores or os.cpu_count() or 1) // threads)
+    """How many trials one host runs at once: the CPUs this process may use (its affinity, as a
+    container's cpuset sets it) shared out to trials of `threads` torch threads each
+    (train.num_threads), at least one. More would slow every one of them down."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // threads)
 
 
 def sweep_options(workdir: str, params_file: str) -> dict[str, Any]:
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         params = load_params(workdir / args.params_file)
     options = deployment_options(params, str(workdir), args.params_file, args.cron)
     trial = trial_options(str(workdir), args.params_file)
-    if args.pool is None:  # every trial would run in this process: as many as the cores allow
+    if args.pool is None:  # this process starts every run: trials as many as the cores allow
         trial["concurrency_limit"] = ConcurrencyLimitConfig(
             limit=trials_at_once(params.train.num_threads),
             collision_strategy=ConcurrencyLimitStrategy.ENQUEUE,

@@ -1,10 +1,11 @@
 """A training's outcome as a Prefect artifact: how a sweep reads its child runs' results.
 
 A retraining run that trained publishes `mnist-trial`, a one-row table: its validation accuracy,
-inputs fingerprint and the SHA-256 of the weights it trained. The artifact lives in the Prefect
-server's database, so a sweep reads it over the API wherever the child ran; a flow run's return
-value would need result storage every machine can reach (a worker's default result storage is
-its own disk).
+inputs fingerprint and the SHA-256 of the weights it trained (and the version, once registered).
+A run that found its inputs registered publishes `up_to_date`, that version and the fingerprint.
+The artifact lives in the Prefect server's database, so a sweep reads it over the API wherever
+the child ran; a flow run's return value would need result storage every machine can reach (a
+worker's default result storage is its own disk).
 """
 
 from __future__ import annotations
