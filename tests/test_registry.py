@@ -22,6 +22,7 @@ from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.pipeline.candidate import Candidate, candidate_from_layout
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry.registration import AliasMoved
 from tests.conftest import REPO_ROOT
 from tests.promotion_helpers import paired_candidate, write_test_set
 from tests.registry_helpers import (
@@ -137,6 +138,44 @@ def test_promote_and_rollback_walk_the_production_history(registry: Registry, ma
         "promote",
     ]
     assert json.loads((model_dir(registry) / "aliases.json").read_text())["aliases"]["canary"] == 2
+
+
+def test_two_rollbacks_of_what_both_read_move_production_back_once(
+    registry: Registry, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two operators run `models rollback` on production v3: the one second to write finds it
+    moved (nothing rolled back), never v3 -> v2 -> v1."""
+    for seed, accuracy in ((1, 0.97), (2, 0.98), (3, 0.99)):
+        register_candidate(registry, make(seed, accuracy=accuracy), PARAMS)
+    assert registry.aliases()["production"] == 3
+    assert registry.rollback(expected=3) == 2  # the first operator's
+    with pytest.raises(AliasMoved, match="production is v2, no longer v3"):
+        registry.rollback(expected=3)  # the second, from what it read before the first wrote
+    assert registry.aliases()["production"] == 2
+    assert [e["action"] for e in registry.alias_log()["events"]].count("rollback") == 1
+
+    # The CLI rolls back from what it read: another rollback landing in between is refused.
+    from typer.testing import CliRunner
+
+    from mnist_pipeline.cli import models as models_cli
+    from mnist_pipeline.cli.app import app
+
+    monkeypatch.setattr(models_cli, "_registry", lambda ctx: registry)
+    read = Registry.aliases
+
+    def read_then_someone_rolls_back(self: Registry) -> dict[str, int]:
+        seen = read(self)
+        self.rollback()  # the other operator, between this read and the rollback
+        return seen
+
+    monkeypatch.setattr(Registry, "aliases", read_then_someone_rolls_back)
+    done = CliRunner().invoke(app, ["models", "rollback"])
+    monkeypatch.setattr(Registry, "aliases", read)
+    assert isinstance(done.exception, RegistryError)  # main() prints it in one line, exit 1
+    assert str(done.exception).endswith(
+        "production is v1, no longer v2: it moved meanwhile, nothing rolled back"
+    )
+    assert registry.aliases()["production"] == 1
 
 
 def test_gated_out_or_parity_failed_candidates_are_refused(registry: Registry, make) -> None:

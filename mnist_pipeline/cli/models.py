@@ -22,6 +22,7 @@ from mnist_pipeline.pipeline.register import verify as verify_versions
 from mnist_pipeline.pipeline.versions import ONNX_FILE, open_registry
 from mnist_pipeline.registry import GRACE_S, Registry, keys
 from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
+from mnist_pipeline.registry.registration import AliasMoved
 
 models_app = typer.Typer(
     help=(
@@ -207,7 +208,10 @@ def rollback(
     """Move production back to the previous champion."""
     registry, actor = _registry(ctx), actor or announce.current_actor()
     before = registry.aliases().get(alias)
-    version = registry.rollback(alias, actor, comment)
+    try:  # from what was read here: another rollback meanwhile must not make this one a second
+        version = registry.rollback(alias, actor, comment, expected=before)
+    except AliasMoved as moved:
+        raise RegistryError(f"{moved}: it moved meanwhile, nothing rolled back") from None
     err.print(f"{alias} -> v{version}")
     announce.moved(registry, alias, version, before, actor)
 

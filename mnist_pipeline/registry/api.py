@@ -209,10 +209,15 @@ class Registry:
         return commit.note(self, version, alias, action, reason, actor, comment)
 
     def rollback(
-        self, alias: str = PRODUCTION, actor: str | None = None, comment: str | None = None
+        self,
+        alias: str = PRODUCTION,
+        actor: str | None = None,
+        comment: str | None = None,
+        expected: int | None | object = commit.UNCHECKED,
     ) -> int:
-        """Move `alias` (production) back to its previous version; returns that version."""
-        return commit.rollback(self, alias, actor, comment)
+        """Move `alias` (production) back to its previous version; returns that version. With
+        `expected`, only if the alias still points there (else AliasMoved, nothing moved)."""
+        return commit.rollback(self, alias, actor, comment, expected)
 
     def garbage(self) -> list[str]:
         """Storage keys no card refers to (left by registrations that did not commit)."""

@@ -148,11 +148,16 @@ def rollback(
     alias: str = PRODUCTION,
     actor: str | None = None,
     comment: str | None = None,
+    expected: int | None | object = UNCHECKED,
 ) -> int:
-    """Move `alias` back to its previous version; returns that version."""
+    """Move `alias` back to its previous version; returns that version. With `expected`,
+    AliasMoved (nothing moved) unless the alias still points there: two operators rolling back
+    what they both saw move it back once, not twice."""
     keys.check_alias(alias)
 
     def back(state: AliasState) -> int:
+        if expected is not UNCHECKED and state.aliases.get(alias) != expected:
+            raise AliasMoved(registry.name, alias, expected, state.aliases.get(alias))
         _, target = state.rollback(alias, actor, commented(comment))
         _require_intact(registry, target)
         return target
