@@ -154,6 +154,31 @@ def test_unreferenced_blobs_are_reported_and_collected(s3_url: str, make) -> Non
     assert registry.garbage() == [] and registry.version_numbers() == [1]
 
 
+def test_gc_stops_deleting_once_its_lease_was_taken_over(
+    s3_url: str, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gc stalled past its lease's time to live: a registration took the lease over and may be
+    using the blobs gc found unreferenced, so gc deletes no more of them."""
+    registry = Registry(s3_url, MODEL)
+    register_candidate(registry, make(1), PARAMS)
+    left = [f"{MODEL}/blobs/sha256/{c * 64}" for c in "01"]
+    for key in left:
+        registry.storage.create(key, b"left by a dead writer")
+    store, delete = registry.storage, registry.storage.delete
+    lease_key = f".leases/{MODEL}/register"
+
+    def delete_then_lose_the_lease(key: str) -> None:
+        delete(key)
+        store._put(lease_key, json.dumps({"owner": "a registration"}).encode())  # taken over
+
+    monkeypatch.setattr(store, "delete", delete_then_lose_the_lease)
+    with pytest.raises(RegistryError, match=r"lease .*register.* was taken over while held"):
+        registry.collect_garbage(min_age_s=0)
+    monkeypatch.undo()
+    assert registry.garbage() == left[1:]  # the first one deleted, the second kept
+    store._delete(lease_key)
+
+
 def refuse_blob_writes(store: S3Bucket, monkeypatch: pytest.MonkeyPatch, ending: str) -> None:
     """The store's client answers AccessDenied to a PUT of the blob whose key ends with
     `ending`, as a bucket policy would; every other request reaches the server."""
@@ -379,6 +404,34 @@ def test_an_endpoint_ignoring_conditional_writes_is_refused(
             register_candidate(registry, make(1), PARAMS)
     use_endpoint(monkeypatch, s3_endpoint)
     assert Registry(f"s3://{bucket}/registry", MODEL).storage.list("") == []  # nothing written
+
+
+def test_a_store_that_does_not_implement_conditional_deletes_is_used_with_a_warning(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, make, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Conditional writes honoured, If-Match on DELETE answered 501 NotImplemented (as some
+    S3-compatible stores do): registrations work, and deletes go out without the condition."""
+    bucket = new_bucket(s3_endpoint)
+    use_endpoint(monkeypatch, s3_endpoint)
+    registry = Registry(f"s3://{bucket}/registry", MODEL)
+    store = registry.storage
+    delete = store.client.delete_object
+
+    def delete_object(**request):  # noqa: ANN003, ANN202
+        if "IfMatch" in request:
+            error = {"Error": {"Code": "NotImplemented", "Message": "If-Match on DELETE"}}
+            raise ClientError(error, "DeleteObject")
+        return delete(**request)
+
+    monkeypatch.setattr(store.client, "delete_object", delete_object)
+    with caplog.at_level("WARNING", logger="mnist_pipeline"):
+        register_candidate(registry, make(1), PARAMS)
+    assert registry.version_numbers() == [1] and registry.verify() == []
+    assert "does not implement If-Match on DELETE" in caplog.text
+    key = f"{MODEL}/notes/one"
+    assert store.create(key, b"a note")
+    _, revision = store.read_document(key)
+    assert store.delete_document(key, revision) and store.read(key) is None
 
 
 def test_the_cli_reads_an_s3_registry_and_names_a_bad_one(

@@ -255,6 +255,31 @@ def test_gc_keeps_the_files_of_a_card_it_cannot_trust(registry: Registry, make) 
     assert stored(registry, 1, "model.onnx").is_file()
 
 
+def test_gc_stops_at_a_folder_it_cannot_list(
+    registry: Registry, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version folder another user made unreadable is no missing version: its old files are
+    not garbage, and gc fails naming the folder instead of deleting them."""
+    register_candidate(registry, make(1), PARAMS)
+    register_candidate(registry, make(2), PARAMS)
+    older = time.time() - GRACE_S - 60
+    for blob in (model_dir(registry) / "blobs" / "sha256").iterdir():
+        os.utime(blob, (older, older))
+    scandir = os.scandir
+
+    def refused_at_v2(path: str | Path = ".") -> object:
+        if Path(path).name == "v2":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refused_at_v2)
+    with pytest.raises(PermissionError, match="v2"):
+        registry.collect_garbage()
+    monkeypatch.undo()
+    assert registry.verify() == [] and registry.garbage() == []
+    assert registry.fetch("2", "model.onnx").read_bytes() == make(2).onnx.read_bytes()
+
+
 def legacy_version(registry: Registry, make, version: int = 1) -> tuple[Path, bytes]:
     """A version as registered before blobs (schema 1, unsigned, decided against no champion):
     its folder and ONNX bytes."""

@@ -51,13 +51,14 @@ def collect(registry: Registry, min_age_s: float = GRACE_S) -> Collected:
     """Delete what `find` returns that was written `min_age_s` ago or more (partial writes
     included), while no registration is in progress; what was removed, what was kept."""
     storage, name = registry.storage, registry.name
-    with storage.exclusive(f"{name}/register"):
+    with storage.exclusive(f"{name}/register") as still_held:
         blobs = [key for key in find(registry) if not _partial(key)]
         ages = storage.ages(f"{name}/{keys.BLOBS}/")
         old_partial = storage.abandoned(f"{name}/", max(min_age_s, PARTIAL_GRACE_S))
         removed = [key for key in blobs if ages.get(key, 0.0) >= min_age_s] + old_partial
         everything = blobs + storage.abandoned(f"{name}/", 0.0)
         for key in removed:
+            still_held()  # else a registration that took the lock over may be using `key`
             if _partial(key):
                 storage.remove_abandoned(key)
             else:

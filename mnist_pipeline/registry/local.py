@@ -16,7 +16,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -116,7 +116,11 @@ class LocalFolder(Storage):
         if not base.is_dir():
             return []
         keys = []
-        for current, dirs, files in os.walk(base):
+
+        def unreadable(exc: OSError) -> None:  # a folder it cannot list is not an empty one
+            raise exc
+
+        for current, dirs, files in os.walk(base, onerror=unreadable):
             rel = Path(current).relative_to(self.root).as_posix()
             here = "" if rel == "." else f"{rel}/"
             # descend only where keys can still start with the prefix (as S3 lists by prefix)
@@ -197,7 +201,7 @@ class LocalFolder(Storage):
         (self.root / folder / file).unlink(missing_ok=True)
 
     @contextmanager
-    def exclusive(self, key: str) -> Iterator[None]:
+    def exclusive(self, key: str) -> Iterator[Callable[[], None]]:
         path = self._path(key)
         path = path.with_name(f".{path.name}.lock")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -210,6 +214,6 @@ class LocalFolder(Storage):
                 f"{LOCK_TIMEOUT_S:.0f} s by another process"
             ) from None
         try:
-            yield
+            yield lambda: None  # a lock held by this process's open file cannot be lost
         finally:
             lock.release()

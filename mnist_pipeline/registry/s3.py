@@ -44,6 +44,8 @@ except ImportError:  # the optional extra: pip install 'mnist-pipeline[s3]'
 
 PRECONDITION_FAILED = {"PreconditionFailed", "412"}
 NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+# What a store answers to a condition it does not implement (e.g. If-Match on DELETE).
+UNSUPPORTED = {"NotImplemented", "501"}
 WRITE_ID = "mnist-pipeline-write"  # user metadata: the id of the PUT that stored an object
 CONFLICT_RETRIES = 20  # 409 ConditionalRequestConflict: another conditional write in flight
 PARALLEL = 16  # requests in flight at once in read_many, create_many (the connection pool)
@@ -149,11 +151,11 @@ class S3Bucket(Storage):
         self._call(self.client.delete_object, Key=self._key(key))
 
     @contextmanager
-    def exclusive(self, key: str) -> Iterator[None]:
+    def exclusive(self, key: str) -> Iterator[Callable[[], None]]:
         from mnist_pipeline.registry.s3_lease import Lease
 
-        with Lease(self, f".leases/{check_key(key)}"):
-            yield
+        with Lease(self, f".leases/{check_key(key)}") as lease:
+            yield lease.check_held
 
     # ---- raw object operations (also used by s3_lease.py)
 
@@ -214,7 +216,10 @@ class S3Bucket(Storage):
 
     def _delete(self, key: str, **condition: str) -> bool:
         """DELETE under a condition: True when deleted (or already gone), False when the
-        condition did not hold."""
+        condition did not hold. Where the store does not implement the condition (found by
+        `_check_conditions`), it is not sent: the delete is unconditional, as where ignored."""
+        if (self.endpoint, self.bucket) in UNCONDITIONAL_DELETE:
+            condition = {}
 
         def refused(code: str) -> bool | None:
             return False if code in PRECONDITION_FAILED else True if code in NOT_FOUND else None
@@ -259,6 +264,22 @@ class S3Bucket(Storage):
         where = f"{self.role} {self.location} at {self.endpoint}"
         return failure(where, self.bucket, action, key, exc)
 
+    def _deletes_conditionally(self, probe: str, wrong: str) -> bool:
+        """Whether a DELETE of `probe` with the `wrong` If-Match is refused (412). False where
+        the store deletes anyway (ignores the condition) or says it does not implement it."""
+        delete = self.client.delete_object
+        try:
+            delete(Bucket=self.bucket, Key=self._key(probe), IfMatch=wrong)
+        except ClientError as exc:
+            if error_code(exc) in PRECONDITION_FAILED:
+                return True
+            if error_code(exc) in UNSUPPORTED:
+                return False
+            raise self._failure("delete", probe, exc) from None
+        except BotoCoreError as exc:
+            raise self._failure("delete", probe, exc) from None
+        return False
+
     def _check_conditions(self) -> None:
         """Refuse an endpoint that ignores If-None-Match or If-Match (once per process)."""
         if (self.endpoint, self.bucket) in HONOURED:
@@ -269,11 +290,11 @@ class S3Bucket(Storage):
             first = self._put(probe, b"1", IfNoneMatch="*")
             again = self._put(probe, b"2", IfNoneMatch="*")
             swapped = self._put(probe, b"3", IfMatch=wrong)
-            if self._delete(probe, IfMatch=wrong):  # not refused: the delete was not conditional
+            if not self._deletes_conditionally(probe, wrong):
                 UNCONDITIONAL_DELETE.add((self.endpoint, self.bucket))
                 logger.warning(
-                    "%s ignores If-Match on DELETE: removals of shared-inbox records are not "
-                    "conditional there",
+                    "%s ignores or does not implement If-Match on DELETE: removals of "
+                    "shared-inbox records are not conditional there",
                     self.endpoint,
                 )
         finally:

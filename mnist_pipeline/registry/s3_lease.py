@@ -85,6 +85,20 @@ class Lease:
                 )
             time.sleep(random.uniform(0.05, 0.2))
 
+    def check_held(self) -> None:
+        """RegistryError unless the lease object still names this holder (read now): one that
+        stalled past the time to live may have been taken over, and must stop."""
+        found = self.store._get(self.key)
+        try:
+            mine = found is not None and json.loads(found[0]).get("owner") == self.owner
+        except ValueError:
+            mine = False
+        if not mine:
+            raise RegistryError(
+                f"lease {self.key} in {self.store.location} was taken over while held (this "
+                "process stalled past its time to live): stopped; run the command again"
+            )
+
     def _held(self) -> Lease:
         self._renewer = threading.Thread(target=self._renew, name="s3-lease", daemon=True)
         self._renewer.start()

@@ -11,6 +11,7 @@ on it, only the check that stops two identical models from becoming two versions
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from mnist_pipeline.core.errors import RegistryError
@@ -80,8 +81,10 @@ class Storage(ABC):
         raise RegistryError(f"{self.location} keeps no partial writes, so not {name!r}")
 
     @abstractmethod
-    def exclusive(self, key: str) -> AbstractContextManager[None]:
-        """Hold a writers' lock named `key` where the backend has one (else a no-op)."""
+    def exclusive(self, key: str) -> AbstractContextManager[Callable[[], None]]:
+        """Hold a writers' lock named `key` where the backend has one (else a no-op). It gives
+        a check to call before an irreversible step: RegistryError if the lock was lost (a
+        lease taken over while its holder stalled); nothing where it cannot be lost."""
 
 
 def check_key(key: str) -> str:
