@@ -267,6 +267,41 @@ def test_a_challenger_alias_on_productions_version_costs_no_second_inference(
         challenger.stop()
 
 
+def test_a_challenger_alias_that_cannot_be_followed_gets_no_canary_share(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While staging cannot be read (or names a version that was refused), the version kept
+    from before is shadowed but answers no one; the share comes back with the alias."""
+    api, challenger = served_api(
+        registry, shadow="staging", canary_percent=100, canary_max_disagreement=1.0
+    )
+    try:
+        assert versions(api, images(3, 5)) == [2] * 3  # the canary answers every request
+        followed = challenger.model.registry
+        reads = followed.version_of
+
+        def unreachable(ref: str) -> int:
+            raise OSError("the store cannot be reached")
+
+        monkeypatch.setattr(followed, "version_of", unreachable)
+        challenger.model.refresh()
+        assert challenger.model.current.version == 2  # kept, and shadowed
+        assert versions(api, images(4, 6)) == [1] * 4
+        shadow = api.get("/model").json()["shadow"]
+        assert shadow["canary"]["now"] == 0 and "cannot be reached" in shadow["problem"]
+        assert samples(api)[("mnist_serve_canary_percent", ())] == 0
+        assert challenger.wait_idle(30)
+        assert api.get("/model").json()["shadow"]["versions"]["2"]["compared"] == 7
+        monkeypatch.setattr(followed, "version_of", reads)
+        challenger.model.refresh()  # staging can be read again: still v2
+        assert versions(api, images(2, 7)) == [2] * 2
+        assert samples(api)[("mnist_serve_canary_percent", ())] == 100
+        events = "mnist_serve_model_events_total"
+        assert not any(n == events and ("event", "resumed") in labels for n, labels in samples(api))
+    finally:
+        challenger.stop()
+
+
 def test_productions_own_failure_fails_the_request_and_is_not_the_canarys(
     registry: Registry, caplog: pytest.LogCaptureFixture
 ) -> None:

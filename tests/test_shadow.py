@@ -92,6 +92,28 @@ def test_a_full_queue_skips_and_counts_and_fails_no_request(
         challenger.stop()
 
 
+def test_queued_images_are_compared_by_the_challenger_they_were_queued_for(
+    registry: Registry,
+) -> None:
+    """staging moves (here back to production's version) while images wait in the queue: they
+    are compared with, and counted for, the challenger that was there when they were answered."""
+    from mnist_pipeline.core.service_params import ServeParams
+    from mnist_pipeline.serving.served_model import load_version
+
+    challenger = Challenger(registry, ServeParams(shadow="staging"), seed=7)
+    assert challenger.model.refresh() and challenger.model.current.version == 2
+    production = load_version(registry, "1")
+    images = np.random.default_rng(3).random((5, 28, 28), dtype=np.float32)
+    answered, _ = challenger.answer(production, images, None)
+    assert answered.version == 1  # shadowed, not a canary
+    challenger.model.current = production  # the alias moved before the queue was emptied
+    challenger._shadow_one(challenger._jobs.get())
+    assert set(challenger.tallies) == {2} and challenger.tallies[2].compared == 5
+    assert challenger.tallies[2].agreed == int(
+        (digits_of(registry, 1, images) == digits_of(registry, 2, images)).sum()
+    )
+
+
 def test_a_missing_or_tampered_shadow_is_a_warning_and_production_answers(
     registry: Registry, digits: list[bytes], caplog: pytest.LogCaptureFixture
 ) -> None:

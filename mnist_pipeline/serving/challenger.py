@@ -44,6 +44,7 @@ class Job(NamedTuple):
     production: np.ndarray  # production's digits [N]
     keys: list[str]  # SHA-256 of each image's uploaded bytes (none for a JSON batch)
     production_version: int  # the version that answered them
+    challenger: Loaded  # the challenger when they were answered (the alias may move meanwhile)
 
 
 class Challenger:
@@ -63,6 +64,9 @@ class Challenger:
         self._waiting = 0  # images queued or being classified
         self._lock = threading.Lock()  # tallies, memory, _waiting
         self._idle = threading.Condition(self._lock)
+        # the share gauge computed and set in one step: a reload thread's older figure must
+        # not overwrite a step back's newer one
+        self._share_lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def start(self, interval_s: float, follow_events: bool) -> None:
@@ -90,8 +94,9 @@ class Challenger:
 
     def _share_changed(self, _event: str = "", _version: int | None = None) -> None:
         if self.metrics is not None and self._production is not None:
-            now = self.canary.share(self._version(), _version_of(self._production.current))
-            self.metrics.canary_percent.set(now)
+            with self._share_lock:
+                now = self.canary.share(self._canary(), _version_of(self._production.current))
+                self.metrics.canary_percent.set(now)
 
     def answer(
         self, production: Loaded, digits: np.ndarray, uploads: list[bytes] | None
@@ -103,7 +108,7 @@ class Challenger:
             return production, production.probabilities(digits)
         # hashed here, not in the queue: a job holds 64 bytes per image, not the upload
         keys = [hashlib.sha256(data).hexdigest() for data in uploads or ()]
-        if self.canary.takes(challenger.version):
+        if self.model.problem is None and self.canary.takes(challenger.version):
             ours = production.probabilities(digits)  # its failure is the request's, as always
             try:
                 answered = challenger.probabilities(digits)
@@ -122,7 +127,7 @@ class Challenger:
             return challenger, answered
         probabilities = production.probabilities(digits)
         try:
-            job = Job(digits, probabilities.argmax(axis=1), keys, production.version)
+            job = Job(digits, probabilities.argmax(axis=1), keys, production.version, challenger)
             self._shadow(challenger.version, job)
         except Exception:  # noqa: BLE001 - the answer goes out regardless
             logger.exception("shadow: could not queue %d image(s)", len(digits))
@@ -157,11 +162,10 @@ class Challenger:
     def status(self, production: int | None) -> dict[str, Any]:
         """GET /model's `shadow`: the challenger followed, queue, canary (beside `production`,
         the version production serves) and tallies."""
-        version = self._version()
         with self._lock:  # a step back (judge) writes the canary's record under it
             tallies = {str(v): t.summary() for v, t in sorted(self.tallies.items())}
             waiting = self._waiting
-            canary = self.canary.status(version, production)
+            canary = self.canary.status(self._canary(), production)
         return {
             **self.model.status(),
             "queue": {"waiting": waiting, "limit": self.limit},
@@ -171,6 +175,11 @@ class Challenger:
 
     def _version(self) -> int | None:
         return _version_of(self.model.current)
+
+    def _canary(self) -> int | None:
+        """The version the canary share goes to: none while the challenger's alias names a
+        version that was refused or cannot be read (the one kept is only shadowed)."""
+        return None if self.model.problem is not None else self._version()
 
     def _tally(self, version: int) -> Tally:
         tally = self.tallies.get(version)
@@ -239,11 +248,9 @@ class Challenger:
                     self._idle.notify_all()
 
     def _shadow_one(self, job: Job) -> None:
-        """Classify a queued job with the challenger and record it; only the challenger's own
-        failure counts against it."""
-        challenger = self.model.current
-        if challenger is None:  # a version that went away since: not compared
-            return
+        """Classify a queued job with the challenger it was queued for and record it under that
+        version; only the challenger's own failure counts against it."""
+        challenger = job.challenger
         try:
             theirs = self.classify(challenger, job.digits)
         except Exception:  # noqa: BLE001 - counted and logged; the next job goes on

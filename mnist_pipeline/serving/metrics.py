@@ -122,8 +122,10 @@ class Metrics:
             histogram.observe(confidence)
 
     def model_event(self, event: str, version: int | None) -> None:
-        """ServedModel's listener: `event` is one of MODEL_EVENTS; `version` is now served."""
-        self.model_events.labels(event).inc()
+        """ServedModel's listener: `event` is counted if one of MODEL_EVENTS; `version` is now
+        served."""
+        if event in MODEL_EVENTS:
+            self.model_events.labels(event).inc()
         if version is not None:
             self.version.set(version)
 

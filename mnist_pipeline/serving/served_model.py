@@ -97,7 +97,8 @@ class ServedModel:
         self.events: AliasEvents | None = None  # the event stream followed beside the poll
         # each told every "loaded" (the first), "swapped", and "refused" (a version that failed
         # verification or loading) or "unresolved" (the alias could not be read) once per new
-        # problem, with the version served after it (metrics.py, the challenger's canary share)
+        # problem, and "resumed" when the alias names the served version again after one, with
+        # the version served after it (metrics.py, the challenger's canary share)
         self.listeners: list[Callable[[str, int | None], None]] = []
 
     def refresh(self) -> bool:
@@ -111,7 +112,9 @@ class ServedModel:
                 self._keep(exc, "unresolved")  # the store or the alias, not a version
                 return False
             if self.current is not None and target == self.current.version:
-                self.problem = None
+                if self.problem is not None:
+                    self.problem = None
+                    self._tell("resumed")
                 return False
             try:
                 loaded = load_version(self.registry, str(target))
@@ -129,7 +132,8 @@ class ServedModel:
     def _keep(self, exc: Exception, event: str) -> None:
         """Keep serving what is served; log and tell `event` once per new problem."""
         message = str(exc) or type(exc).__name__
-        if message != self.problem:
+        known, self.problem = self.problem, message  # set before the listeners hear of it
+        if message != known:
             logger.error(
                 "%skeeping %s: %s (registry %s)",
                 self.role,
@@ -138,7 +142,6 @@ class ServedModel:
                 self.registry.location,
             )
             self._tell(event)
-        self.problem = message
 
     def _tell(self, event: str) -> None:
         version = None if self.current is None else self.current.version
