@@ -19,6 +19,8 @@ export DVC_NO_ANALYTICS ?= 1
 
 # pytest processes for `make test` (pytest-xdist): much of the end-to-end tests' time is waiting
 # on servers, so two processes help even on two cores. TEST_PROCESSES=0 runs in one process.
+# `--dist worksteal`: a process that runs out of tests takes queued ones from the other, which
+# `load` leaves queued behind a long end-to-end test.
 TEST_PROCESSES ?= 2
 
 # The Node.js and browser examples' packages (tests/test_*example.py skip without them; CI fails).
@@ -55,7 +57,7 @@ repro: $(STAMP)  ## the same stages as a DVC pipeline: runs only what changed (s
 
 test: $(STAMP) $(EXAMPLE_DEPS)  ## unit + end-to-end tests (real-MNIST tests skip when ../shared/mnist is absent)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -n $(TEST_PROCESSES)
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
