@@ -302,6 +302,33 @@ def test_a_challenger_alias_that_cannot_be_followed_gets_no_canary_share(
         challenger.stop()
 
 
+def test_images_the_canary_answers_still_reach_productions_drift_monitor(tmp_path: Path) -> None:
+    """At canary_percent 100 production answers nothing, yet its drift window fills: the
+    monitor watches production's own probabilities, computed for every canary request."""
+    import time
+
+    from mnist_pipeline.pipeline.register import register_candidate
+    from tests.drift_helpers import candidate_with_reference
+    from tests.registry_helpers import MODEL, PARAMS, candidate_in, exported_candidate
+
+    registry = Registry(tmp_path / "registry", MODEL)  # v1 production, with a drift reference
+    register_candidate(registry, candidate_with_reference(tmp_path / "c1", seed=2), PARAMS)
+    register_candidate(registry, candidate_in(exported_candidate(tmp_path / "c2", 1)), PARAMS)
+    assert registry.aliases() == {"production": 1, "staging": 2}
+    api, challenger = served_api(
+        registry, shadow="staging", canary_percent=100, canary_max_disagreement=1.0
+    )
+    try:
+        assert versions(api, images(20, 8)) == [2] * 20
+        deadline = time.monotonic() + 30
+        while (drift := api.get("/model").json()["drift"])["images"] < 20:
+            assert time.monotonic() < deadline, drift
+            time.sleep(0.1)
+        assert drift["version"] == 1 and drift["enabled"] is True
+    finally:
+        challenger.stop()
+
+
 def test_productions_own_failure_fails_the_request_and_is_not_the_canarys(
     registry: Registry, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -330,7 +357,7 @@ def test_productions_own_failure_fails_the_request_and_is_not_the_canarys(
         assert record["versions"].get("2", {}).get("failed", 0) == 0
         assert record["canary"]["now"] == 100 and not record["canary"]["stepped_back"]
         assert "canary v2 failed" not in caplog.text
-        chosen, answered = challenger.answer(production, images(4, 0), None)
+        chosen, answered, _ = challenger.answer(production, images(4, 0), None)
         assert chosen.version == 2 and answered.shape == (4, 10)  # still the canary's share
     finally:
         challenger.stop()

@@ -104,8 +104,8 @@ def test_queued_images_are_compared_by_the_challenger_they_were_queued_for(
     assert challenger.model.refresh() and challenger.model.current.version == 2
     production = load_version(registry, "1")
     images = np.random.default_rng(3).random((5, 28, 28), dtype=np.float32)
-    answered, _ = challenger.answer(production, images, None)
-    assert answered.version == 1  # shadowed, not a canary
+    reply = challenger.answer(production, images, None)
+    assert reply.loaded.version == 1  # shadowed, not a canary
     challenger.model.current = production  # the alias moved before the queue was emptied
     challenger._shadow_one(challenger._jobs.get())
     assert set(challenger.tallies) == {2} and challenger.tallies[2].compared == 5

@@ -47,6 +47,15 @@ class Job(NamedTuple):
     challenger: Loaded  # the challenger when they were answered (the alias may move meanwhile)
 
 
+class Reply(NamedTuple):
+    """Who answers a request, with what, and production's own probabilities (what the drift
+    monitor watches; the same array when production answers)."""
+
+    loaded: Loaded
+    probabilities: np.ndarray  # [N, 10]
+    production: np.ndarray  # [N, 10]
+
+
 class Challenger:
     """The challenger of one server process: its model, shadow queue, canary and records."""
 
@@ -98,14 +107,13 @@ class Challenger:
                 now = self.canary.share(self._canary(), _version_of(self._production.current))
                 self.metrics.canary_percent.set(now)
 
-    def answer(
-        self, production: Loaded, digits: np.ndarray, uploads: list[bytes] | None
-    ) -> tuple[Loaded, np.ndarray]:
+    def answer(self, production: Loaded, digits: np.ndarray, uploads: list[bytes] | None) -> Reply:
         """The version that answers these images and its probabilities [N, 10]. Only
         production's own failure fails the request: the challenger's is logged."""
         challenger = self.model.current
         if challenger is None or challenger.version == production.version:  # nothing to try
-            return production, production.probabilities(digits)
+            probabilities = production.probabilities(digits)
+            return Reply(production, probabilities, probabilities)
         # hashed here, not in the queue: a job holds 64 bytes per image, not the upload
         keys = [hashlib.sha256(data).hexdigest() for data in uploads or ()]
         if self.model.problem is None and self.canary.takes(challenger.version):
@@ -117,21 +125,21 @@ class Challenger:
                     "shadow: canary v%d failed; production answers", challenger.version
                 )
                 self._failed(challenger.version, production.version, len(digits))
-                return production, ours  # not shadowed: it failed
+                return Reply(production, ours, ours)  # not shadowed: it failed
             try:
                 self._record(
                     challenger.version, production.version, ours.argmax(1), answered.argmax(1), keys
                 )
             except Exception:  # noqa: BLE001 - the canary answered; only the record is lost
                 logger.exception("shadow: could not record the canary's answers")
-            return challenger, answered
+            return Reply(challenger, answered, ours)
         probabilities = production.probabilities(digits)
         try:
             job = Job(digits, probabilities.argmax(axis=1), keys, production.version, challenger)
             self._shadow(challenger.version, job)
         except Exception:  # noqa: BLE001 - the answer goes out regardless
             logger.exception("shadow: could not queue %d image(s)", len(digits))
-        return production, probabilities
+        return Reply(production, probabilities, probabilities)
 
     def label(self, sha256: str, truth: int) -> None:
         """A trusted label for the uploaded image with this SHA-256 (from /feedback); a failure

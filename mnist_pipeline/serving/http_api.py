@@ -135,13 +135,14 @@ def create_app(
         loaded = served.current  # read once: this request finishes on this version
         if loaded is None:
             raise ClientError(503, f"no model loaded yet: {served.problem or 'starting'}")
+        production = loaded
         if challenger is None:
-            probabilities = loaded.probabilities(digits)
+            probabilities = watched = loaded.probabilities(digits)
         else:  # the canary's share is answered by the challenger's version
             uploads = getattr(request.state, "uploads", None)
-            loaded, probabilities = challenger.answer(loaded, digits, uploads)
+            loaded, probabilities, watched = challenger.answer(loaded, digits, uploads)
         note_prediction(request, loaded.version, probabilities)
-        drift.offer(loaded, digits, probabilities)
+        drift.offer(production, digits, watched)  # production's, whoever answered
         predictions = []
         for name, probs in zip(names, probabilities, strict=True):
             ranked = [{"digit": d, "probability": p} for d, p in top_digits(probs, top)]
