@@ -213,6 +213,25 @@ def settled(folder: Path, scratch: Path, answered: int, timeout_s: float = 10) -
 
 
 @pytest.mark.slow
+def test_one_worker_counts_only_its_own_requests_under_an_inherited_multiprocess_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: Registry
+) -> None:
+    """PROMETHEUS_MULTIPROC_DIR set around `serve` (another app's, or left over): two runs in a
+    row each count their own requests, and the inherited folder is left as it was."""
+    inherited = tmp_path / "inherited"
+    inherited.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(inherited))
+    predicted = {"endpoint": "/predict", "method": "POST", "status": "200"}
+    for run, requests in enumerate((3, 2)):
+        with mnist_server(tmp_path, tmp_path / f"serve{run}.log") as url:
+            for _ in range(requests):
+                assert httpx.post(f"{url}/predict", json=IMAGES, timeout=30).status_code == 200
+            samples = parse(httpx.get(f"{url}/metrics", timeout=30).text)
+        assert value(samples, "mnist_serve_requests_total", **predicted) == requests, run
+        assert value(samples, "mnist_serve_model_events_total", event="loaded") == 1, run
+    assert list(inherited.iterdir()) == []
+
+
 def test_two_workers_are_counted_as_one_server_even_under_scrapes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: Registry
 ) -> None:

@@ -28,7 +28,7 @@ from mnist_pipeline.serving.alias_events import api_configured, preload_prefect
 from mnist_pipeline.serving.challenger import Challenger
 from mnist_pipeline.serving.feedback import Feedback
 from mnist_pipeline.serving.http_api import create_app
-from mnist_pipeline.serving.metrics import Supervisor, multiprocess_dir
+from mnist_pipeline.serving.metrics import ENV_MULTIPROC, Supervisor, multiprocess_dir
 from mnist_pipeline.serving.served_model import ServedModel
 from mnist_pipeline.serving.tokens import Credentials, RateLimiter
 
@@ -87,8 +87,12 @@ def run(params_path: Path, root: Path, overrides: dict[str, object]) -> None:
     sockets = listening_sockets(serve.host, serve.port)  # one taken: refused before the model
     try:
         if serve.workers == 1:
-            app = build(params, Layout(root))
-            uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=sockets)
+            # With PROMETHEUS_MULTIPROC_DIR inherited, prometheus-client counts in files there,
+            # beside any other process's: a fresh folder of its own keeps the numbers its own.
+            inherited = serve.metrics and ENV_MULTIPROC in os.environ
+            with multiprocess_dir() if inherited else nullcontext():
+                app = build(params, Layout(root))
+                uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=sockets)
         else:
             _run_workers(params_path, root, params, sockets)
     finally:
