@@ -118,7 +118,8 @@ class LocalFolder(Storage):
         keys = []
 
         def unreadable(exc: OSError) -> None:  # a folder it cannot list is not an empty one
-            raise exc
+            if not isinstance(exc, FileNotFoundError):  # one removed meanwhile holds no keys
+                raise exc
 
         for current, dirs, files in os.walk(base, onerror=unreadable):
             rel = Path(current).relative_to(self.root).as_posix()
