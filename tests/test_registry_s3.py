@@ -425,9 +425,12 @@ def test_a_store_that_does_not_implement_conditional_deletes_is_used_with_a_warn
 
     monkeypatch.setattr(store.client, "delete_object", delete_object)
     with caplog.at_level("WARNING", logger="mnist_pipeline"):
+        assert registry.collect_garbage().removed == []  # the first use: a lease, no write
         register_candidate(registry, make(1), PARAMS)
     assert registry.version_numbers() == [1] and registry.verify() == []
     assert "does not implement If-Match on DELETE" in caplog.text
+    assert "could not release lease" not in caplog.text
+    assert store.read(f".leases/{MODEL}/register") is None  # released each time
     key = f"{MODEL}/notes/one"
     assert store.create(key, b"a note")
     _, revision = store.read_document(key)

@@ -279,6 +279,17 @@ def test_gc_stops_at_a_folder_it_cannot_list(
     assert registry.verify() == [] and registry.garbage() == []
     assert registry.fetch("2", "model.onnx").read_bytes() == make(2).onnx.read_bytes()
 
+    def gone_at_v2(path: str | Path = ".") -> object:  # removed between listing and walking
+        if Path(path).name == "v2":
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", gone_at_v2)
+    listed = registry.storage.list(f"{registry.name}/")
+    monkeypatch.undo()
+    assert f"{registry.name}/v1/card.json" in listed
+    assert not any(key.startswith(f"{registry.name}/v2/") for key in listed)
+
 
 def legacy_version(registry: Registry, make, version: int = 1) -> tuple[Path, bytes]:
     """A version as registered before blobs (schema 1, unsigned, decided against no champion):

@@ -215,6 +215,6 @@ class LocalFolder(Storage):
                 f"{LOCK_TIMEOUT_S:.0f} s by another process"
             ) from None
         try:
-            yield lambda: None  # a lock held by this process's open file cannot be lost
+            yield lambda: None  # flock on a local disk holds while the file is open
         finally:
             lock.release()

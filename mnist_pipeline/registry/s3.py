@@ -154,6 +154,7 @@ class S3Bucket(Storage):
     def exclusive(self, key: str) -> Iterator[Callable[[], None]]:
         from mnist_pipeline.registry.s3_lease import Lease
 
+        self._check_conditions()  # the lease's own writes and its release rely on them
         with Lease(self, f".leases/{check_key(key)}") as lease:
             yield lease.check_held
 
@@ -294,7 +295,7 @@ class S3Bucket(Storage):
                 UNCONDITIONAL_DELETE.add((self.endpoint, self.bucket))
                 logger.warning(
                     "%s ignores or does not implement If-Match on DELETE: removals of "
-                    "shared-inbox records are not conditional there",
+                    "shared-inbox records and lease releases are not conditional there",
                     self.endpoint,
                 )
         finally:

@@ -91,7 +91,7 @@ class Lease:
         found = self.store._get(self.key)
         try:
             mine = found is not None and json.loads(found[0]).get("owner") == self.owner
-        except ValueError:
+        except (ValueError, AttributeError):  # not JSON, or not an object: not this holder's
             mine = False
         if not mine:
             raise RegistryError(
