@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from mnist_pipeline.core.errors import ParamsError, RegistryError
+from mnist_pipeline.core.errors import ParamsError, RegistryError, StoreError
 from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.pipeline.register import register_candidate
-from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry import Registry, s3
 from mnist_pipeline.registry.backends import open_storage
 from mnist_pipeline.registry.s3 import S3Bucket, parse_url
 from mnist_pipeline.registry.s3_lease import Lease
@@ -216,6 +216,48 @@ def test_a_write_refused_among_parallel_writes_fails_them_as_one(
     assert registry.version_numbers() == [] and registry.verify() == []
     again = Registry(s3_url, MODEL)  # a new client: nothing refused
     assert register_candidate(again, make(1), PARAMS).version == 1 and again.verify() == []
+
+
+def conflict_first(store: S3Bucket, monkeypatch: pytest.MonkeyPatch, times: int) -> None:
+    """The store's client answers 409 ConditionalRequestConflict to the first `times` PUTs, as
+    S3 does while another conditional write on the key is under way; then they reach the server."""
+    put, left = store.client.put_object, [times]
+
+    def put_object(**request):  # noqa: ANN003, ANN202
+        if left[0] > 0:
+            left[0] -= 1
+            error = {"Error": {"Code": "ConditionalRequestConflict", "Message": "in flight"}}
+            raise ClientError(error, "PutObject")
+        return put(**request)
+
+    monkeypatch.setattr(store.client, "put_object", put_object)
+
+
+@pytest.mark.parametrize("jitter", ["longest", "shortest"])
+def test_conflicting_conditional_writes_are_retried_with_capped_exponential_backoff(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch, jitter: str
+) -> None:
+    """Each wait is drawn between 0 and a bound that doubles from 50 ms up to 1 s, so racing
+    writers spread out; a write that conflicts every time fails naming the key, after 19 waits."""
+    store = open_storage(s3_url)
+    assert isinstance(store, S3Bucket)
+    assert store.create("m/first", b"1")  # the store's conditions checked before the 409s
+    waits: list[float] = []
+    monkeypatch.setattr(s3.time, "sleep", waits.append)
+    pick = (lambda low, high: high) if jitter == "longest" else (lambda low, high: low)
+    monkeypatch.setattr(s3.random, "uniform", pick)
+    conflict_first(store, monkeypatch, times=7)
+    assert store.create("m/key", b"data") and store.read("m/key") == b"data"
+    bounds = [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert waits == (bounds if jitter == "longest" else [0.0] * 7)
+
+    waits.clear()
+    conflict_first(store, monkeypatch, times=s3.CONFLICT_RETRIES)
+    with pytest.raises(StoreError, match=r"m/other: writes kept conflicting at http"):
+        store.create("m/other", b"data")
+    assert len(waits) == s3.CONFLICT_RETRIES - 1 and store.read("m/other") is None
+    if jitter == "longest":
+        assert sum(waits) == pytest.approx(1.55 + 14 * 1.0)
 
 
 def test_racing_identical_registrations_make_one_version(s3_url: str, make) -> None:

@@ -17,6 +17,7 @@ Endpoint and credentials come from boto3's usual sources: `AWS_ENDPOINT_URL` (or
 from __future__ import annotations
 
 import logging
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -47,7 +48,11 @@ NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 # What a store answers to a condition it does not implement (e.g. If-Match on DELETE).
 UNSUPPORTED = {"NotImplemented", "501"}
 WRITE_ID = "mnist-pipeline-write"  # user metadata: the id of the PUT that stored an object
-CONFLICT_RETRIES = 20  # 409 ConditionalRequestConflict: another conditional write in flight
+# 409 ConditionalRequestConflict (another conditional write on the key in flight): retried with
+# capped exponential backoff and full jitter, so that racing writers spread out rather than retry
+# in step; at most about 17 s of waiting in all
+CONFLICT_RETRIES = 20
+CONFLICT_BACKOFF_S = (0.05, 1.0)  # the first retry's longest wait, and the cap
 PARALLEL = 16  # requests in flight at once in read_many, create_many (the connection pool)
 HONOURED: set[tuple[str, str]] = set()  # (endpoint, bucket) whose conditional writes were checked
 UNCONDITIONAL_DELETE: set[tuple[str, str]] = set()  # of those, the ones ignoring If-Match on DELETE
@@ -236,10 +241,11 @@ class S3Bucket(Storage):
         request: Callable[[], object],
         refused: Callable[[str], bool | None],
     ) -> bool:
-        """`request`, a conditional write or delete, retried while the store answers 409 (another
-        conditional request on the key under way): True when done; for any other error code,
-        `refused(code)` answers (None: a failure, raised)."""
-        for _ in range(CONFLICT_RETRIES):
+        """`request`, a conditional write or delete, retried with backoff while the store
+        answers 409 (another conditional request on the key under way): True when done; for any
+        other error code, `refused(code)` answers (None: a failure, raised)."""
+        first, cap = CONFLICT_BACKOFF_S
+        for attempt in range(CONFLICT_RETRIES):
             try:
                 request()
                 return True
@@ -252,7 +258,8 @@ class S3Bucket(Storage):
                     return answer
             except BotoCoreError as exc:
                 raise self._failure(action, key, exc) from None
-            time.sleep(0.05)
+            if attempt + 1 < CONFLICT_RETRIES:
+                time.sleep(random.uniform(0, min(cap, first * 2**attempt)))
         raise StoreError(f"{self.location}/{key}: {action}s kept conflicting at {self.endpoint}")
 
     def _call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
