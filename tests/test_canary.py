@@ -227,13 +227,14 @@ def test_a_late_step_back_of_an_earlier_canary_leaves_the_current_ones_share(
     )
     judge = canary.Canary(limits, "m", seed=1)
     judge.metrics = ChallengerMetrics(CollectorRegistry())
-    wrong = Tally(version=2)
+    wrong = Tally(version=2, production=1)
     wrong.label(truth=7, production=7, challenger=1)
-    assert judge.judge(wrong, None) is True
+    assert judge.judge(wrong) is True
     assert judge.percent(2) == 0 and judge.percent(3) == 30 and sent
     assert judge.share(3, production=1) == 30 and judge.share(3, production=3) == 0
-    assert judge.judge(Tally(version=3), None) is False  # nothing over a limit: no change
-    assert judge.judge(wrong, None) is False and len(sent) == 1  # once per version
+    assert judge.judge(Tally(version=3)) is False  # nothing over a limit: no change
+    assert judge.judge(wrong) is False and len(sent) == 1  # once per version
+    assert sent[0][2]["production"] == 1  # the version it was judged against
 
 
 def test_step_back_events_need_a_prefect_api_in_the_environment(

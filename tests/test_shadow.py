@@ -3,6 +3,7 @@ tampered challenger, live accuracy from /feedback labels, the metrics, and the r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -19,7 +20,13 @@ from mnist_pipeline.serving.challenger import Challenger
 from mnist_pipeline.serving.live import Pairs, Tally
 from tests import challenger_helpers
 from tests.challenger_helpers import TOKEN, digits_of, samples, served_api
-from tests.registry_helpers import MODEL, stored
+from tests.registry_helpers import (
+    MODEL,
+    PARAMS,
+    candidate_in,
+    exported_candidate,
+    stored,
+)
 from tests.registry_helpers import writable as unlocked
 
 PNG = {"content-type": "image/png"}
@@ -108,10 +115,52 @@ def test_queued_images_are_compared_by_the_challenger_they_were_queued_for(
     assert reply.loaded.version == 1  # shadowed, not a canary
     challenger.model.current = production  # the alias moved before the queue was emptied
     challenger._shadow_one(challenger._jobs.get())
-    assert set(challenger.tallies) == {2} and challenger.tallies[2].compared == 5
-    assert challenger.tallies[2].agreed == int(
+    assert set(challenger.tallies) == {(2, 1)} and challenger.tallies[2, 1].compared == 5
+    assert challenger.tallies[2, 1].agreed == int(
         (digits_of(registry, 1, images) == digits_of(registry, 2, images)).sum()
     )
+
+
+def test_a_challenger_compared_with_two_production_versions_keeps_them_apart(
+    registry: Registry, digits: list[bytes], tmp_path: Path
+) -> None:
+    """Production moves from v1 to v3 while v2 is shadowed: v2's counts against each are kept
+    apart. GET /model shows the tally against v3 under `versions` and the one against v1 under
+    `earlier`; a label that arrives after the move for an image v1 answered scores against v1;
+    the report judges each pair."""
+    from mnist_pipeline.core.service_params import ServeParams
+    from mnist_pipeline.data.preprocess import preprocess_bytes
+    from mnist_pipeline.pipeline.register import register_candidate
+    from mnist_pipeline.serving.served_model import load_version
+
+    challenger = Challenger(registry, ServeParams(shadow="staging"), seed=7)
+    assert challenger.model.refresh() and challenger.model.current.version == 2
+    register_candidate(registry, candidate_in(exported_candidate(tmp_path / "c", 3)), PARAMS)
+    images = np.stack([preprocess_bytes(data, "d") for data in digits])
+    for version, part in ((1, slice(0, 6)), (3, slice(6, 10))):
+        reply = challenger.answer(load_version(registry, str(version)), images[part], digits[part])
+        assert reply.loaded.version == version  # shadowed, not a canary
+        challenger._shadow_one(challenger._jobs.get())
+    challenger.label(hashlib.sha256(digits[0]).hexdigest(), 0)  # answered by v1, labelled now
+
+    status = challenger.status(3)
+    latest, earlier = status["versions"], status["earlier"]
+    assert list(latest) == ["2"] and len(earlier) == 1
+    theirs = digits_of(registry, 2, images)
+    for record, version, part in ((latest["2"], 3, slice(6, 10)), (earlier[0], 1, slice(0, 6))):
+        ours = digits_of(registry, version, images[part])
+        assert record["production"] == version
+        assert (record["compared"], record["agreed"]) == (
+            len(ours),
+            int((ours == theirs[part]).sum()),
+        )
+    assert latest["2"]["labelled"] == {} and sum(earlier[0]["labelled"]["0"].values()) == 1
+    found = shadow_report.report({"shadow": status}, PromotionParams())
+    assert [(e["version"], e["production"], e["comparison"] is None) for e in found] == [
+        (2, 3, True),
+        (2, 1, False),
+    ]
+    assert shadow_report.lines(found)[0].startswith("v2 against v3: compared on 4 images")
 
 
 def test_a_missing_or_tampered_shadow_is_a_warning_and_production_answers(
@@ -289,7 +338,7 @@ def test_a_real_server_shadows_and_canaries_and_serve_report_judges(
     as_json = runner.invoke(app, [*saved, "--json"])  # the server has stopped
     assert set(answered) == {1, 2}  # 20 requests at 50 %: both versions answered
     assert said.exit_code == 0, said.output
-    assert "v2: compared on 20 images" in said.output and "10 labelled" in said.output
+    assert "v2 against v1: compared on 20 images" in said.output and "10 labelled" in said.output
     assert as_json.exit_code == 0, as_json.output
     (record,) = json.loads(as_json.stdout)
     images = np.stack([preprocess_bytes(data, "d") for data in digits])

@@ -65,7 +65,7 @@ class Canary:
         share = self.percent(version)
         return share > 0 and self._random.random() * 100 < share
 
-    def judge(self, tally: Tally, production: int | None) -> bool:
+    def judge(self, tally: Tally) -> bool:
         """Step the tally's version back if it went over a threshold (once per version; a late
         label may judge an earlier version); True if it stepped back now."""
         if self.limits.canary_percent == 0 or tally.version in self.stepped_back:
@@ -80,7 +80,7 @@ class Canary:
             self.metrics.stepped_back(tally.version, reason)
         payload = {
             "version": tally.version,
-            "production": production,
+            "production": tally.production,
             "reason": reason,
             "why": why,
             "compared": tally.compared,

@@ -67,7 +67,10 @@ class Challenger:
         self.canary = Canary(limits, registry.name, seed)
         self.metrics: ChallengerMetrics | None = None
         self._production: ServedModel | None = None  # the gauge's production (count())
-        self.tallies: dict[int, Tally] = {}
+        # by (challenger version, production version compared with); and per challenger
+        # version, the production version it was last compared with (GET /model shows that one)
+        self.tallies: dict[tuple[int, int], Tally] = {}
+        self._against: dict[int, int] = {}
         self.memory = LabelMemory()
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._waiting = 0  # images queued or being classified
@@ -154,9 +157,9 @@ class Challenger:
             seen = self.memory.take(sha256)
             if seen is None:
                 return
-            tally = self._tally(seen.version)
+            tally = self._tally(seen.version, seen.production_version, latest=False)
             tally.label(truth, seen.production, seen.challenger)
-            stepped_back = self.canary.judge(tally, None)
+            stepped_back = self.canary.judge(tally)
         if stepped_back:
             self._share_changed()
         if self.metrics is not None:
@@ -169,16 +172,23 @@ class Challenger:
 
     def status(self, production: int | None) -> dict[str, Any]:
         """GET /model's `shadow`: the challenger followed, queue, canary (beside `production`,
-        the version production serves) and tallies."""
+        the version production serves) and tallies: in `versions` each challenger version's
+        against the production version it was last compared with, in `earlier` the others."""
         with self._lock:  # a step back (judge) writes the canary's record under it
-            tallies = {str(v): t.summary() for v, t in sorted(self.tallies.items())}
+            latest = {
+                str(v): self.tallies[v, p].summary() for v, p in sorted(self._against.items())
+            }
+            earlier = [
+                t.summary() for (v, p), t in sorted(self.tallies.items()) if self._against[v] != p
+            ]
             waiting = self._waiting
             canary = self.canary.status(self._canary(), production)
         return {
             **self.model.status(),
             "queue": {"waiting": waiting, "limit": self.limit},
             "canary": canary,
-            "versions": tallies,
+            "versions": latest,
+            "earlier": earlier,
         }
 
     def _version(self) -> int | None:
@@ -189,10 +199,16 @@ class Challenger:
         version that was refused or cannot be read (the one kept is only shadowed)."""
         return None if self.model.problem is not None else self._version()
 
-    def _tally(self, version: int) -> Tally:
-        tally = self.tallies.get(version)
+    def _tally(self, version: int, production: int, latest: bool = True) -> Tally:
+        """The challenger `version`'s tally against `production` (the one it is compared with
+        now, unless `latest` is False: a late label for an earlier image)."""
+        tally = self.tallies.get((version, production))
         if tally is None:
-            tally = self.tallies[version] = Tally(version=version)
+            tally = self.tallies[version, production] = Tally(
+                version=version, production=production
+            )
+        if latest:
+            self._against[version] = production
         return tally
 
     def _shadow(self, version: int, job: Job) -> None:
@@ -200,7 +216,7 @@ class Challenger:
         with self._lock:
             full = self._waiting + images > self.limit
             if full:
-                self._tally(version).skipped += images
+                self._tally(version, job.production_version).skipped += images
             else:
                 self._waiting += images
         if full:
@@ -212,7 +228,7 @@ class Challenger:
     def _record(
         self,
         version: int,
-        production_version: int | None,
+        production_version: int,
         production: np.ndarray,
         challenger: np.ndarray,
         keys: list[str],
@@ -220,25 +236,25 @@ class Challenger:
     ) -> None:
         answers = zip(production.tolist(), challenger.tolist(), strict=True)
         with self._lock:
-            tally = self._tally(version)
+            tally = self._tally(version, production_version)
             differ = tally.compare(production, challenger)
             tally.canary += len(production) if canary else 0
             # a JSON batch has no keys: its images cannot be labelled through /feedback
             for key, (ours, theirs) in zip(keys, answers, strict=False):
-                self.memory.remember(key, Answered(version, ours, theirs))
-            stepped_back = self.canary.judge(tally, production_version)
+                self.memory.remember(key, Answered(version, ours, theirs, production_version))
+            stepped_back = self.canary.judge(tally)
         if stepped_back:
             self._share_changed()
         if self.metrics is not None:
             self.metrics.compared(version, len(production), differ)
 
-    def _failed(self, version: int, production_version: int | None, images: int) -> None:
+    def _failed(self, version: int, production_version: int, images: int) -> None:
         """The challenger raised on `images` images: counted, and judged (it steps back once
         it has failed on serve.canary_min_images)."""
         with self._lock:
-            tally = self._tally(version)
+            tally = self._tally(version, production_version)
             tally.failed += images
-            stepped_back = self.canary.judge(tally, production_version)
+            stepped_back = self.canary.judge(tally)
         if stepped_back:
             self._share_changed()
         if self.metrics is not None:

@@ -1,12 +1,13 @@
 """What a challenger did on live traffic, per version: pure counting, no I/O (challenger.py).
 
-`Tally` counts the images compared with production (agreeing or not), those skipped (the shadow
-queue was full) and those the challenger answered as canary, and, for images whose trusted
-label arrived later, a 2x2 table per true digit: both right, only production, only the
-challenger, neither. `LabelMemory` remembers, for the latest images (bounded), which digits both
-models gave, keyed by the SHA-256 of the uploaded bytes, the key /feedback computes too.
-`paired_answers` turns a tally's tables back into the per-image arrays the promotion rule's
-paired test takes (evaluation/paired.py).
+`Tally` counts, per challenger version and the production version it was compared with, the
+images compared (agreeing or not), those skipped (the shadow queue was full) and those the
+challenger answered as canary, and, for images whose trusted label arrived later, a 2x2 table
+per true digit: both right, only production, only the challenger, neither. `LabelMemory`
+remembers, for the latest images (bounded), which digits both models gave, keyed by the
+SHA-256 of the uploaded bytes, the key /feedback computes too. `paired_answers` turns a tally's
+tables back into the per-image arrays the promotion rule's paired test takes
+(evaluation/paired.py).
 """
 
 from __future__ import annotations
@@ -49,11 +50,14 @@ Digit = Annotated[str, StringConstraints(pattern=r"^[0-9]$")]  # a true digit, a
 
 
 class Tally(BaseModel):
-    """One challenger version's live record (counts since this process started)."""
+    """One challenger version's live record against one production version (counts since this
+    process started): a challenger compared with two production versions has two tallies, so
+    its agreement and paired counts never mix them."""
 
     model_config = ConfigDict(extra="forbid")
 
     version: int
+    production: int | None = None  # the production version it was compared with
     compared: int = Field(default=0, ge=0)  # images both models classified
     agreed: int = Field(default=0, ge=0)  # of those, the same digit
     skipped: int = Field(default=0, ge=0)  # not shadowed: the queue was full
@@ -104,6 +108,7 @@ class Answered(NamedTuple):
     version: int  # the challenger's
     production: int
     challenger: int
+    production_version: int  # the version that gave `production`
 
 
 class LabelMemory:

@@ -1,9 +1,10 @@
 """`mnist-pipeline serve-report`: would the shadow have done better than production?
 
 Reads GET /model of a running server (or that JSON saved to a file), and judges each shadow
-version on its labelled live images with the promotion rule's paired test
-(evaluation/paired.compare: McNemar's exact test, `registry.promotion.significance` and
-`min_gain`; no per-digit check on live labels, as for the extra holdout).
+version, against each production version it was compared with, on its labelled live images
+with the promotion rule's paired test (evaluation/paired.compare: McNemar's exact test,
+`registry.promotion.significance` and `min_gain`; no per-digit check on live labels, as for the
+extra holdout).
 """
 
 from __future__ import annotations
@@ -46,14 +47,16 @@ def read_status(path: Path) -> dict[str, Any]:
 
 
 def tallies(status: dict[str, Any]) -> list[Tally]:
-    """The shadow versions' tallies in a GET /model answer; DataError when it has none."""
+    """The shadow versions' tallies in a GET /model answer, against the production version each
+    was last compared with, then those against earlier ones; DataError when it has none."""
     shadow = status.get("shadow") if isinstance(status, dict) else None
     if not isinstance(shadow, dict):
         raise DataError("the server has no shadow (serve.shadow is null)")
     try:
+        bodies = [*shadow.get("versions", {}).values(), *shadow.get("earlier", [])]
         return [
             Tally.model_validate({k: v for k, v in body.items() if k in Tally.model_fields})
-            for body in shadow.get("versions", {}).values()
+            for body in bodies
         ]
     except ValidationError as exc:
         where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
@@ -86,13 +89,14 @@ def report(status: dict[str, Any], policy: PromotionParams) -> list[dict[str, An
 
 
 def lines(found: list[dict[str, Any]]) -> list[str]:
-    """The report in words, one paragraph per shadow version."""
+    """The report in words, one paragraph per shadow version and production version."""
     if not found:
         return ["no shadow version has seen traffic yet"]
     said = []
     for entry in found:
         agreement = entry["agreement"]
-        seen = f"v{entry['version']}: compared on {entry['compared']} images"
+        against = "" if entry.get("production") is None else f" against v{entry['production']}"
+        seen = f"v{entry['version']}{against}: compared on {entry['compared']} images"
         seen += "" if agreement is None else f", agreeing with production on {agreement:.1%}"
         seen += f"; {entry['skipped']} skipped (queue full); {entry['canary']} answered as canary"
         said.append(seen)
