@@ -349,6 +349,31 @@ def test_a_review_that_lost_its_lease_stops(
     assert shared.record(sha) is None and review_log(shared) == []
 
 
+@pytest.mark.parametrize("decision", ["accept", "reject"])
+def test_a_review_whose_lease_was_taken_over_writes_nothing_more(
+    s3_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decision: str
+) -> None:
+    """The review stalled past its lease's time to live after its checks, and another reviewer
+    took the lease over (on S3; a folder's lock cannot be lost): it records, publishes and
+    deletes nothing, and says to run it again."""
+    shared = SharedInbox(s3_url.replace("/registry", "/inbox"))
+    sha = review_shared.submit(shared, digit(tmp_path, 25), "x.png", 4, "token:kiosk").sha256
+    check = review_shared._check_still_pending
+    lease = f".leases/{review_shared.LEASE}"
+
+    def then_taken_over(shared: SharedInbox, item, keys) -> None:
+        check(shared, item, keys)
+        shared.storage._put(lease, json.dumps({"owner": "another reviewer"}).encode())
+
+    monkeypatch.setattr(review_shared, "_check_still_pending", then_taken_over)
+    taken = r"lease .leases/review in s3:.* was taken over while held"
+    with pytest.raises(StoreUnavailable, match=taken):
+        getattr(review_shared, decision)(shared, tmp_path / "extra", [sha[:8]], "bob")
+    assert review_log(shared) == [] and shared.record(sha) is None
+    assert [p.sha256 for p in review_shared.queue(shared).found] == [sha]  # still pending
+    shared.storage._delete(lease)
+
+
 def test_a_damaged_local_quarantine_stays_where_it_is(location: str, tmp_path: Path) -> None:
     folder, inbox = tmp_path / "pending", tmp_path / "extra"
     good, bad = digit(tmp_path, 25), digit(tmp_path, 26)

@@ -153,7 +153,7 @@ def accept(
     the next one, and no reject overturns it."""
     chosen_label = None if label is None else store.check_label(label)
     done = []
-    with _lease(shared):
+    with _lease(shared) as still_held:
         seen.check_not_lost(shared, inbox, "accepted")
         read = queue(shared, refs)
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
@@ -177,12 +177,15 @@ def accept(
             )
             if decided[item.sha256] is None:
                 _check_still_pending(shared, item, keys)
+                still_held()
                 record(shared, inbox, keys, pending.review_line(who, "accept", item, digit))
+            still_held()
             try:
                 published = shared.publish(data, digit, store.image_format(data), f"cli:{who}")
             except store.LabelConflict:
                 drop_unfinishable(shared, inbox, item, keys, who)  # this accept's own record
                 raise _labelled_meanwhile(shared, item, digit) from None
+            still_held()
             _delete(shared, keys)
             with store.lock(inbox):  # with the note, so a sync never sees it unnoted
                 added = store.add(inbox, data, str(item.path), digit, locked=True)
@@ -200,7 +203,7 @@ def reject(shared: SharedInbox, inbox: Path, refs: list[str], who: str) -> list[
     """Delete the referenced images' claims from the store's queue, each review recorded first;
     nothing is deleted if a reference is refused, or names claims an accept cut short decided
     (accept them to finish). An image the shared inbox holds stays there: only claims go."""
-    with _lease(shared):
+    with _lease(shared) as still_held:
         read = queue(shared, refs)
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
         for item in chosen:
@@ -210,7 +213,9 @@ def reject(shared: SharedInbox, inbox: Path, refs: list[str], who: str) -> list[
             keys = read.keys[item.sha256]
             if decided[item.sha256] is None:
                 _check_still_pending(shared, item, keys)
+                still_held()
                 record(shared, inbox, keys, pending.review_line(who, "reject", item, None))
+            still_held()
             _delete(shared, keys)
     return chosen
 
@@ -247,11 +252,13 @@ def _parse(key: str, body: bytes) -> tuple[Claim, bytes]:
 
 
 @contextmanager
-def _lease(shared: SharedInbox) -> Iterator[None]:
-    """The reviewers' lease on the store (StoreUnavailable when it cannot be taken)."""
+def _lease(shared: SharedInbox) -> Iterator[Callable[[], None]]:
+    """The reviewers' lease on the store (StoreUnavailable when it cannot be taken). It gives
+    the check to call before each write: StoreUnavailable once the lease was taken over (this
+    review stalled past its time to live, and another reviewer may be deciding its claims)."""
     with ExitStack() as held:
-        shared.call(lambda: held.enter_context(shared.storage.exclusive(LEASE)))
-        yield
+        still_held = shared.call(lambda: held.enter_context(shared.storage.exclusive(LEASE)))
+        yield lambda: shared.call(still_held)
 
 
 def _check_still_pending(shared: SharedInbox, item: Pending, keys: list[str]) -> None:
