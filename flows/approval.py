@@ -10,8 +10,9 @@ concurrency slot, and the engine's next renewal of the lease would fail and canc
 has no deployment, so its pause releases nothing. The retraining run then records the outcome in
 the registry (mnist_pipeline/pipeline/approval.py) and tags both runs `approval:<outcome>`. An
 approval nobody answers within `registry.approval_timeout_s` is set running again (Prefect would
-otherwise fail it) and the version stays staging. The run's `notify_block`, if any, is told when
-the version starts waiting and when the wait expires.
+otherwise fail it) and the version stays staging; so it does at once on a temporary Prefect
+server (no `PREFECT_API_URL`: nothing could answer it there). The run's `notify_block`, if any,
+is told when the version starts waiting and when the wait expires.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_API_URL
 from prefect.states import Completed, Running, State
 
 from flows.artifacts import tag_run
@@ -69,10 +71,13 @@ def await_approval(registry: Registry, registration: Registration, timeout_s: in
     """Wait, in the `approval` subflow, until the proposal of `registration`'s version for
     production is answered or `timeout_s` pass; record and return the outcome."""
     version, actor = registration.version, announce.current_actor()
-    if not flow_run.id:  # e.g. retrain.fn(): no run to pause, nothing recorded
+    # no run to pause (retrain.fn()), or a temporary server that `models approve` cannot reach
+    # and that stops with the run: nobody could answer, so nothing waits and nothing is recorded
+    if not flow_run.id or not PREFECT_API_URL.value():
+        where = "not in a flow run" if not flow_run.id else "on a temporary Prefect server"
         return Settled(
             "expired",
-            f"not in a flow run: nobody can approve v{version} here; it stays staging "
+            f"{where}: nobody can approve v{version} here; it stays staging "
             f"(`mnist-pipeline models promote {version}` promotes it)",
         )
     slug = (flow_run.parameters or {}).get("notify_block")  # the retraining run's

@@ -6,6 +6,7 @@ a deployment run it keeps its concurrency slot while it waits."""
 from __future__ import annotations
 
 import getpass
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -255,6 +256,33 @@ def test_the_retraining_flow_pauses_and_keeps_staging_without_an_answer(
     ]
     assert "`mnist-pipeline models approve 1 --comment TEXT`" in received[0]["body"]
     assert "`mnist-pipeline models promote 1` promotes it" in received[1]["body"]
+
+
+def test_on_a_temporary_server_nothing_waits_for_an_answer(tmp_path: Path, tiny_mirror) -> None:
+    """`python -m flows.retrain` without PREFECT_API_URL runs on a temporary server that `models
+    approve` cannot reach and that stops with the run: the version stays staging at once."""
+    from tests.flow_helpers import make_workdir
+
+    mirror, sha = tiny_mirror
+    required = {"approval": "required", "approval_timeout_s": 600}
+    workdir = make_workdir(tmp_path, str(mirror), sha, registry=required)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.retrain"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,  # far less than approval_timeout_s: a run that paused would time out
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = "on a temporary Prefect server: nobody can approve v1 here; it stays staging"
+    assert said in done.stdout + done.stderr
+    registry = Registry(workdir / "registry", "mnist-cnn")
+    assert registry.aliases() == {"staging": 1}
+    (register,) = registry.alias_log()["events"]  # nothing recorded after the registration
+    assert register["evidence"]["proposed"] == "production"
 
 
 def slots_in_use(api: str, deployment_id: str) -> int:
