@@ -12,17 +12,23 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.core.reports import Metrics, ModelCard, Parity, read_report
 from mnist_pipeline.pipeline.card import evidence_lines
+from mnist_pipeline.pipeline.versions import read_card
+from mnist_pipeline.registry import Registry
 
 REPORT_KEY = "mnist-retrain-report"
 PER_CLASS_KEY = "mnist-per-class-metrics"
@@ -40,6 +46,19 @@ def _embedded_png(folder: Path, name: str) -> str:
         return f"_{name} was not produced_"
     data = base64.b64encode(path.read_bytes()).decode()
     return f"![{name}](data:image/png;base64,{data})"
+
+
+def best_effort(what: str, publish: Callable[[], object]) -> None:
+    """`publish` (artifacts, tags) where a failure must not become the run's: after a registry
+    commit, or beside a stage's own failure. A failure is logged as a warning naming `what`."""
+    try:
+        publish()
+    except Exception as exc:  # noqa: BLE001 - the run's outcome is decided elsewhere
+        message = f"could not {what}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        try:
+            get_run_logger().warning(message)
+        except MissingContextError:  # retrain.fn(): no run to log into
+            logging.getLogger("mnist_pipeline.flows").warning(message)
 
 
 def tag_run(*tags: str, drop: tuple[str, ...] = (), run_id: Any = None) -> None:
@@ -131,15 +150,14 @@ def report_markdown(
 
 
 def publish_report(
-    params: Params,
-    layout: Layout,
-    metrics: Any,
-    parity: Any,
-    registration: Any,
-    card: ModelCard,
-    champion_accuracy: float | None,
+    params: Params, layout: Layout, results: dict[str, Any], registry: Registry
 ) -> None:
-    """Create the keyed artifacts (each key keeps its history across runs in the Prefect UI)."""
+    """Create the keyed artifacts of a run that registered (each key keeps its history across
+    runs in the Prefect UI), `results` being its stages' results."""
+    metrics, parity, registration = results["evaluate"], results["parity"], results["register"]
+    champion = registration.champion
+    champion_accuracy = None if champion is None else read_card(registry, champion).metrics.accuracy
+    card = read_card(registry, registration.version)
     create_markdown_artifact(
         key=REPORT_KEY,
         markdown=report_markdown(

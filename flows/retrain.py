@@ -18,6 +18,7 @@ import argparse
 import re
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from prefect.states import Completed, State
 
 from flows.approval import await_approval
 from flows.artifacts import (
+    best_effort,
     publish_ingest,
     publish_params,
     publish_rejected,
@@ -43,7 +45,7 @@ from mnist_pipeline.inbox import dvc_claim
 from mnist_pipeline.inbox import sync as inbox_sync
 from mnist_pipeline.inbox.shared import open_shared
 from mnist_pipeline.pipeline import runs, stages
-from mnist_pipeline.pipeline.versions import open_registry, read_card
+from mnist_pipeline.pipeline.versions import open_registry
 from mnist_pipeline.training.fingerprint import inputs_fingerprint
 
 
@@ -244,14 +246,16 @@ def _stages(
             state, (results[name], timings[name]) = _run(name, params, layout, upstream, **options)
         except StageFailed as failed:
             if isinstance(failed.__cause__, GateError):  # the gate or parity said no
-                publish_rejected(params, layout, failed.stage, str(failed))
+                report = partial(publish_rejected, params, layout, failed.stage, str(failed))
+                best_effort("publish the rejected candidate's report", report)  # never hiding why
             raise
         upstream = [state]
     registration = results["register"]
+    # The version is committed: from here on a report that cannot be published (the Prefect API
+    # or the store briefly away) is a warning, not the run's failure.
     trained = trial_row(layout, results["train"].val_accuracy)
-    publish_trial(
-        trained | {"version": registration.version, "registered": registration.registered}
-    )
+    row = trained | {"version": registration.version, "registered": registration.registered}
+    best_effort("publish the trial row", lambda: publish_trial(row))
     wall = time.perf_counter() - started
     overhead = wall - sum(timings.values())
     print(  # log_prints: a log line in a flow run, plain output under .fn()
@@ -259,16 +263,8 @@ def _stages(
         f"overhead {overhead:.1f} s"
     )
     registry = open_registry(params.registry, layout)
-    champion = registration.champion
-    champion_accuracy = None if champion is None else read_card(registry, champion).metrics.accuracy
-    publish_report(
-        params,
-        layout,
-        results["evaluate"],
-        results["parity"],
-        registration,
-        read_card(registry, registration.version),
-        champion_accuracy,
+    best_effort(
+        "publish the run's report", partial(publish_report, params, layout, results, registry)
     )
     result = {
         "up_to_date": False,

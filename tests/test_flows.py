@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -272,3 +273,30 @@ def test_flows_serve_takes_the_params_file_as_retrain_and_sweep_do(
         serve_main(["--workdir", str(tmp_path), option, "other.yaml"])
     assert ended.value.code == 2
     assert capsys.readouterr().err == f"error: params file not found: {tmp_path / 'other.yaml'}\n"
+
+
+def test_a_report_that_cannot_be_published_is_a_warning_not_the_outcome(
+    tiny_workdir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The version is committed before the run's report: a Prefect API that refuses the report
+    then is a warning, and the run returns the version it registered. A rejected candidate's
+    report that fails leaves the stage's failure as the run's."""
+    import flows.retrain as module
+
+    def away(*args: object) -> None:
+        raise ConnectionError("the API went away")
+
+    for name in ("publish_trial", "publish_report", "publish_rejected"):
+        monkeypatch.setattr(module, name, away)
+    with caplog.at_level(logging.WARNING, logger="mnist_pipeline.flows"):
+        result = retrain.fn(workdir=str(tiny_workdir))
+    assert (result["version"], result["registered"]) == (1, True)
+    assert registry_versions(tiny_workdir) == [1]
+    for what in ("the trial row", "the run's report"):
+        assert f"could not publish {what}: ConnectionError: the API went away" in caplog.text
+    caplog.clear()
+    warnings = caplog.at_level(logging.WARNING, logger="mnist_pipeline.flows")
+    with warnings, pytest.raises(StageFailed, match="stage evaluate failed: GateError"):
+        retrain.fn(workdir=str(tiny_workdir), min_accuracy=1.0, force=True)
+    assert "could not publish the rejected candidate's report: ConnectionError" in caplog.text
+    assert registry_versions(tiny_workdir) == [1]
