@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from prefect.blocks.core import Block
+from prefect.exceptions import MissingContextError
 from prefect.logging.loggers import flow_run_logger, get_run_logger
 
 logger = logging.getLogger("mnist_pipeline.notify")
@@ -48,7 +49,16 @@ def tell(slug: str | None, subject: str, body: str) -> None:
     try:
         Block.load(slug).notify(body=body, subject=subject)
     except Exception as exc:  # a notifier's failure must not change the run's outcome
-        logger.error("could not notify %s (%s): %s", slug, subject, exc)
+        for log in (logger, *_run_logger()):
+            log.error("could not notify %s (%s): %s", slug, subject, exc)
+
+
+def _run_logger() -> list[Any]:
+    """The current flow run's logger (shown in the UI), if in one."""
+    try:
+        return [get_run_logger()]
+    except MissingContextError:
+        return []
 
 
 def notify_started(slug: str | None, flow_run_name: str, reason: str) -> None:
@@ -56,11 +66,12 @@ def notify_started(slug: str | None, flow_run_name: str, reason: str) -> None:
     tell(slug, f"mnist-retrain run {flow_run_name} started", f"started because: {reason}")
 
 
-def check_block(slug: str | None) -> None:
+def check_block(slug: str | None) -> bool:
     """At a run's start: log an error now, in the run's log, if the block `slug` cannot be
-    loaded (a typo, a deleted block), rather than only when a failure would need it."""
+    loaded (a typo, a deleted block), rather than only when a failure would need it. True when
+    it loads."""
     if not slug:
-        return
+        return False
     try:
         Block.load(slug)
     except Exception as exc:  # not found, a slug without "type/name", a server that refused
@@ -71,3 +82,5 @@ def check_block(slug: str | None) -> None:
                 slug,
                 why,
             )
+        return False
+    return True

@@ -185,9 +185,8 @@ def retrain(
     started = time.perf_counter()
     if reason:
         print(f"started because: {reason}")
+    if check_block(notify_block) and reason:  # a block that cannot be loaded: logged, once
         notify_started(notify_block, flow_run.name or "(no name)", reason)
-    else:
-        check_block(notify_block)
     project = Path(workdir).resolve()
     named = flow_overrides(epochs, learning_rate, min_accuracy, mirror)
     params = load_params(project / params_file, merged_overrides(overrides, named))

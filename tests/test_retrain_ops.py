@@ -196,14 +196,16 @@ def test_a_notifier_that_is_down_does_not_change_the_outcome(
         pass
 
 
+@pytest.mark.parametrize("reason", [None, "live traffic drifted"])
 def test_a_notify_block_that_cannot_be_loaded_is_logged_when_the_run_starts(
-    tiny_workdir: Path, caplog: pytest.LogCaptureFixture
+    tiny_workdir: Path, caplog: pytest.LogCaptureFixture, reason: str | None
 ) -> None:
     """A typo in notify_block is told at once, by a run that succeeds, not first by the
-    failure that would have needed it."""
+    failure that would have needed it; so it is by a run an event started (with a reason)."""
+    typo = "custom-webhook/mnist-typo"
     with caplog.at_level(logging.ERROR, logger="mnist_pipeline.notify"):
         state = retrain(
-            workdir=str(tiny_workdir), notify_block="custom-webhook/mnist-typo", return_state=True
+            workdir=str(tiny_workdir), notify_block=typo, reason=reason, return_state=True
         )
     assert state.is_completed()
     (told,) = [r.message for r in caplog.records if r.name == "mnist_pipeline.notify"]
