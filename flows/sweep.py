@@ -221,7 +221,9 @@ def sweep(
             )
         retrained = read_trial(client, final.id)
     registered = registering_outcome(retrained, best, final.state.message, awaiting)
-    if registered.reproduced is False:  # e.g. a worker with another CPU: its own weights
+    if registered.same_inputs is False:
+        logger.warning("sweep: the registering run trained other inputs than the winning trial")
+    elif registered.reproduced is False:  # e.g. a worker with another CPU: its own weights
         logger.warning("sweep: the registering run's weights differ from the trial's")
     outcome = registered.outcome
     print(f"best grid[{best.index}] {best.config}: run {final.name}: {outcome}")
@@ -235,6 +237,7 @@ def sweep(
         "outcome": outcome,
         "retrained": retrained,
         "reproduced": registered.reproduced,
+        "same_inputs": registered.same_inputs,
     }
 
 

@@ -220,6 +220,21 @@ def test_the_registering_runs_outcome_names_the_version_it_registered_or_found()
     assert no_row == Registered(None, None, "Completed")
 
 
+def test_a_registering_run_on_other_inputs_than_the_winners_says_so() -> None:
+    """Labelled digits arrived (or the code or the deployment's params changed) between the
+    trials and the registering run: the version it registered is not the winner's training."""
+    best = Trial(1, {}, val_accuracy=0.99, fingerprint="f" * 64, state_dict_sha256="a" * 64)
+    same = {"val_accuracy": 0.99, "fingerprint": "f" * 64, "state_dict_sha256": "a" * 64}
+    assert registering_outcome({**same, "version": 4}, best, "done", False).same_inputs is True
+    other = {**same, "fingerprint": "e" * 64, "state_dict_sha256": "b" * 64, "version": 5}
+    registered = registering_outcome(other, best, "done", awaiting=False)
+    assert (registered.version, registered.same_inputs) == (5, False)
+    assert registered.outcome.startswith(
+        "v5, from other inputs than the winning trial's (fingerprint eeeeeeeeeeee, the trial's "
+        "ffffffffffff: labelled digits"
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_trial_run_trains_only_and_publishes_its_validation_accuracy(tiny_workdir: Path) -> None:
@@ -337,7 +352,7 @@ def test_sweep_on_two_workers_registers_the_best_by_validation(
     assert card["params"]["train"]["learning_rate"] == GRID[best]["train.learning_rate"]
     assert card["fingerprint"]["sha256"] == rows[best]["fingerprint"]
     assert card["files"]["model.pt"] == rows[best]["state_dict_sha256"]
-    assert result["reproduced"] is True
+    assert result["reproduced"] is True and result["same_inputs"] is True
     history = registry.fetch(1, "train_history.csv").read_bytes()
     assert last_val_accuracy(history) == max(accuracies) == result["val_accuracy"]
     other = tmp_path / next(w for w in WORKERS if w != registering) / "mnist-pipeline"

@@ -141,6 +141,9 @@ class Registered:
     version: int | None
     reproduced: bool | None  # its weights are the winning trial's (None: nothing trained)
     outcome: str
+    # its inputs fingerprint is the winning trial's (None: one of them not known); False when
+    # labelled digits, the code or the deployment's params changed since the trials
+    same_inputs: bool | None = None
 
 
 def registering_outcome(
@@ -151,12 +154,20 @@ def registering_outcome(
     version = None if row is None else row.get("version")
     trained = row is not None and "state_dict_sha256" in row
     reproduced = row["state_dict_sha256"] == best.state_dict_sha256 if trained else None
+    theirs = None if row is None else row.get("fingerprint")
+    same_inputs = None if theirs is None or best.fingerprint is None else theirs == best.fingerprint
     if version is None:
         outcome = state_message or "no version reported"
     elif row is not None and row.get("up_to_date"):
         outcome = f"v{version} (up to date: it was trained on the same inputs; nothing trained)"
     else:
         outcome = f"v{version}"
+    if same_inputs is False and version is not None:
+        outcome += (
+            f", from other inputs than the winning trial's (fingerprint {theirs[:12]}, the "
+            f"trial's {best.fingerprint[:12]}: labelled digits, the code or the deployment's "
+            "params changed since the trials)"
+        )
     if awaiting:
         outcome += ", awaiting approval (the registering run waits until it is answered)"
-    return Registered(version, reproduced, outcome)
+    return Registered(version, reproduced, outcome, same_inputs)
