@@ -33,6 +33,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
+from prefect.runtime import flow_run
 from prefect.states import Cancelling
 
 from flows.trials import read_trial
@@ -170,9 +171,14 @@ def trial_of(client: SyncPrefectClient, index: int, config: dict[str, Any], run:
 def start_child(
     deployment: str, params_file: str, config: dict[str, Any], trial: bool, tag: str
 ) -> UUID:
-    """One child run of `deployment` with `config` as its overrides; returns its id."""
+    """One child run of `deployment` with `config` as its overrides; returns its id. Its
+    idempotency key (the sweep's run and `tag`) makes a create the client retried after a lost
+    answer return the run it made, not a second one."""
     parameters = {"params_file": params_file, "overrides": config, "trial": trial}
-    run = run_deployment(deployment, parameters=parameters, timeout=0, tags=["sweep", tag])
+    key = f"{flow_run.id}:{tag}" if flow_run.id else None
+    run = run_deployment(
+        deployment, parameters=parameters, timeout=0, tags=["sweep", tag], idempotency_key=key
+    )
     return run.id
 
 

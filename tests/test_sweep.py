@@ -321,6 +321,8 @@ def test_sweep_on_two_workers_registers_the_best_by_validation(
             result = sweep(grid=grid, workdir=str(deployer), params_file=params_file, timeout_s=480)
             with get_client(sync_client=True) as client:
                 rows = [read_trial(client, t["flow_run"]) for t in result["trials"]]
+                children = [t["flow_run"] for t in result["trials"]] + [result["registering_run"]]
+                keys = [client.read_flow_run(c).idempotency_key for c in children]
             tasks = {t["flow_run"]: sorted(task_runs(t["flow_run"])) for t in result["trials"]}
         finally:
             for worker in workers:
@@ -353,6 +355,9 @@ def test_sweep_on_two_workers_registers_the_best_by_validation(
     assert card["fingerprint"]["sha256"] == rows[best]["fingerprint"]
     assert card["files"]["model.pt"] == rows[best]["state_dict_sha256"]
     assert result["reproduced"] is True and result["same_inputs"] is True
+    # each child created under a key of its own: a retried create returns the same run
+    tags = [f"trial-{i}" for i in range(len(grid))] + ["winner"]
+    assert [key.split(":", 1)[1] for key in keys] == tags and len({k[:36] for k in keys}) == 1
     history = registry.fetch(1, "train_history.csv").read_bytes()
     assert last_val_accuracy(history) == max(accuracies) == result["val_accuracy"]
     other = tmp_path / next(w for w in WORKERS if w != registering) / "mnist-pipeline"
