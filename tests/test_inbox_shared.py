@@ -123,7 +123,8 @@ def test_a_label_conflict_is_resolved_for_the_label_kept_here_too(
         sync.remove(shared, b, [str(theirs.path)])
     message = str(refused.value)
     assert "labelled 3" in message and "would bring it back" in message
-    assert f"data remove {mine.sha256[:12]}" in message and "--label 5" in message
+    advised = sorted([str(theirs.path), str(mine.path)])  # no SHA-256 prefix can choose
+    assert f"`data remove {' '.join(advised)}` (every copy)" in message and "--label 5" in message
     assert sorted(lab for lab, _ in labels(b)) == [3, 5] and shared.record(mine.sha256).label == 3
 
     down = SharedInbox(location)  # the store unreachable: nothing is removed here either

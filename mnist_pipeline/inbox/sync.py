@@ -26,6 +26,7 @@ lock is taken; the folder changes under it (`sync`).
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -104,7 +105,9 @@ def remove(
         chosen = store.resolve(inbox, refs)
         going = {e.path for e in chosen}
         staying: dict[str, set[int]] = {}
+        copies: dict[str, list[Path]] = {}
         for entry in store.entries(inbox):
+            copies.setdefault(entry.sha256, []).append(entry.path)
             if entry.path not in going:
                 staying.setdefault(entry.sha256, set()).add(entry.label)
         gone: dict[str, set[int]] = {}
@@ -112,7 +115,7 @@ def remove(
             gone.setdefault(entry.sha256, set()).add(entry.label)
         for sha, labels in gone.items():
             if sha in staying:
-                _check_resolvable(shared, sha, labels, staying[sha])
+                _check_resolvable(shared, sha, labels, staying[sha], copies[sha])
         stayed = []
         for sha, labels in gone.items():
             if sha in staying:
@@ -125,9 +128,12 @@ def remove(
     return chosen, stayed
 
 
-def _check_resolvable(shared: SharedInbox, sha: str, going: set[int], staying: set[int]) -> None:
+def _check_resolvable(
+    shared: SharedInbox, sha: str, going: set[int], staying: set[int], copies: list[Path]
+) -> None:
     """DataError when the copies of `sha` going here have the store's label and copies with
-    other labels stay: the store would hand its label back at the next sync."""
+    other labels stay: the store would hand its label back at the next sync. The error names
+    the command that removes every copy (`copies`, by path: no SHA-256 prefix can choose)."""
     # a store that is down raises (nothing is removed here either); a record that is not one
     # is retracted by `remove` whatever its label
     record = shared.readable_record(sha)
@@ -137,8 +143,9 @@ def _check_resolvable(shared: SharedInbox, sha: str, going: set[int], staying: s
     raise DataError(
         f"{sha[:12]}: the shared inbox {shared.location} has it labelled {record.label}; "
         f"removing that copy here while the one labelled {kept} stays would bring it back at "
-        f"the next sync. To label it {kept} everywhere: `data remove {sha[:12]}` (every copy), "
-        f"then `data add --label {kept}` it again"
+        f"the next sync. To label it {kept} everywhere: `data remove "
+        f"{' '.join(shlex.quote(str(p)) for p in copies)}` (every copy), then `data add --label "
+        f"{kept}` it again"
     )
 
 
