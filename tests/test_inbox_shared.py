@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import DataError, ParamsError
-from mnist_pipeline.inbox import review_shared, seen, store, sync
+from mnist_pipeline.inbox import pending, review_move, review_shared, seen, store, sync
 from mnist_pipeline.inbox.ingest import collect
 from mnist_pipeline.inbox.shared import LABELS, SharedInbox, StoreUnavailable
 from tests.example_helpers import draw_digit
@@ -218,6 +218,13 @@ def test_a_wiped_store_empties_no_inbox_and_a_new_one_is_filled_again(
     claimed = review_shared.submit(again, digit(tmp_path, 7), "z.png", 1, "token:kiosk")
     with pytest.raises(StoreUnavailable, match="has lost its inbox.json .*nothing accepted"):
         review_shared.accept(again, b, [claimed.sha256[:8]], "bob")
+    with pytest.raises(StoreUnavailable, match="has lost its inbox.json .*nothing removed"):
+        sync.remove(again, a, [sha])  # else the store, once back, would bring it back here
+    quarantine = tmp_path / "a" / "pending"  # a's claims from before inbox.shared was set
+    held = pending.submit(quarantine, a, digit(tmp_path, 8), "q.png", 3, "token:kiosk").sha256
+    with pytest.raises(StoreUnavailable, match=r"lost its inbox.json .*nothing moved from .*pend"):
+        review_move.move_local(again, quarantine, a)  # into a share not mounted: lost
+    assert [i.sha256 for i in pending.items(quarantine)] == [held]
     assert again.identity() is None and labels(a) == labels(b) == [(2, sha)]
     for key in shared.storage.list(""):
         shared.storage.delete(key)  # the claim too

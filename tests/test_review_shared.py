@@ -224,6 +224,15 @@ def test_the_cli_reviews_the_stores_queue(location: str, tmp_path: Path) -> None
     )
     synced = cli(hosts[0], "sync")
     assert synced.exit_code == 0 and labels(Layout(hosts[0]).inbox) == [(1, one)]
+    shared = SharedInbox(location)
+    for key in shared.storage.list("") + ["inbox.json"]:
+        shared.storage.delete(key)  # wiped, or a share mounted empty
+    later = cli(hosts[0], "add", str(draw_digit(tmp_path / "two.png", 13)), "-l", "2", "--pending")
+    assert isinstance(later.exception, StoreUnavailable), later.output  # main(): one line
+    assert "lost its inbox.json (wiped, or a share not mounted?): nothing submitted" in str(
+        later.exception
+    )
+    assert shared.storage.list("") == []
 
 
 def test_feedback_goes_to_the_stores_queue_and_a_store_down_is_a_503(

@@ -18,6 +18,7 @@ from mnist_pipeline.cli.state import console, state, user_name
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox import dvc_claim, pending, review_shared, sync, tracked
 from mnist_pipeline.inbox import store as inbox
+from mnist_pipeline.inbox.seen import check_not_lost
 from mnist_pipeline.inbox.shared import SharedInbox, open_shared
 
 data_app = typer.Typer(
@@ -90,6 +91,8 @@ def _add_pending(
     under another label (`data accept` would refuse it)."""
     source = f"cli:{user_name()}"
     stored = {entry.sha256: entry for entry in inbox.entries(folder)}
+    if shared is not None:  # claims written to a wiped store or an unmounted share are lost
+        check_not_lost(shared, folder, "submitted")
     for index, path in enumerate(images):
         with _stops_at(images, index):
             data = inbox.read_file(path)

@@ -8,6 +8,7 @@ from pathlib import Path
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox import pending, store
 from mnist_pipeline.inbox.review_shared import submit
+from mnist_pipeline.inbox.seen import check_not_lost
 from mnist_pipeline.inbox.shared import SharedInbox
 
 
@@ -16,13 +17,16 @@ def move_local(shared: SharedInbox, folder: Path, inbox: Path) -> tuple[int, lis
     with its source, time and client, then delete them here: the number of images moved, and
     why others stayed (a damaged record: none moves; an image that is not its SHA-256 or does
     not decode: that one stays). A move cut short is finished by the next (claims the store
-    already has are not added twice)."""
+    already has are not added twice). A store this host synced with that lost its identity
+    (wiped, a share not mounted) is refused: StoreUnavailable, nothing moved."""
     moved, stayed = 0, []
     with store.lock(inbox):
         try:
             found = pending.items(folder)
         except pending.BadRecord as exc:
             return 0, [f"{exc}; nothing in {folder} was moved to the shared inbox's queue"]
+        if found:  # into a wiped store or an unmounted share, the claims would be lost
+            check_not_lost(shared, inbox, f"moved from {folder}")
         for item in found:
             try:
                 data = Path(item.path).read_bytes()

@@ -100,9 +100,10 @@ def remove(
     the store as it is, and is refused (DataError, nothing removed) when the copy going has the
     store's label: the next sync would bring it back. Returns the entries deleted here and the
     SHA-256 of those the store kept (relabelled or published again elsewhere meanwhile: the
-    next sync brings them back)."""
+    next sync brings them back). A store that lost its identity is refused, nothing removed."""
     with store.lock(inbox):
         chosen = store.resolve(inbox, refs)
+        check_not_lost(shared, inbox, "removed")  # else the next sync brings them back
         going = {e.path for e in chosen}
         staying: dict[str, set[int]] = {}
         copies: dict[str, list[Path]] = {}
