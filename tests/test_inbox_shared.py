@@ -5,7 +5,9 @@ On a folder store and on moto's S3 server. Races between hosts: test_inbox_share
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from typer.testing import CliRunner
 
 from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import DataError, ParamsError
-from mnist_pipeline.inbox import pending, review_move, review_shared, seen, store, sync
+from mnist_pipeline.inbox import incoming, pending, review_move, review_shared, seen, store, sync
 from mnist_pipeline.inbox.ingest import collect
 from mnist_pipeline.inbox.shared import LABELS, SharedInbox, StoreUnavailable
 from tests.example_helpers import draw_digit
@@ -195,6 +197,30 @@ def test_records_written_before_their_image_had_a_key_of_its_own_still_sync(
     assert labels(tmp_path / "extra") == [(7, sha)]
     shared.retract(sha)
     assert shared.records() == ({}, {}) and shared.storage.list("images/") == []
+
+
+def test_an_inbox_linked_to_another_filesystem_takes_what_a_sync_staged(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """data/extra a link to another filesystem: the staged image cannot be renamed into it
+    (EXDEV), so it is copied; the sync takes every image and leaves nothing staged."""
+    shared = SharedInbox(location)
+    a, b = tmp_path / "a" / "extra", tmp_path / "b" / "extra"
+    sha = sync.add(shared, a, digit(tmp_path, 9), "x.png", 6, "test").entry.sha256
+
+    rename, crossed = os.replace, []
+
+    def across(source: object, target: object) -> None:  # the staged image into the inbox
+        if Path(source) == incoming.folder(b) / sha and Path(target).parent.parent == b:
+            crossed.append(Path(source).name)
+            raise OSError(errno.EXDEV, "Invalid cross-device link", str(source), None, target)
+        rename(source, target)
+
+    monkeypatch.setattr(os, "replace", across)
+    got = sync.sync(shared, b, "test")
+    assert got.downloaded == [sha] and got.problems == {}, got
+    assert labels(b) == [(6, sha)] and not incoming.folder(b).exists()
+    assert crossed == [sha]  # the staged file was taken (not downloaded again)
 
 
 def test_a_wiped_store_empties_no_inbox_and_a_new_one_is_filled_again(

@@ -6,11 +6,13 @@ A sync (sync.py) reads the store without holding the inbox's lock: the images th
 are downloaded here, READERS at a time, each checked against its SHA-256 and written atomically,
 so memory holds one image per reader and a download cut short by a store going down keeps what
 it got for the next sync. Under the lock the sync moves each one it still wants into the inbox
-(a rename) and then empties the folder. Nothing here is training data: ingest reads the inbox.
+(a rename; a copy where the inbox is a link to another filesystem) and then empties the
+folder. Nothing here is training data: ingest reads the inbox.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -69,7 +71,12 @@ def take(shared: SharedInbox, inbox: Path, sha: str, record: Record, staged: Sta
     path = target(inbox, sha, record)
     if found is not None and found.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(found, path)
+        try:
+            os.replace(found, path)
+        except OSError as exc:  # an inbox linked to another filesystem: copied there instead
+            if exc.errno != errno.EXDEV:
+                raise
+            write_bytes(path, found.read_bytes())
     else:
         write_bytes(path, shared.image(sha, record))
 
