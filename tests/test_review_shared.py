@@ -7,6 +7,7 @@ moto's S3 server."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -233,6 +234,22 @@ def test_the_cli_reviews_the_stores_queue(location: str, tmp_path: Path) -> None
         later.exception
     )
     assert shared.storage.list("") == []
+
+
+def test_a_damaged_record_of_a_claimed_image_stops_no_cli_claim(
+    location: str, tmp_path: Path
+) -> None:
+    """`data add --pending` looks up each claimed image's label in the shared inbox only to
+    warn: a record there that is not one stops nothing, and every image is claimed."""
+    (tmp_path / "params.yaml").write_text(f"inbox:\n  shared: {location}\n")
+    images = [draw_digit(tmp_path / f"{d}.png", 20 + d) for d in range(2)]
+    damaged = hashlib.sha256(images[0].read_bytes()).hexdigest()
+    SharedInbox(location).storage.create(f"labels/{damaged}.json", b"{")
+    args = ["--root", str(tmp_path), "data", "add", "--pending", "-l", "3", *map(str, images)]
+    added = CliRunner().invoke(app, args)
+    assert added.exit_code == 0, (added.output, added.exception)
+    assert added.output.count("pending review: ") == 2
+    assert len(review_shared.queue(SharedInbox(location)).found) == 2
 
 
 def test_feedback_goes_to_the_stores_queue_and_a_store_down_is_a_503(

@@ -19,7 +19,7 @@ from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox import dvc_claim, pending, review_shared, sync, tracked
 from mnist_pipeline.inbox import store as inbox
 from mnist_pipeline.inbox.seen import check_not_lost
-from mnist_pipeline.inbox.shared import SharedInbox, open_shared
+from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable, open_shared
 
 data_app = typer.Typer(
     help="Labelled digits users add (data/extra/<digit>/), and those awaiting review "
@@ -111,7 +111,11 @@ def _add_pending(
                 markup=False,
             )
             continue
-        record = None if shared is None else shared.record(done.sha256)
+        try:  # the claim is stored: this check only warns, whatever the store's record is
+            record = None if shared is None else shared.readable_record(done.sha256)
+        except StoreUnavailable as exc:
+            console.print(f"warning: {path}: its label in the shared inbox unknown: {exc}")
+            record = None
         if record is not None and record.label != label:
             console.print(
                 f"warning: {path} is in the shared inbox {shared.location} labelled "
