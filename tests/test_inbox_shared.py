@@ -199,6 +199,36 @@ def test_records_written_before_their_image_had_a_key_of_its_own_still_sync(
     assert shared.records() == ({}, {}) and shared.storage.list("images/") == []
 
 
+def test_a_store_down_partway_through_a_removal_leaves_each_image_whole(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`data remove A B C` and the store goes down at B: A is gone from the store and here
+    (and told), B and C stay on both sides, so nothing here trains on what the store lost."""
+    shared = SharedInbox(location)
+    a = tmp_path / "a" / "extra"
+    shas = [
+        sync.add(shared, a, digit(tmp_path, 40 + i), f"{i}.png", i, "t").entry.sha256
+        for i in range(3)
+    ]
+    retract, calls = shared.retract, []
+
+    def down_at_the_second(sha: str, label: int | None = None) -> str:
+        calls.append(sha)
+        if len(calls) == 2:
+            raise StoreUnavailable("shared inbox: the store went down")
+        return retract(sha, label)
+
+    monkeypatch.setattr(shared, "retract", down_at_the_second)
+    told: list[str] = []
+    with pytest.raises(StoreUnavailable, match="went down"):
+        sync.remove(
+            shared, a, [s[:12] for s in shas], each=lambda gone: told.extend(e.sha256 for e in gone)
+        )
+    assert told == shas[:1]
+    assert sorted(sha for _, sha in labels(a)) == sorted(shas[1:])
+    assert sorted(shared.records()[0]) == sorted(shas[1:])
+
+
 def test_an_inbox_linked_to_another_filesystem_takes_what_a_sync_staged(
     location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

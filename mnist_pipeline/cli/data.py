@@ -171,13 +171,17 @@ def remove(
     """Retract images from the inbox (named by SHA-256 prefix, their path there, or a copy)."""
     layout = state(ctx).layout
     shared = open_shared(state(ctx).params().inbox.shared, layout)
+
+    def told(entries: list[inbox.Entry]) -> None:
+        for entry in entries:
+            console.print(f"removed: {entry.path} (label {entry.label})", markup=False)
+
     with dvc_claim.changing_inbox(layout.project, layout.inbox):  # not during `dvc repro`
         if shared is None:
             removed, stayed = inbox.remove(layout.inbox, refs), []
-        else:  # the store first: when it cannot be reached, nothing is removed here either
-            removed, stayed = sync.remove(shared, layout.inbox, refs)
-    for entry in removed:
-        console.print(f"removed: {entry.path} (label {entry.label})", markup=False)
+            told(removed)
+        else:  # each from the store first: one it cannot retract is not removed here either
+            removed, stayed = sync.remove(shared, layout.inbox, refs, each=told)
     for digest in stayed:
         console.print(
             f"warning: {digest[:12]} stays in the shared inbox {shared.location}: labelled or "

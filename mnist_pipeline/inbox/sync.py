@@ -29,6 +29,7 @@ from __future__ import annotations
 import shlex
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -92,11 +93,16 @@ def add(
 
 
 def remove(
-    shared: SharedInbox, inbox: Path, refs: list[str]
+    shared: SharedInbox,
+    inbox: Path,
+    refs: list[str],
+    each: Callable[[list[store.Entry]], None] | None = None,
 ) -> tuple[list[store.Entry], list[str]]:
     """`data remove` with a shared inbox: each image whose every copy here goes is retracted
     from the store first (when the store has it with one of their labels, or a record that
-    cannot be read), then deleted here. Removing one of two copies (a label conflict) leaves
+    cannot be read), then deleted here before the next image (`each` hears its entries), so a
+    store that goes down partway leaves the images before it removed on both sides and the
+    rest untouched. Removing one of two copies (a label conflict) leaves
     the store as it is, and is refused (DataError, nothing removed) when the copy going has the
     store's label: the next sync would bring it back. Returns the entries deleted here and the
     SHA-256 of those the store kept (relabelled or published again elsewhere meanwhile: the
@@ -119,13 +125,16 @@ def remove(
                 _check_resolvable(shared, sha, labels, staying[sha], copies[sha])
         stayed = []
         for sha, labels in gone.items():
-            if sha in staying:
-                continue  # a copy stays here: the store keeps it
-            # retracted only if the store has it with one of these labels, or a record that is
-            # not one
-            if all(shared.retract(sha, label) == "kept" for label in sorted(labels)):
+            # a copy staying here keeps it in the store; else it is retracted if the store has
+            # it with one of these labels, or a record that is not one
+            if sha not in staying and all(
+                shared.retract(sha, label) == "kept" for label in sorted(labels)
+            ):
                 stayed.append(sha)
-        store.delete(chosen)
+            mine = [e for e in chosen if e.sha256 == sha]
+            store.delete(mine)
+            if each is not None:
+                each(mine)
     return chosen, stayed
 
 
