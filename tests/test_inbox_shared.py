@@ -423,3 +423,21 @@ def test_a_sync_cut_short_or_a_relabel_that_failed_here_is_followed_later(
     followed = sync.sync(shared, b, "test")  # the relabel still reads as made elsewhere
     assert followed.downloaded == [kept.sha256] and not followed.conflicts
     assert labels(b) == labels(a) == [(7, relabelled.sha256)]
+
+    # relabelled on a again (7 -> 2); b's sync takes the 2 and is cut short before its 7 goes
+    sync.remove(shared, a, [kept.sha256])
+    sync.add(shared, a, png, "third.png", 2, "test")
+    (old_copy,) = store.entries(b)
+    with monkeypatch.context() as patch:
+        unlink = Path.unlink
+
+        def cut_short(path: Path, missing_ok: bool = False) -> None:
+            if path == old_copy.path:
+                raise OSError(5, "Input/output error")
+            unlink(path, missing_ok=missing_ok)
+
+        patch.setattr(Path, "unlink", cut_short)
+        sync.sync(shared, b, "test")
+    assert sorted(lab for lab, _ in labels(b)) == [2, 7]  # the 2 taken, the 7 left behind
+    finished = sync.sync(shared, b, "test")  # a relabel cut short here, not a conflict
+    assert not finished.conflicts and labels(b) == labels(a) == [(2, kept.sha256)]

@@ -257,10 +257,13 @@ def _sync_one(
                 return
             if record.label not in labels:
                 incoming.take(shared, inbox, sha, record, staged)
-            relabelled = seen.get(sha) in labels and seen.get(sha) != record.label
-            if len(labels) == 1 and relabelled:  # changed elsewhere since seen: the store's
+            before = seen.get(sha)
+            # relabelled elsewhere since seen: the store's label replaces the one seen (also
+            # when a sync that took the new label was cut short before the old copy went)
+            if before in labels and before != record.label and labels <= {before, record.label}:
                 for entry in local:
-                    entry.path.unlink(missing_ok=True)
+                    if entry.label != record.label:
+                        entry.path.unlink(missing_ok=True)
                 result.downloaded.append(sha)
             else:
                 result.conflicts.append(sha)
