@@ -22,12 +22,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, TypeVar
 
 from mnist_pipeline.core.errors import RegistryError, StoreError
+from mnist_pipeline.registry.s3_conditions import UNCONDITIONAL_DELETE, check_conditions
 from mnist_pipeline.registry.s3_names import (
+    NOT_FOUND,
+    PRECONDITION_FAILED,
     checked_key,
     error_code,
     failure,
@@ -43,10 +46,6 @@ try:
 except ImportError:  # the optional extra: pip install 'mnist-pipeline[s3]'
     boto3 = None
 
-PRECONDITION_FAILED = {"PreconditionFailed", "412"}
-NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
-# What a store answers to a condition it does not implement (e.g. If-Match on DELETE).
-UNSUPPORTED = {"NotImplemented", "501"}
 WRITE_ID = "mnist-pipeline-write"  # user metadata: the id of the PUT that stored an object
 # 409 ConditionalRequestConflict (another conditional write on the key in flight): retried with
 # capped exponential backoff and full jitter, so that racing writers spread out rather than retry
@@ -54,8 +53,6 @@ WRITE_ID = "mnist-pipeline-write"  # user metadata: the id of the PUT that store
 CONFLICT_RETRIES = 20
 CONFLICT_BACKOFF_S = (0.05, 1.0)  # the first retry's longest wait, and the cap
 PARALLEL = 16  # requests in flight at once in read_many, create_many (the connection pool)
-HONOURED: set[tuple[str, str]] = set()  # (endpoint, bucket) whose conditional writes were checked
-UNCONDITIONAL_DELETE: set[tuple[str, str]] = set()  # of those, the ones ignoring If-Match on DELETE
 logger = logging.getLogger(__name__)
 T, R = TypeVar("T"), TypeVar("R")
 
@@ -272,50 +269,8 @@ class S3Bucket(Storage):
         where = f"{self.role} {self.location} at {self.endpoint}"
         return failure(where, self.bucket, action, key, exc)
 
-    def _deletes_conditionally(self, probe: str, wrong: str) -> bool:
-        """Whether a DELETE of `probe` with the `wrong` If-Match is refused (412). False where
-        the store deletes anyway (ignores the condition) or says it does not implement it."""
-        delete = self.client.delete_object
-        try:
-            delete(Bucket=self.bucket, Key=self._key(probe), IfMatch=wrong)
-        except ClientError as exc:
-            if error_code(exc) in PRECONDITION_FAILED:
-                return True
-            if error_code(exc) in UNSUPPORTED:
-                return False
-            raise self._failure("delete", probe, exc) from None
-        except BotoCoreError as exc:
-            raise self._failure("delete", probe, exc) from None
-        return False
-
     def _check_conditions(self) -> None:
-        """Refuse an endpoint that ignores If-None-Match or If-Match (once per process)."""
-        if (self.endpoint, self.bucket) in HONOURED:
-            return
-        probe = f".probe/{uuid.uuid4().hex}"
-        wrong = '"00000000000000000000000000000000"'
-        try:
-            first = self._put(probe, b"1", IfNoneMatch="*")
-            again = self._put(probe, b"2", IfNoneMatch="*")
-            swapped = self._put(probe, b"3", IfMatch=wrong)
-            if not self._deletes_conditionally(probe, wrong):
-                UNCONDITIONAL_DELETE.add((self.endpoint, self.bucket))
-                logger.warning(
-                    "%s ignores or does not implement If-Match on DELETE: removals of "
-                    "shared-inbox records and lease releases are not conditional there",
-                    self.endpoint,
-                )
-        finally:
-            with suppress(ClientError, BotoCoreError):  # a probe left is under a dot-name: unlisted
-                self.client.delete_object(Bucket=self.bucket, Key=self._key(probe))
-        if not first or again or swapped:
-            ignored = "If-None-Match" if again or not first else "If-Match"
-            raise RegistryError(
-                f"{self.role} {self.location} at {self.endpoint}: the endpoint ignores conditional "
-                f"writes ({ignored}), so concurrent writers could overwrite each other; "
-                "use a store that honours If-None-Match and If-Match (AWS S3, moto, MinIO)"
-            )
-        HONOURED.add((self.endpoint, self.bucket))
+        check_conditions(self)
 
 
 def _at_once(call: Callable[[T], R], items: list[T]) -> list[R]:

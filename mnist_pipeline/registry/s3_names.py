@@ -13,6 +13,10 @@ from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry.storage import check_key
 
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+PRECONDITION_FAILED = {"PreconditionFailed", "412"}
+NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+# What a store answers to a condition it does not implement (e.g. If-Match on DELETE).
+UNSUPPORTED = {"NotImplemented", "501"}
 
 
 def parse_url(url: str, role: str = "registry") -> tuple[str, str]:

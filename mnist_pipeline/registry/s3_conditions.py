@@ -1,0 +1,77 @@
+"""The first-use check that an S3 endpoint honours conditional writes (s3.py).
+
+Before its first write a backend writes a probe object under `.probe/` with `If-None-Match: *`
+twice and with a wrong `If-Match`: an endpoint that ignores either condition is refused (every
+race there would be a silent overwrite). A DELETE with a wrong `If-Match` tells whether deletes
+are conditional too; where they are not (ignored, or 501 NotImplemented) they are sent without
+the condition, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from contextlib import suppress
+from typing import TYPE_CHECKING
+
+from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.registry.s3_names import PRECONDITION_FAILED, UNSUPPORTED, error_code
+
+if TYPE_CHECKING:
+    from mnist_pipeline.registry.s3 import S3Bucket
+
+HONOURED: set[tuple[str, str]] = set()  # (endpoint, bucket) whose conditional writes were checked
+UNCONDITIONAL_DELETE: set[tuple[str, str]] = set()  # of those, the ones ignoring If-Match on DELETE
+logger = logging.getLogger("mnist_pipeline.registry.s3")
+
+
+def check_conditions(bucket: S3Bucket) -> None:
+    """Refuse the endpoint of `bucket` when it ignores If-None-Match or If-Match (checked once per
+    process and bucket); note one that does not honour If-Match on DELETE."""
+    from botocore.exceptions import BotoCoreError, ClientError  # the optional extra
+
+    if (bucket.endpoint, bucket.bucket) in HONOURED:
+        return
+    probe = f".probe/{uuid.uuid4().hex}"
+    wrong = '"00000000000000000000000000000000"'
+    try:
+        first = bucket._put(probe, b"1", IfNoneMatch="*")
+        again = bucket._put(probe, b"2", IfNoneMatch="*")
+        swapped = bucket._put(probe, b"3", IfMatch=wrong)
+        if not _deletes_conditionally(bucket, probe, wrong):
+            UNCONDITIONAL_DELETE.add((bucket.endpoint, bucket.bucket))
+            logger.warning(
+                "%s ignores or does not implement If-Match on DELETE: removals of "
+                "shared-inbox records and lease releases are not conditional there",
+                bucket.endpoint,
+            )
+    finally:
+        with suppress(ClientError, BotoCoreError):  # a probe left is under a dot-name: unlisted
+            bucket.client.delete_object(Bucket=bucket.bucket, Key=bucket._key(probe))
+    if not first or again or swapped:
+        ignored = "If-None-Match" if again or not first else "If-Match"
+        raise RegistryError(
+            f"{bucket.role} {bucket.location} at {bucket.endpoint}: the endpoint ignores "
+            f"conditional writes ({ignored}), so concurrent writers could overwrite each other; "
+            "use a store that honours If-None-Match and If-Match (AWS S3, moto, MinIO)"
+        )
+    HONOURED.add((bucket.endpoint, bucket.bucket))
+
+
+def _deletes_conditionally(bucket: S3Bucket, probe: str, wrong: str) -> bool:
+    """Whether a DELETE of `probe` with the `wrong` If-Match is refused (412). False where
+    the store deletes anyway (ignores the condition) or says it does not implement it."""
+    from botocore.exceptions import BotoCoreError, ClientError  # the optional extra
+
+    delete = bucket.client.delete_object
+    try:
+        delete(Bucket=bucket.bucket, Key=bucket._key(probe), IfMatch=wrong)
+    except ClientError as exc:
+        if error_code(exc) in PRECONDITION_FAILED:
+            return True
+        if error_code(exc) in UNSUPPORTED:
+            return False
+        raise bucket._failure("delete", probe, exc) from None
+    except BotoCoreError as exc:
+        raise bucket._failure("delete", probe, exc) from None
+    return False
