@@ -229,6 +229,32 @@ def test_a_store_down_partway_through_a_removal_leaves_each_image_whole(
     assert sorted(shared.records()[0]) == sorted(shas[1:])
 
 
+def test_an_image_dropped_in_by_hand_is_downloaded_by_no_later_sync(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file dropped into data/extra/4/ by hand keeps its name once published; later syncs
+    know it from what this host saw in the store and download nothing, while an image deleted
+    here since is downloaded again."""
+    shared = SharedInbox(location)
+    a = tmp_path / "a" / "extra"
+    (a / "4").mkdir(parents=True)
+    dropped = a / "4" / "scan-0001.png"
+    dropped.write_bytes(digit(tmp_path, 14))
+    sha = store.file_sha256(dropped)
+    assert sync.sync(shared, a, "test").published == [sha]
+    image, downloads = shared.image, []
+
+    def counted(sha: str, record: object) -> bytes:
+        downloads.append(sha)
+        return image(sha, record)
+
+    monkeypatch.setattr(shared, "image", counted)
+    assert nothing_changed(sync.sync(shared, a, "test")) and downloads == []
+    dropped.unlink()  # gone here by hand: a missing file never removes it from the store
+    assert sync.sync(shared, a, "test").downloaded == downloads == [sha]
+    assert labels(a) == [(4, sha)]
+
+
 def test_an_inbox_linked_to_another_filesystem_takes_what_a_sync_staged(
     location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -36,10 +36,18 @@ def target(inbox: Path, sha: str, record: Record) -> Path:
     return inbox / str(record.label) / f"{sha}.{record.format}"
 
 
-def prefetch(shared: SharedInbox, inbox: Path, remote: dict[str, Record]) -> Staged:
+def prefetch(
+    shared: SharedInbox, inbox: Path, remote: dict[str, Record], seen: dict[str, int]
+) -> Staged:
     """Stage each image of `remote` whose file the inbox lacks (one staged by an earlier sync
-    is kept when it is whole); StoreUnavailable stops it, keeping what was staged."""
-    wanted = [(sha, r) for sha, r in sorted(remote.items()) if not target(inbox, sha, r).exists()]
+    is kept when it is whole), leaving out those this host last saw there with the same label
+    (`seen`: a file dropped in by hand and published keeps its own name; one deleted here since
+    is downloaded under the lock instead); StoreUnavailable stops it, keeping what was staged."""
+    wanted = [
+        (sha, r)
+        for sha, r in sorted(remote.items())
+        if seen.get(sha) != r.label and not target(inbox, sha, r).exists()
+    ]
     staging = folder(inbox)
 
     def stage(item: tuple[str, Record]) -> Path | DataError | None:

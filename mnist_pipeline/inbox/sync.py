@@ -173,7 +173,11 @@ def sync(shared: SharedInbox, inbox: Path, by: str) -> SyncResult:
     inbox.mkdir(parents=True, exist_ok=True)
     before, started = _snapshot(inbox), time.time()  # the reading's age is counted from here
     remote, result.problems = _read_store(shared)
-    staged = incoming.prefetch(shared, inbox, remote)
+    try:  # what this host saw there: images it holds need no download
+        hint = read_seen(inbox, shared)
+    except DataError:  # told under the lock
+        hint = {}
+    staged = incoming.prefetch(shared, inbox, remote, hint)
     with store.lock(inbox):
         if _snapshot(inbox) != before:  # changed here while the store was read: read it again
             remote, result.problems = _read_store(shared)
