@@ -59,10 +59,12 @@ def run_stage(name: str, params: Params, layout: Layout, **options: Any) -> tupl
 
 @task(name="inputs", task_run_name="inputs", cache_policy=NO_CACHE)
 def run_inputs(params: Params, shared: Layout, layout: Layout) -> tuple[dict[str, Any], int | None]:
-    """The run's own snapshot of the verified dataset, its inputs fingerprint, and the
-    registered version that already has that fingerprint (None: nothing to skip)."""
-    if layout.data_dir != shared.data_dir:
-        runs.snapshot_dataset(shared.data_dir, layout.data_dir, params.data.sha256)
+    """The run's own snapshot of the verified dataset (fetched again if it changed since the
+    fetch task), its inputs fingerprint, and the registered version that already has that
+    fingerprint (None: nothing to skip)."""
+    if layout.data_dir != shared.data_dir:  # fetched again if it changed since the fetch task
+        fetch = partial(stages.run, "fetch", params, shared)  # verified, under the dataset lock
+        runs.snapshot_fetching_again(shared.data_dir, layout.data_dir, params.data.sha256, fetch)
     fingerprint = inputs_fingerprint(params, layout.data_dir, layout.extra_dir)
     registry = open_registry(params.registry, layout)
     return fingerprint, registry.version_with_fingerprint(fingerprint["sha256"])

@@ -6,6 +6,7 @@ import http.server
 import json
 import logging
 import re
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -300,3 +301,23 @@ def test_a_report_that_cannot_be_published_is_a_warning_not_the_outcome(
         retrain.fn(workdir=str(tiny_workdir), min_accuracy=1.0, force=True)
     assert "could not publish the rejected candidate's report: ConnectionError" in caplog.text
     assert registry_versions(tiny_workdir) == [1]
+
+
+def test_a_dataset_removed_between_fetch_and_snapshot_is_fetched_again(
+    tiny_workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dvc repro --force` removes data/mnist (its fetch stage's output) just after the run's
+    fetch: the run's snapshot finds files missing, fetches again and goes on."""
+    import flows.retrain as module
+
+    snapshot, calls = module.runs.snapshot_dataset, []
+
+    def removed_first(shared: Path, target: Path, sha256: dict[str, str]) -> None:
+        calls.append(sorted(p.name for p in shared.iterdir()))
+        if len(calls) == 1:
+            shutil.rmtree(shared)  # as DVC removes a stage's outputs before running it
+        snapshot(shared, target, sha256)
+
+    monkeypatch.setattr(module.runs, "snapshot_dataset", removed_first)
+    result = retrain.fn(workdir=str(tiny_workdir))
+    assert result["version"] == 1 and len(calls) == 2 and calls[0] == calls[1]

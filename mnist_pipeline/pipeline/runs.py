@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -37,6 +37,27 @@ def snapshot_dataset(shared: Path, target: Path, sha256: Mapping[str, str]) -> N
             shutil.copyfile(shared / name, dest)
         if file_sha256(dest) != expected:
             raise DataError(f"{shared / name} changed while it was being snapshotted: fetch again")
+
+
+def snapshot_fetching_again(
+    shared: Path,
+    target: Path,
+    sha256: Mapping[str, str],
+    fetch: Callable[[], object],
+    tries: int = 3,
+) -> None:
+    """`snapshot_dataset`, calling `fetch` and trying again (up to `tries` in all) when the
+    shared folder lacks a file or one changed under it: a `dvc repro --force` removes
+    data/mnist, its fetch stage's output, before fetching it again."""
+    for attempt in range(tries):
+        try:
+            snapshot_dataset(shared, target, sha256)
+            return
+        except DataError as exc:
+            if attempt + 1 == tries:
+                raise
+            logger.warning("%s; fetching again", exc)
+            fetch()
 
 
 logger = logging.getLogger(__name__)
