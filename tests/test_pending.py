@@ -26,7 +26,7 @@ from mnist_pipeline.serving.served_model import ServedModel
 from mnist_pipeline.serving.server import feedback_of
 from mnist_pipeline.serving.tokens import token_sha256
 from tests.example_helpers import draw_digit
-from tests.registry_helpers import MODEL, PARAMS, candidate_in, exported_candidate
+from tests.registry_helpers import MODEL, PARAMS, candidate_in, exported_candidate, writable
 
 TOKEN = "attacker-kiosk-token-0001"
 
@@ -191,6 +191,13 @@ def test_pending_shows_the_production_models_digit_beside_the_claim(tmp_path: Pa
     for row in cli(tmp_path, "pending").stdout.splitlines():
         sha = next(s for s in expected if row.startswith(s[:12]))
         assert f"claimed 1  model {expected[sha]} " in row
+    # the registry's aliases damaged: the queue is still listed, without the model's digits
+    aliases = tmp_path / "registry" / MODEL / "aliases.json"
+    writable(aliases).write_text("{")
+    damaged = cli(tmp_path, "pending", "--json")
+    assert damaged.exit_code == 0, (damaged.output, damaged.exception)
+    assert [r["predicted"] for r in json.loads(damaged.stdout)] == [None, None]
+    assert "warning: no model column: " in damaged.stderr and "aliases.json" in damaged.stderr
 
 
 def test_poisoned_feedback_never_reaches_ingest_until_accepted(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from mnist_pipeline.cli.state import console, state, user_name
+from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.inbox import dvc_claim, pending, review_move, review_shared, store
@@ -77,10 +78,21 @@ def _shared_queue(ctx: typer.Context) -> SharedInbox | None:
 def _predictions(
     params: Params, layout: Layout, found: list[pending.Pending], images: dict[str, bytes]
 ) -> dict[str, int]:
-    """The registry's production model's digit per pending image (empty: no production);
-    `images` holds the bytes of those that are not files here (the store's queue)."""
+    """The registry's production model's digit per pending image (empty: no production, or
+    one that cannot be read: a warning, never the listing's failure); `images` holds the bytes
+    of those that are not files here (the store's queue)."""
     if not found:
         return {}
+    try:
+        return _production_digits(params, layout, found, images)
+    except (PipelineError, OSError) as exc:  # a damaged production, a store that is down
+        console.print(f"warning: no model column: {exc}", markup=False)
+        return {}
+
+
+def _production_digits(
+    params: Params, layout: Layout, found: list[pending.Pending], images: dict[str, bytes]
+) -> dict[str, int]:
     from mnist_pipeline.pipeline.versions import ONNX_FILE, open_registry
     from mnist_pipeline.registry import PRODUCTION
     from mnist_pipeline.serving.predict import predict_files
