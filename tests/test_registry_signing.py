@@ -69,6 +69,12 @@ def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> Non
         named_public = runner.invoke(app, ["models", "keygen", str(key.parent / name)])
         assert named_public.exit_code == 1 and "without .pub" in str(named_public.exception)
     assert sorted(p.name for p in key.parent.iterdir()) == ["mnist.key", "mnist.key.pub"]
+    project = tmp_path / "project"  # a relative PATH is under --root, as registry.signing_key
+    project.mkdir()
+    with contextlib.chdir(key.parent):
+        elsewhere = runner.invoke(app, ["--root", str(project), "models", "keygen", "keys/k"])
+    assert elsewhere.exit_code == 0, elsewhere.output
+    assert (project / "keys" / "k").is_file() and not (key.parent / "keys").exists()
 
 
 def test_keygen_stopped_part_way_leaves_no_half_pair(

@@ -8,20 +8,25 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from mnist_pipeline.cli.state import state
 from mnist_pipeline.registry.signing import generate
 
 err = Console(stderr=True)
 
 
 def keygen(
+    ctx: typer.Context,
     path: Annotated[
         Path,
         typer.Argument(
-            metavar="PATH", help="where to write the private key (PATH.pub: the public key)"
+            metavar="PATH",
+            help="where to write the private key (PATH.pub: the public key); a relative PATH "
+            "is under --root, as registry.signing_key is",
         ),
     ],
 ) -> None:
     """Create an Ed25519 key pair for signing model cards (never overwrites a key)."""
+    path = state(ctx).layout.in_project(path)
     public, key = generate(path)
     err.print(  # absolute: params resolve a relative path against the project, not the cwd
         f"private key {path.resolve()} (mode 0600), public key {public.resolve()} (key id "
