@@ -161,6 +161,8 @@ def test_a_challenger_compared_with_two_production_versions_keeps_them_apart(
         (2, 1, False),
     ]
     assert shadow_report.lines(found)[0].startswith("v2 against v3: compared on 4 images")
+    broken = Tally(version=4, production=3, failed=12).summary() | {"comparison": None}
+    assert shadow_report.lines([broken])[0].endswith("; failed on 12 images")
 
 
 def test_a_missing_or_tampered_shadow_is_a_warning_and_production_answers(

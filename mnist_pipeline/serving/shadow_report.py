@@ -99,6 +99,8 @@ def lines(found: list[dict[str, Any]]) -> list[str]:
         seen = f"v{entry['version']}{against}: compared on {entry['compared']} images"
         seen += "" if agreement is None else f", agreeing with production on {agreement:.1%}"
         seen += f"; {entry['skipped']} skipped (queue full); {entry['canary']} answered as canary"
+        if entry.get("failed"):  # a challenger that raises compares nothing: say so
+            seen += f"; failed on {entry['failed']} images"
         said.append(seen)
         comparison = entry["comparison"]
         if comparison is None:
