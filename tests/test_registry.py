@@ -160,7 +160,7 @@ def test_two_rollbacks_of_what_both_read_move_production_back_once(
     from mnist_pipeline.cli import models as models_cli
     from mnist_pipeline.cli.app import app
 
-    monkeypatch.setattr(models_cli, "_registry", lambda ctx: registry)
+    monkeypatch.setattr(models_cli, "existing_registry", lambda ctx: registry)
     read = Registry.aliases
 
     def read_then_someone_rolls_back(self: Registry) -> dict[str, int]:

@@ -171,9 +171,16 @@ def test_verify_exits_1_listing_problems(workdir: Path) -> None:
     models(workdir, "register")
     registry = Registry(workdir / "registry", "mnist-cnn")
     stored(registry, 1, "plots/confusion_matrix.png").unlink()
+    stray = workdir / "registry" / "mnist-cnn" / "v7" / "sub" / "f"  # a copy left by hand
+    stray.parent.mkdir(parents=True)
+    stray.write_text("x")
+    (stray.parents[2] / "v1" / "notes.txt").write_text("x")
     result = models(workdir, "verify")
     assert result.exit_code == 1
-    assert "v1: plots/confusion_matrix.png is missing" in result.output
+    output = " ".join(result.output.split())
+    assert "v1: plots/confusion_matrix.png is missing" in output
+    assert "v1: notes.txt is not listed in the card" in output
+    assert "v7/ holds sub/f but no card.json: not a version" in output
 
 
 def registered_with_v2_unreadable(workdir: Path, accuracies: tuple[float, ...]) -> None:
@@ -282,3 +289,78 @@ def test_a_registry_folder_that_does_not_exist_is_named_not_read_as_empty(tmp_pa
         assert isinstance(done.exception, RegistryError), (command, done.output)
         assert f"no registry folder at {tmp_path / 'registyr'}" in str(done.exception)
     assert not (tmp_path / "registyr").exists()  # gc created nothing
+
+
+def test_a_mistyped_model_name_or_a_registry_that_is_a_file_is_named(workdir: Path) -> None:
+    produce(workdir, 1, 0.95)
+    assert models(workdir, "register").exit_code == 0
+    params = workdir / "params.yaml"
+    typo = {**yaml.safe_load(params.read_text()), "registry": {"model_name": "mnist-cmn"}}
+    other = workdir / "typo.yaml"
+    other.write_text(yaml.safe_dump(typo))
+    for command in (["list"], ["verify"], ["gc"]):
+        opts = ["--root", str(workdir), "--params", str(other)]
+        done = runner.invoke(app, [*opts, "models", *command])
+        assert isinstance(done.exception, RegistryError), (command, done.output)
+        assert str(done.exception) == (
+            f"no model 'mnist-cmn' in the registry at {workdir / 'registry'} "
+            "(registry.model_name); models there: mnist-cnn"
+        )
+    assert not (workdir / "registry" / "mnist-cmn").exists()  # gc created nothing
+    (workdir / "file").write_text("not a registry")
+    params.write_text(yaml.safe_dump({"registry": {"root": "file"}}))
+    done = models(workdir, "verify")
+    assert (
+        str(done.exception)
+        == f"{workdir / 'file'} (registry.root 'file') is a file, not a registry folder"
+    )
+
+
+def test_versions_by_number_stay_readable_when_the_aliases_are_not(workdir: Path) -> None:
+    """A damaged aliases.json: `models show 1` and `models list` still show the versions, with
+    the aliases unknown and why; moving an alias is refused."""
+    produce(workdir, 1, 0.95)
+    assert models(workdir, "register").exit_code == 0
+    aliases = workdir / "registry" / "mnist-cnn" / "aliases.json"
+    aliases.chmod(0o644)
+    aliases.write_text("{")
+    shown = models(workdir, "show", "1")
+    assert shown.exit_code == 0, shown.output
+    assert "version" in shown.output and "aliases unknown: " in shown.output
+    listed = models(workdir, "list")
+    assert (
+        listed.exit_code == 0 and "0.9500" in listed.output and "aliases unknown" in listed.output
+    )
+    assert models(workdir, "promote", "1").exit_code != 0
+
+
+def test_a_registry_path_with_brackets_is_printed_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    workdir = Path("X[", "bold]")  # --root X[/bold]: rich markup, if printed as such
+    workdir.mkdir(parents=True)
+    (workdir / "params.yaml").write_text(yaml.safe_dump({"evaluate": {"min_accuracy": 0.9}}))
+    produce(workdir, 1, 0.95)
+    assert models(workdir, "register").exit_code == 0
+    listed = models(workdir, "list")
+    assert listed.exit_code == 0, (listed.output, listed.exception)
+    assert "X[/bold]/registry" in listed.output.replace("\n", "")
+
+
+def test_no_home_folder_for_the_cache_is_one_line(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No XDG_CACHE_HOME, no HOME and no passwd entry (some containers): resolving a version,
+    which makes a verified copy in the cache, says what to set instead of a traceback."""
+    produce(workdir, 1, 0.95)
+    assert models(workdir, "register").exit_code == 0
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    done = models(workdir, "resolve", "1")
+    assert isinstance(done.exception, RegistryError), (done.output, done.exception)
+    assert "set XDG_CACHE_HOME (or HOME)" in str(done.exception)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,14 +11,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from mnist_pipeline.cli.keys import keygen
-from mnist_pipeline.cli.state import state
+from mnist_pipeline.cli.state import existing_registry, state
 from mnist_pipeline.core.errors import PipelineError, RegistryError
 from mnist_pipeline.core.reports import ModelCard, parse_report
 from mnist_pipeline.pipeline import announce, stages
 from mnist_pipeline.pipeline.approval import Answer, resume_waiting
 from mnist_pipeline.pipeline.card import summary_lines
 from mnist_pipeline.pipeline.register import verify as verify_versions
-from mnist_pipeline.pipeline.versions import ONNX_FILE, open_registry
+from mnist_pipeline.pipeline.versions import ONNX_FILE
 from mnist_pipeline.registry import GRACE_S, Registry, keys
 from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
 from mnist_pipeline.registry.registration import AliasMoved
@@ -47,18 +46,14 @@ Actor = Annotated[
 ]
 
 
-def _registry(ctx: typer.Context) -> Registry:
-    """The configured registry, which must exist when it is a folder: a mistyped
-    registry.root must not read as an empty registry (or be created by `models gc`)."""
-    st = state(ctx)
-    params = st.params().registry
-    root = st.layout.registry_root(params.root)
-    if isinstance(root, Path) and not root.is_dir():
-        raise RegistryError(
-            f"no registry folder at {root} (registry.root {params.root!r}): nothing is "
-            "registered there yet, or the path is wrong"
-        )
-    return open_registry(params, st.layout)
+def _aliases(registry: Registry) -> dict[str, int]:
+    """The aliases, to show beside versions; none (with a warning) when they cannot be read:
+    versions by number stay readable (docs/registry.md)."""
+    try:
+        return registry.aliases()
+    except RegistryError as exc:
+        err.print(f"[red]aliases unknown:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return {}
 
 
 @models_app.command("register")
@@ -73,11 +68,11 @@ def register(ctx: typer.Context) -> None:
 @models_app.command("list")
 def list_versions(ctx: typer.Context) -> None:
     """Table of versions: accuracy, creation time, aliases."""
-    registry = _registry(ctx)
+    registry = existing_registry(ctx)
     by_version: dict[int, list[str]] = {}
-    for alias, version in registry.aliases().items():
+    for alias, version in _aliases(registry).items():
         by_version.setdefault(version, []).append(alias)
-    table = Table(title=f"{registry.name} ({registry.location})")
+    table = Table(title=escape(f"{registry.name} ({registry.location})"))
     for column in ("version", "accuracy", "created", "aliases"):
         table.add_column(column)
     refused = []  # damaged, or signed by a key not trusted here: the reason says which
@@ -106,13 +101,13 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole card as JSON.")] = False,
 ) -> None:
     """A version's model card: a short summary, or all of it with --json."""
-    registry = _registry(ctx)
+    registry = existing_registry(ctx)
     card = registry.card(ref)
     if as_json:
         typer.echo(json.dumps(card, indent=2))
         return
     typed = parse_report(ModelCard, card, f"{registry.name} v{card['version']}'s card")
-    aliases = sorted(a for a, v in registry.aliases().items() if v == typed.version)
+    aliases = sorted(a for a, v in _aliases(registry).items() if v == typed.version)
     typer.echo("\n".join(summary_lines(typed, aliases)))
 
 
@@ -125,7 +120,7 @@ def history(
     as_json: Annotated[bool, typer.Option("--json", help="Print the events as JSON.")] = False,
 ) -> None:
     """The audit trail: every alias move, who made it, when and why (oldest first)."""
-    registry = _registry(ctx)
+    registry = existing_registry(ctx)
     log = registry.alias_log()  # one read: the aliases and their events
     everything = log["events"]
     named = {e.get("alias") for e in everything} | set(log["aliases"])
@@ -181,7 +176,7 @@ def promote(
     ] = False,
 ) -> None:
     """Point an alias (default production) at a version."""
-    registry, actor = _registry(ctx), actor or announce.current_actor()
+    registry, actor = existing_registry(ctx), actor or announce.current_actor()
     keys.check_alias(alias)  # a name no flag makes valid is refused as such, not as unknown
     if alias not in (PRODUCTION, STAGING) and not new_alias:
         existing = registry.aliases()
@@ -206,7 +201,7 @@ def rollback(
     actor: Actor = None,
 ) -> None:
     """Move production back to the previous champion."""
-    registry, actor = _registry(ctx), actor or announce.current_actor()
+    registry, actor = existing_registry(ctx), actor or announce.current_actor()
     before = registry.aliases().get(alias)
     try:  # from what was read here: another rollback meanwhile must not make this one a second
         version = registry.rollback(alias, actor, comment, expected=before)
@@ -218,7 +213,7 @@ def rollback(
 
 def _answer(ctx: typer.Context, version: int, answer: Answer) -> None:
     """Resume the flow run waiting for approval of `version` with `answer`."""
-    registry = _registry(ctx)
+    registry = existing_registry(ctx)
     registry.version_of(version)  # an unknown version is named, with those that exist
     line = resume_waiting(registry.name, version, answer)
     err.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -262,13 +257,13 @@ def resolve(
     ref: Annotated[str, typer.Argument(metavar="VERSION|ALIAS", help="e.g. 3, v3, production")],
 ) -> None:
     """Print the path of a verified local copy of a version's ONNX file."""
-    typer.echo(str(_registry(ctx).fetch(ref, ONNX_FILE)))
+    typer.echo(str(existing_registry(ctx).fetch(ref, ONNX_FILE)))
 
 
 @models_app.command("verify")
 def verify(ctx: typer.Context) -> None:
     """Re-hash every file of every version; exit 1 listing problems."""
-    registry = _registry(ctx)
+    registry = existing_registry(ctx)
     problems = verify_versions(registry)
     try:
         garbage = registry.garbage()
@@ -299,7 +294,7 @@ def collect_garbage(
     """Delete stored files no version refers to, once they are --min-age old.
 
     Registrations or writes that did not finish leave them; a younger one may be in use."""
-    done = _registry(ctx).collect_garbage(min_age)
+    done = existing_registry(ctx).collect_garbage(min_age)
     kept = f"; {len(done.kept)} younger than {min_age:g} s kept" if done.kept else ""
     err.print(f"removed {len(done.removed)} unreferenced object(s){kept}")
 

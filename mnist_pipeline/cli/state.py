@@ -12,9 +12,11 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import DEFAULT_PARAMS_PATH, Params, load_params
-from mnist_pipeline.registry import default_actor
+from mnist_pipeline.pipeline.versions import open_registry
+from mnist_pipeline.registry import Registry, default_actor
 
 # Progress and summaries go to stderr; stdout is kept for results (paths, JSON, predictions).
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -51,3 +53,28 @@ def state(ctx: typer.Context) -> CliState:
     if found is None:  # only when a command is invoked outside the mnist-pipeline app
         raise RuntimeError("mnist-pipeline command run without the app's options (CliState)")
     return found
+
+
+def existing_registry(ctx: typer.Context) -> Registry:
+    """The configured registry, which must exist when it is a folder: a mistyped
+    registry.root or registry.model_name must not read as an empty registry (or be created by
+    `models gc`)."""
+    st = state(ctx)
+    params = st.params().registry
+    root = st.layout.registry_root(params.root)
+    if isinstance(root, Path):
+        where = f"registry.root {params.root!r}"
+        if root.exists() and not root.is_dir():
+            raise RegistryError(f"{root} ({where}) is a file, not a registry folder")
+        if not root.is_dir():
+            raise RegistryError(
+                f"no registry folder at {root} ({where}): nothing is registered there yet, or "
+                "the path is wrong"
+            )
+        if not (root / params.model_name).is_dir():
+            models = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name[0] != ".")
+            raise RegistryError(
+                f"no model {params.model_name!r} in the registry at {root} (registry.model_name)"
+                f"; models there: {', '.join(models) or 'none'}"
+            )
+    return open_registry(params, st.layout)

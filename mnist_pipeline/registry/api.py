@@ -33,7 +33,15 @@ from mnist_pipeline.registry.storage import Storage
 
 def default_cache() -> Path:
     """Where verified copies go: $XDG_CACHE_HOME (or ~/.cache)/mnist-pipeline/blobs."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = Path.home() / ".cache"
+        except RuntimeError:  # no HOME and no passwd entry (some containers)
+            raise RegistryError(
+                "no home folder for the cache of verified model copies: set XDG_CACHE_HOME "
+                "(or HOME)"
+            ) from None
     return Path(base) / "mnist-pipeline" / "blobs"
 
 

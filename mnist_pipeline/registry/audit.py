@@ -57,8 +57,11 @@ def audit(registry: Registry) -> list[str]:
             continue
         folder, _, rest = key.removeprefix(f"{registry.name}/").partition("/")
         if (match := keys.VERSION_DIR_RE.fullmatch(folder)) and rest:
-            if int(match[1]) not in late:
-                problems.append(f"{folder}: {rest} is not listed in the card")
+            if int(match[1]) in every:
+                if int(match[1]) not in late:
+                    problems.append(f"{folder}: {rest} is not listed in the card")
+            else:  # no card: nothing was committed there (a copy left by hand, say)
+                problems.append(f"{folder}/ holds {rest} but no card.json: not a version")
         else:
             problems.append(f"unexpected entry in {registry.location}: {key}")
     return problems
