@@ -83,6 +83,26 @@ def test_all_mirrors_failing_lists_each_mirror_and_why(tmp_path: Path, tiny_file
     assert list((Layout(tmp_path).data_dir).iterdir()) == []
 
 
+def test_a_mirror_answering_a_web_page_for_the_gz_name_is_told_and_tried_uncompressed(
+    tmp_path: Path, tiny_files
+) -> None:
+    """A server answering 200 with an HTML page for NAME.gz: said so (not a "sha256 mismatch of
+    decompressed content"), and NAME is tried next on the same mirror."""
+    sha = write_mirror(tmp_path / "mirror", tiny_files)
+    page = b"<!doctype html><html><body>Not here</body></html>"
+    (tmp_path / "mirror" / f"{TRAIN_IMAGES}.gz").write_bytes(page)
+    (tmp_path / "mirror" / TRAIN_IMAGES).write_bytes(tiny_files[TRAIN_IMAGES])
+    params = data_params(sha, tmp_path / "mirror")
+    assert fetch(params, Layout(tmp_path / "a"), False).downloaded
+    assert (Layout(tmp_path / "a").data_dir / TRAIN_IMAGES).read_bytes() == tiny_files[TRAIN_IMAGES]
+    (tmp_path / "mirror" / TRAIN_IMAGES).unlink()
+    with pytest.raises(DataError) as info:
+        fetch(params, Layout(tmp_path / "b"), show_progress=False)
+    message = str(info.value)
+    assert f"{TRAIN_IMAGES}.gz: not gzip data (starts with b'<!doctype html><html><bo')" in message
+    assert f"{TRAIN_IMAGES}: not found" in message and "sha256 mismatch" not in message
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [

@@ -137,6 +137,10 @@ def _fetch_one(
         try:
             content = idx.maybe_gunzip(data, filename)
             digest = hashlib.sha256(content).hexdigest()
+            if digest != expected and filename != name and not data.startswith(idx.GZIP_MAGIC):
+                # a server answering an error page with 200: try the uncompressed name
+                errors.append(f"{filename}: not gzip data (starts with {data[:24]!r})")
+                continue
             if digest != expected:
                 raise MirrorError(
                     f"{filename}: sha256 mismatch of decompressed content "
