@@ -52,6 +52,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("train:\n  zzz: 2\n", ["train.zzz: unknown key; train takes epochs, batch_size,"]),
         ("zzz: 1\n", ["zzz: unknown key; the top level takes data, ingest, inbox, model"]),
         ("evaluate:\n  min_accuracy: 1.5\n", ["evaluate.min_accuracy", "less than or equal to 1"]),
+        ("data:\n  timeout_s: 10000000000\n", ["data.timeout_s", "less than or equal to 3600"]),
         ("export:\n  opset: 11\n", ["export.opset", "greater than or equal to 17"]),
         ("data:\n  mirrors: []\n", ["data.mirrors", "at least 1"]),
         ("data:\n  mirrors: [a, ' ']\n", ["data.mirrors: a mirror is blank: give a URL"]),

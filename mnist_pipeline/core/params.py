@@ -45,7 +45,7 @@ class DataParams(Section):
     """Where the dataset comes from."""
 
     mirrors: tuple[str, ...] = Field(default=DEFAULT_MIRRORS, min_length=1)
-    timeout_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0, le=3600)  # a socket timeout: at most an hour
     # Expected SHA-256 of each decompressed file; override only to serve other (test) data.
     sha256: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SHA256))
 
