@@ -86,6 +86,21 @@ def test_a_validation_split_without_mistakes_is_not_folded() -> None:
     assert not report["folded"] and report["temperature"] == 1.0
     assert torch.equal(predict_logits(model, images, 16), before)
     assert "temperature scaling skipped" in temperature.summary(report)
+    assert "gets (almost) all of the 16 validation images right" in temperature.summary(report)
+
+
+def test_a_model_no_better_than_chance_is_not_folded_and_said_so() -> None:
+    """Confident answers that are all wrong (a diverged run): the NLL falls towards the largest
+    temperature, and the log says to look at training, not that the model is always right."""
+    torch.manual_seed(0)
+    model = build_model("classic")
+    images = torch.randn(16, 1, 28, 28)
+    before = predict_logits(model, images, 16)
+    wrong = (before.argmax(1) + 1) % 10
+    report = temperature.calibrate(model, images, wrong, batch_size=16)
+    assert report["fitted"] == pytest.approx(temperature.T_MAX, rel=0.01) and not report["folded"]
+    said = temperature.summary(report)
+    assert "confident answers are mostly wrong" in said and "right" not in said
 
 
 def test_temperature_scaling_needs_a_validation_split() -> None:

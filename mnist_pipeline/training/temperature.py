@@ -103,6 +103,13 @@ def calibrate(
 
 def summary(report: dict[str, Any]) -> str:
     """One log line on what `calibrate` did."""
+    if not report["folded"] and report["fitted"] >= T_MAX * 0.999:
+        return (
+            f"temperature scaling skipped: the validation NLL keeps falling to the largest "
+            f"temperature searched (T = {report['fitted']:.3g}): the model's confident answers are "
+            f"mostly wrong on the {report['val_images']} validation images (did training diverge? "
+            "see its loss); model.pt is left unscaled"
+        )
     if not report["folded"]:
         return (
             f"temperature scaling skipped: the validation NLL keeps falling to the edge of the "
