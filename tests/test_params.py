@@ -54,6 +54,10 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("evaluate:\n  min_accuracy: 1.5\n", ["evaluate.min_accuracy", "less than or equal to 1"]),
         ("data:\n  timeout_s: 10000000000\n", ["data.timeout_s", "less than or equal to 3600"]),
         ("export:\n  opset: 11\n", ["export.opset", "greater than or equal to 17"]),
+        (
+            "model:\n  arch: wide\nexport:\n  opset: 17\n",
+            ["model.arch wide needs export.opset 18 or later", "which opset 17 lacks"],
+        ),
         ("data:\n  mirrors: []\n", ["data.mirrors", "at least 1"]),
         ("data:\n  mirrors: [a, ' ']\n", ["data.mirrors: a mirror is blank: give a URL"]),
         ("model:\n  arch: resnet\n", ["model.arch", "classic"]),

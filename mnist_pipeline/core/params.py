@@ -217,6 +217,16 @@ class Params(Section):
     schedule: ScheduleParams = ScheduleParams()
     serve: ServeParams = ServeParams()
 
+    @model_validator(mode="after")
+    def _exportable(self) -> Params:
+        if self.model.arch == "wide" and self.export.opset < 18:  # found by export otherwise
+            raise ValueError(
+                "model.arch wide needs export.opset 18 or later: its global average pooling "
+                f"exports as ReduceMean with its axes as an input, which opset {self.export.opset} "
+                "lacks"
+            )
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready dict (for model cards and reports)."""
         return self.model_dump(mode="json")

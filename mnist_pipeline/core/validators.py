@@ -222,5 +222,8 @@ def describe_errors(
             rule = "expected a mapping of keys"
         else:
             rule = item["msg"].removeprefix("Value error, ")  # a model validator's own words
+        if not item["loc"]:  # a rule across sections: its message names the keys
+            lines.append(f"{where}: {rule}")
+            continue
         lines.append(f"{where}: {rule} (got {item.get('input')!r})")
     return problems(lines)
