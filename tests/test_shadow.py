@@ -165,6 +165,30 @@ def test_a_challenger_compared_with_two_production_versions_keeps_them_apart(
     assert shadow_report.lines([broken])[0].endswith("; failed on 12 images")
 
 
+def test_a_canary_is_judged_on_its_records_against_every_production_version(
+    registry: Registry,
+) -> None:
+    """Its failures count whoever production is: 6 against v1 and 6 against v3 are 12, over
+    serve.canary_min_images (10), and it steps back; GET /model shows the record against the
+    version production serves, even when a late job against the older one came after."""
+    from mnist_pipeline.core.service_params import ServeParams
+
+    limits = ServeParams(shadow="staging", canary_percent=50, canary_min_images=10)
+    challenger = Challenger(registry, limits, seed=7)
+    assert challenger.model.refresh() and challenger.model.current.version == 2
+    challenger._failed(2, 1, 6)
+    assert challenger.canary.percent(2) == 50  # 6 failures: not yet
+    challenger._failed(2, 3, 6)
+    assert (
+        challenger.canary.percent(2) == 0
+        and "failed on 12 images" in (challenger.canary.stepped_back[2])
+    )
+    challenger._failed(2, 1, 1)  # a job queued under v1, recorded after v3 took over
+    status = challenger.status(3)
+    assert status["versions"]["2"]["production"] == 3 and status["versions"]["2"]["failed"] == 6
+    assert [(e["production"], e["failed"]) for e in status["earlier"]] == [(1, 7)]
+
+
 def test_a_missing_or_tampered_shadow_is_a_warning_and_production_answers(
     registry: Registry, digits: list[bytes], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -159,7 +159,7 @@ class Challenger:
                 return
             tally = self._tally(seen.version, seen.production_version, latest=False)
             tally.label(truth, seen.production, seen.challenger)
-            stepped_back = self.canary.judge(tally)
+            stepped_back = self.canary.judge(self._total(seen.version, seen.production_version))
         if stepped_back:
             self._share_changed()
         if self.metrics is not None:
@@ -173,14 +173,17 @@ class Challenger:
     def status(self, production: int | None) -> dict[str, Any]:
         """GET /model's `shadow`: the challenger followed, queue, canary (beside `production`,
         the version production serves) and tallies: in `versions` each challenger version's
-        against the production version it was last compared with, in `earlier` the others."""
+        against `production` (or, never compared with it, the production version it was last
+        compared with), in `earlier` the others."""
         with self._lock:  # a step back (judge) writes the canary's record under it
-            latest = {
-                str(v): self.tallies[v, p].summary() for v, p in sorted(self._against.items())
+            # against the version production serves where it was compared with it, else the
+            # one it was last compared with
+            shown = {
+                v: production if (v, production) in self.tallies else p
+                for v, p in self._against.items()
             }
-            earlier = [
-                t.summary() for (v, p), t in sorted(self.tallies.items()) if self._against[v] != p
-            ]
+            latest = {str(v): self.tallies[v, p].summary() for v, p in sorted(shown.items())}
+            earlier = [t.summary() for (v, p), t in sorted(self.tallies.items()) if shown[v] != p]
             waiting = self._waiting
             canary = self.canary.status(self._canary(), production)
         return {
@@ -198,6 +201,11 @@ class Challenger:
         """The version the canary share goes to: none while the challenger's alias names a
         version that was refused or cannot be read (the one kept is only shadowed)."""
         return None if self.model.problem is not None else self._version()
+
+    def _total(self, version: int, production: int) -> Tally:
+        """The challenger `version`'s tallies added up (the caller holds the lock)."""
+        mine = [t for (v, _), t in self.tallies.items() if v == version]
+        return Tally.total(mine, production)
 
     def _tally(self, version: int, production: int, latest: bool = True) -> Tally:
         """The challenger `version`'s tally against `production` (the one it is compared with
@@ -242,7 +250,7 @@ class Challenger:
             # a JSON batch has no keys: its images cannot be labelled through /feedback
             for key, (ours, theirs) in zip(keys, answers, strict=False):
                 self.memory.remember(key, Answered(version, ours, theirs, production_version))
-            stepped_back = self.canary.judge(tally)
+            stepped_back = self.canary.judge(self._total(version, production_version))
         if stepped_back:
             self._share_changed()
         if self.metrics is not None:
@@ -254,7 +262,7 @@ class Challenger:
         with self._lock:
             tally = self._tally(version, production_version)
             tally.failed += images
-            stepped_back = self.canary.judge(tally)
+            stepped_back = self.canary.judge(self._total(version, production_version))
         if stepped_back:
             self._share_changed()
         if self.metrics is not None:

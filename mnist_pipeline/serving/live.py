@@ -88,6 +88,24 @@ class Tally(BaseModel):
         right = sum(p.both + p.challenger_only for p in self.labelled.values())
         return 1 - right / self.labels if self.labels else 0.0
 
+    @classmethod
+    def total(cls, tallies: list[Tally], production: int | None) -> Tally:
+        """One challenger version's tallies against every production version, added up (what
+        the canary is judged on: its failures and errors are its own whoever production is),
+        named after `production`."""
+        summed = cls(version=tallies[0].version, production=production)
+        for tally in tallies:
+            summed.compared += tally.compared
+            summed.agreed += tally.agreed
+            summed.skipped += tally.skipped
+            summed.canary += tally.canary
+            summed.failed += tally.failed
+            for digit, pairs in tally.labelled.items():
+                into = summed.labelled.setdefault(digit, Pairs())
+                for field in Pairs.model_fields:
+                    setattr(into, field, getattr(into, field) + getattr(pairs, field))
+        return summed
+
     def summary(self) -> dict[str, object]:
         """The JSON of GET /model: the counts, plus agreement and accuracies where defined."""
         body = self.model_dump()
