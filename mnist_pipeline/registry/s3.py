@@ -49,7 +49,7 @@ except ImportError:  # the optional extra: pip install 'mnist-pipeline[s3]'
 WRITE_ID = "mnist-pipeline-write"  # user metadata: the id of the PUT that stored an object
 # 409 ConditionalRequestConflict (another conditional write on the key in flight): retried with
 # capped exponential backoff and full jitter, so that racing writers spread out rather than retry
-# in step; at most about 17 s of waiting in all
+# in step; at most about 16 s of waiting in all (8 s on average)
 CONFLICT_RETRIES = 20
 CONFLICT_BACKOFF_S = (0.05, 1.0)  # the first retry's longest wait, and the cap
 PARALLEL = 16  # requests in flight at once in read_many, create_many (the connection pool)
