@@ -222,11 +222,43 @@ def test_a_store_down_partway_through_a_removal_leaves_each_image_whole(
     told: list[str] = []
     with pytest.raises(StoreUnavailable, match="went down"):
         sync.remove(
-            shared, a, [s[:12] for s in shas], each=lambda gone: told.extend(e.sha256 for e in gone)
+            shared,
+            a,
+            [s[:12] for s in shas],
+            each=lambda gone, kept: told.extend(e.sha256 for e in gone),
         )
     assert told == shas[:1]
     assert sorted(sha for _, sha in labels(a)) == sorted(shas[1:])
     assert sorted(shared.records()[0]) == sorted(shas[1:])
+
+
+def test_a_removal_cut_short_has_told_which_earlier_image_the_store_kept(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A was relabelled elsewhere (the store keeps it), then the store goes down at B: A's
+    removal here and the store's keeping it were both told before the error."""
+    shared = SharedInbox(location)
+    a = tmp_path / "a" / "extra"
+    pngs = [digit(tmp_path, 50 + i) for i in range(2)]
+    shas = [sync.add(shared, a, png, f"{i}.png", 3, "t").entry.sha256 for i, png in enumerate(pngs)]
+    assert shared.retract(shas[0]) == "removed" and shared.publish(pngs[0], 9, "png", "elsewhere")
+    retract = shared.retract
+
+    def down_at_b(sha: str, label: int | None = None) -> str:
+        if sha == shas[1]:
+            raise StoreUnavailable("shared inbox: the store went down")
+        return retract(sha, label)
+
+    monkeypatch.setattr(shared, "retract", down_at_b)
+    told: list[tuple[str, bool]] = []
+    with pytest.raises(StoreUnavailable, match="went down"):
+        sync.remove(
+            shared,
+            a,
+            [s[:12] for s in shas],
+            each=lambda gone, kept: told.append((gone[0].sha256, kept)),
+        )
+    assert told == [(shas[0], True)] and shared.record(shas[0]).label == 9
 
 
 def test_an_image_dropped_in_by_hand_is_downloaded_by_no_later_sync(

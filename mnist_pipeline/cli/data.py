@@ -172,22 +172,21 @@ def remove(
     layout = state(ctx).layout
     shared = open_shared(state(ctx).params().inbox.shared, layout)
 
-    def told(entries: list[inbox.Entry]) -> None:
+    def told(entries: list[inbox.Entry], kept: bool = False) -> None:
         for entry in entries:
             console.print(f"removed: {entry.path} (label {entry.label})", markup=False)
+        if kept and shared is not None:
+            console.print(
+                f"warning: {entries[0].sha256[:12]} stays in the shared inbox {shared.location}: "
+                "labelled or added again elsewhere meanwhile; the next sync brings it back",
+                markup=False,
+            )
 
     with dvc_claim.changing_inbox(layout.project, layout.inbox):  # not during `dvc repro`
         if shared is None:
-            removed, stayed = inbox.remove(layout.inbox, refs), []
-            told(removed)
+            told(inbox.remove(layout.inbox, refs))
         else:  # each from the store first: one it cannot retract is not removed here either
-            removed, stayed = sync.remove(shared, layout.inbox, refs, each=told)
-    for digest in stayed:
-        console.print(
-            f"warning: {digest[:12]} stays in the shared inbox {shared.location}: labelled or "
-            "added again elsewhere meanwhile; the next sync brings it back",
-            markup=False,
-        )
+            sync.remove(shared, layout.inbox, refs, each=told)
 
 
 data_app.command("pending")(review.list_pending)

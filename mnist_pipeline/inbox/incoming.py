@@ -37,16 +37,16 @@ def target(inbox: Path, sha: str, record: Record) -> Path:
 
 
 def prefetch(
-    shared: SharedInbox, inbox: Path, remote: dict[str, Record], seen: dict[str, int]
+    shared: SharedInbox, inbox: Path, remote: dict[str, Record], here: set[tuple[str, int]]
 ) -> Staged:
-    """Stage each image of `remote` whose file the inbox lacks (one staged by an earlier sync
-    is kept when it is whole), leaving out those this host last saw there with the same label
-    (`seen`: a file dropped in by hand and published keeps its own name; one deleted here since
-    is downloaded under the lock instead); StoreUnavailable stops it, keeping what was staged."""
+    """Stage each image of `remote` that the inbox lacks with the store's label: neither at
+    its own path nor in `here` (SHA-256 and label of the files here, hashed before the lock: a
+    file dropped in by hand and published keeps its own name); one staged by an earlier sync is
+    kept when it is whole. StoreUnavailable stops it, keeping what was staged."""
     wanted = [
         (sha, r)
         for sha, r in sorted(remote.items())
-        if seen.get(sha) != r.label and not target(inbox, sha, r).exists()
+        if (sha, r.label) not in here and not target(inbox, sha, r).exists()
     ]
     staging = folder(inbox)
 

@@ -159,6 +159,7 @@ def accept(
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
         digits, decided = {}, {}
         for item in chosen:
+            still_held()  # the repair deletes records
             drop_unfinishable(shared, inbox, item, read.keys[item.sha256], who)  # a repair
             digit = pending.accepted_label(item, chosen_label, inbox)
             pending.checked(read.images[item.sha256], item.sha256, str(item.path), digit)
@@ -183,6 +184,7 @@ def accept(
             try:
                 published = shared.publish(data, digit, store.image_format(data), f"cli:{who}")
             except store.LabelConflict:
+                still_held()
                 drop_unfinishable(shared, inbox, item, keys, who)  # this accept's own record
                 raise _labelled_meanwhile(shared, item, digit) from None
             still_held()
@@ -207,6 +209,7 @@ def reject(shared: SharedInbox, inbox: Path, refs: list[str], who: str) -> list[
         read = queue(shared, refs)
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
         for item in chosen:
+            still_held()  # the repair deletes records
             drop_unfinishable(shared, inbox, item, read.keys[item.sha256], who)  # a repair
         decided = {i.sha256: decided_by(shared, i, read.keys[i.sha256], "reject") for i in chosen}
         for item in chosen:

@@ -30,6 +30,7 @@ import shlex
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -96,11 +97,12 @@ def remove(
     shared: SharedInbox,
     inbox: Path,
     refs: list[str],
-    each: Callable[[list[store.Entry]], None] | None = None,
+    each: Callable[[list[store.Entry], bool], None] | None = None,
 ) -> tuple[list[store.Entry], list[str]]:
     """`data remove` with a shared inbox: each image whose every copy here goes is retracted
     from the store first (when the store has it with one of their labels, or a record that
-    cannot be read), then deleted here before the next image (`each` hears its entries), so a
+    cannot be read), then deleted here before the next image (`each` hears its entries, and
+    whether the store kept it), so a
     store that goes down partway leaves the images before it removed on both sides and the
     rest untouched. Removing one of two copies (a label conflict) leaves
     the store as it is, and is refused (DataError, nothing removed) when the copy going has the
@@ -127,14 +129,15 @@ def remove(
         for sha, labels in gone.items():
             # a copy staying here keeps it in the store; else it is retracted if the store has
             # it with one of these labels, or a record that is not one
-            if sha not in staying and all(
+            kept = sha not in staying and all(
                 shared.retract(sha, label) == "kept" for label in sorted(labels)
-            ):
+            )
+            if kept:
                 stayed.append(sha)
             mine = [e for e in chosen if e.sha256 == sha]
             store.delete(mine)
             if each is not None:
-                each(mine)
+                each(mine, kept)
     return chosen, stayed
 
 
@@ -173,11 +176,7 @@ def sync(shared: SharedInbox, inbox: Path, by: str) -> SyncResult:
     inbox.mkdir(parents=True, exist_ok=True)
     before, started = _snapshot(inbox), time.time()  # the reading's age is counted from here
     remote, result.problems = _read_store(shared)
-    try:  # what this host saw there: images it holds need no download
-        hint = read_seen(inbox, shared)
-    except DataError:  # told under the lock
-        hint = {}
-    staged = incoming.prefetch(shared, inbox, remote, hint)
+    staged = incoming.prefetch(shared, inbox, remote, _labelled_here(inbox))
     with store.lock(inbox):
         if _snapshot(inbox) != before:  # changed here while the store was read: read it again
             remote, result.problems = _read_store(shared)
@@ -228,6 +227,15 @@ def _read_store(shared: SharedInbox) -> tuple[dict[str, Record], dict[str, str]]
     records = shared.records()
     shared.identity(fresh=True)
     return records
+
+
+def _labelled_here(inbox: Path) -> set[tuple[str, int]]:
+    """(SHA-256, label) of each image file here (one that cannot be read is left out)."""
+    found = set()
+    for label, path in store.listing(inbox)[0]:
+        with suppress(OSError):
+            found.add((file_sha256(path), label))
+    return found
 
 
 def _snapshot(inbox: Path) -> set[tuple[str, int, int]]:
