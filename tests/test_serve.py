@@ -84,18 +84,20 @@ def test_served_deployment_runs_on_a_real_server(
     try:
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
 
-            def deployment():
+            def deployment(name: str = DEPLOYMENT):
                 with get_client(sync_client=True) as client:
-                    return client.read_deployment_by_name(DEPLOYMENT)
+                    return client.read_deployment_by_name(name)
 
             found = wait_for(deployment, 120, "the served deployment", serve, log)
             assert [s.schedule.cron for s in found.schedules] == [CRON]
             # params.yaml's schedule.concurrency_limit (1) and collision strategy (ENQUEUE).
             assert found.global_concurrency_limit.limit == 1
             assert found.concurrency_options.collision_strategy == "ENQUEUE"
-            # A sweep's trials run in this process too: as many at once as the cores hold.
-            with get_client(sync_client=True) as client:
-                trial = client.read_deployment_by_name("mnist-retrain/trial")
+            # A sweep's trials run in this process too: as many at once as the cores hold (its
+            # deployment is created after the weekly one)
+            trial = wait_for(
+                lambda: deployment("mnist-retrain/trial"), 60, "the trial deployment", serve, log
+            )
             assert trial.global_concurrency_limit.limit == trials_at_once(1)  # train.num_threads
             assert trial.concurrency_options.collision_strategy == "ENQUEUE"
             # The server's scheduler creates the cron's upcoming runs (it cannot with
