@@ -172,10 +172,11 @@ def start_child(
     deployment: str, params_file: str, config: dict[str, Any], trial: bool, tag: str
 ) -> UUID:
     """One child run of `deployment` with `config` as its overrides; returns its id. Its
-    idempotency key (the sweep's run and `tag`) makes a create the client retried after a lost
-    answer return the run it made, not a second one."""
+    idempotency key (the sweep's run, its attempt and `tag`) makes a create the client retried
+    after a lost answer return the run it made, not a second one; a retried sweep (the same
+    flow run, run again) starts children of its own."""
     parameters = {"params_file": params_file, "overrides": config, "trial": trial}
-    key = f"{flow_run.id}:{tag}" if flow_run.id else None
+    key = f"{flow_run.id}:{flow_run.run_count}:{tag}" if flow_run.id else None
     run = run_deployment(
         deployment, parameters=parameters, timeout=0, tags=["sweep", tag], idempotency_key=key
     )
@@ -226,6 +227,8 @@ def sweep(
                 f"sweep: registering run {final.name} {final.state.name}: {final.state.message}"
             )
         retrained = read_trial(client, final.id)
+    if retrained is None:  # its artifact could not be published (a warning in its log)
+        logger.warning("sweep: registering run %s published no trial row: see its log", final.name)
     registered = registering_outcome(retrained, best, final.state.message, awaiting)
     if registered.same_inputs is False:
         logger.warning("sweep: the registering run trained other inputs than the winning trial")

@@ -357,7 +357,8 @@ def test_sweep_on_two_workers_registers_the_best_by_validation(
     assert result["reproduced"] is True and result["same_inputs"] is True
     # each child created under a key of its own: a retried create returns the same run
     tags = [f"trial-{i}" for i in range(len(grid))] + ["winner"]
-    assert [key.split(":", 1)[1] for key in keys] == tags and len({k[:36] for k in keys}) == 1
+    assert [key.split(":", 2)[2] for key in keys] == tags and len({k[:38] for k in keys}) == 1
+    assert keys[0].split(":")[1] == "1"  # the sweep's first attempt: a retried one has its own
     history = registry.fetch(1, "train_history.csv").read_bytes()
     assert last_val_accuracy(history) == max(accuracies) == result["val_accuracy"]
     other = tmp_path / next(w for w in WORKERS if w != registering) / "mnist-pipeline"
