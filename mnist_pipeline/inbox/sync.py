@@ -102,13 +102,13 @@ def remove(
     """`data remove` with a shared inbox: each image whose every copy here goes is retracted
     from the store first (when the store has it with one of their labels, or a record that
     cannot be read), then deleted here before the next image (`each` hears its entries, and
-    whether the store kept it), so a
-    store that goes down partway leaves the images before it removed on both sides and the
-    rest untouched. Removing one of two copies (a label conflict) leaves
-    the store as it is, and is refused (DataError, nothing removed) when the copy going has the
-    store's label: the next sync would bring it back. Returns the entries deleted here and the
-    SHA-256 of those the store kept (relabelled or published again elsewhere meanwhile: the
-    next sync brings them back). A store that lost its identity is refused, nothing removed."""
+    whether the store kept it), so a store that goes down partway leaves the images before it
+    removed on both sides and the rest untouched. Removing one of two copies (a label conflict)
+    leaves the store as it is, and is refused (DataError, nothing removed) when the copy going
+    has the store's label: the next sync would bring it back. Returns the entries deleted here
+    and the SHA-256 of those the store kept (relabelled or published again elsewhere meanwhile:
+    the next sync brings them back). A store that lost its identity is refused, nothing
+    removed."""
     with store.lock(inbox):
         chosen = store.resolve(inbox, refs)
         check_not_lost(shared, inbox, "removed")  # else the next sync brings them back
