@@ -25,11 +25,11 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
-from prefect.settings import PREFECT_API_URL
 from prefect.states import Completed, Running, State
 
 from flows.artifacts import tag_run
 from flows.notify import tell
+from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
 from mnist_pipeline.pipeline.approval import Answer, Settled, settle, waiting_tag
 from mnist_pipeline.registry import Registration, Registry
@@ -73,7 +73,7 @@ def await_approval(registry: Registry, registration: Registration, timeout_s: in
     version, actor = registration.version, announce.current_actor()
     # no run to pause (retrain.fn()), or a temporary server that `models approve` cannot reach
     # and that stops with the run: nobody could answer, so nothing waits and nothing is recorded
-    if not flow_run.id or not PREFECT_API_URL.value():
+    if not flow_run.id or server_configured() is None:
         where = "not in a flow run" if not flow_run.id else "on a temporary Prefect server"
         return Settled(
             "expired",
