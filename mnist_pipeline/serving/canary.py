@@ -65,10 +65,14 @@ class Canary:
         share = self.percent(version)
         return share > 0 and self._random.random() * 100 < share
 
+    def judges(self, version: int) -> bool:
+        """Whether `version` can still step back (a canary share is set, and it has not)."""
+        return self.limits.canary_percent != 0 and version not in self.stepped_back
+
     def judge(self, tally: Tally) -> bool:
         """Step the tally's version back if it went over a threshold (once per version; a late
         label may judge an earlier version); True if it stepped back now."""
-        if self.limits.canary_percent == 0 or tally.version in self.stepped_back:
+        if not self.judges(tally.version):
             return False
         found = step_back_reason(tally, self.limits)
         if found is None:

@@ -159,7 +159,7 @@ class Challenger:
                 return
             tally = self._tally(seen.version, seen.production_version, latest=False)
             tally.label(truth, seen.production, seen.challenger)
-            stepped_back = self.canary.judge(self._total(seen.version, seen.production_version))
+            stepped_back = self._judge(seen.version, seen.production_version)
         if stepped_back:
             self._share_changed()
         if self.metrics is not None:
@@ -202,10 +202,13 @@ class Challenger:
         version that was refused or cannot be read (the one kept is only shadowed)."""
         return None if self.model.problem is not None else self._version()
 
-    def _total(self, version: int, production: int) -> Tally:
-        """The challenger `version`'s tallies added up (the caller holds the lock)."""
+    def _judge(self, version: int, production: int) -> bool:
+        """Judge the canary `version` on its tallies added up (the caller holds the lock); they
+        are added up only while it can still step back. True if it stepped back now."""
+        if not self.canary.judges(version):
+            return False
         mine = [t for (v, _), t in self.tallies.items() if v == version]
-        return Tally.total(mine, production)
+        return self.canary.judge(Tally.total(mine, production))
 
     def _tally(self, version: int, production: int, latest: bool = True) -> Tally:
         """The challenger `version`'s tally against `production` (the one it is compared with
@@ -250,7 +253,7 @@ class Challenger:
             # a JSON batch has no keys: its images cannot be labelled through /feedback
             for key, (ours, theirs) in zip(keys, answers, strict=False):
                 self.memory.remember(key, Answered(version, ours, theirs, production_version))
-            stepped_back = self.canary.judge(self._total(version, production_version))
+            stepped_back = self._judge(version, production_version)
         if stepped_back:
             self._share_changed()
         if self.metrics is not None:
@@ -262,7 +265,7 @@ class Challenger:
         with self._lock:
             tally = self._tally(version, production_version)
             tally.failed += images
-            stepped_back = self.canary.judge(self._total(version, production_version))
+            stepped_back = self._judge(version, production_version)
         if stepped_back:
             self._share_changed()
         if self.metrics is not None:
