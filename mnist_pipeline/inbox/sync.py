@@ -30,7 +30,6 @@ import shlex
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -176,20 +175,16 @@ def sync(shared: SharedInbox, inbox: Path, by: str) -> SyncResult:
     inbox.mkdir(parents=True, exist_ok=True)
     before, started = _snapshot(inbox), time.time()  # the reading's age is counted from here
     remote, result.problems = _read_store(shared)
-    staged = incoming.prefetch(shared, inbox, remote, _labelled_here(inbox))
+    here, unreadable = _entries_here(inbox)
+    labelled = {(sha, e.label) for sha, entries in here.items() for e in entries}
+    staged = incoming.prefetch(shared, inbox, remote, labelled)
     with store.lock(inbox):
-        if _snapshot(inbox) != before:  # changed here while the store was read: read it again
+        if _snapshot(inbox) != before:  # changed here while the store was read: read both again
             remote, result.problems = _read_store(shared)
+            here, unreadable = _entries_here(inbox)
+        result.problems |= unreadable
         check_not_lost(shared, inbox, "synced")
         seen = read_seen(inbox, shared)
-        here: dict[str, list[store.Entry]] = defaultdict(list)
-        for label, path in store.listing(inbox)[0]:
-            try:
-                sha = file_sha256(path)
-            except OSError as exc:
-                result.problems[str(path)] = describe_os_error(exc)
-                continue
-            here[sha].append(store.Entry(label, path, sha))
         done: set[str] = set()
         try:
             for sha in sorted((remote.keys() | here.keys()) - result.problems.keys()):
@@ -229,13 +224,18 @@ def _read_store(shared: SharedInbox) -> tuple[dict[str, Record], dict[str, str]]
     return records
 
 
-def _labelled_here(inbox: Path) -> set[tuple[str, int]]:
-    """(SHA-256, label) of each image file here (one that cannot be read is left out)."""
-    found = set()
+def _entries_here(inbox: Path) -> tuple[dict[str, list[store.Entry]], dict[str, str]]:
+    """The image files here by SHA-256, and those that cannot be read, with why."""
+    here: dict[str, list[store.Entry]] = defaultdict(list)
+    unreadable = {}
     for label, path in store.listing(inbox)[0]:
-        with suppress(OSError):
-            found.add((file_sha256(path), label))
-    return found
+        try:
+            sha = file_sha256(path)
+        except OSError as exc:
+            unreadable[str(path)] = describe_os_error(exc)
+            continue
+        here[sha].append(store.Entry(label, path, sha))
+    return here, unreadable
 
 
 def _snapshot(inbox: Path) -> set[tuple[str, int, int]]:
