@@ -87,11 +87,13 @@ def dark_on_light(
 
 
 def draw_digit(path: Path, seed: int = 0, rgb: bool = False) -> Path:
-    """A dark-on-light 'digit' (a thick stroke) on a large canvas."""
+    """A dark-on-light 'digit' (a thick stroke) on a large canvas; each `seed` below 40 moves
+    it and lengthens its arm, so that no two preprocess to the same 28x28 digit (which ingest
+    keeps once)."""
     grey = np.full((200, 170), 235, np.uint8)
     r = 40 + seed % 30
     grey[r : r + 110, 60:80] = 20
-    grey[r : r + 20, 80:120] = 20
+    grey[r : r + 20, 80 : 120 + seed % 40] = 20
     image = Image.fromarray(grey)
     (image.convert("RGB") if rgb else image).save(path)
     return path

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from mnist_pipeline.cli.app import app
@@ -28,14 +28,17 @@ from mnist_pipeline.inbox.ingest import ingest, split_of, to_uint8
 
 
 def stroke_png(seed: int, size: tuple[int, int] = (120, 90)) -> bytes:
-    """A dark-on-light scribble unlike any other seed's (a few thick random segments)."""
+    """A dark-on-light stroke unlike any other seed's: one thick line through 4 random points,
+    connected, so that preprocessing keeps all of it (separate blobs could shrink to the same
+    single rectangle for two seeds)."""
     rng = np.random.default_rng(seed)
-    grey = np.full(size, 230, np.uint8)
+    image = Image.new("L", (size[1], size[0]), 230)
+    points = [(int(rng.integers(10, size[1] - 10)), int(rng.integers(10, size[0] - 10)))]
     for _ in range(3):
-        r, c = rng.integers(10, size[0] - 30), rng.integers(10, size[1] - 30)
-        grey[r : r + rng.integers(8, 25), c : c + rng.integers(4, 20)] = rng.integers(0, 60)
+        points.append((int(rng.integers(10, size[1] - 10)), int(rng.integers(10, size[0] - 10))))
+    ImageDraw.Draw(image).line(points, fill=int(rng.integers(0, 60)), width=7, joint="curve")
     out = io.BytesIO()
-    Image.fromarray(grey).save(out, format="PNG")
+    image.save(out, format="PNG")
     return out.getvalue()
 
 
@@ -97,6 +100,17 @@ def test_images_are_preprocessed_split_by_hash_and_listed(tmp_path: Path) -> Non
     assert result.extra_sha256 == extra.extra_sha256(layout.extra_dir)  # hashed before written
     report = json.loads(layout.ingest_report.read_text())
     assert report["extra_sha256"] == result.extra_sha256
+
+
+def test_the_split_rule_is_the_first_eight_hex_digits_modulo_100() -> None:
+    """The rule is a contract between versions and hosts: pinned by examples, not by itself."""
+    tail = "0" * 56
+    assert split_of("00000005" + tail, 20) == "holdout"  # 5 % 100 = 5 < 20
+    assert split_of("00000019" + tail, 20) == "train"  # 0x19 = 25
+    assert split_of("00000019" + tail, 30) == "holdout"
+    assert split_of("ffffffff" + tail, 90) == "train"  # 4294967295 % 100 = 95
+    assert split_of("0000000a" + "f" * 56, 10) == "train"  # only the first 8 digits count
+    assert split_of("0" * 64, 0) == "train" and split_of("0" * 64, 1) == "holdout"
 
 
 def test_an_image_never_changes_sides_when_others_arrive(tmp_path: Path) -> None:
@@ -167,6 +181,62 @@ def test_bad_files_are_listed_with_reasons_and_never_block_or_change_the_inbox(
     assert report["rejected"] == reasons and sum(map(sum, report["per_class"].values())) == 6
     assert {p: file_sha256(p) for p in layout.inbox.rglob("*") if p.is_file()} == snapshot
     assert all("refused: " + src in result.summary() for src in reasons)
+
+
+def reencoded(png: bytes, level: int) -> bytes:
+    """The same pixels as `png`, saved again at zlib level `level` with a text chunk: new bytes."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", f"re-encoded at level {level}")
+    out = io.BytesIO()
+    Image.open(io.BytesIO(png)).save(out, format="PNG", compress_level=level, pnginfo=info)
+    return out.getvalue()
+
+
+def test_files_with_identical_pixels_are_one_digit_on_one_side_of_the_split(
+    tmp_path: Path,
+) -> None:
+    layout = Layout(tmp_path)
+    copies = {}
+    for seed in range(20):  # 20 digits, each dropped as 3 encodings: 60 distinct files
+        for level in (1, 6, 9):
+            data = reencoded(stroke_png(seed), level)
+            rel = f"{seed % 10}/s{seed}-level{level}.png"
+            (layout.inbox / rel).parent.mkdir(parents=True, exist_ok=True)
+            (layout.inbox / rel).write_bytes(data)
+            copies.setdefault(seed, {})[rel] = file_sha256(layout.inbox / rel)
+    assert len({sha for files in copies.values() for sha in files.values()}) == 60
+    result = ingest(IngestParams(holdout_percent=50), layout)
+    assert result.counts["train"] + result.counts["holdout"] == 20 and result.rejected == {}
+    manifest = json.loads((layout.extra_dir / extra.MANIFEST_FILE).read_text())
+    for seed, files in copies.items():
+        kept = [row for row in manifest if row["sha256"] in files.values()]
+        assert len(kept) == 1, (seed, kept)  # one row, so one side, whatever the split says
+        smallest = min(files.values())
+        assert kept[0]["sha256"] == smallest
+        assert kept[0]["split"] == split_of(smallest, 50)
+        assert {result.duplicates[rel] for rel in files if rel != kept[0]["source"]} == {
+            kept[0]["source"]
+        }
+    assert {row["split"] for row in manifest} == {"train", "holdout"}  # both sides were used
+
+
+def test_files_with_identical_pixels_and_other_labels_are_refused_together(
+    tmp_path: Path,
+) -> None:
+    layout = Layout(tmp_path)
+    fill_inbox(layout, range(3))
+    drops = {"3/drawn.png": stroke_png(50), "5/saved-again.png": reencoded(stroke_png(50), 1)}
+    for rel, data in drops.items():
+        (layout.inbox / rel).parent.mkdir(parents=True, exist_ok=True)
+        (layout.inbox / rel).write_bytes(data)
+    result = ingest(IngestParams(), layout)
+    assert set(result.rejected) == set(drops)
+    reason = result.rejected["3/drawn.png"]
+    assert reason == result.rejected["5/saved-again.png"]
+    assert "labelled [3, 5]" in reason and "3/drawn.png, 5/saved-again.png" in reason
+    assert result.counts["train"] + result.counts["holdout"] == 3
 
 
 def test_cli_ingest_warns_per_refused_file_and_succeeds(tmp_path: Path) -> None:

@@ -1,9 +1,12 @@
 """Ingest stage: the inbox of labelled digits -> MNIST-style IDX files, a manifest and a report.
 
 Every image in data/extra/<digit>/ is read as `predict` reads it (decoded, size-checked,
-preprocessed to a 28x28 white-on-black digit) and stored as uint8, like MNIST. A deterministic
-split by content hash holds out `ingest.holdout_percent` of them for evaluation: an image's side
-depends only on its own bytes, so it never moves when others are added. A bad file never blocks
+preprocessed to a 28x28 white-on-black digit) and stored as uint8, like MNIST. Files that
+preprocess to identical pixels (one drawing saved twice, or re-encoded) are one digit: kept once,
+or refused together when their labels differ, so no digit is trained on and held out at once. A
+deterministic split by content hash holds out `ingest.holdout_percent` of them for evaluation: a
+digit's side depends only on its own bytes (the smallest hash among its files), so it never
+moves when other digits are added. A bad file never blocks
 the others: it is listed with its reason in reports/ingest.json (and the CLI's warnings), and
 the inbox itself is only read, never changed. An empty inbox is normal: empty splits, and
 training on MNIST alone. Torch-free.
@@ -125,28 +128,43 @@ def collect(folder: Path, holdout_percent: int) -> Collected:
                 continue
             read.append((label, source, data, hashlib.sha256(data).hexdigest()))
         pending = inbox_events.read_pending(folder)
-    labels_of: dict[str, set[int]] = defaultdict(set)
-    for label, _, _, sha in read:
-        labels_of[sha].add(label)
-    accepted: dict[str, Accepted] = {}
-    duplicates: dict[str, str] = {}
-    for label, source, data, sha in read:
-        if len(labels_of[sha]) > 1:
-            rejected[source] = f"the same image is labelled {sorted(labels_of[sha])} in the inbox"
-        elif sha in accepted:
-            duplicates[source] = accepted[sha].source
-        else:
-            try:
-                pixels = to_pixels(data, source)
-            except ImageError as exc:
-                rejected[source] = str(exc)
-                continue
-            split = split_of(sha, holdout_percent)
-            accepted[sha] = Accepted(sha, label, source, split, pixels)
+    accepted, duplicates = _judge(read, holdout_percent, rejected)
     ordered = sorted(accepted.values(), key=lambda a: (a.split, a.sha256))
     pairs = [inbox.Entry(label, folder / source, sha) for label, source, _, sha in read]
     sha256 = inbox.inbox_sha256(pairs)
     return Collected(ordered, dict(sorted(rejected.items())), duplicates, sha256, pending)
+
+
+def _judge(
+    read: list[tuple[int, str, bytes, str]], holdout_percent: int, rejected: dict[str, str]
+) -> tuple[dict[str, Accepted], dict[str, str]]:
+    """The files `read` (label, source, bytes, SHA-256) judged as one digit per distinct 28x28
+    result: files that preprocess to the same pixels (one image saved twice, or re-encoded) are
+    one digit, kept once on one side of the split, or refused together when their labels
+    differ. Fills `rejected`; returns (kept by SHA-256, duplicate source -> kept source)."""
+    digits: dict[bytes, list[tuple[int, str, str, np.ndarray]]] = defaultdict(list)
+    pixels_of: dict[str, np.ndarray] = {}  # by SHA-256: identical files preprocess once
+    for label, source, data, sha in sorted(read, key=lambda r: r[3]):  # stable: listing order
+        if sha not in pixels_of:
+            try:
+                pixels_of[sha] = to_pixels(data, source)
+            except ImageError as exc:
+                rejected[source] = str(exc)
+                continue
+        digits[pixels_of[sha].tobytes()].append((label, source, sha, pixels_of[sha]))
+    accepted: dict[str, Accepted] = {}
+    duplicates: dict[str, str] = {}
+    for files in digits.values():
+        labels = sorted({label for label, *_ in files})
+        if len(labels) > 1:
+            sources = ", ".join(sorted(source for _, source, *_ in files))
+            for _, source, *_ in files:
+                rejected[source] = f"the same image is labelled {labels} in the inbox: {sources}"
+            continue
+        label, kept, sha, pixels = files[0]  # the smallest hash: its side is the digit's
+        accepted[sha] = Accepted(sha, label, kept, split_of(sha, holdout_percent), pixels)
+        duplicates.update({source: kept for _, source, *_ in files[1:]})
+    return accepted, dict(sorted(duplicates.items()))
 
 
 def ingest(params: IngestParams, layout: Layout) -> IngestResult:
