@@ -97,6 +97,51 @@ def test_clones_then_updates_in_place_keeping_what_runs_left(remote, worker: Pat
     assert git("rev-parse", "HEAD", cwd=clone) == first and not (clone / "two").exists()
 
 
+def test_a_commit_pushed_to_another_branch_than_the_default_is_fetched(
+    remote, worker: Path
+) -> None:
+    bare, work = remote
+    first = commit(work, "one")
+    git_checkout(str(bare), first)  # the clone exists: later commits come by fetch
+    git("checkout", "-q", "-b", "dev", cwd=work)
+    (work / "dev").write_text("dev")
+    git("add", "dev", cwd=work)
+    git("-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "d", cwd=work)
+    git("push", "-q", "origin", "dev", cwd=work)  # only on dev: main's head stays `first`
+    on_dev = git("rev-parse", "HEAD", cwd=work)
+    assert git_checkout(str(bare), on_dev) == {"directory": "mnist-pipeline"}
+    assert git("rev-parse", "HEAD", cwd=worker / "mnist-pipeline") == on_dev
+
+
+def test_a_worker_without_git_is_told_so(
+    remote, worker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare, work = remote
+    first = commit(work, "one")
+    monkeypatch.setenv("PATH", str(worker / "no-bin"))
+    with pytest.raises(CheckoutError, match="^git is not installed on this worker"):
+        git_checkout(str(bare), first)
+    assert visible(worker) == []
+
+
+def test_a_worker_folder_that_cannot_be_written_is_named(
+    remote, worker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare, work = remote
+    first = commit(work, "one")
+
+    def refused(*_args: object, **_kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(worker / ".mnist-pipeline.lock"))
+
+    monkeypatch.setattr(checkout.FileLock, "acquire", refused)
+    with pytest.raises(CheckoutError) as info:
+        git_checkout(str(bare), first)
+    assert str(info.value) == (
+        f"cannot check out {first} in {worker}: {worker / '.mnist-pipeline.lock'}: "
+        "Permission denied"
+    )
+
+
 def test_a_checkout_refused_by_git_names_why(remote, worker: Path) -> None:
     bare, work = remote
     first = commit(work, "one")

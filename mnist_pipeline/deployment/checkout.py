@@ -50,6 +50,10 @@ def run_git(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Comp
         return subprocess.CompletedProcess(
             ["git", *args], 124, "", f"git {args[0]} had no answer within {timeout:.0f} s"
         )
+    except FileNotFoundError:
+        raise CheckoutError(
+            "git is not installed on this worker (or not on its PATH): the pull step needs it"
+        ) from None
 
 
 def _reason(done: subprocess.CompletedProcess[str]) -> str:
@@ -107,8 +111,10 @@ def _retried(
 
 
 def _fetch(repository: str, clone: Path) -> None:
-    """`git fetch` of the repository's branches and tags into the clone."""
-    done = _retried(["fetch", "--quiet", "--tags", repository], clone)
+    """`git fetch` of the repository's branches and tags into the clone: every branch, named by
+    a refspec (a fetch from a URL with none takes only the default branch's head)."""
+    branches = "+refs/heads/*:refs/remotes/origin/*"  # origin is `repository` (_check_out_in)
+    done = _retried(["fetch", "--quiet", "--tags", repository, branches], clone)
     if done.returncode != 0:
         raise CheckoutError(
             f"cannot fetch from {repository}: {_reason(done)}; the clone in {clone} is kept as "
@@ -181,6 +187,11 @@ def git_checkout(
     except CheckoutError as exc:
         fail_the_run(str(exc))
         raise
+    except OSError as exc:  # the worker's folder: not writable, full, gone
+        where = f": {exc.filename}" if exc.filename else ""
+        problem = f"cannot check out {commit_sha} in {clone.parent}{where}: {exc.strerror or exc}"
+        fail_the_run(problem)
+        raise CheckoutError(problem) from exc
     return {"directory": folder.name}
 
 
