@@ -67,3 +67,21 @@ def test_gunzip_passes_plain_data_and_rejects_truncated_gzip() -> None:
     assert idx.maybe_gunzip(packed) == b"x" * 1000
     with pytest.raises(DataError, match="corrupt or truncated gzip"):
         idx.maybe_gunzip(packed[: len(packed) // 2], "t.gz")
+
+
+def test_zeros_padding_a_gzip_stream_are_ignored_as_gzip_does() -> None:
+    packed = gzip.compress(b"digits")
+    for data in (packed + b"\0" * 8, packed + b"\0" * 3 + gzip.compress(b"!")):
+        assert idx.maybe_gunzip(data, "p.gz") == gzip.decompress(data)
+    with pytest.raises(DataError, match="corrupt or truncated gzip"):
+        idx.maybe_gunzip(packed + b"\0\0garbage", "p.gz")  # not zeros: refused
+
+
+@pytest.mark.parametrize("dims", [(2**31, 2**31, 4), (2**32 - 1,) * 4])
+def test_a_header_whose_size_overflows_64_bits_is_a_count_mismatch(dims: tuple[int, ...]) -> None:
+    import struct
+
+    header = struct.pack(">HBB", 0, 8, len(dims)) + struct.pack(f">{len(dims)}I", *dims)
+    needs = 4 + 4 * len(dims) + int(np.prod(np.array(dims, dtype=object)))
+    with pytest.raises(DataError, match=f"needs {needs} bytes, file has {len(header)}"):
+        idx.parse_idx(header, "lies")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -379,6 +380,25 @@ def test_bad_files_get_clear_errors(tmp_path: Path) -> None:
     # A limit set above Pillow's own (178,956,970 pixels): the limit that refused it is named.
     with pytest.raises(ImageError, match=r"10,000,000,000 pixels, more than the limit of 178,9"):
         preprocess_bytes((tmp_path / "huge.png").read_bytes(), "huge.png", 20_000_000_000)
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".bmp", ".webp", ".pgm", ".tiff"])
+def test_the_lossless_formats_read_give_what_png_gives(tmp_path: Path, suffix: str) -> None:
+    grey = paper()
+    png = preprocess_file(_save(tmp_path / "a.png", grey))
+    assert np.array_equal(preprocess_file(_save(tmp_path / f"a{suffix}", grey, lossless=True)), png)
+
+
+def test_formats_outside_the_list_are_not_opened(tmp_path: Path) -> None:
+    """EPS would go to Ghostscript (a subprocess); ICO and TGA are simply not on the list."""
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\n0 setgray 4 4 20 20 rectfill\n"
+    with pytest.raises(ImageError, match=r"^x\.eps: not a recognised image file \(PNG, JPEG, "):
+        preprocess_bytes(eps, "x.eps")
+    for fmt in ("ICO", "TGA"):
+        out = io.BytesIO()
+        Image.fromarray((paper(64, 64) * 255).astype(np.uint8)).save(out, format=fmt)
+        with pytest.raises(ImageError, match="not a recognised image file"):
+            preprocess_bytes(out.getvalue(), f"x.{fmt.lower()}")
 
 
 def test_an_array_with_nan_or_infinity_is_refused() -> None:

@@ -21,6 +21,10 @@ MAX_PIXELS = 50_000_000
 MIN_CONTRAST = 0.1  # also step 4's: less than this between ink and paper is no ink
 LUMA = (0.299, 0.587, 0.114)
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+# The file formats opened (Pillow's names; "PPM" reads PBM, PGM and PPM): raster formats decoded
+# in process. Never every plugin: Pillow hands EPS and PostScript to Ghostscript, a subprocess
+# that an upload must not reach.
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
 
 
 class ImageError(PipelineError):
@@ -114,7 +118,7 @@ def _opened(source: Path | io.BytesIO, name: str) -> Iterator[Image.Image]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(source)
+            image = Image.open(source, formats=FORMATS)
         with image:
             yield image
     except ImageError:
@@ -125,7 +129,8 @@ def _opened(source: Path | io.BytesIO, name: str) -> Iterator[Image.Image]:
             raise ImageError(f"{name}: {exc}") from None
         raise _HugeImage(int(claimed[1])) from None
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not a recognised image file") from None
+        known = ", ".join(FORMATS).replace("PPM", "PBM/PGM/PPM")
+        raise ImageError(f"{name}: not a recognised image file ({known})") from None
     except Exception as exc:  # Pillow's decoders raise many types (OSError, SyntaxError, ...)
         raise ImageError(
             f"{name}: cannot read or decode image ({type(exc).__name__}: {exc})"

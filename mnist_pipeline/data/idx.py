@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ class IdxHeader:
 
     @property
     def payload_bytes(self) -> int:
-        return int(np.prod(self.dims, dtype=np.int64))
+        return math.prod(self.dims)  # Python ints: a lying header cannot overflow it
 
 
 def maybe_gunzip(data: bytes, name: str = "file", limit: int | None = None) -> bytes:
@@ -57,7 +58,7 @@ def maybe_gunzip(data: bytes, name: str = "file", limit: int | None = None) -> b
                 )
             if not member.eof:
                 raise DataError(f"{name}: corrupt or truncated gzip data (no end of stream)")
-            rest = member.unused_data
+            rest = member.unused_data.lstrip(b"\0")  # zeros padding after a member, as gzip
     except zlib.error as exc:
         raise DataError(f"{name}: corrupt or truncated gzip data ({exc})") from None
     return bytes(out)

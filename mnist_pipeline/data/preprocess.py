@@ -4,9 +4,10 @@ The reference for ports to other runtimes (Node.js, browser). `round(x)` below m
 floor(x + 0.5); "median" of an even count is the mean of the two middle values; arrays are
 indexed [row, column] from 0, and a pixel's coordinate is its index (its centre).
 
-1. Decode. Refuse a missing file, a file that is not a decodable image, a truncated one, and any
-   image over MAX_PIXELS (50,000,000) pixels, checked from the header before decoding. Use the
-   first frame of multi-frame files and apply the EXIF orientation tag.
+1. Decode. Refuse a missing file, a file that is not a decodable image of a listed format (PNG,
+   JPEG, GIF, BMP, TIFF, WebP, PBM/PGM/PPM), a truncated one, and any image over MAX_PIXELS
+   (50,000,000) pixels, checked from the header before decoding. Use the first frame of
+   multi-frame files and apply the EXIF orientation tag.
 2. Greyscale g in [0, 1] (0 black, 1 white), from 8-bit channels: with an alpha channel (or
    palette transparency), composite the luma over white: g = (y * a + 255 * (1 - a)) / 255,
    y = 0.299 R + 0.587 G + 0.114 B, a = A / 255 (float32, clipped to [0, 1]); if that g is
