@@ -15,7 +15,8 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from mnist_pipeline.deployment import checkout, in_use
-from mnist_pipeline.deployment.checkout import CheckoutError, fail_the_run, git_checkout
+from mnist_pipeline.deployment.checkout import CheckoutError, git_checkout
+from mnist_pipeline.deployment.run_failure import fail_the_run
 from tests.conftest import REPO_ROOT
 from tests.process_helpers import free_port
 

@@ -14,7 +14,6 @@ installed package because a worker imports it before the clone exists.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import shutil
@@ -22,13 +21,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from uuid import UUID
 
 from filelock import FileLock
 
 from mnist_pipeline.deployment import in_use
+from mnist_pipeline.deployment.run_failure import fail_the_run
 
 FETCH_ATTEMPTS = 3  # a git server that is briefly down gets two more tries, 2 and 4 s later
 COMMIT = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")  # a full SHA-1 or SHA-256 object name
@@ -193,36 +191,6 @@ def git_checkout(
         fail_the_run(problem)
         raise CheckoutError(problem) from exc
     return {"directory": folder.name}
-
-
-def fail_the_run(message: str, environ: dict[str, str] | None = None) -> bool:
-    """Write `message` as an error to the logs of the flow run this process was started for (a
-    worker names it in PREFECT__FLOW_RUN_ID) and set the run Failed with it, before the process
-    exits (the worker would only call it Crashed, "Process exited with status code: 1"); False
-    when there is no such run or the server did not take it (the worker's own log has the
-    message all the same)."""
-    run_id = (os.environ if environ is None else environ).get("PREFECT__FLOW_RUN_ID", "")
-    if not run_id:
-        return False
-    try:
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.actions import LogCreate
-        from prefect.states import Failed
-
-        log = LogCreate(
-            name=__name__,
-            level=logging.ERROR,
-            message=message,
-            timestamp=datetime.now(UTC),
-            flow_run_id=UUID(run_id),
-        )
-        with get_client(sync_client=True) as client:
-            client.create_logs([log])
-            client.set_flow_run_state(UUID(run_id), Failed(message=message))
-    except Exception as exc:  # noqa: BLE001 - the run fails with the message either way
-        print(f"could not tell flow run {run_id} why it fails: {exc}", file=sys.stderr)
-        return False
-    return True
 
 
 def _check_out_held(clone: Path, repository: str, commit_sha: str) -> Path:
