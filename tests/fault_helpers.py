@@ -90,10 +90,14 @@ def temp_files(root: Path) -> list[Path]:
 
 
 def assert_complete(root: Path) -> None:
-    """Every visible file loads with the reader the pipeline uses for its kind."""
+    """Every visible file under `root` (no dot file or folder inside it: where `root` itself
+    lies does not matter) loads with the reader the pipeline uses for its kind; the model,
+    its ONNX export and the metrics are among them."""
+    checked = set()
     for path in root.rglob("*"):
-        if not path.is_file() or any(part.startswith(".") for part in path.parts):
+        if not path.is_file() or any(p.startswith(".") for p in path.relative_to(root).parts):
             continue
+        checked.add(path.relative_to(root).as_posix())
         if path.suffix == ".json":
             json.loads(path.read_text())
         elif path.suffix == ".onnx":
@@ -110,6 +114,7 @@ def assert_complete(root: Path) -> None:
             assert len(rows) > 1 and len({len(row) for row in rows}) == 1, path
         elif path.name.endswith("-ubyte"):
             idx.parse_idx(path.read_bytes(), path.name)
+    assert {"models/model.pt", "models/model.onnx", "reports/metrics.json"} <= checked, checked
 
 
 def registered(root: Path) -> tuple[list[dict], dict[str, int]]:

@@ -52,9 +52,11 @@ def test_a_first_version_waits_too_and_the_card_says_what_was_proposed(tmp_path:
     assert registry.aliases() == {"staging": 1}
     card = parse_report(ModelCard, registry.card(1), "card")
     assert (card.decision.alias, card.decision.proposed) == ("staging", "production")
-    assert card.decision.evidence is not None  # the rules' evidence, whole
+    evidence = card.decision.evidence  # the rules' evidence, whole: a first version has
+    assert evidence is not None and evidence.mnist is None  # no production to compare with
     (event,) = registry.alias_log()["events"]
-    assert event["evidence"]["proposed"] == "production" and "evidence" in event["evidence"]
+    assert event["evidence"]["proposed"] == "production"
+    assert event["evidence"]["evidence"] == evidence.to_dict()  # the card and the log agree
 
 
 def test_a_version_not_proposed_is_not_pending(tmp_path: Path) -> None:

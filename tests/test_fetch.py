@@ -55,14 +55,17 @@ def test_present_verified_data_is_not_downloaded_again(tmp_path: Path, tiny_mirr
     assert again.downloaded == {} and len(again.already_present) == 4
 
 
-def test_falls_through_to_next_mirror_and_reports_each(tmp_path: Path, tiny_files) -> None:
+def test_falls_through_to_the_next_mirror_for_each_file(tmp_path: Path, tiny_files) -> None:
     sha = write_mirror(tmp_path / "good", tiny_files)
     bad = tmp_path / "bad"
     other = make_dataset(seed=99)
     write_mirror(bad, other)  # valid IDX, wrong content
     missing = tmp_path / "missing"
-    result = fetch(data_params(sha, missing, bad, tmp_path / "good"), Layout(tmp_path / "d"), False)
-    assert set(result.downloaded.values()) == {str(tmp_path / "good")}
+    layout = Layout(tmp_path / "d")
+    result = fetch(data_params(sha, missing, bad, tmp_path / "good"), layout, False)
+    assert result.downloaded == {name: str(tmp_path / "good") for name in tiny_files}
+    for name, data in tiny_files.items():
+        assert (layout.data_dir / name).read_bytes() == data
 
 
 def test_all_mirrors_failing_lists_each_mirror_and_why(tmp_path: Path, tiny_files) -> None:
@@ -179,7 +182,7 @@ def test_http_mirror_404_then_success(tmp_path: Path, http_mirror) -> None:
     url, sha = http_mirror
     params = data_params(sha, url + "missing/", url)
     result = fetch(params, Layout(tmp_path), show_progress=False)
-    assert set(result.downloaded.values()) == {url}
+    assert result.downloaded == {name: url for name in sha}
 
 
 @pytest.mark.e2e
@@ -267,7 +270,7 @@ def test_malformed_mirrors_fall_through_to_a_good_one(tmp_path: Path, tiny_files
     sha = write_mirror(tmp_path / "good", tiny_files)
     bad = ("http://[::1", "https://exa mple.com/", "~no-such-user-4711/mnist")
     result = fetch(data_params(sha, *bad, tmp_path / "good"), Layout(tmp_path), False)
-    assert set(result.downloaded.values()) == {str(tmp_path / "good")}
+    assert result.downloaded == {name: str(tmp_path / "good") for name in tiny_files}
     with pytest.raises(DataError) as info:
         fetch(data_params(sha, *bad), Layout(tmp_path / "other"), show_progress=False)
     message = str(info.value)
@@ -341,7 +344,7 @@ def test_mirrors_that_answer_other_than_http_fall_through(
     sha = write_mirror(tmp_path / "good", tiny_files)
     bad = (broken_http["ssh"], broken_http["cut"])
     result = fetch(data_params(sha, *bad, tmp_path / "good"), Layout(tmp_path), False)
-    assert set(result.downloaded.values()) == {str(tmp_path / "good")}
+    assert result.downloaded == {name: str(tmp_path / "good") for name in tiny_files}
     with pytest.raises(DataError) as info:
         fetch(data_params(sha, *bad), Layout(tmp_path / "other"), show_progress=False)
     message = str(info.value)

@@ -26,4 +26,4 @@ def test_python_m_runs_the_cli() -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "fetch" in done.stdout and "models" in done.stdout
+    assert all(c in done.stdout for c in ("fetch", "train", "parity", "models", "predict"))

@@ -1,15 +1,12 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from pydantic import ValidationError
-from typer.testing import CliRunner
 
-from mnist_pipeline.cli.app import app, main
+from mnist_pipeline.cli.app import main
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.params import DEFAULT_MIRRORS, Params, load_params, parse_params
 from mnist_pipeline.core.validators import describe_yaml_error, load_yaml_strict
@@ -214,21 +211,6 @@ def test_to_dict_round_trips() -> None:
     assert parse_params(yaml.safe_load(yaml.safe_dump(params.to_dict()))) == params
 
 
-def test_cli_exits_2_with_one_message_and_writes_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    bad = write(tmp_path, "train:\n  learning_rate: -1\n")
-    monkeypatch.setattr(
-        "sys.argv", ["mnist-pipeline", "--params", str(bad), "--root", str(tmp_path), "fetch"]
-    )
-    with pytest.raises(SystemExit) as info:
-        main()
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert "train.learning_rate" in err and "Traceback" not in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
-
-
 def test_a_section_with_no_keys_takes_the_defaults_and_a_non_mapping_is_named(
     tmp_path: Path,
 ) -> None:
@@ -279,19 +261,6 @@ def test_cli_default_params_file_is_the_one_under_root(
         main()
     assert info.value.code == 2
     assert f"{root / 'params.yaml'}: train.epochs" in capsys.readouterr().err
-
-
-def test_python_dash_m_runs_the_cli() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "mnist_pipeline", "--help"], capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    assert all(c in done.stdout for c in ("fetch", "train", "parity", "models", "predict"))
-
-
-def test_cli_help_lists_fetch() -> None:
-    result = CliRunner().invoke(app, ["--help"])
-    assert result.exit_code == 0 and "fetch" in result.output
 
 
 def test_a_served_version_may_be_written_as_a_yaml_number(tmp_path: Path) -> None:

@@ -310,7 +310,7 @@ def test_the_report_verdict_is_the_paired_test() -> None:
     status = {"shadow": {"versions": {"2": better.summary()}}}
     words = shadow_report.lines(shadow_report.report(status, policy))
     assert "would have done better" in words[1] and "72 labelled" in words[1]
-    with pytest.raises(Exception, match="no shadow"):
+    with pytest.raises(DataError, match="no shadow"):
         shadow_report.report({"model": None, "shadow": None}, policy)
 
 

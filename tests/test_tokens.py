@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,6 +44,19 @@ def test_the_file_holds_hashes_and_the_check_finds_the_name(tmp_path: Path) -> N
     ):
         with pytest.raises(Unauthorized, match=message):
             creds.check(header)
+
+
+def test_a_line_made_with_sha256sum_as_the_docs_say_is_accepted(tmp_path: Path) -> None:
+    """docs/serving.md: `printf %s "$token" | sha256sum` makes the hash a tokens line holds."""
+    made = subprocess.run(
+        ["sha256sum"], input=ALICE.encode(), capture_output=True, check=True
+    ).stdout.decode()
+    digest = made.split()[0]
+    assert token_sha256("abc") == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # FIPS 180-2 example
+    )
+    creds = Credentials(tokens_file(tmp_path / "tokens", f"alice {digest}"), None)
+    assert creds.check(f"Bearer {ALICE}").name == "alice"
 
 
 def test_the_file_is_read_again_when_it_changes_revoking_a_token(tmp_path: Path) -> None:
