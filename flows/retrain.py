@@ -58,13 +58,13 @@ def run_stage(name: str, params: Params, layout: Layout, **options: Any) -> tupl
 
 
 @task(name="inputs", task_run_name="inputs", cache_policy=NO_CACHE)
-def run_inputs(params: Params, shared: Layout, layout: Layout) -> tuple[dict[str, Any], int | None]:
-    """The run's own snapshot of the verified dataset (fetched again if it changed since the
-    fetch task), its inputs fingerprint, and the registered version that already has that
-    fingerprint (None: nothing to skip)."""
-    if layout.data_dir != shared.data_dir:  # fetched again if it changed since the fetch task
-        fetch = partial(stages.run, "fetch", params, shared)  # verified, under the dataset lock
-        runs.snapshot_fetching_again(shared.data_dir, layout.data_dir, params.data.sha256, fetch)
+def run_inputs(params: Params, data: Layout, layout: Layout) -> tuple[dict[str, Any], int | None]:
+    """The run's own snapshot of the verified dataset in `data` (fetched again if it changed
+    since the fetch task), its inputs fingerprint, and the registered version that already has
+    that fingerprint (None: nothing to skip)."""
+    if layout.data_dir != data.data_dir:  # fetched again if it changed since the fetch task
+        fetch = partial(stages.run, "fetch", params, data)  # verified, under the dataset lock
+        runs.snapshot_fetching_again(data.data_dir, layout.data_dir, params.data.sha256, fetch)
     fingerprint = inputs_fingerprint(params, layout.data_dir, layout.extra_dir)
     registry = open_registry(params.registry, layout)
     return fingerprint, registry.version_with_fingerprint(fingerprint["sha256"])
@@ -212,14 +212,17 @@ def _stages(
     """The run's tasks in `layout`, from fetch to registration (and the approval it waits for);
     `shared` holds the verified dataset and the registry."""
     timings: dict[str, float] = {}
-    state, (_, timings["fetch"]) = _run("fetch", params, shared, [])
+    data = shared  # the project's data/mnist, unless the run is of other data than the project's
+    if layout != shared and not runs.fetches_into_project(params.data.sha256, shared.project):
+        data = layout
+    state, (_, timings["fetch"]) = _run("fetch", params, data, [])
     if params.inbox.shared is not None:  # other hosts' digits into the project's inbox first
         state = sync_inbox(params, shared, wait_for=[state], return_state=True)
         _value("sync-inbox", state)
     # The project's inbox, preprocessed into this run's folder (a bad file is listed, not fatal).
     state, (ingested, timings["ingest"]) = _run("ingest", params, layout, [state])
     publish_ingest(ingested)
-    checked = run_inputs(params, shared, layout, wait_for=[state], return_state=True)
+    checked = run_inputs(params, data, layout, wait_for=[state], return_state=True)
     fingerprint, same = _value("inputs", checked)
     if trial:  # a sweep's trial: train only (never evaluated on the test set)
         _, (trained, _) = _run("train", params, layout, [checked])

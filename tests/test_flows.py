@@ -321,3 +321,27 @@ def test_a_dataset_removed_between_fetch_and_snapshot_is_fetched_again(
     monkeypatch.setattr(module.runs, "snapshot_dataset", removed_first)
     result = retrain.fn(workdir=str(tiny_workdir))
     assert result["version"] == 1 and len(calls) == 2 and calls[0] == calls[1]
+
+
+def test_a_run_of_other_data_fetches_into_its_own_folder_not_the_projects(
+    tiny_workdir: Path, tmp_path: Path
+) -> None:
+    """A `data.sha256` override (another dataset) must not replace the project's data/mnist,
+    which DVC's fetch stage and the other runs read."""
+    from mnist_pipeline.data.manifest import file_sha256
+    from tests.synthetic import make_dataset
+
+    first = retrain.fn(workdir=str(tiny_workdir))
+    project_data = tiny_workdir / "data" / "mnist"
+    before = {p.name: file_sha256(p) for p in project_data.iterdir()}
+    other = tmp_path / "other-mirror"
+    other_sha = write_mirror(other, make_dataset(seed=99))
+    assert other_sha != before
+    overrides = {"data.sha256": other_sha, "data.mirrors": [str(other)]}
+    second = retrain.fn(workdir=str(tiny_workdir), overrides=overrides)
+    assert {p.name: file_sha256(p) for p in project_data.iterdir()} == before
+    run_data = Path(second["run_folder"]) / "data" / "mnist"
+    assert {p.name: file_sha256(p) for p in run_data.iterdir()} == other_sha
+    assert second["version"] == first["version"] + 1  # other inputs: a new version
+    third = retrain.fn(workdir=str(tiny_workdir))  # the project's data again: up to date
+    assert third.is_completed() and f"up to date: v{first['version']} " in third.message

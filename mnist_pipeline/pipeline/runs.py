@@ -10,7 +10,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from mnist_pipeline.core.errors import DataError, describe_os_error
+from mnist_pipeline.core.errors import DataError, PipelineError, describe_os_error
 from mnist_pipeline.core.layout import RUNS_DIR
 from mnist_pipeline.data.manifest import file_sha256
 
@@ -37,6 +37,20 @@ def snapshot_dataset(shared: Path, target: Path, sha256: Mapping[str, str]) -> N
             shutil.copyfile(shared / name, dest)
         if file_sha256(dest) != expected:
             raise DataError(f"{shared / name} changed while it was being snapshotted: fetch again")
+
+
+def fetches_into_project(sha256: Mapping[str, str], project: Path) -> bool:
+    """Whether a run whose dataset is `sha256` fetches into the project's data/mnist: only when
+    that is the dataset the project's own params file (DVC's fetch stage) names there. A run of
+    other data (a `data.sha256` override) fetches into its own folder, so that it never replaces
+    the project's dataset under `dvc repro` and the other runs; so does a run of a project whose
+    params file cannot be read."""
+    from mnist_pipeline.core.params import load_params  # pydantic: only where runs start
+
+    try:
+        return dict(load_params(project / "params.yaml").data.sha256) == dict(sha256)
+    except (PipelineError, OSError):
+        return False
 
 
 def snapshot_fetching_again(
