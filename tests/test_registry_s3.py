@@ -510,6 +510,14 @@ def test_the_cli_reads_an_s3_registry_and_names_a_bad_one(
     assert listed.returncode == 0, listed.stderr
     assert "production" in listed.stdout  # v1's row with its alias
     assert models("verify").returncode == 0
+    (project / "params.yaml").write_text(f"registry:\n  root: {s3_url}\n  model_name: mnist-cmn\n")
+    for command in ("list", "gc"):  # not an empty registry, and nothing created
+        typo = models(command)
+        assert typo.returncode != 0 and typo.stderr.strip().splitlines()[-1] == (
+            f"error: no model 'mnist-cmn' in the registry at {s3_url} (registry.model_name); "
+            f"models there: {MODEL}"
+        ), typo.stderr
+    assert Registry(s3_url, "mnist-cmn").storage.list("mnist-cmn/") == []
     (project / "params.yaml").write_text("registry:\n  root: s3:///registry\n")
     refused = models("list")
     assert refused.returncode == 2  # a bad params value, refused when params.yaml is read

@@ -56,9 +56,9 @@ def state(ctx: typer.Context) -> CliState:
 
 
 def existing_registry(ctx: typer.Context) -> Registry:
-    """The configured registry, which must exist when it is a folder: a mistyped
-    registry.root or registry.model_name must not read as an empty registry (or be created by
-    `models gc`)."""
+    """The configured registry, which must exist (a folder, or a model with objects in the
+    store): a mistyped registry.root or registry.model_name must not read as an empty registry
+    (or be created by `models gc`)."""
     st = state(ctx)
     params = st.params().registry
     root = st.layout.registry_root(params.root)
@@ -77,4 +77,12 @@ def existing_registry(ctx: typer.Context) -> Registry:
                 f"no model {params.model_name!r} in the registry at {root} (registry.model_name)"
                 f"; models there: {', '.join(models) or 'none'}"
             )
-    return open_registry(params, st.layout)
+    registry = open_registry(params, st.layout)
+    if not isinstance(root, Path) and not registry.version_numbers():  # object storage
+        models = sorted({key.split("/", 1)[0] for key in registry.storage.list("")})
+        if params.model_name not in models:
+            raise RegistryError(
+                f"no model {params.model_name!r} in the registry at {registry.storage.location} "
+                f"(registry.model_name); models there: {', '.join(models) or 'none'}"
+            )
+    return registry
