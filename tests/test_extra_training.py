@@ -16,7 +16,7 @@ from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.evaluation import gate
 from mnist_pipeline.evaluation.evaluate import EXTRA_PLOT, evaluate
 from mnist_pipeline.inbox import extra
-from mnist_pipeline.inbox.ingest import ingest
+from mnist_pipeline.inbox.ingest import _ingest, ingest
 from mnist_pipeline.training.loop import add_extra
 from mnist_pipeline.training.train import train
 from tests.test_ingest import fill_inbox
@@ -121,3 +121,38 @@ def test_without_a_holdout_there_is_no_extra_score_or_stale_plot(
     held = json.loads(layout.metrics.read_text())["extra"]
     assert held["total"] == 0 and held["accuracy"] is None and held["passed"] is True
     assert not (layout.plots / EXTRA_PLOT).exists()
+
+
+def test_training_reads_the_ingested_digits_once_no_ingest_is_writing_them(
+    with_inbox: Layout, tiny_params: Params, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An `ingest` beside `dvc repro`'s train: the train stage waits for it and records the
+    identity of the very digits it trained on (not the old ones' hash over new arrays)."""
+    import threading
+    import time
+
+    from mnist_pipeline.core.atomic import folder_lock
+
+    layout = with_inbox
+    old = extra.extra_sha256(layout.extra_dir)
+    writing = folder_lock(layout.extra_dir)  # as ingest holds it while it replaces its files
+    writing.acquire()
+    done: dict[str, object] = {}
+    trainer = threading.Thread(
+        target=lambda: done.update(result=train(tiny_params.model, tiny_params.train, layout))
+    )
+    try:
+        trainer.start()
+        time.sleep(2)  # long enough for an unlocked train to have read the old files
+        fill_inbox(layout, range(40, 60))
+        _ingest(IngestParams(holdout_percent=50), layout)  # ingest's writes, under its lock
+    finally:
+        writing.release()
+    trainer.join(120)
+    assert not trainer.is_alive() and "result" in done
+    new = extra.extra_sha256(layout.extra_dir)
+    assert new != old
+    record = json.loads(layout.train_record.read_text())
+    assert record["fingerprint"]["extra_sha256"] == new
+    added = len(extra.read_split(layout.extra_dir, "train"))
+    assert f"adding {added} labelled digit(s)" in capsys.readouterr().err

@@ -12,6 +12,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 
 def _read_umask() -> int:
     """The process's umask, read by setting and restoring it: once, at import, since a thread
@@ -155,3 +157,10 @@ def append_line(target: Path | str, line: str) -> None:
         except OSError:
             log.truncate(size)  # no half line for the next one to run on from
             raise
+
+
+def folder_lock(folder: Path, timeout: float = -1) -> FileLock:
+    """The lock its writer holds while it replaces the files of `folder` (`.NAME.lock` beside
+    it: fetch for data/mnist, ingest for data/ingested); a reader that must see one writer's
+    files together (never some old, some new) holds it while it reads."""
+    return FileLock(folder.parent / f".{folder.name}.lock", timeout=timeout)

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from filelock import FileLock
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from mnist_pipeline.core import atomic
@@ -182,7 +181,7 @@ def fetch(params: DataParams, layout: Layout, show_progress: bool | None = None)
     """
     data_dir = layout.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(data_dir.parent / f".{data_dir.name}.lock"):
+    with atomic.folder_lock(data_dir):
         return _fetch_locked(params, data_dir, show_progress)
 
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
-from mnist_pipeline.core.atomic import check_writable, json_bytes, write_many
+from mnist_pipeline.core.atomic import check_writable, folder_lock, json_bytes, write_many
 from mnist_pipeline.core.contract import NUM_CLASSES
 from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.core.layout import Layout
@@ -174,7 +174,7 @@ def ingest(params: IngestParams, layout: Layout) -> IngestResult:
     which two at once could interleave (one's images beside the other's labels)."""
     check_writable(layout.extra_dir.parent, layout.reports)
     tracked.check_inbox(layout.project, layout.inbox)  # never an empty ingest in its place
-    lock = FileLock(layout.extra_dir.parent / f".{layout.extra_dir.name}.lock")
+    lock = folder_lock(layout.extra_dir)
     try:
         lock.acquire(timeout=LOCK_TIMEOUT_S)
     except Timeout:

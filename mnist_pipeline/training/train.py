@@ -34,13 +34,12 @@ from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ModelParams, TrainParams
 from mnist_pipeline.core.progress import EpochReporter, log
 from mnist_pipeline.data.augment import augment
-from mnist_pipeline.data.dataset import load_mnist, normalise
+from mnist_pipeline.data.dataset import normalise
 from mnist_pipeline.evaluation import metrics
-from mnist_pipeline.inbox import extra
 from mnist_pipeline.model.network import predict_logits
 from mnist_pipeline.training import checkpoint as checkpoints
 from mnist_pipeline.training import loop, temperature
-from mnist_pipeline.training.fingerprint import training_fingerprint
+from mnist_pipeline.training.inputs import read_inputs
 from mnist_pipeline.training.outputs import output_files, remove_stale_temps, write_outputs
 
 HISTORY_COLUMNS = (
@@ -161,22 +160,21 @@ def _train(
     device = resolve_device(params.device)
     precision = loop.resolve_precision(params.precision, device)
     started = time.perf_counter()
-    data_dir = layout.data_dir
     with torch_settings(params):
-        mnist = load_mnist(data_dir)
+        inputs = read_inputs(model, params, layout)
+        mnist, added = inputs.mnist, inputs.added
         n = len(mnist.train_labels)
         if params.val_size >= n:
             raise ParamsError(
                 f"train.val_size={params.val_size} leaves no training images "
                 f"(the training split has {n})"
             )
-        fingerprint = training_fingerprint(model, params, data_dir, layout.extra_dir)
+        fingerprint = inputs.fingerprint
         run_identity = identity(fingerprint, precision)
         images, labels = normalise(mnist.train_images), mnist.train_labels
         train_idx, val_idx = loop.split_indices(
             n, params.val_size, torch.Generator().manual_seed(params.seed)
         )
-        added = extra.read_split(layout.extra_dir, "train")
         if len(added):
             images, labels, train_idx = loop.add_extra(
                 images,
