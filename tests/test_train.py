@@ -285,6 +285,29 @@ def test_failed_run_leaves_previous_outputs(
     assert (layout.state_dict.read_bytes(), layout.train_history.read_bytes()) == before
 
 
+def test_a_run_whose_loss_stops_being_a_number_fails_and_writes_nothing(
+    tmp_path: Path, tiny_data_dir: Path
+) -> None:
+    """Weights that blow up to NaN (here after epoch 1, through the epoch hook) end the run in
+    the epoch they poison: no model that gates or calibrates on NaN, the last good outputs kept."""
+    from mnist_pipeline.core.errors import TrainingError
+
+    layout = Layout(tmp_path)
+    train(MODEL, params(epochs=1), layout)
+    before = layout.state_dict.read_bytes(), layout.train_history.read_bytes()
+
+    def blow_up(epoch: int, net: torch.nn.Module, _seconds: float) -> None:
+        if epoch == 1:
+            with torch.no_grad():
+                next(net.parameters()).fill_(float("nan"))
+
+    with pytest.raises(TrainingError, match=r"^training diverged in epoch 2 \(train loss nan"):
+        train(MODEL, params(epochs=3, seed=5), layout, blow_up)
+    assert (layout.state_dict.read_bytes(), layout.train_history.read_bytes()) == before
+    saved = torch.load(layout.checkpoint, map_location="cpu", weights_only=True)
+    assert saved["epoch"] == 1  # the diverged epoch was not checkpointed
+
+
 def test_a_second_training_of_one_folder_is_refused_and_touches_nothing(
     tmp_path: Path, tiny_data_dir: Path
 ) -> None:

@@ -69,6 +69,10 @@ class DataError(PipelineError):
     """The dataset could not be fetched, verified or parsed."""
 
 
+class TrainingError(PipelineError):
+    """Training cannot go on (its loss stopped being a number): nothing is written."""
+
+
 class GateError(PipelineError):
     """A model did not meet a quality bar (accuracy gate, ONNX parity)."""
 

@@ -5,6 +5,7 @@ No I/O and no global settings here; `train.py` seeds, checkpoints and reports ar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 from torch.optim import Adam, Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
-from mnist_pipeline.core.errors import ParamsError
+from mnist_pipeline.core.errors import ParamsError, TrainingError
 from mnist_pipeline.core.params import TrainParams
 from mnist_pipeline.evaluation.metrics import EpochStats
 from mnist_pipeline.model.network import build_model
@@ -165,3 +166,14 @@ def train_epoch(
     if seen == 0:
         return EpochStats(float("nan"), float("nan"), 0)
     return EpochStats(float(loss_sum) / seen, int(correct) / seen, seen)
+
+
+def check_finite(epoch: int, train_loss: float, val_loss: float) -> None:
+    """TrainingError when epoch `epoch`'s losses are not finite: the weights diverged (NaN or
+    infinity), and every later epoch, the checkpoint and the model would carry them."""
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        raise TrainingError(
+            f"training diverged in epoch {epoch} (train loss {train_loss}, validation loss "
+            f"{val_loss}): no model written; lower train.max_learning_rate (or "
+            "train.learning_rate) and train again"
+        )
