@@ -96,6 +96,20 @@ def test_torch_settings_restore_the_callers_settings() -> None:
     assert torch.are_deterministic_algorithms_enabled() == deterministic
 
 
+def test_torch_settings_restore_a_callers_warn_only_mode_also_after_an_error() -> None:
+    before = torch.are_deterministic_algorithms_enabled()
+    before_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with pytest.raises(RuntimeError, match="inside"), torch_settings(params(num_threads=1)):
+            assert not torch.is_deterministic_algorithms_warn_only_enabled()  # the run's: strict
+            raise RuntimeError("inside")
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=before_warn)
+
+
 RECIPES = sorted((REPO_ROOT / "recipes").glob("*.yaml"))
 
 
