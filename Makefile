@@ -6,9 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 # Offline machines: a local copy of the four MNIST .gz files (path or file:// URL).
-# Unset, this uses ../shared/mnist when that folder exists, else params.yaml's public mirrors.
+# Unset, this uses ../shared/mnist when it holds all four, else params.yaml's public mirrors
+# (MNIST_MIRROR replaces them: a folder with some files missing would stop the fetch).
+MNIST_GZ := train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte \
+            t10k-labels-idx1-ubyte
 ifeq ($(origin MNIST_MIRROR), undefined)
-  ifneq ($(wildcard ../shared/mnist/train-images-idx3-ubyte.gz),)
+  ifeq ($(words $(wildcard $(MNIST_GZ:%=../shared/mnist/%.gz))),4)
     export MNIST_MIRROR := $(abspath ../shared/mnist)
   endif
 endif
