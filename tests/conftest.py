@@ -165,14 +165,15 @@ def untrained(tmp_path_factory: pytest.TempPathFactory) -> Layout:
 
 
 def _real_pipeline(folder: Path, **sections: dict) -> Layout:
-    """fetch → train → evaluate → export on real MNIST in `folder`, with `sections` of params."""
+    """fetch → train → evaluate → export → parity on real MNIST in `folder`, with `sections`
+    of params."""
     from mnist_pipeline.pipeline import stages
 
     if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").is_file():
         unavailable(f"real MNIST not found in {SHARED_MNIST}")
     layout = Layout(folder)
     params = parse_params({"data": {"mirrors": [str(SHARED_MNIST)]}, **sections})
-    for name in ("fetch", "train", "evaluate", "export"):
+    for name in ("fetch", "train", "evaluate", "export", "parity"):
         stages.run(name, params, layout)
     return layout
 
@@ -196,7 +197,8 @@ def _once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, **section
 
 @pytest.fixture(scope="session")
 def _real_run(tmp_path_factory: pytest.TempPathFactory) -> Layout:
-    """fetch → train (REAL_TRAIN) → evaluate → export on real MNIST, once per test run."""
+    """fetch → train (REAL_TRAIN) → evaluate → export → parity on real MNIST, once per test
+    run."""
     return _once_per_run(
         tmp_path_factory, "real-run", train=REAL_TRAIN, evaluate={"min_accuracy": 0.95}
     )

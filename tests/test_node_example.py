@@ -8,6 +8,7 @@ onnxruntime-node probabilities must match Python's onnxruntime ones.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import subprocess
@@ -21,7 +22,13 @@ from PIL import Image
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.data.preprocess import preprocess_file
 from tests.conftest import unavailable
-from tests.example_helpers import EXAMPLES, altered_model_server, dark_on_light, node_skip_reason
+from tests.example_helpers import (
+    EXAMPLES,
+    altered_model_server,
+    dark_on_light,
+    draw_digit,
+    node_skip_reason,
+)
 from tests.example_helpers import test_digits as load_test_digits
 from tests.process_helpers import mnist_server
 from tests.registry_helpers import register_layout
@@ -242,3 +249,103 @@ def test_sixteen_bit_colour_cmyk_and_a_bad_server_url(tmp_path: Path) -> None:
     )
     done = node("--server", "not a url", deep)
     assert done.returncode == 2 and "--server must be a URL" in done.stderr
+
+
+def test_the_repositorys_own_export_is_used_only_as_its_parity_check_left_it(
+    real_run: Layout, tmp_path: Path
+) -> None:
+    """Without --model the example takes models/model.onnx beside it only if reports/parity.json
+    passed that very file, exported from the weights now in models/model.pt."""
+    import os
+    import shutil
+
+    repo = tmp_path / "repo"  # the example as it sits in a checkout, with a real run's outputs
+    (repo / "examples" / "node").mkdir(parents=True)
+    for name in ("predict.mjs", "decode.mjs"):
+        shutil.copy(EXAMPLES / "node" / name, repo / "examples" / "node" / name)
+    os.symlink(EXAMPLES / "node" / "node_modules", repo / "examples" / "node" / "node_modules")
+    shutil.copytree(EXAMPLES / "js", repo / "examples" / "js")
+    (repo / "models").mkdir()
+    (repo / "reports").mkdir()
+    for path in (real_run.onnx, real_run.state_dict, real_run.parity_report):
+        shutil.copy(path, repo / path.relative_to(real_run.root))
+    parity_file = repo / "reports" / "parity.json"
+    parity = json.loads(parity_file.read_text())
+    good = draw_digit(tmp_path / "digit.png")
+
+    def run() -> subprocess.CompletedProcess[str]:
+        script = repo / "examples" / "node" / "predict.mjs"
+        return subprocess.run(
+            ["node", str(script), str(good)], capture_output=True, text=True, timeout=120
+        )
+
+    assert run().returncode == 0, run().stderr
+    onnx = repo / "models" / "model.onnx"
+    for record, told in (
+        ({**parity, "passed": False}, "failed its parity check against PyTorch"),
+        ({**parity, "onnx_sha256": "0" * 64}, "is not the model its parity check passed"),
+    ):
+        parity_file.write_text(json.dumps(record))
+        refused = run()
+        assert refused.returncode == 1 and told in refused.stderr, refused.stderr
+        assert refused.stderr.startswith(f"error: {onnx}") and refused.stdout == ""
+    parity_file.write_text(json.dumps(parity))
+    (repo / "models" / "model.pt").write_bytes(b"weights trained since, refused by the gate")
+    refused = run()
+    assert refused.returncode == 1 and "was exported from other weights" in refused.stderr
+    parity_file.unlink()
+    refused = run()
+    assert refused.returncode == 1 and "has no parity record" in refused.stderr
+    chosen = subprocess.run(
+        ["node", str(repo / "examples" / "node" / "predict.mjs"), "--model", str(onnx), str(good)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert chosen.returncode == 0, chosen.stderr  # a model named by the user: used as it is
+
+
+def _exif_segment(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    body = exif.tobytes()  # starts with Exif\0\0
+    assert body.startswith(b"Exif\0\0MM") or body.startswith(b"Exif\0\0II")
+    return b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body
+
+
+def _segments_before_scan(jpeg: bytes) -> tuple[bytes, list[bytes], bytes]:
+    """SOI, the marker segments up to the scan, and the scan onwards."""
+    pos, segments = 2, []
+    while jpeg[pos + 1] != 0xDA:
+        length = int.from_bytes(jpeg[pos + 2 : pos + 4], "big")
+        segments.append(jpeg[pos : pos + 2 + length])
+        pos += 2 + length
+    return jpeg[:2], segments, jpeg[pos:]
+
+
+def test_exif_orientation_after_the_frame_header_or_in_two_segments(tmp_path: Path) -> None:
+    """Pillow reads every segment up to the scan, and the first Exif segment's tags: so does the
+    example (an Exif segment after the frame header is legal JPEG)."""
+    paper = np.full((37, 29), 235, np.uint8)
+    paper[5:30, 8:14] = 20
+    paper[5:11, 14:24] = 20  # an upright "7"-ish stroke, 29 wide and 37 high
+    stored = io.BytesIO()
+    Image.fromarray(paper).transpose(Image.Transpose.ROTATE_90).save(stored, format="JPEG")
+    soi, segments, scan = _segments_before_scan(stored.getvalue())
+    frame = next(i for i, s in enumerate(segments) if s[1] == 0xC0)
+    files = {
+        "after-frame.jpg": [*segments[: frame + 1], _exif_segment(6), *segments[frame + 1 :]],
+        "two-exif.jpg": [_exif_segment(6), _exif_segment(3), *segments],
+    }
+    paths = []
+    for name, parts in files.items():
+        path = tmp_path / name
+        path.write_bytes(soi + b"".join(parts) + scan)
+        with Image.open(path) as image:
+            assert image.getexif()[0x0112] == 6  # what Pillow reads: the upright digit
+        paths.append(path)
+    done = node("--dump-input", *paths)
+    assert done.returncode == 0, done.stderr
+    for entry, path in zip(json.loads(done.stdout), paths, strict=True):
+        js = np.array(entry["input"], dtype=np.float32).reshape(28, 28)
+        np.testing.assert_array_equal(js, preprocess_file(path), err_msg=path.name)

@@ -1,10 +1,10 @@
 """examples/web: a person draws real MNIST digits with the mouse; the page shows the right label.
 
 Headless Debian Chromium (/usr/bin/chromium, never a downloaded browser) driven by Playwright;
-the repository is served on 127.0.0.1 by a throwaway http.server whose /models/model.onnx is the
-session's real-data run's model (conftest.py). Requests to anything but that server are aborted,
-except, in the test that loads the model from it, to a real `mnist-pipeline serve`; one browser
-per model covers the file and the server case.
+the repository is served on 127.0.0.1 by a throwaway http.server whose /models/model.onnx (with
+/models/model.pt and /reports/parity.json) is the session's real-data run's (conftest.py).
+Requests to anything but that server are aborted, except, in the test that loads the model from
+it, to a real `mnist-pipeline serve`; one browser per model covers the file and the server case.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ SCALE = 10  # 28x28 digit -> the page's 280x280 drawing pad
 
 
 class _Handler(SimpleHTTPRequestHandler):
-    model: Path
+    run: Layout
     extensions_map = {
         **SimpleHTTPRequestHandler.extensions_map,
         ".mjs": "text/javascript",
@@ -69,9 +69,13 @@ class _Handler(SimpleHTTPRequestHandler):
     }
 
     def translate_path(self, path: str) -> str:
-        if path.split("?")[0] == "/models/model.onnx":
-            return str(self.model)
-        return super().translate_path(path)
+        run = self.run  # the repository's export as a real run left it: ONNX, weights, parity
+        mapped = {
+            "/models/model.onnx": run.onnx,
+            "/models/model.pt": run.state_dict,
+            "/reports/parity.json": run.parity_report,
+        }.get(path.split("?")[0])
+        return str(mapped) if mapped else super().translate_path(path)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib name)
         pass
@@ -80,9 +84,9 @@ class _Handler(SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module", params=["classic", "wide"])
 def site(request: pytest.FixtureRequest) -> Iterator[tuple[str, Layout]]:
     """The repo served on a free 127.0.0.1 port, with a real run's model (each architecture) as
-    /models/model.onnx."""
+    /models/model.onnx, its weights and its parity record."""
     model = request.getfixturevalue("_real_run" if request.param == "classic" else "_real_wide_run")
-    handler = type("Handler", (_Handler,), {"model": model.onnx})
+    handler = type("Handler", (_Handler,), {"run": model})
     server = ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(handler, directory=str(REPO_ROOT))
     )
@@ -339,4 +343,33 @@ def test_the_status_names_the_model_and_its_test_accuracy(page, site) -> None:
     meta = ort.InferenceSession(str(model.onnx)).get_modelmeta().custom_metadata_map
     accuracy = float(meta["test_accuracy"])
     status = page.inner_text("#status")
-    assert f"(test accuracy {100 * accuracy:.2f}%) loaded" in status, status
+    assert status.startswith(
+        f"model ../../models/model.onnx (parity checked, test accuracy {100 * accuracy:.2f}%) "
+        "loaded"
+    ), status
+
+
+def fulfil(route, **answer: object) -> None:  # noqa: ANN001 - playwright's Route
+    route.fulfill(**answer)
+
+
+def test_an_export_its_parity_check_did_not_pass_is_not_loaded(page, site) -> None:
+    """The repository's own models/model.onnx (no ?model=) only as reports/parity.json passed it,
+    exported from the weights in models/model.pt."""
+    import json
+
+    origin, model = site
+    parity = json.loads(model.parity_report.read_text())
+    for route, body, told in (
+        ("**/reports/parity.json", {**parity, "passed": False}, "failed its parity check"),
+        ("**/reports/parity.json", {**parity, "onnx_sha256": "0" * 64}, "is not the model its"),
+        ("**/models/model.pt", b"weights trained since", "exported from other weights"),
+    ):
+        other = page.context.new_page()
+        answer = {"body": body} if isinstance(body, bytes) else {"json": body}
+        other.route(route, functools.partial(fulfil, **answer))
+        other.goto(f"{origin}/examples/web/")
+        other.wait_for_selector("body[data-failed=true]", timeout=60_000)
+        status = other.inner_text("#status")
+        assert status.startswith("../../models/model.onnx") and told in status, status
+        other.close()

@@ -30,21 +30,26 @@ function* pngChunks(buf) {
   }
 }
 
-/** JPEG frame header: {width, height, components}, and the EXIF TIFF block if there is one. */
+/** JPEG frame header: {width, height, components}, and the EXIF TIFF block if there is one.
+ * Segments are read up to the scan, as Pillow does: an Exif segment may follow the frame
+ * header, and of several the first one's TIFF header holds the tags Pillow reads. */
 function jpegInfo(buf) {
   let exif = null;
+  let frame = null;
   for (let pos = 2; pos + 4 <= buf.length; ) {
     if (buf[pos] !== 0xff) throw new ImageError('corrupt JPEG marker');
     const marker = buf[pos + 1];
     if (marker === 0xff) { pos += 1; continue; }
+    if (marker === 0xda || marker === 0xd9) break; // start of scan (or end of image)
     const length = buf.readUInt16BE(pos + 2);
     const body = buf.subarray(pos + 4, pos + 2 + length);
-    if (marker === 0xe1 && body.toString('latin1', 0, 6) === 'Exif\0\0') exif = body.subarray(6);
+    if (marker === 0xe1 && exif === null && body.toString('latin1', 0, 6) === 'Exif\0\0') exif = body.subarray(6);
     const isFrame = marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker);
-    if (isFrame) return { height: body.readUInt16BE(1), width: body.readUInt16BE(3), components: body[5], exif };
+    if (isFrame && frame === null) frame = { height: body.readUInt16BE(1), width: body.readUInt16BE(3), components: body[5] };
     pos += 2 + length;
   }
-  throw new ImageError('JPEG without a frame header');
+  if (frame === null) throw new ImageError('JPEG without a frame header');
+  return { ...frame, exif };
 }
 
 /** Orientation tag (0x0112) of a TIFF/EXIF block, 1 when absent or unreadable. */

@@ -8,7 +8,7 @@
 // refuses it unless the SHA-256 of the bytes received equals the X-Model-SHA256 header.
 
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
@@ -17,6 +17,8 @@ import { ImageError, toMnist } from '../js/preprocess.mjs';
 import { loadGrey } from './decode.mjs';
 
 const DEFAULT_MODEL = fileURLToPath(new URL('../../models/model.onnx', import.meta.url));
+const WEIGHTS = fileURLToPath(new URL('../../models/model.pt', import.meta.url));
+const PARITY = fileURLToPath(new URL('../../reports/parity.json', import.meta.url));
 const USAGE = 'usage: node predict.mjs [--model PATH | --server URL] [--top K] [--json] [--dump-input] IMAGE...';
 
 function fail(message, code = 2) {
@@ -48,11 +50,36 @@ async function fetchServed(server) {
   const bytes = new Uint8Array(await response.arrayBuffer());
   const expected = response.headers.get('x-model-sha256');
   if (!expected) fail(`${url} sent no X-Model-SHA256 header: not an mnist-pipeline server?`, 1);
-  const actual = createHash('sha256').update(bytes).digest('hex');
+  const actual = sha256(bytes);
   if (actual !== expected.toLowerCase()) {
     fail(`${url}: the bytes received have SHA-256 ${actual}, not ${expected} as X-Model-SHA256 says`, 1);
   }
   return { bytes, name: `${url} (version ${response.headers.get('x-model-version')}, SHA-256 ${actual} verified)` };
+}
+
+const sha256 = (bytes) => createHash('sha256').update(bytes).digest('hex');
+
+/** The repository's own export, used only as the pipeline left it: the model its parity check
+ * passed (reports/parity.json: `passed`, the same ONNX SHA-256), exported from the weights in
+ * models/model.pt now (a later training whose gate refused it leaves an older export behind).
+ * Exits 1 naming what does not hold; --model PATH uses any file unchecked. */
+function checkedExport(model) {
+  let parity;
+  try {
+    parity = JSON.parse(readFileSync(PARITY, 'utf8'));
+  } catch (err) {
+    fail(`${model} has no parity record (${PARITY}: ${err.code ?? err.message}): run the pipeline (dvc repro, or mnist-pipeline parity) first, or give --model PATH`, 1);
+  }
+  if (parity.passed !== true) {
+    fail(`${model} failed its parity check against PyTorch (${PARITY}); give --model PATH to use it anyway`, 1);
+  }
+  const actual = sha256(readFileSync(model));
+  if (actual !== parity.onnx_sha256) {
+    fail(`${model} (SHA-256 ${actual}) is not the model its parity check passed (${parity.onnx_sha256}, ${PARITY}): run mnist-pipeline export and parity again`, 1);
+  }
+  if (existsSync(WEIGHTS) && sha256(readFileSync(WEIGHTS)) !== parity.state_dict_sha256) {
+    fail(`${model} was exported from other weights than ${WEIGHTS} (trained again since, and not exported: did the accuracy gate refuse them? see reports/metrics.json); give --model PATH to use the older export`, 1);
+  }
 }
 
 /** Digits by descending probability; ties keep the lower digit first (numpy's stable argsort). */
@@ -108,6 +135,8 @@ async function main() {
     ({ bytes: source, name: model } = await fetchServed(opt.server));
   } else if (!existsSync(model)) {
     fail(`model file not found: ${model}`, 1);
+  } else if (opt.model === undefined) {
+    checkedExport(model);
   }
   let session;
   try {

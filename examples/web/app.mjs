@@ -23,6 +23,7 @@ const FROM_SERVER = new URLSearchParams(location.search).get('model') === 'serve
 /** URL `path` of the server, below its own path (so a server behind a path prefix works); a
  * relative ?server= is taken relative to this page, as a link's would be. */
 const api = (path) => new URL(path, new URL(SERVER.endsWith('/') ? SERVER : `${SERVER}/`, location.href)).href;
+const OWN_EXPORT = !FROM_SERVER && !new URLSearchParams(location.search).has('model');
 const MODEL_URL = FROM_SERVER && SERVER
   ? api('model.onnx')
   : new URLSearchParams(location.search).get('model') ?? '../../models/model.onnx';
@@ -261,6 +262,33 @@ async function checkServed(response, bytes) {
   return `served version ${response.headers.get('x-model-version')}, SHA-256 verified`;
 }
 
+/** The repository's own export, used only as the pipeline left it: the model its parity check
+ * passed (../../reports/parity.json: `passed`, the same SHA-256), exported from the weights in
+ * ../../models/model.pt now (a later training whose gate refused it leaves an older export). */
+async function checkExport(bytes) {
+  const parityUrl = new URL('../../reports/parity.json', location.href).href;
+  let parity;
+  try {
+    const response = await fetch(parityUrl);
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    parity = await response.json();
+  } catch (err) {
+    throw new Error(`${MODEL_URL} has no parity record (${parityUrl}: ${err.message}): run the pipeline first, or pass ?model=URL`);
+  }
+  if (parity.passed !== true) {
+    throw new Error(`${MODEL_URL} failed its parity check against PyTorch (${parityUrl}); pass ?model=URL to load it anyway`);
+  }
+  const actual = await sha256(bytes);
+  if (actual !== parity.onnx_sha256) {
+    throw new Error(`${MODEL_URL} (SHA-256 ${actual}) is not the model its parity check passed (${parity.onnx_sha256}): run mnist-pipeline export and parity again`);
+  }
+  const weights = await fetch('../../models/model.pt').catch(() => null);
+  if (weights?.ok && await sha256(new Uint8Array(await weights.arrayBuffer())) !== parity.state_dict_sha256) {
+    throw new Error(`${MODEL_URL} was exported from other weights than models/model.pt (trained again since, and not exported: did the accuracy gate refuse them?); pass ?model=URL to load the older export`);
+  }
+  return 'parity checked';
+}
+
 async function main() {
   clearPad();
   setUpFeedback();
@@ -280,12 +308,11 @@ async function main() {
     return fail(`no model at ${MODEL_URL} (${err.message}): ${hint}`);
   }
   let served = null;
-  if (FROM_SERVER) {
-    try {
-      served = await checkServed(response, bytes);
-    } catch (err) {
-      return fail(err.message);
-    }
+  try {
+    if (FROM_SERVER) served = await checkServed(response, bytes);
+    else if (OWN_EXPORT) served = await checkExport(bytes);
+  } catch (err) {
+    return fail(err.message);
   }
   try {
     session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'] });
