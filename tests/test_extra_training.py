@@ -156,3 +156,40 @@ def test_training_reads_the_ingested_digits_once_no_ingest_is_writing_them(
     assert record["fingerprint"]["extra_sha256"] == new
     added = len(extra.read_split(layout.extra_dir, "train"))
     assert f"adding {added} labelled digit(s)" in capsys.readouterr().err
+
+
+def test_evaluation_reads_nothing_while_an_ingest_writes_and_then_sees_its_digits(
+    with_inbox: Layout, tiny_params: Params
+) -> None:
+    """An `ingest` beside `dvc repro`'s evaluate: evaluate waits for it, then finds digits the
+    model was not trained with and refuses to score them as its holdout."""
+    import threading
+    import time
+
+    from mnist_pipeline.core.atomic import folder_lock
+
+    layout = with_inbox
+    train(tiny_params.model, tiny_params.train, layout)
+    writing = folder_lock(layout.extra_dir)  # as ingest holds it while it replaces its files
+    writing.acquire()
+    failed: list[BaseException] = []
+
+    def evaluating() -> None:
+        try:
+            evaluate(tiny_params.model, tiny_params.evaluate, layout)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            failed.append(exc)
+
+    evaluator = threading.Thread(target=evaluating)
+    try:
+        evaluator.start()
+        time.sleep(2)  # long enough for an unlocked evaluate to have read the old files
+        fill_inbox(layout, range(40, 60))
+        _ingest(IngestParams(holdout_percent=50), layout)  # ingest's writes, under its lock
+    finally:
+        writing.release()
+    evaluator.join(120)
+    assert not evaluator.is_alive()
+    assert len(failed) == 1 and isinstance(failed[0], GateError), failed
+    assert "is not what" in str(failed[0]) and "ingested since?" in str(failed[0])
+    assert not layout.metrics.exists()  # nothing scored, nothing written

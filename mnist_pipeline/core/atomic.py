@@ -12,7 +12,9 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
+
+from mnist_pipeline.core.errors import DataError
 
 
 def _read_umask() -> int:
@@ -157,6 +159,26 @@ def append_line(target: Path | str, line: str) -> None:
         except OSError:
             log.truncate(size)  # no half line for the next one to run on from
             raise
+
+
+READ_LOCK_TIMEOUT_S = 600  # a fetch holds its folder's lock while it downloads
+
+
+@contextmanager
+def unchanging(*folders: Path, timeout: float = READ_LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold the writers' locks of `folders` (folder_lock, in the order given) while the caller
+    reads them: what it reads and hashes is one writer's files, and none changes meanwhile."""
+    with ExitStack() as held:
+        for folder in folders:
+            lock = folder_lock(folder, timeout)
+            try:
+                held.enter_context(lock)
+            except Timeout:
+                raise DataError(
+                    f"{folder} has been being written for {timeout:.0f} s ({lock.lock_file} is "
+                    "held); try again"
+                ) from None
+        yield
 
 
 def folder_lock(folder: Path, timeout: float = -1) -> FileLock:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from mnist_pipeline.core.atomic import write_json, write_text
+from mnist_pipeline.core.atomic import unchanging, write_json, write_text
 from mnist_pipeline.core.errors import GateError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import EvaluateParams, ModelParams
@@ -54,13 +54,19 @@ class EvalResult:
         )
 
 
-def score_holdout(net: torch.nn.Module, params: EvaluateParams, layout: Layout) -> dict[str, Any]:
-    """The extra holdout's report (total 0 without one); its mistakes go to EXTRA_PLOT."""
-    holdout = extra.read_split(layout.extra_dir, "holdout")
+def score_holdout(
+    net: torch.nn.Module,
+    params: EvaluateParams,
+    layout: Layout,
+    holdout: extra.Split,
+    ingested: str,
+) -> dict[str, Any]:
+    """The extra holdout's report (total 0 without one; `ingested`: the extra_sha256 of the
+    files it was read from); its mistakes go to EXTRA_PLOT."""
     held: dict[str, Any] = {
         "total": len(holdout),
         "holdout_sha256": extra.split_sha256(holdout),
-        "extra_sha256": extra.extra_sha256(layout.extra_dir),
+        "extra_sha256": ingested,
         "min_extra_accuracy": params.min_extra_accuracy,
     }
     plot = layout.plots / EXTRA_PLOT
@@ -127,11 +133,14 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
     """Score layout.state_dict on the test set; raise GateError below params.min_accuracy."""
     # a clear error if there are none; the hash is of the bytes loaded: the weights described
     net, weights_sha256 = load_model_and_hash(model.arch, layout.state_dict)
-    data_sha256 = dataset_sha256(layout.data_dir)
-    check_trained(layout, weights_sha256, data_sha256)
-    mnist = load_mnist(layout.data_dir)
+    with unchanging(layout.data_dir, layout.extra_dir):  # no fetch or ingest replaces them
+        data_sha256 = dataset_sha256(layout.data_dir)
+        check_trained(layout, weights_sha256, data_sha256)
+        mnist = load_mnist(layout.data_dir)
+        holdout = extra.read_split(layout.extra_dir, "holdout")
+        ingested = extra.extra_sha256(layout.extra_dir)
     test = scoring.score(net, mnist.test_images, mnist.test_labels, params.batch_size)
-    held = score_holdout(net, params, layout)
+    held = score_holdout(net, params, layout, holdout, ingested)
     calibration = metrics.calibration(test.confidence, test.predicted == test.actual)
     robustness = quality.robustness_report(
         net,
