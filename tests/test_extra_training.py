@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
+from mnist_pipeline.core.atomic import folder_lock
 from mnist_pipeline.core.errors import GateError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import IngestParams, Params
@@ -123,33 +127,45 @@ def test_without_a_holdout_there_is_no_extra_score_or_stale_plot(
     assert not (layout.plots / EXTRA_PLOT).exists()
 
 
+def while_an_ingest_writes(layout: Layout, stage: Callable[[], object]) -> object:
+    """`stage` started while ingest's lock is held, as an ingest holds it while it replaces its
+    files; 2 s later (long enough for a stage that does not wait to have read the old files)
+    new digits are ingested under that lock, which is then released. What `stage` returned,
+    or the exception it raised."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(stage())
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(exc)
+
+    writing = folder_lock(layout.extra_dir)
+    writing.acquire()
+    worker = threading.Thread(target=run)
+    try:
+        worker.start()
+        time.sleep(2)
+        fill_inbox(layout, range(40, 60))
+        _ingest(IngestParams(holdout_percent=50), layout)  # ingest's writes, under its lock
+    finally:
+        writing.release()
+    worker.join(120)
+    assert not worker.is_alive() and len(outcome) == 1
+    return outcome[0]
+
+
 def test_training_reads_the_ingested_digits_once_no_ingest_is_writing_them(
     with_inbox: Layout, tiny_params: Params, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An `ingest` beside `dvc repro`'s train: the train stage waits for it and records the
     identity of the very digits it trained on (not the old ones' hash over new arrays)."""
-    import threading
-    import time
-
-    from mnist_pipeline.core.atomic import folder_lock
-
     layout = with_inbox
     old = extra.extra_sha256(layout.extra_dir)
-    writing = folder_lock(layout.extra_dir)  # as ingest holds it while it replaces its files
-    writing.acquire()
-    done: dict[str, object] = {}
-    trainer = threading.Thread(
-        target=lambda: done.update(result=train(tiny_params.model, tiny_params.train, layout))
+    done = while_an_ingest_writes(
+        layout, lambda: train(tiny_params.model, tiny_params.train, layout)
     )
-    try:
-        trainer.start()
-        time.sleep(2)  # long enough for an unlocked train to have read the old files
-        fill_inbox(layout, range(40, 60))
-        _ingest(IngestParams(holdout_percent=50), layout)  # ingest's writes, under its lock
-    finally:
-        writing.release()
-    trainer.join(120)
-    assert not trainer.is_alive() and "result" in done
+    assert not isinstance(done, BaseException), done
     new = extra.extra_sha256(layout.extra_dir)
     assert new != old
     record = json.loads(layout.train_record.read_text())
@@ -163,33 +179,11 @@ def test_evaluation_reads_nothing_while_an_ingest_writes_and_then_sees_its_digit
 ) -> None:
     """An `ingest` beside `dvc repro`'s evaluate: evaluate waits for it, then finds digits the
     model was not trained with and refuses to score them as its holdout."""
-    import threading
-    import time
-
-    from mnist_pipeline.core.atomic import folder_lock
-
     layout = with_inbox
     train(tiny_params.model, tiny_params.train, layout)
-    writing = folder_lock(layout.extra_dir)  # as ingest holds it while it replaces its files
-    writing.acquire()
-    failed: list[BaseException] = []
-
-    def evaluating() -> None:
-        try:
-            evaluate(tiny_params.model, tiny_params.evaluate, layout)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            failed.append(exc)
-
-    evaluator = threading.Thread(target=evaluating)
-    try:
-        evaluator.start()
-        time.sleep(2)  # long enough for an unlocked evaluate to have read the old files
-        fill_inbox(layout, range(40, 60))
-        _ingest(IngestParams(holdout_percent=50), layout)  # ingest's writes, under its lock
-    finally:
-        writing.release()
-    evaluator.join(120)
-    assert not evaluator.is_alive()
-    assert len(failed) == 1 and isinstance(failed[0], GateError), failed
-    assert "is not what" in str(failed[0]) and "ingested since?" in str(failed[0])
+    failed = while_an_ingest_writes(
+        layout, lambda: evaluate(tiny_params.model, tiny_params.evaluate, layout)
+    )
+    assert isinstance(failed, GateError), failed
+    assert "is not what" in str(failed) and "ingested since?" in str(failed)
     assert not layout.metrics.exists()  # nothing scored, nothing written
