@@ -15,9 +15,7 @@ the repository root)."""
 from __future__ import annotations
 
 import argparse
-import re
 import time
-import uuid
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,8 +35,9 @@ from flows.artifacts import (
     publish_up_to_date,
 )
 from flows.notify import check_block, notify_failure, notify_started
+from flows.run_options import flow_overrides, merged_overrides, run_folder_name
 from flows.trials import publish_trial, trial_row
-from mnist_pipeline.core.errors import GateError, ParamsError, StageFailed, one_line_errors
+from mnist_pipeline.core.errors import GateError, StageFailed, one_line_errors
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, load_params
 from mnist_pipeline.inbox import dvc_claim
@@ -101,39 +100,6 @@ STAGE_TASKS = {
     name: run_stage.with_options(name=name, task_run_name=name) for name in stages.STAGES
 }
 STAGE_TASKS["fetch"] = STAGE_TASKS["fetch"].with_options(retries=2, retry_delay_seconds=2)
-
-
-def flow_overrides(
-    epochs: int | None, learning_rate: float | None, min_accuracy: float | None, mirror: str | None
-) -> dict[str, Any]:
-    """Flow parameters as dotted params.yaml overrides (only those given)."""
-    pairs = {
-        "train.epochs": epochs,
-        "train.learning_rate": learning_rate,
-        "evaluate.min_accuracy": min_accuracy,
-        "data.mirrors": [m.strip() for m in mirror.split(",") if m.strip()] if mirror else None,
-    }
-    return {key: value for key, value in pairs.items() if value is not None}
-
-
-def merged_overrides(given: dict[str, Any] | None, named: dict[str, Any]) -> dict[str, Any]:
-    """The `overrides` parameter plus the named parameters' overrides (a key in both: error)."""
-    given = dict(given or {})
-    both = sorted(set(given) & set(named))
-    if both:
-        raise ParamsError(f"override {both[0]!r} is given twice: in overrides and as a parameter")
-    return given | named
-
-
-def run_folder_name() -> str:
-    """<flow-run-name>-<last 12 hex digits of its id> inside a flow run, local-<random> outside
-    one. Prefect's run ids are UUIDv7, whose first digits are a timestamp shared by runs started
-    in the same minute; the last ones are random. A run name is anyone's text: only letters,
-    digits, '.', '_' and '-' of it are kept (one folder inside runs/, never "../x" or "a/b")."""
-    if flow_run.id:
-        name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(flow_run.name or "run")).lstrip(".-")
-        return f"{name[:64] or 'run'}-{str(flow_run.id).replace('-', '')[-12:]}"
-    return f"local-{uuid.uuid4().hex[:8]}"
 
 
 def _value(name: str, state: State) -> Any:

@@ -17,8 +17,9 @@ import yaml
 from prefect.settings import PREFECT_API_URL
 
 from flows.artifacts import INGEST_KEY, MISTAKES_KEY, PARAMS_KEY, PER_CLASS_KEY, REPORT_KEY
-from flows.retrain import flow_overrides, retrain
 from flows.retrain import main as retrain_main
+from flows.retrain import retrain
+from flows.run_options import flow_overrides
 from mnist_pipeline.core.errors import StageFailed
 from mnist_pipeline.registry import Registry
 from tests.flow_helpers import (
@@ -251,15 +252,15 @@ def test_a_run_folder_is_one_folder_whatever_the_run_is_named(
 ) -> None:
     from types import SimpleNamespace
 
-    from flows import retrain as retrain_module
+    from flows import run_options
 
     run = SimpleNamespace(id="0193a1b2-c3d4-7e5f-8a6b-5e1f00c0ffee", name=name)
-    monkeypatch.setattr(retrain_module, "flow_run", run)
-    assert retrain_module.run_folder_name() == folder
+    monkeypatch.setattr(run_options, "flow_run", run)
+    assert run_options.run_folder_name() == folder
     # Another run of that name started in the same minute: the same UUIDv7 time digits, its
     # own random ones, so its own folder.
     run.id = "0193a1b2-c3d4-7e5f-9c0d-0a1b2c3d4e5f"
-    assert retrain_module.run_folder_name() == folder.replace("5e1f00c0ffee", "0a1b2c3d4e5f")
+    assert run_options.run_folder_name() == folder.replace("5e1f00c0ffee", "0a1b2c3d4e5f")
 
 
 @pytest.mark.parametrize("option", ["--params", "--params-file"])

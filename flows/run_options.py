@@ -1,0 +1,45 @@
+"""How a retraining run is given its params and its folder: the flow's named parameters as
+params.yaml overrides, and the name of the run's own folder inside runs/."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from prefect.runtime import flow_run
+
+from mnist_pipeline.core.errors import ParamsError
+
+
+def flow_overrides(
+    epochs: int | None, learning_rate: float | None, min_accuracy: float | None, mirror: str | None
+) -> dict[str, Any]:
+    """Flow parameters as dotted params.yaml overrides (only those given)."""
+    pairs = {
+        "train.epochs": epochs,
+        "train.learning_rate": learning_rate,
+        "evaluate.min_accuracy": min_accuracy,
+        "data.mirrors": [m.strip() for m in mirror.split(",") if m.strip()] if mirror else None,
+    }
+    return {key: value for key, value in pairs.items() if value is not None}
+
+
+def merged_overrides(given: dict[str, Any] | None, named: dict[str, Any]) -> dict[str, Any]:
+    """The `overrides` parameter plus the named parameters' overrides (a key in both: error)."""
+    given = dict(given or {})
+    both = sorted(set(given) & set(named))
+    if both:
+        raise ParamsError(f"override {both[0]!r} is given twice: in overrides and as a parameter")
+    return given | named
+
+
+def run_folder_name() -> str:
+    """<flow-run-name>-<last 12 hex digits of its id> inside a flow run, local-<random> outside
+    one. Prefect's run ids are UUIDv7, whose first digits are a timestamp shared by runs started
+    in the same minute; the last ones are random. A run name is anyone's text: only letters,
+    digits, '.', '_' and '-' of it are kept (one folder inside runs/, never "../x" or "a/b")."""
+    if flow_run.id:
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(flow_run.name or "run")).lstrip(".-")
+        return f"{name[:64] or 'run'}-{str(flow_run.id).replace('-', '')[-12:]}"
+    return f"local-{uuid.uuid4().hex[:8]}"
