@@ -285,8 +285,9 @@ def test_failed_run_leaves_previous_outputs(
     assert (layout.state_dict.read_bytes(), layout.train_history.read_bytes()) == before
 
 
+@pytest.mark.parametrize("val_size", [32, 0])  # 0: no validation loss, the training one told
 def test_a_run_whose_loss_stops_being_a_number_fails_and_writes_nothing(
-    tmp_path: Path, tiny_data_dir: Path
+    tmp_path: Path, tiny_data_dir: Path, val_size: int
 ) -> None:
     """Weights that blow up to NaN (here after epoch 1, through the epoch hook) end the run in
     the epoch they poison: no model that gates or calibrates on NaN, the last good outputs kept."""
@@ -302,7 +303,8 @@ def test_a_run_whose_loss_stops_being_a_number_fails_and_writes_nothing(
                 next(net.parameters()).fill_(float("nan"))
 
     with pytest.raises(TrainingError, match=r"^training diverged in epoch 2 \(train loss nan"):
-        train(MODEL, params(epochs=3, seed=5), layout, blow_up)
+        chosen = params(epochs=3, seed=5, val_size=val_size, temperature_scaling=val_size > 0)
+        train(MODEL, chosen, layout, blow_up)
     assert (layout.state_dict.read_bytes(), layout.train_history.read_bytes()) == before
     saved = torch.load(layout.checkpoint, map_location="cpu", weights_only=True)
     assert saved["epoch"] == 1  # the diverged epoch was not checkpointed

@@ -168,12 +168,14 @@ def train_epoch(
     return EpochStats(float(loss_sum) / seen, int(correct) / seen, seen)
 
 
-def check_finite(epoch: int, train_loss: float, val_loss: float) -> None:
+def check_finite(epoch: int, train: EpochStats, val: EpochStats) -> None:
     """TrainingError when epoch `epoch`'s losses are not finite: the weights diverged (NaN or
-    infinity), and every later epoch, the checkpoint and the model would carry them."""
-    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+    infinity), and every later epoch, the checkpoint and the model would carry them. A pass
+    over no images (no validation split: `train.val_size: 0`) has no loss to check."""
+    losses = [stats.loss for stats in (train, val) if stats.images]
+    if not all(math.isfinite(loss) for loss in losses):
         raise TrainingError(
-            f"training diverged in epoch {epoch} (train loss {train_loss}, validation loss "
-            f"{val_loss}): no model written; lower train.max_learning_rate (or "
+            f"training diverged in epoch {epoch} (train loss {train.loss}, validation loss "
+            f"{val.loss}): no model written; lower train.max_learning_rate (or "
             "train.learning_rate) and train again"
         )
