@@ -114,6 +114,25 @@ def test_a_commit_pushed_to_another_branch_than_the_default_is_fetched(
     assert git("rev-parse", "HEAD", cwd=worker / "mnist-pipeline") == on_dev
 
 
+def test_a_branch_deleted_and_made_again_as_a_folder_does_not_stop_fetches(
+    remote, worker: Path
+) -> None:
+    """refs/remotes/origin/feature, left by the clone, would block the fetch of feature/x."""
+    bare, work = remote
+    git("push", "-q", "origin", f"{commit(work, 'one')}:refs/heads/feature", cwd=work)
+    git_checkout(str(bare), git("rev-parse", "HEAD", cwd=work))  # the clone has both branches
+    git("push", "-q", "origin", ":feature", cwd=work)
+    git("push", "-q", "origin", "HEAD:refs/heads/feature/x", cwd=work)
+    later = commit(work, "two")
+    assert git_checkout(str(bare), later) == {"directory": "mnist-pipeline"}
+    assert git("rev-parse", "HEAD", cwd=worker / "mnist-pipeline") == later
+
+
+def test_a_folder_that_is_gone_is_named_not_git(tmp_path: Path) -> None:
+    with pytest.raises(CheckoutError, match=f"^{tmp_path / 'gone'} does not exist"):
+        checkout.run_git(["status"], tmp_path / "gone")
+
+
 def test_a_worker_without_git_is_told_so(
     remote, worker: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

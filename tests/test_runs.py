@@ -163,3 +163,25 @@ def test_a_folder_prune_cannot_lock_is_left_and_fails_nothing(
     assert (
         folders[0].is_dir() and "not pruning" in caplog.text and "Permission denied" in caplog.text
     )
+
+
+def test_a_run_fetches_into_the_project_only_for_the_projects_own_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnist_pipeline.data.manifest import DEFAULT_SHA256
+    from mnist_pipeline.pipeline.runs import fetches_into_project
+
+    other = {name: "0" * 64 for name in DEFAULT_SHA256}
+    assert not fetches_into_project(DEFAULT_SHA256, tmp_path)  # no params.yaml: its own folder
+    (tmp_path / "params.yaml").write_text("train:\n  epochs: 2\n")  # the embedded hashes
+    assert fetches_into_project(DEFAULT_SHA256, tmp_path)
+    assert not fetches_into_project(other, tmp_path)
+    # a worker's MNIST_MIRROR that would not parse changes no dataset: it is not read here
+    monkeypatch.setenv("MNIST_MIRROR", " , ")
+    assert fetches_into_project(DEFAULT_SHA256, tmp_path)
+    (tmp_path / "params.yaml").write_text(f"data:\n  sha256: {other}\n")
+    assert fetches_into_project(other, tmp_path) and not fetches_into_project(
+        DEFAULT_SHA256, tmp_path
+    )
+    (tmp_path / "params.yaml").write_text("train: [not, a, section]\n")
+    assert not fetches_into_project(DEFAULT_SHA256, tmp_path)  # unreadable: its own folder

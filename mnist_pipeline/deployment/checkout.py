@@ -48,10 +48,12 @@ def run_git(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Comp
         return subprocess.CompletedProcess(
             ["git", *args], 124, "", f"git {args[0]} had no answer within {timeout:.0f} s"
         )
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
+        if shutil.which("git") is not None:  # git is there: the folder it was to run in is not
+            raise CheckoutError(f"{cwd} does not exist (git {args[0]} cannot run there)") from None
         raise CheckoutError(
             "git is not installed on this worker (or not on its PATH): the pull step needs it"
-        ) from None
+        ) from exc
 
 
 def _reason(done: subprocess.CompletedProcess[str]) -> str:
@@ -112,7 +114,9 @@ def _fetch(repository: str, clone: Path) -> None:
     """`git fetch` of the repository's branches and tags into the clone: every branch, named by
     a refspec (a fetch from a URL with none takes only the default branch's head)."""
     branches = "+refs/heads/*:refs/remotes/origin/*"  # origin is `repository` (_check_out_in)
-    done = _retried(["fetch", "--quiet", "--tags", repository, branches], clone)
+    # --prune: a branch deleted there goes here too (a later "feature/x" could not be made
+    # beside a stale "feature"), so no fetch fails for good on a ref the repository dropped
+    done = _retried(["fetch", "--quiet", "--prune", "--tags", repository, branches], clone)
     if done.returncode != 0:
         raise CheckoutError(
             f"cannot fetch from {repository}: {_reason(done)}; the clone in {clone} is kept as "

@@ -48,7 +48,9 @@ def fetches_into_project(sha256: Mapping[str, str], project: Path) -> bool:
     from mnist_pipeline.core.params import load_params  # pydantic: only where runs start
 
     try:
-        return dict(load_params(project / "params.yaml").data.sha256) == dict(sha256)
+        # no environment overrides: only data.sha256 matters, which none of them sets
+        project_sha256 = load_params(project / "params.yaml", environ={}).data.sha256
+        return dict(project_sha256) == dict(sha256)
     except (PipelineError, OSError):
         return False
 
