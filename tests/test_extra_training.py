@@ -187,3 +187,28 @@ def test_evaluation_reads_nothing_while_an_ingest_writes_and_then_sees_its_digit
     assert isinstance(failed, GateError), failed
     assert "is not what" in str(failed) and "ingested since?" in str(failed)
     assert not layout.metrics.exists()  # nothing scored, nothing written
+
+
+def test_a_dataset_this_user_may_only_read_is_trained_and_scored_on(
+    with_inbox: Layout, tiny_params: Params, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No lock file can be made beside a read-only data/ (as a user without write access, or
+    on a read-only mount; tests run as root, so the refusal is the lock's): read unlocked."""
+    import errno
+
+    from mnist_pipeline.core import atomic
+
+    class ReadOnly:
+        lock_file = "data/.x.lock"
+
+        def __enter__(self) -> None:
+            raise PermissionError(errno.EACCES, "Permission denied", self.lock_file)
+
+        def __exit__(self, *exc: object) -> None:
+            raise AssertionError("never held")
+
+    monkeypatch.setattr(atomic, "folder_lock", lambda folder, timeout=-1: ReadOnly())
+    layout = with_inbox
+    train(tiny_params.model, tiny_params.train, layout)
+    evaluate(tiny_params.model, tiny_params.evaluate, layout)
+    assert json.loads(layout.metrics.read_text())["extra"]["total"] > 0

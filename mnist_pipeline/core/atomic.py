@@ -167,7 +167,9 @@ READ_LOCK_TIMEOUT_S = 600  # a fetch holds its folder's lock while it downloads
 @contextmanager
 def unchanging(*folders: Path, timeout: float = READ_LOCK_TIMEOUT_S) -> Iterator[None]:
     """Hold the writers' locks of `folders` (folder_lock, in the order given) while the caller
-    reads them: what it reads and hashes is one writer's files, and none changes meanwhile."""
+    reads them: what it reads and hashes is one writer's files, and none changes meanwhile. A
+    lock that cannot be made (a folder this user may only read, a read-only mount) is skipped:
+    no writer of this user replaces the files there either."""
     with ExitStack() as held:
         for folder in folders:
             lock = folder_lock(folder, timeout)
@@ -178,6 +180,9 @@ def unchanging(*folders: Path, timeout: float = READ_LOCK_TIMEOUT_S) -> Iterator
                     f"{folder} has been being written for {timeout:.0f} s ({lock.lock_file} is "
                     "held); try again"
                 ) from None
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise
         yield
 
 
