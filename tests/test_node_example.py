@@ -324,8 +324,8 @@ def _segments_before_scan(jpeg: bytes) -> tuple[bytes, list[bytes], bytes]:
 
 
 def test_exif_orientation_after_the_frame_header_or_in_two_segments(tmp_path: Path) -> None:
-    """Pillow reads every segment up to the scan, and the first Exif segment's tags: so does the
-    example (an Exif segment after the frame header is legal JPEG)."""
+    """Pillow reads every segment up to the scan and joins the Exif segments, the first one's
+    TIFF header first: so does the example (an Exif segment after the frame header is legal)."""
     paper = np.full((37, 29), 235, np.uint8)
     paper[5:30, 8:14] = 20
     paper[5:11, 14:24] = 20  # an upright "7"-ish stroke, 29 wide and 37 high
@@ -333,9 +333,15 @@ def test_exif_orientation_after_the_frame_header_or_in_two_segments(tmp_path: Pa
     Image.fromarray(paper).transpose(Image.Transpose.ROTATE_90).save(stored, format="JPEG")
     soi, segments, scan = _segments_before_scan(stored.getvalue())
     frame = next(i for i, s in enumerate(segments) if s[1] == 0xC0)
+    tiff = _exif_segment(6)[10:]  # past the marker, the length and Exif\0\0
+    split = [  # the TIFF header in one segment, the tags in the next: Pillow joins them
+        b"\xff\xe1" + (len(part) + 8).to_bytes(2, "big") + b"Exif\0\0" + part
+        for part in (tiff[:8], tiff[8:])
+    ]
     files = {
         "after-frame.jpg": [*segments[: frame + 1], _exif_segment(6), *segments[frame + 1 :]],
         "two-exif.jpg": [_exif_segment(6), _exif_segment(3), *segments],
+        "split-exif.jpg": [*split, *segments],
     }
     paths = []
     for name, parts in files.items():

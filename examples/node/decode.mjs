@@ -32,7 +32,7 @@ function* pngChunks(buf) {
 
 /** JPEG frame header: {width, height, components}, and the EXIF TIFF block if there is one.
  * Segments are read up to the scan, as Pillow does: an Exif segment may follow the frame
- * header, and of several the first one's TIFF header holds the tags Pillow reads. */
+ * header, and several are one block, each one's data after the first's (Pillow's join). */
 function jpegInfo(buf) {
   let exif = null;
   let frame = null;
@@ -43,7 +43,9 @@ function jpegInfo(buf) {
     if (marker === 0xda || marker === 0xd9) break; // start of scan (or end of image)
     const length = buf.readUInt16BE(pos + 2);
     const body = buf.subarray(pos + 4, pos + 2 + length);
-    if (marker === 0xe1 && exif === null && body.toString('latin1', 0, 6) === 'Exif\0\0') exif = body.subarray(6);
+    if (marker === 0xe1 && body.toString('latin1', 0, 6) === 'Exif\0\0') {
+      exif = exif === null ? body.subarray(6) : Buffer.concat([exif, body.subarray(6)]);
+    }
     const isFrame = marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker);
     if (isFrame && frame === null) frame = { height: body.readUInt16BE(1), width: body.readUInt16BE(3), components: body[5] };
     pos += 2 + length;

@@ -2,14 +2,14 @@
 
 Every image in data/extra/<digit>/ is read as `predict` reads it (decoded, size-checked,
 preprocessed to a 28x28 white-on-black digit) and stored as uint8, like MNIST. Files that
-preprocess to identical pixels (one drawing saved twice, or re-encoded) are one digit: kept once,
-or refused together when their labels differ, so no digit is trained on and held out at once. A
-deterministic split by content hash holds out `ingest.holdout_percent` of them for evaluation: a
-digit's side depends only on its own bytes (the smallest hash among its files), so it never
-moves when other digits are added. A bad file never blocks
-the others: it is listed with its reason in reports/ingest.json (and the CLI's warnings), and
-the inbox itself is only read, never changed. An empty inbox is normal: empty splits, and
-training on MNIST alone. Torch-free.
+preprocess to identical pixels (one drawing saved twice, or re-saved losslessly) are one digit:
+kept once, or refused together when their labels differ, so no digit is trained on and held out
+at once. A deterministic split by content hash holds out `ingest.holdout_percent` of them for
+evaluation: a digit's side depends only on its own bytes (the smallest hash among its files),
+so it never moves when other digits are added (a later copy with a smaller hash can move it
+once). A bad file never blocks the others: it is listed with its reason in reports/ingest.json
+(and the CLI's warnings), and the inbox itself is only read, never changed. An empty inbox is
+normal: empty splits, and training on MNIST alone. Torch-free.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def _judge(
     read: list[tuple[int, str, bytes, str]], holdout_percent: int, rejected: dict[str, str]
 ) -> tuple[dict[str, Accepted], dict[str, str]]:
     """The files `read` (label, source, bytes, SHA-256) judged as one digit per distinct 28x28
-    result: files that preprocess to the same pixels (one image saved twice, or re-encoded) are
+    result: files that preprocess to the same pixels (one image saved twice, or re-saved) are
     one digit, kept once on one side of the split, or refused together when their labels
     differ. Fills `rejected`; returns (kept by SHA-256, duplicate source -> kept source)."""
     digits: dict[bytes, list[tuple[int, str, str, np.ndarray]]] = defaultdict(list)

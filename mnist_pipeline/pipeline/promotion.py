@@ -119,7 +119,8 @@ def candidate_holdout(metrics: Metrics, extra_dir: Path | None) -> extra.Split |
 def _trained_on_holdout(card: ModelCard, holdout_percent: int) -> str | None:
     """Why production cannot be scored fairly on today's holdout (None: it can): it trained on
     labelled digits with a smaller holdout share, so part of today's holdout was its training
-    data (an image's side depends only on its hash and the share)."""
+    data (an image's side depends only on its hash and the share; a copy of a digit that
+    arrives later can move it to the holdout once, which favours production, inbox/ingest.py)."""
     if card.data.extra_sha256 in (None, NO_EXTRA_SHA256):
         return None  # trained on MNIST alone: none of the holdout was seen
     theirs = card.params.get("ingest", {}).get("holdout_percent")
