@@ -10,11 +10,13 @@ All run on the same number of threads.
 
 Every measurement runs in a fresh process (no allocator or cache state carried over), and the
 three kinds alternate within each repeat so that a noisy neighbour slows them alike. Each times
-the first `--batches` batches of an epoch and extrapolates to a full epoch (`--full` times whole
-epochs). Printed: medians over `--repeats`, their ratio, the median of the per-repeat ratios
-(robust to drifting load), and the test accuracy each model reached after its timed training
-(partial epochs with --batches), and the ratios per image (an epoch of ours has 60,000 -
-train.val_size images, the classic one 60,000).
+`--batches` batches of an epoch, after 10 untimed ones (the first steps' one-time costs would
+otherwise be scaled up to an epoch by a different factor for each loop), and extrapolates to a
+full epoch (`--full` times whole epochs). Printed: each kind's median seconds per epoch over
+`--repeats` and the test accuracy its model reached after its timed training (partial epochs
+with --batches); then per image (an epoch of ours has 60,000 - train.val_size images, the
+classic one 60,000) each kind's microseconds, its ratio to the classic loop's and the median of
+the per-repeat ratios (robust to drifting load).
 
     .venv/bin/python benchmarks/bench_train.py                # 200 batches x 5 repeats each
     .venv/bin/python benchmarks/bench_train.py --full --repeats 3
@@ -42,6 +44,7 @@ from mnist_pipeline.data.augment import augment
 from mnist_pipeline.data.dataset import load_mnist, normalise
 from mnist_pipeline.data.manifest import MNIST_FILES
 from mnist_pipeline.evaluation import metrics
+from mnist_pipeline.evaluation.metrics import EpochStats
 from mnist_pipeline.model.network import build_model, predict_logits
 from mnist_pipeline.training import loop
 from mnist_pipeline.training.train import torch_settings
@@ -63,34 +66,39 @@ def classic_dataset(data_dir: Path, tmp: Path, train: bool) -> datasets.MNIST:
 
 
 Run = tuple[float, float, torch.nn.Module]  # seconds, fraction of an epoch, trained model
+WARMUP = 10  # untimed batches before `--batches` timed ones (kernel setup, optimizer state)
 
 
 def classic_epoch(dataset: datasets.MNIST, batches: int | None, seed: int) -> Run:
-    """The classic loop over (the first `batches` batches of) one epoch."""
+    """The classic loop over one epoch, or over `batches` batches after WARMUP untimed ones."""
     torch.manual_seed(seed)
     model = build_model("classic")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = DataLoader(dataset, batch_size=CLASSIC_BATCH, shuffle=True)
     model.train()
+    warmup = 0 if batches is None else WARMUP
     start = time.perf_counter()
     done = 0
     for data, target in loader:
+        if done == warmup:
+            start = time.perf_counter()  # the first steps' one-time costs are not timed
         optimizer.zero_grad()
         loss = F.cross_entropy(model(data), target)
         loss.backward()
         optimizer.step()
         done += 1
-        if batches is not None and done >= batches:
+        if batches is not None and done >= warmup + batches:
             break
-    return time.perf_counter() - start, done / len(loader), model
+    return time.perf_counter() - start, (done - warmup) / len(loader), model
 
 
 def ours_epoch(
     images: torch.Tensor, labels: torch.Tensor, params: TrainParams, batches: int | None, seed: int
 ) -> Run:
-    """This project's loop over (the first `batches` batches of) one epoch of the 55k split."""
+    """This project's loop over one epoch of the 55k split, or over `batches` batches after
+    WARMUP untimed ones."""
     torch.manual_seed(seed)
-    model = loop.training_model(ModelParams().arch)
+    model = loop.training_model(ModelParams().arch, dropout=params.dropout)  # as the stage's
     optimizer = loop.make_optimizer(model, params)
     train_idx, _ = loop.split_indices(
         len(labels), params.val_size, torch.Generator().manual_seed(1)
@@ -98,19 +106,26 @@ def ours_epoch(
     steps = loop.steps_per_epoch(len(train_idx), params.batch_size, None)
     scheduler = loop.make_scheduler(optimizer, params, steps)
     generator = torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
-    stats = loop.train_epoch(
-        model,
-        optimizer,
-        scheduler,
-        images,
-        labels,
-        loop.batch_indices(train_idx, params.batch_size, generator, batches),
-        precision=params.precision,
-        transform=(lambda x: augment(x, params.augment, generator))
-        if params.augment.enabled
-        else None,
+    transform = (
+        (lambda x: augment(x, params.augment, generator)) if params.augment.enabled else None
     )
+
+    def steps_of(cap: int | None) -> EpochStats:
+        return loop.train_epoch(
+            model,
+            optimizer,
+            scheduler,
+            images,
+            labels,
+            loop.batch_indices(train_idx, params.batch_size, generator, cap),
+            precision=params.precision,
+            transform=transform,
+        )
+
+    if batches is not None:
+        steps_of(WARMUP)  # the first steps' one-time costs are not timed
+    start = time.perf_counter()
+    stats = steps_of(batches)
     return time.perf_counter() - start, stats.images / len(train_idx), model
 
 

@@ -5,6 +5,7 @@ it takes little of the CPU it shares with the server it measures."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 
@@ -32,7 +33,10 @@ def multipart(files: list[bytes]) -> tuple[str, bytes]:
 
 
 async def connection(port: int, payload: bytes, until: float, latencies: list, errors: list):
-    """Send `payload` on one connection until `until`, recording each latency and non-200."""
+    """Send `payload` on one connection until `until`, recording the latency of each answer
+    that came by then (a 200) and the status of each that was not a 200. The request in flight
+    at `until` is answered and not counted: counted, each connection would add one request past
+    the time divided by, `concurrency / seconds` req/s too many (many for slow batches)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         while time.perf_counter() < until:
@@ -46,15 +50,27 @@ async def connection(port: int, payload: bytes, until: float, latencies: list, e
                 if line.lower().startswith(b"content-length:")
             )
             await reader.readexactly(length)
-            latencies.append(time.perf_counter() - start)
-            if status != 200:
+            end = time.perf_counter()
+            if end > until:
+                break
+            if status == 200:
+                latencies.append(end - start)
+            else:
                 errors.append(status)
     finally:
         writer.close()
 
 
+def percentile(ordered: list[float], share: float) -> float:
+    """The nearest-rank percentile of sorted `ordered` (NaN when empty)."""
+    if not ordered:
+        return float("nan")
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
 async def load(port: int, payload: bytes, concurrency: int, seconds: float) -> dict[str, float]:
-    """`concurrency` connections for `seconds`: req/s, p50 and p99 (ms), errors."""
+    """`concurrency` connections for `seconds`: answered (200) req/s, their p50 and p99 (ms;
+    p99 only from 100 answers on, else NaN), and the number of other answers."""
     latencies: list[float] = []
     errors: list[int] = []
     until = time.perf_counter() + seconds
@@ -64,7 +80,7 @@ async def load(port: int, payload: bytes, concurrency: int, seconds: float) -> d
     ordered = sorted(latencies)
     return {
         "rps": len(latencies) / seconds,
-        "p50": ordered[len(ordered) // 2] * 1000,
-        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+        "p50": percentile(ordered, 0.5) * 1000,
+        "p99": percentile(ordered, 0.99) * 1000 if len(ordered) >= 100 else float("nan"),
         "errors": len(errors),
     }
