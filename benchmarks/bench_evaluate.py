@@ -81,7 +81,8 @@ def main() -> None:
                 cold()
 
         kinds = {
-            f"cold cache, rendered by {robustness.cpu_count()} process(es)": cold,
+            f"cold cache, rendered by {min(robustness.cpu_count(), robustness.MAX_PROCESSES)}"
+            " process(es)": cold,
             "cold cache, rendered by one process": cold_alone,
             "warm cache (reads it back)": run,
         }

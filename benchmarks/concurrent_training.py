@@ -5,7 +5,8 @@
 Times `--batches` training steps of the classic CNN (batch 64, random digits) in fresh
 processes: one alone (OpenMP's default wait policy, then OMP_WAIT_POLICY=PASSIVE, where threads
 sleep at a barrier instead of spinning), then two side by side with each policy, then two with one
-torch thread each. Each figure is the median over `--repeats` rounds of one process's seconds;
+torch thread each. Side by side, the processes start their steps together (once each has set
+up). Each figure is the median over `--repeats` rounds of one process's seconds;
 all cases are measured in one run, so their ratios are comparable. A worker that runs several
 flow runs at once, and pytest in several processes, are the two-at-once cases.
 """
@@ -24,13 +25,15 @@ from benchmarks.machine import lscpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = """
-import time, torch
+import sys, time, torch
 from mnist_pipeline.model.network import build_model
 torch.manual_seed(0)
 torch.set_num_threads({threads})
 model = build_model("classic")
 optimiser = torch.optim.Adam(model.parameters(), 1e-3)
 x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+print("ready", flush=True)
+sys.stdin.readline()  # every process starts its steps when all are ready
 start = time.perf_counter()
 for _ in range({batches}):
     optimiser.zero_grad()
@@ -45,9 +48,22 @@ def _side_by_side(copies: int, code: str, extra_env: dict[str, str]) -> list[flo
     inherited = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     env = {**inherited, **extra_env, "PYTHONPATH": str(ROOT)}
     procs = [
-        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(copies)
     ]
+    # Imports and setup take each process its own time: the steps start together, so that
+    # the processes train at once for the whole of what is timed.
+    if not all(proc.stdout.readline().strip() == "ready" for proc in procs):
+        sys.exit("a training process failed before its steps")
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     outputs = [proc.communicate()[0] for proc in procs]
     if any(proc.returncode != 0 for proc in procs):
         sys.exit("a training process failed")
