@@ -189,26 +189,18 @@ def test_evaluation_reads_nothing_while_an_ingest_writes_and_then_sees_its_digit
     assert not layout.metrics.exists()  # nothing scored, nothing written
 
 
-def test_a_dataset_this_user_may_only_read_is_trained_and_scored_on(
+def test_a_dataset_whose_lock_files_this_user_cannot_write_is_trained_and_scored_on(
     with_inbox: Layout, tiny_params: Params, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No lock file can be made beside a read-only data/ (as a user without write access, or
-    on a read-only mount; tests run as root, so the refusal is the lock's): read unlocked."""
-    import errno
-
+    """Lock files another user made, or a read-only data/: train and evaluate hold them shared
+    through read-only descriptors (tests/test_unchanging.py) and run as usual."""
     from mnist_pipeline.core import atomic
+    from tests.test_unchanging import NotWritable
 
-    class ReadOnly:
-        lock_file = "data/.x.lock"
-
-        def __enter__(self) -> None:
-            raise PermissionError(errno.EACCES, "Permission denied", self.lock_file)
-
-        def __exit__(self, *exc: object) -> None:
-            raise AssertionError("never held")
-
-    monkeypatch.setattr(atomic, "folder_lock", lambda folder, timeout=-1: ReadOnly())
-    layout = with_inbox
+    layout = with_inbox  # its ingest made data/.ingested.lock; data/.mnist.lock is made here
+    (layout.data_dir.parent / ".mnist.lock").touch()
+    assert (layout.data_dir.parent / ".ingested.lock").is_file()
+    monkeypatch.setattr(atomic, "folder_lock", NotWritable)
     train(tiny_params.model, tiny_params.train, layout)
     evaluate(tiny_params.model, tiny_params.evaluate, layout)
     assert json.loads(layout.metrics.read_text())["extra"]["total"] > 0

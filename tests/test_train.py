@@ -431,3 +431,21 @@ def test_killed_training_process_resumes_to_the_same_weights(tmp_path: Path) -> 
     reference = train(MODEL, TrainParams.model_validate(KILL_TRAIN), clean)
     assert same_weights(weights(layout.state_dict), weights(reference.state_dict))
     assert len(layout.train_history.read_text().splitlines()) == 1 + KILL_TRAIN["epochs"]
+
+
+def test_without_validation_the_weights_the_last_step_left_are_checked() -> None:
+    """The epoch's training loss was taken before each step: the last step's NaN shows only
+    in the weights, which a validation pass would have scored."""
+    from mnist_pipeline.core.errors import TrainingError
+    from mnist_pipeline.evaluation.metrics import EpochStats
+    from mnist_pipeline.model.network import build_model
+    from mnist_pipeline.training.loop import check_finite
+
+    net = build_model("classic")
+    trained, none = EpochStats(0.3, 0.9, 64), EpochStats(float("nan"), float("nan"), 0)
+    check_finite(1, trained, none, net)  # finite weights, no validation: fine
+    with torch.no_grad():
+        next(net.parameters())[0].fill_(float("inf"))
+    with pytest.raises(TrainingError, match="training diverged in epoch 1"):
+        check_finite(1, trained, none, net)
+    check_finite(1, trained, EpochStats(0.2, 0.95, 32), net)  # its validation loss is the check

@@ -7,8 +7,9 @@ import errno
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -168,22 +169,54 @@ READ_LOCK_TIMEOUT_S = 600  # a fetch holds its folder's lock while it downloads
 def unchanging(*folders: Path, timeout: float = READ_LOCK_TIMEOUT_S) -> Iterator[None]:
     """Hold the writers' locks of `folders` (folder_lock, in the order given) while the caller
     reads them: what it reads and hashes is one writer's files, and none changes meanwhile. A
-    lock that cannot be made (a folder this user may only read, a read-only mount) is skipped:
-    no writer of this user replaces the files there either."""
+    lock file this user cannot open for writing (another user's, a folder it may only read, a
+    read-only mount) is held shared through a read-only descriptor, which a writer's hold
+    excludes all the same; where there is no lock file at all, no writer has held one."""
     with ExitStack() as held:
         for folder in folders:
             lock = folder_lock(folder, timeout)
             try:
-                held.enter_context(lock)
+                try:
+                    held.enter_context(lock)
+                except OSError as exc:
+                    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                        raise
+                    held.enter_context(_held_shared(Path(lock.lock_file), timeout))
             except Timeout:
                 raise DataError(
                     f"{folder} has been being written for {timeout:.0f} s ({lock.lock_file} is "
                     "held); try again"
                 ) from None
-            except OSError as exc:
-                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-                    raise
         yield
+
+
+@contextmanager
+def _held_shared(lock_file: Path, timeout: float) -> Iterator[None]:
+    """A shared flock of `lock_file` through a read-only descriptor (flock needs no write
+    access; a writer's exclusive flock and this one exclude each other). Nothing to hold when
+    the file does not exist (or on a system without flock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: filelock's own locks there are not flock
+        fcntl = None
+    descriptor = None
+    if fcntl is not None:
+        with suppress(FileNotFoundError):
+            descriptor = os.open(lock_file, os.O_RDONLY)
+    try:
+        started = time.monotonic()
+        while descriptor is not None:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if 0 <= timeout < time.monotonic() - started:
+                    raise Timeout(str(lock_file)) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        if descriptor is not None:
+            os.close(descriptor)  # and with it the shared hold
 
 
 def folder_lock(folder: Path, timeout: float = -1) -> FileLock:

@@ -49,7 +49,7 @@ def run_git(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Comp
             ["git", *args], 124, "", f"git {args[0]} had no answer within {timeout:.0f} s"
         )
     except FileNotFoundError as exc:
-        if shutil.which("git") is not None:  # git is there: the folder it was to run in is not
+        if not Path(cwd).is_dir():  # the folder it was to run in is gone
             raise CheckoutError(f"{cwd} does not exist (git {args[0]} cannot run there)") from None
         raise CheckoutError(
             "git is not installed on this worker (or not on its PATH): the pull step needs it"

@@ -168,12 +168,15 @@ def train_epoch(
     return EpochStats(float(loss_sum) / seen, int(correct) / seen, seen)
 
 
-def check_finite(epoch: int, train: EpochStats, val: EpochStats) -> None:
-    """TrainingError when epoch `epoch`'s losses are not finite: the weights diverged (NaN or
-    infinity), and every later epoch, the checkpoint and the model would carry them. A pass
-    over no images (no validation split: `train.val_size: 0`) has no loss to check."""
+def check_finite(epoch: int, train: EpochStats, val: EpochStats, net: nn.Module) -> None:
+    """TrainingError when epoch `epoch` diverged (NaN or infinity): its losses, or, without a
+    validation pass to show them (`train.val_size: 0`), the weights its last step left. Every
+    later epoch, the checkpoint and the model would carry them."""
     losses = [stats.loss for stats in (train, val) if stats.images]
-    if not all(math.isfinite(loss) for loss in losses):
+    finite = all(math.isfinite(loss) for loss in losses)
+    if finite and not val.images:
+        finite = all(bool(torch.isfinite(p).all()) for p in net.parameters())
+    if not finite:
         raise TrainingError(
             f"training diverged in epoch {epoch} (train loss {train.loss}, validation loss "
             f"{val.loss}): no model written; lower train.max_learning_rate (or "
