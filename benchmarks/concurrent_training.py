@@ -33,7 +33,8 @@ model = build_model("classic")
 optimiser = torch.optim.Adam(model.parameters(), 1e-3)
 x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
 print("ready", flush=True)
-sys.stdin.readline()  # every process starts its steps when all are ready
+if sys.stdin.readline() != "go\\n":  # every process starts its steps when all are ready
+    sys.exit(1)  # the parent gave up (another process failed): no steps
 start = time.perf_counter()
 for _ in range({batches}):
     optimiser.zero_grad()
@@ -60,6 +61,9 @@ def _side_by_side(copies: int, code: str, extra_env: dict[str, str]) -> list[flo
     # Imports and setup take each process its own time: the steps start together, so that
     # the processes train at once for the whole of what is timed.
     if not all(proc.stdout.readline().strip() == "ready" for proc in procs):
+        for proc in procs:
+            proc.kill()
+            proc.wait()
         sys.exit("a training process failed before its steps")
     for proc in procs:
         proc.stdin.write("go\n")
