@@ -98,12 +98,12 @@ def write_plots(images: torch.Tensor, scores: scoring.Scores, layout: Layout) ->
         (folder / PLOT_FILES[3]).unlink(missing_ok=True)  # never leave a stale one behind
 
 
-def check_trained(layout: Layout, weights_sha256: str, data_sha256: str) -> None:
+def check_trained(layout: Layout, weights_sha256: str, data_sha256: str, ingested: str) -> None:
     """GateError unless the training record names these weights and the history beside them
     (otherwise a training stopped between its writes, or the files came from elsewhere), the
     dataset it trained on is the one in layout.data_dir (`data_sha256`: a test set it learnt
     from would score it), and the ingested digits it trained with are still those in
-    layout.extra_dir."""
+    layout.extra_dir (`ingested`, their extra_sha256)."""
     record = read_report(TrainRecord, layout.train_record, "train")
     where = str(layout.train_record)
     made_from(record.state_dict_sha256, weights_sha256, where, "model.pt", "train")
@@ -116,7 +116,7 @@ def check_trained(layout: Layout, weights_sha256: str, data_sha256: str) -> None
             )
         made_from(record.history_sha256, file_sha256(history), where, history.name, "train")
     trained_on = record.fingerprint.extra_sha256
-    if trained_on not in (extra.NO_EXTRA_SHA256, extra.extra_sha256(layout.extra_dir)):
+    if trained_on not in (extra.NO_EXTRA_SHA256, ingested):
         raise GateError(
             f"{layout.extra_dir} is not what {where} was trained with (ingested since?): its "
             "holdout could hold digits the model learnt from; run `mnist-pipeline train`"
@@ -135,10 +135,10 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
     net, weights_sha256 = load_model_and_hash(model.arch, layout.state_dict)
     with unchanging(layout.data_dir, layout.extra_dir):  # no fetch or ingest replaces them
         data_sha256 = dataset_sha256(layout.data_dir)
-        check_trained(layout, weights_sha256, data_sha256)
+        ingested = extra.extra_sha256(layout.extra_dir)
+        check_trained(layout, weights_sha256, data_sha256, ingested)
         mnist = load_mnist(layout.data_dir)
         holdout = extra.read_split(layout.extra_dir, "holdout")
-        ingested = extra.extra_sha256(layout.extra_dir)
     test = scoring.score(net, mnist.test_images, mnist.test_labels, params.batch_size)
     held = score_holdout(net, params, layout, holdout, ingested)
     calibration = metrics.calibration(test.confidence, test.predicted == test.actual)
