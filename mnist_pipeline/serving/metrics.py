@@ -17,16 +17,18 @@ and a scrape answered by any worker adds them all up.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from uvicorn import Config
 from uvicorn.supervisors import Multiprocess
@@ -144,8 +146,26 @@ class Metrics:
         if ENV_MULTIPROC not in os.environ:
             return generate_latest(self.registry)
         merged = CollectorRegistry()
-        MultiProcessCollector(merged)
+        WrittenFilesCollector(merged)
         return generate_latest(merged)
+
+
+class WrittenFilesCollector(MultiProcessCollector):
+    """Every worker's files but those still 0 bytes long. prometheus-client creates a file
+    before it sizes it, and reading one in that moment fails the whole scrape; a worker killed
+    in it leaves the file so for good, failing every later one (prometheus/client_python#1199,
+    open in 0.26). A file that is empty holds no value yet."""
+
+    def collect(self) -> Iterable[Metric]:
+        files = [path for path in glob.glob(os.path.join(self._path, "*.db")) if _sized(path)]
+        return self.merge(files, accumulate=True)
+
+
+def _sized(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except FileNotFoundError:  # a live gauge's file removed by mark_process_dead meanwhile
+        return False
 
 
 @contextmanager
