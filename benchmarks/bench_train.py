@@ -47,7 +47,7 @@ from mnist_pipeline.evaluation import metrics
 from mnist_pipeline.evaluation.metrics import EpochStats
 from mnist_pipeline.model.network import build_model, predict_logits
 from mnist_pipeline.training import loop
-from mnist_pipeline.training.train import torch_settings
+from mnist_pipeline.training.runtime import torch_settings
 
 CLASSIC_BATCH = 64
 

@@ -97,9 +97,11 @@ class Clock:
 
 
 def test_accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """Accuracy on MNIST test (in eval mode; the net's mode is restored)."""
+    """Accuracy on MNIST test (in eval mode; the net's mode is restored), on the net's device."""
     training = net.training
-    correct = (predict_logits(net, images, 1000).argmax(1) == labels).sum().item()
+    device = next(net.parameters()).device
+    logits = predict_logits(net, images.to(device), 1000)
+    correct = (logits.argmax(1) == labels.to(device)).sum().item()
     net.train(training)
     return correct / len(labels)
 

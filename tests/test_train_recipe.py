@@ -12,7 +12,8 @@ from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ModelParams, Params, TrainParams, load_params
 from mnist_pipeline.training import loop
-from mnist_pipeline.training.train import torch_settings, train
+from mnist_pipeline.training.runtime import torch_settings
+from mnist_pipeline.training.train import train
 from tests.conftest import REPO_ROOT
 
 TINY = {"epochs": 3, "batch_size": 32, "val_size": 32, "num_threads": 1}
@@ -94,6 +95,42 @@ def test_torch_settings_restore_the_callers_settings() -> None:
         assert not torch.utils.deterministic.fill_uninitialized_memory
     assert torch.utils.deterministic.fill_uninitialized_memory == fill
     assert torch.are_deterministic_algorithms_enabled() == deterministic
+
+
+def test_a_run_computes_in_ieee_float32_whatever_the_caller_chose() -> None:
+    """TF32 convolutions, a lowered matmul precision (bf16 in oneDNN on CPUs that have it) or
+    cuDNN's timed choice of algorithm would change the weights without changing the run's
+    fingerprint: a run pins them, and the caller gets its own back."""
+    matmul = torch.get_float32_matmul_precision()
+    tf32, benchmark = torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
+    torch.set_float32_matmul_precision("medium")
+    torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = True, True
+    try:
+        with torch_settings(params(num_threads=1)):
+            assert torch.get_float32_matmul_precision() == "highest"
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cudnn.benchmark
+            assert torch.backends.mkldnn.matmul.fp32_precision == "ieee"
+        assert torch.get_float32_matmul_precision() == "medium"
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cudnn.benchmark
+    finally:
+        torch.set_float32_matmul_precision(matmul)
+        torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = tf32, benchmark
+
+
+def test_a_cpu_run_leaves_the_gpus_random_generators_alone(
+    tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seeding the run seeds the CPU generator (and the run's own GPU), never every GPU of the
+    process for good (`torch.manual_seed` would, and `fork_rng` gives back only the CPU's)."""
+    seeded: list[str] = []
+    for name in ("manual_seed", "manual_seed_all"):
+        monkeypatch.setattr(torch.cuda, name, lambda seed, name=name: seeded.append(name))
+    torch.default_generator.manual_seed(5)
+    expected = torch.rand(3)
+    torch.default_generator.manual_seed(5)
+    train(ModelParams(), params(epochs=1), Layout(tmp_path))
+    assert seeded == []
+    assert torch.equal(torch.rand(3), expected)  # and the caller's CPU generator came back
 
 
 def test_torch_settings_restore_a_callers_warn_only_mode_also_after_an_error() -> None:

@@ -18,10 +18,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,7 @@ from mnist_pipeline.data.dataset import normalise
 from mnist_pipeline.evaluation import metrics
 from mnist_pipeline.model.network import predict_logits
 from mnist_pipeline.training import checkpoint as checkpoints
-from mnist_pipeline.training import loop, temperature
+from mnist_pipeline.training import loop, runtime, temperature
 from mnist_pipeline.training.inputs import read_inputs
 from mnist_pipeline.training.outputs import output_files, remove_stale_temps, write_outputs
 
@@ -72,39 +70,6 @@ class TrainResult:
             f"trained {self.epochs_run} epoch(s){resumed} in {self.seconds:.1f} s: "
             f"train loss {self.train_loss:.4f}, val accuracy {val} -> {self.state_dict}"
         )
-
-
-def resolve_device(requested: str) -> torch.device:
-    """`cpu`, or `cuda` when this machine has it (a clear error otherwise)."""
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ParamsError(
-            "train.device is 'cuda' but no CUDA device is available here "
-            "(torch.cuda.is_available() is False); set train.device: cpu"
-        )
-    return torch.device(requested)
-
-
-@contextmanager
-def torch_settings(params: TrainParams) -> Iterator[None]:
-    """Thread count and deterministic algorithms for the run; the caller's settings come back."""
-    if params.device == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    fill = torch.utils.deterministic.fill_uninitialized_memory
-    torch.set_num_threads(params.num_threads)
-    torch.use_deterministic_algorithms(True)
-    # Deterministic mode would also fill every new tensor with NaN before an op overwrites it
-    # (~10% of a training step here, profiled); no op used here reads memory it did not write.
-    torch.utils.deterministic.fill_uninitialized_memory = False
-    try:
-        with torch.random.fork_rng(devices=[]):  # our seeding does not leak to the caller
-            yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 def history_csv(history: list[dict[str, float]], columns: tuple[str, ...] = HISTORY_COLUMNS) -> str:
@@ -158,10 +123,10 @@ def train(
 def _train(
     model: ModelParams, params: TrainParams, layout: Layout, on_epoch: EpochHook | None
 ) -> TrainResult:
-    device = resolve_device(params.device)
+    device = runtime.resolve_device(params.device)
     precision = loop.resolve_precision(params.precision, device)
     started = time.perf_counter()
-    with torch_settings(params):
+    with runtime.torch_settings(params, device):
         inputs = read_inputs(model, params, layout)
         mnist, added = inputs.mnist, inputs.added
         n = len(mnist.train_labels)
@@ -195,7 +160,7 @@ def _train(
         steps = loop.steps_per_epoch(len(train_idx), params.batch_size, cap)
 
         def start() -> tuple[torch.Generator, torch.nn.Module, Any, Any]:
-            torch.manual_seed(params.seed)  # weight init and dropout
+            runtime.seed(params.seed, device)  # weight init and dropout
             shuffle = torch.Generator().manual_seed(params.seed + 1)
             net = loop.training_model(model.arch, device, params.dropout)
             optimizer = loop.make_optimizer(net, params)
