@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,42 @@ def test_an_extends_it_cannot_use_is_one_line_naming_the_file(
     with pytest.raises(ParamsError, match=message) as refused:
         load_params(tmp_path / "r.yaml", environ={})
     assert "\n" not in str(refused.value)
+
+
+def test_a_params_file_that_is_a_pipe_or_a_device_is_refused_unread(tmp_path: Path) -> None:
+    """A FIFO would block the command for good and /dev/zero fill its memory."""
+    fifo = tmp_path / "params.yaml"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(ParamsError, match=r"not a regular file \(a device, pipe or socket\)"):
+            load_params(path, environ={})
+
+
+def test_a_params_file_larger_than_any_params_file_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "# padding\n" * 100_001)
+    with pytest.raises(ParamsError, match=r"1,000,010 bytes, more than a params file holds"):
+        load_params(path, environ={})
+
+
+def test_nesting_too_deep_to_parse_is_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "params.yaml", "train: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ParamsError) as refused:
+        load_params(path, environ={})
+    assert (
+        str(refused.value)
+        == f"{path}: not valid YAML: nested too deeply (lists or mappings inside each other)"
+    )
+
+
+def test_a_refused_value_is_quoted_short_however_large_it_expands(tmp_path: Path) -> None:
+    """Seven lines of anchors expand to 9^7 strings (the "billion laughs"); the error quotes
+    the value cut short instead of printing every one of them."""
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for name, below in zip("bcdefg", "abcdef", strict=True):
+        lines.append(f"{name}: &{name} [{', '.join(['*' + below] * 9)}]")
+    path = write(tmp_path / "params.yaml", "\n".join(lines) + "\ntrain:\n  epochs: *g\n")
+    with pytest.raises(ParamsError) as refused:
+        load_params(path, environ={})
+    message = str(refused.value)
+    assert "train.epochs" in message and "[[[...], [...], " in message, message
+    assert max(len(line) for line in message.splitlines()) < 400

@@ -8,6 +8,7 @@ there stays in force whatever recipe a run uses.
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.validators import describe_yaml_error, load_yaml_strict
 
 EXTENDS = "extends"
+MAX_BYTES = 1_000_000  # the project's params.yaml is about 12 kB
 
 
 def read_params_file(path: Path, extended_by: tuple[Path, ...] = ()) -> tuple[Any, str]:
@@ -24,7 +26,7 @@ def read_params_file(path: Path, extended_by: tuple[Path, ...] = ()) -> tuple[An
     errors in it name it ("recipes/quick.yaml extending recipes/../params.yaml"); ParamsError
     naming the file when it cannot be read, is not YAML, or extends one it cannot use."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path)
     except UnicodeDecodeError as exc:
         raise ParamsError(f"{path}: not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
     except FileNotFoundError:
@@ -51,6 +53,20 @@ def read_params_file(path: Path, extended_by: tuple[Path, ...] = ()) -> tuple[An
     if not isinstance(inherited, dict):
         raise ParamsError(f"{base_path} ({EXTENDS} of {path}): top level must be a mapping")
     return merged(inherited, raw), f"{path} extending {source}"
+
+
+def _read_text(path: Path) -> str:
+    """The file's text; a pipe, device or socket (which could block or never end) or a file far
+    larger than any params file is refused unread."""
+    found = path.stat()
+    if not stat.S_ISREG(found.st_mode) and not stat.S_ISDIR(found.st_mode):  # a folder: below
+        raise ParamsError(f"params file {path}: not a regular file (a device, pipe or socket)")
+    if found.st_size > MAX_BYTES:
+        raise ParamsError(
+            f"params file {path}: {found.st_size:,} bytes, more than a params file holds "
+            f"(at most {MAX_BYTES:,})"
+        )
+    return path.read_text(encoding="utf-8")
 
 
 def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

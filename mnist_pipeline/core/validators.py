@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import reprlib
 from collections.abc import Hashable, Mapping
 from typing import Any
 from urllib.parse import urlparse
@@ -93,8 +94,12 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _n
 
 
 def load_yaml_strict(text: str) -> Any:
-    """yaml.safe_load, but a duplicate key is a yaml.YAMLError instead of a silent overwrite."""
-    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    """yaml.safe_load, but a duplicate key is a yaml.YAMLError instead of a silent overwrite,
+    and so is nesting too deep for the parser (a RecursionError)."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply (lists or mappings inside each other)") from None
 
 
 def describe_yaml_error(exc: yaml.YAMLError) -> str:
@@ -173,6 +178,24 @@ def empty_sections_as_mappings(raw: dict[str, Any], model: type[BaseModel]) -> N
             empty_sections_as_mappings(raw[name], nested)
 
 
+def _shown_values() -> reprlib.Repr:
+    """How a refused value is quoted: in full when short, cut (`...`) when long or nested."""
+    shown = reprlib.Repr()
+    shown.maxstring = shown.maxother = 80
+    shown.maxlist = shown.maxtuple = shown.maxdict = shown.maxset = 8
+    shown.maxlevel = 2
+    return shown
+
+
+_SHOWN = _shown_values()
+
+
+def quoted(value: Any, limit: int = 120) -> str:
+    """`value` as a refusal quotes it: its repr, cut short (`...`) past `limit` characters."""
+    text = _SHOWN.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def problems(lines: list[str]) -> str:
     """One problem is one line; several are listed under a heading, one line each."""
     return lines[0] if len(lines) == 1 else "invalid params:\n  " + "\n  ".join(lines)
@@ -225,5 +248,5 @@ def describe_errors(
         if not item["loc"]:  # a rule across sections: its message names the keys
             lines.append(f"{where}: {rule}")
             continue
-        lines.append(f"{where}: {rule} (got {item.get('input')!r})")
+        lines.append(f"{where}: {rule} (got {quoted(item.get('input'))})")
     return problems(lines)
