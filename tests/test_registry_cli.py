@@ -129,6 +129,33 @@ def test_a_version_argument_that_is_no_number_is_refused_before_anything_moves(
     assert models(workdir, "history", "--json").stdout == before
 
 
+def test_a_comment_or_actor_that_is_not_one_printable_line_moves_nothing(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A newline would make one audit event read as two rows of `models history`, and an
+    escape sequence would reach every terminal that shows it."""
+    monkeypatch.setenv("COLUMNS", "250")
+    for seed, accuracy in ((1, 0.95), (2, 0.9505)):
+        produce(workdir, seed, accuracy)
+        assert models(workdir, "register").exit_code == 0
+    before = models(workdir, "history", "--json").stdout
+    for option, text, shown in (
+        ("--comment", "line1\nline2", "'\\n' at 5"),
+        ("--comment", "red\x1b[31m", "'\\x1b' at 3"),
+        ("--actor", "user:a\tb", "'\\t' at 6"),
+    ):
+        refused = models(workdir, "promote", "2", option, text)
+        assert refused.exit_code == 1, refused.output
+        what = option.removeprefix("--")
+        assert str(refused.exception) == (
+            f"the {what} holds a control character ({shown.replace(chr(92) * 2, chr(92))}): "
+            "give one line of printable text"
+        )
+    assert models(workdir, "promote", "2", "--comment", "x" * 2001).exit_code == 1
+    assert models(workdir, "history", "--json").stdout == before
+    assert models(workdir, "promote", "2", "--comment", "geprüft: ok").exit_code == 0
+
+
 def test_history_lists_who_moved_each_alias_and_why(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

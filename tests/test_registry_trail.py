@@ -11,6 +11,7 @@ import pytest
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry.keys import printable
 from mnist_pipeline.registry.signing import Signing
 from mnist_pipeline.registry.trail import HASH_KEY, digest
 from tests.registry_helpers import MODEL, PARAMS, key_pair, model_dir, writable
@@ -297,3 +298,10 @@ def test_an_alias_document_of_another_shape_is_refused_by_name(
             read()
     [reported] = registry.verify()
     assert problem in reported and "aliases.json" in reported
+
+
+def test_stored_text_is_shown_with_its_control_characters_escaped() -> None:
+    """An actor or comment stored before they were refused shows as one line, with no escape
+    sequence reaching the terminal."""
+    assert printable("line1\nline2\x1b[31m\x9b") == "line1\\nline2\\x1b[31m\\x9b"
+    assert printable("geprüft ✓") == "geprüft ✓"

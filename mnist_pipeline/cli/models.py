@@ -46,6 +46,11 @@ Actor = Annotated[
 ]
 
 
+def _cell(value: object) -> str:
+    """A stored value as a table shows it: no markup, control characters escaped."""
+    return escape(keys.printable(str(value)))
+
+
 def _aliases(registry: Registry) -> dict[str, int]:
     """The aliases, to show beside versions; none (with a warning) when they cannot be read:
     versions by number stay readable (docs/registry.md)."""
@@ -140,11 +145,11 @@ def history(
         previous, comment = event.get("previous"), (event.get("evidence") or {}).get("comment")
         why = str(event.get("reason", "")) + (f" ({comment})" if comment else "")
         table.add_row(
-            *(escape(str(event.get(key, "?"))) for key in ("time", "action", "alias")),
+            *(_cell(event.get(key, "?")) for key in ("time", "action", "alias")),
             f"v{event.get('version')}",
             "-" if previous is None else f"v{previous}",
-            escape(str(event.get("actor", "?"))),
-            escape(why),
+            _cell(event.get("actor", "?")),
+            _cell(why),
         )
     out.print(table)
 

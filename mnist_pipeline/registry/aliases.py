@@ -24,10 +24,12 @@ from typing import Any
 
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import trail
-from mnist_pipeline.registry.keys import REF_VERSION_RE, check_alias
+from mnist_pipeline.registry.keys import REF_VERSION_RE, check_alias, check_text
 
 PRODUCTION = "production"
 STAGING = "staging"
+MAX_ACTOR = 200  # characters of an audit event's actor
+MAX_COMMENT = 2000  # and of its comment
 
 
 def names_version(ref: str) -> bool:
@@ -42,7 +44,7 @@ def utc_now() -> str:
 
 def commented(comment: str | None) -> dict[str, str]:
     """A manual move's evidence: the mover's comment (none: no evidence)."""
-    return {} if comment is None else {"comment": comment}
+    return {} if comment is None else {"comment": check_text(comment, "comment", MAX_COMMENT)}
 
 
 @dataclass
@@ -135,7 +137,7 @@ class AliasState:
             "version": version,
             "previous": previous,
             "reason": reason,
-            "actor": actor or trail.default_actor(),
+            "actor": check_text(actor, "actor", MAX_ACTOR) if actor else trail.default_actor(),
             "evidence": dict(evidence or {}),
         }
         self.events.append(trail.chained(self.events, event, self.sign))

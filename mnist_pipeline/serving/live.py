@@ -16,7 +16,7 @@ from collections import OrderedDict
 from typing import Annotated, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 LABEL_MEMORY = 50_000  # images remembered for a later label (~100 bytes each)
 
@@ -64,6 +64,12 @@ class Tally(BaseModel):
     canary: int = Field(default=0, ge=0)  # images the challenger answered (canary share)
     failed: int = Field(default=0, ge=0)  # images the challenger failed on (an exception)
     labelled: dict[Digit, Pairs] = Field(default_factory=dict)  # by true digit "0".."9"
+
+    @model_validator(mode="after")
+    def _agreed_among_compared(self) -> Tally:
+        if self.agreed > self.compared:
+            raise ValueError(f"agreed {self.agreed} of {self.compared} compared")
+        return self
 
     def compare(self, production: np.ndarray, challenger: np.ndarray) -> int:
         """Count one batch's digits from both models; returns how many disagree."""

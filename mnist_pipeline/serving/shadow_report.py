@@ -61,7 +61,7 @@ def tallies(status: dict[str, Any]) -> list[Tally]:
     except ValidationError as exc:
         where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise DataError(f"the shadow's records are malformed: {where}") from None
-    except (AttributeError, ValueError) as exc:
+    except (AttributeError, TypeError, ValueError) as exc:
         raise DataError(f"the shadow's records are malformed: {exc}") from None
 
 
