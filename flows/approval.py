@@ -26,6 +26,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 from prefect.states import Completed, Running, State
+from pydantic import Field
 
 from flows.artifacts import tag_run
 from flows.notify import tell
@@ -33,6 +34,8 @@ from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
 from mnist_pipeline.pipeline.approval import Answer, Settled, settle, waiting_tag
 from mnist_pipeline.registry import Registration, Registry
+from mnist_pipeline.registry.aliases import MAX_ACTOR, MAX_COMMENT
+from mnist_pipeline.registry.keys import printable
 
 POLL_S = 10  # how often a paused run checks whether it was answered
 
@@ -41,8 +44,14 @@ class ApprovalInput(RunInput):
     """The answer a paused approval run waits for."""
 
     approve: bool
-    comment: str = ""
-    who: str | None = None  # recorded as the actor; empty: `prefect-ui:<retraining run>`
+    comment: str = Field("", max_length=MAX_COMMENT)
+    who: str | None = Field(None, max_length=MAX_ACTOR)  # the actor; empty: the UI of the run
+
+    def answer(self) -> Answer:
+        """The answer, its line breaks and other control characters kept as their escapes (a
+        form's comment of two lines still answers; the audit trail keeps one line)."""
+        comment = printable(self.comment)[:MAX_COMMENT]
+        return Answer(self.approve, comment, printable(self.who)[:MAX_ACTOR] if self.who else None)
 
 
 @flow(name="approval", flow_run_name="approve-v{version}", log_prints=True)
@@ -61,7 +70,7 @@ def approval(model_name: str, version: int, timeout_s: int) -> State:
     except FlowPauseTimeout:
         _run_again("no answer to the approval in time")
         return Completed(message=f"no answer within {timeout_s} s", data=None)
-    answer = Answer(given.approve, given.comment, given.who or None)
+    answer = given.answer()
     by = f" by {answer.who}" if answer.who else ""
     verb = "approve" if answer.approve else "reject"
     return Completed(message=f"answered: {verb} v{version}{by}", data=answer)

@@ -137,12 +137,14 @@ def test_an_answer_naming_nobody_is_recorded_as_the_ui_of_the_waiting_run(
 
     def form(run: dict) -> None:  # what the UI's Resume form sends, `who` left empty
         with temporary_settings(updates={PREFECT_API_URL: server["PREFECT_API_URL"]}):
-            resume_flow_run(run["id"], run_input={"approve": True, "comment": "fine"})
+            resume_flow_run(run["id"], run_input={"approve": True, "comment": "fine\nreally"})
 
     registry, run, parent, _ = answered(tmp_path / "p", server, "ui-me", form)
     assert registry.aliases() == {"production": 2, "staging": 2}
     event = registry.alias_log()["events"][-1]
     assert (event["action"], event["actor"]) == ("promote", f"prefect-ui:{parent['name']}")
+    # a form's line break is kept as its escape: the answer counts, the trail stays one line
+    assert event["evidence"] == {"comment": "fine\\nreally"}
     assert run["state"]["message"] == "answered: approve v2"
 
 

@@ -26,6 +26,8 @@ from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
 from mnist_pipeline.registry import PRODUCTION, Registry
+from mnist_pipeline.registry.aliases import MAX_ACTOR, MAX_COMMENT
+from mnist_pipeline.registry.keys import check_text
 from mnist_pipeline.registry.registration import AliasMoved
 
 Outcome = Literal["approved", "rejected", "expired", "outdated"]
@@ -44,6 +46,12 @@ class Answer:
     approve: bool
     comment: str = ""
     who: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refused before any run is answered: text the audit trail would refuse."""
+        check_text(self.comment, "comment", MAX_COMMENT)
+        if self.who:
+            check_text(self.who, "actor", MAX_ACTOR)
 
     def run_input(self) -> dict[str, Any]:
         """The answer as the paused run's input (flows/approval.py ApprovalInput)."""
