@@ -96,3 +96,15 @@ def test_weights_of_another_network_or_no_weights_are_one_line(tmp_path: Path) -
         with pytest.raises(PipelineError, match=message) as refused:
             load_model(arch, path)
         assert "\n" not in str(refused.value)
+    # the loader's own advice (load with weights_only=False, which runs what the file holds)
+    # is not passed on; what it refused is
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(classic.read_bytes()[:1000])
+    for path, reason in (
+        (garbage, "garbage.pt ("),  # what the unpickler says of text varies between processes
+        (truncated, "(RuntimeError: PytorchStreamReader failed reading zip archive: "),
+    ):
+        with pytest.raises(PipelineError) as refused:
+            load_model("classic", path)
+        assert reason in str(refused.value) and "weights_only" not in str(refused.value)
+        assert len(str(refused.value)) < 300

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from pathlib import Path
 
 import torch
@@ -41,6 +42,16 @@ def load_model_and_hash(arch: str, path: Path) -> tuple[nn.Module, str]:
     return _load(arch, path, data), hashlib.sha256(data).hexdigest()
 
 
+def load_failure(exc: BaseException) -> str:
+    """Why `torch.load(..., weights_only=True)` refused a file, in a few words: what it refused,
+    never its advice to load with weights_only=False (which runs whatever the file holds)."""
+    text = " ".join(str(exc).split())
+    refused = re.search(r"WeightsUnpickler error: (.+?)(?: Check the documentation|$)", text)
+    if refused:
+        return f"not tensors the weights-only loader reads: {refused.group(1)[:120]}"
+    return f"{type(exc).__name__}: {text.split('. ')[0][:160] or 'the data ends early'}"
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -52,10 +63,9 @@ def _load(arch: str, path: Path, data: bytes) -> nn.Module:
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
-        why = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise PipelineError(
-            f"cannot load weights from {path} ({why}): not a file `mnist-pipeline train` "
-            "wrote; run it again"
+            f"cannot load weights from {path} ({load_failure(exc)}): not a file "
+            "`mnist-pipeline train` wrote; run it again"
         ) from None
     model = build_model(arch)
     try:

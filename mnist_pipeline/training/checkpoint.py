@@ -20,6 +20,7 @@ from filelock import FileLock, Timeout
 from mnist_pipeline.core.atomic import write_with
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.progress import log
+from mnist_pipeline.model.weights import load_failure
 
 FORMAT = 1
 
@@ -69,7 +70,7 @@ def load(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
-        log(f"ignoring unreadable checkpoint {path} ({exc}); starting fresh")
+        log(f"ignoring unreadable checkpoint {path} ({load_failure(exc)}); starting fresh")
         return None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         log(f"ignoring checkpoint {path} of an unknown format; starting fresh")
