@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from mnist_pipeline.core.atomic import folder_lock
-from mnist_pipeline.core.errors import GateError
+from mnist_pipeline.core.errors import DataError, GateError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import IngestParams, Params
 from mnist_pipeline.core.reports import Metrics, read_report
@@ -23,6 +24,7 @@ from mnist_pipeline.inbox import extra
 from mnist_pipeline.inbox.ingest import _ingest, ingest
 from mnist_pipeline.training.loop import add_extra
 from mnist_pipeline.training.train import train
+from tests.test_cli_errors import cli
 from tests.test_ingest import fill_inbox
 
 
@@ -204,3 +206,32 @@ def test_a_dataset_whose_lock_files_this_user_cannot_write_is_trained_and_scored
     train(tiny_params.model, tiny_params.train, layout)
     evaluate(tiny_params.model, tiny_params.evaluate, layout)
     assert json.loads(layout.metrics.read_text())["extra"]["total"] > 0
+
+
+def test_train_says_when_the_inbox_holds_digits_no_ingest_took(
+    tiny_workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`data add` then `train` trains without the new digits: it says so, and what to run."""
+    layout = Layout(tiny_workdir)
+    assert cli(tiny_workdir, "fetch") == 0
+    fill_inbox(layout, range(4))
+    capsys.readouterr()
+    assert cli(tiny_workdir, "train") == 0
+    said = capsys.readouterr().err
+    assert f"warning: {layout.inbox} holds 4 labelled digit(s) and no ingest took them" in said
+    assert "run `mnist-pipeline ingest` first to train on them" in said
+    assert cli(tiny_workdir, "ingest") == 0 and cli(tiny_workdir, "train") == 0
+    assert "warning" not in capsys.readouterr().err  # what train reads is the inbox as it is
+    fill_inbox(layout, range(4, 6))
+    assert cli(tiny_workdir, "train") == 0
+    said = capsys.readouterr().err
+    assert f"warning: {layout.inbox} has changed since the last ingest" in said
+
+
+def test_an_ingest_output_that_is_a_file_is_refused_not_read_as_no_digits(
+    with_inbox: Layout, tiny_params: Params
+) -> None:
+    shutil.rmtree(with_inbox.extra_dir)
+    with_inbox.extra_dir.write_text("x")
+    with pytest.raises(DataError, match=r"data/ingested: a file, where `mnist-pipeline ingest`"):
+        train(tiny_params.model, tiny_params.train, with_inbox)

@@ -79,6 +79,11 @@ def ingest(ctx: typer.Context) -> None:
 
 @app.command(help=stages.STAGES["train"].help)
 def train(ctx: typer.Context) -> None:
+    from mnist_pipeline.inbox.ingest import not_ingested
+
+    stale = not_ingested(state(ctx).layout)
+    if stale:
+        console.print(f"[yellow]warning:[/] {escape(stale)}", soft_wrap=True)
     _run(ctx, "train")
 
 

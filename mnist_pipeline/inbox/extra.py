@@ -57,9 +57,22 @@ class Split:
         return cls(np.zeros(shape, np.uint8), np.zeros(0, np.uint8))
 
 
+def ingested(extra_dir: Path) -> bool:
+    """Whether `extra_dir` holds an ingest's output; DataError when it is something else (a
+    file read as "no labelled digits" would train without them)."""
+    if extra_dir.is_dir():
+        return True
+    if extra_dir.exists() or extra_dir.is_symlink():
+        raise DataError(
+            f"{extra_dir}: a file, where `mnist-pipeline ingest` writes a folder: remove it "
+            "and run `mnist-pipeline ingest`"
+        )
+    return False
+
+
 def read_split(extra_dir: Path, split: str) -> Split:
     """One split of the ingested data; an empty split when `extra_dir` does not exist."""
-    if not extra_dir.is_dir():
+    if not ingested(extra_dir):
         return Split.empty()
     try:
         images = idx.parse_images((extra_dir / images_file(split)).read_bytes(), images_file(split))
@@ -79,7 +92,7 @@ def read_split(extra_dir: Path, split: str) -> Split:
 def extra_sha256(extra_dir: Path) -> str:
     """One content hash of the ingested data (its four IDX files), or NO_EXTRA_SHA256 when
     there is none: empty splits hash like a missing folder, so an empty inbox changes nothing."""
-    if not extra_dir.is_dir() or all(len(read_split(extra_dir, s)) == 0 for s in SPLITS):
+    if not ingested(extra_dir) or all(len(read_split(extra_dir, s)) == 0 for s in SPLITS):
         return NO_EXTRA_SHA256
     return _combined({name: file_sha256(extra_dir / name) for name in data_files()})
 

@@ -218,6 +218,27 @@ def _ingest(params: IngestParams, layout: Layout) -> IngestResult:
     return result
 
 
+def not_ingested(layout: Layout) -> str | None:
+    """A line when the inbox holds other labelled digits than the last ingest took (what the
+    train stage reads), else None: `data add` then `train` would train without them."""
+    found = inbox.entries(layout.inbox)
+    try:
+        took = IngestReport.model_validate_json(layout.ingest_report.read_bytes()).inbox_sha256
+    except (OSError, ValueError):  # never ingested here, or a report of no use
+        took = None
+    if took is None and found:
+        return (
+            f"{layout.inbox} holds {len(found)} labelled digit(s) and no ingest took them: run "
+            "`mnist-pipeline ingest` first to train on them"
+        )
+    if took is not None and took != inbox.inbox_sha256(found):
+        return (
+            f"{layout.inbox} has changed since the last ingest ({layout.ingest_report}): run "
+            "`mnist-pipeline ingest` first to train on what it holds"
+        )
+    return None
+
+
 def report(result: IngestResult, accepted: list[Accepted], params: IngestParams) -> IngestReport:
     """reports/ingest.json: counts per split and digit, refused files with reasons, identities."""
     per_class = {
