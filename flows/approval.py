@@ -34,8 +34,7 @@ from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
 from mnist_pipeline.pipeline.approval import Answer, Settled, settle, waiting_tag
 from mnist_pipeline.registry import Registration, Registry
-from mnist_pipeline.registry.aliases import MAX_ACTOR, MAX_COMMENT
-from mnist_pipeline.registry.keys import printable
+from mnist_pipeline.registry.aliases import MAX_ACTOR, MAX_COMMENT, printable
 
 POLL_S = 10  # how often a paused run checks whether it was answered
 

@@ -11,7 +11,7 @@ import pytest
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
-from mnist_pipeline.registry.keys import printable
+from mnist_pipeline.registry.aliases import printable
 from mnist_pipeline.registry.signing import Signing
 from mnist_pipeline.registry.trail import HASH_KEY, digest
 from tests.registry_helpers import MODEL, PARAMS, key_pair, model_dir, writable

@@ -20,7 +20,7 @@ from mnist_pipeline.pipeline.card import summary_lines
 from mnist_pipeline.pipeline.register import verify as verify_versions
 from mnist_pipeline.pipeline.versions import ONNX_FILE
 from mnist_pipeline.registry import GRACE_S, Registry, keys
-from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
+from mnist_pipeline.registry.aliases import PRODUCTION, STAGING, printable
 from mnist_pipeline.registry.registration import AliasMoved
 
 models_app = typer.Typer(
@@ -48,7 +48,7 @@ Actor = Annotated[
 
 def _cell(value: object) -> str:
     """A stored value as a table shows it: no markup, control characters escaped."""
-    return escape(keys.printable(str(value)))
+    return escape(printable(str(value)))
 
 
 def _aliases(registry: Registry) -> dict[str, int]:

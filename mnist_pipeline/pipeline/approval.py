@@ -26,8 +26,7 @@ from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
 from mnist_pipeline.registry import PRODUCTION, Registry
-from mnist_pipeline.registry.aliases import MAX_ACTOR, MAX_COMMENT
-from mnist_pipeline.registry.keys import check_text
+from mnist_pipeline.registry.aliases import MAX_ACTOR, MAX_COMMENT, check_text
 from mnist_pipeline.registry.registration import AliasMoved
 
 Outcome = Literal["approved", "rejected", "expired", "outdated"]

@@ -17,6 +17,7 @@ replace the document by compare-and-swap and retry on conflict.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from typing import Any
 
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import trail
-from mnist_pipeline.registry.keys import REF_VERSION_RE, check_alias, check_text
+from mnist_pipeline.registry.keys import REF_VERSION_RE, check_alias
 
 PRODUCTION = "production"
 STAGING = "staging"
@@ -40,6 +41,28 @@ def names_version(ref: str) -> bool:
 def utc_now() -> str:
     """Current UTC time, ISO 8601 with seconds."""
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def check_text(value: str, what: str, limit: int) -> str:
+    """`value` if it is one line of at most `limit` printable characters (an audit trail's actor
+    or comment: a newline would read as two events, an escape sequence reach a terminal)."""
+    found = _CONTROL.search(value)
+    if found:
+        raise RegistryError(
+            f"the {what} holds a control character ({found.group()!r} at {found.start()}): "
+            "give one line of printable text"
+        )
+    if len(value) > limit:
+        raise RegistryError(f"the {what} is {len(value):,} characters long, more than {limit:,}")
+    return value
+
+
+def printable(text: str) -> str:
+    """`text` with each control character written as its escape (\\n, \\x1b), for display."""
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
 
 
 def commented(comment: str | None) -> dict[str, str]:

@@ -25,28 +25,6 @@ ALIASES_FILE = "aliases.json"
 BLOBS = "blobs/sha256"
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def check_text(value: str, what: str, limit: int) -> str:
-    """`value` if it is one line of at most `limit` printable characters (an audit trail's actor
-    or comment: a newline would read as two events, an escape sequence reach a terminal)."""
-    found = _CONTROL.search(value)
-    if found:
-        raise RegistryError(
-            f"the {what} holds a control character ({found.group()!r} at {found.start()}): "
-            "give one line of printable text"
-        )
-    if len(value) > limit:
-        raise RegistryError(f"the {what} is {len(value):,} characters long, more than {limit:,}")
-    return value
-
-
-def printable(text: str) -> str:
-    """`text` with each control character written as its escape (\\n, \\x1b), for display."""
-    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
-
-
 def check_name(value: str, what: str) -> str:
     """Return `value` if it is a safe model or alias name, else raise RegistryError."""
     if not isinstance(value, str) or not NAME_RE.fullmatch(value) or ".." in value:
