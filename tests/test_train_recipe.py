@@ -117,6 +117,25 @@ def test_a_run_computes_in_ieee_float32_whatever_the_caller_chose() -> None:
         torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = tf32, benchmark
 
 
+def test_a_caller_who_mixed_pytorchs_two_precision_apis_still_trains_in_ieee_float32() -> None:
+    """Set through both `set_float32_matmul_precision` and the per-backend `fp32_precision`,
+    PyTorch cannot say the legacy setting (it raises); the run still pins IEEE float32 and
+    puts back each backend's setting."""
+    leaves = (torch.backends.mkldnn.matmul, torch.backends.cuda.matmul)
+    before = [leaf.fp32_precision for leaf in leaves]
+    try:
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+        with pytest.raises(RuntimeError, match="mix of the legacy and new APIs"):
+            torch.get_float32_matmul_precision()
+        with torch_settings(params(num_threads=1)):
+            assert [leaf.fp32_precision for leaf in leaves] == ["ieee", "ieee"]
+        assert [leaf.fp32_precision for leaf in leaves] == ["bf16", "ieee"]
+    finally:
+        for leaf, value in zip(leaves, before, strict=True):
+            leaf.fp32_precision = value
+
+
 def test_a_cpu_run_leaves_the_gpus_random_generators_alone(
     tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

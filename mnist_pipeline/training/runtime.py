@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 
@@ -41,25 +42,45 @@ def _own_gpus(device: torch.device) -> list[int]:
     return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
+_LEAVES = ("cuda.matmul", "mkldnn.matmul", "cudnn.conv", "cudnn.rnn")  # what the run pins
+
+
+def _leaf(path: str) -> Any:
+    """A backend's float32 settings object, e.g. torch.backends.mkldnn.matmul."""
+    found: Any = torch.backends
+    for part in path.split("."):
+        found = getattr(found, part)
+    return found
+
+
 @contextmanager
 def _ieee_float32() -> Iterator[None]:
     """Float32 as float32: no TF32 in cuDNN or cuBLAS, no bf16 in oneDNN's matmul (what
     `torch.set_float32_matmul_precision("medium")` selects on CPUs with bf16), and cuDNN's
     algorithm chosen by rule, not by timing. These are not in the run's fingerprint."""
     backends = torch.backends
-    before = (
-        torch.get_float32_matmul_precision(),
-        backends.cudnn.allow_tf32,
-        backends.cudnn.benchmark,
-    )
+    leaves = {path: _leaf(path).fp32_precision for path in _LEAVES}
+    try:
+        legacy: tuple[str, bool] | None = (
+            torch.get_float32_matmul_precision(),
+            backends.cudnn.allow_tf32,
+        )
+    except RuntimeError:  # the caller mixed PyTorch's two APIs: only the new one can say
+        legacy = None
+    benchmark = backends.cudnn.benchmark
     torch.set_float32_matmul_precision("highest")
     backends.cudnn.allow_tf32 = False
     backends.cudnn.benchmark = False
     try:
         yield
     finally:
-        matmul, backends.cudnn.allow_tf32, backends.cudnn.benchmark = before
-        torch.set_float32_matmul_precision(matmul)
+        backends.cudnn.benchmark = benchmark
+        if legacy is None:
+            for path, value in leaves.items():
+                _leaf(path).fp32_precision = value
+        else:
+            torch.set_float32_matmul_precision(legacy[0])
+            backends.cudnn.allow_tf32 = legacy[1]
 
 
 @contextmanager
