@@ -107,7 +107,7 @@ def await_approval(registry: Registry, registration: Registration, timeout_s: in
             f"(`mnist-pipeline models promote {version}` promotes it).",
         )
     if answer is not None and answer.who is None:  # the UI's form, no name given
-        answer = replace(answer, who=f"prefect-ui:{flow_run.name or flow_run.id}")
+        answer = replace(answer, who=announce.run_actor(flow_run.name or flow_run.id, "prefect-ui"))
     settled = settle(registry, version, registration.champion, answer, actor, timeout_s)
     outcome = f"approval:{settled.outcome}"
     tag_run(outcome)

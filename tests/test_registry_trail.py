@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.pipeline import announce
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry.aliases import printable
@@ -305,3 +306,28 @@ def test_stored_text_is_shown_with_its_control_characters_escaped() -> None:
     sequence reaching the terminal."""
     assert printable("line1\nline2\x1b[31m\x9b") == "line1\\nline2\\x1b[31m\\x9b"
     assert printable("geprüft ✓") == "geprüft ✓"
+
+
+def test_a_registration_by_an_actor_the_trail_refuses_stores_nothing(
+    tmp_path: Path, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused before the version is written: no version without its event, no alias set
+    without one (the replay of its decision would have taken the refusal for a bad card)."""
+    registry = Registry(tmp_path / "reg", MODEL)
+    register_candidate(registry, make(1, accuracy=0.98), PARAMS, 0.0)
+    before = registry.alias_log()
+    monkeypatch.setattr(announce, "current_actor", lambda: "user:a\nb")
+    with pytest.raises(RegistryError, match=r"the actor holds a control character"):
+        register_candidate(registry, make(2, accuracy=0.99), PARAMS, 0.0)
+    assert [card["version"] for card in registry.versions()] == [1]
+    assert registry.alias_log() == before and registry.verify() == []
+
+
+def test_the_actor_a_flow_run_is_named_by_is_kept_to_one_short_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Prefect does not limit a run's name: what the trail records of it fits the trail."""
+    name = "nightly\nretrain-" + "x" * 300
+    monkeypatch.setattr(announce, "_flow_run_name", lambda: name)
+    actor = announce.current_actor()
+    assert actor.startswith("prefect:nightly\\nretrain-xxx") and len(actor) == 200

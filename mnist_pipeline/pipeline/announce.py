@@ -18,6 +18,7 @@ from typing import Any
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.registry import Registration, Registry, default_actor
+from mnist_pipeline.registry.aliases import MAX_ACTOR, printable
 
 REGISTERED = "mnist.model.registered"
 MOVED = "mnist.alias.moved"
@@ -27,14 +28,26 @@ log = logging.getLogger(__name__)
 
 def current_actor() -> str:
     """`prefect:<flow-run-name or id>` inside a Prefect flow run, else `user:<login name>`."""
+    name = _flow_run_name()
+    return default_actor() if name is None else run_actor(name)
+
+
+def run_actor(name: str, kind: str = "prefect") -> str:
+    """`kind:<name>` as the audit trail takes an actor: one printable line, cut to its length
+    (Prefect does not limit a run's name)."""
+    return printable(f"{kind}:{name}")[:MAX_ACTOR]
+
+
+def _flow_run_name() -> str | None:
+    """The name (or id) of the flow run this process runs, if any."""
     # A flow run is in this process only if Prefect was imported, or the runner that started
     # the process said so: the CLI does not pay Prefect's import otherwise.
     if "prefect" in sys.modules or os.environ.get("PREFECT__FLOW_RUN_ID"):
         from prefect.runtime import flow_run
 
         if flow_run.id:
-            return f"prefect:{flow_run.name or flow_run.id}"
-    return default_actor()
+            return str(flow_run.name or flow_run.id)
+    return None
 
 
 def resource_id(model_name: str) -> str:

@@ -65,6 +65,11 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
 
 
+def checked_actor(actor: str | None) -> str | None:
+    """`actor` if the audit trail takes it (None: the default one); RegistryError if not."""
+    return None if actor is None else check_text(actor, "actor", MAX_ACTOR)
+
+
 def commented(comment: str | None) -> dict[str, str]:
     """A manual move's evidence: the mover's comment (none: no evidence)."""
     return {} if comment is None else {"comment": check_text(comment, "comment", MAX_COMMENT)}

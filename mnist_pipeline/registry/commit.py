@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import keys, trail
-from mnist_pipeline.registry.aliases import PRODUCTION, AliasState, commented, utc_now
+from mnist_pipeline.registry.aliases import (
+    PRODUCTION,
+    AliasState,
+    checked_actor,
+    commented,
+    utc_now,
+)
 from mnist_pipeline.registry.card import (
     CARD_SCHEMA,
     REGISTRY_FIELDS,
@@ -57,6 +63,7 @@ def register(
     this check is kept as staging when its decision is applied (registration.applicable). The audit
     trail records `actor` (default: the local user) and the decision's evidence.
     """
+    checked_actor(actor)  # refused before anything is written
     keys.check_alias(submission.decision.alias)
     registry.signing.require_signer()
     clash = set(submission.description) & {*REGISTRY_FIELDS, "decision", SIGNATURE_KEY}
@@ -107,6 +114,8 @@ def promote(
     audit trail records `actor` (default: the local user) and `comment`. With `expected`,
     AliasMoved (nothing moved) unless the alias still points there (None: at nothing)."""
     keys.check_alias(alias)
+    checked_actor(actor)  # both refused before anything moves
+    commented(comment)
 
     def move(state: AliasState) -> int | None:
         target = registry.version_of(version, state)
@@ -131,6 +140,8 @@ def note(
     """Record `action` about `version` and `alias` in the audit trail without moving the alias
     (e.g. a proposal rejected); returns the version number."""
     keys.check_alias(alias)
+    checked_actor(actor)  # both refused before anything moves
+    commented(comment)
     keys.check_alias(action)  # same shape: lowercase, no separators
     if action in (*trail.MOVES, "rollback"):
         raise RegistryError(f"{action!r} moves an alias: promote or roll back instead of noting it")
@@ -154,6 +165,8 @@ def rollback(
     AliasMoved (nothing moved) unless the alias still points there: two operators rolling back
     what they both saw move it back once, not twice."""
     keys.check_alias(alias)
+    checked_actor(actor)  # both refused before anything moves
+    commented(comment)
 
     def back(state: AliasState) -> int:
         if expected is not UNCHECKED and state.aliases.get(alias) != expected:
