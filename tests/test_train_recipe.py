@@ -97,43 +97,65 @@ def test_torch_settings_restore_the_callers_settings() -> None:
     assert torch.are_deterministic_algorithms_enabled() == deterministic
 
 
-def test_a_run_computes_in_ieee_float32_whatever_the_caller_chose() -> None:
-    """TF32 convolutions, a lowered matmul precision (bf16 in oneDNN on CPUs that have it) or
-    cuDNN's timed choice of algorithm would change the weights without changing the run's
-    fingerprint: a run pins them, and the caller gets its own back."""
-    matmul = torch.get_float32_matmul_precision()
-    tf32, benchmark = torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
-    torch.set_float32_matmul_precision("medium")
-    torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = True, True
-    try:
-        with torch_settings(params(num_threads=1)):
-            assert torch.get_float32_matmul_precision() == "highest"
-            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cudnn.benchmark
-            assert torch.backends.mkldnn.matmul.fp32_precision == "ieee"
-        assert torch.get_float32_matmul_precision() == "medium"
-        assert torch.backends.cudnn.allow_tf32 and torch.backends.cudnn.benchmark
-    finally:
-        torch.set_float32_matmul_precision(matmul)
-        torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = tf32, benchmark
+FP32_NODES = [
+    torch.backends,
+    torch.backends.cuda.matmul,
+    torch.backends.mkldnn,
+    torch.backends.mkldnn.matmul,
+    torch.backends.mkldnn.conv,
+    torch.backends.mkldnn.rnn,
+    torch.backends.cudnn,
+    torch.backends.cudnn.conv,
+    torch.backends.cudnn.rnn,
+]
 
 
-def test_a_caller_who_mixed_pytorchs_two_precision_apis_still_trains_in_ieee_float32() -> None:
-    """Set through both `set_float32_matmul_precision` and the per-backend `fp32_precision`,
-    PyTorch cannot say the legacy setting (it raises); the run still pins IEEE float32 and
-    puts back each backend's setting."""
-    leaves = (torch.backends.mkldnn.matmul, torch.backends.cuda.matmul)
-    before = [leaf.fp32_precision for leaf in leaves]
+def _medium() -> None:
+    torch.set_float32_matmul_precision("medium")  # bf16 matmuls in oneDNN on CPUs with bf16
+
+
+def _tf32_everywhere() -> None:
+    torch.backends.fp32_precision = "tf32"
+
+
+def _bf16_onednn() -> None:
+    torch.backends.mkldnn.fp32_precision = "bf16"
+    torch.backends.mkldnn.conv.fp32_precision = "bf16"
+
+
+def _both_apis() -> None:  # PyTorch's legacy getters raise from here on
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+
+
+def _timed_algorithms() -> None:
+    torch.backends.cudnn.benchmark = True
+
+
+@pytest.mark.parametrize(
+    "caller", [_medium, _tf32_everywhere, _bf16_onednn, _both_apis, _timed_algorithms]
+)
+def test_a_run_computes_in_ieee_float32_whatever_the_caller_chose(caller) -> None:
+    """TF32, bf16 in oneDNN's matmuls or convolutions, or cuDNN's timed choice of algorithm
+    would change the weights without changing the run's fingerprint: a run pins IEEE float32
+    in every backend, and the caller gets exactly its own settings back."""
+    before = [node.fp32_precision for node in FP32_NODES], torch.backends.cudnn.benchmark
+    generator = torch.Generator().manual_seed(0)
+    x, w = torch.randn(256, 320, generator=generator), torch.randn(50, 320, generator=generator)
+    exact = x.double() @ w.double().T
     try:
-        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
-        torch.backends.cuda.matmul.fp32_precision = "ieee"
-        with pytest.raises(RuntimeError, match="mix of the legacy and new APIs"):
-            torch.get_float32_matmul_precision()
+        caller()
+        chosen = [node.fp32_precision for node in FP32_NODES], torch.backends.cudnn.benchmark
         with torch_settings(params(num_threads=1)):
-            assert [leaf.fp32_precision for leaf in leaves] == ["ieee", "ieee"]
-        assert [leaf.fp32_precision for leaf in leaves] == ["bf16", "ieee"]
+            assert {node.fp32_precision for node in FP32_NODES} == {"ieee"}
+            assert not torch.backends.cudnn.benchmark
+            assert (torch.nn.functional.linear(x, w) - exact).abs().max() < 1e-3  # bf16: ~0.2
+        after = [node.fp32_precision for node in FP32_NODES], torch.backends.cudnn.benchmark
+        assert after == chosen
     finally:
-        for leaf, value in zip(leaves, before, strict=True):
-            leaf.fp32_precision = value
+        for node, value in zip(FP32_NODES, before[0], strict=True):
+            node.fp32_precision = value
+        torch.backends.cudnn.benchmark = before[1]
 
 
 def test_a_cpu_run_leaves_the_gpus_random_generators_alone(

@@ -42,45 +42,46 @@ def _own_gpus(device: torch.device) -> list[int]:
     return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
-_LEAVES = ("cuda.matmul", "mkldnn.matmul", "cudnn.conv", "cudnn.rnn")  # what the run pins
+# Every backend's float32 setting, parents first: "" is torch.backends.fp32_precision itself.
+_NODES = (
+    "",
+    "cuda.matmul",
+    "mkldnn",
+    "mkldnn.matmul",
+    "mkldnn.conv",
+    "mkldnn.rnn",
+    "cudnn",
+    "cudnn.conv",
+    "cudnn.rnn",
+)
 
 
-def _leaf(path: str) -> Any:
+def _node(path: str) -> Any:
     """A backend's float32 settings object, e.g. torch.backends.mkldnn.matmul."""
     found: Any = torch.backends
-    for part in path.split("."):
+    for part in filter(None, path.split(".")):
         found = getattr(found, part)
     return found
 
 
 @contextmanager
 def _ieee_float32() -> Iterator[None]:
-    """Float32 as float32: no TF32 in cuDNN or cuBLAS, no bf16 in oneDNN's matmul (what
+    """Float32 as float32: no TF32 in cuDNN or cuBLAS, no bf16 in oneDNN (what
     `torch.set_float32_matmul_precision("medium")` selects on CPUs with bf16), and cuDNN's
-    algorithm chosen by rule, not by timing. These are not in the run's fingerprint."""
-    backends = torch.backends
-    leaves = {path: _leaf(path).fp32_precision for path in _LEAVES}
-    try:
-        legacy: tuple[str, bool] | None = (
-            torch.get_float32_matmul_precision(),
-            backends.cudnn.allow_tf32,
-        )
-    except RuntimeError:  # the caller mixed PyTorch's two APIs: only the new one can say
-        legacy = None
-    benchmark = backends.cudnn.benchmark
-    torch.set_float32_matmul_precision("highest")
-    backends.cudnn.allow_tf32 = False
-    backends.cudnn.benchmark = False
+    algorithm chosen by rule, not by timing. These are not in the run's fingerprint. Set and
+    restored through each backend's own `fp32_precision` only: the legacy getters raise once
+    the two APIs were mixed, and restoring through them does not give the same state back."""
+    saved = [(node, _node(node).fp32_precision) for node in _NODES]
+    benchmark = torch.backends.cudnn.benchmark
+    for node, _ in saved:
+        _node(node).fp32_precision = "ieee"
+    torch.backends.cudnn.benchmark = False
     try:
         yield
     finally:
-        backends.cudnn.benchmark = benchmark
-        if legacy is None:
-            for path, value in leaves.items():
-                _leaf(path).fp32_precision = value
-        else:
-            torch.set_float32_matmul_precision(legacy[0])
-            backends.cudnn.allow_tf32 = legacy[1]
+        torch.backends.cudnn.benchmark = benchmark
+        for node, value in saved:
+            _node(node).fp32_precision = value
 
 
 @contextmanager
