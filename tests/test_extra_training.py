@@ -21,7 +21,8 @@ from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.evaluation import gate
 from mnist_pipeline.evaluation.evaluate import EXTRA_PLOT, evaluate
 from mnist_pipeline.inbox import extra
-from mnist_pipeline.inbox.ingest import _ingest, ingest
+from mnist_pipeline.inbox import store as inbox_store
+from mnist_pipeline.inbox.ingest import _ingest, ingest, not_ingested
 from mnist_pipeline.training.loop import add_extra
 from mnist_pipeline.training.train import train
 from tests.test_cli_errors import cli
@@ -235,3 +236,22 @@ def test_an_ingest_output_that_is_a_file_is_refused_not_read_as_no_digits(
     with_inbox.extra_dir.write_text("x")
     with pytest.raises(DataError, match=r"data/ingested: a file, where `mnist-pipeline ingest`"):
         train(tiny_params.model, tiny_params.train, with_inbox)
+
+
+def test_the_inbox_is_compared_as_ingest_counts_it(tmp_path: Path) -> None:
+    """A file over the size limit (refused by ingest, outside what it took) is no change; a
+    report of an older version, or a folder with no inbox (a run folder), says nothing."""
+    layout = Layout(tmp_path)
+    fill_inbox(layout, range(3))
+    huge = layout.inbox / "2" / "huge.png"
+    with huge.open("wb") as out:
+        out.truncate(inbox_store.MAX_FILE_BYTES + 1)
+    ingest(IngestParams(), layout)
+    assert not_ingested(layout) is None
+    fill_inbox(layout, range(3, 4))
+    assert "has changed since the last ingest" in (not_ingested(layout) or "")
+    older = json.loads(layout.ingest_report.read_text())
+    del older["inbox_sha256"]
+    layout.ingest_report.write_text(json.dumps(older))
+    assert not_ingested(layout) is None
+    assert not_ingested(Layout(tmp_path / "runs" / "r1")) is None

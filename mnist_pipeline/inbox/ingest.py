@@ -15,6 +15,7 @@ normal: empty splits, and training on MNIST alone. Torch-free.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import IngestParams
 from mnist_pipeline.core.reports import IngestReport
 from mnist_pipeline.data import idx
+from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.data.preprocess import MAX_PIXELS, ImageError, preprocess_bytes
 from mnist_pipeline.inbox import events as inbox_events
 from mnist_pipeline.inbox import extra, tracked
@@ -220,13 +222,16 @@ def _ingest(params: IngestParams, layout: Layout) -> IngestResult:
 
 def not_ingested(layout: Layout) -> str | None:
     """A line when the inbox holds other labelled digits than the last ingest took (what the
-    train stage reads), else None: `data add` then `train` would train without them."""
-    found = inbox.entries(layout.inbox)
+    train stage reads), else None: `data add` then `train` would train without them. Nothing
+    when it cannot tell (no inbox here, as in a run folder; a report of an older version)."""
+    if not layout.inbox.is_dir():
+        return None
     try:
-        took = IngestReport.model_validate_json(layout.ingest_report.read_bytes()).inbox_sha256
-    except (OSError, ValueError):  # never ingested here, or a report of no use
-        took = None
-    if took is None and found:
+        found = _as_ingest_reads(layout.inbox)
+        took = _ingested_inbox(layout.ingest_report)
+    except (OSError, ValueError):
+        return None
+    if took is None and found and not layout.ingest_report.exists():
         return (
             f"{layout.inbox} holds {len(found)} labelled digit(s) and no ingest took them: run "
             "`mnist-pipeline ingest` first to train on them"
@@ -237,6 +242,29 @@ def not_ingested(layout: Layout) -> str | None:
             "`mnist-pipeline ingest` first to train on what it holds"
         )
     return None
+
+
+def _as_ingest_reads(folder: Path) -> list[inbox.Entry]:
+    """The inbox's images as `collect` counts them in its identity: none over the size limit,
+    none it cannot read."""
+    found = []
+    for label, path in inbox.listing(folder)[0]:
+        try:
+            if path.stat().st_size <= inbox.MAX_FILE_BYTES:
+                found.append(inbox.Entry(label, path, file_sha256(path)))
+        except OSError:
+            continue
+    return found
+
+
+def _ingested_inbox(report_path: Path) -> str | None:
+    """The inbox identity the last ingest recorded; None without a report or (a report of an
+    older version) without that field."""
+    if not report_path.is_file():
+        return None
+    document = json.loads(report_path.read_bytes())
+    took = document.get("inbox_sha256") if isinstance(document, dict) else None
+    return took if isinstance(took, str) else None
 
 
 def report(result: IngestResult, accepted: list[Accepted], params: IngestParams) -> IngestReport:
