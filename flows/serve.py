@@ -46,7 +46,7 @@ from flows.sweep import sweep
 from mnist_pipeline.core.errors import one_line_errors
 from mnist_pipeline.core.params import Params, load_params
 from mnist_pipeline.core.validators import check_cron
-from mnist_pipeline.inbox.events import inbox_trigger
+from mnist_pipeline.inbox.events import inbox_trigger, server_configured
 from mnist_pipeline.serving.drift import drift_trigger
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -136,6 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path(args.workdir).resolve()
     with one_line_errors():
         params = load_params(workdir / args.params_file)
+    if server_configured() is None:  # Prefect would start a temporary server for this process
+        print(
+            "error: no Prefect API configured (set PREFECT_API_URL to a `prefect server start`): "
+            "a temporary server would stop with this process, and the schedule with it",
+            file=sys.stderr,
+        )
+        sys.exit(1)
     options = deployment_options(params, str(workdir), args.params_file, args.cron)
     trial = trial_options(str(workdir), args.params_file)
     if args.pool is None:  # this process starts every run: trials as many as the cores allow

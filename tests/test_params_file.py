@@ -134,3 +134,6 @@ def test_a_refused_value_is_quoted_short_however_large_it_expands(tmp_path: Path
     message = str(refused.value)
     assert "train.epochs" in message and "[[[...], [...], " in message, message
     assert max(len(line) for line in message.splitlines()) < 400
+    path.write_text("\n".join(lines) + "\nextends: *g\n")
+    with pytest.raises(ParamsError, match=r"extends must name a params file, got \[\[\["):
+        load_params(path, environ={})

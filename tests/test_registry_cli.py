@@ -191,6 +191,9 @@ def test_history_lists_who_moved_each_alias_and_why(
     rows = [line for line in models(workdir, "history").stdout.splitlines() if line.startswith("│")]
     assert len(rows) == 4
     assert "promote" in rows[2] and "user:eve" in rows[2] and "(checked by hand)" in rows[2]
+    monkeypatch.setattr(models_cli, "out", Console(width=80))  # a pipe, a CI log: cells wrap
+    narrow = models(workdir, "history").stdout
+    assert "…" not in narrow and "(checked" in narrow and "by hand)" in narrow, narrow
 
 
 def test_verify_exits_1_listing_problems(workdir: Path) -> None:

@@ -36,3 +36,13 @@ def test_a_server_that_cannot_be_reached_is_named_in_one_line() -> None:
     assert done.returncode == 1, done.stderr
     assert "error: cannot deploy to work pool 'nowhere': " in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_without_a_prefect_server_nothing_is_served() -> None:
+    """Prefect would start a temporary server that goes with this process, taking the schedule
+    and the triggers with it: refused in one line, nothing started."""
+    done = serve("--workdir", str(REPO_ROOT), PREFECT_API_URL="")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("error: no Prefect API configured (set PREFECT_API_URL")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Starting temporary server" not in done.stdout + done.stderr

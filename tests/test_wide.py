@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -100,9 +101,12 @@ def test_weights_of_another_network_or_no_weights_are_one_line(tmp_path: Path) -
     # is not passed on; what it refused is
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(classic.read_bytes()[:1000])
+    code = tmp_path / "code.pt"
+    torch.save({"fc1.weight": os.getcwd}, code)  # what a full unpickler would import and run
     for path, reason in (
-        (garbage, "garbage.pt ("),  # what the unpickler says of text varies between processes
+        (garbage, "garbage.pt ("),  # what the unpickler says of text varies
         (truncated, "(RuntimeError: PytorchStreamReader failed reading zip archive: "),
+        (code, "(not tensors the weights-only loader reads: it names posix.getcwd)"),
     ):
         with pytest.raises(PipelineError) as refused:
             load_model("classic", path)

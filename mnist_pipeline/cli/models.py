@@ -140,7 +140,7 @@ def history(
         return
     table = Table(title=f"{registry.name} alias history" + (f": {alias}" if alias else ""))
     for column in ("time", "action", "alias", "version", "previous", "actor", "why"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a narrow terminal wraps cells, cuts none
     for event in events:
         previous, comment = event.get("previous"), (event.get("evidence") or {}).get("comment")
         why = str(event.get("reason", "")) + (f" ({comment})" if comment else "")

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from mnist_pipeline.core.errors import ParamsError
-from mnist_pipeline.core.validators import describe_yaml_error, load_yaml_strict
+from mnist_pipeline.core.validators import describe_yaml_error, load_yaml_strict, quoted
 
 EXTENDS = "extends"
 MAX_BYTES = 1_000_000  # the project's params.yaml is about 12 kB
@@ -42,7 +42,7 @@ def read_params_file(path: Path, extended_by: tuple[Path, ...] = ()) -> tuple[An
         return raw, str(path)
     base = raw.pop(EXTENDS)
     if not isinstance(base, str) or not base.strip():
-        raise ParamsError(f"{path}: {EXTENDS} must name a params file, got {base!r}")
+        raise ParamsError(f"{path}: {EXTENDS} must name a params file, got {quoted(base)}")
     base_path = path.parent / base
     chain = (*extended_by, path)
     if base_path.resolve() in {p.resolve() for p in chain}:

@@ -63,8 +63,9 @@ def ingested(extra_dir: Path) -> bool:
     if extra_dir.is_dir():
         return True
     if extra_dir.exists() or extra_dir.is_symlink():
+        what = "a file" if extra_dir.exists() else "a broken link"
         raise DataError(
-            f"{extra_dir}: a file, where `mnist-pipeline ingest` writes a folder: remove it "
+            f"{extra_dir}: {what}, where `mnist-pipeline ingest` writes a folder: remove it "
             "and run `mnist-pipeline ingest`"
         )
     return False

@@ -46,9 +46,14 @@ def load_failure(exc: BaseException) -> str:
     """Why `torch.load(..., weights_only=True)` refused a file, in a few words: what it refused,
     never its advice to load with weights_only=False (which runs whatever the file holds)."""
     text = " ".join(str(exc).split())
+    code = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+?)\.?(?: |$)", text)
+    if code:  # a pickled function or class: what a full unpickler would import and run
+        return f"not tensors the weights-only loader reads: it names {code.group(1)[:80]}"
     refused = re.search(r"WeightsUnpickler error: (.+?)(?: Check the documentation|$)", text)
     if refused:
         return f"not tensors the weights-only loader reads: {refused.group(1)[:120]}"
+    if text.startswith("Weights only load failed"):
+        return "not tensors the weights-only loader reads"
     return f"{type(exc).__name__}: {text.split('. ')[0][:160] or 'the data ends early'}"
 
 

@@ -68,7 +68,7 @@ class Tally(BaseModel):
     @model_validator(mode="after")
     def _agreed_among_compared(self) -> Tally:
         if self.agreed > self.compared:
-            raise ValueError(f"agreed {self.agreed} of {self.compared} compared")
+            raise ValueError(f"v{self.version}: agreed {self.agreed} of {self.compared} compared")
         return self
 
     def compare(self, production: np.ndarray, challenger: np.ndarray) -> int:

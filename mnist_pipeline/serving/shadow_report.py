@@ -52,17 +52,28 @@ def tallies(status: dict[str, Any]) -> list[Tally]:
     shadow = status.get("shadow") if isinstance(status, dict) else None
     if not isinstance(shadow, dict):
         raise DataError("the server has no shadow (serve.shadow is null)")
+    versions, earlier = shadow.get("versions", {}), shadow.get("earlier", [])
+    if not isinstance(versions, dict) or not isinstance(earlier, list):
+        raise DataError(
+            "the shadow's records are malformed: shadow.versions must be a mapping and "
+            "shadow.earlier a list"
+        )
     try:
-        bodies = [*shadow.get("versions", {}).values(), *shadow.get("earlier", [])]
         return [
             Tally.model_validate({k: v for k, v in body.items() if k in Tally.model_fields})
-            for body in bodies
+            for body in [*versions.values(), *earlier]
         ]
     except ValidationError as exc:
-        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        where = "; ".join(_problem(e["loc"], e["msg"]) for e in exc.errors())
         raise DataError(f"the shadow's records are malformed: {where}") from None
     except (AttributeError, TypeError, ValueError) as exc:
         raise DataError(f"the shadow's records are malformed: {exc}") from None
+
+
+def _problem(loc: tuple[Any, ...], message: str) -> str:
+    """`field.path: message`, or the message alone for a rule across fields."""
+    rule = message.removeprefix("Value error, ")
+    return f"{'.'.join(map(str, loc))}: {rule}" if loc else rule
 
 
 def judge(tally: Tally, policy: PromotionParams) -> Comparison | None:
