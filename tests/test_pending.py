@@ -312,6 +312,13 @@ def test_a_sidecar_must_name_its_own_image(tmp_path: Path) -> None:
     sidecar.write_bytes(b"\xff\xfe")
     with pytest.raises(pending.BadRecord, match="not a pending-image record"):
         pending.items(layout.pending)
+    sidecar.write_text(json.dumps({"claims": good["claims"], "sha256": sha}))
+    with pytest.raises(pending.BadRecord) as refused:  # what is missing, and what to do
+        pending.items(layout.pending)
+    assert str(refused.value) == (
+        f"{sidecar}: not a pending-image record (no 'file' key); move it and its image out of "
+        f"{layout.pending}"
+    )
 
 
 def test_a_failed_sidecar_write_leaves_no_image(

@@ -115,22 +115,29 @@ def items(folder: Path) -> list[Pending]:
         except FileNotFoundError:
             continue  # accepted or rejected since the folder was listed
         except ValueError as exc:
-            raise BadRecord(f"{sidecar}: not a pending-image record ({exc})") from None
+            raise _bad(sidecar, f"not a pending-image record ({exc})") from None
         try:
             image = folder / Path(record["file"]).name
             claims = tuple(Claim(**claim) for claim in record["claims"])
             sha256 = str(record["sha256"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BadRecord(f"{sidecar}: not a pending-image record ({exc})") from None
+        except KeyError as exc:
+            raise _bad(sidecar, f"not a pending-image record (no {exc} key)") from None
+        except (ValueError, TypeError) as exc:
+            raise _bad(sidecar, f"not a pending-image record ({exc})") from None
         if not _SHA256.match(sha256) or sha256 != sidecar.stem or image.stem != sha256:
-            raise BadRecord(f"{sidecar}: its sha256 and file are not the SHA-256 it is named by")
+            raise _bad(sidecar, "its sha256 and file are not the SHA-256 it is named by")
         if not claims or any(
             not isinstance(c.label, int) or str(c.label) not in CLASS_LABELS for c in claims
         ):
-            raise BadRecord(f"{sidecar}: a claim without a label 0-9")
+            raise _bad(sidecar, "a claim without a label 0-9")
         if image.is_file():
             found.append(Pending(sha256, image, claims))
     return found
+
+
+def _bad(sidecar: Path, why: str) -> BadRecord:
+    """A sidecar `submit` did not write, named with what to do: the queue waits on it."""
+    return BadRecord(f"{sidecar}: {why}; move it and its image out of {sidecar.parent}")
 
 
 def submit(
