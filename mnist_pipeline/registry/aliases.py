@@ -167,7 +167,7 @@ class AliasState:
             "version": version,
             "previous": previous,
             "reason": reason,
-            "actor": check_text(actor, "actor", MAX_ACTOR) if actor else trail.default_actor(),
+            "actor": checked_actor(actor) or trail.default_actor(),
             "evidence": dict(evidence or {}),
         }
         self.events.append(trail.chained(self.events, event, self.sign))
