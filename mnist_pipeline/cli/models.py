@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mnist_pipeline.cli.keys import keygen
+from mnist_pipeline.cli.registry_options import Actor, Comment, version_argument
 from mnist_pipeline.cli.state import existing_registry, state
 from mnist_pipeline.core.errors import PipelineError, RegistryError
 from mnist_pipeline.core.reports import ModelCard, parse_report
@@ -32,18 +33,6 @@ models_app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
-Comment = Annotated[
-    str | None,
-    typer.Option("--comment", metavar="TEXT", help="Why: recorded in the audit trail."),
-]
-Actor = Annotated[
-    str | None,
-    typer.Option(
-        "--actor",
-        metavar="WHO",
-        help="Who, for the audit trail (default: the Prefect flow run, else user:<login>).",
-    ),
-]
 
 
 def _cell(value: object) -> str:
@@ -154,23 +143,10 @@ def history(
     out.print(table)
 
 
-def version_number(text: str) -> int:
-    """A version as `show` takes one: 3 or v3 (aliases are not numbers)."""
-    match = keys.REF_VERSION_RE.fullmatch(text.strip())
-    if match is None:
-        raise typer.BadParameter(f"expected a version number such as 3 or v3, got {text!r}")
-    return int(match.group(1))
-
-
 @models_app.command("promote")
 def promote(
     ctx: typer.Context,
-    version: Annotated[
-        int,
-        typer.Argument(
-            metavar="VERSION", parser=version_number, help="Version to promote: 3 or v3."
-        ),
-    ],
+    version: Annotated[int, version_argument("Version to promote: 3 or v3.")],
     alias: Annotated[
         str, typer.Option("--alias", metavar="ALIAS", help="Alias to point at it.")
     ] = PRODUCTION,
@@ -227,12 +203,7 @@ def _answer(ctx: typer.Context, version: int, answer: Answer) -> None:
 @models_app.command("approve")
 def approve(
     ctx: typer.Context,
-    version: Annotated[
-        int,
-        typer.Argument(
-            metavar="VERSION", parser=version_number, help="Version awaiting approval: 3 or v3."
-        ),
-    ],
+    version: Annotated[int, version_argument("Version awaiting approval: 3 or v3.")],
     comment: Comment = None,
     actor: Actor = None,
 ) -> None:
@@ -243,12 +214,7 @@ def approve(
 @models_app.command("reject")
 def reject(
     ctx: typer.Context,
-    version: Annotated[
-        int,
-        typer.Argument(
-            metavar="VERSION", parser=version_number, help="Version awaiting approval: 3 or v3."
-        ),
-    ],
+    version: Annotated[int, version_argument("Version awaiting approval: 3 or v3.")],
     comment: Comment = None,
     actor: Actor = None,
 ) -> None:

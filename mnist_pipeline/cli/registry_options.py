@@ -1,0 +1,35 @@
+"""Arguments and options the registry's commands share: a version number, who and why."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from mnist_pipeline.registry import keys
+
+Comment = Annotated[
+    str | None,
+    typer.Option("--comment", metavar="TEXT", help="Why: recorded in the audit trail."),
+]
+Actor = Annotated[
+    str | None,
+    typer.Option(
+        "--actor",
+        metavar="WHO",
+        help="Who, for the audit trail (default: the Prefect flow run, else user:<login>).",
+    ),
+]
+
+
+def version_number(text: str) -> int:
+    """A version as `show` takes one: 3 or v3 (aliases are not numbers)."""
+    match = keys.REF_VERSION_RE.fullmatch(text.strip())
+    if match is None:
+        raise typer.BadParameter(f"expected a version number such as 3 or v3, got {text!r}")
+    return int(match.group(1))
+
+
+def version_argument(help_text: str) -> Any:
+    """A VERSION argument given as 3 or v3."""
+    return typer.Argument(metavar="VERSION", parser=version_number, help=help_text)
