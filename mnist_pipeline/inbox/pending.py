@@ -20,7 +20,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,71 +28,10 @@ from mnist_pipeline.core.atomic import append_line, write_bytes, write_json
 from mnist_pipeline.core.contract import CLASS_LABELS
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox import store
+from mnist_pipeline.inbox.claims import BadRecord, Claim, Pending, QuotaExceeded, Submitted
 
 REVIEW_LOG = "review-log.jsonl"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class QuotaExceeded(DataError):
-    """The source already has its maximum of images awaiting review."""
-
-
-class BadRecord(DataError):
-    """A sidecar in the pending folder that is not what `submit` writes (a problem of the
-    server's disk, not of a request)."""
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One submission: the label claimed, who sent it (`token:<name>`, `cli:<user>`), when
-    (UTC, ISO 8601) and from which client address (None: not over the network)."""
-
-    label: int
-    source: str
-    time: str
-    client: str | None = None
-
-
-@dataclass(frozen=True)
-class Pending:
-    """One image awaiting review and every claim made about it; `path` is its file here, or
-    the store location of its claims (review_shared.py)."""
-
-    sha256: str
-    path: Path | str
-    claims: tuple[Claim, ...]
-
-    @property
-    def labels(self) -> list[int]:
-        return sorted({claim.label for claim in self.claims})
-
-    @property
-    def conflict(self) -> bool:
-        """Claims disagree on the label."""
-        return len(self.labels) > 1
-
-    @property
-    def duplicate(self) -> bool:
-        """The image was submitted more than once."""
-        return len(self.claims) > 1
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "sha256": self.sha256,
-            "path": str(self.path),
-            "labels": self.labels,
-            "claims": [asdict(claim) for claim in self.claims],
-        }
-
-
-@dataclass(frozen=True)
-class Submitted:
-    """What `submit` did: `status` is "pending" (a new claim) or "known" (this source already
-    claimed this label for this image)."""
-
-    status: str
-    sha256: str
-    claim: Claim
 
 
 def utc_now() -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox import pending
-from mnist_pipeline.inbox.pending import Pending
+from mnist_pipeline.inbox.claims import Pending
 from mnist_pipeline.inbox.shared import SharedInbox
 
 REVIEW_LOG = "review-log/"

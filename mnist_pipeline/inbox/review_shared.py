@@ -37,7 +37,7 @@ from pathlib import Path
 
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox import pending, seen, store
-from mnist_pipeline.inbox.pending import Claim, Pending, QuotaExceeded, Submitted
+from mnist_pipeline.inbox.claims import Claim, Pending, QuotaExceeded, Submitted
 from mnist_pipeline.inbox.review_records import decided_by, drop_unfinishable, record
 from mnist_pipeline.inbox.shared import SharedInbox
 
