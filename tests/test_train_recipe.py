@@ -97,17 +97,29 @@ def test_torch_settings_restore_the_callers_settings() -> None:
     assert torch.are_deterministic_algorithms_enabled() == deterministic
 
 
-FP32_NODES = [
-    torch.backends,
-    torch.backends.cuda.matmul,
-    torch.backends.mkldnn,
-    torch.backends.mkldnn.matmul,
-    torch.backends.mkldnn.conv,
-    torch.backends.mkldnn.rnn,
-    torch.backends.cudnn,
-    torch.backends.cudnn.conv,
-    torch.backends.cudnn.rnn,
+FP32_SETTINGS = [  # (backend, op): what torch.backends' fp32_precision attributes read
+    ("generic", "all"),
+    ("mkldnn", "all"),
+    ("mkldnn", "matmul"),
+    ("mkldnn", "conv"),
+    ("mkldnn", "rnn"),
+    ("cuda", "all"),
+    ("cuda", "matmul"),
+    ("cuda", "conv"),
+    ("cuda", "rnn"),
 ]
+
+
+def fp32_view() -> list[str]:
+    return [torch._C._get_fp32_precision_getter(*setting) for setting in FP32_SETTINGS]
+
+
+def put_back(view: list[str]) -> None:
+    """Settings that read as `view`, following their parents where that does."""
+    for setting, value in zip(FP32_SETTINGS, view, strict=True):
+        torch._C._set_fp32_precision_setter(*setting, "none")
+        if torch._C._get_fp32_precision_getter(*setting) != value:
+            torch._C._set_fp32_precision_setter(*setting, value)
 
 
 def _medium() -> None:
@@ -118,8 +130,11 @@ def _tf32_everywhere() -> None:
     torch.backends.fp32_precision = "tf32"
 
 
-def _bf16_onednn() -> None:
-    torch.backends.mkldnn.fp32_precision = "bf16"
+def _bf16_onednn() -> None:  # oneDNN's own setting (its module attribute writes the generic one)
+    torch.backends.mkldnn.set_flags(None, None, None, "bf16")
+
+
+def _bf16_onednn_convolutions() -> None:
     torch.backends.mkldnn.conv.fp32_precision = "bf16"
 
 
@@ -133,29 +148,48 @@ def _timed_algorithms() -> None:
 
 
 @pytest.mark.parametrize(
-    "caller", [_medium, _tf32_everywhere, _bf16_onednn, _both_apis, _timed_algorithms]
+    "caller",
+    [
+        _medium,
+        _tf32_everywhere,
+        _bf16_onednn,
+        _bf16_onednn_convolutions,
+        _both_apis,
+        _timed_algorithms,
+    ],
 )
 def test_a_run_computes_in_ieee_float32_whatever_the_caller_chose(caller) -> None:
     """TF32, bf16 in oneDNN's matmuls or convolutions, or cuDNN's timed choice of algorithm
     would change the weights without changing the run's fingerprint: a run pins IEEE float32
-    in every backend, and the caller gets exactly its own settings back."""
-    before = [node.fp32_precision for node in FP32_NODES], torch.backends.cudnn.benchmark
+    in every backend, and every setting reads afterwards what the caller had."""
+    before, benchmark = fp32_view(), torch.backends.cudnn.benchmark
     generator = torch.Generator().manual_seed(0)
     x, w = torch.randn(256, 320, generator=generator), torch.randn(50, 320, generator=generator)
     exact = x.double() @ w.double().T
     try:
         caller()
-        chosen = [node.fp32_precision for node in FP32_NODES], torch.backends.cudnn.benchmark
+        chosen = fp32_view(), torch.backends.cudnn.benchmark
         with torch_settings(params(num_threads=1)):
-            assert {node.fp32_precision for node in FP32_NODES} == {"ieee"}
-            assert not torch.backends.cudnn.benchmark
+            assert set(fp32_view()) == {"ieee"} and not torch.backends.cudnn.benchmark
             assert (torch.nn.functional.linear(x, w) - exact).abs().max() < 1e-3  # bf16: ~0.2
-        after = [node.fp32_precision for node in FP32_NODES], torch.backends.cudnn.benchmark
-        assert after == chosen
+        assert (fp32_view(), torch.backends.cudnn.benchmark) == chosen
     finally:
-        for node, value in zip(FP32_NODES, before[0], strict=True):
-            node.fp32_precision = value
-        torch.backends.cudnn.benchmark = before[1]
+        put_back(before)
+        torch.backends.cudnn.benchmark = benchmark
+
+
+def test_after_a_run_what_the_caller_never_set_follows_its_parent_again() -> None:
+    """Restored as the values they read, settings would stay pinned to them: a later change of
+    the generic setting would no longer reach oneDNN or cuBLAS."""
+    before = fp32_view()
+    try:
+        torch.backends.fp32_precision = "tf32"  # every other setting inherits it
+        with torch_settings(params(num_threads=1)):
+            pass
+        torch.backends.fp32_precision = "ieee"
+        assert fp32_view()[:7] == ["ieee"] * 7  # cuDNN's conv and rnn keep their own default
+    finally:
+        put_back(before)
 
 
 def test_a_cpu_run_leaves_the_gpus_random_generators_alone(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 
@@ -42,46 +41,45 @@ def _own_gpus(device: torch.device) -> list[int]:
     return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
-# Every backend's float32 setting, parents first: "" is torch.backends.fp32_precision itself.
-_NODES = (
-    "",
-    "cuda.matmul",
-    "mkldnn",
-    "mkldnn.matmul",
-    "mkldnn.conv",
-    "mkldnn.rnn",
-    "cudnn",
-    "cudnn.conv",
-    "cudnn.rnn",
+# Every float32 setting as (backend, op), parents first: what the `fp32_precision` attributes of
+# torch.backends read and write. Called directly: in torch 2.14 the setter of
+# torch.backends.mkldnn.fp32_precision writes the generic setting, not oneDNN's.
+_SETTINGS = (
+    ("generic", "all"),
+    ("mkldnn", "all"),
+    ("mkldnn", "matmul"),
+    ("mkldnn", "conv"),
+    ("mkldnn", "rnn"),
+    ("cuda", "all"),
+    ("cuda", "matmul"),
+    ("cuda", "conv"),
+    ("cuda", "rnn"),
 )
-
-
-def _node(path: str) -> Any:
-    """A backend's float32 settings object, e.g. torch.backends.mkldnn.matmul."""
-    found: Any = torch.backends
-    for part in filter(None, path.split(".")):
-        found = getattr(found, part)
-    return found
 
 
 @contextmanager
 def _ieee_float32() -> Iterator[None]:
     """Float32 as float32: no TF32 in cuDNN or cuBLAS, no bf16 in oneDNN (what
     `torch.set_float32_matmul_precision("medium")` selects on CPUs with bf16), and cuDNN's
-    algorithm chosen by rule, not by timing. These are not in the run's fingerprint. Set and
-    restored through each backend's own `fp32_precision` only: the legacy getters raise once
-    the two APIs were mixed, and restoring through them does not give the same state back."""
-    saved = [(node, _node(node).fp32_precision) for node in _NODES]
+    algorithm chosen by rule, not by timing. These are not in the run's fingerprint.
+
+    Each setting reads afterwards what it read before, and one the caller never set follows
+    its parent again; only cuDNN's convolutions and RNNs, TF32 by default, keep TF32 as their
+    own setting (PyTorch has no way back to that default)."""
+    read, write = torch._C._get_fp32_precision_getter, torch._C._set_fp32_precision_setter
+    saved = [(setting, read(*setting)) for setting in _SETTINGS]
     benchmark = torch.backends.cudnn.benchmark
-    for node, _ in saved:
-        _node(node).fp32_precision = "ieee"
+    for setting, _ in saved:
+        write(*setting, "ieee")
     torch.backends.cudnn.benchmark = False
     try:
         yield
     finally:
         torch.backends.cudnn.benchmark = benchmark
-        for node, value in saved:
-            _node(node).fp32_precision = value
+        for setting, value in saved:
+            write(*setting, "none")  # inherit again, where that reads as it did
+            if read(*setting) != value:
+                write(*setting, value)
 
 
 @contextmanager
