@@ -306,7 +306,7 @@ def test_stored_text_is_shown_with_its_control_characters_escaped() -> None:
     sequence reaching the terminal."""
     assert printable("line1\nline2\x1b[31m\x9b") == "line1\\nline2\\x1b[31m\\x9b"
     assert printable("geprüft ✓") == "geprüft ✓"
-    assert printable("a\u202eb\u2028c") == "a\\u202eb\\u2028c"  # reorders, breaks a line
+    assert printable("a\u202eb\u2028c\u061cd") == "a\\u202eb\\u2028c\\u061cd"  # reorders, breaks
 
 
 def test_a_registration_by_an_actor_the_trail_refuses_stores_nothing(

@@ -45,7 +45,9 @@ def utc_now() -> str:
 
 # Control characters, and the invisible ones that break or reorder a line (line and paragraph
 # separators, zero-width and bidirectional marks, the byte-order mark).
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]"
+)
 
 
 def check_text(value: str, what: str, limit: int) -> str:
