@@ -30,7 +30,6 @@ from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import IngestParams
 from mnist_pipeline.core.reports import IngestReport
 from mnist_pipeline.data import idx
-from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.data.preprocess import MAX_PIXELS, ImageError, preprocess_bytes
 from mnist_pipeline.inbox import events as inbox_events
 from mnist_pipeline.inbox import extra, tracked
@@ -245,15 +244,15 @@ def not_ingested(layout: Layout) -> str | None:
 
 
 def _as_ingest_reads(folder: Path) -> list[inbox.Entry]:
-    """The inbox's images as `collect` counts them in its identity: none over the size limit,
-    none it cannot read."""
+    """The inbox's images as `collect` counts them in its identity: read by `read_limited`,
+    so none over the size limit and none it cannot read."""
     found = []
     for label, path in inbox.listing(folder)[0]:
         try:
-            if path.stat().st_size <= inbox.MAX_FILE_BYTES:
-                found.append(inbox.Entry(label, path, file_sha256(path)))
-        except OSError:
+            data = read_limited(path)
+        except (ImageError, OSError):
             continue
+        found.append(inbox.Entry(label, path, hashlib.sha256(data).hexdigest()))
     return found
 
 
