@@ -72,17 +72,19 @@ def existing_registry(ctx: typer.Context) -> Registry:
                 "the path is wrong"
             )
         if not (root / params.model_name).is_dir():
-            models = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name[0] != ".")
-            raise RegistryError(
-                f"no model {params.model_name!r} in the registry at {root} (registry.model_name)"
-                f"; models there: {', '.join(models) or 'none'}"
-            )
+            models = {p.name for p in root.iterdir() if p.is_dir() and p.name[0] != "."}
+            raise _no_model(params.model_name, root, models)
     registry = open_registry(params, st.layout)
     if not isinstance(root, Path) and not registry.version_numbers():  # object storage
-        models = sorted({key.split("/", 1)[0] for key in registry.storage.list("")})
+        models = {key.split("/", 1)[0] for key in registry.storage.list("")}
         if params.model_name not in models:
-            raise RegistryError(
-                f"no model {params.model_name!r} in the registry at {registry.storage.location} "
-                f"(registry.model_name); models there: {', '.join(models) or 'none'}"
-            )
+            raise _no_model(params.model_name, registry.storage.location, models)
     return registry
+
+
+def _no_model(name: str, where: object, models: set[str]) -> RegistryError:
+    """A registry.model_name that names no model at `where`, with the models it holds."""
+    return RegistryError(
+        f"no model {name!r} in the registry at {where} (registry.model_name); models there: "
+        f"{', '.join(sorted(models)) or 'none'}"
+    )
