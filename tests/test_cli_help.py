@@ -1,4 +1,5 @@
-"""Every command's --help shows each option's help text whole (Rich markup eats `[...]`)."""
+"""Every command's --help shows each option's help text whole (Rich markup eats `[...]`), and a
+flag as a flag: no value placeholder beside it (typer 0.29 shows `<bool>`, as if one were due)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ def test_help_shows_every_option_help_and_default_whole(
             assert param.help in shown.output, (param.name, shown.output)
         if isinstance(param, TyperOption) and isinstance(param.show_default, str):
             assert f"[default: ({param.show_default})]" in shown.output, param.name
+    flags = [p for p in command.params if isinstance(p, TyperOption) and p.is_flag]
+    for name in ["--help", *(p.opts[0] for p in flags)]:
+        lines = [line for line in shown.output.splitlines() if f" {name} " in line]
+        assert lines, (name, shown.output)
+        for line in lines:
+            assert "<bool>" not in line and "BOOLEAN" not in line, (name, line)
 
 
 def test_the_walk_reaches_every_command_and_its_options() -> None:

@@ -240,7 +240,8 @@ def test_cli_root_must_be_an_existing_folder(
         main()
     assert info.value.code == 2
     said = "does not exist" if kind == "missing" else "is a file"
-    assert f"Invalid value for '--root': dir '{root}' {said}" in capsys.readouterr().err
+    err = capsys.readouterr().err  # typer 0.28 says "Directory '...'", later ones "dir '...'"
+    assert "Invalid value for '--root'" in err and f"'{root}' {said}" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["params.yaml", *(["typo"] if kind == "file" else [])]
     )
