@@ -130,7 +130,7 @@ def test_a_version_without_a_reference_is_not_monitored_and_answers_as_ever(
     register_candidate(registry, candidate_in(exported_candidate(tmp_path / "old", 3)), PARAMS)
     served = ServedModel(registry, "production")
     served.refresh()
-    api = TestClient(create_app(served, ServeParams(drift_window=10)))
+    api = TestClient(create_app(served, ServeParams(drift_window=200)))
     images = {"images": np.zeros((12, 28, 28)).tolist()}
     assert api.post("/predict", json=images).status_code == 200
     deadline = time.monotonic() + 30
@@ -144,13 +144,13 @@ def test_a_version_without_a_reference_is_not_monitored_and_answers_as_ever(
 
 
 def test_the_served_versions_reference_is_read_before_any_traffic(served: ServedModel) -> None:
-    api = TestClient(create_app(served, ServeParams(drift_window=10)))
+    api = TestClient(create_app(served, ServeParams(drift_window=200)))
     deadline = time.monotonic() + 30  # the monitor looks about once a second while idle
     while api.get("/model").json()["drift"]["version"] is None and time.monotonic() < deadline:
         time.sleep(0.05)
     state = api.get("/model").json()["drift"]
     assert state["enabled"] is True and state["version"] == 1 and state["problem"] is None
-    assert state["verdict"] == "too few images: 0 of 10" and state["seen"] == 0
+    assert state["verdict"] == "too few images: 0 of 200" and state["seen"] == 0
 
 
 def test_the_app_feeds_the_monitor_off_the_response_path(served: ServedModel, _candidate):
@@ -243,8 +243,42 @@ def test_the_queue_holds_a_bounded_number_of_images_not_batches(
 def test_a_batch_larger_than_the_window_counts_every_image_seen(
     served: ServedModel, _candidate
 ) -> None:
-    monitor = DriftMonitor(served, ServeParams(drift_window=50), emitter=lambda *_: True)
-    digits = contract_digits(_candidate.data_dir)
+    monitor = DriftMonitor(served, ServeParams(drift_window=200), emitter=lambda *_: True)
+    digits = np.concatenate([contract_digits(_candidate.data_dir)] * 2)
     monitor.process([answered(served, digits)])
     state = monitor.status()
-    assert state["images"] == 50 and state["seen"] == len(digits) > 50  # a window, all seen
+    assert state["images"] == 200 and state["seen"] == len(digits) > 200  # a window, all seen
+
+
+@pytest.mark.parametrize(
+    ("window", "threshold", "refused"),
+    [(10, 0.25, "the window at least 200 images"), (500, 0.05, "at least 50/N = 0.1")],
+)
+def test_a_window_and_threshold_that_chance_crosses_are_refused(
+    window: int, threshold: float, refused: str
+) -> None:
+    with pytest.raises(ValueError, match="within chance") as error:
+        ServeParams(drift_window=window, drift_threshold=threshold)
+    assert refused in str(error.value)
+    ServeParams(drift_window=window, drift_threshold=threshold, drift=False)  # no monitor
+    ServeParams(drift_window=max(window, 200), drift_threshold=50 / max(window, 200))
+
+
+def test_normal_traffic_makes_no_event_at_the_smallest_window_allowed(
+    served: ServedModel, _candidate
+) -> None:
+    """Digits drawn from the reference's own images, 6,000 of them: a window of 200 (the least
+    the default threshold allows) stays quiet, where one of 100 would start retraining."""
+    digits = contract_digits(_candidate.data_dir)
+    stream = digits[np.random.default_rng(0).integers(0, len(digits), 6000)]
+    events = {}
+    for window in (200, 100):
+        sent: list[tuple] = []
+        params = ServeParams.model_construct(
+            **(ServeParams().model_dump() | {"drift_window": window, "drift_cooldown_s": 0})
+        )  # 100 is refused: built unchecked to show why
+        monitor = DriftMonitor(served, params, emitter=lambda *event, to=sent: to.append(event))
+        for start in range(0, len(stream), 20):  # requests of 20 images
+            monitor.process([answered(served, stream[start : start + 20])])
+        events[window] = len(sent)
+    assert events[200] == 0 and events[100] >= 1, events

@@ -3,11 +3,18 @@ retraining deployment and the HTTP server (and the `Section` base every section 
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mnist_pipeline.core.validators import check_cron, check_location, check_timezone
+
+# A window of N live images drawn like the reference's reaches a PSI of about 45/N by chance in
+# some feature (ten bins, judged every N/50 images; 20 runs of 20,000 images: peak 0.23 at
+# N=200, 0.15 at 300, 0.08 at 500): a threshold needs DRIFT_CHANCE/N at least.
+DRIFT_CHANCE_SEEN = 45.0
+DRIFT_CHANCE = 50.0
 
 
 class Section(BaseModel):
@@ -131,7 +138,7 @@ class ServeParams(Section):
     # Drift of live traffic from the served version's MNIST test reference (serving/drift.py):
     # watched whenever that version has a reference; false turns the monitor off.
     drift: bool = True
-    drift_window: int = Field(default=500, ge=10, le=100_000)  # the last N images compared
+    drift_window: int = Field(default=500, ge=1, le=100_000)  # the last N images compared
     drift_threshold: float = Field(default=0.25, gt=0)  # PSI of any feature above this: drift
     drift_cooldown_s: float = Field(default=3600.0, ge=0)  # after a drift event, the next waits
 
@@ -145,4 +152,18 @@ class ServeParams(Section):
     def _canary_needs_a_shadow(self) -> ServeParams:
         if self.canary_percent > 0 and self.shadow is None:
             raise ValueError("canary_percent > 0 needs serve.shadow (the canary's model)")
+        return self
+
+    @model_validator(mode="after")
+    def _drift_above_chance(self) -> ServeParams:
+        """Refuse a window and threshold that normal traffic crosses by chance (docs/params.md)."""
+        least = DRIFT_CHANCE / self.drift_window
+        if self.drift and self.drift_threshold < least:
+            raise ValueError(
+                f"drift_threshold {self.drift_threshold} is within chance for a drift_window "
+                f"of {self.drift_window} images: normal traffic's PSI over N images reaches "
+                f"about {DRIFT_CHANCE_SEEN:g}/N by chance, so the threshold must be at least "
+                f"{DRIFT_CHANCE:g}/N = {least:.3g} (or the window at least "
+                f"{math.ceil(DRIFT_CHANCE / self.drift_threshold)} images)"
+            )
         return self
