@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from mnist_pipeline.core.errors import ParamsError, RegistryError, StoreError
 from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.pipeline.register import register_candidate
-from mnist_pipeline.registry import Registry, s3
+from mnist_pipeline.registry import Registry, commit, s3
 from mnist_pipeline.registry.backends import open_storage
 from mnist_pipeline.registry.s3 import S3Bucket, parse_url
 from mnist_pipeline.registry.s3_lease import Lease
@@ -179,6 +179,40 @@ def test_gc_stops_deleting_once_its_lease_was_taken_over(
     store._delete(lease_key)
 
 
+def test_a_registration_whose_lease_gc_took_over_commits_nothing(
+    s3_url: str, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registration stalled past its lease's time to live; gc took the lease over and listed
+    the old blobs no card needs, one of them this registration's own (left by an attempt that
+    did not commit). The registration then restarts that blob's age and would commit a card
+    that gc deletes the blob of: it must stop before the card instead."""
+    registry = Registry(s3_url, MODEL)
+    register_candidate(registry, make(1), PARAMS)
+    store, lease_key = registry.storage, f".leases/{MODEL}/register"
+    candidate = make(2)
+    model = candidate.onnx.read_bytes()
+    leftover = f"{MODEL}/blobs/sha256/{hashlib.sha256(model).hexdigest()}"
+    store.create(leftover, model)  # an attempt that did not commit
+    store_blobs, gc_found = commit._store_blobs, []
+
+    def stalled_then_gc_took_over(*args, **kwargs) -> None:
+        store._put(lease_key, json.dumps({"owner": "models gc"}).encode())  # taken over
+        gc_found.extend(registry.garbage())  # what gc lists, ages before the restart
+        store_blobs(*args, **kwargs)
+
+    monkeypatch.setattr(commit, "_store_blobs", stalled_then_gc_took_over)
+    with pytest.raises(RegistryError, match=r"lease .*register.* was taken over while held"):
+        register_candidate(registry, candidate, PARAMS)
+    monkeypatch.undo()
+    assert leftover in gc_found and registry.version_numbers() == [1]  # nothing committed
+    store._delete(lease_key)  # the gc finishes: what it found is deleted
+    for key in gc_found:
+        store.delete(key)
+    assert registry.verify() == [] and registry.garbage() != []  # this attempt's other blobs
+    assert register_candidate(registry, candidate, PARAMS).version == 2  # run again: stored anew
+    assert registry.verify() == [] and registry.read_file(2, "model.onnx") == model
+
+
 def refuse_blob_writes(store: S3Bucket, monkeypatch: pytest.MonkeyPatch, ending: str) -> None:
     """The store's client answers AccessDenied to a PUT of the blob whose key ends with
     `ending`, as a bucket policy would; every other request reaches the server."""
@@ -326,6 +360,28 @@ def test_a_lease_just_taken_is_never_seen_as_abandoned_by_its_own_process(s3_url
     assert holder_died(waiting.body) is True
 
 
+def test_a_lease_being_released_is_never_seen_as_abandoned_by_its_own_process(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its holder still counts as holding it until the delete: a thread of the same process
+    waiting meanwhile waits for the delete rather than take the lease over as abandoned."""
+    from mnist_pipeline.registry.s3_lease import holder_died
+
+    store, key = open_storage(s3_url), ".leases/m/leaving"
+    delete, seen = store._delete, []
+
+    def look_then_delete(k: str, **condition: str) -> bool:
+        found = store._get(k)
+        seen.append(found is not None and holder_died(found[0]))  # a waiter's view now
+        return delete(k, **condition)
+
+    monkeypatch.setattr(store, "_delete", look_then_delete)
+    with caplog.at_level("WARNING"), Lease(store, key, wait_s=5):
+        pass
+    assert seen == [False] and store._get(key) is None
+    assert "took over" not in caplog.text and "while it was released" not in caplog.text
+
+
 def test_a_live_holder_keeps_its_lease_past_the_time_to_live(s3_url: str) -> None:
     """Renewals change the lease's ETag (S3's is the body's MD5), so a waiter never sees a live
     holder's lease unchanged for a whole TTL, however long the holder keeps it."""
@@ -446,6 +502,31 @@ def test_an_endpoint_ignoring_conditional_writes_is_refused(
             register_candidate(registry, make(1), PARAMS)
     use_endpoint(monkeypatch, s3_endpoint)
     assert Registry(f"s3://{bucket}/registry", MODEL).storage.list("") == []  # nothing written
+
+
+@pytest.mark.parametrize("header", ["IfNoneMatch", "IfMatch"])
+def test_an_endpoint_that_does_not_implement_conditional_writes_is_refused_by_name(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, make, header: str
+) -> None:
+    """A store answering a conditional PUT 501 NotImplemented is refused with the header named,
+    not as a failed write of a probe key."""
+    bucket = new_bucket(s3_endpoint)
+    use_endpoint(monkeypatch, s3_endpoint)
+    registry = Registry(f"s3://{bucket}/registry", MODEL)
+    put = registry.storage.client.put_object
+
+    def put_object(**request):  # noqa: ANN003, ANN202
+        if header in request:
+            error = {"Error": {"Code": "NotImplemented", "Message": "A header you provided"}}
+            raise ClientError(error, "PutObject")
+        return put(**request)
+
+    monkeypatch.setattr(registry.storage.client, "put_object", put_object)
+    named = "If-None-Match" if header == "IfNoneMatch" else "If-Match"
+    with pytest.raises(RegistryError, match=f"does not implement conditional writes \\({named}\\)"):
+        register_candidate(registry, make(1), PARAMS)
+    monkeypatch.undo()
+    assert registry.storage.list("") == []  # nothing written, the probe removed
 
 
 def test_a_store_that_does_not_implement_conditional_deletes_is_used_with_a_warning(

@@ -81,7 +81,7 @@ def register(
     if missing:
         raise RegistryError(f"identity names files the submission lacks: {missing}")
     name = registry.name
-    with registry.storage.exclusive(f"{name}/register"):
+    with registry.storage.exclusive(f"{name}/register") as still_held:
         catalogue = registry.catalogue(strict=True)  # no duplicate for want of an answer
         same = submission.fingerprint if skip_same_inputs else None
         kept = _already_held(catalogue, hashes, submission.identity, same)
@@ -95,6 +95,10 @@ def register(
         if production != submission.decision.champion:  # the caller decides again
             raise ChampionMoved(name, submission.decision.champion, production)
         _store_blobs(registry, {hashes[rel]: data for rel, data in contents.items()})
+        # A gc that took the lease over from a stalled registration may have read the blobs'
+        # ages before `_store_blobs` restarted them: stop, or it would delete what the card
+        # needs. Once this passes, a gc that takes over later sees them young and keeps them.
+        still_held()
         # the first number that can be free; a writer that took it meanwhile makes this N+1
         listed = catalogue[-1][0] if catalogue else 0
         first = max(listed, state.last_version) + 1

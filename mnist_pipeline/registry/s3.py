@@ -27,10 +27,15 @@ from functools import partial
 from typing import Any, TypeVar
 
 from mnist_pipeline.core.errors import RegistryError, StoreError
-from mnist_pipeline.registry.s3_conditions import UNCONDITIONAL_DELETE, check_conditions
+from mnist_pipeline.registry.s3_conditions import (
+    UNCONDITIONAL_DELETE,
+    UnsupportedCondition,
+    check_conditions,
+)
 from mnist_pipeline.registry.s3_names import (
     NOT_FOUND,
     PRECONDITION_FAILED,
+    UNSUPPORTED,
     checked_key,
     error_code,
     failure,
@@ -191,6 +196,10 @@ class S3Bucket(Storage):
         def refused(code: str) -> bool | None:
             if code in PRECONDITION_FAILED or (code in NOT_FOUND and "IfMatch" in condition):
                 return self._written_by(key, write)
+            if code in UNSUPPORTED and condition:
+                where = f"{self.role} {self.location} at {self.endpoint}"
+                header = "If-None-Match" if "IfNoneMatch" in condition else "If-Match"
+                raise UnsupportedCondition(where, header)
             return None
 
         put = self.client.put_object

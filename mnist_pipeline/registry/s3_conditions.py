@@ -1,8 +1,9 @@
 """The first-use check that an S3 endpoint honours conditional writes (s3.py).
 
 Before its first write a backend writes a probe object under `.probe/` with `If-None-Match: *`
-twice and with a wrong `If-Match`: an endpoint that ignores either condition is refused (every
-race there would be a silent overwrite). A DELETE with a wrong `If-Match` tells whether deletes
+twice and with a wrong `If-Match`: an endpoint that ignores either condition, or answers that it
+does not implement it (501 NotImplemented), is refused (every race there would be a silent
+overwrite). A DELETE with a wrong `If-Match` tells whether deletes
 are conditional too; where they are not (ignored, or 501 NotImplemented) they are sent without
 the condition, with a warning.
 """
@@ -14,7 +15,7 @@ import uuid
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
-from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry.s3_names import PRECONDITION_FAILED, UNSUPPORTED, error_code
 
 if TYPE_CHECKING:
@@ -23,6 +24,14 @@ if TYPE_CHECKING:
 HONOURED: set[tuple[str, str]] = set()  # (endpoint, bucket) whose conditional writes were checked
 UNCONDITIONAL_DELETE: set[tuple[str, str]] = set()  # of those, the ones ignoring If-Match on DELETE
 logger = logging.getLogger("mnist_pipeline.registry.s3")
+
+
+class UnsupportedCondition(StoreError):
+    """The endpoint answered a conditional PUT with 501 NotImplemented."""
+
+    def __init__(self, where: str, header: str) -> None:
+        super().__init__(f"{where}: the endpoint does not implement {header} on PUT")
+        self.header = header
 
 
 def check_conditions(bucket: S3Bucket) -> None:
@@ -34,6 +43,7 @@ def check_conditions(bucket: S3Bucket) -> None:
         return
     probe = f".probe/{uuid.uuid4().hex}"
     wrong = '"00000000000000000000000000000000"'
+    where = f"{bucket.role} {bucket.location} at {bucket.endpoint}"
     try:
         first = bucket._put(probe, b"1", IfNoneMatch="*")
         again = bucket._put(probe, b"2", IfNoneMatch="*")
@@ -45,17 +55,22 @@ def check_conditions(bucket: S3Bucket) -> None:
                 "shared-inbox records and lease releases are not conditional there",
                 bucket.endpoint,
             )
+    except UnsupportedCondition as exc:
+        raise _refused(where, "does not implement", exc.header) from None
     finally:
         with suppress(ClientError, BotoCoreError):  # a probe left is under a dot-name: unlisted
             bucket.client.delete_object(Bucket=bucket.bucket, Key=bucket._key(probe))
     if not first or again or swapped:
-        ignored = "If-None-Match" if again or not first else "If-Match"
-        raise RegistryError(
-            f"{bucket.role} {bucket.location} at {bucket.endpoint}: the endpoint ignores "
-            f"conditional writes ({ignored}), so concurrent writers could overwrite each other; "
-            "use a store that honours If-None-Match and If-Match (AWS S3, moto, MinIO)"
-        )
+        raise _refused(where, "ignores", "If-None-Match" if again or not first else "If-Match")
     HONOURED.add((bucket.endpoint, bucket.bucket))
+
+
+def _refused(where: str, how: str, header: str) -> RegistryError:
+    return RegistryError(
+        f"{where}: the endpoint {how} conditional writes ({header}), so concurrent writers "
+        "could overwrite each other; use a store that honours If-None-Match and If-Match "
+        "(AWS S3, moto, MinIO)"
+    )
 
 
 def _deletes_conditionally(bucket: S3Bucket, probe: str, wrong: str) -> bool:

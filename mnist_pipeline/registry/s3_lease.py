@@ -128,7 +128,6 @@ class Lease:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
-        HELD.discard(self.owner)  # if the delete fails, this process's waiters take it at once
         try:
             found = self.store._get(self.key)
             mine = found is not None and json.loads(found[0]).get("owner") == self.owner
@@ -136,6 +135,11 @@ class Lease:
                 logger.warning("lease %s was taken over while it was released", self.key)
         except (RegistryError, ValueError) as failure:  # it goes stale on its own
             logger.warning("could not release lease %s: %s", self.key, failure)
+        finally:
+            # Held until the delete: a thread of this process waiting meanwhile would take a
+            # lease naming this process but no holder in HELD as abandoned. If the delete
+            # failed, this process's waiters now take it at once.
+            HELD.discard(self.owner)
 
 
 def this_host() -> str:
