@@ -128,6 +128,11 @@ def test_bad_requests_are_4xx_json_naming_the_problem(registry: Registry, tmp_pa
             "more than 4 form fields; a request takes at most serve.max_batch (3) images",
         ),
         (dict(files=[("other", ("a.png", digit))]), 422, "no image: send multipart field"),
+        (  # curl -F files=<digit.png sends the file's contents as a text field
+            dict(data={"files": "digit.png"}, files=[("other", ("a.png", digit))]),
+            422,
+            "'files' came as text, not as a file",
+        ),
         (dict(content=b"{", headers={"content-type": "application/json"}), 422, "not valid JSON"),
         (dict(json={"images": [[[0.5] * 28] * 27]}), 422, "must be 28x28 each"),
         (dict(json={"images": [[[2.0] * 28] * 28]}), 422, "image 0: values must be finite"),
@@ -154,6 +159,18 @@ def test_bad_requests_are_4xx_json_naming_the_problem(registry: Registry, tmp_pa
         "/predict", content=b"--x\r\n", headers={"content-type": "multipart/form-data"}
     )  # Starlette's 400 for a malformed form
     assert torn.status_code == 422 and "malformed multipart body: " in torn.json()["error"]
+    whole = (
+        b'--B\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + digit + b"\r\n--B--\r\n"
+    )
+    form = {"content-type": "multipart/form-data; boundary=B"}
+    assert api.post("/predict", content=whole, headers=form).status_code == 200
+    for cut in (len(whole) - 4, len(whole) - 30):  # cut short: its part would vanish silently
+        short = api.post("/predict", content=whole[:cut], headers=form)
+        assert short.status_code == 422, short.text
+        assert short.json()["error"] == (
+            "malformed multipart body: it ends before its closing boundary"
+        )
 
     def chunks():  # no Content-Length: the limit is enforced while streaming
         for _ in range(40):
@@ -570,6 +587,65 @@ def test_the_probes_answer_while_every_worker_thread_is_taken(registry: Registry
         assert api.get("/model").status_code == 200  # a worker thread's route, once one is free
 
 
+def test_the_probes_answer_while_a_large_image_is_decoded(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload of many pixels is decoded off the event loop, which meanwhile answers the
+    probes; a small one is decoded on the loop itself (a thread's hand-offs cost more)."""
+    from mnist_pipeline.serving import request_body
+
+    preprocess, threads = request_body.preprocess_bytes, {}
+    decoding, finish = threading.Event(), threading.Event()
+
+    def held_when_large(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+        threads[name] = threading.get_ident()
+        if name == "large.png":
+            decoding.set()
+            assert finish.wait(timeout=60)
+        return preprocess(data, name, max_pixels)
+
+    monkeypatch.setattr(request_body, "preprocess_bytes", held_when_large)
+    large, small = io.BytesIO(), io.BytesIO()
+    canvas = Image.new("L", (600, 500), 255)  # 300,000 pixels, a dark stroke on it
+    canvas.paste(0, (280, 100, 320, 400))
+    canvas.save(large, format="PNG")
+    canvas.resize((60, 50)).save(small, format="PNG")
+    served = ServedModel(registry, "production")
+    served.refresh()
+    answers: dict[str, int] = {}
+    with TestClient(create_app(served, ServeParams())) as api:  # one event loop for all
+
+        def post(name: str, data: bytes) -> None:
+            answers[name] = api.post("/predict", files=[("files", (name, data))]).status_code
+
+        args = ("large.png", large.getvalue())
+        uploading = threading.Thread(target=post, args=args, daemon=True)
+        uploading.start()
+        assert decoding.wait(timeout=60)
+        probes = {path: api.get(path).status_code for path in ("/healthz", "/readyz")}
+        post("small.png", small.getvalue())  # answered meanwhile, on the loop
+        loop = api.portal.call(threading.get_ident)
+        finish.set()
+        uploading.join(timeout=60)
+    assert probes == {"/healthz": 200, "/readyz": 200}
+    assert answers == {"small.png": 200, "large.png": 200}
+    assert threads["small.png"] == loop and threads["large.png"] != loop
+
+
+def test_a_png_is_sized_from_its_header_as_pillow_sizes_it() -> None:
+    from mnist_pipeline.data.decode import header_pixels
+    from mnist_pipeline.serving.request_body import png_pixels
+
+    for mode, size in (("L", (123, 45)), ("RGBA", (1, 70_000)), ("P", (300, 2)), ("I;16", (9, 9))):
+        image = io.BytesIO()
+        Image.new(mode, size).save(image, format="PNG")
+        data = image.getvalue()
+        assert png_pixels(data) == header_pixels(data, "x") == size[0] * size[1]
+    jpeg = io.BytesIO()
+    Image.new("L", (20, 20)).save(jpeg, format="JPEG")
+    assert png_pixels(jpeg.getvalue()) is None and png_pixels(b"\x89PNG\r\n") is None
+
+
 def test_without_credentials_there_is_no_feedback_route(
     registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -603,6 +679,9 @@ def test_cors_only_for_the_configured_origins(registry: Registry) -> None:
     assert "authorization" in with_token.headers["access-control-allow-headers"].lower()
     other = api.get("/healthz", headers={"Origin": "http://evil.example"})
     assert "access-control-allow-origin" not in other.headers
+    exposed = api.get("/healthz", headers={"Origin": "http://127.0.0.1:5500"}).headers
+    readable = {h.strip().lower() for h in exposed["access-control-expose-headers"].split(",")}
+    assert {"retry-after", "www-authenticate", "etag", "x-model-version"} <= readable
 
 
 def test_the_threads_that_watch_for_an_app_end_when_it_shuts_down(registry: Registry) -> None:

@@ -130,7 +130,9 @@ def create_app(
     ) -> JSONResponse:
         # Decoding, preprocessing and inference run on the event loop, not in a thread pool:
         # they hold the GIL (onnxruntime's share is microseconds per digit), so threads would
-        # only add hand-offs and contention; more cores are used with `serve.workers`.
+        # only add hand-offs and contention; more cores are used with `serve.workers`. Only
+        # images of many pixels are decoded in a thread (request_body.OFFLOAD_PIXELS), so that
+        # the loop answers the probes meanwhile.
         names, digits = await read_images(request, limits)
         loaded = served.current  # read once: this request finishes on this version
         if loaded is None:
@@ -161,7 +163,9 @@ def create_app(
             allow_origins=limits.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "If-None-Match"],  # /feedback; revalidating a model
-            expose_headers=model_files.EXPOSED_HEADERS,  # a page checks the model it fetched
+            # a page checks the model it fetched, and reads when to retry (429, 503) and how
+            # to authenticate (401)
+            expose_headers=[*model_files.EXPOSED_HEADERS, "Retry-After", "WWW-Authenticate"],
         )
     metrics = observe(app, served, limits)  # outermost: every request, refusals included
     if challenger is not None and metrics is not None:

@@ -6,11 +6,14 @@ digits), each problem a ClientError with a status and a message naming it.
 from __future__ import annotations
 
 import json
+import struct
 from typing import Any
 
 import numpy as np
+from anyio import CapacityLimiter, to_thread
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,6 +22,13 @@ from mnist_pipeline.core.contract import IMAGE_SIZE
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.data.decode import ImageError, header_pixels
 from mnist_pipeline.data.preprocess import preprocess_bytes
+
+# A request whose images decode to more pixels than this (a few milliseconds of work and up)
+# is decoded in a worker thread, so the event loop meanwhile answers the probes and small
+# requests; smaller ones stay on the loop, where a thread's hand-offs would cost more than they
+# take (http_api.py `predict`).
+OFFLOAD_PIXELS = 250_000
+PNG_START = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"  # signature, IHDR's length and type
 
 
 class ClientError(Exception):
@@ -140,21 +150,43 @@ async def read_form(request: Request, max_files: int, max_fields: int, takes: st
         raise ClientError(422, message) from None
 
 
-def digits_from_files(files: list[tuple[str, bytes]], limits: ServeParams) -> np.ndarray:
-    """Preprocessed digits of uploaded image files; ClientError naming the first bad one."""
+def checked_pixels(files: list[tuple[str, bytes]], limits: ServeParams) -> int:
+    """The pixels the uploaded images decode to, from their headers (nothing decoded yet);
+    ClientError for no image, too many, or a batch over serve.max_pixels together. A single
+    image whose header cannot be read counts 0: decoding it names the problem."""
     if not files:
         raise ClientError(422, "no image: send multipart field 'files', an image body, or JSON")
     if len(files) > limits.max_batch:
         raise ClientError(422, f"{len(files)} images, over serve.max_batch ({limits.max_batch})")
+    total = 0
+    for name, data in files:
+        try:
+            total += png_pixels(data) or header_pixels(data, name)
+        except ImageError as exc:
+            if len(files) == 1:
+                return 0
+            raise ClientError(422, str(exc)) from None
+        if len(files) > 1 and total > limits.max_pixels:  # one image: checked as decoded
+            raise ClientError(
+                422,
+                f"{name}: the request's images have {total:,}+ pixels together, more than "
+                f"serve.max_pixels ({limits.max_pixels:,})",
+            )
+    return total
+
+
+def png_pixels(data: bytes) -> int | None:
+    """Width x height of a PNG from its IHDR chunk (bytes 16-24), None for anything else: a
+    PNG, what most uploads are, is sized in a microsecond instead of Pillow's ten."""
+    if data[:16] != PNG_START or len(data) < 24:
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return width * height
+
+
+def digits_from_files(files: list[tuple[str, bytes]], limits: ServeParams) -> np.ndarray:
+    """Preprocessed digits of uploaded image files; ClientError naming the first bad one."""
     try:
-        total = 0  # a batch's images within serve.max_pixels together, before any is decoded
-        for name, data in files if len(files) > 1 else ():  # one image: checked as decoded
-            total += header_pixels(data, name)
-            if total > limits.max_pixels:
-                raise ImageError(
-                    f"{name}: the request's images have {total:,}+ pixels together, more than "
-                    f"serve.max_pixels ({limits.max_pixels:,})"
-                )
         return np.stack([preprocess_bytes(data, name, limits.max_pixels) for name, data in files])
     except ImageError as exc:
         raise ClientError(422, str(exc)) from None
@@ -166,14 +198,7 @@ async def read_images(request: Request, limits: ServeParams) -> tuple[list[str],
     if kind == "application/json":
         return digits_from_json(parse_json(await request.body()), limits.max_batch)
     if kind == "multipart/form-data":
-        takes = f"a request takes at most serve.max_batch ({limits.max_batch}) images"
-        # one part more than a batch may have: a batch one over is named by its count below
-        form = await read_form(request, limits.max_batch + 1, limits.max_batch + 1, takes)
-        try:
-            uploads = [v for v in form.getlist("files") if isinstance(v, UploadFile)]
-            files = [(u.filename or f"file {i}", await u.read()) for i, u in enumerate(uploads)]
-        finally:
-            await form.close()  # the uploads' spooled files, now rather than when collected
+        files = await form_files(request, limits)
     elif kind.startswith("image/") or kind == "application/octet-stream":
         files = [("body", await request.body())]
     else:
@@ -182,6 +207,38 @@ async def read_images(request: Request, limits: ServeParams) -> tuple[list[str],
             f"unsupported content type {kind or '(none)'!r}: send "
             "multipart/form-data files, an image/* body, or application/json",
         )
-    digits = digits_from_files(files, limits)  # on the event loop: see `predict`
+    if checked_pixels(files, limits) <= OFFLOAD_PIXELS:
+        digits = digits_from_files(files, limits)  # on the event loop: see `predict`
+    else:  # in a worker thread, one request at a time: the loop goes on answering meanwhile
+        limiter = getattr(request.app.state, "heavy_images", None)
+        if limiter is None:
+            limiter = request.app.state.heavy_images = CapacityLimiter(1)
+        digits = await to_thread.run_sync(digits_from_files, files, limits, limiter=limiter)
     request.state.uploads = [data for _, data in files]  # keys of later labels (challenger.py)
     return [name for name, _ in files], digits
+
+
+async def form_files(request: Request, limits: ServeParams) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of the multipart field `files`; ClientError when the field came as
+    text rather than files, or the body ended before its closing boundary (the parser would
+    drop the part it cut short without a word)."""
+    takes = f"a request takes at most serve.max_batch ({limits.max_batch}) images"
+    body = await request.body()  # kept: the form is parsed from it, then its end is checked
+    # one part more than a batch may have: a batch one over is named by its count below
+    form = await read_form(request, limits.max_batch + 1, limits.max_batch + 1, takes)
+    try:
+        sent = form.getlist("files")
+        uploads = [v for v in sent if isinstance(v, UploadFile)]
+        if len(uploads) < len(sent):
+            raise ClientError(
+                422,
+                "multipart field 'files' came as text, not as a file: send it with a file name "
+                "(curl -F files=@digit.png)",
+            )
+        files = [(u.filename or f"file {i}", await u.read()) for i, u in enumerate(uploads)]
+    finally:
+        await form.close()  # the uploads' spooled files, now rather than when collected
+    boundary = parse_options_header(request.headers["content-type"])[1].get(b"boundary", b"")
+    if b"--" + boundary + b"--" not in body:  # the parser accepted it: it has a boundary
+        raise ClientError(422, "malformed multipart body: it ends before its closing boundary")
+    return files
