@@ -38,6 +38,7 @@ DRIFT_REASON = "live traffic drifted from MNIST test: {{ event.payload.summary }
 QUEUE_IMAGES = 16_384  # answered images waiting for the monitor's thread (~50 MB); more skipped
 REREAD_S = 30.0  # a reference that could not be read (the store down) is read again after this
 IDLE_CHECK_S = 1.0  # without traffic, how often the monitor looks for a newly served version
+GATHER_S = 0.05  # after a request arrives, how long the monitor lets others gather first
 logger = logging.getLogger("mnist_pipeline.serve")
 
 
@@ -129,6 +130,9 @@ class DriftMonitor:
             except queue.Empty:
                 self._follow_idle()
                 continue
+            # One wake-up for a moment's requests, not one each: waking per request and taking
+            # the GIL from the event loop cost more than the features themselves.
+            self._stop.wait(GATHER_S)
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             with self._lock:
@@ -150,13 +154,21 @@ class DriftMonitor:
 
     def process(self, batch: list[tuple[Loaded, np.ndarray, np.ndarray]]) -> None:
         """Add answered batches to the window and judge it (the monitor thread's work)."""
-        for loaded, digits, probabilities in batch:
+        runs: list[tuple[Loaded, list[np.ndarray], list[np.ndarray]]] = []
+        for loaded, digits, probabilities in batch:  # consecutive requests of one version
+            if runs and runs[-1][0] is loaded:
+                runs[-1][1].append(digits)
+                runs[-1][2].append(probabilities)
+            else:
+                runs.append((loaded, [digits], [probabilities]))
+        for loaded, digit_parts, probability_parts in runs:
             now = self.served.current
             if now is not None and now.version != loaded.version:
                 continue  # answered just before a swap: the window is the served version's
             self._follow(loaded)
             if self.reference is None:
                 continue
+            digits, probabilities = np.concatenate(digit_parts), np.concatenate(probability_parts)
             found = drift.features(digits, probabilities.argmax(axis=1), probabilities.max(axis=1))
             self._append(np.column_stack([found[name] for name in drift.FEATURES]))
         if self.reference is not None and self._unjudged >= max(1, self.size // 50):
