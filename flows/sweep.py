@@ -3,7 +3,9 @@
 Phase 1 starts one child run per config of the trial deployment (`run_deployment`, parameters
 `overrides` = the config and `trial=True`): each trains on whichever worker takes it and
 publishes its validation accuracy as the `mnist-trial` artifact (flows/trials.py), read back
-over the API (workers share no folder with this run). Phase 2 picks the best by validation
+over the API (workers share no folder with this run). A sweep that ends in this phase (an
+error, a failed start, Ctrl-C) cancels the trials it started: Prefect cancels a parent's
+children only when the parent itself is cancelled. Phase 2 picks the best by validation
 accuracy (a tie: the earliest config; failed trials are reported and left out) and starts one
 more run of the registering deployment with that config: training is deterministic for given
 params and data, so it retrains the winner, which is then gated, exported and registered as any
@@ -15,7 +17,6 @@ retraining. The grid is checked whole before any child starts (mnist_pipeline/pi
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,18 +25,12 @@ from uuid import UUID
 import yaml
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterParentFlowRunId,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-)
-from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
-from prefect.states import Cancelling
 
+from flows.child_runs import cancel_unfinished, wait_all, wait_registering
 from flows.trials import read_trial
 from mnist_pipeline.core.errors import ParamsError, PipelineError, one_line_errors
 from mnist_pipeline.core.validators import describe_yaml_error, load_yaml_strict
@@ -49,7 +44,6 @@ from mnist_pipeline.pipeline.sweep import (
 )
 
 TRIAL_DEPLOYMENT = "mnist-retrain/trial"
-POLL_S = 2.0
 
 
 def check_deployments(client: SyncPrefectClient, names: list[str]) -> None:
@@ -65,87 +59,6 @@ def check_deployments(client: SyncPrefectClient, names: list[str]) -> None:
             f"sweep: no deployment {', '.join(missing)} on the Prefect server: deploy first "
             "(prefect deploy --all, or python -m flows.serve)"
         )
-
-
-def awaits_approval(client: SyncPrefectClient, run: FlowRun) -> bool:
-    """Whether `run` waits for a person: paused itself, or running while one of its subflow
-    runs is paused (the retrain flow pauses only its `approval` subflow)."""
-    state = run.state
-    if state is None or state.is_paused():
-        return state is not None
-    if not state.is_running():
-        return False
-    children = client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(
-            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id]),
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
-        ),
-        limit=1,
-        offset=0,
-    )
-    return bool(children)
-
-
-def wait_all(
-    client: SyncPrefectClient,
-    ids: list[UUID],
-    timeout_s: float,
-    paused_is_done: bool = False,
-    keep_queued: bool = False,
-) -> list[FlowRun]:
-    """The flow runs `ids` once every one is final (or, with `paused_is_done`, waiting for a
-    person's approval of its registration: `awaits_approval`). After `timeout_s`, those still
-    going are cancelled (a worker stops their process), except, with `keep_queued`, a run not
-    yet started (queued for a concurrency slot or a worker), which is left to run when it gets
-    one; a PipelineError names each with its state."""
-
-    def done(run: FlowRun) -> bool:
-        state = run.state
-        if state is None:
-            return False
-        return state.is_final() or (paused_is_done and awaits_approval(client, run))
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        runs = [client.read_flow_run(i) for i in ids]
-        if all(done(r) for r in runs):
-            return runs
-        if time.monotonic() > deadline:
-            waiting = [r for r in runs if not done(r)]
-            queued = [r for r in waiting if keep_queued and _not_started(r)]
-            cancelled = [r for r in waiting if r not in queued]
-            why = f"sweep: not finished after {timeout_s:.0f} s"
-            for run in cancelled:  # never left training for nobody
-                client.set_flow_run_state(run.id, Cancelling(message=why), force=True)
-            told = [f"cancelled: {_named(cancelled)}"] if cancelled else []
-            if queued:
-                told.append(f"left queued, to run when it starts: {_named(queued)}")
-            raise PipelineError(
-                f"sweep: child runs not finished after {timeout_s:.0f} s; {'; '.join(told)}"
-            )
-        time.sleep(POLL_S)
-
-
-def _not_started(run: FlowRun) -> bool:
-    """Queued: scheduled, waiting for a concurrency slot (AwaitingConcurrencySlot), pending."""
-    return run.state is not None and run.state.type in (StateType.SCHEDULED, StateType.PENDING)
-
-
-def _named(runs: list[FlowRun]) -> str:
-    return ", ".join(f"{r.name} ({r.state.name if r.state else 'no state'})" for r in runs)
-
-
-def wait_registering(
-    client: SyncPrefectClient, run_id: UUID, timeout_s: float
-) -> tuple[FlowRun, bool]:
-    """The registering run once it is final or waits for approval (registry.approval:
-    required: registered and paused is a result too), and whether it waits. An approval
-    answered between `wait_all`'s look and the next one lets the run go on: wait again."""
-    while True:
-        (run,) = wait_all(client, [run_id], timeout_s, paused_is_done=True, keep_queued=True)
-        awaiting = awaits_approval(client, run)
-        if awaiting or (run.state is not None and run.state.is_final()):
-            return run, awaiting
 
 
 def trial_of(client: SyncPrefectClient, index: int, config: dict[str, Any], run: FlowRun) -> Trial:
@@ -207,11 +120,16 @@ def sweep(
     with get_client(sync_client=True) as client:
         check_deployments(client, [trial_deployment, register_deployment])
         logger = get_run_logger()
-        ids = [
-            start_child(trial_deployment, params_file, c, True, f"trial-{i}")
-            for i, c in enumerate(configs)
-        ]
-        runs = wait_all(client, ids, timeout_s)
+        ids: list[UUID] = []
+        try:
+            for i, config in enumerate(configs):
+                ids.append(start_child(trial_deployment, params_file, config, True, f"trial-{i}"))
+            runs = wait_all(client, ids, timeout_s)
+        except BaseException as exc:  # an error, a failed start, Ctrl-C: no trial left running
+            why = f"sweep {flow_run.name or ''} stopped: {type(exc).__name__}: {exc}"[:500]
+            for problem in cancel_unfinished(client, ids, why):
+                logger.warning("sweep: %s", problem)
+            raise
         trials = [
             trial_of(client, i, c, r) for i, (c, r) in enumerate(zip(configs, runs, strict=True))
         ]

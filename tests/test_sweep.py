@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from flows import child_runs
 from flows import sweep as sweep_module
 from flows.retrain import retrain
 from flows.sweep import sweep
@@ -403,18 +405,58 @@ def test_children_still_going_at_the_timeout_are_cancelled(tiny_workdir: Path) -
         with pytest.raises(
             PipelineError, match=rf"not finished after 0 s; cancelled: {waiting.name} \(Pending\)$"
         ):
-            sweep_module.wait_all(client, [waiting.id], timeout_s=0)
+            child_runs.wait_all(client, [waiting.id], timeout_s=0)
         state = client.read_flow_run(waiting.id).state
         queued = client.create_flow_run(never_run)
         with pytest.raises(
             PipelineError, match=rf"; left queued, to run when it starts: {queued.name} \(Pend"
         ):
-            sweep_module.wait_registering(client, queued.id, timeout_s=0)
+            child_runs.wait_registering(client, queued.id, timeout_s=0)
         assert client.read_flow_run(queued.id).state.type.value == "PENDING"  # not cancelled
     assert (
         state.type.value in ("CANCELLING", "CANCELLED")
         and "not finished after 0 s" in state.message
     )
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("ending", ["a failed start", "an interrupt"])
+def test_a_sweep_that_stops_early_cancels_the_trials_it_started(
+    tiny_workdir: Path, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """Prefect cancels a parent's children only when the parent is cancelled: a sweep that
+    fails or is interrupted (Ctrl-C) cancels its trials itself, and ends as it would have."""
+    from prefect import flow as prefect_flow
+
+    @prefect_flow(name="never-run")
+    def never_run() -> None: ...
+
+    started: list = []
+    monkeypatch.setattr(sweep_module, "check_deployments", lambda *_: None)
+    monkeypatch.setattr(sweep_module, "get_run_logger", lambda: logging.getLogger("sweep"))
+    with get_client(sync_client=True) as client:
+
+        def start_child(*args) -> object:
+            if ending == "a failed start" and started:
+                raise RuntimeError("the API refused the second run")
+            started.append(client.create_flow_run(never_run).id)
+            return started[-1]
+
+        def interrupted(_: float) -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(sweep_module, "start_child", start_child)
+        monkeypatch.setattr(child_runs.time, "sleep", interrupted)
+        raised = RuntimeError if ending == "a failed start" else KeyboardInterrupt
+        with pytest.raises(raised):
+            sweep.fn(grid=[{"train.epochs": 2}, {"train.epochs": 3}], workdir=str(tiny_workdir))
+        monkeypatch.undo()
+        states = [client.read_flow_run(run).state for run in started]
+    assert len(started) == (1 if ending == "a failed start" else 2)
+    for state in states:
+        assert state.type.value in ("CANCELLING", "CANCELLED"), state
+        assert state.message.startswith("sweep ") and raised.__name__ in state.message
 
 
 @pytest.mark.slow
@@ -434,11 +476,11 @@ def test_a_registering_run_paused_for_approval_is_a_result_not_a_timeout(
     with get_client(sync_client=True) as client:
         paused = client.create_flow_run(awaiting)
         client.set_flow_run_state(paused.id, Paused(timeout_seconds=3600), force=True)
-        (run,) = sweep_module.wait_all(client, [paused.id], timeout_s=30, paused_is_done=True)
+        (run,) = child_runs.wait_all(client, [paused.id], timeout_s=30, paused_is_done=True)
         assert run.state.is_paused()
         assert client.read_flow_run(paused.id).state.is_paused()  # nothing cancelled
         with pytest.raises(PipelineError, match="cancelled"):  # a trial paused is not done
-            sweep_module.wait_all(client, [paused.id], timeout_s=0)
+            child_runs.wait_all(client, [paused.id], timeout_s=0)
 
         # The retrain flow pauses only its `approval` subflow (a flow run whose parent task
         # run is in the registering run), and itself stays running meanwhile.
@@ -452,8 +494,8 @@ def test_a_registering_run_paused_for_approval_is_a_result_not_a_timeout(
         client.set_flow_run_state(parent.id, Running(), force=True)
         link = client.create_task_run(stands_for_the_subflow, parent.id, dynamic_key="0")
         child = client.create_flow_run(approval, parent_task_run_id=link.id)
-        assert not sweep_module.awaits_approval(client, client.read_flow_run(parent.id))
+        assert not child_runs.awaits_approval(client, client.read_flow_run(parent.id))
         client.set_flow_run_state(child.id, Paused(timeout_seconds=3600), force=True)
-        (run,) = sweep_module.wait_all(client, [parent.id], timeout_s=30, paused_is_done=True)
-        assert run.state.is_running() and sweep_module.awaits_approval(client, run)
+        (run,) = child_runs.wait_all(client, [parent.id], timeout_s=30, paused_is_done=True)
+        assert run.state.is_running() and child_runs.awaits_approval(client, run)
         assert client.read_flow_run(child.id).state.is_paused()  # nothing cancelled

@@ -1,0 +1,120 @@
+"""Waiting for a sweep's child runs over the Prefect API, and cancelling those it leaves:
+a run is done once final, or (a registering run) once it waits for a person's approval."""
+
+from __future__ import annotations
+
+import time
+from uuid import UUID
+
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.states import Cancelling
+
+from mnist_pipeline.core.errors import PipelineError
+
+POLL_S = 2.0
+
+
+def awaits_approval(client: SyncPrefectClient, run: FlowRun) -> bool:
+    """Whether `run` waits for a person: paused itself, or running while one of its subflow
+    runs is paused (the retrain flow pauses only its `approval` subflow)."""
+    state = run.state
+    if state is None or state.is_paused():
+        return state is not None
+    if not state.is_running():
+        return False
+    children = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+        ),
+        limit=1,
+        offset=0,
+    )
+    return bool(children)
+
+
+def wait_all(
+    client: SyncPrefectClient,
+    ids: list[UUID],
+    timeout_s: float,
+    paused_is_done: bool = False,
+    keep_queued: bool = False,
+) -> list[FlowRun]:
+    """The flow runs `ids` once every one is final (or, with `paused_is_done`, waiting for a
+    person's approval of its registration: `awaits_approval`). After `timeout_s`, those still
+    going are cancelled (a worker stops their process), except, with `keep_queued`, a run not
+    yet started (queued for a concurrency slot or a worker), which is left to run when it gets
+    one; a PipelineError names each with its state."""
+
+    def done(run: FlowRun) -> bool:
+        state = run.state
+        if state is None:
+            return False
+        return state.is_final() or (paused_is_done and awaits_approval(client, run))
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        runs = [client.read_flow_run(i) for i in ids]
+        if all(done(r) for r in runs):
+            return runs
+        if time.monotonic() > deadline:
+            waiting = [r for r in runs if not done(r)]
+            queued = [r for r in waiting if keep_queued and _not_started(r)]
+            cancelled = [r for r in waiting if r not in queued]
+            cancel(client, cancelled, f"sweep: not finished after {timeout_s:.0f} s")
+            told = [f"cancelled: {_named(cancelled)}"] if cancelled else []
+            if queued:
+                told.append(f"left queued, to run when it starts: {_named(queued)}")
+            raise PipelineError(
+                f"sweep: child runs not finished after {timeout_s:.0f} s; {'; '.join(told)}"
+            )
+        time.sleep(POLL_S)
+
+
+def cancel(client: SyncPrefectClient, runs: list[FlowRun], why: str) -> None:
+    """Cancel `runs` (a worker stops their process): never left training for nobody."""
+    for run in runs:
+        client.set_flow_run_state(run.id, Cancelling(message=why), force=True)
+
+
+def cancel_unfinished(client: SyncPrefectClient, ids: list[UUID], why: str) -> list[str]:
+    """Cancel the runs of `ids` not yet final or cancelling, as far as the API answers (a
+    sweep ending on an error or an interrupt); returns what could not be done, one line each."""
+    problems = []
+    for run_id in ids:
+        try:
+            run = client.read_flow_run(run_id)
+            if run.state is None or not (run.state.is_final() or run.state.is_cancelling()):
+                cancel(client, [run], why)
+        except Exception as exc:  # noqa: BLE001 - the API down: the sweep's own error goes on
+            problems.append(f"child run {run_id} not cancelled: {type(exc).__name__}: {exc}")
+    return problems
+
+
+def _not_started(run: FlowRun) -> bool:
+    """Queued: scheduled, waiting for a concurrency slot (AwaitingConcurrencySlot), pending."""
+    return run.state is not None and run.state.type in (StateType.SCHEDULED, StateType.PENDING)
+
+
+def _named(runs: list[FlowRun]) -> str:
+    return ", ".join(f"{r.name} ({r.state.name if r.state else 'no state'})" for r in runs)
+
+
+def wait_registering(
+    client: SyncPrefectClient, run_id: UUID, timeout_s: float
+) -> tuple[FlowRun, bool]:
+    """The registering run once it is final or waits for approval (registry.approval:
+    required: registered and paused is a result too), and whether it waits. An approval
+    answered between `wait_all`'s look and the next one lets the run go on: wait again."""
+    while True:
+        (run,) = wait_all(client, [run_id], timeout_s, paused_is_done=True, keep_queued=True)
+        awaiting = awaits_approval(client, run)
+        if awaiting or (run.state is not None and run.state.is_final()):
+            return run, awaiting
