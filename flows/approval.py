@@ -28,7 +28,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Running, State
 from pydantic import Field
 
-from flows.artifacts import tag_run
+from flows.artifacts import best_effort, tag_run
 from flows.notify import tell
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
@@ -57,7 +57,8 @@ class ApprovalInput(RunInput):
 def approval(model_name: str, version: int, timeout_s: int) -> State:
     """Tag this run as waiting for approval of `model_name` v`version` and pause it until it is
     answered (the state's result: an Answer) or `timeout_s` pass (None)."""
-    tag_run(waiting_tag(model_name, version))
+    # `models approve` finds the run by this tag; the UI's Resume works without it
+    best_effort("tag the approval run", lambda: tag_run(waiting_tag(model_name, version)))
     print(
         f"v{version} awaits approval for production: Resume this run in the Prefect UI, or "
         f"`mnist-pipeline models approve {version} --comment TEXT` (or reject)"
@@ -109,10 +110,14 @@ def await_approval(registry: Registry, registration: Registration, timeout_s: in
     if answer is not None and answer.who is None:  # the UI's form, no name given
         answer = replace(answer, who=announce.run_actor(flow_run.name or flow_run.id, "prefect-ui"))
     settled = settle(registry, version, registration.champion, answer, actor, timeout_s)
-    outcome = f"approval:{settled.outcome}"
-    tag_run(outcome)
+    outcome = f"approval:{settled.outcome}"  # recorded: from here on a failure is a warning
     waiting = (waiting_tag(registry.name, version),)
-    tag_run(outcome, drop=waiting, run_id=state.state_details.flow_run_id)
+    approval_run = state.state_details.flow_run_id
+    best_effort("tag the run with the approval's outcome", lambda: tag_run(outcome))
+    best_effort(
+        "tag the approval run with its outcome",
+        lambda: tag_run(outcome, drop=waiting, run_id=approval_run),
+    )
     print(settled.message)
     return settled
 

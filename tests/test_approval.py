@@ -4,9 +4,11 @@ recorded in the audit trail, and the CLI's errors (the Prefect part: test_approv
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from flows import approval as approval_flow  # at import: Prefect sets up logging once
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.core.reports import ModelCard, parse_report
@@ -135,3 +137,29 @@ def test_cli_without_a_prefect_api_is_one_line(
         "printable text\n"
     )
     assert registry.alias_log() == before
+
+
+def test_an_answer_recorded_is_the_outcome_even_if_the_runs_cannot_be_tagged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once the answer moved production, a Prefect API that fails the runs' tags is a warning:
+    the retraining run still ends with the approval's outcome (not Failed, which would notify a
+    failure for a promotion that happened)."""
+    registry, v2 = proposed_project(tmp_path)
+    answered = SimpleNamespace(
+        result=lambda: Answer(True, "checked", "user:eve"),
+        state_details=SimpleNamespace(flow_run_id="approval-run"),
+    )
+
+    def api_down(*_: object, **__: object) -> None:
+        raise ConnectionError("the Prefect API does not answer")
+
+    monkeypatch.setattr(approval_flow, "flow_run", SimpleNamespace(id="r", name="r", parameters={}))
+    monkeypatch.setattr(approval_flow, "server_configured", lambda: "http://127.0.0.1:9/api")
+    monkeypatch.setattr(approval_flow, "tell", lambda *_: None)
+    monkeypatch.setattr(approval_flow, "approval", lambda *_, **__: answered)
+    monkeypatch.setattr(approval_flow, "tag_run", api_down)
+    with caplog.at_level("WARNING", logger="mnist_pipeline.flows"):
+        settled = approval_flow.await_approval(registry, v2, 60)
+    assert settled.outcome == "approved" and registry.aliases()["production"] == 2
+    assert caplog.text.count("could not tag") == 2 and "does not answer" in caplog.text
