@@ -74,6 +74,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ('registry:\n  root: "s3://"\n', ["registry.root", "bucket"]),
         ('inbox:\n  shared: "s3:///x"\n', ["inbox.shared", "bucket"]),
         ("parity:\n  atol: .inf\n", ["parity.atol", "finite number"]),
+        ("parity:\n  atol: 1.0e+9\n", ["parity.atol", "less than or equal to 0.01"]),
         ("parity:\n  batch_sizes: [-1]\n", ["parity.batch_sizes.0", "greater than or"]),
         ("train:\n  seed: 100000000000000000000000\n", ["train.seed", "less than or equal"]),
         ('registry:\n  root: ""\n', ["registry.root", "at least 1 character"]),

@@ -193,7 +193,9 @@ class ExportParams(Section):
 class ParityParams(Section):
     """The onnxruntime-vs-PyTorch parity gate."""
 
-    atol: float = Field(default=1e-4, gt=0)
+    # at most 0.01: probabilities differ by at most 1, so a tolerance near it checks nothing
+    # but the argmax; float32 exports agree to ~1e-5
+    atol: float = Field(default=1e-4, gt=0, le=0.01)
     batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(default=(1, 7), min_length=1)
 
     @field_validator("batch_sizes", mode="before")

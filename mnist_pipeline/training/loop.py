@@ -16,6 +16,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
 from mnist_pipeline.core.errors import ParamsError, TrainingError
 from mnist_pipeline.core.params import TrainParams
+from mnist_pipeline.core.progress import log
 from mnist_pipeline.evaluation.metrics import EpochStats
 from mnist_pipeline.model.network import build_model
 
@@ -113,6 +114,13 @@ def make_scheduler(optimizer: Optimizer, params: TrainParams, steps: int) -> LRS
         raise ParamsError(
             f"train.warmup_fraction {params.warmup_fraction} of {total} steps is a warm-up of "
             "exactly 1 step, which onecycle cannot schedule: choose another warmup_fraction"
+        )
+    if params.warmup_fraction * total < 1:  # a smoke run may mean it; a training would not
+        log(
+            f"warning: train.warmup_fraction {params.warmup_fraction} of {total} step(s) is "
+            "no warm-up: onecycle starts past its peak and its first steps barely move the "
+            f"weights (learning rate down to {params.learning_rate / 1e4:.1e}); fine for a "
+            "smoke run, not for training"
         )
     return OneCycleLR(
         optimizer,
