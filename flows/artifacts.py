@@ -26,6 +26,7 @@ from prefect.runtime import flow_run
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.core.reports import Metrics, ModelCard, Parity, read_report
+from mnist_pipeline.evaluation.gate import accuracy_passes
 from mnist_pipeline.pipeline.card import evidence_lines
 from mnist_pipeline.pipeline.versions import read_card
 from mnist_pipeline.registry import Registry
@@ -179,18 +180,32 @@ def publish_report(
     tag_run("registered" if registration.registered else "not-registered", *tags)
 
 
-def publish_rejected(params: Params, layout: Layout, stage: str, message: str) -> None:
+def gate_rows(metrics: Metrics) -> list[str]:
+    """Table rows of the gates evaluate applied, each with the threshold it used: MNIST test,
+    and the extra holdout when it had one (either alone can reject a candidate)."""
+    test = accuracy_passes(metrics.accuracy, metrics.min_accuracy)
+    rows = [
+        f"| test accuracy | {metrics.correct}/{metrics.total} ({metrics.accuracy:.2%}) |",
+        f"| gate | {'passed' if test else 'missed'}: evaluate.min_accuracy "
+        f"{metrics.min_accuracy:.2%} |",
+    ]
+    held = metrics.extra
+    if held.total and held.accuracy is not None:
+        needed = held.min_extra_accuracy
+        rows += [
+            f"| extra holdout accuracy | {held.correct}/{held.total} ({held.accuracy:.2%}) |",
+            f"| extra holdout gate | {'passed' if held.passed else 'missed'}: "
+            + ("none set |" if needed is None else f"evaluate.min_extra_accuracy {needed:.2%} |"),
+        ]
+    return rows
+
+
+def publish_rejected(layout: Layout, stage: str, message: str) -> None:
     """The report of a candidate the gate or parity rejected: when an operator needs it most."""
     lines = [f"# MNIST retraining: rejected at {stage}", "", f"> {message}", ""]
     if layout.metrics.is_file():
         metrics = read_report(Metrics, layout.metrics, "evaluate")
-        lines += [
-            "| item | value |",
-            "|---|---|",
-            f"| test accuracy | {metrics.correct}/{metrics.total} ({metrics.accuracy:.2%}) |",
-            f"| gate | {'passed' if metrics.passed else 'missed'}: evaluate.min_accuracy "
-            f"{params.evaluate.min_accuracy:.2%} |",
-        ]
+        lines += ["| item | value |", "|---|---|", *gate_rows(metrics)]
     if stage == "parity" and layout.parity_report.is_file():
         parity = read_report(Parity, layout.parity_report, "parity")
         lines.append(

@@ -216,7 +216,7 @@ def _stages(
             state, (results[name], timings[name]) = _run(name, params, layout, upstream, **options)
         except StageFailed as failed:
             if isinstance(failed.__cause__, GateError):  # the gate or parity said no
-                report = partial(publish_rejected, params, layout, failed.stage, str(failed))
+                report = partial(publish_rejected, layout, failed.stage, str(failed))
                 best_effort("publish the rejected candidate's report", report)  # never hiding why
             raise
         upstream = [state]

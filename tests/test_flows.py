@@ -16,11 +16,19 @@ import pytest
 import yaml
 from prefect.settings import PREFECT_API_URL
 
-from flows.artifacts import INGEST_KEY, MISTAKES_KEY, PARAMS_KEY, PER_CLASS_KEY, REPORT_KEY
+from flows.artifacts import (
+    INGEST_KEY,
+    MISTAKES_KEY,
+    PARAMS_KEY,
+    PER_CLASS_KEY,
+    REPORT_KEY,
+    gate_rows,
+)
 from flows.retrain import main as retrain_main
 from flows.retrain import retrain
 from flows.run_options import flow_overrides
 from mnist_pipeline.core.errors import StageFailed
+from mnist_pipeline.core.reports import Metrics
 from mnist_pipeline.registry import Registry
 from tests.flow_helpers import (
     flow_run_tags,
@@ -29,6 +37,7 @@ from tests.flow_helpers import (
     registry_versions,
     task_runs,
 )
+from tests.reports import metrics_report
 from tests.synthetic import write_mirror
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -346,3 +355,27 @@ def test_a_run_of_other_data_fetches_into_its_own_folder_not_the_projects(
     assert second["version"] == first["version"] + 1  # other inputs: a new version
     third = retrain.fn(workdir=str(tiny_workdir))  # the project's data again: up to date
     assert third.is_completed() and f"up to date: v{first['version']} " in third.message
+
+
+def test_the_rejection_report_names_the_gate_that_missed_with_its_threshold() -> None:
+    """A candidate that passed MNIST test and missed only the extra holdout is not reported as
+    missing the test gate; each row shows the threshold evaluate applied, not today's params."""
+    extra = {
+        "total": 40,
+        "holdout_sha256": "e" * 64,
+        "extra_sha256": "x" * 64,
+        "min_extra_accuracy": 0.9,
+        "accuracy": 0.8,
+        "correct": 32,
+        "passed": False,
+    }
+    report = metrics_report(0.994, min_accuracy=0.98, passed=False, extra=extra)
+    rows = gate_rows(Metrics.model_validate(report))
+    assert rows == [
+        "| test accuracy | 99/100 (99.40%) |",
+        "| gate | passed: evaluate.min_accuracy 98.00% |",
+        "| extra holdout accuracy | 32/40 (80.00%) |",
+        "| extra holdout gate | missed: evaluate.min_extra_accuracy 90.00% |",
+    ]
+    alone = gate_rows(Metrics.model_validate(metrics_report(0.97, min_accuracy=0.98)))
+    assert alone[1] == "| gate | missed: evaluate.min_accuracy 98.00% |" and len(alone) == 2
