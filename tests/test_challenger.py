@@ -319,6 +319,10 @@ def test_a_champion_that_trained_on_todays_holdout_is_not_compared_on_it(tmp_pat
                 "production v3 was trained with 10: part of today's extra holdout"
                 in decision["reason"]
             )
+    unknown = {**card, "data": {"dataset_sha256": "d" * 64, "extra_sha256": None}}
+    decision = decide(tmp_path, metrics, lambda v: unknown, extra_dir, 20)  # no fingerprint
+    assert "holdout" not in decision["evidence"] and decision["alias"] == "staging"
+    assert "v3's card does not say which labelled digits it trained on" in decision["reason"]
 
 
 def test_data_split_with_another_holdout_share_is_refused(tmp_path: Path) -> None:

@@ -121,7 +121,12 @@ def _trained_on_holdout(card: ModelCard, holdout_percent: int) -> str | None:
     labelled digits with a smaller holdout share, so part of today's holdout was its training
     data (an image's side depends only on its hash and the share; a copy of a digit that
     arrives later can move it to the holdout once, which favours production, inbox/ingest.py)."""
-    if card.data.extra_sha256 in (None, NO_EXTRA_SHA256):
+    if card.data.extra_sha256 is None:  # a card without a fingerprint: its data is unknown
+        return (
+            f"production v{card.version}'s card does not say which labelled digits it trained "
+            "on, so it may have trained on part of today's extra holdout"
+        )
+    if card.data.extra_sha256 == NO_EXTRA_SHA256:
         return None  # trained on MNIST alone: none of the holdout was seen
     theirs = card.params.get("ingest", {}).get("holdout_percent")
     if isinstance(theirs, int) and theirs >= holdout_percent:
