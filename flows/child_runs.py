@@ -46,12 +46,14 @@ def wait_all(
     timeout_s: float,
     paused_is_done: bool = False,
     keep_queued: bool = False,
+    late_cancelled: bool = False,
 ) -> list[FlowRun]:
     """The flow runs `ids` once every one is final (or, with `paused_is_done`, waiting for a
     person's approval of its registration: `awaits_approval`). After `timeout_s`, those still
     going are cancelled (a worker stops their process), except, with `keep_queued`, a run not
     yet started (queued for a concurrency slot or a worker), which is left to run when it gets
-    one; a PipelineError names each with its state."""
+    one; a PipelineError names each with its state, or, with `late_cancelled`, the runs are
+    returned as they are then (the cancelled ones Cancelling, saying why)."""
 
     def done(run: FlowRun) -> bool:
         state = run.state
@@ -69,6 +71,8 @@ def wait_all(
             queued = [r for r in waiting if keep_queued and _not_started(r)]
             cancelled = [r for r in waiting if r not in queued]
             cancel(client, cancelled, f"sweep: not finished after {timeout_s:.0f} s")
+            if late_cancelled and not queued:
+                return [client.read_flow_run(i) for i in ids]
             told = [f"cancelled: {_named(cancelled)}"] if cancelled else []
             if queued:
                 told.append(f"left queued, to run when it starts: {_named(queued)}")

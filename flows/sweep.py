@@ -78,6 +78,7 @@ def trial_of(client: SyncPrefectClient, index: int, config: dict[str, Any], run:
         fingerprint=row.get("fingerprint"),
         state_dict_sha256=row.get("state_dict_sha256"),
         flow_run=str(run.id),
+        data=(row.get("dataset_sha256"), row.get("extra_sha256")),
     )
 
 
@@ -124,7 +125,7 @@ def sweep(
         try:
             for i, config in enumerate(configs):
                 ids.append(start_child(trial_deployment, params_file, config, True, f"trial-{i}"))
-            runs = wait_all(client, ids, timeout_s)
+            runs = wait_all(client, ids, timeout_s, late_cancelled=True)  # late: failed trials
         except BaseException as exc:  # an error, a failed start, Ctrl-C: no trial left running
             why = f"sweep {flow_run.name or ''} stopped: {type(exc).__name__}: {exc}"[:500]
             for problem in cancel_unfinished(client, ids, why):
@@ -136,6 +137,13 @@ def sweep(
         for trial in trials:
             if not trial.ok:
                 logger.warning("sweep: grid[%d] failed: %s", trial.index, trial.error)
+        data = {trial.data for trial in trials if trial.ok}
+        if len(data) > 1:  # e.g. workers without a shared inbox, or digits added meanwhile
+            logger.warning(
+                "sweep: the trials trained on %d different datasets (MNIST and labelled digits): "
+                "their validation accuracies compare the data as much as the configs",
+                len(data),
+            )
         best = pick_best(trials)  # fails only when no trial succeeded
         print("\n".join(["trials (* best by validation accuracy):", *summary_lines(trials, best)]))
         final_id = start_child(register_deployment, params_file, best.config, False, "winner")
@@ -165,6 +173,7 @@ def sweep(
         "retrained": retrained,
         "reproduced": registered.reproduced,
         "same_inputs": registered.same_inputs,
+        "same_data": len(data) <= 1,
     }
 
 

@@ -30,12 +30,16 @@ TRIAL_KEY = "mnist-trial"
 
 
 def trial_row(layout: Layout, val_accuracy: float | None) -> dict[str, Any]:
-    """What a sweep compares and checks: validation accuracy, fingerprint, weights' SHA-256."""
+    """What a sweep compares and checks: validation accuracy, fingerprint, weights' SHA-256,
+    and the data trained on (MNIST's and the labelled digits' hashes, which the fingerprint
+    includes: trials on different data are not a comparison of configs alone)."""
     record = read_report(TrainRecord, layout.train_record, "train")
     return {
         "val_accuracy": val_accuracy,
         "fingerprint": record.fingerprint.sha256,
         "state_dict_sha256": record.state_dict_sha256,
+        "dataset_sha256": record.fingerprint.dataset_sha256,
+        "extra_sha256": record.fingerprint.extra_sha256,
     }
 
 

@@ -340,7 +340,8 @@ def test_sweep_on_two_workers_registers_the_best_by_validation(
     assert rows[-1] is None and failed["val_accuracy"] is None, failed
     assert " Failed: " in failed["error"] and "a warm-up of exactly 1 step" in failed["error"]
     rows = rows[:-1]
-    assert all(set(row) == {"val_accuracy", "fingerprint", "state_dict_sha256"} for row in rows)
+    columns = {"val_accuracy", "fingerprint", "state_dict_sha256", "dataset_sha256", "extra_sha256"}
+    assert all(set(row) == columns for row in rows)
     accuracies = [row["val_accuracy"] for row in rows]
     best = max(range(len(GRID)), key=lambda i: (accuracies[i], -i))
     assert result["best"] == best and result["config"] == GRID[best], (accuracies, result)
@@ -357,6 +358,8 @@ def test_sweep_on_two_workers_registers_the_best_by_validation(
     assert card["fingerprint"]["sha256"] == rows[best]["fingerprint"]
     assert card["files"]["model.pt"] == rows[best]["state_dict_sha256"]
     assert result["reproduced"] is True and result["same_inputs"] is True
+    assert result["same_data"] is True  # every trial on the same MNIST and labelled digits
+    assert {row["dataset_sha256"] for row in rows} == {card["data"]["dataset_sha256"]}
     # each child created under a key of its own: a retried create returns the same run
     tags = [f"trial-{i}" for i in range(len(grid))] + ["winner"]
     assert [key.split(":", 2)[2] for key in keys] == tags and len({k[:38] for k in keys}) == 1
@@ -413,6 +416,11 @@ def test_children_still_going_at_the_timeout_are_cancelled(tiny_workdir: Path) -
         ):
             child_runs.wait_registering(client, queued.id, timeout_s=0)
         assert client.read_flow_run(queued.id).state.type.value == "PENDING"  # not cancelled
+        late = client.create_flow_run(never_run)  # a trial: cancelled, and a failed trial
+        (run,) = child_runs.wait_all(client, [late.id], timeout_s=0, late_cancelled=True)
+        trial = sweep_module.trial_of(client, 4, {"train.epochs": 2}, run)
+        assert run.state.type.value in ("CANCELLING", "CANCELLED") and not trial.ok
+        assert trial.error == f"run {late.name} {run.state.name}: sweep: not finished after 0 s"
     assert (
         state.type.value in ("CANCELLING", "CANCELLED")
         and "not finished after 0 s" in state.message

@@ -35,6 +35,7 @@ class Trial:
     state_dict_sha256: str | None = None
     flow_run: str | None = None
     error: str | None = None
+    data: tuple[str | None, str | None] | None = None  # (dataset, labelled digits) SHA-256s
 
     @property
     def ok(self) -> bool:
