@@ -252,12 +252,17 @@ def test_a_batch_larger_than_the_window_counts_every_image_seen(
 
 @pytest.mark.parametrize(
     ("window", "threshold", "refused"),
-    [(10, 0.25, "the window at least 200 images"), (500, 0.05, "at least 50/N = 0.1")],
+    [
+        (10, 0.25, "drift_window 10 is under 200 images"),
+        (150, 5.0, "drift_window 150 is under 200 images"),  # an empty bin decides there
+        (500, 0.05, "within chance for a drift_window of 500 images: normal traffic's PSI"),
+        (200, 0.2, "at least 50/N = 0.25 (or the window at least 250 images)"),
+    ],
 )
 def test_a_window_and_threshold_that_chance_crosses_are_refused(
     window: int, threshold: float, refused: str
 ) -> None:
-    with pytest.raises(ValueError, match="within chance") as error:
+    with pytest.raises(ValueError, match="drift_") as error:
         ServeParams(drift_window=window, drift_threshold=threshold)
     assert refused in str(error.value)
     ServeParams(drift_window=window, drift_threshold=threshold, drift=False)  # no monitor

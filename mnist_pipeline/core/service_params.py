@@ -11,10 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mnist_pipeline.core.validators import check_cron, check_location, check_timezone
 
 # A window of N live images drawn like the reference's reaches a PSI of about 45/N by chance in
-# some feature (ten bins, judged every N/50 images; 20 runs of 20,000 images: peak 0.23 at
-# N=200, 0.15 at 300, 0.08 at 500): a threshold needs DRIFT_CHANCE/N at least.
+# some feature from N = 200 on (`python -m benchmarks.drift_chance`: peak 0.23 at N=200, 0.15 at
+# 300, 0.08 at 500); below, an empty bin (0.69 alone) decides: a threshold needs DRIFT_CHANCE/N
+# at least, and a window MIN_DRIFT_WINDOW images.
 DRIFT_CHANCE_SEEN = 45.0
 DRIFT_CHANCE = 50.0
+MIN_DRIFT_WINDOW = 200
 
 
 class Section(BaseModel):
@@ -157,13 +159,21 @@ class ServeParams(Section):
     @model_validator(mode="after")
     def _drift_above_chance(self) -> ServeParams:
         """Refuse a window and threshold that normal traffic crosses by chance (docs/params.md)."""
+        if not self.drift:
+            return self
+        if self.drift_window < MIN_DRIFT_WINDOW:
+            raise ValueError(
+                f"drift_window {self.drift_window} is under {MIN_DRIFT_WINDOW} images, where a "
+                "decile no image of the window fell in adds 0.69 to PSI alone and normal "
+                f"traffic drifts by chance: use {MIN_DRIFT_WINDOW} or more"
+            )
         least = DRIFT_CHANCE / self.drift_window
-        if self.drift and self.drift_threshold < least:
+        if self.drift_threshold < least:
+            window = max(MIN_DRIFT_WINDOW, math.ceil(DRIFT_CHANCE / self.drift_threshold))
             raise ValueError(
                 f"drift_threshold {self.drift_threshold} is within chance for a drift_window "
                 f"of {self.drift_window} images: normal traffic's PSI over N images reaches "
                 f"about {DRIFT_CHANCE_SEEN:g}/N by chance, so the threshold must be at least "
-                f"{DRIFT_CHANCE:g}/N = {least:.3g} (or the window at least "
-                f"{math.ceil(DRIFT_CHANCE / self.drift_threshold)} images)"
+                f"{DRIFT_CHANCE:g}/N = {least:.3g} (or the window at least {window} images)"
             )
         return self
