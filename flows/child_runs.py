@@ -83,9 +83,13 @@ def wait_all(
 
 
 def cancel(client: SyncPrefectClient, runs: list[FlowRun], why: str) -> None:
-    """Cancel `runs` (a worker stops their process): never left training for nobody."""
+    """Cancel `runs` (a worker stops their process): never left training for nobody. Each is
+    read again first: one that finished since it was last read is left as it ended (forced,
+    the new state would replace even a final one)."""
     for run in runs:
-        client.set_flow_run_state(run.id, Cancelling(message=why), force=True)
+        now = client.read_flow_run(run.id).state
+        if now is None or not (now.is_final() or now.is_cancelling()):
+            client.set_flow_run_state(run.id, Cancelling(message=why), force=True)
 
 
 def cancel_unfinished(client: SyncPrefectClient, ids: list[UUID], why: str) -> list[str]:
@@ -94,9 +98,7 @@ def cancel_unfinished(client: SyncPrefectClient, ids: list[UUID], why: str) -> l
     problems = []
     for run_id in ids:
         try:
-            run = client.read_flow_run(run_id)
-            if run.state is None or not (run.state.is_final() or run.state.is_cancelling()):
-                cancel(client, [run], why)
+            cancel(client, [client.read_flow_run(run_id)], why)
         except Exception as exc:  # noqa: BLE001 - the API down: the sweep's own error goes on
             problems.append(f"child run {run_id} not cancelled: {type(exc).__name__}: {exc}")
     return problems

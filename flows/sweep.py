@@ -138,7 +138,8 @@ def sweep(
             if not trial.ok:
                 logger.warning("sweep: grid[%d] failed: %s", trial.index, trial.error)
         data = {trial.data for trial in trials if trial.ok}
-        if len(data) > 1:  # e.g. workers without a shared inbox, or digits added meanwhile
+        unknown = any(None in (d or (None,)) for d in data)  # a worker of an older version
+        if not unknown and len(data) > 1:  # workers without a shared inbox, digits meanwhile
             logger.warning(
                 "sweep: the trials trained on %d different datasets (MNIST and labelled digits): "
                 "their validation accuracies compare the data as much as the configs",
@@ -173,7 +174,7 @@ def sweep(
         "retrained": retrained,
         "reproduced": registered.reproduced,
         "same_inputs": registered.same_inputs,
-        "same_data": len(data) <= 1,
+        "same_data": None if unknown else len(data) <= 1,
     }
 
 

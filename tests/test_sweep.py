@@ -249,7 +249,13 @@ def test_a_trial_run_trains_only_and_publishes_its_validation_accuracy(tiny_work
     with get_client(sync_client=True) as client:
         row = read_trial(client, flow_run_id)
     assert row == json.loads(latest_artifact(TRIAL_KEY)["data"])[0]
-    assert set(row) == {"val_accuracy", "fingerprint", "state_dict_sha256"}
+    assert set(row) == {
+        "val_accuracy",
+        "fingerprint",
+        "state_dict_sha256",
+        "dataset_sha256",
+        "extra_sha256",
+    }
     assert 0 <= row["val_accuracy"] <= 1
     (run_folder,) = (tiny_workdir / "runs").iterdir()
     history = list(csv.DictReader((run_folder / "reports" / "train_history.csv").open()))
@@ -257,6 +263,11 @@ def test_a_trial_run_trains_only_and_publishes_its_validation_accuracy(tiny_work
     record = json.loads((run_folder / "models" / "model.json").read_text())
     assert record["fingerprint"]["params"]["train"]["learning_rate"] == 0.002
     assert row["state_dict_sha256"] == record["state_dict_sha256"]
+    data = record["fingerprint"]
+    assert (row["dataset_sha256"], row["extra_sha256"]) == (
+        data["dataset_sha256"],
+        data["extra_sha256"],
+    )
     with pytest.raises(ParamsError, match="'train.epochs' is given twice"):
         retrain.fn(workdir=str(tiny_workdir), epochs=1, overrides={"train.epochs": 2})
 
@@ -451,11 +462,11 @@ def test_a_sweep_that_stops_early_cancels_the_trials_it_started(
             started.append(client.create_flow_run(never_run).id)
             return started[-1]
 
-        def interrupted(_: float) -> None:
+        def interrupted(*_: object, **__: object) -> None:  # Ctrl-C while the trials run
             raise KeyboardInterrupt
 
         monkeypatch.setattr(sweep_module, "start_child", start_child)
-        monkeypatch.setattr(child_runs.time, "sleep", interrupted)
+        monkeypatch.setattr(sweep_module, "wait_all", interrupted)
         raised = RuntimeError if ending == "a failed start" else KeyboardInterrupt
         with pytest.raises(raised):
             sweep.fn(grid=[{"train.epochs": 2}, {"train.epochs": 3}], workdir=str(tiny_workdir))
