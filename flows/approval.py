@@ -58,10 +58,11 @@ def approval(model_name: str, version: int, timeout_s: int) -> State:
     """Tag this run as waiting for approval of `model_name` v`version` and pause it until it is
     answered (the state's result: an Answer) or `timeout_s` pass (None)."""
     # `models approve` finds the run by this tag; the UI's Resume works without it
-    best_effort("tag the approval run", lambda: tag_run(waiting_tag(model_name, version)))
+    tagged = best_effort("tag the approval run", lambda: tag_run(waiting_tag(model_name, version)))
+    cli = f"`mnist-pipeline models approve {version} --comment TEXT` (or reject)"
     print(
-        f"v{version} awaits approval for production: Resume this run in the Prefect UI, or "
-        f"`mnist-pipeline models approve {version} --comment TEXT` (or reject)"
+        f"v{version} awaits approval for production: Resume this run in the Prefect UI"
+        + (f", or {cli}" if tagged else f" ({cli} cannot find it: its tag could not be set)")
     )
     try:
         given = pause_flow_run(

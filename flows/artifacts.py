@@ -49,9 +49,10 @@ def _embedded_png(folder: Path, name: str) -> str:
     return f"![{name}](data:image/png;base64,{data})"
 
 
-def best_effort(what: str, publish: Callable[[], object]) -> None:
+def best_effort(what: str, publish: Callable[[], object]) -> bool:
     """`publish` (artifacts, tags) where a failure must not become the run's: after a registry
-    commit, or beside a stage's own failure. A failure is logged as a warning naming `what`."""
+    commit, or beside a stage's own failure. A failure is logged as a warning naming `what`;
+    returns whether it was done."""
     try:
         publish()
     except Exception as exc:  # noqa: BLE001 - the run's outcome is decided elsewhere
@@ -60,6 +61,8 @@ def best_effort(what: str, publish: Callable[[], object]) -> None:
             get_run_logger().warning(message)
         except MissingContextError:  # retrain.fn(): no run to log into
             logging.getLogger("mnist_pipeline.flows").warning(message)
+        return False
+    return True
 
 
 def tag_run(*tags: str, drop: tuple[str, ...] = (), run_id: Any = None) -> None:

@@ -163,3 +163,23 @@ def test_an_answer_recorded_is_the_outcome_even_if_the_runs_cannot_be_tagged(
         settled = approval_flow.await_approval(registry, v2, 60)
     assert settled.outcome == "approved" and registry.aliases()["production"] == 2
     assert caplog.text.count("could not tag") == 2 and "does not answer" in caplog.text
+
+
+def test_an_approval_run_that_cannot_be_tagged_says_to_resume_it_in_the_ui(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`models approve` finds the waiting run by its tag: without the tag it would not, so the
+    run tells the UI's Resume only."""
+
+    def api_down(*_: object, **__: object) -> None:
+        raise ConnectionError("the Prefect API does not answer")
+
+    answer = approval_flow.ApprovalInput(approve=True, comment="ok")
+    monkeypatch.setattr(approval_flow, "pause_flow_run", lambda **_: answer)
+    for tagging, told in ((lambda *_, **__: None, True), (api_down, False)):
+        monkeypatch.setattr(approval_flow, "tag_run", tagging)
+        state = approval_flow.approval.fn("mnist-cnn", 2, 60)
+        said = capsys.readouterr().out
+        assert state.is_completed() and "Resume this run in the Prefect UI" in said
+        assert ("or `mnist-pipeline models approve 2" in said) is told, said
+        assert ("cannot find it: its tag could not be set" in said) is not told, said
