@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -618,18 +619,33 @@ def test_the_probes_answer_while_a_large_image_is_decoded(
         def post(name: str, data: bytes) -> None:
             answers[name] = api.post("/predict", files=[("files", (name, data))]).status_code
 
-        args = ("large.png", large.getvalue())
-        uploading = threading.Thread(target=post, args=args, daemon=True)
-        uploading.start()
+        names = ["large.png", *(f"queued-{i}.png" for i in range(request_body.HEAVY_WAITING))]
+        uploads = [
+            threading.Thread(target=post, args=(name, large.getvalue()), daemon=True)
+            for name in names
+        ]
+        uploads[0].start()
         assert decoding.wait(timeout=60)
         probes = {path: api.get(path).status_code for path in ("/healthz", "/readyz")}
         post("small.png", small.getvalue())  # answered meanwhile, on the loop
         loop = api.portal.call(threading.get_ident)
+        for upload in uploads[1:]:  # they wait for the thread, holding their bodies
+            upload.start()
+        limiter = api.app.state.heavy_images
+        waiting = lambda: limiter.statistics().tasks_waiting  # noqa: E731
+        deadline = time.monotonic() + 60
+        while api.portal.call(waiting) < request_body.HEAVY_WAITING:
+            assert time.monotonic() < deadline, api.portal.call(waiting)
+            time.sleep(0.05)
+        busy = api.post("/predict", files=[("files", ("one-more.png", large.getvalue()))])
         finish.set()
-        uploading.join(timeout=60)
+        for upload in uploads:
+            upload.join(timeout=60)
     assert probes == {"/healthz": 200, "/readyz": 200}
-    assert answers == {"small.png": 200, "large.png": 200}
+    assert answers == {"small.png": 200} | dict.fromkeys(names, 200)
     assert threads["small.png"] == loop and threads["large.png"] != loop
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+    assert busy.json()["error"].startswith("busy: 4 requests of large images already wait")
 
 
 def test_a_png_is_sized_from_its_header_as_pillow_sizes_it() -> None:

@@ -51,13 +51,13 @@ def test_a_one_step_warmup_is_a_params_error_not_a_crash() -> None:
 
 
 def test_a_schedule_without_a_warm_up_step_is_warned_of(capsys: pytest.CaptureFixture) -> None:
-    """Under one warm-up step onecycle starts past its peak: a 1-step run trains at
-    learning_rate/1e4. Fine for a smoke run, so a warning, not a refusal."""
+    """Under one warm-up step onecycle starts at its peak and anneals at once: a 1-step run
+    trains at learning_rate/1e4. Fine for a smoke run, so a warning, not a refusal."""
     optimizer = loop.make_optimizer(torch.nn.Linear(2, 2), params())
     for steps, warned in ((1, True), (3, True), (4, False), (100, False)):
         scheduler = loop.make_scheduler(optimizer, params(epochs=1, warmup_fraction=0.3), steps)
         said = capsys.readouterr().err
-        assert ("is no warm-up: onecycle starts past its peak" in said) is warned, (steps, said)
+        assert ("is no warm-up: onecycle starts at its peak" in said) is warned, (steps, said)
         if steps == 1:
             assert scheduler.get_last_lr()[0] < 1e-6  # what the warning is about
 

@@ -17,6 +17,7 @@ from mnist_pipeline.core.validators import check_cron, check_location, check_tim
 DRIFT_CHANCE_SEEN = 45.0
 DRIFT_CHANCE = 50.0
 MIN_DRIFT_WINDOW = 200
+MAX_DRIFT_WINDOW = 100_000
 
 
 class Section(BaseModel):
@@ -140,7 +141,7 @@ class ServeParams(Section):
     # Drift of live traffic from the served version's MNIST test reference (serving/drift.py):
     # watched whenever that version has a reference; false turns the monitor off.
     drift: bool = True
-    drift_window: int = Field(default=500, ge=1, le=100_000)  # the last N images compared
+    drift_window: int = Field(default=500, ge=1, le=MAX_DRIFT_WINDOW)  # the last N images
     drift_threshold: float = Field(default=0.25, gt=0)  # PSI of any feature above this: drift
     drift_cooldown_s: float = Field(default=3600.0, ge=0)  # after a drift event, the next waits
 
@@ -170,10 +171,15 @@ class ServeParams(Section):
         least = DRIFT_CHANCE / self.drift_window
         if self.drift_threshold < least:
             window = max(MIN_DRIFT_WINDOW, math.ceil(DRIFT_CHANCE / self.drift_threshold))
+            instead = (
+                f"or the window at least {window} images"
+                if window <= MAX_DRIFT_WINDOW
+                else f"no window up to {MAX_DRIFT_WINDOW:,} images is large enough for it"
+            )
             raise ValueError(
                 f"drift_threshold {self.drift_threshold} is within chance for a drift_window "
                 f"of {self.drift_window} images: normal traffic's PSI over N images reaches "
                 f"about {DRIFT_CHANCE_SEEN:g}/N by chance, so the threshold must be at least "
-                f"{DRIFT_CHANCE:g}/N = {least:.3g} (or the window at least {window} images)"
+                f"{DRIFT_CHANCE:g}/N = {least:.3g} ({instead})"
             )
         return self

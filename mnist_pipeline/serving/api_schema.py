@@ -27,6 +27,9 @@ def header(description: str, kind: str = "string") -> dict[str, Any]:
     return {"description": description, "schema": {"type": kind}}
 
 
+RETRY_AFTER = {"Retry-After": header("seconds to wait", "integer")}
+
+
 def error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     """A refusal: `description` says when, the body is `ERROR`."""
     answer: dict[str, Any] = {
@@ -119,7 +122,11 @@ PREDICT_RESPONSES: Responses = {
         "serve.max_batch images, a JSON batch that is not 28x28 floats in [0, 1], a malformed "
         "body, or a bad query parameter"
     ),
-    503: NOT_READY,
+    503: error(
+        "no verified model is loaded yet (or none could be), or, with Retry-After, too many "
+        "requests of large images already wait to be decoded",
+        RETRY_AFTER,
+    ),
 }
 
 READY = {
@@ -163,7 +170,6 @@ CLAIM = {
         "client": {"type": ["string", "null"]},
     },
 }
-RETRY_AFTER = {"Retry-After": header("seconds to wait", "integer")}
 FEEDBACK_RESPONSES: Responses = {
     200: json_answer("this credential already claimed this label for this image", CLAIM),
     201: json_answer(

@@ -28,6 +28,7 @@ from mnist_pipeline.data.preprocess import preprocess_bytes
 # requests; smaller ones stay on the loop, where a thread's hand-offs would cost more than they
 # take (http_api.py `predict`).
 OFFLOAD_PIXELS = 250_000
+HEAVY_WAITING = 4  # such requests waiting for the thread, then 503: each holds its upload
 PNG_START = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"  # signature, IHDR's length and type
 
 
@@ -211,8 +212,15 @@ async def read_images(request: Request, limits: ServeParams) -> tuple[list[str],
         digits = digits_from_files(files, limits)  # on the event loop: see `predict`
     else:  # in a worker thread, one request at a time: the loop goes on answering meanwhile
         limiter = getattr(request.app.state, "heavy_images", None)
-        if limiter is None:
+        if limiter is None:  # made in the loop that uses it (anyio's needs a running one)
             limiter = request.app.state.heavy_images = CapacityLimiter(1)
+        if limiter.statistics().tasks_waiting >= HEAVY_WAITING:  # each holds its body
+            raise ClientError(
+                503,
+                f"busy: {HEAVY_WAITING} requests of large images already wait to be decoded; "
+                "retry in a moment",
+                {"Retry-After": "1"},
+            )
         digits = await to_thread.run_sync(digits_from_files, files, limits, limiter=limiter)
     request.state.uploads = [data for _, data in files]  # keys of later labels (challenger.py)
     return [name for name, _ in files], digits

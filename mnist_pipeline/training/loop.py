@@ -118,9 +118,9 @@ def make_scheduler(optimizer: Optimizer, params: TrainParams, steps: int) -> LRS
     if params.warmup_fraction * total < 1:  # a smoke run may mean it; a training would not
         log(
             f"warning: train.warmup_fraction {params.warmup_fraction} of {total} step(s) is "
-            "no warm-up: onecycle starts past its peak and its first steps barely move the "
-            f"weights (learning rate down to {params.learning_rate / 1e4:.1e}); fine for a "
-            "smoke run, not for training"
+            f"no warm-up: onecycle starts at its peak ({params.max_learning_rate:g}) and "
+            f"anneals at once (a 1-step run trains at {params.learning_rate / 1e4:.1e} only); "
+            "fine for a smoke run, not for training"
         )
     return OneCycleLR(
         optimizer,
