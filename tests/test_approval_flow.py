@@ -66,7 +66,7 @@ def awaiting_approval(api: str, run_id: str) -> bool:
 
     from prefect.client.orchestration import get_client
 
-    from flows.sweep import awaits_approval
+    from flows.child_runs import awaits_approval
 
     with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as c:
         return awaits_approval(c, c.read_flow_run(UUID(run_id)))

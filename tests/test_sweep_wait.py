@@ -7,7 +7,7 @@ from uuid import uuid4
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import Completed, Paused, Running
 
-from flows.sweep import wait_registering
+from flows.child_runs import wait_registering
 
 
 class ScriptedClient:
