@@ -589,10 +589,12 @@ def test_the_probes_answer_while_every_worker_thread_is_taken(registry: Registry
 
 
 def test_the_probes_answer_while_a_large_image_is_decoded(
-    registry: Registry, monkeypatch: pytest.MonkeyPatch
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """An upload of many pixels is decoded off the event loop, which meanwhile answers the
-    probes; a small one is decoded on the loop itself (a thread's hand-offs cost more)."""
+    probes; a small one is decoded on the loop itself (a thread's hand-offs cost more). Large
+    requests wait for the thread while their uploads fit the budget (a batch of small PNGs is
+    many pixels but few bytes); one more is answered 503."""
     from mnist_pipeline.serving import request_body
 
     preprocess, threads = request_body.preprocess_bytes, {}
@@ -606,46 +608,49 @@ def test_the_probes_answer_while_a_large_image_is_decoded(
         return preprocess(data, name, max_pixels)
 
     monkeypatch.setattr(request_body, "preprocess_bytes", held_when_large)
-    large, small = io.BytesIO(), io.BytesIO()
-    canvas = Image.new("L", (600, 500), 255)  # 300,000 pixels, a dark stroke on it
-    canvas.paste(0, (280, 100, 320, 400))
-    canvas.save(large, format="PNG")
-    canvas.resize((60, 50)).save(small, format="PNG")
+    monkeypatch.setattr(request_body, "HEAVY_UPLOADS", 1)  # the budget: one upload's limit
+    canvas = np.random.default_rng(0).integers(0, 256, (500, 600), dtype=np.uint8)
+    canvas[100:400, 280:320] = 0  # 300,000 pixels of noise, a dark stroke in it
+    large = io.BytesIO()
+    Image.fromarray(canvas).save(large, format="PNG")
+    small_digit = draw_digit(tmp_path / "digit.png").read_bytes()  # 200x170: on the loop
+    limit = len(large.getvalue()) + 50_000
     served = ServedModel(registry, "production")
     served.refresh()
     answers: dict[str, int] = {}
-    with TestClient(create_app(served, ServeParams())) as api:  # one event loop for all
+    with TestClient(create_app(served, ServeParams(max_upload_bytes=limit))) as api:
 
-        def post(name: str, data: bytes) -> None:
-            answers[name] = api.post("/predict", files=[("files", (name, data))]).status_code
+        def post(name: str, files: list[tuple[str, bytes]]) -> None:
+            names = [f"{name}-{i}" if len(files) > 1 else name for i in range(len(files))]
+            sent = [("files", (n, data)) for n, (_, data) in zip(names, files, strict=True)]
+            answers[name] = api.post("/predict", files=sent).status_code
 
-        names = ["large.png", *(f"queued-{i}.png" for i in range(request_body.HEAVY_WAITING))]
-        uploads = [
-            threading.Thread(target=post, args=(name, large.getvalue()), daemon=True)
-            for name in names
-        ]
-        uploads[0].start()
+        uploading = threading.Thread(
+            target=post, args=("large.png", [("", large.getvalue())]), daemon=True
+        )
+        uploading.start()
         assert decoding.wait(timeout=60)
         probes = {path: api.get(path).status_code for path in ("/healthz", "/readyz")}
-        post("small.png", small.getvalue())  # answered meanwhile, on the loop
+        post("small.png", [("", small_digit)])  # answered meanwhile, on the loop
         loop = api.portal.call(threading.get_ident)
-        for upload in uploads[1:]:  # they wait for the thread, holding their bodies
-            upload.start()
-        limiter = api.app.state.heavy_images
-        waiting = lambda: limiter.statistics().tasks_waiting  # noqa: E731
+        batch = [("", small_digit)] * 80  # 80 x 34,000 pixels, a few KB: waits, not refused
+        batching = threading.Thread(target=post, args=("batch", batch), daemon=True)
+        batching.start()
+        offload = api.app.state.offload
         deadline = time.monotonic() + 60
-        while api.portal.call(waiting) < request_body.HEAVY_WAITING:
-            assert time.monotonic() < deadline, api.portal.call(waiting)
+        while api.portal.call(lambda: offload.limiter.statistics().tasks_waiting) < 1:
+            assert time.monotonic() < deadline
             time.sleep(0.05)
         busy = api.post("/predict", files=[("files", ("one-more.png", large.getvalue()))])
         finish.set()
-        for upload in uploads:
-            upload.join(timeout=60)
+        for thread in (uploading, batching):
+            thread.join(timeout=60)
     assert probes == {"/healthz": 200, "/readyz": 200}
-    assert answers == {"small.png": 200} | dict.fromkeys(names, 200)
+    assert answers == {"small.png": 200, "large.png": 200, "batch": 200}
     assert threads["small.png"] == loop and threads["large.png"] != loop
+    assert threads["batch-0"] != loop
     assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
-    assert busy.json()["error"].startswith("busy: 4 requests of large images already wait")
+    assert busy.json()["error"].startswith("busy: requests of large images waiting to be")
 
 
 def test_a_png_is_sized_from_its_header_as_pillow_sizes_it() -> None:

@@ -123,8 +123,8 @@ PREDICT_RESPONSES: Responses = {
         "body, or a bad query parameter"
     ),
     503: error(
-        "no verified model is loaded yet (or none could be), or, with Retry-After, too many "
-        "requests of large images already wait to be decoded",
+        "no verified model is loaded yet (or none could be), or, with Retry-After, the uploads "
+        "of large images waiting to be decoded fill the server's budget",
         RETRY_AFTER,
     ),
 }

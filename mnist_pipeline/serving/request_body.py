@@ -28,7 +28,10 @@ from mnist_pipeline.data.preprocess import preprocess_bytes
 # requests; smaller ones stay on the loop, where a thread's hand-offs would cost more than they
 # take (http_api.py `predict`).
 OFFLOAD_PIXELS = 250_000
-HEAVY_WAITING = 4  # such requests waiting for the thread, then 503: each holds its upload
+# The uploads of such requests, decoding or waiting for the thread, hold at most this many
+# times serve.max_upload_bytes together; one more is answered 503 (retry). A batch of small PNGs
+# is many pixels but few bytes: only large uploads fill it.
+HEAVY_UPLOADS = 16
 PNG_START = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"  # signature, IHDR's length and type
 
 
@@ -211,19 +214,35 @@ async def read_images(request: Request, limits: ServeParams) -> tuple[list[str],
     if checked_pixels(files, limits) <= OFFLOAD_PIXELS:
         digits = digits_from_files(files, limits)  # on the event loop: see `predict`
     else:  # in a worker thread, one request at a time: the loop goes on answering meanwhile
-        limiter = getattr(request.app.state, "heavy_images", None)
-        if limiter is None:  # made in the loop that uses it (anyio's needs a running one)
-            limiter = request.app.state.heavy_images = CapacityLimiter(1)
-        if limiter.statistics().tasks_waiting >= HEAVY_WAITING:  # each holds its body
-            raise ClientError(
-                503,
-                f"busy: {HEAVY_WAITING} requests of large images already wait to be decoded; "
-                "retry in a moment",
-                {"Retry-After": "1"},
-            )
-        digits = await to_thread.run_sync(digits_from_files, files, limits, limiter=limiter)
+        offload = getattr(request.app.state, "offload", None)
+        if offload is None:  # made in the loop that uses it (anyio's limiter needs one)
+            offload = request.app.state.offload = Offload(HEAVY_UPLOADS * limits.max_upload_bytes)
+        digits = await offload.decode(files, limits)
     request.state.uploads = [data for _, data in files]  # keys of later labels (challenger.py)
     return [name for name, _ in files], digits
+
+
+class Offload:
+    """Decoding off the event loop, one request at a time; the uploads of the requests decoding
+    or waiting hold at most `budget` bytes together (one more: 503, with Retry-After)."""
+
+    def __init__(self, budget: int) -> None:
+        self.limiter, self.budget, self.held = CapacityLimiter(1), budget, 0
+
+    async def decode(self, files: list[tuple[str, bytes]], limits: ServeParams) -> np.ndarray:
+        size = sum(len(data) for _, data in files)
+        if self.held and self.held + size > self.budget:
+            raise ClientError(
+                503,
+                f"busy: requests of large images waiting to be decoded already hold "
+                f"{self.held:,} bytes; retry in a moment",
+                {"Retry-After": "1"},
+            )
+        self.held += size
+        try:
+            return await to_thread.run_sync(digits_from_files, files, limits, limiter=self.limiter)
+        finally:
+            self.held -= size
 
 
 async def form_files(request: Request, limits: ServeParams) -> list[tuple[str, bytes]]:
