@@ -114,10 +114,40 @@ def test_queued_images_are_compared_by_the_challenger_they_were_queued_for(
     reply = challenger.answer(production, images, None)
     assert reply.loaded.version == 1  # shadowed, not a canary
     challenger.model.current = production  # the alias moved before the queue was emptied
-    challenger._shadow_one(challenger._jobs.get())
+    challenger._shadow_group([challenger._jobs.get()])
     assert set(challenger.tallies) == {(2, 1)} and challenger.tallies[2, 1].compared == 5
     assert challenger.tallies[2, 1].agreed == int(
         (digits_of(registry, 1, images) == digits_of(registry, 2, images)).sum()
+    )
+
+
+def test_the_shadow_thread_classifies_a_moments_requests_at_once(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests queued together are classified in one call per challenger, and each is still
+    recorded against the production version that answered it."""
+    from mnist_pipeline.core.service_params import ServeParams
+    from mnist_pipeline.serving.served_model import load_version
+
+    challenger = Challenger(registry, ServeParams(shadow="staging"), seed=7)
+    assert challenger.model.refresh() and challenger.model.current.version == 2
+    calls: list[int] = []
+    classify = challenger.classify
+    monkeypatch.setattr(challenger, "classify", lambda c, d: calls.append(len(d)) or classify(c, d))
+    rng = np.random.default_rng(5)
+    batches = [rng.random((n, 28, 28), dtype=np.float32) for n in (1, 3, 2)]
+    for images in batches:  # queued before the thread starts: one gathering takes them all
+        challenger.answer(load_version(registry, "1"), images, None)
+    challenger._thread = threading.Thread(target=challenger._work, daemon=True)
+    challenger._thread.start()
+    assert challenger.wait_idle(30)
+    challenger.stop()
+    challenger._thread.join(10)
+    assert calls == [6] and not challenger._thread.is_alive()
+    every = np.concatenate(batches)
+    assert challenger.tallies[2, 1].compared == 6
+    assert challenger.tallies[2, 1].agreed == int(
+        (digits_of(registry, 1, every) == digits_of(registry, 2, every)).sum()
     )
 
 
@@ -140,7 +170,7 @@ def test_a_challenger_compared_with_two_production_versions_keeps_them_apart(
     for version, part in ((1, slice(0, 6)), (3, slice(6, 10))):
         reply = challenger.answer(load_version(registry, str(version)), images[part], digits[part])
         assert reply.loaded.version == version  # shadowed, not a canary
-        challenger._shadow_one(challenger._jobs.get())
+        challenger._shadow_group([challenger._jobs.get()])
     challenger.label(hashlib.sha256(digits[0]).hexdigest(), 0)  # answered by v1, labelled now
 
     status = challenger.status(3)

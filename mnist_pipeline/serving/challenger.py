@@ -23,7 +23,8 @@ import hashlib
 import logging
 import queue
 import threading
-from typing import Any, NamedTuple
+import time
+from typing import Any
 
 import numpy as np
 
@@ -33,27 +34,10 @@ from mnist_pipeline.serving.canary import Canary
 from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
 from mnist_pipeline.serving.live import Answered, LabelMemory, Tally
 from mnist_pipeline.serving.served_model import Loaded, ServedModel
+from mnist_pipeline.serving.shadow_jobs import Job, Reply, by_challenger, version_of
 
 logger = logging.getLogger("mnist_pipeline.serve")
-
-
-class Job(NamedTuple):
-    """Images production answered, waiting for the challenger."""
-
-    digits: np.ndarray  # float32 [N, 28, 28]
-    production: np.ndarray  # production's digits [N]
-    keys: list[str]  # SHA-256 of each image's uploaded bytes (none for a JSON batch)
-    production_version: int  # the version that answered them
-    challenger: Loaded  # the challenger when they were answered (the alias may move meanwhile)
-
-
-class Reply(NamedTuple):
-    """Who answers a request, with what, and production's own probabilities (what the drift
-    monitor watches; the same array when production answers)."""
-
-    loaded: Loaded
-    probabilities: np.ndarray  # [N, 10]
-    production: np.ndarray  # [N, 10]
+GATHER_S = 0.05  # after a job arrives, how long the shadow thread lets others gather first
 
 
 class Challenger:
@@ -107,7 +91,7 @@ class Challenger:
     def _share_changed(self, _event: str = "", _version: int | None = None) -> None:
         if self.metrics is not None and self._production is not None:
             with self._share_lock:
-                now = self.canary.share(self._canary(), _version_of(self._production.current))
+                now = self.canary.share(self._canary(), version_of(self._production.current))
                 self.metrics.canary_percent.set(now)
 
     def answer(self, production: Loaded, digits: np.ndarray, uploads: list[bytes] | None) -> Reply:
@@ -195,7 +179,7 @@ class Challenger:
         }
 
     def _version(self) -> int | None:
-        return _version_of(self.model.current)
+        return version_of(self.model.current)
 
     def _canary(self) -> int | None:
         """The version the canary share goes to: none while the challenger's alias names a
@@ -272,33 +256,48 @@ class Challenger:
             self.metrics.failed(version, images)
 
     def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            try:
-                self._shadow_one(job)
-            except Exception:  # noqa: BLE001 - a failed record never stops the next job
-                logger.exception("shadow: could not record %d image(s)", len(job.digits))
-            finally:
-                with self._idle:
-                    self._waiting -= len(job.digits)
-                    self._idle.notify_all()
+        while (first := self._jobs.get()) is not None:
+            # One wake-up for a moment's requests, not one each: waking per request and taking
+            # the GIL from the event loop cost more than the challenger's own work.
+            time.sleep(GATHER_S)
+            jobs, stopped = [first], False
+            while not stopped:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                stopped = job is None
+                jobs += [] if job is None else [job]
+            for group in by_challenger(jobs):
+                try:
+                    self._shadow_group(group)
+                except Exception:  # noqa: BLE001 - a failed record never stops the next job
+                    images = sum(len(job.digits) for job in group)
+                    logger.exception("shadow: could not record %d image(s)", images)
+                finally:
+                    with self._idle:
+                        self._waiting -= sum(len(job.digits) for job in group)
+                        self._idle.notify_all()
+            if stopped:
+                return
 
-    def _shadow_one(self, job: Job) -> None:
-        """Classify a queued job with the challenger it was queued for and record it under that
-        version; only the challenger's own failure counts against it."""
-        challenger = job.challenger
+    def _shadow_group(self, jobs: list[Job]) -> None:
+        """Classify queued jobs of one challenger at once and record each under that version;
+        only the challenger's own failure counts against it."""
+        challenger = jobs[0].challenger
         try:
-            theirs = self.classify(challenger, job.digits)
-        except Exception:  # noqa: BLE001 - counted and logged; the next job goes on
-            logger.exception("the shadow model failed on %d image(s)", len(job.digits))
-            self._failed(challenger.version, job.production_version, len(job.digits))
+            theirs = self.classify(challenger, np.concatenate([job.digits for job in jobs]))
+        except Exception:  # noqa: BLE001 - counted and logged; the next jobs go on
+            images = sum(len(job.digits) for job in jobs)
+            logger.exception("the shadow model failed on %d image(s)", images)
+            for job in jobs:
+                self._failed(challenger.version, job.production_version, len(job.digits))
             return
-        version = challenger.version
-        self._record(version, job.production_version, job.production, theirs, job.keys, False)
+        ends = np.cumsum([len(job.digits) for job in jobs])[:-1]
+        for job, answers in zip(jobs, np.split(theirs, ends), strict=True):
+            version = challenger.version
+            self._record(version, job.production_version, job.production, answers, job.keys, False)
 
     def classify(self, challenger: Loaded, digits: np.ndarray) -> np.ndarray:
         """The challenger's digits for a shadowed batch (in the shadow thread)."""
         return challenger.probabilities(digits).argmax(axis=1)
-
-
-def _version_of(loaded: Loaded | None) -> int | None:
-    return None if loaded is None else loaded.version
