@@ -53,6 +53,9 @@ def test_health_ready_and_model(registry: Registry) -> None:
     api, _ = client(registry)
     assert api.get("/healthz").json() == {"status": "ok"}
     assert api.get("/readyz").json() == {"ready": True, "version": 1, "problem": None}
+    for path in ("/healthz", "/readyz"):  # HEAD, as load balancers' checks send: no body
+        head = api.head(path)
+        assert (head.status_code, head.content) == (200, b""), path
     status = api.get("/model").json()
     card = registry.card("production")
     assert status["following"] == "production" and status["problem"] is None

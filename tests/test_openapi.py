@@ -4,6 +4,7 @@ process, and bodies the parser cannot follow (100,000-deep JSON) answered 4xx, n
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -79,14 +80,26 @@ def test_the_document_names_every_body_and_answer(server: str) -> None:
     }
     assert set(EXPECTED) <= set(statuses), sorted(statuses)
     assert {key: statuses[key] for key in EXPECTED} == {
-        ("/healthz", "get"): ["200"],
-        ("/readyz", "get"): ["200", "503"],
-        ("/model", "get"): ["200"],
-        ("/model.onnx", "get"): ["200", "304", "503"],
-        ("/model/card", "get"): ["200", "304", "503"],
+        ("/healthz", "get"): ["200", "413"],
+        ("/readyz", "get"): ["200", "413", "503"],
+        ("/model", "get"): ["200", "413"],
+        ("/model.onnx", "get"): ["200", "304", "413", "503"],
+        ("/model/card", "get"): ["200", "304", "413", "503"],
         ("/predict", "post"): ["200", "413", "415", "422", "503"],
         ("/feedback", "post"): ["200", "201", "401", "413", "415", "422", "429", "503"],
     }
+    assert all("413" in answers for answers in statuses.values())  # BodyLimit: every route
+    host, port = server.removeprefix("http://").rsplit(":", 1)
+    for path in ("/healthz", "/model"):  # a declared length over the limit: refused unread
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n".encode()
+            )
+            answer = b""
+            while b'"}' not in answer and (chunk := sock.recv(65536)):  # headers, then body
+                answer += chunk
+        answer = answer.decode(errors="replace")
+        assert answer.startswith("HTTP/1.1 413 ") and "max_upload_bytes" in answer, answer
     predict = spec["paths"]["/predict"]["post"]["requestBody"]
     assert predict["required"] is True
     assert set(predict["content"]) == {

@@ -75,6 +75,7 @@ def create_app(
         title="mnist-pipeline",
         summary="Classify handwritten digits (ONNX model).",
         lifespan=lifespan,
+        responses={413: api_schema.TOO_LARGE},  # any route: BodyLimit reads Content-Length first
     )
 
     @app.exception_handler(ClientError)
@@ -110,6 +111,11 @@ def create_app(
             "problem": status["problem"],
         }
         return JSONResponse(body, status_code=200 if ready else 503)
+
+    # HEAD (`curl -I`, load balancers' checks): GET's status, no body; implied by GET in HTTP,
+    # so left out of the OpenAPI document, as for /model.onnx
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+    app.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/model")
     def model() -> dict[str, Any]:
