@@ -144,6 +144,25 @@ def test_hand_dropped_files_are_listed_and_removal_needs_one_match(tmp_path: Pat
     assert [e.label for e in inbox.remove(folder, [str(copy)])] == [7]
 
 
+def test_a_digit_folder_that_is_a_link_is_read_like_any_other(tmp_path: Path) -> None:
+    """data/extra/3 a symbolic link to a folder elsewhere: what `add` stores through it is
+    listed, read by ingest and removable (listing used to skip linked folders, while `add`
+    found images in them: stored, then neither listed nor removable nor relabelled)."""
+    folder, elsewhere = tmp_path / "data" / "extra", tmp_path / "threes"
+    folder.mkdir(parents=True)
+    elsewhere.mkdir()
+    (folder / "3").symlink_to(elsewhere, target_is_directory=True)
+    added = inbox.add(folder, draw_digit(tmp_path / "a.png", 3).read_bytes(), "a.png", 3)
+    draw_digit(elsewhere / "by-hand.png", 4)
+    assert added.new and (elsewhere / added.entry.path.name).is_file()
+    assert {e.path.name for e in inbox.entries(folder)} == {added.entry.path.name, "by-hand.png"}
+    assert [label for label, _ in inbox.listing(folder)[0]] == [3, 3]  # what ingest reads
+    with pytest.raises(inbox.LabelConflict, match="already in the inbox labelled 3"):
+        inbox.add(folder, added.entry.path.read_bytes(), "again.png", 8)
+    assert inbox.remove(folder, [added.entry.sha256[:8]]) == [added.entry]
+    assert [e.path.name for e in inbox.entries(folder)] == ["by-hand.png"]
+
+
 def test_an_image_is_found_by_its_name_before_the_inbox_is_hashed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -90,14 +90,17 @@ def listing(inbox: Path) -> tuple[list[tuple[int, Path]], list[Path]]:
     misplaced: list[Path] = []
     if not inbox.is_dir():
         return found, misplaced
-    for path in sorted(inbox.rglob("*")):
-        rel = path.relative_to(inbox)
-        if not path.is_file() or any(part.startswith(".") for part in rel.parts):
-            continue
-        if len(rel.parts) == 2 and rel.parts[0] in CLASS_LABELS:
-            found.append((int(rel.parts[0]), path))
-        else:
-            misplaced.append(path)
+    # each top-level entry walked from itself: a digit folder that is a symbolic link to a
+    # folder is read like any other (`find` and `add` reach into it; `rglob` would not)
+    for top in sorted(inbox.iterdir()):
+        for path in [top] if not top.is_dir() else sorted(top.rglob("*")):
+            rel = path.relative_to(inbox)
+            if not path.is_file() or any(part.startswith(".") for part in rel.parts):
+                continue
+            if len(rel.parts) == 2 and rel.parts[0] in CLASS_LABELS:
+                found.append((int(rel.parts[0]), path))
+            else:
+                misplaced.append(path)
     found.sort(key=lambda item: (item[0], item[1].name))
     return found, misplaced
 
