@@ -293,6 +293,19 @@ def test_accept_moves_all_or_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert {i.sha256 for i in pending.items(layout.pending)} == {sha[0], sha[2]}
 
 
+def test_an_accept_whose_review_line_cannot_be_written_moves_nothing(tmp_path: Path) -> None:
+    """The review line is written before the image enters the inbox: training never gets an
+    image the review log does not show accepted."""
+    layout = Layout(tmp_path)
+    (data,) = (p.read_bytes() for p in sevens(tmp_path / "in", 1))
+    sha = pending.submit(layout.pending, layout.inbox, data, "x", 7, "token:x").sha256
+    pending.review_log(layout.pending).mkdir(parents=True)  # the log cannot be appended to
+    with pytest.raises(OSError):
+        pending.accept(layout.pending, layout.inbox, [sha], "rita")
+    assert inbox.entries(layout.inbox) == []
+    assert [i.sha256 for i in pending.items(layout.pending)] == [sha]  # still to review
+
+
 def test_a_sidecar_must_name_its_own_image(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
     (a,) = (p.read_bytes() for p in sevens(tmp_path / "in", 1))

@@ -165,11 +165,13 @@ def accept(
             digits[item.sha256], contents[item.sha256] = digit, _content(item, digit)
         for item in chosen:
             digit = digits[item.sha256]
-            done.append(store.add(inbox, contents[item.sha256], str(item.path), digit, locked=True))
+            # logged first: an image never reaches the inbox (and training) unlogged; a line
+            # whose write to the inbox then failed is followed by the retry's own
             _log(folder, who, "accept", item, digit)
-            _forget(folder, item)
-            if each is not None:
+            done.append(store.add(inbox, contents[item.sha256], str(item.path), digit, locked=True))
+            if each is not None:  # counted as soon as it is in the inbox
                 each(done[-1])
+            _forget(folder, item)
     return done
 
 
