@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -215,6 +216,11 @@ def test_data_commands(tmp_path: Path) -> None:
     assert entry["label"] == 2
     assert runner.invoke(app, [*base, "remove", entry["sha256"][:10]]).exit_code == 0
     assert inbox.entries(tmp_path / "data" / "extra") == []
+    shutil.rmtree(tmp_path / "data" / "extra")  # its empty digit folder too
+    (tmp_path / "data" / "extra").write_text("")  # a file where the inbox should be
+    not_a_folder = runner.invoke(app, [*base, "list"])  # not "0 image(s)", as add would refuse
+    assert not_a_folder.exit_code == 1 and isinstance(not_a_folder.exception, DataError)
+    assert "is not a folder" in str(not_a_folder.exception)
 
 
 def test_pending_new_images_are_counted_and_kept_when_the_server_is_down(tmp_path: Path) -> None:

@@ -144,7 +144,9 @@ def list_entries(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
 ) -> None:
     """Every labelled image in the inbox, and the count per digit."""
-    found = inbox.entries(state(ctx).layout.inbox)
+    layout = state(ctx).layout
+    tracked.check_inbox(layout.project, layout.inbox)  # not a folder, or not pulled: not "0"
+    found = inbox.entries(layout.inbox)
     if as_json:
         print(json.dumps([entry.to_dict() for entry in found]))
         return
