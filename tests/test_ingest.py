@@ -316,6 +316,16 @@ def test_a_failed_ingest_changes_no_output_and_keeps_the_pending_count(
     assert sum(result.counts.values()) == 12
     assert inbox_events.read_pending(layout.inbox) == 2  # only what ingest did not read
 
+    def event_meanwhile(files: dict[Path, bytes]) -> None:  # enough for the event, then more
+        count = inbox_events.count_here(layout.inbox)
+        assert count(5, 5) == (7, True)  # the event takes the 2 and these 5: the count is 0
+        count(3, None)  # added after the event, not read by this ingest
+        real_write_many(files)
+
+    monkeypatch.setattr(ingest_module, "write_many", event_meanwhile)
+    ingest(IngestParams(holdout_percent=50), layout)
+    assert inbox_events.read_pending(layout.inbox) == 3  # not 3 minus the 2 ingest read
+
 
 def test_two_ingests_at_once_take_turns_and_the_later_inbox_wins(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

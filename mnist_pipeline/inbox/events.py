@@ -42,11 +42,22 @@ def pending_file(inbox: Path) -> Path:
 
 def read_pending(inbox: Path) -> int:
     """Images added since the last event (0 when none was recorded or the file is unreadable)."""
+    return read_count(inbox)[0]
+
+
+def read_count(inbox: Path) -> tuple[int, int]:
+    """(images added since the last event, events sent so far): the generation tells a reader
+    whether an event reset the count since it looked (0s when unrecorded or unreadable)."""
     try:
-        value = json.loads(pending_file(inbox).read_text(encoding="utf-8")).get("pending", 0)
+        found = json.loads(pending_file(inbox).read_text(encoding="utf-8"))
+        pending, generation = found.get("pending", 0), found.get("generation", 0)
     except (OSError, ValueError, AttributeError):
-        return 0
-    return value if isinstance(value, int) and value >= 0 else 0
+        return 0, 0
+
+    def counted(value: object) -> int:
+        return value if isinstance(value, int) and value >= 0 else 0
+
+    return counted(pending), counted(generation)
 
 
 def server_configured() -> str | None:
@@ -69,16 +80,19 @@ async def _emit(event: str, resource: dict[str, str], payload: dict[str, Any]) -
         await client.emit(Event(event=event, resource=resource, payload=payload))
 
 
-def write_pending(inbox: Path, pending: int) -> None:
-    """Record `pending` (the caller holds the inbox's lock)."""
-    write_json(pending_file(inbox), {"pending": pending})
+def write_pending(inbox: Path, pending: int, generation: int = 0) -> None:
+    """Record `pending` and the events' `generation` (the caller holds the inbox's lock)."""
+    write_json(pending_file(inbox), {"pending": pending, "generation": generation})
 
 
-def take_pending(inbox: Path, taken: int) -> None:
-    """Ingest used the `taken` images counted pending when it read the inbox: what `data add`
-    counted since stays pending."""
+def take_pending(inbox: Path, taken: int, generation: int) -> None:
+    """Ingest used the `taken` images counted pending when it read the inbox at `generation`:
+    what `data add` counted since stays pending. An event since then reset the count, and what
+    it counts now was added after ingest read the inbox: it is left as it is."""
     with lock(inbox):
-        write_pending(inbox, max(0, read_pending(inbox) - taken))
+        pending, now = read_count(inbox)
+        if now == generation:
+            write_pending(inbox, max(0, pending - taken), now)
 
 
 def count_here(inbox: Path) -> PendingCount:
@@ -86,9 +100,13 @@ def count_here(inbox: Path) -> PendingCount:
 
     def count(new: int, claim_at: int | None) -> tuple[int, bool]:
         with lock(inbox):
-            pending = read_pending(inbox) + new
+            pending, generation = read_count(inbox)
+            pending += new
             claimed = claim_at is not None and pending >= claim_at
-            write_pending(inbox, 0 if claimed else pending)
+            if claimed:  # the event takes them: a new generation starts at 0
+                write_pending(inbox, 0, generation + 1)
+            else:
+                write_pending(inbox, pending, generation)
         return pending, claimed
 
     return count

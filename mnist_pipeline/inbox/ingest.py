@@ -103,7 +103,7 @@ class Collected:
     rejected: dict[str, str]  # source -> reason
     duplicates: dict[str, str]  # source -> the source kept instead
     inbox_sha256: str
-    pending: int  # the retraining trigger's count when the inbox was read (events.py)
+    pending: tuple[int, int]  # the trigger's count and its generation when read (events.py)
 
 
 def collect(folder: Path, holdout_percent: int) -> Collected:
@@ -128,7 +128,7 @@ def collect(folder: Path, holdout_percent: int) -> Collected:
                 rejected[source] = describe_os_error(exc)
                 continue
             read.append((label, source, data, hashlib.sha256(data).hexdigest()))
-        pending = inbox_events.read_pending(folder)
+        pending = inbox_events.read_count(folder)
     accepted, duplicates = _judge(read, holdout_percent, rejected)
     ordered = sorted(accepted.values(), key=lambda a: (a.split, a.sha256))
     pairs = [inbox.Entry(label, folder / source, sha) for label, source, _, sha in read]
@@ -215,7 +215,7 @@ def _ingest(params: IngestParams, layout: Layout) -> IngestResult:
     files[layout.ingest_report] = report(result, accepted, params).text().encode()
     # All written before any replaces the last ingest's (images with labels), the report last.
     write_many(files)
-    inbox_events.take_pending(layout.inbox, collected.pending)
+    inbox_events.take_pending(layout.inbox, *collected.pending)
     return result
 
 
