@@ -420,3 +420,14 @@ def test_images_accepted_before_a_failed_write_still_count(
     failed = cli(tmp_path, "accept", *shas)
     assert isinstance(failed.exception, OSError)  # the write's own error, not the count's
     assert len(inbox.entries(layout.inbox)) == 1 and inbox_events.read_pending(layout.inbox) == 1
+
+
+def test_a_pending_area_that_is_a_file_is_named_not_read_as_empty(tmp_path: Path) -> None:
+    """`data pending` said nothing waits where data/pending is a file, while `data add
+    --pending` failed there: both now name the problem."""
+    (tmp_path / "params.yaml").write_text("{}\n")
+    Layout(tmp_path).pending.parent.mkdir(parents=True)
+    Layout(tmp_path).pending.write_text("")
+    listed = cli(tmp_path, "pending")
+    assert listed.exit_code == 1 and isinstance(listed.exception, DataError)
+    assert "pending area" in str(listed.exception) and "is not a folder" in str(listed.exception)

@@ -47,6 +47,8 @@ def items(folder: Path) -> list[Pending]:
     """Every pending image, by SHA-256 (a sidecar whose image is gone is skipped); BadRecord
     for a sidecar that is not one `submit` writes."""
     found = []
+    if folder.exists() and not folder.is_dir():  # not "nothing pending": submit would fail
+        raise DataError(f"the pending area {folder} is not a folder")
     # not ".<name>.json.<random>.tmp.json": a write in progress, or one a killed process left
     for sidecar in sorted(folder.glob("[!.]*.json")) if folder.is_dir() else []:
         try:
