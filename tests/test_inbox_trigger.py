@@ -16,7 +16,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.inbox import extra
-from mnist_pipeline.inbox.events import EVENT, pending_file, resource_id
+from mnist_pipeline.inbox.events import EVENT, read_count, resource_id
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
 from tests.process_helpers import prefect_server, start, stop, wait_for
@@ -109,10 +109,10 @@ def test_enough_new_digits_start_exactly_one_retraining(tmp_path: Path, tiny_mir
             quiet = data_add(workdir, env, 3, pngs[:3]) + data_add(workdir, env, 4, pngs[3:5])
             quiet += data_add(workdir, env, 4, pngs[3:5])
             assert "told the Prefect server" not in quiet
-            assert json.loads(pending_file(Layout(workdir).inbox).read_text()) == {"pending": 5}
+            assert read_count(Layout(workdir).inbox) == (5, 0)  # (pending, events so far)
             told = data_add(workdir, env, 5, pngs[5:8])  # 8 pending: one event
             assert "8 new image(s): told the Prefect server" in told
-            assert json.loads(pending_file(Layout(workdir).inbox).read_text()) == {"pending": 0}
+            assert read_count(Layout(workdir).inbox) == (0, 1)  # the event took them
 
             finished = functools.partial(finished_since, api_url, deployment_id)
             (run,) = wait_for(finished, 240, "the triggered run", serve, log)
