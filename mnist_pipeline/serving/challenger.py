@@ -20,6 +20,7 @@ per challenger version: GET /model's `shadow`, /metrics, `mnist-pipeline serve-r
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import queue
 import threading
@@ -34,7 +35,7 @@ from mnist_pipeline.serving.canary import Canary
 from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
 from mnist_pipeline.serving.live import Answered, LabelMemory, Tally
 from mnist_pipeline.serving.served_model import Loaded, ServedModel
-from mnist_pipeline.serving.shadow_jobs import Job, Reply, by_challenger, version_of
+from mnist_pipeline.serving.shadow_jobs import Job, Reply, version_of, waiting_jobs
 
 logger = logging.getLogger("mnist_pipeline.serve")
 GATHER_S = 0.05  # after a job arrives, how long the shadow thread lets others gather first
@@ -260,15 +261,11 @@ class Challenger:
             # One wake-up for a moment's requests, not one each: waking per request and taking
             # the GIL from the event loop cost more than the challenger's own work.
             time.sleep(GATHER_S)
-            jobs, stopped = [first], False
-            while not stopped:
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                stopped = job is None
-                jobs += [] if job is None else [job]
-            for group in by_challenger(jobs):
+            more, stopped = waiting_jobs(self._jobs)
+            jobs = [first, *more]
+            # consecutive jobs of one challenger, classified in one call
+            for _, run in itertools.groupby(jobs, key=lambda job: id(job.challenger)):
+                group = list(run)
                 try:
                     self._shadow_group(group)
                 except Exception:  # noqa: BLE001 - a failed record never stops the next job

@@ -16,6 +16,7 @@ again with the traffic that follows, every REREAD_S; a window not yet full has n
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -154,18 +155,12 @@ class DriftMonitor:
 
     def process(self, batch: list[tuple[Loaded, np.ndarray, np.ndarray]]) -> None:
         """Add answered batches to the window and judge it (the monitor thread's work)."""
-        runs: list[tuple[Loaded, list[np.ndarray], list[np.ndarray]]] = []
-        for loaded, digits, probabilities in batch:  # consecutive requests of one version
-            if runs and runs[-1][0] is loaded:
-                runs[-1][1].append(digits)
-                runs[-1][2].append(probabilities)
-            else:
-                runs.append((loaded, [digits], [probabilities]))
-        for loaded, digit_parts, probability_parts in runs:
+        for _, run in itertools.groupby(batch, key=lambda item: id(item[0])):  # one version's
+            loaded, digit_parts, probability_parts = zip(*run, strict=True)
             now = self.served.current
-            if now is not None and now.version != loaded.version:
+            if now is not None and now.version != loaded[0].version:
                 continue  # answered just before a swap: the window is the served version's
-            self._follow(loaded)
+            self._follow(loaded[0])
             if self.reference is None:
                 continue
             digits, probabilities = np.concatenate(digit_parts), np.concatenate(probability_parts)

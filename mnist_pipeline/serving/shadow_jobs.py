@@ -1,9 +1,9 @@
-"""What the challenger's queue holds and how the shadow thread takes it (challenger.py): a job of
-images production answered, a request's reply, and jobs grouped by the challenger they wait for.
-"""
+"""What the challenger's queue holds (challenger.py): a job of images production answered, and
+a request's reply; and taking what waits in the queue."""
 
 from __future__ import annotations
 
+import queue
 from typing import NamedTuple
 
 import numpy as np
@@ -34,12 +34,14 @@ def version_of(loaded: Loaded | None) -> int | None:
     return None if loaded is None else loaded.version
 
 
-def by_challenger(jobs: list[Job]) -> list[list[Job]]:
-    """Consecutive jobs queued for the same challenger, in order."""
-    groups: list[list[Job]] = []
-    for job in jobs:
-        if groups and groups[-1][0].challenger is job.challenger:
-            groups[-1].append(job)
-        else:
-            groups.append([job])
-    return groups
+def waiting_jobs(jobs: queue.SimpleQueue[Job | None]) -> tuple[list[Job], bool]:
+    """The jobs waiting in `jobs` now, and whether the stop marker (None) came among them."""
+    taken: list[Job] = []
+    while True:
+        try:
+            job = jobs.get_nowait()
+        except queue.Empty:
+            return taken, False
+        if job is None:
+            return taken, True
+        taken.append(job)
