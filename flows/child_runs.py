@@ -70,7 +70,8 @@ def wait_all(
             waiting = [r for r in runs if not done(r)]
             queued = [r for r in waiting if keep_queued and _not_started(r)]
             cancelled = [r for r in waiting if r not in queued]
-            cancel(client, cancelled, f"sweep: not finished after {timeout_s:.0f} s")
+            why = f"sweep: not finished after {timeout_s:.0f} s"
+            cancel(client, [r.id for r in cancelled], why)
             if late_cancelled and not queued:
                 return [client.read_flow_run(i) for i in ids]
             told = [f"cancelled: {_named(cancelled)}"] if cancelled else []
@@ -82,14 +83,14 @@ def wait_all(
         time.sleep(POLL_S)
 
 
-def cancel(client: SyncPrefectClient, runs: list[FlowRun], why: str) -> None:
-    """Cancel `runs` (a worker stops their process): never left training for nobody. Each is
-    read again first: one that finished since it was last read is left as it ended (forced,
-    the new state would replace even a final one)."""
-    for run in runs:
-        now = client.read_flow_run(run.id).state
+def cancel(client: SyncPrefectClient, ids: list[UUID], why: str) -> None:
+    """Cancel the runs `ids` (a worker stops their process): never left training for nobody.
+    Each is read first: one final or cancelling already is left as it is (forced, the new state
+    would replace even a final one)."""
+    for run_id in ids:
+        now = client.read_flow_run(run_id).state
         if now is None or not (now.is_final() or now.is_cancelling()):
-            client.set_flow_run_state(run.id, Cancelling(message=why), force=True)
+            client.set_flow_run_state(run_id, Cancelling(message=why), force=True)
 
 
 def cancel_unfinished(client: SyncPrefectClient, ids: list[UUID], why: str) -> list[str]:
@@ -98,7 +99,7 @@ def cancel_unfinished(client: SyncPrefectClient, ids: list[UUID], why: str) -> l
     problems = []
     for run_id in ids:
         try:
-            cancel(client, [client.read_flow_run(run_id)], why)
+            cancel(client, [run_id], why)
         except Exception as exc:  # noqa: BLE001 - the API down: the sweep's own error goes on
             problems.append(f"child run {run_id} not cancelled: {type(exc).__name__}: {exc}")
     return problems
