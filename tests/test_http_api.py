@@ -56,6 +56,8 @@ def test_health_ready_and_model(registry: Registry) -> None:
     for path in ("/healthz", "/readyz"):  # HEAD, as load balancers' checks send: no body
         head = api.head(path)
         assert (head.status_code, head.content) == (200, b""), path
+        assert api.delete(path).headers["allow"] == "GET, HEAD", path
+    assert api.get("/predict").headers["allow"] == "POST"
     status = api.get("/model").json()
     card = registry.card("production")
     assert status["following"] == "production" and status["problem"] is None
@@ -217,6 +219,20 @@ def test_the_server_follows_the_alias_and_refuses_a_damaged_version(registry: Re
         "name": MODEL,
         "version": 1,
     }
+
+
+def test_probes_name_no_path_of_the_registry(registry: Registry, caplog) -> None:
+    """/readyz and /model answer anyone who reaches the port: a refusal's message says
+    <registry> where the store's folder is; the server's log keeps the folder."""
+    api, served = client(registry)
+    (model_dir(registry) / "aliases.json").write_text("{not json")
+    with caplog.at_level("ERROR", logger="mnist_pipeline.serve"):
+        assert served.refresh() is False
+    folder = str(registry.storage.location)
+    problem = api.get("/model").json()["problem"]
+    assert problem.startswith("<registry>/") and "aliases.json" in problem, problem
+    assert folder not in problem and folder not in api.get("/readyz").text
+    assert folder in caplog.text
 
 
 def test_not_ready_until_a_version_exists(tmp_path: Path, _models: tuple[Path, Path]) -> None:

@@ -77,6 +77,9 @@ def test_the_served_bytes_with_their_hash_version_and_etag(registry: Registry) -
         head = api.head(path)  # `curl -I`: the same status and headers
         assert head.status_code == 200 and head.headers["etag"] == response.headers["etag"]
         assert api.head(path, headers={"If-None-Match": etag}).status_code == 304
+        refused = api.put(path, content=b"x")  # read-only: Allow names both methods served
+        assert (refused.status_code, refused.headers["allow"]) == (405, "GET, HEAD"), path
+        assert "Method Not Allowed" in refused.json()["error"]
 
 
 def test_the_bytes_come_from_memory_and_follow_the_alias(registry: Registry) -> None:

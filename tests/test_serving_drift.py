@@ -203,7 +203,7 @@ def test_a_reference_the_store_could_not_give_is_read_again_later(
     read_file = served.registry.read_file
 
     def store_down(*args: object) -> bytes:
-        raise RegistryError("registry s3://bucket/registry at http://10.0.0.1: unreachable")
+        raise RegistryError(f"{served.registry.location}/v1/{REFERENCE_FILE}: unreachable")
 
     monkeypatch.setattr(served.registry, "read_file", store_down)
     monitor.process([answered(served, digits[:100])])
@@ -211,6 +211,9 @@ def test_a_reference_the_store_could_not_give_is_read_again_later(
     assert (
         state["enabled"] is False and "unreachable: not monitored; read again" in state["problem"]
     )
+    # GET /model answers anyone: the store's folder is not named there (the log names it)
+    assert state["problem"].startswith("<registry>/")
+    assert served.registry.storage.location not in state["problem"]
     monkeypatch.setattr(served.registry, "read_file", read_file)  # the store is back
     monitor.process([answered(served, digits[:100])])
     assert monitor.status()["enabled"] is False  # not before REREAD_S

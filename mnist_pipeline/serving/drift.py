@@ -28,6 +28,7 @@ import numpy as np
 
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.monitoring import drift
+from mnist_pipeline.serving.served_model import without_locations
 
 if TYPE_CHECKING:
     from mnist_pipeline.serving.metrics import Metrics
@@ -193,7 +194,8 @@ class DriftMonitor:
                 except Exception as exc:  # noqa: BLE001 - a bad reference turns monitoring off
                     problem = f"{exc}: not monitored"
         if problem is not None:
-            logger.warning("drift monitor: %s", problem)
+            logger.warning("drift monitor: %s (registry %s)", problem, self.registry.location)
+            problem = without_locations(problem, self.registry)  # what GET /model shows
         with self._lock:
             self.version, self.reference, self.problem, self.psi = (
                 loaded.version,

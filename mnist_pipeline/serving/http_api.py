@@ -33,6 +33,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from mnist_pipeline.core.contract import NUM_CLASSES
 from mnist_pipeline.core.service_params import ServeParams
@@ -83,8 +84,11 @@ def create_app(
         return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(HTTPException)  # 404, 405 (with Allow): the same JSON shape
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette's Allow names the first route's methods only
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=headers)
 
     @app.exception_handler(ClientDisconnect)  # gone mid-upload: counted as 499, not a 500
     async def gone(_: Request, __: ClientDisconnect) -> Response:
@@ -178,3 +182,13 @@ def create_app(
         challenger.count(ChallengerMetrics(metrics.registry), served)
     drift.start(metrics)
     return app
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app takes at the request's path (GET and its HEAD are
+    separate routes, the HEAD one left out of the OpenAPI document)."""
+    methods = set()
+    for route in request.app.router.routes:
+        if route.matches(request.scope)[0] is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)

@@ -34,6 +34,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mnist_pipeline.serve")
 
+HIDDEN = "<registry>"  # what a public answer says in place of the store's path or endpoint
+
+
+def without_locations(message: str, registry: Registry) -> str:
+    """`message` with the registry's storage location and endpoint (a folder path, s3://bucket,
+    an internal host) replaced by HIDDEN: /readyz and /model answer anyone who reaches the port,
+    and the server's log keeps where."""
+    storage = registry.storage
+    for where in (getattr(storage, "endpoint", None), storage.location.rstrip("/")):
+        if where and "/" in where:  # a bare relative folder name says nothing, and is a word
+            message = message.replace(where, HIDDEN)
+    return message
+
 
 @dataclass(frozen=True)
 class Loaded:
@@ -131,9 +144,9 @@ class ServedModel:
 
     def _keep(self, exc: Exception, event: str) -> None:
         """Keep serving what is served; log and tell `event` once per new problem."""
-        message = str(exc) or type(exc).__name__
+        message = without_locations(str(exc) or type(exc).__name__, self.registry)
         known, self.problem = self.problem, message  # set before the listeners hear of it
-        if message != known:
+        if message != known:  # logged with the registry's location in full
             logger.error(
                 "%skeeping %s: %s (registry %s)",
                 self.role,
