@@ -22,8 +22,10 @@ export DVC_NO_ANALYTICS ?= 1
 
 # pytest processes for `make test` (pytest-xdist): much of the end-to-end tests' time is waiting
 # on servers, so two processes help even on two cores. TEST_PROCESSES=0 runs in one process.
-# `--dist worksteal`: a process that runs out of tests takes queued ones from the other, which
-# `load` leaves queued behind a long end-to-end test.
+# `--dist loadscope --no-loadscope-reorder`: each test module runs whole in one process, so a
+# module's expensive fixtures (a `dvc repro`, a Prefect server) are built once, not once in each
+# process that got some of its tests; modules are handed out in conftest.py's order (those with
+# end-to-end tests first), so no long one starts near the end.
 TEST_PROCESSES ?= 2
 
 # The Node.js and browser examples' packages (tests/test_*example.py skip without them; CI fails).
@@ -60,7 +62,7 @@ repro: $(STAMP)  ## the same stages as a DVC pipeline: runs only what changed (s
 
 test: $(STAMP) $(EXAMPLE_DEPS)  ## unit + end-to-end tests (real-MNIST tests skip when ../shared/mnist is absent)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -n $(TEST_PROCESSES) --dist worksteal
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadscope --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
