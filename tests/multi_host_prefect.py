@@ -34,12 +34,12 @@ def database_restarts(site: Site, postgres: Postgres, epochs: int) -> str:
     return run_id
 
 
-def noop_runs(site: Site, epochs: int, version: int, count: int = 3) -> list[float]:
-    """`count` runs, one after another, with the params of a registered version's run: each
-    completes up to date (nothing trained). Their trigger-to-end seconds, as Prefect records
-    them, are written to the file $MULTI_HOST_FIGURES names, if it names one."""
+def noop_runs(site: Site, epochs: int, version: int) -> list[float]:
+    """Runs with the params of a registered version's run, one after another: each completes up
+    to date (nothing trained). With $MULTI_HOST_FIGURES naming a file, three runs, whose
+    trigger-to-end seconds, as Prefect records them, are written there; else one."""
     seconds = []
-    for _ in range(count):
+    for _ in range(3 if os.environ.get(FIGURES) else 1):
         (run_id,) = site.call("run", DEPLOYMENT, site.params(epochs))
         (final,) = site.call("wait", run_id)
         assert final["state"] == "Completed", final
