@@ -105,6 +105,49 @@ def test_a_mirror_answering_a_web_page_for_the_gz_name_is_told_and_tried_uncompr
     assert f"{TRAIN_IMAGES}.gz: not gzip data (starts with b'<!doctype html><html><bo')" in message
     assert f"{TRAIN_IMAGES}: not found" in message and "sha256 mismatch" not in message
 
+    # the page under both names (a captive portal, a site answering every path): both said
+    (tmp_path / "mirror" / TRAIN_IMAGES).write_bytes(page)
+    with pytest.raises(DataError) as info:
+        fetch(params, Layout(tmp_path / "c"), show_progress=False)
+    message = str(info.value)
+    assert f"{TRAIN_IMAGES}.gz: not gzip data (starts with b'<!doctype html><html><bo')" in message
+    assert f"{TRAIN_IMAGES}: sha256 mismatch" in message
+    assert "not IDX: starts with b'<!doctype html><html><bo'" in message
+
+
+def test_a_full_disk_while_downloading_is_one_os_error_not_a_bad_mirror(
+    tmp_path: Path, tiny_files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writing the download fails (ENOSPC): the OSError itself propagates (the CLI's one line,
+    exit 74), naming no mirror, and no other mirror is tried."""
+    import errno
+    import tempfile
+
+    sha = write_mirror(tmp_path / "m1", tiny_files)
+    write_mirror(tmp_path / "m2", tiny_files)
+    made = []
+    real = tempfile.TemporaryFile
+
+    class Full:
+        def __init__(self, *args, **kwargs) -> None:
+            self.file = real(*args, **kwargs)
+            made.append(self)
+
+        def __enter__(self) -> Full:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.file.close()
+
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("mnist_pipeline.data.fetch.tempfile.TemporaryFile", Full)
+    params = data_params(sha, tmp_path / "m1", tmp_path / "m2")
+    with pytest.raises(OSError, match="No space left on device") as info:
+        fetch(params, Layout(tmp_path / "a"), show_progress=False)
+    assert not isinstance(info.value, DataError) and len(made) == 1
+
 
 @pytest.mark.parametrize(
     ("name", "content", "message"),

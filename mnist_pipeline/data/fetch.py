@@ -99,21 +99,30 @@ def _download(source: str, out: BinaryIO, timeout: float, progress: Progress | N
     received = 0
     try:
         with stream:
-            while chunk := stream.read(CHUNK):
-                out.write(chunk)
+            while chunk := _read(stream, received):
+                out.write(chunk)  # a local error (a full disk) is no mirror's fault: it propagates
                 received += len(chunk)
                 if received > idx.MAX_FILE_BYTES:
                     raise MirrorError(f"more than the {idx.MAX_FILE_BYTES:,} bytes allowed")
                 if progress is not None and task is not None:
                     progress.update(task, advance=len(chunk))
-    except (TimeoutError, OSError, http.client.HTTPException) as exc:  # IncompleteRead, too
-        why = f"{type(exc).__name__}: {exc}" if isinstance(exc, http.client.HTTPException) else exc
-        raise MirrorError(f"download interrupted after {received} bytes: {why}") from None
     finally:
         if progress is not None and task is not None:
             progress.remove_task(task)
     if length is not None and received != length:
         raise MirrorError(f"truncated download: {received} of {length} bytes")
+
+
+IDX_UBYTE = bytes((0, 0, idx.UBYTE))  # how an IDX file of unsigned bytes starts
+
+
+def _read(stream: BinaryIO, received: int) -> bytes:
+    """The next chunk of a download; MirrorError when the connection fails mid-way."""
+    try:
+        return stream.read(CHUNK)
+    except (TimeoutError, OSError, http.client.HTTPException) as exc:  # IncompleteRead, too
+        why = f"{type(exc).__name__}: {exc}" if isinstance(exc, http.client.HTTPException) else exc
+        raise MirrorError(f"download interrupted after {received} bytes: {why}") from None
 
 
 def _fetch_one(
@@ -141,10 +150,13 @@ def _fetch_one(
                 errors.append(f"{filename}: not gzip data (starts with {data[:24]!r})")
                 continue
             if digest != expected:
-                raise MirrorError(
+                errors.append(
                     f"{filename}: sha256 mismatch of decompressed content "
-                    f"(got {digest[:12]}…, expected {expected[:12]}…)"
+                    f"(got {digest[:12]}…, expected {expected[:12]}…"
+                    + ("" if content[:3] == IDX_UBYTE else f"; not IDX: starts with {data[:24]!r}")
+                    + ")"
                 )
+                raise MirrorError("; ".join(errors))
             if FILE_KINDS[name] == "images":
                 idx.parse_images(content, filename)
             else:
