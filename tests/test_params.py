@@ -270,3 +270,17 @@ def test_a_served_version_may_be_written_as_a_yaml_number(tmp_path: Path) -> Non
     assert (params.serve.model, params.serve.shadow) == ("2", "3")  # as "2" or v2 would be
     with pytest.raises(ParamsError, match="serve.model"):
         load_params(write(tmp_path, "serve:\n  model: true\n"), environ={})
+
+
+def test_numbers_with_an_exponent_are_numbers_as_in_yaml_1_2(tmp_path: Path) -> None:
+    """`1e-3` is a string to YAML 1.1 (PyYAML) and a float to YAML 1.2 (DVC's ruamel.yaml):
+    params read it as the number its writer meant; quoted, it stays text, and a float is still
+    no integer."""
+    text = "train:\n  learning_rate: 1e-3\n  max_learning_rate: 5E-3\n"
+    params = load_params(write(tmp_path, text), environ={})
+    assert params.train.learning_rate == 0.001 and params.train.max_learning_rate == 0.005
+    with pytest.raises(ParamsError, match="train.learning_rate"):
+        load_params(write(tmp_path, 'train:\n  learning_rate: "1e-3"\n'), environ={})
+    with pytest.raises(ParamsError, match=r"serve.max_upload_bytes: .*integer \(got 4000000.0\)"):
+        load_params(write(tmp_path, "serve:\n  max_upload_bytes: 4e6\n"), environ={})
+    assert load_yaml_strict("a: 1e\nb: e5\nc: 1.5e+2") == {"a": "1e", "b": "e5", "c": 150.0}

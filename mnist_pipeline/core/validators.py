@@ -91,6 +91,13 @@ def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, A
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+# YAML 1.2's floats with an exponent and no dot (`1e-3`, `4e6`), which PyYAML's YAML 1.1 reads as
+# strings: numbers, as DVC (ruamel.yaml, YAML 1.2) reads the same params.yaml
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
 
 
 def load_yaml_strict(text: str) -> Any:
