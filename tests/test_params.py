@@ -57,6 +57,8 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ),
         ("data:\n  mirrors: []\n", ["data.mirrors", "at least 1"]),
         ("data:\n  mirrors: [a, ' ']\n", ["data.mirrors: a mirror is blank: give a URL"]),
+        ("data:\n  mirrors: ['s3://b/mnist']\n", ["data.mirrors", "unsupported scheme 's3'"]),
+        ("data:\n  mirrors: ['https:/h/m']\n", ["data.mirrors", "write https://... (two"]),
         ("model:\n  arch: resnet\n", ["model.arch", "classic"]),
         ("train:\n  dropout: 1.0\n", ["train.dropout", "less than 1"]),
         ("train:\n  temperature_scaling: 'yes'\n", ["train.temperature_scaling", "boolean"]),
@@ -123,6 +125,10 @@ def test_missing_file_is_a_params_error(tmp_path: Path) -> None:
 def test_env_mirror_replaces_the_configured_list(tmp_path: Path) -> None:
     params = load_params(write(tmp_path, ""), environ={"MNIST_MIRROR": "/a, file:///b"})
     assert params.data.mirrors == ("/a", "file:///b")
+    with pytest.raises(ParamsError, match=r"^data.mirrors \(MNIST_MIRROR\): 'ftp://h/m'"):
+        load_params(write(tmp_path, ""), environ={"MNIST_MIRROR": "ftp://h/m"})
+    windows = load_params(write(tmp_path, ""), environ={"MNIST_MIRROR": "C:/mnist,HTTP://H/m"})
+    assert windows.data.mirrors == ("C:/mnist", "HTTP://H/m")  # a drive letter is a folder
     with pytest.raises(ParamsError, match=r"^MNIST_MIRROR=', ,' names no mirror"):
         load_params(write(tmp_path, ""), environ={"MNIST_MIRROR": ", ,"})
 

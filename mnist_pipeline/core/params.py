@@ -27,6 +27,7 @@ from mnist_pipeline.core.service_params import (
 )
 from mnist_pipeline.core.validators import (
     check_location,
+    check_mirror,
     describe_errors,
     empty_sections_as_mappings,
 )
@@ -63,11 +64,14 @@ class DataParams(Section):
     @field_validator("mirrors", mode="before")
     @classmethod
     def _mirror_list(cls, value: Any) -> Any:
-        """A YAML list as the tuple; a blank entry (it would read as the current folder) refused."""
-        if isinstance(value, list | tuple) and any(
-            isinstance(m, str) and not m.strip() for m in value
-        ):
-            raise ValueError("a mirror is blank: give a URL or a folder")
+        """A YAML list as the tuple; a blank entry (it would read as the current folder) and a
+        URL that fetch cannot read (s3://, http:/ with one slash) refused."""
+        if isinstance(value, list | tuple):
+            for mirror in value:
+                if isinstance(mirror, str) and not mirror.strip():
+                    raise ValueError("a mirror is blank: give a URL or a folder")
+                if isinstance(mirror, str):
+                    check_mirror(mirror)
         return tuple(value) if isinstance(value, list) else value
 
 

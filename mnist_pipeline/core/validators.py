@@ -121,20 +121,45 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 STORAGE_SCHEMES = ("s3", "file")
 
 
+MIRROR_SCHEMES = ("https", "http", "file")
+
+
+def _scheme(location: str, supported: tuple[str, ...], what: str) -> str | None:
+    """The lowercase scheme of `location` if it looks like a URL (None for a path: a one-letter
+    scheme is a Windows drive); ValueError when it is not one of `supported` (`what` says
+    what is)."""
+    found = _SCHEME.match(location)
+    if found is None or len(found.group(1)) == 1:
+        return None
+    scheme = found.group(1).lower()
+    if scheme not in supported:
+        raise ValueError(f"{location!r}: unsupported scheme {scheme!r} ({what})")
+    return scheme
+
+
+def check_mirror(mirror: str) -> str:
+    """`mirror` if it is a folder path or an https://, http:// or file:// URL; ValueError naming
+    what is wrong with anything else that looks like a URL."""
+    scheme = _scheme(
+        mirror,
+        MIRROR_SCHEMES,
+        "a mirror is an https://, http:// or file:// URL or a folder; a DVC remote is pulled "
+        "with `dvc pull`, docs/dvc.md",
+    )
+    if scheme is not None and not mirror[len(scheme) + 1 :].startswith("//"):
+        raise ValueError(f"{mirror!r} is not a URL: write {scheme}://... (two slashes)")
+    return mirror
+
+
 def check_location(location: str) -> str:
     """`location` if it is a folder path, a file:// URL or s3://BUCKET/PREFIX; ValueError naming
     what is wrong with anything else that looks like a URL (a one-letter scheme is a Windows
     drive: a path)."""
-    found = _SCHEME.match(location)
-    if found is None or len(found.group(1)) == 1:
+    what = "supported: a folder path, a file:// URL, s3://BUCKET/PREFIX"
+    scheme = _scheme(location, STORAGE_SCHEMES, what)
+    if scheme is None:
         return location
-    scheme = found.group(1).lower()
-    if scheme not in STORAGE_SCHEMES:
-        raise ValueError(
-            f"{location!r}: unsupported scheme {scheme!r} "
-            "(supported: a folder path, a file:// URL, s3://BUCKET/PREFIX)"
-        )
-    if scheme == "s3" and not location[found.end() :].startswith("//"):  # file:/x is a path
+    if scheme == "s3" and not location[len(scheme) + 1 :].startswith("//"):  # file:/x: a path
         raise ValueError(f"{location!r} is not a URL: write {scheme}://... (two slashes)")
     try:
         parsed = urlparse(location)
