@@ -73,6 +73,9 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ('schedule:\n  cron: "0 3 * * funday"\n', ["schedule.cron", "day of week"]),
         ("schedule:\n  timezone: Mars/Base\n", ["schedule.timezone", "unknown time zone"]),
         ("schedule:\n  timezone: Europe\n", ["schedule.timezone", "unknown time zone"]),  # a folder
+        # files ZoneInfo reads but Prefect's schedules refuse
+        ("schedule:\n  timezone: posix/Europe/Berlin\n", ["schedule.timezone", "unknown time"]),
+        ("schedule:\n  timezone: right/UTC\n", ["schedule.timezone", "unknown time zone"]),
         ('registry:\n  root: "s3://"\n', ["registry.root", "bucket"]),
         ('inbox:\n  shared: "s3:///x"\n', ["inbox.shared", "bucket"]),
         ("parity:\n  atol: .inf\n", ["parity.atol", "finite number"]),
