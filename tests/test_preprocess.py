@@ -14,6 +14,7 @@ from mnist_pipeline.data.preprocess import (
     ImageError,
     fit_box,
     load_grey,
+    median,
     preprocess_bytes,
     preprocess_file,
     round_half_up,
@@ -406,3 +407,15 @@ def test_an_array_with_nan_or_infinity_is_refused() -> None:
     grey[0, 0] = np.inf
     with pytest.raises(ImageError, match="NaN or infinity"):
         to_mnist(grey)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 107, 108, 1001])
+def test_median_is_numpys_to_the_bit(size: int) -> None:
+    """The border's median (steps 3-4) is np.median's value, bit for bit, for odd and even
+    sizes, ties, float32 and float64: preprocessing stays the same function."""
+    rng = np.random.default_rng(size)
+    for dtype in (np.float32, np.float64):
+        for _ in range(50):
+            values = rng.random(size).astype(dtype)
+            values[::3] = values[0]  # ties
+            assert median(values) == float(np.median(values)), (size, dtype)
