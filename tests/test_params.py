@@ -58,6 +58,8 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("data:\n  mirrors: []\n", ["data.mirrors", "at least 1"]),
         ("data:\n  mirrors: [a, ' ']\n", ["data.mirrors: a mirror is blank: give a URL"]),
         ("data:\n  mirrors: ['s3://b/mnist']\n", ["data.mirrors", "unsupported scheme 's3'"]),
+        ("inbox:\n  shared: ' '\n", ["inbox.shared", "' ' is blank: give a folder path"]),
+        ("registry:\n  root: '  '\n", ["registry.root", "is blank: give a folder path or a URL"]),
         ("data:\n  mirrors: ['https:/h/m']\n", ["data.mirrors", "write https://... (two"]),
         ("model:\n  arch: resnet\n", ["model.arch", "classic"]),
         ("train:\n  dropout: 1.0\n", ["train.dropout", "less than 1"]),

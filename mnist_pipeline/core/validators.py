@@ -167,6 +167,8 @@ def check_location(location: str) -> str:
     what is wrong with anything else that looks like a URL (a one-letter scheme is a Windows
     drive: a path)."""
     what = "supported: a folder path, a file:// URL, s3://BUCKET/PREFIX"
+    if not location.strip():  # a folder named by spaces: a slip, never meant
+        raise ValueError(f"{location!r} is blank: give a folder path or a URL ({what})")
     scheme = _scheme(location, STORAGE_SCHEMES, what)
     if scheme is None:
         return location
