@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.core.contract import INPUT_NAME, PROBABILITIES
+from mnist_pipeline.data.manifest import dataset_sha256
 from mnist_pipeline.export.session import open_session
 from mnist_pipeline.pipeline.candidate import Candidate
 from mnist_pipeline.pipeline.evidence import mnist_test
@@ -41,5 +42,6 @@ def candidate_with_reference(folder: Path, seed: int = 1, n_test: int = 200) -> 
     predictions.write_text("\n".join(rows) + "\n")
     metrics = json.loads((folder / "metrics.json").read_text())
     metrics["outputs"] = evaluated_outputs(folder, predictions)
+    metrics["dataset_sha256"] = dataset_sha256(data_dir)  # what evaluate would have recorded
     (folder / "metrics.json").write_text(json.dumps(metrics))
     return replace(candidate_in(folder), predictions=predictions, data_dir=data_dir)

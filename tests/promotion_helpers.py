@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.data import idx
-from mnist_pipeline.data.manifest import file_sha256
+from mnist_pipeline.data.manifest import MNIST_FILES, dataset_sha256, file_sha256
 from mnist_pipeline.inbox import extra
 from mnist_pipeline.pipeline.candidate import Candidate
 from mnist_pipeline.pipeline.evidence import TEST_FILES
@@ -112,6 +112,8 @@ def paired_candidate(
         state_dict_sha256=weights,
         outputs=evaluated_outputs(folder, folder / "predictions.csv"),
     )
+    if data_dir is not None and all((data_dir / f.name).is_file() for f in MNIST_FILES):
+        metrics["dataset_sha256"] = dataset_sha256(data_dir)  # as evaluate records it
     if extra_dir is not None:
         split = extra.read_split(extra_dir, "holdout")
         right = int((given[TEST:] == LABELS[TEST:]).sum())

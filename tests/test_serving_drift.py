@@ -290,3 +290,19 @@ def test_normal_traffic_makes_no_event_at_the_smallest_window_allowed(
             monitor.process([answered(served, stream[start : start + 20])])
         events[window] = len(sent)
     assert events[200] == 0 and events[100] >= 1, events
+
+
+def test_a_dataset_fetched_since_evaluate_is_refused_before_its_images_are_read(
+    tmp_path: Path,
+) -> None:
+    """Registration reads the MNIST test images beside the candidate (the drift reference, the
+    paired comparison): another dataset there since evaluate would pair the model's answers
+    with other images, so it is refused, naming the stage to rerun, and nothing is stored."""
+    from tests.synthetic import make_dataset, write_data_dir
+
+    candidate = candidate_with_reference(tmp_path / "c")
+    write_data_dir(candidate.data_dir, make_dataset(n_test=200, seed=9))  # another fetch
+    registry = Registry(tmp_path / "registry", MODEL)
+    with pytest.raises(GateError, match=r"refusing to register: metrics.json was not made from "):
+        register_candidate(registry, candidate, PARAMS)
+    assert registry.version_numbers() == []

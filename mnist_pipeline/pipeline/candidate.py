@@ -12,6 +12,7 @@ from mnist_pipeline.core.errors import GateError, PipelineError, RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.core.reports import Metrics, Parity, TrainRecord, parse_json_report
+from mnist_pipeline.data.manifest import MNIST_FILES, dataset_sha256
 from mnist_pipeline.evaluation import gate
 from mnist_pipeline.pipeline.versions import (
     HISTORY_FILE,
@@ -207,3 +208,21 @@ def trained_params(record: TrainRecord, params: Params) -> Params:
             why = f"no {exc} section" if isinstance(exc, KeyError) else str(exc)
             raise RegistryError(f"{TRAIN_RECORD_FILE}: no valid training params ({why})") from None
     return params.model_copy(update=update)
+
+
+def check_evaluated_data(candidate: Candidate, metrics: Metrics) -> None:
+    """GateError unless the candidate's dataset folder holds the dataset metrics.json was
+    measured on, when registration reads it (the drift reference's images, the paired
+    comparison's labels): a fetch of another dataset since evaluate would pair this model's
+    answers with other images. Nothing to check without predictions or all four files."""
+    data_dir = candidate.data_dir
+    if candidate.predictions is None or data_dir is None:
+        return
+    if not all((data_dir / f.name).is_file() for f in MNIST_FILES):
+        return
+    try:
+        gate.made_from(
+            metrics.dataset_sha256, dataset_sha256(data_dir), METRICS_FILE, "dataset", "evaluate"
+        )
+    except GateError as exc:
+        raise GateError(f"refusing to register: {exc}") from None

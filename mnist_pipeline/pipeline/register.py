@@ -34,6 +34,7 @@ from mnist_pipeline.pipeline.candidate import (
     Candidate,
     RunReports,
     candidate_from_layout,
+    check_evaluated_data,
     check_reports,
 )
 from mnist_pipeline.pipeline.card import describe, lineage
@@ -77,6 +78,7 @@ def register_candidate(
     hashes = {rel: hashlib.sha256(data).hexdigest() for rel, data in contents.items()}
     reports = RunReports.parse(contents)
     _, trained = check_reports(reports, hashes, params)  # refuses a broken chain
+    check_evaluated_data(candidate, reports.metrics)  # the images read below are those scored
     fingerprint = reports.record.fingerprint
     reference = drift_reference(candidate, reports.metrics)  # None: no predictions to measure
     if reference is not None:
