@@ -135,3 +135,29 @@ def test_the_report_and_its_scores_are_replaced_together_or_not_at_all(
         check_parity(ParityParams(batch_sizes=[1]), *args[1:], tiny_data_dir, *paths)
     assert {path: path.read_bytes() for path in paths} == before
     assert sorted(p.name for p in reports.iterdir()) == ["parity.json", "parity_scores.json"]
+
+
+def test_an_image_that_differs_in_every_run_counts_once(
+    exported: Path, tiny_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One image whose digit onnxruntime gets wrong at every batch size: argmax_mismatches
+    counts images (1), each run's own count stays in per_batch_size, and the failure says 1."""
+    from mnist_pipeline.export import parity
+
+    real = parity._ort_outputs
+
+    def flipped(*args):
+        logits, probabilities = real(*args)
+        logits, probabilities = logits.copy(), probabilities.copy()
+        top = logits[0].argmax()
+        logits[0, top], logits[0, (top + 1) % 10] = logits[0, (top + 1) % 10], logits[0, top]
+        return logits, probabilities
+
+    monkeypatch.setattr(parity, "_ort_outputs", flipped)
+    report_path = tmp_path / "parity.json"
+    models = (exported / "model.pt", exported / "model.onnx")
+    with pytest.raises(GateError, match=r" 1 argmax mismatch\(es\) over 128 images"):
+        check_parity(ParityParams(atol=0.01), "classic", *models, tiny_data_dir, report_path)
+    report = json.loads(report_path.read_text())
+    assert report["argmax_mismatches"] == 1
+    assert [run["argmax_mismatches"] for run in report["per_batch_size"].values()] == [1, 1, 1]
