@@ -81,8 +81,14 @@ def test_read_report(tmp_path: Path) -> None:
 def test_a_missed_extra_holdout_gate_is_named_as_such() -> None:
     held = PASSED["extra"] | {"total": 20, "accuracy": 0.5, "passed": False}
     missed = metrics(passed=False, extra=held | {"correct": 10, "min_extra_accuracy": 0.9})
-    with pytest.raises(GateError, match=r"did not pass the extra-holdout gate .*accuracy 0.5"):
+    with pytest.raises(
+        GateError, match=r"did not pass the extra-holdout gate .*accuracy 0.5"
+    ) as only:
         gate.evaluation_passed(missed, "metrics.json")
+    assert "accuracy gate" not in str(only.value)  # MNIST's gate passed: not named
+    both = missed.model_copy(update={"accuracy": 0.95, "min_accuracy": 0.98})
+    with pytest.raises(GateError, match=r"extra-holdout gate .* nor the accuracy gate \(accuracy "):
+        gate.evaluation_passed(both, "metrics.json")
 
 
 def test_a_report_must_list_files_that_are_there_with_those_bytes() -> None:
