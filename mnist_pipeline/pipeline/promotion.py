@@ -111,7 +111,8 @@ def candidate_holdout(metrics: Metrics, extra_dir: Path | None) -> extra.Split |
     if found != recorded:
         raise RegistryError(
             f"the extra holdout in {extra_dir} (sha256 {found[:12]}) is not the one metrics.json "
-            f"was measured on ({str(recorded)[:12]}): run `mnist-pipeline evaluate` again"
+            f"was measured on ({str(recorded)[:12]}): ingest ran since; run `mnist-pipeline "
+            "train` (if the model trains on ingested digits) and `evaluate` again, or `dvc repro`"
         )
     return split
 
