@@ -235,6 +235,29 @@ def test_probes_name_no_path_of_the_registry(registry: Registry, caplog) -> None
     assert folder in caplog.text
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        "registry s3://acme-models/prod at http://10.0.0.5:9000: bucket 'acme-models' is gone",
+        'Could not connect to the endpoint URL: "http://10.0.0.5:9000/acme-models/prod/a.json"',
+        'Connect timeout on endpoint URL: "https://acme-models.s3.eu-west-1.amazonaws.com/p/k"',
+    ],
+)
+def test_an_s3_problem_names_no_bucket_endpoint_or_url(message: str) -> None:
+    """What botocore and the S3 backend say of a store that fails: the endpoint, the bucket
+    (in an s3:// URL, a path-style or a virtual-hosted request URL, or quoted) all hidden."""
+    from types import SimpleNamespace
+
+    from mnist_pipeline.serving.served_model import without_locations
+
+    storage = SimpleNamespace(
+        location="s3://acme-models/prod", endpoint="http://10.0.0.5:9000", bucket="acme-models"
+    )
+    public = without_locations(message, SimpleNamespace(storage=storage))
+    assert "acme-models" not in public and "10.0.0.5" not in public and "://" not in public
+    assert "<registry>" in public and public.split()[0] == message.split()[0]  # the rest kept
+
+
 def test_not_ready_until_a_version_exists(tmp_path: Path, _models: tuple[Path, Path]) -> None:
     registry = Registry(tmp_path / "registry", MODEL)
     api, served = client(registry)

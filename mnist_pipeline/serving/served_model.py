@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -35,16 +36,22 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mnist_pipeline.serve")
 
 HIDDEN = "<registry>"  # what a public answer says in place of the store's path or endpoint
+# an endpoint, a request's URL (not a sentence's colon, comma or full stop after it)
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*[^\s'\":,.;)]")
 
 
 def without_locations(message: str, registry: Registry) -> str:
-    """`message` with the registry's storage location and endpoint (a folder path, s3://bucket,
-    an internal host) replaced by HIDDEN: /readyz and /model answer anyone who reaches the port,
-    and the server's log keeps where."""
+    """`message` with where the registry lives replaced by HIDDEN: its folder, every URL (the
+    endpoint, s3://bucket/..., a request URL botocore quotes, a bucket's own host name) and the
+    bucket's name. /readyz and /model answer anyone who reaches the port; the log keeps it."""
     storage = registry.storage
-    for where in (getattr(storage, "endpoint", None), storage.location.rstrip("/")):
-        if where and "/" in where:  # a bare relative folder name says nothing, and is a word
-            message = message.replace(where, HIDDEN)
+    folder = storage.location.rstrip("/\\")
+    if "/" in folder or "\\" in folder:  # a bare relative folder name says nothing, and is a word
+        message = message.replace(folder, HIDDEN)
+    message = _URL.sub(HIDDEN, message)
+    bucket = getattr(storage, "bucket", None)
+    if bucket:  # "bucket 'acme-models' does not exist", path-style keys
+        message = re.sub(rf"(?<![\w.-]){re.escape(bucket)}(?![\w-])", HIDDEN, message)
     return message
 
 
@@ -144,14 +151,15 @@ class ServedModel:
 
     def _keep(self, exc: Exception, event: str) -> None:
         """Keep serving what is served; log and tell `event` once per new problem."""
-        message = without_locations(str(exc) or type(exc).__name__, self.registry)
+        full = str(exc) or type(exc).__name__  # for the log; the public problem hides where
+        message = without_locations(full, self.registry)
         known, self.problem = self.problem, message  # set before the listeners hear of it
-        if message != known:  # logged with the registry's location in full
+        if message != known:
             logger.error(
                 "%skeeping %s: %s (registry %s)",
                 self.role,
                 self._serving(),
-                message,
+                full,
                 self.registry.location,
             )
             self._tell(event)
