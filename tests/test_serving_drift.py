@@ -303,6 +303,9 @@ def test_a_dataset_fetched_since_evaluate_is_refused_before_its_images_are_read(
     candidate = candidate_with_reference(tmp_path / "c")
     write_data_dir(candidate.data_dir, make_dataset(n_test=200, seed=9))  # another fetch
     registry = Registry(tmp_path / "registry", MODEL)
-    with pytest.raises(GateError, match=r"refusing to register: metrics.json was not made from "):
+    with pytest.raises(
+        GateError, match=r"refusing to register: metrics.json was measured on "
+    ) as refused:
         register_candidate(registry, candidate, PARAMS)
+    assert "run `mnist-pipeline train` and `evaluate` again" in str(refused.value)
     assert registry.version_numbers() == []
