@@ -18,12 +18,12 @@ automation, which notifies once), and, while the server waits out that run's hea
 host becomes unreachable before a registration (the run fails naming the endpoint, its hook
 notifies once, the same run registers once the store is back). Then the Prefect server's side
 (tests/multi_host_prefect.py): PostgreSQL on the db host restarts while a run trains (the run
-completes, the server still lists every earlier run), and three runs with that run's params
-complete up to date, adding no version (their trigger-to-end times go to the JSON file
-$MULTI_HOST_FIGURES names, for benchmarks/multi_host_noop.py). Last, a sweep started on the client
-(flows/sweep.py): its trials run on both workers and the best by validation accuracy is retrained
-and registered by one of them. The bucket then holds versions 1-7 that verify clean, with nothing
-left by any fault.
+completes, the server still lists every earlier run), and a run with that run's params
+completes up to date, adding no version (with $MULTI_HOST_FIGURES naming a JSON file, three do,
+and their trigger-to-end times go there, for benchmarks/multi_host_noop.py). Last, a sweep
+started on the client (flows/sweep.py): its trials run on both workers and the best by validation
+accuracy is retrained and registered by one of them. The bucket then holds versions 1-7 that
+verify clean, with nothing left by any fault.
 """
 
 from __future__ import annotations
