@@ -66,12 +66,11 @@ class DataParams(Section):
     def _mirror_list(cls, value: Any) -> Any:
         """A YAML list as the tuple; a blank entry (it would read as the current folder) and a
         URL that fetch cannot read (s3://, http:/ with one slash) refused."""
-        if isinstance(value, list | tuple):
-            for mirror in value:
-                if isinstance(mirror, str) and not mirror.strip():
+        for mirror in value if isinstance(value, list | tuple) else ():
+            if isinstance(mirror, str):  # not a string: the field's type check says so
+                if not mirror.strip():
                     raise ValueError("a mirror is blank: give a URL or a folder")
-                if isinstance(mirror, str):
-                    check_mirror(mirror)
+                check_mirror(mirror)
         return tuple(value) if isinstance(value, list) else value
 
 

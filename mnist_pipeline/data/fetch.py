@@ -150,11 +150,10 @@ def _fetch_one(
                 errors.append(f"{filename}: not gzip data (starts with {data[:24]!r})")
                 continue
             if digest != expected:
+                odd = "" if content[:3] == IDX_UBYTE else f"; not IDX: starts with {content[:24]!r}"
                 errors.append(
                     f"{filename}: sha256 mismatch of decompressed content "
-                    f"(got {digest[:12]}…, expected {expected[:12]}…"
-                    + ("" if content[:3] == IDX_UBYTE else f"; not IDX: starts with {data[:24]!r}")
-                    + ")"
+                    f"(got {digest[:12]}…, expected {expected[:12]}…{odd})"
                 )
                 raise MirrorError("; ".join(errors))
             if FILE_KINDS[name] == "images":
