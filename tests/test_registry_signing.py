@@ -20,7 +20,7 @@ from mnist_pipeline.pipeline.versions import open_registry
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry.card import SEAL_KEY, seal
 from mnist_pipeline.registry.signing import Signing, generate
-from tests.registry_helpers import MODEL, PARAMS, stored, writable
+from tests.registry_helpers import MODEL, PARAMS, model_dir, stored, writable
 
 
 @pytest.fixture
@@ -296,3 +296,26 @@ def test_the_unsigned_events_are_named_where_they_are(keys: dict[str, Path]) -> 
     problems = trail.check([first, second], strict)
     assert any(p.startswith("alias event 1 is signed by key") for p in problems), problems
     assert any(p.startswith("alias event 2 is not signed") for p in problems), problems
+
+
+def test_a_lowered_last_version_cannot_undo_a_signed_rollback(
+    tmp_path: Path, keys: dict[str, Path], make
+) -> None:
+    """`last_version` lies outside the signed chain: lowered by hand, every reader would replay
+    v2's decision and serve the version production was rolled back from. Reads under trusted
+    keys refuse it, and verify reports it with or without keys."""
+    root = tmp_path / "registry"
+    signed = registry(root, keys["old"], [keys["old"]], required=True)
+    register_candidate(signed, make(1, accuracy=0.95), PARAMS)
+    register_candidate(signed, make(2, accuracy=0.99), PARAMS)
+    assert signed.version_of("production") == 2
+    signed.rollback()
+    assert signed.version_of("production") == 1
+    aliases = model_dir(signed) / "aliases.json"
+    document = json.loads(aliases.read_text())
+    document["last_version"] = 0  # no key needed
+    writable(aliases).write_text(json.dumps(document))
+    fresh = registry(root, keys["old"], [keys["old"]], required=True)
+    with pytest.raises(RegistryError, match=r"'last_version' is 0, but the audit trail records"):
+        fresh.version_of("production")
+    assert any("'last_version' is 0" in problem for problem in Registry(root, MODEL).verify())

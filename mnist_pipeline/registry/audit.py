@@ -41,6 +41,7 @@ def audit(registry: Registry) -> list[str]:
         return problems + [str(exc)]
     problems += trail.check(state.events, registry.signing)
     problems += trail.mismatches(state.events, state.aliases, state.history)
+    problems += trail.unrecorded(state.events, state.last_version)
     # versions committed since the listing (the alias document, read after it, may name them):
     # checked by the next verify, and not missing
     listing = registry.storage.list(f"{registry.name}/")
@@ -76,6 +77,7 @@ def refuse_forged(registry: Registry, state: AliasState, revision: str) -> str:
         return revision
     problems = trail.check(state.events, registry.signing)
     problems += trail.mismatches(state.events, state.aliases, state.history)
+    problems += trail.unrecorded(state.events, state.last_version)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise RegistryError(

@@ -178,5 +178,24 @@ def mismatches(
     return problems
 
 
+def unrecorded(events: list[Any], last_version: int) -> list[str]:
+    """A problem when the log registered a version past `last_version`: that number, outside
+    the chain and its signatures, lowered by hand would have every reader replay those
+    versions' decisions again, undoing the moves made since (a rollback, say)."""
+    registered = [
+        e["version"]
+        for e in events
+        if isinstance(e, dict)
+        and e.get("action") == "register"
+        and isinstance(e.get("version"), int)
+    ]
+    if not registered or max(registered) <= last_version:
+        return []
+    return [
+        f"'last_version' is {last_version}, but the audit trail records registering "
+        f"v{max(registered)} (lowered by hand, the decisions since would be replayed)"
+    ]
+
+
 def _v(version: int | None) -> str:
     return "nothing" if version is None else f"v{version}"
