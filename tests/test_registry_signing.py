@@ -219,10 +219,28 @@ def test_signing_params_and_key_files_are_checked(tmp_path: Path, keys: dict[str
         params = parse_params({"registry": configured})
         with pytest.raises(RegistryError, match=message):
             open_registry(params.registry, layout)
+    # a curve `cryptography` does not support (UnsupportedAlgorithm), a folder where a key goes
+    (tmp_path / "keys" / "p112.pem").write_text(SECP112R1_KEY)
+    (tmp_path / "keys" / "folder").mkdir()
+    for configured, message in (
+        ({"signing_key": "keys/p112.pem"}, r"signing key .*p112.pem is not a PEM Ed25519 key"),
+        ({"trusted_keys": ["keys/folder"]}, r"cannot read trusted key .*keys/folder: Is a dir"),
+    ):
+        params = parse_params({"registry": configured})
+        with pytest.raises(RegistryError, match=message):
+            open_registry(params.registry, layout)
     params = parse_params(
         {"registry": {"signing_key": "keys/new", "trusted_keys": ["keys/new.pub"]}}
     )
     assert open_registry(params.registry, layout).signing.key is not None
+
+
+# a throwaway EC key on secp112r1 (`openssl ecparam -name secp112r1 -genkey -noout`)
+SECP112R1_KEY = """-----BEGIN EC PRIVATE KEY-----
+MD4CAQEEDi4P0K91uXB1DQnw57xeoAcGBSuBBAAGoSADHgAEm1XTERIp9lTvmHDO
+wkpybjanA2E9mffWBUkziw==
+-----END EC PRIVATE KEY-----
+"""
 
 
 @pytest.mark.parametrize("signing_key", [None, "new"], ids=["no-key", "untrusted-key"])

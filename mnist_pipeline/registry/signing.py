@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -39,14 +39,17 @@ def _read_key(path: Path, private: bool) -> Any:
     what = "signing key" if private else "trusted key"
     try:
         data = path.read_bytes()
+    except FileNotFoundError:
+        raise RegistryError(f"{what} {path} does not exist") from None
+    except OSError as exc:  # a folder, no permission: the file, not its format
+        raise RegistryError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
         key = (
             serialization.load_pem_private_key(data, password=None)
             if private
             else serialization.load_pem_public_key(data)
         )
-    except FileNotFoundError:
-        raise RegistryError(f"{what} {path} does not exist") from None
-    except (OSError, ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # another curve: unsupported
         raise RegistryError(f"{what} {path} is not a PEM Ed25519 key: {exc}") from None
     expected = Ed25519PrivateKey if private else Ed25519PublicKey
     if not isinstance(key, expected):
