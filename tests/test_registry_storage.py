@@ -253,6 +253,10 @@ def test_gc_keeps_the_files_of_a_card_it_cannot_trust(registry: Registry, make) 
     with pytest.raises(RegistryError, match="v2: card.json is unreadable"):
         registry.collect_garbage()
     assert stored(registry, 1, "model.onnx").is_file()
+    # valid JSON whose files table holds no SHA-256: the version is named too
+    writable(card_path).write_text(json.dumps({**card, "files": {"model.onnx": "A" * 64}}))
+    with pytest.raises(RegistryError, match="v2: card.json is unreadable"):
+        registry.collect_garbage()
 
 
 def test_gc_stops_at_a_folder_it_cannot_list(

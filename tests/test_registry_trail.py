@@ -283,8 +283,21 @@ def test_a_move_retried_after_a_conflict_is_chained_to_what_won(
         (lambda d: d.update(aliases={"production": True}), "aliases.production must be a version"),
         (lambda d: d["events"].append("promote"), "alias event 6 must be a JSON object"),
         (lambda d: d["events"][3].update(evidence="x"), "alias event 4 must be a JSON object"),
+        # `models history` gathered aliases in a set: a list there was a TypeError traceback
+        (lambda d: d["events"][1].update(alias=["x"]), "event 2's 'alias' must be text, got"),
+        (lambda d: d["events"][0].update(version="2"), "event 1's 'version' must be an integer"),
+        (lambda d: d["events"][2].update(previous=True), "event 3's 'previous' must be an int"),
     ],
-    ids=["history-scalar", "alias-list", "alias-bool", "event-string", "evidence-string"],
+    ids=[
+        "history-scalar",
+        "alias-list",
+        "alias-bool",
+        "event-string",
+        "evidence-string",
+        "event-alias-list",
+        "event-version-text",
+        "event-previous-bool",
+    ],
 )
 def test_an_alias_document_of_another_shape_is_refused_by_name(
     registry: Registry, make, edit, problem: str

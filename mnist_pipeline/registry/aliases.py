@@ -218,6 +218,13 @@ def parse(data: bytes | None, where: str) -> AliasState:
             raise RegistryError(
                 f"{where}: alias event {number} must be a JSON object (its evidence as well)"
             )
+        for key, kind in (("action", str), ("alias", str), ("version", int), ("previous", int)):
+            value = event.get(key)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise RegistryError(
+                    f"{where}: alias event {number}'s {key!r} must be "
+                    f"{'text' if kind is str else 'an integer'}, got {value!r}"
+                )
     return AliasState(dict(aliases), {k: list(v) for k, v in history.items()}, events, last)
 
 

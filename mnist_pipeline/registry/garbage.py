@@ -38,7 +38,7 @@ def find(registry: Registry) -> list[str]:
         try:
             files = json.loads((data or b"").decode("utf-8"))["files"]
             used |= {keys.blob_key(name, str(sha)) for sha in files.values()}
-        except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RegistryError):
             raise RegistryError(
                 f"{name} v{version}: card.json is unreadable, so which stored files it needs "
                 "is unknown; restore or remove it before collecting garbage"
