@@ -39,9 +39,7 @@ def audit(registry: Registry) -> list[str]:
         state = alias_doc.parse(found and found[0], registry._aliases_where())
     except RegistryError as exc:
         return problems + [str(exc)]
-    problems += trail.check(state.events, registry.signing)
-    problems += trail.mismatches(state.events, state.aliases, state.history)
-    problems += trail.unrecorded(state.events, state.last_version)
+    problems += _trail_problems(registry, state)
     # versions committed since the listing (the alias document, read after it, may name them):
     # checked by the next verify, and not missing
     listing = registry.storage.list(f"{registry.name}/")
@@ -75,9 +73,7 @@ def refuse_forged(registry: Registry, state: AliasState, revision: str) -> str:
     nothing is checked here."""
     if not registry.signing.trusted:
         return revision
-    problems = trail.check(state.events, registry.signing)
-    problems += trail.mismatches(state.events, state.aliases, state.history)
-    problems += trail.unrecorded(state.events, state.last_version)
+    problems = _trail_problems(registry, state)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise RegistryError(
@@ -85,3 +81,13 @@ def refuse_forged(registry: Registry, state: AliasState, revision: str) -> str:
             "see `mnist-pipeline models verify`"
         )
     return revision
+
+
+def _trail_problems(registry: Registry, state: AliasState) -> list[str]:
+    """The alias document's trail checked: its chain and signatures, its moves against the
+    aliases and history it sits beside, and `last_version` against the versions it registered."""
+    return (
+        trail.check(state.events, registry.signing)
+        + trail.mismatches(state.events, state.aliases, state.history)
+        + trail.unrecorded(state.events, state.last_version)
+    )
