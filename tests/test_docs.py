@@ -237,10 +237,10 @@ def test_params_reference_names_no_unknown_key() -> None:
     assert not unknown, f"docs/params.md names keys that Params lacks: {unknown}"
 
 
-@pytest.mark.parametrize("path", [README, CHANGELOG, *sorted(DOCS.rglob("*"))], ids=rel)
+@pytest.mark.parametrize(
+    "path", [README, CHANGELOG, *sorted(p for p in DOCS.rglob("*") if p.is_file())], ids=rel
+)
 def test_no_development_history(path: Path) -> None:
-    if not path.is_file():
-        pytest.skip("a folder")
     text = path.read_text(encoding="utf-8").lower()
     found = [phrase for phrase in HISTORY_PHRASES if phrase in text]
     assert not found, f"{rel(path)} speaks of its own development: {found}"

@@ -5,9 +5,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from mnist_pipeline.core.imports import SOURCE_ROOT, import_closure
 from mnist_pipeline.core.params import parse_params
+from mnist_pipeline.data import idx
 from mnist_pipeline.data.manifest import dataset_sha256
+from mnist_pipeline.inbox import extra
 from mnist_pipeline.training.fingerprint import TRAIN_MODULE, code_sha256, inputs_fingerprint
 from tests.synthetic import make_dataset, write_data_dir
 
@@ -23,7 +27,7 @@ def test_same_inputs_same_fingerprint(tiny_data_dir: Path) -> None:
 
 def test_params_that_shape_the_weights_change_it(tiny_data_dir: Path) -> None:
     base = inputs_fingerprint(parse_params({}), tiny_data_dir)["sha256"]
-    for changed in ({"train": {"epochs": 3}}, {"train": {"seed": 2}}):
+    for changed in ({"train": {"epochs": 3}}, {"train": {"seed": 2}}, {"model": {"arch": "wide"}}):
         assert inputs_fingerprint(parse_params(changed), tiny_data_dir)["sha256"] != base
     # The gate, the export and the registry do not change what training learns.
     same = {"evaluate": {"min_accuracy": 0.5}, "export": {"opset": 17}, "registry": {"root": "x"}}
@@ -35,6 +39,32 @@ def test_other_data_changes_it(tiny_data_dir: Path, tmp_path: Path) -> None:
     write_data_dir(other, make_dataset(seed=7))
     params = parse_params({})
     assert inputs_fingerprint(params, other) != inputs_fingerprint(params, tiny_data_dir)
+
+
+def _write_extra(extra_dir: Path, train_labels: list[int]) -> None:
+    """An ingested extra folder as ingest leaves it: these train labels, an empty holdout."""
+    extra_dir.mkdir(parents=True, exist_ok=True)
+    n = len(train_labels)
+    train = extra.Split(np.full((n, 28, 28), 200, np.uint8), np.array(train_labels, np.uint8))
+    for name, part in (("train", train), ("holdout", extra.Split.empty())):
+        (extra_dir / extra.images_file(name)).write_bytes(idx.encode_idx(part.images))
+        (extra_dir / extra.labels_file(name)).write_bytes(idx.encode_idx(part.labels))
+
+
+def test_extra_data_changes_it_and_none_is_like_an_empty_inbox(
+    tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    params = parse_params({})
+    alone = inputs_fingerprint(params, tiny_data_dir)
+    assert alone["extra_sha256"] == extra.NO_EXTRA_SHA256
+    _write_extra(tmp_path / "empty", [])
+    assert inputs_fingerprint(params, tiny_data_dir, tmp_path / "empty") == alone
+    _write_extra(tmp_path / "three", [3])
+    _write_extra(tmp_path / "five", [5])
+    three = inputs_fingerprint(params, tiny_data_dir, tmp_path / "three")
+    five = inputs_fingerprint(params, tiny_data_dir, tmp_path / "five")
+    assert len({alone["sha256"], three["sha256"], five["sha256"]}) == 3
+    assert three["extra_sha256"] == extra.extra_sha256(tmp_path / "three") != five["extra_sha256"]
 
 
 def _copy_of_package(tmp_path: Path) -> Path:

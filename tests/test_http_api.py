@@ -283,6 +283,8 @@ def test_the_serve_command_takes_its_options_from_params(tmp_path: Path, monkeyp
             called["address"] = listening.getsockname()
 
     monkeypatch.setattr(server.uvicorn, "Server", Server)
+    follows = []
+    monkeypatch.setattr(ServedModel, "follow", lambda self, every: follows.append(every))
     layout = Layout(tmp_path)
     taken = server.tcp_socket("127.0.0.2", 0)
     port = taken.getsockname()[1]
@@ -290,6 +292,7 @@ def test_the_serve_command_takes_its_options_from_params(tmp_path: Path, monkeyp
     (tmp_path / "params.yaml").write_text(f"serve:\n  port: {port}\n  reload_interval_s: 60\n")
     server.run(tmp_path / "params.yaml", layout.root, {"serve.host": "127.0.0.2"})
     assert called["address"] == ("127.0.0.2", port)
+    assert follows == [60]  # the alias checked every reload_interval_s
     assert TestClient(called["app"]).get("/readyz").status_code == 503  # empty registry
 
 

@@ -219,8 +219,25 @@ def test_sha256_table_must_name_the_four_files() -> None:
 
 
 def test_to_dict_round_trips() -> None:
-    params = Params()
+    params = parse_params(
+        {
+            "data": {"mirrors": ["https://example.org/mnist/", "file:///srv/mnist"]},
+            "ingest": {"holdout_percent": 10},
+            "inbox": {"shared": "s3://bucket/inbox"},
+            "model": {"arch": "wide"},
+            "train": {"adam_betas": [0.8, 0.95], "dropout": None, "augment": {"scale": 0.2}},
+            "evaluate": {"min_extra_accuracy": 0.8},
+            "export": {"opset": 19},
+            "parity": {"batch_sizes": [1, 3, 9]},
+            "registry": {"root": "s3://bucket/models", "trusted_keys": ["keys/a.pub"]},
+            "schedule": {"cron": "0 4 * * 2", "timezone": "Europe/Berlin"},
+            "serve": {"cors_origins": ["https://a.example"], "shadow": "staging"},
+        }
+    )
+    default = Params()
+    assert [s for s in type(params).model_fields if getattr(params, s) == getattr(default, s)] == []
     assert parse_params(yaml.safe_load(yaml.safe_dump(params.to_dict()))) == params
+    assert parse_params(yaml.safe_load(yaml.safe_dump(default.to_dict()))) == default
 
 
 def test_a_section_with_no_keys_takes_the_defaults_and_a_non_mapping_is_named(

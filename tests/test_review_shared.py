@@ -569,3 +569,8 @@ def test_claims_are_rejected_while_the_images_label_record_is_damaged(
     shared.storage.delete(key)
     shared.storage.create(key, b"{not json")
     assert [item.sha256 for item in review_shared.reject(shared, inbox, [sha[:8]], "eve")] == [sha]
+    assert review_shared.queue(shared).found == []
+    assert shared.storage.list(f"{review_shared.REVIEW}{sha}/") == []  # its claims are gone
+    assert [(r["action"], r["sha256"], r["who"]) for r in review_log(shared)] == [
+        ("reject", sha, "eve")
+    ]

@@ -192,9 +192,23 @@ def test_no_validation_split(tmp_path: Path, tiny_data_dir: Path) -> None:
     assert row[3:5] == ["", ""]
 
 
-def test_max_batches_per_epoch_is_a_smoke_knob(tmp_path: Path) -> None:
-    capped = run(tmp_path, "capped", params(max_batches_per_epoch=1))
-    full = run(tmp_path, "full", params())
+@pytest.mark.parametrize("schedule", ["onecycle", "constant"])
+def test_max_batches_per_epoch_is_a_smoke_knob(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, schedule: str
+) -> None:
+    real, taken = loop.batch_indices, []
+
+    def counted(*args, **kwargs):
+        batches = list(real(*args, **kwargs))
+        taken.append(len(batches))
+        return iter(batches)
+
+    monkeypatch.setattr(loop, "batch_indices", counted)
+    capped = run(tmp_path, "capped", params(max_batches_per_epoch=1, lr_schedule=schedule))
+    assert taken == [1] * TINY["epochs"]
+    taken.clear()
+    full = run(tmp_path, "full", params(lr_schedule=schedule))
+    assert len(taken) == TINY["epochs"] and min(taken) > 1
     assert not same_weights(capped, full)
 
 
