@@ -18,6 +18,7 @@ from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.data.preprocess import preprocess_file
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
+from mnist_pipeline.serving import served_model
 from mnist_pipeline.serving.challenger import Challenger
 from mnist_pipeline.serving.http_api import create_app
 from mnist_pipeline.serving.predict import predict_files
@@ -219,6 +220,32 @@ def test_the_server_follows_the_alias_and_refuses_a_damaged_version(registry: Re
         "name": MODEL,
         "version": 1,
     }
+
+
+def test_a_refused_version_is_tried_again_after_a_growing_wait(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not downloaded and hashed on every poll: after 2 s, 4 s, 8 s ... (at most 300 s)."""
+    now, loads = [1000.0], []
+    monkeypatch.setattr(served_model, "clock", lambda: now[0])
+    real = served_model.load_version
+    monkeypatch.setattr(served_model, "load_version", lambda *a: loads.append(now[0]) or real(*a))
+    api, served = client(registry)
+    onnx = stored(registry, 2, "model.onnx")
+    writable(onnx).write_bytes(onnx.read_bytes() + b"\0")
+    registry_aliases = model_dir(registry) / "aliases.json"
+    aliases = json.loads(registry_aliases.read_text())
+    registry_aliases.write_text(json.dumps(aliases | {"aliases": {"production": 2}}))
+    loads.clear()
+    for _ in range(60):  # a poll every second for a minute
+        assert served.refresh() is False and served.current.version == 1
+        now[0] += 1.0
+    assert [t - 1000 for t in loads] == [0, 2, 6, 14, 30]
+    assert "model.onnx was modified" in api.get("/model").json()["problem"]
+    registry_aliases.write_text(json.dumps(aliases))  # production back on v1 ...
+    assert served.refresh() is False and api.get("/model").json()["problem"] is None
+    registry_aliases.write_text(json.dumps(aliases | {"aliases": {"production": 2}}))
+    assert served.refresh() is False and len(loads) == 6  # ... and on v2 again: tried at once
 
 
 def test_probes_name_no_path_of_the_registry(registry: Registry, caplog) -> None:

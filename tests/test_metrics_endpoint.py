@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from mnist_pipeline.registry import Registry
+from mnist_pipeline.serving import served_model
 from tests import test_http_api
 from tests.example_helpers import draw_digit
 from tests.process_helpers import mnist_server
@@ -52,7 +53,10 @@ def answered(answer: dict) -> list[tuple[str, str, float]]:
     return [(version, str(p["digit"]), p["top"][0]["probability"]) for p in answer["predictions"]]
 
 
-def test_metrics_count_requests_images_and_model_events(registry: Registry) -> None:
+def test_metrics_count_requests_images_and_model_events(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(served_model, "RETRY_REFUSED_S", 0.0)  # a refused version retried at once
     api, served = client(registry, max_upload_bytes=20_000)
     seen = answered(api.post("/predict", json=IMAGES).json())
     assert api.post("/predict", json={"images": []}).status_code == 422

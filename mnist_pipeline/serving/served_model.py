@@ -38,6 +38,10 @@ logger = logging.getLogger("mnist_pipeline.serve")
 HIDDEN = "<registry>"  # what a public answer says in place of the store's path or endpoint
 # an endpoint, a request's URL (not a sentence's colon, comma or full stop after it)
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*[^\s'\":,.;)]")
+# A refused version is tried again after these seconds, doubling while it keeps failing: a
+# damaged version is not downloaded and hashed on every poll, a passing fault heals soon.
+RETRY_REFUSED_S, RETRY_REFUSED_MAX_S = 2.0, 300.0
+clock = time.monotonic  # the retry's clock
 
 
 def without_locations(message: str, registry: Registry) -> str:
@@ -112,6 +116,7 @@ class ServedModel:
         self.current: Loaded | None = None
         self.problem: str | None = None  # why the newest target is not the one served
         self.checked: float | None = None  # time.time() of the last check
+        self._refused: tuple[int, float, float] | None = None  # version, wait, retry at
         self._lock = threading.Lock()  # one refresh at a time
         self._stop = threading.Event()
         self.events: AliasEvents | None = None  # the event stream followed beside the poll
@@ -132,16 +137,24 @@ class ServedModel:
                 self._keep(exc, "unresolved")  # the store or the alias, not a version
                 return False
             if self.current is not None and target == self.current.version:
+                self._refused = None
                 if self.problem is not None:
                     self.problem = None
                     self._tell("resumed")
                 return False
+            refused = self._refused if self._refused and self._refused[0] == target else None
+            if refused is not None and clock() < refused[2]:
+                return False  # refused a moment ago: its problem stays shown
             try:
                 loaded = load_version(self.registry, str(target))
             except Exception as exc:  # noqa: BLE001 - whatever fails, the old version serves on
+                wait = RETRY_REFUSED_S if refused is None else refused[1] * 2
+                wait = min(wait, RETRY_REFUSED_MAX_S)
+                self._refused = (target, wait, clock() + wait)
                 self._keep(exc, "refused")
                 return False
             first = self.current is None
+            self._refused = None
             before, self.current, self.problem = self._serving(), loaded, None
             logger.info(
                 "%snow serving %s v%d (was %s)", self.role, self.registry.name, target, before
