@@ -255,16 +255,19 @@ def test_a_failing_challenger_is_logged_and_production_answers(
         challenger.model.current = SimpleNamespace(version=2, probabilities=broken)
         if percent == 1:
             challenger.canary.takes = lambda version: False  # every request shadowed
+        caplog.clear()
         try:
             with caplog.at_level(logging.ERROR, logger="mnist_pipeline.serve"):
                 answer = api.post("/predict", content=digits[0], headers=PNG)
                 assert challenger.wait_idle(30)
-            assert answer.status_code == 200 and answer.json()["model"]["version"] == 1
-            assert "the challenger's session broke" in caplog.text
-            canary = challenger.canary
-            assert canary.percent(2) == percent and not canary.stepped_back  # 1 failure of 2
-            api.post("/predict", content=digits[1], headers=PNG)
-            assert challenger.wait_idle(30)
+                assert answer.status_code == 200 and answer.json()["model"]["version"] == 1
+                assert "the challenger's session broke" in caplog.text
+                canary = challenger.canary
+                assert canary.percent(2) == percent and not canary.stepped_back  # 1 failure of 2
+                api.post("/predict", content=digits[1], headers=PNG)
+                assert challenger.wait_idle(30)
+            logged = [r for r in caplog.records if "v2 failed on 1 image(s)" in r.getMessage()]
+            assert len(logged) == 1 and logged[0].exc_info  # the traceback once, not per batch
             assert canary.percent(2) == 0  # a version that keeps failing steps back
             assert canary.stepped_back[2].startswith("failed on 2 images"), canary.stepped_back
             scraped = samples(api)

@@ -108,10 +108,7 @@ class Challenger:
             ours = production.probabilities(digits)  # its failure is the request's, as always
             try:
                 answered = challenger.probabilities(digits)
-            except Exception:  # noqa: BLE001 - production answers instead
-                logger.exception(
-                    "shadow: canary v%d failed; production answers", challenger.version
-                )
+            except Exception:  # noqa: BLE001 - production answers instead; logged in _failed
                 self._failed(challenger.version, production.version, len(digits))
                 return Reply(production, ours, ours)  # not shadowed: it failed
             try:
@@ -245,12 +242,21 @@ class Challenger:
             self.metrics.compared(version, len(production), differ)
 
     def _failed(self, version: int, production_version: int, images: int) -> None:
-        """The challenger raised on `images` images: counted, and judged (it steps back once
-        it has failed on serve.canary_min_images)."""
+        """The challenger raised on `images` images (called where it was caught): counted,
+        judged (it steps back once it has failed on serve.canary_min_images), and logged with
+        its traceback the first time beside each production version, not on every batch."""
         with self._lock:
             tally = self._tally(version, production_version)
-            tally.failed += images
+            first, tally.failed = tally.failed == 0, tally.failed + images
             stepped_back = self._judge(version, production_version)
+        if first:
+            logger.exception(
+                "shadow: v%d failed on %d image(s), answered by production v%d; its later "
+                "failures are counted (GET /model, /metrics), not logged",
+                version,
+                images,
+                production_version,
+            )
         if stepped_back:
             self._share_changed()
         if self.metrics is not None:
@@ -284,9 +290,7 @@ class Challenger:
         challenger = jobs[0].challenger
         try:
             theirs = self.classify(challenger, np.concatenate([job.digits for job in jobs]))
-        except Exception:  # noqa: BLE001 - counted and logged; the next jobs go on
-            images = sum(len(job.digits) for job in jobs)
-            logger.exception("the shadow model failed on %d image(s)", images)
+        except Exception:  # noqa: BLE001 - counted and logged (_failed); the next jobs go on
             for job in jobs:
                 self._failed(challenger.version, job.production_version, len(job.digits))
             return
