@@ -621,6 +621,58 @@ def test_feedback_waiting_for_the_inbox_lock_does_not_stall_predict(
     assert answers == [201] and len(pending.items(layout.pending)) == 1
 
 
+def test_model_and_metrics_answer_while_feedback_waits_for_the_inbox_lock(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/feedback's waits take threads of their own: with one thread in the pool the sync
+    routes answer from, GET /model and /metrics still answer while a submission waits."""
+    import anyio.to_thread
+
+    from mnist_pipeline.inbox import store as inbox
+
+    project = tmp_path / "project"
+    digit = png(draw_digit(tmp_path / "4.png", 4))
+    real, waiting = inbox.lock, threading.Event()
+
+    def watched(folder: Path) -> object:
+        waiting.set()
+        return real(folder)
+
+    def one_thread() -> None:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 1
+
+    answers: dict[str, int] = {}
+    with TestClient(feedback_api(registry, project).app) as api:
+        api.portal.call(one_thread)
+        with real(Layout(project).inbox):  # a review or an ingest holds it
+            monkeypatch.setattr(inbox, "lock", watched)
+            sender = threading.Thread(
+                target=lambda: answers.update(
+                    feedback=api.post(
+                        "/feedback",
+                        headers={"Authorization": f"Bearer {TOKEN}"},
+                        files={"file": ("4.png", digit)},
+                        data={"label": "4"},
+                    ).status_code
+                )
+            )
+            sender.start()
+            assert waiting.wait(timeout=60)
+            reader = threading.Thread(
+                target=lambda: answers.update(
+                    model=api.get("/model").status_code, metrics=api.get("/metrics").status_code
+                ),
+                daemon=True,
+            )
+            reader.start()
+            reader.join(timeout=30)
+            while_waiting = dict(answers)
+        sender.join()
+        reader.join(timeout=30)
+    assert while_waiting == {"model": 200, "metrics": 200}  # not after the lock was let go
+    assert answers["feedback"] == 201
+
+
 def test_the_probes_answer_while_every_worker_thread_is_taken(registry: Registry) -> None:
     """Slow requests in the worker threads (/feedback waiting on the inbox's lock) must not
     make the liveness and readiness probes time out."""

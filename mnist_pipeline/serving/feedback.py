@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from filelock import Timeout
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from mnist_pipeline.core.contract import CLASS_LABELS
@@ -42,6 +42,9 @@ from mnist_pipeline.serving.tokens import Credentials, RateLimiter, Unauthorized
 
 QUOTA_RETRY_AFTER_S = 3600  # a full quota frees up only when a reviewer gets to it
 BUSY_RETRY_AFTER_S = 30  # the inbox's lock is held by a review or an ingest
+# Submissions waiting on the inbox's lock (up to a minute) hold at most this many threads, not
+# the pool that GET /model and /metrics answer from
+SUBMISSION_THREADS = 8
 UNAVAILABLE = "feedback storage is unavailable (a problem on the server, logged there)"
 logger = logging.getLogger("mnist_pipeline.serve")
 # Only for the OpenAPI document (a bearer scheme); `authorize` reads and checks the header.
@@ -88,6 +91,7 @@ class Feedback:
     def mount(self, app: FastAPI, labelled: Callable[[str, int], None] | None = None) -> None:
         """Add the POST /feedback route to `app`; `labelled` hears each stored claim's image
         SHA-256 and label (the challenger's live accuracy)."""
+        submissions = CapacityLimiter(SUBMISSION_THREADS)
 
         @app.post(
             "/feedback",
@@ -113,7 +117,8 @@ class Feedback:
             client = request.client.host if request.client else None
             data, name = await upload.read(), upload.filename or "file"
             try:  # the lock and the files would block the event loop (and /predict)
-                done = await run_in_threadpool(self.submit, data, name, label, source, client)
+                args = (data, name, label, source, client)
+                done = await to_thread.run_sync(self.submit, *args, limiter=submissions)
             except pending.QuotaExceeded as exc:
                 raise ClientError(
                     429, str(exc), {"Retry-After": str(QUOTA_RETRY_AFTER_S)}
