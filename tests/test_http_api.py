@@ -573,6 +573,14 @@ def test_server_side_feedback_problems_are_503_without_details(
     assert "busy" in busy.json()["error"] and pending.items(layout.pending) == []
 
 
+def send_four(api: TestClient, digit: bytes) -> int:
+    """POST /feedback of `digit` labelled 4 with alice's token; the status code."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    return api.post(
+        "/feedback", headers=headers, files={"file": ("4.png", digit)}, data={"label": "4"}
+    ).status_code
+
+
 def test_feedback_waiting_for_the_inbox_lock_does_not_stall_predict(
     registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -602,16 +610,7 @@ def test_feedback_waiting_for_the_inbox_lock_does_not_stall_predict(
     with TestClient(feedback_api(registry, project).app) as api:  # one event loop for both
         with real(layout.inbox):  # a review or an ingest holds it
             monkeypatch.setattr(inbox, "lock", Watched)
-            sender = threading.Thread(
-                target=lambda: answers.append(
-                    api.post(
-                        "/feedback",
-                        headers={"Authorization": f"Bearer {TOKEN}"},
-                        files={"file": ("4.png", digit)},
-                        data={"label": "4"},
-                    ).status_code
-                )
-            )
+            sender = threading.Thread(target=lambda: answers.append(send_four(api, digit)))
             sender.start()
             assert waiting.wait(timeout=60)
             predicted = api.post("/predict", files=[("files", ("4.png", digit))])
@@ -646,16 +645,7 @@ def test_model_and_metrics_answer_while_feedback_waits_for_the_inbox_lock(
         api.portal.call(one_thread)
         with real(Layout(project).inbox):  # a review or an ingest holds it
             monkeypatch.setattr(inbox, "lock", watched)
-            sender = threading.Thread(
-                target=lambda: answers.update(
-                    feedback=api.post(
-                        "/feedback",
-                        headers={"Authorization": f"Bearer {TOKEN}"},
-                        files={"file": ("4.png", digit)},
-                        data={"label": "4"},
-                    ).status_code
-                )
-            )
+            sender = threading.Thread(target=lambda: answers.update(feedback=send_four(api, digit)))
             sender.start()
             assert waiting.wait(timeout=60)
             reader = threading.Thread(
