@@ -280,6 +280,42 @@ def test_a_failing_challenger_is_logged_and_production_answers(
             caplog.clear()
 
 
+def test_a_label_sent_before_the_shadow_recorded_its_image_still_scores_it(
+    registry: Registry, digits: list[bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that labels right after its answer is faster than the shadow thread: the
+    label waits for the image's record instead of being dropped."""
+    api, challenger = served_api(registry, tmp_path / "project", shadow="staging")
+    release, classify = threading.Event(), challenger.classify
+
+    def held(*args: object) -> np.ndarray:
+        assert release.wait(timeout=60)
+        return classify(*args)
+
+    monkeypatch.setattr(challenger, "classify", held)
+    try:
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        files = {"file": ("3.png", digits[3], "image/png")}
+        ours = api.post("/predict", files=[("files", ("3.png", digits[3], "image/png"))]).json()
+        assert (
+            api.post("/feedback", headers=bearer, files=files, data={"label": "3"}).status_code
+            == 201
+        )
+        assert "2" not in challenger.status(1)["versions"]  # not compared yet
+        release.set()
+        assert challenger.wait_idle(30)
+        record = challenger.status(1)["versions"]["2"]
+        assert record["compared"] == 1 and sum(record["labelled"]["3"].values()) == 1
+        right = ours["predictions"][0]["digit"] == 3
+        assert record["production_accuracy"] == pytest.approx(float(right))
+        outcome = "correct" if right else "incorrect"
+        scraped = samples(api)
+        key = (("model", "production"), ("outcome", outcome), ("version", "2"))
+        assert scraped[("mnist_serve_shadow_labelled_total", key)] == 1
+    finally:
+        challenger.stop()
+
+
 def test_feedback_labels_score_both_models_and_the_report_judges(
     registry: Registry, digits: list[bytes], tmp_path: Path
 ) -> None:

@@ -136,16 +136,19 @@ class Challenger:
 
     def _label(self, sha256: str, truth: int) -> None:
         with self._lock:
-            seen = self.memory.take(sha256)
-            if seen is None:
-                return
-            tally = self._tally(seen.version, seen.production_version, latest=False)
-            tally.label(truth, seen.production, seen.challenger)
-            stepped_back = self._judge(seen.version, seen.production_version)
+            seen = self.memory.take(sha256, truth)  # None: scored when its answers are recorded
+            stepped_back = seen is not None and self._score(seen, truth)
         if stepped_back:
             self._share_changed()
-        if self.metrics is not None:
+        if seen is not None and self.metrics is not None:
             self.metrics.label(seen.version, seen.production == truth, seen.challenger == truth)
+
+    def _score(self, seen: Answered, truth: int) -> bool:
+        """Count a label for the image answered `seen` and judge its version (the caller holds
+        the lock); True if it stepped back now."""
+        tally = self._tally(seen.version, seen.production_version, latest=False)
+        tally.label(truth, seen.production, seen.challenger)
+        return self._judge(seen.version, seen.production_version)
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no shadow image is waiting; False on timeout."""
@@ -228,18 +231,24 @@ class Challenger:
         canary: bool = True,
     ) -> None:
         answers = zip(production.tolist(), challenger.tolist(), strict=True)
+        labelled = []  # the images whose label came before this record
         with self._lock:
             tally = self._tally(version, production_version)
             differ = tally.compare(production, challenger)
             tally.canary += len(production) if canary else 0
             # a JSON batch has no keys: its images cannot be labelled through /feedback
             for key, (ours, theirs) in zip(keys, answers, strict=False):
-                self.memory.remember(key, Answered(version, ours, theirs, production_version))
-            stepped_back = self._judge(version, production_version)
+                seen = Answered(version, ours, theirs, production_version)
+                if (truth := self.memory.remember(key, seen)) is not None:
+                    labelled.append((seen, truth))
+            stepped_back = any([self._score(seen, truth) for seen, truth in labelled])
+            stepped_back = self._judge(version, production_version) or stepped_back
         if stepped_back:
             self._share_changed()
         if self.metrics is not None:
             self.metrics.compared(version, len(production), differ)
+            for seen, truth in labelled:
+                self.metrics.label(version, seen.production == truth, seen.challenger == truth)
 
     def _failed(self, version: int, production_version: int, images: int) -> None:
         """The challenger raised on `images` images (called where it was caught): counted,

@@ -13,7 +13,7 @@ tables back into the per-image arrays the promotion rule's paired test takes
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Annotated, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -136,25 +136,40 @@ class Answered(NamedTuple):
 
 
 class LabelMemory:
-    """The latest `size` images' answers by SHA-256 (the oldest forgotten first). Not locked:
-    the caller holds its own lock."""
+    """The latest `size` images' answers by SHA-256, and the latest `size` labels that came
+    before their image's answers were recorded (the shadow thread records them a moment after
+    the reply); the oldest forgotten first. Not locked: the caller holds its own lock."""
 
     def __init__(self, size: int = LABEL_MEMORY) -> None:
         self.size = size
         self._seen: OrderedDict[str, Answered] = OrderedDict()
+        self._early: OrderedDict[str, int] = OrderedDict()
 
-    def remember(self, sha256: str, answered: Answered) -> None:
-        self._seen[sha256] = answered
-        self._seen.move_to_end(sha256)
-        while len(self._seen) > self.size:
-            self._seen.popitem(last=False)
+    def remember(self, sha256: str, answered: Answered) -> int | None:
+        """Keep the image's answers for its label; if its label came first, that label (taken
+        now, and the answers not kept: they are scored at once)."""
+        early = self._early.pop(sha256, None)
+        if early is None:
+            _keep(self._seen, sha256, answered, self.size)
+        return early
 
-    def take(self, sha256: str) -> Answered | None:
-        """The image's answers, forgotten now: each image is counted at its first label."""
-        return self._seen.pop(sha256, None)
+    def take(self, sha256: str, truth: int) -> Answered | None:
+        """The image's answers, forgotten now (each image is counted at its first label); None
+        when none are recorded, and `truth` kept for answers still to come."""
+        answered = self._seen.pop(sha256, None)
+        if answered is None:
+            _keep(self._early, sha256, truth, self.size)
+        return answered
 
     def __len__(self) -> int:
         return len(self._seen)
+
+
+def _keep(memory: OrderedDict[str, Any], key: str, value: Any, size: int) -> None:
+    memory[key] = value
+    memory.move_to_end(key)
+    while len(memory) > size:
+        memory.popitem(last=False)
 
 
 def paired_answers(tally: Tally) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
