@@ -8,12 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.serving import canary
 from mnist_pipeline.serving.canary import step_back_reason
+from mnist_pipeline.serving.challenger import Challenger
+from mnist_pipeline.serving.http_api import create_app
 from mnist_pipeline.serving.live import Pairs, Tally
+from mnist_pipeline.serving.served_model import ServedModel
 from tests import challenger_helpers
 from tests.challenger_helpers import TOKEN, digits_of, samples, served_api
 
@@ -262,10 +266,58 @@ def test_a_challenger_alias_on_productions_version_costs_no_second_inference(
         challenger.wait_idle(30)
         shadow = api.get("/model").json()["shadow"]
         assert shadow["versions"] == {}  # no tally: no comparison
-        assert shadow["canary"] == {"percent": 50, "now": 0, "stepped_back": {}}
+        assert shadow["canary"] == {
+            "percent": 50,
+            "now": 0,
+            "stepped_back": {},
+            "left_by_production": [1],
+        }
         assert samples(api)[("mnist_serve_canary_percent", ())] == 0
     finally:
         challenger.stop()
+
+
+def test_a_version_production_was_rolled_back_from_is_not_tried_again(
+    registry: Registry,
+) -> None:
+    """Staging promoted, then production rolled back: staging still names the version that
+    was taken out of production, and the canary gives it no share; a newer one gets it."""
+    limits = ServeParams(shadow="staging", canary_percent=100, canary_max_disagreement=1.0)
+    production = ServedModel(registry, "production")
+    production.refresh()
+    challenger = Challenger(registry, limits, seed=7)
+    challenger.start(3600, follow_events=False)
+    api = TestClient(create_app(production, limits, None, challenger))
+    try:
+        assert versions(api, images(3, 8)) == [2] * 3  # the canary answers every request
+        registry.promote(2, "production")
+        assert production.refresh() is True
+        registry.rollback()  # v2 misbehaved: production back on v1, staging still on v2
+        assert production.refresh() is True and production.current.version == 1
+        assert versions(api, images(3, 9)) == [1] * 3
+        canary_status = api.get("/model").json()["shadow"]["canary"]
+        assert canary_status["now"] == 0 and canary_status["left_by_production"] == [2]
+        assert samples(api)[("mnist_serve_canary_percent", ())] == 0
+        assert challenger.wait_idle(30)  # still shadowed: compared, answering no one
+        assert api.get("/model").json()["shadow"]["versions"]["2"]["compared"] == 6
+    finally:
+        challenger.stop()
+
+
+def test_left_behind_reads_where_the_alias_was_before_each_move() -> None:
+    events = [
+        {"alias": "production", "action": "promote", "version": 1, "previous": None},
+        {"alias": "staging", "action": "promote", "version": 2, "previous": None},
+        {"alias": "production", "action": "promote", "version": 2, "previous": 1},
+        {"alias": "production", "action": "rollback", "version": 1, "previous": 2},
+        {"alias": "production", "action": "reject", "version": 3, "previous": 1},
+        {"alias": "staging", "action": "promote", "version": 3, "previous": 2},
+        "not an event",
+        {"alias": "production", "version": 4, "previous": True},
+    ]
+    assert canary.left_behind(events, "production", 1) == {2}
+    assert canary.left_behind(events, "staging", 3) == {2}
+    assert canary.left_behind(events, "canary", None) == set()
 
 
 def test_a_challenger_alias_that_cannot_be_followed_gets_no_canary_share(

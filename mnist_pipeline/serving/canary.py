@@ -5,7 +5,9 @@ challenger's version (challenger.py). A version steps back, for good until the s
 once its disagreement with production goes over `serve.canary_max_disagreement` (after
 `serve.canary_min_images` compared images), its error on labelled images over
 `serve.canary_max_error` (after `serve.canary_min_labels`), or once it has failed (raised) on
-`serve.canary_min_images` images; another version of the alias starts afresh. A step back is
+`serve.canary_min_images` images; another version of the alias starts afresh. A version the
+production alias has pointed at and moved away from (rolled back from, or replaced by a newer
+promotion) is not tried again: it answers no share while production is elsewhere. A step back is
 logged, counted in /metrics and, with a Prefect API configured, emitted as the event
 `mnist.canary.stepped_back` from a background thread, so that emitting can neither fail nor
 slow a request (without `PREFECT_API_URL`, Prefect is not even imported).
@@ -16,14 +18,27 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from typing import Any
 
 from mnist_pipeline.core.service_params import ServeParams
+from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry.aliases import names_version
 from mnist_pipeline.serving.alias_events import emit_if_configured
 from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
 from mnist_pipeline.serving.live import Tally
 
 STEPPED_BACK = "mnist.canary.stepped_back"
 logger = logging.getLogger("mnist_pipeline.serve")
+
+
+def left_behind(events: list[Any], alias: str, current: int | None) -> set[int]:
+    """The versions `alias` pointed at and moved away from, per the alias document's `events`
+    (each move records where the alias was: `previous`); `current` is not among them."""
+    return {
+        e["previous"]
+        for e in events
+        if isinstance(e, dict) and e.get("alias") == alias and type(e.get("previous")) is int
+    } - {current}
 
 
 def step_back_reason(tally: Tally, limits: ServeParams) -> tuple[str, str] | None:
@@ -51,12 +66,26 @@ class Canary:
         self.limits = limits
         self.model_name = model_name
         self.stepped_back: dict[int, str] = {}  # version -> why
+        self.left: set[int] = set()  # versions production has moved away from (left_behind)
         self.metrics: ChallengerMetrics | None = None
         self._random = random.Random(seed)
 
+    def read_left(self, registry: Registry, alias: str, current: int | None) -> None:
+        """`left` read again from the alias document (`alias`, which production follows, now
+        on `current`); while the store cannot be read, the versions known stay."""
+        if names_version(alias):
+            return  # a version number never moves
+        try:
+            events = registry.state().events
+        except Exception as exc:  # noqa: BLE001 - logged; the canary goes on as it was
+            logger.warning("shadow: could not read the history of alias %r: %s", alias, exc)
+            return
+        self.left = left_behind(events, alias, current)
+
     def percent(self, version: int | None) -> float:
-        """The share `version` answers now: 0 without one or once stepped back."""
-        if version is None or version in self.stepped_back:
+        """The share `version` answers now: 0 without one, once stepped back, or when
+        production has moved away from it."""
+        if version is None or version in self.stepped_back or version in self.left:
             return 0.0
         return self.limits.canary_percent
 
@@ -107,4 +136,5 @@ class Canary:
             "percent": self.limits.canary_percent,
             "now": self.share(version, production),
             "stepped_back": {str(v): why for v, why in self.stepped_back.items()},
+            "left_by_production": sorted(self.left),
         }

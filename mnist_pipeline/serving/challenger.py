@@ -80,19 +80,33 @@ class Challenger:
         self.model.stop()
         self._jobs.put(None)
 
-    def count(self, metrics: ChallengerMetrics, production: ServedModel) -> None:
-        """Record into `metrics` from now on; the canary share follows both the challenger's
-        alias (a new version starts afresh) and `production`'s."""
-        self.metrics = self.canary.metrics = metrics
+    def beside(self, production: ServedModel) -> None:
+        """Follow `production`: when either model's version changes, the versions production's
+        alias has moved away from are read again (the canary does not try them)."""
         self._production = production
-        self.model.listeners.append(self._share_changed)
-        production.listeners.append(self._share_changed)
-        self._share_changed("counting", None)
+        self.model.listeners.append(self._versions_changed)
+        production.listeners.append(self._versions_changed)
+        self._versions_changed()
+
+    def count(self, metrics: ChallengerMetrics) -> None:
+        """Record into `metrics` from now on (the canary share's gauge too)."""
+        self.metrics = self.canary.metrics = metrics
+        self._share_changed()
+
+    def _versions_changed(self, _event: str = "", _version: int | None = None) -> None:
+        if (production := self._production) is not None:
+            self.canary.read_left(
+                production.registry, production.ref, version_of(production.current)
+            )
+        self._share_changed()
+
+    def _production_version(self) -> int | None:
+        return None if self._production is None else version_of(self._production.current)
 
     def _share_changed(self, _event: str = "", _version: int | None = None) -> None:
         if self.metrics is not None and self._production is not None:
             with self._share_lock:
-                now = self.canary.share(self._canary(), version_of(self._production.current))
+                now = self.canary.share(self._canary(), self._production_version())
                 self.metrics.canary_percent.set(now)
 
     def answer(self, production: Loaded, digits: np.ndarray, uploads: list[bytes] | None) -> Reply:

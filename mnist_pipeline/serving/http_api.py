@@ -178,8 +178,10 @@ def create_app(
             expose_headers=[*model_files.EXPOSED_HEADERS, "Retry-After", "WWW-Authenticate"],
         )
     metrics = observe(app, served, limits)  # outermost: every request, refusals included
-    if challenger is not None and metrics is not None:
-        challenger.count(ChallengerMetrics(metrics.registry), served)
+    if challenger is not None:
+        challenger.beside(served)
+        if metrics is not None:
+            challenger.count(ChallengerMetrics(metrics.registry))
     drift.start(metrics)
     return app
 
