@@ -91,6 +91,7 @@ def test_normal_traffic_is_quiet_and_a_shift_makes_one_event(served: ServedModel
     samples = parse(metrics.exposition().decode())
     assert value(samples, "mnist_serve_drift_events_total") == 1
     assert value(samples, "mnist_serve_drift_psi", feature="ink") == status["psi"]["ink"]
+    assert value(samples, "mnist_serve_drift_judged") == 1
 
 
 def test_a_shift_however_long_makes_one_event_until_traffic_is_normal_again(
@@ -175,7 +176,9 @@ def test_a_new_served_version_starts_an_empty_window_against_its_own_reference(
     monitor.metrics = metrics = Metrics()
     digits = contract_digits(_candidate.data_dir)
     monitor.process([answered(served, 1.0 - digits)])
-    assert value(parse(metrics.exposition().decode()), "mnist_serve_drift_psi", feature="ink") > 1
+    judged = parse(metrics.exposition().decode())
+    assert value(judged, "mnist_serve_drift_psi", feature="ink") > 1
+    assert value(judged, "mnist_serve_drift_judged") == 1
     old = answered(served, digits[:100])
     monitor.process([old])
     assert monitor.status()["images"] == 200 and monitor.status()["version"] == 1
@@ -190,6 +193,7 @@ def test_a_new_served_version_starts_an_empty_window_against_its_own_reference(
     assert state["version"] == 2 and state["images"] == 0 and state["enabled"] is False
     samples = parse(metrics.exposition().decode())  # v1's window is not v2's: no PSI kept
     assert all(value(samples, "mnist_serve_drift_psi", feature=f) == 0 for f in FEATURES)
+    assert ("mnist_serve_drift_judged", 0) in [(s.name, s.value) for s in samples]  # no verdict
     assert state["verdict"] is None and f"v2 has no {REFERENCE_FILE}" in state["problem"]
 
 

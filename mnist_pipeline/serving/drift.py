@@ -205,7 +205,7 @@ class DriftMonitor:
             )
             self._filled = self._next = self._unjudged = 0
         if self.metrics is not None:
-            self.metrics.drift_psi(dict.fromkeys(drift.FEATURES, 0.0))  # no window yet
+            self.metrics.drift_psi(dict.fromkeys(drift.FEATURES, 0.0), judged=False)  # no window
 
     def _append(self, rows: np.ndarray) -> None:
         self.seen += len(rows)  # every image, also those a batch larger than the window drops

@@ -8,6 +8,7 @@
     mnist_serve_model_version                                 the version each process serves
     mnist_serve_feedback_total{outcome, label}                /feedback claims: pending, known
     mnist_serve_drift_psi{feature}                            live window's PSI (drift.py)
+    mnist_serve_drift_judged                                  1 once a full window was judged
     mnist_serve_drift_events_total                            drift events (one per shift)
 
 With several worker processes each one writes its numbers to files in PROMETHEUS_MULTIPROC_DIR
@@ -94,6 +95,13 @@ class Metrics:
             multiprocess_mode="livemax",
             **on,
         )
+        self.drift_judged = Gauge(
+            "mnist_serve_drift_judged",
+            "1 when the served version's PSI was measured on a full window; 0 before (and "
+            "for a version without a drift reference), when mnist_serve_drift_psi is no verdict",
+            multiprocess_mode="livemax",
+            **on,
+        )
         self.drift_events = Counter(
             "mnist_serve_drift_events", "Drift found (one per shift: a cooldown follows)", **on
         )
@@ -134,9 +142,10 @@ class Metrics:
     def feedback_stored(self, outcome: str, label: int) -> None:
         self.feedback.labels(outcome, str(label)).inc()
 
-    def drift_psi(self, psi: dict[str, float]) -> None:
+    def drift_psi(self, psi: dict[str, float], judged: bool = True) -> None:
         for feature, value in psi.items():
             self.psi.labels(feature).set(value)
+        self.drift_judged.set(1 if judged else 0)
 
     def drift_event(self) -> None:
         self.drift_events.inc()
