@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import socket
 import struct
 import subprocess
 import threading
@@ -102,8 +103,9 @@ def draw_digit(path: Path, seed: int = 0, rgb: bool = False) -> Path:
 @contextmanager
 def altered_model_server(onnx: bytes) -> Iterator[str]:
     """What a client must refuse: a /model.onnx altered on its way (by a proxy, a cache), one
-    byte changed, sent with the X-Model-SHA256 of the original; CORS open to any page. Yields
-    the base URL (127.0.0.1, a free port)."""
+    byte changed, sent with the X-Model-SHA256 of the original; /unhashed/model.onnx, the
+    original without that header; /cut/model.onnx, whose connection closes halfway through the
+    body. CORS open to any page. Yields the base URL (127.0.0.1, a free port)."""
     altered = bytes([onnx[0] ^ 1]) + onnx[1:]
     headers = {
         "Content-Type": "application/octet-stream",
@@ -115,13 +117,22 @@ def altered_model_server(onnx: bytes) -> Iterator[str]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
-            found = self.path.split("?")[0] == "/model.onnx"
+            path = self.path.split("?")[0]
+            found = path in ("/model.onnx", "/unhashed/model.onnx", "/cut/model.onnx")
+            body = onnx if path == "/unhashed/model.onnx" else altered
             self.send_response(200 if found else 404)
             for name, value in headers.items() if found else ():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(altered) if found else 0))
+                if not (path == "/unhashed/model.onnx" and name == "X-Model-SHA256"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body) if found else 0))
             self.end_headers()
-            self.wfile.write(altered if found else b"")
+            if path == "/cut/model.onnx":
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)  # the rest never comes
+                self.close_connection = True
+                return
+            self.wfile.write(body if found else b"")
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass
@@ -147,3 +158,18 @@ def png_header_only(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * (width + 1))  # one row; the rest is missing
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def flat_model() -> bytes:
+    """An ONNX model with the contract's names that takes [N, 784], not [N, 1, 28, 28]: it
+    loads, and fails on the first image (what a client must report, not crash on)."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["image"], ["probabilities"])],
+        "flat",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 784])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 784])],
+    )
+    opset = [helper.make_opsetid("", 18)]
+    return helper.make_model(graph, opset_imports=opset, ir_version=8).SerializeToString()

@@ -27,6 +27,7 @@ from tests.example_helpers import (
     altered_model_server,
     dark_on_light,
     draw_digit,
+    flat_model,
     node_skip_reason,
 )
 from tests.example_helpers import test_digits as load_test_digits
@@ -167,6 +168,13 @@ def test_text_output_bad_files_and_bad_model(
     done = node("--model", not_a_model, good)
     assert done.returncode == 1
     assert f"onnxruntime cannot load {not_a_model}" in done.stderr
+    flat = tmp_path / "flat.onnx"  # the right names, but it takes [N, 784]
+    flat.write_bytes(flat_model())
+    done = node("--model", flat, good)
+    assert done.returncode == 1 and done.stderr.startswith(
+        f"error: {flat} cannot classify a [1, 1, 28, 28] float32 batch: "
+    ), done.stderr
+    assert "    at " not in done.stderr  # one line, no stack trace
     done = node("--model", tmp_path / "none.onnx", good)
     assert (done.returncode, done.stderr) == (
         1,
@@ -196,6 +204,15 @@ def test_the_model_a_real_server_serves_checked_against_its_sha256(
     with altered_model_server(model.onnx.read_bytes()) as altered:
         refused = node("--server", altered, files[0])
         missing = node("--server", f"{altered}/elsewhere", files[0])
+        unhashed = node("--server", f"{altered}/unhashed", files[0])
+        cut = node("--server", f"{altered}/cut", files[0])
+    assert unhashed.returncode == 1 and unhashed.stderr == (
+        f"error: {altered}/unhashed/model.onnx sent no X-Model-SHA256 header: "
+        "not an mnist-pipeline server?\n"
+    )
+    assert cut.returncode == 1 and cut.stdout == ""
+    assert cut.stderr.startswith(f"error: the download of {altered}/cut/model.onnx broke off: ")
+    assert "    at " not in cut.stderr
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr.startswith(f"error: {altered}/model.onnx: the bytes received have ")
     assert refused.stderr.endswith(f", not {sha} as X-Model-SHA256 says\n")
@@ -239,7 +256,7 @@ def test_sixteen_bit_colour_cmyk_and_a_bad_server_url(tmp_path: Path) -> None:
     cmyk = tmp_path / "scan.jpg"
     Image.new("CMYK", (40, 40), (0, 0, 0, 0)).save(cmyk)
     done = node("--dump-input", deep, cmyk)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # a file that could not be used, as for predict
     dumped = json.loads(done.stdout)
     js = np.array(dumped[0]["input"], dtype=np.float32).reshape(28, 28)
     np.testing.assert_array_equal(js, preprocess_file(deep))

@@ -33,6 +33,7 @@ from tests.example_helpers import (
     CHROMIUM_ARGS,
     altered_model_server,
     chromium_skip_reason,
+    flat_model,
 )
 from tests.example_helpers import test_digits as load_test_digits
 from tests.process_helpers import mnist_server
@@ -335,6 +336,37 @@ def test_a_missing_model_is_a_clear_highlighted_error(page, site) -> None:
     assert "mnist-pipeline export" in status.inner_text()
     assert "error" in (status.get_attribute("class") or "")
     other.close()
+
+
+def test_a_page_that_cannot_start_or_classify_says_so_highlighted(page, site) -> None:
+    """A module that cannot be loaded (onnxruntime-web not installed), a ?server= that is no
+    URL, and a model that loads but cannot take a [1, 1, 28, 28] drawing: each is a highlighted
+    error, never "loading the model..." for good or the previous drawing's answer."""
+    origin, _ = site
+    runtime = "**/onnxruntime-web/dist/ort.wasm.min.mjs"
+    cases = (
+        ("", runtime, {"status": 404, "body": b""}, "app.mjs or a module it imports could not"),
+        ("?server=http://127.0.0.1:80010&model=server", None, None, "the page cannot start: "),
+        ("?model=/models/flat.onnx", "/models/flat.onnx", {"body": flat_model()}, None),
+    )
+    for query, route, answer, told in cases:
+        other = page.context.new_page()
+        if route is not None:
+            where = f"{origin}{route}" if route.startswith("/") else route
+            other.route(where, functools.partial(fulfil, **answer))
+        other.goto(f"{origin}/examples/web/{query}")
+        if told is None:  # it loads; the first drawing fails
+            other.wait_for_selector("body[data-ready=true]", timeout=60_000)
+            one = np.zeros((28, 28), np.uint8)
+            one[4:24, 12:16] = 255
+            draw(other, one)
+            told = "error: the model cannot classify the drawing ("
+        other.wait_for_selector("body[data-failed=true]", timeout=60_000)
+        status = other.locator("#status")
+        assert status.inner_text().startswith(told), status.inner_text()
+        assert "error" in (status.get_attribute("class") or "")
+        assert other.inner_text("#digit") == "–"
+        other.close()
 
 
 def test_the_status_names_the_model_and_its_test_accuracy(page, site) -> None:

@@ -19,6 +19,8 @@ import { loadGrey } from './decode.mjs';
 const DEFAULT_MODEL = fileURLToPath(new URL('../../models/model.onnx', import.meta.url));
 const WEIGHTS = fileURLToPath(new URL('../../models/model.pt', import.meta.url));
 const PARITY = fileURLToPath(new URL('../../reports/parity.json', import.meta.url));
+const MAX_MODEL_BYTES = 200 * 1024 * 1024; // a served model larger than this is refused
+const FETCH_TIMEOUT_MS = 120_000; // the whole download, headers and body
 const USAGE = 'usage: node predict.mjs [--model PATH | --server URL] [--top K] [--json] [--dump-input] IMAGE...';
 
 function fail(message, code = 2) {
@@ -37,17 +39,17 @@ async function fetchServed(server) {
   }
   let response;
   try {
-    response = await fetch(url);
+    response = await fetch(url, { signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
   } catch (err) {
     fail(`cannot reach ${url}: ${err.cause?.message ?? err.message}`, 1);
   }
   if (!response.ok) {
-    const text = await response.text();
+    const text = new TextDecoder().decode(await readBody(response, url, 64 * 1024));
     let detail = text.slice(0, 200);
     try { detail = JSON.parse(text).error ?? detail; } catch { /* not JSON: the text itself */ }
     fail(`${url} answered HTTP ${response.status}: ${detail}`, 1);
   }
-  const bytes = new Uint8Array(await response.arrayBuffer());
+  const bytes = await readBody(response, url, MAX_MODEL_BYTES);
   const expected = response.headers.get('x-model-sha256');
   if (!expected) fail(`${url} sent no X-Model-SHA256 header: not an mnist-pipeline server?`, 1);
   const actual = sha256(bytes);
@@ -55,6 +57,26 @@ async function fetchServed(server) {
     fail(`${url}: the bytes received have SHA-256 ${actual}, not ${expected} as X-Model-SHA256 says`, 1);
   }
   return { bytes, name: `${url} (version ${response.headers.get('x-model-version')}, SHA-256 ${actual} verified)` };
+}
+
+/** The response's body, at most `limit` bytes (more is refused: exit 1, as is a download that
+ * breaks off or outlasts FETCH_TIMEOUT_MS). */
+async function readBody(response, url, limit) {
+  if (Number(response.headers.get('content-length')) > limit) {
+    fail(`${url} sends ${response.headers.get('content-length')} bytes, more than the ${limit} taken`, 1);
+  }
+  const chunks = [];
+  let size = 0;
+  try {
+    for await (const chunk of response.body ?? []) {
+      size += chunk.length;
+      if (size > limit) fail(`${url} sent more than the ${limit} bytes taken`, 1);
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    fail(`the download of ${url} broke off: ${err.cause?.message ?? err.message}`, 1);
+  }
+  return new Uint8Array(Buffer.concat(chunks));
 }
 
 const sha256 = (bytes) => createHash('sha256').update(bytes).digest('hex');
@@ -125,6 +147,7 @@ async function main() {
   if (opt['dump-input']) {
     // Debugging: the 28x28 arrays the model would see, for comparison with Python's.
     console.log(JSON.stringify(inputs.map(({ file, digit, error }) => (error ? { file, error } : { file, input: Array.from(digit) }))));
+    if (inputs.some((x) => x.error)) process.exitCode = 1;
     return;
   }
 
@@ -152,7 +175,12 @@ async function main() {
     const batch = new Float32Array(good.length * 784);
     good.forEach((x, i) => batch.set(x.digit, i * 784));
     const feeds = { image: new ort.Tensor('float32', batch, [good.length, 1, 28, 28]) };
-    const { probabilities } = await session.run(feeds, ['probabilities']);
+    let probabilities;
+    try {
+      ({ probabilities } = await session.run(feeds, ['probabilities']));
+    } catch (err) {
+      fail(`${model} cannot classify a [${good.length}, 1, 28, 28] float32 batch: ${err.message}`, 1);
+    }
     good.forEach((x, i) => { x.top = ranked(probabilities.data.subarray(i * 10, i * 10 + 10), top ?? 1); });
   }
 

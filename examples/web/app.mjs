@@ -92,7 +92,9 @@ async function classifyLatest() {
     }
     result.dataset.pending = 'false';
   } catch (err) {
-    statusEl.textContent = `error: ${err.message}`;
+    show(null, null); // not the previous drawing's answer
+    result.dataset.pending = 'false';
+    fail(`error: the model cannot classify the drawing (${err.message})`);
   } finally {
     busy = false;
   }
