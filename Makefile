@@ -43,8 +43,10 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c '$(NEW_ENOUGH)' || { echo "error: $(PYTHON) is Python \
 	$$($(PYTHON) -c 'import platform; print(platform.python_version())'); mnist-pipeline \
 	needs 3.11 or newer: make ... PYTHON=python3.11" >&2; exit 1; }
-	@test -x $(BIN)/python && $(BIN)/python -c '$(NEW_ENOUGH)' \
-	  || $(PYTHON) -m venv --clear $(VENV)
+	@test -x $(BIN)/python && test -x $(BIN)/pip && $(BIN)/python -c '$(NEW_ENOUGH)' \
+	  || $(PYTHON) -m venv --clear $(VENV) \
+	  || { echo "error: $(PYTHON) -m venv failed: on Debian and Ubuntu install python3-venv" >&2; \
+	       exit 1; }
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
 	@touch $(STAMP)
 
