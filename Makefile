@@ -59,7 +59,7 @@ plots/node_modules/.package-lock.json: plots/package-lock.json  # Vega for `dvc 
 run: $(STAMP)  ## full pipeline as a Prefect flow: fetch → ingest → train → evaluate → export → parity → register
 	$(BIN)/python -m flows.retrain
 
-repro: $(STAMP)  ## the same stages as a DVC pipeline: runs only what changed (see dvc.yaml)
+repro: $(STAMP) $(if $(NPM),plots/node_modules/.package-lock.json)  ## the same stages as a DVC pipeline: runs only what changed (see dvc.yaml)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 test: $(STAMP) $(EXAMPLE_DEPS)  ## unit + end-to-end tests (real-MNIST tests skip when ../shared/mnist is absent)

@@ -330,6 +330,13 @@ def test_the_plots_page_renders_offline(pipeline: tuple[Path, str]) -> None:
             charts = "document.querySelectorAll('.vega-embed svg, .vega-embed canvas').length"
             page.wait_for_function(f"() => {charts} >= 3", timeout=60_000)
             titles = page.locator(".vega-embed").count()
+            assert page.locator("#no-vega").is_hidden()
+            bare = context.new_page()  # as before `npm ci --prefix plots`
+            bare.route("**/plots/node_modules/**", lambda route: route.fulfill(status=404))
+            bare.goto(f"{origin}/reports/dvc_plots/index.html")
+            told = bare.locator("#no-vega")
+            told.wait_for(state="visible", timeout=30_000)
+            assert "npm ci --prefix plots" in told.inner_text()
             browser.close()
     finally:
         server.shutdown()
