@@ -5,7 +5,8 @@ pull step (mnist_pipeline/deployment/checkout.py), so the deployment holds a rep
 a commit, never a path of the deploying machine. Refused, with one line naming the problem: no
 URL, a local path (a worker on another machine cannot clone it), a URL holding a password, or
 over http(s) any user part (often a token; the deployment would keep either in clear), a
-repository that cannot be read, a commit it does not have.
+repository that cannot be read, a commit it does not have; and a prefect.yaml whose retraining
+deployment says otherwise than params.yaml (deploy_spec.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from flows import deploy_spec
+from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.deployment.checkout import run_git
 
 REPO_VARIABLE = "MNIST_PIPELINE_REPO"
@@ -94,7 +97,13 @@ def source(directory: str = ".") -> dict[str, str]:
     """The build step: `resolve_source`, or one line on stderr and exit status 1 (an exception
     would have `prefect deploy` print a traceback and a generic message)."""
     try:
+        if differ := deploy_spec.check(Path(directory)):
+            raise SourceError(
+                "prefect.yaml's retraining deployment does not say what the params file does: "
+                + "; ".join(differ)
+                + " (edit prefect.yaml to match: `python -m flows.serve` deploys the params')"
+            )
         return resolve_source(Path(directory))
-    except SourceError as exc:
+    except (SourceError, ParamsError, OSError) as exc:
         print(f"prefect deploy: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -163,11 +163,18 @@ def publish_repository(folder: Path, mirror: str, registry: str) -> Path:
         "inbox": {"shared": shared_inbox(registry)},
     }
     (author / "hosts.yaml").write_text(yaml.safe_dump(params))
-    # runs may overlap here (the deployment's default limit, 1, queues them one at a time)
+    # runs may overlap here (the deployment's default limit, 1, queues them one at a time):
+    # in prefect.yaml and in params.yaml, which `prefect deploy` checks it against
     spec = yaml.safe_load((author / "prefect.yaml").read_text())
     spec["deployments"][0]["concurrency_limit"]["limit"] = 3
     (author / "prefect.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    git("add", "hosts.yaml", "prefect.yaml", cwd=author)
+    project = (author / "params.yaml").read_text()
+    schedule = "schedule:\n"
+    assert project.count(schedule) == 1
+    (author / "params.yaml").write_text(
+        project.replace(schedule, schedule + "  concurrency_limit: 3\n")
+    )
+    git("add", "hosts.yaml", "prefect.yaml", "params.yaml", cwd=author)
     git(
         "-c",
         "user.name=test",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from prefect.deployments import run_deployment
 from prefect.events import DeploymentEventTrigger
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
+from flows import deploy_spec
 from flows.deploy_source import SourceError, check_pushed, check_url, resolve_source, source
 from flows.serve import deployment_options, sweep_options, trial_options, trials_at_once
 from mnist_pipeline.core.params import load_params
@@ -65,6 +67,7 @@ def test_prefect_yaml_deploys_what_serve_deploys() -> None:
     assert deployment["tags"] == options["tags"]
     triggers = [DeploymentEventTrigger(**t) for t in deployment["triggers"]]
     assert [t.model_dump() for t in triggers] == [t.model_dump() for t in options["triggers"]]
+    assert deploy_spec.check(REPO_ROOT) == []  # what the build step checks, the same way
 
 
 def deployments() -> dict[str, dict]:
@@ -126,6 +129,36 @@ def test_source_refuses_what_a_worker_cannot_clone(tmp_path: Path, monkeypatch, 
     monkeypatch.setenv("MNIST_PIPELINE_REPO", "https://git.example.com/mnist-pipeline.git")
     with pytest.raises(SourceError, match="not a git checkout"):
         resolve_source(tmp_path)  # e.g. an unpacked archive
+
+
+def test_deploy_refuses_a_prefect_yaml_that_params_yaml_contradicts(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """`prefect deploy --all` reads only prefect.yaml: a schedule or model name edited in
+    params.yaml alone (or prefect.yaml alone) is refused by the build step, before any git."""
+    monkeypatch.setenv("MNIST_PIPELINE_REPO", "https://git.example.com/mnist-pipeline.git")
+    shutil.copy(REPO_ROOT / "prefect.yaml", tmp_path / "prefect.yaml")
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    assert deploy_spec.check(tmp_path) == []
+    edited = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    edited["schedule"] |= {"cron": "0 4 * * 2", "timezone": "Europe/Berlin"}
+    edited["registry"]["model_name"] = "digits"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(edited))
+    with pytest.raises(SystemExit) as exited:
+        source(str(tmp_path))
+    assert exited.value.code == 1
+    error = capsys.readouterr().err
+    assert error.startswith("prefect deploy: prefect.yaml's retraining deployment does not say")
+    assert (
+        "schedules [('0 3 * * 1', 'UTC')] in prefect.yaml, [('0 4 * * 2', 'Europe/Berlin')]"
+        in error
+    )
+    assert "its triggers are not those of params.yaml" in error and error.count("\n") == 1
+    spec = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
+    spec["deployments"] = [d for d in spec["deployments"] if d["name"] != "weekly"]
+    assert deploy_spec.differences(spec, REPO_ROOT) == [
+        "prefect.yaml has 0 retraining deployments (flows/retrain.py:retrain), not one"
+    ]
 
 
 def smoke_params(path: Path, mirror: Path) -> str:
