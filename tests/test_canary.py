@@ -300,6 +300,15 @@ def test_a_version_production_was_rolled_back_from_is_not_tried_again(
         assert samples(api)[("mnist_serve_canary_percent", ())] == 0
         assert challenger.wait_idle(30)  # still shadowed: compared, answering no one
         assert api.get("/model").json()["shadow"]["versions"]["2"]["compared"] == 6
+        registry.promote(2, "staging")  # proposed anew, on purpose: a canary again
+        assert challenger.model.refresh() is False  # the same version: no swap, nothing told
+        assert versions(api, images(2, 10)) == [1] * 2  # the history is read on a change only
+        registry.promote(1, "staging")
+        assert challenger.model.refresh() is True  # staging on production's v1: nothing to try
+        registry.promote(2, "staging")
+        assert challenger.model.refresh() is True
+        assert versions(api, images(3, 11)) == [2] * 3
+        assert api.get("/model").json()["shadow"]["canary"]["left_by_production"] == []
     finally:
         challenger.stop()
 
@@ -318,6 +327,11 @@ def test_left_behind_reads_where_the_alias_was_before_each_move() -> None:
     assert canary.left_behind(events, "production", 1) == {2}
     assert canary.left_behind(events, "staging", 3) == {2}
     assert canary.left_behind(events, "canary", None) == set()
+    proposed_again = {"alias": "staging", "action": "promote", "version": 2, "previous": 3}
+    assert canary.left_behind([*events, proposed_again], "production", 1, "staging") == set()
+    rolled_back_later = {"alias": "production", "action": "rollback", "version": 1, "previous": 2}
+    later = [*events, proposed_again, rolled_back_later]
+    assert canary.left_behind(later, "production", 1, "staging") == {2}
 
 
 def test_a_challenger_alias_that_cannot_be_followed_gets_no_canary_share(

@@ -246,6 +246,9 @@ def test_a_refused_version_is_tried_again_after_a_growing_wait(
     assert served.refresh() is False and api.get("/model").json()["problem"] is None
     registry_aliases.write_text(json.dumps(aliases | {"aliases": {"production": 2}}))
     assert served.refresh() is False and len(loads) == 6  # ... and on v2 again: tried at once
+    starting = ServedModel(registry, "production")  # nothing loaded yet: tried on every poll
+    assert [starting.refresh() for _ in range(3)] == [False] * 3 and len(loads) == 9
+    assert starting.current is None
 
 
 def test_probes_name_no_path_of_the_registry(registry: Registry, caplog) -> None:

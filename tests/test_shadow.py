@@ -17,7 +17,7 @@ from mnist_pipeline.core.service_params import PromotionParams
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.serving import shadow_report
 from mnist_pipeline.serving.challenger import Challenger
-from mnist_pipeline.serving.live import Pairs, Tally
+from mnist_pipeline.serving.live import Answered, LabelMemory, Pairs, Tally
 from tests import challenger_helpers
 from tests.challenger_helpers import TOKEN, digits_of, samples, served_api
 from tests.registry_helpers import (
@@ -278,6 +278,22 @@ def test_a_failing_challenger_is_logged_and_production_answers(
         finally:
             challenger.stop()
             caplog.clear()
+
+
+def test_only_a_label_for_an_image_in_the_shadow_queue_waits_for_its_record() -> None:
+    """Answers are scored once, at their first label: a label for an image not waiting to be
+    shadowed (labelled again, never sent, sent as JSON) is not kept for a later upload."""
+    memory = LabelMemory()
+    answered = Answered(2, 3, 3, 1)
+    assert memory.take("never-sent", 3) is None
+    assert memory.remember("never-sent", answered) is None  # uploaded later: not scored now
+    assert memory.take("never-sent", 3) == answered and memory.take("never-sent", 3) is None
+    assert memory.remember("never-sent", answered) is None  # labelled twice: counted once
+    memory.queued(["queued", "queued", "failed"])
+    assert memory.take("queued", 7) is None and memory.take("failed", 1) is None
+    assert memory.remember("queued", answered) == 7  # scored at its record
+    memory.done(["queued", "queued", "failed"])  # the challenger failed on "failed"
+    assert memory.remember("failed", answered) is None  # its label is not kept for good
 
 
 def test_a_label_sent_before_the_shadow_recorded_its_image_still_scores_it(

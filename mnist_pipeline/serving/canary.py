@@ -31,14 +31,22 @@ STEPPED_BACK = "mnist.canary.stepped_back"
 logger = logging.getLogger("mnist_pipeline.serve")
 
 
-def left_behind(events: list[Any], alias: str, current: int | None) -> set[int]:
-    """The versions `alias` pointed at and moved away from, per the alias document's `events`
-    (each move records where the alias was: `previous`); `current` is not among them."""
-    return {
-        e["previous"]
-        for e in events
-        if isinstance(e, dict) and e.get("alias") == alias and type(e.get("previous")) is int
-    } - {current}
+def left_behind(
+    events: list[Any], alias: str, current: int | None, challenger: str | None = None
+) -> set[int]:
+    """The versions `alias` pointed at and moved away from, per the alias document's `events` in
+    their order (each move records where the alias was: `previous`), except `current` and those
+    the `challenger` alias was pointed at again since (proposed anew on purpose)."""
+    left: set[int] = set()
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        version, previous = event.get("version"), event.get("previous")
+        if event.get("alias") == alias and type(previous) is int and previous != version:
+            left.add(previous)
+        elif challenger is not None and event.get("alias") == challenger:
+            left.discard(version)
+    return left - {current}
 
 
 def step_back_reason(tally: Tally, limits: ServeParams) -> tuple[str, str] | None:
@@ -67,20 +75,24 @@ class Canary:
         self.model_name = model_name
         self.stepped_back: dict[int, str] = {}  # version -> why
         self.left: set[int] = set()  # versions production has moved away from (left_behind)
+        self._reading = threading.Lock()
         self.metrics: ChallengerMetrics | None = None
         self._random = random.Random(seed)
 
-    def read_left(self, registry: Registry, alias: str, current: int | None) -> None:
-        """`left` read again from the alias document (`alias`, which production follows, now
-        on `current`); while the store cannot be read, the versions known stay."""
+    def read_left(self, registry: Registry, alias: str, challenger: str) -> None:
+        """`left` read again from the alias document (`alias`, which production follows, and
+        `challenger`, the challenger's); while the store cannot be read, the versions known
+        stay. One read at a time: the last one assigned is the latest read."""
         if names_version(alias):
             return  # a version number never moves
-        try:
-            events = registry.state().events
-        except Exception as exc:  # noqa: BLE001 - logged; the canary goes on as it was
-            logger.warning("shadow: could not read the history of alias %r: %s", alias, exc)
-            return
-        self.left = left_behind(events, alias, current)
+        with self._reading:
+            try:
+                state = registry.state()
+            except Exception as exc:  # noqa: BLE001 - logged; the canary goes on as it was
+                logger.warning("shadow: could not read the history of alias %r: %s", alias, exc)
+                return
+            current = state.aliases.get(alias)
+            self.left = left_behind(state.events, alias, current, challenger)
 
     def percent(self, version: int | None) -> float:
         """The share `version` answers now: 0 without one, once stepped back, or when

@@ -95,9 +95,7 @@ class Challenger:
 
     def _versions_changed(self, _event: str = "", _version: int | None = None) -> None:
         if (production := self._production) is not None:
-            self.canary.read_left(
-                production.registry, production.ref, version_of(production.current)
-            )
+            self.canary.read_left(production.registry, production.ref, self.model.ref)
         self._share_changed()
 
     def _production_version(self) -> int | None:
@@ -229,6 +227,7 @@ class Challenger:
                 self._tally(version, job.production_version).skipped += images
             else:
                 self._waiting += images
+                self.memory.queued(job.keys)
         if full:
             if self.metrics is not None:
                 self.metrics.skipped(version, images)
@@ -303,6 +302,7 @@ class Challenger:
                 finally:
                     with self._idle:
                         self._waiting -= sum(len(job.digits) for job in group)
+                        self.memory.done([key for job in group for key in job.keys])
                         self._idle.notify_all()
             if stopped:
                 return

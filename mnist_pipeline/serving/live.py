@@ -12,7 +12,7 @@ tables back into the per-image arrays the promotion rule's paired test takes
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Annotated, Any, NamedTuple
 
 import numpy as np
@@ -136,14 +136,28 @@ class Answered(NamedTuple):
 
 
 class LabelMemory:
-    """The latest `size` images' answers by SHA-256, and the latest `size` labels that came
-    before their image's answers were recorded (the shadow thread records them a moment after
-    the reply); the oldest forgotten first. Not locked: the caller holds its own lock."""
+    """The latest `size` images' answers by SHA-256, and the labels that came for images still
+    in the shadow queue (recorded a moment after the reply), until their record; the oldest
+    forgotten first. Not locked: the caller holds its own lock."""
 
     def __init__(self, size: int = LABEL_MEMORY) -> None:
         self.size = size
         self._seen: OrderedDict[str, Answered] = OrderedDict()
         self._early: OrderedDict[str, int] = OrderedDict()
+        self._queued: Counter[str] = Counter()  # images in the shadow queue, by SHA-256
+
+    def queued(self, keys: list[str]) -> None:
+        """These images wait in the shadow queue: a label for one of them waits for its record."""
+        self._queued.update(keys)
+
+    def done(self, keys: list[str]) -> None:
+        """These images left the shadow queue (recorded, or the challenger failed on them): a
+        label kept for one of them and not taken by its record is dropped."""
+        self._queued.subtract(keys)
+        for key in set(keys):
+            if self._queued[key] <= 0:
+                del self._queued[key]
+                self._early.pop(key, None)
 
     def remember(self, sha256: str, answered: Answered) -> int | None:
         """Keep the image's answers for its label; if its label came first, that label (taken
@@ -155,9 +169,9 @@ class LabelMemory:
 
     def take(self, sha256: str, truth: int) -> Answered | None:
         """The image's answers, forgotten now (each image is counted at its first label); None
-        when none are recorded, and `truth` kept for answers still to come."""
+        when none are recorded, and `truth` kept if the image waits in the shadow queue."""
         answered = self._seen.pop(sha256, None)
-        if answered is None:
+        if answered is None and self._queued[sha256] > 0:
             _keep(self._early, sha256, truth, self.size)
         return answered
 

@@ -39,7 +39,8 @@ HIDDEN = "<registry>"  # what a public answer says in place of the store's path 
 # an endpoint, a request's URL (not a sentence's colon, comma or full stop after it)
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*[^\s'\":,.;)]")
 # A refused version is tried again after these seconds, doubling while it keeps failing: a
-# damaged version is not downloaded and hashed on every poll, a passing fault heals soon.
+# damaged version is not downloaded and hashed on every poll while another one serves (with
+# none loaded yet, every poll tries: readiness waits for nothing but the version).
 RETRY_REFUSED_S, RETRY_REFUSED_MAX_S = 2.0, 300.0
 clock = time.monotonic  # the retry's clock
 
@@ -143,8 +144,8 @@ class ServedModel:
                     self._tell("resumed")
                 return False
             refused = self._refused if self._refused and self._refused[0] == target else None
-            if refused is not None and clock() < refused[2]:
-                return False  # refused a moment ago: its problem stays shown
+            if refused is not None and self.current is not None and clock() < refused[2]:
+                return False  # refused a moment ago: its problem stays shown, the old one serves
             try:
                 loaded = load_version(self.registry, str(target))
             except Exception as exc:  # noqa: BLE001 - whatever fails, the old version serves on
