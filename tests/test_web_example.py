@@ -360,7 +360,7 @@ def test_a_page_that_cannot_start_or_classify_says_so_highlighted(page, site) ->
             one = np.zeros((28, 28), np.uint8)
             one[4:24, 12:16] = 255
             draw(other, one)
-            told = "error: the model cannot classify the drawing ("
+            told = "the model cannot classify the drawing ("
         other.wait_for_selector("body[data-failed=true]", timeout=60_000)
         status = other.locator("#status")
         assert status.inner_text().startswith(told), status.inner_text()

@@ -44,7 +44,7 @@ async function fetchServed(server) {
     fail(`cannot reach ${url}: ${err.cause?.message ?? err.message}`, 1);
   }
   if (!response.ok) {
-    const text = new TextDecoder().decode(await readBody(response, url, 64 * 1024));
+    const text = new TextDecoder().decode(await readBody(response, url, 64 * 1024, true));
     let detail = text.slice(0, 200);
     try { detail = JSON.parse(text).error ?? detail; } catch { /* not JSON: the text itself */ }
     fail(`${url} answered HTTP ${response.status}: ${detail}`, 1);
@@ -59,10 +59,10 @@ async function fetchServed(server) {
   return { bytes, name: `${url} (version ${response.headers.get('x-model-version')}, SHA-256 ${actual} verified)` };
 }
 
-/** The response's body, at most `limit` bytes (more is refused: exit 1, as is a download that
- * breaks off or outlasts FETCH_TIMEOUT_MS). */
-async function readBody(response, url, limit) {
-  if (Number(response.headers.get('content-length')) > limit) {
+/** The response's body, at most `limit` bytes: more is refused (exit 1, as is a download that
+ * breaks off or outlasts FETCH_TIMEOUT_MS), or with `cut` (an error page) cut off there. */
+async function readBody(response, url, limit, cut = false) {
+  if (!cut && Number(response.headers.get('content-length')) > limit) {
     fail(`${url} sends ${response.headers.get('content-length')} bytes, more than the ${limit} taken`, 1);
   }
   const chunks = [];
@@ -70,6 +70,7 @@ async function readBody(response, url, limit) {
   try {
     for await (const chunk of response.body ?? []) {
       size += chunk.length;
+      if (size > limit && cut) break;
       if (size > limit) fail(`${url} sent more than the ${limit} bytes taken`, 1);
       chunks.push(chunk);
     }

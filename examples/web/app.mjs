@@ -41,6 +41,7 @@ const statusEl = document.getElementById('status');
 let session = null;
 let version = 0; // bumped on every change of the drawing
 let busy = false;
+let loadedStatus = ''; // the status line once the model loaded (shown again after an error)
 
 function clearPad() {
   ctx.fillStyle = '#fff';
@@ -91,10 +92,15 @@ async function classifyLatest() {
       if (seen === version) break;
     }
     result.dataset.pending = 'false';
+    if (document.body.dataset.failed === 'true') { // an earlier drawing failed; this one did not
+      statusEl.textContent = loadedStatus;
+      statusEl.classList.remove('error');
+      delete document.body.dataset.failed;
+    }
   } catch (err) {
     show(null, null); // not the previous drawing's answer
     result.dataset.pending = 'false';
-    fail(`error: the model cannot classify the drawing (${err.message})`);
+    fail(`the model cannot classify the drawing (${err.message})`);
   } finally {
     busy = false;
   }
@@ -334,7 +340,8 @@ async function main() {
     meta.model_version ? `version ${meta.model_version}` : null,
     Number.isFinite(accuracy) ? `test accuracy ${(100 * accuracy).toFixed(2)}%` : null,
   ].filter(Boolean).join(', ');
-  statusEl.textContent = `model ${MODEL_URL}${about ? ` (${about})` : ''} loaded: draw a digit (mouse, pen or finger)`;
+  loadedStatus = `model ${MODEL_URL}${about ? ` (${about})` : ''} loaded: draw a digit (mouse, pen or finger)`;
+  statusEl.textContent = loadedStatus;
   document.body.dataset.ready = 'true';
   changed();
 }
