@@ -5,14 +5,18 @@ retraining deployment says otherwise, so an edit of one file alone cannot deploy
 
 from __future__ import annotations
 
+import inspect
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+from prefect.client.schemas.objects import ConcurrencyLimitConfig
 from prefect.events import DeploymentEventTrigger
 from pydantic import ValidationError
 
+from flows.retrain import retrain
 from flows.serve import deployment_options
 from mnist_pipeline.core.params import load_params
 
@@ -32,30 +36,26 @@ def differences(spec: Mapping[str, Any], params_dir: Path) -> list[str]:
     if len(found) != 1:
         return [f"prefect.yaml has {len(found)} retraining deployments ({RETRAIN}), not one"]
     deployment = found[0]
-    parameters = deployment.get("parameters") or {}
-    params_file = str(parameters.get("params_file", "params.yaml"))
+    # the flow's own defaults for what prefect.yaml leaves out
+    parameters = {**_defaults(), **(deployment.get("parameters") or {})}
+    params_file = str(parameters["params_file"])
     params = load_params(params_dir / params_file)
-    options = deployment_options(params, str(parameters.get("workdir", ".")), params_file)
-    limit = options["concurrency_limit"]
+    options = deployment_options(params, str(parameters["workdir"]), params_file)
     try:
+        listed = deployment.get("schedules") or []
+        schedules = [(entry["cron"], entry.get("timezone", "UTC")) for entry in listed]
+        given = deployment.get("concurrency_limit")  # None: no limit at all
+        limit = None if given is None else ConcurrencyLimitConfig.model_validate(_limit(given))
         triggers = [DeploymentEventTrigger(**t) for t in deployment.get("triggers") or []]
-    except (TypeError, ValidationError) as exc:
-        return [f"prefect.yaml's triggers are not Prefect event triggers: {exc}"]
+    except (TypeError, KeyError, ValidationError) as exc:
+        why = " ".join(str(exc).split())[:300]
+        return [f"its schedules, concurrency_limit or triggers are not Prefect's: {why}"]
     pairs = {
         "name": (deployment.get("name"), options["name"]),
-        "schedules": (
-            [(s.get("cron"), s.get("timezone", "UTC")) for s in deployment.get("schedules") or []],
-            [(c.cron, c.timezone) for c in options["schedules"]],
-        ),
-        "concurrency_limit": (
-            deployment.get("concurrency_limit"),
-            {"limit": limit.limit, "collision_strategy": limit.collision_strategy.value},
-        ),
-        "parameters": (parameters, options["parameters"]),
-        "triggers": (
-            [t.model_dump() for t in triggers],
-            [t.model_dump() for t in options["triggers"]],
-        ),
+        "schedules": (schedules, [(c.cron, c.timezone) for c in options["schedules"]]),
+        "concurrency_limit": (limit and _limit(limit), _limit(options["concurrency_limit"])),
+        "parameters": (parameters, {**_defaults(), **options["parameters"]}),
+        "triggers": (_sorted(triggers), _sorted(options["triggers"])),
     }
     return [
         f"{key} {ours!r} in prefect.yaml, {theirs!r} from {params_file}"
@@ -67,6 +67,31 @@ def differences(spec: Mapping[str, Any], params_dir: Path) -> list[str]:
 
 
 def check(directory: Path) -> list[str]:
-    """`differences` of directory/prefect.yaml and the params file it names."""
-    spec = yaml.safe_load((directory / "prefect.yaml").read_text(encoding="utf-8"))
+    """`differences` of directory/prefect.yaml and the params file it names ([] without a
+    prefect.yaml there: `prefect deploy --prefect-file` names another, which is not checked)."""
+    path = directory / "prefect.yaml"
+    if not path.is_file():
+        return []
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     return differences(spec if isinstance(spec, dict) else {}, directory)
+
+
+def _defaults() -> dict[str, Any]:
+    """The retraining flow's parameters that a deployment may leave out, with their defaults."""
+    signature = inspect.signature(retrain.fn)
+    return {n: signature.parameters[n].default for n in ("workdir", "params_file", "notify_block")}
+
+
+def _limit(limit: Any) -> Any:
+    """A concurrency limit as prefect.yaml may write it (a number, or a mapping without its
+    strategy: ENQUEUE, Prefect's default), as one mapping."""
+    if isinstance(limit, ConcurrencyLimitConfig):
+        return {"limit": limit.limit, "collision_strategy": limit.collision_strategy.value}
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        return {"limit": limit, "collision_strategy": "ENQUEUE"}
+    return {"collision_strategy": "ENQUEUE", **limit} if isinstance(limit, dict) else limit
+
+
+def _sorted(triggers: list[DeploymentEventTrigger]) -> list[str]:
+    """Triggers compared whatever their order."""
+    return sorted(json.dumps(t.model_dump(mode="json"), sort_keys=True) for t in triggers)

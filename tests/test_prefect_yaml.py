@@ -155,10 +155,31 @@ def test_deploy_refuses_a_prefect_yaml_that_params_yaml_contradicts(
     )
     assert "its triggers are not those of params.yaml" in error and error.count("\n") == 1
     spec = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
+    weekly = deployments()["weekly"]
+    same = {  # written otherwise, meaning what params.yaml says: accepted
+        "concurrency_limit": 1,
+        "parameters": {"workdir": "."},  # the flow's defaults for the rest
+        "triggers": weekly["triggers"][::-1],
+        "schedules": [{"cron": "0 3 * * 1"}],  # UTC, Prefect's default
+    }
+    for key, value in same.items():
+        edited_spec = {**spec, "deployments": [{**weekly, key: value}]}
+        assert deploy_spec.differences(edited_spec, REPO_ROOT) == [], key
+    unlimited = {k: v for k, v in weekly.items() if k != "concurrency_limit"}
+    assert deploy_spec.differences({"deployments": [unlimited]}, REPO_ROOT) == [
+        "concurrency_limit None in prefect.yaml, "
+        "{'limit': 1, 'collision_strategy': 'ENQUEUE'} from params.yaml"
+    ]
+    (problem,) = deploy_spec.differences(
+        {"deployments": [{**weekly, "schedules": ["0 3 * * 1"]}]}, REPO_ROOT
+    )
+    assert problem.startswith("its schedules, concurrency_limit or triggers are not Prefect's: ")
     spec["deployments"] = [d for d in spec["deployments"] if d["name"] != "weekly"]
     assert deploy_spec.differences(spec, REPO_ROOT) == [
         "prefect.yaml has 0 retraining deployments (flows/retrain.py:retrain), not one"
     ]
+    (tmp_path / "prefect.yaml").unlink()  # `prefect deploy --prefect-file other.yaml`
+    assert deploy_spec.check(tmp_path) == []
 
 
 def smoke_params(path: Path, mirror: Path) -> str:
