@@ -68,18 +68,38 @@ def _variants(digit: np.ndarray, i: int, folder: Path) -> list[Path]:
     white = np.full_like(alpha, 255)  # white ink on a transparent sheet
     out["white-alpha.png"] = Image.fromarray(np.stack([white] * 3 + [alpha], -1), "RGBA")
     out["grey16.png"] = Image.fromarray(np.asarray(paper).astype(np.uint16) * 257)
+    # JPEG chroma subsampling 4:4:4 and 4:2:2 (Pillow's default is 4:2:0) and progressive
+    save = {name: {"quality": 92} for name in out if name.endswith(".jpg")}
+    for name, options in (
+        ("colour444.jpg", {"subsampling": 0}),
+        ("colour422.jpg", {"subsampling": 1}),
+        ("progressive.jpg", {"progressive": True}),
+    ):
+        out[name], save[name] = out["colour.jpg"], {"quality": 92, **options}
+    # PNG: grey with alpha, a palette with a transparent entry, 1-bit and 4-bit samples
+    out["grey-alpha.png"] = Image.fromarray(np.stack([np.zeros_like(alpha), alpha], -1), "LA")
+    out["palette-trns.png"] = paper.convert("P")
+    save["palette-trns.png"] = {"transparency": int(np.asarray(paper.convert("P"))[0, 0])}
+    out["bilevel.png"] = paper.point(lambda v: 255 if v > 128 else 0).convert("1")
+    out["palette4.png"] = paper.quantize(16)
+    save["palette4.png"] = {"bits": 4}
     paths = []
     for name, image in out.items():
         path = folder / f"d{i}-{name}"
-        image.save(path, **({"quality": 92} if name.endswith(".jpg") else {}))
+        image.save(path, **save.get(name, {}))
         paths.append(path)
-    # Camera orientation tags: pixels stored rotated, EXIF says how to turn them upright.
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    for suffix in ("jpg", "png"):
-        path = folder / f"d{i}-exif6.{suffix}"
-        paper.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif)
-        paths.append(path)
+    # Camera orientation tags: pixels stored turned, EXIF says how to turn them upright (each
+    # of these turns is its own inverse but 6's and 8's, which are each other's).
+    T = Image.Transpose
+    stored = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 5: T.TRANSPOSE, 6: T.ROTATE_90}
+    stored |= {7: T.TRANSVERSE, 8: T.ROTATE_270}
+    for orientation, turn in stored.items():
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        for suffix in ("jpg", "png") if orientation == 6 else ("jpg",):
+            path = folder / f"d{i}-exif{orientation}.{suffix}"
+            paper.transpose(turn).save(path, exif=exif)
+            paths.append(path)
     return paths
 
 
