@@ -263,6 +263,27 @@ def _png16_rgb(pixels: np.ndarray, path: Path) -> Path:
     return path
 
 
+def test_corrupt_jpegs_do_not_spoil_the_files_after_them(tmp_path: Path) -> None:
+    """Each libjpeg error leaves the WebAssembly decoder's memory behind; after a few hundred
+    every decode failed. A failed decode loads a fresh decoder: the good file last still reads."""
+    rng = np.random.default_rng(3)
+    good = tmp_path / "good.jpg"
+    Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)).save(good, quality=90)
+    data = bytearray(good.read_bytes())
+    table = data.find(b"\xff\xc4")  # the Huffman table, scrambled
+    data[table + 5 : table + 25] = bytes([0x00, 0xFF] * 10)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(bytes(data))
+    done = node("--dump-input", *([bad] * 300), good)
+    assert done.returncode == 1, done.stderr
+    *errors, last = json.loads(done.stdout)
+    told = f"{bad}: cannot read or decode image (libjpeg-turbo: a corrupt or unsupported JPEG)"
+    assert [e["error"] for e in errors] == [told] * 300
+    np.testing.assert_array_equal(
+        np.array(last["input"], np.float32).reshape(28, 28), preprocess_file(good)
+    )
+
+
 def test_sixteen_bit_colour_cmyk_and_a_bad_server_url(tmp_path: Path) -> None:
     """16-bit colour samples keep their high byte, as Pillow's; a CMYK JPEG (which the
     WebAssembly decoder cannot convert, and whose failure would leak its buffers) is refused

@@ -10,13 +10,20 @@
 // (JPEG APP1 or PNG eXIf) is applied, and greyscale PNGs ignore tRNS transparency.
 
 import { readFileSync, statSync } from 'node:fs';
-import jpeg from '@cwasm/jpeg-turbo';
+import { createRequire } from 'node:module';
 import { PNG } from 'pngjs';
 
 import { greyFromLuminance, greyFromRGBA, ImageError } from '../js/preprocess.mjs';
 
 export const MAX_PIXELS = 50_000_000;
 export const MAX_FILE_BYTES = 256 * 1024 * 1024; // the whole file is read into memory
+// libjpeg-turbo as WebAssembly, one instance per load of its module: a libjpeg error ends in a
+// longjmp that this build turns into a throw, leaving that instance's decoder memory behind
+// (after a few hundred, every decode fails), so a failed decode loads a fresh one.
+const require = createRequire(import.meta.url);
+const JPEG_MODULE = require.resolve('@cwasm/jpeg-turbo');
+let jpeg = require(JPEG_MODULE);
+
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
 /** PNG chunks as {type, start, end, data} (start/end cover the whole chunk with its CRC). */
@@ -144,7 +151,10 @@ function decodeJpeg(buf) {
   try {
     image = jpeg.decode(buf); // RGBA; greyscale JPEGs come back with R = G = B = L
   } catch (err) {
-    throw new ImageError(`cannot read or decode image (libjpeg-turbo: ${err.message})`);
+    delete require.cache[JPEG_MODULE];
+    jpeg = require(JPEG_MODULE);
+    const why = err.message === 'Not implemented' ? 'a corrupt or unsupported JPEG' : err.message;
+    throw new ImageError(`cannot read or decode image (libjpeg-turbo: ${why})`);
   }
   const { width, height, data } = image;
   let grey;
