@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.data.preprocess import preprocess_file
@@ -100,6 +101,16 @@ def _variants(digit: np.ndarray, i: int, folder: Path) -> list[Path]:
             path = folder / f"d{i}-exif{orientation}.{suffix}"
             paper.transpose(turn).save(path, exif=exif)
             paths.append(path)
+    # No EXIF, the orientation in XMP (a JPEG's APP1 packet, a PNG's compressed iTXt chunk)
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+    xmp += b'02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/"'
+    xmp += b' tiff:Orientation="8"/></rdf:RDF></x:xmpmeta>'
+    text = PngInfo()
+    text.add_itxt("XML:com.adobe.xmp", xmp.decode(), zip=True)
+    for suffix, options in (("jpg", {"xmp": xmp}), ("png", {"pnginfo": text})):
+        path = folder / f"d{i}-xmp8.{suffix}"
+        paper.transpose(T.ROTATE_270).save(path, **options)
+        paths.append(path)
     return paths
 
 

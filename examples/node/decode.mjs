@@ -7,10 +7,12 @@
 // JPEG; no other formats. Both give the same pixels as Pillow in the tests (greyscale, colour
 // 4:4:4/4:2:2/4:2:0, progressive).
 // As in Python: the pixel count is checked from the header before decoding, the EXIF orientation
-// (JPEG APP1 or PNG eXIf) is applied, and greyscale PNGs ignore tRNS transparency.
+// (JPEG APP1 or PNG eXIf; without it XMP's tiff:Orientation, as Pillow) is applied, and greyscale
+// PNGs ignore tRNS transparency.
 
 import { readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { inflateSync } from 'node:zlib';
 import { PNG } from 'pngjs';
 
 import { greyFromLuminance, greyFromRGBA, ImageError } from '../js/preprocess.mjs';
@@ -42,6 +44,7 @@ function* pngChunks(buf) {
  * header, and several are one block, each one's data after the first's (Pillow's join). */
 function jpegInfo(buf) {
   let exif = null;
+  let xmp = null;
   let frame = null;
   for (let pos = 2; pos + 4 <= buf.length; ) {
     if (buf[pos] !== 0xff) throw new ImageError('corrupt JPEG marker');
@@ -53,17 +56,46 @@ function jpegInfo(buf) {
     if (marker === 0xe1 && body.toString('latin1', 0, 6) === 'Exif\0\0') {
       exif = exif === null ? body.subarray(6) : Buffer.concat([exif, body.subarray(6)]);
     }
+    if (marker === 0xe1 && body.toString('latin1', 0, XMP_JPEG.length) === XMP_JPEG) {
+      xmp = body.subarray(XMP_JPEG.length); // the last one, as Pillow keeps
+    }
     const isFrame = marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker);
     if (isFrame && frame === null) frame = { height: body.readUInt16BE(1), width: body.readUInt16BE(3), components: body[5] };
     pos += 2 + length;
   }
   if (frame === null) throw new ImageError('JPEG without a frame header');
-  return { ...frame, exif };
+  return { ...frame, exif, xmp };
 }
 
-/** Orientation tag (0x0112) of a TIFF/EXIF block, 1 when absent or unreadable. */
+const XMP_JPEG = 'http://ns.adobe.com/xap/1.0/\0';
+
+/** The XMP packet of a PNG's iTXt chunk `XML:com.adobe.xmp` (zlib-compressed or not; the last
+ * one, as Pillow keeps), or null. */
+function pngXmp(chunks) {
+  let xmp = null;
+  for (const { type, data } of chunks) {
+    const key = type === 'iTXt' ? data.indexOf(0) : -1;
+    if (key < 0 || data.toString('latin1', 0, key) !== 'XML:com.adobe.xmp') continue;
+    const [compressed, method, rest] = [data[key + 1], data[key + 2], data.subarray(key + 3)];
+    const lang = rest.indexOf(0);
+    const translated = lang < 0 ? -1 : rest.indexOf(0, lang + 1);
+    if (translated < 0 || (compressed !== 0 && method !== 0)) continue;
+    try {
+      xmp = compressed ? inflateSync(rest.subarray(translated + 1)) : rest.subarray(translated + 1);
+    } catch { /* a broken stream: skipped, as Pillow does */ }
+  }
+  return xmp;
+}
+
+/** The orientation: EXIF's tag, else XMP's `tiff:Orientation` (as Pillow's getexif), else 1. */
+function orientation(exif, xmp) {
+  const fromXmp = xmp && /tiff:Orientation(="|>)([0-9])/.exec(xmp.toString('latin1'));
+  return exifOrientation(exif) ?? (fromXmp ? Number(fromXmp[2]) : 1);
+}
+
+/** Orientation tag (0x0112) of a TIFF/EXIF block, null when absent or unreadable. */
 function exifOrientation(tiff) {
-  if (!tiff || tiff.length < 8) return 1;
+  if (!tiff || tiff.length < 8) return null;
   const le = tiff.toString('latin1', 0, 2) === 'II';
   const u16 = (o) => (le ? tiff.readUInt16LE(o) : tiff.readUInt16BE(o));
   const u32 = (o) => (le ? tiff.readUInt32LE(o) : tiff.readUInt32BE(o));
@@ -74,9 +106,9 @@ function exifOrientation(tiff) {
       if (u16(entry) === 0x0112) return u16(entry + 8);
     }
   } catch {
-    return 1; // a truncated EXIF block is ignored, as Pillow does
+    return null; // a truncated EXIF block is ignored, as Pillow does
   }
-  return 1;
+  return null;
 }
 
 /** Pillow's ImageOps.exif_transpose on a greyscale image (orientations 2-8). */
@@ -136,7 +168,7 @@ function decodePng(buf) {
     const hasAlpha = colorType === 4 || colorType === 6 || chunks.some((c) => c.type === 'tRNS');
     grey = greyFromRGBA(rgba, width, height, hasAlpha);
   }
-  return transpose(grey, exifOrientation(chunks.find((c) => c.type === 'eXIf')?.data));
+  return transpose(grey, orientation(chunks.find((c) => c.type === 'eXIf')?.data, pngXmp(chunks)));
 }
 
 function decodeJpeg(buf) {
@@ -165,7 +197,7 @@ function decodeJpeg(buf) {
   } else {
     grey = greyFromRGBA(data, width, height, false);
   }
-  return transpose(grey, exifOrientation(info.exif));
+  return transpose(grey, orientation(info.exif, info.xmp));
 }
 
 /** Steps 1-2: decode `path` into {data: Float32Array, width, height}; errors name no file. */
