@@ -396,9 +396,16 @@ def test_an_export_its_parity_check_did_not_pass_is_not_loaded(page, site) -> No
         ("**/reports/parity.json", {**parity, "passed": False}, "failed its parity check"),
         ("**/reports/parity.json", {**parity, "onnx_sha256": "0" * 64}, "is not the model its"),
         ("**/models/model.pt", b"weights trained since", "exported from other weights"),
+        ("**/models/model.pt", 403, "cannot be checked against ../../models/model.pt (HTTP 403)"),
     ):
         other = page.context.new_page()
-        answer = {"body": body} if isinstance(body, bytes) else {"json": body}
+        answer = (
+            {"status": body}
+            if isinstance(body, int)
+            else {"body": body}
+            if isinstance(body, bytes)
+            else {"json": body}
+        )
         other.route(route, functools.partial(fulfil, **answer))
         other.goto(f"{origin}/examples/web/")
         other.wait_for_selector("body[data-failed=true]", timeout=60_000)

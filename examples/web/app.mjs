@@ -290,8 +290,16 @@ async function checkExport(bytes) {
   if (actual !== parity.onnx_sha256) {
     throw new Error(`${MODEL_URL} (SHA-256 ${actual}) is not the model its parity check passed (${parity.onnx_sha256}): run mnist-pipeline export and parity again`);
   }
-  const weights = await fetch('../../models/model.pt').catch(() => null);
-  if (weights?.ok && await sha256(new Uint8Array(await weights.arrayBuffer())) !== parity.state_dict_sha256) {
+  // No models/model.pt (a checkout holding only the export): that part is skipped, as in Node;
+  // any other failure to read it refuses the model rather than skipping the check.
+  let weights;
+  try {
+    weights = await fetch('../../models/model.pt');
+    if (!weights.ok && weights.status !== 404) throw new Error(`HTTP ${weights.status}`);
+  } catch (err) {
+    throw new Error(`${MODEL_URL} cannot be checked against ../../models/model.pt (${err.message}); pass ?model=URL to load it unchecked`);
+  }
+  if (weights.ok && await sha256(new Uint8Array(await weights.arrayBuffer())) !== parity.state_dict_sha256) {
     throw new Error(`${MODEL_URL} was exported from other weights than models/model.pt (trained again since, and not exported: did the accuracy gate refuse them?); pass ?model=URL to load the older export`);
   }
   return 'parity checked';
