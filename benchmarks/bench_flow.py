@@ -11,7 +11,9 @@ Each process's "rest" is its wall time minus the seconds its stages computed (ti
 stages, the same way for all three). The Prefect overhead of a flow kind is its median rest minus
 the plain process's median rest: both pay Python's start, the torch/onnx/matplotlib imports and the
 interpreter's teardown after training (over a second), so only what Prefect adds remains. The
-first flow run of each kind uses an empty PREFECT_HOME ("cold"); medians are over the others.
+first flow run of each kind is reported apart ("cold"; the temporary server's starts from an
+empty PREFECT_HOME, the running server's from that server's home, which it already filled);
+medians are over the others.
 For scale, a bare flow process (six no-op tasks, nothing imported but Prefect) is timed against
 the running server too, split into import, engine start, body and end (the end includes joining
 the flow-run heartbeat thread, which polls its stop flag once a second).

@@ -36,6 +36,11 @@ from mnist_pipeline.export.export import InferenceModel, export_onnx
 from mnist_pipeline.model.network import build_model
 from mnist_pipeline.model.weights import load_model, save_state_dict
 
+try:  # run as a script (benchmarks/ on sys.path) or as a module
+    from machine import cpu_name
+except ImportError:
+    from benchmarks.machine import cpu_name
+
 THROUGHPUT_BATCH = 256
 
 
@@ -117,6 +122,7 @@ def main() -> None:
                 record("torch_tp", torch_tp)
 
     med = {key: statistics.median(values) for key, values in results.items()}
+    print(f"CPU: {cpu_name()}")
     print(
         f"weights: {args.state_dict if args.state_dict.is_file() else 'untrained (seed 0)'}; "
         f"onnxruntime {ort.__version__}, torch {torch.__version__}; medians of {args.repeats} "

@@ -49,6 +49,11 @@ from mnist_pipeline.model.network import build_model, predict_logits
 from mnist_pipeline.training import loop
 from mnist_pipeline.training.runtime import torch_settings
 
+try:  # run as a script (benchmarks/ on sys.path) or as a module
+    from machine import cpu_name
+except ImportError:
+    from benchmarks.machine import cpu_name
+
 CLASSIC_BATCH = 64
 
 
@@ -185,6 +190,7 @@ def main() -> None:
     )
     what = "full epochs" if args.full else f"{args.batches} batches extrapolated to an epoch"
     print(f"threads {args.threads}, {args.repeats} repeats, {what}, one process per run")
+    print(f"CPU: {cpu_name()}; bf16 native: {loop.native_bf16(torch.device('cpu'))}")
 
     results: dict[str, list[tuple[float, float, float]]] = {kind: [] for kind in kinds}
     spawn = multiprocessing.get_context("spawn")
@@ -218,7 +224,7 @@ def main() -> None:
     per_image = {kind: median[kind] / images[kind] * 1e6 for kind in kinds}
     c = per_image["classic"]
     print(f"classic: {c:.1f} us/image")
-    for kind in list(KINDS)[1:]:
+    for kind in [k for k in kinds if k != "classic"]:  # with --augment, the augmented too
         paired = statistics.median(
             (mine[0] / images[kind]) / (theirs[0] / images["classic"])
             for mine, theirs in zip(results[kind], results["classic"], strict=True)
