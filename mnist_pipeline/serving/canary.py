@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.registry import Registry
@@ -26,6 +26,10 @@ from mnist_pipeline.registry.aliases import names_version
 from mnist_pipeline.serving.alias_events import emit_if_configured
 from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
 from mnist_pipeline.serving.live import Tally
+from mnist_pipeline.serving.shadow_jobs import version_of
+
+if TYPE_CHECKING:
+    from mnist_pipeline.serving.served_model import ServedModel
 
 STEPPED_BACK = "mnist.canary.stepped_back"
 logger = logging.getLogger("mnist_pipeline.serve")
@@ -76,8 +80,34 @@ class Canary:
         self.stepped_back: dict[int, str] = {}  # version -> why
         self.left: set[int] = set()  # versions production has moved away from (left_behind)
         self._reading = threading.Lock()
+        self._models: tuple[ServedModel, ServedModel] | None = None  # challenger, production
+        # the share gauge computed and set in one step: a reload thread's older figure must
+        # not overwrite a step back's newer one
+        self._setting = threading.Lock()
         self.metrics: ChallengerMetrics | None = None
         self._random = random.Random(seed)
+
+    def follow(self, challenger: ServedModel, production: ServedModel) -> None:
+        """The share follows both models: when either one's version changes, the versions
+        production's alias moved away from are read again and the share gauge is set."""
+        self._models = (challenger, production)
+        challenger.listeners.append(self._versions_changed)
+        production.listeners.append(self._versions_changed)
+        self._versions_changed()
+
+    def _versions_changed(self, _event: str = "", _version: int | None = None) -> None:
+        if self._models is not None:
+            challenger, production = self._models
+            self.read_left(production.registry, production.ref, challenger.ref)
+        self.share_changed()
+
+    def share_changed(self) -> None:
+        """Set the share gauge (with metrics) from both models' versions now."""
+        if self.metrics is not None and self._models is not None:
+            challenger, production = self._models
+            with self._setting:
+                now = self.share(trying(challenger), version_of(production.current))
+                self.metrics.canary_percent.set(now)
 
     def read_left(self, registry: Registry, alias: str, challenger: str) -> None:
         """`left` read again from the alias document (`alias`, which production follows, and
@@ -150,3 +180,9 @@ class Canary:
             "stepped_back": {str(v): why for v, why in self.stepped_back.items()},
             "left_by_production": sorted(self.left),
         }
+
+
+def trying(challenger: ServedModel) -> int | None:
+    """The version the canary share goes to: none while the challenger's alias names a version
+    that was refused or cannot be read (the one kept is only shadowed)."""
+    return None if challenger.problem is not None else version_of(challenger.current)

@@ -31,11 +31,11 @@ import numpy as np
 
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.registry import Registry
-from mnist_pipeline.serving.canary import Canary
+from mnist_pipeline.serving.canary import Canary, trying
 from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
 from mnist_pipeline.serving.live import Answered, LabelMemory, Tally
 from mnist_pipeline.serving.served_model import Loaded, ServedModel
-from mnist_pipeline.serving.shadow_jobs import Job, Reply, version_of, waiting_jobs
+from mnist_pipeline.serving.shadow_jobs import Job, Reply, waiting_jobs
 
 logger = logging.getLogger("mnist_pipeline.serve")
 GATHER_S = 0.05  # after a job arrives, how long the shadow thread lets others gather first
@@ -51,7 +51,6 @@ class Challenger:
         self.limit = limits.shadow_queue_images
         self.canary = Canary(limits, registry.name, seed)
         self.metrics: ChallengerMetrics | None = None
-        self._production: ServedModel | None = None  # the gauge's production (count())
         # by (challenger version, production version compared with); and per challenger
         # version, the production version it was last compared with (GET /model shows that one)
         self.tallies: dict[tuple[int, int], Tally] = {}
@@ -61,9 +60,6 @@ class Challenger:
         self._waiting = 0  # images queued or being classified
         self._lock = threading.Lock()  # tallies, memory, _waiting
         self._idle = threading.Condition(self._lock)
-        # the share gauge computed and set in one step: a reload thread's older figure must
-        # not overwrite a step back's newer one
-        self._share_lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def start(self, interval_s: float, follow_events: bool) -> None:
@@ -81,31 +77,13 @@ class Challenger:
         self._jobs.put(None)
 
     def beside(self, production: ServedModel) -> None:
-        """Follow `production`: when either model's version changes, the versions production's
-        alias has moved away from are read again (the canary does not try them)."""
-        self._production = production
-        self.model.listeners.append(self._versions_changed)
-        production.listeners.append(self._versions_changed)
-        self._versions_changed()
+        """Follow `production`: the canary share follows both models (canary.py)."""
+        self.canary.follow(self.model, production)
 
     def count(self, metrics: ChallengerMetrics) -> None:
         """Record into `metrics` from now on (the canary share's gauge too)."""
         self.metrics = self.canary.metrics = metrics
-        self._share_changed()
-
-    def _versions_changed(self, _event: str = "", _version: int | None = None) -> None:
-        if (production := self._production) is not None:
-            self.canary.read_left(production.registry, production.ref, self.model.ref)
-        self._share_changed()
-
-    def _production_version(self) -> int | None:
-        return None if self._production is None else version_of(self._production.current)
-
-    def _share_changed(self, _event: str = "", _version: int | None = None) -> None:
-        if self.metrics is not None and self._production is not None:
-            with self._share_lock:
-                now = self.canary.share(self._canary(), self._production_version())
-                self.metrics.canary_percent.set(now)
+        self.canary.share_changed()
 
     def answer(self, production: Loaded, digits: np.ndarray, uploads: list[bytes] | None) -> Reply:
         """The version that answers these images and its probabilities [N, 10]. Only
@@ -151,7 +129,7 @@ class Challenger:
             seen = self.memory.take(sha256, truth)  # None: scored when its answers are recorded
             stepped_back = seen is not None and self._score(seen, truth)
         if stepped_back:
-            self._share_changed()
+            self.canary.share_changed()
         if seen is not None and self.metrics is not None:
             self.metrics.label(seen.version, seen.production == truth, seen.challenger == truth)
 
@@ -182,7 +160,7 @@ class Challenger:
             latest = {str(v): self.tallies[v, p].summary() for v, p in sorted(shown.items())}
             earlier = [t.summary() for (v, p), t in sorted(self.tallies.items()) if shown[v] != p]
             waiting = self._waiting
-            canary = self.canary.status(self._canary(), production)
+            canary = self.canary.status(trying(self.model), production)
         return {
             **self.model.status(),
             "queue": {"waiting": waiting, "limit": self.limit},
@@ -190,14 +168,6 @@ class Challenger:
             "versions": latest,
             "earlier": earlier,
         }
-
-    def _version(self) -> int | None:
-        return version_of(self.model.current)
-
-    def _canary(self) -> int | None:
-        """The version the canary share goes to: none while the challenger's alias names a
-        version that was refused or cannot be read (the one kept is only shadowed)."""
-        return None if self.model.problem is not None else self._version()
 
     def _judge(self, version: int, production: int) -> bool:
         """Judge the canary `version` on its tallies added up (the caller holds the lock); they
@@ -257,7 +227,7 @@ class Challenger:
             stepped_back = any([self._score(seen, truth) for seen, truth in labelled])
             stepped_back = self._judge(version, production_version) or stepped_back
         if stepped_back:
-            self._share_changed()
+            self.canary.share_changed()
         if self.metrics is not None:
             self.metrics.compared(version, len(production), differ)
             for seen, truth in labelled:
@@ -280,7 +250,7 @@ class Challenger:
                 production_version,
             )
         if stepped_back:
-            self._share_changed()
+            self.canary.share_changed()
         if self.metrics is not None:
             self.metrics.failed(version, images)
 
