@@ -332,6 +332,8 @@ def test_left_behind_reads_where_the_alias_was_before_each_move() -> None:
     rolled_back_later = {"alias": "production", "action": "rollback", "version": 1, "previous": 2}
     later = [*events, proposed_again, rolled_back_later]
     assert canary.left_behind(later, "production", 1, "staging") == {2}
+    noted = {"alias": "staging", "action": "reject", "version": 2, "previous": 3}  # moves nothing
+    assert canary.left_behind([*events, noted], "production", 1, "staging") == {2}
 
 
 def test_a_challenger_alias_that_cannot_be_followed_gets_no_canary_share(
