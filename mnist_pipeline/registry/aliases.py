@@ -31,6 +31,8 @@ PRODUCTION = "production"
 STAGING = "staging"
 MAX_ACTOR = 200  # characters of an audit event's actor
 MAX_COMMENT = 2000  # and of its comment
+# the actions of the events that point an alias at a version (the others record a decision)
+MOVING_ACTIONS = (*trail.MOVES, "rollback")
 
 
 def names_version(ref: str) -> bool:

@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.registry import Registry
-from mnist_pipeline.registry.aliases import names_version
-from mnist_pipeline.registry.trail import MOVES
+from mnist_pipeline.registry.aliases import MOVING_ACTIONS, names_version
 from mnist_pipeline.serving.alias_events import emit_if_configured
 from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
 from mnist_pipeline.serving.live import Tally
@@ -44,7 +43,7 @@ def left_behind(
     the `challenger` alias was pointed at again since (proposed anew on purpose)."""
     left: set[int] = set()
     for event in events:
-        if not isinstance(event, dict) or event.get("action") not in (*MOVES, "rollback"):
+        if not isinstance(event, dict) or event.get("action") not in MOVING_ACTIONS:
             continue  # a decision that moved nothing (a rejected proposal, say)
         version, previous = event.get("version"), event.get("previous")
         if event.get("alias") == alias and type(previous) is int and previous != version:
