@@ -97,11 +97,13 @@ def source(directory: str = ".") -> dict[str, str]:
     """The build step: `resolve_source`, or one line on stderr and exit status 1 (an exception
     would have `prefect deploy` print a traceback and a generic message)."""
     try:
-        if differ := deploy_spec.check(Path(directory)):
+        spec_file = deploy_spec.deploying_file(Path(directory), sys.argv)
+        if differ := deploy_spec.check(spec_file, Path(directory)):
             raise SourceError(
-                "prefect.yaml's retraining deployment does not say what the params file does: "
+                f"{spec_file.name}'s retraining deployment does not say what the params file "
+                "does: "
                 + "; ".join(differ)
-                + " (edit prefect.yaml to match: `python -m flows.serve` deploys the params')"
+                + f" (edit {spec_file.name} to match: `python -m flows.serve` deploys the params')"
             )
         return resolve_source(Path(directory))
     except (SourceError, ParamsError, OSError) as exc:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,9 @@ from mnist_pipeline.core.params import load_params
 RETRAIN = "flows/retrain.py:retrain"
 
 
-def differences(spec: Mapping[str, Any], params_dir: Path) -> list[str]:
-    """What prefect.yaml's retraining deployment (`spec`) says otherwise than the params file it
-    names (found in `params_dir`); [] when they agree."""
+def differences(spec: Mapping[str, Any], params_dir: Path, name: str = "prefect.yaml") -> list[str]:
+    """What the retraining deployment of `spec` (the file `name`) says otherwise than the params
+    file it names (found in `params_dir`); [] when they agree."""
     found = [
         d
         for d in spec.get("deployments") or []
@@ -34,7 +34,7 @@ def differences(spec: Mapping[str, Any], params_dir: Path) -> list[str]:
         and not (d.get("parameters") or {}).get("trial")  # a sweep's trials: no schedule
     ]
     if len(found) != 1:
-        return [f"prefect.yaml has {len(found)} retraining deployments ({RETRAIN}), not one"]
+        return [f"{name} has {len(found)} retraining deployments ({RETRAIN}), not one"]
     deployment = found[0]
     # the flow's own defaults for what prefect.yaml leaves out
     parameters = {**_defaults(), **(deployment.get("parameters") or {})}
@@ -58,7 +58,7 @@ def differences(spec: Mapping[str, Any], params_dir: Path) -> list[str]:
         "triggers": (_sorted(triggers), _sorted(options["triggers"])),
     }
     return [
-        f"{key} {ours!r} in prefect.yaml, {theirs!r} from {params_file}"
+        f"{key} {ours!r} in {name}, {theirs!r} from {params_file}"
         if key != "triggers"
         else f"its triggers are not those of {params_file} (registry.model_name)"
         for key, (ours, theirs) in pairs.items()
@@ -66,14 +66,24 @@ def differences(spec: Mapping[str, Any], params_dir: Path) -> list[str]:
     ]
 
 
-def check(directory: Path) -> list[str]:
-    """`differences` of directory/prefect.yaml and the params file it names ([] without a
-    prefect.yaml there: `prefect deploy --prefect-file` names another, which is not checked)."""
-    path = directory / "prefect.yaml"
+def deploying_file(directory: Path, argv: Sequence[str]) -> Path:
+    """The file `prefect deploy` reads, its build steps run in its own process: the one its
+    command line (`argv`) names with `--prefect-file`, else directory/prefect.yaml."""
+    for at, arg in enumerate(argv):
+        if arg.startswith("--prefect-file="):
+            return Path(arg.partition("=")[2])
+        if arg == "--prefect-file" and at + 1 < len(argv):
+            return Path(argv[at + 1])
+    return directory / "prefect.yaml"
+
+
+def check(path: Path, params_dir: Path) -> list[str]:
+    """`differences` of the deployments file `path` and the params file it names (found in
+    `params_dir`); [] when `path` does not exist (a build step run outside `prefect deploy`)."""
     if not path.is_file():
         return []
     spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return differences(spec if isinstance(spec, dict) else {}, directory)
+    return differences(spec if isinstance(spec, dict) else {}, params_dir, path.name)
 
 
 def _defaults() -> dict[str, Any]:

@@ -67,7 +67,8 @@ def test_prefect_yaml_deploys_what_serve_deploys() -> None:
     assert deployment["tags"] == options["tags"]
     triggers = [DeploymentEventTrigger(**t) for t in deployment["triggers"]]
     assert [t.model_dump() for t in triggers] == [t.model_dump() for t in options["triggers"]]
-    assert deploy_spec.check(REPO_ROOT) == []  # what the build step checks, the same way
+    # what the build step checks, the same way
+    assert deploy_spec.check(REPO_ROOT / "prefect.yaml", REPO_ROOT) == []
 
 
 def deployments() -> dict[str, dict]:
@@ -139,7 +140,7 @@ def test_deploy_refuses_a_prefect_yaml_that_params_yaml_contradicts(
     monkeypatch.setenv("MNIST_PIPELINE_REPO", "https://git.example.com/mnist-pipeline.git")
     shutil.copy(REPO_ROOT / "prefect.yaml", tmp_path / "prefect.yaml")
     shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
-    assert deploy_spec.check(tmp_path) == []
+    assert deploy_spec.check(tmp_path / "prefect.yaml", tmp_path) == []
     edited = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     edited["schedule"] |= {"cron": "0 4 * * 2", "timezone": "Europe/Berlin"}
     edited["registry"]["model_name"] = "digits"
@@ -178,8 +179,14 @@ def test_deploy_refuses_a_prefect_yaml_that_params_yaml_contradicts(
     assert deploy_spec.differences(spec, REPO_ROOT) == [
         "prefect.yaml has 0 retraining deployments (flows/retrain.py:retrain), not one"
     ]
-    (tmp_path / "prefect.yaml").unlink()  # `prefect deploy --prefect-file other.yaml`
-    assert deploy_spec.check(tmp_path) == []
+    # the file `prefect deploy` reads: `--prefect-file` when given, else ./prefect.yaml
+    assert deploy_spec.deploying_file(tmp_path, ["prefect", "deploy", "--all"]) == (
+        tmp_path / "prefect.yaml"
+    )
+    for named in (["--prefect-file", "o.yaml"], ["--prefect-file=o.yaml"]):
+        assert deploy_spec.deploying_file(tmp_path, ["prefect", "deploy", *named]) == Path("o.yaml")
+    (tmp_path / "prefect.yaml").unlink()  # a build step run outside `prefect deploy`
+    assert deploy_spec.check(tmp_path / "prefect.yaml", tmp_path) == []
 
 
 def smoke_params(path: Path, mirror: Path) -> str:
@@ -250,6 +257,14 @@ def test_deployed_commit_runs_in_the_workers_own_folder(tmp_path: Path, real_mir
         # A repository workers could not clone is refused at deploy time, naming it.
         missing = f"{git_url}/missing.git"
         refused = run(deploy, MNIST_PIPELINE_REPO=missing)
+        assert read_deployment(env, "mnist-retrain/weekly").status_code == 404
+        # Another deployments file (`--prefect-file`) is checked against params.yaml too.
+        other = yaml.safe_load((deployer / "prefect.yaml").read_text())
+        for entry in other["deployments"]:
+            if entry["name"] == "weekly":
+                entry["schedules"][0]["cron"] = "0 4 * * 2"
+        (deployer / "other.yaml").write_text(yaml.safe_dump(other))
+        mismatched = run([*deploy, "--prefect-file", "other.yaml"], MNIST_PIPELINE_REPO=repository)
         assert read_deployment(env, "mnist-retrain/weekly").status_code == 404
         done = run(deploy, MNIST_PIPELINE_REPO=repository)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -338,6 +353,12 @@ def test_deployed_commit_runs_in_the_workers_own_folder(tmp_path: Path, real_mir
     assert (clone / "data" / "mnist").is_dir()
     assert not {"runs", "registry"} & {p.name for p in deployer.iterdir()}
     assert list((deployer / "data").iterdir()) == [deployer / "data" / ".gitignore"]
+    assert mismatched.returncode != 0
+    assert (
+        "prefect deploy: other.yaml's retraining deployment does not say what the params file "
+        "does: schedules [('0 4 * * 2', 'UTC')] in other.yaml, [('0 3 * * 1', 'UTC')] from "
+        "params.yaml" in mismatched.stderr
+    ), mismatched.stdout + mismatched.stderr
     assert refused.returncode != 0
     assert f"prefect deploy: cannot read repository {missing}: " in refused.stderr
     assert "Traceback" not in refused.stderr
