@@ -8,7 +8,10 @@ or fails at a chosen point (`python -m tests.crash_writers KIND MODE PATH SEED [
 - ``half``: the file-size limit is set to LIMIT bytes and SIGXFSZ left at its default action,
   so the kernel kills the writer part-way through its bytes;
 - ``fsync-error`` / ``rename-error``: os.fsync / os.replace raise EIO (the write fails);
-- ``fsync-crash`` / ``rename-crash``: the process kills itself with SIGKILL at that call.
+- ``fsync-crash`` / ``rename-crash``: the process kills itself with SIGKILL at that call;
+- ``full``: the file-size limit is set to LIMIT bytes with SIGXFSZ ignored, so a write past it
+  fails (EFBIG) as on a full disk; the error ends the process as the CLI ends it (one line,
+  exit status 74).
 Imports are lazy: a child pays for torch only when its kind needs it.
 """
 
@@ -32,6 +35,20 @@ def _model(path: Path, seed: int) -> None:
 
     torch.manual_seed(seed)
     save_state_dict(build_model("classic"), path)
+
+
+def _checkpoint(path: Path, seed: int) -> None:
+    import torch
+
+    from mnist_pipeline.training import checkpoint
+
+    weights = torch.rand(64, 64, generator=torch.Generator().manual_seed(seed))
+    state = {"identity": _identity(seed), "model": {"w": weights}}
+    checkpoint.save(path, state)
+
+
+def _identity(seed: int) -> dict:
+    return {"params": {"seed": seed}, "dataset_sha256": "0" * 64}
 
 
 def _idx(path: Path, seed: int) -> None:
@@ -76,6 +93,13 @@ def _read_model(path: Path) -> None:
     load_model("classic", path)
 
 
+def _read_checkpoint(path: Path) -> None:
+    from mnist_pipeline.training import checkpoint
+
+    state = checkpoint.load(path, _identity(1)) or checkpoint.load(path, _identity(2))
+    assert state is not None and state["model"]["w"].shape == (64, 64)  # None: unreadable
+
+
 def _read_idx(path: Path) -> None:
     from mnist_pipeline.data import idx
 
@@ -104,6 +128,7 @@ def _read_png(path: Path) -> None:
 
 WRITERS: dict[str, Callable[[Path, int], None]] = {
     "model.pt": _model,
+    "checkpoint.pt": _checkpoint,
     "images.idx": _idx,
     "predictions.csv": _csv,
     "metrics.json": _json,
@@ -111,6 +136,7 @@ WRITERS: dict[str, Callable[[Path, int], None]] = {
 }
 READERS: dict[str, Callable[[Path], None]] = {
     "model.pt": _read_model,
+    "checkpoint.pt": _read_checkpoint,
     "images.idx": _read_idx,
     "predictions.csv": _read_csv,
     "metrics.json": _read_json,
@@ -134,14 +160,18 @@ def main(kind: str, mode: str, path: str, seed: str, limit: str = "0") -> None:
 
     # Import what the writer needs before the limit applies to every file this process writes.
     WRITERS[kind](Path(tempfile.mkdtemp()) / kind, int(seed))
-    if mode == "half":
-        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it: EFBIG instead
+    if mode in ("half", "full"):
+        if mode == "half":
+            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it: EFBIG instead
         resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit), int(limit)))
     elif mode != "none":
         call, how = mode.split("-")
         name = {"fsync": "fsync", "rename": "replace"}[call]
         setattr(os, name, _fault(how))
-    WRITERS[kind](Path(path), int(seed))
+    from mnist_pipeline.core.errors import one_line_errors
+
+    with one_line_errors():
+        WRITERS[kind](Path(path), int(seed))
 
 
 if __name__ == "__main__":

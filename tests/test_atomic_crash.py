@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mnist_pipeline.core import atomic
-from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.errors import EXIT_IO, PipelineError
 from mnist_pipeline.inbox import pending
 from tests.conftest import REPO_ROOT
 from tests.crash_writers import READERS, WRITERS
@@ -24,13 +24,13 @@ from tests.crash_writers import READERS, WRITERS
 KINDS = sorted(WRITERS)
 
 
-def write_in_child(kind: str, mode: str, target: Path, limit: int = 0) -> subprocess.Popen:
+def write_in_child(
+    kind: str, mode: str, target: Path, limit: int = 0
+) -> subprocess.CompletedProcess[str]:
     """Write `target` (seed 2) in a child process that crashes or fails as `mode` says."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
     args = [sys.executable, "-m", "tests.crash_writers", kind, mode, str(target), "2", str(limit)]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    proc.communicate(timeout=120)
-    return proc
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
 
 
 def old_and_new(kind: str, tmp_path: Path) -> tuple[Path, bytes, bytes]:
@@ -57,7 +57,7 @@ def test_a_writer_killed_half_way_through_its_bytes_leaves_the_old_file(
     target, old, new = old_and_new(kind, tmp_path)
     half = len(new) // 2
     proc = write_in_child(kind, "half", target, limit=half)
-    assert proc.returncode == -signal.SIGXFSZ, proc.stderr.read().decode()[-2000:]
+    assert proc.returncode == -signal.SIGXFSZ, proc.stderr[-2000:]
     assert target.read_bytes() == old
     READERS[kind](target)
     # The killed writer left its temp file: hidden, beside the target, half written, unreadable.
@@ -70,6 +70,39 @@ def test_a_writer_killed_half_way_through_its_bytes_leaves_the_old_file(
     READERS[kind](target)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_the_old_one(
+    kind: str, tmp_path: Path
+) -> None:
+    target, old, new = old_and_new(kind, tmp_path)
+    proc = write_in_child(kind, "full", target, limit=len(new) // 2)
+    assert proc.returncode == EXIT_IO, proc.stderr[-2000:]
+    assert proc.stderr == f"error: {target}: File too large\n"
+    assert target.read_bytes() == old and others(target) == []
+    READERS[kind](target)
+
+
+def test_files_written_together_name_the_one_that_failed_or_else_their_folder(
+    tmp_path: Path,
+) -> None:
+    first, second = tmp_path / "out" / "a.json", tmp_path / "out" / "b.json"
+
+    def full(*args) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OSError) as failed:
+        atomic.write_with(first, full)
+    assert failed.value.filename == str(first)
+    with pytest.raises(OSError) as failed, atomic.atomic_paths(first, second):
+        full()
+    assert failed.value.filename == str(first.parent)
+    named = OSError(errno.EACCES, os.strerror(errno.EACCES), "/elsewhere")
+    with pytest.raises(OSError) as failed, atomic.atomic_path(first):
+        raise named
+    assert failed.value.filename == "/elsewhere"  # a name it had is kept
+    assert not first.exists() and not second.exists() and others(first) == []
+
+
 @pytest.mark.parametrize("point", ["fsync", "rename"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_writer_killed_at_fsync_or_rename_leaves_the_old_file(
@@ -77,7 +110,7 @@ def test_a_writer_killed_at_fsync_or_rename_leaves_the_old_file(
 ) -> None:
     target, old, new = old_and_new(kind, tmp_path)
     proc = write_in_child(kind, f"{point}-crash", target)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert target.read_bytes() == old
     READERS[kind](target)
     [whole] = others(target)  # the temp file, complete: only the rename was missing

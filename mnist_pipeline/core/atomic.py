@@ -29,12 +29,20 @@ def _read_umask() -> int:
 UMASK = _read_umask()
 
 
+def _naming(exc: OSError, path: Path) -> None:
+    """Give an OSError that names no file (a write to an open file, or its fsync, on a full
+    disk: `No space left on device`) the `path` it was for, so its one-line message says where."""
+    if exc.filename is None:
+        exc.filename = str(path)
+
+
 @contextmanager
-def atomic_path(target: Path | str) -> Iterator[Path]:
+def atomic_path(target: Path | str, *, name_errors: bool = True) -> Iterator[Path]:
     """Yield a temp path in the target's folder; on success rename it onto `target`.
 
     The temp name keeps the target's suffix (savefig and exporters infer formats from it).
-    On any exception the temp file is removed and `target` is left untouched.
+    On any exception the temp file is removed and `target` is left untouched; an OSError that
+    names no file is given `target`'s name (unless `name_errors` is False).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +57,10 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         _fsync_file(tmp)
         os.replace(tmp, target)
         _fsync_folder(target.parent)
+    except OSError as exc:
+        if name_errors:
+            _naming(exc, target)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -63,12 +75,24 @@ def temp_files_of(target: Path) -> list[Path]:
 def atomic_paths(*targets: Path) -> Iterator[tuple[Path, ...]]:
     """atomic_path for several targets: a temp path for each, renamed onto its target in the
     order given, only once all were written and flushed to disk (the last one last: a record
-    naming the others). On an exception while writing or flushing, no target is touched."""
+    naming the others). On an exception while writing or flushing, no target is touched; an
+    OSError that names no file is given the targets' folder (which file failed is not known)."""
     with ExitStack() as stack:  # entered in reverse, so exited (renamed) in the given order
-        temps = [stack.enter_context(atomic_path(target)) for target in reversed(targets)]
-        yield tuple(reversed(temps))
-        for tmp in temps:  # a full disk may say so only at fsync: before any rename
-            _fsync_file(tmp)
+        temps = [
+            stack.enter_context(atomic_path(target, name_errors=False))
+            for target in reversed(targets)
+        ]
+        try:
+            yield tuple(reversed(temps))
+        except OSError as exc:
+            _naming(exc, Path(os.path.commonpath([t.parent for t in targets])))
+            raise
+        for tmp, target in zip(temps, reversed(targets), strict=True):
+            try:  # a full disk may say so only at fsync: before any rename
+                _fsync_file(tmp)
+            except OSError as exc:
+                _naming(exc, target)
+                raise
 
 
 def _fsync_file(path: Path) -> None:
@@ -129,8 +153,12 @@ def write_many(files: dict[Path, bytes]) -> None:
     """Write every file to a temp path, then rename them onto their targets in the order given
     (the last last: a record naming the others); a failure while writing touches none."""
     with atomic_paths(*files) as temps:
-        for tmp, data in zip(temps, files.values(), strict=True):
-            tmp.write_bytes(data)
+        for tmp, (target, data) in zip(temps, files.items(), strict=True):
+            try:
+                tmp.write_bytes(data)
+            except OSError as exc:
+                _naming(exc, target)
+                raise
 
 
 def write_with(target: Path | str, writer: Callable[[Path], None]) -> None:

@@ -24,10 +24,21 @@ def write_state_dict(model: nn.Module, path: Path) -> None:
     """Write the model's state_dict (contiguous CPU tensors) into `path` (a temp file of an
     atomic write: not atomic itself)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    # Through a file object: given a path, torch.save names the zip's root folder after the
-    # (random) temp file name, so identical weights would give different bytes.
+    torch_save(state, path)
+
+
+def torch_save(obj: object, path: Path) -> None:
+    """torch.save into `path` through a file object: given a path, torch.save names the zip's
+    root folder after the (random) temp file name, so identical weights would give different
+    bytes. A write that fails (a full disk) raises its OSError, not the RuntimeError (`unexpected
+    pos`) that torch's zip writer raises over it while closing."""
     with open(path, "wb") as handle:
-        torch.save(state, handle)
+        try:
+            torch.save(obj, handle)
+        except RuntimeError as exc:
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from None
+            raise
 
 
 def load_model(arch: str, path: Path) -> nn.Module:

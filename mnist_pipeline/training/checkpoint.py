@@ -20,7 +20,7 @@ from filelock import FileLock, Timeout
 from mnist_pipeline.core.atomic import write_with
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.progress import log
-from mnist_pipeline.model.weights import load_failure
+from mnist_pipeline.model.weights import load_failure, torch_save
 
 FORMAT = 1
 
@@ -45,7 +45,7 @@ def restore_rng_states(
 
 def save(path: Path, state: dict[str, Any]) -> None:
     """Atomically write `state` (with the format number) as the checkpoint at `path`."""
-    write_with(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
+    write_with(path, lambda tmp: torch_save({"format": FORMAT, **state}, tmp))
 
 
 def _changed(made: dict[str, Any], identity: dict[str, Any]) -> list[str]:
