@@ -34,12 +34,16 @@ EXAMPLE_DEPS := $(if $(NPM),examples/node/node_modules/.package-lock.json \
                             examples/web/node_modules/.package-lock.json \
                             plots/node_modules/.package-lock.json)
 
-.PHONY: run repro test lint bench clean
+# The pinned versions of every package that CI tests (constraints.txt); `make CONSTRAINTS=`
+# lets pip resolve pyproject.toml afresh, `make constraints` re-pins.
+CONSTRAINTS ?= constraints.txt
+
+.PHONY: run repro test lint bench clean constraints
 
 # Python 3.11 or newer (pyproject.toml); a venv made earlier by an older one is made again.
 NEW_ENOUGH := import sys; sys.exit(sys.version_info < (3, 11))
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c '$(NEW_ENOUGH)' || { echo "error: $(PYTHON) is Python \
 	$$($(PYTHON) -c 'import platform; print(platform.python_version())'); mnist-pipeline \
 	needs 3.11 or newer: make ... PYTHON=python3.11" >&2; exit 1; }
@@ -47,8 +51,18 @@ $(STAMP): pyproject.toml
 	  || $(PYTHON) -m venv --clear $(VENV) \
 	  || { echo "error: $(PYTHON) -m venv failed (on Debian and Ubuntu: install \
 	python3.$$($(PYTHON) -c 'import sys; print(sys.version_info[1])')-venv)" >&2; exit 1; }
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	$(BIN)/pip install --disable-pip-version-check -q $(CONSTRAINTS:%=-c %) -e '.[dev]'
 	@touch $(STAMP)
+
+constraints:  ## re-pin constraints.txt: pyproject.toml resolved afresh in a scratch venv
+	@scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch" constraints.txt.new' EXIT \
+	  && $(PYTHON) -m venv "$$scratch" \
+	  && "$$scratch/bin/pip" install --disable-pip-version-check -q -e '.[dev]' \
+	  && { grep '^#' constraints.txt || true; \
+	       "$$scratch/bin/pip" freeze --disable-pip-version-check --exclude-editable; } \
+	     > constraints.txt.new \
+	  && mv constraints.txt.new constraints.txt
+	@echo "constraints.txt re-pinned: commit it with pyproject.toml"
 
 examples/%/node_modules/.package-lock.json: examples/%/package-lock.json
 	npm ci --prefix examples/$* --no-audit --no-fund --loglevel=error
