@@ -127,31 +127,56 @@ def test_a_step_back_judged_on_shadowed_images_names_production(
         challenger.stop()
 
 
-def test_a_canary_wrong_on_labelled_images_steps_back(
+def production_digits(registry: Registry, pngs: list[bytes]) -> list[int]:
+    """What production (v1) answers for each PNG, from a server without a challenger."""
+    served = ServedModel(registry, "production")
+    served.refresh()
+    api = TestClient(create_app(served, ServeParams(), None, None))
+    uploads = [api.post("/predict", files=[("files", ("d.png", png, "image/png"))]) for png in pngs]
+    return [answer.json()["predictions"][0]["digit"] for answer in uploads]
+
+
+def test_a_canary_wrong_on_labelled_images_steps_back_when_production_is_right_on_them(
     registry: Registry, digits: list[bytes], tmp_path: Path
 ) -> None:
     limits = {"canary_max_disagreement": 1.0, "canary_min_labels": 3, "canary_max_error": 0.5}
     api, challenger = served_api(
         registry, tmp_path / "project", shadow="staging", canary_percent=100, **limits
     )
+    production = production_digits(registry, digits)
     try:
         bearer = {"Authorization": f"Bearer {TOKEN}"}
-        for d in range(3):
+
+        def label(d: int, right_one: str) -> int:
+            """Have the canary classify digit d, then label it so that `right_one` is right
+            ("production") or neither is ("none"); returns the version that answers next."""
             upload = [("files", (f"{d}.png", digits[d], "image/png"))]
             answer = api.post("/predict", files=upload).json()
             assert answer["model"]["version"] == 2
-            wrong = (answer["predictions"][0]["digit"] + 1) % 10  # the label says it erred
+            canary_digit = answer["predictions"][0]["digit"]
+            if right_one == "production":
+                assert production[d] != canary_digit, "the two models must disagree here"
+                truth = production[d]
+            else:
+                truth = ({*range(10)} - {production[d], canary_digit}).pop()
             labelled = api.post(
                 "/feedback",
                 headers=bearer,
                 files={"file": (f"{d}.png", digits[d], "image/png")},
-                data={"label": str(wrong)},
+                data={"label": str(truth)},
             )
             assert labelled.status_code == 201
-        later = api.post("/predict", files=[("files", ("4.png", digits[4], "image/png"))])
-        assert later.json()["model"]["version"] == 1
+            assert challenger.wait_idle(30)
+            later = api.post("/predict", files=[("files", ("9.png", digits[9], "image/png"))])
+            return later.json()["model"]["version"]
+
+        # wrong on every labelled image, as production is (corrections of hard images): it stays
+        assert [label(d, "none") for d in range(3)] == [2, 2, 2]
+        assert api.get("/model").json()["shadow"]["canary"]["stepped_back"] == {}
+        # wrong where production is right: over the limit, and now worse than production
+        assert label(3, "production") == 1
         why = api.get("/model").json()["shadow"]["canary"]["stepped_back"]["2"]
-        assert "is wrong on 100.0% of 3 labelled images" in why
+        assert "is wrong on 100.0% of 4 labelled images (production on 75.0%)" in why
     finally:
         challenger.stop()
 
@@ -171,7 +196,19 @@ def test_the_thresholds_need_enough_evidence() -> None:
     three = Tally(version=2, labelled={"1": Pairs(production_only=3)})
     assert step_back_reason(three, limits) is None
     four = Tally(version=2, labelled={"1": Pairs(production_only=2, both=2)})
-    assert step_back_reason(four, limits)[0] == "error"
+    assert step_back_reason(four, limits) == (
+        "error",
+        "is wrong on 50.0% of 4 labelled images (production on 0.0%), over "
+        "serve.canary_max_error (0.25)",
+    )
+    # as often wrong as production on the same images, or less: not the canary's doing
+    hard = Tally(version=2, labelled={"1": Pairs(neither=2, both=2)})
+    assert hard.challenger_error == hard.production_error == 0.5
+    assert step_back_reason(hard, limits) is None
+    corrections = Tally(version=2, labelled={"3": Pairs(neither=14, challenger_only=6)})
+    assert step_back_reason(corrections, limits) is None  # production wrong on every one
+    assert step_back_reason(Tally(version=2, labelled={"1": Pairs(neither=3, production_only=1)}),
+                            limits)[0] == "error"  # fmt: skip
     assert step_back_reason(Tally(version=2, failed=9), limits) is None
     assert step_back_reason(Tally(version=2, failed=10), limits) == (
         "failed",

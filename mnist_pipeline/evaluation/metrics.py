@@ -73,9 +73,9 @@ def accuracy(matrix: torch.Tensor) -> float:
 def calibration(confidence: torch.Tensor, correct: torch.Tensor, bins: int = 15) -> dict:
     """Expected calibration error over `bins` equal-width confidence bins, and the bins.
 
-    A prediction with confidence c falls in bin ceil(c * bins) - 1 (so (0.9, 0.9333] is one
-    bin); ECE = sum over bins of (count / N) * |accuracy - mean confidence|: 0 when a stated
-    confidence of 0.9 is right 90% of the time.
+    A prediction with confidence c falls in bin ceil(c * bins) - 1 (with 15 bins, (0.8667,
+    0.9333] is one); ECE = sum over bins of (count / N) * |accuracy - mean confidence|: 0 when
+    a stated confidence of 0.9 is right 90% of the time.
     """
     if confidence.shape != correct.shape or confidence.dim() != 1:
         raise ValueError("confidence and correct must be 1-D and equal in shape")

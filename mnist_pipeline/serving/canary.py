@@ -4,7 +4,9 @@
 challenger's version (challenger.py). A version steps back, for good until the server restarts,
 once its disagreement with production goes over `serve.canary_max_disagreement` (after
 `serve.canary_min_images` compared images), its error on labelled images over
-`serve.canary_max_error` (after `serve.canary_min_labels`), or once it has failed (raised) on
+`serve.canary_max_error` while above production's on the same images (after
+`serve.canary_min_labels`: labels sent through /feedback are often corrections of a wrong
+answer, so any model's error on them runs high), or once it has failed (raised) on
 `serve.canary_min_images` images; another version of the alias starts afresh. A version the
 production alias has pointed at and moved away from (rolled back from, or replaced by a newer
 promotion) is not tried again: it answers no share while production is elsewhere. A step back is
@@ -65,9 +67,15 @@ def step_back_reason(tally: Tally, limits: ServeParams) -> tuple[str, str] | Non
          limits.canary_min_labels, tally.challenger_error, limits.canary_max_error),
     )  # fmt: skip
     for reason, verb, what, seen, enough, share, limit in checks:
-        if seen >= enough and share > limit:
-            why = f"{verb} {share:.1%} of {seen} {what}, over serve.canary_max_{reason} ({limit:g})"
-            return reason, why
+        if seen < enough or share <= limit:
+            continue
+        if reason == "error" and share <= tally.production_error:
+            continue  # no worse than production on the same images: hard images, not the canary
+        than = f" (production on {tally.production_error:.1%})" if reason == "error" else ""
+        why = (
+            f"{verb} {share:.1%} of {seen} {what}{than}, over serve.canary_max_{reason} ({limit:g})"
+        )
+        return reason, why
     return None
 
 

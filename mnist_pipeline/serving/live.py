@@ -94,6 +94,12 @@ class Tally(BaseModel):
         right = sum(p.both + p.challenger_only for p in self.labelled.values())
         return 1 - right / self.labels if self.labels else 0.0
 
+    @property
+    def production_error(self) -> float:
+        """Production's error on the same labelled images as `challenger_error`."""
+        right = sum(p.both + p.production_only for p in self.labelled.values())
+        return 1 - right / self.labels if self.labels else 0.0
+
     @classmethod
     def total(cls, tallies: list[Tally], production: int | None) -> Tally:
         """One challenger version's tallies against every production version, added up (what
