@@ -24,11 +24,11 @@ def run(kill_at: int, argv: list[str]) -> None:
     writes = 0
 
     @contextmanager
-    def killed_at_k(target: Path | str) -> Iterator[Path]:
+    def killed_at_k(target: Path | str, **options: bool) -> Iterator[Path]:
         nonlocal writes
         writes += 1
         index = writes  # files renamed together are all begun before the first is renamed
-        with original(target) as tmp:
+        with original(target, **options) as tmp:
             yield tmp
             if index == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import subprocess
@@ -126,6 +127,31 @@ def test_failed_gate_still_writes_reports_then_raises(trained: Layout) -> None:
     report = json.loads(trained.metrics.read_text())
     assert report["passed"] is False and report["accuracy"] < 0.9
     assert len(read_predictions(trained)) == 128
+
+
+@pytest.mark.parametrize("failing", ["plot_confusion", "plot_robustness"])
+def test_a_failure_while_writing_leaves_the_previous_evaluation_whole(
+    trained: Layout, failing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk at one plot (after the predictions and other plots were made): every file of
+    the previous evaluation stays as it was, still consistent with its metrics.json."""
+    from mnist_pipeline.evaluation import plots
+
+    evaluate(MODEL, EvaluateParams(min_accuracy=0.0, robustness_per_transform=0), trained)
+    before = {p: p.read_bytes() for p in trained.reports.rglob("*") if p.is_file()}
+    untrained(trained)  # other weights: every output would change
+
+    def full_disk(*args) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(plots, failing, full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        evaluate(MODEL, EvaluateParams(min_accuracy=0.0, robustness_per_transform=2), trained)
+    after = {p: p.read_bytes() for p in trained.reports.rglob("*") if p.is_file()}
+    assert after == before  # nothing replaced, no stale plot removed, no staging left
+    outputs = json.loads(trained.metrics.read_text())["outputs"]
+    assert len(outputs) >= 6  # predictions, headline, plots: each as metrics.json records it
+    assert all(file_sha256(trained.root / path) == sha for path, sha in outputs.items())
 
 
 def test_missing_weights_is_a_clear_error(tmp_path: Path, tiny_data_dir: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -154,7 +155,10 @@ def test_read_only_reports_leave_the_previous_report(
     monkeypatch.setattr(atomic.tempfile, "mkstemp", read_only)
     assert cli(tmp_path, "evaluate", monkeypatch=monkeypatch) == EXIT_IO
     *before, last = capsys.readouterr().err.strip().splitlines()
-    assert last == f"error: {layout.reports}: Read-only file system"
+    # its first write: into the hidden folder in reports/ where evaluate makes its files
+    staging = re.escape(f"{layout.reports}/.evaluate.tmp-")
+    assert re.fullmatch(rf"error: {staging}\w+: Read-only file system", last), last
+    assert list(layout.reports.glob(".evaluate.tmp-*")) == []  # removed
     # the robustness set's cache cannot be written either: one warning, and evaluate goes on
     (warning,) = before
     assert warning.startswith(f"warning: cannot cache the robustness set in {tmp_path}")

@@ -110,6 +110,19 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def replace_all(moves: list[tuple[Path, Path]], removals: list[Path]) -> None:
+    """Rename each (written and flushed) file onto its target in the order given (the last
+    last: a record naming the others), then remove `removals` (outputs not made this time), and
+    flush the folders: the publishing of files staged in full beforehand, so that a failure
+    while making them touched none of the targets."""
+    for staged, target in moves:
+        os.replace(staged, target)
+    for path in removals:
+        path.unlink(missing_ok=True)
+    for folder in dict.fromkeys(p.parent for p in [*(t for _, t in moves), *removals]):
+        _fsync_folder(folder)
+
+
 def check_writable(*folders: Path) -> None:
     """Create each folder and a file in it, then remove the file: an OSError naming the path
     now, rather than after minutes of work (read-only filesystem, permissions, full disk)."""

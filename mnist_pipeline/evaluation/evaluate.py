@@ -8,18 +8,27 @@ gate (gate.enforce_evaluation). Scores only weights whose training finished (mod
 model.pt and the history). Writes layout.predictions (CSV: index,actual,predicted,confidence),
 the PNG plots, layout.scores and last layout.metrics (JSON, with the SHA-256 of the others),
 prints the report, and only then raises GateError when accuracy < min_accuracy (or, when set,
-the extra holdout's accuracy < min_extra_accuracy).
+the extra holdout's accuracy < min_extra_accuracy). Every file is made in a hidden folder in
+layout.reports first and moved into place only once all were made: a failure while scoring or
+writing (a full disk, an interrupt) leaves the previous evaluation whole.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mnist_pipeline.core.atomic import unchanging, write_json, write_text
+from mnist_pipeline.core.atomic import (
+    check_targets,
+    replace_all,
+    unchanging,
+    write_json,
+    write_text,
+)
 from mnist_pipeline.core.errors import GateError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import EvaluateParams, ModelParams
@@ -33,6 +42,8 @@ from mnist_pipeline.model.weights import load_model_and_hash
 
 PLOT_FILES = ("misclassified.png", "correct.png", "confusion_matrix.png", "training_curves.png")
 EXTRA_PLOT = "extra_misclassified.png"  # the extra holdout's mistakes (only with a holdout)
+# every plot evaluate makes; one not made this time is removed (never a stale one left behind)
+PLOTS = (*PLOT_FILES, EXTRA_PLOT, quality.RELIABILITY_PLOT, quality.ROBUSTNESS_PLOT)
 
 
 @dataclass(frozen=True)
@@ -57,21 +68,20 @@ class EvalResult:
 def score_holdout(
     net: torch.nn.Module,
     params: EvaluateParams,
-    layout: Layout,
+    plots_dir: Path,
     holdout: extra.Split,
     ingested: str,
 ) -> dict[str, Any]:
     """The extra holdout's report (total 0 without one; `ingested`: the extra_sha256 of the
-    files it was read from); its mistakes go to EXTRA_PLOT."""
+    files it was read from); its mistakes go to plots_dir/EXTRA_PLOT."""
     held: dict[str, Any] = {
         "total": len(holdout),
         "holdout_sha256": extra.split_sha256(holdout),
         "extra_sha256": ingested,
         "min_extra_accuracy": params.min_extra_accuracy,
     }
-    plot = layout.plots / EXTRA_PLOT
+    plot = plots_dir / EXTRA_PLOT
     if not len(holdout):
-        plot.unlink(missing_ok=True)  # never leave a stale one behind
         return {**held, "accuracy": None, "correct": 0, "passed": True}
     images = torch.from_numpy(holdout.images)
     scores = scoring.score(net, images, torch.from_numpy(holdout.labels), params.batch_size)
@@ -88,14 +98,23 @@ def score_holdout(
     }
 
 
-def write_plots(images: torch.Tensor, scores: scoring.Scores, layout: Layout) -> None:
-    """Every test-set plot into layout.plots (training curves only when a history exists)."""
-    folder, answers = layout.plots, (scores.actual, scores.predicted, scores.confidence)
+def write_plots(images: torch.Tensor, scores: scoring.Scores, history: Path, folder: Path) -> None:
+    """Every test-set plot into `folder` (training curves only when a history exists)."""
+    answers = (scores.actual, scores.predicted, scores.confidence)
     plots.plot_misclassified(images, *answers, folder / PLOT_FILES[0])
     plots.plot_correct(images, *answers, folder / PLOT_FILES[1])
     plots.plot_confusion(scores.matrix, folder / PLOT_FILES[2])
-    if not plots.plot_training_curves(layout.train_history, folder / PLOT_FILES[3]):
-        (folder / PLOT_FILES[3]).unlink(missing_ok=True)  # never leave a stale one behind
+    plots.plot_training_curves(history, folder / PLOT_FILES[3])
+
+
+def publish(staged: Path, layout: Layout) -> None:
+    """Move the plots, predictions and headline made in `staged` into place (the plots not made
+    this time removed), each written in full beforehand."""
+    layout.plots.mkdir(parents=True, exist_ok=True)
+    made = [name for name in PLOTS if (staged / name).exists()]
+    moves = [(staged / name, layout.plots / name) for name in made]
+    moves += [(staged / target.name, target) for target in (layout.predictions, layout.scores)]
+    replace_all(moves, [layout.plots / name for name in PLOTS if name not in made])
 
 
 def check_trained(layout: Layout, weights_sha256: str, data_sha256: str, ingested: str) -> None:
@@ -133,47 +152,51 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
     """Score layout.state_dict on the test set; raise GateError below params.min_accuracy."""
     # a clear error if there are none; the hash is of the bytes loaded: the weights described
     net, weights_sha256 = load_model_and_hash(model.arch, layout.state_dict)
+    check_targets(layout.metrics, layout.predictions, layout.scores, layout.plots / PLOTS[0])
     with unchanging(layout.data_dir, layout.extra_dir):  # no fetch or ingest replaces them
         data_sha256 = dataset_sha256(layout.data_dir)
         ingested = extra.extra_sha256(layout.extra_dir)
         check_trained(layout, weights_sha256, data_sha256, ingested)
         mnist = load_mnist(layout.data_dir)
         holdout = extra.read_split(layout.extra_dir, "holdout")
-    test = scoring.score(net, mnist.test_images, mnist.test_labels, params.batch_size)
-    held = score_holdout(net, params, layout, holdout, ingested)
-    calibration = metrics.calibration(test.confidence, test.predicted == test.actual)
-    robustness = quality.robustness_report(
-        net,
-        mnist.test_images,
-        test.actual,
-        params.robustness_per_transform,
-        params.batch_size,
-        layout.robustness_cache,
-    )
-    fields = {
-        "accuracy": test.accuracy,
-        "loss": test.loss,
-        "correct": test.correct,
-        "total": len(test.actual),
-        "min_accuracy": params.min_accuracy,
-        "passed": accuracy_passes(test.accuracy, params.min_accuracy) and held["passed"],
-        "per_class": metrics.per_class(test.matrix),
-        "confusion_matrix": test.matrix.tolist(),
-        "extra": held,
-        "calibration": calibration,
-        "robustness": robustness,
-        "dataset_sha256": data_sha256,
-        "state_dict_sha256": weights_sha256,
-        "arch": model.arch,
-    }
-    full = Metrics.model_validate(fields)
-    answers = report.predictions_csv(test.actual, test.predicted, test.confidence)
-    write_text(layout.predictions, answers)
-    write_plots(mnist.test_images, test, layout)
-    quality.write_plots(calibration, robustness, layout.plots)
-    write_json(layout.scores, report.headline(full))
+    identity = {"dataset_sha256": data_sha256, "state_dict_sha256": weights_sha256}
+    with tempfile.TemporaryDirectory(dir=layout.reports, prefix=".evaluate.tmp-") as staging:
+        staged = Path(staging)
+        test = scoring.score(net, mnist.test_images, mnist.test_labels, params.batch_size)
+        held = score_holdout(net, params, staged, holdout, ingested)
+        calibration = metrics.calibration(test.confidence, test.predicted == test.actual)
+        robustness = quality.robustness_report(
+            net,
+            mnist.test_images,
+            test.actual,
+            params.robustness_per_transform,
+            params.batch_size,
+            layout.robustness_cache,
+        )
+        fields = {
+            "accuracy": test.accuracy,
+            "loss": test.loss,
+            "correct": test.correct,
+            "total": len(test.actual),
+            "min_accuracy": params.min_accuracy,
+            "passed": accuracy_passes(test.accuracy, params.min_accuracy) and held["passed"],
+            "per_class": metrics.per_class(test.matrix),
+            "confusion_matrix": test.matrix.tolist(),
+            "extra": held,
+            "calibration": calibration,
+            "robustness": robustness,
+            **identity,
+            "arch": model.arch,
+        }
+        full = Metrics.model_validate(fields)
+        answers = report.predictions_csv(test.actual, test.predicted, test.confidence)
+        write_text(staged / layout.predictions.name, answers)
+        write_plots(mnist.test_images, test, layout.train_history, staged)
+        quality.write_plots(calibration, robustness, staged)
+        write_json(staged / layout.scores.name, report.headline(full))
+        publish(staged, layout)
     full = Metrics.model_validate({**fields, "outputs": written_outputs(layout)})
-    full.write(layout.metrics)  # last: the record that every write above finished
+    full.write(layout.metrics)  # last: the record that every file above was made and moved
     print(report.report_text(full), flush=True)
     enforce_evaluation(full)
     return EvalResult(
