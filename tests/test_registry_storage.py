@@ -4,6 +4,7 @@ nothing of the pipeline, and nothing outside it reaches into its store."""
 from __future__ import annotations
 
 import ast
+import errno
 import hashlib
 import json
 import os
@@ -39,6 +40,21 @@ def test_create_is_create_if_absent(tmp_path: Path) -> None:
     assert store.create("m/blobs/a", b"two") is False
     assert store.read("m/blobs/a") == b"one" and store.read("m/blobs/b") is None
     assert store.list("m/") == ["m/blobs/a"]  # no temp or lock files listed
+
+
+def test_a_file_system_without_hard_links_is_named_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def vfat(*args) -> None:
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "link", vfat)
+    store = LocalFolder(tmp_path)
+    with pytest.raises(OSError) as refused:
+        store.create("m/blobs/a", b"one")
+    assert refused.value.filename == str(tmp_path / "m/blobs/a")
+    assert "has no hard links" in refused.value.strerror and "s3://" in refused.value.strerror
+    assert [p.name for p in (tmp_path / "m/blobs").iterdir()] == []  # the temp file removed
 
 
 def test_another_users_file_is_renewed_by_a_copy_of_its_own(

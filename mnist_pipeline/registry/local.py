@@ -11,6 +11,7 @@ git prunes what an interrupted command left only after a grace period).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -25,6 +26,9 @@ from filelock import FileLock, Timeout
 from mnist_pipeline.core.atomic import write_bytes
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry.storage import Storage, check_key
+
+# link(2) on a file system without hard links (vfat: EPERM; others: ENOTSUP, EOPNOTSUPP)
+NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP}
 
 LOCK_TIMEOUT_S = 120.0
 # create's ".NAME.HEX.tmp" and core.atomic's ".NAME.RANDOM.tmpSUFFIX" (an alias document's swap)
@@ -87,6 +91,16 @@ class LocalFolder(Storage):
                 os.link(tmp, target)
             except FileExistsError:
                 return False
+            except OSError as exc:
+                if exc.errno not in NO_HARD_LINKS:
+                    raise
+                raise OSError(
+                    exc.errno,
+                    f"{exc.strerror}: this file system has no hard links, which the registry "
+                    "needs to create a file only if it is absent (vfat, some network shares): "
+                    "put registry.root on a local disk, or on S3 (s3://bucket/prefix)",
+                    str(target),
+                ) from None
         finally:
             tmp.unlink(missing_ok=True)
         _fsync_dir(target.parent)
