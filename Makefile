@@ -3,7 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# The venv's stamp names what it was installed with: another CONSTRAINTS installs again.
+STAMP = $(VENV)/.installed-$(or $(notdir $(CONSTRAINTS)),unpinned)
 
 # Offline machines: a local copy of the four MNIST .gz files (path or file:// URL).
 # Unset, this uses ../shared/mnist when it holds all four, else params.yaml's public mirrors
@@ -51,14 +52,21 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	  || $(PYTHON) -m venv --clear $(VENV) \
 	  || { echo "error: $(PYTHON) -m venv failed (on Debian and Ubuntu: install \
 	python3.$$($(PYTHON) -c 'import sys; print(sys.version_info[1])')-venv)" >&2; exit 1; }
-	$(BIN)/pip install --disable-pip-version-check -q $(CONSTRAINTS:%=-c %) -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	$(BIN)/pip install --disable-pip-version-check -q $(CONSTRAINTS:%=-c %) -e '.[dev]' \
+	  || { test -z "$(CONSTRAINTS)" || echo "hint: $(CONSTRAINTS) pins versions resolved on \
+	Linux x86-64 with Python 3.11; elsewhere, make ... CONSTRAINTS= resolves afresh" >&2; exit 1; }
 	@touch $(STAMP)
 
 constraints:  ## re-pin constraints.txt: pyproject.toml resolved afresh in a scratch venv
 	@scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch" constraints.txt.new' EXIT \
 	  && $(PYTHON) -m venv "$$scratch" \
 	  && "$$scratch/bin/pip" install --disable-pip-version-check -q -e '.[dev]' \
-	  && { grep '^#' constraints.txt || true; \
+	  && { echo "# The versions \`make\` installs (pip install -c constraints.txt): the set CI tests,"; \
+	       echo "# resolved from pyproject.toml by \`make constraints\` on $$(uname -sm), Python \
+	$$("$$scratch/bin/python" -c 'import platform; print(platform.python_version())')."; \
+	       echo "# A pin for a package another platform does not install (nvidia-*, triton) is"; \
+	       echo "# ignored there; make CONSTRAINTS= resolves afresh (docs/development.md)."; \
 	       "$$scratch/bin/pip" freeze --disable-pip-version-check --exclude-editable; } \
 	     > constraints.txt.new \
 	  && mv constraints.txt.new constraints.txt
