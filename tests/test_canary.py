@@ -176,7 +176,7 @@ def test_a_canary_wrong_on_labelled_images_steps_back_when_production_is_right_o
         # wrong where production is right: over the limit, and now worse than production
         assert label(3, "production") == 1
         why = api.get("/model").json()["shadow"]["canary"]["stepped_back"]["2"]
-        assert "is wrong on 100.0% of 4 labelled images (production on 75.0%)" in why
+        assert "is wrong on 100.0% of 4 labelled images (production v1 on 75.0%)" in why
     finally:
         challenger.stop()
 
@@ -209,6 +209,20 @@ def test_the_thresholds_need_enough_evidence() -> None:
     assert step_back_reason(corrections, limits) is None  # production wrong on every one
     assert step_back_reason(Tally(version=2, labelled={"1": Pairs(neither=3, production_only=1)}),
                             limits)[0] == "error"  # fmt: skip
+    # compared with the production serving now (v3), not with one of the past (v1)
+    past = Tally(version=2, production=1, labelled={"1": Pairs(neither=100, challenger_only=80,
+                                                               both=20)})  # fmt: skip
+    now = Tally(version=2, production=3, labelled={"1": Pairs(production_only=20, neither=5,
+                                                              both=25)})  # fmt: skip
+    pooled = Tally.total([past, now], production=3)
+    assert pooled.challenger_error == 0.5 and pooled.production_error == 0.74
+    assert step_back_reason(pooled, limits) is None  # pooled, v1's errors would hide it
+    assert step_back_reason(pooled, limits, against=now) == (
+        "error",
+        "is wrong on 50.0% of 250 labelled images (on the 50 compared with production v3: "
+        "50.0%, production 10.0%), over serve.canary_max_error (0.25)",
+    )
+    assert step_back_reason(pooled, limits, against=past) is None
     assert step_back_reason(Tally(version=2, failed=9), limits) is None
     assert step_back_reason(Tally(version=2, failed=10), limits) == (
         "failed",

@@ -55,8 +55,13 @@ def left_behind(
     return left - {current}
 
 
-def step_back_reason(tally: Tally, limits: ServeParams) -> tuple[str, str] | None:
-    """(reason, why in words) when the tally's version must step back, else None."""
+def step_back_reason(
+    tally: Tally, limits: ServeParams, against: Tally | None = None
+) -> tuple[str, str] | None:
+    """(reason, why in words) when the tally's version must step back, else None. `tally` holds
+    everything the version saw; `against`, its part compared with the production version that
+    serves now, is where its errors are compared with production's (`tally` where it has no
+    labels): a production version of the past is no yardstick."""
     if tally.failed >= limits.canary_min_images:  # a version that cannot answer
         enough = f"serve.canary_min_images ({limits.canary_min_images})"
         return "failed", f"failed on {tally.failed} images, as many as {enough}"
@@ -66,17 +71,29 @@ def step_back_reason(tally: Tally, limits: ServeParams) -> tuple[str, str] | Non
         ("error", "is wrong on", "labelled images", tally.labels,
          limits.canary_min_labels, tally.challenger_error, limits.canary_max_error),
     )  # fmt: skip
+    paired = against if against is not None and against.labels else tally
     for reason, verb, what, seen, enough, share, limit in checks:
         if seen < enough or share <= limit:
             continue
-        if reason == "error" and share <= tally.production_error:
+        if reason == "error" and paired.challenger_error <= paired.production_error:
             continue  # no worse than production on the same images: hard images, not the canary
-        than = f" (production on {tally.production_error:.1%})" if reason == "error" else ""
+        than = _than_production(paired, tally) if reason == "error" else ""
         why = (
             f"{verb} {share:.1%} of {seen} {what}{than}, over serve.canary_max_{reason} ({limit:g})"
         )
         return reason, why
     return None
+
+
+def _than_production(paired: Tally, tally: Tally) -> str:
+    """How production did on the labelled images the errors were compared on."""
+    production = "production" if paired.production is None else f"production v{paired.production}"
+    if paired.labels == tally.labels:
+        return f" ({production} on {paired.production_error:.1%})"
+    return (
+        f" (on the {paired.labels} compared with {production}: {paired.challenger_error:.1%}, "
+        f"production {paired.production_error:.1%})"
+    )
 
 
 class Canary:
@@ -148,12 +165,13 @@ class Canary:
         """Whether `version` can still step back (a canary share is set, and it has not)."""
         return self.limits.canary_percent != 0 and version not in self.stepped_back
 
-    def judge(self, tally: Tally) -> bool:
+    def judge(self, tally: Tally, against: Tally | None = None) -> bool:
         """Step the tally's version back if it went over a threshold (once per version; a late
-        label may judge an earlier version); True if it stepped back now."""
+        label may judge an earlier version; `against`: as in step_back_reason); True if it
+        stepped back now."""
         if not self.judges(tally.version):
             return False
-        found = step_back_reason(tally, self.limits)
+        found = step_back_reason(tally, self.limits, against)
         if found is None:
             return False
         reason, why = found

@@ -175,7 +175,8 @@ class Challenger:
         if not self.canary.judges(version):
             return False
         mine = [t for (v, _), t in self.tallies.items() if v == version]
-        return self.canary.judge(Tally.total(mine, production))
+        now = self.tallies.get((version, production))  # against the production serving now
+        return self.canary.judge(Tally.total(mine, production), now)
 
     def _tally(self, version: int, production: int, latest: bool = True) -> Tally:
         """The challenger `version`'s tally against `production` (the one it is compared with
