@@ -100,10 +100,9 @@ def source(directory: str = ".") -> dict[str, str]:
         spec_file = deploy_spec.deploying_file(Path(directory), sys.argv)
         if differ := deploy_spec.check(spec_file, Path(directory)):
             raise SourceError(
-                f"{spec_file.name}'s retraining deployment does not say what the params file "
-                "does: "
+                f"{spec_file}'s retraining deployment does not say what the params file does: "
                 + "; ".join(differ)
-                + f" (edit {spec_file.name} to match: `python -m flows.serve` deploys the params')"
+                + f" (edit {spec_file} to match: `python -m flows.serve` deploys the params')"
             )
         return resolve_source(Path(directory))
     except (SourceError, ParamsError, OSError) as exc:

@@ -100,6 +100,9 @@ def test_files_written_together_name_the_one_that_failed_or_else_their_folder(
     with pytest.raises(OSError) as failed, atomic.atomic_path(first):
         raise named
     assert failed.value.filename == "/elsewhere"  # a name it had is kept
+    with pytest.raises(OSError) as failed, atomic.atomic_path(first):
+        raise OSError("cannot write mode RGBA as JPEG")  # no errno: its message stays whole
+    assert failed.value.filename is None and str(failed.value) == "cannot write mode RGBA as JPEG"
     assert not first.exists() and not second.exists() and others(first) == []
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,27 @@ def test_a_failure_while_writing_leaves_the_previous_evaluation_whole(
     outputs = json.loads(trained.metrics.read_text())["outputs"]
     assert len(outputs) >= 6  # predictions, headline, plots: each as metrics.json records it
     assert all(file_sha256(trained.root / path) == sha for path, sha in outputs.items())
+
+
+def test_staging_a_killed_evaluate_left_goes_and_a_folder_in_a_plots_place_is_found_first(
+    trained: Layout,
+) -> None:
+    trained.plots.mkdir(parents=True)
+    old, recent = trained.reports / ".evaluate.tmp-old", trained.plots / ".evaluate.tmp-new"
+    for folder in (old, recent):
+        folder.mkdir()
+        (folder / "predictions.csv").write_text("half")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (two_days_ago, two_days_ago))
+    (trained.plots / ROBUSTNESS_PLOT).mkdir()  # where evaluate's last plot goes
+    with pytest.raises(IsADirectoryError, match=ROBUSTNESS_PLOT):
+        evaluate(MODEL, EvaluateParams(min_accuracy=0.0), trained)
+    assert not trained.metrics.exists() and not trained.predictions.exists()  # before scoring
+    (trained.plots / ROBUSTNESS_PLOT).rmdir()
+    evaluate(MODEL, EvaluateParams(min_accuracy=0.0), trained)
+    assert not old.exists() and recent.is_dir()  # a day old: left by a killed one; else running
+    left = sorted(p.name for p in trained.reports.rglob(".evaluate.tmp-*"))
+    assert left == [".evaluate.tmp-new"]
 
 
 def test_missing_weights_is_a_clear_error(tmp_path: Path, tiny_data_dir: Path) -> None:

@@ -90,11 +90,16 @@ def fault_at(k: int | None, code: int) -> Iterator[list[Path]]:
         yield written
 
 
-def finished(project: Path, written: list[Path], files: dict[str, bytes]) -> set[str]:
-    """Where the files of these writes are now (relative to `project`): evaluate makes its files
-    in a hidden staging folder and moves each into place under its name before metrics.json."""
+def finished(
+    project: Path, written: list[Path], every: list[Path], files: dict[str, bytes]
+) -> set[str]:
+    """The files that may have changed (relative to `project`) after these writes of `every`
+    write a command makes: evaluate makes its files in hidden staging folders and moves them
+    into place, under their names, only once it made every one of them."""
     done = {p.relative_to(project).as_posix() for p in written}
-    staged = {p.name for p in written if p.parent.name.startswith(".evaluate.tmp-")}
+    staged = [p.name for p in every if p.parent.name.startswith(".evaluate.tmp-")]
+    if len(staged) > sum(p.parent.name.startswith(".evaluate.tmp-") for p in written):
+        return done  # some were still to be made: none was moved into place
     return done | {path for path in files if Path(path).name in staged}
 
 
@@ -155,7 +160,7 @@ def test_a_fault_at_any_write_is_reported_and_leaves_whole_files(
         changed = {path for path in after if before.get(path) != after[path]}
         # Only files the command finished writing before the fault changed; nothing vanished.
         assert set(before) <= set(after)
-        assert changed <= finished(project, attempted[: k - 1], after)
+        assert changed <= finished(project, attempted[: k - 1], attempted, after)
         assert registered(project) == versions
         register_after(project, capsys)
 

@@ -158,7 +158,7 @@ def test_read_only_reports_leave_the_previous_report(
     # its first write: into the hidden folder in reports/ where evaluate makes its files
     staging = re.escape(f"{layout.reports}/.evaluate.tmp-")
     assert re.fullmatch(rf"error: {staging}\w+: Read-only file system", last), last
-    assert list(layout.reports.glob(".evaluate.tmp-*")) == []  # removed
+    assert list(layout.reports.rglob(".evaluate.tmp-*")) == []  # removed
     # the robustness set's cache cannot be written either: one warning, and evaluate goes on
     (warning,) = before
     assert warning.startswith(f"warning: cannot cache the robustness set in {tmp_path}")

@@ -149,7 +149,9 @@ def test_deploy_refuses_a_prefect_yaml_that_params_yaml_contradicts(
         source(str(tmp_path))
     assert exited.value.code == 1
     error = capsys.readouterr().err
-    assert error.startswith("prefect deploy: prefect.yaml's retraining deployment does not say")
+    assert error.startswith(
+        f"prefect deploy: {tmp_path / 'prefect.yaml'}'s retraining deployment does not say"
+    )
     assert (
         "schedules [('0 3 * * 1', 'UTC')] in prefect.yaml, [('0 4 * * 2', 'Europe/Berlin')]"
         in error

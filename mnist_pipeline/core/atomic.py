@@ -32,7 +32,7 @@ UMASK = _read_umask()
 def _naming(exc: OSError, path: Path) -> None:
     """Give an OSError that names no file (a write to an open file, or its fsync, on a full
     disk: `No space left on device`) the `path` it was for, so its one-line message says where."""
-    if exc.filename is None:
+    if exc.filename is None and exc.errno is not None:  # else Python prints "[Errno None] None"
         exc.filename = str(path)
 
 
@@ -85,7 +85,8 @@ def atomic_paths(*targets: Path) -> Iterator[tuple[Path, ...]]:
         try:
             yield tuple(reversed(temps))
         except OSError as exc:
-            _naming(exc, Path(os.path.commonpath([t.parent for t in targets])))
+            folders = [str(t.parent.resolve()) for t in targets]  # "" for "models", "reports"
+            _naming(exc, Path(os.path.commonpath(folders)))
             raise
         for tmp, target in zip(temps, reversed(targets), strict=True):
             try:  # a full disk may say so only at fsync: before any rename

@@ -8,14 +8,18 @@ gate (gate.enforce_evaluation). Scores only weights whose training finished (mod
 model.pt and the history). Writes layout.predictions (CSV: index,actual,predicted,confidence),
 the PNG plots, layout.scores and last layout.metrics (JSON, with the SHA-256 of the others),
 prints the report, and only then raises GateError when accuracy < min_accuracy (or, when set,
-the extra holdout's accuracy < min_extra_accuracy). Every file is made in a hidden folder in
-layout.reports first and moved into place only once all were made: a failure while scoring or
-writing (a full disk, an interrupt) leaves the previous evaluation whole.
+the extra holdout's accuracy < min_extra_accuracy). Every file is made in a hidden folder beside
+its target first (in layout.reports, and in layout.plots, which may be on another disk) and
+moved into place only once all were made: a failure while scoring or writing (a full disk, an
+interrupt) leaves the previous evaluation whole.
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,8 @@ PLOT_FILES = ("misclassified.png", "correct.png", "confusion_matrix.png", "train
 EXTRA_PLOT = "extra_misclassified.png"  # the extra holdout's mistakes (only with a holdout)
 # every plot evaluate makes; one not made this time is removed (never a stale one left behind)
 PLOTS = (*PLOT_FILES, EXTRA_PLOT, quality.RELIABILITY_PLOT, quality.ROBUSTNESS_PLOT)
+STAGING = ".evaluate.tmp-"  # hidden folders the files are made in (.dvcignore: `.*.tmp*`)
+STALE_STAGING_S = 24 * 3600  # one a killed evaluate left: removed by the next, a day on
 
 
 @dataclass(frozen=True)
@@ -107,14 +113,22 @@ def write_plots(images: torch.Tensor, scores: scoring.Scores, history: Path, fol
     plots.plot_training_curves(history, folder / PLOT_FILES[3])
 
 
-def publish(staged: Path, layout: Layout) -> None:
-    """Move the plots, predictions and headline made in `staged` into place (the plots not made
-    this time removed), each written in full beforehand."""
-    layout.plots.mkdir(parents=True, exist_ok=True)
-    made = [name for name in PLOTS if (staged / name).exists()]
-    moves = [(staged / name, layout.plots / name) for name in made]
+def publish(staged: Path, staged_plots: Path, layout: Layout) -> None:
+    """Move the plots made in `staged_plots` and the predictions and headline made in `staged`
+    into place (the plots not made this time removed), each written in full beforehand."""
+    made = [name for name in PLOTS if (staged_plots / name).exists()]
+    moves = [(staged_plots / name, layout.plots / name) for name in made]
     moves += [(staged / target.name, target) for target in (layout.predictions, layout.scores)]
     replace_all(moves, [layout.plots / name for name in PLOTS if name not in made])
+
+
+def remove_stale_staging(*folders: Path) -> None:
+    """The staging folders that a killed evaluate left in `folders` (a day old or more: none of
+    an evaluate running now)."""
+    for folder in folders:
+        for path in folder.glob(f"{STAGING}*"):
+            if path.is_dir() and time.time() - path.stat().st_mtime > STALE_STAGING_S:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def check_trained(layout: Layout, weights_sha256: str, data_sha256: str, ingested: str) -> None:
@@ -152,7 +166,10 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
     """Score layout.state_dict on the test set; raise GateError below params.min_accuracy."""
     # a clear error if there are none; the hash is of the bytes loaded: the weights described
     net, weights_sha256 = load_model_and_hash(model.arch, layout.state_dict)
-    check_targets(layout.metrics, layout.predictions, layout.scores, layout.plots / PLOTS[0])
+    check_targets(
+        layout.metrics, layout.predictions, layout.scores, *(layout.plots / n for n in PLOTS)
+    )
+    remove_stale_staging(layout.reports, layout.plots)
     with unchanging(layout.data_dir, layout.extra_dir):  # no fetch or ingest replaces them
         data_sha256 = dataset_sha256(layout.data_dir)
         ingested = extra.extra_sha256(layout.extra_dir)
@@ -160,10 +177,13 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
         mnist = load_mnist(layout.data_dir)
         holdout = extra.read_split(layout.extra_dir, "holdout")
     identity = {"dataset_sha256": data_sha256, "state_dict_sha256": weights_sha256}
-    with tempfile.TemporaryDirectory(dir=layout.reports, prefix=".evaluate.tmp-") as staging:
-        staged = Path(staging)
+    with ExitStack() as stack:
+        staged, staged_plots = (
+            Path(stack.enter_context(tempfile.TemporaryDirectory(dir=folder, prefix=STAGING)))
+            for folder in (layout.reports, layout.plots)
+        )
         test = scoring.score(net, mnist.test_images, mnist.test_labels, params.batch_size)
-        held = score_holdout(net, params, staged, holdout, ingested)
+        held = score_holdout(net, params, staged_plots, holdout, ingested)
         calibration = metrics.calibration(test.confidence, test.predicted == test.actual)
         robustness = quality.robustness_report(
             net,
@@ -191,10 +211,10 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
         full = Metrics.model_validate(fields)
         answers = report.predictions_csv(test.actual, test.predicted, test.confidence)
         write_text(staged / layout.predictions.name, answers)
-        write_plots(mnist.test_images, test, layout.train_history, staged)
-        quality.write_plots(calibration, robustness, staged)
+        write_plots(mnist.test_images, test, layout.train_history, staged_plots)
+        quality.write_plots(calibration, robustness, staged_plots)
         write_json(staged / layout.scores.name, report.headline(full))
-        publish(staged, layout)
+        publish(staged, staged_plots, layout)
     full = Metrics.model_validate({**fields, "outputs": written_outputs(layout)})
     full.write(layout.metrics)  # last: the record that every file above was made and moved
     print(report.report_text(full), flush=True)

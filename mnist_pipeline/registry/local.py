@@ -27,8 +27,9 @@ from mnist_pipeline.core.atomic import write_bytes
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry.storage import Storage, check_key
 
-# link(2) on a file system without hard links (vfat: EPERM; others: ENOTSUP, EOPNOTSUPP)
-NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP}
+# link(2) on a file system without hard links (vfat: EPERM; others: ENOTSUP, EOPNOTSUPP; a FUSE
+# file system without a link operation: ENOSYS)
+NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
 
 LOCK_TIMEOUT_S = 120.0
 # create's ".NAME.HEX.tmp" and core.atomic's ".NAME.RANDOM.tmpSUFFIX" (an alias document's swap)
@@ -96,9 +97,9 @@ class LocalFolder(Storage):
                     raise
                 raise OSError(
                     exc.errno,
-                    f"{exc.strerror}: this file system has no hard links, which the registry "
-                    "needs to create a file only if it is absent (vfat, some network shares): "
-                    "put registry.root on a local disk, or on S3 (s3://bucket/prefix)",
+                    f"{exc.strerror}: this file system may have no hard links, which the "
+                    "registry needs to create a file only if it is absent (vfat, some network "
+                    "shares): put registry.root on a local disk, or on S3 (s3://bucket/prefix)",
                     str(target),
                 ) from None
         finally:
