@@ -54,8 +54,9 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	python3.$$($(PYTHON) -c 'import sys; print(sys.version_info[1])')-venv)" >&2; exit 1; }
 	@rm -f $(VENV)/.installed-*
 	$(BIN)/pip install --disable-pip-version-check -q $(CONSTRAINTS:%=-c %) -e '.[dev]' \
-	  || { test -z "$(CONSTRAINTS)" || echo "hint: $(CONSTRAINTS) pins versions resolved on \
-	Linux x86-64 with Python 3.11; elsewhere, make ... CONSTRAINTS= resolves afresh" >&2; exit 1; }
+	  || { test -z "$(CONSTRAINTS)" || echo "hint: the versions $(CONSTRAINTS) pins may not \
+	install here (its header says where they were resolved); make ... CONSTRAINTS= resolves \
+	afresh" >&2; exit 1; }
 	@touch $(STAMP)
 
 constraints:  ## re-pin constraints.txt: pyproject.toml resolved afresh in a scratch venv

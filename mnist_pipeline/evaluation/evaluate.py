@@ -176,7 +176,6 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
         check_trained(layout, weights_sha256, data_sha256, ingested)
         mnist = load_mnist(layout.data_dir)
         holdout = extra.read_split(layout.extra_dir, "holdout")
-    identity = {"dataset_sha256": data_sha256, "state_dict_sha256": weights_sha256}
     with ExitStack() as stack:
         staged, staged_plots = (
             Path(stack.enter_context(tempfile.TemporaryDirectory(dir=folder, prefix=STAGING)))
@@ -205,7 +204,8 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
             "extra": held,
             "calibration": calibration,
             "robustness": robustness,
-            **identity,
+            "dataset_sha256": data_sha256,
+            "state_dict_sha256": weights_sha256,
             "arch": model.arch,
         }
         full = Metrics.model_validate(fields)

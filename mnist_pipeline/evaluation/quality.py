@@ -59,9 +59,7 @@ def robustness_scores(
 
 
 def write_plots(calibration: dict, robustness: dict[str, Any] | None, plots_dir: Path) -> None:
-    """The reliability diagram, and the robustness chart (removed when there is no report)."""
+    """The reliability diagram, and the robustness chart when there is a report."""
     plots.plot_reliability(calibration, plots_dir / RELIABILITY_PLOT)
-    if robustness is None:
-        (plots_dir / ROBUSTNESS_PLOT).unlink(missing_ok=True)  # never leave a stale one behind
-    else:
+    if robustness is not None:
         plots.plot_robustness(robustness["accuracy"], plots_dir / ROBUSTNESS_PLOT)
