@@ -59,6 +59,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	afresh" >&2; exit 1; }
 	@touch $(STAMP)
 
+# `freeze --all` keeps setuptools (torch and zc.lockfile import it at run time), not pip itself.
 constraints:  ## re-pin constraints.txt: pyproject.toml resolved afresh in a scratch venv
 	@scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch" constraints.txt.new' EXIT \
 	  && $(PYTHON) -m venv "$$scratch" \
@@ -68,7 +69,7 @@ constraints:  ## re-pin constraints.txt: pyproject.toml resolved afresh in a scr
 	$$("$$scratch/bin/python" -c 'import platform; print(platform.python_version())')."; \
 	       echo "# A pin for a package another platform does not install (nvidia-*, triton) is"; \
 	       echo "# ignored there; make CONSTRAINTS= resolves afresh (docs/development.md)."; \
-	       "$$scratch/bin/pip" freeze --disable-pip-version-check --exclude-editable; } \
+	       "$$scratch/bin/pip" freeze --disable-pip-version-check --exclude-editable --all --exclude pip; } \
 	     > constraints.txt.new \
 	  && mv constraints.txt.new constraints.txt
 	@echo "constraints.txt re-pinned: commit it with pyproject.toml"

@@ -1,10 +1,12 @@
 """constraints.txt, the versions `make` installs, against pyproject.toml: every requirement is
 pinned, to a version the requirement allows (a dependency changed without `make constraints`
-fails here, not in a user's install)."""
+fails here, not in a user's install), and so is every package they need in turn (one left out
+would float to whatever is newest on the day of an install)."""
 
 from __future__ import annotations
 
 import tomllib
+from importlib import metadata
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -50,3 +52,39 @@ def test_every_requirement_is_pinned_to_a_version_it_allows() -> None:
         )
         checked += 1
     assert checked >= 30
+
+
+def applies(requirement: Requirement, extras: set[str]) -> bool:
+    """Whether `requirement` is installed with these extras on this platform."""
+    marker = requirement.marker
+    return marker is None or any(marker.evaluate({"extra": e}) for e in extras | {""})
+
+
+def needed() -> dict[str, str]:
+    """Every distribution the project needs with all its extras, directly or through others,
+    as this environment's metadata says: name -> what needs it."""
+    found: dict[str, str] = {}
+    todo = [(r, "pyproject.toml") for r in requirements()]
+    done: set[tuple[str, tuple[str, ...]]] = set()
+    while todo:
+        requirement, by = todo.pop()
+        key = canonicalize_name(requirement.name)
+        if (key, tuple(sorted(requirement.extras))) in done:
+            continue
+        done.add((key, tuple(sorted(requirement.extras))))
+        found.setdefault(key, by)
+        try:
+            listed = metadata.distribution(requirement.name).requires or []
+        except metadata.PackageNotFoundError:
+            raise AssertionError(f"{requirement.name} (needed by {by}) is not installed") from None
+        below = [Requirement(text) for text in listed]
+        todo += [(r, key) for r in below if applies(r, set(requirement.extras))]
+    return found
+
+
+def test_every_package_needed_through_other_packages_is_pinned_too() -> None:
+    # torch needs setuptools at run time, which `pip freeze` leaves out unless told
+    found = needed()
+    assert {"setuptools", "fastapi", "starlette", "botocore"} <= found.keys()
+    unpinned = {name: by for name, by in found.items() if name not in pins()}
+    assert not unpinned, f"needed but not in constraints.txt (name: needed by): {unpinned}"
