@@ -19,7 +19,7 @@ from mnist_pipeline.core.errors import GateError, PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import EvaluateParams, ModelParams, Params
 from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
-from mnist_pipeline.evaluation.evaluate import PLOT_FILES, evaluate
+from mnist_pipeline.evaluation.evaluate import PLOT_FILES, STAGING, evaluate
 from mnist_pipeline.evaluation.quality import RELIABILITY_PLOT, ROBUSTNESS_PLOT
 from mnist_pipeline.evaluation.robustness import TRANSFORMS
 from mnist_pipeline.model.network import build_model
@@ -159,7 +159,7 @@ def test_staging_a_killed_evaluate_left_goes_and_a_folder_in_a_plots_place_is_fo
     trained: Layout,
 ) -> None:
     trained.plots.mkdir(parents=True)
-    old, recent = trained.reports / ".evaluate.tmp-old", trained.plots / ".evaluate.tmp-new"
+    old, recent = trained.reports / f"{STAGING}old", trained.plots / f"{STAGING}new"
     for folder in (old, recent):
         folder.mkdir()
         (folder / "predictions.csv").write_text("half")
@@ -172,8 +172,8 @@ def test_staging_a_killed_evaluate_left_goes_and_a_folder_in_a_plots_place_is_fo
     (trained.plots / ROBUSTNESS_PLOT).rmdir()
     evaluate(MODEL, EvaluateParams(min_accuracy=0.0), trained)
     assert not old.exists() and recent.is_dir()  # a day old: left by a killed one; else running
-    left = sorted(p.name for p in trained.reports.rglob(".evaluate.tmp-*"))
-    assert left == [".evaluate.tmp-new"]
+    left = sorted(p.name for p in trained.reports.rglob(f"{STAGING}*"))
+    assert left == [f"{STAGING}new"]
 
 
 def test_missing_weights_is_a_clear_error(tmp_path: Path, tiny_data_dir: Path) -> None:

@@ -27,6 +27,7 @@ import pytest
 from mnist_pipeline.core import atomic
 from mnist_pipeline.core.errors import EXIT_IO
 from mnist_pipeline.data.manifest import file_sha256
+from mnist_pipeline.evaluation.evaluate import STAGING
 from mnist_pipeline.registry.local import LocalFolder
 from tests.fault_helpers import (
     PIPELINE,
@@ -97,8 +98,8 @@ def finished(
     write a command makes: evaluate makes its files in hidden staging folders and moves them
     into place, under their names, only once it made every one of them."""
     done = {p.relative_to(project).as_posix() for p in written}
-    staged = [p.name for p in every if p.parent.name.startswith(".evaluate.tmp-")]
-    if len(staged) > sum(p.parent.name.startswith(".evaluate.tmp-") for p in written):
+    staged = [p.name for p in every if p.parent.name.startswith(STAGING)]
+    if len(staged) > sum(p.parent.name.startswith(STAGING) for p in written):
         return done  # some were still to be made: none was moved into place
     return done | {path for path in files if Path(path).name in staged}
 

@@ -16,6 +16,7 @@ from mnist_pipeline.core import atomic
 from mnist_pipeline.core.errors import EXIT_IO, StageFailed, describe_os_error, one_line_errors
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ModelParams, TrainParams
+from mnist_pipeline.evaluation.evaluate import STAGING
 from mnist_pipeline.training import loop
 from mnist_pipeline.training.train import train
 
@@ -156,9 +157,9 @@ def test_read_only_reports_leave_the_previous_report(
     assert cli(tmp_path, "evaluate", monkeypatch=monkeypatch) == EXIT_IO
     *before, last = capsys.readouterr().err.strip().splitlines()
     # its first write: into the hidden folder in reports/ where evaluate makes its files
-    staging = re.escape(f"{layout.reports}/.evaluate.tmp-")
+    staging = re.escape(f"{layout.reports}/{STAGING}")
     assert re.fullmatch(rf"error: {staging}\w+: Read-only file system", last), last
-    assert list(layout.reports.rglob(".evaluate.tmp-*")) == []  # removed
+    assert list(layout.reports.rglob(f"{STAGING}*")) == []  # removed
     # the robustness set's cache cannot be written either: one warning, and evaluate goes on
     (warning,) = before
     assert warning.startswith(f"warning: cannot cache the robustness set in {tmp_path}")
