@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -545,6 +546,13 @@ def test_server_side_feedback_problems_are_503_without_details(
     assert refused.status_code == 503
     assert refused.json() == {"error": "feedback credentials are unavailable"}
     assert "tokens:1: field 2 is not a SHA-256" in caplog.text and TOKEN not in caplog.text
+    (project / "tokens").unlink()
+    os.mkfifo(project / "tokens")  # opening it would wait for a writer
+    piped = api.post("/feedback", headers=alice, **send)
+    assert piped.status_code == 503
+    assert piped.json() == {"error": "feedback credentials are unavailable"}
+    assert "tokens is not a regular file (a device, pipe or socket)" in caplog.text
+    (project / "tokens").unlink()
     (project / "tokens").write_text(f"alice {token_sha256(TOKEN)}\n")
 
     layout.pending.mkdir(parents=True)

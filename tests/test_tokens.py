@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -92,8 +93,49 @@ def test_an_unreadable_tokens_file_is_one_error(tmp_path: Path) -> None:
         creds.check(f"Bearer {ALICE}")
     file.unlink()
     file.mkdir()
-    with pytest.raises(DataError, match=r"tokens file .*tokens is not readable: "):
+    with pytest.raises(DataError, match=r"tokens file .*tokens is a folder, not a file$"):
         creds.check(f"Bearer {ALICE}")
+    file.rmdir()
+    file.write_bytes(b"# " + b"x" * tokens.MAX_FILE_BYTES + b"\n")
+    with pytest.raises(DataError, match=r"tokens file .*tokens is over 1,000,000 bytes"):
+        creds.check(f"Bearer {ALICE}")
+    file.write_text(f"alice {token_sha256(ALICE)}\n")
+    file.chmod(0)
+    if os.geteuid() != 0:  # root reads it anyway
+        with pytest.raises(DataError, match=r"tokens file .*tokens is not readable: "):
+            creds.check(f"Bearer {ALICE}")
+
+
+def test_a_pipe_in_place_of_the_tokens_file_is_refused_without_waiting_for_a_writer(
+    tmp_path: Path,
+) -> None:
+    """Opening a pipe waits for a writer: every /feedback request would hang behind it."""
+    file = tokens_file(tmp_path / "tokens", f"alice {token_sha256(ALICE)}")
+    creds = Credentials(file, None)
+    file.unlink()
+    os.mkfifo(file)
+    outcome: list[BaseException | None] = []
+
+    def check() -> None:
+        try:
+            creds.check(f"Bearer {ALICE}")
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            outcome.append(exc)
+
+    checking = threading.Thread(target=check, daemon=True)
+    checking.start()
+    checking.join(10)
+    if checking.is_alive():  # waiting for a writer: give it one so the thread ends
+        os.close(os.open(file, os.O_WRONLY | os.O_NONBLOCK))
+        checking.join(10)
+        pytest.fail("the check waited on the pipe for a writer")
+    assert len(outcome) == 1 and isinstance(outcome[0], DataError), outcome
+    assert str(outcome[0]) == (
+        f"feedback tokens file {file} is not a regular file (a device, pipe or socket)"
+    )
+    with pytest.raises(DataError, match="not a regular file"):  # refused at startup too
+        Credentials(file, None)
 
 
 def test_the_environment_variable_gives_tokens_in_clear_hashed_on_reading() -> None:

@@ -9,10 +9,10 @@ or an unknown or expired token (with `WWW-Authenticate: Bearer`), 429 over
 `serve.feedback_rate_per_minute` or with `serve.feedback_quota` images of this credential
 awaiting review (with `Retry-After`), 415/422 a malformed submission, 503 a problem on the
 server's side (the tokens file or data/pending/ unreadable, the inbox's lock busy, the store
-down): its details
-are logged, never sent. Each error is JSON {"error": ...} and stores nothing. The quarantine's
-file work runs in a worker thread, off the event loop. Nothing posted here reaches training
-until `mnist-pipeline data accept` moves it into data/extra/.
+down): its details are logged, never sent. Each error is JSON {"error": ...} and stores
+nothing. The tokens file's check and the quarantine's file work run in worker threads, off the
+event loop. Nothing posted here reaches training until `mnist-pipeline data accept` moves it
+into data/extra/.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class Feedback:
             openapi_extra={"requestBody": api_schema.FEEDBACK_BODY},
         )
         async def feedback(request: Request, _: object = BEARER) -> JSONResponse:
-            source = self.authorize(request)
+            source = await to_thread.run_sync(self.authorize, request)  # reads the tokens file
             kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if kind != "multipart/form-data":
                 raise ClientError(415, "send multipart/form-data with fields 'file' and 'label'")

@@ -23,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +37,7 @@ from mnist_pipeline.core.errors import DataError
 
 ENV_TOKENS = "MNIST_FEEDBACK_TOKENS"
 MIN_TOKEN_LENGTH = 16
+MAX_FILE_BYTES = 1_000_000  # some 10,000 credentials; read on every check
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -132,16 +135,39 @@ class Credentials:
             path = project / path
         return cls(path, env_value)
 
+    def _read(self, file: Path) -> bytes:
+        """The file's bytes; DataError unless it is a regular file of at most MAX_FILE_BYTES.
+        Opened without waiting, so a pipe put in its place is refused instead of waiting for a
+        writer (with every /feedback request behind it)."""
+        try:
+            fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise DataError(f"feedback tokens file {file} does not exist") from None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise DataError(f"feedback tokens file {file} is not readable: {reason}") from None
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISDIR(info.st_mode):
+                raise DataError(f"feedback tokens file {file} is a folder, not a file")
+            if not stat.S_ISREG(info.st_mode):
+                raise DataError(
+                    f"feedback tokens file {file} is not a regular file (a device, pipe or socket)"
+                )
+            with os.fdopen(fd, "rb", closefd=False) as opened:
+                raw = opened.read(MAX_FILE_BYTES + 1)
+        finally:
+            os.close(fd)
+        if len(raw) > MAX_FILE_BYTES:
+            raise DataError(
+                f"feedback tokens file {file} is over {MAX_FILE_BYTES:,} bytes: not a tokens file"
+            )
+        return raw
+
     def _current(self) -> list[Credential]:
         if self.file is None:
             return self._env
-        try:
-            raw = self.file.read_bytes()
-        except FileNotFoundError:
-            raise DataError(f"feedback tokens file {self.file} does not exist") from None
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-            raise DataError(f"feedback tokens file {self.file} is not readable: {reason}") from None
+        raw = self._read(self.file)
         digest = hashlib.sha256(raw).hexdigest()
         with self._lock:
             if digest != self._digest:
