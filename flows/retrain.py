@@ -24,6 +24,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
+from pydantic import StrictFloat, StrictInt
 
 from flows.approval import await_approval
 from flows.artifacts import (
@@ -127,9 +128,9 @@ def _run(
     on_crashed=[notify_failure],
 )
 def retrain(
-    epochs: int | None = None,
-    learning_rate: float | None = None,
-    min_accuracy: float | None = None,
+    epochs: StrictInt | None = None,  # strict, as params.yaml: `true` or "3" is refused, not 1 or 3
+    learning_rate: StrictFloat | None = None,
+    min_accuracy: StrictFloat | None = None,
     mirror: str | None = None,
     force: bool = False,
     isolated: bool = True,

@@ -29,6 +29,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
+from pydantic import StrictFloat
 
 from flows.child_runs import cancel_unfinished, wait_all, wait_registering
 from flows.trials import read_trial
@@ -104,7 +105,7 @@ def sweep(
     params_file: str = "params.yaml",
     trial_deployment: str = TRIAL_DEPLOYMENT,
     register_deployment: str | None = None,
-    timeout_s: float = 3600,
+    timeout_s: StrictFloat = 3600,  # strict: `true` is refused, not 1 second
 ) -> dict[str, Any]:
     """Train every config of `grid` (dotted `model.*`/`train.*` overrides of `params_file`,
     a path each child reads in its own project folder) as child runs of `trial_deployment`,

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from prefect.exceptions import ParameterTypeError
 from prefect.settings import PREFECT_API_URL
 
 from flows.artifacts import (
@@ -27,6 +28,7 @@ from flows.artifacts import (
 from flows.retrain import main as retrain_main
 from flows.retrain import retrain
 from flows.run_options import flow_overrides
+from flows.sweep import sweep
 from mnist_pipeline.core.errors import StageFailed
 from mnist_pipeline.core.reports import Metrics
 from mnist_pipeline.registry import Registry
@@ -51,6 +53,17 @@ def test_flow_overrides_only_carry_given_values() -> None:
         "evaluate.min_accuracy": 0.5,
         "data.mirrors": ["/a", "/b"],
     }
+
+
+def test_numeric_flow_parameters_are_as_strict_as_params_yaml() -> None:
+    """Prefect's own check would make `true` 1 and "3" 3 before the params check saw them."""
+    for raw in ({"epochs": True}, {"epochs": "3"}, {"learning_rate": True}, {"min_accuracy": "1"}):
+        with pytest.raises(ParameterTypeError, match="Input should be a valid"):
+            retrain.validate_parameters(raw)
+    given = retrain.validate_parameters({"epochs": 3, "learning_rate": 1, "min_accuracy": 0.9})
+    assert (given["epochs"], given["learning_rate"], given["min_accuracy"]) == (3, 1.0, 0.9)
+    with pytest.raises(ParameterTypeError, match="timeout_s"):
+        sweep.validate_parameters({"grid": [{}], "timeout_s": True})
 
 
 def test_success_registers_a_version_and_publishes_artifacts(tiny_workdir: Path) -> None:

@@ -73,6 +73,10 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("schedule:\n  collision_strategy: DROP\n", ["schedule.collision_strategy", "ENQUEUE"]),
         ('schedule:\n  cron: "61 3 * * 1"\n', ["schedule.cron", "minute field: '61'"]),
         ('schedule:\n  cron: "0 3 * * funday"\n', ["schedule.cron", "day of week"]),
+        (  # Prefect's scheduler would never run it: no 31 February, no 31 April or June
+            'schedule:\n  cron: "0 3 31 2,4,jun mon"\n',
+            ["schedule.cron", "day of month '31' never falls in month '2,4,jun'"],
+        ),
         ("schedule:\n  timezone: Mars/Base\n", ["schedule.timezone", "unknown time zone"]),
         ("schedule:\n  timezone: Europe\n", ["schedule.timezone", "unknown time zone"]),  # a folder
         # files ZoneInfo reads but Prefect's schedules refuse
@@ -147,7 +151,15 @@ def test_non_utf8_file_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_standard_cron_expressions_are_accepted() -> None:
-    for cron in ("0 3 * * 1", "*/15 * * * *", "0 3 1-15 jan-mar mon,fri", "30 2 * * 7"):
+    for cron in (
+        "0 3 * * 1",
+        "*/15 * * * *",
+        "0 3 1-15 jan-mar mon,fri",
+        "30 2 * * 7",
+        "0 3 29 2 *",  # leap years
+        "0 3 31 2,7 *",
+        "0 3 31/2 2 *",  # steps are the scheduler's to read
+    ):
         assert parse_params({"schedule": {"cron": cron}}).schedule.cron == cron
 
 

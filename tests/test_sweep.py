@@ -103,6 +103,10 @@ def test_check_grid_gives_each_config_its_params(tiny_workdir: Path) -> None:
             [{"train.adam_betas": [0.9, 0.999]}, {"train.adam_betas": [0.7, 0.999]}],
             r"sweep grid\[1\]: trains the same as grid\[0\]",
         ),
+        (  # a temperature changes no prediction, so no validation accuracy
+            [{"train.temperature_scaling": True}, {"train.temperature_scaling": False}],
+            r"sweep grid\[1\]: trains the same as grid\[0\]",
+        ),
     ],
 )
 def test_check_grid_refuses_a_bad_grid_in_one_line(

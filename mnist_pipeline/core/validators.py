@@ -25,6 +25,7 @@ CRON_FIELDS = (
     ("month", 1, 12, {m: i + 1 for i, m in enumerate(_MONTHS)}),
     ("day of week", 0, 7, {d: i for i, d in enumerate(_DAYS)}),
 )
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # at most (29 February)
 
 
 def _cron_value(text: str, name: str, low: int, high: int, names: dict[str, int]) -> int:
@@ -35,22 +36,36 @@ def _cron_value(text: str, name: str, low: int, high: int, names: dict[str, int]
 
 
 def check_cron(expression: str) -> str:
-    """`expression` if it is a standard 5-field cron expression (*, a-b, a,b, */n, names)."""
+    """`expression` if it is a standard 5-field cron expression (*, a-b, a,b, */n, names) that
+    fires on some date (not only on, say, 31 February)."""
     fields = expression.split()
     if len(fields) != 5:
         raise ValueError("must be a 5-field cron expression, e.g. '0 3 * * 1'")
-    for text, (name, low, high, names) in zip(fields, CRON_FIELDS, strict=True):
-        for part in text.split(","):
-            base, slash, step = part.partition("/")
-            if slash and not (step.isdigit() and int(step) > 0):
-                raise ValueError(f"{name} field: step {step!r} must be a positive whole number")
-            if base == "*":
-                continue
-            first, dash, last = base.partition("-")
-            start = _cron_value(first, name, low, high, names)
-            if dash and _cron_value(last, name, low, high, names) < start:
-                raise ValueError(f"{name} field: range {base!r} runs backwards")
+    values = [_cron_field(text, *field) for text, field in zip(fields, CRON_FIELDS, strict=True)]
+    # Prefect's scheduler (croniter) never fires such a schedule, whatever the day of week
+    # (steps are left to it: it reads "31/2" as every other day)
+    if "/" not in fields[2] and not any(min(values[2]) <= _MONTH_DAYS[m - 1] for m in values[3]):
+        raise ValueError(
+            f"day of month {fields[2]!r} never falls in month {fields[3]!r}: it would never run"
+        )
     return expression
+
+
+def _cron_field(text: str, name: str, low: int, high: int, names: dict[str, int]) -> set[int]:
+    """The values one cron field names; ValueError naming the field otherwise."""
+    found: set[int] = set()
+    for part in text.split(","):
+        base, slash, step = part.partition("/")
+        if slash and not (step.isdigit() and int(step) > 0):
+            raise ValueError(f"{name} field: step {step!r} must be a positive whole number")
+        first, dash, last = base.partition("-")
+        start = low if base == "*" else _cron_value(first, name, low, high, names)
+        end = _cron_value(last, name, low, high, names) if dash else start
+        if dash and end < start:
+            raise ValueError(f"{name} field: range {base!r} runs backwards")
+        end = high if base == "*" or (slash and not dash) else end  # "5/10": from 5 to the end
+        found.update(range(start, end + 1, int(step) if slash else 1))
+    return found
 
 
 @functools.cache

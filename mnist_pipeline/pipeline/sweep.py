@@ -101,9 +101,11 @@ def check_grid(grid: Any, params_file: Path) -> list[tuple[dict[str, Any], Param
 def _trained_as(params: Params) -> str:
     """What shapes the weights: an architecture's own dropout spelled out, and settings the
     training does not use left out (a constant schedule's peak and warm-up, augmentation's
-    settings while it is off, Adam's beta1 under onecycle, which cycles it itself)."""
+    settings while it is off, Adam's beta1 under onecycle, which cycles it itself), and
+    temperature scaling, which changes no prediction and so no trial's validation accuracy."""
     sections = {name: getattr(params, name).model_dump(mode="json") for name in SECTIONS}
     train = sections["train"]
+    train["temperature_scaling"] = None
     if train["dropout"] is None:
         train["dropout"] = ARCH_DROPOUT[params.model.arch]
     if train["lr_schedule"] == "constant":
