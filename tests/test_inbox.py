@@ -214,6 +214,13 @@ def test_data_commands(tmp_path: Path) -> None:
     listed = runner.invoke(app, [*base, "list", "--json"])
     (entry,) = __import__("json").loads(listed.stdout)
     assert entry["label"] == 2
+    stray = tmp_path / "data" / "extra" / "2" / "sub" / "x.png"  # ingest refuses it
+    stray.parent.mkdir()
+    shutil.copyfile(image, stray)
+    listed = runner.invoke(app, [*base, "list"])
+    assert listed.exit_code == 0 and "1 image(s); per digit: 0:0 1:0 2:1" in listed.stderr
+    assert "1 file(s) outside the digit folders" in listed.stderr and str(stray) in listed.stderr
+    shutil.rmtree(stray.parent)
     assert runner.invoke(app, [*base, "remove", entry["sha256"][:10]]).exit_code == 0
     assert inbox.entries(tmp_path / "data" / "extra") == []
     shutil.rmtree(tmp_path / "data" / "extra")  # its empty digit folder too
@@ -254,6 +261,28 @@ def test_an_image_is_removed_by_the_users_own_copy(tmp_path: Path) -> None:
         inbox.remove(folder, [str(other)])
     assert inbox.remove(folder, [str(mine)]) == [added.entry]
     assert inbox.entries(folder) == [] and mine.exists()  # the user's copy stays
+
+
+def test_a_file_in_the_inbox_that_is_not_one_of_its_images_never_removes_its_labelled_copy(
+    tmp_path: Path,
+) -> None:
+    """Ingest refuses a copy outside the digit folders; naming it to `remove` must not match
+    the labelled image with the same content in its place (on a shared inbox: on every host)."""
+    folder = tmp_path / "extra"
+    added = inbox.add_file(folder, draw_digit(tmp_path / "mine.png", 5), 5)
+    misplaced = [folder / "stray.png", folder / "5" / "sub" / "x.png", folder / "5" / ".hidden"]
+    for copy in misplaced:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(added.entry.path, copy)
+        for ref in (str(copy), os.path.relpath(copy)):
+            with pytest.raises(DataError, match=r": not one of the inbox's images \(those are "):
+                inbox.remove(folder, [ref])
+        assert copy.exists() and inbox.entries(folder) == [added.entry]
+    linked = tmp_path / "linked"
+    linked.symlink_to(folder, target_is_directory=True)  # the inbox reached through a link
+    with pytest.raises(DataError, match="not one of the inbox's images"):
+        inbox.remove(folder, [str(linked / "stray.png")])
+    assert inbox.remove(folder, [str(linked / "5" / added.entry.path.name)]) == [added.entry]
 
 
 def test_add_stopping_at_a_bad_file_names_those_not_added(tmp_path: Path) -> None:

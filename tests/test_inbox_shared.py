@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import DataError, ParamsError
+from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.inbox import incoming, pending, review_move, review_shared, seen, store, sync
 from mnist_pipeline.inbox.ingest import collect
 from mnist_pipeline.inbox.shared import LABELS, SharedInbox, StoreUnavailable
@@ -371,6 +372,16 @@ def test_bad_locations_are_one_line_and_store_nothing(tmp_path: Path) -> None:
         added = CliRunner().invoke(app, args)
         assert isinstance(added.exception, refused_as), added.exception
         assert not (root / "data" / "extra").exists()
+    (tmp_path / "linked").symlink_to(root / "data", target_is_directory=True)
+    for inside in ("data/extra", "./data/extra/store", f"{tmp_path}/linked/extra/s"):
+        with pytest.raises(ParamsError, match=r"inside the inbox .*: the store needs a folder"):
+            Layout(root).shared_inbox(inside)  # as `serve` opens it for /feedback
+        (root / "params.yaml").write_text(f"inbox:\n  shared: {inside}\n")
+        added = CliRunner().invoke(app, ["--root", str(root), "data", "add", str(image), "-l", "1"])
+        assert isinstance(added.exception, ParamsError), added.exception  # exit status 2
+        assert not (root / "data" / "extra").exists()
+    assert Layout(root).shared_inbox("data/shared") == root / "data" / "shared"
+    assert Layout(root).shared_inbox("s3://bucket/inbox") == "s3://bucket/inbox"
 
 
 @pytest.mark.slow

@@ -56,6 +56,23 @@ def test_a_file_where_the_inbox_belongs_and_a_broken_lock_are_refused(tmp_path: 
     (tmp_path / "dvc.lock").write_text("stages: [unclosed\n")
     with pytest.raises(DataError, match="cannot read .*dvc.lock"):
         tracked.ensure_inbox(tmp_path, tmp_path / "data" / "new")
+    (tmp_path / "data" / "extra").unlink()
+    inbox = tmp_path / "data" / "extra"
+    out = "{path: data/extra, nfiles: %s}"
+    for shape in (  # YAML, but not as DVC writes it: one error, not a traceback
+        "[a, list]",
+        "stages: {inbox: {outs: [%s]}}" % (out % "null"),
+        "stages: {inbox: {outs: [%s]}}" % (out % "many"),
+        "stages: {inbox: {outs: [data/extra]}}",
+        "stages: {inbox: [outs]}",
+    ):
+        (tmp_path / "dvc.lock").write_text(shape + "\n")
+        with pytest.raises(DataError, match=r"cannot read .*dvc.lock: its 'inbox' stage is not"):
+            tracked.ensure_inbox(tmp_path, inbox)
+        assert cli(tmp_path, "data", "init") == 1
+        assert not inbox.exists()
+    (tmp_path / "dvc.lock").write_text("stages: {inbox: {outs: [{md5: x}]}}\n")  # no path
+    assert cli(tmp_path, "data", "init") == 0 and inbox.is_dir()
 
 
 def test_data_init_creates_the_inbox(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

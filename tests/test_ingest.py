@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import struct
 import threading
@@ -304,6 +305,13 @@ def test_a_failed_ingest_changes_no_output_and_keeps_the_pending_count(
     assert {p.name: p.read_bytes() for p in layout.extra_dir.iterdir()} == before
     assert layout.ingest_report.read_bytes() == report
     assert [p.name for p in layout.reports.iterdir()] == [layout.ingest_report.name]
+    layout.ingest_report.unlink()
+    layout.ingest_report.mkdir()  # a folder where the report goes: found before any rename
+    with pytest.raises(IsADirectoryError, match=re.escape(str(layout.ingest_report))):
+        ingest(IngestParams(holdout_percent=50), layout)
+    assert {p.name: p.read_bytes() for p in layout.extra_dir.iterdir()} == before
+    assert inbox_events.read_pending(layout.inbox) == 6
+    layout.ingest_report.rmdir()
 
     real_write_many = ingest_module.write_many
 

@@ -143,10 +143,20 @@ def list_entries(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
 ) -> None:
-    """Every labelled image in the inbox, and the count per digit."""
+    """Every labelled image in the inbox, and the count per digit (files are not decoded here:
+    `mnist-pipeline ingest` names any it refuses); files outside the digit folders are named
+    on stderr."""
     layout = state(ctx).layout
     tracked.check_inbox(layout.project, layout.inbox)  # not a folder, or not pulled: not "0"
     found = inbox.entries(layout.inbox)
+    misplaced = inbox.listing(layout.inbox)[1]
+    if misplaced:  # ingest refuses them: never silently left out of the listing
+        names = ", ".join(str(path) for path in misplaced)
+        console.print(
+            f"warning: {len(misplaced)} file(s) outside the digit folders "
+            f"({layout.inbox}/<digit>/<file>), which ingest refuses: {names}",
+            markup=False,
+        )
     if as_json:
         print(json.dumps([entry.to_dict() for entry in found]))
         return

@@ -137,6 +137,11 @@ def check_targets(*files: Path) -> None:
     """check_writable for the files' folders, and an IsADirectoryError naming a file that is a
     folder: found before minutes of work, not by the rename at its end."""
     check_writable(*dict.fromkeys(path.parent for path in files))
+    no_folders(*files)
+
+
+def no_folders(*files: Path) -> None:
+    """An IsADirectoryError naming the first of `files` that is a folder."""
     for path in files:
         if path.is_dir():
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
@@ -165,7 +170,9 @@ def write_json(target: Path | str, obj: Any) -> None:
 
 def write_many(files: dict[Path, bytes]) -> None:
     """Write every file to a temp path, then rename them onto their targets in the order given
-    (the last last: a record naming the others); a failure while writing touches none."""
+    (the last last: a record naming the others); a failure while writing touches none, nor
+    does a target that is a folder (found before the first rename, not at its own)."""
+    no_folders(*map(Path, files))
     with atomic_paths(*files) as temps:
         for tmp, (target, data) in zip(temps, files.items(), strict=True):
             try:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from mnist_pipeline.core.errors import ParamsError
+
 RUNS_DIR = "runs"
 
 
@@ -144,3 +146,16 @@ class Layout:
         if "://" in configured:
             return configured
         return self.in_project(configured)
+
+    def shared_inbox(self, configured: str) -> Path | str:
+        """`inbox.shared` as registry_root reads it; a ParamsError for a folder that is the
+        inbox or inside it, whose store files ingest would read as labelled digits."""
+        where = self.registry_root(configured)
+        if isinstance(where, Path):
+            folder, inbox = where.absolute(), self.inbox.absolute()
+            if folder.is_relative_to(inbox) or folder.resolve().is_relative_to(inbox.resolve()):
+                raise ParamsError(
+                    f"inbox.shared {configured!r} is {where}, inside the inbox {self.inbox}: "
+                    "the store needs a folder of its own (or an s3:// URL)"
+                )
+        return where

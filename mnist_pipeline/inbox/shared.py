@@ -87,7 +87,7 @@ class Record:
 def open_shared(location: str | None, layout: Layout) -> SharedInbox | None:
     """The shared inbox params name (`inbox.shared`; None: not configured); a relative folder
     is under the project folder."""
-    return None if location is None else SharedInbox(layout.registry_root(location))
+    return None if location is None else SharedInbox(layout.shared_inbox(location))
 
 
 class SharedInbox:

@@ -203,6 +203,11 @@ def resolve(inbox: Path, refs: list[str]) -> list[Entry]:
             or Path(ref).resolve() == e.path.resolve()
         ]
         if not matches and Path(ref).is_file():  # the user's own copy of an image they added
+            if _within(Path(ref), inbox):  # never its content's labelled copy in its place
+                raise DataError(
+                    f"{ref}: not one of the inbox's images (those are {inbox}/<digit>/<file>; "
+                    "ingest refuses the rest): nothing removed; delete it yourself"
+                )
             digest = file_sha256(Path(ref))
             matches = [e for e in known if e.sha256 == digest]
             if not matches:
@@ -218,6 +223,13 @@ def resolve(inbox: Path, refs: list[str]) -> list[Entry]:
         if matches[0] not in chosen:  # named twice: removed (and reported) once
             chosen.append(matches[0])
     return chosen
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """Whether `path` lies in `folder`, as written or with links resolved."""
+    return path.absolute().is_relative_to(folder.absolute()) or path.resolve().is_relative_to(
+        folder.resolve()
+    )
 
 
 def unmatched(ref: str, what: str, where: Path | str) -> DataError:

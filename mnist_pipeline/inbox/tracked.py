@@ -33,9 +33,15 @@ def recorded_files(project: Path, inbox: Path) -> int:
         stages = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise DataError(f"cannot read {lock}: {exc}") from exc
-    stage = (stages.get("stages") or {}).get(STAGE) or {}
     where = _relative(project, inbox)
-    return sum(int(out.get("nfiles", 0)) for out in stage.get("outs", []) if out["path"] == where)
+    try:
+        stage = (stages.get("stages") or {}).get(STAGE) or {}
+        outs = [out for out in stage.get("outs") or [] if out.get("path") == where]
+        return sum(int(out.get("nfiles", 0)) for out in outs)
+    except (AttributeError, TypeError, ValueError) as exc:  # a mapping or number missing
+        raise DataError(
+            f"cannot read {lock}: its {STAGE!r} stage is not as DVC writes it ({exc})"
+        ) from None
 
 
 def check_inbox(project: Path, inbox: Path) -> None:

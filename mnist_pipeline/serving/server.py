@@ -60,7 +60,7 @@ def feedback_of(serve: ServeParams, layout: Layout, shared: str | None = None) -
     if credentials is None:
         return None
     limiter = RateLimiter(serve.feedback_rate_per_minute)
-    store = None if shared is None else str(layout.registry_root(shared))
+    store = None if shared is None else str(layout.shared_inbox(shared))
     return Feedback(
         layout.inbox,
         layout.pending,
