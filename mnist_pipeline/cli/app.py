@@ -43,7 +43,7 @@ def _options(
             "--params",
             "-p",
             metavar="FILE",
-            help="params.yaml to read.",
+            help="params.yaml to read (a relative path is from the current folder, not ROOT).",
             show_default="ROOT/params.yaml",
         ),
     ] = None,
