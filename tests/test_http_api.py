@@ -108,11 +108,15 @@ def test_bad_requests_are_4xx_json_naming_the_problem(registry: Registry, tmp_pa
         (dict(content=b"hi", headers={"content-type": "text/plain"}), 415, "unsupported content"),
         (dict(files=[("files", ("x.png", b"not an image"))]), 422, "x.png: not a recognised"),
         (dict(files=[("files", ("t.png", digit[:200]))]), 422, "t.png: cannot read or decode"),
-        (dict(files=[("files", ("big.png", big.getvalue()))]), 422, "more than the limit of"),
+        (
+            dict(files=[("files", ("big.png", big.getvalue()))]),
+            422,
+            "big.png: 200x200 is 40,000 pixels, more than the limit of 35,000 (serve.max_pixels)",
+        ),
         (  # a header past twice Pillow's own limit: the server's limit named, not Pillow's
             dict(files=[("files", ("huge.png", png_header_only(100_000, 100_000)))]),
             422,
-            "huge.png: 10,000,000,000 pixels, more than the limit of 35,000 (possible",
+            "huge.png: 10,000,000,000 pixels, more than the limit of 35,000 (serve.max_pixels)",
         ),
         (
             dict(files=[("files", (n, png_header_only(100_000, 100_000))) for n in "ab"]),
@@ -725,12 +729,12 @@ def test_the_probes_answer_while_a_large_image_is_decoded(
     preprocess, threads = request_body.preprocess_bytes, {}
     decoding, finish = threading.Event(), threading.Event()
 
-    def held_when_large(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    def held_when_large(data: bytes, name: str, *limit: object) -> np.ndarray:
         threads[name] = threading.get_ident()
         if name == "large.png":
             decoding.set()
             assert finish.wait(timeout=60)
-        return preprocess(data, name, max_pixels)
+        return preprocess(data, name, *limit)
 
     monkeypatch.setattr(request_body, "preprocess_bytes", held_when_large)
     monkeypatch.setattr(request_body, "HEAVY_UPLOADS", 1)  # the budget: one upload's limit

@@ -36,7 +36,12 @@ def test_added_images_are_named_by_content_once(tmp_path: Path) -> None:
     assert not again.new and again.entry == first.entry
     jpeg = inbox.add(folder, as_format(tmp_path / "a.png", "JPEG"), "a.jpg", 7)
     assert jpeg.new and jpeg.entry.path.suffix == ".jpeg"  # any format predict reads
-    assert [e.label for e in inbox.entries(folder)] == [7, 7]
+    pictures = [Image.open(tmp_path / "a.png").convert("RGB")] * 2
+    camera = io.BytesIO()  # a multi-picture JPEG (MPO), as some cameras write: a JPEG
+    pictures[0].save(camera, format="MPO", save_all=True, append_images=pictures[1:])
+    mpo = inbox.add(folder, camera.getvalue(), "camera.jpg", 7)
+    assert mpo.new and mpo.entry.path.suffix == ".jpeg"
+    assert [e.label for e in inbox.entries(folder)] == [7, 7, 7]
     assert not list(folder.rglob("*.tmp*"))
 
 

@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -424,3 +425,27 @@ def test_exif_orientation_after_the_frame_header_or_in_two_segments(tmp_path: Pa
     for entry, path in zip(json.loads(done.stdout), paths, strict=True):
         js = np.array(entry["input"], dtype=np.float32).reshape(28, 28)
         np.testing.assert_array_equal(js, preprocess_file(path), err_msg=path.name)
+
+
+def test_a_png_exif_chunk_with_the_jpeg_prefix_is_read_as_pillow_reads_it(tmp_path: Path) -> None:
+    """Some writers start a PNG's eXIf chunk with JPEG's `Exif\\0\\0`; Pillow reads the
+    orientation behind it, and so must the example."""
+    paper = np.full((37, 29), 235, np.uint8)
+    paper[5:30, 8:14] = 20
+    paper[5:11, 14:24] = 20
+    stored = io.BytesIO()
+    Image.fromarray(paper).transpose(Image.Transpose.ROTATE_90).save(stored, format="PNG")
+    png = stored.getvalue()
+    body = _exif_segment(6)[4:]  # Exif\0\0 and the TIFF block
+    chunk = len(body).to_bytes(4, "big") + b"eXIf" + body
+    chunk += zlib.crc32(chunk[4:]).to_bytes(4, "big")
+    idat = png.index(b"IDAT") - 4
+    path = tmp_path / "prefixed.png"
+    path.write_bytes(png[:idat] + chunk + png[idat:])
+    with Image.open(path) as image:
+        assert image.getexif()[0x0112] == 6
+    assert preprocess_file(path).shape == (28, 28)
+    done = node("--dump-input", path)
+    assert done.returncode == 0, done.stderr
+    js = np.array(json.loads(done.stdout)[0]["input"], dtype=np.float32).reshape(28, 28)
+    np.testing.assert_array_equal(js, preprocess_file(path))

@@ -12,6 +12,7 @@ from PIL import Image
 
 from mnist_pipeline.data.preprocess import (
     ImageError,
+    decode_grey,
     fit_box,
     load_grey,
     median,
@@ -354,6 +355,15 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
     image.save(tmp_path / "phone.jpg", exif=exif)
     assert load_grey(tmp_path / "phone.jpg").shape == (40, 60)
+    # An uncompressed TIFF read from its file name: Pillow itself once skipped the tag there,
+    # so `predict FILE` saw it sideways while an upload of the same bytes was upright.
+    for orientation in (5, 6, 8):
+        exif[0x0112] = orientation
+        image.save(tmp_path / "scan.tif", exif=exif)  # no compression, one strip
+        from_file = load_grey(tmp_path / "scan.tif")
+        assert from_file.shape == (40, 60), orientation
+        data = (tmp_path / "scan.tif").read_bytes()
+        assert np.array_equal(from_file, decode_grey(data, "scan.tif")), orientation
 
 
 def test_bad_files_get_clear_errors(tmp_path: Path) -> None:

@@ -95,6 +95,8 @@ function orientation(exif, xmp) {
 
 /** Orientation tag (0x0112) of a TIFF/EXIF block, null when absent or unreadable. */
 function exifOrientation(tiff) {
+  // some writers start a PNG's eXIf chunk with JPEG's APP1 prefix; Pillow reads past it
+  if (tiff && tiff.toString('latin1', 0, 6) === 'Exif\0\0') tiff = tiff.subarray(6);
   if (!tiff || tiff.length < 8) return null;
   const le = tiff.toString('latin1', 0, 2) === 'II';
   const u16 = (o) => (le ? tiff.readUInt16LE(o) : tiff.readUInt16BE(o));

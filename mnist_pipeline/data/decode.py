@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -40,10 +41,12 @@ class _HugeImage(ImageError):
         self.pixels = pixels
 
 
-def _too_many(name: str, width_height: str, pixels: int, limit: int) -> ImageError:
+def _too_many(
+    name: str, width_height: str, pixels: int, limit: int, setting: str | None = None
+) -> ImageError:
+    why = setting or "possible decompression bomb"
     return ImageError(
-        f"{name}: {width_height}{pixels:,} pixels, more than the limit of {limit:,} "
-        "(possible decompression bomb)"
+        f"{name}: {width_height}{pixels:,} pixels, more than the limit of {limit:,} ({why})"
     )
 
 
@@ -93,12 +96,20 @@ def load_grey(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ImageError(f"{path}: no such file")
     if not path.is_file():
         raise ImageError(f"{path}: not a file")
-    return _decode(path, str(path), max_pixels)
+    try:  # a file object, as for uploads: from a file name, Pillow reads an uncompressed TIFF
+        source = path.open("rb")  # without applying its EXIF orientation
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    with source:
+        return _decode(source, str(path), max_pixels)
 
 
-def decode_grey(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Steps 1-2 for an image held in memory (an upload); errors start with `name`."""
-    return _decode(io.BytesIO(data), name, max_pixels)
+def decode_grey(
+    data: bytes, name: str, max_pixels: int = MAX_PIXELS, setting: str | None = None
+) -> np.ndarray:
+    """Steps 1-2 for an image held in memory (an upload); errors start with `name`, and one
+    over `max_pixels` names the `setting` that chose it (e.g. serve.max_pixels)."""
+    return _decode(io.BytesIO(data), name, max_pixels, setting)
 
 
 def header_pixels(data: bytes, name: str) -> int:
@@ -112,7 +123,7 @@ def header_pixels(data: bytes, name: str) -> int:
 
 
 @contextmanager
-def _opened(source: Path | io.BytesIO, name: str) -> Iterator[Image.Image]:
+def _opened(source: BinaryIO, name: str) -> Iterator[Image.Image]:
     """The image at `source`, opened lazily; any failure, then or while it is used, is one
     ImageError starting with `name`."""
     try:
@@ -137,12 +148,13 @@ def _opened(source: Path | io.BytesIO, name: str) -> Iterator[Image.Image]:
         ) from None
 
 
-def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> np.ndarray:
+def _decode(source: BinaryIO, name: str, max_pixels: int, setting: str | None = None) -> np.ndarray:
     try:
         with _opened(source, name) as image:
             width, height = image.size
             if width * height > max_pixels:
-                raise _too_many(name, f"{width}x{height} is ", width * height, max_pixels)
+                size = f"{width}x{height} is "
+                raise _too_many(name, size, width * height, max_pixels, setting)
             image.load()
             try:
                 return _to_grey(ImageOps.exif_transpose(image))
@@ -150,4 +162,7 @@ def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> np.ndarray
                 raise ImageError(f"{name}: {exc}") from None
     except _HugeImage as exc:  # past Pillow's own limit, which may be below max_pixels
         pillow = 2 * (Image.MAX_IMAGE_PIXELS or exc.pixels)
-        raise _too_many(name, "", exc.pixels, min(max_pixels, pillow)) from None
+        limit = min(max_pixels, pillow)
+        raise _too_many(
+            name, "", exc.pixels, limit, setting if limit == max_pixels else None
+        ) from None

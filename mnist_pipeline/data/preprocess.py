@@ -223,9 +223,12 @@ def preprocess_file(path: Path) -> np.ndarray:
     return _named(load_grey(path), str(path))
 
 
-def preprocess_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """All steps for an image in memory -> float32 [28, 28]; errors start with `name`."""
-    return _named(decode_grey(data, name, max_pixels), name)
+def preprocess_bytes(
+    data: bytes, name: str, max_pixels: int = MAX_PIXELS, setting: str | None = None
+) -> np.ndarray:
+    """All steps for an image in memory -> float32 [28, 28]; errors start with `name` (one over
+    `max_pixels` names the `setting` that chose it)."""
+    return _named(decode_grey(data, name, max_pixels, setting), name)
 
 
 def _named(grey: np.ndarray, name: str) -> np.ndarray:

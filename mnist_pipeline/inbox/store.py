@@ -248,6 +248,8 @@ def delete(chosen: list[Entry]) -> None:
 
 
 def image_format(data: bytes) -> str:
-    """The file suffix `add` gives an image (its format, lower case; "img" when unknown)."""
+    """The file suffix `add` gives an image (its format, lower case; "img" when unknown; a
+    multi-picture JPEG, as some cameras write, is a JPEG)."""
     with Image.open(io.BytesIO(data)) as image:
-        return (image.format or "img").lower()
+        found = (image.format or "img").lower()
+    return "jpeg" if found == "mpo" else found

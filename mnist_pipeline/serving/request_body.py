@@ -191,7 +191,9 @@ def png_pixels(data: bytes) -> int | None:
 def digits_from_files(files: list[tuple[str, bytes]], limits: ServeParams) -> np.ndarray:
     """Preprocessed digits of uploaded image files; ClientError naming the first bad one."""
     try:
-        return np.stack([preprocess_bytes(data, name, limits.max_pixels) for name, data in files])
+        limit = limits.max_pixels
+        digits = [preprocess_bytes(data, name, limit, "serve.max_pixels") for name, data in files]
+        return np.stack(digits)
     except ImageError as exc:
         raise ClientError(422, str(exc)) from None
 
