@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.pipeline.register import register_candidate
-from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry import Registry, UntrustedAliases
 from mnist_pipeline.registry.signing import Signing
 from mnist_pipeline.registry.trail import mismatches, replay
 from tests.registry_helpers import MODEL, PARAMS, key_pair, model_dir, writable
@@ -98,6 +100,17 @@ def test_with_trusted_keys_reads_refuse_an_alias_moved_without_an_event(
     assert reader.card("1")["version"] == 1  # versions by number stay readable
     # Without trusted keys the map is followed (verify still reports it).
     assert Registry(root, MODEL).aliases()["production"] == 3
+    # The trail itself, which shows how to repair the map, can still be read, unchecked:
+    with pytest.raises(UntrustedAliases):
+        reader.alias_log()
+    stored = reader.alias_log(checked=False)
+    assert stored == Registry(root, MODEL).alias_log() and stored["aliases"]["production"] == 3
+    project = {"registry": {"root": str(root), "model_name": MODEL, "trusted_keys": [str(pub)]}}
+    (tmp_path / "params.yaml").write_text(json.dumps(project))
+    shown = CliRunner().invoke(app, ["--root", str(tmp_path), "models", "history", "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert "warning: refusing the aliases of" in shown.stderr and "unchecked" in shown.stderr
+    assert json.loads(shown.stdout) == stored["events"]
 
 
 @pytest.mark.parametrize("action", ["promote", "register", "rollback"])

@@ -246,6 +246,8 @@ def test_gc_says_what_it_kept_for_being_young_and_min_age_removes_it(workdir: Pa
     removed = models(workdir, "gc", "--min-age", "0")
     assert removed.exit_code == 0 and "removed 1 unreferenced object(s)\n" in removed.output
     assert models(workdir, "gc", "--min-age", "-1").exit_code == 2
+    not_a_number = models(workdir, "gc", "--min-age", "nan")
+    assert not_a_number.exit_code == 2 and "must be a number of seconds" in not_a_number.output
 
 
 def test_list_shows_the_intact_versions_and_marks_a_damaged_one(workdir: Path) -> None:

@@ -65,6 +65,11 @@ def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> Non
     with contextlib.chdir(key.parent):  # a folder with no name of its own, too
         here = runner.invoke(app, ["models", "keygen", "."])
     assert here.exit_code == 1 and str(here.exception).startswith(". is a folder: give the key")
+    new_folder = runner.invoke(app, ["models", "keygen", f"{tmp_path}/keys/"])  # not there yet
+    assert new_folder.exit_code == 1 and "keys/ is a folder: give the key" in str(
+        new_folder.exception
+    )
+    assert not (tmp_path / "keys").exists()
     for name in ("other.pub", "OTHER.PUB", ".pub"):
         named_public = runner.invoke(app, ["models", "keygen", str(key.parent / name)])
         assert named_public.exit_code == 1 and "without .pub" in str(named_public.exception)

@@ -275,6 +275,26 @@ def test_gc_keeps_the_files_of_a_card_it_cannot_trust(registry: Registry, make) 
         registry.collect_garbage()
 
 
+def test_gc_keeps_the_files_of_a_version_whose_card_is_missing(registry: Registry, make) -> None:
+    """A card gone from the middle of the versions (or the newest the alias document records)
+    leaves its files looking unreferenced: gc stops, so restoring the card restores the
+    version."""
+    for n in (1, 2, 3):
+        register_candidate(registry, make(n), PARAMS)
+    older = time.time() - GRACE_S - 60
+    for blob in (model_dir(registry) / "blobs" / "sha256").iterdir():
+        os.utime(blob, (older, older))
+    for version in (2, 3):  # v2: a gap; v3: the newest, recorded in aliases.json
+        card_path = stored(registry, version, "card.json")
+        card = card_path.read_bytes()
+        card_path.unlink()
+        with pytest.raises(RegistryError, match=f"v{version}: card.json is missing"):
+            registry.collect_garbage()
+        writable(card_path.parent).joinpath("card.json").write_bytes(card)
+        assert registry.verify() == [] and registry.garbage() == []
+    assert registry.fetch("3", "model.onnx").read_bytes() == make(3).onnx.read_bytes()
+
+
 def test_gc_stops_at_a_folder_it_cannot_list(
     registry: Registry, make, monkeypatch: pytest.MonkeyPatch
 ) -> None:

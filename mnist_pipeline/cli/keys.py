@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from mnist_pipeline.cli.state import state
+from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry.signing import generate
 
 err = Console(stderr=True)
@@ -16,8 +17,8 @@ err = Console(stderr=True)
 
 def keygen(
     ctx: typer.Context,
-    path: Annotated[
-        Path,
+    given: Annotated[
+        str,
         typer.Argument(
             metavar="PATH",
             help="where to write the private key (PATH.pub: the public key); a relative PATH "
@@ -26,7 +27,9 @@ def keygen(
     ],
 ) -> None:
     """Create an Ed25519 key pair for signing model cards (never overwrites a key)."""
-    path = state(ctx).layout.in_project(path)
+    if given.endswith(("/", os.sep)):  # a Path would drop the slash and write a file there
+        raise RegistryError(f"{given} is a folder: give the key file's path in it")
+    path = state(ctx).layout.in_project(given)
     public, key = generate(path)
     err.print(  # absolute: params resolve a relative path against the project, not the cwd
         f"private key {path.resolve()} (mode 0600), public key {public.resolve()} (key id "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
 from mnist_pipeline.registry.api import Registry
+from mnist_pipeline.registry.audit import UntrustedAliases
 from mnist_pipeline.registry.backends import local_folder, open_storage
 from mnist_pipeline.registry.garbage import GRACE_S
 from mnist_pipeline.registry.registration import Decision, Registration, Submission
@@ -28,6 +29,7 @@ __all__ = [
     "Registry",
     "Storage",
     "Submission",
+    "UntrustedAliases",
     "default_actor",
     "local_folder",
     "open_storage",

@@ -66,8 +66,12 @@ def audit(registry: Registry) -> list[str]:
     return problems
 
 
+class UntrustedAliases(RegistryError):
+    """With trusted keys, an alias document whose trail does not verify or lead to its map."""
+
+
 def refuse_forged(registry: Registry, state: AliasState, revision: str) -> str:
-    """`revision` if the alias document `state` is safe to follow, else RegistryError. With
+    """`revision` if the alias document `state` is safe to follow, else UntrustedAliases. With
     trusted keys its trail must verify (under `require_signature`, a legacy prefix too: a log
     rewritten as legacy events would otherwise pass) and lead to its aliases; without them
     nothing is checked here."""
@@ -76,7 +80,7 @@ def refuse_forged(registry: Registry, state: AliasState, revision: str) -> str:
     problems = _trail_problems(registry, state)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise RegistryError(
+        raise UntrustedAliases(
             f"refusing the aliases of {registry._aliases_where()}: {problems[0]}{more}; "
             "see `mnist-pipeline models verify`"
         )

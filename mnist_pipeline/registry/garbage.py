@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.registry import aliases as alias_doc
 from mnist_pipeline.registry import keys
 
 if TYPE_CHECKING:
@@ -28,11 +29,20 @@ PARTIAL_GRACE_S = 300.0
 def find(registry: Registry) -> list[str]:
     """Blobs no card refers to (left by registrations that did not commit), then the storage's
     abandoned partial writes. Every card counts, also one whose seal or signature fails (its
-    files are evidence, not garbage); a card that is not even readable JSON stops the search
-    (RegistryError), since what it needs is unknown."""
+    files are evidence, not garbage); a card that is missing below the newest version (or the
+    alias document's) or is not even readable JSON stops the search (RegistryError), since
+    what it needs is unknown."""
     name, listing = registry.name, registry.storage.list(f"{registry.name}/")
     used: set[str] = set()
     versions = keys.committed_versions(name, listing)
+    found = registry.storage.read_document(keys.aliases_key(name))
+    recorded = alias_doc.parse(found and found[0], registry._aliases_where()).last_version
+    lost = sorted(set(range(1, max(versions + [recorded]) + 1)) - set(versions))
+    if lost:  # its files would look unreferenced: restoring the card could not bring them back
+        raise RegistryError(
+            f"{name} v{lost[0]}: card.json is missing (versions must be consecutive), so which "
+            "stored files it needs is unknown; restore it before collecting garbage"
+        )
     cards = registry.storage.read_many([keys.card_key(name, version) for version in versions])
     for version, data in zip(versions, cards, strict=True):
         try:
