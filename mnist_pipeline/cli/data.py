@@ -148,8 +148,8 @@ def list_entries(
     on stderr."""
     layout = state(ctx).layout
     tracked.check_inbox(layout.project, layout.inbox)  # not a folder, or not pulled: not "0"
-    found = inbox.entries(layout.inbox)
-    misplaced = inbox.listing(layout.inbox)[1]
+    listed, misplaced = inbox.listing(layout.inbox)
+    found = inbox.hashed(listed)
     if misplaced:  # ingest refuses them: never silently left out of the listing
         names = ", ".join(str(path) for path in misplaced)
         console.print(

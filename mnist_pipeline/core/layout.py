@@ -17,6 +17,13 @@ from mnist_pipeline.core.errors import ParamsError
 RUNS_DIR = "runs"
 
 
+def within(path: Path, folder: Path) -> bool:
+    """Whether `path` lies in `folder` (or is it), as written or with links resolved."""
+    return path.absolute().is_relative_to(folder.absolute()) or path.resolve().is_relative_to(
+        folder.resolve()
+    )
+
+
 @dataclass(frozen=True)
 class Layout:
     """Output locations of the pipeline; dvc.yaml and the README use the same paths."""
@@ -151,11 +158,9 @@ class Layout:
         """`inbox.shared` as registry_root reads it; a ParamsError for a folder that is the
         inbox or inside it, whose store files ingest would read as labelled digits."""
         where = self.registry_root(configured)
-        if isinstance(where, Path):
-            folder, inbox = where.absolute(), self.inbox.absolute()
-            if folder.is_relative_to(inbox) or folder.resolve().is_relative_to(inbox.resolve()):
-                raise ParamsError(
-                    f"inbox.shared {configured!r} is {where}, inside the inbox {self.inbox}: "
-                    "the store needs a folder of its own (or an s3:// URL)"
-                )
+        if isinstance(where, Path) and within(where, self.inbox):
+            raise ParamsError(
+                f"inbox.shared {configured!r} is {where}, inside the inbox {self.inbox}: "
+                "the store needs a folder of its own (or an s3:// URL)"
+            )
         return where

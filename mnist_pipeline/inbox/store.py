@@ -26,6 +26,7 @@ from PIL import Image
 from mnist_pipeline.core.atomic import write_bytes
 from mnist_pipeline.core.contract import CLASS_LABELS
 from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.layout import within
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.data.preprocess import MAX_PIXELS, ImageError, preprocess_bytes
 
@@ -73,8 +74,14 @@ def check_label(label: object) -> int:
 def entries(inbox: Path) -> list[Entry]:
     """Every image in the inbox, by label then name (files in other folders are ignored; a file
     another command removes while this one reads is left out, as if listed a moment later)."""
+    return hashed(listing(inbox)[0])
+
+
+def hashed(listed: list[tuple[int, Path]]) -> list[Entry]:
+    """The entries of `listing`'s (label, path) pairs, each file hashed (one removed
+    meanwhile is left out)."""
     found = []
-    for label, path in listing(inbox)[0]:
+    for label, path in listed:
         try:
             found.append(Entry(label, path, file_sha256(path)))
         except FileNotFoundError:
@@ -203,7 +210,7 @@ def resolve(inbox: Path, refs: list[str]) -> list[Entry]:
             or Path(ref).resolve() == e.path.resolve()
         ]
         if not matches and Path(ref).is_file():  # the user's own copy of an image they added
-            if _within(Path(ref), inbox):  # never its content's labelled copy in its place
+            if within(Path(ref), inbox):  # never its content's labelled copy in its place
                 raise DataError(
                     f"{ref}: not one of the inbox's images (those are {inbox}/<digit>/<file>; "
                     "ingest refuses the rest): nothing removed; delete it yourself"
@@ -223,13 +230,6 @@ def resolve(inbox: Path, refs: list[str]) -> list[Entry]:
         if matches[0] not in chosen:  # named twice: removed (and reported) once
             chosen.append(matches[0])
     return chosen
-
-
-def _within(path: Path, folder: Path) -> bool:
-    """Whether `path` lies in `folder`, as written or with links resolved."""
-    return path.absolute().is_relative_to(folder.absolute()) or path.resolve().is_relative_to(
-        folder.resolve()
-    )
 
 
 def unmatched(ref: str, what: str, where: Path | str) -> DataError:

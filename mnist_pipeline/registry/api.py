@@ -102,10 +102,7 @@ class Registry:
     def alias_log(self, checked: bool = True) -> dict[str, Any]:
         """Aliases, their history and the event log; `checked=False`: as stored, past the
         trusted-key checks that refuse to follow it (to show what they refuse)."""
-        if checked:
-            return self.state().to_dict()
-        found = self.storage.read_document(keys.aliases_key(self.name))
-        return alias_doc.parse(found and found[0], self._aliases_where()).to_dict()
+        return (self.state() if checked else self._stored_aliases()[0]).to_dict()
 
     def card(self, ref: str | int) -> dict[str, Any]:
         """The card of a version number ("3", "v3") or alias."""
@@ -250,13 +247,18 @@ class Registry:
     ) -> tuple[AliasState, str | None]:
         """`state()` and the alias document's revision it was read at (None: no document);
         replayed decisions are recorded as `actor`'s (see `_replayed`)."""
+        state, revision = self._stored_aliases()
+        if revision is not None and revision != self._trusted_revision:
+            self._trusted_revision = refuse_forged(self, state, revision)
+        state.sign = self.signing.sign
+        return replay.replayed(self, state, versions, actor, own, writing), revision
+
+    def _stored_aliases(self) -> tuple[AliasState, str | None]:
+        """The alias document as stored, unchecked and not replayed, and its revision (None:
+        no document)."""
         found = self.storage.read_document(keys.aliases_key(self.name))
         state = alias_doc.parse(found and found[0], self._aliases_where())
-        if found is not None and found[1] != self._trusted_revision:
-            self._trusted_revision = refuse_forged(self, state, found[1])
-        state.sign = self.signing.sign
-        replayed = replay.replayed(self, state, versions, actor, own, writing)
-        return replayed, None if found is None else found[1]
+        return state, None if found is None else found[1]
 
     def _aliases_where(self) -> str:
         return f"{self.location}/{keys.ALIASES_FILE}"

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mnist_pipeline.core.errors import RegistryError
-from mnist_pipeline.registry import aliases as alias_doc
 from mnist_pipeline.registry import keys
 
 if TYPE_CHECKING:
@@ -35,8 +34,7 @@ def find(registry: Registry) -> list[str]:
     name, listing = registry.name, registry.storage.list(f"{registry.name}/")
     used: set[str] = set()
     versions = keys.committed_versions(name, listing)
-    found = registry.storage.read_document(keys.aliases_key(name))
-    recorded = alias_doc.parse(found and found[0], registry._aliases_where()).last_version
+    recorded = registry._stored_aliases()[0].last_version
     lost = sorted(set(range(1, max(versions + [recorded]) + 1)) - set(versions))
     if lost:  # its files would look unreferenced: restoring the card could not bring them back
         raise RegistryError(
