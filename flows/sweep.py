@@ -34,7 +34,7 @@ from pydantic import StrictFloat
 from flows.child_runs import cancel_unfinished, wait_all, wait_registering
 from flows.trials import read_trial
 from mnist_pipeline.core.errors import ParamsError, PipelineError, one_line_errors
-from mnist_pipeline.core.validators import describe_yaml_error, load_yaml_strict
+from mnist_pipeline.core.yaml_text import describe_yaml_error, load_yaml_strict
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline.sweep import (
     Trial,

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from mnist_pipeline.cli.app import main
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.params import DEFAULT_MIRRORS, Params, load_params, parse_params
-from mnist_pipeline.core.validators import describe_yaml_error, load_yaml_strict
+from mnist_pipeline.core.yaml_text import describe_yaml_error, load_yaml_strict
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -324,3 +324,33 @@ def test_numbers_with_an_exponent_are_numbers_as_in_yaml_1_2(tmp_path: Path) -> 
     with pytest.raises(ParamsError, match=r"serve.max_upload_bytes: .*integer \(got 4000000.0\)"):
         load_params(write(tmp_path, "serve:\n  max_upload_bytes: 4e6\n"), environ={})
     assert load_yaml_strict("a: 1e\nb: e5\nc: 1.5e+2") == {"a": "1e", "b": "e5", "c": 150.0}
+
+
+def _typed(value: object) -> tuple[type, str]:
+    return type(value), repr(value)  # repr: nan equals nan
+
+
+def test_scalars_are_read_as_dvc_reads_them(tmp_path: Path) -> None:
+    """PyYAML alone (YAML 1.1) reads `012` as 10, `1:30` as 90 and `on` as true, where DVC
+    (ruamel.yaml, YAML 1.2) reads 12, "1:30" and "on": every scalar here reads as DVC reads it,
+    and params refuse `1:30` epochs instead of training 90."""
+    from dvc.utils.serialize import parse_yaml
+
+    bodies = ["0", "012", "08", "0o17", "0o8", "0x1F", "0X1F", "0b101", "1_000", "1_", "1:30"]
+    bodies += ["1:30.5", "1.", ".5", ".5e-3", ".5e3", "1e3", "1E-3", "1.5e+2", "1_0.5", "1e"]
+    bodies += [".inf", ".Inf", ".nan"]
+    words = ["yes", "no", "on", "off", "y", "n", "true", "True", "TRUE", "tRue", "false", "null"]
+    words += ["~", "2026-12-06", "_1", "e5", "0x", "+"]
+    scalars = [sign + body for sign in ("", "-", "+") for body in bodies] + words
+    text = "".join(f"k{i}: {scalar}\n" for i, scalar in enumerate(scalars))
+    ours, theirs = load_yaml_strict(text), parse_yaml(text, "params.yaml")
+    differ = {
+        scalars[i]: (ours[key], theirs[key])
+        for i, key in enumerate(theirs)
+        if _typed(ours[key]) != _typed(theirs[key])
+    }
+    assert differ == {}
+    assert (ours["k1"], ours["k10"], ours["k3"]) == (12, "1:30", 15)  # the list is as meant
+    assert load_params(write(tmp_path, "train:\n  epochs: 012\n"), environ={}).train.epochs == 12
+    with pytest.raises(ParamsError, match="train.epochs"):
+        load_params(write(tmp_path, "train:\n  epochs: 1:30\n"), environ={})

@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from mnist_pipeline.core.errors import ParamsError
-from mnist_pipeline.core.validators import describe_yaml_error, load_yaml_strict, quoted
+from mnist_pipeline.core.validators import quoted
+from mnist_pipeline.core.yaml_text import describe_yaml_error, load_yaml_strict
 
 EXTENDS = "extends"
 MAX_BYTES = 1_000_000  # the project's params.yaml is about 12 kB

@@ -1,5 +1,5 @@
-"""Checks params.py needs beyond types and ranges: cron, time zones, storage locations, strict
-YAML; and how its validation errors are told (pure, no I/O)."""
+"""Checks params.py needs beyond types and ranges: cron, time zones, storage locations; and
+how its validation errors are told (pure, no I/O)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import difflib
 import functools
 import re
 import reprlib
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 # (name, lowest, highest, names for values) of the five cron fields.
@@ -87,60 +86,6 @@ def check_timezone(name: str) -> str:
     if not known:
         raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/Berlin)")
     return name
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """A safe loader that refuses a mapping with the same key twice (the YAML spec forbids it)."""
-
-
-def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":  # its keys would escape this check
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                "merge keys (<<) are not read here: write the keys out",
-                key_node.start_mark,
-            )
-        key = loader.construct_object(key_node)
-        if not isinstance(key, Hashable):
-            raise yaml.constructor.ConstructorError(
-                None, None, f"a mapping key must be a scalar, not {key!r}", key_node.start_mark
-            )
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
-# YAML 1.2's floats with an exponent and no dot (`1e-3`, `4e6`), which PyYAML's YAML 1.1 reads as
-# strings: numbers, as DVC (ruamel.yaml, YAML 1.2) reads the same params.yaml
-_StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+.0123456789"),
-)
-
-
-def load_yaml_strict(text: str) -> Any:
-    """yaml.safe_load, but a duplicate key is a yaml.YAMLError instead of a silent overwrite,
-    and so is nesting too deep for the parser (a RecursionError)."""
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except RecursionError:
-        raise yaml.YAMLError("nested too deeply (lists or mappings inside each other)") from None
-
-
-def describe_yaml_error(exc: yaml.YAMLError) -> str:
-    """One line: where in the text (when known) and the problem."""
-    mark = getattr(exc, "problem_mark", None)
-    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    return f"not valid YAML{where}: {problem}"
 
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
