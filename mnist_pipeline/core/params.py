@@ -64,8 +64,9 @@ class DataParams(Section):
     @field_validator("mirrors", mode="before")
     @classmethod
     def _mirror_list(cls, value: Any) -> Any:
-        """A YAML list as the tuple; a blank entry (it would read as the current folder) and a
-        URL that fetch cannot read (s3://, http:/ with one slash) refused."""
+        """A YAML list as the tuple; a blank entry (it would read as the current folder), one
+        with white space around it and a URL that fetch cannot read (s3://, http:/ with one
+        slash) refused."""
         for mirror in value if isinstance(value, list | tuple) else ():
             if isinstance(mirror, str):  # not a string: the field's type check says so
                 if not mirror.strip():

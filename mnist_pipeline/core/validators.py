@@ -108,9 +108,18 @@ def _scheme(location: str, supported: tuple[str, ...], what: str) -> str | None:
     return scheme
 
 
+def _unpadded(location: str) -> str:
+    """`location` if no white space surrounds it: " s3://b/p" would pass as a folder named so,
+    its scheme never checked."""
+    if location != location.strip():
+        raise ValueError(f"{location!r} starts or ends with white space: remove it")
+    return location
+
+
 def check_mirror(mirror: str) -> str:
     """`mirror` if it is a folder path or an https://, http:// or file:// URL; ValueError naming
     what is wrong with anything else that looks like a URL."""
+    _unpadded(mirror)
     scheme = _scheme(
         mirror,
         MIRROR_SCHEMES,
@@ -129,6 +138,7 @@ def check_location(location: str) -> str:
     what = "supported: a folder path, a file:// URL, s3://BUCKET/PREFIX"
     if not location.strip():  # a folder named by spaces: a slip, never meant
         raise ValueError(f"{location!r} is blank: give a folder path or a URL ({what})")
+    _unpadded(location)
     scheme = _scheme(location, STORAGE_SCHEMES, what)
     if scheme is None:
         return location
