@@ -226,6 +226,7 @@ def test_signing_params_and_key_files_are_checked(tmp_path: Path, keys: dict[str
             open_registry(params.registry, layout)
     # a curve `cryptography` does not support (UnsupportedAlgorithm), a folder where a key goes
     (tmp_path / "keys" / "p112.pem").write_text(SECP112R1_KEY)
+    (tmp_path / "keys" / "p112.pem").chmod(0o600)
     (tmp_path / "keys" / "folder").mkdir()
     for configured, message in (
         ({"signing_key": "keys/p112.pem"}, r"signing key .*p112.pem is not a PEM Ed25519 key"),
@@ -238,6 +239,28 @@ def test_signing_params_and_key_files_are_checked(tmp_path: Path, keys: dict[str
         {"registry": {"signing_key": "keys/new", "trusted_keys": ["keys/new.pub"]}}
     )
     assert open_registry(params.registry, layout).signing.key is not None
+
+
+def test_key_files_others_could_misuse_are_refused(tmp_path: Path, keys: dict[str, Path]) -> None:
+    """As OpenSSH refuses a private key that is "too open": a signing key others may read or
+    write, or a trusted key anyone may write, is refused with the chmod that fixes it."""
+    layout = Layout(tmp_path)
+    both = {"signing_key": "keys/new", "trusted_keys": ["keys/new.pub"]}
+    private, public = keys["new"], keys["new"].with_suffix(".pub")
+    for path, mode, message in (
+        (private, 0o640, r"signing key .*keys/new is open to other users \(mode 0640\)"),
+        (private, 0o604, r"\(mode 0604\): only its owner may read it; run chmod 600 .*keys/new$"),
+        (private, 0o620, r"signing key .*keys/new is open to other users \(mode 0620\)"),
+        (public, 0o666, r"trusted key .*new.pub is writable by any user \(mode 0666\)"),
+    ):
+        path.chmod(mode)
+        with pytest.raises(RegistryError, match=message):
+            open_registry(parse_params({"registry": both}).registry, layout)
+        path.chmod(0o600 if path == private else 0o644)
+    for path, mode in ((private, 0o400), (private, 0o700), (public, 0o664), (public, 0o444)):
+        path.chmod(mode)  # owner-only private keys; public keys anyone reads, a group writes
+        assert open_registry(parse_params({"registry": both}).registry, layout).signing.key
+        path.chmod(0o600 if path == private else 0o644)
 
 
 # a throwaway EC key on secp112r1 (`openssl ecparam -name secp112r1 -genkey -noout`)

@@ -16,6 +16,7 @@ import base64
 import errno
 import hashlib
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +36,30 @@ def key_id(public: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
+def _check_mode(path: Path, mode: int, private: bool) -> None:
+    """Refuse a key file others can misuse, as OpenSSH refuses a private key "too open": a
+    signing key others may read or write (they could sign as this registry), a trusted key
+    anyone may write (they could swap in their own and sign what this host then trusts)."""
+    if os.name != "posix":
+        return
+    if private and mode & 0o077:
+        raise RegistryError(
+            f"signing key {path} is open to other users (mode {mode:04o}): only its owner may "
+            f"read it; run chmod 600 {path}"
+        )
+    if not private and mode & 0o002:
+        raise RegistryError(
+            f"trusted key {path} is writable by any user (mode {mode:04o}): whoever replaces "
+            f"it chooses whose signatures this host accepts; run chmod 644 {path}"
+        )
+
+
 def _read_key(path: Path, private: bool) -> Any:
     what = "signing key" if private else "trusted key"
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read()
+            mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
     except FileNotFoundError:
         raise RegistryError(f"{what} {path} does not exist") from None
     except OSError as exc:  # a folder, no permission: the file, not its format
@@ -54,6 +75,7 @@ def _read_key(path: Path, private: bool) -> Any:
     expected = Ed25519PrivateKey if private else Ed25519PublicKey
     if not isinstance(key, expected):
         raise RegistryError(f"{what} {path} is not an Ed25519 key")
+    _check_mode(path, mode, private)  # after the format: a .pub given as the signing key says so
     return key
 
 
