@@ -355,6 +355,7 @@ def test_scalars_are_read_as_dvc_reads_them(tmp_path: Path) -> None:
     }
     assert differ == {}
     assert (ours["k1"], ours["k10"], ours["k3"]) == (12, "1:30", 15)  # the list is as meant
+    assert load_yaml_strict("a: 0x_\nb: -0b__\nc: 0o_7") == {"a": "0x_", "b": "-0b__", "c": 7}
     assert load_params(write(tmp_path, "train:\n  epochs: 012\n"), environ={}).train.epochs == 12
     with pytest.raises(ParamsError, match="train.epochs"):
         load_params(write(tmp_path, "train:\n  epochs: 1:30\n"), environ={})
