@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     ]
     if args.pool is None:
         # Stopping this process (a host restart) must not pause the schedule (Prefect's default
-        # would, PrefectHQ/prefect#16363); pause on purpose with `prefect deployment pause`.
+        # would, PrefectHQ/prefect#16363); pause on purpose with
+        # `prefect deployment schedule pause`.
         serve(*(f.to_deployment(**o) for f, _, o in deployments), pause_on_shutdown=False)
         return
     for served, entrypoint, served_options in deployments:

@@ -42,7 +42,7 @@ def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
 class WideNet(nn.Module):
     """The opt-in stronger CNN (`model.arch: wide`): five 3x3 convolutions with batch norm in
     three blocks (32; 64-64; 128-128 channels at 28, 14 and 7 pixels), global average pooling,
-    dropout, one linear layer (about 290k parameters)."""
+    dropout, one linear layer (278,890 parameters)."""
 
     def __init__(self) -> None:
         super().__init__()
