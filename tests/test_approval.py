@@ -14,6 +14,7 @@ from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.core.reports import ModelCard, parse_report
 from mnist_pipeline.pipeline import approval
 from mnist_pipeline.pipeline.approval import Answer, settle
+from mnist_pipeline.pipeline.card import evidence_lines
 from mnist_pipeline.pipeline.promotion import held_for_approval
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Decision, Registry
@@ -61,6 +62,23 @@ def test_a_first_version_waits_too_and_the_card_says_what_was_proposed(tmp_path:
     assert event["evidence"]["evidence"] == evidence.to_dict()  # the card and the log agree
 
 
+def test_after_a_rejected_first_version_the_next_is_not_called_the_first(tmp_path: Path) -> None:
+    """v1 proposed and rejected leaves no production: v2 is compared with nothing, and its
+    reason and card say so instead of calling it the first version."""
+    registry = Registry(tmp_path / "registry", "mnist-cnn")
+    register_candidate(registry, make_candidate(tmp_path / "c1", 1), approval_params())
+    settle(registry, 1, None, Answer(False, "not yet", "user:bob"), "prefect:r", 9)
+    second = make_candidate(tmp_path / "c2", 2, accuracy=0.93)
+    done = register_candidate(registry, second, approval_params())
+    assert (done.alias, done.pending, done.champion) == ("staging", "production", None)
+    card = parse_report(ModelCard, registry.card(2), "card")
+    assert card.decision.reason.startswith(
+        "no production version of mnist-cnn to compare with (v1 registered, none production)"
+    )
+    assert "first version" not in done.summary()
+    assert evidence_lines(card.decision) == ["none (no production version to compare with)"]
+
+
 def test_a_version_not_proposed_is_not_pending(tmp_path: Path) -> None:
     registry, _ = proposed_project(tmp_path)
     worse = make_candidate(tmp_path / "c3", 3, accuracy=0.91)
@@ -96,6 +114,28 @@ def test_rejected_and_expired_stay_staging_and_are_recorded(tmp_path: Path) -> N
         "no answer within 60 s to the proposal of v2 for production: kept as staging"
     )
     assert registry.verify() == []  # the chain holds the events that moved nothing
+
+
+def test_rejecting_or_expiring_a_version_promoted_meanwhile_says_it_is_production(
+    tmp_path: Path,
+) -> None:
+    """vN promoted by hand while its proposal waited: a later reject or expiry moves nothing
+    and must not record that vN was "kept as staging"."""
+    registry, v2 = proposed_project(tmp_path)
+    registry.promote(2, "production", "user:ops", "by hand")
+    rejected = settle(registry, 2, v2.champion, Answer(False, "no", "user:bob"), "prefect:r", 9)
+    expired = settle(registry, 2, v2.champion, None, "prefect:r", 60)
+    assert rejected.message == (
+        "user:bob rejected v2 for production: v2 is production already (promoted meanwhile), "
+        "nothing moved (no)"
+    )
+    assert expired.message == (
+        "no answer within 60 s to the proposal of v2 for production: v2 is production already "
+        "(promoted meanwhile), nothing moved"
+    )
+    assert registry.aliases() == {"production": 2, "staging": 2}
+    reasons = [event["reason"] for event in registry.alias_log()["events"][-2:]]
+    assert all("staging" not in reason and "production already" in reason for reason in reasons)
 
 
 def test_approving_after_production_moved_keeps_it_staging(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.pipeline.approval import waiting_tag
 from mnist_pipeline.registry import Registry
 from tests.approval_helpers import proposed_project
@@ -170,6 +171,41 @@ def test_reject_keeps_staging_and_a_second_answer_finds_no_run(
     assert again.stderr.count("\n") == 1, again.stderr
     assert "no paused flow run is waiting for approval of reject-me v2" in again.stderr
     assert registry.alias_log() == before
+
+
+def test_an_answer_that_lands_after_another_is_refused_not_reported_resumed(
+    tmp_path: Path, server: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two people answer at once: both read the run as paused, one resume reaches the server
+    first and the other is refused (ABORT: not paused), which Prefect's `resume_flow_run` passes
+    over in silence. The late answer must fail, naming the run, not claim to have resumed it.
+    (The reads bob made before alice's answer landed are replayed to him.)"""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    from mnist_pipeline.pipeline import approval
+
+    project, tag = tmp_path / "p", waiting_tag("both-answer", 2)
+
+    def two_answers(run: dict) -> str:
+        with temporary_settings(updates={PREFECT_API_URL: server["PREFECT_API_URL"]}):
+            read_while_paused = approval._paused_runs(tag)  # bob's read
+            first = models(project, server, "reject", "2", "--actor", "user:alice")
+            assert first.returncode == 0, first.stderr
+            monkeypatch.setattr(approval, "_paused_runs", lambda _: read_while_paused)
+            stale = read_while_paused[0][0]
+            monkeypatch.setattr(SyncPrefectClient, "read_flow_run", lambda *_: stale)
+            late = approval.Answer(True, "looks fine", "user:bob")
+            with pytest.raises(PipelineError) as refused:
+                approval.resume_waiting("both-answer", 2, late)
+        return str(refused.value)
+
+    registry, run, parent, message = answered(project, server, "both-answer", two_answers)
+    assert f"flow run {run['name']} ({run['id']}) was not resumed (the server said ABORT" in message
+    assert "this answer was not taken" in message
+    assert registry.aliases() == {"production": 1, "staging": 2}  # alice's reject stands
+    event = registry.alias_log()["events"][-1]
+    assert (event["action"], event["actor"]) == ("reject", "user:alice")
+    assert "approval:rejected" in run["tags"]
 
 
 def test_an_answer_to_a_run_whose_retraining_crashed_moves_nothing_and_says_so(

@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from mnist_pipeline.cli.app import app
-from mnist_pipeline.core.errors import ParamsError, PipelineError, RegistryError
+from mnist_pipeline.core.errors import ParamsError, PipelineError, RegistryError, StoreError
 from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.core.reports import Metrics
 from mnist_pipeline.data import idx
@@ -208,7 +208,7 @@ def test_the_evidence_is_shown_by_models_show(arena, tmp_path: Path) -> None:
     ), lines
     assert any(line.startswith("             extra holdout: same, n10 0 / n01 0") for line in lines)
     first = CliRunner().invoke(app, [*opts, "1"]).output
-    assert "evidence     none (first version)" in first
+    assert "evidence     none (no production version to compare with)" in first
 
 
 def test_predictions_not_the_ones_metrics_names_are_refused(arena, tmp_path: Path) -> None:
@@ -293,6 +293,16 @@ def test_an_unreadable_champion_is_named(tmp_path: Path) -> None:
 
     with pytest.raises(RegistryError, match="cannot compare with production v3: v3: card.json"):
         decide(tmp_path, metrics, broken, extra_dir, 20)
+
+    def unreachable(version: int) -> dict:
+        raise StoreError("s3://models/mnist-cnn/v3/card.json: no answer from http://10.0.0.2")
+
+    with pytest.raises(StoreError) as down:  # the store, not production: nothing to repair
+        decide(tmp_path, metrics, unreachable, extra_dir, 20)
+    assert str(down.value) == (
+        "cannot read production v3 to compare with: s3://models/mnist-cnn/v3/card.json: no "
+        "answer from http://10.0.0.2; try again once the store answers"
+    )
 
 
 def test_without_predictions_mnist_is_compared_unpaired(tmp_path: Path) -> None:

@@ -69,6 +69,14 @@ def _v(version: int | None) -> str:
     return "nothing" if version is None else f"v{version}"
 
 
+def _left(registry: Registry, version: int) -> str | None:
+    """None when a rejection or expiry leaves vN staging; else (vN promoted by hand while it
+    waited, which an answer to the stale proposal does not undo) a line saying so."""
+    if registry.aliases().get(PRODUCTION) == version:
+        return f"v{version} is production already (promoted meanwhile), nothing moved"
+    return None
+
+
 def settle(
     registry: Registry,
     version: int,
@@ -80,13 +88,17 @@ def settle(
     """Record the answer (None: none came within `timeout_s`) to the proposal that `version`,
     compared with production v`champion`, replace it; `run_actor` is the waiting run."""
     if answer is None:
+        production = _left(registry, version)
         why = f"no answer within {timeout_s} s to the proposal of v{version} for production"
-        registry.note(version, PRODUCTION, "expire", f"{why}: kept as staging", run_actor)
-        return Settled("expired", f"{why}: v{version} stays staging")
+        registry.note(
+            version, PRODUCTION, "expire", f"{why}: {production or 'kept as staging'}", run_actor
+        )
+        return Settled("expired", f"{why}: {production or f'v{version} stays staging'}")
     actor, comment = answer.who or run_actor, answer.comment or None
     said = f" ({answer.comment})" if answer.comment else ""
     if not answer.approve:
-        why = f"{actor} rejected v{version} for production: kept as staging"
+        production = _left(registry, version)
+        why = f"{actor} rejected v{version} for production: {production or 'kept as staging'}"
         registry.note(version, PRODUCTION, "reject", why, actor, comment)
         return Settled("rejected", f"{why}{said}")
     try:
@@ -139,14 +151,30 @@ def resume_waiting(model_name: str, version: int, answer: Answer) -> str:
         names = ", ".join(f"{run.name} ({run.id})" for run in runs)
         raise PipelineError(f"{len(runs)} flow runs wait for approval of v{version}: {names}")
     run = runs[0]
-    from prefect.flow_runs import resume_flow_run
-
     try:
-        resume_flow_run(run.id, run_input=answer.run_input())
-    except Exception as exc:  # timed out meanwhile, or the input refused
+        status, reason = _resume(run.id, answer.run_input())
+    except Exception as exc:  # unreachable server, refused request
         raise PipelineError(f"flow run {run.name} ({run.id}) could not be resumed: {exc}") from None
+    if status != "ACCEPT":  # another answer or the timeout came first: this one was dropped
+        raise PipelineError(
+            f"flow run {run.name} ({run.id}) was not resumed (the server said {status}: "
+            f"{reason}): this answer was not taken; `mnist-pipeline models history` shows "
+            "what was decided"
+        )
     verb = "approve" if answer.approve else "reject"
     return f"resumed flow run {run.name} ({run.id}) to {verb} v{version}"
+
+
+def _resume(run_id: Any, run_input: dict[str, Any]) -> tuple[str, str]:
+    """Resume the paused run `run_id` with `run_input`: the server's answer (ACCEPT, REJECT or
+    ABORT) and its reason. Prefect's own `resume_flow_run` raises only on REJECT; a run no
+    longer paused (answered or expired since it was read) is an ABORT it passes over."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        result = client.resume_flow_run(run_id, run_input=run_input)
+    reason = getattr(result.details, "reason", None) or "no reason given"
+    return result.status.value, reason
 
 
 def _paused_runs(tag: str) -> list[tuple[Any, Any]]:

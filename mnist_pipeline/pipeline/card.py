@@ -166,7 +166,7 @@ def evidence_lines(decision: CardDecision) -> list[str]:
     version gets right, n01: only production; p: McNemar's exact test)."""
     evidence = decision.evidence
     if decision.champion is None:
-        return ["none (first version)"]
+        return ["none (no production version to compare with)"]
     if evidence is None:
         return [f"none recorded (promotion margin {decision.margin})"]
     sets = [("MNIST test", evidence.mnist), ("extra holdout", evidence.holdout)]

@@ -29,7 +29,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.core.reports import Metrics, ModelCard, PromotionEvidence
 from mnist_pipeline.core.service_params import PromotionParams
 from mnist_pipeline.evaluation import paired
@@ -138,6 +138,13 @@ def _trained_on_holdout(card: ModelCard, holdout_percent: int) -> str | None:
     )
 
 
+def _versions(numbers: list[int]) -> str:
+    """ "v1", "v1-v3" or "v1, v3" (a gap left by a failed registration is not a range)."""
+    if numbers == list(range(numbers[0], numbers[-1] + 1)) and len(numbers) > 1:
+        return f"v{numbers[0]}-v{numbers[-1]}"
+    return ", ".join(f"v{n}" for n in numbers)
+
+
 def decide(
     registry: Registry,
     metrics: Metrics,
@@ -161,7 +168,13 @@ def decide(
     champion = registry.aliases().get(PRODUCTION)
     if champion is None:
         evidence = PromotionEvidence(**record)
-        reason = f"first version of {registry.name}: production"
+        earlier = registry.version_numbers()  # a rejected first proposal leaves no production
+        reason = (
+            f"no production version of {registry.name} to compare with ({_versions(earlier)} "
+            "registered, none production): production"
+            if earlier
+            else f"first version of {registry.name}: production"
+        )
         return Decision(PRODUCTION, reason, None, {"evidence": evidence.to_dict()})
     ours = None if holdout is None else onnx_correct(onnx, holdout, "the candidate's model.onnx")
     ours_mnist = None if mnist is None else mnist()  # the candidate's own files: not wrapped
@@ -186,6 +199,11 @@ def decide(
         if holdout is not None and ours is not None:
             theirs = onnx_correct(theirs_onnx, holdout, where)
             on_holdout = paired.compare(theirs, ours, holdout.labels, policy, per_digit_check=False)
+    except StoreError as exc:  # the store did not answer: production may well be intact
+        raise StoreError(
+            f"cannot read production v{champion} to compare with: {exc}; try again once the "
+            "store answers"
+        ) from None
     except Exception as exc:  # an unreadable card, or onnxruntime refusing its model
         raise RegistryError(
             f"cannot compare with production v{champion}: {exc}; "
