@@ -4,6 +4,7 @@ to production, and the thresholds."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -353,13 +354,38 @@ def test_a_version_production_was_rolled_back_from_is_not_tried_again(
         assert api.get("/model").json()["shadow"]["versions"]["2"]["compared"] == 6
         registry.promote(2, "staging")  # proposed anew, on purpose: a canary again
         assert challenger.model.refresh() is False  # the same version: no swap, nothing told
-        assert versions(api, images(2, 10)) == [1] * 2  # the history is read on a change only
+        assert versions(api, images(2, 10)) == [1] * 2  # read on a change, or a poll (1 h)
         registry.promote(1, "staging")
         assert challenger.model.refresh() is True  # staging on production's v1: nothing to try
         registry.promote(2, "staging")
         assert challenger.model.refresh() is True
         assert versions(api, images(3, 11)) == [2] * 3
         assert api.get("/model").json()["shadow"]["canary"]["left_by_production"] == []
+    finally:
+        challenger.stop()
+
+
+def test_a_version_rejected_for_production_stops_answering_at_the_next_poll(
+    registry: Registry,
+) -> None:
+    """`models reject` moves no alias, so no version change tells the canary: the challenger's
+    poll reads the history again, and the rejected version answers no one from then on."""
+    limits = ServeParams(shadow="staging", canary_percent=100, canary_max_disagreement=1.0)
+    production = ServedModel(registry, "production")
+    production.refresh()
+    challenger = Challenger(registry, limits, seed=7)
+    challenger.start(0.1, follow_events=False)
+    api = TestClient(create_app(production, limits, None, challenger))
+    try:
+        assert versions(api, images(3, 12)) == [2] * 3
+        registry.note(2, "production", "reject", "user:bob rejected v2", "user:bob", "no")
+        deadline = time.monotonic() + 30
+        while challenger.canary.percent(2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert versions(api, images(3, 13)) == [1] * 3
+        canary_status = api.get("/model").json()["shadow"]["canary"]
+        assert canary_status["now"] == 0 and canary_status["left_by_production"] == [2]
+        assert registry.aliases() == {"production": 1, "staging": 2}  # nothing moved
     finally:
         challenger.stop()
 
@@ -375,7 +401,9 @@ def test_left_behind_reads_where_the_alias_was_before_each_move() -> None:
         "not an event",
         {"alias": "production", "version": 4, "previous": True},
     ]
-    assert canary.left_behind(events, "production", 1) == {2}
+    assert canary.left_behind(events, "production", 1) == {2, 3}  # 3: refused for production
+    assert canary.left_behind(events[:4], "production", 1) == {2}
+    assert canary.left_behind(events, "production", 1, "staging") == {2}  # 3: proposed anew
     assert canary.left_behind(events, "staging", 3) == {2}
     assert canary.left_behind(events, "canary", None) == set()
     proposed_again = {"alias": "staging", "action": "promote", "version": 2, "previous": 3}
@@ -385,6 +413,10 @@ def test_left_behind_reads_where_the_alias_was_before_each_move() -> None:
     assert canary.left_behind(later, "production", 1, "staging") == {2}
     noted = {"alias": "staging", "action": "reject", "version": 2, "previous": 3}  # moves nothing
     assert canary.left_behind([*events, noted], "production", 1, "staging") == {2}
+    rejected = {"alias": "production", "action": "reject", "version": 3, "previous": 1}
+    expired = {"alias": "production", "action": "expire", "version": 2, "previous": 1}
+    staged = [*events, proposed_again]  # staging: v2; then v3 refused again, v2's wait expires
+    assert canary.left_behind([*staged, rejected, expired], "production", 1, "staging") == {3}
 
 
 def test_a_challenger_alias_that_cannot_be_followed_gets_no_canary_share(

@@ -9,7 +9,8 @@ once its disagreement with production goes over `serve.canary_max_disagreement` 
 answer, so any model's error on them runs high), or once it has failed (raised) on
 `serve.canary_min_images` images; another version of the alias starts afresh. A version the
 production alias has pointed at and moved away from (rolled back from, or replaced by a newer
-promotion) is not tried again: it answers no share while production is elsewhere. A step back is
+promotion), or that was refused for production (`models reject`), is not tried again: it answers
+no share while production is elsewhere. A step back is
 logged, counted in /metrics and, with a Prefect API configured, emitted as the event
 `mnist.canary.stepped_back` from a background thread, so that emitting can neither fail nor
 slow a request (without `PREFECT_API_URL`, Prefect is not even imported).
@@ -41,13 +42,20 @@ def left_behind(
     events: list[Any], alias: str, current: int | None, challenger: str | None = None
 ) -> set[int]:
     """The versions `alias` pointed at and moved away from, per the alias document's `events` in
-    their order (each move records where the alias was: `previous`), except `current` and those
-    the `challenger` alias was pointed at again since (proposed anew on purpose)."""
+    their order (each move records where the alias was: `previous`), and those refused for it
+    (a `reject` event: a person said no, or the approval came after `alias` moved), except
+    `current` and those the `challenger` alias was pointed at again since (proposed anew on
+    purpose)."""
     left: set[int] = set()
     for event in events:
-        if not isinstance(event, dict) or event.get("action") not in MOVING_ACTIONS:
-            continue  # a decision that moved nothing (a rejected proposal, say)
+        if not isinstance(event, dict):
+            continue
         version, previous = event.get("version"), event.get("previous")
+        if event.get("action") == "reject" and event.get("alias") == alias and type(version) is int:
+            left.add(version)  # refused for production: not tried on its traffic either
+            continue
+        if event.get("action") not in MOVING_ACTIONS:
+            continue  # a decision that moved nothing (an expired proposal, say)
         if event.get("alias") == alias and type(previous) is int and previous != version:
             left.add(previous)
         elif challenger is not None and event.get("alias") == challenger:
@@ -118,6 +126,11 @@ class Canary:
         self._models = (challenger, production)
         challenger.listeners.append(self._versions_changed)
         production.listeners.append(self._versions_changed)
+        self._versions_changed()
+
+    def reread(self) -> None:
+        """Read the versions left behind or refused again (the challenger's poll calls it: a
+        `models reject` changes no version, so no listener hears of it)."""
         self._versions_changed()
 
     def _versions_changed(self, _event: str = "", _version: int | None = None) -> None:

@@ -66,7 +66,7 @@ class Challenger:
         """Load the challenger now (a failure is logged and shown), follow its alias, and start
         the shadow thread."""
         self.model.refresh()
-        self.model.follow(interval_s)
+        self.model.follow(interval_s, then=self.canary.reread)  # a rejection moves no alias
         if follow_events:
             self.model.follow_events()
         self._thread = threading.Thread(target=self._work, name="shadow", daemon=True)

@@ -189,12 +189,18 @@ class ServedModel:
     def _serving(self) -> str:
         return "nothing" if self.current is None else f"v{self.current.version}"
 
-    def follow(self, interval_s: float) -> threading.Thread:
-        """Check the alias every `interval_s` seconds in a daemon thread until `stop()`."""
+    def follow(self, interval_s: float, then: Callable[[], None] | None = None) -> threading.Thread:
+        """Check the alias every `interval_s` seconds in a daemon thread until `stop()`, and
+        call `then` after each check."""
 
         def loop() -> None:
             while not self._stop.wait(interval_s):
                 self.refresh()
+                if then is not None:
+                    try:
+                        then()
+                    except Exception:  # noqa: BLE001 - the alias is followed on regardless
+                        logger.exception("%safter checking the alias", self.role)
 
         thread = threading.Thread(target=loop, name="follow-alias", daemon=True)
         thread.start()
