@@ -94,14 +94,15 @@ def compare(
 
 def unpaired(ours: float, theirs: float, images: int, policy: PromotionParams) -> Comparison:
     """Only the recorded accuracies (a challenger without per-image answers): "better" when
-    ours >= theirs + min_gain, "worse" otherwise; no test, no per-digit check."""
-    better = ours >= theirs + policy.min_gain
+    ours >= theirs + min_gain, "worse" below theirs, "same" between; no test, no per-digit
+    check."""
+    verdict = "better" if ours >= theirs + policy.min_gain else "worse" if ours < theirs else "same"
     return Comparison(
         images=images,
         paired=False,
         challenger_accuracy=ours,
         champion_accuracy=theirs,
         gain=ours - theirs,
-        verdict="better" if better else "worse",
+        verdict=verdict,
         why=f"unpaired: accuracy {ours:.4f} vs {theirs:.4f} + min_gain {policy.min_gain:g}",
     )
