@@ -4,6 +4,7 @@ lead, and with trusted keys reads refuse an alias map that is not."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,24 @@ def test_a_note_cannot_record_a_move_that_did_not_happen(
     with pytest.raises(RegistryError, match=f"'{action}' moves an alias"):
         registry.note(2, "production", action, "noted, not moved")
     assert registry.alias_log() == before and registry.verify() == []
+
+
+def test_a_log_copied_from_another_model_is_refused(tmp_path: Path, make) -> None:
+    """One key signs two models: each event names its model, hashed and signed with it, so a
+    signed `aliases.json` copied from one model over the other's no longer verifies."""
+    key, pub = key_pair(tmp_path / "keys")
+    root, signing = tmp_path / "registry", Signing.load(key, [pub], False)
+    first, second = Registry(root, "digits-a", signing), Registry(root, "digits-b", signing)
+    register_candidate(first, make(1, accuracy=0.98), PARAMS, 0.0)
+    register_candidate(second, make(2, accuracy=0.98), PARAMS, 0.0)
+    assert [e["model"] for e in second.alias_log()["events"]] == ["digits-b"]
+    assert second.verify() == [] and second.aliases() == {"production": 1}
+    copied = (model_dir(first) / "aliases.json").read_bytes()
+    writable(model_dir(second) / "aliases.json").write_bytes(copied)
+    problem = "alias event 1 belongs to model 'digits-a', not 'digits-b' (a log copied from"
+    assert any(problem in found for found in second.verify())
+    with pytest.raises(UntrustedAliases, match=re.escape(problem)):
+        Registry(root, "digits-b", Signing.load(None, [pub], False)).aliases()
+    assert Registry(root, "digits-a", Signing.load(None, [pub], False)).aliases() == {
+        "production": 1
+    }

@@ -91,6 +91,7 @@ class AliasState:
     events: list[dict[str, Any]] = field(default_factory=list)
     last_version: int = 0
     sign: trail.Signer | None = field(default=None, repr=False, compare=False)
+    model: str | None = field(default=None, repr=False, compare=False)  # its events name it
 
     def assign(
         self,
@@ -174,6 +175,8 @@ class AliasState:
             "actor": checked_actor(actor) or trail.default_actor(),
             "evidence": dict(evidence or {}),
         }
+        if self.model is not None:  # hashed and signed with the rest: binds the event to it
+            event[trail.MODEL_KEY] = self.model
         self.events.append(trail.chained(self.events, event, self.sign))
 
 
@@ -220,7 +223,9 @@ def parse(data: bytes | None, where: str) -> AliasState:
             raise RegistryError(
                 f"{where}: alias event {number} must be a JSON object (its evidence as well)"
             )
-        for key, kind in (("action", str), ("alias", str), ("version", int), ("previous", int)):
+        for key, kind in (
+            ("action", str), ("alias", str), ("version", int), ("previous", int), ("model", str)
+        ):  # fmt: skip
             value = event.get(key)
             if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
                 raise RegistryError(

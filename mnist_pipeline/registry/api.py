@@ -258,6 +258,7 @@ class Registry:
         no document)."""
         found = self.storage.read_document(keys.aliases_key(self.name))
         state = alias_doc.parse(found and found[0], self._aliases_where())
+        state.model = self.name
         return state, None if found is None else found[1]
 
     def _aliases_where(self) -> str:

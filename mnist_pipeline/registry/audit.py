@@ -91,7 +91,7 @@ def _trail_problems(registry: Registry, state: AliasState) -> list[str]:
     """The alias document's trail checked: its chain and signatures, its moves against the
     aliases and history it sits beside, and `last_version` against the versions it registered."""
     return (
-        trail.check(state.events, registry.signing)
+        trail.check(state.events, registry.signing, registry.name)
         + trail.mismatches(state.events, state.aliases, state.history)
         + trail.unrecorded(state.events, state.last_version)
     )

@@ -30,7 +30,8 @@ from mnist_pipeline.registry.signing import Signing
 
 HASH_KEY = "sha256"
 PREV_KEY = "prev_sha256"
-CHAINED_FIELDS = (HASH_KEY, PREV_KEY, SIGNATURE_KEY, "actor", "evidence")  # never in legacy
+MODEL_KEY = "model"  # the model whose log holds the event (events written before it: none)
+CHAINED_FIELDS = (HASH_KEY, PREV_KEY, SIGNATURE_KEY, MODEL_KEY, "actor", "evidence")  # not legacy
 _VOUCH = (
     "with require_signature off, make one move with the signing key (register a version, or "
     "`models promote` one), then turn it on"
@@ -74,9 +75,11 @@ def chained(events: list[Any], event: dict[str, Any], sign: Signer | None) -> di
     return linked
 
 
-def check(events: list[Any], signing: Signing) -> list[str]:
-    """Every break of the chain (and, with trusted keys, every bad or missing signature; with
-    `require_signature`, a legacy prefix no signed event vouches for).
+def check(events: list[Any], signing: Signing, model: str | None = None) -> list[str]:
+    """Every break of the chain, every event naming another model than `model` (a log copied
+    from another model's: the name is hashed and signed with the event), and, with trusted
+    keys, every bad or missing signature (with `require_signature`, a legacy prefix no signed
+    event vouches for).
     Unsigned events before the first signed one (written before signing was turned on) are
     vouched for by that signed event, whose chain covers their content; with none after them
     they are one problem."""
@@ -98,6 +101,11 @@ def check(events: list[Any], signing: Signing) -> list[str]:
         started = True
         if event[HASH_KEY] != digest(event):
             problems.append(f"{label} was edited (its sha256 does not match its content)")
+        if model is not None and event.get(MODEL_KEY, model) != model:
+            problems.append(
+                f"{label} belongs to model {event[MODEL_KEY]!r}, not {model!r} (a log copied "
+                "from another model's)"
+            )
         if event.get(PREV_KEY) != link(events[:index]):
             problems.append(
                 f"{label} does not follow the event before it (the history was rewritten, "
