@@ -294,6 +294,8 @@ def test_two_workers_are_counted_as_one_server_even_under_scrapes(
         assert value(samples, "mnist_serve_images_classified_total", version="1") == 3 * n
         assert value(samples, "mnist_serve_confidence_count", version="1") == 3 * n
         assert value(samples, "mnist_serve_model_events_total", event="loaded") == 2
+        log = (tmp_path / "serve.log").read_text()  # each worker's own lines, INFO included
+        assert log.count("INFO: mnist_pipeline.serve: now serving mnist-cnn v1") == 2, log
         served = served_versions(samples)
         assert set(served) == set(workers) and set(served.values()) == {1}
 
@@ -333,6 +335,39 @@ def test_two_workers_are_counted_as_one_server_even_under_scrapes(
         assert left < pids and parent_of(int(next(iter(left)))) == supervisor
         assert value(samples, "mnist_serve_requests_total", status="200", **predicted) == n
     assert list(temp.glob("mnist-serve-metrics-*")) == []  # removed at exit
+
+
+def test_a_worker_a_restart_started_and_killed_leaves_no_live_gauge() -> None:
+    """uvicorn's restart (SIGHUP) kills a new worker that is not ready in time and never adds
+    it to its workers: its live gauges must go like a replaced worker's, or every scrape would
+    show the dead pid's served version until the server stops."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from uvicorn import Config
+
+    from mnist_pipeline.serving.metrics import Supervisor
+
+    with tempfile.TemporaryDirectory() as folder:
+        files = Path(folder)
+        supervisor = Supervisor(Config("app:app", workers=2), sockets=[], folder=folder)
+        supervisor.processes = [SimpleNamespace(pid=1001), SimpleNamespace(pid=1002)]
+        for pid in (1001, 1002):
+            (files / f"gauge_liveall_{pid}.db").write_bytes(b"")
+            (files / f"counter_{pid}.db").write_bytes(b"")
+
+        def restart_killing_the_new_worker() -> None:
+            (files / "gauge_liveall_1003.db").write_bytes(b"")  # it had loaded its app
+            (files / "counter_1003.db").write_bytes(b"")
+
+        supervisor._marking(restart_killing_the_new_worker)
+        assert sorted(p.name for p in files.iterdir()) == [
+            "counter_1001.db",
+            "counter_1002.db",
+            "counter_1003.db",  # counts stay counted
+            "gauge_liveall_1001.db",
+            "gauge_liveall_1002.db",
+        ]
 
 
 def served_versions(samples: list[Sample]) -> dict[str, float]:

@@ -25,6 +25,7 @@ import socket
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -213,8 +214,12 @@ class Supervisor(Multiprocess):
         self._marking(super().handle_ttou)
 
     def _marking(self, step: Callable[[], None]) -> None:
-        before = {process.pid for process in self.processes}
+        """Run `step`, then mark dead every process with live gauges in the folder that is no
+        worker now: one replaced or removed, and one a restart started and killed because it
+        was not ready in time (never among the workers, so not found by comparing them)."""
         step()
-        for pid in before - {process.pid for process in self.processes}:
-            if pid is not None:
-                mark_process_dead(pid, self.folder)
+        workers = {process.pid for process in self.processes}
+        for path in Path(self.folder).glob("gauge_live*_*.db"):
+            pid = path.stem.rpartition("_")[2]
+            if pid.isdigit() and int(pid) not in workers:
+                mark_process_dead(int(pid), self.folder)

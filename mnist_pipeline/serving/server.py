@@ -72,8 +72,15 @@ def feedback_of(serve: ServeParams, layout: Layout, shared: str | None = None) -
     )
 
 
+def _log_to_stderr() -> None:
+    """The server's own lines (`mnist_pipeline.serve`), INFO and up, in one format: in the
+    parent and in every worker process, which uvicorn starts with its own loggers only."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
+
+
 def app_from_env() -> FastAPI:
     """uvicorn's factory in each worker process (serve.workers > 1)."""
+    _log_to_stderr()
     overrides = {"serve.model": os.environ[ENV_MODEL]} if ENV_MODEL in os.environ else {}
     params = load_params(Path(os.environ[ENV_PARAMS]), overrides)
     return build(params, Layout(Path(os.environ[ENV_ROOT])))
@@ -82,7 +89,7 @@ def app_from_env() -> FastAPI:
 def run(params_path: Path, root: Path, overrides: dict[str, object]) -> None:
     """Serve until interrupted, with `overrides` (serve.host, .port, .model, .workers)."""
     params = load_params(params_path, overrides)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
+    _log_to_stderr()
     serve = params.serve
     sockets = listening_sockets(serve.host, serve.port)  # one taken: refused before the model
     try:
