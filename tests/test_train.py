@@ -362,6 +362,22 @@ def test_unreadable_checkpoint_starts_fresh(tmp_path: Path, tiny_data_dir: Path,
     assert "weights_only" not in said  # not the loader's advice to run what the file holds
 
 
+@pytest.mark.parametrize(
+    "foreign",
+    [{"format": 1, "identity": None}, {"format": 1, "identity": {"params": ["epochs"]}}, [1]],
+    ids=["identity-not-a-mapping", "params-not-a-mapping", "a-list"],
+)
+def test_a_checkpoint_of_another_shape_starts_fresh(
+    tmp_path: Path, tiny_data_dir: Path, capsys, foreign: object
+) -> None:
+    """A file that only looks like this format (another tool's): ignored, never a traceback."""
+    layout = Layout(tmp_path)
+    layout.checkpoint.parent.mkdir(parents=True)
+    torch.save(foreign, layout.checkpoint)
+    assert train(MODEL, params(epochs=1), layout).resumed_from == 0
+    assert "of an unknown format; starting fresh" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("damage", ["no optimizer", "a weight of another shape"])
 def test_a_checkpoint_whose_contents_do_not_load_starts_fresh(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, damage: str

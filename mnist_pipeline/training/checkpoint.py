@@ -63,6 +63,15 @@ def _changed(made: dict[str, Any], identity: dict[str, Any]) -> list[str]:
     return changed
 
 
+def _ours(checkpoint: Any) -> bool:
+    """Whether `checkpoint` has this format's shape: a mapping of the format number, whose
+    identity (if any) and its params are mappings too."""
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        return False
+    made = checkpoint.get("identity", {})
+    return isinstance(made, dict) and isinstance(made.get("params", {}), dict)
+
+
 def load(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
     """The checkpoint at `path` if it was made with the same identity; else None (logged)."""
     if not path.is_file():
@@ -72,11 +81,12 @@ def load(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
     except Exception as exc:  # unpickling errors come in many types
         log(f"ignoring unreadable checkpoint {path} ({load_failure(exc)}); starting fresh")
         return None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+    if not _ours(checkpoint):
         log(f"ignoring checkpoint {path} of an unknown format; starting fresh")
         return None
+    made = checkpoint.get("identity", {})
     if checkpoint.get("identity") != identity:
-        changed = ", ".join(_changed(checkpoint.get("identity", {}), identity))
+        changed = ", ".join(_changed(made, identity))
         log(f"checkpoint {path} was made with different {changed}; starting fresh")
         return None
     return checkpoint
