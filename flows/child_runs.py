@@ -19,6 +19,10 @@ from prefect.states import Cancelling
 from mnist_pipeline.core.errors import PipelineError
 
 POLL_S = 2.0
+NO_WORKER = (
+    "no worker took it (all busy? a worker started with --limit 1 that runs this sweep has no "
+    "slot left for its children)"
+)
 
 
 def awaits_approval(client: SyncPrefectClient, run: FlowRun) -> bool:
@@ -71,16 +75,23 @@ def wait_all(
             queued = [r for r in waiting if keep_queued and _not_started(r)]
             cancelled = [r for r in waiting if r not in queued]
             why = f"sweep: not finished after {timeout_s:.0f} s"
-            cancel(client, [r.id for r in cancelled], why)
+            never = f"sweep: not started after {timeout_s:.0f} s: {NO_WORKER}"
+            cancel(client, [r.id for r in cancelled if not _not_started(r)], why)
+            cancel(client, [r.id for r in cancelled if _not_started(r)], never)
             if late_cancelled and not queued:
                 return [client.read_flow_run(i) for i in ids]
             told = [f"cancelled: {_named(cancelled)}"] if cancelled else []
             if queued:
                 told.append(f"left queued, to run when it starts: {_named(queued)}")
-            raise PipelineError(
+            raise NotFinished(
                 f"sweep: child runs not finished after {timeout_s:.0f} s; {'; '.join(told)}"
             )
         time.sleep(POLL_S)
+
+
+class NotFinished(PipelineError):
+    """Child runs were still going at the timeout: those running are cancelled already, those
+    still queued left to run when they start (the message names which)."""
 
 
 def cancel(client: SyncPrefectClient, ids: list[UUID], why: str) -> None:

@@ -5,7 +5,8 @@ Phase 1 starts one child run per config of the trial deployment (`run_deployment
 publishes its validation accuracy as the `mnist-trial` artifact (flows/trials.py), read back
 over the API (workers share no folder with this run). A sweep that ends in this phase (an
 error, a failed start, Ctrl-C) cancels the trials it started: Prefect cancels a parent's
-children only when the parent itself is cancelled. Phase 2 picks the best by validation
+children only when the parent itself is cancelled; one that ends while the winner registers
+cancels that run too. Phase 2 picks the best by validation
 accuracy (a tie: the earliest config; failed trials are reported and left out) and starts one
 more run of the registering deployment with that config: training is deterministic for given
 params and data, so it retrains the winner, which is then gated, exported and registered as any
@@ -17,6 +18,8 @@ retraining. The grid is checked whole before any child starts (mnist_pipeline/pi
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from pydantic import StrictFloat
 
-from flows.child_runs import cancel_unfinished, wait_all, wait_registering
+from flows.child_runs import NotFinished, cancel_unfinished, wait_all, wait_registering
 from flows.trials import read_trial
 from mnist_pipeline.core.errors import ParamsError, PipelineError, one_line_errors
 from mnist_pipeline.core.yaml_text import describe_yaml_error, load_yaml_strict
@@ -98,6 +101,21 @@ def start_child(
     return run.id
 
 
+@contextmanager
+def _cancelled_on_exit(client: SyncPrefectClient, ids: list[UUID], logger: Any) -> Iterator[None]:
+    """Cancel the child runs of `ids` (filled inside) when the block ends on an error, a failed
+    start or Ctrl-C: Prefect cancels a parent's children only when the parent is cancelled."""
+    try:
+        yield
+    except NotFinished:  # the timeout: what ran is cancelled, what is queued left to run
+        raise
+    except BaseException as exc:
+        why = f"sweep {flow_run.name or ''} stopped: {type(exc).__name__}: {exc}"[:500]
+        for problem in cancel_unfinished(client, ids, why):
+            logger.warning("sweep: %s", problem)
+        raise
+
+
 @flow(name="mnist-sweep", log_prints=True)
 def sweep(
     grid: list[dict[str, Any]],
@@ -110,7 +128,8 @@ def sweep(
     """Train every config of `grid` (dotted `model.*`/`train.*` overrides of `params_file`,
     a path each child reads in its own project folder) as child runs of `trial_deployment`,
     then retrain and register the best by validation accuracy through `register_deployment`
-    (default: the retraining deployment `schedule.deployment_name` names). Fails when the grid,
+    (default: the retraining deployment `schedule.deployment_name` names). `timeout_s` bounds
+    each wait: the trials', then the registering run's. Fails when the grid,
     `timeout_s` or a deployment is bad (before any child starts), when no trial succeeded, or
     when the registering run fails."""
     checked = check_grid(grid, Path(workdir).resolve() / params_file)  # before any child
@@ -123,15 +142,10 @@ def sweep(
         check_deployments(client, [trial_deployment, register_deployment])
         logger = get_run_logger()
         ids: list[UUID] = []
-        try:
+        with _cancelled_on_exit(client, ids, logger):
             for i, config in enumerate(configs):
                 ids.append(start_child(trial_deployment, params_file, config, True, f"trial-{i}"))
             runs = wait_all(client, ids, timeout_s, late_cancelled=True)  # late: failed trials
-        except BaseException as exc:  # an error, a failed start, Ctrl-C: no trial left running
-            why = f"sweep {flow_run.name or ''} stopped: {type(exc).__name__}: {exc}"[:500]
-            for problem in cancel_unfinished(client, ids, why):
-                logger.warning("sweep: %s", problem)
-            raise
         trials = [
             trial_of(client, i, c, r) for i, (c, r) in enumerate(zip(configs, runs, strict=True))
         ]
@@ -148,8 +162,12 @@ def sweep(
             )
         best = pick_best(trials)  # fails only when no trial succeeded
         print("\n".join(["trials (* best by validation accuracy):", *summary_lines(trials, best)]))
-        final_id = start_child(register_deployment, params_file, best.config, False, "winner")
-        final, awaiting = wait_registering(client, final_id, timeout_s)
+        winner: list[UUID] = []
+        with _cancelled_on_exit(client, winner, logger):  # stopped: it registers nothing
+            winner.append(
+                start_child(register_deployment, params_file, best.config, False, "winner")
+            )
+            final, awaiting = wait_registering(client, winner[0], timeout_s)
         if not (final.state.is_completed() or awaiting):
             raise PipelineError(
                 f"sweep: registering run {final.name} {final.state.name}: {final.state.message}"

@@ -435,10 +435,14 @@ def test_children_still_going_at_the_timeout_are_cancelled(tiny_workdir: Path) -
         (run,) = child_runs.wait_all(client, [late.id], timeout_s=0, late_cancelled=True)
         trial = sweep_module.trial_of(client, 4, {"train.epochs": 2}, run)
         assert run.state.type.value in ("CANCELLING", "CANCELLED") and not trial.ok
-        assert trial.error == f"run {late.name} {run.state.name}: sweep: not finished after 0 s"
+        assert trial.error == (  # never started: said so, not "not finished"
+            f"run {late.name} {run.state.name}: sweep: not started after 0 s: no worker took it"
+            " (all busy? a worker started with --limit 1 that runs this sweep has no slot left"
+            " for its children)"
+        )
     assert (
         state.type.value in ("CANCELLING", "CANCELLED")
-        and "not finished after 0 s" in state.message
+        and "not started after 0 s: no worker took it" in state.message
     )
 
 
@@ -480,6 +484,50 @@ def test_a_sweep_that_stops_early_cancels_the_trials_it_started(
     for state in states:
         assert state.type.value in ("CANCELLING", "CANCELLED"), state
         assert state.message.startswith("sweep ") and raised.__name__ in state.message
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_sweep_stopped_while_the_winner_registers_cancels_that_run(
+    tiny_workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C after the pick: the registering run is cancelled (a sweep someone stopped
+    registers nothing); the finished trials are left as they are."""
+    from types import SimpleNamespace
+
+    from prefect import flow as prefect_flow
+
+    @prefect_flow(name="never-run")
+    def never_run() -> None: ...
+
+    started: list = []
+    monkeypatch.setattr(sweep_module, "check_deployments", lambda *_: None)
+    monkeypatch.setattr(sweep_module, "get_run_logger", lambda: logging.getLogger("sweep"))
+    with get_client(sync_client=True) as client:
+
+        def start_child(*args) -> object:
+            started.append(client.create_flow_run(never_run).id)
+            return started[-1]
+
+        def trial_of(_: object, index: int, config: dict, run: object) -> SimpleNamespace:
+            return SimpleNamespace(ok=True, index=index, config=config, data=None, error=None)
+
+        def interrupted(*_: object, **__: object) -> None:  # Ctrl-C while the winner trains
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(sweep_module, "start_child", start_child)
+        monkeypatch.setattr(sweep_module, "wait_all", lambda c, ids, *_, **__: list(ids))
+        monkeypatch.setattr(sweep_module, "trial_of", trial_of)
+        monkeypatch.setattr(sweep_module, "pick_best", lambda trials: trials[0])
+        monkeypatch.setattr(sweep_module, "summary_lines", lambda *_: [])
+        monkeypatch.setattr(sweep_module, "wait_registering", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            sweep.fn(grid=[{"train.epochs": 2}, {"train.epochs": 3}], workdir=str(tiny_workdir))
+        monkeypatch.undo()
+        *trials, winner = [client.read_flow_run(run).state for run in started]
+    assert len(trials) == 2 and {t.type.value for t in trials} == {"PENDING"}  # left alone
+    assert winner.type.value in ("CANCELLING", "CANCELLED"), winner
+    assert winner.message.startswith("sweep ") and "KeyboardInterrupt" in winner.message
 
 
 @pytest.mark.slow
