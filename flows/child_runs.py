@@ -14,15 +14,11 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.states import Cancelling
+from prefect.states import Cancelled, Cancelling
 
 from mnist_pipeline.core.errors import PipelineError
 
 POLL_S = 2.0
-NO_WORKER = (
-    "no worker took it (all busy? a worker started with --limit 1 that runs this sweep has no "
-    "slot left for its children)"
-)
 
 
 def awaits_approval(client: SyncPrefectClient, run: FlowRun) -> bool:
@@ -74,10 +70,8 @@ def wait_all(
             waiting = [r for r in runs if not done(r)]
             queued = [r for r in waiting if keep_queued and _not_started(r)]
             cancelled = [r for r in waiting if r not in queued]
-            why = f"sweep: not finished after {timeout_s:.0f} s"
-            never = f"sweep: not started after {timeout_s:.0f} s: {NO_WORKER}"
-            cancel(client, [r.id for r in cancelled if not _not_started(r)], why)
-            cancel(client, [r.id for r in cancelled if _not_started(r)], never)
+            for run in cancelled:
+                cancel(client, [run.id], _why_cancelled(run, timeout_s))
             if late_cancelled and not queued:
                 return [client.read_flow_run(i) for i in ids]
             told = [f"cancelled: {_named(cancelled)}"] if cancelled else []
@@ -100,7 +94,10 @@ def cancel(client: SyncPrefectClient, ids: list[UUID], why: str) -> None:
     would replace even a final one)."""
     for run_id in ids:
         now = client.read_flow_run(run_id).state
-        if now is None or not (now.is_final() or now.is_cancelling()):
+        if now is not None and now.type == StateType.SCHEDULED:  # no process to stop: at once,
+            # and with the reason (the server would turn Cancelling into a Cancelled without it)
+            client.set_flow_run_state(run_id, Cancelled(message=why), force=True)
+        elif now is None or not (now.is_final() or now.is_cancelling()):
             client.set_flow_run_state(run_id, Cancelling(message=why), force=True)
 
 
@@ -114,6 +111,18 @@ def cancel_unfinished(client: SyncPrefectClient, ids: list[UUID], why: str) -> l
         except Exception as exc:  # noqa: BLE001 - the API down: the sweep's own error goes on
             problems.append(f"child run {run_id} not cancelled: {type(exc).__name__}: {exc}")
     return problems
+
+
+def _why_cancelled(run: FlowRun, timeout_s: float) -> str:
+    """Why the sweep cancels `run` at its timeout: not finished, or (still Scheduled, Late or
+    AwaitingConcurrencySlot: no worker picked it up) not started, naming the state."""
+    state = run.state
+    if state is not None and state.type == StateType.SCHEDULED:
+        return (
+            f"sweep: not started after {timeout_s:.0f} s (still {state.name}: no free worker, "
+            "or the deployment's concurrency limit full)"
+        )
+    return f"sweep: not finished after {timeout_s:.0f} s"
 
 
 def _not_started(run: FlowRun) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -515,3 +516,33 @@ def test_productions_own_failure_fails_the_request_and_is_not_the_canarys(
         assert chosen.version == 2 and answered.shape == (4, 10)  # still the canary's share
     finally:
         challenger.stop()
+
+
+def test_an_unreadable_alias_history_is_logged_once_per_problem(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The challenger's poll reads the history every second: a store that stays down is one
+    warning, not one a poll; a new problem, or the same after a good read, is told again."""
+
+    class Store:
+        problem: str | None = "s3: no answer"
+
+        def state(self) -> object:
+            if self.problem:
+                raise OSError(self.problem)
+            return SimpleNamespace(aliases={"production": 1}, events=[])
+
+    store = Store()
+    share = canary.Canary(ServeParams(shadow="staging", canary_percent=10), "mnist-cnn")
+    with caplog.at_level(logging.WARNING, logger="mnist_pipeline.serve"):
+        for problem in ("s3: no answer", "s3: no answer", "s3: no answer", None, "s3: no answer"):
+            store.problem = problem
+            share.read_left(store, "production", "staging")  # type: ignore[arg-type]
+        store.problem = "refusing the aliases"
+        share.read_left(store, "production", "staging")  # type: ignore[arg-type]
+    told = [r.getMessage() for r in caplog.records if "could not read the history" in r.message]
+    assert told == [
+        "shadow: could not read the history of alias 'production': s3: no answer",
+        "shadow: could not read the history of alias 'production': s3: no answer",
+        "shadow: could not read the history of alias 'production': refusing the aliases",
+    ]

@@ -356,6 +356,9 @@ def test_scalars_are_read_as_dvc_reads_them(tmp_path: Path) -> None:
     assert differ == {}
     assert (ours["k1"], ours["k10"], ours["k3"]) == (12, "1:30", 15)  # the list is as meant
     assert load_yaml_strict("a: 0x_\nb: -0b__\nc: 0o_7") == {"a": "0x_", "b": "-0b__", "c": 7}
+    assert load_yaml_strict("a: ._\nb: -._\nc: ._5") == {"a": "._", "b": "-._", "c": 0.5}
+    with pytest.raises(ParamsError, match=r"not valid YAML: a value that cannot be read: month"):
+        load_params(write(tmp_path, "train:\n  seed: 2026-13-45\n"), environ={})  # a date
     assert load_params(write(tmp_path, "train:\n  epochs: 012\n"), environ={}).train.epochs == 12
     with pytest.raises(ParamsError, match="train.epochs"):
         load_params(write(tmp_path, "train:\n  epochs: 1:30\n"), environ={})

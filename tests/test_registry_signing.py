@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -261,6 +262,11 @@ def test_key_files_others_could_misuse_are_refused(tmp_path: Path, keys: dict[st
         path.chmod(mode)  # owner-only private keys; public keys anyone reads, a group writes
         assert open_registry(parse_params({"registry": both}).registry, layout).signing.key
         path.chmod(0o600 if path == private else 0o644)
+    if os.getuid() == 0:  # another user's key shared with a group: its owner's choice
+        os.chown(private, 4242, 4242)
+        private.chmod(0o640)
+        assert open_registry(parse_params({"registry": both}).registry, layout).signing.key
+        os.chown(private, 0, 0)
 
 
 # a throwaway EC key on secp112r1 (`openssl ecparam -name secp112r1 -genkey -noout`)

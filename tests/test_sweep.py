@@ -11,12 +11,14 @@ import json
 import logging
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Scheduled
 
 from flows import child_runs
 from flows import sweep as sweep_module
@@ -435,14 +437,18 @@ def test_children_still_going_at_the_timeout_are_cancelled(tiny_workdir: Path) -
         (run,) = child_runs.wait_all(client, [late.id], timeout_s=0, late_cancelled=True)
         trial = sweep_module.trial_of(client, 4, {"train.epochs": 2}, run)
         assert run.state.type.value in ("CANCELLING", "CANCELLED") and not trial.ok
-        assert trial.error == (  # never started: said so, not "not finished"
-            f"run {late.name} {run.state.name}: sweep: not started after 0 s: no worker took it"
-            " (all busy? a worker started with --limit 1 that runs this sweep has no slot left"
-            " for its children)"
+        assert trial.error == f"run {late.name} {run.state.name}: sweep: not finished after 0 s"
+        later = datetime.now(UTC) + timedelta(hours=1)  # no worker picked it up
+        unstarted = client.create_flow_run(never_run, state=Scheduled(scheduled_time=later))
+        (run,) = child_runs.wait_all(client, [unstarted.id], timeout_s=0, late_cancelled=True)
+        trial = sweep_module.trial_of(client, 5, {"train.epochs": 3}, run)
+        assert trial.error == (  # never started: said so, with the state it waited in
+            f"run {unstarted.name} {run.state.name}: sweep: not started after 0 s (still "
+            "Scheduled: no free worker, or the deployment's concurrency limit full)"
         )
     assert (
         state.type.value in ("CANCELLING", "CANCELLED")
-        and "not started after 0 s: no worker took it" in state.message
+        and "not finished after 0 s" in state.message
     )
 
 

@@ -364,8 +364,13 @@ def test_unreadable_checkpoint_starts_fresh(tmp_path: Path, tiny_data_dir: Path,
 
 @pytest.mark.parametrize(
     "foreign",
-    [{"format": 1, "identity": None}, {"format": 1, "identity": {"params": ["epochs"]}}, [1]],
-    ids=["identity-not-a-mapping", "params-not-a-mapping", "a-list"],
+    [
+        {"format": 1, "identity": None},
+        {"format": 1, "identity": {"params": ["epochs"]}},
+        {"format": 1, "identity": {"params": {1: 2}}},
+        [1],
+    ],
+    ids=["identity-not-a-mapping", "params-not-a-mapping", "params-not-by-name", "a-list"],
 )
 def test_a_checkpoint_of_another_shape_starts_fresh(
     tmp_path: Path, tiny_data_dir: Path, capsys, foreign: object

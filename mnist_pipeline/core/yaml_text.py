@@ -27,7 +27,7 @@ _INT_12 = re.compile(  # a digit after the prefix: `0x_` is text (int() could no
 _FLOAT_12 = re.compile(
     r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?   # 1.5, 1., 1.5e3
          |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+                  # 1e-3
-         |[-+]?\.[0-9_]+(?:[eE][-+][0-9]+)?                 # .5, -.5, .5e-3 (a signed exponent)
+         |[-+]?\.[0-9_]*[0-9][0-9_]*(?:[eE][-+][0-9]+)?     # .5, -.5, .5e-3 (a signed exponent)
          |[-+]?\.(?:inf|Inf|INF)
          |\.(?:nan|NaN|NAN))$""",
     re.VERBOSE,
@@ -93,6 +93,8 @@ def load_yaml_strict(text: str) -> Any:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except RecursionError:
         raise yaml.YAMLError("nested too deeply (lists or mappings inside each other)") from None
+    except (ValueError, OverflowError) as exc:  # a constructor's: a scalar it cannot convert
+        raise yaml.YAMLError(f"a value that cannot be read: {exc}") from None
 
 
 def describe_yaml_error(exc: yaml.YAMLError) -> str:

@@ -36,13 +36,15 @@ def key_id(public: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def _check_mode(path: Path, mode: int, private: bool) -> None:
-    """Refuse a key file others can misuse, as OpenSSH refuses a private key "too open": a
-    signing key others may read or write (they could sign as this registry), a trusted key
-    anyone may write (they could swap in their own and sign what this host then trusts)."""
+def _check_mode(path: Path, mode: int, owner: int, private: bool) -> None:
+    """Refuse a key file others can misuse: a signing key of this user's that others may read
+    or write (they could sign as this registry; as OpenSSH refuses a private key "too open",
+    a key another user owns and shares with a group, say root's 0640 for a service's group,
+    is left to its owner), and a trusted key anyone may write (they could swap in their own
+    and sign what this host then trusts)."""
     if os.name != "posix":
         return
-    if private and mode & 0o077:
+    if private and owner == os.getuid() and mode & 0o077:
         raise RegistryError(
             f"signing key {path} is open to other users (mode {mode:04o}): only its owner may "
             f"read it; run chmod 600 {path}"
@@ -59,7 +61,8 @@ def _read_key(path: Path, private: bool) -> Any:
     try:
         with path.open("rb") as handle:
             data = handle.read()
-            mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+            found = os.fstat(handle.fileno())
+            mode, owner = stat.S_IMODE(found.st_mode), found.st_uid
     except FileNotFoundError:
         raise RegistryError(f"{what} {path} does not exist") from None
     except OSError as exc:  # a folder, no permission: the file, not its format
@@ -75,7 +78,9 @@ def _read_key(path: Path, private: bool) -> Any:
     expected = Ed25519PrivateKey if private else Ed25519PublicKey
     if not isinstance(key, expected):
         raise RegistryError(f"{what} {path} is not an Ed25519 key")
-    _check_mode(path, mode, private)  # after the format: a .pub given as the signing key says so
+    _check_mode(
+        path, mode, owner, private
+    )  # after the format: a .pub given as the signing key says so
     return key
 
 

@@ -113,6 +113,7 @@ class Canary:
         self.stepped_back: dict[int, str] = {}  # version -> why
         self.left: set[int] = set()  # versions production has moved away from (left_behind)
         self._reading = threading.Lock()
+        self._unread: str | None = None  # why the alias history could not be read, last time
         self._models: tuple[ServedModel, ServedModel] | None = None  # challenger, production
         # the share gauge computed and set in one step: a reload thread's older figure must
         # not overwrite a step back's newer one
@@ -157,8 +158,14 @@ class Canary:
             try:
                 state = registry.state()
             except Exception as exc:  # noqa: BLE001 - logged; the canary goes on as it was
-                logger.warning("shadow: could not read the history of alias %r: %s", alias, exc)
+                problem = str(exc)
+                if problem != self._unread:  # once per new problem: this runs at every poll
+                    logger.warning(
+                        "shadow: could not read the history of alias %r: %s", alias, problem
+                    )
+                self._unread = problem
                 return
+            self._unread = None
             current = state.aliases.get(alias)
             self.left = left_behind(state.events, alias, current, challenger)
 

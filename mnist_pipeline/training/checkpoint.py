@@ -65,11 +65,12 @@ def _changed(made: dict[str, Any], identity: dict[str, Any]) -> list[str]:
 
 def _ours(checkpoint: Any) -> bool:
     """Whether `checkpoint` has this format's shape: a mapping of the format number, whose
-    identity (if any) and its params are mappings too."""
+    identity (if any) is a mapping and its params a mapping by name."""
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         return False
     made = checkpoint.get("identity", {})
-    return isinstance(made, dict) and isinstance(made.get("params", {}), dict)
+    params = made.get("params", {}) if isinstance(made, dict) else None
+    return isinstance(params, dict) and all(isinstance(key, str) for key in params)
 
 
 def load(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
