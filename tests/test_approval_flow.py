@@ -306,6 +306,8 @@ def test_on_a_temporary_server_nothing_waits_for_an_answer(tmp_path: Path, tiny_
     workdir = make_workdir(tmp_path, str(mirror), sha, registry=required)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONPATH": str(REPO_ROOT)}
+    # a new temporary server with a new database: Prefect's 20 s is short on 2 busy cores
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
     done = subprocess.run(
         [sys.executable, "-m", "flows.retrain"],
         cwd=workdir,

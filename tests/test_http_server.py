@@ -23,10 +23,18 @@ from tests.registry_helpers import (
 )
 
 pytestmark = pytest.mark.slow
-# the alias is checked every 0.2 s; a check that finds a new version fetches, verifies and loads
-# it, which took 0.7 s with the registry on S3 under this test's load on a 2-core machine
-RELOAD_LAG = 0.2 + 2.0
 Answer = tuple[float, float, int | None, int]  # (start, end, version, status)
+
+
+def swapped(log: Path, version: int, was: int, workers: int) -> None:
+    """Wait (60 s at most) until every worker has logged its swap from v`was` to v`version`:
+    a check of the alias that finds a new version fetches, verifies and loads it, which takes
+    longer on a loaded machine (0.7 s with the registry on S3 under this test's load)."""
+    line = f"now serving {MODEL} v{version} (was v{was})"
+    deadline = time.monotonic() + 60
+    while log.read_text().count(line) < workers:
+        assert time.monotonic() < deadline, f"{workers} x {line!r} not in {log.read_text()}"
+        time.sleep(0.05)
 
 
 def answered_after(answers: list[Answer], since: float, count: int = 50) -> None:
@@ -83,19 +91,23 @@ def test_promotions_under_load_fail_no_request(
                 except Exception:  # noqa: BLE001 - any failure is counted as a failed request
                     answers.append((began, time.monotonic(), None, 0))
 
-    with mnist_server(tmp_path, tmp_path / "serve.log", workers, root) as url:
+    log = tmp_path / "serve.log"
+    with mnist_server(tmp_path, log, workers, root) as url:
         clients = [threading.Thread(target=client, args=(url,)) for _ in range(4)]
         for thread in clients:
             thread.start()
         answered_after(answers, timeline[0][1])  # under load
+        # (began, every worker swapped, version): between the two, either version may answer
         began = time.monotonic()
         registry.promote(2, "production")
+        swapped(log, 2, 1, workers)
         timeline.append((began, time.monotonic(), 2))
-        answered_after(answers, timeline[-1][1] + RELOAD_LAG)  # these must all be v2
+        answered_after(answers, timeline[-1][1])  # these must all be v2
         began = time.monotonic()
         registry.rollback()
+        swapped(log, 1, 2, workers)
         timeline.append((began, time.monotonic(), 1))
-        answered_after(answers, timeline[-1][1] + RELOAD_LAG)  # and these v1
+        answered_after(answers, timeline[-1][1])  # and these v1
         stop_clients.set()
         for thread in clients:
             thread.join()
@@ -103,8 +115,8 @@ def test_promotions_under_load_fail_no_request(
     assert [a for a in answers if a[3] != 200] == []
     for began, ended, version, _ in answers:
         production = {v for moving, _, v in timeline if moving <= ended}
-        recent = [v for _, done, v in timeline if done <= began - RELOAD_LAG][-1:]
-        moved = {v for moving, done, v in timeline if began - RELOAD_LAG < done and moving <= ended}
+        recent = [v for _, done, v in timeline if done <= began][-1:]
+        moved = {v for moving, done, v in timeline if began < done and moving <= ended}
         allowed = moved | set(recent)
         assert version in allowed and version in production, (began, ended, version, timeline)
     versions = [a[2] for a in sorted(answers)]

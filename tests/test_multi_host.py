@@ -358,9 +358,19 @@ def test_hosts_sharing_only_a_network_train_register_and_serve(
         notes = told(received)
         crashed = [n for n in notes if n["subject"] == CRASH_SUBJECT]
         failed = [n for n in notes if n["subject"].endswith(" failed")]
-        assert len(crashed) == 1 and crash["crashed"] in crashed[0]["body"], notes
+        killed = [n for n in crashed if crash["crashed"] in n["body"]]
+        assert len(killed) == 1, notes
+        # Prefect may also time out the heartbeats of a run that finished, when one of them
+        # reached the server after its final state (PrefectHQ/prefect#18653): the
+        # notification goes out, but the run must not be made Crashed.
+        listed = client(me, client_env, "runs")
+        for note in crashed:
+            if note is not killed[0]:
+                (named,) = [run for run in listed if run in note["body"]]
+                (final,) = site.call("wait", named)
+                assert final["state"] != "Crashed", (note, final)
         assert len(failed) == 1 and f"at {endpoint}:" in failed[0]["body"], notes
-        assert len(notes) == 2, notes
+        assert len(notes) == len(crashed) + 1, notes
         for name in ("w1", "w2"):  # the sweep's trials ran on both, each synced first
             clone = folders[name] / "mnist-pipeline"
             assert {
