@@ -78,9 +78,8 @@ def _read_key(path: Path, private: bool) -> Any:
     expected = Ed25519PrivateKey if private else Ed25519PublicKey
     if not isinstance(key, expected):
         raise RegistryError(f"{what} {path} is not an Ed25519 key")
-    _check_mode(
-        path, mode, owner, private
-    )  # after the format: a .pub given as the signing key says so
+    # after the format: a .pub given as the signing key says so
+    _check_mode(path, mode, owner, private)
     return key
 
 
