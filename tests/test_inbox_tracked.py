@@ -63,6 +63,7 @@ def test_a_file_where_the_inbox_belongs_and_a_broken_lock_are_refused(tmp_path: 
         "[a, list]",
         "stages: {inbox: {outs: [%s]}}" % (out % "null"),
         "stages: {inbox: {outs: [%s]}}" % (out % "many"),
+        "stages: {inbox: {outs: [%s]}}" % (out % ".inf"),
         "stages: {inbox: {outs: [data/extra]}}",
         "stages: {inbox: [outs]}",
     ):
@@ -71,6 +72,9 @@ def test_a_file_where_the_inbox_belongs_and_a_broken_lock_are_refused(tmp_path: 
             tracked.ensure_inbox(tmp_path, inbox)
         assert cli(tmp_path, "data", "init") == 1
         assert not inbox.exists()
+    (tmp_path / "dvc.lock").write_text("[" * 100_000 + "]" * 100_000)  # nested too deeply
+    with pytest.raises(DataError, match=r"cannot read .*dvc.lock: nested too deeply"):
+        tracked.ensure_inbox(tmp_path, inbox)
     (tmp_path / "dvc.lock").write_text("stages: {inbox: {outs: [{md5: x}]}}\n")  # no path
     assert cli(tmp_path, "data", "init") == 0 and inbox.is_dir()
 
@@ -108,3 +112,20 @@ def test_a_broken_link_where_the_inbox_belongs_is_named(tmp_path: Path) -> None:
     (tmp_path / "data" / "extra").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(DataError, match=r"is a link to .*elsewhere, which is missing"):
         tracked.ensure_inbox(tmp_path, tmp_path / "data" / "extra")
+
+
+def test_data_on_another_disk_through_a_link_is_found_as_dvc_names_it(tmp_path: Path) -> None:
+    """`data` a link to a folder outside the project (data on another disk): dvc.lock names the
+    inbox `data/extra` still, links not followed."""
+    project, disk = tmp_path / "project", tmp_path / "disk"
+    project.mkdir()
+    disk.mkdir()
+    (project / "data").symlink_to(disk)
+    write_lock(project, 6)
+    inbox = project / "data" / "extra"
+    with pytest.raises(DataError, match=r"records 6 file\(s\).*`dvc pull data/extra`"):
+        tracked.ensure_inbox(project, inbox)
+    write_lock(project, 0)
+    (project / "params.yaml").write_text("{}\n")
+    assert cli(project, "data", "init") == 0 and (disk / "extra").is_dir()
+    assert tracked.recorded_files(project, tmp_path / "elsewhere" / "extra") == 0  # outside

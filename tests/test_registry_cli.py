@@ -24,7 +24,7 @@ from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT
 from tests.promotion_helpers import TEST, paired_candidate, write_test_set
-from tests.registry_helpers import stored
+from tests.registry_helpers import stored, writable
 from tests.synthetic import make_dataset, write_data_dir
 
 runner = CliRunner()
@@ -259,6 +259,22 @@ def test_list_shows_the_intact_versions_and_marks_a_damaged_one(workdir: Path) -
     assert "refused: " in result.output and "v2" in result.output
 
 
+def test_list_warns_of_an_alias_pointing_at_no_version(workdir: Path) -> None:
+    """aliases.json edited to name v99: the table has no row to show it on, so a warning says
+    where it points (verify reports it too)."""
+    produce(workdir, 1, 0.95)
+    assert models(workdir, "register").exit_code == 0
+    aliases = writable(workdir / "registry" / "mnist-cnn" / "aliases.json")
+    document = json.loads(aliases.read_text())
+    document["aliases"]["production"] = 99
+    aliases.write_text(json.dumps(document))
+    result = models(workdir, "list")
+    assert result.exit_code == 0, result.output
+    assert "warning: production point(s) at v99, which does not exist" in " ".join(
+        result.output.split()
+    )
+
+
 def test_register_without_outputs_names_what_is_missing(workdir: Path) -> None:
     result = models(workdir, "register")
     assert isinstance(result.exception, RegistryError)
@@ -396,3 +412,23 @@ def test_no_home_folder_for_the_cache_is_one_line(
     done = models(workdir, "resolve", "1")
     assert isinstance(done.exception, RegistryError), (done.output, done.exception)
     assert "set XDG_CACHE_HOME (or HOME)" in str(done.exception)
+
+
+def test_a_card_sealed_again_without_its_model_is_reported_and_shown(workdir: Path) -> None:
+    """Without a signing key anyone who can write the registry can edit a card and seal it
+    again (the seal is an unkeyed hash): one that lists no model.onnx is a problem for verify,
+    and `models show` says so instead of a traceback."""
+    from mnist_pipeline.registry.card import seal
+
+    produce(workdir, 1, 0.95)
+    assert models(workdir, "register").exit_code == 0
+    card_file = writable(workdir / "registry" / "mnist-cnn" / "v1" / "card.json")
+    card = json.loads(card_file.read_text())
+    del card["files"]["model.onnx"]
+    card_file.write_text(json.dumps(seal(card)))
+    verified = models(workdir, "verify")
+    assert verified.exit_code == 1
+    assert "the card lists no model.onnx" in " ".join(verified.output.split())
+    shown = models(workdir, "show", "1")
+    assert shown.exit_code == 0, shown.output
+    assert "onnx         sha256 none: the card lists no model.onnx" in shown.output

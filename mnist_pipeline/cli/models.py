@@ -71,7 +71,8 @@ def list_versions(ctx: typer.Context) -> None:
     for column in ("version", "accuracy", "created", "aliases"):
         table.add_column(column)
     refused = []  # damaged, or signed by a key not trusted here: the reason says which
-    for version, card, problem in registry.catalogue():
+    catalogue = registry.catalogue()
+    for version, card, problem in catalogue:
         aliases = ", ".join(sorted(by_version.get(version, [])))
         if card is None:
             table.add_row(str(version), "[red]refused[/]", "?", aliases)
@@ -87,6 +88,16 @@ def list_versions(ctx: typer.Context) -> None:
     out.print(table)
     for problem in refused:
         err.print(f"[red]refused:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    listed = {version for version, _, _ in catalogue}
+    for version, aliases in sorted(by_version.items()):
+        if version not in listed:  # its row would be missing: say where the alias points
+            names = ", ".join(sorted(aliases))
+            err.print(
+                f"warning: {escape(names)} point(s) at v{version}, which does not exist "
+                "(`mnist-pipeline models verify`)",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 @models_app.command("show")

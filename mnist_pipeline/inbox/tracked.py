@@ -9,19 +9,25 @@ without them and record their loss.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
 
 from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.yaml_text import load_yaml_strict
 
 LOCK_FILE = "dvc.lock"
 STAGE = "inbox"
 
 
-def _relative(project: Path, inbox: Path) -> str:
-    """The inbox as dvc.lock names it: relative to the project, with forward slashes."""
-    return inbox.resolve().relative_to(project.resolve()).as_posix()
+def _relative(project: Path, inbox: Path) -> str | None:
+    """The inbox as dvc.lock names it: relative to the project, with forward slashes, links not
+    followed (as DVC names `data/extra` when `data` links to another disk); None outside it."""
+    try:
+        return Path(os.path.abspath(inbox)).relative_to(os.path.abspath(project)).as_posix()
+    except ValueError:  # an inbox outside the project: no stage of its dvc.lock names it
+        return None
 
 
 def recorded_files(project: Path, inbox: Path) -> int:
@@ -29,16 +35,18 @@ def recorded_files(project: Path, inbox: Path) -> int:
     lock = project / LOCK_FILE
     if not lock.is_file():
         return 0
-    try:
-        stages = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
+    where = _relative(project, inbox)
+    if where is None:
+        return 0
+    try:  # as DVC reads it (YAML 1.2); nesting too deep is a YAMLError too
+        stages = load_yaml_strict(lock.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise DataError(f"cannot read {lock}: {exc}") from exc
-    where = _relative(project, inbox)
     try:
         stage = (stages.get("stages") or {}).get(STAGE) or {}
         outs = [out for out in stage.get("outs") or [] if out.get("path") == where]
         return sum(int(out.get("nfiles", 0)) for out in outs)
-    except (AttributeError, TypeError, ValueError) as exc:  # a mapping or number missing
+    except (AttributeError, TypeError, ValueError, OverflowError) as exc:  # not as DVC writes
         raise DataError(
             f"cannot read {lock}: its {STAGE!r} stage is not as DVC writes it ({exc})"
         ) from None

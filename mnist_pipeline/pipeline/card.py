@@ -210,5 +210,5 @@ def summary_lines(card: ModelCard, aliases: list[str]) -> list[str]:
         extra_line,
         f"fingerprint  {fingerprint}",
         f"code         git {code.get('git_commit', 'unknown')}{dirty}; from {came_from}",
-        f"onnx         sha256 {card.files['model.onnx']}",
+        f"onnx         sha256 {card.files.get('model.onnx', 'none: the card lists no model.onnx')}",
     ]

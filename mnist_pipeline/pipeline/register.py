@@ -130,6 +130,9 @@ def chain_problems(registry: Registry, version: int, card: ModelCard) -> list[st
     parity must have checked the card's model.onnx, every report must describe the card's
     model.pt, and metrics must hold the card's accuracy."""
     files, problems = card.files, []
+    missing = [name for name in (ONNX_FILE, STATE_DICT_FILE) if name not in files]
+    if missing:  # a card edited and sealed again: nothing could serve or re-export it
+        problems.append(f"the card lists no {' and no '.join(missing)}")
     found: dict[str, Any] = {}
     for name, model in (
         (METRICS_FILE, Metrics),
