@@ -330,17 +330,23 @@ def test_a_challenger_alias_on_productions_version_costs_no_second_inference(
         challenger.stop()
 
 
+def full_canary(registry: Registry, poll_s: float) -> tuple[ServedModel, Challenger, TestClient]:
+    """Production on its alias and staging answering every request as the canary (never
+    stepping back for disagreement), its alias polled every `poll_s`; stop the challenger."""
+    limits = ServeParams(shadow="staging", canary_percent=100, canary_max_disagreement=1.0)
+    production = ServedModel(registry, "production")
+    production.refresh()
+    challenger = Challenger(registry, limits, seed=7)
+    challenger.start(poll_s, follow_events=False)
+    return production, challenger, TestClient(create_app(production, limits, None, challenger))
+
+
 def test_a_version_production_was_rolled_back_from_is_not_tried_again(
     registry: Registry,
 ) -> None:
     """Staging promoted, then production rolled back: staging still names the version that
     was taken out of production, and the canary gives it no share; a newer one gets it."""
-    limits = ServeParams(shadow="staging", canary_percent=100, canary_max_disagreement=1.0)
-    production = ServedModel(registry, "production")
-    production.refresh()
-    challenger = Challenger(registry, limits, seed=7)
-    challenger.start(3600, follow_events=False)
-    api = TestClient(create_app(production, limits, None, challenger))
+    production, challenger, api = full_canary(registry, poll_s=3600)
     try:
         assert versions(api, images(3, 8)) == [2] * 3  # the canary answers every request
         registry.promote(2, "production")
@@ -371,12 +377,7 @@ def test_a_version_rejected_for_production_stops_answering_at_the_next_poll(
 ) -> None:
     """`models reject` moves no alias, so no version change tells the canary: the challenger's
     poll reads the history again, and the rejected version answers no one from then on."""
-    limits = ServeParams(shadow="staging", canary_percent=100, canary_max_disagreement=1.0)
-    production = ServedModel(registry, "production")
-    production.refresh()
-    challenger = Challenger(registry, limits, seed=7)
-    challenger.start(0.1, follow_events=False)
-    api = TestClient(create_app(production, limits, None, challenger))
+    production, challenger, api = full_canary(registry, poll_s=0.1)
     try:
         assert versions(api, images(3, 12)) == [2] * 3
         registry.note(2, "production", "reject", "user:bob rejected v2", "user:bob", "no")

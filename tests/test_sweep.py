@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Scheduled
@@ -409,17 +410,23 @@ def test_missing_deployments_are_named_before_any_child_starts(
     assert started == []
 
 
+@flow(name="never-run")
+def never_run() -> None:
+    """A flow whose runs nothing executes: child runs that stay Pending, or Scheduled."""
+
+
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep run outside a flow run: no deployments to check, a plain logger."""
+    monkeypatch.setattr(sweep_module, "check_deployments", lambda *_: None)
+    monkeypatch.setattr(sweep_module, "get_run_logger", lambda: logging.getLogger("sweep"))
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_children_still_going_at_the_timeout_are_cancelled(tiny_workdir: Path) -> None:
     """A child no worker ever finishes (here: a run nothing executes) is cancelled, named with
     its state; the registering run, still queued (for the retraining deployment's one slot,
     say), is left to register when it starts, and named as such."""
-    from prefect import flow as prefect_flow
-
-    @prefect_flow(name="never-run")
-    def never_run() -> None: ...
-
     with get_client(sync_client=True) as client:
         waiting = client.create_flow_run(never_run)
         with pytest.raises(
@@ -460,14 +467,8 @@ def test_a_sweep_that_stops_early_cancels_the_trials_it_started(
 ) -> None:
     """Prefect cancels a parent's children only when the parent is cancelled: a sweep that
     fails or is interrupted (Ctrl-C) cancels its trials itself, and ends as it would have."""
-    from prefect import flow as prefect_flow
-
-    @prefect_flow(name="never-run")
-    def never_run() -> None: ...
-
     started: list = []
-    monkeypatch.setattr(sweep_module, "check_deployments", lambda *_: None)
-    monkeypatch.setattr(sweep_module, "get_run_logger", lambda: logging.getLogger("sweep"))
+    offline(monkeypatch)
     with get_client(sync_client=True) as client:
 
         def start_child(*args) -> object:
@@ -501,14 +502,8 @@ def test_a_sweep_stopped_while_the_winner_registers_cancels_that_run(
     registers nothing); the finished trials are left as they are."""
     from types import SimpleNamespace
 
-    from prefect import flow as prefect_flow
-
-    @prefect_flow(name="never-run")
-    def never_run() -> None: ...
-
     started: list = []
-    monkeypatch.setattr(sweep_module, "check_deployments", lambda *_: None)
-    monkeypatch.setattr(sweep_module, "get_run_logger", lambda: logging.getLogger("sweep"))
+    offline(monkeypatch)
     with get_client(sync_client=True) as client:
 
         def start_child(*args) -> object:
