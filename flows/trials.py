@@ -10,7 +10,6 @@ worker's default result storage is its own disk).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +22,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.sorting import ArtifactSort
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.reports import TrainRecord, read_report
 
@@ -66,5 +66,5 @@ def read_trial(client: SyncPrefectClient, flow_run_id: UUID) -> dict[str, Any] |
     if not found:
         return None
     data = found[0].data
-    rows = json.loads(data) if isinstance(data, str) else data
+    rows = json_text.loads(data) if isinstance(data, str) else data
     return rows[0] if rows else None

@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.atomic import write_text
 from mnist_pipeline.core.errors import PipelineError
 
@@ -244,7 +245,7 @@ def parse_report(model: type[R], data: Any, where: str) -> R:
 def parse_json_report(model: type[R], data: bytes, where: str) -> R:
     """`model` from a report file's bytes (PipelineError naming `where` and the field)."""
     try:
-        parsed = json.loads(data.decode("utf-8"))
+        parsed = json_text.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PipelineError(f"{where} is not readable JSON: {exc}") from None
     return parse_report(model, parsed, where)
@@ -254,7 +255,7 @@ def read_report(model: type[R], path: Path, stage: str) -> R:
     """A stage's report from `path`; a missing, malformed or mistyped one is an error naming
     the file, the field and the stage to run."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json_text.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PipelineError(f"no report at {path}: run `mnist-pipeline {stage}`") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -17,11 +17,11 @@ that cannot be reached leaves the count pending for the next `data add`. With a 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.atomic import write_json
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox.store import lock
@@ -49,7 +49,7 @@ def read_count(inbox: Path) -> tuple[int, int]:
     """(images added since the last event, events sent so far): the generation tells a reader
     whether an event reset the count since it looked (0s when unrecorded or unreadable)."""
     try:
-        found = json.loads(pending_file(inbox).read_text(encoding="utf-8"))
+        found = json_text.loads(pending_file(inbox).read_text(encoding="utf-8"))
         pending, generation = found.get("pending", 0), found.get("generation", 0)
     except (OSError, ValueError, AttributeError):
         return 0, 0

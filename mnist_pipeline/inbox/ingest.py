@@ -15,7 +15,6 @@ normal: empty splits, and training on MNIST alone. Torch-free.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from filelock import Timeout
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.atomic import check_writable, folder_lock, json_bytes, write_many
 from mnist_pipeline.core.contract import NUM_CLASSES
 from mnist_pipeline.core.errors import DataError, describe_os_error
@@ -261,7 +261,7 @@ def _ingested_inbox(report_path: Path) -> str | None:
     older version) without that field."""
     if not report_path.is_file():
         return None
-    document = json.loads(report_path.read_bytes())
+    document = json_text.loads(report_path.read_bytes())
     took = document.get("inbox_sha256") if isinstance(document, dict) else None
     return took if isinstance(took, str) else None
 

@@ -24,6 +24,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.atomic import append_line, write_bytes, write_json
 from mnist_pipeline.core.contract import CLASS_LABELS
 from mnist_pipeline.core.errors import DataError
@@ -52,7 +53,7 @@ def items(folder: Path) -> list[Pending]:
     # not ".<name>.json.<random>.tmp.json": a write in progress, or one a killed process left
     for sidecar in sorted(folder.glob("[!.]*.json")) if folder.is_dir() else []:
         try:
-            record = json.loads(sidecar.read_text(encoding="utf-8"))
+            record = json_text.loads(sidecar.read_text(encoding="utf-8"))
         except FileNotFoundError:
             continue  # accepted or rejected since the folder was listed
         except ValueError as exc:

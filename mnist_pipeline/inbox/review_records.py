@@ -15,6 +15,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox import pending
 from mnist_pipeline.inbox.claims import Pending
@@ -33,7 +34,7 @@ def decided_by(
     names = shared.call(lambda: shared.storage.list(f"{REVIEW_LOG}{item.sha256}/"))
     for body in shared.call(lambda: shared.storage.read_many(names)):
         try:
-            record = json.loads(body or b"")
+            record = json_text.loads(body or b"")
             claims = set(record["claims"])
             earlier = str(record["action"])
         except (ValueError, KeyError, TypeError):
@@ -62,7 +63,7 @@ def record(shared: SharedInbox, inbox: Path, keys: list[str], line: dict[str, ob
         return
     # another review recorded these very claims since this one read the queue
     try:
-        there = dict(json.loads(shared.call(lambda: shared.storage.read(key)) or b"{}"))
+        there = dict(json_text.loads(shared.call(lambda: shared.storage.read(key)) or b"{}"))
     except (ValueError, TypeError):
         there = {}  # not a record this program writes: not this decision either
     if (there.get("action"), there.get("label")) != (line["action"], line.get("label")):
@@ -87,7 +88,7 @@ def drop_unfinishable(
     bodies = shared.call(lambda: shared.storage.read_many(names))
     for name, body in zip(names, bodies, strict=True):
         try:
-            found = dict(json.loads(body or b""))
+            found = dict(json_text.loads(body or b""))
             claims = set(found.get("claims") or ())
         except (ValueError, TypeError):
             continue  # not a record this program writes: it decides nothing

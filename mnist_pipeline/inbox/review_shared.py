@@ -35,6 +35,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox import pending, seen, store
 from mnist_pipeline.inbox.claims import Claim, Pending, QuotaExceeded, Submitted
@@ -239,7 +240,7 @@ def _parse(key: str, body: bytes) -> tuple[Claim, bytes]:
     """The claim stored at `key` and its image; DataError when it is not one `submit` writes."""
     named = _CLAIM_KEY.fullmatch(key)
     try:
-        raw = json.loads(body)
+        raw = json_text.loads(body)
         data = base64.b64decode(raw["image"], validate=True)
         claim = Claim(int(raw["label"]), str(raw["source"]), str(raw["time"]), raw.get("client"))
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:

@@ -6,9 +6,9 @@ identity lost everything.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.atomic import write_json
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox.shared import IDENTITY, SharedInbox, StoreUnavailable
@@ -22,7 +22,7 @@ def base_file(inbox: Path) -> Path:
 def _base(inbox: Path) -> dict:
     """The base file's content ({} when there is none)."""
     try:
-        raw = json.loads(base_file(inbox).read_text(encoding="utf-8"))
+        raw = json_text.loads(base_file(inbox).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:

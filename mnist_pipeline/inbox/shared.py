@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import DataError, RegistryError, describe_os_error
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.inbox.store import LabelConflict, check_label
@@ -62,7 +63,7 @@ def image_sha256(key: str) -> str | None:
 def _pending(data: bytes | None) -> tuple[int, list[dict]]:
     """pending.json's count and recent writes; an absent or unreadable one counts from 0."""
     try:
-        document = json.loads(data) if data is not None else {}
+        document = json_text.loads(data) if data is not None else {}
         count = max(int(document.get("pending", 0)), 0)
         recent = [e for e in document.get("recent", []) if isinstance(e, dict) and "write" in e]
     except (ValueError, TypeError, AttributeError):
@@ -185,7 +186,7 @@ class SharedInbox:
                 self.call(lambda: self.storage.create(IDENTITY, made))  # False: another host's
                 found = self.call(lambda: self.storage.read(IDENTITY))
             try:
-                self._identity = None if found is None else str(json.loads(found)["id"])
+                self._identity = None if found is None else str(json_text.loads(found)["id"])
             except (ValueError, KeyError, TypeError):
                 raise StoreUnavailable(
                     f"shared inbox {self.location}: {IDENTITY} is not what this program writes"
@@ -276,7 +277,7 @@ class SharedInbox:
     def _parse(self, key: str, data: bytes) -> Record:
         """The label record stored at `key` (DataError when it is not one)."""
         try:
-            raw = json.loads(data)
+            raw = json_text.loads(data)
             fmt = str(raw["format"])
             digest = key[len(LABELS) : -len(".json")]
             image = str(raw.get("image", f"{IMAGES}{digest}"))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import trail
 from mnist_pipeline.registry.keys import REF_VERSION_RE, check_alias
@@ -207,7 +208,7 @@ def parse(data: bytes | None, where: str) -> AliasState:
     if data is None:
         return AliasState()
     try:
-        raw = json.loads(data.decode("utf-8"))
+        raw = json_text.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RegistryError(f"{where} is not readable JSON: {exc}") from None
     if not isinstance(raw, dict):

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.atomic import write_bytes
 from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry import aliases as alias_doc
@@ -285,7 +286,7 @@ class Registry:
             return card.get(SIGNATURE_KEY)
         data = self.storage.read(keys.legacy_file(self.name, card["version"], keys.SIGNATURE_FILE))
         try:
-            return None if data is None else json.loads(data.decode("utf-8"))
+            return None if data is None else json_text.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RegistryError(f"{label}: {keys.SIGNATURE_FILE} is unreadable ({exc})") from None
 

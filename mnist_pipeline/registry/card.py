@@ -14,6 +14,7 @@ import hashlib
 import json
 from typing import Any
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry.keys import SHA256_RE, check_relpath
 
@@ -62,7 +63,7 @@ def parse_card(data: bytes, name: str, version: int) -> dict[str, Any]:
     signature: signing.py); RegistryError naming what is wrong."""
     label = f"{name} v{version}"
     try:
-        card = json.loads(data.decode("utf-8"))
+        card = json_text.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RegistryError(f"{label} card is not readable JSON: {exc}") from None
     if not is_sealed(card) or card.get("version") != version or card.get("name") != name:

@@ -4,10 +4,10 @@ removal (`models gc`) while no registration is in progress, once they are old en
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import keys
 
@@ -44,7 +44,7 @@ def find(registry: Registry) -> list[str]:
     cards = registry.storage.read_many([keys.card_key(name, version) for version in versions])
     for version, data in zip(versions, cards, strict=True):
         try:
-            files = json.loads((data or b"").decode("utf-8"))["files"]
+            files = json_text.loads((data or b"").decode("utf-8"))["files"]
             used |= {keys.blob_key(name, str(sha)) for sha in files.values()}
         except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RegistryError):
             raise RegistryError(

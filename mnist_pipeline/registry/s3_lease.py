@@ -28,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import RegistryError
 
 if TYPE_CHECKING:
@@ -89,11 +90,7 @@ class Lease:
         """RegistryError unless the lease object still names this holder (read now): one that
         stalled past the time to live may have been taken over, and must stop."""
         found = self.store._get(self.key)
-        try:
-            mine = found is not None and json.loads(found[0]).get("owner") == self.owner
-        except (ValueError, AttributeError):  # not JSON, or not an object: not this holder's
-            mine = False
-        if not mine:
+        if found is None or _owner(found[0]) != self.owner:
             raise RegistryError(
                 f"lease {self.key} in {self.store.location} was taken over while held (this "
                 "process stalled past its time to live): stopped; run the command again"
@@ -110,7 +107,7 @@ class Lease:
         while not self._stop.wait(self.ttl_s / 3):
             try:
                 found = self.store._get(self.key)
-                if found is None or json.loads(found[0]).get("owner") != self.owner:
+                if found is None or _owner(found[0]) != self.owner:
                     logger.error("lease %s was taken over while held", self.key)
                     return
                 renewals += 1
@@ -130,7 +127,7 @@ class Lease:
             self._renewer.join()
         try:
             found = self.store._get(self.key)
-            mine = found is not None and json.loads(found[0]).get("owner") == self.owner
+            mine = found is not None and _owner(found[0]) == self.owner
             if mine and not self.store._delete(self.key, IfMatch=found[1]):  # type: ignore[index]
                 logger.warning("lease %s was taken over while it was released", self.key)
         except (RegistryError, ValueError) as failure:  # it goes stale on its own
@@ -155,11 +152,21 @@ def this_host() -> str:
     return "/".join(parts)
 
 
+def _owner(body: bytes) -> str | None:
+    """The owner a lease object names; None when it is not a lease this program writes."""
+    try:
+        holder = json_text.loads(body)
+    except ValueError:
+        return None
+    owner = holder.get("owner") if isinstance(holder, dict) else None
+    return owner if isinstance(owner, str) else None
+
+
 def holder_died(body: bytes) -> bool:
     """True when the lease names a process of this host that no longer exists, or a lease of
     this process that nobody in it holds (abandoned when its release failed)."""
     try:
-        holder = json.loads(body)
+        holder = json_text.loads(body)
         if holder.get("host") != this_host():
             return False
         if int(holder["pid"]) == os.getpid():

@@ -10,7 +10,6 @@ extra holdout).
 from __future__ import annotations
 
 import http.client
-import json
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.reports import Comparison
 from mnist_pipeline.core.service_params import PromotionParams
@@ -30,7 +30,7 @@ def fetch_status(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
     address = url.rstrip("/") + "/model"
     try:
         with urllib.request.urlopen(address, timeout=timeout_s) as response:  # noqa: S310
-            return json.loads(response.read())
+            return json_text.loads(response.read())
     except (OSError, ValueError, http.client.HTTPException) as exc:  # InvalidURL, BadStatusLine
         raise DataError(f"cannot read {address}: {type(exc).__name__}: {exc}") from None
 
@@ -38,7 +38,7 @@ def fetch_status(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
 def read_status(path: Path) -> dict[str, Any]:
     """A saved GET /model answer; DataError naming the file when it is not one."""
     try:
-        status = json.loads(path.read_text(encoding="utf-8"))
+        status = json_text.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not a saved GET /model answer ({exc})") from None
     if not isinstance(status, dict) or not {"model", "following", "shadow"} <= status.keys():
