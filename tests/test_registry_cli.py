@@ -414,10 +414,12 @@ def test_no_home_folder_for_the_cache_is_one_line(
     assert "set XDG_CACHE_HOME (or HOME)" in str(done.exception)
 
 
-def test_a_card_sealed_again_without_its_model_is_reported_and_shown(workdir: Path) -> None:
+def test_a_card_sealed_again_without_its_model_is_reported_shown_and_not_promoted(
+    workdir: Path,
+) -> None:
     """Without a signing key anyone who can write the registry can edit a card and seal it
     again (the seal is an unkeyed hash): one that lists no model.onnx is a problem for verify,
-    and `models show` says so instead of a traceback."""
+    `models show` says so instead of a traceback, and `models promote` refuses it."""
     from mnist_pipeline.registry.card import seal
 
     produce(workdir, 1, 0.95)
@@ -432,3 +434,9 @@ def test_a_card_sealed_again_without_its_model_is_reported_and_shown(workdir: Pa
     shown = models(workdir, "show", "1")
     assert shown.exit_code == 0, shown.output
     assert "onnx         sha256 none: the card lists no model.onnx" in shown.output
+    promoted = models(workdir, "promote", "1", "--alias", "staging")
+    assert isinstance(promoted.exception, RegistryError), promoted.output
+    assert str(promoted.exception).startswith(
+        "v1 cannot be promoted: the card lists no model.onnx;"
+    )
+    assert "staging" not in models(workdir, "history", "--json").stdout

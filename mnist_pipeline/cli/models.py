@@ -19,6 +19,7 @@ from mnist_pipeline.core.reports import ModelCard, parse_report
 from mnist_pipeline.pipeline import announce, stages
 from mnist_pipeline.pipeline.approval import Answer, resume_waiting
 from mnist_pipeline.pipeline.card import summary_lines
+from mnist_pipeline.pipeline.register import promotion_problems
 from mnist_pipeline.pipeline.register import verify as verify_versions
 from mnist_pipeline.pipeline.versions import ONNX_FILE
 from mnist_pipeline.registry import GRACE_S, Registry, UntrustedAliases, keys
@@ -182,6 +183,9 @@ def promote(
             raise RegistryError(
                 f"no alias {alias!r} yet (aliases: {listed}); add --new-alias to create it"
             )
+    problems = promotion_problems(registry, version)
+    if problems:  # the registry checks its files; these are the pipeline's own rules
+        raise RegistryError(f"v{version} cannot be promoted: " + "; ".join(problems))
     previous = registry.promote(version, alias, actor, comment)
     before = "nothing" if previous is None else f"v{previous}"
     err.print(f"{alias}: {before} -> v{version}")

@@ -158,6 +158,16 @@ def chain_problems(registry: Registry, version: int, card: ModelCard) -> list[st
     return problems
 
 
+def promotion_problems(registry: Registry, version: int) -> list[str]:
+    """Why `version` must not be promoted by hand: its card is not one this pipeline writes, or
+    chain_problems (a card sealed again without model.onnx would leave nothing to serve)."""
+    try:
+        typed = parse_report(ModelCard, registry.card(version), "its card")
+    except PipelineError as exc:
+        return [str(exc)]
+    return chain_problems(registry, version, typed)
+
+
 def verify(registry: Registry) -> list[str]:
     """The registry's own audit, plus each intact version's card and reports checked."""
     problems = registry.verify()
