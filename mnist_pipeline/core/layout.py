@@ -147,20 +147,34 @@ class Layout:
     def registry_root(self, configured: str) -> Path | str:
         """The registry from params: a URL (s3://...) as given, a folder with relative paths
         under the project folder; a file: URL is its path, percent-decoded (file:///srv/a%20b,
-        file://localhost/srv/x: checked by validators.check_location)."""
+        file://localhost/srv/x: checked by validators.check_location). ParamsError for the
+        filesystem root, where a store's files would land among the system's."""
         if configured[:5].lower() == "file:":
-            return self.in_project(unquote(urlparse(configured).path))
-        if "://" in configured:
+            folder = self.in_project(unquote(urlparse(configured).path))
+        elif "://" in configured:
             return configured
-        return self.in_project(configured)
+        else:
+            folder = self.in_project(configured)
+        if folder.resolve() == folder.resolve().parent:  # "/", or ".." enough times
+            raise ParamsError(
+                f"{configured!r} is the filesystem root {folder.resolve()}: a store needs a "
+                "folder of its own"
+            )
+        return folder
 
     def shared_inbox(self, configured: str) -> Path | str:
         """`inbox.shared` as registry_root reads it; a ParamsError for a folder that is the
-        inbox or inside it, whose store files ingest would read as labelled digits."""
+        inbox or inside it, whose store files ingest would read as labelled digits, or one
+        that holds the inbox (the project folder: the store's files among the project's)."""
         where = self.registry_root(configured)
         if isinstance(where, Path) and within(where, self.inbox):
             raise ParamsError(
                 f"inbox.shared {configured!r} is {where}, inside the inbox {self.inbox}: "
+                "the store needs a folder of its own (or an s3:// URL)"
+            )
+        if isinstance(where, Path) and within(self.inbox, where):  # "." or "data"
+            raise ParamsError(
+                f"inbox.shared {configured!r} is {where}, which holds the inbox {self.inbox}: "
                 "the store needs a folder of its own (or an s3:// URL)"
             )
         return where
