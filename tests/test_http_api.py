@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.data.preprocess import preprocess_file
@@ -411,6 +412,24 @@ def test_serve_names_an_address_in_use(tmp_path: Path, workers: str) -> None:
         taken.close()
     assert isinstance(done.exception, OSError)  # main() prints it as one line, exit 74
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in str(done.exception)
+
+
+@pytest.mark.parametrize("model", ["a b", "Production", "v 2", "../x"])
+def test_serve_refuses_a_model_that_no_alias_or_version_could_ever_be(
+    tmp_path: Path, model: str
+) -> None:
+    """Before: the server started and waited, answering 503, for a name no alias can have."""
+    from typer.testing import CliRunner
+
+    from mnist_pipeline.cli.app import app
+
+    (tmp_path / "params.yaml").write_text("{}\n")
+    done = CliRunner().invoke(app, ["--root", str(tmp_path), "serve", "--model", model])
+    assert isinstance(done.exception, ParamsError), done.exception
+    assert f"{model!r} is neither a version (3, v3) nor an alias name" in str(done.exception)
+    (tmp_path / "params.yaml").write_text(f"serve:\n  shadow: '{model}'\n")
+    done = CliRunner().invoke(app, ["--root", str(tmp_path), "serve"])
+    assert isinstance(done.exception, ParamsError) and "serve.shadow" in str(done.exception)
 
 
 TOKEN = "alice-feedback-token-0001"

@@ -4,6 +4,7 @@ retraining deployment and the HTTP server (and the `Section` base every section 
 from __future__ import annotations
 
 import math
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -105,6 +106,9 @@ class ScheduleParams(Section):
         return check_timezone(value)
 
 
+_MODEL_REF = re.compile(r"v?[0-9]+|(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,63}")  # as registry/keys.py
+
+
 class ServeParams(Section):
     """`mnist-pipeline serve`: where it listens, what it serves, and its request limits."""
 
@@ -151,6 +155,18 @@ class ServeParams(Section):
     def _version_number_as_written(cls, value: object) -> object:
         """`model: 2` in YAML is a number: the version it names, as `"2"` or `v2` would be."""
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("model", "shadow")
+    @classmethod
+    def _a_version_or_alias(cls, value: str | None) -> str | None:
+        """What the registry could resolve: N, vN or an alias name; a typo such as 'a b' or
+        'Production' names nothing that can ever exist, so the server would wait forever."""
+        if value is not None and not _MODEL_REF.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is neither a version (3, v3) nor an alias name (1-64 lowercase "
+                "letters, digits, '.', '_' or '-', starting with a letter or digit)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _canary_needs_a_shadow(self) -> ServeParams:
