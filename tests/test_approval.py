@@ -176,6 +176,10 @@ def test_cli_without_a_prefect_api_is_one_line(
         "error: the comment holds a control character ('\\n' at 2): give one line of "
         "printable text\n"
     )
+    assert cli(tmp_path, "models", "approve", "2", "--actor", " ") == 1  # resumed, the run
+    assert capsys.readouterr().err == (  # would fail to record it
+        "error: the actor is blank: name who makes this move (or leave it out)\n"
+    )
     assert registry.alias_log() == before
 
 

@@ -26,7 +26,7 @@ from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
 from mnist_pipeline.registry import PRODUCTION, Registry
-from mnist_pipeline.registry.aliases import MAX_ACTOR, MAX_COMMENT, check_text
+from mnist_pipeline.registry.aliases import MAX_COMMENT, check_text, checked_actor
 from mnist_pipeline.registry.registration import AliasMoved
 
 Outcome = Literal["approved", "rejected", "expired", "outdated"]
@@ -50,7 +50,7 @@ class Answer:
         """Refused before any run is answered: text the audit trail would refuse."""
         check_text(self.comment, "comment", MAX_COMMENT)
         if self.who:
-            check_text(self.who, "actor", MAX_ACTOR)
+            checked_actor(self.who)  # "  " too: the run would fail recording it once resumed
 
     def run_input(self) -> dict[str, Any]:
         """The answer as the paused run's input (flows/approval.py ApprovalInput)."""

@@ -74,6 +74,8 @@ def printable(text: str) -> str:
 
 def checked_actor(actor: str | None) -> str | None:
     """`actor` if the audit trail takes it (None: the default one); RegistryError if not."""
+    if actor is not None and not actor.strip():  # an event naming nobody answers nothing
+        raise RegistryError("the actor is blank: name who makes this move (or leave it out)")
     return None if actor is None else check_text(actor, "actor", MAX_ACTOR)
 
 
