@@ -123,6 +123,11 @@ def test_cli_json_output_and_exit_code(model_path: Path, tmp_path: Path) -> None
     assert done.exit_code == 1
     assert f"error: {missing}: no such file" in done.output  # the path once
     assert done.output.count(str(missing)) == 1
+    odd = draw_digit(tmp_path / "red\x1b[31m\nline.png")  # no escape reaches the terminal
+    done = runner.invoke(app, [*base, "-m", str(model_path), str(odd), str(odd) + "x"])
+    assert done.exit_code == 1 and "\x1b" not in done.output, done.output
+    assert f"{tmp_path}/red\\x1b[31m\\nline.png: " in done.stdout
+    assert f"{tmp_path}/red\\x1b[31m\\nline.pngx: no such file" in done.output
 
 
 def test_predict_with_a_model_path_needs_no_params_file(model_path: Path, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from mnist_pipeline.cli.models import models_app
 from mnist_pipeline.cli.state import CliState, console, state
 from mnist_pipeline.core.errors import EXIT_IO, PipelineError, describe_os_error
 from mnist_pipeline.pipeline import stages
+from mnist_pipeline.registry.aliases import printable
 
 app = typer.Typer(
     help="Train, gate, export and register an MNIST CNN.",
@@ -141,12 +142,12 @@ def predict(
     if as_json:
         print(json.dumps([p.to_dict(with_top=top is not None) for p in result.predictions]))
     else:
-        console.print(f"model: {choice.label}", markup=False)
-        for p in result.predictions:
+        console.print(f"model: {printable(choice.label)}", markup=False)
+        for p in result.predictions:  # a file name's \n or escape sequence shown, not obeyed
             if p.error is not None:
-                console.print(f"[red]error: {escape(p.error)}[/]")  # the error names the file
+                console.print(f"[red]error: {escape(printable(p.error))}[/]")  # names the file
                 continue
-            line = f"{p.file}: {p.digit} (p={p.probability:.3f})"
+            line = f"{printable(str(p.file))}: {p.digit} (p={p.probability:.3f})"
             if top is not None:
                 line += "  top: " + ", ".join(f"{d} ({q:.3f})" for d, q in p.top)
             print(line)
