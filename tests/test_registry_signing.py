@@ -75,6 +75,9 @@ def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> Non
         named_public = runner.invoke(app, ["models", "keygen", str(key.parent / name)])
         assert named_public.exit_code == 1 and "without .pub" in str(named_public.exception)
     assert sorted(p.name for p in key.parent.iterdir()) == ["mnist.key", "mnist.key.pub"]
+    nowhere = runner.invoke(app, ["models", "keygen", "/proc/mnist.key"])  # no file goes there
+    assert isinstance(nowhere.exception, OSError)
+    assert nowhere.exception.filename == "/proc/mnist.key"  # not the temp file's name
     project = tmp_path / "project"  # a relative PATH is under --root, as registry.signing_key
     project.mkdir()
     with contextlib.chdir(key.parent):

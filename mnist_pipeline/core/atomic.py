@@ -36,6 +36,17 @@ def _naming(exc: OSError, path: Path) -> None:
         exc.filename = str(path)
 
 
+def temp_beside(target: Path, suffix: str) -> tuple[int, Path]:
+    """A new temp file `.<name>.<random><suffix>` in `target`'s folder, open (mode 0600); an
+    OSError names `target` (`/proc/.x.38iencb2.tmp` would name a file the user never asked for)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    except OSError as exc:
+        exc.filename = str(target)
+        raise
+    return fd, Path(name)
+
+
 @contextmanager
 def atomic_path(target: Path | str, *, name_errors: bool = True) -> Iterator[Path]:
     """Yield a temp path in the target's folder; on success rename it onto `target`.
@@ -46,11 +57,8 @@ def atomic_path(target: Path | str, *, name_errors: bool = True) -> Iterator[Pat
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent
-    )
+    fd, tmp = temp_beside(target, f".tmp{target.suffix}")
     os.close(fd)
-    tmp = Path(tmp_name)
     try:
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp creates 0600; keep the usual permissions
         yield tmp

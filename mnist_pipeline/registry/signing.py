@@ -17,7 +17,6 @@ import errno
 import hashlib
 import os
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from mnist_pipeline.core.atomic import temp_beside
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry.card import canonical, unsigned
 
@@ -188,8 +188,7 @@ def _create_pair(files: dict[Path, tuple[bytes, int]]) -> None:
     created: list[Path] = []
     try:
         for target, (data, mode) in files.items():
-            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            temps[target] = Path(name)
+            fd, temps[target] = temp_beside(target, ".tmp")
             with os.fdopen(fd, "wb") as out:
                 os.fchmod(out.fileno(), mode)
                 out.write(data)
