@@ -307,6 +307,22 @@ def test_add_stopping_at_a_bad_file_names_those_not_added(tmp_path: Path) -> Non
     assert inbox_events.read_pending(tmp_path / "data" / "extra") == 1  # the one stored counts
 
 
+def test_a_folder_where_the_count_belongs_is_refused_before_any_image_is_added(
+    tmp_path: Path,
+) -> None:
+    """Before: `added: ...`, then an error and exit 74, the image in and never counted."""
+    from mnist_pipeline.inbox import events as inbox_events
+
+    (tmp_path / "params.yaml").write_text("{}\n")
+    count = inbox_events.pending_file(tmp_path / "data" / "extra")
+    count.mkdir(parents=True)
+    image = draw_digit(tmp_path / "d.png", 4)
+    done = CliRunner().invoke(app, ["--root", str(tmp_path), "data", "add", str(image), "-l", "4"])
+    assert isinstance(done.exception, IsADirectoryError), done.output
+    assert done.exception.filename == str(count) and "added" not in done.output
+    assert inbox.entries(tmp_path / "data" / "extra") == []
+
+
 def test_only_a_regular_file_of_at_most_the_limit_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

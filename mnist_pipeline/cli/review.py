@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from mnist_pipeline.cli.state import console, state, user_name
+from mnist_pipeline.core.atomic import no_folders
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
@@ -166,7 +167,10 @@ def counting(
 ) -> Iterator[None]:
     """Around a command that fills `added`: its new images counted for the retraining trigger
     when it ends; when it fails, those it stored before the failure too, and the failure is the
-    error raised (never one of the count's)."""
+    error raised (never one of the count's). A folder where this host's count belongs is
+    refused before any image is stored (after, the images would be in and the command failed)."""
+    if shared is None:
+        no_folders(inbox_events.pending_file(folder))
     try:
         yield
     except Exception:
