@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -166,3 +167,24 @@ def test_a_resealed_card_with_a_malformed_hash_is_one_problem_not_a_crash(
     with pytest.raises(RegistryError, match="without a SHA-256"):
         registry.card(1)
     assert registry.card(2)["version"] == 2  # the other version is unaffected
+
+
+def test_a_pipe_or_device_where_a_file_belongs_is_a_problem_not_a_hang(
+    registry: Registry, make
+) -> None:
+    """A FIFO would block the read until a writer came, /dev/zero would be read until memory
+    ran out: both are refused, and verify goes on to the other versions."""
+    for seed in (1, 2, 3):
+        register_candidate(registry, make(seed), PARAMS)
+    pipe, device = stored(registry, 1, "model.onnx"), stored(registry, 2, "model.onnx")
+    for path in (pipe, device):
+        writable(path).unlink()
+    os.mkfifo(pipe)
+    device.symlink_to("/dev/zero")
+    for version, path in ((1, pipe), (2, device)):
+        with pytest.raises(RegistryError, match="is not a regular file .a device, pipe or socket"):
+            registry.read_file(version, "model.onnx")
+        assert f"v{version}: {path} is not a regular file (a device, pipe or socket)" in (
+            registry.verify()
+        )
+    assert registry.read_file(3, "model.onnx") == stored(registry, 3, "model.onnx").read_bytes()

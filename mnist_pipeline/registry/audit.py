@@ -30,7 +30,10 @@ def audit(registry: Registry) -> list[str]:
         if card is None:
             problems.append(str(damaged))
             continue
-        problems += [f"v{version}: {p}" for p in registry._problems(version, card)]
+        try:
+            problems += [f"v{version}: {p}" for p in registry._problems(version, card)]
+        except RegistryError as exc:  # a folder or device where a file belongs: the next go on
+            problems.append(f"v{version}: {exc}")
         if card.get("schema", 1) < 2:
             known.add(keys.legacy_file(registry.name, version, keys.SIGNATURE_FILE))
         known |= {registry._file_key(card, rel) for rel in card["files"]}

@@ -15,6 +15,7 @@ import errno
 import hashlib
 import os
 import re
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -64,13 +65,20 @@ class LocalFolder(Storage):
         return self.root / check_key(key)
 
     def read(self, key: str) -> bytes | None:
+        """The bytes of a regular file (links followed); a FIFO, device or socket in the store
+        is refused, not waited on or read forever (`blobs/...` linked to /dev/zero)."""
         path = self._path(key)
         try:
-            return path.read_bytes()
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO: no wait for a writer
         except (FileNotFoundError, NotADirectoryError):
             return None
-        except IsADirectoryError:
-            raise RegistryError(f"{path} is a folder, expected a file") from None
+        with os.fdopen(fd, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            if stat.S_ISDIR(mode):
+                raise RegistryError(f"{path} is a folder, expected a file")
+            if not stat.S_ISREG(mode):
+                raise RegistryError(f"{path} is not a regular file (a device, pipe or socket)")
+            return handle.read()
 
     def read_document(self, key: str) -> tuple[bytes, str] | None:
         data = self.read(key)
