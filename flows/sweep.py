@@ -36,7 +36,14 @@ from pydantic import StrictFloat
 
 from flows.child_runs import NotFinished, cancel_unfinished, wait_all, wait_registering
 from flows.trials import read_trial
-from mnist_pipeline.core.errors import ParamsError, PipelineError, one_line_errors
+from mnist_pipeline.core.errors import (
+    ParamsError,
+    PipelineError,
+    describe_os_error,
+    one_line_errors,
+)
+from mnist_pipeline.core.params_file import MAX_BYTES
+from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.core.yaml_text import describe_yaml_error, load_yaml_strict
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline.sweep import (
@@ -200,8 +207,10 @@ def sweep(
 def read_grid(path: Path) -> Any:
     """A grid file's configs (YAML); an unreadable or malformed file is one ParamsError."""
     try:
-        return load_yaml_strict(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
+        return load_yaml_strict(read_regular(path, MAX_BYTES).decode("utf-8"))
+    except OSError as exc:
+        raise ParamsError(f"sweep grid file: cannot read it ({describe_os_error(exc)})") from None
+    except UnicodeDecodeError as exc:
         raise ParamsError(f"sweep grid file {path}: cannot read it ({exc})") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"sweep grid file {path}: {describe_yaml_error(exc)}") from None

@@ -108,7 +108,10 @@ def test_a_params_file_that_is_a_pipe_or_a_device_is_refused_unread(tmp_path: Pa
 
 def test_a_params_file_larger_than_any_params_file_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path / "params.yaml", "# padding\n" * 100_001)
-    with pytest.raises(ParamsError, match=r"1,000,010 bytes, more than a params file holds"):
+    with pytest.raises(
+        ParamsError,
+        match=r"params.yaml: 1,000,010 bytes, more than the 1,000,000 this file may hold$",
+    ):
         load_params(path, environ={})
 
 

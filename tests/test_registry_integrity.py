@@ -187,4 +187,14 @@ def test_a_pipe_or_device_where_a_file_belongs_is_a_problem_not_a_hang(
         assert f"v{version}: {path} is not a regular file (a device, pipe or socket)" in (
             registry.verify()
         )
+    folder = stored(registry, 3, "model.pt")
+    writable(folder).unlink()
+    folder.mkdir()
+    with pytest.raises(RegistryError, match=f"^{folder} is a folder, expected a file$"):
+        registry.read_file(3, "model.pt")
+    assert f"v3: {folder} is a folder, expected a file" in registry.verify()
     assert registry.read_file(3, "model.onnx") == stored(registry, 3, "model.onnx").read_bytes()
+    aliases = model_dir(registry) / "aliases.json"
+    writable(aliases).unlink()
+    os.mkfifo(aliases)
+    assert f"{aliases} is not a regular file (a device, pipe or socket)" in registry.verify()

@@ -8,13 +8,13 @@ there stays in force whatever recipe a run uses.
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mnist_pipeline.core.errors import ParamsError
+from mnist_pipeline.core.regular_file import FileTooLarge, NotRegularFile, read_regular
 from mnist_pipeline.core.validators import quoted
 from mnist_pipeline.core.yaml_text import describe_yaml_error, load_yaml_strict
 
@@ -58,16 +58,11 @@ def read_params_file(path: Path, extended_by: tuple[Path, ...] = ()) -> tuple[An
 
 def _read_text(path: Path) -> str:
     """The file's text; a pipe, device or socket (which could block or never end) or a file far
-    larger than any params file is refused unread."""
-    found = path.stat()
-    if not stat.S_ISREG(found.st_mode) and not stat.S_ISDIR(found.st_mode):  # a folder: below
-        raise ParamsError(f"params file {path}: not a regular file (a device, pipe or socket)")
-    if found.st_size > MAX_BYTES:
-        raise ParamsError(
-            f"params file {path}: {found.st_size:,} bytes, more than a params file holds "
-            f"(at most {MAX_BYTES:,})"
-        )
-    return path.read_text(encoding="utf-8")
+    larger than any params file is refused unread (a folder: an OSError for the caller)."""
+    try:
+        return read_regular(path, MAX_BYTES).decode("utf-8")
+    except (NotRegularFile, FileTooLarge) as exc:
+        raise ParamsError(f"params file {path}: {exc.strerror}") from None
 
 
 def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

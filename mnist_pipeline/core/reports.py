@@ -18,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mnist_pipeline.core import json_text
 from mnist_pipeline.core.atomic import write_text
 from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.regular_file import read_regular
 
 R = TypeVar("R", bound="Report")
+MAX_REPORT_BYTES = 64 * 1024 * 1024  # the reports are kilobytes; a file far larger is none
 
 
 class Report(BaseModel):
@@ -255,7 +257,7 @@ def read_report(model: type[R], path: Path, stage: str) -> R:
     """A stage's report from `path`; a missing, malformed or mistyped one is an error naming
     the file, the field and the stage to run."""
     try:
-        data = json_text.loads(path.read_text(encoding="utf-8"))
+        data = json_text.loads(read_regular(path, MAX_REPORT_BYTES))
     except FileNotFoundError:
         raise PipelineError(f"no report at {path}: run `mnist-pipeline {stage}`") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

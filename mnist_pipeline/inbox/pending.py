@@ -27,12 +27,14 @@ from pathlib import Path
 from mnist_pipeline.core import json_text
 from mnist_pipeline.core.atomic import append_line, write_bytes, write_json
 from mnist_pipeline.core.contract import CLASS_LABELS
-from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.errors import DataError, describe_os_error
+from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.inbox import store
 from mnist_pipeline.inbox.claims import BadRecord, Claim, Pending, QuotaExceeded, Submitted
 
 REVIEW_LOG = "review-log.jsonl"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_RECORD_BYTES = 16 * 1024 * 1024  # a record is about 1 kB a claim
 
 
 def utc_now() -> str:
@@ -53,9 +55,11 @@ def items(folder: Path) -> list[Pending]:
     # not ".<name>.json.<random>.tmp.json": a write in progress, or one a killed process left
     for sidecar in sorted(folder.glob("[!.]*.json")) if folder.is_dir() else []:
         try:
-            record = json_text.loads(sidecar.read_text(encoding="utf-8"))
+            record = json_text.loads(read_regular(sidecar, MAX_RECORD_BYTES))
         except FileNotFoundError:
             continue  # accepted or rejected since the folder was listed
+        except OSError as exc:  # a folder, or a pipe (which would block under the inbox lock)
+            raise _bad(sidecar, f"not a pending-image record ({exc.strerror})") from None
         except ValueError as exc:
             raise _bad(sidecar, f"not a pending-image record ({exc})") from None
         try:
@@ -210,9 +214,11 @@ def reject(folder: Path, inbox: Path, refs: list[str], who: str) -> list[Pending
 def _content(item: Pending, digit: int) -> bytes:
     """The pending image's bytes, checked against its SHA-256 name and as `store.add` would."""
     try:
-        data = Path(item.path).read_bytes()
+        data = read_regular(item.path, store.MAX_FILE_BYTES)
     except FileNotFoundError:
         raise DataError(f"{item.path}: the image is gone; nothing was accepted") from None
+    except OSError as exc:
+        raise DataError(f"{describe_os_error(exc)}; nothing was accepted") from None
     return checked(data, item.sha256, str(item.path), digit)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.inbox import pending, store
 from mnist_pipeline.inbox.review_shared import submit
 from mnist_pipeline.inbox.seen import check_not_lost
@@ -29,7 +30,7 @@ def move_local(shared: SharedInbox, folder: Path, inbox: Path) -> tuple[int, lis
             check_not_lost(shared, inbox, f"moved from {folder}")
         for item in found:
             try:
-                data = Path(item.path).read_bytes()
+                data = read_regular(item.path, store.MAX_FILE_BYTES)
                 for digit in item.labels:
                     pending.checked(data, item.sha256, str(item.path), digit)
             except (OSError, DataError) as exc:

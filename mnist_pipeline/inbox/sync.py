@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mnist_pipeline.core.errors import DataError, describe_os_error
+from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.inbox import incoming, orphans, store
 from mnist_pipeline.inbox.seen import base_file, check_not_lost, note_seen, read_seen
@@ -64,7 +65,7 @@ class SyncResult:
 def publish_entry(shared: SharedInbox, entry: store.Entry, by: str) -> None:
     """Publish one image of this inbox (checked as `data add` checks it). LabelConflict when the
     store has it with another label; StoreUnavailable when it cannot be reached."""
-    data = entry.path.read_bytes()
+    data = read_regular(entry.path, store.MAX_FILE_BYTES)  # dropped in by hand: any size
     _, _, fmt = store.validate(data, str(entry.path), entry.label)
     shared.publish(data, entry.label, fmt, by)
 

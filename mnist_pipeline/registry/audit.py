@@ -37,8 +37,8 @@ def audit(registry: Registry) -> list[str]:
         if card.get("schema", 1) < 2:
             known.add(keys.legacy_file(registry.name, version, keys.SIGNATURE_FILE))
         known |= {registry._file_key(card, rel) for rel in card["files"]}
-    found = registry.storage.read_document(keys.aliases_key(registry.name))
     try:
+        found = registry.storage.read_document(keys.aliases_key(registry.name))
         state = alias_doc.parse(found and found[0], registry._aliases_where())
     except RegistryError as exc:
         return problems + [str(exc)]

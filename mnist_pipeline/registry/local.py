@@ -15,7 +15,6 @@ import errno
 import hashlib
 import os
 import re
-import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from filelock import FileLock, Timeout
 
 from mnist_pipeline.core.atomic import write_bytes
 from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.regular_file import NOT_REGULAR, NotRegularFile, read_regular
 from mnist_pipeline.registry.storage import Storage, check_key
 
 # link(2) on a file system without hard links (vfat: EPERM; others: ENOTSUP, EOPNOTSUPP; a FUSE
@@ -69,16 +69,13 @@ class LocalFolder(Storage):
         is refused, not waited on or read forever (`blobs/...` linked to /dev/zero)."""
         path = self._path(key)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO: no wait for a writer
+            return read_regular(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        with os.fdopen(fd, "rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            if stat.S_ISDIR(mode):
-                raise RegistryError(f"{path} is a folder, expected a file")
-            if not stat.S_ISREG(mode):
-                raise RegistryError(f"{path} is not a regular file (a device, pipe or socket)")
-            return handle.read()
+        except IsADirectoryError:
+            raise RegistryError(f"{path} is a folder, expected a file") from None
+        except NotRegularFile:
+            raise RegistryError(f"{path} is {NOT_REGULAR}") from None
 
     def read_document(self, key: str) -> tuple[bytes, str] | None:
         data = self.read(key)
@@ -181,9 +178,8 @@ class LocalFolder(Storage):
         except FileNotFoundError:
             return False
         except PermissionError:  # another user's read-only file on a shared folder
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
+            data = self.read(key)  # a regular file only: another user's pipe would block
+            if data is None:
                 return False
             try:
                 write_bytes(path, data)  # the same bytes, a file of this user's (now young)

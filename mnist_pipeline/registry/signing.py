@@ -27,7 +27,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from mnist_pipeline.core.atomic import temp_beside
 from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.regular_file import read_regular_stat
 from mnist_pipeline.registry.card import canonical, unsigned
+
+MAX_KEY_BYTES = 64 * 1024  # a PEM Ed25519 key is about 120 bytes
 
 
 def key_id(public: Ed25519PublicKey) -> str:
@@ -58,11 +61,9 @@ def _check_mode(path: Path, mode: int, owner: int, private: bool) -> None:
 
 def _read_key(path: Path, private: bool) -> Any:
     what = "signing key" if private else "trusted key"
-    try:
-        with path.open("rb") as handle:
-            data = handle.read()
-            found = os.fstat(handle.fileno())
-            mode, owner = stat.S_IMODE(found.st_mode), found.st_uid
+    try:  # a regular file only: a pipe would block every registry command, /dev/zero not end
+        data, found = read_regular_stat(path, MAX_KEY_BYTES)
+        mode, owner = stat.S_IMODE(found.st_mode), found.st_uid
     except FileNotFoundError:
         raise RegistryError(f"{what} {path} does not exist") from None
     except OSError as exc:  # a folder, no permission: the file, not its format

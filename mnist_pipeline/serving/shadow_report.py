@@ -18,11 +18,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from mnist_pipeline.core import json_text
-from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.errors import DataError, describe_os_error
+from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.core.reports import Comparison
 from mnist_pipeline.core.service_params import PromotionParams
 from mnist_pipeline.evaluation.paired import compare
 from mnist_pipeline.serving.live import Tally, paired_answers
+
+MAX_SAVED_BYTES = 256 * 1024 * 1024  # a GET /model answer: kilobytes to a few megabytes
 
 
 def fetch_status(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
@@ -38,8 +41,10 @@ def fetch_status(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
 def read_status(path: Path) -> dict[str, Any]:
     """A saved GET /model answer; DataError naming the file when it is not one."""
     try:
-        status = json_text.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        status = json_text.loads(read_regular(path, MAX_SAVED_BYTES))
+    except OSError as exc:
+        raise DataError(f"not a saved GET /model answer: {describe_os_error(exc)}") from None
+    except ValueError as exc:
         raise DataError(f"{path}: not a saved GET /model answer ({exc})") from None
     if not isinstance(status, dict) or not {"model", "following", "shadow"} <= status.keys():
         raise DataError(f"{path}: not a saved GET /model answer (no model, following and shadow)")

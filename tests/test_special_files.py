@@ -1,0 +1,110 @@
+"""A pipe, a device or a folder where the program expects a file is refused at once with an
+error naming it; before, a named pipe made the reader wait for a writer that never came (with
+the inbox lock held, for pending records) and a link to /dev/zero was read until memory ran out."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from flows.sweep import read_grid
+from mnist_pipeline.core.errors import DataError, ParamsError, PipelineError, RegistryError
+from mnist_pipeline.core.regular_file import (
+    FileTooLarge,
+    NotRegularFile,
+    read_regular,
+    read_regular_stat,
+)
+from mnist_pipeline.core.reports import Metrics, read_report
+from mnist_pipeline.inbox import pending
+from mnist_pipeline.registry.local import LocalFolder
+from mnist_pipeline.registry.signing import Signing
+from mnist_pipeline.serving.shadow_report import read_status
+
+WAIT_S = 20.0  # far longer than any refusal takes; a reader still blocked after it waits forever
+
+
+def without_waiting(call: Callable[[], object], pipe: Path) -> BaseException:
+    """What `call` raised, run in a thread; fails if it was still waiting after WAIT_S (then a
+    writer opens and closes `pipe`, so the blocked reader returns and the test can end)."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(WAIT_S)
+    if thread.is_alive():
+        os.close(os.open(pipe, os.O_WRONLY))  # the blocked reader gets end of file
+        thread.join(WAIT_S)
+        pytest.fail(f"waited on the pipe {pipe} for a writer")
+    assert raised, "a pipe was read as if it were a file"
+    return raised[0]
+
+
+def test_only_a_regular_file_of_at_most_its_limit_is_read(tmp_path: Path) -> None:
+    pipe, zero, folder = tmp_path / "pipe", tmp_path / "zero", tmp_path / "folder"
+    os.mkfifo(pipe)
+    zero.symlink_to("/dev/zero")
+    folder.mkdir()
+    refused = without_waiting(lambda: read_regular(pipe), pipe)
+    assert isinstance(refused, NotRegularFile) and refused.filename == str(pipe)
+    with pytest.raises(NotRegularFile, match="not a regular file .a device, pipe or socket"):
+        read_regular(zero)
+    with pytest.raises(IsADirectoryError) as in_folder:
+        read_regular(folder)
+    assert in_folder.value.filename == str(folder)  # not the descriptor's number
+    small = tmp_path / "small"
+    small.write_bytes(b"x" * 10)
+    (tmp_path / "link").symlink_to(small)
+    assert read_regular(tmp_path / "link", 10) == b"x" * 10  # links to files are followed
+    data, found = read_regular_stat(small)
+    assert data == b"x" * 10 and found.st_size == 10
+    with pytest.raises(FileTooLarge, match="10 bytes, more than the 9 this file may hold"):
+        read_regular(small, 9)
+    before = len(os.listdir(f"/proc/{os.getpid()}/fd"))
+    for _ in range(5):
+        with pytest.raises(OSError):
+            read_regular(folder)
+    assert len(os.listdir(f"/proc/{os.getpid()}/fd")) == before  # no descriptor left open
+
+
+def test_keys_reports_records_grids_and_saved_answers_refuse_a_pipe(tmp_path: Path) -> None:
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    pending_area = tmp_path / "pending"
+    pending_area.mkdir()
+    os.mkfifo(pending_area / "record.json")
+    readers: list[tuple[Callable[[], object], Path, type[Exception], str]] = [
+        (lambda: Signing.load(pipe, [], False), pipe, RegistryError, "cannot read signing key"),
+        (lambda: Signing.load(None, [pipe], False), pipe, RegistryError, "cannot read trusted"),
+        (lambda: read_report(Metrics, pipe, "evaluate"), pipe, PipelineError, "not readable"),
+        (lambda: read_status(pipe), pipe, DataError, "not a saved GET /model answer"),
+        (lambda: read_grid(pipe), pipe, ParamsError, "sweep grid file: cannot read it"),
+        (
+            lambda: pending.items(pending_area),
+            pending_area / "record.json",
+            pending.BadRecord,
+            "not a pending-image record (not a regular file",
+        ),
+    ]
+    for call, path, kind, message in readers:
+        refused = without_waiting(call, path)
+        assert isinstance(refused, kind), (message, refused)
+        assert message in str(refused) and "not a regular file" in str(refused), str(refused)
+
+
+def test_a_folder_in_a_local_store_is_refused_by_name(tmp_path: Path) -> None:
+    store = LocalFolder(tmp_path / "store")
+    (tmp_path / "store" / "a" / "dir").mkdir(parents=True)
+    with pytest.raises(RegistryError, match=r"store/a/dir is a folder, expected a file$"):
+        store.read("a/dir")
+    assert store.read("a/missing") is None
