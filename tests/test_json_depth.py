@@ -3,7 +3,9 @@ RecursionError traceback (json.loads recurses; RecursionError is no ValueError).
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from mnist_pipeline.core.errors import DataError, PipelineError, RegistryError
 from mnist_pipeline.core.reports import Metrics, read_report
 from mnist_pipeline.inbox import pending
 from mnist_pipeline.registry import keys
-from mnist_pipeline.registry.s3_lease import holder_died
+from mnist_pipeline.registry.s3_lease import Lease, holder_died, this_host
 from mnist_pipeline.serving.shadow_report import read_status
 from tests.test_registry_cli import produce
 
@@ -37,6 +39,10 @@ def test_nesting_up_to_the_bound_is_read_and_deeper_is_a_decode_error() -> None:
         json_text.loads(DEEP)
     with pytest.raises(json.JSONDecodeError, match="nested deeper"):
         json_text.loads('{"a": ' * 70 + "1" + "}" * 70)
+    with pytest.raises(json.JSONDecodeError, match="integer string conversion"):
+        json_text.loads('{"last_version": ' + "9" * 5000 + "}")  # a plain ValueError before
+    refused = json_text.NestedTooDeep()  # Prefect pickles a task's exception
+    assert str(pickle.loads(pickle.dumps(refused))) == str(copy.copy(refused)) == str(refused)
 
 
 def test_a_deeply_nested_card_or_alias_document_is_a_registry_error(tmp_path: Path) -> None:
@@ -76,3 +82,24 @@ def test_deeply_nested_reports_records_and_saved_answers_are_named_errors(tmp_pa
 def test_a_lease_object_that_is_no_lease_names_no_living_holder() -> None:
     for body in (DEEP.encode(), b"[]", b'"owner"', b"{}"):
         assert holder_died(body) is False
+    huge = {"host": this_host(), "pid": 10**30, "owner": "x"}  # os.kill: OverflowError
+    assert holder_died(json.dumps(huge).encode()) is False
+
+
+class _Replaced:
+    """A store whose lease object another writer replaced by a JSON array."""
+
+    location, role = "s3://bucket/prefix", "registry"
+
+    def _get(self, key: str) -> tuple[bytes, str]:
+        return b"[]", "etag"
+
+    def _put(self, key: str, body: bytes, **conditions: str) -> bool:
+        raise AssertionError("a lease taken over is not renewed")
+
+
+def test_a_lease_replaced_by_something_else_is_taken_over_not_a_crash() -> None:
+    lease = Lease(_Replaced(), "lock", ttl_s=0.03)  # type: ignore[arg-type]
+    with pytest.raises(RegistryError, match="lease lock in s3://bucket/prefix was taken over"):
+        lease.check_held()
+    lease._renew()  # the renewing thread's loop: it stops, saying so (it raised before)

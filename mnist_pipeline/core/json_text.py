@@ -24,18 +24,27 @@ class NestedTooDeep(json.JSONDecodeError):
         super().__init__(f"nested deeper than {MAX_DEPTH} levels", "", 0)
         self.args = (self.msg,)
 
+    def __reduce__(self) -> tuple[type, tuple[()]]:  # pickled (Prefect) and copied as itself
+        return type(self), ()
+
 
 def loads(data: str | bytes | bytearray) -> Any:
-    """The JSON value of `data`; json.JSONDecodeError when it is not JSON or nests deeper than
-    MAX_DEPTH arrays and objects (UnicodeDecodeError for bytes that are not UTF-8)."""
+    """The JSON value of `data`; json.JSONDecodeError when it is not JSON, nests deeper than
+    MAX_DEPTH arrays and objects, or holds a number Python refuses to convert (UnicodeDecodeError
+    for bytes that are not UTF-8)."""
     try:
         value = json.loads(data)
     except RecursionError:
-        value = None
-    else:
-        if _depth_within(value, MAX_DEPTH):
-            return value
-    raise NestedTooDeep
+        raise NestedTooDeep from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:  # an integer of over 4,300 digits: int() refuses to convert it
+        if isinstance(exc, UnicodeDecodeError):
+            raise
+        raise json.JSONDecodeError(str(exc), "", 0) from None
+    if not _depth_within(value, MAX_DEPTH):
+        raise NestedTooDeep
+    return value
 
 
 def _depth_within(value: Any, limit: int) -> bool:

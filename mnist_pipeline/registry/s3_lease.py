@@ -174,6 +174,6 @@ def holder_died(body: bytes) -> bool:
         os.kill(int(holder["pid"]), 0)
     except ProcessLookupError:
         return True
-    except (ValueError, KeyError, TypeError, PermissionError, AttributeError):
+    except (ValueError, KeyError, TypeError, PermissionError, AttributeError, OverflowError):
         return False
     return False
