@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from flows import approval as approval_flow  # at import: Prefect sets up logging once
-from mnist_pipeline.core.errors import ParamsError
+from mnist_pipeline.core.errors import ParamsError, RegistryError
 from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.core.reports import ModelCard, parse_report
 from mnist_pipeline.pipeline import approval
@@ -96,6 +96,17 @@ def test_approved_moves_production_by_the_approver_with_the_comment(tmp_path: Pa
     assert (event["action"], event["version"], event["previous"]) == ("promote", 2, 1)
     assert (event["actor"], event["evidence"]) == ("user:eve", {"comment": "checked"})
     assert registry.verify() == []
+
+
+def test_approving_a_card_sealed_again_without_its_model_moves_nothing(tmp_path: Path) -> None:
+    from tests.test_registry_integrity import reseal
+
+    registry, v2 = proposed_project(tmp_path)
+    before = registry.alias_log()
+    reseal(registry, 2, lambda card: card["files"].pop("model.onnx"))
+    with pytest.raises(RegistryError, match="^v2 cannot be promoted: the card lists no model.onnx"):
+        settle(registry, 2, v2.champion, Answer(True, "ok", "user:eve"), "prefect:r", 9)
+    assert registry.alias_log() == before
 
 
 def test_rejected_and_expired_stay_staging_and_are_recorded(tmp_path: Path) -> None:

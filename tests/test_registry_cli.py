@@ -158,6 +158,24 @@ def test_a_comment_or_actor_that_is_not_one_printable_line_moves_nothing(
     assert models(workdir, "promote", "2", "--comment", "geprüft: ok").exit_code == 0
 
 
+def test_rollback_to_a_card_sealed_again_without_its_model_moves_nothing(workdir: Path) -> None:
+    from tests.test_registry_integrity import reseal
+
+    for seed, accuracy in ((1, 0.95), (2, 0.9505)):
+        produce(workdir, seed, accuracy)
+        assert models(workdir, "register").exit_code == 0
+    assert models(workdir, "promote", "2").exit_code == 0
+    registry = Registry(workdir / "registry", "mnist-cnn")
+    reseal(registry, 1, lambda card: card["files"].pop("model.onnx"))
+    before = models(workdir, "history", "--json").stdout
+    refused = models(workdir, "rollback")
+    assert isinstance(refused.exception, RegistryError), refused.output
+    assert str(refused.exception).startswith(
+        "v1 cannot be rolled back to: the card lists no model.onnx"
+    )
+    assert models(workdir, "history", "--json").stdout == before
+
+
 def test_history_lists_who_moved_each_alias_and_why(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,7 +19,7 @@ from mnist_pipeline.core.reports import ModelCard, parse_report
 from mnist_pipeline.pipeline import announce, stages
 from mnist_pipeline.pipeline.approval import Answer, resume_waiting
 from mnist_pipeline.pipeline.card import summary_lines
-from mnist_pipeline.pipeline.register import promotion_problems
+from mnist_pipeline.pipeline.register import require_promotable
 from mnist_pipeline.pipeline.register import verify as verify_versions
 from mnist_pipeline.pipeline.versions import ONNX_FILE
 from mnist_pipeline.registry import GRACE_S, Registry, UntrustedAliases, keys
@@ -183,10 +183,8 @@ def promote(
             raise RegistryError(
                 f"no alias {alias!r} yet (aliases: {listed}); add --new-alias to create it"
             )
-    problems = promotion_problems(registry, version)
-    if problems:  # the registry checks its files; these are the pipeline's own rules
-        raise RegistryError(f"v{version} cannot be promoted: " + "; ".join(problems))
-    previous = registry.promote(version, alias, actor, comment)
+    # the registry checks its files; require_promotable the pipeline's own rules
+    previous = registry.promote(version, alias, actor, comment, accept=require_promotable(registry))
     before = "nothing" if previous is None else f"v{previous}"
     err.print(f"{alias}: {before} -> v{version}")
     announce.moved(registry, alias, version, previous, actor)
@@ -205,7 +203,8 @@ def rollback(
     registry, actor = existing_registry(ctx), actor or announce.current_actor()
     before = registry.aliases().get(alias)
     try:  # from what was read here: another rollback meanwhile must not make this one a second
-        version = registry.rollback(alias, actor, comment, expected=before)
+        back_to = require_promotable(registry, "rolled back to")
+        version = registry.rollback(alias, actor, comment, expected=before, accept=back_to)
     except AliasMoved as moved:
         raise RegistryError(f"{moved}: it moved meanwhile, nothing rolled back") from None
     err.print(f"{alias} -> v{version}")

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
+from mnist_pipeline.pipeline.register import require_promotable
 from mnist_pipeline.registry import PRODUCTION, Registry
 from mnist_pipeline.registry.aliases import MAX_COMMENT, check_text, checked_actor
 from mnist_pipeline.registry.registration import AliasMoved
@@ -102,7 +103,8 @@ def settle(
         registry.note(version, PRODUCTION, "reject", why, actor, comment)
         return Settled("rejected", f"{why}{said}")
     try:
-        previous = registry.promote(version, PRODUCTION, actor, comment, expected=champion)
+        rule = require_promotable(registry)  # a card sealed again since it was proposed
+        previous = registry.promote(version, PRODUCTION, actor, comment, champion, rule)
     except AliasMoved as moved:
         if moved.now == version:
             return Settled("approved", f"{actor} approved v{version}: it is production already")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -166,6 +167,17 @@ def promotion_problems(registry: Registry, version: int) -> list[str]:
     except PipelineError as exc:
         return [str(exc)]
     return chain_problems(registry, version, typed)
+
+
+def require_promotable(registry: Registry, verb: str = "promoted") -> Callable[[int], None]:
+    """Registry.promote/rollback's `accept`: RegistryError for what promotion_problems finds."""
+
+    def accept(version: int) -> None:
+        problems = promotion_problems(registry, version)
+        if problems:
+            raise RegistryError(f"v{version} cannot be {verb}: " + "; ".join(problems))
+
+    return accept
 
 
 def verify(registry: Registry) -> list[str]:

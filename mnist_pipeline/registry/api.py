@@ -200,11 +200,13 @@ class Registry:
         actor: str | None = None,
         comment: str | None = None,
         expected: int | None | object = commit.UNCHECKED,
+        accept: commit.Accept | None = None,
     ) -> int | None:
         """Point `alias` at an intact version; returns the version it pointed at before.
         The audit trail records `actor` (default: the local user) and `comment`. With
-        `expected`, only if the alias still points there (else AliasMoved, nothing moved)."""
-        return commit.promote(self, version, alias, actor, comment, expected)
+        `expected`, only if the alias still points there (else AliasMoved, nothing moved);
+        `accept(version)`, the caller's own rule, may refuse the version by raising."""
+        return commit.promote(self, version, alias, actor, comment, expected, accept)
 
     def note(
         self,
@@ -224,10 +226,12 @@ class Registry:
         actor: str | None = None,
         comment: str | None = None,
         expected: int | None | object = commit.UNCHECKED,
+        accept: commit.Accept | None = None,
     ) -> int:
         """Move `alias` (production) back to its previous version; returns that version. With
-        `expected`, only if the alias still points there (else AliasMoved, nothing moved)."""
-        return commit.rollback(self, alias, actor, comment, expected)
+        `expected`, only if the alias still points there (else AliasMoved, nothing moved);
+        `accept` as for promote."""
+        return commit.rollback(self, alias, actor, comment, expected, accept)
 
     def garbage(self) -> list[str]:
         """Storage keys no card refers to (left by registrations that did not commit)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from mnist_pipeline.registry.api import Registry
 
 UNCHECKED = object()  # promote(expected=...) not given: move the alias wherever it points
+Accept = Callable[[int], None]  # a caller's rule for the version an alias moves to: raises
 
 
 def register(
@@ -113,17 +114,19 @@ def promote(
     actor: str | None = None,
     comment: str | None = None,
     expected: int | None | object = UNCHECKED,
+    accept: Accept | None = None,
 ) -> int | None:
     """Point `alias` at an intact `version`; returns the version it pointed at before. The
     audit trail records `actor` (default: the local user) and `comment`. With `expected`,
-    AliasMoved (nothing moved) unless the alias still points there (None: at nothing)."""
+    AliasMoved (nothing moved) unless the alias still points there (None: at nothing);
+    `accept(version)` may refuse it by raising (nothing moved)."""
     keys.check_alias(alias)
     checked_actor(actor)  # both refused before anything moves
     commented(comment)
 
     def move(state: AliasState) -> int | None:
         target = registry.version_of(version, state)
-        _require_intact(registry, target)
+        _require_intact(registry, target, accept)
         if expected is not UNCHECKED and state.aliases.get(alias) != expected:
             raise AliasMoved(registry.name, alias, expected, state.aliases.get(alias))
         why = f"promoted v{target} to {alias}"
@@ -164,10 +167,11 @@ def rollback(
     actor: str | None = None,
     comment: str | None = None,
     expected: int | None | object = UNCHECKED,
+    accept: Accept | None = None,
 ) -> int:
     """Move `alias` back to its previous version; returns that version. With `expected`,
     AliasMoved (nothing moved) unless the alias still points there: two operators rolling back
-    what they both saw move it back once, not twice."""
+    what they both saw move it back once, not twice. `accept` as for promote."""
     keys.check_alias(alias)
     checked_actor(actor)  # both refused before anything moves
     commented(comment)
@@ -176,7 +180,7 @@ def rollback(
         if expected is not UNCHECKED and state.aliases.get(alias) != expected:
             raise AliasMoved(registry.name, alias, expected, state.aliases.get(alias))
         _, target = state.rollback(alias, actor, commented(comment))
-        _require_intact(registry, target)
+        _require_intact(registry, target, accept)
         return target
 
     return swap_aliases(registry, back, actor)
@@ -298,7 +302,9 @@ def _existing(registry: Registry, version: int, why: str) -> Registration:
     )
 
 
-def _require_intact(registry: Registry, version: int) -> None:
+def _require_intact(registry: Registry, version: int, accept: Accept | None = None) -> None:
     problems = registry._problems(version, registry._card(version))
     if problems:
         raise RegistryError(f"{registry.name} v{version} is damaged: " + "; ".join(problems))
+    if accept is not None:
+        accept(version)
