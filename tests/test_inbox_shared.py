@@ -380,17 +380,19 @@ def test_bad_locations_are_one_line_and_store_nothing(tmp_path: Path) -> None:
         added = CliRunner().invoke(app, ["--root", str(root), "data", "add", str(image), "-l", "1"])
         assert isinstance(added.exception, ParamsError), added.exception  # exit status 2
         assert not (root / "data" / "extra").exists()
+    refused = r"holding the inbox .*: the store|inbox.shared '.*' is the filesystem root: a"
     for holding in (".", "data", str(root), "/", "file:///", "../" * 40):
-        with pytest.raises(
-            ParamsError, match=r"holds the inbox .*: the store|filesystem root /: a store"
-        ):
+        with pytest.raises(ParamsError, match=refused):
             Layout(root).shared_inbox(holding)  # the project's (or system's) files among its own
         (root / "params.yaml").write_text(f"inbox:\n  shared: '{holding}'\n")
         added = CliRunner().invoke(app, ["--root", str(root), "data", "add", str(image), "-l", "1"])
         assert isinstance(added.exception, ParamsError), added.exception
         assert not (root / "data" / "extra").exists() and not (root / "images").exists()
-    with pytest.raises(ParamsError, match="'/' is the filesystem root /: a store needs a folder"):
+    with pytest.raises(ParamsError, match="^registry.root '/' is the filesystem root: a store"):
         Layout(root).registry_root("/")
+    assert Layout(root).shared_inbox(str(tmp_path)) == tmp_path  # above the project: a mount
+    (root / "loop").symlink_to(root / "loop")  # resolving it fails: used as written
+    assert Layout(root).registry_root("loop") == root / "loop"
     assert Layout(root).shared_inbox("data/shared") == root / "data" / "shared"
     assert Layout(root).shared_inbox("s3://bucket/inbox") == "s3://bucket/inbox"
 

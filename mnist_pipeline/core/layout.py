@@ -24,6 +24,14 @@ def within(path: Path, folder: Path) -> bool:
     )
 
 
+def _resolved(path: Path) -> Path:
+    """`path` with links resolved; as written (made absolute) when they loop."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python 3.11-3.12)
+        return path.absolute()
+
+
 @dataclass(frozen=True)
 class Layout:
     """Output locations of the pipeline; dvc.yaml and the README use the same paths."""
@@ -144,37 +152,43 @@ class Layout:
         path = Path(configured)
         return path if path.is_absolute() else self.project / path
 
-    def registry_root(self, configured: str) -> Path | str:
+    def registry_root(self, configured: str, setting: str = "registry.root") -> Path | str:
         """The registry from params: a URL (s3://...) as given, a folder with relative paths
         under the project folder; a file: URL is its path, percent-decoded (file:///srv/a%20b,
-        file://localhost/srv/x: checked by validators.check_location). ParamsError for the
-        filesystem root, where a store's files would land among the system's."""
+        file://localhost/srv/x: checked by validators.check_location). ParamsError naming
+        `setting` for the filesystem root, where a store's files would land among the system's."""
         if configured[:5].lower() == "file:":
             folder = self.in_project(unquote(urlparse(configured).path))
         elif "://" in configured:
             return configured
         else:
             folder = self.in_project(configured)
-        if folder.resolve() == folder.resolve().parent:  # "/", or ".." enough times
+        if _resolved(folder) == _resolved(folder).parent:  # "/", or ".." enough times
             raise ParamsError(
-                f"{configured!r} is the filesystem root {folder.resolve()}: a store needs a "
-                "folder of its own"
+                f"{setting} {configured!r} is the filesystem root: a store needs a folder of "
+                "its own"
             )
         return folder
 
     def shared_inbox(self, configured: str) -> Path | str:
         """`inbox.shared` as registry_root reads it; a ParamsError for a folder that is the
-        inbox or inside it, whose store files ingest would read as labelled digits, or one
-        that holds the inbox (the project folder: the store's files among the project's)."""
-        where = self.registry_root(configured)
+        inbox or inside it, whose store files ingest would read as labelled digits, or a folder
+        of the project that holds the inbox (the project folder, `data`: the store's files
+        among the project's). A folder above the project (a team's mount) is the user's to
+        choose."""
+        where = self.registry_root(configured, "inbox.shared")
         if isinstance(where, Path) and within(where, self.inbox):
             raise ParamsError(
                 f"inbox.shared {configured!r} is {where}, inside the inbox {self.inbox}: "
                 "the store needs a folder of its own (or an s3:// URL)"
             )
-        if isinstance(where, Path) and within(self.inbox, where):  # "." or "data"
+        if (
+            isinstance(where, Path)
+            and within(where, self.project)
+            and self.inbox.absolute().is_relative_to(where.absolute())
+        ):
             raise ParamsError(
-                f"inbox.shared {configured!r} is {where}, which holds the inbox {self.inbox}: "
-                "the store needs a folder of its own (or an s3:// URL)"
+                f"inbox.shared {configured!r} is {where}, a folder of the project holding the "
+                f"inbox {self.inbox}: the store needs a folder of its own (or an s3:// URL)"
             )
         return where
