@@ -414,7 +414,7 @@ def test_serve_names_an_address_in_use(tmp_path: Path, workers: str) -> None:
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in str(done.exception)
 
 
-@pytest.mark.parametrize("model", ["a b", "Production", "v 2", "../x"])
+@pytest.mark.parametrize("model", ["a b", "Production", "v 2", "../x", "v-1", "0", "v0"])
 def test_serve_refuses_a_model_that_no_alias_or_version_could_ever_be(
     tmp_path: Path, model: str
 ) -> None:

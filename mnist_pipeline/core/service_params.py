@@ -106,7 +106,11 @@ class ScheduleParams(Section):
         return check_timezone(value)
 
 
-_MODEL_REF = re.compile(r"v?[0-9]+|(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,63}")  # as registry/keys.py
+# What registry/keys.py reads as a version (1, v1, 007) or takes as an alias name: not 0, not
+# "v-1" (a bad version there), no "..".
+_MODEL_REF = re.compile(
+    r"v?0*[1-9][0-9]*|(?!v?[0-9]+$|v[+-][0-9]+$|.*\.\.)[a-z0-9][a-z0-9._-]{0,63}"
+)
 
 
 class ServeParams(Section):
@@ -153,7 +157,10 @@ class ServeParams(Section):
     @field_validator("model", "shadow", mode="before")
     @classmethod
     def _version_number_as_written(cls, value: object) -> object:
-        """`model: 2` in YAML is a number: the version it names, as `"2"` or `v2` would be."""
+        """`model: 2` in YAML is a number: the version it names, as `"2"` or `v2` would be;
+        white space around a name is dropped, as the registry drops it."""
+        if isinstance(value, str):
+            return value.strip()
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @field_validator("model", "shadow")
