@@ -181,3 +181,15 @@ def test_dvc_ignores_the_temp_files_of_cut_short_writes() -> None:
     assert lines[left].startswith(".dvcignore:"), done.stdout + done.stderr
     assert lines["models/.model.pt.abc.tmp.pt"].startswith(".dvcignore:")
     assert lines["data/extra/3/0a1b.png"] == "::", done.stdout
+
+
+def test_an_error_naming_a_file_shows_its_control_characters_as_escapes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The file name's escape sequence is shown, not obeyed by the terminal."""
+    (tmp_path / "params.yaml").write_text("{}\n")
+    bad = tmp_path / "bad\x1b[2J[bold].png"
+    bad.write_bytes(b"not an image")
+    assert cli(tmp_path, "data", "add", "-l", "1", str(bad)) == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and f"error: {tmp_path}/bad\\x1b[2J[bold].png: not a recog" in err

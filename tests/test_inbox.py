@@ -307,6 +307,28 @@ def test_add_stopping_at_a_bad_file_names_those_not_added(tmp_path: Path) -> Non
     assert inbox_events.read_pending(tmp_path / "data" / "extra") == 1  # the one stored counts
 
 
+def test_file_names_are_shown_with_their_control_characters_escaped(tmp_path: Path) -> None:
+    """A name's newline or escape sequence is shown, not obeyed (and `[bold]` is no markup)."""
+    runner = CliRunner()
+    (tmp_path / "params.yaml").write_text("{}\n")
+    odd = draw_digit(tmp_path / "a\x1b[31m\n[bold]b.png", 1)
+    bad = tmp_path / "bad\x1b[2J.png"
+    bad.write_bytes(b"not an image")
+    for extra in ([], ["--pending"]):
+        args = ["--root", str(tmp_path), "data", "add", *extra, "-l", "1"]
+        done = runner.invoke(app, [*args, str(bad), str(odd)])
+        assert done.exit_code == 1 and "\x1b" not in done.output, done.output
+        assert f"stopped at {tmp_path}/bad\\x1b[2J.png, so not added: {tmp_path}/a\\x1b[31m" in (
+            done.output
+        )
+    done = runner.invoke(
+        app, ["--root", str(tmp_path), "data", "add", "--pending", "-l", "1", str(odd)]
+    )
+    assert done.exit_code == 0 and f"pending review: {tmp_path}/a\\x1b[31m\\n[bold]b.png " in (
+        done.output
+    )
+
+
 def test_a_folder_where_the_count_belongs_is_refused_before_any_image_is_added(
     tmp_path: Path,
 ) -> None:

@@ -224,6 +224,12 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     sys.exit(128 + signum)
 
 
+def _shown(message: str) -> str:
+    """An error message for the terminal: no markup, and control characters (of a file name it
+    quotes) as escapes, line by line (a message of several problems keeps its lines)."""
+    return escape("\n".join(printable(line) for line in message.split("\n")))
+
+
 def main() -> None:
     """Console-script entry: run the app; user-facing errors become one message and an exit code."""
     main_thread = threading.current_thread() is threading.main_thread()  # signals go there only
@@ -231,10 +237,10 @@ def main() -> None:
     try:
         app()
     except PipelineError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        console.print(f"[bold red]error:[/] {_shown(str(exc))}")
         sys.exit(exc.exit_code)
     except OSError as exc:  # read-only folder, permission denied, disk full: nothing was replaced
-        console.print(f"[bold red]error:[/] {escape(describe_os_error(exc))}")
+        console.print(f"[bold red]error:[/] {_shown(describe_os_error(exc))}")
         sys.exit(EXIT_IO)
     finally:
         if main_thread:  # called in-process (tests): as it was (None: set outside Python)

@@ -20,6 +20,7 @@ from mnist_pipeline.inbox import dvc_claim, pending, review_shared, sync, tracke
 from mnist_pipeline.inbox import store as inbox
 from mnist_pipeline.inbox.seen import check_not_lost
 from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable, open_shared
+from mnist_pipeline.registry.aliases import printable
 
 data_app = typer.Typer(
     help="Labelled digits users add (data/extra/<digit>/), and those awaiting review "
@@ -101,12 +102,12 @@ def _add_pending(
             else:
                 done = review_shared.submit(shared, data, str(path), label, source)
         what = {"pending": "pending review", "known": "already pending"}
-        line = f"{what[done.status]}: {path} {done.sha256[:12]} (label {label})"
+        line = f"{what[done.status]}: {shown(path)} {done.sha256[:12]} (label {label})"
         console.print(line, markup=False)
         there = stored.get(done.sha256)
         if there is not None and there.label != label:
             console.print(
-                f"warning: {path} is in the inbox labelled {there.label} ({there.path}); "
+                f"warning: {shown(path)} is in the inbox labelled {there.label} ({there.path}); "
                 f"accepting it as {label} needs `data remove` first",
                 markup=False,
             )
@@ -114,11 +115,14 @@ def _add_pending(
         try:  # the claim is stored: this check only warns, whatever the store's record is
             record = None if shared is None else shared.readable_record(done.sha256)
         except StoreUnavailable as exc:
-            console.print(f"warning: {path}: its label in the shared inbox unknown: {exc}")
+            console.print(
+                f"warning: {shown(path)}: its label in the shared inbox unknown: {exc}",
+                markup=False,
+            )
             record = None
         if record is not None and record.label != label:
             console.print(
-                f"warning: {path} is in the shared inbox {shared.location} labelled "
+                f"warning: {shown(path)} is in the shared inbox {shared.location} labelled "
                 f"{record.label}; accepting it as {label} needs `data remove` first",
                 markup=False,
             )
@@ -133,8 +137,9 @@ def _stops_at(images: list[Path], index: int) -> Iterator[None]:
     except Exception:
         rest = images[index + 1 :]
         if rest:
-            names = ", ".join(str(path) for path in rest)
-            console.print(f"stopped at {images[index]}, so not added: {names}", markup=False)
+            names = ", ".join(shown(path) for path in rest)
+            line = f"stopped at {shown(images[index])}, so not added: {names}"
+            console.print(line, markup=False)
         raise
 
 
@@ -236,3 +241,9 @@ def sync_inbox(ctx: typer.Context) -> None:
         console.print(f"warning: {warning}", markup=False)
     if result.problems:
         raise typer.Exit(1)
+
+
+def shown(path: Path) -> str:
+    """A path the user named, its control characters as escapes (a name's newline or escape
+    sequence is shown, not obeyed by the terminal)."""
+    return printable(str(path))
