@@ -38,11 +38,15 @@ def _naming(exc: OSError, path: Path) -> None:
 
 def temp_beside(target: Path, suffix: str) -> tuple[int, Path]:
     """A new temp file `.<name>.<random><suffix>` in `target`'s folder, open (mode 0600); an
-    OSError names `target` (`/proc/.x.38iencb2.tmp` would name a file the user never asked for)."""
+    OSError names the folder when it takes no file (permissions, read-only), else `target`
+    (`/proc/.x.38iencb2.tmp` would name a file the user never asked for)."""
     try:
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     except OSError as exc:
-        exc.filename = str(target)
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # the folder takes no file
+            exc.filename = str(target.parent)
+        elif exc.errno != errno.ENAMETOOLONG:  # too long: the temp name, the one to show
+            exc.filename = str(target)
         raise
     return fd, Path(name)
 
