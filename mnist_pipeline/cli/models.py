@@ -183,7 +183,7 @@ def promote(
             raise RegistryError(
                 f"no alias {alias!r} yet (aliases: {listed}); add --new-alias to create it"
             )
-    # the registry checks its files; require_promotable the pipeline's own rules
+    # the registry checks the version's files; require_promotable adds the pipeline's rules
     previous = registry.promote(version, alias, actor, comment, accept=require_promotable(registry))
     before = "nothing" if previous is None else f"v{previous}"
     err.print(f"{alias}: {before} -> v{version}")

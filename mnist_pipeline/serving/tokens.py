@@ -23,9 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import os
 import re
-import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.regular_file import NOT_REGULAR, FileTooLarge, NotRegularFile, read_regular
 
 ENV_TOKENS = "MNIST_FEEDBACK_TOKENS"
 MIN_TOKEN_LENGTH = 16
@@ -139,30 +138,20 @@ class Credentials:
         """The file's bytes; DataError unless it is a regular file of at most MAX_FILE_BYTES.
         Opened without waiting, so a pipe put in its place is refused instead of waiting for a
         writer (with every /feedback request behind it)."""
+        what = f"feedback tokens file {file}"
         try:
-            fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
+            return read_regular(file, MAX_FILE_BYTES)
         except FileNotFoundError:
-            raise DataError(f"feedback tokens file {file} does not exist") from None
+            raise DataError(f"{what} does not exist") from None
+        except IsADirectoryError:
+            raise DataError(f"{what} is a folder, not a file") from None
+        except NotRegularFile:
+            raise DataError(f"{what} is {NOT_REGULAR}") from None
+        except FileTooLarge:
+            raise DataError(f"{what} is over {MAX_FILE_BYTES:,} bytes: not a tokens file") from None
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
-            raise DataError(f"feedback tokens file {file} is not readable: {reason}") from None
-        try:
-            info = os.fstat(fd)
-            if stat.S_ISDIR(info.st_mode):
-                raise DataError(f"feedback tokens file {file} is a folder, not a file")
-            if not stat.S_ISREG(info.st_mode):
-                raise DataError(
-                    f"feedback tokens file {file} is not a regular file (a device, pipe or socket)"
-                )
-            with os.fdopen(fd, "rb", closefd=False) as opened:
-                raw = opened.read(MAX_FILE_BYTES + 1)
-        finally:
-            os.close(fd)
-        if len(raw) > MAX_FILE_BYTES:
-            raise DataError(
-                f"feedback tokens file {file} is over {MAX_FILE_BYTES:,} bytes: not a tokens file"
-            )
-        return raw
+            raise DataError(f"{what} is not readable: {reason}") from None
 
     def _current(self) -> list[Credential]:
         if self.file is None:
