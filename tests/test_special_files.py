@@ -102,6 +102,30 @@ def test_keys_reports_records_grids_and_saved_answers_refuse_a_pipe(tmp_path: Pa
         assert message in str(refused) and "not a regular file" in str(refused), str(refused)
 
 
+def test_model_files_and_candidate_files_refuse_a_pipe(tmp_path: Path) -> None:
+    """`mkfifo models/model.pt; mnist-pipeline evaluate` waited for a writer."""
+    from mnist_pipeline.core.params import ParityParams
+    from mnist_pipeline.export.parity import check_parity
+    from mnist_pipeline.model.weights import load_model
+    from tests.registry_helpers import make_candidate
+
+    weights, onnx = tmp_path / "model.pt", tmp_path / "model.onnx"
+    os.mkfifo(weights)
+    os.mkfifo(onnx)
+
+    def parity() -> object:
+        return check_parity(ParityParams(), "seed", weights, onnx, tmp_path, tmp_path / "p.json")
+
+    assert isinstance(without_waiting(lambda: load_model("seed", weights), weights), NotRegularFile)
+    assert isinstance(without_waiting(parity, onnx), NotRegularFile)
+    candidate = make_candidate(tmp_path / "candidate", 1)
+    plot = tmp_path / "candidate" / "plots" / "confusion_matrix.png"
+    plot.unlink()
+    os.mkfifo(plot)
+    refused = without_waiting(candidate.read, plot)
+    assert isinstance(refused, RegistryError) and f"{plot} is not a regular file" in str(refused)
+
+
 def test_a_folder_in_a_local_store_is_refused_by_name(tmp_path: Path) -> None:
     store = LocalFolder(tmp_path / "store")
     (tmp_path / "store" / "a" / "dir").mkdir(parents=True)

@@ -32,6 +32,7 @@ from mnist_pipeline.core.contract import INPUT_NAME, OUTPUT_NAMES
 from mnist_pipeline.core.errors import GateError, PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ModelParams, ParityParams
+from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.core.reports import Parity
 from mnist_pipeline.data.dataset import load_mnist, normalise
 from mnist_pipeline.evaluation import gate
@@ -104,7 +105,7 @@ def _json_number(value: float) -> float | None:
 
 def _load_onnx(onnx_path: Path) -> bytes:
     try:
-        return onnx_path.read_bytes()
+        return read_regular(onnx_path)  # a pipe there: refused, not waited on
     except FileNotFoundError:
         raise PipelineError(f"no ONNX model at {onnx_path}: run `mnist-pipeline export`") from None
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from mnist_pipeline.core.atomic import write_with
 from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.model.network import build_model
 
 
@@ -70,7 +71,7 @@ def load_failure(exc: BaseException) -> str:
 
 def _read(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular(path)  # a pipe there: refused, not waited on
     except FileNotFoundError:
         raise PipelineError(f"no trained weights at {path}: run `mnist-pipeline train`") from None
 

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from mnist_pipeline.core.errors import GateError, PipelineError, RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
+from mnist_pipeline.core.regular_file import NOT_REGULAR, NotRegularFile, read_regular
 from mnist_pipeline.core.reports import Metrics, Parity, TrainRecord, parse_json_report
 from mnist_pipeline.data.manifest import MNIST_FILES, dataset_sha256
 from mnist_pipeline.evaluation import gate
@@ -68,9 +69,11 @@ class Candidate:
         contents, missing = {}, []
         for rel, path in self.files().items():
             try:
-                contents[rel] = path.read_bytes()
+                contents[rel] = read_regular(path)
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                 missing.append(str(path))
+            except NotRegularFile:  # a pipe: refused, not waited on
+                raise RegistryError(f"candidate file {path} is {NOT_REGULAR}") from None
         if missing:
             raise RegistryError("candidate files not found: " + ", ".join(missing))
         return contents
