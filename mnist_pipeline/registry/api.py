@@ -3,26 +3,24 @@
 Reads need no lock: a version's card is created once and its files are content-addressed, so
 what a reader sees never changes; the alias document is replaced whole. Every read of a file
 re-hashes its bytes against the card, and callers get bytes or a verified local copy, never a
-path inside the store. Writing is in commit.py.
+path inside the store. Writing is in commit.py (versions) and moves.py (aliases).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from mnist_pipeline.core import json_text
-from mnist_pipeline.core.atomic import write_bytes
 from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry import aliases as alias_doc
-from mnist_pipeline.registry import commit, garbage, keys, replay
+from mnist_pipeline.registry import commit, garbage, keys, moves, replay
 from mnist_pipeline.registry.aliases import PRODUCTION, AliasState
 from mnist_pipeline.registry.audit import audit, refuse_forged
 from mnist_pipeline.registry.backends import open_storage
 from mnist_pipeline.registry.card import SIGNATURE_KEY, file_problem, inputs_of, parse_card
+from mnist_pipeline.registry.copies import default_cache, verified_copy
 from mnist_pipeline.registry.garbage import GRACE_S
 from mnist_pipeline.registry.registration import (
     Registration,
@@ -30,20 +28,6 @@ from mnist_pipeline.registry.registration import (
 )
 from mnist_pipeline.registry.signing import Signing
 from mnist_pipeline.registry.storage import Storage
-
-
-def default_cache() -> Path:
-    """Where verified copies go: $XDG_CACHE_HOME (or ~/.cache)/mnist-pipeline/blobs."""
-    base = os.environ.get("XDG_CACHE_HOME")
-    if not base:
-        try:
-            base = Path.home() / ".cache"
-        except RuntimeError:  # no HOME and no passwd entry (some containers)
-            raise RegistryError(
-                "no home folder for the cache of verified model copies: set XDG_CACHE_HOME "
-                "(or HOME)"
-            ) from None
-    return Path(base) / "mnist-pipeline" / "blobs"
 
 
 class Registry:
@@ -145,11 +129,9 @@ class Registry:
         expected = self._card(version)["files"].get(relpath)
         if expected is None:
             raise RegistryError(f"{self.name} v{version} has no file {relpath!r}")
-        copy = (cache or default_cache()) / str(expected)
-        if copy.is_file() and hashlib.sha256(copy.read_bytes()).hexdigest() == expected:
-            return copy
-        write_bytes(copy, self.read_file(version, relpath))
-        return copy
+        return verified_copy(
+            cache or default_cache(), str(expected), lambda: self.read_file(version, relpath)
+        )
 
     def verify(self) -> list[str]:
         """Re-hash every file of every version, check every card's seal and signature, the
@@ -199,14 +181,14 @@ class Registry:
         alias: str,
         actor: str | None = None,
         comment: str | None = None,
-        expected: int | None | object = commit.UNCHECKED,
-        accept: commit.Accept | None = None,
+        expected: int | None | object = moves.UNCHECKED,
+        accept: moves.Accept | None = None,
     ) -> int | None:
         """Point `alias` at an intact version; returns the version it pointed at before.
         The audit trail records `actor` (default: the local user) and `comment`. With
         `expected`, only if the alias still points there (else AliasMoved, nothing moved);
         `accept(version)`, the caller's own rule, may refuse the version by raising."""
-        return commit.promote(self, version, alias, actor, comment, expected, accept)
+        return moves.promote(self, version, alias, actor, comment, expected, accept)
 
     def note(
         self,
@@ -217,21 +199,21 @@ class Registry:
         actor: str | None = None,
         comment: str | None = None,
     ) -> int:
-        """Record a decision about `version` and `alias` that moves nothing (commit.note)."""
-        return commit.note(self, version, alias, action, reason, actor, comment)
+        """Record a decision about `version` and `alias` that moves nothing (moves.note)."""
+        return moves.note(self, version, alias, action, reason, actor, comment)
 
     def rollback(
         self,
         alias: str = PRODUCTION,
         actor: str | None = None,
         comment: str | None = None,
-        expected: int | None | object = commit.UNCHECKED,
-        accept: commit.Accept | None = None,
+        expected: int | None | object = moves.UNCHECKED,
+        accept: moves.Accept | None = None,
     ) -> int:
         """Move `alias` (production) back to its previous version; returns that version. With
         `expected`, only if the alias still points there (else AliasMoved, nothing moved);
         `accept` as for promote."""
-        return commit.rollback(self, alias, actor, comment, expected, accept)
+        return moves.rollback(self, alias, actor, comment, expected, accept)
 
     def garbage(self) -> list[str]:
         """Storage keys no card refers to (left by registrations that did not commit)."""
