@@ -28,9 +28,10 @@ from mnist_pipeline.serving.shadow_report import read_status
 WAIT_S = 20.0  # far longer than any refusal takes; a reader still blocked after it waits forever
 
 
-def without_waiting(call: Callable[[], object], pipe: Path) -> BaseException:
-    """What `call` raised, run in a thread; fails if it was still waiting after WAIT_S (then a
-    writer opens and closes `pipe`, so the blocked reader returns and the test can end)."""
+def without_waiting(call: Callable[[], object], pipe: Path) -> BaseException | None:
+    """What `call` raised (None: it returned), run in a thread; fails if it was still waiting
+    after WAIT_S (then a writer opens and closes `pipe`, so the blocked reader returns and the
+    test can end)."""
     raised: list[BaseException] = []
 
     def run() -> None:
@@ -46,8 +47,7 @@ def without_waiting(call: Callable[[], object], pipe: Path) -> BaseException:
         os.close(os.open(pipe, os.O_WRONLY))  # the blocked reader gets end of file
         thread.join(WAIT_S)
         pytest.fail(f"waited on the pipe {pipe} for a writer")
-    assert raised, "a pipe was read as if it were a file"
-    return raised[0]
+    return raised[0] if raised else None
 
 
 def test_only_a_regular_file_of_at_most_its_limit_is_read(tmp_path: Path) -> None:
@@ -124,6 +124,29 @@ def test_model_files_and_candidate_files_refuse_a_pipe(tmp_path: Path) -> None:
     os.mkfifo(plot)
     refused = without_waiting(candidate.read, plot)
     assert isinstance(refused, RegistryError) and f"{plot} is not a regular file" in str(refused)
+
+
+def test_the_inbox_files_this_program_keeps_beside_it_refuse_a_pipe(tmp_path: Path) -> None:
+    """A pipe at the trigger's count would block `data add` under the inbox lock; one at the
+    shared store's bookkeeping or ingest's manifest would block sync and registration."""
+    from mnist_pipeline.inbox import events, orphans, seen
+    from mnist_pipeline.pipeline.promotion import check_split_with
+
+    inbox = tmp_path / "data" / "extra"
+    inbox.mkdir(parents=True)
+    for path in (events.pending_file(inbox), seen.base_file(inbox), orphans.file(inbox)):
+        os.mkfifo(path)
+    assert without_waiting(lambda: events.read_count(inbox), events.pending_file(inbox)) is None
+    refused = without_waiting(lambda: seen._base(inbox), seen.base_file(inbox))
+    assert isinstance(refused, DataError) and "not a regular file" in str(refused)
+    assert (
+        without_waiting(lambda: orphans._first_seen(inbox, "s3://b/p"), orphans.file(inbox)) is None
+    )
+    manifest = tmp_path / "ingested" / "manifest.json"
+    manifest.parent.mkdir()
+    os.mkfifo(manifest)
+    refused = without_waiting(lambda: check_split_with(manifest.parent, 20), manifest)
+    assert isinstance(refused, NotRegularFile)
 
 
 def test_a_folder_in_a_local_store_is_refused_by_name(tmp_path: Path) -> None:

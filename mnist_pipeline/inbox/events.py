@@ -24,6 +24,7 @@ from typing import Any
 from mnist_pipeline.core import json_text
 from mnist_pipeline.core.atomic import write_json
 from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.inbox.store import lock
 
 # A pending count: (new, claim_at) -> (count, claimed). Adds `new`; with `claim_at` and a count
@@ -49,7 +50,7 @@ def read_count(inbox: Path) -> tuple[int, int]:
     """(images added since the last event, events sent so far): the generation tells a reader
     whether an event reset the count since it looked (0s when unrecorded or unreadable)."""
     try:
-        found = json_text.loads(pending_file(inbox).read_text(encoding="utf-8"))
+        found = json_text.loads(read_regular(pending_file(inbox)))
         pending, generation = found.get("pending", 0), found.get("generation", 0)
     except (OSError, ValueError, AttributeError):
         return 0, 0

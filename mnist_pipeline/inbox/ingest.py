@@ -28,6 +28,7 @@ from mnist_pipeline.core.contract import NUM_CLASSES
 from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import IngestParams
+from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.core.reports import IngestReport
 from mnist_pipeline.data import idx
 from mnist_pipeline.data.preprocess import MAX_PIXELS, ImageError, preprocess_bytes
@@ -261,7 +262,7 @@ def _ingested_inbox(report_path: Path) -> str | None:
     older version) without that field."""
     if not report_path.is_file():
         return None
-    document = json_text.loads(report_path.read_bytes())
+    document = json_text.loads(read_regular(report_path))
     took = document.get("inbox_sha256") if isinstance(document, dict) else None
     return took if isinstance(took, str) else None
 

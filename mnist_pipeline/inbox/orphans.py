@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mnist_pipeline.core import json_text
 from mnist_pipeline.core.atomic import write_json
+from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.inbox.shared import Record, SharedInbox, image_sha256
 
 GRACE_S = 3600.0
@@ -56,7 +57,7 @@ def _first_seen(inbox: Path, location: str) -> dict[str, float]:
     is missing, damaged or of another store: the grace period starts again, which deletes
     nothing early)."""
     try:
-        raw = json_text.loads(file(inbox).read_text(encoding="utf-8"))
+        raw = json_text.loads(read_regular(file(inbox)))
         if raw.get("store") != location:
             return {}
         return {str(key): float(seen) for key, seen in dict(raw["first_seen"]).items()}

@@ -11,6 +11,7 @@ from pathlib import Path
 from mnist_pipeline.core import json_text
 from mnist_pipeline.core.atomic import write_json
 from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.inbox.shared import IDENTITY, SharedInbox, StoreUnavailable
 
 
@@ -22,7 +23,7 @@ def base_file(inbox: Path) -> Path:
 def _base(inbox: Path) -> dict:
     """The base file's content ({} when there is none)."""
     try:
-        raw = json_text.loads(base_file(inbox).read_text(encoding="utf-8"))
+        raw = json_text.loads(read_regular(base_file(inbox)))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
