@@ -90,6 +90,12 @@ def test_normal_digits_are_quiet_and_inverted_ones_start_one_retraining(
             events = drift_events(api_url)
             started = [r["id"] for r in runs() if not r["auto_scheduled"]]
             served_log = log.read_text()
+        with mnist_server(project, tmp_path / "again.log", **serve) as url:  # a restart
+            send(url, 1.0 - digits)  # the shift goes on: a full window judged drift again
+            wait(lambda: drift_state(url)["verdict"] == "drift", "the restarted server's verdict")
+            time.sleep(5)  # time for a second event to reach the server, were there one
+            after_restart = (drift_state(url)["events"], drift_events(api_url))
+            started_after = [r["id"] for r in runs() if not r["auto_scheduled"]]
     assert normal["events"] == 0 and max(normal["psi"].values()) < 0.05, normal
     assert state["verdict"] == "drift" and state["events"] == 1, state
     assert state["psi"]["ink"] > 0.25 and state["last_event"] is not None
@@ -100,6 +106,10 @@ def test_normal_digits_are_quiet_and_inverted_ones_start_one_retraining(
     assert event["payload"]["version"] == 1 and "ink" in event["payload"]["drifted"]
     (run,) = triggered
     assert started == [run["id"]]  # exactly one retraining run, started by the event
+    # a server restarted during the shift sends no second event within the cooldown (the
+    # claim file in the project's .cache/serve/ is shared by workers and restarts)
+    assert after_restart[0] == 0 and [e["id"] for e in after_restart[1]] == [event["id"]]
+    assert started_after == started
     reason = run["parameters"]["reason"]
     assert reason == "live traffic drifted from MNIST test: " + event["payload"]["summary"]
     assert run["parameters"]["workdir"] == str(project)  # the deployment's own parameters kept

@@ -17,6 +17,7 @@ from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.serving import drift as serving_drift
 from mnist_pipeline.serving.drift import DriftMonitor
+from mnist_pipeline.serving.drift_claim import DriftClaims
 from mnist_pipeline.serving.http_api import create_app
 from mnist_pipeline.serving.metrics import Metrics
 from mnist_pipeline.serving.served_model import ServedModel
@@ -112,6 +113,41 @@ def test_a_shift_however_long_makes_one_event_until_traffic_is_normal_again(
     assert monitor.status()["verdict"] == "normal" and len(sent) == 1
     monitor.process([answered(served, 1.0 - digits)])
     assert monitor.status()["events"] == len(sent) == 2
+
+
+def test_workers_and_later_servers_of_one_project_send_one_event_per_cooldown(
+    served: ServedModel, _candidate, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each worker (and each restarted server) has its own monitor; the claim file they share
+    lets one of them send the shift's event. Before, N workers sent N events."""
+    sent: list[tuple] = []
+    params = ServeParams(drift_window=200, drift_threshold=0.25, drift_cooldown_s=3600)
+    path = tmp_path / "project" / ".cache" / "serve" / "drift-m.json"
+
+    def worker(cooldown_s: float = 3600) -> DriftMonitor:
+        claims = DriftClaims(path, cooldown_s)
+        return DriftMonitor(served, params, lambda *event: sent.append(event), claims)
+
+    shifted = 1.0 - contract_digits(_candidate.data_dir)
+    workers = [worker(), worker(), worker()]  # `serve --workers 3`
+    for monitor in workers:
+        monitor.process([answered(served, shifted)])
+    assert len(sent) == 1 and [m.status()["events"] for m in workers] == [1, 0, 0]
+    assert all(m.status()["verdict"] == "drift" for m in workers)
+    restarted = worker()
+    restarted.process([answered(served, shifted)])
+    assert len(sent) == 1  # a server restarted within the cooldown: the event is out already
+    path.write_text('{"last_event": %f}' % (time.time() - 3601))  # the cooldown has passed
+    worker().process([answered(served, shifted)])
+    assert len(sent) == 2
+    path.write_text("[[[")  # damaged: an event goes out, and the file is written afresh
+    worker(cooldown_s=0).process([answered(served, shifted)])
+    assert len(sent) == 3 and '"last_event"' in path.read_text()
+    blocked = DriftClaims(tmp_path / "a-file" / "drift.json", 3600)  # cannot be written at all
+    (tmp_path / "a-file").write_text("")
+    with caplog.at_level("WARNING"):
+        assert blocked.claim() is True  # a missed retraining is worse than a second one
+    assert "drift: event not coordinated with other processes" in caplog.text
 
 
 def test_within_the_cooldown_a_new_shift_makes_no_event(served: ServedModel, _candidate):

@@ -9,7 +9,8 @@ monitoring/drift.py) is computed, and any over `serve.drift_threshold` is drift.
 logged, counted in /metrics and, with a Prefect API configured, emitted as the event
 `mnist.serve.drift` on `mnist.model.<name>`. One sustained shift makes one event, however long it
 lasts and across promotions: the next event needs a full window judged normal first, and then
-waits out `serve.drift_cooldown_s` since the last. A version without a reference is not
+waits out `serve.drift_cooldown_s` since the last, which every worker and every later server
+of the project folder share (drift_claim.py). A version without a reference is not
 monitored (the status says so); one whose reference could not be read (the store down) is tried
 again with the traffic that follows, every REREAD_S; a window not yet full has no verdict.
 """
@@ -28,6 +29,7 @@ import numpy as np
 
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.monitoring import drift
+from mnist_pipeline.serving.drift_claim import DriftClaims
 from mnist_pipeline.serving.served_model import without_locations
 
 if TYPE_CHECKING:
@@ -74,8 +76,10 @@ class DriftMonitor:
         served: ServedModel,
         params: ServeParams,
         emitter: Callable[[str, dict[str, Any]], bool] = emit_drift,
+        claims: DriftClaims | None = None,
     ) -> None:
         self.served, self.registry, self.emitter = served, served.registry, emitter
+        self.claims = claims  # shared with the other workers and later servers of the project
         self.enabled = params.drift
         self.size, self.threshold = params.drift_window, params.drift_threshold
         self.cooldown_s = params.drift_cooldown_s
@@ -237,6 +241,9 @@ class DriftMonitor:
         if not self._armed or cooling:
             return
         self._armed, self._event_at = False, now
+        if self.claims is not None and not self.claims.claim():
+            logger.info("drift: v%s: another worker or server sent the event", self.version)
+            return
         with self._lock:
             self.events, self.last_event = self.events + 1, time.time()
         summary = ", ".join(f"{name} {psi[name]:.3f}" for name in over)

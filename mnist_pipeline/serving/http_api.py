@@ -40,6 +40,7 @@ from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.serving import api_schema, model_files
 from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
 from mnist_pipeline.serving.drift import DriftMonitor
+from mnist_pipeline.serving.drift_claim import DriftClaims
 from mnist_pipeline.serving.observe import note_prediction, observe
 from mnist_pipeline.serving.predict import top_digits
 from mnist_pipeline.serving.request_body import BodyLimit, ClientError, read_images
@@ -58,11 +59,13 @@ def create_app(
     limits: ServeParams,
     feedback: Feedback | None = None,
     challenger: Challenger | None = None,
+    drift_claims: DriftClaims | None = None,
 ) -> FastAPI:
     """The API answering with `served` under `limits` (serve params); POST /feedback only with
     `feedback` (its credentials and pending area); `challenger` shadows production and answers
-    the canary share (challenger.py)."""
-    drift = DriftMonitor(served, limits)  # off the response path (serving/drift.py)
+    the canary share (challenger.py); `drift_claims` makes one drift event per cooldown
+    across processes (drift_claim.py)."""
+    drift = DriftMonitor(served, limits, claims=drift_claims)  # off the response path
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -26,6 +26,7 @@ from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.pipeline.versions import open_registry
 from mnist_pipeline.serving.alias_events import api_configured, preload_prefect
 from mnist_pipeline.serving.challenger import Challenger
+from mnist_pipeline.serving.drift_claim import DriftClaims, claim_file
 from mnist_pipeline.serving.feedback import Feedback
 from mnist_pipeline.serving.http_api import create_app
 from mnist_pipeline.serving.metrics import ENV_MULTIPROC, Supervisor, multiprocess_dir
@@ -41,7 +42,10 @@ def build(params: Params, layout: Layout) -> FastAPI:
     served = ServedModel(registry, params.serve.model)
     challenger = None if params.serve.shadow is None else Challenger(registry, params.serve)
     feedback = feedback_of(params.serve, layout, params.inbox.shared)
-    app = create_app(served, params.serve, feedback, challenger)  # metrics listen
+    claims = DriftClaims(  # one drift event per cooldown for every worker and restart
+        claim_file(layout.project, params.registry.model_name), params.serve.drift_cooldown_s
+    )
+    app = create_app(served, params.serve, feedback, challenger, claims)  # metrics listen
     if api_configured():
         preload_prefect()  # before the threads that send and hear events start
     served.refresh()  # a failure is logged; /readyz says 503 until a version loads

@@ -1,0 +1,61 @@
+"""One drift event per cooldown for every process serving from one project folder.
+
+Each worker of `serve --workers N` runs its own drift monitor, and a restarted server starts a
+new one: left to themselves, N workers seeing one shift would emit N events, and a server
+restarted during a shift would emit again at once. Before emitting, a monitor claims the event
+in a small file beside the project (`.cache/serve/drift-<model>.json`: when the last event was
+sent), under a file lock: a claim within `cooldown_s` of the last one is refused. A file that
+cannot be read or written never stops an event (the warning says why): a missed retraining is
+worse than a second one, which trains nothing new ("up to date").
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from mnist_pipeline.core import json_text
+from mnist_pipeline.core.atomic import write_json
+from mnist_pipeline.core.regular_file import read_regular
+
+logger = logging.getLogger(__name__)
+LOCK_WAIT_S = 2.0  # the monitor's own thread waits this long for another worker's claim
+
+
+def claim_file(project: Path, model_name: str) -> Path:
+    return project / ".cache" / "serve" / f"drift-{model_name}.json"
+
+
+class DriftClaims:
+    """The last drift event of a model, shared through `path` by every process serving it."""
+
+    def __init__(self, path: Path, cooldown_s: float) -> None:
+        self.path, self.cooldown_s = path, cooldown_s
+
+    def claim(self, now: float | None = None) -> bool:
+        """True (and the event recorded) unless another process sent one within the cooldown;
+        also True when the file cannot be used (logged)."""
+        now = time.time() if now is None else now
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(self.path.with_name(f".{self.path.name}.lock"), timeout=LOCK_WAIT_S):
+                last = self._last()
+                if last is not None and 0 <= now - last < self.cooldown_s:
+                    return False
+                write_json(self.path, {"last_event": now})
+        except (OSError, Timeout) as exc:
+            logger.warning("drift: event not coordinated with other processes (%s): sent", exc)
+        return True
+
+    def _last(self) -> float | None:
+        """When the last event was sent (None: never, or a file this program did not write)."""
+        try:
+            found = json_text.loads(read_regular(self.path, 4096)).get("last_event")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, AttributeError):
+            return None  # damaged: this event goes out and the file is written afresh
+        return float(found) if isinstance(found, (int, float)) else None
