@@ -123,10 +123,11 @@ def test_workers_and_later_servers_of_one_project_send_one_event_per_cooldown(
     sent: list[tuple] = []
     params = ServeParams(drift_window=200, drift_threshold=0.25, drift_cooldown_s=3600)
     path = tmp_path / "project" / ".cache" / "serve" / "drift-m.json"
+    reached = [True]  # what the emitter answers: whether the event reached a Prefect server
 
-    def worker(cooldown_s: float = 3600) -> DriftMonitor:
-        claims = DriftClaims(path, cooldown_s)
-        return DriftMonitor(served, params, lambda *event: sent.append(event), claims)
+    def worker() -> DriftMonitor:
+        emit = lambda *event: sent.append(event) or reached[0]  # noqa: E731
+        return DriftMonitor(served, params, emit, DriftClaims(path, 3600))
 
     shifted = 1.0 - contract_digits(_candidate.data_dir)
     workers = [worker(), worker(), worker()]  # `serve --workers 3`
@@ -134,20 +135,53 @@ def test_workers_and_later_servers_of_one_project_send_one_event_per_cooldown(
         monitor.process([answered(served, shifted)])
     assert len(sent) == 1 and [m.status()["events"] for m in workers] == [1, 0, 0]
     assert all(m.status()["verdict"] == "drift" for m in workers)
-    restarted = worker()
-    restarted.process([answered(served, shifted)])
-    assert len(sent) == 1  # a server restarted within the cooldown: the event is out already
+    worker().process([answered(served, shifted)])  # a server restarted within the cooldown
+    assert len(sent) == 1
     path.write_text('{"last_event": %f}' % (time.time() - 3601))  # the cooldown has passed
+    reached[0] = False  # ... but the event cannot be sent (no Prefect API, or it is down)
     worker().process([answered(served, shifted)])
     assert len(sent) == 2
+    reached[0] = True  # the claim was given back: the next worker to judge sends it
+    worker().process([answered(served, shifted)])
+    assert len(sent) == 3
+    worker().process([answered(served, shifted)])
+    assert len(sent) == 3  # and that one holds
     path.write_text("[[[")  # damaged: an event goes out, and the file is written afresh
-    worker(cooldown_s=0).process([answered(served, shifted)])
-    assert len(sent) == 3 and '"last_event"' in path.read_text()
+    worker().process([answered(served, shifted)])
+    assert len(sent) == 4 and '"last_event"' in path.read_text()
     blocked = DriftClaims(tmp_path / "a-file" / "drift.json", 3600)  # cannot be written at all
     (tmp_path / "a-file").write_text("")
     with caplog.at_level("WARNING"):
-        assert blocked.claim() is True  # a missed retraining is worse than a second one
+        assert blocked.claim(time.time()) is True  # a missed retraining is worse than a second
     assert "drift: event not coordinated with other processes" in caplog.text
+
+
+CLAIM = (
+    "import sys, time; from pathlib import Path; "
+    "from mnist_pipeline.serving.drift_claim import DriftClaims; "
+    "claims = DriftClaims(Path(sys.argv[1]), 3600); "
+    "go = Path(sys.argv[2]); "
+    "[time.sleep(0.005) for _ in iter(lambda: go.exists(), True)]; "
+    "print(claims.claim(time.time()))"
+)
+
+
+def test_processes_claiming_at_once_send_one_event(tmp_path: Path) -> None:
+    """The file lock is what makes one winner among processes judging the same moment."""
+    import subprocess
+    import sys
+
+    path, go = tmp_path / "drift.json", tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIM, str(path), str(go)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(6)
+    ]
+    time.sleep(1.0)  # all started and waiting
+    go.touch()
+    answers = [proc.communicate(timeout=60)[0].strip() for proc in procs]
+    assert sorted(answers) == ["False"] * 5 + ["True"], answers
 
 
 def test_within_the_cooldown_a_new_shift_makes_no_event(served: ServedModel, _candidate):

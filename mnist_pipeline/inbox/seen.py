@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mnist_pipeline.core import json_text
 from mnist_pipeline.core.atomic import write_json
-from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.inbox.shared import IDENTITY, SharedInbox, StoreUnavailable
 
@@ -26,7 +26,11 @@ def _base(inbox: Path) -> dict:
         raw = json_text.loads(read_regular(base_file(inbox)))
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise DataError(
+            f"cannot read {describe_os_error(exc)} (delete it: the next sync starts afresh)"
+        ) from None
+    except ValueError as exc:
         raise DataError(
             f"cannot read {base_file(inbox)}: {exc} (delete it: the next sync starts afresh)"
         ) from None

@@ -167,7 +167,7 @@ class Registry:
             raise RegistryError(f"alias {alias!r} points at v{version}, which does not exist")
         return version
 
-    # ---- writing (commit.py)
+    # ---- writing (commit.py: versions; moves.py: aliases)
 
     def register(
         self, submission: Submission, *, skip_same_inputs: bool = False, actor: str | None = None
@@ -223,7 +223,7 @@ class Registry:
         """Delete `garbage()` but what is younger than `min_age_s`: removed and kept keys."""
         return garbage.collect(self, min_age_s)
 
-    # ---- internals shared with commit.py and audit.py
+    # ---- internals shared with commit.py, moves.py and audit.py
 
     def _state_and_revision(
         self,

@@ -1,5 +1,6 @@
 """The alias document replaced by compare-and-swap: read it with its revision, apply a change,
-write only if the revision is unchanged, else read again and re-apply (commit.py's moves)."""
+write only if the revision is unchanged, else read again and re-apply (commit.py registers,
+moves.py moves aliases)."""
 
 from __future__ import annotations
 

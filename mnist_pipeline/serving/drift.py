@@ -240,12 +240,14 @@ class DriftMonitor:
         cooling = self._event_at is not None and now - self._event_at < self.cooldown_s
         if not self._armed or cooling:
             return
-        self._armed, self._event_at = False, now
-        if self.claims is not None and not self.claims.claim():
+        self._armed = False  # this shift's event is sent below, or was by another process
+        sent_at = time.time()
+        if self.claims is not None and not self.claims.claim(sent_at):
             logger.info("drift: v%s: another worker or server sent the event", self.version)
             return
+        self._event_at = now
         with self._lock:
-            self.events, self.last_event = self.events + 1, time.time()
+            self.events, self.last_event = self.events + 1, sent_at
         summary = ", ".join(f"{name} {psi[name]:.3f}" for name in over)
         summary = (
             f"v{self.version}: PSI {summary} over {self.threshold} in the last {self.size} images"
@@ -261,7 +263,8 @@ class DriftMonitor:
             "window": self.size,
             "summary": summary,
         }
-        self.emitter(self.registry.name, payload)
+        if not self.emitter(self.registry.name, payload) and self.claims is not None:
+            self.claims.give_back(sent_at)  # not sent: another process may send it
 
     def status(self) -> dict[str, Any]:
         """The `drift` object of GET /model."""

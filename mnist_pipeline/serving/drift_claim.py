@@ -4,15 +4,16 @@ Each worker of `serve --workers N` runs its own drift monitor, and a restarted s
 new one: left to themselves, N workers seeing one shift would emit N events, and a server
 restarted during a shift would emit again at once. Before emitting, a monitor claims the event
 in a small file beside the project (`.cache/serve/drift-<model>.json`: when the last event was
-sent), under a file lock: a claim within `cooldown_s` of the last one is refused. A file that
-cannot be read or written never stops an event (the warning says why): a missed retraining is
-worse than a second one, which trains nothing new ("up to date").
+sent), under a file lock: a claim within `cooldown_s` of the last one is refused, and a claim
+whose event could not be sent (no Prefect API, or the server down) is given back. The file is
+per model name, as the event and the retraining trigger are. A file that cannot be read or
+written never stops an event (the warning says why): a missed retraining is worse than a second
+one, which trains nothing new ("up to date").
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -35,27 +36,43 @@ class DriftClaims:
     def __init__(self, path: Path, cooldown_s: float) -> None:
         self.path, self.cooldown_s = path, cooldown_s
 
-    def claim(self, now: float | None = None) -> bool:
-        """True (and the event recorded) unless another process sent one within the cooldown;
-        also True when the file cannot be used (logged)."""
-        now = time.time() if now is None else now
+    def claim(self, now: float) -> bool:
+        """True (and `now` recorded as the last event) unless another process sent one within
+        the cooldown; also True when the file cannot be used (logged)."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(self.path.with_name(f".{self.path.name}.lock"), timeout=LOCK_WAIT_S):
+            with self._locked():
                 last = self._last()
                 if last is not None and 0 <= now - last < self.cooldown_s:
                     return False
-                write_json(self.path, {"last_event": now})
+                write_json(self.path, {"last_event": now, "before": last})
         except (OSError, Timeout) as exc:
             logger.warning("drift: event not coordinated with other processes (%s): sent", exc)
         return True
 
-    def _last(self) -> float | None:
-        """When the last event was sent (None: never, or a file this program did not write)."""
+    def give_back(self, now: float) -> None:
+        """The event claimed at `now` was not sent (no Prefect API, or it failed): the last
+        event is again the one before, so another process, or this one later, may send it."""
         try:
-            found = json_text.loads(read_regular(self.path, 4096)).get("last_event")
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, AttributeError):
-            return None  # damaged: this event goes out and the file is written afresh
+            with self._locked():
+                found = self._read()
+                if found.get("last_event") == now:  # not claimed anew since
+                    write_json(self.path, {"last_event": found.get("before")})
+        except (OSError, Timeout) as exc:
+            logger.warning("drift: unsent event still recorded in %s (%s)", self.path, exc)
+
+    def _locked(self) -> FileLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(self.path.with_name(f".{self.path.name}.lock"), timeout=LOCK_WAIT_S)
+
+    def _read(self) -> dict:
+        """The file's content ({} when it is missing or not what this program writes)."""
+        try:
+            found = json_text.loads(read_regular(self.path, 4096))
+        except (OSError, ValueError):  # missing, or damaged: written afresh by the next claim
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    def _last(self) -> float | None:
+        """When the last event was sent (None: never, or unknown)."""
+        found = self._read().get("last_event")
         return float(found) if isinstance(found, (int, float)) else None
