@@ -149,6 +149,8 @@ def test_workers_and_later_servers_of_one_project_send_one_event_per_cooldown(
     path.write_text("[[[")  # damaged: an event goes out, and the file is written afresh
     worker().process([answered(served, shifted)])
     assert len(sent) == 4 and '"last_event"' in path.read_text()
+    racing = DriftClaims(tmp_path / "race.json", 3600)  # its time read before another's landed
+    assert racing.claim(1000.0) is True and racing.claim(999.5) is False
     blocked = DriftClaims(tmp_path / "a-file" / "drift.json", 3600)  # cannot be written at all
     (tmp_path / "a-file").write_text("")
     with caplog.at_level("WARNING"):

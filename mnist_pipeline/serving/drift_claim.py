@@ -23,7 +23,7 @@ from mnist_pipeline.core.atomic import write_json
 from mnist_pipeline.core.regular_file import read_regular
 
 logger = logging.getLogger(__name__)
-LOCK_WAIT_S = 2.0  # the monitor's own thread waits this long for another worker's claim
+LOCK_WAIT_S = 10.0  # the monitor thread (off the request path) waits for other workers this long
 
 
 def claim_file(project: Path, model_name: str) -> Path:
@@ -42,7 +42,7 @@ class DriftClaims:
         try:
             with self._locked():
                 last = self._last()
-                if last is not None and 0 <= now - last < self.cooldown_s:
+                if last is not None and abs(now - last) < self.cooldown_s:  # ahead: a racing claim
                     return False
                 write_json(self.path, {"last_event": now, "before": last})
         except (OSError, Timeout) as exc:
