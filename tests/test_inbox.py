@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mnist_pipeline.cli.app import app
+from mnist_pipeline.core import regular_file
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox import store as inbox
 from tests.example_helpers import draw_digit
@@ -359,12 +360,12 @@ def test_only_a_regular_file_of_at_most_the_limit_is_read(
     big = tmp_path / "big.png"
     with big.open("wb") as file:
         file.truncate(inbox.MAX_FILE_BYTES + 1)  # sparse: no real bytes written
-    read: list[Path] = []
-    with monkeypatch.context() as patched:
-        patched.setattr(Path, "open", lambda self, *a, **k: read.append(self) or io.BytesIO())
+    read: list[int] = []
+    with monkeypatch.context() as patched:  # the bytes would be read from the descriptor
+        patched.setattr(regular_file.os, "fdopen", lambda fd, *a, **k: read.append(fd))
         with pytest.raises(DataError, match=f"{big}: 10,000,001 bytes, over the limit of 10,0"):
             inbox.read_file(big)
-    assert read == []  # refused from its size, never opened
+    assert read == []  # refused from its size as opened, never read
     (tmp_path / "params.yaml").write_text("{}\n")
     for extra in ([], ["--pending"]):
         args = ["--root", str(tmp_path), "data", "add", *extra, "-l", "3", str(pipe)]

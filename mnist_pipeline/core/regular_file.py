@@ -22,7 +22,17 @@ class NotRegularFile(OSError):
 
 
 class FileTooLarge(OSError):
-    """A file larger than its reader takes."""
+    """A file larger than its reader takes: `size` bytes (at least), over `limit`."""
+
+    size = limit = 0
+
+    @classmethod
+    def of(cls, size: int, limit: int, path: Path | str) -> FileTooLarge:
+        found = cls(
+            errno.EFBIG, f"{size:,} bytes, more than the {limit:,} this file may hold", str(path)
+        )
+        found.size, found.limit = size, limit
+        return found
 
 
 def read_regular_stat(path: Path | str, limit: int | None = None) -> tuple[bytes, os.stat_result]:
@@ -36,20 +46,16 @@ def read_regular_stat(path: Path | str, limit: int | None = None) -> tuple[bytes
         if not stat.S_ISREG(found.st_mode):
             raise NotRegularFile(errno.EINVAL, NOT_REGULAR, str(path))
         if limit is not None and found.st_size > limit:
-            raise FileTooLarge(errno.EFBIG, _over(found.st_size, limit), str(path))
+            raise FileTooLarge.of(found.st_size, limit, path)
         with os.fdopen(fd, "rb", closefd=False) as opened:
             data = opened.read() if limit is None else opened.read(limit + 1)
     finally:
         os.close(fd)
     if limit is not None and len(data) > limit:  # grown since fstat
-        raise FileTooLarge(errno.EFBIG, _over(len(data), limit), str(path))
+        raise FileTooLarge.of(len(data), limit, path)
     return data, found
 
 
 def read_regular(path: Path | str, limit: int | None = None) -> bytes:
     """`path`'s bytes (read_regular_stat without the status)."""
     return read_regular_stat(path, limit)[0]
-
-
-def _over(size: int, limit: int) -> str:
-    return f"{size:,} bytes, more than the {limit:,} this file may hold"

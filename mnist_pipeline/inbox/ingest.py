@@ -28,7 +28,7 @@ from mnist_pipeline.core.contract import NUM_CLASSES
 from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import IngestParams
-from mnist_pipeline.core.regular_file import read_regular
+from mnist_pipeline.core.regular_file import FileTooLarge, read_regular
 from mnist_pipeline.core.reports import IngestReport
 from mnist_pipeline.data import idx
 from mnist_pipeline.data.preprocess import MAX_PIXELS, ImageError, preprocess_bytes
@@ -81,11 +81,14 @@ def to_uint8(digit: np.ndarray) -> np.ndarray:
 
 
 def read_limited(path: Path) -> bytes:
-    """A file's bytes, refused (ImageError) over the inbox's size limit before reading it."""
-    size = path.stat().st_size
-    if size > inbox.MAX_FILE_BYTES:
-        raise ImageError(f"{size:,} bytes, over the limit of {inbox.MAX_FILE_BYTES:,}")
-    return path.read_bytes()
+    """A file's bytes, refused (ImageError) over the inbox's size limit before reading it; a
+    pipe or device in its place is an OSError (core.regular_file), never waited on."""
+    try:
+        return read_regular(path, inbox.MAX_FILE_BYTES)
+    except FileTooLarge as exc:
+        raise ImageError(
+            f"{exc.size:,} bytes, over the limit of {inbox.MAX_FILE_BYTES:,}"
+        ) from None
 
 
 def to_pixels(data: bytes, source: str) -> np.ndarray:

@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import io
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from mnist_pipeline.core.atomic import write_bytes
 from mnist_pipeline.core.contract import CLASS_LABELS
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.layout import within
+from mnist_pipeline.core.regular_file import NOT_REGULAR, FileTooLarge, NotRegularFile, read_regular
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.data.preprocess import MAX_PIXELS, ImageError, preprocess_bytes
 
@@ -167,19 +167,20 @@ def find(inbox: Path, digest: str) -> Entry | None:
 
 def read_file(path: Path) -> bytes:
     """The bytes of an image file a user named (errors name it). Only a regular file of at most
-    MAX_FILE_BYTES is read: a device, a pipe or an oversized file is refused before reading."""
+    MAX_FILE_BYTES is read: a device, a pipe or an oversized file is refused before reading
+    (core.regular_file: checked as opened, so a pipe swapped in after a check cannot block)."""
     try:
-        kind = path.stat()  # before opening: opening a pipe waits for a writer
-        if stat.S_ISDIR(kind.st_mode):
-            raise DataError(f"{path}: a folder, not an image file")
-        if not stat.S_ISREG(kind.st_mode):
-            raise DataError(f"{path}: not a regular file (a device, pipe or socket)")
-        if kind.st_size > MAX_FILE_BYTES:
-            raise DataError(f"{path}: {kind.st_size:,} bytes, over the limit of {MAX_FILE_BYTES:,}")
-        with path.open("rb") as file:
-            return file.read(MAX_FILE_BYTES + 1)  # grown meanwhile: validate() refuses it
+        return read_regular(path, MAX_FILE_BYTES)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: a folder, not an image file") from None
+    except NotRegularFile:
+        raise DataError(f"{path}: {NOT_REGULAR}") from None
+    except FileTooLarge as exc:
+        raise DataError(
+            f"{path}: {exc.size:,} bytes, over the limit of {MAX_FILE_BYTES:,}"
+        ) from None
 
 
 def add_file(inbox: Path, path: Path, label: object) -> Added:
