@@ -7,7 +7,9 @@ once its disagreement with production goes over `serve.canary_max_disagreement` 
 `serve.canary_max_error` while above production's on the same images (after
 `serve.canary_min_labels`: labels sent through /feedback are often corrections of a wrong
 answer, so any model's error on them runs high), or once it has failed (raised) on
-`serve.canary_min_images` images; another version of the alias starts afresh. A version the
+`serve.canary_min_images` images; another version of the alias starts afresh. With
+`serve --workers N` each worker judges its own share, and a step back by one is taken by all
+(canary_shared.py). A version the
 production alias has pointed at and moved away from (rolled back from, or replaced by a newer
 promotion), or that was refused for production (`models reject`), is not tried again: it answers
 no share while production is elsewhere. A step back is
@@ -27,6 +29,7 @@ from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.registry.aliases import MOVING_ACTIONS, names_version
 from mnist_pipeline.serving.alias_events import emit_if_configured
+from mnist_pipeline.serving.canary_shared import SharedStepBacks
 from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
 from mnist_pipeline.serving.live import Tally
 from mnist_pipeline.serving.shadow_jobs import version_of
@@ -107,10 +110,19 @@ def _than_production(paired: Tally, tally: Tally) -> str:
 class Canary:
     """The canary share of one server process and the versions stepped back."""
 
-    def __init__(self, limits: ServeParams, model_name: str, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        limits: ServeParams,
+        model_name: str,
+        seed: int | None = None,
+        shared: SharedStepBacks | None = None,
+    ) -> None:
         self.limits = limits
         self.model_name = model_name
-        self.stepped_back: dict[int, str] = {}  # version -> why
+        self.shared = shared  # the other workers' step backs (serve --workers N)
+        # version -> why; replaced, never changed in place (read without a lock), under _backing
+        self.stepped_back: dict[int, str] = {} if shared is None else shared.read()
+        self._backing = threading.Lock()
         self.left: set[int] = set()  # versions production has moved away from (left_behind)
         self._reading = threading.Lock()
         self._unread: str | None = None  # why the alias history could not be read, last time
@@ -130,9 +142,22 @@ class Canary:
         self._versions_changed()
 
     def reread(self) -> None:
-        """Read the versions left behind or refused again (the challenger's poll calls it: a
-        `models reject` changes no version, so no listener hears of it)."""
+        """Read the versions left behind or refused, and those other workers stepped back,
+        again (the challenger's poll calls it: a `models reject` changes no version, so no
+        listener hears of it)."""
+        if self.shared is not None:
+            for version, why in self.shared.read().items():
+                if self._step_back(version, why):
+                    logger.warning("canary v%d stepped back to 0 %% by another worker", version)
         self._versions_changed()
+
+    def _step_back(self, version: int, why: str) -> bool:
+        """Record `version` as stepped back; False if it already was."""
+        with self._backing:
+            if version in self.stepped_back:
+                return False
+            self.stepped_back = {**self.stepped_back, version: why}
+            return True
 
     def _versions_changed(self, _event: str = "", _version: int | None = None) -> None:
         if self._models is not None:
@@ -195,7 +220,12 @@ class Canary:
         if found is None:
             return False
         reason, why = found
-        self.stepped_back[tally.version] = why
+        first = None if self.shared is None else self.shared.record(tally.version, why)
+        if first is not None:  # another worker stepped it back a moment ago: no second event
+            self._step_back(tally.version, first)
+            logger.warning("canary v%d stepped back to 0 %% by another worker", tally.version)
+            return True
+        self._step_back(tally.version, why)
         logger.warning("canary v%d stepped back to 0 %%: %s", tally.version, why)
         if self.metrics is not None:
             self.metrics.stepped_back(tally.version, reason)

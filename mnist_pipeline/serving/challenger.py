@@ -32,6 +32,7 @@ import numpy as np
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.serving.canary import Canary, trying
+from mnist_pipeline.serving.canary_shared import SharedStepBacks
 from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
 from mnist_pipeline.serving.live import Answered, LabelMemory, Tally
 from mnist_pipeline.serving.served_model import Loaded, ServedModel
@@ -44,12 +45,18 @@ GATHER_S = 0.05  # after a job arrives, how long the shadow thread lets others g
 class Challenger:
     """The challenger of one server process: its model, shadow queue, canary and records."""
 
-    def __init__(self, registry: Registry, limits: ServeParams, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        limits: ServeParams,
+        seed: int | None = None,
+        shared: SharedStepBacks | None = None,
+    ) -> None:
         if limits.shadow is None:
             raise ValueError("a challenger needs serve.shadow")
         self.model = ServedModel(registry, limits.shadow, role="shadow: ")
         self.limit = limits.shadow_queue_images
-        self.canary = Canary(limits, registry.name, seed)
+        self.canary = Canary(limits, registry.name, seed, shared)
         self.metrics: ChallengerMetrics | None = None
         # by (challenger version, production version compared with); and per challenger
         # version, the production version it was last compared with (GET /model shows that one)

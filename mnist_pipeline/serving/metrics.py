@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 import socket
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from uvicorn import Config
 from uvicorn.supervisors import Multiprocess
+
+from mnist_pipeline.serving.env_folder import env_folder
 
 ENV_MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -178,21 +178,10 @@ def _sized(path: str) -> bool:
         return False
 
 
-@contextmanager
-def multiprocess_dir() -> Iterator[str]:
+def multiprocess_dir() -> AbstractContextManager[str]:
     """A fresh PROMETHEUS_MULTIPROC_DIR for worker processes started inside (set in this
     process's environment, which they inherit), removed with its files afterwards."""
-    before = os.environ.get(ENV_MULTIPROC)
-    folder = tempfile.mkdtemp(prefix="mnist-serve-metrics-")
-    os.environ[ENV_MULTIPROC] = folder
-    try:
-        yield folder
-    finally:
-        if before is None:
-            os.environ.pop(ENV_MULTIPROC, None)
-        else:
-            os.environ[ENV_MULTIPROC] = before
-        shutil.rmtree(folder, ignore_errors=True)
+    return env_folder(ENV_MULTIPROC, "mnist-serve-metrics-")
 
 
 class Supervisor(Multiprocess):

@@ -5,7 +5,8 @@ imports `app_from_env` in each worker process, which reads the same params file 
 (passed in MNIST_SERVE_* variables). Each process follows the alias on its own: it polls the
 registry and, with a Prefect API configured, also hears the alias's events (alias_events.py).
 With `serve.metrics` the workers count in a fresh PROMETHEUS_MULTIPROC_DIR (metrics.py), so
-GET /metrics answered by any of them adds up all of them.
+GET /metrics answered by any of them adds up all of them; a canary one of them steps back is
+stepped back by all (canary_shared.py, in a folder of the server's run).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from mnist_pipeline.core.params import Params, load_params
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.pipeline.versions import open_registry
 from mnist_pipeline.serving.alias_events import api_configured, preload_prefect
+from mnist_pipeline.serving.canary_shared import SharedStepBacks, run_folder
 from mnist_pipeline.serving.challenger import Challenger
 from mnist_pipeline.serving.drift_claim import DriftClaims, claim_file
 from mnist_pipeline.serving.feedback import Feedback
@@ -40,7 +42,9 @@ def build(params: Params, layout: Layout) -> FastAPI:
     """The app, its model loaded once now (if it can be) and followed from then on."""
     registry = open_registry(params.registry, layout)
     served = ServedModel(registry, params.serve.model)
-    challenger = None if params.serve.shadow is None else Challenger(registry, params.serve)
+    challenger = None
+    if params.serve.shadow is not None:  # a step back shared with the other workers, if any
+        challenger = Challenger(registry, params.serve, shared=SharedStepBacks.from_env())
     feedback = feedback_of(params.serve, layout, params.inbox.shared)
     claims = DriftClaims(  # one drift event per cooldown for every worker and restart
         claim_file(layout.project, params.registry.model_name), params.serve.drift_cooldown_s
@@ -126,7 +130,7 @@ def _run_workers(
         workers=serve.workers,
         log_level="warning",
     )
-    with multiprocess_dir() if serve.metrics else nullcontext() as folder:
+    with run_folder(), multiprocess_dir() if serve.metrics else nullcontext() as folder:
         if folder is None:
             Multiprocess(config, sockets=sockets).run()
         else:
