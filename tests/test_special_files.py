@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from flows.sweep import read_grid
@@ -155,3 +156,44 @@ def test_a_folder_in_a_local_store_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match=r"store/a/dir is a folder, expected a file$"):
         store.read("a/dir")
     assert store.read("a/missing") is None
+
+
+def test_dataset_files_ingested_splits_and_the_robustness_cache_refuse_a_pipe(
+    tmp_path: Path,
+) -> None:
+    """A pipe where a fetched MNIST file, an ingested split or a cached robustness set belongs
+    made `train`, `evaluate` and `fetch`'s check wait for a writer."""
+    from mnist_pipeline.data.dataset import load_mnist
+    from mnist_pipeline.data.manifest import file_sha256
+    from mnist_pipeline.evaluation import robustness_cache
+    from mnist_pipeline.inbox.extra import images_file, read_split
+
+    mnist = tmp_path / "mnist"
+    mnist.mkdir()
+    os.mkfifo(mnist / "train-images-idx3-ubyte")
+    fifo = mnist / "train-images-idx3-ubyte"
+    refused = without_waiting(lambda: load_mnist(mnist), fifo)
+    assert isinstance(refused, NotRegularFile), refused
+    hashed = without_waiting(lambda: file_sha256(fifo), fifo)
+    assert isinstance(hashed, NotRegularFile), hashed
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    os.mkfifo(extra / images_file("train"))
+    refused = without_waiting(lambda: read_split(extra, "train"), extra / images_file("train"))
+    assert isinstance(refused, NotRegularFile), refused
+
+    images = np.zeros((4, 28, 28), np.uint8)
+    images[:, 8:20, 12:16] = 255  # a bar of ink: every transformation finds it
+    labels = np.arange(4, dtype=np.uint8)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    key = robustness_cache.cache_key(images, labels, 2, 0)
+    os.mkfifo(cache / f"{key}.npz")
+    rendered = without_waiting(
+        lambda: robustness_cache.cached_robustness_set(images, labels, 2, cache),
+        cache / f"{key}.npz",
+    )
+    assert rendered is None  # a miss: rendered afresh and stored in the pipe's place
+    assert (cache / f"{key}.npz").is_file()
+    again = robustness_cache.read(cache / f"{key}.npz", key, 2)
+    assert again is not None and set(again) == set(robustness_cache.TRANSFORMS)

@@ -4,7 +4,8 @@
 /dev/zero reads until memory runs out, and on a folder names the file descriptor. `read_regular`
 opens without waiting, checks what it opened (not the path, which could be swapped between a
 check and the open) and reads at most `limit` bytes; every refusal is an OSError naming the
-path, which the callers already turn into their own one-line errors.
+path, which the callers already turn into their own one-line errors. `open_regular` makes the
+same checks and hands over the open file, for readers that stream (np.load of a cache file).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 NOT_REGULAR = "not a regular file (a device, pipe or socket)"
 
@@ -35,9 +37,10 @@ class FileTooLarge(OSError):
         return found
 
 
-def read_regular_stat(path: Path | str, limit: int | None = None) -> tuple[bytes, os.stat_result]:
-    """`path`'s bytes and its status as opened. IsADirectoryError for a folder, NotRegularFile
-    for a device, pipe or socket, FileTooLarge past `limit` bytes (None: no bound)."""
+def open_regular(path: Path | str, limit: int | None = None) -> tuple[BinaryIO, os.stat_result]:
+    """`path` opened for reading, and its status as opened: IsADirectoryError for a folder,
+    NotRegularFile for a device, pipe or socket, FileTooLarge over `limit` bytes (None: no
+    bound). The caller closes the file."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe: refused below, not waited on
     try:
         found = os.fstat(fd)
@@ -47,10 +50,18 @@ def read_regular_stat(path: Path | str, limit: int | None = None) -> tuple[bytes
             raise NotRegularFile(errno.EINVAL, NOT_REGULAR, str(path))
         if limit is not None and found.st_size > limit:
             raise FileTooLarge.of(found.st_size, limit, path)
-        with os.fdopen(fd, "rb", closefd=False) as opened:
-            data = opened.read() if limit is None else opened.read(limit + 1)
-    finally:
+        return os.fdopen(fd, "rb"), found
+    except BaseException:
         os.close(fd)
+        raise
+
+
+def read_regular_stat(path: Path | str, limit: int | None = None) -> tuple[bytes, os.stat_result]:
+    """`path`'s bytes and its status as opened (refused as by open_regular), at most `limit`
+    bytes even when it grows while it is read."""
+    opened, found = open_regular(path, limit)
+    with opened:
+        data = opened.read() if limit is None else opened.read(limit + 1)
     if limit is not None and len(data) > limit:  # grown since fstat
         raise FileTooLarge.of(len(data), limit, path)
     return data, found

@@ -9,6 +9,7 @@ import torch
 
 from mnist_pipeline.core.contract import MNIST_MEAN, MNIST_STD
 from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.data import idx
 from mnist_pipeline.data.manifest import FILE_KINDS
 
@@ -33,7 +34,7 @@ def parse_file(name: str, data: bytes) -> torch.Tensor:
 def _read(data_dir: Path, name: str) -> torch.Tensor:
     path = data_dir / name
     try:
-        data = path.read_bytes()
+        data = read_regular(path)  # a pipe or a device: refused, not waited on
     except FileNotFoundError:
         raise DataError(f"missing dataset file {path}: run `mnist-pipeline fetch` first") from None
     return parse_file(name, data)

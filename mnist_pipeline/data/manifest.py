@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.regular_file import open_regular
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,11 @@ def dataset_sha256(data_dir: Path) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, streamed in 1 MiB chunks."""
+    """SHA-256 of a file's bytes, streamed in 1 MiB chunks (a pipe or a device where the file
+    belongs is refused, not waited on or read without end)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    handle, _ = open_regular(path)
+    with handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()

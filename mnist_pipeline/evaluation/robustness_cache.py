@@ -24,6 +24,7 @@ import PIL
 from PIL import features
 
 from mnist_pipeline.core.atomic import write_with
+from mnist_pipeline.core.regular_file import open_regular
 from mnist_pipeline.evaluation import robustness
 from mnist_pipeline.evaluation.robustness import TRANSFORMS, robustness_set
 
@@ -65,7 +66,8 @@ def sets_sha256(sets: Sets) -> str:
 def read(path: Path, key: str, count: int) -> Sets | None:
     """The sets stored at `path`, or None unless the file is whole and made for `key`."""
     try:
-        with np.load(path, allow_pickle=False) as stored:
+        opened, _ = open_regular(path)  # a pipe put in its place is a miss, not a hang
+        with opened, np.load(opened, allow_pickle=False) as stored:
             if str(stored["key"]) != key:
                 return None
             sets = {n: (stored[f"{n}.digits"], stored[f"{n}.labels"]) for n in TRANSFORMS}

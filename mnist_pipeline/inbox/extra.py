@@ -20,6 +20,7 @@ import numpy as np
 
 from mnist_pipeline.core.contract import IMAGE_SIZE
 from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.data import idx
 from mnist_pipeline.data.manifest import file_sha256
 
@@ -76,8 +77,8 @@ def read_split(extra_dir: Path, split: str) -> Split:
     if not ingested(extra_dir):
         return Split.empty()
     try:
-        images = idx.parse_images((extra_dir / images_file(split)).read_bytes(), images_file(split))
-        labels = idx.parse_labels((extra_dir / labels_file(split)).read_bytes(), labels_file(split))
+        images = idx.parse_images(read_regular(extra_dir / images_file(split)), images_file(split))
+        labels = idx.parse_labels(read_regular(extra_dir / labels_file(split)), labels_file(split))
     except FileNotFoundError as exc:
         raise DataError(f"missing {exc.filename}: run `mnist-pipeline ingest`") from None
     except DataError as exc:
