@@ -90,15 +90,18 @@ class NotFinished(PipelineError):
 
 def cancel(client: SyncPrefectClient, ids: list[UUID], why: str) -> None:
     """Cancel the runs `ids` (a worker stops their process): never left training for nobody.
-    Each is read first: one final or cancelling already is left as it is (forced, the new state
-    would replace even a final one)."""
+    One final or cancelling already is left as it is. Cancelling is proposed, never forced, so
+    a run that ends between the read and the proposal keeps its final state (the server aborts
+    the proposal); a run not yet started has no process to stop, and the server cancels it at
+    once, without the reason, which is then added (a Cancelled run stays Cancelled)."""
     for run_id in ids:
         now = client.read_flow_run(run_id).state
-        if now is not None and now.type == StateType.SCHEDULED:  # no process to stop: at once,
-            # and with the reason (the server would turn Cancelling into a Cancelled without it)
-            client.set_flow_run_state(run_id, Cancelled(message=why), force=True)
-        elif now is None or not (now.is_final() or now.is_cancelling()):
-            client.set_flow_run_state(run_id, Cancelling(message=why), force=True)
+        if now is not None and (now.is_final() or now.is_cancelling()):
+            continue
+        result = client.set_flow_run_state(run_id, Cancelling(message=why))
+        ended = result.state
+        if ended is not None and ended.type == StateType.CANCELLED and not ended.message:
+            client.set_flow_run_state(run_id, Cancelled(message=why))
 
 
 def cancel_unfinished(client: SyncPrefectClient, ids: list[UUID], why: str) -> list[str]:

@@ -19,7 +19,7 @@ import yaml
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect.states import Scheduled
+from prefect.states import Completed, Failed, Running, Scheduled
 
 from flows import child_runs
 from flows import sweep as sweep_module
@@ -457,6 +457,37 @@ def test_children_still_going_at_the_timeout_are_cancelled(tiny_workdir: Path) -
         state.type.value in ("CANCELLING", "CANCELLED")
         and "not finished after 0 s" in state.message
     )
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_child_that_ends_as_it_is_cancelled_keeps_its_final_state() -> None:
+    """Read as running, completed a moment later: the cancellation must not replace Completed
+    (a forced Cancelling did), nor the failure of one that failed."""
+
+    class ReadEarlier:  # the API as the sweep saw it: the run as read before it ended
+        def __init__(self, client: object, run: object) -> None:
+            self.client, self.run = client, run
+
+        def read_flow_run(self, _id: object) -> object:
+            return self.run
+
+        def set_flow_run_state(self, *args: object, **kwargs: object) -> object:
+            return self.client.set_flow_run_state(*args, **kwargs)  # type: ignore[attr-defined]
+
+    with get_client(sync_client=True) as client:
+        for final in (Completed(), Failed(message="lost")):
+            child = client.create_flow_run(never_run)
+            client.set_flow_run_state(child.id, Running(), force=True)
+            running = client.read_flow_run(child.id)
+            client.set_flow_run_state(child.id, final, force=True)
+            child_runs.cancel(ReadEarlier(client, running), [child.id], "sweep: stopped")  # type: ignore[arg-type]
+            assert client.read_flow_run(child.id).state.type == final.type
+        still = client.create_flow_run(never_run)  # one still running is cancelled, saying why
+        client.set_flow_run_state(still.id, Running(), force=True)
+        child_runs.cancel(client, [still.id], "sweep: stopped")
+        state = client.read_flow_run(still.id).state
+        assert state.type.value == "CANCELLING" and state.message == "sweep: stopped"
 
 
 @pytest.mark.slow
