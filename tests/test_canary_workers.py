@@ -147,3 +147,22 @@ def test_two_workers_step_back_together_and_say_so_once(registry: Registry, tmp_
         assert text.count("canary v2 stepped back to 0 % by another worker") == 1, text
         with httpx.Client(base_url=url, timeout=30) as api:
             assert samples(api)[(STEP_BACKS, (("reason", "disagreement"), ("version", "2")))] == 1
+
+
+@pytest.mark.slow
+def test_a_one_process_server_shares_nothing_through_an_inherited_run_folder(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `serve` started from inside another server's worker (or any environment that has the
+    variable) judges its canary alone: another server's step backs are not its own."""
+    elsewhere = tmp_path / "other-server"
+    elsewhere.mkdir()
+    assert SharedStepBacks(elsewhere).record(2, "stepped back on another server") is None
+    monkeypatch.setenv("MNIST_SERVE_RUN_DIR", str(elsewhere))
+    image = np.random.default_rng(5).random((1, 28, 28), dtype=np.float32)
+    serve = {"shadow": "staging", "canary_percent": 100}
+    with mnist_server(tmp_path, tmp_path / "serve.log", **serve) as url:
+        reply = httpx.post(f"{url}/predict", json={"images": image.tolist()}, timeout=30)
+        assert reply.json()["model"]["version"] == 2, reply.text
+        canary_now = httpx.get(f"{url}/model", timeout=30).json()["shadow"]["canary"]
+        assert canary_now["stepped_back"] == {} and canary_now["now"] == 100

@@ -38,13 +38,14 @@ from mnist_pipeline.serving.tokens import Credentials, RateLimiter
 ENV_ROOT, ENV_PARAMS, ENV_MODEL = "MNIST_SERVE_ROOT", "MNIST_SERVE_PARAMS", "MNIST_SERVE_MODEL"
 
 
-def build(params: Params, layout: Layout) -> FastAPI:
-    """The app, its model loaded once now (if it can be) and followed from then on."""
+def build(params: Params, layout: Layout, shared: SharedStepBacks | None = None) -> FastAPI:
+    """The app, its model loaded once now (if it can be) and followed from then on; `shared`:
+    the canary step backs of the server's other workers."""
     registry = open_registry(params.registry, layout)
     served = ServedModel(registry, params.serve.model)
     challenger = None
-    if params.serve.shadow is not None:  # a step back shared with the other workers, if any
-        challenger = Challenger(registry, params.serve, shared=SharedStepBacks.from_env())
+    if params.serve.shadow is not None:
+        challenger = Challenger(registry, params.serve, shared=shared)
     feedback = feedback_of(params.serve, layout, params.inbox.shared)
     claims = DriftClaims(  # one drift event per cooldown for every worker and restart
         claim_file(layout.project, params.registry.model_name), params.serve.drift_cooldown_s
@@ -91,7 +92,7 @@ def app_from_env() -> FastAPI:
     _log_to_stderr()
     overrides = {"serve.model": os.environ[ENV_MODEL]} if ENV_MODEL in os.environ else {}
     params = load_params(Path(os.environ[ENV_PARAMS]), overrides)
-    return build(params, Layout(Path(os.environ[ENV_ROOT])))
+    return build(params, Layout(Path(os.environ[ENV_ROOT])), SharedStepBacks.from_env())
 
 
 def run(params_path: Path, root: Path, overrides: dict[str, object]) -> None:
