@@ -31,9 +31,9 @@ STEP_BACKS = "mnist_serve_canary_step_backs_total"
 COUNTED: dict[int, CollectorRegistry] = {}  # each worker's metrics, by id of its judge
 
 
-def worker(folder: Path) -> canary.Canary:
-    """One worker's canary judge, sharing step backs through `folder`, with metrics."""
-    judge = canary.Canary(LIMITS, "m", seed=1, shared=SharedStepBacks(folder))
+def worker(folder: Path, pid: int) -> canary.Canary:
+    """Worker `pid`'s canary judge, sharing step backs through `folder`, with metrics."""
+    judge = canary.Canary(LIMITS, "m", seed=1, shared=SharedStepBacks(folder, pid))
     counted = COUNTED[id(judge)] = CollectorRegistry()
     judge.metrics = ChallengerMetrics(counted)
     return judge
@@ -61,7 +61,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
 def test_a_step_back_by_one_worker_is_taken_by_the_others_at_their_next_poll(
     tmp_path: Path, sent: list[tuple], caplog: pytest.LogCaptureFixture
 ) -> None:
-    first, other = worker(tmp_path), worker(tmp_path)
+    first, other = worker(tmp_path, 101), worker(tmp_path, 102)
     assert first.judge(wrong()) is True and len(sent) == 1
     why = first.stepped_back[2]
     assert other.percent(2) == 30  # until it polls
@@ -69,21 +69,21 @@ def test_a_step_back_by_one_worker_is_taken_by_the_others_at_their_next_poll(
         other.reread()
         other.reread()  # taken once
     assert other.percent(2) == 0 and other.percent(3) == 30
-    assert other.status(2, 1)["stepped_back"] == {"2": why}
+    assert other.status(2, 1)["stepped_back"] == {"2": f"{why} (judged by worker pid 101)"}
     assert caplog.text.count("canary v2 stepped back to 0 % by another worker") == 1
     assert other.judge(wrong()) is False  # judged already: no second verdict
     assert len(sent) == 1 and step_backs(first) == 1 and step_backs(other) == 0
-    assert worker(tmp_path).percent(2) == 0  # a worker started later (a replaced one) reads it
+    assert worker(tmp_path, 103).percent(2) == 0  # a worker started later (a replaced one) reads it
 
 
 def test_workers_judging_one_version_at_once_tell_it_once(
     tmp_path: Path, sent: list[tuple]
 ) -> None:
     """Both judge before either polls: the second adopts the first's verdict, not its own."""
-    first, second = worker(tmp_path), worker(tmp_path)
+    first, second = worker(tmp_path, 101), worker(tmp_path, 102)
     assert first.judge(wrong(truth=3)) is True
     assert second.judge(wrong(truth=5)) is True  # stepped back now, by the record it found
-    assert second.stepped_back == first.stepped_back
+    assert second.stepped_back == {2: f"{first.stepped_back[2]} (judged by worker pid 101)"}
     assert len(sent) == 1 and step_backs(first) == 1 and step_backs(second) == 0
     assert second.percent(2) == 0
 
@@ -91,7 +91,7 @@ def test_workers_judging_one_version_at_once_tell_it_once(
 def test_a_record_not_written_or_read_leaves_each_worker_judging_alone(
     tmp_path: Path, sent: list[tuple], caplog: pytest.LogCaptureFixture
 ) -> None:
-    gone = worker(tmp_path / "missing")  # the run folder removed under the server
+    gone = worker(tmp_path / "missing", 101)  # the run folder removed under the server
     with caplog.at_level(logging.WARNING, logger="mnist_pipeline.serve"):
         assert gone.judge(wrong()) is True and gone.percent(2) == 0
         gone.reread()
@@ -102,7 +102,7 @@ def test_a_record_not_written_or_read_leaves_each_worker_judging_alone(
     (tmp_path / "canary-v4.json").write_text("[1")  # damaged
     (tmp_path / "canary-v5.json").write_text('{"why": 5, "pid": 1}')  # not a record
     (tmp_path / "canary-v6.json.tmp").write_text("{}")  # not a record's name
-    judge = worker(tmp_path)
+    judge = worker(tmp_path, 103)
     assert judge.stepped_back == {}
     assert judge.judge(wrong(version=4)) is True and len(sent) == 2  # told: none readable
     assert step_backs(judge) == 1

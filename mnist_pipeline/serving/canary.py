@@ -124,6 +124,7 @@ class Canary:
         self.stepped_back: dict[int, str] = {} if shared is None else shared.read()
         self._backing = threading.Lock()
         self.left: set[int] = set()  # versions production has moved away from (left_behind)
+        self._production: int | None = None  # production's version when `left` was last read
         self._reading = threading.Lock()
         self._unread: str | None = None  # why the alias history could not be read, last time
         self._models: tuple[ServedModel, ServedModel] | None = None  # challenger, production
@@ -146,7 +147,7 @@ class Canary:
         again (the challenger's poll calls it: a `models reject` changes no version, so no
         listener hears of it)."""
         if self.shared is not None:
-            for version, why in self.shared.read().items():
+            for version, why in self.shared.read(others=True).items():
                 if self._step_back(version, why):
                     logger.warning("canary v%d stepped back to 0 %% by another worker", version)
         self._versions_changed()
@@ -162,7 +163,9 @@ class Canary:
     def _versions_changed(self, _event: str = "", _version: int | None = None) -> None:
         if self._models is not None:
             challenger, production = self._models
-            self.read_left(production.registry, production.ref, challenger.ref)
+            now = version_of(production.current)
+            if self.read_left(production.registry, production.ref, challenger.ref):
+                self._production = now  # until then `percent` refuses the version it left
         self.share_changed()
 
     def share_changed(self) -> None:
@@ -173,12 +176,12 @@ class Canary:
                 now = self.share(trying(challenger), version_of(production.current))
                 self.metrics.canary_percent.set(now)
 
-    def read_left(self, registry: Registry, alias: str, challenger: str) -> None:
+    def read_left(self, registry: Registry, alias: str, challenger: str) -> bool:
         """`left` read again from the alias document (`alias`, which production follows, and
         `challenger`, the challenger's); while the store cannot be read, the versions known
-        stay. One read at a time: the last one assigned is the latest read."""
+        stay (False). One read at a time: the last one assigned is the latest read."""
         if names_version(alias):
-            return  # a version number never moves
+            return True  # a version number never moves
         with self._reading:
             try:
                 state = registry.state()
@@ -189,17 +192,27 @@ class Canary:
                         "shadow: could not read the history of alias %r: %s", alias, problem
                     )
                 self._unread = problem
-                return
+                return False
             self._unread = None
             current = state.aliases.get(alias)
             self.left = left_behind(state.events, alias, current, challenger)
+            return True
 
     def percent(self, version: int | None) -> float:
         """The share `version` answers now: 0 without one, once stepped back, or when
         production has moved away from it."""
         if version is None or version in self.stepped_back or version in self.left:
             return 0.0
+        if self._left_a_moment_ago(version):
+            return 0.0
         return self.limits.canary_percent
+
+    def _left_a_moment_ago(self, version: int) -> bool:
+        """Whether production served `version` when `left` was last read and serves another
+        now: left behind, before the alias history (being read) says so."""
+        if self._models is None or version != self._production:
+            return False
+        return version_of(self._models[1].current) != version
 
     def takes(self, version: int | None) -> bool:
         """Whether this request goes to the canary `version`."""

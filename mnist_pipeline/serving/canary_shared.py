@@ -38,8 +38,9 @@ def run_folder() -> AbstractContextManager[str]:
 class SharedStepBacks:
     """The versions stepped back by any worker of this server, kept in `folder`."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, pid: int | None = None) -> None:
         self.folder = folder
+        self.pid = os.getpid() if pid is None else pid  # the worker its records name
         self._warned: dict[str, str] = {}  # what -> the last problem logged (once each)
 
     @classmethod
@@ -57,7 +58,7 @@ class SharedStepBacks:
             fd, temp = temp_beside(target, ".tmp")
             try:
                 with os.fdopen(fd, "wb") as handle:
-                    handle.write(json_bytes({"version": version, "why": why, "pid": os.getpid()}))
+                    handle.write(json_bytes({"version": version, "why": why, "pid": self.pid}))
                 os.link(temp, target)  # create-only: refused when a worker recorded it first
             finally:
                 temp.unlink(missing_ok=True)
@@ -69,9 +70,10 @@ class SharedStepBacks:
             )
         return None
 
-    def read(self) -> dict[int, str]:
-        """Every version a worker stepped back -> why (naming that worker's pid); {} when the
-        folder cannot be read (logged once)."""
+    def read(self, others: bool = False) -> dict[int, str]:
+        """Every version a worker stepped back -> why (naming that worker's pid), or with
+        `others` those of the other workers only; {} when the folder cannot be read (logged
+        once)."""
         try:
             names = os.listdir(self.folder)
         except OSError as exc:
@@ -79,12 +81,20 @@ class SharedStepBacks:
             return {}
         found = {}
         for name in names:
-            if (match := _RECORD.fullmatch(name)) and (why := self._why(self.folder / name)):
-                found[int(match.group(1))] = why
+            if not (match := _RECORD.fullmatch(name)):
+                continue
+            record = self._record(self.folder / name)
+            if record is not None and not (others and record[1] == self.pid):
+                found[int(match.group(1))] = self._shown(*record)
         return found
 
     def _why(self, path: Path) -> str | None:
         """A record's verdict, naming the worker that made it (None: unreadable, logged)."""
+        record = self._record(path)
+        return None if record is None else self._shown(*record)
+
+    def _record(self, path: Path) -> tuple[str, int] | None:
+        """A record's (why, pid); None when it cannot be read (logged)."""
         try:
             content = json_text.loads(read_regular(path, MAX_RECORD_BYTES))
             why, pid = content["why"], content["pid"]
@@ -93,7 +103,11 @@ class SharedStepBacks:
         except (OSError, ValueError, TypeError, KeyError) as exc:
             self._warn(path.name, f"step back record {path} not readable: {exc}")
             return None
-        return why if pid == os.getpid() else f"{why} (judged by worker pid {pid})"
+        return why, pid
+
+    def _shown(self, why: str, pid: int) -> str:
+        """A verdict as this worker shows it: another worker's names that worker."""
+        return why if pid == self.pid else f"{why} (judged by worker pid {pid})"
 
     def _warn(self, what: str, problem: str) -> None:
         """Log `problem` with `what` (a file, or the folder) unless it was the last logged."""

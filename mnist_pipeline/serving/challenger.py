@@ -145,7 +145,10 @@ class Challenger:
         the lock); True if it stepped back now."""
         tally = self._tally(seen.version, seen.production_version, latest=False)
         tally.label(truth, seen.production, seen.challenger)
-        return self._judge(seen.version, seen.production_version)
+        # judged against the production version it is compared with now, not the one that
+        # answered this image (a late label, from before a rollback, say)
+        now = self._against.get(seen.version, seen.production_version)
+        return self._judge(seen.version, now)
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no shadow image is waiting; False on timeout."""

@@ -144,13 +144,16 @@ class Answered(NamedTuple):
 class LabelMemory:
     """The latest `size` images' answers by SHA-256, and the labels that came for images still
     in the shadow queue (recorded a moment after the reply), until their record; the oldest
-    forgotten first. Not locked: the caller holds its own lock."""
+    forgotten first. The latest `size` images labelled are remembered too: an image counts once,
+    at its first label, however often it is sent and labelled again. Not locked: the caller
+    holds its own lock."""
 
     def __init__(self, size: int = LABEL_MEMORY) -> None:
         self.size = size
         self._seen: OrderedDict[str, Answered] = OrderedDict()
         self._early: OrderedDict[str, int] = OrderedDict()
         self._queued: Counter[str] = Counter()  # images in the shadow queue, by SHA-256
+        self._labelled: OrderedDict[str, None] = OrderedDict()  # images already counted
 
     def queued(self, keys: list[str]) -> None:
         """These images wait in the shadow queue: a label for one of them waits for its record."""
@@ -168,16 +171,24 @@ class LabelMemory:
     def remember(self, sha256: str, answered: Answered) -> int | None:
         """Keep the image's answers for its label; if its label came first, that label (taken
         now, and the answers not kept: they are scored at once)."""
+        if sha256 in self._labelled:  # counted at its first label: these answers are not
+            return None
         early = self._early.pop(sha256, None)
         if early is None:
             _keep(self._seen, sha256, answered, self.size)
+        else:
+            _keep(self._labelled, sha256, None, self.size)
         return early
 
     def take(self, sha256: str, truth: int) -> Answered | None:
         """The image's answers, forgotten now (each image is counted at its first label); None
         when none are recorded, and `truth` kept if the image waits in the shadow queue."""
+        if sha256 in self._labelled:
+            return None
         answered = self._seen.pop(sha256, None)
-        if answered is None and self._queued[sha256] > 0:
+        if answered is not None:
+            _keep(self._labelled, sha256, None, self.size)
+        elif self._queued[sha256] > 0:
             _keep(self._early, sha256, truth, self.size)
         return answered
 
