@@ -48,9 +48,12 @@ class ApprovalInput(RunInput):
 
     def answer(self) -> Answer:
         """The answer, its line breaks and other control characters kept as their escapes (a
-        form's comment of two lines still answers; the audit trail keeps one line)."""
+        form's comment of two lines still answers; the audit trail keeps one line). A `who`
+        left blank in the form (spaces only) is the UI of the run, as an empty one is: the
+        person was told the answer was taken, so it must not fail the run."""
         comment = printable(self.comment)[:MAX_COMMENT]
-        return Answer(self.approve, comment, printable(self.who)[:MAX_ACTOR] if self.who else None)
+        who = printable(self.who.strip())[:MAX_ACTOR] if self.who else ""
+        return Answer(self.approve, comment, who or None)
 
 
 @flow(name="approval", flow_run_name="approve-v{version}", log_prints=True)

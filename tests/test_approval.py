@@ -238,3 +238,13 @@ def test_an_approval_run_that_cannot_be_tagged_says_to_resume_it_in_the_ui(
         assert state.is_completed() and "Resume this run in the Prefect UI" in said
         assert ("or `mnist-pipeline models approve 2" in said) is told, said
         assert ("cannot find it: its tag could not be set" in said) is not told, said
+
+
+def test_an_answer_whose_who_was_left_blank_in_the_form_is_the_uis() -> None:
+    """The Prefect UI accepts the form (the schema allows any text), so a blank `who` must not
+    fail the resumed run and lose the answer."""
+    for blank in ("", "   ", " \t "):
+        answer = approval_flow.ApprovalInput(approve=True, comment="ok", who=blank).answer()
+        assert answer.approve and answer.who is None and answer.comment == "ok"
+    named = approval_flow.ApprovalInput(approve=False, who="  alice \n").answer()
+    assert named.who == "alice" and not named.approve
