@@ -128,6 +128,45 @@ def test_a_branch_deleted_and_made_again_as_a_folder_does_not_stop_fetches(
     assert git("rev-parse", "HEAD", cwd=worker / "mnist-pipeline") == later
 
 
+def test_a_tag_moved_on_the_repository_moves_in_the_clone_too(remote, worker: Path) -> None:
+    """A `latest` tag re-pointed upstream made every later fetch fail ("would clobber existing
+    tag"), so no new commit could be deployed on a worker that had the clone."""
+    bare, work = remote
+    first = commit(work, "one")
+    git("tag", "latest", cwd=work)
+    git("push", "-q", "origin", "latest", cwd=work)
+    git_checkout(str(bare), first)
+    clone = worker / "mnist-pipeline"
+    second = commit(work, "two")
+    git("tag", "-f", "latest", cwd=work)
+    git("push", "-q", "-f", "origin", "latest", cwd=work)
+    assert git_checkout(str(bare), second) == {"directory": "mnist-pipeline"}
+    assert git("rev-parse", "HEAD", cwd=clone) == second
+    assert git("rev-parse", "latest^{commit}", cwd=clone) == second
+
+
+def test_a_fetch_that_fails_after_bringing_the_commit_still_checks_it_out(
+    remote, worker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare, work = remote
+    git_checkout(str(bare), commit(work, "one"))
+    second = commit(work, "two")
+    real_git = checkout.run_git
+
+    def refusing_a_ref(args: list[str], cwd: Path, timeout: float = 300):
+        done = real_git(args, cwd, timeout)
+        if args[0] == "fetch":  # the objects came; one ref could not be updated
+            return subprocess.CompletedProcess(args, 1, done.stdout, "error: some local refs")
+        return done
+
+    monkeypatch.setattr(checkout, "run_git", refusing_a_ref)
+    assert git_checkout(str(bare), second) == {"directory": "mnist-pipeline"}
+    assert git("rev-parse", "HEAD", cwd=worker / "mnist-pipeline") == second
+    missing = "0" * 40
+    with pytest.raises(CheckoutError, match="cannot fetch from .*error: some local refs"):
+        git_checkout(str(bare), missing)  # not brought: the fetch's own error is the reason
+
+
 def test_a_folder_that_is_gone_is_named_not_git(tmp_path: Path) -> None:
     with pytest.raises(CheckoutError, match=f"^{tmp_path / 'gone'} does not exist"):
         checkout.run_git(["status"], tmp_path / "gone")

@@ -110,27 +110,30 @@ def _retried(
     return done
 
 
-def _fetch(repository: str, clone: Path) -> None:
-    """`git fetch` of the repository's branches and tags into the clone: every branch, named by
-    a refspec (a fetch from a URL with none takes only the default branch's head)."""
+def _fetch(repository: str, clone: Path) -> str | None:
+    """`git fetch` of the repository's branches and tags into the clone: every branch and tag,
+    named by refspecs (a fetch from a URL with none takes only the default branch's head);
+    what went wrong in one line, None when nothing did."""
     branches = "+refs/heads/*:refs/remotes/origin/*"  # origin is `repository` (_check_out_in)
-    # --prune: a branch deleted there goes here too (a later "feature/x" could not be made
-    # beside a stale "feature"), so no fetch fails for good on a ref the repository dropped
-    done = _retried(["fetch", "--quiet", "--prune", "--tags", repository, branches], clone)
+    tags = "+refs/tags/*:refs/tags/*"  # forced: a tag moved there (`latest`) moves here too
+    # --prune: a branch or tag deleted there goes here too (a later "feature/x" could not be
+    # made beside a stale "feature"), so no fetch fails for good on a ref the repository dropped
+    done = _retried(["fetch", "--quiet", "--prune", repository, branches, tags], clone)
     if done.returncode != 0:
-        raise CheckoutError(
-            f"cannot fetch from {repository}: {_reason(done)}; the clone in {clone} is kept as "
-            "it was"
-        )
+        kept = f"the clone in {clone} is kept as it was"
+        return f"cannot fetch from {repository}: {_reason(done)}; {kept}"
+    return None
 
 
 def _have_commit(clone: Path, commit: str, repository: str) -> None:
-    """Fetch `commit` into the clone unless it has it; CheckoutError when the repository lacks
-    it too."""
-    if not _has_commit(clone, commit):
-        _fetch(repository, clone)
-    if not _has_commit(clone, commit):
-        raise CheckoutError(f"commit {commit} is not on {repository}: push it first")
+    """Fetch `commit` into the clone unless it has it; CheckoutError when the fetch failed and
+    did not bring it, or the repository lacks it."""
+    if _has_commit(clone, commit):
+        return
+    problem = _fetch(repository, clone)
+    if _has_commit(clone, commit):  # here, whatever else the fetch could not update
+        return
+    raise CheckoutError(problem or f"commit {commit} is not on {repository}: push it first")
 
 
 def _refuse_local_changes(folder: Path, commit_sha: str) -> None:
