@@ -23,8 +23,10 @@ from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.deployment.checkout import run_git
 
 REPO_VARIABLE = "MNIST_PIPELINE_REPO"
-# git URLs another machine can reach: scheme://host/..., or scp-like user@host:path.
-REMOTE_URL = re.compile(r"^(https?|git|ssh)://[^/]+/.+|^[\w.-]+@[\w.-]+:.+")
+# git URLs another machine can reach: scheme://host/..., or scp-like [user@]host:path (git
+# reads that form as ssh when no slash comes before the first colon; `host` may be an alias
+# from ~/.ssh/config)
+REMOTE_URL = re.compile(r"^(https?|git|ssh)://[^/]+/.+|^([\w.-]+@)?[\w.-]+:(?!//).+")
 
 
 class SourceError(RuntimeError):
@@ -46,7 +48,7 @@ def check_url(url: str | None) -> str:
     if not REMOTE_URL.match(url):
         raise SourceError(
             f"{REPO_VARIABLE}={url!r} is not a remote git URL (https://, git://, ssh:// or "
-            "user@host:path): a worker on another machine cannot clone a local path"
+            "[user@]host:path): a worker on another machine cannot clone a local path"
         )
     parts = urlsplit(url) if "://" in url else None
     # over http(s) the user part is often a token (https://TOKEN@host/...): refused like a

@@ -105,7 +105,12 @@ def test_source_refuses_what_a_worker_cannot_clone(tmp_path: Path, monkeypatch, 
     error = capsys.readouterr().err
     assert error.startswith("prefect deploy: MNIST_PIPELINE_REPO is not set: ")
     assert error.count("\n") == 1
-    for local in ("/srv/git/mnist-pipeline.git", "file:///srv/git/mnist-pipeline.git"):
+    for local in (
+        "/srv/git/mnist-pipeline.git",
+        "file:///srv/git/mnist-pipeline.git",
+        "./repos:old/mnist-pipeline.git",  # a slash before the colon: git reads a local path
+        "mnist-pipeline.git",
+    ):
         with pytest.raises(SourceError, match="cannot clone a local path"):
             check_url(local)
     for secret in (
@@ -117,6 +122,8 @@ def test_source_refuses_what_a_worker_cannot_clone(tmp_path: Path, monkeypatch, 
             check_url(secret)
         assert "s3cret" not in str(refused.value)
     assert check_url("git@git.example.com:ml/mnist-pipeline.git")
+    assert check_url("git.example.com:ml/mnist-pipeline.git")  # scp-like without a user
+    assert check_url("gitserver:mnist-pipeline.git")  # a host alias from ~/.ssh/config
     assert check_url("ssh://git@git.example.com/ml/mnist-pipeline.git")
     bare = tmp_path / "remote.git"
     git("init", "--bare", "-q", str(bare), cwd=tmp_path)
