@@ -187,7 +187,9 @@ def _stages(
         state = sync_inbox(params, shared, wait_for=[state], return_state=True)
         _value("sync-inbox", state)
     # The project's inbox, preprocessed into this run's folder (a bad file is listed, not fatal).
-    state, (ingested, timings["ingest"]) = _run("ingest", params, layout, [state])
+    # A trial registers nothing: the digits stay new for the retraining trigger's count.
+    taking = {"take_pending": False} if trial else {}
+    state, (ingested, timings["ingest"]) = _run("ingest", params, layout, [state], **taking)
     publish_ingest(ingested)
     checked = run_inputs(params, data, layout, wait_for=[state], return_state=True)
     fingerprint, same = _value("inputs", checked)

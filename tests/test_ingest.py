@@ -264,7 +264,9 @@ def test_ingest_takes_the_pending_count_for_the_retraining_trigger(tmp_path: Pat
     layout = Layout(tmp_path)
     fill_inbox(layout, range(3))
     inbox_events.write_pending(layout.inbox, 3)  # as `data add` left it, below the minimum
-    ingest(IngestParams(), layout)
+    trial = ingest(IngestParams(), layout, take_pending=False)  # a sweep's trial
+    assert inbox_events.read_pending(layout.inbox) == 3  # it registers nothing: still new
+    assert ingest(IngestParams(), layout) == trial  # the same output either way
     assert inbox_events.read_pending(layout.inbox) == 0  # being trained on: no longer new
 
 

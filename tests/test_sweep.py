@@ -247,9 +247,15 @@ def test_a_registering_run_on_other_inputs_than_the_winners_says_so() -> None:
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_trial_run_trains_only_and_publishes_its_validation_accuracy(tiny_workdir: Path) -> None:
+    from mnist_pipeline.inbox import events as inbox_events
+
     overrides = {"train.learning_rate": 0.002}
+    inbox = tiny_workdir / "data" / "extra"
+    inbox.mkdir(parents=True, exist_ok=True)
+    inbox_events.write_pending(inbox, 30)  # new digits, counted for the retraining trigger
     state = retrain(workdir=str(tiny_workdir), overrides=overrides, trial=True, return_state=True)
     assert state.is_completed() and state.message.startswith("trained, not registered: val")
+    assert inbox_events.read_pending(inbox) == 30  # a trial registers nothing: still new
     flow_run_id = state.state_details.flow_run_id
     assert sorted(task_runs(str(flow_run_id))) == ["fetch", "ingest", "inputs", "train"]
     assert registry_versions(tiny_workdir) == []

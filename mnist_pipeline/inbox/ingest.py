@@ -172,8 +172,10 @@ def _judge(
     return accepted, dict(sorted(duplicates.items()))
 
 
-def ingest(params: IngestParams, layout: Layout) -> IngestResult:
-    """Stage entry: layout.inbox -> layout.extra_dir (IDX + manifest) and layout.ingest_report.
+def ingest(params: IngestParams, layout: Layout, take_pending: bool = True) -> IngestResult:
+    """Stage entry: layout.inbox -> layout.extra_dir (IDX + manifest) and layout.ingest_report;
+    the retraining trigger's count of new digits is taken as used, unless `take_pending` is
+    False (a sweep's trial, which registers nothing, leaves them new).
 
     One ingest of a folder at a time (`dvc repro` beside a CLI `ingest`): each writes five files,
     which two at once could interleave (one's images beside the other's labels)."""
@@ -187,12 +189,12 @@ def ingest(params: IngestParams, layout: Layout) -> IngestResult:
             f"another ingest has held {lock.lock_file} for {LOCK_TIMEOUT_S} s; try again"
         ) from None
     try:  # held from reading the inbox to the report: the later run writes last
-        return _ingest(params, layout)
+        return _ingest(params, layout, take_pending)
     finally:
         lock.release()
 
 
-def _ingest(params: IngestParams, layout: Layout) -> IngestResult:
+def _ingest(params: IngestParams, layout: Layout, take_pending: bool = True) -> IngestResult:
     collected = collect(layout.inbox, params.holdout_percent)
     accepted = collected.accepted
     manifest, files = [], {}
@@ -219,7 +221,8 @@ def _ingest(params: IngestParams, layout: Layout) -> IngestResult:
     files[layout.ingest_report] = report(result, accepted, params).text().encode()
     # All written before any replaces the last ingest's (images with labels), the report last.
     write_many(files)
-    inbox_events.take_pending(layout.inbox, *collected.pending)
+    if take_pending:
+        inbox_events.take_pending(layout.inbox, *collected.pending)
     return result
 
 
