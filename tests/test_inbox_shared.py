@@ -56,6 +56,43 @@ def test_digits_added_on_one_host_reach_the_other_and_removals_follow(
     assert shared.records() == ({}, {})
 
 
+def test_a_store_named_two_ways_is_one_store_to_a_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`inbox.shared: ../store` read with `--root .` and with the flow's resolved workdir: the
+    host's record of what it saw must hold for both, or an image removed elsewhere would look
+    dropped in by hand and be published again."""
+    from mnist_pipeline.inbox.shared import open_shared
+
+    (tmp_path / "store").mkdir()
+    host = tmp_path / "host"
+    host.mkdir()
+    monkeypatch.chdir(host)
+    by_cli = open_shared("../store", Layout(Path(".")))  # `mnist-pipeline --root . data sync`
+    by_flow = open_shared("../store", Layout(host.resolve()))  # the flow's workdir
+    assert by_cli is not None and by_flow is not None
+    assert by_cli.location == by_flow.location == str(tmp_path.resolve() / "store")
+    elsewhere = SharedInbox(str(tmp_path / "store"))
+    added = sync.add(elsewhere, tmp_path / "a" / "extra", digit(tmp_path, 1), "one.png", 3, "t")
+    inbox = host / "data" / "extra"
+    assert sync.sync(by_cli, inbox, "test").downloaded == [added.entry.sha256]
+    sync.remove(elsewhere, tmp_path / "a" / "extra", [added.entry.sha256])
+    done = sync.sync(by_flow, inbox, "test")
+    assert done.deleted_here == [added.entry.sha256] and done.published == []
+    assert elsewhere.record(added.entry.sha256) is None
+
+
+def test_what_a_host_saw_is_kept_by_the_stores_identity() -> None:
+    """A store is known by its identity wherever it is named; before it has one (no image
+    yet), by where it is."""
+    assert seen._same_store(["/srv/store", "id-1"], "../store", "id-1")
+    assert not seen._same_store(["/srv/store", "id-1"], "/srv/store", "id-2")  # made afresh
+    assert seen._same_store(["/srv/store", None], "/srv/store", None)
+    assert not seen._same_store(["/srv/store", None], "/srv/other", None)
+    assert not seen._same_store(["/srv/store", "id-1"], "/srv/store", None)  # lost its identity
+    assert not seen._same_store("/srv/store", "/srv/store", None)  # not a record of a store
+
+
 def test_a_removal_is_never_undone_by_the_host_that_published_it(
     location: str, tmp_path: Path
 ) -> None:

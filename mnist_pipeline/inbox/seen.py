@@ -38,10 +38,9 @@ def _base(inbox: Path) -> dict:
 
 
 def read_seen(inbox: Path, shared: SharedInbox) -> dict[str, int]:
-    """Image SHA-256 -> label, of every image this host has seen in this store (the same
-    location and identity: a store made afresh is another store)."""
+    """Image SHA-256 -> label, of every image this host has seen in this store."""
     raw = _base(inbox)
-    if raw.get("store") != [shared.location, shared.identity()]:
+    if not _same_store(raw.get("store"), shared.location, shared.identity()):
         return {}
     try:
         return {str(sha): int(label) for sha, label in dict(raw.get("seen", {})).items()}
@@ -49,6 +48,15 @@ def read_seen(inbox: Path, shared: SharedInbox) -> dict[str, int]:
         raise DataError(
             f"{base_file(inbox)}: {exc} (delete it: the next sync starts afresh)"
         ) from None
+
+
+def _same_store(where: object, location: str, identity: str | None) -> bool:
+    """Whether the base file's `store` ([location, identity]) is this store: the same identity
+    (a store made afresh is another store, wherever it is; the same store named another way,
+    `../store` or its absolute path, is the same), or, while it has none, the same location."""
+    if not (isinstance(where, list) and len(where) == 2):
+        return False
+    return where[1] == identity if identity is not None else where == [location, None]
 
 
 def _last_identity(inbox: Path, location: str) -> str | None:
