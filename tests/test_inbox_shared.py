@@ -93,6 +93,34 @@ def test_what_a_host_saw_is_kept_by_the_stores_identity() -> None:
     assert not seen._same_store("/srv/store", "/srv/store", None)  # not a record of a store
 
 
+def test_a_host_that_never_synced_does_not_publish_a_removed_image_back(
+    location: str, tmp_path: Path
+) -> None:
+    """A new worker given an older snapshot of data/extra (no record of what it saw) took a
+    removed image for one dropped in by hand, and published it back to every host."""
+    import shutil
+
+    from mnist_pipeline.inbox import removals
+
+    shared = SharedInbox(location)
+    a, b, new = (tmp_path / host / "extra" for host in ("a", "b", "new"))
+    gone = sync.add(shared, a, digit(tmp_path, 1), "one.png", 3, "test").entry
+    kept = sync.add(shared, a, digit(tmp_path, 2), "two.png", 4, "test").entry
+    sync.sync(shared, b, "test")
+    shutil.copytree(b, new)  # the snapshot, without b's record of what it saw
+    sync.remove(shared, a, [gone.sha256])
+    assert removals.was_removed(shared, gone.sha256)
+    done = sync.sync(shared, new, "test")
+    assert done.deleted_here == [gone.sha256] and done.published == [] and not done.problems
+    assert shared.record(gone.sha256) is None and labels(new) == [(4, kept.sha256)]
+    sync.remove(shared, new, [kept.sha256])  # removed where it was never seen: marked too
+    assert removals.was_removed(shared, kept.sha256)
+
+    again = sync.add(shared, b, digit(tmp_path, 1), "one-again.png", 3, "test")  # `data add`
+    assert again.new and not removals.was_removed(shared, gone.sha256)  # added again: cleared
+    assert sync.sync(shared, new, "test").downloaded == [gone.sha256]
+
+
 def test_a_removal_is_never_undone_by_the_host_that_published_it(
     location: str, tmp_path: Path
 ) -> None:
@@ -164,7 +192,9 @@ def test_a_label_conflict_is_resolved_for_the_label_kept_here_too(
     message = str(refused.value)
     assert "labelled 3" in message and "would bring it back" in message
     advised = sorted([str(theirs.path), str(mine.path)])  # no SHA-256 prefix can choose
-    assert f"`data remove {' '.join(advised)}` (every copy)" in message and "--label 5" in message
+    assert f"`data remove {' '.join(advised)}` (every copy)" in message
+    saved = f"/tmp/{mine.sha256[:12]}.png"  # the only copy labelled 5 is kept out first
+    assert f"`cp {mine.path} {saved}`, then" in message and f"--label 5 {saved}`" in message
     assert sorted(lab for lab, _ in labels(b)) == [3, 5] and shared.record(mine.sha256).label == 3
 
     down = SharedInbox(location)  # the store unreachable: nothing is removed here either

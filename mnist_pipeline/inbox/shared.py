@@ -4,6 +4,7 @@
     <store>/labels/<sha256>.json     {"label": 7, "format": "png", "by": "...", "time": "...",
                                       "image": "images/<sha256>.<nonce>"}
     <store>/inbox.json               {"id": ...}: the store's identity (sync.py)
+    <store>/removed/<sha256>.json    an image removed, until it is added again (removals.py)
     <store>/pending.json             {"pending": 12, "recent": [...]}: images added since the
                                      last retraining event, by every host (events.py;
                                      compare-and-swap), and what its last writes counted
@@ -38,6 +39,7 @@ from typing import Literal, TypeVar
 from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import DataError, RegistryError, describe_os_error
 from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.inbox import removals
 from mnist_pipeline.inbox.store import LabelConflict, check_label
 from mnist_pipeline.registry import local_folder, open_storage
 
@@ -169,6 +171,7 @@ class SharedInbox:
             # named by no record (orphans.py): a record must never point at nothing
             if self.call(lambda: self.storage.read(key)) is None:
                 self.call(lambda: self.storage.create(key, data))
+            removals.forget(self, digest)  # added again: no longer a removed image
             return True
         self.call(lambda: self.storage.delete(key))  # another host's record came first
         self.known(digest, label)  # same label, or a conflict

@@ -36,7 +36,7 @@ from pathlib import Path
 from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.data.manifest import file_sha256
-from mnist_pipeline.inbox import incoming, orphans, store
+from mnist_pipeline.inbox import incoming, orphans, removals, store
 from mnist_pipeline.inbox.seen import base_file, check_not_lost, note_seen, read_seen
 from mnist_pipeline.inbox.shared import Record, SharedInbox, StoreUnavailable
 
@@ -134,6 +134,8 @@ def remove(
             )
             if kept:
                 stayed.append(sha)
+            elif sha not in staying:  # gone from the store: no host may publish it back
+                removals.remember(shared, sha, sorted(labels))
             mine = [e for e in chosen if e.sha256 == sha]
             store.delete(mine)
             if each is not None:
@@ -153,12 +155,15 @@ def _check_resolvable(
     if record is None or record.label not in going or record.label in staying:
         return
     kept = ", ".join(str(label) for label in sorted(staying))
+    ours = next((p for p in copies if p.parent.name in {str(k) for k in staying}), copies[0])
+    saved = shlex.quote(f"/tmp/{sha[:12]}{ours.suffix}")
     raise DataError(
         f"{sha[:12]}: the shared inbox {shared.location} has it labelled {record.label}; "
         f"removing that copy here while the one labelled {kept} stays would bring it back at "
-        f"the next sync. To label it {kept} everywhere: `data remove "
+        f"the next sync. To label it {kept} everywhere, keep a copy out of the inbox first: "
+        f"`cp {shlex.quote(str(ours))} {saved}`, then `data remove "
         f"{' '.join(shlex.quote(str(p)) for p in copies)}` (every copy), then `data add --label "
-        f"{kept}` it again"
+        f"{kept} {saved}`"
     )
 
 
@@ -283,7 +288,7 @@ def _sync_one(
         elif record is not None:
             incoming.take(shared, inbox, sha, record, staged)
             result.downloaded.append(sha)
-        elif sha in seen:
+        elif sha in seen or removals.was_removed(shared, sha):  # removed elsewhere
             for entry in local:
                 entry.path.unlink(missing_ok=True)
             result.deleted_here.append(sha)
