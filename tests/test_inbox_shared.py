@@ -448,7 +448,15 @@ def test_bad_locations_are_one_line_and_store_nothing(tmp_path: Path) -> None:
         assert isinstance(added.exception, ParamsError), added.exception  # exit status 2
         assert not (root / "data" / "extra").exists()
     refused = r"holding the inbox .*: the store|inbox.shared '.*' is the filesystem root: a"
-    for holding in (".", "data", str(root), "/", "file:///", "../" * 40):
+    (tmp_path / "to-project").symlink_to(root, target_is_directory=True)
+    spelled = (
+        "data/..",
+        "data/../data",
+        "file:data/..",
+        f"{tmp_path}/to-project",
+        f"{tmp_path}/linked",
+    )
+    for holding in (".", "data", str(root), "/", "file:///", "../" * 40, *spelled):
         with pytest.raises(ParamsError, match=refused):
             Layout(root).shared_inbox(holding)  # the project's (or system's) files among its own
         (root / "params.yaml").write_text(f"inbox:\n  shared: '{holding}'\n")

@@ -187,7 +187,7 @@ class Layout:
         if (
             isinstance(where, Path)
             and within(where, self.project)
-            and self.inbox.absolute().is_relative_to(where.absolute())
+            and within(self.inbox, where)  # `data/..` and links to the project too
         ):
             raise ParamsError(
                 f"inbox.shared {configured!r} is {where}, a folder of the project holding the "
