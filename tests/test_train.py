@@ -483,6 +483,8 @@ def test_without_validation_the_weights_the_last_step_left_are_checked() -> None
     check_finite(1, trained, none, net)  # finite weights, no validation: fine
     with torch.no_grad():
         next(net.parameters())[0].fill_(float("inf"))
-    with pytest.raises(TrainingError, match="training diverged in epoch 1"):
+    with pytest.raises(TrainingError, match="diverged in epoch 1.*lower train.max_learning_rate"):
         check_finite(1, trained, none, net)
+    with pytest.raises(TrainingError, match=r"lower train.learning_rate and train again$"):
+        check_finite(1, trained, none, net, "constant")  # the only rate it trains at
     check_finite(1, trained, EpochStats(0.2, 0.95, 32), net)  # its validation loss is the check

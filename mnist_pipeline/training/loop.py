@@ -176,17 +176,24 @@ def train_epoch(
     return EpochStats(float(loss_sum) / seen, int(correct) / seen, seen)
 
 
-def check_finite(epoch: int, train: EpochStats, val: EpochStats, net: nn.Module) -> None:
+def check_finite(
+    epoch: int, train: EpochStats, val: EpochStats, net: nn.Module, schedule: str = "onecycle"
+) -> None:
     """TrainingError when epoch `epoch` diverged (NaN or infinity): its losses, or, without a
     validation pass to show them (`train.val_size: 0`), the weights its last step left. Every
-    later epoch, the checkpoint and the model would carry them."""
+    later epoch, the checkpoint and the model would carry them. The error names the rate the
+    `schedule` (train.lr_schedule) trains at."""
     losses = [stats.loss for stats in (train, val) if stats.images]
     finite = all(math.isfinite(loss) for loss in losses)
     if finite and not val.images:
         finite = all(bool(torch.isfinite(p).all()) for p in net.parameters())
     if not finite:
+        rate = (  # a constant schedule never reads max_learning_rate
+            "train.learning_rate"
+            if schedule == "constant"
+            else "train.max_learning_rate (or train.learning_rate, where it starts)"
+        )
         raise TrainingError(
             f"training diverged in epoch {epoch} (train loss {train.loss}, validation loss "
-            f"{val.loss}): no model written; lower train.max_learning_rate (or "
-            "train.learning_rate) and train again"
+            f"{val.loss}): no model written; lower {rate} and train again"
         )

@@ -214,7 +214,7 @@ def _train(
                     params.label_smoothing,
                 )
                 val = metrics.score(predict_logits(net, val_images, EVAL_BATCH), val_labels)
-            loop.check_finite(epoch, stats, val, net)  # before it is checkpointed
+            loop.check_finite(epoch, stats, val, net, params.lr_schedule)  # before checkpointing
             row = {
                 "epoch": epoch,
                 "train_loss": round(stats.loss, 6),
