@@ -463,7 +463,14 @@ def test_a_real_server_shadows_and_canaries_and_serve_report_judges(
 
 
 def test_serve_report_names_a_file_that_is_not_a_saved_answer(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mnist_pipeline.cli.app import app
+
     saved = tmp_path / "model.json"
+    both = ["--root", str(tmp_path), "serve-report", "--url", "http://127.0.0.1:9", "--from"]
+    said = CliRunner().invoke(app, [*both, str(saved)])  # one is dropped unseen: refused
+    assert said.exit_code == 2 and "not both" in said.output, said.output
     for text in ('{"a": 1}', "[]"):  # JSON, but not what GET /model answers
         saved.write_text(text)
         with pytest.raises(DataError, match="not a saved GET /model answer"):

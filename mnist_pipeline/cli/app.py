@@ -203,6 +203,8 @@ def serve_report(
     """Would the shadow have done better? Its live record and the promotion rule's paired test."""
     from mnist_pipeline.serving import shadow_report
 
+    if saved is not None and url is not None:  # a usage error: exit 2
+        raise typer.BadParameter("reads a server or a saved answer, not both", param_hint="--url")
     params = state(ctx).params()
     if saved is not None:
         status = shadow_report.read_status(saved)
