@@ -151,6 +151,8 @@ def test_one_image_with_two_labels_never_trains(location: str, tmp_path: Path) -
     mine = store.add(b, png, "mine.png", 5).entry  # labelled 5 by hand here, 3 in the store
     got = sync.sync(shared, b, "test")
     assert got.conflicts == [mine.sha256] and [label for label, _ in labels(b)] == [3, 5]
+    assert got.downloaded == [mine.sha256]  # the store's 3 was written here: said so
+    assert got.summary().startswith("1 downloaded, 0 published, 0 deleted")
     collected = collect(b, 0)
     assert collected.accepted == []
     assert all("labelled [3, 5]" in reason for reason in collected.rejected.values())
@@ -170,7 +172,8 @@ def test_one_image_with_two_labels_never_trains(location: str, tmp_path: Path) -
     path.unlink()  # the store's 7 deleted here by hand, and the image added again as a 2
     hand = store.add(d, png, "mine.png", 2).entry
     got = sync.sync(shared, d, "test")
-    assert got.conflicts == [mine.sha256] and got.downloaded == []  # never deleted silently
+    assert got.conflicts == [mine.sha256] and got.downloaded == [mine.sha256]  # the 7 again
+    assert hand.path.is_file()  # never deleted silently
     assert sorted(lab for lab, _ in labels(d)) == [2, 7] and hand.path.is_file()
 
 
@@ -221,9 +224,14 @@ def test_an_accept_the_store_refuses_moves_nothing(location: str, tmp_path: Path
     png = digit(tmp_path, 8)
     shared.publish(png, 1, "png", "other host")
     sha = review_shared.submit(shared, png, "upload.png", 8, "token:alice").sha256
-    with pytest.raises(store.LabelConflict, match="labelled 1 in the shared inbox"):
+    with pytest.raises(store.LabelConflict, match="labelled 1 in the shared inbox") as refused:
         review_shared.accept(shared, inbox, [sha], "bob")
     assert labels(inbox) == [] and [p.sha256 for p in review_shared.queue(shared).found] == [sha]
+    assert f"`data sync`, then `data remove {sha[:12]}`" in str(refused.value)
+    assert sync.sync(shared, inbox, "test").downloaded == [sha]  # the advice, on this host
+    sync.remove(shared, inbox, [sha[:12]])
+    review_shared.accept(shared, inbox, [sha], "bob")
+    assert labels(inbox) == [(8, sha)] and shared.record(sha).label == 8
 
 
 def test_altered_images_and_bad_records_are_reported_and_not_taken(

@@ -123,7 +123,8 @@ def _add_pending(
         if record is not None and record.label != label:
             console.print(
                 f"warning: {shown(path)} is in the shared inbox {shared.location} labelled "
-                f"{record.label}; accepting it as {label} needs `data remove` first",
+                f"{record.label}; accepting it as {label} needs `data sync` and `data remove "
+                f"{done.sha256[:12]}` first",
                 markup=False,
             )
 

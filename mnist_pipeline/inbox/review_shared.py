@@ -232,7 +232,7 @@ def _labelled_meanwhile(shared: SharedInbox, item: Pending, digit: int) -> store
     return store.LabelConflict(
         f"{item.sha256[:12]}: added to the shared inbox with {label} since this review began; "
         f"it was not accepted as {digit} and its claims stay pending (reject them, or `data "
-        "remove` that copy and accept it again)"
+        f"sync`, `data remove {item.sha256[:12]}` and accept it again)"
     )
 
 

@@ -269,7 +269,8 @@ class SharedInbox:
         if found is not None and found.label != label:
             raise LabelConflict(
                 f"image {digest[:12]} is labelled {found.label} in the shared inbox "
-                f"{self.location}, not {label}; retract it there first to relabel it"
+                f"{self.location}, not {label}; to relabel it, take it out of the shared inbox "
+                f"first: `data sync`, then `data remove {digest[:12]}` (from every host)"
             )
         return found is not None
 

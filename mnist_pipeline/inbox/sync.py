@@ -273,7 +273,8 @@ def _sync_one(
         if record is not None and local:
             if labels == {record.label}:
                 return
-            if record.label not in labels:
+            taken = record.label not in labels
+            if taken:
                 incoming.take(shared, inbox, sha, record, staged)
             before = seen.get(sha)
             # relabelled elsewhere since seen: the store's label replaces the one seen (also
@@ -285,6 +286,8 @@ def _sync_one(
                 result.downloaded.append(sha)
             else:
                 result.conflicts.append(sha)
+                if taken:  # the store's copy is here now too: a file this sync wrote
+                    result.downloaded.append(sha)
         elif record is not None:
             incoming.take(shared, inbox, sha, record, staged)
             result.downloaded.append(sha)
