@@ -31,6 +31,10 @@ def test_an_image_counts_once_however_often_it_is_sent_and_labelled_again() -> N
     assert memory.take("y", 3) is None  # labelled while still in the shadow queue
     assert memory.remember("y", first) == 3  # taken by its record: counted once
     assert memory.remember("y", first) is None and memory.take("y", 3) is None
+    later = Answered(version=3, production=7, challenger=7, production_version=1)
+    assert memory.remember("x", later) is None  # the next challenger version's answers ...
+    assert memory.take("x", 7) == later  # ... count for it, once
+    assert memory.remember("x", later) is None and memory.take("x", 7) is None
     for key in "abcd":  # the latest `size` labelled are remembered, the oldest forgotten
         memory.remember(key, first)
         memory.take(key, 7)
@@ -56,6 +60,37 @@ def test_a_late_label_judges_the_canary_against_the_production_it_is_compared_wi
     assert challenger.canary.stepped_back == {} and challenger.canary.percent(2) == 30
     shown = challenger.status(production=1)["versions"]["2"]
     assert shown["production"] == 1
+
+
+def test_a_late_label_steps_nothing_back_before_labels_beside_the_production_serving_now(
+    registry: Registry,
+) -> None:
+    """Production rolled back from v3 to v1: labels for images answered beside v3 are no
+    yardstick, whether nothing was compared with v1 yet or nothing compared with it was
+    labelled; the first label beside v1 is."""
+    from mnist_pipeline.serving.served_model import ServedModel
+
+    limits = ServeParams(
+        shadow="staging", canary_percent=30, canary_min_labels=1, canary_max_error=0.3
+    )
+    production = ServedModel(registry, "production")
+    assert production.refresh() and production.current.version == 1
+    challenger = Challenger(registry, limits, seed=1)
+    challenger.beside(production)
+    truth, right, wrong = 7, np.array([7]), np.array([1])
+    challenger._record(2, 3, right, wrong, ["b"])  # beside v3, before the rollback
+    challenger.label("b", truth)  # nothing compared with v1 yet
+    assert challenger.canary.stepped_back == {}
+    challenger._record(2, 1, right, right, ["c"])  # compared with v1, never labelled
+    challenger._record(2, 3, right, wrong, ["d"])
+    challenger.label("d", truth)
+    assert challenger.canary.stepped_back == {}
+    challenger._record(2, 1, right, wrong, ["e"])  # beside v1: v1 right, v2 wrong
+    challenger.label("e", truth)
+    assert (
+        "on the 1 compared with production v1: 100.0%, production 0.0%"
+        in (challenger.canary.stepped_back[2])
+    )
 
 
 def test_a_request_answered_as_production_swaps_never_goes_to_the_version_it_left(

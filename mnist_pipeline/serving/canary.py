@@ -71,8 +71,9 @@ def step_back_reason(
 ) -> tuple[str, str] | None:
     """(reason, why in words) when the tally's version must step back, else None. `tally` holds
     everything the version saw; `against`, its part compared with the production version that
-    serves now, is where its errors are compared with production's (`tally` where it has no
-    labels): a production version of the past is no yardstick."""
+    serves now, is where its errors are compared with production's (`tally` when None): a
+    production version of the past is no yardstick, so with no labelled image compared with
+    the one serving now, its error steps nothing back yet."""
     if tally.failed >= limits.canary_min_images:  # a version that cannot answer
         enough = f"serve.canary_min_images ({limits.canary_min_images})"
         return "failed", f"failed on {tally.failed} images, as many as {enough}"
@@ -82,11 +83,13 @@ def step_back_reason(
         ("error", "is wrong on", "labelled images", tally.labels,
          limits.canary_min_labels, tally.challenger_error, limits.canary_max_error),
     )  # fmt: skip
-    paired = against if against is not None and against.labels else tally
+    paired = tally if against is None else against
     for reason, verb, what, seen, enough, share, limit in checks:
         if seen < enough or share <= limit:
             continue
-        if reason == "error" and paired.challenger_error <= paired.production_error:
+        if reason == "error" and (
+            not paired.labels or paired.challenger_error <= paired.production_error
+        ):
             continue  # no worse than production on the same images: hard images, not the canary
         than = _than_production(paired, tally) if reason == "error" else ""
         why = (
@@ -218,6 +221,10 @@ class Canary:
         """Whether this request goes to the canary `version`."""
         share = self.percent(version)
         return share > 0 and self._random.random() * 100 < share
+
+    def production(self) -> int | None:
+        """The version production serves now (None before `follow`, or before one loads)."""
+        return None if self._models is None else version_of(self._models[1].current)
 
     def judges(self, version: int) -> bool:
         """Whether `version` can still step back (a canary share is set, and it has not)."""

@@ -145,10 +145,9 @@ class Challenger:
         the lock); True if it stepped back now."""
         tally = self._tally(seen.version, seen.production_version, latest=False)
         tally.label(truth, seen.production, seen.challenger)
-        # judged against the production version it is compared with now, not the one that
-        # answered this image (a late label, from before a rollback, say)
-        now = self._against.get(seen.version, seen.production_version)
-        return self._judge(seen.version, now)
+        # judged against the production version serving now (_judge), or the one compared with
+        # last, not the one that answered this image (a late label, from before a rollback)
+        return self._judge(seen.version, self._against.get(seen.version, seen.production_version))
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no shadow image is waiting; False on timeout."""
@@ -181,11 +180,18 @@ class Challenger:
 
     def _judge(self, version: int, production: int) -> bool:
         """Judge the canary `version` on its tallies added up (the caller holds the lock); they
-        are added up only while it can still step back. True if it stepped back now."""
+        are added up only while it can still step back. Its errors are compared with those of
+        the production version serving now (`production` when that is not known: no production
+        followed). True if it stepped back now."""
         if not self.canary.judges(version):
             return False
+        serving = self.canary.production()
+        production = production if serving is None else serving
         mine = [t for (v, _), t in self.tallies.items() if v == version]
-        now = self.tallies.get((version, production))  # against the production serving now
+        # against the production serving now: nothing yet when no image was compared with it
+        now = self.tallies.get((version, production)) or Tally(
+            version=version, production=production
+        )
         return self.canary.judge(Tally.total(mine, production), now)
 
     def _tally(self, version: int, production: int, latest: bool = True) -> Tally:

@@ -13,6 +13,7 @@ tables back into the per-image arrays the promotion rule's paired test takes
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
+from collections.abc import Hashable
 from typing import Annotated, Any, NamedTuple
 
 import numpy as np
@@ -144,16 +145,16 @@ class Answered(NamedTuple):
 class LabelMemory:
     """The latest `size` images' answers by SHA-256, and the labels that came for images still
     in the shadow queue (recorded a moment after the reply), until their record; the oldest
-    forgotten first. The latest `size` images labelled are remembered too: an image counts once,
-    at its first label, however often it is sent and labelled again. Not locked: the caller
-    holds its own lock."""
+    forgotten first. The latest `size` images labelled are remembered too, with the challenger
+    version they were scored for: an image counts once for a version, at its first label,
+    however often it is sent and labelled again. Not locked: the caller holds its own lock."""
 
     def __init__(self, size: int = LABEL_MEMORY) -> None:
         self.size = size
         self._seen: OrderedDict[str, Answered] = OrderedDict()
         self._early: OrderedDict[str, int] = OrderedDict()
         self._queued: Counter[str] = Counter()  # images in the shadow queue, by SHA-256
-        self._labelled: OrderedDict[str, None] = OrderedDict()  # images already counted
+        self._labelled: OrderedDict[tuple[str, int], None] = OrderedDict()  # (image, version)
 
     def queued(self, keys: list[str]) -> None:
         """These images wait in the shadow queue: a label for one of them waits for its record."""
@@ -171,23 +172,21 @@ class LabelMemory:
     def remember(self, sha256: str, answered: Answered) -> int | None:
         """Keep the image's answers for its label; if its label came first, that label (taken
         now, and the answers not kept: they are scored at once)."""
-        if sha256 in self._labelled:  # counted at its first label: these answers are not
+        if (sha256, answered.version) in self._labelled:  # counted for it at its first label
             return None
         early = self._early.pop(sha256, None)
         if early is None:
             _keep(self._seen, sha256, answered, self.size)
         else:
-            _keep(self._labelled, sha256, None, self.size)
+            _keep(self._labelled, (sha256, answered.version), None, self.size)
         return early
 
     def take(self, sha256: str, truth: int) -> Answered | None:
         """The image's answers, forgotten now (each image is counted at its first label); None
         when none are recorded, and `truth` kept if the image waits in the shadow queue."""
-        if sha256 in self._labelled:
-            return None
         answered = self._seen.pop(sha256, None)
         if answered is not None:
-            _keep(self._labelled, sha256, None, self.size)
+            _keep(self._labelled, (sha256, answered.version), None, self.size)
         elif self._queued[sha256] > 0:
             _keep(self._early, sha256, truth, self.size)
         return answered
@@ -196,7 +195,7 @@ class LabelMemory:
         return len(self._seen)
 
 
-def _keep(memory: OrderedDict[str, Any], key: str, value: Any, size: int) -> None:
+def _keep(memory: OrderedDict[Any, Any], key: Hashable, value: Any, size: int) -> None:
     memory[key] = value
     memory.move_to_end(key)
     while len(memory) > size:
