@@ -120,6 +120,15 @@ def test_a_host_that_never_synced_does_not_publish_a_removed_image_back(
     assert again.new and not removals.was_removed(shared, gone.sha256)  # added again: cleared
     assert sync.sync(shared, new, "test").downloaded == [gone.sha256]
 
+    third = sync.add(shared, a, digit(tmp_path, 4), "four.png", 6, "test").entry
+    cut_short = SharedInbox(location)  # the store goes down as the removal retracts
+    cut_short.retract = lambda *_: (_ for _ in ()).throw(StoreUnavailable("store down"))
+    with pytest.raises(StoreUnavailable):
+        sync.remove(cut_short, a, [third.sha256])
+    assert removals.was_removed(shared, third.sha256)  # marked before the retraction ...
+    assert shared.record(third.sha256) is not None  # ... which did not happen: the image stays
+    assert sync.sync(shared, new, "test").downloaded == [third.sha256]  # the marker unread
+
 
 def test_a_removal_is_never_undone_by_the_host_that_published_it(
     location: str, tmp_path: Path
@@ -474,6 +483,7 @@ def test_bad_locations_are_one_line_and_store_nothing(tmp_path: Path) -> None:
     with pytest.raises(ParamsError, match="^registry.root '/' is the filesystem root: a store"):
         Layout(root).registry_root("/")
     assert Layout(root).shared_inbox(str(tmp_path)) == tmp_path  # above the project: a mount
+    assert Layout(root).shared_inbox("..") == root.resolve().parent  # so written
     (root / "loop").symlink_to(root / "loop")  # resolving it fails: used as written
     assert Layout(root).registry_root("loop") == root / "loop"
     assert Layout(root).shared_inbox("data/shared") == root / "data" / "shared"

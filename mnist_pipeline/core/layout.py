@@ -8,7 +8,6 @@ of the project's verified dataset (runs.snapshot_dataset).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -172,25 +171,23 @@ class Layout:
         return folder
 
     def shared_inbox(self, configured: str) -> Path | str:
-        """`inbox.shared` as registry_root reads it, a folder made absolute (a host knows its
-        store by where it is, however the project folder was named: `--root .` or the flow's
-        resolved workdir); a ParamsError for a folder that is the inbox or inside it, whose
-        store files ingest would read as labelled digits, or a folder of the project that holds
-        the inbox (the project folder, `data`: the store's files among the project's). A
-        folder above the project (a team's mount) is the user's to choose."""
+        """`inbox.shared` as registry_root reads it, a folder with `..` and links resolved (a
+        host knows its store by where it is, however the project folder was named: `--root .`
+        or the flow's resolved workdir); a ParamsError for a folder that is the inbox or inside
+        it, whose store files ingest would read as labelled digits, or a folder of the project
+        that holds the inbox (the project folder, `data`: the store's files among the
+        project's). A folder above the project (a team's mount) is the user's to choose."""
         where = self.registry_root(configured, "inbox.shared")
+        if isinstance(where, Path):  # `..` and links resolved: the folder it really is
+            where = _resolved(where)
         if isinstance(where, Path) and within(where, self.inbox):
             raise ParamsError(
                 f"inbox.shared {configured!r} is {where}, inside the inbox {self.inbox}: "
                 "the store needs a folder of its own (or an s3:// URL)"
             )
-        if (
-            isinstance(where, Path)
-            and within(where, self.project)
-            and within(self.inbox, where)  # `data/..` and links to the project too
-        ):
+        if isinstance(where, Path) and within(where, self.project) and within(self.inbox, where):
             raise ParamsError(
                 f"inbox.shared {configured!r} is {where}, a folder of the project holding the "
                 f"inbox {self.inbox}: the store needs a folder of its own (or an s3:// URL)"
             )
-        return Path(os.path.abspath(where)) if isinstance(where, Path) else where
+        return where

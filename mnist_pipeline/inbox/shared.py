@@ -270,7 +270,7 @@ class SharedInbox:
             raise LabelConflict(
                 f"image {digest[:12]} is labelled {found.label} in the shared inbox "
                 f"{self.location}, not {label}; to relabel it, take it out of the shared inbox "
-                f"first: `data sync`, then `data remove {digest[:12]}` (from every host)"
+                f"first: `data sync`, then `data remove {digest[:12]}`"
             )
         return found is not None
 

@@ -14,8 +14,9 @@ it last saw):
                                    (the one with the store's label only with every copy)
     store only                     downloaded (SHA-256 checked); a file missing here (an older
                                    snapshot restored) never removes anything from the store
-    here only                      seen before: removed elsewhere, so deleted here; never seen (a
-                                   file dropped in by hand): published
+    here only                      seen before, or marked removed in the store (removals.py):
+                                   removed elsewhere, so deleted here; never seen (a file
+                                   dropped in by hand): published
 
 The store's identity (inbox.json, made with its first image) tells a store whose images were all
 removed from one that lost everything: a store without it, where this host has synced before, is
@@ -129,13 +130,13 @@ def remove(
         for sha, labels in gone.items():
             # a copy staying here keeps it in the store; else it is retracted if the store has
             # it with one of these labels, or a record that is not one
+            if sha not in staying:  # first: no host may publish it back, once it is gone
+                removals.remember(shared, sha, sorted(labels))
             kept = sha not in staying and all(
                 shared.retract(sha, label) == "kept" for label in sorted(labels)
             )
             if kept:
                 stayed.append(sha)
-            elif sha not in staying:  # gone from the store: no host may publish it back
-                removals.remember(shared, sha, sorted(labels))
             mine = [e for e in chosen if e.sha256 == sha]
             store.delete(mine)
             if each is not None:
