@@ -25,8 +25,8 @@ from mnist_pipeline.deployment.checkout import run_git
 REPO_VARIABLE = "MNIST_PIPELINE_REPO"
 # git URLs another machine can reach: scheme://host/..., or scp-like [user@]host:path (git
 # reads that form as ssh when no slash comes before the first colon; `host` may be an alias
-# from ~/.ssh/config)
-REMOTE_URL = re.compile(r"^(https?|git|ssh)://[^/]+/.+|^([\w.-]+@)?[\w.-]+:(?!//).+")
+# from ~/.ssh/config; one letter is a drive, C:/repo, which git on Windows reads as a path)
+REMOTE_URL = re.compile(r"^(https?|git|ssh)://[^/]+/.+|^([\w.-]+@)?[\w.-]{2,}:(?!//).+")
 
 
 class SourceError(RuntimeError):

@@ -117,6 +117,15 @@ def test_the_run_folder_is_the_servers_own_and_removed_after(tmp_path: Path) -> 
     assert SharedStepBacks.from_env() is None  # one process: nothing to share
 
 
+def test_a_server_that_gets_no_run_folder_starts_with_workers_judging_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "missing"))  # no temp folder to make
+    with caplog.at_level(logging.WARNING, logger="mnist_pipeline.serve"), run_folder() as folder:
+        assert folder is None and "MNIST_SERVE_RUN_DIR" not in os.environ
+    assert "step backs not shared between the workers" in caplog.text
+
+
 @pytest.mark.slow
 def test_two_workers_step_back_together_and_say_so_once(registry: Registry, tmp_path: Path) -> None:
     pool = np.random.default_rng(4).random((600, 28, 28), dtype=np.float32)

@@ -146,7 +146,7 @@ def test_a_tag_moved_on_the_repository_moves_in_the_clone_too(remote, worker: Pa
 
 
 def test_a_fetch_that_fails_after_bringing_the_commit_still_checks_it_out(
-    remote, worker: Path, monkeypatch: pytest.MonkeyPatch
+    remote, worker: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bare, work = remote
     git_checkout(str(bare), commit(work, "one"))
@@ -162,6 +162,8 @@ def test_a_fetch_that_fails_after_bringing_the_commit_still_checks_it_out(
     monkeypatch.setattr(checkout, "run_git", refusing_a_ref)
     assert git_checkout(str(bare), second) == {"directory": "mnist-pipeline"}
     assert git("rev-parse", "HEAD", cwd=worker / "mnist-pipeline") == second
+    said = capsys.readouterr().err  # the failure is told, not dropped
+    assert "warning: cannot fetch from" in said and "the commit came, so the run goes on" in said
     missing = "0" * 40
     with pytest.raises(CheckoutError, match="cannot fetch from .*error: some local refs"):
         git_checkout(str(bare), missing)  # not brought: the fetch's own error is the reason

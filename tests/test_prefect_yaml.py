@@ -110,6 +110,7 @@ def test_source_refuses_what_a_worker_cannot_clone(tmp_path: Path, monkeypatch, 
         "file:///srv/git/mnist-pipeline.git",
         "./repos:old/mnist-pipeline.git",  # a slash before the colon: git reads a local path
         "mnist-pipeline.git",
+        "C:/repos/mnist-pipeline.git",  # a drive letter: git on Windows reads a local path
     ):
         with pytest.raises(SourceError, match="cannot clone a local path"):
             check_url(local)

@@ -132,6 +132,8 @@ def _have_commit(clone: Path, commit: str, repository: str) -> None:
         return
     problem = _fetch(repository, clone)
     if _has_commit(clone, commit):  # here, whatever else the fetch could not update
+        if problem is not None:
+            print(f"warning: {problem}; the commit came, so the run goes on", file=sys.stderr)
         return
     raise CheckoutError(problem or f"commit {commit} is not on {repository}: push it first")
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from mnist_pipeline.core import json_text
@@ -29,10 +30,18 @@ _RECORD = re.compile(r"canary-v([1-9][0-9]*)\.json")
 logger = logging.getLogger("mnist_pipeline.serve")
 
 
-def run_folder() -> AbstractContextManager[str]:
+@contextmanager
+def run_folder() -> Iterator[str | None]:
     """A fresh folder for one server's workers (set as ENV_FOLDER in this process's environment,
-    which they inherit), removed with its files afterwards."""
-    return env_folder(ENV_FOLDER, "mnist-serve-run-")
+    which they inherit), removed with its files afterwards; None, with a warning, when no
+    temporary folder can be made (each worker then judges alone)."""
+    with ExitStack() as stack:
+        try:
+            folder: str | None = stack.enter_context(env_folder(ENV_FOLDER, "mnist-serve-run-"))
+        except OSError as exc:
+            logger.warning("canary: step backs not shared between the workers: %s", exc)
+            folder = None
+        yield folder
 
 
 class SharedStepBacks:
