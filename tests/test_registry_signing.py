@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -183,6 +184,28 @@ def test_rotation_keeps_old_versions_while_their_key_is_trusted(
     retired.fetch("2", "model.onnx")
     with pytest.raises(RegistryError, match=r"v1 is signed by key [0-9a-f]{16}, which is not"):
         retired.fetch("1", "model.onnx")
+    # the old key's alias events stay covered by the new key's after them: the aliases read,
+    # resolve and move as before (removing the old key froze them all)
+    assert retired.aliases() == {"production": 2}
+    (problem,) = retired.verify()  # v1 itself, not the audit trail
+    assert re.fullmatch(r"\S+ v1 is signed by key [0-9a-f]{16}, which is not trusted", problem)
+    assert retired.read_file("production", "model.onnx") == rotated.read_file("2", "model.onnx")
+    signer = registry(root, keys["new"], [keys["new"]], required=True)
+    signer.promote(2, "staging")
+    assert signer.aliases() == {"production": 2, "staging": 2}
+
+
+def test_an_event_a_retired_key_signed_after_the_rotation_is_refused(
+    tmp_path: Path, keys: dict[str, Path], make
+) -> None:
+    """What a retired (perhaps stolen) key appends after the last trusted event is covered by
+    nothing: reading the aliases refuses it."""
+    root = tmp_path / "registry"
+    register_candidate(registry(root, keys["new"], [keys["old"], keys["new"]]), make(1), PARAMS)
+    registry(root, keys["old"], [keys["old"], keys["new"]]).promote(1, "staging")  # old key
+    retired = registry(root, None, [keys["new"]], required=True)
+    with pytest.raises(RegistryError, match=r"alias event 2 is signed by key .* not trusted"):
+        retired.aliases()
 
 
 def test_a_host_that_does_not_trust_a_new_key_never_drops_its_versions_decision(

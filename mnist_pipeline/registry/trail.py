@@ -26,7 +26,7 @@ from typing import Any
 
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry.card import SIGNATURE_KEY, canonical
-from mnist_pipeline.registry.signing import Signing
+from mnist_pipeline.registry.signing import Signing, UntrustedKey
 
 HASH_KEY = "sha256"
 PREV_KEY = "prev_sha256"
@@ -82,9 +82,12 @@ def check(events: list[Any], signing: Signing, model: str | None = None) -> list
     event vouches for).
     Unsigned events before the first signed one (written before signing was turned on) are
     vouched for by that signed event, whose chain covers their content; with none after them
-    they are one problem."""
+    they are one problem. So are events signed by a key no longer trusted (retired after a
+    rotation): a later event signed by a trusted key covers them; the last ones, with none
+    after them, are refused (what a retired, perhaps stolen, key could still append)."""
     problems: list[str] = []
     legacy, started, vouched, unsigned = 0, False, False, []  # unsigned: their numbers
+    retired: list[str] = []  # signed by a key not trusted (any more), no trusted event after
     for index, event in enumerate(events):
         label = f"alias event {index + 1}"
         if not isinstance(event, dict):
@@ -121,9 +124,15 @@ def check(events: list[Any], signing: Signing, model: str | None = None) -> list
             continue
         try:
             signing.check(event, event.get(SIGNATURE_KEY), label, "the event")
-            vouched = vouched or event.get(SIGNATURE_KEY) is not None
+        except UntrustedKey as exc:  # a retired key's: covered if a trusted event follows
+            retired.append(str(exc))
+            continue
         except RegistryError as exc:
             problems.append(str(exc))
+            continue
+        if event.get(SIGNATURE_KEY) is not None and signing.trusted:
+            vouched, retired = True, []  # its chain covers every event before it
+    problems += retired  # the last events, signed by a key not trusted: nothing vouches
     if legacy and signing.required and signing.trusted and not vouched:
         problems.append(
             f"alias events 1-{legacy} are not signed (registry.require_signature): they predate "
