@@ -248,3 +248,11 @@ def test_an_answer_whose_who_was_left_blank_in_the_form_is_the_uis() -> None:
         assert answer.approve and answer.who is None and answer.comment == "ok"
     named = approval_flow.ApprovalInput(approve=False, who="  alice \n").answer()
     assert named.who == "alice" and not named.approve
+
+
+def test_an_answer_naming_nobody_is_refused_before_any_run_is_answered() -> None:
+    """`models approve 2 --actor ""` gave an Answer whose empty `who` passed unchecked."""
+    for nobody in ("", "  "):
+        with pytest.raises(RegistryError, match="the actor is blank"):
+            Answer(True, "ok", nobody)
+    assert Answer(True, "ok").who is None  # none given: the waiting run's UI

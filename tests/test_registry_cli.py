@@ -152,8 +152,11 @@ def test_a_comment_or_actor_that_is_not_one_printable_line_moves_nothing(
             "give one line of printable text"
         )
     assert models(workdir, "promote", "2", "--comment", "x" * 2001).exit_code == 1
-    blank = models(workdir, "promote", "2", "--actor", "  ")  # an event that names nobody
-    assert str(blank.exception) == "the actor is blank: name who makes this move (or leave it out)"
+    for nobody in ("  ", ""):  # an event that names nobody (empty: not replaced by the user)
+        blank = models(workdir, "promote", "2", "--actor", nobody)
+        assert str(blank.exception) == (
+            "the actor is blank: name who makes this move (or leave it out)"
+        ), blank.output
     assert models(workdir, "history", "--json").stdout == before
     assert models(workdir, "promote", "2", "--comment", "geprüft: ok").exit_code == 0
 

@@ -174,7 +174,7 @@ def promote(
     ] = False,
 ) -> None:
     """Point an alias (default production) at a version."""
-    registry, actor = existing_registry(ctx), actor or announce.current_actor()
+    registry, actor = existing_registry(ctx), _actor(actor)
     keys.check_alias(alias)  # a name no flag makes valid is refused as such, not as unknown
     if alias not in (PRODUCTION, STAGING) and not new_alias:
         existing = registry.aliases()
@@ -200,7 +200,7 @@ def rollback(
     actor: Actor = None,
 ) -> None:
     """Move production back to the previous champion."""
-    registry, actor = existing_registry(ctx), actor or announce.current_actor()
+    registry, actor = existing_registry(ctx), _actor(actor)
     before = registry.aliases().get(alias)
     try:  # from what was read here: another rollback meanwhile must not make this one a second
         back_to = require_promotable(registry, "rolled back to")
@@ -209,6 +209,12 @@ def rollback(
         raise RegistryError(f"{moved}: it moved meanwhile, nothing rolled back") from None
     err.print(f"{alias} -> v{version}")
     announce.moved(registry, alias, version, before, actor)
+
+
+def _actor(given: str | None) -> str:
+    """`--actor` as given (an empty one too: refused as blank, never replaced), else who runs
+    the command."""
+    return announce.current_actor() if given is None else given
 
 
 def _answer(ctx: typer.Context, version: int, answer: Answer) -> None:
@@ -227,7 +233,7 @@ def approve(
     actor: Actor = None,
 ) -> None:
     """Approve a version for production: resume the flow run waiting for it (Prefect API)."""
-    _answer(ctx, version, Answer(True, comment or "", actor or announce.current_actor()))
+    _answer(ctx, version, Answer(True, comment or "", _actor(actor)))
 
 
 @models_app.command("reject")
@@ -238,7 +244,7 @@ def reject(
     actor: Actor = None,
 ) -> None:
     """Reject a version proposed for production (it stays staging): resume its flow run."""
-    _answer(ctx, version, Answer(False, comment or "", actor or announce.current_actor()))
+    _answer(ctx, version, Answer(False, comment or "", _actor(actor)))
 
 
 @models_app.command("resolve")

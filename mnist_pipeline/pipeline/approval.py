@@ -50,8 +50,8 @@ class Answer:
     def __post_init__(self) -> None:
         """Refused before any run is answered: text the audit trail would refuse."""
         check_text(self.comment, "comment", MAX_COMMENT)
-        if self.who:
-            checked_actor(self.who)  # "  " too: the run would fail recording it once resumed
+        if self.who is not None:  # "" and "  " too: the run would fail recording it once resumed
+            checked_actor(self.who)
 
     def run_input(self) -> dict[str, Any]:
         """The answer as the paused run's input (flows/approval.py ApprovalInput)."""
