@@ -331,6 +331,12 @@ def test_a_description_is_sealed_as_it_is_stored(registry: Registry) -> None:
     later = Submission({"a.bin": b"b"}, {"notes": object()}, Decision("staging", "second"))
     with pytest.raises(RegistryError, match="description cannot be stored as JSON"):
         registry.register(later)
+    deep: object = "leaf"
+    for _ in range(100):  # JSON, but nested deeper than any reader of a card takes
+        deep = [deep]
+    too_deep = Submission({"a.bin": b"d"}, {"notes": deep}, Decision("production", "deep"))
+    with pytest.raises(RegistryError, match="description cannot be stored as JSON.*nest"):
+        registry.register(too_deep)  # committed, it could never be read (nor collected)
     assert registry.version_numbers() == [1] and registry.garbage() == []
     proof = Decision("staging", "second", 1, {"counts": {2: 1, 10: 0}})  # the evidence too
     done = registry.register(Submission({"a.bin": b"c"}, {}, proof))
@@ -452,3 +458,18 @@ def test_registry_import_and_resolve_stay_torch_free(registry: Registry, make) -
 def test_params_name_rule_matches_the_registry() -> None:
     with pytest.raises(ParamsError, match="registry.model_name"):
         parse_params({"registry": {"model_name": "MNIST"}})
+
+
+def test_a_verified_copy_is_written_only_with_the_bytes_its_name_promises(tmp_path: Path) -> None:
+    """fetch names the copy by one reading of the card and `read()` checks another: bytes that
+    match the second and not the first must not be handed out under the first's name."""
+    import hashlib
+
+    from mnist_pipeline.registry.copies import verified_copy
+
+    named = hashlib.sha256(b"the bytes the card named").hexdigest()
+    with pytest.raises(RegistryError, match="the bytes read are not the ones named"):
+        verified_copy(tmp_path, named, lambda: b"other bytes")
+    assert not (tmp_path / named).exists()
+    copy = verified_copy(tmp_path, named, lambda: b"the bytes the card named")
+    assert copy.read_bytes() == b"the bytes the card named"

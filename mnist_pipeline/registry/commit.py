@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import keys
 from mnist_pipeline.registry.aliases import (
@@ -122,9 +123,10 @@ def _store_blobs(registry: Registry, blobs: dict[str, bytes]) -> None:
 def _as_stored(part: Mapping[str, Any], what: str) -> dict[str, Any]:
     """A submission's `part` of the card as the card will hold it once read back from JSON
     (keys as strings), so that the seal is computed over what is stored; RegistryError naming
-    `what` when it is not JSON."""
+    `what` when it is not JSON, or JSON no reader of the card would take (nested deeper than
+    core.json_text allows: a version committed that way could never be read)."""
     try:
-        return json.loads(json.dumps(dict(part)))
+        return json_text.loads(json.dumps(dict(part)))
     except (TypeError, ValueError) as exc:
         raise RegistryError(f"a submission's {what} cannot be stored as JSON: {exc}") from None
 

@@ -36,5 +36,8 @@ def verified_copy(cache: Path, sha256: str, read: Callable[[], bytes]) -> Path:
             return copy
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, NotRegularFile):
         pass  # made below (a folder in its place: the write names it)
-    write_bytes(copy, read())
+    data = read()
+    if hashlib.sha256(data).hexdigest() != sha256:  # read() checked a card read since
+        raise RegistryError(f"{copy.name[:12]}: the bytes read are not the ones named {sha256}")
+    write_bytes(copy, data)
     return copy
