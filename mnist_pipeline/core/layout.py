@@ -178,14 +178,15 @@ class Layout:
         that holds the inbox (the project folder, `data`: the store's files among the
         project's). A folder above the project (a team's mount) is the user's to choose."""
         where = self.registry_root(configured, "inbox.shared")
-        if isinstance(where, Path):  # `..` and links resolved: the folder it really is
-            where = _resolved(where)
-        if isinstance(where, Path) and within(where, self.inbox):
+        if not isinstance(where, Path):
+            return where  # a URL
+        where = _resolved(where)  # `..` and links resolved: the folder it really is
+        if within(where, self.inbox):
             raise ParamsError(
                 f"inbox.shared {configured!r} is {where}, inside the inbox {self.inbox}: "
                 "the store needs a folder of its own (or an s3:// URL)"
             )
-        if isinstance(where, Path) and within(where, self.project) and within(self.inbox, where):
+        if within(where, self.project) and within(self.inbox, where):
             raise ParamsError(
                 f"inbox.shared {configured!r} is {where}, a folder of the project holding the "
                 f"inbox {self.inbox}: the store needs a folder of its own (or an s3:// URL)"

@@ -213,9 +213,7 @@ class Canary:
     def _left_a_moment_ago(self, version: int) -> bool:
         """Whether production served `version` when `left` was last read and serves another
         now: left behind, before the alias history (being read) says so."""
-        if self._models is None or version != self._production:
-            return False
-        return version_of(self._models[1].current) != version
+        return version == self._production and self.production() != version
 
     def takes(self, version: int | None) -> bool:
         """Whether this request goes to the canary `version`."""
