@@ -276,3 +276,22 @@ def stored(registry: Registry, version: int | str, relpath: str) -> Path:
         return card_path
     card = json.loads(card_path.read_text())
     return folder / "blobs" / "sha256" / card["files"][relpath]
+
+
+def without_trail_anchors(registry: Registry) -> None:
+    """Every card resealed (and signed again with the registry's key) without the alias_trail
+    it names, as the registry wrote cards before they named the audit trail (to pair them with a
+    log rewritten the way older releases wrote it)."""
+    from mnist_pipeline.registry.card import ALIAS_TRAIL_KEY, SEAL_KEY, SIGNATURE_KEY, seal
+
+    for version in registry.version_numbers():
+        path = writable(stored(registry, version, "card.json"))
+        card = json.loads(path.read_text())
+        body = {
+            k: v for k, v in card.items() if k not in (ALIAS_TRAIL_KEY, SEAL_KEY, SIGNATURE_KEY)
+        }
+        resealed = seal(body)
+        signature = registry.signing.sign(resealed)
+        if signature is not None:
+            resealed[SIGNATURE_KEY] = signature
+        path.write_text(json.dumps(resealed, indent=2) + "\n")

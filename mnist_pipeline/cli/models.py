@@ -13,6 +13,7 @@ from rich.table import Table
 
 from mnist_pipeline.cli.keys import keygen
 from mnist_pipeline.cli.registry_options import Actor, Comment, version_argument
+from mnist_pipeline.cli.restart import restart_aliases
 from mnist_pipeline.cli.state import existing_registry, state
 from mnist_pipeline.core.errors import PipelineError, RegistryError
 from mnist_pipeline.core.reports import ModelCard, parse_report
@@ -29,7 +30,7 @@ from mnist_pipeline.registry.registration import AliasMoved
 models_app = typer.Typer(
     help=(
         "The model registry: register, list, show, history, promote, roll back, approve, "
-        "reject, resolve, verify, gc, keygen."
+        "reject, resolve, verify, gc, keygen, restart-aliases."
     ),
     no_args_is_help=True,
 )
@@ -298,3 +299,4 @@ def collect_garbage(
 
 
 models_app.command("keygen")(keygen)
+models_app.command("restart-aliases")(restart_aliases)

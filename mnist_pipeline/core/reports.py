@@ -211,8 +211,8 @@ class CardData(Report):
 
 
 class ModelCard(Report):
-    """A registered version's card: the registry's fields (name, version, created, files, seal,
-    decision, signature) and the pipeline's description (pipeline/card.py)."""
+    """A registered version's card: the registry's fields (name, version, created, files,
+    alias_trail, seal, decision, signature) and the pipeline's description (pipeline/card.py)."""
 
     schema_: int = Field(alias="schema")
     name: str
@@ -230,6 +230,7 @@ class ModelCard(Report):
     code: dict[str, Any] | None = None
     libraries: dict[str, str | None] | None = None
     files: dict[str, str]
+    alias_trail: str | None = None  # the audit trail's last event at registration (newer cards)
     card_sha256: str
     signature: dict[str, str] | None = None
 

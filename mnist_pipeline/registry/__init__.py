@@ -16,6 +16,7 @@ from mnist_pipeline.registry.api import Registry
 from mnist_pipeline.registry.audit import UntrustedAliases
 from mnist_pipeline.registry.backends import local_folder, open_storage
 from mnist_pipeline.registry.garbage import GRACE_S
+from mnist_pipeline.registry.lost import LostAliases
 from mnist_pipeline.registry.registration import Decision, Registration, Submission
 from mnist_pipeline.registry.storage import Storage
 from mnist_pipeline.registry.trail import default_actor
@@ -29,6 +30,7 @@ __all__ = [
     "Registry",
     "Storage",
     "Submission",
+    "LostAliases",
     "UntrustedAliases",
     "default_actor",
     "local_folder",

@@ -9,6 +9,9 @@
       "last_version": 4     # newest version whose alias decision is recorded here
     }
 
+Each card names the trail's last event when its version was committed (`alias_trail`), so a
+document that lost events a card was registered after is found (lost.py).
+
 A version committed by a writer that died before updating this document has `version >
 last_version`; its card's decision is replayed by the next reader or writer (api.py). Writers
 replace the document by compare-and-swap and retry on conflict.
@@ -95,6 +98,7 @@ class AliasState:
     last_version: int = 0
     sign: trail.Signer | None = field(default=None, repr=False, compare=False)
     model: str | None = field(default=None, repr=False, compare=False)  # its events name it
+    stored: int = field(default=0, repr=False, compare=False)  # events read from the document
 
     def assign(
         self,
@@ -146,6 +150,20 @@ class AliasState:
         check_alias(alias)
         current = self.aliases.get(alias)
         self._log(action, alias, version, current, reason, actor, evidence)
+
+    def restart(
+        self, newest: int, actor: str | None = None, evidence: Mapping[str, Any] | None = None
+    ) -> None:
+        """Point no alias anywhere, forget their histories and replay no decision up to
+        v`newest`: the fresh start of a document that lost events (lost.py)."""
+        previous = self.aliases.get(PRODUCTION)
+        self.aliases, self.history = {}, {}
+        self.last_version = max(self.last_version, newest)
+        why = (
+            "restarted: the alias document had lost events versions were registered after; no "
+            f"alias points anywhere, and no decision up to v{newest} is replayed"
+        )
+        self._log(trail.RESTART, PRODUCTION, newest, previous, why, actor, evidence)
 
     def aliases_of(self, version: int) -> list[str]:
         return sorted(a for a, v in self.aliases.items() if v == version)
@@ -235,7 +253,8 @@ def parse(data: bytes | None, where: str) -> AliasState:
                     f"{where}: alias event {number}'s {key!r} must be "
                     f"{'text' if kind is str else 'an integer'}, got {value!r}"
                 )
-    return AliasState(dict(aliases), {k: list(v) for k, v in history.items()}, events, last)
+    history = {k: list(v) for k, v in history.items()}
+    return AliasState(dict(aliases), history, events, last, stored=len(events))
 
 
 def dump(state: AliasState) -> bytes:

@@ -215,6 +215,11 @@ class Registry:
         `accept` as for promote."""
         return moves.rollback(self, alias, actor, comment, expected, accept)
 
+    def restart_aliases(self, actor: str | None = None, comment: str | None = None) -> int:
+        """Start afresh an alias document that lost events (moves.restart): no alias points
+        anywhere after it; returns the newest version, whose decision is not replayed."""
+        return moves.restart(self, actor, comment)
+
     def garbage(self) -> list[str]:
         """Storage keys no card refers to (left by registrations that did not commit)."""
         return garbage.find(self)

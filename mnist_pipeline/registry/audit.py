@@ -1,7 +1,8 @@
 """`models verify`: every card's seal and signature checked, every file re-hashed, the alias
-document (its audit trail's hash chain and signatures, and the alias map against the trail's
-moves: trail.py) and the rest of the store accounted for. With trusted keys, reads refuse an
-alias document whose trail is broken or does not lead to its aliases (`refuse_forged`)."""
+document (its audit trail's hash chain and signatures, the alias map against the trail's
+moves: trail.py, and every event a card was registered after: lost.py) and the rest of the
+store accounted for. With trusted keys, reads refuse an alias document whose trail is broken or
+does not lead to its aliases (`refuse_forged`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import aliases as alias_doc
-from mnist_pipeline.registry import keys, trail
+from mnist_pipeline.registry import keys, lost, trail
 
 if TYPE_CHECKING:
     from mnist_pipeline.registry.aliases import AliasState
@@ -25,11 +26,13 @@ def audit(registry: Registry) -> list[str]:
         for v in sorted(set(range(1, max(versions, default=0) + 1)) - set(versions))
     ]
     known = {keys.aliases_key(registry.name)}
+    cards = {}
     for version, card, damaged in registry.catalogue():
         known.add(keys.card_key(registry.name, version))
         if card is None:
             problems.append(str(damaged))
             continue
+        cards[version] = card
         try:
             problems += [f"v{version}: {p}" for p in registry._problems(version, card)]
         except RegistryError as exc:  # a folder or device where a file belongs: the next go on
@@ -43,6 +46,10 @@ def audit(registry: Registry) -> list[str]:
     except RegistryError as exc:
         return problems + [str(exc)]
     problems += _trail_problems(registry, state)
+    heads = lost.heads(state.events)
+    for version, card in cards.items():
+        if (head := lost.missing_head(card, heads)) is not None:
+            problems.append(str(lost.refusal(registry, version, head)))
     # versions committed since the listing (the alias document, read after it, may name them):
     # checked by the next verify, and not missing
     listing = registry.storage.list(f"{registry.name}/")

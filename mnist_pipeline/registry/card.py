@@ -1,9 +1,10 @@
 """A version's card: what the caller says about it, plus the registry's own fields, sealed.
 
 The registry adds `schema`, `name`, `version`, `created`, `inputs` (the caller's inputs hash,
-if any), `decision` and `files` (each file's SHA-256) to the caller's description, and seals it
-with `card_sha256`, the SHA-256 of its canonical JSON without that key, so an edited card is
-detected like an edited file. With a signing key the sealed card carries its Ed25519
+if any), `decision`, `files` (each file's SHA-256) and `alias_trail` (the SHA-256 of the audit
+trail's last stored event, None before the first: lost.py) to the caller's description, and
+seals it with `card_sha256`, the SHA-256 of its canonical JSON without that key, so an edited
+card is detected like an edited file. With a signing key the sealed card carries its Ed25519
 `signature` (signing.py), outside the seal. Of the description the registry reads nothing:
 what a model is and how it was made is the caller's business.
 """
@@ -21,7 +22,10 @@ from mnist_pipeline.registry.keys import SHA256_RE, check_relpath
 CARD_SCHEMA = 2  # 2: files are content-addressed blobs (1: files inside the version folder)
 SEAL_KEY = "card_sha256"
 SIGNATURE_KEY = "signature"  # {"key_id", "ed25519"} over the sealed card without this key
-REGISTRY_FIELDS = ("schema", "name", "version", "created", "inputs", "files", SEAL_KEY)
+ALIAS_TRAIL_KEY = "alias_trail"  # the audit trail's last event when the version was committed
+REGISTRY_FIELDS = (
+    "schema", "name", "version", "created", "inputs", "files", ALIAS_TRAIL_KEY, SEAL_KEY
+)  # fmt: skip
 UNSEALED = (SEAL_KEY, SIGNATURE_KEY)
 
 

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import RegistryError
-from mnist_pipeline.registry import keys
+from mnist_pipeline.registry import keys, trail
 from mnist_pipeline.registry.aliases import (
     PRODUCTION,
     checked_actor,
     utc_now,
 )
 from mnist_pipeline.registry.card import (
+    ALIAS_TRAIL_KEY,
     CARD_SCHEMA,
     REGISTRY_FIELDS,
     SIGNATURE_KEY,
@@ -98,7 +99,8 @@ def register(
         # the first number that can be free; a writer that took it meanwhile makes this N+1
         listed = catalogue[-1][0] if catalogue else 0
         first = max(listed, state.last_version) + 1
-        version = _commit(registry, submission, hashes, first)
+        head = trail.link(state.events[: state.stored])  # what was stored, not replayed
+        version = _commit(registry, submission, hashes, first, head)
     return _apply_decision(registry, version, submission, actor)
 
 
@@ -131,8 +133,15 @@ def _as_stored(part: Mapping[str, Any], what: str) -> dict[str, Any]:
         raise RegistryError(f"a submission's {what} cannot be stored as JSON: {exc}") from None
 
 
-def _commit(registry: Registry, submission: Submission, hashes: dict[str, str], first: int) -> int:
-    """Create the card of version `first`, or the next one free (another writer took N)."""
+def _commit(
+    registry: Registry,
+    submission: Submission,
+    hashes: dict[str, str],
+    first: int,
+    head: str | None,
+) -> int:
+    """Create the card of version `first`, or the next one free (another writer took N),
+    naming `head`, the audit trail's last stored event (lost.py)."""
     name, version = registry.name, first
     while True:
         card = seal(
@@ -145,6 +154,7 @@ def _commit(registry: Registry, submission: Submission, hashes: dict[str, str], 
                 "decision": submission.decision.to_dict(),
                 "inputs": submission.fingerprint,
                 "files": dict(sorted(hashes.items())),
+                ALIAS_TRAIL_KEY: head,
             }
         )
         signature = registry.signing.sign(card)

@@ -1,4 +1,5 @@
-"""Moving a registry's aliases by hand: promote, roll back, or note a decision that moves nothing.
+"""Moving a registry's aliases by hand: promote, roll back, note a decision that moves nothing,
+or restart an alias document that lost events (lost.py).
 
 Each move is one compare-and-swap of the alias document (swap.py), appended to its audit trail
 (trail.py), and only to a version whose files verify; `expected` makes a move conditional on
@@ -11,10 +12,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mnist_pipeline.core.errors import RegistryError
-from mnist_pipeline.registry import keys, trail
+from mnist_pipeline.registry import aliases as alias_doc
+from mnist_pipeline.registry import keys, lost, trail
 from mnist_pipeline.registry.aliases import PRODUCTION, AliasState, checked_actor, commented
+from mnist_pipeline.registry.audit import refuse_forged
 from mnist_pipeline.registry.registration import AliasMoved
-from mnist_pipeline.registry.swap import swap_aliases
+from mnist_pipeline.registry.swap import SWAP_ATTEMPTS, swap_aliases
 
 if TYPE_CHECKING:
     from mnist_pipeline.registry.api import Registry
@@ -66,8 +69,10 @@ def note(
     checked_actor(actor)  # both refused before anything moves
     commented(comment)
     keys.check_alias(action)  # same shape: lowercase, no separators
-    if action in (*trail.MOVES, "rollback"):
-        raise RegistryError(f"{action!r} moves an alias: promote or roll back instead of noting it")
+    if action in (*trail.MOVES, "rollback", trail.RESTART):
+        raise RegistryError(
+            f"{action!r} moves an alias: promote, roll back or restart instead of noting it"
+        )
 
     def record(state: AliasState) -> int:
         target = registry.version_of(version, state)
@@ -100,6 +105,35 @@ def rollback(
         return target
 
     return swap_aliases(registry, back, actor)
+
+
+def restart(registry: Registry, actor: str | None = None, comment: str | None = None) -> int:
+    """Start an alias document that lost events afresh (lost.py); returns the newest
+    version, the last whose decision is not replayed. RegistryError when nothing was lost, or
+    when the stored document's own trail does not verify (trusted keys)."""
+    checked_actor(actor)  # both refused before anything moves
+    commented(comment)
+    registry.signing.require_signer()
+    key = keys.aliases_key(registry.name)
+    for _ in range(SWAP_ATTEMPTS):
+        state, revision = registry._stored_aliases()
+        if revision is not None:
+            refuse_forged(registry, state, revision)
+        gone = lost.lost(registry, state.events)
+        if not gone:
+            raise RegistryError(
+                f"{registry._aliases_where()} holds every alias event its versions were "
+                "registered after: nothing to restart"
+            )
+        newest = max(registry.version_numbers())
+        state.sign = registry.signing.sign
+        evidence = {lost.LOST_KEY: sorted({head for _, head in gone})} | commented(comment)
+        state.restart(newest, actor, evidence)
+        if registry.storage.swap(key, alias_doc.dump(state), revision):
+            return newest
+    raise RegistryError(
+        f"{registry.location}: the alias document kept changing under {SWAP_ATTEMPTS} attempts"
+    )
 
 
 def _require_intact(registry: Registry, version: int, accept: Accept | None = None) -> None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mnist_pipeline.core.errors import RegistryError, StoreError
-from mnist_pipeline.registry import keys
+from mnist_pipeline.registry import keys, lost
 from mnist_pipeline.registry.aliases import AliasState
 from mnist_pipeline.registry.registration import DECISION_FIELDS, applicable
-from mnist_pipeline.registry.signing import UntrustedKey
+from mnist_pipeline.registry.signing import NotSigned, UntrustedKey
 
 if TYPE_CHECKING:
     from mnist_pipeline.registry.api import Registry
@@ -32,9 +32,12 @@ def replayed(
     record yet: as registered by `actor` (default: the local user) for version `own`, the one
     its writer is recording; any other is marked replayed by `actor`. A card that cannot be
     read or checked gets no alias (`verify` reports it); one signed by a key this host does not
-    trust is not passed over, since another host may trust it: a reading stops short of it,
+    trust, or unsigned where it requires signatures, is not passed over, since another host
+    may accept it: a reading stops short of it,
     and a writer (`writing`) is refused (recorded as handled, its decision would be lost for
-    every host)."""
+    every host). A card registered after an event the document no longer holds stops readers
+    and writers alike (lost.LostAliases: replayed, its decision could undo a lost rollback)."""
+    known: set[str] | None = None  # the stored document's heads, once a card asks
     for version in registry.version_numbers() if versions is None else versions:
         if version <= state.last_version:
             continue
@@ -42,15 +45,20 @@ def replayed(
         # the next change replays it).
         data = registry.storage.read(keys.card_key(registry.name, version))
         try:
-            decision = registry._checked_card(version, data)[0]["decision"]
+            card = registry._checked_card(version, data)[0]
+            known = lost.heads(state.events[: state.stored]) if known is None else known
+            head = lost.missing_head(card, known)
+            if head is not None:
+                raise lost.refusal(registry, version, head)
+            decision = card["decision"]
             alias, reason = applicable(decision, state)
             evidence = {k: v for k, v in decision.items() if k not in DECISION_FIELDS}
             if version != own:
                 evidence["replayed"] = True  # its writer died before recording it
             state.assign(alias, version, "register", reason, actor, evidence)
-        except StoreError:
+        except (StoreError, lost.LostAliases):
             raise
-        except UntrustedKey:
+        except (UntrustedKey, NotSigned):
             if writing:
                 raise
             return state

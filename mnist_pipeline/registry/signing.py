@@ -88,6 +88,10 @@ class UntrustedKey(RegistryError):
     """A record signed by a key this host does not trust (another host may trust it)."""
 
 
+class NotSigned(RegistryError):
+    """An unsigned record where this host requires signatures (another host may not)."""
+
+
 @dataclass(frozen=True)
 class Signing:
     """The registry's signing key (if any), trusted public keys by id, and the policy."""
@@ -137,7 +141,7 @@ class Signing:
             return
         if signature is None:
             if self.required:
-                raise RegistryError(f"{label} is not signed (registry.require_signature)")
+                raise NotSigned(f"{label} is not signed (registry.require_signature)")
             return
         try:
             public = self.trusted.get(str(signature["key_id"]))

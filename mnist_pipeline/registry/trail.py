@@ -37,6 +37,7 @@ _VOUCH = (
     "`models promote` one), then turn it on"
 )
 MOVES = ("register", "promote")  # point an alias at a version; "rollback" pops its history
+RESTART = "restart"  # every alias and history cleared (an alias document that lost events)
 Signer = Callable[[dict[str, Any]], dict[str, str] | None]
 
 
@@ -151,11 +152,15 @@ def check(events: list[Any], signing: Signing, model: str | None = None) -> list
 
 
 def replay(events: list[Any]) -> tuple[dict[str, int], dict[str, list[int]]]:
-    """The aliases and alias histories the log's moves lead to (other actions move nothing)."""
+    """The aliases and alias histories the log's moves lead to (a restart clears them; other
+    actions move nothing)."""
     aliases: dict[str, int] = {}
     history: dict[str, list[int]] = {}
     for event in events:
         if not isinstance(event, dict):
+            continue
+        if event.get("action") == RESTART:
+            aliases, history = {}, {}
             continue
         alias, version = event.get("alias"), event.get("version")
         if not isinstance(alias, str) or not isinstance(version, int):

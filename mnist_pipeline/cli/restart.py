@@ -1,0 +1,29 @@
+"""`mnist-pipeline models restart-aliases`: a fresh start for an alias document that lost
+events (deleted, emptied, or replaced by an older copy), when no copy of it is left."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from mnist_pipeline.cli.registry_options import Actor, Comment
+from mnist_pipeline.cli.state import existing_registry
+from mnist_pipeline.pipeline import announce
+
+err = Console(stderr=True)
+
+
+def restart_aliases(ctx: typer.Context, comment: Comment = None, actor: Actor = None) -> None:
+    """Start the alias document afresh after it lost events: no alias points anywhere, no
+    decision up to the newest version is replayed; promote what should serve next."""
+    registry = existing_registry(ctx)
+    given = announce.current_actor() if actor is None else actor  # "" is refused as blank
+    newest = registry.restart_aliases(given, comment)
+    err.print(
+        f"{registry.name}: alias document restarted; no alias points anywhere and no "
+        f"decision up to v{newest} is replayed. Promote the version production should serve: "
+        "mnist-pipeline models promote VERSION",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )

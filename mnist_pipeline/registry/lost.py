@@ -1,0 +1,71 @@
+"""An alias document that lost events: found by the cards, and started afresh.
+
+Each card names the audit trail's last stored event when its version was committed (the card's
+`alias_trail`). The trail only grows (each change appends by compare-and-swap), so every later
+alias document holds that event. One that does not was deleted, emptied or replaced by an older
+copy: replaying the cards' decisions onto it could bring back a move its lost events undid (a
+rollback), so readers and writers refuse it (`LostAliases`) until it is restored from a copy,
+or restarted (moves.restart): a signed event names what was lost, points no alias anywhere and
+replays no decision up to the newest version; then a person promotes what should serve.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.registry import trail
+from mnist_pipeline.registry.card import ALIAS_TRAIL_KEY
+
+if TYPE_CHECKING:
+    from mnist_pipeline.registry.api import Registry
+
+LOST_KEY = "lost"  # a restart event's evidence: the events the document had lost
+
+
+class LostAliases(RegistryError):
+    """The alias document lacks an event a version was registered after."""
+
+
+def heads(events: list[Any]) -> set[str]:
+    """Every event hash the log has ended at (a legacy prefix: the hash of it, as `trail.link`
+    gives it), and the lost ones its restart events name."""
+    found: set[str] = set()
+    for count, event in enumerate(events, 1):
+        if isinstance(event, dict) and isinstance(event.get(trail.HASH_KEY), str):
+            found.add(event[trail.HASH_KEY])
+            if event.get("action") == trail.RESTART:
+                lost = (event.get("evidence") or {}).get(LOST_KEY) or []
+                found |= {str(head) for head in lost if isinstance(lost, list)}
+        else:
+            found.add(str(trail.link(events[:count])))
+    return found
+
+
+def missing_head(card: dict[str, Any], known: set[str]) -> str | None:
+    """The event `card` was registered after, when `known` (`heads`) lacks it."""
+    head = card.get(ALIAS_TRAIL_KEY)
+    return None if head is None or str(head) in known else str(head)
+
+
+def refusal(registry: Registry, version: int, head: str) -> LostAliases:
+    """The error of an alias document that lost `head`, which v`version` was registered after."""
+    return LostAliases(
+        f"{registry._aliases_where()} no longer holds alias event {head[:12]}..., the last one "
+        f"when {registry.name} v{version} was registered: it was deleted, emptied or replaced "
+        "by an older copy. Replaying the versions' decisions onto it could bring back a move "
+        "its lost events undid (a rollback), so its aliases are not followed: restore it from "
+        "a copy (object versioning, a backup), or start it afresh with `mnist-pipeline models "
+        "restart-aliases` and promote the version production should serve"
+    )
+
+
+def lost(registry: Registry, events: list[Any]) -> list[tuple[int, str]]:
+    """(version, event) of every readable card registered after an event `events` lacks."""
+    known = heads(events)
+    found = []
+    for version, card, _ in registry.catalogue(strict=True):
+        head = None if card is None else missing_head(card, known)
+        if head is not None:
+            found.append((version, head))
+    return found

@@ -1,0 +1,164 @@
+"""An alias document that lost events (deleted, emptied) is refused rather than rebuilt from the
+cards, which would bring back what its lost events undid; `restart-aliases` starts it afresh.
+And a card unsigned where this host requires signatures is not recorded as handled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.pipeline.register import register_candidate
+from mnist_pipeline.registry import LostAliases, Registry
+from mnist_pipeline.registry.signing import Signing
+from mnist_pipeline.registry.trail import digest
+from tests.registry_helpers import (
+    MODEL,
+    PARAMS,
+    key_pair,
+    model_dir,
+    without_trail_anchors,
+    writable,
+)
+from tests.test_registry_trail import LEGACY_FIELDS
+
+EMPTY = {"aliases": {}, "history": {}, "events": [], "last_version": 0}
+
+
+def lose(registry: Registry, how: str) -> None:
+    """What a slip with `rm` or a bad restore does to the alias document."""
+    path = writable(model_dir(registry) / "aliases.json")
+    if how == "deleted":
+        path.unlink()
+    else:
+        path.write_text(json.dumps(EMPTY))
+
+
+def rolled_back(registry: Registry, make) -> Registry:
+    """v1 and the better v2 registered for production, then production rolled back to v1."""
+    register_candidate(registry, make(1, accuracy=0.97), PARAMS, 0.0)
+    assert register_candidate(registry, make(2, accuracy=0.99), PARAMS, 0.0).alias == "production"
+    registry.rollback(comment="v2 regressed on live traffic")
+    assert registry.aliases() == {"production": 1}
+    return registry
+
+
+@pytest.mark.parametrize("how", ["deleted", "emptied"])
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_a_lost_alias_document_never_brings_back_a_rolled_back_version(
+    tmp_path: Path, make, how: str, signed: bool
+) -> None:
+    """Replaying the cards onto a lost document would make v2 production again: every read
+    and write refuses instead, naming the lost event, and verify reports it. A restart points
+    nothing anywhere (signed like any event, so verify passes under require_signature) until
+    a person promotes; registering goes on from there."""
+    signing = Signing()
+    if signed:
+        key, pub = key_pair(tmp_path)
+        signing = Signing.load(key, [pub], required=True)
+    registry = rolled_back(Registry(tmp_path / "registry", MODEL, signing), make)
+    first_event = registry.alias_log()["events"][0]["sha256"]
+    lose(registry, how)
+
+    lost_event = rf"no longer holds alias event {first_event[:12]}\.\.\., the last one when "
+    for read in (registry.aliases, lambda: registry.version_of("production")):
+        with pytest.raises(LostAliases, match=lost_event + f"{MODEL} v2 was registered"):
+            read()
+    with pytest.raises(LostAliases, match="restart-aliases"):
+        registry.promote(1, "staging")
+    with pytest.raises(LostAliases):
+        register_candidate(registry, make(3, accuracy=0.995), PARAMS, 0.0)
+    assert registry.version_numbers() == [1, 2]  # nothing committed
+    assert any("no longer holds alias event" in p for p in registry.verify())
+
+    assert registry.restart_aliases(actor="user:ops", comment="aliases.json lost") == 2
+    assert registry.aliases() == {} and registry.verify() == []
+    restart = registry.alias_log()["events"][-1]
+    assert (restart["action"], restart["actor"], restart["version"]) == ("restart", "user:ops", 2)
+    assert restart["evidence"] == {"lost": [first_event], "comment": "aliases.json lost"}
+    assert ("signature" in restart) is signed
+    with pytest.raises(RegistryError, match="nothing to restart"):
+        registry.restart_aliases()
+    registry.promote(1, "production", comment="the last good one")
+    done = register_candidate(registry, make(3, accuracy=0.995), PARAMS, 0.0)
+    assert (done.version, registry.aliases()) == (3, {"production": 3})
+    assert registry.verify() == []
+
+
+def test_a_writer_that_died_before_recording_is_still_replayed(
+    registry: Registry, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check tells a lost document from a late one: a version committed after the events
+    the document holds, by a writer that never recorded it, gets its decision."""
+    register_candidate(registry, make(1, accuracy=0.97), PARAMS, 0.0)
+    with monkeypatch.context() as patch:  # every compare-and-swap lost: never recorded
+        patch.setattr(type(registry.storage), "swap", lambda *a, **k: False)
+        done = register_candidate(registry, make(2, accuracy=0.99), PARAMS, 0.0)
+    stored = json.loads(registry.storage.read(f"{MODEL}/aliases.json"))
+    assert done.warning and stored["last_version"] == 1
+    assert registry.aliases() == {"production": 2}
+    assert registry.verify() == []
+
+
+def test_restart_aliases_from_the_cli(tmp_path: Path, make) -> None:
+    registry = rolled_back(Registry(tmp_path / "registry", MODEL), make)
+    lose(registry, "deleted")
+    (tmp_path / "params.yaml").write_text("{}\n")
+    runner = CliRunner()
+    command = ["--root", str(tmp_path), "models"]
+    verify = runner.invoke(app, [*command, "verify"])
+    assert verify.exit_code == 1 and "no longer holds alias event" in verify.output
+    done = runner.invoke(app, [*command, "restart-aliases", "--comment", "lost", "--actor", "ops"])
+    assert done.exit_code == 0, done.output
+    assert "no decision up to v2 is replayed" in " ".join(done.output.split())
+    assert registry.aliases() == {} and registry.alias_log()["events"][-1]["actor"] == "ops"
+    again = runner.invoke(app, [*command, "restart-aliases"])
+    assert isinstance(again.exception, RegistryError)
+    assert "nothing to restart" in str(again.exception)
+
+
+def test_an_unsigned_version_is_not_recorded_as_handled_where_signatures_are_required(
+    tmp_path: Path, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Host B does not sign; it commits v2 for production and dies before recording it. Host A
+    requires signatures: a change it makes must not record v2 as handled with no alias (every
+    host, B too, would lose v2's decision); it is refused, naming v2, and B's next change
+    records v2 as production."""
+    root = tmp_path / "registry"
+    key, pub = key_pair(tmp_path)
+    a = Registry(root, MODEL, Signing.load(key, [pub], required=False))
+    register_candidate(a, make(1, accuracy=0.97), PARAMS, 0.0)
+    b = Registry(root, MODEL)
+    with monkeypatch.context() as patch:
+        patch.setattr(type(b.storage), "swap", lambda *a, **k: False)
+        assert register_candidate(b, make(2, accuracy=0.99), PARAMS, 0.0).warning
+    requiring = Registry(root, MODEL, Signing.load(key, [pub], required=True))
+    with pytest.raises(RegistryError, match=rf"{MODEL} v2 is not signed"):
+        requiring.promote(1, "staging")
+    assert requiring.aliases() == {"production": 1}  # a reading stops short of v2
+    assert json.loads(a.storage.read(f"{MODEL}/aliases.json"))["last_version"] == 1
+    b.promote(1, "staging")
+    assert b.aliases() == {"production": 2, "staging": 1}
+
+
+def test_a_version_registered_after_a_legacy_log_names_all_of_it(registry: Registry, make) -> None:
+    """An older release's registry (events without hashes, cards naming no trail): a new
+    version names the hash of the whole legacy prefix, as the next chained event will."""
+    for seed, accuracy in ((1, 0.98), (2, 0.97)):
+        register_candidate(registry, make(seed, accuracy=accuracy), PARAMS, 0.0)
+    path = writable(model_dir(registry) / "aliases.json")
+    document = json.loads(path.read_text())
+    legacy = [{k: e[k] for k in LEGACY_FIELDS} for e in document["events"]]
+    path.write_text(json.dumps(document | {"events": legacy}))
+    without_trail_anchors(registry)
+    assert registry.verify() == []
+    register_candidate(registry, make(3, accuracy=0.99), PARAMS, 0.0)
+    assert registry.card("3")["alias_trail"] == digest(legacy)
+    assert registry.verify() == [] and registry.aliases() == {"production": 3, "staging": 2}
+    lose(registry, "emptied")
+    with pytest.raises(LostAliases, match=rf"{MODEL} v3 was registered"):
+        registry.aliases()
