@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from mnist_pipeline.core.errors import ParamsError, RegistryError, StoreError
 from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.pipeline.register import register_candidate
-from mnist_pipeline.registry import Registry, commit, s3
+from mnist_pipeline.registry import LostAliases, Registry, commit, s3
 from mnist_pipeline.registry.backends import open_storage
 from mnist_pipeline.registry.s3 import S3Bucket, parse_url
 from mnist_pipeline.registry.s3_lease import Lease
@@ -131,6 +131,27 @@ def test_the_registry_keeps_its_guarantees_on_s3(s3_url: str, make, tmp_path: Pa
     with pytest.raises(RegistryError, match="v2: model.onnx was modified"):
         registry.read_file("production", "model.onnx")
     assert any("model.onnx" in problem for problem in registry.verify())
+
+
+def test_a_deleted_alias_document_on_s3_is_refused_then_restarted(
+    s3_url: str, make, tmp_path: Path
+) -> None:
+    """Deleting aliases.json must not make the rolled-back v2 production again; the restart
+    creates the document afresh (a create-only write), signed."""
+    key, public = key_pair(tmp_path)
+    registry = Registry(s3_url, MODEL, Signing.load(key, [public], True))
+    register_candidate(registry, make(1, accuracy=0.97), PARAMS)
+    register_candidate(registry, make(2, accuracy=0.99), PARAMS)
+    registry.rollback("production", "tester", "v2 regressed")
+    assert registry.aliases() == {"production": 1}
+    bucket = s3_url.removeprefix("s3://").split("/")[0]
+    registry.storage.client.delete_object(Bucket=bucket, Key=f"registry/{MODEL}/aliases.json")
+    with pytest.raises(LostAliases, match=f"the last one when {MODEL} v2 was registered"):
+        registry.aliases()
+    assert registry.restart_aliases("tester", "aliases.json deleted") == 2
+    assert registry.aliases() == {} and registry.verify() == []
+    registry.promote(1, "production", "tester", "the last good one")
+    assert registry.aliases() == {"production": 1} and registry.verify() == []
 
 
 def test_unreferenced_blobs_are_reported_and_collected(s3_url: str, make) -> None:
