@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from mnist_pipeline.core.errors import GateError, PipelineError
+from mnist_pipeline.core.errors import DataError, GateError, PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import EvaluateParams, ModelParams, Params
 from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
@@ -26,6 +26,7 @@ from mnist_pipeline.model.network import build_model
 from mnist_pipeline.model.weights import save_state_dict
 from mnist_pipeline.training.train import train
 from tests.conftest import REPO_ROOT
+from tests.synthetic import make_dataset, write_data_dir
 
 MODEL = ModelParams()
 METRIC_KEYS = {
@@ -174,6 +175,17 @@ def test_staging_a_killed_evaluate_left_goes_and_a_folder_in_a_plots_place_is_fo
     assert not old.exists() and recent.is_dir()  # a day old: left by a killed one; else running
     left = sorted(p.name for p in trained.reports.rglob(f"{STAGING}*"))
     assert left == [f"{STAGING}new"]
+
+
+def test_an_empty_test_split_is_named_not_scored_as_zero(tmp_path: Path, tiny_params: Params):
+    """Weights trained on a dataset whose test split is empty: nothing to score, so no gate
+    verdict either way (accuracy 0/0) and no report."""
+    layout = Layout(tmp_path)
+    write_data_dir(layout.data_dir, make_dataset(n_test=0))
+    train(tiny_params.model, tiny_params.train, layout)
+    with pytest.raises(DataError, match="the test split holds no images, so evaluate has"):
+        evaluate(MODEL, EvaluateParams(min_accuracy=0.5), layout)
+    assert not layout.metrics.exists()
 
 
 def test_missing_weights_is_a_clear_error(tmp_path: Path, tiny_data_dir: Path) -> None:

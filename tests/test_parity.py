@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_pipeline.core.errors import GateError, PipelineError
+from mnist_pipeline.core.errors import DataError, GateError, PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ExportParams, ParityParams
 from mnist_pipeline.data.manifest import file_sha256
@@ -16,6 +16,7 @@ from mnist_pipeline.export.export import export_onnx
 from mnist_pipeline.export.parity import check_parity
 from mnist_pipeline.model.network import build_model
 from mnist_pipeline.model.weights import save_state_dict
+from tests.synthetic import make_dataset, write_data_dir
 
 REQUIRED = {
     "passed": bool,
@@ -79,6 +80,19 @@ def test_tampered_weights_fail_after_writing_the_report(
     assert report["passed"] is False
     assert report["max_abs_diff_logits"] > 1e-4
     assert f"{report['max_abs_diff_logits']:.3g}" in str(info.value)
+
+
+def test_an_empty_test_split_is_named_before_anything_is_written(
+    exported: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    write_data_dir(data, make_dataset(n_test=0))
+    with pytest.raises(DataError, match="the test split holds no images, so parity has nothing"):
+        check_parity(
+            ParityParams(), "classic", exported / "model.pt", exported / "model.onnx", data,
+            tmp_path / "parity.json",
+        )  # fmt: skip
+    assert not (tmp_path / "parity.json").exists()
 
 
 def test_missing_onnx_is_a_clear_error(exported: Path, tiny_data_dir: Path, tmp_path: Path):

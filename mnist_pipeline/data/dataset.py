@@ -57,6 +57,17 @@ def load_mnist(data_dir: Path) -> Mnist:
     return Mnist(train_images, train_labels, test_images, test_labels)
 
 
+def require_test_images(mnist: Mnist, data_dir: Path, stage: str) -> Mnist:
+    """`mnist` if its test split holds an image; else DataError: `stage` (evaluate, parity)
+    would score nothing, and an empty split passes no honest check."""
+    if not len(mnist.test_labels):
+        raise DataError(
+            f"{data_dir}: the test split holds no images, so {stage} has nothing to score; "
+            "fetch the dataset again (`mnist-pipeline fetch`)"
+        )
+    return mnist
+
+
 def normalise(images: torch.Tensor) -> torch.Tensor:
     """uint8 [N, 28, 28] -> float32 [N, 1, 28, 28], scaled to [0, 1] then standardised."""
     return ((images.float() / 255.0 - MNIST_MEAN) / MNIST_STD).unsqueeze(1)

@@ -37,7 +37,7 @@ from mnist_pipeline.core.errors import GateError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import EvaluateParams, ModelParams
 from mnist_pipeline.core.reports import Metrics, TrainRecord, read_report
-from mnist_pipeline.data.dataset import load_mnist
+from mnist_pipeline.data.dataset import load_mnist, require_test_images
 from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.evaluation import metrics, plots, quality, report, scoring
 from mnist_pipeline.evaluation.gate import accuracy_passes, enforce_evaluation, made_from
@@ -174,7 +174,7 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
         data_sha256 = dataset_sha256(layout.data_dir)
         ingested = extra.extra_sha256(layout.extra_dir)
         check_trained(layout, weights_sha256, data_sha256, ingested)
-        mnist = load_mnist(layout.data_dir)
+        mnist = require_test_images(load_mnist(layout.data_dir), layout.data_dir, "evaluate")
         holdout = extra.read_split(layout.extra_dir, "holdout")
     with ExitStack() as stack:
         staged, staged_plots = (

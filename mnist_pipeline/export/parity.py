@@ -34,7 +34,7 @@ from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ModelParams, ParityParams
 from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.core.reports import Parity
-from mnist_pipeline.data.dataset import load_mnist, normalise
+from mnist_pipeline.data.dataset import load_mnist, normalise, require_test_images
 from mnist_pipeline.evaluation import gate
 from mnist_pipeline.evaluation.gate import parity_passes
 from mnist_pipeline.export.session import model_input, open_session
@@ -129,7 +129,7 @@ def check_parity(
         recorded = exported_from["state_dict_sha256"]
         gate.made_from(recorded, weights_sha256, str(onnx_path), "model.pt", "export")
 
-    images = load_mnist(data_dir).test_images
+    images = require_test_images(load_mnist(data_dir), data_dir, "parity").test_images
     ref_logits = _torch_outputs(net, images)
     pixels = model_input(images.numpy())
 
