@@ -162,3 +162,53 @@ def test_a_version_registered_after_a_legacy_log_names_all_of_it(registry: Regis
     lose(registry, "emptied")
     with pytest.raises(LostAliases, match=rf"{MODEL} v3 was registered"):
         registry.aliases()
+
+
+def test_a_version_this_host_cannot_check_neither_hides_the_loss_nor_outlives_a_restart(
+    tmp_path: Path, make
+) -> None:
+    """v1 unsigned (before signing was on), v2 signed by a key since retired, v3 by the new key;
+    v3 rolled back, then aliases.json deleted. A host requiring signatures from the new key
+    alone stops at v1 when replaying, yet is refused for the loss, not handed an empty map; its
+    restart names the events of the cards it cannot check too, so a host that still trusts the
+    old key finds nothing lost afterwards."""
+    root = tmp_path / "registry"
+    old, old_pub = key_pair(tmp_path / "old")
+    new, new_pub = key_pair(tmp_path / "new")
+    register_candidate(Registry(root, MODEL), make(1, accuracy=0.96), PARAMS, 0.0)
+    old_host = Registry(root, MODEL, Signing.load(old, [old_pub], required=False))
+    register_candidate(old_host, make(2, accuracy=0.97), PARAMS, 0.0)
+    both = Registry(root, MODEL, Signing.load(new, [old_pub, new_pub], required=False))
+    register_candidate(both, make(3, accuracy=0.99), PARAMS, 0.0)
+    both.rollback(comment="v3 regressed")
+    lose(both, "deleted")
+    strict = Registry(root, MODEL, Signing.load(new, [new_pub], required=True))
+    for change in (strict.aliases, lambda: strict.promote(3, "staging")):
+        with pytest.raises(LostAliases, match=f"the last one when {MODEL} v2 was registered"):
+            change()
+    assert strict.restart_aliases(comment="lost") == 3
+    lost_events = strict.alias_log()["events"][-1]["evidence"]["lost"]
+    assert len(lost_events) == 2  # the events v2 and v3 were registered after
+    assert not [p for p in both.verify() if "no longer holds" in p]
+    with pytest.raises(RegistryError, match="nothing to restart"):
+        both.restart_aliases()
+
+
+def test_an_unreadable_alias_document_is_restarted_and_its_history_shown(
+    tmp_path: Path, make
+) -> None:
+    """A truncated aliases.json (zero bytes) cannot be parsed at all: a restart starts from
+    nothing. Before it, `models history` shows what is stored, with the reason it is not
+    followed, when the document lost events."""
+    registry = rolled_back(Registry(tmp_path / "registry", MODEL), make)
+    (tmp_path / "params.yaml").write_text("{}\n")
+    command = ["--root", str(tmp_path), "models"]
+    lose(registry, "emptied")
+    shown = CliRunner().invoke(app, [*command, "history", "--json"])
+    assert shown.exit_code == 0 and json.loads(shown.stdout) == []
+    assert "no longer holds alias event" in " ".join(shown.stderr.split())
+    writable(model_dir(registry) / "aliases.json").write_bytes(b"")
+    with pytest.raises(RegistryError, match="not readable JSON"):
+        registry.aliases()
+    assert registry.restart_aliases() == 2
+    assert registry.aliases() == {} and registry.verify() == []

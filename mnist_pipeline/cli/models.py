@@ -23,7 +23,7 @@ from mnist_pipeline.pipeline.card import summary_lines
 from mnist_pipeline.pipeline.register import require_promotable
 from mnist_pipeline.pipeline.register import verify as verify_versions
 from mnist_pipeline.pipeline.versions import ONNX_FILE
-from mnist_pipeline.registry import GRACE_S, Registry, UntrustedAliases, keys
+from mnist_pipeline.registry import GRACE_S, LostAliases, Registry, UntrustedAliases, keys
 from mnist_pipeline.registry.aliases import PRODUCTION, STAGING, printable
 from mnist_pipeline.registry.registration import AliasMoved
 
@@ -131,7 +131,7 @@ def history(
     registry = existing_registry(ctx)
     try:
         log = registry.alias_log()  # one read: the aliases and their events
-    except UntrustedAliases as exc:  # the trail is what shows how to repair it
+    except (UntrustedAliases, LostAliases) as exc:  # the trail shows how to repair it
         err.print(f"warning: {exc}; shown as stored, unchecked", markup=False, soft_wrap=True)
         log = registry.alias_log(checked=False)
     everything = log["events"]

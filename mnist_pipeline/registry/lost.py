@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mnist_pipeline.core.errors import RegistryError
-from mnist_pipeline.registry import trail
-from mnist_pipeline.registry.card import ALIAS_TRAIL_KEY
+from mnist_pipeline.registry import keys, trail
+from mnist_pipeline.registry.card import ALIAS_TRAIL_KEY, parse_card
 
 if TYPE_CHECKING:
     from mnist_pipeline.registry.api import Registry
@@ -60,11 +60,23 @@ def refusal(registry: Registry, version: int, head: str) -> LostAliases:
     )
 
 
+def sealed_card(registry: Registry, version: int, data: bytes | None) -> dict[str, Any] | None:
+    """The card stored as `data` if its seal holds, whatever its signature (None if not): a
+    card this host cannot check still tells which event its version was registered after."""
+    try:
+        return None if data is None else parse_card(data, registry.name, version)
+    except RegistryError:
+        return None
+
+
 def lost(registry: Registry, events: list[Any]) -> list[tuple[int, str]]:
-    """(version, event) of every readable card registered after an event `events` lacks."""
+    """(version, event) of every sealed card registered after an event `events` lacks."""
     known = heads(events)
+    versions = registry.version_numbers()
+    stored = registry.storage.read_many([keys.card_key(registry.name, v) for v in versions])
     found = []
-    for version, card, _ in registry.catalogue(strict=True):
+    for version, data in zip(versions, stored, strict=True):
+        card = sealed_card(registry, version, data)
         head = None if card is None else missing_head(card, known)
         if head is not None:
             found.append((version, head))

@@ -108,24 +108,31 @@ def rollback(
 
 
 def restart(registry: Registry, actor: str | None = None, comment: str | None = None) -> int:
-    """Start an alias document that lost events afresh (lost.py); returns the newest
-    version, the last whose decision is not replayed. RegistryError when nothing was lost, or
-    when the stored document's own trail does not verify (trusted keys)."""
+    """Start an alias document that lost events, or cannot be read at all, afresh (lost.py);
+    returns the newest version, the last whose decision is not replayed. RegistryError when
+    nothing was lost, or when the stored document's own trail does not verify (trusted keys)."""
     checked_actor(actor)  # both refused before anything moves
     commented(comment)
     registry.signing.require_signer()
     key = keys.aliases_key(registry.name)
     for _ in range(SWAP_ATTEMPTS):
-        state, revision = registry._stored_aliases()
-        if revision is not None:
+        found = registry.storage.read_document(key)
+        revision = None if found is None else found[1]
+        try:
+            state = alias_doc.parse(found and found[0], registry._aliases_where())
+            unreadable = False
+        except RegistryError:  # truncated, not JSON: every event of it is lost
+            state, unreadable = AliasState(), True
+        state.model = registry.name
+        if revision is not None and not unreadable:
             refuse_forged(registry, state, revision)
         gone = lost.lost(registry, state.events)
-        if not gone:
+        if not gone and not unreadable:
             raise RegistryError(
                 f"{registry._aliases_where()} holds every alias event its versions were "
                 "registered after: nothing to restart"
             )
-        newest = max(registry.version_numbers())
+        newest = max(registry.version_numbers(), default=0)
         state.sign = registry.signing.sign
         evidence = {lost.LOST_KEY: sorted({head for _, head in gone})} | commented(comment)
         state.restart(newest, actor, evidence)

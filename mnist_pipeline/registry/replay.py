@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry import keys, lost
 from mnist_pipeline.registry.aliases import AliasState
+from mnist_pipeline.registry.card import ALIAS_TRAIL_KEY
 from mnist_pipeline.registry.registration import DECISION_FIELDS, applicable
 from mnist_pipeline.registry.signing import NotSigned, UntrustedKey
 
@@ -33,30 +34,25 @@ def replayed(
     its writer is recording; any other is marked replayed by `actor`. A card that cannot be
     read or checked gets no alias (`verify` reports it); one signed by a key this host does not
     trust, or unsigned where it requires signatures, is not passed over, since another host
-    may accept it: a reading stops short of it,
-    and a writer (`writing`) is refused (recorded as handled, its decision would be lost for
-    every host). A card registered after an event the document no longer holds stops readers
-    and writers alike (lost.LostAliases: replayed, its decision could undo a lost rollback)."""
-    known: set[str] | None = None  # the stored document's heads, once a card asks
-    for version in registry.version_numbers() if versions is None else versions:
-        if version <= state.last_version:
-            continue
-        # The store failing, for the card or a schema-1 card.sig, propagates (the swap fails;
-        # the next change replays it).
-        data = registry.storage.read(keys.card_key(registry.name, version))
+    may accept it: a reading stops short of it, and a writer (`writing`) is refused (recorded
+    as handled, its decision would be lost for every host). A sealed card registered after an
+    event the document no longer holds, signed or not, stops readers and writers alike
+    (lost.LostAliases: replayed, its decision could undo a lost rollback)."""
+    wanted = registry.version_numbers() if versions is None else versions
+    pending = [version for version in wanted if version > state.last_version]
+    # The store failing, for a card or a schema-1 card.sig, propagates (the swap fails; the
+    # next change replays it).
+    cards = registry.storage.read_many([keys.card_key(registry.name, v) for v in pending])
+    _refuse_lost(registry, state, pending, cards)
+    for version, data in zip(pending, cards, strict=True):
         try:
-            card = registry._checked_card(version, data)[0]
-            known = lost.heads(state.events[: state.stored]) if known is None else known
-            head = lost.missing_head(card, known)
-            if head is not None:
-                raise lost.refusal(registry, version, head)
-            decision = card["decision"]
+            decision = registry._checked_card(version, data)[0]["decision"]
             alias, reason = applicable(decision, state)
             evidence = {k: v for k, v in decision.items() if k not in DECISION_FIELDS}
             if version != own:
                 evidence["replayed"] = True  # its writer died before recording it
             state.assign(alias, version, "register", reason, actor, evidence)
-        except (StoreError, lost.LostAliases):
+        except StoreError:
             raise
         except (UntrustedKey, NotSigned):
             if writing:
@@ -66,3 +62,20 @@ def replayed(
             pass  # an unreadable card: `verify` reports it; it gets no alias
         state.last_version = version
     return state
+
+
+def _refuse_lost(
+    registry: Registry, state: AliasState, versions: list[int], cards: list[bytes | None]
+) -> None:
+    """LostAliases when a sealed card among `cards`, signed or not, was registered after an
+    event `state`'s stored events lack: checked for all of them before any is replayed, so a
+    card that stops the replay (unsigned, untrusted) cannot hide the loss behind it."""
+    known: set[str] | None = None  # computed once a card names an event
+    for version, data in zip(versions, cards, strict=True):
+        sealed = lost.sealed_card(registry, version, data)
+        if sealed is None or sealed.get(ALIAS_TRAIL_KEY) is None:
+            continue
+        known = lost.heads(state.events[: state.stored]) if known is None else known
+        head = lost.missing_head(sealed, known)
+        if head is not None:
+            raise lost.refusal(registry, version, head)
