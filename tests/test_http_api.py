@@ -880,7 +880,12 @@ def test_the_served_bytes_are_checked_against_the_card_the_server_keeps(
     from mnist_pipeline.serving.served_model import load_version
 
     other, blob = registry.read_file(2, "model.onnx"), registry.card(1)["files"]["model.onnx"]
-    read = registry.storage.read
+    read, asked = registry.storage.read, []
+    with monkeypatch.context() as patch:  # every key the load asks the store for
+        patch.setattr(registry.storage, "read", lambda key: asked.append(key) or read(key))
+        loaded = load_version(registry, "1")
+    assert loaded.onnx == registry.read_file(1, "model.onnx")
+    assert [key for key in asked if key.endswith("card.json")] == ["mnist-cnn/v1/card.json"]
     monkeypatch.setattr(  # the store hands v2's bytes where v1's blob is asked for
         registry.storage, "read", lambda key: other if key.endswith(blob) else read(key)
     )

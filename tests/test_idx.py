@@ -18,10 +18,12 @@ def test_round_trip_images_and_labels() -> None:
 
 
 def test_parsed_array_is_writable_and_independent_of_input() -> None:
-    data = idx_bytes(np.zeros((1, 28, 28), np.uint8))
+    data = bytearray(idx_bytes(np.zeros((1, 28, 28), np.uint8)))
     array = idx.parse_images(data)
-    array[0, 0, 0] = 7  # would raise on a read-only frombuffer view
-    assert array.flags.writeable
+    array[0, 0, 0] = 7  # would raise on a read-only frombuffer view of bytes
+    assert bytes(data) == idx_bytes(np.zeros((1, 28, 28), np.uint8))  # the input unchanged
+    data[-1] = 9  # and the array no view of it (a bytearray's view would be writable)
+    assert array[0, 27, 27] == 0 and not np.shares_memory(array, np.frombuffer(data, np.uint8))
 
 
 def test_images_of_another_size_are_refused() -> None:

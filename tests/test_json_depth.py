@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import pickle
+import threading
 from pathlib import Path
 
 import pytest
@@ -79,7 +81,9 @@ def test_deeply_nested_reports_records_and_saved_answers_are_named_errors(tmp_pa
         read_status(saved)
 
 
-def test_a_lease_object_that_is_no_lease_names_no_living_holder() -> None:
+def test_a_lease_object_that_is_no_lease_is_not_taken_for_a_dead_holder() -> None:
+    """Bytes that are no lease, or a pid no process can have, do not say the holder died:
+    the lease stands until its time to live runs out (no crash, the cautious answer)."""
     for body in (DEEP.encode(), b"[]", b'"owner"', b"{}"):
         assert holder_died(body) is False
     huge = {"host": this_host(), "pid": 10**30, "owner": "x"}  # os.kill: OverflowError
@@ -98,8 +102,15 @@ class _Replaced:
         raise AssertionError("a lease taken over is not renewed")
 
 
-def test_a_lease_replaced_by_something_else_is_taken_over_not_a_crash() -> None:
+def test_a_lease_replaced_by_something_else_is_taken_over_not_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     lease = Lease(_Replaced(), "lock", ttl_s=0.03)  # type: ignore[arg-type]
     with pytest.raises(RegistryError, match="lease lock in s3://bucket/prefix was taken over"):
         lease.check_held()
-    lease._renew()  # the renewing thread's loop: it stops, saying so (it raised before)
+    renewing = threading.Thread(target=lease._renew, daemon=True)  # its loop: it raised before
+    with caplog.at_level(logging.ERROR):
+        renewing.start()
+        renewing.join(10)
+    assert not renewing.is_alive()  # it stopped, saying so
+    assert "lease lock was taken over while held" in caplog.text

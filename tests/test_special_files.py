@@ -137,12 +137,15 @@ def test_the_inbox_files_this_program_keeps_beside_it_refuse_a_pipe(tmp_path: Pa
     inbox.mkdir(parents=True)
     for path in (events.pending_file(inbox), seen.base_file(inbox), orphans.file(inbox)):
         os.mkfifo(path)
-    assert without_waiting(lambda: events.read_count(inbox), events.pending_file(inbox)) is None
+    got: list[object] = []  # what each reader returned: as for a file missing or damaged
+    count = without_waiting(
+        lambda: got.append(events.read_count(inbox)), events.pending_file(inbox)
+    )
+    assert count is None and got == [(0, 0)]
     refused = without_waiting(lambda: seen._base(inbox), seen.base_file(inbox))
     assert isinstance(refused, DataError) and "not a regular file" in str(refused)
-    assert (
-        without_waiting(lambda: orphans._first_seen(inbox, "s3://b/p"), orphans.file(inbox)) is None
-    )
+    first_seen = lambda: got.append(orphans._first_seen(inbox, "s3://b/p"))  # noqa: E731
+    assert without_waiting(first_seen, orphans.file(inbox)) is None and got == [(0, 0), {}]
     manifest = tmp_path / "ingested" / "manifest.json"
     manifest.parent.mkdir()
     os.mkfifo(manifest)
