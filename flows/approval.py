@@ -2,7 +2,7 @@
 
 When register held a version back for approval (`registry.approval: required`), the retraining
 run starts the subflow `approval` (run `approve-v<N>`), which tags its own run
-`awaiting-approval:<model>:v<N>` and pauses it with `pause_flow_run(wait_for_input=
+`awaiting-approval:<model>:v<N>:<card>` and pauses it with `pause_flow_run(wait_for_input=
 ApprovalInput)`: the Prefect UI shows a Resume form (approve, comment, who) on that run, and
 `mnist-pipeline models approve|reject N` answers it through the API. The retraining run stays
 Running meanwhile: a deployment run that paused itself would give back its deployment
@@ -32,7 +32,7 @@ from flows.artifacts import best_effort, tag_run
 from flows.notify import tell
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
-from mnist_pipeline.pipeline.approval import Answer, Settled, settle, waiting_tag
+from mnist_pipeline.pipeline.approval import Answer, Settled, settle, version_tag
 from mnist_pipeline.registry import Registration, Registry
 from mnist_pipeline.registry.aliases import MAX_ACTOR, MAX_COMMENT, printable
 
@@ -57,11 +57,12 @@ class ApprovalInput(RunInput):
 
 
 @flow(name="approval", flow_run_name="approve-v{version}", log_prints=True)
-def approval(model_name: str, version: int, timeout_s: int) -> State:
-    """Tag this run as waiting for approval of `model_name` v`version` and pause it until it is
-    answered (the state's result: an Answer) or `timeout_s` pass (None)."""
+def approval(version: int, timeout_s: int, tag: str) -> State:
+    """Tag this run `tag` (pipeline.approval.version_tag: waiting for approval of v`version`)
+    and pause it until it is answered (the state's result: an Answer) or `timeout_s` pass
+    (None)."""
     # `models approve` finds the run by this tag; the UI's Resume works without it
-    tagged = best_effort("tag the approval run", lambda: tag_run(waiting_tag(model_name, version)))
+    tagged = best_effort("tag the approval run", lambda: tag_run(tag))
     cli = f"`mnist-pipeline models approve {version} --comment TEXT` (or reject)"
     print(
         f"v{version} awaits approval for production: Resume this run in the Prefect UI"
@@ -102,7 +103,8 @@ def await_approval(registry: Registry, registration: Registration, timeout_s: in
         f"approve {version} --comment TEXT` (or reject). Unanswered after {timeout_s} s, "
         "it stays staging.",
     )
-    state = approval(registry.name, version, timeout_s, return_state=True)
+    waiting = version_tag(registry, version)
+    state = approval(version, timeout_s, waiting, return_state=True)
     answer: Answer | None = state.result()  # raises if the approval run failed
     if answer is None:
         tell(
@@ -115,12 +117,11 @@ def await_approval(registry: Registry, registration: Registration, timeout_s: in
         answer = replace(answer, who=announce.run_actor(flow_run.name or flow_run.id, "prefect-ui"))
     settled = settle(registry, version, registration.champion, answer, actor, timeout_s)
     outcome = f"approval:{settled.outcome}"  # recorded: from here on a failure is a warning
-    waiting = (waiting_tag(registry.name, version),)
     approval_run = state.state_details.flow_run_id
     best_effort("tag the run with the approval's outcome", lambda: tag_run(outcome))
     best_effort(
         "tag the approval run with its outcome",
-        lambda: tag_run(outcome, drop=waiting, run_id=approval_run),
+        lambda: tag_run(outcome, drop=(waiting,), run_id=approval_run),
     )
     print(settled.message)
     return settled

@@ -233,7 +233,7 @@ def test_an_approval_run_that_cannot_be_tagged_says_to_resume_it_in_the_ui(
     monkeypatch.setattr(approval_flow, "pause_flow_run", lambda **_: answer)
     for tagging, told in ((lambda *_, **__: None, True), (api_down, False)):
         monkeypatch.setattr(approval_flow, "tag_run", tagging)
-        state = approval_flow.approval.fn("mnist-cnn", 2, 60)
+        state = approval_flow.approval.fn(2, 60, "awaiting-approval:mnist-cnn:v2:0123456789abcdef")
         said = capsys.readouterr().out
         assert state.is_completed() and "Resume this run in the Prefect UI" in said
         assert ("or `mnist-pipeline models approve 2" in said) is told, said

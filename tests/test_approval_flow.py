@@ -9,6 +9,7 @@ import getpass
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.pipeline.approval import waiting_tag
+from mnist_pipeline.pipeline.approval import version_tag, waiting_tag
 from mnist_pipeline.registry import Registry
 from tests.approval_helpers import proposed_project
 from tests.conftest import REPO_ROOT
@@ -94,7 +95,7 @@ def answered(
     api, log = env["PREFECT_API_URL"], project / "flow.log"
     proc = waiting(project, env, 600)
     try:
-        run = wait_for(lambda: paused_run(api, waiting_tag(model, 2)), 180, "pause", proc, log)
+        run = wait_for(lambda: paused_run(api, version_tag(registry, 2)), 180, "pause", proc, log)
         assert registry.aliases() == {"production": 1, "staging": 2}  # nothing moved yet
         parent = parent_run(api, run)
         assert parent["state"]["type"] == "RUNNING"  # only the subflow paused
@@ -127,8 +128,33 @@ def test_approve_promotes_with_the_approver_and_comment(
     assert parent["state"]["type"] == "COMPLETED"
     assert parent["state"]["message"] == "user:eve approved v2: production v1 -> v2 (ok)"
     assert "approval:approved" in run["tags"] and "approval:approved" in parent["tags"]
-    assert waiting_tag("approve-me", 2) not in run["tags"]
+    assert version_tag(registry, 2) not in run["tags"]
     assert registry.verify() == []
+
+
+def test_another_projects_version_of_the_same_model_is_not_answered(
+    tmp_path: Path, server: dict[str, str]
+) -> None:
+    """Projects A and B share a model name and a Prefect server; only A's v2 waits. Approving
+    v2 in B (its own v2, which nothing waits for) must not resume A's run and move A's
+    production: it says no run waits; A's own answer then lands."""
+    other, project = tmp_path / "b", tmp_path / "a"
+    theirs, _ = proposed_project(other, "shared-name")
+    time.sleep(1.1)  # cards created a second apart: the same files, yet not the same card
+    assert waiting_tag("shared-name", 2, "0" * 64).startswith("awaiting-approval:shared-name:v2:")
+
+    def from_b_then_a(run: dict) -> subprocess.CompletedProcess:
+        wrong = models(other, server, "approve", "2", "--actor", "user:b")
+        assert wrong.returncode == 1, wrong.stderr
+        assert "no paused flow run is waiting for approval of shared-name v2" in wrong.stderr
+        assert version_tag(theirs, 2) in wrong.stderr and run["state"]["type"] == "PAUSED"
+        return models(project, server, "approve", "2", "--actor", "user:a")
+
+    registry, run, parent, done = answered(project, server, "shared-name", from_b_then_a)
+    assert done.returncode == 0, done.stderr
+    assert registry.alias_log()["events"][-1]["actor"] == "user:a"
+    assert registry.aliases()["production"] == 2 and theirs.aliases()["production"] == 1
+    assert [e["actor"] for e in theirs.alias_log()["events"]].count("user:b") == 0
 
 
 def test_an_answer_naming_nobody_is_recorded_as_the_ui_of_the_waiting_run(
@@ -184,11 +210,12 @@ def test_an_answer_that_lands_after_another_is_refused_not_reported_resumed(
 
     from mnist_pipeline.pipeline import approval
 
-    project, tag = tmp_path / "p", waiting_tag("both-answer", 2)
+    project = tmp_path / "p"
 
     def two_answers(run: dict) -> str:
+        registry = Registry(project / "registry", "both-answer")
         with temporary_settings(updates={PREFECT_API_URL: server["PREFECT_API_URL"]}):
-            read_while_paused = approval._paused_runs(tag)  # bob's read
+            read_while_paused = approval._paused_runs(version_tag(registry, 2))  # bob's read
             first = models(project, server, "reject", "2", "--actor", "user:alice")
             assert first.returncode == 0, first.stderr
             monkeypatch.setattr(approval, "_paused_runs", lambda _: read_while_paused)
@@ -196,7 +223,7 @@ def test_an_answer_that_lands_after_another_is_refused_not_reported_resumed(
             monkeypatch.setattr(SyncPrefectClient, "read_flow_run", lambda *_: stale)
             late = approval.Answer(True, "looks fine", "user:bob")
             with pytest.raises(PipelineError) as refused:
-                approval.resume_waiting("both-answer", 2, late)
+                approval.resume_waiting(registry, 2, late)
         return str(refused.value)
 
     registry, run, parent, message = answered(project, server, "both-answer", two_answers)
@@ -222,7 +249,7 @@ def test_an_answer_to_a_run_whose_retraining_crashed_moves_nothing_and_says_so(
     api, log = server["PREFECT_API_URL"], project / "flow.log"
     proc = waiting(project, server, 600)
     try:
-        run = wait_for(lambda: paused_run(api, waiting_tag("crashed", 2)), 180, "pause", proc, log)
+        run = wait_for(lambda: paused_run(api, version_tag(registry, 2)), 180, "pause", proc, log)
         parent = parent_run(api, run)
     finally:
         proc.kill()
@@ -286,7 +313,7 @@ def test_the_retraining_flow_pauses_and_keeps_staging_without_an_answer(
     assert (waited["name"], waited["state"]["type"]) == ("approve-v1", "COMPLETED")
     assert waited["state"]["message"] == "no answer within 1 s"
     assert "approval:expired" in waited["tags"]
-    assert waiting_tag("mnist-cnn", 1) not in waited["tags"]
+    assert version_tag(registry, 1) not in waited["tags"]
     name = flow_run(api, run_id)["name"]
     assert [n["subject"] for n in received] == [
         f"mnist-retrain run {name}: mnist-cnn v1 awaits approval",
@@ -362,7 +389,11 @@ def test_a_deployment_run_keeps_its_concurrency_slot_while_it_waits(
             )
         run_id = str(started.id)
         waiting_run = wait_for(
-            lambda: paused_run(api, waiting_tag("mnist-cnn", 1)), 300, "the pause", proc, log
+            lambda: paused_run(api, version_tag(Registry(workdir / "registry", "mnist-cnn"), 1)),
+            300,
+            "the pause",
+            proc,
+            log,
         )
         parent = parent_run(api, waiting_run)
         assert parent["id"] == run_id

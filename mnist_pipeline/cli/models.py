@@ -222,7 +222,7 @@ def _answer(ctx: typer.Context, version: int, answer: Answer) -> None:
     """Resume the flow run waiting for approval of `version` with `answer`."""
     registry = existing_registry(ctx)
     registry.version_of(version)  # an unknown version is named, with those that exist
-    line = resume_waiting(registry.name, version, answer)
+    line = resume_waiting(registry, version, answer)
     err.print(line, highlight=False, markup=False, soft_wrap=True)
 
 

@@ -3,9 +3,10 @@
 With approval required, register_candidate registers a version the promotion rules would make
 production as staging, proposed for production (promotion.held_for_approval). The retraining
 flow then waits in its `approval` subflow, whose run pauses tagged
-`awaiting-approval:<model>:v<N>` (flows/approval.py), until someone answers from the Prefect UI or
-with `mnist-pipeline models approve|reject N` (`resume_waiting`), or `registry.approval_timeout_s`
-pass. `settle` records the outcome in the audit trail:
+`awaiting-approval:<model>:v<N>:<card>` (flows/approval.py; `<card>`: the start of vN's card
+seal), until someone answers from the Prefect UI or with `mnist-pipeline models approve|reject
+N` (`resume_waiting`), or `registry.approval_timeout_s` pass. `settle` records the outcome in
+the audit trail:
 
 - approved: production moves to vN (action "promote"), by the approver, the comment as why;
   but if production moved since vN was compared with it, that comparison no longer holds: vN
@@ -26,16 +27,23 @@ from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
 from mnist_pipeline.pipeline.register import require_promotable
-from mnist_pipeline.registry import PRODUCTION, Registry
+from mnist_pipeline.registry import PRODUCTION, SEAL_KEY, Registry
 from mnist_pipeline.registry.aliases import MAX_COMMENT, check_text, checked_actor
 from mnist_pipeline.registry.registration import AliasMoved
 
 Outcome = Literal["approved", "rejected", "expired", "outdated"]
 
 
-def waiting_tag(model_name: str, version: int) -> str:
-    """The tag of a flow run waiting for approval of `model_name` v`version`."""
-    return f"awaiting-approval:{model_name}:v{version}"
+def waiting_tag(model_name: str, version: int, card_sha256: str) -> str:
+    """The tag of a flow run waiting for approval of `model_name` v`version`, the version whose
+    card has the seal `card_sha256`: another registry's vN of the same model name (another
+    project on the same Prefect server) is never answered by mistake."""
+    return f"awaiting-approval:{model_name}:v{version}:{card_sha256[:16]}"
+
+
+def version_tag(registry: Registry, version: int) -> str:
+    """`waiting_tag` of `registry`'s v`version` (its card read and checked)."""
+    return waiting_tag(registry.name, version, registry.card(version)[SEAL_KEY])
 
 
 @dataclass(frozen=True)
@@ -121,8 +129,8 @@ def settle(
     )
 
 
-def resume_waiting(model_name: str, version: int, answer: Answer) -> str:
-    """Answer the paused flow run waiting for approval of `model_name` v`version` (through the
+def resume_waiting(registry: Registry, version: int, answer: Answer) -> str:
+    """Answer the paused flow run waiting for approval of `registry`'s v`version` (through the
     configured Prefect API); returns a line naming it. PipelineError when there is no API, no
     such run, more than one, or the run refuses the answer."""
     url = server_configured()
@@ -130,7 +138,7 @@ def resume_waiting(model_name: str, version: int, answer: Answer) -> str:
         raise PipelineError(
             "no Prefect API configured (set PREFECT_API_URL): approvals answer a paused flow run"
         )
-    tag = waiting_tag(model_name, version)
+    model_name, tag = registry.name, version_tag(registry, version)
     try:
         found = _paused_runs(tag)
     except Exception as exc:  # unreachable server, refused request

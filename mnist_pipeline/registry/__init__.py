@@ -15,6 +15,7 @@ from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
 from mnist_pipeline.registry.api import Registry
 from mnist_pipeline.registry.audit import UntrustedAliases
 from mnist_pipeline.registry.backends import local_folder, open_storage
+from mnist_pipeline.registry.card import SEAL_KEY
 from mnist_pipeline.registry.garbage import GRACE_S
 from mnist_pipeline.registry.lost import LostAliases
 from mnist_pipeline.registry.registration import Decision, Registration, Submission
@@ -24,6 +25,7 @@ from mnist_pipeline.registry.trail import default_actor
 __all__ = [
     "GRACE_S",
     "PRODUCTION",
+    "SEAL_KEY",
     "STAGING",
     "Decision",
     "Registration",
