@@ -32,7 +32,7 @@ from flows.artifacts import best_effort, tag_run
 from flows.notify import tell
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
-from mnist_pipeline.pipeline.approval import Answer, Settled, settle, version_tag
+from mnist_pipeline.pipeline.approval import Answer, Settled, expire, settle, version_tag
 from mnist_pipeline.registry import Registration, Registry
 from mnist_pipeline.registry.aliases import MAX_ACTOR, MAX_COMMENT, printable
 
@@ -86,14 +86,17 @@ def await_approval(registry: Registry, registration: Registration, timeout_s: in
     production is answered or `timeout_s` pass; record and return the outcome."""
     version, actor = registration.version, announce.current_actor()
     # no run to pause (retrain.fn()), or a temporary server that `models approve` cannot reach
-    # and that stops with the run: nobody could answer, so nothing waits and nothing is recorded
+    # and that stops with the run: nobody could answer, so nothing waits; the audit trail says so
     if not flow_run.id or server_configured() is None:
         where = "not in a flow run" if not flow_run.id else "on a temporary Prefect server"
-        return Settled(
-            "expired",
-            f"{where}: nobody can approve v{version} here; it stays staging "
-            f"(`mnist-pipeline models promote {version}` promotes it)",
-        )
+        why = f"{where}: nobody can approve v{version} here"
+        settled = expire(registry, version, why, actor)
+        if flow_run.id:
+            best_effort(
+                "tag the run with the approval's outcome", lambda: tag_run("approval:expired")
+            )
+        hint = f" (`mnist-pipeline models promote {version}` promotes it)"
+        return replace(settled, message=settled.message + hint)
     slug = (flow_run.parameters or {}).get("notify_block")  # the retraining run's
     run_name = flow_run.name or str(flow_run.id)
     tell(

@@ -98,15 +98,25 @@ def test_approved_moves_production_by_the_approver_with_the_comment(tmp_path: Pa
     assert registry.verify() == []
 
 
-def test_approving_a_card_sealed_again_without_its_model_moves_nothing(tmp_path: Path) -> None:
+def test_approving_a_card_sealed_again_without_its_model_moves_nothing_and_says_so(
+    tmp_path: Path,
+) -> None:
+    """The approver's answer is not lost: the trail records it and why it moved nothing."""
     from tests.test_registry_integrity import reseal
 
     registry, v2 = proposed_project(tmp_path)
-    before = registry.alias_log()
     reseal(registry, 2, lambda card: card["files"].pop("model.onnx"))
-    with pytest.raises(RegistryError, match="^v2 cannot be promoted: the card lists no model.onnx"):
-        settle(registry, 2, v2.champion, Answer(True, "ok", "user:eve"), "prefect:r", 9)
-    assert registry.alias_log() == before
+    refused = settle(registry, 2, v2.champion, Answer(True, "ok", "user:eve"), "prefect:r", 9)
+    assert refused.outcome == "refused" and registry.aliases() == {"production": 1, "staging": 2}
+    event = registry.alias_log()["events"][-1]
+    assert (event["action"], event["version"], event["actor"]) == ("reject", 2, "prefect:r")
+    assert event["reason"] == refused.message
+    assert refused.message.startswith(
+        "user:eve approved v2, but it cannot be promoted (v2 cannot be promoted: the card "
+        "lists no model.onnx"
+    )
+    assert refused.message.endswith("): kept as staging")
+    assert event["evidence"] == {"comment": "ok"}
 
 
 def test_rejected_and_expired_stay_staging_and_are_recorded(tmp_path: Path) -> None:
@@ -218,6 +228,22 @@ def test_an_answer_recorded_is_the_outcome_even_if_the_runs_cannot_be_tagged(
         settled = approval_flow.await_approval(registry, v2, 60)
     assert settled.outcome == "approved" and registry.aliases()["production"] == 2
     assert caplog.text.count("could not tag") == 2 and "does not answer" in caplog.text
+
+
+def test_a_proposal_nobody_can_answer_is_recorded_as_expired_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside a flow run (or on a temporary server) nothing waits: the audit trail says why
+    the proposed version stays staging, and nothing else moves."""
+    registry, v2 = proposed_project(tmp_path)
+    monkeypatch.setattr(approval_flow, "flow_run", SimpleNamespace(id=None, name=None))
+    settled = approval_flow.await_approval(registry, v2, 60)
+    assert settled.outcome == "expired"
+    assert settled.message.startswith("not in a flow run: nobody can approve v2 here: v2 stays")
+    event = registry.alias_log()["events"][-1]
+    assert (event["action"], event["version"], event["previous"]) == ("expire", 2, 1)
+    assert event["reason"] == "not in a flow run: nobody can approve v2 here: kept as staging"
+    assert registry.aliases() == {"production": 1, "staging": 2}
 
 
 def test_an_approval_run_that_cannot_be_tagged_says_to_resume_it_in_the_ui(

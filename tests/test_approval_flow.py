@@ -344,12 +344,16 @@ def test_on_a_temporary_server_nothing_waits_for_an_answer(tmp_path: Path, tiny_
         timeout=300,  # far less than approval_timeout_s: a run that paused would time out
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    said = "on a temporary Prefect server: nobody can approve v1 here; it stays staging"
+    said = "on a temporary Prefect server: nobody can approve v1 here: v1 stays staging"
     assert said in done.stdout + done.stderr
     registry = Registry(workdir / "registry", "mnist-cnn")
     assert registry.aliases() == {"staging": 1}
-    (register,) = registry.alias_log()["events"]  # nothing recorded after the registration
+    register, expire = registry.alias_log()["events"]  # the trail says why nothing waited
     assert register["evidence"]["proposed"] == "production"
+    assert (expire["action"], expire["alias"], expire["version"]) == ("expire", "production", 1)
+    assert expire["reason"] == (
+        "on a temporary Prefect server: nobody can approve v1 here: kept as staging"
+    )
 
 
 def slots_in_use(api: str, deployment_id: str) -> int:

@@ -10,7 +10,9 @@ the audit trail:
 
 - approved: production moves to vN (action "promote"), by the approver, the comment as why;
   but if production moved since vN was compared with it, that comparison no longer holds: vN
-  stays staging and a "reject" event says so (compare again, or `models promote N`);
+  stays staging and a "reject" event says so (compare again, or `models promote N`); if vN
+  itself no longer passes the promotion checks (a damaged file, a card sealed again), it stays
+  staging and a "reject" event by the run names the approver and why (outcome "refused");
 - rejected: vN stays staging; a "reject" event (production not moved) with the comment;
 - no answer in time: vN stays staging; an "expire" event.
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.errors import PipelineError, RegistryError, StoreError
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
 from mnist_pipeline.pipeline.register import require_promotable
@@ -31,7 +33,7 @@ from mnist_pipeline.registry import PRODUCTION, SEAL_KEY, Registry
 from mnist_pipeline.registry.aliases import MAX_COMMENT, check_text, checked_actor
 from mnist_pipeline.registry.registration import AliasMoved
 
-Outcome = Literal["approved", "rejected", "expired", "outdated"]
+Outcome = Literal["approved", "rejected", "expired", "outdated", "refused"]
 
 
 def waiting_tag(model_name: str, version: int, card_sha256: str) -> str:
@@ -86,6 +88,16 @@ def _left(registry: Registry, version: int) -> str | None:
     return None
 
 
+def expire(registry: Registry, version: int, why: str, run_actor: str) -> Settled:
+    """Record that the proposal of `version` for production went unanswered (`why`): an
+    "expire" event by the run; vN stays staging."""
+    production = _left(registry, version)
+    registry.note(
+        version, PRODUCTION, "expire", f"{why}: {production or 'kept as staging'}", run_actor
+    )
+    return Settled("expired", f"{why}: {production or f'v{version} stays staging'}")
+
+
 def settle(
     registry: Registry,
     version: int,
@@ -97,12 +109,8 @@ def settle(
     """Record the answer (None: none came within `timeout_s`) to the proposal that `version`,
     compared with production v`champion`, replace it; `run_actor` is the waiting run."""
     if answer is None:
-        production = _left(registry, version)
         why = f"no answer within {timeout_s} s to the proposal of v{version} for production"
-        registry.note(
-            version, PRODUCTION, "expire", f"{why}: {production or 'kept as staging'}", run_actor
-        )
-        return Settled("expired", f"{why}: {production or f'v{version} stays staging'}")
+        return expire(registry, version, why, run_actor)
     actor, comment = answer.who or run_actor, answer.comment or None
     said = f" ({answer.comment})" if answer.comment else ""
     if not answer.approve:
@@ -123,6 +131,12 @@ def settle(
         )
         registry.note(version, PRODUCTION, "reject", why, run_actor, comment)
         return Settled("outdated", why)
+    except StoreError:
+        raise  # nothing could be recorded either: the run fails, saying so
+    except RegistryError as refused:  # vN itself no longer passes (damaged, sealed again)
+        why = f"{actor} approved v{version}, but it cannot be promoted ({refused}): kept as staging"
+        registry.note(version, PRODUCTION, "reject", why, run_actor, comment)
+        return Settled("refused", why)
     announce.moved(registry, PRODUCTION, version, previous, actor)
     return Settled(
         "approved", f"{actor} approved v{version}: production {_v(previous)} -> v{version}{said}"
