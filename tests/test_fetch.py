@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.server
 import os
@@ -44,6 +45,39 @@ def test_fetch_from_plain_files_and_file_url(tmp_path: Path, tiny_files) -> None
     sha = write_mirror(tmp_path / "plain", tiny_files, gz=False)
     fetch(data_params(sha, (tmp_path / "plain").as_uri()), Layout(tmp_path), show_progress=False)
     assert file_sha256(Layout(tmp_path).data_dir / TRAIN_IMAGES) == sha[TRAIN_IMAGES]
+
+
+@pytest.mark.parametrize("as_url", [False, True], ids=["folder", "file-url"])
+def test_a_pipe_in_a_local_mirror_is_refused_not_waited_on(
+    tmp_path: Path, tiny_files, as_url: bool
+) -> None:
+    """A pipe where a mirror's file belongs would block the fetch, and the dataset's lock,
+    until some writer came: it is refused like a missing file and the next mirror serves."""
+    sha = write_mirror(tmp_path / "good", tiny_files)
+    pipes = tmp_path / "pipes"
+    pipes.mkdir()
+    for name in tiny_files:
+        for file in (pipes / f"{name}.gz", pipes / name):
+            os.mkfifo(file)
+    mirror = pipes.as_uri() if as_url else str(pipes)
+    outcome: list[object] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(
+            fetch(data_params(sha, mirror, tmp_path / "good"), Layout(tmp_path), False)
+        ),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(60)
+    if worker.is_alive():  # release the blocked reader so that the test can end
+        for file in pipes.iterdir():
+            with contextlib.suppress(OSError):  # ENXIO: no reader waits on this one
+                os.close(os.open(file, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("the fetch waited on a pipe in the mirror")
+    (result,) = outcome
+    assert result.downloaded == {name: str(tmp_path / "good") for name in tiny_files}
+    with pytest.raises(DataError, match=r"not a regular file \(a device, pipe or socket\)"):
+        fetch(data_params(sha, mirror), Layout(tmp_path / "alone"), show_progress=False)
 
 
 def test_present_verified_data_is_not_downloaded_again(tmp_path: Path, tiny_mirror) -> None:
@@ -394,3 +428,18 @@ def test_mirrors_that_answer_other_than_http_fall_through(
     assert f"  {bad[0]}: train-images-idx3-ubyte.gz: not an HTTP answer: BadStatusLine" in message
     assert f"  {bad[1]}: train-images-idx3-ubyte.gz: download interrupted after " in message
     assert "IncompleteRead" in message
+
+
+def test_a_damaged_dataset_file_is_named_with_its_folder(tmp_path: Path, tiny_files) -> None:
+    """A file cut short in data/mnist (a bad checkout, a copy of a run folder) is one error
+    naming where it is and what replaces it, not the bare file name."""
+    folder = Layout(tmp_path).data_dir
+    write_mirror(folder, tiny_files, gz=False)
+    (folder / TRAIN_IMAGES).write_bytes(b"\x00\x00\x08")
+    with pytest.raises(DataError) as refused:
+        load_mnist(folder)
+    assert str(refused.value) == (
+        f"{folder / TRAIN_IMAGES} is not a valid MNIST file ({TRAIN_IMAGES}: too short for an "
+        "IDX header (3 bytes)): run `mnist-pipeline fetch`, which replaces a file that does not "
+        "verify"
+    )

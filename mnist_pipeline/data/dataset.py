@@ -37,7 +37,13 @@ def _read(data_dir: Path, name: str) -> torch.Tensor:
         data = read_regular(path)  # a pipe or a device: refused, not waited on
     except FileNotFoundError:
         raise DataError(f"missing dataset file {path}: run `mnist-pipeline fetch` first") from None
-    return parse_file(name, data)
+    try:
+        return parse_file(name, data)
+    except DataError as exc:  # damaged in place (a bad checkout, a copy cut short)
+        raise DataError(
+            f"{path} is not a valid MNIST file ({exc}): run `mnist-pipeline fetch`, which "
+            "replaces a file that does not verify"
+        ) from None
 
 
 def load_mnist(data_dir: Path) -> Mnist:

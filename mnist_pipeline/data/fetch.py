@@ -26,6 +26,7 @@ from mnist_pipeline.core import atomic
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import DataParams
+from mnist_pipeline.core.regular_file import NOT_REGULAR, NotRegularFile, open_regular
 from mnist_pipeline.data import idx
 from mnist_pipeline.data.manifest import FILE_KINDS, MNIST_FILES, file_sha256
 
@@ -61,16 +62,35 @@ def _source(mirror: str, filename: str) -> str:
         raise MirrorError(f"not a usable folder: {exc}") from None
 
 
-def _open(source: str, timeout: float) -> tuple[BinaryIO, int | None]:
-    """Open a source for reading; returns the stream and its length when known."""
+def _local_path(source: str) -> str | None:
+    """The file a folder mirror's or a local file:// URL's source names (None: a network URL)."""
     if "://" not in source:
+        return source
+    try:
+        parsed = urllib.parse.urlsplit(source)
+    except ValueError:  # "http://[::1": urlopen names it
+        return None
+    if parsed.scheme.lower() == "file" and parsed.netloc in ("", "localhost"):
+        return urllib.request.url2pathname(parsed.path)
+    return None
+
+
+def _open(source: str, timeout: float) -> tuple[BinaryIO, int | None]:
+    """Open a source for reading; returns the stream and its length when known. A local file
+    must be a regular one: a pipe would block the fetch (and its lock) until a writer came."""
+    local = _local_path(source)
+    if local is not None:
         try:
-            handle = open(source, "rb")  # noqa: SIM115 - closed by the caller
+            handle, found = open_regular(local)
         except FileNotFoundError:
             raise MirrorError("not found") from None
+        except IsADirectoryError:
+            raise MirrorError("a folder, not a file") from None
+        except NotRegularFile:
+            raise MirrorError(NOT_REGULAR) from None
         except OSError as exc:
-            raise MirrorError(f"cannot read: {exc.strerror}") from None
-        return handle, Path(source).stat().st_size
+            raise MirrorError(f"cannot read: {exc.strerror or exc}") from None
+        return handle, found.st_size
     try:
         response = urllib.request.urlopen(source, timeout=timeout)  # noqa: S310 - mirrors only
     except (ValueError, http.client.InvalidURL) as exc:  # "http://[::1", "https://exa mple.com/"
