@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from mnist_pipeline.monitoring.drift import FEATURES, REFERENCE_FILE, parse_refe
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
 from mnist_pipeline.serving import drift as serving_drift
+from mnist_pipeline.serving.alias_events import emit_if_configured
 from mnist_pipeline.serving.drift import DriftMonitor
 from mnist_pipeline.serving.drift_claim import DriftClaims
 from mnist_pipeline.serving.http_api import create_app
@@ -115,21 +118,29 @@ def test_a_shift_however_long_makes_one_event_until_traffic_is_normal_again(
     assert monitor.status()["events"] == len(sent) == 2
 
 
-def test_workers_and_later_servers_of_one_project_send_one_event_per_cooldown(
-    served: ServedModel, _candidate, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_workers_and_later_servers_of_one_project_send_one_event_per_shift(
+    served: ServedModel,
+    _candidate,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each worker (and each restarted server) has its own monitor; the claim file they share
-    lets one of them send the shift's event. Before, N workers sent N events."""
+    lets one of them send the shift's event, and none again while the shift lasts, even past
+    the cooldown, until some window is judged normal. An event the Prefect server did not take
+    is not counted and is tried again. Before, N workers sent N events."""
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # the fake emitter answers
     sent: list[tuple] = []
     params = ServeParams(drift_window=200, drift_threshold=0.25, drift_cooldown_s=3600)
     path = tmp_path / "project" / ".cache" / "serve" / "drift-m.json"
-    reached = [True]  # what the emitter answers: whether the event reached a Prefect server
+    reached = [True]  # what the emitter answers: whether a Prefect server took the event
 
     def worker() -> DriftMonitor:
         emit = lambda *event: sent.append(event) or reached[0]  # noqa: E731
         return DriftMonitor(served, params, emit, DriftClaims(path, 3600))
 
-    shifted = 1.0 - contract_digits(_candidate.data_dir)
+    digits = contract_digits(_candidate.data_dir)
+    shifted = 1.0 - digits
     workers = [worker(), worker(), worker()]  # `serve --workers 3`
     for monitor in workers:
         monitor.process([answered(served, shifted)])
@@ -137,25 +148,74 @@ def test_workers_and_later_servers_of_one_project_send_one_event_per_cooldown(
     assert all(m.status()["verdict"] == "drift" for m in workers)
     worker().process([answered(served, shifted)])  # a server restarted within the cooldown
     assert len(sent) == 1
-    path.write_text('{"last_event": %f}' % (time.time() - 3601))  # the cooldown has passed
-    reached[0] = False  # ... but the event cannot be sent (no Prefect API, or it is down)
-    worker().process([answered(served, shifted)])
-    assert len(sent) == 2
-    reached[0] = True  # the claim was given back: the next worker to judge sends it
-    worker().process([answered(served, shifted)])
-    assert len(sent) == 3
+    claim = json.loads(path.read_text())
+    path.write_text(json.dumps(claim | {"last_event": time.time() - 3601}))  # an hour later
+    worker().process([answered(served, shifted)])  # restarted while the same shift goes on
+    assert len(sent) == 1
+    worker().process([answered(served, digits)])  # a window judged normal: the shift is over
+    assert json.loads(path.read_text())["open"] is False
+    reached[0] = False  # the next shift's event: the server does not take it
+    retrying = worker()
+    retrying.process([answered(served, shifted)])
+    assert len(sent) == 2 and retrying.status()["events"] == 0  # not counted: given back
+    reached[0] = True
+    retrying.process([answered(served, shifted)])  # its next drifted window tries again
+    assert len(sent) == 3 and retrying.status()["events"] == 1
     worker().process([answered(served, shifted)])
     assert len(sent) == 3  # and that one holds
     path.write_text("[[[")  # damaged: an event goes out, and the file is written afresh
     worker().process([answered(served, shifted)])
     assert len(sent) == 4 and '"last_event"' in path.read_text()
     racing = DriftClaims(tmp_path / "race.json", 3600)  # its time read before another's landed
-    assert racing.claim(1000.0) is True and racing.claim(999.5) is False
+    assert racing.claim(1000.0) is True
+    racing.close()
+    assert racing.claim(999.5) is False
     blocked = DriftClaims(tmp_path / "a-file" / "drift.json", 3600)  # cannot be written at all
     (tmp_path / "a-file").write_text("")
     with caplog.at_level("WARNING"):
         assert blocked.claim(time.time()) is True  # a missed retraining is worse than a second
     assert "drift: event not coordinated with other processes" in caplog.text
+
+
+def test_without_a_prefect_api_one_shift_is_counted_once_across_workers(
+    served: ServedModel, _candidate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing to send to: the first worker's claim stands, so the metric and the status count
+    the shift once, not once per worker."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    tried: list[tuple] = []
+    params = ServeParams(drift_window=200, drift_threshold=0.25, drift_cooldown_s=3600)
+    claims = tmp_path / "drift-m.json"
+    workers = [
+        DriftMonitor(served, params, lambda *e: tried.append(e) or False, DriftClaims(claims, 3600))
+        for _ in range(3)
+    ]
+    shifted = 1.0 - contract_digits(_candidate.data_dir)
+    for monitor in workers:
+        monitor.process([answered(served, shifted)])
+    assert [m.status()["events"] for m in workers] == [1, 0, 0] and len(tried) == 1
+
+
+def test_an_event_for_a_prefect_api_that_does_not_answer_is_not_taken_for_sent(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Prefect's emitter only queues an event: without the health check a server that is down
+    would count as one that took it, and the shift's claim would be spent."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = f"http://127.0.0.1:{port}/api"
+    monkeypatch.setenv("PREFECT_API_URL", url)  # what a server's environment would say ...
+    with (  # ... and what Prefect's settings, read when it was first imported, then hold
+        temporary_settings(updates={PREFECT_API_URL: url}),
+        caplog.at_level("WARNING", logger="mnist_pipeline.serve"),
+    ):
+        assert emit_if_configured(serving_drift.DRIFT_EVENT, "m", {"version": 1}) is False
+    assert f"not sent: the Prefect API at http://127.0.0.1:{port}/api does not answer" in (
+        caplog.text
+    )
 
 
 CLAIM = (

@@ -30,6 +30,7 @@ logger = logging.getLogger("mnist_pipeline.serve")
 # async iterator of events (Prefect's `get_events_subscriber`; tests pass a fake one).
 Subscribe = Callable[[str], AbstractAsyncContextManager[AsyncIterator[Any]]]
 BACKOFF_S = (1.0, 60.0)  # first and longest wait before reconnecting
+HEALTH_TIMEOUT_S = 5.0  # how long an event's sender waits for the API's health check
 
 
 def api_configured(environ: Mapping[str, str] = os.environ) -> bool:
@@ -48,10 +49,30 @@ def preload_prefect() -> None:
     import prefect.settings  # noqa: F401
 
 
+def api_problem() -> Exception | None:
+    """Why the configured Prefect API does not answer its health check (None: it does)."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(httpx_settings={"timeout": HEALTH_TIMEOUT_S}, sync_client=True) as client:
+            return client.api_healthcheck()
+    except Exception as exc:  # noqa: BLE001 - a settings or client error: nothing is sent either
+        return exc
+
+
 def emit_if_configured(event: str, model_name: str, payload: dict[str, Any]) -> bool:
     """announce.emit when this process's environment names a Prefect API (Prefect is not
-    imported otherwise, nor a Prefect profile read); False without one."""
+    imported otherwise, nor a Prefect profile read) and the API answers its health check; False
+    without one, or (logged) when it does not answer. Prefect's emitter only queues an event,
+    so a server that is down would otherwise count as one that took it."""
     if not api_configured():
+        return False
+    problem = api_problem()
+    if problem is not None:
+        where = os.environ.get("PREFECT_API_URL", "").strip()
+        logger.warning(
+            "%s not sent: the Prefect API at %s does not answer (%s)", event, where, problem
+        )
         return False
     from mnist_pipeline.pipeline.announce import emit
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.monitoring import drift
+from mnist_pipeline.serving.alias_events import api_configured
 from mnist_pipeline.serving.drift_claim import DriftClaims
 from mnist_pipeline.serving.served_model import without_locations
 
@@ -90,6 +91,7 @@ class DriftMonitor:
         self.psi: dict[str, float] | None = None
         self.events, self.last_event, self.skipped = 0, None, 0
         self._armed = True  # no event since the last window judged normal
+        self._closed = False  # this process told the claim file the shift is over (drift_claim)
         self._event_at: float | None = None  # time.monotonic() of the last event (cooldown)
         self.seen = 0  # images the monitor's thread took in, every version (status: "seen")
         self._rows = np.zeros((self.size, len(drift.FEATURES)))
@@ -235,7 +237,11 @@ class DriftMonitor:
         over = sorted(name for name, value in psi.items() if value > self.threshold)
         if not over:
             self._armed = True  # the shift is over: the next one makes an event
+            if not self._closed and self.claims is not None:
+                self.claims.close()  # for every process: once per drifted spell seen here
+            self._closed = True
             return
+        self._closed = False
         now = time.monotonic()
         cooling = self._event_at is not None and now - self._event_at < self.cooldown_s
         if not self._armed or cooling:
@@ -245,16 +251,17 @@ class DriftMonitor:
         if self.claims is not None and not self.claims.claim(sent_at):
             logger.info("drift: v%s: another worker or server sent the event", self.version)
             return
-        self._event_at = now
-        with self._lock:
-            self.events, self.last_event = self.events + 1, sent_at
+        self._send(psi, over, now, sent_at)
+
+    def _send(self, psi: dict[str, float], over: list[str], now: float, sent_at: float) -> None:
+        """Emit the claimed event and count it (once per shift across processes); one the
+        configured Prefect server did not take gives its claim back and is tried again at the
+        next drifted window. Without a Prefect API there is nothing to send to: the claim
+        stands, so the shift is still counted once."""
         summary = ", ".join(f"{name} {psi[name]:.3f}" for name in over)
         summary = (
             f"v{self.version}: PSI {summary} over {self.threshold} in the last {self.size} images"
         )
-        logger.warning("drift: %s", summary)
-        if self.metrics is not None:
-            self.metrics.drift_event()
         payload = {
             "version": self.version,
             "psi": psi,
@@ -263,8 +270,18 @@ class DriftMonitor:
             "window": self.size,
             "summary": summary,
         }
-        if not self.emitter(self.registry.name, payload) and self.claims is not None:
-            self.claims.give_back(sent_at)  # not sent: another process may send it
+        if not self.emitter(self.registry.name, payload) and api_configured():
+            if self.claims is not None:
+                self.claims.give_back(sent_at)
+            self._armed = True
+            logger.warning("drift: %s (event not taken: tried again at the next window)", summary)
+            return
+        self._event_at = now
+        with self._lock:
+            self.events, self.last_event = self.events + 1, sent_at
+        logger.warning("drift: %s", summary)
+        if self.metrics is not None:
+            self.metrics.drift_event()
 
     def status(self) -> dict[str, Any]:
         """The `drift` object of GET /model."""

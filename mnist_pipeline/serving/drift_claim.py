@@ -1,14 +1,15 @@
-"""One drift event per cooldown for every process serving from one project folder.
+"""One drift event per shift and cooldown for every process serving from one project folder.
 
 Each worker of `serve --workers N` runs its own drift monitor, and a restarted server starts a
 new one: left to themselves, N workers seeing one shift would emit N events, and a server
-restarted during a shift would emit again at once. Before emitting, a monitor claims the event
-in a small file beside the project (`.cache/serve/drift-<model>.json`: when the last event was
-sent), under a file lock: a claim within `cooldown_s` of the last one is refused, and a claim
-whose event could not be sent (no Prefect API, or the server down) is given back. The file is
-per model name, as the event and the retraining trigger are. A file that cannot be read or
-written never stops an event (the warning says why): a missed retraining is worse than a second
-one, which trains nothing new ("up to date").
+restarted during a shift would emit again. Before emitting, a monitor claims the event in a
+small file beside the project (`.cache/serve/drift-<model>.json`: when the last event was sent,
+and whether its shift is still open), under a file lock: a claim while the last event's shift
+is open (no process has judged a window normal since) or within `cooldown_s` of it is refused;
+a monitor that judges a window normal closes the shift; a claim whose event the Prefect server
+did not take is given back. The file is per model name, as the event and the retraining
+trigger are. A file that cannot be read or written never stops an event (the warning says
+why): a missed retraining is worse than a second one, which trains nothing new ("up to date").
 """
 
 from __future__ import annotations
@@ -37,26 +38,42 @@ class DriftClaims:
         self.path, self.cooldown_s = path, cooldown_s
 
     def claim(self, now: float) -> bool:
-        """True (and `now` recorded as the last event) unless another process sent one within
-        the cooldown; also True when the file cannot be used (logged)."""
+        """True (and `now` recorded as the last event, its shift open) unless another process
+        sent one for a shift still open, or within the cooldown; also True when the file cannot
+        be used (logged)."""
         try:
             with self._locked():
-                last = self._last()
+                found = self._read()
+                last = _time(found.get("last_event"))
+                if last is not None and found.get("open") is True:
+                    return False  # that event's shift goes on: no window judged normal since
                 if last is not None and abs(now - last) < self.cooldown_s:  # ahead: a racing claim
                     return False
-                write_json(self.path, {"last_event": now, "before": last})
+                write_json(self.path, {"last_event": now, "before": last, "open": True})
         except (OSError, Timeout) as exc:
             logger.warning("drift: event not coordinated with other processes (%s): sent", exc)
         return True
 
+    def close(self) -> None:
+        """A window was judged normal: the last event's shift is over, so the next shift's
+        event may be claimed once the cooldown has passed."""
+        try:
+            with self._locked():
+                found = self._read()
+                if found.get("open") is True:
+                    write_json(self.path, {**found, "open": False})
+        except (OSError, Timeout) as exc:
+            logger.warning("drift: the end of a shift not recorded in %s (%s)", self.path, exc)
+
     def give_back(self, now: float) -> None:
-        """The event claimed at `now` was not sent (no Prefect API, or it failed): the last
-        event is again the one before, so another process, or this one later, may send it."""
+        """The event claimed at `now` was not taken by the Prefect server: the last event is
+        again the one before (its shift closed), so another process, or this one at its next
+        drifted window, may send it."""
         try:
             with self._locked():
                 found = self._read()
                 if found.get("last_event") == now:  # not claimed anew since
-                    write_json(self.path, {"last_event": found.get("before")})
+                    write_json(self.path, {"last_event": found.get("before"), "open": False})
         except (OSError, Timeout) as exc:
             logger.warning("drift: unsent event still recorded in %s (%s)", self.path, exc)
 
@@ -72,7 +89,8 @@ class DriftClaims:
             return {}
         return found if isinstance(found, dict) else {}
 
-    def _last(self) -> float | None:
-        """When the last event was sent (None: never, or unknown)."""
-        found = self._read().get("last_event")
-        return float(found) if isinstance(found, (int, float)) else None
+
+def _time(found: object) -> float | None:
+    """A recorded event time (None: never, or unknown)."""
+    is_number = isinstance(found, (int, float)) and not isinstance(found, bool)
+    return float(found) if is_number else None
