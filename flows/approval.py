@@ -2,17 +2,17 @@
 
 When register held a version back for approval (`registry.approval: required`), the retraining
 run starts the subflow `approval` (run `approve-v<N>`), which tags its own run
-`awaiting-approval:<model>:v<N>:<card>` and pauses it with `pause_flow_run(wait_for_input=
-ApprovalInput)`: the Prefect UI shows a Resume form (approve, comment, who) on that run, and
-`mnist-pipeline models approve|reject N` answers it through the API. The retraining run stays
-Running meanwhile: a deployment run that paused itself would give back its deployment
-concurrency slot, and the engine's next renewal of the lease would fail and cancel it; a subflow
-has no deployment, so its pause releases nothing. The retraining run then records the outcome in
-the registry (mnist_pipeline/pipeline/approval.py) and tags both runs `approval:<outcome>`. An
-approval nobody answers within `registry.approval_timeout_s` is set running again (Prefect would
-otherwise fail it) and the version stays staging; so it does at once on a temporary Prefect
-server (no `PREFECT_API_URL`: nothing could answer it there). The run's `notify_block`, if any,
-is told when the version starts waiting and when the wait expires.
+`awaiting-approval:<model>:v<N>` and `...:v<N>:<card>` and pauses it with
+`pause_flow_run(wait_for_input=ApprovalInput)`: the Prefect UI shows a Resume form (approve,
+comment, who) on that run, and `mnist-pipeline models approve|reject N` answers it through the
+API. The retraining run stays Running meanwhile: a deployment run that paused itself would give
+back its deployment concurrency slot, and the engine's next renewal of the lease would fail and
+cancel it; a subflow has no deployment, so its pause releases nothing. The retraining run then
+records the outcome in the registry (mnist_pipeline/pipeline/approval.py) and tags both runs
+`approval:<outcome>`. An approval nobody answers within `registry.approval_timeout_s` is set
+running again (Prefect would otherwise fail it) and the version stays staging; so it does at
+once on a temporary Prefect server (no `PREFECT_API_URL`: nothing could answer it there). The
+run's `notify_block`, if any, is told when the version starts waiting and when the wait expires.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from flows.artifacts import best_effort, tag_run
 from flows.notify import tell
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
-from mnist_pipeline.pipeline.approval import Answer, Settled, expire, settle, version_tag
+from mnist_pipeline.pipeline.approval import Answer, Settled, expire, settle, version_tags
 from mnist_pipeline.registry import Registration, Registry
 from mnist_pipeline.registry.aliases import MAX_ACTOR, MAX_COMMENT, printable
 
@@ -57,12 +57,12 @@ class ApprovalInput(RunInput):
 
 
 @flow(name="approval", flow_run_name="approve-v{version}", log_prints=True)
-def approval(version: int, timeout_s: int, tag: str) -> State:
-    """Tag this run `tag` (pipeline.approval.version_tag: waiting for approval of v`version`)
-    and pause it until it is answered (the state's result: an Answer) or `timeout_s` pass
-    (None)."""
-    # `models approve` finds the run by this tag; the UI's Resume works without it
-    tagged = best_effort("tag the approval run", lambda: tag_run(tag))
+def approval(version: int, timeout_s: int, tags: list[str]) -> State:
+    """Tag this run `tags` (pipeline.approval.version_tags: waiting for approval of
+    v`version`) and pause it until it is answered (the state's result: an Answer) or
+    `timeout_s` pass (None)."""
+    # `models approve` finds the run by these tags; the UI's Resume works without them
+    tagged = best_effort("tag the approval run", lambda: tag_run(*tags))
     cli = f"`mnist-pipeline models approve {version} --comment TEXT` (or reject)"
     print(
         f"v{version} awaits approval for production: Resume this run in the Prefect UI"
@@ -106,8 +106,8 @@ def await_approval(registry: Registry, registration: Registration, timeout_s: in
         f"approve {version} --comment TEXT` (or reject). Unanswered after {timeout_s} s, "
         "it stays staging.",
     )
-    waiting = version_tag(registry, version)
-    state = approval(version, timeout_s, waiting, return_state=True)
+    waiting = version_tags(registry, version)
+    state = approval(version, timeout_s, list(waiting), return_state=True)
     answer: Answer | None = state.result()  # raises if the approval run failed
     if answer is None:
         tell(
@@ -124,7 +124,7 @@ def await_approval(registry: Registry, registration: Registration, timeout_s: in
     best_effort("tag the run with the approval's outcome", lambda: tag_run(outcome))
     best_effort(
         "tag the approval run with its outcome",
-        lambda: tag_run(outcome, drop=(waiting,), run_id=approval_run),
+        lambda: tag_run(outcome, drop=waiting, run_id=approval_run),
     )
     print(settled.message)
     return settled

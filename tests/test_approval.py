@@ -119,6 +119,23 @@ def test_approving_a_card_sealed_again_without_its_model_moves_nothing_and_says_
     assert event["evidence"] == {"comment": "ok"}
 
 
+def test_an_approval_the_store_could_not_record_fails_rather_than_reading_as_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a version that fails the promotion checks is "refused": a registry that kept
+    changing under the move (or could not be read) fails the run, and nothing is recorded."""
+    registry, v2 = proposed_project(tmp_path)
+    before = registry.alias_log()
+
+    def busy(*_: object, **__: object) -> None:
+        raise RegistryError("the alias document kept changing under 100 attempts")
+
+    monkeypatch.setattr(registry, "promote", busy)
+    with pytest.raises(RegistryError, match="kept changing"):
+        settle(registry, 2, v2.champion, Answer(True, "ok", "user:eve"), "prefect:r", 9)
+    assert registry.alias_log() == before
+
+
 def test_rejected_and_expired_stay_staging_and_are_recorded(tmp_path: Path) -> None:
     registry, v2 = proposed_project(tmp_path)
     rejected = settle(registry, 2, v2.champion, Answer(False, "too slow"), "prefect:r", 9)
@@ -259,7 +276,7 @@ def test_an_approval_run_that_cannot_be_tagged_says_to_resume_it_in_the_ui(
     monkeypatch.setattr(approval_flow, "pause_flow_run", lambda **_: answer)
     for tagging, told in ((lambda *_, **__: None, True), (api_down, False)):
         monkeypatch.setattr(approval_flow, "tag_run", tagging)
-        state = approval_flow.approval.fn(2, 60, "awaiting-approval:mnist-cnn:v2:0123456789abcdef")
+        state = approval_flow.approval.fn(2, 60, ["awaiting-approval:mnist-cnn:v2"])
         said = capsys.readouterr().out
         assert state.is_completed() and "Resume this run in the Prefect UI" in said
         assert ("or `mnist-pipeline models approve 2" in said) is told, said

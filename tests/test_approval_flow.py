@@ -18,7 +18,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.pipeline.approval import version_tag, waiting_tag
+from mnist_pipeline.pipeline.approval import version_tags, waiting_tag
 from mnist_pipeline.registry import Registry
 from tests.approval_helpers import proposed_project
 from tests.conftest import REPO_ROOT
@@ -95,7 +95,9 @@ def answered(
     api, log = env["PREFECT_API_URL"], project / "flow.log"
     proc = waiting(project, env, 600)
     try:
-        run = wait_for(lambda: paused_run(api, version_tag(registry, 2)), 180, "pause", proc, log)
+        run = wait_for(
+            lambda: paused_run(api, version_tags(registry, 2)[1]), 180, "pause", proc, log
+        )
         assert registry.aliases() == {"production": 1, "staging": 2}  # nothing moved yet
         parent = parent_run(api, run)
         assert parent["state"]["type"] == "RUNNING"  # only the subflow paused
@@ -128,7 +130,7 @@ def test_approve_promotes_with_the_approver_and_comment(
     assert parent["state"]["type"] == "COMPLETED"
     assert parent["state"]["message"] == "user:eve approved v2: production v1 -> v2 (ok)"
     assert "approval:approved" in run["tags"] and "approval:approved" in parent["tags"]
-    assert version_tag(registry, 2) not in run["tags"]
+    assert not set(version_tags(registry, 2)) & set(run["tags"])
     assert registry.verify() == []
 
 
@@ -146,8 +148,12 @@ def test_another_projects_version_of_the_same_model_is_not_answered(
     def from_b_then_a(run: dict) -> subprocess.CompletedProcess:
         wrong = models(other, server, "approve", "2", "--actor", "user:b")
         assert wrong.returncode == 1, wrong.stderr
-        assert "no paused flow run is waiting for approval of shared-name v2" in wrong.stderr
-        assert version_tag(theirs, 2) in wrong.stderr and run["state"]["type"] == "PAUSED"
+        said = " ".join(wrong.stderr.split())
+        assert (
+            f"flow run {run['name']} ({run['id']}) waits for approval of a shared-name v2 " in said
+        )
+        assert "whose card is not this registry's v2" in said and version_tags(theirs, 2)[1] in said
+        assert run["state"]["type"] == "PAUSED"
         return models(project, server, "approve", "2", "--actor", "user:a")
 
     registry, run, parent, done = answered(project, server, "shared-name", from_b_then_a)
@@ -215,7 +221,7 @@ def test_an_answer_that_lands_after_another_is_refused_not_reported_resumed(
     def two_answers(run: dict) -> str:
         registry = Registry(project / "registry", "both-answer")
         with temporary_settings(updates={PREFECT_API_URL: server["PREFECT_API_URL"]}):
-            read_while_paused = approval._paused_runs(version_tag(registry, 2))  # bob's read
+            read_while_paused = approval._paused_runs(version_tags(registry, 2)[0])  # bob's read
             first = models(project, server, "reject", "2", "--actor", "user:alice")
             assert first.returncode == 0, first.stderr
             monkeypatch.setattr(approval, "_paused_runs", lambda _: read_while_paused)
@@ -249,7 +255,9 @@ def test_an_answer_to_a_run_whose_retraining_crashed_moves_nothing_and_says_so(
     api, log = server["PREFECT_API_URL"], project / "flow.log"
     proc = waiting(project, server, 600)
     try:
-        run = wait_for(lambda: paused_run(api, version_tag(registry, 2)), 180, "pause", proc, log)
+        run = wait_for(
+            lambda: paused_run(api, version_tags(registry, 2)[1]), 180, "pause", proc, log
+        )
         parent = parent_run(api, run)
     finally:
         proc.kill()
@@ -313,7 +321,7 @@ def test_the_retraining_flow_pauses_and_keeps_staging_without_an_answer(
     assert (waited["name"], waited["state"]["type"]) == ("approve-v1", "COMPLETED")
     assert waited["state"]["message"] == "no answer within 1 s"
     assert "approval:expired" in waited["tags"]
-    assert version_tag(registry, 1) not in waited["tags"]
+    assert not set(version_tags(registry, 1)) & set(waited["tags"])
     name = flow_run(api, run_id)["name"]
     assert [n["subject"] for n in received] == [
         f"mnist-retrain run {name}: mnist-cnn v1 awaits approval",
@@ -393,7 +401,9 @@ def test_a_deployment_run_keeps_its_concurrency_slot_while_it_waits(
             )
         run_id = str(started.id)
         waiting_run = wait_for(
-            lambda: paused_run(api, version_tag(Registry(workdir / "registry", "mnist-cnn"), 1)),
+            lambda: paused_run(
+                api, version_tags(Registry(workdir / "registry", "mnist-cnn"), 1)[1]
+            ),
             300,
             "the pause",
             proc,

@@ -164,6 +164,17 @@ def test_a_version_registered_after_a_legacy_log_names_all_of_it(registry: Regis
         registry.aliases()
 
 
+def signed_in_turn(tmp_path: Path, make) -> tuple[Path, Path, tuple[Path, Path]]:
+    """A registry whose v1 is unsigned (before signing was on) and v2 signed by an old key; its
+    root, the old public key and the new key pair."""
+    root = tmp_path / "registry"
+    old, old_pub = key_pair(tmp_path / "old")
+    register_candidate(Registry(root, MODEL), make(1, accuracy=0.96), PARAMS, 0.0)
+    old_host = Registry(root, MODEL, Signing.load(old, [old_pub], required=False))
+    register_candidate(old_host, make(2, accuracy=0.97), PARAMS, 0.0)
+    return root, old_pub, key_pair(tmp_path / "new")
+
+
 def test_a_version_this_host_cannot_check_neither_hides_the_loss_nor_outlives_a_restart(
     tmp_path: Path, make
 ) -> None:
@@ -172,12 +183,7 @@ def test_a_version_this_host_cannot_check_neither_hides_the_loss_nor_outlives_a_
     alone stops at v1 when replaying, yet is refused for the loss, not handed an empty map; its
     restart names the events of the cards it cannot check too, so a host that still trusts the
     old key finds nothing lost afterwards."""
-    root = tmp_path / "registry"
-    old, old_pub = key_pair(tmp_path / "old")
-    new, new_pub = key_pair(tmp_path / "new")
-    register_candidate(Registry(root, MODEL), make(1, accuracy=0.96), PARAMS, 0.0)
-    old_host = Registry(root, MODEL, Signing.load(old, [old_pub], required=False))
-    register_candidate(old_host, make(2, accuracy=0.97), PARAMS, 0.0)
+    root, old_pub, (new, new_pub) = signed_in_turn(tmp_path, make)
     both = Registry(root, MODEL, Signing.load(new, [old_pub, new_pub], required=False))
     register_candidate(both, make(3, accuracy=0.99), PARAMS, 0.0)
     both.rollback(comment="v3 regressed")
@@ -212,3 +218,30 @@ def test_an_unreadable_alias_document_is_restarted_and_its_history_shown(
         registry.aliases()
     assert registry.restart_aliases() == 2
     assert registry.aliases() == {} and registry.verify() == []
+
+
+def test_verify_reports_a_lost_document_that_only_cards_it_cannot_check_reveal(
+    tmp_path: Path, make
+) -> None:
+    """Reads refuse on any sealed card's event, checked or not; verify says why they do."""
+    root, old_pub, (new, new_pub) = signed_in_turn(tmp_path, make)
+    lose(Registry(root, MODEL), "deleted")
+    strict = Registry(root, MODEL, Signing.load(new, [new_pub], required=True))
+    with pytest.raises(LostAliases):
+        strict.aliases()
+    assert any(f"when {MODEL} v2 was registered" in p for p in strict.verify())
+
+
+def test_a_restart_event_edited_by_hand_is_reported_not_a_crash(registry: Registry, make) -> None:
+    """Without trusted keys nothing stops an edit of the stored log: verify reports the broken
+    chain, and a `lost` list that is no list is ignored rather than iterated."""
+    rolled_back(registry, make)
+    lose(registry, "deleted")
+    registry.restart_aliases()
+    path = writable(model_dir(registry) / "aliases.json")
+    document = json.loads(path.read_text())
+    document["events"][-1]["evidence"]["lost"] = 5
+    path.write_text(json.dumps(document))
+    problems = registry.verify()
+    assert any("alias event 1 was edited" in p for p in problems)
+    assert any("no longer holds alias event" in p for p in problems)  # its list no longer names

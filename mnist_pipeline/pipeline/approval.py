@@ -3,10 +3,10 @@
 With approval required, register_candidate registers a version the promotion rules would make
 production as staging, proposed for production (promotion.held_for_approval). The retraining
 flow then waits in its `approval` subflow, whose run pauses tagged
-`awaiting-approval:<model>:v<N>:<card>` (flows/approval.py; `<card>`: the start of vN's card
-seal), until someone answers from the Prefect UI or with `mnist-pipeline models approve|reject
-N` (`resume_waiting`), or `registry.approval_timeout_s` pass. `settle` records the outcome in
-the audit trail:
+`awaiting-approval:<model>:v<N>` and `...:v<N>:<card>` (flows/approval.py; `<card>`: the
+start of vN's card seal), until someone answers from the Prefect UI or with `mnist-pipeline
+models approve|reject N` (`resume_waiting`), or `registry.approval_timeout_s` pass. `settle`
+records the outcome in the audit trail:
 
 - approved: production moves to vN (action "promote"), by the approver, the comment as why;
   but if production moved since vN was compared with it, that comparison no longer holds: vN
@@ -25,27 +25,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mnist_pipeline.core.errors import PipelineError, RegistryError, StoreError
+from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
 from mnist_pipeline.pipeline.register import require_promotable
 from mnist_pipeline.registry import PRODUCTION, SEAL_KEY, Registry
 from mnist_pipeline.registry.aliases import MAX_COMMENT, check_text, checked_actor
-from mnist_pipeline.registry.registration import AliasMoved
+from mnist_pipeline.registry.registration import AliasMoved, NotPromotable
 
 Outcome = Literal["approved", "rejected", "expired", "outdated", "refused"]
 
 
-def waiting_tag(model_name: str, version: int, card_sha256: str) -> str:
-    """The tag of a flow run waiting for approval of `model_name` v`version`, the version whose
-    card has the seal `card_sha256`: another registry's vN of the same model name (another
-    project on the same Prefect server) is never answered by mistake."""
-    return f"awaiting-approval:{model_name}:v{version}:{card_sha256[:16]}"
+def waiting_tag(model_name: str, version: int, card_sha256: str | None = None) -> str:
+    """The tag of a flow run waiting for approval of `model_name` v`version`; with the seal
+    `card_sha256` of that version's card, the tag naming the very version, so that another
+    registry's vN of the same model name (another project on the same Prefect server) is never
+    answered by mistake. A waiting run carries both."""
+    plain = f"awaiting-approval:{model_name}:v{version}"
+    return plain if card_sha256 is None else f"{plain}:{card_sha256[:16]}"
 
 
-def version_tag(registry: Registry, version: int) -> str:
-    """`waiting_tag` of `registry`'s v`version` (its card read and checked)."""
-    return waiting_tag(registry.name, version, registry.card(version)[SEAL_KEY])
+def version_tags(registry: Registry, version: int) -> tuple[str, str]:
+    """The two `waiting_tag`s of `registry`'s v`version` (its card read and checked)."""
+    seal = registry.card(version)[SEAL_KEY]
+    return waiting_tag(registry.name, version), waiting_tag(registry.name, version, seal)
 
 
 @dataclass(frozen=True)
@@ -131,9 +134,7 @@ def settle(
         )
         registry.note(version, PRODUCTION, "reject", why, run_actor, comment)
         return Settled("outdated", why)
-    except StoreError:
-        raise  # nothing could be recorded either: the run fails, saying so
-    except RegistryError as refused:  # vN itself no longer passes (damaged, sealed again)
+    except NotPromotable as refused:  # vN itself no longer passes (damaged, sealed again)
         why = f"{actor} approved v{version}, but it cannot be promoted ({refused}): kept as staging"
         registry.note(version, PRODUCTION, "reject", why, run_actor, comment)
         return Settled("refused", why)
@@ -152,11 +153,20 @@ def resume_waiting(registry: Registry, version: int, answer: Answer) -> str:
         raise PipelineError(
             "no Prefect API configured (set PREFECT_API_URL): approvals answer a paused flow run"
         )
-    model_name, tag = registry.name, version_tag(registry, version)
+    model_name, (plain, tag) = registry.name, version_tags(registry, version)
     try:
-        found = _paused_runs(tag)
+        waiting = _paused_runs(plain)
     except Exception as exc:  # unreachable server, refused request
         raise PipelineError(f"cannot read flow runs from the Prefect API at {url}: {exc}") from None
+    found = [(run, parent) for run, parent in waiting if tag in (run.tags or ())]
+    if waiting and not found:  # another project's vN, or this card sealed again since
+        names = ", ".join(f"{run.name} ({run.id})" for run, _ in waiting)
+        raise PipelineError(
+            f"flow run {names} waits for approval of a {model_name} v{version} whose card is "
+            f"not this registry's v{version} (tag {tag}): another project's with the same "
+            "model name, or this card was sealed again since; nothing moved (if it is this "
+            "project's run, answer it in the Prefect UI)"
+        )
     runs = [run for run, parent in found if parent is None or not parent.state.is_final()]
     if found and not runs:  # its retraining run crashed or was cancelled while it waited
         run, parent = found[0]

@@ -52,7 +52,7 @@ from mnist_pipeline.pipeline.versions import (
 )
 from mnist_pipeline.registry import Registration, Registry, Submission
 from mnist_pipeline.registry.aliases import STAGING
-from mnist_pipeline.registry.registration import ChampionMoved
+from mnist_pipeline.registry.registration import ChampionMoved, NotPromotable
 
 DECISION_ATTEMPTS = 20
 REPORT_MODELS = {METRICS_FILE: Metrics, PARITY_FILE: Parity, TRAIN_RECORD_FILE: TrainRecord}
@@ -170,12 +170,12 @@ def promotion_problems(registry: Registry, version: int) -> list[str]:
 
 
 def require_promotable(registry: Registry, verb: str = "promoted") -> Callable[[int], None]:
-    """Registry.promote/rollback's `accept`: RegistryError for what promotion_problems finds."""
+    """Registry.promote/rollback's `accept`: NotPromotable for what promotion_problems finds."""
 
     def accept(version: int) -> None:
         problems = promotion_problems(registry, version)
         if problems:
-            raise RegistryError(f"v{version} cannot be {verb}: " + "; ".join(problems))
+            raise NotPromotable(f"v{version} cannot be {verb}: " + "; ".join(problems))
 
     return accept
 

@@ -26,13 +26,11 @@ def audit(registry: Registry) -> list[str]:
         for v in sorted(set(range(1, max(versions, default=0) + 1)) - set(versions))
     ]
     known = {keys.aliases_key(registry.name)}
-    cards = {}
     for version, card, damaged in registry.catalogue():
         known.add(keys.card_key(registry.name, version))
         if card is None:
             problems.append(str(damaged))
             continue
-        cards[version] = card
         try:
             problems += [f"v{version}: {p}" for p in registry._problems(version, card)]
         except RegistryError as exc:  # a folder or device where a file belongs: the next go on
@@ -46,10 +44,10 @@ def audit(registry: Registry) -> list[str]:
     except RegistryError as exc:
         return problems + [str(exc)]
     problems += _trail_problems(registry, state)
-    heads = lost.heads(state.events)
-    for version, card in cards.items():
-        if (head := lost.missing_head(card, heads)) is not None:
-            problems.append(str(lost.refusal(registry, version, head)))
+    # every sealed card, as reads check them: one this host cannot verify still names an event
+    problems += [
+        str(lost.refusal(registry, v, head)) for v, head in lost.lost(registry, state.events)
+    ]
     # versions committed since the listing (the alias document, read after it, may name them):
     # checked by the next verify, and not missing
     listing = registry.storage.list(f"{registry.name}/")

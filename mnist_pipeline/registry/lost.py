@@ -34,9 +34,10 @@ def heads(events: list[Any]) -> set[str]:
     for count, event in enumerate(events, 1):
         if isinstance(event, dict) and isinstance(event.get(trail.HASH_KEY), str):
             found.add(event[trail.HASH_KEY])
-            if event.get("action") == trail.RESTART:
-                lost = (event.get("evidence") or {}).get(LOST_KEY) or []
-                found |= {str(head) for head in lost if isinstance(lost, list)}
+            evidence = event.get("evidence")
+            if event.get("action") == trail.RESTART and isinstance(evidence, dict):
+                named = evidence.get(LOST_KEY)
+                found |= {str(head) for head in named} if isinstance(named, list) else set()
         else:
             found.add(str(trail.link(events[:count])))
     return found

@@ -16,7 +16,7 @@ from mnist_pipeline.registry import aliases as alias_doc
 from mnist_pipeline.registry import keys, lost, trail
 from mnist_pipeline.registry.aliases import PRODUCTION, AliasState, checked_actor, commented
 from mnist_pipeline.registry.audit import refuse_forged
-from mnist_pipeline.registry.registration import AliasMoved
+from mnist_pipeline.registry.registration import AliasMoved, NotPromotable
 from mnist_pipeline.registry.swap import SWAP_ATTEMPTS, swap_aliases
 
 if TYPE_CHECKING:
@@ -146,6 +146,6 @@ def restart(registry: Registry, actor: str | None = None, comment: str | None = 
 def _require_intact(registry: Registry, version: int, accept: Accept | None = None) -> None:
     problems = registry._problems(version, registry._card(version))
     if problems:
-        raise RegistryError(f"{registry.name} v{version} is damaged: " + "; ".join(problems))
+        raise NotPromotable(f"{registry.name} v{version} is damaged: " + "; ".join(problems))
     if accept is not None:
         accept(version)

@@ -45,6 +45,10 @@ class AliasMoved(RegistryError):
         self.expected, self.now = expected, now
 
 
+class NotPromotable(RegistryError):
+    """The version an alias would move to fails a check: its files, or the caller's rule."""
+
+
 def _v(version: int | None) -> str:
     return "none" if version is None else f"v{version}"
 
