@@ -119,6 +119,26 @@ def test_approving_a_card_sealed_again_without_its_model_moves_nothing_and_says_
     assert event["evidence"] == {"comment": "ok"}
 
 
+def test_approving_a_version_whose_card_no_longer_verifies_is_recorded_as_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its card edited and sealed again, its signature then fails: no promotion, and the
+    approver's answer is in the trail all the same."""
+    registry, v2 = proposed_project(tmp_path)
+    read = registry._card
+
+    def forged(version: int) -> dict:
+        if version == 2:
+            raise RegistryError("mnist-cnn v2: the signature does not match card.json")
+        return read(version)
+
+    monkeypatch.setattr(registry, "_card", forged)
+    refused = settle(registry, 2, v2.champion, Answer(True, "ok", "user:eve"), "prefect:r", 9)
+    assert refused.outcome == "refused" and "the signature does not match" in refused.message
+    assert registry.alias_log()["events"][-1]["action"] == "reject"
+    assert registry.aliases() == {"production": 1, "staging": 2}
+
+
 def test_an_approval_the_store_could_not_record_fails_rather_than_reading_as_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -200,7 +200,7 @@ def test_a_version_this_host_cannot_check_neither_hides_the_loss_nor_outlives_a_
         both.restart_aliases()
 
 
-def test_an_unreadable_alias_document_is_restarted_and_its_history_shown(
+def test_a_lost_documents_history_is_shown_and_an_unreadable_one_restarted(
     tmp_path: Path, make
 ) -> None:
     """A truncated aliases.json (zero bytes) cannot be parsed at all: a restart starts from

@@ -17,6 +17,7 @@ from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.monitoring.drift import FEATURES, REFERENCE_FILE, parse_reference
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
+from mnist_pipeline.serving import alias_events
 from mnist_pipeline.serving import drift as serving_drift
 from mnist_pipeline.serving.alias_events import emit_if_configured
 from mnist_pipeline.serving.drift import DriftMonitor
@@ -130,6 +131,8 @@ def test_workers_and_later_servers_of_one_project_send_one_event_per_shift(
     the cooldown, until some window is judged normal. An event the Prefect server did not take
     is not counted and is tried again. Before, N workers sent N events."""
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # the fake emitter answers
+    monkeypatch.setattr(alias_events, "api_problem", lambda: None)  # as if the API answered
+    monkeypatch.setattr(serving_drift, "RESEND_S", 0.0)  # a failed send is tried again at once
     sent: list[tuple] = []
     params = ServeParams(drift_window=200, drift_threshold=0.25, drift_cooldown_s=3600)
     path = tmp_path / "project" / ".cache" / "serve" / "drift-m.json"
@@ -168,13 +171,41 @@ def test_workers_and_later_servers_of_one_project_send_one_event_per_shift(
     assert len(sent) == 4 and '"last_event"' in path.read_text()
     racing = DriftClaims(tmp_path / "race.json", 3600)  # its time read before another's landed
     assert racing.claim(1000.0) is True
-    racing.close()
-    assert racing.claim(999.5) is False
+    racing.close(since=999.0)  # a normal window that still holds images from before the event
+    assert json.loads((tmp_path / "race.json").read_text())["open"] is True
+    racing.close(since=1001.0)  # one of images that all came in after it: the shift is over
+    assert racing.claim(999.5) is False  # and the cooldown still holds
     blocked = DriftClaims(tmp_path / "a-file" / "drift.json", 3600)  # cannot be written at all
     (tmp_path / "a-file").write_text("")
     with caplog.at_level("WARNING"):
         assert blocked.claim(time.time()) is True  # a missed retraining is worse than a second
     assert "drift: event not coordinated with other processes" in caplog.text
+
+
+def test_a_prefect_api_that_does_not_answer_is_asked_again_later_and_nothing_is_claimed(
+    served: ServedModel, _candidate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked before the claim, so a server stopped during the check leaves no claim that
+    would block the shift; and not again at every batch while the API stays down."""
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    asked: list[int] = []
+    monkeypatch.setattr(
+        alias_events, "api_problem", lambda: asked.append(1) or ConnectionError("refused")
+    )
+    sent: list[tuple] = []
+    path = tmp_path / "drift-m.json"
+    params = ServeParams(drift_window=200, drift_threshold=0.25, drift_cooldown_s=3600)
+    monitor = DriftMonitor(
+        served, params, lambda *e: sent.append(e) or True, DriftClaims(path, 3600)
+    )
+    shifted = 1.0 - contract_digits(_candidate.data_dir)
+    monitor.process([answered(served, shifted)])
+    monitor.process([answered(served, shifted)])  # within RESEND_S: not asked again
+    assert asked == [1] and sent == [] and not path.exists() and monitor.status()["events"] == 0
+    monkeypatch.setattr(alias_events, "api_problem", lambda: None)
+    monkeypatch.setattr(monitor, "_send_due", 0.0)  # RESEND_S later
+    monitor.process([answered(served, shifted)])
+    assert len(sent) == 1 and monitor.status()["events"] == 1
 
 
 def test_without_a_prefect_api_one_shift_is_counted_once_across_workers(
@@ -204,14 +235,8 @@ def test_an_event_for_a_prefect_api_that_does_not_answer_is_not_taken_for_sent(
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    url = f"http://127.0.0.1:{port}/api"
-    monkeypatch.setenv("PREFECT_API_URL", url)  # what a server's environment would say ...
-    with (  # ... and what Prefect's settings, read when it was first imported, then hold
-        temporary_settings(updates={PREFECT_API_URL: url}),
-        caplog.at_level("WARNING", logger="mnist_pipeline.serve"),
-    ):
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{port}/api")
+    with caplog.at_level("WARNING", logger="mnist_pipeline.serve"):
         assert emit_if_configured(serving_drift.DRIFT_EVENT, "m", {"version": 1}) is False
     assert f"not sent: the Prefect API at http://127.0.0.1:{port}/api does not answer" in (
         caplog.text

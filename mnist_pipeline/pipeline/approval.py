@@ -155,11 +155,11 @@ def resume_waiting(registry: Registry, version: int, answer: Answer) -> str:
         )
     model_name, (plain, tag) = registry.name, version_tags(registry, version)
     try:
-        waiting = _paused_runs(plain)
+        found = _paused_runs(tag)  # this registry's vN: the other tag is shared
+        waiting = [] if found else _paused_runs(plain)
     except Exception as exc:  # unreachable server, refused request
         raise PipelineError(f"cannot read flow runs from the Prefect API at {url}: {exc}") from None
-    found = [(run, parent) for run, parent in waiting if tag in (run.tags or ())]
-    if waiting and not found:  # another project's vN, or this card sealed again since
+    if waiting:  # another project's vN, or this card sealed again since
         names = ", ".join(f"{run.name} ({run.id})" for run, _ in waiting)
         raise PipelineError(
             f"flow run {names} waits for approval of a {model_name} v{version} whose card is "

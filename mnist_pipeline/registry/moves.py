@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry import aliases as alias_doc
 from mnist_pipeline.registry import keys, lost, trail
 from mnist_pipeline.registry.aliases import PRODUCTION, AliasState, checked_actor, commented
@@ -144,7 +144,13 @@ def restart(registry: Registry, actor: str | None = None, comment: str | None = 
 
 
 def _require_intact(registry: Registry, version: int, accept: Accept | None = None) -> None:
-    problems = registry._problems(version, registry._card(version))
+    try:
+        card = registry._card(version)
+    except StoreError:
+        raise  # the store did not answer: nothing is known of the version
+    except RegistryError as exc:  # edited, sealed again, signed by no trusted key
+        raise NotPromotable(str(exc)) from None
+    problems = registry._problems(version, card)
     if problems:
         raise NotPromotable(f"{registry.name} v{version} is damaged: " + "; ".join(problems))
     if accept is not None:

@@ -29,6 +29,7 @@ import numpy as np
 
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.monitoring import drift
+from mnist_pipeline.serving import alias_events
 from mnist_pipeline.serving.alias_events import api_configured
 from mnist_pipeline.serving.drift_claim import DriftClaims
 from mnist_pipeline.serving.served_model import without_locations
@@ -44,6 +45,8 @@ QUEUE_IMAGES = 16_384  # answered images waiting for the monitor's thread (~50 M
 REREAD_S = 30.0  # a reference that could not be read (the store down) is read again after this
 IDLE_CHECK_S = 1.0  # without traffic, how often the monitor looks for a newly served version
 GATHER_S = 0.05  # after a request arrives, how long the monitor lets others gather first
+RESEND_S = 60.0  # after the Prefect API did not answer, how long before an event is tried again
+CLOSE_EVERY_S = 10.0  # how often a worker judging windows normal tells the claim file so
 logger = logging.getLogger("mnist_pipeline.serve")
 
 
@@ -91,10 +94,12 @@ class DriftMonitor:
         self.psi: dict[str, float] | None = None
         self.events, self.last_event, self.skipped = 0, None, 0
         self._armed = True  # no event since the last window judged normal
-        self._closed = False  # this process told the claim file the shift is over (drift_claim)
+        self._send_due = 0.0  # time.monotonic() before which no event is tried (after a failure)
+        self._close_due = 0.0  # and before which a normal window does not close the shift again
         self._event_at: float | None = None  # time.monotonic() of the last event (cooldown)
         self.seen = 0  # images the monitor's thread took in, every version (status: "seen")
         self._rows = np.zeros((self.size, len(drift.FEATURES)))
+        self._times = np.zeros(self.size)  # time.time() each row came in (closing a shift)
         self._filled = self._next = self._unjudged = 0
         self._queue: queue.Queue[tuple[Loaded, np.ndarray, np.ndarray]] = queue.Queue()
         self._waiting = 0  # images in the queue (bounded by QUEUE_IMAGES, under self._lock)
@@ -218,6 +223,7 @@ class DriftMonitor:
         rows = rows[-self.size :]
         where = (self._next + np.arange(len(rows))) % self.size
         self._rows[where] = rows
+        self._times[where] = time.time()
         self._next = int((self._next + len(rows)) % self.size)
         self._filled = min(self.size, self._filled + len(rows))
         self._unjudged += len(rows)
@@ -235,16 +241,22 @@ class DriftMonitor:
         if self.metrics is not None:
             self.metrics.drift_psi(psi)
         over = sorted(name for name, value in psi.items() if value > self.threshold)
+        now = time.monotonic()
         if not over:
             self._armed = True  # the shift is over: the next one makes an event
-            if not self._closed and self.claims is not None:
-                self.claims.close()  # for every process: once per drifted spell seen here
-            self._closed = True
+            if self.claims is not None and now >= self._close_due:  # for every process
+                self.claims.close(since=float(self._times.min()))
+                self._close_due = now + CLOSE_EVERY_S
             return
-        self._closed = False
-        now = time.monotonic()
         cooling = self._event_at is not None and now - self._event_at < self.cooldown_s
-        if not self._armed or cooling:
+        if not self._armed or cooling or now < self._send_due:
+            return
+        if (problem := alias_events.api_problem()) is not None:  # before claiming: a claim
+            logger.warning(  # left by a server stopped during this check would block the shift
+                "drift: v%s: the Prefect API does not answer (%s); tried again in %.0f s",
+                self.version, problem, RESEND_S,
+            )  # fmt: skip
+            self._send_due = now + RESEND_S
             return
         self._armed = False  # this shift's event is sent below, or was by another process
         sent_at = time.time()
@@ -273,8 +285,8 @@ class DriftMonitor:
         if not self.emitter(self.registry.name, payload) and api_configured():
             if self.claims is not None:
                 self.claims.give_back(sent_at)
-            self._armed = True
-            logger.warning("drift: %s (event not taken: tried again at the next window)", summary)
+            self._armed, self._send_due = True, now + RESEND_S
+            logger.warning("drift: %s (event not taken: tried again in %.0f s)", summary, RESEND_S)
             return
         self._event_at = now
         with self._lock:

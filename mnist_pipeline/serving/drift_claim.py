@@ -4,12 +4,13 @@ Each worker of `serve --workers N` runs its own drift monitor, and a restarted s
 new one: left to themselves, N workers seeing one shift would emit N events, and a server
 restarted during a shift would emit again. Before emitting, a monitor claims the event in a
 small file beside the project (`.cache/serve/drift-<model>.json`: when the last event was sent,
-and whether its shift is still open), under a file lock: a claim while the last event's shift
-is open (no process has judged a window normal since) or within `cooldown_s` of it is refused;
-a monitor that judges a window normal closes the shift; a claim whose event the Prefect server
-did not take is given back. The file is per model name, as the event and the retraining
-trigger are. A file that cannot be read or written never stops an event (the warning says
-why): a missed retraining is worse than a second one, which trains nothing new ("up to date").
+and whether its shift is still open), under a file lock: a claim while the last event's shift is
+open (no process has judged normal a window of images that came in after it) or within
+`cooldown_s` of it is refused; a monitor that judges such a window normal closes the shift; a
+claim whose event the Prefect server did not take is given back. The file is per model name, as
+the event and the retraining trigger are. A file that cannot be read or written never stops an
+event (the warning says why): a missed retraining is worse than a second one, which trains
+nothing new ("up to date").
 """
 
 from __future__ import annotations
@@ -54,13 +55,16 @@ class DriftClaims:
             logger.warning("drift: event not coordinated with other processes (%s): sent", exc)
         return True
 
-    def close(self) -> None:
-        """A window was judged normal: the last event's shift is over, so the next shift's
-        event may be claimed once the cooldown has passed."""
+    def close(self, since: float) -> None:
+        """A window of images that all came in from `since` (time.time()) on was judged normal:
+        if the last event was sent before them, its shift is over, and the next shift's event
+        may be claimed once the cooldown has passed. (A window that still holds images from
+        before the event says nothing of the shift since.)"""
         try:
             with self._locked():
                 found = self._read()
-                if found.get("open") is True:
+                last = _time(found.get("last_event"))
+                if found.get("open") is True and last is not None and last <= since:
                     write_json(self.path, {**found, "open": False})
         except (OSError, Timeout) as exc:
             logger.warning("drift: the end of a shift not recorded in %s (%s)", self.path, exc)
