@@ -175,6 +175,9 @@ def test_workers_and_later_servers_of_one_project_send_one_event_per_shift(
     assert json.loads((tmp_path / "race.json").read_text())["open"] is True
     racing.close(since=1001.0)  # one of images that all came in after it: the shift is over
     assert racing.claim(999.5) is False  # and the cooldown still holds
+    assert racing.claim(5000.0) is True  # the next shift, past the cooldown
+    assert racing.claim(5000.0 + 23 * 3600) is False  # that shift still open
+    assert racing.claim(5000.0 + 25 * 3600) is True  # open a day: its event may go again
     blocked = DriftClaims(tmp_path / "a-file" / "drift.json", 3600)  # cannot be written at all
     (tmp_path / "a-file").write_text("")
     with caplog.at_level("WARNING"):

@@ -26,6 +26,9 @@ from mnist_pipeline.core.regular_file import read_regular
 
 logger = logging.getLogger(__name__)
 LOCK_WAIT_S = 10.0  # the monitor thread (off the request path) waits for other workers this long
+# A shift still open this long after its event (no normal window seen since, by any process:
+# perhaps none served meanwhile) may have its event again: a day of drift is worth another run.
+OPEN_FOR_S = 24 * 3600.0
 
 
 def claim_file(project: Path, model_name: str) -> Path:
@@ -46,7 +49,7 @@ class DriftClaims:
             with self._locked():
                 found = self._read()
                 last = _time(found.get("last_event"))
-                if last is not None and found.get("open") is True:
+                if found.get("open") is True and last is not None and now - last < OPEN_FOR_S:
                     return False  # that event's shift goes on: no window judged normal since
                 if last is not None and abs(now - last) < self.cooldown_s:  # ahead: a racing claim
                     return False
