@@ -267,9 +267,9 @@ class DriftMonitor:
 
     def _send(self, psi: dict[str, float], over: list[str], now: float, sent_at: float) -> None:
         """Emit the claimed event and count it (once per shift across processes); one the
-        configured Prefect server did not take gives its claim back and is tried again at the
-        next drifted window. Without a Prefect API there is nothing to send to: the claim
-        stands, so the shift is still counted once."""
+        configured Prefect server did not take gives its claim back and is tried again
+        RESEND_S later, while the shift lasts. Without a Prefect API there is nothing to send
+        to: the claim stands, so the shift is still counted once."""
         summary = ", ".join(f"{name} {psi[name]:.3f}" for name in over)
         summary = (
             f"v{self.version}: PSI {summary} over {self.threshold} in the last {self.size} images"
