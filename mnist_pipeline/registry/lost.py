@@ -72,13 +72,23 @@ def sealed_card(registry: Registry, version: int, data: bytes | None) -> dict[st
 
 def lost(registry: Registry, events: list[Any]) -> list[tuple[int, str]]:
     """(version, event) of every sealed card registered after an event `events` lacks."""
-    known = heads(events)
     versions = registry.version_numbers()
     stored = registry.storage.read_many([keys.card_key(registry.name, v) for v in versions])
+    return lost_among(registry, events, versions, stored)
+
+
+def lost_among(
+    registry: Registry, events: list[Any], versions: list[int], cards: list[bytes | None]
+) -> list[tuple[int, str]]:
+    """`lost` for the stored `cards` of `versions` (their bytes, as read)."""
+    known: set[str] | None = None  # computed once a card names an event
     found = []
-    for version, data in zip(versions, stored, strict=True):
+    for version, data in zip(versions, cards, strict=True):
         card = sealed_card(registry, version, data)
-        head = None if card is None else missing_head(card, known)
+        if card is None or card.get(ALIAS_TRAIL_KEY) is None:
+            continue
+        known = heads(events) if known is None else known
+        head = missing_head(card, known)
         if head is not None:
             found.append((version, head))
     return found

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry import keys, lost
 from mnist_pipeline.registry.aliases import AliasState
-from mnist_pipeline.registry.card import ALIAS_TRAIL_KEY
 from mnist_pipeline.registry.registration import DECISION_FIELDS, applicable
 from mnist_pipeline.registry.signing import NotSigned, UntrustedKey
 
@@ -70,12 +69,6 @@ def _refuse_lost(
     """LostAliases when a sealed card among `cards`, signed or not, was registered after an
     event `state`'s stored events lack: checked for all of them before any is replayed, so a
     card that stops the replay (unsigned, untrusted) cannot hide the loss behind it."""
-    known: set[str] | None = None  # computed once a card names an event
-    for version, data in zip(versions, cards, strict=True):
-        sealed = lost.sealed_card(registry, version, data)
-        if sealed is None or sealed.get(ALIAS_TRAIL_KEY) is None:
-            continue
-        known = lost.heads(state.events[: state.stored]) if known is None else known
-        head = lost.missing_head(sealed, known)
-        if head is not None:
-            raise lost.refusal(registry, version, head)
+    gone = lost.lost_among(registry, state.events[: state.stored], versions, cards)
+    if gone:
+        raise lost.refusal(registry, *gone[0])
