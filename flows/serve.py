@@ -47,7 +47,7 @@ from mnist_pipeline.core.errors import one_line_errors
 from mnist_pipeline.core.params import Params, load_params
 from mnist_pipeline.core.validators import check_cron
 from mnist_pipeline.inbox.events import inbox_trigger, server_configured
-from mnist_pipeline.serving.drift import drift_trigger
+from mnist_pipeline.serving.drift_event import drift_trigger
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ from flows.serve import deployment_options
 from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
-from mnist_pipeline.serving.drift import DRIFT_EVENT
+from mnist_pipeline.serving.drift_event import DRIFT_EVENT
 from tests.drift_helpers import candidate_with_reference, contract_digits
 from tests.process_helpers import mnist_server, prefect_server
 from tests.reports import MODEL, PARAMS

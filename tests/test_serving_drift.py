@@ -22,6 +22,7 @@ from mnist_pipeline.serving import drift as serving_drift
 from mnist_pipeline.serving.alias_events import emit_if_configured
 from mnist_pipeline.serving.drift import DriftMonitor
 from mnist_pipeline.serving.drift_claim import DriftClaims
+from mnist_pipeline.serving.drift_event import DRIFT_EVENT
 from mnist_pipeline.serving.http_api import create_app
 from mnist_pipeline.serving.metrics import Metrics
 from mnist_pipeline.serving.served_model import ServedModel
@@ -240,7 +241,7 @@ def test_an_event_for_a_prefect_api_that_does_not_answer_is_not_taken_for_sent(
         port = probe.getsockname()[1]
     monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{port}/api")
     with caplog.at_level("WARNING", logger="mnist_pipeline.serve"):
-        assert emit_if_configured(serving_drift.DRIFT_EVENT, "m", {"version": 1}) is False
+        assert emit_if_configured(DRIFT_EVENT, "m", {"version": 1}) is False
     assert f"not sent: the Prefect API at http://127.0.0.1:{port}/api does not answer" in (
         caplog.text
     )

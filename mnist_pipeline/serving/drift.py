@@ -7,7 +7,7 @@ last `serve.drift_window` images answered by the served version; once full, each
 against the version's reference (`drift_reference.json`, stored when it was registered;
 monitoring/drift.py) is computed, and any over `serve.drift_threshold` is drift. Drift is
 logged, counted in /metrics and, with a Prefect API configured, emitted as the event
-`mnist.serve.drift` on `mnist.model.<name>`. One sustained shift makes one event, however long it
+`mnist.serve.drift` (drift_event.py). One sustained shift makes one event, however long it
 lasts and across promotions: the next event needs a full window judged normal first, and then
 waits out `serve.drift_cooldown_s` since the last, which every worker and every later server
 of the project folder share (drift_claim.py). A version without a reference is not
@@ -32,15 +32,13 @@ from mnist_pipeline.monitoring import drift
 from mnist_pipeline.serving import alias_events
 from mnist_pipeline.serving.alias_events import api_configured
 from mnist_pipeline.serving.drift_claim import DriftClaims
+from mnist_pipeline.serving.drift_event import drift_payload, emit_drift
 from mnist_pipeline.serving.served_model import without_locations
 
 if TYPE_CHECKING:
     from mnist_pipeline.serving.metrics import Metrics
     from mnist_pipeline.serving.served_model import Loaded, ServedModel
 
-DRIFT_EVENT = "mnist.serve.drift"
-# The retraining run a drift event starts says why (its `reason` parameter, rendered by Prefect).
-DRIFT_REASON = "live traffic drifted from MNIST test: {{ event.payload.summary }}"
 QUEUE_IMAGES = 16_384  # answered images waiting for the monitor's thread (~50 MB); more skipped
 REREAD_S = 30.0  # a reference that could not be read (the store down) is read again after this
 IDLE_CHECK_S = 1.0  # without traffic, how often the monitor looks for a newly served version
@@ -48,28 +46,6 @@ GATHER_S = 0.05  # after a request arrives, how long the monitor lets others gat
 RESEND_S = 60.0  # after the Prefect API did not answer, how long before an event is tried again
 CLOSE_EVERY_S = 10.0  # how often a worker judging windows normal tells the claim file so
 logger = logging.getLogger("mnist_pipeline.serve")
-
-
-def emit_drift(model_name: str, payload: dict[str, Any]) -> bool:
-    """Emit the drift event when this process's environment names a Prefect API (Prefect is not
-    imported otherwise); a failure is a logged warning (announce.emit)."""
-    from mnist_pipeline.serving.alias_events import emit_if_configured
-
-    return emit_if_configured(DRIFT_EVENT, model_name, payload)
-
-
-def drift_trigger(model_name: str) -> Any:
-    """The deployment trigger: one retraining run per drift event of this model."""
-    from prefect.events import DeploymentEventTrigger
-
-    from mnist_pipeline.pipeline.announce import resource_id
-
-    return DeploymentEventTrigger(
-        name=f"live traffic drifted for {model_name}",
-        expect={DRIFT_EVENT},
-        match={"prefect.resource.id": resource_id(model_name)},
-        parameters={"reason": DRIFT_REASON},
-    )
 
 
 class DriftMonitor:
@@ -270,18 +246,8 @@ class DriftMonitor:
         configured Prefect server did not take gives its claim back and is tried again
         RESEND_S later, while the shift lasts. Without a Prefect API there is nothing to send
         to: the claim stands, so the shift is still counted once."""
-        summary = ", ".join(f"{name} {psi[name]:.3f}" for name in over)
-        summary = (
-            f"v{self.version}: PSI {summary} over {self.threshold} in the last {self.size} images"
-        )
-        payload = {
-            "version": self.version,
-            "psi": psi,
-            "drifted": over,
-            "threshold": self.threshold,
-            "window": self.size,
-            "summary": summary,
-        }
+        payload = drift_payload(self.version, psi, over, self.threshold, self.size)
+        summary = payload["summary"]
         if not self.emitter(self.registry.name, payload) and api_configured():
             if self.claims is not None:
                 self.claims.give_back(sent_at)
