@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from flows import approval as approval_flow  # at import: Prefect sets up logging once
-from mnist_pipeline.core.errors import ParamsError, RegistryError
+from mnist_pipeline.core.errors import ParamsError, RegistryError, StoreError
 from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.core.reports import ModelCard, parse_report
 from mnist_pipeline.pipeline import approval
@@ -154,6 +154,26 @@ def test_an_approval_the_store_could_not_record_fails_rather_than_reading_as_ref
     with pytest.raises(RegistryError, match="kept changing"):
         settle(registry, 2, v2.champion, Answer(True, "ok", "user:eve"), "prefect:r", 9)
     assert registry.alias_log() == before
+
+
+def test_a_report_the_store_could_not_read_fails_the_approval_rather_than_refusing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that times out while the promotion checks read v2's metrics.json says nothing
+    about v2: the run fails (the answer can be given again), and no reject is recorded."""
+    registry, v2 = proposed_project(tmp_path)
+    before, read = registry.alias_log(), registry.read_file
+
+    def unreachable(ref: str | int, relpath: str) -> bytes:
+        if relpath == "metrics.json":
+            raise StoreError("s3://bucket/m: the endpoint did not answer (read timeout)")
+        return read(ref, relpath)
+
+    monkeypatch.setattr(registry, "read_file", unreachable)
+    with pytest.raises(StoreError, match="did not answer"):
+        settle(registry, 2, v2.champion, Answer(True, "ok", "user:eve"), "prefect:r", 9)
+    assert registry.alias_log() == before
+    assert registry.aliases() == {"production": 1, "staging": 2}
 
 
 def test_rejected_and_expired_stay_staging_and_are_recorded(tmp_path: Path) -> None:

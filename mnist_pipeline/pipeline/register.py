@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from mnist_pipeline.core.errors import PipelineError, RegistryError
+from mnist_pipeline.core.errors import PipelineError, RegistryError, StoreError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.core.reports import (
@@ -129,7 +129,8 @@ def register_candidate(
 def chain_problems(registry: Registry, version: int, card: ModelCard) -> list[str]:
     """Where a version's stored reports contradict its card (call after its files verified):
     parity must have checked the card's model.onnx, every report must describe the card's
-    model.pt, and metrics must hold the card's accuracy."""
+    model.pt, and metrics must hold the card's accuracy. A store that does not answer raises
+    StoreError: that says nothing against the version."""
     files, problems = card.files, []
     missing = [name for name in (ONNX_FILE, STATE_DICT_FILE) if name not in files]
     if missing:  # a card edited and sealed again: nothing could serve or re-export it
@@ -143,6 +144,8 @@ def chain_problems(registry: Registry, version: int, card: ModelCard) -> list[st
         if name in files:  # versions registered before model.json existed lack it
             try:
                 found[name] = parse_json_report(model, registry.read_file(version, name), name)
+            except StoreError:
+                raise  # the store did not answer: nothing is known against the version
             except PipelineError as exc:
                 problems.append(str(exc))
     parity, metrics = found.get(PARITY_FILE), found.get(METRICS_FILE)
@@ -164,6 +167,8 @@ def promotion_problems(registry: Registry, version: int) -> list[str]:
     chain_problems (a card sealed again without model.onnx would leave nothing to serve)."""
     try:
         typed = parse_report(ModelCard, registry.card(version), "its card")
+    except StoreError:
+        raise
     except PipelineError as exc:
         return [str(exc)]
     return chain_problems(registry, version, typed)
