@@ -212,6 +212,27 @@ def test_a_prefect_api_that_does_not_answer_is_asked_again_later_and_nothing_is_
     assert len(sent) == 1 and monitor.status()["events"] == 1
 
 
+def test_the_event_follows_its_claim_without_a_second_health_check(
+    served: ServedModel, _candidate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the monitor's own emitter, the API is asked once per event, before the claim; a
+    second check between claim and event (up to 5 s) would widen the window in which a server
+    stopped leaves a claim whose event never went out."""
+    from mnist_pipeline.pipeline import announce
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    asked: list[int] = []
+    monkeypatch.setattr(alias_events, "api_problem", lambda: asked.append(1) and None)
+    sent: list[tuple] = []
+    monkeypatch.setattr(announce, "emit", lambda *event: sent.append(event) or True)
+    params = ServeParams(drift_window=200, drift_threshold=0.25, drift_cooldown_s=3600)
+    monitor = DriftMonitor(served, params, claims=DriftClaims(tmp_path / "d.json", 3600))
+    monitor.process([answered(served, 1.0 - contract_digits(_candidate.data_dir))])
+    assert asked == [1] and monitor.status()["events"] == 1
+    ((event, model, payload),) = sent
+    assert (event, model, payload["version"]) == (DRIFT_EVENT, served.registry.name, 1)
+
+
 def test_without_a_prefect_api_one_shift_is_counted_once_across_workers(
     served: ServedModel, _candidate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

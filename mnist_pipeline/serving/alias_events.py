@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import os
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -34,6 +36,7 @@ logger = logging.getLogger("mnist_pipeline.serve")
 Subscribe = Callable[[str], AbstractAsyncContextManager[AsyncIterator[Any]]]
 BACKOFF_S = (1.0, 60.0)  # first and longest wait before reconnecting
 HEALTH_TIMEOUT_S = 5.0  # how long an event's sender waits for the API's health check
+TRUE_WORDS = {"1", "true", "t", "yes", "y", "on"}  # Prefect's (pydantic's) true booleans
 
 
 def api_configured(environ: Mapping[str, str] = os.environ) -> bool:
@@ -55,20 +58,49 @@ def preload_prefect() -> None:
 def api_problem(environ: Mapping[str, str] = os.environ) -> Exception | None:
     """Why the Prefect API this process's environment names does not answer its health check
     (None: it does, or none is named). One request, no retries: Prefect's own client retries
-    a silent server for a minute and more."""
+    a silent server for a minute and more. It is sent as Prefect's client would send it: the
+    auth string or API key, `PREFECT_CLIENT_CUSTOM_HEADERS`, and its TLS settings
+    (`PREFECT_API_TLS_INSECURE_SKIP_VERIFY`, `PREFECT_API_SSL_CERT_FILE`)."""
     url = environ.get("PREFECT_API_URL", "").strip().rstrip("/")
     if not url:
         return None
+    try:
+        httpx.get(
+            f"{url}/health",
+            headers=_headers(environ),
+            verify=_tls_verify(environ),
+            timeout=HEALTH_TIMEOUT_S,
+        ).raise_for_status()
+    except Exception as exc:  # noqa: BLE001 - any reason it cannot be asked is an answer
+        return exc
+    return None
+
+
+def _headers(environ: Mapping[str, str]) -> dict[str, str]:
     headers = {}
+    if custom := environ.get("PREFECT_CLIENT_CUSTOM_HEADERS", "").strip():
+        try:
+            parsed = json.loads(custom)
+        except ValueError as exc:
+            raise ValueError(f"PREFECT_CLIENT_CUSTOM_HEADERS is not JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("PREFECT_CLIENT_CUSTOM_HEADERS is not a JSON object")
+        headers.update({str(name): str(value) for name, value in parsed.items()})
     if auth := environ.get("PREFECT_API_AUTH_STRING", ""):
         headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
     elif key := environ.get("PREFECT_API_KEY", ""):
         headers["Authorization"] = f"Bearer {key}"
-    try:
-        httpx.get(f"{url}/health", headers=headers, timeout=HEALTH_TIMEOUT_S).raise_for_status()
-    except httpx.HTTPError as exc:
-        return exc
-    return None
+    return headers
+
+
+def _tls_verify(environ: Mapping[str, str]) -> bool | ssl.SSLContext:
+    """httpx's `verify` as Prefect's client chooses it: off when told to skip verification,
+    else the named CA file, else the default trust store."""
+    if environ.get("PREFECT_API_TLS_INSECURE_SKIP_VERIFY", "").strip().lower() in TRUE_WORDS:
+        return False
+    if cafile := environ.get("PREFECT_API_SSL_CERT_FILE", "").strip():
+        return ssl.create_default_context(cafile=cafile)  # a missing file: the check fails
+    return True
 
 
 def emit_if_configured(event: str, model_name: str, payload: dict[str, Any]) -> bool:

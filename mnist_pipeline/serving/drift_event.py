@@ -2,7 +2,7 @@
 
 `mnist.serve.drift` on `mnist.model.<name>`, its payload naming the served version, each
 feature's PSI and the features over the threshold; sent only when this process's environment
-names a Prefect API that answers (alias_events.emit_if_configured).
+names a Prefect API that answers (checked by the monitor before it claims the shift).
 """
 
 from __future__ import annotations
@@ -31,10 +31,14 @@ def drift_payload(
 
 def emit_drift(model_name: str, payload: dict[str, Any]) -> bool:
     """Emit the drift event when this process's environment names a Prefect API (Prefect is not
-    imported otherwise); a failure is a logged warning (announce.emit)."""
-    from mnist_pipeline.serving.alias_events import emit_if_configured
+    imported otherwise); a failure is a logged warning (announce.emit). The monitor asked the
+    API's health just before claiming the shift (alias_events.api_problem), so this does not
+    ask again: the less time between a claim and its event, the less a server stopped in
+    between leaves a claim whose event never went out."""
+    from mnist_pipeline.pipeline.announce import emit
+    from mnist_pipeline.serving.alias_events import api_configured
 
-    return emit_if_configured(DRIFT_EVENT, model_name, payload)
+    return api_configured() and emit(DRIFT_EVENT, model_name, payload)
 
 
 def drift_trigger(model_name: str) -> Any:
