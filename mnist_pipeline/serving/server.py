@@ -1,28 +1,36 @@
 """`mnist-pipeline serve`: the registry's production model over HTTP (uvicorn + http_api.py).
 
 One process (`serve.workers` 1) serves the app object directly; with more workers uvicorn
-imports `app_from_env` in each worker process, which reads the same params file and root
-(passed in MNIST_SERVE_* variables). Each process follows the alias on its own: it polls the
-registry and, with a Prefect API configured, also hears the alias's events (alias_events.py).
-With `serve.metrics` the workers count in a fresh PROMETHEUS_MULTIPROC_DIR (metrics.py), so
-GET /metrics answered by any of them adds up all of them; a canary one of them steps back is
-stepped back by all (canary_shared.py, in a folder of the server's run).
+imports `app_from_env` in each worker process, which builds the app from the params the parent
+validated and the root (passed in MNIST_SERVE_* variables; a worker restarted later does not
+read an edited params file). What can fail at startup (the registry's location and keys, the
+feedback tokens) is checked in the parent first, so a bad setting is one error line and a
+non-zero exit as with one worker; a worker that still cannot start stops the server (uvicorn's
+STARTUP_FAILURE) instead of being restarted forever. Each process follows the alias on its
+own: it polls the registry and, with a Prefect API configured, also hears the alias's events
+(alias_events.py). With `serve.metrics` the workers count in a fresh PROMETHEUS_MULTIPROC_DIR
+(metrics.py), so GET /metrics answered by any of them adds up all of them; a canary one of
+them steps back is stepped back by all (canary_shared.py, in a folder of the server's run).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.layout import Layout
-from mnist_pipeline.core.params import Params, load_params
+from mnist_pipeline.core.params import Params, load_params, parse_params
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.pipeline.versions import open_registry
 from mnist_pipeline.serving.alias_events import api_configured, preload_prefect
@@ -35,7 +43,8 @@ from mnist_pipeline.serving.metrics import ENV_MULTIPROC, Supervisor, multiproce
 from mnist_pipeline.serving.served_model import ServedModel
 from mnist_pipeline.serving.tokens import Credentials, RateLimiter
 
-ENV_ROOT, ENV_PARAMS, ENV_MODEL = "MNIST_SERVE_ROOT", "MNIST_SERVE_PARAMS", "MNIST_SERVE_MODEL"
+ENV_ROOT, ENV_PARAMS = "MNIST_SERVE_ROOT", "MNIST_SERVE_PARAMS"  # the params as validated JSON
+logger = logging.getLogger("mnist_pipeline.serve")
 
 
 def build(params: Params, layout: Layout, shared: SharedStepBacks | None = None) -> FastAPI:
@@ -88,11 +97,18 @@ def _log_to_stderr() -> None:
 
 
 def app_from_env() -> FastAPI:
-    """uvicorn's factory in each worker process (serve.workers > 1)."""
+    """uvicorn's factory in each worker process (serve.workers > 1); a worker that cannot
+    start exits with STARTUP_FAILURE, which stops uvicorn's supervisor."""
     _log_to_stderr()
-    overrides = {"serve.model": os.environ[ENV_MODEL]} if ENV_MODEL in os.environ else {}
-    params = load_params(Path(os.environ[ENV_PARAMS]), overrides)
-    return build(params, Layout(Path(os.environ[ENV_ROOT])), SharedStepBacks.from_env())
+    try:
+        params = parse_params(json.loads(os.environ[ENV_PARAMS]), "the server's params")
+        return build(params, Layout(Path(os.environ[ENV_ROOT])), SharedStepBacks.from_env())
+    except Exception as exc:  # noqa: BLE001 - uvicorn would restart it forever
+        if isinstance(exc, PipelineError):
+            logger.error("worker %d could not start: %s", os.getpid(), exc)
+        else:
+            logger.exception("worker %d could not start", os.getpid())
+        sys.exit(STARTUP_FAILURE)
 
 
 def run(params_path: Path, root: Path, overrides: dict[str, object]) -> None:
@@ -110,19 +126,18 @@ def run(params_path: Path, root: Path, overrides: dict[str, object]) -> None:
                 app = build(params, Layout(root))
                 uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=sockets)
         else:
-            _run_workers(params_path, root, params, sockets)
+            _run_workers(root, params, sockets)
     finally:
         for sock in sockets:
             sock.close()
 
 
-def _run_workers(
-    params_path: Path, root: Path, params: Params, sockets: list[socket.socket]
-) -> None:
+def _run_workers(root: Path, params: Params, sockets: list[socket.socket]) -> None:
     """serve.workers processes, each building the app from the environment (app_from_env)."""
-    serve = params.serve
-    os.environ[ENV_PARAMS], os.environ[ENV_ROOT] = str(params_path.resolve()), str(root.resolve())
-    os.environ[ENV_MODEL] = serve.model
+    serve, layout = params.serve, Layout(root)
+    open_registry(params.registry, layout)  # a bad location or key file: refused here, once
+    feedback_of(serve, layout, params.inbox.shared)  # and the feedback tokens
+    os.environ[ENV_PARAMS], os.environ[ENV_ROOT] = params.model_dump_json(), str(root.resolve())
     config = uvicorn.Config(
         f"{__name__}:app_from_env",
         factory=True,
@@ -133,9 +148,12 @@ def _run_workers(
     )
     with run_folder(), multiprocess_dir() if serve.metrics else nullcontext() as folder:
         if folder is None:
-            Multiprocess(config, sockets=sockets).run()
+            supervisor = Multiprocess(config, sockets=sockets)
         else:
-            Supervisor(config, sockets=sockets, folder=folder).run()
+            supervisor = Supervisor(config, sockets=sockets, folder=folder)
+        supervisor.run()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        raise PipelineError("serve: a worker could not start (its error is above); stopped")
 
 
 def listening_sockets(host: str, port: int) -> list[socket.socket]:

@@ -1,0 +1,95 @@
+"""`serve --workers N` at startup: a bad setting stops the server with one error, as with one
+worker (uvicorn restarts a worker that exits otherwise, forever), and every worker builds its
+app from the params the parent validated, not from the params file read again."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.params import load_params, parse_params
+from mnist_pipeline.serving import server
+from tests.process_helpers import free_port, start, stop
+
+pytestmark = pytest.mark.slow
+
+
+def _project(tmp_path: Path, serve: dict[str, object]) -> Path:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"serve": serve}))
+    return tmp_path
+
+
+def test_a_missing_tokens_file_stops_several_workers_with_one_error(tmp_path: Path) -> None:
+    from tests.conftest import REPO_ROOT
+
+    root = _project(tmp_path, {"feedback_tokens_file": "missing-tokens.txt"})
+    args = [sys.executable, "-m", "mnist_pipeline", "--root", str(root), "serve"]
+    args += ["--port", str(free_port()), "--workers", "2"]
+    log = tmp_path / "serve.log"
+    proc = start(args, {**os.environ, "PYTHONPATH": str(REPO_ROOT)}, log, REPO_ROOT)
+    try:
+        code = proc.wait(timeout=60)  # before: workers restarted every half second, forever
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"serve kept running:\n{log.read_text()[-2000:]}")
+    finally:
+        stop(proc)
+    output = log.read_text()
+    assert code != 0
+    assert output.count("missing-tokens.txt does not exist") == 1, output
+    assert "died" not in output and "Traceback" not in output
+
+
+def test_a_worker_that_cannot_start_exits_as_a_startup_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn's supervisor stops instead of restarting a worker whose exit code is 3."""
+    params = parse_params({"serve": {"feedback_tokens_file": str(tmp_path / "gone.txt")}})
+    monkeypatch.setenv(server.ENV_PARAMS, params.model_dump_json())
+    monkeypatch.setenv(server.ENV_ROOT, str(tmp_path))
+    with (
+        caplog.at_level(logging.ERROR, logger="mnist_pipeline.serve"),
+        pytest.raises(SystemExit) as stopped,
+    ):
+        server.app_from_env()
+    assert stopped.value.code == 3
+    assert "could not start: feedback tokens file" in caplog.text and "gone.txt" in caplog.text
+
+
+def test_workers_get_the_validated_params_and_a_startup_failure_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the workers build from is fixed when the server starts: an edit of params.yaml
+    made afterwards reaches no worker uvicorn starts later."""
+    root = _project(tmp_path, {"reload_interval_s": 7.0})
+    params = load_params(root / "params.yaml", {"serve.model": "staging", "serve.workers": 2})
+    exits: list[int | None] = [None, None]
+    given: list[str] = []
+
+    class Supervisor:
+        def __init__(self, config: object, sockets: list, **_: object) -> None:
+            self.processes = [SimpleNamespace(exitcode=code) for code in exits]
+
+        def run(self) -> None:
+            given.append(server.os.environ[server.ENV_PARAMS])
+            (root / "params.yaml").write_text(yaml.safe_dump({"serve": {"model": "v9"}}))
+
+    monkeypatch.setattr(server, "Multiprocess", Supervisor)
+    monkeypatch.setattr(server, "Supervisor", Supervisor)
+    monkeypatch.setenv(server.ENV_PARAMS, "")  # restored afterwards
+    monkeypatch.setenv(server.ENV_ROOT, "")
+    server._run_workers(root, params, [])
+    (seen,) = given
+    assert parse_params(json.loads(seen)) == params
+    assert (params.serve.model, params.serve.reload_interval_s) == ("staging", 7.0)
+    exits[1] = 3  # uvicorn's STARTUP_FAILURE: the supervisor stopped
+    with pytest.raises(PipelineError, match="a worker could not start"):
+        server._run_workers(root, params, [])
