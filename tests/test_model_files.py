@@ -110,6 +110,25 @@ def test_a_signed_version_carries_its_signature(tmp_path: Path, _models: tuple[P
     assert document["files"]["model.onnx"] == hashlib.sha256(onnx.content).hexdigest()
 
 
+@pytest.mark.parametrize(
+    "signature", ["not-a-signature", {"key_id": "k"}, {"key_id": 7, "ed25519": "AA=="}, []]
+)
+def test_a_malformed_signature_refuses_the_version_instead_of_failing_requests(
+    registry: Registry, signature: object
+) -> None:
+    """The signature lies outside the card's seal: on a host that trusts no key nothing else
+    reads it, and a malformed one answered GET /model.onnx and /model/card with 500."""
+    from tests.registry_helpers import writable
+
+    path = stored(registry, 1, "card.json")
+    card = json.loads(path.read_text())
+    writable(path).write_text(json.dumps(card | {"signature": signature}))
+    api, served = serve(registry)
+    assert served.current is None and "signature" in served.problem, served.problem
+    for route in ("/model.onnx", "/model/card", "/readyz"):
+        assert api.get(route).status_code == 503
+
+
 def test_nothing_loaded_is_503_json_and_cors_exposes_the_headers(
     tmp_path: Path, registry: Registry
 ) -> None:

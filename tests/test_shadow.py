@@ -280,6 +280,33 @@ def test_a_failing_challenger_is_logged_and_production_answers(
             caplog.clear()
 
 
+def test_a_canary_failure_that_cannot_be_counted_still_gets_productions_answer(
+    registry: Registry, digits: list[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Counting the canary's failure writes metrics (a multiprocess file) and may step it
+    back: when that fails too (a full disk), the request is still production's answer."""
+    from types import SimpleNamespace
+
+    def broken(_digits: np.ndarray) -> np.ndarray:
+        raise RuntimeError("the challenger's session broke")
+
+    api, challenger = served_api(registry, shadow="staging", canary_percent=100)
+    challenger.model.current = SimpleNamespace(version=2, probabilities=broken)
+
+    def disk_full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    challenger.metrics.failed = disk_full
+    try:
+        with caplog.at_level(logging.ERROR, logger="mnist_pipeline.serve"):
+            answer = api.post("/predict", content=digits[0], headers=PNG)
+        assert answer.status_code == 200 and answer.json()["model"]["version"] == 1
+        assert "could not count the canary's failure" in caplog.text
+        assert "No space left on device" in caplog.text
+    finally:
+        challenger.stop()
+
+
 def test_only_a_label_for_an_image_in_the_shadow_queue_waits_for_its_record() -> None:
     """Answers are scored once, at their first label: a label for an image not waiting to be
     shadowed (labelled again, never sent, sent as JSON) is not kept for a later upload."""

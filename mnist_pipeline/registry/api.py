@@ -26,7 +26,7 @@ from mnist_pipeline.registry.registration import (
     Registration,
     Submission,
 )
-from mnist_pipeline.registry.signing import Signing
+from mnist_pipeline.registry.signing import Signing, well_formed
 from mnist_pipeline.registry.storage import Storage
 
 
@@ -99,8 +99,11 @@ class Registry:
         return self._read_card(self.version_of(ref))
 
     def signature(self, card: dict[str, Any]) -> dict[str, str] | None:
-        """A card's signature, {"key_id", "ed25519"} (None: unsigned), wherever it is stored."""
-        return self._signature(card, f"{self.name} v{card.get('version')}")
+        """A card's signature, {"key_id", "ed25519"} (None: unsigned), wherever it is stored;
+        RegistryError for one of another shape (well_formed)."""
+        label = f"{self.name} v{card.get('version')}"
+        found = self._signature(card, label)
+        return None if found is None else well_formed(found, label)
 
     def version_with_fingerprint(self, sha256: str) -> int | None:
         """The newest intact-card version whose submission carried the inputs hash `sha256`."""

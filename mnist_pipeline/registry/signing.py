@@ -160,6 +160,16 @@ class Signing:
             ) from None
 
 
+def well_formed(signature: Any, label: str) -> dict[str, str]:
+    """`signature` as {"key_id", "ed25519"} strings, or RegistryError: it lies outside the
+    card's seal, and a host that trusts no key checks nothing else about it."""
+    if not isinstance(signature, dict) or not all(
+        isinstance(signature.get(name), str) for name in ("key_id", "ed25519")
+    ):
+        raise RegistryError(f"{label}: its signature is unreadable (not a key_id and ed25519)")
+    return {"key_id": signature["key_id"], "ed25519": signature["ed25519"]}
+
+
 def generate(path: Path) -> tuple[Path, str]:
     """Write a new Ed25519 private key to `path` (mode 0600, never overwritten) and its public
     key to `path`.pub; returns the public key's path and id."""

@@ -106,7 +106,10 @@ class Challenger:
             try:
                 answered = challenger.probabilities(digits)
             except Exception:  # noqa: BLE001 - production answers instead; logged in _failed
-                self._failed(challenger.version, production.version, len(digits))
+                try:
+                    self._failed(challenger.version, production.version, len(digits))
+                except Exception:  # noqa: BLE001 - as a record that fails: production answers
+                    logger.exception("shadow: could not count the canary's failure")
                 return Reply(production, ours, ours)  # not shadowed: it failed
             try:
                 self._record(
