@@ -89,6 +89,23 @@ def test_a_lost_alias_document_never_brings_back_a_rolled_back_version(
     assert registry.verify() == []
 
 
+def test_after_a_restart_a_new_version_waits_for_a_person_to_promote(
+    registry: Registry, make
+) -> None:
+    """A restart clears production: the next run's version must not take it uncompared (as a
+    registry's first version does), or a scheduled retraining would undo what the lost
+    events did (a rollback). It is kept as staging until someone promotes."""
+    rolled_back(registry, make)
+    lose(registry, "deleted")
+    registry.restart_aliases(actor="user:ops")
+    done = register_candidate(registry, make(3, accuracy=0.995), PARAMS, 0.0)
+    assert (done.version, done.alias, registry.aliases()) == (3, "staging", {"staging": 3})
+    assert "production was cleared by restart-aliases (by user:ops at " in done.reason
+    registry.promote(3, "production", comment="checked after the restart")
+    nxt = register_candidate(registry, make(4, accuracy=0.999), PARAMS, 0.0)
+    assert nxt.champion == 3 and "restart" not in nxt.reason  # compared as usual from then on
+
+
 def test_a_writer_that_died_before_recording_is_still_replayed(
     registry: Registry, make, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -39,7 +39,7 @@ from mnist_pipeline.inbox.extra import NO_EXTRA_SHA256
 from mnist_pipeline.inbox.ingest import split_of
 from mnist_pipeline.pipeline.evidence import MnistAnswers, onnx_correct
 from mnist_pipeline.pipeline.versions import ONNX_FILE, read_card
-from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry import RESTART, Registry
 from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
 from mnist_pipeline.registry.registration import Decision
 
@@ -146,6 +146,17 @@ def _versions(numbers: list[int]) -> str:
     return ", ".join(f"v{n}" for n in numbers)
 
 
+def _restart_since(registry: Registry) -> str | None:
+    """Who restarted the alias document and when, if production has had no version since (a
+    restart clears every alias: the rule "no production yet" is for a registry's first)."""
+    events = registry.alias_log()["events"]
+    restarts = [event for event in events if event.get("action") == RESTART]
+    if not restarts:
+        return None
+    last = restarts[-1]
+    return f"by {last.get('actor')} at {last.get('time')}"
+
+
 def decide(
     registry: Registry,
     metrics: Metrics,
@@ -167,6 +178,12 @@ def decide(
         "holdout_sha256": None if holdout is None else metrics.extra.holdout_sha256
     }
     champion = registry.aliases().get(PRODUCTION)
+    if champion is None and (restart := _restart_since(registry)) is not None:
+        reason = (
+            f"production was cleared by restart-aliases ({restart}) and no version promoted "
+            "since: kept as staging, for a person to promote (`models promote N`)"
+        )
+        return Decision(STAGING, reason, None, {"evidence": PromotionEvidence(**record).to_dict()})
     if champion is None:
         evidence = PromotionEvidence(**record)
         earlier = registry.version_numbers()  # a rejected first proposal leaves no production

@@ -20,11 +20,12 @@ from mnist_pipeline.registry.garbage import GRACE_S
 from mnist_pipeline.registry.lost import LostAliases
 from mnist_pipeline.registry.registration import Decision, Registration, Submission
 from mnist_pipeline.registry.storage import Storage
-from mnist_pipeline.registry.trail import default_actor
+from mnist_pipeline.registry.trail import RESTART, default_actor
 
 __all__ = [
     "GRACE_S",
     "PRODUCTION",
+    "RESTART",
     "SEAL_KEY",
     "STAGING",
     "Decision",
