@@ -121,6 +121,55 @@ def test_a_writer_that_died_before_recording_is_still_replayed(
     assert registry.verify() == []
 
 
+@pytest.mark.parametrize("read", ["aliases", "verify", "promote"])
+def test_a_move_and_a_registration_during_a_read_are_not_a_lost_document(
+    tmp_path: Path, registry: Registry, make, monkeypatch: pytest.MonkeyPatch, read: str
+) -> None:
+    """Another host promotes, then registers v3 (its card naming the promotion), between this
+    host's read of the document and its listing of the versions: the listing comes first, so
+    v3 is not seen against a document read before its event was appended."""
+    register_candidate(registry, make(1, accuracy=0.97), PARAMS, 0.0)
+    register_candidate(registry, make(2, accuracy=0.96), PARAMS, 0.0)  # staging
+    other = Registry(tmp_path / "registry", MODEL)  # another host: its own storage object
+    real, raced = registry.storage.read_document, []
+
+    def read_then_race(key: str):
+        found = real(key)
+        if key.endswith("aliases.json") and not raced:
+            raced.append(1)
+            other.promote(2, "production", comment="from another host")
+            register_candidate(other, make(3, accuracy=0.999), PARAMS, 0.0)
+        return found
+
+    monkeypatch.setattr(registry.storage, "read_document", read_then_race)
+    if read == "aliases":
+        assert registry.aliases() in ({"production": 1, "staging": 2}, {"production": 2})
+    elif read == "verify":
+        assert registry.verify() == []
+    else:
+        registry.promote(1, "staging", comment="keep v1 at hand")
+    assert raced and not registry.verify()
+    assert other.aliases()["production"] in (2, 3)
+
+
+def test_a_restart_stored_although_its_answer_was_lost_is_not_refused_on_retry(
+    registry: Registry, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rolled_back(registry, make)
+    lose(registry, "deleted")
+    real = type(registry.storage).swap
+
+    def stored_but_refused(storage, key: str, data: bytes, revision):
+        assert real(storage, key, data, revision)
+        return False  # as when the answer to a stored conditional write is lost
+
+    with monkeypatch.context() as patch:
+        patch.setattr(type(registry.storage), "swap", stored_but_refused)
+        assert registry.restart_aliases(actor="user:ops") == 2
+    restarts = [e for e in registry.alias_log()["events"] if e["action"] == "restart"]
+    assert len(restarts) == 1 and registry.verify() == []
+
+
 def test_restart_aliases_from_the_cli(tmp_path: Path, make) -> None:
     registry = rolled_back(Registry(tmp_path / "registry", MODEL), make)
     lose(registry, "deleted")

@@ -241,7 +241,9 @@ class Registry:
         writing: bool = False,
     ) -> tuple[AliasState, str | None]:
         """`state()` and the alias document's revision it was read at (None: no document);
-        replayed decisions are recorded as `actor`'s (see `_replayed`)."""
+        replayed decisions are recorded as `actor`'s. Versions are listed before the read: a
+        card committed after it may name an event the read missed, which is not a lost one."""
+        versions = self.version_numbers() if versions is None else versions
         state, revision = self._stored_aliases()
         if revision is not None and revision != self._trusted_revision:
             self._trusted_revision = refuse_forged(self, state, revision)

@@ -46,7 +46,8 @@ def audit(registry: Registry) -> list[str]:
     problems += _trail_problems(registry, state)
     # every sealed card, as reads check them: one this host cannot verify still names an event
     problems += [
-        str(lost.refusal(registry, v, head)) for v, head in lost.lost(registry, state.events)
+        str(lost.refusal(registry, v, head))
+        for v, head in lost.lost(registry, state.events, versions)
     ]
     # versions committed since the listing (the alias document, read after it, may name them):
     # checked by the next verify, and not missing

@@ -70,9 +70,9 @@ def sealed_card(registry: Registry, version: int, data: bytes | None) -> dict[st
         return None
 
 
-def lost(registry: Registry, events: list[Any]) -> list[tuple[int, str]]:
-    """(version, event) of every sealed card registered after an event `events` lacks."""
-    versions = registry.version_numbers()
+def lost(registry: Registry, events: list[Any], versions: list[int]) -> list[tuple[int, str]]:
+    """(version, event) of every sealed card among `versions` registered after an event
+    `events` lacks (list the versions before reading the document that holds `events`)."""
     stored = registry.storage.read_many([keys.card_key(registry.name, v) for v in versions])
     return lost_among(registry, events, versions, stored)
 

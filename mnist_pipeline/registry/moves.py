@@ -115,7 +115,9 @@ def restart(registry: Registry, actor: str | None = None, comment: str | None = 
     commented(comment)
     registry.signing.require_signer()
     key = keys.aliases_key(registry.name)
+    tried: tuple[str, int] | None = None  # the last refused attempt's event, and its result
     for _ in range(SWAP_ATTEMPTS):
+        versions = registry.version_numbers()  # before the document (api._state_and_revision)
         found = registry.storage.read_document(key)
         revision = None if found is None else found[1]
         try:
@@ -123,21 +125,24 @@ def restart(registry: Registry, actor: str | None = None, comment: str | None = 
             unreadable = False
         except RegistryError:  # truncated, not JSON: every event of it is lost
             state, unreadable = AliasState(), True
+        if tried is not None and any(e.get("sha256") == tried[0] for e in state.events):
+            return tried[1]  # stored, its answer lost: not restarted twice
         state.model = registry.name
         if revision is not None and not unreadable:
             refuse_forged(registry, state, revision)
-        gone = lost.lost(registry, state.events)
+        gone = lost.lost(registry, state.events, versions)
         if not gone and not unreadable:
             raise RegistryError(
                 f"{registry._aliases_where()} holds every alias event its versions were "
                 "registered after: nothing to restart"
             )
-        newest = max(registry.version_numbers(), default=0)
+        newest = max(versions, default=0)
         state.sign = registry.signing.sign
         evidence = {lost.LOST_KEY: sorted({head for _, head in gone})} | commented(comment)
         state.restart(newest, actor, evidence)
         if registry.storage.swap(key, alias_doc.dump(state), revision):
             return newest
+        tried = (state.events[-1]["sha256"], newest)
     raise RegistryError(
         f"{registry.location}: the alias document kept changing under {SWAP_ATTEMPTS} attempts"
     )
