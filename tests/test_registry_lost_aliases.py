@@ -4,6 +4,7 @@ And a card unsigned where this host requires signatures is not recorded as handl
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -282,8 +283,35 @@ def test_a_lost_documents_history_is_shown_and_an_unreadable_one_restarted(
     writable(model_dir(registry) / "aliases.json").write_bytes(b"")
     with pytest.raises(RegistryError, match="not readable JSON"):
         registry.aliases()
-    assert registry.restart_aliases() == 2
+    done = CliRunner().invoke(app, [*command, "restart-aliases"])
+    assert done.exit_code == 0, done.output
+    said = " ".join(done.stderr.split())
+    assert "no decision up to v2 is replayed" in said
+    assert f"kept as aliases-lost/{hashlib.sha256(b'').hexdigest()}.json" in said
     assert registry.aliases() == {} and registry.verify() == []
+
+
+def test_a_restart_keeps_the_bytes_of_a_document_it_could_not_read(
+    registry: Registry, make
+) -> None:
+    """One field edited by hand makes the whole document unreadable, and a restart drops its
+    events: they stay in the store as they were, named by the restart event, out of gc's and
+    verify's way."""
+    rolled_back(registry, make)
+    path = writable(model_dir(registry) / "aliases.json")
+    document = json.loads(path.read_text())
+    document["events"][0]["version"] = "1"  # a hand edit
+    damaged = json.dumps(document).encode()
+    path.write_bytes(damaged)
+    with pytest.raises(RegistryError):
+        registry.aliases()
+    assert registry.restart_aliases(comment="hand edit") == 2
+    kept = registry.alias_log()["events"][-1]["evidence"]["kept"]
+    assert kept == f"aliases-lost/{hashlib.sha256(damaged).hexdigest()}.json"
+    assert (model_dir(registry) / kept).read_bytes() == damaged
+    assert registry.verify() == [] and registry.garbage() == []
+    assert registry.collect_garbage(min_age_s=0).removed == []
+    assert (model_dir(registry) / kept).read_bytes() == damaged
 
 
 def test_verify_reports_a_lost_document_that_only_cards_it_cannot_check_reveal(

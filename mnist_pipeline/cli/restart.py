@@ -19,10 +19,12 @@ def restart_aliases(ctx: typer.Context, comment: Comment = None, actor: Actor = 
     registry = existing_registry(ctx)
     given = announce.current_actor() if actor is None else actor  # "" is refused as blank
     newest = registry.restart_aliases(given, comment)
+    kept = registry.alias_log()["events"][-1].get("evidence", {}).get("kept")
+    where = "" if kept is None else f" The unreadable document was kept as {kept}."
     err.print(
         f"{registry.name}: alias document restarted; no alias points anywhere and no "
-        f"decision up to v{newest} is replayed. Promote the version production should serve: "
-        "mnist-pipeline models promote VERSION",
+        f"decision up to v{newest} is replayed.{where} Promote the version production should "
+        "serve: mnist-pipeline models promote VERSION",
         highlight=False,
         markup=False,
         soft_wrap=True,

@@ -60,8 +60,9 @@ def audit(registry: Registry) -> list[str]:
     if state.last_version > max(every, default=0):
         problems.append(f"the alias document records v{state.last_version}, which does not exist")
     garbage = f"{registry.name}/{keys.BLOBS}/"
+    kept = f"{registry.name}/{keys.LOST_ALIASES}/"  # what a restart could not read
     for key in listing:
-        if key in known or key.startswith(garbage):
+        if key in known or key.startswith((garbage, kept)):
             continue
         folder, _, rest = key.removeprefix(f"{registry.name}/").partition("/")
         if (match := keys.VERSION_DIR_RE.fullmatch(folder)) and rest:

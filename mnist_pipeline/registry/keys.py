@@ -22,6 +22,7 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 CARD_FILE = "card.json"
 SIGNATURE_FILE = "card.sig"
 ALIASES_FILE = "aliases.json"
+LOST_ALIASES = "aliases-lost"  # unreadable alias documents a restart replaced, as they were
 BLOBS = "blobs/sha256"
 
 
@@ -81,6 +82,11 @@ def blob_key(name: str, sha256: str) -> str:
 
 def aliases_key(name: str) -> str:
     return f"{name}/{ALIASES_FILE}"
+
+
+def lost_aliases_key(name: str, sha256: str) -> str:
+    """Where a restart keeps the bytes of an alias document it could not read (never removed)."""
+    return f"{name}/{LOST_ALIASES}/{sha256}.json"
 
 
 def committed_versions(name: str, keys: list[str]) -> list[int]:

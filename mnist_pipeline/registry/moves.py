@@ -8,6 +8,7 @@ where the alias points, and `accept` lets the caller add its own rule for the ve
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 UNCHECKED = object()  # promote(expected=...) not given: move the alias wherever it points
 Accept = Callable[[int], None]  # a caller's rule for the version an alias moves to: raises
+KEPT_KEY = "kept"  # a restart event's evidence: where the unreadable document's bytes were kept
 
 
 def promote(
@@ -139,6 +141,8 @@ def restart(registry: Registry, actor: str | None = None, comment: str | None = 
         newest = max(versions, default=0)
         state.sign = registry.signing.sign
         evidence = {lost.LOST_KEY: sorted({head for _, head in gone})} | commented(comment)
+        if unreadable and found is not None:  # its events are dropped: its bytes are kept
+            evidence[KEPT_KEY] = _keep(registry, found[0])
         state.restart(newest, actor, evidence)
         if registry.storage.swap(key, alias_doc.dump(state), revision):
             return newest
@@ -146,6 +150,14 @@ def restart(registry: Registry, actor: str | None = None, comment: str | None = 
     raise RegistryError(
         f"{registry.location}: the alias document kept changing under {SWAP_ATTEMPTS} attempts"
     )
+
+
+def _keep(registry: Registry, data: bytes) -> str:
+    """Store an unreadable alias document's bytes, create-only by their SHA-256 (a second
+    restart of the same bytes finds them there); the key, relative to the model's folder."""
+    key = keys.lost_aliases_key(registry.name, hashlib.sha256(data).hexdigest())
+    registry.storage.create(key, data)
+    return key.removeprefix(f"{registry.name}/")
 
 
 def _require_intact(registry: Registry, version: int, accept: Accept | None = None) -> None:
