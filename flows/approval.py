@@ -90,13 +90,20 @@ def await_approval(registry: Registry, registration: Registration, timeout_s: in
     if not flow_run.id or server_configured() is None:
         where = "not in a flow run" if not flow_run.id else "on a temporary Prefect server"
         why = f"{where}: nobody can approve v{version} here"
-        settled = expire(registry, version, why, actor)
+        settled = Settled("expired", f"{why}: v{version} stays staging")  # if not recorded
+
+        def record() -> None:  # the version is committed: an event refused is a warning
+            nonlocal settled
+            settled = expire(registry, version, why, actor)
+
+        best_effort("record the proposal's expiry in the audit trail", record)
         if flow_run.id:
             best_effort(
                 "tag the run with the approval's outcome", lambda: tag_run("approval:expired")
             )
         hint = f" (`mnist-pipeline models promote {version}` promotes it)"
         return replace(settled, message=settled.message + hint)
+    waiting = version_tags(registry, version)  # reads the card: before anyone is told
     slug = (flow_run.parameters or {}).get("notify_block")  # the retraining run's
     run_name = flow_run.name or str(flow_run.id)
     tell(
@@ -106,7 +113,6 @@ def await_approval(registry: Registry, registration: Registration, timeout_s: in
         f"approve {version} --comment TEXT` (or reject). Unanswered after {timeout_s} s, "
         "it stays staging.",
     )
-    waiting = version_tags(registry, version)
     state = approval(version, timeout_s, list(waiting), return_state=True)
     answer: Answer | None = state.result()  # raises if the approval run failed
     if answer is None:

@@ -303,6 +303,26 @@ def test_a_proposal_nobody_can_answer_is_recorded_as_expired_at_once(
     assert registry.aliases() == {"production": 1, "staging": 2}
 
 
+def test_an_expiry_the_registry_refuses_to_record_is_a_warning_not_a_failed_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """v2 is committed and stays staging whatever the trail says: a store that refuses the
+    "expire" event (down, or a lost alias document) must not fail the run that registered it."""
+    registry, v2 = proposed_project(tmp_path)
+    monkeypatch.setattr(approval_flow, "flow_run", SimpleNamespace(id=None, name=None))
+    before = registry.alias_log()
+
+    def down(*_: object, **__: object) -> None:
+        raise StoreError("s3://bucket/m: the endpoint did not answer")
+
+    monkeypatch.setattr(registry, "note", down)
+    with caplog.at_level("WARNING"):
+        settled = approval_flow.await_approval(registry, v2, 60)
+    assert settled.outcome == "expired" and "v2 stays staging" in settled.message
+    assert "could not record the proposal's expiry" in caplog.text
+    assert "did not answer" in caplog.text and registry.alias_log() == before
+
+
 def test_an_approval_run_that_cannot_be_tagged_says_to_resume_it_in_the_ui(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
