@@ -248,12 +248,22 @@ def test_a_refused_version_is_tried_again_after_a_growing_wait(
         now[0] += 1.0
     assert [t - 1000 for t in loads] == [0, 2, 6, 14, 30]
     assert "model.onnx was modified" in api.get("/model").json()["problem"]
+    events: list[str] = []
+    served.listeners.append(lambda event, _version: events.append(event))
+    real_version_of = registry.version_of
+    monkeypatch.setattr(registry, "version_of", lambda ref: 1 / 0)  # the store blinks
+    assert served.refresh() is False and events == ["unresolved"]
+    monkeypatch.setattr(registry, "version_of", real_version_of)  # and is back, in the wait
+    assert served.refresh() is False and len(loads) == 5
+    assert "model.onnx was modified" in api.get("/model").json()["problem"]  # not the blink's
+    now[0] = loads[-1] + 32.0  # the next try: the same refusal, not counted again
+    assert served.refresh() is False and len(loads) == 6 and events == ["unresolved"]
     registry_aliases.write_text(json.dumps(aliases))  # production back on v1 ...
     assert served.refresh() is False and api.get("/model").json()["problem"] is None
     registry_aliases.write_text(json.dumps(aliases | {"aliases": {"production": 2}}))
-    assert served.refresh() is False and len(loads) == 6  # ... and on v2 again: tried at once
+    assert served.refresh() is False and len(loads) == 7  # ... and on v2 again: tried at once
     starting = ServedModel(registry, "production")  # nothing loaded yet: tried on every poll
-    assert [starting.refresh() for _ in range(3)] == [False] * 3 and len(loads) == 9
+    assert [starting.refresh() for _ in range(3)] == [False] * 3 and len(loads) == 10
     assert starting.current is None
 
 

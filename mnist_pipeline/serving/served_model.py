@@ -117,7 +117,8 @@ class ServedModel:
         self.current: Loaded | None = None
         self.problem: str | None = None  # why the newest target is not the one served
         self.checked: float | None = None  # time.time() of the last check
-        self._refused: tuple[int, float, float] | None = None  # version, wait, retry at
+        # the version refused, the wait, when to try again, and the problem it was refused for
+        self._refused: tuple[int, float, float, str | None] | None = None
         self._lock = threading.Lock()  # one refresh at a time
         self._stop = threading.Event()
         self.events: AliasEvents | None = None  # the event stream followed beside the poll
@@ -145,14 +146,15 @@ class ServedModel:
                 return False
             refused = self._refused if self._refused and self._refused[0] == target else None
             if refused is not None and self.current is not None and clock() < refused[2]:
-                return False  # refused a moment ago: its problem stays shown, the old one serves
+                self.problem = refused[3]  # shown again after a problem of the store meanwhile
+                return False  # refused a moment ago: the old version serves on
             try:
                 loaded = load_version(self.registry, str(target))
             except Exception as exc:  # noqa: BLE001 - whatever fails, the old version serves on
                 wait = RETRY_REFUSED_S if refused is None else refused[1] * 2
                 wait = min(wait, RETRY_REFUSED_MAX_S)
-                self._refused = (target, wait, clock() + wait)
                 self._keep(exc, "refused")
+                self._refused = (target, wait, clock() + wait, self.problem)
                 return False
             first = self.current is None
             self._refused = None
