@@ -549,3 +549,42 @@ def test_an_unreadable_alias_history_is_logged_once_per_problem(
         "shadow: could not read the history of alias 'production': s3: no answer",
         "shadow: could not read the history of alias 'production': refusing the aliases",
     ]
+
+
+def test_a_slow_reread_does_not_overwrite_the_version_a_swap_recorded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The challenger's poll rereads while production's swap to v3 (the challenger's version)
+    is heard: whichever finishes last, the canary must remember that production served v3,
+    so that a rollback to v2 keeps v3 off the canary share until the history is read again."""
+    import threading
+
+    class Store:
+        def state(self) -> object:
+            return SimpleNamespace(aliases={"production": 3}, events=[])
+
+    store = Store()
+    production = SimpleNamespace(
+        current=SimpleNamespace(version=2), registry=store, ref="production", listeners=[]
+    )
+    challenger = SimpleNamespace(
+        current=SimpleNamespace(version=3), registry=store, ref="staging", listeners=[]
+    )
+    share = canary.Canary(ServeParams(shadow="staging", canary_percent=10), "mnist-cnn")
+    share.follow(challenger, production)
+    go, real = threading.Event(), canary.Canary.read_left
+
+    def preempted(self, *args):  # the poll's thread, paused on its way in
+        if threading.current_thread().name == "poll":
+            go.wait(10)
+        return real(self, *args)
+
+    monkeypatch.setattr(canary.Canary, "read_left", preempted)
+    poll = threading.Thread(target=share.reread, name="poll")
+    poll.start()
+    production.current = SimpleNamespace(version=3)  # v3 promoted and swapped in
+    share._versions_changed("swapped", 3)  # production's listener
+    go.set()
+    poll.join(10)
+    production.current = SimpleNamespace(version=2)  # rolled back, not yet reread
+    assert share.percent(3) == 0.0

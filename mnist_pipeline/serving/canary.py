@@ -166,9 +166,7 @@ class Canary:
     def _versions_changed(self, _event: str = "", _version: int | None = None) -> None:
         if self._models is not None:
             challenger, production = self._models
-            now = version_of(production.current)
-            if self.read_left(production.registry, production.ref, challenger.ref):
-                self._production = now  # until then `percent` refuses the version it left
+            self.read_left(production.registry, production.ref, challenger.ref)
         self.share_changed()
 
     def share_changed(self) -> None:
@@ -181,11 +179,15 @@ class Canary:
 
     def read_left(self, registry: Registry, alias: str, challenger: str) -> bool:
         """`left` read again from the alias document (`alias`, which production follows, and
-        `challenger`, the challenger's); while the store cannot be read, the versions known
-        stay (False). One read at a time: the last one assigned is the latest read."""
-        if names_version(alias):
-            return True  # a version number never moves
+        `challenger`, the challenger's), and the version production served just before it
+        (until the next read, `percent` refuses the version production leaves); while the
+        store cannot be read, the versions known stay (False). One read at a time, each
+        taking production's version first: the last one assigned is the latest read."""
         with self._reading:
+            serving = self.production()  # before the document: `left` is at least as new
+            if names_version(alias):
+                self._production = serving
+                return True  # a version number never moves
             try:
                 state = registry.state()
             except Exception as exc:  # noqa: BLE001 - logged; the canary goes on as it was
@@ -199,6 +201,7 @@ class Canary:
             self._unread = None
             current = state.aliases.get(alias)
             self.left = left_behind(state.events, alias, current, challenger)
+            self._production = serving
             return True
 
     def percent(self, version: int | None) -> float:
