@@ -572,16 +572,18 @@ def test_a_slow_reread_does_not_overwrite_the_version_a_swap_recorded(
     )
     share = canary.Canary(ServeParams(shadow="staging", canary_percent=10), "mnist-cnn")
     share.follow(challenger, production)
-    go, real = threading.Event(), canary.Canary.read_left
+    go, entered, real = threading.Event(), threading.Event(), canary.Canary.read_left
 
     def preempted(self, *args):  # the poll's thread, paused on its way in
         if threading.current_thread().name == "poll":
+            entered.set()
             go.wait(10)
         return real(self, *args)
 
     monkeypatch.setattr(canary.Canary, "read_left", preempted)
     poll = threading.Thread(target=share.reread, name="poll")
     poll.start()
+    assert entered.wait(10)  # the poll is on its way into the read, not before it
     production.current = SimpleNamespace(version=3)  # v3 promoted and swapped in
     share._versions_changed("swapped", 3)  # production's listener
     go.set()

@@ -58,6 +58,10 @@ def test_an_answering_api_is_asked_with_the_clients_auth_and_custom_headers(heal
     assert (request["X-Team"], request["X-Trace"]) == ("ml", "7")
     assert api_problem({"PREFECT_API_URL": f"{base}/api", "PREFECT_API_KEY": "k1"}) is None
     assert seen[-1]["Authorization"] == "Bearer k1"
+    custom = {"PREFECT_CLIENT_CUSTOM_HEADERS": json.dumps({"Authorization": "Token t"})}
+    keyed = {"PREFECT_API_URL": f"{base}/api", "PREFECT_API_KEY": "k1"}
+    assert api_problem(keyed | custom) is None
+    assert seen[-1]["Authorization"] == "Token t"  # custom headers win, as in Prefect's client
 
 
 def test_every_reason_the_check_cannot_be_made_is_returned_not_raised(health) -> None:

@@ -198,3 +198,45 @@ def test_a_pipe_or_device_where_a_file_belongs_is_a_problem_not_a_hang(
     writable(aliases).unlink()
     os.mkfifo(aliases)
     assert f"{aliases} is not a regular file (a device, pipe or socket)" in registry.verify()
+
+
+def test_a_malformed_signature_is_refused_by_a_host_that_trusts_no_key(
+    registry: Registry, make
+) -> None:
+    """The signature lies outside the seal: a host without trusted keys checks nothing else
+    about it, but one without an `ed25519` is damage, reported by verify and never promoted
+    (a server would refuse it, answering 503 from a fresh start)."""
+    register_candidate(registry, make(1, accuracy=0.95), PARAMS)
+    register_candidate(registry, make(2, accuracy=0.94), PARAMS)  # staging
+    path = stored(registry, 2, "card.json")
+    card = json.loads(path.read_text())
+    writable(path).write_text(json.dumps(card | {"signature": {"key_id": "k"}}))
+    problems = registry.verify()
+    assert len(problems) == 1 and "v2: its signature is unreadable" in problems[0], problems
+    with pytest.raises(RegistryError, match="its signature is unreadable"):
+        registry.promote(2, "production")
+    assert registry.aliases()["production"] == 1
+
+
+def test_verify_lists_a_report_the_store_could_not_read_and_goes_on(
+    registry: Registry, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A timeout reading one version's report is that version's problem, as the registry's own
+    audit lists a store error: the other versions are still checked."""
+    from mnist_pipeline.core.errors import StoreError
+
+    register_candidate(registry, make(1, accuracy=0.95), PARAMS)
+    register_candidate(registry, make(2, accuracy=0.96), PARAMS)
+    reseal(registry, 2, lambda card: card["metrics"].update(accuracy=0.999))
+    real = registry.read_file
+
+    def flaky(ref: str | int, relpath: str) -> bytes:
+        if str(ref) == "1" and relpath == "metrics.json":
+            raise StoreError("s3://bucket/m: read timeout")
+        return real(ref, relpath)
+
+    monkeypatch.setattr(registry, "read_file", flaky)
+    assert verify_versions(registry) == [
+        "v1: s3://bucket/m: read timeout",
+        "v2: the card's accuracy 0.999 is not metrics.json's 0.96",
+    ]

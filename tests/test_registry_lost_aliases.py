@@ -15,6 +15,7 @@ from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import LostAliases, Registry
+from mnist_pipeline.registry.moves import Restarted
 from mnist_pipeline.registry.signing import Signing
 from mnist_pipeline.registry.trail import digest
 from tests.registry_helpers import (
@@ -76,7 +77,7 @@ def test_a_lost_alias_document_never_brings_back_a_rolled_back_version(
     assert registry.version_numbers() == [1, 2]  # nothing committed
     assert any("no longer holds alias event" in p for p in registry.verify())
 
-    assert registry.restart_aliases(actor="user:ops", comment="aliases.json lost") == 2
+    assert registry.restart_aliases(actor="user:ops", comment="aliases.json lost").newest == 2
     assert registry.aliases() == {} and registry.verify() == []
     restart = registry.alias_log()["events"][-1]
     assert (restart["action"], restart["actor"], restart["version"]) == ("restart", "user:ops", 2)
@@ -166,7 +167,7 @@ def test_a_restart_stored_although_its_answer_was_lost_is_not_refused_on_retry(
 
     with monkeypatch.context() as patch:
         patch.setattr(type(registry.storage), "swap", stored_but_refused)
-        assert registry.restart_aliases(actor="user:ops") == 2
+        assert registry.restart_aliases(actor="user:ops") == Restarted(2, None)
     restarts = [e for e in registry.alias_log()["events"] if e["action"] == "restart"]
     assert len(restarts) == 1 and registry.verify() == []
 
@@ -259,7 +260,7 @@ def test_a_version_this_host_cannot_check_neither_hides_the_loss_nor_outlives_a_
     for change in (strict.aliases, lambda: strict.promote(3, "staging")):
         with pytest.raises(LostAliases, match=f"the last one when {MODEL} v2 was registered"):
             change()
-    assert strict.restart_aliases(comment="lost") == 3
+    assert strict.restart_aliases(comment="lost").newest == 3
     lost_events = strict.alias_log()["events"][-1]["evidence"]["lost"]
     assert len(lost_events) == 2  # the events v2 and v3 were registered after
     assert not [p for p in both.verify() if "no longer holds" in p]
@@ -305,8 +306,9 @@ def test_a_restart_keeps_the_bytes_of_a_document_it_could_not_read(
     path.write_bytes(damaged)
     with pytest.raises(RegistryError):
         registry.aliases()
-    assert registry.restart_aliases(comment="hand edit") == 2
+    done = registry.restart_aliases(comment="hand edit")
     kept = registry.alias_log()["events"][-1]["evidence"]["kept"]
+    assert (done.newest, done.kept) == (2, kept)
     assert kept == f"aliases-lost/{hashlib.sha256(damaged).hexdigest()}.json"
     assert (model_dir(registry) / kept).read_bytes() == damaged
     assert registry.verify() == [] and registry.garbage() == []

@@ -148,7 +148,7 @@ def test_a_deleted_alias_document_on_s3_is_refused_then_restarted(
     registry.storage.client.delete_object(Bucket=bucket, Key=f"registry/{MODEL}/aliases.json")
     with pytest.raises(LostAliases, match=f"the last one when {MODEL} v2 was registered"):
         registry.aliases()
-    assert registry.restart_aliases("tester", "aliases.json deleted") == 2
+    assert registry.restart_aliases("tester", "aliases.json deleted").newest == 2
     assert registry.aliases() == {} and registry.verify() == []
     registry.promote(1, "production", "tester", "the last good one")
     assert registry.aliases() == {"production": 1} and registry.verify() == []

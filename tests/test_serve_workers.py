@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -55,6 +56,7 @@ def test_a_worker_that_cannot_start_exits_as_a_startup_failure(
     params = parse_params({"serve": {"feedback_tokens_file": str(tmp_path / "gone.txt")}})
     monkeypatch.setenv(server.ENV_PARAMS, params.model_dump_json())
     monkeypatch.setenv(server.ENV_ROOT, str(tmp_path))
+    monkeypatch.setenv(server.ENV_STARTED, str(time.time()))
     with (
         caplog.at_level(logging.ERROR, logger="mnist_pipeline.serve"),
         pytest.raises(SystemExit) as stopped,
@@ -62,6 +64,42 @@ def test_a_worker_that_cannot_start_exits_as_a_startup_failure(
         server.app_from_env()
     assert stopped.value.code == 3
     assert "could not start: feedback tokens file" in caplog.text and "gone.txt" in caplog.text
+    # in place of a worker that died an hour into serving: started again, the others serve on
+    monkeypatch.setenv(server.ENV_STARTED, str(time.time() - 3600))
+    with pytest.raises(SystemExit) as restarted:
+        server.app_from_env()
+    assert restarted.value.code == 1
+
+
+def test_a_real_supervisor_stops_when_its_workers_cannot_start(tmp_path: Path) -> None:
+    """Past the parent's own checks (skipped here), the workers uvicorn spawns fail to build
+    the app: uvicorn's supervisor stops them all, and `serve` fails, instead of restarting
+    them twice a second forever."""
+    from tests.conftest import REPO_ROOT
+
+    root = _project(tmp_path, {"feedback_tokens_file": "missing-tokens.txt", "workers": 2})
+    script = (
+        "import sys; from pathlib import Path; from mnist_pipeline.serving import server\n"
+        "server.feedback_of = lambda *a, **k: None  # the parent's check only\n"
+        "from mnist_pipeline.core.errors import one_line_errors\n"
+        "with one_line_errors():\n"
+        f"    server.run(Path({str(root / 'params.yaml')!r}), Path({str(root)!r}),"
+        f" {{'serve.port': {free_port()}, 'serve.host': '127.0.0.1'}})\n"
+    )
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = start([sys.executable, "-c", script], env, log, REPO_ROOT)
+    try:
+        code = proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"serve kept restarting its workers:\n{log.read_text()[-2000:]}")
+    finally:
+        stop(proc)
+    output = log.read_text()
+    assert code == 1, output
+    assert "could not start: feedback tokens file" in output and "missing-tokens.txt" in output
+    assert "error: serve: a worker could not start" in output
+    assert output.count("could not start: feedback tokens file") <= 2  # one try per worker
 
 
 def test_workers_get_the_validated_params_and_a_startup_failure_is_an_error(

@@ -18,12 +18,11 @@ def restart_aliases(ctx: typer.Context, comment: Comment = None, actor: Actor = 
     decision up to the newest version is replayed; promote what should serve next."""
     registry = existing_registry(ctx)
     given = announce.current_actor() if actor is None else actor  # "" is refused as blank
-    newest = registry.restart_aliases(given, comment)
-    kept = registry.alias_log()["events"][-1].get("evidence", {}).get("kept")
-    where = "" if kept is None else f" The unreadable document was kept as {kept}."
+    done = registry.restart_aliases(given, comment)
+    where = "" if done.kept is None else f" The unreadable document was kept as {done.kept}."
     err.print(
         f"{registry.name}: alias document restarted; no alias points anywhere and no "
-        f"decision up to v{newest} is replayed.{where} Promote the version production should "
+        f"decision up to v{done.newest} is replayed.{where} Promote the version production should "
         "serve: mnist-pipeline models promote VERSION",
         highlight=False,
         markup=False,

@@ -8,25 +8,23 @@ path inside the store. Writing is in commit.py (versions) and moves.py (aliases)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry import aliases as alias_doc
 from mnist_pipeline.registry import commit, garbage, keys, moves, replay
 from mnist_pipeline.registry.aliases import PRODUCTION, AliasState
 from mnist_pipeline.registry.audit import audit, refuse_forged
 from mnist_pipeline.registry.backends import open_storage
-from mnist_pipeline.registry.card import SIGNATURE_KEY, file_problem, inputs_of, parse_card
+from mnist_pipeline.registry.card import file_problem, inputs_of, parse_card
 from mnist_pipeline.registry.copies import default_cache, verified_copy
 from mnist_pipeline.registry.garbage import GRACE_S
 from mnist_pipeline.registry.registration import (
     Registration,
     Submission,
 )
-from mnist_pipeline.registry.signing import Signing, well_formed
+from mnist_pipeline.registry.signing import Signing, stored_signature
 from mnist_pipeline.registry.storage import Storage
 
 
@@ -101,9 +99,7 @@ class Registry:
     def signature(self, card: dict[str, Any]) -> dict[str, str] | None:
         """A card's signature, {"key_id", "ed25519"} (None: unsigned), wherever it is stored;
         RegistryError for one of another shape (well_formed)."""
-        label = f"{self.name} v{card.get('version')}"
-        found = self._signature(card, label)
-        return None if found is None else well_formed(found, label)
+        return self._signature(card, f"{self.name} v{card.get('version')}")
 
     def version_with_fingerprint(self, sha256: str) -> int | None:
         """The newest intact-card version whose submission carried the inputs hash `sha256`."""
@@ -218,9 +214,12 @@ class Registry:
         `accept` as for promote."""
         return moves.rollback(self, alias, actor, comment, expected, accept)
 
-    def restart_aliases(self, actor: str | None = None, comment: str | None = None) -> int:
+    def restart_aliases(
+        self, actor: str | None = None, comment: str | None = None
+    ) -> moves.Restarted:
         """Start afresh an alias document that lost events (moves.restart): no alias points
-        anywhere after it; returns the newest version, whose decision is not replayed."""
+        anywhere after it; the newest version (its decision not replayed), and where an
+        unreadable document's bytes were kept."""
         return moves.restart(self, actor, comment)
 
     def garbage(self) -> list[str]:
@@ -276,15 +275,8 @@ class Registry:
         self.signing.check(card, self._signature(card, label), label)
         return card, data
 
-    def _signature(self, card: dict[str, Any], label: str) -> Any:
-        """A card's signature: in the card (schema 2), or its card.sig (schema 1)."""
-        if card.get("schema", 1) >= 2:
-            return card.get(SIGNATURE_KEY)
-        data = self.storage.read(keys.legacy_file(self.name, card["version"], keys.SIGNATURE_FILE))
-        try:
-            return None if data is None else json_text.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RegistryError(f"{label}: {keys.SIGNATURE_FILE} is unreadable ({exc})") from None
+    def _signature(self, card: dict[str, Any], label: str) -> dict[str, str] | None:
+        return stored_signature(self.storage, self.name, card, label)
 
     def _file_key(self, card: dict[str, Any], relpath: str) -> str:
         if card.get("schema", 1) < 2:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mnist_pipeline.core.errors import RegistryError, StoreError
@@ -109,7 +110,16 @@ def rollback(
     return swap_aliases(registry, back, actor)
 
 
-def restart(registry: Registry, actor: str | None = None, comment: str | None = None) -> int:
+@dataclass(frozen=True)
+class Restarted:
+    """What `restart` did: the newest version (its decision and every earlier one not
+    replayed) and where an unreadable document's bytes were kept (None: it was readable)."""
+
+    newest: int
+    kept: str | None
+
+
+def restart(registry: Registry, actor: str | None = None, comment: str | None = None) -> Restarted:
     """Start an alias document that lost events, or cannot be read at all, afresh (lost.py);
     returns the newest version, the last whose decision is not replayed. RegistryError when
     nothing was lost, or when the stored document's own trail does not verify (trusted keys)."""
@@ -117,7 +127,7 @@ def restart(registry: Registry, actor: str | None = None, comment: str | None = 
     commented(comment)
     registry.signing.require_signer()
     key = keys.aliases_key(registry.name)
-    tried: tuple[str, int] | None = None  # the last refused attempt's event, and its result
+    tried: tuple[str, Restarted] | None = None  # the last refused attempt's event and result
     for _ in range(SWAP_ATTEMPTS):
         versions = registry.version_numbers()  # before the document (api._state_and_revision)
         found = registry.storage.read_document(key)
@@ -144,9 +154,10 @@ def restart(registry: Registry, actor: str | None = None, comment: str | None = 
         if unreadable and found is not None:  # its events are dropped: its bytes are kept
             evidence[KEPT_KEY] = _keep(registry, found[0])
         state.restart(newest, actor, evidence)
+        done = Restarted(newest, evidence.get(KEPT_KEY))
         if registry.storage.swap(key, alias_doc.dump(state), revision):
-            return newest
-        tried = (state.events[-1]["sha256"], newest)
+            return done
+        tried = (state.events[-1]["sha256"], done)
     raise RegistryError(
         f"{registry.location}: the alias document kept changing under {SWAP_ATTEMPTS} attempts"
     )

@@ -15,20 +15,26 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
+import json
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.atomic import temp_beside
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.core.regular_file import read_regular_stat
-from mnist_pipeline.registry.card import canonical, unsigned
+from mnist_pipeline.registry import keys
+from mnist_pipeline.registry.card import SIGNATURE_KEY, canonical, unsigned
+
+if TYPE_CHECKING:
+    from mnist_pipeline.registry.storage import Storage
 
 MAX_KEY_BYTES = 64 * 1024  # a PEM Ed25519 key is about 120 bytes
 
@@ -158,6 +164,22 @@ class Signing:
             raise RegistryError(
                 f"{label}: the signature does not match {what} (forged or edited)"
             ) from None
+
+
+def stored_signature(
+    storage: Storage, name: str, card: dict[str, Any], label: str
+) -> dict[str, str] | None:
+    """A card's signature (None: unsigned): in the card (schema 2), or its card.sig (schema 1);
+    one of another shape is refused on every host, trusting keys or not (well_formed)."""
+    if card.get("schema", 1) >= 2:
+        found = card.get(SIGNATURE_KEY)
+    else:
+        data = storage.read(keys.legacy_file(name, card["version"], keys.SIGNATURE_FILE))
+        try:
+            found = None if data is None else json_text.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RegistryError(f"{label}: {keys.SIGNATURE_FILE} is unreadable ({exc})") from None
+    return None if found is None else well_formed(found, label)
 
 
 def well_formed(signature: Any, label: str) -> dict[str, str]:

@@ -58,8 +58,9 @@ def preload_prefect() -> None:
 def api_problem(environ: Mapping[str, str] = os.environ) -> Exception | None:
     """Why the Prefect API this process's environment names does not answer its health check
     (None: it does, or none is named). One request, no retries: Prefect's own client retries
-    a silent server for a minute and more. It is sent as Prefect's client would send it: the
-    auth string or API key, `PREFECT_CLIENT_CUSTOM_HEADERS`, and its TLS settings
+    a silent server for a minute and more. It is sent as Prefect's client would send it, from
+    the settings in the environment (a Prefect profile is not read): the auth string or API
+    key, `PREFECT_CLIENT_CUSTOM_HEADERS`, and the TLS settings
     (`PREFECT_API_TLS_INSECURE_SKIP_VERIFY`, `PREFECT_API_SSL_CERT_FILE`)."""
     url = environ.get("PREFECT_API_URL", "").strip().rstrip("/")
     if not url:
@@ -77,7 +78,12 @@ def api_problem(environ: Mapping[str, str] = os.environ) -> Exception | None:
 
 
 def _headers(environ: Mapping[str, str]) -> dict[str, str]:
+    """The auth header, then the custom headers over it (as Prefect's client applies them)."""
     headers = {}
+    if auth := environ.get("PREFECT_API_AUTH_STRING", ""):
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+    elif key := environ.get("PREFECT_API_KEY", ""):
+        headers["Authorization"] = f"Bearer {key}"
     if custom := environ.get("PREFECT_CLIENT_CUSTOM_HEADERS", "").strip():
         try:
             parsed = json.loads(custom)
@@ -86,10 +92,6 @@ def _headers(environ: Mapping[str, str]) -> dict[str, str]:
         if not isinstance(parsed, dict):
             raise ValueError("PREFECT_CLIENT_CUSTOM_HEADERS is not a JSON object")
         headers.update({str(name): str(value) for name, value in parsed.items()})
-    if auth := environ.get("PREFECT_API_AUTH_STRING", ""):
-        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
-    elif key := environ.get("PREFECT_API_KEY", ""):
-        headers["Authorization"] = f"Bearer {key}"
     return headers
 
 

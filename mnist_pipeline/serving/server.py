@@ -5,12 +5,13 @@ imports `app_from_env` in each worker process, which builds the app from the par
 validated and the root (passed in MNIST_SERVE_* variables; a worker restarted later does not
 read an edited params file). What can fail at startup (the registry's location and keys, the
 feedback tokens) is checked in the parent first, so a bad setting is one error line and a
-non-zero exit as with one worker; a worker that still cannot start stops the server (uvicorn's
-STARTUP_FAILURE) instead of being restarted forever. Each process follows the alias on its
-own: it polls the registry and, with a Prefect API configured, also hears the alias's events
-(alias_events.py). With `serve.metrics` the workers count in a fresh PROMETHEUS_MULTIPROC_DIR
-(metrics.py), so GET /metrics answered by any of them adds up all of them; a canary one of
-them steps back is stepped back by all (canary_shared.py, in a folder of the server's run).
+non-zero exit as with one worker; a worker that still cannot start as the server starts stops
+it (uvicorn's STARTUP_FAILURE) instead of being restarted forever. Each process follows the
+alias on its own: it polls the registry and, with a Prefect API configured, also hears the
+alias's events (alias_events.py). With `serve.metrics` the workers count in a fresh
+PROMETHEUS_MULTIPROC_DIR (metrics.py), so GET /metrics answered by any of them adds up all of
+them; a canary one of them steps back is stepped back by all (canary_shared.py, in a folder of
+the server's run).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -44,6 +46,8 @@ from mnist_pipeline.serving.served_model import ServedModel
 from mnist_pipeline.serving.tokens import Credentials, RateLimiter
 
 ENV_ROOT, ENV_PARAMS = "MNIST_SERVE_ROOT", "MNIST_SERVE_PARAMS"  # the params as validated JSON
+ENV_STARTED = "MNIST_SERVE_STARTED"  # time.time() when `serve` started its workers
+STARTING_S = 60.0  # a worker that cannot start this soon after stops the server
 logger = logging.getLogger("mnist_pipeline.serve")
 
 
@@ -97,8 +101,10 @@ def _log_to_stderr() -> None:
 
 
 def app_from_env() -> FastAPI:
-    """uvicorn's factory in each worker process (serve.workers > 1); a worker that cannot
-    start exits with STARTUP_FAILURE, which stops uvicorn's supervisor."""
+    """uvicorn's factory in each worker process (serve.workers > 1). A worker that cannot
+    start while the server starts (within STARTING_S) exits with STARTUP_FAILURE, which stops
+    uvicorn's supervisor; one started later, in place of a worker that died, exits 1 and is
+    started again, so that one bad moment (a file being rewritten) does not stop them all."""
     _log_to_stderr()
     try:
         params = parse_params(json.loads(os.environ[ENV_PARAMS]), "the server's params")
@@ -108,7 +114,8 @@ def app_from_env() -> FastAPI:
             logger.error("worker %d could not start: %s", os.getpid(), exc)
         else:
             logger.exception("worker %d could not start", os.getpid())
-        sys.exit(STARTUP_FAILURE)
+        starting = time.time() - float(os.environ.get(ENV_STARTED, "0")) < STARTING_S
+        sys.exit(STARTUP_FAILURE if starting else 1)
 
 
 def run(params_path: Path, root: Path, overrides: dict[str, object]) -> None:
@@ -138,6 +145,7 @@ def _run_workers(root: Path, params: Params, sockets: list[socket.socket]) -> No
     open_registry(params.registry, layout)  # a bad location or key file: refused here, once
     feedback_of(serve, layout, params.inbox.shared)  # and the feedback tokens
     os.environ[ENV_PARAMS], os.environ[ENV_ROOT] = params.model_dump_json(), str(root.resolve())
+    os.environ[ENV_STARTED] = str(time.time())
     config = uvicorn.Config(
         f"{__name__}:app_from_env",
         factory=True,
