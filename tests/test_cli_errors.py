@@ -193,3 +193,43 @@ def test_an_error_naming_a_file_shows_its_control_characters_as_escapes(
     assert cli(tmp_path, "data", "add", "-l", "1", str(bad)) == 1
     err = capsys.readouterr().err
     assert "\x1b" not in err and f"error: {tmp_path}/bad\\x1b[2J[bold].png: not a recog" in err
+
+
+@pytest.mark.slow
+def test_a_file_name_that_is_not_utf8_is_printed_escaped_not_a_traceback(tmp_path: Path) -> None:
+    """Python hands such a name over as surrogate escapes, which a strict UTF-8 stdout (the
+    usual terminal) refused half-way through `data list`'s output."""
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "params.yaml").write_text("{}\n")
+    folder = tmp_path / "data" / "extra" / "3"
+    folder.mkdir(parents=True)
+    name = os.fsencode(folder) + b"/caf\xe9.png"  # Latin-1, from an old camera or share
+    Image.fromarray(np.full((28, 28), 200, dtype=np.uint8)).save(name, format="PNG")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONPATH": str(REPO_ROOT)}
+    listed = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline", "--root", str(tmp_path), "data", "list"],
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
+    assert listed.returncode == 0, listed.stderr.decode(errors="replace")
+    assert b"caf\\udce9.png" in listed.stdout and b"Traceback" not in listed.stderr
+
+
+def test_a_model_version_for_the_onnx_metadata_must_be_one_printable_line(tmp_path: Path) -> None:
+    """Checked before anything is read: `models/model.onnx` and every input stay as they were."""
+    from mnist_pipeline.export.export import checked_model_version
+
+    assert checked_model_version(None) is None and checked_model_version("v1.2 café") == "v1.2 café"
+    for bad, said in (
+        ("v1\udcff", r"holds '\\udcff' at 2"),
+        ("v1\nv2", r"holds '\\n' at 2"),
+        ("  ", "is blank"),
+        ("v" * 101, "longer than 100"),
+    ):
+        with pytest.raises(ParamsError, match=said):
+            checked_model_version(bad)
+    assert cli(tmp_path, "export", "--model-version", "v1\x1b[31m") == 2
+    assert files_under(tmp_path) == []

@@ -22,6 +22,7 @@ from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import TrainParams
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry.aliases import printable
 from tests.conftest import REPO_ROOT
 from tests.promotion_helpers import TEST, paired_candidate, write_test_set
 from tests.registry_helpers import stored, writable
@@ -151,6 +152,12 @@ def test_a_comment_or_actor_that_is_not_one_printable_line_moves_nothing(
             f"the {what} holds a control character ({shown.replace(chr(92) * 2, chr(92))}): "
             "give one line of printable text"
         )
+    undecoded = models(workdir, "promote", "2", "--comment", "caf\udce9 fix")  # a Latin-1 é
+    assert str(undecoded.exception) == (
+        "the comment holds a byte that is not UTF-8 ('\\udce9' at 3): give one line of "
+        "printable text in UTF-8"
+    )  # stored, it would have broken `models history` for good (the trail cannot be edited)
+    assert printable("caf\udce9") == "caf\\udce9"
     assert models(workdir, "promote", "2", "--comment", "x" * 2001).exit_code == 1
     for nobody in ("  ", ""):  # an event that names nobody (empty: not replaced by the user)
         blank = models(workdir, "promote", "2", "--actor", nobody)

@@ -232,10 +232,21 @@ def _shown(message: str) -> str:
     return escape("\n".join(printable(line) for line in message.split("\n")))
 
 
+def _escape_undecodable() -> None:
+    """A file name or argument that is not UTF-8 reaches Python as surrogate escapes, which a
+    UTF-8 stdout refuses to encode (a traceback half-way through the output): written as
+    backslash escapes instead, wherever the CLI prints one."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)  # not on a test runner's buffer
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main() -> None:
     """Console-script entry: run the app; user-facing errors become one message and an exit code."""
     main_thread = threading.current_thread() is threading.main_thread()  # signals go there only
     before = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main_thread else None
+    _escape_undecodable()
     try:
         app()
     except PipelineError as exc:

@@ -167,7 +167,7 @@ def list_entries(
         print(json.dumps([entry.to_dict() for entry in found]))
         return
     for entry in found:
-        print(f"{entry.label}  {entry.sha256[:12]}  {entry.path}")
+        print(f"{entry.label}  {entry.sha256[:12]}  {shown(entry.path)}")
     counts = [sum(e.label == d for e in found) for d in range(10)]
     console.print(
         f"{len(found)} image(s); per digit: " + " ".join(f"{d}:{n}" for d, n in enumerate(counts)),

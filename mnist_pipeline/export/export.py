@@ -37,7 +37,7 @@ from mnist_pipeline.core.contract import (
     PREPROCESSING_DESCRIPTION,
     normalisation_json,
 )
-from mnist_pipeline.core.errors import GateError, PipelineError
+from mnist_pipeline.core.errors import GateError, ParamsError, PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ExportParams, ModelParams
 from mnist_pipeline.core.reports import Metrics, read_report
@@ -100,6 +100,27 @@ def builtin_metadata(arch: str, opset: int) -> dict[str, str]:
         "producer_onnxscript": _version("onnxscript"),
         "producer_mnist_pipeline": mnist_pipeline.__version__,
     }
+
+
+MAX_MODEL_VERSION = 100  # characters of `--model-version`, one line in the ONNX metadata
+
+
+def checked_model_version(value: str | None) -> str | None:
+    """`--model-version` if it is one line of printable UTF-8 text; ParamsError if not (it
+    goes into the ONNX file's metadata, which other runtimes show)."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise ParamsError("--model-version is blank: give the version to record, or leave it out")
+    if len(value) > MAX_MODEL_VERSION:
+        raise ParamsError(f"--model-version is longer than {MAX_MODEL_VERSION} characters")
+    bad = next((c for c in value if not c.isprintable()), None)  # surrogates are not either
+    if bad is not None:
+        raise ParamsError(
+            f"--model-version holds {bad!r} at {value.index(bad)}: give one line of printable "
+            "text in UTF-8"
+        )
+    return value
 
 
 def collect_metadata(
@@ -218,6 +239,7 @@ def export(
 
     The evaluation report must also describe the dataset in layout.data_dir (not a stale one).
     """
+    model_version = checked_model_version(model_version)  # before anything is read
     metrics = read_report(Metrics, layout.metrics, "evaluate")
     data_hash = dataset_sha256(layout.data_dir)
     net, weights_hash = load_model_and_hash(model.arch, layout.state_dict)  # what is exported

@@ -54,11 +54,18 @@ def utc_now() -> str:
 _CONTROL = re.compile(
     "[\x00-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]"
 )
+_UNDECODED = re.compile("[\ud800-\udfff]")  # surrogates: bytes Python could not decode
 
 
 def check_text(value: str, what: str, limit: int) -> str:
     """`value` if it is one line of at most `limit` printable characters (an audit trail's actor
     or comment: a newline would read as two events, an escape sequence reach a terminal)."""
+    undecoded = _UNDECODED.search(value)
+    if undecoded:  # a byte the terminal's encoding could not decode (os.fsdecode's escape)
+        raise RegistryError(
+            f"the {what} holds a byte that is not UTF-8 ({undecoded.group()!r} at "
+            f"{undecoded.start()}): give one line of printable text in UTF-8"
+        )
     found = _CONTROL.search(value)
     if found:
         raise RegistryError(
@@ -71,8 +78,10 @@ def check_text(value: str, what: str, limit: int) -> str:
 
 
 def printable(text: str) -> str:
-    """`text` with each control character written as its escape (\\n, \\x1b), for display."""
-    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
+    """`text` with each control character (and undecodable byte) written as its escape (\\n,
+    \\x1b, \\udce9), for display."""
+    escape = lambda found: repr(found.group())[1:-1]  # noqa: E731
+    return _UNDECODED.sub(escape, _CONTROL.sub(escape, text))
 
 
 def checked_actor(actor: str | None) -> str | None:
