@@ -56,6 +56,26 @@ def test_digits_added_on_one_host_reach_the_other_and_removals_follow(
     assert shared.records() == ({}, {})
 
 
+def test_a_removal_elsewhere_takes_only_the_label_it_removed(location: str, tmp_path: Path) -> None:
+    """Host a labelled an image 3 by hand while the store has it as 5 (a conflict: both kept
+    here). Host b removes its 5: a's copy labelled 5 goes, and its own 3, never in the store,
+    stays, with a warning that says how to publish it. Before, a's 3 was deleted too."""
+    shared = SharedInbox(location)
+    a, b = tmp_path / "a" / "extra", tmp_path / "b" / "extra"
+    image = digit(tmp_path, 1)
+    five = sync.add(shared, b, image, "x.png", 5, "test").entry
+    store.add(a, image, "mine.png", 3)
+    assert sync.sync(shared, a, "test").conflicts == [five.sha256]
+    assert labels(a) == [(3, five.sha256), (5, five.sha256)]
+    sync.remove(shared, b, [five.sha256])
+    after = sync.sync(shared, a, "test")
+    assert after.deleted_here == [five.sha256] and labels(a) == [(3, five.sha256)]
+    (warning,) = after.warnings
+    assert "labelled 5 there); the copy labelled 3 here was never there and stays" in warning
+    assert shared.record(five.sha256) is None  # not published back by the sync
+    assert sync.sync(shared, a, "test").deleted_here == []  # and kept at the next one
+
+
 def test_a_store_named_two_ways_is_one_store_to_a_host(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

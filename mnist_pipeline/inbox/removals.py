@@ -21,6 +21,7 @@ from mnist_pipeline.core.errors import DataError
 
 if TYPE_CHECKING:
     from mnist_pipeline.inbox.shared import SharedInbox
+    from mnist_pipeline.inbox.store import Entry
 
 REMOVED = "removed/"
 
@@ -40,9 +41,46 @@ def was_removed(shared: SharedInbox, digest: str) -> bool:
     return shared.call(lambda: shared.storage.read(key(digest))) is not None
 
 
+def removed_labels(shared: SharedInbox, digest: str) -> set[int] | None:
+    """The labels `digest` had where it was removed from the store (None: it was not, or was
+    added again since; empty: a marker whose labels cannot be read)."""
+    data = shared.call(lambda: shared.storage.read(key(digest)))
+    if data is None:
+        return None
+    try:
+        labels = json.loads(data)["labels"]
+        return {label for label in labels if isinstance(label, int)}
+    except (ValueError, KeyError, TypeError):
+        return set()
+
+
 def forget(shared: SharedInbox, digest: str) -> None:
     """`digest` was added again: no longer a removed image. Best effort: a marker left beside
     the image's record changes nothing (it is read only for an image the store lacks), so a
     store that fails now does not fail the add that stored the image."""
     with suppress(DataError):  # StoreUnavailable
         shared.call(lambda: shared.storage.delete(key(digest)))
+
+
+def delete_removed(
+    shared: SharedInbox, digest: str, local: list[Entry], seen_label: int | None
+) -> tuple[bool, str | None]:
+    """Delete this host's copies of `digest`, removed from the store elsewhere: those with the
+    label this host saw there (`seen_label`) or that the removal names. A copy under another
+    label (labelled here by hand, never in the store) was removed by nobody: it stays, and the
+    warning returned says so. Returns whether a copy was deleted, and that warning."""
+    gone = (removed_labels(shared, digest) or set()) | ({seen_label} - {None})
+    deleted = False
+    for entry in local:
+        if entry.label in gone:
+            entry.path.unlink(missing_ok=True)
+            deleted = True
+    kept = sorted({entry.label for entry in local if entry.label not in gone})
+    if not kept:
+        return deleted, None
+    return deleted, (
+        f"{digest[:12]}: removed from the shared inbox {shared.location} elsewhere (labelled "
+        f"{', '.join(map(str, sorted(gone))) or 'unknown'} there); the copy labelled "
+        f"{', '.join(map(str, kept))} here was never there and stays, unpublished (`data add "
+        "--label N FILE` publishes it)"
+    )

@@ -15,7 +15,9 @@ it last saw):
     store only                     downloaded (SHA-256 checked); a file missing here (an older
                                    snapshot restored) never removes anything from the store
     here only                      seen before, or marked removed in the store (removals.py):
-                                   removed elsewhere, so deleted here; never seen (a file
+                                   removed elsewhere, so its copies with the label seen or
+                                   removed are deleted here (one under another label, never
+                                   in the store, stays, with a warning); never seen (a file
                                    dropped in by hand): published
 
 The store's identity (inbox.json, made with its first image) tells a store whose images were all
@@ -293,9 +295,11 @@ def _sync_one(
             incoming.take(shared, inbox, sha, record, staged)
             result.downloaded.append(sha)
         elif sha in seen or removals.was_removed(shared, sha):  # removed elsewhere
-            for entry in local:
-                entry.path.unlink(missing_ok=True)
-            result.deleted_here.append(sha)
+            deleted, warning = removals.delete_removed(shared, sha, local, seen.get(sha))
+            if deleted:
+                result.deleted_here.append(sha)
+            if warning is not None:
+                result.warnings.append(warning)
         elif len(labels) > 1:
             result.conflicts.append(sha)
         else:
