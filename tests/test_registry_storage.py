@@ -399,3 +399,35 @@ def test_a_decision_against_a_moved_champion_is_taken_again(registry: Registry, 
     assert registry.version_numbers() == [1]
     done = register_candidate(registry, candidate, PARAMS)  # decided against v1: worse
     assert (done.version, done.alias, done.champion) == (2, "staging", 1)
+
+
+def test_inputs_that_reproduced_a_version_are_remembered_for_it(registry_root: str) -> None:
+    """A retraining after an edit that changes the fingerprint but not the model (a comment in
+    a params module the train stage imports) registers nothing; asked again with the same
+    inputs, the registry names the version, so the next scheduled run does not train once more
+    (before: it trained again on every run until the weights changed)."""
+    registry = Registry(registry_root, "mnist-cnn")
+    files = {"model.pt": b"weights", "model.onnx": b"graph"}
+    identity = ("model.pt", "model.onnx")
+
+    def submit(fingerprint: str, alias: str = "production", champion: int | None = None):
+        decision = Decision(alias, "test", champion)
+        return registry.register(
+            Submission(files, {}, decision, identity, fingerprint), skip_same_inputs=True
+        )
+
+    assert submit("a" * 64).version == 1
+    again = submit("b" * 64, "staging", 1)
+    assert (again.version, again.registered) == (1, False)
+    assert registry.version_with_fingerprint("b" * 64) == 1
+    assert registry.version_with_fingerprint("a" * 64) == 1
+    assert registry.version_with_fingerprint("c" * 64) is None
+    assert registry.verify() == [] and registry.garbage() == []
+    assert registry.version_numbers() == [1]
+    # a pointer names a version only: one that does not exist, or bytes that are no pointer,
+    # answer as if there were none
+    registry.storage.create(f"mnist-cnn/inputs/{'d' * 64}.json", b'{"version": 9}')
+    registry.storage.create(f"mnist-cnn/inputs/{'e' * 64}.json", b"not json")
+    assert registry.version_with_fingerprint("d" * 64) is None
+    assert registry.version_with_fingerprint("e" * 64) is None
+    assert registry.version_with_fingerprint("not a digest") is None

@@ -13,11 +13,11 @@ from typing import Any
 
 from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry import aliases as alias_doc
-from mnist_pipeline.registry import commit, garbage, keys, moves, replay
+from mnist_pipeline.registry import commit, garbage, inputs, keys, moves, replay
 from mnist_pipeline.registry.aliases import PRODUCTION, AliasState
 from mnist_pipeline.registry.audit import audit, refuse_forged
 from mnist_pipeline.registry.backends import open_storage
-from mnist_pipeline.registry.card import file_problem, inputs_of, parse_card
+from mnist_pipeline.registry.card import file_problem, parse_card
 from mnist_pipeline.registry.copies import default_cache, verified_copy
 from mnist_pipeline.registry.garbage import GRACE_S
 from mnist_pipeline.registry.registration import (
@@ -102,11 +102,9 @@ class Registry:
         return self._signature(card, f"{self.name} v{card.get('version')}")
 
     def version_with_fingerprint(self, sha256: str) -> int | None:
-        """The newest intact-card version whose submission carried the inputs hash `sha256`."""
-        for version, card, _ in reversed(self.catalogue(strict=True)):
-            if card is not None and inputs_of(card) == sha256:
-                return version
-        return None
+        """The newest intact-card version whose submission carried the inputs hash `sha256`,
+        or whose files a later submission with it found identical (inputs.py)."""
+        return inputs.version_with(self, sha256)
 
     def read_file(self, ref: str | int, relpath: str) -> bytes:
         """A version's file, after checking its SHA-256 against the card."""

@@ -61,8 +61,9 @@ def audit(registry: Registry) -> list[str]:
         problems.append(f"the alias document records v{state.last_version}, which does not exist")
     garbage = f"{registry.name}/{keys.BLOBS}/"
     kept = f"{registry.name}/{keys.LOST_ALIASES}/"  # what a restart could not read
+    pointers = f"{registry.name}/{keys.INPUTS}/"  # inputs.py
     for key in listing:
-        if key in known or key.startswith((garbage, kept)):
+        if key in known or key.startswith((garbage, kept, pointers)):
             continue
         folder, _, rest = key.removeprefix(f"{registry.name}/").partition("/")
         if (match := keys.VERSION_DIR_RE.fullmatch(folder)) and rest:

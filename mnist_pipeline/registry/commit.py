@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import RegistryError
-from mnist_pipeline.registry import keys, trail
+from mnist_pipeline.registry import inputs, keys, trail
 from mnist_pipeline.registry.aliases import (
     PRODUCTION,
     checked_actor,
@@ -83,6 +83,10 @@ def register(
         same = submission.fingerprint if skip_same_inputs else None
         kept = _already_held(catalogue, hashes, submission.identity, same)
         if kept is not None:
+            fingerprint, version = submission.fingerprint, kept[0]
+            card = next(card for number, card, _ in catalogue if number == version)
+            if fingerprint is not None and inputs_of(card) != fingerprint:
+                inputs.remember(registry, version, fingerprint)  # asked again: this version
             return _existing(registry, *kept)
         # as a writer: a version signed by a key not trusted here stops this one before it
         # commits (its decision, behind it, could never be recorded from here)

@@ -22,6 +22,7 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 CARD_FILE = "card.json"
 SIGNATURE_FILE = "card.sig"
 ALIASES_FILE = "aliases.json"
+INPUTS = "inputs"  # inputs.py: a fingerprint that produced an existing version's files
 LOST_ALIASES = "aliases-lost"  # unreadable alias documents a restart replaced, as they were
 BLOBS = "blobs/sha256"
 
@@ -82,6 +83,12 @@ def blob_key(name: str, sha256: str) -> str:
 
 def aliases_key(name: str) -> str:
     return f"{name}/{ALIASES_FILE}"
+
+
+def inputs_key(name: str, fingerprint: str) -> str:
+    if not SHA256_RE.fullmatch(fingerprint):
+        raise RegistryError(f"not a SHA-256 digest: {fingerprint!r}")
+    return f"{name}/{INPUTS}/{fingerprint}.json"
 
 
 def lost_aliases_key(name: str, sha256: str) -> str:
