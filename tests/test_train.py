@@ -17,6 +17,7 @@ import yaml
 from mnist_pipeline.core.errors import DataError, ParamsError, PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ModelParams, TrainParams, parse_params
+from mnist_pipeline.core.reports import TrainRecord, read_report
 from mnist_pipeline.model.network import build_model
 from mnist_pipeline.training import loop
 from mnist_pipeline.training.train import HISTORY_COLUMNS, TIMING_COLUMNS, history_csv, train
@@ -143,6 +144,11 @@ def test_bf16_mixed_precision_is_deterministic_and_keeps_fp32_weights(
     assert "in bf16 (train.precision: bf16)" in capsys.readouterr().err
     again = run(tmp_path, "b", params(precision="bf16"))
     fp32 = run(tmp_path, "c", params(precision="fp32"))
+    recorded = [  # what a version's model.json says it was trained in
+        read_report(TrainRecord, project(tmp_path / name).train_record, "train").precision
+        for name in ("a", "c")
+    ]
+    assert recorded == ["bf16", "fp32"]
     assert same_weights(bf16, again)
     assert not same_weights(bf16, fp32)  # autocast really ran in bfloat16
     assert {t.dtype for t in bf16.values()} == {torch.float32}

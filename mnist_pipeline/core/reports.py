@@ -121,6 +121,9 @@ class TrainRecord(Report):
     fingerprint: Fingerprint
     temperature: dict[str, Any] | None = None
     history_sha256: str | None = None  # reports/train_history.csv, written with model.pt
+    # what `train.precision` resolved to where it ran ("auto": bf16 only on native hardware);
+    # None in records written before it was recorded
+    precision: Literal["bf16", "fp32"] | None = None
 
 
 class IngestReport(Report):

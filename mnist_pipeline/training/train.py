@@ -250,7 +250,7 @@ def _train(
             net,
             history_csv(history),
             history_csv(history, TIMING_COLUMNS),
-            {"fingerprint": fingerprint, "temperature": calibration},
+            {"fingerprint": fingerprint, "temperature": calibration, "precision": precision},
         )
         layout.checkpoint.unlink(missing_ok=True)
     last = history[-1] if history else {}
