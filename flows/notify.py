@@ -76,7 +76,7 @@ def check_block(slug: str | None) -> bool:
         Block.load(slug)
     except Exception as exc:  # not found, a slug without "type/name", a server that refused
         why = " ".join(str(exc).split())[:200]
-        for log in (logger, get_run_logger()):  # called in the flow run: shown in the UI too
+        for log in (logger, *_run_logger()):  # in a flow run: shown in the UI too
             log.error(
                 "notify_block %s cannot be loaded (%s): a failure of this run would notify no one",
                 slug,

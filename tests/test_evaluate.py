@@ -139,7 +139,12 @@ def test_a_failure_while_writing_leaves_the_previous_evaluation_whole(
     the previous evaluation stays as it was, still consistent with its metrics.json."""
     from mnist_pipeline.evaluation import plots
 
+    (trained.plots).mkdir(parents=True, exist_ok=True)
+    (trained.plots / "my-notes.png").write_bytes(b"\x89PNG by hand")  # not evaluate's
     evaluate(MODEL, EvaluateParams(min_accuracy=0.0, robustness_per_transform=0), trained)
+    listed = json.loads(trained.metrics.read_text())["outputs"]
+    assert "reports/plots/my-notes.png" not in listed
+    assert (trained.plots / "my-notes.png").read_bytes() == b"\x89PNG by hand"  # left alone
     before = {p: p.read_bytes() for p in trained.reports.rglob("*") if p.is_file()}
     untrained(trained)  # other weights: every output would change
 

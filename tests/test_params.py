@@ -49,6 +49,9 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("train:\n  zzz: 2\n", ["train.zzz: unknown key; train takes epochs, batch_size,"]),
         ("zzz: 1\n", ["zzz: unknown key; the top level takes data, ingest, inbox, model"]),
         ("evaluate:\n  min_accuracy: 1.5\n", ["evaluate.min_accuracy", "less than or equal to 1"]),
+        # torch cannot split by more than 2**63-1: a traceback after validation, before
+        ("evaluate:\n  batch_size: 9223372036854775808\n", ["evaluate.batch_size", "65536"]),
+        ("parity:\n  batch_sizes: [1, 100000]\n", ["parity.batch_sizes.1", "65536"]),
         ("data:\n  timeout_s: 10000000000\n", ["data.timeout_s", "less than or equal to 3600"]),
         ("export:\n  opset: 11\n", ["export.opset", "greater than or equal to 17"]),
         (

@@ -213,6 +213,21 @@ def test_a_notify_block_that_cannot_be_loaded_is_logged_when_the_run_starts(
     assert told.endswith("): a failure of this run would notify no one")
 
 
+def test_a_block_that_cannot_be_loaded_outside_a_flow_run_is_logged_not_raised(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`retrain.fn()` has no run to log into: the check says so in the module's log."""
+    from flows import notify
+
+    def missing(slug: str) -> None:
+        raise ValueError(f"Unable to find block document named {slug}")
+
+    monkeypatch.setattr(notify.Block, "load", missing)
+    with caplog.at_level(logging.ERROR, logger="mnist_pipeline.notify"):
+        assert notify.check_block("custom-webhook/mnist-typo") is False
+    assert "notify_block custom-webhook/mnist-typo cannot be loaded" in caplog.text
+
+
 def test_a_run_killed_mid_training_leaves_other_runs_and_the_registry_alone(
     tmp_path: Path,
 ) -> None:

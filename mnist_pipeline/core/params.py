@@ -163,7 +163,7 @@ class EvaluateParams(Section):
     min_accuracy: float = Field(default=0.98, ge=0, le=1)
     # The gate on the extra holdout (labelled digits users added); None: reported, not gated.
     min_extra_accuracy: float | None = Field(default=None, ge=0, le=1)
-    batch_size: int = Field(default=250, ge=1)
+    batch_size: int = Field(default=250, ge=1, le=65536)
     # Test digits per transformation of the robustness set (robustness.py); 0: no robustness report.
     robustness_per_transform: int = Field(default=500, ge=0, le=10_000)
 
@@ -200,7 +200,9 @@ class ParityParams(Section):
     # at most 0.01: probabilities differ by at most 1, so a tolerance near it checks nothing
     # but the argmax; float32 exports agree to ~1e-5
     atol: float = Field(default=1e-4, gt=0, le=0.01)
-    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(default=(1, 7), min_length=1)
+    batch_sizes: tuple[Annotated[int, Field(ge=1, le=65536)], ...] = Field(
+        default=(1, 7), min_length=1
+    )
 
     @field_validator("batch_sizes", mode="before")
     @classmethod

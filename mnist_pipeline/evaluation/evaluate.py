@@ -157,8 +157,11 @@ def check_trained(layout: Layout, weights_sha256: str, data_sha256: str, ingeste
 
 
 def written_outputs(layout: Layout) -> dict[str, str]:
-    """SHA-256 of the predictions, the headline and every plot, by path under layout.root."""
-    files = [layout.predictions, layout.scores, *sorted(layout.plots.glob("[!.]*"))]
+    """SHA-256 of the predictions, the headline and each plot this evaluate wrote (publish
+    removed its others), by path under layout.root; a file put in the plots folder by hand
+    is not one of them."""
+    plots = [layout.plots / name for name in PLOTS if (layout.plots / name).is_file()]
+    files = [layout.predictions, layout.scores, *plots]
     return {path.relative_to(layout.root).as_posix(): file_sha256(path) for path in files}
 
 

@@ -177,8 +177,9 @@ def _check_run_files(reports: RunReports, hashes: dict[str, str]) -> None:
         for rel in stored:
             if rel not in recorded:
                 raise GateError(
-                    f"{rel} is not among the files {METRICS_FILE} records: another `evaluate` "
-                    "wrote it and did not finish: run `mnist-pipeline evaluate`"
+                    f"{rel} is not among the files {METRICS_FILE} records (put there by hand, "
+                    "or written by an `evaluate` that did not finish): move it out of the "
+                    "plots folder, or run `mnist-pipeline evaluate`"
                 )
     history = reports.record.history_sha256
     if history is not None:  # recorded since train hashes its history
