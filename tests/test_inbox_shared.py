@@ -228,6 +228,14 @@ def test_a_label_conflict_is_resolved_for_the_label_kept_here_too(
     saved = f"/tmp/{mine.sha256[:12]}.png"  # the only copy labelled 5 is kept out first
     assert f"`cp {mine.path} {saved}`, then" in message and f"--label 5 {saved}`" in message
     assert sorted(lab for lab, _ in labels(b)) == [3, 5] and shared.record(mine.sha256).label == 3
+    seven = b / "7" / mine.path.name  # a third copy, by hand: two other labels stay
+    seven.parent.mkdir()
+    seven.write_bytes(mine.path.read_bytes())
+    with pytest.raises(DataError) as two:
+        sync.remove(shared, b, [str(theirs.path)])
+    assert "To label it 5 or 7 everywhere" in str(two.value)  # the user chooses
+    assert str(two.value).endswith(f"`data add --label N {saved}`")
+    seven.unlink()
 
     down = SharedInbox(location)  # the store unreachable: nothing is removed here either
     down.record = lambda sha: (_ for _ in ()).throw(StoreUnavailable("store down"))

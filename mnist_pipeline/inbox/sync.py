@@ -157,7 +157,8 @@ def _check_resolvable(
     record = shared.readable_record(sha)
     if record is None or record.label not in going or record.label in staying:
         return
-    kept = ", ".join(str(label) for label in sorted(staying))
+    kept = " or ".join(str(label) for label in sorted(staying))
+    label = min(staying) if len(staying) == 1 else "N"  # two others: the user chooses
     ours = next((p for p in copies if p.parent.name in {str(k) for k in staying}), copies[0])
     saved = shlex.quote(f"/tmp/{sha[:12]}{ours.suffix}")
     raise DataError(
@@ -166,7 +167,7 @@ def _check_resolvable(
         f"the next sync. To label it {kept} everywhere, keep a copy out of the inbox first: "
         f"`cp {shlex.quote(str(ours))} {saved}`, then `data remove "
         f"{' '.join(shlex.quote(str(p)) for p in copies)}` (every copy), then `data add --label "
-        f"{kept} {saved}`"
+        f"{label} {saved}`"
     )
 
 
