@@ -537,6 +537,31 @@ def test_an_accept_counts_as_new_what_the_shared_inbox_did_not_hold(
     assert {a.entry.sha256: a.new for a in accepted} == {shas[0]: True, shas[1]: False}
 
 
+def test_an_accept_whose_host_inbox_stays_busy_says_the_image_was_accepted(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long sync or ingest holds this host's inbox: the image is in the shared inbox by then,
+    and the error says so (before: only that a file lock could not be acquired)."""
+    from filelock import Timeout
+
+    shared, inbox = SharedInbox(location), tmp_path / "review" / "extra"
+    sha = review_shared.submit(shared, digit(tmp_path, 45), "x.png", 4, "token:kiosk").sha256
+
+    class Busy:
+        def __enter__(self) -> None:
+            raise Timeout(str(inbox.parent / ".extra.lock"))
+
+        def __exit__(self, *_: object) -> None:
+            pass
+
+    monkeypatch.setattr(store, "lock", lambda _inbox: Busy())
+    with pytest.raises(DataError) as busy:
+        review_shared.accept(shared, inbox, [sha[:8]], "bob")
+    said = str(busy.value)
+    assert said.startswith(f"{sha[:12]} was accepted as 4 into the shared inbox") and "busy" in said
+    assert shared.record(sha).label == 4 and "`data sync` brings it here" in said
+
+
 def test_a_finished_accept_stays_in_the_log_after_the_image_is_relabelled(
     location: str, tmp_path: Path
 ) -> None:

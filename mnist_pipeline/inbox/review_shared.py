@@ -35,6 +35,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from filelock import Timeout
+
 from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.inbox import pending, seen, store
@@ -190,9 +192,16 @@ def accept(
                 raise _labelled_meanwhile(shared, item, digit) from None
             still_held()
             _delete(shared, keys)
-            with store.lock(inbox):  # with the note, so a sync never sees it unnoted
-                added = store.add(inbox, data, str(item.path), digit, locked=True)
-                seen.note_seen(inbox, shared, {added.entry.sha256: digit})  # removals follow
+            try:
+                with store.lock(inbox):  # with the note, so a sync never sees it unnoted
+                    added = store.add(inbox, data, str(item.path), digit, locked=True)
+                    seen.note_seen(inbox, shared, {added.entry.sha256: digit})  # removals follow
+            except Timeout as exc:  # a long sync or ingest here: accepted all the same
+                raise DataError(
+                    f"{item.sha256[:12]} was accepted as {digit} into the shared inbox "
+                    f"{shared.location}, but this host's inbox stayed busy ({exc}): `data sync` "
+                    "brings it here; the images after it are still pending"
+                ) from None
             # new to the store, what every host counts; finishing an accept cut short after
             # its publish, the image is this decision's, never counted yet
             added = replace(added, new=published or decided[item.sha256] is not None)
