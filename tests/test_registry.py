@@ -473,3 +473,13 @@ def test_a_verified_copy_is_written_only_with_the_bytes_its_name_promises(tmp_pa
     assert not (tmp_path / named).exists()
     copy = verified_copy(tmp_path, named, lambda: b"the bytes the card named")
     assert copy.read_bytes() == b"the bytes the card named"
+
+
+def test_the_card_names_the_opset_of_the_registered_file(registry: Registry, make) -> None:
+    """params.yaml's export.opset changed after the export, and `models register` run without
+    exporting again: the card says what model.onnx is (opset 18), not what params say now."""
+    later = PARAMS.model_copy(update={"export": PARAMS.export.model_copy(update={"opset": 20})})
+    register_candidate(registry, make(1), later)
+    assert registry.card(1)["params"]["export"]["opset"] == 18
+    register_candidate(registry, make(2, accuracy=0.99), PARAMS)
+    assert registry.card(2)["params"]["export"] == PARAMS.to_dict()["export"]

@@ -214,6 +214,21 @@ def trained_params(record: TrainRecord, params: Params) -> Params:
     return params.model_copy(update=update)
 
 
+def exported_params(params: Params, onnx_bytes: bytes) -> Params:
+    """`params` with `export.opset` as model.onnx has it: the card says what the file is,
+    also when params.yaml was changed after the export (a registration without re-export)."""
+    import onnx  # only here: the rest of registration does not need it
+
+    try:
+        imports = onnx.load_model_from_string(onnx_bytes).opset_import
+    except Exception as exc:  # noqa: BLE001 - a file parity ran on, but onnx cannot read
+        raise RegistryError(f"{ONNX_FILE} cannot be read by onnx: {exc}") from None
+    opset = next((o.version for o in imports if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset == params.export.opset:
+        return params
+    return params.model_copy(update={"export": params.export.model_copy(update={"opset": opset})})
+
+
 def check_evaluated_data(candidate: Candidate, metrics: Metrics) -> None:
     """GateError unless the candidate's dataset folder holds the dataset metrics.json was
     measured on, when registration reads it (the drift reference's images, the paired

@@ -37,6 +37,7 @@ from mnist_pipeline.pipeline.candidate import (
     candidate_from_layout,
     check_evaluated_data,
     check_reports,
+    exported_params,
 )
 from mnist_pipeline.pipeline.card import describe, lineage
 from mnist_pipeline.pipeline.evidence import candidate_answers
@@ -79,6 +80,7 @@ def register_candidate(
     hashes = {rel: hashlib.sha256(data).hexdigest() for rel, data in contents.items()}
     reports = RunReports.parse(contents)
     _, trained = check_reports(reports, hashes, params)  # refuses a broken chain
+    trained = exported_params(trained, contents[ONNX_FILE])  # the card names the file's opset
     check_evaluated_data(candidate, reports.metrics)  # the images read below are those scored
     fingerprint = reports.record.fingerprint
     reference = drift_reference(candidate, reports.metrics)  # None: no predictions to measure
