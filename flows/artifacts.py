@@ -228,8 +228,8 @@ def publish_up_to_date(params: Params, version: int, fingerprint: dict[str, Any]
     lines = [
         f"# MNIST retraining: up to date ({name} v{version})",
         "",
-        f"v{version} was trained on the same inputs, so this run trained and registered nothing "
-        "(run with `force` to retrain anyway).",
+        f"v{version} was trained on the same inputs (or a run with them reproduced its files), "
+        "so this run trained and registered nothing (run with `force` to retrain anyway).",
         "",
         "| input | value |",
         "|---|---|",

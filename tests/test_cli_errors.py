@@ -233,3 +233,36 @@ def test_a_model_version_for_the_onnx_metadata_must_be_one_printable_line(tmp_pa
             checked_model_version(bad)
     assert cli(tmp_path, "export", "--model-version", "v1\x1b[31m") == 2
     assert files_under(tmp_path) == []
+
+
+def test_stdout_escapes_undecodable_bytes_only_where_it_would_refuse_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A strict UTF-8 stdout gets backslash escapes; one that already writes such bytes back
+    (surrogateescape: a C locale, or PYTHONIOENCODING set so) is left as the user has it."""
+    import io
+
+    from mnist_pipeline.cli.app import _escape_undecodable
+
+    strict = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    kept = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="surrogateescape")
+    monkeypatch.setattr(sys, "stdout", strict)
+    monkeypatch.setattr(sys, "stderr", kept)
+    _escape_undecodable()
+    for stream in (strict, kept):
+        stream.write("caf\udce9.png\n")
+        stream.flush()
+    assert strict.buffer.getvalue() == b"caf\\udce9.png\n"
+    assert kept.buffer.getvalue() == b"caf\xe9.png\n"  # the file's own name, byte for byte
+
+
+def test_a_login_name_that_is_not_utf8_is_escaped_in_the_default_actor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mnist_pipeline.registry.aliases import checked_actor
+    from mnist_pipeline.registry.trail import default_actor
+
+    monkeypatch.setenv("LOGNAME", "jos\udce9")
+    monkeypatch.setenv("USER", "jos\udce9")
+    actor = default_actor()
+    assert actor == "user:jos\\udce9" and checked_actor(actor) == actor

@@ -72,8 +72,12 @@ def test_a_removal_elsewhere_takes_only_the_label_it_removed(location: str, tmp_
     assert after.deleted_here == [five.sha256] and labels(a) == [(3, five.sha256)]
     (warning,) = after.warnings
     assert "labelled 5 there); the copy labelled 3 here was never there and stays" in warning
+    assert "`data add --label 3 FILE` with a copy of it publishes it" in warning
     assert shared.record(five.sha256) is None  # not published back by the sync
     assert sync.sync(shared, a, "test").deleted_here == []  # and kept at the next one
+    fresh = tmp_path / "c" / "extra"  # a host that never saw it, from a snapshot: the marker's
+    store.add(fresh, image, "old.png", 3)  # labels may be an earlier removal's, so all go
+    assert sync.sync(shared, fresh, "test").deleted_here == [five.sha256] and labels(fresh) == []
 
 
 def test_a_store_named_two_ways_is_one_store_to_a_host(

@@ -24,6 +24,7 @@ from mnist_pipeline.registry.backends import open_storage
 from mnist_pipeline.registry.card import seal
 from mnist_pipeline.registry.local import LocalFolder
 from mnist_pipeline.registry.registration import ChampionMoved
+from mnist_pipeline.registry.signing import Signing
 from tests.registry_helpers import PARAMS, model_dir, read_failing_for, stored, writable
 from tests.reports import model_card
 
@@ -424,10 +425,45 @@ def test_inputs_that_reproduced_a_version_are_remembered_for_it(registry_root: s
     assert registry.version_with_fingerprint("c" * 64) is None
     assert registry.verify() == [] and registry.garbage() == []
     assert registry.version_numbers() == [1]
-    # a pointer names a version only: one that does not exist, or bytes that are no pointer,
-    # answer as if there were none
-    registry.storage.create(f"mnist-cnn/inputs/{'d' * 64}.json", b'{"version": 9}')
-    registry.storage.create(f"mnist-cnn/inputs/{'e' * 64}.json", b"not json")
-    assert registry.version_with_fingerprint("d" * 64) is None
-    assert registry.version_with_fingerprint("e" * 64) is None
-    assert registry.version_with_fingerprint("not a digest") is None
+    # a pointer names a version only: one that does not exist, bytes that are no pointer, or
+    # a pointer moved to another fingerprint answer as if there were none, and verify says so
+    put = lambda fp, body: registry.storage.create(f"mnist-cnn/inputs/{fp}.json", body)  # noqa: E731
+    put("d" * 64, json.dumps({"inputs": "d" * 64, "version": 9}).encode())
+    put("e" * 64, b"not json")
+    put("f" * 64, registry.storage.read(f"mnist-cnn/inputs/{'b' * 64}.json"))
+    put("0" * 64, json.dumps({"inputs": "0" * 64, "version": True}).encode())
+    for fingerprint in ("d" * 64, "e" * 64, "f" * 64, "0" * 64, "not a digest"):
+        assert registry.version_with_fingerprint(fingerprint) is None, fingerprint
+    problems = registry.verify()
+    assert (
+        len(problems) == 4 and f"inputs/{'d' * 64}.json names v9, which does not exist" in problems
+    )
+    assert sum("not a pointer to a version" in p for p in problems) == 3, problems
+
+
+def test_an_inputs_pointer_is_signed_and_an_unsigned_one_skips_nothing(
+    tmp_path: Path, make
+) -> None:
+    """A pointer lets a run skip training: where signatures are required, one written by
+    anyone who can write the store, without the key, must not stop retraining."""
+    from tests.registry_helpers import key_pair
+
+    key, public = key_pair(tmp_path)
+    registry = Registry(tmp_path / "registry", "mnist-cnn", Signing.load(key, [public], True))
+    files = {"model.pt": b"weights", "model.onnx": b"graph"}
+
+    def submit(fingerprint: str, champion: int | None):
+        decision = Decision("production" if champion is None else "staging", "t", champion)
+        submission = Submission(files, {}, decision, ("model.pt", "model.onnx"), fingerprint)
+        return registry.register(submission, skip_same_inputs=True)
+
+    submit("a" * 64, None)
+    assert submit("b" * 64, 1).registered is False
+    stored = json.loads(registry.storage.read(f"mnist-cnn/inputs/{'b' * 64}.json"))
+    assert set(stored) == {"inputs", "version", "signature"}
+    assert registry.version_with_fingerprint("b" * 64) == 1 and registry.verify() == []
+    forged = json.dumps({"inputs": "c" * 64, "version": 1}).encode()  # no key: unsigned
+    registry.storage.create(f"mnist-cnn/inputs/{'c' * 64}.json", forged)
+    assert registry.version_with_fingerprint("c" * 64) is None  # the next run trains
+    assert any("is not signed" in p for p in registry.verify())
+    assert submit("not hex", 1).registered is False  # nothing to point from: still no error

@@ -238,8 +238,8 @@ def _escape_undecodable() -> None:
     backslash escapes instead, wherever the CLI prints one."""
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)  # not on a test runner's buffer
-        if reconfigure is not None:
-            reconfigure(errors="backslashreplace")
+        if reconfigure is not None and getattr(stream, "errors", None) == "strict":
+            reconfigure(errors="backslashreplace")  # surrogateescape (a C locale) stays
 
 
 def main() -> None:

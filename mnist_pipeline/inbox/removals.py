@@ -65,11 +65,16 @@ def forget(shared: SharedInbox, digest: str) -> None:
 def delete_removed(
     shared: SharedInbox, digest: str, local: list[Entry], seen_label: int | None
 ) -> tuple[bool, str | None]:
-    """Delete this host's copies of `digest`, removed from the store elsewhere: those with the
-    label this host saw there (`seen_label`) or that the removal names. A copy under another
-    label (labelled here by hand, never in the store) was removed by nobody: it stays, and the
-    warning returned says so. Returns whether a copy was deleted, and that warning."""
-    gone = (removed_labels(shared, digest) or set()) | ({seen_label} - {None})
+    """Delete this host's copies of `digest`, removed from the store elsewhere. A host that saw
+    it there (`seen_label`) deletes the copies with that label or one the removal names; a
+    copy under another label (labelled here by hand, never in the store) was removed by nobody:
+    it stays, and the warning returned says so. A host that never saw it there deletes every
+    copy (a marker is created once, so its labels may be those of an earlier removal). Returns
+    whether a copy was deleted, and that warning."""
+    if seen_label is None:
+        gone = {entry.label for entry in local}
+    else:
+        gone = (removed_labels(shared, digest) or set()) | {seen_label}
     deleted = False
     for entry in local:
         if entry.label in gone:
@@ -82,5 +87,5 @@ def delete_removed(
         f"{digest[:12]}: removed from the shared inbox {shared.location} elsewhere (labelled "
         f"{', '.join(map(str, sorted(gone))) or 'unknown'} there); the copy labelled "
         f"{', '.join(map(str, kept))} here was never there and stays, unpublished (`data add "
-        "--label N FILE` publishes it)"
+        f"--label {kept[0] if len(kept) == 1 else 'N'} FILE` with a copy of it publishes it)"
     )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import aliases as alias_doc
-from mnist_pipeline.registry import keys, lost, trail
+from mnist_pipeline.registry import inputs, keys, lost, trail
 
 if TYPE_CHECKING:
     from mnist_pipeline.registry.aliases import AliasState
@@ -61,7 +61,8 @@ def audit(registry: Registry) -> list[str]:
         problems.append(f"the alias document records v{state.last_version}, which does not exist")
     garbage = f"{registry.name}/{keys.BLOBS}/"
     kept = f"{registry.name}/{keys.LOST_ALIASES}/"  # what a restart could not read
-    pointers = f"{registry.name}/{keys.INPUTS}/"  # inputs.py
+    pointers = f"{registry.name}/{keys.INPUTS}/"  # inputs.py: checked on their own
+    problems += inputs.problems(registry, listing, every)
     for key in listing:
         if key in known or key.startswith((garbage, kept, pointers)):
             continue

@@ -3,45 +3,100 @@
 A card carries the fingerprint of the submission that registered it. A later submission with
 another fingerprint whose files turn out identical to a version's (code or params changed in
 ways that did not change the model) registers nothing; its fingerprint is remembered for that
-version in `inputs/<fingerprint>.json` (created once, never changed), so that a caller asking
-again (a scheduled retraining whose inputs are unchanged since) is told the version instead of
-producing the same files once more. The pointer is neither sealed nor signed: it can only name
-a version, which is read and verified as any other.
+version in `inputs/<fingerprint>.json` (created once, never changed, signed like a card when a
+signing key is set), so that a caller asking again (a scheduled retraining whose inputs are
+unchanged since) is told the version instead of producing the same files once more. A pointer
+that fails the signature policy, or names no intact version, is passed over (the caller trains),
+and `verify` reports it: a pointer is what lets a run skip training.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
 
+from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import keys
-from mnist_pipeline.registry.card import inputs_of
+from mnist_pipeline.registry.card import SIGNATURE_KEY, inputs_of, unsigned
+from mnist_pipeline.registry.signing import well_formed
 
 if TYPE_CHECKING:
     from mnist_pipeline.registry.api import Registry
 
 
 def remember(registry: Registry, version: int, fingerprint: str) -> None:
-    """Record that inputs `fingerprint` produced `version`'s files (kept if one is there)."""
-    body = json.dumps({"version": version}).encode()
-    registry.storage.create(keys.inputs_key(registry.name, fingerprint), body)
+    """Record that inputs `fingerprint` produced `version`'s files (kept if one is there).
+    Best effort: a store that refuses it (a policy scoped to other keys) or a fingerprint that
+    is no SHA-256 leaves the caller's registration as it was, with nothing registered."""
+    pointer: dict[str, Any] = {"inputs": fingerprint, "version": version}
+    signature = registry.signing.sign(pointer)
+    if signature is not None:
+        pointer[SIGNATURE_KEY] = signature
+    with suppress(RegistryError):  # StoreError too
+        key = keys.inputs_key(registry.name, fingerprint)
+        registry.storage.create(key, json.dumps(pointer, sort_keys=True).encode())
 
 
 def version_with(registry: Registry, fingerprint: str) -> int | None:
     """The newest intact-card version registered with `fingerprint`, else the one a pointer
-    names if its card is intact; None if neither."""
-    intact = {}
+    names if the pointer passes the signature policy and that version's card is intact."""
+    intact = set()
     for version, card, _ in reversed(registry.catalogue(strict=True)):
         if card is None:
             continue
         if inputs_of(card) == fingerprint:
             return version
-        intact[version] = card
+        intact.add(version)
     if not keys.SHA256_RE.fullmatch(fingerprint):
         return None
-    data = registry.storage.read(keys.inputs_key(registry.name, fingerprint))
     try:
-        named = json.loads(data)["version"] if data is not None else None
-    except (ValueError, KeyError, TypeError):
-        return None  # not a pointer: as if there were none (the caller trains)
-    return named if isinstance(named, int) and named in intact else None
+        version = _pointed(registry, fingerprint)
+    except RegistryError:
+        return None  # the caller trains; verify says why
+    return version if version in intact else None
+
+
+def problems(registry: Registry, listing: list[str], versions: set[int]) -> list[str]:
+    """What is wrong with each pointer among `listing` (a listing of the model's keys)."""
+    found = []
+    prefix = f"{registry.name}/{keys.INPUTS}/"
+    for key in listing:
+        if not key.startswith(prefix):
+            continue
+        fingerprint = key.removeprefix(prefix).removesuffix(".json")
+        where = f"{keys.INPUTS}/{fingerprint}.json"
+        try:
+            version = _pointed(registry, fingerprint)
+        except RegistryError as exc:
+            found.append(f"{where}: {exc}")
+            continue
+        if version not in versions:
+            found.append(f"{where} names v{version}, which does not exist")
+    return found
+
+
+def _pointed(registry: Registry, fingerprint: str) -> int | None:
+    """The version the pointer for `fingerprint` names (None: no pointer); RegistryError if it
+    is not one, or fails the signature policy."""
+    if not keys.SHA256_RE.fullmatch(fingerprint):
+        raise RegistryError("not named by a SHA-256 digest")
+    data = registry.storage.read(keys.inputs_key(registry.name, fingerprint))
+    if data is None:
+        return None
+    try:
+        pointer = json.loads(data)
+        version = pointer["version"]
+        if pointer["inputs"] != fingerprint or type(version) is not int:
+            raise ValueError("another fingerprint, or no version number")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RegistryError(f"not a pointer to a version ({exc})") from None
+    signature = pointer.get(SIGNATURE_KEY)
+    label = f"the pointer for inputs {fingerprint[:12]}"
+    registry.signing.check(
+        unsigned(pointer),
+        None if signature is None else well_formed(signature, label),
+        label,
+        "its pointer",
+    )
+    return version

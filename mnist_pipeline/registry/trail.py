@@ -44,9 +44,11 @@ Signer = Callable[[dict[str, Any]], dict[str, str] | None]
 def default_actor() -> str:
     """`user:<login name>` of this process ("user:unknown" when it has none)."""
     try:
-        return f"user:{getpass.getuser()}"
+        name = getpass.getuser()
     except (KeyError, OSError):  # no USER/LOGNAME and no passwd entry (some containers)
         return "user:unknown"
+    # a login name that is not UTF-8 (or holds a control character): escaped, not stored as is
+    return "user:" + "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 def digest(event: Any) -> str:
