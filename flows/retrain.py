@@ -58,14 +58,19 @@ def run_stage(name: str, params: Params, layout: Layout, **options: Any) -> tupl
 
 
 @task(name="inputs", task_run_name="inputs", cache_policy=NO_CACHE)
-def run_inputs(params: Params, data: Layout, layout: Layout) -> tuple[dict[str, Any], int | None]:
+def run_inputs(
+    params: Params, data: Layout, layout: Layout, look_up: bool = True
+) -> tuple[dict[str, Any], int | None]:
     """The run's own snapshot of the verified dataset in `data` (fetched again if it changed
     since the fetch task), its inputs fingerprint, and the registered version that already has
-    that fingerprint (None: nothing to skip)."""
+    that fingerprint (None: nothing to skip; not looked up without `look_up`: a sweep's trial
+    registers nothing, so it needs no registry, nor its signing keys, on its worker)."""
     if layout.data_dir != data.data_dir:  # fetched again if it changed since the fetch task
         fetch = partial(stages.run, "fetch", params, data)  # verified, under the dataset lock
         runs.snapshot_fetching_again(data.data_dir, layout.data_dir, params.data.sha256, fetch)
     fingerprint = inputs_fingerprint(params, layout.data_dir, layout.extra_dir)
+    if not look_up:
+        return fingerprint, None
     registry = open_registry(params.registry, layout)
     return fingerprint, registry.version_with_fingerprint(fingerprint["sha256"])
 
@@ -191,7 +196,7 @@ def _stages(
     taking = {"take_pending": False} if trial else {}
     state, (ingested, timings["ingest"]) = _run("ingest", params, layout, [state], **taking)
     publish_ingest(ingested)
-    checked = run_inputs(params, data, layout, wait_for=[state], return_state=True)
+    checked = run_inputs(params, data, layout, not trial, wait_for=[state], return_state=True)
     fingerprint, same = _value("inputs", checked)
     if trial:  # a sweep's trial: train only (never evaluated on the test set)
         _, (trained, _) = _run("train", params, layout, [checked])

@@ -21,7 +21,7 @@ import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from uuid import UUID
 
@@ -139,6 +139,7 @@ def sweep(
     each wait: the trials', then the registering run's. Fails when the grid,
     `timeout_s` or a deployment is bad (before any child starts), when no trial succeeded, or
     when the registering run fails."""
+    check_params_path(params_file)
     checked = check_grid(grid, Path(workdir).resolve() / params_file)  # before any child
     if not timeout_s > 0:
         raise ParamsError(f"sweep: timeout_s must be a number of seconds > 0, got {timeout_s}")
@@ -176,9 +177,8 @@ def sweep(
             )
             final, awaiting = wait_registering(client, winner[0], timeout_s)
         if not (final.state.is_completed() or awaiting):
-            raise PipelineError(
-                f"sweep: registering run {final.name} {final.state.name}: {final.state.message}"
-            )
+            why = final.state.message or "no message: see its log"
+            raise PipelineError(f"sweep: registering run {final.name} {final.state.name}: {why}")
         retrained = read_trial(client, final.id)
     if retrained is None:  # its artifact could not be published (a warning in its log)
         logger.warning("sweep: registering run %s published no trial row: see its log", final.name)
@@ -204,6 +204,18 @@ def sweep(
     }
 
 
+def check_params_path(params_file: str) -> None:
+    """ParamsError unless `params_file` is a path inside the project: every child reads it in
+    its own clone, where this machine's absolute path, or one outside the clone, names
+    nothing (or another checkout's file)."""
+    path = PurePosixPath(params_file)
+    if path.is_absolute() or ".." in path.parts or "\\" in params_file:
+        raise ParamsError(
+            f"sweep: --params {params_file!r} must be a path inside the project, relative to "
+            "its root (each child reads it in its own clone of the repository)"
+        )
+
+
 def read_grid(path: Path) -> Any:
     """A grid file's configs (YAML); an unreadable or malformed file is one ParamsError."""
     try:
@@ -226,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with one_line_errors():  # Prefect logs a failed run's traceback; the error ends it once
         grid = read_grid(args.grid)
+        check_params_path(args.params)
         check_grid(grid, Path(args.params).resolve())  # no server for a grid it would refuse
         if server_configured() is None:  # else a temporary server, which has no deployments
             raise PipelineError(

@@ -37,7 +37,7 @@ from mnist_pipeline.pipeline.sweep import (
 )
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT, unavailable
-from tests.flow_helpers import latest_artifact, registry_versions, task_runs
+from tests.flow_helpers import latest_artifact, task_runs
 from tests.process_helpers import git_daemon, prefect_server, start, stop
 from tests.test_prefect_yaml import git, smoke_params
 from tests.test_scale_out import postgres, worker_of  # noqa: F401  (postgres: a fixture)
@@ -140,7 +140,8 @@ def test_a_bad_grid_file_is_one_line_before_prefect_starts(
 ) -> None:
     flows_run: list[object] = []
     monkeypatch.setattr(sweep_module, "sweep", lambda **kwargs: flows_run.append(kwargs))
-    params = str(tiny_workdir / "params.yaml")
+    monkeypatch.chdir(tiny_workdir)
+    params = "params.yaml"  # each child reads it in its own clone: a path inside the project
     files = {
         "dup.yaml": ("- {train.seed: 1, train.seed: 2}\n", "not valid YAML (line 1, column 19): "),
         "map.yaml": ("train.epochs: 3\n", "sweep grid: expected a list of configs"),
@@ -155,9 +156,14 @@ def test_a_bad_grid_file_is_one_line_before_prefect_starts(
         assert exited.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
-    assert flows_run == []  # refused before any flow (and Prefect's server) started
     grid = tmp_path / "ok.yaml"
     grid.write_text("- {train.learning_rate: 0.002}\n- {}\n")
+    for outside in (str(tiny_workdir / "params.yaml"), "../params.yaml"):  # this machine's
+        with pytest.raises(SystemExit) as exited:
+            sweep_module.main([str(grid), "--params", outside])
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and "must be a path inside the project" in err, err
+    assert flows_run == []  # refused before any flow (and Prefect's server) started
     assert sweep_module.read_grid(grid) == [{"train.learning_rate": 0.002}, {}]
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -218,6 +224,8 @@ def test_the_registering_runs_outcome_names_the_version_it_registered_or_found()
     best = Trial(1, {}, val_accuracy=0.99, state_dict_sha256="a" * 64)
     trained = {"val_accuracy": 0.99, "state_dict_sha256": "a" * 64, "version": 4}
     assert registering_outcome(trained, best, "done", awaiting=False) == Registered(4, True, "v4")
+    held = registering_outcome({**trained, "registered": False}, best, "done", awaiting=False)
+    assert held.outcome == "v4 (nothing registered: v4 already held the same files)"
     other = registering_outcome({**trained, "state_dict_sha256": "b" * 64}, best, None, True)
     assert other.reproduced is False and other.outcome.startswith("v4, awaiting approval")
     # The winner's inputs were registered before: the run trains nothing and names that version.
@@ -253,12 +261,15 @@ def test_a_trial_run_trains_only_and_publishes_its_validation_accuracy(tiny_work
     inbox = tiny_workdir / "data" / "extra"
     inbox.mkdir(parents=True, exist_ok=True)
     inbox_events.write_pending(inbox, 30)  # new digits, counted for the retraining trigger
+    params = yaml.safe_load((tiny_workdir / "params.yaml").read_text())
+    params.setdefault("registry", {})["signing_key"] = "keys/on-the-deploying-host-only"
+    (tiny_workdir / "params.yaml").write_text(yaml.safe_dump(params))  # a trial needs no key
     state = retrain(workdir=str(tiny_workdir), overrides=overrides, trial=True, return_state=True)
     assert state.is_completed() and state.message.startswith("trained, not registered: val")
     assert inbox_events.read_pending(inbox) == 30  # a trial registers nothing: still new
     flow_run_id = state.state_details.flow_run_id
     assert sorted(task_runs(str(flow_run_id))) == ["fetch", "ingest", "inputs", "train"]
-    assert registry_versions(tiny_workdir) == []
+    assert not (tiny_workdir / "registry").exists()  # never opened
     with get_client(sync_client=True) as client:
         row = read_trial(client, flow_run_id)
     assert row == json.loads(latest_artifact(TRIAL_KEY)["data"])[0]

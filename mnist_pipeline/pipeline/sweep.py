@@ -163,6 +163,8 @@ def registering_outcome(
         outcome = state_message or "no version reported"
     elif row is not None and row.get("up_to_date"):
         outcome = f"v{version} (up to date: it was trained on the same inputs; nothing trained)"
+    elif row is not None and row.get("registered") is False:
+        outcome = f"v{version} (nothing registered: v{version} already held the same files)"
     else:
         outcome = f"v{version}"
     if same_inputs is False and version is not None:
