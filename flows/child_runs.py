@@ -19,6 +19,7 @@ from prefect.states import Cancelled, Cancelling
 from mnist_pipeline.core.errors import PipelineError
 
 POLL_S = 2.0
+READ_TRIES = 5  # a run read again after 2, 4, 8 and 16 s before the wait fails
 
 
 def awaits_approval(client: SyncPrefectClient, run: FlowRun) -> bool:
@@ -52,8 +53,10 @@ def wait_all(
     person's approval of its registration: `awaits_approval`). After `timeout_s`, those still
     going are cancelled (a worker stops their process), except, with `keep_queued`, a run not
     yet started (queued for a concurrency slot or a worker), which is left to run when it gets
-    one; a PipelineError names each with its state, or, with `late_cancelled`, the runs are
-    returned as they are then (the cancelled ones Cancelling, saying why)."""
+    one, and which, once started, has `timeout_s` from then (its time in the queue is not its
+    own); a PipelineError names each with its state, or, with `late_cancelled`, the runs are
+    returned as they are then (the cancelled ones Cancelling, saying why). A read the API
+    fails is tried again for about half a minute (its database restarting) before it fails."""
 
     def done(run: FlowRun) -> bool:
         state = run.state
@@ -61,19 +64,24 @@ def wait_all(
             return False
         return state.is_final() or (paused_is_done and awaits_approval(client, run))
 
-    deadline = time.monotonic() + timeout_s
+    since = time.monotonic()
+    started: dict[UUID, float] = {}  # with keep_queued: when each run was first seen started
     while True:
-        runs = [client.read_flow_run(i) for i in ids]
+        runs = [read_run(client, i) for i in ids]
+        now = time.monotonic()
         if all(done(r) for r in runs):
             return runs
-        if time.monotonic() > deadline:
-            waiting = [r for r in runs if not done(r)]
+        for run in runs:
+            if keep_queued and not _not_started(run):
+                started.setdefault(run.id, now)
+        waiting = [r for r in runs if not done(r)]
+        if any(now > started.get(r.id, since) + timeout_s for r in waiting):
             queued = [r for r in waiting if keep_queued and _not_started(r)]
             cancelled = [r for r in waiting if r not in queued]
             for run in cancelled:
                 cancel(client, [run.id], _why_cancelled(run, timeout_s))
             if late_cancelled and not queued:
-                return [client.read_flow_run(i) for i in ids]
+                return [read_run(client, i) for i in ids]
             told = [f"cancelled: {_named(cancelled)}"] if cancelled else []
             if queued:
                 told.append(f"left queued, to run when it starts: {_named(queued)}")
@@ -81,6 +89,19 @@ def wait_all(
                 f"sweep: child runs not finished after {timeout_s:.0f} s; {'; '.join(told)}"
             )
         time.sleep(POLL_S)
+
+
+def read_run(client: SyncPrefectClient, run_id: UUID) -> FlowRun:
+    """`client.read_flow_run`, tried again on a failure (READ_TRIES tries, waits doubling from
+    POLL_S: about half a minute), since one failed read would end the whole wait."""
+    for attempt in range(READ_TRIES):
+        try:
+            return client.read_flow_run(run_id)
+        except Exception:  # noqa: BLE001 - the API's database restarting, a dropped connection
+            if attempt == READ_TRIES - 1:
+                raise
+            time.sleep(POLL_S * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 class NotFinished(PipelineError):

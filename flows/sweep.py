@@ -178,6 +178,12 @@ def sweep(
             final, awaiting = wait_registering(client, winner[0], timeout_s)
         if not (final.state.is_completed() or awaiting):
             why = final.state.message or "no message: see its log"
+            if "concurrency limit" in why.lower():  # Prefect's CANCEL_NEW: dropped, not queued
+                why += (
+                    f" ({register_deployment} was busy and its concurrency limit's "
+                    "collision_strategy cancels a new run: with ENQUEUE it waits for the slot; "
+                    "run the sweep again, or retrain with the winning config by hand)"
+                )
             raise PipelineError(f"sweep: registering run {final.name} {final.state.name}: {why}")
         retrained = read_trial(client, final.id)
     if retrained is None:  # its artifact could not be published (a warning in its log)

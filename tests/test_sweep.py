@@ -427,6 +427,38 @@ def test_missing_deployments_are_named_before_any_child_starts(
     assert started == []
 
 
+def test_a_registering_runs_time_counts_from_its_start_and_a_failed_read_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The winner queued 50 s for the retraining deployment's one slot has its own 60 s once
+    it starts (before: cancelled mid-training at 60 s from its creation, the trials' work
+    lost); a read the API fails (its database restarting) is tried again, not the sweep's end."""
+    from types import SimpleNamespace
+    from uuid import uuid4
+
+    from prefect.states import Completed, Pending, Running
+
+    clock = [0.0]
+    monkeypatch.setattr(child_runs.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(child_runs.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    run_id, failures = uuid4(), [2]
+
+    class Client:
+        def read_flow_run(self, _id):
+            if clock[0] >= 20 and failures[0]:  # two failed reads: retried
+                failures[0] -= 1
+                raise ConnectionError("the API's database restarts")
+            t = clock[0]
+            state = Pending() if t < 50 else Running() if t < 105 else Completed()
+            return SimpleNamespace(id=run_id, name="winner", state=state)
+
+    cancelled: list[object] = []
+    monkeypatch.setattr(child_runs, "cancel", lambda *args: cancelled.append(args))
+    monkeypatch.setattr(child_runs, "POLL_S", 5.0)
+    (run,) = child_runs.wait_all(Client(), [run_id], 60, keep_queued=True)  # type: ignore[arg-type]
+    assert run.state.is_completed() and cancelled == [] and failures == [0]
+
+
 @flow(name="never-run")
 def never_run() -> None:
     """A flow whose runs nothing executes: child runs that stay Pending, or Scheduled."""
