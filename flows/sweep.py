@@ -139,7 +139,6 @@ def sweep(
     each wait: the trials', then the registering run's. Fails when the grid,
     `timeout_s` or a deployment is bad (before any child starts), when no trial succeeded, or
     when the registering run fails."""
-    check_params_path(params_file)
     checked = check_grid(grid, Path(workdir).resolve() / params_file)  # before any child
     if not timeout_s > 0:
         raise ParamsError(f"sweep: timeout_s must be a number of seconds > 0, got {timeout_s}")
@@ -149,6 +148,8 @@ def sweep(
     with get_client(sync_client=True) as client:
         check_deployments(client, [trial_deployment, register_deployment])
         logger = get_run_logger()
+        if (warning := params_path_warning(params_file)) is not None:
+            logger.warning(warning)
         ids: list[UUID] = []
         with _cancelled_on_exit(client, ids, logger):
             for i, config in enumerate(configs):
@@ -210,16 +211,19 @@ def sweep(
     }
 
 
-def check_params_path(params_file: str) -> None:
-    """ParamsError unless `params_file` is a path inside the project: every child reads it in
-    its own clone, where this machine's absolute path, or one outside the clone, names
-    nothing (or another checkout's file)."""
+def params_path_warning(params_file: str) -> str | None:
+    """Why `params_file` may name nothing on another host (None: a path inside the project):
+    every child reads it in its own project folder, a clone of the repository on a worker of
+    another host, where this machine's absolute path, or one outside the project, names
+    nothing (or another file). On one host (`python -m flows.serve`) it works."""
     path = PurePosixPath(params_file)
-    if path.is_absolute() or ".." in path.parts or "\\" in params_file:
-        raise ParamsError(
-            f"sweep: --params {params_file!r} must be a path inside the project, relative to "
-            "its root (each child reads it in its own clone of the repository)"
+    if path.is_absolute() or ".." in path.parts:
+        return (
+            f"sweep: params_file {params_file!r} is not a path inside the project: a child on "
+            "another host reads it in its own clone, where it names another file or none "
+            "(commit the file and name it relative to the project's root)"
         )
+    return None
 
 
 def read_grid(path: Path) -> Any:
@@ -244,7 +248,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with one_line_errors():  # Prefect logs a failed run's traceback; the error ends it once
         grid = read_grid(args.grid)
-        check_params_path(args.params)
         check_grid(grid, Path(args.params).resolve())  # no server for a grid it would refuse
         if server_configured() is None:  # else a temporary server, which has no deployments
             raise PipelineError(
