@@ -467,3 +467,13 @@ def test_an_inputs_pointer_is_signed_and_an_unsigned_one_skips_nothing(
     assert registry.version_with_fingerprint("c" * 64) is None  # the next run trains
     assert any("is not signed" in p for p in registry.verify())
     assert submit("not hex", 1).registered is False  # nothing to point from: still no error
+    read = registry.storage.read
+
+    def timing_out(key: str) -> bytes | None:
+        if "/inputs/" in key:
+            raise StoreError("s3://bucket/registry: read timed out")
+        return read(key)
+
+    registry.storage.read = timing_out  # type: ignore[method-assign]
+    with pytest.raises(StoreError, match="timed out"):  # not "train again" for a store gone
+        registry.version_with_fingerprint("b" * 64)

@@ -38,7 +38,7 @@ def remember(shared: SharedInbox, digest: str, labels: list[int]) -> None:
 
 def was_removed(shared: SharedInbox, digest: str) -> bool:
     """Whether `digest` was removed from the store and not added again since."""
-    return shared.call(lambda: shared.storage.read(key(digest))) is not None
+    return removed_labels(shared, digest) is not None
 
 
 def removed_labels(shared: SharedInbox, digest: str) -> set[int] | None:
@@ -85,7 +85,7 @@ def delete_removed(
         return deleted, None
     return deleted, (
         f"{digest[:12]}: removed from the shared inbox {shared.location} elsewhere (labelled "
-        f"{', '.join(map(str, sorted(gone))) or 'unknown'} there); the copy labelled "
+        f"{', '.join(map(str, sorted(gone)))} there); the copy labelled "
         f"{', '.join(map(str, kept))} here was never there and stays, unpublished (`data add "
         f"--label {kept[0] if len(kept) == 1 else 'N'} FILE` with a copy of it publishes it)"
     )

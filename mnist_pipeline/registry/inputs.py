@@ -16,7 +16,7 @@ import json
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry import keys
 from mnist_pipeline.registry.card import SIGNATURE_KEY, inputs_of, unsigned
 from mnist_pipeline.registry.signing import well_formed
@@ -52,8 +52,10 @@ def version_with(registry: Registry, fingerprint: str) -> int | None:
         return None
     try:
         version = _pointed(registry, fingerprint)
+    except StoreError:
+        raise  # the store did not answer: as for the cards read above
     except RegistryError:
-        return None  # the caller trains; verify says why
+        return None  # not a pointer, or one the signature policy refuses: the caller trains
     return version if version in intact else None
 
 
