@@ -555,11 +555,16 @@ def test_an_accept_whose_host_inbox_stays_busy_says_the_image_was_accepted(
             pass
 
     monkeypatch.setattr(store, "lock", lambda _inbox: Busy())
+    heard: list[store.Added] = []
     with pytest.raises(DataError) as busy:
-        review_shared.accept(shared, inbox, [sha[:8]], "bob")
+        review_shared.accept(shared, inbox, [sha[:8]], "bob", each=heard.append)
     said = str(busy.value)
     assert said.startswith(f"{sha[:12]} was accepted as 4 into the shared inbox") and "busy" in said
     assert shared.record(sha).label == 4 and "`data sync` brings it here" in said
+    # told as new, so the retraining trigger counts it; not as stored here
+    told = [(a.entry.sha256, a.entry.label, a.new, a.here) for a in heard]
+    assert told == [(sha, 4, True, False)]
+    assert not any(inbox.rglob("*.png"))
 
 
 def test_a_finished_accept_stays_in_the_log_after_the_image_is_relabelled(

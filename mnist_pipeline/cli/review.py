@@ -147,6 +147,7 @@ def accept(
     def accepted(added: Added) -> None:
         known = "already in the inbox" if shared is None else "already in the shared inbox"
         line = f"{'accepted' if added.new else f'accepted ({known})'}: {added.entry.path}"
+        line += "" if added.here else ", once `data sync` brings it here"
         console.print(f"{line} (label {added.entry.label})", markup=False)
         done.append(added)
 

@@ -197,6 +197,10 @@ def accept(
                     added = store.add(inbox, data, str(item.path), digit, locked=True)
                     seen.note_seen(inbox, shared, {added.entry.sha256: digit})  # removals follow
             except Timeout as exc:  # a long sync or ingest here: accepted all the same
+                if each is not None:  # counted for the retraining trigger like any accept
+                    path = inbox / str(digit) / f"{item.sha256}.{store.image_format(data)}"
+                    new = published or decided[item.sha256] is not None
+                    each(store.Added(store.Entry(digit, path, item.sha256), new, here=False))
                 raise DataError(
                     f"{item.sha256[:12]} was accepted as {digit} into the shared inbox "
                     f"{shared.location}, but this host's inbox stayed busy ({exc}): `data sync` "

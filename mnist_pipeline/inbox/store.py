@@ -57,10 +57,12 @@ class Entry:
 
 @dataclass(frozen=True)
 class Added:
-    """What `add` did with one image: stored it, or found it already there."""
+    """What `add` did with one image: stored it, or found it already there (`here` False: an
+    image accepted into the shared inbox that did not reach this host's inbox yet)."""
 
     entry: Entry
     new: bool
+    here: bool = True
 
 
 def check_label(label: object) -> int:
