@@ -131,12 +131,14 @@ def test_failed_gate_still_writes_reports_then_raises(trained: Layout) -> None:
     assert len(read_predictions(trained)) == 128
 
 
-@pytest.mark.parametrize("failing", ["plot_confusion", "plot_robustness"])
+@pytest.mark.parametrize("failing", ["plot_confusion", "plot_robustness", "metrics.json"])
 def test_a_failure_while_writing_leaves_the_previous_evaluation_whole(
     trained: Layout, failing: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A full disk at one plot (after the predictions and other plots were made): every file of
-    the previous evaluation stays as it was, still consistent with its metrics.json."""
+    """A full disk at one plot (after the predictions and other plots were made), or at
+    metrics.json (after every other file): every file of the previous evaluation stays as it
+    was, still consistent with its metrics.json."""
+    from mnist_pipeline.core.reports import Metrics
     from mnist_pipeline.evaluation import plots
 
     (trained.plots).mkdir(parents=True, exist_ok=True)
@@ -151,7 +153,10 @@ def test_a_failure_while_writing_leaves_the_previous_evaluation_whole(
     def full_disk(*args) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(plots, failing, full_disk)
+    if failing == "metrics.json":
+        monkeypatch.setattr(Metrics, "write", full_disk)
+    else:
+        monkeypatch.setattr(plots, failing, full_disk)
     with pytest.raises(OSError, match="No space left on device"):
         evaluate(MODEL, EvaluateParams(min_accuracy=0.0, robustness_per_transform=2), trained)
     after = {p: p.read_bytes() for p in trained.reports.rglob("*") if p.is_file()}

@@ -113,12 +113,18 @@ def write_plots(images: torch.Tensor, scores: scoring.Scores, history: Path, fol
     plots.plot_training_curves(history, folder / PLOT_FILES[3])
 
 
-def publish(staged: Path, staged_plots: Path, layout: Layout) -> None:
-    """Move the plots made in `staged_plots` and the predictions and headline made in `staged`
-    into place (the plots not made this time removed), each written in full beforehand."""
+def staged_outputs(staged: Path, staged_plots: Path, layout: Layout) -> list[tuple[Path, Path]]:
+    """(staged file, its target) for the plots made in `staged_plots` and the predictions and
+    headline made in `staged`."""
     made = [name for name in PLOTS if (staged_plots / name).exists()]
     moves = [(staged_plots / name, layout.plots / name) for name in made]
-    moves += [(staged / target.name, target) for target in (layout.predictions, layout.scores)]
+    return moves + [(staged / t.name, t) for t in (layout.predictions, layout.scores)]
+
+
+def publish(moves: list[tuple[Path, Path]], layout: Layout) -> None:
+    """Move the staged files into place, each written in full beforehand, metrics.json (the
+    last of `moves`) last; the plots not made this time are removed."""
+    made = {target.name for _, target in moves if target.parent == layout.plots}
     replace_all(moves, [layout.plots / name for name in PLOTS if name not in made])
 
 
@@ -156,13 +162,11 @@ def check_trained(layout: Layout, weights_sha256: str, data_sha256: str, ingeste
         )
 
 
-def written_outputs(layout: Layout) -> dict[str, str]:
+def written_outputs(moves: list[tuple[Path, Path]], layout: Layout) -> dict[str, str]:
     """SHA-256 of the predictions, the headline and each plot this evaluate wrote (publish
-    removed its others), by path under layout.root; a file put in the plots folder by hand
-    is not one of them."""
-    plots = [layout.plots / name for name in PLOTS if (layout.plots / name).is_file()]
-    files = [layout.predictions, layout.scores, *plots]
-    return {path.relative_to(layout.root).as_posix(): file_sha256(path) for path in files}
+    removes its others), by path under layout.root, read from their staged copies; a file put
+    in the plots folder by hand is not one of them."""
+    return {t.relative_to(layout.root).as_posix(): file_sha256(s) for s, t in moves}
 
 
 def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> EvalResult:
@@ -217,9 +221,10 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
         write_plots(mnist.test_images, test, layout.train_history, staged_plots)
         quality.write_plots(calibration, robustness, staged_plots)
         write_json(staged / layout.scores.name, report.headline(full))
-        publish(staged, staged_plots, layout)
-    full = Metrics.model_validate({**fields, "outputs": written_outputs(layout)})
-    full.write(layout.metrics)  # last: the record that every file above was made and moved
+        moves = staged_outputs(staged, staged_plots, layout)
+        full = Metrics.model_validate({**fields, "outputs": written_outputs(moves, layout)})
+        full.write(staged / layout.metrics.name)  # the record that every file above was made
+        publish([*moves, (staged / layout.metrics.name, layout.metrics)], layout)
     print(report.report_text(full), flush=True)
     enforce_evaluation(full)
     return EvalResult(
