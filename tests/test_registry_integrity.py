@@ -49,6 +49,21 @@ def test_tampered_or_missing_files_are_refused(registry: Registry, make) -> None
     assert any("v1: notes.txt is not listed" in p for p in problems)
 
 
+def test_registering_the_same_files_again_brings_a_lost_file_back(registry: Registry, make) -> None:
+    """The store lost v1's model.onnx: registering the same run again stores it again (the
+    version stays v1, nothing new registered), and v1 loads and verifies clean."""
+    candidate = make(1)
+    register_candidate(registry, candidate, PARAMS)
+    onnx = stored(registry, 1, "model.onnx")
+    original = onnx.read_bytes()
+    onnx.unlink()
+    assert any("v1: model.onnx is missing" in p for p in registry.verify())
+    again = register_candidate(registry, candidate, PARAMS)
+    assert (again.version, again.registered) == (1, False)
+    assert registry.verify() == []
+    assert registry.read_file("1", "model.onnx") == original
+
+
 def test_edited_card_is_refused(registry: Registry, make) -> None:
     register_candidate(registry, make(1, accuracy=0.98), PARAMS)
     card_path = stored(registry, 1, "card.json")

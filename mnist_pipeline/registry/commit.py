@@ -87,6 +87,7 @@ def register(
             card = next(card for number, card, _ in catalogue if number == version)
             if fingerprint is not None and inputs_of(card) != fingerprint:
                 inputs.remember(registry, version, fingerprint)  # asked again: this version
+            _restore_lost(registry, card, contents, hashes)
             return _existing(registry, *kept)
         # as a writer: a version signed by a key not trusted here stops this one before it
         # commits (its decision, behind it, could never be recorded from here)
@@ -124,6 +125,23 @@ def _store_blobs(registry: Registry, blobs: dict[str, bytes]) -> None:
     for key, data in zip(held, storage.read_many(held), strict=True):
         if data is None or hashlib.sha256(data).hexdigest() != keyed[key]:
             raise RegistryError(f"stored blob {key} in {storage.location} is damaged")
+
+
+def _restore_lost(
+    registry: Registry, card: dict[str, Any], contents: dict[str, bytes], hashes: dict[str, str]
+) -> None:
+    """Create again the blobs of an existing version's `card` that the store lost (`models
+    verify`: "missing") and this submission holds: registering the same files again is how a
+    lost file comes back. Blobs are named by their SHA-256, so nothing else can be written."""
+    prefix = f"{registry.name}/{keys.BLOBS}/"
+    present = set(registry.storage.list(prefix))
+    lost = {
+        sha256: contents[rel]
+        for rel, sha256 in hashes.items()
+        if sha256 in card["files"].values() and keys.blob_key(registry.name, sha256) not in present
+    }
+    if lost:
+        _store_blobs(registry, lost)
 
 
 def _as_stored(part: Mapping[str, Any], what: str) -> dict[str, Any]:
