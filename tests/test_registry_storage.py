@@ -428,7 +428,7 @@ def test_inputs_that_reproduced_a_version_are_remembered_for_it(registry_root: s
     # a pointer names a version only: one that does not exist, bytes that are no pointer, or
     # a pointer moved to another fingerprint answer as if there were none, and verify says so
     put = lambda fp, body: registry.storage.create(f"mnist-cnn/inputs/{fp}.json", body)  # noqa: E731
-    put("d" * 64, json.dumps({"inputs": "d" * 64, "version": 9}).encode())
+    put("d" * 64, json.dumps({"inputs": "d" * 64, "model": "mnist-cnn", "version": 9}).encode())
     put("e" * 64, b"not json")
     put("f" * 64, registry.storage.read(f"mnist-cnn/inputs/{'b' * 64}.json"))
     put("0" * 64, json.dumps({"inputs": "0" * 64, "version": True}).encode())
@@ -460,9 +460,17 @@ def test_an_inputs_pointer_is_signed_and_an_unsigned_one_skips_nothing(
     submit("a" * 64, None)
     assert submit("b" * 64, 1).registered is False
     stored = json.loads(registry.storage.read(f"mnist-cnn/inputs/{'b' * 64}.json"))
-    assert set(stored) == {"inputs", "version", "signature"}
+    assert set(stored) == {"inputs", "model", "version", "signature"}
     assert registry.version_with_fingerprint("b" * 64) == 1 and registry.verify() == []
-    forged = json.dumps({"inputs": "c" * 64, "version": 1}).encode()  # no key: unsigned
+    # signed by the same key for another model: copied, it names no version of this one
+    other = Registry(tmp_path / "registry", "other-cnn", registry.signing)
+    other.register(Submission(files, {}, Decision("production", "t", None), ("model.pt",)))
+    pointer = registry.storage.read(f"mnist-cnn/inputs/{'b' * 64}.json")
+    other.storage.create(f"other-cnn/inputs/{'b' * 64}.json", pointer)
+    assert other.version_with_fingerprint("b" * 64) is None  # its next run trains
+    assert any("made for model 'mnist-cnn', not 'other-cnn'" in p for p in other.verify())
+    forged = {"inputs": "c" * 64, "model": "mnist-cnn", "version": 1}  # no key: unsigned
+    forged = json.dumps(forged).encode()
     registry.storage.create(f"mnist-cnn/inputs/{'c' * 64}.json", forged)
     assert registry.version_with_fingerprint("c" * 64) is None  # the next run trains
     assert any("is not signed" in p for p in registry.verify())

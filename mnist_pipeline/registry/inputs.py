@@ -6,8 +6,9 @@ ways that did not change the model) registers nothing; its fingerprint is rememb
 version in `inputs/<fingerprint>.json` (created once, never changed, signed like a card when a
 signing key is set), so that a caller asking again (a scheduled retraining whose inputs are
 unchanged since) is told the version instead of producing the same files once more. A pointer
-that fails the signature policy, or names no intact version, is passed over (the caller trains),
-and `verify` reports it: a pointer is what lets a run skip training.
+names its model (inside its signature). One that fails the signature policy, or names another
+model or no intact version, is passed over (the caller trains), and `verify` reports it: a
+pointer is what lets a run skip training.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry import keys
 from mnist_pipeline.registry.card import SIGNATURE_KEY, inputs_of, unsigned
@@ -29,7 +31,7 @@ def remember(registry: Registry, version: int, fingerprint: str) -> None:
     """Record that inputs `fingerprint` produced `version`'s files (kept if one is there).
     Best effort: a store that refuses it (a policy scoped to other keys) or a fingerprint that
     is no SHA-256 leaves the caller's registration as it was, with nothing registered."""
-    pointer: dict[str, Any] = {"inputs": fingerprint, "version": version}
+    pointer: dict[str, Any] = {"inputs": fingerprint, "model": registry.name, "version": version}
     signature = registry.signing.sign(pointer)
     if signature is not None:
         pointer[SIGNATURE_KEY] = signature
@@ -87,10 +89,12 @@ def _pointed(registry: Registry, fingerprint: str) -> int | None:
     if data is None:
         return None
     try:
-        pointer = json.loads(data)
+        pointer = json_text.loads(data)
         version = pointer["version"]
         if pointer["inputs"] != fingerprint or type(version) is not int:
             raise ValueError("another fingerprint, or no version number")
+        if pointer.get("model") != registry.name:  # copied from another model's inputs/
+            raise ValueError(f"made for model {pointer.get('model')!r}, not {registry.name!r}")
     except (ValueError, KeyError, TypeError) as exc:
         raise RegistryError(f"not a pointer to a version ({exc})") from None
     signature = pointer.get(SIGNATURE_KEY)
