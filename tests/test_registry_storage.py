@@ -432,13 +432,14 @@ def test_inputs_that_reproduced_a_version_are_remembered_for_it(registry_root: s
     put("e" * 64, b"not json")
     put("f" * 64, registry.storage.read(f"mnist-cnn/inputs/{'b' * 64}.json"))
     put("0" * 64, json.dumps({"inputs": "0" * 64, "version": True}).encode())
-    for fingerprint in ("d" * 64, "e" * 64, "f" * 64, "0" * 64, "not a digest"):
+    put("1" * 64, b"[" * 100_000)  # nested past any decoder's recursion
+    for fingerprint in ("d" * 64, "e" * 64, "f" * 64, "0" * 64, "1" * 64, "not a digest"):
         assert registry.version_with_fingerprint(fingerprint) is None, fingerprint
     problems = registry.verify()
     assert (
-        len(problems) == 4 and f"inputs/{'d' * 64}.json names v9, which does not exist" in problems
+        len(problems) == 5 and f"inputs/{'d' * 64}.json names v9, which does not exist" in problems
     )
-    assert sum("not a pointer to a version" in p for p in problems) == 3, problems
+    assert sum("not a pointer to a version" in p for p in problems) == 4, problems
 
 
 def test_an_inputs_pointer_is_signed_and_an_unsigned_one_skips_nothing(
