@@ -486,3 +486,21 @@ def test_an_inputs_pointer_is_signed_and_an_unsigned_one_skips_nothing(
     registry.storage.read = timing_out  # type: ignore[method-assign]
     with pytest.raises(StoreError, match="timed out"):  # not "train again" for a store gone
         registry.version_with_fingerprint("b" * 64)
+
+
+def test_a_submission_may_not_set_fields_the_registry_or_its_decision_owns(
+    tmp_path: Path,
+) -> None:
+    """Evidence naming `alias` would have replaced the decision's alias in the card (the
+    summary said production, the card another alias that replay ignored): refused, like a
+    description naming a card field, with nothing stored."""
+    registry = Registry(tmp_path / "registry", "mnist-cnn")
+    files = {"model.pt": b"weights"}
+    for decision, description, field in (
+        (Decision("production", "t", None, {"alias": "Not Valid!"}), {}, "alias"),
+        (Decision("production", "t", None, {"champion": 3}), {}, "champion"),
+        (Decision("production", "t"), {"version": 7}, "version"),
+    ):
+        with pytest.raises(RegistryError, match=f"may not set .*'{field}'"):
+            registry.register(Submission(files, description, decision, ("model.pt",)))
+    assert registry.version_numbers() == [] and registry.storage.list("mnist-cnn/") == []

@@ -66,6 +66,9 @@ def register(
     clash = set(submission.description) & {*REGISTRY_FIELDS, "decision", SIGNATURE_KEY}
     if clash:
         raise RegistryError(f"a submission may not set the registry's own card fields: {clash}")
+    clash = set(submission.decision.evidence) & {"alias", "reason", "champion"}
+    if clash:
+        raise RegistryError(f"a decision's evidence may not set the decision's own fields: {clash}")
     decision = submission.decision
     submission = replace(
         submission,
