@@ -426,6 +426,24 @@ def test_a_registry_path_with_brackets_is_printed_as_it_is(
     assert "X[/bold]/registry" in listed.output.replace("\n", "")
 
 
+def test_stored_text_in_a_card_is_listed_as_it_is_and_a_huge_version_is_refused(
+    workdir: Path,
+) -> None:
+    """A card sealed again with markup in `created` made `models list` end in a MarkupError
+    traceback; a version of 5,000 digits made `show` and `resolve` end in int()'s."""
+    from tests.test_registry_integrity import reseal
+
+    produce(workdir, 1, 0.95)
+    assert models(workdir, "register").exit_code == 0
+    reseal(Registry(workdir / "registry", "mnist-cnn"), 1, lambda c: c.update(created="[/oops]"))
+    listed = models(workdir, "list")
+    assert listed.exit_code == 0 and "[/oops]" in listed.output, (listed.output, listed.exception)
+    for command in ("show", "resolve"):
+        refused = models(workdir, command, "9" * 5000)
+        assert isinstance(refused.exception, RegistryError), (command, refused.exception)
+        assert "invalid version 99999999999999999999...: over 18 digits" in str(refused.exception)
+
+
 def test_no_home_folder_for_the_cache_is_one_line(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -86,7 +86,7 @@ def list_versions(ctx: typer.Context) -> None:
             table.add_row(str(version), "[red]unreadable[/]", "?", aliases)
             refused.append(str(exc))
             continue
-        table.add_row(str(version), f"{typed.metrics.accuracy:.4f}", typed.created, aliases)
+        table.add_row(str(version), f"{typed.metrics.accuracy:.4f}", _cell(typed.created), aliases)
     out.print(table)
     for problem in refused:
         err.print(f"[red]refused:[/] {escape(problem)}", highlight=False, soft_wrap=True)

@@ -46,11 +46,19 @@ def check_alias(value: str) -> str:
     return value
 
 
+MAX_VERSION_DIGITS = 18
+
+
 def parse_ref(ref: str | int) -> int | str:
     """What a reference names: a version number ("3", "v3", 3) or an alias (its name checked)."""
     text = str(ref).strip()
     match = REF_VERSION_RE.fullmatch(text)
     if match:
+        if len(match.group(1)) > MAX_VERSION_DIGITS:  # int() refuses 4,300 digits and more
+            raise RegistryError(
+                f"invalid version {text[:20]}...: over {MAX_VERSION_DIGITS} digits, no "
+                "registry holds that many versions"
+            )
         return int(match.group(1))
     if SIGNED_VERSION_RE.fullmatch(text):
         raise RegistryError(f"invalid version {ref!r}: versions count up from 1 (3 or v3)")
