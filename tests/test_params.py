@@ -97,6 +97,9 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("train:\n  seed: 100000000000000000000000\n", ["train.seed", "less than or equal"]),
         ('registry:\n  root: ""\n', ["registry.root", "at least 1 character"]),
         ("registry:\n  root: s3://reg/./m\n", ["registry.root", "'.' in the prefix (its parts"]),
+        ('registry:\n  root: "reg\\0x"\n', ["registry.root", "holds a NUL character"]),
+        ("registry:\n  root: file:///tmp/x%00y\n", ["registry.root", "holds a NUL character"]),
+        ('inbox:\n  shared: "in\\0box"\n', ["inbox.shared", "holds a NUL character"]),
         ("inbox:\n  shared: s3://b/x/../y\n", ["inbox.shared", "'..' in the prefix"]),
         (
             "train:\n  epochs: 2\n  epochs: 3\n",

@@ -140,6 +140,8 @@ def check_location(location: str) -> str:
         raise ValueError(f"{location!r} is blank: give a folder path or a URL ({what})")
     _unpadded(location)
     scheme = _scheme(location, STORAGE_SCHEMES, what)
+    if "\0" in location or (scheme == "file" and "%00" in location):  # no name holds one
+        raise ValueError(f"{location!r} holds a NUL character")
     if scheme is None:
         return location
     if scheme == "s3" and not location[len(scheme) + 1 :].startswith("//"):  # file:/x: a path
