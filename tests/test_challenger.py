@@ -284,6 +284,19 @@ def test_a_holdout_changed_since_evaluation_is_refused(tmp_path: Path) -> None:
         decide(tmp_path, metrics, lambda v: CHAMPION_CARD, None, 20)
 
 
+def test_a_holdout_ingested_after_an_evaluation_without_one_is_refused(tmp_path: Path) -> None:
+    """Evaluated with no ingested digits, then ingest made a holdout: the candidate was never
+    judged on it (min_extra_accuracy), so it is not registered (before: registered, the
+    holdout never looked at)."""
+    extra_dir = tmp_path / "ingested"
+    write_holdout(extra_dir)
+    metrics = Metrics.model_validate(metrics_report(0.96, correct=96, total=100))
+    assert metrics.extra.total == 0
+    with pytest.raises(RegistryError, match="measured without one: ingest ran since"):
+        decide(tmp_path, metrics, lambda v: CHAMPION_CARD, extra_dir, 20)
+    assert decide(tmp_path, metrics, lambda v: CHAMPION_CARD, tmp_path / "none", 20)
+
+
 def test_an_unreadable_champion_is_named(tmp_path: Path) -> None:
     extra_dir = tmp_path / "ingested"
     metrics = holdout_metrics(write_holdout(extra_dir))
@@ -365,6 +378,10 @@ def test_a_candidate_without_a_holdout_is_still_checked_against_the_split(
     shas = [f"{n:08x}" + "0" * 56 for n in (5, 15, 25)]  # buckets 5, 15, 25 of 100
     manifest = [{"sha256": sha, "split": "train"} for sha in shas]
     (extra_dir / extra.MANIFEST_FILE).write_text(json.dumps(manifest))
+    for name in ("holdout", "train"):  # the images themselves play no part here
+        empty = extra.Split.empty()
+        (extra_dir / extra.images_file(name)).write_bytes(idx.encode_idx(empty.images))
+        (extra_dir / extra.labels_file(name)).write_bytes(idx.encode_idx(empty.labels))
     metrics = Metrics.model_validate(metrics_report(0.96))
     assert metrics.extra.total == 0  # no holdout to score
     assert decide(tmp_path, metrics, lambda v: CHAMPION_CARD, extra_dir, 0)["alias"]

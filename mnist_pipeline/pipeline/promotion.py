@@ -96,11 +96,22 @@ def check_split_with(extra_dir: Path, holdout_percent: int) -> None:
         )
 
 
+_EVALUATE_AGAIN = (
+    "ingest ran since; run `mnist-pipeline train` (if the model trains on ingested digits) and "
+    "`evaluate` again, or `dvc repro`"
+)
+
+
 def candidate_holdout(metrics: Metrics, extra_dir: Path | None) -> extra.Split | None:
     """The extra holdout the candidate was evaluated on (None: it had none); RegistryError when
     the files at `extra_dir` are no longer the ones its metrics.json describes."""
     held = metrics.extra
     if not held.total:
+        if extra_dir is not None and len(extra.read_split(extra_dir, "holdout")):
+            raise RegistryError(
+                f"{extra_dir} has an extra holdout, and metrics.json was measured without one: "
+                f"{_EVALUATE_AGAIN}"
+            )
         return None
     if extra_dir is None:
         raise RegistryError(
@@ -112,8 +123,7 @@ def candidate_holdout(metrics: Metrics, extra_dir: Path | None) -> extra.Split |
     if found != recorded:
         raise RegistryError(
             f"the extra holdout in {extra_dir} (sha256 {found[:12]}) is not the one metrics.json "
-            f"was measured on ({str(recorded)[:12]}): ingest ran since; run `mnist-pipeline "
-            "train` (if the model trains on ingested digits) and `evaluate` again, or `dvc repro`"
+            f"was measured on ({str(recorded)[:12]}): {_EVALUATE_AGAIN}"
         )
     return split
 
