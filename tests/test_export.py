@@ -16,7 +16,7 @@ import mnist_pipeline
 from mnist_pipeline.core.contract import MNIST_MEAN, MNIST_STD
 from mnist_pipeline.core.errors import GateError, PipelineError
 from mnist_pipeline.core.layout import Layout
-from mnist_pipeline.core.params import ExportParams, ModelParams
+from mnist_pipeline.core.params import EvaluateParams, ExportParams, ModelParams
 from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.evaluation import gate
 from mnist_pipeline.export.export import collect_metadata, export, export_onnx
@@ -27,6 +27,7 @@ from tests.conftest import UNTRAINED_META
 from tests.reports import metrics_report
 
 MODEL = ModelParams()
+GATES = EvaluateParams(min_accuracy=0.98)  # as metrics.json records it
 
 
 @pytest.fixture
@@ -163,7 +164,7 @@ def _metrics(layout: Layout, **fields) -> None:
 
 def test_stage_records_the_evaluated_accuracy_and_dataset(candidate: Layout) -> None:
     _metrics(candidate)
-    result = export(MODEL, ExportParams(), candidate, model_version="3")
+    result = export(MODEL, ExportParams(), GATES, candidate, model_version="3")
     meta = ort.InferenceSession(str(result.onnx_path)).get_modelmeta().custom_metadata_map
     assert result.onnx_path == candidate.onnx
     assert meta["test_accuracy"] == "0.991" and meta["model_version"] == "3"
@@ -186,7 +187,7 @@ def test_stage_exports_the_weights_it_checked_if_model_pt_is_replaced_meanwhile(
         return passed(*args, **kwargs)
 
     monkeypatch.setattr(gate, "evaluation_passed", replaced_meanwhile)
-    export(MODEL, ExportParams(), candidate)
+    export(MODEL, ExportParams(), GATES, candidate)
     proto = onnx.load(str(candidate.onnx))
     exported = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
     conv1 = checked.state_dict()["conv1.weight"].numpy()
@@ -196,16 +197,31 @@ def test_stage_exports_the_weights_it_checked_if_model_pt_is_replaced_meanwhile(
 def test_stage_refuses_a_model_that_failed_the_gate(candidate: Layout) -> None:
     _metrics(candidate, accuracy=0.5, passed=False)
     with pytest.raises(GateError, match="refusing to export: .*did not pass the accuracy gate"):
-        export(MODEL, ExportParams(), candidate)
+        export(MODEL, ExportParams(), GATES, candidate)
+    assert not candidate.onnx.exists()
+
+
+def test_stage_refuses_a_model_below_the_gates_set_since_evaluate(candidate: Layout) -> None:
+    """Evaluated at min_accuracy 0.98 (passed at 0.991), then the gate raised in params.yaml:
+    export refuses, as registration does (before: exported, and `predict` used the file)."""
+    _metrics(candidate)
+    raised = EvaluateParams(min_accuracy=0.995)
+    with pytest.raises(GateError, match="refusing to export: .*below evaluate.min_accuracy 0.995"):
+        export(MODEL, ExportParams(), raised, candidate)
+    held = {"total": 10, "correct": 5, "accuracy": 0.5, "min_extra_accuracy": None}
+    _metrics(candidate, extra=metrics_report()["extra"] | held)
+    raised = EvaluateParams(min_accuracy=0.98, min_extra_accuracy=0.9)
+    with pytest.raises(GateError, match="extra holdout accuracy 0.5000 is below .*0.9"):
+        export(MODEL, ExportParams(), raised, candidate)
     assert not candidate.onnx.exists()
 
 
 def test_stage_refuses_missing_or_stale_metrics(candidate: Layout) -> None:
     with pytest.raises(PipelineError, match="run `mnist-pipeline evaluate`"):
-        export(MODEL, ExportParams(), candidate)
+        export(MODEL, ExportParams(), GATES, candidate)
     _metrics(candidate, dataset_sha256="0" * 64)
     with pytest.raises(GateError, match="not made from the current dataset"):
-        export(MODEL, ExportParams(), candidate)
+        export(MODEL, ExportParams(), GATES, candidate)
     assert not candidate.onnx.exists()
 
 
@@ -219,8 +235,8 @@ def test_stage_refuses_metrics_of_other_weights(candidate: Layout) -> None:
         r"\(sha256 [0-9a-f]{12}; it names [0-9a-f]{12}\): run `mnist-pipeline evaluate`"
     )
     with pytest.raises(GateError, match=message):
-        export(MODEL, ExportParams(), candidate)
+        export(MODEL, ExportParams(), GATES, candidate)
     _metrics(candidate, state_dict_sha256=None)  # a report that does not say: malformed
     with pytest.raises(PipelineError, match="metrics.json: field 'state_dict_sha256'"):
-        export(MODEL, ExportParams(), candidate)
+        export(MODEL, ExportParams(), GATES, candidate)
     assert not candidate.onnx.exists()

@@ -36,7 +36,7 @@ def test_run_passes_the_listed_sections_in_order(monkeypatch: pytest.MonkeyPatch
     stages.run("register", params, layout)
     assert seen == [
         ((params.model, params.train, layout), {}),
-        ((params.model, params.export, layout), {"model_version": "3"}),
+        ((params.model, params.export, params.evaluate, layout), {"model_version": "3"}),
         ((params, layout), {}),
     ]
 

@@ -39,7 +39,7 @@ from mnist_pipeline.core.contract import (
 )
 from mnist_pipeline.core.errors import GateError, ParamsError, PipelineError
 from mnist_pipeline.core.layout import Layout
-from mnist_pipeline.core.params import ExportParams, ModelParams
+from mnist_pipeline.core.params import EvaluateParams, ExportParams, ModelParams
 from mnist_pipeline.core.reports import Metrics, read_report
 from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.evaluation import gate
@@ -233,9 +233,14 @@ def outputs_found(metrics: Metrics, layout: Layout) -> dict[str, str | None]:
 
 
 def export(
-    model: ModelParams, params: ExportParams, layout: Layout, model_version: str | None = None
+    model: ModelParams,
+    params: ExportParams,
+    evaluate: EvaluateParams,
+    layout: Layout,
+    model_version: str | None = None,
 ) -> ExportResult:
-    """Stage entry: export layout.state_dict to layout.onnx, only if evaluation passed the gate.
+    """Stage entry: export layout.state_dict to layout.onnx, only if evaluation passed the gate,
+    and passes the gates params set now (`evaluate`: a gate raised since evaluate ran).
 
     The evaluation report must also describe the dataset in layout.data_dir (not a stale one).
     """
@@ -245,7 +250,8 @@ def export(
     net, weights_hash = load_model_and_hash(model.arch, layout.state_dict)  # what is exported
     where = str(layout.metrics)
     try:
-        accuracy = gate.evaluation_passed(metrics, where)
+        accuracy = gate.evaluation_passed(metrics, where, evaluate.min_accuracy)
+        gate.extra_passed(metrics, where, evaluate.min_extra_accuracy)
         gate.made_from(metrics.state_dict_sha256, weights_hash, where, "model.pt", "evaluate")
         gate.made_from(metrics.dataset_sha256, data_hash, where, "dataset", "evaluate")
         gate.outputs_made_with(metrics.outputs, outputs_found(metrics, layout), where, "evaluate")
