@@ -67,6 +67,12 @@ def test_code_version_is_part_of_the_key(monkeypatch: pytest.MonkeyPatch) -> Non
     # the renderer's sources as this process loaded them, not as they are on disk later
     monkeypatch.setattr(robustness, "LOADED_SOURCES_SHA256", "0" * 64)
     assert robustness_cache.cache_key(images, labels, 4, 0) != key
+    monkeypatch.undo()
+    # the libraries preprocessing renders with: scipy labels the strokes' components
+    import scipy
+
+    monkeypatch.setattr(scipy, "__version__", "0.0.1")
+    assert robustness_cache.cache_key(images, labels, 4, 0) != key
 
 
 def test_the_key_covers_what_the_renderer_imports() -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import PIL
+import scipy
 from PIL import features
 
 from mnist_pipeline.core.atomic import write_with
@@ -35,10 +36,11 @@ FORMAT = b"robustness-cache 1"
 def code_sha256() -> str:
     """SHA-256 of the renderer's sources as this process loaded them (not as they are on disk
     now: a checkout switched under a run must not file its rendering under the new code) and the
-    Pillow, JPEG library and numpy versions."""
+    Pillow, JPEG library, numpy and scipy (preprocessing's connected components) versions."""
     digest = hashlib.sha256(FORMAT)
     digest.update(robustness.LOADED_SOURCES_SHA256.encode())
     libraries = f"Pillow {PIL.__version__} jpeg {features.version('jpg')} numpy {np.__version__}"
+    libraries += f" scipy {scipy.__version__}"
     digest.update(libraries.encode())
     return digest.hexdigest()
 
