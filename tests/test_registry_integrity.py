@@ -101,7 +101,10 @@ def test_corrupt_alias_file_is_reported(registry: Registry, make) -> None:
     with pytest.raises(RegistryError, match="invalid alias"):
         registry.aliases()
     (model_dir(registry) / "aliases.json").write_text("{not json")
-    assert any("not readable JSON" in p for p in registry.verify())
+    (model_dir(registry) / "stray.txt").write_text("x")  # still found beside it
+    problems = registry.verify()
+    assert any("not readable JSON" in p for p in problems)
+    assert any("unexpected entry" in p and "stray.txt" in p for p in problems), problems
 
 
 def test_state_dict_loads_verified_with_torch(registry: Registry, make, tmp_path: Path) -> None:

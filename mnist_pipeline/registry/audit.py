@@ -40,25 +40,24 @@ def audit(registry: Registry) -> list[str]:
         known |= {registry._file_key(card, rel) for rel in card["files"]}
     try:
         found = registry.storage.read_document(keys.aliases_key(registry.name))
-        state = alias_doc.parse(found and found[0], registry._aliases_where())
-    except RegistryError as exc:
-        return problems + [str(exc)]
-    problems += _trail_problems(registry, state)
-    # every sealed card, as reads check them: one this host cannot verify still names an event
-    problems += [
-        str(lost.refusal(registry, v, head))
-        for v, head in lost.lost(registry, state.events, versions)
-    ]
+        state: AliasState | None = alias_doc.parse(found and found[0], registry._aliases_where())
+    except RegistryError as exc:  # the rest of the store is still checked
+        problems.append(str(exc))
+        state = None
+    if state is not None:
+        problems += _trail_problems(registry, state)
+        # every sealed card, as reads check them: one this host cannot verify names an event
+        problems += [
+            str(lost.refusal(registry, v, head))
+            for v, head in lost.lost(registry, state.events, versions)
+        ]
     # versions committed since the listing (the alias document, read after it, may name them):
     # checked by the next verify, and not missing
     listing = registry.storage.list(f"{registry.name}/")
     late = set(keys.committed_versions(registry.name, listing)) - set(versions)
     every = set(versions) | late
-    for alias, version in sorted(state.aliases.items()):
-        if version not in every:
-            problems.append(f"alias {alias!r} points at v{version}, which does not exist")
-    if state.last_version > max(every, default=0):
-        problems.append(f"the alias document records v{state.last_version}, which does not exist")
+    if state is not None:
+        problems += _pointing_nowhere(state, every)
     garbage = f"{registry.name}/{keys.BLOBS}/"
     kept = f"{registry.name}/{keys.LOST_ALIASES}/"  # what a restart could not read
     pointers = f"{registry.name}/{keys.INPUTS}/"  # inputs.py: checked on their own
@@ -75,6 +74,18 @@ def audit(registry: Registry) -> list[str]:
                 problems.append(f"{folder}/ holds {rest} but no card.json: not a version")
         else:
             problems.append(f"unexpected entry in {registry.location}: {key}")
+    return problems
+
+
+def _pointing_nowhere(state: AliasState, every: set[int]) -> list[str]:
+    """The aliases, and the last version the alias document records, naming no version."""
+    problems = [
+        f"alias {alias!r} points at v{version}, which does not exist"
+        for alias, version in sorted(state.aliases.items())
+        if version not in every
+    ]
+    if state.last_version > max(every, default=0):
+        problems.append(f"the alias document records v{state.last_version}, which does not exist")
     return problems
 
 
