@@ -1,9 +1,10 @@
 """The quality gate: the one place a verdict is judged and the one place it is read back.
 
 `evaluate` judges test accuracy (`accuracy_passes`) and records the verdict in metrics.json;
-`parity` records its verdict in parity.json. Export and registration never judge again: they read
-those recorded verdicts here and refuse a model that did not pass, or a report that was made
-from other files than the ones at hand (`made_from`: each report records the SHA-256 of the
+`parity` records its verdict in parity.json. Export and registration read those recorded
+verdicts here, hold the recorded accuracies to the gates params set now (a gate raised since),
+and refuse a model that did not pass, or a report that was made from other files than the ones
+at hand (`made_from`: each report records the SHA-256 of the
 weights, ONNX file and dataset it consumed). Torch-free.
 """
 
