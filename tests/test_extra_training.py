@@ -63,6 +63,7 @@ def test_training_uses_the_extra_data_and_records_its_identity(
     for name in extra.data_files():
         (layout.extra_dir / name).unlink()
     (layout.extra_dir / extra.MANIFEST_FILE).unlink()
+    (layout.extra_dir / extra.CHECKSUMS_FILE).unlink()
     layout.extra_dir.rmdir()
     train(tiny_params.model, tiny_params.train, layout)
     without = json.loads(layout.train_record.read_text())["fingerprint"]

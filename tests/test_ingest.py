@@ -270,6 +270,48 @@ def test_ingest_takes_the_pending_count_for_the_retraining_trigger(tmp_path: Pat
     assert inbox_events.read_pending(layout.inbox) == 0  # being trained on: no longer new
 
 
+@pytest.mark.parametrize("renamed", [1, 3, 5])
+def test_an_ingest_interrupted_between_its_renames_is_refused_when_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, renamed: int
+) -> None:
+    """Ctrl-C after `renamed` of the outputs replaced the last ingest's: the new images beside
+    the old labels (or an old manifest) are refused by every reader, never trained on with the
+    wrong labels; the next ingest is whole again."""
+    import os
+
+    layout = Layout(tmp_path)
+    fill_inbox(layout, range(12))
+    ingest(IngestParams(holdout_percent=50), layout)
+    for path in sorted(layout.inbox.rglob("*.png"))[:3]:
+        path.unlink()
+    fill_inbox(layout, range(20, 23))  # as many images, other ones
+    replace, done = os.replace, []
+
+    def interrupted(source: object, target: object) -> None:
+        if len(done) == renamed:
+            raise KeyboardInterrupt
+        replace(source, target)
+        done.append(target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            ingest(IngestParams(holdout_percent=50), layout)
+    mixed = "is not the file the last ingest wrote .*an ingest was interrupted"
+    split = "train" if renamed < 3 else "holdout"
+    with pytest.raises(DataError, match=mixed):
+        extra.read_split(layout.extra_dir, split)
+    with pytest.raises(DataError, match=mixed):
+        extra.extra_sha256(layout.extra_dir)
+    if renamed == 5:  # the manifest new too, the checksums not: registration refuses it
+        from mnist_pipeline.pipeline.promotion import check_split_with
+
+        with pytest.raises(DataError, match=mixed):
+            check_split_with(layout.extra_dir, 50)
+    ingest(IngestParams(holdout_percent=50), layout)
+    assert sum(len(extra.read_split(layout.extra_dir, s)) for s in extra.SPLITS) == 12
+
+
 def test_a_failed_ingest_changes_no_output_and_keeps_the_pending_count(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,19 +5,24 @@
     data/ingested/holdout-images-idx3-ubyte   the share held out for evaluation
     data/ingested/holdout-labels-idx1-ubyte
     data/ingested/manifest.json               per image: SHA-256, label, source, split
+    data/ingested/checksums.json              the SHA-256 of each file above
 
 Written by the ingest stage (ingest.py), read by train and evaluate. No folder means no extra
-data (training on MNIST alone).
+data (training on MNIST alone). The files replace the last ingest's one by one, checksums.json
+last: a file that is not the one it names (an ingest interrupted between two renames left
+images of one ingest beside labels of another) is refused when read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.contract import IMAGE_SIZE
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.regular_file import read_regular
@@ -26,6 +31,7 @@ from mnist_pipeline.data.manifest import file_sha256
 
 SPLITS = ("train", "holdout")
 MANIFEST_FILE = "manifest.json"
+CHECKSUMS_FILE = "checksums.json"
 NO_EXTRA_SHA256 = "none"  # the fingerprint's extra-data identity when there is none
 
 
@@ -77,8 +83,8 @@ def read_split(extra_dir: Path, split: str) -> Split:
     if not ingested(extra_dir):
         return Split.empty()
     try:
-        images = idx.parse_images(read_regular(extra_dir / images_file(split)), images_file(split))
-        labels = idx.parse_labels(read_regular(extra_dir / labels_file(split)), labels_file(split))
+        images = idx.parse_images(checked(extra_dir, images_file(split)), images_file(split))
+        labels = idx.parse_labels(checked(extra_dir, labels_file(split)), labels_file(split))
     except FileNotFoundError as exc:
         raise DataError(f"missing {exc.filename}: run `mnist-pipeline ingest`") from None
     except DataError as exc:
@@ -89,6 +95,30 @@ def read_split(extra_dir: Path, split: str) -> Split:
             f"(expected [N, {IMAGE_SIZE}, {IMAGE_SIZE}] and N): run `mnist-pipeline ingest`"
         )
     return Split(images, labels)
+
+
+def checksums(contents: dict[str, bytes]) -> bytes:
+    """checksums.json for the files `contents` (name -> bytes) an ingest writes."""
+    named = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(contents.items())}
+    return (json.dumps(named, indent=2) + "\n").encode()
+
+
+def checked(extra_dir: Path, name: str) -> bytes:
+    """The bytes of `extra_dir`/`name`; DataError when checksums.json names other bytes for it
+    (an interrupted ingest). A folder without checksums.json (an older ingest) is not checked."""
+    data = read_regular(extra_dir / name)
+    try:
+        recorded = json_text.loads(read_regular(extra_dir / CHECKSUMS_FILE)).get(name)
+    except FileNotFoundError:
+        return data
+    except (OSError, ValueError, AttributeError) as exc:
+        raise DataError(f"{extra_dir / CHECKSUMS_FILE} is unreadable ({exc})") from None
+    if recorded != hashlib.sha256(data).hexdigest():
+        raise DataError(
+            f"{extra_dir / name} is not the file the last ingest wrote (checksums.json names "
+            "another): an ingest was interrupted while it replaced the files"
+        )
+    return data
 
 
 def extra_sha256(extra_dir: Path) -> str:

@@ -209,6 +209,8 @@ def _ingest(params: IngestParams, layout: Layout, take_pending: bool = True) -> 
             for i, a in enumerate(chosen)
         ]
     files[layout.extra_dir / extra.MANIFEST_FILE] = json_bytes(manifest)
+    written = {path.name: data for path, data in files.items()}
+    files[layout.extra_dir / extra.CHECKSUMS_FILE] = extra.checksums(written)  # after them
     counts = {split: sum(a.split == split for a in accepted) for split in extra.SPLITS}
     result = IngestResult(
         counts=counts,

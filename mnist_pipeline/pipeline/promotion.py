@@ -30,7 +30,6 @@ from pathlib import Path
 
 from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import RegistryError, StoreError
-from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.core.reports import Metrics, ModelCard, PromotionEvidence
 from mnist_pipeline.core.service_params import PromotionParams
 from mnist_pipeline.evaluation import paired
@@ -82,7 +81,7 @@ def check_split_with(extra_dir: Path, holdout_percent: int) -> None:
     `holdout_percent` does: the data was split with another share (the card would record the
     wrong one, and promotion's leak check trusts it)."""
     try:
-        manifest = json_text.loads(read_regular(extra_dir / extra.MANIFEST_FILE))
+        manifest = json_text.loads(extra.checked(extra_dir, extra.MANIFEST_FILE))
         moved = [e for e in manifest if split_of(e["sha256"], holdout_percent) != e["split"]]
     except FileNotFoundError:
         return  # written by an ingest before manifests: nothing to check against
