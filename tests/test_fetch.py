@@ -443,3 +443,12 @@ def test_a_damaged_dataset_file_is_named_with_its_folder(tmp_path: Path, tiny_fi
         "IDX header (3 bytes)): run `mnist-pipeline fetch`, which replaces a file that does not "
         "verify"
     )
+
+
+def test_a_nul_in_a_local_source_is_a_mirror_error_not_a_traceback() -> None:
+    """A source that reached the opener with a NUL (%00 in a file:// URL) fails that mirror
+    with a reason, so the next mirror is tried (before: ValueError, a traceback)."""
+    from mnist_pipeline.data.fetch import MirrorError, _open
+
+    with pytest.raises(MirrorError, match="not a usable path: embedded null byte"):
+        _open("file:///srv/mnist%00/train-images-idx3-ubyte.gz", 1.0)

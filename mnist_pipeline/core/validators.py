@@ -128,7 +128,14 @@ def check_mirror(mirror: str) -> str:
     )
     if scheme is not None and not mirror[len(scheme) + 1 :].startswith("//"):
         raise ValueError(f"{mirror!r} is not a URL: write {scheme}://... (two slashes)")
+    _no_nul(mirror, scheme)
     return mirror
+
+
+def _no_nul(location: str, scheme: str | None) -> None:
+    """ValueError for a NUL character, or `%00` in a file:// URL (no path can hold one)."""
+    if "\0" in location or (scheme == "file" and "%00" in location):
+        raise ValueError(f"{location!r} holds a NUL character")
 
 
 def check_location(location: str) -> str:
@@ -140,8 +147,7 @@ def check_location(location: str) -> str:
         raise ValueError(f"{location!r} is blank: give a folder path or a URL ({what})")
     _unpadded(location)
     scheme = _scheme(location, STORAGE_SCHEMES, what)
-    if "\0" in location or (scheme == "file" and "%00" in location):  # no name holds one
-        raise ValueError(f"{location!r} holds a NUL character")
+    _no_nul(location, scheme)
     if scheme is None:
         return location
     if scheme == "s3" and not location[len(scheme) + 1 :].startswith("//"):  # file:/x: a path

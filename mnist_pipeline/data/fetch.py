@@ -90,6 +90,8 @@ def _open(source: str, timeout: float) -> tuple[BinaryIO, int | None]:
             raise MirrorError(NOT_REGULAR) from None
         except OSError as exc:
             raise MirrorError(f"cannot read: {exc.strerror or exc}") from None
+        except ValueError as exc:  # "embedded null byte": a NUL in the path (%00 in a URL)
+            raise MirrorError(f"not a usable path: {exc}") from None
         return handle, found.st_size
     try:
         response = urllib.request.urlopen(source, timeout=timeout)  # noqa: S310 - mirrors only
