@@ -270,6 +270,40 @@ def test_ingest_takes_the_pending_count_for_the_retraining_trigger(tmp_path: Pat
     assert inbox_events.read_pending(layout.inbox) == 0  # being trained on: no longer new
 
 
+def test_pipes_devices_and_linked_folders_are_refused_by_name_never_left_out(
+    tmp_path: Path,
+) -> None:
+    """A pipe or a link to a device in a digit folder, and a link to a folder inside one, were
+    left out of every output without a word; each is refused with its reason now (no pipe is
+    opened: that would wait for a writer). A name that could fake a line is printed escaped."""
+    import os
+
+    layout = Layout(tmp_path)
+    fill_inbox(layout, range(3))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "x.png").write_bytes(stroke_png(50))
+    (layout.inbox / "5").mkdir()
+    os.mkfifo(layout.inbox / "5" / "fifo.png")
+    (layout.inbox / "5" / "zero.png").symlink_to("/dev/zero")
+    (layout.inbox / "7").mkdir(exist_ok=True)
+    (layout.inbox / "7" / "linked").symlink_to(elsewhere)
+    (layout.inbox / "7" / "gone.png").symlink_to(tmp_path / "nowhere.png")  # leads nowhere
+    forged = "a.png\nrefused: nothing\x1b[2K.png"
+    (layout.inbox / "7" / forged).write_bytes(b"not an image")
+    result = ingest(IngestParams(), layout)
+    regular = "not a regular file (a pipe, a device or a link to a folder)"
+    assert result.rejected["5/fifo.png"] == regular == result.rejected["7/linked"]
+    assert result.rejected["5/zero.png"] == regular
+    assert "7/gone.png" not in result.rejected and f"7/{forged}" in result.rejected
+    assert result.counts["train"] + result.counts["holdout"] == 3
+    assert "refused: 7/a.png\\nrefused: nothing\\x1b[2K.png: not a recognised" in result.summary()
+    assert len(result.summary().splitlines()) == 1 + len(result.rejected)
+    listed = CliRunner().invoke(app, ["--root", str(tmp_path), "data", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "or not regular files" in listed.output and "5/fifo.png" in listed.output
+
+
 @pytest.mark.parametrize("renamed", [1, 3, 5])
 def test_an_ingest_interrupted_between_its_renames_is_refused_when_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, renamed: int

@@ -157,10 +157,10 @@ def list_entries(
     listed, misplaced = inbox.listing(layout.inbox)
     found = inbox.hashed(listed)
     if misplaced:  # ingest refuses them: never silently left out of the listing
-        names = ", ".join(str(path) for path in misplaced)
+        names = ", ".join(shown(path) for path in misplaced)
         console.print(
             f"warning: {len(misplaced)} file(s) outside the digit folders "
-            f"({layout.inbox}/<digit>/<file>), which ingest refuses: {names}",
+            f"({layout.inbox}/<digit>/<file>) or not regular files, which ingest refuses: {names}",
             markup=False,
         )
     if as_json:

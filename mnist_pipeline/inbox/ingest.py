@@ -67,7 +67,21 @@ class IngestResult:
             f"ingested {self.counts['train']} train + {self.counts['holdout']} holdout "
             f"labelled digit(s), {len(self.rejected)} refused -> {self.report_path}"
         )
-        return "\n".join([line, *(f"refused: {src}: {why}" for src, why in self.rejected.items())])
+        refused = (f"refused: {_shown(src)}: {why}" for src, why in self.rejected.items())
+        return "\n".join([line, *refused])
+
+
+def _shown(name: str) -> str:
+    """A file name as printed: control characters and undecodable bytes as escapes, so a name
+    cannot fake a line of output or drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
+
+def _misplaced(path: Path, folder: Path) -> str:
+    """Why ingest refuses a file `listing` did not give as a digit folder's image."""
+    if path.parent.parent == folder and path.parent.name in inbox.CLASS_LABELS:
+        return "not a regular file (a pipe, a device or a link to a folder)"
+    return "not in a digit folder (data/extra/<0-9>/<file>)"
 
 
 def split_of(sha256: str, holdout_percent: int) -> str:
@@ -116,10 +130,7 @@ def collect(folder: Path, holdout_percent: int) -> Collected:
     bytes, with the retraining trigger's pending count then (inbox_events)."""
     with inbox.lock(folder):
         found, misplaced = inbox.listing(folder)  # hashed below, from the bytes read
-        rejected = {
-            str(p.relative_to(folder)): "not in a digit folder (data/extra/<0-9>/<file>)"
-            for p in misplaced
-        }
+        rejected = {str(p.relative_to(folder)): _misplaced(p, folder) for p in misplaced}
         read: list[tuple[int, str, bytes, str]] = []  # label, source, bytes, their SHA-256
         for label, path in found:
             source = str(path.relative_to(folder))

@@ -92,9 +92,10 @@ def hashed(listed: list[tuple[int, Path]]) -> list[Entry]:
 
 
 def listing(inbox: Path) -> tuple[list[tuple[int, Path]], list[Path]]:
-    """(label, path) of the files in digit folders, by label then name, and every other file
-    under the inbox (misplaced: not in a data/extra/<0-9>/ folder); nothing is read. Hidden
-    files are neither."""
+    """(label, path) of the files in digit folders, by label then name, and every other entry
+    under the inbox (misplaced: not in a data/extra/<0-9>/ folder, or no regular file there: a
+    pipe, a device, a link to a folder); nothing is read. Hidden files and links that lead
+    nowhere are neither."""
     found: list[tuple[int, Path]] = []
     misplaced: list[Path] = []
     if not inbox.is_dir():
@@ -104,7 +105,11 @@ def listing(inbox: Path) -> tuple[list[tuple[int, Path]], list[Path]]:
     for top in sorted(inbox.iterdir()):
         for path in [top] if not top.is_dir() else sorted(top.rglob("*")):
             rel = path.relative_to(inbox)
-            if not path.is_file() or any(part.startswith(".") for part in rel.parts):
+            if any(part.startswith(".") for part in rel.parts):
+                continue
+            if not path.is_file():  # a folder rglob walks, a link to nowhere: nothing to read
+                if path.exists() and (path.is_symlink() or not path.is_dir()):
+                    misplaced.append(path)  # a pipe, a device, a link to a folder: refused
                 continue
             if len(rel.parts) == 2 and rel.parts[0] in CLASS_LABELS:
                 found.append((int(rel.parts[0]), path))
