@@ -109,6 +109,21 @@ def test_torch_settings_restore_the_callers_settings() -> None:
     assert torch.are_deterministic_algorithms_enabled() == deterministic
 
 
+def test_a_run_pins_onednn_and_the_default_dtype_and_gives_them_back() -> None:
+    """A caller that turned oneDNN off or made float64 the default would have changed the
+    weights (or crashed the run: float input, double bias) under the same fingerprint."""
+    try:
+        torch.backends.mkldnn.enabled = False
+        torch.set_default_dtype(torch.float64)
+        with torch_settings(params(num_threads=1)):
+            assert torch.backends.mkldnn.enabled and torch.get_default_dtype() == torch.float32
+            assert torch.nn.Linear(2, 1).weight.dtype == torch.float32
+        assert not torch.backends.mkldnn.enabled and torch.get_default_dtype() == torch.float64
+    finally:
+        torch.backends.mkldnn.enabled = True
+        torch.set_default_dtype(torch.float32)
+
+
 FP32_SETTINGS = [  # (backend, op): what torch.backends' fp32_precision attributes read
     ("generic", "all"),
     ("mkldnn", "all"),

@@ -1,8 +1,8 @@
 """The process-wide torch state a training run sets, and gives back to its caller when it ends.
 
 A Prefect worker runs many flows in one process: a run pins what shapes its weights (threads,
-deterministic algorithms, IEEE float32 arithmetic, the random generators it seeds) and restores
-the caller's settings afterwards, also after an error.
+deterministic algorithms, IEEE float32 arithmetic, oneDNN on, float32 as the default dtype, the
+random generators it seeds) and restores the caller's settings afterwards, also after an error.
 """
 
 from __future__ import annotations
@@ -84,10 +84,11 @@ def _ieee_float32() -> Iterator[None]:
 
 @contextmanager
 def torch_settings(params: TrainParams, device: torch.device | None = None) -> Iterator[None]:
-    """Threads, deterministic algorithms, IEEE float32 and the random generators for a run on
-    `device` (cpu when None); the caller's settings come back."""
+    """Threads, deterministic algorithms, IEEE float32, oneDNN, the default dtype and the random
+    generators for a run on `device` (cpu when None); the caller's settings come back."""
     device = device or torch.device("cpu")
-    threads = torch.get_num_threads()
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
+    onednn = torch.backends.mkldnn.enabled
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     fill = torch.utils.deterministic.fill_uninitialized_memory
@@ -96,10 +97,14 @@ def torch_settings(params: TrainParams, device: torch.device | None = None) -> I
     # Deterministic mode would also fill every new tensor with NaN before an op overwrites it
     # (~10% of a training step here, profiled); no op used here reads memory it did not write.
     torch.utils.deterministic.fill_uninitialized_memory = False
+    torch.set_default_dtype(torch.float32)  # float64 elsewhere: other weights, or a crash
+    torch.backends.mkldnn.enabled = True  # off elsewhere: other arithmetic, other weights
     try:
         with _ieee_float32(), torch.random.fork_rng(devices=_own_gpus(device)):
             yield
     finally:
+        torch.backends.mkldnn.enabled = onednn
+        torch.set_default_dtype(dtype)
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         torch.utils.deterministic.fill_uninitialized_memory = fill
