@@ -440,6 +440,13 @@ def test_inputs_that_reproduced_a_version_are_remembered_for_it(registry_root: s
         len(problems) == 5 and f"inputs/{'d' * 64}.json names v9, which does not exist" in problems
     )
     assert sum("not a pointer to a version" in p for p in problems) == 4, problems
+    # asked again, a registration replaces a pointer that is not valid (an earlier release's,
+    # without its model) instead of leaving every later run to train
+    put("9" * 64, json.dumps({"inputs": "9" * 64, "version": 1}).encode())
+    assert registry.version_with_fingerprint("9" * 64) is None
+    assert submit("9" * 64, "staging", 1).registered is False
+    assert registry.version_with_fingerprint("9" * 64) == 1
+    assert not any(f"inputs/{'9' * 64}.json" in p for p in registry.verify())
 
 
 def test_an_inputs_pointer_is_signed_and_an_unsigned_one_skips_nothing(

@@ -28,16 +28,30 @@ if TYPE_CHECKING:
 
 
 def remember(registry: Registry, version: int, fingerprint: str) -> None:
-    """Record that inputs `fingerprint` produced `version`'s files (kept if one is there).
+    """Record that inputs `fingerprint` produced `version`'s files. A valid pointer there is
+    kept; one that is not (an earlier release's, without its model; unsigned where signatures
+    are required; naming no version) is replaced by compare-and-swap, or every later run with
+    these inputs would train.
     Best effort: a store that refuses it (a policy scoped to other keys) or a fingerprint that
     is no SHA-256 leaves the caller's registration as it was, with nothing registered."""
     pointer: dict[str, Any] = {"inputs": fingerprint, "model": registry.name, "version": version}
     signature = registry.signing.sign(pointer)
     if signature is not None:
         pointer[SIGNATURE_KEY] = signature
+    body = json.dumps(pointer, sort_keys=True).encode()
     with suppress(RegistryError):  # StoreError too
         key = keys.inputs_key(registry.name, fingerprint)
-        registry.storage.create(key, json.dumps(pointer, sort_keys=True).encode())
+        if registry.storage.create(key, body):
+            return
+        found = registry.storage.read_document(key)
+        try:
+            valid = _pointed(registry, fingerprint) in registry.version_numbers()
+        except StoreError:
+            return
+        except RegistryError:
+            valid = False
+        if found is not None and not valid:  # this one takes its place
+            registry.storage.swap(key, body, found[1])  # False: another writer's, kept
 
 
 def version_with(registry: Registry, fingerprint: str) -> int | None:
