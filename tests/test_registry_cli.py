@@ -444,6 +444,25 @@ def test_stored_text_in_a_card_is_listed_as_it_is_and_a_huge_version_is_refused(
         assert "invalid version 99999999999999999999...: over 18 digits" in str(refused.exception)
 
 
+def test_registering_the_same_run_again_brings_back_productions_lost_model(
+    workdir: Path,
+) -> None:
+    """The store lost production's model.onnx: `models register` of the same run compares with
+    production, which reads that file, so the lost blob is stored again first (before: the
+    comparison failed, "model.onnx is missing", and the file stayed lost)."""
+    produce(workdir, 1, 0.95)
+    assert models(workdir, "register").exit_code == 0
+    registry = Registry(workdir / "registry", "mnist-cnn")
+    onnx = stored(registry, 1, "model.onnx")
+    original = onnx.read_bytes()
+    onnx.unlink()
+    assert any("model.onnx is missing" in p for p in registry.verify())
+    again = models(workdir, "register")
+    assert again.exit_code == 0, (again.output, again.exception)
+    assert "v1" in again.output and registry.verify() == []
+    assert registry.read_file("1", "model.onnx") == original
+
+
 def test_no_home_folder_for_the_cache_is_one_line(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -371,6 +371,10 @@ def test_versions_registered_before_blobs_are_still_read(registry: Registry, mak
     (folder / "model.onnx").write_bytes(onnx + b"\0")
     with pytest.raises(RegistryError, match="v1: model.onnx was modified"):
         registry.read_file("1", "model.onnx")
+    # its files are in its folder, not blobs: the same bytes again store no blob nobody names
+    (folder / "model.onnx").write_bytes(onnx)
+    assert registry.restore_lost({"model.onnx": onnx}, ("model.onnx",)) == 1
+    assert registry.garbage() == [] and registry.verify() == []
 
 
 def test_a_store_failing_to_give_a_legacy_card_sig_fails_the_replay_not_the_version(

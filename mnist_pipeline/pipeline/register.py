@@ -86,6 +86,7 @@ def register_candidate(
     reference = drift_reference(candidate, reports.metrics)  # None: no predictions to measure
     if reference is not None:
         contents[REFERENCE_FILE] = reference  # stored and listed in the card like the others
+    registry.restore_lost(contents, IDENTITY)  # before production, perhaps this one, is read
     description = describe(
         metrics=reports.metrics,
         parity=reports.parity,

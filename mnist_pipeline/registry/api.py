@@ -8,6 +8,7 @@ path inside the store. Writing is in commit.py (versions) and moves.py (aliases)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,10 @@ class Registry:
     ) -> Registration:
         """Store `submission` as the next version (see commit.register)."""
         return commit.register(self, submission, skip_same_inputs=skip_same_inputs, actor=actor)
+
+    def restore_lost(self, files: Mapping[str, bytes], identity: tuple[str, ...]) -> int | None:
+        """The version with these identity files, what the store lost of it stored again."""
+        return commit.restore_lost(self, files, identity)
 
     def promote(
         self,

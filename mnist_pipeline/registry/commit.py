@@ -130,12 +130,32 @@ def _store_blobs(registry: Registry, blobs: dict[str, bytes]) -> None:
             raise RegistryError(f"stored blob {key} in {storage.location} is damaged")
 
 
+def restore_lost(
+    registry: Registry, files: Mapping[str, bytes], identity: tuple[str, ...]
+) -> int | None:
+    """The version with the same `identity` files as `files` (None: there is none), the blobs
+    of it the store lost that `files` hold stored again. A caller that compares with
+    production before registering calls this first: production may be the version hit."""
+    contents = {rel: bytes(data) for rel, data in files.items()}
+    hashes = {rel: hashlib.sha256(data).hexdigest() for rel, data in contents.items()}
+    catalogue = registry.catalogue(strict=True)
+    kept = _already_held(catalogue, hashes, identity, None)
+    if kept is None:
+        return None
+    card = next(card for number, card, _ in catalogue if number == kept[0])
+    _restore_lost(registry, card, contents, hashes)
+    return kept[0]
+
+
 def _restore_lost(
     registry: Registry, card: dict[str, Any], contents: dict[str, bytes], hashes: dict[str, str]
 ) -> None:
     """Create again the blobs of an existing version's `card` that the store lost (`models
     verify`: "missing") and this submission holds: registering the same files again is how a
-    lost file comes back. Blobs are named by their SHA-256, so nothing else can be written."""
+    lost file comes back. Blobs are named by their SHA-256, so nothing else can be written.
+    A version of schema 1 keeps its files in its own folder, not as blobs: not restored."""
+    if card.get("schema", 1) < 2:
+        return
     prefix = f"{registry.name}/{keys.BLOBS}/"
     present = set(registry.storage.list(prefix))
     lost = {
