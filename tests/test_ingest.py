@@ -304,21 +304,27 @@ def test_pipes_devices_and_linked_folders_are_refused_by_name_never_left_out(
     assert "or not regular files" in listed.output and "5/fifo.png" in listed.output
 
 
-@pytest.mark.parametrize("renamed", [1, 3, 5])
+@pytest.mark.parametrize("renamed", [1, 2, 3, 5])
+@pytest.mark.parametrize("older", [False, True], ids=["checksummed", "older-ingest"])
 def test_an_ingest_interrupted_between_its_renames_is_refused_when_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, renamed: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, renamed: int, older: bool
 ) -> None:
-    """Ctrl-C after `renamed` of the outputs replaced the last ingest's: the new images beside
-    the old labels (or an old manifest) are refused by every reader, never trained on with the
-    wrong labels; the next ingest is whole again."""
+    """Ctrl-C after `renamed` of the outputs replaced the last ingest's (checksums.json, naming
+    the new files, first): new images beside old labels, or an old manifest, are refused by
+    every reader, never trained on with the wrong labels, also where the last ingest was an
+    earlier release's (no checksums.json); the next ingest is whole again."""
     import os
+
+    from mnist_pipeline.pipeline.promotion import check_split_with
 
     layout = Layout(tmp_path)
     fill_inbox(layout, range(12))
     ingest(IngestParams(holdout_percent=50), layout)
-    for path in sorted(layout.inbox.rglob("*.png"))[:3]:
+    if older:
+        (layout.extra_dir / extra.CHECKSUMS_FILE).unlink()
+    for path in sorted(layout.inbox.rglob("*.png")):
         path.unlink()
-    fill_inbox(layout, range(20, 23))  # as many images, other ones
+    fill_inbox(layout, range(20, 32))  # as many images, other ones in both splits
     replace, done = os.replace, []
 
     def interrupted(source: object, target: object) -> None:
@@ -332,18 +338,19 @@ def test_an_ingest_interrupted_between_its_renames_is_refused_when_read(
         with pytest.raises(KeyboardInterrupt):
             ingest(IngestParams(holdout_percent=50), layout)
     mixed = "is not the file the last ingest wrote .*an ingest was interrupted"
-    split = "train" if renamed < 3 else "holdout"
-    with pytest.raises(DataError, match=mixed):
-        extra.read_split(layout.extra_dir, split)
-    with pytest.raises(DataError, match=mixed):
-        extra.extra_sha256(layout.extra_dir)
-    if renamed == 5:  # the manifest new too, the checksums not: registration refuses it
-        from mnist_pipeline.pipeline.promotion import check_split_with
-
+    if renamed < 5:  # an IDX file not replaced yet
+        split = "train" if renamed < 3 else "holdout"  # its images, other ones now
         with pytest.raises(DataError, match=mixed):
-            check_split_with(layout.extra_dir, 50)
+            extra.read_split(layout.extra_dir, split)
+        with pytest.raises(DataError, match=mixed):
+            extra.extra_sha256(layout.extra_dir)
+    with pytest.raises(DataError, match=mixed):  # the manifest is the last to go
+        check_split_with(layout.extra_dir, 50)
     ingest(IngestParams(holdout_percent=50), layout)
     assert sum(len(extra.read_split(layout.extra_dir, s)) for s in extra.SPLITS) == 12
+    (layout.extra_dir / extra.MANIFEST_FILE).unlink()  # named by checksums.json: not "older"
+    with pytest.raises(DataError, match="missing .*manifest.json: run `mnist-pipeline ingest`"):
+        check_split_with(layout.extra_dir, 50)
 
 
 def test_a_failed_ingest_changes_no_output_and_keeps_the_pending_count(

@@ -9,7 +9,7 @@
 
 Written by the ingest stage (ingest.py), read by train and evaluate. No folder means no extra
 data (training on MNIST alone). The files replace the last ingest's one by one, checksums.json
-last: a file that is not the one it names (an ingest interrupted between two renames left
+first: a file that is not the one it names (an ingest interrupted between two renames left
 images of one ingest beside labels of another) is refused when read.
 """
 
@@ -106,13 +106,18 @@ def checksums(contents: dict[str, bytes]) -> bytes:
 def checked(extra_dir: Path, name: str) -> bytes:
     """The bytes of `extra_dir`/`name`; DataError when checksums.json names other bytes for it
     (an interrupted ingest). A folder without checksums.json (an older ingest) is not checked."""
-    data = read_regular(extra_dir / name)
     try:
         recorded = json_text.loads(read_regular(extra_dir / CHECKSUMS_FILE)).get(name)
     except FileNotFoundError:
-        return data
+        return read_regular(extra_dir / name)
     except (OSError, ValueError, AttributeError) as exc:
         raise DataError(f"{extra_dir / CHECKSUMS_FILE} is unreadable ({exc})") from None
+    try:
+        data = read_regular(extra_dir / name)
+    except FileNotFoundError:
+        if recorded is None:
+            raise
+        raise DataError(f"missing {extra_dir / name}: run `mnist-pipeline ingest`") from None
     if recorded != hashlib.sha256(data).hexdigest():
         raise DataError(
             f"{extra_dir / name} is not the file the last ingest wrote (checksums.json names "
@@ -124,7 +129,10 @@ def checked(extra_dir: Path, name: str) -> bytes:
 def extra_sha256(extra_dir: Path) -> str:
     """One content hash of the ingested data (its four IDX files), or NO_EXTRA_SHA256 when
     there is none: empty splits hash like a missing folder, so an empty inbox changes nothing."""
-    if not ingested(extra_dir) or all(len(read_split(extra_dir, s)) == 0 for s in SPLITS):
+    if not ingested(extra_dir):
+        return NO_EXTRA_SHA256
+    splits = [read_split(extra_dir, split) for split in SPLITS]  # each checked, none skipped
+    if all(len(split) == 0 for split in splits):
         return NO_EXTRA_SHA256
     return _combined({name: file_sha256(extra_dir / name) for name in data_files()})
 

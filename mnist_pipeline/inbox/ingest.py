@@ -188,7 +188,7 @@ def ingest(params: IngestParams, layout: Layout, take_pending: bool = True) -> I
     the retraining trigger's count of new digits is taken as used, unless `take_pending` is
     False (a sweep's trial, which registers nothing, leaves them new).
 
-    One ingest of a folder at a time (`dvc repro` beside a CLI `ingest`): each writes five files,
+    One ingest of a folder at a time (`dvc repro` beside a CLI `ingest`): each writes seven files,
     which two at once could interleave (one's images beside the other's labels)."""
     check_writable(layout.extra_dir.parent, layout.reports)
     tracked.check_inbox(layout.project, layout.inbox)  # never an empty ingest in its place
@@ -220,8 +220,9 @@ def _ingest(params: IngestParams, layout: Layout, take_pending: bool = True) -> 
             for i, a in enumerate(chosen)
         ]
     files[layout.extra_dir / extra.MANIFEST_FILE] = json_bytes(manifest)
-    written = {path.name: data for path, data in files.items()}
-    files[layout.extra_dir / extra.CHECKSUMS_FILE] = extra.checksums(written)  # after them
+    # first: it names the new files, so one not replaced yet (Ctrl-C between renames) is refused
+    sums = extra.checksums({path.name: data for path, data in files.items()})
+    files = {layout.extra_dir / extra.CHECKSUMS_FILE: sums, **files}
     counts = {split: sum(a.split == split for a in accepted) for split in extra.SPLITS}
     result = IngestResult(
         counts=counts,
