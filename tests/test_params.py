@@ -99,6 +99,8 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ('registry:\n  root: ""\n', ["registry.root", "at least 1 character"]),
         ("registry:\n  root: s3://reg/./m\n", ["registry.root", "'.' in the prefix (its parts"]),
         ('registry:\n  root: "reg\\0x"\n', ["registry.root", "holds a NUL character"]),
+        ('registry:\n  signing_key: "k\\0"\n', ["registry.signing_key", "holds a NUL"]),
+        ('registry:\n  trusted_keys: ["a.pub", "b\\0.pub"]\n', ["registry.trusted_keys", "NUL"]),
         ("registry:\n  root: file:///tmp/x%00y\n", ["registry.root", "holds a NUL character"]),
         ('inbox:\n  shared: "in\\0box"\n', ["inbox.shared", "holds a NUL character"]),
         ("inbox:\n  shared: s3://b/x/../y\n", ["inbox.shared", "'..' in the prefix"]),

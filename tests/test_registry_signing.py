@@ -72,6 +72,10 @@ def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> Non
         new_folder.exception
     )
     assert not (tmp_path / "keys").exists()
+    for named in ("keys/.", "keys/./", "keys/.."):  # a Path drops "/.": a file named keys
+        dotted = runner.invoke(app, ["--root", str(tmp_path), "models", "keygen", named])
+        assert dotted.exit_code == 1 and "is a folder: give the key" in str(dotted.exception)
+    assert not (tmp_path / "keys").exists()
     for name in ("other.pub", "OTHER.PUB", ".pub"):
         named_public = runner.invoke(app, ["models", "keygen", str(key.parent / name)])
         assert named_public.exit_code == 1 and "without .pub" in str(named_public.exception)
@@ -288,6 +292,13 @@ def test_key_files_others_could_misuse_are_refused(tmp_path: Path, keys: dict[st
         path.chmod(mode)  # owner-only private keys; public keys anyone reads, a group writes
         assert open_registry(parse_params({"registry": both}).registry, layout).signing.key
         path.chmod(0o600 if path == private else 0o644)
+    folder = public.parent  # anyone could delete the trusted key there and put theirs in
+    folder.chmod(0o777)
+    with pytest.raises(RegistryError, match=r"trusted key .*new.pub is in .*keys, which any user"):
+        open_registry(parse_params({"registry": both}).registry, layout)
+    folder.chmod(0o1777)  # sticky, as /tmp: only a file's owner deletes it
+    assert open_registry(parse_params({"registry": both}).registry, layout).signing.key
+    folder.chmod(0o755)
     if os.getuid() == 0:  # another user's key shared with a group: its owner's choice
         os.chown(private, 4242, 4242)
         private.chmod(0o640)

@@ -27,7 +27,8 @@ def keygen(
     ],
 ) -> None:
     """Create an Ed25519 key pair for signing model cards (never overwrites a key)."""
-    if given.endswith(("/", os.sep)):  # a Path would drop the slash and write a file there
+    # a Path would drop a trailing "/" or "/." and write a file named as the folder
+    if given.replace(os.sep, "/").rsplit("/", 1)[-1] in ("", ".", ".."):
         raise RegistryError(f"{given} is a folder: give the key file's path in it")
     path = state(ctx).layout.in_project(given)
     public, key = generate(path)

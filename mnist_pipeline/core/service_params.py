@@ -56,6 +56,14 @@ class RegistryParams(Section):
     def _root(cls, value: str) -> str:
         return check_location(value)
 
+    @field_validator("signing_key", "trusted_keys")
+    @classmethod
+    def _key_paths(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for path in [value] if isinstance(value, str) else value or []:
+            if "\0" in path:  # no file name holds one: os.open would raise ValueError
+                raise ValueError(f"{path!r} holds a NUL character")
+        return value
+
     require_signature: bool = False  # refuse unsigned versions (needs trusted_keys)
     # "required": a version the promotion rules would make production is registered as staging
     # and a retraining flow run waits (paused) up to approval_timeout_s for a person to approve

@@ -87,7 +87,28 @@ def _read_key(path: Path, private: bool) -> Any:
         raise RegistryError(f"{what} {path} is not an Ed25519 key")
     # after the format: a .pub given as the signing key says so
     _check_mode(path, mode, owner, private)
+    if not private:
+        _check_folder(path)
     return key
+
+
+def _check_folder(path: Path) -> None:
+    """Refuse a trusted key in a folder any user may write, without the sticky bit (as /tmp
+    has): anyone could delete the file and put their own key in its place (OpenSSH's
+    StrictModes refuses such a folder for authorized_keys)."""
+    if os.name != "posix":
+        return
+    folder = Path(os.path.realpath(path)).parent
+    try:
+        mode = stat.S_IMODE(folder.stat().st_mode)
+    except OSError:
+        return  # read a moment ago: it was there
+    if mode & 0o002 and not mode & stat.S_ISVTX:
+        raise RegistryError(
+            f"trusted key {path} is in {folder}, which any user may write (mode {mode:04o}): "
+            f"whoever replaces the key chooses whose signatures this host accepts; run chmod "
+            f"o-w {folder}"
+        )
 
 
 class UntrustedKey(RegistryError):
