@@ -81,6 +81,18 @@ def test_a_repository_that_does_not_answer_at_first_is_tried_again(
     assert visible(worker) == ["mnist-pipeline"]
 
 
+def test_a_relative_repository_path_is_read_from_the_workers_folder(remote, worker: Path) -> None:
+    """`../remote.git` from the worker's folder (before: read from the scratch folder the clone
+    was made in, one level too shallow: "repository does not exist"), fetched from later too."""
+    bare, work = remote
+    first = commit(work, "one")
+    relative = os.path.relpath(bare, worker)
+    assert git_checkout(relative, first) == {"directory": "mnist-pipeline"}
+    second = commit(work, "two")
+    assert git_checkout(relative, second) == {"directory": "mnist-pipeline"}
+    assert git("rev-parse", "HEAD", cwd=worker / "mnist-pipeline") == second
+
+
 def test_clones_then_updates_in_place_keeping_what_runs_left(remote, worker: Path) -> None:
     bare, work = remote
     first = commit(work, "one")

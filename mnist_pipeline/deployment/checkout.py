@@ -171,6 +171,14 @@ def _clone(repository: str, commit: str, clone: Path) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _from_here(repository: str) -> str:
+    """A relative local path (`../src`) as git reads it from this folder, the worker's: git
+    would otherwise read it from the scratch folder a clone is made in, or from the clone."""
+    if "://" in repository or ":" in repository.split("/", 1)[0] or os.path.isabs(repository):
+        return repository  # a URL, scp-like `host:path`, or an absolute path
+    return os.path.abspath(repository)
+
+
 def git_checkout(
     repository: str, commit_sha: str, clone_directory_name: str = "mnist-pipeline"
 ) -> dict[str, str]:
@@ -190,7 +198,7 @@ def git_checkout(
         )
     clone = Path.cwd() / name
     try:
-        folder = _check_out_held(clone, repository, commit_sha)
+        folder = _check_out_held(clone, _from_here(repository), commit_sha)
     except CheckoutError as exc:
         fail_the_run(str(exc))
         raise
