@@ -216,6 +216,19 @@ def test_stage_refuses_a_model_below_the_gates_set_since_evaluate(candidate: Lay
     assert not candidate.onnx.exists()
 
 
+def test_stage_refuses_a_model_evaluated_before_an_ingest(candidate: Layout) -> None:
+    """Evaluated with no labelled digits, then `ingest` made a holdout it was never judged on:
+    refused until evaluate runs again (as registration refuses it)."""
+    from tests.promotion_helpers import write_holdout
+
+    _metrics(candidate)
+    write_holdout(candidate.extra_dir)
+    message = r"not made from the current ingested digits .*: run `mnist-pipeline evaluate`"
+    with pytest.raises(GateError, match=message):
+        export(MODEL, ExportParams(), GATES, candidate)
+    assert not candidate.onnx.exists()
+
+
 def test_stage_refuses_missing_or_stale_metrics(candidate: Layout) -> None:
     with pytest.raises(PipelineError, match="run `mnist-pipeline evaluate`"):
         export(MODEL, ExportParams(), GATES, candidate)

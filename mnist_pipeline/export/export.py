@@ -43,6 +43,7 @@ from mnist_pipeline.core.params import EvaluateParams, ExportParams, ModelParams
 from mnist_pipeline.core.reports import Metrics, read_report
 from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.evaluation import gate
+from mnist_pipeline.inbox import extra
 from mnist_pipeline.model.network import fold_batch_norm
 from mnist_pipeline.model.weights import load_model, load_model_and_hash
 
@@ -254,6 +255,9 @@ def export(
         gate.extra_passed(metrics, where, evaluate.min_extra_accuracy)
         gate.made_from(metrics.state_dict_sha256, weights_hash, where, "model.pt", "evaluate")
         gate.made_from(metrics.dataset_sha256, data_hash, where, "dataset", "evaluate")
+        # an ingest since evaluate (a holdout never scored): evaluate again, as registration says
+        ingested = extra.extra_sha256(layout.extra_dir)
+        gate.made_from(metrics.extra.extra_sha256, ingested, where, "ingested digits", "evaluate")
         gate.outputs_made_with(metrics.outputs, outputs_found(metrics, layout), where, "evaluate")
     except GateError as exc:
         raise GateError(f"refusing to export: {exc}") from None

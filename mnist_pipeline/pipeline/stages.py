@@ -75,7 +75,7 @@ STAGES: dict[str, Stage] = {
             "export",
             "mnist_pipeline.export.export:export",
             ("model", "export", "evaluate"),  # the gates as set now
-            reads=("data_dir", "state_dict", "metrics"),
+            reads=("data_dir", "extra_dir", "state_dict", "metrics"),
             writes=("onnx",),
             help="Export models/model.pt to models/model.onnx (refused if the gate failed).",
         ),
