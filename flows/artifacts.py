@@ -30,6 +30,7 @@ from mnist_pipeline.evaluation.gate import accuracy_passes
 from mnist_pipeline.pipeline.card import evidence_lines
 from mnist_pipeline.pipeline.versions import read_card
 from mnist_pipeline.registry import Registry
+from mnist_pipeline.registry.aliases import printable
 
 REPORT_KEY = "mnist-retrain-report"
 PER_CLASS_KEY = "mnist-per-class-metrics"
@@ -39,6 +40,7 @@ INGEST_KEY = "mnist-ingest"
 MISTAKES_PNG = "misclassified.png"
 CURVES_PNG = "training_curves.png"
 CONFUSION_PNG = "confusion_matrix.png"
+MARKDOWN_PUNCTUATION = set("\\`*_{}[]<>()#+-.!|~")
 
 
 def _embedded_png(folder: Path, name: str) -> str:
@@ -97,8 +99,15 @@ def publish_ingest(result: Any) -> None:
     ]
     if result.rejected:
         lines += ["", "| refused file | reason |", "|---|---|"]
-        lines += [f"| `{src}` | {why} |" for src, why in result.rejected.items()]
+        lines += [f"| {_cell(src)} | {_cell(why)} |" for src, why in result.rejected.items()]
     create_markdown_artifact(key=INGEST_KEY, markdown="\n".join(lines), description="Ingest")
+
+
+def _cell(text: str) -> str:
+    """User text (a file name, a reason naming files) as one markdown table cell: control
+    characters escaped (no line of its own), markdown's punctuation taken literally."""
+    shown = printable(text)
+    return "".join(f"\\{c}" if c in MARKDOWN_PUNCTUATION else c for c in shown)
 
 
 def report_markdown(

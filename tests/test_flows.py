@@ -392,3 +392,14 @@ def test_the_rejection_report_names_the_gate_that_missed_with_its_threshold() ->
     ]
     alone = gate_rows(Metrics.model_validate(metrics_report(0.97, min_accuracy=0.98)))
     assert alone[1] == "| gate | missed: evaluate.min_accuracy 98.00% |" and len(alone) == 2
+
+
+def test_an_ingest_artifact_cell_is_one_literal_cell() -> None:
+    """A refused file's name (or a reason naming one) with a newline, a pipe or markdown in it
+    would have broken the artifact's table or added rows of its own."""
+    from flows.artifacts import _cell
+
+    cell = _cell("3/a|b.png\n| `x` | **forged** |\x1b[31m")
+    assert "\n" not in cell and "\x1b" not in cell
+    assert "|" not in cell.replace("\\|", "") and "`" not in cell.replace("\\`", "")
+    assert cell.startswith("3/a\\|b\\.png\\\\n\\| \\`x\\` \\| \\*\\*forged")

@@ -291,12 +291,18 @@ def test_pipes_devices_and_linked_folders_are_refused_by_name_never_left_out(
     (layout.inbox / "7" / "gone.png").symlink_to(tmp_path / "nowhere.png")  # leads nowhere
     forged = "a.png\nrefused: nothing\x1b[2K.png"
     (layout.inbox / "7" / forged).write_bytes(b"not an image")
+    # the same image under another label: each copy's reason names the other, escaped too
+    (layout.inbox / "8").mkdir()
+    (layout.inbox / "8" / "x.png").write_bytes(stroke_png(60))
+    (layout.inbox / "9").mkdir()
+    (layout.inbox / "9" / "y.png\nrefused: evil.png").write_bytes(stroke_png(60))
     result = ingest(IngestParams(), layout)
     regular = "not a regular file (a pipe, a device or a link to a folder)"
     assert result.rejected["5/fifo.png"] == regular == result.rejected["7/linked"]
     assert result.rejected["5/zero.png"] == regular
     assert "7/gone.png" not in result.rejected and f"7/{forged}" in result.rejected
     assert result.counts["train"] + result.counts["holdout"] == 3
+    assert not any(line.startswith("refused: evil.png") for line in result.summary().splitlines())
     assert "refused: 7/a.png\\nrefused: nothing\\x1b[2K.png: not a recognised" in result.summary()
     assert len(result.summary().splitlines()) == 1 + len(result.rejected)
     listed = CliRunner().invoke(app, ["--root", str(tmp_path), "data", "list"])

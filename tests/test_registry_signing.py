@@ -293,12 +293,22 @@ def test_key_files_others_could_misuse_are_refused(tmp_path: Path, keys: dict[st
         assert open_registry(parse_params({"registry": both}).registry, layout).signing.key
         path.chmod(0o600 if path == private else 0o644)
     folder = public.parent  # anyone could delete the trusted key there and put theirs in
-    folder.chmod(0o777)
-    with pytest.raises(RegistryError, match=r"trusted key .*new.pub is in .*keys, which any user"):
-        open_registry(parse_params({"registry": both}).registry, layout)
-    folder.chmod(0o1777)  # sticky, as /tmp: only a file's owner deletes it
-    assert open_registry(parse_params({"registry": both}).registry, layout).signing.key
-    folder.chmod(0o755)
+    below = r"trusted key .*new.pub is below .*{}, which any user may write"
+    for open_folder in (folder, tmp_path):  # the key's folder, or one above it (renamed away)
+        open_folder.chmod(0o777)
+        with pytest.raises(RegistryError, match=below.format(open_folder.name)):
+            open_registry(parse_params({"registry": both}).registry, layout)
+        open_folder.chmod(0o1777)  # sticky, as /tmp: only a file's owner deletes it
+        assert open_registry(parse_params({"registry": both}).registry, layout).signing.key
+        open_folder.chmod(0o755)
+    linked = tmp_path / "open"  # a link in an open folder to a key in a closed one
+    linked.mkdir(mode=0o755)
+    (linked / "new.pub").symlink_to(public)
+    linked.chmod(0o777)
+    via_link = {**both, "trusted_keys": ["open/new.pub"]}
+    with pytest.raises(RegistryError, match=below.format("open")):
+        open_registry(parse_params({"registry": via_link}).registry, layout)
+    linked.chmod(0o755)
     if os.getuid() == 0:  # another user's key shared with a group: its owner's choice
         os.chown(private, 4242, 4242)
         private.chmod(0o640)

@@ -486,6 +486,16 @@ def test_an_inputs_pointer_is_signed_and_an_unsigned_one_skips_nothing(
     registry.storage.create(f"mnist-cnn/inputs/{'c' * 64}.json", forged)
     assert registry.version_with_fingerprint("c" * 64) is None  # the next run trains
     assert any("is not signed" in p for p in registry.verify())
+    # unsigned, or signed by a key this host does not trust: kept for the hosts that accept it
+    assert submit("c" * 64, 1).registered is False
+    assert json.loads(registry.storage.read(f"mnist-cnn/inputs/{'c' * 64}.json"))["version"] == 1
+    (tmp_path / "other").mkdir()
+    other = Signing.load(key_pair(tmp_path / "other")[0], [], False)
+    theirs = {"inputs": "d" * 64, "model": "mnist-cnn", "version": 1}
+    theirs["signature"] = other.sign(theirs)
+    registry.storage.create(f"mnist-cnn/inputs/{'d' * 64}.json", json.dumps(theirs).encode())
+    assert submit("d" * 64, 1).registered is False
+    assert json.loads(registry.storage.read(f"mnist-cnn/inputs/{'d' * 64}.json")) == theirs
     assert submit("not hex", 1).registered is False  # nothing to point from: still no error
     read = registry.storage.read
 

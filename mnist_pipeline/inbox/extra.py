@@ -121,7 +121,8 @@ def checked(extra_dir: Path, name: str) -> bytes:
     if recorded != hashlib.sha256(data).hexdigest():
         raise DataError(
             f"{extra_dir / name} is not the file the last ingest wrote (checksums.json names "
-            "another): an ingest was interrupted while it replaced the files"
+            "another): an ingest was interrupted while it replaced the files (or an earlier "
+            "release's ingest rewrote them); run `mnist-pipeline ingest`"
         )
     return data
 

@@ -67,7 +67,7 @@ class IngestResult:
             f"ingested {self.counts['train']} train + {self.counts['holdout']} holdout "
             f"labelled digit(s), {len(self.rejected)} refused -> {self.report_path}"
         )
-        refused = (f"refused: {_shown(src)}: {why}" for src, why in self.rejected.items())
+        refused = (f"refused: {_shown(src)}: {_shown(why)}" for src, why in self.rejected.items())
         return "\n".join([line, *refused])
 
 

@@ -3,8 +3,9 @@
 A card carries the fingerprint of the submission that registered it. A later submission with
 another fingerprint whose files turn out identical to a version's (code or params changed in
 ways that did not change the model) registers nothing; its fingerprint is remembered for that
-version in `inputs/<fingerprint>.json` (created once, never changed, signed like a card when a
-signing key is set), so that a caller asking again (a scheduled retraining whose inputs are
+version in `inputs/<fingerprint>.json` (created once, signed like a card when a signing key is
+set; one that is not a valid pointer is replaced by the next registration of those inputs),
+so that a caller asking again (a scheduled retraining whose inputs are
 unchanged since) is told the version instead of producing the same files once more. A pointer
 names its model (inside its signature). One that fails the signature policy, or names another
 model or no intact version, is passed over (the caller trains), and `verify` reports it: a
@@ -21,17 +22,19 @@ from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry import keys
 from mnist_pipeline.registry.card import SIGNATURE_KEY, inputs_of, unsigned
-from mnist_pipeline.registry.signing import well_formed
+from mnist_pipeline.registry.signing import NotSigned, UntrustedKey, well_formed
 
 if TYPE_CHECKING:
     from mnist_pipeline.registry.api import Registry
 
 
 def remember(registry: Registry, version: int, fingerprint: str) -> None:
-    """Record that inputs `fingerprint` produced `version`'s files. A valid pointer there is
-    kept; one that is not (an earlier release's, without its model; unsigned where signatures
-    are required; naming no version) is replaced by compare-and-swap, or every later run with
-    these inputs would train.
+    """Record that inputs `fingerprint` produced `version`'s files. A pointer there is kept,
+    unless it is not one of this model (an earlier release's, without its model), its signature
+    does not verify, or it names no intact version: then this one replaces it by
+    compare-and-swap, or every later run with these inputs would train. One signed by a key
+    this host does not trust, or unsigned where it requires signatures, is kept: another host
+    may trust it.
     Best effort: a store that refuses it (a policy scoped to other keys) or a fingerprint that
     is no SHA-256 leaves the caller's registration as it was, with nothing registered."""
     pointer: dict[str, Any] = {"inputs": fingerprint, "model": registry.name, "version": version}
@@ -45,12 +48,13 @@ def remember(registry: Registry, version: int, fingerprint: str) -> None:
             return
         found = registry.storage.read_document(key)
         try:
-            valid = _pointed(registry, fingerprint) in registry.version_numbers()
-        except StoreError:
-            return
+            named = _pointed(registry, fingerprint)
+        except (StoreError, UntrustedKey, NotSigned):
+            return  # a pointer another host's keys may accept: theirs to keep
         except RegistryError:
-            valid = False
-        if found is not None and not valid:  # this one takes its place
+            named = None  # not a pointer of this model, or a signature that does not verify
+        intact = {number for number, card, _ in registry.catalogue() if card is not None}
+        if found is not None and named not in intact:  # this one takes its place
             registry.storage.swap(key, body, found[1])  # False: another writer's, kept
 
 

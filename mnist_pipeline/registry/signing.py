@@ -93,22 +93,24 @@ def _read_key(path: Path, private: bool) -> Any:
 
 
 def _check_folder(path: Path) -> None:
-    """Refuse a trusted key in a folder any user may write, without the sticky bit (as /tmp
-    has): anyone could delete the file and put their own key in its place (OpenSSH's
-    StrictModes refuses such a folder for authorized_keys)."""
+    """Refuse a trusted key below a folder any user may write, without the sticky bit (as /tmp
+    has): anyone could rename or delete what is in it (the key, a link to it, a folder above
+    it) and put their own key in its place. Every folder above the path as given and above the
+    file it leads to is checked, as OpenSSH's StrictModes checks authorized_keys."""
     if os.name != "posix":
         return
-    folder = Path(os.path.realpath(path)).parent
-    try:
-        mode = stat.S_IMODE(folder.stat().st_mode)
-    except OSError:
-        return  # read a moment ago: it was there
-    if mode & 0o002 and not mode & stat.S_ISVTX:
-        raise RegistryError(
-            f"trusted key {path} is in {folder}, which any user may write (mode {mode:04o}): "
-            f"whoever replaces the key chooses whose signatures this host accepts; run chmod "
-            f"o-w {folder}"
-        )
+    given, target = Path(os.path.abspath(path)), Path(os.path.realpath(path))
+    for folder in dict.fromkeys([*given.parents, *target.parents]):
+        try:
+            mode = stat.S_IMODE(folder.stat().st_mode)
+        except OSError:
+            continue  # read a moment ago: it was there
+        if mode & 0o002 and not mode & stat.S_ISVTX:
+            raise RegistryError(
+                f"trusted key {path} is below {folder}, which any user may write (mode "
+                f"{mode:04o}): whoever replaces what is in it chooses whose signatures this "
+                f"host accepts; run chmod o-w {folder}"
+            )
 
 
 class UntrustedKey(RegistryError):
