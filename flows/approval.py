@@ -30,11 +30,12 @@ from pydantic import Field
 
 from flows.artifacts import best_effort, tag_run
 from flows.notify import tell
+from mnist_pipeline.core.text import printable
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
 from mnist_pipeline.pipeline.approval import Answer, Settled, expire, settle, version_tags
 from mnist_pipeline.registry import Registration, Registry
-from mnist_pipeline.registry.aliases import MAX_ACTOR, MAX_COMMENT, printable
+from mnist_pipeline.registry.aliases import MAX_ACTOR, MAX_COMMENT
 
 POLL_S = 10  # how often a paused run checks whether it was answered
 

@@ -26,11 +26,11 @@ from prefect.runtime import flow_run
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.core.reports import Metrics, ModelCard, Parity, read_report
+from mnist_pipeline.core.text import printable
 from mnist_pipeline.evaluation.gate import accuracy_passes
 from mnist_pipeline.pipeline.card import evidence_lines
 from mnist_pipeline.pipeline.versions import read_card
 from mnist_pipeline.registry import Registry
-from mnist_pipeline.registry.aliases import printable
 
 REPORT_KEY = "mnist-retrain-report"
 PER_CLASS_KEY = "mnist-per-class-metrics"

@@ -20,9 +20,9 @@ from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import TrainParams
+from mnist_pipeline.core.text import printable
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.registry import Registry
-from mnist_pipeline.registry.aliases import printable
 from tests.conftest import REPO_ROOT
 from tests.promotion_helpers import TEST, paired_candidate, write_test_set
 from tests.registry_helpers import stored, writable

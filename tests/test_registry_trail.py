@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.text import printable
 from mnist_pipeline.pipeline import announce
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
-from mnist_pipeline.registry.aliases import printable
 from mnist_pipeline.registry.signing import Signing
 from mnist_pipeline.registry.trail import HASH_KEY, digest
 from tests.registry_helpers import (

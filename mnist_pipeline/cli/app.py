@@ -22,8 +22,8 @@ from mnist_pipeline.cli.data import data_app
 from mnist_pipeline.cli.models import models_app
 from mnist_pipeline.cli.state import CliState, console, state
 from mnist_pipeline.core.errors import EXIT_IO, PipelineError, describe_os_error
+from mnist_pipeline.core.text import printable
 from mnist_pipeline.pipeline import stages
-from mnist_pipeline.registry.aliases import printable
 
 app = typer.Typer(
     help="Train, gate, export and register an MNIST CNN.",

@@ -16,11 +16,11 @@ import typer
 from mnist_pipeline.cli import review
 from mnist_pipeline.cli.state import console, state, user_name
 from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.text import printable
 from mnist_pipeline.inbox import dvc_claim, pending, review_shared, sync, tracked
 from mnist_pipeline.inbox import store as inbox
 from mnist_pipeline.inbox.seen import check_not_lost
 from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable, open_shared
-from mnist_pipeline.registry.aliases import printable
 
 data_app = typer.Typer(
     help="Labelled digits users add (data/extra/<digit>/), and those awaiting review "

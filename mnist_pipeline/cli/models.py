@@ -17,6 +17,7 @@ from mnist_pipeline.cli.restart import restart_aliases
 from mnist_pipeline.cli.state import existing_registry, state
 from mnist_pipeline.core.errors import PipelineError, RegistryError
 from mnist_pipeline.core.reports import ModelCard, parse_report
+from mnist_pipeline.core.text import printable
 from mnist_pipeline.pipeline import announce, stages
 from mnist_pipeline.pipeline.approval import Answer, resume_waiting
 from mnist_pipeline.pipeline.card import summary_lines
@@ -24,7 +25,7 @@ from mnist_pipeline.pipeline.register import require_promotable
 from mnist_pipeline.pipeline.register import verify as verify_versions
 from mnist_pipeline.pipeline.versions import ONNX_FILE
 from mnist_pipeline.registry import GRACE_S, LostAliases, Registry, UntrustedAliases, keys
-from mnist_pipeline.registry.aliases import PRODUCTION, STAGING, printable
+from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
 from mnist_pipeline.registry.registration import AliasMoved
 
 models_app = typer.Typer(

@@ -30,6 +30,7 @@ from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import IngestParams
 from mnist_pipeline.core.regular_file import FileTooLarge, read_regular
 from mnist_pipeline.core.reports import IngestReport
+from mnist_pipeline.core.text import printable
 from mnist_pipeline.data import idx
 from mnist_pipeline.data.preprocess import MAX_PIXELS, ImageError, preprocess_bytes
 from mnist_pipeline.inbox import events as inbox_events
@@ -67,14 +68,10 @@ class IngestResult:
             f"ingested {self.counts['train']} train + {self.counts['holdout']} holdout "
             f"labelled digit(s), {len(self.rejected)} refused -> {self.report_path}"
         )
-        refused = (f"refused: {_shown(src)}: {_shown(why)}" for src, why in self.rejected.items())
+        refused = (
+            f"refused: {printable(src)}: {printable(why)}" for src, why in self.rejected.items()
+        )
         return "\n".join([line, *refused])
-
-
-def _shown(name: str) -> str:
-    """A file name as printed: control characters and undecodable bytes as escapes, so a name
-    cannot fake a line of output or drive the terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 def _misplaced(path: Path, folder: Path) -> str:

@@ -16,9 +16,10 @@ import sys
 from typing import Any
 
 from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.text import printable
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.registry import Registration, Registry, default_actor
-from mnist_pipeline.registry.aliases import MAX_ACTOR, printable
+from mnist_pipeline.registry.aliases import MAX_ACTOR
 
 REGISTERED = "mnist.model.registered"
 MOVED = "mnist.alias.moved"

@@ -20,7 +20,6 @@ replace the document by compare-and-swap and retry on conflict.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from typing import Any
 
 from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.text import CONTROL, UNDECODED
 from mnist_pipeline.registry import trail
 from mnist_pipeline.registry.keys import REF_VERSION_RE, check_alias
 
@@ -49,24 +49,16 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-# Control characters, and the invisible ones that break or reorder a line (line and paragraph
-# separators, zero-width and bidirectional marks, the byte-order mark).
-_CONTROL = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]"
-)
-_UNDECODED = re.compile("[\ud800-\udfff]")  # surrogates: bytes Python could not decode
-
-
 def check_text(value: str, what: str, limit: int) -> str:
     """`value` if it is one line of at most `limit` printable characters (an audit trail's actor
     or comment: a newline would read as two events, an escape sequence reach a terminal)."""
-    undecoded = _UNDECODED.search(value)
+    undecoded = UNDECODED.search(value)
     if undecoded:  # a byte the terminal's encoding could not decode (os.fsdecode's escape)
         raise RegistryError(
             f"the {what} holds a byte that is not UTF-8 ({undecoded.group()!r} at "
             f"{undecoded.start()}): give one line of printable text in UTF-8"
         )
-    found = _CONTROL.search(value)
+    found = CONTROL.search(value)
     if found:
         raise RegistryError(
             f"the {what} holds a control character ({found.group()!r} at {found.start()}): "
@@ -75,13 +67,6 @@ def check_text(value: str, what: str, limit: int) -> str:
     if len(value) > limit:
         raise RegistryError(f"the {what} is {len(value):,} characters long, more than {limit:,}")
     return value
-
-
-def printable(text: str) -> str:
-    """`text` with each control character (and undecodable byte) written as its escape (\\n,
-    \\x1b, \\udce9), for display."""
-    escape = lambda found: repr(found.group())[1:-1]  # noqa: E731
-    return _UNDECODED.sub(escape, _CONTROL.sub(escape, text))
 
 
 def checked_actor(actor: str | None) -> str | None:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.text import printable
 from mnist_pipeline.registry.card import SIGNATURE_KEY, canonical
 from mnist_pipeline.registry.signing import Signing, UntrustedKey
 
@@ -48,7 +49,7 @@ def default_actor() -> str:
     except (KeyError, OSError):  # no USER/LOGNAME and no passwd entry (some containers)
         return "user:unknown"
     # a login name that is not UTF-8 (or holds a control character): escaped, not stored as is
-    return "user:" + "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+    return "user:" + printable(name)
 
 
 def digest(event: Any) -> str:
