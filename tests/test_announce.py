@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -39,6 +40,43 @@ def test_a_failed_emit_is_a_warning_not_an_error(
     assert "could not emit mnist.alias.moved for m: server unreachable" in caplog.text
     monkeypatch.setattr(announce, "server_configured", lambda: None)
     assert announce.emit(announce.MOVED, "m", {}) is False  # no API: nothing to tell
+
+
+def test_events_are_told_from_the_registration_and_one_card_read(
+    registry, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no API nothing is read from the store; with one, the payloads name the version's
+    accuracy (its card) and the alias it replaced (the trail's event the registration kept)."""
+    from mnist_pipeline.pipeline.register import register_candidate
+    from tests.registry_helpers import PARAMS
+
+    first = register_candidate(registry, make(1, accuracy=0.95), PARAMS)
+    second = register_candidate(registry, make(2, accuracy=0.99), PARAMS)
+    assert second.event is not None and second.event["previous"] == 1
+    reads, sent = [], []
+    for name in ("read", "list", "read_document"):
+        real = getattr(registry.storage, name)
+        monkeypatch.setattr(
+            registry.storage, name, lambda *a, real=real: reads.append(a) or real(*a)
+        )
+    monkeypatch.setattr(announce, "emit", lambda *event: sent.append(event) or True)
+    monkeypatch.setattr(announce, "server_configured", lambda: None)
+    announce.registered(registry, second, "user:eve")
+    assert announce.moved(registry, "staging", 1, None, "user:eve") is False
+    assert reads == [] and sent == []
+    monkeypatch.setattr(announce, "server_configured", lambda: "http://127.0.0.1:9/api")
+    announce.registered(registry, second, "user:eve")
+    payload = {"version": 2, "alias": "production", "previous": 1, "accuracy": 0.99}
+    payload["actor"] = "user:eve"
+    assert sent == [
+        (announce.REGISTERED, "mnist-cnn", payload),
+        (announce.MOVED, "mnist-cnn", payload),
+    ]
+    assert len(reads) == 1  # the card, by number
+    sent.clear()
+    announce.registered(registry, replace(first, event=None), "user:eve")  # the store went down
+    assert [event for event, *_ in sent] == [announce.REGISTERED]
+    assert sent[0][2]["previous"] is None and sent[0][2]["accuracy"] == 0.95
 
 
 def stored_events(api_url: str) -> list[dict]:

@@ -320,6 +320,28 @@ def test_unknown_refs_list_what_exists(registry: Registry, make) -> None:
             registry.card(signed)
 
 
+def test_a_version_number_is_read_without_listing_the_versions(
+    registry: Registry, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One request for a card by number (each is a round trip on object storage); an alias
+    needs the listing, and so does the error for a version that is not there."""
+    register_candidate(registry, make(1), PARAMS)
+    storage, listed = registry.storage, []
+    real_list = storage.list
+
+    def listing(prefix: str) -> list[str]:
+        listed.append(prefix)
+        return real_list(prefix)
+
+    monkeypatch.setattr(storage, "list", listing)
+    assert registry.card(1)["version"] == 1 and registry.card_with_bytes("v1")[0]["version"] == 1
+    assert registry.read_file("1", "model.onnx") == make(1).onnx.read_bytes()
+    assert listed == []
+    assert registry.card("production")["version"] == 1 and listed
+    with pytest.raises(RegistryError, match=r"unknown version 'v2' of mnist-cnn; versions: 1"):
+        registry.card("v2")
+
+
 def test_a_description_is_sealed_as_it_is_stored(registry: Registry) -> None:
     """Keys that JSON turns into strings (here ints, which sort differently as strings) must not
     make a version fail its own seal; a value JSON cannot hold is refused, nothing stored."""

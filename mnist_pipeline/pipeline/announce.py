@@ -15,7 +15,6 @@ import os
 import sys
 from typing import Any
 
-from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.core.text import printable
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.registry import Registration, Registry, default_actor
@@ -70,43 +69,31 @@ def emit(event: str, model_name: str, payload: dict[str, Any]) -> bool:
         return False
 
 
-def _accuracy(registry: Registry, version: int) -> float | None:
+def _payload(registry: Registry, alias: str, version: int, previous: int | None) -> dict[str, Any]:
+    """An event's payload but its actor: the move, and the version's accuracy from its card."""
     try:
-        return float(registry.card(version)["metrics"]["accuracy"])
+        accuracy: float | None = float(registry.card(version)["metrics"]["accuracy"])
     except Exception:  # a damaged or foreign card: the event says so by a null
-        return None
+        accuracy = None
+    return {"version": version, "alias": alias, "previous": previous, "accuracy": accuracy}
 
 
 def moved(registry: Registry, alias: str, version: int, previous: int | None, actor: str) -> bool:
-    """Tell the Prefect API that `alias` moved from `previous` to `version`."""
-    payload = {
-        "version": version,
-        "alias": alias,
-        "previous": previous,
-        "accuracy": _accuracy(registry, version),
-        "actor": actor,
-    }
+    """Tell the Prefect API that `alias` moved from `previous` to `version` (with no API
+    configured, nothing: the card is not read either)."""
+    if not server_configured():
+        return False
+    payload = _payload(registry, alias, version, previous) | {"actor": actor}
     return emit(MOVED, registry.name, payload)
 
 
 def registered(registry: Registry, registration: Registration, actor: str) -> None:
     """Tell the Prefect API about a new version and the alias it got (nothing when no version
-    was stored)."""
-    if not registration.registered:
+    was stored, or no API is configured)."""
+    if not registration.registered or not server_configured():
         return
-    try:
-        events = registry.alias_log()["events"]
-    except (OSError, RegistryError):  # the store down since the commit: no previous to name
-        events = []
-    mine = [e for e in events if e.get("action") == "register"]
-    found = next((e for e in reversed(mine) if e.get("version") == registration.version), {})
-    previous = found.get("previous")
-    payload = {
-        "version": registration.version,
-        "alias": registration.alias,
-        "previous": previous,
-        "accuracy": _accuracy(registry, registration.version),
-        "actor": actor,
-    }
+    found = registration.event or {}  # the trail's event: none if the store went down
+    version, alias = registration.version, registration.alias
+    payload = _payload(registry, alias, version, found.get("previous")) | {"actor": actor}
     if emit(REGISTERED, registry.name, payload) and found:
-        moved(registry, registration.alias, registration.version, previous, actor)
+        emit(MOVED, registry.name, payload)

@@ -90,12 +90,20 @@ class Registry:
 
     def card(self, ref: str | int) -> dict[str, Any]:
         """The card of a version number ("3", "v3") or alias."""
-        return self._card(self.version_of(ref))
+        return self.card_with_bytes(ref)[0]
 
     def card_with_bytes(self, ref: str | int) -> tuple[dict[str, Any], bytes]:
         """The card of `ref`, checked as `card` checks it, and the stored bytes it was read from
-        (to hand on unchanged: they are what its seal and signature were made over)."""
-        return self._read_card(self.version_of(ref))
+        (to hand on unchanged: they are what its seal and signature were made over). A version
+        number is read without listing the versions first (one request, not two); only a card
+        that is not there lists them, to say which exist."""
+        named = keys.parse_ref(ref)
+        if not isinstance(named, int):
+            return self._read_card(self.version_of(named))
+        data = self.storage.read(keys.card_key(self.name, named))
+        if data is None:
+            self.version_of(ref)  # unknown: the error lists the versions there are
+        return self._checked_card(named, data)
 
     def signature(self, card: dict[str, Any]) -> dict[str, str] | None:
         """A card's signature, {"key_id", "ed25519"} (None: unsigned), wherever it is stored;
@@ -109,7 +117,7 @@ class Registry:
 
     def read_file(self, ref: str | int, relpath: str) -> bytes:
         """A version's file, after checking its SHA-256 against the card."""
-        return self.read_file_of(self._card(self.version_of(ref)), relpath)
+        return self.read_file_of(self.card(ref), relpath)
 
     def read_file_of(self, card: dict[str, Any], relpath: str) -> bytes:
         """A file of the version `card` describes (as `card_with_bytes` gave it), after checking
@@ -123,8 +131,8 @@ class Registry:
     def fetch(self, ref: str | int, relpath: str, cache: Path | None = None) -> Path:
         """A verified local copy of a version's file, in a cache keyed by its SHA-256 (the copy
         is re-hashed on every call; a damaged one is replaced)."""
-        version = self.version_of(ref)
-        expected = self._card(version)["files"].get(relpath)
+        card = self.card(ref)
+        version, expected = int(card["version"]), card["files"].get(relpath)
         if expected is None:
             raise RegistryError(f"{self.name} v{version} has no file {relpath!r}")
         return verified_copy(

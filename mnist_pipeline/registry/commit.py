@@ -240,6 +240,7 @@ def _apply_decision(
         aliases=() if state is None else tuple(state.aliases_of(version)),
         champion=submission.decision.champion,
         warning=warning,
+        event=event,
     )
 
 

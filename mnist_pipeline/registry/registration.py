@@ -80,6 +80,8 @@ class Registration:
     warning: str | None = None  # committed, but the alias document could not be updated
     registered: bool = True  # False: an existing version already held this (see `reason`)
     pending: str | None = None  # an alias its decision holds back until a person approves it
+    # the audit trail's event that gave the new version its alias (None: none was recorded)
+    event: Mapping[str, Any] | None = None
 
     def summary(self) -> str:
         if not self.registered:
