@@ -295,6 +295,19 @@ def test_checkpoint_of_other_training_code_is_not_resumed(
     assert "different training code; starting fresh" in capsys.readouterr().err
 
 
+def test_checkpoint_of_another_pytorch_release_is_not_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Interrupted, then PyTorch upgraded: its kernels may give other weights, so the old
+    release's state is not carried on."""
+    layout = project(tmp_path / "upgraded")
+    interrupted(monkeypatch, 2, params(), layout)
+    monkeypatch.setattr(torch, "__version__", "99.0.0")
+    result = train(MODEL, params(), layout)
+    assert result.resumed_from == 0 and result.epochs_run == 3
+    assert "different torch (" in capsys.readouterr().err
+
+
 def test_failed_run_leaves_previous_outputs(
     tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,10 +1,10 @@
 """Per-epoch training checkpoints: what they hold, and writing and reading them safely.
 
 A checkpoint holds the model, optimizer and scheduler states, the RNG states, the history so far
-and an `identity` (the params, dataset, training code and precision it was made with). It is
-written atomically after every epoch; `load` returns it only when its identity matches the
-current run, so a run resumes exactly where an identical run stopped and never from another
-run's state.
+and an `identity` (the params, dataset, training code, precision and PyTorch release it was
+made with). It is written atomically after every epoch; `load` returns it only when its
+identity matches the current run, so a run resumes exactly where an identical run stopped and
+never from another run's state.
 """
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ def _changed(made: dict[str, Any], identity: dict[str, Any]) -> list[str]:
         changed.append("extra data")
     if made.get("code_sha256") != identity.get("code_sha256"):
         changed.append("training code")
-    if made.get("precision") != identity.get("precision"):
-        changed.append(f"precision ({made.get('precision')} -> {identity.get('precision')})")
+    for name in ("precision", "torch"):
+        if made.get(name) != identity.get(name):
+            changed.append(f"{name} ({made.get(name)} -> {identity.get(name)})")
     return changed
 
 

@@ -87,7 +87,8 @@ def history_csv(history: list[dict[str, float]], columns: tuple[str, ...] = HIST
 def identity(fingerprint: dict[str, Any], precision: str) -> dict[str, Any]:
     """What makes two runs the same run (a checkpoint resumes only its own): the dotted params
     that shape the weights, the data and the training code, from the run's inputs fingerprint,
-    and the precision `train.precision` resolved to here."""
+    the precision `train.precision` resolved to here, and the PyTorch release (its kernels may
+    give other weights: an upgrade resumes nothing)."""
     flat = {
         f"{name}.{key}": value
         for name, keys in fingerprint["params"].items()
@@ -99,6 +100,7 @@ def identity(fingerprint: dict[str, Any], precision: str) -> dict[str, Any]:
         "extra_sha256": fingerprint["extra_sha256"],
         "code_sha256": fingerprint["code_sha256"],
         "precision": precision,
+        "torch": str(torch.__version__),  # TorchVersion is not loadable with weights_only
     }
 
 
