@@ -26,6 +26,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 from pydantic import StrictFloat, StrictInt
 
+from flows.api_errors import api_errors
 from flows.approval import await_approval
 from flows.artifacts import (
     best_effort,
@@ -272,7 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with one_line_errors():  # Prefect logs a failed run's traceback; the error ends it once
         load_params(Path(args.params))  # a bad params file: told before a server starts
-        retrain(force=args.force, isolated=False, params_file=args.params)
+        with api_errors():
+            retrain(force=args.force, isolated=False, params_file=args.params)
 
 
 if __name__ == "__main__":

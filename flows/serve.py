@@ -41,10 +41,12 @@ from prefect.deployments.runner import DeploymentApplyError
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.schedules import Cron
 
+from flows.api_errors import api_errors
 from flows.retrain import retrain
 from flows.sweep import sweep
 from mnist_pipeline.core.errors import one_line_errors
 from mnist_pipeline.core.params import Params, load_params
+from mnist_pipeline.core.service_params import TRIAL_DEPLOYMENT_NAME
 from mnist_pipeline.core.validators import check_cron
 from mnist_pipeline.inbox.events import inbox_trigger, server_configured
 from mnist_pipeline.serving.drift_event import drift_trigger
@@ -86,7 +88,7 @@ def trial_options(workdir: str, params_file: str) -> dict[str, Any]:
     workers' own limits bound it; `main` adds one when this process runs them); a run trains and
     registers nothing unless told."""
     return {
-        "name": "trial",
+        "name": TRIAL_DEPLOYMENT_NAME,
         "parameters": {"workdir": workdir, "params_file": params_file, "trial": True},
         "description": "A sweep's trial: train one config and report its validation accuracy.",
         "tags": ["mnist", "sweep"],
@@ -159,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
         # Stopping this process (a host restart) must not pause the schedule (Prefect's default
         # would, PrefectHQ/prefect#16363); pause on purpose with
         # `prefect deployment schedule pause`.
-        serve(*(f.to_deployment(**o) for f, _, o in deployments), pause_on_shutdown=False)
+        with one_line_errors(), api_errors():
+            serve(*(f.to_deployment(**o) for f, _, o in deployments), pause_on_shutdown=False)
         return
     for served, entrypoint, served_options in deployments:
         # Workers run the flow from this checkout (a set_working_directory pull step).

@@ -34,6 +34,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from pydantic import StrictFloat
 
+from flows.api_errors import api_errors
 from flows.child_runs import NotFinished, cancel_unfinished, wait_all, wait_registering
 from flows.trials import read_trial
 from mnist_pipeline.core.errors import (
@@ -44,6 +45,7 @@ from mnist_pipeline.core.errors import (
 )
 from mnist_pipeline.core.params_file import MAX_BYTES
 from mnist_pipeline.core.regular_file import read_regular
+from mnist_pipeline.core.service_params import TRIAL_DEPLOYMENT_NAME
 from mnist_pipeline.core.yaml_text import describe_yaml_error, load_yaml_strict
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline.sweep import (
@@ -54,7 +56,7 @@ from mnist_pipeline.pipeline.sweep import (
     summary_lines,
 )
 
-TRIAL_DEPLOYMENT = "mnist-retrain/trial"
+TRIAL_DEPLOYMENT = f"mnist-retrain/{TRIAL_DEPLOYMENT_NAME}"
 
 
 def check_deployments(client: SyncPrefectClient, names: list[str]) -> None:
@@ -136,7 +138,10 @@ def sweep(
     a path each child reads in its own project folder) as child runs of `trial_deployment`,
     then retrain and register the best by validation accuracy through `register_deployment`
     (default: the retraining deployment `schedule.deployment_name` names). `timeout_s` bounds
-    each wait: the trials', then the registering run's. Fails when the grid,
+    each wait: the trials', then the registering run's. `workdir` is only where the grid is
+    checked before any child starts (and the registering deployment's name read): the
+    children run in their deployments' own folders, which should hold the same `params_file`.
+    Fails when the grid,
     `timeout_s` or a deployment is bad (before any child starts), when no trial succeeded, or
     when the registering run fails."""
     checked = check_grid(grid, Path(workdir).resolve() / params_file)  # before any child
@@ -254,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
                 "no Prefect API configured (set PREFECT_API_URL): a sweep starts runs of the "
                 "deployments on a Prefect server"
             )
-        sweep(grid=grid, params_file=args.params)
+        with api_errors():
+            sweep(grid=grid, params_file=args.params)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,9 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("parity:\n  batch_sizes: [0, -1]\n", ["parity.batch_sizes.0", "greater than or"]),
         ("schedule:\n  concurrency_limit: 3\n  keep_runs: 2\n", ["keep_runs (2) must be >="]),
         ("schedule:\n  notify_block: slack\n", ["schedule.notify_block", "pattern"]),
+        # Prefect's block names: lowercase, digits and dashes (a run would only log the typo)
+        ("schedule:\n  notify_block: custom-webhook/Foo_Bar\n", ["schedule.notify_block"]),
+        ("schedule:\n  deployment_name: trial\n", ["sweep's trial deployment of the same flow"]),
         ("schedule:\n  collision_strategy: DROP\n", ["schedule.collision_strategy", "ENQUEUE"]),
         ('schedule:\n  cron: "61 3 * * 1"\n', ["schedule.cron", "minute field: '61'"]),
         ('schedule:\n  cron: "0 3 * * funday"\n', ["schedule.cron", "day of week"]),

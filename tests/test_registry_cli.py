@@ -108,9 +108,11 @@ def test_register_list_show_resolve_promote_rollback_verify(workdir: Path) -> No
     )
     assert "prodution" not in models(workdir, "history", "--json").stdout
     for bad in ("", "A", "a/b", "v3"):  # no flag makes these valid: never "add --new-alias"
-        refused = models(workdir, "promote", "2", "--alias", bad)
-        assert isinstance(refused.exception, RegistryError)
-        assert str(refused.exception).startswith(f"invalid alias {bad!r}"), refused.exception
+        for command in (("promote", "2"), ("rollback",)):  # a usage error, as a bad VERSION
+            refused = models(workdir, *command, "--alias", bad)
+            assert refused.exit_code == 2, refused.output
+            assert "Invalid value for '--alias': invalid alias" in refused.output
+            assert repr(bad) in refused.output
     created = models(workdir, "promote", "2", "--alias", "canary", "--new-alias")
     assert created.exit_code == 0 and "canary: nothing -> v2" in created.output
     assert models(workdir, "verify").exit_code == 0

@@ -1,21 +1,36 @@
-"""`python -m flows.serve`: bad options and an unreachable server are one line and an exit code,
-never a traceback, and nothing is deployed."""
+"""`python -m flows.serve` (and `flows.retrain`, `flows.sweep`): bad options and an unreachable
+server are one line and an exit code, never a traceback, and nothing is deployed or run."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import httpx
+import pytest
+
+from flows.api_errors import api_errors
+from mnist_pipeline.core.errors import PipelineError
 from tests.conftest import REPO_ROOT
 from tests.process_helpers import free_port
 
 
 def serve(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return script("serve", *args, **env)
+
+
+def script(name: str, *args: str, cwd: Path = REPO_ROOT, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "flows.serve", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **env},
+        [sys.executable, "-m", f"flows.{name}", *args],
+        cwd=cwd,
+        env={
+            **os.environ,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PYTHONPATH": str(REPO_ROOT),
+            **env,
+        },
         capture_output=True,
         text=True,
         timeout=180,
@@ -46,3 +61,43 @@ def test_without_a_prefect_server_nothing_is_served() -> None:
     assert done.stderr.startswith("error: no Prefect API configured (set PREFECT_API_URL")
     assert len(done.stderr.strip().splitlines()) == 1
     assert "Starting temporary server" not in done.stdout + done.stderr
+
+
+def test_every_flow_script_names_an_api_it_cannot_reach_in_one_line(tiny_workdir: Path) -> None:
+    """Serving the deployments, one retraining run and a sweep, each with the API down: one
+    line naming it, exit status 1, and nothing run in the project."""
+    api = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    (tiny_workdir / "grid.yaml").write_text("- {train.learning_rate: 0.002}\n")
+    before = sorted(tiny_workdir.rglob("*"))
+    env = {"PREFECT_API_URL": api, "PREFECT_CLIENT_MAX_RETRIES": "0"}
+    for name, args in (
+        ("serve", ("--workdir", str(tiny_workdir))),
+        ("retrain", ()),
+        ("sweep", ("grid.yaml",)),
+    ):
+        done = script(name, *args, cwd=tiny_workdir, **env)
+        assert done.returncode == 1, (name, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in done.stderr, (name, done.stderr)
+        assert lines[0].startswith(f"error: cannot reach the Prefect API at {api} "), lines
+    assert sorted(tiny_workdir.rglob("*")) == before
+
+
+def test_only_the_apis_own_http_errors_are_told_as_unreachable() -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api = "http://127.0.0.1:4200/api"
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        told_apart(api)
+
+
+def told_apart(api: str) -> None:
+    refused = httpx.ConnectError("refused", request=httpx.Request("GET", f"{api}/health"))
+    told = f"^cannot reach the Prefect API at {api} .*: refused"
+    with pytest.raises(PipelineError, match=told), api_errors():
+        raise refused
+    webhook = httpx.ConnectError("down", request=httpx.Request("POST", "http://hooks.test/x"))
+    with pytest.raises(httpx.ConnectError), api_errors():
+        raise webhook  # a notification's server, not the API: as it was
+    with pytest.raises(RuntimeError, match="^something else$"), api_errors():
+        raise RuntimeError("something else")

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mnist_pipeline.cli.keys import keygen
-from mnist_pipeline.cli.registry_options import Actor, Comment, version_argument
+from mnist_pipeline.cli.registry_options import Actor, Comment, alias_option, version_argument
 from mnist_pipeline.cli.restart import restart_aliases
 from mnist_pipeline.cli.state import existing_registry, state
 from mnist_pipeline.core.errors import PipelineError, RegistryError
@@ -24,7 +24,7 @@ from mnist_pipeline.pipeline.card import summary_lines
 from mnist_pipeline.pipeline.register import require_promotable
 from mnist_pipeline.pipeline.register import verify as verify_versions
 from mnist_pipeline.pipeline.versions import ONNX_FILE
-from mnist_pipeline.registry import GRACE_S, LostAliases, Registry, UntrustedAliases, keys
+from mnist_pipeline.registry import GRACE_S, LostAliases, Registry, UntrustedAliases
 from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
 from mnist_pipeline.registry.registration import AliasMoved
 
@@ -166,9 +166,7 @@ def history(
 def promote(
     ctx: typer.Context,
     version: Annotated[int, version_argument("Version to promote: 3 or v3.")],
-    alias: Annotated[
-        str, typer.Option("--alias", metavar="ALIAS", help="Alias to point at it.")
-    ] = PRODUCTION,
+    alias: Annotated[str, alias_option("Alias to point at it.")] = PRODUCTION,
     comment: Comment = None,
     actor: Actor = None,
     new_alias: Annotated[
@@ -177,7 +175,6 @@ def promote(
 ) -> None:
     """Point an alias (default production) at a version."""
     registry, actor = existing_registry(ctx), _actor(actor)
-    keys.check_alias(alias)  # a name no flag makes valid is refused as such, not as unknown
     if alias not in (PRODUCTION, STAGING) and not new_alias:
         existing = registry.aliases()
         if alias not in existing:  # a typo, most likely: it would stay in the audit trail
@@ -195,9 +192,7 @@ def promote(
 @models_app.command("rollback")
 def rollback(
     ctx: typer.Context,
-    alias: Annotated[
-        str, typer.Option("--alias", metavar="ALIAS", help="Alias to roll back.")
-    ] = PRODUCTION,
+    alias: Annotated[str, alias_option("Alias to roll back.")] = PRODUCTION,
     comment: Comment = None,
     actor: Actor = None,
 ) -> None:

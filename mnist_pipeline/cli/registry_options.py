@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import keys
 
 Comment = Annotated[
@@ -33,3 +34,16 @@ def version_number(text: str) -> int:
 def version_argument(help_text: str) -> Any:
     """A VERSION argument given as 3 or v3."""
     return typer.Argument(metavar="VERSION", parser=version_number, help=help_text)
+
+
+def alias_name(text: str) -> str:
+    """An ALIAS as the registry takes one; a usage error (exit 2) otherwise, as for VERSION."""
+    try:
+        return keys.check_alias(text)
+    except RegistryError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def alias_option(help_text: str) -> Any:
+    """The --alias option, checked when the command line is read."""
+    return typer.Option("--alias", metavar="ALIAS", parser=alias_name, help=help_text)

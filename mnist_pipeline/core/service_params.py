@@ -20,6 +20,8 @@ DRIFT_CHANCE_SEEN = 45.0
 DRIFT_CHANCE = 50.0
 MIN_DRIFT_WINDOW = 200
 MAX_DRIFT_WINDOW = 100_000
+# the sweep's trial deployment of the retraining flow (flows/serve.py, prefect.yaml)
+TRIAL_DEPLOYMENT_NAME = "trial"
 
 
 class Section(BaseModel):
@@ -89,8 +91,9 @@ class ScheduleParams(Section):
     collision_strategy: Literal["ENQUEUE", "CANCEL_NEW"] = "ENQUEUE"
     # Run folders (runs/<flow run>/) kept; older ones are deleted when a run starts.
     keep_runs: int = Field(default=10, ge=1)
-    # A Prefect notification block ("block-type/block-name") told about every failed run.
-    notify_block: str | None = Field(default=None, pattern=r"^[a-z0-9-]+/[A-Za-z0-9._-]+$")
+    # A Prefect notification block ("block-type/block-name") told about every failed run;
+    # Prefect names blocks with lowercase letters, digits and dashes only.
+    notify_block: str | None = Field(default=None, pattern=r"^[a-z0-9-]+/[a-z0-9-]+$")
     # `data add` with a Prefect server: this many new labelled digits start a retraining run.
     min_new_images: int = Field(default=10, ge=1)
 
@@ -107,6 +110,16 @@ class ScheduleParams(Section):
     @classmethod
     def _cron(cls, value: str) -> str:
         return check_cron(value)
+
+    @field_validator("deployment_name")
+    @classmethod
+    def _not_the_trials(cls, value: str) -> str:
+        if value == TRIAL_DEPLOYMENT_NAME:
+            raise ValueError(
+                f"{value!r} is the name of the sweep's trial deployment of the same flow "
+                "(flows/serve.py): one would replace the other"
+            )
+        return value
 
     @field_validator("timezone")
     @classmethod
