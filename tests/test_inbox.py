@@ -258,6 +258,41 @@ def test_pending_new_images_are_counted_and_kept_when_the_server_is_down(tmp_pat
     assert inbox_events.read_pending(folder) == 0  # unreadable: counting starts again
 
 
+def test_prefect_settings_it_refuses_leave_the_images_stored_and_say_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PREFECT_* variable Prefect refuses failed `data add` and `data accept` with a
+    traceback after the images were stored; now they are, and a warning says they were not
+    counted for the trigger."""
+    from mnist_pipeline.inbox import events as inbox_events
+
+    def refused() -> str:
+        raise ValueError("1 validation error for Settings\napi.request_timeout\n  not a number")
+
+    monkeypatch.setattr(inbox_events, "server_configured", refused)
+    folder = tmp_path / "data" / "extra"
+    told = inbox_events.note_added(folder, 2, {}, min_new=3, model_name="m")
+    assert told == (
+        "warning: 2 new image(s) not counted for the retraining trigger: 1 validation error "
+        "for Settings; api.request_timeout; not a number"
+    )
+    image = str(draw_digit(tmp_path / "d.png", 5))
+    (tmp_path / "params.yaml").write_text("{}\n")
+    added = CliRunner().invoke(app, ["--root", str(tmp_path), "data", "add", "--label", "5", image])
+    assert added.exit_code == 0 and "not counted for the retraining trigger" in added.output
+    assert [e.label for e in inbox.entries(folder)] == [5]
+
+
+def test_a_link_loop_named_for_removal_is_no_image(tmp_path: Path) -> None:
+    folder = tmp_path / "extra"
+    added = inbox.add_file(folder, draw_digit(tmp_path / "mine.png", 5), 5)
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(DataError, match="no image"):
+        inbox.remove(folder, [str(loop)])
+    assert inbox.entries(folder) == [added.entry]
+
+
 def test_an_image_is_removed_by_the_users_own_copy(tmp_path: Path) -> None:
     folder = tmp_path / "extra"
     mine = draw_digit(tmp_path / "mine.png", 5)

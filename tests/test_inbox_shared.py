@@ -75,9 +75,59 @@ def test_a_removal_elsewhere_takes_only_the_label_it_removed(location: str, tmp_
     assert "`data add --label 3 FILE` with a copy of it publishes it" in warning
     assert shared.record(five.sha256) is None  # not published back by the sync
     assert sync.sync(shared, a, "test").deleted_here == []  # and kept at the next one
-    fresh = tmp_path / "c" / "extra"  # a host that never saw it, from a snapshot: the marker's
-    store.add(fresh, image, "old.png", 3)  # labels may be an earlier removal's, so all go
-    assert sync.sync(shared, fresh, "test").deleted_here == [five.sha256] and labels(fresh) == []
+    fresh = tmp_path / "c" / "extra"  # a host that never saw it: the marker names what went
+    for label in (3, 5):  # copied in by hand under two labels
+        (fresh / str(label)).mkdir(parents=True)
+        (fresh / str(label) / "x.png").write_bytes(image)
+    done = sync.sync(shared, fresh, "test")
+    assert done.deleted_here == [five.sha256] and labels(fresh) == [(3, five.sha256)]
+    assert "labelled 5 there); the copy labelled 3 here was never there" in done.warnings[0]
+
+
+def test_a_removal_marker_names_every_label_removed(location: str, tmp_path: Path) -> None:
+    """Removed as 3, then (its marker not cleared) as 5: a host that never saw it deletes
+    both; a marker that cannot be read deletes nothing and is replaced by the next removal."""
+    from mnist_pipeline.inbox import removals
+
+    shared = SharedInbox(location)
+    sha = hashlib.sha256(digit(tmp_path, 1)).hexdigest()
+    removals.remember(shared, sha, [3])
+    removals.remember(shared, sha, [5, 3])
+    removals.remember(shared, sha, [5])  # nothing new: left as it is
+    assert removals.removed_labels(shared, sha) == {3, 5}
+    fresh = tmp_path / "c" / "extra"
+    for label in (3, 5, 7):  # copied in by hand under three labels
+        (fresh / str(label)).mkdir(parents=True)
+        (fresh / str(label) / "x.png").write_bytes(digit(tmp_path, 1))
+    done = sync.sync(shared, fresh, "test")
+    assert done.deleted_here == [sha] and labels(fresh) == [(7, sha)] and not done.published
+    shared.storage.swap(
+        removals.key(sha), b"[" * 100_000, shared.storage.read_document(removals.key(sha))[1]
+    )  # damaged, and nested too deep for json.loads
+    assert removals.removed_labels(shared, sha) == set()
+    done = sync.sync(shared, fresh, "test")  # nothing known removed: kept, and not published
+    assert labels(fresh) == [(7, sha)] and not done.published and not done.problems
+    assert "(its marker unreadable)" in done.warnings[0]
+    removals.remember(shared, sha, [7])
+    assert removals.removed_labels(shared, sha) == {7}
+
+
+def test_an_image_the_store_lost_is_kept_and_reported_not_deleted(
+    location: str, tmp_path: Path
+) -> None:
+    """Host b saw the image; its record goes from the store without `data remove` (deleted by
+    hand, a lifecycle rule): b keeps its copy and says so, until it is removed or added again."""
+    shared = SharedInbox(location)
+    a, b = tmp_path / "a" / "extra", tmp_path / "b" / "extra"
+    added = sync.add(shared, a, digit(tmp_path, 1), "one.png", 3, "test").entry
+    assert sync.sync(shared, b, "test").downloaded == [added.sha256]
+    shared.storage.delete(f"{LABELS}{added.sha256}.json")  # not a removal: no marker first
+    done = sync.sync(shared, b, "test")
+    assert done.deleted_here == [] and labels(b) == [(3, added.sha256)]
+    assert "gone from it without a removal" in done.problems[added.sha256]
+    assert "`data add --label 3` the copy" in done.problems[added.sha256]
+    sync.remove(shared, a, [added.sha256])  # removed on purpose: now it goes everywhere
+    assert sync.sync(shared, b, "test").deleted_here == [added.sha256] and labels(b) == []
 
 
 def test_a_store_named_two_ways_is_one_store_to_a_host(

@@ -133,7 +133,11 @@ def note_added(
     if not new:
         return None  # nothing to count
     count = count_here(inbox) if shared is None else shared
-    url = server_configured()
+    try:
+        url = server_configured()
+    except Exception as exc:  # a PREFECT_* setting Prefect refuses: the images are stored
+        why = "; ".join(line.strip() for line in str(exc).splitlines()[:3])
+        return f"warning: {new} new image(s) not counted for the retraining trigger: {why}"
     try:
         pending, claimed = count(new, min_new if url is not None else None)
     except DataError as exc:  # a shared store that went away after taking the images

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 from contextlib import suppress
+from functools import partial
 from typing import TYPE_CHECKING
 
+from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import DataError
 
 if TYPE_CHECKING:
@@ -30,10 +32,24 @@ def key(digest: str) -> str:
     return f"{REMOVED}{digest}.json"
 
 
+SWAP_ATTEMPTS = 100
+
+
 def remember(shared: SharedInbox, digest: str, labels: list[int]) -> None:
-    """Mark `digest` as removed from the store (its copies had `labels`)."""
-    body = json.dumps({"sha256": digest, "labels": labels}, sort_keys=True).encode()
-    shared.call(lambda: shared.storage.create(key(digest), body))  # False: marked already
+    """Mark `digest` as removed from the store (its copies had `labels`): the labels are added
+    to those of a marker an earlier removal left (by compare-and-swap; one that cannot be read
+    is replaced), so a host that never saw the image deletes exactly the labels removed."""
+    for _ in range(SWAP_ATTEMPTS):
+        found = shared.call(lambda: shared.storage.read_document(key(digest)))
+        known = set() if found is None else _labels(found[0]) or set()
+        if found is not None and known >= set(labels):
+            return  # marked already
+        merged = sorted(known | set(labels))
+        body = json.dumps({"sha256": digest, "labels": merged}, sort_keys=True).encode()
+        revision = None if found is None else found[1]
+        if shared.call(partial(shared.storage.swap, key(digest), body, revision)):
+            return
+    raise DataError(f"{shared.location}: the removal marker of {digest[:12]} kept changing")
 
 
 def was_removed(shared: SharedInbox, digest: str) -> bool:
@@ -45,13 +61,16 @@ def removed_labels(shared: SharedInbox, digest: str) -> set[int] | None:
     """The labels `digest` had where it was removed from the store (None: it was not, or was
     added again since; empty: a marker whose labels cannot be read)."""
     data = shared.call(lambda: shared.storage.read(key(digest)))
-    if data is None:
-        return None
+    return None if data is None else _labels(data) or set()
+
+
+def _labels(data: bytes) -> set[int] | None:
+    """The labels a marker's bytes name (None: they cannot be read)."""
     try:
-        labels = json.loads(data)["labels"]
-        return {label for label in labels if isinstance(label, int)}
+        labels = json_text.loads(data)["labels"]  # nested too deep: a ValueError
+        return {label for label in labels if type(label) is int}
     except (ValueError, KeyError, TypeError):
-        return set()
+        return None
 
 
 def forget(shared: SharedInbox, digest: str) -> None:
@@ -65,16 +84,14 @@ def forget(shared: SharedInbox, digest: str) -> None:
 def delete_removed(
     shared: SharedInbox, digest: str, local: list[Entry], seen_label: int | None
 ) -> tuple[bool, str | None]:
-    """Delete this host's copies of `digest`, removed from the store elsewhere. A host that saw
-    it there (`seen_label`) deletes the copies with that label or one the removal names; a
-    copy under another label (labelled here by hand, never in the store) was removed by nobody:
-    it stays, and the warning returned says so. A host that never saw it there deletes every
-    copy (a marker is created once, so its labels may be those of an earlier removal). Returns
-    whether a copy was deleted, and that warning."""
-    if seen_label is None:
-        gone = {entry.label for entry in local}
-    else:
-        gone = (removed_labels(shared, digest) or set()) | {seen_label}
+    """Delete this host's copies of `digest`, removed from the store elsewhere: those with the
+    label this host saw there (`seen_label`, None: never seen) or one a removal names (the
+    marker holds every label removed); a copy under another label (labelled here by hand,
+    never in the store) was removed by nobody: it stays, and the warning returned says so.
+    Returns whether a copy was deleted, and that warning."""
+    gone = removed_labels(shared, digest) or set()
+    if seen_label is not None:
+        gone.add(seen_label)
     deleted = False
     for entry in local:
         if entry.label in gone:
@@ -83,9 +100,22 @@ def delete_removed(
     kept = sorted({entry.label for entry in local if entry.label not in gone})
     if not kept:
         return deleted, None
+    removed = ", ".join(map(str, sorted(gone)))
+    there = f"labelled {removed} there" if gone else "its marker unreadable"
     return deleted, (
-        f"{digest[:12]}: removed from the shared inbox {shared.location} elsewhere (labelled "
-        f"{', '.join(map(str, sorted(gone)))} there); the copy labelled "
+        f"{digest[:12]}: removed from the shared inbox {shared.location} elsewhere ({there}); "
+        "the copy labelled "
         f"{', '.join(map(str, kept))} here was never there and stays, unpublished (`data add "
         f"--label {kept[0] if len(kept) == 1 else 'N'} FILE` with a copy of it publishes it)"
+    )
+
+
+def lost_from_store(shared: SharedInbox, sha: str, labels: set[int]) -> str:
+    """Why an image seen in the store, which no removal marked, is kept here."""
+    label = next(iter(labels)) if len(labels) == 1 else "N"
+    return (
+        f"{sha[:12]} was in the shared inbox {shared.location} and is gone from it without a "
+        "removal (`data remove` marks one first): lost by the store, so kept here. To publish "
+        f"it again, copy it out of the inbox, `data remove` it, and `data add --label {label}` "
+        "the copy; to drop it everywhere, `data remove` it"
     )

@@ -204,6 +204,14 @@ def remove(inbox: Path, refs: list[str]) -> list[Entry]:
     return chosen
 
 
+def _resolved(path: Path) -> Path | None:
+    """`path` resolved; None for a link loop (RuntimeError on Python 3.11) or one not followed."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return None
+
+
 def resolve(inbox: Path, refs: list[str]) -> list[Entry]:
     """The entries named by SHA-256 prefix (at least 8 digits), by path, or by the path of a
     copy outside the inbox (matched by content); DataError for a reference that matches none
@@ -211,11 +219,12 @@ def resolve(inbox: Path, refs: list[str]) -> list[Entry]:
     known = entries(inbox)
     chosen = []
     for ref in refs:
+        here = _resolved(Path(ref))
         matches = [
             e
             for e in known
             if (len(ref) >= 8 and e.sha256.startswith(ref.lower()))
-            or Path(ref).resolve() == e.path.resolve()
+            or (here is not None and here == _resolved(e.path))
         ]
         if not matches and Path(ref).is_file():  # the user's own copy of an image they added
             if within(Path(ref), inbox):  # never its content's labelled copy in its place

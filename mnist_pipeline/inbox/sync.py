@@ -14,10 +14,11 @@ it last saw):
                                    (the one with the store's label only with every copy)
     store only                     downloaded (SHA-256 checked); a file missing here (an older
                                    snapshot restored) never removes anything from the store
-    here only                      seen before, or marked removed in the store (removals.py):
-                                   removed elsewhere, so its copies with the label seen or
-                                   removed are deleted here (one under another label, never
-                                   in the store, stays, with a warning); never seen (a file
+    here only                      marked removed in the store (removals.py): removed
+                                   elsewhere, so its copies with the label seen or removed are
+                                   deleted here (one under another label, never in the store,
+                                   stays, with a warning); seen before but not marked: lost by
+                                   the store, kept here and reported; never seen (a file
                                    dropped in by hand): published
 
 The store's identity (inbox.json, made with its first image) tells a store whose images were all
@@ -295,12 +296,14 @@ def _sync_one(
         elif record is not None:
             incoming.take(shared, inbox, sha, record, staged)
             result.downloaded.append(sha)
-        elif sha in seen or removals.was_removed(shared, sha):  # removed elsewhere
+        elif removals.was_removed(shared, sha):  # removed elsewhere
             deleted, warning = removals.delete_removed(shared, sha, local, seen.get(sha))
             if deleted:
                 result.deleted_here.append(sha)
             if warning is not None:
                 result.warnings.append(warning)
+        elif sha in seen:  # gone from the store, and no removal marked it first: lost there
+            result.problems[sha] = removals.lost_from_store(shared, sha, labels)
         elif len(labels) > 1:
             result.conflicts.append(sha)
         else:
