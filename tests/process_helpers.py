@@ -107,11 +107,16 @@ def drain_prefect_senders(timeout_s: float = 30) -> None:
 
 @contextmanager
 def mnist_server(
-    root: Path, log: Path, workers: int = 1, registry: str | None = None, **serve: object
+    root: Path,
+    log: Path,
+    workers: int = 1,
+    registry: str | None = None,
+    started: list[subprocess.Popen] | None = None,
+    **serve: object,
 ) -> Iterator[str]:
     """`python -m mnist_pipeline serve` for the project `root` on a free port (the alias checked
     every 0.2 s, plus `serve` params; the registry at `registry`, default root/registry); yields
-    its base URL once /readyz says ready."""
+    its base URL once /readyz says ready (its process appended to `started`, if given)."""
     import httpx
     import yaml
 
@@ -126,6 +131,8 @@ def mnist_server(
     args += ["--port", str(port), "--workers", str(workers)]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = start(args, env, log, REPO_ROOT)
+    if started is not None:
+        started.append(proc)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, 60, "serve", proc, log)

@@ -18,7 +18,7 @@ import pytest
 from mnist_pipeline.pipeline.announce import MOVED, REGISTERED, resource_id
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
-from mnist_pipeline.serving.alias_events import AliasEvents, api_configured
+from mnist_pipeline.serving.alias_events import STREAM_DOWN, AliasEvents, api_configured
 from tests.conftest import REPO_ROOT
 from tests.process_helpers import mnist_server, prefect_server
 from tests.registry_helpers import MODEL, PARAMS, candidate_in, exported_candidate
@@ -37,11 +37,13 @@ class FakeStream:
     def __init__(self, events: list[SimpleNamespace], failures: list[Exception]) -> None:
         self.events, self.failures = events, failures
         self.resources: list[str] = []
+        self.problems: list[str | None] = []  # the watcher's, as each subscription starts
         self.watcher: AliasEvents | None = None
 
     @asynccontextmanager
     async def __call__(self, resource: str) -> AsyncIterator[AsyncIterator[SimpleNamespace]]:
         self.resources.append(resource)
+        self.problems.append(None if self.watcher is None else self.watcher.problem)
         if self.failures:
             raise self.failures.pop(0)
 
@@ -88,6 +90,7 @@ def test_a_lost_stream_warns_once_retries_and_refreshes_on_return(
         "polling the registry meanwhile"
     ]
     assert len(stream.resources) == 3  # two failures, then connected
+    assert stream.problems == [None, STREAM_DOWN, STREAM_DOWN]  # GET /model's: no address
     assert refreshed == [1, 1]  # on reconnecting (a move may have been missed), on the event
     assert watcher.status()["problem"] is None
 

@@ -524,6 +524,26 @@ def test_feedback_needs_a_token_and_lands_in_pending_not_the_inbox(
     assert len(pending.items(layout.pending)) == 1
 
 
+def test_a_refused_feedback_closes_its_upload_at_once(registry: Registry, tmp_path: Path) -> None:
+    """An upload over 1 MB is spooled to a temporary file: a refused /feedback closes it before
+    answering (it stayed open until the cycle collector ran, one file a request)."""
+    import gc
+
+    api = feedback_api(registry, tmp_path / "project")
+    alice = {"Authorization": f"Bearer {TOKEN}"}
+    big = {"files": {"file": ("big.png", b"\0" * 2_000_000)}, "data": {"label": "4"}}  # no image
+    assert api.post("/feedback", headers=alice, **big).status_code == 422  # warm: the portal
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(5):
+            assert api.post("/feedback", headers=alice, **big).status_code == 422
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        gc.enable()
+
+
 def test_feedback_is_rate_limited_and_capped_per_credential(
     registry: Registry, tmp_path: Path
 ) -> None:

@@ -123,6 +123,21 @@ def test_promotions_under_load_fail_no_request(
     assert 2 in versions and versions[-1] == 1  # it followed both moves
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_stops_the_server_with_status_0(tmp_path: Path, workers: int) -> None:
+    """How systemd or Kubernetes stops it: a graceful stop, status 0 with one worker as with
+    several (one worker ended with 143, which a supervisor reports as a failure)."""
+    import os
+    import signal
+
+    registry = Registry(tmp_path / "registry", MODEL)
+    register_candidate(registry, candidate_in(exported_candidate(tmp_path / "m", 1)), PARAMS, 0.0)
+    started: list = []
+    with mnist_server(tmp_path, tmp_path / "serve.log", workers, started=started):
+        os.kill(started[0].pid, signal.SIGTERM)  # the server's own process, not its group
+        assert started[0].wait(timeout=60) == 0, (tmp_path / "serve.log").read_text()[-2000:]
+
+
 def test_feedback_through_the_real_server_needs_a_token_and_waits_for_review(
     tmp_path: Path,
 ) -> None:
@@ -147,7 +162,8 @@ def test_feedback_through_the_real_server_needs_a_token_and_waits_for_review(
 
         anonymous = send(0, {})
         assert anonymous.status_code == 401 and "WWW-Authenticate" in anonymous.headers
-        bearer = {"Authorization": f"Bearer {token}"}
+        # the client recorded is the TCP peer: a forwarded-for header is anyone's to send
+        bearer = {"Authorization": f"Bearer {token}", "X-Forwarded-For": "203.0.113.99"}
         answers = [send(i, bearer) for i in range(3)]
     assert [a.status_code for a in answers] == [201, 201, 429]
     assert int(answers[2].headers["Retry-After"]) >= 1

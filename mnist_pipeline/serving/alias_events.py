@@ -55,6 +55,9 @@ def preload_prefect() -> None:
     import prefect.settings  # noqa: F401
 
 
+STREAM_DOWN = "the Prefect event stream cannot be followed now (the server's log says why)"
+
+
 def api_problem(environ: Mapping[str, str] = os.environ) -> Exception | None:
     """Why the Prefect API this process's environment names does not answer its health check
     (None: it does, or none is named). One request, no retries: Prefect's own client retries
@@ -160,7 +163,7 @@ class AliasEvents:
         self.model_name, self.alias, self.refresh = model_name, alias, refresh
         self.subscribe, self.backoff_s = subscribe, backoff_s
         self.connected = False  # subscribed now
-        self.problem: str | None = None  # why the stream is not followed now
+        self.problem: str | None = None  # why the stream is not followed now (public)
         self.heard = 0  # events that named the alias
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -232,6 +235,7 @@ class AliasEvents:
                         message,
                     )
                     warned = message
-                self.connected, self.problem = False, message
+                # GET /model shows this to anyone: the API's address stays in the log
+                self.connected, self.problem = False, STREAM_DOWN
             await asyncio.sleep(wait)
             wait = min(wait * 2, longest)

@@ -28,7 +28,7 @@ from fastapi import FastAPI, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from filelock import Timeout
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from mnist_pipeline.core.contract import CLASS_LABELS
 from mnist_pipeline.core.errors import DataError, describe_os_error
@@ -106,16 +106,12 @@ class Feedback:
                 raise ClientError(415, "send multipart/form-data with fields 'file' and 'label'")
             takes = "/feedback takes one 'file' and one 'label'"
             form = await read_form(request, 2, 4, takes)
-            for field in ("file", "label"):  # never one of two images, or one of two labels
-                if len(form.getlist(field)) > 1:
-                    raise ClientError(422, f"multipart field {field!r} given more than once")
-            upload, label = form.get("file"), form.get("label")
-            if not isinstance(upload, UploadFile) or not isinstance(label, str):
-                raise ClientError(422, "multipart fields 'file' (an image) and 'label' are needed")
-            if label not in CLASS_LABELS:  # exactly one digit, as the OpenAPI document says
-                raise ClientError(422, f"label must be one digit 0-9, got {label[:20]!r}")
+            try:
+                upload, label = _fields(form)
+                data, name = await upload.read(), upload.filename or "file"
+            finally:  # an upload over 1 MB is a temporary file: closed now, not by the gc
+                await form.close()
             client = request.client.host if request.client else None
-            data, name = await upload.read(), upload.filename or "file"
             try:  # the lock and the files would block the event loop (and /predict)
                 args = (data, name, label, source, client)
                 done = await to_thread.run_sync(self.submit, *args, limiter=submissions)
@@ -164,3 +160,16 @@ class Feedback:
                 {"Retry-After": str(wait)},
             )
         return f"token:{credential.name}"
+
+
+def _fields(form: FormData) -> tuple[UploadFile, str]:
+    """The form's one image and one label; ClientError (422) for anything else."""
+    for field in ("file", "label"):  # never one of two images, or one of two labels
+        if len(form.getlist(field)) > 1:
+            raise ClientError(422, f"multipart field {field!r} given more than once")
+    upload, label = form.get("file"), form.get("label")
+    if not isinstance(upload, UploadFile) or not isinstance(label, str):
+        raise ClientError(422, "multipart fields 'file' (an image) and 'label' are needed")
+    if label not in CLASS_LABELS:  # exactly one digit, as the OpenAPI document says
+        raise ClientError(422, f"label must be one digit 0-9, got {label[:20]!r}")
+    return upload, label

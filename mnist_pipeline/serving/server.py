@@ -19,10 +19,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import uvicorn
@@ -131,12 +134,29 @@ def run(params_path: Path, root: Path, overrides: dict[str, object]) -> None:
             inherited = serve.metrics and ENV_MULTIPROC in os.environ
             with multiprocess_dir() if inherited else nullcontext():
                 app = build(params, Layout(root))
-                uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=sockets)
+                config = uvicorn.Config(app, log_level="warning", proxy_headers=False)
+                with _sigterm_stops_cleanly():
+                    uvicorn.Server(config).run(sockets=sockets)
         else:
             _run_workers(root, params, sockets)
     finally:
         for sock in sockets:
             sock.close()
+
+
+@contextmanager
+def _sigterm_stops_cleanly() -> Iterator[None]:
+    """SIGTERM is how a supervisor (systemd, Kubernetes) stops a server: uvicorn shuts down
+    gracefully, then raises the signal again for the handler it found, which here does nothing,
+    so one worker ends with status 0 as several do (the CLI's own handler would make it 143)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only: nothing to change
+        return
+    before = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _run_workers(root: Path, params: Params, sockets: list[socket.socket]) -> None:
@@ -153,6 +173,7 @@ def _run_workers(root: Path, params: Params, sockets: list[socket.socket]) -> No
         port=serve.port,
         workers=serve.workers,
         log_level="warning",
+        proxy_headers=False,  # the client is the TCP peer: X-Forwarded-For is anyone's to send
     )
     with run_folder(), multiprocess_dir() if serve.metrics else nullcontext() as folder:
         if folder is None:
