@@ -325,6 +325,26 @@ def test_an_accept_the_store_refuses_moves_nothing(location: str, tmp_path: Path
     assert labels(inbox) == [(8, sha)] and shared.record(sha).label == 8
 
 
+def test_an_unreadable_record_of_what_was_seen_stops_add_and_accept_before_the_store(
+    location: str, tmp_path: Path
+) -> None:
+    """`data add` and `data accept` stored the image in the store, then failed on this host's
+    record of what it saw: an error for a change that was made. Now nothing changes."""
+    shared = SharedInbox(location)
+    inbox = tmp_path / "extra"
+    first = sync.add(shared, inbox, digit(tmp_path, 1), "one.png", 1, "test").entry
+    seen.base_file(inbox).write_text("not json")
+    png = digit(tmp_path, 2)
+    sha = hashlib.sha256(png).hexdigest()
+    with pytest.raises(DataError, match="cannot read .*delete it: the next sync starts afresh"):
+        sync.add(shared, inbox, png, "two.png", 2, "test")
+    claim = review_shared.submit(shared, png, "upload.png", 2, "token:alice").sha256
+    with pytest.raises(DataError, match="cannot read .*delete it: the next sync starts afresh"):
+        review_shared.accept(shared, inbox, [claim], "bob")
+    assert shared.record(sha) is None and labels(inbox) == [(1, first.sha256)]
+    assert [p.sha256 for p in review_shared.queue(shared).found] == [sha]  # still pending
+
+
 def test_altered_images_and_bad_records_are_reported_and_not_taken(
     location: str, tmp_path: Path
 ) -> None:

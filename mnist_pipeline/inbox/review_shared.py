@@ -173,6 +173,7 @@ def accept(
             keys = read.keys[item.sha256]
             decided[item.sha256] = decided_by(shared, item, keys, "accept", digit)
             digits[item.sha256] = digit
+        seen.read_seen(inbox, shared)  # a record here that cannot be read: before any publish
         for item in chosen:
             keys, data, digit = (
                 read.keys[item.sha256],

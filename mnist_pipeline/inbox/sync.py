@@ -91,6 +91,7 @@ def add(
                 f"({here.path}); remove it first to label it {digit}"
             )
         check_not_lost(shared, inbox)
+        read_seen(inbox, shared)  # a record here that cannot be read: refused before publishing
         published = shared.publish(data, digit, fmt, by)
         added = store.add(inbox, data, name, digit, locked=True)
         note_seen(inbox, shared, {digest: digit})
