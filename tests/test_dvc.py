@@ -52,6 +52,23 @@ def test_code_deps_are_the_stage_module_and_its_imports(name: str) -> None:
     assert sorted(listed) == import_closure(TABLE[name].entry.partition(":")[0])
 
 
+def test_the_lock_records_each_code_dep_as_committed() -> None:
+    """dvc.lock's hash of every file a stage depends on is the file's: else `dvc repro` on a
+    fresh clone runs the stage again and rewrites dvc.lock (a dep changed without a new lock)."""
+    import hashlib
+
+    lock = yaml.safe_load((REPO_ROOT / "dvc.lock").read_text(encoding="utf-8"))["stages"]
+    stale = []
+    for name, stage in lock.items():
+        for dep in stage.get("deps", []):
+            path = REPO_ROOT / dep["path"]
+            if path.is_file() and dep.get("hash") == "md5":  # data folders are not committed
+                data = path.read_bytes()
+                if (hashlib.md5(data).hexdigest(), len(data)) != (dep["md5"], dep["size"]):
+                    stale.append(f"{name}: {dep['path']}")
+    assert stale == [], f"dvc.lock records other bytes (run `dvc repro`, commit it): {stale}"
+
+
 def test_evaluation_and_export_do_not_depend_on_training_code() -> None:
     """An optimizer or loop edit re-runs training, not evaluate/export/parity; no stage's
     code deps include serving, the CLI or the registry."""
