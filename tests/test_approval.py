@@ -216,6 +216,33 @@ def test_rejecting_or_expiring_a_version_promoted_meanwhile_says_it_is_productio
     assert all("staging" not in reason and "production already" in reason for reason in reasons)
 
 
+def test_answers_to_a_version_no_longer_staging_say_where_it_is(tmp_path: Path) -> None:
+    """v3 took staging while v2 waited: a reject or expiry of v2 must not record that it was
+    "kept as staging"; an approval of a v2 promoted by hand meanwhile records the approver."""
+    registry, v2 = proposed_project(tmp_path)
+    params = approval_params()
+    v3 = register_candidate(registry, make_candidate(tmp_path / "c3", 3, accuracy=0.99), params)
+    assert registry.aliases() == {"production": 1, "staging": 3} and v3.version == 3
+    rejected = settle(registry, 2, v2.champion, Answer(False, "no", "user:bob"), "prefect:r", 9)
+    expired = settle(registry, 2, v2.champion, None, "prefect:r", 60)
+    left = "v2 keeps no alias (staging moved to v3 meanwhile), nothing moved"
+    assert rejected.message == f"user:bob rejected v2 for production: {left} (no)"
+    assert expired.message.endswith(f"for production: {left}")
+    reasons = [event["reason"] for event in registry.alias_log()["events"][-2:]]
+    assert all(reason.endswith(left) for reason in reasons), reasons
+
+    registry.promote(2, "production", "user:ops", "by hand")
+    approved = settle(registry, 2, v2.champion, Answer(True, "checked", "user:eve"), "prefect:r", 9)
+    assert approved.outcome == "approved"
+    assert approved.message == (
+        "user:eve approved v2: it is production already (promoted meanwhile) (checked)"
+    )
+    event = registry.alias_log()["events"][-1]
+    assert (event["action"], event["version"], event["actor"]) == ("approve", 2, "user:eve")
+    assert event["evidence"] == {"comment": "checked"} and registry.aliases()["production"] == 2
+    assert registry.verify() == []
+
+
 def test_approving_after_production_moved_keeps_it_staging(tmp_path: Path) -> None:
     registry, v2 = proposed_project(tmp_path)
     third = make_candidate(tmp_path / "c3", 3, accuracy=0.97)

@@ -14,8 +14,9 @@ from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import ParamsError, PipelineError, RegistryError, StoreError
 from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.core.reports import Metrics
+from mnist_pipeline.core.service_params import PromotionParams
 from mnist_pipeline.data import idx
-from mnist_pipeline.evaluation.paired import mcnemar_p
+from mnist_pipeline.evaluation.paired import mcnemar_p, unpaired
 from mnist_pipeline.inbox import extra
 from mnist_pipeline.pipeline import promotion
 from mnist_pipeline.pipeline.register import register_candidate
@@ -183,7 +184,7 @@ def test_mnist_decides_before_the_holdout(arena) -> None:
     by_holdout = challenge(range(30), policy(promote_on_holdout=True))
     assert by_holdout.alias == "production"
     assert "better than production v1 on the extra holdout (n10 20 / n01 0" in by_holdout.reason
-    assert by_holdout.reason.endswith("same on MNIST test")
+    assert ", no loss on MNIST test (" in by_holdout.reason
 
 
 def test_the_evidence_is_shown_by_models_show(arena, tmp_path: Path) -> None:
@@ -326,6 +327,17 @@ def test_without_predictions_mnist_is_compared_unpaired(tmp_path: Path) -> None:
     assert mnist["paired"] is False and "n01" not in mnist and "p_value" not in mnist
     assert (mnist["challenger_accuracy"], mnist["champion_accuracy"]) == (0.96, 0.95)
     assert decision["alias"] == "production" and "unpaired" in decision["reason"]
+
+
+def test_recorded_accuracies_alone_promote_only_a_gain() -> None:
+    """Without per-image answers a tie is no evidence (it promoted as "better" with min_gain
+    0), and a gain of exactly min_gain reaches it although floats say 0.0099999..."""
+    none, some = PromotionParams(min_gain=0.0), PromotionParams(min_gain=0.01)
+    assert unpaired(0.95, 0.95, 10_000, none).verdict == "same"
+    assert unpaired(0.9501, 0.95, 10_000, none).verdict == "better"
+    assert unpaired(0.9499, 0.95, 10_000, none).verdict == "worse"
+    assert unpaired(0.9128, 0.9028, 10_000, some).verdict == "better"
+    assert unpaired(0.9127, 0.9028, 10_000, some).verdict == "same"
 
 
 def test_a_champion_that_trained_on_todays_holdout_is_not_compared_on_it(tmp_path: Path) -> None:

@@ -90,7 +90,8 @@ def test_resolved_onnx_runs_in_onnxruntime(registry: Registry, make) -> None:
 
 
 def test_unpaired_promotion_better_worse_and_min_gain(registry: Registry, make) -> None:
-    """Candidates without per-image predictions: recorded accuracy >= production's + min_gain."""
+    """Candidates without per-image predictions: recorded accuracy above production's by
+    min_gain at least (a tie is no evidence)."""
     register_candidate(registry, make(1, accuracy=0.980), PARAMS)
     better = register_candidate(registry, make(2, accuracy=0.985), PARAMS)
     assert (better.version, better.alias, better.champion) == (2, "production", 1)
@@ -115,8 +116,9 @@ def test_unpaired_promotion_better_worse_and_min_gain(registry: Registry, make) 
     big_gain = register_candidate(registry, make(5, accuracy=0.991), strict)
     assert big_gain.alias == "production"
     equal = register_candidate(registry, make(6, accuracy=0.991), PARAMS)
-    assert equal.alias == "production"  # >= champion + 0
-    assert registry.aliases() == {"production": 6, "staging": 4}
+    assert equal.alias == "staging"  # a tie is not "better", also with min_gain 0
+    assert equal.reason.startswith("not significantly better than production v5 on MNIST test")
+    assert registry.aliases() == {"production": 5, "staging": 6}
     assert [c["version"] for c in registry.versions()] == [1, 2, 3, 4, 5, 6]
 
 

@@ -94,15 +94,17 @@ def compare(
 
 def unpaired(ours: float, theirs: float, images: int, policy: PromotionParams) -> Comparison:
     """Only the recorded accuracies (a challenger without per-image answers): "better" when
-    ours >= theirs + min_gain, "worse" below theirs, "same" between; no test, no per-digit
-    check."""
-    verdict = "better" if ours >= theirs + policy.min_gain else "worse" if ours < theirs else "same"
+    ours is above theirs by min_gain at least (a tie is no evidence, also with min_gain 0),
+    "worse" below theirs, "same" otherwise; no test, no per-digit check."""
+    gain = ours - theirs
+    reaches = gain > 0 and gain >= policy.min_gain - 1e-12  # 0.9128 - 0.9028 < 0.01 in floats
+    verdict = "better" if reaches else "worse" if gain < 0 else "same"
     return Comparison(
         images=images,
         paired=False,
         challenger_accuracy=ours,
         champion_accuracy=theirs,
-        gain=ours - theirs,
+        gain=gain,
         verdict=verdict,
         why=f"unpaired: accuracy {ours:.4f} vs {theirs:.4f} + min_gain {policy.min_gain:g}",
     )

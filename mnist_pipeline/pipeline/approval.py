@@ -30,7 +30,7 @@ from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
 from mnist_pipeline.pipeline.register import require_promotable
 from mnist_pipeline.registry import PRODUCTION, SEAL_KEY, Registry
-from mnist_pipeline.registry.aliases import MAX_COMMENT, check_text, checked_actor
+from mnist_pipeline.registry.aliases import MAX_COMMENT, STAGING, check_text, checked_actor
 from mnist_pipeline.registry.registration import AliasMoved, NotPromotable
 
 Outcome = Literal["approved", "rejected", "expired", "outdated", "refused"]
@@ -84,11 +84,19 @@ def _v(version: int | None) -> str:
 
 
 def _left(registry: Registry, version: int) -> str | None:
-    """None when a rejection or expiry leaves vN staging; else (vN promoted by hand while it
-    waited, which an answer to the stale proposal does not undo) a line saying so."""
-    if registry.aliases().get(PRODUCTION) == version:
+    """None when an answer that moves nothing leaves vN staging; else a line saying where it
+    is: production (promoted by hand while it waited, which an answer to the stale proposal
+    does not undo), or no longer staging (a newer version took staging meanwhile)."""
+    aliases = registry.aliases()
+    if aliases.get(PRODUCTION) == version:
         return f"v{version} is production already (promoted meanwhile), nothing moved"
-    return None
+    if aliases.get(STAGING) == version:
+        return None
+    held = ", ".join(sorted(alias for alias, at in aliases.items() if at == version))
+    return (
+        f"v{version} {f'stays {held}' if held else 'keeps no alias'} (staging moved to "
+        f"{_v(aliases.get(STAGING))} meanwhile), nothing moved"
+    )
 
 
 def expire(registry: Registry, version: int, why: str, run_actor: str) -> Settled:
@@ -125,17 +133,21 @@ def settle(
         rule = require_promotable(registry)  # a card sealed again since it was proposed
         previous = registry.promote(version, PRODUCTION, actor, comment, champion, rule)
     except AliasMoved as moved:
-        if moved.now == version:
-            return Settled("approved", f"{actor} approved v{version}: it is production already")
+        if moved.now == version:  # by hand meanwhile: the approver's word is recorded all the same
+            why = f"{actor} approved v{version}: it is production already (promoted meanwhile)"
+            registry.note(version, PRODUCTION, "approve", why, actor, comment)
+            return Settled("approved", f"{why}{said}")
         why = (
             f"{actor} approved v{version}, but production moved from {_v(champion)} to "
-            f"{_v(moved.now)} since v{version} was compared with it: kept as staging "
+            f"{_v(moved.now)} since v{version} was compared with it: "
+            f"{_left(registry, version) or 'kept as staging'} "
             f"(compare again, or `mnist-pipeline models promote {version}`)"
         )
         registry.note(version, PRODUCTION, "reject", why, run_actor, comment)
         return Settled("outdated", why)
     except NotPromotable as refused:  # vN itself no longer passes (damaged, sealed again)
-        why = f"{actor} approved v{version}, but it cannot be promoted ({refused}): kept as staging"
+        left = _left(registry, version) or "kept as staging"
+        why = f"{actor} approved v{version}, but it cannot be promoted ({refused}): {left}"
         registry.note(version, PRODUCTION, "reject", why, run_actor, comment)
         return Settled("refused", why)
     announce.moved(registry, PRODUCTION, version, previous, actor)

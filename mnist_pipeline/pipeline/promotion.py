@@ -11,16 +11,17 @@ models' answers on the holdout. The rules, in order (docs/registry.md#promotion)
    staging, whatever the holdout says;
 3. significantly worse on the holdout: staging;
 4. significantly better on MNIST test (gain >= min_gain): production;
-5. with promote_on_holdout, no significant change on MNIST test but significantly better on the
-   holdout: production;
+5. with promote_on_holdout, not better on MNIST test (by rule 4) but no loss there at all (gain
+   >= 0: no significant change, or a significant gain below min_gain) and significantly
+   better on the holdout: production;
 6. otherwise (not significantly better): staging.
 
 A challenger without per-image answers (a Candidate built without `predictions`; the pipeline
-always has them) is compared on recorded MNIST test accuracy alone (>= production's +
-min_gain), marked unpaired in the evidence. The registry records the decision and its evidence
-(and keeps the candidate as staging if production moved meanwhile). With `registry.approval:
-required` a production decision is registered as staging, proposed for production
-(`held_for_approval`). Torch-free.
+always has them) is compared on recorded MNIST test accuracy alone (above production's, by
+min_gain at least), marked unpaired in the evidence. The registry records the decision and its
+evidence (and keeps the candidate as staging if production moved meanwhile). With
+`registry.approval: required` a production decision is registered as staging, proposed for
+production (`held_for_approval`). Torch-free.
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ def rule(evidence: PromotionEvidence, champion: int) -> tuple[str, str]:
         and evidence.promote_on_holdout
         and mnist.gain >= 0
     ):
-        return PRODUCTION, f"better {than} on the extra holdout ({held.why}), same on MNIST test"
+        return PRODUCTION, (
+            f"better {than} on the extra holdout ({held.why}), no loss on MNIST test ({mnist.why})"
+        )
     return STAGING, f"not significantly better {than} on MNIST test ({mnist.why})"
 
 
