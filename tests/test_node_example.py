@@ -22,6 +22,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.data.decode import ImageError
 from mnist_pipeline.data.preprocess import preprocess_file
 from tests.conftest import unavailable
 from tests.example_helpers import (
@@ -449,3 +450,37 @@ def test_a_png_exif_chunk_with_the_jpeg_prefix_is_read_as_pillow_reads_it(tmp_pa
     assert done.returncode == 0, done.stderr
     js = np.array(json.loads(done.stdout)[0]["input"], dtype=np.float32).reshape(28, 28)
     np.testing.assert_array_equal(js, preprocess_file(path))
+
+
+def test_a_png_whose_text_inflates_past_pillows_limit_is_refused_as_pillow_does(
+    tmp_path: Path,
+) -> None:
+    """A 2 KB zTXt or iTXt chunk that inflates to 2 MB: Pillow refuses the file (its 1 MB
+    MAX_TEXT_CHUNK); the example inflated an XMP one whole (400 MB took over a gigabyte)."""
+    paper = np.full((37, 29), 235, np.uint8)
+    paper[5:30, 8:14] = 20
+    stored = io.BytesIO()
+    Image.fromarray(paper).save(stored, format="PNG")
+    png = stored.getvalue()
+    idat = png.index(b"IDAT") - 4
+    bomb = zlib.compress(b" " * (2 << 20), 9)
+    small = zlib.compress(b"a comment")
+    bodies = {
+        "xmp.png": b"iTXt" + b"XML:com.adobe.xmp\0\x01\x00\0\0" + bomb,
+        "comment.png": b"zTXt" + b"Comment\0\x00" + bomb,
+        "fine.png": b"zTXt" + b"Comment\0\x00" + small,
+    }
+    paths = []
+    for name, body in bodies.items():
+        chunk = (len(body) - 4).to_bytes(4, "big") + body
+        chunk += zlib.crc32(body).to_bytes(4, "big")
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(png[:idat] + chunk + png[idat:])
+    done = node("--dump-input", *paths)
+    entries = json.loads(done.stdout)
+    for entry, path in zip(entries[:2], paths[:2], strict=True):
+        assert "a compressed text chunk over 1 MB" in entry["error"], entry
+        with pytest.raises(ImageError, match="Decompressed data too large"):
+            preprocess_file(path)
+    js = np.array(entries[2]["input"], dtype=np.float32).reshape(28, 28)
+    np.testing.assert_array_equal(js, preprocess_file(paths[2]))

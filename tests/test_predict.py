@@ -77,6 +77,7 @@ def _bad_inputs(folder: Path) -> dict[str, str]:
     Image.new("1", (8000, 6500)).save(folder / "bomb.png")  # 52 MP, a few KB on disk
     return {
         "missing.png": "no such file",
+        f"{'a' * 300}.png": "cannot read (File name too long)",  # an OSError of its own
         "notes.png": "not a recognised image",
         "cut.png": "cannot read or decode",
         "blank.png": "blank image",

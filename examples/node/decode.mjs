@@ -69,20 +69,38 @@ function jpegInfo(buf) {
 
 const XMP_JPEG = 'http://ns.adobe.com/xap/1.0/\0';
 
+const MAX_TEXT_CHUNK = 1 << 20; // Pillow's PngImagePlugin.MAX_TEXT_CHUNK
+
+/** A compressed text chunk's text; a broken stream gives null (skipped, as Pillow does), one
+ * over MAX_TEXT_CHUNK refuses the file, as Pillow does (a small file must not take gigabytes). */
+function inflatedText(data) {
+  try {
+    return inflateSync(data, { maxOutputLength: MAX_TEXT_CHUNK });
+  } catch (error) {
+    if (error.code !== 'ERR_BUFFER_TOO_LARGE') return null;
+    throw new ImageError('cannot read or decode image (a compressed text chunk over 1 MB, as Pillow refuses)');
+  }
+}
+
 /** The XMP packet of a PNG's iTXt chunk `XML:com.adobe.xmp` (zlib-compressed or not; the last
- * one, as Pillow keeps), or null. */
+ * one, as Pillow keeps), or null. Every compressed text chunk (zTXt, iTXt) is inflated within
+ * Pillow's limit, whatever its key. */
 function pngXmp(chunks) {
   let xmp = null;
   for (const { type, data } of chunks) {
+    if (type === 'zTXt') {
+      const key = data.indexOf(0);
+      if (key >= 0 && data[key + 1] === 0) inflatedText(data.subarray(key + 2));
+      continue;
+    }
     const key = type === 'iTXt' ? data.indexOf(0) : -1;
-    if (key < 0 || data.toString('latin1', 0, key) !== 'XML:com.adobe.xmp') continue;
+    if (key < 0) continue;
     const [compressed, method, rest] = [data[key + 1], data[key + 2], data.subarray(key + 3)];
     const lang = rest.indexOf(0);
     const translated = lang < 0 ? -1 : rest.indexOf(0, lang + 1);
     if (translated < 0 || (compressed !== 0 && method !== 0)) continue;
-    try {
-      xmp = compressed ? inflateSync(rest.subarray(translated + 1)) : rest.subarray(translated + 1);
-    } catch { /* a broken stream: skipped, as Pillow does */ }
+    const text = compressed ? inflatedText(rest.subarray(translated + 1)) : rest.subarray(translated + 1);
+    if (text !== null && data.toString('latin1', 0, key) === 'XML:com.adobe.xmp') xmp = text;
   }
   return xmp;
 }

@@ -92,11 +92,12 @@ def _to_grey(image: Image.Image) -> np.ndarray:
 
 def load_grey(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Steps 1-2: decode `path` safely into a float32 greyscale array (0 black, 1 white)."""
-    if not path.exists():
-        raise ImageError(f"{path}: no such file")
-    if not path.is_file():
-        raise ImageError(f"{path}: not a file")
-    try:  # a file object, as for uploads: from a file name, Pillow reads an uncompressed TIFF
+    try:  # a name too long, a folder that cannot be searched: this file's error, not the run's
+        if not path.exists():
+            raise ImageError(f"{path}: no such file")
+        if not path.is_file():
+            raise ImageError(f"{path}: not a file")
+        # a file object, as for uploads: from a file name, Pillow reads an uncompressed TIFF
         source = path.open("rb")  # without applying its EXIF orientation
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None

@@ -1,13 +1,17 @@
 """MNIST-style preprocessing of real images (pure numpy + Pillow; no torch, no model).
 
 The reference for ports to other runtimes (Node.js, browser). `round(x)` below means
-floor(x + 0.5); "median" of an even count is the mean of the two middle values; arrays are
-indexed [row, column] from 0, and a pixel's coordinate is its index (its centre).
+floor(x + 0.5); "median" of an even count is the mean of the two middle values, computed as
+their float32 sum halved; arrays are indexed [row, column] from 0, and a pixel's coordinate is
+its index (its centre).
 
 1. Decode. Refuse a missing file, a file that is not a decodable image of a listed format (PNG,
-   JPEG, GIF, BMP, TIFF, WebP, PBM/PGM/PPM), a truncated one, and any image over MAX_PIXELS
-   (50,000,000) pixels, checked from the header before decoding. Use the first frame of
-   multi-frame files and apply the EXIF orientation tag.
+   JPEG, GIF, BMP, TIFF, WebP, PBM/PGM/PPM), one whose image data is cut short (a PNG missing
+   only what follows its image data is read, as Pillow reads it), and any image over
+   MAX_PIXELS (50,000,000) pixels, checked from the header before decoding (decoding and
+   preprocessing hold about 32 bytes a pixel at once: 1.6 GB at the limit; `serve.max_pixels`
+   keeps the server's far lower). Use the first frame of multi-frame files and apply the EXIF
+   orientation tag.
 2. Greyscale g in [0, 1] (0 black, 1 white), from 8-bit channels: with an alpha channel (or
    palette transparency), composite the luma over white: g = (y * a + 255 * (1 - a)) / 255,
    y = 0.299 R + 0.587 G + 0.114 B, a = A / 255 (float32, clipped to [0, 1]); if that g is
@@ -47,9 +51,10 @@ indexed [row, column] from 0, and a pixel's coordinate is its index (its centre)
    vertical first (Pillow 13's order); a pass whose length does not change is skipped. Per axis,
    input length n, output length m: scale = n / m, fs = max(scale, 1), support = fs; for output i:
    centre = (i + 0.5) * scale, lo = max(trunc(centre - support + 0.5), 0),
-   hi = min(trunc(centre + support + 0.5), n); for x in [lo, hi):
-   w_x = max(0, 1 - |x - centre + 0.5| / fs); out_i = sum(w_x * in_x) / sum(w_x)
-   (weights in float64, results stored as float32).
+   hi = min(trunc(centre + support + 0.5), n), ss = 1 / fs; for x in [lo, hi):
+   w_x = max(0, 1 - |x - centre + 0.5| * ss) (multiplied by ss, not divided by fs: the two
+   differ in the last bits), k_x = w_x / sum(w) (normalised first, when sum(w) != 0);
+   out_i = sum(k_x * in_x), added in float64 in order of x and stored as float32.
 7. Centre. With v the scaled crop, cy = sum(v * row) / sum(v), cx = sum(v * col) / sum(v);
    paste v into a 28x28 zero image with its top-left corner at (round(14 - cy),
    round(14 - cx)), dropping what falls outside. (MNIST's test digits have their centre of
