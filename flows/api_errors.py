@@ -4,13 +4,14 @@
 `PREFECT_API_URL` names; when it is down, wrong or refuses the credentials, Prefect's client
 raises httpx errors or a RuntimeError ("Failed to reach API at ..."), which would end the
 script in a traceback. Inside `one_line_errors` this turns them into one `error:` line naming
-the API, and exit status 1.
+the API (without credentials in its URL) and what it answered, if anything, and exit status 1.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -47,4 +48,13 @@ def _to_api(exc: httpx.HTTPError) -> bool:
 
 def _told(exc: BaseException) -> str:
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"cannot reach the Prefect API at {server_configured()} (PREFECT_API_URL): {reason}"
+    api = f"the Prefect API at {_without_credentials(server_configured() or '')}"
+    if isinstance(exc, httpx.HTTPStatusError):  # it answered: with an error
+        return f"{api} (PREFECT_API_URL) answered {exc.response.status_code}: {reason}"
+    return f"cannot reach {api} (PREFECT_API_URL): {reason}"
+
+
+def _without_credentials(url: str) -> str:
+    """`url` without a user:password part (an error line is no place for them)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

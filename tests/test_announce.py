@@ -74,6 +74,14 @@ def test_events_are_told_from_the_registration_and_one_card_read(
     ]
     assert len(reads) == 1  # the card, by number
     sent.clear()
+
+    def refused() -> str:  # a PREFECT_* value Prefect cannot read: the version is registered
+        raise ValueError("1 validation error for Settings\napi.request_timeout")
+
+    monkeypatch.setattr(announce, "server_configured", refused)
+    announce.registered(registry, second, "user:eve")
+    assert announce.moved(registry, "staging", 1, None, "user:eve") is False and sent == []
+    monkeypatch.setattr(announce, "server_configured", lambda: "http://127.0.0.1:9/api")
     announce.registered(registry, replace(first, event=None), "user:eve")  # the store went down
     assert [event for event, *_ in sent] == [announce.REGISTERED]
     assert sent[0][2]["previous"] is None and sent[0][2]["accuracy"] == 0.95

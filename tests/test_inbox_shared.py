@@ -107,7 +107,10 @@ def test_a_removal_marker_names_every_label_removed(location: str, tmp_path: Pat
     assert removals.removed_labels(shared, sha) == set()
     done = sync.sync(shared, fresh, "test")  # nothing known removed: kept, and not published
     assert labels(fresh) == [(7, sha)] and not done.published and not done.problems
-    assert "(its marker unreadable)" in done.warnings[0]
+    assert (
+        "cannot be read, so the labels removed are unknown: the copy labelled 7 here stays"
+        in (done.warnings[0])
+    )
     removals.remember(shared, sha, [7])
     assert removals.removed_labels(shared, sha) == {7}
 

@@ -342,6 +342,16 @@ def test_a_version_number_is_read_without_listing_the_versions(
     assert registry.card("production")["version"] == 1 and listed
     with pytest.raises(RegistryError, match=r"unknown version 'v2' of mnist-cnn; versions: 1"):
         registry.card("v2")
+    real_read, first = storage.read, []
+
+    def committed_meanwhile(key: str) -> bytes | None:  # absent at the first read, then there
+        if key.endswith("v1/card.json") and not first:
+            first.append(key)
+            return None
+        return real_read(key)
+
+    monkeypatch.setattr(storage, "read", committed_meanwhile)
+    assert registry.card(1)["version"] == 1 and first
 
 
 def test_a_description_is_sealed_as_it_is_stored(registry: Registry) -> None:

@@ -27,8 +27,8 @@ from tests.registry_helpers import (
 
 
 def test_tampered_or_missing_files_are_refused(registry: Registry, make) -> None:
-    register_candidate(registry, make(1), PARAMS)
-    register_candidate(registry, make(2), PARAMS)
+    register_candidate(registry, make(1, accuracy=0.98), PARAMS)
+    register_candidate(registry, make(2, accuracy=0.99), PARAMS)  # better: production
     onnx = stored(registry, 2, "model.onnx")
     writable(onnx).write_bytes(onnx.read_bytes() + b"\0")
     with pytest.raises(
@@ -78,8 +78,8 @@ def test_edited_card_is_refused(registry: Registry, make) -> None:
 
 
 def test_verify_reports_gaps_and_dangling_aliases(registry: Registry, make) -> None:
-    for seed in (1, 2, 3):
-        register_candidate(registry, make(seed), PARAMS)
+    for seed in (1, 2, 3):  # each better than the last: production
+        register_candidate(registry, make(seed, accuracy=0.97 + seed / 100), PARAMS)
     assert registry.verify() == []
 
     shutil.rmtree(model_dir(registry) / "v2")

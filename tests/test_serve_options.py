@@ -101,3 +101,19 @@ def told_apart(api: str) -> None:
         raise webhook  # a notification's server, not the API: as it was
     with pytest.raises(RuntimeError, match="^something else$"), api_errors():
         raise RuntimeError("something else")
+    answer = httpx.Response(422, request=httpx.Request("POST", f"{api}/deployments/"))
+    rejected = httpx.HTTPStatusError("Unprocessable", request=answer.request, response=answer)
+    answered = f"^the Prefect API at {api} .* answered 422: Unpro"
+    with pytest.raises(PipelineError, match=answered), api_errors():
+        raise rejected
+
+
+def test_credentials_in_the_api_url_are_not_told() -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api = "http://bob:s3cret@127.0.0.1:4200/api"
+    refused = httpx.ConnectError("refused", request=httpx.Request("GET", f"{api}/health"))
+    settings = temporary_settings(updates={PREFECT_API_URL: api})
+    with settings, pytest.raises(PipelineError) as told, api_errors():
+        raise refused
+    assert "s3cret" not in str(told.value) and "http://127.0.0.1:4200/api" in str(told.value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import re
+import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,12 +94,13 @@ def _to_grey(image: Image.Image) -> np.ndarray:
 def load_grey(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Steps 1-2: decode `path` safely into a float32 greyscale array (0 black, 1 white)."""
     try:  # a name too long, a folder that cannot be searched: this file's error, not the run's
-        if not path.exists():
-            raise ImageError(f"{path}: no such file")
-        if not path.is_file():
+        # (os.stat, not Path.exists: from Python 3.13 that hides every OSError as "absent")
+        if not stat.S_ISREG(path.stat().st_mode):
             raise ImageError(f"{path}: not a file")
         # a file object, as for uploads: from a file name, Pillow reads an uncompressed TIFF
         source = path.open("rb")  # without applying its EXIF orientation
+    except (FileNotFoundError, NotADirectoryError):
+        raise ImageError(f"{path}: no such file") from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
     with source:

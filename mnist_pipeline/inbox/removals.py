@@ -100,13 +100,17 @@ def delete_removed(
     kept = sorted({entry.label for entry in local if entry.label not in gone})
     if not kept:
         return deleted, None
-    removed = ", ".join(map(str, sorted(gone)))
-    there = f"labelled {removed} there" if gone else "its marker unreadable"
+    here = f"the copy labelled {', '.join(map(str, kept))} here"
+    where = f"{digest[:12]}: removed from the shared inbox {shared.location} elsewhere"
+    if not gone:  # nothing known of what was removed: nothing deleted
+        return deleted, (
+            f"{where}, but its marker ({key(digest)}) cannot be read, so the labels removed are "
+            f"unknown: {here} stays (`data remove` it to drop it)"
+        )
     return deleted, (
-        f"{digest[:12]}: removed from the shared inbox {shared.location} elsewhere ({there}); "
-        "the copy labelled "
-        f"{', '.join(map(str, kept))} here was never there and stays, unpublished (`data add "
-        f"--label {kept[0] if len(kept) == 1 else 'N'} FILE` with a copy of it publishes it)"
+        f"{where} (labelled {', '.join(map(str, sorted(gone)))} there); {here} was never there "
+        f"and stays, unpublished (`data add --label {kept[0] if len(kept) == 1 else 'N'} FILE` "
+        "with a copy of it publishes it)"
     )
 
 

@@ -78,10 +78,20 @@ def _payload(registry: Registry, alias: str, version: int, previous: int | None)
     return {"version": version, "alias": alias, "previous": previous, "accuracy": accuracy}
 
 
+def _configured() -> bool:
+    """Whether a Prefect API is configured; False, with a warning logged, when Prefect refuses
+    its settings (a PREFECT_* variable it cannot read): the registry has changed already."""
+    try:
+        return server_configured() is not None
+    except Exception as exc:
+        log.warning("no events sent: Prefect's settings are refused: %s", str(exc).splitlines()[0])
+        return False
+
+
 def moved(registry: Registry, alias: str, version: int, previous: int | None, actor: str) -> bool:
     """Tell the Prefect API that `alias` moved from `previous` to `version` (with no API
     configured, nothing: the card is not read either)."""
-    if not server_configured():
+    if not _configured():
         return False
     payload = _payload(registry, alias, version, previous) | {"actor": actor}
     return emit(MOVED, registry.name, payload)
@@ -90,7 +100,7 @@ def moved(registry: Registry, alias: str, version: int, previous: int | None, ac
 def registered(registry: Registry, registration: Registration, actor: str) -> None:
     """Tell the Prefect API about a new version and the alias it got (nothing when no version
     was stored, or no API is configured)."""
-    if not registration.registered or not server_configured():
+    if not registration.registered or not _configured():
         return
     found = registration.event or {}  # the trail's event: none if the store went down
     version, alias = registration.version, registration.alias

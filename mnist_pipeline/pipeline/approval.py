@@ -16,6 +16,10 @@ records the outcome in the audit trail:
 - rejected: vN stays staging; a "reject" event (production not moved) with the comment;
 - no answer in time: vN stays staging; an "expire" event.
 
+Where vN no longer is staging by then (a newer version took staging, or vN was promoted by
+hand), the events that move nothing say where it is instead; an approval of a vN promoted by
+hand records an "approve" event (nothing moves) with the approver and the comment.
+
 Prefect is imported only to answer a paused run (the registry and this module's logic do not
 need it).
 """

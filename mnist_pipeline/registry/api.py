@@ -101,8 +101,9 @@ class Registry:
         if not isinstance(named, int):
             return self._read_card(self.version_of(named))
         data = self.storage.read(keys.card_key(self.name, named))
-        if data is None:
-            self.version_of(ref)  # unknown: the error lists the versions there are
+        if data is None:  # unknown: the error lists the versions there are; or just committed
+            self.version_of(ref)
+            data = self.storage.read(keys.card_key(self.name, named))
         return self._checked_card(named, data)
 
     def signature(self, card: dict[str, Any]) -> dict[str, str] | None:
