@@ -115,7 +115,15 @@ def await_approval(registry: Registry, registration: Registration, timeout_s: in
         "it stays staging.",
     )
     state = approval(version, timeout_s, list(waiting), return_state=True)
-    answer: Answer | None = state.result()  # raises if the approval run failed
+    try:
+        answer: Answer | None = state.result()  # raises if the approval run failed
+    except Exception as exc:  # cancelled in the UI, crashed: the trail says so, the run fails
+        why = f"the approval run ended {state.name or 'unfinished'} ({exc}), taking no answer"
+        best_effort(
+            "record the proposal's expiry in the audit trail",
+            lambda: expire(registry, version, why, actor),
+        )
+        raise
     if answer is None:
         tell(
             slug,

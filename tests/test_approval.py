@@ -314,6 +314,32 @@ def test_an_answer_recorded_is_the_outcome_even_if_the_runs_cannot_be_tagged(
     assert caplog.text.count("could not tag") == 2 and "does not answer" in caplog.text
 
 
+def test_an_approval_run_that_ends_without_an_answer_is_recorded_before_the_run_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled in the UI or crashed: the retraining run fails, and the audit trail says the
+    proposal ended (it recorded nothing, leaving the proposal open for good)."""
+    registry, v2 = proposed_project(tmp_path)
+
+    def cancelled() -> None:
+        raise RuntimeError("the flow run was cancelled")
+
+    ended = SimpleNamespace(name="Cancelled", result=cancelled)
+    monkeypatch.setattr(approval_flow, "flow_run", SimpleNamespace(id="r", name="r", parameters={}))
+    monkeypatch.setattr(approval_flow, "server_configured", lambda: "http://127.0.0.1:9/api")
+    monkeypatch.setattr(approval_flow, "tell", lambda *_: None)
+    monkeypatch.setattr(approval_flow, "approval", lambda *_, **__: ended)
+    with pytest.raises(RuntimeError, match="cancelled"):
+        approval_flow.await_approval(registry, v2, 60)
+    event = registry.alias_log()["events"][-1]
+    assert (event["action"], event["version"]) == ("expire", 2)
+    assert event["reason"] == (
+        "the approval run ended Cancelled (the flow run was cancelled), taking no answer: "
+        "kept as staging"
+    )
+    assert registry.aliases() == {"production": 1, "staging": 2}
+
+
 def test_a_proposal_nobody_can_answer_is_recorded_as_expired_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
