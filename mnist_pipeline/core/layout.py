@@ -24,7 +24,7 @@ def within(path: Path, folder: Path) -> bool:
     )
 
 
-def _resolved(path: Path) -> Path:
+def resolved(path: Path) -> Path:
     """`path` with links resolved; as written (made absolute) when they loop."""
     try:
         return path.resolve()
@@ -163,7 +163,7 @@ class Layout:
             return configured
         else:
             folder = self.in_project(configured)
-        if _resolved(folder) == _resolved(folder).parent:  # "/", or ".." enough times
+        if resolved(folder) == resolved(folder).parent:  # "/", or ".." enough times
             raise ParamsError(
                 f"{setting} {configured!r} is the filesystem root: a store needs a folder of "
                 "its own"
@@ -180,7 +180,7 @@ class Layout:
         where = self.registry_root(configured, "inbox.shared")
         if not isinstance(where, Path):
             return where  # a URL
-        where = _resolved(where)  # `..` and links resolved: the folder it really is
+        where = resolved(where)  # `..` and links resolved: the folder it really is
         if within(where, self.inbox):
             raise ParamsError(
                 f"inbox.shared {configured!r} is {where}, inside the inbox {self.inbox}: "

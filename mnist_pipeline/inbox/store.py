@@ -25,7 +25,7 @@ from PIL import Image
 from mnist_pipeline.core.atomic import write_bytes
 from mnist_pipeline.core.contract import CLASS_LABELS
 from mnist_pipeline.core.errors import DataError
-from mnist_pipeline.core.layout import within
+from mnist_pipeline.core.layout import resolved, within
 from mnist_pipeline.core.regular_file import NOT_REGULAR, FileTooLarge, NotRegularFile, read_regular
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.data.preprocess import MAX_PIXELS, ImageError, preprocess_bytes
@@ -204,14 +204,6 @@ def remove(inbox: Path, refs: list[str]) -> list[Entry]:
     return chosen
 
 
-def _resolved(path: Path) -> Path | None:
-    """`path` resolved; None for a link loop (RuntimeError on Python 3.11) or one not followed."""
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):
-        return None
-
-
 def resolve(inbox: Path, refs: list[str]) -> list[Entry]:
     """The entries named by SHA-256 prefix (at least 8 digits), by path, or by the path of a
     copy outside the inbox (matched by content); DataError for a reference that matches none
@@ -219,12 +211,11 @@ def resolve(inbox: Path, refs: list[str]) -> list[Entry]:
     known = entries(inbox)
     chosen = []
     for ref in refs:
-        here = _resolved(Path(ref))
+        here = resolved(Path(ref))  # a link loop: as written, which names no entry
         matches = [
             e
             for e in known
-            if (len(ref) >= 8 and e.sha256.startswith(ref.lower()))
-            or (here is not None and here == _resolved(e.path))
+            if (len(ref) >= 8 and e.sha256.startswith(ref.lower())) or here == resolved(e.path)
         ]
         if not matches and Path(ref).is_file():  # the user's own copy of an image they added
             if within(Path(ref), inbox):  # never its content's labelled copy in its place
