@@ -301,7 +301,7 @@ def test_deployed_commit_runs_in_the_workers_own_folder(tmp_path: Path, real_mir
             found = read_deployment(env, "mnist-retrain/weekly")
             again = run_deployment("mnist-retrain/weekly", parameters=parameters, timeout=0)
             again_state = final_state(again.id, worker, log)
-            # A deployment whose repository cannot be cloned (any more): the run ends Crashed.
+            # A deployment whose repository cannot be cloned (any more): the run ends Failed.
             deployment = found.json()
             with get_client(sync_client=True) as client:
                 bad_id = client.create_deployment(
@@ -322,6 +322,15 @@ def test_deployed_commit_runs_in_the_workers_own_folder(tmp_path: Path, real_mir
                 )
             bad_run = run_deployment(bad_id, parameters=parameters, timeout=0)
             bad_state = final_state(bad_run.id, worker, log)
+            # The pull step fails the run before its process exits; the worker relays that
+            # process's output to its own log a moment later.
+            wait_for(
+                lambda: f"cannot clone {missing}: " in log.read_text(),
+                60,
+                "the worker's log to say why the pull step failed",
+                worker,
+                log,
+            )
             with get_client(sync_client=True) as client:
                 bad_logs = client.read_logs(
                     LogFilter(flow_run_id=LogFilterFlowRunId(any_=[bad_run.id]))
