@@ -17,7 +17,7 @@ import pytest
 from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.pipeline.register import register_candidate
-from mnist_pipeline.registry import GRACE_S, Registry
+from mnist_pipeline.registry import GRACE_S, Registry, commit
 from mnist_pipeline.registry.local import LocalFolder
 from tests.conftest import REPO_ROOT
 from tests.registry_helpers import (
@@ -250,6 +250,40 @@ def test_a_store_down_right_after_the_commit_still_reports_the_version(
     assert registry.aliases() == {"production": 2}  # the card's decision, replayed
 
 
+def test_a_version_committed_while_another_records_its_own_is_replayed_not_lost(
+    registry: Registry, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v2's writer records its decision from the listing it made before committing; v3, whose
+    writer commits in between and dies before recording it, is not in that listing. v2 is
+    recorded as its writer's own, v3 is replayed by the next reader, and nothing is skipped."""
+    register_candidate(registry, make(1, accuracy=0.97), PARAMS)
+    other = Registry(registry.root, MODEL)  # another host
+    record = commit.swap_aliases
+
+    def died(*args, **kwargs):
+        raise OSError(errno.EIO, "the writer died")
+
+    def other_commits_first(reg, change, actor=None, own=None, listed=None):
+        if reg is registry:
+            assert listed == [1, 2]  # the listing is reused, not made again
+            with monkeypatch.context() as patch:
+                patch.setattr(commit, "swap_aliases", died)
+                assert register_candidate(other, make(3, accuracy=0.99), PARAMS).version == 3
+        return record(reg, change, actor, own, listed)
+
+    monkeypatch.setattr(commit, "swap_aliases", other_commits_first)
+    assert register_candidate(registry, make(2, accuracy=0.98), PARAMS).version == 2
+    monkeypatch.undo()
+    stored = json.loads(registry.storage.read(f"{MODEL}/aliases.json"))
+    assert stored["last_version"] == 2  # v3 is not recorded yet, and not skipped
+    events = {e["version"]: e for e in Registry(registry.root, MODEL).alias_log()["events"]}
+    assert sorted(events) == [1, 2, 3]
+    assert "replayed" not in events[2]["evidence"] and events[3]["evidence"]["replayed"]
+    register_candidate(registry, make(4, accuracy=0.96), PARAMS)  # the next write stores it
+    stored = json.loads(registry.storage.read(f"{MODEL}/aliases.json"))
+    assert stored["last_version"] == 4 and registry.verify() == []
+
+
 def disk_error(*args, **kwargs):
     raise OSError(errno.EIO, "Input/output error")
 
@@ -281,15 +315,18 @@ def test_a_card_the_store_fails_to_give_stops_a_registration_not_a_listing(
     register_candidate(registry, first, PARAMS)
     register_candidate(registry, make(2, accuracy=0.99), PARAMS)
     timed_out = StoreError("registry at http://store: read timed out")
+    other = Registry(registry.root, MODEL)  # another process: it has read no card yet
     with monkeypatch.context() as patch:
         patch.setattr(LocalFolder, "read", read_failing_for("/v1/card.json", timed_out))
-        listed = registry.catalogue()
+        listed = other.catalogue()
         assert [(v, card is not None) for v, card, _ in listed] == [(1, False), (2, True)]
         assert "read timed out" in str(listed[0][2])
         with pytest.raises(StoreError, match="read timed out"):
-            register_candidate(registry, first, PARAMS)
+            register_candidate(other, first, PARAMS)
         with pytest.raises(StoreError, match="read timed out"):
-            registry.version_with_fingerprint(registry.card(2)["inputs"])
+            other.version_with_fingerprint(other.card(2)["inputs"])
+        # the registry that registered v1 has its card and need not ask for it again
+        assert register_candidate(registry, first, PARAMS).version == 1
     assert registry.version_numbers() == [1, 2]
     assert register_candidate(registry, first, PARAMS).version == 1  # the store answers: held
 

@@ -108,6 +108,35 @@ def test_an_unchanged_document_is_answered_from_the_last_read(s3_url: str) -> No
     assert store.read_document("m/aliases.json") is None
 
 
+def test_a_registration_asks_the_store_nothing_it_already_knows(s3_url: str, make) -> None:
+    """Counted at the client: a card read or created by the registry object is not read again
+    (its own new card is not read back), a refused create sent once needs no look at who wrote
+    the object, a blob already stored is renewed and read at once, and the lease is released
+    with one DELETE on the ETag its last check read."""
+    registry = Registry(s3_url, MODEL)
+    register_candidate(registry, make(1, accuracy=0.97), PARAMS)
+    sent: list[tuple[str, str, bool]] = []
+
+    def note(request, **_: object) -> None:
+        path = request.url.split("?")[0].split(f"/{MODEL}/", 1)[-1]  # the lease's: "register"
+        copy = "x-amz-copy-source" in {k.lower() for k in request.headers}
+        sent.append((request.method, path, copy))
+
+    registry.storage.client.meta.events.register("before-send", note)
+    assert register_candidate(registry, make(2, accuracy=0.99), PARAMS).version == 2
+    card_gets = [path for method, path, _ in sent if method == "GET" and "card.json" in path]
+    # production's card, read as the candidate is compared with it; not again under the lease,
+    # and v2's, created here, is not read back
+    assert card_gets == ["v1/card.json"], card_gets
+    assert not [m for m, _, _ in sent if m == "HEAD"], sent
+    renewed = [path for method, path, copy in sent if method == "PUT" and copy]
+    assert renewed and all(path.startswith("blobs/sha256/") for path in renewed), sent
+    lease = [method for method, path, _ in sent if path == "register"]
+    assert lease == ["PUT", "GET", "DELETE"], sent  # take, check before the card, release
+    assert registry.version_numbers() == [1, 2] and registry.verify() == []
+    assert registry.storage.read(f".leases/{MODEL}/register") is None
+
+
 def test_the_registry_keeps_its_guarantees_on_s3(s3_url: str, make, tmp_path: Path) -> None:
     key, public = key_pair(tmp_path)
     registry = Registry(s3_url, MODEL, Signing.load(key, [public], True))
@@ -443,6 +472,20 @@ def test_a_lease_taken_over_while_it_is_released_stays_with_its_new_holder(
     assert store._get(key) is not None
     assert store._delete(key) is True and store._get(key) is None
     assert store._delete(key) is True  # already gone
+
+
+def test_a_lease_taken_over_after_its_last_check_stays_with_its_new_holder(s3_url: str) -> None:
+    """Release deletes on the ETag the last check read, without reading the lease again: a
+    takeover after that check changed the ETag, so the delete is refused and the lease kept."""
+    store = open_storage(s3_url)
+    key, taker = ".leases/m/checked", json.dumps({"owner": "t", "host": "h", "pid": 1}).encode()
+    with Lease(store, key, wait_s=5) as lease:
+        lease.check_held()
+        assert store._put(key, taker, IfMatch=store._get(key)[1])  # type: ignore[index]
+    assert store._get(key)[0] == taker  # type: ignore[index]
+    with Lease(store, ".leases/m/kept", wait_s=5) as lease:
+        lease.check_held()
+    assert store._get(".leases/m/kept") is None  # released on the ETag its check read
 
 
 @pytest.mark.parametrize(

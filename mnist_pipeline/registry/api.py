@@ -40,6 +40,7 @@ class Registry:
         self.root = root
         self.signing = signing or Signing()
         self._trusted_revision: str | None = None  # the alias document last found consistent
+        self._card_bytes: dict[int, bytes] = {}  # as read or created by this object (_cards)
 
     @property
     def location(self) -> str:
@@ -57,21 +58,21 @@ class Registry:
         return [self._card(v) for v in self.version_numbers()]
 
     def catalogue(
-        self, strict: bool = False
+        self, strict: bool = False, reuse: bool = False
     ) -> list[tuple[int, dict[str, Any] | None, str | None]]:
         """(version, card, None) for every version, or (version, None, problem) when its card
         cannot be trusted: one damaged version does not hide the others. `strict`: a store that
-        does not answer (StoreError) fails the whole, as deciding on part of it would."""
+        does not answer (StoreError) fails the whole, as deciding on part of it would. `reuse`:
+        a card this object read before is not read again (see `_cards`)."""
         versions = self.version_numbers()
-        card_keys = [keys.card_key(self.name, v) for v in versions]
         try:
-            stored: list[bytes | None] | None = self.storage.read_many(card_keys)
+            stored: list[bytes | None] | None = self._cards(versions, reuse)
         except RegistryError:  # one card could not be read: one by one, so it hides no other
             stored = None
         entries: list[tuple[int, dict[str, Any] | None, str | None]] = []
         for i, version in enumerate(versions):
             try:
-                data = self.storage.read(card_keys[i]) if stored is None else stored[i]
+                data = self._cards([version], reuse)[0] if stored is None else stored[i]
                 entries.append((version, self._checked_card(version, data)[0], None))
             except RegistryError as exc:
                 if strict and isinstance(exc, StoreError):
@@ -271,6 +272,19 @@ class Registry:
 
     def _aliases_where(self) -> str:
         return f"{self.location}/{keys.ALIASES_FILE}"
+
+    def _cards(self, versions: list[int], reuse: bool = False) -> list[bytes | None]:
+        """The stored card of each version (None: not there), read at once. A card is created
+        once and never rewritten, so with `reuse` one this object read or created before is
+        not read again (each is still checked where it is used); `verify` reads every one."""
+        known = self._card_bytes if reuse else {}
+        unread = [v for v in versions if v not in known]
+        found = self.storage.read_many([keys.card_key(self.name, v) for v in unread])
+        for version, data in zip(unread, found, strict=True):
+            if data is not None:
+                self._card_bytes[version] = data
+        fresh = dict(zip(unread, found, strict=True))
+        return [known[v] if v in known else fresh[v] for v in versions]
 
     def _card(self, version: int) -> dict[str, Any]:
         return self._read_card(version)[0]

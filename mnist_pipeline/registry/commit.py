@@ -82,7 +82,8 @@ def register(
         raise RegistryError(f"identity names files the submission lacks: {missing}")
     name = registry.name
     with registry.storage.exclusive(f"{name}/register") as still_held:
-        catalogue = registry.catalogue(strict=True)  # no duplicate for want of an answer
+        # no duplicate for want of an answer; cards read before (restore_lost) are not re-read
+        catalogue = registry.catalogue(strict=True, reuse=True)
         same = submission.fingerprint if skip_same_inputs else None
         kept = _already_held(catalogue, hashes, submission.identity, same)
         if kept is not None:
@@ -105,11 +106,13 @@ def register(
         # needs. Once this passes, a gc that takes over later sees them young and keeps them.
         still_held()
         # the first number that can be free; a writer that took it meanwhile makes this N+1
-        listed = catalogue[-1][0] if catalogue else 0
-        first = max(listed, state.last_version) + 1
+        last_listed = catalogue[-1][0] if catalogue else 0
+        first = max(last_listed, state.last_version) + 1
         head = trail.link(state.events[: state.stored])  # what was stored, not replayed
         version = _commit(registry, submission, hashes, first, head)
-    return _apply_decision(registry, version, submission, actor)
+    # with no other writer's version in between, the listing above holds every one up to this
+    listed = [*versions, version] if version == first == last_listed + 1 else None
+    return _apply_decision(registry, version, submission, actor, listed)
 
 
 # ---- internals
@@ -122,11 +125,11 @@ def _store_blobs(registry: Registry, blobs: dict[str, bytes]) -> None:
     storage, keyed = registry.storage, {keys.blob_key(registry.name, h): h for h in blobs}
     created = storage.create_many([(key, blobs[sha256]) for key, sha256 in keyed.items()])
     held = [key for key, new in zip(keyed, created, strict=True) if not new]
-    gone = [key for key in held if not storage.renew(key)]  # collected in between
+    stored = dict(zip(held, storage.renew_many(held), strict=True))
+    gone = [key for key, data in stored.items() if data is None]  # collected in between
     storage.create_many([(key, blobs[keyed[key]]) for key in gone])
-    held = [key for key in held if key not in gone]
-    for key, data in zip(held, storage.read_many(held), strict=True):
-        if data is None or hashlib.sha256(data).hexdigest() != keyed[key]:
+    for key, data in stored.items():
+        if data is not None and hashlib.sha256(data).hexdigest() != keyed[key]:
             raise RegistryError(f"stored blob {key} in {storage.location} is damaged")
 
 
@@ -138,7 +141,7 @@ def restore_lost(
     production before registering calls this first: production may be the version hit."""
     contents = {rel: bytes(data) for rel, data in files.items()}
     hashes = {rel: hashlib.sha256(data).hexdigest() for rel, data in contents.items()}
-    catalogue = registry.catalogue(strict=True)
+    catalogue = registry.catalogue(strict=True, reuse=True)
     kept = _already_held(catalogue, hashes, identity, None)
     if kept is None:
         return None
@@ -207,17 +210,23 @@ def _commit(
             card[SIGNATURE_KEY] = signature
         body = (json.dumps(card, indent=2) + "\n").encode("utf-8")
         if registry.storage.create(keys.card_key(name, version), body):
+            registry._card_bytes[version] = body  # replayed next: not read back
             return version
         version += 1
 
 
 def _apply_decision(
-    registry: Registry, version: int, submission: Submission, actor: str | None
+    registry: Registry,
+    version: int,
+    submission: Submission,
+    actor: str | None,
+    listed: list[int] | None = None,
 ) -> Registration:
-    """Record the committed version's alias (replaying its decision) in the alias document."""
+    """Record the committed version's alias (replaying its decision) in the alias document;
+    `listed`: every committed version up to it, as listed before it was committed."""
     warning = None
     try:
-        state = swap_aliases(registry, lambda state: state, actor, version)
+        state = swap_aliases(registry, lambda state: state, actor, version, listed)
     except (OSError, RegistryError) as exc:  # committed: say so, do not report a failure
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         warning = (

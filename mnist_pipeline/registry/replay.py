@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mnist_pipeline.core.errors import RegistryError, StoreError
-from mnist_pipeline.registry import keys, lost
+from mnist_pipeline.registry import lost
 from mnist_pipeline.registry.aliases import AliasState
 from mnist_pipeline.registry.registration import DECISION_FIELDS, applicable
 from mnist_pipeline.registry.signing import NotSigned, UntrustedKey
@@ -41,7 +41,8 @@ def replayed(
     pending = [version for version in wanted if version > state.last_version]
     # The store failing, for a card or a schema-1 card.sig, propagates (the swap fails; the
     # next change replays it).
-    cards = registry.storage.read_many([keys.card_key(registry.name, v) for v in pending])
+    # A writer recording its own version has just created that card (and read the others).
+    cards = registry._cards(pending, reuse=own is not None)
     _refuse_lost(registry, state, pending, cards)
     for version, data in zip(pending, cards, strict=True):
         try:

@@ -154,6 +154,14 @@ class S3Bucket(Storage):
         )
         return self._unless_missing("renew", key, copy) is not None
 
+    def renew_many(self, keys: list[str]) -> list[bytes | None]:
+        """The renewals and the reads at once: a read sent beside its renewal sees the same
+        bytes (a copy onto itself changes none), and a key whose renewal found it gone is None."""
+        calls = [partial(self.renew, key) for key in keys] + [partial(self.read, k) for k in keys]
+        done = _at_once(lambda call: call(), calls)
+        renewed, read = done[: len(keys)], done[len(keys) :]
+        return [data if kept else None for kept, data in zip(renewed, read, strict=True)]
+
     def delete(self, key: str) -> None:
         self._call(self.client.delete_object, Key=self._key(key))
 
@@ -164,6 +172,12 @@ class S3Bucket(Storage):
         self._check_conditions()  # the lease's own writes and its release rely on them
         with Lease(self, f".leases/{check_key(key)}") as lease:
             yield lease.check_held
+
+    @property
+    def deletes_conditionally(self) -> bool:
+        """Whether a DELETE with If-Match is honoured here (found when conditions are checked)."""
+        self._check_conditions()
+        return (self.endpoint, self.bucket) not in UNCONDITIONAL_DELETE
 
     # ---- raw object operations (also used by s3_lease.py)
 
@@ -193,9 +207,10 @@ class S3Bucket(Storage):
         be this one, while the same bytes written by another writer are not."""
         write = uuid.uuid4().hex
 
-        def refused(code: str) -> bool | None:
+        def refused(code: str, retried: bool) -> bool | None:
             if code in PRECONDITION_FAILED or (code in NOT_FOUND and "IfMatch" in condition):
-                return self._written_by(key, write)
+                # only a request sent more than once can have been stored before it was refused
+                return retried and self._written_by(key, write)
             if code in UNSUPPORTED and condition:
                 where = f"{self.role} {self.location} at {self.endpoint}"
                 header = "If-None-Match" if "IfNoneMatch" in condition else "If-Match"
@@ -230,10 +245,10 @@ class S3Bucket(Storage):
         """DELETE under a condition: True when deleted (or already gone), False when the
         condition did not hold. Where the store does not implement the condition (found by
         `_check_conditions`), it is not sent: the delete is unconditional, as where ignored."""
-        if (self.endpoint, self.bucket) in UNCONDITIONAL_DELETE:
+        if not self.deletes_conditionally:
             condition = {}
 
-        def refused(code: str) -> bool | None:
+        def refused(code: str, retried: bool) -> bool | None:
             return False if code in PRECONDITION_FAILED else True if code in NOT_FOUND else None
 
         delete = self.client.delete_object
@@ -245,11 +260,12 @@ class S3Bucket(Storage):
         action: str,
         key: str,
         request: Callable[[], object],
-        refused: Callable[[str], bool | None],
+        refused: Callable[[str, bool], bool | None],
     ) -> bool:
         """`request`, a conditional write or delete, retried with backoff while the store
         answers 409 (another conditional request on the key under way): True when done; for any
-        other error code, `refused(code)` answers (None: a failure, raised)."""
+        other error code, `refused(code, retried)` answers (None: a failure, raised); `retried`
+        is whether boto3 sent that request more than once (an earlier try may have landed)."""
         first, cap = CONFLICT_BACKOFF_S
         for attempt in range(CONFLICT_RETRIES):
             try:
@@ -258,7 +274,8 @@ class S3Bucket(Storage):
             except ClientError as exc:
                 code = error_code(exc)
                 if code not in ("ConditionalRequestConflict", "409"):
-                    answer = refused(code)
+                    sent = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 1)
+                    answer = refused(code, sent != 0)
                     if answer is None:
                         raise self._failure(action, key, exc) from None
                     return answer

@@ -8,8 +8,9 @@ time to live, measured on its own clock so hosts need not agree on the time, tak
 `If-Match` on that ETag: its holder stopped renewing (it crashed, or lost the store). A lease
 whose holder is a process of this host (host name, boot and PID namespace) that no longer exists,
 or a lease this process abandoned, is taken over at once. Leaving deletes it if it is still this
-holder's: a DELETE with `If-Match` on the ETag it read, so a lease taken over between that read
-and the delete stays with its new holder.
+holder's: a DELETE with `If-Match` on the ETag it read (the one `check_held` read last, if no
+renewal came after it), so a lease taken over between that read and the delete stays with its new
+holder.
 Registrations use it to keep identical models from becoming two versions and `models gc` to
 keep off blobs a registration is storing.
 """
@@ -52,6 +53,7 @@ class Lease:
         self.body = json.dumps(self.holder).encode()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._seen: str | None = None  # the ETag check_held last read it at, until a renewal
 
     def __enter__(self) -> Lease:
         # held from before the write lands: a thread of this process reading the lease in
@@ -95,6 +97,7 @@ class Lease:
                 f"lease {self.key} in {self.store.location} was taken over while held (this "
                 "process stalled past its time to live): stopped; run the command again"
             )
+        self._seen = found[1]
 
     def _held(self) -> Lease:
         self._renewer = threading.Thread(target=self._renew, name="s3-lease", daemon=True)
@@ -112,6 +115,7 @@ class Lease:
                     return
                 renewals += 1
                 body = json.dumps({**self.holder, "renewal": renewals}).encode()
+                self._seen = None  # rewritten: its ETag is no longer the one check_held saw
                 self.store._put(self.key, body, IfMatch=found[1])
             except (RegistryError, ValueError) as failure:  # retried at the next tick
                 logger.warning("could not renew lease %s: %s", self.key, failure)
@@ -126,6 +130,11 @@ class Lease:
         if self._renewer is not None:
             self._renewer.join()
         try:
+            # as check_held last saw it, unchanged since: deleted without reading it again
+            # (only where If-Match on DELETE holds: elsewhere it must be read to be spared)
+            seen = self._seen if self.store.deletes_conditionally else None
+            if seen is not None and self.store._delete(self.key, IfMatch=seen):
+                return
             found = self.store._get(self.key)
             mine = found is not None and _owner(found[0]) == self.owner
             if mine and not self.store._delete(self.key, IfMatch=found[1]):  # type: ignore[index]

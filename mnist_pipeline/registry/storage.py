@@ -71,6 +71,11 @@ class Storage(ABC):
     def renew(self, key: str) -> bool:
         """Restart an object's age (`ages`) without changing its bytes; False when it is gone."""
 
+    def renew_many(self, keys: list[str]) -> list[bytes | None]:
+        """`renew` each key and read it: its bytes, or None when it is gone; a backend one
+        round trip away sends the renewals and the reads at once."""
+        return [self.read(key) if self.renew(key) else None for key in keys]
+
     def abandoned(self, prefix: str, older_than_s: float) -> list[str]:
         """Partial writes under `prefix` that a killed writer left, written `older_than_s` ago
         or more; a backend whose writes are atomic (object storage) has none."""

@@ -24,17 +24,23 @@ def swap_aliases(
     change: Callable[[AliasState], T],
     actor: str | None = None,
     own: int | None = None,
+    listed: list[int] | None = None,
 ) -> T:
     """Apply `change` to the current alias state (decisions replayed, `own` as registered by
     `actor`, others marked replayed by it) and store it by compare-and-swap, re-reading and
     re-applying on conflict: every event is chained to the log as it is stored. An attempt
     refused although it was stored (its answer lost, another writer's on top before the retry)
-    is found in the re-read log by its events' hashes, and not applied again."""
+    is found in the re-read log by its events' hashes, and not applied again. `listed`: the
+    committed versions, up to `own` without a gap, as the caller listed them before this call;
+    the first attempt replays those instead of listing again (a version committed since is
+    replayed by the next reader, as one committed just after a listing would be)."""
     registry.signing.require_signer()  # an unsigned event would fail verify forever
     key = keys.aliases_key(registry.name)
     tried: tuple[set[str], T] | None = None  # the last refused attempt's events, and result
+    versions = listed
     for _ in range(SWAP_ATTEMPTS):
-        state, revision = registry._state_and_revision(actor=actor, own=own, writing=True)
+        state, revision = registry._state_and_revision(versions, actor, own, writing=True)
+        versions = None  # a retry lists them again
         if tried is not None and tried[0] & {event.get("sha256") for event in state.events}:
             return tried[1]
         before = len(state.events)
