@@ -189,6 +189,40 @@ def test_a_hosts_earlier_quarantine_moves_into_the_store(location: str, tmp_path
     assert review_move.move_local(shared, folder, inbox) == (0, [])
 
 
+class Cut(Exception):
+    """The process stopped here (killed, the machine lost)."""
+
+
+def test_a_claim_a_move_cut_short_left_in_the_store_is_not_moved_again_once_reviewed(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The move stopped after the claim reached the store and before it left this host; another
+    host rejected it meanwhile. The next move finishes without putting it back in the queue."""
+    folder, inbox = tmp_path / "pending", tmp_path / "extra"
+    png = digit(tmp_path, 14)
+    pending.submit(folder, inbox, png, "x.png", 5, "token:kiosk", "10.0.0.9")
+    shared = SharedInbox(location)
+    submit = review_move.submit
+
+    def stored_then_cut(*args, **kwargs):
+        submit(*args, **kwargs)
+        raise Cut
+
+    with monkeypatch.context() as patch:
+        patch.setattr(review_move, "submit", stored_then_cut)
+        with pytest.raises(Cut):
+            review_move.move_local(shared, folder, inbox)
+    assert len(pending.items(folder)) == 1
+    (item,) = review_shared.queue(SharedInbox(location)).found
+    review_shared.reject(SharedInbox(location), tmp_path / "other" / "extra", [item.sha256], "bob")
+    assert review_move.move_local(shared, folder, inbox) == (1, [])
+    assert review_shared.queue(shared).found == [] and pending.items(folder) == []
+    # a claim of the same image not moved before (from another client) is moved as ever
+    pending.submit(folder, inbox, png, "x.png", 5, "token:kiosk", "10.0.0.10")
+    assert review_move.move_local(shared, folder, inbox) == (1, [])
+    assert [i.labels for i in review_shared.queue(shared).found] == [[5]]
+
+
 def test_the_cli_reviews_the_stores_queue(location: str, tmp_path: Path) -> None:
     runner = CliRunner()
     hosts = [tmp_path / "kiosk", tmp_path / "review"]

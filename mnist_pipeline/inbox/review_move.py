@@ -3,12 +3,15 @@ the shared inbox's store, where every host reviews it (review_shared.py). Torch-
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.inbox import pending, store
-from mnist_pipeline.inbox.review_shared import submit
+from mnist_pipeline.inbox.claims import Claim
+from mnist_pipeline.inbox.review_records import decided_claims
+from mnist_pipeline.inbox.review_shared import claim_key, submit
 from mnist_pipeline.inbox.seen import check_not_lost
 from mnist_pipeline.inbox.shared import SharedInbox
 
@@ -17,9 +20,11 @@ def move_local(shared: SharedInbox, folder: Path, inbox: Path) -> tuple[int, lis
     """Move the claims quarantined in this host's `folder` (data/pending/) into the store, each
     with its source, time and client, then delete them here: the number of images moved, and
     why others stayed (a damaged record: none moves; an image that is not its SHA-256 or does
-    not decode: that one stays). A move cut short is finished by the next (claims the store
-    already has are not added twice). A store this host synced with that lost its identity
-    (wiped, a share not mounted) is refused: StoreUnavailable, nothing moved."""
+    not decode: that one stays). A move cut short is finished by the next: each claim's key
+    comes from the claim, so one the store already has is not added twice, and one that a
+    review on another host decided since (its record names that key) is not put back. A store
+    this host synced with that lost its identity (wiped, a share not mounted) is refused:
+    StoreUnavailable, nothing moved."""
     moved, stayed = 0, []
     with store.lock(inbox):
         try:
@@ -36,10 +41,22 @@ def move_local(shared: SharedInbox, folder: Path, inbox: Path) -> tuple[int, lis
             except (OSError, DataError) as exc:
                 stayed.append(f"{item.path} stays in {folder}: {exc}")
                 continue
+            decided = decided_claims(shared, item.sha256)
             for claim in item.claims:
+                nonce = _nonce(item.sha256, claim)
+                if claim_key(item.sha256, claim.source, claim.label, nonce) in decided:
+                    continue  # moved by a move cut short, and reviewed since on another host
                 name, source, client = str(item.path), claim.source, claim.client
-                submit(shared, data, name, claim.label, source, client, time=claim.time)
+                submit(
+                    shared, data, name, claim.label, source, client, time=claim.time, nonce=nonce
+                )
             (folder / f"{item.sha256}.json").unlink(missing_ok=True)
             Path(item.path).unlink(missing_ok=True)
             moved += 1
     return moved, stayed
+
+
+def _nonce(sha256: str, claim: Claim) -> str:
+    """The end of a moved claim's key, the same each time the claim is moved."""
+    text = "\n".join([sha256, claim.source, str(claim.label), claim.time, claim.client or ""])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -24,6 +24,25 @@ from mnist_pipeline.inbox.shared import SharedInbox
 REVIEW_LOG = "review-log/"
 
 
+def _records(shared: SharedInbox, sha256: str) -> list[tuple[dict, set[str]]]:
+    """The store's review records of image `sha256`, each with the claim keys it names (what is
+    not a record this program writes decides nothing, and is left out)."""
+    names = shared.call(lambda: shared.storage.list(f"{REVIEW_LOG}{sha256}/"))
+    found = []
+    for body in shared.call(lambda: shared.storage.read_many(names)):
+        try:
+            record = dict(json_text.loads(body or b""))
+            found.append((record, set(record["claims"])))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+def decided_claims(shared: SharedInbox, sha256: str) -> set[str]:
+    """The keys of the claims of image `sha256` that a recorded review decides."""
+    return {key for _, claims in _records(shared, sha256) for key in claims}
+
+
 def decided_by(
     shared: SharedInbox, item: Pending, keys: list[str], action: str, label: int | None = None
 ) -> dict | None:
@@ -31,13 +50,10 @@ def decided_by(
     its record): None when there is none; DataError when one decided any of them otherwise than
     `action` with `label` (the review is finished as it was decided; a claim that arrived
     since does not make it undecided)."""
-    names = shared.call(lambda: shared.storage.list(f"{REVIEW_LOG}{item.sha256}/"))
-    for body in shared.call(lambda: shared.storage.read_many(names)):
+    for record, claims in _records(shared, item.sha256):
         try:
-            record = json_text.loads(body or b"")
-            claims = set(record["claims"])
             earlier = str(record["action"])
-        except (ValueError, KeyError, TypeError):
+        except KeyError:
             continue  # not a record this program writes: it decides nothing
         covered = set(keys) <= claims
         if claims & set(keys) and (earlier, record.get("label")) != (action, label):

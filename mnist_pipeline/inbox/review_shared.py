@@ -56,6 +56,11 @@ def source_id(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
+def claim_key(digest: str, source: str, digit: int, nonce: str) -> str:
+    """Where one claim of image `digest` is stored (`nonce`: 32 hex digits)."""
+    return f"{REVIEW}{digest}/{source_id(source)}.{digit}.{nonce}.json"
+
+
 def claim_keys(shared: SharedInbox) -> list[re.Match[str]]:
     """Every claim's key in the store, parsed (other keys under review/ are ignored)."""
     keys = shared.call(lambda: shared.storage.list(REVIEW))
@@ -71,9 +76,11 @@ def submit(
     client: str | None = None,
     quota: int | None = None,
     time: str | None = None,
+    nonce: str | None = None,
 ) -> Submitted:
     """`pending.submit` into the store: one create-only claim object. Concurrent submissions of
-    one source can pass its quota by the few in flight; never by more."""
+    one source can pass its quota by the few in flight; never by more. `nonce` (32 hex digits;
+    default random) ends the claim's key: one claim submitted twice is then stored once."""
     digit, digest, suffix = store.validate(data, name, label)
     claim = Claim(digit, source, time or pending.utc_now(), client)
     mine, known = source_id(source), claim_keys(shared)
@@ -86,7 +93,7 @@ def submit(
             f"(serve.feedback_quota {quota}); wait until they are reviewed"
         )
     body = {**asdict(claim), "format": suffix, "image": base64.b64encode(data).decode()}
-    key = f"{REVIEW}{digest}/{mine}.{digit}.{uuid.uuid4().hex}.json"
+    key = claim_key(digest, source, digit, nonce or uuid.uuid4().hex)
     shared.call(lambda: shared.storage.create(key, json.dumps(body).encode()))
     return Submitted("pending", digest, claim)
 
