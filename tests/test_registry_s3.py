@@ -110,9 +110,10 @@ def test_an_unchanged_document_is_answered_from_the_last_read(s3_url: str) -> No
 
 def test_a_registration_asks_the_store_nothing_it_already_knows(s3_url: str, make) -> None:
     """Counted at the client: a card read or created by the registry object is not read again
-    (its own new card is not read back), a refused create sent once needs no look at who wrote
-    the object, a blob already stored is renewed and read at once, and the lease is released
-    with one DELETE on the ETag its last check read."""
+    (its own new card is not read back), nor the alias document read under the lease, a refused
+    create sent once needs no look at who wrote the object, a blob already stored is renewed
+    and read at once, and the lease is released with one DELETE on the ETag its last check
+    read."""
     registry = Registry(s3_url, MODEL)
     register_candidate(registry, make(1, accuracy=0.97), PARAMS)
     sent: list[tuple[str, str, bool]] = []
@@ -133,8 +134,42 @@ def test_a_registration_asks_the_store_nothing_it_already_knows(s3_url: str, mak
     assert renewed and all(path.startswith("blobs/sha256/") for path in renewed), sent
     lease = [method for method, path, _ in sent if path == "register"]
     assert lease == ["PUT", "GET", "DELETE"], sent  # take, check before the card, release
+    # read to find production, read under the lease, not again for recording v2 (its revision
+    # is checked by the swap)
+    aliases = [method for method, path, _ in sent if path == "aliases.json"]
+    assert aliases == ["GET", "GET", "PUT"], sent
     assert registry.version_numbers() == [1, 2] and registry.verify() == []
     assert registry.storage.read(f".leases/{MODEL}/register") is None
+
+
+def test_an_alias_moved_while_a_registration_records_its_own_is_kept(
+    s3_url: str, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registration records v2 on the alias document it read under its lease; another host
+    moved an alias after that read (before v2's card), so the swap's revision fails, and the
+    retry reads the document again and records v2 on top of the move."""
+    registry = Registry(s3_url, MODEL)
+    register_candidate(registry, make(1, accuracy=0.97), PARAMS)
+    other = Registry(s3_url, MODEL)  # another host
+    store_blobs = commit._store_blobs
+
+    def moved_meanwhile(*args, **kwargs):
+        other.promote(1, "staging", "tester", "a second look")
+        return store_blobs(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(commit, "_store_blobs", moved_meanwhile)
+        done = register_candidate(registry, make(2, accuracy=0.99), PARAMS)
+    assert (done.version, done.alias, done.warning) == (2, "production", None)
+    log = Registry(s3_url, MODEL).alias_log()
+    assert log["aliases"] == {"production": 2, "staging": 1}
+    assert [(e["action"], e["alias"], e["version"]) for e in log["events"]] == [
+        ("register", "production", 1),
+        ("promote", "staging", 1),
+        ("register", "production", 2),
+    ]
+    assert "replayed" not in log["events"][2]["evidence"]  # recorded by its own writer
+    assert registry.verify() == []
 
 
 def test_the_registry_keeps_its_guarantees_on_s3(s3_url: str, make, tmp_path: Path) -> None:

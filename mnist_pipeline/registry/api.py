@@ -251,21 +251,24 @@ class Registry:
         actor: str | None = None,
         own: int | None = None,
         writing: bool = False,
+        recent: bool = False,
     ) -> tuple[AliasState, str | None]:
         """`state()` and the alias document's revision it was read at (None: no document);
         replayed decisions are recorded as `actor`'s. Versions are listed before the read: a
-        card committed after it may name an event the read missed, which is not a lost one."""
+        card committed after it may name an event the read missed, which is not a lost one.
+        `recent`: the document as last read, where the storage keeps it (for a swap)."""
         versions = self.version_numbers() if versions is None else versions
-        state, revision = self._stored_aliases()
+        state, revision = self._stored_aliases(recent)
         if revision is not None and revision != self._trusted_revision:
             self._trusted_revision = refuse_forged(self, state, revision)
         state.sign = self.signing.sign
         return replay.replayed(self, state, versions, actor, own, writing), revision
 
-    def _stored_aliases(self) -> tuple[AliasState, str | None]:
-        """The alias document as stored, unchecked and not replayed, and its revision (None:
-        no document)."""
-        found = self.storage.read_document(keys.aliases_key(self.name))
+    def _stored_aliases(self, recent: bool = False) -> tuple[AliasState, str | None]:
+        """The alias document as stored (`recent`: as last read, where the storage keeps it),
+        unchecked and not replayed, and its revision (None: no document)."""
+        key = keys.aliases_key(self.name)
+        found = (recent and self.storage.last_read(key)) or self.storage.read_document(key)
         state = alias_doc.parse(found and found[0], self._aliases_where())
         state.model = self.name
         return state, None if found is None else found[1]

@@ -116,6 +116,9 @@ class S3Bucket(Storage):
             self._documents[key] = found
         return found
 
+    def last_read(self, key: str) -> tuple[bytes, str] | None:
+        return self._documents.get(key)
+
     def create(self, key: str, data: bytes) -> bool:
         self._check_conditions()
         return self._put(key, data, IfNoneMatch="*")
@@ -123,7 +126,10 @@ class S3Bucket(Storage):
     def swap(self, key: str, data: bytes, revision: str | None) -> bool:
         self._check_conditions()
         condition = {"IfNoneMatch": "*"} if revision is None else {"IfMatch": revision}
-        return self._put(key, data, **condition)
+        swapped = self._put(key, data, **condition)
+        if swapped:
+            self._documents.pop(key, None)  # what was read is not what is there now
+        return swapped
 
     def delete_document(self, key: str, revision: str) -> bool:
         self._check_conditions()  # also finds out whether DELETE honours If-Match (logged)

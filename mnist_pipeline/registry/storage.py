@@ -35,6 +35,12 @@ class Storage(ABC):
         """(bytes, revision) of a small document, or None; the revision is what `swap`
         compares against."""
 
+    def last_read(self, key: str) -> tuple[bytes, str] | None:
+        """The document at `key` as this object last read it, without asking the store (None:
+        none kept; a backend whose reads cost little keeps none). For a compare-and-swap only,
+        whose revision refuses a document changed since."""
+        return None
+
     @abstractmethod
     def create(self, key: str, data: bytes) -> bool:
         """Store `data` under `key` only if nothing is there; False when something was."""

@@ -32,14 +32,17 @@ def swap_aliases(
     refused although it was stored (its answer lost, another writer's on top before the retry)
     is found in the re-read log by its events' hashes, and not applied again. `listed`: the
     committed versions, up to `own` without a gap, as the caller listed them before this call;
-    the first attempt replays those instead of listing again (a version committed since is
-    replayed by the next reader, as one committed just after a listing would be)."""
+    the first attempt replays those on the alias document as last read (after that listing),
+    without asking the store again (a version committed since is replayed by the next reader,
+    as one committed just after a listing would be; a document changed since fails the swap's
+    revision, and the next attempt reads both again)."""
     registry.signing.require_signer()  # an unsigned event would fail verify forever
     key = keys.aliases_key(registry.name)
     tried: tuple[set[str], T] | None = None  # the last refused attempt's events, and result
     versions = listed
     for _ in range(SWAP_ATTEMPTS):
-        state, revision = registry._state_and_revision(versions, actor, own, writing=True)
+        recent = versions is not None
+        state, revision = registry._state_and_revision(versions, actor, own, True, recent)
         versions = None  # a retry lists them again
         if tried is not None and tried[0] & {event.get("sha256") for event in state.events}:
             return tried[1]
