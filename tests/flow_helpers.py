@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pydantic
+import pytest
 import yaml
 from prefect.settings import PREFECT_API_URL
 
@@ -57,3 +59,14 @@ def flow_run_tags(flow_run_id: str) -> list[str]:
     response = httpx.get(f"{PREFECT_API_URL.value()}/flow_runs/{flow_run_id}", timeout=30)
     response.raise_for_status()
     return response.json()["tags"]
+
+
+def refuse_prefect_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading the Prefect API URL fails as it does with a PREFECT_* value Prefect cannot parse
+    (pydantic's ValidationError). Prefect reads its settings once per process, so a variable
+    set in a test would not be read."""
+
+    def refused() -> str:
+        return str(pydantic.TypeAdapter(int).validate_python("abc"))
+
+    monkeypatch.setattr(PREFECT_API_URL, "value", refused)

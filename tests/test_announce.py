@@ -14,8 +14,10 @@ import httpx
 import pytest
 import yaml
 
+from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
 from tests.conftest import REPO_ROOT
+from tests.flow_helpers import refuse_prefect_settings
 from tests.process_helpers import prefect_server
 from tests.promotion_helpers import TEST
 from tests.test_registry_cli import produce
@@ -43,7 +45,7 @@ def test_a_failed_emit_is_a_warning_not_an_error(
 
 
 def test_events_are_told_from_the_registration_and_one_card_read(
-    registry, make, monkeypatch: pytest.MonkeyPatch
+    registry, make, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """With no API nothing is read from the store; with one, the payloads name the version's
     accuracy (its card) and the alias it replaced (the trail's event the registration kept)."""
@@ -75,12 +77,13 @@ def test_events_are_told_from_the_registration_and_one_card_read(
     assert len(reads) == 1  # the card, by number
     sent.clear()
 
-    def refused() -> str:  # a PREFECT_* value Prefect cannot read: the version is registered
-        raise ValueError("1 validation error for Settings\napi.request_timeout")
-
-    monkeypatch.setattr(announce, "server_configured", refused)
-    announce.registered(registry, second, "user:eve")
-    assert announce.moved(registry, "staging", 1, None, "user:eve") is False and sent == []
+    with monkeypatch.context() as patch:  # a PREFECT_* value Prefect cannot read: registered
+        patch.setattr(announce, "server_configured", server_configured)  # the real one
+        refuse_prefect_settings(patch)
+        with caplog.at_level("WARNING"):
+            announce.registered(registry, second, "user:eve")
+            assert announce.moved(registry, "staging", 1, None, "user:eve") is False
+    assert sent == [] and "no events sent: Prefect's settings are refused: " in caplog.text
     monkeypatch.setattr(announce, "server_configured", lambda: "http://127.0.0.1:9/api")
     announce.registered(registry, replace(first, event=None), "user:eve")  # the store went down
     assert [event for event, *_ in sent] == [announce.REGISTERED]

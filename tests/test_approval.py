@@ -3,6 +3,9 @@ recorded in the audit trail, and the CLI's errors (the Prefect part: test_approv
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -285,6 +288,24 @@ def test_cli_without_a_prefect_api_is_one_line(
     assert capsys.readouterr().err == (  # would fail to record it
         "error: the actor is blank: name who makes this move (or leave it out)\n"
     )
+    assert registry.alias_log() == before
+
+
+def test_cli_with_prefect_settings_prefect_refuses_is_one_line(tmp_path: Path) -> None:
+    """A PREFECT_* variable Prefect cannot read ended `models approve` in a pydantic traceback."""
+    registry, _ = proposed_project(tmp_path)
+    before = registry.alias_log()
+    # a process of its own: Prefect reads its settings once per process
+    env = {**os.environ, "PREFECT_CLIENT_RETRY_EXTRA_CODES": "abc"}
+    approve = [sys.executable, "-m", "mnist_pipeline", "--root", str(tmp_path), "models"]
+    done = subprocess.run(
+        [*approve, "approve", "2"], env=env, capture_output=True, text=True, timeout=120
+    )
+    err = done.stderr  # after what Prefect itself prints on import ("Failed to initialize ...")
+    assert done.returncode == 1 and "Traceback" not in err, err
+    last = err.splitlines()[-1]
+    assert last.startswith("error: Prefect's settings are refused: "), err
+    assert "retry_extra_codes" in last
     assert registry.alias_log() == before
 
 

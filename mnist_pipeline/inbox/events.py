@@ -23,7 +23,7 @@ from typing import Any
 
 from mnist_pipeline.core import json_text
 from mnist_pipeline.core.atomic import write_json
-from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.errors import DataError, PipelineError
 from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.inbox.store import lock
 
@@ -63,10 +63,15 @@ def read_count(inbox: Path) -> tuple[int, int]:
 
 def server_configured() -> str | None:
     """The Prefect API URL of the current settings (environment, then the active profile), the
-    one the events client sends to; None when there is none."""
+    one the events client sends to; None when there is none. PipelineError, naming the setting,
+    when Prefect refuses its settings (a PREFECT_* variable it cannot read)."""
     from prefect.settings import PREFECT_API_URL  # a second or so to import
 
-    return PREFECT_API_URL.value() or None
+    try:
+        return PREFECT_API_URL.value() or None
+    except ValueError as exc:  # pydantic's ValidationError
+        why = "; ".join(line.strip() for line in str(exc).splitlines()[:3])
+        raise PipelineError(f"Prefect's settings are refused: {why}") from None
 
 
 def resource_id(model_name: str) -> str:
@@ -135,9 +140,8 @@ def note_added(
     count = count_here(inbox) if shared is None else shared
     try:
         url = server_configured()
-    except Exception as exc:  # a PREFECT_* setting Prefect refuses: the images are stored
-        why = "; ".join(line.strip() for line in str(exc).splitlines()[:3])
-        return f"warning: {new} new image(s) not counted for the retraining trigger: {why}"
+    except PipelineError as exc:  # a PREFECT_* setting Prefect refuses: the images are stored
+        return f"warning: {new} new image(s) not counted for the retraining trigger: {exc}"
     try:
         pending, claimed = count(new, min_new if url is not None else None)
     except DataError as exc:  # a shared store that went away after taking the images

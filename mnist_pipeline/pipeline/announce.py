@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any
 
+from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.text import printable
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.registry import Registration, Registry, default_actor
@@ -83,8 +84,8 @@ def _configured() -> bool:
     its settings (a PREFECT_* variable it cannot read): the registry has changed already."""
     try:
         return server_configured() is not None
-    except Exception as exc:
-        log.warning("no events sent: Prefect's settings are refused: %s", str(exc).splitlines()[0])
+    except PipelineError as exc:
+        log.warning("no events sent: %s", exc)
         return False
 
 
