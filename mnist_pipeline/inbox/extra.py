@@ -27,7 +27,6 @@ from mnist_pipeline.core.contract import IMAGE_SIZE
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.data import idx
-from mnist_pipeline.data.manifest import file_sha256
 
 SPLITS = ("train", "holdout")
 MANIFEST_FILE = "manifest.json"
@@ -82,9 +81,17 @@ def read_split(extra_dir: Path, split: str) -> Split:
     """One split of the ingested data; an empty split when `extra_dir` does not exist."""
     if not ingested(extra_dir):
         return Split.empty()
+    return _read_split(extra_dir, split, {})
+
+
+def _read_split(extra_dir: Path, split: str, read: dict[str, bytes]) -> Split:
+    """`read_split` of an ingest's folder; the bytes of its two files, as read and checked, are
+    added to `read` (file name -> bytes)."""
     try:
-        images = idx.parse_images(checked(extra_dir, images_file(split)), images_file(split))
-        labels = idx.parse_labels(checked(extra_dir, labels_file(split)), labels_file(split))
+        for name in (images_file(split), labels_file(split)):
+            read[name] = checked(extra_dir, name)
+        images = idx.parse_images(read[images_file(split)], images_file(split))
+        labels = idx.parse_labels(read[labels_file(split)], labels_file(split))
     except FileNotFoundError as exc:
         raise DataError(f"missing {exc.filename}: run `mnist-pipeline ingest`") from None
     except DataError as exc:
@@ -132,10 +139,11 @@ def extra_sha256(extra_dir: Path) -> str:
     there is none: empty splits hash like a missing folder, so an empty inbox changes nothing."""
     if not ingested(extra_dir):
         return NO_EXTRA_SHA256
-    splits = [read_split(extra_dir, split) for split in SPLITS]  # each checked, none skipped
+    read: dict[str, bytes] = {}  # hashed as read and checked: an ingest meanwhile changes nothing
+    splits = [_read_split(extra_dir, split, read) for split in SPLITS]  # none skipped
     if all(len(split) == 0 for split in splits):
         return NO_EXTRA_SHA256
-    return _combined({name: file_sha256(extra_dir / name) for name in data_files()})
+    return _combined({name: hashlib.sha256(read[name]).hexdigest() for name in data_files()})
 
 
 def extra_sha256_of(contents: dict[str, bytes]) -> str:
