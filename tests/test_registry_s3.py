@@ -109,8 +109,8 @@ def test_an_unchanged_document_is_answered_from_the_last_read(s3_url: str) -> No
 
 
 def test_a_registration_asks_the_store_nothing_it_already_knows(s3_url: str, make) -> None:
-    """Counted at the client: a card read or created by the registry object is not read again
-    (its own new card is not read back), nor the alias document read under the lease, a refused
+    """Counted at the client: a card read earlier in the registration is not read again (its
+    own new card is not read back), nor the alias document read under the lease, a refused
     create sent once needs no look at who wrote the object, a blob already stored is renewed
     and read at once, and the lease is released with one DELETE on the ETag its last check
     read."""
@@ -126,9 +126,10 @@ def test_a_registration_asks_the_store_nothing_it_already_knows(s3_url: str, mak
     registry.storage.client.meta.events.register("before-send", note)
     assert register_candidate(registry, make(2, accuracy=0.99), PARAMS).version == 2
     card_gets = [path for method, path, _ in sent if method == "GET" and "card.json" in path]
-    # production's card, read as the candidate is compared with it; not again under the lease,
-    # and v2's, created here, is not read back
-    assert card_gets == ["v1/card.json"], card_gets
+    # v1's read when the registration looks for a version with these files, and as production
+    # while the candidate is compared with it; not again under the lease, and v2's, created
+    # here, is not read back
+    assert card_gets == ["v1/card.json", "v1/card.json"], card_gets
     assert not [m for m, _, _ in sent if m == "HEAD"], sent
     renewed = [path for method, path, copy in sent if method == "PUT" and copy]
     assert renewed and all(path.startswith("blobs/sha256/") for path in renewed), sent
@@ -377,6 +378,32 @@ def test_conflicting_conditional_writes_are_retried_with_capped_exponential_back
     assert len(waits) == s3.CONFLICT_RETRIES - 1 and store.read("m/other") is None
     if jitter == "longest":
         assert sum(waits) == pytest.approx(1.55 + 14 * 1.0)
+
+
+def test_a_write_that_landed_before_a_conflict_is_known_as_its_own(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore's first try of a PUT timed out but was stored, and its retry met that very write
+    still under way (409). The re-sent PUT is refused (412) on its first try: the loop's own
+    re-send may have landed as well, so the write is looked at, and known as this one."""
+    store = open_storage(s3_url)
+    assert isinstance(store, S3Bucket)
+    assert store.create("m/first", b"1")  # the store's conditions checked first
+    monkeypatch.setattr(s3.time, "sleep", lambda _: None)
+    put, calls = store.client.put_object, []
+
+    def landed_then_conflict(**request):  # noqa: ANN003, ANN202
+        calls.append(request["Key"])
+        if len(calls) == 1:
+            put(**request)  # stored; its answer lost, and botocore's retry answered 409
+            meta = {"HTTPStatusCode": 409, "RetryAttempts": 1}
+            error = {"Error": {"Code": "ConditionalRequestConflict"}, "ResponseMetadata": meta}
+            raise ClientError(error, "PutObject")
+        return put(**request)
+
+    monkeypatch.setattr(store.client, "put_object", landed_then_conflict)
+    assert store.create("m/v1/card.json", b"card") is True and len(calls) == 2
+    assert store.create("m/v1/card.json", b"card") is False  # there before this one
 
 
 def test_racing_identical_registrations_make_one_version(s3_url: str, make) -> None:

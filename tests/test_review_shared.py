@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -221,6 +222,24 @@ def test_a_claim_a_move_cut_short_left_in_the_store_is_not_moved_again_once_revi
     pending.submit(folder, inbox, png, "x.png", 5, "token:kiosk", "10.0.0.10")
     assert review_move.move_local(shared, folder, inbox) == (1, [])
     assert [i.labels for i in review_shared.queue(shared).found] == [[5]]
+
+
+def test_a_move_waits_for_a_review_under_way(location: str, tmp_path: Path) -> None:
+    """The move takes the reviewers' lease: while another host reviews, nothing moves (the
+    review-log records it reads would not say what the review is deciding now)."""
+    folder, inbox = tmp_path / "pending", tmp_path / "extra"
+    pending.submit(folder, inbox, digit(tmp_path, 15), "x.png", 2, "cli:ann")
+    done: list[tuple[int, list[str]]] = []
+    with review_shared.reviewers_lease(SharedInbox(location)):  # another host's review
+        mover = threading.Thread(
+            target=lambda: done.append(review_move.move_local(SharedInbox(location), folder, inbox))
+        )
+        mover.start()
+        mover.join(1.0)
+        assert mover.is_alive() and done == [] and len(pending.items(folder)) == 1
+    mover.join(30)
+    assert done == [(1, [])] and pending.items(folder) == []
+    assert [i.labels for i in review_shared.queue(SharedInbox(location)).found] == [[2]]
 
 
 def test_the_cli_reviews_the_stores_queue(location: str, tmp_path: Path) -> None:

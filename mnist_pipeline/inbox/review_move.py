@@ -11,7 +11,7 @@ from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.inbox import pending, store
 from mnist_pipeline.inbox.claims import Claim
 from mnist_pipeline.inbox.review_records import decided_claims
-from mnist_pipeline.inbox.review_shared import claim_key, submit
+from mnist_pipeline.inbox.review_shared import claim_key, reviewers_lease, submit
 from mnist_pipeline.inbox.seen import check_not_lost
 from mnist_pipeline.inbox.shared import SharedInbox
 
@@ -22,11 +22,15 @@ def move_local(shared: SharedInbox, folder: Path, inbox: Path) -> tuple[int, lis
     why others stayed (a damaged record: none moves; an image that is not its SHA-256 or does
     not decode: that one stays). A move cut short is finished by the next: each claim's key
     comes from the claim, so one the store already has is not added twice, and one that a
-    review on another host decided since (its record names that key) is not put back. A store
+    review on another host decided since (its record names that key) is not put back: the
+    move holds the reviewers' lease, so no review decides a claim while it looks. A store
     this host synced with that lost its identity (wiped, a share not mounted) is refused:
     StoreUnavailable, nothing moved."""
     moved, stayed = 0, []
-    with store.lock(inbox):
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return moved, stayed  # nothing quarantined: the reviewers' lease is not taken
+    # the lease first, as a review takes it: no review decides a claim of it meanwhile
+    with reviewers_lease(shared) as still_held, store.lock(inbox):
         try:
             found = pending.items(folder)
         except pending.BadRecord as exc:
@@ -47,6 +51,7 @@ def move_local(shared: SharedInbox, folder: Path, inbox: Path) -> tuple[int, lis
                 if claim_key(item.sha256, claim.source, claim.label, nonce) in decided:
                     continue  # moved by a move cut short, and reviewed since on another host
                 name, source, client = str(item.path), claim.source, claim.client
+                still_held()
                 submit(
                     shared, data, name, claim.label, source, client, time=claim.time, nonce=nonce
                 )

@@ -163,7 +163,7 @@ def accept(
     the next one, and no reject overturns it."""
     chosen_label = None if label is None else store.check_label(label)
     done = []
-    with _lease(shared) as still_held:
+    with reviewers_lease(shared) as still_held:
         seen.check_not_lost(shared, inbox, "accepted")
         read = queue(shared, refs)
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
@@ -227,7 +227,7 @@ def reject(shared: SharedInbox, inbox: Path, refs: list[str], who: str) -> list[
     """Delete the referenced images' claims from the store's queue, each review recorded first;
     nothing is deleted if a reference is refused, or names claims an accept cut short decided
     (accept them to finish). An image the shared inbox holds stays there: only claims go."""
-    with _lease(shared) as still_held:
+    with reviewers_lease(shared) as still_held:
         read = queue(shared, refs)
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
         for item in chosen:
@@ -277,7 +277,7 @@ def _parse(key: str, body: bytes) -> tuple[Claim, bytes]:
 
 
 @contextmanager
-def _lease(shared: SharedInbox) -> Iterator[Callable[[], None]]:
+def reviewers_lease(shared: SharedInbox) -> Iterator[Callable[[], None]]:
     """The reviewers' lease on the store (StoreUnavailable when it cannot be taken). It gives
     the check to call before each write: StoreUnavailable once the lease was taken over (this
     review stalled past its time to live, and another reviewer may be deciding its claims)."""

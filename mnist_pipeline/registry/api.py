@@ -40,7 +40,7 @@ class Registry:
         self.root = root
         self.signing = signing or Signing()
         self._trusted_revision: str | None = None  # the alias document last found consistent
-        self._card_bytes: dict[int, bytes] = {}  # as read or created by this object (_cards)
+        self._card_bytes: dict[int, bytes] = {}  # read or created in one registration (_cards)
 
     @property
     def location(self) -> str:
@@ -63,7 +63,7 @@ class Registry:
         """(version, card, None) for every version, or (version, None, problem) when its card
         cannot be trusted: one damaged version does not hide the others. `strict`: a store that
         does not answer (StoreError) fails the whole, as deciding on part of it would. `reuse`:
-        a card this object read before is not read again (see `_cards`)."""
+        a card read earlier in the same registration is not read again (see `_cards`)."""
         versions = self.version_numbers()
         try:
             stored: list[bytes | None] | None = self._cards(versions, reuse)
@@ -278,14 +278,15 @@ class Registry:
 
     def _cards(self, versions: list[int], reuse: bool = False) -> list[bytes | None]:
         """The stored card of each version (None: not there), read at once. A card is created
-        once and never rewritten, so with `reuse` one this object read or created before is
-        not read again (each is still checked where it is used); `verify` reads every one."""
+        once and never rewritten, so with `reuse` one read or created earlier in the same
+        registration (from `restore_lost` to the end of `register`) is not read again (each is
+        still checked where it is used); everything else, `verify` too, reads them afresh."""
         known = self._card_bytes if reuse else {}
         unread = [v for v in versions if v not in known]
         found = self.storage.read_many([keys.card_key(self.name, v) for v in unread])
         for version, data in zip(unread, found, strict=True):
             if data is not None:
-                self._card_bytes[version] = data
+                known[version] = data
         fresh = dict(zip(unread, found, strict=True))
         return [known[v] if v in known else fresh[v] for v in versions]
 

@@ -51,6 +51,18 @@ def register(
     actor: str | None = None,
 ) -> Registration:
     """Store `submission` as the next version of `registry`'s model with its decided alias.
+    The cards read since `restore_lost` are reused, and forgotten once it returns (see
+    `_register`)."""
+    try:
+        return _register(registry, submission, skip_same_inputs, actor)
+    finally:
+        registry._card_bytes.clear()  # a later registration reads them again
+
+
+def _register(
+    registry: Registry, submission: Submission, skip_same_inputs: bool, actor: str | None
+) -> Registration:
+    """Store `submission` as the next version of `registry`'s model with its decided alias.
 
     Nothing is stored when a version already has the same `identity` files, or (with
     `skip_same_inputs`) the same fingerprint: decided while holding the storage's writers' lock
@@ -82,7 +94,7 @@ def register(
         raise RegistryError(f"identity names files the submission lacks: {missing}")
     name = registry.name
     with registry.storage.exclusive(f"{name}/register") as still_held:
-        # no duplicate for want of an answer; cards read before (restore_lost) are not re-read
+        # no duplicate for want of an answer; the cards restore_lost read are not read again
         catalogue = registry.catalogue(strict=True, reuse=True)
         same = submission.fingerprint if skip_same_inputs else None
         kept = _already_held(catalogue, hashes, submission.identity, same)
@@ -141,6 +153,7 @@ def restore_lost(
     production before registering calls this first: production may be the version hit."""
     contents = {rel: bytes(data) for rel, data in files.items()}
     hashes = {rel: hashlib.sha256(data).hexdigest() for rel, data in contents.items()}
+    registry._card_bytes.clear()  # read afresh here, and reused by the registration after it
     catalogue = registry.catalogue(strict=True, reuse=True)
     kept = _already_held(catalogue, hashes, identity, None)
     if kept is None:

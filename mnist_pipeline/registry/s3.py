@@ -271,17 +271,20 @@ class S3Bucket(Storage):
         """`request`, a conditional write or delete, retried with backoff while the store
         answers 409 (another conditional request on the key under way): True when done; for any
         other error code, `refused(code, retried)` answers (None: a failure, raised); `retried`
-        is whether boto3 sent that request more than once (an earlier try may have landed)."""
+        is whether the request was sent more than once, by boto3 or by this loop (an earlier try
+        may have landed: one that timed out, then a 409 from its own write still under way)."""
         first, cap = CONFLICT_BACKOFF_S
+        retried = False
         for attempt in range(CONFLICT_RETRIES):
             try:
                 request()
                 return True
             except ClientError as exc:
                 code = error_code(exc)
+                sent = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 1)
+                retried = retried or attempt > 0 or sent != 0
                 if code not in ("ConditionalRequestConflict", "409"):
-                    sent = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 1)
-                    answer = refused(code, sent != 0)
+                    answer = refused(code, retried)
                     if answer is None:
                         raise self._failure(action, key, exc) from None
                     return answer
