@@ -287,8 +287,7 @@ class Registry:
         for version, data in zip(unread, found, strict=True):
             if data is not None:
                 known[version] = data
-        fresh = dict(zip(unread, found, strict=True))
-        return [known[v] if v in known else fresh[v] for v in versions]
+        return [known.get(version) for version in versions]
 
     def _card(self, version: int) -> dict[str, Any]:
         return self._read_card(version)[0]

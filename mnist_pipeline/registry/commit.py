@@ -51,7 +51,7 @@ def register(
     actor: str | None = None,
 ) -> Registration:
     """Store `submission` as the next version of `registry`'s model with its decided alias.
-    The cards read since `restore_lost` are reused, and forgotten once it returns (see
+    The cards `restore_lost` read just before are reused, and forgotten when this returns (see
     `_register`)."""
     try:
         return _register(registry, submission, skip_same_inputs, actor)
