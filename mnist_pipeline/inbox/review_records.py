@@ -24,15 +24,16 @@ from mnist_pipeline.inbox.shared import SharedInbox
 REVIEW_LOG = "review-log/"
 
 
-def _records(shared: SharedInbox, sha256: str) -> list[tuple[dict, set[str]]]:
-    """The store's review records of image `sha256`, each with the claim keys it names (what is
-    not a record this program writes decides nothing, and is left out)."""
+def _records(shared: SharedInbox, sha256: str) -> list[tuple[str, dict, set[str]]]:
+    """The store's review records of image `sha256`: each one's key, body and the claim keys it
+    names (what is not a record this program writes decides nothing, and is left out)."""
     names = shared.call(lambda: shared.storage.list(f"{REVIEW_LOG}{sha256}/"))
     found = []
-    for body in shared.call(lambda: shared.storage.read_many(names)):
+    bodies = shared.call(lambda: shared.storage.read_many(names))
+    for name, body in zip(names, bodies, strict=True):
         try:
             record = dict(json_text.loads(body or b""))
-            found.append((record, set(record["claims"])))
+            found.append((name, record, set(record["claims"])))
         except (ValueError, KeyError, TypeError):
             continue
     return found
@@ -40,7 +41,7 @@ def _records(shared: SharedInbox, sha256: str) -> list[tuple[dict, set[str]]]:
 
 def decided_claims(shared: SharedInbox, sha256: str) -> set[str]:
     """The keys of the claims of image `sha256` that a recorded review decides."""
-    return {key for _, claims in _records(shared, sha256) for key in claims}
+    return {key for _, _, claims in _records(shared, sha256) for key in claims}
 
 
 def decided_by(
@@ -50,7 +51,7 @@ def decided_by(
     its record): None when there is none; DataError when one decided any of them otherwise than
     `action` with `label` (the review is finished as it was decided; a claim that arrived
     since does not make it undecided)."""
-    for record, claims in _records(shared, item.sha256):
+    for _, record, claims in _records(shared, item.sha256):
         try:
             earlier = str(record["action"])
         except KeyError:
@@ -100,14 +101,7 @@ def drop_unfinishable(
     there = shared.readable_record(item.sha256)  # None: no label record, or a damaged one
     if there is None:
         return
-    names = shared.call(lambda: shared.storage.list(f"{REVIEW_LOG}{item.sha256}/"))
-    bodies = shared.call(lambda: shared.storage.read_many(names))
-    for name, body in zip(names, bodies, strict=True):
-        try:
-            found = dict(json_text.loads(body or b""))
-            claims = set(found.get("claims") or ())
-        except (ValueError, TypeError):
-            continue  # not a record this program writes: it decides nothing
+    for name, found, claims in _records(shared, item.sha256):
         in_progress = bool(claims & set(keys))
         if in_progress and found.get("action") == "accept" and found.get("label") != there.label:
             shared.call(lambda n=name: shared.storage.delete(n))
