@@ -104,7 +104,11 @@ def delayed(endpoint: str, latency_s: float) -> Iterator[str]:
     async def connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream = await asyncio.open_connection(target.hostname, target.port)
         both = pipe(reader, upstream[1]), pipe(upstream[0], writer)
-        await asyncio.gather(*both, return_exceptions=True)
+        try:
+            await asyncio.gather(*both, return_exceptions=True)
+        except asyncio.CancelledError:  # the proxy stops: end quietly (asyncio would log it)
+            writer.close()
+            upstream[1].close()
 
     server = loop.run_until_complete(asyncio.start_server(connect, "127.0.0.1", 0))
     thread = threading.Thread(target=loop.run_forever, daemon=True)
