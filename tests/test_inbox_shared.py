@@ -16,7 +16,16 @@ from typer.testing import CliRunner
 from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import DataError, ParamsError
 from mnist_pipeline.core.layout import Layout
-from mnist_pipeline.inbox import incoming, pending, review_move, review_shared, seen, store, sync
+from mnist_pipeline.inbox import (
+    incoming,
+    pending,
+    review_move,
+    review_shared,
+    seen,
+    shared_edits,
+    store,
+    sync,
+)
 from mnist_pipeline.inbox.ingest import collect
 from mnist_pipeline.inbox.shared import LABELS, SharedInbox, StoreUnavailable
 from tests.example_helpers import draw_digit
@@ -29,7 +38,7 @@ def test_digits_added_on_one_host_reach_the_other_and_removals_follow(
 ) -> None:
     shared = SharedInbox(location)
     a, b = tmp_path / "a" / "extra", tmp_path / "b" / "extra"
-    three = sync.add(shared, a, digit(tmp_path, 1), "one.png", 3, "test").entry
+    three = shared_edits.add(shared, a, digit(tmp_path, 1), "one.png", 3, "test").entry
     assert shared.record(three.sha256).label == 3  # in the store as soon as it is added
     got = sync.sync(shared, b, "test")
     assert got.downloaded == [three.sha256] and not got.problems
@@ -47,10 +56,10 @@ def test_digits_added_on_one_host_reach_the_other_and_removals_follow(
     five_on_b.unlink()  # gone here without `data remove` (an older snapshot restored)
     assert sync.sync(shared, b, "test").downloaded == [five.sha256]  # the store keeps it
 
-    assert sync.remove(shared, a, [three.sha256]) == ([three], [])  # `data remove` on a
+    assert shared_edits.remove(shared, a, [three.sha256]) == ([three], [])  # `data remove` on a
     assert shared.record(three.sha256) is None
     assert sync.sync(shared, b, "test").deleted_here == [three.sha256]
-    sync.remove(shared, b, [five.sha256])
+    shared_edits.remove(shared, b, [five.sha256])
     assert sync.sync(shared, a, "test").deleted_here == [five.sha256]
     assert labels(a) == labels(b) == []
     assert shared.records() == ({}, {})
@@ -63,11 +72,11 @@ def test_a_removal_elsewhere_takes_only_the_label_it_removed(location: str, tmp_
     shared = SharedInbox(location)
     a, b = tmp_path / "a" / "extra", tmp_path / "b" / "extra"
     image = digit(tmp_path, 1)
-    five = sync.add(shared, b, image, "x.png", 5, "test").entry
+    five = shared_edits.add(shared, b, image, "x.png", 5, "test").entry
     store.add(a, image, "mine.png", 3)
     assert sync.sync(shared, a, "test").conflicts == [five.sha256]
     assert labels(a) == [(3, five.sha256), (5, five.sha256)]
-    sync.remove(shared, b, [five.sha256])
+    shared_edits.remove(shared, b, [five.sha256])
     after = sync.sync(shared, a, "test")
     assert after.deleted_here == [five.sha256] and labels(a) == [(3, five.sha256)]
     (warning,) = after.warnings
@@ -122,14 +131,14 @@ def test_an_image_the_store_lost_is_kept_and_reported_not_deleted(
     hand, a lifecycle rule): b keeps its copy and says so, until it is removed or added again."""
     shared = SharedInbox(location)
     a, b = tmp_path / "a" / "extra", tmp_path / "b" / "extra"
-    added = sync.add(shared, a, digit(tmp_path, 1), "one.png", 3, "test").entry
+    added = shared_edits.add(shared, a, digit(tmp_path, 1), "one.png", 3, "test").entry
     assert sync.sync(shared, b, "test").downloaded == [added.sha256]
     shared.storage.delete(f"{LABELS}{added.sha256}.json")  # not a removal: no marker first
     done = sync.sync(shared, b, "test")
     assert done.deleted_here == [] and labels(b) == [(3, added.sha256)]
     assert "gone from it without a removal" in done.problems[added.sha256]
     assert "`data add --label 3` the copy" in done.problems[added.sha256]
-    sync.remove(shared, a, [added.sha256])  # removed on purpose: now it goes everywhere
+    shared_edits.remove(shared, a, [added.sha256])  # removed on purpose: now it goes everywhere
     assert sync.sync(shared, b, "test").deleted_here == [added.sha256] and labels(b) == []
 
 
@@ -150,10 +159,12 @@ def test_a_store_named_two_ways_is_one_store_to_a_host(
     assert by_cli is not None and by_flow is not None
     assert by_cli.location == by_flow.location == str(tmp_path.resolve() / "store")
     elsewhere = SharedInbox(str(tmp_path / "store"))
-    added = sync.add(elsewhere, tmp_path / "a" / "extra", digit(tmp_path, 1), "one.png", 3, "t")
+    added = shared_edits.add(
+        elsewhere, tmp_path / "a" / "extra", digit(tmp_path, 1), "one.png", 3, "t"
+    )
     inbox = host / "data" / "extra"
     assert sync.sync(by_cli, inbox, "test").downloaded == [added.entry.sha256]
-    sync.remove(elsewhere, tmp_path / "a" / "extra", [added.entry.sha256])
+    shared_edits.remove(elsewhere, tmp_path / "a" / "extra", [added.entry.sha256])
     done = sync.sync(by_flow, inbox, "test")
     assert done.deleted_here == [added.entry.sha256] and done.published == []
     assert elsewhere.record(added.entry.sha256) is None
@@ -181,27 +192,29 @@ def test_a_host_that_never_synced_does_not_publish_a_removed_image_back(
 
     shared = SharedInbox(location)
     a, b, new = (tmp_path / host / "extra" for host in ("a", "b", "new"))
-    gone = sync.add(shared, a, digit(tmp_path, 1), "one.png", 3, "test").entry
-    kept = sync.add(shared, a, digit(tmp_path, 2), "two.png", 4, "test").entry
+    gone = shared_edits.add(shared, a, digit(tmp_path, 1), "one.png", 3, "test").entry
+    kept = shared_edits.add(shared, a, digit(tmp_path, 2), "two.png", 4, "test").entry
     sync.sync(shared, b, "test")
     shutil.copytree(b, new)  # the snapshot, without b's record of what it saw
-    sync.remove(shared, a, [gone.sha256])
+    shared_edits.remove(shared, a, [gone.sha256])
     assert removals.was_removed(shared, gone.sha256)
     done = sync.sync(shared, new, "test")
     assert done.deleted_here == [gone.sha256] and done.published == [] and not done.problems
     assert shared.record(gone.sha256) is None and labels(new) == [(4, kept.sha256)]
-    sync.remove(shared, new, [kept.sha256])  # removed where it was never seen: marked too
+    shared_edits.remove(shared, new, [kept.sha256])  # removed where it was never seen: marked too
     assert removals.was_removed(shared, kept.sha256)
 
-    again = sync.add(shared, b, digit(tmp_path, 1), "one-again.png", 3, "test")  # `data add`
+    again = shared_edits.add(
+        shared, b, digit(tmp_path, 1), "one-again.png", 3, "test"
+    )  # `data add`
     assert again.new and not removals.was_removed(shared, gone.sha256)  # added again: cleared
     assert sync.sync(shared, new, "test").downloaded == [gone.sha256]
 
-    third = sync.add(shared, a, digit(tmp_path, 4), "four.png", 6, "test").entry
+    third = shared_edits.add(shared, a, digit(tmp_path, 4), "four.png", 6, "test").entry
     cut_short = SharedInbox(location)  # the store goes down as the removal retracts
     cut_short.retract = lambda *_: (_ for _ in ()).throw(StoreUnavailable("store down"))
     with pytest.raises(StoreUnavailable):
-        sync.remove(cut_short, a, [third.sha256])
+        shared_edits.remove(cut_short, a, [third.sha256])
     assert removals.was_removed(shared, third.sha256)  # marked before the retraction ...
     assert shared.record(third.sha256) is not None  # ... which did not happen: the image stays
     assert sync.sync(shared, new, "test").downloaded == [third.sha256]  # the marker unread
@@ -216,7 +229,7 @@ def test_a_removal_is_never_undone_by_the_host_that_published_it(
     sha = review_shared.submit(shared, png, "upload.png", 6, "token:alice").sha256
     review_shared.accept(shared, review, [sha], "bob")
     assert sync.sync(shared, worker, "test").downloaded == [sha]
-    sync.remove(shared, worker, [sha])  # the worker's operator removes it
+    shared_edits.remove(shared, worker, [sha])  # the worker's operator removes it
     assert sync.sync(shared, review, "test").deleted_here == [sha]  # not published again
     assert shared.record(sha) is None and labels(review) == labels(worker) == []
 
@@ -230,7 +243,7 @@ def test_one_image_with_two_labels_never_trains(location: str, tmp_path: Path) -
         shared.publish(png, 5, "png", "test")
     a = tmp_path / "a" / "extra"
     with pytest.raises(store.LabelConflict, match="not 5"):
-        sync.add(shared, a, png, "x.png", 5, "test")
+        shared_edits.add(shared, a, png, "x.png", 5, "test")
     assert labels(a) == []  # refused by the store: nothing stored here either
 
     b = tmp_path / "b" / "extra"
@@ -242,7 +255,7 @@ def test_one_image_with_two_labels_never_trains(location: str, tmp_path: Path) -
     collected = collect(b, 0)
     assert collected.accepted == []
     assert all("labelled [3, 5]" in reason for reason in collected.rejected.values())
-    sync.remove(shared, b, [str(mine.path)])  # one copy removed: the conflict resolved here
+    shared_edits.remove(shared, b, [str(mine.path)])  # one copy removed: the conflict resolved here
     assert shared.record(mine.sha256).label == 3 and labels(b) == [(3, mine.sha256)]
 
     c = tmp_path / "c" / "extra"  # relabelled on another host: the new label replaces the old
@@ -277,7 +290,7 @@ def test_a_label_conflict_is_resolved_for_the_label_kept_here_too(
     assert sync.sync(shared, b, "test").conflicts == [mine.sha256]
     (theirs,) = [e for e in store.entries(b) if e.label == 3]
     with pytest.raises(DataError) as refused:
-        sync.remove(shared, b, [str(theirs.path)])
+        shared_edits.remove(shared, b, [str(theirs.path)])
     message = str(refused.value)
     assert "labelled 3" in message and "would bring it back" in message
     advised = sorted([str(theirs.path), str(mine.path)])  # no SHA-256 prefix can choose
@@ -289,7 +302,7 @@ def test_a_label_conflict_is_resolved_for_the_label_kept_here_too(
     seven.parent.mkdir()
     seven.write_bytes(mine.path.read_bytes())
     with pytest.raises(DataError) as two:
-        sync.remove(shared, b, [str(theirs.path)])
+        shared_edits.remove(shared, b, [str(theirs.path)])
     assert "To label it 5 or 7 everywhere" in str(two.value)  # the user chooses
     assert str(two.value).endswith(f"`data add --label N {saved}`")
     seven.unlink()
@@ -297,17 +310,19 @@ def test_a_label_conflict_is_resolved_for_the_label_kept_here_too(
     down = SharedInbox(location)  # the store unreachable: nothing is removed here either
     down.record = lambda sha: (_ for _ in ()).throw(StoreUnavailable("store down"))
     with pytest.raises(StoreUnavailable):
-        sync.remove(down, b, [str(theirs.path)])
+        shared_edits.remove(down, b, [str(theirs.path)])
     assert sorted(lab for lab, _ in labels(b)) == [3, 5]
     key = f"{LABELS}{mine.sha256}.json"  # the store's record damaged: the 3 goes as before
     good = shared.storage.read_document(key)
     assert shared.storage.swap(key, b"{", good[1])
-    assert sync.remove(shared, b, [str(theirs.path)])[0] == [theirs]
+    assert shared_edits.remove(shared, b, [str(theirs.path)])[0] == [theirs]
     assert shared.storage.swap(key, good[0], shared.storage.read_document(key)[1])
     assert sync.sync(shared, b, "test").conflicts == [mine.sha256]  # the store's 3 comes back
-    removed, stayed = sync.remove(shared, b, [str(theirs.path), str(mine.path)])  # 5 named last
+    removed, stayed = shared_edits.remove(
+        shared, b, [str(theirs.path), str(mine.path)]
+    )  # 5 named last
     assert len(removed) == 2 and stayed == [] and shared.record(mine.sha256) is None
-    sync.add(shared, b, png, "mine.png", 5, "test")
+    shared_edits.add(shared, b, png, "mine.png", 5, "test")
     assert shared.record(mine.sha256).label == 5 and labels(b) == [(5, mine.sha256)]
     assert nothing_changed(sync.sync(shared, b, "test"))
 
@@ -323,7 +338,7 @@ def test_an_accept_the_store_refuses_moves_nothing(location: str, tmp_path: Path
     assert labels(inbox) == [] and [p.sha256 for p in review_shared.queue(shared).found] == [sha]
     assert f"`data sync`, then `data remove {sha[:12]}`" in str(refused.value)
     assert sync.sync(shared, inbox, "test").downloaded == [sha]  # the advice, on this host
-    sync.remove(shared, inbox, [sha[:12]])
+    shared_edits.remove(shared, inbox, [sha[:12]])
     review_shared.accept(shared, inbox, [sha], "bob")
     assert labels(inbox) == [(8, sha)] and shared.record(sha).label == 8
 
@@ -335,12 +350,12 @@ def test_an_unreadable_record_of_what_was_seen_stops_add_and_accept_before_the_s
     record of what it saw: an error for a change that was made. Now nothing changes."""
     shared = SharedInbox(location)
     inbox = tmp_path / "extra"
-    first = sync.add(shared, inbox, digit(tmp_path, 1), "one.png", 1, "test").entry
+    first = shared_edits.add(shared, inbox, digit(tmp_path, 1), "one.png", 1, "test").entry
     seen.base_file(inbox).write_text("not json")
     png = digit(tmp_path, 2)
     sha = hashlib.sha256(png).hexdigest()
     with pytest.raises(DataError, match="cannot read .*delete it: the next sync starts afresh"):
-        sync.add(shared, inbox, png, "two.png", 2, "test")
+        shared_edits.add(shared, inbox, png, "two.png", 2, "test")
     claim = review_shared.submit(shared, png, "upload.png", 2, "token:alice").sha256
     with pytest.raises(DataError, match="cannot read .*delete it: the next sync starts afresh"):
         review_shared.accept(shared, inbox, [claim], "bob")
@@ -397,7 +412,7 @@ def test_a_store_down_partway_through_a_removal_leaves_each_image_whole(
     shared = SharedInbox(location)
     a = tmp_path / "a" / "extra"
     shas = [
-        sync.add(shared, a, digit(tmp_path, 40 + i), f"{i}.png", i, "t").entry.sha256
+        shared_edits.add(shared, a, digit(tmp_path, 40 + i), f"{i}.png", i, "t").entry.sha256
         for i in range(3)
     ]
     retract, calls = shared.retract, []
@@ -411,7 +426,7 @@ def test_a_store_down_partway_through_a_removal_leaves_each_image_whole(
     monkeypatch.setattr(shared, "retract", down_at_the_second)
     told: list[str] = []
     with pytest.raises(StoreUnavailable, match="went down"):
-        sync.remove(
+        shared_edits.remove(
             shared,
             a,
             [s[:12] for s in shas],
@@ -430,7 +445,10 @@ def test_a_removal_cut_short_has_told_which_earlier_image_the_store_kept(
     shared = SharedInbox(location)
     a = tmp_path / "a" / "extra"
     pngs = [digit(tmp_path, 50 + i) for i in range(2)]
-    shas = [sync.add(shared, a, png, f"{i}.png", 3, "t").entry.sha256 for i, png in enumerate(pngs)]
+    shas = [
+        shared_edits.add(shared, a, png, f"{i}.png", 3, "t").entry.sha256
+        for i, png in enumerate(pngs)
+    ]
     assert shared.retract(shas[0]) == "removed" and shared.publish(pngs[0], 9, "png", "elsewhere")
     retract = shared.retract
 
@@ -442,7 +460,7 @@ def test_a_removal_cut_short_has_told_which_earlier_image_the_store_kept(
     monkeypatch.setattr(shared, "retract", down_at_b)
     told: list[tuple[str, bool]] = []
     with pytest.raises(StoreUnavailable, match="went down"):
-        sync.remove(
+        shared_edits.remove(
             shared,
             a,
             [s[:12] for s in shas],
@@ -484,7 +502,7 @@ def test_an_inbox_linked_to_another_filesystem_takes_what_a_sync_staged(
     (EXDEV), so it is copied; the sync takes every image and leaves nothing staged."""
     shared = SharedInbox(location)
     a, b = tmp_path / "a" / "extra", tmp_path / "b" / "extra"
-    sha = sync.add(shared, a, digit(tmp_path, 9), "x.png", 6, "test").entry.sha256
+    sha = shared_edits.add(shared, a, digit(tmp_path, 9), "x.png", 6, "test").entry.sha256
 
     rename, crossed = os.replace, []
 
@@ -506,11 +524,11 @@ def test_a_wiped_store_empties_no_inbox_and_a_new_one_is_filled_again(
 ) -> None:
     shared = SharedInbox(location)
     a, b = tmp_path / "a" / "extra", tmp_path / "b" / "extra"
-    sha = sync.add(shared, a, digit(tmp_path, 5), "x.png", 2, "test").entry.sha256
-    sync.remove(shared, a, [sha])  # every image removed: the store is empty, not lost
+    sha = shared_edits.add(shared, a, digit(tmp_path, 5), "x.png", 2, "test").entry.sha256
+    shared_edits.remove(shared, a, [sha])  # every image removed: the store is empty, not lost
     assert shared.records() == ({}, {}) and shared.identity() is not None
     assert nothing_changed(sync.sync(shared, a, "test"))
-    sha = sync.add(shared, a, digit(tmp_path, 5), "x.png", 2, "test").entry.sha256
+    sha = shared_edits.add(shared, a, digit(tmp_path, 5), "x.png", 2, "test").entry.sha256
     assert sync.sync(shared, b, "test").downloaded == [sha]
     for key in shared.storage.list("") + ["inbox.json"]:
         shared.storage.delete(key)  # wiped, or a share mounted empty
@@ -518,12 +536,12 @@ def test_a_wiped_store_empties_no_inbox_and_a_new_one_is_filled_again(
     with pytest.raises(StoreUnavailable, match="has lost its inbox.json .*nothing synced"):
         sync.sync(again, a, "test")
     with pytest.raises(StoreUnavailable, match="has lost its inbox.json .*nothing stored"):
-        sync.add(again, b, digit(tmp_path, 6), "y.png", 4, "test")  # nor a new store begun
+        shared_edits.add(again, b, digit(tmp_path, 6), "y.png", 4, "test")  # nor a new store begun
     claimed = review_shared.submit(again, digit(tmp_path, 7), "z.png", 1, "token:kiosk")
     with pytest.raises(StoreUnavailable, match="has lost its inbox.json .*nothing accepted"):
         review_shared.accept(again, b, [claimed.sha256[:8]], "bob")
     with pytest.raises(StoreUnavailable, match="has lost its inbox.json .*nothing removed"):
-        sync.remove(again, a, [sha])  # else the store, once back, would bring it back here
+        shared_edits.remove(again, a, [sha])  # else the store, once back, would bring it back here
     quarantine = tmp_path / "a" / "pending"  # a's claims from before inbox.shared was set
     held = pending.submit(quarantine, a, digit(tmp_path, 8), "q.png", 3, "token:kiosk").sha256
     with pytest.raises(StoreUnavailable, match=r"lost its inbox.json .*nothing moved from .*pend"):
@@ -672,8 +690,8 @@ def test_a_sync_cut_short_or_a_relabel_that_failed_here_is_followed_later(
     (tmp_path / "store").mkdir()
     shared = SharedInbox(str(tmp_path / "store"))
     a, b = tmp_path / "a" / "extra", tmp_path / "b" / "extra"
-    first = sync.add(shared, a, digit(tmp_path, 1), "one.png", 3, "test").entry
-    second = sync.add(shared, a, digit(tmp_path, 2), "two.png", 4, "test").entry
+    first = shared_edits.add(shared, a, digit(tmp_path, 1), "one.png", 3, "test").entry
+    second = shared_edits.add(shared, a, digit(tmp_path, 2), "two.png", 4, "test").entry
     take = sync.incoming.take
     went_away = StoreUnavailable("shared inbox: the store stopped answering")
 
@@ -687,15 +705,15 @@ def test_a_sync_cut_short_or_a_relabel_that_failed_here_is_followed_later(
         with pytest.raises(StoreUnavailable):
             sync.sync(shared, b, "test")
     (got,) = store.entries(b)  # one image arrived before the store went away
-    sync.remove(shared, a, [got.sha256])  # then it is removed on a
+    shared_edits.remove(shared, a, [got.sha256])  # then it is removed on a
     again = sync.sync(shared, b, "test")
     assert again.deleted_here == [got.sha256] and not again.published  # not published again
     assert labels(b) == labels(a)
 
     kept = next(e for e in (first, second) if e.sha256 != got.sha256)
     png = kept.path.read_bytes()
-    sync.remove(shared, a, [kept.sha256])  # relabelled on a: 7 now
-    relabelled = sync.add(shared, a, png, "again.png", 7, "test").entry
+    shared_edits.remove(shared, a, [kept.sha256])  # relabelled on a: 7 now
+    relabelled = shared_edits.add(shared, a, png, "again.png", 7, "test").entry
     with monkeypatch.context() as patch:
         patch.setattr(sync.incoming, "take", lambda *_: (_ for _ in ()).throw(OSError(28, "full")))
         failed = sync.sync(shared, b, "test")
@@ -705,8 +723,8 @@ def test_a_sync_cut_short_or_a_relabel_that_failed_here_is_followed_later(
     assert labels(b) == labels(a) == [(7, relabelled.sha256)]
 
     # relabelled on a again (7 -> 2); b's sync takes the 2 and is cut short before its 7 goes
-    sync.remove(shared, a, [kept.sha256])
-    sync.add(shared, a, png, "third.png", 2, "test")
+    shared_edits.remove(shared, a, [kept.sha256])
+    shared_edits.add(shared, a, png, "third.png", 2, "test")
     (old_copy,) = store.entries(b)
     with monkeypatch.context() as patch:
         unlink = Path.unlink

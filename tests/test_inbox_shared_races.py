@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mnist_pipeline.core.errors import RegistryError
-from mnist_pipeline.inbox import incoming, orphans, store, sync
+from mnist_pipeline.inbox import incoming, orphans, shared_edits, store, sync
 from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
 from tests.inbox_shared_helpers import digit, labels, nothing_changed
 
@@ -169,12 +169,12 @@ def test_a_sync_reads_the_store_without_holding_the_inbox(
     """While a sync waits on a slow store, `data add` here goes ahead; an image removed here
     meanwhile is not brought back by what the sync read before (it reads the store again)."""
     shared, inbox = SharedInbox(location), tmp_path / "extra"
-    first = sync.add(shared, inbox, digit(tmp_path, 1), "1.png", 1, "test").entry
+    first = shared_edits.add(shared, inbox, digit(tmp_path, 1), "1.png", 1, "test").entry
     other = SharedInbox(location)  # another host's digit, for this one to download
     other.publish(digit(tmp_path, 2), 2, "png", "other host")
     with sync_paused_at(shared, inbox, monkeypatch, lambda key: key.startswith("images/")) as done:
         added = store.add(inbox, digit(tmp_path, 3), "3.png", 3).entry  # not blocked
-        sync.remove(other, inbox, [first.sha256])  # retracted and deleted here mid-sync
+        shared_edits.remove(other, inbox, [first.sha256])  # retracted and deleted here mid-sync
     (result,) = done
     assert len(result.downloaded) == 1 and result.published == [added.sha256]
     assert first.sha256 not in result.downloaded and not result.problems
@@ -189,7 +189,7 @@ def test_a_sync_finishing_while_another_reads_the_store_is_not_undone(
     change, what this host has seen does), then A goes on: A reads the store again rather than
     take the file for one removed elsewhere."""
     shared, inbox = SharedInbox(location), tmp_path / "extra"
-    sync.add(shared, inbox, digit(tmp_path, 1), "1.png", 1, "test")
+    shared_edits.add(shared, inbox, digit(tmp_path, 1), "1.png", 1, "test")
     dropped = store.add(inbox, digit(tmp_path, 2), "2.png", 2).entry  # by hand: not shared
     with sync_paused_at(shared, inbox, monkeypatch, lambda key: key == "inbox.json") as done:
         # the identity is read after the records: sync A has read them
@@ -236,14 +236,16 @@ def test_an_unreadable_record_leaves_the_copies_here(location: str, tmp_path: Pa
     """A record that cannot be read is a problem to report, not a removal elsewhere; `data
     remove` of the image takes the record with it."""
     shared, b = SharedInbox(location), tmp_path / "b" / "extra"
-    sha = sync.add(shared, tmp_path / "a" / "extra", digit(tmp_path, 3), "3.png", 3, "t").entry
+    sha = shared_edits.add(
+        shared, tmp_path / "a" / "extra", digit(tmp_path, 3), "3.png", 3, "t"
+    ).entry
     assert sync.sync(shared, b, "test").downloaded == [sha.sha256]
     shared.storage.delete(f"labels/{sha.sha256}.json")
     shared.storage.create(f"labels/{sha.sha256}.json", b'{"label": "three"}')
     got = sync.sync(shared, b, "test")
     assert "not a label record" in got.problems[sha.sha256] and got.deleted_here == []
     assert labels(b) == [(3, sha.sha256)]
-    sync.remove(shared, b, [sha.sha256])  # removing it here removes the bad record too
+    shared_edits.remove(shared, b, [sha.sha256])  # removing it here removes the bad record too
     assert labels(b) == [] and shared.records() == ({}, {})
 
 
@@ -269,8 +271,10 @@ def test_digits_added_on_several_hosts_count_toward_one_trigger(
     assert events.read_pending(a) == events.read_pending(b) == 0  # no host's own count
     assert on_a.count_pending(1, claim_at=4) == (4, True) and on_b.count_pending(0) == (0, False)
     png = digit(tmp_path, 7)
-    assert sync.add(on_a, a, png, "7.png", 7, "a").new is True
-    assert sync.add(on_b, b, png, "7.png", 7, "b").new is False  # the store had it: not counted
+    assert shared_edits.add(on_a, a, png, "7.png", 7, "a").new is True
+    assert (
+        shared_edits.add(on_b, b, png, "7.png", 7, "b").new is False
+    )  # the store had it: not counted
 
 
 def test_a_count_whose_answer_was_lost_is_not_counted_again(

@@ -26,6 +26,7 @@ from mnist_pipeline.inbox import (
     review_records,
     review_shared,
     seen,
+    shared_edits,
     store,
     sync,
 )
@@ -541,7 +542,9 @@ def test_an_add_with_another_label_during_an_accept_leaves_the_claims_reviewable
 
     def add_elsewhere_after_recording(*args, **kwargs) -> None:
         recorded(*args, **kwargs)
-        sync.add(SharedInbox(location), tmp_path / "other" / "extra", png, "x.png", 5, "cli:carol")
+        shared_edits.add(
+            SharedInbox(location), tmp_path / "other" / "extra", png, "x.png", 5, "cli:carol"
+        )
 
     monkeypatch.setattr(review_shared, "record", add_elsewhere_after_recording)
     with pytest.raises(store.LabelConflict, match="with label 5 since this review began"):
@@ -569,7 +572,7 @@ def test_an_accept_record_the_shared_inbox_can_no_longer_take_does_not_block_a_r
     (item,) = review_shared.queue(shared).found
     keys = review_shared.queue(shared).keys[sha]
     review_records.record(shared, inbox, keys, pending.review_line("bob", "accept", item, 3))
-    sync.add(shared, tmp_path / "other" / "extra", png, "x.png", 5, "cli:carol")
+    shared_edits.add(shared, tmp_path / "other" / "extra", png, "x.png", 5, "cli:carol")
     assert review_shared.reject(shared, inbox, [sha[:8]], "eve")[0].sha256 == sha
     assert review_shared.queue(shared).found == [] and shared.record(sha).label == 5
     assert [r["action"] for r in review_log(shared)] == ["reject"]
@@ -582,7 +585,7 @@ def test_an_accept_counts_as_new_what_the_shared_inbox_did_not_hold(
     to the shared inbox, not merely to this host."""
     shared, inbox = SharedInbox(location), tmp_path / "review" / "extra"
     fresh, known = digit(tmp_path, 43), digit(tmp_path, 44)
-    sync.add(shared, tmp_path / "other" / "extra", known, "k.png", 4, "cli:carol")
+    shared_edits.add(shared, tmp_path / "other" / "extra", known, "k.png", 4, "cli:carol")
     shas = [
         review_shared.submit(shared, d, "x.png", 4, "token:kiosk").sha256 for d in (fresh, known)
     ]
@@ -629,8 +632,8 @@ def test_a_finished_accept_stays_in_the_log_after_the_image_is_relabelled(
     png = digit(tmp_path, 45)
     sha = review_shared.submit(shared, png, "1.png", 3, "token:kiosk").sha256
     review_shared.accept(shared, inbox, [sha[:8]], "bob")
-    sync.remove(shared, inbox, [sha[:8]])
-    sync.add(shared, tmp_path / "other" / "extra", png, "x.png", 5, "cli:carol")
+    shared_edits.remove(shared, inbox, [sha[:8]])
+    shared_edits.add(shared, tmp_path / "other" / "extra", png, "x.png", 5, "cli:carol")
     review_shared.submit(shared, png, "1.png", 3, "token:kiosk")
     review_shared.reject(shared, inbox, [sha[:8]], "eve")
     assert sorted((r["action"], r["who"]) for r in review_log(shared)) == [
@@ -646,7 +649,7 @@ def test_claims_are_rejected_while_the_images_label_record_is_damaged(
 ) -> None:
     shared, inbox = SharedInbox(location), tmp_path / "extra"
     png = digit(tmp_path, 46)
-    sync.add(shared, tmp_path / "other" / "extra", png, "x.png", 5, "cli:carol")
+    shared_edits.add(shared, tmp_path / "other" / "extra", png, "x.png", 5, "cli:carol")
     sha = review_shared.submit(shared, png, "1.png", 3, "token:kiosk").sha256
     key = f"labels/{sha}.json"
     shared.storage.delete(key)

@@ -1,7 +1,7 @@
 """`mnist-pipeline data add|list|remove|pending|accept|reject|init|sync`: the inbox of labelled
 digits (inbox/store.py), the images awaiting review before they enter it (inbox/pending.py; the
 review commands are in cli/review.py), and the inbox shared with other hosts through object
-storage (inbox/shared.py, inbox/sync.py)."""
+storage (inbox/shared.py, inbox/shared_edits.py, inbox/sync.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from mnist_pipeline.cli import review
 from mnist_pipeline.cli.state import console, state, user_name
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.text import printable
-from mnist_pipeline.inbox import dvc_claim, pending, review_shared, sync, tracked
+from mnist_pipeline.inbox import dvc_claim, pending, review_shared, shared_edits, sync, tracked
 from mnist_pipeline.inbox import store as inbox
 from mnist_pipeline.inbox.seen import check_not_lost
 from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable, open_shared
@@ -72,7 +72,9 @@ def add(
                         added.append(inbox.add_file(folder, path, label))
                     else:  # the store first: one it cannot take is not stored here either
                         data, source = inbox.read_file(path), f"cli:{user_name()}"
-                        added.append(sync.add(shared, folder, data, str(path), label, source))
+                        added.append(
+                            shared_edits.add(shared, folder, data, str(path), label, source)
+                        )
         finally:  # a bad file stops the command; the images stored before it are told
             for done in added:
                 known = "already in the inbox" if shared is None else "already in the shared inbox"
@@ -204,7 +206,7 @@ def remove(
         if shared is None:
             told(inbox.remove(layout.inbox, refs))
         else:  # each from the store first: one it cannot retract is not removed here either
-            sync.remove(shared, layout.inbox, refs, each=told)
+            shared_edits.remove(shared, layout.inbox, refs, each=told)
 
 
 data_app.command("pending")(review.list_pending)
