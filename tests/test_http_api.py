@@ -615,6 +615,13 @@ def test_server_side_feedback_problems_are_503_without_details(
     assert broken.status_code == 503 and str(project) not in broken.text
     assert f"{sidecar}: not a pending-image record" in caplog.text
     sidecar.unlink()
+    layout.pending.rmdir()
+    layout.pending.write_text("")  # a mount that failed: the server's problem, not the client's
+    not_a_folder = api.post("/feedback", headers=alice, **send)
+    assert not_a_folder.status_code == 503 and str(project) not in not_a_folder.text
+    assert f"the pending area {layout.pending} is not a folder" in caplog.text
+    layout.pending.unlink()
+    layout.pending.mkdir()
 
     def full(*_: object) -> None:
         raise OSError(28, "No space left on device", str(layout.pending / "x.json"))

@@ -52,9 +52,8 @@ def test_claims_are_grouped_per_image_with_duplicates_and_conflicts(tmp_path: Pa
     a, b = (p.read_bytes() for p in sevens(tmp_path / "in", 2))
     first = pending.submit(layout.pending, layout.inbox, a, "a.png", 7, "token:alice", "10.0.0.1")
     assert first.status == "pending" and first.claim.client == "10.0.0.1"
-    assert pending.submit(layout.pending, layout.inbox, a, "a.png", "7", "token:alice").status == (
-        "known"
-    )
+    again = pending.submit(layout.pending, layout.inbox, a, "a.png", "7", "token:alice", "10.0.0.9")
+    assert again.status == "known" and again.claim == first.claim  # as stored, not as sent again
     pending.submit(layout.pending, layout.inbox, a, "a.png", 1, "token:bob")
     pending.submit(layout.pending, layout.inbox, b, "b.png", 7, "cli:carol")
     one, two = sorted(pending.items(layout.pending), key=lambda i: i.path.read_bytes() != a)

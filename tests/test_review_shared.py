@@ -57,7 +57,8 @@ def test_claims_made_on_one_host_are_reviewed_on_another(location: str, tmp_path
         SharedInbox(location), three, "a.png", 3, "token:kiosk", "10.0.0.5"
     )
     assert first.status == "pending"
-    assert review_shared.submit(shared, three, "a.png", 3, "token:kiosk").status == "known"
+    again = review_shared.submit(shared, three, "a.png", 3, "token:kiosk", "10.0.0.9")
+    assert again.status == "known" and again.claim == first.claim  # as stored, not as sent again
     review_shared.submit(shared, three, "b.png", 3, "cli:ann")  # the same label, another source
     review_shared.submit(shared, seven, "c.png", 7, "token:kiosk")
     review_shared.submit(shared, seven, "c.png", 1, "cli:ann")  # disagrees

@@ -14,6 +14,10 @@ class QuotaExceeded(DataError):
     """The source already has its maximum of images awaiting review."""
 
 
+class BadSubmission(DataError):
+    """The submitted image or label is refused (the submitter's to fix, not the server's)."""
+
+
 class BadRecord(DataError):
     """A sidecar in the pending folder that is not what `submit` writes (a problem of the
     server's disk, not of a request)."""

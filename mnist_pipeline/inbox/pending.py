@@ -30,7 +30,14 @@ from mnist_pipeline.core.contract import CLASS_LABELS
 from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.inbox import store
-from mnist_pipeline.inbox.claims import BadRecord, Claim, Pending, QuotaExceeded, Submitted
+from mnist_pipeline.inbox.claims import (
+    BadRecord,
+    BadSubmission,
+    Claim,
+    Pending,
+    QuotaExceeded,
+    Submitted,
+)
 
 REVIEW_LOG = "review-log.jsonl"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -99,14 +106,15 @@ def submit(
     """Quarantine one image (`data`, called `name` in messages; validated as `store.add`
     would) as claimed to show `label` by `source` from `client`, now; QuotaExceeded when
     `source` already has `quota` images pending."""
-    digit, digest, suffix = store.validate(data, name, label)
+    digit, digest, suffix = validated(data, name, label)
     claim = Claim(digit, source, utc_now(), client)
     with store.lock(inbox):  # serialised with reviews; the inbox itself is not read
         known = {item.sha256: item for item in items(folder)}
         item = known.get(digest)
         claims = item.claims if item is not None else ()
-        if any(c.source == claim.source and c.label == digit for c in claims):
-            return Submitted("known", digest, claim)
+        stored = next((c for c in claims if c.source == source and c.label == digit), None)
+        if stored is not None:  # the claim as first made: its time and client
+            return Submitted("known", digest, stored)
         mine = sum(any(c.source == claim.source for c in i.claims) for i in known.values())
         already = item is not None and any(c.source == claim.source for c in claims)
         if quota is not None and not already and mine >= quota:
@@ -127,6 +135,14 @@ def submit(
                 image.unlink(missing_ok=True)
             raise
     return Submitted("pending", digest, claim)
+
+
+def validated(data: bytes, name: str, label: object) -> tuple[int, str, str]:
+    """`store.validate` for a submission: BadSubmission when the image or label is refused."""
+    try:
+        return store.validate(data, name, label)
+    except DataError as exc:
+        raise BadSubmission(str(exc)) from None
 
 
 def resolve(folder: Path, refs: list[str]) -> list[Pending]:

@@ -8,7 +8,8 @@
 A claim is one object, written create-only with its image inside it (base64), so no claim ever
 names bytes that are gone and a crash leaves a whole claim or none. Its key names the image,
 the source (a hash of it) and the label: the quota (images per source awaiting review) and
-"this source already claimed this label" are read from one listing, never from the claims.
+"this source already claimed this label" are read from one listing (a repeated claim is then
+read, to answer with it as first made: its time and client).
 Reviews take the store's lease (`Storage.exclusive`: a lock file on a folder, a lease object
 on S3), so two reviewers never decide one image at once; they read the claims under it, check
 every image (here and in the shared inbox) before anything moves, then take one image at a time
@@ -81,11 +82,17 @@ def submit(
     """`pending.submit` into the store: one create-only claim object. Concurrent submissions of
     one source can pass its quota by the few in flight; never by more. `nonce` (32 hex digits;
     default random) ends the claim's key: one claim submitted twice is then stored once."""
-    digit, digest, suffix = store.validate(data, name, label)
+    digit, digest, suffix = pending.validated(data, name, label)
     claim = Claim(digit, source, time or pending.utc_now(), client)
     mine, known = source_id(source), claim_keys(shared)
-    if any(m["sha"] == digest and m["source"] == mine and int(m["label"]) == digit for m in known):
-        return Submitted("known", digest, claim)
+    same = [
+        m.group(0)
+        for m in known
+        if (m["sha"], m["source"], m["label"]) == (digest, mine, str(digit))
+    ]
+    stored = _earliest(shared, same)
+    if stored is not None:  # the claim as first made: its time and client
+        return Submitted("known", digest, stored)
     images = {m["sha"] for m in known if m["source"] == mine}
     if quota is not None and digest not in images and len(images) >= quota:
         raise QuotaExceeded(
@@ -274,6 +281,21 @@ def _parse(key: str, body: bytes) -> tuple[Claim, bytes]:
     ):
         raise DataError("its image, label or source is not the one its key names")
     return claim, data
+
+
+def _earliest(shared: SharedInbox, keys: list[str]) -> Claim | None:
+    """The first made of the claims stored at `keys` that are still there and are claims
+    (None: none is; one reviewed since it was listed is not, nor one `queue` lists as a
+    problem)."""
+    bodies = shared.call(lambda: shared.storage.read_many(keys)) if keys else []
+    claims = []
+    for key, body in zip(keys, bodies, strict=True):
+        try:
+            if body is not None:
+                claims.append(_parse(key, body)[0])
+        except DataError:
+            continue
+    return min(claims, key=lambda claim: claim.time, default=None)
 
 
 @contextmanager

@@ -34,7 +34,8 @@ from mnist_pipeline.core.contract import CLASS_LABELS
 from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.data.decode import MAX_PIXELS, ImageError, header_pixels
 from mnist_pipeline.inbox import pending, review_shared
-from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable
+from mnist_pipeline.inbox.claims import BadSubmission
+from mnist_pipeline.inbox.shared import SharedInbox
 from mnist_pipeline.serving import api_schema
 from mnist_pipeline.serving.observe import note_feedback
 from mnist_pipeline.serving.request_body import ClientError, read_form
@@ -77,9 +78,9 @@ class Feedback:
         try:  # serve.max_pixels from the header (the inbox's own limit is far higher)
             pixels = header_pixels(data, name)
         except ImageError as exc:
-            raise DataError(str(exc)) from None
+            raise BadSubmission(str(exc)) from None
         if pixels > self.max_pixels:
-            raise DataError(
+            raise BadSubmission(
                 f"{name}: {pixels:,} pixels, more than the limit of {self.max_pixels:,} "
                 "(serve.max_pixels)"
             )
@@ -119,11 +120,11 @@ class Feedback:
                 raise ClientError(
                     429, str(exc), {"Retry-After": str(QUOTA_RETRY_AFTER_S)}
                 ) from None
-            except (pending.BadRecord, StoreUnavailable) as exc:
+            except BadSubmission as exc:  # the image or label sent
+                raise ClientError(422, str(exc)) from None
+            except DataError as exc:  # the server's (a bad record, a store that is down)
                 logger.error("/feedback refused: %s", exc)
                 raise ClientError(503, UNAVAILABLE) from None
-            except DataError as exc:  # the submission itself
-                raise ClientError(422, str(exc)) from None
             except Timeout:
                 logger.warning("/feedback refused: the inbox's lock stayed busy")
                 raise ClientError(
