@@ -33,7 +33,7 @@ from tests.dvc_helpers import dvc_env, lock_hashes, make_project, ran, run
 from tests.example_helpers import CHROMIUM, CHROMIUM_ARGS, chromium_skip_reason
 from tests.process_helpers import start, stop, wait_for
 from tests.registry_helpers import WAIT_FOR_HELD_LOCK, registrations_held, stored
-from tests.test_dvc import DVC_STAGES
+from tests.test_dvc import DVC_STAGES, PACKAGE
 
 pytestmark = pytest.mark.slow
 
@@ -154,7 +154,8 @@ def test_changing_the_gate_reruns_only_evaluation_onwards(clone: Path) -> None:
 def test_changing_how_to_download_keeps_the_dataset(clone: Path) -> None:
     """A new socket timeout and mirror list change where and how fetch downloads, not what it
     accepts (data.sha256): nothing re-runs, so nothing is deleted and downloaded again (with
-    no mirror reachable, the dataset would be gone)."""
+    no mirror reachable, the dataset would be gone). When a change to its code re-runs fetch,
+    DVC keeps its output (`persist`), and the files that verify are not downloaded again."""
     params = yaml.safe_load((clone / "params.yaml").read_text())
     params["data"].update(timeout_s=5.0, mirrors=[str(clone / "no-such-mirror")])
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -162,6 +163,13 @@ def test_changing_how_to_download_keeps_the_dataset(clone: Path) -> None:
     assert ran(run(clone, "dvc", "repro")) == set()
     assert lock_hashes(clone) == before
     assert "up to date" in run(clone, "dvc", "status")
+    dataset = {path.name: path.read_bytes() for path in (clone / "data" / "mnist").iterdir()}
+    with (clone / PACKAGE / "core" / "service_params.py").open("a") as code:
+        code.write("# a change to code fetch imports: fetch re-runs\n")
+    assert ran(run(clone, "dvc", "repro", "fetch")) == {"fetch"}  # its files verify: kept
+    assert {path.name: path.read_bytes() for path in (clone / "data" / "mnist").iterdir()} == (
+        dataset
+    )
     params["data"]["sha256"]["t10k-labels-idx1-ubyte"] = "0" * 64  # other data: fetch re-runs
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert "fetch" in run(clone, "dvc", "status")
