@@ -62,6 +62,8 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("data:\n  mirrors: [a, ' ']\n", ["data.mirrors: a mirror is blank: give a URL"]),
         ("data:\n  mirrors: ['s3://b/mnist']\n", ["data.mirrors", "unsupported scheme 's3'"]),
         ('data:\n  mirrors: ["/tmp/a\\0b"]\n', ["data.mirrors", "holds a NUL character"]),
+        ("data:\n  mirrors: ['https://h/m/?t=1']\n", ["data.mirrors", "no ?query or #fragment"]),
+        ("data:\n  mirrors: ['file:///srv/m#a']\n", ["data.mirrors", "no ?query or #fragment"]),
         ("data:\n  mirrors: [' s3://b/mnist']\n", ["data.mirrors", "ends with white space"]),
         ("data:\n  mirrors: ['/srv/mnist\t']\n", ["'/srv/mnist\\t' starts or ends with white"]),
         ("inbox:\n  shared: ' '\n", ["inbox.shared", "' ' is blank: give a folder path"]),
@@ -156,6 +158,8 @@ def test_env_mirror_replaces_the_configured_list(tmp_path: Path) -> None:
         load_params(write(tmp_path, ""), environ={"MNIST_MIRROR": "file:///x%00,/srv/mnist"})
     windows = load_params(write(tmp_path, ""), environ={"MNIST_MIRROR": "C:/mnist,HTTP://H/m"})
     assert windows.data.mirrors == ("C:/mnist", "HTTP://H/m")  # a drive letter is a folder
+    hashed = load_params(write(tmp_path, ""), environ={"MNIST_MIRROR": "/srv/mnist#2?"})
+    assert hashed.data.mirrors == ("/srv/mnist#2?",)  # a folder's name may hold them
     with pytest.raises(ParamsError, match=r"^MNIST_MIRROR=', ,' names no mirror"):
         load_params(write(tmp_path, ""), environ={"MNIST_MIRROR": ", ,"})
 

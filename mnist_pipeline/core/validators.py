@@ -129,6 +129,8 @@ def check_mirror(mirror: str) -> str:
     if scheme is not None and not mirror[len(scheme) + 1 :].startswith("//"):
         raise ValueError(f"{mirror!r} is not a URL: write {scheme}://... (two slashes)")
     _no_nul(mirror, scheme)
+    if scheme is not None and ("?" in mirror or "#" in mirror):  # fetch appends /<file name>
+        raise ValueError(f"{mirror!r}: a mirror URL takes no ?query or #fragment")
     return mirror
 
 
