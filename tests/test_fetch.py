@@ -443,6 +443,14 @@ def test_a_damaged_dataset_file_is_named_with_its_folder(tmp_path: Path, tiny_fi
         "IDX header (3 bytes)): run `mnist-pipeline fetch`, which replaces a file that does not "
         "verify"
     )
+    with (folder / TRAIN_IMAGES).open("wb") as huge:  # sparse: takes no disk, nor is it read
+        huge.truncate(idx.MAX_FILE_BYTES + 1)
+    with pytest.raises(DataError) as refused:
+        load_mnist(folder)
+    assert str(refused.value).startswith(
+        f"{folder / TRAIN_IMAGES} is not a valid MNIST file ({idx.MAX_FILE_BYTES + 1:,} bytes, "
+        f"more than the {idx.MAX_FILE_BYTES:,} this file may hold): run `mnist-pipeline fetch`"
+    )
 
 
 def test_a_nul_in_a_local_source_is_a_mirror_error_not_a_traceback() -> None:

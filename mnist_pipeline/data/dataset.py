@@ -9,7 +9,7 @@ import torch
 
 from mnist_pipeline.core.contract import MNIST_MEAN, MNIST_STD
 from mnist_pipeline.core.errors import DataError
-from mnist_pipeline.core.regular_file import read_regular
+from mnist_pipeline.core.regular_file import FileTooLarge, read_regular
 from mnist_pipeline.data import idx
 from mnist_pipeline.data.manifest import FILE_KINDS
 
@@ -33,15 +33,15 @@ def parse_file(name: str, data: bytes) -> torch.Tensor:
 
 def _read(data_dir: Path, name: str) -> torch.Tensor:
     path = data_dir / name
-    try:
-        data = read_regular(path)  # a pipe or a device: refused, not waited on
+    try:  # a pipe or a device: refused, not waited on; nor is a huge file read whole
+        data = read_regular(path, idx.MAX_FILE_BYTES)
+        return parse_file(name, data)
     except FileNotFoundError:
         raise DataError(f"missing dataset file {path}: run `mnist-pipeline fetch` first") from None
-    try:
-        return parse_file(name, data)
-    except DataError as exc:  # damaged in place (a bad checkout, a copy cut short)
+    except (DataError, FileTooLarge) as exc:  # damaged in place (a bad checkout, a copy cut short)
+        why = exc.strerror if isinstance(exc, FileTooLarge) else exc
         raise DataError(
-            f"{path} is not a valid MNIST file ({exc}): run `mnist-pipeline fetch`, which "
+            f"{path} is not a valid MNIST file ({why}): run `mnist-pipeline fetch`, which "
             "replaces a file that does not verify"
         ) from None
 
