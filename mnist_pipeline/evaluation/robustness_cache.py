@@ -4,7 +4,7 @@ The set depends only on the test digits and labels, per_transform, the seed and 
 draws and preprocesses it (and Pillow and numpy, which do the drawing), never on the model. Its
 key is the SHA-256 of all of these (the code as the sources of the renderer's modules and of
 every project module they import, as this process loaded them, plus the Pillow, its JPEG
-library and numpy versions); the file `<key>.npz` holds each transformation's digits and
+library, numpy and scipy versions); the file `<key>.npz` holds each transformation's digits and
 labels, the key, and the SHA-256 of the arrays. On read the key, the transformations, the shapes
 and the SHA-256 are checked: a file that is corrupt, truncated or stale is rendered again and
 replaced. The checksum sits in the same file, so it detects damage, not a deliberate forgery by
