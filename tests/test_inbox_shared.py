@@ -20,6 +20,7 @@ from mnist_pipeline.inbox import (
     incoming,
     pending,
     review_move,
+    review_queue,
     review_shared,
     seen,
     shared_edits,
@@ -226,7 +227,7 @@ def test_a_removal_is_never_undone_by_the_host_that_published_it(
     shared = SharedInbox(location)
     review, worker = tmp_path / "review" / "extra", tmp_path / "worker" / "extra"
     png = digit(tmp_path, 6)
-    sha = review_shared.submit(shared, png, "upload.png", 6, "token:alice").sha256
+    sha = review_queue.submit(shared, png, "upload.png", 6, "token:alice").sha256
     review_shared.accept(shared, review, [sha], "bob")
     assert sync.sync(shared, worker, "test").downloaded == [sha]
     shared_edits.remove(shared, worker, [sha])  # the worker's operator removes it
@@ -332,10 +333,10 @@ def test_an_accept_the_store_refuses_moves_nothing(location: str, tmp_path: Path
     inbox = tmp_path / "extra"
     png = digit(tmp_path, 8)
     shared.publish(png, 1, "png", "other host")
-    sha = review_shared.submit(shared, png, "upload.png", 8, "token:alice").sha256
+    sha = review_queue.submit(shared, png, "upload.png", 8, "token:alice").sha256
     with pytest.raises(store.LabelConflict, match="labelled 1 in the shared inbox") as refused:
         review_shared.accept(shared, inbox, [sha], "bob")
-    assert labels(inbox) == [] and [p.sha256 for p in review_shared.queue(shared).found] == [sha]
+    assert labels(inbox) == [] and [p.sha256 for p in review_queue.queue(shared).found] == [sha]
     assert f"`data sync`, then `data remove {sha[:12]}`" in str(refused.value)
     assert sync.sync(shared, inbox, "test").downloaded == [sha]  # the advice, on this host
     shared_edits.remove(shared, inbox, [sha[:12]])
@@ -356,11 +357,11 @@ def test_an_unreadable_record_of_what_was_seen_stops_add_and_accept_before_the_s
     sha = hashlib.sha256(png).hexdigest()
     with pytest.raises(DataError, match="cannot read .*delete it: the next sync starts afresh"):
         shared_edits.add(shared, inbox, png, "two.png", 2, "test")
-    claim = review_shared.submit(shared, png, "upload.png", 2, "token:alice").sha256
+    claim = review_queue.submit(shared, png, "upload.png", 2, "token:alice").sha256
     with pytest.raises(DataError, match="cannot read .*delete it: the next sync starts afresh"):
         review_shared.accept(shared, inbox, [claim], "bob")
     assert shared.record(sha) is None and labels(inbox) == [(1, first.sha256)]
-    assert [p.sha256 for p in review_shared.queue(shared).found] == [sha]  # still pending
+    assert [p.sha256 for p in review_queue.queue(shared).found] == [sha]  # still pending
 
 
 def test_altered_images_and_bad_records_are_reported_and_not_taken(
@@ -537,7 +538,7 @@ def test_a_wiped_store_empties_no_inbox_and_a_new_one_is_filled_again(
         sync.sync(again, a, "test")
     with pytest.raises(StoreUnavailable, match="has lost its inbox.json .*nothing stored"):
         shared_edits.add(again, b, digit(tmp_path, 6), "y.png", 4, "test")  # nor a new store begun
-    claimed = review_shared.submit(again, digit(tmp_path, 7), "z.png", 1, "token:kiosk")
+    claimed = review_queue.submit(again, digit(tmp_path, 7), "z.png", 1, "token:kiosk")
     with pytest.raises(StoreUnavailable, match="has lost its inbox.json .*nothing accepted"):
         review_shared.accept(again, b, [claimed.sha256[:8]], "bob")
     with pytest.raises(StoreUnavailable, match="has lost its inbox.json .*nothing removed"):

@@ -23,6 +23,7 @@ from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.inbox import (
     pending,
     review_move,
+    review_queue,
     review_records,
     review_shared,
     seen,
@@ -53,18 +54,16 @@ def review_log(shared: SharedInbox) -> list[dict]:
 def test_claims_made_on_one_host_are_reviewed_on_another(location: str, tmp_path: Path) -> None:
     shared = SharedInbox(location)  # each host opens the store itself; only the store is shared
     three, seven, eight = (digit(tmp_path, seed) for seed in (1, 2, 3))
-    first = review_shared.submit(
-        SharedInbox(location), three, "a.png", 3, "token:kiosk", "10.0.0.5"
-    )
+    first = review_queue.submit(SharedInbox(location), three, "a.png", 3, "token:kiosk", "10.0.0.5")
     assert first.status == "pending"
-    again = review_shared.submit(shared, three, "a.png", 3, "token:kiosk", "10.0.0.9")
+    again = review_queue.submit(shared, three, "a.png", 3, "token:kiosk", "10.0.0.9")
     assert again.status == "known" and again.claim == first.claim  # as stored, not as sent again
-    review_shared.submit(shared, three, "b.png", 3, "cli:ann")  # the same label, another source
-    review_shared.submit(shared, seven, "c.png", 7, "token:kiosk")
-    review_shared.submit(shared, seven, "c.png", 1, "cli:ann")  # disagrees
-    review_shared.submit(shared, eight, "d.png", 8, "token:kiosk")
+    review_queue.submit(shared, three, "b.png", 3, "cli:ann")  # the same label, another source
+    review_queue.submit(shared, seven, "c.png", 7, "token:kiosk")
+    review_queue.submit(shared, seven, "c.png", 1, "cli:ann")  # disagrees
+    review_queue.submit(shared, eight, "d.png", 8, "token:kiosk")
 
-    read = review_shared.queue(SharedInbox(location))
+    read = review_queue.queue(SharedInbox(location))
     found = {item.sha256: item for item in read.found}
     assert [found[first.sha256].labels, found[first.sha256].duplicate] == [[3], True]
     clients = {(c.source, c.client) for c in found[first.sha256].claims}
@@ -84,7 +83,7 @@ def test_claims_made_on_one_host_are_reviewed_on_another(location: str, tmp_path
     (gone,) = review_shared.reject(shared, reviewer, [eight_sha[:8]], "bob")
     assert gone.sha256 == eight_sha and shared.record(eight_sha) is None
 
-    left = review_shared.queue(shared).found
+    left = review_queue.queue(shared).found
     assert [i.labels for i in left] == [[1, 7]]  # the conflict still waits for its reviewer
     logged = sorted(review_log(shared), key=lambda line: line["action"])
     assert [(line["action"], line["who"], line["label"]) for line in logged] == [
@@ -99,49 +98,49 @@ def test_claims_made_on_one_host_are_reviewed_on_another(location: str, tmp_path
     assert sync.sync(shared, worker, "test").downloaded == [first.sha256]
 
 
-def seven_sha(read: review_shared.Queue) -> str:
+def seven_sha(read: review_queue.Queue) -> str:
     return next(i.sha256 for i in read.found if i.conflict)[:8]
 
 
 def test_a_quota_counts_the_claims_of_every_host(location: str, tmp_path: Path) -> None:
     one, two, three = (digit(tmp_path, seed) for seed in (4, 5, 6))
-    review_shared.submit(SharedInbox(location), one, "1.png", 1, "token:kiosk", quota=2)
-    review_shared.submit(SharedInbox(location), two, "2.png", 2, "token:kiosk", quota=2)
+    review_queue.submit(SharedInbox(location), one, "1.png", 1, "token:kiosk", quota=2)
+    review_queue.submit(SharedInbox(location), two, "2.png", 2, "token:kiosk", quota=2)
     with pytest.raises(QuotaExceeded, match=r"token:kiosk has 2 image\(s\) awaiting review"):
-        review_shared.submit(SharedInbox(location), three, "3.png", 3, "token:kiosk", quota=2)
-    again = review_shared.submit(SharedInbox(location), one, "1.png", 7, "token:kiosk", quota=2)
+        review_queue.submit(SharedInbox(location), three, "3.png", 3, "token:kiosk", quota=2)
+    again = review_queue.submit(SharedInbox(location), one, "1.png", 7, "token:kiosk", quota=2)
     assert again.status == "pending"  # another label for an image it already counts
-    other = review_shared.submit(SharedInbox(location), three, "3.png", 3, "token:desk", quota=2)
+    other = review_queue.submit(SharedInbox(location), three, "3.png", 3, "token:desk", quota=2)
     assert other.status == "pending"  # quotas are per source
-    assert len(review_shared.queue(SharedInbox(location)).found) == 3
+    assert len(review_queue.queue(SharedInbox(location)).found) == 3
 
 
 def test_a_claim_that_arrives_during_a_review_stays_pending(
     location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shared, png = SharedInbox(location), digit(tmp_path, 7)
-    sha = review_shared.submit(shared, png, "x.png", 4, "token:kiosk").sha256
+    sha = review_queue.submit(shared, png, "x.png", 4, "token:kiosk").sha256
     publish = SharedInbox.publish
 
     def late(self: SharedInbox, *args: object) -> bool:
-        review_shared.submit(shared, png, "x.png", 9, "token:other")  # after the review read
+        review_queue.submit(shared, png, "x.png", 9, "token:other")  # after the review read
         return publish(self, *args)
 
     monkeypatch.setattr(SharedInbox, "publish", late)
     review_shared.accept(shared, tmp_path / "extra", [sha[:8]], "bob")
-    (left,) = review_shared.queue(shared).found
+    (left,) = review_queue.queue(shared).found
     assert [(c.label, c.source) for c in left.claims] == [(9, "token:other")]
 
 
 def test_a_claim_object_that_is_not_one_is_never_accepted(location: str, tmp_path: Path) -> None:
     shared, png, other = SharedInbox(location), digit(tmp_path, 8), digit(tmp_path, 9)
-    sha = review_shared.submit(shared, png, "x.png", 2, "token:kiosk").sha256
-    (key,) = shared.storage.list(f"{review_shared.REVIEW}{sha}/")
+    sha = review_queue.submit(shared, png, "x.png", 2, "token:kiosk").sha256
+    (key,) = shared.storage.list(f"{review_queue.REVIEW}{sha}/")
     forged = json.loads(shared.storage.read(key))
     forged["image"] = base64.b64encode(other).decode()  # another image
     shared.storage.delete(key)
     shared.storage.create(key, json.dumps(forged).encode())
-    read = review_shared.queue(shared)
+    read = review_queue.queue(shared)
     assert read.found == [] and list(read.problems) == [f"{shared.location}/{key}"]
     assert "not the one its key names" in read.problems[f"{shared.location}/{key}"]
     with pytest.raises(DataError, match="no pending image"):
@@ -154,10 +153,10 @@ def test_a_review_reads_only_the_claims_of_the_images_it_decides(
 ) -> None:
     shared = SharedInbox(location)
     shas = [
-        review_shared.submit(shared, digit(tmp_path, 30 + i), f"{i}.png", i, "token:kiosk").sha256
+        review_queue.submit(shared, digit(tmp_path, 30 + i), f"{i}.png", i, "token:kiosk").sha256
         for i in range(4)
     ]
-    review_shared.submit(shared, digit(tmp_path, 30), "0.png", 5, "cli:ann")  # a second claim
+    review_queue.submit(shared, digit(tmp_path, 30), "0.png", 5, "cli:ann")  # a second claim
     read_many, asked = shared.storage.read_many, []
 
     def counted(keys: list[str]) -> list[bytes | None]:
@@ -167,15 +166,15 @@ def test_a_review_reads_only_the_claims_of_the_images_it_decides(
     monkeypatch.setattr(shared.storage, "read_many", counted)
     with pytest.raises(DataError, match="the claims disagree"):
         review_shared.accept(shared, tmp_path / "extra", [shas[0][:8]], "bob")
-    claims = [k for k in asked if k.startswith(review_shared.REVIEW)]
+    claims = [k for k in asked if k.startswith(review_queue.REVIEW)]
     assert len(claims) == 2 and all(shas[0] in k for k in claims)
     asked.clear()
     (added,) = review_shared.accept(shared, tmp_path / "extra", [shas[2][:8]], "bob")
-    claims = [k for k in asked if k.startswith(review_shared.REVIEW)]
+    claims = [k for k in asked if k.startswith(review_queue.REVIEW)]
     assert added.entry.label == 2 and len(claims) == 1 and shas[2] in claims[0]
     with pytest.raises(DataError, match="no pending image"):
-        review_shared.queue(shared, ["0123456789"])
-    assert len(review_shared.queue(shared).found) == 3  # the others still wait
+        review_queue.queue(shared, ["0123456789"])
+    assert len(review_queue.queue(shared).found) == 3  # the others still wait
 
 
 def test_a_hosts_earlier_quarantine_moves_into_the_store(location: str, tmp_path: Path) -> None:
@@ -187,7 +186,7 @@ def test_a_hosts_earlier_quarantine_moves_into_the_store(location: str, tmp_path
     shared = SharedInbox(location)
     assert review_move.move_local(shared, folder, inbox) == (1, [])
     assert pending.items(folder) == [] and list(folder.iterdir()) == []
-    (moved,) = review_shared.queue(shared).found
+    (moved,) = review_queue.queue(shared).found
     assert set(moved.claims) == set(before)  # source, label, time and client kept
     assert review_move.move_local(shared, folder, inbox) == (0, [])
 
@@ -216,14 +215,14 @@ def test_a_claim_a_move_cut_short_left_in_the_store_is_not_moved_again_once_revi
         with pytest.raises(Cut):
             review_move.move_local(shared, folder, inbox)
     assert len(pending.items(folder)) == 1
-    (item,) = review_shared.queue(SharedInbox(location)).found
+    (item,) = review_queue.queue(SharedInbox(location)).found
     review_shared.reject(SharedInbox(location), tmp_path / "other" / "extra", [item.sha256], "bob")
     assert review_move.move_local(shared, folder, inbox) == (1, [])
-    assert review_shared.queue(shared).found == [] and pending.items(folder) == []
+    assert review_queue.queue(shared).found == [] and pending.items(folder) == []
     # a claim of the same image not moved before (from another client) is moved as ever
     pending.submit(folder, inbox, png, "x.png", 5, "token:kiosk", "10.0.0.10")
     assert review_move.move_local(shared, folder, inbox) == (1, [])
-    assert [i.labels for i in review_shared.queue(shared).found] == [[5]]
+    assert [i.labels for i in review_queue.queue(shared).found] == [[5]]
 
 
 def test_a_move_waits_for_a_review_under_way(location: str, tmp_path: Path) -> None:
@@ -241,7 +240,7 @@ def test_a_move_waits_for_a_review_under_way(location: str, tmp_path: Path) -> N
         assert mover.is_alive() and done == [] and len(pending.items(folder)) == 1
     mover.join(30)
     assert done == [(1, [])] and pending.items(folder) == []
-    assert [i.labels for i in review_shared.queue(SharedInbox(location)).found] == [[2]]
+    assert [i.labels for i in review_queue.queue(SharedInbox(location)).found] == [[2]]
 
 
 def test_the_cli_reviews_the_stores_queue(location: str, tmp_path: Path) -> None:
@@ -304,7 +303,7 @@ def test_a_damaged_record_of_a_claimed_image_stops_no_cli_claim(
     added = CliRunner().invoke(app, args)
     assert added.exit_code == 0, (added.output, added.exception)
     assert added.output.count("pending review: ") == 2
-    assert len(review_shared.queue(SharedInbox(location)).found) == 2
+    assert len(review_queue.queue(SharedInbox(location)).found) == 2
 
 
 def test_feedback_goes_to_the_stores_queue_and_a_store_down_is_a_503(
@@ -329,7 +328,7 @@ def test_feedback_goes_to_the_stores_queue_and_a_store_down_is_a_503(
 
         sent = post(1)
         assert sent.status_code == 201, sent.text
-        (item,) = review_shared.queue(SharedInbox(url)).found
+        (item,) = review_queue.queue(SharedInbox(url)).found
         assert (item.sha256, item.claims[0].source) == (sent.json()["sha256"], "token:kiosk")
         assert not Layout(tmp_path).pending.exists()
 
@@ -343,7 +342,7 @@ def test_feedback_goes_to_the_stores_queue_and_a_store_down_is_a_503(
             assert isinstance(done.exception, StoreUnavailable), done.output
             assert store_proxy.url in str(done.exception) and "\n" not in str(done.exception)
         store_proxy.down.clear()
-        assert len(review_shared.queue(SharedInbox(url)).found) == 1  # nothing half-stored
+        assert len(review_queue.queue(SharedInbox(url)).found) == 1  # nothing half-stored
         assert store.entries(Layout(tmp_path).inbox) == []
 
 
@@ -352,13 +351,13 @@ def test_an_accept_the_shared_inbox_refuses_publishes_nothing(
 ) -> None:
     shared = SharedInbox(location)
     one, two = digit(tmp_path, 20), digit(tmp_path, 21)
-    first = review_shared.submit(shared, one, "1.png", 3, "token:kiosk").sha256
-    second = review_shared.submit(shared, two, "2.png", 5, "token:kiosk").sha256
+    first = review_queue.submit(shared, one, "1.png", 3, "token:kiosk").sha256
+    second = review_queue.submit(shared, two, "2.png", 5, "token:kiosk").sha256
     shared.publish(two, 6, "png", "another host")
     with pytest.raises(store.LabelConflict, match=r"labelled 6 in the shared inbox .*not 5"):
         review_shared.accept(shared, tmp_path / "extra", [first[:8], second[:8]], "bob")
     assert shared.record(first) is None and labels(tmp_path / "extra") == []
-    assert len(review_shared.queue(shared).found) == 2 and review_log(shared) == []
+    assert len(review_queue.queue(shared).found) == 2 and review_log(shared) == []
 
 
 def test_an_accept_cut_short_is_finished_once_and_cannot_be_rejected(
@@ -366,8 +365,8 @@ def test_an_accept_cut_short_is_finished_once_and_cannot_be_rejected(
 ) -> None:
     shared, inbox = SharedInbox(location), tmp_path / "extra"
     one, two = digit(tmp_path, 22), digit(tmp_path, 23)
-    first = review_shared.submit(shared, one, "1.png", 3, "token:kiosk").sha256
-    second = review_shared.submit(shared, two, "2.png", 5, "token:kiosk").sha256
+    first = review_queue.submit(shared, one, "1.png", 3, "token:kiosk").sha256
+    second = review_queue.submit(shared, two, "2.png", 5, "token:kiosk").sha256
     deletes = []
 
     def store_gone(shared: SharedInbox, keys: list[str]) -> None:
@@ -391,7 +390,7 @@ def test_an_accept_cut_short_is_finished_once_and_cannot_be_rejected(
         review_shared.accept(shared, inbox, [second[:8]], "eve", label=6)
     (finished,) = review_shared.accept(shared, inbox, [second[:8]], "bob")
     assert finished.entry.label == 5 and finished.new  # counted once, by the accept that ends it
-    assert review_shared.queue(shared).found == []
+    assert review_queue.queue(shared).found == []
     assert sorted(line["sha256"] for line in review_log(shared)) == sorted([first, second])
     local = (inbox.parent / "review-log.jsonl").read_text().splitlines()
     assert len(local) == 2  # each review recorded once, here too
@@ -402,11 +401,11 @@ def test_claims_about_an_image_the_shared_inbox_holds_can_be_rejected(
 ) -> None:
     shared, png = SharedInbox(location), digit(tmp_path, 27)
     shared.publish(png, 7, "png", "another host")  # a correct 7, added there
-    sha = review_shared.submit(shared, png, "x.png", 1, "token:kiosk").sha256  # "it is a 1"
+    sha = review_queue.submit(shared, png, "x.png", 1, "token:kiosk").sha256  # "it is a 1"
     with pytest.raises(store.LabelConflict, match="labelled 7 in the shared inbox"):
         review_shared.accept(shared, tmp_path / "extra", [sha[:8]], "bob")
     (rejected,) = review_shared.reject(shared, tmp_path / "extra", [sha[:8]], "bob")
-    assert rejected.labels == [1] and review_shared.queue(shared).found == []
+    assert rejected.labels == [1] and review_queue.queue(shared).found == []
     assert shared.record(sha).label == 7  # the image stays as it was
     assert [line["action"] for line in review_log(shared)] == ["reject"]
 
@@ -415,10 +414,10 @@ def test_a_review_that_lost_its_lease_stops(
     location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shared, png = SharedInbox(location), digit(tmp_path, 24)
-    sha = review_shared.submit(shared, png, "x.png", 2, "token:kiosk").sha256
+    sha = review_queue.submit(shared, png, "x.png", 2, "token:kiosk").sha256
     read = review_shared.queue
 
-    def decided_elsewhere(shared: SharedInbox, refs: list[str]) -> review_shared.Queue:
+    def decided_elsewhere(shared: SharedInbox, refs: list[str]) -> review_queue.Queue:
         found = read(shared, refs)
         for key in found.keys[sha]:  # another reviewer, holding the lease now, rejected it
             shared.storage.delete(key)
@@ -438,7 +437,7 @@ def test_a_review_whose_lease_was_taken_over_writes_nothing_more(
     took the lease over (on S3; a folder's lock cannot be lost): it records, publishes and
     deletes nothing, and says to run it again."""
     shared = SharedInbox(s3_url.replace("/registry", "/inbox"))
-    sha = review_shared.submit(shared, digit(tmp_path, 25), "x.png", 4, "token:kiosk").sha256
+    sha = review_queue.submit(shared, digit(tmp_path, 25), "x.png", 4, "token:kiosk").sha256
     check = review_shared._check_still_pending
     lease = f".leases/{review_shared.LEASE}"
 
@@ -451,7 +450,7 @@ def test_a_review_whose_lease_was_taken_over_writes_nothing_more(
     with pytest.raises(StoreUnavailable, match=taken):
         getattr(review_shared, decision)(shared, tmp_path / "extra", [sha[:8]], "bob")
     assert review_log(shared) == [] and shared.record(sha) is None
-    assert [p.sha256 for p in review_shared.queue(shared).found] == [sha]  # still pending
+    assert [p.sha256 for p in review_queue.queue(shared).found] == [sha]  # still pending
     shared.storage._delete(lease)
 
 
@@ -467,7 +466,7 @@ def test_a_damaged_local_quarantine_stays_where_it_is(location: str, tmp_path: P
     assert [i.sha256 for i in pending.items(folder)] == [altered]
     (folder / f"{altered}.json").write_text("{half")
     moved, stayed = review_move.move_local(shared, folder, inbox)
-    assert moved == 0 and "nothing in" in stayed[0] and len(review_shared.queue(shared).found) == 1
+    assert moved == 0 and "nothing in" in stayed[0] and len(review_queue.queue(shared).found) == 1
 
 
 def test_a_server_whose_store_is_missing_starts_and_answers_503(tmp_path: Path) -> None:
@@ -495,7 +494,7 @@ def test_a_claim_arriving_after_an_accept_was_recorded_does_not_let_a_reject_thr
 ) -> None:
     shared, inbox = SharedInbox(location), tmp_path / "extra"
     png = digit(tmp_path, 31)
-    sha = review_shared.submit(shared, png, "1.png", 3, "token:kiosk").sha256
+    sha = review_queue.submit(shared, png, "1.png", 3, "token:kiosk").sha256
 
     def store_gone(shared: SharedInbox, *args) -> None:
         raise StoreUnavailable("shared inbox: the store stopped answering")
@@ -504,11 +503,11 @@ def test_a_claim_arriving_after_an_accept_was_recorded_does_not_let_a_reject_thr
         patch.setattr(shared, "publish", store_gone)
         with pytest.raises(StoreUnavailable):
             review_shared.accept(shared, inbox, [sha[:8]], "bob")
-    review_shared.submit(shared, png, "1.png", 8, "token:other")  # a claim arrives meanwhile
+    review_queue.submit(shared, png, "1.png", 8, "token:other")  # a claim arrives meanwhile
     with pytest.raises(DataError, match=r"bob decided to accept it at .* accept it --label 3"):
         review_shared.reject(shared, inbox, [sha[:8]], "eve")
     assert review_shared.accept(shared, inbox, [sha[:8]], "bob", label=3)[0].entry.label == 3
-    assert review_shared.queue(shared).found == [] and shared.record(sha).label == 3
+    assert review_queue.queue(shared).found == [] and shared.record(sha).label == 3
 
 
 def test_a_review_recorded_elsewhere_on_the_same_claims_stops_this_one(
@@ -516,7 +515,7 @@ def test_a_review_recorded_elsewhere_on_the_same_claims_stops_this_one(
 ) -> None:
     """A reviewer that lost its lease and then passed its checks finds the other's record."""
     shared, inbox = SharedInbox(location), tmp_path / "extra"
-    sha = review_shared.submit(shared, digit(tmp_path, 32), "1.png", 3, "token:kiosk").sha256
+    sha = review_queue.submit(shared, digit(tmp_path, 32), "1.png", 3, "token:kiosk").sha256
     record, check = review_records.record, review_shared._check_still_pending
 
     def other_reviewer_first(shared, item, keys) -> None:
@@ -538,7 +537,7 @@ def test_an_add_with_another_label_during_an_accept_leaves_the_claims_reviewable
     and the claims stay pending, so a reviewer can reject them or accept them as 5."""
     shared, inbox = SharedInbox(location), tmp_path / "review" / "extra"
     png = digit(tmp_path, 41)
-    sha = review_shared.submit(shared, png, "1.png", 3, "token:kiosk").sha256
+    sha = review_queue.submit(shared, png, "1.png", 3, "token:kiosk").sha256
     recorded = review_shared.record
 
     def add_elsewhere_after_recording(*args, **kwargs) -> None:
@@ -552,13 +551,13 @@ def test_an_add_with_another_label_during_an_accept_leaves_the_claims_reviewable
         review_shared.accept(shared, inbox, [sha[:8]], "bob")
     monkeypatch.undo()
     assert review_log(shared) == [] and store.entries(inbox) == []
-    assert [item.sha256 for item in review_shared.queue(shared).found] == [sha]
+    assert [item.sha256 for item in review_queue.queue(shared).found] == [sha]
     log = [
         json.loads(line) for line in (inbox.parent / pending.REVIEW_LOG).read_text().splitlines()
     ]
     assert [(line["action"], line["label"]) for line in log] == [("accept", 3), ("withdraw", 3)]
     assert review_shared.accept(shared, inbox, [sha[:8]], "bob", label=5)[0].entry.label == 5
-    assert review_shared.queue(shared).found == [] and shared.record(sha).label == 5
+    assert review_queue.queue(shared).found == [] and shared.record(sha).label == 5
 
 
 def test_an_accept_record_the_shared_inbox_can_no_longer_take_does_not_block_a_reject(
@@ -569,13 +568,13 @@ def test_an_accept_record_the_shared_inbox_can_no_longer_take_does_not_block_a_r
     an accept as 3 that can never succeed."""
     shared, inbox = SharedInbox(location), tmp_path / "extra"
     png = digit(tmp_path, 42)
-    sha = review_shared.submit(shared, png, "1.png", 3, "token:kiosk").sha256
-    (item,) = review_shared.queue(shared).found
-    keys = review_shared.queue(shared).keys[sha]
+    sha = review_queue.submit(shared, png, "1.png", 3, "token:kiosk").sha256
+    (item,) = review_queue.queue(shared).found
+    keys = review_queue.queue(shared).keys[sha]
     review_records.record(shared, inbox, keys, pending.review_line("bob", "accept", item, 3))
     shared_edits.add(shared, tmp_path / "other" / "extra", png, "x.png", 5, "cli:carol")
     assert review_shared.reject(shared, inbox, [sha[:8]], "eve")[0].sha256 == sha
-    assert review_shared.queue(shared).found == [] and shared.record(sha).label == 5
+    assert review_queue.queue(shared).found == [] and shared.record(sha).label == 5
     assert [r["action"] for r in review_log(shared)] == ["reject"]
 
 
@@ -588,7 +587,7 @@ def test_an_accept_counts_as_new_what_the_shared_inbox_did_not_hold(
     fresh, known = digit(tmp_path, 43), digit(tmp_path, 44)
     shared_edits.add(shared, tmp_path / "other" / "extra", known, "k.png", 4, "cli:carol")
     shas = [
-        review_shared.submit(shared, d, "x.png", 4, "token:kiosk").sha256 for d in (fresh, known)
+        review_queue.submit(shared, d, "x.png", 4, "token:kiosk").sha256 for d in (fresh, known)
     ]
     accepted = review_shared.accept(shared, inbox, [sha[:8] for sha in shas], "bob")
     assert {a.entry.sha256: a.new for a in accepted} == {shas[0]: True, shas[1]: False}
@@ -602,7 +601,7 @@ def test_an_accept_whose_host_inbox_stays_busy_says_the_image_was_accepted(
     from filelock import Timeout
 
     shared, inbox = SharedInbox(location), tmp_path / "review" / "extra"
-    sha = review_shared.submit(shared, digit(tmp_path, 45), "x.png", 4, "token:kiosk").sha256
+    sha = review_queue.submit(shared, digit(tmp_path, 45), "x.png", 4, "token:kiosk").sha256
 
     class Busy:
         def __enter__(self) -> None:
@@ -631,11 +630,11 @@ def test_a_finished_accept_stays_in_the_log_after_the_image_is_relabelled(
     accept was carried out, so its record stays and nothing is logged as withdrawn."""
     shared, inbox = SharedInbox(location), tmp_path / "review" / "extra"
     png = digit(tmp_path, 45)
-    sha = review_shared.submit(shared, png, "1.png", 3, "token:kiosk").sha256
+    sha = review_queue.submit(shared, png, "1.png", 3, "token:kiosk").sha256
     review_shared.accept(shared, inbox, [sha[:8]], "bob")
     shared_edits.remove(shared, inbox, [sha[:8]])
     shared_edits.add(shared, tmp_path / "other" / "extra", png, "x.png", 5, "cli:carol")
-    review_shared.submit(shared, png, "1.png", 3, "token:kiosk")
+    review_queue.submit(shared, png, "1.png", 3, "token:kiosk")
     review_shared.reject(shared, inbox, [sha[:8]], "eve")
     assert sorted((r["action"], r["who"]) for r in review_log(shared)) == [
         ("accept", "bob"),
@@ -651,13 +650,13 @@ def test_claims_are_rejected_while_the_images_label_record_is_damaged(
     shared, inbox = SharedInbox(location), tmp_path / "extra"
     png = digit(tmp_path, 46)
     shared_edits.add(shared, tmp_path / "other" / "extra", png, "x.png", 5, "cli:carol")
-    sha = review_shared.submit(shared, png, "1.png", 3, "token:kiosk").sha256
+    sha = review_queue.submit(shared, png, "1.png", 3, "token:kiosk").sha256
     key = f"labels/{sha}.json"
     shared.storage.delete(key)
     shared.storage.create(key, b"{not json")
     assert [item.sha256 for item in review_shared.reject(shared, inbox, [sha[:8]], "eve")] == [sha]
-    assert review_shared.queue(shared).found == []
-    assert shared.storage.list(f"{review_shared.REVIEW}{sha}/") == []  # its claims are gone
+    assert review_queue.queue(shared).found == []
+    assert shared.storage.list(f"{review_queue.REVIEW}{sha}/") == []  # its claims are gone
     assert [(r["action"], r["sha256"], r["who"]) for r in review_log(shared)] == [
         ("reject", sha, "eve")
     ]

@@ -17,7 +17,7 @@ from mnist_pipeline.cli import review
 from mnist_pipeline.cli.state import console, state, user_name
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.text import printable
-from mnist_pipeline.inbox import dvc_claim, pending, review_shared, shared_edits, sync, tracked
+from mnist_pipeline.inbox import dvc_claim, pending, review_queue, shared_edits, sync, tracked
 from mnist_pipeline.inbox import store as inbox
 from mnist_pipeline.inbox.seen import check_not_lost
 from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable, open_shared
@@ -102,7 +102,7 @@ def _add_pending(
             if shared is None:
                 done = pending.submit(quarantine, folder, data, str(path), label, source)
             else:
-                done = review_shared.submit(shared, data, str(path), label, source)
+                done = review_queue.submit(shared, data, str(path), label, source)
         what = {"pending": "pending review", "known": "already pending"}
         line = f"{what[done.status]}: {shown(path)} {done.sha256[:12]} (label {label})"
         console.print(line, markup=False)

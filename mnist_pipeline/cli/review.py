@@ -1,6 +1,6 @@
 """`mnist-pipeline data pending|accept|reject`: the review of images awaiting it in data/pending/
-(inbox/pending.py), or with `inbox.shared` in the store's queue (inbox/review_shared.py), before
-they enter the inbox; registered on the `data` command group."""
+(inbox/pending.py), or with `inbox.shared` in the store's queue (inbox/review_queue.py,
+review_shared.py), before they enter the inbox; registered on the `data` command group."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from mnist_pipeline.core.atomic import no_folders
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
-from mnist_pipeline.inbox import dvc_claim, pending, review_move, review_shared, store
+from mnist_pipeline.inbox import dvc_claim, pending, review_move, review_queue, review_shared, store
 from mnist_pipeline.inbox import events as inbox_events
 from mnist_pipeline.inbox.shared import SharedInbox, open_shared
 from mnist_pipeline.inbox.store import Added
@@ -32,7 +32,7 @@ def list_pending(
     one), how often each was sent and by whom; `!` marks claims that disagree."""
     st = state(ctx)
     shared = _shared_queue(ctx)
-    read = None if shared is None else review_shared.queue(shared)
+    read = None if shared is None else review_queue.queue(shared)
     found = pending.items(st.layout.pending) if read is None else read.found
     images = {} if read is None else read.images
     predicted = _predictions(st.params(), st.layout, found, images)

@@ -1,5 +1,5 @@
 """A pending image and the claims made about it, as the review queue holds them (pending.py on
-this host, review_shared.py on a shared store), and the queue's own errors. Torch-free.
+this host, review_queue.py on a shared store), and the queue's own errors. Torch-free.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Claim:
 @dataclass(frozen=True)
 class Pending:
     """One image awaiting review and every claim made about it; `path` is its file here, or
-    the store location of its claims (review_shared.py)."""
+    the store location of its claims (review_queue.py)."""
 
     sha256: str
     path: Path | str

@@ -10,8 +10,9 @@ from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.inbox import pending, store
 from mnist_pipeline.inbox.claims import Claim
+from mnist_pipeline.inbox.review_queue import claim_key, submit
 from mnist_pipeline.inbox.review_records import decided_claims
-from mnist_pipeline.inbox.review_shared import claim_key, reviewers_lease, submit
+from mnist_pipeline.inbox.review_shared import reviewers_lease
 from mnist_pipeline.inbox.seen import check_not_lost
 from mnist_pipeline.inbox.shared import SharedInbox
 

@@ -4,7 +4,7 @@
     multipart `file` (one image) and `label` (the digit it shows)
 
 201 a new claim awaits review in data/pending/ (or, with `inbox.shared`, in the shared inbox's
-store: inbox/review_shared.py), 200 this credential already claimed it, 401 no
+store: inbox/review_queue.py), 200 this credential already claimed it, 401 no
 or an unknown or expired token (with `WWW-Authenticate: Bearer`), 429 over
 `serve.feedback_rate_per_minute` or with `serve.feedback_quota` images of this credential
 awaiting review (with `Retry-After`), 415/422 a malformed submission, 503 a problem on the
@@ -33,7 +33,7 @@ from starlette.datastructures import FormData, UploadFile
 from mnist_pipeline.core.contract import CLASS_LABELS
 from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.data.decode import MAX_PIXELS, ImageError, header_pixels
-from mnist_pipeline.inbox import pending, review_shared
+from mnist_pipeline.inbox import pending, review_queue
 from mnist_pipeline.inbox.claims import BadSubmission
 from mnist_pipeline.inbox.shared import SharedInbox
 from mnist_pipeline.serving import api_schema
@@ -61,7 +61,7 @@ class Feedback:
     credentials: Credentials
     limiter: RateLimiter
     quota: int
-    shared: str | None = None  # inbox.shared, resolved: the queue is the store's (review_shared)
+    shared: str | None = None  # inbox.shared, resolved: the queue is the store's (review_queue)
     max_pixels: int = MAX_PIXELS  # serve.max_pixels, as for /predict (from the image's header)
 
     @cached_property
@@ -85,7 +85,7 @@ class Feedback:
                 "(serve.max_pixels)"
             )
         if self.shared is not None:
-            return review_shared.submit(self.store, data, name, label, source, client, self.quota)
+            return review_queue.submit(self.store, data, name, label, source, client, self.quota)
         args = (self.pending, self.inbox, data, name, label, source, client, self.quota)
         return pending.submit(*args)
 

@@ -12,7 +12,7 @@
     GET  /model.onnx, /model/card   the served version's verified bytes (model_files.py)
     POST /feedback  only with feedback credentials (feedback.py): a bearer token, multipart
                     `file` and `label`, quarantined for review (data/pending/, or the
-                    shared inbox's queue: inbox/review_shared.py)
+                    shared inbox's queue: inbox/review_queue.py)
     GET  /docs      OpenAPI (/openapi.json: every body and answer, api_schema.py)
 
 Client input never causes a 500: an oversized body is 413, an unsupported content type 415, an
