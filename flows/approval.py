@@ -30,12 +30,13 @@ from pydantic import Field
 
 from flows.artifacts import best_effort, tag_run
 from flows.notify import tell
+from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.core.text import printable
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
 from mnist_pipeline.pipeline.approval import Answer, Settled, expire, settle, version_tags
 from mnist_pipeline.registry import Registration, Registry
-from mnist_pipeline.registry.aliases import MAX_ACTOR, MAX_COMMENT
+from mnist_pipeline.registry.aliases import MAX_ACTOR, MAX_COMMENT, PRODUCTION
 
 POLL_S = 10  # how often a paused run checks whether it was answered
 
@@ -91,20 +92,12 @@ def await_approval(registry: Registry, registration: Registration, timeout_s: in
     if not flow_run.id or server_configured() is None:
         where = "not in a flow run" if not flow_run.id else "on a temporary Prefect server"
         why = f"{where}: nobody can approve v{version} here"
-        settled = Settled("expired", f"{why}: v{version} stays staging")  # if not recorded
-
-        def record() -> None:  # the version is committed: an event refused is a warning
-            nonlocal settled
-            settled = expire(registry, version, why, actor)
-
-        best_effort("record the proposal's expiry in the audit trail", record)
-        if flow_run.id:
-            best_effort(
-                "tag the run with the approval's outcome", lambda: tag_run("approval:expired")
-            )
-        hint = f" (`mnist-pipeline models promote {version}` promotes it)"
-        return replace(settled, message=settled.message + hint)
-    waiting = version_tags(registry, version)  # reads the card: before anyone is told
+        return _expired_at_once(registry, version, why, actor)
+    try:
+        waiting = version_tags(registry, version)  # reads the card: before anyone is told
+    except (RegistryError, OSError) as exc:  # the store briefly away: the version is committed
+        why = f"v{version}'s card could not be read to wait for an answer ({exc})"
+        return _expired_at_once(registry, version, why, actor)
     slug = (flow_run.parameters or {}).get("notify_block")  # the retraining run's
     run_name = flow_run.name or str(flow_run.id)
     tell(
@@ -143,6 +136,35 @@ def await_approval(registry: Registry, registration: Registration, timeout_s: in
     )
     print(settled.message)
     return settled
+
+
+def _expired_at_once(registry: Registry, version: int, why: str, actor: str) -> Settled:
+    """Nothing waits for an answer (`why`): the proposal is recorded as expired by `actor`, a
+    warning if it cannot be (v`version` is committed and stays staging either way)."""
+    settled = Settled("expired", f"{why}: v{version} stays staging")  # if not recorded
+
+    def record() -> None:
+        nonlocal settled
+        settled = expire(registry, version, why, actor)
+
+    best_effort("record the proposal's expiry in the audit trail", record)
+    if flow_run.id:
+        best_effort("tag the run with the approval's outcome", lambda: tag_run("approval:expired"))
+    hint = f" (`mnist-pipeline models promote {version}` promotes it)"
+    return replace(settled, message=settled.message + hint)
+
+
+def aliases_after(registry: Registry, version: int, settled: Settled) -> str:
+    """The aliases of v`version` once the approval `settled`, for the run's result; where the
+    store cannot say (a warning: the outcome is recorded), the alias the outcome gave it."""
+    found: list[str] = []
+
+    def read() -> None:
+        found.extend(registry.state().aliases_of(version))
+
+    if best_effort(f"read v{version}'s aliases after the approval", read):
+        return ", ".join(found) or "no alias"
+    return PRODUCTION if settled.outcome == "approved" else "staging"
 
 
 def _run_again(message: str) -> None:

@@ -27,7 +27,7 @@ from prefect.states import Completed, State
 from pydantic import StrictFloat, StrictInt
 
 from flows.api_errors import api_errors
-from flows.approval import await_approval
+from flows.approval import aliases_after, await_approval
 from flows.artifacts import (
     best_effort,
     publish_ingest,
@@ -209,11 +209,14 @@ def _stages(
     if same is not None and not force:
         message = f"up to date: v{same} has the same inputs"
         print(f"{message} (fingerprint {fingerprint['sha256'][:12]}); nothing trained")
-        publish_up_to_date(params, same, fingerprint)
+        # nothing to do: a report that cannot be published is a warning, not a failed run
+        best_effort(
+            "publish the up-to-date report", partial(publish_up_to_date, params, same, fingerprint)
+        )
         # A Completed state with that message (the runs list shows it); its result is the dict,
         # also published as its trial row (a sweep reads which version has its winner's inputs).
         result = {"up_to_date": True, "version": same, "fingerprint": fingerprint["sha256"]}
-        publish_trial(result)
+        best_effort("publish the trial row", lambda: publish_trial(result))
         return Completed(message=message, data=result)
     results: dict[str, Any] = {}
     upstream = [checked]
@@ -259,8 +262,8 @@ def _stages(
         return result
     # Held back for approval: the run pauses (its report already on its page) for an answer.
     settled = await_approval(registry, registration, params.registry.approval_timeout_s)
-    aliases = registry.state().aliases_of(registration.version)
-    result |= {"alias": ", ".join(aliases) or "no alias", "approval": settled.outcome}
+    alias = aliases_after(registry, registration.version, settled)
+    result |= {"alias": alias, "approval": settled.outcome}
     return Completed(message=settled.message, data=result)
 
 

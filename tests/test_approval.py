@@ -397,6 +397,41 @@ def test_an_expiry_the_registry_refuses_to_record_is_a_warning_not_a_failed_run(
     assert "did not answer" in caplog.text and registry.alias_log() == before
 
 
+def test_a_card_the_store_cannot_give_before_the_wait_expires_the_proposal_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """v2 is committed: a store briefly away when its card is read to tag the waiting run
+    does not fail the run that registered it; the proposal is recorded as expired, as when
+    nobody can answer, and nobody is told to approve a run that never waits."""
+    registry, v2 = proposed_project(tmp_path)
+
+    def down(*_: object) -> tuple[str, str]:
+        raise StoreError("s3://bucket/m: the endpoint did not answer")
+
+    told: list[object] = []
+    monkeypatch.setattr(approval_flow, "flow_run", SimpleNamespace(id="r", name="r", parameters={}))
+    monkeypatch.setattr(approval_flow, "server_configured", lambda: "http://127.0.0.1:9/api")
+    monkeypatch.setattr(approval_flow, "version_tags", down)
+    monkeypatch.setattr(approval_flow, "tell", lambda *args: told.append(args))
+    monkeypatch.setattr(approval_flow, "tag_run", lambda *_, **__: None)
+    settled = approval_flow.await_approval(registry, v2, 60)
+    assert settled.outcome == "expired" and told == []
+    assert "v2's card could not be read" in settled.message and "did not answer" in settled.message
+    event = registry.alias_log()["events"][-1]
+    assert (event["action"], event["version"]) == ("expire", 2)
+    assert registry.aliases() == {"production": 1, "staging": 2}
+    assert approval_flow.aliases_after(registry, 2, settled) == "staging"
+
+    def state_down() -> None:
+        raise StoreError("s3://bucket/m: the endpoint did not answer")
+
+    monkeypatch.setattr(registry, "state", state_down)
+    with caplog.at_level("WARNING", logger="mnist_pipeline.flows"):
+        approved = approval.Settled("approved", "approved by eve")
+        assert approval_flow.aliases_after(registry, 2, approved) == "production"
+    assert "could not read v2's aliases after the approval" in caplog.text
+
+
 def test_an_approval_run_that_cannot_be_tagged_says_to_resume_it_in_the_ui(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

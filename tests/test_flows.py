@@ -347,7 +347,7 @@ def test_a_dataset_removed_between_fetch_and_snapshot_is_fetched_again(
 
 
 def test_a_run_of_other_data_fetches_into_its_own_folder_not_the_projects(
-    tiny_workdir: Path, tmp_path: Path
+    tiny_workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A `data.sha256` override (another dataset) must not replace the project's data/mnist,
     which DVC's fetch stage and the other runs read."""
@@ -368,6 +368,16 @@ def test_a_run_of_other_data_fetches_into_its_own_folder_not_the_projects(
     assert second["version"] == first["version"] + 1  # other inputs: a new version
     third = retrain.fn(workdir=str(tiny_workdir))  # the project's data again: up to date
     assert third.is_completed() and f"up to date: v{first['version']} " in third.message
+
+    def api_down(*_: object, **__: object) -> None:
+        raise ConnectionError("the Prefect API does not answer")
+
+    import flows.retrain as module
+
+    monkeypatch.setattr(module, "publish_up_to_date", api_down)
+    monkeypatch.setattr(module, "publish_trial", api_down)
+    fourth = retrain.fn(workdir=str(tiny_workdir))  # nothing to do: a report lost is a warning
+    assert fourth.is_completed() and f"up to date: v{first['version']} " in fourth.message
 
 
 def test_the_rejection_report_names_the_gate_that_missed_with_its_threshold() -> None:
