@@ -72,6 +72,17 @@ def test_bad_params_are_one_line_exit_2_and_nothing_written(
     assert out == "" and files_under(tmp_path) == ["params.yaml"]
 
 
+def test_a_params_file_named_that_is_not_there_is_refused_by_every_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--params` given but missing: refused before any command runs, also by those that read
+    no params (they would run as if it were right)."""
+    for command in (["data", "list"], ["data", "init"], ["models", "keygen", "k"]):
+        assert cli(tmp_path, "--params", str(tmp_path / "nope.yaml"), *command) == 2
+        assert capsys.readouterr().err == f"error: params file not found: {tmp_path}/nope.yaml\n"
+    assert files_under(tmp_path) == []
+
+
 def refuse_writes_in(monkeypatch: pytest.MonkeyPatch, folder: Path, code: int) -> list[int]:
     """Make the write check in `folder` fail as a read-only or full disk would, and the first
     epoch raise ReachedEpoch; returns the list that counts the epochs entered."""

@@ -300,6 +300,9 @@ def test_an_image_is_removed_by_the_users_own_copy(tmp_path: Path) -> None:
         inbox.remove(folder, [str(other)])
     assert inbox.remove(folder, [str(mine)]) == [added.entry]
     assert inbox.entries(folder) == [] and mine.exists()  # the user's copy stays
+    again = inbox.add_file(folder, mine, 5)
+    pasted = f" {again.entry.sha256[:10].upper()} "  # as `data accept` and `models show` take it
+    assert inbox.resolve(folder, [pasted]) == [again.entry]
 
 
 def test_a_file_in_the_inbox_that_is_not_one_of_its_images_never_removes_its_labelled_copy(

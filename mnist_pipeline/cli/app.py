@@ -122,8 +122,9 @@ def predict(
         typer.Option(
             "--model",
             "-m",
-            help="An .onnx path (or any path with a slash), or a registry version or alias. "
-            "Default: the registry's production model, else models/model.onnx.",
+            help="An .onnx path (or any path with a slash; a relative one is from the current "
+            "folder, not ROOT), or a registry version or alias. Default: the registry's "
+            "production model, else ROOT/models/model.onnx.",
         ),
     ] = None,
     top: Annotated[

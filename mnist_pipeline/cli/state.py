@@ -15,6 +15,7 @@ from rich.console import Console
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import DEFAULT_PARAMS_PATH, Params, load_params
+from mnist_pipeline.core.params_file import read_params_file
 from mnist_pipeline.pipeline.versions import open_registry
 from mnist_pipeline.registry import Registry, default_actor
 
@@ -31,7 +32,11 @@ class CliState:
 
     @classmethod
     def from_options(cls, root: Path, params: Path | None) -> CliState:
-        """`--params` defaults to params.yaml under `--root` (a relative one is taken as given)."""
+        """`--params` defaults to params.yaml under `--root` (a relative one is taken as given).
+        One given must be a params file that can be read (ParamsError), also for a command
+        that reads no params: it would run as if the file were right."""
+        if params is not None:
+            read_params_file(params)
         return cls(root=root, params_path=root / DEFAULT_PARAMS_PATH if params is None else params)
 
     @property

@@ -212,10 +212,11 @@ def resolve(inbox: Path, refs: list[str]) -> list[Entry]:
     chosen = []
     for ref in refs:
         here = resolved(Path(ref))  # a link loop: as written, which names no entry
+        key = ref.strip().lower()  # a prefix pasted with spaces, as pending.resolve_among takes
         matches = [
             e
             for e in known
-            if (len(ref) >= 8 and e.sha256.startswith(ref.lower())) or here == resolved(e.path)
+            if (len(key) >= 8 and e.sha256.startswith(key)) or here == resolved(e.path)
         ]
         if not matches and Path(ref).is_file():  # the user's own copy of an image they added
             if within(Path(ref), inbox):  # never its content's labelled copy in its place
