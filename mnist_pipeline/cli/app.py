@@ -206,12 +206,14 @@ def serve_report(
 
     if saved is not None and url is not None:  # a usage error: exit 2
         raise typer.BadParameter("reads a server or a saved answer, not both", param_hint="--url")
+    if url is not None and not url.strip():  # not the default server's answer, unasked
+        raise typer.BadParameter("a blank URL names no server", param_hint="--url")
     params = state(ctx).params()
     if saved is not None:
         status = shadow_report.read_status(saved)
     else:
         status = shadow_report.fetch_status(
-            url or f"http://{params.serve.host}:{params.serve.port}"
+            f"http://{params.serve.host}:{params.serve.port}" if url is None else url
         )
     found = shadow_report.report(status, params.registry.promotion)
     if as_json:

@@ -196,7 +196,7 @@ def rollback(
     comment: Comment = None,
     actor: Actor = None,
 ) -> None:
-    """Move production back to the previous champion."""
+    """Move an alias (production) back to the version it pointed at before."""
     registry, actor = existing_registry(ctx), _actor(actor)
     before = registry.aliases().get(alias)
     try:  # from what was read here: another rollback meanwhile must not make this one a second
