@@ -102,6 +102,22 @@ def arena(tmp_path: Path):
     return registry, challenge
 
 
+def test_production_is_read_once_for_the_comparison(arena, monkeypatch) -> None:
+    """Its card is read once for the comparison (and once before, when the registration looks
+    for a version with the same files), and its model.onnx checked against that card: a store
+    one round trip away pays for each read."""
+    registry, challenge = arena
+    read, asked = registry.storage.read, []
+
+    def counted(key: str) -> bytes | None:
+        asked.append(key)
+        return read(key)
+
+    monkeypatch.setattr(registry.storage, "read", counted)
+    assert challenge([*range(27), *HOLDOUT_WRONG]).champion == 1
+    assert asked.count(f"{MODEL}/v1/card.json") == 2, asked
+
+
 def test_a_few_images_better_stays_staging_a_clear_gain_is_promoted(arena) -> None:
     registry, challenge = arena
     few = challenge([*range(27), *HOLDOUT_WRONG])  # 3 more right out of 700, none lost: p 0.25
@@ -240,8 +256,8 @@ class ChampionOnly:
     def card(self, version: int) -> dict:
         return self.read_card(version)
 
-    def read_file(self, version: int, relpath: str) -> bytes:
-        assert relpath == "model.onnx"
+    def read_file_of(self, card: dict, relpath: str) -> bytes:
+        assert relpath == "model.onnx" and card["version"] == self.champion
         return self.onnx.read_bytes()
 
 

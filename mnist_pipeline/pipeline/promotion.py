@@ -38,7 +38,7 @@ from mnist_pipeline.inbox import extra
 from mnist_pipeline.inbox.extra import NO_EXTRA_SHA256
 from mnist_pipeline.inbox.ingest import split_of
 from mnist_pipeline.pipeline.evidence import MnistAnswers, onnx_correct
-from mnist_pipeline.pipeline.versions import ONNX_FILE, read_card
+from mnist_pipeline.pipeline.versions import ONNX_FILE, typed_card
 from mnist_pipeline.registry import RESTART, Registry
 from mnist_pipeline.registry.aliases import PRODUCTION, STAGING
 from mnist_pipeline.registry.registration import Decision
@@ -209,7 +209,8 @@ def decide(
     ours = None if holdout is None else onnx_correct(onnx, holdout, "the candidate's model.onnx")
     ours_mnist = None if mnist is None else mnist()  # the candidate's own files: not wrapped
     try:
-        card = read_card(registry, champion)
+        stored = registry.card(champion)  # its files are checked against this very card
+        card = typed_card(registry, stored)
         leaked = None if holdout is None else _trained_on_holdout(card, holdout_percent)
         if leaked:
             reason = f"{leaked}; kept as staging: compare them yourself, then `models promote`"
@@ -217,7 +218,7 @@ def decide(
             return Decision(STAGING, reason, champion, {"evidence": evidence.to_dict()})
         where = f"production v{champion}'s model.onnx"
         needed = mnist is not None or holdout is not None
-        theirs_onnx = registry.read_file(champion, ONNX_FILE) if needed else b""
+        theirs_onnx = registry.read_file_of(stored, ONNX_FILE) if needed else b""
         if ours_mnist is None:
             recorded = card.metrics.accuracy
             on_mnist = paired.unpaired(metrics.accuracy, recorded, metrics.total, policy)
