@@ -66,6 +66,29 @@ def test_digits_added_on_one_host_reach_the_other_and_removals_follow(
     assert shared.records() == ({}, {})
 
 
+def test_an_image_edited_in_place_is_neither_overwritten_nor_lost(
+    location: str, tmp_path: Path
+) -> None:
+    """The file `data add` named after image X holds image Y now (edited in place). A sync
+    must not write X over it, which lost Y on every host while reporting it published: X is
+    a problem until the file is moved, Y is published from it, and `data add` of X again
+    refuses to overwrite it too."""
+    shared = SharedInbox(location)
+    a = tmp_path / "a" / "extra"
+    x, y = digit(tmp_path, 1), digit(tmp_path, 2)
+    added = shared_edits.add(shared, a, x, "x.png", 3, "test").entry
+    added.path.write_bytes(y)  # an editor saved another digit over it
+    got = sync.sync(shared, a, "test")
+    assert added.path.read_bytes() == y
+    assert "holds other bytes than the image its name says" in got.problems[added.sha256]
+    y_sha = hashlib.sha256(y).hexdigest()
+    assert got.published == [y_sha] and shared.record(y_sha).label == 3
+    assert shared.image(added.sha256, shared.record(added.sha256)) == x  # still in the store
+    with pytest.raises(DataError, match="holds other bytes than the image its name says"):
+        store.add(a, x, "x-again.png", 3)
+    assert added.path.read_bytes() == y
+
+
 def test_a_removal_elsewhere_takes_only_the_label_it_removed(location: str, tmp_path: Path) -> None:
     """Host a labelled an image 3 by hand while the store has it as 5 (a conflict: both kept
     here). Host b removes its 5: a's copy labelled 5 goes, and its own 3, never in the store,

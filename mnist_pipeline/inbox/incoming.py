@@ -22,6 +22,7 @@ from mnist_pipeline.core.atomic import write_bytes
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.inbox.shared import READERS, Record, SharedInbox, StoreUnavailable
+from mnist_pipeline.inbox.store import check_free
 
 Staged = dict[str, Path | DataError]  # record.image -> the staged file, or why it is not there
 
@@ -77,6 +78,7 @@ def take(shared: SharedInbox, inbox: Path, sha: str, record: Record, staged: Sta
     if isinstance(found, DataError):
         raise found
     path = target(inbox, sha, record)
+    check_free(path, sha)  # the inbox lacks it: a file of that name is another image
     if found is not None and found.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -153,8 +153,19 @@ def add(inbox: Path, data: bytes, name: str, label: object, *, locked: bool = Fa
                 )
             return Added(found, new=False)
         path = inbox / str(digit) / f"{digest}.{suffix}"
+        check_free(path, digest)
         write_bytes(path, data)
     return Added(Entry(digit, path, digest), new=True)
+
+
+def check_free(path: Path, digest: str) -> None:
+    """DataError when the file named for image `digest` holds other bytes (edited in place): it
+    is the only copy of that other image, never written over."""
+    if path.exists():  # not this image, or `find` had found it there
+        raise DataError(
+            f"{path} holds other bytes than the image its name says ({digest[:12]}): edited in "
+            "place? It is not replaced; move it out of the inbox and add it again"
+        )
 
 
 def find(inbox: Path, digest: str) -> Entry | None:

@@ -68,7 +68,9 @@ def publish_entry(shared: SharedInbox, entry: store.Entry, by: str) -> None:
     """Publish one image of this inbox (checked as `data add` checks it). LabelConflict when the
     store has it with another label; StoreUnavailable when it cannot be reached."""
     data = read_regular(entry.path, store.MAX_FILE_BYTES)  # dropped in by hand: any size
-    _, _, fmt = store.validate(data, str(entry.path), entry.label)
+    _, digest, fmt = store.validate(data, str(entry.path), entry.label)
+    if digest != entry.sha256:  # never publish bytes other than those listed as this image
+        raise DataError(f"{entry.path} changed while the inbox was synced: run `data sync` again")
     shared.publish(data, entry.label, fmt, by)
 
 
