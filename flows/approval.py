@@ -30,13 +30,13 @@ from pydantic import Field
 
 from flows.artifacts import best_effort, tag_run
 from flows.notify import tell
-from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.errors import StoreError
 from mnist_pipeline.core.text import printable
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
 from mnist_pipeline.pipeline.approval import Answer, Settled, expire, settle, version_tags
 from mnist_pipeline.registry import Registration, Registry
-from mnist_pipeline.registry.aliases import MAX_ACTOR, MAX_COMMENT, PRODUCTION
+from mnist_pipeline.registry.aliases import MAX_ACTOR, MAX_COMMENT
 
 POLL_S = 10  # how often a paused run checks whether it was answered
 
@@ -95,7 +95,7 @@ def await_approval(registry: Registry, registration: Registration, timeout_s: in
         return _expired_at_once(registry, version, why, actor)
     try:
         waiting = version_tags(registry, version)  # reads the card: before anyone is told
-    except (RegistryError, OSError) as exc:  # the store briefly away: the version is committed
+    except (StoreError, OSError) as exc:  # the store briefly away: the version is committed
         why = f"v{version}'s card could not be read to wait for an answer ({exc})"
         return _expired_at_once(registry, version, why, actor)
     slug = (flow_run.parameters or {}).get("notify_block")  # the retraining run's
@@ -156,7 +156,7 @@ def _expired_at_once(registry: Registry, version: int, why: str, actor: str) -> 
 
 def aliases_after(registry: Registry, version: int, settled: Settled) -> str:
     """The aliases of v`version` once the approval `settled`, for the run's result; where the
-    store cannot say (a warning: the outcome is recorded), the alias the outcome gave it."""
+    registry cannot be read (a warning: the outcome is recorded), says so."""
     found: list[str] = []
 
     def read() -> None:
@@ -164,7 +164,7 @@ def aliases_after(registry: Registry, version: int, settled: Settled) -> str:
 
     if best_effort(f"read v{version}'s aliases after the approval", read):
         return ", ".join(found) or "no alias"
-    return PRODUCTION if settled.outcome == "approved" else "staging"
+    return f"unknown (the registry could not be read after v{version} was {settled.outcome})"
 
 
 def _run_again(message: str) -> None:

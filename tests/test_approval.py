@@ -422,13 +422,21 @@ def test_a_card_the_store_cannot_give_before_the_wait_expires_the_proposal_at_on
     assert registry.aliases() == {"production": 1, "staging": 2}
     assert approval_flow.aliases_after(registry, 2, settled) == "staging"
 
+    def damaged(*_: object) -> tuple[str, str]:
+        raise RegistryError("mnist-cnn v2: the card's seal does not match its contents")
+
+    monkeypatch.setattr(approval_flow, "version_tags", damaged)
+    with pytest.raises(RegistryError, match="seal"):  # not a store away: the run fails
+        approval_flow.await_approval(registry, v2, 60)
+
     def state_down() -> None:
         raise StoreError("s3://bucket/m: the endpoint did not answer")
 
     monkeypatch.setattr(registry, "state", state_down)
     with caplog.at_level("WARNING", logger="mnist_pipeline.flows"):
         approved = approval.Settled("approved", "approved by eve")
-        assert approval_flow.aliases_after(registry, 2, approved) == "production"
+        said = approval_flow.aliases_after(registry, 2, approved)
+        assert said == "unknown (the registry could not be read after v2 was approved)"
     assert "could not read v2's aliases after the approval" in caplog.text
 
 
