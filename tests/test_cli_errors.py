@@ -81,6 +81,8 @@ def test_a_params_file_named_that_is_not_there_is_refused_by_every_command(
         assert cli(tmp_path, "--params", str(tmp_path / "nope.yaml"), *command) == 2
         assert capsys.readouterr().err == f"error: params file not found: {tmp_path}/nope.yaml\n"
     assert files_under(tmp_path) == []
+    assert cli(tmp_path, "--params", str(tmp_path / "nope.yaml"), "data", "list", "--help") == 0
+    assert "Usage:" in capsys.readouterr().out  # help needs no params
 
 
 def refuse_writes_in(monkeypatch: pytest.MonkeyPatch, folder: Path, code: int) -> list[int]:

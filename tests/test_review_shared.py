@@ -146,6 +146,8 @@ def test_a_claim_object_that_is_not_one_is_never_accepted(location: str, tmp_pat
     with pytest.raises(DataError, match="no pending image"):
         review_shared.accept(shared, tmp_path / "extra", [sha[:8]], "bob")
     assert shared.records() == ({}, {}) and shared.storage.list(key) == [key]
+    again = review_queue.submit(shared, png, "x.png", 2, "token:kiosk")  # as its key says
+    assert again.status == "known" and shared.storage.list(f"{review_queue.REVIEW}{sha}/") == [key]
 
 
 def test_a_review_reads_only_the_claims_of_the_images_it_decides(

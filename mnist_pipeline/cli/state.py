@@ -29,15 +29,14 @@ class CliState:
 
     root: Path
     params_path: Path
+    params_given: bool = False  # by --params: checked by every command (`state`)
 
     @classmethod
     def from_options(cls, root: Path, params: Path | None) -> CliState:
-        """`--params` defaults to params.yaml under `--root` (a relative one is taken as given).
-        One given must be a params file that can be read (ParamsError), also for a command
-        that reads no params: it would run as if the file were right."""
-        if params is not None:
-            read_params_file(params)
-        return cls(root=root, params_path=root / DEFAULT_PARAMS_PATH if params is None else params)
+        """`--params` defaults to params.yaml under `--root` (a relative one is taken as given)."""
+        if params is None:
+            return cls(root=root, params_path=root / DEFAULT_PARAMS_PATH)
+        return cls(root=root, params_path=params, params_given=True)
 
     @property
     def layout(self) -> Layout:
@@ -57,6 +56,8 @@ def state(ctx: typer.Context) -> CliState:
     found = ctx.find_object(CliState)
     if found is None:  # only when a command is invoked outside the mnist-pipeline app
         raise RuntimeError("mnist-pipeline command run without the app's options (CliState)")
+    if found.params_given:  # a file given must be one (ParamsError), also for a command that
+        read_params_file(found.params_path)  # reads no params: it would run as if it were right
     return found
 
 

@@ -7,8 +7,8 @@
 A claim is one object, written create-only with its image inside it (base64), so no claim ever
 names bytes that are gone and a crash leaves a whole claim or none. Its key names the image,
 the source (a hash of it) and the label: the quota (images per source awaiting review) and
-"this source already claimed this label" are read from one listing (a repeated claim is then
-read, to answer with it as first made: its time and client). Torch-free.
+"this source already claimed this label" are read from one listing (a repeated claim is
+answered with the claim as first made, read back: its time and client). Torch-free.
 """
 
 from __future__ import annotations
@@ -72,9 +72,8 @@ def submit(
         for m in known
         if (m["sha"], m["source"], m["label"]) == (digest, mine, str(digit))
     ]
-    stored = _earliest(shared, same)
-    if stored is not None:  # the claim as first made: its time and client
-        return Submitted("known", digest, stored)
+    if same:  # the claim as first made (its time and client), where it can be read back
+        return Submitted("known", digest, _earliest(shared, same) or claim)
     images = {m["sha"] for m in known if m["source"] == mine}
     if quota is not None and digest not in images and len(images) >= quota:
         raise QuotaExceeded(
@@ -155,8 +154,7 @@ def parse(key: str, body: bytes) -> tuple[Claim, bytes]:
 
 def _earliest(shared: SharedInbox, keys: list[str]) -> Claim | None:
     """The first made of the claims stored at `keys` that are still there and are claims
-    (None: none is; one reviewed since it was listed is not, nor one `queue` lists as a
-    problem)."""
+    (None: none is, reviewed since they were listed or not what `submit` writes)."""
     bodies = shared.call(lambda: shared.storage.read_many(keys)) if keys else []
     claims = []
     for key, body in zip(keys, bodies, strict=True):
