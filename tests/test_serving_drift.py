@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
 import time
 from pathlib import Path
@@ -171,19 +172,44 @@ def test_workers_and_later_servers_of_one_project_send_one_event_per_shift(
     worker().process([answered(served, shifted)])
     assert len(sent) == 4 and '"last_event"' in path.read_text()
     racing = DriftClaims(tmp_path / "race.json", 3600)  # its time read before another's landed
-    assert racing.claim(1000.0) is True
+    assert racing.claim(1000.0) == 0.0
     racing.close(since=999.0)  # a normal window that still holds images from before the event
     assert json.loads((tmp_path / "race.json").read_text())["open"] is True
     racing.close(since=1001.0)  # one of images that all came in after it: the shift is over
-    assert racing.claim(999.5) is False  # and the cooldown still holds
-    assert racing.claim(5000.0) is True  # the next shift, past the cooldown
-    assert racing.claim(5000.0 + 23 * 3600) is False  # that shift still open
-    assert racing.claim(5000.0 + 25 * 3600) is True  # open a day: its event may go again
+    assert racing.claim(999.5) == 3600.5  # and the cooldown still holds: wait it out
+    assert racing.claim(5000.0) == 0.0  # the next shift, past the cooldown
+    assert racing.claim(5000.0 + 23 * 3600) == math.inf  # that shift still open
+    assert racing.claim(5000.0 + 25 * 3600) == 0.0  # open a day: its event may go again
     blocked = DriftClaims(tmp_path / "a-file" / "drift.json", 3600)  # cannot be written at all
     (tmp_path / "a-file").write_text("")
     with caplog.at_level("WARNING"):
-        assert blocked.claim(time.time()) is True  # a missed retraining is worse than a second
+        assert blocked.claim(time.time()) == 0.0  # a missed retraining is worse than a second
     assert "drift: event not coordinated with other processes" in caplog.text
+
+
+def test_a_shift_that_starts_within_the_cooldown_of_a_closed_one_waits_it_out(
+    served: ServedModel, _candidate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restarted server (or another worker) sees a new shift while the last event's shift is
+    closed but its cooldown not over: its event goes once the cooldown ends, as it does from
+    the process that sent the last one. Before, the claim refused it and the monitor stayed
+    silent for the rest of the shift."""
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # the fake emitter answers
+    monkeypatch.setattr(alias_events, "api_problem", lambda: None)
+    sent: list[tuple] = []
+    params = ServeParams(drift_window=200, drift_threshold=0.25, drift_cooldown_s=3600)
+    path = tmp_path / "drift.json"
+    path.write_text(json.dumps({"last_event": time.time() - 3599, "open": False}))
+    emit = lambda *event: sent.append(event) or True  # noqa: E731
+    monitor = DriftMonitor(served, params, emit, DriftClaims(path, 3600))
+    shifted = 1.0 - contract_digits(_candidate.data_dir)
+    monitor.process([answered(served, shifted)])
+    assert sent == [] and monitor.status()["verdict"] == "drift"
+    time.sleep(1.5)  # the cooldown ends
+    monitor.process([answered(served, shifted)])
+    assert len(sent) == 1 and monitor.status()["events"] == 1
+    monitor.process([answered(served, shifted)])  # the same shift: no second event
+    assert len(sent) == 1
 
 
 def test_a_prefect_api_that_does_not_answer_is_asked_again_later_and_nothing_is_claimed(
@@ -293,7 +319,7 @@ def test_processes_claiming_at_once_send_one_event(tmp_path: Path) -> None:
     time.sleep(1.0)  # all started and waiting
     go.touch()
     answers = [proc.communicate(timeout=60)[0].strip() for proc in procs]
-    assert sorted(answers) == ["False"] * 5 + ["True"], answers
+    assert sorted(answers) == ["0.0"] + ["inf"] * 5, answers
 
 
 def test_within_the_cooldown_a_new_shift_makes_no_event(served: ServedModel, _candidate):

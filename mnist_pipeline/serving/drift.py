@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import queue
 import threading
 import time
@@ -234,11 +235,16 @@ class DriftMonitor:
             )  # fmt: skip
             self._send_due = now + RESEND_S
             return
-        self._armed = False  # this shift's event is sent below, or was by another process
         sent_at = time.time()
-        if self.claims is not None and not self.claims.claim(sent_at):
+        wait = 0.0 if self.claims is None else self.claims.claim(sent_at)
+        if wait == math.inf:  # this shift's event went from another process
+            self._armed = False
             logger.info("drift: v%s: another worker or server sent the event", self.version)
             return
+        if wait > 0:  # a new shift within the cooldown of another process's closed one
+            self._send_due = now + wait
+            return
+        self._armed = False  # this shift's event is sent below
         self._send(psi, over, now, sent_at)
 
     def _send(self, psi: dict[str, float], over: list[str], now: float, sent_at: float) -> None:

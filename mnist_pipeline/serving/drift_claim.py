@@ -16,6 +16,7 @@ nothing new ("up to date").
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -41,22 +42,24 @@ class DriftClaims:
     def __init__(self, path: Path, cooldown_s: float) -> None:
         self.path, self.cooldown_s = path, cooldown_s
 
-    def claim(self, now: float) -> bool:
-        """True (and `now` recorded as the last event, its shift open) unless another process
-        sent one for a shift still open, or within the cooldown; also True when the file cannot
-        be used (logged)."""
+    def claim(self, now: float) -> float:
+        """0.0 when `now` is recorded as the last event (its shift open), also when the file
+        cannot be used (logged); else the seconds until an event may be claimed: infinity while
+        another process's event covers a shift still open, what is left of the cooldown after
+        one whose shift closed (a new shift then waits it out, as the process that sent the
+        last event does)."""
         try:
             with self._locked():
                 found = self._read()
                 last = _time(found.get("last_event"))
                 if found.get("open") is True and last is not None and now - last < OPEN_FOR_S:
-                    return False  # that event's shift goes on: no window judged normal since
+                    return math.inf  # that event's shift goes on: no window judged normal since
                 if last is not None and abs(now - last) < self.cooldown_s:  # ahead: a racing claim
-                    return False
+                    return last + self.cooldown_s - now
                 write_json(self.path, {"last_event": now, "before": last, "open": True})
         except (OSError, Timeout) as exc:
             logger.warning("drift: event not coordinated with other processes (%s): sent", exc)
-        return True
+        return 0.0
 
     def close(self, since: float) -> None:
         """A window of images that all came in from `since` (time.time()) on was judged normal:
