@@ -7,9 +7,9 @@ kept once, or refused together when their labels differ, so no digit is trained 
 at once. A deterministic split by content hash holds out `ingest.holdout_percent` of them for
 evaluation: a digit's side depends only on its own bytes (the smallest hash among its files),
 so it never moves when other digits are added (a copy of it with a smaller hash moves it,
-and removing that copy moves it back). A bad file never blocks the others: it is listed with its reason in reports/ingest.json
-(and the CLI's warnings), and the inbox itself is only read, never changed. An empty inbox is
-normal: empty splits, and training on MNIST alone. Torch-free.
+and removing that copy moves it back). A bad file never blocks the others: it is listed with
+its reason in reports/ingest.json (and the CLI's warnings), and the inbox itself is only read,
+never changed. An empty inbox is normal: empty splits, and training on MNIST alone. Torch-free.
 """
 
 from __future__ import annotations
