@@ -8,6 +8,7 @@ import math
 import socket
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -199,13 +200,20 @@ def test_a_shift_that_starts_within_the_cooldown_of_a_closed_one_waits_it_out(
     sent: list[tuple] = []
     params = ServeParams(drift_window=200, drift_threshold=0.25, drift_cooldown_s=3600)
     path = tmp_path / "drift.json"
-    path.write_text(json.dumps({"last_event": time.time() - 3599, "open": False}))
+    path.write_text(json.dumps({"last_event": time.time() - 3000, "open": False}))
+    later = [0.0]  # the monitor's clock, ahead of the real one by this much
+    clock = SimpleNamespace(
+        time=lambda: time.time() + later[0],
+        monotonic=lambda: time.monotonic() + later[0],
+        sleep=time.sleep,
+    )
+    monkeypatch.setattr(serving_drift, "time", clock)
     emit = lambda *event: sent.append(event) or True  # noqa: E731
     monitor = DriftMonitor(served, params, emit, DriftClaims(path, 3600))
     shifted = 1.0 - contract_digits(_candidate.data_dir)
     monitor.process([answered(served, shifted)])
     assert sent == [] and monitor.status()["verdict"] == "drift"
-    time.sleep(1.5)  # the cooldown ends
+    later[0] = 601.0  # the cooldown ends
     monitor.process([answered(served, shifted)])
     assert len(sent) == 1 and monitor.status()["events"] == 1
     monitor.process([answered(served, shifted)])  # the same shift: no second event
