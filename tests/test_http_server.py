@@ -93,24 +93,26 @@ def test_promotions_under_load_fail_no_request(
 
     log = tmp_path / "serve.log"
     with mnist_server(tmp_path, log, workers, root) as url:
-        clients = [threading.Thread(target=client, args=(url,)) for _ in range(4)]
+        clients = [threading.Thread(target=client, args=(url,), daemon=True) for _ in range(4)]
         for thread in clients:
             thread.start()
-        answered_after(answers, timeline[0][1])  # under load
-        # (began, every worker swapped, version): between the two, either version may answer
-        began = time.monotonic()
-        registry.promote(2, "production")
-        swapped(log, 2, 1, workers)
-        timeline.append((began, time.monotonic(), 2))
-        answered_after(answers, timeline[-1][1])  # these must all be v2
-        began = time.monotonic()
-        registry.rollback()
-        swapped(log, 1, 2, workers)
-        timeline.append((began, time.monotonic(), 1))
-        answered_after(answers, timeline[-1][1])  # and these v1
-        stop_clients.set()
-        for thread in clients:
-            thread.join()
+        try:  # a failure below stops the clients too, or they would keep pytest from exiting
+            answered_after(answers, timeline[0][1])  # under load
+            # (began, every worker swapped, version): between the two, either version may answer
+            began = time.monotonic()
+            registry.promote(2, "production")
+            swapped(log, 2, 1, workers)
+            timeline.append((began, time.monotonic(), 2))
+            answered_after(answers, timeline[-1][1])  # these must all be v2
+            began = time.monotonic()
+            registry.rollback()
+            swapped(log, 1, 2, workers)
+            timeline.append((began, time.monotonic(), 1))
+            answered_after(answers, timeline[-1][1])  # and these v1
+        finally:
+            stop_clients.set()
+            for thread in clients:
+                thread.join(timeout=90)
     assert len(answers) > 100
     assert [a for a in answers if a[3] != 200] == []
     for began, ended, version, _ in answers:

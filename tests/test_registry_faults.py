@@ -155,10 +155,12 @@ def test_sigkill_at_random_points_never_leaves_a_half_version(
     rng = random.Random(1234)
     for _ in range(10):
         proc = worker(registry.root, tmp_path / "cand", "--loop")
-        wait_ready(proc)
-        time.sleep(rng.uniform(0.0, 0.4))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+        try:  # killed also when its handshake fails: it would register forever
+            wait_ready(proc)
+            time.sleep(rng.uniform(0.0, 0.4))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
         assert proc.returncode == -signal.SIGKILL
         versions = assert_intact(registry)
         if versions:  # every registration promotes (same accuracy, margin 0)
@@ -183,14 +185,20 @@ def test_eight_concurrent_registrations_get_distinct_consecutive_versions(
         sha[file_sha256(tmp_path / f"c{i}" / "model.onnx")] = accuracy
     go = tmp_path / "go"
     procs = [worker(registry.root, tmp_path / f"c{i}", "--go", str(go)) for i in range(8)]
-    for proc in procs:
-        wait_ready(proc)
-    go.touch()
     printed = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
-        printed.append(int(out.split()[-1]))
+    try:  # the others would wait for `go` forever if one fails to start
+        for proc in procs:
+            wait_ready(proc)
+        go.touch()
+        for proc in procs:
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+            printed.append(int(out.split()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=60)
     assert sorted(printed) == list(range(1, 9))
     assert assert_intact(registry) == list(range(1, 9))
     cards = registry.versions()

@@ -238,12 +238,14 @@ def test_a_run_killed_mid_training_leaves_other_runs_and_the_registry_alone(
     code = "import sys; from flows.retrain import retrain; retrain(workdir=sys.argv[1])"
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", code, str(workdir)], env=env, cwd=REPO_ROOT)
-    deadline = time.monotonic() + 120
-    while not list(workdir.glob("runs/*/models/checkpoint.pt")) and proc.poll() is None:
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:  # killed also when no checkpoint appears: it must not train on beside later tests
+        deadline = time.monotonic() + 120
+        while not list(workdir.glob("runs/*/models/checkpoint.pt")) and proc.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     (killed,) = (workdir / "runs").iterdir()
     before = sorted(p.relative_to(killed) for p in killed.rglob("*"))
