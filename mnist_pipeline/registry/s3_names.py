@@ -87,7 +87,11 @@ def failure(where: str, bucket: str, action: str, key: str, exc: Exception) -> S
         message = exc.response.get("Error", {}).get("Message", "")
         if code == "NoSuchBucket":
             return StoreError(f"{where}: bucket {bucket!r} does not exist")
-        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
             return StoreError(f"{where}: credentials refused ({code}: {message})")
+        if code in ("AccessDenied", "403"):  # known credentials, not allowed this
+            return StoreError(
+                f"{where}: access denied: cannot {action} {key!r} ({code}: {message})"
+            )
         return StoreError(f"{where}: {action} {key!r} failed ({code}: {message})")
     return StoreError(f"{where}: cannot {action} {key!r}: {exc}")
