@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -122,9 +123,13 @@ def _register(
         first = max(last_listed, state.last_version) + 1
         head = trail.link(state.events[: state.stored])  # what was stored, not replayed
         version = _commit(registry, submission, hashes, first, head)
-    # with no other writer's version in between, the listing above holds every one up to this
-    listed = [*versions, version] if version == first == last_listed + 1 else None
-    return _apply_decision(registry, version, submission, actor, listed)
+        # with no other writer's version in between, the listing above holds every one up to it
+        listed = [*versions, version] if version == first == last_listed + 1 else None
+        # recorded by compare-and-swap, which needs no lease: while the lease is released
+        recording = ThreadPoolExecutor(1, thread_name_prefix="alias-swap")
+        recorded = recording.submit(_apply_decision, registry, version, submission, actor, listed)
+        recording.shutdown(wait=False)
+    return recorded.result()
 
 
 # ---- internals
