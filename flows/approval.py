@@ -11,8 +11,10 @@ cancel it; a subflow has no deployment, so its pause releases nothing. The retra
 records the outcome in the registry (mnist_pipeline/pipeline/approval.py) and tags both runs
 `approval:<outcome>`. An approval nobody answers within `registry.approval_timeout_s` is set
 running again (Prefect would otherwise fail it) and the version stays staging; so it does at
-once on a temporary Prefect server (no `PREFECT_API_URL`: nothing could answer it there). The
-run's `notify_block`, if any, is told when the version starts waiting and when the wait expires.
+once on a temporary Prefect server (no `PREFECT_API_URL`: nothing could answer it there), and
+so it does when the retraining run is cancelled (or interrupted) while it waits. The run's
+`notify_block`, if any, is told when the version starts waiting and when the wait expires (and,
+through the flow's hooks, when the run fails, crashes or is cancelled).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import replace
 
 from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.exceptions import FlowPauseTimeout
+from prefect.exceptions import FlowPauseTimeout, TerminationSignal
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
@@ -107,7 +109,16 @@ def await_approval(registry: Registry, registration: Registration, timeout_s: in
         f"approve {version} --comment TEXT` (or reject). Unanswered after {timeout_s} s, "
         "it stays staging.",
     )
-    state = approval(version, timeout_s, list(waiting), return_state=True)
+    try:
+        state = approval(version, timeout_s, list(waiting), return_state=True)
+    except (TerminationSignal, KeyboardInterrupt) as stop:  # the retraining run is stopped
+        how = "cancelled" if isinstance(stop, TerminationSignal) else "interrupted"
+        why = f"the run was {how} while v{version} waited for approval"
+        best_effort(
+            "record the proposal's expiry in the audit trail",
+            lambda: expire(registry, version, why, actor),
+        )
+        raise
     try:
         answer: Answer | None = state.result()  # raises if the approval run failed
     except Exception as exc:  # cancelled in the UI, crashed: the trail says so, the run fails

@@ -1,6 +1,6 @@
-"""Notifications: a flow-run state hook (failed or crashed) that tells a Prefect notification
-block, the word a run started by an event (drift, new labelled digits) sends when it starts, and
-`tell` for the rest (a version waiting for approval, an approval that expired).
+"""Notifications: a flow-run state hook (failed, crashed or cancelled) that tells a Prefect
+notification block, the word a run started by an event (drift, new labelled digits) sends when
+it starts, and `tell` for the rest (a version waiting for approval, an approval that expired).
 
 The block is any of Prefect's notification blocks (custom webhook, Slack, Teams, ...), created
 once on the server and named by the `notify_block` flow parameter ("block-type/block-name",
@@ -21,13 +21,19 @@ logger = logging.getLogger("mnist_pipeline.notify")
 
 
 def failure_message(flow_run_name: str, state: Any) -> tuple[str, str]:
-    """(subject, body) of the notification for a failed or crashed run."""
-    subject = f"mnist-retrain run {flow_run_name} {'crashed' if state.is_crashed() else 'failed'}"
-    return subject, state.message or "no message"
+    """(subject, body) of the notification for a failed, crashed or cancelled run."""
+    if state.is_crashed():
+        ended = "crashed"
+    elif state.is_cancelling() or state.is_cancelled():
+        ended = "cancelled"
+    else:
+        ended = "failed"
+    return f"mnist-retrain run {flow_run_name} {ended}", state.message or "no message"
 
 
 def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
-    """on_failure/on_crashed hook: one notification through the configured block, if any."""
+    """on_failure/on_crashed/on_cancellation hook: one notification through the configured
+    block, if any."""
     slug = (flow_run.parameters or {}).get("notify_block")
     if not slug:
         return
@@ -37,9 +43,9 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
         Block.load(slug).notify(body=body, subject=subject)
     except Exception as exc:  # a notifier's failure must not change the run's outcome
         for log in (logger, run_logger):
-            log.error("could not notify %s about failed run %s: %s", slug, flow_run.name, exc)
+            log.error("could not notify %s about run %s: %s", slug, flow_run.name, exc)
     else:
-        run_logger.info("notified %s about the failure", slug)
+        run_logger.info("notified %s: %s", slug, subject)
 
 
 def tell(slug: str | None, subject: str, body: str) -> None:

@@ -126,12 +126,14 @@ def _run(
     return state, _value(name, state)
 
 
-# A crash (the run's process died, or Prefect refused its parameters) notifies like a failure.
+# A crash (the run's process died, or Prefect refused its parameters) notifies like a failure,
+# and so does a cancellation (from the UI, or `prefect flow-run cancel`).
 @flow(
     name="mnist-retrain",
     log_prints=True,
     on_failure=[notify_failure],
     on_crashed=[notify_failure],
+    on_cancellation=[notify_failure],
 )
 def retrain(
     epochs: StrictInt | None = None,  # strict, as params.yaml: `true` or "3" is refused, not 1 or 3

@@ -428,3 +428,59 @@ def test_a_deployment_run_keeps_its_concurrency_slot_while_it_waits(
     assert "approval:approved" in final["tags"]
     assert Registry(workdir / "registry", "mnist-cnn").aliases()["production"] == 1
     assert slots_in_use(api, deployment_id) == 0  # given back when the run ended
+
+
+def test_a_deployment_run_cancelled_while_it_waits_expires_the_proposal_and_says_so(
+    tmp_path: Path, tiny_mirror, server: dict[str, str], receiver
+) -> None:
+    """Cancelled from the UI while v1 waits: the run ends Cancelled, the audit trail closes
+    the proposal (an "expire" naming the cancellation) and the notification block is told."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.states import Cancelling
+
+    from tests.flow_helpers import make_workdir
+    from tests.notify_helpers import webhook_block
+
+    mirror, sha = tiny_mirror
+    required = {"approval": "required", "approval_timeout_s": 600}
+    schedule = {"deployment_name": "cancel-me", "cron": "0 4 * * 1"}
+    workdir = make_workdir(tmp_path, str(mirror), sha, registry=required, schedule=schedule)
+    api, log = server["PREFECT_API_URL"], tmp_path / "serve.log"
+    url, received = receiver
+    polling = {**server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    args = [sys.executable, "-m", "flows.serve", "--workdir", str(workdir)]
+    proc = start(args, polling, log, REPO_ROOT)
+    registry = Registry(workdir / "registry", "mnist-cnn")
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            slug = webhook_block(url, "cancelled")
+            started = wait_for(
+                lambda: run_deployment(
+                    "mnist-retrain/cancel-me", parameters={"notify_block": slug}, timeout=0
+                ),
+                120,
+                "the served deployment",
+                proc,
+                log,
+            )
+            run_id = str(started.id)
+            wait_for(
+                lambda: paused_run(api, version_tags(registry, 1)[1]), 300, "the pause", proc, log
+            )
+            with get_client(sync_client=True) as c:
+                c.set_flow_run_state(started.id, Cancelling(message="cancelled in the UI"))
+        wait_for(lambda: ended(api, run_id), 180, "the cancelled run to end", proc, log)
+        name = flow_run(api, run_id)["name"]
+        subject = f"mnist-retrain run {name} cancelled"
+        wait_for(lambda: subject in [n["subject"] for n in received], 60, "the notice", proc, log)
+    finally:
+        stop(proc)
+    assert flow_run(api, run_id)["state"]["type"] == "CANCELLED"
+    assert registry.aliases() == {"staging": 1}
+    register, expire = registry.alias_log()["events"]
+    assert register["evidence"]["proposed"] == "production"
+    assert (expire["action"], expire["version"]) == ("expire", 1), expire
+    assert "cancelled while v1 waited for approval" in expire["reason"], expire
+    subjects = [n["subject"] for n in received]
+    assert subjects == [f"mnist-retrain run {name}: mnist-cnn v1 awaits approval", subject]
