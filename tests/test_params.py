@@ -108,7 +108,17 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ('registry:\n  trusted_keys: ["a.pub", "b\\0.pub"]\n', ["registry.trusted_keys", "NUL"]),
         ("registry:\n  root: file:///tmp/x%00y\n", ["registry.root", "holds a NUL character"]),
         ('inbox:\n  shared: "in\\0box"\n', ["inbox.shared", "holds a NUL character"]),
-        ("inbox:\n  shared: s3://b/x/../y\n", ["inbox.shared", "'..' in the prefix"]),
+        ("inbox:\n  shared: s3://bkt/x/../y\n", ["inbox.shared", "'..' in the prefix"]),
+        (
+            "registry:\n  root: s3://Bad_Bucket/m\n",
+            ["registry.root", "'Bad_Bucket' is not a valid"],
+        ),
+        (
+            "inbox:\n  shared: s3://ab/in\n",
+            ["inbox.shared", "'ab' is not a valid bucket name (3-63"],
+        ),
+        ("registry:\n  root: s3://models:9000/m\n", ["registry.root", "'models:9000' is not a"]),
+        ("registry:\n  root: s3://a..b/m\n", ["registry.root", "'a..b' is not a valid bucket"]),
         (
             "train:\n  epochs: 2\n  epochs: 3\n",
             ["not valid YAML (line 3", "duplicate key 'epochs'"],

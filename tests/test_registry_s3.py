@@ -579,7 +579,8 @@ def test_a_lease_taken_over_after_its_last_check_stays_with_its_new_holder(s3_ur
     [
         ("s3://", "names no bucket", False),
         ("s3:///prefix", "names no bucket", False),
-        ("s3://Bad_Bucket/x", "'Bad_Bucket' is not a valid bucket name", False),
+        ("s3://Bad_Bucket/x", "'Bad_Bucket' is not a valid bucket name", True),
+        ("s3://models:9000/x", "'models:9000' is not a valid bucket name", True),
         ("s3://ok-bucket/a/../b", "parts may not start with '.'", True),
         ("s3://ok-bucket//models", "empty", True),
         ("s3://ok-bucket/a//b/", "empty", True),

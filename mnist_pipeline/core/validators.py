@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import BaseModel, ValidationError
 
+from mnist_pipeline.core.bucket_names import RULE, valid_bucket
+
 # (name, lowest, highest, names for values) of the five cron fields.
 _MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 _DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
@@ -163,6 +165,8 @@ def check_location(location: str) -> str:
     if scheme == "s3":
         if not parsed.netloc:
             raise ValueError(f"{location!r} names no bucket: write s3://BUCKET/PREFIX")
+        if not valid_bucket(parsed.netloc):  # a port, upper case, '_': refused here, not later
+            raise ValueError(f"{location!r}: {parsed.netloc!r} is not a valid bucket name ({RULE})")
         _check_prefix(location, parsed.path)
     elif parsed.netloc not in ("", "localhost") or not parsed.path:  # file:
         raise ValueError(

@@ -3,16 +3,15 @@ own clock (the Date header of its answers), and its errors, told in one line."""
 
 from __future__ import annotations
 
-import re
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlparse
 
+from mnist_pipeline.core.bucket_names import RULE, valid_bucket
 from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry.storage import check_key
 
-BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 PRECONDITION_FAILED = {"PreconditionFailed", "412"}
 NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 # What a store answers to a condition it does not implement (e.g. If-Match on DELETE).
@@ -30,10 +29,9 @@ def parse_url(url: str, role: str = "registry") -> tuple[str, str]:
     bucket, prefix = parsed.netloc, parsed.path.strip("/")
     if not bucket:
         raise RegistryError(f"{role} location {url!r} names no bucket (s3://BUCKET/PREFIX)")
-    if not BUCKET_RE.fullmatch(bucket) or ".." in bucket:
+    if not valid_bucket(bucket):
         raise RegistryError(
-            f"{role} location {url!r}: {bucket!r} is not a valid bucket name "
-            "(3-63 lowercase letters, digits, '.' and '-')"
+            f"{role} location {url!r}: {bucket!r} is not a valid bucket name ({RULE})"
         )
     try:
         if "//" in parsed.path:  # 's3://b//x' is not 's3://b/x': a part is empty
