@@ -132,6 +132,26 @@ def test_a_version_argument_that_is_no_number_is_refused_before_anything_moves(
     assert models(workdir, "history", "--json").stdout == before
 
 
+def test_a_malformed_reference_is_a_usage_error_and_an_unknown_one_a_failure(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A VERSION|ALIAS no registry could hold is refused as a bad VERSION is (exit 2, before
+    the registry is read); a well-formed one the registry lacks is a failure (exit 1)."""
+    monkeypatch.setenv("COLUMNS", "250")  # the error box on one line
+    produce(workdir, 1, 0.95)
+    assert models(workdir, "register").exit_code == 0
+    for bad, why in (("v 1", "invalid alias 'v 1'"), ("-1", "invalid version '-1'")):
+        for command in ("show", "resolve"):
+            refused = models(workdir, command, "--", bad)
+            assert refused.exit_code == 2, refused.output
+            assert f"Invalid value for 'VERSION|ALIAS': {why}" in refused.output
+        refused = models(workdir, "history", "--", bad)
+        assert refused.exit_code == 2 and "Invalid value for '[ALIAS]'" in refused.output
+    unknown = models(workdir, "show", "v7")
+    assert unknown.exit_code == 1 and isinstance(unknown.exception, RegistryError)
+    assert "unknown version 'v7' of mnist-cnn" in str(unknown.exception)
+
+
 def test_a_comment_or_actor_that_is_not_one_printable_line_moves_nothing(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -429,7 +449,7 @@ def test_a_registry_path_with_brackets_is_printed_as_it_is(
 
 
 def test_stored_text_in_a_card_is_listed_as_it_is_and_a_huge_version_is_refused(
-    workdir: Path,
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A card sealed again with markup in `created` made `models list` end in a MarkupError
     traceback; a version of 5,000 digits made `show` and `resolve` end in int()'s."""
@@ -440,10 +460,11 @@ def test_stored_text_in_a_card_is_listed_as_it_is_and_a_huge_version_is_refused(
     reseal(Registry(workdir / "registry", "mnist-cnn"), 1, lambda c: c.update(created="[/oops]"))
     listed = models(workdir, "list")
     assert listed.exit_code == 0 and "[/oops]" in listed.output, (listed.output, listed.exception)
+    monkeypatch.setenv("COLUMNS", "250")  # the error box on one line
     for command in ("show", "resolve"):
         refused = models(workdir, command, "9" * 5000)
-        assert isinstance(refused.exception, RegistryError), (command, refused.exception)
-        assert "invalid version 99999999999999999999...: over 18 digits" in str(refused.exception)
+        assert refused.exit_code == 2, (command, refused.exception)  # a usage error
+        assert "invalid version 99999999999999999999...: over 18 digits" in refused.output
 
 
 def test_registering_the_same_run_again_brings_back_productions_lost_model(

@@ -12,7 +12,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from mnist_pipeline.cli.keys import keygen
-from mnist_pipeline.cli.registry_options import Actor, Comment, alias_option, version_argument
+from mnist_pipeline.cli.registry_options import (
+    Actor,
+    Comment,
+    alias_name,
+    alias_option,
+    reference_argument,
+    version_argument,
+)
 from mnist_pipeline.cli.restart import restart_aliases
 from mnist_pipeline.cli.state import existing_registry, state
 from mnist_pipeline.core.errors import PipelineError, RegistryError
@@ -106,7 +113,7 @@ def list_versions(ctx: typer.Context) -> None:
 @models_app.command("show")
 def show(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(metavar="VERSION|ALIAS", help="e.g. 3, v3, production")],
+    ref: Annotated[str, reference_argument()],
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole card as JSON.")] = False,
 ) -> None:
     """A version's model card: a short summary, or all of it with --json."""
@@ -124,7 +131,8 @@ def show(
 def history(
     ctx: typer.Context,
     alias: Annotated[
-        str | None, typer.Argument(metavar="[ALIAS]", help="Only this alias's moves.")
+        str | None,
+        typer.Argument(metavar="[ALIAS]", parser=alias_name, help="Only this alias's moves."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the events as JSON.")] = False,
 ) -> None:
@@ -247,7 +255,7 @@ def reject(
 @models_app.command("resolve")
 def resolve(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(metavar="VERSION|ALIAS", help="e.g. 3, v3, production")],
+    ref: Annotated[str, reference_argument()],
 ) -> None:
     """Print the path of a verified local copy of a version's ONNX file."""
     typer.echo(str(existing_registry(ctx).fetch(ref, ONNX_FILE)))

@@ -1,4 +1,5 @@
-"""Arguments and options the registry's commands share: a version number, who and why."""
+"""Arguments and options the registry's commands share: a version number, a version or alias,
+who and why."""
 
 from __future__ import annotations
 
@@ -42,6 +43,21 @@ def alias_name(text: str) -> str:
         return keys.check_alias(text)
     except RegistryError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def reference(text: str) -> str:
+    """A VERSION|ALIAS the registry could hold (3, v3, production), kept as written; a usage
+    error (exit 2) otherwise. Whether the registry holds it is for the command to find."""
+    try:
+        keys.parse_ref(text)
+    except RegistryError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return text
+
+
+def reference_argument() -> Any:
+    """A VERSION|ALIAS argument, checked when the command line is read."""
+    return typer.Argument(metavar="VERSION|ALIAS", parser=reference, help="e.g. 3, v3, production")
 
 
 def alias_option(help_text: str) -> Any:
