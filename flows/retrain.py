@@ -26,6 +26,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 from pydantic import StrictFloat, StrictInt
 
+import mnist_pipeline
 from flows.api_errors import api_errors
 from flows.approval import aliases_after, await_approval
 from flows.artifacts import (
@@ -170,7 +171,7 @@ def retrain(
     publish_params(params)
     shared = Layout(project)  # the verified dataset (fetched under a lock) and the registry
     layout = Layout.for_run(project, run_folder_name()) if isolated else shared
-    print(f"run folder: {layout.root}")
+    print(f"run folder: {layout.root}; code: {Path(mnist_pipeline.__file__).parent}")
     if not isolated:
         return _stages(params, shared, layout, force, trial, started)
     holding = runs.running(layout.root)  # prune never deletes the folder of a run still going
