@@ -363,6 +363,8 @@ def test_deployed_commit_runs_in_the_workers_own_folder(tmp_path: Path, real_mir
     # second deployment's run checked its commit out in the same clone.
     clone = worker_dir / "mnist-pipeline"
     assert git("rev-parse", "HEAD", cwd=clone) == second != head
+    # ...and its runs ran the clone's code, not the worker's installed package
+    assert output.count(f"; code: {clone / 'mnist_pipeline'}") == 2, output[-4000:]
     assert (clone / "RELEASE").read_text() == "second\n"
     run_folders = sorted(p.name for p in (clone / "runs").iterdir())
     assert len(run_folders) == 2, run_folders
