@@ -317,6 +317,11 @@ def test_a_sidecar_must_name_its_own_image(tmp_path: Path) -> None:
         {"file": "other.png"},
         {"claims": [{"label": 12, "source": "token:x", "time": "t"}]},
         {"claims": []},
+        # fields of other types: the listing and the review commands read them as text
+        {"claims": [{"label": 7, "source": 5, "time": "t"}]},
+        {"claims": [{"label": 7, "source": "token:x", "time": None}]},
+        {"claims": [{"label": 7, "source": "token:x", "time": "t", "client": ["1.2.3.4"]}]},
+        {"claims": [{"label": True, "source": "token:x", "time": "t"}]},
     ):
         sidecar.write_text(json.dumps({**good, **change}))
         with pytest.raises(pending.BadRecord, match=f"{sidecar}: "):

@@ -33,6 +33,16 @@ class Claim:
     time: str
     client: str | None = None
 
+    def __post_init__(self) -> None:
+        """TypeError for a field of another type (a record damaged or written by hand): the
+        queue's readers refuse such a record, naming it."""
+        if type(self.label) is not int:  # bool is an int, and no label
+            raise TypeError(f"label {self.label!r} is not a number 0-9")
+        for name in ("source", "time", "client"):
+            value = getattr(self, name)
+            if not isinstance(value, str) and not (name == "client" and value is None):
+                raise TypeError(f"{name} {value!r} is not text")
+
 
 @dataclass(frozen=True)
 class Pending:
