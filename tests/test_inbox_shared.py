@@ -611,6 +611,13 @@ def test_bad_locations_are_one_line_and_store_nothing(tmp_path: Path) -> None:
         added = CliRunner().invoke(app, ["--root", str(root), "data", "add", str(image), "-l", "1"])
         assert isinstance(added.exception, ParamsError), added.exception  # exit status 2
         assert not (root / "data" / "extra").exists()
+    for inside in ("data/pending", "data/pending/store"):  # review_move would list its files
+        with pytest.raises(ParamsError, match=r"inside the pending area .*: the store needs a"):
+            Layout(root).shared_inbox(inside)
+        (root / "params.yaml").write_text(f"inbox:\n  shared: {inside}\n")
+        added = CliRunner().invoke(app, ["--root", str(root), "data", "add", str(image), "-l", "1"])
+        assert isinstance(added.exception, ParamsError), added.exception
+        assert not (root / "data" / "extra").exists()
     refused = r"holding the inbox .*: the store|inbox.shared '.*' is the filesystem root: a"
     (tmp_path / "to-project").symlink_to(root, target_is_directory=True)
     spelled = (

@@ -174,7 +174,8 @@ class Layout:
         """`inbox.shared` as registry_root reads it, a folder with `..` and links resolved (a
         host knows its store by where it is, however the project folder was named: `--root .`
         or the flow's resolved workdir); a ParamsError for a folder that is the inbox or inside
-        it, whose store files ingest would read as labelled digits, or a folder of the project
+        it, whose store files ingest would read as labelled digits, the pending area or inside
+        it (its files read as claims to move into the store), or a folder of the project
         that holds the inbox (the project folder, `data`: the store's files among the
         project's). A folder above the project (a team's mount) is the user's to choose."""
         where = self.registry_root(configured, "inbox.shared")
@@ -185,6 +186,11 @@ class Layout:
             raise ParamsError(
                 f"inbox.shared {configured!r} is {where}, inside the inbox {self.inbox}: "
                 "the store needs a folder of its own (or an s3:// URL)"
+            )
+        if within(where, self.pending):  # its records would be read as claims waiting to move
+            raise ParamsError(
+                f"inbox.shared {configured!r} is {where}, inside the pending area "
+                f"{self.pending}: the store needs a folder of its own (or an s3:// URL)"
             )
         if within(where, self.project) and within(self.inbox, where):
             raise ParamsError(
