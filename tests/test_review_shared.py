@@ -662,3 +662,49 @@ def test_claims_are_rejected_while_the_images_label_record_is_damaged(
     assert [(r["action"], r["sha256"], r["who"]) for r in review_log(shared)] == [
         ("reject", sha, "eve")
     ]
+
+
+def test_feedback_to_a_store_that_went_away_is_a_503_not_a_claim_left_on_the_mount_point(
+    tmp_path: Path,
+) -> None:
+    """The share is unmounted under a running server (its mount point left empty): a claim
+    written there would be hidden, and lost, once the share is back."""
+    store, project = tmp_path / "store", tmp_path / "serve"
+    for folder in (store, project):
+        folder.mkdir()
+    (project / "tokens").write_text(f"kiosk {token_sha256(TOKEN)}\n")
+    (project / "params.yaml").write_text(f"inbox:\n  shared: {store}\n")
+    first = draw_digit(tmp_path / "first.png", 1)
+    added = CliRunner().invoke(  # an image added on this host: the store has its identity
+        app, ["--root", str(project), "data", "add", "-l", "2", str(first)]
+    )
+    assert added.exit_code == 0, added.output
+    serve = ServeParams(feedback_tokens_file="tokens", feedback_rate_per_minute=1000)
+    fresh = tmp_path / "replica"  # a serving host that never synced
+    fresh.mkdir()
+    (fresh / "tokens").write_text(f"kiosk {token_sha256(TOKEN)}\n")
+    served = ServedModel(Registry(tmp_path / "r", "m"), "production")
+    apis = [
+        TestClient(create_app(served, serve, feedback_of(serve, Layout(root), str(store))))
+        for root in (project, fresh)
+    ]
+
+    def post(api: TestClient, seed: int):  # noqa: ANN202 - the response
+        image = draw_digit(tmp_path / f"{seed}.png", seed).read_bytes()
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        return api.post("/feedback", headers=headers, files={"file": ("d.png", image)},
+                        data={"label": "3"})  # fmt: skip
+
+    for seed, api in enumerate(apis, 30):
+        assert post(api, seed).status_code == 201
+    store.rename(tmp_path / "store.real")  # unmounted: the mount point stays, empty
+    store.mkdir()
+    for seed, api in enumerate(apis, 40):
+        refused = post(api, seed)
+        assert (refused.status_code, refused.json()) == (503, {"error": UNAVAILABLE})
+    assert list(store.iterdir()) == []  # nothing written where the share belongs
+    store.rmdir()
+    (tmp_path / "store.real").rename(store)  # mounted again: both take claims again
+    for seed, api in enumerate(apis, 50):
+        assert post(api, seed).status_code == 201
+    assert len(review_queue.queue(SharedInbox(str(store))).found) == 4

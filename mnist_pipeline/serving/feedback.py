@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -35,7 +35,8 @@ from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.data.decode import MAX_PIXELS, ImageError, header_pixels
 from mnist_pipeline.inbox import pending, review_queue
 from mnist_pipeline.inbox.claims import BadSubmission
-from mnist_pipeline.inbox.shared import SharedInbox
+from mnist_pipeline.inbox.seen import check_not_lost
+from mnist_pipeline.inbox.shared import IDENTITY, SharedInbox, StoreUnavailable
 from mnist_pipeline.serving import api_schema
 from mnist_pipeline.serving.observe import note_feedback
 from mnist_pipeline.serving.request_body import ClientError, read_form
@@ -63,6 +64,8 @@ class Feedback:
     quota: int
     shared: str | None = None  # inbox.shared, resolved: the queue is the store's (review_queue)
     max_pixels: int = MAX_PIXELS  # serve.max_pixels, as for /predict (from the image's header)
+    # the store's identity as this server first read it (see `_same_store`)
+    first_store: dict[str, str] = field(default_factory=dict, compare=False)
 
     @cached_property
     def store(self) -> SharedInbox:
@@ -85,9 +88,26 @@ class Feedback:
                 "(serve.max_pixels)"
             )
         if self.shared is not None:
-            return review_queue.submit(self.store, data, name, label, source, client, self.quota)
+            store = self._same_store()
+            return review_queue.submit(store, data, name, label, source, client, self.quota)
         args = (self.pending, self.inbox, data, name, label, source, client, self.quota)
         return pending.submit(*args)
+
+    def _same_store(self) -> SharedInbox:
+        """The shared inbox, if it is still the store this server (or this host's last sync)
+        knew: StoreUnavailable (503) when its identity is gone or another (a share unmounted
+        under a running server, its mount point empty; a store wiped), where a claim written
+        would be hidden, and lost, once the share is back."""
+        store = self.store
+        now = store.identity(fresh=True)  # one small read a claim: claims are few
+        first = self.first_store.setdefault("id", now) if now else self.first_store.get("id")
+        if first is not None and now != first:
+            raise StoreUnavailable(
+                f"shared inbox {store.location}: its {IDENTITY} is gone or another since this "
+                "server first used it (wiped, or a share not mounted?): nothing submitted"
+            )
+        check_not_lost(store, self.inbox, "submitted")
+        return store
 
     def mount(self, app: FastAPI, labelled: Callable[[str, int], None] | None = None) -> None:
         """Add the POST /feedback route to `app`; `labelled` hears each stored claim's image
@@ -165,9 +185,9 @@ class Feedback:
 
 def _fields(form: FormData) -> tuple[UploadFile, str]:
     """The form's one image and one label; ClientError (422) for anything else."""
-    for field in ("file", "label"):  # never one of two images, or one of two labels
-        if len(form.getlist(field)) > 1:
-            raise ClientError(422, f"multipart field {field!r} given more than once")
+    for name in ("file", "label"):  # never one of two images, or one of two labels
+        if len(form.getlist(name)) > 1:
+            raise ClientError(422, f"multipart field {name!r} given more than once")
     upload, label = form.get("file"), form.get("label")
     if not isinstance(upload, UploadFile) or not isinstance(label, str):
         raise ClientError(422, "multipart fields 'file' (an image) and 'label' are needed")
