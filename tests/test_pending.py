@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 from pathlib import Path
 
@@ -172,6 +173,16 @@ def test_cli_pending_accept_reject_and_plain_add(tmp_path: Path) -> None:
     assert f"warning: {c} is in the inbox labelled 7 (" in relabel.output
     agree = cli(tmp_path, "add", str(c), "--label", "7", "--pending")
     assert agree.exit_code == 0 and "warning" not in agree.output
+    # Rejecting that claim keeps the image out of nothing: the inbox's copy still trains.
+    sha = hashlib.sha256(c.read_bytes()).hexdigest()
+    kept = cli(tmp_path, "reject", sha[:12])
+    assert kept.exit_code == 0, kept.output
+    assert f"rejected: {sha}" in kept.output
+    assert (
+        f"warning: {sha[:12]} is in the inbox labelled 7, so it still trains: "
+        f"`mnist-pipeline data remove {sha[:12]}` takes it out"
+    ) in " ".join(kept.output.split())
+    assert len(inbox.entries(layout.inbox)) == 2
 
 
 def test_pending_shows_the_production_models_digit_beside_the_claim(tmp_path: Path) -> None:

@@ -708,3 +708,26 @@ def test_feedback_to_a_store_that_went_away_is_a_503_not_a_claim_left_on_the_mou
     for seed, api in enumerate(apis, 50):
         assert post(api, seed).status_code == 201
     assert len(review_queue.queue(SharedInbox(str(store))).found) == 4
+
+
+def test_rejecting_claims_about_an_image_the_store_holds_says_it_still_trains(
+    tmp_path: Path,
+) -> None:
+    store_folder, project = tmp_path / "store", tmp_path / "p"
+    store_folder.mkdir()
+    project.mkdir()
+    (project / "params.yaml").write_text(f"inbox:\n  shared: {store_folder}\n")
+    png = digit(tmp_path, 28)
+    SharedInbox(str(store_folder)).publish(png, 7, "png", "another host")  # not synced here
+    image = tmp_path / "claimed.png"
+    image.write_bytes(png)
+    root = ["--root", str(project), "data"]
+    added = CliRunner().invoke(app, [*root, "add", "--pending", "-l", "7", str(image)])
+    assert added.exit_code == 0, added.output
+    sha = hashlib.sha256(png).hexdigest()
+    rejected = CliRunner().invoke(app, [*root, "reject", sha[:12]])
+    assert rejected.exit_code == 0, rejected.output
+    assert f"warning: {sha[:12]} is in the inbox labelled 7, so it still trains" in " ".join(
+        rejected.output.split()
+    )
+    assert SharedInbox(str(store_folder)).record(sha).label == 7

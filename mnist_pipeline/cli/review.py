@@ -213,3 +213,18 @@ def reject(
         rejected = review_shared.reject(shared, layout.inbox, refs, user_name())
     for item in rejected:
         console.print(f"rejected: {item.sha256} (claimed {item.labels})", markup=False)
+        _still_trains(item.sha256, layout.inbox, shared)
+
+
+def _still_trains(sha256: str, inbox: Path, shared: SharedInbox | None) -> None:
+    """Warn when the rejected image is in the inbox all the same (added with `data add`, or by
+    an accept that was cut short): a reject removes claims, not the inbox's copy."""
+    there = store.find(inbox, sha256)
+    record = shared.readable_record(sha256) if there is None and shared is not None else None
+    label = there.label if there is not None else record.label if record is not None else None
+    if label is not None:
+        console.print(
+            f"warning: {sha256[:12]} is in the inbox labelled {label}, so it still trains: "
+            f"`mnist-pipeline data remove {sha256[:12]}` takes it out",
+            markup=False,
+        )
