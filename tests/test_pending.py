@@ -148,6 +148,11 @@ def test_cli_pending_accept_reject_and_plain_add(tmp_path: Path) -> None:
     assert {r["claims"][0]["source"] for r in rows} == {f"cli:{getpass.getuser()}"}
     text = cli(tmp_path, "pending")
     assert text.stdout.count(" model - ") == 2 and "2 pending image(s)" in text.output
+    saved = cli(tmp_path, "pending", "--save", str(tmp_path / "view"))  # copies to look at
+    assert saved.exit_code == 0 and saved.stdout.count(str(tmp_path / "view")) == 2
+    assert sorted(p.read_bytes() for p in (tmp_path / "view").iterdir()) == sorted(
+        p.read_bytes() for p in (a, b)
+    )
 
     missing = cli(tmp_path, "accept", "0123456789abcdef")
     assert isinstance(missing.exception, DataError)  # main() prints it as one line, exit 1

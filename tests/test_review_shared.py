@@ -731,3 +731,35 @@ def test_rejecting_claims_about_an_image_the_store_holds_says_it_still_trains(
         rejected.output.split()
     )
     assert SharedInbox(str(store_folder)).record(sha).label == 7
+
+
+def test_a_reviewer_saves_the_images_of_the_stores_queue_to_look_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a shared inbox the pending images are inside claim objects in the store:
+    `data pending --save DIR` writes each one there, named by its SHA-256, and lists those."""
+    store_folder, project, view = tmp_path / "store", tmp_path / "p", tmp_path / "view"
+    store_folder.mkdir()
+    project.mkdir()
+    (project / "params.yaml").write_text(f"inbox:\n  shared: {store_folder}\n")
+    pngs = [digit(tmp_path, seed) for seed in (31, 32)]
+    for png in pngs:
+        review_queue.submit(SharedInbox(str(store_folder)), png, "x.png", 4, "token:kiosk")
+    root = ["--root", str(project), "data", "pending"]
+    hint = CliRunner().invoke(app, root)
+    assert hint.exit_code == 0, hint.output
+    assert "`data pending --save DIR` writes them to a folder here" in " ".join(hint.output.split())
+    saved = CliRunner().invoke(app, [*root, "--save", str(view)])
+    assert saved.exit_code == 0, saved.output
+    for png in pngs:
+        sha = hashlib.sha256(png).hexdigest()
+        assert (view / f"{sha}.png").read_bytes() == png
+        assert f"{view / sha}.png" in saved.output
+    as_json = CliRunner().invoke(app, [*root, "--save", str(view), "--json"])
+    assert sorted(row["path"] for row in json.loads(as_json.stdout)) == sorted(
+        str(p) for p in view.iterdir()
+    )
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("COLUMNS", "250")  # the error box on one line
+    refused = CliRunner().invoke(app, [*root, "--save", str(tmp_path / "a-file")])
+    assert refused.exit_code == 2 and "is not a folder" in " ".join(refused.output.split())

@@ -5,28 +5,48 @@ review_shared.py), before they enter the inbox; registered on the `data` command
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from mnist_pipeline.cli.state import console, state, user_name
-from mnist_pipeline.core.atomic import no_folders
+from mnist_pipeline.core.atomic import no_folders, write_bytes
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
+from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.inbox import dvc_claim, pending, review_move, review_queue, review_shared, store
 from mnist_pipeline.inbox import events as inbox_events
+from mnist_pipeline.inbox.claims import Pending
 from mnist_pipeline.inbox.shared import SharedInbox, open_shared
 from mnist_pipeline.inbox.store import Added
+
+
+def _folder(value: Path | None) -> Path | None:
+    if value is not None and value.exists() and not value.is_dir():
+        raise typer.BadParameter(f"{value} is not a folder")
+    return value
 
 
 def list_pending(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
+    save: Annotated[
+        Path | None,
+        typer.Option(
+            "--save",
+            metavar="DIR",
+            callback=_folder,
+            help="Write each image to DIR/<sha256>.<format> (created if need be) and list those "
+            "files: with a shared inbox the images are inside the store's claims.",
+        ),
+    ] = None,
 ) -> None:
     """Images awaiting review: claimed label(s), the production model's digit ("-" without
     one), how often each was sent and by whom; `!` marks claims that disagree."""
@@ -38,6 +58,14 @@ def list_pending(
     predicted = _predictions(st.params(), st.layout, found, images)
     for key, why in ({} if read is None else read.problems).items():
         console.print(f"warning: skipped {key}: {why}; delete it there", markup=False)
+    if save is not None:
+        found = _saved(found, images, save)
+    elif read is not None and found:
+        console.print(
+            "the images are inside the store's claims: `data pending --save DIR` writes them to "
+            "a folder here to look at",
+            markup=False,
+        )
     if as_json:
         print(json.dumps([{**i.to_dict(), "predicted": predicted.get(i.sha256)} for i in found]))
         return
@@ -74,6 +102,23 @@ def _shared_queue(ctx: typer.Context) -> SharedInbox | None:
                 markup=False,
             )
     return shared
+
+
+def _saved(found: list[Pending], images: dict[str, bytes], folder: Path) -> list[Pending]:
+    """`found` with each image written to `folder`/<sha256>.<format> and its path there (the
+    bytes from `images`, else its file here); one whose bytes are not its SHA-256 is left out,
+    with a warning (accept would refuse it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for item in found:
+        data = images.get(item.sha256) or read_regular(Path(item.path), store.MAX_FILE_BYTES)
+        if hashlib.sha256(data).hexdigest() != item.sha256:
+            console.print(f"warning: {item.path} is not the image it is named by", markup=False)
+            continue
+        target = folder / f"{item.sha256}.{store.image_format(data)}"
+        write_bytes(target, data)
+        saved.append(replace(item, path=target))
+    return saved
 
 
 def _predictions(
