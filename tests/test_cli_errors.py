@@ -279,3 +279,31 @@ def test_a_login_name_that_is_not_utf8_is_escaped_in_the_default_actor(
     monkeypatch.setenv("USER", "jos\udce9")
     actor = default_actor()
     assert actor == "user:jos\\udce9" and checked_actor(actor) == actor
+
+
+def test_a_lock_another_command_holds_past_its_wait_is_one_line_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The inbox's lock held (a long sync, an ingest, a review) past the wait: the error names
+    the lock and what to do, not only that "the file lock could not be acquired"."""
+    from filelock import FileLock
+
+    from mnist_pipeline.inbox import store
+    from tests.example_helpers import draw_digit
+
+    (tmp_path / "params.yaml").write_text("{}\n")
+    image = draw_digit(tmp_path / "d.png", 3)
+    monkeypatch.setattr(store, "FileLock", lambda path, timeout: FileLock(path, timeout=0.2))
+    held = store.lock(Layout(tmp_path).inbox)
+    with held:  # another FileLock object must wait for it
+        code = cli(tmp_path, "data", "add", "--label", "3", str(image))
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == EXIT_IO, err
+    lock_file = tmp_path / "data" / ".extra.lock"
+    assert err.startswith(
+        f"error: {lock_file} is still held by another process (another command, or a server "
+        "on this folder) after waiting for it: try again when that is done"
+    ), err
+    assert not (tmp_path / "data" / "extra").exists() or not list(
+        (tmp_path / "data" / "extra").rglob("*.png")
+    )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from filelock import Timeout
 from rich.markup import escape
 
 from mnist_pipeline.cli.data import data_app
@@ -255,6 +256,13 @@ def main() -> None:
     except PipelineError as exc:
         console.print(f"[bold red]error:[/] {_shown(str(exc))}")
         sys.exit(exc.exit_code)
+    except Timeout as exc:  # a lock (the inbox's, the dataset's) held past its wait
+        console.print(
+            f"[bold red]error:[/] {_shown(exc.lock_file)} is still held by another process "
+            "(another command, or a server on this folder) after waiting for it: try again "
+            "when that is done"
+        )
+        sys.exit(EXIT_IO)
     except OSError as exc:  # read-only folder, permission denied, disk full: nothing was replaced
         console.print(f"[bold red]error:[/] {_shown(describe_os_error(exc))}")
         sys.exit(EXIT_IO)
