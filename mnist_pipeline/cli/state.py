@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.errors import ParamsError, RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import DEFAULT_PARAMS_PATH, Params, load_params
 from mnist_pipeline.core.params_file import read_params_file
@@ -43,6 +43,12 @@ class CliState:
         return Layout(self.root)
 
     def params(self) -> Params:
+        if not self.params_given and not self.params_path.exists():  # run outside a project
+            raise ParamsError(
+                f"params file not found: {self.params_path} (commands run in a project folder "
+                "holding params.yaml: cd there or pass --root DIR; a params.yaml of `{}` takes "
+                "every default)"
+            )
         return load_params(self.params_path)
 
 
