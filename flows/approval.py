@@ -12,7 +12,8 @@ records the outcome in the registry (mnist_pipeline/pipeline/approval.py) and ta
 `approval:<outcome>`. An approval nobody answers within `registry.approval_timeout_s` is set
 running again (Prefect would otherwise fail it) and the version stays staging; so it does at
 once on a temporary Prefect server (no `PREFECT_API_URL`: nothing could answer it there), and
-so it does when the retraining run is cancelled (or interrupted) while it waits. The run's
+so it does when the retraining run is stopped (cancelled, terminated or interrupted) while it
+waits. The run's
 `notify_block`, if any, is told when the version starts waiting and when the wait expires (and,
 through the flow's hooks, when the run fails, crashes or is cancelled).
 """
@@ -102,17 +103,19 @@ def await_approval(registry: Registry, registration: Registration, timeout_s: in
         return _expired_at_once(registry, version, why, actor)
     slug = (flow_run.parameters or {}).get("notify_block")  # the retraining run's
     run_name = flow_run.name or str(flow_run.id)
-    tell(
-        slug,
-        f"mnist-retrain run {run_name}: {registry.name} v{version} awaits approval",
-        f"Resume flow run approve-v{version} in the Prefect UI, or run `mnist-pipeline models "
-        f"approve {version} --comment TEXT` (or reject). Unanswered after {timeout_s} s, "
-        "it stays staging.",
-    )
     try:
+        tell(
+            slug,
+            f"mnist-retrain run {run_name}: {registry.name} v{version} awaits approval",
+            f"Resume flow run approve-v{version} in the Prefect UI, or run `mnist-pipeline "
+            f"models approve {version} --comment TEXT` (or reject). Unanswered after "
+            f"{timeout_s} s, it stays staging.",
+        )
         state = approval(version, timeout_s, list(waiting), return_state=True)
     except (TerminationSignal, KeyboardInterrupt) as stop:  # the retraining run is stopped
-        how = "cancelled" if isinstance(stop, TerminationSignal) else "interrupted"
+        # SIGTERM: a cancellation, or the process terminated (an eviction, `kill`)
+        terminated = isinstance(stop, TerminationSignal)
+        how = "stopped (cancelled or terminated)" if terminated else "interrupted"
         why = f"the run was {how} while v{version} waited for approval"
         best_effort(
             "record the proposal's expiry in the audit trail",

@@ -481,6 +481,6 @@ def test_a_deployment_run_cancelled_while_it_waits_expires_the_proposal_and_says
     register, expire = registry.alias_log()["events"]
     assert register["evidence"]["proposed"] == "production"
     assert (expire["action"], expire["version"]) == ("expire", 1), expire
-    assert "cancelled while v1 waited for approval" in expire["reason"], expire
+    assert "stopped (cancelled or terminated) while v1 waited for approval" in expire["reason"]
     subjects = [n["subject"] for n in received]
     assert subjects == [f"mnist-retrain run {name}: mnist-cnn v1 awaits approval", subject]

@@ -312,11 +312,12 @@ def test_a_lock_another_command_holds_past_its_wait_is_one_line_saying_so(
 def test_a_command_run_outside_a_project_says_where_params_yaml_belongs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli(tmp_path, "models", "list") == 2
-    assert capsys.readouterr().err == (
-        f"error: params file not found: {tmp_path}/params.yaml (commands run in a project "
-        "folder holding params.yaml: cd there or pass --root DIR; a params.yaml of `{}` takes "
-        "every default)\n"
-    )
+    for command in (["models", "list"], ["serve"]):
+        assert cli(tmp_path, *command) == 2
+        assert capsys.readouterr().err == (
+            f"error: params file not found: {tmp_path}/params.yaml (commands run in a project "
+            "folder holding params.yaml: cd there or pass --root DIR; a params.yaml of `{}` "
+            "takes every default)\n"
+        )
     (tmp_path / "params.yaml").write_text("{}\n")
     assert cli(tmp_path, "data", "list") == 0, capsys.readouterr().err

@@ -150,6 +150,21 @@ def test_a_claim_object_that_is_not_one_is_never_accepted(location: str, tmp_pat
     assert again.status == "known" and shared.storage.list(f"{review_queue.REVIEW}{sha}/") == [key]
 
 
+def test_a_claim_object_with_fields_of_other_types_is_never_accepted(
+    location: str, tmp_path: Path
+) -> None:
+    shared, png = SharedInbox(location), digit(tmp_path, 10)
+    sha = review_queue.submit(shared, png, "x.png", 1, "token:kiosk").sha256
+    (key,) = shared.storage.list(f"{review_queue.REVIEW}{sha}/")
+    stored = json.loads(shared.storage.read(key))
+    for change in ({"label": True}, {"time": None}, {"source": 7}, {"client": ["a"]}):
+        shared.storage.delete(key)
+        shared.storage.create(key, json.dumps({**stored, **change}).encode())
+        read = review_queue.queue(shared)
+        assert read.found == [], change
+        assert "not a review claim" in read.problems[f"{shared.location}/{key}"], change
+
+
 def test_a_review_reads_only_the_claims_of_the_images_it_decides(
     location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -761,5 +776,45 @@ def test_a_reviewer_saves_the_images_of_the_stores_queue_to_look_at(
     )
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("COLUMNS", "250")  # the error box on one line
+    for inside in (project / "data" / "extra" / "3", project / "data" / "pending", store_folder):
+        refused = CliRunner().invoke(app, [*root, "--save", str(inside)])  # read as images
+        assert refused.exit_code == 2, refused.output
+        shown = " ".join(refused.output.replace("│", " ").split())  # the error box's lines
+        assert "where copies would be read as images to train" in shown
+    assert not (project / "data" / "extra").exists()
     refused = CliRunner().invoke(app, [*root, "--save", str(tmp_path / "a-file")])
-    assert refused.exit_code == 2 and "is not a folder" in " ".join(refused.output.split())
+    assert refused.exit_code == 2
+    assert "is not a folder" in " ".join(refused.output.replace("│", " ").split())
+
+
+def test_a_store_that_stops_answering_after_a_reject_leaves_it_done_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store_folder, project = tmp_path / "store", tmp_path / "p"
+    store_folder.mkdir()
+    project.mkdir()
+    (project / "params.yaml").write_text(f"inbox:\n  shared: {store_folder}\n")
+    shas = [
+        review_queue.submit(
+            SharedInbox(str(store_folder)), digit(tmp_path, s), "x.png", 5, "t:k"
+        ).sha256
+        for s in (33, 34)
+    ]
+
+    def down(self: SharedInbox, digest: str) -> None:
+        raise StoreUnavailable(f"shared inbox {self.location}: endpoint timed out")
+
+    reject = review_shared.reject
+
+    def then_down(*args: object) -> list:
+        done = reject(*args)  # type: ignore[arg-type]
+        monkeypatch.setattr(SharedInbox, "readable_record", down)  # once the rejects are done
+        return done
+
+    monkeypatch.setattr(review_shared, "reject", then_down)
+    done = CliRunner().invoke(app, ["--root", str(project), "data", "reject", *shas])
+    assert done.exit_code == 0, (done.output, done.exception)
+    text = " ".join(done.output.split())
+    assert all(f"rejected: {sha}" in text for sha in shas)
+    assert text.count("warning: could not check whether") == 2 and "endpoint timed out" in text
+    assert review_queue.queue(SharedInbox(str(store_folder))).found == []

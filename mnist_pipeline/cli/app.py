@@ -186,7 +186,7 @@ def serve(
 
     st = state(ctx)
     given = {"host": host, "port": port, "model": model, "workers": workers}
-    run(st.params_path, st.root, {f"serve.{k}": v for k, v in given.items() if v is not None})
+    run(st.params_file(), st.root, {f"serve.{k}": v for k, v in given.items() if v is not None})
 
 
 @app.command("serve-report")

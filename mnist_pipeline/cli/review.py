@@ -18,7 +18,7 @@ import typer
 from mnist_pipeline.cli.state import console, state, user_name
 from mnist_pipeline.core.atomic import no_folders, write_bytes
 from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.layout import Layout, within
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.inbox import dvc_claim, pending, review_move, review_queue, review_shared, store
@@ -59,7 +59,7 @@ def list_pending(
     for key, why in ({} if read is None else read.problems).items():
         console.print(f"warning: skipped {key}: {why}; delete it there", markup=False)
     if save is not None:
-        found = _saved(found, images, save)
+        found = _saved(found, images, _view_folder(save, st.layout, shared))
     elif read is not None and found:
         console.print(
             "the images are inside the store's claims: `data pending --save DIR` writes them to "
@@ -104,6 +104,22 @@ def _shared_queue(ctx: typer.Context) -> SharedInbox | None:
     return shared
 
 
+def _view_folder(folder: Path, layout: Layout, shared: SharedInbox | None) -> Path:
+    """`folder` unless copies written there would be taken for labelled or pending images: the
+    inbox (they would train unreviewed), the pending area or a folder store (usage error)."""
+    kept = [layout.inbox, layout.pending]
+    if shared is not None and not shared.location.startswith("s3://"):
+        kept.append(Path(shared.location))
+    for place in kept:
+        if within(folder, place):
+            raise typer.BadParameter(
+                f"{folder} is in {place}, where copies would be read as images to train on or "
+                "review: save them elsewhere",
+                param_hint="'--save'",
+            )
+    return folder
+
+
 def _saved(found: list[Pending], images: dict[str, bytes], folder: Path) -> list[Pending]:
     """`found` with each image written to `folder`/<sha256>.<format> and its path there (the
     bytes from `images`, else its file here); one whose bytes are not its SHA-256 is left out,
@@ -111,7 +127,10 @@ def _saved(found: list[Pending], images: dict[str, bytes], folder: Path) -> list
     folder.mkdir(parents=True, exist_ok=True)
     saved = []
     for item in found:
-        data = images.get(item.sha256) or read_regular(Path(item.path), store.MAX_FILE_BYTES)
+        try:
+            data = images.get(item.sha256) or read_regular(Path(item.path), store.MAX_FILE_BYTES)
+        except FileNotFoundError:
+            continue  # accepted or rejected since it was listed
         if hashlib.sha256(data).hexdigest() != item.sha256:
             console.print(f"warning: {item.path} is not the image it is named by", markup=False)
             continue
@@ -258,18 +277,29 @@ def reject(
         rejected = review_shared.reject(shared, layout.inbox, refs, user_name())
     for item in rejected:
         console.print(f"rejected: {item.sha256} (claimed {item.labels})", markup=False)
-        _still_trains(item.sha256, layout.inbox, shared)
+    for item in rejected:  # the rejects are done: a failure to look is a warning
+        try:
+            label = _in_inbox(item.sha256, layout.inbox, shared)
+        except (PipelineError, OSError) as exc:
+            console.print(
+                f"warning: could not check whether {item.sha256[:12]} is in the inbox: {exc}",
+                markup=False,
+            )
+            continue
+        if label is not None:
+            console.print(
+                f"warning: {item.sha256[:12]} is in the inbox labelled {label}, so it still "
+                f"trains: `mnist-pipeline data remove {item.sha256[:12]}` takes it out",
+                markup=False,
+            )
 
 
-def _still_trains(sha256: str, inbox: Path, shared: SharedInbox | None) -> None:
-    """Warn when the rejected image is in the inbox all the same (added with `data add`, or by
-    an accept that was cut short): a reject removes claims, not the inbox's copy."""
-    there = store.find(inbox, sha256)
-    record = shared.readable_record(sha256) if there is None and shared is not None else None
-    label = there.label if there is not None else record.label if record is not None else None
-    if label is not None:
-        console.print(
-            f"warning: {sha256[:12]} is in the inbox labelled {label}, so it still trains: "
-            f"`mnist-pipeline data remove {sha256[:12]}` takes it out",
-            markup=False,
-        )
+def _in_inbox(sha256: str, inbox: Path, shared: SharedInbox | None) -> int | None:
+    """The label of a rejected image the inbox (or the shared inbox) holds all the same (added
+    with `data add`, or by an accept that was cut short): a reject removes claims, not the
+    inbox's copy. By the name `add` gives it: hashing the whole inbox per image would cost."""
+    there = store.find_named(inbox, sha256)
+    if there is not None:
+        return there.label
+    record = shared.readable_record(sha256) if shared is not None else None
+    return None if record is None else record.label

@@ -43,13 +43,18 @@ class CliState:
         return Layout(self.root)
 
     def params(self) -> Params:
-        if not self.params_given and not self.params_path.exists():  # run outside a project
+        return load_params(self.params_file())
+
+    def params_file(self) -> Path:
+        """The params file to read; ParamsError saying where params.yaml belongs when the
+        default one is missing (a command run outside a project folder)."""
+        if not self.params_given and not self.params_path.exists():
             raise ParamsError(
                 f"params file not found: {self.params_path} (commands run in a project folder "
                 "holding params.yaml: cd there or pass --root DIR; a params.yaml of `{}` takes "
                 "every default)"
             )
-        return load_params(self.params_path)
+        return self.params_path
 
 
 def user_name() -> str:

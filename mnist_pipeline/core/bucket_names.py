@@ -9,5 +9,6 @@ RULE = "3-63 lowercase letters, digits, '.' and '-', starting and ending with a 
 
 
 def valid_bucket(bucket: str) -> bool:
-    """Whether `bucket` is a name S3 allows for a bucket (in every region)."""
+    """Whether `bucket` follows S3's general rule for bucket names (length, characters, no
+    '..'); the few names AWS reserves (IP-address forms, `xn--...`) are left to the store."""
     return _BUCKET_RE.fullmatch(bucket) is not None and ".." not in bucket

@@ -139,7 +139,7 @@ def parse(key: str, body: bytes) -> tuple[Claim, bytes]:
     try:
         raw = json_text.loads(body)
         data = base64.b64decode(raw["image"], validate=True)
-        claim = Claim(int(raw["label"]), str(raw["source"]), str(raw["time"]), raw.get("client"))
+        claim = Claim(raw["label"], raw["source"], raw["time"], raw.get("client"))  # types checked
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise DataError(f"not a review claim ({exc})") from None
     if (

@@ -170,8 +170,16 @@ def check_free(path: Path, digest: str) -> None:
 
 def find(inbox: Path, digest: str) -> Entry | None:
     """The inbox's entry of the image with this SHA-256 (None: not there): first by the name
-    `add` gives it (`<digit>/<sha256>.<format>`, its content checked), and only then by hashing
-    every file (hand-dropped files have any names)."""
+    `add` gives it, and only then by hashing every file (hand-dropped files have any names)."""
+    named = find_named(inbox, digest)
+    if named is not None:
+        return named
+    return next((entry for entry in entries(inbox) if entry.sha256 == digest), None)
+
+
+def find_named(inbox: Path, digest: str) -> Entry | None:
+    """The inbox's entry of the image with this SHA-256 under the name `add` (and so accept
+    and sync) gives it, `<digit>/<sha256>.<format>`, its content checked; None: not so named."""
     named = sorted(inbox.glob(f"*/{digest}.*")) if inbox.is_dir() else []
     for path in named:
         folder = path.parent.name
@@ -180,7 +188,7 @@ def find(inbox: Path, digest: str) -> Entry | None:
                 return Entry(int(folder), path, digest)
         except FileNotFoundError:
             continue  # removed by another command meanwhile
-    return next((entry for entry in entries(inbox) if entry.sha256 == digest), None)
+    return None
 
 
 def read_file(path: Path) -> bytes:

@@ -104,7 +104,8 @@ class Feedback:
         if first is not None and now != first:
             raise StoreUnavailable(
                 f"shared inbox {store.location}: its {IDENTITY} is gone or another since this "
-                "server first used it (wiped, or a share not mounted?): nothing submitted"
+                "server first used it (wiped, or a share not mounted?): nothing submitted; "
+                "restart the server if the store was made afresh on purpose"
             )
         check_not_lost(store, self.inbox, "submitted")
         return store
