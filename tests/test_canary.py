@@ -477,11 +477,12 @@ def test_images_the_canary_answers_still_reach_productions_drift_monitor(tmp_pat
         registry, shadow="staging", canary_percent=100, canary_max_disagreement=1.0
     )
     try:
-        assert versions(api, images(20, 8)) == [2] * 20
-        deadline = time.monotonic() + 30
-        while (drift := api.get("/model").json()["drift"])["images"] < 20:
-            assert time.monotonic() < deadline, drift
-            time.sleep(0.1)
+        with api:  # the app's lifespan starts the drift monitor
+            assert versions(api, images(20, 8)) == [2] * 20
+            deadline = time.monotonic() + 30
+            while (drift := api.get("/model").json()["drift"])["images"] < 20:
+                assert time.monotonic() < deadline, drift
+                time.sleep(0.1)
         assert drift["version"] == 1 and drift["enabled"] is True
     finally:
         challenger.stop()

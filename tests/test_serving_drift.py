@@ -347,13 +347,14 @@ def test_a_version_without_a_reference_is_not_monitored_and_answers_as_ever(
     register_candidate(registry, candidate_in(exported_candidate(tmp_path / "old", 3)), PARAMS)
     served = ServedModel(registry, "production")
     served.refresh()
-    api = TestClient(create_app(served, ServeParams(drift_window=200)))
-    images = {"images": np.zeros((12, 28, 28)).tolist()}
-    assert api.post("/predict", json=images).status_code == 200
-    deadline = time.monotonic() + 30
-    while api.get("/model").json()["drift"]["version"] is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    state = api.get("/model").json()["drift"]
+    with TestClient(create_app(served, ServeParams(drift_window=200))) as api:  # its lifespan
+        images = {"images": np.zeros((12, 28, 28)).tolist()}
+        assert api.post("/predict", json=images).status_code == 200
+        deadline = time.monotonic() + 30
+        while api.get("/model").json()["drift"]["version"] is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        state = api.get("/model").json()["drift"]
     assert state["enabled"] is False and state["verdict"] is None and state["version"] == 1
     assert f"v1 has no {REFERENCE_FILE}" in state["problem"]
     off = TestClient(create_app(served, ServeParams(drift=False))).get("/model").json()
@@ -361,27 +362,28 @@ def test_a_version_without_a_reference_is_not_monitored_and_answers_as_ever(
 
 
 def test_the_served_versions_reference_is_read_before_any_traffic(served: ServedModel) -> None:
-    api = TestClient(create_app(served, ServeParams(drift_window=200)))
-    deadline = time.monotonic() + 30  # the monitor looks about once a second while idle
-    while api.get("/model").json()["drift"]["version"] is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    state = api.get("/model").json()["drift"]
+    with TestClient(create_app(served, ServeParams(drift_window=200))) as api:
+        deadline = time.monotonic() + 30  # the monitor looks about once a second while idle
+        while api.get("/model").json()["drift"]["version"] is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        state = api.get("/model").json()["drift"]
     assert state["enabled"] is True and state["version"] == 1 and state["problem"] is None
     assert state["verdict"] == "too few images: 0 of 200" and state["seen"] == 0
 
 
 def test_the_app_feeds_the_monitor_off_the_response_path(served: ServedModel, _candidate):
-    api = TestClient(create_app(served, ServeParams(drift_window=200)))
     digits = contract_digits(_candidate.data_dir)
-    for start in range(0, 200, 50):
-        answer = api.post("/predict", json={"images": (1.0 - digits[start : start + 50]).tolist()})
-        assert answer.status_code == 200
-    deadline = time.monotonic() + 30
-    while api.get("/model").json()["drift"]["events"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    state = api.get("/model").json()["drift"]
+    with TestClient(create_app(served, ServeParams(drift_window=200))) as api:
+        for start in range(0, 200, 50):
+            inverted = (1.0 - digits[start : start + 50]).tolist()
+            assert api.post("/predict", json={"images": inverted}).status_code == 200
+        deadline = time.monotonic() + 30
+        while api.get("/model").json()["drift"]["events"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        state = api.get("/model").json()["drift"]
+        scraped = parse(api.get("/metrics").text)
     assert state["verdict"] == "drift" and state["events"] == 1 and state["images"] == 200
-    scraped = parse(api.get("/metrics").text)
     assert value(scraped, "mnist_serve_drift_events_total") == 1
 
 

@@ -69,6 +69,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        drift.start(metrics)  # with the server (uvicorn runs the lifespan), not at app creation
         yield  # at shutdown, the threads that watch for the app end with it
         drift.stop()
         served.stop()
@@ -185,7 +186,6 @@ def create_app(
         challenger.beside(served)
         if metrics is not None:
             challenger.count(ChallengerMetrics(metrics.registry))
-    drift.start(metrics)
     return app
 
 
