@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from flows import deploy_spec
 from mnist_pipeline.core.errors import ParamsError
+from mnist_pipeline.core.params import DEFAULT_PARAMS_PATH, Params, load_params
 from mnist_pipeline.deployment.checkout import run_git
 
 REPO_VARIABLE = "MNIST_PIPELINE_REPO"
@@ -95,6 +96,24 @@ def resolve_source(directory: Path) -> dict[str, str]:
     return {"repository": url, "commit": commit}
 
 
+def per_worker_stores(params: Params) -> str | None:
+    """A note when the registry or the inbox lies in the clone each worker runs in (a relative
+    folder): one per worker, so workers on several machines would share nothing. None when
+    both are shared (s3://, or an absolute path such as a mount every worker has)."""
+    root, shared = params.registry.root, params.inbox.shared
+    local = not (root.startswith("s3://") or Path(root).is_absolute())
+    inbox_local = shared is None or not (shared.startswith("s3://") or Path(shared).is_absolute())
+    if not local and not inbox_local:
+        return None
+    what = " and ".join([f"registry.root {root!r}"] * local + ["the inbox"] * inbox_local)
+    are = "are folders" if local and inbox_local else "is a folder"
+    return (
+        f"note: {what} {are} of the worker's clone, one per worker: workers on several "
+        "machines share no versions or labelled digits (set registry.root and inbox.shared to "
+        "s3://BUCKET/PREFIX, docs/scale-out.md)"
+    )
+
+
 def source(directory: str = ".") -> dict[str, str]:
     """The build step: `resolve_source`, or one line on stderr and exit status 1 (an exception
     would have `prefect deploy` print a traceback and a generic message)."""
@@ -106,7 +125,11 @@ def source(directory: str = ".") -> dict[str, str]:
                 + "; ".join(differ)
                 + f" (edit {spec_file} to match: `python -m flows.serve` deploys the params')"
             )
-        return resolve_source(Path(directory))
+        found = resolve_source(Path(directory))
+        params_file = Path(directory) / DEFAULT_PARAMS_PATH
+        if params_file.is_file() and (note := per_worker_stores(load_params(params_file))):
+            print(f"prefect deploy: {note}", file=sys.stderr)
+        return found
     except (SourceError, ParamsError, OSError) as exc:
         print(f"prefect deploy: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -140,6 +140,27 @@ def test_source_refuses_what_a_worker_cannot_clone(tmp_path: Path, monkeypatch, 
         resolve_source(tmp_path)  # e.g. an unpacked archive
 
 
+def test_deploy_notes_stores_that_each_worker_keeps_in_its_clone(tmp_path: Path) -> None:
+    """With prefect.yaml every worker runs in its own clone: a registry or inbox in the clone is
+    one per worker, which a deploy for workers on several machines should hear of (a note,
+    not a refusal: one worker, or one host, is a setup of its own)."""
+    from flows.deploy_source import per_worker_stores
+    from mnist_pipeline.core.params import parse_params
+
+    default = per_worker_stores(parse_params({}))
+    assert default == (
+        "note: registry.root 'registry' and the inbox are folders of the worker's clone, one "
+        "per worker: workers on several machines share no versions or labelled digits (set "
+        "registry.root and inbox.shared to s3://BUCKET/PREFIX, docs/scale-out.md)"
+    )
+    shared = {"registry": {"root": "s3://team/models"}, "inbox": {"shared": "s3://team/inbox"}}
+    assert per_worker_stores(parse_params(shared)) is None
+    mounted = {"registry": {"root": "/mnt/team/registry"}, "inbox": {"shared": "/mnt/team/in"}}
+    assert per_worker_stores(parse_params(mounted)) is None  # the same path on every worker
+    inbox_only = per_worker_stores(parse_params({"registry": {"root": "s3://team/models"}}))
+    assert inbox_only is not None and inbox_only.startswith("note: the inbox is a folder of")
+
+
 def test_deploy_refuses_a_prefect_yaml_that_params_yaml_contradicts(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:
