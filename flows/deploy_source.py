@@ -101,8 +101,7 @@ def per_worker_stores(params: Params) -> str | None:
     folder): one per worker, so workers on several machines would share nothing. None when
     both are shared (s3://, or an absolute path such as a mount every worker has)."""
     root, shared = params.registry.root, params.inbox.shared
-    local = not (root.startswith("s3://") or Path(root).is_absolute())
-    inbox_local = shared is None or not (shared.startswith("s3://") or Path(shared).is_absolute())
+    local, inbox_local = _in_clone(root), shared is None or _in_clone(shared)
     if not local and not inbox_local:
         return None
     what = " and ".join([f"registry.root {root!r}"] * local + ["the inbox"] * inbox_local)
@@ -112,6 +111,11 @@ def per_worker_stores(params: Params) -> str | None:
         "machines share no versions or labelled digits (set registry.root and inbox.shared to "
         "s3://BUCKET/PREFIX, docs/scale-out.md)"
     )
+
+
+def _in_clone(location: str) -> bool:
+    """A relative folder path (a file:// URL names an absolute one)."""
+    return not (location.startswith(("s3://", "file:")) or Path(location).is_absolute())
 
 
 def source(directory: str = ".") -> dict[str, str]:

@@ -157,6 +157,11 @@ def test_deploy_notes_stores_that_each_worker_keeps_in_its_clone(tmp_path: Path)
     assert per_worker_stores(parse_params(shared)) is None
     mounted = {"registry": {"root": "/mnt/team/registry"}, "inbox": {"shared": "/mnt/team/in"}}
     assert per_worker_stores(parse_params(mounted)) is None  # the same path on every worker
+    as_url = {
+        "registry": {"root": "file:///mnt/team/registry"},
+        "inbox": {"shared": "s3://team/in"},
+    }
+    assert per_worker_stores(parse_params(as_url)) is None
     inbox_only = per_worker_stores(parse_params({"registry": {"root": "s3://team/models"}}))
     assert inbox_only is not None and inbox_only.startswith("note: the inbox is a folder of")
 
