@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from mnist_pipeline.cli import review
+from mnist_pipeline.cli import pending_view
 from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.layout import Layout
@@ -155,14 +155,14 @@ def test_cli_pending_accept_reject_and_plain_add(tmp_path: Path) -> None:
         p.read_bytes() for p in (a, b)
     )
     with pytest.MonkeyPatch.context() as patch:  # one reviewed elsewhere after the listing
-        real = review.read_regular
+        real = pending_view.read_regular
 
         def gone(path: Path, limit: int) -> bytes:
             if path.name.startswith(rows[0]["sha256"]):
                 raise FileNotFoundError(2, "No such file or directory", str(path))
             return real(path, limit)
 
-        patch.setattr(review, "read_regular", gone)
+        patch.setattr(pending_view, "read_regular", gone)
         later = cli(tmp_path, "pending", "--save", str(tmp_path / "later"))
     assert later.exit_code == 0, later.output
     assert [p.name.split(".")[0] for p in (tmp_path / "later").iterdir()] == [rows[1]["sha256"]]

@@ -5,33 +5,22 @@ review_shared.py), before they enter the inbox; registered on the `data` command
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import tempfile
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from mnist_pipeline.cli import pending_view
 from mnist_pipeline.cli.state import console, state, user_name
-from mnist_pipeline.core.atomic import no_folders, write_bytes
+from mnist_pipeline.core.atomic import no_folders
 from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.layout import Layout, within
 from mnist_pipeline.core.params import Params
-from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.inbox import dvc_claim, pending, review_move, review_queue, review_shared, store
 from mnist_pipeline.inbox import events as inbox_events
-from mnist_pipeline.inbox.claims import Pending
 from mnist_pipeline.inbox.shared import SharedInbox, open_shared
 from mnist_pipeline.inbox.store import Added
-
-
-def _folder(value: Path | None) -> Path | None:
-    if value is not None and value.exists() and not value.is_dir():
-        raise typer.BadParameter(f"{value} is not a folder")
-    return value
 
 
 def list_pending(
@@ -42,7 +31,7 @@ def list_pending(
         typer.Option(
             "--save",
             metavar="DIR",
-            callback=_folder,
+            callback=pending_view.save_option,
             help="Write each image to DIR/<sha256>.<format> (created if need be) and list those "
             "files: with a shared inbox the images are inside the store's claims.",
         ),
@@ -55,11 +44,11 @@ def list_pending(
     read = None if shared is None else review_queue.queue(shared)
     found = pending.items(st.layout.pending) if read is None else read.found
     images = {} if read is None else read.images
-    predicted = _predictions(st.params(), st.layout, found, images)
+    predicted = pending_view.predictions(st.params(), st.layout, found, images)
     for key, why in ({} if read is None else read.problems).items():
         console.print(f"warning: skipped {key}: {why}; delete it there", markup=False)
     if save is not None:
-        found = _saved(found, images, _view_folder(save, st.layout, shared))
+        found = pending_view.saved(found, images, pending_view.view_folder(save, st.layout, shared))
     elif read is not None and found:
         console.print(
             "the images are inside the store's claims: `data pending --save DIR` writes them to "
@@ -102,84 +91,6 @@ def _shared_queue(ctx: typer.Context) -> SharedInbox | None:
                 markup=False,
             )
     return shared
-
-
-def _view_folder(folder: Path, layout: Layout, shared: SharedInbox | None) -> Path:
-    """`folder` unless copies written there would be taken for labelled or pending images: the
-    inbox (they would train unreviewed), the pending area or a folder store (usage error)."""
-    kept = [layout.inbox, layout.pending]
-    if shared is not None and not shared.location.startswith("s3://"):
-        kept.append(Path(shared.location))
-    for place in kept:
-        if within(folder, place):
-            raise typer.BadParameter(
-                f"{folder} is in {place}, where copies would be read as images to train on or "
-                "review: save them elsewhere",
-                param_hint="'--save'",
-            )
-    return folder
-
-
-def _saved(found: list[Pending], images: dict[str, bytes], folder: Path) -> list[Pending]:
-    """`found` with each image written to `folder`/<sha256>.<format> and its path there (the
-    bytes from `images`, else its file here); one whose bytes are not its SHA-256 is left out,
-    with a warning (accept would refuse it)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    saved = []
-    for item in found:
-        try:
-            data = images.get(item.sha256) or read_regular(Path(item.path), store.MAX_FILE_BYTES)
-        except FileNotFoundError:
-            continue  # accepted or rejected since it was listed
-        if hashlib.sha256(data).hexdigest() != item.sha256:
-            console.print(f"warning: {item.path} is not the image it is named by", markup=False)
-            continue
-        target = folder / f"{item.sha256}.{store.image_format(data)}"
-        write_bytes(target, data)
-        saved.append(replace(item, path=target))
-    return saved
-
-
-def _predictions(
-    params: Params, layout: Layout, found: list[pending.Pending], images: dict[str, bytes]
-) -> dict[str, int]:
-    """The registry's production model's digit per pending image (empty: no production, or
-    one that cannot be read: a warning, never the listing's failure); `images` holds the bytes
-    of those that are not files here (the store's queue)."""
-    if not found:
-        return {}
-    try:
-        return _production_digits(params, layout, found, images)
-    except (PipelineError, OSError) as exc:  # a damaged production, a store that is down
-        console.print(f"warning: no model column: {exc}", markup=False)
-        return {}
-
-
-def _production_digits(
-    params: Params, layout: Layout, found: list[pending.Pending], images: dict[str, bytes]
-) -> dict[str, int]:
-    from mnist_pipeline.pipeline.versions import ONNX_FILE, open_registry
-    from mnist_pipeline.registry import PRODUCTION
-    from mnist_pipeline.serving.predict import predict_files
-
-    models = open_registry(params.registry, layout)
-    if PRODUCTION not in models.aliases():
-        return {}
-    with tempfile.TemporaryDirectory() as scratch:
-        files = []
-        for item in found:
-            if item.sha256 in images:
-                copy = Path(scratch) / item.sha256
-                copy.write_bytes(images[item.sha256])
-                files.append(copy)
-            else:
-                files.append(Path(item.path))
-        result = predict_files(models.fetch(PRODUCTION, ONNX_FILE), files)
-    return {
-        item.sha256: p.digit
-        for item, p in zip(found, result.predictions, strict=True)
-        if p.digit is not None
-    }
 
 
 def accept(
