@@ -13,9 +13,8 @@ records the outcome in the registry (mnist_pipeline/pipeline/approval.py) and ta
 running again (Prefect would otherwise fail it) and the version stays staging; so it does at
 once on a temporary Prefect server (no `PREFECT_API_URL`: nothing could answer it there), and
 so it does when the retraining run is stopped (cancelled, terminated or interrupted) while it
-waits. The run's
-`notify_block`, if any, is told when the version starts waiting and when the wait expires (and,
-through the flow's hooks, when the run fails, crashes or is cancelled).
+waits. The run's `notify_block`, if any, is told when the version starts waiting and when the
+wait expires (and, through the flow's hooks, when the run fails, crashes or is cancelled).
 """
 
 from __future__ import annotations

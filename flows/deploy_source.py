@@ -22,6 +22,7 @@ from flows import deploy_spec
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.params import DEFAULT_PARAMS_PATH, Params, load_params
 from mnist_pipeline.deployment.checkout import run_git
+from mnist_pipeline.registry import local_folder
 
 REPO_VARIABLE = "MNIST_PIPELINE_REPO"
 # git URLs another machine can reach: scheme://host/..., or scp-like [user@]host:path (git
@@ -114,8 +115,9 @@ def per_worker_stores(params: Params) -> str | None:
 
 
 def _in_clone(location: str) -> bool:
-    """A relative folder path (a file:// URL names an absolute one)."""
-    return not (location.startswith(("s3://", "file:")) or Path(location).is_absolute())
+    """A relative folder path (a file:// URL names an absolute one; s3:// no folder)."""
+    folder = local_folder(location)
+    return folder is not None and not folder.is_absolute()
 
 
 def source(directory: str = ".") -> dict[str, str]:

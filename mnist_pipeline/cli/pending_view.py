@@ -19,6 +19,7 @@ from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.inbox import store
 from mnist_pipeline.inbox.claims import Pending
 from mnist_pipeline.inbox.shared import SharedInbox
+from mnist_pipeline.registry import local_folder
 
 
 def save_option(value: Path | None) -> Path | None:
@@ -31,10 +32,8 @@ def save_option(value: Path | None) -> Path | None:
 def view_folder(folder: Path, layout: Layout, shared: SharedInbox | None) -> Path:
     """`folder` unless copies written there would be taken for labelled or pending images: the
     inbox (they would train unreviewed), the pending area or a folder store (usage error)."""
-    kept = [layout.inbox, layout.pending]
-    if shared is not None and not shared.location.startswith("s3://"):
-        kept.append(Path(shared.location))
-    for place in kept:
+    store = None if shared is None else local_folder(shared.location)  # None: on S3
+    for place in [layout.inbox, layout.pending] + ([store] if store is not None else []):
         if within(folder, place):
             raise typer.BadParameter(
                 f"{folder} is in {place}, where copies would be read as images to train on or "
@@ -49,7 +48,7 @@ def saved(found: list[Pending], images: dict[str, bytes], folder: Path) -> list[
     bytes from `images`, else its file here); one whose bytes are not its SHA-256 is left out,
     with a warning (accept would refuse it)."""
     folder.mkdir(parents=True, exist_ok=True)
-    saved = []
+    copies = []
     for item in found:
         try:
             data = images.get(item.sha256) or read_regular(Path(item.path), store.MAX_FILE_BYTES)
@@ -60,8 +59,8 @@ def saved(found: list[Pending], images: dict[str, bytes], folder: Path) -> list[
             continue
         target = folder / f"{item.sha256}.{store.image_format(data)}"
         write_bytes(target, data)
-        saved.append(replace(item, path=target))
-    return saved
+        copies.append(replace(item, path=target))
+    return copies
 
 
 def predictions(
