@@ -173,3 +173,24 @@ def flat_model() -> bytes:
     )
     opset = [helper.make_opsetid("", 18)]
     return helper.make_model(graph, opset_imports=opset, ir_version=8).SerializeToString()
+
+
+def narrow_model() -> bytes:
+    """An ONNX model with the contract's names and input that answers 5 values an image, not
+    10: it runs, and a client reading rows of 10 would mix up the images' answers."""
+    from onnx import TensorProto, helper
+
+    bounds = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in
+              (("start", 0), ("end", 5), ("axis", 1))]  # fmt: skip
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["image"], ["flat"], axis=1),
+            helper.make_node("Slice", ["flat", "start", "end", "axis"], ["probabilities"]),
+        ],
+        "narrow",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 5])],
+        initializer=bounds,
+    )
+    opset = [helper.make_opsetid("", 18)]
+    return helper.make_model(graph, opset_imports=opset, ir_version=8).SerializeToString()

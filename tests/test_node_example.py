@@ -31,6 +31,7 @@ from tests.example_helpers import (
     dark_on_light,
     draw_digit,
     flat_model,
+    narrow_model,
     node_skip_reason,
 )
 from tests.example_helpers import test_digits as load_test_digits
@@ -208,6 +209,14 @@ def test_text_output_bad_files_and_bad_model(
         f"error: {flat} cannot classify a [1, 1, 28, 28] float32 batch: "
     ), done.stderr
     assert "    at " not in done.stderr  # one line, no stack trace
+    narrow = tmp_path / "narrow.onnx"  # runs, but answers 5 values an image
+    narrow.write_bytes(narrow_model())
+    done = node("--model", narrow, good, good)
+    assert (done.returncode, done.stdout) == (1, ""), done.stdout
+    assert done.stderr == (
+        f"error: {narrow} answered float32 probabilities of shape [2, 5], not [2, 10] float32: "
+        "not an mnist-pipeline model\n"
+    )
     done = node("--model", tmp_path / "none.onnx", good)
     assert (done.returncode, done.stderr) == (
         1,
@@ -364,6 +373,18 @@ def test_the_repositorys_own_export_is_used_only_as_its_parity_check_left_it(
     (repo / "models" / "model.pt").write_bytes(b"weights trained since, refused by the gate")
     refused = run()
     assert refused.returncode == 1 and "was exported from other weights" in refused.stderr
+    (repo / "models" / "model.pt").unlink()
+    (repo / "models" / "model.pt").mkdir()  # a folder where the weights belong: named, one line
+    refused = run()
+    assert (refused.returncode, refused.stderr) == (
+        1,
+        f"error: cannot read {repo / 'models' / 'model.pt'}: EISDIR\n",
+    )
+    parity_file.write_text("null")
+    refused = run()
+    assert refused.returncode == 1 and refused.stderr == (
+        f"error: {parity_file} is not a parity record (null): run mnist-pipeline parity again\n"
+    )
     parity_file.unlink()
     refused = run()
     assert refused.returncode == 1 and "has no parity record" in refused.stderr

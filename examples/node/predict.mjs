@@ -93,15 +93,27 @@ function checkedExport(model) {
   } catch (err) {
     fail(`${model} has no parity record (${PARITY}: ${err.code ?? err.message}): run the pipeline (dvc repro, or mnist-pipeline parity) first, or give --model PATH`, 1);
   }
+  if (parity === null || typeof parity !== 'object' || Array.isArray(parity)) {
+    fail(`${PARITY} is not a parity record (${JSON.stringify(parity)}): run mnist-pipeline parity again`, 1);
+  }
   if (parity.passed !== true) {
     fail(`${model} failed its parity check against PyTorch (${PARITY}); give --model PATH to use it anyway`, 1);
   }
-  const actual = sha256(readFileSync(model));
+  const actual = sha256(readOrFail(model));
   if (actual !== parity.onnx_sha256) {
     fail(`${model} (SHA-256 ${actual}) is not the model its parity check passed (${parity.onnx_sha256}, ${PARITY}): run mnist-pipeline export and parity again`, 1);
   }
-  if (existsSync(WEIGHTS) && sha256(readFileSync(WEIGHTS)) !== parity.state_dict_sha256) {
+  if (existsSync(WEIGHTS) && sha256(readOrFail(WEIGHTS)) !== parity.state_dict_sha256) {
     fail(`${model} was exported from other weights than ${WEIGHTS} (trained again since, and not exported: did the accuracy gate refuse them? see reports/metrics.json); give --model PATH to use the older export`, 1);
+  }
+}
+
+/** A file's bytes, or exit 1 naming it and why (a folder, no permission). */
+function readOrFail(path) {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    return fail(`cannot read ${path}: ${err.code ?? err.message}`, 1);
   }
 }
 
@@ -181,6 +193,10 @@ async function main() {
       ({ probabilities } = await session.run(feeds, ['probabilities']));
     } catch (err) {
       fail(`${model} cannot classify a [${good.length}, 1, 28, 28] float32 batch: ${err.message}`, 1);
+    }
+    // one row of 10 per image, as the contract says: anything else would be read wrongly
+    if (probabilities.type !== 'float32' || probabilities.dims.join() !== `${good.length},10`) {
+      fail(`${model} answered ${probabilities.type} probabilities of shape [${probabilities.dims.join(', ')}], not [${good.length}, 10] float32: not an mnist-pipeline model`, 1);
     }
     good.forEach((x, i) => { x.top = ranked(probabilities.data.subarray(i * 10, i * 10 + 10), top ?? 1); });
   }
