@@ -338,6 +338,23 @@ def test_a_missing_model_is_a_clear_highlighted_error(page, site) -> None:
     other.close()
 
 
+def test_a_server_that_answers_no_model_is_told_with_its_own_words(page, site) -> None:
+    """A server that is up but has no model yet answers 503 with a JSON error: the page shows
+    that, not the hint for a server that is down or refuses this origin."""
+    origin, _ = site
+    other = page.context.new_page()
+    said = {"error": "no model loaded yet: no production version in the registry"}
+    other.route("**/model.onnx", functools.partial(fulfil, status=503, json=said))
+    other.goto(f"{origin}/examples/web/?server=http://127.0.0.1:9&model=server")
+    other.wait_for_selector("body[data-failed=true]", timeout=60_000)
+    status = other.inner_text("#status")
+    assert status == (
+        "no model at http://127.0.0.1:9/model.onnx (HTTP 503 no model loaded yet: no "
+        "production version in the registry)"
+    ), status
+    other.close()
+
+
 def test_a_page_that_cannot_start_or_classify_says_so_highlighted(page, site) -> None:
     """A module that cannot be loaded (onnxruntime-web not installed), a ?server= that is no
     URL, and a model that loads but cannot take a [1, 1, 28, 28] drawing: each is a highlighted

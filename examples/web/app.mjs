@@ -277,7 +277,7 @@ async function checkExport(bytes) {
   const parityUrl = new URL('../../reports/parity.json', location.href).href;
   let parity;
   try {
-    const response = await fetch(parityUrl);
+    const response = await fetch(parityUrl, { cache: 'no-cache' });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     parity = await response.json();
   } catch (err) {
@@ -294,7 +294,7 @@ async function checkExport(bytes) {
   // any other failure to read it refuses the model rather than skipping the check.
   let weights;
   try {
-    weights = await fetch('../../models/model.pt');
+    weights = await fetch('../../models/model.pt', { cache: 'no-cache' });
     if (!weights.ok && weights.status !== 404) throw new Error(`HTTP ${weights.status}`);
   } catch (err) {
     throw new Error(`${MODEL_URL} cannot be checked against ../../models/model.pt (${err.message}); pass ?model=URL to load it unchecked`);
@@ -313,15 +313,23 @@ async function main() {
   }
   let bytes;
   let response;
+  const exportHint = 'run `mnist-pipeline export` first, or pass ?model=URL';
   try {
-    response = await fetch(MODEL_URL);
-    if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText}`.trim());
+    response = await fetch(MODEL_URL, { cache: 'no-cache' }); // a new export: never a stale copy
+  } catch (err) { // no answer at all: down, or a cross-origin answer the browser withheld
+    const hint = FROM_SERVER ? `is the server up, and ${location.origin} in its serve.cors_origins?` : exportHint;
+    return fail(`no model at ${MODEL_URL} (${err.message}): ${hint}`);
+  }
+  if (!response.ok) { // it answered: say what (an mnist-pipeline server says why in JSON)
+    let said = '';
+    try { said = (await response.json()).error ?? ''; } catch { /* not JSON */ }
+    const why = `HTTP ${response.status} ${said || response.statusText}`.trim();
+    return fail(`no model at ${MODEL_URL} (${why})${FROM_SERVER ? '' : `: ${exportHint}`}`);
+  }
+  try {
     bytes = new Uint8Array(await response.arrayBuffer());
   } catch (err) {
-    const hint = FROM_SERVER
-      ? `is the server up, and ${location.origin} in its serve.cors_origins?`
-      : 'run `mnist-pipeline export` first, or pass ?model=URL';
-    return fail(`no model at ${MODEL_URL} (${err.message}): ${hint}`);
+    return fail(`the download of ${MODEL_URL} broke off (${err.message})`);
   }
   let served = null;
   try {
