@@ -357,13 +357,19 @@ def test_a_server_that_answers_no_model_is_told_with_its_own_words(page, site) -
 
 def test_a_page_that_cannot_start_or_classify_says_so_highlighted(page, site) -> None:
     """A module that cannot be loaded (onnxruntime-web not installed), a ?server= that is no
-    URL, and a model that loads but cannot take a [1, 1, 28, 28] drawing: each is a highlighted
-    error, never "loading the model..." for good or the previous drawing's answer."""
+    URL, or an address without its http(s) scheme (fetched as a path of this site, or not at
+    all, it would read as a missing model), and a model that loads but cannot take a [1, 1, 28,
+    28] drawing: each is a highlighted error, never "loading the model..." for good or the
+    previous drawing's answer."""
     origin, _ = site
     runtime = "**/onnxruntime-web/dist/ort.wasm.min.mjs"
+    no_scheme = "the page cannot start: Uncaught Error: ?server= must be an http(s) URL such as "
     cases = (
         ("", runtime, {"status": 404, "body": b""}, "app.mjs or a module it imports could not"),
         ("?server=http://127.0.0.1:80010&model=server", None, None, "the page cannot start: "),
+        ("?server=127.0.0.1:8000&model=server", None, None, no_scheme),
+        ("?server=localhost:8000", None, None, no_scheme),  # feedback only: refused as early
+        ("?server=ftp://127.0.0.1/&model=server", None, None, no_scheme),
         ("?model=/models/flat.onnx", "/models/flat.onnx", {"body": flat_model()}, None),
     )
     for query, route, answer, told in cases:

@@ -20,9 +20,22 @@ ort.env.wasm.wasmPaths = new URL('./node_modules/onnxruntime-web/dist/', import.
 ort.env.wasm.numThreads = 1; // no SharedArrayBuffer, so no cross-origin isolation needed
 const SERVER = new URLSearchParams(location.search).get('server');
 const FROM_SERVER = new URLSearchParams(location.search).get('model') === 'server';
-/** URL `path` of the server, below its own path (so a server behind a path prefix works); a
- * relative ?server= is taken relative to this page, as a link's would be. */
-const api = (path) => new URL(path, new URL(SERVER.endsWith('/') ? SERVER : `${SERVER}/`, location.href)).href;
+/** The server's base URL: ?server= as a link would take it (a relative one from this page),
+ * with a trailing slash. A throw here stops the page (index.html says so, highlighted): a
+ * host:port without its scheme, or a scheme other than http(s), would otherwise be fetched as
+ * a path of this page's own site or not at all, and reported as a missing model. */
+function serverBase(server) {
+  const refuse = () => {
+    throw new Error(`?server= must be an http(s) URL such as http://127.0.0.1:8000, got ${server}`);
+  };
+  if (/^[^/?#]+:\d+(?:[/?#]|$)/.test(server)) refuse(); // 127.0.0.1:8000, localhost:8000
+  const base = new URL(server.endsWith('/') ? server : `${server}/`, location.href);
+  if (base.protocol !== 'http:' && base.protocol !== 'https:') refuse();
+  return base;
+}
+const SERVER_BASE = SERVER === null ? null : serverBase(SERVER);
+/** URL `path` of the server, below its own path (so a server behind a path prefix works). */
+const api = (path) => new URL(path, SERVER_BASE).href;
 const OWN_EXPORT = !FROM_SERVER && !new URLSearchParams(location.search).has('model');
 const MODEL_URL = FROM_SERVER && SERVER
   ? api('model.onnx')
