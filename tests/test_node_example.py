@@ -309,7 +309,7 @@ def test_corrupt_jpegs_do_not_spoil_the_files_after_them(tmp_path: Path) -> None
 def test_sixteen_bit_colour_cmyk_and_a_bad_server_url(tmp_path: Path) -> None:
     """16-bit colour samples keep their high byte, as Pillow's; a CMYK JPEG (which the
     WebAssembly decoder cannot convert, and whose failure would leak its buffers) is refused
-    before decoding, naming what to do; a --server that is not a URL is a usage error."""
+    before decoding, naming what to do; a --server that is not an http(s) URL is a usage error."""
     rng = np.random.default_rng(5)
     paper = np.full((60, 50, 3), 0xE000, np.uint16) + rng.integers(0, 0x0FFF, (60, 50, 3)).astype(
         np.uint16
@@ -327,8 +327,12 @@ def test_sixteen_bit_colour_cmyk_and_a_bad_server_url(tmp_path: Path) -> None:
         dumped[1]["error"]
         == f"{cmyk}: a CMYK JPEG: this example reads greyscale and RGB JPEGs (save it as RGB)"
     )
-    done = node("--server", "not a url", deep)
-    assert done.returncode == 2 and "--server must be a URL" in done.stderr
+    for server in ("not a url", "127.0.0.1:8000", "ftp://127.0.0.1/"):  # no http(s) scheme
+        done = node("--server", server, deep)
+        assert done.returncode == 2, (server, done.stderr)
+        assert f"--server must be an http(s) URL such as http://127.0.0.1:8000, got {server}" in (
+            done.stderr
+        )
 
 
 def test_the_repositorys_own_export_is_used_only_as_its_parity_check_left_it(

@@ -33,10 +33,12 @@ function fail(message, code = 2) {
 async function fetchServed(server) {
   let url;
   try {
-    url = new URL('model.onnx', server.endsWith('/') ? server : `${server}/`).href;
-  } catch {
-    fail(`--server must be a URL such as http://127.0.0.1:8000, got ${server}`);
+    url = new URL('model.onnx', server.endsWith('/') ? server : `${server}/`);
+  } catch { /* refused below */ }
+  if (url?.protocol !== 'http:' && url?.protocol !== 'https:') {
+    fail(`--server must be an http(s) URL such as http://127.0.0.1:8000, got ${server}`);
   }
+  url = url.href;
   let response;
   try {
     response = await fetch(url, { signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
