@@ -56,9 +56,10 @@ def test_health_ready_and_model(registry: Registry) -> None:
     api, _ = client(registry)
     assert api.get("/healthz").json() == {"status": "ok"}
     assert api.get("/readyz").json() == {"ready": True, "version": 1, "problem": None}
-    for path in ("/healthz", "/readyz"):  # HEAD, as load balancers' checks send: no body
+    for path in ("/healthz", "/readyz", "/model", "/metrics"):  # HEAD (checks, curl -I)
         head = api.head(path)
         assert (head.status_code, head.content) == (200, b""), path
+        assert head.headers["content-type"] == api.get(path).headers["content-type"], path
         assert api.delete(path).headers["allow"] == "GET, HEAD", path
     assert api.get("/predict").headers["allow"] == "POST"
     status = api.get("/model").json()
@@ -184,6 +185,13 @@ def test_bad_requests_are_4xx_json_naming_the_problem(registry: Registry, tmp_pa
         assert short.json()["error"] == (
             "malformed multipart body: it ends before its closing boundary"
         )
+    # a second part cut short, "--B--" right after its bytes (no CRLF before it, so no
+    # delimiter): the parser drops that part, so the request is refused, not answered for one
+    second = whole[: whole.index(b"\r\n\r\n") + 4].replace(b"a.png", b"b.png") + digit[:50]
+    torn = whole[: -len(b"--B--\r\n")] + second + b"--B--"
+    short = api.post("/predict", content=torn, headers=form)
+    assert short.status_code == 422, short.text
+    assert "ends before its closing boundary" in short.json()["error"]
 
     def chunks():  # no Content-Length: the limit is enforced while streaming
         for _ in range(40):
@@ -191,6 +199,20 @@ def test_bad_requests_are_4xx_json_naming_the_problem(registry: Registry, tmp_pa
 
     streamed = api.post("/predict", content=chunks(), headers={"content-type": "image/png"})
     assert streamed.status_code == 413 and "max_upload_bytes" in streamed.json()["error"]
+
+
+def test_a_trailing_slash_is_a_json_404_not_a_redirect(registry: Registry) -> None:
+    """FastAPI's default 307 to the path without the slash had no JSON body, was not in the
+    OpenAPI document, took its Location from the client's Host header, and had clients that
+    follow it send the upload twice."""
+    api, _ = client(registry)
+    for method, path in (("POST", "/predict/"), ("GET", "/model/"), ("GET", "/healthz/")):
+        answer = api.request(
+            method, path, headers={"Host": "elsewhere.example"}, follow_redirects=False
+        )
+        assert answer.status_code == 404, (path, answer.headers)
+        assert "location" not in answer.headers
+        assert answer.json() == {"error": "Not Found"}
 
 
 def test_random_bodies_never_cause_a_server_error(registry: Registry) -> None:

@@ -74,6 +74,8 @@ def test_the_served_bytes_with_their_hash_version_and_etag(registry: Registry) -
             assert (again.status_code, again.content) == (304, b""), held
             assert again.headers["etag"] == etag and again.headers["x-model-version"] == "1"
         assert api.get(path, headers={"If-None-Match": '"other"'}).content == response.content
+        lines = [("If-None-Match", '"other"'), ("If-None-Match", etag)]  # one list (RFC 9110)
+        assert api.get(path, headers=lines).status_code == 304
         head = api.head(path)  # `curl -I`: the same status and headers
         assert head.status_code == 200 and head.headers["etag"] == response.headers["etag"]
         assert api.head(path, headers={"If-None-Match": etag}).status_code == 304

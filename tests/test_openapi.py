@@ -120,6 +120,7 @@ def test_the_document_names_every_body_and_answer(server: str) -> None:
     assert body["required"] == ["file", "label"]
     assert feedback["responses"]["401"]["headers"]["WWW-Authenticate"]
     assert feedback["responses"]["429"]["headers"]["Retry-After"]
+    assert feedback["responses"]["503"]["headers"]["Retry-After"]  # busy: a review holds it
     for answer in ("413", "415", "422", "429", "503"):
         schema = feedback["responses"][answer]["content"]["application/json"]["schema"]
         assert schema["required"] == ["error"]

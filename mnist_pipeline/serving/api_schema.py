@@ -186,5 +186,8 @@ FEEDBACK_RESPONSES: Responses = {
         "over serve.feedback_rate_per_minute, or serve.feedback_quota images await review",
         RETRY_AFTER,
     ),
-    503: error("a problem on the server's side (logged there); Retry-After when it is busy"),
+    503: error(
+        "a problem on the server's side (logged there); Retry-After when it is busy",
+        {"Retry-After": header("seconds to wait; sent when the inbox is busy", "integer")},
+    ),
 }

@@ -81,6 +81,9 @@ def create_app(
         summary="Classify handwritten digits (ONNX model).",
         lifespan=lifespan,
         responses={413: api_schema.TOO_LARGE},  # any route: BodyLimit reads Content-Length first
+        # "/predict/" is a JSON 404, not a 307 built from the client's Host header that would
+        # have a client that follows it send its upload twice
+        redirect_slashes=False,
     )
 
     @app.exception_handler(ClientError)
@@ -121,7 +124,7 @@ def create_app(
         return JSONResponse(body, status_code=200 if ready else 503)
 
     # HEAD (`curl -I`, load balancers' checks): GET's status, no body; implied by GET in HTTP,
-    # so left out of the OpenAPI document, as for /model.onnx
+    # so left out of the OpenAPI document, as for /model, /metrics and /model.onnx
     app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
     app.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
 
@@ -133,6 +136,8 @@ def create_app(
             loaded = served.current
             shadow = challenger.status(None if loaded is None else loaded.version)
         return served.status() | {"shadow": shadow, "drift": drift.status()}
+
+    app.add_api_route("/model", model, methods=["HEAD"], include_in_schema=False)
 
     @app.post(
         "/predict",

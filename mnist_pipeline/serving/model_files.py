@@ -96,7 +96,8 @@ def mount(app: FastAPI, served: ServedModel) -> None:
         )
         filename = part if part == ONNX_FILE else f"{part}.json"  # the download's name
         headers = headers_of(loaded, served.registry.name, sha256, filename)
-        if matches(request.headers.get("if-none-match"), headers["ETag"]):
+        held = ", ".join(request.headers.getlist("if-none-match"))  # one list, however sent
+        if matches(held or None, headers["ETag"]):
             return Response(status_code=304, headers=headers)
         return Response(body, media_type=media_type, headers=headers)
 

@@ -148,6 +148,10 @@ def observe(app: FastAPI, served: ServedModel, limits: ServeParams) -> Metrics |
             """Prometheus text exposition format (all worker processes)."""
             return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+        app.add_api_route(  # `curl -I`: GET's status and headers (http_api.py)
+            "/metrics", prometheus_metrics, methods=["HEAD"], include_in_schema=False
+        )
+
     if metrics is not None or limits.json_logs:
         log = access_logger() if limits.json_logs else None
         app.add_middleware(Observer, metrics=metrics, log=log)

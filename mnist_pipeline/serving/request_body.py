@@ -268,6 +268,9 @@ async def form_files(request: Request, limits: ServeParams) -> list[tuple[str, b
     finally:
         await form.close()  # the uploads' spooled files, now rather than when collected
     boundary = parse_options_header(request.headers["content-type"])[1].get(b"boundary", b"")
-    if b"--" + boundary + b"--" not in body:  # the parser accepted it: it has a boundary
+    close = b"--" + boundary + b"--"  # the parser accepted it: it has a boundary
+    # a delimiter only at the start or after a CRLF: "--B--" right after a part's bytes ends a
+    # body cut short, whose last part the parser dropped
+    if not body.startswith(close) and b"\r\n" + close not in body:
         raise ClientError(422, "malformed multipart body: it ends before its closing boundary")
     return files
