@@ -907,6 +907,19 @@ def test_cors_only_for_the_configured_origins(registry: Registry) -> None:
     assert "authorization" in with_token.headers["access-control-allow-headers"].lower()
     other = api.get("/healthz", headers={"Origin": "http://evil.example"})
     assert "access-control-allow-origin" not in other.headers
+    refusals = (  # in the server's own error shape, as every other refusal
+        ({"Origin": "http://evil.example"}, "Disallowed CORS origin"),
+        (
+            {"Origin": "http://127.0.0.1:5500", "Access-Control-Request-Headers": "x-secret"},
+            "Disallowed CORS headers",
+        ),
+    )
+    for headers, said in refusals:
+        refused = api.options(
+            "/predict", headers={**headers, "Access-Control-Request-Method": "POST"}
+        )
+        assert refused.status_code == 400, refused.text
+        assert refused.json() == {"error": f"CORS preflight refused: {said} (serve.cors_origins)"}
     exposed = api.get("/healthz", headers={"Origin": "http://127.0.0.1:5500"}).headers
     readable = {h.strip().lower() for h in exposed["access-control-expose-headers"].split(",")}
     assert {"retry-after", "www-authenticate", "etag", "x-model-version"} <= readable

@@ -31,6 +31,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
@@ -178,7 +179,7 @@ def create_app(
     app.add_middleware(BodyLimit, limit=limits.max_upload_bytes)
     if limits.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            JsonRefusingCORS,
             allow_origins=limits.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "If-None-Match"],  # /feedback; revalidating a model
@@ -192,6 +193,22 @@ def create_app(
         if metrics is not None:
             challenger.count(ChallengerMetrics(metrics.registry))
     return app
+
+
+class JsonRefusingCORS(CORSMiddleware):
+    """Starlette's CORS, its preflight refusals (plain text there) in the server's JSON error
+    shape, naming the setting that allows an origin."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        answer = super().preflight_response(request_headers)
+        if answer.status_code != 400:
+            return answer
+        said = bytes(answer.body).decode()
+        error = {"error": f"CORS preflight refused: {said} (serve.cors_origins)"}
+        kept = {
+            k: v for k, v in answer.headers.items() if k not in ("content-length", "content-type")
+        }
+        return JSONResponse(error, status_code=400, headers=kept)
 
 
 def allowed_methods(request: Request) -> list[str]:
