@@ -189,13 +189,14 @@ def test_text_output_bad_files_and_bad_model(
     Image.new("L", (40, 40), 250).save(blank)
     done = node("--model", model.onnx, good, bad, blank, tmp_path / "missing.png")
     assert done.returncode == 1, done.stderr
-    lines = done.stdout.splitlines()
+    (answer,) = done.stdout.splitlines()  # the answers alone, as `mnist-pipeline predict`'s
+    assert re.fullmatch(rf"{re.escape(str(good))}: 0 \(p=[01]\.\d{{3}}\)", answer)
+    lines = done.stderr.splitlines()  # the model and the files that failed
     assert lines[0] == f"model: {model.onnx}"
-    assert re.fullmatch(rf"{re.escape(str(good))}: 0 \(p=[01]\.\d{{3}}\)", lines[1])
     not_image = "not a recognised image file (this example reads PNG and JPEG)"
-    assert lines[2] == f"error: {bad}: {not_image}"
-    assert lines[3].startswith(f"error: {blank}: blank image: no ink found")
-    assert lines[4] == f"error: {tmp_path / 'missing.png'}: no such file"
+    assert lines[1] == f"error: {bad}: {not_image}"
+    assert lines[2].startswith(f"error: {blank}: blank image: no ink found")
+    assert lines[3] == f"error: {tmp_path / 'missing.png'}: no such file"
 
     not_a_model = tmp_path / "model.onnx"
     not_a_model.write_bytes(b"\x00" * 64)
@@ -240,7 +241,7 @@ def test_the_model_a_real_server_serves_checked_against_its_sha256(
     from_file = node("--model", model.onnx, "--json", "--top", "3", *files)
     assert json.loads(served.stdout) == json.loads(from_file.stdout)
     assert text.returncode == 0, text.stderr
-    assert text.stdout.splitlines()[0] == (
+    assert text.stderr.splitlines()[0] == (
         f"model: {url}/model.onnx (version 1, SHA-256 {sha} verified)"
     )
     with altered_model_server(model.onnx.read_bytes()) as altered:

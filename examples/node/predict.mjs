@@ -211,9 +211,11 @@ async function main() {
   if (opt.json) {
     console.log(JSON.stringify(results));
   } else {
-    console.log(`model: ${model}`);
+    // as `mnist-pipeline predict`: the model and the files that failed on stderr, so that
+    // stdout holds the answers alone
+    console.error(`model: ${model}`);
     for (const r of results) {
-      if (r.error) { console.log(`error: ${r.error}`); continue; }
+      if (r.error) { console.error(`error: ${r.error}`); continue; }
       let line = `${r.file}: ${r.digit} (p=${r.probability.toFixed(3)})`;
       if (r.top) line += '  top: ' + r.top.map((t) => `${t.digit} (${t.probability.toFixed(3)})`).join(', ');
       console.log(line);
