@@ -144,11 +144,13 @@ def strokes(digit: np.ndarray) -> list[tuple[int, int, int]]:
 def draw(page, digit: np.ndarray) -> None:
     """Draw `digit` on the pad with the mouse, as a person tracing it row by row would."""
     box = page.locator("#pad").bounding_box()
+    border = page.evaluate("() => document.getElementById('pad').clientLeft")
+    left, top = box["x"] + border, box["y"] + border  # the canvas's pixels start inside it
     for r, c0, c1 in strokes(digit):
-        y = box["y"] + (r + 0.5) * SCALE
-        page.mouse.move(box["x"] + (c0 + 0.5) * SCALE, y)
+        y = top + (r + 0.5) * SCALE
+        page.mouse.move(left + (c0 + 0.5) * SCALE, y)
         page.mouse.down()
-        page.mouse.move(box["x"] + (c1 + 0.5) * SCALE, y, steps=2)
+        page.mouse.move(left + (c1 + 0.5) * SCALE, y, steps=2)
         page.mouse.up()
 
 
@@ -229,6 +231,24 @@ def test_touch_draws_and_clear_resets(page) -> None:
     assert top[0].split()[0] == digit  # the label is the most probable row
     page.click("#clear")
     assert shown(page) == ("–", [])
+
+
+def test_ink_lands_under_the_pointer(page) -> None:
+    """A dot made at a point of the canvas is centred on that pixel of the pad: the pad's
+    border is not counted into its coordinates (it put ink up to 2 px off, towards the
+    far corner)."""
+    box = page.locator("#pad").bounding_box()
+    border = page.evaluate("() => document.getElementById('pad').clientLeft")
+    for x, y in ((30, 30), (250, 40), (140, 260)):
+        page.click("#clear")
+        page.mouse.move(box["x"] + border + x, box["y"] + border + y)
+        page.mouse.down()
+        page.mouse.up()
+        ink = np.argwhere(pad_pixels(page)[..., 0] < 128)  # (row, column) of each dark pixel
+        assert len(ink), (x, y)
+        row, column = ink.mean(axis=0) + 0.5  # a pixel's centre
+        assert abs(column - x) < 0.5 and abs(row - y) < 0.5, ((x, y), (column, row))
+    page.click("#clear")
 
 
 def test_offline_the_page_shows_no_feedback_control(page) -> None:

@@ -64,9 +64,13 @@ function clearPad() {
 
 // ---- drawing (pointer events: mouse, pen and touch alike) ----
 let last = null;
+/** The pad's pixel under the pointer: measured from inside the canvas's border (the bounding
+ * rectangle includes it), scaled from its CSS size to its own 280x280 pixels. */
 function point(event) {
   const rect = pad.getBoundingClientRect();
-  return [(event.clientX - rect.left) * (pad.width / rect.width), (event.clientY - rect.top) * (pad.height / rect.height)];
+  const x = event.clientX - rect.left - pad.clientLeft;
+  const y = event.clientY - rect.top - pad.clientTop;
+  return [x * (pad.width / pad.clientWidth), y * (pad.height / pad.clientHeight)];
 }
 function strokeTo([x, y]) {
   ctx.fillStyle = ctx.strokeStyle = '#000';
