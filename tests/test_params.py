@@ -130,6 +130,17 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("train:\n  warmup_fraction: 0\n", ["train.warmup_fraction", "greater than 0"]),
         ("train:\n  val_size: 60000\n", ["train.val_size", "60000 leaves no images to train"]),
         ("- just\n- a list\n", ["top level must be a mapping"]),
+        # an explicit tag the text cannot be: PyYAML's KeyError and AttributeError otherwise
+        ("train:\n  temperature_scaling: !!bool maybe\n", ["not valid YAML", "explicit tag"]),
+        ("train:\n  epochs: !!timestamp garbage\n", ["not valid YAML", "explicit tag"]),
+        ('serve:\n  feedback_tokens_file: "a\\0b"\n', ["serve.feedback_tokens_file", "NUL"]),
+        (
+            'serve:\n  cors_origins: ["http://localhost:8080/"]\n',
+            ["serve.cors_origins", "'http://localhost:8080/' is not an origin as a browser"],
+        ),
+        ('serve:\n  cors_origins: ["http://LocalHost:8080"]\n', ["serve.cors_origins", "lower"]),
+        ('serve:\n  cors_origins: ["127.0.0.1:5500"]\n', ["serve.cors_origins", "not an origin"]),
+        ('serve:\n  cors_origins: ["null"]\n', ["serve.cors_origins", "not an origin"]),
         ("train: [unclosed\n", ["not valid YAML"]),
     ],
 )

@@ -71,6 +71,7 @@ def test_a_recipe_may_extend_a_params_file_of_comments_only(tmp_path: Path) -> N
         ),
         ({"r.yaml": {"extends": ["params.yaml"]}}, r"r\.yaml: extends must name a params file"),
         ({"r.yaml": {"extends": " "}}, r"extends must name a params file, got ' '"),
+        ({"r.yaml": {"extends": "a\0b"}}, r"extends must name a params file, got 'a\\x00b'"),
         ({"r.yaml": {"extends": "r.yaml"}}, r"r\.yaml: extends: r\.yaml extends itself"),
         (
             {"r.yaml": {"extends": "s.yaml"}, "s.yaml": {"extends": "r.yaml"}},

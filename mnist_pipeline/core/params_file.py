@@ -42,7 +42,7 @@ def read_params_file(path: Path, extended_by: tuple[Path, ...] = ()) -> tuple[An
     if not isinstance(raw, dict) or EXTENDS not in raw:
         return raw, str(path)
     base = raw.pop(EXTENDS)
-    if not isinstance(base, str) or not base.strip():
+    if not isinstance(base, str) or not base.strip() or "\0" in base:  # no name holds a NUL
         raise ParamsError(f"{path}: {EXTENDS} must name a params file, got {quoted(base)}")
     base_path = path.parent / base
     chain = (*extended_by, path)

@@ -9,7 +9,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mnist_pipeline.core.validators import check_cron, check_location, check_timezone
+from mnist_pipeline.core.validators import (
+    check_cron,
+    check_location,
+    check_origin,
+    check_timezone,
+)
 
 # A window of N live images drawn like the reference's reaches a PSI of about 45/N by chance in
 # some feature from N = 200 on (`python -m benchmarks.drift_chance`: peak 0.23 at N=200, 0.15 at
@@ -194,6 +199,27 @@ class ServeParams(Section):
                 f"{value!r} is neither a version (3, v3) nor an alias name (1-64 lowercase "
                 "letters, digits, '.', '_' or '-', starting with a letter or digit)"
             )
+        return value
+
+    @field_validator("feedback_tokens_file")
+    @classmethod
+    def _tokens_path(cls, value: str | None) -> str | None:
+        if value is not None and "\0" in value:  # no file name holds one
+            raise ValueError(f"{value!r} holds a NUL character")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        """Each as a browser sends it in `Origin` (compared as text): a trailing slash or a
+        path would never match, and the page would be refused with nothing said at startup."""
+        for origin in value:
+            if origin != "*" and not check_origin(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin as a browser sends it: scheme://host[:port] "
+                    "in lowercase, with no path, not even a trailing '/' (e.g. "
+                    "http://127.0.0.1:5500), or '*' for any"
+                )
         return value
 
     @model_validator(mode="after")

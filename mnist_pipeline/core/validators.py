@@ -9,7 +9,7 @@ import re
 import reprlib
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import BaseModel, ValidationError
@@ -279,3 +279,20 @@ def describe_errors(
             continue
         lines.append(f"{where}: {rule} (got {quoted(item.get('input'))})")
     return problems(lines)
+
+
+def check_origin(origin: str) -> bool:
+    """Whether `origin` is a web origin as browsers write it in the `Origin` header:
+    http(s)://host[:port], lowercase, nothing after the port."""
+    try:
+        parts = urlsplit(origin)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number or too large
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and "@" not in parts.netloc
+        and origin == f"{parts.scheme}://{parts.netloc}"
+        and origin == origin.lower()
+    )

@@ -95,6 +95,11 @@ def load_yaml_strict(text: str) -> Any:
         raise yaml.YAMLError("nested too deeply (lists or mappings inside each other)") from None
     except (ValueError, OverflowError) as exc:  # a constructor's: a scalar it cannot convert
         raise yaml.YAMLError(f"a value that cannot be read: {exc}") from None
+    except (KeyError, AttributeError, TypeError):  # PyYAML's, for a tag its text cannot be:
+        # `!!bool maybe` (a KeyError), `!!timestamp garbage` (an AttributeError)
+        raise yaml.YAMLError(
+            "a value that cannot be read as its explicit tag (!!bool, !!timestamp, ...) says"
+        ) from None
 
 
 def describe_yaml_error(exc: yaml.YAMLError) -> str:
