@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from mnist_pipeline.core.params import EvaluateParams, ExportParams, ModelParams
 from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.evaluation import gate
 from mnist_pipeline.export.export import collect_metadata, export, export_onnx
+from mnist_pipeline.export.session import open_session
 from mnist_pipeline.model.network import build_model
 from mnist_pipeline.model.weights import load_model
 from mnist_pipeline.serving import predict
@@ -121,6 +123,22 @@ def test_caller_cannot_override_builtin_metadata(exported, tmp_path: Path) -> No
             {"class_labels": "[]"},
         )  # fmt: skip
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_folder_whose_name_is_not_utf8_exports_and_loads(exported, tmp_path: Path) -> None:
+    """onnx's checker and onnxruntime take only paths they can encode as UTF-8 (a TypeError
+    and a signature dump otherwise): the file is checked and loaded from its bytes."""
+    folder = tmp_path / os.fsdecode(b"pr\xffoj")  # a byte no UTF-8 name holds
+    folder.mkdir()
+    result = export_onnx(ExportParams(), "classic", exported / "model.pt", folder / "m.onnx", {})
+    assert result.sha256 == file_sha256(folder / "m.onnx")
+    assert result.size_bytes == (folder / "m.onnx").stat().st_size
+    probabilities = open_session(folder / "m.onnx").run(
+        ["probabilities"], {"image": np.zeros((1, 1, 28, 28), np.float32)}
+    )[0]
+    assert probabilities.shape == (1, 10)
+    with pytest.raises(PipelineError, match=r"cannot read .*none\.onnx: No such file"):
+        open_session(folder / "none.onnx")
 
 
 def test_missing_weights_are_a_clear_error(tmp_path: Path) -> None:

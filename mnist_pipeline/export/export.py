@@ -12,6 +12,7 @@ test accuracy and optional model version (`collect_metadata`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -217,13 +218,14 @@ def export_onnx(
     check_graph(proto, params.opset)
 
     with atomic.atomic_path(onnx_path) as tmp:
-        onnx.save_model(proto, str(tmp), save_as_external_data=False)
+        onnx.save_model(proto, tmp, save_as_external_data=False)
+        written = tmp.read_bytes()  # checked as read back (onnx's checker takes only UTF-8 paths)
         try:
-            onnx.checker.check_model(str(tmp), full_check=True)
+            onnx.checker.check_model(onnx.load_model_from_string(written), full_check=True)
         except onnx.checker.ValidationError as exc:
             raise PipelineError(f"exported model fails onnx.checker: {exc}") from None
-        sha256 = file_sha256(tmp)
-        size = tmp.stat().st_size
+        sha256 = hashlib.sha256(written).hexdigest()
+        size = len(written)
     return ExportResult(onnx_path, sha256, size, params.opset, meta)
 
 

@@ -32,7 +32,10 @@ def open_session(
     options.log_severity_level = 3
     if threads is not None:
         options.intra_op_num_threads = threads
-    source = str(model) if isinstance(model, Path) else model
+    try:  # a path's bytes: onnxruntime takes only a path it can encode as UTF-8
+        source = model.read_bytes() if isinstance(model, Path) else model
+    except OSError as exc:
+        raise PipelineError(f"cannot read {label}: {exc.strerror or exc}") from None
     try:
         session = ort.InferenceSession(source, options, providers=PROVIDERS)
     except Exception as exc:  # onnxruntime raises its own exception types
