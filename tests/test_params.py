@@ -134,6 +134,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("train:\n  temperature_scaling: !!bool maybe\n", ["not valid YAML", "explicit tag"]),
         ("train:\n  epochs: !!timestamp garbage\n", ["not valid YAML", "explicit tag"]),
         ('serve:\n  feedback_tokens_file: "a\\0b"\n', ["serve.feedback_tokens_file", "NUL"]),
+        ('serve:\n  host: ""\n', ["serve.host", "at least 1 character"]),
         (
             'serve:\n  cors_origins: ["http://localhost:8080/"]\n',
             ["serve.cors_origins", "'http://localhost:8080/' is not an origin as a browser"],

@@ -498,8 +498,10 @@ def test_serve_report_names_a_file_that_is_not_a_saved_answer(tmp_path: Path) ->
     both = ["--root", str(tmp_path), "serve-report", "--url", "http://127.0.0.1:9", "--from"]
     said = CliRunner().invoke(app, [*both, str(saved)])  # one is dropped unseen: refused
     assert said.exit_code == 2 and "not both" in said.output, said.output
-    blank = CliRunner().invoke(app, ["--root", str(tmp_path), "serve-report", "--url", " "])
-    assert blank.exit_code == 2 and "a blank URL names no server" in blank.output, blank.output
+    for url in (" ", "not a url", "127.0.0.1:8000", "ftp://127.0.0.1/"):  # a usage error
+        bad = CliRunner().invoke(app, ["--root", str(tmp_path), "serve-report", "--url", url])
+        words = " ".join(bad.output.replace("│", " ").split())  # the error box, unwrapped
+        assert bad.exit_code == 2 and "is not an http(s) URL such as http" in words, bad.output
     for text in ('{"a": 1}', "[]"):  # JSON, but not what GET /model answers
         saved.write_text(text)
         with pytest.raises(DataError, match="not a saved GET /model answer"):

@@ -14,6 +14,7 @@ import sys
 import threading
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 from filelock import Timeout
@@ -207,8 +208,11 @@ def serve_report(
 
     if saved is not None and url is not None:  # a usage error: exit 2
         raise typer.BadParameter("reads a server or a saved answer, not both", param_hint="--url")
-    if url is not None and not url.strip():  # not the default server's answer, unasked
-        raise typer.BadParameter("a blank URL names no server", param_hint="--url")
+    if url is not None and urlsplit(url.strip()).scheme not in ("http", "https"):  # a blank
+        # one too: not the default server's answer, unasked
+        raise typer.BadParameter(
+            f"{url!r} is not an http(s) URL such as http://127.0.0.1:8000", param_hint="--url"
+        )
     params = state(ctx).params()
     if saved is not None:
         status = shadow_report.read_status(saved)

@@ -142,7 +142,7 @@ _MODEL_REF = re.compile(
 class ServeParams(Section):
     """`mnist-pipeline serve`: where it listens, what it serves, and its request limits."""
 
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", min_length=1)  # an address or a host name
     port: int = Field(default=8000, ge=1, le=65535)
     model: str = Field(default="production", min_length=1)  # an alias or a version number
     workers: int = Field(default=1, ge=1, le=64)
