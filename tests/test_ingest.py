@@ -346,8 +346,9 @@ def test_an_ingest_interrupted_between_its_renames_is_refused_when_read(
     mixed = "is not the file the last ingest wrote .*an ingest was interrupted"
     if renamed < 5:  # an IDX file not replaced yet
         split = "train" if renamed < 3 else "holdout"  # its images, other ones now
-        with pytest.raises(DataError, match=mixed):
+        with pytest.raises(DataError, match=mixed) as refused:
             extra.read_split(layout.extra_dir, split)
+        assert str(refused.value).count("mnist-pipeline ingest") == 1  # the hint said once
         with pytest.raises(DataError, match=mixed):
             extra.extra_sha256(layout.extra_dir)
     with pytest.raises(DataError, match=mixed):  # the manifest is the last to go

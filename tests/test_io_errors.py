@@ -113,11 +113,15 @@ def test_cli_io_error_is_one_line_with_exit_code_74(
 
 
 def test_a_folder_refusing_temp_files_is_named_by_the_file_asked_for() -> None:
-    """The temp name (`/proc/.x.json.38iencb2.tmp.json`) is no file the user asked for."""
+    """The temp name (`/proc/.x.json.38iencb2.tmp.json`, `/proc/.write-check-k2x9`) is no file
+    the user asked for."""
     for write in (lambda t: atomic.write_bytes(t, b"{}"), lambda t: atomic.write_many({t: b""})):
         with pytest.raises(OSError) as refused:
             write(Path("/proc/x.json"))  # no file can be created there, even by root
         assert refused.value.filename == "/proc/x.json"
+    with pytest.raises(OSError) as refused:  # a stage's check before its work: the folder
+        atomic.check_writable(Path("/proc"))
+    assert refused.value.filename == "/proc"
 
 
 def test_a_file_where_a_folder_is_needed_is_named_as_such(tmp_path: Path) -> None:

@@ -141,8 +141,11 @@ def check_writable(*folders: Path) -> None:
     now, rather than after minutes of work (read-only filesystem, permissions, full disk)."""
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
-            pass
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+                pass
+        except OSError as exc:  # the folder, not the probe's random name, is what to fix
+            raise type(exc)(exc.errno, exc.strerror, str(folder)) from None
 
 
 def check_targets(*files: Path) -> None:

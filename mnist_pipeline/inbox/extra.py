@@ -87,14 +87,15 @@ def read_split(extra_dir: Path, split: str) -> Split:
 def _read_split(extra_dir: Path, split: str, read: dict[str, bytes]) -> Split:
     """`read_split` of an ingest's folder; the bytes of its two files, as read and checked, are
     added to `read` (file name -> bytes)."""
-    try:
+    try:  # a file checksums.json does not name is DataError naming it and what to run
         for name in (images_file(split), labels_file(split)):
             read[name] = checked(extra_dir, name)
-        images = idx.parse_images(read[images_file(split)], images_file(split))
-        labels = idx.parse_labels(read[labels_file(split)], labels_file(split))
     except FileNotFoundError as exc:
         raise DataError(f"missing {exc.filename}: run `mnist-pipeline ingest`") from None
-    except DataError as exc:
+    try:
+        images = idx.parse_images(read[images_file(split)], images_file(split))
+        labels = idx.parse_labels(read[labels_file(split)], labels_file(split))
+    except DataError as exc:  # names the file only
         raise DataError(f"{extra_dir}: {exc}: run `mnist-pipeline ingest` again") from None
     if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or len(images) != len(labels):
         raise DataError(
