@@ -135,6 +135,8 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("train:\n  epochs: !!timestamp garbage\n", ["not valid YAML", "explicit tag"]),
         ('serve:\n  feedback_tokens_file: "a\\0b"\n', ["serve.feedback_tokens_file", "NUL"]),
         ('serve:\n  host: ""\n', ["serve.host", "at least 1 character"]),
+        ("registry:\n  root: ~/models\n", ["registry.root", "'~' is not expanded here"]),
+        ("inbox:\n  shared: ~alice/inbox\n", ["inbox.shared", "'~' is not expanded here"]),
         (
             'serve:\n  cors_origins: ["http://localhost:8080/"]\n',
             ["serve.cors_origins", "'http://localhost:8080/' is not an origin as a browser"],

@@ -152,6 +152,11 @@ def check_location(location: str) -> str:
     _unpadded(location)
     scheme = _scheme(location, STORAGE_SCHEMES, what)
     _no_nul(location, scheme)
+    if scheme is None and location.startswith("~"):  # a shell's, not a path's
+        raise ValueError(
+            f"{location!r}: '~' is not expanded here (a folder named '~' would be made in the "
+            "project): write the home folder's path"
+        )
     if scheme is None:
         return location
     if scheme == "s3" and not location[len(scheme) + 1 :].startswith("//"):  # file:/x: a path
