@@ -59,6 +59,10 @@ def test_check_grid_gives_each_config_its_params(tiny_workdir: Path) -> None:
     ("grid", "message"),
     [
         ([], r"sweep grid is empty: give at least one config"),
+        (
+            [{"train.learning_rate": 1e-4 * (i + 1)} for i in range(65)],
+            r"sweep grid has 65 configs, more than 64: each is a full training run",
+        ),
         ({"train.seed": 1}, "sweep grid: expected a list of configs"),
         ([{}, 3], r"sweep grid\[1\]: expected a mapping of dotted params, got 3"),
         (
@@ -215,6 +219,14 @@ def test_pick_best_leaves_failures_out_and_fails_only_when_none_succeeded() -> N
         pick_best([failed, trials[2]])
     assert "grid[0]: run a Crashed; grid[2]: run c Failed: stage train failed: boom" in str(
         refused.value
+    )
+    many = [trial(i, None, f"run {i} Crashed") for i in range(40)]  # one line, not forty
+    with pytest.raises(PipelineError) as refused:
+        pick_best(many)
+    assert str(refused.value) == (
+        "sweep: no trial succeeded (grid[0]: run 0 Crashed; grid[1]: run 1 Crashed; grid[2]: "
+        "run 2 Crashed; grid[3]: run 3 Crashed; grid[4]: run 4 Crashed; and 35 more (each "
+        "trial run says why))"
     )
 
 

@@ -7,7 +7,7 @@ inputs fingerprint) and compares trials by their validation accuracy, so each co
 a validation split. The best trial is the highest validation accuracy; a tie goes to the
 earliest config in the grid. Test accuracy plays no part: trials never evaluate on the test set.
 Two configs that train the same (`train.dropout: null` is the architecture's own dropout) are
-refused: a sweep would spend a trial on one model twice.
+refused: a sweep would spend a trial on one model twice; so is a grid of more than MAX_CONFIGS.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ from mnist_pipeline.core.params import Params, load_params
 from mnist_pipeline.training.fingerprint import SECTIONS
 
 ARCH_DROPOUT = {"classic": 0.5, "wide": 0.2}  # each network's own dropout (model/network.py)
+# Each config is a full training run on the work pool: a grid this long is a mistake (a
+# generated list), not a sweep; several sweeps take more.
+MAX_CONFIGS = 64
+FAILURES_NAMED = 5  # in the error of a sweep none of whose trials succeeded; the rest counted
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,11 @@ def check_grid(grid: Any, params_file: Path) -> list[tuple[dict[str, Any], Param
         raise ParamsError(f"sweep grid: expected a list of configs, got {grid!r}")
     if not grid:
         raise ParamsError("sweep grid is empty: give at least one config")
+    if len(grid) > MAX_CONFIGS:
+        raise ParamsError(
+            f"sweep grid has {len(grid)} configs, more than {MAX_CONFIGS}: each is a full "
+            "training run on the work pool; split it into several sweeps"
+        )
     load_params(params_file)  # the file's own errors name the file, not a config
     checked: list[tuple[dict[str, Any], Params]] = []
     seen: dict[str, int] = {}
@@ -122,7 +131,9 @@ def pick_best(trials: Sequence[Trial]) -> Trial:
     PipelineError listing every failure when no trial succeeded."""
     done = [t for t in trials if t.ok]
     if not done:
-        failures = "; ".join(f"grid[{t.index}]: {t.error}" for t in trials)
+        failures = "; ".join(f"grid[{t.index}]: {t.error}" for t in trials[:FAILURES_NAMED])
+        if len(trials) > FAILURES_NAMED:
+            failures += f"; and {len(trials) - FAILURES_NAMED} more (each trial run says why)"
         raise PipelineError(f"sweep: no trial succeeded ({failures})")
     return max(done, key=lambda t: (t.val_accuracy, -t.index))
 
