@@ -40,6 +40,7 @@ from flows.artifacts import (
 from flows.notify import check_block, notify_failure, notify_started
 from flows.run_options import flow_overrides, merged_overrides, run_folder_name
 from flows.trials import publish_trial, trial_row
+from mnist_pipeline.core import atomic
 from mnist_pipeline.core.errors import GateError, StageFailed, one_line_errors
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, load_params
@@ -74,7 +75,11 @@ def run_inputs(
     if not look_up:
         return fingerprint, None
     registry = open_registry(params.registry, layout)
-    return fingerprint, registry.version_with_fingerprint(fingerprint["sha256"])
+    found = registry.version_with_fingerprint(fingerprint["sha256"])
+    folder = layout.registry_root(params.registry.root)
+    if found is None and isinstance(folder, Path):  # it will register: a folder that cannot
+        atomic.check_writable(folder)  # take files fails now, not after the training
+    return fingerprint, found
 
 
 # A store that fails briefly is tried again (a sync resumes where one stopped: inbox/sync.py).

@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         "--pool", help="create the deployment on this process work pool and exit (no serving)"
     )
     args = parser.parse_args(argv)
+    if args.pool is not None and not args.pool.strip():  # else deployments on no pool
+        parser.error("--pool: a blank name names no work pool")
     if args.cron is not None:
         try:
             check_cron(args.cron)

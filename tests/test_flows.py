@@ -133,6 +133,19 @@ def test_gate_failure_fails_the_run_and_registers_nothing(tiny_workdir: Path) ->
     assert not list(tiny_workdir.glob("runs/*/models/model.onnx"))
 
 
+def test_a_registry_folder_that_cannot_take_files_fails_the_run_before_training(
+    tiny_workdir: Path,
+) -> None:
+    """Found at the start (the inputs task), not after training, evaluation and export."""
+    unusable = "/proc/mnist-registry"  # no folder can be made there, even by root
+    state = retrain(
+        workdir=str(tiny_workdir), overrides={"registry.root": unusable}, return_state=True
+    )
+    assert state.is_failed()
+    assert f"stage inputs failed: {unusable}: " in state.message, state.message
+    assert not list(tiny_workdir.glob("runs/*/models/model.pt"))  # nothing was trained
+
+
 def test_the_command_ends_with_one_error_line(
     tiny_workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

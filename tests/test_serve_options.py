@@ -45,6 +45,14 @@ def test_a_bad_cron_is_a_usage_error() -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_a_blank_pool_is_a_usage_error() -> None:
+    """`--pool ''` made deployments on no pool (no worker would run them) and exited 0."""
+    for pool in ("", " "):
+        done = serve("--workdir", str(REPO_ROOT), "--pool", pool)
+        assert done.returncode == 2, done.stderr
+        assert "--pool: a blank name names no work pool" in done.stderr, done.stderr
+
+
 def test_a_server_that_cannot_be_reached_is_named_in_one_line() -> None:
     api = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
     done = serve("--pool", "nowhere", PREFECT_API_URL=api, PREFECT_CLIENT_MAX_RETRIES="0")
