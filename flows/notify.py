@@ -11,11 +11,14 @@ the failure to notify is logged.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from prefect.blocks.core import Block
 from prefect.exceptions import MissingContextError
 from prefect.logging.loggers import flow_run_logger, get_run_logger
+
+from mnist_pipeline.core.service_params import BLOCK_SLUG
 
 logger = logging.getLogger("mnist_pipeline.notify")
 
@@ -79,6 +82,10 @@ def check_block(slug: str | None) -> bool:
     if not slug:
         return False
     try:
+        if not re.fullmatch(BLOCK_SLUG, slug):  # Prefect's own error: a failed tuple unpacking
+            raise ValueError(
+                "not of the form block-type/block-name, in lowercase letters, digits and dashes"
+            )
         Block.load(slug)
     except Exception as exc:  # not found, a slug without "type/name", a server that refused
         why = " ".join(str(exc).split())[:200]

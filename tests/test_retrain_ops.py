@@ -226,6 +226,13 @@ def test_a_block_that_cannot_be_loaded_outside_a_flow_run_is_logged_not_raised(
     with caplog.at_level(logging.ERROR, logger="mnist_pipeline.notify"):
         assert notify.check_block("custom-webhook/mnist-typo") is False
     assert "notify_block custom-webhook/mnist-typo cannot be loaded" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="mnist_pipeline.notify"):
+        assert notify.check_block("garbage") is False  # the form said, not Python's unpacking
+    assert (
+        "notify_block garbage cannot be loaded (not of the form block-type/block-name, "
+        "in lowercase letters, digits and dashes)"
+    ) in caplog.text
 
 
 def test_a_run_killed_mid_training_leaves_other_runs_and_the_registry_alone(

@@ -25,6 +25,8 @@ DRIFT_CHANCE_SEEN = 45.0
 DRIFT_CHANCE = 50.0
 MIN_DRIFT_WINDOW = 200
 MAX_DRIFT_WINDOW = 100_000
+# a Prefect block's "block-type/block-name" (schedule.notify_block, the flow's parameter)
+BLOCK_SLUG = r"^[a-z0-9-]+/[a-z0-9-]+$"
 # the sweep's trial deployment of the retraining flow (flows/serve.py, prefect.yaml)
 TRIAL_DEPLOYMENT_NAME = "trial"
 
@@ -98,7 +100,7 @@ class ScheduleParams(Section):
     keep_runs: int = Field(default=10, ge=1)
     # A Prefect notification block ("block-type/block-name") told about every failed run;
     # Prefect names blocks with lowercase letters, digits and dashes only.
-    notify_block: str | None = Field(default=None, pattern=r"^[a-z0-9-]+/[a-z0-9-]+$")
+    notify_block: str | None = Field(default=None, pattern=BLOCK_SLUG)
     # `data add` with a Prefect server: this many new labelled digits start a retraining run.
     min_new_images: int = Field(default=10, ge=1)
 
