@@ -38,7 +38,12 @@ from flows.artifacts import (
     publish_up_to_date,
 )
 from flows.notify import check_block, notify_failure, notify_started
-from flows.run_options import flow_overrides, merged_overrides, run_folder_name
+from flows.run_options import (
+    fetch_worth_retrying,
+    flow_overrides,
+    merged_overrides,
+    run_folder_name,
+)
 from flows.trials import publish_trial, trial_row
 from mnist_pipeline.core import atomic
 from mnist_pipeline.core.errors import GateError, StageFailed, one_line_errors
@@ -108,11 +113,13 @@ def sync_inbox(params: Params, shared: Layout) -> str:
 
 
 # One task per stage, named after it; of the stages only fetch touches the network, so only
-# fetch is retried.
+# fetch is retried (when the network or a server failed it).
 STAGE_TASKS = {
     name: run_stage.with_options(name=name, task_run_name=name) for name in stages.STAGES
 }
-STAGE_TASKS["fetch"] = STAGE_TASKS["fetch"].with_options(retries=2, retry_delay_seconds=2)
+STAGE_TASKS["fetch"] = STAGE_TASKS["fetch"].with_options(
+    retries=2, retry_delay_seconds=2, retry_condition_fn=fetch_worth_retrying
+)
 
 
 def _value(name: str, state: State) -> Any:

@@ -1,5 +1,6 @@
 """How a retraining run is given its params and its folder: the flow's named parameters as
-params.yaml overrides, and the name of the run's own folder inside runs/."""
+params.yaml overrides, the name of the run's own folder inside runs/, and when its fetch is
+tried again."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import uuid
 from typing import Any
 
 from prefect.runtime import flow_run
+from prefect.states import State
 
 from mnist_pipeline.core.errors import ParamsError
+from mnist_pipeline.data.fetch import FetchError
 
 
 def flow_overrides(
@@ -43,3 +46,15 @@ def run_folder_name() -> str:
         name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(flow_run.name or "run")).lstrip(".-")
         return f"{name[:64] or 'run'}-{str(flow_run.id).replace('-', '')[-12:]}"
     return f"local-{uuid.uuid4().hex[:8]}"
+
+
+def fetch_worth_retrying(_task: Any, _task_run: Any, state: State) -> bool:
+    """Whether a failed fetch may succeed if asked again: not when every mirror answered for
+    good (a checksum mismatch, a missing folder, a 404), which retries would only repeat."""
+    try:
+        state.result()
+    except FetchError as exc:
+        return exc.transient
+    except Exception:  # noqa: BLE001 - anything else is tried again, as before
+        return True
+    return False

@@ -4,6 +4,7 @@ import contextlib
 import gzip
 import http.server
 import os
+import socket
 import socketserver
 import threading
 import zlib
@@ -118,6 +119,14 @@ def test_all_mirrors_failing_lists_each_mirror_and_why(tmp_path: Path, tiny_file
     assert "corrupt or truncated gzip" in message
     assert not (Layout(tmp_path).data_dir / TRAIN_IMAGES).exists()
     assert list((Layout(tmp_path).data_dir).iterdir()) == []
+    assert info.value.transient is False  # every mirror answered: asking again would not help
+    with socket.socket() as closed:  # a port nothing listens on: the network's failure
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    params = data_params(sha, tmp_path / "nowhere", f"http://127.0.0.1:{port}/")
+    with pytest.raises(DataError) as info:
+        fetch(params, Layout(tmp_path), show_progress=False)
+    assert "unreachable" in str(info.value) and info.value.transient is True
 
 
 def test_a_mirror_answering_a_web_page_for_the_gz_name_is_told_and_tried_uncompressed(

@@ -219,6 +219,18 @@ def test_fetch_is_retried_after_a_failing_mirror(tmp_path: Path, flaky_http_mirr
     assert len(requests) == 5
 
 
+def test_fetch_is_not_retried_when_the_mirror_answered_for_good(
+    tmp_path: Path, flaky_http_mirror
+) -> None:
+    """The 503 is tried again; the checksum mismatch that follows is not (a retry would
+    download the same file and fail the same way)."""
+    url, sha, requests = flaky_http_mirror
+    workdir = make_workdir(tmp_path, url, {**sha, "train-images-idx3-ubyte": "0" * 64})
+    with pytest.raises(StageFailed, match="sha256 mismatch of decompressed content"):
+        retrain.fn(workdir=str(workdir))
+    assert len(requests) == 2  # the 503, then the file with other content: no third try
+
+
 def test_unchanged_dataset_is_not_fetched_again(tmp_path: Path, flaky_http_mirror) -> None:
     url, sha, requests = flaky_http_mirror
     workdir = make_workdir(tmp_path, url, sha)

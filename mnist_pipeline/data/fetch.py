@@ -34,7 +34,21 @@ CHUNK = 1 << 20
 
 
 class MirrorError(Exception):
-    """One mirror could not deliver one file (the reason is the message)."""
+    """One mirror could not deliver one file (the reason is the message); `transient` when
+    asking again may succeed (the network or the server failed, not the file or the path)."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class FetchError(DataError):
+    """No mirror delivered a file; `transient` when some mirror failed in a way that asking
+    again may mend (the retraining flow retries only those)."""
+
+    def __init__(self, message: str, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -98,16 +112,18 @@ def _open(source: str, timeout: float) -> tuple[BinaryIO, int | None]:
     except (ValueError, http.client.InvalidURL) as exc:  # "http://[::1", "https://exa mple.com/"
         raise MirrorError(f"not a valid URL: {exc}") from None
     except urllib.error.HTTPError as exc:
-        raise MirrorError(f"HTTP {exc.code} {exc.reason}") from None
+        busy = exc.code >= 500 or exc.code in (408, 429)  # the server's, not the file's
+        raise MirrorError(f"HTTP {exc.code} {exc.reason}", busy) from None
     except urllib.error.URLError as exc:
         reason = exc.reason
         if isinstance(reason, FileNotFoundError):
             raise MirrorError("not found") from None
-        raise MirrorError(f"unreachable: {reason}") from None
+        raise MirrorError(f"unreachable: {reason}", transient=True) from None
     except (TimeoutError, OSError) as exc:
-        raise MirrorError(f"unreachable: {exc}") from None
+        raise MirrorError(f"unreachable: {exc}", transient=True) from None
     except http.client.HTTPException as exc:  # not HTTP at all (BadStatusLine, LineTooLong)
-        raise MirrorError(f"not an HTTP answer: {type(exc).__name__}: {exc}") from None
+        why = f"not an HTTP answer: {type(exc).__name__}: {exc}"
+        raise MirrorError(why, transient=True) from None
     length = response.headers.get("Content-Length")
     return response, int(length) if length and length.isascii() and length.isdigit() else None
 
@@ -132,7 +148,7 @@ def _download(source: str, out: BinaryIO, timeout: float, progress: Progress | N
         if progress is not None and task is not None:
             progress.remove_task(task)
     if length is not None and received != length:
-        raise MirrorError(f"truncated download: {received} of {length} bytes")
+        raise MirrorError(f"truncated download: {received} of {length} bytes", transient=True)
 
 
 IDX_UBYTE = bytes((0, 0, idx.UBYTE))  # how an IDX file of unsigned bytes starts
@@ -144,7 +160,7 @@ def _read(stream: BinaryIO, received: int) -> bytes:
         return stream.read(CHUNK)
     except (TimeoutError, OSError, http.client.HTTPException) as exc:  # IncompleteRead, too
         why = f"{type(exc).__name__}: {exc}" if isinstance(exc, http.client.HTTPException) else exc
-        raise MirrorError(f"download interrupted after {received} bytes: {why}") from None
+        raise MirrorError(f"download interrupted after {received} bytes: {why}", True) from None
 
 
 def _fetch_one(
@@ -161,7 +177,7 @@ def _fetch_one(
                 errors.append(f"{filename}: {exc}")
                 if str(exc) == "not found" or str(exc).startswith("HTTP 404"):
                     continue
-                raise MirrorError("; ".join(errors)) from None
+                raise MirrorError("; ".join(errors), exc.transient) from None
             raw.seek(0)
             data = raw.read()
         try:
@@ -232,7 +248,7 @@ def _fetch_locked(params: DataParams, data_dir: Path, show_progress: bool | None
             if _is_verified(target, expected):
                 present.append(spec.name)
                 continue
-            failures = []
+            failures, transient = [], False
             for mirror in params.mirrors:
                 try:
                     content = _fetch_one(
@@ -240,12 +256,14 @@ def _fetch_locked(params: DataParams, data_dir: Path, show_progress: bool | None
                     )
                 except MirrorError as exc:
                     failures.append(f"  {mirror}: {exc}")
+                    transient = transient or exc.transient
                     continue
                 downloaded[spec.name], contents[target] = mirror, content
                 break
             else:
-                raise DataError(
-                    f"could not fetch {spec.name} from any mirror:\n" + "\n".join(failures)
+                raise FetchError(
+                    f"could not fetch {spec.name} from any mirror:\n" + "\n".join(failures),
+                    transient,
                 )
     atomic.write_many(contents)
     _cleanup_stray_temps(data_dir)
