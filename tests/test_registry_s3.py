@@ -20,6 +20,7 @@ from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import LostAliases, Registry, commit, s3
 from mnist_pipeline.registry.backends import open_storage
+from mnist_pipeline.registry.garbage import GRACE_S
 from mnist_pipeline.registry.s3 import S3Bucket, parse_url
 from mnist_pipeline.registry.s3_lease import Lease
 from mnist_pipeline.registry.signing import Signing
@@ -260,6 +261,32 @@ def test_unreferenced_blobs_are_reported_and_collected(s3_url: str, make) -> Non
     assert not registry.storage.renew(f"{MODEL}/blobs/sha256/{'1' * 64}")  # not there
     assert registry.collect_garbage(min_age_s=0).removed == [f"{MODEL}/blobs/sha256/{'0' * 64}"]
     assert registry.garbage() == [] and registry.version_numbers() == [1]
+
+
+def test_a_probe_left_by_a_process_that_died_is_garbage_once_old(
+    s3_url: str, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The conditional-write check writes `.probe/<id>` and deletes it; a process killed in
+    between left it for good. Younger than PROBE_GRACE_S it may still be in use."""
+    from mnist_pipeline.registry import s3_conditions
+
+    registry = Registry(s3_url, MODEL)
+    register_candidate(registry, make(1), PARAMS)
+    store = registry.storage
+    assert isinstance(store, S3Bucket)
+    assert store._put(".probe/left", b"1", IfNoneMatch="*")  # as the check's first put
+    assert registry.garbage() == []  # just written: a process may be checking right now
+    assert registry.collect_garbage(min_age_s=0).removed == []
+    now = time.time()
+    for moved in (s3_conditions.PROBE_GRACE_S + 1, GRACE_S + 1):  # the store's clock, moved on
+        monkeypatch.setattr(s3, "server_time", lambda _answer, t=now + moved: t)
+        # verify counts it at an hour, as a folder's temp files; gc takes it from 5 minutes
+        assert registry.garbage() == ([".probe/left"] if moved > GRACE_S else [])
+    assert registry.collect_garbage(min_age_s=0).removed == [".probe/left"]
+    assert store._listed(".probe/") == {} and registry.garbage() == []
+    assert registry.version_numbers() == [1] and registry.verify() == []
+    with pytest.raises(RegistryError, match="is not a probe's name"):
+        store.remove_abandoned(f"{MODEL}/card.json")
 
 
 def test_gc_stops_deleting_once_its_lease_was_taken_over(

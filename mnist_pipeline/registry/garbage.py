@@ -1,5 +1,6 @@
 """Garbage in a registry: blobs no card refers to, left by registrations that did not commit
-(commit.py), and partial writes a killed writer left (a local folder's temp files), and their
+(commit.py), and partial writes a killed writer left (a local folder's temp files; an object
+store's conditional-write probes), and their
 removal (`models gc`) while no registration is in progress, once they are old enough."""
 
 from __future__ import annotations
@@ -75,8 +76,9 @@ def collect(registry: Registry, min_age_s: float = GRACE_S) -> Collected:
 
 
 def _partial(key: str) -> bool:
-    """A partial write's name (its file name starts with '.', which no key's does)."""
-    return key.rpartition("/")[2].startswith(".")
+    """A partial write's name, or an object store's probe: a part of it starts with '.', which
+    no key's does."""
+    return any(part.startswith(".") for part in key.split("/"))
 
 
 @dataclass(frozen=True)

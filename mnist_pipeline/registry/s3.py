@@ -30,7 +30,9 @@ from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry.s3_conditions import (
     UNCONDITIONAL_DELETE,
     UnsupportedCondition,
+    abandoned_probes,
     check_conditions,
+    remove_probe,
 )
 from mnist_pipeline.registry.s3_names import (
     NOT_FOUND,
@@ -139,6 +141,18 @@ class S3Bucket(Storage):
         return sorted(self.ages(prefix))
 
     def ages(self, prefix: str) -> dict[str, float]:
+        ages = self._listed(prefix)
+        # leases and probes live under dot-names, which no key has (as the local folder hides them)
+        return {k: a for k, a in ages.items() if not any(p.startswith(".") for p in k.split("/"))}
+
+    def abandoned(self, prefix: str, older_than_s: float) -> list[str]:
+        return abandoned_probes(self, older_than_s)  # whatever the model's prefix: at the root
+
+    def remove_abandoned(self, name: str) -> None:
+        remove_probe(self, name)
+
+    def _listed(self, prefix: str) -> dict[str, float]:
+        """Every key under `prefix` (dot-names too), with its age by the store's clock."""
         paginator = self.client.get_paginator("list_objects_v2")
         ages: dict[str, float] = {}
         try:
@@ -149,8 +163,7 @@ class S3Bucket(Storage):
                     ages[item["Key"][len(self.root) :]] = age
         except (ClientError, BotoCoreError, TypeError, ValueError) as exc:
             raise self._failure("list", prefix, exc) from None
-        # leases and probes live under dot-names, which no key has (as the local folder hides them)
-        return {k: a for k, a in ages.items() if not any(p.startswith(".") for p in k.split("/"))}
+        return ages
 
     def renew(self, key: str) -> bool:
         """A copy of the object onto itself (new LastModified, the same bytes and ETag)."""

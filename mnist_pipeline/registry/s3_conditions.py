@@ -5,7 +5,8 @@ twice and with a wrong `If-Match`: an endpoint that ignores either condition, or
 does not implement it (501 NotImplemented), is refused (every race there would be a silent
 overwrite). A DELETE with a wrong `If-Match` tells whether deletes
 are conditional too; where they are not (ignored, or 501 NotImplemented) they are sent without
-the condition, with a warning.
+the condition, with a warning. A probe a process left by dying between its put and its delete
+is garbage that `models gc` removes once it is old enough.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from mnist_pipeline.registry.s3_names import PRECONDITION_FAILED, UNSUPPORTED, e
 if TYPE_CHECKING:
     from mnist_pipeline.registry.s3 import S3Bucket
 
+PROBES = ".probe/"
+# A probe lives for a few requests; one older than this was left by a process that died between
+# writing and deleting it (`models gc` removes it).
+PROBE_GRACE_S = 300.0
 HONOURED: set[tuple[str, str]] = set()  # (endpoint, bucket) whose conditional writes were checked
 UNCONDITIONAL_DELETE: set[tuple[str, str]] = set()  # of those, the ones ignoring If-Match on DELETE
 logger = logging.getLogger("mnist_pipeline.registry.s3")
@@ -41,7 +46,7 @@ def check_conditions(bucket: S3Bucket) -> None:
 
     if (bucket.endpoint, bucket.bucket) in HONOURED:
         return
-    probe = f".probe/{uuid.uuid4().hex}"
+    probe = f"{PROBES}{uuid.uuid4().hex}"
     wrong = '"00000000000000000000000000000000"'
     where = f"{bucket.role} {bucket.location} at {bucket.endpoint}"
     try:
@@ -90,3 +95,17 @@ def _deletes_conditionally(bucket: S3Bucket, probe: str, wrong: str) -> bool:
     except BotoCoreError as exc:
         raise bucket._failure("delete", probe, exc) from None
     return False
+
+
+def abandoned_probes(bucket: S3Bucket, older_than_s: float) -> list[str]:
+    """Probes left behind, written `older_than_s` ago or more (PROBE_GRACE_S at least: a probe
+    younger may still be in use)."""
+    ages = bucket._listed(PROBES)
+    return sorted(k for k, age in ages.items() if age >= max(older_than_s, PROBE_GRACE_S))
+
+
+def remove_probe(bucket: S3Bucket, name: str) -> None:
+    """Delete a probe `abandoned_probes` named; RegistryError for any other name."""
+    if not name.startswith(PROBES) or "/" in name[len(PROBES) :]:
+        raise RegistryError(f"{name!r} is not a probe's name")
+    bucket.delete(name)
