@@ -262,14 +262,25 @@ def test_gc_keeps_unreferenced_files_younger_than_its_grace(registry: Registry, 
 
 
 def test_gc_keeps_the_files_of_a_card_it_cannot_trust(registry: Registry, make) -> None:
-    """A card whose seal fails is damage to report, not garbage: its files stay."""
+    """A card whose seal fails is damage to report, not garbage: gc stops, since its file
+    table may be the part edited (a file dropped from it would look unreferenced)."""
     register_candidate(registry, make(1), PARAMS)
     register_candidate(registry, make(2), PARAMS)
+    older = time.time() - GRACE_S - 60
+    for blob in (model_dir(registry) / "blobs" / "sha256").iterdir():
+        os.utime(blob, (older, older))  # old enough for any gc
     card_path = stored(registry, 2, "card.json")
     card = json.loads(card_path.read_text())
-    writable(card_path).write_text(json.dumps({**card, "created": "edited"}))  # seal broken
-    assert registry.garbage() == [] and registry.collect_garbage().removed == []
-    assert stored(registry, 2, "model.onnx").is_file()
+    onnx = stored(registry, 2, "model.onnx")
+    for edited in (
+        {**card, "created": "edited"},
+        {**card, "files": {k: v for k, v in card["files"].items() if k != "model.onnx"}},
+    ):
+        writable(card_path).write_text(json.dumps(edited))  # seal broken
+        for collect in (registry.garbage, lambda: registry.collect_garbage(min_age_s=0)):
+            with pytest.raises(RegistryError, match="v2: card.json was modified after regis"):
+                collect()
+        assert onnx.is_file()
     writable(card_path).write_text("{not json")
     with pytest.raises(RegistryError, match="v2: card.json is unreadable"):
         registry.collect_garbage()
@@ -278,6 +289,22 @@ def test_gc_keeps_the_files_of_a_card_it_cannot_trust(registry: Registry, make) 
     writable(card_path).write_text(json.dumps({**card, "files": {"model.onnx": "A" * 64}}))
     with pytest.raises(RegistryError, match="v2: card.json is unreadable"):
         registry.collect_garbage()
+
+
+def test_gc_takes_only_blobs_under_the_blob_folder(registry: Registry, make) -> None:
+    """A stray file, or another model's store put inside this one's blob folder (a
+    registry.root pointing there), is no registration's leftover: gc leaves it."""
+    register_candidate(registry, make(1), PARAMS)
+    blobs = model_dir(registry) / "blobs" / "sha256"
+    (blobs / "notes.txt").write_text("kept by hand")
+    inner = Registry(blobs, "sha256")  # model `sha256` with its root inside the blob folder
+    register_candidate(inner, make(2), PARAMS)
+    older = time.time() - GRACE_S - 60
+    for path in blobs.rglob("*"):
+        os.utime(path, (older, older))
+    assert registry.garbage() == [] and registry.collect_garbage(min_age_s=0).removed == []
+    assert (blobs / "notes.txt").is_file() and inner.version_numbers() == [1]
+    assert inner.verify() == [] and registry.verify() == []
 
 
 def test_gc_keeps_the_files_of_a_version_whose_card_is_missing(registry: Registry, make) -> None:

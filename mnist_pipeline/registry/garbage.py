@@ -1,16 +1,18 @@
 """Garbage in a registry: blobs no card refers to, left by registrations that did not commit
 (commit.py), and partial writes a killed writer left (a local folder's temp files; an object
-store's conditional-write probes), and their
-removal (`models gc`) while no registration is in progress, once they are old enough."""
+store's conditional-write probes), and their removal (`models gc`) while no registration is in
+progress, once they are old enough."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import keys
+from mnist_pipeline.registry.card import is_sealed
 
 if TYPE_CHECKING:
     from mnist_pipeline.registry.api import Registry
@@ -28,10 +30,10 @@ PARTIAL_GRACE_S = 300.0
 
 def find(registry: Registry) -> list[str]:
     """Blobs no card refers to (left by registrations that did not commit), then the storage's
-    abandoned partial writes. Every card counts, also one whose seal or signature fails (its
-    files are evidence, not garbage); a card that is missing below the newest version (or the
-    alias document's) or is not even readable JSON stops the search (RegistryError), since
-    what it needs is unknown."""
+    abandoned partial writes. Every card counts, also one whose signature fails (its files are
+    evidence, not garbage); a card that is missing below the newest version (or the alias
+    document's), is not even readable JSON, or whose seal fails (its file table may be the
+    part edited) stops the search (RegistryError), since what it needs is unknown."""
     name, listing = registry.name, registry.storage.list(f"{registry.name}/")
     used: set[str] = set()
     versions = keys.committed_versions(name, listing)
@@ -45,14 +47,24 @@ def find(registry: Registry) -> list[str]:
     cards = registry.storage.read_many([keys.card_key(name, version) for version in versions])
     for version, data in zip(versions, cards, strict=True):
         try:
-            files = json_text.loads((data or b"").decode("utf-8"))["files"]
+            card = json_text.loads((data or b"").decode("utf-8"))
+            files = card["files"]
             used |= {keys.blob_key(name, str(sha)) for sha in files.values()}
         except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RegistryError):
             raise RegistryError(
                 f"{name} v{version}: card.json is unreadable, so which stored files it needs "
                 "is unknown; restore or remove it before collecting garbage"
             ) from None
-    blobs = [key for key in listing if key.startswith(f"{name}/{keys.BLOBS}/") and key not in used]
+        if not is_sealed(card):  # an edited file table would free the files it dropped
+            raise RegistryError(
+                f"{name} v{version}: card.json was modified after registration (its seal "
+                "fails), so which stored files it needs is unknown; restore it before "
+                "collecting garbage"
+            )
+    # only blobs: whatever else lies there (a stray file, another model's store put inside
+    # this one's) is no registration's leftover
+    blob = re.compile(re.escape(f"{name}/{keys.BLOBS}/") + "[0-9a-f]{64}")
+    blobs = [key for key in listing if blob.fullmatch(key) and key not in used]
     return blobs + registry.storage.abandoned(f"{name}/", GRACE_S)
 
 
