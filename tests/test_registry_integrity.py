@@ -100,7 +100,13 @@ def test_corrupt_alias_file_is_reported(registry: Registry, make) -> None:
     (model_dir(registry) / "aliases.json").write_text('{"aliases": {"../x": 1}}')
     with pytest.raises(RegistryError, match="invalid alias"):
         registry.aliases()
-    (model_dir(registry) / "aliases.json").write_text("{not json")
+    document = model_dir(registry) / "aliases.json"
+    document.write_text('{"aliases": {"production": 1}, "owner": "team-a"}')  # added by hand
+    assert any("unknown field(s) 'owner'" in p for p in registry.verify()), registry.verify()
+    with pytest.raises(RegistryError, match="unknown field\\(s\\) 'owner'"):
+        registry.promote(1, "staging")
+    assert "owner" in document.read_text()  # a write would have dropped it
+    document.write_text("{not json")
     (model_dir(registry) / "stray.txt").write_text("x")  # still found beside it
     problems = registry.verify()
     assert any("not readable JSON" in p for p in problems)

@@ -227,6 +227,13 @@ def parse(data: bytes | None, where: str) -> AliasState:
         raise RegistryError(f"{where} is not readable JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise RegistryError(f"{where}: top level must be a JSON object")
+    unknown = sorted(set(raw) - set(AliasState().to_dict()))
+    if unknown:  # the next promote would write the document without them
+        raise RegistryError(
+            f"{where}: unknown field(s) {', '.join(map(repr, unknown))} (it holds aliases, "
+            "history, events and last_version): remove them, or upgrade to the release that "
+            "wrote them"
+        )
     aliases, history = raw.get("aliases", {}), raw.get("history", {})
     events, last = raw.get("events", []), raw.get("last_version", 0)
     _int_map(aliases, where, "aliases", lists=False)
