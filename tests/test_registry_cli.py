@@ -129,6 +129,8 @@ def test_a_version_argument_that_is_no_number_is_refused_before_anything_moves(
         refused = models(workdir, command, "production")
         assert refused.exit_code == 2
         assert "expected a version number such as 3 or v3, got 'production'" in refused.output
+        huge = models(workdir, command, "9" * 20)  # as `show` refuses it: a usage error
+        assert huge.exit_code == 2 and "over 18 digits" in huge.output, huge.output
     assert models(workdir, "history", "--json").stdout == before
 
 

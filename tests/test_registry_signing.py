@@ -67,6 +67,9 @@ def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> Non
     with contextlib.chdir(key.parent):  # a folder with no name of its own, too
         here = runner.invoke(app, ["models", "keygen", "."])
     assert here.exit_code == 1 and str(here.exception).startswith(". is a folder: give the key")
+    for empty in ("", " "):  # said as such, not " is a folder"
+        blank = runner.invoke(app, ["models", "keygen", empty])
+        assert blank.exit_code == 2 and "the key file's path is empty" in blank.output
     new_folder = runner.invoke(app, ["models", "keygen", f"{tmp_path}/keys/"])  # not there yet
     assert new_folder.exit_code == 1 and "keys/ is a folder: give the key" in str(
         new_folder.exception

@@ -27,6 +27,8 @@ def keygen(
     ],
 ) -> None:
     """Create an Ed25519 key pair for signing model cards (never overwrites a key)."""
+    if not given.strip():  # a usage error, as a missing PATH is
+        raise typer.BadParameter("the key file's path is empty", param_hint="PATH")
     # a Path would drop a trailing "/" or "/." and write a file named as the folder
     if given.replace(os.sep, "/").rsplit("/", 1)[-1] in ("", ".", ".."):
         raise RegistryError(f"{given} is a folder: give the key file's path in it")

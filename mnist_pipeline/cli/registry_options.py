@@ -26,10 +26,12 @@ Actor = Annotated[
 
 def version_number(text: str) -> int:
     """A version as `show` takes one: 3 or v3 (aliases are not numbers)."""
-    match = keys.REF_VERSION_RE.fullmatch(text.strip())
-    if match is None:
+    if keys.REF_VERSION_RE.fullmatch(text.strip()) is None:
         raise typer.BadParameter(f"expected a version number such as 3 or v3, got {text!r}")
-    return int(match.group(1))
+    try:  # the registry's own limits (digits), as `show` applies them
+        return int(keys.parse_ref(text))
+    except RegistryError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def version_argument(help_text: str) -> Any:
