@@ -5,7 +5,6 @@ progress, once they are old enough."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -13,6 +12,7 @@ from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import keys
 from mnist_pipeline.registry.card import is_sealed
+from mnist_pipeline.registry.storage import hidden
 
 if TYPE_CHECKING:
     from mnist_pipeline.registry.api import Registry
@@ -63,8 +63,14 @@ def find(registry: Registry) -> list[str]:
             )
     # only blobs: whatever else lies there (a stray file, another model's store put inside
     # this one's) is no registration's leftover
-    blob = re.compile(re.escape(f"{name}/{keys.BLOBS}/") + "[0-9a-f]{64}")
-    blobs = [key for key in listing if blob.fullmatch(key) and key not in used]
+    folder = f"{name}/{keys.BLOBS}/"
+    blobs = [
+        key
+        for key in listing
+        if key.startswith(folder)
+        and keys.SHA256_RE.fullmatch(key[len(folder) :])
+        and key not in used
+    ]
     return blobs + registry.storage.abandoned(f"{name}/", GRACE_S)
 
 
@@ -73,24 +79,18 @@ def collect(registry: Registry, min_age_s: float = GRACE_S) -> Collected:
     included), while no registration is in progress; what was removed, what was kept."""
     storage, name = registry.storage, registry.name
     with storage.exclusive(f"{name}/register") as still_held:
-        blobs = [key for key in find(registry) if not _partial(key)]
+        blobs = [key for key in find(registry) if not hidden(key)]
         ages = storage.ages(f"{name}/{keys.BLOBS}/")
         old_partial = storage.abandoned(f"{name}/", max(min_age_s, PARTIAL_GRACE_S))
         removed = [key for key in blobs if ages.get(key, 0.0) >= min_age_s] + old_partial
         everything = blobs + storage.abandoned(f"{name}/", 0.0)
         for key in removed:
             still_held()  # else a registration that took the lock over may be using `key`
-            if _partial(key):
+            if hidden(key):
                 storage.remove_abandoned(key)
             else:
                 storage.delete(key)
     return Collected(removed, [key for key in everything if key not in removed])
-
-
-def _partial(key: str) -> bool:
-    """A partial write's name, or an object store's probe: a part of it starts with '.', which
-    no key's does."""
-    return any(part.startswith(".") for part in key.split("/"))
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from mnist_pipeline.registry.s3_names import (
     parse_url,
     server_time,
 )
-from mnist_pipeline.registry.storage import Storage, check_key
+from mnist_pipeline.registry.storage import Storage, check_key, hidden
 
 try:
     import boto3
@@ -143,7 +143,7 @@ class S3Bucket(Storage):
     def ages(self, prefix: str) -> dict[str, float]:
         ages = self._listed(prefix)
         # leases and probes live under dot-names, which no key has (as the local folder hides them)
-        return {k: a for k, a in ages.items() if not any(p.startswith(".") for p in k.split("/"))}
+        return {key: age for key, age in ages.items() if not hidden(key)}
 
     def abandoned(self, prefix: str, older_than_s: float) -> list[str]:
         return abandoned_probes(self, older_than_s)  # whatever the model's prefix: at the root

@@ -104,3 +104,9 @@ def check_key(key: str) -> str:
     if not key or key.startswith("/") or any(p in ("", ".", "..") or p[0] == "." for p in parts):
         raise RegistryError(f"invalid storage key {key!r}")
     return key
+
+
+def hidden(name: str) -> bool:
+    """Whether a part of `name` starts with '.', as no key's does (check_key): a backend's own
+    leases, probes and partial writes."""
+    return any(part.startswith(".") for part in name.split("/"))
