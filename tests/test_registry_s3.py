@@ -813,3 +813,33 @@ def test_a_store_that_stops_mid_registration_leaves_no_half_version(
         assert done.version == 2 and registry.aliases()["production"] == 2
         registry.collect_garbage(min_age_s=0)
         assert registry.garbage() == [] and registry.verify() == []
+
+
+def test_a_store_that_stops_after_the_listing_fails_list_and_verify_as_a_whole(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, make
+) -> None:
+    """The store answers the listing of versions, then no more: reading the cards fails in one
+    line naming the endpoint, read once (not again card by card), rather than every version
+    shown as refused (`models list` exiting 0 with nothing read)."""
+    bucket = new_bucket(s3_endpoint)
+    with proxy(s3_endpoint) as store:
+        use_endpoint(monkeypatch, store.url)
+        url = f"s3://{bucket}/registry"
+        for number in (1, 2, 3):
+            register_candidate(Registry(url, MODEL), make(number, accuracy=0.97), PARAMS)
+        registry = Registry(url, MODEL)
+        reads: list[list[str]] = []
+        read_many = registry.storage.read_many
+        monkeypatch.setattr(
+            registry.storage, "read_many", lambda keys: reads.append(keys) or read_many(keys)
+        )
+        # verify lists the versions once before its catalogue does
+        for look, listings in ((registry.catalogue, 1), (registry.verify, 2)):
+            listed = iter(range(listings, 0, -1))
+            store.down_after = lambda _, path, n=listed: "list-type" in path and next(n) == 1
+            store.down.clear()
+            reads.clear()
+            with pytest.raises(StoreError) as failed:
+                look()
+            assert str(failed.value).startswith(f"registry {url} at {store.url}: ")
+            assert len(reads) == 1 and len(reads[0]) == 3  # the cards at once, and no more

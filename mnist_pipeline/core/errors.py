@@ -83,7 +83,12 @@ class RegistryError(PipelineError):
 
 class StoreError(RegistryError):
     """The registry's store did not answer or refused a request (object storage); unlike a
-    damaged version, trying again later may succeed."""
+    damaged version, trying again later may succeed. `whole_store`: not about one object (no
+    answer, credentials refused, no such bucket), so no other read would fare better."""
+
+    def __init__(self, message: str, whole_store: bool = False) -> None:
+        super().__init__(message)
+        self.whole_store = whole_store
 
 
 class StageFailed(PipelineError):

@@ -61,12 +61,17 @@ class Registry:
         self, strict: bool = False, reuse: bool = False
     ) -> list[tuple[int, dict[str, Any] | None, str | None]]:
         """(version, card, None) for every version, or (version, None, problem) when its card
-        cannot be trusted: one damaged version does not hide the others. `strict`: a store that
-        does not answer (StoreError) fails the whole, as deciding on part of it would. `reuse`:
-        a card read earlier in the same registration is not read again (see `_cards`)."""
+        cannot be trusted: one damaged version does not hide the others. A store that does not
+        answer at all (StoreError.whole_store) fails the whole, and with `strict` so does any
+        StoreError, as deciding on part of it would. `reuse`: a card read earlier in the same
+        registration is not read again (see `_cards`)."""
         versions = self.version_numbers()
         try:
             stored: list[bytes | None] | None = self._cards(versions, reuse)
+        except StoreError as exc:
+            if exc.whole_store:  # read one by one, each would wait for no answer again
+                raise
+            stored = None
         except RegistryError:  # one card could not be read: one by one, so it hides no other
             stored = None
         entries: list[tuple[int, dict[str, Any] | None, str | None]] = []
@@ -75,7 +80,7 @@ class Registry:
                 data = self._cards([version], reuse)[0] if stored is None else stored[i]
                 entries.append((version, self._checked_card(version, data)[0], None))
             except RegistryError as exc:
-                if strict and isinstance(exc, StoreError):
+                if isinstance(exc, StoreError) and (strict or exc.whole_store):
                     raise
                 entries.append((version, None, str(exc)))
         return entries

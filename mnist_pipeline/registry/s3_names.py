@@ -78,18 +78,19 @@ def failure(where: str, bucket: str, action: str, key: str, exc: Exception) -> S
     if isinstance(exc, NoCredentialsError):
         return StoreError(
             f"{where}: no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-            "or AWS_PROFILE)"
+            "or AWS_PROFILE)",
+            whole_store=True,
         )
     if isinstance(exc, ClientError):
         code = error_code(exc)
         message = exc.response.get("Error", {}).get("Message", "")
         if code == "NoSuchBucket":
-            return StoreError(f"{where}: bucket {bucket!r} does not exist")
+            return StoreError(f"{where}: bucket {bucket!r} does not exist", whole_store=True)
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return StoreError(f"{where}: credentials refused ({code}: {message})")
+            return StoreError(f"{where}: credentials refused ({code}: {message})", True)
         if code in ("AccessDenied", "403"):  # known credentials, not allowed this
             return StoreError(
                 f"{where}: access denied: cannot {action} {key!r} ({code}: {message})"
             )
         return StoreError(f"{where}: {action} {key!r} failed ({code}: {message})")
-    return StoreError(f"{where}: cannot {action} {key!r}: {exc}")
+    return StoreError(f"{where}: cannot {action} {key!r}: {exc}", whole_store=True)  # no answer
