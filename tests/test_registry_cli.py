@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from rich.console import Console
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from mnist_pipeline.cli import models as models_cli
 from mnist_pipeline.cli.app import app
@@ -154,6 +154,12 @@ def test_a_malformed_reference_is_a_usage_error_and_an_unknown_one_a_failure(
     assert "unknown version 'v7' of mnist-cnn" in str(unknown.exception)
 
 
+def usage_error(result: Result, message: str) -> None:
+    """`result` is a usage error (exit 2) whose box holds `message`."""
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.replace("│", " ").split()), result.output
+
+
 def test_a_comment_or_actor_that_is_not_one_printable_line_moves_nothing(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -169,25 +175,24 @@ def test_a_comment_or_actor_that_is_not_one_printable_line_moves_nothing(
         ("--comment", "red\x1b[31m", "'\\x1b' at 3"),
         ("--actor", "user:a\tb", "'\\t' at 6"),
     ):
-        refused = models(workdir, "promote", "2", option, text)
-        assert refused.exit_code == 1, refused.output
         what = option.removeprefix("--")
-        assert str(refused.exception) == (
-            f"the {what} holds a control character ({shown.replace(chr(92) * 2, chr(92))}): "
-            "give one line of printable text"
+        usage_error(
+            models(workdir, "promote", "2", option, text),
+            f"Invalid value for '{option}': the {what} holds a control character "
+            f"({shown.replace(chr(92) * 2, chr(92))}): give one line of printable text",
         )
-    undecoded = models(workdir, "promote", "2", "--comment", "caf\udce9 fix")  # a Latin-1 é
-    assert str(undecoded.exception) == (
+    usage_error(  # a Latin-1 é
+        models(workdir, "promote", "2", "--comment", "caf\udce9 fix"),
         "the comment holds a byte that is not UTF-8 ('\\udce9' at 3): give one line of "
-        "printable text in UTF-8"
+        "printable text in UTF-8",
     )  # stored, it would have broken `models history` for good (the trail cannot be edited)
     assert printable("caf\udce9") == "caf\\udce9"
-    assert models(workdir, "promote", "2", "--comment", "x" * 2001).exit_code == 1
+    usage_error(models(workdir, "promote", "2", "--comment", "x" * 2001), "2,001 characters")
     for nobody in ("  ", ""):  # an event that names nobody (empty: not replaced by the user)
-        blank = models(workdir, "promote", "2", "--actor", nobody)
-        assert str(blank.exception) == (
-            "the actor is blank: name who makes this move (or leave it out)"
-        ), blank.output
+        usage_error(
+            models(workdir, "approve", "2", "--actor", nobody),
+            "the actor is blank: name who makes this move (or leave it out)",
+        )
     assert models(workdir, "history", "--json").stdout == before
     assert models(workdir, "promote", "2", "--comment", "geprüft: ok").exit_code == 0
 

@@ -9,16 +9,38 @@ import typer
 
 from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import keys
+from mnist_pipeline.registry.aliases import checked_actor, commented
+
+
+def comment_text(text: str) -> str:
+    """A --comment the audit trail takes (one printable line); a usage error otherwise."""
+    try:
+        return commented(text)["comment"]
+    except RegistryError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def actor_text(text: str) -> str:
+    """An --actor the audit trail takes (not blank, one printable line); a usage error
+    otherwise (an empty one too: it is never replaced by the default)."""
+    try:
+        return str(checked_actor(text))
+    except RegistryError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
 
 Comment = Annotated[
     str | None,
-    typer.Option("--comment", metavar="TEXT", help="Why: recorded in the audit trail."),
+    typer.Option(
+        "--comment", metavar="TEXT", parser=comment_text, help="Why: recorded in the audit trail."
+    ),
 ]
 Actor = Annotated[
     str | None,
     typer.Option(
         "--actor",
         metavar="WHO",
+        parser=actor_text,
         help="Who, for the audit trail (default: the Prefect flow run, else user:<login>).",
     ),
 ]
