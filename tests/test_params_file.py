@@ -141,3 +141,12 @@ def test_a_refused_value_is_quoted_short_however_large_it_expands(tmp_path: Path
     path.write_text("\n".join(lines) + "\nextends: *g\n")
     with pytest.raises(ParamsError, match=r"extends must name a params file, got \[\[\["):
         load_params(path, environ={})
+
+
+def test_an_extends_that_is_a_link_to_itself_is_one_line(tmp_path: Path) -> None:
+    """A symbolic link loop named by `extends`: the OS's error reading it, not a RuntimeError
+    traceback from resolving the chain."""
+    (tmp_path / "loop.yaml").symlink_to("loop.yaml")
+    write(tmp_path / "r.yaml", {"extends": "loop.yaml"})
+    with pytest.raises(ParamsError, match=r"loop\.yaml: Too many levels of symbolic links$"):
+        load_params(tmp_path / "r.yaml", environ={})

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from mnist_pipeline.cli import pending_view
 from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.errors import DataError
-from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.layout import Layout, within
 from mnist_pipeline.core.params import IngestParams
 from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.inbox import extra, pending
@@ -464,3 +464,16 @@ def test_a_pending_area_that_is_a_file_is_named_not_read_as_empty(tmp_path: Path
     listed = cli(tmp_path, "pending")
     assert listed.exit_code == 1 and isinstance(listed.exception, DataError)
     assert "pending area" in str(listed.exception) and "is not a folder" in str(listed.exception)
+
+
+def test_a_save_folder_that_is_a_link_to_itself_is_one_line(tmp_path: Path) -> None:
+    """A symbolic link loop given as --save: the OS's error about it (one line from main()),
+    not Python's RuntimeError traceback from resolving the path."""
+    (tmp_path / "params.yaml").write_text("{}\n")
+    (a,) = sevens(tmp_path / "in", 1)
+    assert cli(tmp_path, "add", str(a), "--label", "7", "--pending").exit_code == 0
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop.name)
+    refused = cli(tmp_path, "pending", "--save", str(loop))
+    assert isinstance(refused.exception, OSError), refused.exception
+    assert not within(loop, tmp_path / "data") and within(loop, tmp_path)

@@ -18,9 +18,10 @@ RUNS_DIR = "runs"
 
 
 def within(path: Path, folder: Path) -> bool:
-    """Whether `path` lies in `folder` (or is it), as written or with links resolved."""
-    return path.absolute().is_relative_to(folder.absolute()) or path.resolve().is_relative_to(
-        folder.resolve()
+    """Whether `path` lies in `folder` (or is it), as written or with links resolved (a link
+    loop: as written)."""
+    return path.absolute().is_relative_to(folder.absolute()) or resolved(path).is_relative_to(
+        resolved(folder)
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from mnist_pipeline.core.errors import ParamsError
+from mnist_pipeline.core.layout import resolved
 from mnist_pipeline.core.regular_file import FileTooLarge, NotRegularFile, read_regular
 from mnist_pipeline.core.validators import quoted
 from mnist_pipeline.core.yaml_text import describe_yaml_error, load_yaml_strict
@@ -46,7 +47,7 @@ def read_params_file(path: Path, extended_by: tuple[Path, ...] = ()) -> tuple[An
         raise ParamsError(f"{path}: {EXTENDS} must name a params file, got {quoted(base)}")
     base_path = path.parent / base
     chain = (*extended_by, path)
-    if base_path.resolve() in {p.resolve() for p in chain}:
+    if resolved(base_path) in {resolved(p) for p in chain}:  # a link loop: as written
         raise ParamsError(f"{path}: {EXTENDS}: {base} extends itself through {chain[0]}")
     inherited, source = read_params_file(base_path, chain)
     if inherited is None:  # a file of comments only: every default
