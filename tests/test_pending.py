@@ -314,7 +314,9 @@ def test_accept_moves_all_or_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
         pending.accept(layout.pending, layout.inbox, sha[:2], "rita")  # b rejected meanwhile
     (item,) = [i for i in pending.items(layout.pending) if i.sha256 == sha[2]]
     item.path.write_bytes(a)  # the file no longer holds the image its name says
-    with pytest.raises(DataError, match="not the SHA-256 it is named by; nothing was accepted"):
+    with pytest.raises(
+        DataError, match=r"not the SHA-256 it is named by \(damaged\?\); nothing was accepted"
+    ):
         pending.accept(layout.pending, layout.inbox, [sha[0], sha[2]], "rita")
     assert inbox.entries(layout.inbox) == []
     assert [r["action"] for r in reviewed(tmp_path)] == ["reject"]
@@ -477,3 +479,45 @@ def test_a_save_folder_that_is_a_link_to_itself_is_one_line(tmp_path: Path) -> N
     refused = cli(tmp_path, "pending", "--save", str(loop))
     assert isinstance(refused.exception, OSError), refused.exception
     assert not within(loop, tmp_path / "data") and within(loop, tmp_path)
+
+
+def test_an_accept_one_image_of_which_cannot_be_stored_moves_and_logs_nothing(
+    tmp_path: Path,
+) -> None:
+    """The file the second image would be stored as holds other bytes (edited in place): the
+    accept is refused before anything moves, and the review log records no accept."""
+    (tmp_path / "params.yaml").write_text("{}\n")
+    layout = Layout(tmp_path)
+    a, b = sevens(tmp_path / "in", 2)
+    assert cli(tmp_path, "add", str(a), str(b), "--label", "1", "--pending").exit_code == 0
+    first, second = (hashlib.sha256(p.read_bytes()).hexdigest() for p in (a, b))
+    blocking = layout.inbox / "1" / f"{second}.png"
+    blocking.parent.mkdir(parents=True)
+    blocking.write_bytes(b.read_bytes()[:60])
+    refused = cli(tmp_path, "accept", first[:8], second[:8])
+    assert isinstance(refused.exception, DataError), refused.output
+    assert "holds other bytes than the image its name says" in str(refused.exception)
+    assert sorted(item.sha256 for item in pending.items(layout.pending)) == sorted([first, second])
+    assert all(entry.sha256 != first for entry in inbox.entries(layout.inbox))
+    assert not any(line["action"] == "accept" for line in reviewed(tmp_path))
+    assert blocking.read_bytes() == b.read_bytes()[:60]  # the other image's only copy, kept
+
+
+@pytest.mark.parametrize("label", ["4", "9"])
+def test_a_damaged_pending_image_is_repaired_by_sending_it_again(
+    tmp_path: Path, label: str
+) -> None:
+    """A pending copy whose bytes no longer match its name (cut short on disk) cannot be
+    accepted; the same image sent again (the same claim, or another) writes it anew."""
+    (tmp_path / "params.yaml").write_text("{}\n")
+    layout = Layout(tmp_path)
+    (a,) = sevens(tmp_path / "in", 1)
+    assert cli(tmp_path, "add", str(a), "--label", "4", "--pending").exit_code == 0
+    (item,) = pending.items(layout.pending)
+    Path(item.path).write_bytes(a.read_bytes()[:100])
+    refused = cli(tmp_path, "accept", item.sha256[:8], "--label", "4")
+    assert isinstance(refused.exception, DataError)
+    assert "`data reject` removes it" in str(refused.exception)
+    assert cli(tmp_path, "add", str(a), "--label", label, "--pending").exit_code == 0
+    assert Path(item.path).read_bytes() == a.read_bytes()
+    assert cli(tmp_path, "accept", item.sha256[:8], "--label", "4").exit_code == 0

@@ -377,6 +377,25 @@ def test_an_accept_the_shared_inbox_refuses_publishes_nothing(
     assert len(review_queue.queue(shared).found) == 2 and review_log(shared) == []
 
 
+def test_an_accept_this_hosts_inbox_cannot_take_publishes_nothing(
+    location: str, tmp_path: Path
+) -> None:
+    """The file the second image would be stored as here holds other bytes (edited in place):
+    refused before the first is published, recorded or moved."""
+    shared, extra = SharedInbox(location), tmp_path / "extra"
+    one, two = digit(tmp_path, 20), digit(tmp_path, 21)
+    first = review_queue.submit(shared, one, "1.png", 3, "token:kiosk").sha256
+    second = review_queue.submit(shared, two, "2.png", 5, "token:kiosk").sha256
+    blocking = extra / "5" / f"{second}.png"
+    blocking.parent.mkdir(parents=True)
+    blocking.write_bytes(two[:60])
+    with pytest.raises(DataError, match="holds other bytes than the image its name says"):
+        review_shared.accept(shared, extra, [first[:8], second[:8]], "bob")
+    assert shared.record(first) is None and shared.record(second) is None
+    assert len(review_queue.queue(shared).found) == 2 and review_log(shared) == []
+    assert blocking.read_bytes() == two[:60]
+
+
 def test_an_accept_cut_short_is_finished_once_and_cannot_be_rejected(
     location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -112,6 +112,10 @@ def submit(
         known = {item.sha256: item for item in items(folder)}
         item = known.get(digest)
         claims = item.claims if item is not None else ()
+        image = folder / f"{digest}.{suffix}"
+        absent = not image.is_file()
+        if not absent and not _intact(image, digest):  # damaged: this copy repairs it
+            write_bytes(image, data)
         stored = next((c for c in claims if c.source == source and c.label == digit), None)
         if stored is not None:  # the claim as first made: its time and client
             return Submitted("known", digest, stored)
@@ -122,19 +126,25 @@ def submit(
                 f"{claim.source} has {mine} image(s) awaiting review, its quota "
                 f"(serve.feedback_quota {quota}); wait until they are reviewed"
             )
-        image = folder / f"{digest}.{suffix}"
-        new = not image.is_file()
-        if new:
+        if absent:
             write_bytes(image, data)
         claimed = [asdict(c) for c in (*claims, claim)]
         record = {"sha256": digest, "file": image.name, "claims": claimed}
         try:
             write_json(folder / f"{digest}.json", record)
         except BaseException:  # no image without its sidecar
-            if new:
+            if absent:
                 image.unlink(missing_ok=True)
             raise
     return Submitted("pending", digest, claim)
+
+
+def _intact(image: Path, digest: str) -> bool:
+    """Whether the pending copy `image` still holds the image its name says."""
+    try:
+        return hashlib.sha256(read_regular(image, store.MAX_FILE_BYTES)).hexdigest() == digest
+    except OSError:
+        return False
 
 
 def validated(data: bytes, name: str, label: object) -> tuple[int, str, str]:
@@ -186,6 +196,7 @@ def accept(
         for item in chosen:
             digit = accepted_label(item, chosen_label, inbox)
             digits[item.sha256], contents[item.sha256] = digit, _content(item, digit)
+            store.placed(inbox, contents[item.sha256], str(item.path), digit)  # room for it
         for item in chosen:
             digit = digits[item.sha256]
             # logged first: an image never reaches the inbox (and training) unlogged; a line
@@ -242,7 +253,8 @@ def checked(data: bytes, sha256: str, name: str, digit: int) -> bytes:
     """`data`, once it is the image of this SHA-256 and one `store.add` takes as `digit`."""
     if hashlib.sha256(data).hexdigest() != sha256:
         raise DataError(
-            f"{name}: its content is not the SHA-256 it is named by; nothing was accepted"
+            f"{name}: its content is not the SHA-256 it is named by (damaged?); nothing was "
+            "accepted: the image sent again repairs it, `data reject` removes it"
         )
     store.validate(data, name, digit)
     return data

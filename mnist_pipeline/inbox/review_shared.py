@@ -63,6 +63,7 @@ def accept(
             drop_unfinishable(shared, inbox, item, read.keys[item.sha256], who)  # a repair
             digit = pending.accepted_label(item, chosen_label, inbox)
             pending.checked(read.images[item.sha256], item.sha256, str(item.path), digit)
+            store.placed(inbox, read.images[item.sha256], str(item.path), digit)  # room here
             try:
                 shared.known(item.sha256, digit)
             except store.LabelConflict as exc:

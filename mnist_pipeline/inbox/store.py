@@ -141,21 +141,35 @@ def validate(data: bytes, name: str, label: object) -> tuple[int, str, str]:
 def add(inbox: Path, data: bytes, name: str, label: object, *, locked: bool = False) -> Added:
     """Store one image (`data`, called `name` in messages) under `label` (`locked`: the caller
     already holds `lock(inbox)`)."""
-    digit, digest, suffix = validate(data, name, label)
+    checked = validate(data, name, label)
     inbox.mkdir(parents=True, exist_ok=True)
     with contextlib.nullcontext() if locked else lock(inbox):
-        found = find(inbox, digest)
-        if found is not None:
-            if found.label != digit:
-                raise LabelConflict(
-                    f"{name}: this image is already in the inbox labelled {found.label} "
-                    f"({found.path}); remove it first to label it {digit}"
-                )
-            return Added(found, new=False)
-        path = inbox / str(digit) / f"{digest}.{suffix}"
-        check_free(path, digest)
-        write_bytes(path, data)
-    return Added(Entry(digit, path, digest), new=True)
+        entry, new = _placed(inbox, name, *checked)
+        if new:
+            write_bytes(entry.path, data)
+    return Added(entry, new)
+
+
+def placed(inbox: Path, data: bytes, name: str, label: object) -> Entry:
+    """Where `add` would store the image (or finds it stored), checked as `add` checks it
+    (DataError, LabelConflict) without writing: for a caller that checks every image before
+    it adds any (the caller holds `lock(inbox)`)."""
+    return _placed(inbox, name, *validate(data, name, label))[0]
+
+
+def _placed(inbox: Path, name: str, digit: int, digest: str, suffix: str) -> tuple[Entry, bool]:
+    """(the entry, whether it is new) of a validated image."""
+    found = find(inbox, digest)
+    if found is not None:
+        if found.label != digit:
+            raise LabelConflict(
+                f"{name}: this image is already in the inbox labelled {found.label} "
+                f"({found.path}); remove it first to label it {digit}"
+            )
+        return found, False
+    path = inbox / str(digit) / f"{digest}.{suffix}"
+    check_free(path, digest)
+    return Entry(digit, path, digest), True
 
 
 def check_free(path: Path, digest: str) -> None:
