@@ -85,6 +85,28 @@ def test_a_params_file_named_that_is_not_there_is_refused_by_every_command(
     assert "Usage:" in capsys.readouterr().out  # help needs no params
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--params", "", "data", "list"],
+        ["data", "add", "--label", "7", ""],
+        ["data", "pending", "--save", ""],
+        ["predict", ""],
+        ["serve-report", "--from", ""],
+    ],
+    ids=["params", "add", "save", "predict", "from"],
+)
+def test_an_empty_path_is_a_usage_error_not_the_current_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], monkeypatch
+) -> None:
+    """`Path("")` is ".": `--save ""` wrote its copies into the current folder, and `--params
+    ""` or an empty IMAGE named a "." no one typed."""
+    monkeypatch.chdir(tmp_path)
+    assert cli(tmp_path, *args) == 2
+    assert "the path is empty" in " ".join(capsys.readouterr().err.replace("│", " ").split())
+    assert files_under(tmp_path) == []
+
+
 def refuse_writes_in(monkeypatch: pytest.MonkeyPatch, folder: Path, code: int) -> list[int]:
     """Make the write check in `folder` fail as a read-only or full disk would, and the first
     epoch raise ReachedEpoch; returns the list that counts the epochs entered."""

@@ -22,7 +22,7 @@ from rich.markup import escape
 
 from mnist_pipeline.cli.data import data_app
 from mnist_pipeline.cli.models import models_app
-from mnist_pipeline.cli.state import CliState, console, state
+from mnist_pipeline.cli.state import CliState, console, given_path, state
 from mnist_pipeline.core.errors import EXIT_IO, PipelineError, describe_os_error
 from mnist_pipeline.core.text import printable
 from mnist_pipeline.pipeline import stages
@@ -46,6 +46,7 @@ def _options(
             "--params",
             "-p",
             metavar="FILE",
+            parser=given_path,
             help="params.yaml to read (a relative path is from the current folder, not ROOT).",
             show_default="ROOT/params.yaml",
         ),
@@ -117,7 +118,8 @@ def parity(ctx: typer.Context) -> None:
 def predict(
     ctx: typer.Context,
     images: Annotated[
-        list[Path], typer.Argument(metavar="IMAGE", help="Image files (PNG, JPEG, ...).")
+        list[Path],
+        typer.Argument(metavar="IMAGE", parser=given_path, help="Image files (PNG, JPEG, ...)."),
     ],
     model: Annotated[
         str | None,
@@ -199,7 +201,12 @@ def serve_report(
     ] = None,
     saved: Annotated[
         Path | None,
-        typer.Option("--from", metavar="FILE", help="A saved GET /model answer instead."),
+        typer.Option(
+            "--from",
+            metavar="FILE",
+            parser=given_path,
+            help="A saved GET /model answer instead.",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from mnist_pipeline.cli import review
-from mnist_pipeline.cli.state import console, state, user_name
+from mnist_pipeline.cli.state import console, given_path, state, user_name
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.text import printable
 from mnist_pipeline.inbox import dvc_claim, pending, review_queue, shared_edits, sync, tracked
@@ -34,7 +34,9 @@ def add(
     ctx: typer.Context,
     images: Annotated[
         list[Path],
-        typer.Argument(metavar="IMAGE", help="Image files (any format predict reads)."),
+        typer.Argument(
+            metavar="IMAGE", parser=given_path, help="Image files (any format predict reads)."
+        ),
     ],
     label: Annotated[
         int,

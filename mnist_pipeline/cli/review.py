@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from mnist_pipeline.cli import pending_view
-from mnist_pipeline.cli.state import console, state, user_name
+from mnist_pipeline.cli.state import console, given_path, state, user_name
 from mnist_pipeline.core.atomic import no_folders
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.params import Params
@@ -31,6 +31,7 @@ def list_pending(
         typer.Option(
             "--save",
             metavar="DIR",
+            parser=given_path,
             callback=pending_view.save_option,
             help="Write each image to DIR/<sha256>.<format> (created if need be) and list those "
             "files: with a shared inbox the images are inside the store's claims.",
