@@ -35,7 +35,7 @@ from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import TrainParams
 from mnist_pipeline.data.dataset import Mnist, load_mnist, normalise
 from mnist_pipeline.data.preprocess import preprocess_bytes
-from mnist_pipeline.inbox.ingest import to_uint8
+from mnist_pipeline.inbox.drawings import to_uint8
 from mnist_pipeline.model.network import predict_logits
 from mnist_pipeline.model.weights import load_model
 from mnist_pipeline.training.loop import split_indices

@@ -25,7 +25,8 @@ from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.data.preprocess import preprocess_bytes
 from mnist_pipeline.inbox import extra
 from mnist_pipeline.inbox import store as inbox
-from mnist_pipeline.inbox.ingest import ingest, split_of, to_uint8
+from mnist_pipeline.inbox.drawings import to_uint8
+from mnist_pipeline.inbox.ingest import ingest, split_of
 
 
 def stroke_png(seed: int, size: tuple[int, int] = (120, 90)) -> bytes:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import io
 import json
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from typer.testing import CliRunner
 
 from mnist_pipeline.cli import pending_view
@@ -521,3 +523,36 @@ def test_a_damaged_pending_image_is_repaired_by_sending_it_again(
     assert cli(tmp_path, "add", str(a), "--label", label, "--pending").exit_code == 0
     assert Path(item.path).read_bytes() == a.read_bytes()
     assert cli(tmp_path, "accept", item.sha256[:8], "--label", "4").exit_code == 0
+
+
+def resaved(path: Path, mode: str) -> bytes:
+    """The image at `path` saved again as a PNG of `mode`: other bytes, the same drawing."""
+    out = io.BytesIO()
+    Image.open(path).convert(mode).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_a_copy_of_an_inbox_drawing_under_another_label_is_not_accepted(tmp_path: Path) -> None:
+    """A re-saved copy (RGBA: other bytes, the same pixels once preprocessed) claimed as another
+    digit: accepted, ingest would drop it and the inbox's own image; refused with both named."""
+    (tmp_path / "params.yaml").write_text("{}\n")
+    layout = Layout(tmp_path)
+    a, b = sevens(tmp_path / "in", 2)
+    assert cli(tmp_path, "add", str(a), "--label", "7").exit_code == 0
+    copy, other_copy = tmp_path / "in" / "copy.png", tmp_path / "in" / "copy-la.png"
+    copy.write_bytes(resaved(a, "RGBA"))
+    other_copy.write_bytes(resaved(b, "LA"))
+    for path, label in ((copy, "3"), (other_copy, "1"), (b, "7")):
+        assert cli(tmp_path, "add", str(path), "--label", label, "--pending").exit_code == 0
+    sha = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (a, b, copy, other_copy)}
+    assert len(set(sha.values())) == 4
+    before = inbox.entries(layout.inbox)
+    for refs in ([sha[copy][:8]], [sha[b][:8], sha[other_copy][:8]]):
+        refused = cli(tmp_path, "accept", *refs)
+        assert isinstance(refused.exception, inbox.LabelConflict), refused.output
+        assert "the same drawing as" in str(refused.exception)
+        assert inbox.entries(layout.inbox) == before and reviewed(tmp_path) == []
+    assert len(pending.items(layout.pending)) == 3
+    assert cli(tmp_path, "accept", sha[copy][:8], "--label", "7").exit_code == 0
+    ingested = ingest(IngestParams(), layout)
+    assert ingested.rejected == {}  # one digit, kept once: nothing dropped

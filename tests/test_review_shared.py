@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import threading
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from typer.testing import CliRunner
 
 from mnist_pipeline.cli.app import app
@@ -394,6 +396,23 @@ def test_an_accept_this_hosts_inbox_cannot_take_publishes_nothing(
     assert shared.record(first) is None and shared.record(second) is None
     assert len(review_queue.queue(shared).found) == 2 and review_log(shared) == []
     assert blocking.read_bytes() == two[:60]
+
+
+def test_a_copy_of_a_drawing_this_host_holds_under_another_label_is_not_accepted(
+    location: str, tmp_path: Path
+) -> None:
+    """Re-saved as RGBA (other bytes, the same pixels once preprocessed) and claimed as 3 while
+    this host's inbox holds it as 7: ingest would drop both, so the accept is refused."""
+    shared, extra = SharedInbox(location), tmp_path / "extra"
+    one = digit(tmp_path, 20)
+    store.add(extra, one, "one.png", 7)
+    out = io.BytesIO()
+    Image.open(io.BytesIO(one)).convert("RGBA").save(out, format="PNG")
+    copy = review_queue.submit(shared, out.getvalue(), "copy.png", 3, "token:kiosk").sha256
+    with pytest.raises(store.LabelConflict, match=r"the same drawing as .* \(labelled 7\)"):
+        review_shared.accept(shared, extra, [copy[:8]], "bob")
+    assert shared.record(copy) is None and [label for label, _ in labels(extra)] == [7]
+    assert len(review_queue.queue(shared).found) == 1 and review_log(shared) == []
 
 
 def test_an_accept_cut_short_is_finished_once_and_cannot_be_rejected(

@@ -32,10 +32,11 @@ from mnist_pipeline.core.regular_file import FileTooLarge, read_regular
 from mnist_pipeline.core.reports import IngestReport
 from mnist_pipeline.core.text import printable
 from mnist_pipeline.data import idx
-from mnist_pipeline.data.preprocess import MAX_PIXELS, ImageError, preprocess_bytes
+from mnist_pipeline.data.preprocess import ImageError
 from mnist_pipeline.inbox import events as inbox_events
 from mnist_pipeline.inbox import extra, tracked
 from mnist_pipeline.inbox import store as inbox
+from mnist_pipeline.inbox.drawings import to_pixels
 
 DIGITS = range(NUM_CLASSES)
 LOCK_TIMEOUT_S = 300
@@ -86,11 +87,6 @@ def split_of(sha256: str, holdout_percent: int) -> str:
     return "holdout" if int(sha256[:8], 16) % 100 < holdout_percent else "train"
 
 
-def to_uint8(digit: np.ndarray) -> np.ndarray:
-    """A preprocessed float digit in [0, 1] -> uint8 0-255 (round half up), MNIST's storage."""
-    return np.floor(np.clip(digit, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
 def read_limited(path: Path) -> bytes:
     """A file's bytes, refused (ImageError) over the inbox's size limit before reading it; a
     pipe or device in its place is an OSError (core.regular_file), never waited on."""
@@ -100,14 +96,6 @@ def read_limited(path: Path) -> bytes:
         raise ImageError(
             f"{exc.size:,} bytes, over the limit of {inbox.MAX_FILE_BYTES:,}"
         ) from None
-
-
-def to_pixels(data: bytes, source: str) -> np.ndarray:
-    """Image bytes -> uint8 [28, 28] as `predict` preprocesses them; ImageError saying why not."""
-    try:
-        return to_uint8(preprocess_bytes(data, source, MAX_PIXELS))
-    except ImageError as exc:  # the message starts with the source; the report keys by it
-        raise ImageError(str(exc).removeprefix(f"{source}: ")) from None
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from mnist_pipeline.core.atomic import append_line, write_bytes, write_json
 from mnist_pipeline.core.contract import CLASS_LABELS
 from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.core.regular_file import read_regular
-from mnist_pipeline.inbox import store
+from mnist_pipeline.inbox import drawings, store
 from mnist_pipeline.inbox.claims import (
     BadRecord,
     BadSubmission,
@@ -197,6 +197,8 @@ def accept(
             digit = accepted_label(item, chosen_label, inbox)
             digits[item.sha256], contents[item.sha256] = digit, _content(item, digit)
             store.placed(inbox, contents[item.sha256], str(item.path), digit)  # room for it
+        accepting = [(contents[i.sha256], str(i.path), digits[i.sha256]) for i in chosen]
+        drawings.check_labels_agree(inbox, accepting)
         for item in chosen:
             digit = digits[item.sha256]
             # logged first: an image never reaches the inbox (and training) unlogged; a line

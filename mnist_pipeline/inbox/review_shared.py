@@ -26,7 +26,7 @@ from pathlib import Path
 from filelock import Timeout
 
 from mnist_pipeline.core.errors import DataError
-from mnist_pipeline.inbox import pending, seen, store
+from mnist_pipeline.inbox import drawings, pending, seen, store
 from mnist_pipeline.inbox.claims import Pending
 from mnist_pipeline.inbox.review_queue import REVIEW, queue
 from mnist_pipeline.inbox.review_records import decided_by, drop_unfinishable, record
@@ -71,6 +71,8 @@ def accept(
             keys = read.keys[item.sha256]
             decided[item.sha256] = decided_by(shared, item, keys, "accept", digit)
             digits[item.sha256] = digit
+        accepting = [(read.images[i.sha256], str(i.path), digits[i.sha256]) for i in chosen]
+        drawings.check_labels_agree(inbox, accepting)
         seen.read_seen(inbox, shared)  # a record here that cannot be read: before any publish
         for item in chosen:
             keys, data, digit = (
