@@ -124,6 +124,18 @@ def test_a_folder_refusing_temp_files_is_named_by_the_file_asked_for() -> None:
     assert refused.value.filename == "/proc"
 
 
+def test_a_log_that_is_a_pipe_is_named_and_left_alone(tmp_path: Path) -> None:
+    """A FIFO where an append-only log belongs (the review log): seeking it failed as "File or
+    stream is not seekable", naming no file; now refused, naming it, before a byte is written."""
+    log = tmp_path / "review-log.jsonl"
+    os.mkfifo(log)
+    with pytest.raises(OSError) as refused:
+        atomic.append_line(log, "{}")
+    assert describe_os_error(refused.value) == (
+        f"{log}: not a regular file (a device, pipe or socket)"
+    )
+
+
 def test_a_file_where_a_folder_is_needed_is_named_as_such(tmp_path: Path) -> None:
     blocker = tmp_path / "models"
     blocker.write_text("not a folder")

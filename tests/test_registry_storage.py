@@ -554,3 +554,10 @@ def test_a_submission_may_not_set_fields_the_registry_or_its_decision_owns(
         with pytest.raises(RegistryError, match=f"may not set .*'{field}'"):
             registry.register(Submission(files, description, decision, ("model.pt",)))
     assert registry.version_numbers() == [] and registry.storage.list("mnist-cnn/") == []
+
+
+def test_a_create_the_folder_refuses_is_named_by_the_key_asked_for() -> None:
+    """Not by the hidden temp file (`.k.<uuid>.tmp`) it writes first: no name the user knows."""
+    with pytest.raises(OSError) as refused:
+        LocalFolder(Path("/proc")).create("k", b"x")  # no file can be created there, even by root
+    assert refused.value.filename == "/proc/k"

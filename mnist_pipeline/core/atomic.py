@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.core.regular_file import NOT_REGULAR
 
 
 def _read_umask() -> int:
@@ -210,7 +212,11 @@ def append_line(target: Path | str, line: str) -> None:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "ab+") as log:
+    fd = os.open(target, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a pipe would swallow the line
+        os.close(fd)
+        raise OSError(errno.EINVAL, NOT_REGULAR, str(target))
+    with open(fd, "ab+") as log:
         size = log.seek(0, os.SEEK_END)
         data = (line + "\n").encode()
         if size:

@@ -88,10 +88,13 @@ class LocalFolder(Storage):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         try:
-            with open(tmp, "xb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            try:
+                with open(tmp, "xb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError as exc:  # named by the key asked for, not the hidden temp file
+                raise OSError(exc.errno, exc.strerror, str(target)) from None
             os.chmod(tmp, 0o444)
             try:
                 os.link(tmp, target)
