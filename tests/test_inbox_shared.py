@@ -405,6 +405,7 @@ def test_altered_images_and_bad_records_are_reported_and_not_taken(
     got = sync.sync(shared, b, "test")
     assert "does not match its hash" in got.problems[sha]
     assert f"labels/{bad}.json is not a label record" in got.problems[bad]
+    assert got.problems[bad].endswith("delete that object from the store, then add the image again")
     assert f"names no bytes of image {elsewhere[:12]}" in got.problems[elsewhere]
     assert [label for label, _ in labels(b)] == [9]  # the rest synced
     shared.storage.delete(record.image)  # repaired: the next sync takes it

@@ -293,7 +293,8 @@ class SharedInbox:
             return Record(label, fmt if _FORMAT.fullmatch(fmt) else "img", image)
         except (ValueError, KeyError, TypeError, DataError) as exc:
             raise DataError(
-                f"shared inbox {self.location}: {key} is not a label record ({exc})"
+                f"shared inbox {self.location}: {key} is not a label record ({exc}): delete "
+                "that object from the store, then add the image again"
             ) from None
 
     @staticmethod
