@@ -194,3 +194,27 @@ def narrow_model() -> bytes:
     )
     opset = [helper.make_opsetid("", 18)]
     return helper.make_model(graph, opset_imports=opset, ir_version=8).SerializeToString()
+
+
+def reshape_failing_model() -> bytes:
+    """An ONNX model with the contract's input and outputs (logits and probabilities [N, 10])
+    that loads and fails when run: its Reshape makes 784 pixels into rows of 10."""
+    from onnx import TensorProto, helper
+
+    rows = helper.make_tensor("rows", TensorProto.INT64, [2], [-1, 10])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["image"], ["flat"], axis=1),
+            helper.make_node("Reshape", ["flat", "rows"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
+        "reshape-failing",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [
+            helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 10])
+            for name in ("logits", "probabilities")
+        ],
+        initializer=[rows],
+    )
+    opset = [helper.make_opsetid("", 18)]
+    return helper.make_model(graph, opset_imports=opset, ir_version=8).SerializeToString()

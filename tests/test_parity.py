@@ -16,6 +16,7 @@ from mnist_pipeline.export.export import export_onnx
 from mnist_pipeline.export.parity import check_parity
 from mnist_pipeline.model.network import build_model
 from mnist_pipeline.model.weights import save_state_dict
+from tests.example_helpers import reshape_failing_model
 from tests.synthetic import make_dataset, write_data_dir
 
 REQUIRED = {
@@ -175,3 +176,34 @@ def test_an_image_that_differs_in_every_run_counts_once(
     report = json.loads(report_path.read_text())
     assert report["argmax_mismatches"] == 1
     assert [run["argmax_mismatches"] for run in report["per_batch_size"].values()] == [1, 1, 1]
+
+
+def test_an_onnx_that_fails_when_run_is_one_error_naming_it(
+    exported: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """It loads and has the contract's interface, then onnxruntime fails on the first batch:
+    a PipelineError naming the file, not onnxruntime's own exception (a traceback)."""
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(reshape_failing_model())
+    with pytest.raises(PipelineError, match=f"onnxruntime failed running {onnx}: "):
+        check_parity(ParityParams(), "classic", exported / "model.pt", onnx, tiny_data_dir,
+                     tmp_path / "p.json")  # fmt: skip
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_an_onnx_the_reference_evaluator_cannot_read_is_one_error_naming_it(
+    exported: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """Our export as onnxruntime optimises it (its own com.microsoft FusedGemm operator): it
+    loads, runs and keeps the record of its weights, but onnx.reference cannot evaluate it."""
+    import onnxruntime as ort
+
+    onnx = tmp_path / "model.onnx"
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(onnx)
+    ort.InferenceSession(str(exported / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    with pytest.raises(PipelineError, match=f"onnx.reference cannot evaluate {onnx}: "):
+        check_parity(ParityParams(), "classic", exported / "model.pt", onnx, tiny_data_dir,
+                     tmp_path / "p.json")  # fmt: skip
+    assert not (tmp_path / "p.json").exists()

@@ -20,7 +20,7 @@ from mnist_pipeline.core.service_params import RegistryParams
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.serving.predict import predict_files, resolve_model
 from tests.conftest import REPO_ROOT
-from tests.example_helpers import draw_digit
+from tests.example_helpers import draw_digit, reshape_failing_model
 
 
 @pytest.fixture
@@ -100,6 +100,13 @@ def test_bad_files_get_errors_and_the_rest_is_classified(model_path: Path, tmp_p
         assert len(prediction.top) == 3 and probs == sorted(probs, reverse=True)
         assert prediction.top[0] == (prediction.digit, prediction.probability)
         assert 0.0 < prediction.probability <= 1.0
+
+
+def test_a_model_that_fails_when_run_is_one_error_naming_it(tmp_path: Path) -> None:
+    model = tmp_path / "odd.onnx"
+    model.write_bytes(reshape_failing_model())
+    with pytest.raises(PipelineError, match=f"onnxruntime failed running {model}: "):
+        predict_files(model, [draw_digit(tmp_path / "a.png")])
 
 
 def test_cli_json_output_and_exit_code(model_path: Path, tmp_path: Path) -> None:

@@ -44,6 +44,18 @@ def open_session(
     return session
 
 
+def run_model(
+    session: ort.InferenceSession, outputs: list[str], feeds: dict[str, np.ndarray], where: str
+) -> list[np.ndarray]:
+    """`session.run`, with a failure at run time (a graph that loads and has the contract's
+    interface, but cannot compute it, e.g. a Reshape to a size the input has not) a
+    PipelineError naming `where` instead of onnxruntime's own exception."""
+    try:
+        return session.run(outputs, feeds)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise PipelineError(f"onnxruntime failed running {where}: {exc}") from None
+
+
 def check_interface(
     session: ort.InferenceSession, where: str, outputs: tuple[str, ...] = (PROBABILITIES,)
 ) -> None:

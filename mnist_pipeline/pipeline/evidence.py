@@ -21,7 +21,7 @@ from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.reports import Metrics
 from mnist_pipeline.data import idx
 from mnist_pipeline.evaluation import gate
-from mnist_pipeline.export.session import model_input, open_session
+from mnist_pipeline.export.session import model_input, open_session, run_model
 from mnist_pipeline.inbox.extra import Split
 
 PREDICTIONS_OUTPUT = Layout().predictions.as_posix()  # its key in metrics.json's outputs
@@ -41,7 +41,9 @@ def onnx_correct(onnx: bytes, images: Split, where: str) -> np.ndarray:
     """Which images (bool [N]) the ONNX model classifies correctly."""
     session = open_session(onnx, where=where, outputs=(LOGITS,))
     predicted = [
-        session.run([LOGITS], {INPUT_NAME: model_input(images.images[i : i + BATCH])})[0]
+        run_model(
+            session, [LOGITS], {INPUT_NAME: model_input(images.images[i : i + BATCH])}, where
+        )[0]
         for i in range(0, len(images), BATCH)
     ]
     if not predicted:

@@ -20,7 +20,7 @@ from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.service_params import RegistryParams
 from mnist_pipeline.data.preprocess import ImageError, preprocess_file
-from mnist_pipeline.export.session import open_session
+from mnist_pipeline.export.session import open_session, run_model
 
 BATCH = 256
 
@@ -108,10 +108,13 @@ def resolve_model(ref: str | None, layout: Layout, registry: RegistryParams | No
     )
 
 
-def classify(session: ort.InferenceSession, digits: np.ndarray) -> np.ndarray:
-    """float32 [N, 28, 28] preprocessed digits -> probabilities [N, 10]."""
+def classify(
+    session: ort.InferenceSession, digits: np.ndarray, where: str = "the ONNX model"
+) -> np.ndarray:
+    """float32 [N, 28, 28] preprocessed digits -> probabilities [N, 10] (PipelineError naming
+    `where` when onnxruntime cannot run the model)."""
     batches = [
-        session.run([PROBABILITIES], {INPUT_NAME: digits[i : i + BATCH, None, :, :]})[0]
+        run_model(session, [PROBABILITIES], {INPUT_NAME: digits[i : i + BATCH, None]}, where)[0]
         for i in range(0, len(digits), BATCH)
     ]
     return np.concatenate(batches) if batches else np.zeros((0, NUM_CLASSES), np.float32)
@@ -138,7 +141,7 @@ def predict_files(model_path: Path, files: Sequence[Path], top: int = 1) -> Pred
         except ImageError as exc:
             errors[index] = str(exc)
     stacked = np.stack(digits) if digits else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.float32)
-    probabilities = classify(session, stacked)
+    probabilities = classify(session, stacked, str(model_path))
     by_index = dict(zip(good, probabilities, strict=True))
     predictions = []
     for index, path in enumerate(files):
