@@ -502,6 +502,16 @@ def test_serve_report_names_a_file_that_is_not_a_saved_answer(tmp_path: Path) ->
         bad = CliRunner().invoke(app, ["--root", str(tmp_path), "serve-report", "--url", url])
         words = " ".join(bad.output.replace("│", " ").split())  # the error box, unwrapped
         assert bad.exit_code == 2 and "is not an http(s) URL such as http" in words, bad.output
+    for url, said in (  # a traceback, or /model put inside the query or after "http:"
+        ("http://[::1", "Invalid IPv6 URL"),
+        ("http://127.0.0.1:8000/x?y", "a server's base URL has no query or fragment"),
+        ("http://127.0.0.1:8000#top", "a server's base URL has no query or fragment"),
+        ("http://", "is not an http(s) URL such as http"),
+        ("http://127.0.0.1:port", "Port could not be cast to integer value"),
+    ):
+        bad = CliRunner().invoke(app, ["--root", str(tmp_path), "serve-report", "--url", url])
+        words = " ".join(bad.output.replace("│", " ").split())
+        assert bad.exit_code == 2 and said in words, bad.output
     for text in ('{"a": 1}', "[]"):  # JSON, but not what GET /model answers
         saved.write_text(text)
         with pytest.raises(DataError, match="not a saved GET /model answer"):
@@ -509,6 +519,10 @@ def test_serve_report_names_a_file_that_is_not_a_saved_answer(tmp_path: Path) ->
     odd_digit = {"shadow": {"versions": {"2": {"version": 2, "labelled": {"x": {}}}}}}
     with pytest.raises(DataError, match=r"malformed: labelled.x.\[key\]: String should"):
         shadow_report.tallies(odd_digit)
+    huge = {"both": 10**15}  # rebuilt per image for the paired test: a MemoryError
+    too_many = {"shadow": {"versions": {"2": {"version": 2, "labelled": {"3": huge}}}}}
+    with pytest.raises(DataError, match=r"v2: 1,000,000,000,000,000 labelled images, more than"):
+        shadow_report.tallies(too_many)
     broken = {"shadow": {"versions": {"2": {"version": 2, "compared": "x"}}}}
     with pytest.raises(DataError, match="records are malformed: compared: ") as info:
         shadow_report.tallies(broken)

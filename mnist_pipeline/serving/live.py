@@ -48,6 +48,7 @@ class Pairs(BaseModel):
 
 
 Digit = Annotated[str, StringConstraints(pattern=r"^[0-9]$")]  # a true digit, as a JSON key
+MAX_LABELLED = 10_000_000  # labelled images in one tally: far more than reviews ever give
 
 
 class Tally(BaseModel):
@@ -70,6 +71,12 @@ class Tally(BaseModel):
     def _agreed_among_compared(self) -> Tally:
         if self.agreed > self.compared:
             raise ValueError(f"v{self.version}: agreed {self.agreed} of {self.compared} compared")
+        labelled = sum(pairs.total for pairs in self.labelled.values())
+        if labelled > MAX_LABELLED:  # the paired test holds one entry per image
+            raise ValueError(
+                f"v{self.version}: {labelled:,} labelled images, more than the {MAX_LABELLED:,} "
+                "one serving process can have recorded"
+            )
         return self
 
     def compare(self, production: np.ndarray, challenger: np.ndarray) -> int:
@@ -205,17 +212,19 @@ def _keep(memory: OrderedDict[Any, Any], key: Hashable, value: Any, size: int) -
 def paired_answers(tally: Tally) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-image (production right, challenger right, true digit) arrays of the labelled
     images, rebuilt from the tally's tables (the order does not matter to the paired test)."""
-    production: list[bool] = []
-    challenger: list[bool] = []
-    labels: list[int] = []
-    for digit, pairs in sorted(tally.labelled.items()):
-        for (ours, theirs), count in (
-            ((True, True), pairs.both),
-            ((True, False), pairs.production_only),
-            ((False, True), pairs.challenger_only),
-            ((False, False), pairs.neither),
-        ):
-            production += [ours] * count
-            challenger += [theirs] * count
-            labels += [int(digit)] * count
-    return np.array(production, bool), np.array(challenger, bool), np.array(labels, np.int64)
+    cells = [
+        (ours, theirs, int(digit), count)
+        for digit, pairs in sorted(tally.labelled.items())
+        for ours, theirs, count in (
+            (True, True, pairs.both),
+            (True, False, pairs.production_only),
+            (False, True, pairs.challenger_only),
+            (False, False, pairs.neither),
+        )
+    ]
+    counts = np.array([cell[3] for cell in cells], np.int64)
+    production, challenger, labels = (
+        np.repeat(np.array([cell[i] for cell in cells], dtype), counts)
+        for i, dtype in ((0, bool), (1, bool), (2, np.int64))
+    )
+    return production, challenger, labels
