@@ -14,15 +14,15 @@ import sys
 import threading
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
 
 import typer
 from filelock import Timeout
 from rich.markup import escape
 
+from mnist_pipeline.cli.arguments import check_server_url, given_path, model_reference
 from mnist_pipeline.cli.data import data_app
 from mnist_pipeline.cli.models import models_app
-from mnist_pipeline.cli.state import CliState, console, given_path, state
+from mnist_pipeline.cli.state import CliState, console, state
 from mnist_pipeline.core.errors import EXIT_IO, PipelineError, describe_os_error
 from mnist_pipeline.core.text import printable
 from mnist_pipeline.pipeline import stages
@@ -126,6 +126,7 @@ def predict(
         typer.Option(
             "--model",
             "-m",
+            parser=model_reference,
             help="An .onnx path (or any path with a slash; a relative one is from the current "
             "folder, not ROOT), or a registry version or alias. Default: the registry's "
             "production model, else ROOT/models/model.onnx.",
@@ -216,7 +217,7 @@ def serve_report(
     if saved is not None and url is not None:  # a usage error: exit 2
         raise typer.BadParameter("reads a server or a saved answer, not both", param_hint="--url")
     if url is not None:
-        _check_server_url(url)
+        check_server_url(url)
     params = state(ctx).params()
     if saved is not None:
         status = shadow_report.read_status(saved)
@@ -230,24 +231,6 @@ def serve_report(
     else:
         for line in shadow_report.lines(found):
             print(line)
-
-
-def _check_server_url(url: str) -> None:
-    """A usage error unless `url` is a server's http(s) base URL (a blank one too: not the
-    default server's answer, unasked): a host, and no query or fragment for /model to land in."""
-    try:
-        parts = urlsplit(url.strip())
-        parts.port  # noqa: B018 - raises ValueError for a port that is no number
-    except ValueError as exc:  # "Invalid IPv6 URL", a bad port
-        raise typer.BadParameter(f"{url!r}: {exc}", param_hint="--url") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise typer.BadParameter(
-            f"{url!r} is not an http(s) URL such as http://127.0.0.1:8000", param_hint="--url"
-        )
-    if parts.query or parts.fragment or url.strip().endswith(("?", "#")):
-        raise typer.BadParameter(
-            f"{url!r}: a server's base URL has no query or fragment", param_hint="--url"
-        )
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:

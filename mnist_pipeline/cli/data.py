@@ -14,7 +14,8 @@ from typing import Annotated
 import typer
 
 from mnist_pipeline.cli import review
-from mnist_pipeline.cli.state import console, given_path, state, user_name
+from mnist_pipeline.cli.arguments import given_path
+from mnist_pipeline.cli.state import console, state, user_name
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.text import printable
 from mnist_pipeline.inbox import dvc_claim, pending, review_queue, shared_edits, sync, tracked

@@ -13,7 +13,8 @@ from typing import Annotated
 import typer
 
 from mnist_pipeline.cli import pending_view
-from mnist_pipeline.cli.state import console, given_path, state, user_name
+from mnist_pipeline.cli.arguments import given_path
+from mnist_pipeline.cli.state import console, state, user_name
 from mnist_pipeline.core.atomic import no_folders
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.params import Params

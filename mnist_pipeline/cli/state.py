@@ -23,17 +23,6 @@ from mnist_pipeline.registry import Registry, default_actor
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def given_path(text: str) -> Path:
-    """A path option or argument as typed (its `parser`); an empty one is a usage error
-    (`Path("")` would be the current folder, which no one typed)."""
-    if not text:
-        raise typer.BadParameter("the path is empty")
-    return Path(text)
-
-
-given_path.__name__ = "path"  # what --help calls its type, as for a plain Path
-
-
 @dataclass(frozen=True)
 class CliState:
     """The working directory and params file of one invocation."""
