@@ -20,6 +20,7 @@ from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import EvaluateParams, ExportParams, ModelParams
 from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.evaluation import gate
+from mnist_pipeline.export import export as export_module
 from mnist_pipeline.export.export import collect_metadata, export, export_onnx
 from mnist_pipeline.export.session import open_session
 from mnist_pipeline.model.network import build_model
@@ -271,3 +272,17 @@ def test_stage_refuses_metrics_of_other_weights(candidate: Layout) -> None:
     with pytest.raises(PipelineError, match="metrics.json: field 'state_dict_sha256'"):
         export(MODEL, ExportParams(), GATES, candidate)
     assert not candidate.onnx.exists()
+
+
+def test_stage_names_a_folder_where_the_onnx_file_belongs_before_exporting(
+    candidate: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found before the export's work, not by the rename at its end (`.model.onnx.x.tmp.onnx ->
+    models/model.onnx: Is a directory`)."""
+    _metrics(candidate)
+    candidate.onnx.unlink(missing_ok=True)
+    candidate.onnx.mkdir()
+    monkeypatch.setattr(export_module, "export_onnx", lambda *a, **k: pytest.fail("exported"))
+    with pytest.raises(IsADirectoryError) as refused:
+        export(MODEL, ExportParams(), GATES, candidate)
+    assert refused.value.filename == str(candidate.onnx) and refused.value.filename2 is None

@@ -3,9 +3,13 @@ from __future__ import annotations
 import contextlib
 import gzip
 import http.server
+import json
 import os
+import shlex
 import socket
 import socketserver
+import subprocess
+import sys
 import threading
 import zlib
 from collections.abc import Iterator
@@ -21,6 +25,7 @@ from mnist_pipeline.data import idx
 from mnist_pipeline.data.dataset import load_mnist
 from mnist_pipeline.data.fetch import fetch
 from mnist_pipeline.data.manifest import DEFAULT_SHA256, file_sha256
+from tests.conftest import REPO_ROOT
 from tests.synthetic import idx_bytes, make_dataset, write_mirror
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
@@ -469,3 +474,29 @@ def test_a_nul_in_a_local_source_is_a_mirror_error_not_a_traceback() -> None:
 
     with pytest.raises(MirrorError, match="not a usable path: embedded null byte"):
         _open("file:///srv/mnist%00/train-images-idx3-ubyte.gz", 1.0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a read-only bind mount needs root")
+def test_a_read_only_data_folder_is_named_before_any_download(tmp_path: Path, tiny_mirror) -> None:
+    """data/mnist on a read-only mount: named as the folder to fix (the download's temp file,
+    `data/mnist/tmpk13lh8e5`, was named before), and nothing downloaded into it."""
+    mirror, sha = tiny_mirror
+    data = Layout(tmp_path).data_dir
+    data.mkdir(parents=True)
+    params = {"data": {"mirrors": [str(mirror)], "sha256": sha}}
+    (tmp_path / "params.yaml").write_text(json.dumps(params))
+    script = (
+        f"mount --bind -o ro {shlex.quote(str(data))} {shlex.quote(str(data))} && exec "
+        f"{shlex.quote(sys.executable)} -m mnist_pipeline --root {shlex.quote(str(tmp_path))} "
+        "fetch"
+    )
+    done = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 74, done.stderr
+    assert done.stderr.strip() == f"error: {data}: Read-only file system"
+    assert list(data.iterdir()) == []

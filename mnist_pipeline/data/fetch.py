@@ -248,6 +248,8 @@ def _fetch_locked(params: DataParams, data_dir: Path, show_progress: bool | None
             if _is_verified(target, expected):
                 present.append(spec.name)
                 continue
+            if not downloaded:  # a download goes through a temp file there: name the folder
+                atomic.check_writable(data_dir)
             failures, transient = [], False
             for mirror in params.mirrors:
                 try:

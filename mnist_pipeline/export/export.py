@@ -264,4 +264,5 @@ def export(
     except GateError as exc:
         raise GateError(f"refusing to export: {exc}") from None
     metadata = collect_metadata(accuracy, data_hash, weights_hash, model_version)
+    atomic.check_targets(layout.onnx)  # a folder there, or one taking no file: said before the work
     return export_onnx(params, model.arch, net, layout.onnx, metadata)
