@@ -11,12 +11,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mnist_pipeline.cli.answers import approve, reject
 from mnist_pipeline.cli.keys import keygen
 from mnist_pipeline.cli.registry_options import (
     Actor,
     Comment,
     alias_name,
     alias_option,
+    mover,
     reference_argument,
     version_argument,
 )
@@ -26,7 +28,6 @@ from mnist_pipeline.core.errors import PipelineError, RegistryError
 from mnist_pipeline.core.reports import ModelCard, parse_report
 from mnist_pipeline.core.text import printable
 from mnist_pipeline.pipeline import announce, stages
-from mnist_pipeline.pipeline.approval import Answer, resume_waiting
 from mnist_pipeline.pipeline.card import summary_lines
 from mnist_pipeline.pipeline.register import require_promotable
 from mnist_pipeline.pipeline.register import verify as verify_versions
@@ -182,7 +183,7 @@ def promote(
     ] = False,
 ) -> None:
     """Point an alias (default production) at a version."""
-    registry, actor = existing_registry(ctx), _actor(actor)
+    registry, actor = existing_registry(ctx), mover(actor)
     if alias not in (PRODUCTION, STAGING) and not new_alias:
         existing = registry.aliases()
         if alias not in existing:  # a typo, most likely: it would stay in the audit trail
@@ -205,7 +206,7 @@ def rollback(
     actor: Actor = None,
 ) -> None:
     """Move an alias (production) back to the version it pointed at before."""
-    registry, actor = existing_registry(ctx), _actor(actor)
+    registry, actor = existing_registry(ctx), mover(actor)
     before = registry.aliases().get(alias)
     try:  # from what was read here: another rollback meanwhile must not make this one a second
         back_to = require_promotable(registry, "rolled back to")
@@ -216,40 +217,8 @@ def rollback(
     announce.moved(registry, alias, version, before, actor)
 
 
-def _actor(given: str | None) -> str:
-    """`--actor` as given (an empty one too: refused as blank, never replaced), else who runs
-    the command."""
-    return announce.current_actor() if given is None else given
-
-
-def _answer(ctx: typer.Context, version: int, answer: Answer) -> None:
-    """Resume the flow run waiting for approval of `version` with `answer`."""
-    registry = existing_registry(ctx)
-    registry.version_of(version)  # an unknown version is named, with those that exist
-    line = resume_waiting(registry, version, answer)
-    err.print(line, highlight=False, markup=False, soft_wrap=True)
-
-
-@models_app.command("approve")
-def approve(
-    ctx: typer.Context,
-    version: Annotated[int, version_argument("Version awaiting approval: 3 or v3.")],
-    comment: Comment = None,
-    actor: Actor = None,
-) -> None:
-    """Approve a version for production: resume the flow run waiting for it (Prefect API)."""
-    _answer(ctx, version, Answer(True, comment or "", _actor(actor)))
-
-
-@models_app.command("reject")
-def reject(
-    ctx: typer.Context,
-    version: Annotated[int, version_argument("Version awaiting approval: 3 or v3.")],
-    comment: Comment = None,
-    actor: Actor = None,
-) -> None:
-    """Reject a version proposed for production (it stays staging): resume its flow run."""
-    _answer(ctx, version, Answer(False, comment or "", _actor(actor)))
+models_app.command("approve")(approve)
+models_app.command("reject")(reject)
 
 
 @models_app.command("resolve")

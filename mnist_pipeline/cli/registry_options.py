@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.pipeline import announce
 from mnist_pipeline.registry import keys
 from mnist_pipeline.registry.aliases import checked_actor, commented
 
@@ -87,3 +88,9 @@ def reference_argument() -> Any:
 def alias_option(help_text: str) -> Any:
     """The --alias option, checked when the command line is read."""
     return typer.Option("--alias", metavar="ALIAS", parser=alias_name, help=help_text)
+
+
+def mover(given: str | None) -> str:
+    """Who makes a move: `--actor` as given (an empty one is refused when the command line is
+    read, never replaced), else who runs the command (announce.current_actor)."""
+    return announce.current_actor() if given is None else given

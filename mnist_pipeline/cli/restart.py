@@ -6,9 +6,8 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from mnist_pipeline.cli.registry_options import Actor, Comment
+from mnist_pipeline.cli.registry_options import Actor, Comment, mover
 from mnist_pipeline.cli.state import existing_registry
-from mnist_pipeline.pipeline import announce
 
 err = Console(stderr=True)
 
@@ -17,8 +16,7 @@ def restart_aliases(ctx: typer.Context, comment: Comment = None, actor: Actor = 
     """Start the alias document afresh after it lost events: no alias points anywhere, no
     decision up to the newest version is replayed; promote what should serve next."""
     registry = existing_registry(ctx)
-    given = announce.current_actor() if actor is None else actor  # "" is refused as blank
-    done = registry.restart_aliases(given, comment)
+    done = registry.restart_aliases(mover(actor), comment)
     where = "" if done.kept is None else f" The unreadable document was kept as {done.kept}."
     err.print(
         f"{registry.name}: alias document restarted; no alias points anywhere and no "
