@@ -556,3 +556,22 @@ def test_a_copy_of_an_inbox_drawing_under_another_label_is_not_accepted(tmp_path
     assert cli(tmp_path, "accept", sha[copy][:8], "--label", "7").exit_code == 0
     ingested = ingest(IngestParams(), layout)
     assert ingested.rejected == {}  # one digit, kept once: nothing dropped
+
+
+def test_data_add_refuses_a_copy_of_an_inbox_drawing_under_another_label(tmp_path: Path) -> None:
+    """`data add` as `data accept`: a re-saved copy labelled otherwise would make ingest drop
+    both; with the same label it is added (ingest keeps the drawing once)."""
+    (tmp_path / "params.yaml").write_text("{}\n")
+    layout = Layout(tmp_path)
+    (a,) = sevens(tmp_path / "in", 1)
+    assert cli(tmp_path, "add", str(a), "--label", "7").exit_code == 0
+    copy = tmp_path / "in" / "copy.png"
+    copy.write_bytes(resaved(a, "RGBA"))
+    refused = cli(tmp_path, "add", str(copy), "--label", "3")
+    assert isinstance(refused.exception, inbox.LabelConflict), refused.output
+    assert "the same drawing as" in str(refused.exception) and "labelled 7" in str(
+        refused.exception
+    )
+    assert [entry.label for entry in inbox.entries(layout.inbox)] == [7]
+    assert cli(tmp_path, "add", str(copy), "--label", "7").exit_code == 0
+    assert [entry.label for entry in inbox.entries(layout.inbox)] == [7, 7]

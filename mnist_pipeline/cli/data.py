@@ -20,8 +20,11 @@ from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.text import printable
 from mnist_pipeline.inbox import dvc_claim, pending, review_queue, shared_edits, sync, tracked
 from mnist_pipeline.inbox import store as inbox
+from mnist_pipeline.inbox.drawings import Drawings
 from mnist_pipeline.inbox.seen import check_not_lost
 from mnist_pipeline.inbox.shared import SharedInbox, StoreUnavailable, open_shared
+
+SAME_DRAWING = "remove the other first, or add this one with its label; it was not added"
 
 data_app = typer.Typer(
     help="Labelled digits users add (data/extra/<digit>/), and those awaiting review "
@@ -69,12 +72,15 @@ def add(
         review.counting(folder, added, params, shared),  # those stored before a bad file too
     ):
         try:
+            known = Drawings(folder)  # a copy of one of them labelled otherwise: refused
             for index, path in enumerate(images):
                 with _stops_at(images, index):
+                    data = inbox.read_file(path)
+                    known.check(data, str(path), label, SAME_DRAWING)
                     if shared is None:
-                        added.append(inbox.add_file(folder, path, label))
+                        added.append(inbox.add(folder, data, str(path), label))
                     else:  # the store first: one it cannot take is not stored here either
-                        data, source = inbox.read_file(path), f"cli:{user_name()}"
+                        source = f"cli:{user_name()}"
                         added.append(
                             shared_edits.add(shared, folder, data, str(path), label, source)
                         )

@@ -8,6 +8,7 @@ the inbox out of training.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -30,25 +31,47 @@ def to_pixels(data: bytes, source: str) -> np.ndarray:
         raise ImageError(str(exc).removeprefix(f"{source}: ")) from None
 
 
-def check_labels_agree(inbox: Path, accepting: list[tuple[bytes, str, int]]) -> None:
-    """LabelConflict when an image about to be accepted, (bytes, name, digit), has the pixels
-    of an inbox image, or of another one being accepted, labelled otherwise: ingest would drop
-    both. Inbox files that cannot be read or decoded are ingest's to report, not this check's."""
-    seen: dict[bytes, list[tuple[int, str]]] = {}
-    if accepting:
+class Drawings:
+    """The inbox's images by their pixels as ingest reads them (each file preprocessed once, about
+    1 ms), for checks of images about to join it; `check` records each image it lets through.
+    Inbox files that cannot be read or decoded are ingest's to report, not these checks'."""
+
+    def __init__(self, inbox: Path) -> None:
+        self._seen: dict[bytes, list[tuple[int, str, str]]] = {}
         for entry in store.entries(inbox):
             try:
                 pixels = to_pixels(read_regular(entry.path, store.MAX_FILE_BYTES), "")
             except (OSError, ImageError):
                 continue
-            seen.setdefault(pixels.tobytes(), []).append((entry.label, str(entry.path)))
-    for data, name, digit in accepting:
-        key = to_pixels(data, name).tobytes()
-        for label, where in seen.get(key, []):
-            if label != digit:
+            self._seen.setdefault(pixels.tobytes(), []).append(
+                (entry.label, str(entry.path), entry.sha256)
+            )
+
+    def check(self, data: bytes, name: str, digit: int, refused: str) -> None:
+        """LabelConflict (ending in `refused`) when `data` has the pixels of an image already
+        here labelled otherwise: ingest would drop both. The same file (its SHA-256) is left to
+        the inbox's own check, which names it as that."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        try:
+            key = to_pixels(data, name).tobytes()
+        except ImageError:  # not an image the inbox takes: its own check says why
+            return
+        for label, where, other in self._seen.get(key, []):
+            if label != digit and other != sha256:
                 raise store.LabelConflict(
                     f"{name}: the same drawing as {where} (labelled {label}), by the pixels "
-                    f"ingest reads, not as {digit}: ingest would drop both; reject one of them, "
-                    "or remove the other first; nothing was accepted"
+                    f"ingest reads, not as {digit}: ingest would drop both; {refused}"
                 )
-        seen.setdefault(key, []).append((digit, name))
+        self._seen.setdefault(key, []).append((digit, name, sha256))
+
+
+def check_labels_agree(inbox: Path, accepting: list[tuple[bytes, str, int]]) -> None:
+    """LabelConflict when an image about to be accepted, (bytes, name, digit), has the pixels
+    of an inbox image, or of another one being accepted, labelled otherwise."""
+    if not accepting:
+        return
+    drawings = Drawings(inbox)
+    for data, name, digit in accepting:
+        drawings.check(
+            data, name, digit, "reject one of them, or remove the other first; nothing was accepted"
+        )

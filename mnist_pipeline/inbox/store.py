@@ -153,7 +153,8 @@ def add(inbox: Path, data: bytes, name: str, label: object, *, locked: bool = Fa
 def placed(inbox: Path, data: bytes, name: str, label: object) -> Entry:
     """Where `add` would store the image (or finds it stored), checked as `add` checks it
     (DataError, LabelConflict) without writing: for a caller that checks every image before
-    it adds any (the caller holds `lock(inbox)`)."""
+    it adds any (without `lock(inbox)` held, another command may change the inbox meanwhile:
+    `add` checks again under it)."""
     return _placed(inbox, name, *validate(data, name, label))[0]
 
 
