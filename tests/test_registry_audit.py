@@ -145,3 +145,40 @@ def test_a_log_copied_from_another_model_is_refused(tmp_path: Path, make) -> Non
     assert Registry(root, "digits-a", Signing.load(None, [pub], False)).aliases() == {
         "production": 1
     }
+
+
+def test_a_store_that_stops_answering_during_verify_fails_it_once(tmp_path: Path, make) -> None:
+    """The cards were read, then no file read is answered (a store that stopped): verify fails
+    in one error, not one per version each waiting for the store in turn; a file the store
+    refuses on its own is still that version's problem."""
+    from mnist_pipeline.core.errors import StoreError
+    from mnist_pipeline.pipeline.register import verify
+
+    registry = Registry(tmp_path / "registry", MODEL)
+    for number in (1, 2, 3):
+        register_candidate(registry, make(number, accuracy=0.97), PARAMS)
+    read, asked = registry.storage.read, []
+
+    def stopped(key: str) -> bytes | None:
+        if key.endswith("card.json"):
+            return read(key)
+        asked.append(key)
+        raise StoreError("registry at http://store: cannot read: Read timeout", whole_store=True)
+
+    registry.storage.read = stopped  # type: ignore[method-assign]
+    for check in (registry.verify, lambda: verify(registry)):
+        asked.clear()
+        with pytest.raises(StoreError, match="Read timeout"):
+            check()
+        assert len(asked) == 1
+
+    def one_refused(key: str) -> bytes | None:
+        if "/blobs/" in key and not asked:
+            asked.append(key)
+            raise StoreError(f"registry at http://store: access denied: cannot read {key!r}")
+        return read(key)
+
+    asked.clear()
+    registry.storage.read = one_refused  # type: ignore[method-assign]
+    problems = registry.verify()
+    assert len(problems) == 1 and "access denied" in problems[0], problems

@@ -203,5 +203,7 @@ def verify(registry: Registry) -> list[str]:
         try:
             problems += [f"v{version}: {p}" for p in chain_problems(registry, version, typed)]
         except StoreError as exc:  # as the registry's own audit lists one: the next go on
+            if exc.whole_store:  # so would every other read
+                raise
             problems.append(f"v{version}: {exc}")
     return problems

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mnist_pipeline.core.errors import RegistryError
+from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry import aliases as alias_doc
 from mnist_pipeline.registry import inputs, keys, lost, trail
 
@@ -34,6 +34,8 @@ def audit(registry: Registry) -> list[str]:
         try:
             problems += [f"v{version}: {p}" for p in registry._problems(version, card)]
         except RegistryError as exc:  # a folder or device where a file belongs: the next go on
+            if isinstance(exc, StoreError) and exc.whole_store:  # so would every other read
+                raise
             problems.append(f"v{version}: {exc}")
         if card.get("schema", 1) < 2:
             known.add(keys.legacy_file(registry.name, version, keys.SIGNATURE_FILE))
@@ -42,6 +44,8 @@ def audit(registry: Registry) -> list[str]:
         found = registry.storage.read_document(keys.aliases_key(registry.name))
         state: AliasState | None = alias_doc.parse(found and found[0], registry._aliases_where())
     except RegistryError as exc:  # the rest of the store is still checked
+        if isinstance(exc, StoreError) and exc.whole_store:
+            raise
         problems.append(str(exc))
         state = None
     if state is not None:

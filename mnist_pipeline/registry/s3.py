@@ -304,7 +304,8 @@ class S3Bucket(Storage):
             except BotoCoreError as exc:  # no answer: the store may have done it first
                 unknown = "; the store may have done it before it stopped answering: look "
                 unknown += "(`models history`, `models list`) before you run it again"
-                raise StoreError(f"{self._failure(action, key, exc)}{unknown}", True) from None
+                failed = self._failure(action, key, exc)
+                raise StoreError(f"{failed}{unknown}", failed.whole_store) from None
             if attempt + 1 < CONFLICT_RETRIES:
                 time.sleep(random.uniform(0, min(cap, first * 2**attempt)))
         raise StoreError(f"{self.location}/{key}: {action}s kept conflicting at {self.endpoint}")

@@ -73,7 +73,13 @@ def error_code(exc: Any) -> str:
 def failure(where: str, bucket: str, action: str, key: str, exc: Exception) -> StoreError:
     """One line naming the store (`where`: its role, location and endpoint) and what went wrong
     in `action` on `key`, from boto3's exception."""
-    from botocore.exceptions import ClientError, NoCredentialsError
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
+    from botocore.exceptions import ConnectionError as NoConnection
 
     if isinstance(exc, NoCredentialsError):
         return StoreError(
@@ -93,4 +99,7 @@ def failure(where: str, bucket: str, action: str, key: str, exc: Exception) -> S
                 f"{where}: access denied: cannot {action} {key!r} ({code}: {message})"
             )
         return StoreError(f"{where}: {action} {key!r} failed ({code}: {message})")
-    return StoreError(f"{where}: cannot {action} {key!r}: {exc}", whole_store=True)  # no answer
+    # no connection, or no answer: every other request would fare the same (a body cut short
+    # or failing its checksum is about that one object)
+    unanswered = isinstance(exc, (NoConnection, ReadTimeoutError, ConnectionClosedError))
+    return StoreError(f"{where}: cannot {action} {key!r}: {exc}", whole_store=unanswered)
