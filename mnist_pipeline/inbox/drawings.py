@@ -36,9 +36,9 @@ class Drawings:
     1 ms), for checks of images about to join it; `check` records each image it lets through.
     Inbox files that cannot be read or decoded are ingest's to report, not these checks'."""
 
-    def __init__(self, inbox: Path) -> None:
+    def __init__(self, inbox: Path, present: list[store.Entry] | None = None) -> None:
         self._seen: dict[bytes, list[tuple[int, str, str]]] = {}
-        for entry in store.entries(inbox):
+        for entry in store.entries(inbox) if present is None else present:
             try:
                 pixels = to_pixels(read_regular(entry.path, store.MAX_FILE_BYTES), "")
             except (OSError, ImageError):
@@ -65,12 +65,15 @@ class Drawings:
         self._seen.setdefault(key, []).append((digit, name, sha256))
 
 
-def check_labels_agree(inbox: Path, accepting: list[tuple[bytes, str, int]]) -> None:
+def check_labels_agree(
+    inbox: Path, accepting: list[tuple[bytes, str, int]], present: list[store.Entry] | None = None
+) -> None:
     """LabelConflict when an image about to be accepted, (bytes, name, digit), has the pixels
-    of an inbox image, or of another one being accepted, labelled otherwise."""
+    of an inbox image (`present`: the caller's `store.entries(inbox)`), or of another one being
+    accepted, labelled otherwise."""
     if not accepting:
         return
-    drawings = Drawings(inbox)
+    drawings = Drawings(inbox, present)
     for data, name, digit in accepting:
         drawings.check(
             data, name, digit, "reject one of them, or remove the other first; nothing was accepted"

@@ -193,12 +193,13 @@ def accept(
     with store.lock(inbox):
         chosen = resolve(folder, refs)  # under the lock: no claim arrives unseen meanwhile
         digits, contents = {}, {}
+        present = store.entries(inbox)  # hashed once for every check below
         for item in chosen:
-            digit = accepted_label(item, chosen_label, inbox)
+            digit = accepted_label(item, chosen_label, inbox, present)
             digits[item.sha256], contents[item.sha256] = digit, _content(item, digit)
-            store.placed(inbox, contents[item.sha256], str(item.path), digit)  # room for it
+            store.placed(inbox, contents[item.sha256], str(item.path), digit, present)  # room
         accepting = [(contents[i.sha256], str(i.path), digits[i.sha256]) for i in chosen]
-        drawings.check_labels_agree(inbox, accepting)
+        drawings.check_labels_agree(inbox, accepting, present)
         for item in chosen:
             digit = digits[item.sha256]
             # logged first: an image never reaches the inbox (and training) unlogged; a line
@@ -211,17 +212,19 @@ def accept(
     return done
 
 
-def accepted_label(item: Pending, label: int | None, inbox: Path) -> int:
+def accepted_label(
+    item: Pending, label: int | None, inbox: Path, present: list[store.Entry] | None = None
+) -> int:
     """The digit `item` is accepted as (`label`, or the one its claims agree on); DataError
     when the claims disagree and no label is given, LabelConflict when the inbox holds the
-    image under another."""
+    image under another (`present`: as for `store.find`)."""
     if label is None and item.conflict:
         raise DataError(
             f"{item.sha256[:12]}: the claims disagree (labels {item.labels}); "
             "pass --label to choose one"
         )
     digit = item.labels[0] if label is None else label
-    there = store.find(inbox, item.sha256)
+    there = store.find(inbox, item.sha256, present)
     if there is not None and there.label != digit:
         raise store.LabelConflict(
             f"{item.sha256[:12]}: already in the inbox labelled {there.label} "

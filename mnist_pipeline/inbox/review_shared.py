@@ -58,12 +58,13 @@ def accept(
         read = queue(shared, refs)
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
         digits, decided = {}, {}
+        present = store.entries(inbox)  # hashed once for every check below
         for item in chosen:
             still_held()  # the repair deletes records
             drop_unfinishable(shared, inbox, item, read.keys[item.sha256], who)  # a repair
-            digit = pending.accepted_label(item, chosen_label, inbox)
+            digit = pending.accepted_label(item, chosen_label, inbox, present)
             pending.checked(read.images[item.sha256], item.sha256, str(item.path), digit)
-            store.placed(inbox, read.images[item.sha256], str(item.path), digit)  # room here
+            store.placed(inbox, read.images[item.sha256], str(item.path), digit, present)
             try:
                 shared.known(item.sha256, digit)
             except store.LabelConflict as exc:
@@ -72,7 +73,7 @@ def accept(
             decided[item.sha256] = decided_by(shared, item, keys, "accept", digit)
             digits[item.sha256] = digit
         accepting = [(read.images[i.sha256], str(i.path), digits[i.sha256]) for i in chosen]
-        drawings.check_labels_agree(inbox, accepting)
+        drawings.check_labels_agree(inbox, accepting, present)
         seen.read_seen(inbox, shared)  # a record here that cannot be read: before any publish
         for item in chosen:
             keys, data, digit = (

@@ -144,23 +144,27 @@ def add(inbox: Path, data: bytes, name: str, label: object, *, locked: bool = Fa
     checked = validate(data, name, label)
     inbox.mkdir(parents=True, exist_ok=True)
     with contextlib.nullcontext() if locked else lock(inbox):
-        entry, new = _placed(inbox, name, *checked)
+        entry, new = _placed(inbox, name, *checked, None)
         if new:
             write_bytes(entry.path, data)
     return Added(entry, new)
 
 
-def placed(inbox: Path, data: bytes, name: str, label: object) -> Entry:
+def placed(
+    inbox: Path, data: bytes, name: str, label: object, present: list[Entry] | None = None
+) -> Entry:
     """Where `add` would store the image (or finds it stored), checked as `add` checks it
     (DataError, LabelConflict) without writing: for a caller that checks every image before
     it adds any (without `lock(inbox)` held, another command may change the inbox meanwhile:
-    `add` checks again under it)."""
-    return _placed(inbox, name, *validate(data, name, label))[0]
+    `add` checks again under it); `present` as for `find`."""
+    return _placed(inbox, name, *validate(data, name, label), present)[0]
 
 
-def _placed(inbox: Path, name: str, digit: int, digest: str, suffix: str) -> tuple[Entry, bool]:
+def _placed(
+    inbox: Path, name: str, digit: int, digest: str, suffix: str, present: list[Entry] | None
+) -> tuple[Entry, bool]:
     """(the entry, whether it is new) of a validated image."""
-    found = find(inbox, digest)
+    found = find(inbox, digest, present)
     if found is not None:
         if found.label != digit:
             raise LabelConflict(
@@ -183,13 +187,15 @@ def check_free(path: Path, digest: str) -> None:
         )
 
 
-def find(inbox: Path, digest: str) -> Entry | None:
+def find(inbox: Path, digest: str, present: list[Entry] | None = None) -> Entry | None:
     """The inbox's entry of the image with this SHA-256 (None: not there): first by the name
-    `add` gives it, and only then by hashing every file (hand-dropped files have any names)."""
+    `add` gives it, and only then by hashing every file (hand-dropped files have any names), or
+    among `present`, the caller's `entries(inbox)` (one scan for many images)."""
     named = find_named(inbox, digest)
     if named is not None:
         return named
-    return next((entry for entry in entries(inbox) if entry.sha256 == digest), None)
+    listed = entries(inbox) if present is None else present
+    return next((entry for entry in listed if entry.sha256 == digest), None)
 
 
 def find_named(inbox: Path, digest: str) -> Entry | None:
