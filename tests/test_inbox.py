@@ -20,6 +20,11 @@ from mnist_pipeline.inbox import store as inbox
 from tests.example_helpers import draw_digit
 
 
+def add_file(folder: Path, path: Path, label: int) -> inbox.Added:
+    """`data add` of one file: its bytes read as the command reads them (errors name it)."""
+    return inbox.add(folder, inbox.read_file(path), str(path), label)
+
+
 def as_format(path: Path, fmt: str) -> bytes:
     out = io.BytesIO()
     Image.open(path).convert("RGB").save(out, format=fmt)
@@ -133,7 +138,7 @@ def test_hand_dropped_files_are_listed_and_removal_needs_one_match(tmp_path: Pat
     with pytest.raises(DataError, match="'ab' is too short a SHA-256 prefix: use 8 or more"):
         inbox.remove(folder, ["ab"])
     with pytest.raises(DataError, match=f"{tmp_path}: a folder, not an image file"):
-        inbox.add_file(folder, tmp_path, 4)
+        add_file(folder, tmp_path, 4)
     named_twice = [added.entry.sha256[:8], str(added.entry.path)]
     assert inbox.remove(folder, named_twice) == [added.entry]
     assert [e.path.name for e in inbox.entries(folder)] == ["scan-0001.png"]
@@ -283,7 +288,7 @@ def test_prefect_settings_it_refuses_leave_the_images_stored_and_say_so(
 
 def test_a_link_loop_named_for_removal_is_no_image(tmp_path: Path) -> None:
     folder = tmp_path / "extra"
-    added = inbox.add_file(folder, draw_digit(tmp_path / "mine.png", 5), 5)
+    added = add_file(folder, draw_digit(tmp_path / "mine.png", 5), 5)
     loop = tmp_path / "loop"
     loop.symlink_to(loop)
     with pytest.raises(DataError, match="no image"):
@@ -294,13 +299,13 @@ def test_a_link_loop_named_for_removal_is_no_image(tmp_path: Path) -> None:
 def test_an_image_is_removed_by_the_users_own_copy(tmp_path: Path) -> None:
     folder = tmp_path / "extra"
     mine = draw_digit(tmp_path / "mine.png", 5)
-    added = inbox.add_file(folder, mine, 5)
+    added = add_file(folder, mine, 5)
     other = draw_digit(tmp_path / "other.png", 6)
     with pytest.raises(DataError, match=r"other.png: no image with its content \(\w{12}\) in "):
         inbox.remove(folder, [str(other)])
     assert inbox.remove(folder, [str(mine)]) == [added.entry]
     assert inbox.entries(folder) == [] and mine.exists()  # the user's copy stays
-    again = inbox.add_file(folder, mine, 5)
+    again = add_file(folder, mine, 5)
     pasted = f" {again.entry.sha256[:10].upper()} "  # as `data accept` and `models show` take it
     assert inbox.resolve(folder, [pasted]) == [again.entry]
 
@@ -311,7 +316,7 @@ def test_a_file_in_the_inbox_that_is_not_one_of_its_images_never_removes_its_lab
     """Ingest refuses a copy outside the digit folders; naming it to `remove` must not match
     the labelled image with the same content in its place (on a shared inbox: on every host)."""
     folder = tmp_path / "extra"
-    added = inbox.add_file(folder, draw_digit(tmp_path / "mine.png", 5), 5)
+    added = add_file(folder, draw_digit(tmp_path / "mine.png", 5), 5)
     misplaced = [folder / "stray.png", folder / "5" / "sub" / "x.png", folder / "5" / ".hidden"]
     for copy in misplaced:
         copy.parent.mkdir(parents=True, exist_ok=True)

@@ -230,11 +230,6 @@ def read_file(path: Path) -> bytes:
         ) from None
 
 
-def add_file(inbox: Path, path: Path, label: object) -> Added:
-    """`add` the image file at `path` (errors name it)."""
-    return add(inbox, read_file(path), str(path), label)
-
-
 def remove(inbox: Path, refs: list[str]) -> list[Entry]:
     """Delete the images named by SHA-256 prefix (at least 8 digits) or path; DataError for a
     reference that matches none or several (nothing is deleted then)."""
