@@ -26,11 +26,12 @@ pytestmark = pytest.mark.slow
 Answer = tuple[float, float, int | None, int]  # (start, end, version, status)
 
 
-def swapped(log: Path, version: int, was: int, workers: int) -> None:
-    """Wait (60 s at most) until every worker has logged its swap from v`was` to v`version`:
-    a check of the alias that finds a new version fetches, verifies and loads it, which takes
-    longer on a loaded machine (0.7 s with the registry on S3 under this test's load)."""
-    line = f"now serving {MODEL} v{version} (was v{was})"
+def swapped(log: Path, version: int, was: int | None, workers: int) -> None:
+    """Wait (60 s at most) until every worker has logged its swap from v`was` (None: its first
+    load) to v`version`: a check of the alias that finds a new version fetches, verifies and
+    loads it, which takes longer on a loaded machine (0.7 s with the registry on S3 under this
+    test's load)."""
+    line = f"now serving {MODEL} v{version} (was {'nothing' if was is None else f'v{was}'})"
     deadline = time.monotonic() + 60
     while log.read_text().count(line) < workers:
         assert time.monotonic() < deadline, f"{workers} x {line!r} not in {log.read_text()}"
@@ -97,6 +98,8 @@ def test_promotions_under_load_fail_no_request(
         for thread in clients:
             thread.start()
         try:  # a failure below stops the clients too, or they would keep pytest from exiting
+            # the server answers once one worker is up: the others may still be loading v1
+            swapped(log, 1, None, workers)
             answered_after(answers, timeline[0][1])  # under load
             # (began, every worker swapped, version): between the two, either version may answer
             began = time.monotonic()
