@@ -575,3 +575,29 @@ def test_data_add_refuses_a_copy_of_an_inbox_drawing_under_another_label(tmp_pat
     assert [entry.label for entry in inbox.entries(layout.inbox)] == [7]
     assert cli(tmp_path, "add", str(copy), "--label", "7").exit_code == 0
     assert [entry.label for entry in inbox.entries(layout.inbox)] == [7, 7]
+
+
+def test_save_lists_a_damaged_pending_image_where_it_is_and_counts_it(tmp_path: Path) -> None:
+    """A pending image whose bytes were changed on disk is not copied (it is not the image it
+    is named by), but it still waits for review: the listing keeps it, at its own path, the
+    count includes it, and the warning says how to recover."""
+    (tmp_path / "params.yaml").write_text("{}\n")
+    layout = Layout(tmp_path)
+    images = sevens(tmp_path / "in", 2)
+    assert cli(tmp_path, "add", *map(str, images), "--label", "7", "--pending").exit_code == 0
+    damaged, intact = sorted(pending.items(layout.pending), key=lambda i: i.path)
+    Path(damaged.path).write_bytes(b"\x89PNG cut short")
+    listed = cli(tmp_path, "pending", "--save", str(tmp_path / "look"))
+    assert listed.exit_code == 0, listed.output
+    text = " ".join(listed.output.split())
+    assert "2 pending image(s)" in text
+    assert f"{damaged.path} is not the image it is named by" in text
+    assert "reject it, or send the image again" in text
+    assert [p.name for p in (tmp_path / "look").iterdir()] == [f"{intact.sha256}.png"]
+    assert str(damaged.path) in text and str(tmp_path / "look" / f"{intact.sha256}.png") in text
+    damaged_source = next(
+        p for p in images if hashlib.sha256(p.read_bytes()).hexdigest() == damaged.sha256
+    )
+    assert cli(tmp_path, "add", str(damaged_source), "--label", "7", "--pending").exit_code == 0
+    again = cli(tmp_path, "pending", "--save", str(tmp_path / "look"))
+    assert "not the image" not in again.output and len(list((tmp_path / "look").iterdir())) == 2

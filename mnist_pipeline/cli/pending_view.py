@@ -45,8 +45,8 @@ def view_folder(folder: Path, layout: Layout, shared: SharedInbox | None) -> Pat
 
 def saved(found: list[Pending], images: dict[str, bytes], folder: Path) -> list[Pending]:
     """`found` with each image written to `folder`/<sha256>.<format> and its path there (the
-    bytes from `images`, else its file here); one whose bytes are not its SHA-256 is left out,
-    with a warning (accept would refuse it)."""
+    bytes from `images`, else its file here); one whose bytes are not its SHA-256 is not copied
+    and keeps its own path, with a warning (accept would refuse it; it still waits)."""
     folder.mkdir(parents=True, exist_ok=True)
     copies = []
     for item in found:
@@ -55,7 +55,12 @@ def saved(found: list[Pending], images: dict[str, bytes], folder: Path) -> list[
         except FileNotFoundError:
             continue  # accepted or rejected since it was listed
         if hashlib.sha256(data).hexdigest() != item.sha256:
-            console.print(f"warning: {item.path} is not the image it is named by", markup=False)
+            console.print(
+                f"warning: {item.path} is not the image it is named by (changed since it was "
+                "sent), so not saved: reject it, or send the image again to repair it",
+                markup=False,
+            )
+            copies.append(item)
             continue
         target = folder / f"{item.sha256}.{store.image_format(data)}"
         write_bytes(target, data)
