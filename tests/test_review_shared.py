@@ -148,8 +148,15 @@ def test_a_claim_object_that_is_not_one_is_never_accepted(location: str, tmp_pat
     with pytest.raises(DataError, match="no pending image"):
         review_shared.accept(shared, tmp_path / "extra", [sha[:8]], "bob")
     assert shared.records() == ({}, {}) and shared.storage.list(key) == [key]
-    again = review_queue.submit(shared, png, "x.png", 2, "token:kiosk")  # as its key says
-    assert again.status == "known" and shared.storage.list(f"{review_queue.REVIEW}{sha}/") == [key]
+    # sent again, as the damaged claim's key says: stored afresh (as a damaged pending file is
+    # repaired), the damaged object left alone and still reported
+    again = review_queue.submit(shared, png, "x.png", 2, "token:kiosk")
+    assert again.status == "pending"
+    assert len(shared.storage.list(f"{review_queue.REVIEW}{sha}/")) == 2
+    read = review_queue.queue(shared)
+    assert [(i.sha256, i.labels) for i in read.found] == [(sha, [2])] and read.images[sha] == png
+    assert list(read.problems) == [f"{shared.location}/{key}"]
+    assert review_queue.submit(shared, png, "x.png", 2, "token:kiosk").status == "known"
 
 
 def test_a_claim_object_with_fields_of_other_types_is_never_accepted(

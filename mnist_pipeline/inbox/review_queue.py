@@ -61,9 +61,10 @@ def submit(
     time: str | None = None,
     nonce: str | None = None,
 ) -> Submitted:
-    """`pending.submit` into the store: one create-only claim object. Concurrent submissions of
-    one source can pass its quota by the few in flight; never by more. `nonce` (32 hex digits;
-    default random) ends the claim's key: one claim submitted twice is then stored once."""
+    """`pending.submit` into the store: one create-only claim object (again where the claims
+    of this source and label are all damaged). Concurrent submissions of one source can pass
+    its quota by the few in flight; never by more. `nonce` (32 hex digits; default random)
+    ends the claim's key: one claim submitted twice is then stored once."""
     digit, digest, suffix = pending.validated(data, name, label)
     claim = Claim(digit, source, time or pending.utc_now(), client)
     mine, known = source_id(source), claim_keys(shared)
@@ -72,8 +73,12 @@ def submit(
         for m in known
         if (m["sha"], m["source"], m["label"]) == (digest, mine, str(digit))
     ]
-    if same:  # the claim as first made (its time and client), where it can be read back
-        return Submitted("known", digest, _earliest(shared, same) or claim)
+    key = claim_key(digest, source, digit, nonce or uuid.uuid4().hex)
+    first = _earliest(shared, same)  # the claim as first made (its time and client)
+    if first is not None or key in same:  # (a damaged object where this claim goes: left)
+        return Submitted("known", digest, first or claim)
+    # none, or only claims that are damaged (not what this writes) or reviewed since the
+    # listing: stored afresh, as sending a damaged pending file again repairs it
     images = {m["sha"] for m in known if m["source"] == mine}
     if quota is not None and digest not in images and len(images) >= quota:
         raise QuotaExceeded(
@@ -81,7 +86,6 @@ def submit(
             f"(serve.feedback_quota {quota}); wait until they are reviewed"
         )
     body = {**asdict(claim), "format": suffix, "image": base64.b64encode(data).decode()}
-    key = claim_key(digest, source, digit, nonce or uuid.uuid4().hex)
     shared.call(lambda: shared.storage.create(key, json.dumps(body).encode()))
     return Submitted("pending", digest, claim)
 
