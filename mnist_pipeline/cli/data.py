@@ -72,18 +72,7 @@ def add(
         review.counting(folder, added, params, shared),  # those stored before a bad file too
     ):
         try:
-            known = Drawings(folder)  # a copy of one of them labelled otherwise: refused
-            for index, path in enumerate(images):
-                with _stops_at(images, index):
-                    data = inbox.read_file(path)
-                    known.check(data, str(path), label, SAME_DRAWING)
-                    if shared is None:
-                        added.append(inbox.add(folder, data, str(path), label))
-                    else:  # the store first: one it cannot take is not stored here either
-                        source = f"cli:{user_name()}"
-                        added.append(
-                            shared_edits.add(shared, folder, data, str(path), label, source)
-                        )
+            _add_all(folder, images, label, shared, added)
         finally:  # a bad file stops the command; the images stored before it are told
             for done in added:
                 known = "already in the inbox" if shared is None else "already in the shared inbox"
@@ -93,6 +82,26 @@ def add(
             if shared is not None and added:
                 stored = len({done.entry.sha256 for done in added})  # a file named twice: once
                 console.print(f"shared: {stored} image(s) in {shared.location}", markup=False)
+
+
+def _add_all(
+    folder: Path, images: list[Path], label: int, shared: SharedInbox | None, added: list
+) -> None:
+    """Store each image (`added` hears each), under the inbox's lock, which is held for all of
+    them so that the inbox is hashed once, not once per image; a bad one stops the command."""
+    with inbox.lock(folder):
+        present = inbox.entries(folder)
+        known = Drawings(folder, present)  # a copy of one of them labelled otherwise: refused
+        for index, path in enumerate(images):
+            with _stops_at(images, index):
+                data = inbox.read_file(path)
+                known.check(data, str(path), label, SAME_DRAWING)
+                if shared is None:
+                    done = inbox.add(folder, data, str(path), label, locked=True, present=present)
+                else:  # the store first: one it cannot take is not stored here either
+                    source = f"cli:{user_name()}"
+                    done = shared_edits.add(shared, folder, data, str(path), label, source, present)
+                added.append(done)
 
 
 def _add_pending(

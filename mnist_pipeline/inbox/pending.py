@@ -205,7 +205,8 @@ def accept(
             # logged first: an image never reaches the inbox (and training) unlogged; a line
             # whose write to the inbox then failed is followed by the retry's own
             _log(folder, who, "accept", item, digit)
-            done.append(store.add(inbox, contents[item.sha256], str(item.path), digit, locked=True))
+            data = contents[item.sha256]
+            done.append(store.add(inbox, data, str(item.path), digit, locked=True, present=present))
             if each is not None:  # counted as soon as it is in the inbox
                 each(done[-1])
             _forget(folder, item)

@@ -138,15 +138,29 @@ def validate(data: bytes, name: str, label: object) -> tuple[int, str, str]:
     return digit, hashlib.sha256(data).hexdigest(), suffix
 
 
-def add(inbox: Path, data: bytes, name: str, label: object, *, locked: bool = False) -> Added:
+def add(
+    inbox: Path,
+    data: bytes,
+    name: str,
+    label: object,
+    *,
+    locked: bool = False,
+    present: list[Entry] | None = None,
+) -> Added:
     """Store one image (`data`, called `name` in messages) under `label` (`locked`: the caller
-    already holds `lock(inbox)`)."""
+    already holds `lock(inbox)`; and `present`, the `entries(inbox)` it read under that lock,
+    for a caller adding many: the image stored is appended to it, so the inbox is hashed once
+    for all of them, not once per image)."""
+    if present is not None and not locked:
+        raise ValueError("`present` is the inbox as read under the lock the caller holds")
     checked = validate(data, name, label)
     inbox.mkdir(parents=True, exist_ok=True)
     with contextlib.nullcontext() if locked else lock(inbox):
-        entry, new = _placed(inbox, name, *checked, None)
+        entry, new = _placed(inbox, name, *checked, present)
         if new:
             write_bytes(entry.path, data)
+            if present is not None:
+                present.append(entry)
     return Added(entry, new)
 
 
