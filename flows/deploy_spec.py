@@ -41,8 +41,15 @@ def differences(spec: Mapping[str, Any], params_dir: Path, name: str = "prefect.
     params_file = str(parameters["params_file"])
     params = load_params(params_dir / params_file)
     options = deployment_options(params, str(parameters["workdir"]), params_file)
+    listed = deployment.get("schedules") or []
+    other = [e for e in listed if isinstance(e, dict) and "cron" not in e]
+    if other:  # an interval or rrule: Prefect's, but not what the params file can say
+        return [
+            f"schedule {other[0]!r} is not a cron schedule: the params file's schedule is one "
+            "cron (schedule.cron, schedule.timezone), which prefect.yaml repeats as "
+            "`- cron: ...` (`timezone: ...`)"
+        ]
     try:
-        listed = deployment.get("schedules") or []
         schedules = [(entry["cron"], entry.get("timezone", "UTC")) for entry in listed]
         given = deployment.get("concurrency_limit")  # None: no limit at all
         limit = None if given is None else ConcurrencyLimitConfig.model_validate(_limit(given))
