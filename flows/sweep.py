@@ -56,7 +56,20 @@ from mnist_pipeline.pipeline.sweep import (
     summary_lines,
 )
 
-TRIAL_DEPLOYMENT = f"mnist-retrain/{TRIAL_DEPLOYMENT_NAME}"
+RETRAIN_FLOW = "mnist-retrain"  # flows/retrain.py's flow: what every child run is
+TRIAL_DEPLOYMENT = f"{RETRAIN_FLOW}/{TRIAL_DEPLOYMENT_NAME}"
+
+
+def check_retraining(which: str, name: str) -> None:
+    """ParamsError unless `name` is a deployment of the retraining flow, `mnist-retrain/NAME`
+    (Prefect names a deployment by its flow's name first): another flow's run would take no
+    params_file, overrides and trial, and fail only after the trials have trained."""
+    flow_name, _, deployment = name.partition("/")
+    if flow_name != RETRAIN_FLOW or not deployment:
+        raise ParamsError(
+            f"sweep: {which} {name!r} is not a deployment of the retraining flow: "
+            f"expected {RETRAIN_FLOW}/<deployment name>, as `prefect deployment ls` lists them"
+        )
 
 
 def check_deployments(client: SyncPrefectClient, names: list[str]) -> None:
@@ -148,7 +161,9 @@ def sweep(
     if not timeout_s > 0:
         raise ParamsError(f"sweep: timeout_s must be a number of seconds > 0, got {timeout_s}")
     if register_deployment is None:
-        register_deployment = f"mnist-retrain/{checked[0][1].schedule.deployment_name}"
+        register_deployment = f"{RETRAIN_FLOW}/{checked[0][1].schedule.deployment_name}"
+    check_retraining("trial_deployment", trial_deployment)
+    check_retraining("register_deployment", register_deployment)
     configs = [config for config, _ in checked]
     with get_client(sync_client=True) as client:
         check_deployments(client, [trial_deployment, register_deployment])

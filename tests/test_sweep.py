@@ -197,6 +197,23 @@ def test_a_timeout_that_is_not_positive_fails_before_any_child_starts(
     assert started == []
 
 
+def test_a_deployment_of_another_flow_fails_before_any_child_starts(
+    tiny_workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep's own deployment as the registering one trained every trial, then failed on
+    Prefect's 409 (its parameters are not the retraining flow's)."""
+    started: list[object] = []
+    monkeypatch.setattr(sweep_module, "start_child", lambda *args: started.append(args))
+    for which, name in [
+        ("register_deployment", "mnist-sweep/sweep"),
+        ("trial_deployment", "mnist-sweep/sweep"),
+        ("trial_deployment", "trial"),  # no flow name
+    ]:
+        with pytest.raises(ParamsError, match=f"sweep: {which} '{name}' is not a deployment of"):
+            sweep.fn(grid=[{}], workdir=str(tiny_workdir), **{which: name})
+    assert started == []
+
+
 def trial(index: int, accuracy: float | None, error: str | None = None) -> Trial:
     return Trial(index, {"train.seed": index}, val_accuracy=accuracy, error=error)
 
