@@ -36,9 +36,10 @@ from typing import Any
 
 import httpx
 from prefect import serve
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import DeploymentApplyError
-from prefect.exceptions import PrefectHTTPStatusError
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.schedules import Cron
 
 from flows.api_errors import api_errors
@@ -114,6 +115,25 @@ def sweep_options(workdir: str, params_file: str) -> dict[str, Any]:
     }
 
 
+def check_process_pool(name: str) -> None:
+    """Exit 1 when work pool `name` is not a process pool: its deployments pull by changing to
+    this checkout's folder, which a container or a remote job does not have. A pool that does
+    not exist is left to the deployment's own error, which names it."""
+    with get_client(sync_client=True) as client:
+        try:
+            pool = client.read_work_pool(name)
+        except ObjectNotFound:
+            return
+    if pool.type != "process":
+        print(
+            f"error: work pool {name!r} is of type {pool.type!r}: `--pool` deploys this "
+            "checkout's folder for a process pool's workers on this host; deploy to other "
+            "workers with `prefect deploy` (prefect.yaml clones the repository)",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse options, then serve the deployment until interrupted."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -166,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
         with one_line_errors(), api_errors():
             serve(*(f.to_deployment(**o) for f, _, o in deployments), pause_on_shutdown=False)
         return
+    with one_line_errors(), api_errors():
+        check_process_pool(args.pool)
     for served, entrypoint, served_options in deployments:
         # Workers run the flow from this checkout (a set_working_directory pull step).
         source = served.from_source(source=str(REPO_ROOT), entrypoint=entrypoint)

@@ -150,6 +150,18 @@ def test_work_pool_deployment_runs_on_a_process_worker(tmp_path: Path, server, t
     schedule = {"deployment_name": "test-pool-weekly", "cron": CRON, "timezone": "UTC"}
     workdir = tiny_project(tmp_path, tiny_mirror, schedule)
     prefect = str(BIN / "prefect")
+    create = [prefect, "work-pool", "create", "test-docker", "--type", "docker"]
+    subprocess.run(create, env=env, cwd=REPO_ROOT, check=True, capture_output=True, timeout=120)
+    serve = [sys.executable, "-m", "flows.serve", "--workdir", str(workdir), "--pool"]
+    refused = subprocess.run(
+        [*serve, "test-docker"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )  # its containers would not have this checkout's folder: nothing deployed
+    assert refused.returncode == 1 and refused.stdout == "", refused.stdout + refused.stderr
+    assert refused.stderr == (
+        "error: work pool 'test-docker' is of type 'docker': `--pool` deploys this checkout's "
+        "folder for a process pool's workers on this host; deploy to other workers with "
+        "`prefect deploy` (prefect.yaml clones the repository)\n"
+    )
     for args in (
         [prefect, "work-pool", "create", "test-pool", "--type", "process"],
         [sys.executable, "-m", "flows.serve", "--workdir", str(workdir), "--pool", "test-pool"],
