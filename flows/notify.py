@@ -77,8 +77,8 @@ def notify_started(slug: str | None, flow_run_name: str, reason: str) -> None:
 
 def check_block(slug: str | None) -> bool:
     """At a run's start: log an error now, in the run's log, if the block `slug` cannot be
-    loaded (a typo, a deleted block), rather than only when a failure would need it. True when
-    it loads."""
+    loaded (a typo, a deleted block) or is no notification block, rather than only when a
+    failure would need it. True when it loads and can notify."""
     if not slug:
         return False
     try:
@@ -86,12 +86,14 @@ def check_block(slug: str | None) -> bool:
             raise ValueError(
                 "not of the form block-type/block-name, in lowercase letters, digits and dashes"
             )
-        Block.load(slug)
+        block = Block.load(slug)
+        if not callable(getattr(block, "notify", None)):  # a Secret, a JSON block, ...
+            raise TypeError(f"a {type(block).__name__} block, not a notification block")
     except Exception as exc:  # not found, a slug without "type/name", a server that refused
         why = " ".join(str(exc).split())[:200]
         for log in (logger, *_run_logger()):  # in a flow run: shown in the UI too
             log.error(
-                "notify_block %s cannot be loaded (%s): a failure of this run would notify no one",
+                "notify_block %s cannot be used (%s): a failure of this run would notify no one",
                 slug,
                 why,
             )

@@ -175,7 +175,7 @@ def retrain(
     started = time.perf_counter()
     if reason:
         print(f"started because: {reason}")
-    if check_block(notify_block) and reason:  # a block that cannot be loaded: logged, once
+    if check_block(notify_block) and reason:  # a block that cannot be used: logged, once
         notify_started(notify_block, flow_run.name or "(no name)", reason)
     project = Path(workdir).resolve()
     named = flow_overrides(epochs, learning_rate, min_accuracy, mirror)

@@ -209,7 +209,7 @@ def test_a_notify_block_that_cannot_be_loaded_is_logged_when_the_run_starts(
         )
     assert state.is_completed()
     (told,) = [r.message for r in caplog.records if r.name == "mnist_pipeline.notify"]
-    assert told.startswith("notify_block custom-webhook/mnist-typo cannot be loaded (")
+    assert told.startswith("notify_block custom-webhook/mnist-typo cannot be used (")
     assert told.endswith("): a failure of this run would notify no one")
 
 
@@ -225,13 +225,25 @@ def test_a_block_that_cannot_be_loaded_outside_a_flow_run_is_logged_not_raised(
     monkeypatch.setattr(notify.Block, "load", missing)
     with caplog.at_level(logging.ERROR, logger="mnist_pipeline.notify"):
         assert notify.check_block("custom-webhook/mnist-typo") is False
-    assert "notify_block custom-webhook/mnist-typo cannot be loaded" in caplog.text
+    assert "notify_block custom-webhook/mnist-typo cannot be used" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="mnist_pipeline.notify"):
         assert notify.check_block("garbage") is False  # the form said, not Python's unpacking
     assert (
-        "notify_block garbage cannot be loaded (not of the form block-type/block-name, "
+        "notify_block garbage cannot be used (not of the form block-type/block-name, "
         "in lowercase letters, digits and dashes)"
+    ) in caplog.text
+    caplog.clear()
+
+    class Secret:  # what Block.load gives for a block of a type that cannot notify
+        value = "x"
+
+    monkeypatch.setattr(notify.Block, "load", lambda slug: Secret())
+    with caplog.at_level(logging.ERROR, logger="mnist_pipeline.notify"):
+        assert notify.check_block("secret/not-a-notifier") is False
+    assert (
+        "notify_block secret/not-a-notifier cannot be used (a Secret block, not a notification "
+        "block): a failure of this run would notify no one"
     ) in caplog.text
 
 
