@@ -358,6 +358,27 @@ def test_a_served_version_may_be_written_as_a_yaml_number(tmp_path: Path) -> Non
         load_params(write(tmp_path, "serve:\n  model: true\n"), environ={})
 
 
+def test_a_shadow_naming_the_served_model_is_refused(tmp_path: Path) -> None:
+    """It would compare the served version with itself, and a canary would answer with it."""
+    for model, shadow in [("production", "production"), ("2", "v2"), ("v02", "2"), (2, "2")]:
+        text = yaml.safe_dump({"serve": {"model": model, "shadow": shadow, "canary_percent": 5}})
+        with pytest.raises(ParamsError, match=f"serve: .*shadow '{shadow}' names the model se"):
+            load_params(write(tmp_path, text), environ={})
+    for model, shadow in [("production", "staging"), ("2", "3"), ("v12", "v1")]:
+        text = yaml.safe_dump({"serve": {"model": model, "shadow": shadow}})
+        assert load_params(write(tmp_path, text), environ={}).serve.shadow == shadow
+
+
+def test_serve_max_pixels_stays_within_the_limit_every_image_is_held_to(tmp_path: Path) -> None:
+    """Above it, the server decoded images that `predict` refuses as decompression bombs."""
+    from mnist_pipeline.data.decode import MAX_PIXELS
+
+    most = f"serve:\n  max_pixels: {MAX_PIXELS}\n"
+    assert load_params(write(tmp_path, most), environ={}).serve.max_pixels == MAX_PIXELS
+    with pytest.raises(ParamsError, match="serve.max_pixels: .*less than or equal to 50000000"):
+        load_params(write(tmp_path, f"serve:\n  max_pixels: {MAX_PIXELS + 1}\n"), environ={})
+
+
 def test_numbers_with_an_exponent_are_numbers_as_in_yaml_1_2(tmp_path: Path) -> None:
     """`1e-3` is a string to YAML 1.1 (PyYAML) and a float to YAML 1.2 (DVC's ruamel.yaml):
     params read it as the number its writer meant; quoted, it stays text, and a float is still

@@ -141,6 +141,14 @@ _MODEL_REF = re.compile(
 )
 
 
+def _same_reference(a: str, b: str) -> bool:
+    """Whether two model references name the same thing: one version (3, v3) or one alias."""
+    versions = [re.fullmatch(r"v?([0-9]+)", ref) for ref in (a, b)]
+    if all(versions):
+        return int(versions[0][1]) == int(versions[1][1])  # type: ignore[index]
+    return a == b
+
+
 class ServeParams(Section):
     """`mnist-pipeline serve`: where it listens, what it serves, and its request limits."""
 
@@ -152,7 +160,9 @@ class ServeParams(Section):
     # With PREFECT_API_URL set: also check at once on each `mnist.alias.moved` event.
     follow_events: bool = True
     max_upload_bytes: int = Field(default=4_000_000, ge=1)  # one request's body
-    max_pixels: int = Field(default=4_000_000, ge=1)  # one request's images, from their headers
+    # one request's images, from their headers; at most data/decode.py's MAX_PIXELS, the limit
+    # every image is held to (more turns its decompression-bomb check off)
+    max_pixels: int = Field(default=4_000_000, ge=1, le=50_000_000)
     max_batch: int = Field(default=256, ge=1, le=10_000)  # images in one request
     top_k: int = Field(default=3, ge=1, le=10)  # probabilities returned per image by default
     # Web pages on these origins may call the API from a browser (CORS), e.g. examples/web.
@@ -228,6 +238,17 @@ class ServeParams(Section):
     def _canary_needs_a_shadow(self) -> ServeParams:
         if self.canary_percent > 0 and self.shadow is None:
             raise ValueError("canary_percent > 0 needs serve.shadow (the canary's model)")
+        return self
+
+    @model_validator(mode="after")
+    def _shadow_is_another_model(self) -> ServeParams:
+        """A shadow naming what `model` names (`2`, `v2`; one alias) would compare the served
+        version with itself, and a canary would answer with it: nothing learnt, nothing said."""
+        if self.shadow is not None and _same_reference(self.shadow, self.model):
+            raise ValueError(
+                f"shadow {self.shadow!r} names the model served (model {self.model!r}): the "
+                "shadow is a challenger, another alias or version (e.g. staging)"
+            )
         return self
 
     @model_validator(mode="after")
