@@ -131,3 +131,32 @@ def test_workers_get_the_validated_params_and_a_startup_failure_is_an_error(
     exits[1] = 3  # uvicorn's STARTUP_FAILURE: the supervisor stopped
     with pytest.raises(PipelineError, match="a worker could not start"):
         server._run_workers(root, params, [])
+
+
+def test_a_registry_root_that_is_a_file_stops_serve_and_a_model_typo_is_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A root that is a file was read as an empty registry: the server ran, answering 503
+    'versions: none registered' for ever. A model name the registry folder does not hold,
+    beside others, may be one not registered yet: served once it is, and warned of now."""
+    from mnist_pipeline.core.errors import RegistryError
+
+    root = _project(tmp_path, {})
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    (root / "params.yaml").write_text(
+        yaml.safe_dump({**params, "registry": {"root": "params.yaml"}})
+    )
+    with pytest.raises(RegistryError, match=r"params.yaml \(registry.root 'params.yaml'\) is a fi"):
+        server.run(root / "params.yaml", root, {"serve.port": free_port()})
+    (root / "registry" / "mnist-cnn").mkdir(parents=True)
+    typo = {**params, "registry": {"model_name": "mnist-cnm"}}
+    with caplog.at_level(logging.WARNING, logger="mnist_pipeline.serve"):
+        server.check_registry(parse_params(typo), server.Layout(root))
+    assert (
+        f"no model 'mnist-cnm' in the registry at {root / 'registry'} (registry.model_name) yet; "
+        "models there: mnist-cnn: serving nothing until one of it is registered"
+    ) in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mnist_pipeline.serve"):
+        server.check_registry(parse_params(params), server.Layout(root))
+    assert caplog.text == ""

@@ -16,7 +16,7 @@ from mnist_pipeline.core.errors import ParamsError, RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import DEFAULT_PARAMS_PATH, Params, load_params
 from mnist_pipeline.core.params_file import read_params_file
-from mnist_pipeline.pipeline.versions import open_registry
+from mnist_pipeline.pipeline.versions import check_not_a_file, models_in, open_registry
 from mnist_pipeline.registry import Registry, default_actor
 
 # Progress and summaries go to stderr; stdout is kept for results (paths, JSON, predictions).
@@ -80,17 +80,14 @@ def existing_registry(ctx: typer.Context) -> Registry:
     params = st.params().registry
     root = st.layout.registry_root(params.root)
     if isinstance(root, Path):
-        where = f"registry.root {params.root!r}"
-        if root.exists() and not root.is_dir():
-            raise RegistryError(f"{root} ({where}) is a file, not a registry folder")
+        check_not_a_file(root, params.root)
         if not root.is_dir():
             raise RegistryError(
-                f"no registry folder at {root} ({where}): nothing is registered there yet, or "
-                "the path is wrong"
+                f"no registry folder at {root} (registry.root {params.root!r}): nothing is "
+                "registered there yet, or the path is wrong"
             )
         if not (root / params.model_name).is_dir():
-            models = {p.name for p in root.iterdir() if p.is_dir() and p.name[0] != "."}
-            raise _no_model(params.model_name, root, models)
+            raise _no_model(params.model_name, root, models_in(root))
     registry = open_registry(params, st.layout)
     if not isinstance(root, Path) and not registry.version_numbers():  # object storage
         models = {key.split("/", 1)[0] for key in registry.storage.list("")}

@@ -4,8 +4,10 @@ and the names of the files a version holds (torch-free)."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
+from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.reports import ModelCard, parse_report
 from mnist_pipeline.core.service_params import RegistryParams
@@ -31,6 +33,20 @@ def open_registry(params: RegistryParams, layout: Layout) -> Registry:
         params.require_signature,
     )
     return Registry(layout.registry_root(params.root), params.model_name, signing)
+
+
+def check_not_a_file(root: Path, setting: str) -> None:
+    """RegistryError when the registry folder `root` (params `setting`, as written) is a file,
+    which can never hold versions: read as a folder it would look empty."""
+    if root.exists() and not root.is_dir():
+        raise RegistryError(f"{root} (registry.root {setting!r}) is a file, not a registry folder")
+
+
+def models_in(root: Path) -> set[str]:
+    """The models a registry folder holds (its folders; none where `root` is no folder)."""
+    if not root.is_dir():
+        return set()
+    return {p.name for p in root.iterdir() if p.is_dir() and p.name[0] != "."}
 
 
 def read_card(registry: Registry, ref: str | int) -> ModelCard:

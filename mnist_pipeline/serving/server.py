@@ -37,7 +37,7 @@ from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, load_params, parse_params
 from mnist_pipeline.core.service_params import ServeParams
-from mnist_pipeline.pipeline.versions import open_registry
+from mnist_pipeline.pipeline.versions import check_not_a_file, models_in, open_registry
 from mnist_pipeline.serving.alias_events import api_configured, preload_prefect
 from mnist_pipeline.serving.canary_shared import SharedStepBacks, run_folder
 from mnist_pipeline.serving.challenger import Challenger
@@ -125,6 +125,7 @@ def run(params_path: Path, root: Path, overrides: dict[str, object]) -> None:
     """Serve until interrupted, with `overrides` (serve.host, .port, .model, .workers)."""
     params = load_params(params_path, overrides)
     _log_to_stderr()
+    check_registry(params, Layout(root))
     serve = params.serve
     sockets = listening_sockets(serve.host, serve.port)  # one taken: refused before the model
     try:
@@ -142,6 +143,25 @@ def run(params_path: Path, root: Path, overrides: dict[str, object]) -> None:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def check_registry(params: Params, layout: Layout) -> None:
+    """Refuse a registry.root that is a file (RegistryError); warn of a registry folder that
+    holds other models but not registry.model_name's (a typo, or one not registered yet). A
+    registry that does not exist yet is waited for, as a version that is not registered yet."""
+    root = layout.registry_root(params.registry.root)
+    if not isinstance(root, Path):
+        return
+    check_not_a_file(root, params.registry.root)
+    name, models = params.registry.model_name, models_in(root)
+    if models and name not in models:
+        logger.warning(
+            "no model %r in the registry at %s (registry.model_name) yet; models there: %s: "
+            "serving nothing until one of it is registered",
+            name,
+            root,
+            ", ".join(sorted(models)),
+        )
 
 
 @contextmanager
