@@ -530,6 +530,15 @@ def test_serve_report_names_a_file_that_is_not_a_saved_answer(tmp_path: Path) ->
     not_a_list = {"shadow": {"versions": {}, "earlier": 5}}
     with pytest.raises(DataError, match=r"malformed: .* and shadow.earlier a list$"):
         shadow_report.tallies(not_a_list)
+    for key, record, said in [  # versions no registry holds, booleans, another version's key
+        ("-5", {"version": -5}, r"version: Input should be greater than or equal to 1"),
+        ("2", {"version": 2, "production": True}, r"production: Input should be a valid int"),
+        ("2", {"version": 2, "production": 0}, r"production: Input should be greater than or"),
+        ("1", {"version": True}, r"versions\['1'\] does not hold that version's record"),
+        ("2", {"version": 3}, r"versions\['2'\] does not hold that version's record"),
+    ]:
+        with pytest.raises(DataError, match=f"records are malformed: .*{said}"):
+            shadow_report.tallies({"shadow": {"versions": {key: record}}})
     more_agreed = {"shadow": {"versions": {"2": {"version": 2, "compared": 1, "agreed": 5}}}}
     with pytest.raises(DataError, match=r"are malformed: v2: agreed 5 of 1 compared$"):
         shadow_report.tallies(more_agreed)

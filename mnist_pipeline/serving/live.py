@@ -58,8 +58,8 @@ class Tally(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int
-    production: int | None = None  # the production version it was compared with
+    version: int = Field(ge=1, strict=True)  # strict: a saved record's `true` is no version
+    production: int | None = Field(default=None, ge=1, strict=True)  # what it was compared with
     compared: int = Field(default=0, ge=0)  # images both models classified
     agreed: int = Field(default=0, ge=0)  # of those, the same digit
     skipped: int = Field(default=0, ge=0)  # not shadowed: the queue was full

@@ -63,6 +63,16 @@ def tallies(status: dict[str, Any]) -> list[Tally]:
             "the shadow's records are malformed: shadow.versions must be a mapping and "
             "shadow.earlier a list"
         )
+    named = [
+        k
+        for k, body in versions.items()
+        if not isinstance(body, dict) or body.get("version") is None or str(body["version"]) != k
+    ]
+    if named:  # each latest record is keyed by its own version
+        raise DataError(
+            f"the shadow's records are malformed: shadow.versions[{named[0]!r}] does not hold "
+            "that version's record"
+        )
     try:
         return [
             Tally.model_validate({k: v for k, v in body.items() if k in Tally.model_fields})
