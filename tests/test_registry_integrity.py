@@ -64,6 +64,33 @@ def test_registering_the_same_files_again_brings_a_lost_file_back(registry: Regi
     assert registry.read_file("1", "model.onnx") == original
 
 
+def test_registering_files_again_repairs_a_blob_the_store_damaged(
+    registry: Registry, make, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A blob whose bytes are not its SHA-256 (edited in the store): registering the same run
+    again writes it anew, as a lost one is; a new run holding the same file repairs it too (it
+    was refused with "is damaged", and so was every run holding that file, until it was
+    deleted by hand)."""
+    import logging
+
+    candidate = make(1)
+    register_candidate(registry, candidate, PARAMS)
+    onnx = stored(registry, 1, "model.onnx")
+    original = onnx.read_bytes()
+    writable(onnx).write_bytes(original + b"\0")
+    assert any("v1: model.onnx was modified" in p for p in registry.verify())
+    with caplog.at_level(logging.WARNING, logger="mnist_pipeline.registry"):
+        again = register_candidate(registry, candidate, PARAMS)
+    assert (again.version, again.registered) == (1, False)
+    assert registry.verify() == [] and registry.read_file("1", "model.onnx") == original
+    assert f"stored blob mnist-cnn/blobs/sha256/{onnx.name} in" in caplog.text
+    assert "was damaged: written again" in caplog.text
+    history = stored(registry, 1, "train_history.csv")  # the same in every run `make` makes
+    writable(history).write_bytes(b"epoch\n")
+    assert register_candidate(registry, make(2, accuracy=0.99), PARAMS).version == 2
+    assert stored(registry, 2, "train_history.csv") == history and registry.verify() == []
+
+
 def test_edited_card_is_refused(registry: Registry, make) -> None:
     register_candidate(registry, make(1, accuracy=0.98), PARAMS)
     card_path = stored(registry, 1, "card.json")

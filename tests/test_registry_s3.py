@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from mnist_pipeline.core.errors import ParamsError, RegistryError, StoreError
 from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.pipeline.register import register_candidate
-from mnist_pipeline.registry import LostAliases, Registry, commit, s3
+from mnist_pipeline.registry import LostAliases, Registry, blobs, s3
 from mnist_pipeline.registry.backends import open_storage
 from mnist_pipeline.registry.garbage import GRACE_S
 from mnist_pipeline.registry.s3 import S3Bucket, parse_url
@@ -104,16 +104,16 @@ def test_blobs_a_registration_finds_already_stored_have_their_age_restarted(s3_u
     """A retry that finds its blobs stored by an attempt that never committed renews each one
     (a copy onto itself), so that gc, which keeps young blobs, cannot take them before the
     retry's card commits."""
-    from mnist_pipeline.registry.commit import _store_blobs
+    from mnist_pipeline.registry.blobs import store as store_blobs
 
     registry = Registry(s3_url, MODEL)
     blobs = {hashlib.sha256(data).hexdigest(): data for data in (b"model", b"card")}
     renewed: list[str] = []
     renew = registry.storage.renew
     registry.storage.renew = lambda key: renewed.append(key) or renew(key)
-    _store_blobs(registry, blobs)
+    store_blobs(registry, blobs)
     assert renewed == []  # stored now: young already
-    _store_blobs(registry, blobs)
+    store_blobs(registry, blobs)
     assert sorted(renewed) == sorted(f"{MODEL}/blobs/sha256/{h}" for h in blobs)
 
 
@@ -175,14 +175,14 @@ def test_an_alias_moved_while_a_registration_records_its_own_is_kept(
     registry = Registry(s3_url, MODEL)
     register_candidate(registry, make(1, accuracy=0.97), PARAMS)
     other = Registry(s3_url, MODEL)  # another host
-    store_blobs = commit._store_blobs
+    store_blobs = blobs.store
 
     def moved_meanwhile(*args, **kwargs):
         other.promote(1, "staging", "tester", "a second look")
         return store_blobs(*args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(commit, "_store_blobs", moved_meanwhile)
+        patch.setattr(blobs, "store", moved_meanwhile)
         done = register_candidate(registry, make(2, accuracy=0.99), PARAMS)
     assert (done.version, done.alias, done.warning) == (2, "production", None)
     log = Registry(s3_url, MODEL).alias_log()
@@ -219,6 +219,10 @@ def test_the_registry_keeps_its_guarantees_on_s3(s3_url: str, make, tmp_path: Pa
     with pytest.raises(RegistryError, match="v2: model.onnx was modified"):
         registry.read_file("production", "model.onnx")
     assert any("model.onnx" in problem for problem in registry.verify())
+    # registering the same files again writes it anew (compare-and-swap on its ETag)
+    assert register_candidate(registry, make(2, accuracy=0.99), PARAMS).version == 2
+    assert registry.read_file("production", "model.onnx") == make(2).onnx.read_bytes()
+    assert registry.verify() == []
 
 
 def test_a_deleted_alias_document_on_s3_is_refused_then_restarted(
@@ -328,14 +332,14 @@ def test_a_registration_whose_lease_gc_took_over_commits_nothing(
     model = candidate.onnx.read_bytes()
     leftover = f"{MODEL}/blobs/sha256/{hashlib.sha256(model).hexdigest()}"
     store.create(leftover, model)  # an attempt that did not commit
-    store_blobs, gc_found = commit._store_blobs, []
+    store_blobs, gc_found = blobs.store, []
 
     def stalled_then_gc_took_over(*args, **kwargs) -> None:
         store._put(lease_key, json.dumps({"owner": "models gc"}).encode())  # taken over
         gc_found.extend(registry.garbage())  # what gc lists, ages before the restart
         store_blobs(*args, **kwargs)
 
-    monkeypatch.setattr(commit, "_store_blobs", stalled_then_gc_took_over)
+    monkeypatch.setattr(blobs, "store", stalled_then_gc_took_over)
     with pytest.raises(RegistryError, match=r"lease .*register.* was taken over while held"):
         register_candidate(registry, candidate, PARAMS)
     monkeypatch.undo()

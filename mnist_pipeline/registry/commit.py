@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import RegistryError
-from mnist_pipeline.registry import inputs, keys, trail
+from mnist_pipeline.registry import blobs, inputs, keys, trail
 from mnist_pipeline.registry.aliases import (
     PRODUCTION,
     checked_actor,
@@ -113,9 +113,9 @@ def _register(
         production = state.aliases.get(PRODUCTION)
         if production != submission.decision.champion:  # the caller decides again
             raise ChampionMoved(name, submission.decision.champion, production)
-        _store_blobs(registry, {hashes[rel]: data for rel, data in contents.items()})
+        blobs.store(registry, {hashes[rel]: data for rel, data in contents.items()})
         # A gc that took the lease over from a stalled registration may have read the blobs'
-        # ages before `_store_blobs` restarted them: stop, or it would delete what the card
+        # ages before `blobs.store` restarted them: stop, or it would delete what the card
         # needs. Once this passes, a gc that takes over later sees them young and keeps them.
         still_held()
         # the first number that can be free; a writer that took it meanwhile makes this N+1
@@ -133,21 +133,6 @@ def _register(
 
 
 # ---- internals
-
-
-def _store_blobs(registry: Registry, blobs: dict[str, bytes]) -> None:
-    """Create each blob (by SHA-256) if absent; one already there (left by a registration that
-    did not commit, or another version's) must hold the same bytes, and its age restarts so
-    that gc, which keeps young blobs, cannot take it before this card commits."""
-    storage, keyed = registry.storage, {keys.blob_key(registry.name, h): h for h in blobs}
-    created = storage.create_many([(key, blobs[sha256]) for key, sha256 in keyed.items()])
-    held = [key for key, new in zip(keyed, created, strict=True) if not new]
-    stored = dict(zip(held, storage.renew_many(held), strict=True))
-    gone = [key for key, data in stored.items() if data is None]  # collected in between
-    storage.create_many([(key, blobs[keyed[key]]) for key in gone])
-    for key, data in stored.items():
-        if data is not None and hashlib.sha256(data).hexdigest() != keyed[key]:
-            raise RegistryError(f"stored blob {key} in {storage.location} is damaged")
 
 
 def restore_lost(
@@ -177,15 +162,11 @@ def _restore_lost(
     A version of schema 1 keeps its files in its own folder, not as blobs: not restored."""
     if card.get("schema", 1) < 2:
         return
-    prefix = f"{registry.name}/{keys.BLOBS}/"
-    present = set(registry.storage.list(prefix))
-    lost = {
-        sha256: contents[rel]
-        for rel, sha256 in hashes.items()
-        if sha256 in card["files"].values() and keys.blob_key(registry.name, sha256) not in present
+    held = {
+        sha256: contents[rel] for rel, sha256 in hashes.items() if sha256 in card["files"].values()
     }
-    if lost:
-        _store_blobs(registry, lost)
+    if held:  # those lost created again, those damaged written again
+        blobs.store(registry, held)
 
 
 def _as_stored(part: Mapping[str, Any], what: str) -> dict[str, Any]:
