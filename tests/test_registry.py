@@ -132,6 +132,11 @@ def test_promote_and_rollback_walk_the_production_history(registry: Registry, ma
     assert registry.rollback() == 1
     with pytest.raises(RegistryError, match="no previous version"):
         registry.rollback()
+    with pytest.raises(  # not "has no previous version": there is no such alias
+        RegistryError,
+        match=r"^no alias 'prodution' to roll back \(aliases: production -> v1, staging -> v3\)$",
+    ):
+        registry.rollback("prodution")
     assert registry.aliases()["production"] == 1
     registry.promote(2, "canary")
     assert registry.card("canary")["version"] == 2

@@ -118,7 +118,10 @@ class AliasState:
     ) -> tuple[int, int]:
         """Move `alias` back to the version it pointed at before; returns (from, to)."""
         stack = self.history.get(alias, [])
-        if alias not in self.aliases or len(stack) < 2:
+        if alias not in self.aliases:  # a typo, most likely: say which there are
+            listed = ", ".join(f"{a} -> v{v}" for a, v in sorted(self.aliases.items())) or "none"
+            raise RegistryError(f"no alias {alias!r} to roll back (aliases: {listed})")
+        if len(stack) < 2:
             held = ", ".join(f"v{v}" for v in stack) or "none"
             raise RegistryError(
                 f"alias {alias!r} has no previous version to roll back to (history: {held})"
