@@ -84,6 +84,24 @@ def test_verify_reports_an_alias_moved_without_an_event(
     assert len(problems) == 1 and problems[0].startswith(expected), problems
 
 
+def test_a_move_from_an_alias_set_without_an_event_keeps_it_reported(
+    registry: Registry, make
+) -> None:
+    """The move replaces the map that showed the edit; its event's `previous` still does
+    (a promote from v1, where the trail's moves had left production at v2), so `models verify`
+    goes on reporting it, and a rollback after it does not hide it either."""
+    history_of_moves(registry, make)
+    edit_aliases(registry, lambda doc: doc["aliases"].update(production=1))
+    assert registry.promote(3, "production") == 1
+    expected = (
+        "alias event 8 moved 'production' from v1, but the audit trail's moves before it had "
+        "left it at v2 (set without an event)"
+    )
+    assert registry.verify() == [expected]
+    registry.rollback()
+    assert registry.verify() == [expected]
+
+
 def test_with_trusted_keys_reads_refuse_an_alias_moved_without_an_event(
     tmp_path: Path, make
 ) -> None:

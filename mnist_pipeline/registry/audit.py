@@ -49,7 +49,7 @@ def audit(registry: Registry) -> list[str]:
         problems.append(str(exc))
         state = None
     if state is not None:
-        problems += _trail_problems(registry, state)
+        problems += _trail_problems(registry, state) + trail.unexplained_starts(state.events)
         # every sealed card, as reads check them: one this host cannot verify names an event
         problems += [
             str(lost.refusal(registry, v, head))

@@ -160,26 +160,32 @@ def replay(events: list[Any]) -> tuple[dict[str, int], dict[str, list[int]]]:
     aliases: dict[str, int] = {}
     history: dict[str, list[int]] = {}
     for event in events:
-        if not isinstance(event, dict):
-            continue
-        if event.get("action") == RESTART:
-            aliases, history = {}, {}
-            continue
-        alias, version = event.get("alias"), event.get("version")
-        if not isinstance(alias, str) or not isinstance(version, int):
-            continue
-        action = event.get("action")
-        if action == "rollback":
-            if history.get(alias):
-                history[alias].pop()
-        elif action in MOVES:
-            if aliases.get(alias) == version:
-                continue
-            history.setdefault(alias, []).append(version)
-        else:
-            continue
-        aliases[alias] = version
+        _apply(event, aliases, history)
     return aliases, history
+
+
+def _apply(event: Any, aliases: dict[str, int], history: dict[str, list[int]]) -> None:
+    """One event of the log applied to the aliases and histories replayed so far."""
+    if not isinstance(event, dict):
+        return
+    if event.get("action") == RESTART:
+        aliases.clear()
+        history.clear()
+        return
+    alias, version = event.get("alias"), event.get("version")
+    if not isinstance(alias, str) or not isinstance(version, int):
+        return
+    action = event.get("action")
+    if action == "rollback":
+        if history.get(alias):
+            history[alias].pop()
+    elif action in MOVES:
+        if aliases.get(alias) == version:
+            return
+        history.setdefault(alias, []).append(version)
+    else:
+        return
+    aliases[alias] = version
 
 
 def mismatches(
@@ -200,6 +206,26 @@ def mismatches(
                 f"alias {alias!r} has history {history.get(alias, [])} but its audit trail's "
                 f"moves give {moves.get(alias, [])}"
             )
+    return problems
+
+
+def unexplained_starts(events: list[Any]) -> list[str]:
+    """A problem per move whose recorded `previous` is not where the log's moves before it had
+    left the alias: the alias was set without an event, and a move since hid it from
+    `mismatches` (an event without `previous`, as the oldest logs have, is not judged)."""
+    problems = []
+    aliases: dict[str, int] = {}
+    history: dict[str, list[int]] = {}
+    for number, event in enumerate(events, 1):
+        if isinstance(event, dict) and event.get("action") in (*MOVES, "rollback"):
+            alias, previous = event.get("alias"), event.get("previous", "absent")
+            led = aliases.get(alias) if isinstance(alias, str) else None
+            if isinstance(alias, str) and previous != "absent" and previous != led:
+                problems.append(
+                    f"alias event {number} moved {alias!r} from {_v(previous)}, but the audit "
+                    f"trail's moves before it had left it at {_v(led)} (set without an event)"
+                )
+        _apply(event, aliases, history)
     return problems
 
 
