@@ -42,7 +42,8 @@ def differences(spec: Mapping[str, Any], params_dir: Path, name: str = "prefect.
     params = load_params(params_dir / params_file)
     options = deployment_options(params, str(parameters["workdir"]), params_file)
     listed = deployment.get("schedules") or []
-    other = [e for e in listed if isinstance(e, dict) and "cron" not in e]
+    entries = listed if isinstance(listed, list) else []  # not a list: refused below
+    other = [e for e in entries if isinstance(e, dict) and "cron" not in e]
     if other:  # an interval or rrule: Prefect's, but not what the params file can say
         return [
             f"schedule {other[0]!r} is not a cron schedule: the params file's schedule is one "

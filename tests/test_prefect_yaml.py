@@ -216,6 +216,13 @@ def test_deploy_refuses_a_prefect_yaml_that_params_yaml_contradicts(
             {"deployments": [{**weekly, "schedules": schedules}]}, REPO_ROOT
         )  # Prefect's, but not the params file's: named as such, not as a KeyError 'cron'
         assert problem.startswith(f"schedule {schedules[-1]!r} is not a cron schedule: "), problem
+    for schedules in (5, True, "0 3 * * 1"):  # no list at all
+        (problem,) = deploy_spec.differences(
+            {"deployments": [{**weekly, "schedules": schedules}]}, REPO_ROOT
+        )
+        assert problem.startswith("its schedules, concurrency_limit or triggers are not Prefect"), (
+            problem
+        )
     spec["deployments"] = [d for d in spec["deployments"] if d["name"] != "weekly"]
     assert deploy_spec.differences(spec, REPO_ROOT) == [
         "prefect.yaml has 0 retraining deployments (flows/retrain.py:retrain), not one"
