@@ -78,17 +78,43 @@ def test_registering_files_again_repairs_a_blob_the_store_damaged(
     onnx = stored(registry, 1, "model.onnx")
     original = onnx.read_bytes()
     writable(onnx).write_bytes(original + b"\0")
+    os.chmod(onnx, 0o444)
     assert any("v1: model.onnx was modified" in p for p in registry.verify())
+    renewed: list[str] = []
+    renew = registry.storage.renew
+    registry.storage.renew = lambda key: renewed.append(key) or renew(key)  # type: ignore[method-assign]
     with caplog.at_level(logging.WARNING, logger="mnist_pipeline.registry"):
         again = register_candidate(registry, candidate, PARAMS)
     assert (again.version, again.registered) == (1, False)
     assert registry.verify() == [] and registry.read_file("1", "model.onnx") == original
     assert f"stored blob mnist-cnn/blobs/sha256/{onnx.name} in" in caplog.text
-    assert "was damaged: written again" in caplog.text
+    assert "was damaged: written anew" in caplog.text
+    assert oct(onnx.stat().st_mode & 0o777) == oct(0o444)  # read-only again, as created
+    assert renewed == []  # a committed version's blobs are only read, none rewritten
     history = stored(registry, 1, "train_history.csv")  # the same in every run `make` makes
     writable(history).write_bytes(b"epoch\n")
     assert register_candidate(registry, make(2, accuracy=0.99), PARAMS).version == 2
     assert stored(registry, 2, "train_history.csv") == history and registry.verify() == []
+
+
+def test_a_blob_another_writer_repaired_first_is_left_as_it_is(registry: Registry, make) -> None:
+    """Two registrations of the same files repair one damaged blob at once: the one whose
+    compare-and-swap is refused finds it intact and goes on (it failed with "changed")."""
+    from mnist_pipeline.registry import blobs
+
+    register_candidate(registry, make(1), PARAMS)
+    onnx = stored(registry, 1, "model.onnx")
+    original = onnx.read_bytes()
+    writable(onnx).write_bytes(original + b"\0")
+    swap = registry.storage.swap
+
+    def another_writer_first(key: str, data: bytes, revision: str | None) -> bool:
+        assert swap(key, data, revision)  # the other registration's repair
+        return False  # so this one's revision is stale
+
+    registry.storage.swap = another_writer_first  # type: ignore[method-assign]
+    blobs.restore(registry, {onnx.name: original})
+    assert onnx.read_bytes() == original and registry.verify() == []
 
 
 def test_edited_card_is_refused(registry: Registry, make) -> None:

@@ -21,8 +21,8 @@ def store(registry: Registry, blobs: dict[str, bytes]) -> None:
     """Create each blob (by SHA-256) if absent; one already there (left by a registration that
     did not commit, or another version's) has its age restarted so that gc, which keeps young
     blobs, cannot take it before this card commits. One whose bytes are not its SHA-256
-    (damaged in the store: `models verify` says "modified") is written again with these,
-    which its name says it holds: registering a version's files again repairs them."""
+    (damaged in the store: `models verify` says "modified") is written anew with these, which
+    its name says it holds."""
     storage, keyed = registry.storage, {keys.blob_key(registry.name, h): h for h in blobs}
     created = storage.create_many([(key, blobs[sha256]) for key, sha256 in keyed.items()])
     held = [key for key, new in zip(keyed, created, strict=True) if not new]
@@ -34,12 +34,31 @@ def store(registry: Registry, blobs: dict[str, bytes]) -> None:
             _repair(storage, key, blobs[keyed[key]], keyed[key])
 
 
-def _repair(storage: Storage, key: str, data: bytes, sha256: str) -> None:
-    """Replace the damaged blob at `key` with `data` (its SHA-256 is `sha256`, the name), by
-    compare-and-swap: a blob another writer repaired or removed meanwhile is left as it is."""
-    found = storage.read_document(key)
-    if found is None:
-        storage.create(key, data)
-    elif hashlib.sha256(found[0]).hexdigest() != sha256 and not storage.swap(key, data, found[1]):
-        raise RegistryError(f"stored blob {key} in {storage.location} changed while repaired")
-    logger.warning("stored blob %s in %s was damaged: written again", key, storage.location)
+def restore(registry: Registry, blobs: dict[str, bytes]) -> None:
+    """The blobs of a committed version, `blobs` by SHA-256, as registering its files again
+    brings them back: those the store lost created, those damaged written anew. Nothing else
+    is written (a committed card keeps its blobs from gc: no age to restart)."""
+    storage, keyed = registry.storage, {keys.blob_key(registry.name, h): h for h in blobs}
+    present = set(storage.list(f"{registry.name}/{keys.BLOBS}/"))
+    storage.create_many([(key, blobs[sha]) for key, sha in keyed.items() if key not in present])
+    held = [key for key in keyed if key in present]
+    for key, data in zip(held, storage.read_many(held), strict=True):
+        if data is None or hashlib.sha256(data).hexdigest() != keyed[key]:
+            _repair(storage, key, blobs[keyed[key]], keyed[key])
+
+
+def _repair(storage: Storage, key: str, data: bytes, sha256: str, tries: int = 3) -> None:
+    """Write `data` (its SHA-256 is `sha256`, the key's name) where the blob at `key` is
+    damaged or gone, by compare-and-swap or create-only: one another writer repaired meanwhile
+    is left as it is; RegistryError when it kept changing."""
+    for _ in range(tries):
+        found = storage.read_document(key)
+        if found is not None and hashlib.sha256(found[0]).hexdigest() == sha256:
+            return  # repaired (or created) by another writer meanwhile
+        if storage.create(key, data) if found is None else storage.swap(key, data, found[1]):
+            if found is not None:
+                logger.warning(
+                    "stored blob %s in %s was damaged: written anew", key, storage.location
+                )
+            return
+    raise RegistryError(f"stored blob {key} in {storage.location} kept changing while repaired")

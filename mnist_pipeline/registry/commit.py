@@ -156,17 +156,18 @@ def restore_lost(
 def _restore_lost(
     registry: Registry, card: dict[str, Any], contents: dict[str, bytes], hashes: dict[str, str]
 ) -> None:
-    """Create again the blobs of an existing version's `card` that the store lost (`models
-    verify`: "missing") and this submission holds: registering the same files again is how a
-    lost file comes back. Blobs are named by their SHA-256, so nothing else can be written.
-    A version of schema 1 keeps its files in its own folder, not as blobs: not restored."""
+    """The blobs of an existing version's `card` that this submission holds, lost by the store
+    (`models verify`: "missing") created again, damaged ones ("modified") written anew:
+    registering the same files again is how such a file comes back. Blobs are named by their
+    SHA-256, so nothing else can be written. A version of schema 1 keeps its files in its own
+    folder, not as blobs: not restored."""
     if card.get("schema", 1) < 2:
         return
     held = {
         sha256: contents[rel] for rel, sha256 in hashes.items() if sha256 in card["files"].values()
     }
-    if held:  # those lost created again, those damaged written again
-        blobs.store(registry, held)
+    if held:
+        blobs.restore(registry, held)
 
 
 def _as_stored(part: Mapping[str, Any], what: str) -> dict[str, Any]:

@@ -121,7 +121,10 @@ class LocalFolder(Storage):
             current = self.read_document(key)
             if (None if current is None else current[1]) != revision:
                 return False
+            read_only = current is not None and not target.stat().st_mode & 0o222
             write_bytes(target, data)
+            if read_only:  # a blob, as `create` left it: so again (an alias document is not)
+                os.chmod(target, 0o444)
             _fsync_dir(target.parent)
         return True
 
