@@ -4,10 +4,10 @@
 
 Builds a throw-away inbox of `--inbox` MNIST test digits (as PNGs, labelled by their digit),
 submits `--accept` more for review, and accepts them in one command, counting the calls of
-`file_sha256` (every inbox file accept hashes) and timing it. Accept hashes the inbox once,
-under its lock, for its checks (the image's label there, its place, the same drawing under
-another label) and for the adds, which look each image up in that listing (a hand-dropped file
-can have any name).
+`file_sha256` (every inbox file accept hashes) and timing it. Accept hashes each inbox file
+once for its checks (the image's label there, its place, the same drawing under another label)
+and its adds, which list the inbox again and hash only files new or changed since (a
+hand-dropped file can have any name).
 """
 
 from __future__ import annotations

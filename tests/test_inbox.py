@@ -419,34 +419,37 @@ def test_only_a_regular_file_of_at_most_the_limit_is_read(
 def test_adding_and_accepting_many_images_hashes_the_inbox_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
-    """`data add` and `data accept` of several new images read every inbox file once for the
-    command, not once per image (the inbox is found by name only for images already stored
-    under the name `add` gives them)."""
+    """`data add` and `data accept` of several new images hash every inbox file once for the
+    command, not once per image (an image is found by name only where `add` named it), with
+    this host's inbox or a shared one; each image is added under the inbox's lock of its own."""
+    import hashlib
+
     from mnist_pipeline.core.layout import Layout
-    from mnist_pipeline.inbox import pending
 
     params = "{}\n" if where == "here" else f"inbox:\n  shared: {tmp_path / 'store'}\n"
     (tmp_path / "store").mkdir()
     (tmp_path / "params.yaml").write_text(params)
-    folder = Layout(tmp_path).inbox
+    folder, root = Layout(tmp_path).inbox, ["--root", str(tmp_path), "data"]
     for seed in range(12):
         inbox.add(folder, draw_digit(tmp_path / f"old{seed}.png", seed).read_bytes(), "x", 1)
     new = [str(draw_digit(tmp_path / f"new{seed}.png", 12 + seed)) for seed in range(4)]
     hashed: list[Path] = []
     real = inbox.file_sha256
     monkeypatch.setattr(inbox, "file_sha256", lambda path: hashed.append(path) or real(path))
-    cli = CliRunner()
-    added = cli.invoke(app, ["--root", str(tmp_path), "data", "add", *new, "--label", "2"])
+    locks = []
+    lock = inbox.lock
+    monkeypatch.setattr(inbox, "lock", lambda folder: locks.append(folder) or lock(folder))
+    added = CliRunner().invoke(app, [*root, "add", *new, "--label", "2"])
     assert added.exit_code == 0, added.output
     count = len(hashed)  # the inbox as found (12 files), and as left, for the event (16)
     assert len(inbox.entries(folder)) == 16 and count == 12 + 16, hashed
-    if where == "shared":
-        return  # the shared queue's review is tested in test_review_shared.py
-    quarantine = [str(draw_digit(tmp_path / f"later{seed}.png", 16 + seed)) for seed in range(3)]
-    cli.invoke(app, ["--root", str(tmp_path), "data", "add", *quarantine, "-l", "3", "--pending"])
-    shas = [item.sha256[:8] for item in pending.items(Layout(tmp_path).pending)]
+    assert len(locks) >= 4  # one per image, not one held for the whole command
+    later = [draw_digit(tmp_path / f"later{seed}.png", 16 + seed) for seed in range(3)]
+    queued = CliRunner().invoke(app, [*root, "add", *map(str, later), "-l", "3", "--pending"])
+    assert queued.exit_code == 0, queued.output
     hashed.clear()
-    accepted = cli.invoke(app, ["--root", str(tmp_path), "data", "accept", *shas])
+    shas = [hashlib.sha256(path.read_bytes()).hexdigest()[:12] for path in later]
+    accepted = CliRunner().invoke(app, [*root, "accept", *shas])
     assert accepted.exit_code == 0, repr(accepted.exception)
-    count = len(hashed)
+    count = len(hashed)  # as found (16), and as left, for the event (19)
     assert len(inbox.entries(folder)) == 19 and count == 16 + 19, hashed

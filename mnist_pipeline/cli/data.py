@@ -87,21 +87,20 @@ def add(
 def _add_all(
     folder: Path, images: list[Path], label: int, shared: SharedInbox | None, added: list
 ) -> None:
-    """Store each image (`added` hears each), under the inbox's lock, which is held for all of
-    them so that the inbox is hashed once, not once per image; a bad one stops the command."""
-    with inbox.lock(folder):
-        present = inbox.entries(folder)
-        known = Drawings(folder, present)  # a copy of one of them labelled otherwise: refused
-        for index, path in enumerate(images):
-            with _stops_at(images, index):
-                data = inbox.read_file(path)
-                known.check(data, str(path), label, SAME_DRAWING)
-                if shared is None:
-                    done = inbox.add(folder, data, str(path), label, locked=True, present=present)
-                else:  # the store first: one it cannot take is not stored here either
-                    source = f"cli:{user_name()}"
-                    done = shared_edits.add(shared, folder, data, str(path), label, source, present)
-                added.append(done)
+    """Store each image (`added` hears each; a bad one stops the command), each under the
+    inbox's lock, every inbox file hashed once for all of them (store.Listing)."""
+    listed = inbox.Listing(folder)
+    known = Drawings(folder, listed.entries())  # a copy of one labelled otherwise: refused
+    for index, path in enumerate(images):
+        with _stops_at(images, index):
+            data = inbox.read_file(path)
+            known.check(data, str(path), label, SAME_DRAWING)
+            if shared is None:
+                done = inbox.add(folder, data, str(path), label, listed=listed)
+            else:  # the store first: one it cannot take is not stored here either
+                source = f"cli:{user_name()}"
+                done = shared_edits.add(shared, folder, data, str(path), label, source, listed)
+            added.append(done)
 
 
 def _add_pending(

@@ -193,7 +193,8 @@ def accept(
     with store.lock(inbox):
         chosen = resolve(folder, refs)  # under the lock: no claim arrives unseen meanwhile
         digits, contents = {}, {}
-        present = store.entries(inbox)  # hashed once for every check below
+        listed = store.Listing(inbox)  # each file hashed once for every check and add below
+        present = listed.entries()
         for item in chosen:
             digit = accepted_label(item, chosen_label, inbox, present)
             digits[item.sha256], contents[item.sha256] = digit, _content(item, digit)
@@ -206,7 +207,7 @@ def accept(
             # whose write to the inbox then failed is followed by the retry's own
             _log(folder, who, "accept", item, digit)
             data = contents[item.sha256]
-            done.append(store.add(inbox, data, str(item.path), digit, locked=True, present=present))
+            done.append(store.add(inbox, data, str(item.path), digit, locked=True, listed=listed))
             if each is not None:  # counted as soon as it is in the inbox
                 each(done[-1])
             _forget(folder, item)

@@ -58,7 +58,8 @@ def accept(
         read = queue(shared, refs)
         chosen = pending.resolve_among(read.found, refs, f"{shared.location}/{REVIEW}")
         digits, decided = {}, {}
-        present = store.entries(inbox)  # hashed once for every check below
+        listed = store.Listing(inbox)  # each file hashed once for every check and add below
+        present = listed.entries()
         for item in chosen:
             still_held()  # the repair deletes records
             drop_unfinishable(shared, inbox, item, read.keys[item.sha256], who)  # a repair
@@ -96,7 +97,9 @@ def accept(
             _delete(shared, keys)
             try:
                 with store.lock(inbox):  # with the note, so a sync never sees it unnoted
-                    added = store.add(inbox, data, str(item.path), digit, locked=True)
+                    added = store.add(
+                        inbox, data, str(item.path), digit, locked=True, listed=listed
+                    )
                     seen.note_seen(inbox, shared, {added.entry.sha256: digit})  # removals follow
             except Timeout as exc:  # a long sync or ingest here: accepted all the same
                 if each is not None:  # counted for the retraining trigger like any accept

@@ -6,7 +6,6 @@ in what other hosts changed.
 
 from __future__ import annotations
 
-import contextlib
 import shlex
 from collections.abc import Callable
 from dataclasses import replace
@@ -25,19 +24,18 @@ def add(
     name: str,
     label: object,
     by: str,
-    present: list[store.Entry] | None = None,
+    listed: store.Listing | None = None,
 ) -> store.Added:
     """`data add` with a shared inbox: the store first, then here (store.Added, `new` when the
     store did not have it). An image here
     with another label, or in the store with another, is a LabelConflict; a store that cannot
-    be reached, StoreUnavailable: either way nothing is stored. With `present` (the caller's
-    `store.entries(inbox)`, read under `store.lock(inbox)`, which it holds for all its adds)
-    the inbox is not hashed again and the lock is not taken here."""
+    be reached, StoreUnavailable: either way nothing is stored. `listed`: the inbox's Listing
+    of a caller adding many (each file hashed once for all of them)."""
     digit, digest, fmt = store.validate(data, name, label)
     inbox.mkdir(parents=True, exist_ok=True)
-    with contextlib.nullcontext() if present is not None else store.lock(inbox):
-        listed = store.entries(inbox) if present is None else present  # hashed once
-        here = store.find(inbox, digest, listed)
+    listed = store.Listing(inbox) if listed is None else listed
+    with store.lock(inbox):
+        here = store.find(inbox, digest, listed.entries())
         if here is not None and here.label != digit:
             raise store.LabelConflict(
                 f"{name}: this image is already in the inbox labelled {here.label} "
@@ -46,7 +44,7 @@ def add(
         check_not_lost(shared, inbox)
         read_seen(inbox, shared)  # a record here that cannot be read: refused before publishing
         published = shared.publish(data, digit, fmt, by)
-        added = store.add(inbox, data, name, digit, locked=True, present=listed)
+        added = store.add(inbox, data, name, digit, locked=True, listed=listed)
         note_seen(inbox, shared, {digest: digit})
     return replace(added, new=published)  # new to the store: what every host counts
 

@@ -79,6 +79,35 @@ def entries(inbox: Path) -> list[Entry]:
     return hashed(listing(inbox)[0])
 
 
+class Listing:
+    """The inbox's entries for a command that adds many images: each `entries()` lists the
+    folders again (under the caller's lock: current) but hashes only the files that are new or
+    changed (size, modification time) since its last call, so the inbox is hashed once for
+    the command, not once per image, and the lock is held per image, not for all of them."""
+
+    def __init__(self, inbox: Path) -> None:
+        self.inbox = inbox
+        self._known: dict[tuple[str, int, int], str] = {}
+
+    def entries(self) -> list[Entry]:
+        found, known = [], {}
+        for label, path in listing(self.inbox)[0]:
+            try:
+                info = path.stat()
+                key = (str(path), info.st_size, info.st_mtime_ns)
+                known[key] = self._known.get(key) or file_sha256(path)
+            except FileNotFoundError:  # removed meanwhile: as if listed a moment later
+                continue
+            found.append(Entry(label, path, known[key]))
+        self._known = known
+        return found
+
+    def note(self, entry: Entry) -> None:
+        """An image just stored by this command: known, not hashed again."""
+        info = entry.path.stat()
+        self._known[str(entry.path), info.st_size, info.st_mtime_ns] = entry.sha256
+
+
 def hashed(listed: list[tuple[int, Path]]) -> list[Entry]:
     """The entries of `listing`'s (label, path) pairs, each file hashed (one removed
     meanwhile is left out)."""
@@ -145,22 +174,19 @@ def add(
     label: object,
     *,
     locked: bool = False,
-    present: list[Entry] | None = None,
+    listed: Listing | None = None,
 ) -> Added:
     """Store one image (`data`, called `name` in messages) under `label` (`locked`: the caller
-    already holds `lock(inbox)`; and `present`, the `entries(inbox)` it read under that lock,
-    for a caller adding many: the image stored is appended to it, so the inbox is hashed once
-    for all of them, not once per image)."""
-    if present is not None and not locked:
-        raise ValueError("`present` is the inbox as read under the lock the caller holds")
+    already holds `lock(inbox)`; `listed`: the inbox's Listing of a caller adding many)."""
     checked = validate(data, name, label)
     inbox.mkdir(parents=True, exist_ok=True)
     with contextlib.nullcontext() if locked else lock(inbox):
+        present = None if listed is None else listed.entries()
         entry, new = _placed(inbox, name, *checked, present)
         if new:
             write_bytes(entry.path, data)
-            if present is not None:
-                present.append(entry)
+            if listed is not None:
+                listed.note(entry)
     return Added(entry, new)
 
 
