@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from mnist_pipeline.cli.app import app
 from mnist_pipeline.core import regular_file
 from mnist_pipeline.core.errors import DataError
+from mnist_pipeline.inbox import lookup
 from mnist_pipeline.inbox import store as inbox
 from tests.example_helpers import draw_digit
 
@@ -90,7 +91,7 @@ def test_remove_looks_images_up_under_the_inbox_lock(
     """Two removes at once: the second must look up what is left, so the lookup is locked."""
     folder = tmp_path / "data" / "extra"
     entry = inbox.add(folder, draw_digit(tmp_path / "a.png", 1).read_bytes(), "a.png", 7).entry
-    resolve, held = inbox.resolve, []
+    resolve, held = lookup.resolve, []
 
     def resolve_noting_the_lock(where: Path, refs: list[str]) -> list[inbox.Entry]:
         other = inbox.lock(where)
@@ -102,8 +103,8 @@ def test_remove_looks_images_up_under_the_inbox_lock(
             held.append(True)
         return resolve(where, refs)
 
-    monkeypatch.setattr(inbox, "resolve", resolve_noting_the_lock)
-    assert inbox.remove(folder, [entry.sha256[:8]]) == [entry] and held == [True]
+    monkeypatch.setattr(lookup, "resolve", resolve_noting_the_lock)
+    assert lookup.remove(folder, [entry.sha256[:8]]) == [entry] and held == [True]
 
 
 def test_bad_images_labels_and_conflicts_are_refused(tmp_path: Path) -> None:
@@ -134,13 +135,13 @@ def test_hand_dropped_files_are_listed_and_removal_needs_one_match(tmp_path: Pat
     listed = inbox.entries(folder)
     assert [e.path.name for e in listed] == sorted([added.entry.path.name, "scan-0001.png"])
     with pytest.raises(DataError, match="matches no image"):
-        inbox.remove(folder, ["0123456789abcdef"])
+        lookup.remove(folder, ["0123456789abcdef"])
     with pytest.raises(DataError, match="'ab' is too short a SHA-256 prefix: use 8 or more"):
-        inbox.remove(folder, ["ab"])
+        lookup.remove(folder, ["ab"])
     with pytest.raises(DataError, match=f"{tmp_path}: a folder, not an image file"):
         add_file(folder, tmp_path, 4)
     named_twice = [added.entry.sha256[:8], str(added.entry.path)]
-    assert inbox.remove(folder, named_twice) == [added.entry]
+    assert lookup.remove(folder, named_twice) == [added.entry]
     assert [e.path.name for e in inbox.entries(folder)] == ["scan-0001.png"]
     # The same image dropped by hand under two labels: no prefix can choose, a path can.
     (folder / "7").mkdir()
@@ -148,12 +149,12 @@ def test_hand_dropped_files_are_listed_and_removal_needs_one_match(tmp_path: Pat
     copy.write_bytes((folder / "4" / "scan-0001.png").read_bytes())
     sha = inbox.file_sha256(copy)
     with pytest.raises(DataError) as info:
-        inbox.remove(folder, [sha[:10]])
+        lookup.remove(folder, [sha[:10]])
     assert str(info.value) == (
         f"'{sha[:10]}': one image is in {folder} 2 times ({folder / '4' / 'scan-0001.png'}, "
         f"{copy}): name one by its path"
     )
-    assert [e.label for e in inbox.remove(folder, [str(copy)])] == [7]
+    assert [e.label for e in lookup.remove(folder, [str(copy)])] == [7]
 
 
 def test_a_digit_folder_that_is_a_link_is_read_like_any_other(tmp_path: Path) -> None:
@@ -171,7 +172,7 @@ def test_a_digit_folder_that_is_a_link_is_read_like_any_other(tmp_path: Path) ->
     assert [label for label, _ in inbox.listing(folder)[0]] == [3, 3]  # what ingest reads
     with pytest.raises(inbox.LabelConflict, match="already in the inbox labelled 3"):
         inbox.add(folder, added.entry.path.read_bytes(), "again.png", 8)
-    assert inbox.remove(folder, [added.entry.sha256[:8]]) == [added.entry]
+    assert lookup.remove(folder, [added.entry.sha256[:8]]) == [added.entry]
     assert [e.path.name for e in inbox.entries(folder)] == ["by-hand.png"]
 
 
@@ -292,7 +293,7 @@ def test_a_link_loop_named_for_removal_is_no_image(tmp_path: Path) -> None:
     loop = tmp_path / "loop"
     loop.symlink_to(loop)
     with pytest.raises(DataError, match="no image"):
-        inbox.remove(folder, [str(loop)])
+        lookup.remove(folder, [str(loop)])
     assert inbox.entries(folder) == [added.entry]
 
 
@@ -302,12 +303,12 @@ def test_an_image_is_removed_by_the_users_own_copy(tmp_path: Path) -> None:
     added = add_file(folder, mine, 5)
     other = draw_digit(tmp_path / "other.png", 6)
     with pytest.raises(DataError, match=r"other.png: no image with its content \(\w{12}\) in "):
-        inbox.remove(folder, [str(other)])
-    assert inbox.remove(folder, [str(mine)]) == [added.entry]
+        lookup.remove(folder, [str(other)])
+    assert lookup.remove(folder, [str(mine)]) == [added.entry]
     assert inbox.entries(folder) == [] and mine.exists()  # the user's copy stays
     again = add_file(folder, mine, 5)
     pasted = f" {again.entry.sha256[:10].upper()} "  # as `data accept` and `models show` take it
-    assert inbox.resolve(folder, [pasted]) == [again.entry]
+    assert lookup.resolve(folder, [pasted]) == [again.entry]
 
 
 def test_a_file_in_the_inbox_that_is_not_one_of_its_images_never_removes_its_labelled_copy(
@@ -323,13 +324,13 @@ def test_a_file_in_the_inbox_that_is_not_one_of_its_images_never_removes_its_lab
         shutil.copyfile(added.entry.path, copy)
         for ref in (str(copy), os.path.relpath(copy)):
             with pytest.raises(DataError, match=r": not one of the inbox's images \(those are "):
-                inbox.remove(folder, [ref])
+                lookup.remove(folder, [ref])
         assert copy.exists() and inbox.entries(folder) == [added.entry]
     linked = tmp_path / "linked"
     linked.symlink_to(folder, target_is_directory=True)  # the inbox reached through a link
     with pytest.raises(DataError, match="not one of the inbox's images"):
-        inbox.remove(folder, [str(linked / "stray.png")])
-    assert inbox.remove(folder, [str(linked / "5" / added.entry.path.name)]) == [added.entry]
+        lookup.remove(folder, [str(linked / "stray.png")])
+    assert lookup.remove(folder, [str(linked / "5" / added.entry.path.name)]) == [added.entry]
 
 
 def test_add_stopping_at_a_bad_file_names_those_not_added(tmp_path: Path) -> None:

@@ -18,7 +18,15 @@ from mnist_pipeline.cli.arguments import given_path
 from mnist_pipeline.cli.state import console, state, user_name
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.text import printable
-from mnist_pipeline.inbox import dvc_claim, pending, review_queue, shared_edits, sync, tracked
+from mnist_pipeline.inbox import (
+    dvc_claim,
+    lookup,
+    pending,
+    review_queue,
+    shared_edits,
+    sync,
+    tracked,
+)
 from mnist_pipeline.inbox import store as inbox
 from mnist_pipeline.inbox.drawings import Drawings
 from mnist_pipeline.inbox.seen import check_not_lost
@@ -221,7 +229,7 @@ def remove(
 
     with dvc_claim.changing_inbox(layout.project, layout.inbox):  # not during `dvc repro`
         if shared is None:
-            told(inbox.remove(layout.inbox, refs))
+            told(lookup.remove(layout.inbox, refs))
         else:  # each from the store first: one it cannot retract is not removed here either
             shared_edits.remove(shared, layout.inbox, refs, each=told)
 

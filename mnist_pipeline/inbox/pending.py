@@ -29,7 +29,7 @@ from mnist_pipeline.core.atomic import append_line, write_bytes, write_json
 from mnist_pipeline.core.contract import CLASS_LABELS
 from mnist_pipeline.core.errors import DataError, describe_os_error
 from mnist_pipeline.core.regular_file import read_regular
-from mnist_pipeline.inbox import drawings, store
+from mnist_pipeline.inbox import drawings, lookup, store
 from mnist_pipeline.inbox.claims import (
     BadRecord,
     BadSubmission,
@@ -169,7 +169,7 @@ def resolve_among(known: list[Pending], refs: list[str], where: Path | str) -> l
         matches = [i for i in known if len(key) >= 8 and i.sha256.startswith(key)]
         if len(matches) != 1:
             what = "no pending image" if not matches else f"{len(matches)} pending images"
-            raise store.unmatched(ref, what, where)
+            raise lookup.unmatched(ref, what, where)
         if matches[0] not in chosen:
             chosen.append(matches[0])
     return chosen

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mnist_pipeline.core.errors import DataError
-from mnist_pipeline.inbox import removals, store
+from mnist_pipeline.inbox import lookup, removals, store
 from mnist_pipeline.inbox.seen import check_not_lost, note_seen, read_seen
 from mnist_pipeline.inbox.shared import SharedInbox
 
@@ -66,7 +66,7 @@ def remove(
     the next sync brings them back). A store that lost its identity is refused, nothing
     removed."""
     with store.lock(inbox):
-        chosen = store.resolve(inbox, refs)
+        chosen = lookup.resolve(inbox, refs)
         check_not_lost(shared, inbox, "removed")  # else the next sync brings them back
         going = {e.path for e in chosen}
         staying: dict[str, set[int]] = {}
@@ -93,7 +93,7 @@ def remove(
             if kept:
                 stayed.append(sha)
             mine = [e for e in chosen if e.sha256 == sha]
-            store.delete(mine)
+            lookup.delete(mine)
             if each is not None:
                 each(mine, kept)
     return chosen, stayed
