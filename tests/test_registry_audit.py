@@ -95,11 +95,80 @@ def test_a_move_from_an_alias_set_without_an_event_keeps_it_reported(
     assert registry.promote(3, "production") == 1
     expected = (
         "alias event 8 moved 'production' from v1, but the audit trail's moves before it had "
-        "left it at v2 (set without an event)"
+        "left it at v2 (set without an event; if that was intended: `models acknowledge 8`)"
     )
     assert registry.verify() == [expected]
     registry.rollback()
     assert registry.verify() == [expected]
+
+
+def test_an_acknowledged_move_from_an_alias_set_by_hand_is_no_longer_reported(
+    registry: Registry, make
+) -> None:
+    """The trail cannot be edited, so a person vouches for the move instead: an `acknowledge`
+    event naming its hash, which moves nothing; a later hand edit is reported again."""
+    history_of_moves(registry, make)
+    edit_aliases(registry, lambda doc: doc["aliases"].update(production=1))
+    registry.promote(3, "production")
+    before = registry.alias_log()
+    moved = registry.acknowledge(8, "v1 restored by hand during an outage", actor="user:ops")
+    assert moved == before["events"][7] and moved["previous"] == 1
+    assert registry.verify() == []
+    after = registry.alias_log()
+    assert after["aliases"] == before["aliases"] and after["history"] == before["history"]
+    event = after["events"][-1]
+    assert (event["action"], event["alias"], event["version"], event["actor"]) == (
+        "acknowledge",
+        "production",
+        3,
+        "user:ops",
+    )
+    assert event["evidence"] == {
+        "comment": "v1 restored by hand during an outage",
+        "acknowledges": moved["sha256"],
+    }
+    # another edit and a move from it: only that one is reported
+    edit_aliases(registry, lambda doc: doc["aliases"].update(production=2))
+    registry.promote(1, "production")
+    assert [p.split(",")[0] for p in registry.verify()] == [
+        "alias event 10 moved 'production' from v2"
+    ]
+
+
+def test_only_a_reported_move_can_be_acknowledged(registry: Registry, make) -> None:
+    history_of_moves(registry, make)
+    edit_aliases(registry, lambda doc: doc["aliases"].update(production=1))
+    registry.promote(3, "production")
+    events = len(registry.alias_log()["events"])
+    with pytest.raises(RegistryError, match="alias event 7 of .* is not a move from an alias se"):
+        registry.acknowledge(7, "looks fine")  # the rollback before it: nothing to vouch for
+    with pytest.raises(RegistryError, match=f"has no alias event 99 \\(its trail holds {events}"):
+        registry.acknowledge(99, "looks fine")
+    with pytest.raises(RegistryError, match="needs a --comment saying why"):
+        registry.acknowledge(8, "  ")
+    with pytest.raises(RegistryError, match="recorded by `acknowledge`, not as a note"):
+        registry.note(3, "production", "acknowledge", "by hand")
+    assert len(registry.alias_log()["events"]) == events  # nothing recorded
+    assert len(registry.verify()) == 1
+
+
+def test_models_acknowledge_on_the_command_line(tmp_path: Path, make) -> None:
+    registry = history_of_moves(Registry(tmp_path / "registry", MODEL), make)
+    edit_aliases(registry, lambda doc: doc["aliases"].update(production=1))
+    registry.promote(3, "production")
+    project = {"registry": {"root": str(tmp_path / "registry"), "model_name": MODEL}}
+    (tmp_path / "params.yaml").write_text(json.dumps(project))
+    cli = ["--root", str(tmp_path), "models"]
+    checked = CliRunner().invoke(app, [*cli, "verify"])
+    assert checked.exit_code != 0 and "`models acknowledge 8`" in checked.output, checked.output
+    unexplained = CliRunner().invoke(app, [*cli, "acknowledge", "8"])
+    assert unexplained.exit_code == 2 and "--comment" in unexplained.output
+    done = CliRunner().invoke(app, [*cli, "acknowledge", "8", "--comment", "restored by hand"])
+    assert done.exit_code == 0, done.output
+    assert "alias event 8 (promote of 'production' to v3) acknowledged" in done.output
+    assert CliRunner().invoke(app, [*cli, "verify"]).exit_code == 0
+    again = CliRunner().invoke(app, [*cli, "acknowledge", "8", "--comment", "twice"])
+    assert again.exit_code != 0 and "nothing to acknowledge" in str(again.exception)
 
 
 def test_with_trusted_keys_reads_refuse_an_alias_moved_without_an_event(

@@ -22,7 +22,7 @@ from mnist_pipeline.cli.registry_options import (
     reference_argument,
     version_argument,
 )
-from mnist_pipeline.cli.restart import restart_aliases
+from mnist_pipeline.cli.restart import acknowledge, restart_aliases
 from mnist_pipeline.cli.state import existing_registry, state
 from mnist_pipeline.core.errors import PipelineError, RegistryError
 from mnist_pipeline.core.reports import ModelCard, parse_report
@@ -39,7 +39,7 @@ from mnist_pipeline.registry.registration import AliasMoved
 models_app = typer.Typer(
     help=(
         "The model registry: register, list, show, history, promote, roll back, approve, "
-        "reject, resolve, verify, gc, keygen, restart-aliases."
+        "reject, resolve, verify, gc, keygen, acknowledge, restart-aliases."
     ),
     no_args_is_help=True,
 )
@@ -272,4 +272,5 @@ def collect_garbage(
 
 
 models_app.command("keygen")(keygen)
+models_app.command("acknowledge")(acknowledge)
 models_app.command("restart-aliases")(restart_aliases)

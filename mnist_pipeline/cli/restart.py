@@ -1,12 +1,16 @@
-"""`mnist-pipeline models restart-aliases`: a fresh start for an alias document that lost
-events (deleted, emptied, or replaced by an older copy), when no copy of it is left."""
+"""Repairs of the alias document's audit trail: `mnist-pipeline models restart-aliases`, a fresh
+start for a document that lost events (deleted, emptied, or replaced by an older copy) when no
+copy of it is left, and `models acknowledge`, a person vouching for a move from an alias set by
+hand (which `models verify` otherwise reports for ever: the trail cannot be edited)."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from mnist_pipeline.cli.registry_options import Actor, Comment, mover
+from mnist_pipeline.cli.registry_options import Actor, Comment, comment_text, mover
 from mnist_pipeline.cli.state import existing_registry
 
 err = Console(stderr=True)
@@ -25,4 +29,35 @@ def restart_aliases(ctx: typer.Context, comment: Comment = None, actor: Actor = 
         highlight=False,
         markup=False,
         soft_wrap=True,
+    )
+
+
+def acknowledge(
+    ctx: typer.Context,
+    event: Annotated[
+        int,
+        typer.Argument(
+            metavar="EVENT", min=1, help="The alias event's number, as `models verify` names it."
+        ),
+    ],
+    comment: Annotated[
+        str,
+        typer.Option(
+            "--comment",
+            metavar="TEXT",
+            parser=comment_text,
+            help="Why the alias set by hand was right: recorded in the audit trail.",
+        ),
+    ],
+    actor: Actor = None,
+) -> None:
+    """Vouch for a move that started from an alias set by hand (`models verify` names it): an
+    `acknowledge` event in the audit trail, after which verify no longer reports it."""
+    registry = existing_registry(ctx)
+    done = registry.acknowledge(event, comment, mover(actor))
+    err.print(
+        f"{registry.name}: alias event {event} ({done.get('action')} of {done.get('alias')!r} "
+        f"to v{done.get('version')}) acknowledged",
+        highlight=False,
+        markup=False,
     )

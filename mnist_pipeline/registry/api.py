@@ -232,6 +232,10 @@ class Registry:
         `accept` as for promote."""
         return moves.rollback(self, alias, actor, comment, expected, accept)
 
+    def acknowledge(self, number: int, comment: str, actor: str | None = None) -> dict[str, Any]:
+        """Vouch for alias event `number`, a move from an alias set by hand (moves.acknowledge)."""
+        return moves.acknowledge(self, number, comment, actor)
+
     def restart_aliases(
         self, actor: str | None = None, comment: str | None = None
     ) -> moves.Restarted:

@@ -1,5 +1,6 @@
 """Moving a registry's aliases by hand: promote, roll back, note a decision that moves nothing,
-or restart an alias document that lost events (lost.py).
+acknowledge a move from an alias set by hand, or restart an alias document that lost events
+(lost.py).
 
 Each move is one compare-and-swap of the alias document (swap.py), appended to its audit trail
 (trail.py), and only to a version whose files verify; `expected` makes a move conditional on
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.registry import aliases as alias_doc
@@ -76,11 +77,51 @@ def note(
         raise RegistryError(
             f"{action!r} moves an alias: promote, roll back or restart instead of noting it"
         )
+    if action == trail.ACKNOWLEDGE:
+        raise RegistryError(f"{action!r} is recorded by `acknowledge`, not as a note")
 
     def record(state: AliasState) -> int:
         target = registry.version_of(version, state)
         state.note(action, alias, target, reason, actor, commented(comment))
         return target
+
+    return swap_aliases(registry, record, actor)
+
+
+def acknowledge(
+    registry: Registry, number: int, comment: str, actor: str | None = None
+) -> dict[str, Any]:
+    """Record that a person checked alias event `number`, a move from an alias set by hand
+    (`models verify` reports it: trail.unexplained), and found it intended: an `acknowledge`
+    event naming that event's hash, so verify no longer reports it. Moves nothing; returns
+    the acknowledged event. RegistryError for an event verify does not report."""
+    checked_actor(actor)
+    evidence = commented(comment)
+    if not comment.strip():
+        raise RegistryError("an acknowledgement needs a --comment saying why the move was right")
+
+    def record(state: AliasState) -> dict[str, Any]:
+        if not 1 <= number <= len(state.events):
+            raise RegistryError(
+                f"{registry.name} has no alias event {number} (its trail holds "
+                f"{len(state.events)}; `models history` lists them)"
+            )
+        if number not in trail.unexplained(state.events):
+            raise RegistryError(
+                f"alias event {number} of {registry.name} is not a move from an alias set by "
+                "hand that `models verify` reports: nothing to acknowledge"
+            )
+        event = state.events[number - 1]
+        why = f"acknowledged alias event {number}: its start, set by hand, was intended"
+        state.note(
+            trail.ACKNOWLEDGE,
+            event["alias"],
+            event.get("version"),
+            why,
+            actor,
+            {**evidence, trail.ACKNOWLEDGES: event[trail.HASH_KEY]},
+        )
+        return event
 
     return swap_aliases(registry, record, actor)
 

@@ -39,6 +39,8 @@ _VOUCH = (
 )
 MOVES = ("register", "promote")  # point an alias at a version; "rollback" pops its history
 RESTART = "restart"  # every alias and history cleared (an alias document that lost events)
+# a person vouches for a move from an alias set by hand (`unexplained`): its hash in evidence
+ACKNOWLEDGE, ACKNOWLEDGES = "acknowledge", "acknowledges"
 Signer = Callable[[dict[str, Any]], dict[str, str] | None]
 
 
@@ -212,18 +214,34 @@ def mismatches(
 def unexplained_starts(events: list[Any]) -> list[str]:
     """A problem per move whose recorded `previous` is not where the log's moves before it had
     left the alias: the alias was set without an event, and a move since hid it from
-    `mismatches` (an event without `previous`, as the oldest logs have, is not judged)."""
-    problems = []
+    `mismatches` (an event without `previous`, as the oldest logs have, is not judged). A move
+    a later `acknowledge` event names by its hash is not reported again."""
+    return list(unexplained(events).values())
+
+
+def unexplained(events: list[Any]) -> dict[int, str]:
+    """`unexplained_starts` by event number (from 1), acknowledged ones left out."""
+    acknowledged = {
+        event["evidence"].get(ACKNOWLEDGES)
+        for event in events
+        if isinstance(event, dict)
+        and event.get("action") == ACKNOWLEDGE
+        and isinstance(event.get("evidence"), dict)
+        and isinstance(event["evidence"].get(ACKNOWLEDGES), str)
+    }
+    problems = {}
     aliases: dict[str, int] = {}
     history: dict[str, list[int]] = {}
     for number, event in enumerate(events, 1):
         if isinstance(event, dict) and event.get("action") in (*MOVES, "rollback"):
             alias, previous = event.get("alias"), event.get("previous", "absent")
             led = aliases.get(alias) if isinstance(alias, str) else None
-            if isinstance(alias, str) and previous != "absent" and previous != led:
-                problems.append(
+            vouched = isinstance(event.get(HASH_KEY), str) and event[HASH_KEY] in acknowledged
+            if isinstance(alias, str) and previous not in ("absent", led) and not vouched:
+                problems[number] = (
                     f"alias event {number} moved {alias!r} from {_v(previous)}, but the audit "
-                    f"trail's moves before it had left it at {_v(led)} (set without an event)"
+                    f"trail's moves before it had left it at {_v(led)} (set without an event; "
+                    f"if that was intended: `models acknowledge {number}`)"
                 )
         _apply(event, aliases, history)
     return problems
