@@ -19,7 +19,7 @@ from mnist_pipeline.core.service_params import ServeParams
 from mnist_pipeline.monitoring.drift import FEATURES, REFERENCE_FILE, parse_reference
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
-from mnist_pipeline.serving import alias_events
+from mnist_pipeline.serving import alias_events, drift_claim
 from mnist_pipeline.serving import drift as serving_drift
 from mnist_pipeline.serving.alias_events import emit_if_configured
 from mnist_pipeline.serving.drift import DriftMonitor
@@ -186,6 +186,44 @@ def test_workers_and_later_servers_of_one_project_send_one_event_per_shift(
     with caplog.at_level("WARNING"):
         assert blocked.claim(time.time()) == 0.0  # a missed retraining is worse than a second
     assert "drift: event not coordinated with other processes" in caplog.text
+
+
+def test_a_claim_that_could_not_be_given_back_is_taken_again_by_its_own_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An event the Prefect server did not take gives its claim back; where that write fails
+    (a full disk), the claim stays recorded, open. Other processes wait for it, as for any
+    open claim; the process that made it must not: it once took its own claim for another's
+    and sent no event for the rest of the shift."""
+    path = tmp_path / "drift.json"
+    mine, other = DriftClaims(path, 3600), DriftClaims(path, 3600)
+    assert mine.claim(1000.0) == 0.0
+
+    def disk_full(*_args, **_kwargs) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(drift_claim, "write_json", disk_full)
+    with caplog.at_level("WARNING"):
+        mine.give_back(1000.0)
+    assert "drift: unsent event still recorded" in caplog.text
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"last_event": 1000.0, "before": None, "open": True}
+    assert other.claim(1010.0) == math.inf  # another process: an open shift's event
+    assert mine.claim(1010.0) == 0.0  # its own unsent one: claimed again, no cooldown
+    assert json.loads(path.read_text()) == {"last_event": 1010.0, "before": None, "open": True}
+    assert mine.claim(1020.0) == math.inf  # that claim stands like any other
+
+
+def test_a_window_filled_by_a_few_images_is_judged_at_once(served: ServedModel, _candidate):
+    """A window is judged every 1/50 of it; one that filled between two judgements was left
+    "too few images: 200 of 200", unjudged until more came."""
+    monitor = DriftMonitor(served, ServeParams(drift_window=200), emitter=lambda *_: True)
+    digits = contract_digits(_candidate.data_dir)
+    for part in (digits[:195], digits[195:199], digits[199:200]):
+        monitor.process([answered(served, part)])
+    status = monitor.status()
+    assert status["images"] == 200 and status["verdict"] == "normal", status
+    assert status["psi"] is not None
 
 
 def test_a_shift_that_starts_within_the_cooldown_of_a_closed_one_waits_it_out(

@@ -156,7 +156,8 @@ class ServeParams(Section):
     port: int = Field(default=8000, ge=1, le=65535)
     model: str = Field(default="production", min_length=1)  # an alias or a version number
     workers: int = Field(default=1, ge=1, le=64)
-    reload_interval_s: float = Field(default=1.0, gt=0, le=3600)  # how often the alias is checked
+    # how often the alias is checked; under 0.1 s the follow thread would poll the store in a loop
+    reload_interval_s: float = Field(default=1.0, ge=0.1, le=3600)
     # With PREFECT_API_URL set: also check at once on each `mnist.alias.moved` event.
     follow_events: bool = True
     max_upload_bytes: int = Field(default=4_000_000, ge=1)  # one request's body

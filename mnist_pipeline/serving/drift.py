@@ -206,9 +206,9 @@ class DriftMonitor:
         self._unjudged += len(rows)
 
     def _judge(self) -> None:
-        self._unjudged = 0
         if self._filled < self.size or self.reference is None:
-            return  # too few images for a verdict
+            return  # too few images for a verdict: judged as soon as the window is full
+        self._unjudged = 0
         window = {name: self._rows[:, i] for i, name in enumerate(drift.FEATURES)}
         psi = {
             name: round(value, 6) for name, value in drift.compare(self.reference, window).items()

@@ -41,6 +41,7 @@ class DriftClaims:
 
     def __init__(self, path: Path, cooldown_s: float) -> None:
         self.path, self.cooldown_s = path, cooldown_s
+        self._unsent: float | None = None  # this process's claim it could not give back
 
     def claim(self, now: float) -> float:
         """0.0 when `now` is recorded as the last event (its shift open), also when the file
@@ -52,11 +53,14 @@ class DriftClaims:
             with self._locked():
                 found = self._read()
                 last = _time(found.get("last_event"))
+                if last is not None and last == self._unsent:  # still this process's own
+                    found, last = {"open": False}, _time(found.get("before"))
                 if found.get("open") is True and last is not None and now - last < OPEN_FOR_S:
                     return math.inf  # that event's shift goes on: no window judged normal since
                 if last is not None and abs(now - last) < self.cooldown_s:  # ahead: a racing claim
                     return last + self.cooldown_s - now
                 write_json(self.path, {"last_event": now, "before": last, "open": True})
+                self._unsent = None
         except (OSError, Timeout) as exc:
             logger.warning("drift: event not coordinated with other processes (%s): sent", exc)
         return 0.0
@@ -78,13 +82,15 @@ class DriftClaims:
     def give_back(self, now: float) -> None:
         """The event claimed at `now` was not taken by the Prefect server: the last event is
         again the one before (its shift closed), so another process, or this one at its next
-        drifted window, may send it."""
+        drifted window, may send it. Where the file cannot be written, this process's next
+        claim treats the claim still recorded as given back (another process waits for it)."""
         try:
             with self._locked():
                 found = self._read()
                 if found.get("last_event") == now:  # not claimed anew since
                     write_json(self.path, {"last_event": found.get("before"), "open": False})
-        except (OSError, Timeout) as exc:
+        except (OSError, Timeout) as exc:  # the next claim here takes its own back first
+            self._unsent = now
             logger.warning("drift: unsent event still recorded in %s (%s)", self.path, exc)
 
     def _locked(self) -> FileLock:
