@@ -230,6 +230,30 @@ def test_an_error_naming_a_file_shows_its_control_characters_as_escapes(
     assert "\x1b" not in err and f"error: {tmp_path}/bad\\x1b[2J[bold].png: not a recog" in err
 
 
+def test_stage_summaries_show_a_folders_control_characters_as_escapes(
+    tmp_path: Path, tiny_mirror: tuple[Path, dict[str, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A summary names the files a stage wrote; a root holding an escape sequence or a newline
+    is shown escaped, as errors show it, never obeyed by the terminal or split into lines."""
+    import json
+
+    mirror, sha = tiny_mirror
+    root = tmp_path / "run\x1b[31m\nred"
+    root.mkdir()
+    params = {
+        "data": {"mirrors": [str(mirror)], "sha256": sha},
+        "train": {"epochs": 1, "batch_size": 32, "val_size": 32, "num_threads": 1},
+        "evaluate": {"min_accuracy": 0.0, "robustness_per_transform": 0},
+    }
+    (root / "params.yaml").write_text(json.dumps(params))
+    for stage in ("fetch", "ingest", "train", "evaluate", "export", "parity"):
+        assert cli(root, stage) == 0, capsys.readouterr()
+        out = capsys.readouterr().err  # the summary goes to stderr, as every message
+        summary = [line for line in out.splitlines() if "run\\x1b[31m\\nred" in line]
+        assert "\x1b" not in out and summary, (stage, out)
+        assert not any(line.startswith("red/") for line in out.splitlines()), (stage, out)
+
+
 @pytest.mark.slow
 def test_a_file_name_that_is_not_utf8_is_printed_escaped_not_a_traceback(tmp_path: Path) -> None:
     """Python hands such a name over as surrogate escapes, which a strict UTF-8 stdout (the

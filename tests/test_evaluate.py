@@ -151,14 +151,17 @@ def test_a_failure_while_writing_leaves_the_previous_evaluation_whole(
     untrained(trained)  # other weights: every output would change
 
     def full_disk(*args) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(args[-1]))  # a staged file
 
     if failing == "metrics.json":
         monkeypatch.setattr(Metrics, "write", full_disk)
     else:
         monkeypatch.setattr(plots, failing, full_disk)
-    with pytest.raises(OSError, match="No space left on device"):
+    with pytest.raises(OSError, match="No space left on device") as info:
         evaluate(MODEL, EvaluateParams(min_accuracy=0.0, robustness_per_transform=2), trained)
+    named = Path(info.value.filename)  # the file it stands for, not the staging folder's
+    assert named.parent == (trained.reports if failing == "metrics.json" else trained.plots)
+    assert named.suffix in (".json", ".png") and not named.name.startswith(".")
     after = {p: p.read_bytes() for p in trained.reports.rglob("*") if p.is_file()}
     assert after == before  # nothing replaced, no stale plot removed, no staging left
     outputs = json.loads(trained.metrics.read_text())["outputs"]

@@ -195,6 +195,8 @@ def test_a_full_disk_while_downloading_is_one_os_error_not_a_bad_mirror(
     with pytest.raises(OSError, match="No space left on device") as info:
         fetch(params, Layout(tmp_path / "a"), show_progress=False)
     assert not isinstance(info.value, DataError) and len(made) == 1
+    # the download's temp file has no name: the error names the file it was fetching
+    assert Path(info.value.filename).parent == Layout(tmp_path / "a").data_dir
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import DataParams
 from mnist_pipeline.core.regular_file import NOT_REGULAR, NotRegularFile, open_regular
+from mnist_pipeline.core.text import printable
 from mnist_pipeline.data import idx
 from mnist_pipeline.data.manifest import FILE_KINDS, MNIST_FILES, file_sha256
 
@@ -60,10 +61,10 @@ class FetchResult:
     already_present: tuple[str, ...] = ()
 
     def summary(self) -> str:
-        lines = [f"fetched {name} from {mirror}" for name, mirror in self.downloaded.items()]
+        lines = [f"fetched {name} from {printable(m)}" for name, m in self.downloaded.items()]
         if self.already_present:
             lines.append(f"already present and verified: {len(self.already_present)} file(s)")
-        return "\n".join([*lines, f"dataset ready in {self.data_dir}"])
+        return "\n".join([*lines, f"dataset ready in {printable(str(self.data_dir))}"])
 
 
 def _source(mirror: str, filename: str) -> str:
@@ -170,16 +171,18 @@ def _fetch_one(
     file in `folder`), or MirrorError saying why not."""
     errors = []
     for filename in (name + ".gz", name):
-        with tempfile.TemporaryFile(dir=folder) as raw:
-            try:
+        try:
+            with tempfile.TemporaryFile(dir=folder) as raw:
                 _download(_source(mirror, filename), raw, timeout, progress)
-            except MirrorError as exc:
-                errors.append(f"{filename}: {exc}")
-                if str(exc) == "not found" or str(exc).startswith("HTTP 404"):
-                    continue
-                raise MirrorError("; ".join(errors), exc.transient) from None
-            raw.seek(0)
-            data = raw.read()
+                raw.seek(0)
+                data = raw.read()
+        except MirrorError as exc:
+            errors.append(f"{filename}: {exc}")
+            if str(exc) == "not found" or str(exc).startswith("HTTP 404"):
+                continue
+            raise MirrorError("; ".join(errors), exc.transient) from None
+        except OSError as exc:  # local (a full disk): the temp file is unnamed, so name the target
+            raise OSError(exc.errno, exc.strerror, str(folder / name)) from None
         try:
             content = idx.maybe_gunzip(data, filename)
             digest = hashlib.sha256(content).hexdigest()

@@ -19,7 +19,8 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from mnist_pipeline.core.errors import GateError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import EvaluateParams, ModelParams
 from mnist_pipeline.core.reports import Metrics, TrainRecord, read_report
+from mnist_pipeline.core.text import printable
 from mnist_pipeline.data.dataset import load_mnist, require_test_images
 from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.evaluation import metrics, plots, quality, report, scoring
@@ -67,7 +69,7 @@ class EvalResult:
     def summary(self) -> str:
         return (
             f"accuracy {self.correct}/{self.total} = {self.accuracy:.4f} passed the gate "
-            f"(min_accuracy {self.min_accuracy}); metrics in {self.metrics_path}"
+            f"(min_accuracy {self.min_accuracy}); metrics in {printable(str(self.metrics_path))}"
         )
 
 
@@ -126,6 +128,22 @@ def publish(moves: list[tuple[Path, Path]], layout: Layout) -> None:
     last of `moves`) last; the plots not made this time are removed."""
     made = {target.name for _, target in moves if target.parent == layout.plots}
     replace_all(moves, [layout.plots / name for name in PLOTS if name not in made])
+
+
+@contextmanager
+def named_as_published(staging: dict[Path, Path]) -> Iterator[None]:
+    """An OSError writing a staged file (a full disk) names the file it stands for in its
+    target folder (`staging`: staging folder -> target): the staging folder is gone by the time
+    the error is read."""
+    try:
+        yield
+    except OSError as exc:
+        where = Path(exc.filename) if isinstance(exc.filename, (str, Path)) else None
+        for staged, target in staging.items():
+            if where is not None and where.is_relative_to(staged):
+                named = str(target / where.relative_to(staged))
+                raise OSError(exc.errno, exc.strerror, named) from None
+        raise
 
 
 def remove_stale_staging(*folders: Path) -> None:
@@ -187,6 +205,9 @@ def evaluate(model: ModelParams, params: EvaluateParams, layout: Layout) -> Eval
         staged, staged_plots = (
             Path(stack.enter_context(tempfile.TemporaryDirectory(dir=folder, prefix=STAGING)))
             for folder in (layout.reports, layout.plots)
+        )
+        stack.enter_context(
+            named_as_published({staged: layout.reports, staged_plots: layout.plots})
         )
         test = scoring.score(net, mnist.test_images, mnist.test_labels, params.batch_size)
         held = score_holdout(net, params, staged_plots, holdout, ingested)

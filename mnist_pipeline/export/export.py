@@ -42,6 +42,7 @@ from mnist_pipeline.core.errors import GateError, ParamsError, PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import EvaluateParams, ExportParams, ModelParams
 from mnist_pipeline.core.reports import Metrics, read_report
+from mnist_pipeline.core.text import printable
 from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.evaluation import gate
 from mnist_pipeline.inbox import extra
@@ -75,8 +76,8 @@ class ExportResult:
 
     def summary(self) -> str:
         return (
-            f"exported {self.onnx_path} (opset {self.opset}, {self.size_bytes:,} bytes, "
-            f"sha256 {self.sha256})"
+            f"exported {printable(str(self.onnx_path))} (opset {self.opset}, "
+            f"{self.size_bytes:,} bytes, sha256 {self.sha256})"
         )
 
 

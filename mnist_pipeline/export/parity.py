@@ -34,6 +34,7 @@ from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ModelParams, ParityParams
 from mnist_pipeline.core.regular_file import read_regular
 from mnist_pipeline.core.reports import Parity
+from mnist_pipeline.core.text import printable
 from mnist_pipeline.data.dataset import load_mnist, normalise, require_test_images
 from mnist_pipeline.evaluation import gate
 from mnist_pipeline.evaluation.gate import parity_passes
@@ -61,7 +62,7 @@ class ParityResult:
         return (
             f"parity passed on {self.images} images: max |logits diff| "
             f"{self.max_abs_diff_logits:.3g}, max |probabilities diff| "
-            f"{self.max_abs_diff_probabilities:.3g}; report {self.report_path}"
+            f"{self.max_abs_diff_probabilities:.3g}; report {printable(str(self.report_path))}"
         )
 
 

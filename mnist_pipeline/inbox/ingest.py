@@ -67,7 +67,7 @@ class IngestResult:
     def summary(self) -> str:
         line = (
             f"ingested {self.counts['train']} train + {self.counts['holdout']} holdout "
-            f"labelled digit(s), {len(self.rejected)} refused -> {self.report_path}"
+            f"labelled digit(s), {len(self.rejected)} refused -> {printable(str(self.report_path))}"
         )
         refused = (
             f"refused: {printable(src)}: {printable(why)}" for src, why in self.rejected.items()

@@ -31,6 +31,7 @@ from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ModelParams, TrainParams
 from mnist_pipeline.core.progress import EpochReporter, log
+from mnist_pipeline.core.text import printable
 from mnist_pipeline.data.augment import augment
 from mnist_pipeline.data.dataset import normalise
 from mnist_pipeline.evaluation import metrics
@@ -67,8 +68,8 @@ class TrainResult:
         resumed = f", resumed after epoch {self.resumed_from}" if self.resumed_from else ""
         val = "n/a" if self.val_accuracy is None else f"{self.val_accuracy:.4f}"
         return (
-            f"trained {self.epochs_run} epoch(s){resumed} in {self.seconds:.1f} s: "
-            f"train loss {self.train_loss:.4f}, val accuracy {val} -> {self.state_dict}"
+            f"trained {self.epochs_run} epoch(s){resumed} in {self.seconds:.1f} s: train loss "
+            f"{self.train_loss:.4f}, val accuracy {val} -> {printable(str(self.state_dict))}"
         )
 
 
