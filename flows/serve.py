@@ -47,8 +47,8 @@ from flows.retrain import retrain
 from flows.sweep import sweep
 from mnist_pipeline.core.errors import one_line_errors
 from mnist_pipeline.core.params import Params, load_params
+from mnist_pipeline.core.schedule_checks import check_cron
 from mnist_pipeline.core.service_params import TRIAL_DEPLOYMENT_NAME
-from mnist_pipeline.core.validators import check_cron
 from mnist_pipeline.inbox.events import inbox_trigger, server_configured
 from mnist_pipeline.serving.drift_event import drift_trigger
 

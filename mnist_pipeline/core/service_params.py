@@ -9,12 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mnist_pipeline.core.validators import (
-    check_cron,
-    check_location,
-    check_origin,
-    check_timezone,
-)
+from mnist_pipeline.core.schedule_checks import check_cron, check_timezone
+from mnist_pipeline.core.validators import check_location, check_origin
 
 # A window of N live images drawn like the reference's reaches a PSI of about 45/N by chance in
 # some feature from N = 200 on (`python -m benchmarks.drift_chance`: peak 0.23 at N=200, 0.15 at

@@ -1,94 +1,18 @@
-"""Checks params.py needs beyond types and ranges: cron, time zones, storage locations; and
-how its validation errors are told (pure, no I/O)."""
+"""Checks params.py needs beyond types and ranges: storage locations and mirrors (cron and time
+zones: schedule_checks.py); and how its validation errors are told (pure, no I/O)."""
 
 from __future__ import annotations
 
 import difflib
-import functools
 import re
 import reprlib
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse, urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import BaseModel, ValidationError
 
 from mnist_pipeline.core.bucket_names import RULE, valid_bucket
-
-# (name, lowest, highest, names for values) of the five cron fields.
-_MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
-_DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
-CRON_FIELDS = (
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day of month", 1, 31, {}),
-    ("month", 1, 12, {m: i + 1 for i, m in enumerate(_MONTHS)}),
-    ("day of week", 0, 7, {d: i for i, d in enumerate(_DAYS)}),
-)
-_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # at most (29 February)
-
-
-def _cron_value(text: str, name: str, low: int, high: int, names: dict[str, int]) -> int:
-    value = names.get(text.lower()) if not text.isdigit() else int(text)
-    if value is None or not low <= value <= high:
-        raise ValueError(f"{name} field: {text!r} is not a number from {low} to {high}")
-    return value
-
-
-def check_cron(expression: str) -> str:
-    """`expression` if it is a standard 5-field cron expression (*, a-b, a,b, */n, names) that
-    fires on some date (not only on, say, 31 February)."""
-    fields = expression.split()
-    if len(fields) != 5:
-        raise ValueError("must be a 5-field cron expression, e.g. '0 3 * * 1'")
-    values = [_cron_field(text, *field) for text, field in zip(fields, CRON_FIELDS, strict=True)]
-    # Prefect's scheduler (croniter) never fires such a schedule, whatever the day of week
-    # (steps are left to it: it reads "31/2" as every other day)
-    if "/" not in fields[2] and not any(min(values[2]) <= _MONTH_DAYS[m - 1] for m in values[3]):
-        raise ValueError(
-            f"day of month {fields[2]!r} never falls in month {fields[3]!r}: it would never run"
-        )
-    return expression
-
-
-def _cron_field(text: str, name: str, low: int, high: int, names: dict[str, int]) -> set[int]:
-    """The values one cron field names; ValueError naming the field otherwise."""
-    found: set[int] = set()
-    for part in text.split(","):
-        base, slash, step = part.partition("/")
-        if slash and not (step.isdigit() and int(step) > 0):
-            raise ValueError(f"{name} field: step {step!r} must be a positive whole number")
-        first, dash, last = base.partition("-")
-        start = low if base == "*" else _cron_value(first, name, low, high, names)
-        end = _cron_value(last, name, low, high, names) if dash else start
-        if dash and end < start:
-            raise ValueError(f"{name} field: range {base!r} runs backwards")
-        end = high if base == "*" or (slash and not dash) else end  # "5/10": from 5 to the end
-        found.update(range(start, end + 1, int(step) if slash else 1))
-    return found
-
-
-@functools.cache
-def _zone_names() -> frozenset[str]:
-    """The time zone names this machine lists (a walk of its tzdata: 3 ms, read once)."""
-    return frozenset(available_timezones())
-
-
-def check_timezone(name: str) -> str:
-    """`name` if it is an IANA time zone known to this machine (e.g. UTC, Europe/Berlin) and
-    to Prefect's schedules, which take only the names `available_timezones()` lists (not the
-    files beside them: posix/..., right/..., localtime)."""
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a region's folder
-        known = False
-    else:
-        known = name in _zone_names() and "localtime" not in name
-    if not known:
-        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/Berlin)")
-    return name
-
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 STORAGE_SCHEMES = ("s3", "file")
@@ -235,8 +159,9 @@ def problems(lines: list[str]) -> str:
     return lines[0] if len(lines) == 1 else "invalid params:\n  " + "\n  ".join(lines)
 
 
-def _unknown_key(loc: tuple[int | str, ...], model: type[BaseModel]) -> str:
-    """'unknown key' with the nearest allowed key, or every allowed key when none is near."""
+def _unknown_key(loc: tuple[int | str, ...], model: type[BaseModel], listed: set[str]) -> str:
+    """'unknown key' with the nearest allowed key, or every allowed key when none is near (once
+    per section: `listed` holds those whose keys a line above named)."""
     section: type[BaseModel] | None = model
     for part in loc[:-1]:  # the (nested) section that holds the key
         section = _section(section, part) if section is not None else None
@@ -247,6 +172,9 @@ def _unknown_key(loc: tuple[int | str, ...], model: type[BaseModel]) -> str:
     if near:
         return f"unknown key; did you mean {near[0]!r}?"
     where = ".".join(map(str, loc[:-1])) or "the top level"
+    if where in listed:
+        return "unknown key (the keys allowed are listed above)"
+    listed.add(where)
     return f"unknown key; {where} takes {', '.join(allowed)}"
 
 
@@ -269,12 +197,16 @@ def describe_errors(
     """One line per problem of `error` (validating `model` from `source`; `set_elsewhere`: the
     dotted keys given outside it, and how): where the value came from, the key, the rule it
     breaks and the value given. A rule about a whole section names the overrides inside it."""
-    lines = []
-    for item in error.errors():
+    lines: list[str] = []
+    listed: set[str] = set()
+    found = error.errors()
+    for item in found:
+        if item["type"] == "too_short" and _inside(item["loc"], found):
+            continue  # a list whose item was refused: that item's line says what is wrong
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
         where = _where(key, source, set_elsewhere or {})
         if item["type"] == "extra_forbidden":
-            rule = _unknown_key(item["loc"], model)
+            rule = _unknown_key(item["loc"], model, listed)
         elif item["type"] == "model_type":  # pydantic would name its class
             rule = "expected a mapping of keys"
         else:
@@ -284,6 +216,11 @@ def describe_errors(
             continue
         lines.append(f"{where}: {rule} (got {quoted(item.get('input'))})")
     return problems(lines)
+
+
+def _inside(loc: tuple[int | str, ...], found: list[Any]) -> bool:
+    """Whether another of the errors `found` is about something inside `loc`."""
+    return any(len(e["loc"]) > len(loc) and tuple(e["loc"][: len(loc)]) == loc for e in found)
 
 
 def check_origin(origin: str) -> bool:
