@@ -63,8 +63,10 @@ class EpochReporter:
             nonlocal calls
             calls += 1
             progress.advance(task, n)
-            if calls % UPDATE_EVERY == 0:
-                rate = progress.tasks[0].completed / max(time.perf_counter() - self._started, 1e-9)
+            completed = progress.tasks[0].completed
+            # every UPDATE_EVERY batches, and the first and last: a short epoch shows figures too
+            if calls == 1 or calls % UPDATE_EVERY == 0 or completed >= self.images_per_epoch:
+                rate = completed / max(time.perf_counter() - self._started, 1e-9)
                 progress.update(task, loss=loss, acc=accuracy, rate=rate)
 
         with progress:
