@@ -19,15 +19,26 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    """A finite number > 0."""
+def _finite(text: str, zero_allowed: bool) -> float:
+    """A finite number above 0 (or 0 itself, when `zero_allowed`)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    if not (value >= 0 if zero_allowed else value > 0) or value == float("inf"):
+        bound = ">= 0" if zero_allowed else "> 0"
+        raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    return _finite(text, zero_allowed=False)
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    return _finite(text, zero_allowed=True)
 
 
 def int_list(text: str) -> list[int]:
@@ -41,6 +52,43 @@ def int_list(text: str) -> list[int]:
     if len(set(values)) != len(values):
         raise argparse.ArgumentTypeError(f"a number given twice: {text!r}")
     return values
+
+
+def count_list(text: str) -> list[int]:
+    """Comma-separated counts (`int_list`, each 0 or more)."""
+    values = int_list(text)
+    if min(values) < 0:
+        raise argparse.ArgumentTypeError(f"a count below 0: {text!r}")
+    return values
+
+
+def positive_int_list(text: str) -> list[int]:
+    """Comma-separated integers (`int_list`), each 1 or more."""
+    values = int_list(text)
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"each must be 1 or more: {text!r}")
+    return values
+
+
+def digit(text: str) -> int:
+    """A digit class, 0 to 9."""
+    if text.strip() not in tuple("0123456789"):
+        raise argparse.ArgumentTypeError(f"not a digit from 0 to 9: {text!r}")
+    return int(text)
+
+
+def existing_file(text: str) -> Path:
+    """A path to a file that is there."""
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no file at {text}")
+    return Path(text)
+
+
+def existing_folder(text: str) -> Path:
+    """A path to a folder that is there."""
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"no folder at {text}")
+    return Path(text)
 
 
 def name_list(text: str, choices: tuple[str, ...]) -> list[str]:

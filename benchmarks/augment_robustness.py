@@ -38,6 +38,7 @@ import torch
 from benchmarks.arguments import add_mirror_option
 from benchmarks.choose_defaults import train_run
 from benchmarks.machine import cpu_name
+from benchmarks.scratch import clean_up_on_sigterm
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import TrainParams, parse_params
 from mnist_pipeline.data.dataset import Mnist, load_mnist
@@ -149,6 +150,7 @@ def main() -> None:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         parser.error(f"--seeds {args.seeds!r} is not a comma-separated list of integers")
+    clean_up_on_sigterm()  # a timeout's SIGTERM still removes the scratch folder
     scratch = Path(tempfile.mkdtemp(prefix="augment-robustness-"))
     try:
         base = Layout(scratch / "base")

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from unittest import mock
 
+from benchmarks.arguments import positive_int
 from benchmarks.machine import cpu_name
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import load_params
@@ -62,7 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--project", type=Path, default=Path("."), help="folder with the inputs")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     args = parser.parse_args()
     params = load_params(args.params)
     with tempfile.TemporaryDirectory(prefix="bench-evaluate-") as folder:

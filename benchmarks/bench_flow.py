@@ -34,8 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.arguments import add_mirror_option
+from benchmarks.arguments import add_mirror_option, positive_int
 from benchmarks.machine import cpu_name
+from benchmarks.scratch import clean_up_on_sigterm
 from tests.process_helpers import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,9 +108,12 @@ def median(runs: list[dict[str, float]], key: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=4, help="per kind (flows: 1 cold + N-1 warm)")
+    parser.add_argument(
+        "--runs", type=positive_int, default=4, help="per kind (flows: 1 cold + N-1 warm)"
+    )
     add_mirror_option(parser)
     args = parser.parse_args()
+    clean_up_on_sigterm()  # a timeout's SIGTERM still removes the scratch folder
     scratch = Path(tempfile.mkdtemp(prefix="bench-flow-"))
     mirror = {"MNIST_MIRROR": ",".join(args.mirror)}
     base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | mirror
@@ -141,10 +145,11 @@ def main() -> None:
     plain = median(runs["plain"], "rest")
     print(f"plain (no Prefect): median rest {plain:.2f} s (start, imports, teardown)")
     for kind in ("running server", "temporary server"):
-        warm, cold = runs[kind][1:] or runs[kind], runs[kind][0]
+        warm, cold = runs[kind][1:], runs[kind][0]
+        overhead = f"{median(warm, 'rest') - plain:.2f} s" if warm else "n/a (no warm run)"
         print(
-            f"{kind}: Prefect overhead (median warm rest - plain rest) "
-            f"{median(warm, 'rest') - plain:.2f} s; cold {cold['rest'] - plain:.2f} s"
+            f"{kind}: Prefect overhead (median warm rest - plain rest) {overhead}; "
+            f"cold {cold['rest'] - plain:.2f} s"
         )
     phases = ", ".join(f"{k} {median(bare[1:] or bare, k):.2f} s" for k in ("import", "begin"))
     phases += ", " + ", ".join(f"{k} {median(bare[1:] or bare, k):.2f} s" for k in ("body", "end"))

@@ -30,10 +30,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from benchmarks.arguments import existing_file, positive_int
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ExportParams
 from mnist_pipeline.export.export import InferenceModel, export_onnx
-from mnist_pipeline.model.network import build_model
+from mnist_pipeline.model.network import ARCHITECTURES, build_model
 from mnist_pipeline.model.weights import load_model, save_state_dict
 
 try:  # run as a script (benchmarks/ on sys.path) or as a module
@@ -79,12 +80,18 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--state-dict", type=Path, default=Layout().state_dict)
-    parser.add_argument("--arch", default="classic")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--calls", type=int, default=3000, help="batch-1 calls per repeat")
-    parser.add_argument("--batches", type=int, default=40, help="batch-256 batches per repeat")
+    parser.add_argument(
+        "--state-dict", type=existing_file, help="weights (default: models/model.pt if present)"
+    )
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="classic")
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--calls", type=positive_int, default=3000, help="batch-1 calls per repeat")
+    parser.add_argument(
+        "--batches", type=positive_int, default=40, help="batch-256 batches per repeat"
+    )
     args = parser.parse_args()
+    if args.state_dict is None:  # the pipeline's weights when there are some, else untrained
+        args.state_dict = Layout().state_dict
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.state_dict

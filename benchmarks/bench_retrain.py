@@ -21,8 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.arguments import add_mirror_option
+from benchmarks.arguments import add_mirror_option, positive_int
 from benchmarks.machine import cpu_name
+from benchmarks.scratch import clean_up_on_sigterm
 from tests.process_helpers import prefect_server, start, stop
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,9 +81,10 @@ def trigger_runs(scratch: Path, env: dict[str, str], runs: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=positive_int, default=5)
     add_mirror_option(parser)
     args = parser.parse_args()
+    clean_up_on_sigterm()  # a timeout's SIGTERM still removes the scratch folder
     scratch = Path(tempfile.mkdtemp(prefix="bench-retrain-"))
     extra = {"MNIST_MIRROR": ",".join(args.mirror), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     try:

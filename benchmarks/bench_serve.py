@@ -46,6 +46,7 @@ from PIL import Image
 from benchmarks.arguments import positive_float, positive_int
 from benchmarks.http_load import load, multipart, request
 from benchmarks.machine import cpu_name
+from benchmarks.scratch import clean_up_on_sigterm
 from mnist_pipeline.data.preprocess import preprocess_bytes
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
@@ -167,6 +168,11 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
+def p99(milliseconds: float) -> str:
+    """A p99 as printed: none from fewer than 100 answers (http_load gives NaN then)."""
+    return f"{milliseconds:6.2f} ms" if milliseconds == milliseconds else "n/a (<100 answers)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -197,6 +203,7 @@ def main() -> None:
         parser.error("--stack pure or both needs --workers 1: workers would take uvloop again")
     if [args.metrics, args.shadow, args.stack].count("both") > 1:
         parser.error("--metrics, --shadow, --stack: only one may be both (one thing at a time)")
+    clean_up_on_sigterm()  # a timeout's SIGTERM still removes the scratch folder
     scratch = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     servers: dict[str, tuple[subprocess.Popen, int]] = {}
     try:
@@ -231,7 +238,7 @@ def main() -> None:
                 for label, r in ((label, median_of(found)) for label, found in runs.items()):
                     figures.append(
                         f"{label}: {r['rps']:8.1f} req/s, {r['rps'] * images:8.1f} images/s, "
-                        f"p50 {r['p50']:6.2f} ms, p99 {r['p99']:6.2f} ms, errors {r['errors']:.0f}"
+                        f"p50 {r['p50']:6.2f} ms, p99 {p99(r['p99'])}, errors {r['errors']:.0f}"
                     )
                 print(f"{name}, concurrency {level:>2}: " + " | ".join(figures), flush=True)
         here = in_process(scratch, pngs, args.seconds)

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from benchmarks.arguments import existing_folder, positive_int
 from mnist_pipeline.core.contract import MNIST_MEAN, MNIST_STD
 from mnist_pipeline.core.params import ModelParams, TrainParams
 from mnist_pipeline.data.augment import augment
@@ -172,12 +173,16 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=Path("data/mnist"))
-    parser.add_argument("--batches", type=int, default=200, help="batches timed per repeat")
+    parser.add_argument("--data-dir", type=existing_folder, default=Path("data/mnist"))
+    parser.add_argument(
+        "--batches", type=positive_int, default=200, help="batches timed per repeat"
+    )
     parser.add_argument("--full", action="store_true", help="time whole epochs")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=TrainParams().num_threads)
-    parser.add_argument("--batch-size", type=int, default=TrainParams().batch_size, help="ours")
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--threads", type=positive_int, default=TrainParams().num_threads)
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=TrainParams().batch_size, help="ours"
+    )
     parser.add_argument("--augment", action="store_true", help="also ours with augmentation")
     args = parser.parse_args()
     for option in ("batches", "repeats", "threads", "batch_size"):  # run as a script: no imports

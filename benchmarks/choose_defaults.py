@@ -21,7 +21,6 @@ import csv
 import json
 import shutil
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import torch
 
 from benchmarks.arguments import add_mirror_option, int_list
 from benchmarks.machine import cpu_name
+from benchmarks.scratch import scratch_folder
 from mnist_pipeline.core.errors import one_line_errors
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, parse_params
@@ -43,7 +43,8 @@ from mnist_pipeline.training.train import TrainResult
 def score_on_test(params: Params, layout: Layout) -> dict[str, Any]:
     """Evaluate the trained run on the test set: accuracy, ECE (and before temperature scaling,
     when the run used it), robustness."""
-    stages.run("evaluate", params, layout)
+    measuring = params.evaluate.model_copy(update={"min_accuracy": 0.0})  # scored, not gated
+    stages.run("evaluate", params.model_copy(update={"evaluate": measuring}), layout)
     metrics = json.loads(layout.metrics.read_text())
     report: dict[str, Any] = {
         "test": metrics["accuracy"],
@@ -108,10 +109,9 @@ def main() -> None:
         with one_line_errors():
             for seed in seeds:
                 section_params(checked, seed)
-    scratch = Path(tempfile.mkdtemp(prefix="choose-defaults-"))
-    base = Layout(scratch / "base")
     summary = []
-    try:
+    with scratch_folder("choose-defaults-") as scratch:
+        base = Layout(scratch / "base")
         with one_line_errors():
             stages.run("fetch", parse_params({"data": {"mirrors": args.mirror}}), base)
         print(f"CPU: {cpu_name()}, torch {torch.__version__}", flush=True)
@@ -126,8 +126,6 @@ def main() -> None:
                 )
                 print(f"{config} seed {seed}: {shown}", flush=True)
             summary.append((config, rows))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     for config, rows in summary:
         vals = [r["val"] for r in rows if r["val"] is not None]  # none with val_size 0
         scored = (

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.arguments import existing_file, existing_folder, positive_int
 from benchmarks.machine import cpu_name
 from benchmarks.shifted_digits import render_shifted
 from mnist_pipeline.core.contract import INPUT_NAME, PROBABILITIES
@@ -57,10 +58,10 @@ SHIFTS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--onnx", type=Path, default=Path("models/model.onnx"))
-    parser.add_argument("--mnist", type=Path, default=Path("data/mnist"))
-    parser.add_argument("--window", type=int, default=500)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--onnx", type=existing_file, default=Path("models/model.onnx"))
+    parser.add_argument("--mnist", type=existing_folder, default=Path("data/mnist"))
+    parser.add_argument("--window", type=positive_int, default=500)
+    parser.add_argument("--repeats", type=positive_int, default=20)
     args = parser.parse_args()
     session = open_session(args.onnx.read_bytes(), threads=1)
 

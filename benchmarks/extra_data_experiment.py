@@ -21,15 +21,15 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.arguments import add_mirror_option
+from benchmarks.arguments import add_mirror_option, positive_int, positive_int_list
 from benchmarks.machine import cpu_name
+from benchmarks.scratch import scratch_folder
 from benchmarks.shifted_digits import shifted_set
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import TrainParams
@@ -102,15 +102,22 @@ def fetched_base(scratch: Path, env: dict[str, str]) -> tuple[Path, Mnist, torch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_mirror_option(parser)
-    parser.add_argument("--add", type=int, default=300, help="digits added through `data add`")
-    parser.add_argument("--choose", type=int, default=500, help="digits to choose the weight on")
-    parser.add_argument("--eval", type=int, default=1000, help="digits to report accuracy on")
-    parser.add_argument("--weights", default="1,4,16", help="train.extra_weight values to try")
+    parser.add_argument(
+        "--add", type=positive_int, default=300, help="digits added through `data add`"
+    )
+    parser.add_argument(
+        "--choose", type=positive_int, default=500, help="digits to choose the weight on"
+    )
+    parser.add_argument(
+        "--eval", type=positive_int, default=1000, help="digits to report accuracy on"
+    )
+    parser.add_argument(
+        "--weights", type=positive_int_list, default="1,4,16", help="train.extra_weight values"
+    )
     parser.add_argument("--out", type=Path, help="also write the results here (JSON)")
     args = parser.parse_args()
     env = {**os.environ, "MNIST_MIRROR": ",".join(args.mirror), "DVC_NO_ANALYTICS": "1"}
-    scratch = Path(tempfile.mkdtemp(prefix="extra-experiment-"))
-    try:
+    with scratch_folder("extra-experiment-") as scratch:
         base, mnist, val_idx = fetched_base(scratch, env)
         cut = np.cumsum([0, args.add, args.choose, args.eval])
         sets = {}
@@ -122,7 +129,7 @@ def main() -> None:
             sets[name] = shifted_set(images, labels, seed=seed, style="rotated")
         added = write_pngs(scratch / "pngs", sets["add"])
         results = []
-        for weight in [None, *(int(w) for w in args.weights.split(","))]:
+        for weight in [None, *args.weights]:
             root = scratch / ("none" if weight is None else f"w{weight}")
             shutil.copytree(base, root)
             extra = {} if weight is None else {"train": {"extra_weight": weight}}
@@ -148,8 +155,6 @@ def main() -> None:
             }
             results.append(row)
             print(json.dumps(row), flush=True)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     print(f"\nCPU: {cpu_name()}; {args.add} rotated digits added, {args.eval} to report on")
     print(
         f"{'extra_weight':>12} {'MNIST val':>9} {'choose':>7} | "

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.arguments import add_mirror_option
+from benchmarks.arguments import add_mirror_option, count_list, digit, positive_int
 from benchmarks.extra_data_experiment import cli, fetched_base, write_pngs
 from benchmarks.machine import cpu_name
+from benchmarks.scratch import clean_up_on_sigterm
 from benchmarks.shifted_digits import shifted_set
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.reports import Metrics, PromotionEvidence, read_report
@@ -60,16 +61,19 @@ def holdout_correct(model_root: Path, holdout: extra.Split) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_mirror_option(parser)
-    parser.add_argument("--counts", default="0,50,100,200,400", help="poisoned digits per run")
-    parser.add_argument("--digit", type=int, default=7, help="the digit the attacker relabels")
-    parser.add_argument("--as", dest="label", type=int, default=1, help="the label it gets")
-    parser.add_argument("--epochs", type=int, default=8, help="train.epochs of every run")
-    parser.add_argument("--threads", type=int, default=2, help="train.num_threads")
+    parser.add_argument(
+        "--counts", type=count_list, default="0,50,100,200,400", help="poisoned digits per run"
+    )
+    parser.add_argument("--digit", type=digit, default=7, help="the digit the attacker relabels")
+    parser.add_argument("--as", dest="label", type=digit, default=1, help="the label it gets")
+    parser.add_argument("--epochs", type=positive_int, default=8, help="train.epochs of every run")
+    parser.add_argument("--threads", type=positive_int, default=2, help="train.num_threads")
     parser.add_argument("--out", type=Path, help="also write the results here (JSON)")
     args = parser.parse_args()
-    counts = sorted({int(c) for c in args.counts.split(",")} | {0})
+    counts = sorted({*args.counts, 0})
     env = {**os.environ, "MNIST_MIRROR": ",".join(args.mirror), "DVC_NO_ANALYTICS": "1"}
     train = {"epochs": args.epochs, "num_threads": args.threads}
+    clean_up_on_sigterm()  # a timeout's SIGTERM still removes the scratch folder
     scratch = Path(tempfile.mkdtemp(prefix="poisoning-"))
     results = []
     try:
@@ -158,7 +162,7 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
     base = results[0]["digit_accuracy"]
     print(
         f"{'poisoned':>8} {'MNIST test':>10} {'digit ' + str(args.digit):>8} {'change':>7}  "
-        "old rule   evidence rule"
+        f"{'worst digit':>11}  {'old rule':>8}  evidence rule"
     )
     for row in results:
         change = (row["digit_accuracy"] - base) * 100

@@ -29,6 +29,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from urllib.parse import urlparse
 
+from benchmarks.arguments import non_negative_float, positive_int
 from benchmarks.machine import cpu_name
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import Registry
@@ -144,10 +145,14 @@ def measure(location: str, root: Path, candidates: list, cache: Path) -> dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--versions", type=int, default=50)
-    parser.add_argument("--state-kb", type=int, default=90)  # ClassicNet's state_dict is ~90 KB
+    parser.add_argument("--versions", type=positive_int, default=50)
+    parser.add_argument(
+        "--state-kb", type=positive_int, default=90
+    )  # ClassicNet's state_dict is ~90 KB
     parser.add_argument("--backend", choices=("both", "local", "s3"), default="both")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="round trip to the store")
+    parser.add_argument(
+        "--latency-ms", type=non_negative_float, default=0.0, help="round trip to the store"
+    )
     args = parser.parse_args()
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores")
     results: dict[str, dict[str, float]] = {}
