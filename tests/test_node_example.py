@@ -510,3 +510,21 @@ def test_a_png_whose_text_inflates_past_pillows_limit_is_refused_as_pillow_does(
             preprocess_file(path)
     js = np.array(entries[2]["input"], dtype=np.float32).reshape(28, 28)
     np.testing.assert_array_equal(js, preprocess_file(paths[2]))
+
+
+def test_without_its_packages_the_example_says_to_install_them(tmp_path: Path) -> None:
+    """Before `npm ci` Node printed an ERR_MODULE_NOT_FOUND stack trace."""
+    import shutil
+
+    copy = tmp_path / "examples"
+    shutil.copytree(EXAMPLES / "js", copy / "js")
+    shutil.copytree(EXAMPLES / "node", copy / "node", ignore=shutil.ignore_patterns("node_modules"))
+    done = subprocess.run(
+        ["node", str(copy / "node" / "predict.mjs"), "digit.png"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "at " not in done.stderr, done.stderr
+    assert done.stderr.startswith("error: Cannot find package 'onnxruntime-node'")
+    assert done.stderr.rstrip().endswith("run npm ci --prefix examples/node first")

@@ -11,10 +11,23 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import ort from 'onnxruntime-node';
 
 import { ImageError, toMnist } from '../js/preprocess.mjs';
-import { loadGrey } from './decode.mjs';
+
+/** A module of this example's packages; without them (no `npm ci`) one line saying so, exit 2,
+ * not Node's stack trace (a static import fails before any code here runs). */
+async function needed(name) {
+  try {
+    return await import(name);
+  } catch (err) {
+    if (err.code !== 'ERR_MODULE_NOT_FOUND') throw err;
+    console.error(`error: ${err.message.split('\n')[0]}: run npm ci --prefix examples/node first`);
+    process.exit(2);
+  }
+}
+
+const { default: ort } = await needed('onnxruntime-node');
+const { loadGrey } = await needed('./decode.mjs'); // it imports pngjs and jpeg-js
 
 const DEFAULT_MODEL = fileURLToPath(new URL('../../models/model.onnx', import.meta.url));
 const WEIGHTS = fileURLToPath(new URL('../../models/model.pt', import.meta.url));
