@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline.core.errors import RegistryError, StoreError
+from mnist_pipeline.core.errors import RegistryError
 from mnist_pipeline.registry import aliases as alias_doc
-from mnist_pipeline.registry import commit, garbage, inputs, keys, moves, replay
+from mnist_pipeline.registry import commit, garbage, inputs, keys, lookup, moves, replay
 from mnist_pipeline.registry.aliases import PRODUCTION, AliasState
 from mnist_pipeline.registry.audit import audit, refuse_forged
 from mnist_pipeline.registry.backends import open_storage
@@ -60,30 +60,9 @@ class Registry:
     def catalogue(
         self, strict: bool = False, reuse: bool = False
     ) -> list[tuple[int, dict[str, Any] | None, str | None]]:
-        """(version, card, None) for every version, or (version, None, problem) when its card
-        cannot be trusted: one damaged version does not hide the others. A store that does not
-        answer at all (StoreError.whole_store) fails the whole, and with `strict` so does any
-        StoreError, as deciding on part of it would. `reuse`: a card read earlier in the same
-        registration is not read again (see `_cards`)."""
-        versions = self.version_numbers()
-        try:
-            stored: list[bytes | None] | None = self._cards(versions, reuse)
-        except StoreError as exc:
-            if exc.whole_store:  # read one by one, each would wait for no answer again
-                raise
-            stored = None
-        except RegistryError:  # one card could not be read: one by one, so it hides no other
-            stored = None
-        entries: list[tuple[int, dict[str, Any] | None, str | None]] = []
-        for i, version in enumerate(versions):
-            try:
-                data = self._cards([version], reuse)[0] if stored is None else stored[i]
-                entries.append((version, self._checked_card(version, data)[0], None))
-            except RegistryError as exc:
-                if isinstance(exc, StoreError) and (strict or exc.whole_store):
-                    raise
-                entries.append((version, None, str(exc)))
-        return entries
+        """(version, card, None) for every version, or (version, None, problem) for one whose
+        card cannot be trusted (lookup.catalogue)."""
+        return lookup.catalogue(self, strict, reuse)
 
     def aliases(self) -> dict[str, int]:
         """Current alias -> version map."""
@@ -158,27 +137,7 @@ class Registry:
 
     def version_of(self, ref: str | int, state: AliasState | None = None) -> int:
         """The version number a reference names; unknown ones list what exists."""
-        versions = self.version_numbers()
-        listed = ", ".join(map(str, versions)) or "none registered"
-        named = keys.parse_ref(ref)
-        if isinstance(named, int):
-            if named not in versions:
-                raise RegistryError(f"unknown version {ref!r} of {self.name}; versions: {listed}")
-            return named
-        alias = named
-        state = state or self.state(versions)
-        if alias not in state.aliases:
-            known = ", ".join(f"{a} -> v{v}" for a, v in sorted(state.aliases.items()))
-            raise RegistryError(
-                f"unknown alias {alias!r} of {self.name}; aliases: {known or 'none'}; "
-                f"versions: {listed}"
-            )
-        version = state.aliases[alias]
-        if version not in versions and version not in self.version_numbers():
-            # listed again: the version may have been committed between the listing and the
-            # alias document's read
-            raise RegistryError(f"alias {alias!r} points at v{version}, which does not exist")
-        return version
+        return lookup.version_of(self, ref, state)
 
     # ---- writing (commit.py: versions; moves.py: aliases)
 
