@@ -148,6 +148,11 @@ def test_only_a_reported_move_can_be_acknowledged(registry: Registry, make) -> N
         registry.acknowledge(8, "  ")
     with pytest.raises(RegistryError, match="recorded by `acknowledge`, not as a note"):
         registry.note(3, "production", "acknowledge", "by hand")
+    unhashed = registry.alias_log()["events"][7]
+    edit_aliases(registry, lambda doc: doc["events"][7].pop("sha256"))  # as if never chained
+    with pytest.raises(RegistryError, match="alias event 8 of .* has no hash to name"):
+        registry.acknowledge(8, "looks fine")
+    edit_aliases(registry, lambda doc: doc["events"][7].update(sha256=unhashed["sha256"]))
     assert len(registry.alias_log()["events"]) == events  # nothing recorded
     assert len(registry.verify()) == 1
 

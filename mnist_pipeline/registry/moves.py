@@ -112,6 +112,11 @@ def acknowledge(
                 "hand that `models verify` reports: nothing to acknowledge"
             )
         event = state.events[number - 1]
+        if not isinstance(event.get(trail.HASH_KEY), str):  # unexplained judges any with `previous`
+            raise RegistryError(
+                f"alias event {number} of {registry.name} has no hash to name (written before "
+                "the trail was chained): it cannot be acknowledged"
+            )
         why = f"acknowledged alias event {number}: its start, set by hand, was intended"
         state.note(
             trail.ACKNOWLEDGE,
