@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from mnist_pipeline.core.errors import ParamsError, RegistryError, StoreError
 from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.pipeline.register import register_candidate
-from mnist_pipeline.registry import LostAliases, Registry, blobs, s3
+from mnist_pipeline.registry import LostAliases, Registry, blobs, s3, s3_retry
 from mnist_pipeline.registry.backends import open_storage
 from mnist_pipeline.registry.garbage import GRACE_S
 from mnist_pipeline.registry.s3 import S3Bucket, parse_url
@@ -418,19 +418,19 @@ def test_conflicting_conditional_writes_are_retried_with_capped_exponential_back
     assert isinstance(store, S3Bucket)
     assert store.create("m/first", b"1")  # the store's conditions checked before the 409s
     waits: list[float] = []
-    monkeypatch.setattr(s3.time, "sleep", waits.append)
+    monkeypatch.setattr(s3_retry.time, "sleep", waits.append)
     pick = (lambda low, high: high) if jitter == "longest" else (lambda low, high: low)
-    monkeypatch.setattr(s3.random, "uniform", pick)
+    monkeypatch.setattr(s3_retry.random, "uniform", pick)
     conflict_first(store, monkeypatch, times=7)
     assert store.create("m/key", b"data") and store.read("m/key") == b"data"
     bounds = [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
     assert waits == (bounds if jitter == "longest" else [0.0] * 7)
 
     waits.clear()
-    conflict_first(store, monkeypatch, times=s3.CONFLICT_RETRIES)
+    conflict_first(store, monkeypatch, times=s3_retry.CONFLICT_RETRIES)
     with pytest.raises(StoreError, match=r"m/other: writes kept conflicting at http"):
         store.create("m/other", b"data")
-    assert len(waits) == s3.CONFLICT_RETRIES - 1 and store.read("m/other") is None
+    assert len(waits) == s3_retry.CONFLICT_RETRIES - 1 and store.read("m/other") is None
     if jitter == "longest":
         assert sum(waits) == pytest.approx(1.55 + 14 * 1.0)
 
@@ -444,7 +444,7 @@ def test_a_write_that_landed_before_a_conflict_is_known_as_its_own(
     store = open_storage(s3_url)
     assert isinstance(store, S3Bucket)
     assert store.create("m/first", b"1")  # the store's conditions checked first
-    monkeypatch.setattr(s3.time, "sleep", lambda _: None)
+    monkeypatch.setattr(s3_retry.time, "sleep", lambda _: None)
     put, calls = store.client.put_object, []
 
     def landed_then_conflict(**request):  # noqa: ANN003, ANN202

@@ -17,7 +17,6 @@ Endpoint and credentials come from boto3's usual sources: `AWS_ENDPOINT_URL` (or
 from __future__ import annotations
 
 import logging
-import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -44,6 +43,7 @@ from mnist_pipeline.registry.s3_names import (
     parse_url,
     server_time,
 )
+from mnist_pipeline.registry.s3_retry import conditional
 from mnist_pipeline.registry.storage import Storage, check_key, hidden
 
 try:
@@ -54,11 +54,6 @@ except ImportError:  # the optional extra: pip install 'mnist-pipeline[s3]'
     boto3 = None
 
 WRITE_ID = "mnist-pipeline-write"  # user metadata: the id of the PUT that stored an object
-# 409 ConditionalRequestConflict (another conditional write on the key in flight): retried with
-# capped exponential backoff and full jitter, so that racing writers spread out rather than retry
-# in step; at most about 16 s of waiting in all (8 s on average)
-CONFLICT_RETRIES = 20
-CONFLICT_BACKOFF_S = (0.05, 1.0)  # the first retry's longest wait, and the cap
 PARALLEL = 16  # requests in flight at once in read_many, create_many (the connection pool)
 logger = logging.getLogger(__name__)
 T, R = TypeVar("T"), TypeVar("R")
@@ -281,34 +276,11 @@ class S3Bucket(Storage):
         request: Callable[[], object],
         refused: Callable[[str, bool], bool | None],
     ) -> bool:
-        """`request`, a conditional write or delete, retried with backoff while the store
-        answers 409 (another conditional request on the key under way): True when done; for any
-        other error code, `refused(code, retried)` answers (None: a failure, raised); `retried`
-        is whether the request was sent more than once, by boto3 or by this loop (an earlier try
-        may have landed: one that timed out, then a 409 from its own write still under way)."""
-        first, cap = CONFLICT_BACKOFF_S
-        retried = False
-        for attempt in range(CONFLICT_RETRIES):
-            try:
-                request()
-                return True
-            except ClientError as exc:
-                code = error_code(exc)
-                sent = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 1)
-                retried = retried or attempt > 0 or sent != 0
-                if code not in ("ConditionalRequestConflict", "409"):
-                    answer = refused(code, retried)
-                    if answer is None:
-                        raise self._failure(action, key, exc) from None
-                    return answer
-            except BotoCoreError as exc:  # no answer: the store may have done it first
-                unknown = "; the store may have done it before it stopped answering: look "
-                unknown += "(`models history`, `models list`) before you run it again"
-                failed = self._failure(action, key, exc)
-                raise StoreError(f"{failed}{unknown}", failed.whole_store) from None
-            if attempt + 1 < CONFLICT_RETRIES:
-                time.sleep(random.uniform(0, min(cap, first * 2**attempt)))
-        raise StoreError(f"{self.location}/{key}: {action}s kept conflicting at {self.endpoint}")
+        """`request`, a conditional write or delete, retried while another conditional request
+        on the key is under way (s3_retry.conditional)."""
+        failed = partial(self._failure, action, key)
+        kept_conflicting = f"{self.location}/{key}: {action}s kept conflicting at {self.endpoint}"
+        return conditional(request, refused, failed, kept_conflicting)
 
     def _call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
         try:
