@@ -114,6 +114,9 @@ def main() -> None:
     parser.add_argument(
         "--weights", type=positive_int_list, default="1,4,16", help="train.extra_weight values"
     )
+    parser.add_argument(
+        "--epochs", type=positive_int, help="train.epochs of every run (default: params.yaml's)"
+    )
     parser.add_argument("--out", type=Path, help="also write the results here (JSON)")
     args = parser.parse_args()
     env = {**os.environ, "MNIST_MIRROR": ",".join(args.mirror), "DVC_NO_ANALYTICS": "1"}
@@ -132,8 +135,9 @@ def main() -> None:
         for weight in [None, *args.weights]:
             root = scratch / ("none" if weight is None else f"w{weight}")
             shutil.copytree(base, root)
-            extra = {} if weight is None else {"train": {"extra_weight": weight}}
-            (root / "params.yaml").write_text(json.dumps(extra) + "\n")
+            train = {} if weight is None else {"extra_weight": weight}
+            train |= {} if args.epochs is None else {"epochs": args.epochs}
+            (root / "params.yaml").write_text(json.dumps({"train": train}) + "\n")
             if weight is not None:
                 for label, files in sorted(added.items()):
                     cli(root, "data", "add", "--label", str(label), *map(str, files), env=env)
