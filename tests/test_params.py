@@ -10,6 +10,7 @@ from mnist_pipeline.cli.app import main
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.params import DEFAULT_MIRRORS, Params, load_params, parse_params
 from mnist_pipeline.core.yaml_text import describe_yaml_error, load_yaml_strict
+from mnist_pipeline.data.manifest import DEFAULT_SHA256
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -292,8 +293,19 @@ def test_deeper_dotted_overrides_change_one_key_and_keep_the_files_others(tmp_pa
 
 
 def test_sha256_table_must_name_the_four_files() -> None:
-    with pytest.raises(ParamsError, match="data.sha256"):
+    named = "data.sha256: .*must name exactly the files"
+    with pytest.raises(ParamsError, match=named):
         parse_params({"data": {"sha256": {"x": "0" * 64}}})
+    three = dict(list(DEFAULT_SHA256.items())[:3])
+    with pytest.raises(ParamsError, match=named):
+        parse_params({"data": {"sha256": three}})
+    with pytest.raises(ParamsError, match=named):
+        parse_params({"data": {"sha256": {**DEFAULT_SHA256, "x": "0" * 64}}})
+    first = next(iter(DEFAULT_SHA256))
+    for digest in ("A" * 64, "0" * 63, "g" * 64):
+        with pytest.raises(ParamsError, match=rf"not a lowercase hex SHA-256 for \['{first}'\]"):
+            parse_params({"data": {"sha256": {**DEFAULT_SHA256, first: digest}}})
+    assert parse_params({"data": {"sha256": dict(DEFAULT_SHA256)}}).data.sha256 == DEFAULT_SHA256
 
 
 def test_to_dict_round_trips() -> None:

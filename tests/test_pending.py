@@ -218,7 +218,9 @@ def test_pending_shows_the_production_models_digit_beside_the_claim(tmp_path: Pa
     listed = cli(tmp_path, "pending", "--json")
     assert listed.exit_code == 0, listed.output
     assert {r["sha256"]: r["predicted"] for r in json.loads(listed.stdout)} == expected
-    for row in cli(tmp_path, "pending").stdout.splitlines():
+    rows = cli(tmp_path, "pending").stdout.splitlines()
+    assert len(rows) == len(expected) == 2, rows
+    for row in rows:
         sha = next(s for s in expected if row.startswith(s[:12]))
         assert f"claimed 1  model {expected[sha]} " in row
     # the registry's aliases damaged: the queue is still listed, without the model's digits

@@ -350,18 +350,25 @@ def test_thirty_two_bit_pixels_outside_the_contract_are_refused_by_name(
 
 
 def test_exif_orientation_is_applied(tmp_path: Path) -> None:
-    image = Image.fromarray((paper(60, 40) * 255).astype(np.uint8))
+    # ink in the top-left corner of a 40x60 (h x w) sheet: no rotation or flip maps it to itself
+    stored = paper(40, 60, ink=[(4, 10, 6, 30), (10, 30, 6, 12)])
+    image = Image.fromarray((stored * 255).astype(np.uint8))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
     image.save(tmp_path / "phone.jpg", exif=exif)
-    assert load_grey(tmp_path / "phone.jpg").shape == (40, 60)
+    upright = load_grey(tmp_path / "phone.jpg")
+    assert upright.shape == (60, 40)
+    dark = upright < 0.5  # JPEG blurs the edges: compare where the ink is
+    assert np.mean(dark == (np.rot90(stored, k=-1) < 0.5)) > 0.98
     # An uncompressed TIFF read from its file name: Pillow itself once skipped the tag there,
     # so `predict FILE` saw it sideways while an upload of the same bytes was upright.
-    for orientation in (5, 6, 8):
+    # Displayed: 5 transposed, 6 turned clockwise, 8 turned anticlockwise.
+    shown = {5: stored.T, 6: np.rot90(stored, k=-1), 8: np.rot90(stored, k=1)}
+    for orientation, expected in shown.items():
         exif[0x0112] = orientation
         image.save(tmp_path / "scan.tif", exif=exif)  # no compression, one strip
         from_file = load_grey(tmp_path / "scan.tif")
-        assert from_file.shape == (40, 60), orientation
+        assert np.array_equal(from_file, expected), orientation
         data = (tmp_path / "scan.tif").read_bytes()
         assert np.array_equal(from_file, decode_grey(data, "scan.tif")), orientation
 

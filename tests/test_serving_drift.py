@@ -368,14 +368,21 @@ def test_processes_claiming_at_once_send_one_event(tmp_path: Path) -> None:
     assert sorted(answers) == ["0.0"] + ["inf"] * 5, answers
 
 
-def test_within_the_cooldown_a_new_shift_makes_no_event(served: ServedModel, _candidate):
+def test_within_the_cooldown_a_new_shift_makes_no_event(
+    served: ServedModel, _candidate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every event is taken (the emitter says so): only the cooldown holds back the second."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
     sent: list[tuple] = []
     params = ServeParams(drift_window=200, drift_threshold=0.25, drift_cooldown_s=3600)
-    monitor = DriftMonitor(served, params, emitter=lambda *event: sent.append(event))
+    monitor = DriftMonitor(served, params, emitter=lambda *event: sent.append(event) or True)
     digits = contract_digits(_candidate.data_dir)
+    verdicts = []
     for shifted in (1.0 - digits, digits, 1.0 - digits):  # shift, normal, shift again
         monitor.process([answered(served, shifted)])
-    assert monitor.status()["verdict"] == "drift" and len(sent) == 1
+        verdicts.append(monitor.status()["verdict"])
+    assert verdicts == ["drift", "normal", "drift"]
+    assert len(sent) == 1 and monitor.status()["events"] == 1
 
 
 def test_a_version_without_a_reference_is_not_monitored_and_answers_as_ever(

@@ -93,21 +93,33 @@ def test_label_smoothing_trains_against_softened_targets() -> None:
         params(label_smoothing=1.0)
 
 
+def rates(optimizer: torch.optim.Optimizer, scheduler, steps: int) -> list[float]:
+    """The learning rate of each of `steps` optimiser steps, the scheduler stepped after each."""
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
 def test_onecycle_runs_from_learning_rate_to_peak() -> None:
     p = params(epochs=2, learning_rate=0.001, max_learning_rate=0.004)
     model = torch.nn.Linear(2, 2)
     optimizer = loop.make_optimizer(model, p)
     scheduler = loop.make_scheduler(optimizer, p, steps=10)
-    lrs = []
-    for _ in range(20):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    lrs = rates(optimizer, scheduler, 20)
     assert lrs[0] == pytest.approx(0.001)
     assert max(lrs) == pytest.approx(0.004, rel=0.05)
     assert lrs[-1] < 0.0001
-    constant = loop.make_scheduler(optimizer := loop.make_optimizer(model, params()), params(), 5)
-    assert constant.get_last_lr() == [optimizer.param_groups[0]["lr"]] == [0.001]
+
+
+def test_constant_schedule_keeps_the_learning_rate() -> None:
+    p = params(epochs=2, lr_schedule="constant", learning_rate=0.002)
+    optimizer = loop.make_optimizer(torch.nn.Linear(2, 2), p)
+    scheduler = loop.make_scheduler(optimizer, p, steps=10)
+    lrs = rates(optimizer, scheduler, 20)
+    assert lrs == [0.002] * 20
 
 
 def test_onecycle_must_rise() -> None:
