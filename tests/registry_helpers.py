@@ -119,8 +119,11 @@ def make_candidate(
     return candidate_in(folder)
 
 
-def exported_candidate(folder: Path, seed: int) -> Path:
-    """A contract-complete ONNX model of random weights (seed), as a registry candidate."""
+def exported_candidate(
+    folder: Path, seed: int, edit: Callable[[object], None] | None = None, accuracy: float = 0.0
+) -> Path:
+    """A contract-complete ONNX model of random weights (seed), as a registry candidate;
+    `edit(model)` changes them before export, `accuracy` (else 0.9 + seed / 100) is reported."""
     import torch
 
     from mnist_pipeline.core.params import ExportParams
@@ -130,11 +133,15 @@ def exported_candidate(folder: Path, seed: int) -> Path:
 
     folder.mkdir(parents=True)
     torch.manual_seed(seed)
-    save_state_dict(build_model("classic"), folder / "model.pt")
+    model = build_model("classic")
+    if edit is not None:
+        with torch.no_grad():
+            edit(model)
+    save_state_dict(model, folder / "model.pt")
     export_onnx(ExportParams(), "classic", folder / "model.pt", folder / "model.onnx", {})
     (folder / "train_history.csv").write_text("epoch,loss\n1,0.5\n")
     write_train_record(folder)
-    write_reports(folder, accuracy=0.9 + seed / 100)
+    write_reports(folder, accuracy=accuracy or 0.9 + seed / 100)
     return folder
 
 

@@ -77,6 +77,17 @@ def test_health_ready_and_model(registry: Registry) -> None:
     assert "/predict" in api.get("/openapi.json").json()["paths"]
 
 
+def same_answers(got: list[dict], want: list) -> None:
+    """The server's predictions carry the CLI's digits and top probabilities (to 1e-6)."""
+    assert len(got) == len(want)
+    for answer, reference in zip(got, want, strict=True):
+        assert answer["digit"] == reference.digit
+        ranked = [(t["digit"], t["probability"]) for t in answer["top"]]
+        top = reference.top[: len(ranked)]
+        assert [d for d, _ in ranked] == [d for d, _ in top]
+        assert np.allclose([p for _, p in ranked], [p for _, p in top], atol=1e-6)
+
+
 def test_predict_answers_like_the_cli_in_every_form(registry: Registry, tmp_path: Path) -> None:
     api, _ = client(registry)
     files = [draw_digit(tmp_path / f"{d}.png", d) for d in (1, 7)]
@@ -85,17 +96,14 @@ def test_predict_answers_like_the_cli_in_every_form(registry: Registry, tmp_path
     assert multipart.status_code == 200
     body = multipart.json()
     assert body["model"] == {"name": MODEL, "version": 1}
-    for got, want in zip(body["predictions"], expected, strict=True):
-        assert got["name"] == Path(want.file).name and got["digit"] == want.digit
-        ranked = [(t["digit"], t["probability"]) for t in got["top"]]
-        assert [d for d, _ in ranked] == [d for d, _ in want.top]
-        assert np.allclose([p for _, p in ranked], [p for _, p in want.top], atol=1e-6)
+    same_answers(body["predictions"], expected)
+    assert [p["name"] for p in body["predictions"]] == [Path(p.file).name for p in expected]
     raw = api.post("/predict?top=1", content=png(files[1]), headers={"content-type": "image/png"})
-    assert raw.json()["predictions"][0]["digit"] == expected[1].digit
     assert len(raw.json()["predictions"][0]["top"]) == 1
+    same_answers(raw.json()["predictions"], expected[1:])
     arrays = [preprocess_file(f).tolist() for f in files]
-    batch = api.post("/predict", json={"images": arrays}).json()
-    assert [p["digit"] for p in batch["predictions"]] == [p.digit for p in expected]
+    batch = api.post("/predict?top=3", json={"images": arrays}).json()
+    same_answers(batch["predictions"], expected)
     assert [p["name"] for p in batch["predictions"]] == ["image 0", "image 1"]
 
 

@@ -278,6 +278,7 @@ def test_one_image_with_two_labels_never_trains(location: str, tmp_path: Path) -
     assert got.summary().startswith("1 downloaded, 0 published, 0 deleted")
     collected = collect(b, 0)
     assert collected.accepted == []
+    assert len(collected.rejected) == 2, collected.rejected  # both copies, each said why
     assert all("labelled [3, 5]" in reason for reason in collected.rejected.values())
     shared_edits.remove(shared, b, [str(mine.path)])  # one copy removed: the conflict resolved here
     assert shared.record(mine.sha256).label == 3 and labels(b) == [(3, mine.sha256)]

@@ -438,7 +438,10 @@ def test_versions_by_number_stay_readable_when_the_aliases_are_not(workdir: Path
     assert (
         listed.exit_code == 0 and "0.9500" in listed.output and "aliases unknown" in listed.output
     )
-    assert models(workdir, "promote", "1").exit_code != 0
+    refused = models(workdir, "promote", "1")
+    assert isinstance(refused.exception, RegistryError), refused.exception
+    assert "aliases.json is not readable JSON: " in str(refused.exception)
+    assert aliases.read_text() == "{"  # left as it was, for the operator to repair
 
 
 def test_a_registry_path_with_brackets_is_printed_as_it_is(

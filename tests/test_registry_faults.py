@@ -18,6 +18,7 @@ from mnist_pipeline.core.errors import RegistryError, StoreError
 from mnist_pipeline.data.manifest import file_sha256
 from mnist_pipeline.pipeline.register import register_candidate
 from mnist_pipeline.registry import GRACE_S, Registry, commit
+from mnist_pipeline.registry.garbage import PARTIAL_GRACE_S
 from mnist_pipeline.registry.local import LocalFolder
 from tests.conftest import REPO_ROOT
 from tests.registry_helpers import (
@@ -104,6 +105,14 @@ def test_a_temp_file_a_killed_writer_left_is_garbage_once_old(tmp_path: Path, st
     assert name not in registry.garbage()  # fresh: its writer may be alive
     kept = registry.collect_garbage(min_age_s=0)  # even asked to: a promote may be renaming it
     assert name in kept.kept and name not in kept.removed and partial.exists()
+    five_minutes = time.time() - PARTIAL_GRACE_S + 30  # not quite: still kept
+    os.utime(partial, (five_minutes, five_minutes))
+    assert name in registry.collect_garbage(min_age_s=0).kept and partial.exists()
+    past = time.time() - PARTIAL_GRACE_S - 30  # gc takes it from 5 minutes on, verify at an hour
+    os.utime(partial, (past, past))
+    assert name not in registry.garbage()
+    assert name in registry.collect_garbage(min_age_s=0).removed and not partial.exists()
+    partial.write_bytes(b"left again")
     old = time.time() - GRACE_S - 60
     os.utime(partial, (old, old))
     assert name in registry.garbage()

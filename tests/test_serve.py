@@ -141,7 +141,8 @@ def test_served_deployment_runs_on_a_real_server(
         get_client(sync_client=True) as client,
     ):
         after = client.read_deployment_by_name(DEPLOYMENT)
-    assert not after.paused and all(s.active for s in after.schedules)
+    assert not after.paused and [s.schedule.cron for s in after.schedules] == [CRON]
+    assert all(s.active for s in after.schedules)
 
 
 def test_work_pool_deployment_runs_on_a_process_worker(tmp_path: Path, server, tiny_mirror) -> None:

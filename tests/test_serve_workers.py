@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.params import load_params, parse_params
+from mnist_pipeline.core.params import Params, load_params, parse_params
 from mnist_pipeline.serving import server
 from tests.process_helpers import free_port, start, stop
 
@@ -111,6 +111,7 @@ def test_workers_get_the_validated_params_and_a_startup_failure_is_an_error(
     params = load_params(root / "params.yaml", {"serve.model": "staging", "serve.workers": 2})
     exits: list[int | None] = [None, None]
     given: list[str] = []
+    built: list[tuple[Params, Path]] = []
 
     class Supervisor:
         def __init__(self, config: object, sockets: list, **_: object) -> None:
@@ -119,7 +120,13 @@ def test_workers_get_the_validated_params_and_a_startup_failure_is_an_error(
         def run(self) -> None:
             given.append(server.os.environ[server.ENV_PARAMS])
             (root / "params.yaml").write_text(yaml.safe_dump({"serve": {"model": "v9"}}))
+            server.app_from_env()  # as a worker uvicorn starts after the edit
 
+    def build(params: Params, layout: server.Layout, shared: object) -> object:
+        built.append((params, layout.root))
+        return object()
+
+    monkeypatch.setattr(server, "build", build)
     monkeypatch.setattr(server, "Multiprocess", Supervisor)
     monkeypatch.setattr(server, "Supervisor", Supervisor)
     monkeypatch.setenv(server.ENV_PARAMS, "")  # restored afterwards
@@ -127,6 +134,7 @@ def test_workers_get_the_validated_params_and_a_startup_failure_is_an_error(
     server._run_workers(root, params, [])
     (seen,) = given
     assert parse_params(json.loads(seen)) == params
+    assert built == [(params, root)] and built[0][0].serve.model == "staging"
     assert (params.serve.model, params.serve.reload_interval_s) == ("staging", 7.0)
     exits[1] = 3  # uvicorn's STARTUP_FAILURE: the supervisor stopped
     with pytest.raises(PipelineError, match="a worker could not start"):

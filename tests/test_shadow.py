@@ -25,6 +25,7 @@ from tests.registry_helpers import (
     PARAMS,
     candidate_in,
     exported_candidate,
+    production_and_staging,
     stored,
 )
 from tests.registry_helpers import writable as unlocked
@@ -65,6 +66,50 @@ def test_the_shadow_compares_every_answered_image(
             for outcome in ("agree", "disagree")
         }
         assert got == {"agree": agreed, "disagree": 11 - agreed}
+    finally:
+        challenger.stop()
+
+
+def test_agreements_and_disagreements_are_each_counted(
+    _models: tuple[Path, Path], digits: list[bytes], tmp_path: Path
+) -> None:
+    """The fixture's two random models disagree on every image. Here the challenger is
+    production's model with one digit's logit raised by the median margin over these images,
+    so that it agrees on some and not on others: each is counted, in GET /model and /metrics."""
+    from mnist_pipeline.data.preprocess import preprocess_bytes
+    from mnist_pipeline.model.network import logits_layer
+    from mnist_pipeline.pipeline.register import register_candidate
+    from mnist_pipeline.serving.served_model import load_version
+
+    images = np.stack([preprocess_bytes(data, "d") for data in digits])
+    alone = Registry(tmp_path / "alone", MODEL)
+    register_candidate(alone, candidate_in(_models[1]), PARAMS)  # production's model (seed 2)
+    log_p = np.log(load_version(alone, "1").probabilities(images).astype(np.float64))
+    rival = int(np.argsort(log_p[0])[-2])  # the first image's second choice
+    margins = np.sort(log_p.max(axis=1) - log_p[:, rival])
+    middle = float(margins[len(margins) // 2 - 1] + margins[len(margins) // 2]) / 2
+
+    def favour_rival(model) -> None:
+        logits_layer(model).bias[rival] += middle
+
+    near = exported_candidate(tmp_path / "near", 2, favour_rival, accuracy=0.91)
+    registry = production_and_staging(tmp_path / "registry", (near, _models[1]))
+    agreed = int((digits_of(registry, 1, images) == digits_of(registry, 2, images)).sum())
+    assert 0 < agreed < len(images)  # the construction gives a mix
+    api, challenger = served_api(registry, shadow="staging")
+    try:
+        for data in digits:
+            assert api.post("/predict", content=data, headers=PNG).json()["model"]["version"] == 1
+        assert challenger.wait_idle(30)
+        record = api.get("/model").json()["shadow"]["versions"]["2"]
+        assert (record["compared"], record["agreed"]) == (len(images), agreed)
+        assert record["agreement"] == pytest.approx(agreed / len(images))
+        shadowed = "mnist_serve_shadow_images_total"
+        got = {
+            outcome: samples(api).get((shadowed, (("outcome", outcome), ("version", "2"))))
+            for outcome in ("agree", "disagree")
+        }
+        assert got == {"agree": agreed, "disagree": len(images) - agreed}
     finally:
         challenger.stop()
 
