@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -156,6 +157,9 @@ def test_resolve_model_paths_and_default(model_path: Path, tmp_path: Path) -> No
     (tmp_path / "models.onnx").mkdir()
     with pytest.raises(PipelineError, match="models.onnx is a folder, not an ONNX file"):
         resolve_model(str(tmp_path / "models.onnx"), layout, registry)
+    os.mkfifo(tmp_path / "fifo.onnx")
+    with pytest.raises(PipelineError, match=r"fifo.onnx: not a regular file \(a device, pipe"):
+        resolve_model(str(tmp_path / "fifo.onnx"), layout, registry)
     with pytest.raises(PipelineError, match="no model"):
         resolve_model(None, layout, registry)
     layout.model_dir.mkdir()

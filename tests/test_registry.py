@@ -322,7 +322,7 @@ def test_unknown_refs_list_what_exists(registry: Registry, make) -> None:
         registry.fetch("prod", "model.onnx")
     with pytest.raises(RegistryError, match="unknown version"):
         registry.promote(5, "production")
-    for signed in ("-1", "v-2", "+3"):  # numbers, so not called aliases
+    for signed in ("-1", "v-2", "+3", "0", "v0", "000"):  # numbers, so not called aliases
         with pytest.raises(RegistryError, match=f"invalid version {re.escape(repr(signed))}: "):
             registry.card(signed)
 

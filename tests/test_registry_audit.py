@@ -157,7 +157,10 @@ def test_only_a_reported_move_can_be_acknowledged(registry: Registry, make) -> N
     assert len(registry.verify()) == 1
 
 
-def test_models_acknowledge_on_the_command_line(tmp_path: Path, make) -> None:
+def test_models_acknowledge_on_the_command_line(
+    tmp_path: Path, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # usage errors' box on one line
     registry = history_of_moves(Registry(tmp_path / "registry", MODEL), make)
     edit_aliases(registry, lambda doc: doc["aliases"].update(production=1))
     registry.promote(3, "production")
@@ -168,6 +171,8 @@ def test_models_acknowledge_on_the_command_line(tmp_path: Path, make) -> None:
     assert checked.exit_code != 0 and "`models acknowledge 8`" in checked.output, checked.output
     unexplained = CliRunner().invoke(app, [*cli, "acknowledge", "8"])
     assert unexplained.exit_code == 2 and "--comment" in unexplained.output
+    blank = CliRunner().invoke(app, [*cli, "acknowledge", "8", "--comment", " "])
+    assert blank.exit_code == 2 and "needs a --comment saying why" in blank.output, blank.output
     done = CliRunner().invoke(app, [*cli, "acknowledge", "8", "--comment", "restored by hand"])
     assert done.exit_code == 0, done.output
     assert "alias event 8 (promote of 'production' to v3) acknowledged" in done.output

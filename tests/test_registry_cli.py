@@ -142,7 +142,12 @@ def test_a_malformed_reference_is_a_usage_error_and_an_unknown_one_a_failure(
     monkeypatch.setenv("COLUMNS", "250")  # the error box on one line
     produce(workdir, 1, 0.95)
     assert models(workdir, "register").exit_code == 0
-    for bad, why in (("v 1", "invalid alias 'v 1'"), ("-1", "invalid version '-1'")):
+    bad_refs = (
+        ("v 1", "invalid alias 'v 1'"),
+        ("-1", "invalid version '-1'"),
+        ("0", "invalid version '0'"),
+    )
+    for bad, why in bad_refs:
         for command in ("show", "resolve"):
             refused = models(workdir, command, "--", bad)
             assert refused.exit_code == 2, refused.output

@@ -154,6 +154,9 @@ def test_the_environment_variable_gives_tokens_in_clear_hashed_on_reading() -> N
     with pytest.raises(DataError, match="`name:token`") as refused:
         Credentials(None, f"kiosk:{KIOSK} {ALICE}")  # a token without its name
     assert "entry 2" in str(refused.value) and ALICE not in str(refused.value)
+    # bytes that are not UTF-8 reach Python as lone surrogates (os.environ's surrogateescape)
+    with pytest.raises(DataError, match=r"entry 2: the token is not UTF-8 text$"):
+        Credentials(None, f"alice:{ALICE} kiosk:{KIOSK[:4]}\udcff{KIOSK[4:]}")
 
 
 @pytest.mark.parametrize(

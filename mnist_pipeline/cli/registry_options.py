@@ -21,6 +21,13 @@ def comment_text(text: str) -> str:
         raise typer.BadParameter(str(exc)) from None
 
 
+def required_comment_text(text: str) -> str:
+    """A --comment that must say something (an acknowledgement's): blank is a usage error."""
+    if not text.strip():
+        raise typer.BadParameter("an acknowledgement needs a --comment saying why")
+    return comment_text(text)
+
+
 def actor_text(text: str) -> str:
     """An --actor the audit trail takes (not blank, one printable line); a usage error
     otherwise (an empty one too: it is never replaced by the default)."""

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from mnist_pipeline.cli.registry_options import Actor, Comment, comment_text, mover
+from mnist_pipeline.cli.registry_options import Actor, Comment, mover, required_comment_text
 from mnist_pipeline.cli.state import existing_registry
 
 err = Console(stderr=True)
@@ -45,7 +45,7 @@ def acknowledge(
         typer.Option(
             "--comment",
             metavar="TEXT",
-            parser=comment_text,
+            parser=required_comment_text,
             help="Why the alias set by hand was right: recorded in the audit trail.",
         ),
     ],

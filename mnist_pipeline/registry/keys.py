@@ -50,7 +50,8 @@ MAX_VERSION_DIGITS = 18
 
 
 def parse_ref(ref: str | int) -> int | str:
-    """What a reference names: a version number ("3", "v3", 3) or an alias (its name checked)."""
+    """What a reference names: a version number ("3", "v3", 3; from 1) or an alias (its name
+    checked)."""
     text = str(ref).strip()
     match = REF_VERSION_RE.fullmatch(text)
     if match:
@@ -59,8 +60,9 @@ def parse_ref(ref: str | int) -> int | str:
                 f"invalid version {text[:20]}...: over {MAX_VERSION_DIGITS} digits, no "
                 "registry holds that many versions"
             )
-        return int(match.group(1))
-    if SIGNED_VERSION_RE.fullmatch(text):
+        if int(match.group(1)) > 0:
+            return int(match.group(1))
+    if match or SIGNED_VERSION_RE.fullmatch(text):  # "0", "v0", "-1": no version's number
         raise RegistryError(f"invalid version {ref!r}: versions count up from 1 (3 or v3)")
     return check_alias(text)
 

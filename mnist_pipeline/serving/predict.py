@@ -18,6 +18,7 @@ import onnxruntime as ort
 from mnist_pipeline.core.contract import IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, PROBABILITIES
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.regular_file import NOT_REGULAR
 from mnist_pipeline.core.service_params import RegistryParams
 from mnist_pipeline.data.preprocess import ImageError, preprocess_file
 from mnist_pipeline.export.session import open_session, run_model
@@ -85,6 +86,8 @@ def resolve_model(ref: str | None, layout: Layout, registry: RegistryParams | No
         path = Path(ref)
         if path.is_dir():
             raise PipelineError(f"{path} is a folder, not an ONNX file")
+        if path.exists() and not path.is_file():
+            raise PipelineError(f"{path}: {NOT_REGULAR}")
         if not path.is_file():
             raise PipelineError(f"model file not found: {path}")
         return ModelChoice(path, str(path))

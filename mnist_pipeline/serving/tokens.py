@@ -105,7 +105,11 @@ def parse_env(value: str) -> list[Credential]:
             raise DataError(
                 f"{where}: entries are `name:token` with tokens of {MIN_TOKEN_LENGTH}+ characters"
             )
-        found.append(Credential(_named(name, where, seen), token_sha256(token)))
+        try:
+            digest = token_sha256(token)
+        except UnicodeEncodeError:  # bytes that are not UTF-8 (os.environ's surrogateescape)
+            raise DataError(f"{where}: the token is not UTF-8 text") from None
+        found.append(Credential(_named(name, where, seen), digest))
     return found
 
 
