@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from mnist_pipeline.core.errors import DataError
 from mnist_pipeline.core.layout import Layout
@@ -360,12 +361,19 @@ def test_oversized_download_is_refused(tmp_path: Path, tiny_files, monkeypatch) 
 
 
 def test_malformed_mirrors_fall_through_to_a_good_one(tmp_path: Path, tiny_files) -> None:
+    """Params refuse an unparsable URL; fetch, given one anyway, tries the next mirror."""
     sha = write_mirror(tmp_path / "good", tiny_files)
     bad = ("http://[::1", "https://exa mple.com/", "~no-such-user-4711/mnist")
-    result = fetch(data_params(sha, *bad, tmp_path / "good"), Layout(tmp_path), False)
+    with pytest.raises(ValidationError, match="'http://\\[::1' is not a valid URL"):
+        data_params(sha, *bad)
+
+    def unchecked(*mirrors: str | Path) -> DataParams:
+        return DataParams.model_construct(mirrors=tuple(map(str, mirrors)), sha256=sha, timeout_s=5)
+
+    result = fetch(unchecked(*bad, tmp_path / "good"), Layout(tmp_path), False)
     assert result.downloaded == {name: str(tmp_path / "good") for name in tiny_files}
     with pytest.raises(DataError) as info:
-        fetch(data_params(sha, *bad), Layout(tmp_path / "other"), show_progress=False)
+        fetch(unchecked(*bad), Layout(tmp_path / "other"), show_progress=False)
     message = str(info.value)
     for mirror in bad:
         assert f"  {mirror}: " in message

@@ -54,10 +54,24 @@ def check_mirror(mirror: str) -> str:
     )
     if scheme is not None and not mirror[len(scheme) + 1 :].startswith("//"):
         raise ValueError(f"{mirror!r} is not a URL: write {scheme}://... (two slashes)")
+    if scheme is not None and scheme.lower() != "file":
+        _has_host(mirror, scheme)
     _no_nul(mirror, scheme)
     if scheme is not None and ("?" in mirror or "#" in mirror):  # fetch appends /<file name>
         raise ValueError(f"{mirror!r}: a mirror URL takes no ?query or #fragment")
     return mirror
+
+
+def _has_host(url: str, scheme: str) -> None:
+    """ValueError for a network URL that names no host or does not parse (a bad port, an
+    unclosed IPv6 bracket): fetch would only say each file was not found."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a valid URL ({exc})") from None
+    if not parts.hostname:
+        raise ValueError(f"{url!r} names no host: write {scheme}://HOST/...")
 
 
 def _no_nul(location: str, scheme: str | None) -> None:
