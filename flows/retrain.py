@@ -42,6 +42,7 @@ from flows.run_options import (
     fetch_worth_retrying,
     flow_overrides,
     merged_overrides,
+    path_option,
     run_folder_name,
 )
 from flows.trials import publish_trial, trial_row
@@ -287,7 +288,9 @@ def main(argv: list[str] | None = None) -> None:
     the CLI (FILE relative to it, e.g. recipes/quick.yaml)."""
     parser = argparse.ArgumentParser(description="Run the retraining flow once.")
     parser.add_argument("--force", action="store_true", help="retrain even if up to date")
-    parser.add_argument("--params", default="params.yaml", help="params file [params.yaml]")
+    parser.add_argument(
+        "--params", default="params.yaml", type=path_option, help="params file [params.yaml]"
+    )
     args = parser.parse_args(argv)
     with one_line_errors():  # Prefect logs a failed run's traceback; the error ends it once
         load_params(Path(args.params))  # a bad params file: told before a server starts

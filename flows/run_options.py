@@ -1,9 +1,10 @@
-"""How a retraining run is given its params and its folder: the flow's named parameters as
-params.yaml overrides, the name of the run's own folder inside runs/, and when its fetch is
-tried again."""
+"""How a retraining run is given its params and its folder: paths on the flow scripts' command
+lines, the flow's named parameters as params.yaml overrides, the name of the run's own folder
+inside runs/, and when its fetch is tried again."""
 
 from __future__ import annotations
 
+import argparse
 import re
 import uuid
 from typing import Any
@@ -13,6 +14,14 @@ from prefect.states import State
 
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.data.fetch import FetchError
+
+
+def path_option(text: str) -> str:
+    """A path on a flow script's command line (argparse's `type`): an empty one is a usage
+    error (exit 2), not the current folder, which no one typed."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the path is empty")
+    return text
 
 
 def flow_overrides(

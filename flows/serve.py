@@ -44,6 +44,7 @@ from prefect.schedules import Cron
 
 from flows.api_errors import api_errors
 from flows.retrain import retrain
+from flows.run_options import path_option
 from flows.sweep import sweep
 from mnist_pipeline.core.errors import one_line_errors
 from mnist_pipeline.core.params import Params, load_params
@@ -137,12 +138,15 @@ def check_process_pool(name: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Parse options, then serve the deployment until interrupted."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", default=".", help="repo root holding params.yaml and data/")
+    parser.add_argument(
+        "--workdir", default=".", type=path_option, help="repo root holding params.yaml and data/"
+    )
     parser.add_argument(
         "--params",
         "--params-file",
         dest="params_file",
         default="params.yaml",
+        type=path_option,
         help="params file, relative to --workdir (as flows.retrain and flows.sweep take it)",
     )
     parser.add_argument("--cron", help="override schedule.cron from params.yaml")

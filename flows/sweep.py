@@ -36,6 +36,7 @@ from pydantic import StrictFloat
 
 from flows.api_errors import api_errors
 from flows.child_runs import NotFinished, cancel_unfinished, wait_all, wait_registering
+from flows.run_options import path_option
 from flows.trials import read_trial
 from mnist_pipeline.core.errors import (
     ParamsError,
@@ -263,11 +264,15 @@ def main(argv: list[str] | None = None) -> None:
     or params file is one `error:` line and exit status 2 before Prefect starts; a sweep that
     fails is one line and exit status 1."""
     parser = argparse.ArgumentParser(description="Sweep a grid of configs; register the best.")
-    parser.add_argument("grid", type=Path, help="YAML list of configs (dotted params overrides)")
-    parser.add_argument("--params", default="params.yaml", help="params file [params.yaml]")
+    parser.add_argument(
+        "grid", type=path_option, help="YAML list of configs (dotted params overrides)"
+    )
+    parser.add_argument(
+        "--params", default="params.yaml", type=path_option, help="params file [params.yaml]"
+    )
     args = parser.parse_args(argv)
     with one_line_errors():  # Prefect logs a failed run's traceback; the error ends it once
-        grid = read_grid(args.grid)
+        grid = read_grid(Path(args.grid))
         check_grid(grid, Path(args.params).resolve())  # no server for a grid it would refuse
         if server_configured() is None:  # else a temporary server, which has no deployments
             raise PipelineError(

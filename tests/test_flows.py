@@ -167,6 +167,33 @@ def test_the_command_ends_with_one_error_line(
     assert registry_versions(tiny_workdir) == []
 
 
+@pytest.mark.parametrize(
+    ("script", "argv", "option"),
+    [
+        ("retrain", ["--params", ""], "--params"),
+        ("sweep", [""], "grid"),
+        ("sweep", ["grid.yaml", "--params", " "], "--params"),
+        ("serve", ["--workdir", ""], "--workdir"),
+        ("serve", ["--params-file", ""], "--params/--params-file"),
+    ],
+)
+def test_an_empty_path_on_a_flow_command_line_is_a_usage_error(
+    script: str, argv: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not the current folder, which no one typed (`--workdir ""` would deploy it)."""
+    import importlib
+
+    main = importlib.import_module(f"flows.{script}").main
+    with pytest.raises(SystemExit) as ended:
+        main(argv)
+    assert ended.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .endswith(f"error: argument {option}: the path is empty")
+    )
+
+
 # ---- the rest through .fn(): the flow's body, without a flow run (Prefect's testing guide)
 
 

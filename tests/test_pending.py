@@ -168,6 +168,19 @@ def test_cli_pending_accept_reject_and_plain_add(tmp_path: Path) -> None:
         later = cli(tmp_path, "pending", "--save", str(tmp_path / "later"))
     assert later.exit_code == 0, later.output
     assert [p.name.split(".")[0] for p in (tmp_path / "later").iterdir()] == [rows[1]["sha256"]]
+    # saved again into a folder holding the copies: the same bytes are kept, other bytes of
+    # the user's under a copy's name are not overwritten (and said so)
+    (mine,) = (tmp_path / "later").iterdir()
+    mine.write_bytes(b"my own notes")
+    again = cli(tmp_path, "pending", "--save", str(tmp_path / "later"))
+    assert again.exit_code == 0, again.output
+    assert mine.read_bytes() == b"my own notes"
+    told = " ".join(again.output.split())
+    assert f"warning: {mine} exists and holds other bytes: not overwritten" in told
+    assert again.stdout.count(str(tmp_path / "later")) == 1  # the other copy, saved
+    same = cli(tmp_path, "pending", "--save", str(tmp_path / "view"))
+    assert same.exit_code == 0 and "warning" not in same.output, same.output
+    assert same.stdout.count(str(tmp_path / "view")) == 2
 
     missing = cli(tmp_path, "accept", "0123456789abcdef")
     assert isinstance(missing.exception, DataError)  # main() prints it as one line, exit 1

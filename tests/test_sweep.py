@@ -65,6 +65,16 @@ def test_check_grid_gives_each_config_its_params(tiny_workdir: Path) -> None:
         ),
         ({"train.seed": 1}, "sweep grid: expected a list of configs"),
         ([{}, 3], r"sweep grid\[1\]: expected a mapping of dotted params, got 3"),
+        # a huge value is quoted cut short, not in full (the line stays readable)
+        (
+            {f"k{i}": i for i in range(50_000)},
+            r"expected a list of configs, got \{'k0': 0, .*\.\.\.",
+        ),
+        (
+            ["x" * 200_000],
+            r"sweep grid\[0\]: expected a mapping of dotted params, got 'xxx.*\.\.\.",
+        ),
+        ([{"y" * 200_000: 1}], r"sweep grid\[0\]: 'y+\.\.\.y+': a sweep varies only model"),
         (
             [{"registry.root": "/x"}],
             r"sweep grid\[0\]: 'registry.root': a sweep varies only model.",
@@ -121,7 +131,7 @@ def test_check_grid_refuses_a_bad_grid_in_one_line(
 ) -> None:
     with pytest.raises(ParamsError, match=message) as refused:
         check_grid(grid, tiny_workdir / "params.yaml")
-    assert "\n" not in str(refused.value)
+    assert "\n" not in str(refused.value) and len(str(refused.value)) < 400
 
 
 def test_a_bad_grid_fails_the_sweep_before_any_child_starts(

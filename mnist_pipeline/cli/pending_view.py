@@ -63,9 +63,27 @@ def saved(found: list[Pending], images: dict[str, bytes], folder: Path) -> list[
             copies.append(item)
             continue
         target = folder / f"{item.sha256}.{store.image_format(data)}"
+        if _holds_other_bytes(target, data):
+            console.print(
+                f"warning: {target} exists and holds other bytes: not overwritten, so "
+                f"{item.sha256[:12]} is not saved there",
+                markup=False,
+            )
+            copies.append(item)
+            continue
         write_bytes(target, data)
         copies.append(replace(item, path=target))
     return copies
+
+
+def _holds_other_bytes(target: Path, data: bytes) -> bool:
+    """Whether something of the user's is at `target` (a copy saved before holds `data`)."""
+    try:
+        return read_regular(target, len(data) + 1) != data
+    except FileNotFoundError:
+        return False
+    except OSError:  # a folder, a pipe, a file too big: not ours to replace
+        return True
 
 
 def predictions(

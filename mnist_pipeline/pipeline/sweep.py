@@ -19,6 +19,7 @@ from typing import Any
 
 from mnist_pipeline.core.errors import ParamsError, PipelineError
 from mnist_pipeline.core.params import Params, load_params
+from mnist_pipeline.core.validators import quoted
 from mnist_pipeline.training.fingerprint import SECTIONS
 
 ARCH_DROPOUT = {"classic": 0.5, "wide": 0.2}  # each network's own dropout (model/network.py)
@@ -50,13 +51,13 @@ def _check_config(index: int, config: Any) -> dict[str, Any]:
     """`config` as a dict of dotted keys in the swept sections (one line naming the problem)."""
     if not isinstance(config, Mapping):
         raise ParamsError(
-            f"sweep grid[{index}]: expected a mapping of dotted params, got {config!r}"
+            f"sweep grid[{index}]: expected a mapping of dotted params, got {quoted(config)}"
         )
     for key in config:
         section = str(key).split(".")[0]
         if not isinstance(key, str) or "." not in key or section not in SECTIONS:
             raise ParamsError(
-                f"sweep grid[{index}]: {key!r}: a sweep varies only "
+                f"sweep grid[{index}]: {quoted(key)}: a sweep varies only "
                 f"{', '.join(f'{s}.*' for s in SECTIONS)} params (dotted, e.g. train.epochs)"
             )
     return dict(config)
@@ -68,7 +69,7 @@ def check_grid(grid: Any, params_file: Path) -> list[tuple[dict[str, Any], Param
     config without a validation split or with another one than the first's, two configs that
     train the same."""
     if not isinstance(grid, Sequence) or isinstance(grid, str | bytes):
-        raise ParamsError(f"sweep grid: expected a list of configs, got {grid!r}")
+        raise ParamsError(f"sweep grid: expected a list of configs, got {quoted(grid)}")
     if not grid:
         raise ParamsError("sweep grid is empty: give at least one config")
     if len(grid) > MAX_CONFIGS:
