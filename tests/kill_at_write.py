@@ -1,5 +1,7 @@
-"""Run the console script in this process and SIGKILL it at its k-th atomic file write, once
-the new bytes are in the temp file and before the rename (no cleanup code runs after a kill).
+"""Run the console script in this process and SIGKILL it at its k-th write (no cleanup code
+runs after a kill): an atomic file write, once the new bytes are in the temp file and before
+the rename, or one rename of a publish (core.atomic.replace_all: files staged in full, moved
+into place one by one), just after it ("killed after a publishing rename" on stderr).
 
     python -m tests.kill_at_write K [mnist-pipeline arguments...]
 
@@ -17,10 +19,13 @@ from pathlib import Path
 
 from mnist_pipeline.cli.app import main
 from mnist_pipeline.core import atomic
+from mnist_pipeline.evaluation import evaluate
+
+PUBLISHING_RENAME = "killed after a publishing rename"
 
 
 def run(kill_at: int, argv: list[str]) -> None:
-    original = atomic.atomic_path
+    original, original_replace_all = atomic.atomic_path, atomic.replace_all
     writes = 0
 
     @contextmanager
@@ -33,7 +38,18 @@ def run(kill_at: int, argv: list[str]) -> None:
             if index == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
 
+    def replaced_one_by_one(moves: list[tuple[Path, Path]], removals: list[Path]) -> None:
+        nonlocal writes
+        for move in moves:
+            writes += 1
+            original_replace_all([move], [])
+            if writes == kill_at:
+                print(PUBLISHING_RENAME, file=sys.stderr, flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+        original_replace_all([], removals)
+
     atomic.atomic_path = killed_at_k
+    atomic.replace_all = evaluate.replace_all = replaced_one_by_one  # evaluate imports it
     sys.argv = ["mnist-pipeline", *argv]
     try:
         main()

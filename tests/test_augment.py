@@ -61,6 +61,11 @@ def test_warps_stay_within_their_bounds() -> None:
     # The first column is the rotated x axis: its angle is the rotation.
     angle = torch.rad2deg(torch.atan2(linear[:, 1, 0], linear[:, 0, 0])).abs()
     assert angle.max() <= 30 + 1e-6 and angle.max() > 25
+    # The second column leans on the first by the shear: its component along the first.
+    first, second = linear[:, :, 0], linear[:, :, 1]
+    lean = (first * second).sum(1) / (first * first).sum(1)
+    shear = torch.rad2deg(torch.atan(lean)).abs()
+    assert shear.max() <= STRONG.shear_deg + 1e-6 and shear.max() > 0.8 * STRONG.shear_deg
 
 
 def test_a_bar_is_rotated_not_just_moved() -> None:

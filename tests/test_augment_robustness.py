@@ -56,6 +56,7 @@ def test_scores_on_the_split_the_train_stage_held_out(
         assert torch.equal(valset.indices, val_idx)
         assert not set(valset.indices.tolist()) & set(train_idx.tolist())
         assert torch.equal(valset.labels, mnist.train_labels[val_idx])
+        assert torch.equal(valset.images, mnist.train_images[val_idx])  # each with its label
     assert [(r["config"], r["seed"]) for r in rows] == [
         (TINY, 3),
         (TINY, 4),

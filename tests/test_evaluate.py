@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,12 +19,13 @@ import yaml
 from mnist_pipeline.core.errors import DataError, GateError, PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import EvaluateParams, ModelParams, Params
+from mnist_pipeline.data.dataset import load_mnist
 from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.evaluation.evaluate import PLOT_FILES, STAGING, evaluate
-from mnist_pipeline.evaluation.quality import RELIABILITY_PLOT, ROBUSTNESS_PLOT
-from mnist_pipeline.evaluation.robustness import TRANSFORMS
+from mnist_pipeline.evaluation.quality import RELIABILITY_PLOT, ROBUSTNESS_PLOT, robustness_scores
+from mnist_pipeline.evaluation.robustness import TRANSFORMS, robustness_set
 from mnist_pipeline.model.network import build_model
-from mnist_pipeline.model.weights import save_state_dict
+from mnist_pipeline.model.weights import load_model, save_state_dict
 from mnist_pipeline.training.train import train
 from tests.conftest import REPO_ROOT
 from tests.synthetic import make_dataset, write_data_dir
@@ -87,7 +89,17 @@ def test_metrics_predictions_and_plots(trained: Layout, capsys) -> None:
     rows = read_predictions(trained)
     assert list(rows[0]) == ["index", "actual", "predicted", "confidence"]
     assert [int(r["index"]) for r in rows] == list(range(128))
+    labels = load_mnist(trained.data_dir).test_labels.tolist()
+    assert [int(r["actual"]) for r in rows] == labels
     assert sum(r["actual"] == r["predicted"] for r in rows) == report["correct"]
+    # the matrix's rows are the true digits, its columns the predicted ones, cell by cell
+    pairs = Counter((int(r["actual"]), int(r["predicted"])) for r in rows)
+    assert matrix == [[pairs[a, p] for p in range(10)] for a in range(10)]
+    assert matrix != [list(column) for column in zip(*matrix, strict=True)]  # tells them apart
+    for digit, row in report["per_class"].items():
+        assert row["support"] == labels.count(int(digit))
+        if row["support"]:
+            assert row["recall"] == pytest.approx(pairs[int(digit), int(digit)] / row["support"])
     assert all(0.1 <= float(r["confidence"]) <= 1 for r in rows)  # max of 10 probabilities
     for name in PLOT_FILES:
         assert (trained.plots / name).read_bytes().startswith(b"\x89PNG")
@@ -98,6 +110,9 @@ def test_metrics_predictions_and_plots(trained: Layout, capsys) -> None:
 
 
 def test_calibration_and_robustness_are_reported(trained: Layout, capsys) -> None:
+    """On random weights (one digit for nearly every image), so that scores against the
+    model's own answers would differ from scores against the true digits."""
+    untrained(trained)
     evaluate(MODEL, EvaluateParams(min_accuracy=0.0, robustness_per_transform=20), trained)
     report = json.loads(trained.metrics.read_text())
     calibration = report["calibration"]
@@ -105,8 +120,15 @@ def test_calibration_and_robustness_are_reported(trained: Layout, capsys) -> Non
     assert sum(row["count"] for row in table) == 128
     gap = sum(row["count"] / 128 * abs(row["accuracy"] - row["confidence"]) for row in table)
     assert calibration["ece"] == pytest.approx(gap)
+    # the bins' hits are the test set's correct answers (not the model's own agreement)
+    assert sum(row["accuracy"] * row["count"] for row in table) == pytest.approx(report["correct"])
     robustness = report["robustness"]
     assert list(robustness["accuracy"]) == list(TRANSFORMS) and robustness["per_transform"] == 20
+    # scored against the true digits, as computed here from the test set itself
+    test = load_mnist(trained.data_dir)
+    drawn = robustness_set(test.test_images.numpy(), test.test_labels.numpy(), 20)
+    net = load_model(MODEL.arch, trained.state_dict)
+    assert robustness["accuracy"] == robustness_scores(net, drawn, 64)["accuracy"]
     values = list(robustness["accuracy"].values())
     assert robustness["overall"] == pytest.approx(sum(values) / len(values))
     assert all(0 <= v <= 1 for v in values)

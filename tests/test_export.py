@@ -198,6 +198,7 @@ def test_stage_exports_the_weights_it_checked_if_model_pt_is_replaced_meanwhile(
     training that replaces it meanwhile does not get its weights labelled with the old hash."""
     _metrics(candidate)
     checked = load_model("classic", candidate.state_dict)
+    before = file_sha256(candidate.state_dict)
     passed = gate.evaluation_passed
 
     def replaced_meanwhile(*args, **kwargs):
@@ -207,6 +208,7 @@ def test_stage_exports_the_weights_it_checked_if_model_pt_is_replaced_meanwhile(
 
     monkeypatch.setattr(gate, "evaluation_passed", replaced_meanwhile)
     export(MODEL, ExportParams(), GATES, candidate)
+    assert file_sha256(candidate.state_dict) != before  # replaced while export ran
     proto = onnx.load(str(candidate.onnx))
     exported = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
     conv1 = checked.state_dict()["conv1.weight"].numpy()

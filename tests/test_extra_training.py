@@ -59,6 +59,12 @@ def test_training_uses_the_extra_data_and_records_its_identity(
     record = json.loads(layout.train_record.read_text())
     assert record["fingerprint"]["extra_sha256"] == extra.extra_sha256(layout.extra_dir)
     with_extra = file_sha256(layout.state_dict)
+    # train.extra_weight reaches training: seen once an epoch instead, other weights
+    once = tiny_params.train.model_copy(update={"extra_weight": 1})
+    assert tiny_params.train.extra_weight != 1
+    train(tiny_params.model, once, layout)
+    assert "each seen 1 times an epoch" in capsys.readouterr().err
+    assert file_sha256(layout.state_dict) != with_extra
     # The same run without the extra data trains other weights and has another fingerprint.
     for name in extra.data_files():
         (layout.extra_dir / name).unlink()
