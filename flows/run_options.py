@@ -20,7 +20,7 @@ def path_option(text: str) -> str:
     """A path on a flow script's command line (argparse's `type`): an empty one is a usage
     error (exit 2), not the current folder, which no one typed."""
     if not text.strip():
-        raise argparse.ArgumentTypeError("the path is empty")
+        raise argparse.ArgumentTypeError(f"the path is {'blank' if text else 'empty'}")
     return text
 
 
