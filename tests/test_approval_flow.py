@@ -153,7 +153,8 @@ def test_another_projects_version_of_the_same_model_is_not_answered(
             f"flow run {run['name']} ({run['id']}) waits for approval of a shared-name v2 " in said
         )
         assert "whose card is not this registry's v2" in said and version_tags(theirs, 2)[1] in said
-        assert run["state"]["type"] == "PAUSED"
+        now = flow_run(server["PREFECT_API_URL"], run["id"])  # as the server has it now
+        assert now["state"]["type"] == "PAUSED", now["state"]
         return models(project, server, "approve", "2", "--actor", "user:a")
 
     registry, run, parent, done = answered(project, server, "shared-name", from_b_then_a)

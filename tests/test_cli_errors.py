@@ -277,7 +277,9 @@ def test_a_file_name_that_is_not_utf8_is_printed_escaped_not_a_traceback(tmp_pat
     assert b"caf\\udce9.png" in listed.stdout and b"Traceback" not in listed.stderr
 
 
-def test_a_model_version_for_the_onnx_metadata_must_be_one_printable_line(tmp_path: Path) -> None:
+def test_a_model_version_for_the_onnx_metadata_must_be_one_printable_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Checked before anything is read: `models/model.onnx` and every input stay as they were."""
     from mnist_pipeline.export.export import checked_model_version
 
@@ -290,8 +292,11 @@ def test_a_model_version_for_the_onnx_metadata_must_be_one_printable_line(tmp_pa
     ):
         with pytest.raises(ParamsError, match=said):
             checked_model_version(bad)
+    (tmp_path / "params.yaml").write_text("{}\n")  # the params are fine: the version is not
+    capsys.readouterr()
     assert cli(tmp_path, "export", "--model-version", "v1\x1b[31m") == 2
-    assert files_under(tmp_path) == []
+    assert "--model-version holds '\\x1b' at 2" in capsys.readouterr().err
+    assert files_under(tmp_path) == ["params.yaml"]
 
 
 def test_stdout_escapes_undecodable_bytes_only_where_it_would_refuse_them(

@@ -101,6 +101,13 @@ def test_bad_files_get_errors_and_the_rest_is_classified(model_path: Path, tmp_p
         assert len(prediction.top) == 3 and probs == sorted(probs, reverse=True)
         assert prediction.top[0] == (prediction.digit, prediction.probability)
         assert 0.0 < prediction.probability <= 1.0
+        # each file's own answer (the model gives one digit to nearly every image, but not
+        # the same probabilities): as when the file is classified alone
+        (alone,) = predict_files(model_path, [Path(prediction.file)], top=3).predictions
+        assert [d for d, _ in prediction.top] == [d for d, _ in alone.top]
+        assert [p for _, p in prediction.top] == pytest.approx([p for _, p in alone.top], abs=1e-6)
+    first, last = ([p for _, p in r.top] for r in (result.predictions[0], result.predictions[-1]))
+    assert first != pytest.approx(last, abs=1e-6)  # so a swap of answers would show
 
 
 def test_a_model_that_fails_when_run_is_one_error_naming_it(tmp_path: Path) -> None:
