@@ -27,6 +27,10 @@ def _runtime_imports(module: str) -> set[str]:
     for node in ast.walk(tree):
         if id(node) in skipped:
             continue
+        # a relative import would be missed below (and by the DVC deps' import closure)
+        assert not (isinstance(node, ast.ImportFrom) and node.level), (
+            f"{path}:{node.lineno}: a relative import; write mnist_pipeline.…"
+        )
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mnist_pipeline"):
             found.add(node.module)
             found |= {f"{node.module}.{a.name}" for a in node.names}
