@@ -223,7 +223,9 @@ def test_text_output_bad_files_and_bad_model(
         1,
         f"error: model file not found: {tmp_path / 'none.onnx'}\n",
     )
-    assert node("--top", "11", good).returncode == 2
+    too_many = node("--top", "11", good)
+    assert too_many.returncode == 2
+    assert too_many.stderr == "error: --top must be an integer from 1 to 10, got 11\n"
 
 
 def test_the_model_a_real_server_serves_checked_against_its_sha256(
@@ -261,7 +263,9 @@ def test_the_model_a_real_server_serves_checked_against_its_sha256(
     assert refused.stderr.endswith(f", not {sha} as X-Model-SHA256 says\n")
     assert missing.returncode == 1
     assert missing.stderr == f"error: {altered}/elsewhere/model.onnx answered HTTP 404: \n"
-    assert node("--server", url, "--model", model.onnx, files[0]).returncode == 2
+    both = node("--server", url, "--model", model.onnx, files[0])
+    assert both.returncode == 2 and both.stdout == ""
+    assert both.stderr.startswith("error: give --model or --server, not both\n"), both.stderr
 
 
 def _png16_rgb(pixels: np.ndarray, path: Path) -> Path:
