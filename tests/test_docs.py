@@ -40,7 +40,7 @@ CODE_SPAN = re.compile(r"`([^`\n]+)`")
 LINK = re.compile(r"(?<!!)\[[^\]\n]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 EXTERNAL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//)", re.IGNORECASE)  # http:, https:, mailto:, ...
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
-COMMAND = re.compile(r"(?<![\w./-])mnist-pipeline(?=\s|$)(.*)")
+COMMAND = re.compile(r"(?:(?<![\w./-])mnist-pipeline|\bpython3? -m mnist_pipeline)(?=\s|$)(.*)")
 SHELL_END = re.compile(r"\s(?:&&|\|\||\||#)(?=\s)|;|`")  # `: a span inside a block
 
 
@@ -145,7 +145,8 @@ def cli() -> Any:
 
 
 def unknown_command(words: list[str], group: Any) -> str | None:
-    """The words' command path if it names no command of `group` (options skipped), else None."""
+    """The words' command path if it names no command of `group`, or the path and an option
+    that command does not take; else None."""
     command = group
     path: list[str] = []
     pending_value = False
@@ -153,9 +154,11 @@ def unknown_command(words: list[str], group: Any) -> str | None:
         if pending_value:
             pending_value = False
             continue
-        if word.startswith("-"):
+        if word.startswith("-") and word not in ("-", "--", "--help"):
             option = next((p for p in command.params if word.split("=")[0] in p.opts), None)
-            takes_value = option is not None and getattr(option, "is_flag", True) is False
+            if option is None:
+                return " ".join(["mnist-pipeline", *path, word.split("=")[0]])
+            takes_value = getattr(option, "is_flag", True) is False
             pending_value = takes_value and "=" not in word
             continue
         subcommands = getattr(command, "commands", None)
@@ -169,7 +172,8 @@ def unknown_command(words: list[str], group: Any) -> str | None:
 
 
 def shown_commands(text: str) -> Iterator[list[str]]:
-    """The words after each `mnist-pipeline` in code spans and blocks, up to a shell separator."""
+    """The words after each `mnist-pipeline` (or `python -m mnist_pipeline`) in code spans and
+    blocks, up to a shell separator."""
     for code in code_texts(text):
         for match in COMMAND.finditer(code):
             rest = SHELL_END.split(match.group(1), maxsplit=1)[0]
@@ -189,9 +193,17 @@ def test_commands_shown_exist(path: Path) -> None:
 
 def test_command_check_sees_a_made_up_command() -> None:
     group = cli()
-    text = "Run `mnist-pipeline models frobnicate 3`.\n```\nmnist-pipeline --root x trian\n```\n"
+    text = (
+        "Run `mnist-pipeline models frobnicate 3`, `mnist-pipeline train --no-such-flag`.\n"
+        "```\nmnist-pipeline --root x trian\n.venv/bin/python -m mnist_pipeline modles list\n```\n"
+    )
     found = {unknown_command(words, group) for words in shown_commands(text)}
-    assert found == {"mnist-pipeline models frobnicate", "mnist-pipeline trian"}
+    assert found == {
+        "mnist-pipeline models frobnicate",
+        "mnist-pipeline trian",
+        "mnist-pipeline train --no-such-flag",
+        "mnist-pipeline modles",
+    }
     fine = "`mnist-pipeline <stage>`, `mnist-pipeline data add a.png --label 7 && mnist-pipeline`"
     assert {unknown_command(words, group) for words in shown_commands(fine)} == {None}
 
