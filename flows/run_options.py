@@ -13,14 +13,15 @@ from prefect.runtime import flow_run
 from prefect.states import State
 
 from mnist_pipeline.core.errors import ParamsError
+from mnist_pipeline.core.text import empty_path
 from mnist_pipeline.data.fetch import FetchError
 
 
 def path_option(text: str) -> str:
-    """A path on a flow script's command line (argparse's `type`): an empty one is a usage
-    error (exit 2), not the current folder, which no one typed."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"the path is {'blank' if text else 'empty'}")
+    """A path on a flow script's command line (argparse's `type`): an empty or blank one is a
+    usage error (exit 2)."""
+    if problem := empty_path(text):
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 

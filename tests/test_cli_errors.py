@@ -93,8 +93,9 @@ def test_a_params_file_named_that_is_not_there_is_refused_by_every_command(
         ["data", "pending", "--save", ""],
         ["predict", ""],
         ["serve-report", "--from", ""],
+        ["data", "pending", "--save", "  "],
     ],
-    ids=["params", "add", "save", "predict", "from"],
+    ids=["params", "add", "save", "predict", "from", "blank"],
 )
 def test_an_empty_path_is_a_usage_error_not_the_current_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], monkeypatch
@@ -103,7 +104,8 @@ def test_an_empty_path_is_a_usage_error_not_the_current_folder(
     ""` or an empty IMAGE named a "." no one typed."""
     monkeypatch.chdir(tmp_path)
     assert cli(tmp_path, *args) == 2
-    assert "the path is empty" in " ".join(capsys.readouterr().err.replace("│", " ").split())
+    said = "blank" if "  " in args else "empty"
+    assert f"the path is {said}" in " ".join(capsys.readouterr().err.replace("│", " ").split())
     assert files_under(tmp_path) == []
 
 

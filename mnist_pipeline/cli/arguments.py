@@ -9,13 +9,14 @@ from urllib.parse import urlsplit
 import typer
 
 from mnist_pipeline.cli.registry_options import reference
+from mnist_pipeline.core.text import empty_path
 
 
 def given_path(text: str) -> Path:
-    """A path option or argument as typed (its `parser`); an empty one is a usage error
-    (`Path("")` would be the current folder, which no one typed)."""
-    if not text:
-        raise typer.BadParameter("the path is empty")
+    """A path option or argument as typed (its `parser`); an empty or blank one is a usage
+    error."""
+    if problem := empty_path(text):
+        raise typer.BadParameter(problem)
     return Path(text)
 
 

@@ -17,3 +17,9 @@ def printable(text: str) -> str:
     \\x1b, \\udce9), for display: a name cannot fake a line of output or drive a terminal."""
     escape = lambda found: repr(found.group())[1:-1]  # noqa: E731
     return UNDECODED.sub(escape, CONTROL.sub(escape, text))
+
+
+def empty_path(text: str) -> str | None:
+    """Why a path typed as `text` is no path (`Path("")` and a blank one would name a folder
+    no one typed: the current one, or a name of spaces), or None."""
+    return None if text.strip() else f"the path is {'blank' if text else 'empty'}"
