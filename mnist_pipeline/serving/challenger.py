@@ -34,9 +34,10 @@ from mnist_pipeline.registry import Registry
 from mnist_pipeline.serving.canary import Canary, trying
 from mnist_pipeline.serving.canary_shared import SharedStepBacks
 from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
-from mnist_pipeline.serving.live import Answered, LabelMemory, Tally
+from mnist_pipeline.serving.live import Answered, LabelMemory
 from mnist_pipeline.serving.served_model import Loaded, ServedModel
 from mnist_pipeline.serving.shadow_jobs import Job, Reply, waiting_jobs
+from mnist_pipeline.serving.tallies import Tallies
 
 logger = logging.getLogger("mnist_pipeline.serve")
 GATHER_S = 0.05  # after a job arrives, how long the shadow thread lets others gather first
@@ -58,10 +59,7 @@ class Challenger:
         self.limit = limits.shadow_queue_images
         self.canary = Canary(limits, registry.name, seed, shared)
         self.metrics: ChallengerMetrics | None = None
-        # by (challenger version, production version compared with); and per challenger
-        # version, the production version it was last compared with (GET /model shows that one)
-        self.tallies: dict[tuple[int, int], Tally] = {}
-        self._against: dict[int, int] = {}
+        self.tallies = Tallies()
         self.memory = LabelMemory()
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._waiting = 0  # images queued or being classified
@@ -146,11 +144,12 @@ class Challenger:
     def _score(self, seen: Answered, truth: int) -> bool:
         """Count a label for the image answered `seen` and judge its version (the caller holds
         the lock); True if it stepped back now."""
-        tally = self._tally(seen.version, seen.production_version, latest=False)
+        tally = self.tallies.of(seen.version, seen.production_version, latest=False)
         tally.label(truth, seen.production, seen.challenger)
         # judged against the production version serving now (_judge), or the one compared with
         # last, not the one that answered this image (a late label, from before a rollback)
-        return self._judge(seen.version, self._against.get(seen.version, seen.production_version))
+        against = self.tallies.last_against(seen.version, seen.production_version)
+        return self._judge(seen.version, against)
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no shadow image is waiting; False on timeout."""
@@ -163,14 +162,7 @@ class Challenger:
         against `production` (or, never compared with it, the production version it was last
         compared with), in `earlier` the others."""
         with self._lock:  # a step back (judge) writes the canary's record under it
-            # against the version production serves where it was compared with it, else the
-            # one it was last compared with
-            shown = {
-                v: production if (v, production) in self.tallies else p
-                for v, p in self._against.items()
-            }
-            latest = {str(v): self.tallies[v, p].summary() for v, p in sorted(shown.items())}
-            earlier = [t.summary() for (v, p), t in sorted(self.tallies.items()) if shown[v] != p]
+            latest, earlier = self.tallies.shown(production)
             waiting = self._waiting
             canary = self.canary.status(trying(self.model), production)
         return {
@@ -190,31 +182,14 @@ class Challenger:
             return False
         serving = self.canary.production()
         production = production if serving is None else serving
-        mine = [t for (v, _), t in self.tallies.items() if v == version]
-        # against the production serving now: nothing yet when no image was compared with it
-        now = self.tallies.get((version, production)) or Tally(
-            version=version, production=production
-        )
-        return self.canary.judge(Tally.total(mine, production), now)
-
-    def _tally(self, version: int, production: int, latest: bool = True) -> Tally:
-        """The challenger `version`'s tally against `production` (the one it is compared with
-        now, unless `latest` is False: a late label for an earlier image)."""
-        tally = self.tallies.get((version, production))
-        if tally is None:
-            tally = self.tallies[version, production] = Tally(
-                version=version, production=production
-            )
-        if latest:
-            self._against[version] = production
-        return tally
+        return self.canary.judge(*self.tallies.judged(version, production))
 
     def _shadow(self, version: int, job: Job) -> None:
         images = len(job.digits)
         with self._lock:
             full = self._waiting + images > self.limit
             if full:
-                self._tally(version, job.production_version).skipped += images
+                self.tallies.of(version, job.production_version).skipped += images
             else:
                 self._waiting += images
                 self.memory.queued(job.keys)
@@ -236,7 +211,7 @@ class Challenger:
         answers = zip(production.tolist(), challenger.tolist(), strict=True)
         labelled = []  # the images whose label came before this record
         with self._lock:
-            tally = self._tally(version, production_version)
+            tally = self.tallies.of(version, production_version)
             differ = tally.compare(production, challenger)
             tally.canary += len(production) if canary else 0
             # a JSON batch has no keys: its images cannot be labelled through /feedback
@@ -258,7 +233,7 @@ class Challenger:
         judged (it steps back once it has failed on serve.canary_min_images), and logged with
         its traceback the first time beside each production version, not on every batch."""
         with self._lock:
-            tally = self._tally(version, production_version)
+            tally = self.tallies.of(version, production_version)
             first, tally.failed = tally.failed == 0, tally.failed + images
             stepped_back = self._judge(version, production_version)
         if first:
