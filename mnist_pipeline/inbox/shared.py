@@ -18,20 +18,18 @@ bytes). Retracting deletes the record, then the bytes it named, which no other r
 a record never points at nothing, however a retraction and a publication of one image
 interleave. Records written before the nonce (no "image") name `images/<sha256>`. Bytes a
 publisher left without a record are collected by orphans.py.
-Each host keeps its own inbox folder (what ingest reads and DVC tracks) in step with the store
-through sync.py. The store is any backend of the registry's storage interface
-(registry.open_storage): s3://BUCKET/PREFIX or a folder.
+Keys and records are read by shared_records.py. Each host keeps its own inbox folder (what
+ingest reads and DVC tracks) in step with the store through sync.py. The store is any backend
+of the registry's storage interface (registry.open_storage): s3://BUCKET/PREFIX or a folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -40,51 +38,30 @@ from mnist_pipeline.core import json_text
 from mnist_pipeline.core.errors import DataError, RegistryError, describe_os_error
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.inbox import removals
+from mnist_pipeline.inbox.shared_records import (
+    FORMAT,
+    IMAGES,
+    LABELS,
+    SHA256,
+    Record,
+    image_sha256,
+    parse_record,
+    pending_document,
+)
 from mnist_pipeline.inbox.store import LabelConflict, check_label
 from mnist_pipeline.registry import local_folder, open_storage
 
-IMAGES = "images/"
 IDENTITY = "inbox.json"  # {"id": ...}: created with the store's first image, never removed
 PENDING = "pending.json"  # {"pending": n}: the retraining trigger's count, shared by every host
 RECENT_WRITES = 64  # pending.json keeps its last writes' results: a retry finds its own landed
-LABELS = "labels/"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_IMAGE_KEY = re.compile(r"^images/(?P<sha>[0-9a-f]{64})(\.[0-9a-f]{32})?$")
-_FORMAT = re.compile(r"^[a-z0-9]{1,8}$")
 READERS = 8  # label records read at once (one small GET each)
 T = TypeVar("T")
 Retraction = Literal["removed", "absent", "kept"]  # what SharedInbox.retract did
 
 
-def image_sha256(key: str) -> str | None:
-    """The image SHA-256 an image key holds bytes of (None: not an image key)."""
-    named = _IMAGE_KEY.fullmatch(key)
-    return None if named is None else named["sha"]
-
-
-def _pending(data: bytes | None) -> tuple[int, list[dict]]:
-    """pending.json's count and recent writes; an absent or unreadable one counts from 0."""
-    try:
-        document = json_text.loads(data) if data is not None else {}
-        count = max(int(document.get("pending", 0)), 0)
-        recent = [e for e in document.get("recent", []) if isinstance(e, dict) and "write" in e]
-    except (ValueError, TypeError, AttributeError):
-        return 0, []  # unreadable: counting starts again, as with the local count
-    return count, recent
-
-
 class StoreUnavailable(DataError):
     """The store cannot be used: unreachable, no bucket, credentials refused (one line naming
     the store and its endpoint)."""
-
-
-@dataclass(frozen=True)
-class Record:
-    """What the store says of one image: its label, file format and the key of its bytes."""
-
-    label: int
-    format: str
-    image: str
 
 
 def open_shared(location: str | None, layout: Layout) -> SharedInbox | None:
@@ -112,7 +89,7 @@ class SharedInbox:
         keys = [
             k
             for k in self.call(lambda: self.storage.list(LABELS))
-            if k.endswith(".json") and _SHA256.fullmatch(k[len(LABELS) : -5])
+            if k.endswith(".json") and SHA256.fullmatch(k[len(LABELS) : -5])
         ]
 
         def read(key: str) -> tuple[str, Record | None | str]:
@@ -162,7 +139,7 @@ class SharedInbox:
             return False
         key = f"{IMAGES}{digest}.{uuid.uuid4().hex}"  # this publication's own: no record has it
         self.call(lambda: self.storage.create(key, data))
-        fmt = image_format if _FORMAT.fullmatch(image_format) else "img"
+        fmt = image_format if FORMAT.fullmatch(image_format) else "img"
         record = {"label": label, "format": fmt, "image": key, "by": by}
         record["time"] = datetime.now(UTC).isoformat()
         body = json.dumps(record, sort_keys=True).encode()
@@ -207,7 +184,7 @@ class SharedInbox:
         if document is None:
             return "absent"
         try:
-            found: Record | None = self._parse(key, document[0])
+            found: Record | None = parse_record(self.location, key, document[0])
         except DataError:
             found = None
         if found is not None and label is not None and found.label != label:
@@ -226,7 +203,7 @@ class SharedInbox:
         write = uuid.uuid4().hex  # this call's, in every attempt's document
         while True:
             found = self.call(lambda: self.storage.read_document(PENDING))
-            count, recent = _pending(None if found is None else found[0])
+            count, recent = pending_document(None if found is None else found[0])
             landed = [entry for entry in recent if entry.get("write") == write]
             if landed:  # an earlier attempt's write landed, then another host's
                 return int(landed[0]["count"]), bool(landed[0]["claimed"])
@@ -276,26 +253,9 @@ class SharedInbox:
 
     def _record(self, key: str) -> Record | None:
         data = self.call(lambda: self.storage.read(key))
-        return None if data is None else self._parse(key, data)  # None: retracted since listed
-
-    def _parse(self, key: str, data: bytes) -> Record:
-        """The label record stored at `key` (DataError when it is not one)."""
-        try:
-            raw = json_text.loads(data)
-            fmt = str(raw["format"])
-            digest = key[len(LABELS) : -len(".json")]
-            image = str(raw.get("image", f"{IMAGES}{digest}"))
-            if image_sha256(image) != digest:
-                raise ValueError(
-                    f'its "image" {image[:100]!r} names no bytes of image {digest[:12]}'
-                )
-            label = check_label(raw["label"])
-            return Record(label, fmt if _FORMAT.fullmatch(fmt) else "img", image)
-        except (ValueError, KeyError, TypeError, DataError) as exc:
-            raise DataError(
-                f"shared inbox {self.location}: {key} is not a label record ({exc}): delete "
-                "that object from the store, then add the image again"
-            ) from None
+        return (
+            None if data is None else parse_record(self.location, key, data)
+        )  # None: retracted since listed
 
     @staticmethod
     def call(action: Callable[[], T]) -> T:
