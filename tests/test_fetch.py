@@ -39,6 +39,9 @@ def data_params(sha: dict[str, str], *mirrors: str | Path) -> DataParams:
 
 def test_fetch_from_gzipped_directory_mirror(tmp_path: Path, tiny_mirror, tiny_files) -> None:
     mirror, sha = tiny_mirror
+    stray = Layout(tmp_path).data_dir / f".{TRAIN_IMAGES}.k13lh8e5.tmp"  # a killed fetch's
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"half")
     result = fetch(data_params(sha, mirror), Layout(tmp_path), show_progress=False)
     assert set(result.downloaded) == set(tiny_files)
     for name, content in tiny_files.items():
@@ -129,7 +132,8 @@ def test_all_mirrors_failing_lists_each_mirror_and_why(tmp_path: Path, tiny_file
     with socket.socket() as closed:  # a port nothing listens on: the network's failure
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    params = data_params(sha, tmp_path / "nowhere", f"http://127.0.0.1:{port}/")
+    # unreachable first, then one that answered: any mirror the network failed makes it so
+    params = data_params(sha, f"http://127.0.0.1:{port}/", tmp_path / "nowhere")
     with pytest.raises(DataError) as info:
         fetch(params, Layout(tmp_path), show_progress=False)
     assert "unreachable" in str(info.value) and info.value.transient is True
@@ -254,6 +258,13 @@ def test_a_fetch_that_fails_part_way_replaces_none_of_the_files(tmp_path: Path, 
 def http_mirror(tmp_path: Path, tiny_files) -> Iterator[tuple[str, dict[str, str]]]:
     root = tmp_path / "www"
     sha = write_mirror(root, tiny_files)
+    with serving(root) as url:
+        yield url, sha
+
+
+@contextlib.contextmanager
+def serving(root: Path) -> Iterator[str]:
+    """An HTTP server of the files in `root` on 127.0.0.1 (its URL)."""
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args, **kwargs) -> None:
@@ -266,7 +277,7 @@ def http_mirror(tmp_path: Path, tiny_files) -> Iterator[tuple[str, dict[str, str
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", sha
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
     finally:
         server.shutdown()
         server.server_close()
@@ -277,6 +288,17 @@ def test_http_mirror_404_then_success(tmp_path: Path, http_mirror) -> None:
     params = data_params(sha, url + "missing/", url)
     result = fetch(params, Layout(tmp_path), show_progress=False)
     assert result.downloaded == {name: url for name in sha}
+
+
+def test_an_http_mirror_without_gz_files_serves_the_uncompressed_ones(
+    tmp_path: Path, tiny_files
+) -> None:
+    """A 404 for NAME.gz is followed by NAME on the same mirror, not by the next mirror."""
+    sha = write_mirror(tmp_path / "www", tiny_files, gz=False)
+    with serving(tmp_path / "www") as url:
+        result = fetch(data_params(sha, url), Layout(tmp_path), show_progress=False)
+    assert result.downloaded == {name: url for name in sha}
+    assert file_sha256(Layout(tmp_path).data_dir / TRAIN_IMAGES) == sha[TRAIN_IMAGES]
 
 
 @pytest.mark.e2e
@@ -360,6 +382,17 @@ def test_oversized_download_is_refused(tmp_path: Path, tiny_files, monkeypatch) 
         fetch(data_params(sha, tmp_path / "m"), Layout(tmp_path), show_progress=False)
 
 
+def test_a_download_of_no_stated_length_is_cut_at_the_limit(
+    tmp_path: Path, tiny_files, monkeypatch, broken_http: dict[str, str]
+) -> None:
+    """Without Content-Length the size is known only while reading: refused once over it."""
+    sha = write_mirror(tmp_path / "m", tiny_files)
+    monkeypatch.setattr(idx, "MAX_FILE_BYTES", 1000)
+    with pytest.raises(DataError, match="more than the 1,000 bytes allowed"):
+        fetch(data_params(sha, broken_http["unsized"]), Layout(tmp_path), show_progress=False)
+    assert not Layout(tmp_path).data_dir.exists() or not any(Layout(tmp_path).data_dir.iterdir())
+
+
 def test_malformed_mirrors_fall_through_to_a_good_one(tmp_path: Path, tiny_files) -> None:
     """Params refuse an unparsable URL; fetch, given one anyway, tries the next mirror."""
     sha = write_mirror(tmp_path / "good", tiny_files)
@@ -416,6 +449,7 @@ def broken_http() -> Iterator[dict[str, str]]:
     answers = {
         "ssh": b"SSH-2.0-OpenSSH_9.6\r\n",
         "cut": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n" + b"x" * 40,
+        "unsized": b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"x" * 5000,  # no length
     }
 
     def handler(answer: bytes) -> type[socketserver.BaseRequestHandler]:
