@@ -12,9 +12,11 @@ import torch
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ModelParams, TrainParams, parse_params
+from mnist_pipeline.data.dataset import load_mnist, normalise
 from mnist_pipeline.model.network import build_model, predict_logits
 from mnist_pipeline.model.weights import load_model
 from mnist_pipeline.training import temperature
+from mnist_pipeline.training.loop import split_indices
 from mnist_pipeline.training.train import train
 from tests.synthetic import make_dataset, write_data_dir
 
@@ -71,8 +73,14 @@ def test_calibrate_reports_validation_scores_and_folds() -> None:
     images, labels = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
     before = predict_logits(model, images, 64)
     report = temperature.calibrate(model, images, labels, batch_size=32)
-    assert report["folded"] and report["val_nll_after"] <= report["val_nll_before"]
-    torch.testing.assert_close(predict_logits(model, images, 64), before / report["temperature"])
+    t = report["temperature"]
+    assert report["folded"] and report["val_nll_after"] < report["val_nll_before"]
+    assert report["val_nll_before"] == pytest.approx(temperature.nll(before, labels, 1.0))
+    assert report["val_nll_after"] == pytest.approx(temperature.nll(before, labels, t))
+    assert report["val_ece_before"] == pytest.approx(temperature.ece(before, labels))
+    assert report["val_ece_after"] == pytest.approx(temperature.ece(before, labels, t))
+    assert report["val_ece_after"] != report["val_ece_before"] and report["val_images"] == 64
+    torch.testing.assert_close(predict_logits(model, images, 64), before / t)
 
 
 def test_a_validation_split_without_mistakes_is_not_folded() -> None:
@@ -112,7 +120,7 @@ def test_train_folds_the_fitted_temperature_into_model_pt(tmp_path: Path) -> Non
     """Same seed with and without scaling: identical training, then logits divided by the T the
     training record names; the predictions do not change."""
     dataset = make_dataset()
-    tiny = {"epochs": 1, "batch_size": 32, "val_size": 32, "num_threads": 1}  # val: not all right
+    tiny = {"epochs": 1, "batch_size": 32, "val_size": 32, "num_threads": 1, "precision": "fp32"}
     layouts = {}
     for scaled in (False, True):
         layout = Layout(tmp_path / str(scaled))
@@ -124,8 +132,18 @@ def test_train_folds_the_fitted_temperature_into_model_pt(tmp_path: Path) -> Non
     assert json.loads(layouts[False].train_record.read_text())["temperature"] is None
     assert record["folded"] and record["temperature"] != 1.0
     assert record["val_nll_after"] <= record["val_nll_before"]
-    images = torch.randn(20, 1, 28, 28, generator=torch.Generator().manual_seed(1))
-    plain = predict_logits(load_model("classic", layouts[False].state_dict), images, 20)
+    # fitted on the validation split (train.seed's), with the weights as trained
+    mnist = load_mnist(layouts[True].data_dir)
+    _, val = split_indices(
+        len(mnist.train_labels), 32, torch.Generator().manual_seed(TrainParams().seed)
+    )
+    unscaled = load_model("classic", layouts[False].state_dict)
+    logits = predict_logits(unscaled, normalise(mnist.train_images)[val], 32)
+    assert record["val_images"] == 32  # val: not all right
+    fitted = temperature.fit_temperature(logits, mnist.train_labels[val])
+    assert record["fitted"] == pytest.approx(fitted)
+    images = torch.randn(20, 1, 28, 28, generator=torch.Generator().manual_seed(TrainParams().seed))
+    plain = predict_logits(unscaled, images, 20)
     scaled = predict_logits(load_model("classic", layouts[True].state_dict), images, 20)
     torch.testing.assert_close(scaled, plain / record["temperature"])
     assert torch.equal(scaled.argmax(1), plain.argmax(1))
