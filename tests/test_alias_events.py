@@ -130,6 +130,45 @@ def test_a_stream_that_keeps_dropping_backs_off_and_warns_once(
     ]
 
 
+def test_a_stream_that_stayed_up_a_while_starts_the_backoff_afresh_and_warns_again(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fifth subscription lasts 100 s (a clock the test moves): after it ends the waits
+    start again at 1 s, and the new outage is warned of."""
+    from mnist_pipeline.serving import alias_events
+
+    waits: list[float] = []
+    clock = [0.0]
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", no_wait)
+    monkeypatch.setattr(alias_events, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    taken = []
+
+    @asynccontextmanager
+    async def flapping(resource: str) -> AsyncIterator[AsyncIterator[SimpleNamespace]]:
+        taken.append(resource)
+        if len(taken) == 7:
+            watcher.stop()
+
+        async def nothing() -> AsyncIterator[SimpleNamespace]:
+            if len(taken) == 5:
+                clock[0] += 100.0  # up for 100 s, then dropped
+            return
+            yield
+
+        yield nothing()
+
+    watcher = AliasEvents(MODEL, "production", lambda: None, flapping, (1.0, 8.0))
+    with caplog.at_level(logging.INFO, logger="mnist_pipeline.serve"):
+        asyncio.run(watcher.run())
+    assert waits == [1.0, 2.0, 4.0, 8.0, 1.0, 2.0]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and warnings[0] == warnings[1]
+
+
 def test_stop_ends_the_thread_of_a_quiet_stream() -> None:
     @asynccontextmanager
     async def quiet(_resource: str) -> AsyncIterator[AsyncIterator[SimpleNamespace]]:
