@@ -15,6 +15,7 @@ import torch
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.data.dataset import load_mnist, normalise
+from mnist_pipeline.data.preprocess import preprocess_file
 from mnist_pipeline.model.network import build_model, fold_batch_norm
 from mnist_pipeline.model.weights import load_model
 from mnist_pipeline.pipeline import stages
@@ -29,6 +30,9 @@ def test_batch_norm_folding_keeps_the_function() -> None:
     net.train()
     for _ in range(3):  # move the running statistics away from their initial values
         net(torch.randn(16, 1, 28, 28) * 2 + 0.5)
+    for norm in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        torch.nn.init.uniform_(norm.weight, 0.5, 2.0)  # and the affine part from (1, 0)
+        torch.nn.init.uniform_(norm.bias, -1.0, 1.0)
     net.eval()
     folded = fold_batch_norm(net)
     kinds = {type(m).__name__ for m in folded.modules()}
@@ -74,7 +78,9 @@ def test_wide_model_trains_exports_checks_registers_and_predicts(
     assert card["params"]["model"]["arch"] == "wide"
     image = draw_digit(tmp_path / "digit.png", 3)
     (prediction,) = predict_files(layout.onnx, [image], top=3).predictions
-    assert 0 <= prediction.digit <= 9 and len(prediction.top) == 3
+    (drawn,) = session.run(["logits"], {"image": preprocess_file(image)[None, None]})
+    assert prediction.digit == int(drawn.argmax()) == prediction.top[0][0]
+    assert [digit for digit, _ in prediction.top] == np.argsort(-drawn[0])[:3].tolist()
 
 
 def test_weights_of_another_network_or_no_weights_are_one_line(tmp_path: Path) -> None:
