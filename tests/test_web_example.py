@@ -338,6 +338,14 @@ def test_a_real_server_gives_the_page_its_model_and_takes_its_feedback(
         assert refused.inner_text("#status").endswith(
             f", not {sha} as X-Model-SHA256 says; not loaded"
         )
+        for where, told in (
+            ("unhashed", "/unhashed/model.onnx sent no readable X-Model-SHA256 header"),
+            ("cut", "the download of " + altered + "/cut/model.onnx broke off ("),
+        ):
+            refused = context.new_page()
+            refused.goto(f"{origin}/examples/web/?server={altered}/{where}&model=server")
+            refused.wait_for_selector("body[data-failed=true]", timeout=60_000)
+            assert told in refused.inner_text("#status"), refused.inner_text("#status")
         context.close()
     assert inbox.entries(project / "data" / "extra") == []  # nothing reaches training unreviewed
     (item,) = pending.items(project / "data" / "pending")
@@ -410,6 +418,32 @@ def test_a_page_that_cannot_start_or_classify_says_so_highlighted(page, site) ->
         assert "error" in (status.get_attribute("class") or "")
         assert other.inner_text("#digit") == "–"
         other.close()
+    # A drawing that fails after one was answered: that answer goes, and the next one is shown.
+    other = page.context.new_page()
+    other.goto(f"{origin}/examples/web/")
+    other.wait_for_selector("body[data-ready=true]", timeout=60_000)
+    one = np.zeros((28, 28), np.uint8)
+    one[4:24, 12:16] = 255
+    draw(other, one)
+    digit, top = shown(other)
+    assert digit != "–" and len(top) == 3
+    other.evaluate(
+        "() => { const canvas = CanvasRenderingContext2D.prototype;"
+        " const real = canvas.getImageData;"
+        " window.restoreCanvas = () => { canvas.getImageData = real; };"
+        " canvas.getImageData = () => { throw new Error('no pixels'); }; }"
+    )
+    draw(other, one)
+    other.wait_for_selector("body[data-failed=true]", timeout=60_000)
+    assert "the model cannot classify the drawing (no pixels)" in other.inner_text("#status")
+    assert other.inner_text("#digit") == "–" and other.locator("#top li").count() == 0
+    other.evaluate("() => window.restoreCanvas()")
+    draw(other, one)
+    again, top = shown(other)  # the strokes drawn over again: the same digit
+    assert again == digit and len(top) == 3
+    other.wait_for_selector("body:not([data-failed])", timeout=30_000)
+    assert "error" not in (other.locator("#status").get_attribute("class") or "")
+    other.close()
 
 
 def test_the_status_names_the_model_and_its_test_accuracy(page, site) -> None:
@@ -440,6 +474,7 @@ def test_an_export_its_parity_check_did_not_pass_is_not_loaded(page, site) -> No
         ("**/reports/parity.json", {**parity, "onnx_sha256": "0" * 64}, "is not the model its"),
         ("**/models/model.pt", b"weights trained since", "exported from other weights"),
         ("**/models/model.pt", 403, "cannot be checked against ../../models/model.pt (HTTP 403)"),
+        ("**/reports/parity.json", 404, "has no parity record ("),
     ):
         other = page.context.new_page()
         answer = (
