@@ -33,7 +33,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.data.dataset import load_mnist, normalise
 from mnist_pipeline.model.network import build_model, predict_logits
-from mnist_pipeline.pipeline.versions import load_state_dict
+from mnist_pipeline.pipeline.versions import HISTORY_FILE, load_state_dict
 from mnist_pipeline.registry import Registry
 from tests.conftest import REPO_ROOT, unavailable
 from tests.process_helpers import free_port, prefect_server, start, stop, wait_for
@@ -220,9 +220,13 @@ def test_two_workers_run_three_overlapping_runs(server_env: dict, tmp_path: Path
 
     assert registry.verify() == []
     cards = registry.versions()
-    assert sorted(c["params"]["train"]["epochs"] for c in cards) == sorted(EPOCHS)
     assert sorted(c["version"] for c in cards) == [1, 2, 3]
-    assert {c["origin"]["flow_run_id"] for c in cards} == {str(r.id) for r in runs}
+    # each version made by the run it names: that run's epochs, trained for as many
+    asked = {str(r.id): r.parameters["epochs"] for r in runs}
+    assert {c["origin"]["flow_run_id"]: c["params"]["train"]["epochs"] for c in cards} == asked
+    for card in cards:
+        history = registry.read_file(card["version"], HISTORY_FILE).decode().splitlines()
+        assert len(history) - 1 == card["params"]["train"]["epochs"], card["version"]
     mnist = load_mnist(Layout(workdir).data_dir)
     pixels = (mnist.test_images.numpy()[:, None] / 255.0).astype(np.float32)
     for card in cards:
