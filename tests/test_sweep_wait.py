@@ -37,6 +37,8 @@ def test_an_approval_answered_between_two_looks_is_waited_out() -> None:
 
 
 def test_a_run_still_waiting_for_approval_is_a_result() -> None:
+    """Seen waiting by the wait's look and again by the check after it: done, no third look."""
     client = ScriptedClient([Running()], paused_children=[True, True])
     run, awaiting = wait_registering(client, uuid4(), timeout_s=60)
     assert run.state.is_running() and awaiting
+    assert client.states == [] and client.paused == []
