@@ -111,6 +111,7 @@ def test_a_temp_file_a_killed_writer_left_is_garbage_once_old(tmp_path: Path, st
     past = time.time() - PARTIAL_GRACE_S - 30  # gc takes it from 5 minutes on, verify at an hour
     os.utime(partial, (past, past))
     assert name not in registry.garbage()
+    assert name in registry.collect_garbage().kept and partial.exists()  # younger than gc's hour
     assert name in registry.collect_garbage(min_age_s=0).removed and not partial.exists()
     partial.write_bytes(b"left again")
     old = time.time() - GRACE_S - 60

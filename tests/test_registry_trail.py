@@ -339,12 +339,13 @@ def test_a_registration_by_an_actor_the_trail_refuses_stores_nothing(
     without one (the replay of its decision would have taken the refusal for a bad card)."""
     registry = Registry(tmp_path / "reg", MODEL)
     register_candidate(registry, make(1, accuracy=0.98), PARAMS, 0.0)
-    before = registry.alias_log()
+    before, stored = registry.alias_log(), registry.storage.list(f"{MODEL}/")
     monkeypatch.setattr(announce, "current_actor", lambda: "user:a\nb")
     with pytest.raises(RegistryError, match=r"the actor holds a control character"):
         register_candidate(registry, make(2, accuracy=0.99), PARAMS, 0.0)
     assert [card["version"] for card in registry.versions()] == [1]
     assert registry.alias_log() == before and registry.verify() == []
+    assert registry.storage.list(f"{MODEL}/") == stored and registry.garbage() == []  # no blob
 
 
 def test_the_actor_a_flow_run_is_named_by_is_kept_to_one_short_line(
