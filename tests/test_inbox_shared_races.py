@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,11 +84,15 @@ def test_bytes_no_record_names_are_collected_after_a_grace_period(
     bad_sha = hashlib.sha256(bad).hexdigest()
     shared.storage.create(f"images/{bad_sha}.{'1' * 32}", bad)
     shared.storage.create(f"labels/{bad_sha}.json", b"{not json")
+    synced_from = time.time()
     sync.sync(shared, inbox, "test")
+    synced_to = time.time()
     assert dead in shared.image_keys()  # seen unnamed once: not yet
     records, problems = shared.records()
     noted = json.loads(orphans.file(inbox).read_text())
     assert noted["store"] == shared.location and list(noted["first_seen"]) == [dead]
+    assert synced_from <= noted["first_seen"][dead] <= synced_to  # seen then, by this host
+    assert orphans.collect(shared, inbox, records, set(problems), synced_from) == []
     later = noted["first_seen"][dead] + orphans.GRACE_S
     assert orphans.collect(shared, inbox, records, set(problems), later - 1) == []
     assert orphans.collect(shared, inbox, records, set(problems), later) == [dead]
@@ -119,17 +124,19 @@ def test_a_publication_whose_bytes_were_collected_writes_them_again(
     """It stalled past the grace period between its writes: its record still finds its image."""
     shared = SharedInbox(location)
     png = digit(tmp_path, 4)
-    create = shared.storage.create
+    create, collected = shared.storage.create, []
 
     def create_after_collection(key: str, data: bytes) -> bool:
         if key.startswith("labels/"):
             for image in shared.image_keys():
                 assert shared.delete_unnamed(image)  # another host's sync collected them
+                collected.append(image)
         return create(key, data)
 
     monkeypatch.setattr(shared.storage, "create", create_after_collection)
     assert shared.publish(png, 4, "png", "test") is True
     (record,) = shared.records()[0].values()
+    assert collected == [record.image]  # its bytes were gone when its record was written
     assert shared.image(hashlib.sha256(png).hexdigest(), record) == png
 
 

@@ -326,6 +326,18 @@ def test_gc_stops_deleting_once_its_lease_was_taken_over(
     monkeypatch.undo()
     assert registry.garbage() == left[1:]  # the first one deleted, the second kept
     store._delete(lease_key)
+    abandoned = store.abandoned
+
+    def taken_over_before_any_delete(*args, **kwargs) -> list[str]:
+        store._put(lease_key, json.dumps({"owner": "a registration"}).encode())
+        return abandoned(*args, **kwargs)
+
+    monkeypatch.setattr(store, "abandoned", taken_over_before_any_delete)
+    with pytest.raises(RegistryError, match=r"lease .*register.* was taken over while held"):
+        registry.collect_garbage(min_age_s=0)
+    monkeypatch.undo()
+    assert registry.garbage() == left[1:]  # checked before each delete: none deleted
+    store._delete(lease_key)
 
 
 def test_a_registration_whose_lease_gc_took_over_commits_nothing(
