@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import socket
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -186,6 +187,50 @@ def test_workers_and_later_servers_of_one_project_send_one_event_per_shift(
     with caplog.at_level("WARNING"):
         assert blocked.claim(time.time()) == 0.0  # a missed retraining is worse than a second
     assert "drift: event not coordinated with other processes" in caplog.text
+
+
+def test_giving_back_a_claim_keeps_one_another_process_made_since(tmp_path: Path) -> None:
+    """An event that did not go out gives its own claim back, never a newer one."""
+    path = tmp_path / "drift.json"
+    mine, other = DriftClaims(path, 3600), DriftClaims(path, 3600)
+    assert mine.claim(1000.0) == 0.0
+    newer = {"last_event": 5000.0, "before": 1000.0, "open": True}  # another process's
+    path.write_text(json.dumps(newer))
+    mine.give_back(1000.0)
+    assert json.loads(path.read_text()) == newer
+    assert other.claim(5010.0) == math.inf  # that shift's event went out: none again
+
+
+@pytest.mark.parametrize("content", ["[1]", "null", '"x"'])
+def test_a_claim_file_of_another_json_shape_is_written_afresh(tmp_path: Path, content) -> None:
+    path = tmp_path / "drift.json"
+    path.write_text(content)
+    assert DriftClaims(path, 3600).claim(1000.0) == 0.0
+    assert json.loads(path.read_text()) == {"last_event": 1000.0, "before": None, "open": True}
+
+
+def test_a_normal_window_holding_images_from_before_an_event_leaves_its_shift_open(
+    served: ServedModel, _candidate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shift closes only on a normal window of images that all came in after its event."""
+    later = [0.0]
+    clock = SimpleNamespace(
+        time=lambda: time.time() + later[0],
+        monotonic=lambda: time.monotonic() + later[0],
+        sleep=time.sleep,
+    )
+    monkeypatch.setattr(serving_drift, "time", clock)
+    path = tmp_path / "drift.json"
+    params = ServeParams(drift_window=200, drift_threshold=0.25, drift_cooldown_s=3600)
+    monitor = DriftMonitor(served, params, lambda *_: True, DriftClaims(path, 3600))
+    digits = contract_digits(_candidate.data_dir)
+    monitor.process([answered(served, digits)])  # a normal window of images from now
+    opened = {"last_event": time.time() + 5, "before": None, "open": True}  # another's, later
+    path.write_text(json.dumps(opened))
+    later[0] = 20.0  # past the monitor's wait between closes
+    monitor.process([answered(served, digits[:4])])  # 196 of the 200 from before the event
+    assert monitor.status()["verdict"] == "normal"
+    assert json.loads(path.read_text())["open"] is True
 
 
 def test_a_claim_that_could_not_be_given_back_is_taken_again_by_its_own_process(
@@ -430,6 +475,35 @@ def test_the_app_feeds_the_monitor_off_the_response_path(served: ServedModel, _c
         scraped = parse(api.get("/metrics").text)
     assert state["verdict"] == "drift" and state["events"] == 1 and state["images"] == 200
     assert value(scraped, "mnist_serve_drift_events_total") == 1
+
+
+def test_a_predict_is_answered_while_the_monitor_is_still_at_its_images(
+    served: ServedModel, _candidate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The features of a request's images are computed after its answer went out: one held
+    up until then has not finished when the answer arrives."""
+    from mnist_pipeline.monitoring import drift as monitoring_drift
+
+    answered_yet, finished, features = threading.Event(), [], monitoring_drift.features
+
+    def held(*args, **kwargs):
+        answered_yet.wait(20)  # on the request path this would hold the answer 20 s
+        finished.append(answered_yet.is_set())
+        return features(*args, **kwargs)
+
+    monkeypatch.setattr(monitoring_drift, "features", held)
+    digits = contract_digits(_candidate.data_dir)[:10]
+    with TestClient(create_app(served, ServeParams(drift_window=200))) as api:
+        try:
+            assert api.post("/predict", json={"images": digits.tolist()}).status_code == 200
+            assert finished == []  # not computed before the answer
+        finally:
+            answered_yet.set()
+        deadline = time.monotonic() + 30
+        while api.get("/model").json()["drift"]["seen"] < 10:  # then computed, off the path
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert finished == [True]
 
 
 def test_a_new_served_version_starts_an_empty_window_against_its_own_reference(
