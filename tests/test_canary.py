@@ -410,6 +410,8 @@ def test_left_behind_reads_where_the_alias_was_before_each_move() -> None:
     assert canary.left_behind(events, "production", 1, "staging") == {2}  # 3: proposed anew
     assert canary.left_behind(events, "staging", 3) == {2}
     assert canary.left_behind(events, "canary", None) == set()
+    not_a_version = {"alias": "production", "action": "promote", "version": 2, "previous": True}
+    assert canary.left_behind([not_a_version], "production", 2) == set()  # True is not v1
     proposed_again = {"alias": "staging", "action": "promote", "version": 2, "previous": 3}
     assert canary.left_behind([*events, proposed_again], "production", 1, "staging") == set()
     rolled_back_later = {"alias": "production", "action": "rollback", "version": 1, "previous": 2}

@@ -36,6 +36,13 @@ def test_the_file_holds_hashes_and_the_check_finds_the_name(tmp_path: Path) -> N
     assert kiosk.name == "kiosk" and kiosk.expires == datetime(2030, 1, 1, tzinfo=UTC)
     with pytest.raises(Unauthorized, match="expired"):
         creds.check(f"Bearer {KIOSK}", now=datetime(2030, 1, 1, tzinfo=UTC))
+    zoneless = Credentials(  # an expiry without a time zone is UTC
+        tokens_file(tmp_path / "zoneless", f"kiosk {token_sha256(KIOSK)} 2030-01-01T00:00:00"),
+        None,
+    )
+    assert zoneless.check(f"Bearer {KIOSK}", now=datetime(2029, 12, 31, 23, tzinfo=UTC)).name
+    with pytest.raises(Unauthorized, match="expired"):
+        zoneless.check(f"Bearer {KIOSK}", now=datetime(2030, 1, 1, tzinfo=UTC))
     for header, message in (
         (None, "needs a token"),
         ("", "needs a token"),
