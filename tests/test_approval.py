@@ -89,9 +89,17 @@ def test_a_version_not_proposed_is_not_pending(tmp_path: Path) -> None:
     assert (done.alias, done.pending) == ("staging", None)
 
 
-def test_approved_moves_production_by_the_approver_with_the_comment(tmp_path: Path) -> None:
+def test_approved_moves_production_by_the_approver_with_the_comment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """And tells Prefect, whose alias.moved event serving replicas follow."""
+    from mnist_pipeline.pipeline import announce
+
     registry, v2 = proposed_project(tmp_path)
+    told = []
+    monkeypatch.setattr(announce, "moved", lambda *args: told.append(args[1:]))
     settled = settle(registry, 2, v2.champion, Answer(True, "checked", "user:eve"), "prefect:r", 9)
+    assert told == [("production", 2, 1, "user:eve")]
     assert settled.outcome == "approved"
     assert settled.message == "user:eve approved v2: production v1 -> v2 (checked)"
     assert registry.aliases()["production"] == 2
@@ -467,6 +475,8 @@ def test_an_answer_whose_who_was_left_blank_in_the_form_is_the_uis() -> None:
     for blank in ("", "   ", " \t "):
         answer = approval_flow.ApprovalInput(approve=True, comment="ok", who=blank).answer()
         assert answer.approve and answer.who is None and answer.comment == "ok"
+    two_lines = approval_flow.ApprovalInput(approve=True, comment="fine\nreally").answer()
+    assert two_lines.comment == "fine\\nreally"  # one line in the trail, as escapes
     named = approval_flow.ApprovalInput(approve=False, who="  alice \n").answer()
     assert named.who == "alice" and not named.approve
 

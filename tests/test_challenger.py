@@ -6,6 +6,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -16,7 +17,7 @@ from mnist_pipeline.core.params import parse_params
 from mnist_pipeline.core.reports import Metrics
 from mnist_pipeline.core.service_params import PromotionParams
 from mnist_pipeline.data import idx
-from mnist_pipeline.evaluation.paired import mcnemar_p, unpaired
+from mnist_pipeline.evaluation.paired import compare, mcnemar_p, unpaired
 from mnist_pipeline.inbox import extra
 from mnist_pipeline.pipeline import promotion
 from mnist_pipeline.pipeline.register import register_candidate
@@ -356,6 +357,28 @@ def test_recorded_accuracies_alone_promote_only_a_gain() -> None:
     assert unpaired(0.9127, 0.9028, 10_000, some).verdict == "same"
 
 
+def test_the_paired_limits_hold_at_their_boundaries() -> None:
+    """p must be below the significance, a gain of exactly min_gain is enough, and a digit may
+    drop by exactly the tolerance: 100 images, ten of each digit."""
+    labels = np.arange(100) % 10
+    champion, challenger = np.ones(100, bool), np.ones(100, bool)
+    champion[:6] = False  # the challenger right on six more (digits 0-5), none lost: p 1/32
+    assert mcnemar_p(0, 6) == 0.03125
+    at = compare(champion, challenger, labels, PromotionParams(significance=0.03125))
+    assert at.verdict == "same", at.why
+    assert compare(champion, challenger, labels, PromotionParams(significance=0.0313)).verdict == (
+        "better"
+    )
+    exact = compare(champion, challenger, labels, PromotionParams(min_gain=0.06))
+    assert exact.gain == 0.06 and exact.verdict == "better", exact.why
+    champion, challenger = np.ones(100, bool), np.ones(100, bool)
+    challenger[3] = False  # one of the ten 3s lost: digit 3 drops 0.1
+    at = compare(champion, challenger, labels, PromotionParams(per_digit_tolerance=0.1))
+    assert at.per_digit["3"] == -0.1 and at.verdict == "same", at.why
+    past = compare(champion, challenger, labels, PromotionParams(per_digit_tolerance=0.09))
+    assert past.verdict == "worse"
+
+
 def test_a_champion_that_trained_on_todays_holdout_is_not_compared_on_it(tmp_path: Path) -> None:
     extra_dir = tmp_path / "ingested"
     metrics = holdout_metrics(write_holdout(extra_dir))
@@ -370,6 +393,10 @@ def test_a_champion_that_trained_on_todays_holdout_is_not_compared_on_it(tmp_pat
                 "production v3 was trained with 10: part of today's extra holdout"
                 in decision["reason"]
             )
+    mnist_only = {**CHAMPION_CARD, "params": {"ingest": {"holdout_percent": 10}}}
+    assert mnist_only["data"]["extra_sha256"] == "none"  # saw no labelled digit at all
+    decision = decide(tmp_path, metrics, lambda v: mnist_only, extra_dir, 20)
+    assert "holdout" in decision["evidence"] and "trained with" not in decision["reason"]
     unknown = {**card, "data": {"dataset_sha256": "d" * 64, "extra_sha256": None}}
     decision = decide(tmp_path, metrics, lambda v: unknown, extra_dir, 20)  # no fingerprint
     assert "holdout" not in decision["evidence"] and decision["alias"] == "staging"

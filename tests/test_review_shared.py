@@ -159,6 +159,37 @@ def test_a_claim_object_that_is_not_one_is_never_accepted(location: str, tmp_pat
     assert review_queue.submit(shared, png, "x.png", 2, "token:kiosk").status == "known"
 
 
+@pytest.mark.parametrize("change", [{"label": 7}, {"source": "token:other"}])
+def test_a_claim_whose_body_names_another_label_or_source_than_its_key_is_not_one(
+    location: str, tmp_path: Path, change: dict
+) -> None:
+    shared, png = SharedInbox(location), digit(tmp_path, 8)
+    sha = review_queue.submit(shared, png, "x.png", 2, "token:kiosk").sha256
+    (key,) = shared.storage.list(f"{review_queue.REVIEW}{sha}/")
+    stored = json.loads(shared.storage.read(key))
+    shared.storage.delete(key)
+    shared.storage.create(key, json.dumps({**stored, **change}).encode())
+    read = review_queue.queue(shared)
+    assert read.found == [] and list(read.problems) == [f"{shared.location}/{key}"]
+    assert "not the one its key names" in read.problems[f"{shared.location}/{key}"]
+
+
+def test_a_claim_sent_again_is_answered_with_its_earliest_copy(
+    location: str, tmp_path: Path
+) -> None:
+    """Two copies of one claim (sent at once by two servers): the answer is the first made."""
+    shared, png = SharedInbox(location), digit(tmp_path, 9)
+    first = review_queue.submit(
+        shared, png, "x.png", 2, "token:kiosk", "early", time="2026-01-01T00:00:00+00:00"
+    )
+    key = review_queue.claim_key(first.sha256, "token:kiosk", 2, "b" * 32)
+    (stored,) = shared.storage.list(f"{review_queue.REVIEW}{first.sha256}/")
+    later = {**json.loads(shared.storage.read(stored)), "time": "2026-02-01T00:00:00+00:00"}
+    shared.storage.create(key, json.dumps({**later, "client": "late"}).encode())
+    again = review_queue.submit(shared, png, "x.png", 2, "token:kiosk", "now")
+    assert again.status == "known" and again.claim == first.claim
+
+
 def test_a_claim_object_with_fields_of_other_types_is_never_accepted(
     location: str, tmp_path: Path
 ) -> None:
