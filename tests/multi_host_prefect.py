@@ -54,7 +54,8 @@ def noop_runs(site: Site, epochs: int, version: int) -> list[float]:
 def sweep_on_workers(site: Site, deployer: Path, version: int) -> dict:
     """The sweep flow started on the client from its clone `deployer`: its trials run on both
     workers, and the best by validation accuracy is retrained and registered as `version` by
-    one of them with the trial's weights. Returns the registering run and its learning rate."""
+    one of them with the trial's weights. Returns the registering run, its learning rate and
+    the trials' flow runs."""
     grid = json.dumps(SWEEP)
     swept = site.call("sweep", str(deployer), "hosts.yaml", grid)
     logs = site.worker_logs
@@ -64,4 +65,5 @@ def sweep_on_workers(site: Site, deployer: Path, version: int) -> dict:
     assert swept["version"] == version and swept["reproduced"] is True, swept
     assert worker_of(logs, swept["registering_run"]) in {"w1", "w2"}, swept
     best = SWEEP[swept["best"]]["train.learning_rate"]
-    return {"run": swept["registering_run"], "learning_rate": best}
+    trials = [t["flow_run"] for t in swept["trials"]]
+    return {"run": swept["registering_run"], "learning_rate": best, "trials": trials}

@@ -379,3 +379,16 @@ def test_hosts_sharing_only_a_network_train_register_and_serve(
             assert {
                 e.sha256: e.label for e in inbox_store.entries(clone / "data" / "extra")
             } == added
+        # and each trial ingested every digit, the one reviewed from /feedback included
+        trial_reports = [
+            report
+            for name in ("w1", "w2")
+            for run in swept["trials"]
+            for report in (folders[name] / "mnist-pipeline" / "runs").glob(
+                f"*-{run.replace('-', '')[-12:]}/reports/ingest.json"
+            )
+        ]
+        assert len(trial_reports) == len(swept["trials"]), trial_reports
+        for report in trial_reports:
+            counts = json.loads(report.read_text())["counts"]
+            assert sum(counts.values()) == len(added), (report, counts)
