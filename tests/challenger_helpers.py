@@ -3,6 +3,7 @@ versions, PNG digits, and the app with a started challenger (and /feedback)."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,25 @@ from tests.example_helpers import draw_digit
 from tests.registry_helpers import exported_candidate, production_and_staging
 
 TOKEN = "labeller-token-000001"
+
+
+class Emitted(list):
+    """The arguments of each emit_if_configured call the canary makes (in place of it), which
+    it makes on a thread of its own: `reached(n)` waits until n have been recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._added = threading.Condition()
+
+    def __call__(self, *args: object) -> bool:
+        with self._added:
+            self.append(args)
+            self._added.notify_all()
+        return True
+
+    def reached(self, count: int, timeout_s: float = 30) -> bool:
+        with self._added:
+            return self._added.wait_for(lambda: len(self) >= count, timeout_s)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from mnist_pipeline.serving.http_api import create_app
 from mnist_pipeline.serving.live import Pairs, Tally
 from mnist_pipeline.serving.served_model import ServedModel
 from tests import challenger_helpers
-from tests.challenger_helpers import TOKEN, digits_of, samples, served_api
+from tests.challenger_helpers import TOKEN, Emitted, digits_of, samples, served_api
 
 _models, registry = challenger_helpers._models, challenger_helpers.registry  # fixtures
 digits = challenger_helpers.digits
@@ -72,8 +72,8 @@ def test_half_the_requests_are_answered_by_the_canary(registry: Registry) -> Non
 def test_a_canary_that_disagrees_steps_back_and_production_answers(
     registry: Registry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    emitted = []
-    monkeypatch.setattr(canary, "emit_if_configured", lambda *args: emitted.append(args))
+    emitted = Emitted()
+    monkeypatch.setattr(canary, "emit_if_configured", emitted)
     pool = images(400, 1)
     differ = pool[digits_of(registry, 1, pool) != digits_of(registry, 2, pool)][:30]
     assert len(differ) == 30, "the two models agree too often to build the traffic"
@@ -98,6 +98,7 @@ def test_a_canary_that_disagrees_steps_back_and_production_answers(
         assert samples(api)[("mnist_serve_canary_percent", ())] == 0
         assert versions(api, differ[:1]) == [1]
         assert challenger.canary.percent(3) == 100  # another version would start afresh
+        assert emitted.reached(1)
         (event, model, payload), *more = emitted
         assert not more and event == canary.STEPPED_BACK and model == registry.name
         assert (payload["version"], payload["production"], payload["reason"]) == (
@@ -112,8 +113,8 @@ def test_a_canary_that_disagrees_steps_back_and_production_answers(
 def test_a_step_back_judged_on_shadowed_images_names_production(
     registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    emitted = []
-    monkeypatch.setattr(canary, "emit_if_configured", lambda *args: emitted.append(args))
+    emitted = Emitted()
+    monkeypatch.setattr(canary, "emit_if_configured", emitted)
     pool = images(400, 1)
     differ = pool[digits_of(registry, 1, pool) != digits_of(registry, 2, pool)][:30]
     limits = {"canary_min_images": 20, "canary_max_disagreement": 0.5}
@@ -122,6 +123,7 @@ def test_a_step_back_judged_on_shadowed_images_names_production(
     try:
         assert versions(api, differ) == [1] * 30
         challenger.wait_idle(30)
+        assert emitted.reached(1)
         (event, _, payload), *more = emitted
         assert not more and event == canary.STEPPED_BACK
         assert (payload["version"], payload["production"]) == (2, 1)  # from the shadow thread
@@ -277,8 +279,8 @@ def test_a_late_step_back_of_an_earlier_canary_leaves_the_current_ones_share(
 
     from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
 
-    sent = []
-    monkeypatch.setattr(canary, "emit_if_configured", lambda *args: sent.append(args))
+    sent = Emitted()
+    monkeypatch.setattr(canary, "emit_if_configured", sent)
     limits = ServeParams(
         shadow="staging", canary_percent=30, canary_min_labels=1, canary_max_error=0.5
     )
@@ -287,7 +289,7 @@ def test_a_late_step_back_of_an_earlier_canary_leaves_the_current_ones_share(
     wrong = Tally(version=2, production=1)
     wrong.label(truth=7, production=7, challenger=1)
     assert judge.judge(wrong) is True
-    assert judge.percent(2) == 0 and judge.percent(3) == 30 and sent
+    assert judge.percent(2) == 0 and judge.percent(3) == 30 and sent.reached(1)
     assert judge.share(3, production=1) == 30 and judge.share(3, production=3) == 0
     assert judge.judge(Tally(version=3)) is False  # nothing over a limit: no change
     assert judge.judge(wrong) is False and len(sent) == 1  # once per version

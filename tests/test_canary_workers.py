@@ -20,7 +20,7 @@ from mnist_pipeline.serving.canary_shared import SharedStepBacks, run_folder
 from mnist_pipeline.serving.challenger_metrics import ChallengerMetrics
 from mnist_pipeline.serving.live import Tally
 from tests import challenger_helpers
-from tests.challenger_helpers import digits_of, samples
+from tests.challenger_helpers import Emitted, digits_of, samples
 from tests.process_helpers import mnist_server
 
 _models, registry = challenger_helpers._models, challenger_helpers.registry  # fixtures
@@ -52,17 +52,17 @@ def step_backs(judge: canary.Canary) -> float:
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
-    events: list[tuple] = []
-    monkeypatch.setattr(canary, "emit_if_configured", lambda *args: events.append(args))
+def sent(monkeypatch: pytest.MonkeyPatch) -> Emitted:
+    events = Emitted()
+    monkeypatch.setattr(canary, "emit_if_configured", events)
     return events
 
 
 def test_a_step_back_by_one_worker_is_taken_by_the_others_at_their_next_poll(
-    tmp_path: Path, sent: list[tuple], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, sent: Emitted, caplog: pytest.LogCaptureFixture
 ) -> None:
     first, other = worker(tmp_path, 101), worker(tmp_path, 102)
-    assert first.judge(wrong()) is True and len(sent) == 1
+    assert first.judge(wrong()) is True and sent.reached(1) and len(sent) == 1
     why = first.stepped_back[2]
     assert other.percent(2) == 30  # until it polls
     with caplog.at_level(logging.WARNING, logger="mnist_pipeline.serve"):
@@ -76,27 +76,26 @@ def test_a_step_back_by_one_worker_is_taken_by_the_others_at_their_next_poll(
     assert worker(tmp_path, 103).percent(2) == 0  # a worker started later (a replaced one) reads it
 
 
-def test_workers_judging_one_version_at_once_tell_it_once(
-    tmp_path: Path, sent: list[tuple]
-) -> None:
+def test_workers_judging_one_version_at_once_tell_it_once(tmp_path: Path, sent: Emitted) -> None:
     """Both judge before either polls: the second adopts the first's verdict, not its own."""
     first, second = worker(tmp_path, 101), worker(tmp_path, 102)
     assert first.judge(wrong(truth=3)) is True
     assert second.judge(wrong(truth=5)) is True  # stepped back now, by the record it found
     assert second.stepped_back == {2: f"{first.stepped_back[2]} (judged by worker pid 101)"}
-    assert len(sent) == 1 and step_backs(first) == 1 and step_backs(second) == 0
+    assert sent.reached(1) and len(sent) == 1
+    assert step_backs(first) == 1 and step_backs(second) == 0
     assert second.percent(2) == 0
 
 
 def test_a_record_not_written_or_read_leaves_each_worker_judging_alone(
-    tmp_path: Path, sent: list[tuple], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, sent: Emitted, caplog: pytest.LogCaptureFixture
 ) -> None:
     gone = worker(tmp_path / "missing", 101)  # the run folder removed under the server
     with caplog.at_level(logging.WARNING, logger="mnist_pipeline.serve"):
         assert gone.judge(wrong()) is True and gone.percent(2) == 0
         gone.reread()
         gone.reread()
-    assert len(sent) == 1 and step_backs(gone) == 1
+    assert sent.reached(1) and len(sent) == 1 and step_backs(gone) == 1
     assert "canary v2's step back not shared with the others" in caplog.text
     assert caplog.text.count("step backs of the other workers not read") == 1  # once a problem
     (tmp_path / "canary-v4.json").write_text("[1")  # damaged
@@ -104,7 +103,8 @@ def test_a_record_not_written_or_read_leaves_each_worker_judging_alone(
     (tmp_path / "canary-v6.json.tmp").write_text("{}")  # not a record's name
     judge = worker(tmp_path, 103)
     assert judge.stepped_back == {}
-    assert judge.judge(wrong(version=4)) is True and len(sent) == 2  # told: none readable
+    assert judge.judge(wrong(version=4)) is True and sent.reached(2)  # told: none readable
+    assert len(sent) == 2
     assert step_backs(judge) == 1
 
 
