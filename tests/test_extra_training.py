@@ -262,3 +262,24 @@ def test_the_inbox_is_compared_as_ingest_counts_it(tmp_path: Path) -> None:
     layout.ingest_report.write_text(json.dumps(older))
     assert not_ingested(layout) is None
     assert not_ingested(Layout(tmp_path / "runs" / "r1")) is None
+
+
+def test_a_file_over_the_size_limit_is_refused_for_its_size(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    fill_inbox(layout, range(3))
+    huge = layout.inbox / "2" / "huge.png"
+    with huge.open("wb") as out:
+        out.truncate(inbox_store.MAX_FILE_BYTES + 1)
+    result = ingest(IngestParams(), layout)
+    assert "10,000,001 bytes, over the limit of 10,000,000" in result.rejected["2/huge.png"]
+
+
+def test_relabelling_a_file_by_hand_is_a_change_of_the_inbox(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    fill_inbox(layout, range(3))  # labels 0, 1, 2
+    ingest(IngestParams(), layout)
+    assert not_ingested(layout) is None
+    (moved,) = (layout.inbox / "1").iterdir()
+    (layout.inbox / "7").mkdir()
+    moved.rename(layout.inbox / "7" / moved.name)  # the same bytes, now labelled 7
+    assert "has changed since the last ingest" in (not_ingested(layout) or "")

@@ -472,3 +472,41 @@ def test_two_ingests_at_once_take_turns_and_the_later_inbox_wins(
     split = extra.read_split(layout.extra_dir, "train")
     assert len(split) == 6 and list(split.labels) == [m["label"] for m in manifest]
     assert json.loads(layout.ingest_report.read_text())["counts"]["train"] == 6
+
+
+def test_report_per_class_counts_each_split_and_digit(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    added = fill_inbox(layout, range(40))  # sha -> label, from `data add`, not from ingest
+    ingest(IngestParams(holdout_percent=30), layout)
+    expected = {s: [0] * 10 for s in extra.SPLITS}
+    for sha, label in added.items():
+        expected[split_of(sha, 30)][label] += 1
+    assert min(map(sum, expected.values())) > 0  # both splits used: a swap would show
+    assert json.loads(layout.ingest_report.read_text())["per_class"] == expected
+
+
+def test_the_extra_identity_changes_when_only_the_holdout_does(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    fill_inbox(layout, range(20))
+    ingest(IngestParams(holdout_percent=50), layout)
+    before = extra.extra_sha256(layout.extra_dir)
+    train = {n: (layout.extra_dir / n).read_bytes() for n in extra.data_files()[:2]}
+    manifest = json.loads((layout.extra_dir / extra.MANIFEST_FILE).read_text())
+    held = next(m for m in manifest if m["split"] == "holdout")
+    (layout.inbox / held["source"]).unlink()  # one held-out digit fewer, the same train split
+    result = ingest(IngestParams(holdout_percent=50), layout)
+    assert {n: (layout.extra_dir / n).read_bytes() for n in extra.data_files()[:2]} == train
+    assert result.extra_sha256 == extra.extra_sha256(layout.extra_dir) != before
+
+
+def test_cli_ingest_prints_the_counts_per_split(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    added = fill_inbox(layout, range(12))
+    (tmp_path / "params.yaml").write_text("ingest:\n  holdout_percent: 50\n")
+    (layout.inbox / "7" / "bad.png").write_bytes(b"nope")
+    held = sum(split_of(sha, 50) == "holdout" for sha in added)
+    assert 0 < held < 12
+    out = CliRunner().invoke(app, ["--root", str(tmp_path), "ingest"])
+    assert out.exit_code == 0, out.output
+    line = f"ingested {12 - held} train + {held} holdout labelled digit(s), 1 refused"
+    assert line in out.output, out.output

@@ -616,3 +616,14 @@ def test_save_lists_a_damaged_pending_image_where_it_is_and_counts_it(tmp_path: 
     assert cli(tmp_path, "add", str(damaged_source), "--label", "7", "--pending").exit_code == 0
     again = cli(tmp_path, "pending", "--save", str(tmp_path / "look"))
     assert "not the image" not in again.output and len(list((tmp_path / "look").iterdir())) == 2
+
+
+def test_a_sidecar_under_another_images_name_is_refused(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    a, b = (p.read_bytes() for p in sevens(tmp_path / "in", 2))
+    sha_a = pending.submit(layout.pending, layout.inbox, a, "a", 7, "token:x").sha256
+    sha_b = pending.submit(layout.pending, layout.inbox, b, "b", 7, "token:x").sha256
+    # b's sidecar overwritten with a's record (valid sha256 and file, but not b's own)
+    (layout.pending / f"{sha_b}.json").write_bytes((layout.pending / f"{sha_a}.json").read_bytes())
+    with pytest.raises(pending.BadRecord, match="not the SHA-256 it is named by"):
+        pending.items(layout.pending)
