@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from mnist_pipeline.core.errors import DataError, GateError, PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import EvaluateParams, ModelParams, Params
-from mnist_pipeline.data.dataset import load_mnist
+from mnist_pipeline.data.dataset import load_mnist, normalise
 from mnist_pipeline.data.manifest import dataset_sha256, file_sha256
 from mnist_pipeline.evaluation.evaluate import PLOT_FILES, STAGING, evaluate
 from mnist_pipeline.evaluation.quality import RELIABILITY_PLOT, ROBUSTNESS_PLOT, robustness_scores
@@ -308,3 +309,17 @@ def test_short_run_on_real_mnist(real_run: Layout) -> None:
     assert report["total"] == 10_000 and report["passed"] is True
     assert report["accuracy"] > 0.95
     assert report["dataset_sha256"] == dataset_sha256(real_run.data_dir)
+
+
+def test_evaluate_loss_and_confidence_are_the_models(trained: Layout) -> None:
+    evaluate(MODEL, EvaluateParams(min_accuracy=0.0, robustness_per_transform=0), trained)
+    report = json.loads(trained.metrics.read_text())
+    data = load_mnist(trained.data_dir)
+    net = load_model(MODEL.arch, trained.state_dict)
+    with torch.no_grad():
+        logits = net(normalise(data.test_images))
+    labels = data.test_labels.long()
+    assert report["loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), abs=1e-5)
+    top = torch.softmax(logits, 1).max(1).values.tolist()
+    written = [float(r["confidence"]) for r in read_predictions(trained)]
+    assert written == pytest.approx(top, abs=2e-6)

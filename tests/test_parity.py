@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from mnist_pipeline.core.errors import DataError, GateError, PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ExportParams, ParityParams
 from mnist_pipeline.data.manifest import file_sha256
+from mnist_pipeline.export import parity as parity_module
 from mnist_pipeline.export.export import export_onnx
 from mnist_pipeline.export.parity import check_parity
 from mnist_pipeline.model.network import build_model
@@ -90,9 +92,13 @@ def test_an_empty_test_split_is_named_before_anything_is_written(
     write_data_dir(data, make_dataset(n_test=0))
     with pytest.raises(DataError, match="the test split holds no images, so parity has nothing"):
         check_parity(
-            ParityParams(), "classic", exported / "model.pt", exported / "model.onnx", data,
+            ParityParams(),
+            "classic",
+            exported / "model.pt",
+            exported / "model.onnx",
+            data,
             tmp_path / "parity.json",
-        )  # fmt: skip
+        )
     assert not (tmp_path / "parity.json").exists()
 
 
@@ -186,8 +192,14 @@ def test_an_onnx_that_fails_when_run_is_one_error_naming_it(
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(reshape_failing_model())
     with pytest.raises(PipelineError, match=f"onnxruntime failed running {onnx}: "):
-        check_parity(ParityParams(), "classic", exported / "model.pt", onnx, tiny_data_dir,
-                     tmp_path / "p.json")  # fmt: skip
+        check_parity(
+            ParityParams(),
+            "classic",
+            exported / "model.pt",
+            onnx,
+            tiny_data_dir,
+            tmp_path / "p.json",
+        )
     assert not (tmp_path / "p.json").exists()
 
 
@@ -204,6 +216,48 @@ def test_an_onnx_the_reference_evaluator_cannot_read_is_one_error_naming_it(
     options.optimized_model_filepath = str(onnx)
     ort.InferenceSession(str(exported / "model.onnx"), options, providers=["CPUExecutionProvider"])
     with pytest.raises(PipelineError, match=f"onnx.reference cannot evaluate {onnx}: "):
-        check_parity(ParityParams(), "classic", exported / "model.pt", onnx, tiny_data_dir,
-                     tmp_path / "p.json")  # fmt: skip
+        check_parity(
+            ParityParams(),
+            "classic",
+            exported / "model.pt",
+            onnx,
+            tiny_data_dir,
+            tmp_path / "p.json",
+        )
     assert not (tmp_path / "p.json").exists()
+
+
+def refused(exported: Path, data_dir: Path, report: Path) -> dict:
+    """The report of a parity check of `exported` that fails the gate."""
+    weights, onnx = exported / "model.pt", exported / "model.onnx"
+    with pytest.raises(GateError, match="ONNX parity failed"):
+        check_parity(ParityParams(), "classic", weights, onnx, data_dir, report)
+    return json.loads(report.read_text())
+
+
+def test_wrong_probabilities_output_fails_parity(
+    exported: Path, tiny_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = parity_module._ort_outputs
+
+    def bad_softmax(*args):
+        logits, _ = real(*args)
+        shifted = np.exp(logits / 2 - (logits / 2).max(1, keepdims=True))
+        return logits, shifted / shifted.sum(1, keepdims=True)  # softmax at temperature 2
+
+    monkeypatch.setattr(parity_module, "_ort_outputs", bad_softmax)
+    saved = refused(exported, tiny_data_dir, tmp_path / "parity.json")
+    assert saved["passed"] is False and saved["max_abs_diff_probabilities"] > 1e-4
+
+
+def test_reference_evaluator_disagreement_fails_parity(
+    exported: Path, tiny_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Off(parity_module.ReferenceEvaluator):
+        def run(self, *args, **kwargs):
+            logits, probabilities = super().run(*args, **kwargs)
+            return [-logits, probabilities]  # another digit for every image
+
+    monkeypatch.setattr(parity_module, "ReferenceEvaluator", Off)
+    saved = refused(exported, tiny_data_dir, tmp_path / "parity.json")
+    assert saved["passed"] is False and saved["argmax_mismatches"] > 0

@@ -12,13 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from mnist_pipeline.core.errors import DataError, ParamsError, PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ModelParams, TrainParams, parse_params
 from mnist_pipeline.core.reports import TrainRecord, read_report
+from mnist_pipeline.data.dataset import load_mnist, normalise
 from mnist_pipeline.model.network import build_model
+from mnist_pipeline.model.weights import load_model
 from mnist_pipeline.training import loop
 from mnist_pipeline.training.train import HISTORY_COLUMNS, TIMING_COLUMNS, history_csv, train
 from tests.conftest import REPO_ROOT
@@ -519,3 +522,61 @@ def test_without_validation_the_weights_the_last_step_left_are_checked() -> None
     with pytest.raises(TrainingError, match=r"lower train.learning_rate and train again$"):
         check_finite(1, trained, none, net, "constant")  # the only rate it trains at
     check_finite(1, trained, EpochStats(0.2, 0.95, 32), net)  # its validation loss is the check
+
+
+def test_history_validation_scores_and_rates_are_recomputable(tmp_path: Path) -> None:
+    """The history's validation scores are model.pt's on the validation split, and its lr
+    column the rate each epoch started at."""
+    chosen = params(temperature_scaling=False)  # model.pt = the weights the last row scored
+    layout = project(tmp_path / "p")
+    train(MODEL, chosen, layout)
+    with open(layout.train_history, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    data = load_mnist(layout.data_dir)
+    n = len(data.train_labels)
+    _, val_idx = loop.split_indices(n, chosen.val_size, torch.Generator().manual_seed(chosen.seed))
+    net = load_model(MODEL.arch, layout.state_dict)
+    with torch.no_grad():
+        logits = net(normalise(data.train_images[val_idx]))
+    labels = data.train_labels[val_idx].long()
+    accuracy = (logits.argmax(1) == labels).double().mean().item()
+    assert float(rows[-1]["val_accuracy"]) == pytest.approx(accuracy, abs=1e-6)
+    assert float(rows[-1]["val_loss"]) == pytest.approx(
+        F.cross_entropy(logits, labels).item(), abs=1e-5
+    )
+    # the lr column is the rate each epoch starts at
+    steps = loop.steps_per_epoch(n - chosen.val_size, chosen.batch_size, None)
+    optimizer = loop.make_optimizer(torch.nn.Linear(2, 2), chosen)
+    lrs = rates(optimizer, loop.make_scheduler(optimizer, chosen, steps), chosen.epochs * steps)
+    expected = [lrs[e * steps] for e in range(chosen.epochs)]
+    assert [float(r["lr"]) for r in rows] == pytest.approx(expected)
+    assert float(rows[0]["lr"]) == pytest.approx(chosen.learning_rate)
+
+
+def test_train_epoch_accuracy_counts_right_answers() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 10)
+    images, labels = torch.randn(64, 4), torch.randint(0, 10, (64,))
+    with torch.no_grad():
+        expected = (model(images).argmax(1) == labels).double().mean().item()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
+    stats = loop.train_epoch(model, optimizer, scheduler, images, labels, iter([torch.arange(64)]))
+    assert stats.accuracy == pytest.approx(expected)
+    assert expected != pytest.approx(1 - expected)
+
+
+def test_checkpoint_of_another_resolved_precision_is_not_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`precision: auto` resolved to bf16 (a host with native bf16) is not resumed where it
+    resolves to fp32: the params are the same, only the run's resolved precision differs."""
+    layout = project(tmp_path / "p")
+    monkeypatch.setattr(loop, "native_bf16", lambda device: True)
+    interrupted(monkeypatch, 2, params(precision="auto"), layout)
+    assert layout.checkpoint.is_file()
+    monkeypatch.setattr(loop, "native_bf16", lambda device: False)
+    capsys.readouterr()
+    result = train(MODEL, params(precision="auto"), layout)
+    assert (result.resumed_from, result.epochs_run) == (0, 3)
+    assert "different precision (bf16 -> fp32); starting fresh" in capsys.readouterr().err
