@@ -253,9 +253,9 @@ class SharedInbox:
 
     def _record(self, key: str) -> Record | None:
         data = self.call(lambda: self.storage.read(key))
-        return (
-            None if data is None else parse_record(self.location, key, data)
-        )  # None: retracted since listed
+        if data is None:  # retracted since listed
+            return None
+        return parse_record(self.location, key, data)
 
     @staticmethod
     def call(action: Callable[[], T]) -> T:
