@@ -81,6 +81,7 @@ def test_register_list_show_resolve_promote_rollback_verify(workdir: Path) -> No
     assert listed.exit_code == 0
     rows = [line for line in listed.output.splitlines() if "0.95" in line]
     assert len(rows) == 2 and "production" in rows[0] and "staging" in rows[1]
+    assert "warning:" not in listed.output  # every alias points at a version
 
     card = json.loads(models(workdir, "show", "staging", "--json").stdout)
     assert card["version"] == 2 and card["metrics"]["accuracy"] == 666 / 700
@@ -255,6 +256,13 @@ def test_history_lists_who_moved_each_alias_and_why(
     rows = [line for line in models(workdir, "history").stdout.splitlines() if line.startswith("│")]
     assert len(rows) == 4
     assert "promote" in rows[2] and "user:eve" in rows[2] and "(checked by hand)" in rows[2]
+    cells = [[cell.strip() for cell in row.strip("│").split("│")] for row in rows]
+    assert [c[1:5] for c in cells] == [  # action, alias, version, previous
+        ["register", "production", "v1", "-"],
+        ["register", "staging", "v2", "-"],
+        ["promote", "production", "v2", "v1"],
+        ["rollback", "production", "v1", "v2"],
+    ]
     monkeypatch.setattr(models_cli, "out", Console(width=80))  # a pipe, a CI log: cells wrap
     narrow = models(workdir, "history").stdout
     assert "…" not in narrow and "(checked" in narrow and "by hand)" in narrow, narrow

@@ -10,6 +10,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from typer.testing import CliRunner
 
 from mnist_pipeline.cli.app import app
@@ -273,6 +275,18 @@ def test_signing_params_and_key_files_are_checked(tmp_path: Path, keys: dict[str
         {"registry": {"signing_key": "keys/new", "trusted_keys": ["keys/new.pub"]}}
     )
     assert open_registry(params.registry, layout).signing.key is not None
+    p256 = tmp_path / "keys" / "p256.pem"  # a PEM private key, of another algorithm
+    p256.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    p256.chmod(0o600)
+    params = parse_params({"registry": {"signing_key": "keys/p256.pem"}})
+    with pytest.raises(RegistryError, match=r"signing key .*p256.pem is not an Ed25519 key"):
+        open_registry(params.registry, layout)
 
 
 def test_key_files_others_could_misuse_are_refused(tmp_path: Path, keys: dict[str, Path]) -> None:
@@ -312,6 +326,14 @@ def test_key_files_others_could_misuse_are_refused(tmp_path: Path, keys: dict[st
     with pytest.raises(RegistryError, match=below.format("open")):
         open_registry(parse_params({"registry": via_link}).registry, layout)
     linked.chmod(0o755)
+    closed = tmp_path / "closed"  # a link in a closed folder to a key in an open one
+    closed.mkdir(mode=0o755)
+    (closed / "new.pub").symlink_to(public)
+    folder.chmod(0o777)
+    via_closed = {**both, "trusted_keys": ["closed/new.pub"]}
+    with pytest.raises(RegistryError, match=below.format(folder.name)):
+        open_registry(parse_params({"registry": via_closed}).registry, layout)
+    folder.chmod(0o755)
     if os.getuid() == 0:  # another user's key shared with a group: its owner's choice
         os.chown(private, 4242, 4242)
         private.chmod(0o640)
@@ -325,6 +347,16 @@ MD4CAQEEDi4P0K91uXB1DQnw57xeoAcGBSuBBAAGoSADHgAEm1XTERIp9lTvmHDO
 wkpybjanA2E9mffWBUkziw==
 -----END EC PRIVATE KEY-----
 """
+
+
+def test_without_required_signatures_a_host_with_no_signing_key_writes(
+    keys: dict[str, Path],
+) -> None:
+    """Trusted keys alone check what is read; writing unsigned is refused only when required."""
+    trusted = [Path(f"{keys['old']}.pub")]
+    Signing.load(None, trusted, required=False).require_signer()
+    with pytest.raises(RegistryError, match="require_signature is on"):
+        Signing.load(None, trusted, required=True).require_signer()
 
 
 @pytest.mark.parametrize("signing_key", [None, "new"], ids=["no-key", "untrusted-key"])
