@@ -28,6 +28,7 @@ from flows.sweep import sweep
 from flows.trials import TRIAL_KEY, read_trial
 from mnist_pipeline.core.errors import ParamsError, PipelineError
 from mnist_pipeline.pipeline.sweep import (
+    MAX_CONFIGS,
     Registered,
     Trial,
     check_grid,
@@ -134,6 +135,11 @@ def test_check_grid_refuses_a_bad_grid_in_one_line(
     assert "\n" not in str(refused.value) and len(str(refused.value)) < 400
 
 
+def test_a_grid_of_as_many_configs_as_allowed_is_one(tiny_workdir: Path) -> None:
+    grid = [{"train.learning_rate": 1e-5 * (i + 1)} for i in range(MAX_CONFIGS)]
+    assert len(check_grid(grid, tiny_workdir / "params.yaml")) == MAX_CONFIGS == 64
+
+
 def test_a_bad_grid_fails_the_sweep_before_any_child_starts(
     tiny_workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -201,7 +207,7 @@ def test_a_timeout_that_is_not_positive_fails_before_any_child_starts(
 ) -> None:
     started: list[object] = []
     monkeypatch.setattr(sweep_module, "start_child", lambda *args: started.append(args))
-    for timeout in (0, -5):
+    for timeout in (0, -5, float("nan")):  # NaN: `now > t + nan` never, a wait without end
         with pytest.raises(ParamsError, match=f"timeout_s must be .* > 0, got {timeout}"):
             sweep.fn(grid=[{}], workdir=str(tiny_workdir), timeout_s=timeout)
     assert started == []
@@ -218,6 +224,8 @@ def test_a_deployment_of_another_flow_fails_before_any_child_starts(
         ("register_deployment", "mnist-sweep/sweep"),
         ("trial_deployment", "mnist-sweep/sweep"),
         ("trial_deployment", "trial"),  # no flow name
+        ("trial_deployment", "mnist-retrain"),  # no deployment name
+        ("register_deployment", "mnist-retrain/"),
     ]:
         with pytest.raises(ParamsError, match=f"sweep: {which} '{name}' is not a deployment of"):
             sweep.fn(grid=[{}], workdir=str(tiny_workdir), **{which: name})
@@ -494,6 +502,33 @@ def test_a_registering_runs_time_counts_from_its_start_and_a_failed_read_is_trie
     monkeypatch.setattr(child_runs, "POLL_S", 5.0)
     (run,) = child_runs.wait_all(Client(), [run_id], 60, keep_queued=True)  # type: ignore[arg-type]
     assert run.state.is_completed() and cancelled == [] and failures == [0]
+
+    class Hung:  # started at 50 s, running for good: cancelled 60 s after its start
+        def read_flow_run(self, _id):
+            state = Pending() if clock[0] < 50 else Running()
+            return SimpleNamespace(id=run_id, name="winner", state=state)
+
+    def bounded(seconds: float) -> None:  # a wait that never ends fails, not hangs
+        clock[0] += seconds
+        assert clock[0] < 10_000, "still waiting"
+
+    monkeypatch.setattr(child_runs.time, "sleep", bounded)
+    clock[0] = 0.0
+    with pytest.raises(child_runs.NotFinished, match="cancelled: winner"):
+        child_runs.wait_all(Hung(), [run_id], 60, keep_queued=True)  # type: ignore[arg-type]
+    assert len(cancelled) == 1 and 110 < clock[0] <= 120
+    waited: list[float] = []
+    monkeypatch.setattr(child_runs.time, "sleep", waited.append)
+    monkeypatch.setattr(child_runs, "POLL_S", 2.0)  # as shipped
+
+    class Down:
+        def read_flow_run(self, _id):
+            waited.append(-1.0)  # a call
+            raise ConnectionError("the API's database restarts")
+
+    with pytest.raises(ConnectionError):  # tried for about half a minute, then the sweep's end
+        child_runs.read_run(Down(), run_id)  # type: ignore[arg-type]
+    assert waited == [-1.0, 2.0, -1.0, 4.0, -1.0, 8.0, -1.0, 16.0, -1.0]
 
 
 @flow(name="never-run")
