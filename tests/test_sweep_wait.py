@@ -7,7 +7,7 @@ from uuid import uuid4
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import Completed, Paused, Running
 
-from flows.child_runs import wait_registering
+from flows.child_runs import awaits_approval, wait_registering
 
 
 class ScriptedClient:
@@ -42,3 +42,33 @@ def test_a_run_still_waiting_for_approval_is_a_result() -> None:
     run, awaiting = wait_registering(client, uuid4(), timeout_s=60)
     assert run.state.is_running() and awaiting
     assert client.states == [] and client.paused == []
+
+
+class FilteringClient(ScriptedClient):
+    """Reads child runs as the server does: those of the parent asked for, in the states asked
+    for (`children`: (parent id, state) pairs)."""
+
+    def __init__(self, state, children: list) -> None:
+        super().__init__([], [])
+        self.state, self.children = state, children
+
+    def read_flow_run(self, run_id):
+        return self.parent.model_copy(update={"id": run_id, "state": self.state})
+
+    def read_flow_runs(self, flow_run_filter=None, **_):
+        parents = flow_run_filter.parent_flow_run_id.any_
+        wanted = flow_run_filter.state.type.any_ if flow_run_filter.state else None
+        return [
+            FlowRun(flow_id=uuid4(), name="approval", state=state)
+            for parent, state in self.children
+            if parent in parents and (wanted is None or state.type in wanted)
+        ]
+
+
+def test_only_a_paused_approval_subflow_of_the_run_is_waiting() -> None:
+    """An approval already answered (completed), or another run's paused one, is no wait."""
+    run_id = uuid4()
+    client = FilteringClient(Running(), [(run_id, Completed()), (uuid4(), Paused())])
+    assert not awaits_approval(client, client.read_flow_run(run_id))
+    client.children.append((run_id, Paused()))
+    assert awaits_approval(client, client.read_flow_run(run_id))
