@@ -379,6 +379,19 @@ def test_the_paired_limits_hold_at_their_boundaries() -> None:
     assert past.verdict == "worse"
 
 
+def test_answers_that_do_not_line_up_or_none_at_all_are_refused() -> None:
+    right = np.ones(4, bool)
+    for champion, challenger, labels in (
+        (right, right[:3], np.zeros(4, int)),  # one answer short
+        (right, right, np.zeros(5, int)),  # a label too many
+        (right.reshape(2, 2), right.reshape(2, 2), np.zeros((2, 2), int)),  # not one row
+    ):
+        with pytest.raises(ValueError, match="do not line up"):
+            compare(champion, challenger, labels, PromotionParams())
+    with pytest.raises(ValueError, match="no images to compare on"):
+        compare(right[:0], right[:0], np.zeros(0, int), PromotionParams())
+
+
 def test_a_champion_that_trained_on_todays_holdout_is_not_compared_on_it(tmp_path: Path) -> None:
     extra_dir = tmp_path / "ingested"
     metrics = holdout_metrics(write_holdout(extra_dir))

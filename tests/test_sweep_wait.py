@@ -72,3 +72,11 @@ def test_only_a_paused_approval_subflow_of_the_run_is_waiting() -> None:
     assert not awaits_approval(client, client.read_flow_run(run_id))
     client.children.append((run_id, Paused()))
     assert awaits_approval(client, client.read_flow_run(run_id))
+
+
+def test_a_run_paused_itself_is_waiting_without_looking_at_its_children() -> None:
+    client = FilteringClient(Paused(), [])
+    client.read_flow_runs = None  # not asked: the run's own state says it
+    assert awaits_approval(client, client.read_flow_run(uuid4()))
+    client.state = None  # no state yet: nothing to wait for
+    assert not awaits_approval(client, client.read_flow_run(uuid4()))
