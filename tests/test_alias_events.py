@@ -7,7 +7,7 @@ import logging
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -95,10 +95,15 @@ def test_a_lost_stream_warns_once_retries_and_refreshes_on_return(
     assert watcher.status()["problem"] is None
 
 
-def test_a_stream_that_keeps_dropping_backs_off_and_warns_once(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A server that takes the subscription and drops it at once, again and again."""
+def flapping_stream(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    subscriptions: int,
+    while_up: Callable[[int], None] = lambda taken: None,
+) -> tuple[list[float], list[str]]:
+    """A server that takes the subscription and ends its stream at once (after
+    `while_up(n)` for the n-th), until the watcher is stopped at the `subscriptions`-th:
+    the backoff's waits and the warnings logged."""
     waits: list[float] = []
 
     async def no_wait(seconds: float) -> None:
@@ -110,10 +115,11 @@ def test_a_stream_that_keeps_dropping_backs_off_and_warns_once(
     @asynccontextmanager
     async def flapping(resource: str) -> AsyncIterator[AsyncIterator[SimpleNamespace]]:
         taken.append(resource)
-        if len(taken) == 6:
+        if len(taken) == subscriptions:
             watcher.stop()
 
         async def nothing() -> AsyncIterator[SimpleNamespace]:
+            while_up(len(taken))
             return
             yield
 
@@ -122,8 +128,15 @@ def test_a_stream_that_keeps_dropping_backs_off_and_warns_once(
     watcher = AliasEvents(MODEL, "production", lambda: None, flapping, (1.0, 8.0))
     with caplog.at_level(logging.INFO, logger="mnist_pipeline.serve"):
         asyncio.run(watcher.run())
+    return waits, [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_stream_that_keeps_dropping_backs_off_and_warns_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that takes the subscription and drops it at once, again and again."""
+    waits, warnings = flapping_stream(monkeypatch, caplog, 6)
     assert waits == [1.0, 2.0, 4.0, 8.0, 8.0]  # not 1 s after each short-lived subscription
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
         "not following mnist.alias.moved events (the event stream ended); "
         "polling the registry meanwhile"
@@ -137,35 +150,15 @@ def test_a_stream_that_stayed_up_a_while_starts_the_backoff_afresh_and_warns_aga
     start again at 1 s, and the new outage is warned of."""
     from mnist_pipeline.serving import alias_events
 
-    waits: list[float] = []
     clock = [0.0]
-
-    async def no_wait(seconds: float) -> None:
-        waits.append(seconds)
-
-    monkeypatch.setattr(asyncio, "sleep", no_wait)
     monkeypatch.setattr(alias_events, "time", SimpleNamespace(monotonic=lambda: clock[0]))
-    taken = []
 
-    @asynccontextmanager
-    async def flapping(resource: str) -> AsyncIterator[AsyncIterator[SimpleNamespace]]:
-        taken.append(resource)
-        if len(taken) == 7:
-            watcher.stop()
+    def fifth_up_100_s(taken: int) -> None:
+        if taken == 5:
+            clock[0] += 100.0
 
-        async def nothing() -> AsyncIterator[SimpleNamespace]:
-            if len(taken) == 5:
-                clock[0] += 100.0  # up for 100 s, then dropped
-            return
-            yield
-
-        yield nothing()
-
-    watcher = AliasEvents(MODEL, "production", lambda: None, flapping, (1.0, 8.0))
-    with caplog.at_level(logging.INFO, logger="mnist_pipeline.serve"):
-        asyncio.run(watcher.run())
+    waits, warnings = flapping_stream(monkeypatch, caplog, 7, fifth_up_100_s)
     assert waits == [1.0, 2.0, 4.0, 8.0, 1.0, 2.0]
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2 and warnings[0] == warnings[1]
 
 

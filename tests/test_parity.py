@@ -184,6 +184,15 @@ def test_an_image_that_differs_in_every_run_counts_once(
     assert [run["argmax_mismatches"] for run in report["per_batch_size"].values()] == [1, 1, 1]
 
 
+def fails_without_a_report(exported: Path, onnx: Path, data_dir: Path, message: str) -> None:
+    """Parity of `onnx` against exported/model.pt stops with a PipelineError matching
+    `message`, writing no report."""
+    report = onnx.parent / "p.json"
+    with pytest.raises(PipelineError, match=message):
+        check_parity(ParityParams(), "classic", exported / "model.pt", onnx, data_dir, report)
+    assert not report.exists()
+
+
 def test_an_onnx_that_fails_when_run_is_one_error_naming_it(
     exported: Path, tiny_data_dir: Path, tmp_path: Path
 ) -> None:
@@ -191,16 +200,7 @@ def test_an_onnx_that_fails_when_run_is_one_error_naming_it(
     a PipelineError naming the file, not onnxruntime's own exception (a traceback)."""
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(reshape_failing_model())
-    with pytest.raises(PipelineError, match=f"onnxruntime failed running {onnx}: "):
-        check_parity(
-            ParityParams(),
-            "classic",
-            exported / "model.pt",
-            onnx,
-            tiny_data_dir,
-            tmp_path / "p.json",
-        )
-    assert not (tmp_path / "p.json").exists()
+    fails_without_a_report(exported, onnx, tiny_data_dir, f"onnxruntime failed running {onnx}: ")
 
 
 def test_an_onnx_the_reference_evaluator_cannot_read_is_one_error_naming_it(
@@ -215,16 +215,8 @@ def test_an_onnx_the_reference_evaluator_cannot_read_is_one_error_naming_it(
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(onnx)
     ort.InferenceSession(str(exported / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    with pytest.raises(PipelineError, match=f"onnx.reference cannot evaluate {onnx}: "):
-        check_parity(
-            ParityParams(),
-            "classic",
-            exported / "model.pt",
-            onnx,
-            tiny_data_dir,
-            tmp_path / "p.json",
-        )
-    assert not (tmp_path / "p.json").exists()
+    said = f"onnx.reference cannot evaluate {onnx}: "
+    fails_without_a_report(exported, onnx, tiny_data_dir, said)
 
 
 def refused(exported: Path, data_dir: Path, report: Path) -> dict:
