@@ -6,6 +6,7 @@ import io
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -198,14 +199,26 @@ def test_an_image_is_found_by_its_name_before_the_inbox_is_hashed(
     assert inbox.find(folder, added[3].sha256) is None
 
 
-def test_concurrent_adds_of_one_image_store_it_once(tmp_path: Path) -> None:
+def test_concurrent_adds_of_one_image_store_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "extra"
     png = draw_digit(tmp_path / "c.png", 6).read_bytes()
+    write = inbox.write_bytes
+
+    def slow_write(path: Path, data: bytes) -> None:
+        time.sleep(0.2)  # the others have all looked for the image by now, unless a lock held them
+        write(path, data)
+
+    monkeypatch.setattr(inbox, "write_bytes", slow_write)
     results: list[inbox.Added] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(inbox.add(folder, png, "c", 6)))
-        for _ in range(8)
-    ]
+    start = threading.Barrier(8)
+
+    def add() -> None:
+        start.wait()
+        results.append(inbox.add(folder, png, "c", 6))
+
+    threads = [threading.Thread(target=add) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -100,6 +100,19 @@ def test_claims_made_on_one_host_are_reviewed_on_another(location: str, tmp_path
     assert sync.sync(shared, worker, "test").downloaded == [first.sha256]
 
 
+def test_an_images_claims_are_listed_in_the_order_they_were_made(
+    location: str, tmp_path: Path
+) -> None:
+    shared, png = SharedInbox(location), digit(tmp_path, 10)
+    # the store lists keys by their source's hash: made in the reverse of that order
+    sources = sorted(["token:kiosk", "cli:ann", "token:desk"], key=review_queue.source_id)[::-1]
+    for minute, source in enumerate(sources):
+        review_queue.submit(shared, png, "x.png", 5, source, time=f"2026-12-01T10:0{minute}:00Z")
+    (item,) = review_queue.queue(shared).found
+    assert [c.source for c in item.claims] == sources
+    assert [c.time[14:16] for c in item.claims] == ["00", "01", "02"]
+
+
 def seven_sha(read: review_queue.Queue) -> str:
     return next(i.sha256 for i in read.found if i.conflict)[:8]
 
