@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.data.preprocess import preprocess_file
 from mnist_pipeline.inbox import pending
 from mnist_pipeline.inbox import store as inbox
 from mnist_pipeline.serving.predict import predict_files
@@ -171,6 +172,15 @@ def pad_pixels(page) -> np.ndarray:
     return np.frombuffer(raw, np.uint8).reshape(280, 280, 4)
 
 
+def preview_pixels(page) -> np.ndarray:
+    """The "what the model sees" canvas, [28, 28] (its red channel; the page paints grey)."""
+    rgba = page.evaluate(
+        "() => Array.from(document.getElementById('preview').getContext('2d')"
+        ".getImageData(0, 0, 28, 28).data)"
+    )
+    return np.array(rgba, np.uint8).reshape(28, 28, 4)[..., 0]
+
+
 def shown(page) -> tuple[str, list[str]]:
     """The displayed label and top-3 rows, once the page has classified the latest drawing."""
     page.wait_for_selector("#result[data-pending=false]", timeout=30_000)
@@ -207,6 +217,7 @@ def test_drawn_digits_are_recognised(page, site, tmp_path: Path) -> None:
     for label, index in clear_examples(model.onnx, digits, labels).items():
         page.click("#clear")
         assert shown(page) == ("–", [])  # cleared: nothing to classify
+        assert not preview_pixels(page).any()
         draw(page, digits[index])
         digit, top = shown(page)
         screenshot = tmp_path / f"web_example_{label}.png"
@@ -215,6 +226,8 @@ def test_drawn_digits_are_recognised(page, site, tmp_path: Path) -> None:
         rgba = pad_pixels(page)
         page_top = [(int(d), float(p.rstrip("%"))) for d, p in (row.split() for row in top)]
         expected = python_top3(model.onnx, rgba, tmp_path)
+        sees = np.round(preprocess_file(tmp_path / "pad.png") * 255)  # the file python_top3 saved
+        assert np.abs(preview_pixels(page) - sees).max() <= 1  # the preview shows the input
         assert [d for d, _ in page_top] == [d for d, _ in expected]
         for (_, shown_percent), (_, p) in zip(page_top, expected, strict=True):
             assert abs(shown_percent - 100 * p) <= 0.051, (page_top, expected)
