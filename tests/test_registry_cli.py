@@ -428,12 +428,17 @@ def test_a_mistyped_model_name_or_a_registry_that_is_a_file_is_named(workdir: Pa
         )
     assert not (workdir / "registry" / "mnist-cmn").exists()  # gc created nothing
     (workdir / "file").write_text("not a registry")
-    params.write_text(yaml.safe_dump({"registry": {"root": "file"}}))
-    done = models(workdir, "verify")
-    assert (
-        str(done.exception)
-        == f"{workdir / 'file'} (registry.root 'file') is a file, not a registry folder"
+    params.write_text(
+        yaml.safe_dump({**yaml.safe_load(params.read_text()), "registry": {"root": "file"}})
     )
+    for command in ("verify", "register"):  # register too: a registry problem (1), not I/O
+        done = models(workdir, command)
+        assert isinstance(done.exception, RegistryError), (command, done.output)
+        assert (
+            str(done.exception)
+            == f"{workdir / 'file'} (registry.root 'file') is a file, not a registry folder"
+        )
+    assert (workdir / "file").read_text() == "not a registry"
 
 
 def test_versions_by_number_stay_readable_when_the_aliases_are_not(workdir: Path) -> None:

@@ -26,13 +26,17 @@ IDENTITY = (STATE_DICT_FILE, ONNX_FILE)  # the same weights and graph: the same 
 
 def open_registry(params: RegistryParams, layout: Layout) -> Registry:
     """The registry params.yaml configures (a relative `root` is under the project folder,
-    layout.project, so every run folder shares one registry), with its signing keys."""
+    layout.project, so every run folder shares one registry), with its signing keys
+    (RegistryError: a local `root` that is a file)."""
     signing = Signing.load(
         layout.in_project(params.signing_key) if params.signing_key else None,
         [layout.in_project(path) for path in params.trusted_keys],
         params.require_signature,
     )
-    return Registry(layout.registry_root(params.root), params.model_name, signing)
+    root = layout.registry_root(params.root)
+    if isinstance(root, Path):
+        check_not_a_file(root, params.root)
+    return Registry(root, params.model_name, signing)
 
 
 def check_not_a_file(root: Path, setting: str) -> None:
