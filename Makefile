@@ -99,8 +99,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)  ## benchmark scripts whose figures the README reports (fetches MNIST first)
 	$(BIN)/mnist-pipeline fetch
-	$(BIN)/python benchmarks/bench_train.py
-	$(BIN)/python benchmarks/bench_inference.py
+	$(BIN)/python -m benchmarks.bench_train
+	$(BIN)/python -m benchmarks.bench_inference
 	$(BIN)/python -m benchmarks.bench_serve --seconds 5
 
 clean:  ## remove pipeline outputs (not the dataset, the registry or the venv)

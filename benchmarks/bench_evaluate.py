@@ -9,8 +9,8 @@ process alone) and `--repeats` times with it kept (warm: the set is read back), 
 interleaved round by round. Prints the medians, the min and max, and the CPU. The first run of
 a process also pays matplotlib's font loading, so a warm-up run comes first and is not counted.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_evaluate.py
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_evaluate.py --project ../main --repeats 5
+    .venv/bin/python -m benchmarks.bench_evaluate
+    .venv/bin/python -m benchmarks.bench_evaluate --project ../main --repeats 5
 """
 
 from __future__ import annotations

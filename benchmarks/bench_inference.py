@@ -13,8 +13,8 @@ Medians over `--repeats` are printed with the ORT/torch ratios and the targets
 Weights: models/model.pt when present (or --state-dict), else an untrained ClassicNet (seed 0);
 the speed is the same either way.
 
-    .venv/bin/python benchmarks/bench_inference.py
-    .venv/bin/python benchmarks/bench_inference.py --repeats 7 --calls 5000
+    .venv/bin/python -m benchmarks.bench_inference
+    .venv/bin/python -m benchmarks.bench_inference --repeats 7 --calls 5000
 """
 
 from __future__ import annotations
@@ -31,16 +31,12 @@ import onnxruntime as ort
 import torch
 
 from benchmarks.arguments import existing_file, positive_int
+from benchmarks.machine import cpu_name
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import ExportParams
 from mnist_pipeline.export.export import InferenceModel, export_onnx
 from mnist_pipeline.model.network import ARCHITECTURES, build_model
 from mnist_pipeline.model.weights import load_model, save_state_dict
-
-try:  # run as a script (benchmarks/ on sys.path) or as a module
-    from machine import cpu_name
-except ImportError:
-    from benchmarks.machine import cpu_name
 
 THROUGHPUT_BATCH = 256
 

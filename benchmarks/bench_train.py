@@ -18,9 +18,9 @@ with --batches); then per image (an epoch of ours has 60,000 - train.val_size im
 classic one 60,000) each kind's microseconds, its ratio to the classic loop's and the median of
 the per-repeat ratios (robust to drifting load).
 
-    .venv/bin/python benchmarks/bench_train.py                # 200 batches x 5 repeats each
-    .venv/bin/python benchmarks/bench_train.py --full --repeats 3
-    .venv/bin/python benchmarks/bench_train.py --augment    # + the cost of train.augment
+    .venv/bin/python -m benchmarks.bench_train                # 200 batches x 5 repeats each
+    .venv/bin/python -m benchmarks.bench_train --full --repeats 3
+    .venv/bin/python -m benchmarks.bench_train --augment    # + the cost of train.augment
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from benchmarks.arguments import existing_folder, positive_int
+from benchmarks.machine import cpu_name
 from mnist_pipeline.core.contract import MNIST_MEAN, MNIST_STD
 from mnist_pipeline.core.params import ModelParams, TrainParams
 from mnist_pipeline.data.augment import augment
@@ -49,11 +50,6 @@ from mnist_pipeline.evaluation.metrics import EpochStats
 from mnist_pipeline.model.network import build_model, predict_logits
 from mnist_pipeline.training import loop
 from mnist_pipeline.training.runtime import torch_settings
-
-try:  # run as a script (benchmarks/ on sys.path) or as a module
-    from machine import cpu_name
-except ImportError:
-    from benchmarks.machine import cpu_name
 
 CLASSIC_BATCH = 64
 
@@ -185,9 +181,6 @@ def main() -> None:
     )
     parser.add_argument("--augment", action="store_true", help="also ours with augmentation")
     args = parser.parse_args()
-    for option in ("batches", "repeats", "threads", "batch_size"):  # run as a script: no imports
-        if getattr(args, option) < 1:
-            parser.error(f"--{option.replace('_', '-')} must be 1 or more")
     kinds = {**KINDS, **(AUGMENTED if args.augment else {})}
     batches = None if args.full else args.batches
     params = TrainParams(

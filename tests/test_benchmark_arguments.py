@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
+import runpy
 import signal
 import subprocess
 import sys
@@ -208,3 +210,42 @@ def test_choose_defaults_scores_a_run_below_the_gate(tmp_path: Path, tiny_params
         stages.run(name, strict, layout)
     scored = choose_defaults.score_on_test(strict, layout)
     assert 0.0 < scored["test"] < 0.9999
+
+
+def quoted_benchmark_commands() -> set[tuple[str, ...]]:
+    """Each benchmark the README, docs/, the Makefile and the benchmarks' own docstrings tell a
+    reader to run, as the command line names it: ("-m", "benchmarks.x") or ("benchmarks/x.py",)."""
+    texts = [REPO_ROOT / "README.md", REPO_ROOT / "Makefile", *(REPO_ROOT / "docs").glob("*.md")]
+    texts += (REPO_ROOT / "benchmarks").glob("*.py")
+    found = set()
+    for text in texts:
+        for module, script in re.findall(
+            r"python (?:-m (benchmarks\.\w+)|(benchmarks/\w+\.py))", text.read_text()
+        ):
+            found.add(("-m", module) if module else (script,))
+    return found
+
+
+def test_every_benchmark_the_docs_quote_starts_as_written(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python benchmarks/bench_train.py`, as `make bench` ran it, failed to import its own
+    package: a script's folder, not the repository, is on sys.path. Each command's `--help`:
+    a script as its own process, a module (`-m`, the repository on sys.path as here) in this one."""
+    commands = quoted_benchmark_commands()
+    assert ("-m", "benchmarks.bench_train") in commands and len(commands) >= 15
+    monkeypatch.chdir(REPO_ROOT)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for command in sorted(commands):
+        if command[0] != "-m":
+            done = subprocess.run(
+                [sys.executable, *command, "--help"], env=env, capture_output=True, text=True
+            )
+            assert done.returncode == 0 and "usage:" in done.stdout, (command, done.stderr)
+            continue
+        monkeypatch.setattr(sys, "argv", [command[1], "--help"])
+        monkeypatch.delitem(sys.modules, command[1], raising=False)  # run afresh, as -m does
+        with pytest.raises(SystemExit) as exited:
+            runpy.run_module(command[1], run_name="__main__", alter_sys=True)
+        assert exited.value.code in (0, None), command
+        assert "usage:" in capsys.readouterr().out, command
