@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     fails is one line and exit status 1."""
     parser = argparse.ArgumentParser(description="Sweep a grid of configs; register the best.")
     parser.add_argument(
-        "grid", type=path_option, help="YAML list of configs (dotted params overrides)"
+        "grid", type=path_option, help="YAML list of configs (dotted model.* and train.* overrides)"
     )
     parser.add_argument(
         "--params", default="params.yaml", type=path_option, help="params file [params.yaml]"

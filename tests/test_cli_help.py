@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import typer
-from typer.core import TyperOption
+from typer.core import TyperArgument, TyperOption
 from typer.testing import CliRunner
 
 from mnist_pipeline.cli.app import app
@@ -34,6 +34,11 @@ def test_help_shows_every_option_help_and_default_whole(
             assert param.help in shown.output, (param.name, shown.output)
         if isinstance(param, TyperOption) and isinstance(param.show_default, str):
             assert f"[default: ({param.show_default})]" in shown.output, param.name
+    usage = next(line for line in shown.output.splitlines() if "Usage:" in line)
+    for param in command.params:  # an argument that takes several values says so, as typer's own
+        if isinstance(param, TyperArgument) and param.nargs == -1:
+            assert f"{param.make_metavar(None).strip('[]{}')}" in usage, (param.name, usage)
+            assert "..." in param.make_metavar(None), (param.name, usage)
     flags = [p for p in command.params if isinstance(p, TyperOption) and p.is_flag]
     for name in ["--help", *(p.opts[0] for p in flags)]:
         lines = [line for line in shown.output.splitlines() if f" {name} " in line]

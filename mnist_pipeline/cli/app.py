@@ -119,7 +119,7 @@ def predict(
     ctx: typer.Context,
     images: Annotated[
         list[Path],
-        typer.Argument(metavar="IMAGE", parser=given_path, help="Image files (PNG, JPEG, ...)."),
+        typer.Argument(metavar="IMAGE...", parser=given_path, help="Image files (PNG, JPEG, ...)."),
     ],
     model: Annotated[
         str | None,
@@ -198,7 +198,9 @@ def serve_report(
     ctx: typer.Context,
     url: Annotated[
         str | None,
-        typer.Option(metavar="URL", help="A running server.", show_default="serve.host:serve.port"),
+        typer.Option(
+            metavar="URL", help="A running server.", show_default="http://serve.host:serve.port"
+        ),
     ] = None,
     saved: Annotated[
         Path | None,

@@ -47,7 +47,7 @@ def add(
     images: Annotated[
         list[Path],
         typer.Argument(
-            metavar="IMAGE", parser=given_path, help="Image files (any format predict reads)."
+            metavar="IMAGE...", parser=given_path, help="Image files (any format predict reads)."
         ),
     ],
     label: Annotated[
@@ -176,9 +176,9 @@ def list_entries(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
 ) -> None:
-    """Every labelled image in the inbox, and the count per digit (files are not decoded here:
-    `mnist-pipeline ingest` names any it refuses); files outside the digit folders are named
-    on stderr."""
+    """Every labelled image in the inbox (files are not decoded here: `mnist-pipeline ingest`
+    names any it refuses); on stderr, the count per digit and any files outside the digit
+    folders."""
     layout = state(ctx).layout
     tracked.check_inbox(layout.project, layout.inbox)  # not a folder, or not pulled: not "0"
     listed, misplaced = inbox.listing(layout.inbox)
@@ -208,7 +208,7 @@ def remove(
     refs: Annotated[
         list[str],
         typer.Argument(
-            metavar="SHA|PATH",
+            metavar="SHA|PATH...",
             help="SHA-256 prefixes (8+ digits), or paths of the images or of copies of them.",
         ),
     ],

@@ -38,7 +38,7 @@ from mnist_pipeline.registry.registration import AliasMoved
 
 models_app = typer.Typer(
     help=(
-        "The model registry: register, list, show, history, promote, roll back, approve, "
+        "The model registry: register, list, show, history, promote, rollback, approve, "
         "reject, resolve, verify, gc, keygen, acknowledge, restart-aliases."
     ),
     no_args_is_help=True,

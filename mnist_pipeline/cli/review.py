@@ -97,7 +97,9 @@ def _shared_queue(ctx: typer.Context) -> SharedInbox | None:
 
 def accept(
     ctx: typer.Context,
-    refs: Annotated[list[str], typer.Argument(metavar="SHA", help="SHA-256 prefixes (8+ digits).")],
+    refs: Annotated[
+        list[str], typer.Argument(metavar="SHA...", help="SHA-256 prefixes (8+ digits).")
+    ],
     label: Annotated[
         int | None,
         typer.Option(
@@ -179,7 +181,9 @@ def note_added(
 
 def reject(
     ctx: typer.Context,
-    refs: Annotated[list[str], typer.Argument(metavar="SHA", help="SHA-256 prefixes (8+ digits).")],
+    refs: Annotated[
+        list[str], typer.Argument(metavar="SHA...", help="SHA-256 prefixes (8+ digits).")
+    ],
 ) -> None:
     """Delete pending images: they never reach the inbox."""
     layout = state(ctx).layout
