@@ -56,16 +56,19 @@ def test_warps_stay_within_their_bounds() -> None:
     scale = 1 / linear.det().sqrt()
     assert scale.min() >= 0.8 - 1e-9 and scale.max() <= 1.2 + 1e-9
     assert scale.max() - scale.min() > 0.3  # the range is used, not a constant
-    shift_px = theta[:, :, 2].abs() * 14
-    assert shift_px.max() <= 3 + 1e-9 and shift_px.max() > 2.5
+    shift_px = theta[:, :, 2] * 14  # x then y, each on its own: both ways, full range
+    for axis in shift_px.T:
+        assert axis.abs().max() <= 3 + 1e-9 and axis.max() > 2.5 and axis.min() < -2.5
+    assert abs(float(torch.corrcoef(shift_px.T)[0, 1])) < 0.1  # drawn apart, not tied
     # The first column is the rotated x axis: its angle is the rotation.
-    angle = torch.rad2deg(torch.atan2(linear[:, 1, 0], linear[:, 0, 0])).abs()
-    assert angle.max() <= 30 + 1e-6 and angle.max() > 25
+    angle = torch.rad2deg(torch.atan2(linear[:, 1, 0], linear[:, 0, 0]))
+    assert angle.abs().max() <= 30 + 1e-6 and angle.max() > 25 and angle.min() < -25
     # The second column leans on the first by the shear: its component along the first.
     first, second = linear[:, :, 0], linear[:, :, 1]
     lean = (first * second).sum(1) / (first * first).sum(1)
-    shear = torch.rad2deg(torch.atan(lean)).abs()
-    assert shear.max() <= STRONG.shear_deg + 1e-6 and shear.max() > 0.8 * STRONG.shear_deg
+    shear = torch.rad2deg(torch.atan(lean))
+    assert shear.abs().max() <= STRONG.shear_deg + 1e-6
+    assert shear.max() > 0.8 * STRONG.shear_deg and shear.min() < -0.8 * STRONG.shear_deg
 
 
 def test_a_bar_is_rotated_not_just_moved() -> None:

@@ -26,9 +26,25 @@ def test_same_inputs_same_fingerprint(tiny_data_dir: Path) -> None:
 
 
 def test_params_that_shape_the_weights_change_it(tiny_data_dir: Path) -> None:
-    base = inputs_fingerprint(parse_params({}), tiny_data_dir)["sha256"]
-    for changed in ({"train": {"epochs": 3}}, {"train": {"seed": 2}}, {"model": {"arch": "wide"}}):
-        assert inputs_fingerprint(parse_params(changed), tiny_data_dir)["sha256"] != base
+    params = parse_params({})
+    found = inputs_fingerprint(params, tiny_data_dir)
+    base = found["sha256"]
+    # every model and train setting is an input (the recipe, augmentation, regularisation)
+    assert found["params"] == {
+        "model": params.model.model_dump(mode="json"),
+        "train": params.train.model_dump(mode="json"),
+    }
+    for changed in (
+        {"train": {"epochs": 3}},
+        {"train": {"seed": 2}},
+        {"model": {"arch": "wide"}},
+        {"train": {"augment": {"enabled": False}}},
+        {"train": {"augment": {"rotate_deg": 5.0}}},
+        {"train": {"max_learning_rate": 0.004}},
+        {"train": {"dropout": 0.25}},
+        {"train": {"label_smoothing": 0.1}},
+    ):
+        assert inputs_fingerprint(parse_params(changed), tiny_data_dir)["sha256"] != base, changed
     # The gate, the export and the registry do not change what training learns.
     same = {"evaluate": {"min_accuracy": 0.5}, "export": {"opset": 17}, "registry": {"root": "x"}}
     assert inputs_fingerprint(parse_params(same), tiny_data_dir)["sha256"] == base

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_pipeline.data.preprocess import preprocess_bytes
+from mnist_pipeline.data.preprocess import ImageError, preprocess_bytes
 from mnist_pipeline.evaluation import robustness
 from mnist_pipeline.evaluation.robustness import (
     LOSSY,
@@ -79,6 +80,55 @@ def test_uneven_light_darkens_the_paper_unevenly_and_even_paper_stays_flat() -> 
         assert np.ptp(uneven) > 15, seed  # gradient, vignette and shadow: tens of grey levels
 
 
+def roughness(image: Image.Image) -> float:
+    """The median step between side-by-side pixels inside the stroke, per level of contrast."""
+    grey = np.asarray(image, dtype=np.float64)
+    core = grey < np.median(grey) - 20
+    steps = np.abs(np.diff(grey, axis=1))[core[:, 1:] & core[:, :-1]]
+    return float(np.median(steps)) / (np.median(grey) - grey.min())
+
+
+def tilt(image: Image.Image) -> float:
+    """Degrees between the ink's long axis and the vertical (its second moments)."""
+    grey = np.asarray(image, dtype=np.float64)
+    ink = np.clip(np.median(grey) - grey, 0, None)
+    ink[ink < 30] = 0  # the paper's noise
+    rows, cols = np.indices(grey.shape)
+    mass = ink.sum()
+    dy, dx = rows - (ink * rows).sum() / mass, cols - (ink * cols).sum() / mass
+    moments = [(ink * a * b).sum() / mass for a, b in ((dy, dy), (dx, dx), (dy, dx))]
+    return float(np.degrees(0.5 * np.arctan2(2 * moments[2], moments[0] - moments[1])))
+
+
+def test_rotated_tilts_by_8_to_15_degrees_either_way_and_blur_softens_edges() -> None:
+    bar = np.zeros((28, 28), np.uint8)
+    bar[6:22, 13:15] = 255  # upright
+    rng = np.random.default_rng
+    tilts = [tilt(draw(bar, "rotated", rng(seed))) for seed in range(8)]
+    assert all(7.5 <= abs(t) <= 15.5 for t in tilts) and min(tilts) < 0 < max(tilts), tilts
+    assert abs(tilt(draw(bar, "paper", rng(0)))) < 1
+
+    def sharpness(image: Image.Image) -> float:
+        grey = np.asarray(image, dtype=np.float64)
+        return np.abs(np.diff(grey, axis=1)).max() / (np.median(grey) - grey.min())
+
+    for seed in range(4):  # the same layout (blur draws last), edges at most half as steep
+        blurred = sharpness(draw(ring(), "blur", rng(seed)))
+        assert blurred < 0.5 * sharpness(draw(ring(), "paper", rng(seed))), seed
+
+
+def test_jpeg_is_saved_at_a_low_quality_and_perspective_warps_the_digit() -> None:
+    rng = np.random.default_rng
+    for seed in range(4):
+        drawn = np.asarray(draw(ring(), "jpeg", rng(seed)), dtype=np.float64)
+        saved = np.asarray(Image.open(io.BytesIO(render(ring(), "jpeg", rng(seed)))))
+        assert np.abs(saved - drawn).mean() > 0.7, seed  # quality 10-30 (90: about 0.2)
+        # the same draws as paper up to the warp, which moves the ink
+        warped = np.asarray(draw(ring(), "perspective", rng(seed)), dtype=np.float64)
+        flat = np.asarray(draw(ring(), "paper", rng(seed)), dtype=np.float64)
+        assert np.abs(warped - flat).mean() > 5, seed
+
+
 def test_pencil_is_light_and_grainy_and_a_marker_thicker_than_thick() -> None:
     rng = np.random.default_rng
     pencil = np.asarray(draw(ring(), "pencil", rng(2)), dtype=np.float64)
@@ -88,6 +138,9 @@ def test_pencil_is_light_and_grainy_and_a_marker_thicker_than_thick() -> None:
         assert (paper - grey.min() > 120) == dark  # pencil: at most 110 levels below the paper
     core = pencil < np.median(pencil) - 20
     assert np.std(pencil[core]) > 10  # grain: the stroke is far from one grey
+    for seed in range(4):  # grain, not edges: neighbours inside the stroke differ (the same
+        grainy = roughness(draw(ring(), "pencil", rng(seed)))  # layout as the pen's draws)
+        assert grainy > 4 * roughness(draw(ring(), "thin", rng(seed))), seed
     ink = {t: preprocessed(ring(), t, rng(1)).sum() for t in ("thick", "marker")}
     assert ink["marker"] > 1.15 * ink["thick"]
 
@@ -133,6 +186,14 @@ def test_the_set_is_fixed_by_the_seed_and_a_refused_rendering_is_a_miss() -> Non
         assert digits[order == refused].any() == found, name
     with pytest.raises(ValueError, match="unknown transformation"):
         render(ring(), "sepia", np.random.default_rng(0))
+    other = robustness_set(images, labels, per_transform=8, seed=2)
+    for k, name in enumerate(TRANSFORMS):  # another seed, other drawings; each its own draws
+        assert not np.array_equal(first[name][0], other[name][0]), name
+        rng, alone = np.random.default_rng([1, k]), np.zeros((8, 28, 28), np.float32)
+        for j, i in enumerate(order):  # generator [seed, k], drawn in the set's order
+            with contextlib.suppress(ImageError):  # the blank digit still uses its draws
+                alone[j] = preprocessed(images[i], name, rng)
+        assert np.array_equal(first[name][0], alone), name
 
 
 def ring_set() -> tuple[np.ndarray, np.ndarray]:

@@ -73,6 +73,20 @@ def test_code_version_is_part_of_the_key(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(scipy, "__version__", "0.0.1")
     assert robustness_cache.cache_key(images, labels, 4, 0) != key
+    monkeypatch.undo()
+    # and those it draws and encodes with: Pillow, its JPEG library, numpy
+    import PIL
+    from PIL import features
+
+    jpeg = features.version("jpg")
+    for module, name, value in [
+        (PIL, "__version__", "0.0.1"),
+        (np, "__version__", "0.0.1"),
+        (features, "version", lambda lib: "0.0" if lib == "jpg" else jpeg),
+    ]:
+        monkeypatch.setattr(module, name, value)
+        assert robustness_cache.cache_key(images, labels, 4, 0) != key, name
+        monkeypatch.undo()
 
 
 def test_the_key_covers_what_the_renderer_imports() -> None:
@@ -93,6 +107,15 @@ def damage_digits(path: Path) -> None:
         np.savez(handle, **arrays)
 
 
+def damage_labels(path: Path) -> None:
+    """The same, with the last transformation's labels changed."""
+    with np.load(path) as stored:
+        arrays = dict(stored)
+    arrays[f"{TRANSFORMS[-1]}.labels"] = (arrays[f"{TRANSFORMS[-1]}.labels"] + 1) % 10
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
 def replace_key(path: Path) -> None:
     """Rewrite the file as if made for other inputs (a stale or misplaced file)."""
     with np.load(path) as stored:
@@ -108,9 +131,10 @@ def replace_key(path: Path) -> None:
         lambda p: p.write_bytes(b"not a zip file"),
         lambda p: p.write_bytes(p.read_bytes()[:1000]),  # truncated
         damage_digits,
+        damage_labels,
         replace_key,
     ],
-    ids=["garbage", "truncated", "damaged", "stale"],
+    ids=["garbage", "truncated", "damaged", "relabelled", "stale"],
 )
 def test_a_bad_cache_file_is_rendered_again_and_replaced(tmp_path: Path, spoil) -> None:
     images, labels = tiny()
