@@ -98,8 +98,10 @@ def test_agreements_and_disagreements_are_each_counted(
     assert 0 < agreed < len(images)  # the construction gives a mix
     api, challenger = served_api(registry, shadow="staging")
     try:
-        for data in digits:
-            assert api.post("/predict", content=data, headers=PNG).json()["model"]["version"] == 1
+        for first in range(0, len(digits), 4):  # batches that mix agreeing and other images
+            batch = range(first, min(first + 4, len(digits)))
+            files = [("files", (f"{i}.png", digits[i], "image/png")) for i in batch]
+            assert api.post("/predict", files=files).json()["model"]["version"] == 1
         assert challenger.wait_idle(30)
         record = api.get("/model").json()["shadow"]["versions"]["2"]
         assert (record["compared"], record["agreed"]) == (len(images), agreed)
@@ -127,8 +129,9 @@ def test_a_full_queue_skips_and_counts_and_fails_no_request(
     monkeypatch.setattr(Challenger, "classify", stuck)
     api, challenger = served_api(registry, shadow="staging", shadow_queue_images=2)
     try:
-        for i in range(10):
-            answer = api.post("/predict", content=digits[i], headers=PNG)
+        for i in range(0, 10, 2):  # two images a request: the first fills the queue
+            files = [("files", (f"{j}.png", digits[j], "image/png")) for j in (i, i + 1)]
+            answer = api.post("/predict", files=files)
             assert answer.status_code == 200 and answer.json()["model"]["version"] == 1
         record = api.get("/model").json()["shadow"]["versions"]["2"]
         assert record["skipped"] == 8 and record["compared"] == 0
@@ -309,15 +312,16 @@ def test_a_failing_challenger_is_logged_and_production_answers(
                 assert "the challenger's session broke" in caplog.text
                 canary = challenger.canary
                 assert canary.percent(2) == percent and not canary.stepped_back  # 1 failure of 2
-                api.post("/predict", content=digits[1], headers=PNG)
+                two = [("files", (f"{d}.png", digits[d], "image/png")) for d in (1, 2)]
+                api.post("/predict", files=two)
                 assert challenger.wait_idle(30)
             logged = [r for r in caplog.records if "v2 failed on 1 image(s)" in r.getMessage()]
             assert len(logged) == 1 and logged[0].exc_info  # the traceback once, not per batch
             assert canary.percent(2) == 0  # a version that keeps failing steps back
-            assert canary.stepped_back[2].startswith("failed on 2 images"), canary.stepped_back
+            assert canary.stepped_back[2].startswith("failed on 3 images"), canary.stepped_back
             scraped = samples(api)
             failed = (("outcome", "failed"), ("version", "2"))
-            assert scraped[("mnist_serve_shadow_images_total", failed)] == 2
+            assert scraped[("mnist_serve_shadow_images_total", failed)] == 3  # images, not requests
             back = (("reason", "failed"), ("version", "2"))
             assert scraped[("mnist_serve_canary_step_backs_total", back)] == 1
         finally:
@@ -419,21 +423,25 @@ def test_feedback_labels_score_both_models_and_the_report_judges(
         images = np.stack([preprocess_bytes(data, "d") for data in digits])
         theirs = digits_of(registry, 2, images).tolist()
         bearer = {"Authorization": f"Bearer {TOKEN}"}
+        # labels that production gets right more often than the challenger: a swap shows
+        neither = next(d for d in range(10) if d not in (*answers[:6], *theirs[:6]))
+        labels = [*answers[:3], theirs[3], neither, neither]
         for d in range(6):  # the true digit of six of them (twice: counted once)
             codes = [
                 api.post(
                     "/feedback",
                     headers=bearer,
                     files={"file": (f"{d}.png", digits[d], "image/png")},
-                    data={"label": str(d)},
+                    data={"label": str(labels[d])},
                 ).status_code
                 for _ in range(2)
             ]
             assert codes == [201, 200]  # stored, then the same claim again
         status = api.get("/model").json()
         record = status["shadow"]["versions"]["2"]
-        ours_right = sum(answers[d] == d for d in range(6))
-        theirs_right = sum(theirs[d] == d for d in range(6))
+        ours_right = sum(answers[d] == labels[d] for d in range(6))
+        theirs_right = sum(theirs[d] == labels[d] for d in range(6))
+        assert ours_right != theirs_right
         assert sum(sum(p.values()) for p in record["labelled"].values()) == 6
         assert record["production_accuracy"] == pytest.approx(ours_right / 6)
         assert record["challenger_accuracy"] == pytest.approx(theirs_right / 6)
@@ -443,15 +451,20 @@ def test_feedback_labels_score_both_models_and_the_report_judges(
         wrong = (("model", "challenger"), ("outcome", "incorrect"), ("version", "2"))
         assert scraped.get((labelled, right), 0) == ours_right
         assert scraped.get((labelled, wrong), 0) == 6 - theirs_right
+        theirs_ok = (("model", "challenger"), ("outcome", "correct"), ("version", "2"))
+        ours_wrong = (("model", "production"), ("outcome", "incorrect"), ("version", "2"))
+        assert scraped.get((labelled, theirs_ok), 0) == theirs_right
+        assert scraped.get((labelled, ours_wrong), 0) == 6 - ours_right
         found = shadow_report.report(status, PromotionParams())
         assert found[0]["comparison"]["images"] == 6
         assert found[0]["comparison"]["champion_accuracy"] == pytest.approx(ours_right / 6)
+        assert found[0]["comparison"]["challenger_accuracy"] == pytest.approx(theirs_right / 6)
     finally:
         challenger.stop()
 
 
 def tally(table: dict[str, Pairs]) -> Tally:
-    return Tally(version=2, compared=500, agreed=400, labelled=table)
+    return Tally(version=2, compared=500, agreed=400, skipped=3, canary=7, labelled=table)
 
 
 def test_the_report_verdict_is_the_paired_test() -> None:
@@ -468,7 +481,13 @@ def test_the_report_verdict_is_the_paired_test() -> None:
     assert shadow_report.judge(tally({}), policy) is None
     status = {"shadow": {"versions": {"2": better.summary()}}}
     words = shadow_report.lines(shadow_report.report(status, policy))
-    assert "would have done better" in words[1] and "72 labelled" in words[1]
+    assert words[0] == (
+        "v2: compared on 500 images, agreeing with production on 80.0%; 3 skipped (queue full);"
+        " 7 answered as canary"
+    )
+    # 50 + 20 of 72 right for the shadow, 50 + 2 for production
+    assert words[1].startswith("  72 labelled: shadow 97.2% vs production 72.2%: would have")
+    assert "would have done better" in words[1]
     with pytest.raises(DataError, match="no shadow"):
         shadow_report.report({"model": None, "shadow": None}, policy)
 
