@@ -207,6 +207,12 @@ def test_bad_requests_are_4xx_json_naming_the_problem(registry: Registry, tmp_pa
 
     streamed = api.post("/predict", content=chunks(), headers={"content-type": "image/png"})
     assert streamed.status_code == 413 and "max_upload_bytes" in streamed.json()["error"]
+    # the limit itself is allowed, declared or streamed: read whole, then judged as an image
+    raw = {"content-type": "image/png"}
+    for body in (b"\0" * 200_000, (b"\0" * 10_000 for _ in range(20))):
+        exact = api.post("/predict", content=body, headers=raw)
+        assert exact.status_code == 422 and "not a recognised image" in exact.text, exact.text
+    assert api.post("/predict", content=b"\0" * 200_001, headers=raw).status_code == 413
 
 
 def test_a_trailing_slash_is_a_json_404_not_a_redirect(registry: Registry) -> None:

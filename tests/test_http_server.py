@@ -177,3 +177,30 @@ def test_feedback_through_the_real_server_needs_a_token_and_waits_for_review(
     assert {i.sha256 for i in found} == {a.json()["sha256"] for a in answers[:2]}
     assert all(i.claims[0].source == "token:phone" for i in found)
     assert inbox.entries(tmp_path / "data" / "extra") == []
+
+
+def test_several_workers_also_record_the_tcp_peer_not_a_forwarded_for(tmp_path: Path) -> None:
+    """`serve --workers 2` runs uvicorn's own worker processes: none trusts X-Forwarded-For."""
+    from mnist_pipeline.serving.tokens import token_sha256
+    from tests.example_helpers import draw_digit
+
+    registry = Registry(tmp_path / "registry", MODEL)
+    register_candidate(registry, candidate_in(exported_candidate(tmp_path / "m", 1)), PARAMS, 0.0)
+    token = "reviewer-phone-token-0002"
+    (tmp_path / "tokens").write_text(f"phone {token_sha256(token)}\n")
+    digits = [draw_digit(tmp_path / f"{i}.png", i).read_bytes() for i in range(4)]
+    serve = {"feedback_tokens_file": "tokens", "feedback_rate_per_minute": 60}
+    bearer = {"Authorization": f"Bearer {token}", "X-Forwarded-For": "203.0.113.99"}
+    with mnist_server(tmp_path, tmp_path / "serve.log", 2, **serve) as url:
+        answers = [  # four connections: both workers are likely to take some
+            httpx.post(
+                f"{url}/feedback",
+                files={"file": (f"{i}.png", digits[i], "image/png")},
+                data={"label": "1"},
+                headers=bearer,
+                timeout=30,
+            )
+            for i in range(4)
+        ]
+    assert [a.status_code for a in answers] == [201] * 4, [a.text for a in answers]
+    assert {a.json()["client"] for a in answers} == {"127.0.0.1"}

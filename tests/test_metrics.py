@@ -70,5 +70,8 @@ def test_calibration_error_is_the_gap_between_confidence_and_accuracy() -> None:
     mixed = metrics.calibration(torch.tensor([1.0, 1.0, 0.5, 0.5]), torch.tensor([1, 1, 1, 0]))
     assert mixed["ece"] == pytest.approx(0.0, abs=1e-6)
     assert [row["high"] for row in mixed["table"]] == [pytest.approx(8 / 15), 1.0]
+    # gaps of 1/3 over 3 images and 1/2 over 1: weighted by count, 0.375 (unweighted 0.42)
+    uneven = metrics.calibration(torch.tensor([1.0, 1.0, 1.0, 0.5]), torch.tensor([1, 1, 0, 1]))
+    assert uneven["ece"] == pytest.approx(3 / 4 * (1 - 2 / 3) + 1 / 4 * (1 - 0.5))
     with pytest.raises(ValueError, match="equal in shape"):
         metrics.calibration(torch.ones(3), torch.ones(2))

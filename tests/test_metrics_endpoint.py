@@ -58,6 +58,7 @@ def test_metrics_count_requests_images_and_model_events(
 ) -> None:
     monkeypatch.setattr(served_model, "RETRY_REFUSED_S", 0.0)  # a refused version retried at once
     api, served = client(registry, max_upload_bytes=20_000)
+    started = time.monotonic()
     seen = answered(api.post("/predict", json=IMAGES).json())
     assert api.post("/predict", json={"images": []}).status_code == 422
     assert api.post("/predict", content=b"0" * 30_000).status_code == 413  # before routing
@@ -65,6 +66,7 @@ def test_metrics_count_requests_images_and_model_events(
     assert api.request("BREW", "/predict").status_code == 405
     registry.promote(2, "production")
     assert served.refresh() is True
+    assert value(parse(api.get("/metrics").text), "mnist_serve_model_version") == 2  # follows
     seen += answered(api.post("/predict", json={"images": IMAGES["images"][:1]}).json())
     registry.rollback()
     assert served.refresh() is True
@@ -92,6 +94,8 @@ def test_metrics_count_requests_images_and_model_events(
     assert value(samples, requests, endpoint="/predict", method="other", status="405") == 1
     assert not [s for s in samples if "/no/such/path" in s.labels.values()]
     assert value(samples, "mnist_serve_request_duration_seconds_count", endpoint="/predict") == 5
+    took = value(samples, "mnist_serve_request_duration_seconds_sum", endpoint="/predict")
+    assert 0 < took < time.monotonic() - started  # seconds, each request timed once
     classified = Counter((version, digit) for version, digit, _ in seen)
     images = {
         (s.labels["version"], s.labels["digit"]): s.value

@@ -142,7 +142,8 @@ def test_nothing_loaded_is_503_json_and_cors_exposes_the_headers(
     api, _ = serve(registry, cors_origins=[origin])
     answer = api.get("/model.onnx", headers={"Origin": origin})
     exposed = answer.headers["access-control-expose-headers"].lower().replace(" ", "").split(",")
-    assert {"etag", "x-model-version", "x-model-sha256", "x-model-signature"} <= set(exposed)
+    sent = {"etag", "x-model-version", "x-model-sha256", "x-model-signature"}
+    assert sent | {"x-model-signature-key"} <= set(exposed)  # every header a client may check
 
 
 def test_if_none_match_parsing() -> None:
