@@ -143,19 +143,27 @@ def test_sigterm_stops_the_server_with_status_0(tmp_path: Path, workers: int) ->
         assert started[0].wait(timeout=60) == 0, (tmp_path / "serve.log").read_text()[-2000:]
 
 
-def test_feedback_through_the_real_server_needs_a_token_and_waits_for_review(
-    tmp_path: Path,
-) -> None:
-    from mnist_pipeline.inbox import pending
-    from mnist_pipeline.inbox import store as inbox
+PHONE_TOKEN = "reviewer-phone-token-0001"
+
+
+def feedback_project(tmp_path: Path, count: int) -> list[bytes]:
+    """A registered model and a tokens file for PHONE_TOKEN in `tmp_path`; `count` PNG digits."""
     from mnist_pipeline.serving.tokens import token_sha256
     from tests.example_helpers import draw_digit
 
     registry = Registry(tmp_path / "registry", MODEL)
     register_candidate(registry, candidate_in(exported_candidate(tmp_path / "m", 1)), PARAMS, 0.0)
-    token = "reviewer-phone-token-0001"
-    (tmp_path / "tokens").write_text(f"phone {token_sha256(token)}\n")
-    digits = [draw_digit(tmp_path / f"{i}.png", i).read_bytes() for i in range(3)]
+    (tmp_path / "tokens").write_text(f"phone {token_sha256(PHONE_TOKEN)}\n")
+    return [draw_digit(tmp_path / f"{i}.png", i).read_bytes() for i in range(count)]
+
+
+def test_feedback_through_the_real_server_needs_a_token_and_waits_for_review(
+    tmp_path: Path,
+) -> None:
+    from mnist_pipeline.inbox import pending
+    from mnist_pipeline.inbox import store as inbox
+
+    digits, token = feedback_project(tmp_path, 3), PHONE_TOKEN
     serve = {"feedback_tokens_file": "tokens", "feedback_rate_per_minute": 2}
     with mnist_server(tmp_path, tmp_path / "serve.log", **serve) as url:
 
@@ -181,16 +189,9 @@ def test_feedback_through_the_real_server_needs_a_token_and_waits_for_review(
 
 def test_several_workers_also_record_the_tcp_peer_not_a_forwarded_for(tmp_path: Path) -> None:
     """`serve --workers 2` runs uvicorn's own worker processes: none trusts X-Forwarded-For."""
-    from mnist_pipeline.serving.tokens import token_sha256
-    from tests.example_helpers import draw_digit
-
-    registry = Registry(tmp_path / "registry", MODEL)
-    register_candidate(registry, candidate_in(exported_candidate(tmp_path / "m", 1)), PARAMS, 0.0)
-    token = "reviewer-phone-token-0002"
-    (tmp_path / "tokens").write_text(f"phone {token_sha256(token)}\n")
-    digits = [draw_digit(tmp_path / f"{i}.png", i).read_bytes() for i in range(4)]
+    digits = feedback_project(tmp_path, 4)
     serve = {"feedback_tokens_file": "tokens", "feedback_rate_per_minute": 60}
-    bearer = {"Authorization": f"Bearer {token}", "X-Forwarded-For": "203.0.113.99"}
+    bearer = {"Authorization": f"Bearer {PHONE_TOKEN}", "X-Forwarded-For": "203.0.113.99"}
     with mnist_server(tmp_path, tmp_path / "serve.log", 2, **serve) as url:
         answers = [  # four connections: both workers are likely to take some
             httpx.post(
