@@ -52,12 +52,20 @@ def test_light_field_has_a_gradient_and_darkens_by_tens_of_percent() -> None:
         design = np.stack([np.ones(field.size), rows.ravel() / 80, cols.ravel() / 120], axis=1)
         _, down, across = np.linalg.lstsq(design, field.ravel(), rcond=None)[0]
         assert abs(down) + abs(across) > 0.1, seed
+        # a vignette (darker corners: a radial term) and a shadow's edge (what a plane and the
+        # radial term leave: a step of 12-25%; under 0.01 without the shadow)
+        y, x = (rows + 0.5) / 80 - 0.5, (cols + 0.5) / 120 - 0.5
+        curved = np.stack([np.ones(field.size), y.ravel(), x.ravel(), (x**2 + y**2).ravel()], 1)
+        fitted, *_ = np.linalg.lstsq(curved, field.ravel(), rcond=None)
+        assert fitted[3] < -0.22, seed  # without the vignette -0.09 to -0.18 on these seeds
+        assert np.abs(field.ravel() - curved @ fitted).max() > 0.03, seed
 
 
 def test_grain_keeps_part_of_each_pixel() -> None:
     alpha = np.ones((50, 50), np.float32)
     grainy = distortions.grain(alpha, np.random.default_rng(0))
     assert grainy.min() >= 0.35 and grainy.max() <= 1 and grainy.std() > 0.1
+    assert grainy.min() < 0.37 and grainy.max() > 0.98  # the whole 35-100% is drawn
 
 
 @pytest.mark.parametrize("kind", ["ruled", "stray"])
@@ -72,7 +80,9 @@ def test_clutter_adds_ink_outside_the_digit_only(kind: str) -> None:
         outside[20:70, 40:70] = 0
         assert outside.max() > 0.35, seed
         if kind == "ruled":
-            assert (out > 0.3).all(axis=1).any()  # a line across the whole canvas
+            across = np.flatnonzero((out > 0.3).all(axis=1))  # a line across the whole canvas
+            foot = (20 + 50 - 50 // 8 - 2, 20 + 50 + 4 + 2)  # the digit's foot, the line's width
+            assert across.size and foot[0] <= across.min() <= across.max() <= foot[1], seed
         else:
             cols = np.flatnonzero(outside.any(axis=0))
             assert np.ptp(cols) < 20  # one short stroke beside the digit, not a line
