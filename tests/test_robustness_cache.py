@@ -44,6 +44,16 @@ def test_cached_set_is_the_rendered_set_and_is_read_back(
     assert same(robustness_cache.cached_robustness_set(images, labels, 4, tmp_path), first)
 
 
+def test_a_set_asking_for_more_digits_than_there_are_is_read_back_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images, labels = tiny()  # six digits, ten asked for: the set holds six of each
+    first = robustness_cache.cached_robustness_set(images, labels, 10, tmp_path)
+    assert {len(wanted) for _, wanted in first.values()} == {6}
+    no_rendering(monkeypatch)
+    assert same(robustness_cache.cached_robustness_set(images, labels, 10, tmp_path), first)
+
+
 def test_key_changes_with_every_input() -> None:
     images, labels = tiny()
     key = robustness_cache.cache_key(images, labels, 4, 0)
