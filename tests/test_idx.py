@@ -29,6 +29,8 @@ def test_parsed_array_is_writable_and_independent_of_input() -> None:
 def test_images_of_another_size_are_refused() -> None:
     with pytest.raises(DataError, match="t10k-images: images are 32x32, expected 28x28"):
         idx.parse_images(idx_bytes(np.zeros((2, 32, 32), np.uint8)), "t10k-images")
+    with pytest.raises(DataError, match="images are 28x32, expected 28x28"):  # columns too
+        idx.parse_images(idx_bytes(np.zeros((2, 28, 32), np.uint8)))
 
 
 @pytest.mark.parametrize(
@@ -56,6 +58,8 @@ def test_wrong_counts_are_rejected_both_ways() -> None:
 def test_dimension_count_is_checked() -> None:
     with pytest.raises(DataError, match="expected 3 dimensions"):
         idx.parse_images(idx_bytes(np.zeros(5, np.uint8)))
+    with pytest.raises(DataError, match="expected 1 dimension"):  # too many, as too few
+        idx.parse_labels(idx_bytes(np.zeros((5, 1), np.uint8)))
 
 
 def test_labels_out_of_range_are_rejected_with_position() -> None:

@@ -43,6 +43,13 @@ def test_merging_is_by_section_and_key_and_an_empty_section_changes_nothing() ->
         "evaluate": None,
     }
     assert merged(base, {"train": None}) == base
+    # nested mappings merge key by key too: one promotion setting keeps the others
+    deep = {"registry": {"root": "r", "promotion": {"significance": 0.05, "min_gain": 0.0}}}
+    one = {"registry": {"promotion": {"significance": 0.01}}}
+    assert merged(deep, one) == {
+        "registry": {"root": "r", "promotion": {"significance": 0.01, "min_gain": 0.0}}
+    }
+    assert deep["registry"]["promotion"]["significance"] == 0.05  # the base left as it was
 
 
 def test_recipes_can_extend_recipes(tmp_path: Path) -> None:

@@ -110,6 +110,20 @@ def test_bad_files_get_errors_and_the_rest_is_classified(model_path: Path, tmp_p
     assert first != pytest.approx(last, abs=1e-6)  # so a swap of answers would show
 
 
+def test_files_past_one_batch_get_their_own_answers(
+    model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnist_pipeline.serving import predict
+
+    files = [draw_digit(tmp_path / f"{i}.png", i) for i in range(10)]
+    alone = [predict_files(model_path, [f], top=10).predictions[0].top for f in files]
+    monkeypatch.setattr(predict, "BATCH", 4)  # three runs of the model: 4, 4 and 2 images
+    batched = [p.top for p in predict_files(model_path, files, top=10).predictions]
+    for mine, own in zip(batched, alone, strict=True):
+        assert [d for d, _ in mine] == [d for d, _ in own]
+        assert [p for _, p in mine] == pytest.approx([p for _, p in own], abs=1e-6)
+
+
 def test_a_model_that_fails_when_run_is_one_error_naming_it(tmp_path: Path) -> None:
     model = tmp_path / "odd.onnx"
     model.write_bytes(reshape_failing_model())

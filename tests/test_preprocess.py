@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mnist_pipeline.data import preprocess
 from mnist_pipeline.data.preprocess import (
     ImageError,
     decode_grey,
@@ -116,6 +117,10 @@ def test_centre_of_mass_is_moved_to_14_14() -> None:
     assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
     rows = np.flatnonzero(digit.any(axis=1))
     assert rows[0] != 4  # not merely box-centred
+    # placed exactly as step 7 says: a 20 x 10 block has its centre at (9.5, 4.5), so its
+    # corner goes to (round(4.5), round(9.5)) = (5, 10), halves rounded up
+    placed = preprocess.centre_by_mass(np.ones((20, 10), np.float32))
+    assert bbox_at(placed) == (5, 10, 25, 20)
 
 
 def test_faint_paper_noise_does_not_grow_the_box() -> None:
@@ -137,6 +142,28 @@ def test_sensor_noise_does_not_grow_the_box(sigma: float) -> None:
     digit = to_mnist(photo.clip(0, 1).astype(np.float32))
     assert bbox(digit) == bbox(to_mnist(clean))
     assert float(np.abs(digit - to_mnist(clean)).mean()) < 0.05
+
+
+def test_the_threshold_follows_the_noise_on_the_border_up_to_its_cap() -> None:
+    """Step 4 on its own (before step 5 drops pieces clear of the digit): paper at 0.9 and one
+    black pixel, so an ink value d is (1 - grey - 0.1) / 0.9."""
+    rng = np.random.default_rng(3)
+    noisy = (0.9 + rng.normal(0, 0.09, (200, 200))).clip(0, 1)  # d's noise: sigma 0.1
+    noisy[100, 100] = 0.0
+    kept = preprocess.ink_map(noisy.astype(np.float32))
+    # 6 median absolute deviations: ~0.4, so about none of the paper passes (0.2: 2.3% would)
+    assert np.count_nonzero(kept) <= 5
+    # Noise measured on the border only: a dark block filling the middle is not noise, so a
+    # faint stroke (d 0.3) on clean paper stays ink under the fixed threshold 0.2.
+    clean = np.ones((200, 200))
+    clean[30:170, 30:170] = 0.0
+    clean[10:20, 60:140] = 0.7
+    assert preprocess.ink_map(clean.astype(np.float32))[10:20, 60:140].min() > 0.25
+    # Very noisy paper asks 6 deviations of ~0.6; the cap, 0.5, keeps ink at d 0.6.
+    grainy = (0.9 + rng.normal(0, 0.135, (200, 200))).clip(0, 1)
+    grainy[90:110, 50:150] = 1 - (0.6 * 0.9 + 0.1)  # d 0.6, noise-free
+    grainy[100, 20] = 0.0
+    assert preprocess.ink_map(grainy.astype(np.float32))[90:110, 50:150].min() > 0.55
 
 
 def test_clean_images_keep_the_fixed_threshold() -> None:
@@ -172,6 +199,30 @@ def test_separate_strokes_that_overlap_the_digit_box_are_kept() -> None:
         digit, to_mnist(paper(200, 200, ink=[*main, inside, sticking_out]))
     )
     assert bbox(digit) != bbox(to_mnist(paper(200, 200, ink=main)))
+
+
+def bbox_at(digit: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of the nonzero pixels, bottom and right exclusive."""
+    rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+
+
+def test_the_main_piece_is_the_one_with_most_ink_and_pieces_join_diagonally() -> None:
+    ink = np.zeros((60, 60), np.float32)
+    ink[2:12, 2:12] = 0.3  # 100 faint pixels: mass 30
+    ink[40:45, 40:48] = 1.0  # 40 dark ones: mass 40, the digit
+    kept = preprocess.keep_digit(ink)
+    assert bbox_at(kept) == (40, 40, 45, 48)  # by ink, not by pixel count
+    for step in range(10):  # a stroke of pixels touching only at corners, out of the box
+        ink[45 + step, 48 + step] = 1.0
+    assert bbox_at(preprocess.keep_digit(ink)) == (40, 40, 55, 58)  # one 8-connected piece
+    corner = np.zeros((60, 60), np.float32)
+    corner[40:45, 40:42] = corner[44, 40:48] = 1.0  # an L: its box is rows 40-44, columns 40-47
+    corner[30:41, 47] = 0.5  # apart from it, sharing only the box's first row and last column
+    assert bbox_at(preprocess.keep_digit(corner)) == (30, 40, 45, 48)  # kept: the edges count
+    tie = np.zeros((30, 30), np.float32)
+    tie[2:6, 20:24] = tie[20:24, 2:6] = 1.0  # equal mass: the first in row-major order wins
+    assert bbox_at(preprocess.keep_digit(tie)) == (2, 20, 6, 24)
 
 
 def test_the_heaviest_piece_decides_where_the_digit_is() -> None:
