@@ -64,6 +64,11 @@ def digits(tmp_path: Path) -> list[bytes]:
     return [draw_digit(tmp_path / f"digit{d}.png", d).read_bytes() for d in range(10)]
 
 
+def uploads(digits: list[bytes], *which: int) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """The multipart `files` of a /predict request holding these of `digits` (named by index)."""
+    return [("files", (f"{d}.png", digits[d], "image/png")) for d in which]
+
+
 def served_api(registry: Registry, project: Path | None = None, **limits) -> tuple:
     """The app with a challenger (started; its alias checked hourly) and, with `project`,
     /feedback for TOKEN."""

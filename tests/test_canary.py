@@ -21,7 +21,7 @@ from mnist_pipeline.serving.http_api import create_app
 from mnist_pipeline.serving.live import Pairs, Tally
 from mnist_pipeline.serving.served_model import ServedModel
 from tests import challenger_helpers
-from tests.challenger_helpers import TOKEN, Emitted, digits_of, samples, served_api
+from tests.challenger_helpers import TOKEN, Emitted, digits_of, samples, served_api, uploads
 
 _models, registry = challenger_helpers._models, challenger_helpers.registry  # fixtures
 digits = challenger_helpers.digits
@@ -154,8 +154,7 @@ def test_a_canary_wrong_on_labelled_images_steps_back_when_production_is_right_o
         def label(d: int, right_one: str) -> int:
             """Have the canary classify digit d, then label it so that `right_one` is right
             ("production") or neither is ("none"); returns the version that answers next."""
-            upload = [("files", (f"{d}.png", digits[d], "image/png"))]
-            answer = api.post("/predict", files=upload).json()
+            answer = api.post("/predict", files=uploads(digits, d)).json()
             assert answer["model"]["version"] == 2
             canary_digit = answer["predictions"][0]["digit"]
             if right_one == "production":

@@ -38,9 +38,15 @@ def centre_of_mass(digit: np.ndarray) -> tuple[float, float]:
     return float((digit * rows).sum() / digit.sum()), float((digit * cols).sum() / digit.sum())
 
 
-def bbox(digit: np.ndarray) -> tuple[int, int]:
+def bbox_at(digit: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of the nonzero pixels, bottom and right exclusive."""
     rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
-    return int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+
+
+def bbox(digit: np.ndarray) -> tuple[int, int]:
+    top, left, bottom, right = bbox_at(digit)
+    return bottom - top, right - left
 
 
 def test_output_is_float32_28x28_in_unit_range() -> None:
@@ -199,12 +205,6 @@ def test_separate_strokes_that_overlap_the_digit_box_are_kept() -> None:
         digit, to_mnist(paper(200, 200, ink=[*main, inside, sticking_out]))
     )
     assert bbox(digit) != bbox(to_mnist(paper(200, 200, ink=main)))
-
-
-def bbox_at(digit: np.ndarray) -> tuple[int, int, int, int]:
-    """(top, left, bottom, right) of the nonzero pixels, bottom and right exclusive."""
-    rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
-    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
 
 
 def test_the_main_piece_is_the_one_with_most_ink_and_pieces_join_diagonally() -> None:

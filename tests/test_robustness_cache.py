@@ -107,32 +107,34 @@ def test_the_key_covers_what_the_renderer_imports() -> None:
     assert sources_sha256(sources) == robustness.LOADED_SOURCES_SHA256  # unchanged since loaded
 
 
-def damage_digits(path: Path) -> None:
-    """Rewrite the file with one pixel changed but the old checksum kept."""
+def rewritten(path: Path, change) -> None:
+    """Rewrite the cache file with `change` applied to its arrays (by name), the checksum kept."""
     with np.load(path) as stored:
         arrays = dict(stored)
-    arrays["paper.digits"] = arrays["paper.digits"].copy()
-    arrays["paper.digits"][0, 0, 0] += 0.5
+    change(arrays)
     with open(path, "wb") as handle:
         np.savez(handle, **arrays)
+
+
+def damage_digits(path: Path) -> None:
+    """One pixel changed."""
+
+    def change(arrays: dict) -> None:
+        arrays["paper.digits"] = arrays["paper.digits"].copy()
+        arrays["paper.digits"][0, 0, 0] += 0.5
+
+    rewritten(path, change)
 
 
 def damage_labels(path: Path) -> None:
-    """The same, with the last transformation's labels changed."""
-    with np.load(path) as stored:
-        arrays = dict(stored)
-    arrays[f"{TRANSFORMS[-1]}.labels"] = (arrays[f"{TRANSFORMS[-1]}.labels"] + 1) % 10
-    with open(path, "wb") as handle:
-        np.savez(handle, **arrays)
+    """The last transformation's labels changed."""
+    name = f"{TRANSFORMS[-1]}.labels"
+    rewritten(path, lambda arrays: arrays.update({name: (arrays[name] + 1) % 10}))
 
 
 def replace_key(path: Path) -> None:
-    """Rewrite the file as if made for other inputs (a stale or misplaced file)."""
-    with np.load(path) as stored:
-        arrays = dict(stored)
-    arrays["key"] = np.array("0" * 64)
-    with open(path, "wb") as handle:
-        np.savez(handle, **arrays)
+    """As if made for other inputs (a stale or misplaced file)."""
+    rewritten(path, lambda arrays: arrays.update(key=np.array("0" * 64)))
 
 
 @pytest.mark.parametrize(

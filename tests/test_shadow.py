@@ -19,7 +19,7 @@ from mnist_pipeline.serving import shadow_report
 from mnist_pipeline.serving.challenger import Challenger
 from mnist_pipeline.serving.live import Answered, LabelMemory, Pairs, Tally
 from tests import challenger_helpers
-from tests.challenger_helpers import TOKEN, digits_of, samples, served_api
+from tests.challenger_helpers import TOKEN, digits_of, samples, served_api, uploads
 from tests.registry_helpers import (
     MODEL,
     PARAMS,
@@ -42,8 +42,7 @@ def test_the_shadow_compares_every_answered_image(
     try:
         production = []
         for i in range(0, 10, 2):  # multipart pairs, then one raw body
-            files = [("files", (f"{d}.png", digits[d], "image/png")) for d in (i, i + 1)]
-            answer = api.post("/predict", files=files).json()
+            answer = api.post("/predict", files=uploads(digits, i, i + 1)).json()
             assert answer["model"] == {"name": MODEL, "version": 1}
             production += [p["digit"] for p in answer["predictions"]]
         raw = api.post("/predict", content=digits[3], headers=PNG)
@@ -99,9 +98,8 @@ def test_agreements_and_disagreements_are_each_counted(
     api, challenger = served_api(registry, shadow="staging")
     try:
         for first in range(0, len(digits), 4):  # batches that mix agreeing and other images
-            batch = range(first, min(first + 4, len(digits)))
-            files = [("files", (f"{i}.png", digits[i], "image/png")) for i in batch]
-            assert api.post("/predict", files=files).json()["model"]["version"] == 1
+            batch = uploads(digits, *range(first, min(first + 4, len(digits))))
+            assert api.post("/predict", files=batch).json()["model"]["version"] == 1
         assert challenger.wait_idle(30)
         record = api.get("/model").json()["shadow"]["versions"]["2"]
         assert (record["compared"], record["agreed"]) == (len(images), agreed)
@@ -130,8 +128,7 @@ def test_a_full_queue_skips_and_counts_and_fails_no_request(
     api, challenger = served_api(registry, shadow="staging", shadow_queue_images=2)
     try:
         for i in range(0, 10, 2):  # two images a request: the first fills the queue
-            files = [("files", (f"{j}.png", digits[j], "image/png")) for j in (i, i + 1)]
-            answer = api.post("/predict", files=files)
+            answer = api.post("/predict", files=uploads(digits, i, i + 1))
             assert answer.status_code == 200 and answer.json()["model"]["version"] == 1
         record = api.get("/model").json()["shadow"]["versions"]["2"]
         assert record["skipped"] == 8 and record["compared"] == 0
@@ -312,8 +309,7 @@ def test_a_failing_challenger_is_logged_and_production_answers(
                 assert "the challenger's session broke" in caplog.text
                 canary = challenger.canary
                 assert canary.percent(2) == percent and not canary.stepped_back  # 1 failure of 2
-                two = [("files", (f"{d}.png", digits[d], "image/png")) for d in (1, 2)]
-                api.post("/predict", files=two)
+                api.post("/predict", files=uploads(digits, 1, 2))
                 assert challenger.wait_idle(30)
             logged = [r for r in caplog.records if "v2 failed on 1 image(s)" in r.getMessage()]
             assert len(logged) == 1 and logged[0].exc_info  # the traceback once, not per batch
@@ -415,7 +411,7 @@ def test_feedback_labels_score_both_models_and_the_report_judges(
     try:
         answers = []
         for d in range(10):
-            answer = api.post("/predict", files=[("files", (f"{d}.png", digits[d], "image/png"))])
+            answer = api.post("/predict", files=uploads(digits, d))
             answers.append(answer.json()["predictions"][0]["digit"])
         assert challenger.wait_idle(30)
         from mnist_pipeline.data.preprocess import preprocess_bytes
