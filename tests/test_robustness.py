@@ -270,11 +270,16 @@ def test_a_renderer_that_fails_hangs_or_cannot_start_is_drawn_here_with_a_warnin
     assert "warning:" in warning and "robustness renderer" in warning
 
 
+@pytest.mark.parametrize(("own_s", "grace_s"), [(1.0, 10.0), (4.0, 20.0)])
 def test_hung_renderers_share_one_deadline(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    own_s: float,
+    grace_s: float,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Three renderers that never finish cost the grace period once, not once each: on a clock
-    the test drives, every wait ends by the one deadline."""
+    the test drives, every wait ends by the one deadline. The grace is RENDERER_GRACE_S (10 s
+    here) or five times this process's own share, whichever is longer (4 s of its own: 20 s)."""
     clock = [0.0]
 
     class Hung:
@@ -288,7 +293,7 @@ def test_hung_renderers_share_one_deadline(
             pass
 
     def drawn_here(digits, labels, k, seed):
-        clock[0] += 1.0  # this process's own share takes 1 s a transformation
+        clock[0] += own_s  # this process's own share (one transformation here)
         return digits.astype(np.float32), labels.astype(np.int64)
 
     monkeypatch.setattr(robustness.time, "monotonic", lambda: clock[0])
@@ -298,7 +303,7 @@ def test_hung_renderers_share_one_deadline(
     images, labels = ring_set()
     got = robustness._render_with_others(images, labels, 0, [[0], [1], [2], [3]])
     assert set(got) == {0}  # only this process's share: the others are left to the caller
-    assert clock[0] == 1.0 + 10.0  # its own share, then one grace period for all three
+    assert clock[0] == own_s + grace_s  # its own share, then one grace period for all three
     assert capsys.readouterr().err.count("did not finish in time") == 3
 
 
