@@ -16,6 +16,7 @@ import yaml
 
 from mnist_pipeline.inbox.events import server_configured
 from mnist_pipeline.pipeline import announce
+from mnist_pipeline.registry.aliases import MAX_ACTOR, checked_actor
 from tests.conftest import REPO_ROOT
 from tests.flow_helpers import refuse_prefect_settings
 from tests.process_helpers import prefect_server
@@ -25,6 +26,13 @@ from tests.test_registry_cli import produce
 
 def test_outside_a_flow_run_the_actor_is_the_local_user() -> None:
     assert announce.current_actor() == f"user:{getpass.getuser()}"
+
+
+def test_a_flow_runs_actor_is_one_printable_line_the_audit_trail_takes() -> None:
+    """Prefect does not limit a run's name: a long one with a newline is cut and escaped."""
+    actor = announce.run_actor("nightly\n" + "x" * 500)
+    assert actor.startswith("prefect:nightly\\nxxx") and len(actor) == MAX_ACTOR
+    assert checked_actor(actor) == actor
 
 
 def test_a_failed_emit_is_a_warning_not_an_error(

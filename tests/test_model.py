@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mnist_pipeline.model.network import (
     ARCHITECTURES,
@@ -47,6 +48,29 @@ def test_layer_output_shapes() -> None:
         "fc1": (3, 50),
         "fc2": (3, 10),
     }
+
+
+def classic_by_hand(model: ClassicNet, x: torch.Tensor) -> torch.Tensor:
+    """The classic network's eval-mode forward pass written out from its layers' weights: conv
+    1->10, max-pool, ReLU; conv 10->20, max-pool, ReLU; fc 320->50, ReLU; fc 50->10."""
+    x = F.relu(F.max_pool2d(F.conv2d(x, model.conv1.weight, model.conv1.bias), 2))
+    x = F.relu(F.max_pool2d(F.conv2d(x, model.conv2.weight, model.conv2.bias), 2))
+    x = F.relu(F.linear(x.reshape(len(x), 320), model.fc1.weight, model.fc1.bias))
+    return F.linear(x, model.fc2.weight, model.fc2.bias)
+
+
+def test_each_network_computes_its_layers_in_their_order() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 28, 28)
+    classic = build_model("classic").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(classic(x), classic_by_hand(classic, x))
+    wide = build_model("wide").eval()
+    with torch.no_grad():  # the head sees the last block's mean over all 7x7 places
+        last = wide.features[:-1](x)
+        assert last.shape == (4, 128, 7, 7)
+        expected = wide.head[-1](last.mean(dim=(2, 3)))
+        torch.testing.assert_close(wide(x), expected)
 
 
 @pytest.mark.parametrize("batch", [1, 7])

@@ -54,7 +54,8 @@ def test_psi_is_zero_for_equal_shares_and_finite_for_an_empty_bin() -> None:
     expected = -0.25 * math.log(0.5) + 0.25 * math.log(1.5)
     assert drift.psi(np.array([0.5, 0.5]), np.array([0.25, 0.75])) == pytest.approx(expected)
     empty = drift.psi(np.array([0.5, 0.5]), np.array([0.0, 1.0]))
-    assert math.isfinite(empty) and empty > 2  # eps: rare, not infinite
+    floor = drift.EPSILON  # an empty bin counts as this share: rare, not infinite
+    assert empty == pytest.approx((floor - 0.5) * math.log(floor / 0.5) + 0.5 * math.log(2))
 
 
 def test_the_same_images_do_not_drift_and_inverted_ones_do() -> None:
@@ -63,6 +64,9 @@ def test_the_same_images_do_not_drift_and_inverted_ones_do() -> None:
     assert ref.images == 300 and set(ref.features) == set(drift.FEATURES)
     assert len(ref.features["digit"].shares) == 10 and ref.features["digit"].edges is None
     assert sum(ref.features["ink"].shares) == pytest.approx(1.0)
+    for name in drift.CONTINUOUS:  # deciles of spread-out values: ten bins of about 30 images
+        assert len(ref.features[name].edges) == 9, name
+    assert ref.features["confidence"].shares == pytest.approx([0.1] * 10)
     same = drift.compare(ref, drift.features(images, predicted, confidence))
     assert max(same.values()) < 1e-9
     fresh = drift.features(digits(300, seed=1), *answers(300, seed=1))  # a new sample: close
@@ -72,6 +76,16 @@ def test_the_same_images_do_not_drift_and_inverted_ones_do() -> None:
     assert inverted["digit"] < 1e-9  # the same answers: only the image statistics moved
     turned = drift.compare(ref, drift.features(images.transpose(0, 2, 1), predicted, confidence))
     assert turned["vertical"] > 5 and turned["ink"] < 1e-9
+
+
+def test_confidences_count_to_the_predictions_files_precision() -> None:
+    """A live 0.9999997 falls in the bin of a recorded 1.000000 (evaluate writes six decimals),
+    so a model that is sure of itself does not drift against its own reference."""
+    images, (predicted, _) = digits(100), answers(100)
+    ref = drift.reference(images, predicted, np.linspace(0.5, 1.0, 100))
+    live = drift.features(images[:1], predicted[:1], np.array([0.9999997]))
+    assert live["confidence"].tolist() == [1.0]
+    assert drift.bin_index(live["confidence"], ref.features["confidence"].edges).tolist() == [9]
 
 
 def test_a_stored_reference_reads_back_and_a_broken_one_names_the_problem() -> None:
@@ -94,7 +108,8 @@ def test_bad_inputs_are_refused_with_the_problem() -> None:
         drift.image_features(np.zeros((2, 27, 28)))
     with pytest.raises(PipelineError, match="2 images but 1 digits and 2 confidences"):
         drift.features(np.zeros((2, 28, 28)), np.array([1]), np.array([0.5, 0.5]))
-    with pytest.raises(PipelineError, match="outside 0-9"):
-        drift.features(np.zeros((1, 28, 28)), np.array([10]), np.array([0.5]))
+    for digit in (10, -1):
+        with pytest.raises(PipelineError, match="outside 0-9"):
+            drift.features(np.zeros((1, 28, 28)), np.array([digit]), np.array([0.5]))
     with pytest.raises(PipelineError, match="at least one image"):
         drift.reference(np.zeros((0, 28, 28)), np.array([]), np.array([]))

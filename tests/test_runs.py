@@ -84,6 +84,35 @@ def test_a_retried_run_snapshots_into_its_own_folder_again(
     assert {n: (run.data_dir / n).read_bytes() for n in tiny_files} == tiny_files
 
 
+def test_a_snapshot_missing_a_file_fetches_again_up_to_the_tries(
+    tmp_path: Path, tiny_data_dir: Path, tiny_files: dict[str, bytes]
+) -> None:
+    """A `dvc repro --force` beside the run removed the shared files: the run fetches again and
+    snapshots what the fetch wrote; a fetch that never restores them fails after `tries`."""
+    sha = {name: hashlib.sha256(data).hexdigest() for name, data in tiny_files.items()}
+    for name in tiny_files:
+        (tiny_data_dir / name).unlink()
+    fetches: list[int] = []
+
+    def fetch_on_second_call() -> None:
+        fetches.append(1)
+        if len(fetches) == 2:
+            write_data_dir(tiny_data_dir, tiny_files)
+
+    run = Layout.for_run(tmp_path, "r1")
+    runs.snapshot_fetching_again(tiny_data_dir, run.data_dir, sha, fetch_on_second_call, tries=3)
+    assert len(fetches) == 2
+    assert {n: (run.data_dir / n).read_bytes() for n in tiny_files} == tiny_files
+    for name in tiny_files:
+        (tiny_data_dir / name).unlink()
+    fetches.clear()
+    with pytest.raises(DataError, match="missing dataset file"):
+        runs.snapshot_fetching_again(
+            tiny_data_dir, Layout.for_run(tmp_path, "r2").data_dir, sha, lambda: fetches.append(1)
+        )
+    assert len(fetches) == 2  # three snapshots in all, a fetch between each two
+
+
 def test_a_run_still_going_keeps_its_folder_however_old(tmp_path: Path) -> None:
     """More runs at once than `keep` (a sweep's trials): the oldest, still running, stays."""
     folders = make_runs(tmp_path, 4)

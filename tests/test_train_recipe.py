@@ -40,6 +40,7 @@ def test_onecycle_peaks_after_the_warmup_fraction_of_the_steps(fraction: float) 
     peak = lrs.index(max(lrs))
     assert abs(peak - fraction * 100) <= 1.5
     assert max(lrs) == pytest.approx(0.01, rel=1e-3)
+    assert lrs[0] == pytest.approx(0.001)  # it rises from train.learning_rate
 
 
 def test_a_one_step_warmup_is_a_params_error_not_a_crash() -> None:
@@ -102,9 +103,16 @@ def test_the_epoch_hook_sees_every_epoch_and_can_end_the_run(
 def test_torch_settings_restore_the_callers_settings() -> None:
     fill = torch.utils.deterministic.fill_uninitialized_memory
     deterministic = torch.are_deterministic_algorithms_enabled()
-    with torch_settings(params()):
-        assert torch.are_deterministic_algorithms_enabled()
-        assert not torch.utils.deterministic.fill_uninitialized_memory
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        with torch_settings(params(num_threads=1)):
+            assert torch.are_deterministic_algorithms_enabled()
+            assert not torch.utils.deterministic.fill_uninitialized_memory
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
     assert torch.utils.deterministic.fill_uninitialized_memory == fill
     assert torch.are_deterministic_algorithms_enabled() == deterministic
 

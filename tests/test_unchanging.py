@@ -5,6 +5,7 @@ shared through a read-only descriptor, which the writer's exclusive hold exclude
 from __future__ import annotations
 
 import errno
+import os
 import threading
 import time
 from pathlib import Path
@@ -17,13 +18,16 @@ from mnist_pipeline.core.errors import DataError
 
 class NotWritable:
     """A lock whose file this user cannot open for writing (tests run as root, so the refusal
-    is made here): what FileLock raises then."""
+    is made here): what FileLock raises then, with `code` (EACCES: another user's file; EPERM;
+    EROFS: a read-only mount)."""
+
+    code = errno.EACCES
 
     def __init__(self, folder: Path, timeout: float = -1) -> None:
         self.lock_file = str(folder.parent / f".{folder.name}.lock")
 
     def __enter__(self) -> None:
-        raise PermissionError(errno.EACCES, "Permission denied", self.lock_file)
+        raise OSError(self.code, os.strerror(self.code), self.lock_file)
 
     def __exit__(self, *exc: object) -> None:
         raise AssertionError("never held")
@@ -45,8 +49,9 @@ def reading_while(folder: Path, timeout: float) -> tuple[threading.Thread, list[
     return reader, got
 
 
-@pytest.fixture
-def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+@pytest.fixture(params=["EACCES", "EPERM", "EROFS"])
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Path:
+    monkeypatch.setattr(NotWritable, "code", getattr(errno, request.param))
     monkeypatch.setattr(atomic, "folder_lock", NotWritable)
     folder = tmp_path / "data" / "ingested"
     folder.mkdir(parents=True)
@@ -82,3 +87,14 @@ def test_without_a_lock_file_no_writer_has_held_one(folder: Path) -> None:
     with atomic.unchanging(folder, timeout=1):
         pass  # nothing to wait on, nothing created
     assert not (folder.parent / ".ingested.lock").exists()
+
+
+def test_readers_that_cannot_write_the_lock_file_read_side_by_side(folder: Path) -> None:
+    """Their holds are shared: a second reader does not wait for the first to finish."""
+    writer = atomic.FileLock(folder.parent / ".ingested.lock")
+    writer.acquire()
+    writer.release()  # the lock file exists, free
+    with atomic.unchanging(folder, timeout=1):
+        reader, got = reading_while(folder, timeout=0.3)
+        reader.join(10)
+    assert got == [None]
